@@ -1,0 +1,305 @@
+//! Dense indexing and the two layouts of the training ratings.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Csr, DataError, RawRatings};
+
+/// What to do with repeated (user, item) pairs in the training rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DuplicatePolicy {
+    /// The last rating in file order wins (default for explicit ratings).
+    #[default]
+    Last,
+    /// The first rating in file order wins.
+    First,
+    /// Values add up (default for implicit feedback: counts of events).
+    Sum,
+}
+
+impl std::str::FromStr for DuplicatePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "last" => Ok(Self::Last),
+            "first" => Ok(Self::First),
+            "sum" => Ok(Self::Sum),
+            _ => Err(format!("unknown duplicate policy '{s}' (last, first, sum)")),
+        }
+    }
+}
+
+/// Held-out ratings in dense indices (cold-start rows already dropped).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TestSet {
+    pub users: Vec<u32>,
+    pub items: Vec<u32>,
+    pub ratings: Vec<f32>,
+}
+
+impl TestSet {
+    pub fn len(&self) -> usize {
+        self.ratings.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ratings.is_empty()
+    }
+}
+
+/// Training ratings by user and by item, test ratings, and the id maps.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// Original user id of each dense user index (sorted: numerically when all ids are integers).
+    pub user_ids: Vec<String>,
+    pub item_ids: Vec<String>,
+    /// users × items, columns sorted.
+    pub by_user: Csr,
+    /// items × users, columns sorted.
+    pub by_item: Csr,
+    pub test: TestSet,
+    /// Test rows dropped because their user or item has no training rating.
+    pub test_dropped_cold: usize,
+    /// Training rows merged into another by the duplicate policy.
+    pub duplicates_merged: usize,
+    pub rating_min: f32,
+    pub rating_max: f32,
+    /// SHA-256 of the training triples and ids, to tie a model or checkpoint to its data.
+    pub fingerprint: String,
+}
+
+/// Dense order of ids: numeric when every token is an integer, else bytewise.
+fn sorted_ids(tokens: Vec<&str>) -> Vec<String> {
+    let mut tokens = tokens;
+    let numeric: Option<Vec<i128>> = tokens.iter().map(|t| t.parse::<i128>().ok()).collect();
+    match numeric {
+        Some(_) => tokens.sort_by(|a, b| {
+            let (x, y) = (a.parse::<i128>().unwrap_or(0), b.parse::<i128>().unwrap_or(0));
+            x.cmp(&y).then_with(|| a.cmp(b))
+        }),
+        None => tokens.sort_unstable(),
+    }
+    tokens.into_iter().map(str::to_owned).collect()
+}
+
+fn index_of(ids: &[String]) -> HashMap<&str, u32> {
+    ids.iter().enumerate().map(|(i, s)| (s.as_str(), i as u32)).collect()
+}
+
+impl Dataset {
+    pub fn n_users(&self) -> usize {
+        self.user_ids.len()
+    }
+    pub fn n_items(&self) -> usize {
+        self.item_ids.len()
+    }
+    pub fn n_train(&self) -> usize {
+        self.by_user.nnz()
+    }
+
+    /// Mean training rating (the global bias μ of explicit models).
+    pub fn global_mean(&self) -> f64 {
+        let v = &self.by_user.values;
+        v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64
+    }
+
+    /// Build from chosen rows of one or two raw files.
+    ///
+    /// Dense ids come from the training rows only; test rows whose user or
+    /// item has no training rating are dropped (Spark's coldStartStrategy=drop).
+    pub fn build(
+        train: (&RawRatings, &[usize]),
+        test: Option<(&RawRatings, &[usize])>,
+        duplicates: DuplicatePolicy,
+    ) -> Result<Dataset, DataError> {
+        let (raw, rows) = train;
+        if rows.is_empty() {
+            return Err(DataError::EmptyTrain);
+        }
+        // Tokens used by training rows, then the dense order.
+        let mut user_seen = vec![false; raw.user_tokens.len()];
+        let mut item_seen = vec![false; raw.item_tokens.len()];
+        for &r in rows {
+            user_seen[raw.users[r] as usize] = true;
+            item_seen[raw.items[r] as usize] = true;
+        }
+        let pick = |tokens: &[String], seen: &[bool]| -> Vec<String> {
+            sorted_ids(tokens.iter().zip(seen).filter(|(_, &s)| s).map(|(t, _)| t.as_str()).collect())
+        };
+        let user_ids = pick(&raw.user_tokens, &user_seen);
+        let item_ids = pick(&raw.item_tokens, &item_seen);
+        let (uidx, iidx) = (index_of(&user_ids), index_of(&item_ids));
+        // Token index -> dense index for the training file.
+        let utok: Vec<u32> = raw.user_tokens.iter().map(|t| uidx.get(t.as_str()).copied().unwrap_or(u32::MAX)).collect();
+        let itok: Vec<u32> = raw.item_tokens.iter().map(|t| iidx.get(t.as_str()).copied().unwrap_or(u32::MAX)).collect();
+
+        let mut tu = Vec::with_capacity(rows.len());
+        let mut ti = Vec::with_capacity(rows.len());
+        let mut tr = Vec::with_capacity(rows.len());
+        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+        for &r in rows {
+            tu.push(utok[raw.users[r] as usize]);
+            ti.push(itok[raw.items[r] as usize]);
+            let v = raw.ratings[r];
+            lo = lo.min(v);
+            hi = hi.max(v);
+            tr.push(v);
+        }
+        let (by_user, duplicates_merged) =
+            merge_duplicates(Csr::from_triples(user_ids.len(), item_ids.len(), &tu, &ti, &tr), duplicates);
+        let by_item = by_user.transpose();
+
+        let mut test_set = TestSet::default();
+        let mut test_dropped_cold = 0;
+        if let Some((traw, trows)) = test {
+            let same = std::ptr::eq(traw, raw);
+            let (tutok, titok): (Vec<u32>, Vec<u32>) = if same {
+                (utok.clone(), itok.clone())
+            } else {
+                (
+                    traw.user_tokens.iter().map(|t| uidx.get(t.as_str()).copied().unwrap_or(u32::MAX)).collect(),
+                    traw.item_tokens.iter().map(|t| iidx.get(t.as_str()).copied().unwrap_or(u32::MAX)).collect(),
+                )
+            };
+            for &r in trows {
+                let (u, i) = (tutok[traw.users[r] as usize], titok[traw.items[r] as usize]);
+                if u == u32::MAX || i == u32::MAX {
+                    test_dropped_cold += 1;
+                    continue;
+                }
+                test_set.users.push(u);
+                test_set.items.push(i);
+                test_set.ratings.push(traw.ratings[r]);
+            }
+        }
+        let fingerprint = fingerprint(&user_ids, &item_ids, &by_user);
+        Ok(Dataset {
+            user_ids,
+            item_ids,
+            by_user,
+            by_item,
+            test: test_set,
+            test_dropped_cold,
+            duplicates_merged,
+            rating_min: lo,
+            rating_max: hi,
+            fingerprint,
+        })
+    }
+}
+
+/// Resolve repeated columns within each (sorted) row; returns the count merged.
+fn merge_duplicates(m: Csr, policy: DuplicatePolicy) -> (Csr, usize) {
+    let has_dup = (0..m.n_rows()).any(|r| m.row(r).0.windows(2).any(|w| w[0] == w[1]));
+    if !has_dup {
+        return (m, 0);
+    }
+    let mut out = Csr { n_cols: m.n_cols, indptr: vec![0], indices: Vec::new(), values: Vec::new() };
+    let mut merged = 0;
+    for r in 0..m.n_rows() {
+        let (cols, vals) = m.row(r);
+        let mut k = 0;
+        while k < cols.len() {
+            let mut v = vals[k];
+            let mut j = k + 1;
+            while j < cols.len() && cols[j] == cols[k] {
+                // Rows of equal column keep file order (stable sort), so "last" is the later line.
+                match policy {
+                    DuplicatePolicy::Last => v = vals[j],
+                    DuplicatePolicy::First => {}
+                    DuplicatePolicy::Sum => v += vals[j],
+                }
+                merged += 1;
+                j += 1;
+            }
+            out.indices.push(cols[k]);
+            out.values.push(v);
+            k = j;
+        }
+        out.indptr.push(out.indices.len());
+    }
+    (out, merged)
+}
+
+fn fingerprint(user_ids: &[String], item_ids: &[String], by_user: &Csr) -> String {
+    let mut h = Sha256::new();
+    for ids in [user_ids, item_ids] {
+        h.update((ids.len() as u64).to_le_bytes());
+        for id in ids {
+            h.update((id.len() as u64).to_le_bytes());
+            h.update(id.as_bytes());
+        }
+    }
+    for p in &by_user.indptr {
+        h.update((*p as u64).to_le_bytes());
+    }
+    for c in &by_user.indices {
+        h.update(c.to_le_bytes());
+    }
+    for v in &by_user.values {
+        h.update(v.to_bits().to_le_bytes());
+    }
+    let d = h.finalize();
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(rows: &[(&str, &str, f32)]) -> RawRatings {
+        let mut r = RawRatings { source: "t".into(), ..Default::default() };
+        let mut um: HashMap<String, u32> = HashMap::new();
+        let mut im: HashMap<String, u32> = HashMap::new();
+        for (u, i, v) in rows {
+            let ul = um.len() as u32;
+            let u = *um.entry(u.to_string()).or_insert_with(|| {
+                r.user_tokens.push(u.to_string());
+                ul
+            });
+            let il = im.len() as u32;
+            let i = *im.entry(i.to_string()).or_insert_with(|| {
+                r.item_tokens.push(i.to_string());
+                il
+            });
+            r.users.push(u);
+            r.items.push(i);
+            r.ratings.push(*v);
+        }
+        r
+    }
+
+    #[test]
+    fn numeric_ids_sort_numerically_and_cold_test_rows_drop() {
+        let r = raw(&[("10", "b", 1.0), ("9", "a", 2.0), ("10", "a", 3.0), ("11", "c", 4.0), ("9", "z", 5.0)]);
+        let d = Dataset::build((&r, &[0, 1, 2]), Some((&r, &[3, 4])), DuplicatePolicy::Last).unwrap();
+        assert_eq!(d.user_ids, vec!["9", "10"]);
+        assert_eq!(d.item_ids, vec!["a", "b"]);
+        assert_eq!(d.by_user.row(1), (&[0u32, 1][..], &[3.0f32, 1.0][..]));
+        assert_eq!(d.by_item.row(0), (&[0u32, 1][..], &[2.0f32, 3.0][..]));
+        assert!(d.test.is_empty());
+        assert_eq!(d.test_dropped_cold, 2);
+    }
+
+    #[test]
+    fn duplicate_policies() {
+        let r = raw(&[("u", "i", 1.0), ("u", "i", 2.0), ("u", "j", 5.0), ("u", "i", 4.0)]);
+        let all = [0, 1, 2, 3];
+        let last = Dataset::build((&r, &all), None, DuplicatePolicy::Last).unwrap();
+        assert_eq!(last.by_user.row(0).1, &[4.0, 5.0]);
+        assert_eq!(last.duplicates_merged, 2);
+        let first = Dataset::build((&r, &all), None, DuplicatePolicy::First).unwrap();
+        assert_eq!(first.by_user.row(0).1, &[1.0, 5.0]);
+        let sum = Dataset::build((&r, &all), None, DuplicatePolicy::Sum).unwrap();
+        assert_eq!(sum.by_user.row(0).1, &[7.0, 5.0]);
+        assert_eq!(sum.by_item.row(0).1, &[7.0]);
+    }
+
+    #[test]
+    fn empty_train_is_an_error() {
+        let r = raw(&[("u", "i", 1.0)]);
+        assert!(matches!(Dataset::build((&r, &[]), None, DuplicatePolicy::Last), Err(DataError::EmptyTrain)));
+    }
+}

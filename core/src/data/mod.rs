@@ -1,0 +1,60 @@
+//! Ratings in, dense-indexed training and test matrices out.
+//!
+//! `load` reads a ratings file into [`RawRatings`] (file order, original id
+//! tokens), `split` picks train and test rows, and [`Dataset::build`] maps the
+//! training ids to dense indices and lays the ratings out twice, by user and
+//! by item, as Spark ALS does.
+
+pub mod csr;
+pub mod dataset;
+pub mod error;
+pub mod format;
+pub mod load;
+pub mod split;
+pub mod synth;
+
+pub use csr::Csr;
+pub use dataset::{Dataset, DuplicatePolicy, TestSet};
+pub use error::DataError;
+pub use format::{Format, LoadOptions};
+pub use load::load_ratings;
+pub use split::SplitSpec;
+
+/// Ratings as read from a file, in file order, before any split.
+///
+/// Ids are interned: `users[row]` indexes `user_tokens`, which holds each
+/// distinct user id once, in first-seen order. Tokens keep the text of the
+/// file exactly (ids are opaque; `007` and `7` are different users).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawRatings {
+    /// Where the rows came from (file path or a description), for messages.
+    pub source: String,
+    pub user_tokens: Vec<String>,
+    pub item_tokens: Vec<String>,
+    pub users: Vec<u32>,
+    pub items: Vec<u32>,
+    pub ratings: Vec<f32>,
+    /// Present when the format has a timestamp column (needed by the temporal split).
+    pub timestamps: Option<Vec<i64>>,
+    /// Lines skipped as invalid under `--skip-invalid`.
+    pub skipped_lines: u64,
+}
+
+impl RawRatings {
+    pub fn len(&self) -> usize {
+        self.ratings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ratings.is_empty()
+    }
+
+    /// Rows in the given order as (user token, item token, rating).
+    pub fn row(&self, r: usize) -> (&str, &str, f32) {
+        (
+            &self.user_tokens[self.users[r] as usize],
+            &self.item_tokens[self.items[r] as usize],
+            self.ratings[r],
+        )
+    }
+}

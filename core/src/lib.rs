@@ -1,0 +1,10 @@
+//! # als-core
+//!
+//! The shared library of the ALS recommender: data loading and splitting,
+//! the dense row kernels and per-block row solvers, the training loop,
+//! evaluation metrics, and the saved model. The coordinator and the workers
+//! both run this code, so a block of rows solved on a worker gives the same
+//! numbers as the same rows solved in-process.
+
+pub mod data;
+pub mod rng;
