@@ -6,5 +6,16 @@
 //! both run this code, so a block of rows solved on a worker gives the same
 //! numbers as the same rows solved in-process.
 
+pub mod blocks;
 pub mod data;
+pub mod init;
+pub mod linalg;
+pub mod metrics;
+pub mod model;
+pub mod npy;
+pub mod objective;
+pub mod side;
 pub mod rng;
+pub mod solve;
+pub mod topk;
+pub mod train;

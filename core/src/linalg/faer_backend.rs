@@ -1,0 +1,39 @@
+//! The default dense kernels: faer (pure Rust, runtime SIMD dispatch).
+
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::cholesky::llt;
+use faer::{Accum, MatMut, MatRef, Par};
+
+use super::NotPositiveDefinite;
+
+pub struct Scratch {
+    buf: MemBuffer,
+}
+
+impl Scratch {
+    pub fn new(max_dim: usize) -> Self {
+        let req = llt::factor::cholesky_in_place_scratch::<f64>(max_dim.max(1), Par::Seq, Default::default());
+        Self { buf: MemBuffer::new(req) }
+    }
+
+    pub fn cholesky_solve(&mut self, a: &mut [f64], b: &mut [f64], d: usize) -> Result<(), NotPositiveDefinite> {
+        let mut am = MatMut::from_column_major_slice_mut(a, d, d);
+        let stack = MemStack::new(&mut self.buf);
+        llt::factor::cholesky_in_place(am.as_mut(), Default::default(), Par::Seq, stack, Default::default())
+            .map_err(|e| match e {
+                llt::factor::LltError::NonPositivePivot { index } => NotPositiveDefinite { pivot: index },
+            })?;
+        let bm = MatMut::from_column_major_slice_mut(b, d, 1);
+        llt::solve::solve_in_place(am.as_ref(), bm, Par::Seq, MemStack::new(&mut self.buf));
+        Ok(())
+    }
+}
+
+pub fn gram_add(x: &[f64], n: usize, d: usize, a: &mut [f64]) {
+    if n == 0 {
+        return;
+    }
+    let xm = MatRef::from_column_major_slice(x, n, d);
+    let am = MatMut::from_column_major_slice_mut(a, d, d);
+    faer::linalg::matmul::matmul(am, Accum::Add, xm.transpose(), xm, 1.0, Par::Seq);
+}

@@ -1,0 +1,166 @@
+//! Dense kernels of the row solvers, behind one small backend switch.
+//!
+//! Every row solve needs two dense operations: the Gram matrix of the
+//! gathered fixed-side rows (XᵀX, in f64 as Spark does) and a Cholesky
+//! solve. The default backend is faer (pure Rust, no system library); the
+//! `lapack` feature adds ndarray-linalg over the system LAPACK. Both give
+//! the same factors up to rounding (tested).
+
+mod faer_backend;
+#[cfg(feature = "lapack")]
+mod lapack_backend;
+pub mod vec;
+
+use serde::{Deserialize, Serialize};
+
+/// Which implementation runs the dense kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Faer,
+    /// ndarray-linalg over LAPACK (needs the `lapack` cargo feature).
+    Lapack,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "faer" => Ok(Self::Faer),
+            "lapack" if cfg!(feature = "lapack") => Ok(Self::Lapack),
+            "lapack" => Err("backend 'lapack' needs a build with `--features lapack`".into()),
+            _ => Err(format!("unknown backend '{s}' (faer, lapack)")),
+        }
+    }
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Faer => "faer",
+            Backend::Lapack => "lapack",
+        }
+    }
+
+    /// Backends this build can run.
+    pub fn available() -> Vec<Backend> {
+        if cfg!(feature = "lapack") {
+            vec![Backend::Faer, Backend::Lapack]
+        } else {
+            vec![Backend::Faer]
+        }
+    }
+}
+
+/// The normal matrix was not positive definite (λ = 0 with too few ratings, or non-finite input).
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+#[error("normal equations are not positive definite (pivot {pivot}); raise --lambda")]
+pub struct NotPositiveDefinite {
+    pub pivot: usize,
+}
+
+/// Per-thread scratch space of the dense kernels, allocated once and reused for every row.
+pub struct DenseScratch {
+    backend: Backend,
+    faer: faer_backend::Scratch,
+}
+
+impl DenseScratch {
+    pub fn new(backend: Backend, max_dim: usize) -> Self {
+        Self { backend, faer: faer_backend::Scratch::new(max_dim) }
+    }
+
+    /// `a (d×d, column-major) += xᵀx` for `x` (n×d, column-major).
+    pub fn gram_add(&mut self, x: &[f64], n: usize, d: usize, a: &mut [f64]) {
+        match self.backend {
+            Backend::Faer => faer_backend::gram_add(x, n, d, a),
+            #[cfg(feature = "lapack")]
+            Backend::Lapack => lapack_backend::gram_add(x, n, d, a),
+            #[cfg(not(feature = "lapack"))]
+            Backend::Lapack => unreachable!("lapack backend not compiled in"),
+        }
+    }
+
+    /// `b ← a⁻¹b` for symmetric positive definite `a` (d×d, column-major; overwritten).
+    pub fn cholesky_solve(&mut self, a: &mut [f64], b: &mut [f64], d: usize) -> Result<(), NotPositiveDefinite> {
+        match self.backend {
+            Backend::Faer => self.faer.cholesky_solve(a, b, d),
+            #[cfg(feature = "lapack")]
+            Backend::Lapack => lapack_backend::cholesky_solve(a, b, d),
+            #[cfg(not(feature = "lapack"))]
+            Backend::Lapack => unreachable!("lapack backend not compiled in"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    /// Textbook Cholesky–Banachiewicz, written independently of both backends.
+    fn reference_solve(a: &[f64], b: &[f64], d: usize) -> Vec<f64> {
+        let mut l = vec![0.0; d * d];
+        for i in 0..d {
+            for j in 0..=i {
+                let mut s = a[i + j * d];
+                for k in 0..j {
+                    s -= l[i * d + k] * l[j * d + k];
+                }
+                l[i * d + j] = if i == j { s.sqrt() } else { s / l[j * d + j] };
+            }
+        }
+        let mut y = vec![0.0; d];
+        for i in 0..d {
+            let s: f64 = (0..i).map(|k| l[i * d + k] * y[k]).sum();
+            y[i] = (b[i] - s) / l[i * d + i];
+        }
+        let mut x = vec![0.0; d];
+        for i in (0..d).rev() {
+            let s: f64 = (i + 1..d).map(|k| l[k * d + i] * x[k]).sum();
+            x[i] = (y[i] - s) / l[i * d + i];
+        }
+        x
+    }
+
+    #[test]
+    fn gram_and_solve_match_reference() {
+        let mut rng = SplitMix64::new(3);
+        for &(n, d) in &[(1usize, 1usize), (5, 3), (40, 17), (200, 65)] {
+            let x: Vec<f64> = (0..n * d).map(|_| rng.next_normal()).collect();
+            let b: Vec<f64> = (0..d).map(|_| rng.next_normal()).collect();
+            for backend in Backend::available() {
+                let mut s = DenseScratch::new(backend, d);
+                let mut a = vec![0.0; d * d];
+                for i in 0..d {
+                    a[i + i * d] = 0.5;
+                }
+                s.gram_add(&x, n, d, &mut a);
+                for i in 0..d {
+                    for j in 0..d {
+                        let want: f64 = (0..n).map(|r| x[r + i * n] * x[r + j * n]).sum::<f64>()
+                            + if i == j { 0.5 } else { 0.0 };
+                        assert!((a[i + j * d] - want).abs() < 1e-9 * (1.0 + want.abs()), "{backend:?} gram");
+                    }
+                }
+                let want = reference_solve(&a, &b, d);
+                let mut got = b.clone();
+                s.cholesky_solve(&mut a.clone(), &mut got, d).unwrap();
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() < 1e-8 * (1.0 + w.abs()), "{backend:?}: {g} vs {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn indefinite_matrix_is_reported() {
+        for backend in Backend::available() {
+            let mut s = DenseScratch::new(backend, 2);
+            let mut a = vec![1.0, 2.0, 2.0, 1.0];
+            let mut b = vec![1.0, 1.0];
+            assert!(s.cholesky_solve(&mut a, &mut b, 2).is_err(), "{backend:?}");
+        }
+    }
+}

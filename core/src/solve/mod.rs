@@ -1,0 +1,243 @@
+//! Per-row least-squares solvers over a block of rows.
+//!
+//! With one side's factors fixed, every row of the other side is an
+//! independent regularized least-squares problem. [`solve_rows`] solves a
+//! block of them in parallel; the coordinator's in-process path and every
+//! worker call it, so a row gets the same answer wherever it is solved. A
+//! row's answer depends only on its own ratings (sorted by column), the
+//! fixed factors it references and, for implicit feedback, the Gramian.
+
+mod explicit;
+mod gram;
+mod implicit;
+mod params;
+
+pub use gram::{block_gram, sum_grams};
+pub use params::{Confidence, Feedback, RegScaling, SolveParams, SolverKind};
+
+use rayon::prelude::*;
+
+use crate::linalg::{DenseScratch, NotPositiveDefinite};
+
+/// Rows to solve: `indptr[r]..indptr[r+1]` index `indices`/`values` (absolute
+/// offsets, so a view of a larger CSR needs no copy). Column indices address
+/// rows of the [`FixedSide`].
+#[derive(Debug, Clone, Copy)]
+pub struct RowsView<'a> {
+    pub indptr: &'a [usize],
+    pub indices: &'a [u32],
+    pub values: &'a [f32],
+}
+
+impl<'a> RowsView<'a> {
+    pub fn n_rows(&self) -> usize {
+        self.indptr.len().saturating_sub(1)
+    }
+
+    /// Rows `start..end` of a CSR matrix, without copying.
+    pub fn of_csr(csr: &'a crate::data::Csr, start: usize, end: usize) -> Self {
+        RowsView { indptr: &csr.indptr[start..=end], indices: &csr.indices, values: &csr.values }
+    }
+
+    #[inline]
+    fn row(&self, r: usize) -> (&'a [u32], &'a [f32]) {
+        let (a, b) = (self.indptr[r], self.indptr[r + 1]);
+        (&self.indices[a..b], &self.values[a..b])
+    }
+}
+
+/// The side held fixed during a half-iteration: `factors` is m×k row-major,
+/// `bias` has m entries for biased explicit models and is empty otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedSide<'a> {
+    pub factors: &'a [f32],
+    pub bias: &'a [f32],
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum SolveError {
+    #[error("row {row}: {source}")]
+    NotPositiveDefinite {
+        row: usize,
+        #[source]
+        source: NotPositiveDefinite,
+    },
+    #[error("invalid solve input: {0}")]
+    Invalid(String),
+}
+
+/// Rows handed to one rayon task: large enough to amortize scratch set-up.
+const ROWS_PER_TASK: usize = 32;
+
+/// Ratings gathered per dense Gram update: bounds scratch memory for rows with huge counts.
+pub(crate) const GATHER_CHUNK: usize = 256;
+
+/// Check shapes and indices before any arithmetic: a bad block is an error, never a panic.
+pub fn validate(p: &SolveParams, rows: &RowsView, fixed: &FixedSide, gram: Option<&[f64]>, out_len: usize, out_bias_len: Option<usize>) -> Result<(), SolveError> {
+    let k = p.factors;
+    let bad = |m: String| Err(SolveError::Invalid(m));
+    if k == 0 {
+        return bad("factors must be positive".into());
+    }
+    if fixed.factors.len() % k != 0 {
+        return bad(format!("fixed factors length {} is not a multiple of {k}", fixed.factors.len()));
+    }
+    let m = fixed.factors.len() / k;
+    let n = rows.n_rows();
+    if rows.indptr.is_empty() {
+        return bad("empty indptr".into());
+    }
+    if rows.indptr.windows(2).any(|w| w[0] > w[1]) {
+        return bad("indptr is not non-decreasing".into());
+    }
+    let end = *rows.indptr.last().unwrap_or(&0);
+    if end > rows.indices.len() || end > rows.values.len() {
+        return bad(format!("indptr ends at {end} beyond {} indices", rows.indices.len().min(rows.values.len())));
+    }
+    let (start, end) = (rows.indptr[0], end);
+    if let Some(bad_ix) = rows.indices[start..end].iter().find(|&&c| c as usize >= m) {
+        return bad(format!("column index {bad_ix} out of range for {m} fixed rows"));
+    }
+    if rows.values[start..end].iter().any(|v| !v.is_finite()) {
+        return bad("non-finite rating value".into());
+    }
+    if out_len != n * k {
+        return bad(format!("output has {out_len} values, expected {n} rows × {k}"));
+    }
+    match &p.feedback {
+        Feedback::Explicit { biased: true, .. } => {
+            if fixed.bias.len() != m {
+                return bad(format!("fixed bias has {} entries, expected {m}", fixed.bias.len()));
+            }
+            if out_bias_len != Some(n) {
+                return bad(format!("output bias has {out_bias_len:?} entries, expected {n}"));
+            }
+        }
+        Feedback::Explicit { biased: false, .. } => {}
+        Feedback::Implicit { .. } => {
+            match gram {
+                Some(g) if g.len() == k * k => {}
+                Some(g) => return bad(format!("gramian has {} values, expected {}", g.len(), k * k)),
+                None => return bad("implicit feedback needs the gramian of the fixed side".into()),
+            }
+            if rows.values[start..end].iter().any(|&v| v < 0.0) {
+                return bad("implicit feedback values must be >= 0".into());
+            }
+        }
+    }
+    if fixed.factors.iter().any(|v| !v.is_finite()) || fixed.bias.iter().any(|v| !v.is_finite()) {
+        return bad("non-finite fixed factor".into());
+    }
+    Ok(())
+}
+
+/// Solve every row of `rows` against `fixed`, writing row r's factors to
+/// `out[r*k..(r+1)*k]` (their current contents are the warm start of CG) and,
+/// for biased explicit models, its bias to `out_bias[r]`.
+pub fn solve_rows(
+    p: &SolveParams,
+    rows: RowsView,
+    fixed: FixedSide,
+    gram: Option<&[f64]>,
+    out: &mut [f32],
+    out_bias: Option<&mut [f32]>,
+) -> Result<(), SolveError> {
+    validate(p, &rows, &fixed, gram, out.len(), out_bias.as_ref().map(|b| b.len()))?;
+    let k = p.factors;
+    let n = rows.n_rows();
+    let mut dummy_bias;
+    let out_bias: &mut [f32] = match out_bias {
+        Some(b) => b,
+        None => {
+            dummy_bias = vec![0f32; n];
+            &mut dummy_bias
+        }
+    };
+    let d = p.dim();
+    // CG works on an f32 copy of the Gramian; made once per block, not per row.
+    let gram_f32: Vec<f32> = match (&p.solver, gram) {
+        (SolverKind::Cg { .. }, Some(g)) => g.iter().map(|&v| v as f32).collect(),
+        _ => Vec::new(),
+    };
+    out.par_chunks_mut(ROWS_PER_TASK * k)
+        .zip(out_bias.par_chunks_mut(ROWS_PER_TASK))
+        .enumerate()
+        .try_for_each_init(
+            || RowScratch::new(p, d),
+            |s, (task, (out_rows, bias_rows))| {
+                let first = task * ROWS_PER_TASK;
+                for (j, (x, b)) in out_rows.chunks_mut(k).zip(bias_rows.iter_mut()).enumerate() {
+                    let r = first + j;
+                    let (cols, vals) = rows.row(r);
+                    let res = match &p.feedback {
+                        Feedback::Explicit { biased, global_mean } => {
+                            explicit::solve_row(p, *biased, *global_mean, cols, vals, &fixed, s, x, b)
+                        }
+                        Feedback::Implicit { alpha, confidence } => match p.solver {
+                            SolverKind::Cholesky => implicit::solve_row_cholesky(
+                                p, *alpha, *confidence, cols, vals, &fixed, gram.unwrap_or(&[]), s, x,
+                            ),
+                            SolverKind::Cg { steps } => {
+                                implicit::solve_row_cg(p, *alpha, *confidence, steps, cols, vals, &fixed, &gram_f32, s, x);
+                                Ok(())
+                            }
+                        },
+                    };
+                    res.map_err(|source| SolveError::NotPositiveDefinite { row: r, source })?;
+                }
+                Ok(())
+            },
+        )
+}
+
+/// Buffers one thread reuses for all its rows.
+pub(crate) struct RowScratch {
+    pub dense: DenseScratch,
+    /// Gathered fixed rows, column-major GATHER_CHUNK × d.
+    pub x: Vec<f64>,
+    pub a: Vec<f64>,
+    pub b: Vec<f64>,
+    /// CG vectors.
+    pub r: Vec<f32>,
+    pub pv: Vec<f32>,
+    pub ap: Vec<f32>,
+}
+
+impl RowScratch {
+    fn new(p: &SolveParams, d: usize) -> Self {
+        let k = p.factors;
+        RowScratch {
+            dense: DenseScratch::new(p.backend, d),
+            x: vec![0.0; GATHER_CHUNK * d],
+            a: vec![0.0; d * d],
+            b: vec![0.0; d],
+            r: vec![0.0; k],
+            pv: vec![0.0; k],
+            ap: vec![0.0; k],
+        }
+    }
+}
+
+/// Solve one row outside a block (fold-in of a new user): the same code path as training.
+pub fn solve_one_row(
+    p: &SolveParams,
+    cols: &[u32],
+    vals: &[f32],
+    fixed: FixedSide,
+    gram: Option<&[f64]>,
+    warm_start: Option<&[f32]>,
+) -> Result<(Vec<f32>, f32), SolveError> {
+    let mut sorted: Vec<(u32, f32)> = cols.iter().copied().zip(vals.iter().copied()).collect();
+    sorted.sort_by_key(|e| e.0);
+    let (c, v): (Vec<u32>, Vec<f32>) = sorted.into_iter().unzip();
+    let indptr = [0, c.len()];
+    let rows = RowsView { indptr: &indptr, indices: &c, values: &v };
+    let mut out = warm_start.map(<[f32]>::to_vec).unwrap_or_else(|| vec![0.0; p.factors]);
+    let mut bias = [0f32];
+    let biased = matches!(p.feedback, Feedback::Explicit { biased: true, .. });
+    solve_rows(p, rows, fixed, gram, &mut out, if biased { Some(&mut bias) } else { None })?;
+    Ok((out, bias[0]))
+}
+
+#[cfg(test)]
+mod tests;

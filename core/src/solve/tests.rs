@@ -1,0 +1,209 @@
+//! Row solves against closed-form solutions built independently here.
+
+use super::*;
+use crate::data::Csr;
+use crate::linalg::Backend;
+use crate::rng::SplitMix64;
+
+/// Gaussian elimination with partial pivoting (independent of both backends).
+fn gauss_solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
+    let n = b.len();
+    for c in 0..n {
+        let p = (c..n).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap();
+        a.swap(c, p);
+        b.swap(c, p);
+        for r in c + 1..n {
+            let f = a[r][c] / a[c][c];
+            for j in c..n {
+                a[r][j] -= f * a[c][j];
+            }
+            b[r] -= f * b[c];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for i in (0..n).rev() {
+        let s: f64 = (i + 1..n).map(|j| a[i][j] * x[j]).sum();
+        x[i] = (b[i] - s) / a[i][i];
+    }
+    x
+}
+
+fn random_case(seed: u64, rows: usize, m: usize, k: usize, density: f64, implicit: bool) -> (Csr, Vec<f32>, Vec<f32>) {
+    let mut rng = SplitMix64::new(seed);
+    let (mut ru, mut ri, mut rv) = (vec![], vec![], vec![]);
+    for u in 0..rows {
+        let mut any = false;
+        for i in 0..m {
+            if rng.next_f64() < density || (!any && i == m - 1) {
+                any = true;
+                ru.push(u as u32);
+                ri.push(i as u32);
+                rv.push(if implicit { (1 + rng.next_u64() % 5) as f32 } else { (1.0 + 4.0 * rng.next_f64()) as f32 });
+            }
+        }
+    }
+    let csr = Csr::from_triples(rows, m, &ru, &ri, &rv);
+    let fixed: Vec<f32> = (0..m * k).map(|_| (rng.next_normal() * 0.5) as f32).collect();
+    let bias: Vec<f32> = (0..m).map(|_| (rng.next_normal() * 0.3) as f32).collect();
+    (csr, fixed, bias)
+}
+
+fn params(k: usize, feedback: Feedback, solver: SolverKind, scaling: RegScaling, backend: Backend) -> SolveParams {
+    SolveParams { factors: k, lambda: 0.1, reg_scaling: scaling, feedback, solver, backend }
+}
+
+#[test]
+fn explicit_rows_equal_closed_form() {
+    let (k, m) = (4, 12);
+    let (csr, fixed, bias) = random_case(1, 7, m, k, 0.5, false);
+    for backend in Backend::available() {
+        for biased in [true, false] {
+            for scaling in [RegScaling::Count, RegScaling::None] {
+                let mu = 3.1f32;
+                let p = params(k, Feedback::Explicit { biased, global_mean: mu }, SolverKind::Cholesky, scaling, backend);
+                let mut out = vec![0f32; csr.n_rows() * k];
+                let mut ob = vec![0f32; csr.n_rows()];
+                solve_rows(&p, RowsView::of_csr(&csr, 0, csr.n_rows()), FixedSide { factors: &fixed, bias: &bias }, None, &mut out, Some(&mut ob))
+                    .unwrap();
+                let d = if biased { k + 1 } else { k };
+                for u in 0..csr.n_rows() {
+                    let (cols, vals) = csr.row(u);
+                    let lam = if scaling == RegScaling::Count { 0.1 * cols.len() as f64 } else { 0.1 };
+                    let mut a = vec![vec![0.0; d]; d];
+                    let mut b = vec![0.0; d];
+                    for (&c, &r) in cols.iter().zip(vals) {
+                        let mut x: Vec<f64> = fixed[c as usize * k..(c as usize + 1) * k].iter().map(|&v| v as f64).collect();
+                        let mut t = r as f64;
+                        if biased {
+                            x.push(1.0);
+                            t -= mu as f64 + bias[c as usize] as f64;
+                        }
+                        for i in 0..d {
+                            b[i] += t * x[i];
+                            for j in 0..d {
+                                a[i][j] += x[i] * x[j];
+                            }
+                        }
+                    }
+                    for (i, row) in a.iter_mut().enumerate() {
+                        row[i] += lam;
+                    }
+                    let want = gauss_solve(a, b);
+                    for f in 0..k {
+                        let got = out[u * k + f] as f64;
+                        assert!((got - want[f]).abs() < 1e-5 * (1.0 + want[f].abs()), "{backend:?} row {u}: {got} vs {}", want[f]);
+                    }
+                    if biased {
+                        assert!((ob[u] as f64 - want[k]).abs() < 1e-5 * (1.0 + want[k].abs()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Dense Hu et al. normal equations over ALL items (unobserved: c = 1, p = 0).
+fn implicit_closed_form(cols: &[u32], vals: &[f32], fixed: &[f32], m: usize, k: usize, alpha: f64, lam: f64) -> Vec<f64> {
+    let mut a = vec![vec![0.0; k]; k];
+    let mut b = vec![0.0; k];
+    for i in 0..m {
+        let y: Vec<f64> = fixed[i * k..(i + 1) * k].iter().map(|&v| v as f64).collect();
+        let (c, pref) = match cols.iter().position(|&c| c as usize == i) {
+            Some(pos) => (1.0 + alpha * vals[pos] as f64, 1.0),
+            None => (1.0, 0.0),
+        };
+        for f in 0..k {
+            b[f] += c * pref * y[f];
+            for g in 0..k {
+                a[f][g] += c * y[f] * y[g];
+            }
+        }
+    }
+    for (f, row) in a.iter_mut().enumerate() {
+        row[f] += lam;
+    }
+    gauss_solve(a, b)
+}
+
+#[test]
+fn implicit_cholesky_and_cg_equal_closed_form() {
+    let (k, m) = (6, 15);
+    let (csr, fixed, _) = random_case(2, 9, m, k, 0.3, true);
+    let alpha = 2.0f32;
+    for backend in Backend::available() {
+        let gram = block_gram(&fixed, k, backend);
+        let fb = Feedback::Implicit { alpha, confidence: Confidence::Linear };
+        for (solver, tol) in [(SolverKind::Cholesky, 1e-5), (SolverKind::Cg { steps: k }, 1e-4)] {
+            let p = params(k, fb, solver, RegScaling::None, backend);
+            let mut out = vec![0f32; csr.n_rows() * k];
+            solve_rows(&p, RowsView::of_csr(&csr, 0, csr.n_rows()), FixedSide { factors: &fixed, bias: &[] }, Some(&gram), &mut out, None).unwrap();
+            for u in 0..csr.n_rows() {
+                let (cols, vals) = csr.row(u);
+                let want = implicit_closed_form(cols, vals, &fixed, m, k, alpha as f64, 0.1);
+                for f in 0..k {
+                    let got = out[u * k + f] as f64;
+                    assert!((got - want[f]).abs() < tol * (1.0 + want[f].abs()), "{solver:?} {backend:?} row {u}: {got} vs {}", want[f]);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn cg_improves_monotonically_towards_cholesky() {
+    let (k, m) = (8, 40);
+    let (csr, fixed, _) = random_case(5, 20, m, k, 0.2, true);
+    let gram = block_gram(&fixed, k, Backend::Faer);
+    let fb = Feedback::Implicit { alpha: 5.0, confidence: Confidence::Log { epsilon: 1.0 } };
+    let rows = RowsView::of_csr(&csr, 0, csr.n_rows());
+    let fx = FixedSide { factors: &fixed, bias: &[] };
+    let mut exact = vec![0f32; csr.n_rows() * k];
+    solve_rows(&params(k, fb, SolverKind::Cholesky, RegScaling::Count, Backend::Faer), rows, fx, Some(&gram), &mut exact, None).unwrap();
+    let err = |steps| {
+        let mut out = vec![0f32; csr.n_rows() * k];
+        solve_rows(&params(k, fb, SolverKind::Cg { steps }, RegScaling::Count, Backend::Faer), rows, fx, Some(&gram), &mut out, None).unwrap();
+        out.iter().zip(&exact).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt()
+    };
+    let (e1, e3, ek) = (err(1), err(3), err(k));
+    assert!(e1 > e3 && e3 > ek, "{e1} {e3} {ek}");
+    assert!(ek < 1e-3, "{ek}");
+}
+
+#[test]
+fn bad_blocks_are_errors_not_panics() {
+    let k = 2;
+    let p = params(k, Feedback::Explicit { biased: false, global_mean: 0.0 }, SolverKind::Cholesky, RegScaling::Count, Backend::Faer);
+    let fixed = vec![0.5f32; 3 * k];
+    let fx = FixedSide { factors: &fixed, bias: &[] };
+    let mut out = vec![0f32; k];
+    let bad_col = RowsView { indptr: &[0, 1], indices: &[3], values: &[1.0] };
+    assert!(matches!(solve_rows(&p, bad_col, fx, None, &mut out, None), Err(SolveError::Invalid(_))));
+    let bad_ptr = RowsView { indptr: &[0, 5], indices: &[0], values: &[1.0] };
+    assert!(matches!(solve_rows(&p, bad_ptr, fx, None, &mut out, None), Err(SolveError::Invalid(_))));
+    let nan = RowsView { indptr: &[0, 1], indices: &[0], values: &[f32::NAN] };
+    assert!(matches!(solve_rows(&p, nan, fx, None, &mut out, None), Err(SolveError::Invalid(_))));
+    let mut short = vec![0f32; 1];
+    let ok = RowsView { indptr: &[0, 1], indices: &[0], values: &[1.0] };
+    assert!(matches!(solve_rows(&p, ok, fx, None, &mut short, None), Err(SolveError::Invalid(_))));
+    let imp = params(k, Feedback::Implicit { alpha: 1.0, confidence: Confidence::Linear }, SolverKind::Cholesky, RegScaling::Count, Backend::Faer);
+    assert!(matches!(solve_rows(&imp, ok, fx, None, &mut out, None), Err(SolveError::Invalid(_))));
+    // λ = 0 with one rating in two unknowns: singular, reported with the row.
+    let zero = SolveParams { lambda: 0.0, ..p };
+    assert!(matches!(solve_rows(&zero, ok, fx, None, &mut out, None), Err(SolveError::NotPositiveDefinite { row: 0, .. })));
+}
+
+#[test]
+fn gram_is_independent_of_thread_count_and_matches_naive() {
+    let k = 5;
+    let mut rng = SplitMix64::new(9);
+    let f: Vec<f32> = (0..1300 * k).map(|_| rng.next_normal() as f32).collect();
+    let g = block_gram(&f, k, Backend::Faer);
+    for a in 0..k {
+        for b in 0..k {
+            let want: f64 = (0..1300).map(|r| f[r * k + a] as f64 * f[r * k + b] as f64).sum();
+            assert!((g[a * k + b] - want).abs() < 1e-9 * want.abs().max(1.0));
+        }
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    assert_eq!(pool.install(|| block_gram(&f, k, Backend::Faer)), g);
+}

@@ -1,0 +1,119 @@
+//! Hyperparameters of a training run.
+
+use serde::{Deserialize, Serialize};
+
+use crate::blocks::DEFAULT_BLOCKS;
+use crate::linalg::Backend;
+use crate::solve::{Confidence, Feedback, RegScaling, SolveParams, SolverKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ImplicitConfig {
+    pub alpha: f32,
+    pub confidence: Confidence,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub factors: usize,
+    pub iterations: usize,
+    pub lambda: f32,
+    pub reg_scaling: RegScaling,
+    /// `None`: explicit ratings.
+    pub implicit: Option<ImplicitConfig>,
+    /// Explicit models: learn μ + bᵤ + bᵢ besides the factors.
+    pub biased: bool,
+    pub solver: SolverKind,
+    pub seed: u64,
+    /// Blocks per side; fixed by the data, not by the cluster size.
+    pub blocks: usize,
+    pub backend: Backend,
+    /// Evaluate the test set every N iterations (0: only after the last one).
+    pub eval_every: usize,
+    pub ranking_k: usize,
+    /// Test rows with a value ≥ this are relevant for ranking metrics.
+    pub min_pos: f32,
+    /// Clip explicit predictions to the training rating range before RMSE/MAE.
+    pub clip_predictions: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            factors: 64,
+            iterations: 15,
+            lambda: 0.05,
+            reg_scaling: RegScaling::Count,
+            implicit: None,
+            biased: true,
+            solver: SolverKind::Cholesky,
+            seed: 42,
+            blocks: DEFAULT_BLOCKS,
+            backend: Backend::Faer,
+            eval_every: 1,
+            ranking_k: 10,
+            min_pos: 1.0,
+            clip_predictions: true,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn is_implicit(&self) -> bool {
+        self.implicit.is_some()
+    }
+
+    /// Biases are learned for explicit ratings only.
+    pub fn has_biases(&self) -> bool {
+        self.biased && !self.is_implicit()
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.factors == 0 || self.factors > 4096 {
+            return Err(format!("--factors must be in 1..=4096, got {}", self.factors));
+        }
+        if !(self.lambda.is_finite() && self.lambda >= 0.0) {
+            return Err(format!("--lambda must be a finite number >= 0, got {}", self.lambda));
+        }
+        if self.blocks == 0 {
+            return Err("--blocks must be positive".into());
+        }
+        if let Some(imp) = &self.implicit {
+            if !(imp.alpha.is_finite() && imp.alpha >= 0.0) {
+                return Err(format!("--alpha must be a finite number >= 0, got {}", imp.alpha));
+            }
+            if let Confidence::Log { epsilon } = imp.confidence {
+                if !(epsilon.is_finite() && epsilon > 0.0) {
+                    return Err(format!("--epsilon must be > 0, got {epsilon}"));
+                }
+            }
+        } else if let SolverKind::Cg { .. } = self.solver {
+            return Err("--solver cg applies to implicit feedback (--implicit); explicit ratings use cholesky".into());
+        }
+        if let SolverKind::Cg { steps: 0 } = self.solver {
+            return Err("--cg-steps must be positive".into());
+        }
+        if self.ranking_k == 0 {
+            return Err("the ranking cutoff K must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The per-row solve parameters for this run (μ is the training mean).
+    pub fn solve_params(&self, global_mean: f64) -> SolveParams {
+        let feedback = match self.implicit {
+            Some(ImplicitConfig { alpha, confidence }) => Feedback::Implicit { alpha, confidence },
+            None => Feedback::Explicit {
+                biased: self.biased,
+                global_mean: if self.biased { global_mean as f32 } else { 0.0 },
+            },
+        };
+        SolveParams {
+            factors: self.factors,
+            lambda: self.lambda,
+            reg_scaling: self.reg_scaling,
+            feedback,
+            solver: self.solver,
+            backend: self.backend,
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Half-iterations solved in this process, on all cores.
+
+use std::time::Instant;
+
+use super::{gram_by_blocks, HalfStepExecutor, HalfStepOutput, HalfStepReport, Layouts, TrainError};
+use crate::data::Dataset;
+use crate::side::{Factors, Side};
+use crate::solve::{solve_rows, Feedback, FixedSide, RowsView, SolveParams};
+
+pub struct LocalExecutor<'a> {
+    ds: &'a Dataset,
+    layouts: Layouts,
+}
+
+impl<'a> LocalExecutor<'a> {
+    pub fn new(ds: &'a Dataset, layouts: Layouts) -> Self {
+        LocalExecutor { ds, layouts }
+    }
+}
+
+impl HalfStepExecutor for LocalExecutor<'_> {
+    fn half_step(
+        &mut self,
+        side: Side,
+        params: &SolveParams,
+        fixed: &Factors,
+        fixed_gram: Option<&[f64]>,
+        target: &mut Factors,
+    ) -> Result<HalfStepOutput, TrainError> {
+        let t0 = Instant::now();
+        let csr = match side {
+            Side::Users => &self.ds.by_user,
+            Side::Items => &self.ds.by_item,
+        };
+        let n = csr.n_rows();
+        let biased = !target.bias.is_empty();
+        let fixed_side = FixedSide { factors: fixed.flat(), bias: &fixed.bias };
+        // Rows are independent, so one parallel pass over the whole side gives
+        // the same bits as solving block by block.
+        let Factors { matrix, bias } = target;
+        let out = matrix.as_slice_mut().expect("standard layout");
+        solve_rows(params, RowsView::of_csr(csr, 0, n), fixed_side, fixed_gram, out, biased.then_some(bias.as_mut_slice()))?;
+        let target_gram = match params.feedback {
+            Feedback::Implicit { .. } => Some(gram_by_blocks(target, self.layouts.side(side), params.backend)),
+            Feedback::Explicit { .. } => None,
+        };
+        let seconds = t0.elapsed().as_secs_f64();
+        Ok(HalfStepOutput {
+            target_gram,
+            report: HalfStepReport { side: Some(side), seconds, compute_seconds: seconds, ..Default::default() },
+        })
+    }
+}

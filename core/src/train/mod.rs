@@ -1,0 +1,221 @@
+//! The alternating loop: users given items, then items given users.
+//!
+//! Who solves a half-iteration is a [`HalfStepExecutor`]: [`LocalExecutor`]
+//! does it in-process, the coordinator's cluster executor ships it to gRPC
+//! workers. The loop, initialization, Gramian handling, objective and
+//! evaluation are shared, so both paths train the same model.
+
+mod config;
+pub mod eval;
+mod local;
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+pub use config::{ImplicitConfig, TrainConfig};
+pub use eval::TestMetrics;
+pub use local::LocalExecutor;
+
+use crate::blocks::BlockLayout;
+use crate::data::Dataset;
+use crate::init::init_factors;
+use crate::linalg::Backend;
+use crate::objective::{objective, ObjectiveValue};
+use crate::side::{Factors, Side};
+use crate::solve::{block_gram, sum_grams, SolveError, SolveParams};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Solve(#[from] SolveError),
+    #[error("{0}")]
+    Cluster(String),
+    #[error("stopped: {0}")]
+    Stopped(String),
+}
+
+/// The block layouts of both sides (a function of the data and the block count only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layouts {
+    pub users: BlockLayout,
+    pub items: BlockLayout,
+}
+
+impl Layouts {
+    pub fn for_dataset(ds: &Dataset, blocks: usize) -> Self {
+        Layouts { users: BlockLayout::balanced(&ds.by_user, blocks), items: BlockLayout::balanced(&ds.by_item, blocks) }
+    }
+
+    pub fn side(&self, side: Side) -> &BlockLayout {
+        match side {
+            Side::Users => &self.users,
+            Side::Items => &self.items,
+        }
+    }
+}
+
+/// YᵀY of one side: per-block Gramians summed in block order.
+pub fn gram_by_blocks(f: &Factors, layout: &BlockLayout, backend: Backend) -> Vec<f64> {
+    use rayon::prelude::*;
+    let k = f.k();
+    let partials: Vec<Vec<f64>> = (0..layout.n_blocks())
+        .into_par_iter()
+        .map(|b| {
+            let r = layout.range(b);
+            block_gram(&f.flat()[r.start * k..r.end * k], k, backend)
+        })
+        .collect();
+    sum_grams(k, partials.iter().map(Vec::as_slice))
+}
+
+/// What one half-iteration cost.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HalfStepReport {
+    pub side: Option<Side>,
+    pub seconds: f64,
+    pub compute_seconds: f64,
+    pub transfer_seconds: f64,
+    pub bytes_sent: u64,
+    pub bytes_min: u64,
+}
+
+pub struct HalfStepOutput {
+    /// Gramian of the updated side (implicit feedback), reduced in block order.
+    pub target_gram: Option<Vec<f64>>,
+    pub report: HalfStepReport,
+}
+
+/// Solves all rows of one side with the other side fixed.
+pub trait HalfStepExecutor {
+    /// Update `target` (the rows of `side`) given the fixed other side and,
+    /// for implicit feedback, its Gramian. `target` holds the warm start.
+    fn half_step(
+        &mut self,
+        side: Side,
+        params: &SolveParams,
+        fixed: &Factors,
+        fixed_gram: Option<&[f64]>,
+        target: &mut Factors,
+    ) -> Result<HalfStepOutput, TrainError>;
+}
+
+/// Everything needed to continue a run: the checkpointable state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainState {
+    pub iterations_done: usize,
+    pub users: Factors,
+    pub items: Factors,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IterationReport {
+    pub iteration: usize,
+    pub seconds: f64,
+    pub objective: Option<f64>,
+    pub train_rmse: Option<f64>,
+    /// Empty when this iteration was not evaluated (see `eval_every`).
+    pub test: TestMetrics,
+    pub halves: Vec<HalfStepReport>,
+}
+
+impl IterationReport {
+    pub fn bytes_sent(&self) -> u64 {
+        self.halves.iter().map(|h| h.bytes_sent).sum()
+    }
+    pub fn bytes_min(&self) -> u64 {
+        self.halves.iter().map(|h| h.bytes_min).sum()
+    }
+    pub fn compute_seconds(&self) -> f64 {
+        self.halves.iter().map(|h| h.compute_seconds).sum()
+    }
+    pub fn transfer_seconds(&self) -> f64 {
+        self.halves.iter().map(|h| h.transfer_seconds).sum()
+    }
+}
+
+pub struct TrainResult {
+    pub state: TrainState,
+    pub reports: Vec<IterationReport>,
+    pub final_metrics: TestMetrics,
+    pub params: SolveParams,
+}
+
+/// Fresh state: per-id seeded factors, zero biases.
+pub fn initial_state(ds: &Dataset, cfg: &TrainConfig) -> TrainState {
+    TrainState {
+        iterations_done: 0,
+        users: init_factors(&ds.user_ids, Side::Users, cfg.seed, cfg.factors, cfg.has_biases()),
+        items: init_factors(&ds.item_ids, Side::Items, cfg.seed, cfg.factors, cfg.has_biases()),
+    }
+}
+
+/// Run the remaining iterations of `cfg` from `state` (fresh or resumed).
+///
+/// `on_iteration` sees every report and the state after it (for progress and
+/// checkpoints); an error from it stops training.
+pub fn train(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    exec: &mut dyn HalfStepExecutor,
+    layouts: &Layouts,
+    state: Option<TrainState>,
+    on_iteration: &mut dyn FnMut(&IterationReport, &TrainState) -> Result<(), TrainError>,
+) -> Result<TrainResult, TrainError> {
+    cfg.validate().map_err(TrainError::Config)?;
+    let params = cfg.solve_params(ds.global_mean());
+    let mut state = state.unwrap_or_else(|| initial_state(ds, cfg));
+    check_state(ds, cfg, &state)?;
+    let implicit = cfg.is_implicit();
+    let mut item_gram = implicit.then(|| gram_by_blocks(&state.items, &layouts.items, cfg.backend));
+    let mut reports = Vec::new();
+    let mut last_eval: Option<TestMetrics> = None;
+    while state.iterations_done < cfg.iterations {
+        let it = state.iterations_done + 1;
+        let t0 = Instant::now();
+        let TrainState { users, items, .. } = &mut state;
+        let out_u = exec.half_step(Side::Users, &params, items, item_gram.as_deref(), users)?;
+        let user_gram = out_u.target_gram;
+        let out_i = exec.half_step(Side::Items, &params, users, user_gram.as_deref(), items)?;
+        if implicit {
+            item_gram = Some(out_i.target_gram.ok_or_else(|| TrainError::Cluster("executor returned no Gramian".into()))?);
+        }
+        let seconds = t0.elapsed().as_secs_f64();
+        state.iterations_done = it;
+        let obj: ObjectiveValue = objective(&params, &ds.by_user, &ds.by_item, &state.users, &state.items, item_gram.as_deref());
+        let evaluate_now = it == cfg.iterations || (cfg.eval_every > 0 && it % cfg.eval_every == 0);
+        let test = if evaluate_now { eval::evaluate(ds, cfg, &params, &state.users, &state.items) } else { TestMetrics::default() };
+        if evaluate_now {
+            last_eval = Some(test.clone());
+        }
+        let report = IterationReport {
+            iteration: it,
+            seconds,
+            objective: Some(obj.objective),
+            train_rmse: Some(obj.train_rmse),
+            test,
+            halves: vec![out_u.report, out_i.report],
+        };
+        tracing::debug!(iteration = it, seconds, objective = obj.objective, "iteration done");
+        on_iteration(&report, &state)?;
+        reports.push(report);
+    }
+    let final_metrics = match last_eval {
+        Some(m) => m,
+        None => eval::evaluate(ds, cfg, &params, &state.users, &state.items),
+    };
+    Ok(TrainResult { state, reports, final_metrics, params })
+}
+
+fn check_state(ds: &Dataset, cfg: &TrainConfig, s: &TrainState) -> Result<(), TrainError> {
+    let ok = |f: &Factors, n: usize| f.n_rows() == n && f.k() == cfg.factors && (f.bias.len() == if cfg.has_biases() { n } else { 0 });
+    if !ok(&s.users, ds.n_users()) || !ok(&s.items, ds.n_items()) {
+        return Err(TrainError::Config("the starting factors do not match the data and settings".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

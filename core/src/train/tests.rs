@@ -1,0 +1,183 @@
+//! Training-loop properties: monotone objective, recovery of a low-rank
+//! matrix, independence from the thread count.
+
+use super::*;
+use crate::data::{DuplicatePolicy, RawRatings};
+use crate::objective::objective;
+use crate::rng::SplitMix64;
+use crate::solve::{Confidence, RegScaling, SolverKind};
+
+/// Rank-`rank` ratings (plus biases and Gaussian noise), a random `density` of pairs observed.
+pub(crate) fn low_rank_raw(users: usize, items: usize, rank: usize, density: f64, noise: f64, seed: u64) -> RawRatings {
+    let mut rng = SplitMix64::new(seed);
+    let s = (1.0 / rank as f64).sqrt();
+    let u: Vec<f64> = (0..users * rank).map(|_| rng.next_normal() * s).collect();
+    let v: Vec<f64> = (0..items * rank).map(|_| rng.next_normal() * s).collect();
+    let bu: Vec<f64> = (0..users).map(|_| rng.next_normal() * 0.3).collect();
+    let bi: Vec<f64> = (0..items).map(|_| rng.next_normal() * 0.3).collect();
+    let mut raw = RawRatings {
+        source: "low-rank".into(),
+        user_tokens: (0..users).map(|x| x.to_string()).collect(),
+        item_tokens: (0..items).map(|x| x.to_string()).collect(),
+        ..Default::default()
+    };
+    for a in 0..users {
+        for b in 0..items {
+            if rng.next_f64() < density {
+                let dot: f64 = (0..rank).map(|f| u[a * rank + f] * v[b * rank + f]).sum();
+                raw.users.push(a as u32);
+                raw.items.push(b as u32);
+                raw.ratings.push((3.0 + bu[a] + bi[b] + dot + noise * rng.next_normal()) as f32);
+            }
+        }
+    }
+    raw
+}
+
+/// Implicit counts: the absolute values of a low-rank matrix.
+fn counts(mut raw: RawRatings) -> RawRatings {
+    raw.ratings.iter_mut().for_each(|r| *r = r.abs().round());
+    raw
+}
+
+/// Every 5th row is a test row.
+fn dataset(raw: &RawRatings) -> Dataset {
+    let (test, train): (Vec<usize>, Vec<usize>) = (0..raw.len()).partition(|r| r % 5 == 0);
+    Dataset::build((raw, &train), Some((raw, &test)), DuplicatePolicy::Last).unwrap()
+}
+
+/// Records the objective after every half-iteration.
+struct Watching<'a> {
+    inner: LocalExecutor<'a>,
+    ds: &'a Dataset,
+    other: Option<Factors>,
+    seen: Vec<f64>,
+}
+
+impl HalfStepExecutor for Watching<'_> {
+    fn half_step(&mut self, side: Side, p: &SolveParams, fixed: &Factors, g: Option<&[f64]>, target: &mut Factors) -> Result<HalfStepOutput, TrainError> {
+        let out = self.inner.half_step(side, p, fixed, g, target)?;
+        let (users, items) = match side {
+            Side::Users => (&*target, fixed),
+            Side::Items => (fixed, &*target),
+        };
+        let item_gram = crate::solve::block_gram(items.flat(), items.k(), p.backend);
+        self.seen.push(objective(p, &self.ds.by_user, &self.ds.by_item, users, items, Some(&item_gram)).objective);
+        self.other = None;
+        Ok(out)
+    }
+}
+
+fn assert_monotone(cfg: &TrainConfig, ds: &Dataset) {
+    let layouts = Layouts::for_dataset(ds, cfg.blocks);
+    let mut w = Watching { inner: LocalExecutor::new(ds, layouts.clone()), ds, other: None, seen: vec![] };
+    train(ds, cfg, &mut w, &layouts, None, &mut |_, _| Ok(())).unwrap();
+    assert_eq!(w.seen.len(), 2 * cfg.iterations);
+    for pair in w.seen.windows(2) {
+        assert!(pair[1] <= pair[0] * (1.0 + 1e-6), "objective rose: {:?}", w.seen);
+    }
+    assert!(w.seen.last().unwrap() < &w.seen[0]);
+}
+
+#[test]
+fn explicit_objective_never_increases() {
+    let ds = dataset(&low_rank_raw(60, 40, 3, 0.3, 0.3, 1));
+    for scaling in [RegScaling::Count, RegScaling::None] {
+        for biased in [true, false] {
+            let cfg = TrainConfig { factors: 5, iterations: 8, lambda: 0.1, reg_scaling: scaling, biased, ..Default::default() };
+            assert_monotone(&cfg, &ds);
+        }
+    }
+}
+
+#[test]
+fn implicit_objective_never_increases_with_exact_solves() {
+    let ds = dataset(&counts(low_rank_raw(50, 30, 3, 0.2, 0.0, 2)));
+    for conf in [Confidence::Linear, Confidence::Log { epsilon: 1.0 }] {
+        let cfg = TrainConfig {
+            factors: 4,
+            iterations: 6,
+            lambda: 0.1,
+            implicit: Some(ImplicitConfig { alpha: 2.0, confidence: conf }),
+            ..Default::default()
+        };
+        assert_monotone(&cfg, &ds);
+    }
+}
+
+#[test]
+fn recovers_low_rank_matrix_to_noise_level() {
+    let noise = 0.1;
+    let ds = dataset(&low_rank_raw(400, 300, 4, 0.5, noise, 3));
+    let cfg = TrainConfig { factors: 4, iterations: 15, lambda: 0.002, clip_predictions: false, ..Default::default() };
+    let layouts = Layouts::for_dataset(&ds, cfg.blocks);
+    let mut exec = LocalExecutor::new(&ds, layouts.clone());
+    let res = train(&ds, &cfg, &mut exec, &layouts, None, &mut |_, _| Ok(())).unwrap();
+    let rmse = res.final_metrics.rmse.unwrap();
+    assert!(rmse < noise * 1.1, "test RMSE {rmse} vs noise {noise}");
+}
+
+#[test]
+fn factors_do_not_depend_on_thread_count() {
+    let ds = dataset(&counts(low_rank_raw(80, 50, 3, 0.25, 0.2, 4)));
+    for cfg in [
+        TrainConfig { factors: 6, iterations: 3, ..Default::default() },
+        TrainConfig {
+            factors: 6,
+            iterations: 3,
+            implicit: Some(ImplicitConfig { alpha: 3.0, confidence: Confidence::Linear }),
+            solver: SolverKind::Cg { steps: 3 },
+            reg_scaling: RegScaling::None,
+            ..Default::default()
+        },
+    ] {
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let layouts = Layouts::for_dataset(&ds, cfg.blocks);
+                let mut exec = LocalExecutor::new(&ds, layouts.clone());
+                train(&ds, &cfg, &mut exec, &layouts, None, &mut |_, _| Ok(())).unwrap().state
+            })
+        };
+        let (a, b) = (run(1), run(3));
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn resuming_gives_the_uninterrupted_result() {
+    let ds = dataset(&counts(low_rank_raw(40, 30, 2, 0.3, 0.2, 5)));
+    let cfg = TrainConfig {
+        factors: 3,
+        iterations: 4,
+        implicit: Some(ImplicitConfig { alpha: 1.0, confidence: Confidence::Linear }),
+        ..Default::default()
+    };
+    let layouts = Layouts::for_dataset(&ds, cfg.blocks);
+    let mut exec = LocalExecutor::new(&ds, layouts.clone());
+    let mut mid = None;
+    let full = train(&ds, &cfg, &mut exec, &layouts, None, &mut |r, s| {
+        if r.iteration == 2 {
+            mid = Some(s.clone());
+        }
+        Ok(())
+    })
+    .unwrap();
+    let resumed = train(&ds, &cfg, &mut exec, &layouts, mid, &mut |_, _| Ok(())).unwrap();
+    assert_eq!(full.state, resumed.state);
+}
+
+#[cfg(feature = "lapack")]
+#[test]
+fn lapack_and_faer_backends_train_the_same_factors() {
+    let ds = dataset(&low_rank_raw(60, 40, 3, 0.3, 0.2, 6));
+    let run = |backend| {
+        let cfg = TrainConfig { factors: 5, iterations: 5, backend, ..Default::default() };
+        let layouts = Layouts::for_dataset(&ds, cfg.blocks);
+        let mut exec = LocalExecutor::new(&ds, layouts.clone());
+        train(&ds, &cfg, &mut exec, &layouts, None, &mut |_, _| Ok(())).unwrap().state
+    };
+    let (a, b) = (run(Backend::Faer), run(Backend::Lapack));
+    let diff = a.users.flat().iter().zip(b.users.flat()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(diff < 1e-4, "max difference {diff}");
+}
