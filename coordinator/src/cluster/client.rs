@@ -1,0 +1,92 @@
+//! Connections to workers: token on every call, deadlines, the handshake.
+
+use std::time::Duration;
+
+use als_proto::pb::worker_client::WorkerClient;
+use als_proto::pb::{HandshakeRequest, HandshakeResponse};
+use als_proto::PROTOCOL_VERSION;
+use anyhow::Context;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub token: Option<String>,
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions { token: None, connect_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct AuthInterceptor {
+    header: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl tonic::service::Interceptor for AuthInterceptor {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(h) = &self.header {
+            req.metadata_mut().insert(als_proto::AUTH_HEADER, h.clone());
+        }
+        Ok(req)
+    }
+}
+
+pub type Client = WorkerClient<InterceptedService<Channel, AuthInterceptor>>;
+
+/// A connected, handshaken worker.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    pub addr: String,
+    pub client: Client,
+    pub info: HandshakeResponse,
+}
+
+fn endpoint_uri(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// Connect and handshake; every failure names the worker.
+pub async fn connect(addr: &str, opts: &ClientOptions) -> anyhow::Result<WorkerHandle> {
+    let endpoint = Endpoint::from_shared(endpoint_uri(addr))
+        .with_context(|| format!("worker {addr}: invalid address"))?
+        .connect_timeout(opts.connect_timeout)
+        .tcp_nodelay(true);
+    let channel = tokio::time::timeout(opts.connect_timeout, endpoint.connect())
+        .await
+        .map_err(|_| anyhow::anyhow!("worker {addr}: no answer within {:?}", opts.connect_timeout))?
+        .with_context(|| format!("worker {addr}: cannot connect"))?;
+    let header = match &opts.token {
+        Some(t) => Some(format!("Bearer {t}").parse().context("the cluster token must be printable ASCII")?),
+        None => None,
+    };
+    let mut client = WorkerClient::with_interceptor(channel, AuthInterceptor { header })
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(16 << 20);
+    let req = HandshakeRequest {
+        protocol_version: PROTOCOL_VERSION,
+        coordinator: format!("coordinator {}", env!("CARGO_PKG_VERSION")),
+        required_capabilities: vec!["gramian-reduce".into()],
+    };
+    let info = tokio::time::timeout(opts.connect_timeout, client.handshake(req))
+        .await
+        .map_err(|_| anyhow::anyhow!("worker {addr}: handshake timed out after {:?}", opts.connect_timeout))?
+        .map_err(|s| anyhow::anyhow!("worker {addr}: handshake refused: {}", s.message()))?
+        .into_inner();
+    anyhow::ensure!(
+        info.protocol_version == PROTOCOL_VERSION,
+        "worker {addr}: protocol version mismatch: it speaks {}, this coordinator speaks {PROTOCOL_VERSION}",
+        info.protocol_version
+    );
+    tracing::info!(worker = addr, threads = info.threads, version = %info.worker_version, "worker connected");
+    Ok(WorkerHandle { addr: addr.to_owned(), client, info })
+}

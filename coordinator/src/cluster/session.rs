@@ -1,0 +1,134 @@
+//! A cluster session: a runtime, the connected workers, and training on them.
+
+use als_core::data::Dataset;
+use als_core::train::{initial_state, train, IterationReport, Layouts, TrainConfig, TrainError, TrainResult, TrainState};
+use futures::future::try_join_all;
+
+use super::client::{connect, ClientOptions, WorkerHandle};
+use super::executor::ClusterExecutor;
+use super::local::LocalWorkers;
+
+pub struct ClusterSession {
+    rt: tokio::runtime::Runtime,
+    workers: Vec<WorkerHandle>,
+    local: Option<LocalWorkers>,
+}
+
+impl ClusterSession {
+    fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+        // Network I/O only: the solving happens on the rayon pool.
+        Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+    }
+
+    /// Connect to running workers (all must answer the handshake).
+    pub fn connect(addrs: &[String], opts: &ClientOptions) -> anyhow::Result<ClusterSession> {
+        anyhow::ensure!(!addrs.is_empty(), "--workers needs at least one address");
+        let rt = Self::runtime()?;
+        let workers = rt.block_on(try_join_all(addrs.iter().map(|a| connect(a, opts))))?;
+        Ok(ClusterSession { rt, workers, local: None })
+    }
+
+    /// Start `n` workers in this process on loopback ports and connect to them over gRPC.
+    pub fn local(n: usize, opts: &ClientOptions) -> anyhow::Result<ClusterSession> {
+        anyhow::ensure!(n > 0, "--local needs at least one worker");
+        let rt = Self::runtime()?;
+        let threads = rayon::current_num_threads();
+        let local = rt.block_on(LocalWorkers::start(n, threads))?;
+        let opts = ClientOptions { token: Some(local.token.clone()), ..opts.clone() };
+        let workers = rt.block_on(try_join_all(local.addrs.iter().map(|a| connect(a, &opts))))?;
+        Ok(ClusterSession { rt, workers, local: Some(local) })
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.workers.iter().map(|w| w.addr.clone()).collect()
+    }
+
+    /// Train `cfg` on the workers, from `state` or a fresh start.
+    pub fn train(
+        &self,
+        ds: &Dataset,
+        cfg: &TrainConfig,
+        layouts: &Layouts,
+        state: Option<TrainState>,
+        on_iteration: &mut dyn FnMut(&IterationReport, &TrainState) -> Result<(), TrainError>,
+    ) -> anyhow::Result<TrainResult> {
+        cfg.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let state = state.unwrap_or_else(|| initial_state(ds, cfg));
+        let params = cfg.solve_params(ds.global_mean());
+        let job_id = format!("job-{}", super::local::random_token());
+        let mut exec = ClusterExecutor::start(self.rt.handle().clone(), self.workers.clone(), ds, &params, layouts, &state, job_id)?;
+        let res = train(ds, cfg, &mut exec, layouts, Some(state), on_iteration);
+        exec.finish();
+        Ok(res?)
+    }
+
+    /// Stop in-process workers (remote ones keep running).
+    pub fn shutdown(self) -> anyhow::Result<()> {
+        if let Some(l) = self.local {
+            self.rt.block_on(l.shutdown())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use als_core::data::{DuplicatePolicy, RawRatings};
+    use als_core::rng::SplitMix64;
+    use als_core::solve::{Confidence, RegScaling, SolverKind};
+    use als_core::train::{ImplicitConfig, LocalExecutor};
+
+    /// Random 1..5 ratings on a random quarter of the pairs; every 5th row is a test row.
+    fn small_dataset() -> Dataset {
+        let mut rng = SplitMix64::new(3);
+        let (users, items) = (300usize, 150usize);
+        let mut raw = RawRatings {
+            source: "test".into(),
+            user_tokens: (0..users).map(|u| format!("u{u}")).collect(),
+            item_tokens: (0..items).map(|i| format!("i{i}")).collect(),
+            ..Default::default()
+        };
+        for u in 0..users {
+            for i in 0..items {
+                if rng.next_f64() < 0.15 || i == u % items {
+                    raw.users.push(u as u32);
+                    raw.items.push(i as u32);
+                    raw.ratings.push((1 + rng.next_u64() % 5) as f32);
+                }
+            }
+        }
+        let (test, train): (Vec<usize>, Vec<usize>) = (0..raw.len()).partition(|r| r % 5 == 0);
+        Dataset::build((&raw, &train), Some((&raw, &test)), DuplicatePolicy::Last).unwrap()
+    }
+
+    #[test]
+    fn one_two_three_workers_equal_the_single_process_path() {
+        let ds = small_dataset();
+        let configs = [
+            TrainConfig { factors: 8, iterations: 10, lambda: 0.05, ..Default::default() },
+            TrainConfig {
+                factors: 8,
+                iterations: 10,
+                lambda: 0.05,
+                reg_scaling: RegScaling::None,
+                implicit: Some(ImplicitConfig { alpha: 5.0, confidence: Confidence::Linear }),
+                solver: SolverKind::Cg { steps: 3 },
+                ..Default::default()
+            },
+        ];
+        for cfg in configs {
+            let layouts = Layouts::for_dataset(&ds, cfg.blocks);
+            let mut local = LocalExecutor::new(&ds, layouts.clone());
+            let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
+            for n in 1..=3 {
+                let s = ClusterSession::local(n, &ClientOptions::default()).unwrap();
+                let got = s.train(&ds, &cfg, &layouts, None, &mut |_, _| Ok(())).unwrap();
+                s.shutdown().unwrap();
+                assert_eq!(got.state, want.state, "{n} workers, implicit={}", cfg.is_implicit());
+                let r = &got.reports[0];
+                assert!(r.bytes_sent() >= r.bytes_min() && r.bytes_min() > 0);
+            }
+        }
+    }
+}

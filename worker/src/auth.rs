@@ -1,0 +1,80 @@
+//! The cluster token: every call must present it; compared in constant time.
+
+use tonic::{Request, Status};
+
+/// Checks `authorization: Bearer <token>` on every request when a token is configured.
+#[derive(Clone)]
+pub struct TokenCheck {
+    token: Option<std::sync::Arc<[u8]>>,
+}
+
+impl TokenCheck {
+    pub fn new(token: Option<String>) -> Self {
+        TokenCheck { token: token.map(|t| std::sync::Arc::from(t.into_bytes())) }
+    }
+
+    pub fn check(&self, req: &Request<()>) -> Result<(), Status> {
+        let Some(want) = &self.token else { return Ok(()) };
+        let got = req
+            .metadata()
+            .get(als_proto::AUTH_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("missing cluster token"))?;
+        if constant_time_eq(got.as_bytes(), want) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated("wrong cluster token"))
+        }
+    }
+}
+
+/// Equal-length comparison that does not stop at the first differing byte.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | ((a.len() ^ b.len()) >> 8) as u8;
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+    }
+    diff == 0
+}
+
+/// Read a token file: surrounding whitespace is ignored; an empty token is an error.
+pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let t = std::fs::read_to_string(path).with_context(|| format!("cannot read token file {}", path.display()))?;
+    let t = t.trim().to_owned();
+    anyhow::ensure!(!t.is_empty(), "token file {} is empty", path.display());
+    Ok(t)
+}
+
+/// The token from `--token-file` or else the `ALS_TOKEN` environment variable.
+pub fn resolve_token(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    if let Some(f) = file {
+        return read_token_file(f).map(Some);
+    }
+    match std::env::var("ALS_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_owned())),
+        _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        let check = TokenCheck::new(Some("s3".into()));
+        let mut req = Request::new(());
+        assert!(check.check(&req).is_err());
+        req.metadata_mut().insert("authorization", "Bearer s3".parse().unwrap());
+        assert!(check.check(&req).is_ok());
+        req.metadata_mut().insert("authorization", "Bearer s4".parse().unwrap());
+        assert!(check.check(&req).is_err());
+        assert!(TokenCheck::new(None).check(&Request::new(())).is_ok());
+    }
+}

@@ -1,0 +1,319 @@
+//! A worker's state for the one job it runs: its blocks of ratings on each
+//! side, the fixed factors of the coming half-iteration, and the solve.
+//!
+//! Every number that arrives is checked here before it is stored: indices
+//! inside their ranges, lengths that agree, finite values, sizes under the
+//! limits the job declared. Nothing here panics on bad input.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use als_core::side::Side;
+use als_core::solve::{block_gram, solve_rows, Feedback, FixedSide, RowsView, SolveParams};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum JobError {
+    #[error("invalid message: {0}")]
+    Invalid(String),
+    #[error("not ready: {0}")]
+    NotReady(String),
+    #[error("solve failed: {0}")]
+    Solve(String),
+}
+
+fn invalid<T>(m: impl Into<String>) -> Result<T, JobError> {
+    Err(JobError::Invalid(m.into()))
+}
+
+/// One block of rows of the solving side, with its ratings and current factors.
+#[derive(Debug)]
+pub struct Block {
+    pub row_start: u64,
+    pub n_rows: usize,
+    pub indptr: Vec<usize>,
+    /// Indexes into `needed`.
+    pub columns: Vec<u32>,
+    pub values: Vec<f32>,
+    /// Global fixed-side rows referenced, ascending.
+    pub needed: Vec<u32>,
+    /// `columns` mapped into this worker's union of needed rows (rebuilt when blocks change).
+    pub union_columns: Vec<u32>,
+    pub factors: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// Raw fields of a block as received (already decoded from bytes).
+pub struct BlockData {
+    pub block: u32,
+    pub row_start: u64,
+    pub n_rows: u32,
+    pub nnz: u64,
+    pub n_needed: u32,
+    pub indptr: Vec<u32>,
+    pub columns: Vec<u32>,
+    pub values: Vec<f32>,
+    pub needed: Vec<u32>,
+    pub factors: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+#[derive(Debug, Default)]
+struct SideBlocks {
+    blocks: BTreeMap<u32, Block>,
+    /// Sorted union of the blocks' `needed` rows: the fixed rows pushed before a solve.
+    union: Vec<u32>,
+}
+
+impl SideBlocks {
+    fn rebuild_union(&mut self) {
+        let mut u: Vec<u32> = self.blocks.values().flat_map(|b| b.needed.iter().copied()).collect();
+        u.sort_unstable();
+        u.dedup();
+        for b in self.blocks.values_mut() {
+            // `needed` is ascending, so positions in the union keep the column order of every row.
+            let pos: Vec<u32> = b.needed.iter().map(|g| u.binary_search(g).expect("needed row is in the union") as u32).collect();
+            b.union_columns = b.columns.iter().map(|&c| pos[c as usize]).collect();
+        }
+        self.union = u;
+    }
+}
+
+/// The fixed side's factors received for one step.
+pub struct FixedFactors {
+    pub side: Side,
+    pub step: u64,
+    pub factors: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub gram: Option<Vec<f64>>,
+}
+
+/// One solved block, ready to stream back.
+pub struct SolvedBlock {
+    pub block: u32,
+    pub row_start: u64,
+    pub n_rows: usize,
+    pub factors: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub gram: Option<Vec<f64>>,
+}
+
+pub struct Job {
+    pub id: String,
+    pub params: SolveParams,
+    pub n_users: u64,
+    pub n_items: u64,
+    users: SideBlocks,
+    items: SideBlocks,
+    fixed: Option<FixedFactors>,
+    pub last_activity: Instant,
+}
+
+impl Job {
+    pub fn new(id: String, params: SolveParams, n_users: u64, n_items: u64) -> Result<Job, JobError> {
+        if id.is_empty() || id.len() > 128 {
+            return invalid("job id must be 1..=128 bytes");
+        }
+        if n_users == 0 || n_items == 0 || n_users > u32::MAX as u64 || n_items > u32::MAX as u64 {
+            return invalid(format!("sizes out of range: {n_users} users, {n_items} items"));
+        }
+        Ok(Job {
+            id,
+            params,
+            n_users,
+            n_items,
+            users: SideBlocks::default(),
+            items: SideBlocks::default(),
+            fixed: None,
+            last_activity: Instant::now(),
+        })
+    }
+
+    fn side(&self, s: Side) -> &SideBlocks {
+        match s {
+            Side::Users => &self.users,
+            Side::Items => &self.items,
+        }
+    }
+
+    fn side_mut(&mut self, s: Side) -> &mut SideBlocks {
+        match s {
+            Side::Users => &mut self.users,
+            Side::Items => &mut self.items,
+        }
+    }
+
+    pub fn n_rows_of(&self, s: Side) -> u64 {
+        match s {
+            Side::Users => self.n_users,
+            Side::Items => self.n_items,
+        }
+    }
+
+    fn biased(&self) -> bool {
+        matches!(self.params.feedback, Feedback::Explicit { biased: true, .. })
+    }
+
+    fn implicit(&self) -> bool {
+        matches!(self.params.feedback, Feedback::Implicit { .. })
+    }
+
+    /// Upper bounds of a block's byte fields, from its header (so a stream can be cut off early).
+    pub fn block_limits(&self, side: Side, n_rows: u32, nnz: u64, n_needed: u32) -> Result<[u64; 6], JobError> {
+        let k = self.params.factors as u64;
+        let (n_side, n_other) = (self.n_rows_of(side), self.n_rows_of(side.other()));
+        if n_rows as u64 > n_side {
+            return invalid(format!("block of {n_rows} rows exceeds the {n_side} {} of the job", side.name()));
+        }
+        if n_needed as u64 > n_other {
+            return invalid(format!("block needs {n_needed} rows of {} but the job has {n_other}", side.other().name()));
+        }
+        if nnz > n_rows as u64 * n_needed as u64 {
+            return invalid(format!("block declares {nnz} ratings for {n_rows} rows × {n_needed} columns"));
+        }
+        let bias = if self.biased() { n_rows as u64 * 4 } else { 0 };
+        Ok([(n_rows as u64 + 1) * 4, nnz * 4, nnz * 4, n_needed as u64 * 4, n_rows as u64 * k * 4, bias])
+    }
+
+    /// Store a block after checking every field.
+    pub fn add_block(&mut self, side: Side, d: BlockData) -> Result<(), JobError> {
+        let k = self.params.factors;
+        let (n_side, n_other) = (self.n_rows_of(side), self.n_rows_of(side.other()));
+        let n = d.n_rows as usize;
+        let nnz = usize::try_from(d.nnz).map_err(|_| JobError::Invalid("nnz too large".into()))?;
+        if d.row_start.checked_add(d.n_rows as u64).is_none_or(|e| e > n_side) {
+            return invalid(format!("rows {}..+{} outside the job's {n_side} {}", d.row_start, d.n_rows, side.name()));
+        }
+        if d.indptr.len() != n + 1 {
+            return invalid(format!("indptr has {} entries, expected {}", d.indptr.len(), n + 1));
+        }
+        if d.indptr[0] != 0 || d.indptr.windows(2).any(|w| w[0] > w[1]) || d.indptr[n] as usize != nnz {
+            return invalid("indptr must start at 0, not decrease, and end at nnz");
+        }
+        if d.columns.len() != nnz || d.values.len() != nnz {
+            return invalid(format!("{} columns and {} values for {nnz} ratings", d.columns.len(), d.values.len()));
+        }
+        if d.needed.len() != d.n_needed as usize {
+            return invalid(format!("needed has {} rows, header says {}", d.needed.len(), d.n_needed));
+        }
+        if d.needed.windows(2).any(|w| w[0] >= w[1]) || d.needed.last().is_some_and(|&g| g as u64 >= n_other) {
+            return invalid("needed rows must be ascending and inside the other side");
+        }
+        for r in 0..n {
+            let row = &d.columns[d.indptr[r] as usize..d.indptr[r + 1] as usize];
+            if row.windows(2).any(|w| w[0] >= w[1]) || row.last().is_some_and(|&c| c >= d.n_needed) {
+                return invalid(format!("row {r}: columns must be ascending and index the needed rows"));
+            }
+        }
+        if d.values.iter().any(|v| !v.is_finite()) {
+            return invalid("non-finite rating value");
+        }
+        if self.implicit() && d.values.iter().any(|&v| v < 0.0) {
+            return invalid("implicit feedback values must be >= 0");
+        }
+        if d.factors.len() != n * k || d.factors.iter().any(|v| !v.is_finite()) {
+            return invalid(format!("factors: expected {} finite values, got {}", n * k, d.factors.len()));
+        }
+        let want_bias = if self.biased() { n } else { 0 };
+        if d.bias.len() != want_bias || d.bias.iter().any(|v| !v.is_finite()) {
+            return invalid(format!("bias: expected {want_bias} finite values, got {}", d.bias.len()));
+        }
+        let s = self.side_mut(side);
+        let end = d.row_start + d.n_rows as u64;
+        if let Some((id, _)) = s.blocks.iter().find(|(&id, b)| id != d.block && d.row_start < b.row_start + b.n_rows as u64 && b.row_start < end) {
+            return invalid(format!("rows overlap block {id}"));
+        }
+        s.blocks.insert(
+            d.block,
+            Block {
+                row_start: d.row_start,
+                n_rows: n,
+                indptr: d.indptr.iter().map(|&p| p as usize).collect(),
+                columns: d.columns,
+                values: d.values,
+                needed: d.needed,
+                union_columns: Vec::new(),
+                factors: d.factors,
+                bias: d.bias,
+            },
+        );
+        s.rebuild_union();
+        Ok(())
+    }
+
+    pub fn release_blocks(&mut self, side: Side, blocks: &[u32]) {
+        let s = self.side_mut(side);
+        for b in blocks {
+            s.blocks.remove(b);
+        }
+        s.rebuild_union();
+    }
+
+    /// Rows of the `fixed` side this worker needs (the solving side's union).
+    pub fn needed_fixed_rows(&self, fixed: Side) -> usize {
+        self.side(fixed.other()).union.len()
+    }
+
+    pub fn fixed_limits(&self, fixed: Side, n_rows: u32) -> Result<[u64; 3], JobError> {
+        let want = self.needed_fixed_rows(fixed);
+        if n_rows as usize != want {
+            return invalid(format!("{n_rows} fixed rows pushed, this worker's blocks need {want}"));
+        }
+        let k = self.params.factors as u64;
+        let gram = if self.implicit() { k * k * 8 } else { 0 };
+        let bias = if self.biased() { n_rows as u64 * 4 } else { 0 };
+        Ok([gram, n_rows as u64 * k * 4, bias])
+    }
+
+    pub fn set_fixed(&mut self, f: FixedFactors) -> Result<(), JobError> {
+        let k = self.params.factors;
+        let n = self.needed_fixed_rows(f.side);
+        if f.factors.len() != n * k || f.factors.iter().any(|v| !v.is_finite()) {
+            return invalid(format!("fixed factors: expected {} finite values, got {}", n * k, f.factors.len()));
+        }
+        let want_bias = if self.biased() { n } else { 0 };
+        if f.bias.len() != want_bias || f.bias.iter().any(|v| !v.is_finite()) {
+            return invalid(format!("fixed bias: expected {want_bias} finite values, got {}", f.bias.len()));
+        }
+        match (&f.gram, self.implicit()) {
+            (Some(g), true) if g.len() == k * k && g.iter().all(|v| v.is_finite()) => {}
+            (None, false) => {}
+            _ => return invalid(format!("gramian: implicit feedback needs {} finite values, explicit none", k * k)),
+        }
+        self.fixed = Some(f);
+        Ok(())
+    }
+
+    /// Solve every block of `side` against the pushed fixed factors of `step`.
+    pub fn solve(&mut self, side: Side, step: u64) -> Result<Vec<SolvedBlock>, JobError> {
+        let fixed = self.fixed.take().ok_or_else(|| JobError::NotReady("no factors pushed for this step".into()))?;
+        if fixed.side != side.other() || fixed.step != step {
+            let msg = format!("pushed factors are for {} step {}, solve asks {} step {step}", fixed.side.name(), fixed.step, side.other().name());
+            self.fixed = Some(fixed);
+            return Err(JobError::NotReady(msg));
+        }
+        let params = self.params;
+        let implicit = self.implicit();
+        let biased = self.biased();
+        let k = params.factors;
+        let fx = FixedSide { factors: &fixed.factors, bias: &fixed.bias };
+        let mut out = Vec::new();
+        for (&id, b) in self.side_mut(side).blocks.iter_mut() {
+            let rows = RowsView { indptr: &b.indptr, indices: &b.union_columns, values: &b.values };
+            solve_rows(&params, rows, fx, fixed.gram.as_deref(), &mut b.factors, biased.then_some(b.bias.as_mut_slice()))
+                .map_err(|e| JobError::Solve(format!("block {id}: {e}")))?;
+            out.push(SolvedBlock {
+                block: id,
+                row_start: b.row_start,
+                n_rows: b.n_rows,
+                factors: b.factors.clone(),
+                bias: b.bias.clone(),
+                gram: implicit.then(|| block_gram(&b.factors, k, params.backend)),
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn n_blocks(&self, side: Side) -> usize {
+        self.side(side).blocks.len()
+    }
+}

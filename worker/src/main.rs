@@ -1,0 +1,83 @@
+//! `worker --listen :50051`: serve ALS half-iterations to a coordinator.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use als_worker::{auth, server};
+
+#[derive(Parser, Debug)]
+#[command(name = "worker", version, about = "ALS worker: solves the rows of its blocks for a coordinator")]
+struct Args {
+    /// Address to listen on: HOST:PORT, or :PORT for all interfaces.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: String,
+    /// Cores to use for solving (default: all).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// File holding the cluster token (else the ALS_TOKEN environment variable).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Serve without a token on a non-loopback address (anyone who can reach the port can drive the worker).
+    #[arg(long)]
+    insecure: bool,
+    /// Seconds without any call after which a job may be replaced by a new one.
+    #[arg(long, default_value_t = 60)]
+    job_idle_timeout: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("cannot size the thread pool")?;
+    let token = auth::resolve_token(args.token_file.as_deref())?;
+    let addr = server::parse_listen(&args.listen)?;
+    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    if token.is_none() && !server::is_loopback(&local) && !args.insecure {
+        anyhow::bail!(
+            "refusing to listen on {local} without a cluster token: set --token-file or ALS_TOKEN, listen on 127.0.0.1, or pass --insecure"
+        );
+    }
+    if token.is_none() {
+        tracing::warn!("no cluster token configured: any local process can drive this worker");
+    }
+    // The bound address on stdout lets scripts and tests use port 0.
+    println!("listening on {local}");
+    tracing::info!(%local, threads, "worker ready");
+    let opts = server::ServeOptions { token, threads, idle_timeout: Duration::from_secs(args.job_idle_timeout) };
+    server::serve(listener, opts, shutdown_signal()).await?;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received, finishing in-flight calls");
+}

@@ -1,0 +1,52 @@
+//! Serving the worker: token check, health service, graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use als_proto::pb::worker_server::WorkerServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::auth::TokenCheck;
+use crate::service::WorkerService;
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The cluster token; `None` only for loopback or with `--insecure`.
+    pub token: Option<String>,
+    pub threads: usize,
+    pub idle_timeout: Duration,
+}
+
+/// Listen address: `:50051` means all interfaces, else `HOST:PORT`.
+pub fn parse_listen(s: &str) -> anyhow::Result<String> {
+    let s = s.trim();
+    let addr = if let Some(port) = s.strip_prefix(':') { format!("0.0.0.0:{port}") } else { s.to_owned() };
+    anyhow::ensure!(addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()), "listen address '{s}' must be HOST:PORT or :PORT");
+    Ok(addr)
+}
+
+/// Whether every address a listener is bound to is loopback.
+pub fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+/// Serve on `listener` until `shutdown` resolves; in-flight calls finish first.
+pub async fn serve(listener: TcpListener, opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let check = TokenCheck::new(opts.token.clone());
+    let svc = WorkerServer::with_interceptor(WorkerService::new(opts.threads, opts.idle_timeout), move |req: tonic::Request<()>| {
+        check.check(&req)?;
+        Ok(req)
+    });
+    reporter.set_serving::<WorkerServer<WorkerService>>().await;
+    Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(svc)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

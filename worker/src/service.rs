@@ -1,0 +1,289 @@
+//! The gRPC `Worker` service: decodes, checks and forwards to the [`Job`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use als_proto::codec::{bytes_f32, bytes_f64, bytes_u32, f32_bytes, f64_bytes, plan_chunks};
+use als_proto::pb::worker_server::Worker;
+use als_proto::pb::{
+    AssignBlockResponse, BlockChunk, EndJobRequest, EndJobResponse, FactorChunk, HandshakeRequest, HandshakeResponse,
+    PushFactorsResponse, ReleaseBlocksRequest, ReleaseBlocksResponse, SolveRequest, SolvedChunk, StartJobRequest,
+    StartJobResponse,
+};
+use als_proto::spec::{params_from_spec, side_from_pb};
+use als_proto::{CHUNK_BYTES, PROTOCOL_VERSION};
+use futures::Stream;
+use tokio::sync::Mutex;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::job::{BlockData, FixedFactors, Job, JobError};
+
+/// Capabilities this build offers (checked in the handshake).
+pub fn capabilities() -> Vec<String> {
+    let mut c: Vec<String> = ["explicit", "implicit", "cholesky", "cg", "gramian-reduce"].iter().map(|s| s.to_string()).collect();
+    for b in als_core::linalg::Backend::available() {
+        c.push(format!("backend:{}", b.name()));
+    }
+    c
+}
+
+pub struct WorkerService {
+    job: Arc<Mutex<Option<Job>>>,
+    threads: usize,
+    /// A job with no call for this long may be replaced by a new one (its coordinator is gone).
+    idle_timeout: Duration,
+}
+
+impl WorkerService {
+    pub fn new(threads: usize, idle_timeout: Duration) -> Self {
+        WorkerService { job: Arc::new(Mutex::new(None)), threads, idle_timeout }
+    }
+}
+
+fn status(e: JobError) -> Status {
+    match e {
+        JobError::Invalid(m) => Status::invalid_argument(m),
+        JobError::NotReady(m) => Status::failed_precondition(m),
+        JobError::Solve(m) => Status::failed_precondition(m),
+    }
+}
+
+/// The active job, if `job_id` names it; touches its activity time.
+fn active<'a>(slot: &'a mut Option<Job>, job_id: &str) -> Result<&'a mut Job, Status> {
+    match slot {
+        Some(j) if j.id != job_id => {
+            Err(Status::failed_precondition(format!("call belongs to job '{job_id}', this worker runs job '{}'", j.id)))
+        }
+        Some(j) => {
+            j.last_activity = Instant::now();
+            Ok(j)
+        }
+        None => Err(Status::failed_precondition(format!("no job is running (call for job '{job_id}')"))),
+    }
+}
+
+/// Appends byte fields across chunks, refusing anything beyond the declared sizes.
+struct Accumulator {
+    names: &'static [&'static str],
+    limits: Vec<u64>,
+    bufs: Vec<Vec<u8>>,
+}
+
+impl Accumulator {
+    fn new(names: &'static [&'static str], limits: &[u64]) -> Self {
+        Accumulator { names, limits: limits.to_vec(), bufs: vec![Vec::new(); names.len()] }
+    }
+
+    fn add(&mut self, i: usize, data: &[u8]) -> Result<(), Status> {
+        if self.bufs[i].len() as u64 + data.len() as u64 > self.limits[i] {
+            return Err(Status::invalid_argument(format!("field {} exceeds its declared size of {} bytes", self.names[i], self.limits[i])));
+        }
+        self.bufs[i].extend_from_slice(data);
+        Ok(())
+    }
+}
+
+type SolveStream = Pin<Box<dyn Stream<Item = Result<SolvedChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Worker for WorkerService {
+    async fn handshake(&self, req: Request<HandshakeRequest>) -> Result<Response<HandshakeResponse>, Status> {
+        let r = req.into_inner();
+        if r.protocol_version != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "protocol version mismatch: coordinator speaks {}, this worker speaks {PROTOCOL_VERSION}",
+                r.protocol_version
+            )));
+        }
+        let caps = capabilities();
+        if let Some(missing) = r.required_capabilities.iter().find(|c| !caps.contains(c)) {
+            return Err(Status::failed_precondition(format!("this worker lacks capability '{missing}' (has {})", caps.join(", "))));
+        }
+        let active_job_id = match self.job.try_lock() {
+            Ok(g) => g.as_ref().map(|j| j.id.clone()).unwrap_or_default(),
+            Err(_) => "(busy)".into(),
+        };
+        tracing::info!(coordinator = %r.coordinator, "handshake");
+        Ok(Response::new(HandshakeResponse {
+            protocol_version: PROTOCOL_VERSION,
+            worker_version: env!("CARGO_PKG_VERSION").into(),
+            capabilities: caps,
+            threads: self.threads as u32,
+            active_job_id,
+        }))
+    }
+
+    async fn start_job(&self, req: Request<StartJobRequest>) -> Result<Response<StartJobResponse>, Status> {
+        let r = req.into_inner();
+        if r.protocol_version != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "protocol version mismatch: coordinator speaks {}, this worker speaks {PROTOCOL_VERSION}",
+                r.protocol_version
+            )));
+        }
+        let spec = r.spec.ok_or_else(|| Status::invalid_argument("missing solver spec"))?;
+        let params = params_from_spec(&spec).map_err(Status::invalid_argument)?;
+        let mut slot = self.job.lock().await;
+        if let Some(j) = slot.as_ref() {
+            if j.id != r.job_id && j.last_activity.elapsed() < self.idle_timeout {
+                return Err(Status::aborted(format!("worker is busy with job '{}'", j.id)));
+            }
+        }
+        let job = Job::new(r.job_id.clone(), params, r.n_users, r.n_items).map_err(status)?;
+        tracing::info!(job = %r.job_id, factors = params.factors, users = r.n_users, items = r.n_items, "job started");
+        *slot = Some(job);
+        Ok(Response::new(StartJobResponse {}))
+    }
+
+    async fn assign_block(&self, req: Request<Streaming<BlockChunk>>) -> Result<Response<AssignBlockResponse>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty block stream"))?;
+        let side = side_from_pb(first.side).map_err(Status::invalid_argument)?;
+        let limits = {
+            let mut slot = self.job.lock().await;
+            let job = active(&mut slot, &first.job_id)?;
+            job.block_limits(side, first.n_rows, first.nnz, first.n_needed).map_err(status)?
+        };
+        const NAMES: &[&str] = &["indptr", "columns", "values", "needed", "factors", "bias"];
+        let mut acc = Accumulator::new(NAMES, &limits);
+        let mut chunk = first.clone();
+        loop {
+            if chunk.job_id != first.job_id || chunk.block != first.block {
+                return Err(Status::invalid_argument("a block stream must carry one job and one block"));
+            }
+            for (i, f) in [&chunk.indptr, &chunk.columns, &chunk.values, &chunk.needed, &chunk.factors, &chunk.bias].into_iter().enumerate() {
+                acc.add(i, f)?;
+            }
+            match stream.message().await? {
+                Some(c) => chunk = c,
+                None => break,
+            }
+        }
+        let b = &acc.bufs;
+        let data = BlockData {
+            block: first.block,
+            row_start: first.row_start,
+            n_rows: first.n_rows,
+            nnz: first.nnz,
+            n_needed: first.n_needed,
+            indptr: bytes_u32("indptr", &b[0]).map_err(|e| Status::invalid_argument(e.to_string()))?,
+            columns: bytes_u32("columns", &b[1]).map_err(|e| Status::invalid_argument(e.to_string()))?,
+            values: bytes_f32("values", &b[2]).map_err(|e| Status::invalid_argument(e.to_string()))?,
+            needed: bytes_u32("needed", &b[3]).map_err(|e| Status::invalid_argument(e.to_string()))?,
+            factors: bytes_f32("factors", &b[4]).map_err(|e| Status::invalid_argument(e.to_string()))?,
+            bias: bytes_f32("bias", &b[5]).map_err(|e| Status::invalid_argument(e.to_string()))?,
+        };
+        let mut slot = self.job.lock().await;
+        let job = active(&mut slot, &first.job_id)?;
+        job.add_block(side, data).map_err(status)?;
+        tracing::debug!(side = side.name(), block = first.block, rows = first.n_rows, ratings = first.nnz, "block assigned");
+        Ok(Response::new(AssignBlockResponse {}))
+    }
+
+    async fn release_blocks(&self, req: Request<ReleaseBlocksRequest>) -> Result<Response<ReleaseBlocksResponse>, Status> {
+        let r = req.into_inner();
+        let side = side_from_pb(r.side).map_err(Status::invalid_argument)?;
+        let mut slot = self.job.lock().await;
+        active(&mut slot, &r.job_id)?.release_blocks(side, &r.blocks);
+        Ok(Response::new(ReleaseBlocksResponse {}))
+    }
+
+    async fn push_factors(&self, req: Request<Streaming<FactorChunk>>) -> Result<Response<PushFactorsResponse>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty factor stream"))?;
+        let side = side_from_pb(first.side).map_err(Status::invalid_argument)?;
+        let limits = {
+            let mut slot = self.job.lock().await;
+            let job = active(&mut slot, &first.job_id)?;
+            job.fixed_limits(side, first.n_rows).map_err(status)?
+        };
+        const NAMES: &[&str] = &["gram", "factors", "bias"];
+        let mut acc = Accumulator::new(NAMES, &limits);
+        let mut chunk = first.clone();
+        loop {
+            if chunk.job_id != first.job_id || chunk.step != first.step || chunk.side != first.side {
+                return Err(Status::invalid_argument("a factor stream must carry one job, side and step"));
+            }
+            for (i, f) in [&chunk.gram, &chunk.factors, &chunk.bias].into_iter().enumerate() {
+                acc.add(i, f)?;
+            }
+            match stream.message().await? {
+                Some(c) => chunk = c,
+                None => break,
+            }
+        }
+        let inv = |e: als_proto::codec::CodecError| Status::invalid_argument(e.to_string());
+        let gram = if acc.bufs[0].is_empty() { None } else { Some(bytes_f64("gram", &acc.bufs[0]).map_err(inv)?) };
+        let fixed = FixedFactors {
+            side,
+            step: first.step,
+            factors: bytes_f32("factors", &acc.bufs[1]).map_err(inv)?,
+            bias: bytes_f32("bias", &acc.bufs[2]).map_err(inv)?,
+            gram,
+        };
+        let mut slot = self.job.lock().await;
+        active(&mut slot, &first.job_id)?.set_fixed(fixed).map_err(status)?;
+        Ok(Response::new(PushFactorsResponse {}))
+    }
+
+    type SolveStream = SolveStream;
+
+    async fn solve(&self, req: Request<SolveRequest>) -> Result<Response<SolveStream>, Status> {
+        let r = req.into_inner();
+        let side = side_from_pb(r.side).map_err(Status::invalid_argument)?;
+        {
+            let mut slot = self.job.lock().await;
+            active(&mut slot, &r.job_id)?;
+        }
+        let job = self.job.clone();
+        let job_id = r.job_id.clone();
+        let t0 = Instant::now();
+        // CPU-bound: off the async runtime, onto the rayon pool via a blocking thread.
+        let solved = tokio::task::spawn_blocking(move || {
+            let mut slot = job.blocking_lock();
+            let j = active(&mut slot, &job_id)?;
+            let out = j.solve(side, r.step).map_err(status);
+            j.last_activity = Instant::now();
+            out
+        })
+        .await
+        .map_err(|e| Status::internal(format!("solver task failed: {e}")))??;
+        let compute_seconds = t0.elapsed().as_secs_f64();
+        tracing::debug!(side = side.name(), blocks = solved.len(), compute_seconds, "half solved");
+        let mut msgs = Vec::new();
+        for b in solved {
+            let gram = b.gram.as_deref().map(f64_bytes).unwrap_or_default();
+            let factors = f32_bytes(&b.factors);
+            let bias = f32_bytes(&b.bias);
+            let fields = [&gram, &factors, &bias];
+            for (j, parts) in plan_chunks(&[gram.len(), factors.len(), bias.len()], CHUNK_BYTES).into_iter().enumerate() {
+                let mut m = SolvedChunk { block: b.block, ..Default::default() };
+                if j == 0 {
+                    m.row_start = b.row_start;
+                    m.n_rows = b.n_rows as u32;
+                }
+                for (f, range) in parts {
+                    let dst = match f {
+                        0 => &mut m.gram,
+                        1 => &mut m.factors,
+                        _ => &mut m.bias,
+                    };
+                    dst.extend_from_slice(&fields[f][range]);
+                }
+                msgs.push(m);
+            }
+        }
+        msgs.push(SolvedChunk { compute_seconds, last: true, ..Default::default() });
+        Ok(Response::new(Box::pin(tokio_stream::iter(msgs.into_iter().map(Ok))) as SolveStream))
+    }
+
+    async fn end_job(&self, req: Request<EndJobRequest>) -> Result<Response<EndJobResponse>, Status> {
+        let r = req.into_inner();
+        let mut slot = self.job.lock().await;
+        active(&mut slot, &r.job_id)?;
+        *slot = None;
+        tracing::info!(job = %r.job_id, "job ended");
+        Ok(Response::new(EndJobResponse {}))
+    }
+}
