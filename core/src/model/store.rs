@@ -1,0 +1,966 @@
+//! The model directory: save atomically, load with verification.
+//!
+//! Layout (format version 1):
+//!
+//! | file | content |
+//! |---|---|
+//! | `model.json` | format_version, kind, factors, n_users, n_items, nnz_seen, global_mean, rating_range, hyperparameters, data_fingerprint, metrics, version, created_unix, files (name, bytes, sha256 of every other file) |
+//! | `user_factors.npy`, `item_factors.npy` | f32, shape (n, k) |
+//! | `user_bias.npy`, `item_bias.npy` | f32, shape (n,); only when the model has biases |
+//! | `user_ids.txt`, `item_ids.txt` | one original id per line (`\n`), in row order |
+//! | `seen_indptr.npy` (i64, n_users + 1), `seen_indices.npy` (u32) | the seen items, CSR structure |
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Model, ModelKind};
+use crate::data::Csr;
+use crate::npy::{self, NpyElement, NpyError};
+
+pub const MODEL_FORMAT_VERSION: u32 = 1;
+
+pub const MODEL_JSON: &str = "model.json";
+const USER_FACTORS: &str = "user_factors.npy";
+const ITEM_FACTORS: &str = "item_factors.npy";
+const USER_BIAS: &str = "user_bias.npy";
+const ITEM_BIAS: &str = "item_bias.npy";
+const USER_IDS: &str = "user_ids.txt";
+const ITEM_IDS: &str = "item_ids.txt";
+const SEEN_INDPTR: &str = "seen_indptr.npy";
+const SEEN_INDICES: &str = "seen_indices.npy";
+
+/// Why a model could not be saved or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model directory {} already exists; pass --overwrite to replace it", path.display())]
+    Exists { path: PathBuf },
+    #[error("refusing to replace {}: it is not a model directory (no model.json)", path.display())]
+    NotAModelDir { path: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Npy(#[from] NpyError),
+    #[error("{}: bad model.json: {message}", path.display())]
+    BadJson { path: PathBuf, message: String },
+    #[error("{}: unsupported model format version {found} (this build reads version {supported})", path.display())]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u64,
+        supported: u32,
+    },
+    #[error("{}: inconsistent sizes: expected {expected}, found {found}", path.display())]
+    Inconsistent {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("{}: checksum mismatch (file is corrupted or was modified): model.json says sha256 {expected}, the file has {found}", path.display())]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error(
+        "{which} id at row {row} contains a line break ({id:?}); ids files are one id per line"
+    )]
+    BadId {
+        which: &'static str,
+        row: usize,
+        id: String,
+    },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ModelError + '_ {
+    move |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One entry of model.json's file list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FileEntry {
+    name: String,
+    bytes: u64,
+    sha256: String,
+}
+
+/// model.json. Floats are written as f64 (exact for f32 values), so they read back bit for bit.
+#[derive(Debug, Serialize, Deserialize)]
+struct ModelJson {
+    format_version: u32,
+    kind: ModelKind,
+    factors: usize,
+    n_users: usize,
+    n_items: usize,
+    #[serde(default)]
+    nnz_seen: Option<usize>,
+    global_mean: f64,
+    rating_range: Option<(f64, f64)>,
+    hyperparameters: serde_json::Value,
+    data_fingerprint: String,
+    metrics: serde_json::Value,
+    version: u64,
+    created_unix: u64,
+    files: Vec<FileEntry>,
+}
+
+/// A writer that hashes and counts what passes through.
+struct HashWriter<W> {
+    inner: W,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that hashes and counts what passes through.
+struct HashReader<R> {
+    inner: R,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Create `dir/name`, fill it with `fill`, fsync; returns its file entry.
+fn write_file(
+    dir: &Path,
+    name: &str,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<FileEntry, ModelError> {
+    let path = dir.join(name);
+    fail_point(name).map_err(io_at(&path))?;
+    let f = File::create(&path).map_err(io_at(&path))?;
+    let mut w = HashWriter {
+        inner: BufWriter::with_capacity(1 << 16, f),
+        hash: Sha256::new(),
+        bytes: 0,
+    };
+    fill(&mut w).map_err(io_at(&path))?;
+    w.flush().map_err(io_at(&path))?;
+    let f = w.inner.into_inner().map_err(|e| ModelError::Io {
+        path: path.clone(),
+        source: e.into_error(),
+    })?;
+    f.sync_all().map_err(io_at(&path))?;
+    Ok(FileEntry {
+        name: name.to_string(),
+        bytes: w.bytes,
+        sha256: hex(&w.hash.finalize()),
+    })
+}
+
+fn check_ids(which: &'static str, ids: &[String]) -> Result<(), ModelError> {
+    match ids.iter().position(|s| s.contains(['\n', '\r'])) {
+        Some(row) => Err(ModelError::BadId {
+            which,
+            row,
+            id: ids[row].clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn write_ids(w: &mut dyn Write, ids: &[String]) -> io::Result<()> {
+    for id in ids {
+        w.write_all(id.as_bytes())?;
+        w.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+fn inconsistent(path: &Path, expected: impl ToString, found: impl ToString) -> ModelError {
+    ModelError::Inconsistent {
+        path: path.to_path_buf(),
+        expected: expected.to_string(),
+        found: found.to_string(),
+    }
+}
+
+/// Check the sizes of a seen-items CSR against the model (`path` names it in errors).
+fn check_seen(path: &Path, seen: &Csr, n_users: usize, n_items: usize) -> Result<(), ModelError> {
+    if seen.n_cols != n_items {
+        return Err(inconsistent(
+            path,
+            format!("{n_items} seen columns (one per item)"),
+            format!("{} columns", seen.n_cols),
+        ));
+    }
+    if seen.n_rows() != n_users || seen.indptr.len() != n_users + 1 {
+        return Err(inconsistent(
+            path,
+            format!("{} seen rows (one per user)", n_users),
+            format!("{} rows", seen.n_rows()),
+        ));
+    }
+    if seen.indptr[0] != 0
+        || seen.indptr.windows(2).any(|w| w[0] > w[1])
+        || seen.indptr[n_users] != seen.indices.len()
+    {
+        return Err(inconsistent(
+            path,
+            format!(
+                "indptr rising from 0 to {} (the number of seen entries)",
+                seen.indices.len()
+            ),
+            "a malformed indptr",
+        ));
+    }
+    for u in 0..n_users {
+        let row = &seen.indices[seen.indptr[u]..seen.indptr[u + 1]];
+        if let Some(&bad) = row.iter().find(|&&i| i as usize >= n_items) {
+            return Err(inconsistent(
+                path,
+                format!("item indices < {n_items}"),
+                format!("{bad} in the row of user {u}"),
+            ));
+        }
+        if row.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(inconsistent(
+                path,
+                "sorted distinct items in each row",
+                format!("an unsorted row for user {u}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Check that the model's parts agree in size before saving.
+fn validate(model: &Model, dir: &Path) -> Result<(), ModelError> {
+    let (nu, ni, k) = (
+        model.user_ids.len(),
+        model.item_ids.len(),
+        model.user_factors.ncols(),
+    );
+    let here = |name: &str| dir.join(name);
+    if model.user_factors.nrows() != nu {
+        return Err(inconsistent(
+            &here(USER_FACTORS),
+            format!("{nu} rows (user ids)"),
+            model.user_factors.nrows(),
+        ));
+    }
+    if model.item_factors.dim() != (ni, k) {
+        return Err(inconsistent(
+            &here(ITEM_FACTORS),
+            format!("shape ({ni}, {k})"),
+            format!("{:?}", model.item_factors.dim()),
+        ));
+    }
+    if let Some(b) = &model.user_bias {
+        if b.len() != nu {
+            return Err(inconsistent(
+                &here(USER_BIAS),
+                format!("{nu} user biases"),
+                b.len(),
+            ));
+        }
+    }
+    if let Some(b) = &model.item_bias {
+        if b.len() != ni {
+            return Err(inconsistent(
+                &here(ITEM_BIAS),
+                format!("{ni} item biases"),
+                b.len(),
+            ));
+        }
+    }
+    check_seen(&here(SEEN_INDPTR), &model.seen, nu, ni)?;
+    check_ids("user", &model.user_ids)?;
+    check_ids("item", &model.item_ids)?;
+    Ok(())
+}
+
+/// fsync a directory (makes renames and new entries durable on Unix; a no-op elsewhere).
+fn sync_dir(dir: &Path) -> Result<(), ModelError> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|f| f.sync_all())
+            .map_err(io_at(dir))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: the step (file name or "rename new") at which saving fails with an I/O error.
+    static FAIL_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+#[cfg(test)]
+fn fail_point(step: &str) -> io::Result<()> {
+    if FAIL_AT.with(|f| f.borrow().as_deref() == Some(step)) {
+        return Err(io::Error::other(format!("injected failure at {step}")));
+    }
+    Ok(())
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+fn fail_point(_: &str) -> io::Result<()> {
+    Ok(())
+}
+
+/// Write every file of `model` into the (empty) directory `tmp`.
+fn write_all_files(model: &Model, tmp: &Path) -> Result<(), ModelError> {
+    let (nu, ni, k) = (
+        model.user_ids.len(),
+        model.item_ids.len(),
+        model.user_factors.ncols(),
+    );
+    let mut files = Vec::new();
+    let uf = model.user_factors.as_standard_layout();
+    let itf = model.item_factors.as_standard_layout();
+    let uf = uf.as_slice().expect("standard layout");
+    let itf = itf.as_slice().expect("standard layout");
+    files.push(write_file(tmp, USER_FACTORS, |w| {
+        npy::write_npy_f32(&mut &mut *w, &[nu, k], uf)
+    })?);
+    files.push(write_file(tmp, ITEM_FACTORS, |w| {
+        npy::write_npy_f32(&mut &mut *w, &[ni, k], itf)
+    })?);
+    if let Some(b) = &model.user_bias {
+        files.push(write_file(tmp, USER_BIAS, |w| {
+            npy::write_npy_f32(&mut &mut *w, &[nu], b)
+        })?);
+    }
+    if let Some(b) = &model.item_bias {
+        files.push(write_file(tmp, ITEM_BIAS, |w| {
+            npy::write_npy_f32(&mut &mut *w, &[ni], b)
+        })?);
+    }
+    files.push(write_file(tmp, USER_IDS, |w| {
+        write_ids(w, &model.user_ids)
+    })?);
+    files.push(write_file(tmp, ITEM_IDS, |w| {
+        write_ids(w, &model.item_ids)
+    })?);
+    let indptr: Vec<i64> = model.seen.indptr.iter().map(|&p| p as i64).collect();
+    files.push(write_file(tmp, SEEN_INDPTR, |w| {
+        npy::write_npy_i64(&mut &mut *w, &[indptr.len()], &indptr)
+    })?);
+    let idx = &model.seen.indices;
+    files.push(write_file(tmp, SEEN_INDICES, |w| {
+        npy::write_npy_u32(&mut &mut *w, &[idx.len()], idx)
+    })?);
+
+    let meta = ModelJson {
+        format_version: MODEL_FORMAT_VERSION,
+        kind: model.kind,
+        factors: k,
+        n_users: nu,
+        n_items: ni,
+        nnz_seen: Some(model.seen.indices.len()),
+        global_mean: model.global_mean as f64,
+        rating_range: model.rating_range.map(|(a, b)| (a as f64, b as f64)),
+        hyperparameters: model.hyperparameters.clone(),
+        data_fingerprint: model.data_fingerprint.clone(),
+        metrics: model.metrics.clone(),
+        version: model.version,
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        files,
+    };
+    let json_path = tmp.join(MODEL_JSON);
+    let text = serde_json::to_vec_pretty(&meta).map_err(|e| ModelError::BadJson {
+        path: json_path.clone(),
+        message: e.to_string(),
+    })?;
+    write_file(tmp, MODEL_JSON, |w| {
+        w.write_all(&text)?;
+        w.write_all(b"\n")
+    })?;
+    sync_dir(tmp)
+}
+
+/// Save to `dir` atomically: write everything into a fresh temporary
+/// directory created next to `dir` (same parent, via
+/// tempfile::Builder::tempdir_in), fsync the files, then rename onto `dir`.
+/// If `dir` exists: error unless `overwrite`, in which case the old directory
+/// is replaced (rename old away to a temp name, rename new in, then remove
+/// old) so a crash never leaves a partial model under `dir`.
+///
+/// An existing non-empty directory without a model.json is never replaced
+/// ([`ModelError::NotAModelDir`]), so a mistyped path cannot wipe unrelated data.
+/// The parent directory is created when missing.
+pub fn save_model(model: &Model, dir: &Path, overwrite: bool) -> Result<(), ModelError> {
+    validate(model, dir)?;
+    let name = dir.file_name().ok_or_else(|| ModelError::Io {
+        path: dir.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "not a directory name"),
+    })?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let exists = fs::symlink_metadata(dir).is_ok();
+    if exists {
+        if !overwrite {
+            return Err(ModelError::Exists {
+                path: dir.to_path_buf(),
+            });
+        }
+        let is_model = dir.join(MODEL_JSON).is_file();
+        let is_empty_dir = fs::read_dir(dir)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if !is_model && !is_empty_dir {
+            return Err(ModelError::NotAModelDir {
+                path: dir.to_path_buf(),
+            });
+        }
+    }
+    fs::create_dir_all(&parent).map_err(io_at(&parent))?;
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    // Removed on drop (any early return) until renamed into place.
+    let tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .tempdir_in(&parent)
+        .map_err(io_at(&parent))?;
+    write_all_files(model, tmp.path())?;
+
+    if exists {
+        // Move the old model into a holder directory that is removed on drop.
+        let holder = tempfile::Builder::new()
+            .prefix(&format!(".{}.old-", name.to_string_lossy()))
+            .tempdir_in(&parent)
+            .map_err(io_at(&parent))?;
+        let old = holder.path().join("old");
+        fs::rename(dir, &old).map_err(io_at(dir))?;
+        if let Err(e) = fail_point("rename new").and_then(|_| fs::rename(tmp.path(), dir)) {
+            // Put the old model back; the new one is dropped with `tmp`.
+            let _ = fs::rename(&old, dir);
+            return Err(ModelError::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            });
+        }
+        let _ = tmp.keep();
+        sync_dir(&parent)?;
+        holder.close().map_err(io_at(&old))?;
+    } else {
+        fs::rename(tmp.path(), dir).map_err(io_at(dir))?;
+        let _ = tmp.keep();
+        sync_dir(&parent)?;
+    }
+    Ok(())
+}
+
+/// Read `dir/name` through a hashing reader with `parse`, then check its
+/// checksum against model.json (a mismatch wins over a parse error).
+fn read_verified<T>(
+    dir: &Path,
+    entry: Option<&FileEntry>,
+    name: &str,
+    parse: impl FnOnce(&mut dyn Read, &Path) -> Result<T, ModelError>,
+) -> Result<T, ModelError> {
+    let path = dir.join(name);
+    let entry = entry.ok_or_else(|| ModelError::BadJson {
+        path: dir.join(MODEL_JSON),
+        message: format!("the files list has no entry for {name}"),
+    })?;
+    let f = File::open(&path).map_err(io_at(&path))?;
+    let mut r = HashReader {
+        inner: BufReader::with_capacity(1 << 16, f),
+        hash: Sha256::new(),
+        bytes: 0,
+    };
+    let parsed = parse(&mut r, &path);
+    // Hash whatever the parser left unread.
+    io::copy(&mut r, &mut io::sink()).map_err(io_at(&path))?;
+    let found = hex(&r.hash.finalize());
+    if !found.eq_ignore_ascii_case(&entry.sha256) {
+        return Err(ModelError::Checksum {
+            path,
+            expected: entry.sha256.clone(),
+            found,
+        });
+    }
+    parsed
+}
+
+fn parse_npy<T: NpyElement>(
+    r: &mut dyn Read,
+    path: &Path,
+    shape: &[usize],
+) -> Result<Vec<T>, ModelError> {
+    let (s, data) = npy::read_npy_from::<T>(&mut &mut *r, path)?;
+    npy::check_shape(path, &s, shape)?;
+    Ok(data)
+}
+
+fn parse_ids(r: &mut dyn Read, path: &Path, n: usize) -> Result<Vec<String>, ModelError> {
+    let mut text = String::new();
+    r.read_to_string(&mut text).map_err(io_at(path))?;
+    let ids: Vec<String> = if text.is_empty() {
+        Vec::new()
+    } else {
+        match text.strip_suffix('\n') {
+            Some(body) => body.split('\n').map(str::to_owned).collect(),
+            None => {
+                return Err(inconsistent(
+                    path,
+                    "one id per line, each ending with a newline",
+                    "a last line without one",
+                ))
+            }
+        }
+    };
+    if ids.len() != n {
+        return Err(inconsistent(
+            path,
+            format!("{n} ids"),
+            format!("{} lines", ids.len()),
+        ));
+    }
+    Ok(ids)
+}
+
+/// Load and verify (sizes consistent; checksums in model.json match, else an error naming the file).
+pub fn load_model(dir: &Path) -> Result<Model, ModelError> {
+    let json_path = dir.join(MODEL_JSON);
+    let text = fs::read(&json_path).map_err(io_at(&json_path))?;
+    let bad_json = |message: String| ModelError::BadJson {
+        path: json_path.clone(),
+        message,
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| bad_json(e.to_string()))?;
+    let version = value.get("format_version").and_then(|v| v.as_u64());
+    match version {
+        Some(v) if v == MODEL_FORMAT_VERSION as u64 => {}
+        Some(v) => {
+            return Err(ModelError::UnsupportedVersion {
+                path: json_path,
+                found: v,
+                supported: MODEL_FORMAT_VERSION,
+            })
+        }
+        None => return Err(bad_json("no integer 'format_version'".into())),
+    }
+    let meta: ModelJson = serde_json::from_value(value).map_err(|e| bad_json(e.to_string()))?;
+    let (nu, ni, k) = (meta.n_users, meta.n_items, meta.factors);
+    let entry = |name: &str| meta.files.iter().find(|f| f.name == name);
+    if let Some(f) = meta.files.iter().find(|f| {
+        ![
+            USER_FACTORS,
+            ITEM_FACTORS,
+            USER_BIAS,
+            ITEM_BIAS,
+            USER_IDS,
+            ITEM_IDS,
+            SEEN_INDPTR,
+            SEEN_INDICES,
+        ]
+        .contains(&f.name.as_str())
+    }) {
+        return Err(bad_json(format!(
+            "unknown file '{}' in the files list",
+            f.name
+        )));
+    }
+
+    let uf = read_verified(dir, entry(USER_FACTORS), USER_FACTORS, |r, p| {
+        parse_npy::<f32>(r, p, &[nu, k])
+    })?;
+    let itf = read_verified(dir, entry(ITEM_FACTORS), ITEM_FACTORS, |r, p| {
+        parse_npy::<f32>(r, p, &[ni, k])
+    })?;
+    let user_bias = match entry(USER_BIAS) {
+        Some(e) => Some(read_verified(dir, Some(e), USER_BIAS, |r, p| {
+            parse_npy::<f32>(r, p, &[nu])
+        })?),
+        None => None,
+    };
+    let item_bias = match entry(ITEM_BIAS) {
+        Some(e) => Some(read_verified(dir, Some(e), ITEM_BIAS, |r, p| {
+            parse_npy::<f32>(r, p, &[ni])
+        })?),
+        None => None,
+    };
+    let user_ids = read_verified(dir, entry(USER_IDS), USER_IDS, |r, p| parse_ids(r, p, nu))?;
+    let item_ids = read_verified(dir, entry(ITEM_IDS), ITEM_IDS, |r, p| parse_ids(r, p, ni))?;
+    let indptr_path = dir.join(SEEN_INDPTR);
+    let indptr = read_verified(dir, entry(SEEN_INDPTR), SEEN_INDPTR, |r, p| {
+        parse_npy::<i64>(r, p, &[nu + 1])
+    })?;
+    let indptr: Vec<usize> = indptr
+        .iter()
+        .map(|&x| usize::try_from(x))
+        .collect::<Result<_, _>>()
+        .map_err(|_| inconsistent(&indptr_path, "non-negative offsets", "a negative offset"))?;
+    let nnz = *indptr.last().unwrap_or(&0);
+    if let Some(m) = meta.nnz_seen {
+        if m != nnz {
+            return Err(inconsistent(
+                &indptr_path,
+                format!("{m} seen entries (model.json)"),
+                nnz,
+            ));
+        }
+    }
+    let indices = read_verified(dir, entry(SEEN_INDICES), SEEN_INDICES, |r, p| {
+        parse_npy::<u32>(r, p, &[nnz])
+    })?;
+    let seen = Csr {
+        n_cols: ni,
+        indptr,
+        values: vec![1.0; indices.len()],
+        indices,
+    };
+    check_seen(&indptr_path, &seen, nu, ni)?;
+
+    let shape_err = |e: ndarray::ShapeError| bad_json(e.to_string());
+    Ok(Model {
+        kind: meta.kind,
+        user_ids,
+        item_ids,
+        user_factors: Array2::from_shape_vec((nu, k), uf).map_err(shape_err)?,
+        item_factors: Array2::from_shape_vec((ni, k), itf).map_err(shape_err)?,
+        user_bias,
+        item_bias,
+        global_mean: meta.global_mean as f32,
+        rating_range: meta.rating_range.map(|(a, b)| (a as f32, b as f32)),
+        seen,
+        hyperparameters: meta.hyperparameters,
+        data_fingerprint: meta.data_fingerprint,
+        metrics: meta.metrics,
+        version: meta.version,
+        index: Default::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::random_model;
+
+    fn bits(a: &Array2<f32>) -> Vec<u32> {
+        a.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Entries of `parent` other than `keep` (temporary directories left behind show up here).
+    fn others(parent: &Path, keep: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(parent)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !keep.contains(&n.as_str()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn assert_same(a: &Model, b: &Model) {
+        assert_eq!(a, b);
+        assert_eq!(bits(&a.user_factors), bits(&b.user_factors));
+        assert_eq!(bits(&a.item_factors), bits(&b.item_factors));
+        let bb = |v: &Option<Vec<f32>>| {
+            v.as_ref()
+                .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+        };
+        assert_eq!(bb(&a.user_bias), bb(&b.user_bias));
+        assert_eq!(bb(&a.item_bias), bb(&b.item_bias));
+        assert_eq!(a.global_mean.to_bits(), b.global_mean.to_bits());
+    }
+
+    #[test]
+    fn round_trip_bit_for_bit() {
+        let root = tempfile::tempdir().unwrap();
+        for (j, kind) in [ModelKind::Explicit, ModelKind::Implicit]
+            .into_iter()
+            .enumerate()
+        {
+            let mut m = random_model(kind, 9, 13, 5, 21 + j as u64);
+            // Awkward values: subnormal, -0.0, a mean that is not a short decimal, odd ids.
+            m.user_factors[[0, 0]] = f32::from_bits(1);
+            m.user_factors[[1, 1]] = -0.0;
+            m.global_mean = if kind == ModelKind::Explicit {
+                0.1f32 + 1e-7
+            } else {
+                0.0
+            };
+            m.rating_range = Some((0.1, 1.0 / 3.0));
+            m.user_ids[2] = String::new();
+            m.user_ids[3] = " spaced\tid é ".into();
+            // A non-standard layout must be saved in C order.
+            m.item_factors = m.item_factors.t().to_owned().reversed_axes();
+            let dir = root.path().join(format!("m{j}"));
+            save_model(&m, &dir, false).unwrap();
+            let l = load_model(&dir).unwrap();
+            assert_same(&m, &l);
+            assert_eq!(l.user_index(" spaced\tid é "), Some(3));
+            let names = others(&dir, &[]);
+            assert!(
+                names.contains(&"model.json".to_string())
+                    && names.contains(&"seen_indices.npy".to_string())
+            );
+            assert_eq!(
+                names.iter().any(|n| n.ends_with("bias.npy")),
+                kind == ModelKind::Explicit
+            );
+        }
+        assert_eq!(
+            others(root.path(), &["m0", "m1"]),
+            Vec::<String>::new(),
+            "temporary directories left behind"
+        );
+    }
+
+    #[test]
+    fn model_json_fields() {
+        let root = tempfile::tempdir().unwrap();
+        let m = random_model(ModelKind::Explicit, 3, 4, 2, 1);
+        let dir = root.path().join("m");
+        save_model(&m, &dir, false).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("model.json")).unwrap()).unwrap();
+        assert_eq!(v["format_version"], 1);
+        assert_eq!(v["kind"], "explicit");
+        assert_eq!(
+            (
+                v["factors"].as_u64(),
+                v["n_users"].as_u64(),
+                v["n_items"].as_u64()
+            ),
+            (Some(2), Some(3), Some(4))
+        );
+        assert_eq!(v["version"], 3);
+        assert!(v["created_unix"].as_u64().unwrap() > 1_600_000_000);
+        let files = v["files"].as_array().unwrap();
+        assert_eq!(files.len(), 8);
+        for f in files {
+            let name = f["name"].as_str().unwrap();
+            let data = fs::read(dir.join(name)).unwrap();
+            assert_eq!(f["sha256"].as_str().unwrap(), hex(&Sha256::digest(&data)));
+            assert_eq!(f["bytes"].as_u64().unwrap(), data.len() as u64);
+        }
+        assert_eq!(
+            fs::read_to_string(dir.join("user_ids.txt")).unwrap(),
+            "u0\nu1\nu2\n"
+        );
+        // Factors start at a 64-byte boundary, as numpy.save writes them.
+        let uf = fs::read(dir.join("user_factors.npy")).unwrap();
+        assert_eq!((uf.len() - 3 * 2 * 4) % 64, 0);
+    }
+
+    #[test]
+    fn exists_overwrite_and_refusals() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("model");
+        let a = random_model(ModelKind::Implicit, 4, 6, 3, 1);
+        let b = random_model(ModelKind::Explicit, 5, 7, 2, 2);
+        save_model(&a, &dir, false).unwrap();
+        let e = save_model(&b, &dir, false).unwrap_err();
+        assert!(matches!(e, ModelError::Exists { .. }), "{e}");
+        assert!(e.to_string().contains("--overwrite"), "{e}");
+        assert_same(&load_model(&dir).unwrap(), &a);
+        save_model(&b, &dir, true).unwrap();
+        assert_same(&load_model(&dir).unwrap(), &b);
+        assert!(!dir.join("user_bias.npy").exists() || b.user_bias.is_some());
+        // Overwriting with a model without biases leaves no stale bias file.
+        save_model(&a, &dir, true).unwrap();
+        assert!(!dir.join("user_bias.npy").exists());
+        assert_eq!(others(root.path(), &["model"]), Vec::<String>::new());
+
+        // A directory that is not a model is never replaced.
+        let other = root.path().join("precious");
+        fs::create_dir(&other).unwrap();
+        fs::write(other.join("notes.txt"), "keep me").unwrap();
+        let e = save_model(&a, &other, true).unwrap_err();
+        assert!(matches!(e, ModelError::NotAModelDir { .. }), "{e}");
+        assert_eq!(
+            fs::read_to_string(other.join("notes.txt")).unwrap(),
+            "keep me"
+        );
+        // An empty directory may be replaced.
+        let empty = root.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        save_model(&a, &empty, true).unwrap();
+        // Ids with line breaks are refused before anything is written.
+        let mut bad = a.clone();
+        bad.item_ids[1] = "x\r".into();
+        let e = save_model(&bad, &root.path().join("bad"), false).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ModelError::BadId {
+                    which: "item",
+                    row: 1,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // Inconsistent sizes are refused.
+        let mut bad = a.clone();
+        bad.user_ids.pop();
+        assert!(matches!(
+            save_model(&bad, &root.path().join("bad"), false),
+            Err(ModelError::Inconsistent { .. })
+        ));
+        assert_eq!(
+            others(root.path(), &["model", "precious", "empty"]),
+            Vec::<String>::new()
+        );
+        // A parent that doesn't exist yet is created.
+        let nested = root.path().join("a/b/c");
+        save_model(&a, &nested, false).unwrap();
+        assert_same(&load_model(&nested).unwrap(), &a);
+    }
+
+    fn fail_at(step: Option<&str>) {
+        FAIL_AT.with(|f| *f.borrow_mut() = step.map(str::to_owned));
+    }
+
+    #[test]
+    fn failures_leave_no_temporary_directory_and_keep_the_old_model() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("model");
+        let a = random_model(ModelKind::Implicit, 4, 6, 3, 1);
+        let b = random_model(ModelKind::Explicit, 5, 7, 2, 2);
+        // Failing in the middle of a fresh save: no model, no temporary directory.
+        for step in ["user_factors.npy", "seen_indices.npy", "model.json"] {
+            fail_at(Some(step));
+            let e = save_model(&a, &dir, false).unwrap_err();
+            fail_at(None);
+            assert!(e.to_string().contains("injected failure"), "{e}");
+            assert_eq!(
+                others(root.path(), &[]),
+                Vec::<String>::new(),
+                "after a failure at {step}"
+            );
+        }
+        save_model(&a, &dir, false).unwrap();
+        // Failing while replacing: the old model stays whole, nothing else remains.
+        for step in ["item_ids.txt", "model.json", "rename new"] {
+            fail_at(Some(step));
+            assert!(save_model(&b, &dir, true).is_err());
+            fail_at(None);
+            assert_same(&load_model(&dir).unwrap(), &a);
+            assert_eq!(
+                others(root.path(), &["model"]),
+                Vec::<String>::new(),
+                "after a failure at {step}"
+            );
+        }
+        // A file where the model should go is not a model directory: refused, nothing left behind.
+        let f = root.path().join("file");
+        fs::write(&f, "x").unwrap();
+        assert!(matches!(
+            save_model(&a, &f, true),
+            Err(ModelError::NotAModelDir { .. })
+        ));
+        assert_eq!(
+            others(root.path(), &["model", "file"]),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn corruption_and_bad_metadata_are_detected() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("m");
+        let m = random_model(ModelKind::Explicit, 6, 8, 4, 3);
+        save_model(&m, &dir, false).unwrap();
+        let uf = dir.join("user_factors.npy");
+        let orig = fs::read(&uf).unwrap();
+
+        // Flip one byte of the data.
+        let mut c = orig.clone();
+        let last = c.len() - 5;
+        c[last] ^= 0x01;
+        fs::write(&uf, &c).unwrap();
+        let e = load_model(&dir).unwrap_err();
+        assert!(matches!(e, ModelError::Checksum { .. }), "{e}");
+        assert!(e.to_string().contains("user_factors.npy"), "{e}");
+        // Flip a byte of the header: still reported as a checksum error, naming the file.
+        let mut c = orig.clone();
+        c[20] ^= 0x20;
+        fs::write(&uf, &c).unwrap();
+        let e = load_model(&dir).unwrap_err();
+        assert!(
+            matches!(e, ModelError::Checksum { .. }) && e.to_string().contains("user_factors.npy"),
+            "{e}"
+        );
+        // Truncated.
+        fs::write(&uf, &orig[..orig.len() - 4]).unwrap();
+        assert!(matches!(load_model(&dir), Err(ModelError::Checksum { .. })));
+        fs::write(&uf, &orig).unwrap();
+        load_model(&dir).unwrap();
+
+        // Missing file.
+        let ids = dir.join("item_ids.txt");
+        let ids_text = fs::read(&ids).unwrap();
+        fs::remove_file(&ids).unwrap();
+        let e = load_model(&dir).unwrap_err();
+        assert!(
+            matches!(e, ModelError::Io { .. }) && e.to_string().contains("item_ids.txt"),
+            "{e}"
+        );
+        fs::write(&ids, &ids_text).unwrap();
+
+        // model.json: inconsistent sizes, unsupported version, garbage.
+        let jp = dir.join("model.json");
+        let json = fs::read_to_string(&jp).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v["n_users"] = 7.into();
+        fs::write(&jp, serde_json::to_string(&v).unwrap()).unwrap();
+        let e = load_model(&dir).unwrap_err();
+        assert!(
+            e.to_string().contains("user_factors.npy") && e.to_string().contains("[7, 4]"),
+            "{e}"
+        );
+        v["n_users"] = 6.into();
+        v["format_version"] = 2.into();
+        fs::write(&jp, serde_json::to_string(&v).unwrap()).unwrap();
+        assert!(matches!(
+            load_model(&dir),
+            Err(ModelError::UnsupportedVersion { found: 2, .. })
+        ));
+        fs::write(&jp, "{ not json").unwrap();
+        let e = load_model(&dir).unwrap_err();
+        assert!(
+            matches!(e, ModelError::BadJson { .. }) && e.to_string().contains("model.json"),
+            "{e}"
+        );
+        fs::write(&jp, &json).unwrap();
+        assert_same(&load_model(&dir).unwrap(), &m);
+        assert!(matches!(
+            load_model(&root.path().join("nope")),
+            Err(ModelError::Io { .. })
+        ));
+    }
+}
