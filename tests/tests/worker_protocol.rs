@@ -1,0 +1,106 @@
+//! A real worker process against hand-written protocol calls: version
+//! handshake, token, job ids and message validation.
+
+use als_proto::pb::worker_client::WorkerClient;
+use als_proto::pb::{BlockChunk, HandshakeRequest, Side, SolverSpec, StartJobRequest};
+use als_proto::PROTOCOL_VERSION;
+use als_tests::{binary, run_with_timeout, WorkerProc};
+use tonic::Code;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+fn spec() -> SolverSpec {
+    SolverSpec {
+        feedback: "explicit".into(),
+        biased: true,
+        global_mean: 3.5,
+        solver: "cholesky".into(),
+        factors: 4,
+        lambda: 0.1,
+        reg_scaling: "count".into(),
+        backend: "faer".into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn handshake_token_job_and_validation() {
+    let w = WorkerProc::start(Some("s3cret"), &[]);
+    rt().block_on(async {
+        let mut c = WorkerClient::connect(format!("http://{}", w.addr)).await.unwrap();
+        let hs = |v| HandshakeRequest { protocol_version: v, coordinator: "test".into(), required_capabilities: vec![] };
+
+        // No token, wrong token: refused.
+        let e = c.handshake(hs(PROTOCOL_VERSION)).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+        let e = c.handshake(authed(hs(PROTOCOL_VERSION), "wrong")).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+
+        // Mismatched protocol version: a clear refusal naming both versions.
+        let e = c.handshake(authed(hs(PROTOCOL_VERSION + 1), "s3cret")).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        assert!(e.message().contains("protocol version mismatch"), "{}", e.message());
+        let ok = c.handshake(authed(hs(PROTOCOL_VERSION), "s3cret")).await.unwrap().into_inner();
+        assert_eq!(ok.protocol_version, PROTOCOL_VERSION);
+        assert!(ok.capabilities.iter().any(|c| c == "implicit"));
+
+        let start = |id: &str| StartJobRequest { protocol_version: PROTOCOL_VERSION, job_id: id.into(), spec: Some(spec()), n_users: 10, n_items: 5 };
+        c.start_job(authed(start("job-a"), "s3cret")).await.unwrap();
+        // A second job while the first is active: refused.
+        let e = c.start_job(authed(start("job-b"), "s3cret")).await.unwrap_err();
+        assert_eq!(e.code(), Code::Aborted);
+
+        let block = |job: &str, n_rows: u32, columns: Vec<u32>| BlockChunk {
+            job_id: job.into(),
+            side: Side::Users as i32,
+            block: 0,
+            row_start: 0,
+            n_rows,
+            nnz: columns.len() as u64,
+            n_needed: 2,
+            indptr: als_proto::codec::u32_bytes(&[0, columns.len() as u32]),
+            columns: als_proto::codec::u32_bytes(&columns),
+            values: als_proto::codec::f32_bytes(&vec![4.0; columns.len()]),
+            needed: als_proto::codec::u32_bytes(&[1, 3]),
+            factors: als_proto::codec::f32_bytes(&[0.1; 4]),
+            bias: als_proto::codec::f32_bytes(&[0.0]),
+        };
+        // Another job's id: refused.
+        let e = c.assign_block(authed(tokio_stream::iter(vec![block("job-b", 1, vec![0, 1])]), "s3cret")).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        // Column outside the needed rows, unsorted columns, more rows than the job: invalid.
+        for bad in [block("job-a", 1, vec![0, 2]), block("job-a", 1, vec![1, 0]), block("job-a", 11, vec![0])] {
+            let e = c.assign_block(authed(tokio_stream::iter(vec![bad]), "s3cret")).await.unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+        }
+        // Non-finite rating.
+        let mut nan = block("job-a", 1, vec![0, 1]);
+        nan.values = als_proto::codec::f32_bytes(&[4.0, f32::NAN]);
+        let e = c.assign_block(authed(tokio_stream::iter(vec![nan]), "s3cret")).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        // Data beyond the declared sizes is cut off, not buffered.
+        let mut big = block("job-a", 1, vec![0, 1]);
+        big.values = vec![0u8; 1 << 20];
+        let e = c.assign_block(authed(tokio_stream::iter(vec![big]), "s3cret")).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        // A valid block is accepted.
+        c.assign_block(authed(tokio_stream::iter(vec![block("job-a", 1, vec![0, 1])]), "s3cret")).await.unwrap();
+    });
+}
+
+#[test]
+fn worker_refuses_open_address_without_token() {
+    let mut cmd = std::process::Command::new(binary("worker"));
+    cmd.args(["--listen", "0.0.0.0:0"]).env_remove("ALS_TOKEN");
+    let (ok, _, err) = run_with_timeout(&mut cmd, std::time::Duration::from_secs(20));
+    assert!(!ok);
+    assert!(err.contains("refusing to listen"), "{err}");
+}
