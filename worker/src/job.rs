@@ -38,8 +38,13 @@ pub struct Block {
     pub needed: Vec<u32>,
     /// `columns` mapped into this worker's union of needed rows (rebuilt when blocks change).
     pub union_columns: Vec<u32>,
+    /// The rows' factors before the step being solved (the CG warm start).
     pub factors: Vec<f32>,
     pub bias: Vec<f32>,
+    /// The latest solve, kept apart until a later step shows the coordinator
+    /// accepted it: a half-iteration redone after a fault restarts from the
+    /// same warm start as the first attempt.
+    pending: Option<(u64, Vec<f32>, Vec<f32>)>,
 }
 
 /// Raw fields of a block as received (already decoded from bytes).
@@ -234,6 +239,7 @@ impl Job {
                 union_columns: Vec::new(),
                 factors: d.factors,
                 bias: d.bias,
+                pending: None,
             },
         );
         s.rebuild_union();
@@ -298,18 +304,29 @@ impl Job {
         let fx = FixedSide { factors: &fixed.factors, bias: &fixed.bias };
         let mut out = Vec::new();
         for (&id, b) in self.side_mut(side).blocks.iter_mut() {
+            // A later step means the previous solve was accepted: it becomes the warm start.
+            if let Some((s, f, bias)) = b.pending.take() {
+                if s != step {
+                    b.factors = f;
+                    b.bias = bias;
+                }
+            }
+            let mut f = b.factors.clone();
+            let mut bias = b.bias.clone();
             let rows = RowsView { indptr: &b.indptr, indices: &b.union_columns, values: &b.values };
-            solve_rows(&params, rows, fx, fixed.gram.as_deref(), &mut b.factors, biased.then_some(b.bias.as_mut_slice()))
+            solve_rows(&params, rows, fx, fixed.gram.as_deref(), &mut f, biased.then_some(bias.as_mut_slice()))
                 .map_err(|e| JobError::Solve(format!("block {id}: {e}")))?;
             out.push(SolvedBlock {
                 block: id,
                 row_start: b.row_start,
                 n_rows: b.n_rows,
-                factors: b.factors.clone(),
-                bias: b.bias.clone(),
-                gram: implicit.then(|| block_gram(&b.factors, k, params.backend)),
+                gram: implicit.then(|| block_gram(&f, k, params.backend)),
+                factors: f.clone(),
+                bias: bias.clone(),
             });
+            b.pending = Some((step, f, bias));
         }
+        self.fixed = Some(fixed);
         Ok(out)
     }
 

@@ -44,6 +44,8 @@ pub type Client = WorkerClient<InterceptedService<Channel, AuthInterceptor>>;
 pub struct WorkerHandle {
     pub addr: String,
     pub client: Client,
+    /// The raw channel, for the health service (open to all, no token needed).
+    pub channel: Channel,
     pub info: HandshakeResponse,
 }
 
@@ -69,7 +71,7 @@ pub async fn connect(addr: &str, opts: &ClientOptions) -> anyhow::Result<WorkerH
         Some(t) => Some(format!("Bearer {t}").parse().context("the cluster token must be printable ASCII")?),
         None => None,
     };
-    let mut client = WorkerClient::with_interceptor(channel, AuthInterceptor { header })
+    let mut client = WorkerClient::with_interceptor(channel.clone(), AuthInterceptor { header })
         .max_decoding_message_size(16 << 20)
         .max_encoding_message_size(16 << 20);
     let req = HandshakeRequest {
@@ -88,5 +90,5 @@ pub async fn connect(addr: &str, opts: &ClientOptions) -> anyhow::Result<WorkerH
         info.protocol_version
     );
     tracing::info!(worker = addr, threads = info.threads, version = %info.worker_version, "worker connected");
-    Ok(WorkerHandle { addr: addr.to_owned(), client, info })
+    Ok(WorkerHandle { addr: addr.to_owned(), client, channel, info })
 }

@@ -1,30 +1,82 @@
 //! The cluster's [`HalfStepExecutor`]: ship blocks once, then per half push
 //! factors, solve remotely, gather the solved rows.
 
-use std::time::Instant;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use als_core::data::{Csr, Dataset};
 use als_core::side::{Factors, Side};
 use als_core::solve::{sum_grams, Feedback, SolveParams};
 use als_core::train::{HalfStepExecutor, HalfStepOutput, HalfStepReport, Layouts, TrainError, TrainState};
 use als_proto::codec::{bytes_f32, bytes_f64, f32_bytes, f64_bytes, plan_chunks, u32_bytes};
-use als_proto::pb::{BlockChunk, EndJobRequest, FactorChunk, SolveRequest, SolvedChunk, StartJobRequest};
+use als_proto::pb::{BlockChunk, EndJobRequest, FactorChunk, ReleaseBlocksRequest, SolveRequest, SolvedChunk, StartJobRequest};
 use als_proto::spec::{side_to_pb, spec_from_params};
 use als_proto::{CHUNK_BYTES, PROTOCOL_VERSION};
 use anyhow::Context;
-use futures::future::try_join_all;
 use prost::Message;
 
-use super::client::WorkerHandle;
+use super::client::{connect, ClientOptions, WorkerHandle};
 use super::routing::Routing;
 
-pub struct ClusterExecutor {
+/// How the coordinator watches its workers.
+#[derive(Debug, Clone)]
+pub struct FaultOptions {
+    /// A worker that does not answer a health check within this long is taken as lost.
+    pub worker_timeout: Duration,
+    /// Health checks of a busy worker are this far apart.
+    pub heartbeat: Duration,
+    /// How long a lost worker's address gets to answer before each half-iteration.
+    pub revive_timeout: Duration,
+}
+
+impl Default for FaultOptions {
+    fn default() -> Self {
+        FaultOptions { worker_timeout: Duration::from_secs(5), heartbeat: Duration::from_millis(500), revive_timeout: Duration::from_millis(500) }
+    }
+}
+
+struct Slot {
+    handle: WorkerHandle,
+    alive: bool,
+    /// StartJob done on this connection.
+    started: bool,
+    /// Blocks this worker holds, per side.
+    holds: [BTreeSet<usize>; 2],
+}
+
+pub struct ClusterExecutor<'a> {
     rt: tokio::runtime::Handle,
-    workers: Vec<WorkerHandle>,
+    slots: Vec<Slot>,
     routing: Routing,
+    /// The owners when every worker is up (lost workers' blocks come back to them).
+    home: [Vec<usize>; 2],
     layouts: Layouts,
     job_id: String,
+    start_req: StartJobRequest,
+    client_opts: ClientOptions,
+    faults: FaultOptions,
+    ds: &'a Dataset,
     step: u64,
+    /// Faults survived so far (for reports and tests).
+    pub workers_lost: usize,
+}
+
+fn side_ix(s: Side) -> usize {
+    match s {
+        Side::Users => 0,
+        Side::Items => 1,
+    }
+}
+
+/// Is this failure the worker's loss (retry elsewhere) or a fatal protocol error?
+fn is_loss(s: &tonic::Status) -> bool {
+    s.code() != tonic::Code::InvalidArgument
+}
+
+#[derive(Debug)]
+enum HalfError {
+    Lost(String),
+    Fatal(anyhow::Error),
 }
 
 /// One block's data as messages (header on the first).
@@ -126,22 +178,29 @@ fn encoded<M: Message>(msgs: &[M]) -> u64 {
     msgs.iter().map(|m| m.encoded_len() as u64).sum()
 }
 
-async fn run_worker_half(w: WorkerHandle, job_id: String, side: Side, step: u64, msgs: Vec<FactorChunk>) -> anyhow::Result<WorkerHalf> {
+fn rpc_err(addr: &str, what: &str, s: tonic::Status) -> HalfError {
+    let msg = format!("worker {addr}: {what}: {}", s.message());
+    if is_loss(&s) {
+        HalfError::Lost(msg)
+    } else {
+        HalfError::Fatal(anyhow::anyhow!(msg))
+    }
+}
+
+async fn push_and_solve(w: WorkerHandle, job_id: String, side: Side, step: u64, msgs: Vec<FactorChunk>) -> Result<WorkerHalf, HalfError> {
     let addr = w.addr.clone();
     let mut client = w.client;
     let bytes_sent = encoded(&msgs);
-    client.push_factors(tokio_stream::iter(msgs)).await.map_err(|s| anyhow::anyhow!("worker {addr}: pushing factors failed: {}", s.message()))?;
+    client.push_factors(tokio_stream::iter(msgs)).await.map_err(|s| rpc_err(&addr, "pushing factors failed", s))?;
     let req = SolveRequest { job_id, side: side_to_pb(side) as i32, step };
-    let mut stream = client.solve(req).await.map_err(|s| anyhow::anyhow!("worker {addr}: solve failed: {}", s.message()))?.into_inner();
+    let mut stream = client.solve(req).await.map_err(|s| rpc_err(&addr, "solve failed", s))?.into_inner();
     let mut out = WorkerHalf { blocks: Vec::new(), bytes_sent, bytes_received: 0, compute_seconds: 0.0 };
-    let mut done = false;
-    while let Some(c) = stream.message().await.map_err(|s| anyhow::anyhow!("worker {addr}: solve stream broke: {}", s.message()))? {
+    while let Some(c) = stream.message().await.map_err(|s| rpc_err(&addr, "solve stream broke", s))? {
         out.bytes_received += c.encoded_len() as u64;
         let SolvedChunk { block, row_start, n_rows, gram, factors, bias, compute_seconds, last } = c;
         if last {
             out.compute_seconds = compute_seconds;
-            done = true;
-            break;
+            return Ok(out);
         }
         if out.blocks.last().is_none_or(|(b, _)| *b != block) {
             out.blocks.push((block, Gathered { row_start, n_rows, ..Default::default() }));
@@ -151,120 +210,280 @@ async fn run_worker_half(w: WorkerHandle, job_id: String, side: Side, step: u64,
         g.factors.extend_from_slice(&factors);
         g.bias.extend_from_slice(&bias);
     }
-    anyhow::ensure!(done, "worker {addr}: solve stream ended early");
-    Ok(out)
+    Err(HalfError::Lost(format!("worker {addr}: solve stream ended early")))
 }
 
-impl ClusterExecutor {
+/// Run `work` while health-checking the worker; a worker that stops answering is lost.
+async fn watched<T>(w: &WorkerHandle, faults: &FaultOptions, work: impl std::future::Future<Output = Result<T, HalfError>>) -> Result<T, HalfError> {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(w.channel.clone());
+    let addr = w.addr.clone();
+    let watchdog = async {
+        loop {
+            tokio::time::sleep(faults.heartbeat).await;
+            let check = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() });
+            match tokio::time::timeout(faults.worker_timeout, check).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(s)) => return HalfError::Lost(format!("worker {addr}: health check failed: {}", s.message())),
+                Err(_) => return HalfError::Lost(format!("worker {addr}: no answer for {:?}", faults.worker_timeout)),
+            }
+        }
+    };
+    tokio::select! {
+        r = work => r,
+        e = watchdog => Err(e),
+    }
+}
+
+impl<'a> ClusterExecutor<'a> {
     /// Start the job on every worker and ship every block once.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         rt: tokio::runtime::Handle,
         workers: Vec<WorkerHandle>,
-        ds: &Dataset,
+        client_opts: ClientOptions,
+        faults: FaultOptions,
+        ds: &'a Dataset,
         params: &SolveParams,
         layouts: &Layouts,
         state: &TrainState,
         job_id: String,
-    ) -> anyhow::Result<ClusterExecutor> {
+    ) -> anyhow::Result<ClusterExecutor<'a>> {
         anyhow::ensure!(!workers.is_empty(), "no workers");
         let routing = Routing::build(&ds.by_user, &ds.by_item, layouts, workers.len());
-        let exec = ClusterExecutor { rt, workers, routing, layouts: layouts.clone(), job_id, step: 0 };
+        let start_req = StartJobRequest {
+            protocol_version: PROTOCOL_VERSION,
+            job_id: job_id.clone(),
+            spec: Some(spec_from_params(params)),
+            n_users: ds.n_users() as u64,
+            n_items: ds.n_items() as u64,
+        };
+        let mut exec = ClusterExecutor {
+            rt,
+            slots: workers.into_iter().map(|handle| Slot { handle, alive: true, started: false, holds: Default::default() }).collect(),
+            home: [routing.users.owner.clone(), routing.items.owner.clone()],
+            routing,
+            layouts: layouts.clone(),
+            job_id,
+            start_req,
+            client_opts,
+            faults,
+            ds,
+            step: 0,
+            workers_lost: 0,
+        };
         let t0 = Instant::now();
-        let mut shipped = 0u64;
-        exec.rt.block_on(async {
-            let start = StartJobRequest {
-                protocol_version: PROTOCOL_VERSION,
-                job_id: exec.job_id.clone(),
-                spec: Some(spec_from_params(params)),
-                n_users: ds.n_users() as u64,
-                n_items: ds.n_items() as u64,
-            };
-            try_join_all(exec.workers.iter().map(|w| {
-                let mut c = w.client.clone();
-                let req = start.clone();
-                let addr = w.addr.clone();
-                async move { c.start_job(req).await.map_err(|s| anyhow::anyhow!("worker {addr}: cannot start the job: {}", s.message())) }
-            }))
-            .await?;
-            for (side, csr, current) in [(Side::Users, &ds.by_user, &state.users), (Side::Items, &ds.by_item, &state.items)] {
-                let r = exec.routing.side(side);
-                let mut calls = Vec::new();
-                for (b, &w) in r.owner.iter().enumerate() {
-                    let msgs = block_messages(&exec.job_id, side, b, csr, layouts, &r.needed[b], current);
-                    shipped += encoded(&msgs);
-                    let mut c = exec.workers[w].client.clone();
-                    let addr = exec.workers[w].addr.clone();
-                    calls.push(async move {
-                        c.assign_block(tokio_stream::iter(msgs))
-                            .await
-                            .map_err(|s| anyhow::anyhow!("worker {addr}: shipping block {b} of {} failed: {}", side.name(), s.message()))
-                    });
-                }
-                try_join_all(calls).await?;
-            }
-            anyhow::Ok(())
-        })?;
-        tracing::info!(workers = exec.workers.len(), bytes = shipped, seconds = t0.elapsed().as_secs_f64(), "ratings shipped to workers");
+        let shipped = exec.sync_assignment(&state.users, &state.items)?;
+        tracing::info!(workers = exec.slots.len(), bytes = shipped, seconds = t0.elapsed().as_secs_f64(), "ratings shipped to workers");
         Ok(exec)
     }
 
-    /// Tell every worker the job is over (best effort).
+    /// Tell every live worker the job is over (best effort).
     pub fn finish(&self) {
         self.rt.block_on(async {
-            for w in &self.workers {
-                let mut c = w.client.clone();
-                if let Err(s) = c.end_job(EndJobRequest { job_id: self.job_id.clone() }).await {
-                    tracing::warn!(worker = %w.addr, "ending the job failed: {}", s.message());
+            for s in self.slots.iter().filter(|s| s.alive) {
+                let mut c = s.handle.client.clone();
+                if let Err(st) = c.end_job(EndJobRequest { job_id: self.job_id.clone() }).await {
+                    tracing::warn!(worker = %s.handle.addr, "ending the job failed: {}", st.message());
                 }
             }
         });
+    }
+
+    fn lose(&mut self, w: usize, why: &str) {
+        if self.slots[w].alive {
+            tracing::warn!(worker = %self.slots[w].handle.addr, "worker lost: {why}; moving its blocks");
+            self.workers_lost += 1;
+        }
+        let s = &mut self.slots[w];
+        s.alive = false;
+        s.started = false;
+        s.holds = Default::default();
+    }
+
+    /// Give lost workers a short chance to answer again (restarted on their address).
+    fn revive(&mut self) {
+        let opts = ClientOptions { connect_timeout: self.faults.revive_timeout, ..self.client_opts.clone() };
+        for w in 0..self.slots.len() {
+            if self.slots[w].alive {
+                continue;
+            }
+            let addr = self.slots[w].handle.addr.clone();
+            if let Ok(h) = self.rt.block_on(connect(&addr, &opts)) {
+                tracing::info!(worker = %addr, "worker is back; returning its blocks");
+                self.slots[w] = Slot { handle: h, alive: true, started: false, holds: Default::default() };
+            }
+        }
+    }
+
+    /// Owners for the live workers: a block stays home while its home worker lives, else moves to a survivor.
+    fn desired_owners(&self) -> anyhow::Result<[Vec<usize>; 2]> {
+        let alive: Vec<usize> = (0..self.slots.len()).filter(|&w| self.slots[w].alive).collect();
+        anyhow::ensure!(!alive.is_empty(), "every worker is gone ({}); the job cannot go on", self.slots.iter().map(|s| s.handle.addr.as_str()).collect::<Vec<_>>().join(", "));
+        Ok(self.home.clone().map(|owners| {
+            let mut orphan = 0;
+            owners
+                .iter()
+                .map(|&w| {
+                    if self.slots[w].alive {
+                        w
+                    } else {
+                        orphan += 1;
+                        alive[(orphan - 1) % alive.len()]
+                    }
+                })
+                .collect()
+        }))
+    }
+
+    /// Make every live worker hold exactly its blocks (shipping what is missing); returns bytes sent.
+    fn sync_assignment(&mut self, users: &Factors, items: &Factors) -> anyhow::Result<u64> {
+        let mut total = 0u64;
+        loop {
+            let owners = self.desired_owners()?;
+            let ds = self.ds;
+            let mut futs = Vec::new();
+            for (w, slot) in self.slots.iter().enumerate().filter(|(_, s)| s.alive) {
+                let mut ship: Vec<Vec<BlockChunk>> = Vec::new();
+                let mut release: Vec<(Side, Vec<u32>)> = Vec::new();
+                for (side, csr, current) in [(Side::Users, &ds.by_user, users), (Side::Items, &ds.by_item, items)] {
+                    let si = side_ix(side);
+                    let want: BTreeSet<usize> = (0..owners[si].len()).filter(|&b| owners[si][b] == w).collect();
+                    for &b in want.difference(&slot.holds[si]) {
+                        ship.push(block_messages(&self.job_id, side, b, csr, &self.layouts, &self.routing.side(side).needed[b], current));
+                    }
+                    let extra: Vec<u32> = slot.holds[si].difference(&want).map(|&b| b as u32).collect();
+                    if !extra.is_empty() {
+                        release.push((side, extra));
+                    }
+                }
+                let bytes: u64 = ship.iter().map(|m| encoded(m)).sum();
+                total += bytes;
+                let mut c = slot.handle.client.clone();
+                let addr = slot.handle.addr.clone();
+                let start = (!slot.started).then(|| self.start_req.clone());
+                let job_id = self.job_id.clone();
+                let work = async move {
+                    if let Some(req) = start {
+                        c.start_job(req).await.map_err(|s| rpc_err(&addr, "cannot start the job", s))?;
+                    }
+                    for (side, blocks) in release {
+                        let req = ReleaseBlocksRequest { job_id: job_id.clone(), side: side_to_pb(side) as i32, blocks };
+                        c.release_blocks(req).await.map_err(|s| rpc_err(&addr, "releasing blocks failed", s))?;
+                    }
+                    for msgs in ship {
+                        c.assign_block(tokio_stream::iter(msgs)).await.map_err(|s| rpc_err(&addr, "shipping a block failed", s))?;
+                    }
+                    Ok::<(), HalfError>(())
+                };
+                let handle = slot.handle.clone();
+                let faults = self.faults.clone();
+                futs.push(async move { (w, watched(&handle, &faults, work).await) });
+            }
+            let results = self.rt.block_on(futures::future::join_all(futs));
+            let mut lost_any = false;
+            for (w, r) in results {
+                match r {
+                    Ok(()) => {
+                        let slot = &mut self.slots[w];
+                        slot.started = true;
+                        for si in 0..2 {
+                            slot.holds[si] = (0..owners[si].len()).filter(|&b| owners[si][b] == w).collect();
+                        }
+                    }
+                    Err(HalfError::Lost(m)) => {
+                        self.lose(w, &m);
+                        lost_any = true;
+                    }
+                    Err(HalfError::Fatal(e)) => return Err(e),
+                }
+            }
+            if !lost_any {
+                let [u, i] = owners;
+                self.routing.users.owner = u;
+                self.routing.items.owner = i;
+                self.routing.users.rebuild_unions(&self.layouts.users);
+                self.routing.items.rebuild_unions(&self.layouts.items);
+                return Ok(total);
+            }
+        }
     }
 
     fn half(&mut self, side: Side, params: &SolveParams, fixed: &Factors, fixed_gram: Option<&[f64]>, target: &mut Factors) -> anyhow::Result<HalfStepOutput> {
         self.step += 1;
         let step = self.step;
         let t0 = Instant::now();
+        let mut sent = 0u64;
+        let results = loop {
+            if self.slots.iter().any(|s| !s.alive) {
+                self.revive();
+            }
+            sent += match side {
+                Side::Users => self.sync_assignment(target, fixed)?,
+                Side::Items => self.sync_assignment(fixed, target)?,
+            };
+            let r = self.routing.side(side);
+            let futs: Vec<_> = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.alive)
+                .map(|(w, s)| {
+                    let msgs = factor_messages(&self.job_id, side.other(), step, &r.union[w], fixed, fixed_gram);
+                    let handle = s.handle.clone();
+                    let faults = self.faults.clone();
+                    let work = push_and_solve(handle.clone(), self.job_id.clone(), side, step, msgs);
+                    async move { (w, watched(&handle, &faults, work).await) }
+                })
+                .collect();
+            let results = self.rt.block_on(futures::future::join_all(futs));
+            let mut ok = Vec::new();
+            let mut lost = false;
+            for (w, r) in results {
+                match r {
+                    Ok(h) => ok.push((w, h)),
+                    Err(HalfError::Lost(m)) => {
+                        self.lose(w, &m);
+                        lost = true;
+                    }
+                    Err(HalfError::Fatal(e)) => return Err(e),
+                }
+            }
+            if !lost {
+                break ok;
+            }
+            // Some results are missing: redo the whole half on the new layout (the
+            // survivors restart from the same warm start, so the result is unchanged).
+            sent += ok.iter().map(|(_, h)| h.bytes_sent + h.bytes_received).sum::<u64>();
+        };
         let r = self.routing.side(side);
         let k = params.factors;
-        let futs: Vec<_> = self
-            .workers
-            .iter()
-            .enumerate()
-            .map(|(w, h)| {
-                let msgs = factor_messages(&self.job_id, side.other(), step, &r.union[w], fixed, fixed_gram);
-                run_worker_half(h.clone(), self.job_id.clone(), side, step, msgs)
-            })
-            .collect();
-        let results = self.rt.block_on(try_join_all(futs))?;
         let n_blocks = self.layouts.side(side).n_blocks();
         let mut grams: Vec<Option<Vec<f64>>> = vec![None; n_blocks];
         let implicit = matches!(params.feedback, Feedback::Implicit { .. });
         let biased = !target.bias.is_empty();
-        let (mut sent, mut compute) = (0u64, 0f64);
+        let mut compute = 0f64;
         let mut seen = vec![false; n_blocks];
-        for (w, res) in results.into_iter().enumerate() {
+        for (w, res) in results {
             sent += res.bytes_sent + res.bytes_received;
             compute = compute.max(res.compute_seconds);
-            let addr = &self.workers[w].addr;
+            let addr = &self.slots[w].handle.addr;
             for (b, g) in res.blocks {
                 let b = b as usize;
-                let range = self.layouts.side(side).range(b.min(n_blocks.saturating_sub(1)));
-                anyhow::ensure!(
-                    b < n_blocks && r.owner[b] == w && !seen[b] && g.row_start as usize == range.start && g.n_rows as usize == range.len(),
-                    "worker {addr}: returned block {b} it does not own or with wrong rows"
-                );
+                anyhow::ensure!(b < n_blocks && r.owner[b] == w && !seen[b], "worker {addr}: returned block {b}, which it does not own");
+                let range = self.layouts.side(side).range(b);
+                anyhow::ensure!(g.row_start as usize == range.start && g.n_rows as usize == range.len(), "worker {addr}: block {b} has the wrong rows");
                 seen[b] = true;
                 let f = bytes_f32("factors", &g.factors).with_context(|| format!("worker {addr}"))?;
                 anyhow::ensure!(f.len() == range.len() * k && f.iter().all(|v| v.is_finite()), "worker {addr}: block {b} factors malformed");
                 target.flat_mut()[range.start * k..range.end * k].copy_from_slice(&f);
                 if biased {
                     let bb = bytes_f32("bias", &g.bias).with_context(|| format!("worker {addr}"))?;
-                    anyhow::ensure!(bb.len() == range.len(), "worker {addr}: block {b} bias malformed");
+                    anyhow::ensure!(bb.len() == range.len() && bb.iter().all(|v| v.is_finite()), "worker {addr}: block {b} bias malformed");
                     target.bias[range.clone()].copy_from_slice(&bb);
                 }
                 if implicit {
                     let gr = bytes_f64("gram", &g.gram).with_context(|| format!("worker {addr}"))?;
-                    anyhow::ensure!(gr.len() == k * k, "worker {addr}: block {b} gramian malformed");
+                    anyhow::ensure!(gr.len() == k * k && gr.iter().all(|v| v.is_finite()), "worker {addr}: block {b} gramian malformed");
                     grams[b] = Some(gr);
                 }
             }
@@ -288,7 +507,7 @@ impl ClusterExecutor {
     }
 }
 
-impl HalfStepExecutor for ClusterExecutor {
+impl HalfStepExecutor for ClusterExecutor<'_> {
     fn half_step(&mut self, side: Side, params: &SolveParams, fixed: &Factors, fixed_gram: Option<&[f64]>, target: &mut Factors) -> Result<HalfStepOutput, TrainError> {
         self.half(side, params, fixed, fixed_gram, target).map_err(|e| TrainError::Cluster(format!("{e:#}")))
     }

@@ -15,6 +15,6 @@ pub mod routing;
 pub mod session;
 
 pub use client::{ClientOptions, WorkerHandle};
-pub use executor::ClusterExecutor;
+pub use executor::{ClusterExecutor, FaultOptions};
 pub use local::LocalWorkers;
 pub use session::ClusterSession;

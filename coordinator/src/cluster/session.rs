@@ -5,13 +5,15 @@ use als_core::train::{initial_state, train, IterationReport, Layouts, TrainConfi
 use futures::future::try_join_all;
 
 use super::client::{connect, ClientOptions, WorkerHandle};
-use super::executor::ClusterExecutor;
+use super::executor::{ClusterExecutor, FaultOptions};
 use super::local::LocalWorkers;
 
 pub struct ClusterSession {
     rt: tokio::runtime::Runtime,
     workers: Vec<WorkerHandle>,
-    local: Option<LocalWorkers>,
+    local: Option<std::sync::Mutex<LocalWorkers>>,
+    opts: ClientOptions,
+    pub faults: FaultOptions,
 }
 
 impl ClusterSession {
@@ -25,7 +27,7 @@ impl ClusterSession {
         anyhow::ensure!(!addrs.is_empty(), "--workers needs at least one address");
         let rt = Self::runtime()?;
         let workers = rt.block_on(try_join_all(addrs.iter().map(|a| connect(a, opts))))?;
-        Ok(ClusterSession { rt, workers, local: None })
+        Ok(ClusterSession { rt, workers, local: None, opts: opts.clone(), faults: FaultOptions::default() })
     }
 
     /// Start `n` workers in this process on loopback ports and connect to them over gRPC.
@@ -36,7 +38,23 @@ impl ClusterSession {
         let local = rt.block_on(LocalWorkers::start(n, threads))?;
         let opts = ClientOptions { token: Some(local.token.clone()), ..opts.clone() };
         let workers = rt.block_on(try_join_all(local.addrs.iter().map(|a| connect(a, &opts))))?;
-        Ok(ClusterSession { rt, workers, local: Some(local) })
+        Ok(ClusterSession { rt, workers, local: Some(std::sync::Mutex::new(local)), opts, faults: FaultOptions::default() })
+    }
+
+    /// Crash in-process worker `i` (fault tests).
+    pub fn kill_local_worker(&self, i: usize) {
+        if let Some(l) = &self.local {
+            l.lock().expect("local workers").kill(i);
+        }
+    }
+
+    /// Restart in-process worker `i` on its address, empty (fault tests).
+    pub fn restart_local_worker(&self, i: usize) -> anyhow::Result<()> {
+        if let Some(l) = &self.local {
+            let mut g = l.lock().expect("local workers");
+            self.rt.block_on(g.restart(i))?;
+        }
+        Ok(())
     }
 
     pub fn addrs(&self) -> Vec<String> {
@@ -56,7 +74,7 @@ impl ClusterSession {
         let state = state.unwrap_or_else(|| initial_state(ds, cfg));
         let params = cfg.solve_params(ds.global_mean());
         let job_id = format!("job-{}", super::local::random_token());
-        let mut exec = ClusterExecutor::start(self.rt.handle().clone(), self.workers.clone(), ds, &params, layouts, &state, job_id)?;
+        let mut exec = ClusterExecutor::start(self.rt.handle().clone(), self.workers.clone(), self.opts.clone(), self.faults.clone(), ds, &params, layouts, &state, job_id)?;
         let res = train(ds, cfg, &mut exec, layouts, Some(state), on_iteration);
         exec.finish();
         Ok(res?)
@@ -65,6 +83,7 @@ impl ClusterSession {
     /// Stop in-process workers (remote ones keep running).
     pub fn shutdown(self) -> anyhow::Result<()> {
         if let Some(l) = self.local {
+            let l = l.into_inner().map_err(|_| anyhow::anyhow!("local workers poisoned"))?;
             self.rt.block_on(l.shutdown())?;
         }
         Ok(())
@@ -130,5 +149,42 @@ mod tests {
                 assert!(r.bytes_sent() >= r.bytes_min() && r.bytes_min() > 0);
             }
         }
+    }
+
+    #[test]
+    fn a_lost_worker_costs_nothing_and_a_restarted_one_is_taken_back() {
+        let ds = small_dataset();
+        let cfg = TrainConfig {
+            factors: 6,
+            iterations: 6,
+            implicit: Some(ImplicitConfig { alpha: 2.0, confidence: Confidence::Linear }),
+            solver: SolverKind::Cg { steps: 3 },
+            ..Default::default()
+        };
+        let layouts = Layouts::for_dataset(&ds, cfg.blocks);
+        let mut local = LocalExecutor::new(&ds, layouts.clone());
+        let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
+        let mut s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
+        s.faults.heartbeat = std::time::Duration::from_millis(50);
+        let got = s
+            .train(&ds, &cfg, &layouts, None, &mut |r, _| {
+                if r.iteration == 2 {
+                    s.kill_local_worker(1);
+                }
+                if r.iteration == 4 {
+                    s.restart_local_worker(1).unwrap();
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(got.state, want.state);
+        // The re-shipped blocks show up in the bytes of the half that lost the worker.
+        assert!(got.reports[2].bytes_sent() > want.reports[2].bytes_sent());
+        s.kill_local_worker(0);
+        s.kill_local_worker(1);
+        s.kill_local_worker(2);
+        let err = s.train(&ds, &cfg, &layouts, None, &mut |_, _| Ok(())).err().expect("no workers left");
+        assert!(format!("{err:#}").contains("cannot"), "{err:#}");
+        s.shutdown().unwrap();
     }
 }
