@@ -7,6 +7,7 @@
 //! numbers as the same rows solved in-process.
 
 pub mod blocks;
+pub mod checkpoint;
 pub mod data;
 pub mod init;
 pub mod linalg;

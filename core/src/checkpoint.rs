@@ -1,0 +1,214 @@
+//! Checkpoints of a training run: the two factor matrices and the iteration
+//! count, tied to the data and hyperparameters, written atomically with a
+//! checksum so a crash never leaves a half-written checkpoint in use.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::side::Factors;
+use crate::train::{TrainConfig, TrainState};
+
+const MAGIC: &[u8; 8] = b"ALSCKPT1";
+const KEEP: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt checkpoint: {problem}")]
+    Corrupt { path: PathBuf, problem: String },
+    #[error("{path}: checkpoint belongs to another run: {problem}; remove it or train without --resume")]
+    Mismatch { path: PathBuf, problem: String },
+    #[error("{dir}: no valid checkpoint to resume from")]
+    NoneFound { dir: PathBuf },
+}
+
+/// What a checkpoint must match to be resumed: the data and every setting
+/// that changes the result (the iteration count may grow).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSignature {
+    pub data_fingerprint: String,
+    pub settings: String,
+}
+
+impl RunSignature {
+    pub fn new(data_fingerprint: &str, cfg: &TrainConfig) -> Self {
+        let mut c = cfg.clone();
+        c.iterations = 0;
+        c.eval_every = 0;
+        RunSignature { data_fingerprint: data_fingerprint.to_owned(), settings: serde_json::to_string(&c).expect("config serializes") }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    signature: RunSignature,
+    iterations_done: usize,
+    n_users: usize,
+    n_items: usize,
+    k: usize,
+    biased: bool,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io { path: path.to_owned(), source }
+}
+
+fn put_f32(buf: &mut Vec<u8>, v: &[f32]) {
+    for x in v {
+        buf.extend_from_slice(&x.to_le_bytes());
+    }
+}
+
+/// Write `checkpoint-NNNNNN.als` into `dir` atomically and keep the newest two.
+pub fn write_checkpoint(dir: &Path, sig: &RunSignature, state: &TrainState) -> Result<PathBuf, CheckpointError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let header = Header {
+        signature: sig.clone(),
+        iterations_done: state.iterations_done,
+        n_users: state.users.n_rows(),
+        n_items: state.items.n_rows(),
+        k: state.users.k(),
+        biased: !state.users.bias.is_empty(),
+    };
+    let h = serde_json::to_vec(&header).expect("header serializes");
+    let mut buf = Vec::with_capacity(64 + h.len() + 4 * (state.users.flat().len() + state.items.flat().len()));
+    buf.extend_from_slice(MAGIC);
+    buf.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    buf.extend_from_slice(&h);
+    put_f32(&mut buf, state.users.flat());
+    put_f32(&mut buf, state.items.flat());
+    put_f32(&mut buf, &state.users.bias);
+    put_f32(&mut buf, &state.items.bias);
+    let sum = Sha256::digest(&buf);
+    buf.extend_from_slice(&sum);
+    let path = dir.join(format!("checkpoint-{:06}.als", state.iterations_done));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
+    tmp.write_all(&buf).map_err(io(&path))?;
+    tmp.as_file().sync_all().map_err(io(&path))?;
+    tmp.persist(&path).map_err(|e| CheckpointError::Io { path: path.clone(), source: e.error })?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    for old in list(dir)?.into_iter().skip(KEEP) {
+        let _ = std::fs::remove_file(old.1);
+    }
+    Ok(path)
+}
+
+/// Checkpoint files, newest first.
+fn list(dir: &Path) -> Result<Vec<(usize, PathBuf)>, CheckpointError> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io(dir))? {
+        let p = e.map_err(io(dir))?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(n) = name.strip_prefix("checkpoint-").and_then(|r| r.strip_suffix(".als")).and_then(|n| n.parse::<usize>().ok()) {
+            out.push((n, p));
+        }
+    }
+    out.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(out)
+}
+
+/// Read one checkpoint, verifying its checksum and its signature.
+pub fn read_checkpoint(path: &Path, sig: &RunSignature) -> Result<TrainState, CheckpointError> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    let corrupt = |m: &str| CheckpointError::Corrupt { path: path.to_owned(), problem: m.to_owned() };
+    if bytes.len() < MAGIC.len() + 8 + 32 || &bytes[..8] != MAGIC {
+        return Err(corrupt("not a checkpoint file"));
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - 32);
+    if Sha256::digest(body).as_slice() != sum {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let hlen = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes")) as usize;
+    let h: Header = body.get(16..16 + hlen).and_then(|s| serde_json::from_slice(s).ok()).ok_or_else(|| corrupt("bad header"))?;
+    if h.signature.data_fingerprint != sig.data_fingerprint {
+        return Err(CheckpointError::Mismatch { path: path.to_owned(), problem: "it was written for other training data".into() });
+    }
+    if h.signature.settings != sig.settings {
+        return Err(CheckpointError::Mismatch { path: path.to_owned(), problem: "it was written with other hyperparameters".into() });
+    }
+    let mut pos = 16 + hlen;
+    let mut take = |n: usize| -> Result<Vec<f32>, CheckpointError> {
+        let end = pos + n * 4;
+        let s = body.get(pos..end).ok_or_else(|| corrupt("truncated"))?;
+        pos = end;
+        Ok(s.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect())
+    };
+    let u = take(h.n_users * h.k)?;
+    let i = take(h.n_items * h.k)?;
+    let ub = take(if h.biased { h.n_users } else { 0 })?;
+    let ib = take(if h.biased { h.n_items } else { 0 })?;
+    let mat = |v: Vec<f32>, n| Array2::from_shape_vec((n, h.k), v).map_err(|_| corrupt("bad shape"));
+    Ok(TrainState {
+        iterations_done: h.iterations_done,
+        users: Factors { matrix: mat(u, h.n_users)?, bias: ub },
+        items: Factors { matrix: mat(i, h.n_items)?, bias: ib },
+    })
+}
+
+/// The newest checkpoint in `dir` that is intact; a mismatched one is an error.
+pub fn latest_checkpoint(dir: &Path, sig: &RunSignature) -> Result<(PathBuf, TrainState), CheckpointError> {
+    if !dir.exists() {
+        return Err(CheckpointError::NoneFound { dir: dir.to_owned() });
+    }
+    for (_, p) in list(dir)? {
+        match read_checkpoint(&p, sig) {
+            Ok(s) => return Ok((p, s)),
+            Err(e @ CheckpointError::Corrupt { .. }) => tracing::warn!("skipping {e}"),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(CheckpointError::NoneFound { dir: dir.to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::init_factors;
+    use crate::side::Side;
+
+    fn state(it: usize) -> TrainState {
+        let ids: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+        TrainState { iterations_done: it, users: init_factors(&ids, Side::Users, it as u64, 3, true), items: init_factors(&ids[..4], Side::Items, 1, 3, true) }
+    }
+
+    #[test]
+    fn round_trip_keep_two_and_refuse_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig::default();
+        let sig = RunSignature::new("abc", &cfg);
+        for it in 1..=3 {
+            write_checkpoint(dir.path(), &sig, &state(it)).unwrap();
+        }
+        assert_eq!(list(dir.path()).unwrap().len(), 2);
+        let (p, s) = latest_checkpoint(dir.path(), &sig).unwrap();
+        assert_eq!(s, state(3));
+        // More iterations requested: same run.
+        let longer = RunSignature::new("abc", &TrainConfig { iterations: 99, ..cfg.clone() });
+        assert!(latest_checkpoint(dir.path(), &longer).is_ok());
+        // Other data or settings: refused, never silently used.
+        assert!(matches!(latest_checkpoint(dir.path(), &RunSignature::new("xyz", &cfg)), Err(CheckpointError::Mismatch { .. })));
+        let other = RunSignature::new("abc", &TrainConfig { lambda: 0.5, ..cfg });
+        assert!(matches!(latest_checkpoint(dir.path(), &other), Err(CheckpointError::Mismatch { .. })));
+        // A corrupt newest checkpoint is skipped for the older intact one.
+        let mut bytes = std::fs::read(&p).unwrap();
+        let n = bytes.len();
+        bytes[n / 2] ^= 1;
+        std::fs::write(&p, bytes).unwrap();
+        assert!(matches!(read_checkpoint(&p, &sig), Err(CheckpointError::Corrupt { .. })));
+        assert_eq!(latest_checkpoint(dir.path(), &sig).unwrap().1, state(2));
+        assert!(matches!(latest_checkpoint(&dir.path().join("none"), &sig), Err(CheckpointError::NoneFound { .. })));
+        // No temporary files left behind.
+        assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| e.unwrap().file_name().to_string_lossy().starts_with("checkpoint-")));
+    }
+}
