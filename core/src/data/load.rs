@@ -1,13 +1,25 @@
 //! Reading ratings files into [`RawRatings`].
 //!
-//! The whole file is read into memory and parsed in place: lines and fields
-//! are split with `memchr`, ids are interned as byte slices of the buffer
-//! (no allocation per line), and ratings go through a Clinger fast path for
-//! short decimals (bit-identical to `str::parse::<f32>`). Large files are cut
-//! at line boundaries into chunks parsed in parallel; the per-chunk id tables
-//! are merged in chunk order, so ids keep their first-seen order of the file.
+//! The whole file is read into memory and parsed in place, with no
+//! allocation per line:
+//! * lines and fields are found eight bytes at a time (SWAR) for the one-byte
+//!   and `::` separators; quoted CSV lines and the whitespace format take a
+//!   general path;
+//! * an id that is a canonical decimal (`17`, not `017` or `+17`) is kept as
+//!   its value and mapped to a dense id afterwards in one tight pass over the
+//!   rows, in row order (a small direct array instead of a hash look-up and
+//!   cache miss per line); other ids are interned in a hash table keyed by
+//!   their bytes (borrowed from the buffer; ids up to 23 bytes inline). Both
+//!   keep the first-seen order of the file, and tokens keep the exact text;
+//! * ratings go through a Clinger fast path for short decimals (bit-identical
+//!   to `str::parse::<f32>`).
+//!
+//! Large files are cut at line boundaries into chunks parsed in parallel and
+//! merged in chunk order, so the result does not depend on the thread count.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::path::Path;
 
 use memchr::{memchr, memmem};
@@ -96,7 +108,7 @@ pub fn parse_ratings(
     // Parse: one chunk, or line-aligned chunks in parallel.
     let threads = rayon::current_num_threads();
     let chunks: Vec<Chunk<'_>> = if body.len() >= PARALLEL_MIN_BYTES && threads > 1 {
-        let target = (body.len() / (threads * 4)).max(CHUNK_MIN_BYTES);
+        let target = (body.len() / (threads * 2)).max(CHUNK_MIN_BYTES);
         line_chunks(body, target)
             .into_par_iter()
             .map(|r| layout.parse_chunk(&body[r]))
@@ -166,7 +178,7 @@ fn line_chunks(body: &[u8], target: usize) -> Vec<std::ops::Range<usize>> {
 }
 
 /// Concatenate chunks, re-numbering their ids into one first-seen order.
-fn merge(chunks: Vec<Chunk<'_>>, has_ts: bool) -> RawRatings {
+fn merge<'a>(chunks: Vec<Chunk<'a>>, has_ts: bool) -> RawRatings {
     let n: usize = chunks.iter().map(|c| c.ratings.len()).sum();
     let ts_count: u64 = chunks.iter().map(|c| c.ts_count).sum();
     let mut it = chunks.into_iter();
@@ -180,20 +192,27 @@ fn merge(chunks: Vec<Chunk<'_>>, has_ts: bool) -> RawRatings {
         acc.ts.reserve(n - acc.ts.len());
     }
     for c in it {
-        let ru: Vec<u32> = c
-            .user_int
-            .tokens
-            .into_iter()
-            .map(|t| acc.user_int.get_or_insert(t))
-            .collect();
-        let ri: Vec<u32> = c
-            .item_int
-            .tokens
-            .into_iter()
-            .map(|t| acc.item_int.get_or_insert(t))
-            .collect();
-        acc.users.extend(c.users.iter().map(|&u| ru[u as usize]));
-        acc.items.extend(c.items.iter().map(|&i| ri[i as usize]));
+        let remap = |int: Interner<'a>, acc_int: &mut Interner<'a>| -> Vec<u32> {
+            int.tokens
+                .into_iter()
+                .map(|t| OTHER | acc_int.get_or_insert(t))
+                .collect()
+        };
+        let (ru, ri) = (
+            remap(c.user_int, &mut acc.user_int),
+            remap(c.item_int, &mut acc.item_int),
+        );
+        let code = |x: u32, r: &[u32]| {
+            if x & OTHER != 0 {
+                r[(x & !OTHER) as usize]
+            } else {
+                x
+            }
+        };
+        acc.users.extend(c.users.iter().map(|&u| code(u, &ru)));
+        acc.items.extend(c.items.iter().map(|&i| code(i, &ri)));
+        acc.user_max = acc.user_max.max(c.user_max);
+        acc.item_max = acc.item_max.max(c.item_max);
         acc.ratings.extend_from_slice(&c.ratings);
         acc.ts.extend_from_slice(&c.ts);
     }
@@ -205,15 +224,12 @@ fn merge(chunks: Vec<Chunk<'_>>, has_ts: bool) -> RawRatings {
         }
         None
     };
-    let strings = |toks: Vec<Cow<'_, [u8]>>| -> Vec<String> {
-        toks.into_iter()
-            .map(|t| String::from_utf8_lossy(&t).into_owned())
-            .collect()
-    };
+    let user_tokens = assign(&mut acc.users, acc.user_int.tokens, acc.user_max);
+    let item_tokens = assign(&mut acc.items, acc.item_int.tokens, acc.item_max);
     RawRatings {
         source: String::new(),
-        user_tokens: strings(acc.user_int.tokens),
-        item_tokens: strings(acc.item_int.tokens),
+        user_tokens,
+        item_tokens,
         users: acc.users,
         items: acc.items,
         ratings: acc.ratings,
@@ -222,39 +238,194 @@ fn merge(chunks: Vec<Chunk<'_>>, has_ts: bool) -> RawRatings {
     }
 }
 
-/// Ids in first-seen order, keyed by their bytes (borrowed from the file).
+/// Replace row codes by ids in first-seen order; returns the id tokens.
+fn assign(codes: &mut [u32], others: Vec<Cow<'_, [u8]>>, max_num: u32) -> Vec<String> {
+    let mut tokens: Vec<String> = Vec::new();
+    let mut other_id = vec![u32::MAX; others.len()];
+    let mut new_other = |o: usize, tokens: &mut Vec<String>| {
+        if other_id[o] == u32::MAX {
+            other_id[o] = tokens.len() as u32;
+            tokens.push(String::from_utf8_lossy(&others[o]).into_owned());
+        }
+        other_id[o]
+    };
+    // Decimal values -> id + 1 (0 = not seen yet): an array unless the values are sparse.
+    if (max_num as usize) < 2 * codes.len() + (1 << 20) {
+        let mut dense = vec![0u32; max_num as usize + 1];
+        for x in codes.iter_mut() {
+            if *x & OTHER != 0 {
+                *x = new_other((*x & !OTHER) as usize, &mut tokens);
+                continue;
+            }
+            let slot = &mut dense[*x as usize];
+            if *slot == 0 {
+                tokens.push(x.to_string());
+                *slot = tokens.len() as u32;
+            }
+            *x = *slot - 1;
+        }
+    } else {
+        let mut map: FxHashMap<u32, u32> = FxHashMap::default();
+        for x in codes.iter_mut() {
+            if *x & OTHER != 0 {
+                *x = new_other((*x & !OTHER) as usize, &mut tokens);
+                continue;
+            }
+            let next = tokens.len() as u32;
+            let id = *map.entry(*x).or_insert(next);
+            if id == next {
+                tokens.push(x.to_string());
+            }
+            *x = id;
+        }
+    }
+    tokens
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+
+/// 0x80 in every byte of `x` that is zero, 0 elsewhere (exact, no carries).
+#[inline(always)]
+fn zero_bytes(x: u64) -> u64 {
+    !(((x & HI7).wrapping_add(HI7)) | x | HI7)
+}
+
+/// The eight bytes at `i` (little endian), zero-padded past the end.
+#[inline(always)]
+fn word_at(b: &[u8], i: usize) -> u64 {
+    match b.get(i..i + 8) {
+        Some(s) => u64::from_le_bytes(s.try_into().unwrap()),
+        None => {
+            let mut t = [0u8; 8];
+            t[..b.len() - i].copy_from_slice(&b[i..]);
+            u64::from_le_bytes(t)
+        }
+    }
+}
+
+/// An id of at most 23 bytes packed with its length into three words: the
+/// tables compare and hash these inline instead of following a pointer into
+/// the file buffer (a cache miss per lookup on large files).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Short([u64; 3]);
+
+impl Short {
+    #[inline]
+    fn new(key: &[u8]) -> Option<Short> {
+        if key.len() > 23 {
+            return None;
+        }
+        let mut b = [0u8; 24];
+        b[..key.len()].copy_from_slice(key);
+        b[23] = key.len() as u8;
+        let w = |k: usize| u64::from_le_bytes(b[8 * k..8 * k + 8].try_into().unwrap());
+        Some(Short([w(0), w(1), w(2)]))
+    }
+}
+
+/// Row codes while parsing: a canonical decimal id is its value (< 10^9);
+/// any other id is `OTHER | its index in the chunk's interner`. Final ids are
+/// assigned from the codes in row order ([`assign`]), which keeps the first-
+/// seen order and turns the id look-ups into a tight loop over a small
+/// array instead of a cache miss inside the parsing of every line.
+const OTHER: u32 = 1 << 31;
+
+/// The value of a decimal id without sign or leading zeros, up to 9 digits.
+#[inline]
+fn canonical_int(key: &[u8]) -> Option<u32> {
+    if key.is_empty() || key.len() > 9 || (key[0] == b'0' && key.len() > 1) {
+        return None;
+    }
+    let mut v = 0u32;
+    for &b in key {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + d as u32;
+    }
+    Some(v)
+}
+
+impl std::hash::Hash for Short {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let [a, b, c] = self.0;
+        let mut h =
+            (a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b).wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ c;
+        h = (h ^ (h >> 29)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        state.write_u64(h ^ (h >> 32));
+    }
+}
+
+/// Passes on the one `u64` that [`Short`] hashes to.
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl std::hash::Hasher for WordHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+}
+
+/// Ids other than canonical decimals, in first-seen order, keyed by their
+/// bytes (borrowed from the file).
 #[derive(Default)]
 struct Interner<'a> {
-    map: FxHashMap<Cow<'a, [u8]>, u32>,
+    short: HashMap<Short, u32, BuildHasherDefault<WordHasher>>,
+    long: FxHashMap<Cow<'a, [u8]>, u32>,
     tokens: Vec<Cow<'a, [u8]>>,
-    /// The last id found: sorted files repeat the same user line after line.
-    last: u32,
+    /// The last short id found: sorted files repeat the same user line after line.
+    last: Option<(Short, u32)>,
 }
 
 impl<'a> Interner<'a> {
     #[inline]
     fn find(&mut self, key: &[u8]) -> Option<u32> {
-        if let Some(t) = self.tokens.get(self.last as usize) {
-            if **t == *key {
-                return Some(self.last);
+        match Short::new(key) {
+            Some(s) => {
+                if let Some((k, id)) = self.last {
+                    if k == s {
+                        return Some(id);
+                    }
+                }
+                let id = *self.short.get(&s)?;
+                self.last = Some((s, id));
+                Some(id)
             }
+            None => self.long.get(key).copied(),
         }
-        let id = *self.map.get(key)?;
-        self.last = id;
-        Some(id)
     }
 
     fn insert(&mut self, key: Cow<'a, [u8]>) -> u32 {
         let id = self.tokens.len() as u32;
-        self.tokens.push(key.clone());
-        self.map.insert(key, id);
-        self.last = id;
+        match Short::new(&key) {
+            Some(s) => {
+                self.short.insert(s, id);
+                self.last = Some((s, id));
+            }
+            None => {
+                self.long.insert(key.clone(), id);
+            }
+        }
+        self.tokens.push(key);
         id
     }
 
     fn get_or_insert(&mut self, key: Cow<'a, [u8]>) -> u32 {
-        match self.map.get(&*key) {
-            Some(&id) => id,
+        match self.find(&key) {
+            Some(id) => id,
             None => self.insert(key),
         }
     }
@@ -267,8 +438,12 @@ struct Chunk<'a> {
     ratings: Vec<f32>,
     ts: Vec<i64>,
     ts_count: u64,
+    /// Ids other than canonical decimals (see [`code`]).
     user_int: Interner<'a>,
     item_int: Interner<'a>,
+    /// The largest canonical decimal id.
+    user_max: u32,
+    item_max: u32,
     /// Physical lines in the chunk.
     lines: u64,
     skipped: u64,
@@ -420,9 +595,9 @@ impl Layout {
 
     #[inline]
     fn put<'a>(&self, idx: usize, field: Cow<'a, [u8]>, out: &mut [Cow<'a, [u8]>; 4]) {
-        for s in 0..4 {
-            if self.cols[s] == idx {
-                out[s] = field.clone();
+        for (slot, &col) in out.iter_mut().zip(&self.cols) {
+            if col == idx {
+                *slot = field.clone();
             }
         }
     }
@@ -488,7 +663,10 @@ impl Layout {
 
     /// Parse a chunk of whole lines.
     fn parse_chunk<'a>(&self, bytes: &'a [u8]) -> Chunk<'a> {
-        let cap = bytes.len() / 32;
+        // Row capacity from the line length of the first 64 KiB.
+        let sample = &bytes[..bytes.len().min(1 << 16)];
+        let per_line = sample.len() / memchr::memchr_iter(b'\n', sample).count().max(1);
+        let cap = bytes.len() / per_line.max(1) + bytes.len() / per_line.max(1) / 16 + 16;
         let mut c = Chunk {
             users: Vec::with_capacity(cap),
             items: Vec::with_capacity(cap),
@@ -497,21 +675,53 @@ impl Layout {
             ts_count: 0,
             user_int: Interner::default(),
             item_int: Interner::default(),
+            user_max: 0,
+            item_max: 0,
             lines: 0,
             skipped: 0,
             skips: Vec::new(),
             error: None,
         };
+        let n = bytes.len();
         let mut start = 0;
-        while start < bytes.len() {
-            let end = memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |k| start + k);
+        while start < n {
+            let mut f: [&'a [u8]; 4] = [&[]; 4];
+            let (end, found) = match self.sep {
+                Sep::Byte(b) => self.scan_line::<false, false>(bytes, start, b, &mut f),
+                Sep::Csv => self.scan_line::<true, false>(bytes, start, b',', &mut f),
+                Sep::DoubleColon => self.scan_line::<false, true>(bytes, start, b':', &mut f),
+                Sep::Whitespace => (
+                    memchr(b'\n', &bytes[start..]).map_or(n, |k| start + k),
+                    None,
+                ),
+            };
             let line = strip_cr(&bytes[start..end]);
             start = end + 1;
             c.lines += 1;
             if is_blank(line) {
                 continue;
             }
-            if let Err(problem) = self.parse_line(line, &mut c) {
+            let res = match found {
+                Some(found) => self.row(
+                    &mut c,
+                    found,
+                    Cow::Borrowed(f[USER]),
+                    Cow::Borrowed(f[1]),
+                    f[RATING],
+                    f[TS],
+                ),
+                None => {
+                    let mut f: [Cow<'a, [u8]>; 4] = Default::default();
+                    match self.split(line, &mut f) {
+                        Ok(found) => {
+                            let [user, item, rating, ts] = f;
+                            self.row(&mut c, found, user, item, &rating, &ts)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            if let Err(problem) = res {
                 if self.skip_invalid {
                     c.skipped += 1;
                     if c.skips.len() < SKIPS_LOGGED {
@@ -526,18 +736,85 @@ impl Layout {
         c
     }
 
-    /// Parse one non-blank line into the chunk (nothing is added on error).
+    /// Scan the line starting at `start` eight bytes at a time for the
+    /// separator (`DC`: doubled, `::`) and the newline, putting the fields
+    /// of interest into `out` (trimmed). Returns the end of the line (its
+    /// `\n`, or the end of the chunk) and the number of fields seen as
+    /// [`Layout::split`] counts them, or `None` when the line needs the
+    /// general `split` (`Q`: a double quote, CSV quoting).
+    #[inline(always)]
+    fn scan_line<'a, const Q: bool, const DC: bool>(
+        &self,
+        bytes: &'a [u8],
+        start: usize,
+        sep: u8,
+        out: &mut [&'a [u8]; 4],
+    ) -> (usize, Option<usize>) {
+        let n = bytes.len();
+        let (sepw, nlw, qw) = (LO * sep as u64, LO * b'\n' as u64, LO * b'"' as u64);
+        let (mut idx, mut fstart, mut i) = (0usize, start, start);
+        while i < n {
+            let w = word_at(bytes, i);
+            let mut m = zero_bytes(w ^ sepw) | zero_bytes(w ^ nlw);
+            if Q {
+                m |= zero_bytes(w ^ qw);
+            }
+            while m != 0 {
+                let p = i + (m.trailing_zeros() / 8) as usize;
+                m &= m - 1;
+                let b = bytes[p];
+                if b == b'\n' {
+                    self.put_field(idx, trim(&bytes[fstart..p]), out);
+                    return (p, Some(idx + 1));
+                }
+                if Q && b == b'"' {
+                    return (memchr(b'\n', &bytes[p..]).map_or(n, |k| p + k), None);
+                }
+                if DC && (p < fstart || bytes.get(p + 1) != Some(&b':')) {
+                    continue;
+                }
+                self.put_field(idx, trim(&bytes[fstart..p]), out);
+                idx += 1;
+                fstart = p + 1 + DC as usize;
+                if idx > self.max_col {
+                    return (
+                        memchr(b'\n', &bytes[fstart.min(n)..]).map_or(n, |k| fstart + k),
+                        Some(idx),
+                    );
+                }
+            }
+            i += 8;
+        }
+        self.put_field(idx, trim(&bytes[fstart.min(n)..n]), out);
+        (n, Some(idx + 1))
+    }
+
+    #[inline(always)]
+    fn put_field<'a>(&self, idx: usize, field: &'a [u8], out: &mut [&'a [u8]; 4]) {
+        for (s, &col) in self.cols.iter().enumerate() {
+            if col == idx {
+                out[s] = field;
+            }
+        }
+    }
+
+    /// Check the fields of a line and add its row.
     #[inline]
-    fn parse_line<'a>(&self, line: &'a [u8], c: &mut Chunk<'a>) -> Result<(), String> {
-        let mut f: [Cow<'a, [u8]>; 4] = Default::default();
-        let found = self.split(line, &mut f)?;
+    fn row<'a>(
+        &self,
+        c: &mut Chunk<'a>,
+        found: usize,
+        user: Cow<'a, [u8]>,
+        item: Cow<'a, [u8]>,
+        rating: &[u8],
+        ts: &[u8],
+    ) -> Result<(), String> {
         if found < self.need {
             return Err(format!(
                 "expected at least {} fields, found {}",
                 self.need, found
             ));
         }
-        let [user, item, rating, ts] = f;
         if user.is_empty() {
             return Err("empty user id".into());
         }
@@ -554,25 +831,48 @@ impl Layout {
             }
         }
         let value = if self.has_rating {
-            parse_rating(&rating)?
+            parse_rating(rating)?
         } else {
             1.0
         };
         let stamp = if self.has_ts && found > self.cols[TS] && !ts.is_empty() {
-            Some(parse_ts(&ts)?)
+            Some(parse_ts(ts)?)
         } else {
             None
         };
-        let u = c.user_int.find(&user);
-        if u.is_none() && std::str::from_utf8(&user).is_err() {
+        // Canonical decimals are their own code; other ids are interned now
+        // (validated before anything is added, so a bad line leaves no trace).
+        let (un, inum) = (canonical_int(&user), canonical_int(&item));
+        let u = if un.is_none() {
+            c.user_int.find(&user)
+        } else {
+            None
+        };
+        if un.is_none() && u.is_none() && std::str::from_utf8(&user).is_err() {
             return Err("user id is not valid UTF-8".into());
         }
-        let i = c.item_int.find(&item);
-        if i.is_none() && std::str::from_utf8(&item).is_err() {
+        let i = if inum.is_none() {
+            c.item_int.find(&item)
+        } else {
+            None
+        };
+        if inum.is_none() && i.is_none() && std::str::from_utf8(&item).is_err() {
             return Err("item id is not valid UTF-8".into());
         }
-        c.users.push(u.unwrap_or_else(|| c.user_int.insert(user)));
-        c.items.push(i.unwrap_or_else(|| c.item_int.insert(item)));
+        c.users.push(match un {
+            Some(v) => {
+                c.user_max = c.user_max.max(v);
+                v
+            }
+            None => OTHER | u.unwrap_or_else(|| c.user_int.insert(user)),
+        });
+        c.items.push(match inum {
+            Some(v) => {
+                c.item_max = c.item_max.max(v);
+                v
+            }
+            None => OTHER | i.unwrap_or_else(|| c.item_int.insert(item)),
+        });
         c.ratings.push(value);
         if self.has_ts {
             c.ts.push(stamp.unwrap_or(0));
@@ -683,9 +983,20 @@ fn parse_ts(f: &[u8]) -> Result<i64, String> {
         Some(b'+') => (false, &f[1..]),
         _ => (false, f),
     };
-    if !d.is_empty() && d.len() <= 18 && d.iter().all(u8::is_ascii_digit) {
-        let v = d.iter().fold(0i64, |acc, &b| acc * 10 + (b - b'0') as i64);
-        return Ok(if neg { -v } else { v });
+    if !d.is_empty() && d.len() <= 18 {
+        let mut v = 0i64;
+        let mut ok = true;
+        for &b in d {
+            let x = b.wrapping_sub(b'0');
+            if x > 9 {
+                ok = false;
+                break;
+            }
+            v = v * 10 + x as i64;
+        }
+        if ok {
+            return Ok(if neg { -v } else { v });
+        }
     }
     std::str::from_utf8(f)
         .ok()
@@ -950,6 +1261,22 @@ mod tests {
     }
 
     #[test]
+    fn mixed_ids_keep_first_seen_order() {
+        // Canonical decimals, leading zeros, signs and names interleaved.
+        let text = "5,x,1\n007,10,1\n7,x,1\nbob,010,1\n5,10,1\n-3,0,1\n0,x,1\n7,0,1\n";
+        let r = parse(text, "r.csv", &opts(Format::Csv)).unwrap();
+        assert_eq!(r.user_tokens, vec!["5", "007", "7", "bob", "-3", "0"]);
+        assert_eq!(r.item_tokens, vec!["x", "10", "010", "0"]);
+        assert_eq!(r.users, vec![0, 1, 2, 3, 0, 4, 5, 2]);
+        assert_eq!(r.items, vec![0, 1, 0, 2, 1, 3, 0, 3]);
+        // Sparse large ids (the hash map path) and 9-digit / 10-digit ids.
+        let text = "999999999,1,1\n1000000000,1,1\n3,2,1\n999999999,2,1\n";
+        let r = parse(text, "r.csv", &opts(Format::Csv)).unwrap();
+        assert_eq!(r.user_tokens, vec!["999999999", "1000000000", "3"]);
+        assert_eq!(r.users, vec![0, 1, 2, 0]);
+    }
+
+    #[test]
     fn skip_invalid_counts_and_keeps_first_seen_order() {
         let o = LoadOptions {
             skip_invalid: true,
@@ -1052,7 +1379,12 @@ mod tests {
             let i = s.next_u64() % 20_000;
             let r = 1 + s.next_u64() % 5;
             let ts = 870_000_000 + s.next_u64() % 30_000_000;
-            out.extend_from_slice(format!("{u}\t{i}\t{r}\t{ts}\n").as_bytes());
+            if u.is_multiple_of(7) {
+                // Some ids that are not canonical decimals.
+                out.extend_from_slice(format!("u{u}\t0{i}\t{r}\t{ts}\n").as_bytes());
+            } else {
+                out.extend_from_slice(format!("{u}\t{i}\t{r}\t{ts}\n").as_bytes());
+            }
         }
         out
     }

@@ -1,166 +1,552 @@
-//! Train/test splits, reproducible on every machine for a seed.
+//! Choosing the training and test rows of one ratings file.
 //!
-//! The ratio split is exactly protocol step 2 of `shared/anchors/common.py`
-//! (rows ordered by SplitMix64 keys), so our test sets equal the reference
-//! tools' test sets row for row.
+//! [`SplitSpec::Ratio`] is exactly step 2 of the evaluation protocol in
+//! `shared/anchors/common.py`: row `i` gets the key `splitmix64_nth(seed, i)`,
+//! rows are ordered by `(key, i)` and the first `floor(n * test_frac)` are the
+//! test set. The other splits reuse that key order (k-fold, per user) or the
+//! timestamps (temporal).
+
+use rayon::prelude::*;
 
 use super::{DataError, RawRatings};
 use crate::rng::splitmix64_nth;
 
+/// How to split the rows into training and test sets.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SplitSpec {
-    /// Everything is training data.
+    /// Everything is training data; no test set.
     None,
-    /// The first floor(n·test_frac) rows in SplitMix64-key order are test rows.
+    /// The protocol split: rows ordered by (SplitMix64 key, row); the first
+    /// `floor(n * test_frac)` are test.
     Ratio { test_frac: f64, seed: u64 },
-    /// Per user: that user's rows in key order; the first floor(nᵤ·test_frac)
-    /// are test rows, but every user keeps at least one training row.
+    /// Per user: that user's rows in (key, row) order, the first
+    /// `floor(n_u * test_frac)` are test, but every user keeps at least one
+    /// training row.
     PerUser { test_frac: f64, seed: u64 },
-    /// The latest floor(n·test_frac) rows by timestamp (ties by row) are test rows.
+    /// Rows ordered by (timestamp, row); the last `floor(n * test_frac)` are test.
     Temporal { test_frac: f64 },
-    /// Fold f of k: positions p of the key order with p % k == f are test rows.
-    KFold { folds: usize, fold: usize, seed: u64 },
+    /// The key order of `Ratio`; fold `f` tests the positions `p` with `p % folds == f`.
+    KFold {
+        folds: usize,
+        fold: usize,
+        seed: u64,
+    },
 }
 
-fn check_frac(f: f64) -> Result<(), DataError> {
-    if (0.0..1.0).contains(&f) {
-        Ok(())
-    } else {
-        Err(DataError::Split(format!("test fraction must be in [0, 1), got {f}")))
-    }
-}
+/// Row keys are computed in parallel above this many rows.
+const PAR_ROWS: usize = 1 << 16;
 
-/// Row indices in (key, row) order: the protocol's shuffle.
-fn key_order(n: usize, seed: u64) -> Vec<usize> {
-    let mut keyed: Vec<(u64, usize)> = (0..n).map(|i| (splitmix64_nth(seed, i as u64), i)).collect();
-    keyed.sort_unstable();
-    keyed.into_iter().map(|(_, i)| i).collect()
-}
-
-/// (train rows, test rows), each ascending, disjoint, together all rows.
-pub fn split_rows(raw: &RawRatings, spec: &SplitSpec) -> Result<(Vec<usize>, Vec<usize>), DataError> {
+/// `(train rows, test rows)`: each ascending, disjoint, together all rows.
+pub fn split_rows(
+    raw: &RawRatings,
+    spec: &SplitSpec,
+) -> Result<(Vec<usize>, Vec<usize>), DataError> {
     let n = raw.len();
-    let mut is_test = vec![false; n];
-    match *spec {
-        SplitSpec::None => {}
-        SplitSpec::Ratio { test_frac, seed } => {
-            check_frac(test_frac)?;
-            let n_test = (n as f64 * test_frac).floor() as usize;
-            for &i in key_order(n, seed).iter().take(n_test) {
-                is_test[i] = true;
-            }
-        }
+    let is_test = match *spec {
+        SplitSpec::None => vec![false; n],
+        SplitSpec::Ratio { test_frac, seed } => ratio(n, n_test(n, test_frac)?, seed),
         SplitSpec::PerUser { test_frac, seed } => {
             check_frac(test_frac)?;
-            let mut by_user: Vec<Vec<usize>> = vec![Vec::new(); raw.user_tokens.len()];
-            for i in key_order(n, seed) {
-                by_user[raw.users[i] as usize].push(i);
-            }
-            for rows in by_user {
-                let n_test = ((rows.len() as f64 * test_frac).floor() as usize).min(rows.len().saturating_sub(1));
-                for &i in rows.iter().take(n_test) {
-                    is_test[i] = true;
-                }
-            }
+            per_user(raw, test_frac, seed)
         }
         SplitSpec::Temporal { test_frac } => {
-            check_frac(test_frac)?;
-            let ts = raw.timestamps.as_ref().ok_or_else(|| DataError::Split(format!("{}: the temporal split needs a timestamp column", raw.source)))?;
-            let mut order: Vec<usize> = (0..n).collect();
-            order.sort_by_key(|&i| (ts[i], i));
-            let n_test = (n as f64 * test_frac).floor() as usize;
-            for &i in order.iter().rev().take(n_test) {
-                is_test[i] = true;
-            }
+            let k = n_test(n, test_frac)?;
+            let ts = raw.timestamps.as_ref().ok_or_else(|| {
+                DataError::Split(format!(
+                    "the temporal split needs timestamps, and {} has none (a timestamp column on every row)",
+                    if raw.source.is_empty() { "the data" } else { &raw.source }
+                ))
+            })?;
+            temporal(ts, k)
         }
         SplitSpec::KFold { folds, fold, seed } => {
-            if folds < 2 || fold >= folds {
-                return Err(DataError::Split(format!("k-fold needs folds >= 2 and fold < folds, got fold {fold} of {folds}")));
+            if folds < 2 {
+                return Err(DataError::Split(format!(
+                    "k-fold needs at least 2 folds, got {folds}"
+                )));
             }
-            for (p, i) in key_order(n, seed).into_iter().enumerate() {
-                if p % folds == fold {
-                    is_test[i] = true;
-                }
+            if fold >= folds {
+                return Err(DataError::Split(format!(
+                    "fold {fold} does not exist: folds are 0..{}",
+                    folds - 1
+                )));
             }
+            kfold(n, folds, fold, seed)
         }
-    }
-    let (mut train, mut test) = (Vec::with_capacity(n), Vec::new());
-    for (i, t) in is_test.into_iter().enumerate() {
+    };
+    let n_te = is_test.iter().filter(|&&t| t).count();
+    let mut train = Vec::with_capacity(n - n_te);
+    let mut test = Vec::with_capacity(n_te);
+    for (r, &t) in is_test.iter().enumerate() {
         if t {
-            test.push(i)
+            test.push(r);
         } else {
-            train.push(i)
+            train.push(r);
         }
     }
     Ok((train, test))
+}
+
+fn check_frac(test_frac: f64) -> Result<(), DataError> {
+    if (0.0..1.0).contains(&test_frac) {
+        Ok(())
+    } else {
+        Err(DataError::Split(format!(
+            "the test fraction must be in [0, 1), got {test_frac}"
+        )))
+    }
+}
+
+/// `floor(n * test_frac)` (as `int(np.floor(n * test_frac))` in the protocol).
+fn n_test(n: usize, test_frac: f64) -> Result<usize, DataError> {
+    check_frac(test_frac)?;
+    Ok(((n as f64 * test_frac).floor() as usize).min(n))
+}
+
+fn keys(n: usize, seed: u64) -> Vec<u64> {
+    if n >= PAR_ROWS {
+        (0..n as u64)
+            .into_par_iter()
+            .map(|i| splitmix64_nth(seed, i))
+            .collect()
+    } else {
+        (0..n as u64).map(|i| splitmix64_nth(seed, i)).collect()
+    }
+}
+
+/// The first `k` rows of the (key, row) order, without sorting: the k-th
+/// smallest key by selection, then rows below it and the lowest-numbered
+/// rows equal to it.
+fn ratio(n: usize, k: usize, seed: u64) -> Vec<bool> {
+    let mut is_test = vec![false; n];
+    if k == 0 {
+        return is_test;
+    }
+    let mut sel = keys(n, seed);
+    let pivot = *sel.select_nth_unstable(k - 1).1;
+    drop(sel);
+    let below = (0..n)
+        .filter(|&i| splitmix64_nth(seed, i as u64) < pivot)
+        .count();
+    let mut equal_left = k - below;
+    for (i, t) in is_test.iter_mut().enumerate() {
+        let key = splitmix64_nth(seed, i as u64);
+        if key < pivot {
+            *t = true;
+        } else if key == pivot && equal_left > 0 {
+            *t = true;
+            equal_left -= 1;
+        }
+    }
+    is_test
+}
+
+/// Rows in (key, row) order.
+fn key_order(n: usize, seed: u64) -> Vec<usize> {
+    let mut pairs: Vec<(u64, usize)> = keys(n, seed).into_iter().zip(0..n).collect();
+    pairs.par_sort_unstable();
+    pairs.into_iter().map(|(_, i)| i).collect()
+}
+
+fn kfold(n: usize, folds: usize, fold: usize, seed: u64) -> Vec<bool> {
+    let mut is_test = vec![false; n];
+    for (p, r) in key_order(n, seed).into_iter().enumerate() {
+        is_test[r] = p % folds == fold;
+    }
+    is_test
+}
+
+fn per_user(raw: &RawRatings, test_frac: f64, seed: u64) -> Vec<bool> {
+    let n = raw.len();
+    let n_users = raw.users.iter().map(|&u| u as usize + 1).max().unwrap_or(0);
+    // Rows grouped by user (counting sort, rows ascending within a user).
+    let mut start = vec![0usize; n_users + 1];
+    for &u in &raw.users {
+        start[u as usize + 1] += 1;
+    }
+    for u in 0..n_users {
+        start[u + 1] += start[u];
+    }
+    let mut next = start.clone();
+    let mut rows = vec![0usize; n];
+    for (r, &u) in raw.users.iter().enumerate() {
+        rows[next[u as usize]] = r;
+        next[u as usize] += 1;
+    }
+    let mut is_test = vec![false; n];
+    let mut group: Vec<(u64, usize)> = Vec::new();
+    for u in 0..n_users {
+        let g = &rows[start[u]..start[u + 1]];
+        if g.len() < 2 {
+            continue;
+        }
+        let k = ((g.len() as f64 * test_frac).floor() as usize).min(g.len() - 1);
+        if k == 0 {
+            continue;
+        }
+        group.clear();
+        group.extend(g.iter().map(|&r| (splitmix64_nth(seed, r as u64), r)));
+        group.sort_unstable();
+        for &(_, r) in &group[..k] {
+            is_test[r] = true;
+        }
+    }
+    is_test
+}
+
+/// The last `k` rows of the (timestamp, row) order.
+fn temporal(ts: &[i64], k: usize) -> Vec<bool> {
+    let n = ts.len();
+    let mut is_test = vec![false; n];
+    if k == 0 {
+        return is_test;
+    }
+    let mut pairs: Vec<(i64, usize)> = ts.iter().copied().zip(0..n).collect();
+    pairs.select_nth_unstable(n - k);
+    for &(_, r) in &pairs[n - k..] {
+        is_test[r] = true;
+    }
+    is_test
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn raw(users: &[u32], ts: Option<Vec<i64>>) -> RawRatings {
-        let nu = users.iter().max().map_or(0, |m| m + 1);
+    /// n rows; user of row r is `users[r % users.len()]`.
+    fn raw_n(n: usize, users: &[u32]) -> RawRatings {
+        let n_users = users.iter().map(|&u| u as usize + 1).max().unwrap_or(0);
         RawRatings {
-            source: "t".into(),
-            user_tokens: (0..nu).map(|u| u.to_string()).collect(),
-            item_tokens: vec!["i".into()],
-            users: users.to_vec(),
-            items: vec![0; users.len()],
-            ratings: vec![1.0; users.len()],
-            timestamps: ts,
+            source: "test".into(),
+            user_tokens: (0..n_users).map(|u| u.to_string()).collect(),
+            item_tokens: (0..n).map(|i| i.to_string()).collect(),
+            users: (0..n).map(|r| users[r % users.len()]).collect(),
+            items: (0..n as u32).collect(),
+            ratings: vec![1.0; n],
+            timestamps: None,
             skipped_lines: 0,
         }
     }
 
+    /// The protocol written out plainly: SplitMix64 by hand, a full sort.
+    fn reference_ratio(n: usize, seed: u64, frac: f64) -> Vec<usize> {
+        let key = |i: usize| {
+            let mut z = seed.wrapping_add((i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let mut order: Vec<(u64, usize)> = (0..n).map(|i| (key(i), i)).collect();
+        order.sort();
+        let k = (n as f64 * frac).floor() as usize;
+        let mut test: Vec<usize> = order[..k].iter().map(|&(_, i)| i).collect();
+        test.sort();
+        test
+    }
+
+    fn check_partition(n: usize, train: &[usize], test: &[usize]) {
+        assert!(train.windows(2).all(|w| w[0] < w[1]), "train not ascending");
+        assert!(test.windows(2).all(|w| w[0] < w[1]), "test not ascending");
+        let mut all: Vec<usize> = train.iter().chain(test).copied().collect();
+        all.sort();
+        assert_eq!(
+            all,
+            (0..n).collect::<Vec<_>>(),
+            "not disjoint or not complete"
+        );
+    }
+
     #[test]
-    fn ratio_split_matches_the_protocol() {
-        let r = raw(&[0; 10], None);
-        let (train, test) = split_rows(&r, &SplitSpec::Ratio { test_frac: 0.2, seed: 42 }).unwrap();
-        // Independent re-statement of protocol step 2.
-        let mut keys: Vec<(u64, usize)> = (0..10u64)
-            .map(|i| {
-                let mut z = 42u64.wrapping_add((i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                (z ^ (z >> 31), i as usize)
-            })
-            .collect();
-        keys.sort();
-        let mut want: Vec<usize> = keys[..2].iter().map(|k| k.1).collect();
+    fn ratio_matches_the_protocol() {
+        let raw = raw_n(10, &[0]);
+        let (train, test) = split_rows(
+            &raw,
+            &SplitSpec::Ratio {
+                test_frac: 0.2,
+                seed: 42,
+            },
+        )
+        .unwrap();
+        assert_eq!(test, reference_ratio(10, 42, 0.2));
+        // The same numbers from a plain Python version of common.py's split.
+        assert_eq!(test, vec![1, 4]);
+        assert_eq!(train, vec![0, 2, 3, 5, 6, 7, 8, 9]);
+        let raw = raw_n(37, &[0]);
+        let (_, test) = split_rows(
+            &raw,
+            &SplitSpec::Ratio {
+                test_frac: 0.3,
+                seed: 7,
+            },
+        )
+        .unwrap();
+        assert_eq!(test, vec![1, 5, 7, 8, 10, 17, 21, 26, 31, 33, 36]);
+        for (n, seed, frac) in [
+            (0, 1, 0.5),
+            (1, 1, 0.5),
+            (2, 3, 0.5),
+            (1000, 9, 0.25),
+            (5000, 42, 0.0),
+            (777, 5, 0.999),
+        ] {
+            let raw = raw_n(n, &[0]);
+            let (train, test) = split_rows(
+                &raw,
+                &SplitSpec::Ratio {
+                    test_frac: frac,
+                    seed,
+                },
+            )
+            .unwrap();
+            assert_eq!(
+                test,
+                reference_ratio(n, seed, frac),
+                "n={n} seed={seed} frac={frac}"
+            );
+            check_partition(n, &train, &test);
+        }
+        // Python: 100000 rows, seed 42 -> 20000 test rows summing to 1007712094.
+        let raw = raw_n(100_000, &[0]);
+        let (train, test) = split_rows(
+            &raw,
+            &SplitSpec::Ratio {
+                test_frac: 0.2,
+                seed: 42,
+            },
+        )
+        .unwrap();
+        assert_eq!((train.len(), test.len()), (80_000, 20_000));
+        assert_eq!(test.iter().sum::<usize>(), 1_007_712_094);
+        assert_eq!(&test[..5], &[1, 4, 16, 18, 21]);
+    }
+
+    #[test]
+    fn ratio_on_ml100k_if_present() {
+        let p = std::path::Path::new("/work/shared/data/ml-100k/u.data");
+        if !p.exists() {
+            return;
+        }
+        let raw = crate::data::load_ratings(p, &Default::default()).unwrap();
+        let (train, test) = split_rows(
+            &raw,
+            &SplitSpec::Ratio {
+                test_frac: 0.2,
+                seed: 42,
+            },
+        )
+        .unwrap();
+        assert_eq!((train.len(), test.len()), (80_000, 20_000));
+        assert_eq!(test.iter().sum::<usize>(), 1_007_712_094);
+    }
+
+    #[test]
+    fn every_split_partitions_and_is_reproducible() {
+        let mut raw = raw_n(503, &[0, 1, 1, 2, 3, 3, 3, 4]);
+        raw.timestamps = Some((0..503).map(|r| (r as i64 * 7919) % 101).collect());
+        let specs = [
+            SplitSpec::None,
+            SplitSpec::Ratio {
+                test_frac: 0.2,
+                seed: 1,
+            },
+            SplitSpec::PerUser {
+                test_frac: 0.3,
+                seed: 1,
+            },
+            SplitSpec::Temporal { test_frac: 0.1 },
+            SplitSpec::KFold {
+                folds: 5,
+                fold: 2,
+                seed: 1,
+            },
+        ];
+        for spec in &specs {
+            let (train, test) = split_rows(&raw, spec).unwrap();
+            check_partition(503, &train, &test);
+            assert_eq!(
+                split_rows(&raw, spec).unwrap(),
+                (train.clone(), test.clone()),
+                "{spec:?}"
+            );
+            if *spec != SplitSpec::None {
+                assert!(!test.is_empty(), "{spec:?}");
+            } else {
+                assert!(test.is_empty());
+            }
+        }
+        // Another seed gives another split.
+        let a = split_rows(
+            &raw,
+            &SplitSpec::Ratio {
+                test_frac: 0.2,
+                seed: 1,
+            },
+        )
+        .unwrap();
+        let b = split_rows(
+            &raw,
+            &SplitSpec::Ratio {
+                test_frac: 0.2,
+                seed: 2,
+            },
+        )
+        .unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.1.len(), b.1.len());
+    }
+
+    #[test]
+    fn kfold_test_sets_partition_the_rows_in_key_order() {
+        let raw = raw_n(103, &[0]);
+        let mut seen = vec![0; 103];
+        for fold in 0..4 {
+            let (train, test) = split_rows(
+                &raw,
+                &SplitSpec::KFold {
+                    folds: 4,
+                    fold,
+                    seed: 3,
+                },
+            )
+            .unwrap();
+            check_partition(103, &train, &test);
+            assert!(test.len() == 25 || test.len() == 26, "{}", test.len());
+            for r in test {
+                seen[r] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&c| c == 1));
+        // Fold f holds key-order positions f, f + k, ...: with k = 5 the
+        // first fold's test rows are every 5th row of the reference order.
+        let raw = raw_n(50, &[0]);
+        let (_, test) = split_rows(
+            &raw,
+            &SplitSpec::KFold {
+                folds: 5,
+                fold: 0,
+                seed: 42,
+            },
+        )
+        .unwrap();
+        let mut order: Vec<(u64, usize)> =
+            (0..50).map(|i| (splitmix64_nth(42, i as u64), i)).collect();
+        order.sort();
+        let mut want: Vec<usize> = order.iter().step_by(5).map(|&(_, i)| i).collect();
         want.sort();
         assert_eq!(test, want);
-        assert_eq!(train.len(), 8);
-        assert_eq!(split_rows(&r, &SplitSpec::Ratio { test_frac: 0.2, seed: 42 }).unwrap().1, test);
-        assert_ne!(split_rows(&r, &SplitSpec::Ratio { test_frac: 0.5, seed: 7 }).unwrap().1, split_rows(&r, &SplitSpec::Ratio { test_frac: 0.5, seed: 8 }).unwrap().1);
-        assert!(split_rows(&r, &SplitSpec::Ratio { test_frac: 1.0, seed: 1 }).is_err());
     }
 
     #[test]
-    fn kfold_partitions_rows_and_per_user_keeps_training_rows() {
-        let r = raw(&[0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 3], None);
-        let mut all = Vec::new();
-        for f in 0..3 {
-            let (train, test) = split_rows(&r, &SplitSpec::KFold { folds: 3, fold: f, seed: 1 }).unwrap();
-            assert_eq!(train.len() + test.len(), r.len());
-            assert!(train.iter().all(|i| !test.contains(i)));
-            all.extend(test);
+    fn per_user_keeps_a_training_row_for_every_user() {
+        // Users with 1, 2, 3 and 40 rows.
+        let mut users = vec![0u32];
+        users.extend([1, 1]);
+        users.extend([2, 2, 2]);
+        users.extend(std::iter::repeat_n(3, 40));
+        let raw = raw_n(users.len(), &users);
+        for frac in [0.0, 0.2, 0.5, 0.9, 0.999] {
+            let (train, test) = split_rows(
+                &raw,
+                &SplitSpec::PerUser {
+                    test_frac: frac,
+                    seed: 11,
+                },
+            )
+            .unwrap();
+            check_partition(raw.len(), &train, &test);
+            for u in 0..4u32 {
+                let n_u = users.iter().filter(|&&x| x == u).count();
+                let te = test.iter().filter(|&&r| raw.users[r] == u).count();
+                let want = ((n_u as f64 * frac).floor() as usize).min(n_u - 1);
+                assert_eq!(te, want, "user {u} frac {frac}");
+                assert!(train.iter().any(|&r| raw.users[r] == u));
+            }
         }
-        all.sort();
-        assert_eq!(all, (0..r.len()).collect::<Vec<_>>());
-        assert!(split_rows(&r, &SplitSpec::KFold { folds: 3, fold: 3, seed: 1 }).is_err());
-        let (train, test) = split_rows(&r, &SplitSpec::PerUser { test_frac: 0.6, seed: 1 }).unwrap();
-        for u in 0..4u32 {
-            assert!(train.iter().any(|&i| r.users[i] == u), "user {u} kept no training row");
-        }
-        assert_eq!(test.iter().filter(|&&i| r.users[i] == 3).count(), 3);
+        // Within a user, the test rows are the lowest keys.
+        let (_, test) = split_rows(
+            &raw,
+            &SplitSpec::PerUser {
+                test_frac: 0.25,
+                seed: 11,
+            },
+        )
+        .unwrap();
+        let mut rows3: Vec<(u64, usize)> = (0..raw.len())
+            .filter(|&r| raw.users[r] == 3)
+            .map(|r| (splitmix64_nth(11, r as u64), r))
+            .collect();
+        rows3.sort();
+        let mut want: Vec<usize> = rows3[..10].iter().map(|&(_, r)| r).collect();
+        want.sort();
+        assert_eq!(
+            test.iter()
+                .copied()
+                .filter(|&r| raw.users[r] == 3)
+                .collect::<Vec<_>>(),
+            want
+        );
     }
 
     #[test]
-    fn temporal_split_puts_latest_rows_in_test() {
-        let r = raw(&[0, 1, 2, 3, 4], Some(vec![50, 10, 40, 20, 30]));
-        let (_, test) = split_rows(&r, &SplitSpec::Temporal { test_frac: 0.4 }).unwrap();
-        assert_eq!(test, vec![0, 2]);
-        assert!(split_rows(&raw(&[0], None), &SplitSpec::Temporal { test_frac: 0.2 }).is_err());
+    fn temporal_puts_the_latest_rows_in_test() {
+        let mut raw = raw_n(10, &[0]);
+        raw.timestamps = Some(vec![50, 10, 90, 30, 90, 20, 70, 60, 80, 40]);
+        let (train, test) = split_rows(&raw, &SplitSpec::Temporal { test_frac: 0.3 }).unwrap();
+        // Latest three: 90 (rows 2 and 4) and 80 (row 8).
+        assert_eq!(test, vec![2, 4, 8]);
+        assert_eq!(train, vec![0, 1, 3, 5, 6, 7, 9]);
+        // Ties at the boundary: (timestamp, row) order, the later row is newer.
+        raw.timestamps = Some(vec![5; 10]);
+        let (_, test) = split_rows(&raw, &SplitSpec::Temporal { test_frac: 0.2 }).unwrap();
+        assert_eq!(test, vec![8, 9]);
+        let ts = raw.timestamps.clone().unwrap();
+        let (train, test) = split_rows(&raw, &SplitSpec::Temporal { test_frac: 0.5 }).unwrap();
+        let latest_train = train.iter().map(|&r| (ts[r], r)).max().unwrap();
+        assert!(test.iter().all(|&r| (ts[r], r) > latest_train));
+    }
+
+    #[test]
+    fn invalid_specs_are_split_errors() {
+        let raw = raw_n(10, &[0]);
+        let bad = [
+            SplitSpec::Ratio {
+                test_frac: 1.0,
+                seed: 1,
+            },
+            SplitSpec::Ratio {
+                test_frac: -0.1,
+                seed: 1,
+            },
+            SplitSpec::Ratio {
+                test_frac: f64::NAN,
+                seed: 1,
+            },
+            SplitSpec::PerUser {
+                test_frac: 1.5,
+                seed: 1,
+            },
+            SplitSpec::Temporal { test_frac: 2.0 },
+            SplitSpec::KFold {
+                folds: 1,
+                fold: 0,
+                seed: 1,
+            },
+            SplitSpec::KFold {
+                folds: 3,
+                fold: 3,
+                seed: 1,
+            },
+        ];
+        for spec in &bad {
+            assert!(
+                matches!(split_rows(&raw, spec), Err(DataError::Split(_))),
+                "{spec:?}"
+            );
+        }
+        // No timestamps.
+        match split_rows(&raw, &SplitSpec::Temporal { test_frac: 0.2 }) {
+            Err(DataError::Split(m)) => assert!(m.contains("timestamps"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
