@@ -25,7 +25,7 @@ use super::{DataError, RawRatings};
 use crate::rng::{splitmix64_nth, SplitMix64};
 
 /// Parameters of the synthetic data (defaults as `gen_synth.py`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SynthSpec {
     pub users: usize,

@@ -1,0 +1,45 @@
+//! `coordinator`: train (the default command), generate, recommend, similar.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use als_coordinator::cli::{Cli, Command};
+use als_coordinator::{generate_cmd, progress, recommend_cmd, similar_cmd, train_cmd};
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(progress::make_log_writer)
+        .init();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match cli.command {
+        None => {
+            if let Some(n) = cli.train.threads {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build_global()
+                    .context("cannot size the thread pool")?;
+            }
+            train_cmd::run(&cli.train, &mut out)?;
+        }
+        Some(Command::Generate(a)) => generate_cmd::run(&a, &mut out)?,
+        Some(Command::Recommend(a)) => recommend_cmd::run(&a, &mut out)?,
+        Some(Command::Similar(a)) => similar_cmd::run(&a, &mut out)?,
+    }
+    out.flush().context("cannot write to stdout")?;
+    Ok(())
+}

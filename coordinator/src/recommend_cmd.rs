@@ -1,0 +1,301 @@
+//! `coordinator recommend`: top-N items for one user, or for every user (`--all`).
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use als_core::model::{load_model, Model, ModelKind};
+use als_core::topk::{top_n_batch, Scored};
+use anyhow::{bail, Context};
+use ndarray::{s, Array2};
+
+use crate::cli::RecommendArgs;
+use crate::report::write_atomic;
+
+/// Users per batch of `--all` (each batch is one parallel `top_n_batch`, then written).
+pub const ALL_BATCH_USERS: usize = 16_384;
+
+/// Load a model directory, naming it in errors.
+pub fn open_model(dir: &Path) -> anyhow::Result<Model> {
+    load_model(dir).with_context(|| format!("cannot load the model from {}", dir.display()))
+}
+
+/// The row of a user id, or an error naming it.
+pub fn user_row(model: &Model, id: &str) -> anyhow::Result<usize> {
+    model.user_index(id).with_context(|| {
+        format!(
+            "user '{id}' is not in the model ({} users)",
+            model.n_users()
+        )
+    })
+}
+
+/// The row of an item id, or an error naming it.
+pub fn item_row(model: &Model, id: &str) -> anyhow::Result<usize> {
+    model.item_index(id).with_context(|| {
+        format!(
+            "item '{id}' is not in the model ({} items)",
+            model.n_items()
+        )
+    })
+}
+
+/// Candidate items from a file (one id per line; blank lines ignored), as
+/// sorted, deduplicated item rows. Unknown ids are skipped with a warning;
+/// none known is an error.
+pub fn read_candidates(model: &Model, path: &Path) -> anyhow::Result<Vec<u32>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the candidate items file {}", path.display()))?;
+    let mut rows = Vec::new();
+    let mut unknown = Vec::new();
+    for line in text.lines() {
+        let id = line.trim();
+        if id.is_empty() {
+            continue;
+        }
+        match model.item_index(id) {
+            Some(i) => rows.push(i as u32),
+            None => unknown.push(id.to_string()),
+        }
+    }
+    if !unknown.is_empty() {
+        let shown: Vec<&str> = unknown.iter().take(5).map(String::as_str).collect();
+        tracing::warn!(
+            "{}: {} item ids are not in the model and are ignored (first: {})",
+            path.display(),
+            unknown.len(),
+            shown.join(", ")
+        );
+    }
+    rows.sort_unstable();
+    rows.dedup();
+    if rows.is_empty() {
+        bail!(
+            "{}: none of the candidate items is in the model",
+            path.display()
+        );
+    }
+    Ok(rows)
+}
+
+/// Write one user's list as a table (`rank item score`) or JSON lines.
+pub fn write_list(
+    out: &mut dyn Write,
+    recs: &[Scored],
+    json: bool,
+    what: &str,
+    ids: &[String],
+) -> std::io::Result<()> {
+    if json {
+        for s in recs {
+            let mut m = serde_json::Map::new();
+            m.insert(
+                what.into(),
+                serde_json::Value::String(ids[s.index as usize].clone()),
+            );
+            m.insert("score".into(), serde_json::json!(s.score));
+            writeln!(out, "{}", serde_json::Value::Object(m))?;
+        }
+        return Ok(());
+    }
+    let width = recs
+        .iter()
+        .map(|s| ids[s.index as usize].chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(what.len());
+    writeln!(out, "{:>4}  {:<width$}  score", "rank", what)?;
+    for (r, s) in recs.iter().enumerate() {
+        writeln!(
+            out,
+            "{:>4}  {:<width$}  {:.4}",
+            r + 1,
+            ids[s.index as usize],
+            s.score
+        )?;
+    }
+    Ok(())
+}
+
+/// Run the command; results go to `out` (stdout in the binary).
+pub fn run(args: &RecommendArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let model = open_model(&args.model)?;
+    let candidates = match &args.items {
+        Some(p) => Some(read_candidates(&model, p)?),
+        None => None,
+    };
+    if args.all {
+        let path = args.out.as_deref().context("--all needs --out FILE")?;
+        let t0 = Instant::now();
+        let users = recommend_all(
+            &model,
+            args.n,
+            args.include_seen,
+            candidates.as_deref(),
+            path,
+        )?;
+        let secs = t0.elapsed().as_secs_f64();
+        tracing::info!(
+            users,
+            seconds = format_args!("{secs:.3}"),
+            users_per_second = format_args!("{:.0}", users as f64 / secs.max(1e-9)),
+            file = %path.display(),
+            "recommendations written"
+        );
+        writeln!(
+            out,
+            "wrote top-{} recommendations for {users} users to {}",
+            args.n,
+            path.display()
+        )?;
+        return Ok(());
+    }
+    let id = args.user.as_deref().context("give --user ID or --all")?;
+    let u = user_row(&model, id)?;
+    let recs = model.recommend(u, args.n, args.include_seen, candidates.as_deref());
+    write_list(out, &recs, args.json, "item", &model.item_ids)?;
+    Ok(())
+}
+
+/// Output layout of `--all`, from the file name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllFormat {
+    /// `user,rank,item,score` with a header.
+    Csv,
+    /// `{"user": .., "items": [{"item": .., "score": ..}, ..]}` per line.
+    JsonLines,
+}
+
+impl AllFormat {
+    pub fn of(path: &Path) -> AllFormat {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("json") | Some("jsonl") => AllFormat::JsonLines,
+            _ => AllFormat::Csv,
+        }
+    }
+}
+
+/// A CSV field, quoted when it holds a comma, quote or line break.
+pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
+    } else {
+        s.into()
+    }
+}
+
+/// Scoring matrices of `top_n_batch` whose dot products rank like the
+/// model's predictions: implicit p·q; explicit p·q + b_i (μ + b_u is
+/// constant per user and added back afterwards). Targets are restricted to
+/// `candidates` when given.
+fn scoring_targets(model: &Model, candidates: Option<&[u32]>) -> Array2<f32> {
+    let k = model.factors();
+    let item_bias = match model.kind {
+        ModelKind::Explicit => model.item_bias.as_deref(),
+        ModelKind::Implicit => None,
+    };
+    let rows: Vec<usize> = match candidates {
+        Some(c) => c.iter().map(|&i| i as usize).collect(),
+        None => (0..model.n_items()).collect(),
+    };
+    let extra = item_bias.is_some() as usize;
+    let mut t = Array2::<f32>::zeros((rows.len(), k + extra));
+    for (r, &i) in rows.iter().enumerate() {
+        t.slice_mut(s![r, ..k]).assign(&model.item_factors.row(i));
+        if let Some(b) = item_bias {
+            t[[r, k]] = b[i];
+        }
+    }
+    t
+}
+
+/// Top-`n` for every user into `path` (written atomically); returns the user count.
+pub fn recommend_all(
+    model: &Model,
+    n: usize,
+    include_seen: bool,
+    candidates: Option<&[u32]>,
+    path: &Path,
+) -> anyhow::Result<usize> {
+    let k = model.factors();
+    let targets = scoring_targets(model, candidates);
+    let extra = targets.ncols() - k;
+    // Item row -> candidate position (for the seen exclusion in candidate space).
+    let position: Option<Vec<u32>> = candidates.map(|c| {
+        let mut p = vec![u32::MAX; model.n_items()];
+        for (pos, &i) in c.iter().enumerate() {
+            p[i as usize] = pos as u32;
+        }
+        p
+    });
+    let target_item = |t: u32| -> usize {
+        match candidates {
+            Some(c) => c[t as usize] as usize,
+            None => t as usize,
+        }
+    };
+    let format = AllFormat::of(path);
+    let n_users = model.n_users();
+    let seen_rows = model.seen.n_rows();
+    write_atomic(path, |w| {
+        if format == AllFormat::Csv {
+            w.write_all(b"user,rank,item,score\n")?;
+        }
+        let mut start = 0;
+        while start < n_users {
+            let end = (start + ALL_BATCH_USERS).min(n_users);
+            let mut q = Array2::<f32>::ones((end - start, k + extra));
+            q.slice_mut(s![.., ..k]).assign(&model.user_factors.slice(s![start..end, ..]));
+            // Seen items of each user of the batch, in target space, sorted.
+            let excluded: Vec<Vec<u32>> = (start..end)
+                .map(|u| {
+                    if include_seen || u >= seen_rows {
+                        return Vec::new();
+                    }
+                    let seen = model.seen.row(u).0;
+                    match &position {
+                        None => seen.to_vec(),
+                        Some(p) => {
+                            let mut v: Vec<u32> = seen.iter().map(|&i| p[i as usize]).filter(|&x| x != u32::MAX).collect();
+                            v.sort_unstable();
+                            v
+                        }
+                    }
+                })
+                .collect();
+            let exclude = |r: usize| excluded[r].as_slice();
+            let tops = top_n_batch(q.view(), targets.view(), n, &exclude);
+            for (j, top) in tops.iter().enumerate() {
+                let u = start + j;
+                let offset = match model.kind {
+                    ModelKind::Explicit => model.global_mean + model.user_bias.as_ref().map_or(0.0, |b| b[u]),
+                    ModelKind::Implicit => 0.0,
+                };
+                let uid = &model.user_ids[u];
+                match format {
+                    AllFormat::Csv => {
+                        for (r, s) in top.iter().enumerate() {
+                            writeln!(w, "{},{},{},{}", csv_field(uid), r + 1, csv_field(&model.item_ids[target_item(s.index)]), s.score + offset)?;
+                        }
+                    }
+                    AllFormat::JsonLines => {
+                        let items: Vec<serde_json::Value> = top
+                            .iter()
+                            .map(|s| serde_json::json!({"item": model.item_ids[target_item(s.index)], "score": s.score + offset}))
+                            .collect();
+                        writeln!(w, "{}", serde_json::json!({"user": uid, "items": items}))?;
+                    }
+                }
+            }
+            start = end;
+        }
+        Ok(())
+    })
+    .with_context(|| format!("cannot write recommendations to {}", path.display()))?;
+    Ok(n_users)
+}

@@ -1,0 +1,724 @@
+//! Flag parsing and validation, executor choice, and a library-level run:
+//! train in-process on a tiny synthetic file, save, load, recommend.
+
+use std::path::{Path, PathBuf};
+
+use als_core::data::synth::{write_csv, SynthSpec};
+use als_core::data::DuplicatePolicy;
+use als_core::model::{load_model, ModelKind};
+use als_core::solve::{Confidence, SolverKind};
+use clap::Parser;
+use serde_json::Value;
+
+use crate::cli::{Cli, Command, ExecutorChoice, SplitChoice, TestSource, TrainArgs};
+use crate::{recommend_cmd, similar_cmd, train_cmd};
+
+fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+    Cli::try_parse_from(std::iter::once("coordinator").chain(args.iter().copied()))
+}
+
+fn train_args(args: &[&str]) -> TrainArgs {
+    let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(cli.command.is_none());
+    cli.train
+}
+
+fn parse_err(args: &[&str]) -> String {
+    match parse(args) {
+        Ok(c) => panic!("{args:?} parsed: {c:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn no_subcommand_trains_with_the_documented_defaults() {
+    let a = train_args(&[]);
+    assert!(a.data.is_none());
+    let cfg = a.train_config().unwrap();
+    assert_eq!(
+        (cfg.factors, cfg.iterations, cfg.lambda, cfg.seed),
+        (64, 15, 0.05, 42)
+    );
+    assert_eq!(cfg.solver, SolverKind::Cholesky);
+    assert!(cfg.biased && cfg.clip_predictions && cfg.implicit.is_none());
+    assert_eq!((cfg.blocks, cfg.eval_every, cfg.ranking_k), (12, 1, 10));
+    assert_eq!(
+        a.test_source().unwrap(),
+        TestSource::Split(SplitChoice::Ratio(0.2))
+    );
+    assert_eq!(a.duplicate_policy(), DuplicatePolicy::Last);
+    let o = a.load_options();
+    assert_eq!(
+        (
+            o.user_col,
+            o.item_col,
+            o.rating_col,
+            o.timestamp_col,
+            o.header
+        ),
+        (0, 1, Some(2), None, None)
+    );
+
+    let a = train_args(&[
+        "--data",
+        "r.csv",
+        "--implicit",
+        "--confidence",
+        "log",
+        "--epsilon",
+        "2",
+        "--no-header",
+        "--no-rating-col",
+    ]);
+    let cfg = a.train_config().unwrap();
+    assert_eq!(cfg.solver, SolverKind::Cg { steps: 3 });
+    let imp = cfg.implicit.unwrap();
+    assert_eq!(imp.alpha, 40.0);
+    assert_eq!(imp.confidence, Confidence::Log { epsilon: 2.0 });
+    assert_eq!(a.duplicate_policy(), DuplicatePolicy::Sum);
+    let o = a.load_options();
+    assert_eq!((o.rating_col, o.header), (None, Some(false)));
+
+    let a = train_args(&[
+        "--split",
+        "kfold",
+        "--folds",
+        "4",
+        "--fold",
+        "3",
+        "--duplicates",
+        "first",
+    ]);
+    assert_eq!(
+        a.test_source().unwrap(),
+        TestSource::Split(SplitChoice::KFold { folds: 4, fold: 3 })
+    );
+    assert_eq!(a.duplicate_policy(), DuplicatePolicy::First);
+    let a = train_args(&["--split", "temporal", "--test-ratio", "0.1"]);
+    assert_eq!(
+        a.test_source().unwrap(),
+        TestSource::Split(SplitChoice::Temporal(0.1))
+    );
+    assert_eq!(
+        a.load_options().timestamp_col,
+        Some(3),
+        "temporal reads the MovieLens timestamp column"
+    );
+    assert_eq!(
+        train_args(&["--test", "t.csv"]).test_source().unwrap(),
+        TestSource::File("t.csv".into())
+    );
+    assert_eq!(
+        train_args(&["--no-test"]).test_source().unwrap(),
+        TestSource::None
+    );
+}
+
+#[test]
+fn subcommands_parse() {
+    let c = parse(&[
+        "recommend",
+        "--model",
+        "m",
+        "--user",
+        "7",
+        "-n",
+        "3",
+        "--json",
+    ])
+    .unwrap();
+    match c.command {
+        Some(Command::Recommend(r)) => {
+            assert_eq!(
+                (r.user.as_deref(), r.n, r.json, r.all),
+                (Some("7"), 3, true, false)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let c = parse(&["recommend", "--model", "m", "--all", "--out", "all.csv"]).unwrap();
+    assert!(
+        matches!(c.command, Some(Command::Recommend(r)) if r.all && r.out.as_deref() == Some(Path::new("all.csv")))
+    );
+    let c = parse(&["similar", "--model", "m", "--item", "x"]).unwrap();
+    assert!(
+        matches!(c.command, Some(Command::Similar(s)) if s.item.as_deref() == Some("x") && s.n == 10)
+    );
+    let c = parse(&[
+        "generate",
+        "--out",
+        "g.csv",
+        "--users",
+        "10",
+        "--items",
+        "20",
+        "--ratings",
+        "50",
+        "--continuous",
+    ])
+    .unwrap();
+    assert!(
+        matches!(c.command, Some(Command::Generate(g)) if g.users == 10 && g.continuous && g.rank == 16)
+    );
+}
+
+#[test]
+fn conflicting_flags_are_refused_by_the_parser() {
+    for (args, needle) in [
+        (&["--header", "--no-header"][..], "--no-header"),
+        (&["--test", "t.csv", "--test-ratio", "0.1"], "--test-ratio"),
+        (&["--test", "t.csv", "--no-test"], "--no-test"),
+        (&["--no-test", "--split", "per-user"], "--split"),
+        (&["--rating-col", "3", "--no-rating-col"], "--no-rating-col"),
+        (&["--workers", "a:1", "--local", "2"], "--local"),
+        (&["--local", "2", "--in-process"], "--in-process"),
+        (&["--alpha", "10"], "--implicit"),
+        (&["--implicit", "--no-biases"], "--no-biases"),
+        (&["--overwrite"], "--out"),
+        (
+            &["--factors", "8", "recommend", "--model", "m", "--user", "1"],
+            "recommend",
+        ),
+        (&["recommend", "--model", "m"], "--user"),
+        (&["recommend", "--model", "m", "--all"], "--out"),
+        (
+            &[
+                "recommend",
+                "--model",
+                "m",
+                "--user",
+                "1",
+                "--all",
+                "--out",
+                "x",
+            ],
+            "--all",
+        ),
+        (&["similar", "--model", "m"], "--item"),
+        (
+            &["similar", "--model", "m", "--item", "a", "--user", "b"],
+            "--user",
+        ),
+    ] {
+        let e = parse_err(args);
+        assert!(e.contains(needle), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn bad_values_give_clear_errors() {
+    for (args, needle) in [
+        (&["--test-ratio", "1.5"][..], "between 0 and 1"),
+        (&["--test-ratio", "x"], "not a number"),
+        (&["--factors", "0"], "at least 1"),
+        (&["--iterations", "0"], "at least 1"),
+        (&["--lambda", "-1"], ">= 0"),
+        (&["--lambda", "nan"], ">= 0"),
+        (&["--format", "parquet"], "ml-100k"),
+        (&["--solver", "lu"], "cholesky"),
+        (&["--duplicates", "max"], "sum"),
+        (&["--implicit", "--epsilon", "0"], "> 0"),
+    ] {
+        let e = parse_err(args);
+        assert!(e.contains(needle), "{args:?}: {e}");
+    }
+    // Checks across flags, after parsing.
+    let cfg_err = |args: &[&str]| train_args(args).train_config().unwrap_err().to_string();
+    assert!(cfg_err(&["--solver", "cg"]).contains("--implicit"));
+    assert!(cfg_err(&["--cg-steps", "5"]).contains("--solver cg"));
+    assert!(cfg_err(&["--implicit", "--epsilon", "2"]).contains("--confidence log"));
+    let split_err = |args: &[&str]| train_args(args).test_source().unwrap_err().to_string();
+    assert!(split_err(&["--folds", "3"]).contains("kfold"));
+    assert!(split_err(&["--split", "kfold", "--fold", "5"]).contains("0..5"));
+    assert!(split_err(&["--split", "kfold", "--folds", "1"]).contains("at least 2"));
+    assert!(split_err(&["--split", "kfold", "--test-ratio", "0.3"]).contains("--test-ratio"));
+    let col_err = train_args(&["--item-col", "0"])
+        .validate_columns()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        col_err.contains("--user-col") && col_err.contains("--item-col"),
+        "{col_err}"
+    );
+    assert!(train_args(&["--rating-col", "3"])
+        .validate_columns()
+        .is_ok());
+    #[cfg(not(feature = "lapack"))]
+    assert!(train_args(&["--backend", "lapack"])
+        .train_config()
+        .unwrap_err()
+        .to_string()
+        .contains("lapack"));
+}
+
+#[test]
+fn executor_choice_resolution() {
+    let r = |args: &[&str]| train_args(args).executor_choice(6);
+    assert_eq!(r(&[]).unwrap(), ExecutorChoice::Local(6));
+    assert_eq!(r(&["--local", "3"]).unwrap(), ExecutorChoice::Local(3));
+    assert_eq!(r(&["--in-process"]).unwrap(), ExecutorChoice::InProcess);
+    assert_eq!(
+        r(&["--workers", "a:50051,b:50051"]).unwrap(),
+        ExecutorChoice::Workers(vec!["a:50051".into(), "b:50051".into()])
+    );
+    assert_eq!(
+        r(&["--workers", "a:1", "--workers", "b:2"])
+            .unwrap()
+            .label(),
+        "workers:a:1,b:2"
+    );
+    assert!(r(&["--local", "0"])
+        .unwrap_err()
+        .to_string()
+        .contains("at least 1"));
+    assert!(r(&["--workers", "a:1,,b:2"])
+        .unwrap_err()
+        .to_string()
+        .contains("empty"));
+    assert!(r(&["--workers", "hostonly"])
+        .unwrap_err()
+        .to_string()
+        .contains("HOST:PORT"));
+    assert!(r(&["--workers", "a:1,a:1"])
+        .unwrap_err()
+        .to_string()
+        .contains("twice"));
+    assert_eq!(
+        ExecutorChoice::resolve(false, None, None, 0).unwrap(),
+        ExecutorChoice::Local(1)
+    );
+    assert!(ExecutorChoice::resolve(true, None, Some(2), 4).is_err());
+    assert_eq!(ExecutorChoice::Local(4).label(), "local:4");
+    assert_eq!(ExecutorChoice::InProcess.label(), "in-process");
+}
+
+#[test]
+fn token_from_file_or_environment() {
+    use crate::cli::resolve_token;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("tok");
+    std::fs::write(&f, "  s3cret\n").unwrap();
+    assert_eq!(
+        resolve_token(Some(&f), Some("env".into()))
+            .unwrap()
+            .as_deref(),
+        Some("s3cret")
+    );
+    assert_eq!(
+        resolve_token(None, Some("env".into())).unwrap().as_deref(),
+        Some("env")
+    );
+    assert_eq!(resolve_token(None, Some(" ".into())).unwrap(), None);
+    std::fs::write(&f, "\n").unwrap();
+    assert!(resolve_token(Some(&f), None)
+        .unwrap_err()
+        .to_string()
+        .contains("empty"));
+    let missing = dir.path().join("nope");
+    assert!(resolve_token(Some(&missing), None)
+        .unwrap_err()
+        .to_string()
+        .contains("nope"));
+}
+
+/// A small synthetic ratings file (300 users, 200 items, 4000 ratings).
+fn tiny_csv(dir: &Path) -> PathBuf {
+    let p = dir.join("tiny.csv");
+    let spec = SynthSpec {
+        users: 300,
+        items: 200,
+        ratings: 4000,
+        rank: 4,
+        noise_std: 0.3,
+        ..SynthSpec::default()
+    };
+    write_csv(&spec, &p, |_| {}).unwrap();
+    p
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn out_dir_is_checked_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    // The data file does not exist: the --out check must fail first.
+    let a = train_args(&["--data", "/nonexistent.csv", "--out", s(&out), "--quiet"]);
+    let e = train_cmd::run(&a, &mut Vec::new())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("already exists") && e.contains("--overwrite"),
+        "{e}"
+    );
+    let a = train_args(&[
+        "--data",
+        "/nonexistent.csv",
+        "--out",
+        s(&out),
+        "--overwrite",
+        "--quiet",
+    ]);
+    let e = train_cmd::run(&a, &mut Vec::new())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("not a model directory"), "{e}");
+    // A missing data file is named.
+    let a = train_args(&["--data", "/nonexistent.csv", "--quiet"]);
+    let e = format!("{:#}", train_cmd::run(&a, &mut Vec::new()).err().unwrap());
+    assert!(e.contains("/nonexistent.csv"), "{e}");
+}
+
+#[test]
+fn explicit_train_save_load_recommend() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_csv(dir.path());
+    let out = dir.path().join("model");
+    let mj = dir.path().join("metrics.json");
+    let a = train_args(&[
+        "--data",
+        s(&data),
+        "--factors",
+        "6",
+        "--iterations",
+        "4",
+        "--eval-every",
+        "2",
+        "--lambda",
+        "0.1",
+        "--in-process",
+        "--out",
+        s(&out),
+        "--metrics-json",
+        s(&mj),
+        "--quiet",
+    ]);
+    let mut summary = Vec::new();
+    let o = train_cmd::run(&a, &mut summary).unwrap();
+    let summary = String::from_utf8(summary).unwrap();
+    assert!(
+        summary.contains("rmse=") && summary.contains("model saved to"),
+        "{summary}"
+    );
+    assert_eq!(o.executor, "in-process");
+
+    // Metrics JSON on disk: the documented layout.
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(&mj).unwrap()).unwrap();
+    assert_eq!(m, o.metrics);
+    let rmse = m["final"]["rmse"].as_f64().unwrap();
+    assert!(rmse > 0.0 && rmse < 1.5, "{rmse}");
+    assert!(
+        m["final"]["mae"].is_f64()
+            && m["final"]["rmse_raw"].is_f64()
+            && m["final"]["mae_raw"].is_f64()
+    );
+    assert!(m["seconds_per_iteration"].as_f64().unwrap() > 0.0);
+    let its = m["iterations"].as_array().unwrap();
+    assert_eq!(its.len(), 4);
+    for (n, it) in its.iter().enumerate() {
+        assert_eq!(it["iteration"], n + 1);
+        for key in [
+            "seconds",
+            "objective",
+            "train_rmse",
+            "compute_seconds",
+            "transfer_seconds",
+        ] {
+            assert!(it[key].is_f64(), "{key}: {it}");
+        }
+        assert!(it["bytes_sent"].is_u64() && it["bytes_min"].is_u64());
+        assert_eq!(
+            it.get("rmse").is_some(),
+            (n + 1) % 2 == 0,
+            "eval every 2: {it}"
+        );
+    }
+    assert_eq!(m["config"]["factors"], 6);
+    assert_eq!(
+        m["data"]["n_train"].as_u64().unwrap()
+            + m["data"]["n_test"].as_u64().unwrap()
+            + m["data"]["test_dropped_cold"].as_u64().unwrap(),
+        4000
+    );
+    assert_eq!(m["data"]["source"], s(&data));
+    assert_eq!(m["executor"], "in-process");
+
+    // The saved model equals the in-memory one.
+    let model = load_model(&out).unwrap();
+    assert_eq!(model.kind, ModelKind::Explicit);
+    assert_eq!(model.user_factors, o.model.user_factors);
+    assert_eq!(model.item_bias, o.model.item_bias);
+    assert_eq!(model.version, 1);
+    assert_eq!(model.hyperparameters["data_source"], s(&data));
+    assert_eq!(model.hyperparameters["factors"], 6);
+    assert_eq!(model.metrics["rmse"].as_f64().unwrap(), rmse);
+
+    // recommend: table, then JSON lines; seen items excluded.
+    let user = model.user_ids[0].clone();
+    let cli = parse(&[
+        "recommend",
+        "--model",
+        s(&out),
+        "--user",
+        &user,
+        "-n",
+        "5",
+        "--json",
+    ])
+    .unwrap();
+    let Some(Command::Recommend(r)) = cli.command else {
+        panic!()
+    };
+    let mut buf = Vec::new();
+    recommend_cmd::run(&r, &mut buf).unwrap();
+    let lines: Vec<Value> = String::from_utf8(buf)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    let seen: Vec<&str> = model
+        .seen
+        .row(0)
+        .0
+        .iter()
+        .map(|&i| model.item_ids[i as usize].as_str())
+        .collect();
+    let mut last = f64::INFINITY;
+    for l in &lines {
+        let item = l["item"].as_str().unwrap();
+        assert!(!seen.contains(&item), "seen item {item} recommended");
+        let score = l["score"].as_f64().unwrap();
+        assert!(score <= last);
+        last = score;
+    }
+    let cli = parse(&["recommend", "--model", s(&out), "--user", &user, "-n", "3"]).unwrap();
+    let Some(Command::Recommend(r)) = cli.command else {
+        panic!()
+    };
+    let mut buf = Vec::new();
+    recommend_cmd::run(&r, &mut buf).unwrap();
+    let table = String::from_utf8(buf).unwrap();
+    assert_eq!(table.lines().count(), 4, "{table}");
+    assert!(
+        table.lines().next().unwrap().contains("rank")
+            && table.contains(lines[0]["item"].as_str().unwrap())
+    );
+
+    // Unknown user: a clear error naming it.
+    let cli = parse(&["recommend", "--model", s(&out), "--user", "no-such-user"]).unwrap();
+    let Some(Command::Recommend(r)) = cli.command else {
+        panic!()
+    };
+    let e = recommend_cmd::run(&r, &mut Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("'no-such-user'") && e.contains("not in the model"),
+        "{e}"
+    );
+
+    // Candidates file restricts the items.
+    let cands = dir.path().join("cands.txt");
+    let allowed: Vec<String> = model.item_ids.iter().step_by(7).cloned().collect();
+    std::fs::write(&cands, format!("{}\nunknown-item\n", allowed.join("\n"))).unwrap();
+    let cli = parse(&[
+        "recommend",
+        "--model",
+        s(&out),
+        "--user",
+        &user,
+        "--items",
+        s(&cands),
+        "--json",
+    ])
+    .unwrap();
+    let Some(Command::Recommend(r)) = cli.command else {
+        panic!()
+    };
+    let mut buf = Vec::new();
+    recommend_cmd::run(&r, &mut buf).unwrap();
+    for l in String::from_utf8(buf).unwrap().lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert!(allowed.iter().any(|a| a == v["item"].as_str().unwrap()));
+    }
+
+    // --all: CSV and JSON lines agree with the per-user recommendation.
+    let all_csv = dir.path().join("all.csv");
+    recommend_cmd::recommend_all(&model, 4, false, None, &all_csv).unwrap();
+    let text = std::fs::read_to_string(&all_csv).unwrap();
+    let mut rows = text.lines();
+    assert_eq!(rows.next(), Some("user,rank,item,score"));
+    let rows: Vec<Vec<&str>> = rows.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), model.n_users() * 4);
+    for u in [0, 17, model.n_users() - 1] {
+        let want = model.recommend(u, 4, false, None);
+        for (r, w) in want.iter().enumerate() {
+            let row = &rows[u * 4 + r];
+            assert_eq!(row[0], model.user_ids[u]);
+            assert_eq!(row[1], (r + 1).to_string());
+            assert_eq!(
+                row[2],
+                model.item_ids[w.index as usize],
+                "user {u} rank {}",
+                r + 1
+            );
+            let score: f32 = row[3].parse().unwrap();
+            assert!((score - w.score).abs() < 1e-4, "{score} vs {}", w.score);
+        }
+    }
+    let all_json = dir.path().join("all.jsonl");
+    recommend_cmd::recommend_all(&model, 2, true, None, &all_json).unwrap();
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(&all_json)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["user"], model.user_ids[0].as_str());
+    let want = model.recommend(0, 2, true, None);
+    let items = first["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(
+        items[0]["item"],
+        model.item_ids[want[0].index as usize].as_str()
+    );
+    // --all restricted to candidates.
+    let cand_rows: Vec<u32> = (0..model.n_items() as u32).step_by(5).collect();
+    let all_c = dir.path().join("all_c.csv");
+    recommend_cmd::recommend_all(&model, 3, false, Some(&cand_rows), &all_c).unwrap();
+    let text = std::fs::read_to_string(&all_c).unwrap();
+    let line2: Vec<&str> = text.lines().nth(1).unwrap().split(',').collect();
+    let want = model.recommend(0, 3, false, Some(&cand_rows));
+    assert_eq!(line2[2], model.item_ids[want[0].index as usize]);
+
+    // similar: by item and by user.
+    let item = model.item_ids[3].clone();
+    let cli = parse(&[
+        "similar",
+        "--model",
+        s(&out),
+        "--item",
+        &item,
+        "-n",
+        "4",
+        "--json",
+    ])
+    .unwrap();
+    let Some(Command::Similar(sa)) = cli.command else {
+        panic!()
+    };
+    let mut buf = Vec::new();
+    similar_cmd::run(&sa, &mut buf).unwrap();
+    let sims: Vec<Value> = String::from_utf8(buf)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(sims.len(), 4);
+    assert!(sims
+        .iter()
+        .all(|v| v["item"] != item.as_str() && v["score"].as_f64().unwrap() <= 1.0 + 1e-6));
+    let cli = parse(&["similar", "--model", s(&out), "--user", &user]).unwrap();
+    let Some(Command::Similar(sa)) = cli.command else {
+        panic!()
+    };
+    let mut buf = Vec::new();
+    similar_cmd::run(&sa, &mut buf).unwrap();
+    assert_eq!(String::from_utf8(buf).unwrap().lines().count(), 11);
+
+    // A second run into the same directory is refused; --overwrite replaces it.
+    let e = train_cmd::run(&a, &mut Vec::new())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("already exists"), "{e}");
+}
+
+#[test]
+fn implicit_run_reports_ranking_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_csv(dir.path());
+    let out = dir.path().join("imodel");
+    let a = train_args(&[
+        "--data",
+        s(&data),
+        "--implicit",
+        "--alpha",
+        "5",
+        "--factors",
+        "6",
+        "--iterations",
+        "3",
+        "--eval-every",
+        "0",
+        "--out",
+        s(&out),
+        "--quiet",
+        "--local",
+        "2",
+    ]);
+    let o = train_cmd::run(&a, &mut Vec::new()).unwrap();
+    let m = &o.metrics;
+    for key in ["precision@10", "recall@10", "map@10", "ndcg@10"] {
+        let v = m["final"][key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{key} {v}");
+    }
+    assert!(m["final"].get("rmse").is_none());
+    let its = m["iterations"].as_array().unwrap();
+    assert!(
+        its[0].get("ndcg@10").is_none() && its[2].get("ndcg@10").is_some(),
+        "evaluated after the last only"
+    );
+    assert_eq!(m["config"]["solver"]["kind"], "cg");
+    let model = load_model(&out).unwrap();
+    assert_eq!(model.kind, ModelKind::Implicit);
+    assert!(model.user_bias.is_none());
+    assert_eq!(model.rating_range, None);
+}
+
+#[test]
+fn explicit_test_file_and_embedded_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_csv(dir.path());
+    // Use the same file as its own test set: nothing is cold.
+    let a = train_args(&[
+        "--data",
+        s(&data),
+        "--test",
+        s(&data),
+        "--factors",
+        "4",
+        "--iterations",
+        "2",
+        "--quiet",
+        "--no-biases",
+    ]);
+    let o = train_cmd::run(&a, &mut Vec::new()).unwrap();
+    assert_eq!(o.data.n_test, 4000);
+    assert_eq!(o.data.test_dropped_cold, 0);
+    assert!(o.model.user_bias.is_none() && o.model.global_mean == 0.0);
+
+    // No --data: the embedded dataset, with a few recommendations printed.
+    let a = train_args(&["--factors", "4", "--iterations", "1", "--quiet"]);
+    let mut buf = Vec::new();
+    let o = train_cmd::run(&a, &mut buf).unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    assert!(o.data.source.contains("embedded"), "{}", o.data.source);
+    assert!(text.contains("top-5 recommendations"), "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with("user "))
+            .count(),
+        3,
+        "{text}"
+    );
+}

@@ -1,0 +1,328 @@
+//! `coordinator [train flags]`: load, train, evaluate, save, report.
+
+use std::io::Write;
+use std::path::Path;
+
+use als_core::data::synth::SynthSpec;
+use als_core::data::Dataset;
+use als_core::model::{save_model, Model};
+use als_core::train::{
+    train, IterationReport, Layouts, LocalExecutor, TestMetrics, TrainConfig, TrainError,
+    TrainResult, TrainState,
+};
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+use crate::cli::{ExecutorChoice, TestSource, TrainArgs};
+use crate::cluster::{ClientOptions, ClusterSession};
+use crate::input::{load_input, log_summary, DataSource, Input, InputSpec};
+use crate::model_build::build_model;
+use crate::progress;
+use crate::report::{metrics_json, write_json_atomic, DataSummary};
+
+/// Users whose recommendations are printed after training on the embedded dataset.
+const DEMO_USERS: usize = 3;
+/// Recommendations printed per demo user.
+const DEMO_TOP_N: usize = 5;
+
+/// What a training run produced.
+pub struct TrainOutcome {
+    pub result: TrainResult,
+    pub model: Model,
+    /// The metrics document (also written to --metrics-json when given).
+    pub metrics: Value,
+    pub data: DataSummary,
+    /// The executor that actually ran (`in-process`, `local:N`, `workers:...`).
+    pub executor: String,
+}
+
+/// Refuse an existing `--out` before any work, so a long run is not lost at
+/// the end (the same rules as the core's `save_model`).
+pub fn check_out_dir(out: &Path, overwrite: bool) -> anyhow::Result<()> {
+    if out.file_name().is_none() {
+        bail!(
+            "--out {}: give a directory name (not '.', '..' or a root)",
+            out.display()
+        );
+    }
+    let meta = match std::fs::symlink_metadata(out) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect --out {}", out.display())),
+    };
+    if !overwrite {
+        bail!(
+            "model directory {} already exists; pass --overwrite to replace it",
+            out.display()
+        );
+    }
+    if !meta.is_dir() {
+        bail!("--out {} exists and is not a directory", out.display());
+    }
+    let is_model = out.join(als_core::model::store::MODEL_JSON).is_file();
+    let is_empty = std::fs::read_dir(out)
+        .with_context(|| format!("cannot read --out {}", out.display()))?
+        .next()
+        .is_none();
+    if !is_model && !is_empty {
+        bail!(
+            "refusing to replace {}: it is not a model directory (no model.json)",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// The test metric shown on the progress bar: RMSE (explicit) or NDCG@K (implicit).
+pub fn headline_metric(m: &TestMetrics) -> Option<(String, f64)> {
+    if let Some(r) = m.rmse {
+        return Some(("rmse".into(), r));
+    }
+    m.ranking
+        .as_ref()
+        .map(|r| (format!("ndcg@{}", r.k), r.ndcg))
+}
+
+/// The test metrics of one evaluation as `name=value` pairs (for logs and the summary).
+pub fn metrics_line(m: &TestMetrics) -> String {
+    let mut parts = Vec::new();
+    if let (Some(rmse), Some(mae)) = (m.rmse, m.mae) {
+        parts.push(format!("rmse={rmse:.4} mae={mae:.4}"));
+    }
+    if let (Some(rmse), Some(mae)) = (m.rmse_raw, m.mae_raw) {
+        parts.push(format!("rmse_raw={rmse:.4} mae_raw={mae:.4}"));
+    }
+    if let Some(r) = &m.ranking {
+        parts.push(format!(
+            "precision@{k}={:.4} recall@{k}={:.4} map@{k}={:.4} ndcg@{k}={:.4} (users={})",
+            r.precision,
+            r.recall,
+            r.map,
+            r.ndcg,
+            r.n_eval_users,
+            k = r.k
+        ));
+    }
+    parts.join(" ")
+}
+
+/// Train on the executor the flags chose; returns the result and the label
+/// of the executor that ran.
+///
+/// This is the one place that picks the executor.
+pub fn run_training(
+    choice: &ExecutorChoice,
+    token: Option<&str>,
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    layouts: &Layouts,
+    on_iteration: &mut dyn FnMut(&IterationReport, &TrainState) -> Result<(), TrainError>,
+) -> anyhow::Result<(TrainResult, String)> {
+    tracing::info!(executor = %choice.label(), "executor requested");
+    let session = match choice {
+        ExecutorChoice::InProcess => {
+            let mut exec = LocalExecutor::new(ds, layouts.clone());
+            let result = train(ds, cfg, &mut exec, layouts, None, on_iteration)
+                .context("training failed")?;
+            return Ok((result, choice.label()));
+        }
+        ExecutorChoice::Workers(addrs) => {
+            let opts = ClientOptions { token: token.map(str::to_owned), ..Default::default() };
+            ClusterSession::connect(addrs, &opts)?
+        }
+        ExecutorChoice::Local(n) => ClusterSession::local(*n, &ClientOptions::default())?,
+    };
+    tracing::info!(workers = ?session.addrs(), "training on the cluster");
+    let result = session.train(ds, cfg, layouts, None, on_iteration);
+    session.shutdown()?;
+    Ok((result.context("training failed")?, choice.label()))
+}
+
+/// The input spec of the flags.
+pub fn input_spec(args: &TrainArgs) -> anyhow::Result<InputSpec> {
+    let test = args.test_source()?;
+    let source = match &args.data {
+        Some(p) => DataSource::File(p.clone()),
+        None => {
+            if matches!(test, TestSource::File(_)) {
+                bail!("--test needs --data (the embedded dataset is split with --test-ratio)");
+            }
+            DataSource::Synthetic(SynthSpec::small_default())
+        }
+    };
+    Ok(InputSpec {
+        source,
+        load: args.load_options(),
+        test,
+        duplicates: args.duplicate_policy(),
+        seed: args.seed,
+    })
+}
+
+/// Run a whole training command; the summary goes to `out` (stdout in the binary).
+pub fn run(args: &TrainArgs, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
+    // Everything that can be refused is refused before loading and training.
+    args.validate_columns()?;
+    let cfg = args.train_config()?;
+    let spec = input_spec(args)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let choice = args.executor_choice(cores)?;
+    let token = args.token()?;
+    if let Some(dir) = &args.out {
+        check_out_dir(dir, args.overwrite)?;
+    }
+    let embedded = matches!(spec.source, DataSource::Synthetic(_));
+    if embedded {
+        tracing::info!("no --data given: training on the embedded synthetic dataset");
+    }
+
+    let input: Input = load_input(&spec)?;
+    log_summary(&input);
+    let ds = &input.dataset;
+    if spec.test != TestSource::None && ds.test.is_empty() {
+        tracing::warn!("the test set is empty: no test metrics will be reported");
+    }
+
+    tracing::info!(
+        factors = cfg.factors,
+        iterations = cfg.iterations,
+        lambda = cfg.lambda,
+        implicit = cfg.is_implicit(),
+        solver = ?cfg.solver,
+        threads = rayon::current_num_threads(),
+        blocks = cfg.blocks,
+        "training"
+    );
+    let layouts = Layouts::for_dataset(ds, cfg.blocks);
+    let bar = progress::training_bar(cfg.iterations, args.quiet);
+    let total = cfg.iterations;
+    let mut on_iteration = |r: &IterationReport, _: &TrainState| -> Result<(), TrainError> {
+        let obj = r.objective.map_or("-".to_string(), |o| format!("{o:.6e}"));
+        let train_rmse = r.train_rmse.map_or("-".to_string(), |x| format!("{x:.4}"));
+        let mut msg = format!("iteration {}/{} objective {obj}", r.iteration, total);
+        if let Some((name, v)) = headline_metric(&r.test) {
+            msg.push_str(&format!(" {name} {v:.4}"));
+        }
+        bar.set_message(msg);
+        bar.inc(1);
+        tracing::info!(
+            iteration = r.iteration,
+            seconds = format_args!("{:.3}", r.seconds),
+            objective = %obj,
+            train_rmse = %train_rmse,
+            test = %metrics_line(&r.test),
+            "iteration"
+        );
+        Ok(())
+    };
+    let trained = run_training(
+        &choice,
+        token.as_deref(),
+        ds,
+        &cfg,
+        &layouts,
+        &mut on_iteration,
+    );
+    progress::finish(&bar);
+    let (result, executor) = trained?;
+
+    let metrics = metrics_json(
+        &result.reports,
+        &result.final_metrics,
+        &cfg,
+        &input.summary,
+        &executor,
+    );
+    let model = build_model(
+        &result,
+        ds,
+        &cfg,
+        &input.summary.source,
+        &result.final_metrics,
+    );
+    if let Some(dir) = &args.out {
+        save_model(&model, dir, args.overwrite)
+            .with_context(|| format!("cannot save the model to {}", dir.display()))?;
+        tracing::info!(dir = %dir.display(), "model saved");
+    }
+    if let Some(path) = &args.metrics_json {
+        write_json_atomic(path, &metrics)?;
+        tracing::info!(file = %path.display(), "metrics written");
+    }
+
+    let outcome = TrainOutcome {
+        result,
+        model,
+        metrics,
+        data: input.summary.clone(),
+        executor,
+    };
+    print_summary(out, &outcome, &cfg, args).context("cannot write the summary")?;
+    if embedded {
+        print_demo(out, &outcome.model).context("cannot write the summary")?;
+    }
+    Ok(outcome)
+}
+
+fn print_summary(
+    out: &mut dyn Write,
+    o: &TrainOutcome,
+    cfg: &TrainConfig,
+    args: &TrainArgs,
+) -> std::io::Result<()> {
+    let d = &o.data;
+    let spi = crate::report::seconds_per_iteration(&o.result.reports).unwrap_or(0.0);
+    writeln!(
+        out,
+        "trained {} {} model: {} factors, {} iterations, {:.3} s/iteration ({})",
+        if cfg.is_implicit() {
+            "an implicit"
+        } else {
+            "an explicit"
+        },
+        if cfg.is_implicit() {
+            "feedback"
+        } else {
+            "rating"
+        },
+        cfg.factors,
+        o.result.reports.len(),
+        spi,
+        o.executor
+    )?;
+    writeln!(
+        out,
+        "data: {} training ratings, {} users, {} items, {} test ratings ({} cold-start dropped)",
+        d.n_train, d.n_users, d.n_items, d.n_test, d.test_dropped_cold
+    )?;
+    let line = metrics_line(&o.result.final_metrics);
+    if line.is_empty() {
+        writeln!(out, "test: no test set")?;
+    } else {
+        writeln!(out, "test: {line}")?;
+    }
+    if let Some(dir) = &args.out {
+        writeln!(out, "model saved to {}", dir.display())?;
+    }
+    if let Some(p) = &args.metrics_json {
+        writeln!(out, "metrics written to {}", p.display())?;
+    }
+    Ok(())
+}
+
+/// The top recommendations of the first users (shown after training on the embedded dataset).
+fn print_demo(out: &mut dyn Write, model: &Model) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "top-{DEMO_TOP_N} recommendations (items the user rated are excluded):"
+    )?;
+    for u in 0..model.n_users().min(DEMO_USERS) {
+        let recs = model.recommend(u, DEMO_TOP_N, false, None);
+        let items: Vec<String> = recs
+            .iter()
+            .map(|s| format!("{} ({:.3})", model.item_ids[s.index as usize], s.score))
+            .collect();
+        writeln!(out, "  user {}: {}", model.user_ids[u], items.join(", "))?;
+    }
+    Ok(())
+}
