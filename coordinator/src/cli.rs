@@ -294,8 +294,8 @@ pub struct TrainArgs {
     /// ALS iterations (each solves users, then items).
     #[arg(long, default_value_t = 15, value_name = "N", value_parser = parse_positive_usize, help_heading = "Model")]
     pub iterations: usize,
-    /// Regularization λ.
-    #[arg(long, default_value_t = 0.05, value_name = "L", value_parser = parse_non_negative_f32, help_heading = "Model")]
+    /// Regularization λ (scaled per row by --reg-scaling; default Spark's 0.1).
+    #[arg(long, default_value_t = 0.1, value_name = "L", value_parser = parse_non_negative_f32, help_heading = "Model")]
     pub lambda: f32,
     /// How λ scales with a row's rating count.
     #[arg(long, value_enum, default_value_t = RegScalingArg::Count, help_heading = "Model")]

@@ -1,0 +1,120 @@
+//! The real binaries as separate processes: three workers and a coordinator
+//! train the same model as the single-process path, survive a killed worker,
+//! and name an unreachable worker quickly.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use als_tests::{binary, run_with_timeout, WorkerProc};
+
+const TOKEN: &str = "e2e-token";
+
+fn generate(dir: &Path, users: u32, items: u32, ratings: u32) -> std::path::PathBuf {
+    let data = dir.join("ratings.csv");
+    let mut cmd = Command::new(binary("coordinator"));
+    cmd.args(["generate", "--out"]).arg(&data).args(["--users", &users.to_string(), "--items", &items.to_string(), "--ratings", &ratings.to_string()]);
+    let (ok, _, err) = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    assert!(ok, "generate failed: {err}");
+    data
+}
+
+fn train(data: &Path, out: &Path, extra: &[&str], executor: &[String]) -> (bool, String) {
+    let mut cmd = Command::new(binary("coordinator"));
+    cmd.arg("--data").arg(data).arg("--out").arg(out).args(["--factors", "8", "--quiet"]).args(extra).args(executor).env("ALS_TOKEN", TOKEN);
+    let (ok, _, err) = run_with_timeout(&mut cmd, Duration::from_secs(120));
+    (ok, err)
+}
+
+fn factors(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+    (std::fs::read(dir.join("user_factors.npy")).unwrap(), std::fs::read(dir.join("item_factors.npy")).unwrap())
+}
+
+#[test]
+fn three_worker_processes_train_the_single_process_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generate(tmp.path(), 600, 300, 20_000);
+    let workers: Vec<WorkerProc> = (0..3).map(|_| WorkerProc::start(Some(TOKEN), &[])).collect();
+    let addrs = workers.iter().map(|w| w.addr.clone()).collect::<Vec<_>>().join(",");
+    for (name, extra) in [
+        ("explicit", vec!["--iterations", "10"]),
+        ("implicit", vec!["--iterations", "10", "--implicit", "--alpha", "5", "--solver", "cg", "--reg-scaling", "none"]),
+    ] {
+        let single = tmp.path().join(format!("{name}-single"));
+        let cluster = tmp.path().join(format!("{name}-cluster"));
+        let (ok, err) = train(&data, &single, &extra, &["--in-process".into()]);
+        assert!(ok, "{name} in-process: {err}");
+        let (ok, err) = train(&data, &cluster, &extra, &["--workers".into(), addrs.clone()]);
+        assert!(ok, "{name} on workers: {err}");
+        assert!(factors(&single) == factors(&cluster), "{name}: cluster factors differ from the single-process ones");
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\x1b' {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_killed_worker_process_does_not_change_the_model() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generate(tmp.path(), 3000, 1500, 150_000);
+    let extra = ["--iterations", "12", "--eval-every", "0"];
+    let single = tmp.path().join("single");
+    let (ok, err) = train(&data, &single, &extra, &["--in-process".into()]);
+    assert!(ok, "{err}");
+    // Kill worker 1 at different moments: while blocks ship, early in training, late.
+    for (marker, nth) in [("worker connected", 3usize), ("iteration=2 ", 1), ("iteration=9 ", 1)] {
+        let mut workers: Vec<WorkerProc> = (0..3).map(|_| WorkerProc::start(Some(TOKEN), &[])).collect();
+        let addrs = workers.iter().map(|w| w.addr.clone()).collect::<Vec<_>>().join(",");
+        let out = tmp.path().join(format!("cluster-{}", marker.replace([' ', '='], "_")));
+        let mut cmd = Command::new(binary("coordinator"));
+        cmd.arg("--data").arg(&data).arg("--out").arg(&out).args(["--factors", "8", "--quiet", "--workers", &addrs]).args(extra).env("ALS_TOKEN", TOKEN);
+        let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let mut log = String::new();
+        let mut seen = 0;
+        for line in BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok) {
+            let line = strip_ansi(&line);
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains(marker) {
+                seen += 1;
+                if seen == nth {
+                    workers[1].kill();
+                }
+            }
+        }
+        let status = child.wait().unwrap();
+        assert!(seen >= nth, "marker '{marker}' never seen:\n{log}");
+        assert!(status.success(), "killed at '{marker}':\n{log}");
+        assert!(log.contains("worker lost"), "the loss was not noticed:\n{log}");
+        assert!(factors(&single) == factors(&out), "killed at '{marker}': model differs from the fault-free one");
+    }
+}
+
+#[test]
+fn unreachable_worker_is_named_within_seconds() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A port that refuses connections: bind, note it, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let data = generate(tmp.path(), 100, 50, 1000);
+    let t0b = Instant::now();
+    let (ok, err) = train(&data, &tmp.path().join("m2"), &[], &["--workers".into(), addr.clone()]);
+    assert!(!ok);
+    assert!(err.contains(&addr), "error does not name the worker: {err}");
+    assert!(t0b.elapsed() < Duration::from_secs(15), "took {:?}", t0b.elapsed());
+}
