@@ -321,9 +321,12 @@ pub struct TrainArgs {
     /// Explicit model without the global mean and biases (r̂ = pᵤ·qᵢ).
     #[arg(long, conflicts_with = "implicit", help_heading = "Model")]
     pub no_biases: bool,
-    /// Seed of the split and the initial factors.
+    /// Seed of the initial factors.
     #[arg(long, default_value_t = 42, help_heading = "Model")]
     pub seed: u64,
+    /// Seed of the train/test split (42 is the reference tools' protocol split).
+    #[arg(long, default_value_t = 42, help_heading = "Evaluation")]
+    pub split_seed: u64,
 
     // ---------------------------------------------------------------- execution
     /// Size of the thread pool [default: all cores].

@@ -155,7 +155,7 @@ pub fn input_spec(args: &TrainArgs) -> anyhow::Result<InputSpec> {
         load: args.load_options(),
         test,
         duplicates: args.duplicate_policy(),
-        seed: args.seed,
+        seed: args.split_seed,
     })
 }
 
