@@ -7,6 +7,7 @@ use std::time::Duration;
 use als_proto::pb::worker_server::WorkerServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tonic::transport::Server;
 
 use crate::auth::TokenCheck;
@@ -42,11 +43,18 @@ pub async fn serve(listener: TcpListener, opts: ServeOptions, shutdown: impl Fut
         Ok(req)
     });
     reporter.set_serving::<WorkerServer<WorkerService>>().await;
+    // Small request/response exchanges each half-iteration: Nagle's delay would
+    // stall them (the builder's tcp_nodelay does not reach a custom incoming stream).
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    });
     Server::builder()
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(svc)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }
