@@ -148,10 +148,7 @@ pub enum BackendArg {
 }
 
 fn parse_ratio(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number"))?;
+    let v: f64 = s.trim().parse().map_err(|_| format!("'{s}' is not a number"))?;
     if v > 0.0 && v < 1.0 {
         Ok(v)
     } else {
@@ -160,10 +157,7 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
 }
 
 fn parse_non_negative_f32(s: &str) -> Result<f32, String> {
-    let v: f32 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number"))?;
+    let v: f32 = s.trim().parse().map_err(|_| format!("'{s}' is not a number"))?;
     if v.is_finite() && v >= 0.0 {
         Ok(v)
     } else {
@@ -172,10 +166,7 @@ fn parse_non_negative_f32(s: &str) -> Result<f32, String> {
 }
 
 fn parse_positive_f32(s: &str) -> Result<f32, String> {
-    let v: f32 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number"))?;
+    let v: f32 = s.trim().parse().map_err(|_| format!("'{s}' is not a number"))?;
     if v.is_finite() && v > 0.0 {
         Ok(v)
     } else {
@@ -184,10 +175,7 @@ fn parse_positive_f32(s: &str) -> Result<f32, String> {
 }
 
 fn parse_finite_f32(s: &str) -> Result<f32, String> {
-    let v: f32 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number"))?;
+    let v: f32 = s.trim().parse().map_err(|_| format!("'{s}' is not a number"))?;
     if v.is_finite() {
         Ok(v)
     } else {
@@ -196,10 +184,7 @@ fn parse_finite_f32(s: &str) -> Result<f32, String> {
 }
 
 fn parse_positive_usize(s: &str) -> Result<usize, String> {
-    let v: usize = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a non-negative integer"))?;
+    let v: usize = s.trim().parse().map_err(|_| format!("'{s}' is not a non-negative integer"))?;
     if v > 0 {
         Ok(v)
     } else {
@@ -230,12 +215,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1, value_name = "N", help_heading = "Data")]
     pub item_col: usize,
     /// 0-based column of the rating [default: 2].
-    #[arg(
-        long,
-        value_name = "N",
-        conflicts_with = "no_rating_col",
-        help_heading = "Data"
-    )]
+    #[arg(long, value_name = "N", conflicts_with = "no_rating_col", help_heading = "Data")]
     pub rating_col: Option<usize>,
     /// No rating column: an event log where every line counts 1.
     #[arg(long, help_heading = "Data")]
@@ -270,12 +250,7 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with_all = ["test_ratio", "split", "folds", "fold"], help_heading = "Evaluation")]
     pub no_test: bool,
     /// Evaluate every N iterations (0: after the last one only).
-    #[arg(
-        long,
-        default_value_t = 1,
-        value_name = "N",
-        help_heading = "Evaluation"
-    )]
+    #[arg(long, default_value_t = 1, value_name = "N", help_heading = "Evaluation")]
     pub eval_every: usize,
     /// Ranking cutoff K of precision/recall/MAP/NDCG@K.
     #[arg(long, default_value_t = 10, value_name = "K", value_parser = parse_positive_usize, help_heading = "Evaluation")]
@@ -342,12 +317,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "ADDRS", value_delimiter = ',', num_args = 1.., conflicts_with_all = ["local", "in_process"], help_heading = "Execution")]
     pub workers: Option<Vec<String>>,
     /// Start N workers in this process on loopback [default: one per core].
-    #[arg(
-        long,
-        value_name = "N",
-        conflicts_with = "in_process",
-        help_heading = "Execution"
-    )]
+    #[arg(long, value_name = "N", conflicts_with = "in_process", help_heading = "Execution")]
     pub local: Option<usize>,
     /// Train in this process without workers or gRPC.
     #[arg(long, help_heading = "Execution")]
@@ -471,11 +441,9 @@ impl TrainArgs {
 
     /// The training configuration, validated.
     pub fn train_config(&self) -> anyhow::Result<TrainConfig> {
-        let solver_arg = self.solver.unwrap_or(if self.implicit {
-            SolverArg::Cg
-        } else {
-            SolverArg::Cholesky
-        });
+        let solver_arg = self
+            .solver
+            .unwrap_or(if self.implicit { SolverArg::Cg } else { SolverArg::Cholesky });
         if !self.implicit && solver_arg == SolverArg::Cg {
             bail!("--solver cg applies to implicit feedback (--implicit); explicit ratings use cholesky");
         }
@@ -503,9 +471,7 @@ impl TrainArgs {
         let backend: Backend = match self.backend {
             BackendArg::Faer => Backend::Faer,
             // Core refuses `lapack` with a clear message when the build lacks the feature.
-            BackendArg::Lapack => "lapack"
-                .parse::<Backend>()
-                .map_err(|e| anyhow::anyhow!("--backend {e}"))?,
+            BackendArg::Lapack => "lapack".parse::<Backend>().map_err(|e| anyhow::anyhow!("--backend {e}"))?,
         };
         let cfg = TrainConfig {
             factors: self.factors,
@@ -526,8 +492,7 @@ impl TrainArgs {
             min_pos: self.min_pos,
             clip_predictions: !self.no_clip,
         };
-        cfg.validate()
-            .map_err(|e| anyhow::anyhow!("invalid training settings: {e}"))?;
+        cfg.validate().map_err(|e| anyhow::anyhow!("invalid training settings: {e}"))?;
         Ok(cfg)
     }
 
@@ -543,13 +508,9 @@ impl TrainArgs {
 }
 
 /// The cluster token from a file (trimmed; must not be empty) or the environment value.
-pub fn resolve_token(
-    file: Option<&std::path::Path>,
-    env: Option<String>,
-) -> anyhow::Result<Option<String>> {
+pub fn resolve_token(file: Option<&std::path::Path>, env: Option<String>) -> anyhow::Result<Option<String>> {
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the token file {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the token file {}", path.display()))?;
         let token = text.trim();
         if token.is_empty() {
             bail!("the token file {} is empty", path.display());
@@ -591,16 +552,8 @@ pub enum ExecutorChoice {
 }
 
 impl ExecutorChoice {
-    pub fn resolve(
-        in_process: bool,
-        workers: Option<&[String]>,
-        local: Option<usize>,
-        cores: usize,
-    ) -> anyhow::Result<ExecutorChoice> {
-        let given = [in_process, workers.is_some(), local.is_some()]
-            .iter()
-            .filter(|&&b| b)
-            .count();
+    pub fn resolve(in_process: bool, workers: Option<&[String]>, local: Option<usize>, cores: usize) -> anyhow::Result<ExecutorChoice> {
+        let given = [in_process, workers.is_some(), local.is_some()].iter().filter(|&&b| b).count();
         if given > 1 {
             bail!("--in-process, --workers and --local exclude each other; give at most one");
         }
@@ -682,12 +635,7 @@ pub struct RecommendArgs {
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// User id as in the training data.
-    #[arg(
-        long,
-        value_name = "ID",
-        required_unless_present = "all",
-        conflicts_with = "all"
-    )]
+    #[arg(long, value_name = "ID", required_unless_present = "all", conflicts_with = "all")]
     pub user: Option<String>,
     /// Number of recommendations.
     #[arg(short = 'n', long = "num", default_value_t = 10, value_name = "N", value_parser = parse_positive_usize)]

@@ -27,17 +27,13 @@ pub fn synth_spec(args: &GenerateArgs) -> SynthSpec {
 pub fn run(args: &GenerateArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let path = &args.out;
     if path.exists() && !args.overwrite {
-        bail!(
-            "{} already exists; pass --overwrite to replace it",
-            path.display()
-        );
+        bail!("{} already exists; pass --overwrite to replace it", path.display());
     }
     if path.is_dir() {
         bail!("{} is a directory", path.display());
     }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create the directory {}", parent.display()))?;
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create the directory {}", parent.display()))?;
     }
     let spec = synth_spec(args);
     let t0 = Instant::now();

@@ -83,8 +83,7 @@ pub fn load_input(spec: &InputSpec) -> anyhow::Result<Input> {
             Dataset::build((&raw, &all), None, spec.duplicates)
         }
         TestSource::Split(choice) => {
-            let (train, test) = split_rows(&raw, &split_spec(*choice, spec.seed))
-                .with_context(|| format!("cannot split {description}"))?;
+            let (train, test) = split_rows(&raw, &split_spec(*choice, spec.seed)).with_context(|| format!("cannot split {description}"))?;
             Dataset::build((&raw, &train), Some((&raw, &test)), spec.duplicates)
         }
         TestSource::File(tp) => {
@@ -141,10 +140,7 @@ pub fn log_summary(input: &Input) {
         "data loaded"
     );
     if s.skipped_lines > 0 {
-        tracing::warn!(
-            "{} invalid lines were skipped (--skip-invalid)",
-            s.skipped_lines
-        );
+        tracing::warn!("{} invalid lines were skipped (--skip-invalid)", s.skipped_lines);
     }
     if s.n_test == 0 && s.test_dropped_cold > 0 {
         tracing::warn!(

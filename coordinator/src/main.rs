@@ -12,9 +12,7 @@ use als_coordinator::{generate_cmd, progress, recommend_cmd, similar_cmd, train_
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(progress::make_log_writer)
         .init();
     if let Err(e) = run(cli) {

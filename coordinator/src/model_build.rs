@@ -25,18 +25,9 @@ pub fn hyperparameters(cfg: &TrainConfig, data_source: &str) -> Value {
 /// training matrix by user (so recommendations exclude rated items); biases
 /// and the global mean only for biased explicit models; the rating range
 /// for explicit models.
-pub fn build_model(
-    result: &TrainResult,
-    ds: &Dataset,
-    cfg: &TrainConfig,
-    data_source: &str,
-    final_metrics: &TestMetrics,
-) -> Model {
+pub fn build_model(result: &TrainResult, ds: &Dataset, cfg: &TrainConfig, data_source: &str, final_metrics: &TestMetrics) -> Model {
     let (kind, global_mean) = match result.params.feedback {
-        Feedback::Explicit {
-            biased,
-            global_mean,
-        } => (ModelKind::Explicit, if biased { global_mean } else { 0.0 }),
+        Feedback::Explicit { biased, global_mean } => (ModelKind::Explicit, if biased { global_mean } else { 0.0 }),
         Feedback::Implicit { .. } => (ModelKind::Implicit, 0.0),
     };
     let biased = cfg.has_biases();

@@ -22,30 +22,23 @@ pub fn open_model(dir: &Path) -> anyhow::Result<Model> {
 
 /// The row of a user id, or an error naming it.
 pub fn user_row(model: &Model, id: &str) -> anyhow::Result<usize> {
-    model.user_index(id).with_context(|| {
-        format!(
-            "user '{id}' is not in the model ({} users)",
-            model.n_users()
-        )
-    })
+    model
+        .user_index(id)
+        .with_context(|| format!("user '{id}' is not in the model ({} users)", model.n_users()))
 }
 
 /// The row of an item id, or an error naming it.
 pub fn item_row(model: &Model, id: &str) -> anyhow::Result<usize> {
-    model.item_index(id).with_context(|| {
-        format!(
-            "item '{id}' is not in the model ({} items)",
-            model.n_items()
-        )
-    })
+    model
+        .item_index(id)
+        .with_context(|| format!("item '{id}' is not in the model ({} items)", model.n_items()))
 }
 
 /// Candidate items from a file (one id per line; blank lines ignored), as
 /// sorted, deduplicated item rows. Unknown ids are skipped with a warning;
 /// none known is an error.
 pub fn read_candidates(model: &Model, path: &Path) -> anyhow::Result<Vec<u32>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the candidate items file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the candidate items file {}", path.display()))?;
     let mut rows = Vec::new();
     let mut unknown = Vec::new();
     for line in text.lines() {
@@ -70,29 +63,17 @@ pub fn read_candidates(model: &Model, path: &Path) -> anyhow::Result<Vec<u32>> {
     rows.sort_unstable();
     rows.dedup();
     if rows.is_empty() {
-        bail!(
-            "{}: none of the candidate items is in the model",
-            path.display()
-        );
+        bail!("{}: none of the candidate items is in the model", path.display());
     }
     Ok(rows)
 }
 
 /// Write one user's list as a table (`rank item score`) or JSON lines.
-pub fn write_list(
-    out: &mut dyn Write,
-    recs: &[Scored],
-    json: bool,
-    what: &str,
-    ids: &[String],
-) -> std::io::Result<()> {
+pub fn write_list(out: &mut dyn Write, recs: &[Scored], json: bool, what: &str, ids: &[String]) -> std::io::Result<()> {
     if json {
         for s in recs {
             let mut m = serde_json::Map::new();
-            m.insert(
-                what.into(),
-                serde_json::Value::String(ids[s.index as usize].clone()),
-            );
+            m.insert(what.into(), serde_json::Value::String(ids[s.index as usize].clone()));
             m.insert("score".into(), serde_json::json!(s.score));
             writeln!(out, "{}", serde_json::Value::Object(m))?;
         }
@@ -106,13 +87,7 @@ pub fn write_list(
         .max(what.len());
     writeln!(out, "{:>4}  {:<width$}  score", "rank", what)?;
     for (r, s) in recs.iter().enumerate() {
-        writeln!(
-            out,
-            "{:>4}  {:<width$}  {:.4}",
-            r + 1,
-            ids[s.index as usize],
-            s.score
-        )?;
+        writeln!(out, "{:>4}  {:<width$}  {:.4}", r + 1, ids[s.index as usize], s.score)?;
     }
     Ok(())
 }
@@ -127,13 +102,7 @@ pub fn run(args: &RecommendArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if args.all {
         let path = args.out.as_deref().context("--all needs --out FILE")?;
         let t0 = Instant::now();
-        let users = recommend_all(
-            &model,
-            args.n,
-            args.include_seen,
-            candidates.as_deref(),
-            path,
-        )?;
+        let users = recommend_all(&model, args.n, args.include_seen, candidates.as_deref(), path)?;
         let secs = t0.elapsed().as_secs_f64();
         tracing::info!(
             users,
@@ -142,12 +111,7 @@ pub fn run(args: &RecommendArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             file = %path.display(),
             "recommendations written"
         );
-        writeln!(
-            out,
-            "wrote top-{} recommendations for {users} users to {}",
-            args.n,
-            path.display()
-        )?;
+        writeln!(out, "wrote top-{} recommendations for {users} users to {}", args.n, path.display())?;
         return Ok(());
     }
     let id = args.user.as_deref().context("give --user ID or --all")?;
@@ -168,12 +132,7 @@ pub enum AllFormat {
 
 impl AllFormat {
     pub fn of(path: &Path) -> AllFormat {
-        match path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
             Some("json") | Some("jsonl") => AllFormat::JsonLines,
             _ => AllFormat::Csv,
         }
@@ -215,13 +174,7 @@ fn scoring_targets(model: &Model, candidates: Option<&[u32]>) -> Array2<f32> {
 }
 
 /// Top-`n` for every user into `path` (written atomically); returns the user count.
-pub fn recommend_all(
-    model: &Model,
-    n: usize,
-    include_seen: bool,
-    candidates: Option<&[u32]>,
-    path: &Path,
-) -> anyhow::Result<usize> {
+pub fn recommend_all(model: &Model, n: usize, include_seen: bool, candidates: Option<&[u32]>, path: &Path) -> anyhow::Result<usize> {
     let k = model.factors();
     let targets = scoring_targets(model, candidates);
     let extra = targets.ncols() - k;
@@ -280,7 +233,14 @@ pub fn recommend_all(
                 match format {
                     AllFormat::Csv => {
                         for (r, s) in top.iter().enumerate() {
-                            writeln!(w, "{},{},{},{}", csv_field(uid), r + 1, csv_field(&model.item_ids[target_item(s.index)]), s.score + offset)?;
+                            writeln!(
+                                w,
+                                "{},{},{},{}",
+                                csv_field(uid),
+                                r + 1,
+                                csv_field(&model.item_ids[target_item(s.index)]),
+                                s.score + offset
+                            )?;
                         }
                     }
                     AllFormat::JsonLines => {

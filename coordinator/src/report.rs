@@ -106,19 +106,13 @@ pub fn metrics_json(
 /// Write `bytes` to `path` atomically: a temporary file in the same
 /// directory, fsynced, then renamed over `path`. Missing parent directories
 /// are created.
-pub fn write_atomic(
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> anyhow::Result<()> {
+pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> anyhow::Result<()> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent)
-        .with_context(|| format!("cannot create the directory {}", parent.display()))?;
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file name", path.display()))?;
+    std::fs::create_dir_all(&parent).with_context(|| format!("cannot create the directory {}", parent.display()))?;
+    let name = path.file_name().with_context(|| format!("{} is not a file name", path.display()))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{}.tmp-", name.to_string_lossy()))
         .tempfile_in(&parent)
@@ -126,8 +120,7 @@ pub fn write_atomic(
     {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         fill(&mut w).with_context(|| format!("cannot write {}", path.display()))?;
-        w.flush()
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        w.flush().with_context(|| format!("cannot write {}", path.display()))?;
     }
     tmp.as_file()
         .sync_all()
@@ -199,13 +192,7 @@ mod tests {
             n_test: 2,
             ..Default::default()
         };
-        let v = metrics_json(
-            &reports,
-            &reports[1].test,
-            &TrainConfig::default(),
-            &data,
-            "local:2",
-        );
+        let v = metrics_json(&reports, &reports[1].test, &TrainConfig::default(), &data, "local:2");
         assert_eq!(v["final"]["rmse"], json!(0.9));
         assert_eq!(v["final"]["mae"], json!(0.7));
         assert_eq!(v["final"]["rmse_raw"], json!(0.95));
@@ -244,19 +231,8 @@ mod tests {
             }),
             ..Default::default()
         };
-        let v = metrics_json(
-            &[],
-            &m,
-            &TrainConfig::default(),
-            &DataSummary::default(),
-            "in-process",
-        );
-        for (k, want) in [
-            ("precision@10", 0.1),
-            ("recall@10", 0.2),
-            ("map@10", 0.3),
-            ("ndcg@10", 0.4),
-        ] {
+        let v = metrics_json(&[], &m, &TrainConfig::default(), &DataSummary::default(), "in-process");
+        for (k, want) in [("precision@10", 0.1), ("recall@10", 0.2), ("map@10", 0.3), ("ndcg@10", 0.4)] {
             assert_eq!(v["final"][k], json!(want), "{k}");
         }
         assert!(v["final"].get("rmse").is_none());

@@ -35,27 +35,15 @@ fn no_subcommand_trains_with_the_documented_defaults() {
     let a = train_args(&[]);
     assert!(a.data.is_none());
     let cfg = a.train_config().unwrap();
-    assert_eq!(
-        (cfg.factors, cfg.iterations, cfg.lambda, cfg.seed),
-        (64, 15, 0.05, 42)
-    );
+    assert_eq!((cfg.factors, cfg.iterations, cfg.lambda, cfg.seed), (64, 15, 0.05, 42));
     assert_eq!(cfg.solver, SolverKind::Cholesky);
     assert!(cfg.biased && cfg.clip_predictions && cfg.implicit.is_none());
     assert_eq!((cfg.blocks, cfg.eval_every, cfg.ranking_k), (12, 1, 10));
-    assert_eq!(
-        a.test_source().unwrap(),
-        TestSource::Split(SplitChoice::Ratio(0.2))
-    );
+    assert_eq!(a.test_source().unwrap(), TestSource::Split(SplitChoice::Ratio(0.2)));
     assert_eq!(a.duplicate_policy(), DuplicatePolicy::Last);
     let o = a.load_options();
     assert_eq!(
-        (
-            o.user_col,
-            o.item_col,
-            o.rating_col,
-            o.timestamp_col,
-            o.header
-        ),
+        (o.user_col, o.item_col, o.rating_col, o.timestamp_col, o.header),
         (0, 1, Some(2), None, None)
     );
 
@@ -79,26 +67,14 @@ fn no_subcommand_trains_with_the_documented_defaults() {
     let o = a.load_options();
     assert_eq!((o.rating_col, o.header), (None, Some(false)));
 
-    let a = train_args(&[
-        "--split",
-        "kfold",
-        "--folds",
-        "4",
-        "--fold",
-        "3",
-        "--duplicates",
-        "first",
-    ]);
+    let a = train_args(&["--split", "kfold", "--folds", "4", "--fold", "3", "--duplicates", "first"]);
     assert_eq!(
         a.test_source().unwrap(),
         TestSource::Split(SplitChoice::KFold { folds: 4, fold: 3 })
     );
     assert_eq!(a.duplicate_policy(), DuplicatePolicy::First);
     let a = train_args(&["--split", "temporal", "--test-ratio", "0.1"]);
-    assert_eq!(
-        a.test_source().unwrap(),
-        TestSource::Split(SplitChoice::Temporal(0.1))
-    );
+    assert_eq!(a.test_source().unwrap(), TestSource::Split(SplitChoice::Temporal(0.1)));
     assert_eq!(
         a.load_options().timestamp_col,
         Some(3),
@@ -108,42 +84,22 @@ fn no_subcommand_trains_with_the_documented_defaults() {
         train_args(&["--test", "t.csv"]).test_source().unwrap(),
         TestSource::File("t.csv".into())
     );
-    assert_eq!(
-        train_args(&["--no-test"]).test_source().unwrap(),
-        TestSource::None
-    );
+    assert_eq!(train_args(&["--no-test"]).test_source().unwrap(), TestSource::None);
 }
 
 #[test]
 fn subcommands_parse() {
-    let c = parse(&[
-        "recommend",
-        "--model",
-        "m",
-        "--user",
-        "7",
-        "-n",
-        "3",
-        "--json",
-    ])
-    .unwrap();
+    let c = parse(&["recommend", "--model", "m", "--user", "7", "-n", "3", "--json"]).unwrap();
     match c.command {
         Some(Command::Recommend(r)) => {
-            assert_eq!(
-                (r.user.as_deref(), r.n, r.json, r.all),
-                (Some("7"), 3, true, false)
-            );
+            assert_eq!((r.user.as_deref(), r.n, r.json, r.all), (Some("7"), 3, true, false));
         }
         other => panic!("{other:?}"),
     }
     let c = parse(&["recommend", "--model", "m", "--all", "--out", "all.csv"]).unwrap();
-    assert!(
-        matches!(c.command, Some(Command::Recommend(r)) if r.all && r.out.as_deref() == Some(Path::new("all.csv")))
-    );
+    assert!(matches!(c.command, Some(Command::Recommend(r)) if r.all && r.out.as_deref() == Some(Path::new("all.csv"))));
     let c = parse(&["similar", "--model", "m", "--item", "x"]).unwrap();
-    assert!(
-        matches!(c.command, Some(Command::Similar(s)) if s.item.as_deref() == Some("x") && s.n == 10)
-    );
+    assert!(matches!(c.command, Some(Command::Similar(s)) if s.item.as_deref() == Some("x") && s.n == 10));
     let c = parse(&[
         "generate",
         "--out",
@@ -157,9 +113,7 @@ fn subcommands_parse() {
         "--continuous",
     ])
     .unwrap();
-    assert!(
-        matches!(c.command, Some(Command::Generate(g)) if g.users == 10 && g.continuous && g.rank == 16)
-    );
+    assert!(matches!(c.command, Some(Command::Generate(g)) if g.users == 10 && g.continuous && g.rank == 16));
 }
 
 #[test]
@@ -175,30 +129,12 @@ fn conflicting_flags_are_refused_by_the_parser() {
         (&["--alpha", "10"], "--implicit"),
         (&["--implicit", "--no-biases"], "--no-biases"),
         (&["--overwrite"], "--out"),
-        (
-            &["--factors", "8", "recommend", "--model", "m", "--user", "1"],
-            "recommend",
-        ),
+        (&["--factors", "8", "recommend", "--model", "m", "--user", "1"], "recommend"),
         (&["recommend", "--model", "m"], "--user"),
         (&["recommend", "--model", "m", "--all"], "--out"),
-        (
-            &[
-                "recommend",
-                "--model",
-                "m",
-                "--user",
-                "1",
-                "--all",
-                "--out",
-                "x",
-            ],
-            "--all",
-        ),
+        (&["recommend", "--model", "m", "--user", "1", "--all", "--out", "x"], "--all"),
         (&["similar", "--model", "m"], "--item"),
-        (
-            &["similar", "--model", "m", "--item", "a", "--user", "b"],
-            "--user",
-        ),
+        (&["similar", "--model", "m", "--item", "a", "--user", "b"], "--user"),
     ] {
         let e = parse_err(args);
         assert!(e.contains(needle), "{args:?}: {e}");
@@ -232,17 +168,9 @@ fn bad_values_give_clear_errors() {
     assert!(split_err(&["--split", "kfold", "--fold", "5"]).contains("0..5"));
     assert!(split_err(&["--split", "kfold", "--folds", "1"]).contains("at least 2"));
     assert!(split_err(&["--split", "kfold", "--test-ratio", "0.3"]).contains("--test-ratio"));
-    let col_err = train_args(&["--item-col", "0"])
-        .validate_columns()
-        .unwrap_err()
-        .to_string();
-    assert!(
-        col_err.contains("--user-col") && col_err.contains("--item-col"),
-        "{col_err}"
-    );
-    assert!(train_args(&["--rating-col", "3"])
-        .validate_columns()
-        .is_ok());
+    let col_err = train_args(&["--item-col", "0"]).validate_columns().unwrap_err().to_string();
+    assert!(col_err.contains("--user-col") && col_err.contains("--item-col"), "{col_err}");
+    assert!(train_args(&["--rating-col", "3"]).validate_columns().is_ok());
     #[cfg(not(feature = "lapack"))]
     assert!(train_args(&["--backend", "lapack"])
         .train_config()
@@ -261,32 +189,12 @@ fn executor_choice_resolution() {
         r(&["--workers", "a:50051,b:50051"]).unwrap(),
         ExecutorChoice::Workers(vec!["a:50051".into(), "b:50051".into()])
     );
-    assert_eq!(
-        r(&["--workers", "a:1", "--workers", "b:2"])
-            .unwrap()
-            .label(),
-        "workers:a:1,b:2"
-    );
-    assert!(r(&["--local", "0"])
-        .unwrap_err()
-        .to_string()
-        .contains("at least 1"));
-    assert!(r(&["--workers", "a:1,,b:2"])
-        .unwrap_err()
-        .to_string()
-        .contains("empty"));
-    assert!(r(&["--workers", "hostonly"])
-        .unwrap_err()
-        .to_string()
-        .contains("HOST:PORT"));
-    assert!(r(&["--workers", "a:1,a:1"])
-        .unwrap_err()
-        .to_string()
-        .contains("twice"));
-    assert_eq!(
-        ExecutorChoice::resolve(false, None, None, 0).unwrap(),
-        ExecutorChoice::Local(1)
-    );
+    assert_eq!(r(&["--workers", "a:1", "--workers", "b:2"]).unwrap().label(), "workers:a:1,b:2");
+    assert!(r(&["--local", "0"]).unwrap_err().to_string().contains("at least 1"));
+    assert!(r(&["--workers", "a:1,,b:2"]).unwrap_err().to_string().contains("empty"));
+    assert!(r(&["--workers", "hostonly"]).unwrap_err().to_string().contains("HOST:PORT"));
+    assert!(r(&["--workers", "a:1,a:1"]).unwrap_err().to_string().contains("twice"));
+    assert_eq!(ExecutorChoice::resolve(false, None, None, 0).unwrap(), ExecutorChoice::Local(1));
     assert!(ExecutorChoice::resolve(true, None, Some(2), 4).is_err());
     assert_eq!(ExecutorChoice::Local(4).label(), "local:4");
     assert_eq!(ExecutorChoice::InProcess.label(), "in-process");
@@ -298,27 +206,13 @@ fn token_from_file_or_environment() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("tok");
     std::fs::write(&f, "  s3cret\n").unwrap();
-    assert_eq!(
-        resolve_token(Some(&f), Some("env".into()))
-            .unwrap()
-            .as_deref(),
-        Some("s3cret")
-    );
-    assert_eq!(
-        resolve_token(None, Some("env".into())).unwrap().as_deref(),
-        Some("env")
-    );
+    assert_eq!(resolve_token(Some(&f), Some("env".into())).unwrap().as_deref(), Some("s3cret"));
+    assert_eq!(resolve_token(None, Some("env".into())).unwrap().as_deref(), Some("env"));
     assert_eq!(resolve_token(None, Some(" ".into())).unwrap(), None);
     std::fs::write(&f, "\n").unwrap();
-    assert!(resolve_token(Some(&f), None)
-        .unwrap_err()
-        .to_string()
-        .contains("empty"));
+    assert!(resolve_token(Some(&f), None).unwrap_err().to_string().contains("empty"));
     let missing = dir.path().join("nope");
-    assert!(resolve_token(Some(&missing), None)
-        .unwrap_err()
-        .to_string()
-        .contains("nope"));
+    assert!(resolve_token(Some(&missing), None).unwrap_err().to_string().contains("nope"));
 }
 
 /// A small synthetic ratings file (300 users, 200 items, 4000 ratings).
@@ -348,26 +242,10 @@ fn out_dir_is_checked_before_training() {
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
     // The data file does not exist: the --out check must fail first.
     let a = train_args(&["--data", "/nonexistent.csv", "--out", s(&out), "--quiet"]);
-    let e = train_cmd::run(&a, &mut Vec::new())
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        e.contains("already exists") && e.contains("--overwrite"),
-        "{e}"
-    );
-    let a = train_args(&[
-        "--data",
-        "/nonexistent.csv",
-        "--out",
-        s(&out),
-        "--overwrite",
-        "--quiet",
-    ]);
-    let e = train_cmd::run(&a, &mut Vec::new())
-        .err()
-        .unwrap()
-        .to_string();
+    let e = train_cmd::run(&a, &mut Vec::new()).err().unwrap().to_string();
+    assert!(e.contains("already exists") && e.contains("--overwrite"), "{e}");
+    let a = train_args(&["--data", "/nonexistent.csv", "--out", s(&out), "--overwrite", "--quiet"]);
+    let e = train_cmd::run(&a, &mut Vec::new()).err().unwrap().to_string();
     assert!(e.contains("not a model directory"), "{e}");
     // A missing data file is named.
     let a = train_args(&["--data", "/nonexistent.csv", "--quiet"]);
@@ -402,10 +280,7 @@ fn explicit_train_save_load_recommend() {
     let mut summary = Vec::new();
     let o = train_cmd::run(&a, &mut summary).unwrap();
     let summary = String::from_utf8(summary).unwrap();
-    assert!(
-        summary.contains("rmse=") && summary.contains("model saved to"),
-        "{summary}"
-    );
+    assert!(summary.contains("rmse=") && summary.contains("model saved to"), "{summary}");
     assert_eq!(o.executor, "in-process");
 
     // Metrics JSON on disk: the documented layout.
@@ -413,37 +288,21 @@ fn explicit_train_save_load_recommend() {
     assert_eq!(m, o.metrics);
     let rmse = m["final"]["rmse"].as_f64().unwrap();
     assert!(rmse > 0.0 && rmse < 1.5, "{rmse}");
-    assert!(
-        m["final"]["mae"].is_f64()
-            && m["final"]["rmse_raw"].is_f64()
-            && m["final"]["mae_raw"].is_f64()
-    );
+    assert!(m["final"]["mae"].is_f64() && m["final"]["rmse_raw"].is_f64() && m["final"]["mae_raw"].is_f64());
     assert!(m["seconds_per_iteration"].as_f64().unwrap() > 0.0);
     let its = m["iterations"].as_array().unwrap();
     assert_eq!(its.len(), 4);
     for (n, it) in its.iter().enumerate() {
         assert_eq!(it["iteration"], n + 1);
-        for key in [
-            "seconds",
-            "objective",
-            "train_rmse",
-            "compute_seconds",
-            "transfer_seconds",
-        ] {
+        for key in ["seconds", "objective", "train_rmse", "compute_seconds", "transfer_seconds"] {
             assert!(it[key].is_f64(), "{key}: {it}");
         }
         assert!(it["bytes_sent"].is_u64() && it["bytes_min"].is_u64());
-        assert_eq!(
-            it.get("rmse").is_some(),
-            (n + 1) % 2 == 0,
-            "eval every 2: {it}"
-        );
+        assert_eq!(it.get("rmse").is_some(), (n + 1) % 2 == 0, "eval every 2: {it}");
     }
     assert_eq!(m["config"]["factors"], 6);
     assert_eq!(
-        m["data"]["n_train"].as_u64().unwrap()
-            + m["data"]["n_test"].as_u64().unwrap()
-            + m["data"]["test_dropped_cold"].as_u64().unwrap(),
+        m["data"]["n_train"].as_u64().unwrap() + m["data"]["n_test"].as_u64().unwrap() + m["data"]["test_dropped_cold"].as_u64().unwrap(),
         4000
     );
     assert_eq!(m["data"]["source"], s(&data));
@@ -461,20 +320,8 @@ fn explicit_train_save_load_recommend() {
 
     // recommend: table, then JSON lines; seen items excluded.
     let user = model.user_ids[0].clone();
-    let cli = parse(&[
-        "recommend",
-        "--model",
-        s(&out),
-        "--user",
-        &user,
-        "-n",
-        "5",
-        "--json",
-    ])
-    .unwrap();
-    let Some(Command::Recommend(r)) = cli.command else {
-        panic!()
-    };
+    let cli = parse(&["recommend", "--model", s(&out), "--user", &user, "-n", "5", "--json"]).unwrap();
+    let Some(Command::Recommend(r)) = cli.command else { panic!() };
     let mut buf = Vec::new();
     recommend_cmd::run(&r, &mut buf).unwrap();
     let lines: Vec<Value> = String::from_utf8(buf)
@@ -483,13 +330,7 @@ fn explicit_train_save_load_recommend() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 5);
-    let seen: Vec<&str> = model
-        .seen
-        .row(0)
-        .0
-        .iter()
-        .map(|&i| model.item_ids[i as usize].as_str())
-        .collect();
+    let seen: Vec<&str> = model.seen.row(0).0.iter().map(|&i| model.item_ids[i as usize].as_str()).collect();
     let mut last = f64::INFINITY;
     for l in &lines {
         let item = l["item"].as_str().unwrap();
@@ -499,49 +340,25 @@ fn explicit_train_save_load_recommend() {
         last = score;
     }
     let cli = parse(&["recommend", "--model", s(&out), "--user", &user, "-n", "3"]).unwrap();
-    let Some(Command::Recommend(r)) = cli.command else {
-        panic!()
-    };
+    let Some(Command::Recommend(r)) = cli.command else { panic!() };
     let mut buf = Vec::new();
     recommend_cmd::run(&r, &mut buf).unwrap();
     let table = String::from_utf8(buf).unwrap();
     assert_eq!(table.lines().count(), 4, "{table}");
-    assert!(
-        table.lines().next().unwrap().contains("rank")
-            && table.contains(lines[0]["item"].as_str().unwrap())
-    );
+    assert!(table.lines().next().unwrap().contains("rank") && table.contains(lines[0]["item"].as_str().unwrap()));
 
     // Unknown user: a clear error naming it.
     let cli = parse(&["recommend", "--model", s(&out), "--user", "no-such-user"]).unwrap();
-    let Some(Command::Recommend(r)) = cli.command else {
-        panic!()
-    };
-    let e = recommend_cmd::run(&r, &mut Vec::new())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("'no-such-user'") && e.contains("not in the model"),
-        "{e}"
-    );
+    let Some(Command::Recommend(r)) = cli.command else { panic!() };
+    let e = recommend_cmd::run(&r, &mut Vec::new()).unwrap_err().to_string();
+    assert!(e.contains("'no-such-user'") && e.contains("not in the model"), "{e}");
 
     // Candidates file restricts the items.
     let cands = dir.path().join("cands.txt");
     let allowed: Vec<String> = model.item_ids.iter().step_by(7).cloned().collect();
     std::fs::write(&cands, format!("{}\nunknown-item\n", allowed.join("\n"))).unwrap();
-    let cli = parse(&[
-        "recommend",
-        "--model",
-        s(&out),
-        "--user",
-        &user,
-        "--items",
-        s(&cands),
-        "--json",
-    ])
-    .unwrap();
-    let Some(Command::Recommend(r)) = cli.command else {
-        panic!()
-    };
+    let cli = parse(&["recommend", "--model", s(&out), "--user", &user, "--items", s(&cands), "--json"]).unwrap();
+    let Some(Command::Recommend(r)) = cli.command else { panic!() };
     let mut buf = Vec::new();
     recommend_cmd::run(&r, &mut buf).unwrap();
     for l in String::from_utf8(buf).unwrap().lines() {
@@ -563,34 +380,19 @@ fn explicit_train_save_load_recommend() {
             let row = &rows[u * 4 + r];
             assert_eq!(row[0], model.user_ids[u]);
             assert_eq!(row[1], (r + 1).to_string());
-            assert_eq!(
-                row[2],
-                model.item_ids[w.index as usize],
-                "user {u} rank {}",
-                r + 1
-            );
+            assert_eq!(row[2], model.item_ids[w.index as usize], "user {u} rank {}", r + 1);
             let score: f32 = row[3].parse().unwrap();
             assert!((score - w.score).abs() < 1e-4, "{score} vs {}", w.score);
         }
     }
     let all_json = dir.path().join("all.jsonl");
     recommend_cmd::recommend_all(&model, 2, true, None, &all_json).unwrap();
-    let first: Value = serde_json::from_str(
-        std::fs::read_to_string(&all_json)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let first: Value = serde_json::from_str(std::fs::read_to_string(&all_json).unwrap().lines().next().unwrap()).unwrap();
     assert_eq!(first["user"], model.user_ids[0].as_str());
     let want = model.recommend(0, 2, true, None);
     let items = first["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
-    assert_eq!(
-        items[0]["item"],
-        model.item_ids[want[0].index as usize].as_str()
-    );
+    assert_eq!(items[0]["item"], model.item_ids[want[0].index as usize].as_str());
     // --all restricted to candidates.
     let cand_rows: Vec<u32> = (0..model.n_items() as u32).step_by(5).collect();
     let all_c = dir.path().join("all_c.csv");
@@ -602,20 +404,8 @@ fn explicit_train_save_load_recommend() {
 
     // similar: by item and by user.
     let item = model.item_ids[3].clone();
-    let cli = parse(&[
-        "similar",
-        "--model",
-        s(&out),
-        "--item",
-        &item,
-        "-n",
-        "4",
-        "--json",
-    ])
-    .unwrap();
-    let Some(Command::Similar(sa)) = cli.command else {
-        panic!()
-    };
+    let cli = parse(&["similar", "--model", s(&out), "--item", &item, "-n", "4", "--json"]).unwrap();
+    let Some(Command::Similar(sa)) = cli.command else { panic!() };
     let mut buf = Vec::new();
     similar_cmd::run(&sa, &mut buf).unwrap();
     let sims: Vec<Value> = String::from_utf8(buf)
@@ -628,18 +418,13 @@ fn explicit_train_save_load_recommend() {
         .iter()
         .all(|v| v["item"] != item.as_str() && v["score"].as_f64().unwrap() <= 1.0 + 1e-6));
     let cli = parse(&["similar", "--model", s(&out), "--user", &user]).unwrap();
-    let Some(Command::Similar(sa)) = cli.command else {
-        panic!()
-    };
+    let Some(Command::Similar(sa)) = cli.command else { panic!() };
     let mut buf = Vec::new();
     similar_cmd::run(&sa, &mut buf).unwrap();
     assert_eq!(String::from_utf8(buf).unwrap().lines().count(), 11);
 
     // A second run into the same directory is refused; --overwrite replaces it.
-    let e = train_cmd::run(&a, &mut Vec::new())
-        .err()
-        .unwrap()
-        .to_string();
+    let e = train_cmd::run(&a, &mut Vec::new()).err().unwrap().to_string();
     assert!(e.contains("already exists"), "{e}");
 }
 
@@ -714,11 +499,5 @@ fn explicit_test_file_and_embedded_default() {
     let text = String::from_utf8(buf).unwrap();
     assert!(o.data.source.contains("embedded"), "{}", o.data.source);
     assert!(text.contains("top-5 recommendations"), "{text}");
-    assert_eq!(
-        text.lines()
-            .filter(|l| l.trim_start().starts_with("user "))
-            .count(),
-        3,
-        "{text}"
-    );
+    assert_eq!(text.lines().filter(|l| l.trim_start().starts_with("user ")).count(), 3, "{text}");
 }

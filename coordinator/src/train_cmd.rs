@@ -6,10 +6,7 @@ use std::path::Path;
 use als_core::data::synth::SynthSpec;
 use als_core::data::Dataset;
 use als_core::model::{save_model, Model};
-use als_core::train::{
-    train, IterationReport, Layouts, LocalExecutor, TestMetrics, TrainConfig, TrainError,
-    TrainResult, TrainState,
-};
+use als_core::train::{train, IterationReport, Layouts, LocalExecutor, TestMetrics, TrainConfig, TrainError, TrainResult, TrainState};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
@@ -40,10 +37,7 @@ pub struct TrainOutcome {
 /// the end (the same rules as the core's `save_model`).
 pub fn check_out_dir(out: &Path, overwrite: bool) -> anyhow::Result<()> {
     if out.file_name().is_none() {
-        bail!(
-            "--out {}: give a directory name (not '.', '..' or a root)",
-            out.display()
-        );
+        bail!("--out {}: give a directory name (not '.', '..' or a root)", out.display());
     }
     let meta = match std::fs::symlink_metadata(out) {
         Ok(m) => m,
@@ -51,10 +45,7 @@ pub fn check_out_dir(out: &Path, overwrite: bool) -> anyhow::Result<()> {
         Err(e) => return Err(e).with_context(|| format!("cannot inspect --out {}", out.display())),
     };
     if !overwrite {
-        bail!(
-            "model directory {} already exists; pass --overwrite to replace it",
-            out.display()
-        );
+        bail!("model directory {} already exists; pass --overwrite to replace it", out.display());
     }
     if !meta.is_dir() {
         bail!("--out {} exists and is not a directory", out.display());
@@ -65,10 +56,7 @@ pub fn check_out_dir(out: &Path, overwrite: bool) -> anyhow::Result<()> {
         .next()
         .is_none();
     if !is_model && !is_empty {
-        bail!(
-            "refusing to replace {}: it is not a model directory (no model.json)",
-            out.display()
-        );
+        bail!("refusing to replace {}: it is not a model directory (no model.json)", out.display());
     }
     Ok(())
 }
@@ -78,9 +66,7 @@ pub fn headline_metric(m: &TestMetrics) -> Option<(String, f64)> {
     if let Some(r) = m.rmse {
         return Some(("rmse".into(), r));
     }
-    m.ranking
-        .as_ref()
-        .map(|r| (format!("ndcg@{}", r.k), r.ndcg))
+    m.ranking.as_ref().map(|r| (format!("ndcg@{}", r.k), r.ndcg))
 }
 
 /// The test metrics of one evaluation as `name=value` pairs (for logs and the summary).
@@ -122,12 +108,14 @@ pub fn run_training(
     let session = match choice {
         ExecutorChoice::InProcess => {
             let mut exec = LocalExecutor::new(ds, layouts.clone());
-            let result = train(ds, cfg, &mut exec, layouts, None, on_iteration)
-                .context("training failed")?;
+            let result = train(ds, cfg, &mut exec, layouts, None, on_iteration).context("training failed")?;
             return Ok((result, choice.label()));
         }
         ExecutorChoice::Workers(addrs) => {
-            let opts = ClientOptions { token: token.map(str::to_owned), ..Default::default() };
+            let opts = ClientOptions {
+                token: token.map(str::to_owned),
+                ..Default::default()
+            };
             ClusterSession::connect(addrs, &opts)?
         }
         ExecutorChoice::Local(n) => ClusterSession::local(*n, &ClientOptions::default())?,
@@ -215,34 +203,14 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> anyhow::Result<TrainOutcome
         );
         Ok(())
     };
-    let trained = run_training(
-        &choice,
-        token.as_deref(),
-        ds,
-        &cfg,
-        &layouts,
-        &mut on_iteration,
-    );
+    let trained = run_training(&choice, token.as_deref(), ds, &cfg, &layouts, &mut on_iteration);
     progress::finish(&bar);
     let (result, executor) = trained?;
 
-    let metrics = metrics_json(
-        &result.reports,
-        &result.final_metrics,
-        &cfg,
-        &input.summary,
-        &executor,
-    );
-    let model = build_model(
-        &result,
-        ds,
-        &cfg,
-        &input.summary.source,
-        &result.final_metrics,
-    );
+    let metrics = metrics_json(&result.reports, &result.final_metrics, &cfg, &input.summary, &executor);
+    let model = build_model(&result, ds, &cfg, &input.summary.source, &result.final_metrics);
     if let Some(dir) = &args.out {
-        save_model(&model, dir, args.overwrite)
-            .with_context(|| format!("cannot save the model to {}", dir.display()))?;
+        save_model(&model, dir, args.overwrite).with_context(|| format!("cannot save the model to {}", dir.display()))?;
         tracing::info!(dir = %dir.display(), "model saved");
     }
     if let Some(path) = &args.metrics_json {
@@ -264,27 +232,14 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> anyhow::Result<TrainOutcome
     Ok(outcome)
 }
 
-fn print_summary(
-    out: &mut dyn Write,
-    o: &TrainOutcome,
-    cfg: &TrainConfig,
-    args: &TrainArgs,
-) -> std::io::Result<()> {
+fn print_summary(out: &mut dyn Write, o: &TrainOutcome, cfg: &TrainConfig, args: &TrainArgs) -> std::io::Result<()> {
     let d = &o.data;
     let spi = crate::report::seconds_per_iteration(&o.result.reports).unwrap_or(0.0);
     writeln!(
         out,
         "trained {} {} model: {} factors, {} iterations, {:.3} s/iteration ({})",
-        if cfg.is_implicit() {
-            "an implicit"
-        } else {
-            "an explicit"
-        },
-        if cfg.is_implicit() {
-            "feedback"
-        } else {
-            "rating"
-        },
+        if cfg.is_implicit() { "an implicit" } else { "an explicit" },
+        if cfg.is_implicit() { "feedback" } else { "rating" },
         cfg.factors,
         o.result.reports.len(),
         spi,
@@ -312,10 +267,7 @@ fn print_summary(
 
 /// The top recommendations of the first users (shown after training on the embedded dataset).
 fn print_demo(out: &mut dyn Write, model: &Model) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "top-{DEMO_TOP_N} recommendations (items the user rated are excluded):"
-    )?;
+    writeln!(out, "top-{DEMO_TOP_N} recommendations (items the user rated are excluded):")?;
     for u in 0..model.n_users().min(DEMO_USERS) {
         let recs = model.recommend(u, DEMO_TOP_N, false, None);
         let items: Vec<String> = recs

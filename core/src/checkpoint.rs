@@ -44,7 +44,10 @@ impl RunSignature {
         let mut c = cfg.clone();
         c.iterations = 0;
         c.eval_every = 0;
-        RunSignature { data_fingerprint: data_fingerprint.to_owned(), settings: serde_json::to_string(&c).expect("config serializes") }
+        RunSignature {
+            data_fingerprint: data_fingerprint.to_owned(),
+            settings: serde_json::to_string(&c).expect("config serializes"),
+        }
     }
 }
 
@@ -59,7 +62,10 @@ struct Header {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io { path: path.to_owned(), source }
+    move |source| CheckpointError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 fn put_f32(buf: &mut Vec<u8>, v: &[f32]) {
@@ -94,7 +100,10 @@ pub fn write_checkpoint(dir: &Path, sig: &RunSignature, state: &TrainState) -> R
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
     tmp.write_all(&buf).map_err(io(&path))?;
     tmp.as_file().sync_all().map_err(io(&path))?;
-    tmp.persist(&path).map_err(|e| CheckpointError::Io { path: path.clone(), source: e.error })?;
+    tmp.persist(&path).map_err(|e| CheckpointError::Io {
+        path: path.clone(),
+        source: e.error,
+    })?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -110,18 +119,25 @@ fn list(dir: &Path) -> Result<Vec<(usize, PathBuf)>, CheckpointError> {
     for e in std::fs::read_dir(dir).map_err(io(dir))? {
         let p = e.map_err(io(dir))?.path();
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if let Some(n) = name.strip_prefix("checkpoint-").and_then(|r| r.strip_suffix(".als")).and_then(|n| n.parse::<usize>().ok()) {
+        if let Some(n) = name
+            .strip_prefix("checkpoint-")
+            .and_then(|r| r.strip_suffix(".als"))
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             out.push((n, p));
         }
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|e| std::cmp::Reverse(e.0));
     Ok(out)
 }
 
 /// Read one checkpoint, verifying its checksum and its signature.
 pub fn read_checkpoint(path: &Path, sig: &RunSignature) -> Result<TrainState, CheckpointError> {
     let bytes = std::fs::read(path).map_err(io(path))?;
-    let corrupt = |m: &str| CheckpointError::Corrupt { path: path.to_owned(), problem: m.to_owned() };
+    let corrupt = |m: &str| CheckpointError::Corrupt {
+        path: path.to_owned(),
+        problem: m.to_owned(),
+    };
     if bytes.len() < MAGIC.len() + 8 + 32 || &bytes[..8] != MAGIC {
         return Err(corrupt("not a checkpoint file"));
     }
@@ -130,19 +146,30 @@ pub fn read_checkpoint(path: &Path, sig: &RunSignature) -> Result<TrainState, Ch
         return Err(corrupt("checksum mismatch"));
     }
     let hlen = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes")) as usize;
-    let h: Header = body.get(16..16 + hlen).and_then(|s| serde_json::from_slice(s).ok()).ok_or_else(|| corrupt("bad header"))?;
+    let h: Header = body
+        .get(16..16 + hlen)
+        .and_then(|s| serde_json::from_slice(s).ok())
+        .ok_or_else(|| corrupt("bad header"))?;
     if h.signature.data_fingerprint != sig.data_fingerprint {
-        return Err(CheckpointError::Mismatch { path: path.to_owned(), problem: "it was written for other training data".into() });
+        return Err(CheckpointError::Mismatch {
+            path: path.to_owned(),
+            problem: "it was written for other training data".into(),
+        });
     }
     if h.signature.settings != sig.settings {
-        return Err(CheckpointError::Mismatch { path: path.to_owned(), problem: "it was written with other hyperparameters".into() });
+        return Err(CheckpointError::Mismatch {
+            path: path.to_owned(),
+            problem: "it was written with other hyperparameters".into(),
+        });
     }
     let mut pos = 16 + hlen;
     let mut take = |n: usize| -> Result<Vec<f32>, CheckpointError> {
         let end = pos + n * 4;
         let s = body.get(pos..end).ok_or_else(|| corrupt("truncated"))?;
         pos = end;
-        Ok(s.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect())
+        Ok(s.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect())
     };
     let u = take(h.n_users * h.k)?;
     let i = take(h.n_items * h.k)?;
@@ -151,8 +178,14 @@ pub fn read_checkpoint(path: &Path, sig: &RunSignature) -> Result<TrainState, Ch
     let mat = |v: Vec<f32>, n| Array2::from_shape_vec((n, h.k), v).map_err(|_| corrupt("bad shape"));
     Ok(TrainState {
         iterations_done: h.iterations_done,
-        users: Factors { matrix: mat(u, h.n_users)?, bias: ub },
-        items: Factors { matrix: mat(i, h.n_items)?, bias: ib },
+        users: Factors {
+            matrix: mat(u, h.n_users)?,
+            bias: ub,
+        },
+        items: Factors {
+            matrix: mat(i, h.n_items)?,
+            bias: ib,
+        },
     })
 }
 
@@ -179,7 +212,11 @@ mod tests {
 
     fn state(it: usize) -> TrainState {
         let ids: Vec<String> = (0..5).map(|i| i.to_string()).collect();
-        TrainState { iterations_done: it, users: init_factors(&ids, Side::Users, it as u64, 3, true), items: init_factors(&ids[..4], Side::Items, 1, 3, true) }
+        TrainState {
+            iterations_done: it,
+            users: init_factors(&ids, Side::Users, it as u64, 3, true),
+            items: init_factors(&ids[..4], Side::Items, 1, 3, true),
+        }
     }
 
     #[test]
@@ -194,12 +231,24 @@ mod tests {
         let (p, s) = latest_checkpoint(dir.path(), &sig).unwrap();
         assert_eq!(s, state(3));
         // More iterations requested: same run.
-        let longer = RunSignature::new("abc", &TrainConfig { iterations: 99, ..cfg.clone() });
+        let longer = RunSignature::new(
+            "abc",
+            &TrainConfig {
+                iterations: 99,
+                ..cfg.clone()
+            },
+        );
         assert!(latest_checkpoint(dir.path(), &longer).is_ok());
         // Other data or settings: refused, never silently used.
-        assert!(matches!(latest_checkpoint(dir.path(), &RunSignature::new("xyz", &cfg)), Err(CheckpointError::Mismatch { .. })));
+        assert!(matches!(
+            latest_checkpoint(dir.path(), &RunSignature::new("xyz", &cfg)),
+            Err(CheckpointError::Mismatch { .. })
+        ));
         let other = RunSignature::new("abc", &TrainConfig { lambda: 0.5, ..cfg });
-        assert!(matches!(latest_checkpoint(dir.path(), &other), Err(CheckpointError::Mismatch { .. })));
+        assert!(matches!(
+            latest_checkpoint(dir.path(), &other),
+            Err(CheckpointError::Mismatch { .. })
+        ));
         // A corrupt newest checkpoint is skipped for the older intact one.
         let mut bytes = std::fs::read(&p).unwrap();
         let n = bytes.len();
@@ -207,8 +256,13 @@ mod tests {
         std::fs::write(&p, bytes).unwrap();
         assert!(matches!(read_checkpoint(&p, &sig), Err(CheckpointError::Corrupt { .. })));
         assert_eq!(latest_checkpoint(dir.path(), &sig).unwrap().1, state(2));
-        assert!(matches!(latest_checkpoint(&dir.path().join("none"), &sig), Err(CheckpointError::NoneFound { .. })));
+        assert!(matches!(
+            latest_checkpoint(&dir.path().join("none"), &sig),
+            Err(CheckpointError::NoneFound { .. })
+        ));
         // No temporary files left behind.
-        assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| e.unwrap().file_name().to_string_lossy().starts_with("checkpoint-")));
+        assert!(std::fs::read_dir(dir.path())
+            .unwrap()
+            .all(|e| e.unwrap().file_name().to_string_lossy().starts_with("checkpoint-")));
     }
 }

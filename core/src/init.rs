@@ -36,7 +36,10 @@ pub fn init_factors(ids: &[String], side: Side, seed: u64, k: usize, biased: boo
             .zip(ids.par_iter())
             .for_each(|(row, id)| init_row(seed, side, id, row));
     }
-    Factors { matrix: m, bias: if biased { vec![0.0; ids.len()] } else { Vec::new() } }
+    Factors {
+        matrix: m,
+        bias: if biased { vec![0.0; ids.len()] } else { Vec::new() },
+    }
 }
 
 #[cfg(test)]

@@ -30,11 +30,7 @@ pub fn rating_metrics(truth: &[f32], predicted: &[f32], clip: Option<(f32, f32)>
     );
     let n = truth.len();
     if n == 0 {
-        return RatingMetrics {
-            rmse: 0.0,
-            mae: 0.0,
-            n: 0,
-        };
+        return RatingMetrics { rmse: 0.0, mae: 0.0, n: 0 };
     }
     let (mut se, mut ae) = (0f64, 0f64);
     for (&t, &p) in truth.iter().zip(predicted) {
@@ -119,10 +115,7 @@ pub fn ranking_metrics(
         }
     };
     let top = topk::top_n_batch(queries.view(), item_factors, k, &exclude);
-    let recommended: Vec<Vec<u32>> = top
-        .into_iter()
-        .map(|v| v.into_iter().map(|s| s.index).collect())
-        .collect();
+    let recommended: Vec<Vec<u32>> = top.into_iter().map(|v| v.into_iter().map(|s| s.index).collect()).collect();
     ranking_metrics_from_lists(&recommended, &relevant, k)
 }
 
@@ -132,16 +125,8 @@ pub fn ranking_metrics(
 ///
 /// Only the first `k` recommendations count. Entries with an empty relevant
 /// list are not evaluated. With no evaluated user (or `k == 0`) every mean is 0.
-pub fn ranking_metrics_from_lists(
-    recommended: &[Vec<u32>],
-    relevant: &[Vec<u32>],
-    k: usize,
-) -> RankingMetrics {
-    assert_eq!(
-        recommended.len(),
-        relevant.len(),
-        "ranking_metrics_from_lists: list counts differ"
-    );
+pub fn ranking_metrics_from_lists(recommended: &[Vec<u32>], relevant: &[Vec<u32>], k: usize) -> RankingMetrics {
+    assert_eq!(recommended.len(), relevant.len(), "ranking_metrics_from_lists: list counts differ");
     let disc: Vec<f64> = (1..=k).map(|r| 1.0 / ((r + 1) as f64).log2()).collect();
     let ideal: Vec<f64> = disc
         .iter()
@@ -157,10 +142,7 @@ pub fn ranking_metrics_from_lists(
             if rel.is_empty() {
                 continue;
             }
-            debug_assert!(
-                rel.windows(2).all(|w| w[0] < w[1]),
-                "relevant list not sorted/deduplicated"
-            );
+            debug_assert!(rel.windows(2).all(|w| w[0] < w[1]), "relevant list not sorted/deduplicated");
             let m = k.min(rel.len());
             let (mut hits, mut ap_u, mut dcg) = (0usize, 0f64, 0f64);
             for (pos, item) in rec.iter().take(k).enumerate() {
@@ -215,14 +197,7 @@ mod tests {
         // Clipped to [1,5]: predictions 1, 5, 3.5, 4 -> errors 0, 0, -0.5, 0; RMSE = sqrt(0.25/4) = 0.25, MAE = 0.125.
         let c = rating_metrics(&truth, &pred, Some((1.0, 5.0)));
         assert!(close(c.rmse, 0.25) && close(c.mae, 0.125), "{c:?}");
-        assert_eq!(
-            rating_metrics(&[], &[], None),
-            RatingMetrics {
-                rmse: 0.0,
-                mae: 0.0,
-                n: 0
-            }
-        );
+        assert_eq!(rating_metrics(&[], &[], None), RatingMetrics { rmse: 0.0, mae: 0.0, n: 0 });
     }
 
     #[test]
@@ -242,10 +217,7 @@ mod tests {
         let ndcg_a = (1.0 / l3 + 0.5) / (1.0 + 1.0 / l3 + 0.5);
         assert_eq!(m.k, 3);
         assert_eq!(m.n_eval_users, 3);
-        assert!(
-            close(m.precision, (2.0 / 3.0 + 1.0 / 3.0 + 0.0) / 3.0),
-            "{m:?}"
-        );
+        assert!(close(m.precision, (2.0 / 3.0 + 1.0 / 3.0 + 0.0) / 3.0), "{m:?}");
         assert!(close(m.recall, (2.0 / 3.0 + 1.0 + 0.0) / 3.0), "{m:?}");
         assert!(close(m.map, (7.0 / 18.0 + 1.0 + 0.0) / 3.0), "{m:?}");
         assert!(close(m.ndcg, (ndcg_a + 1.0 + 0.0) / 3.0), "{m:?}");

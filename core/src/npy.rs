@@ -100,14 +100,7 @@ pub fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
     let shape_txt = match shape {
         [] => "()".to_string(),
         [n] => format!("({n},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
     };
     let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_txt}, }}");
     // Version 1.0 has a 2-byte header length, 2.0 a 4-byte one.
@@ -210,21 +203,14 @@ impl Lit<'_> {
             return Err(format!("expected a string at byte {}", self.p));
         }
         let start = self.p + 1;
-        let end = start
-            + self.s[start..]
-                .iter()
-                .position(|&c| c == q)
-                .ok_or("unterminated string")?;
+        let end = start + self.s[start..].iter().position(|&c| c == q).ok_or("unterminated string")?;
         self.p = end + 1;
-        String::from_utf8(self.s[start..end].to_vec())
-            .map_err(|_| "string is not UTF-8".to_string())
+        String::from_utf8(self.s[start..end].to_vec()).map_err(|_| "string is not UTF-8".to_string())
     }
     fn word(&mut self) -> String {
         self.ws();
         let start = self.p;
-        while self.p < self.s.len()
-            && (self.s[self.p].is_ascii_alphanumeric() || self.s[self.p] == b'_')
-        {
+        while self.p < self.s.len() && (self.s[self.p].is_ascii_alphanumeric() || self.s[self.p] == b'_') {
             self.p += 1;
         }
         String::from_utf8_lossy(&self.s[start..self.p]).into_owned()
@@ -238,10 +224,7 @@ impl Lit<'_> {
             }
             let w = self.word();
             let w = w.strip_suffix('L').unwrap_or(&w);
-            v.push(
-                w.parse::<usize>()
-                    .map_err(|_| format!("bad shape dimension '{w}'"))?,
-            );
+            v.push(w.parse::<usize>().map_err(|_| format!("bad shape dimension '{w}'"))?);
             if !self.eat(b',') {
                 self.expect(b')')?;
                 return Ok(v);
@@ -287,10 +270,7 @@ fn parse_header(text: &[u8]) -> Result<Header, String> {
 /// Read one array of type `T` from `r`; `path` is for messages only.
 ///
 /// Reads exactly the header and the data, then checks that nothing follows.
-pub fn read_npy_from<T: NpyElement>(
-    r: &mut impl Read,
-    path: &Path,
-) -> Result<(Vec<usize>, Vec<T>), NpyError> {
+pub fn read_npy_from<T: NpyElement>(r: &mut impl Read, path: &Path) -> Result<(Vec<usize>, Vec<T>), NpyError> {
     let io_err = |e: io::Error| NpyError::Io {
         path: path.to_path_buf(),
         source: e,
@@ -302,9 +282,7 @@ pub fn read_npy_from<T: NpyElement>(
     let mut pre = [0u8; 8];
     read_full(r, &mut pre).map_err(io_err).and_then(|got| {
         if got < 8 || &pre[..6] != MAGIC {
-            Err(NpyError::BadMagic {
-                path: path.to_path_buf(),
-            })
+            Err(NpyError::BadMagic { path: path.to_path_buf() })
         } else {
             Ok(())
         }
@@ -346,9 +324,7 @@ pub fn read_npy_from<T: NpyElement>(
         });
     }
     if h.fortran && h.shape.len() > 1 {
-        return Err(NpyError::FortranOrder {
-            path: path.to_path_buf(),
-        });
+        return Err(NpyError::FortranOrder { path: path.to_path_buf() });
     }
     let count = h
         .shape
@@ -459,14 +435,11 @@ mod tests {
 
         let mut v = Vec::new();
         write_npy_u32(&mut v, &[3], &[1, 2, 3]).unwrap();
-        assert!(v.starts_with(
-            b"\x93NUMPY\x01\x00\x76\x00{'descr': '<u4', 'fortran_order': False, 'shape': (3,), }"
-        ));
+        assert!(v.starts_with(b"\x93NUMPY\x01\x00\x76\x00{'descr': '<u4', 'fortran_order': False, 'shape': (3,), }"));
         assert_eq!(v.len(), 128 + 12);
         let mut v = Vec::new();
         write_npy_i64(&mut v, &[], &[7]).unwrap();
-        assert!(String::from_utf8_lossy(&v[..128])
-            .contains("{'descr': '<i8', 'fortran_order': False, 'shape': (), }"));
+        assert!(String::from_utf8_lossy(&v[..128]).contains("{'descr': '<i8', 'fortran_order': False, 'shape': (), }"));
         assert_eq!(v.len(), 128 + 8);
         assert!(write_npy_f32(&mut Vec::new(), &[2, 2], &[1.0]).is_err());
     }
@@ -518,32 +491,19 @@ mod tests {
 
         // Truncated data.
         std::fs::write(&p, &v[..v.len() - 1]).unwrap();
-        assert!(matches!(
-            read_npy_f32(&p),
-            Err(NpyError::Truncated {
-                expected: 8,
-                found: 7,
-                ..
-            })
-        ));
+        assert!(matches!(read_npy_f32(&p), Err(NpyError::Truncated { expected: 8, found: 7, .. })));
         // Trailing data.
         let mut t = v.clone();
         t.push(0);
         std::fs::write(&p, &t).unwrap();
-        assert!(matches!(
-            read_npy_f32(&p),
-            Err(NpyError::TrailingData { .. })
-        ));
+        assert!(matches!(read_npy_f32(&p), Err(NpyError::TrailingData { .. })));
         // Bad magic, unknown version, Fortran order, big endian.
         std::fs::write(&p, b"PK\x03\x04 not numpy").unwrap();
         assert!(matches!(read_npy_f32(&p), Err(NpyError::BadMagic { .. })));
         let mut w = v.clone();
         w[6] = 9;
         std::fs::write(&p, &w).unwrap();
-        assert!(matches!(
-            read_npy_f32(&p),
-            Err(NpyError::UnsupportedVersion { major: 9, .. })
-        ));
+        assert!(matches!(read_npy_f32(&p), Err(NpyError::UnsupportedVersion { major: 9, .. })));
         let mut buf = Vec::new();
         write_npy_f32(&mut buf, &[1, 2], &[1.0, 2.0]).unwrap();
         let replace = |from: &[u8], to: &[u8]| {
@@ -553,33 +513,19 @@ mod tests {
             b
         };
         std::fs::write(&p, replace(b"False", b"True ")).unwrap();
-        assert!(matches!(
-            read_npy_f32(&p),
-            Err(NpyError::FortranOrder { .. })
-        ));
+        assert!(matches!(read_npy_f32(&p), Err(NpyError::FortranOrder { .. })));
         std::fs::write(&p, replace(b"<f4", b">f4")).unwrap();
-        assert!(matches!(
-            read_npy_f32(&p),
-            Err(NpyError::UnsupportedDtype { .. })
-        ));
+        assert!(matches!(read_npy_f32(&p), Err(NpyError::UnsupportedDtype { .. })));
         let e = read_npy_f32(&dir.path().join("missing.npy")).unwrap_err();
-        assert!(
-            matches!(e, NpyError::Io { .. }) && e.to_string().contains("missing.npy"),
-            "{e}"
-        );
+        assert!(matches!(e, NpyError::Io { .. }) && e.to_string().contains("missing.npy"), "{e}");
         assert!(check_shape(&p, &[2, 3], &[2, 3]).is_ok());
-        assert!(matches!(
-            check_shape(&p, &[3, 2], &[2, 3]),
-            Err(NpyError::ShapeMismatch { .. })
-        ));
+        assert!(matches!(check_shape(&p, &[3, 2], &[2, 3]), Err(NpyError::ShapeMismatch { .. })));
     }
 
     /// numpy reads what we write and we read what numpy writes (skipped without numpy).
     #[test]
     fn numpy_interop() {
-        let py = std::process::Command::new("python3")
-            .args(["-c", "import numpy"])
-            .output();
+        let py = std::process::Command::new("python3").args(["-c", "import numpy"]).output();
         if !matches!(py, Ok(ref o) if o.status.success()) {
             eprintln!("numpy not available; skipping");
             return;
@@ -587,12 +533,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("ours.npy");
         let b = dir.path().join("theirs.npy");
-        write_npy_f32(
-            &mut File::create(&a).unwrap(),
-            &[2, 3],
-            &[1.0, 2.0, 3.0, 4.0, 5.5, -6.0],
-        )
-        .unwrap();
+        write_npy_f32(&mut File::create(&a).unwrap(), &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.5, -6.0]).unwrap();
         let script = format!(
             "import numpy as np\n\
              a = np.load(r'{}')\n\
@@ -602,29 +543,16 @@ mod tests {
             a.display(),
             b.display()
         );
-        let out = std::process::Command::new("python3")
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            read_npy_i64(&b).unwrap(),
-            (vec![3, 4], (0..12).collect::<Vec<i64>>())
-        );
+        let out = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(read_npy_i64(&b).unwrap(), (vec![3, 4], (0..12).collect::<Vec<i64>>()));
         // Byte-identical to numpy.save for the same array.
         let c = dir.path().join("same.npy");
         let script = format!(
             "import numpy as np\nnp.save(r'{}', np.array([[1, 2, 3], [4, 5.5, -6]], dtype='<f4'))\n",
             c.display()
         );
-        let out = std::process::Command::new("python3")
-            .args(["-c", &script])
-            .output()
-            .unwrap();
+        let out = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
         assert!(out.status.success());
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
     }

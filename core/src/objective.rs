@@ -35,7 +35,14 @@ fn reg_term(p: &SolveParams, f: &Factors, counts: &Csr) -> f64 {
 /// Explicit: Σ(r − r̂)² + Σᵤ λᵤ(‖pᵤ‖² + bᵤ²) + Σᵢ λᵢ(‖qᵢ‖² + bᵢ²).
 /// Implicit (Hu et al.): Σ over ALL pairs cᵤᵢ(pᵤᵢ − xᵤᵀyᵢ)² + the same regularization,
 /// computed with YᵀY so it costs O(nnz·k + n·k²).
-pub fn objective(p: &SolveParams, by_user: &Csr, by_item: &Csr, users: &Factors, items: &Factors, item_gram: Option<&[f64]>) -> ObjectiveValue {
+pub fn objective(
+    p: &SolveParams,
+    by_user: &Csr,
+    by_item: &Csr,
+    users: &Factors,
+    items: &Factors,
+    item_gram: Option<&[f64]>,
+) -> ObjectiveValue {
     let k = p.factors;
     let rows: Vec<(f64, f64)> = (0..by_user.n_rows())
         .into_par_iter()
@@ -81,5 +88,8 @@ pub fn objective(p: &SolveParams, by_user: &Csr, by_item: &Csr, users: &Factors,
         .collect();
     let (loss, sq) = ordered_sum(rows);
     let reg = reg_term(p, users, by_user) + reg_term(p, items, by_item);
-    ObjectiveValue { objective: loss + reg, train_rmse: (sq / by_user.nnz().max(1) as f64).sqrt() }
+    ObjectiveValue {
+        objective: loss + reg,
+        train_rmse: (sq / by_user.nnz().max(1) as f64).sqrt(),
+    }
 }

@@ -106,10 +106,7 @@ impl TopN {
                 // NaN compares false, and an equal score loses on its higher index).
                 let t = self.worst_score;
                 while i + CHUNK <= end {
-                    if scores[i..i + CHUNK]
-                        .iter()
-                        .fold(false, |any, &x| any | (x > t))
-                    {
+                    if scores[i..i + CHUNK].iter().fold(false, |any, &x| any | (x > t)) {
                         break;
                     }
                     i += CHUNK;
@@ -144,10 +141,7 @@ impl TopN {
 ///
 /// Duplicates and out-of-range entries in `exclude` are harmless.
 pub fn top_n_of_scores(scores: &[f32], n: usize, exclude: &[u32]) -> Vec<Scored> {
-    assert!(
-        scores.len() < u32::MAX as usize,
-        "top_n_of_scores: too many scores for u32 indices"
-    );
+    assert!(scores.len() < u32::MAX as usize, "top_n_of_scores: too many scores for u32 indices");
     if n == 0 {
         return Vec::new();
     }
@@ -195,10 +189,7 @@ pub fn top_n_batch<'a>(
     let (q, k) = queries.dim();
     let (t, k2) = targets.dim();
     assert_eq!(k, k2, "top_n_batch: queries have {k} columns, targets {k2}");
-    assert!(
-        t < u32::MAX as usize,
-        "top_n_batch: too many targets for u32 indices"
-    );
+    assert!(t < u32::MAX as usize, "top_n_batch: too many targets for u32 indices");
     if q == 0 {
         return Vec::new();
     }
@@ -214,19 +205,11 @@ pub fn top_n_batch<'a>(
             let r1 = (r0 + rows).min(q);
             // Row-major scores whatever the layouts of the inputs.
             let mut scores = Array2::<f32>::zeros((r1 - r0, t));
-            general_mat_mul(
-                1.0,
-                &queries.slice(s![r0..r1, ..]),
-                &targets_t,
-                0.0,
-                &mut scores,
-            );
+            general_mat_mul(1.0, &queries.slice(s![r0..r1, ..]), &targets_t, 0.0, &mut scores);
             scores
                 .axis_iter(Axis(0))
                 .enumerate()
-                .map(|(j, row)| {
-                    top_n_of_scores(row.as_slice().expect("standard layout"), n, exclude(r0 + j))
-                })
+                .map(|(j, row)| top_n_of_scores(row.as_slice().expect("standard layout"), n, exclude(r0 + j)))
                 .collect()
         })
         .collect();
@@ -274,10 +257,7 @@ mod tests {
             .iter()
             .enumerate()
             .filter(|(i, _)| !exclude.contains(&(*i as u32)))
-            .map(|(i, &s)| Scored {
-                index: i as u32,
-                score: s,
-            })
+            .map(|(i, &s)| Scored { index: i as u32, score: s })
             .collect();
         v.sort_by(|a, b| {
             let (x, y) = (a.score, b.score);
@@ -307,26 +287,14 @@ mod tests {
     #[test]
     fn ties_go_to_lower_index_and_nan_never_wins() {
         let s = [1.0, 3.0, f32::NAN, 3.0, -0.0, 0.0, f32::NEG_INFINITY, 3.0];
-        let got: Vec<u32> = top_n_of_scores(&s, 8, &[])
-            .iter()
-            .map(|x| x.index)
-            .collect();
+        let got: Vec<u32> = top_n_of_scores(&s, 8, &[]).iter().map(|x| x.index).collect();
         assert_eq!(got, vec![1, 3, 7, 0, 4, 5, 6, 2]);
-        let got: Vec<u32> = top_n_of_scores(&s, 2, &[1])
-            .iter()
-            .map(|x| x.index)
-            .collect();
+        let got: Vec<u32> = top_n_of_scores(&s, 2, &[1]).iter().map(|x| x.index).collect();
         assert_eq!(got, vec![3, 7]);
         // -0.0 and 0.0 tie: lower index first whichever is pushed first.
-        let got: Vec<u32> = top_n_of_scores(&[0.0, -0.0], 1, &[])
-            .iter()
-            .map(|x| x.index)
-            .collect();
+        let got: Vec<u32> = top_n_of_scores(&[0.0, -0.0], 1, &[]).iter().map(|x| x.index).collect();
         assert_eq!(got, vec![0]);
-        let got: Vec<u32> = top_n_of_scores(&[-0.0, 0.0], 1, &[])
-            .iter()
-            .map(|x| x.index)
-            .collect();
+        let got: Vec<u32> = top_n_of_scores(&[-0.0, 0.0], 1, &[]).iter().map(|x| x.index).collect();
         assert_eq!(got, vec![0]);
         assert!(top_n_of_scores(&s, 0, &[]).is_empty());
         assert!(top_n_of_scores(&[], 3, &[]).is_empty());
@@ -386,11 +354,7 @@ mod tests {
             for r in 0..q {
                 // Brute-force scores in f64; compare the ranking of indices.
                 let s: Vec<f32> = (0..t)
-                    .map(|j| {
-                        (0..k)
-                            .map(|c| qm[[r, c]] as f64 * tm[[j, c]] as f64)
-                            .sum::<f64>() as f32
-                    })
+                    .map(|j| (0..k).map(|c| qm[[r, c]] as f64 * tm[[j, c]] as f64).sum::<f64>() as f32)
                     .collect();
                 let want = brute(&s, n, &excl[r]);
                 let gi: Vec<u32> = got[r].iter().map(|x| x.index).collect();
@@ -409,10 +373,7 @@ mod tests {
         let tm = ndarray::arr2(&[[0.0f32, 1.0], [1.0, 0.0], [0.5, 0.5], [1.0, 0.0]]);
         let qt = ndarray::arr2(&[[1.0f32, 2.0], [0.0, 0.0]]); // queries (1,0) and (2,0)
         let got = top_n_batch(qt.t(), tm.view(), 3, &|r| if r == 0 { &[] } else { &[1] });
-        let idx: Vec<Vec<u32>> = got
-            .iter()
-            .map(|v| v.iter().map(|s| s.index).collect())
-            .collect();
+        let idx: Vec<Vec<u32>> = got.iter().map(|v| v.iter().map(|s| s.index).collect()).collect();
         assert_eq!(idx, vec![vec![1, 3, 2], vec![3, 2, 0]]);
         assert_eq!(got[1][0].score, 2.0);
     }

@@ -24,9 +24,15 @@ macro_rules! packing {
 
         pub fn $from(field: &'static str, b: &[u8]) -> Result<Vec<$t>, CodecError> {
             if b.len() % $w != 0 {
-                return Err(CodecError { field, len: b.len(), width: $w });
+                return Err(CodecError {
+                    field,
+                    len: b.len(),
+                    width: $w,
+                });
             }
-            Ok(b.chunks_exact($w).map(|c| <$t>::from_le_bytes(c.try_into().expect("exact chunk"))).collect())
+            Ok(b.chunks_exact($w)
+                .map(|c| <$t>::from_le_bytes(c.try_into().expect("exact chunk")))
+                .collect())
         }
     };
 }

@@ -84,7 +84,10 @@ pub fn params_from_spec(s: &pb::SolverSpec) -> Result<SolveParams, String> {
             if !s.global_mean.is_finite() {
                 return Err("global mean is not finite".into());
             }
-            Feedback::Explicit { biased: s.biased, global_mean: s.global_mean }
+            Feedback::Explicit {
+                biased: s.biased,
+                global_mean: s.global_mean,
+            }
         }
         "implicit" => {
             let alpha = finite_nonneg("alpha", s.alpha)?;
@@ -100,14 +103,23 @@ pub fn params_from_spec(s: &pb::SolverSpec) -> Result<SolveParams, String> {
     };
     let solver = match s.solver.as_str() {
         "cholesky" => SolverKind::Cholesky,
-        "cg" if s.cg_steps > 0 && s.cg_steps <= 1000 => SolverKind::Cg { steps: s.cg_steps as usize },
+        "cg" if s.cg_steps > 0 && s.cg_steps <= 1000 => SolverKind::Cg {
+            steps: s.cg_steps as usize,
+        },
         "cg" => return Err(format!("cg steps must be in 1..=1000, got {}", s.cg_steps)),
         other => return Err(format!("unknown solver '{other}'")),
     };
     if matches!(feedback, Feedback::Explicit { .. }) && matches!(solver, SolverKind::Cg { .. }) {
         return Err("the cg solver applies to implicit feedback only".into());
     }
-    Ok(SolveParams { factors: s.factors as usize, lambda, reg_scaling, feedback, solver, backend })
+    Ok(SolveParams {
+        factors: s.factors as usize,
+        lambda,
+        reg_scaling,
+        feedback,
+        solver,
+        backend,
+    })
 }
 
 #[cfg(test)]
@@ -120,12 +132,22 @@ mod tests {
             factors: 8,
             lambda: 0.1,
             reg_scaling: RegScaling::None,
-            feedback: Feedback::Implicit { alpha: 4.0, confidence: Confidence::Log { epsilon: 0.5 } },
+            feedback: Feedback::Implicit {
+                alpha: 4.0,
+                confidence: Confidence::Log { epsilon: 0.5 },
+            },
             solver: SolverKind::Cg { steps: 3 },
             backend: Backend::Faer,
         };
         assert_eq!(params_from_spec(&spec_from_params(&p)).unwrap(), p);
-        let e = SolveParams { feedback: Feedback::Explicit { biased: true, global_mean: 3.5 }, solver: SolverKind::Cholesky, ..p };
+        let e = SolveParams {
+            feedback: Feedback::Explicit {
+                biased: true,
+                global_mean: 3.5,
+            },
+            solver: SolverKind::Cholesky,
+            ..p
+        };
         assert_eq!(params_from_spec(&spec_from_params(&e)).unwrap(), e);
         let mut bad = spec_from_params(&p);
         bad.lambda = f32::NAN;

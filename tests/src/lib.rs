@@ -14,7 +14,11 @@ pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
     let p = dir.join(name);
-    assert!(p.exists(), "{} is missing: build the binaries first (cargo build --bins)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: build the binaries first (cargo build --bins)",
+        p.display()
+    );
     p
 }
 
@@ -28,7 +32,10 @@ impl WorkerProc {
     /// Start `worker --listen 127.0.0.1:0` with `args` and wait for its address.
     pub fn start(token: Option<&str>, extra: &[&str]) -> WorkerProc {
         let mut cmd = Command::new(binary("worker"));
-        cmd.args(["--listen", "127.0.0.1:0", "--threads", "1"]).args(extra).stdout(Stdio::piped()).stderr(Stdio::null());
+        cmd.args(["--listen", "127.0.0.1:0", "--threads", "1"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
         cmd.env_remove("ALS_TOKEN");
         if let Some(t) = token {
             cmd.env("ALS_TOKEN", t);
@@ -66,7 +73,11 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> (bool, String, St
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
             let out = child.wait_with_output().expect("output");
-            return (status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into());
+            return (
+                status.success(),
+                String::from_utf8_lossy(&out.stdout).into(),
+                String::from_utf8_lossy(&out.stderr).into(),
+            );
         }
         if start.elapsed() > limit {
             let _ = child.kill();

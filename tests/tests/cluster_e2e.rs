@@ -13,7 +13,14 @@ const TOKEN: &str = "e2e-token";
 fn generate(dir: &Path, users: u32, items: u32, ratings: u32) -> std::path::PathBuf {
     let data = dir.join("ratings.csv");
     let mut cmd = Command::new(binary("coordinator"));
-    cmd.args(["generate", "--out"]).arg(&data).args(["--users", &users.to_string(), "--items", &items.to_string(), "--ratings", &ratings.to_string()]);
+    cmd.args(["generate", "--out"]).arg(&data).args([
+        "--users",
+        &users.to_string(),
+        "--items",
+        &items.to_string(),
+        "--ratings",
+        &ratings.to_string(),
+    ]);
     let (ok, _, err) = run_with_timeout(&mut cmd, Duration::from_secs(60));
     assert!(ok, "generate failed: {err}");
     data
@@ -21,13 +28,23 @@ fn generate(dir: &Path, users: u32, items: u32, ratings: u32) -> std::path::Path
 
 fn train(data: &Path, out: &Path, extra: &[&str], executor: &[String]) -> (bool, String) {
     let mut cmd = Command::new(binary("coordinator"));
-    cmd.arg("--data").arg(data).arg("--out").arg(out).args(["--factors", "8", "--quiet"]).args(extra).args(executor).env("ALS_TOKEN", TOKEN);
+    cmd.arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .args(["--factors", "8", "--quiet"])
+        .args(extra)
+        .args(executor)
+        .env("ALS_TOKEN", TOKEN);
     let (ok, _, err) = run_with_timeout(&mut cmd, Duration::from_secs(120));
     (ok, err)
 }
 
 fn factors(dir: &Path) -> (Vec<u8>, Vec<u8>) {
-    (std::fs::read(dir.join("user_factors.npy")).unwrap(), std::fs::read(dir.join("item_factors.npy")).unwrap())
+    (
+        std::fs::read(dir.join("user_factors.npy")).unwrap(),
+        std::fs::read(dir.join("item_factors.npy")).unwrap(),
+    )
 }
 
 #[test]
@@ -38,7 +55,20 @@ fn three_worker_processes_train_the_single_process_model() {
     let addrs = workers.iter().map(|w| w.addr.clone()).collect::<Vec<_>>().join(",");
     for (name, extra) in [
         ("explicit", vec!["--iterations", "10"]),
-        ("implicit", vec!["--iterations", "10", "--implicit", "--alpha", "5", "--solver", "cg", "--reg-scaling", "none"]),
+        (
+            "implicit",
+            vec![
+                "--iterations",
+                "10",
+                "--implicit",
+                "--alpha",
+                "5",
+                "--solver",
+                "cg",
+                "--reg-scaling",
+                "none",
+            ],
+        ),
     ] {
         let single = tmp.path().join(format!("{name}-single"));
         let cluster = tmp.path().join(format!("{name}-cluster"));
@@ -46,7 +76,10 @@ fn three_worker_processes_train_the_single_process_model() {
         assert!(ok, "{name} in-process: {err}");
         let (ok, err) = train(&data, &cluster, &extra, &["--workers".into(), addrs.clone()]);
         assert!(ok, "{name} on workers: {err}");
-        assert!(factors(&single) == factors(&cluster), "{name}: cluster factors differ from the single-process ones");
+        assert!(
+            factors(&single) == factors(&cluster),
+            "{name}: cluster factors differ from the single-process ones"
+        );
     }
 }
 
@@ -82,8 +115,18 @@ fn a_killed_worker_process_does_not_change_the_model() {
         let addrs = workers.iter().map(|w| w.addr.clone()).collect::<Vec<_>>().join(",");
         let out = tmp.path().join(format!("cluster-{}", marker.replace([' ', '='], "_")));
         let mut cmd = Command::new(binary("coordinator"));
-        cmd.arg("--data").arg(&data).arg("--out").arg(&out).args(["--factors", "8", "--quiet", "--workers", &addrs]).args(extra).env("ALS_TOKEN", TOKEN);
-        let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        cmd.arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .args(["--factors", "8", "--quiet", "--workers", &addrs])
+            .args(extra)
+            .env("ALS_TOKEN", TOKEN);
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         let mut log = String::new();
         let mut seen = 0;
         for line in BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok) {
@@ -101,7 +144,10 @@ fn a_killed_worker_process_does_not_change_the_model() {
         assert!(seen >= nth, "marker '{marker}' never seen:\n{log}");
         assert!(status.success(), "killed at '{marker}':\n{log}");
         assert!(log.contains("worker lost"), "the loss was not noticed:\n{log}");
-        assert!(factors(&single) == factors(&out), "killed at '{marker}': model differs from the fault-free one");
+        assert!(
+            factors(&single) == factors(&out),
+            "killed at '{marker}': model differs from the fault-free one"
+        );
     }
 }
 

@@ -22,7 +22,13 @@ fn explicit_als_beats_surprise_svd_on_ml100k_u1() {
         eprintln!("shared/data/ml-100k not found; skipping");
         return;
     };
-    let cfg = TrainConfig { factors: 64, iterations: 15, lambda: 0.1, eval_every: 0, ..Default::default() };
+    let cfg = TrainConfig {
+        factors: 64,
+        iterations: 15,
+        lambda: 0.1,
+        eval_every: 0,
+        ..Default::default()
+    };
     let layouts = Layouts::for_dataset(&ds, cfg.blocks);
     let mut exec = LocalExecutor::new(&ds, layouts.clone());
     let res = train(&ds, &cfg, &mut exec, &layouts, None, &mut |_, _| Ok(())).unwrap();

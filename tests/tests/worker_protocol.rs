@@ -36,7 +36,11 @@ fn handshake_token_job_and_validation() {
     let w = WorkerProc::start(Some("s3cret"), &[]);
     rt().block_on(async {
         let mut c = WorkerClient::connect(format!("http://{}", w.addr)).await.unwrap();
-        let hs = |v| HandshakeRequest { protocol_version: v, coordinator: "test".into(), required_capabilities: vec![] };
+        let hs = |v| HandshakeRequest {
+            protocol_version: v,
+            coordinator: "test".into(),
+            required_capabilities: vec![],
+        };
 
         // No token, wrong token: refused.
         let e = c.handshake(hs(PROTOCOL_VERSION)).await.unwrap_err();
@@ -52,7 +56,13 @@ fn handshake_token_job_and_validation() {
         assert_eq!(ok.protocol_version, PROTOCOL_VERSION);
         assert!(ok.capabilities.iter().any(|c| c == "implicit"));
 
-        let start = |id: &str| StartJobRequest { protocol_version: PROTOCOL_VERSION, job_id: id.into(), spec: Some(spec()), n_users: 10, n_items: 5 };
+        let start = |id: &str| StartJobRequest {
+            protocol_version: PROTOCOL_VERSION,
+            job_id: id.into(),
+            spec: Some(spec()),
+            n_users: 10,
+            n_items: 5,
+        };
         c.start_job(authed(start("job-a"), "s3cret")).await.unwrap();
         // A second job while the first is active: refused.
         let e = c.start_job(authed(start("job-b"), "s3cret")).await.unwrap_err();
@@ -74,10 +84,17 @@ fn handshake_token_job_and_validation() {
             bias: als_proto::codec::f32_bytes(&[0.0]),
         };
         // Another job's id: refused.
-        let e = c.assign_block(authed(tokio_stream::iter(vec![block("job-b", 1, vec![0, 1])]), "s3cret")).await.unwrap_err();
+        let e = c
+            .assign_block(authed(tokio_stream::iter(vec![block("job-b", 1, vec![0, 1])]), "s3cret"))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition);
         // Column outside the needed rows, unsorted columns, more rows than the job: invalid.
-        for bad in [block("job-a", 1, vec![0, 2]), block("job-a", 1, vec![1, 0]), block("job-a", 11, vec![0])] {
+        for bad in [
+            block("job-a", 1, vec![0, 2]),
+            block("job-a", 1, vec![1, 0]),
+            block("job-a", 11, vec![0]),
+        ] {
             let e = c.assign_block(authed(tokio_stream::iter(vec![bad]), "s3cret")).await.unwrap_err();
             assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
         }
@@ -92,7 +109,9 @@ fn handshake_token_job_and_validation() {
         let e = c.assign_block(authed(tokio_stream::iter(vec![big]), "s3cret")).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
         // A valid block is accepted.
-        c.assign_block(authed(tokio_stream::iter(vec![block("job-a", 1, vec![0, 1])]), "s3cret")).await.unwrap();
+        c.assign_block(authed(tokio_stream::iter(vec![block("job-a", 1, vec![0, 1])]), "s3cret"))
+            .await
+            .unwrap();
     });
 }
 

@@ -10,7 +10,9 @@ pub struct TokenCheck {
 
 impl TokenCheck {
     pub fn new(token: Option<String>) -> Self {
-        TokenCheck { token: token.map(|t| std::sync::Arc::from(t.into_bytes())) }
+        TokenCheck {
+            token: token.map(|t| std::sync::Arc::from(t.into_bytes())),
+        }
     }
 
     pub fn check(&self, req: &Request<()>) -> Result<(), Status> {

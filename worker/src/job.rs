@@ -76,7 +76,11 @@ impl SideBlocks {
         u.dedup();
         for b in self.blocks.values_mut() {
             // `needed` is ascending, so positions in the union keep the column order of every row.
-            let pos: Vec<u32> = b.needed.iter().map(|g| u.binary_search(g).expect("needed row is in the union") as u32).collect();
+            let pos: Vec<u32> = b
+                .needed
+                .iter()
+                .map(|g| u.binary_search(g).expect("needed row is in the union") as u32)
+                .collect();
             b.union_columns = b.columns.iter().map(|&c| pos[c as usize]).collect();
         }
         self.union = u;
@@ -170,13 +174,23 @@ impl Job {
             return invalid(format!("block of {n_rows} rows exceeds the {n_side} {} of the job", side.name()));
         }
         if n_needed as u64 > n_other {
-            return invalid(format!("block needs {n_needed} rows of {} but the job has {n_other}", side.other().name()));
+            return invalid(format!(
+                "block needs {n_needed} rows of {} but the job has {n_other}",
+                side.other().name()
+            ));
         }
         if nnz > n_rows as u64 * n_needed as u64 {
             return invalid(format!("block declares {nnz} ratings for {n_rows} rows × {n_needed} columns"));
         }
         let bias = if self.biased() { n_rows as u64 * 4 } else { 0 };
-        Ok([(n_rows as u64 + 1) * 4, nnz * 4, nnz * 4, n_needed as u64 * 4, n_rows as u64 * k * 4, bias])
+        Ok([
+            (n_rows as u64 + 1) * 4,
+            nnz * 4,
+            nnz * 4,
+            n_needed as u64 * 4,
+            n_rows as u64 * k * 4,
+            bias,
+        ])
     }
 
     /// Store a block after checking every field.
@@ -186,7 +200,12 @@ impl Job {
         let n = d.n_rows as usize;
         let nnz = usize::try_from(d.nnz).map_err(|_| JobError::Invalid("nnz too large".into()))?;
         if d.row_start.checked_add(d.n_rows as u64).is_none_or(|e| e > n_side) {
-            return invalid(format!("rows {}..+{} outside the job's {n_side} {}", d.row_start, d.n_rows, side.name()));
+            return invalid(format!(
+                "rows {}..+{} outside the job's {n_side} {}",
+                d.row_start,
+                d.n_rows,
+                side.name()
+            ));
         }
         if d.indptr.len() != n + 1 {
             return invalid(format!("indptr has {} entries, expected {}", d.indptr.len(), n + 1));
@@ -195,7 +214,11 @@ impl Job {
             return invalid("indptr must start at 0, not decrease, and end at nnz");
         }
         if d.columns.len() != nnz || d.values.len() != nnz {
-            return invalid(format!("{} columns and {} values for {nnz} ratings", d.columns.len(), d.values.len()));
+            return invalid(format!(
+                "{} columns and {} values for {nnz} ratings",
+                d.columns.len(),
+                d.values.len()
+            ));
         }
         if d.needed.len() != d.n_needed as usize {
             return invalid(format!("needed has {} rows, header says {}", d.needed.len(), d.n_needed));
@@ -224,7 +247,11 @@ impl Job {
         }
         let s = self.side_mut(side);
         let end = d.row_start + d.n_rows as u64;
-        if let Some((id, _)) = s.blocks.iter().find(|(&id, b)| id != d.block && d.row_start < b.row_start + b.n_rows as u64 && b.row_start < end) {
+        if let Some((id, _)) = s
+            .blocks
+            .iter()
+            .find(|(&id, b)| id != d.block && d.row_start < b.row_start + b.n_rows as u64 && b.row_start < end)
+        {
             return invalid(format!("rows overlap block {id}"));
         }
         s.blocks.insert(
@@ -291,9 +318,17 @@ impl Job {
 
     /// Solve every block of `side` against the pushed fixed factors of `step`.
     pub fn solve(&mut self, side: Side, step: u64) -> Result<Vec<SolvedBlock>, JobError> {
-        let fixed = self.fixed.take().ok_or_else(|| JobError::NotReady("no factors pushed for this step".into()))?;
+        let fixed = self
+            .fixed
+            .take()
+            .ok_or_else(|| JobError::NotReady("no factors pushed for this step".into()))?;
         if fixed.side != side.other() || fixed.step != step {
-            let msg = format!("pushed factors are for {} step {}, solve asks {} step {step}", fixed.side.name(), fixed.step, side.other().name());
+            let msg = format!(
+                "pushed factors are for {} step {}, solve asks {} step {step}",
+                fixed.side.name(),
+                fixed.step,
+                side.other().name()
+            );
             self.fixed = Some(fixed);
             return Err(JobError::NotReady(msg));
         }
@@ -301,7 +336,10 @@ impl Job {
         let implicit = self.implicit();
         let biased = self.biased();
         let k = params.factors;
-        let fx = FixedSide { factors: &fixed.factors, bias: &fixed.bias };
+        let fx = FixedSide {
+            factors: &fixed.factors,
+            bias: &fixed.bias,
+        };
         let mut out = Vec::new();
         for (&id, b) in self.side_mut(side).blocks.iter_mut() {
             // A later step means the previous solve was accepted: it becomes the warm start.
@@ -313,9 +351,20 @@ impl Job {
             }
             let mut f = b.factors.clone();
             let mut bias = b.bias.clone();
-            let rows = RowsView { indptr: &b.indptr, indices: &b.union_columns, values: &b.values };
-            solve_rows(&params, rows, fx, fixed.gram.as_deref(), &mut f, biased.then_some(bias.as_mut_slice()))
-                .map_err(|e| JobError::Solve(format!("block {id}: {e}")))?;
+            let rows = RowsView {
+                indptr: &b.indptr,
+                indices: &b.union_columns,
+                values: &b.values,
+            };
+            solve_rows(
+                &params,
+                rows,
+                fx,
+                fixed.gram.as_deref(),
+                &mut f,
+                biased.then_some(bias.as_mut_slice()),
+            )
+            .map_err(|e| JobError::Solve(format!("block {id}: {e}")))?;
             out.push(SolvedBlock {
                 block: id,
                 row_start: b.row_start,

@@ -36,11 +36,18 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("cannot size the thread pool")?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .context("cannot size the thread pool")?;
     let token = auth::resolve_token(args.token_file.as_deref())?;
     let addr = server::parse_listen(&args.listen)?;
-    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     if token.is_none() && !server::is_loopback(&local) && !args.insecure {
         anyhow::bail!(
@@ -53,7 +60,11 @@ async fn main() -> anyhow::Result<()> {
     // The bound address on stdout lets scripts and tests use port 0.
     println!("listening on {local}");
     tracing::info!(%local, threads, "worker ready");
-    let opts = server::ServeOptions { token, threads, idle_timeout: Duration::from_secs(args.job_idle_timeout) };
+    let opts = server::ServeOptions {
+        token,
+        threads,
+        idle_timeout: Duration::from_secs(args.job_idle_timeout),
+    };
     server::serve(listener, opts, shutdown_signal()).await?;
     tracing::info!("worker stopped");
     Ok(())

@@ -24,8 +24,15 @@ pub struct ServeOptions {
 /// Listen address: `:50051` means all interfaces, else `HOST:PORT`.
 pub fn parse_listen(s: &str) -> anyhow::Result<String> {
     let s = s.trim();
-    let addr = if let Some(port) = s.strip_prefix(':') { format!("0.0.0.0:{port}") } else { s.to_owned() };
-    anyhow::ensure!(addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()), "listen address '{s}' must be HOST:PORT or :PORT");
+    let addr = if let Some(port) = s.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else {
+        s.to_owned()
+    };
+    anyhow::ensure!(
+        addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
+        "listen address '{s}' must be HOST:PORT or :PORT"
+    );
     Ok(addr)
 }
 
@@ -38,10 +45,13 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 pub async fn serve(listener: TcpListener, opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let check = TokenCheck::new(opts.token.clone());
-    let svc = WorkerServer::with_interceptor(WorkerService::new(opts.threads, opts.idle_timeout), move |req: tonic::Request<()>| {
-        check.check(&req)?;
-        Ok(req)
-    });
+    let svc = WorkerServer::with_interceptor(
+        WorkerService::new(opts.threads, opts.idle_timeout),
+        move |req: tonic::Request<()>| {
+            check.check(&req)?;
+            Ok(req)
+        },
+    );
     reporter.set_serving::<WorkerServer<WorkerService>>().await;
     // Small request/response exchanges each half-iteration: Nagle's delay would
     // stall them (the builder's tcp_nodelay does not reach a custom incoming stream).

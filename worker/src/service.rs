@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 use als_proto::codec::{bytes_f32, bytes_f64, bytes_u32, f32_bytes, f64_bytes, plan_chunks};
 use als_proto::pb::worker_server::Worker;
 use als_proto::pb::{
-    AssignBlockResponse, BlockChunk, EndJobRequest, EndJobResponse, FactorChunk, HandshakeRequest, HandshakeResponse,
-    PushFactorsResponse, ReleaseBlocksRequest, ReleaseBlocksResponse, SolveRequest, SolvedChunk, StartJobRequest,
-    StartJobResponse,
+    AssignBlockResponse, BlockChunk, EndJobRequest, EndJobResponse, FactorChunk, HandshakeRequest, HandshakeResponse, PushFactorsResponse,
+    ReleaseBlocksRequest, ReleaseBlocksResponse, SolveRequest, SolvedChunk, StartJobRequest, StartJobResponse,
 };
 use als_proto::spec::{params_from_spec, side_from_pb};
 use als_proto::{CHUNK_BYTES, PROTOCOL_VERSION};
@@ -21,7 +20,10 @@ use crate::job::{BlockData, FixedFactors, Job, JobError};
 
 /// Capabilities this build offers (checked in the handshake).
 pub fn capabilities() -> Vec<String> {
-    let mut c: Vec<String> = ["explicit", "implicit", "cholesky", "cg", "gramian-reduce"].iter().map(|s| s.to_string()).collect();
+    let mut c: Vec<String> = ["explicit", "implicit", "cholesky", "cg", "gramian-reduce"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     for b in als_core::linalg::Backend::available() {
         c.push(format!("backend:{}", b.name()));
     }
@@ -37,7 +39,11 @@ pub struct WorkerService {
 
 impl WorkerService {
     pub fn new(threads: usize, idle_timeout: Duration) -> Self {
-        WorkerService { job: Arc::new(Mutex::new(None)), threads, idle_timeout }
+        WorkerService {
+            job: Arc::new(Mutex::new(None)),
+            threads,
+            idle_timeout,
+        }
     }
 }
 
@@ -52,9 +58,10 @@ fn status(e: JobError) -> Status {
 /// The active job, if `job_id` names it; touches its activity time.
 fn active<'a>(slot: &'a mut Option<Job>, job_id: &str) -> Result<&'a mut Job, Status> {
     match slot {
-        Some(j) if j.id != job_id => {
-            Err(Status::failed_precondition(format!("call belongs to job '{job_id}', this worker runs job '{}'", j.id)))
-        }
+        Some(j) if j.id != job_id => Err(Status::failed_precondition(format!(
+            "call belongs to job '{job_id}', this worker runs job '{}'",
+            j.id
+        ))),
         Some(j) => {
             j.last_activity = Instant::now();
             Ok(j)
@@ -72,12 +79,19 @@ struct Accumulator {
 
 impl Accumulator {
     fn new(names: &'static [&'static str], limits: &[u64]) -> Self {
-        Accumulator { names, limits: limits.to_vec(), bufs: vec![Vec::new(); names.len()] }
+        Accumulator {
+            names,
+            limits: limits.to_vec(),
+            bufs: vec![Vec::new(); names.len()],
+        }
     }
 
     fn add(&mut self, i: usize, data: &[u8]) -> Result<(), Status> {
         if self.bufs[i].len() as u64 + data.len() as u64 > self.limits[i] {
-            return Err(Status::invalid_argument(format!("field {} exceeds its declared size of {} bytes", self.names[i], self.limits[i])));
+            return Err(Status::invalid_argument(format!(
+                "field {} exceeds its declared size of {} bytes",
+                self.names[i], self.limits[i]
+            )));
         }
         self.bufs[i].extend_from_slice(data);
         Ok(())
@@ -98,7 +112,10 @@ impl Worker for WorkerService {
         }
         let caps = capabilities();
         if let Some(missing) = r.required_capabilities.iter().find(|c| !caps.contains(c)) {
-            return Err(Status::failed_precondition(format!("this worker lacks capability '{missing}' (has {})", caps.join(", "))));
+            return Err(Status::failed_precondition(format!(
+                "this worker lacks capability '{missing}' (has {})",
+                caps.join(", ")
+            )));
         }
         let active_job_id = match self.job.try_lock() {
             Ok(g) => g.as_ref().map(|j| j.id.clone()).unwrap_or_default(),
@@ -138,7 +155,10 @@ impl Worker for WorkerService {
 
     async fn assign_block(&self, req: Request<Streaming<BlockChunk>>) -> Result<Response<AssignBlockResponse>, Status> {
         let mut stream = req.into_inner();
-        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty block stream"))?;
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty block stream"))?;
         let side = side_from_pb(first.side).map_err(Status::invalid_argument)?;
         let limits = {
             let mut slot = self.job.lock().await;
@@ -152,7 +172,17 @@ impl Worker for WorkerService {
             if chunk.job_id != first.job_id || chunk.block != first.block {
                 return Err(Status::invalid_argument("a block stream must carry one job and one block"));
             }
-            for (i, f) in [&chunk.indptr, &chunk.columns, &chunk.values, &chunk.needed, &chunk.factors, &chunk.bias].into_iter().enumerate() {
+            for (i, f) in [
+                &chunk.indptr,
+                &chunk.columns,
+                &chunk.values,
+                &chunk.needed,
+                &chunk.factors,
+                &chunk.bias,
+            ]
+            .into_iter()
+            .enumerate()
+            {
                 acc.add(i, f)?;
             }
             match stream.message().await? {
@@ -177,7 +207,13 @@ impl Worker for WorkerService {
         let mut slot = self.job.lock().await;
         let job = active(&mut slot, &first.job_id)?;
         job.add_block(side, data).map_err(status)?;
-        tracing::debug!(side = side.name(), block = first.block, rows = first.n_rows, ratings = first.nnz, "block assigned");
+        tracing::debug!(
+            side = side.name(),
+            block = first.block,
+            rows = first.n_rows,
+            ratings = first.nnz,
+            "block assigned"
+        );
         Ok(Response::new(AssignBlockResponse {}))
     }
 
@@ -191,7 +227,10 @@ impl Worker for WorkerService {
 
     async fn push_factors(&self, req: Request<Streaming<FactorChunk>>) -> Result<Response<PushFactorsResponse>, Status> {
         let mut stream = req.into_inner();
-        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty factor stream"))?;
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty factor stream"))?;
         let side = side_from_pb(first.side).map_err(Status::invalid_argument)?;
         let limits = {
             let mut slot = self.job.lock().await;
@@ -214,7 +253,11 @@ impl Worker for WorkerService {
             }
         }
         let inv = |e: als_proto::codec::CodecError| Status::invalid_argument(e.to_string());
-        let gram = if acc.bufs[0].is_empty() { None } else { Some(bytes_f64("gram", &acc.bufs[0]).map_err(inv)?) };
+        let gram = if acc.bufs[0].is_empty() {
+            None
+        } else {
+            Some(bytes_f64("gram", &acc.bufs[0]).map_err(inv)?)
+        };
         let fixed = FixedFactors {
             side,
             step: first.step,
@@ -257,8 +300,14 @@ impl Worker for WorkerService {
             let factors = f32_bytes(&b.factors);
             let bias = f32_bytes(&b.bias);
             let fields = [&gram, &factors, &bias];
-            for (j, parts) in plan_chunks(&[gram.len(), factors.len(), bias.len()], CHUNK_BYTES).into_iter().enumerate() {
-                let mut m = SolvedChunk { block: b.block, ..Default::default() };
+            for (j, parts) in plan_chunks(&[gram.len(), factors.len(), bias.len()], CHUNK_BYTES)
+                .into_iter()
+                .enumerate()
+            {
+                let mut m = SolvedChunk {
+                    block: b.block,
+                    ..Default::default()
+                };
                 if j == 0 {
                     m.row_start = b.row_start;
                     m.n_rows = b.n_rows as u32;
@@ -274,7 +323,11 @@ impl Worker for WorkerService {
                 msgs.push(m);
             }
         }
-        msgs.push(SolvedChunk { compute_seconds, last: true, ..Default::default() });
+        msgs.push(SolvedChunk {
+            compute_seconds,
+            last: true,
+            ..Default::default()
+        });
         Ok(Response::new(Box::pin(tokio_stream::iter(msgs.into_iter().map(Ok))) as SolveStream))
     }
 

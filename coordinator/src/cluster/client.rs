@@ -18,7 +18,10 @@ pub struct ClientOptions {
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions { token: None, connect_timeout: Duration::from_secs(5) }
+        ClientOptions {
+            token: None,
+            connect_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -90,5 +93,10 @@ pub async fn connect(addr: &str, opts: &ClientOptions) -> anyhow::Result<WorkerH
         info.protocol_version
     );
     tracing::info!(worker = addr, threads = info.threads, version = %info.worker_version, "worker connected");
-    Ok(WorkerHandle { addr: addr.to_owned(), client, channel, info })
+    Ok(WorkerHandle {
+        addr: addr.to_owned(),
+        client,
+        channel,
+        info,
+    })
 }

@@ -31,7 +31,11 @@ pub struct FaultOptions {
 
 impl Default for FaultOptions {
     fn default() -> Self {
-        FaultOptions { worker_timeout: Duration::from_secs(5), heartbeat: Duration::from_millis(500), revive_timeout: Duration::from_millis(500) }
+        FaultOptions {
+            worker_timeout: Duration::from_secs(5),
+            heartbeat: Duration::from_millis(500),
+            revive_timeout: Duration::from_millis(500),
+        }
     }
 }
 
@@ -80,12 +84,23 @@ enum HalfError {
 }
 
 /// One block's data as messages (header on the first).
-fn block_messages(job_id: &str, side: Side, block: usize, csr: &Csr, layouts: &Layouts, needed: &[u32], current: &Factors) -> Vec<BlockChunk> {
+fn block_messages(
+    job_id: &str,
+    side: Side,
+    block: usize,
+    csr: &Csr,
+    layouts: &Layouts,
+    needed: &[u32],
+    current: &Factors,
+) -> Vec<BlockChunk> {
     let range = layouts.side(side).range(block);
     let (a, b) = (csr.indptr[range.start], csr.indptr[range.end]);
     let indptr: Vec<u32> = csr.indptr[range.start..=range.end].iter().map(|p| (p - a) as u32).collect();
     // Columns become positions in `needed`; both ascending, so row order is kept.
-    let columns: Vec<u32> = csr.indices[a..b].iter().map(|c| needed.binary_search(c).expect("referenced column is needed") as u32).collect();
+    let columns: Vec<u32> = csr.indices[a..b]
+        .iter()
+        .map(|c| needed.binary_search(c).expect("referenced column is needed") as u32)
+        .collect();
     let k = current.k();
     let fields = [
         u32_bytes(&indptr),
@@ -93,14 +108,23 @@ fn block_messages(job_id: &str, side: Side, block: usize, csr: &Csr, layouts: &L
         f32_bytes(&csr.values[a..b]),
         u32_bytes(needed),
         f32_bytes(&current.flat()[range.start * k..range.end * k]),
-        if current.bias.is_empty() { Vec::new() } else { f32_bytes(&current.bias[range.clone()]) },
+        if current.bias.is_empty() {
+            Vec::new()
+        } else {
+            f32_bytes(&current.bias[range.clone()])
+        },
     ];
     let lens: Vec<usize> = fields.iter().map(Vec::len).collect();
     plan_chunks(&lens, CHUNK_BYTES)
         .into_iter()
         .enumerate()
         .map(|(j, parts)| {
-            let mut m = BlockChunk { job_id: job_id.to_owned(), side: side_to_pb(side) as i32, block: block as u32, ..Default::default() };
+            let mut m = BlockChunk {
+                job_id: job_id.to_owned(),
+                side: side_to_pb(side) as i32,
+                block: block as u32,
+                ..Default::default()
+            };
             if j == 0 {
                 m.row_start = range.start as u64;
                 m.n_rows = range.len() as u32;
@@ -132,7 +156,11 @@ fn factor_messages(job_id: &str, side: Side, step: u64, rows: &[u32], fixed: &Fa
             factors.extend_from_slice(&v.to_le_bytes());
         }
     }
-    let bias = if fixed.bias.is_empty() { Vec::new() } else { f32_bytes(&rows.iter().map(|&r| fixed.bias[r as usize]).collect::<Vec<_>>()) };
+    let bias = if fixed.bias.is_empty() {
+        Vec::new()
+    } else {
+        f32_bytes(&rows.iter().map(|&r| fixed.bias[r as usize]).collect::<Vec<_>>())
+    };
     let gram = gram.map(f64_bytes).unwrap_or_default();
     let fields = [gram, factors, bias];
     let lens: Vec<usize> = fields.iter().map(Vec::len).collect();
@@ -140,7 +168,12 @@ fn factor_messages(job_id: &str, side: Side, step: u64, rows: &[u32], fixed: &Fa
         .into_iter()
         .enumerate()
         .map(|(j, parts)| {
-            let mut m = FactorChunk { job_id: job_id.to_owned(), side: side_to_pb(side) as i32, step, ..Default::default() };
+            let mut m = FactorChunk {
+                job_id: job_id.to_owned(),
+                side: side_to_pb(side) as i32,
+                step,
+                ..Default::default()
+            };
             if j == 0 {
                 m.n_rows = rows.len() as u32;
             }
@@ -191,19 +224,47 @@ async fn push_and_solve(w: WorkerHandle, job_id: String, side: Side, step: u64, 
     let addr = w.addr.clone();
     let mut client = w.client;
     let bytes_sent = encoded(&msgs);
-    client.push_factors(tokio_stream::iter(msgs)).await.map_err(|s| rpc_err(&addr, "pushing factors failed", s))?;
-    let req = SolveRequest { job_id, side: side_to_pb(side) as i32, step };
+    client
+        .push_factors(tokio_stream::iter(msgs))
+        .await
+        .map_err(|s| rpc_err(&addr, "pushing factors failed", s))?;
+    let req = SolveRequest {
+        job_id,
+        side: side_to_pb(side) as i32,
+        step,
+    };
     let mut stream = client.solve(req).await.map_err(|s| rpc_err(&addr, "solve failed", s))?.into_inner();
-    let mut out = WorkerHalf { blocks: Vec::new(), bytes_sent, bytes_received: 0, compute_seconds: 0.0 };
+    let mut out = WorkerHalf {
+        blocks: Vec::new(),
+        bytes_sent,
+        bytes_received: 0,
+        compute_seconds: 0.0,
+    };
     while let Some(c) = stream.message().await.map_err(|s| rpc_err(&addr, "solve stream broke", s))? {
         out.bytes_received += c.encoded_len() as u64;
-        let SolvedChunk { block, row_start, n_rows, gram, factors, bias, compute_seconds, last } = c;
+        let SolvedChunk {
+            block,
+            row_start,
+            n_rows,
+            gram,
+            factors,
+            bias,
+            compute_seconds,
+            last,
+        } = c;
         if last {
             out.compute_seconds = compute_seconds;
             return Ok(out);
         }
         if out.blocks.last().is_none_or(|(b, _)| *b != block) {
-            out.blocks.push((block, Gathered { row_start, n_rows, ..Default::default() }));
+            out.blocks.push((
+                block,
+                Gathered {
+                    row_start,
+                    n_rows,
+                    ..Default::default()
+                },
+            ));
         }
         let g = &mut out.blocks.last_mut().expect("pushed above").1;
         g.gram.extend_from_slice(&gram);
@@ -214,7 +275,11 @@ async fn push_and_solve(w: WorkerHandle, job_id: String, side: Side, step: u64, 
 }
 
 /// Run `work` while health-checking the worker; a worker that stops answering is lost.
-async fn watched<T>(w: &WorkerHandle, faults: &FaultOptions, work: impl std::future::Future<Output = Result<T, HalfError>>) -> Result<T, HalfError> {
+async fn watched<T>(
+    w: &WorkerHandle,
+    faults: &FaultOptions,
+    work: impl std::future::Future<Output = Result<T, HalfError>>,
+) -> Result<T, HalfError> {
     let mut health = tonic_health::pb::health_client::HealthClient::new(w.channel.clone());
     let addr = w.addr.clone();
     let watchdog = async {
@@ -259,7 +324,15 @@ impl<'a> ClusterExecutor<'a> {
         };
         let mut exec = ClusterExecutor {
             rt,
-            slots: workers.into_iter().map(|handle| Slot { handle, alive: true, started: false, holds: Default::default() }).collect(),
+            slots: workers
+                .into_iter()
+                .map(|handle| Slot {
+                    handle,
+                    alive: true,
+                    started: false,
+                    holds: Default::default(),
+                })
+                .collect(),
             home: [routing.users.owner.clone(), routing.items.owner.clone()],
             routing,
             layouts: layouts.clone(),
@@ -273,7 +346,12 @@ impl<'a> ClusterExecutor<'a> {
         };
         let t0 = Instant::now();
         let shipped = exec.sync_assignment(&state.users, &state.items)?;
-        tracing::info!(workers = exec.slots.len(), bytes = shipped, seconds = t0.elapsed().as_secs_f64(), "ratings shipped to workers");
+        tracing::info!(
+            workers = exec.slots.len(),
+            bytes = shipped,
+            seconds = t0.elapsed().as_secs_f64(),
+            "ratings shipped to workers"
+        );
         Ok(exec)
     }
 
@@ -282,7 +360,12 @@ impl<'a> ClusterExecutor<'a> {
         self.rt.block_on(async {
             for s in self.slots.iter().filter(|s| s.alive) {
                 let mut c = s.handle.client.clone();
-                if let Err(st) = c.end_job(EndJobRequest { job_id: self.job_id.clone() }).await {
+                if let Err(st) = c
+                    .end_job(EndJobRequest {
+                        job_id: self.job_id.clone(),
+                    })
+                    .await
+                {
                     tracing::warn!(worker = %s.handle.addr, "ending the job failed: {}", st.message());
                 }
             }
@@ -302,7 +385,10 @@ impl<'a> ClusterExecutor<'a> {
 
     /// Give lost workers a short chance to answer again (restarted on their address).
     fn revive(&mut self) {
-        let opts = ClientOptions { connect_timeout: self.faults.revive_timeout, ..self.client_opts.clone() };
+        let opts = ClientOptions {
+            connect_timeout: self.faults.revive_timeout,
+            ..self.client_opts.clone()
+        };
         for w in 0..self.slots.len() {
             if self.slots[w].alive {
                 continue;
@@ -310,7 +396,12 @@ impl<'a> ClusterExecutor<'a> {
             let addr = self.slots[w].handle.addr.clone();
             if let Ok(h) = self.rt.block_on(connect(&addr, &opts)) {
                 tracing::info!(worker = %addr, "worker is back; returning its blocks");
-                self.slots[w] = Slot { handle: h, alive: true, started: false, holds: Default::default() };
+                self.slots[w] = Slot {
+                    handle: h,
+                    alive: true,
+                    started: false,
+                    holds: Default::default(),
+                };
             }
         }
     }
@@ -318,7 +409,11 @@ impl<'a> ClusterExecutor<'a> {
     /// Owners for the live workers: a block stays home while its home worker lives, else moves to a survivor.
     fn desired_owners(&self) -> anyhow::Result<[Vec<usize>; 2]> {
         let alive: Vec<usize> = (0..self.slots.len()).filter(|&w| self.slots[w].alive).collect();
-        anyhow::ensure!(!alive.is_empty(), "every worker is gone ({}); the job cannot go on", self.slots.iter().map(|s| s.handle.addr.as_str()).collect::<Vec<_>>().join(", "));
+        anyhow::ensure!(
+            !alive.is_empty(),
+            "every worker is gone ({}); the job cannot go on",
+            self.slots.iter().map(|s| s.handle.addr.as_str()).collect::<Vec<_>>().join(", ")
+        );
         Ok(self.home.clone().map(|owners| {
             let mut orphan = 0;
             owners
@@ -349,7 +444,15 @@ impl<'a> ClusterExecutor<'a> {
                     let si = side_ix(side);
                     let want: BTreeSet<usize> = (0..owners[si].len()).filter(|&b| owners[si][b] == w).collect();
                     for &b in want.difference(&slot.holds[si]) {
-                        ship.push(block_messages(&self.job_id, side, b, csr, &self.layouts, &self.routing.side(side).needed[b], current));
+                        ship.push(block_messages(
+                            &self.job_id,
+                            side,
+                            b,
+                            csr,
+                            &self.layouts,
+                            &self.routing.side(side).needed[b],
+                            current,
+                        ));
                     }
                     let extra: Vec<u32> = slot.holds[si].difference(&want).map(|&b| b as u32).collect();
                     if !extra.is_empty() {
@@ -367,11 +470,19 @@ impl<'a> ClusterExecutor<'a> {
                         c.start_job(req).await.map_err(|s| rpc_err(&addr, "cannot start the job", s))?;
                     }
                     for (side, blocks) in release {
-                        let req = ReleaseBlocksRequest { job_id: job_id.clone(), side: side_to_pb(side) as i32, blocks };
-                        c.release_blocks(req).await.map_err(|s| rpc_err(&addr, "releasing blocks failed", s))?;
+                        let req = ReleaseBlocksRequest {
+                            job_id: job_id.clone(),
+                            side: side_to_pb(side) as i32,
+                            blocks,
+                        };
+                        c.release_blocks(req)
+                            .await
+                            .map_err(|s| rpc_err(&addr, "releasing blocks failed", s))?;
                     }
                     for msgs in ship {
-                        c.assign_block(tokio_stream::iter(msgs)).await.map_err(|s| rpc_err(&addr, "shipping a block failed", s))?;
+                        c.assign_block(tokio_stream::iter(msgs))
+                            .await
+                            .map_err(|s| rpc_err(&addr, "shipping a block failed", s))?;
                     }
                     Ok::<(), HalfError>(())
                 };
@@ -386,8 +497,8 @@ impl<'a> ClusterExecutor<'a> {
                     Ok(()) => {
                         let slot = &mut self.slots[w];
                         slot.started = true;
-                        for si in 0..2 {
-                            slot.holds[si] = (0..owners[si].len()).filter(|&b| owners[si][b] == w).collect();
+                        for (held, own) in slot.holds.iter_mut().zip(&owners) {
+                            *held = (0..own.len()).filter(|&b| own[b] == w).collect();
                         }
                     }
                     Err(HalfError::Lost(m)) => {
@@ -408,7 +519,14 @@ impl<'a> ClusterExecutor<'a> {
         }
     }
 
-    fn half(&mut self, side: Side, params: &SolveParams, fixed: &Factors, fixed_gram: Option<&[f64]>, target: &mut Factors) -> anyhow::Result<HalfStepOutput> {
+    fn half(
+        &mut self,
+        side: Side,
+        params: &SolveParams,
+        fixed: &Factors,
+        fixed_gram: Option<&[f64]>,
+        target: &mut Factors,
+    ) -> anyhow::Result<HalfStepOutput> {
         self.step += 1;
         let step = self.step;
         let t0 = Instant::now();
@@ -469,21 +587,36 @@ impl<'a> ClusterExecutor<'a> {
             let addr = &self.slots[w].handle.addr;
             for (b, g) in res.blocks {
                 let b = b as usize;
-                anyhow::ensure!(b < n_blocks && r.owner[b] == w && !seen[b], "worker {addr}: returned block {b}, which it does not own");
+                anyhow::ensure!(
+                    b < n_blocks && r.owner[b] == w && !seen[b],
+                    "worker {addr}: returned block {b}, which it does not own"
+                );
                 let range = self.layouts.side(side).range(b);
-                anyhow::ensure!(g.row_start as usize == range.start && g.n_rows as usize == range.len(), "worker {addr}: block {b} has the wrong rows");
+                anyhow::ensure!(
+                    g.row_start as usize == range.start && g.n_rows as usize == range.len(),
+                    "worker {addr}: block {b} has the wrong rows"
+                );
                 seen[b] = true;
                 let f = bytes_f32("factors", &g.factors).with_context(|| format!("worker {addr}"))?;
-                anyhow::ensure!(f.len() == range.len() * k && f.iter().all(|v| v.is_finite()), "worker {addr}: block {b} factors malformed");
+                anyhow::ensure!(
+                    f.len() == range.len() * k && f.iter().all(|v| v.is_finite()),
+                    "worker {addr}: block {b} factors malformed"
+                );
                 target.flat_mut()[range.start * k..range.end * k].copy_from_slice(&f);
                 if biased {
                     let bb = bytes_f32("bias", &g.bias).with_context(|| format!("worker {addr}"))?;
-                    anyhow::ensure!(bb.len() == range.len() && bb.iter().all(|v| v.is_finite()), "worker {addr}: block {b} bias malformed");
+                    anyhow::ensure!(
+                        bb.len() == range.len() && bb.iter().all(|v| v.is_finite()),
+                        "worker {addr}: block {b} bias malformed"
+                    );
                     target.bias[range.clone()].copy_from_slice(&bb);
                 }
                 if implicit {
                     let gr = bytes_f64("gram", &g.gram).with_context(|| format!("worker {addr}"))?;
-                    anyhow::ensure!(gr.len() == k * k && gr.iter().all(|v| v.is_finite()), "worker {addr}: block {b} gramian malformed");
+                    anyhow::ensure!(
+                        gr.len() == k * k && gr.iter().all(|v| v.is_finite()),
+                        "worker {addr}: block {b} gramian malformed"
+                    );
                     grams[b] = Some(gr);
                 }
             }
@@ -508,7 +641,15 @@ impl<'a> ClusterExecutor<'a> {
 }
 
 impl HalfStepExecutor for ClusterExecutor<'_> {
-    fn half_step(&mut self, side: Side, params: &SolveParams, fixed: &Factors, fixed_gram: Option<&[f64]>, target: &mut Factors) -> Result<HalfStepOutput, TrainError> {
-        self.half(side, params, fixed, fixed_gram, target).map_err(|e| TrainError::Cluster(format!("{e:#}")))
+    fn half_step(
+        &mut self,
+        side: Side,
+        params: &SolveParams,
+        fixed: &Factors,
+        fixed_gram: Option<&[f64]>,
+        target: &mut Factors,
+    ) -> Result<HalfStepOutput, TrainError> {
+        self.half(side, params, fixed, fixed_gram, target)
+            .map_err(|e| TrainError::Cluster(format!("{e:#}")))
     }
 }

@@ -17,9 +17,14 @@ pub struct LocalWorkers {
 /// A fresh random token for in-process workers (they still check it).
 pub fn random_token() -> String {
     let mut bytes = [0u8; 16];
-    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)).is_ok();
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok();
     if !ok {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         bytes = (t ^ ((std::process::id() as u128) << 64)).to_le_bytes();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -28,7 +33,13 @@ pub fn random_token() -> String {
 impl LocalWorkers {
     pub async fn start(n: usize, threads: usize) -> anyhow::Result<LocalWorkers> {
         let token = random_token();
-        let mut w = LocalWorkers { addrs: Vec::new(), token, threads, stops: Vec::new(), tasks: Vec::new() };
+        let mut w = LocalWorkers {
+            addrs: Vec::new(),
+            token,
+            threads,
+            stops: Vec::new(),
+            tasks: Vec::new(),
+        };
         for _ in 0..n {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             w.addrs.push(listener.local_addr()?.to_string());
@@ -41,7 +52,11 @@ impl LocalWorkers {
 
     fn spawn(&mut self, i: usize, listener: tokio::net::TcpListener) {
         let (tx, rx) = oneshot::channel::<()>();
-        let opts = als_worker::ServeOptions { token: Some(self.token.clone()), threads: self.threads, idle_timeout: Duration::from_secs(60) };
+        let opts = als_worker::ServeOptions {
+            token: Some(self.token.clone()),
+            threads: self.threads,
+            idle_timeout: Duration::from_secs(60),
+        };
         self.stops[i] = Some(tx);
         self.tasks[i] = Some(tokio::spawn(als_worker::serve(listener, opts, async {
             let _ = rx.await;

@@ -45,8 +45,15 @@ pub fn referenced_columns(csr: &Csr, layout: &BlockLayout, b: usize, seen: &mut 
 impl SideRouting {
     pub fn build(csr: &Csr, layout: &BlockLayout, owner: Vec<usize>, n_workers: usize) -> Self {
         let mut seen = Vec::new();
-        let needed: Vec<Vec<u32>> = (0..layout.n_blocks()).map(|b| referenced_columns(csr, layout, b, &mut seen)).collect();
-        let mut s = SideRouting { owner, needed, union: vec![Vec::new(); n_workers], owned_rows: vec![0; n_workers] };
+        let needed: Vec<Vec<u32>> = (0..layout.n_blocks())
+            .map(|b| referenced_columns(csr, layout, b, &mut seen))
+            .collect();
+        let mut s = SideRouting {
+            owner,
+            needed,
+            union: vec![Vec::new(); n_workers],
+            owned_rows: vec![0; n_workers],
+        };
         s.rebuild_unions(layout);
         s
     }
@@ -55,11 +62,17 @@ impl SideRouting {
     pub fn rebuild_unions(&mut self, layout: &BlockLayout) {
         let n_workers = self.union.len();
         for w in 0..n_workers {
-            let mut u: Vec<u32> = (0..self.owner.len()).filter(|&b| self.owner[b] == w).flat_map(|b| self.needed[b].iter().copied()).collect();
+            let mut u: Vec<u32> = (0..self.owner.len())
+                .filter(|&b| self.owner[b] == w)
+                .flat_map(|b| self.needed[b].iter().copied())
+                .collect();
             u.sort_unstable();
             u.dedup();
             self.union[w] = u;
-            self.owned_rows[w] = (0..self.owner.len()).filter(|&b| self.owner[b] == w).map(|b| layout.range(b).len()).sum();
+            self.owned_rows[w] = (0..self.owner.len())
+                .filter(|&b| self.owner[b] == w)
+                .map(|b| layout.range(b).len())
+                .sum();
         }
     }
 
@@ -72,8 +85,18 @@ impl Routing {
     pub fn build(by_user: &Csr, by_item: &Csr, layouts: &Layouts, n_workers: usize) -> Self {
         Routing {
             n_workers,
-            users: SideRouting::build(by_user, &layouts.users, contiguous_owners(layouts.users.n_blocks(), n_workers), n_workers),
-            items: SideRouting::build(by_item, &layouts.items, contiguous_owners(layouts.items.n_blocks(), n_workers), n_workers),
+            users: SideRouting::build(
+                by_user,
+                &layouts.users,
+                contiguous_owners(layouts.users.n_blocks(), n_workers),
+                n_workers,
+            ),
+            items: SideRouting::build(
+                by_item,
+                &layouts.items,
+                contiguous_owners(layouts.items.n_blocks(), n_workers),
+                n_workers,
+            ),
         }
     }
 
@@ -95,7 +118,9 @@ impl Routing {
     /// hub-and-spoke routing: every worker's needed fixed rows plus its solved rows.
     pub fn bytes_min(&self, side: Side, k: usize) -> u64 {
         let s = self.side(side);
-        (0..self.n_workers).map(|w| (s.union[w].len() + s.owned_rows[w]) as u64 * k as u64 * 4).sum()
+        (0..self.n_workers)
+            .map(|w| (s.union[w].len() + s.owned_rows[w]) as u64 * k as u64 * 4)
+            .sum()
     }
 }
 

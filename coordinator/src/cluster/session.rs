@@ -27,7 +27,13 @@ impl ClusterSession {
         anyhow::ensure!(!addrs.is_empty(), "--workers needs at least one address");
         let rt = Self::runtime()?;
         let workers = rt.block_on(try_join_all(addrs.iter().map(|a| connect(a, opts))))?;
-        Ok(ClusterSession { rt, workers, local: None, opts: opts.clone(), faults: FaultOptions::default() })
+        Ok(ClusterSession {
+            rt,
+            workers,
+            local: None,
+            opts: opts.clone(),
+            faults: FaultOptions::default(),
+        })
     }
 
     /// Start `n` workers in this process on loopback ports and connect to them over gRPC.
@@ -36,9 +42,18 @@ impl ClusterSession {
         let rt = Self::runtime()?;
         let threads = rayon::current_num_threads();
         let local = rt.block_on(LocalWorkers::start(n, threads))?;
-        let opts = ClientOptions { token: Some(local.token.clone()), ..opts.clone() };
+        let opts = ClientOptions {
+            token: Some(local.token.clone()),
+            ..opts.clone()
+        };
         let workers = rt.block_on(try_join_all(local.addrs.iter().map(|a| connect(a, &opts))))?;
-        Ok(ClusterSession { rt, workers, local: Some(std::sync::Mutex::new(local)), opts, faults: FaultOptions::default() })
+        Ok(ClusterSession {
+            rt,
+            workers,
+            local: Some(std::sync::Mutex::new(local)),
+            opts,
+            faults: FaultOptions::default(),
+        })
     }
 
     /// Crash in-process worker `i` (fault tests).
@@ -74,7 +89,17 @@ impl ClusterSession {
         let state = state.unwrap_or_else(|| initial_state(ds, cfg));
         let params = cfg.solve_params(ds.global_mean());
         let job_id = format!("job-{}", super::local::random_token());
-        let mut exec = ClusterExecutor::start(self.rt.handle().clone(), self.workers.clone(), self.opts.clone(), self.faults.clone(), ds, &params, layouts, &state, job_id)?;
+        let mut exec = ClusterExecutor::start(
+            self.rt.handle().clone(),
+            self.workers.clone(),
+            self.opts.clone(),
+            self.faults.clone(),
+            ds,
+            &params,
+            layouts,
+            &state,
+            job_id,
+        )?;
         let res = train(ds, cfg, &mut exec, layouts, Some(state), on_iteration);
         exec.finish();
         Ok(res?)
@@ -125,13 +150,21 @@ mod tests {
     fn one_two_three_workers_equal_the_single_process_path() {
         let ds = small_dataset();
         let configs = [
-            TrainConfig { factors: 8, iterations: 10, lambda: 0.05, ..Default::default() },
+            TrainConfig {
+                factors: 8,
+                iterations: 10,
+                lambda: 0.05,
+                ..Default::default()
+            },
             TrainConfig {
                 factors: 8,
                 iterations: 10,
                 lambda: 0.05,
                 reg_scaling: RegScaling::None,
-                implicit: Some(ImplicitConfig { alpha: 5.0, confidence: Confidence::Linear }),
+                implicit: Some(ImplicitConfig {
+                    alpha: 5.0,
+                    confidence: Confidence::Linear,
+                }),
                 solver: SolverKind::Cg { steps: 3 },
                 ..Default::default()
             },
@@ -157,7 +190,10 @@ mod tests {
         let cfg = TrainConfig {
             factors: 6,
             iterations: 6,
-            implicit: Some(ImplicitConfig { alpha: 2.0, confidence: Confidence::Linear }),
+            implicit: Some(ImplicitConfig {
+                alpha: 2.0,
+                confidence: Confidence::Linear,
+            }),
             solver: SolverKind::Cg { steps: 3 },
             ..Default::default()
         };
@@ -183,7 +219,10 @@ mod tests {
         s.kill_local_worker(0);
         s.kill_local_worker(1);
         s.kill_local_worker(2);
-        let err = s.train(&ds, &cfg, &layouts, None, &mut |_, _| Ok(())).err().expect("no workers left");
+        let err = s
+            .train(&ds, &cfg, &layouts, None, &mut |_, _| Ok(()))
+            .err()
+            .expect("no workers left");
         assert!(format!("{err:#}").contains("cannot"), "{err:#}");
         s.shutdown().unwrap();
     }

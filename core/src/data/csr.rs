@@ -59,7 +59,12 @@ impl Csr {
             values[p] = vals[k];
             next[r] += 1;
         }
-        let mut csr = Csr { n_cols, indptr, indices, values };
+        let mut csr = Csr {
+            n_cols,
+            indptr,
+            indices,
+            values,
+        };
         csr.sort_rows();
         csr
     }

@@ -132,8 +132,16 @@ impl Dataset {
         let item_ids = pick(&raw.item_tokens, &item_seen);
         let (uidx, iidx) = (index_of(&user_ids), index_of(&item_ids));
         // Token index -> dense index for the training file.
-        let utok: Vec<u32> = raw.user_tokens.iter().map(|t| uidx.get(t.as_str()).copied().unwrap_or(u32::MAX)).collect();
-        let itok: Vec<u32> = raw.item_tokens.iter().map(|t| iidx.get(t.as_str()).copied().unwrap_or(u32::MAX)).collect();
+        let utok: Vec<u32> = raw
+            .user_tokens
+            .iter()
+            .map(|t| uidx.get(t.as_str()).copied().unwrap_or(u32::MAX))
+            .collect();
+        let itok: Vec<u32> = raw
+            .item_tokens
+            .iter()
+            .map(|t| iidx.get(t.as_str()).copied().unwrap_or(u32::MAX))
+            .collect();
 
         let mut tu = Vec::with_capacity(rows.len());
         let mut ti = Vec::with_capacity(rows.len());
@@ -147,8 +155,7 @@ impl Dataset {
             hi = hi.max(v);
             tr.push(v);
         }
-        let (by_user, duplicates_merged) =
-            merge_duplicates(Csr::from_triples(user_ids.len(), item_ids.len(), &tu, &ti, &tr), duplicates);
+        let (by_user, duplicates_merged) = merge_duplicates(Csr::from_triples(user_ids.len(), item_ids.len(), &tu, &ti, &tr), duplicates);
         let by_item = by_user.transpose();
 
         let mut test_set = TestSet::default();
@@ -159,8 +166,14 @@ impl Dataset {
                 (utok.clone(), itok.clone())
             } else {
                 (
-                    traw.user_tokens.iter().map(|t| uidx.get(t.as_str()).copied().unwrap_or(u32::MAX)).collect(),
-                    traw.item_tokens.iter().map(|t| iidx.get(t.as_str()).copied().unwrap_or(u32::MAX)).collect(),
+                    traw.user_tokens
+                        .iter()
+                        .map(|t| uidx.get(t.as_str()).copied().unwrap_or(u32::MAX))
+                        .collect(),
+                    traw.item_tokens
+                        .iter()
+                        .map(|t| iidx.get(t.as_str()).copied().unwrap_or(u32::MAX))
+                        .collect(),
                 )
             };
             for &r in trows {
@@ -196,7 +209,12 @@ fn merge_duplicates(m: Csr, policy: DuplicatePolicy) -> (Csr, usize) {
     if !has_dup {
         return (m, 0);
     }
-    let mut out = Csr { n_cols: m.n_cols, indptr: vec![0], indices: Vec::new(), values: Vec::new() };
+    let mut out = Csr {
+        n_cols: m.n_cols,
+        indptr: vec![0],
+        indices: Vec::new(),
+        values: Vec::new(),
+    };
     let mut merged = 0;
     for r in 0..m.n_rows() {
         let (cols, vals) = m.row(r);
@@ -250,7 +268,10 @@ mod tests {
     use super::*;
 
     fn raw(rows: &[(&str, &str, f32)]) -> RawRatings {
-        let mut r = RawRatings { source: "t".into(), ..Default::default() };
+        let mut r = RawRatings {
+            source: "t".into(),
+            ..Default::default()
+        };
         let mut um: HashMap<String, u32> = HashMap::new();
         let mut im: HashMap<String, u32> = HashMap::new();
         for (u, i, v) in rows {
@@ -273,7 +294,13 @@ mod tests {
 
     #[test]
     fn numeric_ids_sort_numerically_and_cold_test_rows_drop() {
-        let r = raw(&[("10", "b", 1.0), ("9", "a", 2.0), ("10", "a", 3.0), ("11", "c", 4.0), ("9", "z", 5.0)]);
+        let r = raw(&[
+            ("10", "b", 1.0),
+            ("9", "a", 2.0),
+            ("10", "a", 3.0),
+            ("11", "c", 4.0),
+            ("9", "z", 5.0),
+        ]);
         let d = Dataset::build((&r, &[0, 1, 2]), Some((&r, &[3, 4])), DuplicatePolicy::Last).unwrap();
         assert_eq!(d.user_ids, vec!["9", "10"]);
         assert_eq!(d.item_ids, vec!["a", "b"]);
@@ -300,6 +327,9 @@ mod tests {
     #[test]
     fn empty_train_is_an_error() {
         let r = raw(&[("u", "i", 1.0)]);
-        assert!(matches!(Dataset::build((&r, &[]), None, DuplicatePolicy::Last), Err(DataError::EmptyTrain)));
+        assert!(matches!(
+            Dataset::build((&r, &[]), None, DuplicatePolicy::Last),
+            Err(DataError::EmptyTrain)
+        ));
     }
 }

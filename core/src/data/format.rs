@@ -75,14 +75,10 @@ impl std::str::FromStr for Format {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim().to_ascii_lowercase();
-        Format::ALL
-            .iter()
-            .copied()
-            .find(|f| f.name() == t)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Format::ALL.iter().map(Format::name).collect();
-                format!("unknown format '{s}' ({})", names.join(", "))
-            })
+        Format::ALL.iter().copied().find(|f| f.name() == t).ok_or_else(|| {
+            let names: Vec<&str> = Format::ALL.iter().map(Format::name).collect();
+            format!("unknown format '{s}' ({})", names.join(", "))
+        })
     }
 }
 
@@ -131,10 +127,7 @@ impl Default for LoadOptions {
 /// tsv (read exactly like ml-100k when there is no header), `::` ml-1m, a
 /// comma csv, and spaces whitespace-separated columns.
 pub fn detect_format(path: &Path, first_line: &str) -> Result<Format, DataError> {
-    let base = path
-        .file_name()
-        .map(|b| b.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let base = path.file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
     if base == "u.data" || base.ends_with(".data") {
         return Ok(Format::Ml100k);
     }
@@ -143,11 +136,7 @@ pub fn detect_format(path: &Path, first_line: &str) -> Result<Format, DataError>
     }
     let line = first_line.strip_prefix('\u{feff}').unwrap_or(first_line);
     let line = line.trim_end_matches(['\r', '\n']);
-    if line
-        .trim_start()
-        .to_ascii_lowercase()
-        .starts_with("userid,movieid,rating")
-    {
+    if line.trim_start().to_ascii_lowercase().starts_with("userid,movieid,rating") {
         return Ok(Format::MlLatest);
     }
     if line.contains('\t') {
@@ -166,9 +155,7 @@ pub fn detect_format(path: &Path, first_line: &str) -> Result<Format, DataError>
         "the first line is empty".to_string()
     } else {
         let shown: String = line.trim().chars().take(60).collect();
-        format!(
-            "the first line '{shown}' has a single field (no tab, comma, '::' or space separator)"
-        )
+        format!("the first line '{shown}' has a single field (no tab, comma, '::' or space separator)")
     };
     Err(DataError::UnknownFormat {
         path: path.to_path_buf(),
@@ -202,10 +189,7 @@ mod tests {
     fn defaults() {
         let o = LoadOptions::default();
         assert_eq!(o.format, Format::Auto);
-        assert_eq!(
-            (o.user_col, o.item_col, o.rating_col, o.timestamp_col),
-            (0, 1, Some(2), Some(3))
-        );
+        assert_eq!((o.user_col, o.item_col, o.rating_col, o.timestamp_col), (0, 1, Some(2), Some(3)));
         assert_eq!(o.header, None);
         assert!(!o.skip_invalid);
         assert_eq!(o.max_id_len, 256);
@@ -217,14 +201,8 @@ mod tests {
         assert_eq!(det("/x/u.data", "1,2,3"), Format::Ml100k);
         assert_eq!(det("ua.data", ""), Format::Ml100k);
         assert_eq!(det("/x/ratings.dat", "1\t2"), Format::Ml1m);
-        assert_eq!(
-            det("ratings.csv", "userId,movieId,rating,timestamp"),
-            Format::MlLatest
-        );
-        assert_eq!(
-            det("r.txt", "\u{feff}UserID,MovieID,Rating\r\n"),
-            Format::MlLatest
-        );
+        assert_eq!(det("ratings.csv", "userId,movieId,rating,timestamp"), Format::MlLatest);
+        assert_eq!(det("r.txt", "\u{feff}UserID,MovieID,Rating\r\n"), Format::MlLatest);
         assert_eq!(det("u1.base", "1\t2\t3\t4"), Format::Tsv);
         assert_eq!(det("r.txt", "1::2::3::4"), Format::Ml1m);
         assert_eq!(det("r.txt", "user,item,rating"), Format::Csv);
@@ -240,9 +218,6 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(
-            detect_format(Path::new("r"), "  "),
-            Err(DataError::UnknownFormat { .. })
-        ));
+        assert!(matches!(detect_format(Path::new("r"), "  "), Err(DataError::UnknownFormat { .. })));
     }
 }

@@ -64,11 +64,7 @@ pub fn load_ratings(path: &Path, opts: &LoadOptions) -> Result<RawRatings, DataE
 /// accepted. A malformed line is a [`DataError::Malformed`] naming its
 /// 1-based line, unless `opts.skip_invalid` (then it is counted in
 /// `skipped_lines`). No rows at all is [`DataError::Empty`].
-pub fn parse_ratings(
-    bytes: &[u8],
-    source: &Path,
-    opts: &LoadOptions,
-) -> Result<RawRatings, DataError> {
+pub fn parse_ratings(bytes: &[u8], source: &Path, opts: &LoadOptions) -> Result<RawRatings, DataError> {
     let data = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let empty = || DataError::Empty {
         path: source.to_path_buf(),
@@ -141,11 +137,7 @@ pub fn parse_ratings(
         tracing::warn!("{}:{}: {} (line skipped)", source.display(), line, problem);
     }
     if skipped > skips.len() as u64 {
-        tracing::warn!(
-            "{}: {} invalid lines skipped in all",
-            source.display(),
-            skipped
-        );
+        tracing::warn!("{}: {} invalid lines skipped in all", source.display(), skipped);
     }
 
     let mut raw = merge(chunks, layout.has_ts);
@@ -193,15 +185,9 @@ fn merge<'a>(chunks: Vec<Chunk<'a>>, has_ts: bool) -> RawRatings {
     }
     for c in it {
         let remap = |int: Interner<'a>, acc_int: &mut Interner<'a>| -> Vec<u32> {
-            int.tokens
-                .into_iter()
-                .map(|t| OTHER | acc_int.get_or_insert(t))
-                .collect()
+            int.tokens.into_iter().map(|t| OTHER | acc_int.get_or_insert(t)).collect()
         };
-        let (ru, ri) = (
-            remap(c.user_int, &mut acc.user_int),
-            remap(c.item_int, &mut acc.item_int),
-        );
+        let (ru, ri) = (remap(c.user_int, &mut acc.user_int), remap(c.item_int, &mut acc.item_int));
         let code = |x: u32, r: &[u32]| {
             if x & OTHER != 0 {
                 r[(x & !OTHER) as usize]
@@ -352,8 +338,7 @@ impl std::hash::Hash for Short {
     #[inline]
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         let [a, b, c] = self.0;
-        let mut h =
-            (a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b).wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ c;
+        let mut h = (a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b).wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ c;
         h = (h ^ (h >> 29)).wrapping_mul(0x94D0_49BB_1331_11EB);
         state.write_u64(h ^ (h >> 32));
     }
@@ -544,11 +529,7 @@ impl Layout {
         };
         let rating = opts.rating_col.unwrap_or(NONE);
         let ts = opts.timestamp_col.unwrap_or(NONE);
-        let need = opts
-            .user_col
-            .max(opts.item_col)
-            .max(opts.rating_col.unwrap_or(0))
-            + 1;
+        let need = opts.user_col.max(opts.item_col).max(opts.rating_col.unwrap_or(0)) + 1;
         let max_col = (need - 1).max(opts.timestamp_col.unwrap_or(0));
         Layout {
             sep,
@@ -565,11 +546,7 @@ impl Layout {
 
     /// Header rule: the rating field (or, without one, the first field) is not a number.
     fn looks_like_header(&self, line: &[u8]) -> bool {
-        let col = if self.has_rating {
-            self.cols[RATING]
-        } else {
-            0
-        };
+        let col = if self.has_rating { self.cols[RATING] } else { 0 };
         let probe = Layout {
             cols: [col, NONE, NONE, NONE],
             max_col: col,
@@ -690,10 +667,7 @@ impl Layout {
                 Sep::Byte(b) => self.scan_line::<false, false>(bytes, start, b, &mut f),
                 Sep::Csv => self.scan_line::<true, false>(bytes, start, b',', &mut f),
                 Sep::DoubleColon => self.scan_line::<false, true>(bytes, start, b':', &mut f),
-                Sep::Whitespace => (
-                    memchr(b'\n', &bytes[start..]).map_or(n, |k| start + k),
-                    None,
-                ),
+                Sep::Whitespace => (memchr(b'\n', &bytes[start..]).map_or(n, |k| start + k), None),
             };
             let line = strip_cr(&bytes[start..end]);
             start = end + 1;
@@ -702,14 +676,7 @@ impl Layout {
                 continue;
             }
             let res = match found {
-                Some(found) => self.row(
-                    &mut c,
-                    found,
-                    Cow::Borrowed(f[USER]),
-                    Cow::Borrowed(f[1]),
-                    f[RATING],
-                    f[TS],
-                ),
+                Some(found) => self.row(&mut c, found, Cow::Borrowed(f[USER]), Cow::Borrowed(f[1]), f[RATING], f[TS]),
                 None => {
                     let mut f: [Cow<'a, [u8]>; 4] = Default::default();
                     match self.split(line, &mut f) {
@@ -777,10 +744,7 @@ impl Layout {
                 idx += 1;
                 fstart = p + 1 + DC as usize;
                 if idx > self.max_col {
-                    return (
-                        memchr(b'\n', &bytes[fstart.min(n)..]).map_or(n, |k| fstart + k),
-                        Some(idx),
-                    );
+                    return (memchr(b'\n', &bytes[fstart.min(n)..]).map_or(n, |k| fstart + k), Some(idx));
                 }
             }
             i += 8;
@@ -810,10 +774,7 @@ impl Layout {
         ts: &[u8],
     ) -> Result<(), String> {
         if found < self.need {
-            return Err(format!(
-                "expected at least {} fields, found {}",
-                self.need, found
-            ));
+            return Err(format!("expected at least {} fields, found {}", self.need, found));
         }
         if user.is_empty() {
             return Err("empty user id".into());
@@ -823,18 +784,10 @@ impl Layout {
         }
         for (what, id) in [("user", &user), ("item", &item)] {
             if id.len() > self.max_id_len {
-                return Err(format!(
-                    "{what} id is {} bytes long (limit {})",
-                    id.len(),
-                    self.max_id_len
-                ));
+                return Err(format!("{what} id is {} bytes long (limit {})", id.len(), self.max_id_len));
             }
         }
-        let value = if self.has_rating {
-            parse_rating(rating)?
-        } else {
-            1.0
-        };
+        let value = if self.has_rating { parse_rating(rating)? } else { 1.0 };
         let stamp = if self.has_ts && found > self.cols[TS] && !ts.is_empty() {
             Some(parse_ts(ts)?)
         } else {
@@ -843,19 +796,11 @@ impl Layout {
         // Canonical decimals are their own code; other ids are interned now
         // (validated before anything is added, so a bad line leaves no trace).
         let (un, inum) = (canonical_int(&user), canonical_int(&item));
-        let u = if un.is_none() {
-            c.user_int.find(&user)
-        } else {
-            None
-        };
+        let u = if un.is_none() { c.user_int.find(&user) } else { None };
         if un.is_none() && u.is_none() && std::str::from_utf8(&user).is_err() {
             return Err("user id is not valid UTF-8".into());
         }
-        let i = if inum.is_none() {
-            c.item_int.find(&item)
-        } else {
-            None
-        };
+        let i = if inum.is_none() { c.item_int.find(&item) } else { None };
         if inum.is_none() && i.is_none() && std::str::from_utf8(&item).is_err() {
             return Err("item id is not valid UTF-8".into());
         }
@@ -894,9 +839,7 @@ fn quoted(s: &[u8], idx: usize) -> Result<(Cow<'_, [u8]>, usize), String> {
         };
         let q = pos + k;
         if s.get(q + 1) == Some(&b'"') {
-            owned
-                .get_or_insert_with(Vec::new)
-                .extend_from_slice(&s[pos..=q]);
+            owned.get_or_insert_with(Vec::new).extend_from_slice(&s[pos..=q]);
             pos = q + 2;
             continue;
         }
@@ -912,10 +855,7 @@ fn quoted(s: &[u8], idx: usize) -> Result<(Cow<'_, [u8]>, usize), String> {
             end += 1;
         }
         if end < s.len() && s[end] != b',' {
-            return Err(format!(
-                "unexpected text after the closing quote of field {}",
-                idx + 1
-            ));
+            return Err(format!("unexpected text after the closing quote of field {}", idx + 1));
         }
         return Ok((content, end));
     }
@@ -966,10 +906,7 @@ fn parse_rating(f: &[u8]) -> Result<f32, String> {
     if let Some(v) = fast_decimal(f) {
         return Ok(v);
     }
-    match std::str::from_utf8(f)
-        .ok()
-        .and_then(|s| s.parse::<f32>().ok())
-    {
+    match std::str::from_utf8(f).ok().and_then(|s| s.parse::<f32>().ok()) {
         Some(v) if v.is_finite() => Ok(v),
         Some(_) => Err(format!("rating '{}' is not finite", show(f))),
         None => Err(format!("rating '{}' is not a number", show(f))),
@@ -1047,14 +984,7 @@ mod tests {
             &opts(Format::Auto),
         )
         .unwrap();
-        assert_eq!(
-            rows(&r),
-            vec![
-                t("196", "242", 3.0),
-                t("186", "302", 3.0),
-                t("196", "377", 1.0)
-            ]
-        );
+        assert_eq!(rows(&r), vec![t("196", "242", 3.0), t("186", "302", 3.0), t("196", "377", 1.0)]);
         assert_eq!(r.user_tokens, vec!["196", "186"]);
         assert_eq!(r.item_tokens, vec!["242", "302", "377"]);
         assert_eq!(r.users, vec![0, 1, 0]);
@@ -1065,12 +995,7 @@ mod tests {
 
     #[test]
     fn ml1m_double_colon_and_crlf() {
-        let r = parse(
-            "1::1193::5::978300760\r\n1::661::3::978302109\r\n",
-            "x.txt",
-            &opts(Format::Auto),
-        )
-        .unwrap();
+        let r = parse("1::1193::5::978300760\r\n1::661::3::978302109\r\n", "x.txt", &opts(Format::Auto)).unwrap();
         assert_eq!(rows(&r), vec![t("1", "1193", 5.0), t("1", "661", 3.0)]);
         assert_eq!(r.timestamps, Some(vec![978300760, 978302109]));
         // Single colons belong to the id.
@@ -1081,8 +1006,7 @@ mod tests {
 
     #[test]
     fn ml_latest_header_always_skipped_and_bom() {
-        let text =
-            "\u{feff}userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,964981247\n";
+        let text = "\u{feff}userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,964981247\n";
         let r = parse(text, "ratings.csv", &opts(Format::Auto)).unwrap();
         assert_eq!(rows(&r), vec![t("1", "1", 4.0), t("1", "3", 4.5)]);
         assert_eq!(r.timestamps, Some(vec![964982703, 964981247]));
@@ -1099,12 +1023,7 @@ mod tests {
 
     #[test]
     fn csv_header_detection_trimming_and_opaque_ids() {
-        let r = parse(
-            "user,item,rating\n 007 , a ,5\n7,a, 2.5 \n",
-            "r.csv",
-            &opts(Format::Auto),
-        )
-        .unwrap();
+        let r = parse("user,item,rating\n 007 , a ,5\n7,a, 2.5 \n", "r.csv", &opts(Format::Auto)).unwrap();
         assert_eq!(rows(&r), vec![t("007", "a", 5.0), t("7", "a", 2.5)]);
         assert_eq!(r.user_tokens, vec!["007", "7"]);
         assert_eq!(r.timestamps, None);
@@ -1119,48 +1038,24 @@ mod tests {
             header: Some(true),
             ..opts(Format::Csv)
         };
-        assert_eq!(
-            rows(&parse("1,2,3\n4,5,1\n", "r.csv", &o).unwrap()),
-            vec![t("4", "5", 1.0)]
-        );
+        assert_eq!(rows(&parse("1,2,3\n4,5,1\n", "r.csv", &o).unwrap()), vec![t("4", "5", 1.0)]);
     }
 
     #[test]
     fn csv_quoted_fields() {
-        let r = parse(
-            "\"a,b\",\"say \"\"hi\"\"\",\"4\"\n  \"x\" ,y,1\n",
-            "r.csv",
-            &opts(Format::Csv),
-        )
-        .unwrap();
-        assert_eq!(
-            rows(&r),
-            vec![t("a,b", "say \"hi\"", 4.0), t("x", "y", 1.0)]
-        );
+        let r = parse("\"a,b\",\"say \"\"hi\"\"\",\"4\"\n  \"x\" ,y,1\n", "r.csv", &opts(Format::Csv)).unwrap();
+        assert_eq!(rows(&r), vec![t("a,b", "say \"hi\"", 4.0), t("x", "y", 1.0)]);
         let (line, p) = malformed(parse("1,2,3\n\"a,2,3\n", "r.csv", &opts(Format::Csv)));
         assert_eq!((line, p.as_str()), (2, "field 1 has no closing quote"));
         let (line, p) = malformed(parse("1,\"2\"x,3\n", "r.csv", &opts(Format::Csv)));
-        assert_eq!(
-            (line, p.as_str()),
-            (1, "unexpected text after the closing quote of field 2")
-        );
+        assert_eq!((line, p.as_str()), (1, "unexpected text after the closing quote of field 2"));
     }
 
     #[test]
     fn tsv_and_whitespace() {
-        let r = parse(
-            "user\titem\trating\nu1\ti1\t4\n",
-            "r.tsv",
-            &opts(Format::Auto),
-        )
-        .unwrap();
+        let r = parse("user\titem\trating\nu1\ti1\t4\n", "r.tsv", &opts(Format::Auto)).unwrap();
         assert_eq!(rows(&r), vec![t("u1", "i1", 4.0)]);
-        let r = parse(
-            "  1   2 \t 3.5  100\n\n3 4 1\n",
-            "r.ws",
-            &opts(Format::Whitespace),
-        )
-        .unwrap();
+        let r = parse("  1   2 \t 3.5  100\n\n3 4 1\n", "r.ws", &opts(Format::Whitespace)).unwrap();
         assert_eq!(rows(&r), vec![t("1", "2", 3.5), t("3", "4", 1.0)]);
         // Timestamps on only some rows are dropped.
         assert_eq!(r.timestamps, None);
@@ -1188,10 +1083,7 @@ mod tests {
             ..opts(Format::Csv)
         };
         let r = parse("user,item,time\nu1,i1,5\nu2,i1,6\nu1,i1,7\n", "r.csv", &o).unwrap();
-        assert_eq!(
-            rows(&r),
-            vec![t("u1", "i1", 1.0), t("u2", "i1", 1.0), t("u1", "i1", 1.0)]
-        );
+        assert_eq!(rows(&r), vec![t("u1", "i1", 1.0), t("u2", "i1", 1.0), t("u1", "i1", 1.0)]);
         assert_eq!(r.timestamps, Some(vec![5, 6, 7]));
         // Implicit, two columns, numeric first field: no header.
         let o = LoadOptions {
@@ -1230,21 +1122,14 @@ mod tests {
         }
         let long = "x".repeat(300);
         let (l, p) = malformed(parse(&format!("1,2,3\n{long},2,3\n"), "bad.csv", &o));
-        assert_eq!(
-            (l, p.as_str()),
-            (2, "user id is 300 bytes long (limit 256)")
-        );
+        assert_eq!((l, p.as_str()), (2, "user id is 300 bytes long (limit 256)"));
         let o2 = LoadOptions {
             max_id_len: 4,
             ..o.clone()
         };
         let (l, p) = malformed(parse("1,12345,3\n", "bad.csv", &o2));
         assert_eq!((l, p.as_str()), (1, "item id is 5 bytes long (limit 4)"));
-        let (l, p) = malformed(parse_ratings(
-            b"1,2,3\n\xff\xfe,2,3\n",
-            Path::new("bad.csv"),
-            &o,
-        ));
+        let (l, p) = malformed(parse_ratings(b"1,2,3\n\xff\xfe,2,3\n", Path::new("bad.csv"), &o));
         assert_eq!((l, p.as_str()), (2, "user id is not valid UTF-8"));
         let (l, p) = malformed(parse_ratings(b"1,a\xff,3\n", Path::new("bad.csv"), &o));
         assert_eq!((l, p.as_str()), (1, "item id is not valid UTF-8"));
@@ -1288,34 +1173,17 @@ mod tests {
         // Users of skipped lines are not interned.
         assert_eq!(r.user_tokens, vec!["a", "d"]);
         assert_eq!(r.item_tokens, vec!["x", "w"]);
-        assert!(matches!(
-            parse("a,x,z\n", "r.csv", &o),
-            Err(DataError::Empty { .. })
-        ));
+        assert!(matches!(parse("a,x,z\n", "r.csv", &o), Err(DataError::Empty { .. })));
     }
 
     #[test]
     fn empty_inputs() {
         let o = opts(Format::Auto);
-        for text in [
-            "",
-            "\n\n  \r\n",
-            "\u{feff}",
-            "userId,movieId,rating,timestamp\n",
-        ] {
-            assert!(
-                matches!(parse(text, "ratings.csv", &o), Err(DataError::Empty { .. })),
-                "{text:?}"
-            );
+        for text in ["", "\n\n  \r\n", "\u{feff}", "userId,movieId,rating,timestamp\n"] {
+            assert!(matches!(parse(text, "ratings.csv", &o), Err(DataError::Empty { .. })), "{text:?}");
         }
-        assert!(matches!(
-            parse("user,item,rating\n\n", "r.csv", &o),
-            Err(DataError::Empty { .. })
-        ));
-        assert!(matches!(
-            parse("u\n", "r.txt", &o),
-            Err(DataError::UnknownFormat { .. })
-        ));
+        assert!(matches!(parse("user,item,rating\n\n", "r.csv", &o), Err(DataError::Empty { .. })));
+        assert!(matches!(parse("u\n", "r.txt", &o), Err(DataError::UnknownFormat { .. })));
     }
 
     #[test]
@@ -1330,21 +1198,10 @@ mod tests {
     #[test]
     fn fast_decimal_matches_std_parse() {
         let mut s = crate::rng::SplitMix64::new(3);
-        let mut cases: Vec<String> = [
-            "0",
-            "-0",
-            "5",
-            "4.5",
-            "0.1",
-            ".5",
-            "5.",
-            "9999999",
-            "0.0000001",
-            "+3.25",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut cases: Vec<String> = ["0", "-0", "5", "4.5", "0.1", ".5", "5.", "9999999", "0.0000001", "+3.25"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         for _ in 0..20000 {
             let digits = 1 + (s.next_u64() % 7) as usize;
             let m = s.next_u64() % 10u64.pow(digits as u32);
@@ -1355,11 +1212,7 @@ mod tests {
         }
         for c in &cases {
             let want: f32 = c.parse().unwrap();
-            assert_eq!(
-                fast_decimal(c.as_bytes()).map(f32::to_bits),
-                Some(want.to_bits()),
-                "{c}"
-            );
+            assert_eq!(fast_decimal(c.as_bytes()).map(f32::to_bits), Some(want.to_bits()), "{c}");
         }
         assert_eq!(fast_decimal(b"12345678"), None);
         assert_eq!(fast_decimal(b"1e3"), None);
@@ -1394,18 +1247,9 @@ mod tests {
         let bytes = synthetic_tsv(600_000, 1); // > PARALLEL_MIN_BYTES
         assert!(bytes.len() >= PARALLEL_MIN_BYTES);
         let o = opts(Format::Tsv);
-        let pool = |n| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build()
-                .unwrap()
-        };
-        let seq = pool(1)
-            .install(|| parse_ratings(&bytes, Path::new("big.tsv"), &o))
-            .unwrap();
-        let par = pool(4)
-            .install(|| parse_ratings(&bytes, Path::new("big.tsv"), &o))
-            .unwrap();
+        let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+        let seq = pool(1).install(|| parse_ratings(&bytes, Path::new("big.tsv"), &o)).unwrap();
+        let par = pool(4).install(|| parse_ratings(&bytes, Path::new("big.tsv"), &o)).unwrap();
         assert_eq!(seq.len(), 600_000);
         assert_eq!(seq, par);
         // An error far into the file has the same line number both ways.
@@ -1425,20 +1269,14 @@ mod tests {
         let p = Path::new("/work/shared/data/ml-100k/u.data");
         if p.exists() {
             let r = load_ratings(p, &LoadOptions::default()).unwrap();
-            assert_eq!(
-                (r.len(), r.user_tokens.len(), r.item_tokens.len()),
-                (100_000, 943, 1682)
-            );
+            assert_eq!((r.len(), r.user_tokens.len(), r.item_tokens.len()), (100_000, 943, 1682));
             assert_eq!(r.row(0), ("196", "242", 3.0));
             assert!(r.timestamps.is_some());
         }
         let p = Path::new("/work/shared/data/ml-latest-small/ratings.csv");
         if p.exists() {
             let r = load_ratings(p, &LoadOptions::default()).unwrap();
-            assert_eq!(
-                (r.len(), r.user_tokens.len(), r.item_tokens.len()),
-                (100_836, 610, 9724)
-            );
+            assert_eq!((r.len(), r.user_tokens.len(), r.item_tokens.len()), (100_836, 610, 9724));
         }
     }
 
@@ -1450,15 +1288,10 @@ mod tests {
         let bytes = synthetic_tsv(10_000_000, 7);
         let o = opts(Format::Ml100k);
         for threads in [1, rayon::current_num_threads()] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             for _ in 0..2 {
                 let t0 = std::time::Instant::now();
-                let r = pool
-                    .install(|| parse_ratings(&bytes, Path::new("u.data"), &o))
-                    .unwrap();
+                let r = pool.install(|| parse_ratings(&bytes, Path::new("u.data"), &o)).unwrap();
                 let s = t0.elapsed().as_secs_f64();
                 println!(
                     "{threads} thread(s): {} rows, {:.0} MB in {s:.3} s: {:.0} MB/s",

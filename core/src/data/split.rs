@@ -26,21 +26,14 @@ pub enum SplitSpec {
     /// Rows ordered by (timestamp, row); the last `floor(n * test_frac)` are test.
     Temporal { test_frac: f64 },
     /// The key order of `Ratio`; fold `f` tests the positions `p` with `p % folds == f`.
-    KFold {
-        folds: usize,
-        fold: usize,
-        seed: u64,
-    },
+    KFold { folds: usize, fold: usize, seed: u64 },
 }
 
 /// Row keys are computed in parallel above this many rows.
 const PAR_ROWS: usize = 1 << 16;
 
 /// `(train rows, test rows)`: each ascending, disjoint, together all rows.
-pub fn split_rows(
-    raw: &RawRatings,
-    spec: &SplitSpec,
-) -> Result<(Vec<usize>, Vec<usize>), DataError> {
+pub fn split_rows(raw: &RawRatings, spec: &SplitSpec) -> Result<(Vec<usize>, Vec<usize>), DataError> {
     let n = raw.len();
     let is_test = match *spec {
         SplitSpec::None => vec![false; n],
@@ -61,15 +54,10 @@ pub fn split_rows(
         }
         SplitSpec::KFold { folds, fold, seed } => {
             if folds < 2 {
-                return Err(DataError::Split(format!(
-                    "k-fold needs at least 2 folds, got {folds}"
-                )));
+                return Err(DataError::Split(format!("k-fold needs at least 2 folds, got {folds}")));
             }
             if fold >= folds {
-                return Err(DataError::Split(format!(
-                    "fold {fold} does not exist: folds are 0..{}",
-                    folds - 1
-                )));
+                return Err(DataError::Split(format!("fold {fold} does not exist: folds are 0..{}", folds - 1)));
             }
             kfold(n, folds, fold, seed)
         }
@@ -91,9 +79,7 @@ fn check_frac(test_frac: f64) -> Result<(), DataError> {
     if (0.0..1.0).contains(&test_frac) {
         Ok(())
     } else {
-        Err(DataError::Split(format!(
-            "the test fraction must be in [0, 1), got {test_frac}"
-        )))
+        Err(DataError::Split(format!("the test fraction must be in [0, 1), got {test_frac}")))
     }
 }
 
@@ -105,10 +91,7 @@ fn n_test(n: usize, test_frac: f64) -> Result<usize, DataError> {
 
 fn keys(n: usize, seed: u64) -> Vec<u64> {
     if n >= PAR_ROWS {
-        (0..n as u64)
-            .into_par_iter()
-            .map(|i| splitmix64_nth(seed, i))
-            .collect()
+        (0..n as u64).into_par_iter().map(|i| splitmix64_nth(seed, i)).collect()
     } else {
         (0..n as u64).map(|i| splitmix64_nth(seed, i)).collect()
     }
@@ -125,9 +108,7 @@ fn ratio(n: usize, k: usize, seed: u64) -> Vec<bool> {
     let mut sel = keys(n, seed);
     let pivot = *sel.select_nth_unstable(k - 1).1;
     drop(sel);
-    let below = (0..n)
-        .filter(|&i| splitmix64_nth(seed, i as u64) < pivot)
-        .count();
+    let below = (0..n).filter(|&i| splitmix64_nth(seed, i as u64) < pivot).count();
     let mut equal_left = k - below;
     for (i, t) in is_test.iter_mut().enumerate() {
         let key = splitmix64_nth(seed, i as u64);
@@ -249,37 +230,19 @@ mod tests {
         assert!(test.windows(2).all(|w| w[0] < w[1]), "test not ascending");
         let mut all: Vec<usize> = train.iter().chain(test).copied().collect();
         all.sort();
-        assert_eq!(
-            all,
-            (0..n).collect::<Vec<_>>(),
-            "not disjoint or not complete"
-        );
+        assert_eq!(all, (0..n).collect::<Vec<_>>(), "not disjoint or not complete");
     }
 
     #[test]
     fn ratio_matches_the_protocol() {
         let raw = raw_n(10, &[0]);
-        let (train, test) = split_rows(
-            &raw,
-            &SplitSpec::Ratio {
-                test_frac: 0.2,
-                seed: 42,
-            },
-        )
-        .unwrap();
+        let (train, test) = split_rows(&raw, &SplitSpec::Ratio { test_frac: 0.2, seed: 42 }).unwrap();
         assert_eq!(test, reference_ratio(10, 42, 0.2));
         // The same numbers from a plain Python version of common.py's split.
         assert_eq!(test, vec![1, 4]);
         assert_eq!(train, vec![0, 2, 3, 5, 6, 7, 8, 9]);
         let raw = raw_n(37, &[0]);
-        let (_, test) = split_rows(
-            &raw,
-            &SplitSpec::Ratio {
-                test_frac: 0.3,
-                seed: 7,
-            },
-        )
-        .unwrap();
+        let (_, test) = split_rows(&raw, &SplitSpec::Ratio { test_frac: 0.3, seed: 7 }).unwrap();
         assert_eq!(test, vec![1, 5, 7, 8, 10, 17, 21, 26, 31, 33, 36]);
         for (n, seed, frac) in [
             (0, 1, 0.5),
@@ -290,31 +253,13 @@ mod tests {
             (777, 5, 0.999),
         ] {
             let raw = raw_n(n, &[0]);
-            let (train, test) = split_rows(
-                &raw,
-                &SplitSpec::Ratio {
-                    test_frac: frac,
-                    seed,
-                },
-            )
-            .unwrap();
-            assert_eq!(
-                test,
-                reference_ratio(n, seed, frac),
-                "n={n} seed={seed} frac={frac}"
-            );
+            let (train, test) = split_rows(&raw, &SplitSpec::Ratio { test_frac: frac, seed }).unwrap();
+            assert_eq!(test, reference_ratio(n, seed, frac), "n={n} seed={seed} frac={frac}");
             check_partition(n, &train, &test);
         }
         // Python: 100000 rows, seed 42 -> 20000 test rows summing to 1007712094.
         let raw = raw_n(100_000, &[0]);
-        let (train, test) = split_rows(
-            &raw,
-            &SplitSpec::Ratio {
-                test_frac: 0.2,
-                seed: 42,
-            },
-        )
-        .unwrap();
+        let (train, test) = split_rows(&raw, &SplitSpec::Ratio { test_frac: 0.2, seed: 42 }).unwrap();
         assert_eq!((train.len(), test.len()), (80_000, 20_000));
         assert_eq!(test.iter().sum::<usize>(), 1_007_712_094);
         assert_eq!(&test[..5], &[1, 4, 16, 18, 21]);
@@ -327,14 +272,7 @@ mod tests {
             return;
         }
         let raw = crate::data::load_ratings(p, &Default::default()).unwrap();
-        let (train, test) = split_rows(
-            &raw,
-            &SplitSpec::Ratio {
-                test_frac: 0.2,
-                seed: 42,
-            },
-        )
-        .unwrap();
+        let (train, test) = split_rows(&raw, &SplitSpec::Ratio { test_frac: 0.2, seed: 42 }).unwrap();
         assert_eq!((train.len(), test.len()), (80_000, 20_000));
         assert_eq!(test.iter().sum::<usize>(), 1_007_712_094);
     }
@@ -345,14 +283,8 @@ mod tests {
         raw.timestamps = Some((0..503).map(|r| (r as i64 * 7919) % 101).collect());
         let specs = [
             SplitSpec::None,
-            SplitSpec::Ratio {
-                test_frac: 0.2,
-                seed: 1,
-            },
-            SplitSpec::PerUser {
-                test_frac: 0.3,
-                seed: 1,
-            },
+            SplitSpec::Ratio { test_frac: 0.2, seed: 1 },
+            SplitSpec::PerUser { test_frac: 0.3, seed: 1 },
             SplitSpec::Temporal { test_frac: 0.1 },
             SplitSpec::KFold {
                 folds: 5,
@@ -363,11 +295,7 @@ mod tests {
         for spec in &specs {
             let (train, test) = split_rows(&raw, spec).unwrap();
             check_partition(503, &train, &test);
-            assert_eq!(
-                split_rows(&raw, spec).unwrap(),
-                (train.clone(), test.clone()),
-                "{spec:?}"
-            );
+            assert_eq!(split_rows(&raw, spec).unwrap(), (train.clone(), test.clone()), "{spec:?}");
             if *spec != SplitSpec::None {
                 assert!(!test.is_empty(), "{spec:?}");
             } else {
@@ -375,22 +303,8 @@ mod tests {
             }
         }
         // Another seed gives another split.
-        let a = split_rows(
-            &raw,
-            &SplitSpec::Ratio {
-                test_frac: 0.2,
-                seed: 1,
-            },
-        )
-        .unwrap();
-        let b = split_rows(
-            &raw,
-            &SplitSpec::Ratio {
-                test_frac: 0.2,
-                seed: 2,
-            },
-        )
-        .unwrap();
+        let a = split_rows(&raw, &SplitSpec::Ratio { test_frac: 0.2, seed: 1 }).unwrap();
+        let b = split_rows(&raw, &SplitSpec::Ratio { test_frac: 0.2, seed: 2 }).unwrap();
         assert_ne!(a, b);
         assert_eq!(a.1.len(), b.1.len());
     }
@@ -400,15 +314,7 @@ mod tests {
         let raw = raw_n(103, &[0]);
         let mut seen = vec![0; 103];
         for fold in 0..4 {
-            let (train, test) = split_rows(
-                &raw,
-                &SplitSpec::KFold {
-                    folds: 4,
-                    fold,
-                    seed: 3,
-                },
-            )
-            .unwrap();
+            let (train, test) = split_rows(&raw, &SplitSpec::KFold { folds: 4, fold, seed: 3 }).unwrap();
             check_partition(103, &train, &test);
             assert!(test.len() == 25 || test.len() == 26, "{}", test.len());
             for r in test {
@@ -428,8 +334,7 @@ mod tests {
             },
         )
         .unwrap();
-        let mut order: Vec<(u64, usize)> =
-            (0..50).map(|i| (splitmix64_nth(42, i as u64), i)).collect();
+        let mut order: Vec<(u64, usize)> = (0..50).map(|i| (splitmix64_nth(42, i as u64), i)).collect();
         order.sort();
         let mut want: Vec<usize> = order.iter().step_by(5).map(|&(_, i)| i).collect();
         want.sort();
@@ -445,14 +350,7 @@ mod tests {
         users.extend(std::iter::repeat_n(3, 40));
         let raw = raw_n(users.len(), &users);
         for frac in [0.0, 0.2, 0.5, 0.9, 0.999] {
-            let (train, test) = split_rows(
-                &raw,
-                &SplitSpec::PerUser {
-                    test_frac: frac,
-                    seed: 11,
-                },
-            )
-            .unwrap();
+            let (train, test) = split_rows(&raw, &SplitSpec::PerUser { test_frac: frac, seed: 11 }).unwrap();
             check_partition(raw.len(), &train, &test);
             for u in 0..4u32 {
                 let n_u = users.iter().filter(|&&x| x == u).count();
@@ -463,14 +361,7 @@ mod tests {
             }
         }
         // Within a user, the test rows are the lowest keys.
-        let (_, test) = split_rows(
-            &raw,
-            &SplitSpec::PerUser {
-                test_frac: 0.25,
-                seed: 11,
-            },
-        )
-        .unwrap();
+        let (_, test) = split_rows(&raw, &SplitSpec::PerUser { test_frac: 0.25, seed: 11 }).unwrap();
         let mut rows3: Vec<(u64, usize)> = (0..raw.len())
             .filter(|&r| raw.users[r] == 3)
             .map(|r| (splitmix64_nth(11, r as u64), r))
@@ -478,13 +369,7 @@ mod tests {
         rows3.sort();
         let mut want: Vec<usize> = rows3[..10].iter().map(|&(_, r)| r).collect();
         want.sort();
-        assert_eq!(
-            test.iter()
-                .copied()
-                .filter(|&r| raw.users[r] == 3)
-                .collect::<Vec<_>>(),
-            want
-        );
+        assert_eq!(test.iter().copied().filter(|&r| raw.users[r] == 3).collect::<Vec<_>>(), want);
     }
 
     #[test]
@@ -509,22 +394,13 @@ mod tests {
     fn invalid_specs_are_split_errors() {
         let raw = raw_n(10, &[0]);
         let bad = [
-            SplitSpec::Ratio {
-                test_frac: 1.0,
-                seed: 1,
-            },
-            SplitSpec::Ratio {
-                test_frac: -0.1,
-                seed: 1,
-            },
+            SplitSpec::Ratio { test_frac: 1.0, seed: 1 },
+            SplitSpec::Ratio { test_frac: -0.1, seed: 1 },
             SplitSpec::Ratio {
                 test_frac: f64::NAN,
                 seed: 1,
             },
-            SplitSpec::PerUser {
-                test_frac: 1.5,
-                seed: 1,
-            },
+            SplitSpec::PerUser { test_frac: 1.5, seed: 1 },
             SplitSpec::Temporal { test_frac: 2.0 },
             SplitSpec::KFold {
                 folds: 1,
@@ -538,10 +414,7 @@ mod tests {
             },
         ];
         for spec in &bad {
-            assert!(
-                matches!(split_rows(&raw, spec), Err(DataError::Split(_))),
-                "{spec:?}"
-            );
+            assert!(matches!(split_rows(&raw, spec), Err(DataError::Split(_))), "{spec:?}");
         }
         // No timestamps.
         match split_rows(&raw, &SplitSpec::Temporal { test_frac: 0.2 }) {

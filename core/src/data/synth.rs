@@ -117,9 +117,7 @@ impl SynthSpec {
             return bad(format!("noise_std must be >= 0, got {}", self.noise_std));
         }
         if self.user_offset <= -1.0 || self.item_offset <= -1.0 {
-            return bad(
-                "offsets must be > -1 (weights are (rank + offset)^-exp, rank from 1)".into(),
-            );
+            return bad("offsets must be > -1 (weights are (rank + offset)^-exp, rank from 1)".into());
         }
         Ok(())
     }
@@ -233,10 +231,7 @@ fn allocate(w: &[f64], total: u64, cap: u64) -> Vec<u32> {
                 assigned += 1;
             }
         }
-        assert!(
-            assigned > before,
-            "synthetic data: cannot place {rem} ratings"
-        );
+        assert!(assigned > before, "synthetic data: cannot place {rem} ratings");
     }
     while assigned > rem {
         for &(_, k) in fracs.iter().rev() {
@@ -265,8 +260,7 @@ impl Alias {
         let mut p: Vec<f64> = w.iter().map(|x| x * n as f64 / sum).collect();
         let mut prob = vec![1.0; n];
         let mut alias: Vec<u32> = (0..n as u32).collect();
-        let (mut small, mut large): (Vec<u32>, Vec<u32>) =
-            (0..n as u32).partition(|&i| p[i as usize] < 1.0);
+        let (mut small, mut large): (Vec<u32>, Vec<u32>) = (0..n as u32).partition(|&i| p[i as usize] < 1.0);
         while let (Some(&s), Some(&l)) = (small.last(), large.last()) {
             small.pop();
             large.pop();
@@ -318,9 +312,7 @@ impl Model {
         let mut rng = stream(spec.seed, S_ITEM_FACTORS);
         let item_factors: Vec<f64> = (0..items * rank).map(|_| s * rng.next_normal()).collect();
         let mut rng = stream(spec.seed, S_ITEM_BIAS);
-        let item_bias: Vec<f64> = (0..items)
-            .map(|_| ITEM_BIAS_SD * rng.next_normal())
-            .collect();
+        let item_bias: Vec<f64> = (0..items).map(|_| ITEM_BIAS_SD * rng.next_normal()).collect();
 
         // Popularity rank -> random item id.
         let wr = rank_weights(items, spec.item_exp, spec.item_offset);
@@ -403,13 +395,8 @@ impl Model {
             }
             mark[i] = stamp;
             got += 1;
-            let raw =
-                GLOBAL_MEAN + bu + self.item_bias[i] + dot + self.noise_std * rng.next_normal();
-            let rating = if self.stars {
-                raw.round_ties_even().clamp(1.0, 5.0)
-            } else {
-                raw
-            };
+            let raw = GLOBAL_MEAN + bu + self.item_bias[i] + dot + self.noise_std * rng.next_normal();
+            let rating = if self.stars { raw.round_ties_even().clamp(1.0, 5.0) } else { raw };
             out.push(SynthRow {
                 user: u as u32,
                 item: i as u32,
@@ -438,10 +425,7 @@ impl Model {
 }
 
 /// Generate in parallel batches, handing each batch to `sink` in user order.
-fn run(
-    spec: &SynthSpec,
-    sink: &mut dyn FnMut(&[SynthRow]) -> Result<(), DataError>,
-) -> Result<(), DataError> {
+fn run(spec: &SynthSpec, sink: &mut dyn FnMut(&[SynthRow]) -> Result<(), DataError>) -> Result<(), DataError> {
     let model = Model::new(spec)?;
     let batches = model.batches();
     let group = 2 * rayon::current_num_threads().max(1);
@@ -539,11 +523,7 @@ fn push_u32(buf: &mut Vec<u8>, mut v: u32) {
 /// Write the rows as CSV (`user,item,rating` header) atomically: into a
 /// temporary file next to `path`, renamed over it when complete. `progress`
 /// gets the rows written so far about every million rows and at the end.
-pub fn write_csv(
-    spec: &SynthSpec,
-    path: &Path,
-    mut progress: impl FnMut(u64),
-) -> Result<u64, DataError> {
+pub fn write_csv(spec: &SynthSpec, path: &Path, mut progress: impl FnMut(u64)) -> Result<u64, DataError> {
     spec.validate()?;
     let io = |source: std::io::Error| DataError::Io {
         path: path.to_path_buf(),
@@ -617,16 +597,9 @@ mod tests {
         assert_eq!(a, rows(&s), "same seed, same rows");
         let pairs: HashSet<(u32, u32)> = a.iter().map(|r| (r.user, r.item)).collect();
         assert_eq!(pairs.len(), a.len(), "pairs are distinct");
-        assert!(a
-            .iter()
-            .all(|r| (r.user as usize) < 300 && (r.item as usize) < 200));
-        assert!(a
-            .iter()
-            .all(|r| (1.0..=5.0).contains(&r.rating) && r.rating.fract() == 0.0));
-        assert!(
-            a.windows(2).all(|w| w[0].user <= w[1].user),
-            "grouped by user"
-        );
+        assert!(a.iter().all(|r| (r.user as usize) < 300 && (r.item as usize) < 200));
+        assert!(a.iter().all(|r| (1.0..=5.0).contains(&r.rating) && r.rating.fract() == 0.0));
+        assert!(a.windows(2).all(|w| w[0].user <= w[1].user), "grouped by user");
         // Every star value occurs and the mean is in the usual range.
         for v in 1..=5 {
             assert!(a.iter().any(|r| r.rating == v as f32), "no {v}");
@@ -643,12 +616,7 @@ mod tests {
     fn same_rows_with_any_thread_count() {
         // Several parallel batches.
         let s = spec(3_000, 500, 600_000, 7);
-        let pool = |n| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build()
-                .unwrap()
-        };
+        let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
         let one = pool(1).install(|| rows(&s));
         let four = pool(4).install(|| rows(&s));
         assert_eq!(one.len(), 600_000);
@@ -659,10 +627,7 @@ mod tests {
     fn activity_is_skewed_and_capped() {
         let s = spec(1_000, 2_000, 50_000, 5);
         let truth = ground_truth(&s).unwrap();
-        assert_eq!(
-            truth.user_counts.iter().map(|&c| c as u64).sum::<u64>(),
-            50_000
-        );
+        assert_eq!(truth.user_counts.iter().map(|&c| c as u64).sum::<u64>(), 50_000);
         let max = *truth.user_counts.iter().max().unwrap();
         assert!(max as u64 <= s.max_per_user());
         assert!(max > 3 * *truth.user_counts.iter().min().unwrap());
@@ -683,25 +648,12 @@ mod tests {
 
     #[test]
     fn allocation_is_exact_under_the_cap() {
-        for (n, total, cap) in [
-            (5, 10, 2),
-            (4, 7, 7),
-            (1000, 12345, 50),
-            (3, 1, 1),
-            (7, 21, 3),
-        ] {
+        for (n, total, cap) in [(5, 10, 2), (4, 7, 7), (1000, 12345, 50), (3, 1, 1), (7, 21, 3)] {
             let w = rank_weights(n, 0.8, 1.0);
             let c = allocate(&w, total, cap);
-            assert_eq!(
-                c.iter().map(|&x| x as u64).sum::<u64>(),
-                total,
-                "{n} {total} {cap}"
-            );
+            assert_eq!(c.iter().map(|&x| x as u64).sum::<u64>(), total, "{n} {total} {cap}");
             assert!(c.iter().all(|&x| x as u64 <= cap));
-            assert!(
-                c.windows(2).all(|p| p[0] + 1 >= p[1]),
-                "roughly non-increasing: {c:?}"
-            );
+            assert!(c.windows(2).all(|p| p[0] + 1 >= p[1]), "roughly non-increasing: {c:?}");
         }
     }
 
@@ -736,11 +688,7 @@ mod tests {
                 .map(|k| t.user_factors[u * s.rank + k] * t.item_factors[i * s.rank + k])
                 .sum();
             let want = t.global_mean + t.user_bias[u] + t.item_bias[i] + dot;
-            assert!(
-                (r.rating as f64 - want).abs() < 1e-5,
-                "{} vs {want}",
-                r.rating
-            );
+            assert!((r.rating as f64 - want).abs() < 1e-5, "{} vs {want}", r.rating);
         }
         // The factor scale gives Var(u.v) near 0.8.
         let dots: Vec<f64> = (0..200)
@@ -775,10 +723,7 @@ mod tests {
                 ..spec(10, 10, 5, 1)
             },
         ] {
-            assert!(
-                matches!(generate(&s, |_| {}), Err(DataError::Invalid(_))),
-                "{s:?}"
-            );
+            assert!(matches!(generate(&s, |_| {}), Err(DataError::Invalid(_))), "{s:?}");
             assert!(matches!(generate_raw(&s), Err(DataError::Invalid(_))));
         }
         assert!(generate(&spec(10, 10, 50, 1), |_| {}).is_ok());
@@ -787,26 +732,14 @@ mod tests {
     #[test]
     fn defaults() {
         let d = SynthSpec::default();
+        assert_eq!((d.users, d.items, d.ratings, d.rank, d.seed), (50_000, 20_000, 1_000_000, 16, 42));
         assert_eq!(
-            (d.users, d.items, d.ratings, d.rank, d.seed),
-            (50_000, 20_000, 1_000_000, 16, 42)
-        );
-        assert_eq!(
-            (
-                d.user_exp,
-                d.user_offset,
-                d.item_exp,
-                d.item_offset,
-                d.obs_beta
-            ),
+            (d.user_exp, d.user_offset, d.item_exp, d.item_offset, d.obs_beta),
             (0.8, 50.0, 1.0, 20.0, 2.0)
         );
         assert!(d.stars);
         let s = SynthSpec::small_default();
-        assert_eq!(
-            (s.users, s.items, s.ratings, s.rank),
-            (2_000, 1_000, 100_000, 16)
-        );
+        assert_eq!((s.users, s.items, s.ratings, s.rank), (2_000, 1_000, 100_000, 16));
         // Missing fields of a serialized spec take the defaults.
         let j: SynthSpec = serde_json::from_str(r#"{"users": 10, "seed": 3}"#).unwrap();
         assert_eq!((j.users, j.items, j.seed), (10, 20_000, 3));

@@ -19,10 +19,9 @@ impl Scratch {
     pub fn cholesky_solve(&mut self, a: &mut [f64], b: &mut [f64], d: usize) -> Result<(), NotPositiveDefinite> {
         let mut am = MatMut::from_column_major_slice_mut(a, d, d);
         let stack = MemStack::new(&mut self.buf);
-        llt::factor::cholesky_in_place(am.as_mut(), Default::default(), Par::Seq, stack, Default::default())
-            .map_err(|e| match e {
-                llt::factor::LltError::NonPositivePivot { index } => NotPositiveDefinite { pivot: index },
-            })?;
+        llt::factor::cholesky_in_place(am.as_mut(), Default::default(), Par::Seq, stack, Default::default()).map_err(|e| match e {
+            llt::factor::LltError::NonPositivePivot { index } => NotPositiveDefinite { pivot: index },
+        })?;
         let bm = MatMut::from_column_major_slice_mut(b, d, 1);
         llt::solve::solve_in_place(am.as_ref(), bm, Par::Seq, MemStack::new(&mut self.buf));
         Ok(())

@@ -19,7 +19,10 @@ pub fn cholesky_solve(a: &mut [f64], b: &mut [f64], d: usize) -> Result<(), NotP
     let mut am = ArrayViewMut2::from_shape((d, d).f(), a).expect("solve matrix shape");
     let mut bm = ArrayViewMut1::from_shape(d, b).expect("solve rhs shape");
     // potrf then potrs; a failed factorization means a non-positive pivot.
-    let factor = am.view_mut().factorizec_into(UPLO::Lower).map_err(|_| NotPositiveDefinite { pivot: 0 })?;
+    let factor = am
+        .view_mut()
+        .factorizec_into(UPLO::Lower)
+        .map_err(|_| NotPositiveDefinite { pivot: 0 })?;
     factor.solvec_inplace(&mut bm).map_err(|_| NotPositiveDefinite { pivot: 0 })?;
     Ok(())
 }

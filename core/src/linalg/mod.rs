@@ -68,7 +68,10 @@ pub struct DenseScratch {
 
 impl DenseScratch {
     pub fn new(backend: Backend, max_dim: usize) -> Self {
-        Self { backend, faer: faer_backend::Scratch::new(max_dim) }
+        Self {
+            backend,
+            faer: faer_backend::Scratch::new(max_dim),
+        }
     }
 
     /// `a (d×d, column-major) += xᵀx` for `x` (n×d, column-major).
@@ -139,8 +142,7 @@ mod tests {
                 s.gram_add(&x, n, d, &mut a);
                 for i in 0..d {
                     for j in 0..d {
-                        let want: f64 = (0..n).map(|r| x[r + i * n] * x[r + j * n]).sum::<f64>()
-                            + if i == j { 0.5 } else { 0.0 };
+                        let want: f64 = (0..n).map(|r| x[r + i * n] * x[r + j * n]).sum::<f64>() + if i == j { 0.5 } else { 0.0 };
                         assert!((a[i + j * d] - want).abs() < 1e-9 * (1.0 + want.abs()), "{backend:?} gram");
                     }
                 }

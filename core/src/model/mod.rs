@@ -36,18 +36,11 @@ pub struct IdIndex {
 
 impl IdIndex {
     fn lookup(cell: &OnceLock<FxHashMap<String, u32>>, ids: &[String], id: &str) -> Option<usize> {
-        let map = cell.get_or_init(|| {
-            ids.iter()
-                .enumerate()
-                .map(|(i, s)| (s.clone(), i as u32))
-                .collect()
-        });
+        let map = cell.get_or_init(|| ids.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect());
         if map.len() == ids.len() {
             // Verify the hit, so a map built before `ids` changed can't give a wrong row.
             match map.get(id) {
-                Some(&i) if ids.get(i as usize).map(String::as_str) == Some(id) => {
-                    return Some(i as usize)
-                }
+                Some(&i) if ids.get(i as usize).map(String::as_str) == Some(id) => return Some(i as usize),
                 None => return None,
                 Some(_) => {}
             }
@@ -199,9 +192,7 @@ impl Model {
     #[inline]
     fn offset(&self, user_bias: f32, i: usize) -> f32 {
         match self.kind {
-            ModelKind::Explicit => {
-                self.global_mean + user_bias + self.item_bias.as_ref().map_or(0.0, |b| b[i])
-            }
+            ModelKind::Explicit => self.global_mean + user_bias + self.item_bias.as_ref().map_or(0.0, |b| b[i]),
             ModelKind::Implicit => 0.0,
         }
     }
@@ -231,13 +222,7 @@ impl Model {
     /// to `candidates` (sorted item indices) if given. Scores are [`Model::predict`]'s.
     ///
     /// Panics when `u` is out of range.
-    pub fn recommend(
-        &self,
-        u: usize,
-        n: usize,
-        include_seen: bool,
-        candidates: Option<&[u32]>,
-    ) -> Vec<Scored> {
+    pub fn recommend(&self, u: usize, n: usize, include_seen: bool, candidates: Option<&[u32]>) -> Vec<Scored> {
         let p = self.user_factors.row(u).to_vec();
         let exclude: &[u32] = if include_seen || u >= self.seen.n_rows() {
             &[]
@@ -314,13 +299,7 @@ pub(crate) mod tests {
     use crate::rng::SplitMix64;
 
     /// A random model for tests: `nu` users, `ni` items, `k` factors, each user having seen a few items.
-    pub(crate) fn random_model(
-        kind: ModelKind,
-        nu: usize,
-        ni: usize,
-        k: usize,
-        seed: u64,
-    ) -> Model {
+    pub(crate) fn random_model(kind: ModelKind, nu: usize, ni: usize, k: usize, seed: u64) -> Model {
         let mut rng = SplitMix64::new(seed);
         let uf = Array2::from_shape_fn((nu, k), |_| rng.next_normal() as f32);
         let itf = Array2::from_shape_fn((ni, k), |_| rng.next_normal() as f32);
@@ -379,15 +358,11 @@ pub(crate) mod tests {
         m.reset_index();
         assert_eq!(m.user_index("new"), Some(5));
         let (u, i) = (2, 4);
-        let d: f32 = (0..3)
-            .map(|c| m.user_factors[[u, c]] * m.item_factors[[i, c]])
-            .sum();
+        let d: f32 = (0..3).map(|c| m.user_factors[[u, c]] * m.item_factors[[i, c]]).sum();
         let want = 3.53 + m.user_bias.as_ref().unwrap()[u] + m.item_bias.as_ref().unwrap()[i] + d;
         assert!((m.predict(u, i) - want).abs() < 1e-5);
         let imp = random_model(ModelKind::Implicit, 5, 7, 3, 1);
-        let d: f32 = (0..3)
-            .map(|c| imp.user_factors[[u, c]] * imp.item_factors[[i, c]])
-            .sum();
+        let d: f32 = (0..3).map(|c| imp.user_factors[[u, c]] * imp.item_factors[[i, c]]).sum();
         assert!((imp.predict(u, i) - d).abs() < 1e-5);
     }
 
@@ -398,29 +373,14 @@ pub(crate) mod tests {
             for u in 0..6 {
                 let seen = m.seen.row(u).0;
                 assert!(!seen.is_empty());
-                let got: Vec<u32> = m
-                    .recommend(u, 10, false, None)
-                    .iter()
-                    .map(|s| s.index)
-                    .collect();
-                assert!(
-                    got.iter().all(|i| !seen.contains(i)),
-                    "seen item recommended"
-                );
+                let got: Vec<u32> = m.recommend(u, 10, false, None).iter().map(|s| s.index).collect();
+                assert!(got.iter().all(|i| !seen.contains(i)), "seen item recommended");
                 assert_eq!(got, brute_recommend(&m, u, seen, None)[..10]);
-                let all: Vec<u32> = m
-                    .recommend(u, 100, true, None)
-                    .iter()
-                    .map(|s| s.index)
-                    .collect();
+                let all: Vec<u32> = m.recommend(u, 100, true, None).iter().map(|s| s.index).collect();
                 assert_eq!(all.len(), 30, "include_seen keeps every item");
                 assert_eq!(all, brute_recommend(&m, u, &[], None));
                 let cands: Vec<u32> = vec![0, 2, 3, 5, 8, 13, 21, 29, 40];
-                let got: Vec<u32> = m
-                    .recommend(u, 100, false, Some(&cands))
-                    .iter()
-                    .map(|s| s.index)
-                    .collect();
+                let got: Vec<u32> = m.recommend(u, 100, false, Some(&cands)).iter().map(|s| s.index).collect();
                 assert!(got.iter().all(|i| cands.contains(i) && !seen.contains(i)));
                 assert_eq!(got, brute_recommend(&m, u, seen, Some(&cands)));
                 // Scores are the predictions.
@@ -448,14 +408,8 @@ pub(crate) mod tests {
         };
         for i in [0, 17, 49] {
             let got = m.similar_items(i, 10);
-            assert!(
-                got.iter().all(|s| s.index as usize != i),
-                "query item returned"
-            );
-            let mut want: Vec<(f64, usize)> = (0..50)
-                .filter(|&j| j != i)
-                .map(|j| (cos(i, j), j))
-                .collect();
+            assert!(got.iter().all(|s| s.index as usize != i), "query item returned");
+            let mut want: Vec<(f64, usize)> = (0..50).filter(|&j| j != i).map(|j| (cos(i, j), j)).collect();
             want.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(&b.1)));
             let gi: Vec<usize> = got.iter().map(|s| s.index as usize).collect();
             let wi: Vec<usize> = want[..10].iter().map(|w| w.1).collect();

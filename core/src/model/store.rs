@@ -48,31 +48,13 @@ pub enum ModelError {
     #[error("{}: bad model.json: {message}", path.display())]
     BadJson { path: PathBuf, message: String },
     #[error("{}: unsupported model format version {found} (this build reads version {supported})", path.display())]
-    UnsupportedVersion {
-        path: PathBuf,
-        found: u64,
-        supported: u32,
-    },
+    UnsupportedVersion { path: PathBuf, found: u64, supported: u32 },
     #[error("{}: inconsistent sizes: expected {expected}, found {found}", path.display())]
-    Inconsistent {
-        path: PathBuf,
-        expected: String,
-        found: String,
-    },
+    Inconsistent { path: PathBuf, expected: String, found: String },
     #[error("{}: checksum mismatch (file is corrupted or was modified): model.json says sha256 {expected}, the file has {found}", path.display())]
-    Checksum {
-        path: PathBuf,
-        expected: String,
-        found: String,
-    },
-    #[error(
-        "{which} id at row {row} contains a line break ({id:?}); ids files are one id per line"
-    )]
-    BadId {
-        which: &'static str,
-        row: usize,
-        id: String,
-    },
+    Checksum { path: PathBuf, expected: String, found: String },
+    #[error("{which} id at row {row} contains a line break ({id:?}); ids files are one id per line")]
+    BadId { which: &'static str, row: usize, id: String },
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ModelError + '_ {
@@ -150,11 +132,7 @@ fn hex(d: &[u8]) -> String {
 }
 
 /// Create `dir/name`, fill it with `fill`, fsync; returns its file entry.
-fn write_file(
-    dir: &Path,
-    name: &str,
-    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> Result<FileEntry, ModelError> {
+fn write_file(dir: &Path, name: &str, fill: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<FileEntry, ModelError> {
     let path = dir.join(name);
     fail_point(name).map_err(io_at(&path))?;
     let f = File::create(&path).map_err(io_at(&path))?;
@@ -220,16 +198,10 @@ fn check_seen(path: &Path, seen: &Csr, n_users: usize, n_items: usize) -> Result
             format!("{} rows", seen.n_rows()),
         ));
     }
-    if seen.indptr[0] != 0
-        || seen.indptr.windows(2).any(|w| w[0] > w[1])
-        || seen.indptr[n_users] != seen.indices.len()
-    {
+    if seen.indptr[0] != 0 || seen.indptr.windows(2).any(|w| w[0] > w[1]) || seen.indptr[n_users] != seen.indices.len() {
         return Err(inconsistent(
             path,
-            format!(
-                "indptr rising from 0 to {} (the number of seen entries)",
-                seen.indices.len()
-            ),
+            format!("indptr rising from 0 to {} (the number of seen entries)", seen.indices.len()),
             "a malformed indptr",
         ));
     }
@@ -255,11 +227,7 @@ fn check_seen(path: &Path, seen: &Csr, n_users: usize, n_items: usize) -> Result
 
 /// Check that the model's parts agree in size before saving.
 fn validate(model: &Model, dir: &Path) -> Result<(), ModelError> {
-    let (nu, ni, k) = (
-        model.user_ids.len(),
-        model.item_ids.len(),
-        model.user_factors.ncols(),
-    );
+    let (nu, ni, k) = (model.user_ids.len(), model.item_ids.len(), model.user_factors.ncols());
     let here = |name: &str| dir.join(name);
     if model.user_factors.nrows() != nu {
         return Err(inconsistent(
@@ -277,20 +245,12 @@ fn validate(model: &Model, dir: &Path) -> Result<(), ModelError> {
     }
     if let Some(b) = &model.user_bias {
         if b.len() != nu {
-            return Err(inconsistent(
-                &here(USER_BIAS),
-                format!("{nu} user biases"),
-                b.len(),
-            ));
+            return Err(inconsistent(&here(USER_BIAS), format!("{nu} user biases"), b.len()));
         }
     }
     if let Some(b) = &model.item_bias {
         if b.len() != ni {
-            return Err(inconsistent(
-                &here(ITEM_BIAS),
-                format!("{ni} item biases"),
-                b.len(),
-            ));
+            return Err(inconsistent(&here(ITEM_BIAS), format!("{ni} item biases"), b.len()));
         }
     }
     check_seen(&here(SEEN_INDPTR), &model.seen, nu, ni)?;
@@ -303,9 +263,7 @@ fn validate(model: &Model, dir: &Path) -> Result<(), ModelError> {
 fn sync_dir(dir: &Path) -> Result<(), ModelError> {
     #[cfg(unix)]
     {
-        File::open(dir)
-            .and_then(|f| f.sync_all())
-            .map_err(io_at(dir))?;
+        File::open(dir).and_then(|f| f.sync_all()).map_err(io_at(dir))?;
     }
     #[cfg(not(unix))]
     let _ = dir;
@@ -334,38 +292,22 @@ fn fail_point(_: &str) -> io::Result<()> {
 
 /// Write every file of `model` into the (empty) directory `tmp`.
 fn write_all_files(model: &Model, tmp: &Path) -> Result<(), ModelError> {
-    let (nu, ni, k) = (
-        model.user_ids.len(),
-        model.item_ids.len(),
-        model.user_factors.ncols(),
-    );
+    let (nu, ni, k) = (model.user_ids.len(), model.item_ids.len(), model.user_factors.ncols());
     let mut files = Vec::new();
     let uf = model.user_factors.as_standard_layout();
     let itf = model.item_factors.as_standard_layout();
     let uf = uf.as_slice().expect("standard layout");
     let itf = itf.as_slice().expect("standard layout");
-    files.push(write_file(tmp, USER_FACTORS, |w| {
-        npy::write_npy_f32(&mut &mut *w, &[nu, k], uf)
-    })?);
-    files.push(write_file(tmp, ITEM_FACTORS, |w| {
-        npy::write_npy_f32(&mut &mut *w, &[ni, k], itf)
-    })?);
+    files.push(write_file(tmp, USER_FACTORS, |w| npy::write_npy_f32(&mut &mut *w, &[nu, k], uf))?);
+    files.push(write_file(tmp, ITEM_FACTORS, |w| npy::write_npy_f32(&mut &mut *w, &[ni, k], itf))?);
     if let Some(b) = &model.user_bias {
-        files.push(write_file(tmp, USER_BIAS, |w| {
-            npy::write_npy_f32(&mut &mut *w, &[nu], b)
-        })?);
+        files.push(write_file(tmp, USER_BIAS, |w| npy::write_npy_f32(&mut &mut *w, &[nu], b))?);
     }
     if let Some(b) = &model.item_bias {
-        files.push(write_file(tmp, ITEM_BIAS, |w| {
-            npy::write_npy_f32(&mut &mut *w, &[ni], b)
-        })?);
+        files.push(write_file(tmp, ITEM_BIAS, |w| npy::write_npy_f32(&mut &mut *w, &[ni], b))?);
     }
-    files.push(write_file(tmp, USER_IDS, |w| {
-        write_ids(w, &model.user_ids)
-    })?);
-    files.push(write_file(tmp, ITEM_IDS, |w| {
-        write_ids(w, &model.item_ids)
-    })?);
+    files.push(write_file(tmp, USER_IDS, |w| write_ids(w, &model.user_ids))?);
+    files.push(write_file(tmp, ITEM_IDS, |w| write_ids(w, &model.item_ids))?);
     let indptr: Vec<i64> = model.seen.indptr.iter().map(|&p| p as i64).collect();
     files.push(write_file(tmp, SEEN_INDPTR, |w| {
         npy::write_npy_i64(&mut &mut *w, &[indptr.len()], &indptr)
@@ -429,18 +371,12 @@ pub fn save_model(model: &Model, dir: &Path, overwrite: bool) -> Result<(), Mode
     let exists = fs::symlink_metadata(dir).is_ok();
     if exists {
         if !overwrite {
-            return Err(ModelError::Exists {
-                path: dir.to_path_buf(),
-            });
+            return Err(ModelError::Exists { path: dir.to_path_buf() });
         }
         let is_model = dir.join(MODEL_JSON).is_file();
-        let is_empty_dir = fs::read_dir(dir)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false);
+        let is_empty_dir = fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
         if !is_model && !is_empty_dir {
-            return Err(ModelError::NotAModelDir {
-                path: dir.to_path_buf(),
-            });
+            return Err(ModelError::NotAModelDir { path: dir.to_path_buf() });
         }
     }
     fs::create_dir_all(&parent).map_err(io_at(&parent))?;
@@ -512,11 +448,7 @@ fn read_verified<T>(
     parsed
 }
 
-fn parse_npy<T: NpyElement>(
-    r: &mut dyn Read,
-    path: &Path,
-    shape: &[usize],
-) -> Result<Vec<T>, ModelError> {
+fn parse_npy<T: NpyElement>(r: &mut dyn Read, path: &Path, shape: &[usize]) -> Result<Vec<T>, ModelError> {
     let (s, data) = npy::read_npy_from::<T>(&mut &mut *r, path)?;
     npy::check_shape(path, &s, shape)?;
     Ok(data)
@@ -540,11 +472,7 @@ fn parse_ids(r: &mut dyn Read, path: &Path, n: usize) -> Result<Vec<String>, Mod
         }
     };
     if ids.len() != n {
-        return Err(inconsistent(
-            path,
-            format!("{n} ids"),
-            format!("{} lines", ids.len()),
-        ));
+        return Err(inconsistent(path, format!("{n} ids"), format!("{} lines", ids.len())));
     }
     Ok(ids)
 }
@@ -557,8 +485,7 @@ pub fn load_model(dir: &Path) -> Result<Model, ModelError> {
         path: json_path.clone(),
         message,
     };
-    let value: serde_json::Value =
-        serde_json::from_slice(&text).map_err(|e| bad_json(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| bad_json(e.to_string()))?;
     let version = value.get("format_version").and_then(|v| v.as_u64());
     match version {
         Some(v) if v == MODEL_FORMAT_VERSION as u64 => {}
@@ -587,36 +514,23 @@ pub fn load_model(dir: &Path) -> Result<Model, ModelError> {
         ]
         .contains(&f.name.as_str())
     }) {
-        return Err(bad_json(format!(
-            "unknown file '{}' in the files list",
-            f.name
-        )));
+        return Err(bad_json(format!("unknown file '{}' in the files list", f.name)));
     }
 
-    let uf = read_verified(dir, entry(USER_FACTORS), USER_FACTORS, |r, p| {
-        parse_npy::<f32>(r, p, &[nu, k])
-    })?;
-    let itf = read_verified(dir, entry(ITEM_FACTORS), ITEM_FACTORS, |r, p| {
-        parse_npy::<f32>(r, p, &[ni, k])
-    })?;
+    let uf = read_verified(dir, entry(USER_FACTORS), USER_FACTORS, |r, p| parse_npy::<f32>(r, p, &[nu, k]))?;
+    let itf = read_verified(dir, entry(ITEM_FACTORS), ITEM_FACTORS, |r, p| parse_npy::<f32>(r, p, &[ni, k]))?;
     let user_bias = match entry(USER_BIAS) {
-        Some(e) => Some(read_verified(dir, Some(e), USER_BIAS, |r, p| {
-            parse_npy::<f32>(r, p, &[nu])
-        })?),
+        Some(e) => Some(read_verified(dir, Some(e), USER_BIAS, |r, p| parse_npy::<f32>(r, p, &[nu]))?),
         None => None,
     };
     let item_bias = match entry(ITEM_BIAS) {
-        Some(e) => Some(read_verified(dir, Some(e), ITEM_BIAS, |r, p| {
-            parse_npy::<f32>(r, p, &[ni])
-        })?),
+        Some(e) => Some(read_verified(dir, Some(e), ITEM_BIAS, |r, p| parse_npy::<f32>(r, p, &[ni]))?),
         None => None,
     };
     let user_ids = read_verified(dir, entry(USER_IDS), USER_IDS, |r, p| parse_ids(r, p, nu))?;
     let item_ids = read_verified(dir, entry(ITEM_IDS), ITEM_IDS, |r, p| parse_ids(r, p, ni))?;
     let indptr_path = dir.join(SEEN_INDPTR);
-    let indptr = read_verified(dir, entry(SEEN_INDPTR), SEEN_INDPTR, |r, p| {
-        parse_npy::<i64>(r, p, &[nu + 1])
-    })?;
+    let indptr = read_verified(dir, entry(SEEN_INDPTR), SEEN_INDPTR, |r, p| parse_npy::<i64>(r, p, &[nu + 1]))?;
     let indptr: Vec<usize> = indptr
         .iter()
         .map(|&x| usize::try_from(x))
@@ -625,16 +539,10 @@ pub fn load_model(dir: &Path) -> Result<Model, ModelError> {
     let nnz = *indptr.last().unwrap_or(&0);
     if let Some(m) = meta.nnz_seen {
         if m != nnz {
-            return Err(inconsistent(
-                &indptr_path,
-                format!("{m} seen entries (model.json)"),
-                nnz,
-            ));
+            return Err(inconsistent(&indptr_path, format!("{m} seen entries (model.json)"), nnz));
         }
     }
-    let indices = read_verified(dir, entry(SEEN_INDICES), SEEN_INDICES, |r, p| {
-        parse_npy::<u32>(r, p, &[nnz])
-    })?;
+    let indices = read_verified(dir, entry(SEEN_INDICES), SEEN_INDICES, |r, p| parse_npy::<u32>(r, p, &[nnz]))?;
     let seen = Csr {
         n_cols: ni,
         indptr,
@@ -687,10 +595,7 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(bits(&a.user_factors), bits(&b.user_factors));
         assert_eq!(bits(&a.item_factors), bits(&b.item_factors));
-        let bb = |v: &Option<Vec<f32>>| {
-            v.as_ref()
-                .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
-        };
+        let bb = |v: &Option<Vec<f32>>| v.as_ref().map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
         assert_eq!(bb(&a.user_bias), bb(&b.user_bias));
         assert_eq!(bb(&a.item_bias), bb(&b.item_bias));
         assert_eq!(a.global_mean.to_bits(), b.global_mean.to_bits());
@@ -699,19 +604,12 @@ mod tests {
     #[test]
     fn round_trip_bit_for_bit() {
         let root = tempfile::tempdir().unwrap();
-        for (j, kind) in [ModelKind::Explicit, ModelKind::Implicit]
-            .into_iter()
-            .enumerate()
-        {
+        for (j, kind) in [ModelKind::Explicit, ModelKind::Implicit].into_iter().enumerate() {
             let mut m = random_model(kind, 9, 13, 5, 21 + j as u64);
             // Awkward values: subnormal, -0.0, a mean that is not a short decimal, odd ids.
             m.user_factors[[0, 0]] = f32::from_bits(1);
             m.user_factors[[1, 1]] = -0.0;
-            m.global_mean = if kind == ModelKind::Explicit {
-                0.1f32 + 1e-7
-            } else {
-                0.0
-            };
+            m.global_mean = if kind == ModelKind::Explicit { 0.1f32 + 1e-7 } else { 0.0 };
             m.rating_range = Some((0.1, 1.0 / 3.0));
             m.user_ids[2] = String::new();
             m.user_ids[3] = " spaced\tid é ".into();
@@ -723,14 +621,8 @@ mod tests {
             assert_same(&m, &l);
             assert_eq!(l.user_index(" spaced\tid é "), Some(3));
             let names = others(&dir, &[]);
-            assert!(
-                names.contains(&"model.json".to_string())
-                    && names.contains(&"seen_indices.npy".to_string())
-            );
-            assert_eq!(
-                names.iter().any(|n| n.ends_with("bias.npy")),
-                kind == ModelKind::Explicit
-            );
+            assert!(names.contains(&"model.json".to_string()) && names.contains(&"seen_indices.npy".to_string()));
+            assert_eq!(names.iter().any(|n| n.ends_with("bias.npy")), kind == ModelKind::Explicit);
         }
         assert_eq!(
             others(root.path(), &["m0", "m1"]),
@@ -745,16 +637,11 @@ mod tests {
         let m = random_model(ModelKind::Explicit, 3, 4, 2, 1);
         let dir = root.path().join("m");
         save_model(&m, &dir, false).unwrap();
-        let v: serde_json::Value =
-            serde_json::from_slice(&fs::read(dir.join("model.json")).unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("model.json")).unwrap()).unwrap();
         assert_eq!(v["format_version"], 1);
         assert_eq!(v["kind"], "explicit");
         assert_eq!(
-            (
-                v["factors"].as_u64(),
-                v["n_users"].as_u64(),
-                v["n_items"].as_u64()
-            ),
+            (v["factors"].as_u64(), v["n_users"].as_u64(), v["n_items"].as_u64()),
             (Some(2), Some(3), Some(4))
         );
         assert_eq!(v["version"], 3);
@@ -767,10 +654,7 @@ mod tests {
             assert_eq!(f["sha256"].as_str().unwrap(), hex(&Sha256::digest(&data)));
             assert_eq!(f["bytes"].as_u64().unwrap(), data.len() as u64);
         }
-        assert_eq!(
-            fs::read_to_string(dir.join("user_ids.txt")).unwrap(),
-            "u0\nu1\nu2\n"
-        );
+        assert_eq!(fs::read_to_string(dir.join("user_ids.txt")).unwrap(), "u0\nu1\nu2\n");
         // Factors start at a 64-byte boundary, as numpy.save writes them.
         let uf = fs::read(dir.join("user_factors.npy")).unwrap();
         assert_eq!((uf.len() - 3 * 2 * 4) % 64, 0);
@@ -801,10 +685,7 @@ mod tests {
         fs::write(other.join("notes.txt"), "keep me").unwrap();
         let e = save_model(&a, &other, true).unwrap_err();
         assert!(matches!(e, ModelError::NotAModelDir { .. }), "{e}");
-        assert_eq!(
-            fs::read_to_string(other.join("notes.txt")).unwrap(),
-            "keep me"
-        );
+        assert_eq!(fs::read_to_string(other.join("notes.txt")).unwrap(), "keep me");
         // An empty directory may be replaced.
         let empty = root.path().join("empty");
         fs::create_dir(&empty).unwrap();
@@ -813,17 +694,7 @@ mod tests {
         let mut bad = a.clone();
         bad.item_ids[1] = "x\r".into();
         let e = save_model(&bad, &root.path().join("bad"), false).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                ModelError::BadId {
-                    which: "item",
-                    row: 1,
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        assert!(matches!(e, ModelError::BadId { which: "item", row: 1, .. }), "{e}");
         // Inconsistent sizes are refused.
         let mut bad = a.clone();
         bad.user_ids.pop();
@@ -831,10 +702,7 @@ mod tests {
             save_model(&bad, &root.path().join("bad"), false),
             Err(ModelError::Inconsistent { .. })
         ));
-        assert_eq!(
-            others(root.path(), &["model", "precious", "empty"]),
-            Vec::<String>::new()
-        );
+        assert_eq!(others(root.path(), &["model", "precious", "empty"]), Vec::<String>::new());
         // A parent that doesn't exist yet is created.
         let nested = root.path().join("a/b/c");
         save_model(&a, &nested, false).unwrap();
@@ -857,11 +725,7 @@ mod tests {
             let e = save_model(&a, &dir, false).unwrap_err();
             fail_at(None);
             assert!(e.to_string().contains("injected failure"), "{e}");
-            assert_eq!(
-                others(root.path(), &[]),
-                Vec::<String>::new(),
-                "after a failure at {step}"
-            );
+            assert_eq!(others(root.path(), &[]), Vec::<String>::new(), "after a failure at {step}");
         }
         save_model(&a, &dir, false).unwrap();
         // Failing while replacing: the old model stays whole, nothing else remains.
@@ -870,23 +734,13 @@ mod tests {
             assert!(save_model(&b, &dir, true).is_err());
             fail_at(None);
             assert_same(&load_model(&dir).unwrap(), &a);
-            assert_eq!(
-                others(root.path(), &["model"]),
-                Vec::<String>::new(),
-                "after a failure at {step}"
-            );
+            assert_eq!(others(root.path(), &["model"]), Vec::<String>::new(), "after a failure at {step}");
         }
         // A file where the model should go is not a model directory: refused, nothing left behind.
         let f = root.path().join("file");
         fs::write(&f, "x").unwrap();
-        assert!(matches!(
-            save_model(&a, &f, true),
-            Err(ModelError::NotAModelDir { .. })
-        ));
-        assert_eq!(
-            others(root.path(), &["model", "file"]),
-            Vec::<String>::new()
-        );
+        assert!(matches!(save_model(&a, &f, true), Err(ModelError::NotAModelDir { .. })));
+        assert_eq!(others(root.path(), &["model", "file"]), Vec::<String>::new());
     }
 
     #[test]
@@ -926,10 +780,7 @@ mod tests {
         let ids_text = fs::read(&ids).unwrap();
         fs::remove_file(&ids).unwrap();
         let e = load_model(&dir).unwrap_err();
-        assert!(
-            matches!(e, ModelError::Io { .. }) && e.to_string().contains("item_ids.txt"),
-            "{e}"
-        );
+        assert!(matches!(e, ModelError::Io { .. }) && e.to_string().contains("item_ids.txt"), "{e}");
         fs::write(&ids, &ids_text).unwrap();
 
         // model.json: inconsistent sizes, unsupported version, garbage.
@@ -946,10 +797,7 @@ mod tests {
         v["n_users"] = 6.into();
         v["format_version"] = 2.into();
         fs::write(&jp, serde_json::to_string(&v).unwrap()).unwrap();
-        assert!(matches!(
-            load_model(&dir),
-            Err(ModelError::UnsupportedVersion { found: 2, .. })
-        ));
+        assert!(matches!(load_model(&dir), Err(ModelError::UnsupportedVersion { found: 2, .. })));
         fs::write(&jp, "{ not json").unwrap();
         let e = load_model(&dir).unwrap_err();
         assert!(
@@ -958,9 +806,6 @@ mod tests {
         );
         fs::write(&jp, &json).unwrap();
         assert_same(&load_model(&dir).unwrap(), &m);
-        assert!(matches!(
-            load_model(&root.path().join("nope")),
-            Err(ModelError::Io { .. })
-        ));
+        assert!(matches!(load_model(&root.path().join("nope")), Err(ModelError::Io { .. })));
     }
 }

@@ -47,7 +47,11 @@ fn gather(cols: &[u32], vals: &[f32], fixed: &FixedSide, k: usize, biased: bool,
     let n = cols.len();
     for (j, (&c, &r)) in cols.iter().zip(vals).enumerate() {
         let row = &fixed.factors[c as usize * k..(c as usize + 1) * k];
-        let t = if biased { r as f64 - mu as f64 - fixed.bias[c as usize] as f64 } else { r as f64 };
+        let t = if biased {
+            r as f64 - mu as f64 - fixed.bias[c as usize] as f64
+        } else {
+            r as f64
+        };
         for (f, &v) in row.iter().enumerate() {
             let v = v as f64;
             x[j + f * n] = v;

@@ -74,7 +74,21 @@ pub(super) fn solve_row_cg(
     x: &mut [f32],
 ) {
     let lam = p.row_lambda(cols.len()) as f32;
-    cg_kernel(p.factors, alpha, conf, steps, lam, cols, vals, fixed.factors, gram, &mut s.r, &mut s.pv, &mut s.ap, x);
+    cg_kernel(
+        p.factors,
+        alpha,
+        conf,
+        steps,
+        lam,
+        cols,
+        vals,
+        fixed.factors,
+        gram,
+        &mut s.r,
+        &mut s.pv,
+        &mut s.ap,
+        x,
+    );
 }
 
 #[multiversion(targets("x86_64+avx+avx2+fma"))]

@@ -36,7 +36,11 @@ impl<'a> RowsView<'a> {
 
     /// Rows `start..end` of a CSR matrix, without copying.
     pub fn of_csr(csr: &'a crate::data::Csr, start: usize, end: usize) -> Self {
-        RowsView { indptr: &csr.indptr[start..=end], indices: &csr.indices, values: &csr.values }
+        RowsView {
+            indptr: &csr.indptr[start..=end],
+            indices: &csr.indices,
+            values: &csr.values,
+        }
     }
 
     #[inline]
@@ -73,13 +77,20 @@ const ROWS_PER_TASK: usize = 32;
 pub(crate) const GATHER_CHUNK: usize = 256;
 
 /// Check shapes and indices before any arithmetic: a bad block is an error, never a panic.
-pub fn validate(p: &SolveParams, rows: &RowsView, fixed: &FixedSide, gram: Option<&[f64]>, out_len: usize, out_bias_len: Option<usize>) -> Result<(), SolveError> {
+pub fn validate(
+    p: &SolveParams,
+    rows: &RowsView,
+    fixed: &FixedSide,
+    gram: Option<&[f64]>,
+    out_len: usize,
+    out_bias_len: Option<usize>,
+) -> Result<(), SolveError> {
     let k = p.factors;
     let bad = |m: String| Err(SolveError::Invalid(m));
     if k == 0 {
         return bad("factors must be positive".into());
     }
-    if fixed.factors.len() % k != 0 {
+    if !fixed.factors.len().is_multiple_of(k) {
         return bad(format!("fixed factors length {} is not a multiple of {k}", fixed.factors.len()));
     }
     let m = fixed.factors.len() / k;
@@ -92,7 +103,10 @@ pub fn validate(p: &SolveParams, rows: &RowsView, fixed: &FixedSide, gram: Optio
     }
     let end = *rows.indptr.last().unwrap_or(&0);
     if end > rows.indices.len() || end > rows.values.len() {
-        return bad(format!("indptr ends at {end} beyond {} indices", rows.indices.len().min(rows.values.len())));
+        return bad(format!(
+            "indptr ends at {end} beyond {} indices",
+            rows.indices.len().min(rows.values.len())
+        ));
     }
     let (start, end) = (rows.indptr[0], end);
     if let Some(bad_ix) = rows.indices[start..end].iter().find(|&&c| c as usize >= m) {
@@ -174,9 +188,9 @@ pub fn solve_rows(
                             explicit::solve_row(p, *biased, *global_mean, cols, vals, &fixed, s, x, b)
                         }
                         Feedback::Implicit { alpha, confidence } => match p.solver {
-                            SolverKind::Cholesky => implicit::solve_row_cholesky(
-                                p, *alpha, *confidence, cols, vals, &fixed, gram.unwrap_or(&[]), s, x,
-                            ),
+                            SolverKind::Cholesky => {
+                                implicit::solve_row_cholesky(p, *alpha, *confidence, cols, vals, &fixed, gram.unwrap_or(&[]), s, x)
+                            }
                             SolverKind::Cg { steps } => {
                                 implicit::solve_row_cg(p, *alpha, *confidence, steps, cols, vals, &fixed, &gram_f32, s, x);
                                 Ok(())
@@ -231,7 +245,11 @@ pub fn solve_one_row(
     sorted.sort_by_key(|e| e.0);
     let (c, v): (Vec<u32>, Vec<f32>) = sorted.into_iter().unzip();
     let indptr = [0, c.len()];
-    let rows = RowsView { indptr: &indptr, indices: &c, values: &v };
+    let rows = RowsView {
+        indptr: &indptr,
+        indices: &c,
+        values: &v,
+    };
     let mut out = warm_start.map(<[f32]>::to_vec).unwrap_or_else(|| vec![0.0; p.factors]);
     let mut bias = [0f32];
     let biased = matches!(p.feedback, Feedback::Explicit { biased: true, .. });

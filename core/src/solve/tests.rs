@@ -14,8 +14,9 @@ fn gauss_solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
         b.swap(c, p);
         for r in c + 1..n {
             let f = a[r][c] / a[c][c];
-            for j in c..n {
-                a[r][j] -= f * a[c][j];
+            let pivot_row = a[c].clone();
+            for (x, p) in a[r][c..].iter_mut().zip(&pivot_row[c..]) {
+                *x -= f * p;
             }
             b[r] -= f * b[c];
         }
@@ -38,7 +39,11 @@ fn random_case(seed: u64, rows: usize, m: usize, k: usize, density: f64, implici
                 any = true;
                 ru.push(u as u32);
                 ri.push(i as u32);
-                rv.push(if implicit { (1 + rng.next_u64() % 5) as f32 } else { (1.0 + 4.0 * rng.next_f64()) as f32 });
+                rv.push(if implicit {
+                    (1 + rng.next_u64() % 5) as f32
+                } else {
+                    (1.0 + 4.0 * rng.next_f64()) as f32
+                });
             }
         }
     }
@@ -49,7 +54,14 @@ fn random_case(seed: u64, rows: usize, m: usize, k: usize, density: f64, implici
 }
 
 fn params(k: usize, feedback: Feedback, solver: SolverKind, scaling: RegScaling, backend: Backend) -> SolveParams {
-    SolveParams { factors: k, lambda: 0.1, reg_scaling: scaling, feedback, solver, backend }
+    SolveParams {
+        factors: k,
+        lambda: 0.1,
+        reg_scaling: scaling,
+        feedback,
+        solver,
+        backend,
+    }
 }
 
 #[test]
@@ -60,15 +72,35 @@ fn explicit_rows_equal_closed_form() {
         for biased in [true, false] {
             for scaling in [RegScaling::Count, RegScaling::None] {
                 let mu = 3.1f32;
-                let p = params(k, Feedback::Explicit { biased, global_mean: mu }, SolverKind::Cholesky, scaling, backend);
+                let p = params(
+                    k,
+                    Feedback::Explicit { biased, global_mean: mu },
+                    SolverKind::Cholesky,
+                    scaling,
+                    backend,
+                );
                 let mut out = vec![0f32; csr.n_rows() * k];
                 let mut ob = vec![0f32; csr.n_rows()];
-                solve_rows(&p, RowsView::of_csr(&csr, 0, csr.n_rows()), FixedSide { factors: &fixed, bias: &bias }, None, &mut out, Some(&mut ob))
-                    .unwrap();
+                solve_rows(
+                    &p,
+                    RowsView::of_csr(&csr, 0, csr.n_rows()),
+                    FixedSide {
+                        factors: &fixed,
+                        bias: &bias,
+                    },
+                    None,
+                    &mut out,
+                    Some(&mut ob),
+                )
+                .unwrap();
                 let d = if biased { k + 1 } else { k };
                 for u in 0..csr.n_rows() {
                     let (cols, vals) = csr.row(u);
-                    let lam = if scaling == RegScaling::Count { 0.1 * cols.len() as f64 } else { 0.1 };
+                    let lam = if scaling == RegScaling::Count {
+                        0.1 * cols.len() as f64
+                    } else {
+                        0.1
+                    };
                     let mut a = vec![vec![0.0; d]; d];
                     let mut b = vec![0.0; d];
                     for (&c, &r) in cols.iter().zip(vals) {
@@ -91,7 +123,11 @@ fn explicit_rows_equal_closed_form() {
                     let want = gauss_solve(a, b);
                     for f in 0..k {
                         let got = out[u * k + f] as f64;
-                        assert!((got - want[f]).abs() < 1e-5 * (1.0 + want[f].abs()), "{backend:?} row {u}: {got} vs {}", want[f]);
+                        assert!(
+                            (got - want[f]).abs() < 1e-5 * (1.0 + want[f].abs()),
+                            "{backend:?} row {u}: {got} vs {}",
+                            want[f]
+                        );
                     }
                     if biased {
                         assert!((ob[u] as f64 - want[k]).abs() < 1e-5 * (1.0 + want[k].abs()));
@@ -132,17 +168,35 @@ fn implicit_cholesky_and_cg_equal_closed_form() {
     let alpha = 2.0f32;
     for backend in Backend::available() {
         let gram = block_gram(&fixed, k, backend);
-        let fb = Feedback::Implicit { alpha, confidence: Confidence::Linear };
+        let fb = Feedback::Implicit {
+            alpha,
+            confidence: Confidence::Linear,
+        };
         for (solver, tol) in [(SolverKind::Cholesky, 1e-5), (SolverKind::Cg { steps: k }, 1e-4)] {
             let p = params(k, fb, solver, RegScaling::None, backend);
             let mut out = vec![0f32; csr.n_rows() * k];
-            solve_rows(&p, RowsView::of_csr(&csr, 0, csr.n_rows()), FixedSide { factors: &fixed, bias: &[] }, Some(&gram), &mut out, None).unwrap();
+            solve_rows(
+                &p,
+                RowsView::of_csr(&csr, 0, csr.n_rows()),
+                FixedSide {
+                    factors: &fixed,
+                    bias: &[],
+                },
+                Some(&gram),
+                &mut out,
+                None,
+            )
+            .unwrap();
             for u in 0..csr.n_rows() {
                 let (cols, vals) = csr.row(u);
                 let want = implicit_closed_form(cols, vals, &fixed, m, k, alpha as f64, 0.1);
                 for f in 0..k {
                     let got = out[u * k + f] as f64;
-                    assert!((got - want[f]).abs() < tol * (1.0 + want[f].abs()), "{solver:?} {backend:?} row {u}: {got} vs {}", want[f]);
+                    assert!(
+                        (got - want[f]).abs() < tol * (1.0 + want[f].abs()),
+                        "{solver:?} {backend:?} row {u}: {got} vs {}",
+                        want[f]
+                    );
                 }
             }
         }
@@ -154,14 +208,36 @@ fn cg_improves_monotonically_towards_cholesky() {
     let (k, m) = (8, 40);
     let (csr, fixed, _) = random_case(5, 20, m, k, 0.2, true);
     let gram = block_gram(&fixed, k, Backend::Faer);
-    let fb = Feedback::Implicit { alpha: 5.0, confidence: Confidence::Log { epsilon: 1.0 } };
+    let fb = Feedback::Implicit {
+        alpha: 5.0,
+        confidence: Confidence::Log { epsilon: 1.0 },
+    };
     let rows = RowsView::of_csr(&csr, 0, csr.n_rows());
-    let fx = FixedSide { factors: &fixed, bias: &[] };
+    let fx = FixedSide {
+        factors: &fixed,
+        bias: &[],
+    };
     let mut exact = vec![0f32; csr.n_rows() * k];
-    solve_rows(&params(k, fb, SolverKind::Cholesky, RegScaling::Count, Backend::Faer), rows, fx, Some(&gram), &mut exact, None).unwrap();
+    solve_rows(
+        &params(k, fb, SolverKind::Cholesky, RegScaling::Count, Backend::Faer),
+        rows,
+        fx,
+        Some(&gram),
+        &mut exact,
+        None,
+    )
+    .unwrap();
     let err = |steps| {
         let mut out = vec![0f32; csr.n_rows() * k];
-        solve_rows(&params(k, fb, SolverKind::Cg { steps }, RegScaling::Count, Backend::Faer), rows, fx, Some(&gram), &mut out, None).unwrap();
+        solve_rows(
+            &params(k, fb, SolverKind::Cg { steps }, RegScaling::Count, Backend::Faer),
+            rows,
+            fx,
+            Some(&gram),
+            &mut out,
+            None,
+        )
+        .unwrap();
         out.iter().zip(&exact).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt()
     };
     let (e1, e3, ek) = (err(1), err(3), err(k));
@@ -172,24 +248,76 @@ fn cg_improves_monotonically_towards_cholesky() {
 #[test]
 fn bad_blocks_are_errors_not_panics() {
     let k = 2;
-    let p = params(k, Feedback::Explicit { biased: false, global_mean: 0.0 }, SolverKind::Cholesky, RegScaling::Count, Backend::Faer);
+    let p = params(
+        k,
+        Feedback::Explicit {
+            biased: false,
+            global_mean: 0.0,
+        },
+        SolverKind::Cholesky,
+        RegScaling::Count,
+        Backend::Faer,
+    );
     let fixed = vec![0.5f32; 3 * k];
-    let fx = FixedSide { factors: &fixed, bias: &[] };
+    let fx = FixedSide {
+        factors: &fixed,
+        bias: &[],
+    };
     let mut out = vec![0f32; k];
-    let bad_col = RowsView { indptr: &[0, 1], indices: &[3], values: &[1.0] };
-    assert!(matches!(solve_rows(&p, bad_col, fx, None, &mut out, None), Err(SolveError::Invalid(_))));
-    let bad_ptr = RowsView { indptr: &[0, 5], indices: &[0], values: &[1.0] };
-    assert!(matches!(solve_rows(&p, bad_ptr, fx, None, &mut out, None), Err(SolveError::Invalid(_))));
-    let nan = RowsView { indptr: &[0, 1], indices: &[0], values: &[f32::NAN] };
+    let bad_col = RowsView {
+        indptr: &[0, 1],
+        indices: &[3],
+        values: &[1.0],
+    };
+    assert!(matches!(
+        solve_rows(&p, bad_col, fx, None, &mut out, None),
+        Err(SolveError::Invalid(_))
+    ));
+    let bad_ptr = RowsView {
+        indptr: &[0, 5],
+        indices: &[0],
+        values: &[1.0],
+    };
+    assert!(matches!(
+        solve_rows(&p, bad_ptr, fx, None, &mut out, None),
+        Err(SolveError::Invalid(_))
+    ));
+    let nan = RowsView {
+        indptr: &[0, 1],
+        indices: &[0],
+        values: &[f32::NAN],
+    };
     assert!(matches!(solve_rows(&p, nan, fx, None, &mut out, None), Err(SolveError::Invalid(_))));
     let mut short = vec![0f32; 1];
-    let ok = RowsView { indptr: &[0, 1], indices: &[0], values: &[1.0] };
-    assert!(matches!(solve_rows(&p, ok, fx, None, &mut short, None), Err(SolveError::Invalid(_))));
-    let imp = params(k, Feedback::Implicit { alpha: 1.0, confidence: Confidence::Linear }, SolverKind::Cholesky, RegScaling::Count, Backend::Faer);
-    assert!(matches!(solve_rows(&imp, ok, fx, None, &mut out, None), Err(SolveError::Invalid(_))));
+    let ok = RowsView {
+        indptr: &[0, 1],
+        indices: &[0],
+        values: &[1.0],
+    };
+    assert!(matches!(
+        solve_rows(&p, ok, fx, None, &mut short, None),
+        Err(SolveError::Invalid(_))
+    ));
+    let imp = params(
+        k,
+        Feedback::Implicit {
+            alpha: 1.0,
+            confidence: Confidence::Linear,
+        },
+        SolverKind::Cholesky,
+        RegScaling::Count,
+        Backend::Faer,
+    );
+    assert!(matches!(
+        solve_rows(&imp, ok, fx, None, &mut out, None),
+        Err(SolveError::Invalid(_))
+    ));
     // λ = 0 with one rating in two unknowns: singular, reported with the row.
     let zero = SolveParams { lambda: 0.0, ..p };
-    assert!(matches!(solve_rows(&zero, ok, fx, None, &mut out, None), Err(SolveError::NotPositiveDefinite { row: 0, .. })));
+    assert!(matches!(
+        solve_rows(&zero, ok, fx, None, &mut out, None),
+        Err(SolveError::NotPositiveDefinite { row: 0, .. })
+    ));
 }
 
 #[test]

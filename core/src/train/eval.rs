@@ -64,8 +64,18 @@ pub fn evaluate(ds: &Dataset, cfg: &TrainConfig, p: &SolveParams, users: &Factor
         return TestMetrics::default();
     }
     if cfg.is_implicit() {
-        let r = ranking_metrics(users.matrix.view(), items.matrix.view(), &ds.by_user, &ds.test, cfg.ranking_k, cfg.min_pos);
-        return TestMetrics { ranking: Some(r), ..Default::default() };
+        let r = ranking_metrics(
+            users.matrix.view(),
+            items.matrix.view(),
+            &ds.by_user,
+            &ds.test,
+            cfg.ranking_k,
+            cfg.min_pos,
+        );
+        return TestMetrics {
+            ranking: Some(r),
+            ..Default::default()
+        };
     }
     let pred: Vec<f32> = ds
         .test
@@ -75,7 +85,11 @@ pub fn evaluate(ds: &Dataset, cfg: &TrainConfig, p: &SolveParams, users: &Factor
         .map(|(&u, &i)| predict(p, users, items, u as usize, i as usize))
         .collect();
     let raw = rating_metrics(&ds.test.ratings, &pred, None);
-    let clipped = if cfg.clip_predictions { rating_metrics(&ds.test.ratings, &pred, Some((ds.rating_min, ds.rating_max))) } else { raw };
+    let clipped = if cfg.clip_predictions {
+        rating_metrics(&ds.test.ratings, &pred, Some((ds.rating_min, ds.rating_max)))
+    } else {
+        raw
+    };
     TestMetrics {
         rmse: Some(clipped.rmse),
         mae: Some(clipped.mae),

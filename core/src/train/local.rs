@@ -34,12 +34,22 @@ impl HalfStepExecutor for LocalExecutor<'_> {
         };
         let n = csr.n_rows();
         let biased = !target.bias.is_empty();
-        let fixed_side = FixedSide { factors: fixed.flat(), bias: &fixed.bias };
+        let fixed_side = FixedSide {
+            factors: fixed.flat(),
+            bias: &fixed.bias,
+        };
         // Rows are independent, so one parallel pass over the whole side gives
         // the same bits as solving block by block.
         let Factors { matrix, bias } = target;
         let out = matrix.as_slice_mut().expect("standard layout");
-        solve_rows(params, RowsView::of_csr(csr, 0, n), fixed_side, fixed_gram, out, biased.then_some(bias.as_mut_slice()))?;
+        solve_rows(
+            params,
+            RowsView::of_csr(csr, 0, n),
+            fixed_side,
+            fixed_gram,
+            out,
+            biased.then_some(bias.as_mut_slice()),
+        )?;
         let target_gram = match params.feedback {
             Feedback::Implicit { .. } => Some(gram_by_blocks(target, self.layouts.side(side), params.backend)),
             Feedback::Explicit { .. } => None,
@@ -47,7 +57,12 @@ impl HalfStepExecutor for LocalExecutor<'_> {
         let seconds = t0.elapsed().as_secs_f64();
         Ok(HalfStepOutput {
             target_gram,
-            report: HalfStepReport { side: Some(side), seconds, compute_seconds: seconds, ..Default::default() },
+            report: HalfStepReport {
+                side: Some(side),
+                seconds,
+                compute_seconds: seconds,
+                ..Default::default()
+            },
         })
     }
 }

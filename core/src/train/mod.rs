@@ -46,7 +46,10 @@ pub struct Layouts {
 
 impl Layouts {
     pub fn for_dataset(ds: &Dataset, blocks: usize) -> Self {
-        Layouts { users: BlockLayout::balanced(&ds.by_user, blocks), items: BlockLayout::balanced(&ds.by_item, blocks) }
+        Layouts {
+            users: BlockLayout::balanced(&ds.by_user, blocks),
+            items: BlockLayout::balanced(&ds.by_item, blocks),
+        }
     }
 
     pub fn side(&self, side: Side) -> &BlockLayout {
@@ -180,13 +183,21 @@ pub fn train(
         let user_gram = out_u.target_gram;
         let out_i = exec.half_step(Side::Items, &params, users, user_gram.as_deref(), items)?;
         if implicit {
-            item_gram = Some(out_i.target_gram.ok_or_else(|| TrainError::Cluster("executor returned no Gramian".into()))?);
+            item_gram = Some(
+                out_i
+                    .target_gram
+                    .ok_or_else(|| TrainError::Cluster("executor returned no Gramian".into()))?,
+            );
         }
         let seconds = t0.elapsed().as_secs_f64();
         state.iterations_done = it;
         let obj: ObjectiveValue = objective(&params, &ds.by_user, &ds.by_item, &state.users, &state.items, item_gram.as_deref());
-        let evaluate_now = it == cfg.iterations || (cfg.eval_every > 0 && it % cfg.eval_every == 0);
-        let test = if evaluate_now { eval::evaluate(ds, cfg, &params, &state.users, &state.items) } else { TestMetrics::default() };
+        let evaluate_now = it == cfg.iterations || (cfg.eval_every > 0 && it.is_multiple_of(cfg.eval_every));
+        let test = if evaluate_now {
+            eval::evaluate(ds, cfg, &params, &state.users, &state.items)
+        } else {
+            TestMetrics::default()
+        };
         if evaluate_now {
             last_eval = Some(test.clone());
         }
@@ -206,7 +217,12 @@ pub fn train(
         Some(m) => m,
         None => eval::evaluate(ds, cfg, &params, &state.users, &state.items),
     };
-    Ok(TrainResult { state, reports, final_metrics, params })
+    Ok(TrainResult {
+        state,
+        reports,
+        final_metrics,
+        params,
+    })
 }
 
 fn check_state(ds: &Dataset, cfg: &TrainConfig, s: &TrainState) -> Result<(), TrainError> {

@@ -55,14 +55,22 @@ struct Watching<'a> {
 }
 
 impl HalfStepExecutor for Watching<'_> {
-    fn half_step(&mut self, side: Side, p: &SolveParams, fixed: &Factors, g: Option<&[f64]>, target: &mut Factors) -> Result<HalfStepOutput, TrainError> {
+    fn half_step(
+        &mut self,
+        side: Side,
+        p: &SolveParams,
+        fixed: &Factors,
+        g: Option<&[f64]>,
+        target: &mut Factors,
+    ) -> Result<HalfStepOutput, TrainError> {
         let out = self.inner.half_step(side, p, fixed, g, target)?;
         let (users, items) = match side {
             Side::Users => (&*target, fixed),
             Side::Items => (fixed, &*target),
         };
         let item_gram = crate::solve::block_gram(items.flat(), items.k(), p.backend);
-        self.seen.push(objective(p, &self.ds.by_user, &self.ds.by_item, users, items, Some(&item_gram)).objective);
+        self.seen
+            .push(objective(p, &self.ds.by_user, &self.ds.by_item, users, items, Some(&item_gram)).objective);
         self.other = None;
         Ok(out)
     }
@@ -70,7 +78,12 @@ impl HalfStepExecutor for Watching<'_> {
 
 fn assert_monotone(cfg: &TrainConfig, ds: &Dataset) {
     let layouts = Layouts::for_dataset(ds, cfg.blocks);
-    let mut w = Watching { inner: LocalExecutor::new(ds, layouts.clone()), ds, other: None, seen: vec![] };
+    let mut w = Watching {
+        inner: LocalExecutor::new(ds, layouts.clone()),
+        ds,
+        other: None,
+        seen: vec![],
+    };
     train(ds, cfg, &mut w, &layouts, None, &mut |_, _| Ok(())).unwrap();
     assert_eq!(w.seen.len(), 2 * cfg.iterations);
     for pair in w.seen.windows(2) {
@@ -84,7 +97,14 @@ fn explicit_objective_never_increases() {
     let ds = dataset(&low_rank_raw(60, 40, 3, 0.3, 0.3, 1));
     for scaling in [RegScaling::Count, RegScaling::None] {
         for biased in [true, false] {
-            let cfg = TrainConfig { factors: 5, iterations: 8, lambda: 0.1, reg_scaling: scaling, biased, ..Default::default() };
+            let cfg = TrainConfig {
+                factors: 5,
+                iterations: 8,
+                lambda: 0.1,
+                reg_scaling: scaling,
+                biased,
+                ..Default::default()
+            };
             assert_monotone(&cfg, &ds);
         }
     }
@@ -98,7 +118,10 @@ fn implicit_objective_never_increases_with_exact_solves() {
             factors: 4,
             iterations: 6,
             lambda: 0.1,
-            implicit: Some(ImplicitConfig { alpha: 2.0, confidence: conf }),
+            implicit: Some(ImplicitConfig {
+                alpha: 2.0,
+                confidence: conf,
+            }),
             ..Default::default()
         };
         assert_monotone(&cfg, &ds);
@@ -109,7 +132,13 @@ fn implicit_objective_never_increases_with_exact_solves() {
 fn recovers_low_rank_matrix_to_noise_level() {
     let noise = 0.1;
     let ds = dataset(&low_rank_raw(400, 300, 4, 0.5, noise, 3));
-    let cfg = TrainConfig { factors: 4, iterations: 15, lambda: 0.002, clip_predictions: false, ..Default::default() };
+    let cfg = TrainConfig {
+        factors: 4,
+        iterations: 15,
+        lambda: 0.002,
+        clip_predictions: false,
+        ..Default::default()
+    };
     let layouts = Layouts::for_dataset(&ds, cfg.blocks);
     let mut exec = LocalExecutor::new(&ds, layouts.clone());
     let res = train(&ds, &cfg, &mut exec, &layouts, None, &mut |_, _| Ok(())).unwrap();
@@ -121,11 +150,18 @@ fn recovers_low_rank_matrix_to_noise_level() {
 fn factors_do_not_depend_on_thread_count() {
     let ds = dataset(&counts(low_rank_raw(80, 50, 3, 0.25, 0.2, 4)));
     for cfg in [
-        TrainConfig { factors: 6, iterations: 3, ..Default::default() },
         TrainConfig {
             factors: 6,
             iterations: 3,
-            implicit: Some(ImplicitConfig { alpha: 3.0, confidence: Confidence::Linear }),
+            ..Default::default()
+        },
+        TrainConfig {
+            factors: 6,
+            iterations: 3,
+            implicit: Some(ImplicitConfig {
+                alpha: 3.0,
+                confidence: Confidence::Linear,
+            }),
             solver: SolverKind::Cg { steps: 3 },
             reg_scaling: RegScaling::None,
             ..Default::default()
@@ -150,7 +186,10 @@ fn resuming_gives_the_uninterrupted_result() {
     let cfg = TrainConfig {
         factors: 3,
         iterations: 4,
-        implicit: Some(ImplicitConfig { alpha: 1.0, confidence: Confidence::Linear }),
+        implicit: Some(ImplicitConfig {
+            alpha: 1.0,
+            confidence: Confidence::Linear,
+        }),
         ..Default::default()
     };
     let layouts = Layouts::for_dataset(&ds, cfg.blocks);
@@ -172,12 +211,23 @@ fn resuming_gives_the_uninterrupted_result() {
 fn lapack_and_faer_backends_train_the_same_factors() {
     let ds = dataset(&low_rank_raw(60, 40, 3, 0.3, 0.2, 6));
     let run = |backend| {
-        let cfg = TrainConfig { factors: 5, iterations: 5, backend, ..Default::default() };
+        let cfg = TrainConfig {
+            factors: 5,
+            iterations: 5,
+            backend,
+            ..Default::default()
+        };
         let layouts = Layouts::for_dataset(&ds, cfg.blocks);
         let mut exec = LocalExecutor::new(&ds, layouts.clone());
         train(&ds, &cfg, &mut exec, &layouts, None, &mut |_, _| Ok(())).unwrap().state
     };
     let (a, b) = (run(Backend::Faer), run(Backend::Lapack));
-    let diff = a.users.flat().iter().zip(b.users.flat()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    let diff = a
+        .users
+        .flat()
+        .iter()
+        .zip(b.users.flat())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
     assert!(diff < 1e-4, "max difference {diff}");
 }
