@@ -270,7 +270,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 15, value_name = "N", value_parser = parse_positive_usize, help_heading = "Model")]
     pub iterations: usize,
     /// Regularization λ (scaled per row by --reg-scaling; default Spark's 0.1).
-    #[arg(long, default_value_t = 0.1, value_name = "L", value_parser = parse_non_negative_f32, help_heading = "Model")]
+    #[arg(long, default_value_t = 0.1, allow_hyphen_values = true, value_name = "L", value_parser = parse_non_negative_f32, help_heading = "Model")]
     pub lambda: f32,
     /// How λ scales with a row's rating count.
     #[arg(long, value_enum, default_value_t = RegScalingArg::Count, help_heading = "Model")]

@@ -35,7 +35,7 @@ fn no_subcommand_trains_with_the_documented_defaults() {
     let a = train_args(&[]);
     assert!(a.data.is_none());
     let cfg = a.train_config().unwrap();
-    assert_eq!((cfg.factors, cfg.iterations, cfg.lambda, cfg.seed), (64, 15, 0.05, 42));
+    assert_eq!((cfg.factors, cfg.iterations, cfg.lambda, cfg.seed), (64, 15, 0.1, 42));
     assert_eq!(cfg.solver, SolverKind::Cholesky);
     assert!(cfg.biased && cfg.clip_predictions && cfg.implicit.is_none());
     assert_eq!((cfg.blocks, cfg.eval_every, cfg.ranking_k), (12, 1, 10));
