@@ -1,6 +1,6 @@
 //! `coordinator`: train (the default command), generate, recommend, similar.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
 use clap::Parser;
@@ -14,6 +14,8 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(progress::make_log_writer)
+        // No colour codes in logs redirected to a file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
