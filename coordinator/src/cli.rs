@@ -336,6 +336,18 @@ pub struct TrainArgs {
     /// Write the per-iteration and final metrics to this JSON file.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub metrics_json: Option<PathBuf>,
+    /// Write a checkpoint (factors and progress, atomically, checksummed) here every --checkpoint-every iterations.
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Iterations between checkpoints.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = parse_positive_usize, help_heading = "Output")]
+    pub checkpoint_every: usize,
+    /// Continue from the newest valid checkpoint in --checkpoint-dir (refused if it was written for other data or settings).
+    #[arg(long, requires = "checkpoint_dir", help_heading = "Output")]
+    pub resume: bool,
+    /// Seconds a worker may leave a health check unanswered before its blocks move to the others.
+    #[arg(long, default_value_t = 5.0, value_name = "S", help_heading = "Execution")]
+    pub worker_timeout: f64,
     /// No progress bar.
     #[arg(long, help_heading = "Output")]
     pub quiet: bool,

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use als_core::checkpoint::{latest_checkpoint, write_checkpoint, RunSignature};
 use als_core::data::synth::SynthSpec;
 use als_core::data::Dataset;
 use als_core::model::{save_model, Model};
@@ -96,19 +97,22 @@ pub fn metrics_line(m: &TestMetrics) -> String {
 /// of the executor that ran.
 ///
 /// This is the one place that picks the executor.
+#[allow(clippy::too_many_arguments)]
 pub fn run_training(
     choice: &ExecutorChoice,
     token: Option<&str>,
+    worker_timeout: std::time::Duration,
     ds: &Dataset,
     cfg: &TrainConfig,
     layouts: &Layouts,
+    start: Option<TrainState>,
     on_iteration: &mut dyn FnMut(&IterationReport, &TrainState) -> Result<(), TrainError>,
 ) -> anyhow::Result<(TrainResult, String)> {
     tracing::info!(executor = %choice.label(), "executor requested");
     let session = match choice {
         ExecutorChoice::InProcess => {
             let mut exec = LocalExecutor::new(ds, layouts.clone());
-            let result = train(ds, cfg, &mut exec, layouts, None, on_iteration).context("training failed")?;
+            let result = train(ds, cfg, &mut exec, layouts, start, on_iteration).context("training failed")?;
             return Ok((result, choice.label()));
         }
         ExecutorChoice::Workers(addrs) => {
@@ -121,7 +125,9 @@ pub fn run_training(
         ExecutorChoice::Local(n) => ClusterSession::local(*n, &ClientOptions::default())?,
     };
     tracing::info!(workers = ?session.addrs(), "training on the cluster");
-    let result = session.train(ds, cfg, layouts, None, on_iteration);
+    let mut session = session;
+    session.faults.worker_timeout = worker_timeout;
+    let result = session.train(ds, cfg, layouts, start, on_iteration);
     session.shutdown()?;
     Ok((result.context("training failed")?, choice.label()))
 }
@@ -182,9 +188,18 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> anyhow::Result<TrainOutcome
         "training"
     );
     let layouts = Layouts::for_dataset(ds, cfg.blocks);
+    let signature = RunSignature::new(&ds.fingerprint, &cfg);
+    let start = match (&args.checkpoint_dir, args.resume) {
+        (Some(dir), true) => {
+            let (path, state) = latest_checkpoint(dir, &signature)?;
+            tracing::info!(checkpoint = %path.display(), iterations_done = state.iterations_done, "resuming");
+            Some(state)
+        }
+        _ => None,
+    };
     let bar = progress::training_bar(cfg.iterations, args.quiet);
     let total = cfg.iterations;
-    let mut on_iteration = |r: &IterationReport, _: &TrainState| -> Result<(), TrainError> {
+    let mut on_iteration = |r: &IterationReport, state: &TrainState| -> Result<(), TrainError> {
         let obj = r.objective.map_or("-".to_string(), |o| format!("{o:.6e}"));
         let train_rmse = r.train_rmse.map_or("-".to_string(), |x| format!("{x:.4}"));
         let mut msg = format!("iteration {}/{} objective {obj}", r.iteration, total);
@@ -201,9 +216,16 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> anyhow::Result<TrainOutcome
             test = %metrics_line(&r.test),
             "iteration"
         );
+        if let Some(dir) = &args.checkpoint_dir {
+            if r.iteration.is_multiple_of(args.checkpoint_every) || r.iteration == total {
+                let path = write_checkpoint(dir, &signature, state).map_err(|e| TrainError::Stopped(e.to_string()))?;
+                tracing::info!(checkpoint = %path.display(), "checkpoint written");
+            }
+        }
         Ok(())
     };
-    let trained = run_training(&choice, token.as_deref(), ds, &cfg, &layouts, &mut on_iteration);
+    let timeout = std::time::Duration::from_secs_f64(args.worker_timeout.max(0.1));
+    let trained = run_training(&choice, token.as_deref(), timeout, ds, &cfg, &layouts, start, &mut on_iteration);
     progress::finish(&bar);
     let (result, executor) = trained?;
 
