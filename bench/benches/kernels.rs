@@ -1,7 +1,7 @@
 //! Criterion benches of the dense row kernels and the per-block row solvers.
 //!
 //!     cargo bench -p als-bench --bench kernels                      # faer
-//!     cargo bench -p als-bench --bench kernels --features lapack    # faer and lapack
+//!     OPENBLAS_NUM_THREADS=1 cargo bench -p als-bench --bench kernels --features lapack  # + lapack
 //!     cargo bench -p als-bench --bench kernels -- cholesky          # one group
 //!
 //! Throughput is declared as `Throughput::Elements(flops per call)`, so the

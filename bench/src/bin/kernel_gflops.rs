@@ -1,7 +1,10 @@
 //! GFLOP/s of each row kernel, one plain line per kernel.
 //!
 //!     cargo run --release -p als-bench --bin kernel_gflops [-- --seconds 1 --threads 1 --filter gram]
-//!     cargo run --release -p als-bench --features lapack --bin kernel_gflops   # faer and lapack
+//!     OPENBLAS_NUM_THREADS=1 cargo run --release -p als-bench --features lapack --bin kernel_gflops
+//!
+//! (the second one times faer and lapack; without OPENBLAS_NUM_THREADS=1,
+//! OpenBLAS runs one `gram_add` on all cores and the figures are not per core.)
 //!
 //! Each kernel is warmed up, then called repeatedly for `--seconds`; the
 //! line gives the median and the best time of one call and the GFLOP/s at
