@@ -17,7 +17,7 @@ const KEEP: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{path}: {source}")]
+    #[error("{path}: input/output failed")]
     Io {
         path: PathBuf,
         #[source]

@@ -16,7 +16,7 @@ const ALIGN: usize = 64;
 /// Why an `.npy` file could not be read; every message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum NpyError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error("{}: not a .npy file (bad magic bytes)", path.display())]
     BadMagic { path: PathBuf },

@@ -41,7 +41,7 @@ pub enum ModelError {
     Exists { path: PathBuf },
     #[error("refusing to replace {}: it is not a model directory (no model.json)", path.display())]
     NotAModelDir { path: PathBuf },
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Npy(#[from] NpyError),
