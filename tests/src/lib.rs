@@ -98,3 +98,54 @@ pub fn shared_data(rel: &str) -> Option<PathBuf> {
     let p = root.join("shared/data").join(rel);
     p.exists().then_some(p)
 }
+
+/// A TCP proxy on loopback that forwards to `target` until told to drop
+/// everything: then it keeps the connections open but passes no byte (a
+/// worker cut off the network without dying).
+pub struct BlackholeProxy {
+    pub addr: String,
+    dropping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BlackholeProxy {
+    pub fn start(target: &str) -> BlackholeProxy {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+        let addr = listener.local_addr().expect("proxy addr").to_string();
+        let dropping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let target = target.to_owned();
+        let flag = dropping.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let Ok(server) = TcpStream::connect(&target) else { continue };
+                for (mut from, mut to) in [
+                    (client.try_clone().expect("clone"), server.try_clone().expect("clone")),
+                    (server, client),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 64 * 1024];
+                        loop {
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if !flag.load(Ordering::SeqCst) && to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        BlackholeProxy { addr, dropping }
+    }
+
+    /// From now on, swallow every byte in both directions.
+    pub fn drop_everything(&self) {
+        self.dropping.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

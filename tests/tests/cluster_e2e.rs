@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use als_tests::{binary, run_with_timeout, WorkerProc};
+use als_tests::{binary, run_with_timeout, BlackholeProxy, WorkerProc};
 
 const TOKEN: &str = "e2e-token";
 
@@ -163,4 +163,50 @@ fn unreachable_worker_is_named_within_seconds() {
     assert!(!ok);
     assert!(err.contains(&addr), "error does not name the worker: {err}");
     assert!(t0b.elapsed() < Duration::from_secs(15), "took {:?}", t0b.elapsed());
+}
+
+#[test]
+fn a_worker_cut_off_the_network_is_detected_and_the_job_finishes() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generate(tmp.path(), 2000, 1000, 80_000);
+    let extra = ["--iterations", "8", "--eval-every", "0"];
+    let single = tmp.path().join("single");
+    let (ok, err) = train(&data, &single, &extra, &["--in-process".into()]);
+    assert!(ok, "{err}");
+    let workers: Vec<WorkerProc> = (0..3).map(|_| WorkerProc::start(Some(TOKEN), &[])).collect();
+    let proxy = BlackholeProxy::start(&workers[1].addr);
+    let addrs = [workers[0].addr.clone(), proxy.addr.clone(), workers[2].addr.clone()].join(",");
+    let out = tmp.path().join("cut");
+    let mut cmd = Command::new(binary("coordinator"));
+    cmd.arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .args(["--factors", "8", "--quiet", "--worker-timeout", "1", "--workers", &addrs])
+        .args(extra)
+        .env("ALS_TOKEN", TOKEN);
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = String::new();
+    let t_cut = std::cell::Cell::new(None);
+    for line in BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok) {
+        let line = strip_ansi(&line);
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("iteration=2 ") {
+            proxy.drop_everything();
+            t_cut.set(Some(Instant::now()));
+        }
+        if line.contains("worker lost") {
+            let since = t_cut.get().map(|t| t.elapsed()).unwrap_or_default();
+            assert!(since < Duration::from_secs(6), "noticed only after {since:?}");
+        }
+    }
+    assert!(child.wait().unwrap().success(), "{log}");
+    assert!(log.contains("worker lost"), "{log}");
+    assert!(factors(&single) == factors(&out), "model differs from the fault-free one");
 }
