@@ -345,6 +345,18 @@ pub struct TrainArgs {
     /// Continue from the newest valid checkpoint in --checkpoint-dir (refused if it was written for other data or settings).
     #[arg(long, requires = "checkpoint_dir", help_heading = "Output")]
     pub resume: bool,
+    /// PEM CA that signs the workers' certificates: talk to --workers over TLS.
+    #[arg(long, value_name = "FILE", help_heading = "Execution")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM certificate of this coordinator, for workers that require mutual TLS (with --tls-key).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"], help_heading = "Execution")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert", help_heading = "Execution")]
+    pub tls_key: Option<PathBuf>,
+    /// Name the workers' certificates are checked against (default: the host of each address).
+    #[arg(long, value_name = "NAME", requires = "tls_ca", help_heading = "Execution")]
+    pub tls_domain: Option<String>,
     /// Seconds a worker may leave a health check unanswered before its blocks move to the others.
     #[arg(long, default_value_t = 5.0, value_name = "S", help_heading = "Execution")]
     pub worker_timeout: f64,

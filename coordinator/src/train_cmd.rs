@@ -101,6 +101,7 @@ pub fn metrics_line(m: &TestMetrics) -> String {
 pub fn run_training(
     choice: &ExecutorChoice,
     token: Option<&str>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
     worker_timeout: std::time::Duration,
     ds: &Dataset,
     cfg: &TrainConfig,
@@ -118,6 +119,7 @@ pub fn run_training(
         ExecutorChoice::Workers(addrs) => {
             let opts = ClientOptions {
                 token: token.map(str::to_owned),
+                tls,
                 ..Default::default()
             };
             ClusterSession::connect(addrs, &opts)?
@@ -225,7 +227,24 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> anyhow::Result<TrainOutcome
         Ok(())
     };
     let timeout = std::time::Duration::from_secs_f64(args.worker_timeout.max(0.1));
-    let trained = run_training(&choice, token.as_deref(), timeout, ds, &cfg, &layouts, start, &mut on_iteration);
+    let tls = match &args.tls_ca {
+        Some(ca) => {
+            let identity = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
+            Some(crate::cluster::client_tls(ca, identity, args.tls_domain.as_deref())?)
+        }
+        None => None,
+    };
+    let trained = run_training(
+        &choice,
+        token.as_deref(),
+        tls,
+        timeout,
+        ds,
+        &cfg,
+        &layouts,
+        start,
+        &mut on_iteration,
+    );
     progress::finish(&bar);
     let (result, executor) = trained?;
 

@@ -46,7 +46,7 @@ impl WorkerProc {
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 if let Some(a) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(a.to_owned());
+                    let _ = tx.send(a.split_whitespace().next().unwrap_or_default().to_owned());
                 }
             }
         });

@@ -27,6 +27,15 @@ struct Args {
     /// Seconds without any call after which a job may be replaced by a new one.
     #[arg(long, default_value_t = 60)]
     job_idle_timeout: u64,
+    /// PEM certificate of this worker: serve over TLS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA of coordinator certificates: require them (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -58,12 +67,17 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!("no cluster token configured: any local process can drive this worker");
     }
     // The bound address on stdout lets scripts and tests use port 0.
-    println!("listening on {local}");
+    println!("listening on {local}{}", if args.tls_cert.is_some() { " (tls)" } else { "" });
     tracing::info!(%local, threads, "worker ready");
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(server::server_tls(c, k, args.tls_ca.as_deref())?),
+        _ => None,
+    };
     let opts = server::ServeOptions {
         token,
         threads,
         idle_timeout: Duration::from_secs(args.job_idle_timeout),
+        tls,
     };
     server::serve(listener, opts, shutdown_signal()).await?;
     tracing::info!("worker stopped");

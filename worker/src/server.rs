@@ -19,6 +19,24 @@ pub struct ServeOptions {
     pub token: Option<String>,
     pub threads: usize,
     pub idle_timeout: Duration,
+    /// TLS (rustls); with a client CA, mutual TLS.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+}
+
+/// TLS settings from PEM files: the worker's certificate and key and, for
+/// mutual TLS, the CA that signs coordinator certificates.
+pub fn server_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
+) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    use anyhow::Context;
+    let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let mut cfg = tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = client_ca {
+        cfg = cfg.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+    }
+    Ok(cfg)
 }
 
 /// Listen address: `:50051` means all interfaces, else `HOST:PORT`.
@@ -60,7 +78,11 @@ pub async fn serve(listener: TcpListener, opts: ServeOptions, shutdown: impl Fut
             let _ = s.set_nodelay(true);
         })
     });
-    Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = opts.tls.clone() {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(svc)

@@ -14,6 +14,8 @@ use tonic::transport::{Channel, Endpoint};
 pub struct ClientOptions {
     pub token: Option<String>,
     pub connect_timeout: Duration,
+    /// TLS towards the workers (rustls); a client identity makes it mutual.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Default for ClientOptions {
@@ -21,8 +23,27 @@ impl Default for ClientOptions {
         ClientOptions {
             token: None,
             connect_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
+}
+
+/// TLS settings from PEM files: the CA that signs worker certificates, and
+/// optionally this coordinator's certificate and key (mutual TLS).
+pub fn client_tls(
+    ca: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+    domain: Option<&str>,
+) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let mut cfg = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
+    if let Some((cert, key)) = identity {
+        cfg = cfg.identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+    }
+    if let Some(d) = domain {
+        cfg = cfg.domain_name(d);
+    }
+    Ok(cfg)
 }
 
 /// Adds `authorization: Bearer <token>` to every call.
@@ -52,9 +73,11 @@ pub struct WorkerHandle {
     pub info: HandshakeResponse,
 }
 
-fn endpoint_uri(addr: &str) -> String {
+fn endpoint_uri(addr: &str, tls: bool) -> String {
     if addr.starts_with("http://") || addr.starts_with("https://") {
         addr.to_owned()
+    } else if tls {
+        format!("https://{addr}")
     } else {
         format!("http://{addr}")
     }
@@ -62,10 +85,15 @@ fn endpoint_uri(addr: &str) -> String {
 
 /// Connect and handshake; every failure names the worker.
 pub async fn connect(addr: &str, opts: &ClientOptions) -> anyhow::Result<WorkerHandle> {
-    let endpoint = Endpoint::from_shared(endpoint_uri(addr))
+    let mut endpoint = Endpoint::from_shared(endpoint_uri(addr, opts.tls.is_some()))
         .with_context(|| format!("worker {addr}: invalid address"))?
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true);
+    if let Some(tls) = &opts.tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .with_context(|| format!("worker {addr}: bad TLS settings"))?;
+    }
     let channel = tokio::time::timeout(opts.connect_timeout, endpoint.connect())
         .await
         .map_err(|_| anyhow::anyhow!("worker {addr}: no answer within {:?}", opts.connect_timeout))?

@@ -56,6 +56,7 @@ impl LocalWorkers {
             token: Some(self.token.clone()),
             threads: self.threads,
             idle_timeout: Duration::from_secs(60),
+            tls: None,
         };
         self.stops[i] = Some(tx);
         self.tasks[i] = Some(tokio::spawn(als_worker::serve(listener, opts, async {

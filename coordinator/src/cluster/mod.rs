@@ -14,7 +14,7 @@ pub mod local;
 pub mod routing;
 pub mod session;
 
-pub use client::{ClientOptions, WorkerHandle};
+pub use client::{client_tls, ClientOptions, WorkerHandle};
 pub use executor::{ClusterExecutor, FaultOptions};
 pub use local::LocalWorkers;
 pub use session::ClusterSession;

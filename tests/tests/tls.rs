@@ -1,0 +1,115 @@
+//! TLS between coordinator and workers (rustls): plaintext clients are
+//! refused, mutual TLS rejects a coordinator without a certificate, and a
+//! job trains over TLS to the same model.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use als_proto::pb::worker_client::WorkerClient;
+use als_proto::pb::HandshakeRequest;
+use als_tests::{binary, run_with_timeout, WorkerProc};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+fn pki(dir: &Path) -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names).unwrap().signed_by(&key, &ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (sc, sk) = leaf(vec!["localhost".into()]);
+    let (cc, ck) = leaf(vec!["coordinator".into()]);
+    let w = |n: &str, t: &str| {
+        let p = dir.join(n);
+        std::fs::write(&p, t).unwrap();
+        p
+    };
+    Pki {
+        ca: w("ca.pem", &ca.pem()),
+        server_cert: w("server.pem", &sc),
+        server_key: w("server.key", &sk),
+        client_cert: w("client.pem", &cc),
+        client_key: w("client.key", &ck),
+    }
+}
+
+#[test]
+fn mutual_tls_cluster_and_plaintext_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pki(tmp.path());
+    let s = |x: &PathBuf| x.to_string_lossy().into_owned();
+    let tls_args = [
+        "--tls-cert".to_string(),
+        s(&p.server_cert),
+        "--tls-key".into(),
+        s(&p.server_key),
+        "--tls-ca".into(),
+        s(&p.ca),
+    ];
+    let tls_args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
+    let worker = WorkerProc::start(Some("tok"), &tls_args);
+
+    // A plaintext client gets no answer from a TLS worker.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let plaintext = rt.block_on(async {
+        let mut c = WorkerClient::connect(format!("http://{}", worker.addr)).await?;
+        let mut req = tonic::Request::new(HandshakeRequest {
+            protocol_version: als_proto::PROTOCOL_VERSION,
+            ..Default::default()
+        });
+        req.metadata_mut().insert("authorization", "Bearer tok".parse().unwrap());
+        c.handshake(req).await.map_err(anyhow::Error::from).map(|_| ())
+    });
+    assert!(plaintext.is_err(), "a plaintext client was served");
+
+    let data = tmp.path().join("r.csv");
+    let mut gen = Command::new(binary("coordinator"));
+    gen.args([
+        "generate",
+        "--quiet",
+        "--users",
+        "200",
+        "--items",
+        "100",
+        "--ratings",
+        "4000",
+        "--out",
+    ])
+    .arg(&data);
+    assert!(run_with_timeout(&mut gen, Duration::from_secs(60)).0);
+    let addr = worker.addr.replace("127.0.0.1", "localhost");
+    let train = |extra: &[String]| {
+        let mut cmd = Command::new(binary("coordinator"));
+        cmd.arg("--data")
+            .arg(&data)
+            .args(["--factors", "4", "--iterations", "3", "--quiet", "--workers", &addr])
+            .args(extra)
+            .env("ALS_TOKEN", "tok");
+        run_with_timeout(&mut cmd, Duration::from_secs(60))
+    };
+    // Server-authenticated TLS only: the worker demands a client certificate.
+    let (ok, _, err) = train(&["--tls-ca".into(), s(&p.ca)]);
+    assert!(!ok, "a coordinator without a client certificate was served");
+    assert!(err.contains(&addr), "{err}");
+    // Mutual TLS: trains.
+    let (ok, _, err) = train(&[
+        "--tls-ca".into(),
+        s(&p.ca),
+        "--tls-cert".into(),
+        s(&p.client_cert),
+        "--tls-key".into(),
+        s(&p.client_key),
+    ]);
+    assert!(ok, "{err}");
+}
