@@ -1,0 +1,177 @@
+//! Mutation fuzzing of the worker's message validation: valid blocks and
+//! factor pushes with random corruptions must give `Ok` or an error, never a
+//! panic, and a solve after an accepted message must not panic either.
+//!
+//! Ignored in the test suite; `bench/fuzz.sh` runs it for a bounded time
+//! (`ALS_FUZZ_SECONDS`, default 60).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use als_core::linalg::Backend;
+use als_core::rng::SplitMix64;
+use als_core::side::Side;
+use als_core::solve::{Confidence, Feedback, RegScaling, SolveParams, SolverKind};
+use als_worker::job::{BlockData, FixedFactors, Job};
+
+fn params(rng: &mut SplitMix64) -> SolveParams {
+    let feedback = if rng.next_u64() % 2 == 0 {
+        Feedback::Explicit {
+            biased: rng.next_u64() % 2 == 0,
+            global_mean: 3.0,
+        }
+    } else {
+        Feedback::Implicit {
+            alpha: 2.0,
+            confidence: Confidence::Linear,
+        }
+    };
+    let solver = match feedback {
+        Feedback::Implicit { .. } if rng.next_u64() % 2 == 0 => SolverKind::Cg { steps: 3 },
+        _ => SolverKind::Cholesky,
+    };
+    SolveParams {
+        factors: 1 + (rng.next_u64() % 6) as usize,
+        lambda: 0.1,
+        reg_scaling: RegScaling::Count,
+        feedback,
+        solver,
+        backend: Backend::Faer,
+    }
+}
+
+/// A valid block of `n` rows over `m` other-side rows.
+fn block(rng: &mut SplitMix64, p: &SolveParams, n: u32, m: u32) -> BlockData {
+    let k = p.factors;
+    let mut indptr = vec![0u32];
+    let mut columns = Vec::new();
+    let needed: Vec<u32> = (0..m).filter(|_| rng.next_u64() % 2 == 0).collect();
+    let needed = if needed.is_empty() { vec![0] } else { needed };
+    for _ in 0..n {
+        for c in 0..needed.len() as u32 {
+            if rng.next_u64() % 3 == 0 {
+                columns.push(c);
+            }
+        }
+        indptr.push(columns.len() as u32);
+    }
+    let biased = matches!(p.feedback, Feedback::Explicit { biased: true, .. });
+    BlockData {
+        block: (rng.next_u64() % 4) as u32,
+        row_start: 0,
+        n_rows: n,
+        nnz: columns.len() as u64,
+        n_needed: needed.len() as u32,
+        indptr,
+        values: columns.iter().map(|_| (1 + rng.next_u64() % 5) as f32).collect(),
+        columns,
+        needed,
+        factors: (0..n as usize * k).map(|_| rng.next_normal() as f32).collect(),
+        bias: if biased { vec![0.0; n as usize] } else { Vec::new() },
+    }
+}
+
+fn corrupt_u32(rng: &mut SplitMix64, v: &mut Vec<u32>) {
+    match rng.next_u64() % 4 {
+        0 if !v.is_empty() => {
+            let i = (rng.next_u64() % v.len() as u64) as usize;
+            v[i] = rng.next_u64() as u32 % 64;
+        }
+        1 => v.push(rng.next_u64() as u32),
+        2 => {
+            v.pop();
+        }
+        _ if !v.is_empty() => {
+            let i = (rng.next_u64() % v.len() as u64) as usize;
+            v[i] = u32::MAX;
+        }
+        _ => {}
+    }
+}
+
+fn corrupt_f32(rng: &mut SplitMix64, v: &mut Vec<f32>) {
+    let specials = [f32::NAN, f32::INFINITY, -1.0, 0.0, 1e30];
+    match rng.next_u64() % 3 {
+        0 if !v.is_empty() => {
+            let i = (rng.next_u64() % v.len() as u64) as usize;
+            v[i] = specials[(rng.next_u64() % specials.len() as u64) as usize];
+        }
+        1 => v.push(1.0),
+        _ => {
+            v.pop();
+        }
+    }
+}
+
+fn one_case(seed: u64) {
+    let mut rng = SplitMix64::new(seed);
+    let p = params(&mut rng);
+    let (nu, ni) = (1 + rng.next_u64() % 20, 1 + rng.next_u64() % 20);
+    let mut job = Job::new("fuzz".into(), p, nu, ni).unwrap();
+    let n_rows = (rng.next_u64() % nu) as u32;
+    let mut d = block(&mut rng, &p, n_rows, ni as u32);
+    for _ in 0..(rng.next_u64() % 3) {
+        match rng.next_u64() % 8 {
+            0 => corrupt_u32(&mut rng, &mut d.indptr),
+            1 => corrupt_u32(&mut rng, &mut d.columns),
+            2 => corrupt_u32(&mut rng, &mut d.needed),
+            3 => corrupt_f32(&mut rng, &mut d.values),
+            4 => corrupt_f32(&mut rng, &mut d.factors),
+            5 => corrupt_f32(&mut rng, &mut d.bias),
+            6 => d.row_start = rng.next_u64() % 64,
+            _ => {
+                d.nnz = rng.next_u64() % 1000;
+                d.n_needed = (rng.next_u64() % 64) as u32;
+            }
+        }
+    }
+    let _ = job.block_limits(Side::Users, d.n_rows, d.nnz, d.n_needed);
+    let accepted = job.add_block(Side::Users, d).is_ok();
+    let n = job.needed_fixed_rows(Side::Items);
+    let k = p.factors;
+    let mut f = FixedFactors {
+        side: Side::Items,
+        step: 1,
+        factors: (0..n * k).map(|_| rng.next_normal() as f32).collect(),
+        bias: if matches!(p.feedback, Feedback::Explicit { biased: true, .. }) {
+            vec![0.1; n]
+        } else {
+            Vec::new()
+        },
+        gram: matches!(p.feedback, Feedback::Implicit { .. }).then(|| {
+            let mut g = vec![0.0; k * k];
+            (0..k).for_each(|i| g[i * k + i] = 1.0);
+            g
+        }),
+    };
+    if rng.next_u64() % 3 == 0 {
+        corrupt_f32(&mut rng, &mut f.factors);
+    }
+    let pushed = job.set_fixed(f).is_ok();
+    if accepted && pushed {
+        let _ = job.solve(Side::Users, 1);
+    }
+}
+
+#[test]
+#[ignore = "fuzzing runs from bench/fuzz.sh for a bounded time"]
+fn validation_never_panics() {
+    let secs: u64 = std::env::var("ALS_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut cases = 0u64;
+    while Instant::now() < deadline {
+        let seed = cases;
+        if catch_unwind(AssertUnwindSafe(|| one_case(seed))).is_err() {
+            panic!("worker validation panicked on fuzz case seed {seed}");
+        }
+        cases += 1;
+    }
+    eprintln!("{cases} fuzz cases, no panic");
+}
+
+#[test]
+fn a_few_fuzz_cases_run_in_the_suite() {
+    for seed in 0..300 {
+        one_case(seed);
+    }
+}
