@@ -15,9 +15,9 @@ use als_core::solve::{Confidence, Feedback, RegScaling, SolveParams, SolverKind}
 use als_worker::job::{BlockData, FixedFactors, Job};
 
 fn params(rng: &mut SplitMix64) -> SolveParams {
-    let feedback = if rng.next_u64() % 2 == 0 {
+    let feedback = if rng.next_u64().is_multiple_of(2) {
         Feedback::Explicit {
-            biased: rng.next_u64() % 2 == 0,
+            biased: rng.next_u64().is_multiple_of(2),
             global_mean: 3.0,
         }
     } else {
@@ -27,7 +27,7 @@ fn params(rng: &mut SplitMix64) -> SolveParams {
         }
     };
     let solver = match feedback {
-        Feedback::Implicit { .. } if rng.next_u64() % 2 == 0 => SolverKind::Cg { steps: 3 },
+        Feedback::Implicit { .. } if rng.next_u64().is_multiple_of(2) => SolverKind::Cg { steps: 3 },
         _ => SolverKind::Cholesky,
     };
     SolveParams {
@@ -45,11 +45,11 @@ fn block(rng: &mut SplitMix64, p: &SolveParams, n: u32, m: u32) -> BlockData {
     let k = p.factors;
     let mut indptr = vec![0u32];
     let mut columns = Vec::new();
-    let needed: Vec<u32> = (0..m).filter(|_| rng.next_u64() % 2 == 0).collect();
+    let needed: Vec<u32> = (0..m).filter(|_| rng.next_u64().is_multiple_of(2)).collect();
     let needed = if needed.is_empty() { vec![0] } else { needed };
     for _ in 0..n {
         for c in 0..needed.len() as u32 {
-            if rng.next_u64() % 3 == 0 {
+            if rng.next_u64().is_multiple_of(3) {
                 columns.push(c);
             }
         }
@@ -144,7 +144,7 @@ fn one_case(seed: u64) {
             g
         }),
     };
-    if rng.next_u64() % 3 == 0 {
+    if rng.next_u64().is_multiple_of(3) {
         corrupt_f32(&mut rng, &mut f.factors);
     }
     let pushed = job.set_fixed(f).is_ok();
