@@ -724,7 +724,11 @@ mod tests {
             fail_at(Some(step));
             let e = save_model(&a, &dir, false).unwrap_err();
             fail_at(None);
-            assert!(e.to_string().contains("injected failure"), "{e}");
+            let chain = std::iter::successors(Some(&e as &dyn std::error::Error), |x| x.source())
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(": ");
+            assert!(chain.contains("injected failure"), "{chain}");
             assert_eq!(others(root.path(), &[]), Vec::<String>::new(), "after a failure at {step}");
         }
         save_model(&a, &dir, false).unwrap();
