@@ -3,8 +3,10 @@
 //!
 //! [`store`] saves it to and loads it from a model directory.
 
+pub mod fold_in;
 pub mod store;
 
+pub use fold_in::{fold_in_users, FoldIn, FoldInError, FoldInReport, FoldedUser};
 pub use store::{load_model, save_model, ModelError, MODEL_FORMAT_VERSION};
 
 use std::sync::OnceLock;
