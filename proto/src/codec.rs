@@ -63,6 +63,29 @@ pub fn plan_chunks(lens: &[usize], max: usize) -> Vec<Vec<(usize, std::ops::Rang
     out
 }
 
+/// Messages carrying `fields` (byte arrays) split per [`plan_chunks`]:
+/// `make(j)` builds message `j` (headers go on `j == 0`), `dest(m, f)` is
+/// where field `f`'s bytes go in it.
+pub fn chunk_messages<M>(
+    fields: &[&[u8]],
+    max: usize,
+    mut make: impl FnMut(usize) -> M,
+    dest: impl Fn(&mut M, usize) -> &mut Vec<u8>,
+) -> Vec<M> {
+    let lens: Vec<usize> = fields.iter().map(|f| f.len()).collect();
+    plan_chunks(&lens, max)
+        .into_iter()
+        .enumerate()
+        .map(|(j, parts)| {
+            let mut m = make(j);
+            for (f, r) in parts {
+                dest(&mut m, f).extend_from_slice(&fields[f][r]);
+            }
+            m
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +113,21 @@ mod tests {
         }
         assert_eq!(got, lens.to_vec());
         assert_eq!(plan_chunks(&[0, 0], 8).len(), 1);
+    }
+
+    #[test]
+    fn chunk_messages_reassemble_and_put_the_header_first() {
+        let a: Vec<u8> = (0..13).collect();
+        let b: Vec<u8> = (100..105).collect();
+        let msgs = chunk_messages(
+            &[&a, &[], &b],
+            4,
+            |j| (j == 0, [Vec::new(), Vec::new(), Vec::new()]),
+            |m, f| &mut m.1[f],
+        );
+        assert_eq!(msgs.len(), 5);
+        assert!(msgs[0].0 && msgs[1..].iter().all(|m| !m.0));
+        let joined = |f: usize| msgs.iter().flat_map(|m| m.1[f].clone()).collect::<Vec<u8>>();
+        assert_eq!((joined(0), joined(1), joined(2)), (a.clone(), Vec::new(), b.clone()));
     }
 }

@@ -10,7 +10,7 @@ pub mod pb {
 }
 
 /// Bumped on any incompatible change to `proto/als_worker.proto`.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Bytes of bulk data per streamed message: far below tonic's 4 MiB decode limit.
 pub const CHUNK_BYTES: usize = 1 << 20;

@@ -10,6 +10,9 @@ use std::time::Instant;
 
 use als_core::side::Side;
 use als_core::solve::{block_gram, solve_rows, Feedback, FixedSide, RowsView, SolveParams};
+use als_core::topk::top_n_batch;
+use als_core::train::eval::predict_rows;
+use ndarray::ArrayView2;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum JobError {
@@ -41,10 +44,31 @@ pub struct Block {
     /// The rows' factors before the step being solved (the CG warm start).
     pub factors: Vec<f32>,
     pub bias: Vec<f32>,
+    /// Held-out test rows of the block's rows (user blocks), for [`Job::evaluate`].
+    pub test: TestRows,
     /// The latest solve, kept apart until a later step shows the coordinator
     /// accepted it: a half-iteration redone after a fault restarts from the
     /// same warm start as the first attempt.
     pending: Option<(u64, Vec<f32>, Vec<f32>)>,
+}
+
+/// Test rows by block row: row r's are `columns[indptr[r]..indptr[r + 1]]`
+/// (global rows of the other side) with their `values`. Empty when the block has none.
+#[derive(Debug, Default)]
+pub struct TestRows {
+    pub indptr: Vec<usize>,
+    pub columns: Vec<u32>,
+    pub values: Vec<f32>,
+}
+
+impl TestRows {
+    fn row(&self, r: usize) -> (&[u32], &[f32]) {
+        if self.indptr.is_empty() {
+            return (&[], &[]);
+        }
+        let (a, b) = (self.indptr[r], self.indptr[r + 1]);
+        (&self.columns[a..b], &self.values[a..b])
+    }
 }
 
 /// Raw fields of a block as received (already decoded from bytes).
@@ -60,6 +84,10 @@ pub struct BlockData {
     pub needed: Vec<u32>,
     pub factors: Vec<f32>,
     pub bias: Vec<f32>,
+    pub n_test: u64,
+    pub test_indptr: Vec<u32>,
+    pub test_columns: Vec<u32>,
+    pub test_values: Vec<f32>,
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +133,40 @@ pub struct SolvedBlock {
     pub bias: Vec<f32>,
     pub gram: Option<Vec<f64>>,
 }
+
+/// The factors an evaluation needs, as received.
+#[derive(Debug, Default)]
+pub struct EvalInput {
+    pub step: u64,
+    /// User blocks to evaluate (held here), ascending.
+    pub blocks: Vec<u32>,
+    /// 0: predict every test row (explicit); K: top-K lists (implicit).
+    pub top_k: u32,
+    pub min_pos: f32,
+    /// Item factors cover every item (else only `item_rows`).
+    pub all_items: bool,
+    pub item_rows: Vec<u32>,
+    /// Rows of `blocks` in block order.
+    pub user_factors: Vec<f32>,
+    pub user_bias: Vec<f32>,
+    pub item_factors: Vec<f32>,
+    pub item_bias: Vec<f32>,
+}
+
+/// One block's evaluation, ready to stream back.
+#[derive(Debug, Default, PartialEq)]
+pub struct EvalBlock {
+    pub block: u32,
+    /// Explicit: one per test row, in shipped order.
+    pub predictions: Vec<f32>,
+    /// Implicit: global user rows with a relevant test row, and their
+    /// top-K lists, `top_k` each, padded with `u32::MAX`.
+    pub users: Vec<u32>,
+    pub top: Vec<u32>,
+}
+
+/// Longest top-K list an evaluation may ask for.
+pub const MAX_TOP_K: u32 = 10_000;
 
 pub struct Job {
     pub id: String,
@@ -167,7 +229,7 @@ impl Job {
     }
 
     /// Upper bounds of a block's byte fields, from its header (so a stream can be cut off early).
-    pub fn block_limits(&self, side: Side, n_rows: u32, nnz: u64, n_needed: u32) -> Result<[u64; 6], JobError> {
+    pub fn block_limits(&self, side: Side, n_rows: u32, nnz: u64, n_needed: u32, n_test: u64) -> Result<[u64; 9], JobError> {
         let k = self.params.factors as u64;
         let (n_side, n_other) = (self.n_rows_of(side), self.n_rows_of(side.other()));
         if n_rows as u64 > n_side {
@@ -182,7 +244,14 @@ impl Job {
         if nnz > n_rows as u64 * n_needed as u64 {
             return invalid(format!("block declares {nnz} ratings for {n_rows} rows × {n_needed} columns"));
         }
+        if n_test > 0 && side != Side::Users {
+            return invalid("only user blocks carry test rows");
+        }
+        if n_test > n_rows as u64 * n_other {
+            return invalid(format!("block declares {n_test} test rows for {n_rows} rows × {n_other} columns"));
+        }
         let bias = if self.biased() { n_rows as u64 * 4 } else { 0 };
+        let test_indptr = if n_test > 0 { (n_rows as u64 + 1) * 4 } else { 0 };
         Ok([
             (n_rows as u64 + 1) * 4,
             nnz * 4,
@@ -190,6 +259,9 @@ impl Job {
             n_needed as u64 * 4,
             n_rows as u64 * k * 4,
             bias,
+            test_indptr,
+            n_test * 4,
+            n_test * 4,
         ])
     }
 
@@ -245,6 +317,7 @@ impl Job {
         if d.bias.len() != want_bias || d.bias.iter().any(|v| !v.is_finite()) {
             return invalid(format!("bias: expected {want_bias} finite values, got {}", d.bias.len()));
         }
+        let test = self.check_test_rows(side, &d)?;
         let s = self.side_mut(side);
         let end = d.row_start + d.n_rows as u64;
         if let Some((id, _)) = s
@@ -266,11 +339,49 @@ impl Job {
                 union_columns: Vec::new(),
                 factors: d.factors,
                 bias: d.bias,
+                test,
                 pending: None,
             },
         );
         s.rebuild_union();
         Ok(())
+    }
+
+    fn check_test_rows(&self, side: Side, d: &BlockData) -> Result<TestRows, JobError> {
+        let n = d.n_rows as usize;
+        let n_test = usize::try_from(d.n_test).map_err(|_| JobError::Invalid("n_test too large".into()))?;
+        if n_test == 0 {
+            if !(d.test_indptr.is_empty() && d.test_columns.is_empty() && d.test_values.is_empty()) {
+                return invalid("test rows sent but n_test is 0");
+            }
+            return Ok(TestRows::default());
+        }
+        if side != Side::Users {
+            return invalid("only user blocks carry test rows");
+        }
+        let p = &d.test_indptr;
+        if p.len() != n + 1 || p[0] != 0 || p.windows(2).any(|w| w[0] > w[1]) || p[n] as usize != n_test {
+            return invalid(format!("test_indptr must have {} entries from 0 up to n_test", n + 1));
+        }
+        if d.test_columns.len() != n_test || d.test_values.len() != n_test {
+            return invalid(format!(
+                "{} test columns and {} test values for {n_test} test rows",
+                d.test_columns.len(),
+                d.test_values.len()
+            ));
+        }
+        let n_other = self.n_rows_of(side.other());
+        if d.test_columns.iter().any(|&c| c as u64 >= n_other) {
+            return invalid("a test column is outside the other side");
+        }
+        if d.test_values.iter().any(|v| !v.is_finite()) {
+            return invalid("non-finite test value");
+        }
+        Ok(TestRows {
+            indptr: p.iter().map(|&x| x as usize).collect(),
+            columns: d.test_columns.clone(),
+            values: d.test_values.clone(),
+        })
     }
 
     pub fn release_blocks(&mut self, side: Side, blocks: &[u32]) {
@@ -376,6 +487,129 @@ impl Job {
             b.pending = Some((step, f, bias));
         }
         self.fixed = Some(fixed);
+        Ok(out)
+    }
+
+    /// Rows of the listed user blocks, which must be held here and ascending.
+    fn eval_rows(&self, blocks: &[u32]) -> Result<usize, JobError> {
+        if blocks.is_empty() || blocks.windows(2).any(|w| w[0] >= w[1]) {
+            return invalid("evaluation blocks must be a non-empty ascending list");
+        }
+        let mut n = 0;
+        for b in blocks {
+            match self.users.blocks.get(b) {
+                Some(bl) => n += bl.n_rows,
+                None => return invalid(format!("user block {b} is not held by this worker")),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Upper bounds of an evaluation's byte fields (item_rows, user factors and
+    /// bias, item factors and bias), from its header.
+    pub fn eval_limits(&self, blocks: &[u32], all_items: bool, n_item_rows: u32) -> Result<[u64; 5], JobError> {
+        let k = self.params.factors as u64;
+        let rows = self.eval_rows(blocks)? as u64;
+        if n_item_rows as u64 > self.n_items || (all_items && n_item_rows != 0) {
+            return invalid(format!("{n_item_rows} item rows declared for {} items", self.n_items));
+        }
+        let items = if all_items { self.n_items } else { n_item_rows as u64 };
+        let b = if self.biased() { 4 } else { 0 };
+        Ok([n_item_rows as u64 * 4, rows * k * 4, rows * b, items * k * 4, items * b])
+    }
+
+    /// Predictions for the test rows of the listed user blocks (explicit), or
+    /// the top-K lists of their users with a relevant test row (implicit),
+    /// computed with the coordinator's own functions so the metrics match it.
+    pub fn evaluate(&self, e: &EvalInput) -> Result<Vec<EvalBlock>, JobError> {
+        let k = self.params.factors;
+        let biased = self.biased();
+        let rows = self.eval_rows(&e.blocks)?;
+        let n_items = if e.all_items { self.n_items as usize } else { e.item_rows.len() };
+        if e.item_rows.windows(2).any(|w| w[0] >= w[1]) || e.item_rows.last().is_some_and(|&r| r as u64 >= self.n_items) {
+            return invalid("item rows must be ascending and inside the items");
+        }
+        let want_bias = |n: usize| if biased { n } else { 0 };
+        if e.user_factors.len() != rows * k
+            || e.item_factors.len() != n_items * k
+            || e.user_bias.len() != want_bias(rows)
+            || e.item_bias.len() != want_bias(n_items)
+        {
+            return invalid(format!(
+                "evaluation factors: expected {} user and {} item values (bias {} and {})",
+                rows * k,
+                n_items * k,
+                want_bias(rows),
+                want_bias(n_items)
+            ));
+        }
+        let all = [&e.user_factors, &e.item_factors, &e.user_bias, &e.item_bias];
+        if all.iter().any(|v| v.iter().any(|x| !x.is_finite())) {
+            return invalid("non-finite factor in the evaluation");
+        }
+        if e.top_k > 0 && (!e.all_items || e.top_k > MAX_TOP_K || !e.min_pos.is_finite()) {
+            return invalid(format!(
+                "top-K lists need every item's factors, K <= {MAX_TOP_K} and a finite min_pos"
+            ));
+        }
+        let items = ArrayView2::from_shape((n_items, k), &e.item_factors).map_err(|e| JobError::Invalid(e.to_string()))?;
+        let mut out = Vec::with_capacity(e.blocks.len());
+        let mut offset = 0;
+        for &id in &e.blocks {
+            let b = &self.users.blocks[&id];
+            let uf = &e.user_factors[offset * k..(offset + b.n_rows) * k];
+            let ub = if biased { &e.user_bias[offset..offset + b.n_rows] } else { &[][..] };
+            offset += b.n_rows;
+            let mut r = EvalBlock {
+                block: id,
+                ..Default::default()
+            };
+            if e.top_k == 0 {
+                for row in 0..b.n_rows {
+                    for &c in b.test.row(row).0 {
+                        let j = if e.all_items {
+                            c as usize
+                        } else {
+                            e.item_rows
+                                .binary_search(&c)
+                                .map_err(|_| JobError::Invalid(format!("test item {c} has no factors in the evaluation")))?
+                        };
+                        let (bu, bi) = if biased { (ub[row], e.item_bias[j]) } else { (0.0, 0.0) };
+                        let pu = &uf[row * k..(row + 1) * k];
+                        r.predictions
+                            .push(predict_rows(&self.params, pu, bu, &e.item_factors[j * k..(j + 1) * k], bi));
+                    }
+                }
+            } else {
+                let sel: Vec<usize> = (0..b.n_rows)
+                    .filter(|&row| b.test.row(row).1.iter().any(|&v| v >= e.min_pos))
+                    .collect();
+                let mut q = Vec::with_capacity(sel.len() * k);
+                for &row in &sel {
+                    q.extend_from_slice(&uf[row * k..(row + 1) * k]);
+                }
+                let queries = ArrayView2::from_shape((sel.len(), k), &q).map_err(|e| JobError::Invalid(e.to_string()))?;
+                // Training items to leave out, as global rows (ascending, as `needed` is).
+                let seen: Vec<Vec<u32>> = sel
+                    .iter()
+                    .map(|&row| {
+                        b.columns[b.indptr[row]..b.indptr[row + 1]]
+                            .iter()
+                            .map(|&c| b.needed[c as usize])
+                            .collect()
+                    })
+                    .collect();
+                let exclude = |j: usize| -> &[u32] { &seen[j] };
+                let lists = top_n_batch(queries, items, e.top_k as usize, &exclude);
+                for (&row, list) in sel.iter().zip(lists) {
+                    r.users.push((b.row_start as usize + row) as u32);
+                    let start = r.top.len();
+                    r.top.extend(list.iter().map(|s| s.index));
+                    r.top.resize(start + e.top_k as usize, u32::MAX);
+                }
+            }
+            out.push(r);
+        }
         Ok(out)
     }
 

@@ -4,11 +4,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use als_proto::codec::{bytes_f32, bytes_f64, bytes_u32, f32_bytes, f64_bytes, plan_chunks};
+use als_proto::codec::{bytes_f32, bytes_f64, bytes_u32, chunk_messages, f32_bytes, f64_bytes, u32_bytes};
 use als_proto::pb::worker_server::Worker;
 use als_proto::pb::{
-    AssignBlockResponse, BlockChunk, EndJobRequest, EndJobResponse, FactorChunk, HandshakeRequest, HandshakeResponse, PushFactorsResponse,
-    ReleaseBlocksRequest, ReleaseBlocksResponse, SolveRequest, SolvedChunk, StartJobRequest, StartJobResponse,
+    AssignBlockResponse, BlockChunk, EndJobRequest, EndJobResponse, EvalChunk, EvalResultChunk, FactorChunk, HandshakeRequest,
+    HandshakeResponse, PushFactorsResponse, ReleaseBlocksRequest, ReleaseBlocksResponse, SolveRequest, SolvedChunk, StartJobRequest,
+    StartJobResponse,
 };
 use als_proto::spec::{params_from_spec, side_from_pb};
 use als_proto::{CHUNK_BYTES, PROTOCOL_VERSION};
@@ -16,11 +17,11 @@ use futures::Stream;
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::job::{BlockData, FixedFactors, Job, JobError};
+use crate::job::{BlockData, EvalInput, FixedFactors, Job, JobError};
 
 /// Capabilities this build offers (checked in the handshake).
 pub fn capabilities() -> Vec<String> {
-    let mut c: Vec<String> = ["explicit", "implicit", "cholesky", "cg", "gramian-reduce"]
+    let mut c: Vec<String> = ["explicit", "implicit", "cholesky", "cg", "gramian-reduce", "evaluate"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -99,6 +100,7 @@ impl Accumulator {
 }
 
 type SolveStream = Pin<Box<dyn Stream<Item = Result<SolvedChunk, Status>> + Send>>;
+type EvalStream = Pin<Box<dyn Stream<Item = Result<EvalResultChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Worker for WorkerService {
@@ -163,9 +165,20 @@ impl Worker for WorkerService {
         let limits = {
             let mut slot = self.job.lock().await;
             let job = active(&mut slot, &first.job_id)?;
-            job.block_limits(side, first.n_rows, first.nnz, first.n_needed).map_err(status)?
+            job.block_limits(side, first.n_rows, first.nnz, first.n_needed, first.n_test)
+                .map_err(status)?
         };
-        const NAMES: &[&str] = &["indptr", "columns", "values", "needed", "factors", "bias"];
+        const NAMES: &[&str] = &[
+            "indptr",
+            "columns",
+            "values",
+            "needed",
+            "factors",
+            "bias",
+            "test_indptr",
+            "test_columns",
+            "test_values",
+        ];
         let mut acc = Accumulator::new(NAMES, &limits);
         let mut chunk = first.clone();
         loop {
@@ -179,6 +192,9 @@ impl Worker for WorkerService {
                 &chunk.needed,
                 &chunk.factors,
                 &chunk.bias,
+                &chunk.test_indptr,
+                &chunk.test_columns,
+                &chunk.test_values,
             ]
             .into_iter()
             .enumerate()
@@ -191,6 +207,7 @@ impl Worker for WorkerService {
             }
         }
         let b = &acc.bufs;
+        let inv = |e: als_proto::codec::CodecError| Status::invalid_argument(e.to_string());
         let data = BlockData {
             block: first.block,
             row_start: first.row_start,
@@ -203,6 +220,10 @@ impl Worker for WorkerService {
             needed: bytes_u32("needed", &b[3]).map_err(|e| Status::invalid_argument(e.to_string()))?,
             factors: bytes_f32("factors", &b[4]).map_err(|e| Status::invalid_argument(e.to_string()))?,
             bias: bytes_f32("bias", &b[5]).map_err(|e| Status::invalid_argument(e.to_string()))?,
+            n_test: first.n_test,
+            test_indptr: bytes_u32("test_indptr", &b[6]).map_err(inv)?,
+            test_columns: bytes_u32("test_columns", &b[7]).map_err(inv)?,
+            test_values: bytes_f32("test_values", &b[8]).map_err(inv)?,
         };
         let mut slot = self.job.lock().await;
         let job = active(&mut slot, &first.job_id)?;
@@ -297,31 +318,22 @@ impl Worker for WorkerService {
         let mut msgs = Vec::new();
         for b in solved {
             let gram = b.gram.as_deref().map(f64_bytes).unwrap_or_default();
-            let factors = f32_bytes(&b.factors);
-            let bias = f32_bytes(&b.bias);
-            let fields = [&gram, &factors, &bias];
-            for (j, parts) in plan_chunks(&[gram.len(), factors.len(), bias.len()], CHUNK_BYTES)
-                .into_iter()
-                .enumerate()
-            {
-                let mut m = SolvedChunk {
+            let (factors, bias) = (f32_bytes(&b.factors), f32_bytes(&b.bias));
+            msgs.extend(chunk_messages(
+                &[&gram, &factors, &bias],
+                CHUNK_BYTES,
+                |j| SolvedChunk {
                     block: b.block,
+                    row_start: if j == 0 { b.row_start } else { 0 },
+                    n_rows: if j == 0 { b.n_rows as u32 } else { 0 },
                     ..Default::default()
-                };
-                if j == 0 {
-                    m.row_start = b.row_start;
-                    m.n_rows = b.n_rows as u32;
-                }
-                for (f, range) in parts {
-                    let dst = match f {
-                        0 => &mut m.gram,
-                        1 => &mut m.factors,
-                        _ => &mut m.bias,
-                    };
-                    dst.extend_from_slice(&fields[f][range]);
-                }
-                msgs.push(m);
-            }
+                },
+                |m, f| match f {
+                    0 => &mut m.gram,
+                    1 => &mut m.factors,
+                    _ => &mut m.bias,
+                },
+            ));
         }
         msgs.push(SolvedChunk {
             compute_seconds,
@@ -329,6 +341,101 @@ impl Worker for WorkerService {
             ..Default::default()
         });
         Ok(Response::new(Box::pin(tokio_stream::iter(msgs.into_iter().map(Ok))) as SolveStream))
+    }
+
+    type EvaluateStream = EvalStream;
+
+    async fn evaluate(&self, req: Request<Streaming<EvalChunk>>) -> Result<Response<EvalStream>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty evaluation stream"))?;
+        let limits = {
+            let mut slot = self.job.lock().await;
+            let job = active(&mut slot, &first.job_id)?;
+            job.eval_limits(&first.blocks, first.all_items, first.n_item_rows).map_err(status)?
+        };
+        const NAMES: &[&str] = &["item_rows", "user_factors", "user_bias", "item_factors", "item_bias"];
+        let mut acc = Accumulator::new(NAMES, &limits);
+        let mut chunk = first.clone();
+        loop {
+            if chunk.job_id != first.job_id || chunk.step != first.step {
+                return Err(Status::invalid_argument("an evaluation stream must carry one job and step"));
+            }
+            for (i, f) in [
+                &chunk.item_rows,
+                &chunk.user_factors,
+                &chunk.user_bias,
+                &chunk.item_factors,
+                &chunk.item_bias,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                acc.add(i, f)?;
+            }
+            match stream.message().await? {
+                Some(c) => chunk = c,
+                None => break,
+            }
+        }
+        let inv = |e: als_proto::codec::CodecError| Status::invalid_argument(e.to_string());
+        let b = &acc.bufs;
+        let input = EvalInput {
+            step: first.step,
+            blocks: first.blocks.clone(),
+            top_k: first.top_k,
+            min_pos: first.min_pos,
+            all_items: first.all_items,
+            item_rows: bytes_u32("item_rows", &b[0]).map_err(inv)?,
+            user_factors: bytes_f32("user_factors", &b[1]).map_err(inv)?,
+            user_bias: bytes_f32("user_bias", &b[2]).map_err(inv)?,
+            item_factors: bytes_f32("item_factors", &b[3]).map_err(inv)?,
+            item_bias: bytes_f32("item_bias", &b[4]).map_err(inv)?,
+        };
+        if input.item_rows.len() != first.n_item_rows as usize {
+            return Err(Status::invalid_argument(format!(
+                "{} item rows sent, header says {}",
+                input.item_rows.len(),
+                first.n_item_rows
+            )));
+        }
+        let job = self.job.clone();
+        let job_id = first.job_id.clone();
+        let t0 = Instant::now();
+        let evaluated = tokio::task::spawn_blocking(move || {
+            let mut slot = job.blocking_lock();
+            let j = active(&mut slot, &job_id)?;
+            j.evaluate(&input).map_err(status)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("evaluation task failed: {e}")))??;
+        let compute_seconds = t0.elapsed().as_secs_f64();
+        tracing::debug!(blocks = evaluated.len(), compute_seconds, "test rows evaluated");
+        let mut msgs = Vec::new();
+        for r in evaluated {
+            let (pred, users, top) = (f32_bytes(&r.predictions), u32_bytes(&r.users), u32_bytes(&r.top));
+            msgs.extend(chunk_messages(
+                &[&pred, &users, &top],
+                CHUNK_BYTES,
+                |_| EvalResultChunk {
+                    block: r.block,
+                    ..Default::default()
+                },
+                |m, f| match f {
+                    0 => &mut m.predictions,
+                    1 => &mut m.users,
+                    _ => &mut m.top,
+                },
+            ));
+        }
+        msgs.push(EvalResultChunk {
+            compute_seconds,
+            last: true,
+            ..Default::default()
+        });
+        Ok(Response::new(Box::pin(tokio_stream::iter(msgs.into_iter().map(Ok))) as EvalStream))
     }
 
     async fn end_job(&self, req: Request<EndJobRequest>) -> Result<Response<EndJobResponse>, Status> {

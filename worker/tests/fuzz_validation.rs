@@ -12,7 +12,7 @@ use als_core::linalg::Backend;
 use als_core::rng::SplitMix64;
 use als_core::side::Side;
 use als_core::solve::{Confidence, Feedback, RegScaling, SolveParams, SolverKind};
-use als_worker::job::{BlockData, FixedFactors, Job};
+use als_worker::job::{BlockData, EvalInput, FixedFactors, Job};
 
 fn params(rng: &mut SplitMix64) -> SolveParams {
     let feedback = if rng.next_u64().is_multiple_of(2) {
@@ -56,6 +56,17 @@ fn block(rng: &mut SplitMix64, p: &SolveParams, n: u32, m: u32) -> BlockData {
         indptr.push(columns.len() as u32);
     }
     let biased = matches!(p.feedback, Feedback::Explicit { biased: true, .. });
+    let mut test_indptr = vec![0u32];
+    let mut test_columns = Vec::new();
+    for _ in 0..n {
+        for c in 0..m {
+            if rng.next_u64().is_multiple_of(5) {
+                test_columns.push(c);
+            }
+        }
+        test_indptr.push(test_columns.len() as u32);
+    }
+    let test_values: Vec<f32> = test_columns.iter().map(|_| (1 + rng.next_u64() % 5) as f32).collect();
     BlockData {
         block: (rng.next_u64() % 4) as u32,
         row_start: 0,
@@ -68,6 +79,10 @@ fn block(rng: &mut SplitMix64, p: &SolveParams, n: u32, m: u32) -> BlockData {
         needed,
         factors: (0..n as usize * k).map(|_| rng.next_normal() as f32).collect(),
         bias: if biased { vec![0.0; n as usize] } else { Vec::new() },
+        n_test: test_columns.len() as u64,
+        test_indptr: if test_columns.is_empty() { Vec::new() } else { test_indptr },
+        test_columns,
+        test_values,
     }
 }
 
@@ -111,7 +126,7 @@ fn one_case(seed: u64) {
     let n_rows = (rng.next_u64() % nu) as u32;
     let mut d = block(&mut rng, &p, n_rows, ni as u32);
     for _ in 0..(rng.next_u64() % 3) {
-        match rng.next_u64() % 8 {
+        match rng.next_u64() % 11 {
             0 => corrupt_u32(&mut rng, &mut d.indptr),
             1 => corrupt_u32(&mut rng, &mut d.columns),
             2 => corrupt_u32(&mut rng, &mut d.needed),
@@ -119,13 +134,18 @@ fn one_case(seed: u64) {
             4 => corrupt_f32(&mut rng, &mut d.factors),
             5 => corrupt_f32(&mut rng, &mut d.bias),
             6 => d.row_start = rng.next_u64() % 64,
+            8 => corrupt_u32(&mut rng, &mut d.test_indptr),
+            9 => corrupt_u32(&mut rng, &mut d.test_columns),
+            10 => corrupt_f32(&mut rng, &mut d.test_values),
             _ => {
                 d.nnz = rng.next_u64() % 1000;
                 d.n_needed = (rng.next_u64() % 64) as u32;
             }
         }
     }
-    let _ = job.block_limits(Side::Users, d.n_rows, d.nnz, d.n_needed);
+    let _ = job.block_limits(Side::Users, d.n_rows, d.nnz, d.n_needed, d.n_test);
+    let (block_id, n_test, rows) = (d.block, d.n_test as usize, d.n_rows as usize);
+    let test_items: Vec<u32> = d.test_columns.clone();
     let accepted = job.add_block(Side::Users, d).is_ok();
     let n = job.needed_fixed_rows(Side::Items);
     let k = p.factors;
@@ -150,6 +170,47 @@ fn one_case(seed: u64) {
     let pushed = job.set_fixed(f).is_ok();
     if accepted && pushed {
         let _ = job.solve(Side::Users, 1);
+    }
+    // An evaluation of the block, valid or corrupted: an error or a full answer, never a panic.
+    let biased = matches!(p.feedback, Feedback::Explicit { biased: true, .. });
+    let top_k = if rng.next_u64().is_multiple_of(2) {
+        0
+    } else {
+        1 + (rng.next_u64() % 5) as u32
+    };
+    let all_items = top_k > 0 || rng.next_u64().is_multiple_of(2);
+    let mut item_rows: Vec<u32> = if all_items { Vec::new() } else { test_items.clone() };
+    item_rows.sort_unstable();
+    item_rows.dedup();
+    let n_items = if all_items { ni as usize } else { item_rows.len() };
+    let mut e = EvalInput {
+        step: 2,
+        blocks: vec![block_id],
+        top_k,
+        min_pos: 1.0,
+        all_items,
+        user_factors: (0..rows * k).map(|_| rng.next_normal() as f32).collect(),
+        user_bias: if biased { vec![0.1; rows] } else { Vec::new() },
+        item_factors: (0..n_items * k).map(|_| rng.next_normal() as f32).collect(),
+        item_bias: if biased { vec![0.1; n_items] } else { Vec::new() },
+        item_rows,
+    };
+    let corrupted = rng.next_u64().is_multiple_of(2);
+    if corrupted {
+        match rng.next_u64() % 4 {
+            0 => corrupt_u32(&mut rng, &mut e.item_rows),
+            1 => corrupt_f32(&mut rng, &mut e.user_factors),
+            2 => corrupt_f32(&mut rng, &mut e.item_factors),
+            _ => corrupt_u32(&mut rng, &mut e.blocks),
+        }
+    }
+    let _ = job.eval_limits(&e.blocks, e.all_items, e.item_rows.len() as u32);
+    if let (Ok(r), true, false) = (job.evaluate(&e), accepted, corrupted) {
+        if top_k == 0 {
+            assert_eq!(r[0].predictions.len(), n_test, "seed {seed}: one prediction per test row");
+        } else {
+            assert_eq!(r[0].top.len(), r[0].users.len() * top_k as usize, "seed {seed}");
+        }
     }
 }
 

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use als_core::data::{Csr, Dataset};
 use als_core::side::{Factors, Side};
 use als_core::solve::{sum_grams, Feedback, SolveParams};
-use als_core::train::{HalfStepExecutor, HalfStepOutput, HalfStepReport, Layouts, TrainError, TrainState};
-use als_proto::codec::{bytes_f32, bytes_f64, f32_bytes, f64_bytes, plan_chunks, u32_bytes};
-use als_proto::pb::{BlockChunk, EndJobRequest, FactorChunk, ReleaseBlocksRequest, SolveRequest, SolvedChunk, StartJobRequest};
+use als_core::train::{eval, HalfStepExecutor, HalfStepOutput, HalfStepReport, Layouts, TestMetrics, TrainConfig, TrainError, TrainState};
+use als_proto::codec::{bytes_f32, bytes_f64, bytes_u32, chunk_messages, f32_bytes, f64_bytes, u32_bytes};
+use als_proto::pb::{BlockChunk, EndJobRequest, EvalChunk, FactorChunk, ReleaseBlocksRequest, SolveRequest, SolvedChunk, StartJobRequest};
 use als_proto::spec::{side_to_pb, spec_from_params};
 use als_proto::{CHUNK_BYTES, PROTOCOL_VERSION};
 use anyhow::Context;
@@ -60,9 +60,14 @@ pub struct ClusterExecutor<'a> {
     client_opts: ClientOptions,
     faults: FaultOptions,
     ds: &'a Dataset,
+    test: TestByUser,
     step: u64,
     /// Faults survived so far (for reports and tests).
     pub workers_lost: usize,
+    /// Bytes of the evaluations on the workers (apart from the halves' bytes).
+    pub eval_bytes: u64,
+    /// Evaluations the workers did (the rest fell back to the coordinator).
+    pub remote_evaluations: usize,
 }
 
 fn side_ix(s: Side) -> usize {
@@ -83,7 +88,48 @@ enum HalfError {
     Fatal(anyhow::Error),
 }
 
-/// One block's data as messages (header on the first).
+/// The test rows grouped by user (stable), remembering each one's place in the test set.
+#[derive(Default)]
+struct TestByUser {
+    indptr: Vec<usize>,
+    items: Vec<u32>,
+    values: Vec<f32>,
+    /// Index in `Dataset::test` of each grouped row.
+    position: Vec<usize>,
+}
+
+impl TestByUser {
+    fn build(ds: &Dataset) -> Self {
+        let t = &ds.test;
+        let mut indptr = vec![0usize; ds.n_users() + 1];
+        for &u in &t.users {
+            indptr[u as usize + 1] += 1;
+        }
+        for u in 0..ds.n_users() {
+            indptr[u + 1] += indptr[u];
+        }
+        let mut next = indptr.clone();
+        let mut position = vec![0usize; t.len()];
+        for (r, &u) in t.users.iter().enumerate() {
+            position[next[u as usize]] = r;
+            next[u as usize] += 1;
+        }
+        TestByUser {
+            items: position.iter().map(|&r| t.items[r]).collect(),
+            values: position.iter().map(|&r| t.ratings[r]).collect(),
+            indptr,
+            position,
+        }
+    }
+
+    /// Grouped rows of users `range`.
+    fn span(&self, range: &std::ops::Range<usize>) -> std::ops::Range<usize> {
+        self.indptr[range.start]..self.indptr[range.end]
+    }
+}
+
+/// One block's data as messages (header on the first); user blocks carry their test rows.
+#[allow(clippy::too_many_arguments)]
 fn block_messages(
     job_id: &str,
     side: Side,
@@ -92,6 +138,7 @@ fn block_messages(
     layouts: &Layouts,
     needed: &[u32],
     current: &Factors,
+    test: &TestByUser,
 ) -> Vec<BlockChunk> {
     let range = layouts.side(side).range(block);
     let (a, b) = (csr.indptr[range.start], csr.indptr[range.end]);
@@ -102,6 +149,15 @@ fn block_messages(
         .map(|c| needed.binary_search(c).expect("referenced column is needed") as u32)
         .collect();
     let k = current.k();
+    let span = if side == Side::Users { test.span(&range) } else { 0..0 };
+    let test_indptr: Vec<u32> = if span.is_empty() {
+        Vec::new()
+    } else {
+        test.indptr[range.start..=range.end]
+            .iter()
+            .map(|p| (p - span.start) as u32)
+            .collect()
+    };
     let fields = [
         u32_bytes(&indptr),
         u32_bytes(&columns),
@@ -113,12 +169,15 @@ fn block_messages(
         } else {
             f32_bytes(&current.bias[range.clone()])
         },
+        u32_bytes(&test_indptr),
+        u32_bytes(&test.items[span.clone()]),
+        f32_bytes(&test.values[span.clone()]),
     ];
-    let lens: Vec<usize> = fields.iter().map(Vec::len).collect();
-    plan_chunks(&lens, CHUNK_BYTES)
-        .into_iter()
-        .enumerate()
-        .map(|(j, parts)| {
+    let refs: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+    chunk_messages(
+        &refs,
+        CHUNK_BYTES,
+        |j| {
             let mut m = BlockChunk {
                 job_id: job_id.to_owned(),
                 side: side_to_pb(side) as i32,
@@ -130,64 +189,60 @@ fn block_messages(
                 m.n_rows = range.len() as u32;
                 m.nnz = (b - a) as u64;
                 m.n_needed = needed.len() as u32;
-            }
-            for (f, r) in parts {
-                let dst = match f {
-                    0 => &mut m.indptr,
-                    1 => &mut m.columns,
-                    2 => &mut m.values,
-                    3 => &mut m.needed,
-                    4 => &mut m.factors,
-                    _ => &mut m.bias,
-                };
-                dst.extend_from_slice(&fields[f][r]);
+                m.n_test = span.len() as u64;
             }
             m
-        })
-        .collect()
+        },
+        |m, f| match f {
+            0 => &mut m.indptr,
+            1 => &mut m.columns,
+            2 => &mut m.values,
+            3 => &mut m.needed,
+            4 => &mut m.factors,
+            5 => &mut m.bias,
+            6 => &mut m.test_indptr,
+            7 => &mut m.test_columns,
+            _ => &mut m.test_values,
+        },
+    )
+}
+
+/// Rows `rows` of `f` (factors, then bias if any) as little-endian bytes.
+fn rows_bytes(f: &Factors, rows: impl Iterator<Item = usize> + Clone) -> (Vec<u8>, Vec<u8>) {
+    let mut factors = Vec::new();
+    for r in rows.clone() {
+        for v in f.row(r) {
+            factors.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    let bias = if f.bias.is_empty() {
+        Vec::new()
+    } else {
+        f32_bytes(&rows.map(|r| f.bias[r]).collect::<Vec<_>>())
+    };
+    (factors, bias)
 }
 
 /// The fixed rows one worker needs, as messages.
 fn factor_messages(job_id: &str, side: Side, step: u64, rows: &[u32], fixed: &Factors, gram: Option<&[f64]>) -> Vec<FactorChunk> {
-    let k = fixed.k();
-    let mut factors = Vec::with_capacity(rows.len() * k * 4);
-    for &r in rows {
-        for v in fixed.row(r as usize) {
-            factors.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    let bias = if fixed.bias.is_empty() {
-        Vec::new()
-    } else {
-        f32_bytes(&rows.iter().map(|&r| fixed.bias[r as usize]).collect::<Vec<_>>())
-    };
+    let (factors, bias) = rows_bytes(fixed, rows.iter().map(|&r| r as usize));
     let gram = gram.map(f64_bytes).unwrap_or_default();
-    let fields = [gram, factors, bias];
-    let lens: Vec<usize> = fields.iter().map(Vec::len).collect();
-    plan_chunks(&lens, CHUNK_BYTES)
-        .into_iter()
-        .enumerate()
-        .map(|(j, parts)| {
-            let mut m = FactorChunk {
-                job_id: job_id.to_owned(),
-                side: side_to_pb(side) as i32,
-                step,
-                ..Default::default()
-            };
-            if j == 0 {
-                m.n_rows = rows.len() as u32;
-            }
-            for (f, r) in parts {
-                let dst = match f {
-                    0 => &mut m.gram,
-                    1 => &mut m.factors,
-                    _ => &mut m.bias,
-                };
-                dst.extend_from_slice(&fields[f][r]);
-            }
-            m
-        })
-        .collect()
+    chunk_messages(
+        &[&gram, &factors, &bias],
+        CHUNK_BYTES,
+        |j| FactorChunk {
+            job_id: job_id.to_owned(),
+            side: side_to_pb(side) as i32,
+            step,
+            n_rows: if j == 0 { rows.len() as u32 } else { 0 },
+            ..Default::default()
+        },
+        |m, f| match f {
+            0 => &mut m.gram,
+            1 => &mut m.factors,
+            _ => &mut m.bias,
+        },
+    )
 }
 
 /// A solved block gathered from its chunks.
@@ -274,6 +329,40 @@ async fn push_and_solve(w: WorkerHandle, job_id: String, side: Side, step: u64, 
     Err(HalfError::Lost(format!("worker {addr}: solve stream ended early")))
 }
 
+/// One worker's evaluation, gathered per block.
+struct WorkerEval {
+    blocks: Vec<(u32, [Vec<u8>; 3])>,
+    bytes: u64,
+}
+
+async fn run_evaluation(w: WorkerHandle, msgs: Vec<EvalChunk>) -> Result<WorkerEval, HalfError> {
+    let addr = w.addr.clone();
+    let mut client = w.client;
+    let mut out = WorkerEval {
+        blocks: Vec::new(),
+        bytes: encoded(&msgs),
+    };
+    let mut stream = client
+        .evaluate(tokio_stream::iter(msgs))
+        .await
+        .map_err(|s| rpc_err(&addr, "evaluation failed", s))?
+        .into_inner();
+    while let Some(c) = stream.message().await.map_err(|s| rpc_err(&addr, "evaluation stream broke", s))? {
+        out.bytes += c.encoded_len() as u64;
+        if c.last {
+            return Ok(out);
+        }
+        if out.blocks.last().is_none_or(|(b, _)| *b != c.block) {
+            out.blocks.push((c.block, Default::default()));
+        }
+        let g = &mut out.blocks.last_mut().expect("pushed above").1;
+        g[0].extend_from_slice(&c.predictions);
+        g[1].extend_from_slice(&c.users);
+        g[2].extend_from_slice(&c.top);
+    }
+    Err(HalfError::Lost(format!("worker {addr}: evaluation stream ended early")))
+}
+
 /// Run `work` while health-checking the worker; a worker that stops answering is lost.
 async fn watched<T>(
     w: &WorkerHandle,
@@ -341,8 +430,11 @@ impl<'a> ClusterExecutor<'a> {
             client_opts,
             faults,
             ds,
+            test: TestByUser::build(ds),
             step: 0,
             workers_lost: 0,
+            eval_bytes: 0,
+            remote_evaluations: 0,
         };
         let t0 = Instant::now();
         let shipped = exec.sync_assignment(&state.users, &state.items)?;
@@ -452,6 +544,7 @@ impl<'a> ClusterExecutor<'a> {
                             &self.layouts,
                             &self.routing.side(side).needed[b],
                             current,
+                            &self.test,
                         ));
                     }
                     let extra: Vec<u32> = slot.holds[si].difference(&want).map(|&b| b as u32).collect();
@@ -640,7 +733,186 @@ impl<'a> ClusterExecutor<'a> {
     }
 }
 
+impl ClusterExecutor<'_> {
+    /// The evaluation messages for worker `w`: its user blocks with test rows,
+    /// their users' factors, and the item factors they need (all items for
+    /// top-K lists). `None` when it holds no test rows.
+    fn eval_messages(&self, w: usize, cfg: &TrainConfig, users: &Factors, items: &Factors) -> Option<(Vec<u32>, Vec<EvalChunk>)> {
+        let layout = &self.layouts.users;
+        let blocks: Vec<u32> = (0..layout.n_blocks())
+            .filter(|&b| self.routing.users.owner[b] == w && !self.test.span(&layout.range(b)).is_empty())
+            .map(|b| b as u32)
+            .collect();
+        if blocks.is_empty() {
+            return None;
+        }
+        let implicit = cfg.is_implicit();
+        let (uf, ub) = rows_bytes(users, blocks.iter().flat_map(|&b| layout.range(b as usize)));
+        let item_rows: Vec<u32> = if implicit {
+            Vec::new()
+        } else {
+            let mut v: Vec<u32> = blocks
+                .iter()
+                .flat_map(|&b| self.test.items[self.test.span(&layout.range(b as usize))].iter().copied())
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let (itf, ib) = if implicit {
+            rows_bytes(items, 0..items.n_rows())
+        } else {
+            rows_bytes(items, item_rows.iter().map(|&r| r as usize))
+        };
+        let rows = u32_bytes(&item_rows);
+        let msgs = chunk_messages(
+            &[&rows, &uf, &ub, &itf, &ib],
+            CHUNK_BYTES,
+            |j| {
+                let mut m = EvalChunk {
+                    job_id: self.job_id.clone(),
+                    step: self.step,
+                    ..Default::default()
+                };
+                if j == 0 {
+                    m.blocks = blocks.clone();
+                    m.top_k = if implicit { cfg.ranking_k as u32 } else { 0 };
+                    m.min_pos = cfg.min_pos;
+                    m.all_items = implicit;
+                    m.n_item_rows = item_rows.len() as u32;
+                }
+                m
+            },
+            |m, f| match f {
+                0 => &mut m.item_rows,
+                1 => &mut m.user_factors,
+                2 => &mut m.user_bias,
+                3 => &mut m.item_factors,
+                _ => &mut m.item_bias,
+            },
+        );
+        Some((blocks, msgs))
+    }
+
+    /// Evaluate on the workers holding the user blocks (and their test rows).
+    /// `Ok(None)` when a worker was lost meanwhile: the caller evaluates
+    /// locally, and the next half moves the lost worker's blocks.
+    fn evaluate_remote(&mut self, cfg: &TrainConfig, users: &Factors, items: &Factors) -> anyhow::Result<Option<TestMetrics>> {
+        let ds = self.ds;
+        let implicit = cfg.is_implicit();
+        if ds.test.is_empty() || (implicit && cfg.ranking_k == 0) {
+            return Ok(None);
+        }
+        let t0 = Instant::now();
+        let mut asked: Vec<(usize, Vec<u32>)> = Vec::new();
+        let mut futs = Vec::new();
+        for w in 0..self.slots.len() {
+            let Some((blocks, msgs)) = self.eval_messages(w, cfg, users, items) else {
+                continue;
+            };
+            if !self.slots[w].alive {
+                // Its blocks move at the next half; until then the coordinator evaluates.
+                return Ok(None);
+            }
+            asked.push((w, blocks));
+            let handle = self.slots[w].handle.clone();
+            let faults = self.faults.clone();
+            let work = run_evaluation(handle.clone(), msgs);
+            futs.push(async move { (w, watched(&handle, &faults, work).await) });
+        }
+        let results = self.rt.block_on(futures::future::join_all(futs));
+        let mut gathered = Vec::new();
+        for (w, r) in results {
+            match r {
+                Ok(e) => gathered.push((w, e)),
+                Err(HalfError::Lost(m)) => {
+                    self.lose(w, &m);
+                    tracing::warn!("evaluating on the coordinator instead");
+                    return Ok(None);
+                }
+                Err(HalfError::Fatal(e)) => return Err(e),
+            }
+        }
+        let layout = &self.layouts.users;
+        let k = cfg.ranking_k;
+        let mut predictions = vec![f32::NAN; if implicit { 0 } else { ds.test.len() }];
+        let mut lists: Vec<Option<Vec<u32>>> = vec![None; if implicit { ds.n_users() } else { 0 }];
+        for (w, res) in gathered {
+            self.eval_bytes += res.bytes;
+            let addr = &self.slots[w].handle.addr;
+            let want = &asked.iter().find(|(a, _)| *a == w).expect("asked this worker").1;
+            let got: Vec<u32> = res.blocks.iter().map(|(b, _)| *b).collect();
+            anyhow::ensure!(&got == want, "worker {addr}: evaluated blocks {got:?}, asked for {want:?}");
+            for (b, [pred, us, top]) in res.blocks {
+                let range = layout.range(b as usize);
+                if !implicit {
+                    let p = bytes_f32("predictions", &pred).with_context(|| format!("worker {addr}"))?;
+                    let span = self.test.span(&range);
+                    anyhow::ensure!(
+                        p.len() == span.len() && p.iter().all(|v| v.is_finite()),
+                        "worker {addr}: block {b}: {} predictions for {} test rows",
+                        p.len(),
+                        span.len()
+                    );
+                    for (j, v) in span.zip(p) {
+                        predictions[self.test.position[j]] = v;
+                    }
+                    continue;
+                }
+                let us = bytes_u32("users", &us).with_context(|| format!("worker {addr}"))?;
+                let top = bytes_u32("top", &top).with_context(|| format!("worker {addr}"))?;
+                anyhow::ensure!(top.len() == us.len() * k, "worker {addr}: block {b}: top lists malformed");
+                for (&u, list) in us.iter().zip(top.chunks(k)) {
+                    let list: Vec<u32> = list.iter().copied().filter(|&i| i != u32::MAX).collect();
+                    anyhow::ensure!(
+                        range.contains(&(u as usize)) && list.iter().all(|&i| (i as usize) < ds.n_items()),
+                        "worker {addr}: block {b}: a top list is out of range"
+                    );
+                    lists[u as usize] = Some(list);
+                }
+            }
+        }
+        let metrics = if implicit {
+            let (eval_users, relevant) = eval::relevant_by_user(&ds.test, ds.n_users(), cfg.min_pos);
+            let lists = eval_users
+                .iter()
+                .map(|&u| {
+                    lists[u as usize]
+                        .take()
+                        .with_context(|| format!("no top list came back for user row {u}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            eval::metrics_from_top_lists(cfg, &relevant, &lists)
+        } else {
+            anyhow::ensure!(predictions.iter().all(|v| v.is_finite()), "some test rows were not evaluated");
+            eval::metrics_from_predictions(ds, cfg, &predictions)
+        };
+        self.remote_evaluations += 1;
+        tracing::debug!(
+            bytes = self.eval_bytes,
+            seconds = t0.elapsed().as_secs_f64(),
+            "evaluated on the workers"
+        );
+        Ok(Some(metrics))
+    }
+}
+
 impl HalfStepExecutor for ClusterExecutor<'_> {
+    fn evaluate(
+        &mut self,
+        _ds: &Dataset,
+        cfg: &TrainConfig,
+        _params: &SolveParams,
+        users: &Factors,
+        items: &Factors,
+    ) -> Option<Result<TestMetrics, TrainError>> {
+        match self.evaluate_remote(cfg, users, items) {
+            Ok(Some(m)) => Some(Ok(m)),
+            Ok(None) => None,
+            Err(e) => Some(Err(TrainError::Cluster(format!("{e:#}")))),
+        }
+    }
+
     fn half_step(
         &mut self,
         side: Side,

@@ -14,6 +14,8 @@ pub struct ClusterSession {
     local: Option<std::sync::Mutex<LocalWorkers>>,
     opts: ClientOptions,
     pub faults: FaultOptions,
+    /// Test-set evaluations the workers did in the last `train` (the others ran on the coordinator).
+    pub remote_evaluations: std::sync::atomic::AtomicUsize,
 }
 
 impl ClusterSession {
@@ -33,6 +35,7 @@ impl ClusterSession {
             local: None,
             opts: opts.clone(),
             faults: FaultOptions::default(),
+            remote_evaluations: Default::default(),
         })
     }
 
@@ -53,6 +56,7 @@ impl ClusterSession {
             local: Some(std::sync::Mutex::new(local)),
             opts,
             faults: FaultOptions::default(),
+            remote_evaluations: Default::default(),
         })
     }
 
@@ -102,6 +106,15 @@ impl ClusterSession {
         )?;
         let res = train(ds, cfg, &mut exec, layouts, Some(state), on_iteration);
         exec.finish();
+        if exec.remote_evaluations > 0 {
+            tracing::info!(
+                evaluations = exec.remote_evaluations,
+                bytes = exec.eval_bytes,
+                "test set evaluated on the workers"
+            );
+        }
+        self.remote_evaluations
+            .store(exec.remote_evaluations, std::sync::atomic::Ordering::Relaxed);
         Ok(res?)
     }
 
@@ -176,8 +189,14 @@ mod tests {
             for n in 1..=3 {
                 let s = ClusterSession::local(n, &ClientOptions::default()).unwrap();
                 let got = s.train(&ds, &cfg, &layouts, None, &mut |_, _| Ok(())).unwrap();
+                let remote = s.remote_evaluations.load(std::sync::atomic::Ordering::Relaxed);
                 s.shutdown().unwrap();
                 assert_eq!(got.state, want.state, "{n} workers, implicit={}", cfg.is_implicit());
+                // Evaluated on the workers, to the same numbers as on the coordinator.
+                assert_eq!(remote, cfg.iterations);
+                assert_eq!(got.final_metrics, want.final_metrics, "{n} workers");
+                let tests = |r: &TrainResult| r.reports.iter().map(|x| x.test.clone()).collect::<Vec<_>>();
+                assert_eq!(tests(&got), tests(&want), "{n} workers");
                 let r = &got.reports[0];
                 assert!(r.bytes_sent() >= r.bytes_min() && r.bytes_min() > 0);
             }

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
-use crate::metrics::{ranking_metrics, rating_metrics, RankingMetrics};
+pub use crate::metrics::relevant_by_user;
+use crate::metrics::{ranking_metrics, ranking_metrics_from_lists, rating_metrics, RankingMetrics};
 use crate::side::Factors;
 use crate::solve::{Feedback, SolveParams};
 
@@ -52,13 +53,21 @@ impl TestMetrics {
 /// Explicit prediction μ + bᵤ + bᵢ + pᵤᵀqᵢ (biases only in biased models).
 #[inline]
 pub fn predict(p: &SolveParams, users: &Factors, items: &Factors, u: usize, i: usize) -> f32 {
-    let dot = crate::linalg::vec::dot_f32_f64(users.row(u), items.row(i)) as f32;
+    predict_rows(p, users.row(u), users.bias_of(u), items.row(i), items.bias_of(i))
+}
+
+/// [`predict`] from the rows themselves: workers evaluate with it, so their
+/// predictions are bit for bit the coordinator's.
+#[inline]
+pub fn predict_rows(p: &SolveParams, pu: &[f32], bu: f32, qi: &[f32], bi: f32) -> f32 {
+    let dot = crate::linalg::vec::dot_f32_f64(pu, qi) as f32;
     match p.feedback {
-        Feedback::Explicit { biased: true, global_mean } => global_mean + users.bias_of(u) + items.bias_of(i) + dot,
+        Feedback::Explicit { biased: true, global_mean } => global_mean + bu + bi + dot,
         _ => dot,
     }
 }
 
+/// Test metrics of the current factors, computed here.
 pub fn evaluate(ds: &Dataset, cfg: &TrainConfig, p: &SolveParams, users: &Factors, items: &Factors) -> TestMetrics {
     if ds.test.is_empty() {
         return TestMetrics::default();
@@ -84,9 +93,15 @@ pub fn evaluate(ds: &Dataset, cfg: &TrainConfig, p: &SolveParams, users: &Factor
         .zip(&ds.test.items)
         .map(|(&u, &i)| predict(p, users, items, u as usize, i as usize))
         .collect();
-    let raw = rating_metrics(&ds.test.ratings, &pred, None);
+    metrics_from_predictions(ds, cfg, &pred)
+}
+
+/// Explicit metrics from a prediction for every test row, in test order
+/// (made here or gathered from workers).
+pub fn metrics_from_predictions(ds: &Dataset, cfg: &TrainConfig, pred: &[f32]) -> TestMetrics {
+    let raw = rating_metrics(&ds.test.ratings, pred, None);
     let clipped = if cfg.clip_predictions {
-        rating_metrics(&ds.test.ratings, &pred, Some((ds.rating_min, ds.rating_max)))
+        rating_metrics(&ds.test.ratings, pred, Some((ds.rating_min, ds.rating_max)))
     } else {
         raw
     };
@@ -96,5 +111,14 @@ pub fn evaluate(ds: &Dataset, cfg: &TrainConfig, p: &SolveParams, users: &Factor
         rmse_raw: Some(raw.rmse),
         mae_raw: Some(raw.mae),
         ranking: None,
+    }
+}
+
+/// Ranking metrics from top-K lists gathered elsewhere: `lists[j]` belongs to
+/// the j-th user [`relevant_by_user`] selects, `relevant[j]` is its list.
+pub fn metrics_from_top_lists(cfg: &TrainConfig, relevant: &[Vec<u32>], lists: &[Vec<u32>]) -> TestMetrics {
+    TestMetrics {
+        ranking: Some(ranking_metrics_from_lists(lists, relevant, cfg.ranking_k)),
+        ..Default::default()
     }
 }

@@ -8,14 +8,16 @@
 mod config;
 pub mod eval;
 mod local;
+mod sgd;
 
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-pub use config::{ImplicitConfig, TrainConfig};
+pub use config::{ImplicitConfig, Learner, TrainConfig, DEFAULT_LEARNING_RATE};
 pub use eval::TestMetrics;
 pub use local::LocalExecutor;
+pub use sgd::train_sgd;
 
 use crate::blocks::BlockLayout;
 use crate::data::Dataset;
@@ -103,6 +105,34 @@ pub trait HalfStepExecutor {
         fixed_gram: Option<&[f64]>,
         target: &mut Factors,
     ) -> Result<HalfStepOutput, TrainError>;
+
+    /// Evaluate the test set where the executor keeps it (a cluster: on the
+    /// workers). `None`: the caller evaluates locally. Either way the
+    /// metrics must be the same numbers.
+    fn evaluate(
+        &mut self,
+        _ds: &Dataset,
+        _cfg: &TrainConfig,
+        _params: &SolveParams,
+        _users: &Factors,
+        _items: &Factors,
+    ) -> Option<Result<TestMetrics, TrainError>> {
+        None
+    }
+}
+
+/// Test metrics through the executor, or locally when it has none to give.
+fn evaluate_with(
+    exec: &mut dyn HalfStepExecutor,
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    params: &SolveParams,
+    state: &TrainState,
+) -> Result<TestMetrics, TrainError> {
+    match exec.evaluate(ds, cfg, params, &state.users, &state.items) {
+        Some(r) => r,
+        None => Ok(eval::evaluate(ds, cfg, params, &state.users, &state.items)),
+    }
 }
 
 /// Everything needed to continue a run: the checkpointable state.
@@ -194,7 +224,7 @@ pub fn train(
         let obj: ObjectiveValue = objective(&params, &ds.by_user, &ds.by_item, &state.users, &state.items, item_gram.as_deref());
         let evaluate_now = it == cfg.iterations || (cfg.eval_every > 0 && it.is_multiple_of(cfg.eval_every));
         let test = if evaluate_now {
-            eval::evaluate(ds, cfg, &params, &state.users, &state.items)
+            evaluate_with(exec, ds, cfg, &params, &state)?
         } else {
             TestMetrics::default()
         };
@@ -215,7 +245,7 @@ pub fn train(
     }
     let final_metrics = match last_eval {
         Some(m) => m,
-        None => eval::evaluate(ds, cfg, &params, &state.users, &state.items),
+        None => evaluate_with(exec, ds, cfg, &params, &state)?,
     };
     Ok(TrainResult {
         state,
