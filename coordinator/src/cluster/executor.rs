@@ -77,6 +77,24 @@ fn side_ix(s: Side) -> usize {
     }
 }
 
+/// Blocks as compact ranges ("0-3,7").
+fn block_list(blocks: &BTreeSet<usize>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut it = blocks.iter().copied().peekable();
+    while let Some(a) = it.next() {
+        let mut b = a;
+        while it.peek() == Some(&(b + 1)) {
+            b = it.next().expect("peeked");
+        }
+        out.push(if a == b { a.to_string() } else { format!("{a}-{b}") });
+    }
+    if out.is_empty() {
+        "none".into()
+    } else {
+        out.join(",")
+    }
+}
+
 /// Is this failure the worker's loss (retry elsewhere) or a fatal protocol error?
 fn is_loss(s: &tonic::Status) -> bool {
     s.code() != tonic::Code::InvalidArgument
@@ -527,6 +545,7 @@ impl<'a> ClusterExecutor<'a> {
         let mut total = 0u64;
         loop {
             let owners = self.desired_owners()?;
+            let mut shipped = Vec::new();
             let ds = self.ds;
             let mut futs = Vec::new();
             for (w, slot) in self.slots.iter().enumerate().filter(|(_, s)| s.alive) {
@@ -554,6 +573,7 @@ impl<'a> ClusterExecutor<'a> {
                 }
                 let bytes: u64 = ship.iter().map(|m| encoded(m)).sum();
                 total += bytes;
+                shipped.push(bytes);
                 let mut c = slot.handle.client.clone();
                 let addr = slot.handle.addr.clone();
                 let start = (!slot.started).then(|| self.start_req.clone());
@@ -585,13 +605,22 @@ impl<'a> ClusterExecutor<'a> {
             }
             let results = self.rt.block_on(futures::future::join_all(futs));
             let mut lost_any = false;
-            for (w, r) in results {
+            for ((w, r), bytes) in results.into_iter().zip(shipped) {
                 match r {
                     Ok(()) => {
                         let slot = &mut self.slots[w];
                         slot.started = true;
                         for (held, own) in slot.holds.iter_mut().zip(&owners) {
                             *held = (0..own.len()).filter(|&b| own[b] == w).collect();
+                        }
+                        if bytes > 0 {
+                            tracing::info!(
+                                worker = %slot.handle.addr,
+                                user_blocks = %block_list(&slot.holds[0]),
+                                item_blocks = %block_list(&slot.holds[1]),
+                                bytes,
+                                "worker holds its blocks"
+                            );
                         }
                     }
                     Err(HalfError::Lost(m)) => {
@@ -678,6 +707,16 @@ impl<'a> ClusterExecutor<'a> {
             sent += res.bytes_sent + res.bytes_received;
             compute = compute.max(res.compute_seconds);
             let addr = &self.slots[w].handle.addr;
+            tracing::debug!(
+                worker = %addr,
+                side = side.name(),
+                step,
+                blocks = res.blocks.len(),
+                compute_seconds = res.compute_seconds,
+                bytes_sent = res.bytes_sent,
+                bytes_received = res.bytes_received,
+                "worker solved its blocks"
+            );
             for (b, g) in res.blocks {
                 let b = b as usize;
                 anyhow::ensure!(
@@ -923,5 +962,18 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
     ) -> Result<HalfStepOutput, TrainError> {
         self.half(side, params, fixed, fixed_gram, target)
             .map_err(|e| TrainError::Cluster(format!("{e:#}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_lists_read_as_ranges() {
+        let set = |v: &[usize]| v.iter().copied().collect::<BTreeSet<usize>>();
+        assert_eq!(block_list(&set(&[0, 1, 2, 3, 7, 9, 10])), "0-3,7,9-10");
+        assert_eq!(block_list(&set(&[5])), "5");
+        assert_eq!(block_list(&set(&[])), "none");
     }
 }
