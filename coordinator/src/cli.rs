@@ -41,6 +41,10 @@ pub enum Command {
     Recommend(RecommendArgs),
     /// Items (or users) most similar to one, by cosine over the factors.
     Similar(SimilarArgs),
+    /// Add users to a saved model from a ratings file (fold-in), as a new model version.
+    FoldIn(crate::fold_in_cmd::FoldInArgs),
+    /// Answer recommendations over HTTP/JSON from a saved model.
+    Serve(crate::serve::ServeArgs),
 }
 
 /// Input file layouts (`--format`).
@@ -659,8 +663,11 @@ pub struct RecommendArgs {
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// User id as in the training data.
-    #[arg(long, value_name = "ID", required_unless_present = "all", conflicts_with = "all")]
+    #[arg(long, value_name = "ID", required_unless_present_any = ["all", "history"], conflicts_with_all = ["all", "history"])]
     pub user: Option<String>,
+    /// A user not in the model: their history, one `item[,value]` per line (fold-in).
+    #[arg(long, value_name = "FILE", conflicts_with = "all")]
+    pub history: Option<PathBuf>,
     /// Number of recommendations.
     #[arg(short = 'n', long = "num", default_value_t = 10, value_name = "N", value_parser = parse_positive_usize)]
     pub n: usize,

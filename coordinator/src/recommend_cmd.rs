@@ -4,12 +4,13 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use als_core::model::{load_model, Model, ModelKind};
+use als_core::model::{load_model, FoldIn, Model, ModelKind};
 use als_core::topk::{top_n_batch, Scored};
 use anyhow::{bail, Context};
 use ndarray::{s, Array2};
 
 use crate::cli::RecommendArgs;
+use crate::history::{history_values, read_history};
 use crate::report::write_atomic;
 
 /// Users per batch of `--all` (each batch is one parallel `top_n_batch`, then written).
@@ -114,11 +115,42 @@ pub fn run(args: &RecommendArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out, "wrote top-{} recommendations for {users} users to {}", args.n, path.display())?;
         return Ok(());
     }
-    let id = args.user.as_deref().context("give --user ID or --all")?;
+    if let Some(path) = &args.history {
+        let recs = recommend_for_history(&model, path, args.n, args.include_seen, candidates.as_deref())?;
+        write_list(out, &recs, args.json, "item", &model.item_ids)?;
+        return Ok(());
+    }
+    let id = args.user.as_deref().context("give --user ID, --history FILE or --all")?;
     let u = user_row(&model, id)?;
     let recs = model.recommend(u, args.n, args.include_seen, candidates.as_deref());
     write_list(out, &recs, args.json, "item", &model.item_ids)?;
     Ok(())
+}
+
+/// Top-`n` for a user not in the model, folded in from a history file; the
+/// history's items are excluded like seen items unless `include_seen`.
+pub fn recommend_for_history(
+    model: &Model,
+    path: &Path,
+    n: usize,
+    include_seen: bool,
+    candidates: Option<&[u32]>,
+) -> anyhow::Result<Vec<Scored>> {
+    let lines = read_history(path)?;
+    let history = history_values(&lines, model.kind, path)?;
+    let fold = FoldIn::new(model).context("cannot fold in")?;
+    let user = fold
+        .fold_in(model, &history, None)
+        .with_context(|| format!("{}: cannot fold in", path.display()))?;
+    if user.unknown > 0 {
+        tracing::warn!(
+            "{}: {} history items are not in the model and are ignored",
+            path.display(),
+            user.unknown
+        );
+    }
+    let exclude: &[u32] = if include_seen { &[] } else { &user.items };
+    Ok(model.recommend_for_vector(&user.factors, user.bias, n, exclude, candidates))
 }
 
 /// Output layout of `--all`, from the file name.
