@@ -128,8 +128,8 @@ mod tests {
     use als_core::model::{load_model, FoldIn};
     use clap::Parser;
 
-    use crate::cli::{Cli, Command};
     use super::run;
+    use crate::cli::{Cli, Command};
     use crate::{recommend_cmd, train_cmd};
 
     fn s(p: &Path) -> &str {
