@@ -12,7 +12,7 @@ use als_core::data::synth::SynthSpec;
 use als_core::data::{DuplicatePolicy, Format, LoadOptions};
 use als_core::linalg::Backend;
 use als_core::solve::{Confidence, RegScaling, SolverKind};
-use als_core::train::{ImplicitConfig, TrainConfig};
+use als_core::train::{ImplicitConfig, Learner, TrainConfig, DEFAULT_LEARNING_RATE};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -41,6 +41,8 @@ pub enum Command {
     Recommend(RecommendArgs),
     /// Items (or users) most similar to one, by cosine over the factors.
     Similar(SimilarArgs),
+    /// k-fold cross-validation over a grid of --lambda, --factors (and --alpha): a table, the best marked.
+    Tune(crate::tune_cmd::TuneArgs),
     /// Add users to a saved model from a ratings file (fold-in), as a new model version.
     FoldIn(crate::fold_in_cmd::FoldInArgs),
     /// Answer recommendations over HTTP/JSON from a saved model.
@@ -140,6 +142,9 @@ pub enum SolverArg {
     Cholesky,
     /// Warm-started conjugate gradient (implicit feedback; default there).
     Cg,
+    /// Stochastic gradient descent on the explicit biased model (Surprise's SVD updates,
+    /// DSGD over the blocks, in this process); --iterations counts epochs.
+    Sgd,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -297,6 +302,9 @@ pub struct TrainArgs {
     /// Conjugate-gradient steps per row of --solver cg [default: 3].
     #[arg(long, value_name = "N", value_parser = parse_positive_usize, help_heading = "Model")]
     pub cg_steps: Option<usize>,
+    /// Step size γ of --solver sgd [default: 0.005, Surprise's lr_all].
+    #[arg(long, value_name = "G", value_parser = parse_positive_f32, help_heading = "Model")]
+    pub learning_rate: Option<f32>,
     /// Explicit model without the global mean and biases (r̂ = pᵤ·qᵢ).
     #[arg(long, conflicts_with = "implicit", help_heading = "Model")]
     pub no_biases: bool,
@@ -481,11 +489,24 @@ impl TrainArgs {
         if self.epsilon.is_some() && self.confidence != Some(ConfidenceArg::Log) {
             bail!("--epsilon applies to --confidence log only");
         }
+        if self.learning_rate.is_some() && solver_arg != SolverArg::Sgd {
+            bail!("--learning-rate applies to --solver sgd only");
+        }
+        if self.implicit && solver_arg == SolverArg::Sgd {
+            bail!("--solver sgd learns explicit ratings only; for --implicit use --solver cg or cholesky");
+        }
         let solver = match solver_arg {
-            SolverArg::Cholesky => SolverKind::Cholesky,
+            // SGD solves no rows; the field keeps its explicit default.
+            SolverArg::Cholesky | SolverArg::Sgd => SolverKind::Cholesky,
             SolverArg::Cg => SolverKind::Cg {
                 steps: self.cg_steps.unwrap_or(3),
             },
+        };
+        let learner = match solver_arg {
+            SolverArg::Sgd => Learner::Sgd {
+                learning_rate: self.learning_rate.unwrap_or(DEFAULT_LEARNING_RATE),
+            },
+            SolverArg::Cholesky | SolverArg::Cg => Learner::Als,
         };
         let implicit = self.implicit.then(|| ImplicitConfig {
             alpha: self.alpha.unwrap_or(40.0),
@@ -512,6 +533,7 @@ impl TrainArgs {
             implicit,
             biased: !self.no_biases,
             solver,
+            learner,
             seed: self.seed,
             blocks: self.blocks,
             backend,

@@ -12,6 +12,7 @@ pub mod report;
 pub mod serve;
 pub mod similar_cmd;
 pub mod train_cmd;
+pub mod tune_cmd;
 
 #[cfg(test)]
 mod tests;

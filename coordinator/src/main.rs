@@ -7,7 +7,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use als_coordinator::cli::{Cli, Command};
-use als_coordinator::{fold_in_cmd, generate_cmd, progress, recommend_cmd, serve, similar_cmd, train_cmd};
+use als_coordinator::{fold_in_cmd, generate_cmd, progress, recommend_cmd, serve, similar_cmd, train_cmd, tune_cmd};
 
 fn main() {
     let cli = Cli::parse();
@@ -41,6 +41,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Similar(a)) => similar_cmd::run(&a, &mut out)?,
         Some(Command::FoldIn(a)) => fold_in_cmd::run(&a, &mut out)?,
         Some(Command::Serve(a)) => serve::run(&a, &mut out)?,
+        Some(Command::Tune(a)) => {
+            tune_cmd::run(&a, &mut out)?;
+        }
     }
     out.flush().context("cannot write to stdout")?;
     Ok(())

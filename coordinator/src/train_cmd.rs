@@ -7,7 +7,9 @@ use als_core::checkpoint::{latest_checkpoint, write_checkpoint, RunSignature};
 use als_core::data::synth::SynthSpec;
 use als_core::data::Dataset;
 use als_core::model::{save_model, Model};
-use als_core::train::{train, IterationReport, Layouts, LocalExecutor, TestMetrics, TrainConfig, TrainError, TrainResult, TrainState};
+use als_core::train::{
+    train, train_sgd, IterationReport, Layouts, Learner, LocalExecutor, TestMetrics, TrainConfig, TrainError, TrainResult, TrainState,
+};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
@@ -110,6 +112,13 @@ pub fn run_training(
     on_iteration: &mut dyn FnMut(&IterationReport, &TrainState) -> Result<(), TrainError>,
 ) -> anyhow::Result<(TrainResult, String)> {
     tracing::info!(executor = %choice.label(), "executor requested");
+    if let Learner::Sgd { .. } = cfg.learner {
+        if *choice != ExecutorChoice::InProcess {
+            bail!("--solver sgd trains in this process; it cannot run on {}", choice.label());
+        }
+        let result = train_sgd(ds, cfg, layouts, start, on_iteration).context("training failed")?;
+        return Ok((result, choice.label()));
+    }
     let session = match choice {
         ExecutorChoice::InProcess => {
             let mut exec = LocalExecutor::new(ds, layouts.clone());
@@ -132,6 +141,24 @@ pub fn run_training(
     let result = session.train(ds, cfg, layouts, start, on_iteration);
     session.shutdown()?;
     Ok((result.context("training failed")?, choice.label()))
+}
+
+/// The executor of a learner: SGD runs in this process, because a DSGD
+/// sub-epoch is milliseconds of work per cell, less than shipping its factor
+/// blocks to a worker and back, and workers solve ALS rows only. An explicit
+/// `--workers`/`--local` (`cluster_given`) is refused; the default (local
+/// workers) becomes in-process.
+pub fn executor_for_learner(cfg: &TrainConfig, cluster_given: bool, choice: ExecutorChoice) -> anyhow::Result<ExecutorChoice> {
+    if !matches!(cfg.learner, Learner::Sgd { .. }) {
+        return Ok(choice);
+    }
+    if cluster_given {
+        bail!("--solver sgd trains in this process: drop --workers/--local");
+    }
+    if choice != ExecutorChoice::InProcess {
+        tracing::info!("--solver sgd trains in this process: no workers are started");
+    }
+    Ok(ExecutorChoice::InProcess)
 }
 
 /// The input spec of the flags.
@@ -162,7 +189,7 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> anyhow::Result<TrainOutcome
     let cfg = args.train_config()?;
     let spec = input_spec(args)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let choice = args.executor_choice(cores)?;
+    let choice = executor_for_learner(&cfg, args.workers.is_some() || args.local.is_some(), args.executor_choice(cores)?)?;
     let token = args.token()?;
     if let Some(dir) = &args.out {
         check_out_dir(dir, args.overwrite)?;
@@ -276,9 +303,13 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> anyhow::Result<TrainOutcome
 fn print_summary(out: &mut dyn Write, o: &TrainOutcome, cfg: &TrainConfig, args: &TrainArgs) -> std::io::Result<()> {
     let d = &o.data;
     let spi = crate::report::seconds_per_iteration(&o.result.reports).unwrap_or(0.0);
+    let (steps, step) = match cfg.learner {
+        Learner::Sgd { .. } => ("SGD epochs", "epoch"),
+        Learner::Als => ("iterations", "iteration"),
+    };
     writeln!(
         out,
-        "trained {} {} model: {} factors, {} iterations, {:.3} s/iteration ({})",
+        "trained {} {} model: {} factors, {} {steps}, {:.3} s/{step} ({})",
         if cfg.is_implicit() { "an implicit" } else { "an explicit" },
         if cfg.is_implicit() { "feedback" } else { "rating" },
         cfg.factors,

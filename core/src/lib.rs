@@ -16,6 +16,7 @@ pub mod model;
 pub mod npy;
 pub mod objective;
 pub mod rng;
+pub mod sgd;
 pub mod side;
 pub mod solve;
 pub mod topk;

@@ -12,6 +12,21 @@ pub struct ImplicitConfig {
     pub confidence: Confidence,
 }
 
+/// How the factors are learned.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Learner {
+    /// Alternating least squares with the row solver of [`TrainConfig::solver`].
+    #[default]
+    Als,
+    /// Stochastic gradient descent on the explicit biased objective (Surprise's
+    /// SVD updates), parallel over disjoint blocks (DSGD); iterations are epochs.
+    Sgd { learning_rate: f32 },
+}
+
+/// Surprise's `lr_all` default, so its users get the step size they know.
+pub const DEFAULT_LEARNING_RATE: f32 = 0.005;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub factors: usize,
@@ -23,6 +38,9 @@ pub struct TrainConfig {
     /// Explicit models: learn μ + bᵤ + bᵢ besides the factors.
     pub biased: bool,
     pub solver: SolverKind,
+    /// ALS (with `solver`) or SGD; absent in configs written before SGD existed.
+    #[serde(default)]
+    pub learner: Learner,
     pub seed: u64,
     /// Blocks per side; fixed by the data, not by the cluster size.
     pub blocks: usize,
@@ -47,6 +65,7 @@ impl Default for TrainConfig {
             implicit: None,
             biased: true,
             solver: SolverKind::Cholesky,
+            learner: Learner::Als,
             seed: 42,
             blocks: DEFAULT_BLOCKS,
             backend: Backend::Faer,
@@ -89,6 +108,14 @@ impl TrainConfig {
             }
         } else if let SolverKind::Cg { .. } = self.solver {
             return Err("--solver cg applies to implicit feedback (--implicit); explicit ratings use cholesky".into());
+        }
+        if let Learner::Sgd { learning_rate } = self.learner {
+            if self.is_implicit() {
+                return Err("--solver sgd learns explicit ratings only; for --implicit use --solver cg or cholesky".into());
+            }
+            if !(learning_rate.is_finite() && learning_rate > 0.0) {
+                return Err(format!("--learning-rate must be a finite number > 0, got {learning_rate}"));
+            }
         }
         if let SolverKind::Cg { steps: 0 } = self.solver {
             return Err("--cg-steps must be positive".into());

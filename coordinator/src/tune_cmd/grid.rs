@@ -1,0 +1,122 @@
+//! The grid of settings, per-fold scores and the choice of the best.
+
+use serde::Serialize;
+
+/// One point of the grid.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Setting {
+    pub lambda: f32,
+    pub factors: usize,
+    /// Implicit feedback only.
+    pub alpha: Option<f32>,
+}
+
+/// Every combination, λ outermost, then factors, then α (the order of the table).
+pub fn expand(lambdas: &[f32], factors: &[usize], alphas: &[Option<f32>]) -> Vec<Setting> {
+    let mut out = Vec::with_capacity(lambdas.len() * factors.len() * alphas.len());
+    for &lambda in lambdas {
+        for &k in factors {
+            for &alpha in alphas {
+                out.push(Setting { lambda, factors: k, alpha });
+            }
+        }
+    }
+    out
+}
+
+/// The scores of one setting over the folds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SettingScores {
+    pub setting: Setting,
+    /// The metric of each fold, in fold order.
+    pub per_fold: Vec<f64>,
+    /// Training seconds of each fold.
+    pub seconds: Vec<f64>,
+}
+
+impl SettingScores {
+    pub fn mean(&self) -> f64 {
+        self.per_fold.iter().sum::<f64>() / self.per_fold.len().max(1) as f64
+    }
+
+    /// Population standard deviation over the folds (as Surprise's cross_validate prints).
+    pub fn std(&self) -> f64 {
+        let m = self.mean();
+        (self.per_fold.iter().map(|x| (x - m).powi(2)).sum::<f64>() / self.per_fold.len().max(1) as f64).sqrt()
+    }
+}
+
+/// The metric a tuning run compares.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Metric {
+    /// `rmse` or `ndcg@K`.
+    pub name: String,
+    pub higher_is_better: bool,
+}
+
+/// Index of the best mean (the first among equals; settings with a
+/// non-finite mean never win). `None` when no mean is finite.
+pub fn best(scores: &[SettingScores], metric: &Metric) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, s) in scores.iter().enumerate() {
+        let m = s.mean();
+        if !m.is_finite() {
+            continue;
+        }
+        let better = match best {
+            None => true,
+            Some((_, b)) if metric.higher_is_better => m > b,
+            Some((_, b)) => m < b,
+        };
+        if better {
+            best = Some((i, m));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scores(lambda: f32, per_fold: &[f64]) -> SettingScores {
+        SettingScores {
+            setting: Setting {
+                lambda,
+                factors: 8,
+                alpha: None,
+            },
+            per_fold: per_fold.to_vec(),
+            seconds: vec![0.0; per_fold.len()],
+        }
+    }
+
+    #[test]
+    fn grid_is_lambda_major_then_factors_then_alpha() {
+        let g = expand(&[0.1, 0.2], &[8, 16], &[Some(1.0), Some(5.0)]);
+        assert_eq!(g.len(), 8);
+        assert_eq!((g[0].lambda, g[0].factors, g[0].alpha), (0.1, 8, Some(1.0)));
+        assert_eq!((g[1].lambda, g[1].factors, g[1].alpha), (0.1, 8, Some(5.0)));
+        assert_eq!((g[2].lambda, g[2].factors), (0.1, 16));
+        assert_eq!((g[7].lambda, g[7].factors, g[7].alpha), (0.2, 16, Some(5.0)));
+    }
+
+    #[test]
+    fn mean_std_and_best_follow_the_metric_direction() {
+        let s = [scores(0.1, &[1.0, 3.0]), scores(0.2, &[0.5, 0.5]), scores(0.3, &[f64::NAN, 0.1])];
+        assert_eq!(s[0].mean(), 2.0);
+        assert_eq!(s[0].std(), 1.0);
+        assert_eq!(s[1].std(), 0.0);
+        let rmse = Metric {
+            name: "rmse".into(),
+            higher_is_better: false,
+        };
+        let ndcg = Metric {
+            name: "ndcg@10".into(),
+            higher_is_better: true,
+        };
+        assert_eq!(best(&s, &rmse), Some(1));
+        assert_eq!(best(&s, &ndcg), Some(0));
+        assert_eq!(best(&s[2..], &rmse), None);
+    }
+}

@@ -1,0 +1,142 @@
+//! `coordinator tune`: k-fold cross-validation over a grid of λ, factors
+//! (and α for implicit feedback).
+//!
+//! The ratings are read once; fold f is the test set of the seeded k-fold
+//! split (`--split kfold`), so every rating is tested exactly once. Each
+//! (setting, fold) trains through [`run_training`], the path of the train
+//! command, and is scored on its fold: RMSE for explicit ratings, NDCG@K for
+//! implicit feedback. Folds are the outer loop so one fold's data is in
+//! memory at a time.
+
+mod args;
+mod grid;
+mod output;
+
+pub use args::TuneArgs;
+pub use grid::{best, expand, Metric, Setting, SettingScores};
+pub use output::{print_table, to_json, TuneReport};
+
+use std::io::Write;
+use std::time::Instant;
+
+use als_core::data::split::split_rows;
+use als_core::data::{load_ratings, Dataset, RawRatings, SplitSpec};
+use als_core::train::{Layouts, TestMetrics, TrainConfig};
+use anyhow::Context;
+
+use crate::progress;
+use crate::report::write_json_atomic;
+use crate::train_cmd::{executor_for_learner, run_training};
+
+/// `(train rows, test rows)` of fold `fold`: the k-fold split of `--split kfold`.
+pub fn fold_rows(raw: &RawRatings, folds: usize, fold: usize, seed: u64) -> anyhow::Result<(Vec<usize>, Vec<usize>)> {
+    Ok(split_rows(raw, &SplitSpec::KFold { folds, fold, seed })?)
+}
+
+/// The compared metric of a run's final test metrics (NaN when missing).
+fn score(m: &TestMetrics, implicit: bool) -> f64 {
+    if implicit {
+        m.ranking.as_ref().map_or(f64::NAN, |r| r.ndcg)
+    } else {
+        m.rmse.unwrap_or(f64::NAN)
+    }
+}
+
+fn metric_of(cfg: &TrainConfig) -> Metric {
+    if cfg.is_implicit() {
+        Metric {
+            name: format!("ndcg@{}", cfg.ranking_k),
+            higher_is_better: true,
+        }
+    } else {
+        Metric {
+            name: "rmse".into(),
+            higher_is_better: false,
+        }
+    }
+}
+
+/// Run the cross-validation, print the table to `out`, write `--out-json`.
+pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
+    let t0 = Instant::now();
+    let settings = expand(&args.lambda, &args.factors, &args.alphas());
+    // Refuse any bad setting before loading or training.
+    let mut configs = Vec::with_capacity(settings.len());
+    for s in &settings {
+        let t = args.train_args(s.lambda, s.factors, s.alpha)?;
+        t.validate_columns()?;
+        configs.push(t.train_config()?);
+    }
+    let base = args.train_args(settings[0].lambda, settings[0].factors, settings[0].alpha)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cluster_given = args.local.is_some() || args.workers.is_some();
+    let choice = executor_for_learner(&configs[0], cluster_given, base.executor_choice(cores)?)?;
+    let token = base.token()?;
+    let metric = metric_of(&configs[0]);
+
+    let raw = load_ratings(&args.data, &base.load_options()).map_err(anyhow::Error::new)?;
+    let data = args.data.display().to_string();
+    tracing::info!(data = %data, ratings = raw.len(), folds = args.folds, settings = settings.len(), executor = %choice.label(), "tuning");
+    let mut scores: Vec<SettingScores> = settings
+        .iter()
+        .map(|&setting| SettingScores {
+            setting,
+            per_fold: Vec::new(),
+            seconds: Vec::new(),
+        })
+        .collect();
+    let bar = progress::bar(
+        (settings.len() * args.folds) as u64,
+        args.quiet,
+        "{spinner} tuning [{elapsed_precise}] [{bar:30}] {pos}/{len} {msg}",
+    );
+    let timeout = std::time::Duration::from_secs_f64(base.worker_timeout.max(0.1));
+    let outcome = (|| -> anyhow::Result<()> {
+        for fold in 0..args.folds {
+            let (train, test) = fold_rows(&raw, args.folds, fold, args.split_seed)?;
+            let ds = Dataset::build((&raw, &train), Some((&raw, &test)), base.duplicate_policy())
+                .with_context(|| format!("cannot index fold {fold} of {data}"))?;
+            for (s, cfg) in scores.iter_mut().zip(&configs) {
+                let layouts = Layouts::for_dataset(&ds, cfg.blocks);
+                let started = Instant::now();
+                let (result, _) = run_training(&choice, token.as_deref(), None, timeout, &ds, cfg, &layouts, None, &mut |_, _| {
+                    Ok(())
+                })
+                .with_context(|| format!("fold {fold}, lambda {}, factors {}", s.setting.lambda, s.setting.factors))?;
+                let seconds = started.elapsed().as_secs_f64();
+                let value = score(&result.final_metrics, cfg.is_implicit());
+                tracing::info!(fold, lambda = s.setting.lambda, factors = s.setting.factors, alpha = ?s.setting.alpha, metric = %metric.name, value, seconds = format_args!("{seconds:.3}"), "fold done");
+                s.per_fold.push(value);
+                s.seconds.push(seconds);
+                bar.set_message(format!("fold {}/{}", fold + 1, args.folds));
+                bar.inc(1);
+            }
+        }
+        Ok(())
+    })();
+    progress::finish(&bar);
+    outcome?;
+
+    let best = best(&scores, &metric);
+    let report = TuneReport {
+        data,
+        n_ratings: raw.len(),
+        folds: args.folds,
+        split_seed: args.split_seed,
+        metric,
+        scores,
+        best,
+        config: serde_json::to_value(&configs[0]).unwrap_or(serde_json::Value::Null),
+        executor: choice.label(),
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    print_table(out, &report).context("cannot write the table")?;
+    if let Some(path) = &args.out_json {
+        write_json_atomic(path, &to_json(&report))?;
+        writeln!(out, "results written to {}", path.display()).context("cannot write the table")?;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,117 @@
+//! The tuning table (stdout) and its JSON document (`--out-json`).
+
+use std::io::Write;
+
+use serde_json::{json, Value};
+
+use super::grid::{Metric, SettingScores};
+
+/// What a tuning run found.
+#[derive(Debug, Clone)]
+pub struct TuneReport {
+    pub data: String,
+    pub n_ratings: usize,
+    pub folds: usize,
+    pub split_seed: u64,
+    pub metric: Metric,
+    /// In grid order.
+    pub scores: Vec<SettingScores>,
+    pub best: Option<usize>,
+    /// The training settings common to every run (λ, factors and α vary).
+    pub config: Value,
+    pub executor: String,
+    pub seconds: f64,
+}
+
+fn entry(s: &SettingScores) -> Value {
+    json!({
+        "lambda": s.setting.lambda,
+        "factors": s.setting.factors,
+        "alpha": s.setting.alpha,
+        "mean": s.mean(),
+        "std": s.std(),
+        "per_fold": s.per_fold,
+        "seconds": s.seconds,
+    })
+}
+
+/// The JSON document:
+///
+/// ```text
+/// { "metric": "rmse" | "ndcg@K", "higher_is_better": bool, "folds": N, "split_seed": u64,
+///   "data": str, "n_ratings": u64,
+///   "settings": [ { "lambda", "factors", "alpha" (null for explicit), "mean", "std",
+///                   "per_fold": [f64; folds], "seconds": [f64; folds] }, ... ]   // grid order
+///   "best": { "index": u64, ...the settings entry... } | null,
+///   "config": TrainConfig of the first setting, "executor": str, "seconds": f64 }
+/// ```
+///
+/// A non-finite metric (a fold without test rows) is written as null.
+pub fn to_json(r: &TuneReport) -> Value {
+    let best = r.best.map(|i| {
+        let mut e = entry(&r.scores[i]);
+        e["index"] = json!(i);
+        e
+    });
+    json!({
+        "metric": r.metric.name,
+        "higher_is_better": r.metric.higher_is_better,
+        "folds": r.folds,
+        "split_seed": r.split_seed,
+        "data": r.data,
+        "n_ratings": r.n_ratings,
+        "settings": r.scores.iter().map(entry).collect::<Vec<_>>(),
+        "best": best,
+        "config": r.config,
+        "executor": r.executor,
+        "seconds": r.seconds,
+    })
+}
+
+/// The table: one line per setting, mean ± std of the metric, the best marked.
+pub fn print_table(out: &mut dyn Write, r: &TuneReport) -> std::io::Result<()> {
+    let direction = if r.metric.higher_is_better { "higher" } else { "lower" };
+    writeln!(
+        out,
+        "{}-fold cross-validation on {} ({} ratings): {} ({} is better), mean ± std over the folds",
+        r.folds, r.data, r.n_ratings, r.metric.name, direction
+    )?;
+    let with_alpha = r.scores.iter().any(|s| s.setting.alpha.is_some());
+    let alpha_head = if with_alpha { format!("{:>8}", "alpha") } else { String::new() };
+    writeln!(
+        out,
+        "{:>8} {:>8}{alpha_head} {:>20} {:>9}",
+        "lambda", "factors", r.metric.name, "s/run"
+    )?;
+    for (i, s) in r.scores.iter().enumerate() {
+        let alpha = match s.setting.alpha {
+            Some(a) if with_alpha => format!("{a:>8}"),
+            _ => String::new(),
+        };
+        let secs = s.seconds.iter().sum::<f64>() / s.seconds.len().max(1) as f64;
+        let mark = if r.best == Some(i) { "  <- best" } else { "" };
+        let score = format!("{:.4} ± {:.4}", s.mean(), s.std());
+        writeln!(
+            out,
+            "{:>8} {:>8}{alpha} {score:>20} {secs:>9.3}{mark}",
+            s.setting.lambda, s.setting.factors
+        )?;
+    }
+    match r.best {
+        Some(i) => {
+            let s = &r.scores[i];
+            let alpha = s.setting.alpha.map_or(String::new(), |a| format!(", alpha {a}"));
+            writeln!(
+                out,
+                "best: lambda {}, factors {}{alpha}: {} {:.4} ± {:.4}",
+                s.setting.lambda,
+                s.setting.factors,
+                r.metric.name,
+                s.mean(),
+                s.std()
+            )?;
+        }
+        None => writeln!(out, "best: none (no setting has a finite {})", r.metric.name)?,
+    }
+    writeln!(out, "{:.1} s in all ({})", r.seconds, r.executor)
+}

@@ -1,0 +1,165 @@
+//! Tuning: fold splits, the grid's order and scores, the best setting, the JSON.
+
+use std::path::{Path, PathBuf};
+
+use als_core::data::synth::{write_csv, SynthSpec};
+use als_core::data::RawRatings;
+use clap::Parser;
+use serde_json::Value;
+
+use super::*;
+use crate::cli::{Cli, Command};
+
+fn synth_file(dir: &Path) -> PathBuf {
+    let p = dir.join("r.csv");
+    let spec = SynthSpec {
+        users: 150,
+        items: 100,
+        ratings: 3000,
+        rank: 3,
+        noise_std: 0.3,
+        ..SynthSpec::default()
+    };
+    write_csv(&spec, &p, |_| {}).unwrap();
+    p
+}
+
+fn tune_args(args: &[&str]) -> TuneArgs {
+    let cli = Cli::try_parse_from(["coordinator", "tune"].into_iter().chain(args.iter().copied())).unwrap_or_else(|e| panic!("{e}"));
+    match cli.command {
+        Some(Command::Tune(a)) => a,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn tune_folds_partition_the_ratings() {
+    let n = 1003;
+    let raw = RawRatings {
+        source: "t".into(),
+        user_tokens: vec!["u".into()],
+        item_tokens: vec!["i".into()],
+        users: vec![0; n],
+        items: vec![0; n],
+        ratings: vec![1.0; n],
+        ..Default::default()
+    };
+    let folds = 5;
+    let mut times_tested = vec![0; n];
+    for fold in 0..folds {
+        let (train, test) = fold_rows(&raw, folds, fold, 42).unwrap();
+        assert_eq!(train.len() + test.len(), n);
+        assert!(test.len().abs_diff(n / folds) <= 1, "{}", test.len());
+        let mut all: Vec<usize> = train.iter().chain(&test).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..n).collect::<Vec<_>>(), "train and test split the rows");
+        for r in test {
+            times_tested[r] += 1;
+        }
+    }
+    assert!(times_tested.iter().all(|&t| t == 1), "every rating is tested exactly once");
+}
+
+#[test]
+fn tune_scores_the_grid_in_order_and_marks_the_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth_file(dir.path());
+    let json = dir.path().join("out/tune.json");
+    // λ = 50 (count-scaled) flattens the factors: it must lose.
+    let args = tune_args(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--lambda",
+        "50,0.05",
+        "--factors",
+        "2,4",
+        "--folds",
+        "3",
+        "--iterations",
+        "3",
+        "--quiet",
+        "--out-json",
+        json.to_str().unwrap(),
+    ]);
+    let mut out = Vec::new();
+    let r = run(&args, &mut out).unwrap();
+    let got: Vec<(f32, usize)> = r.scores.iter().map(|s| (s.setting.lambda, s.setting.factors)).collect();
+    assert_eq!(got, [(50.0, 2), (50.0, 4), (0.05, 2), (0.05, 4)]);
+    assert!(r
+        .scores
+        .iter()
+        .all(|s| s.per_fold.len() == 3 && s.per_fold.iter().all(|x| x.is_finite())));
+    let means: Vec<f64> = r.scores.iter().map(SettingScores::mean).collect();
+    let want = (0..4).min_by(|&a, &b| means[a].total_cmp(&means[b])).unwrap();
+    assert_eq!(r.best, Some(want));
+    assert_eq!(r.scores[want].setting.lambda, 0.05, "{means:?}");
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.matches("<- best").count(), 1, "{text}");
+    assert!(text.contains("rmse (lower is better)"), "{text}");
+
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["metric"], "rmse");
+    assert_eq!(v["higher_is_better"], false);
+    assert_eq!(v["folds"], 3);
+    let settings = v["settings"].as_array().unwrap();
+    assert_eq!(settings.len(), 4);
+    assert_eq!(settings[1]["factors"], 4);
+    assert!(settings[1]["alpha"].is_null());
+    assert_eq!(settings[2]["per_fold"].as_array().unwrap().len(), 3);
+    assert_eq!(v["best"]["index"], want);
+    assert_eq!(v["best"]["mean"], settings[want]["mean"]);
+    assert_eq!(v["executor"], "in-process");
+    assert_eq!(v["config"]["iterations"], 3);
+}
+
+#[test]
+fn tune_ranks_implicit_settings_by_ndcg_over_the_alpha_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth_file(dir.path());
+    let args = tune_args(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--implicit",
+        "--alpha",
+        "1,10",
+        "--lambda",
+        "0.1",
+        "--factors",
+        "3",
+        "--folds",
+        "2",
+        "--iterations",
+        "2",
+        "--quiet",
+    ]);
+    let r = run(&args, &mut Vec::new()).unwrap();
+    assert_eq!(r.metric.name, "ndcg@10");
+    assert!(r.metric.higher_is_better);
+    let alphas: Vec<Option<f32>> = r.scores.iter().map(|s| s.setting.alpha).collect();
+    assert_eq!(alphas, [Some(1.0), Some(10.0)]);
+    assert!(r.scores.iter().all(|s| s.per_fold.iter().all(|x| (0.0..=1.0).contains(x))));
+    assert!(r.best.is_some());
+}
+
+#[test]
+fn tune_refuses_bad_settings_before_loading() {
+    let err = run(
+        &tune_args(&["--data", "/nonexistent.csv", "--solver", "sgd", "--local", "2"]),
+        &mut Vec::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--solver sgd trains in this process"), "{err}");
+    let err = run(
+        &tune_args(&["--data", "/nonexistent.csv", "--implicit", "--solver", "sgd"]),
+        &mut Vec::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("explicit ratings only"), "{err}");
+    assert!(Cli::try_parse_from(["coordinator", "tune", "--data", "x", "--folds", "1"]).is_err());
+    assert!(
+        Cli::try_parse_from(["coordinator", "tune", "--data", "x", "--alpha", "1"]).is_err(),
+        "--alpha needs --implicit"
+    );
+}
