@@ -501,3 +501,62 @@ fn explicit_test_file_and_embedded_default() {
     assert!(text.contains("top-5 recommendations"), "{text}");
     assert_eq!(text.lines().filter(|l| l.trim_start().starts_with("user ")).count(), 3, "{text}");
 }
+
+#[test]
+fn sgd_flags_pick_the_learner_and_train_in_process() {
+    use als_core::train::{Learner, DEFAULT_LEARNING_RATE};
+    let cfg = train_args(&["--solver", "sgd", "--learning-rate", "0.01"]).train_config().unwrap();
+    assert_eq!(cfg.learner, Learner::Sgd { learning_rate: 0.01 });
+    let cfg = train_args(&["--solver", "sgd"]).train_config().unwrap();
+    assert_eq!(
+        cfg.learner,
+        Learner::Sgd {
+            learning_rate: DEFAULT_LEARNING_RATE
+        }
+    );
+    assert_eq!(train_args(&[]).train_config().unwrap().learner, Learner::Als);
+    let e = train_args(&["--learning-rate", "0.01"]).train_config().unwrap_err().to_string();
+    assert!(e.contains("--solver sgd only"), "{e}");
+    let e = train_args(&["--solver", "sgd", "--implicit"])
+        .train_config()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("explicit ratings only"), "{e}");
+    assert!(parse_err(&["--solver", "sgd", "--learning-rate", "0"]).contains("> 0"));
+
+    // The default executor (local workers) becomes in-process; an explicit cluster is refused.
+    let sgd = train_args(&["--solver", "sgd"]).train_config().unwrap();
+    let choice = train_cmd::executor_for_learner(&sgd, false, ExecutorChoice::Local(2)).unwrap();
+    assert_eq!(choice, ExecutorChoice::InProcess);
+    let e = train_cmd::executor_for_learner(&sgd, true, ExecutorChoice::Local(2))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--solver sgd trains in this process"), "{e}");
+    let als = train_args(&[]).train_config().unwrap();
+    assert_eq!(
+        train_cmd::executor_for_learner(&als, false, ExecutorChoice::Local(2)).unwrap(),
+        ExecutorChoice::Local(2)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_csv(dir.path());
+    let a = train_args(&[
+        "--data",
+        s(&data),
+        "--solver",
+        "sgd",
+        "--factors",
+        "4",
+        "--iterations",
+        "3",
+        "--quiet",
+    ]);
+    let mut summary = Vec::new();
+    let o = train_cmd::run(&a, &mut summary).unwrap();
+    let summary = String::from_utf8(summary).unwrap();
+    assert!(summary.contains("3 SGD epochs") && summary.contains("rmse="), "{summary}");
+    assert_eq!(o.executor, "in-process");
+    assert_eq!(o.metrics["config"]["learner"]["kind"], "sgd");
+    assert_eq!(o.metrics["iterations"].as_array().unwrap().len(), 3);
+    assert!(o.metrics["final"]["rmse"].as_f64().unwrap() < 1.5);
+}

@@ -212,6 +212,7 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> anyhow::Result<TrainOutcome
         lambda = cfg.lambda,
         implicit = cfg.is_implicit(),
         solver = ?cfg.solver,
+        learner = ?cfg.learner,
         threads = rayon::current_num_threads(),
         blocks = cfg.blocks,
         "training"

@@ -70,7 +70,7 @@ fn sgd_one_step_is_the_surprise_update() {
     assert!(close(bi, -0.1 + 0.1 * (2.4 + 0.5 * 0.1)), "{bi}");
     // Factors move from their values before the step.
     assert!(close(pu[0], 1.0 + 0.1 * (2.4 * 0.5 - 0.5 * 1.0)), "{pu:?}");
-    assert!(close(pu[1], 2.0 + 0.1 * (2.4 * -1.0 - 0.5 * 2.0)), "{pu:?}");
+    assert!(close(pu[1], 2.0 + 0.1 * (-2.4 - 0.5 * 2.0)), "{pu:?}");
     assert!(close(qi[0], 0.5 + 0.1 * (2.4 * 1.0 - 0.5 * 0.5)), "{qi:?}");
     assert!(close(qi[1], -1.0 + 0.1 * (2.4 * 2.0 + 0.5 * 1.0)), "{qi:?}");
 
