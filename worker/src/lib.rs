@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod job;
+pub mod probe;
 pub mod server;
 pub mod service;
 

@@ -1,5 +1,7 @@
 //! `worker --listen :50051`: serve ALS half-iterations to a coordinator.
+//! `worker --health-check 127.0.0.1:50051`: probe a worker (exit 0 when serving, 1 otherwise).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -7,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use als_worker::{auth, server};
+use als_worker::{auth, probe, server};
 
 #[derive(Parser, Debug)]
 #[command(name = "worker", version, about = "ALS worker: solves the rows of its blocks for a coordinator")]
@@ -36,6 +38,13 @@ struct Args {
     /// PEM CA of coordinator certificates: require them (mutual TLS).
     #[arg(long, requires = "tls_cert")]
     tls_ca: Option<PathBuf>,
+    /// Do not serve: ask the worker at ADDR (HOST:PORT or :PORT) whether it is serving, exit 0 if so, else 1.
+    /// For container healthchecks, where there is no shell or curl.
+    #[arg(long, value_name = "ADDR")]
+    health_check: Option<String>,
+    /// Seconds the --health-check probe waits for a connection and an answer.
+    #[arg(long, default_value_t = 3, requires = "health_check")]
+    health_timeout: u64,
 }
 
 #[tokio::main]
@@ -43,8 +52,15 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        // Plain text in container logs and files: colour codes only on a terminal.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
+    if let Some(addr) = &args.health_check {
+        probe::check(addr, Duration::from_secs(args.health_timeout)).await?;
+        println!("{addr}: serving");
+        return Ok(());
+    }
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));

@@ -1,0 +1,361 @@
+//! The deployment files agree with themselves and with the binaries: the
+//! Kubernetes manifests in deploy/k8s/ (headless Service, worker StatefulSet,
+//! coordinator Job, token Secret), deploy/docker-compose.yml and the
+//! Dockerfile. No cluster is needed: names, labels, ports, addresses and
+//! secret references are cross-checked, so a rename in one place fails here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_yaml::Value;
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// Every YAML document of every file in deploy/k8s/.
+fn k8s_documents() -> Vec<(String, Value)> {
+    let dir = deploy_dir().join("k8s");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no manifests in {}", dir.display());
+    let mut docs = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        // Documents are separated by `---` lines.
+        for doc in text.split("\n---") {
+            let v: Value = serde_yaml::from_str(doc).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            if !v.is_null() {
+                docs.push((f.file_name().unwrap().to_string_lossy().into_owned(), v));
+            }
+        }
+    }
+    docs
+}
+
+/// `v.a.b.c`, panicking with the path when absent.
+fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(v, |cur, key| match cur {
+        Value::Sequence(s) => &s[key.parse::<usize>().unwrap_or_else(|_| panic!("index {key} in {path}"))],
+        _ => cur.get(key).unwrap_or_else(|| panic!("missing {path} (at {key})")),
+    })
+}
+
+fn s<'a>(v: &'a Value, path: &str) -> &'a str {
+    at(v, path).as_str().unwrap_or_else(|| panic!("{path} is not a string"))
+}
+
+fn seq<'a>(v: &'a Value, path: &str) -> &'a Vec<Value> {
+    at(v, path).as_sequence().unwrap_or_else(|| panic!("{path} is not a list"))
+}
+
+fn strings(v: &Value, path: &str) -> Vec<String> {
+    seq(v, path).iter().map(|x| x.as_str().unwrap().to_owned()).collect()
+}
+
+fn labels(v: &Value, path: &str) -> BTreeMap<String, String> {
+    at(v, path)
+        .as_mapping()
+        .unwrap_or_else(|| panic!("{path} is not a mapping"))
+        .iter()
+        .map(|(k, v)| (k.as_str().unwrap().to_owned(), v.as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// Every selector label is on the pods.
+fn selects(selector: &BTreeMap<String, String>, pod: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| pod.get(k) == Some(v))
+}
+
+/// The value following `flag` in an argument list.
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+fn one<'a>(docs: &'a [(String, Value)], kind: &str) -> &'a Value {
+    let found: Vec<&Value> = docs.iter().filter(|(_, d)| s(d, "kind") == kind).map(|(_, d)| d).collect();
+    assert_eq!(found.len(), 1, "expected one {kind}, found {}", found.len());
+    found[0]
+}
+
+/// The secret volume of a pod spec: (secret name, key, path inside the mount), and the mount path.
+fn secret_file(pod: &Value, container: &Value) -> (String, String, String) {
+    let vols = seq(pod, "volumes");
+    for m in seq(container, "volumeMounts") {
+        let vol = vols
+            .iter()
+            .find(|v| s(v, "name") == s(m, "name"))
+            .expect("mount of a declared volume");
+        if let Some(secret) = vol.get("secret") {
+            let item = &seq(secret, "items")[0];
+            let file = format!("{}/{}", s(m, "mountPath").trim_end_matches('/'), s(item, "path"));
+            return (s(secret, "secretName").into(), s(item, "key").into(), file);
+        }
+    }
+    panic!("container {} mounts no secret", s(container, "name"));
+}
+
+#[test]
+fn k8s_manifests_are_consistent() {
+    let docs = k8s_documents();
+    for (file, d) in &docs {
+        assert!(
+            d.get("apiVersion").and_then(Value::as_str).is_some(),
+            "{file}: a document without apiVersion"
+        );
+        assert!(d.get("kind").and_then(Value::as_str).is_some(), "{file}: a document without kind");
+        assert!(at(d, "metadata.name").as_str().is_some_and(|n| !n.is_empty()), "{file}: unnamed");
+    }
+    let kinds: BTreeSet<&str> = docs.iter().map(|(_, d)| s(d, "kind")).collect();
+    for k in ["Service", "StatefulSet", "Job", "Secret", "PersistentVolumeClaim"] {
+        assert!(kinds.contains(k), "no {k} in deploy/k8s");
+    }
+
+    let svc = one(&docs, "Service");
+    let sts = one(&docs, "StatefulSet");
+    let job = one(&docs, "Job");
+    let secret = one(&docs, "Secret");
+    let pvc = one(&docs, "PersistentVolumeClaim");
+
+    // Workers: a headless Service in front of the StatefulSet's pods.
+    let svc_name = s(svc, "metadata.name");
+    assert_eq!(
+        at(svc, "spec.clusterIP").as_str(),
+        Some("None"),
+        "the worker Service must be headless"
+    );
+    assert_eq!(
+        s(sts, "spec.serviceName"),
+        svc_name,
+        "StatefulSet serviceName must name the headless Service"
+    );
+    let pod_labels = labels(sts, "spec.template.metadata.labels");
+    assert!(
+        selects(&labels(sts, "spec.selector.matchLabels"), &pod_labels),
+        "StatefulSet selector misses its pods"
+    );
+    assert!(
+        selects(&labels(svc, "spec.selector"), &pod_labels),
+        "Service selector misses the worker pods"
+    );
+    let replicas = at(sts, "spec.replicas").as_u64().expect("replicas");
+    assert!(replicas >= 1);
+
+    let worker = &seq(sts, "spec.template.spec.containers")[0];
+    assert!(s(worker, "image").starts_with("als-worker:"), "worker image");
+    assert_eq!(
+        s(worker, "imagePullPolicy"),
+        "Never",
+        "no registry: images are loaded into the nodes"
+    );
+    let worker_args = strings(worker, "args");
+    let listen_port = port_of(flag_value(&worker_args, "--listen").expect("worker --listen"));
+    let cport = &seq(worker, "ports")[0];
+    assert_eq!(
+        at(cport, "containerPort").as_u64(),
+        Some(listen_port as u64),
+        "containerPort vs --listen"
+    );
+    let sport = &seq(svc, "spec.ports")[0];
+    let svc_port = at(sport, "port").as_u64().unwrap() as u16;
+    assert_eq!(svc_port, listen_port, "Service port vs worker port");
+    match sport.get("targetPort") {
+        Some(Value::String(name)) => assert_eq!(cport.get("name").and_then(Value::as_str), Some(name.as_str()), "targetPort name"),
+        Some(t) => assert_eq!(t.as_u64(), Some(listen_port as u64), "targetPort"),
+        None => {}
+    }
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let cmd = strings(worker, &format!("{probe}.exec.command"));
+        assert_eq!(cmd[0], "/worker", "{probe} runs the worker binary");
+        let addr = flag_value(&cmd, "--health-check").unwrap_or_else(|| panic!("{probe} without --health-check"));
+        assert_eq!(port_of(addr), listen_port, "{probe} port");
+    }
+
+    // The coordinator reaches each pod by its stable DNS name.
+    let pod = at(job, "spec.template.spec");
+    let coord = &seq(pod, "containers")[0];
+    assert!(s(coord, "image").starts_with("als-coordinator:"), "coordinator image");
+    assert_eq!(s(coord, "imagePullPolicy"), "Never");
+    let coord_args = strings(coord, "args");
+    let sts_name = s(sts, "metadata.name");
+    let expected: Vec<String> = (0..replicas).map(|i| format!("{sts_name}-{i}.{svc_name}:{svc_port}")).collect();
+    let workers: Vec<String> = flag_value(&coord_args, "--workers")
+        .expect("coordinator --workers")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(workers, expected, "coordinator --workers vs StatefulSet pod DNS names");
+    // It starts only once each worker answers its health check.
+    let waited: Vec<String> = seq(pod, "initContainers")
+        .iter()
+        .map(|c| {
+            flag_value(&strings(c, "args"), "--health-check")
+                .expect("init container probes")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(waited, expected, "init containers wait for every worker");
+    assert!(
+        matches!(s(pod, "restartPolicy"), "OnFailure" | "Never"),
+        "a Job's pods must not restart Always"
+    );
+
+    // One token: the Secret's key, mounted where both --token-file flags point.
+    let secret_name = s(secret, "metadata.name");
+    let secret_keys: BTreeSet<String> = ["stringData", "data"]
+        .iter()
+        .filter_map(|k| secret.get(k).and_then(Value::as_mapping))
+        .flat_map(|m| m.keys().map(|k| k.as_str().unwrap().to_owned()))
+        .collect();
+    for (who, pod, c, args) in [
+        ("worker", at(sts, "spec.template.spec"), worker, &worker_args),
+        ("coordinator", pod, coord, &coord_args),
+    ] {
+        let (name, key, file) = secret_file(pod, c);
+        assert_eq!(name, secret_name, "{who} mounts another Secret");
+        assert!(
+            secret_keys.contains(&key),
+            "{who} uses key {key}, not in the Secret ({secret_keys:?})"
+        );
+        assert_eq!(
+            flag_value(args, "--token-file"),
+            Some(file.as_str()),
+            "{who} --token-file vs the mounted secret"
+        );
+    }
+
+    // The model lands on the claimed volume.
+    let out = flag_value(&coord_args, "--out").expect("coordinator --out");
+    let vols = seq(pod, "volumes");
+    let on_claim = seq(coord, "volumeMounts").iter().any(|m| {
+        let vol = vols.iter().find(|v| s(v, "name") == s(m, "name")).unwrap();
+        vol.get("persistentVolumeClaim")
+            .is_some_and(|c| s(c, "claimName") == s(pvc, "metadata.name") && out.starts_with(s(m, "mountPath")))
+    });
+    assert!(on_claim, "--out {out} is not on the PersistentVolumeClaim");
+}
+
+/// The coordinator's command in the compose file, without the user's extra-flags variable.
+fn compose_command(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(c) => c.split_whitespace().filter(|a| !a.starts_with("${")).map(str::to_owned).collect(),
+        Value::Sequence(s) => s.iter().map(|a| a.as_str().unwrap().to_owned()).collect(),
+        _ => panic!("command must be a string or a list"),
+    }
+}
+
+#[test]
+fn compose_file_is_consistent() {
+    let path = deploy_dir().join("docker-compose.yml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut c: Value = serde_yaml::from_str(&text).unwrap();
+    c.apply_merge().unwrap();
+    // docker-compose 1.29 reads the compose spec (no version key) or 2.x; 3.x has no depends_on conditions.
+    if let Some(v) = c.get("version") {
+        assert!(
+            v.as_str().is_some_and(|v| v.starts_with('2')),
+            "version {v:?}: depends_on conditions need 2.x or none"
+        );
+    }
+    let services = at(&c, "services").as_mapping().unwrap();
+    let names: Vec<&str> = services.keys().map(|k| k.as_str().unwrap()).collect();
+    let workers: Vec<&str> = names.iter().copied().filter(|n| n.starts_with("worker")).collect();
+    assert_eq!(workers.len(), 3, "three worker services: {names:?}");
+    let coord = at(&c, "services.coordinator");
+    let secret_names: Vec<String> = at(&c, "secrets")
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().into())
+        .collect();
+    assert_eq!(secret_names.len(), 1, "one token secret");
+    let token_path = format!("/run/secrets/{}", secret_names[0]);
+    let net = strings(coord, "networks");
+    assert_eq!(
+        at(&c, "networks")
+            .get(&net[0])
+            .and_then(|n| n.get("internal"))
+            .and_then(Value::as_bool),
+        Some(true)
+    );
+
+    let mut port = None;
+    for w in &workers {
+        let svc = at(&c, &format!("services.{w}"));
+        assert!(s(svc, "image").starts_with("als-worker:"), "{w} image");
+        let args = strings(svc, "command");
+        assert_eq!(flag_value(&args, "--token-file"), Some(token_path.as_str()), "{w} token");
+        assert!(!args.iter().any(|a| a == "--insecure"), "{w} must not run without a token");
+        let p = port_of(flag_value(&args, "--listen").unwrap());
+        assert!(port.is_none_or(|q| q == p), "workers on different ports");
+        port = Some(p);
+        let test = strings(svc, "healthcheck.test");
+        assert_eq!(&test[..2], ["CMD", "/worker"], "{w}: exec healthcheck (no shell in the image)");
+        assert_eq!(port_of(flag_value(&test, "--health-check").unwrap()), p, "{w} healthcheck port");
+        assert_eq!(strings(svc, "secrets"), secret_names);
+        assert_eq!(strings(svc, "networks"), net, "{w} network");
+        assert_eq!(
+            s(at(&c, "services.coordinator.depends_on"), &format!("{w}.condition")),
+            "service_healthy"
+        );
+    }
+
+    assert!(s(coord, "image").starts_with("als-coordinator:"));
+    assert_eq!(strings(coord, "secrets"), secret_names);
+    let args = compose_command(at(coord, "command"));
+    let expected: Vec<String> = workers.iter().map(|w| format!("{w}:{}", port.unwrap())).collect();
+    let listed: Vec<String> = flag_value(&args, "--workers").unwrap().split(',').map(str::to_owned).collect();
+    assert_eq!(listed, expected, "coordinator --workers vs worker services");
+    assert_eq!(flag_value(&args, "--token-file"), Some(token_path.as_str()));
+    let out = flag_value(&args, "--out").expect("--out");
+    let metrics = flag_value(&args, "--metrics-json").expect("--metrics-json");
+    let mounts: Vec<String> = strings(coord, "volumes")
+        .iter()
+        // HOST:CONTAINER[:MODE]; HOST may hold `${VAR:-default}`, so count from the end.
+        .map(|v| {
+            v.trim_end_matches(":ro")
+                .trim_end_matches(":rw")
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for f in [out, metrics] {
+        assert!(
+            mounts.iter().any(|m| f.starts_with(&format!("{m}/"))),
+            "{f} is not on a mounted volume ({mounts:?})"
+        );
+    }
+}
+
+#[test]
+fn images_are_built_from_scratch() {
+    let text = std::fs::read_to_string(deploy_dir().join("Dockerfile")).unwrap();
+    let mut stages = BTreeSet::new();
+    for line in text.lines().map(str::trim).filter(|l| l.to_ascii_uppercase().starts_with("FROM ")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            words[1] == "scratch" || stages.contains(words[1]),
+            "'{line}': nothing can be pulled, every stage must start from scratch"
+        );
+        if words.len() == 4 && words[2].eq_ignore_ascii_case("AS") {
+            stages.insert(words[3]);
+        }
+    }
+    for target in ["worker", "coordinator"] {
+        assert!(stages.contains(target), "no '{target}' stage for build.sh");
+    }
+    assert!(!text.contains("ALS_TOKEN"), "the token must never be baked into an image");
+}

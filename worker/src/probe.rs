@@ -1,0 +1,111 @@
+//! `worker --health-check ADDR`: ask a worker's standard gRPC health service
+//! whether it is serving. Container images built `FROM scratch` have no shell
+//! or curl, so the healthcheck of docker-compose and Kubernetes runs the
+//! worker binary itself in this mode.
+
+use std::time::Duration;
+
+use tonic::transport::Endpoint;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("'{0}' is not a worker address (HOST:PORT or :PORT)")]
+    Address(String),
+    #[error("cannot connect to {addr}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("health check of {addr} failed: {status}")]
+    Rpc { addr: String, status: tonic::Status },
+    #[error("worker {addr} is not serving (status {status:?})")]
+    NotServing { addr: String, status: ServingStatus },
+}
+
+/// `:PORT` means this host's loopback (the probe runs next to the worker).
+fn target(addr: &str) -> Result<String, ProbeError> {
+    let a = addr.trim();
+    let a = a.strip_prefix("http://").unwrap_or(a);
+    let a = match a.strip_prefix(':') {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => a.to_owned(),
+    };
+    match a.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(format!("http://{a}")),
+        _ => Err(ProbeError::Address(addr.to_owned())),
+    }
+}
+
+/// Ok when the worker at `addr` answers SERVING for the whole server within `timeout`.
+/// Plaintext only: the health service needs no token, but a TLS worker would need the probe to speak TLS.
+pub async fn check(addr: &str, timeout: Duration) -> Result<(), ProbeError> {
+    let uri = target(addr)?;
+    let endpoint = Endpoint::from_shared(uri).map_err(|_| ProbeError::Address(addr.to_owned()))?;
+    let channel = endpoint
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect()
+        .await
+        .map_err(|source| ProbeError::Connect {
+            addr: addr.to_owned(),
+            source,
+        })?;
+    let resp = HealthClient::new(channel)
+        .check(HealthCheckRequest { service: String::new() })
+        .await
+        .map_err(|status| ProbeError::Rpc {
+            addr: addr.to_owned(),
+            status,
+        })?;
+    let status = ServingStatus::try_from(resp.into_inner().status).unwrap_or(ServingStatus::Unknown);
+    if status == ServingStatus::Serving {
+        Ok(())
+    } else {
+        Err(ProbeError::NotServing {
+            addr: addr.to_owned(),
+            status,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(target(":50051").unwrap(), "http://127.0.0.1:50051");
+        assert_eq!(target("worker1:50051").unwrap(), "http://worker1:50051");
+        assert_eq!(target("http://[::1]:7").unwrap(), "http://[::1]:7");
+        assert!(target("worker1").is_err());
+        assert!(target(":x").is_err());
+        assert!(target(":50051x").is_err());
+    }
+
+    #[tokio::test]
+    async fn serving_worker_passes_and_closed_port_fails() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let opts = crate::ServeOptions {
+            // The health service is open to all: the probe needs no token.
+            token: Some("secret".into()),
+            threads: 1,
+            idle_timeout: Duration::from_secs(60),
+            tls: None,
+        };
+        let server = tokio::spawn(crate::serve(listener, opts, async {
+            let _ = stopped.await;
+        }));
+        check(&addr, Duration::from_secs(5)).await.expect("serving worker");
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+        // The port is closed now: nothing listens there.
+        let err = check(&addr, Duration::from_secs(2)).await.unwrap_err();
+        assert!(matches!(err, ProbeError::Connect { .. }), "{err}");
+    }
+}
