@@ -1,8 +1,9 @@
 //! A real worker process against hand-written protocol calls: version
-//! handshake, token, job ids and message validation.
+//! handshake, token, job ids, message validation and evaluation.
 
+use als_proto::codec::{f32_bytes, u32_bytes};
 use als_proto::pb::worker_client::WorkerClient;
-use als_proto::pb::{BlockChunk, HandshakeRequest, Side, SolverSpec, StartJobRequest};
+use als_proto::pb::{BlockChunk, EvalChunk, HandshakeRequest, Side, SolverSpec, StartJobRequest};
 use als_proto::PROTOCOL_VERSION;
 use als_tests::{binary, run_with_timeout, WorkerProc};
 use tonic::Code;
@@ -82,6 +83,7 @@ fn handshake_token_job_and_validation() {
             needed: als_proto::codec::u32_bytes(&[1, 3]),
             factors: als_proto::codec::f32_bytes(&[0.1; 4]),
             bias: als_proto::codec::f32_bytes(&[0.0]),
+            ..Default::default()
         };
         // Another job's id: refused.
         let e = c
@@ -108,10 +110,51 @@ fn handshake_token_job_and_validation() {
         big.values = vec![0u8; 1 << 20];
         let e = c.assign_block(authed(tokio_stream::iter(vec![big]), "s3cret")).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
-        // A valid block is accepted.
-        c.assign_block(authed(tokio_stream::iter(vec![block("job-a", 1, vec![0, 1])]), "s3cret"))
+        // Test rows outside the items: invalid.
+        let with_test = |item: u32| BlockChunk {
+            n_test: 1,
+            test_indptr: u32_bytes(&[0, 1]),
+            test_columns: u32_bytes(&[item]),
+            test_values: f32_bytes(&[3.0]),
+            ..block("job-a", 1, vec![0, 1])
+        };
+        let e = c
+            .assign_block(authed(tokio_stream::iter(vec![with_test(5)]), "s3cret"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+        // A valid block with one test row (item 4) is accepted.
+        c.assign_block(authed(tokio_stream::iter(vec![with_test(4)]), "s3cret"))
             .await
             .unwrap();
+        // Evaluate it: μ + bᵤ + bᵢ + pᵤᵀqᵢ = 3.5 + 0.2 - 0.5 + 0.1·(1+2+3+4) = 4.2.
+        let eval = |item_rows: &[u32]| EvalChunk {
+            job_id: "job-a".into(),
+            step: 1,
+            blocks: vec![0],
+            n_item_rows: item_rows.len() as u32,
+            item_rows: u32_bytes(item_rows),
+            user_factors: f32_bytes(&[0.1; 4]),
+            user_bias: f32_bytes(&[0.2]),
+            item_factors: f32_bytes(&[1.0, 2.0, 3.0, 4.0]),
+            item_bias: f32_bytes(&[-0.5]),
+            ..Default::default()
+        };
+        let mut out = c
+            .evaluate(authed(tokio_stream::iter(vec![eval(&[4])]), "s3cret"))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = out.message().await.unwrap().unwrap();
+        let p = als_proto::codec::bytes_f32("p", &first.predictions).unwrap();
+        assert!(p.len() == 1 && (p[0] - 4.2).abs() < 1e-5, "{p:?}");
+        assert!(out.message().await.unwrap().unwrap().last);
+        // Factors for another item than the test row's: refused, nothing computed.
+        let e = c
+            .evaluate(authed(tokio_stream::iter(vec![eval(&[3])]), "s3cret"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
     });
 }
 
