@@ -11,5 +11,6 @@ pub mod job;
 pub mod probe;
 pub mod server;
 pub mod service;
+pub mod shutdown;
 
 pub use server::{serve, ServeOptions};

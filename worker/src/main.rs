@@ -95,30 +95,7 @@ async fn main() -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(args.job_idle_timeout),
         tls,
     };
-    server::serve(listener, opts, shutdown_signal()).await?;
+    server::serve(listener, opts, als_worker::shutdown::shutdown_signal()).await?;
     tracing::info!("worker stopped");
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown signal received, finishing in-flight calls");
 }

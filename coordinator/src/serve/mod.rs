@@ -64,33 +64,10 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out, "listening on http://{local}")?;
         out.flush()?;
         axum::serve(listener, router(Arc::new(state)))
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(als_worker::shutdown::shutdown_signal())
             .await
             .context("server error")?;
         tracing::info!("server stopped");
         anyhow::Ok(())
     })
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown signal received, finishing in-flight requests");
 }
