@@ -13,7 +13,7 @@ use als_core::data::{DuplicatePolicy, Format, LoadOptions};
 use als_core::linalg::Backend;
 use als_core::solve::{Confidence, RegScaling, SolverKind};
 use als_core::train::{ImplicitConfig, Learner, TrainConfig, DEFAULT_LEARNING_RATE};
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The command line of `coordinator`.
@@ -553,22 +553,11 @@ impl TrainArgs {
 
     /// The cluster token: --token-file, else ALS_TOKEN (None when neither is set).
     pub fn token(&self) -> anyhow::Result<Option<String>> {
-        resolve_token(self.token_file.as_deref(), std::env::var("ALS_TOKEN").ok())
+        Ok(als_proto::token::resolve_token_from_env(self.token_file.as_deref())?)
     }
 }
 
-/// The cluster token from a file (trimmed; must not be empty) or the environment value.
-pub fn resolve_token(file: Option<&std::path::Path>, env: Option<String>) -> anyhow::Result<Option<String>> {
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the token file {}", path.display()))?;
-        let token = text.trim();
-        if token.is_empty() {
-            bail!("the token file {} is empty", path.display());
-        }
-        return Ok(Some(token.to_string()));
-    }
-    Ok(env.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
-}
+pub use als_proto::token::resolve_token;
 
 /// Held-out split of one file (the core [`als_core::data::SplitSpec`] is built from it).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -40,10 +40,7 @@ pub fn parse_history(text: &str, path: &Path) -> Result<Vec<HistoryLine>, DataEr
             None => None,
             Some(v) => {
                 let x: f32 = v.parse().map_err(|_| malformed(format!("value '{v}' is not a number")))?;
-                if !x.is_finite() {
-                    return Err(malformed(format!("value '{v}' is not finite")));
-                }
-                Some(x)
+                Some(als_core::limits::check_value(x).map_err(malformed)?)
             }
         };
         out.push(HistoryLine {
@@ -60,11 +57,7 @@ pub fn parse_history(text: &str, path: &Path) -> Result<Vec<HistoryLine>, DataEr
 
 /// Read and parse a history file.
 pub fn read_history(path: &Path) -> Result<Vec<HistoryLine>, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse_history(&text, path)
+    parse_history(&als_core::data::read_text_file(path)?, path)
 }
 
 /// (item, value) pairs for fold-in: an implicit item without a value counts
@@ -119,8 +112,20 @@ mod tests {
         assert_eq!(err("1\n2,abc\n"), "h.txt:2: value 'abc' is not a number");
         assert_eq!(err("1,2,3\n"), "h.txt:1: expected `item` or `item,value`, found 3 fields");
         assert_eq!(err(",4\n"), "h.txt:1: empty item id");
-        assert_eq!(err("1,inf\n"), "h.txt:1: value 'inf' is not finite");
+        assert_eq!(err("1,inf\n"), "h.txt:1: value inf is not finite");
+        assert_eq!(err("1,3e38\n"), "h.txt:1: value 3e38 is outside the supported range ±1e9");
         assert!(err("\n# nothing\n").contains("no ratings"));
+    }
+
+    /// A byte-order mark is not part of the first item id.
+    #[test]
+    fn a_bom_keeps_the_first_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("h.txt");
+        std::fs::write(&f, "\u{feff}50,4\n172,2\n").unwrap();
+        let lines = read_history(&f).unwrap();
+        assert_eq!(lines[0].item, "50");
+        assert_eq!(lines.len(), 2);
     }
 
     #[test]

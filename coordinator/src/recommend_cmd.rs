@@ -39,7 +39,7 @@ pub fn item_row(model: &Model, id: &str) -> anyhow::Result<usize> {
 /// sorted, deduplicated item rows. Unknown ids are skipped with a warning;
 /// none known is an error.
 pub fn read_candidates(model: &Model, path: &Path) -> anyhow::Result<Vec<u32>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the candidate items file {}", path.display()))?;
+    let text = als_core::data::read_text_file(path).context("cannot read the candidate items file")?;
     let mut rows = Vec::new();
     let mut unknown = Vec::new();
     for line in text.lines() {

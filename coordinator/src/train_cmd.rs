@@ -222,6 +222,16 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> anyhow::Result<TrainOutcome
     let start = match (&args.checkpoint_dir, args.resume) {
         (Some(dir), true) => {
             let (path, state) = latest_checkpoint(dir, &signature)?;
+            if state.iterations_done > cfg.iterations {
+                bail!(
+                    "--resume: checkpoint {} has {} iterations done, more than --iterations {}; \
+                     pass --iterations {} or more, or a --checkpoint-dir without it",
+                    path.display(),
+                    state.iterations_done,
+                    cfg.iterations,
+                    state.iterations_done
+                );
+            }
             tracing::info!(checkpoint = %path.display(), iterations_done = state.iterations_done, "resuming");
             Some(state)
         }

@@ -10,6 +10,7 @@ pub mod blocks;
 pub mod checkpoint;
 pub mod data;
 pub mod init;
+pub mod limits;
 pub mod linalg;
 pub mod metrics;
 pub mod model;

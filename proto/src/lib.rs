@@ -2,7 +2,9 @@
 //! plus the version and chunking constants both sides agree on.
 
 pub mod codec;
+pub mod fault;
 pub mod spec;
+pub mod token;
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod pb {

@@ -63,7 +63,7 @@ pub fn spec_from_params(p: &SolveParams) -> pb::SolverSpec {
 }
 
 /// Largest factor count a worker accepts (bounds per-row scratch memory).
-pub const MAX_FACTORS: u32 = 4096;
+pub const MAX_FACTORS: u32 = als_core::limits::MAX_FACTORS as u32;
 
 pub fn params_from_spec(s: &pb::SolverSpec) -> Result<SolveParams, String> {
     if s.factors == 0 || s.factors > MAX_FACTORS {

@@ -89,4 +89,25 @@ fn resume_after_a_killed_coordinator_gives_the_uninterrupted_model() {
     );
     assert!(!ok);
     assert!(err.contains("another run"), "{err}");
+
+    // Fewer iterations than the checkpoint has done: refused, naming both numbers.
+    let mut short = Command::new(binary("coordinator"));
+    short
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "--factors",
+            "8",
+            "--iterations",
+            "2",
+            "--eval-every",
+            "0",
+            "--quiet",
+            "--in-process",
+        ])
+        .args(["--checkpoint-dir", &p("ckpt"), "--resume", "--out", &p("short")]);
+    let (ok, _, err) = run_with_timeout(&mut short, Duration::from_secs(60));
+    assert!(!ok, "a 10-iteration checkpoint was resumed as a 2-iteration model");
+    assert!(err.contains("10 iterations done, more than --iterations 2"), "{err}");
+    assert!(!Path::new(&p("short")).exists());
 }

@@ -67,7 +67,8 @@ fn handshake_token_job_and_validation() {
         c.start_job(authed(start("job-a"), "s3cret")).await.unwrap();
         // A second job while the first is active: refused.
         let e = c.start_job(authed(start("job-b"), "s3cret")).await.unwrap_err();
-        assert_eq!(e.code(), Code::Aborted);
+        assert_eq!(als_proto::fault::fault_of(&e), als_proto::fault::Fault::Busy);
+        assert!(e.message().contains("busy with job 'job-a'"), "{}", e.message());
 
         let block = |job: &str, n_rows: u32, columns: Vec<u32>| BlockChunk {
             job_id: job.into(),

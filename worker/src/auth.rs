@@ -40,24 +40,9 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// Read a token file: surrounding whitespace is ignored; an empty token is an error.
-pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
-    use anyhow::Context;
-    let t = std::fs::read_to_string(path).with_context(|| format!("cannot read token file {}", path.display()))?;
-    let t = t.trim().to_owned();
-    anyhow::ensure!(!t.is_empty(), "token file {} is empty", path.display());
-    Ok(t)
-}
-
-/// The token from `--token-file` or else the `ALS_TOKEN` environment variable.
+/// The token from `--token-file` or else `ALS_TOKEN`, by the rule the coordinator follows too.
 pub fn resolve_token(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
-    if let Some(f) = file {
-        return read_token_file(f).map(Some);
-    }
-    match std::env::var("ALS_TOKEN") {
-        Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_owned())),
-        _ => Ok(None),
-    }
+    Ok(als_proto::token::resolve_token_from_env(file)?)
 }
 
 #[cfg(test)]

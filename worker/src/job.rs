@@ -20,8 +20,10 @@ pub enum JobError {
     Invalid(String),
     #[error("not ready: {0}")]
     NotReady(String),
-    #[error("solve failed: {0}")]
-    Solve(String),
+    /// The work failed (the same input fails on any worker); `row` is the
+    /// lowest failing row of the side, counted over the whole problem.
+    #[error("{message}")]
+    Solve { message: String, row: Option<u64> },
 }
 
 fn invalid<T>(m: impl Into<String>) -> Result<T, JobError> {
@@ -475,7 +477,13 @@ impl Job {
                 &mut f,
                 biased.then_some(bias.as_mut_slice()),
             )
-            .map_err(|e| JobError::Solve(format!("block {id}: {e}")))?;
+            .map_err(|e| {
+                let e = e.offset_rows(b.row_start as usize);
+                JobError::Solve {
+                    row: e.row().map(|r| r as u64),
+                    message: e.to_string(),
+                }
+            })?;
             out.push(SolvedBlock {
                 block: id,
                 row_start: b.row_start,

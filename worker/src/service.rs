@@ -52,7 +52,7 @@ fn status(e: JobError) -> Status {
     match e {
         JobError::Invalid(m) => Status::invalid_argument(m),
         JobError::NotReady(m) => Status::failed_precondition(m),
-        JobError::Solve(m) => Status::failed_precondition(m),
+        JobError::Solve { message, row } => als_proto::fault::job_failed(message, row),
     }
 }
 
@@ -146,7 +146,7 @@ impl Worker for WorkerService {
         let mut slot = self.job.lock().await;
         if let Some(j) = slot.as_ref() {
             if j.id != r.job_id && j.last_activity.elapsed() < self.idle_timeout {
-                return Err(Status::aborted(format!("worker is busy with job '{}'", j.id)));
+                return Err(als_proto::fault::busy(format!("worker is busy with job '{}'", j.id)));
             }
         }
         let job = Job::new(r.job_id.clone(), params, r.n_users, r.n_items).map_err(status)?;

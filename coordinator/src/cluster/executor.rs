@@ -46,6 +46,8 @@ struct Slot {
     started: bool,
     /// Blocks this worker holds, per side.
     holds: [BTreeSet<usize>; 2],
+    /// Why it was last lost (for the error once every worker is gone).
+    cause: Option<String>,
 }
 
 pub struct ClusterExecutor<'a> {
@@ -95,15 +97,36 @@ fn block_list(blocks: &BTreeSet<usize>) -> String {
     }
 }
 
-/// Is this failure the worker's loss (retry elsewhere) or a fatal protocol error?
-fn is_loss(s: &tonic::Status) -> bool {
-    s.code() != tonic::Code::InvalidArgument
-}
-
 #[derive(Debug)]
 enum HalfError {
+    /// The worker is gone, unreachable or busy: its blocks move.
     Lost(String),
+    /// The work failed on the worker; anywhere else it fails the same way.
+    Job(JobFailed),
     Fatal(anyhow::Error),
+}
+
+/// Work that failed on a worker: the run ends with the worker's message, the
+/// one the single-process path gives for the same input.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct JobFailed {
+    pub message: String,
+    /// The lowest failing row, when the failure is one row's.
+    pub row: Option<u64>,
+}
+
+impl JobFailed {
+    /// Of the failures of one round, the one the single-process path reports: the lowest row.
+    fn first(failures: Vec<JobFailed>) -> Option<JobFailed> {
+        failures.into_iter().min_by_key(|f| f.row.unwrap_or(u64::MAX))
+    }
+}
+
+/// Attempts one half-iteration gets before the run ends (each failed attempt
+/// lost a worker; a worker that keeps coming back and failing cannot loop forever).
+fn max_attempts(workers: usize) -> usize {
+    2 * workers + 2
 }
 
 /// The test rows grouped by user (stable), remembering each one's place in the test set.
@@ -285,11 +308,18 @@ fn encoded<M: Message>(msgs: &[M]) -> u64 {
 }
 
 fn rpc_err(addr: &str, what: &str, s: tonic::Status) -> HalfError {
-    let msg = format!("worker {addr}: {what}: {}", s.message());
-    if is_loss(&s) {
-        HalfError::Lost(msg)
-    } else {
-        HalfError::Fatal(anyhow::anyhow!(msg))
+    use als_proto::fault::{fault_of, Fault};
+    match fault_of(&s) {
+        Fault::Job { row } => {
+            tracing::debug!(worker = %addr, "{what}: {}", s.message());
+            HalfError::Job(JobFailed {
+                message: s.message().to_string(),
+                row,
+            })
+        }
+        Fault::Busy => HalfError::Lost(format!("worker {addr}: {}", s.message())),
+        Fault::Lost => HalfError::Lost(format!("worker {addr}: {what}: {}", s.message())),
+        Fault::Protocol => HalfError::Fatal(anyhow::anyhow!("worker {addr}: {what}: {}", s.message())),
     }
 }
 
@@ -438,6 +468,7 @@ impl<'a> ClusterExecutor<'a> {
                     alive: true,
                     started: false,
                     holds: Default::default(),
+                    cause: None,
                 })
                 .collect(),
             home: [routing.users.owner.clone(), routing.items.owner.clone()],
@@ -455,7 +486,14 @@ impl<'a> ClusterExecutor<'a> {
             remote_evaluations: 0,
         };
         let t0 = Instant::now();
-        let shipped = exec.sync_assignment(&state.users, &state.items)?;
+        let shipped = match exec.sync_assignment(&state.users, &state.items) {
+            Ok(b) => b,
+            Err(e) => {
+                // Free the workers that did start the job for the next one.
+                exec.finish();
+                return Err(e);
+            }
+        };
         tracing::info!(
             workers = exec.slots.len(),
             bytes = shipped,
@@ -491,6 +529,7 @@ impl<'a> ClusterExecutor<'a> {
         s.alive = false;
         s.started = false;
         s.holds = Default::default();
+        s.cause = Some(why.to_string());
     }
 
     /// Give lost workers a short chance to answer again (restarted on their address).
@@ -511,6 +550,7 @@ impl<'a> ClusterExecutor<'a> {
                     alive: true,
                     started: false,
                     holds: Default::default(),
+                    cause: self.slots[w].cause.take(),
                 };
             }
         }
@@ -521,8 +561,12 @@ impl<'a> ClusterExecutor<'a> {
         let alive: Vec<usize> = (0..self.slots.len()).filter(|&w| self.slots[w].alive).collect();
         anyhow::ensure!(
             !alive.is_empty(),
-            "every worker is gone ({}); the job cannot go on",
-            self.slots.iter().map(|s| s.handle.addr.as_str()).collect::<Vec<_>>().join(", ")
+            "every worker is gone, so the job cannot go on: {}",
+            self.slots
+                .iter()
+                .map(|s| s.cause.clone().unwrap_or_else(|| format!("worker {}: lost", s.handle.addr)))
+                .collect::<Vec<_>>()
+                .join("; ")
         );
         Ok(self.home.clone().map(|owners| {
             let mut orphan = 0;
@@ -627,6 +671,7 @@ impl<'a> ClusterExecutor<'a> {
                         self.lose(w, &m);
                         lost_any = true;
                     }
+                    Err(HalfError::Job(f)) => return Err(f.into()),
                     Err(HalfError::Fatal(e)) => return Err(e),
                 }
             }
@@ -653,7 +698,18 @@ impl<'a> ClusterExecutor<'a> {
         let step = self.step;
         let t0 = Instant::now();
         let mut sent = 0u64;
+        let mut attempts = 0;
         let results = loop {
+            attempts += 1;
+            if attempts > max_attempts(self.slots.len()) {
+                let causes: Vec<String> = self.slots.iter().filter_map(|s| s.cause.clone()).collect();
+                anyhow::bail!(
+                    "the {} half-step failed {} times in a row, so the job cannot go on; last causes: {}",
+                    side.name(),
+                    attempts - 1,
+                    causes.join("; ")
+                );
+            }
             if self.slots.iter().any(|s| !s.alive) {
                 self.revive();
             }
@@ -678,6 +734,7 @@ impl<'a> ClusterExecutor<'a> {
             let results = self.rt.block_on(futures::future::join_all(futs));
             let mut ok = Vec::new();
             let mut lost = false;
+            let mut failed = Vec::new();
             for (w, r) in results {
                 match r {
                     Ok(h) => ok.push((w, h)),
@@ -685,8 +742,15 @@ impl<'a> ClusterExecutor<'a> {
                         self.lose(w, &m);
                         lost = true;
                     }
+                    Err(HalfError::Job(f)) => failed.push(f),
                     Err(HalfError::Fatal(e)) => return Err(e),
                 }
+            }
+            // A failed solve ends the run even if a worker was lost meanwhile: the
+            // lost worker's rows would fail or pass the same way elsewhere, and the
+            // lowest failing row among the answers is the single-process path's.
+            if let Some(f) = JobFailed::first(failed) {
+                return Err(f.into());
             }
             if !lost {
                 break ok;
@@ -869,6 +933,7 @@ impl ClusterExecutor<'_> {
                     tracing::warn!("evaluating on the coordinator instead");
                     return Ok(None);
                 }
+                Err(HalfError::Job(f)) => return Err(f.into()),
                 Err(HalfError::Fatal(e)) => return Err(e),
             }
         }
@@ -948,7 +1013,7 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
         match self.evaluate_remote(cfg, users, items) {
             Ok(Some(m)) => Some(Ok(m)),
             Ok(None) => None,
-            Err(e) => Some(Err(TrainError::Cluster(format!("{e:#}")))),
+            Err(e) => Some(Err(train_error(e))),
         }
     }
 
@@ -960,8 +1025,15 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
         fixed_gram: Option<&[f64]>,
         target: &mut Factors,
     ) -> Result<HalfStepOutput, TrainError> {
-        self.half(side, params, fixed, fixed_gram, target)
-            .map_err(|e| TrainError::Cluster(format!("{e:#}")))
+        self.half(side, params, fixed, fixed_gram, target).map_err(train_error)
+    }
+}
+
+/// A failed job keeps its own message (as in the single-process path); anything else is the cluster's.
+fn train_error(e: anyhow::Error) -> TrainError {
+    match e.downcast::<JobFailed>() {
+        Ok(f) => TrainError::Job(f.message),
+        Err(e) => TrainError::Cluster(format!("{e:#}")),
     }
 }
 

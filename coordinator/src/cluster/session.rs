@@ -203,6 +203,47 @@ mod tests {
         }
     }
 
+    /// A row solve that fails (λ = 0 with rows of fewer ratings than factors)
+    /// ends the run at once with the single-process path's message; it is
+    /// not a lost worker to retry elsewhere, and the workers take the next job.
+    #[test]
+    fn a_failed_solve_ends_the_run_with_the_in_process_error_and_workers_stay_usable() {
+        let ds = small_dataset();
+        // Rows of about 20 ratings, 40 factors: singular normal equations without λ.
+        let bad = TrainConfig {
+            factors: 40,
+            iterations: 2,
+            lambda: 0.0,
+            ..Default::default()
+        };
+        let layouts = Layouts::for_dataset(&ds, bad.blocks);
+        let mut local = LocalExecutor::new(&ds, layouts.clone());
+        let want = train(&ds, &bad, &mut local, &layouts, None, &mut |_, _| Ok(()))
+            .err()
+            .expect("λ = 0 with sparse rows fails in-process")
+            .to_string();
+        assert!(want.contains("not positive definite"), "{want}");
+        for n in 1..=3 {
+            let s = ClusterSession::local(n, &ClientOptions::default()).unwrap();
+            let t0 = std::time::Instant::now();
+            let err = s
+                .train(&ds, &bad, &layouts, None, &mut |_, _| Ok(()))
+                .err()
+                .expect("the cluster fails too");
+            assert_eq!(format!("{err:#}"), want, "{n} workers");
+            assert!(t0.elapsed() < std::time::Duration::from_secs(60), "{n} workers: not retried");
+            let good = TrainConfig {
+                lambda: 0.05,
+                ..bad.clone()
+            };
+            let got = s.train(&ds, &good, &layouts, None, &mut |_, _| Ok(())).unwrap();
+            let mut local = LocalExecutor::new(&ds, layouts.clone());
+            let want_good = train(&ds, &good, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
+            assert_eq!(got.state, want_good.state, "{n} workers after a failed job");
+            s.shutdown().unwrap();
+        }
+    }
+
     #[test]
     fn a_lost_worker_costs_nothing_and_a_restarted_one_is_taken_back() {
         let ds = small_dataset();

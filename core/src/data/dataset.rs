@@ -156,6 +156,20 @@ impl Dataset {
             tr.push(v);
         }
         let (by_user, duplicates_merged) = merge_duplicates(Csr::from_triples(user_ids.len(), item_ids.len(), &tu, &ti, &tr), duplicates);
+        // The loader checks every value; a sum of repeated pairs, or ratings
+        // from another source, are checked here.
+        for (r, user) in user_ids.iter().enumerate() {
+            let (cols, vals) = by_user.row(r);
+            if let Some((c, v)) = cols.iter().zip(vals).find(|(_, v)| crate::limits::check_value(**v).is_err()) {
+                return Err(DataError::Invalid(format!(
+                    "{}: user {}, item {}: value {v:e} (after merging repeated pairs) is outside the supported range ±{:e}",
+                    raw.source,
+                    user,
+                    item_ids[*c as usize],
+                    crate::limits::MAX_ABS_VALUE
+                )));
+            }
+        }
         let by_item = by_user.transpose();
 
         let mut test_set = TestSet::default();

@@ -903,12 +903,18 @@ fn fast_decimal(f: &[u8]) -> Option<f32> {
 }
 
 fn parse_rating(f: &[u8]) -> Result<f32, String> {
+    // At most 7 significant digits and 10 decimals: always inside the range.
     if let Some(v) = fast_decimal(f) {
         return Ok(v);
     }
     match std::str::from_utf8(f).ok().and_then(|s| s.parse::<f32>().ok()) {
-        Some(v) if v.is_finite() => Ok(v),
-        Some(_) => Err(format!("rating '{}' is not finite", show(f))),
+        Some(v) if !v.is_finite() => Err(format!("rating '{}' is not finite", show(f))),
+        Some(v) if v.abs() > crate::limits::MAX_ABS_VALUE => Err(format!(
+            "rating '{}' is outside the supported range ±{:e}",
+            show(f),
+            crate::limits::MAX_ABS_VALUE
+        )),
+        Some(v) => Ok(v),
         None => Err(format!("rating '{}' is not a number", show(f))),
     }
 }
@@ -1111,6 +1117,8 @@ mod tests {
             ("1,2,inf\n", 1, "rating 'inf' is not finite"),
             ("1,2,3\n1,2,NaN\n", 2, "rating 'NaN' is not finite"),
             ("1,2,1e40\n", 1, "rating '1e40' is not finite"),
+            ("1,2,3\n1,2,3e38\n", 2, "rating '3e38' is outside the supported range ±1e9"),
+            ("1,2,-2e9\n", 1, "rating '-2e9' is outside the supported range ±1e9"),
             ("1,2,3\n1,2,\n", 2, "rating '' is not a number"),
             ("1,2,3\r\n ,2,3\r\n", 2, "empty user id"),
             ("1,,3\n", 1, "empty item id"),

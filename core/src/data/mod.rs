@@ -20,6 +20,19 @@ pub use format::{Format, LoadOptions};
 pub use load::load_ratings;
 pub use split::SplitSpec;
 
+/// A whole text file as UTF-8, without a leading byte-order mark (editors on
+/// Windows write one; left in, it would become part of the first id).
+pub fn read_text_file(path: &std::path::Path) -> Result<String, DataError> {
+    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
+}
+
 /// Ratings as read from a file, in file order, before any split.
 ///
 /// Ids are interned: `users[row]` indexes `user_tokens`, which holds each

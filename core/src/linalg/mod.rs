@@ -43,6 +43,19 @@ impl Backend {
         }
     }
 
+    /// The backend this build runs for `self`: a model or a message may name
+    /// a backend another build was compiled with (it is a training-time speed
+    /// choice, not part of the model), so a missing one falls back to faer.
+    pub fn effective(self) -> Backend {
+        match self {
+            Backend::Lapack if !cfg!(feature = "lapack") => {
+                tracing::debug!("backend 'lapack' is not in this build; using faer");
+                Backend::Faer
+            }
+            b => b,
+        }
+    }
+
     /// Backends this build can run.
     pub fn available() -> Vec<Backend> {
         if cfg!(feature = "lapack") {
@@ -55,44 +68,61 @@ impl Backend {
 
 /// The normal matrix was not positive definite (λ = 0 with too few ratings, or non-finite input).
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
-#[error("normal equations are not positive definite (pivot {pivot}); raise --lambda")]
+#[error(
+    "normal equations are not positive definite (pivot {pivot}): the regularization lambda is 0 or too small for a row with few ratings"
+)]
 pub struct NotPositiveDefinite {
     pub pivot: usize,
 }
 
+/// The kernels this build has: a [`Backend`] resolved by [`Backend::effective`],
+/// so no value read from a file or a message can name a missing one.
+#[derive(Debug, Clone, Copy)]
+enum Kernels {
+    Faer,
+    #[cfg(feature = "lapack")]
+    Lapack,
+}
+
+impl From<Backend> for Kernels {
+    fn from(b: Backend) -> Self {
+        match b.effective() {
+            #[cfg(feature = "lapack")]
+            Backend::Lapack => Kernels::Lapack,
+            _ => Kernels::Faer,
+        }
+    }
+}
+
 /// Per-thread scratch space of the dense kernels, allocated once and reused for every row.
 pub struct DenseScratch {
-    backend: Backend,
+    kernels: Kernels,
     faer: faer_backend::Scratch,
 }
 
 impl DenseScratch {
     pub fn new(backend: Backend, max_dim: usize) -> Self {
         Self {
-            backend,
+            kernels: backend.into(),
             faer: faer_backend::Scratch::new(max_dim),
         }
     }
 
     /// `a (d×d, column-major) += xᵀx` for `x` (n×d, column-major).
     pub fn gram_add(&mut self, x: &[f64], n: usize, d: usize, a: &mut [f64]) {
-        match self.backend {
-            Backend::Faer => faer_backend::gram_add(x, n, d, a),
+        match self.kernels {
+            Kernels::Faer => faer_backend::gram_add(x, n, d, a),
             #[cfg(feature = "lapack")]
-            Backend::Lapack => lapack_backend::gram_add(x, n, d, a),
-            #[cfg(not(feature = "lapack"))]
-            Backend::Lapack => unreachable!("lapack backend not compiled in"),
+            Kernels::Lapack => lapack_backend::gram_add(x, n, d, a),
         }
     }
 
     /// `b ← a⁻¹b` for symmetric positive definite `a` (d×d, column-major; overwritten).
     pub fn cholesky_solve(&mut self, a: &mut [f64], b: &mut [f64], d: usize) -> Result<(), NotPositiveDefinite> {
-        match self.backend {
-            Backend::Faer => self.faer.cholesky_solve(a, b, d),
+        match self.kernels {
+            Kernels::Faer => self.faer.cholesky_solve(a, b, d),
             #[cfg(feature = "lapack")]
-            Backend::Lapack => lapack_backend::cholesky_solve(a, b, d),
-            #[cfg(not(feature = "lapack"))]
-            Backend::Lapack => unreachable!("lapack backend not compiled in"),
+            Kernels::Lapack => lapack_backend::cholesky_solve(a, b, d),
         }
     }
 }
@@ -153,6 +183,21 @@ mod tests {
                     assert!((g - w).abs() < 1e-8 * (1.0 + w.abs()), "{backend:?}: {g} vs {w}");
                 }
             }
+        }
+    }
+
+    /// A backend named by a file this build lacks runs on faer instead of panicking.
+    #[test]
+    fn every_backend_name_runs_in_every_build() {
+        for backend in [Backend::Faer, Backend::Lapack] {
+            assert!(Backend::available().contains(&backend.effective()));
+            let mut s = DenseScratch::new(backend, 2);
+            let mut a = vec![0.0; 4];
+            s.gram_add(&[1.0, 0.0, 0.0, 1.0], 2, 2, &mut a);
+            assert_eq!(a, vec![1.0, 0.0, 0.0, 1.0]);
+            let mut b = vec![2.0, 3.0];
+            s.cholesky_solve(&mut a, &mut b, 2).unwrap();
+            assert_eq!(b, vec![2.0, 3.0]);
         }
     }
 

@@ -152,8 +152,8 @@ impl FoldIn {
         let mut unknown = 0;
         for (item, value) in history {
             let item = item.as_ref();
-            let problem = if !value.is_finite() {
-                Some(format!("value {value} is not finite"))
+            let problem = if let Err(e) = crate::limits::check_value(*value) {
+                Some(e)
             } else if self.implicit() && *value < 0.0 {
                 Some(format!(
                     "value {value} is negative (implicit feedback values are counts or weights >= 0)"

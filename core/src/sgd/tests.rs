@@ -183,7 +183,7 @@ fn sgd_refuses_implicit_feedback_and_reports_divergence() {
     let err = run(&ds, &implicit).err().unwrap().to_string();
     assert!(err.contains("explicit ratings only"), "{err}");
     let wild = TrainConfig {
-        learner: Learner::Sgd { learning_rate: 50.0 },
+        learner: Learner::Sgd { learning_rate: 5.0 },
         ..sgd_config(20, 2)
     };
     let err = run(&ds, &wild).err().unwrap().to_string();

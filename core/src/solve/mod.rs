@@ -60,14 +60,30 @@ pub struct FixedSide<'a> {
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum SolveError {
-    #[error("row {row}: {source}")]
-    NotPositiveDefinite {
-        row: usize,
-        #[source]
-        source: NotPositiveDefinite,
-    },
+    /// `row` counts from the first row of the view solved. The cause is part
+    /// of the message and not a `source`, so error chains print it once.
+    #[error("row {row}: {cause}")]
+    NotPositiveDefinite { row: usize, cause: NotPositiveDefinite },
     #[error("invalid solve input: {0}")]
     Invalid(String),
+}
+
+impl SolveError {
+    /// The same error for a view that starts `offset` rows into its side.
+    pub fn offset_rows(self, offset: usize) -> Self {
+        match self {
+            SolveError::NotPositiveDefinite { row, cause } => SolveError::NotPositiveDefinite { row: row + offset, cause },
+            e => e,
+        }
+    }
+
+    /// The failing row, where one row failed.
+    pub fn row(&self) -> Option<usize> {
+        match self {
+            SolveError::NotPositiveDefinite { row, .. } => Some(*row),
+            SolveError::Invalid(_) => None,
+        }
+    }
 }
 
 /// Rows handed to one rayon task: large enough to amortize scratch set-up.
@@ -173,12 +189,15 @@ pub fn solve_rows(
         (SolverKind::Cg { .. }, Some(g)) => g.iter().map(|&v| v as f32).collect(),
         _ => Vec::new(),
     };
-    out.par_chunks_mut(ROWS_PER_TASK * k)
+    // Every task runs to its end and the lowest failing row is reported, so
+    // the error is the same whatever the thread count or the cluster shape.
+    let first_error = out
+        .par_chunks_mut(ROWS_PER_TASK * k)
         .zip(out_bias.par_chunks_mut(ROWS_PER_TASK))
         .enumerate()
-        .try_for_each_init(
+        .map_init(
             || RowScratch::new(p, d),
-            |s, (task, (out_rows, bias_rows))| {
+            |s, (task, (out_rows, bias_rows))| -> Option<SolveError> {
                 let first = task * ROWS_PER_TASK;
                 for (j, (x, b)) in out_rows.chunks_mut(k).zip(bias_rows.iter_mut()).enumerate() {
                     let r = first + j;
@@ -197,11 +216,19 @@ pub fn solve_rows(
                             }
                         },
                     };
-                    res.map_err(|source| SolveError::NotPositiveDefinite { row: r, source })?;
+                    if let Err(cause) = res {
+                        return Some(SolveError::NotPositiveDefinite { row: r, cause });
+                    }
                 }
-                Ok(())
+                None
             },
         )
+        .flatten()
+        .min_by_key(|e| e.row());
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Buffers one thread reuses for all its rows.

@@ -87,24 +87,20 @@ impl TrainConfig {
         self.biased && !self.is_implicit()
     }
 
+    /// Every setting inside its documented range ([`crate::limits`]).
     pub fn validate(&self) -> Result<(), String> {
-        if self.factors == 0 || self.factors > 4096 {
-            return Err(format!("--factors must be in 1..=4096, got {}", self.factors));
+        use crate::limits::{check_range, EPSILON_RANGE, MAX_ALPHA, MAX_FACTORS, MAX_LAMBDA, MAX_LEARNING_RATE};
+        if self.factors == 0 || self.factors > MAX_FACTORS {
+            return Err(format!("--factors must be in 1..={MAX_FACTORS}, got {}", self.factors));
         }
-        if !(self.lambda.is_finite() && self.lambda >= 0.0) {
-            return Err(format!("--lambda must be a finite number >= 0, got {}", self.lambda));
-        }
+        check_range("--lambda", self.lambda, 0.0, MAX_LAMBDA)?;
         if self.blocks == 0 {
             return Err("--blocks must be positive".into());
         }
         if let Some(imp) = &self.implicit {
-            if !(imp.alpha.is_finite() && imp.alpha >= 0.0) {
-                return Err(format!("--alpha must be a finite number >= 0, got {}", imp.alpha));
-            }
+            check_range("--alpha", imp.alpha, 0.0, MAX_ALPHA)?;
             if let Confidence::Log { epsilon } = imp.confidence {
-                if !(epsilon.is_finite() && epsilon > 0.0) {
-                    return Err(format!("--epsilon must be > 0, got {epsilon}"));
-                }
+                check_range("--epsilon", epsilon, EPSILON_RANGE.0, EPSILON_RANGE.1)?;
             }
         } else if let SolverKind::Cg { .. } = self.solver {
             return Err("--solver cg applies to implicit feedback (--implicit); explicit ratings use cholesky".into());
@@ -113,15 +109,19 @@ impl TrainConfig {
             if self.is_implicit() {
                 return Err("--solver sgd learns explicit ratings only; for --implicit use --solver cg or cholesky".into());
             }
-            if !(learning_rate.is_finite() && learning_rate > 0.0) {
-                return Err(format!("--learning-rate must be a finite number > 0, got {learning_rate}"));
+            if learning_rate.is_nan() || learning_rate <= 0.0 {
+                return Err(format!("--learning-rate must be > 0, got {learning_rate}"));
             }
+            check_range("--learning-rate", learning_rate, 0.0, MAX_LEARNING_RATE)?;
         }
         if let SolverKind::Cg { steps: 0 } = self.solver {
             return Err("--cg-steps must be positive".into());
         }
         if self.ranking_k == 0 {
             return Err("the ranking cutoff K must be positive".into());
+        }
+        if !self.min_pos.is_finite() {
+            return Err(format!("--min-pos must be finite, got {}", self.min_pos));
         }
         Ok(())
     }

@@ -33,10 +33,34 @@ pub enum TrainError {
     Config(String),
     #[error(transparent)]
     Solve(#[from] SolveError),
+    /// Work that failed on a cluster worker, with the worker's message (the
+    /// same input fails the same way in this process: see [`TrainError::Solve`]).
+    #[error("{0}")]
+    Job(String),
     #[error("{0}")]
     Cluster(String),
+    /// A failed row solve of one side, whichever executor ran it.
+    #[error("solving the {side}: {message}")]
+    Half { side: &'static str, message: String },
     #[error("stopped: {0}")]
     Stopped(String),
+}
+
+impl TrainError {
+    /// Name the side of a failed solve: in-process and cluster failures then read the same.
+    fn in_half(self, side: Side) -> TrainError {
+        match self {
+            TrainError::Solve(e) => TrainError::Half {
+                side: side.name(),
+                message: e.to_string(),
+            },
+            TrainError::Job(message) => TrainError::Half {
+                side: side.name(),
+                message,
+            },
+            e => e,
+        }
+    }
 }
 
 /// The block layouts of both sides (a function of the data and the block count only).
@@ -209,9 +233,13 @@ pub fn train(
         let it = state.iterations_done + 1;
         let t0 = Instant::now();
         let TrainState { users, items, .. } = &mut state;
-        let out_u = exec.half_step(Side::Users, &params, items, item_gram.as_deref(), users)?;
+        let out_u = exec
+            .half_step(Side::Users, &params, items, item_gram.as_deref(), users)
+            .map_err(|e| e.in_half(Side::Users))?;
         let user_gram = out_u.target_gram;
-        let out_i = exec.half_step(Side::Items, &params, users, user_gram.as_deref(), items)?;
+        let out_i = exec
+            .half_step(Side::Items, &params, users, user_gram.as_deref(), items)
+            .map_err(|e| e.in_half(Side::Items))?;
         if implicit {
             item_gram = Some(
                 out_i
@@ -259,6 +287,13 @@ fn check_state(ds: &Dataset, cfg: &TrainConfig, s: &TrainState) -> Result<(), Tr
     let ok = |f: &Factors, n: usize| f.n_rows() == n && f.k() == cfg.factors && (f.bias.len() == if cfg.has_biases() { n } else { 0 });
     if !ok(&s.users, ds.n_users()) || !ok(&s.items, ds.n_items()) {
         return Err(TrainError::Config("the starting factors do not match the data and settings".into()));
+    }
+    if s.iterations_done > cfg.iterations {
+        // The result would be a later model than the one asked for.
+        return Err(TrainError::Config(format!(
+            "the starting state has {} iterations done, more than the {} asked for",
+            s.iterations_done, cfg.iterations
+        )));
     }
     Ok(())
 }
