@@ -345,6 +345,12 @@ pub struct TrainArgs {
     /// Replace an existing model directory given by --out.
     #[arg(long, requires = "out", help_heading = "Output")]
     pub overwrite: bool,
+    /// What the model saved to --out is trained on: `all` refits it on every
+    /// rating of --data once the held-out evaluation is reported (the default
+    /// when the tool splits --data itself), `train` keeps the model of the
+    /// evaluated run (experiments). With --test FILE, --data is the training set as given.
+    #[arg(long, value_enum, value_name = "WHAT", requires = "out", help_heading = "Output")]
+    pub final_fit: Option<FinalFit>,
     /// Write the per-iteration and final metrics to this JSON file.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub metrics_json: Option<PathBuf>,
@@ -566,6 +572,31 @@ pub enum SplitChoice {
     PerUser(f64),
     Temporal(f64),
     KFold { folds: usize, fold: usize },
+}
+
+/// What the saved model is trained on (see `--final-fit`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalFit {
+    /// Every rating of the input: the held-out rows too.
+    All,
+    /// The training split of the evaluated run.
+    Train,
+}
+
+impl TrainArgs {
+    /// Whether the saved model is refit on all ratings after the evaluated run:
+    /// only when the tool made the split itself and a model is saved.
+    pub fn refit_on_all(&self) -> anyhow::Result<bool> {
+        let split_here = matches!(self.test_source()?, TestSource::Split(_));
+        match self.final_fit {
+            Some(FinalFit::All) if self.test.is_some() => {
+                bail!("--final-fit all: with --test FILE the training set is --data as given; drop --final-fit")
+            }
+            Some(FinalFit::All) => Ok(split_here),
+            Some(FinalFit::Train) => Ok(false),
+            None => Ok(split_here && self.out.is_some()),
+        }
+    }
 }
 
 /// Where the test rows come from.

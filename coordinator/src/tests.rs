@@ -560,3 +560,73 @@ fn sgd_flags_pick_the_learner_and_train_in_process() {
     assert_eq!(o.metrics["iterations"].as_array().unwrap().len(), 3);
     assert!(o.metrics["final"]["rmse"].as_f64().unwrap() < 1.5);
 }
+
+/// The saved model has seen every rating of the input (its metrics come
+/// from the held-out run), unless `--final-fit train` asks for the evaluated model.
+#[test]
+fn the_saved_model_is_refit_on_every_rating_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("r.csv");
+    // 60 users × 40 items; item 39 is rated once, by user 0, so a 20% split often holds it out.
+    let mut text = String::new();
+    for u in 0..60 {
+        for j in 0..8 {
+            text.push_str(&format!("u{u},i{},{}\n", (u * 3 + j * 5) % 39, 1 + (u + j) % 5));
+        }
+    }
+    text.push_str("u0,i39,5\n");
+    std::fs::write(&data, &text).unwrap();
+    let n_ratings = text.lines().count();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = |extra: &[&str], out: &Path, seed: &str| {
+        let (d, o, sd) = (s(&data), s(out), seed.to_string());
+        let mut args = vec!["--data", d.as_str()];
+        args.extend(["--factors", "4", "--iterations", "3", "--in-process", "--quiet", "--split-seed"]);
+        args.push(&sd);
+        args.extend(["--out", &o]);
+        args.extend(extra);
+        let a = train_args(&args);
+        train_cmd::run(&a, &mut Vec::new()).unwrap()
+    };
+    // A seed whose split holds out u0's only rating of i39.
+    let mut seed = None;
+    for s in 0..200 {
+        let out = dir.path().join(format!("probe{s}"));
+        let o = run(&["--final-fit", "train"], &out, &s.to_string());
+        if !o.model.item_ids.iter().any(|i| i == "i39") {
+            seed = Some(s.to_string());
+            assert_eq!(o.model.hyperparameters["trained_on"]["ratings"], "train");
+            break;
+        }
+    }
+    let seed = seed.expect("some split holds out i39");
+    let out = dir.path().join("all");
+    let o = run(&[], &out, &seed);
+    let m = load_model(&out).unwrap();
+    assert_eq!((m.n_users(), m.n_items()), (60, 40), "every user and item of the input");
+    assert_eq!(m.seen.indices.len(), n_ratings, "seen covers every interaction");
+    let u0 = m.user_index("u0").unwrap();
+    let recs = m.recommend(u0, 40, false, None);
+    assert!(
+        recs.iter().all(|r| m.item_ids[r.index as usize] != "i39"),
+        "a rated item is recommended"
+    );
+    assert_eq!(m.hyperparameters["trained_on"]["ratings"], "all");
+    assert_eq!(m.hyperparameters["trained_on"]["n_ratings"], n_ratings);
+    assert!(m.metrics["metrics_from"].as_str().unwrap().contains("held-out"));
+    assert_eq!(o.metrics["model_trained_on"]["ratings"], "all");
+    assert!(o.metrics["final"]["rmse"].is_f64(), "the held-out metrics are reported");
+    // --test FILE: the training set is --data as given; asking for a refit is refused.
+    let a = train_args(&[
+        "--data",
+        &s(&data),
+        "--test",
+        &s(&data),
+        "--out",
+        &s(&dir.path().join("x")),
+        "--final-fit",
+        "all",
+    ]);
+    let e = train_cmd::run(&a, &mut Vec::new()).err().unwrap().to_string();
+    assert!(e.contains("--final-fit all: with --test FILE"), "{e}");
+}

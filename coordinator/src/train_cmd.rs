@@ -191,6 +191,7 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> anyhow::Result<TrainOutcome
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let choice = executor_for_learner(&cfg, args.workers.is_some() || args.local.is_some(), args.executor_choice(cores)?)?;
     let token = args.token()?;
+    let refit_on_all = args.refit_on_all()?;
     if let Some(dir) = &args.out {
         check_out_dir(dir, args.overwrite)?;
     }
@@ -275,7 +276,7 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> anyhow::Result<TrainOutcome
     let trained = run_training(
         &choice,
         token.as_deref(),
-        tls,
+        tls.clone(),
         timeout,
         ds,
         &cfg,
@@ -286,11 +287,58 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> anyhow::Result<TrainOutcome
     progress::finish(&bar);
     let (result, executor) = trained?;
 
-    let metrics = metrics_json(&result.reports, &result.final_metrics, &cfg, &input.summary, &executor);
-    let model = build_model(&result, ds, &cfg, &input.summary.source, &result.final_metrics);
+    let mut metrics = metrics_json(&result.reports, &result.final_metrics, &cfg, &input.summary, &executor);
+    let (model, trained_on) = if refit_on_all {
+        // Evaluation and deployment are two jobs: the held-out run has been
+        // reported; the model users deploy has seen every rating.
+        drop(input.dataset);
+        let full = load_input(&InputSpec {
+            test: TestSource::None,
+            ..spec.clone()
+        })?;
+        tracing::info!(
+            ratings = full.dataset.n_train(),
+            users = full.dataset.n_users(),
+            items = full.dataset.n_items(),
+            "refitting the saved model on every rating (--final-fit all); its metrics come from the held-out run"
+        );
+        let full_layouts = Layouts::for_dataset(&full.dataset, cfg.blocks);
+        let bar = progress::training_bar(cfg.iterations, args.quiet);
+        bar.set_message("final fit on every rating");
+        let mut on_refit = |r: &IterationReport, _: &TrainState| -> Result<(), TrainError> {
+            bar.inc(1);
+            tracing::debug!(iteration = r.iteration, seconds = r.seconds, "final fit");
+            Ok(())
+        };
+        let refit = run_training(
+            &choice,
+            token.as_deref(),
+            tls,
+            timeout,
+            &full.dataset,
+            &cfg,
+            &full_layouts,
+            None,
+            &mut on_refit,
+        );
+        progress::finish(&bar);
+        let (full_result, _) = refit.context("the final fit on every rating failed")?;
+        let model = build_model(&full_result, &full.dataset, &cfg, &input.summary.source, &result.final_metrics);
+        (model, TrainedOn::All(full.dataset.n_train()))
+    } else {
+        let model = build_model(&result, ds, &cfg, &input.summary.source, &result.final_metrics);
+        let on = if ds.test.is_empty() && spec.test == TestSource::None {
+            TrainedOn::All(ds.n_train())
+        } else {
+            TrainedOn::Train(ds.n_train())
+        };
+        (model, on)
+    };
+    let mut model = model;
+    trained_on.record(&mut model, &mut metrics);
     if let Some(dir) = &args.out {
         save_model(&model, dir, args.overwrite).with_context(|| format!("cannot save the model to {}", dir.display()))?;
-        tracing::info!(dir = %dir.display(), "model saved");
+        tracing::info!(dir = %dir.display(), trained_on = %trained_on.describe(), "model saved");
     }
     if let Some(path) = &args.metrics_json {
         write_json_atomic(path, &metrics)?;
@@ -309,6 +357,46 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> anyhow::Result<TrainOutcome
         print_demo(out, &outcome.model).context("cannot write the summary")?;
     }
     Ok(outcome)
+}
+
+/// Which ratings the saved model was trained on, as written to `model.json`
+/// and the metrics JSON.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum TrainedOn {
+    /// Every rating of the input (refit, or no test set).
+    All(usize),
+    /// The training split (or --data with a separate --test file).
+    Train(usize),
+}
+
+impl TrainedOn {
+    fn describe(self) -> String {
+        match self {
+            TrainedOn::All(n) => format!("all {n} ratings of the input"),
+            TrainedOn::Train(n) => format!("the {n} training ratings of the evaluated run"),
+        }
+    }
+
+    fn record(self, model: &mut Model, metrics: &mut Value) {
+        let (what, n) = match self {
+            TrainedOn::All(n) => ("all", n),
+            TrainedOn::Train(n) => ("train", n),
+        };
+        let fit = serde_json::json!({ "ratings": what, "n_ratings": n });
+        if let Value::Object(h) = &mut model.hyperparameters {
+            h.insert("trained_on".into(), fit.clone());
+        }
+        let from = Value::String("the held-out run (trained on the training split, scored on the test split)".into());
+        if let Value::Object(m) = &mut model.metrics {
+            if !m.is_empty() {
+                m.insert("metrics_from".into(), from.clone());
+            }
+        }
+        if let Value::Object(m) = metrics {
+            m.insert("model_trained_on".into(), fit);
+            m.insert("metrics_from".into(), from);
+        }
+    }
 }
 
 fn print_summary(out: &mut dyn Write, o: &TrainOutcome, cfg: &TrainConfig, args: &TrainArgs) -> std::io::Result<()> {
@@ -340,7 +428,21 @@ fn print_summary(out: &mut dyn Write, o: &TrainOutcome, cfg: &TrainConfig, args:
         writeln!(out, "test: {line}")?;
     }
     if let Some(dir) = &args.out {
-        writeln!(out, "model saved to {}", dir.display())?;
+        let on = &o.model.hyperparameters["trained_on"];
+        match on["ratings"].as_str() {
+            Some("all") => writeln!(
+                out,
+                "model saved to {} (trained on all {} ratings of the input)",
+                dir.display(),
+                on["n_ratings"]
+            )?,
+            _ => writeln!(
+                out,
+                "model saved to {} (trained on the {} training ratings)",
+                dir.display(),
+                on["n_ratings"]
+            )?,
+        }
     }
     if let Some(p) = &args.metrics_json {
         writeln!(out, "metrics written to {}", p.display())?;

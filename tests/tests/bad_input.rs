@@ -76,3 +76,66 @@ fn each_bad_input_gets_its_message() {
     let (ok, err) = train(d, &mixed, &["--skip-invalid", "--no-test", "--overwrite"]);
     assert!(ok, "{err}");
 }
+
+/// Input that makes the solve itself fail ends the run the same way in every
+/// mode, and soon: the cluster must not retry it on other workers forever.
+#[test]
+fn a_failing_solve_ends_every_mode_with_one_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    // 40 users rating 6 of 30 items each, 16 factors: singular without λ.
+    let mut text = String::new();
+    for u in 0..40 {
+        for j in 0..6 {
+            text.push_str(&format!("{u},{},{}\n", (u * 7 + j * 5) % 30, 1 + (u + j) % 5));
+        }
+    }
+    let data = d.join("sparse.csv");
+    std::fs::write(&data, text).unwrap();
+    let mut messages = Vec::new();
+    for mode in [&["--in-process"][..], &["--local", "2"], &[]] {
+        let mut cmd = Command::new(binary("coordinator"));
+        cmd.arg("--data")
+            .arg(&data)
+            .args(["--quiet", "--iterations", "2", "--factors", "16", "--lambda", "0", "--no-test"])
+            .args(mode);
+        let (ok, _, err) = run_with_timeout(&mut cmd, Duration::from_secs(60));
+        assert!(!ok, "{mode:?}: λ = 0 was accepted");
+        assert!(!err.contains("panicked") && !err.contains("worker lost"), "{mode:?}: {err}");
+        let last = err.lines().rev().find(|l| l.starts_with("error:")).unwrap_or_default().to_string();
+        assert!(
+            last.contains("solving the users: row") && last.contains("not positive definite"),
+            "{mode:?}: {err}"
+        );
+        messages.push(last);
+    }
+    assert!(messages.windows(2).all(|w| w[0] == w[1]), "{messages:?}");
+}
+
+/// A finite value far outside any rating scale is refused at load time, with
+/// its file and line, in the default (cluster) mode too.
+#[test]
+fn extreme_values_are_refused_at_the_edge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let data = d.join("huge.csv");
+    std::fs::write(&data, "1,1,4\n1,2,3\n2,1,3e38\n2,2,5\n").unwrap();
+    let mut cmd = Command::new(binary("coordinator"));
+    cmd.arg("--data")
+        .arg(&data)
+        .args(["--quiet", "--iterations", "2", "--factors", "2"]);
+    let (ok, _, err) = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    assert!(!ok);
+    assert!(
+        err.contains("huge.csv:3: rating '3e38' is outside the supported range ±1e9"),
+        "{err}"
+    );
+    // Flags too.
+    for (flag, value) in [("--alpha", "3e38"), ("--lambda", "1e30")] {
+        let mut cmd = Command::new(binary("coordinator"));
+        cmd.arg("--data").arg(&data).args(["--quiet", "--implicit", flag, value]);
+        let (ok, _, err) = run_with_timeout(&mut cmd, Duration::from_secs(60));
+        assert!(!ok, "{flag} {value} accepted");
+        assert!(err.contains(flag) && err.contains("must be in"), "{err}");
+    }
+}

@@ -132,6 +132,12 @@ pub struct TuneArgs {
     /// Write the table (every setting, every fold, the best) to this JSON file, atomically.
     #[arg(long, value_name = "FILE")]
     pub out_json: Option<PathBuf>,
+    /// Train the best setting on every rating of --data and save that model here.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Replace an existing model directory given by --out.
+    #[arg(long, requires = "out")]
+    pub overwrite: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,

@@ -73,6 +73,9 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
     let choice = executor_for_learner(&configs[0], cluster_given, base.executor_choice(cores)?)?;
     let token = base.token()?;
     let metric = metric_of(&configs[0]);
+    if let Some(dir) = &args.out {
+        crate::train_cmd::check_out_dir(dir, args.overwrite)?;
+    }
 
     let raw = load_ratings(&args.data, &base.load_options()).map_err(anyhow::Error::new)?;
     let data = args.data.display().to_string();
@@ -134,6 +137,19 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
     if let Some(path) = &args.out_json {
         write_json_atomic(path, &to_json(&report))?;
         writeln!(out, "results written to {}", path.display()).context("cannot write the table")?;
+    }
+    if let (Some(dir), Some(b)) = (&args.out, report.best) {
+        // The chosen setting, refit on every rating: the model to deploy.
+        let s = report.scores[b].setting;
+        let mut t = args.train_args(s.lambda, s.factors, s.alpha)?;
+        t.no_test = true;
+        t.out = Some(dir.clone());
+        t.overwrite = args.overwrite;
+        t.quiet = args.quiet;
+        tracing::info!(lambda = s.lambda, factors = s.factors, alpha = ?s.alpha, dir = %dir.display(), "training the best setting on every rating");
+        crate::train_cmd::run(&t, out).context("training the best setting on every rating")?;
+    } else if args.out.is_some() {
+        anyhow::bail!("no setting gave a finite score, so no model was saved");
     }
     Ok(report)
 }

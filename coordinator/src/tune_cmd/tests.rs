@@ -80,6 +80,8 @@ fn tune_scores_the_grid_in_order_and_marks_the_best() {
         "--quiet",
         "--out-json",
         json.to_str().unwrap(),
+        "--out",
+        dir.path().join("best").to_str().unwrap(),
     ]);
     let mut out = Vec::new();
     let r = run(&args, &mut out).unwrap();
@@ -110,6 +112,13 @@ fn tune_scores_the_grid_in_order_and_marks_the_best() {
     assert_eq!(v["best"]["mean"], settings[want]["mean"]);
     assert_eq!(v["executor"], "in-process");
     assert_eq!(v["config"]["iterations"], 3);
+
+    // --out: the best setting, trained on every rating.
+    let m = als_core::model::load_model(&dir.path().join("best")).unwrap();
+    assert_eq!(m.hyperparameters["lambda"].as_f64().unwrap() as f32, 0.05);
+    assert_eq!(m.hyperparameters["factors"], r.scores[want].setting.factors);
+    assert_eq!(m.hyperparameters["trained_on"]["ratings"], "all");
+    assert_eq!(m.seen.indices.len(), r.n_ratings);
 }
 
 #[test]
