@@ -42,7 +42,7 @@ pub enum Command {
     /// Items (or users) most similar to one, by cosine over the factors.
     Similar(SimilarArgs),
     /// k-fold cross-validation over a grid of --lambda, --factors (and --alpha): a table, the best marked.
-    Tune(crate::tune_cmd::TuneArgs),
+    Tune(Box<crate::tune_cmd::TuneArgs>),
     /// Add users to a saved model from a ratings file (fold-in), as a new model version.
     FoldIn(crate::fold_in_cmd::FoldInArgs),
     /// Answer recommendations over HTTP/JSON from a saved model.
@@ -725,9 +725,13 @@ pub struct RecommendArgs {
     /// Recommend for every user of the model into --out.
     #[arg(long, requires = "out")]
     pub all: bool,
-    /// Output of --all: CSV `user,rank,item,score`, or JSON lines when it ends in .json/.jsonl.
+    /// Output of --all: CSV `user,rank,item,score`, or JSON lines when it ends in .json/.jsonl
+    /// (its directory must exist).
     #[arg(long, value_name = "FILE", requires = "all")]
     pub out: Option<PathBuf>,
+    /// Replace an existing --out file.
+    #[arg(long, requires = "out")]
+    pub overwrite: bool,
 }
 
 /// `coordinator similar`.

@@ -11,7 +11,6 @@ use ndarray::{s, Array2};
 
 use crate::cli::RecommendArgs;
 use crate::history::{history_values, read_history};
-use crate::report::write_atomic;
 
 /// Users per batch of `--all` (each batch is one parallel `top_n_batch`, then written).
 pub const ALL_BATCH_USERS: usize = 16_384;
@@ -103,7 +102,11 @@ pub fn run(args: &RecommendArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if args.all {
         let path = args.out.as_deref().context("--all needs --out FILE")?;
         let t0 = Instant::now();
-        let users = recommend_all(&model, args.n, args.include_seen, candidates.as_deref(), path)?;
+        let policy = als_core::atomic::OutputPolicy {
+            overwrite: args.overwrite,
+            create_parent: false,
+        };
+        let users = recommend_all(&model, args.n, args.include_seen, candidates.as_deref(), path, policy)?;
         let secs = t0.elapsed().as_secs_f64();
         tracing::info!(
             users,
@@ -206,7 +209,14 @@ fn scoring_targets(model: &Model, candidates: Option<&[u32]>) -> Array2<f32> {
 }
 
 /// Top-`n` for every user into `path` (written atomically); returns the user count.
-pub fn recommend_all(model: &Model, n: usize, include_seen: bool, candidates: Option<&[u32]>, path: &Path) -> anyhow::Result<usize> {
+pub fn recommend_all(
+    model: &Model,
+    n: usize,
+    include_seen: bool,
+    candidates: Option<&[u32]>,
+    path: &Path,
+    policy: als_core::atomic::OutputPolicy,
+) -> anyhow::Result<usize> {
     let k = model.factors();
     let targets = scoring_targets(model, candidates);
     let extra = targets.ncols() - k;
@@ -227,7 +237,7 @@ pub fn recommend_all(model: &Model, n: usize, include_seen: bool, candidates: Op
     let format = AllFormat::of(path);
     let n_users = model.n_users();
     let seen_rows = model.seen.n_rows();
-    write_atomic(path, |w| {
+    als_core::atomic::write_file_atomic(path, policy, |w| {
         if format == AllFormat::Csv {
             w.write_all(b"user,rank,item,score\n")?;
         }

@@ -37,7 +37,7 @@ use std::io::Write;
 use std::path::Path;
 
 use als_core::train::{IterationReport, TestMetrics, TrainConfig};
-use anyhow::Context;
+
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -103,31 +103,10 @@ pub fn metrics_json(
     })
 }
 
-/// Write `bytes` to `path` atomically: a temporary file in the same
-/// directory, fsynced, then renamed over `path`. Missing parent directories
-/// are created.
+/// Write `path` atomically (the core's one output mechanism, [`als_core::atomic`]),
+/// replacing what is there; missing parent directories are created.
 pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> anyhow::Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).with_context(|| format!("cannot create the directory {}", parent.display()))?;
-    let name = path.file_name().with_context(|| format!("{} is not a file name", path.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.tmp-", name.to_string_lossy()))
-        .tempfile_in(&parent)
-        .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
-    {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        fill(&mut w).with_context(|| format!("cannot write {}", path.display()))?;
-        w.flush().with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    tmp.as_file()
-        .sync_all()
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    als_core::atomic::write_file_atomic(path, als_core::atomic::OutputPolicy::REPLACE, fill)?;
     Ok(())
 }
 

@@ -368,7 +368,24 @@ fn explicit_train_save_load_recommend() {
 
     // --all: CSV and JSON lines agree with the per-user recommendation.
     let all_csv = dir.path().join("all.csv");
-    recommend_cmd::recommend_all(&model, 4, false, None, &all_csv).unwrap();
+    recommend_cmd::recommend_all(&model, 4, false, None, &all_csv, als_core::atomic::OutputPolicy::REPLACE).unwrap();
+    // Without --overwrite an existing file is kept; a missing directory is not created.
+    let keep = als_core::atomic::OutputPolicy {
+        overwrite: false,
+        create_parent: false,
+    };
+    let before = std::fs::read(&all_csv).unwrap();
+    let e = format!(
+        "{:#}",
+        recommend_cmd::recommend_all(&model, 2, false, None, &all_csv, keep).unwrap_err()
+    );
+    assert!(e.contains("already exists; pass --overwrite"), "{e}");
+    assert_eq!(std::fs::read(&all_csv).unwrap(), before);
+    let e = format!(
+        "{:#}",
+        recommend_cmd::recommend_all(&model, 2, false, None, &dir.path().join("no/dir/x.csv"), keep).unwrap_err()
+    );
+    assert!(e.contains("does not exist"), "{e}");
     let text = std::fs::read_to_string(&all_csv).unwrap();
     let mut rows = text.lines();
     assert_eq!(rows.next(), Some("user,rank,item,score"));
@@ -386,7 +403,7 @@ fn explicit_train_save_load_recommend() {
         }
     }
     let all_json = dir.path().join("all.jsonl");
-    recommend_cmd::recommend_all(&model, 2, true, None, &all_json).unwrap();
+    recommend_cmd::recommend_all(&model, 2, true, None, &all_json, als_core::atomic::OutputPolicy::REPLACE).unwrap();
     let first: Value = serde_json::from_str(std::fs::read_to_string(&all_json).unwrap().lines().next().unwrap()).unwrap();
     assert_eq!(first["user"], model.user_ids[0].as_str());
     let want = model.recommend(0, 2, true, None);
@@ -396,7 +413,7 @@ fn explicit_train_save_load_recommend() {
     // --all restricted to candidates.
     let cand_rows: Vec<u32> = (0..model.n_items() as u32).step_by(5).collect();
     let all_c = dir.path().join("all_c.csv");
-    recommend_cmd::recommend_all(&model, 3, false, Some(&cand_rows), &all_c).unwrap();
+    recommend_cmd::recommend_all(&model, 3, false, Some(&cand_rows), &all_c, als_core::atomic::OutputPolicy::REPLACE).unwrap();
     let text = std::fs::read_to_string(&all_c).unwrap();
     let line2: Vec<&str> = text.lines().nth(1).unwrap().split(',').collect();
     let want = model.recommend(0, 3, false, Some(&cand_rows));

@@ -95,52 +95,79 @@ pub fn metrics_line(m: &TestMetrics) -> String {
     parts.join(" ")
 }
 
-/// Train on the executor the flags chose; returns the result and the label
-/// of the executor that ran.
+/// Where a command's training runs, opened once: every run of the command
+/// (the evaluated run and the final fit, or tune's folds) uses the same
+/// workers, so a worker lost in one run is not needed to start the next.
 ///
 /// This is the one place that picks the executor.
-#[allow(clippy::too_many_arguments)]
-pub fn run_training(
-    choice: &ExecutorChoice,
-    token: Option<&str>,
-    tls: Option<tonic::transport::ClientTlsConfig>,
-    worker_timeout: std::time::Duration,
-    ds: &Dataset,
-    cfg: &TrainConfig,
-    layouts: &Layouts,
-    start: Option<TrainState>,
-    on_iteration: &mut dyn FnMut(&IterationReport, &TrainState) -> Result<(), TrainError>,
-) -> anyhow::Result<(TrainResult, String)> {
-    tracing::info!(executor = %choice.label(), "executor requested");
-    if let Learner::Sgd { .. } = cfg.learner {
-        if *choice != ExecutorChoice::InProcess {
-            bail!("--solver sgd trains in this process; it cannot run on {}", choice.label());
-        }
-        let result = train_sgd(ds, cfg, layouts, start, on_iteration).context("training failed")?;
-        return Ok((result, choice.label()));
+pub enum Trainer {
+    InProcess,
+    Cluster(Box<ClusterSession>),
+}
+
+impl Trainer {
+    /// Start the local workers or connect to the remote ones.
+    pub fn open(
+        choice: &ExecutorChoice,
+        token: Option<&str>,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+        worker_timeout: std::time::Duration,
+    ) -> anyhow::Result<Trainer> {
+        tracing::debug!(executor = %choice.label(), "executor requested");
+        let mut session = match choice {
+            ExecutorChoice::InProcess => return Ok(Trainer::InProcess),
+            ExecutorChoice::Workers(addrs) => {
+                let opts = ClientOptions {
+                    token: token.map(str::to_owned),
+                    tls,
+                    ..Default::default()
+                };
+                ClusterSession::connect(addrs, &opts)?
+            }
+            ExecutorChoice::Local(n) => ClusterSession::local(*n, &ClientOptions::default())?,
+        };
+        tracing::debug!(workers = ?session.addrs(), "training on the cluster");
+        session.faults.worker_timeout = worker_timeout;
+        Ok(Trainer::Cluster(Box::new(session)))
     }
-    let session = match choice {
-        ExecutorChoice::InProcess => {
-            let mut exec = LocalExecutor::new(ds, layouts.clone());
-            let result = train(ds, cfg, &mut exec, layouts, start, on_iteration).context("training failed")?;
-            return Ok((result, choice.label()));
+
+    /// Train `cfg` on `ds` from `start` (or a fresh start).
+    pub fn train(
+        &self,
+        ds: &Dataset,
+        cfg: &TrainConfig,
+        layouts: &Layouts,
+        start: Option<TrainState>,
+        on_iteration: &mut dyn FnMut(&IterationReport, &TrainState) -> Result<(), TrainError>,
+    ) -> anyhow::Result<TrainResult> {
+        match (self, cfg.learner) {
+            (Trainer::InProcess, Learner::Sgd { .. }) => Ok(train_sgd(ds, cfg, layouts, start, on_iteration).context("training failed")?),
+            (Trainer::Cluster(_), Learner::Sgd { .. }) => bail!("--solver sgd trains in this process; it cannot run on workers"),
+            (Trainer::InProcess, Learner::Als) => {
+                let mut exec = LocalExecutor::new(ds, layouts.clone());
+                Ok(train(ds, cfg, &mut exec, layouts, start, on_iteration).context("training failed")?)
+            }
+            (Trainer::Cluster(session), Learner::Als) => session.train(ds, cfg, layouts, start, on_iteration).context("training failed"),
         }
-        ExecutorChoice::Workers(addrs) => {
-            let opts = ClientOptions {
-                token: token.map(str::to_owned),
-                tls,
-                ..Default::default()
-            };
-            ClusterSession::connect(addrs, &opts)?
+    }
+
+    /// Stop in-process workers. After a failed run, a failure to stop is
+    /// logged and the run's own error is the one returned.
+    pub fn shutdown<T>(self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+        let stopped = match self {
+            Trainer::InProcess => Ok(()),
+            Trainer::Cluster(session) => (*session).shutdown(),
+        };
+        match (result, stopped) {
+            (Ok(v), Ok(())) => Ok(v),
+            (Ok(_), Err(e)) => Err(e.context("stopping the local workers failed")),
+            (Err(e), Ok(())) => Err(e),
+            (Err(e), Err(stop)) => {
+                tracing::warn!("stopping the local workers failed too: {stop:#}");
+                Err(e)
+            }
         }
-        ExecutorChoice::Local(n) => ClusterSession::local(*n, &ClientOptions::default())?,
-    };
-    tracing::info!(workers = ?session.addrs(), "training on the cluster");
-    let mut session = session;
-    session.faults.worker_timeout = worker_timeout;
-    let result = session.train(ds, cfg, layouts, start, on_iteration);
-    session.shutdown()?;
-    Ok((result.context("training failed")?, choice.label()))
+    }
 }
 
 /// The executor of a learner: SGD runs in this process, because a DSGD
@@ -192,6 +219,10 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> anyhow::Result<TrainOutcome
     let choice = executor_for_learner(&cfg, args.workers.is_some() || args.local.is_some(), args.executor_choice(cores)?)?;
     let token = args.token()?;
     let refit_on_all = args.refit_on_all()?;
+    if let Some(dir) = &args.checkpoint_dir {
+        // Found out now, not after the first iteration.
+        als_core::checkpoint::check_checkpoint_dir(dir).context("--checkpoint-dir")?;
+    }
     if let Some(dir) = &args.out {
         check_out_dir(dir, args.overwrite)?;
     }
@@ -273,67 +304,35 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> anyhow::Result<TrainOutcome
         }
         None => None,
     };
-    let trained = run_training(
-        &choice,
-        token.as_deref(),
-        tls.clone(),
-        timeout,
-        ds,
-        &cfg,
-        &layouts,
-        start,
-        &mut on_iteration,
-    );
+    let trainer = Trainer::open(&choice, token.as_deref(), tls, timeout)?;
+    if let Trainer::Cluster(session) = &trainer {
+        tracing::info!(workers = ?session.addrs(), "training on the cluster");
+    }
+    let trained = trainer.train(ds, &cfg, &layouts, start, &mut on_iteration);
     progress::finish(&bar);
-    let (result, executor) = trained?;
-
-    let mut metrics = metrics_json(&result.reports, &result.final_metrics, &cfg, &input.summary, &executor);
+    let result = match trained {
+        Ok(r) => r,
+        Err(e) => return trainer.shutdown(Err(e)),
+    };
     let (model, trained_on) = if refit_on_all {
-        // Evaluation and deployment are two jobs: the held-out run has been
-        // reported; the model users deploy has seen every rating.
+        // Only the full data set is needed from here on.
         drop(input.dataset);
-        let full = load_input(&InputSpec {
-            test: TestSource::None,
-            ..spec.clone()
-        })?;
-        tracing::info!(
-            ratings = full.dataset.n_train(),
-            users = full.dataset.n_users(),
-            items = full.dataset.n_items(),
-            "refitting the saved model on every rating (--final-fit all); its metrics come from the held-out run"
-        );
-        let full_layouts = Layouts::for_dataset(&full.dataset, cfg.blocks);
-        let bar = progress::training_bar(cfg.iterations, args.quiet);
-        bar.set_message("final fit on every rating");
-        let mut on_refit = |r: &IterationReport, _: &TrainState| -> Result<(), TrainError> {
-            bar.inc(1);
-            tracing::debug!(iteration = r.iteration, seconds = r.seconds, "final fit");
-            Ok(())
-        };
-        let refit = run_training(
-            &choice,
-            token.as_deref(),
-            tls,
-            timeout,
-            &full.dataset,
-            &cfg,
-            &full_layouts,
-            None,
-            &mut on_refit,
-        );
-        progress::finish(&bar);
-        let (full_result, _) = refit.context("the final fit on every rating failed")?;
-        let model = build_model(&full_result, &full.dataset, &cfg, &input.summary.source, &result.final_metrics);
-        (model, TrainedOn::All(full.dataset.n_train()))
+        match final_fit(&trainer, &spec, &cfg, args.quiet, &input.summary.source, &result.final_metrics) {
+            Ok(m) => m,
+            Err(e) => return trainer.shutdown(Err(e)),
+        }
     } else {
         let model = build_model(&result, ds, &cfg, &input.summary.source, &result.final_metrics);
-        let on = if ds.test.is_empty() && spec.test == TestSource::None {
+        let on = if spec.test == TestSource::None {
             TrainedOn::All(ds.n_train())
         } else {
             TrainedOn::Train(ds.n_train())
         };
         (model, on)
     };
+    trainer.shutdown(Ok(()))?;
+    let executor = choice.label();
+    let mut metrics = metrics_json(&result.reports, &result.final_metrics, &cfg, &input.summary, &executor);
     let mut model = model;
     trained_on.record(&mut model, &mut metrics);
     if let Some(dir) = &args.out {
@@ -357,6 +356,43 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> anyhow::Result<TrainOutcome
         print_demo(out, &outcome.model).context("cannot write the summary")?;
     }
     Ok(outcome)
+}
+
+/// Evaluation and deployment are two jobs: once the held-out run is
+/// reported, the model users deploy is trained again, with the same
+/// settings, on every rating of the input.
+fn final_fit(
+    trainer: &Trainer,
+    spec: &InputSpec,
+    cfg: &TrainConfig,
+    quiet: bool,
+    source: &str,
+    held_out: &TestMetrics,
+) -> anyhow::Result<(Model, TrainedOn)> {
+    let full = load_input(&InputSpec {
+        test: TestSource::None,
+        ..spec.clone()
+    })?;
+    let ds = &full.dataset;
+    tracing::info!(
+        ratings = ds.n_train(),
+        users = ds.n_users(),
+        items = ds.n_items(),
+        "refitting the saved model on every rating (--final-fit all); its metrics come from the held-out run"
+    );
+    let layouts = Layouts::for_dataset(ds, cfg.blocks);
+    let bar = progress::training_bar(cfg.iterations, quiet);
+    bar.set_message("final fit on every rating");
+    let mut on_iteration = |r: &IterationReport, _: &TrainState| -> Result<(), TrainError> {
+        bar.inc(1);
+        tracing::debug!(iteration = r.iteration, seconds = r.seconds, "final fit");
+        Ok(())
+    };
+    let trained = trainer.train(ds, cfg, &layouts, None, &mut on_iteration);
+    progress::finish(&bar);
+    let result = trained.context("the final fit on every rating failed")?;
+    let model = build_model(&result, ds, cfg, source, held_out);
+    Ok((model, TrainedOn::All(ds.n_train())))
 }
 
 /// Which ratings the saved model was trained on, as written to `model.json`

@@ -2,7 +2,6 @@
 //! count, tied to the data and hyperparameters, written atomically with a
 //! checksum so a crash never leaves a half-written checkpoint in use.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
@@ -17,12 +16,13 @@ const KEEP: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{path}: input/output failed")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The OS cause is part of the message, so it is shown however the error is printed.
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: std::io::Error },
+    #[error(transparent)]
+    Output(#[from] crate::atomic::AtomicError),
+    #[error("{}: {problem}", dir.display())]
+    Unusable { dir: PathBuf, problem: String },
     #[error("{path}: corrupt checkpoint: {problem}")]
     Corrupt { path: PathBuf, problem: String },
     #[error("{path}: checkpoint belongs to another run: {problem}; remove it or train without --resume")]
@@ -62,9 +62,9 @@ struct Header {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io {
+    move |cause| CheckpointError::Io {
         path: path.to_owned(),
-        source,
+        cause,
     }
 }
 
@@ -75,6 +75,26 @@ fn put_f32(buf: &mut Vec<u8>, v: &[f32]) {
 }
 
 /// Write `checkpoint-NNNNNN.als` into `dir` atomically and keep the newest two.
+/// Check before training that checkpoints can be written to `dir`: it is
+/// (or can be created as) a directory this process can write in.
+pub fn check_checkpoint_dir(dir: &Path) -> Result<(), CheckpointError> {
+    let unusable = |problem: String| CheckpointError::Unusable {
+        dir: dir.to_path_buf(),
+        problem,
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => return Err(unusable("exists and is not a directory".into())),
+        Ok(_) => {}
+        Err(_) => std::fs::create_dir_all(dir).map_err(|e| unusable(format!("cannot create it: {e}")))?,
+    }
+    // Writable: a probe file, removed at once.
+    tempfile::Builder::new()
+        .prefix(".write-probe-")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| unusable(format!("cannot write in it: {e}")))
+}
+
 pub fn write_checkpoint(dir: &Path, sig: &RunSignature, state: &TrainState) -> Result<PathBuf, CheckpointError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let header = Header {
@@ -97,16 +117,7 @@ pub fn write_checkpoint(dir: &Path, sig: &RunSignature, state: &TrainState) -> R
     let sum = Sha256::digest(&buf);
     buf.extend_from_slice(&sum);
     let path = dir.join(format!("checkpoint-{:06}.als", state.iterations_done));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
-    tmp.write_all(&buf).map_err(io(&path))?;
-    tmp.as_file().sync_all().map_err(io(&path))?;
-    tmp.persist(&path).map_err(|e| CheckpointError::Io {
-        path: path.clone(),
-        source: e.error,
-    })?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    crate::atomic::write_file_atomic(&path, crate::atomic::OutputPolicy::REPLACE, |w| w.write_all(&buf))?;
     for old in list(dir)?.into_iter().skip(KEEP) {
         let _ = std::fs::remove_file(old.1);
     }
@@ -217,6 +228,22 @@ mod tests {
             users: init_factors(&ids, Side::Users, it as u64, 3, true),
             items: init_factors(&ids[..4], Side::Items, 1, 3, true),
         }
+    }
+
+    /// A failed write names the OS cause; an unusable directory is found before training.
+    #[test]
+    fn write_errors_show_their_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "x").unwrap();
+        let sig = RunSignature::new("abc", &TrainConfig::default());
+        let e = write_checkpoint(&file.join("ckpt"), &sig, &state(1)).unwrap_err().to_string();
+        assert!(e.contains("Not a directory"), "{e}");
+        let e = check_checkpoint_dir(&file).unwrap_err().to_string();
+        assert!(e.contains("exists and is not a directory"), "{e}");
+        let e = check_checkpoint_dir(&file.join("sub")).unwrap_err().to_string();
+        assert!(e.contains("cannot create it") && e.contains("Not a directory"), "{e}");
+        assert!(check_checkpoint_dir(&dir.path().join("new/ckpt")).is_ok());
     }
 
     #[test]

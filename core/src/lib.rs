@@ -6,6 +6,7 @@
 //! both run this code, so a block of rows solved on a worker gives the same
 //! numbers as the same rows solved in-process.
 
+pub mod atomic;
 pub mod blocks;
 pub mod checkpoint;
 pub mod data;

@@ -442,6 +442,7 @@ impl<'a> ClusterExecutor<'a> {
     pub fn start(
         rt: tokio::runtime::Handle,
         workers: Vec<WorkerHandle>,
+        lost: &[Option<String>],
         client_opts: ClientOptions,
         faults: FaultOptions,
         ds: &'a Dataset,
@@ -463,12 +464,17 @@ impl<'a> ClusterExecutor<'a> {
             rt,
             slots: workers
                 .into_iter()
-                .map(|handle| Slot {
-                    handle,
-                    alive: true,
-                    started: false,
-                    holds: Default::default(),
-                    cause: None,
+                .enumerate()
+                .map(|(w, handle)| {
+                    // A worker lost in an earlier run starts lost: revived once it answers.
+                    let cause = lost.get(w).cloned().flatten();
+                    Slot {
+                        handle,
+                        alive: cause.is_none(),
+                        started: false,
+                        holds: Default::default(),
+                        cause,
+                    }
                 })
                 .collect(),
             home: [routing.users.owner.clone(), routing.items.owner.clone()],
@@ -518,6 +524,11 @@ impl<'a> ClusterExecutor<'a> {
                 }
             }
         });
+    }
+
+    /// Why each worker is lost, if it is.
+    pub fn lost_workers(&self) -> Vec<Option<String>> {
+        self.slots.iter().map(|s| if s.alive { None } else { s.cause.clone() }).collect()
     }
 
     fn lose(&mut self, w: usize, why: &str) {

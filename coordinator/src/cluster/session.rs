@@ -16,6 +16,9 @@ pub struct ClusterSession {
     pub faults: FaultOptions,
     /// Test-set evaluations the workers did in the last `train` (the others ran on the coordinator).
     pub remote_evaluations: std::sync::atomic::AtomicUsize,
+    /// Why each worker was lost, if it was, when the last `train` ended: the
+    /// next run starts without it (and takes it back once it answers).
+    lost: std::sync::Mutex<Vec<Option<String>>>,
 }
 
 impl ClusterSession {
@@ -36,6 +39,7 @@ impl ClusterSession {
             opts: opts.clone(),
             faults: FaultOptions::default(),
             remote_evaluations: Default::default(),
+            lost: Default::default(),
         })
     }
 
@@ -57,6 +61,7 @@ impl ClusterSession {
             opts,
             faults: FaultOptions::default(),
             remote_evaluations: Default::default(),
+            lost: Default::default(),
         })
     }
 
@@ -93,9 +98,11 @@ impl ClusterSession {
         let state = state.unwrap_or_else(|| initial_state(ds, cfg));
         let params = cfg.solve_params(ds.global_mean());
         let job_id = format!("job-{}", super::local::random_token());
+        let lost = self.lost.lock().map(|l| l.clone()).unwrap_or_default();
         let mut exec = ClusterExecutor::start(
             self.rt.handle().clone(),
             self.workers.clone(),
+            &lost,
             self.opts.clone(),
             self.faults.clone(),
             ds,
@@ -106,6 +113,9 @@ impl ClusterSession {
         )?;
         let res = train(ds, cfg, &mut exec, layouts, Some(state), on_iteration);
         exec.finish();
+        if let Ok(mut l) = self.lost.lock() {
+            *l = exec.lost_workers();
+        }
         if exec.remote_evaluations > 0 {
             tracing::info!(
                 evaluations = exec.remote_evaluations,

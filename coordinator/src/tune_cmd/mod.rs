@@ -3,7 +3,7 @@
 //!
 //! The ratings are read once; fold f is the test set of the seeded k-fold
 //! split (`--split kfold`), so every rating is tested exactly once. Each
-//! (setting, fold) trains through [`run_training`], the path of the train
+//! (setting, fold) trains through [`Trainer`], the path of the train
 //! command, and is scored on its fold: RMSE for explicit ratings, NDCG@K for
 //! implicit feedback. Folds are the outer loop so one fold's data is in
 //! memory at a time.
@@ -26,7 +26,7 @@ use anyhow::Context;
 
 use crate::progress;
 use crate::report::write_json_atomic;
-use crate::train_cmd::{executor_for_learner, run_training};
+use crate::train_cmd::{executor_for_learner, Trainer};
 
 /// `(train rows, test rows)` of fold `fold`: the k-fold split of `--split kfold`.
 pub fn fold_rows(raw: &RawRatings, folds: usize, fold: usize, seed: u64) -> anyhow::Result<(Vec<usize>, Vec<usize>)> {
@@ -94,6 +94,8 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
         "{spinner} tuning [{elapsed_precise}] [{bar:30}] {pos}/{len} {msg}",
     );
     let timeout = std::time::Duration::from_secs_f64(base.worker_timeout.max(0.1));
+    // One set of workers for every run.
+    let trainer = Trainer::open(&choice, token.as_deref(), None, timeout)?;
     let outcome = (|| -> anyhow::Result<()> {
         for fold in 0..args.folds {
             let (train, test) = fold_rows(&raw, args.folds, fold, args.split_seed)?;
@@ -102,10 +104,9 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
             for (s, cfg) in scores.iter_mut().zip(&configs) {
                 let layouts = Layouts::for_dataset(&ds, cfg.blocks);
                 let started = Instant::now();
-                let (result, _) = run_training(&choice, token.as_deref(), None, timeout, &ds, cfg, &layouts, None, &mut |_, _| {
-                    Ok(())
-                })
-                .with_context(|| format!("fold {fold}, lambda {}, factors {}", s.setting.lambda, s.setting.factors))?;
+                let result = trainer
+                    .train(&ds, cfg, &layouts, None, &mut |_, _| Ok(()))
+                    .with_context(|| format!("fold {fold}, lambda {}, factors {}", s.setting.lambda, s.setting.factors))?;
                 let seconds = started.elapsed().as_secs_f64();
                 let value = score(&result.final_metrics, cfg.is_implicit());
                 tracing::info!(fold, lambda = s.setting.lambda, factors = s.setting.factors, alpha = ?s.setting.alpha, metric = %metric.name, value, seconds = format_args!("{seconds:.3}"), "fold done");
@@ -118,7 +119,7 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
         Ok(())
     })();
     progress::finish(&bar);
-    outcome?;
+    trainer.shutdown(outcome)?;
 
     let best = best(&scores, &metric);
     let report = TuneReport {

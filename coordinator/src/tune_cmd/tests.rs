@@ -27,7 +27,7 @@ fn synth_file(dir: &Path) -> PathBuf {
 fn tune_args(args: &[&str]) -> TuneArgs {
     let cli = Cli::try_parse_from(["coordinator", "tune"].into_iter().chain(args.iter().copied())).unwrap_or_else(|e| panic!("{e}"));
     match cli.command {
-        Some(Command::Tune(a)) => a,
+        Some(Command::Tune(a)) => *a,
         other => panic!("{other:?}"),
     }
 }

@@ -520,50 +520,54 @@ fn push_u32(buf: &mut Vec<u8>, mut v: u32) {
     buf.extend_from_slice(&tmp[i..]);
 }
 
-/// Write the rows as CSV (`user,item,rating` header) atomically: into a
-/// temporary file next to `path`, renamed over it when complete. `progress`
+/// Write the rows as CSV (`user,item,rating` header) atomically
+/// ([`crate::atomic`]: an existing file is replaced in one step). `progress`
 /// gets the rows written so far about every million rows and at the end.
 pub fn write_csv(spec: &SynthSpec, path: &Path, mut progress: impl FnMut(u64)) -> Result<u64, DataError> {
     spec.validate()?;
-    let io = |source: std::io::Error| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
-    w.write_all(b"user,item,rating\n").map_err(io)?;
     let mut written = 0u64;
     let mut next_report = 1_000_000u64;
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-    run(spec, &mut |rows| {
-        buf.clear();
-        for r in rows {
-            push_u32(&mut buf, r.user);
-            buf.push(b',');
-            push_u32(&mut buf, r.item);
-            buf.push(b',');
-            if spec.stars {
-                buf.push(b'0' + r.rating as u8);
-            } else {
-                write!(buf, "{}", r.rating).map_err(io)?;
+    // Generation errors travel through the writer's io::Error and come back out below.
+    let mut failure: Option<DataError> = None;
+    let res = crate::atomic::write_file_atomic(path, crate::atomic::OutputPolicy::REPLACE, |w| {
+        w.write_all(b"user,item,rating\n")?;
+        let r = run(spec, &mut |rows| {
+            let io = |source: std::io::Error| DataError::Io {
+                path: path.to_path_buf(),
+                source,
+            };
+            buf.clear();
+            for r in rows {
+                push_u32(&mut buf, r.user);
+                buf.push(b',');
+                push_u32(&mut buf, r.item);
+                buf.push(b',');
+                if spec.stars {
+                    buf.push(b'0' + r.rating as u8);
+                } else {
+                    write!(buf, "{}", r.rating).map_err(io)?;
+                }
+                buf.push(b'\n');
             }
-            buf.push(b'\n');
-        }
-        w.write_all(&buf).map_err(io)?;
-        written += rows.len() as u64;
-        if written >= next_report {
-            progress(written);
-            next_report = (written / 1_000_000 + 1) * 1_000_000;
-        }
-        Ok(())
-    })?;
-    let tmp = w.into_inner().map_err(|e| io(e.into_error()))?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
+            w.write_all(&buf).map_err(io)?;
+            written += rows.len() as u64;
+            if written >= next_report {
+                progress(written);
+                next_report = (written / 1_000_000 + 1) * 1_000_000;
+            }
+            Ok(())
+        });
+        r.map_err(|e| {
+            let msg = e.to_string();
+            failure = Some(e);
+            std::io::Error::other(msg)
+        })
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    res.map_err(|e| DataError::Invalid(e.to_string()))?;
     progress(written);
     Ok(written)
 }

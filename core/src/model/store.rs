@@ -55,6 +55,8 @@ pub enum ModelError {
     Checksum { path: PathBuf, expected: String, found: String },
     #[error("{which} id at row {row} contains a line break ({id:?}); ids files are one id per line")]
     BadId { which: &'static str, row: usize, id: String },
+    #[error(transparent)]
+    Output(#[from] crate::atomic::AtomicError),
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ModelError + '_ {
@@ -348,28 +350,20 @@ fn write_all_files(model: &Model, tmp: &Path) -> Result<(), ModelError> {
     sync_dir(tmp)
 }
 
-/// Save to `dir` atomically: write everything into a fresh temporary
-/// directory created next to `dir` (same parent, via
-/// tempfile::Builder::tempdir_in), fsync the files, then rename onto `dir`.
-/// If `dir` exists: error unless `overwrite`, in which case the old directory
-/// is replaced (rename old away to a temp name, rename new in, then remove
-/// old) so a crash never leaves a partial model under `dir`.
+/// Save to `dir` atomically ([`crate::atomic`]): every file is written and
+/// fsynced in a fresh temporary directory beside `dir`, which then takes
+/// `dir`'s place in one step (an existing model is exchanged with it, so
+/// `dir` holds the old model or the new one at every instant, also when the
+/// process is killed). Temporaries of a killed earlier save are removed.
 ///
-/// An existing non-empty directory without a model.json is never replaced
-/// ([`ModelError::NotAModelDir`]), so a mistyped path cannot wipe unrelated data.
-/// The parent directory is created when missing.
+/// If `dir` exists: error unless `overwrite`. An existing non-empty
+/// directory without a model.json is never replaced
+/// ([`ModelError::NotAModelDir`]), so a mistyped path cannot wipe unrelated
+/// data. The parent directory is created when missing.
 pub fn save_model(model: &Model, dir: &Path, overwrite: bool) -> Result<(), ModelError> {
+    use crate::atomic::{replace_dir, temp_dir_beside, OutputPolicy};
     validate(model, dir)?;
-    let name = dir.file_name().ok_or_else(|| ModelError::Io {
-        path: dir.to_path_buf(),
-        source: io::Error::new(io::ErrorKind::InvalidInput, "not a directory name"),
-    })?;
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let exists = fs::symlink_metadata(dir).is_ok();
-    if exists {
+    if fs::symlink_metadata(dir).is_ok() {
         if !overwrite {
             return Err(ModelError::Exists { path: dir.to_path_buf() });
         }
@@ -379,39 +373,11 @@ pub fn save_model(model: &Model, dir: &Path, overwrite: bool) -> Result<(), Mode
             return Err(ModelError::NotAModelDir { path: dir.to_path_buf() });
         }
     }
-    fs::create_dir_all(&parent).map_err(io_at(&parent))?;
-    let prefix = format!(".{}.tmp-", name.to_string_lossy());
-    // Removed on drop (any early return) until renamed into place.
-    let tmp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .tempdir_in(&parent)
-        .map_err(io_at(&parent))?;
+    // Removed on drop (any early return) until moved into place.
+    let tmp = temp_dir_beside(dir, OutputPolicy::REPLACE)?;
     write_all_files(model, tmp.path())?;
-
-    if exists {
-        // Move the old model into a holder directory that is removed on drop.
-        let holder = tempfile::Builder::new()
-            .prefix(&format!(".{}.old-", name.to_string_lossy()))
-            .tempdir_in(&parent)
-            .map_err(io_at(&parent))?;
-        let old = holder.path().join("old");
-        fs::rename(dir, &old).map_err(io_at(dir))?;
-        if let Err(e) = fail_point("rename new").and_then(|_| fs::rename(tmp.path(), dir)) {
-            // Put the old model back; the new one is dropped with `tmp`.
-            let _ = fs::rename(&old, dir);
-            return Err(ModelError::Io {
-                path: dir.to_path_buf(),
-                source: e,
-            });
-        }
-        let _ = tmp.keep();
-        sync_dir(&parent)?;
-        holder.close().map_err(io_at(&old))?;
-    } else {
-        fs::rename(tmp.path(), dir).map_err(io_at(dir))?;
-        let _ = tmp.keep();
-        sync_dir(&parent)?;
-    }
+    fail_point("rename new").map_err(io_at(dir))?;
+    replace_dir(tmp, dir)?;
     Ok(())
 }
 
@@ -575,6 +541,36 @@ pub fn load_model(dir: &Path) -> Result<Model, ModelError> {
 mod tests {
     use super::*;
     use crate::model::tests::random_model;
+
+    /// A reader never finds the model directory missing or partial while it
+    /// is replaced (`--out m --overwrite`): the swap is one step.
+    #[test]
+    fn overwriting_never_leaves_the_directory_empty() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("m");
+        let m = random_model(ModelKind::Implicit, 30, 20, 4, 7);
+        save_model(&m, &dir, false).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (dir, stop) = (dir.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut misses = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if !dir.join(MODEL_JSON).is_file() {
+                        misses += 1;
+                    }
+                }
+                misses
+            })
+        };
+        for _ in 0..100 {
+            save_model(&m, &dir, true).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(watcher.join().unwrap(), 0, "the model directory was seen missing");
+        assert_eq!(load_model(&dir).unwrap(), m);
+        assert_eq!(others(parent.path(), &["m"]), Vec::<String>::new());
+    }
 
     fn bits(a: &Array2<f32>) -> Vec<u32> {
         a.iter().map(|x| x.to_bits()).collect()
