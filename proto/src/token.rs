@@ -66,6 +66,15 @@ pub fn resolve_token(file: Option<&Path>, env: Option<String>) -> Result<Option<
     }
 }
 
+/// Equal-length comparison that does not stop at the first differing byte.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | ((a.len() ^ b.len()) >> 8) as u8;
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+    }
+    diff == 0
+}
+
 /// [`resolve_token`] with the process environment.
 pub fn resolve_token_from_env(file: Option<&Path>) -> Result<Option<String>, TokenError> {
     resolve_token(file, std::env::var(TOKEN_ENV).ok())

@@ -123,3 +123,188 @@ fn serve_answers_over_a_socket_and_stops_on_sigterm() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// Start `serve` with `args`; returns the child and its printed address (or its stderr when it exits).
+fn start_serve(model: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Result<(std::process::Child, String), String> {
+    let mut cmd = Command::new(binary("coordinator"));
+    cmd.args(["serve", "--model"]).arg(model).args(args);
+    cmd.env_remove("ALS_SERVE_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start serve");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("listening on http://") {
+                let _ = tx.send(a.to_string());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(a) => Ok((child, a)),
+        Err(_) => {
+            let _ = child.kill();
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            Err(err)
+        }
+    }
+}
+
+fn small_model(d: &std::path::Path) -> std::path::PathBuf {
+    let data = d.join("r.csv");
+    let model = d.join("model");
+    let gen = run_with_timeout(
+        Command::new(binary("coordinator"))
+            .args(["generate", "--users", "50", "--items", "30", "--ratings", "500", "--quiet", "--out"])
+            .arg(&data),
+        Duration::from_secs(60),
+    );
+    assert!(gen.0, "{}", gen.2);
+    let mut train = Command::new(binary("coordinator"));
+    train
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "--no-test",
+            "--in-process",
+            "--quiet",
+            "--iterations",
+            "2",
+            "--factors",
+            "4",
+            "--out",
+        ])
+        .arg(&model);
+    let train = run_with_timeout(&mut train, Duration::from_secs(60));
+    assert!(train.0, "{}", train.2);
+    model
+}
+
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Clients that never finish their headers are dropped and do not starve
+/// others or delay SIGTERM; the default address is loopback, others need a
+/// token; every error body is JSON.
+#[test]
+fn serve_bounds_what_slow_clients_hold_and_guards_the_network() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = small_model(tmp.path());
+    let (mut child, addr) = start_serve(
+        &model,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--header-timeout",
+            "1",
+            "--max-connections",
+            "64",
+            "--shutdown-grace",
+            "2",
+        ],
+        &[],
+    )
+    .unwrap();
+    // 100 half-open requests: more than --max-connections.
+    let mut slow: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s
+        })
+        .collect();
+    // The server drops them after the header timeout; /health is answered meanwhile or soon after.
+    let t0 = Instant::now();
+    let (code, _) = http(&addr, "GET", "/health", None);
+    assert_eq!(code, 200);
+    assert!(t0.elapsed() < Duration::from_secs(8), "health waited {:?}", t0.elapsed());
+    let first = &mut slow[0];
+    first.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 256];
+    let n = first.read(&mut buf).unwrap_or(0);
+    assert!(
+        n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+        "a slow client was not dropped"
+    );
+    // Error bodies are JSON, whatever produced them.
+    let (code, body) = http(&addr, "DELETE", "/health", None);
+    assert_eq!(code, 405);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string(),
+        "{body}"
+    );
+    let long = format!("/v1/items/{}/similar", "x".repeat(9000));
+    let (code, body) = http(&addr, "GET", &long, None);
+    assert_eq!(code, 414);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string(),
+        "{body}"
+    );
+    let (code, body) = http(&addr, "POST", "/v1/recommendations", Some(r#"{"items": ["1"], "n": 1e400}"#));
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string(),
+        "{body}"
+    );
+    // SIGTERM with a half-open request still there: stops within the grace period.
+    let mut half = TcpStream::connect(&addr).unwrap();
+    half.write_all(b"POST /v1/recommendations HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = wait_exit(&mut child, Duration::from_secs(6));
+    let _ = child.kill();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "serve did not stop within its grace period: {status:?}"
+    );
+    drop(slow);
+
+    // Beyond loopback: refused without a token; with one, requests must carry it.
+    let err = start_serve(&model, &["--listen", "0.0.0.0:0"], &[])
+        .err()
+        .expect("refused without a token");
+    assert!(err.contains("refusing to serve on") && err.contains("--token-file"), "{err}");
+    let (mut child, addr) = start_serve(&model, &["--listen", "0.0.0.0:0"], &[("ALS_SERVE_TOKEN", "s3cret")]).unwrap();
+    let port = addr.rsplit(':').next().unwrap();
+    let local = format!("127.0.0.1:{port}");
+    let (code, body) = http(&local, "GET", "/v1/items/1/similar", None);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("bearer token"), "{body}");
+    let mut s = TcpStream::connect(&local).unwrap();
+    write!(s, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "/health needs no token: {resp}");
+    let mut s = TcpStream::connect(&local).unwrap();
+    let item = std::fs::read_to_string(model.join("item_ids.txt"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    write!(
+        s,
+        "GET /v1/items/{item}/similar?n=2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

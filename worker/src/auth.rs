@@ -31,14 +31,7 @@ impl TokenCheck {
     }
 }
 
-/// Equal-length comparison that does not stop at the first differing byte.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | ((a.len() ^ b.len()) >> 8) as u8;
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
-    }
-    diff == 0
-}
+pub use als_proto::token::constant_time_eq;
 
 /// The token from `--token-file` or else `ALS_TOKEN`, by the rule the coordinator follows too.
 pub fn resolve_token(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {

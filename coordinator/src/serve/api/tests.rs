@@ -219,4 +219,34 @@ async fn bad_fold_in_requests_are_400_and_unknown_items_404() {
     let (s, _, j) = post(&app, r#"{"ratings": {"i1": -1}}"#).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{j}");
     assert!(error_of(&j).contains("negative"));
+    // Finite but extreme values: refused at the edge, never a null or inf score.
+    let (s, _, j) = post(&app, r#"{"ratings": {"i1": 1e30}}"#).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{j}");
+    assert!(error_of(&j).contains("outside the supported range"), "{j}");
+    let (app, _) = serve_app(&m, 100);
+    let (s, _, j) = post(&app, r#"{"ratings": {"i1": 3e38}}"#).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{j}");
+    assert!(error_of(&j).contains("outside the supported range"), "{j}");
+}
+
+/// A model trained by a build with another dense backend serves here (the
+/// backend is a training-time speed choice): no panic, the same answers.
+#[tokio::test]
+async fn a_model_naming_a_backend_this_build_lacks_serves() {
+    for implicit in [false, true] {
+        let m = model(implicit);
+        let mut other = m.clone();
+        other.hyperparameters["backend"] = serde_json::json!("lapack");
+        let (app, _) = serve_app(&other, 100);
+        let (want_app, _) = serve_app(&m, 100);
+        let body = if implicit {
+            r#"{"items": ["i1", "i2"]}"#
+        } else {
+            r#"{"ratings": {"i1": 4, "i2": 2}}"#
+        };
+        let (s, _, j) = post(&app, body).await;
+        assert_eq!(s, StatusCode::OK, "{j}");
+        let (_, _, want) = post(&want_app, body).await;
+        assert_eq!(j, want);
+    }
 }
