@@ -21,6 +21,9 @@ pub const MAX_ALPHA: f32 = 1e6;
 /// Range of ε of the log confidence 1 + α·ln(1 + r/ε).
 pub const EPSILON_RANGE: (f32, f32) = (1e-9, 1e9);
 
+/// Largest ranking cutoff K (top-K lists are K entries per evaluated user).
+pub const MAX_RANKING_K: usize = 1000;
+
 /// Largest SGD learning rate (a step that diverges below it is caught by the
 /// divergence check; beyond it every dataset diverges).
 pub const MAX_LEARNING_RATE: f32 = 10.0;

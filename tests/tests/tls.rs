@@ -112,4 +112,45 @@ fn mutual_tls_cluster_and_plaintext_refused() {
         s(&p.client_key),
     ]);
     assert!(ok, "{err}");
+
+    // The health probe speaks TLS too (compose and Kubernetes health checks of a TLS worker).
+    let probe = |extra: &[String]| {
+        let mut cmd = Command::new(binary("worker"));
+        cmd.args(["--health-check", &addr, "--health-timeout", "5"]).args(extra);
+        run_with_timeout(&mut cmd, Duration::from_secs(30))
+    };
+    let (ok, _, _) = probe(&[]);
+    assert!(!ok, "a plaintext probe passed against a TLS worker");
+    let (ok, out, err) = probe(&[
+        "--health-tls-ca".into(),
+        s(&p.ca),
+        "--health-tls-cert".into(),
+        s(&p.client_cert),
+        "--health-tls-key".into(),
+        s(&p.client_key),
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("serving"), "{out}");
+}
+
+/// A worker with a key it cannot use fails at start, before it says it listens.
+#[test]
+fn a_bad_tls_key_fails_before_listening() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pki(tmp.path());
+    let bad = tmp.path().join("bad.key");
+    std::fs::write(&bad, "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n").unwrap();
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "tok\n").unwrap();
+    let mut cmd = Command::new(binary("worker"));
+    cmd.args(["--listen", "127.0.0.1:0", "--token-file"])
+        .arg(&token)
+        .arg("--tls-cert")
+        .arg(&p.server_cert)
+        .arg("--tls-key")
+        .arg(&bad);
+    let (ok, out, err) = run_with_timeout(&mut cmd, Duration::from_secs(30));
+    assert!(!ok);
+    assert!(!out.contains("listening on"), "{out}");
+    assert!(err.contains("TLS"), "{err}");
 }

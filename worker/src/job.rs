@@ -20,6 +20,9 @@ pub enum JobError {
     Invalid(String),
     #[error("not ready: {0}")]
     NotReady(String),
+    /// Accepting the message would take the job past the worker's memory budget.
+    #[error("{0}")]
+    OverBudget(String),
     /// The work failed (the same input fails on any worker); `row` is the
     /// lowest failing row of the side, counted over the whole problem.
     #[error("{message}")]
@@ -168,7 +171,19 @@ pub struct EvalBlock {
 }
 
 /// Longest top-K list an evaluation may ask for.
-pub const MAX_TOP_K: u32 = 10_000;
+pub const MAX_TOP_K: u32 = als_core::limits::MAX_RANKING_K as u32;
+
+/// Memory a worker may hold for its job when nothing else is said: 3/4 of
+/// this machine's memory (8 GiB where it cannot be read).
+pub fn default_memory_budget() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    });
+    total.map_or(8 << 30, |t| t / 4 * 3)
+}
 
 pub struct Job {
     pub id: String,
@@ -179,6 +194,9 @@ pub struct Job {
     items: SideBlocks,
     fixed: Option<FixedFactors>,
     pub last_activity: Instant,
+    /// Bytes this job may hold: its blocks, the pushed factors and what one
+    /// request needs on top (decoded copies, answers).
+    pub memory_budget: u64,
 }
 
 impl Job {
@@ -198,7 +216,35 @@ impl Job {
             items: SideBlocks::default(),
             fixed: None,
             last_activity: Instant::now(),
+            memory_budget: default_memory_budget(),
         })
+    }
+
+    /// Bytes the job holds now (blocks of both sides and the pushed factors).
+    pub fn held_bytes(&self) -> u64 {
+        let block = |b: &Block| {
+            let words = b.columns.len() + b.union_columns.len() + b.values.len() + b.needed.len() + 2 * (b.factors.len() + b.bias.len());
+            let test = b.test.columns.len() + b.test.values.len() + 2 * b.test.indptr.len();
+            (8 * b.indptr.len() + 4 * (words + test)) as u64
+        };
+        let sides: u64 = [&self.users, &self.items].iter().flat_map(|s| s.blocks.values()).map(block).sum();
+        let fixed = self.fixed.as_ref().map_or(0, |f| {
+            4 * (f.factors.len() + f.bias.len()) as u64 + 8 * f.gram.as_ref().map_or(0, |g| g.len()) as u64
+        });
+        sides + fixed
+    }
+
+    /// Refuse a message that needs `incoming` more bytes than the budget leaves.
+    fn within_budget(&self, incoming: u64, what: &str) -> Result<(), JobError> {
+        let held = self.held_bytes();
+        if held.saturating_add(incoming) > self.memory_budget {
+            return Err(JobError::OverBudget(format!(
+                "{what} needs {incoming} bytes, but this worker's memory budget ({} bytes, --max-memory) has {} left",
+                self.memory_budget,
+                self.memory_budget.saturating_sub(held)
+            )));
+        }
+        Ok(())
     }
 
     fn side(&self, s: Side) -> &SideBlocks {
@@ -254,6 +300,12 @@ impl Job {
         }
         let bias = if self.biased() { n_rows as u64 * 4 } else { 0 };
         let test_indptr = if n_test > 0 { (n_rows as u64 + 1) * 4 } else { 0 };
+        // The bytes as received, then decoded: twice the declared sizes, refused before any is buffered.
+        let declared = (n_rows as u64 + 1) * 4 + nnz * 8 + n_needed as u64 * 4 + n_rows as u64 * k * 4 + bias + test_indptr + n_test * 8;
+        self.within_budget(
+            declared.saturating_mul(2),
+            &format!("{} block of {n_rows} rows and {nnz} ratings", side.name()),
+        )?;
         Ok([
             (n_rows as u64 + 1) * 4,
             nnz * 4,
@@ -407,6 +459,12 @@ impl Job {
         let k = self.params.factors as u64;
         let gram = if self.implicit() { k * k * 8 } else { 0 };
         let bias = if self.biased() { n_rows as u64 * 4 } else { 0 };
+        // The previous step's factors are replaced, so they do not count.
+        let previous = self.fixed.as_ref().map_or(0, |f| {
+            4 * (f.factors.len() + f.bias.len()) as u64 + 8 * f.gram.as_ref().map_or(0, |g| g.len()) as u64
+        });
+        let incoming = 2 * (gram + n_rows as u64 * k * 4 + bias);
+        self.within_budget(incoming.saturating_sub(previous), &format!("{n_rows} pushed factor rows"))?;
         Ok([gram, n_rows as u64 * k * 4, bias])
     }
 
@@ -515,15 +573,29 @@ impl Job {
 
     /// Upper bounds of an evaluation's byte fields (item_rows, user factors and
     /// bias, item factors and bias), from its header.
-    pub fn eval_limits(&self, blocks: &[u32], all_items: bool, n_item_rows: u32) -> Result<[u64; 5], JobError> {
+    pub fn eval_limits(&self, blocks: &[u32], all_items: bool, n_item_rows: u32, top_k: u32) -> Result<[u64; 5], JobError> {
         let k = self.params.factors as u64;
         let rows = self.eval_rows(blocks)? as u64;
         if n_item_rows as u64 > self.n_items || (all_items && n_item_rows != 0) {
             return invalid(format!("{n_item_rows} item rows declared for {} items", self.n_items));
         }
+        if top_k > MAX_TOP_K {
+            return invalid(format!("top-K lists need K <= {MAX_TOP_K}, got {top_k}"));
+        }
         let items = if all_items { self.n_items } else { n_item_rows as u64 };
         let b = if self.biased() { 4 } else { 0 };
-        Ok([n_item_rows as u64 * 4, rows * k * 4, rows * b, items * k * 4, items * b])
+        let limits = [n_item_rows as u64 * 4, rows * k * 4, rows * b, items * k * 4, items * b];
+        // Inputs as received and decoded, plus the answer: a prediction per
+        // test row, or a K-list (and a user id) per user.
+        let test_rows: u64 = blocks
+            .iter()
+            .filter_map(|id| self.users.blocks.get(id))
+            .map(|b| b.test.values.len() as u64)
+            .sum();
+        let answer = test_rows * 4 + rows * (top_k.min(self.n_items as u32) as u64 + 1) * 4;
+        let incoming = 2 * limits.iter().sum::<u64>() + 2 * answer;
+        self.within_budget(incoming, &format!("an evaluation of {rows} users"))?;
+        Ok(limits)
     }
 
     /// Predictions for the test rows of the listed user blocks (explicit), or

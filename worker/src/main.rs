@@ -17,9 +17,12 @@ struct Args {
     /// Address to listen on: HOST:PORT, or :PORT for all interfaces.
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: String,
-    /// Cores to use for solving (default: all).
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Cores to use for solving (default: all; with several workers on one host, split the cores among them).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    threads: Option<u32>,
+    /// Most memory one job may make this worker hold, e.g. 4G or 512M [default: 3/4 of this machine's].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_memory: Option<u64>,
     /// File holding the cluster token (else the ALS_TOKEN environment variable).
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -45,6 +48,34 @@ struct Args {
     /// Seconds the --health-check probe waits for a connection and an answer.
     #[arg(long, default_value_t = 3, requires = "health_check")]
     health_timeout: u64,
+    /// --health-check of a TLS worker: the PEM CA that signed its certificate.
+    #[arg(long, value_name = "FILE", requires = "health_check")]
+    health_tls_ca: Option<PathBuf>,
+    /// --health-check of a TLS worker: the name its certificate is for [default: the address's host].
+    #[arg(long, value_name = "NAME", requires = "health_tls_ca")]
+    health_tls_domain: Option<String>,
+    /// --health-check of a mutual-TLS worker: the probe's PEM certificate (with --health-tls-key).
+    #[arg(long, value_name = "FILE", requires_all = ["health_tls_ca", "health_tls_key"])]
+    health_tls_cert: Option<PathBuf>,
+    /// PEM private key of --health-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "health_tls_cert")]
+    health_tls_key: Option<PathBuf>,
+}
+
+/// `4G`, `512M`, `64K` or plain bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        Some('T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v * (mult as f64) < 1e18 => Ok((v * mult as f64) as u64),
+        _ => Err(format!("'{s}' is not a size (e.g. 4G, 512M, 1048576)")),
+    }
 }
 
 #[tokio::main]
@@ -57,18 +88,38 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     if let Some(addr) = &args.health_check {
-        probe::check(addr, Duration::from_secs(args.health_timeout)).await?;
+        let tls = match &args.health_tls_ca {
+            Some(ca) => Some(probe::ProbeTls {
+                ca: ca.clone(),
+                domain: args.health_tls_domain.clone(),
+                identity: args.health_tls_cert.clone().zip(args.health_tls_key.clone()),
+            }),
+            None => None,
+        };
+        probe::check(addr, Duration::from_secs(args.health_timeout), tls.as_ref()).await?;
         println!("{addr}: serving");
         return Ok(());
     }
     let threads = args
         .threads
+        .map(|t| t as usize)
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
         .context("cannot size the thread pool")?;
     let token = auth::resolve_token(args.token_file.as_deref())?;
+    // Keys and certificates are read and checked before the worker says it listens.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => {
+            let cfg = server::server_tls(c, k, args.tls_ca.as_deref())?;
+            tonic::transport::Server::builder()
+                .tls_config(cfg.clone())
+                .with_context(|| format!("invalid TLS certificate or key ({}, {})", c.display(), k.display()))?;
+            Some(cfg)
+        }
+        _ => None,
+    };
     let addr = server::parse_listen(&args.listen)?;
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -85,15 +136,12 @@ async fn main() -> anyhow::Result<()> {
     // The bound address on stdout lets scripts and tests use port 0.
     println!("listening on {local}{}", if args.tls_cert.is_some() { " (tls)" } else { "" });
     tracing::info!(%local, threads, "worker ready");
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(c), Some(k)) => Some(server::server_tls(c, k, args.tls_ca.as_deref())?),
-        _ => None,
-    };
     let opts = server::ServeOptions {
         token,
         threads,
         idle_timeout: Duration::from_secs(args.job_idle_timeout),
         tls,
+        memory_budget: args.max_memory.unwrap_or_else(als_worker::job::default_memory_budget),
     };
     server::serve(listener, opts, als_worker::shutdown::shutdown_signal()).await?;
     tracing::info!("worker stopped");

@@ -14,6 +14,8 @@ use tonic_health::pb::HealthCheckRequest;
 pub enum ProbeError {
     #[error("'{0}' is not a worker address (HOST:PORT or :PORT)")]
     Address(String),
+    #[error("probe TLS: {0}")]
+    Tls(String),
     #[error("cannot connect to {addr}")]
     Connect {
         addr: String,
@@ -40,11 +42,43 @@ fn target(addr: &str) -> Result<String, ProbeError> {
     }
 }
 
-/// Ok when the worker at `addr` answers SERVING for the whole server within `timeout`.
-/// Plaintext only: the health service needs no token, but a TLS worker would need the probe to speak TLS.
-pub async fn check(addr: &str, timeout: Duration) -> Result<(), ProbeError> {
-    let uri = target(addr)?;
-    let endpoint = Endpoint::from_shared(uri).map_err(|_| ProbeError::Address(addr.to_owned()))?;
+/// How the probe speaks TLS to a TLS worker.
+#[derive(Debug, Clone)]
+pub struct ProbeTls {
+    /// The CA that signed the worker's certificate.
+    pub ca: std::path::PathBuf,
+    /// The name the worker's certificate is for (default: the address's host).
+    pub domain: Option<String>,
+    /// Certificate and key of the probe, for a worker that demands client certificates.
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl ProbeTls {
+    fn config(&self) -> Result<tonic::transport::ClientTlsConfig, ProbeError> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| ProbeError::Tls(format!("cannot read {}: {e}", p.display())));
+        let mut cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&self.ca)?));
+        if let Some((c, k)) = &self.identity {
+            cfg = cfg.identity(Identity::from_pem(read(c)?, read(k)?));
+        }
+        if let Some(d) = &self.domain {
+            cfg = cfg.domain_name(d.clone());
+        }
+        Ok(cfg)
+    }
+}
+
+/// Ok when the worker at `addr` answers SERVING for the whole server within
+/// `timeout`. The health service needs no token; a TLS worker needs `tls`.
+pub async fn check(addr: &str, timeout: Duration, tls: Option<&ProbeTls>) -> Result<(), ProbeError> {
+    let mut uri = target(addr)?;
+    if tls.is_some() {
+        uri = uri.replacen("http://", "https://", 1);
+    }
+    let mut endpoint = Endpoint::from_shared(uri).map_err(|_| ProbeError::Address(addr.to_owned()))?;
+    if let Some(t) = tls {
+        endpoint = endpoint.tls_config(t.config()?).map_err(|e| ProbeError::Tls(e.to_string()))?;
+    }
     let channel = endpoint
         .connect_timeout(timeout)
         .timeout(timeout)
@@ -97,15 +131,16 @@ mod tests {
             threads: 1,
             idle_timeout: Duration::from_secs(60),
             tls: None,
+            memory_budget: crate::job::default_memory_budget(),
         };
         let server = tokio::spawn(crate::serve(listener, opts, async {
             let _ = stopped.await;
         }));
-        check(&addr, Duration::from_secs(5)).await.expect("serving worker");
+        check(&addr, Duration::from_secs(5), None).await.expect("serving worker");
         let _ = stop.send(());
         server.await.unwrap().unwrap();
         // The port is closed now: nothing listens there.
-        let err = check(&addr, Duration::from_secs(2)).await.unwrap_err();
+        let err = check(&addr, Duration::from_secs(2), None).await.unwrap_err();
         assert!(matches!(err, ProbeError::Connect { .. }), "{err}");
     }
 }

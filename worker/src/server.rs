@@ -21,6 +21,8 @@ pub struct ServeOptions {
     pub idle_timeout: Duration,
     /// TLS (rustls); with a client CA, mutual TLS.
     pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Bytes the job may hold (see [`crate::job::default_memory_budget`]).
+    pub memory_budget: u64,
 }
 
 /// TLS settings from PEM files: the worker's certificate and key and, for
@@ -64,7 +66,7 @@ pub async fn serve(listener: TcpListener, opts: ServeOptions, shutdown: impl Fut
     let (reporter, health) = tonic_health::server::health_reporter();
     let check = TokenCheck::new(opts.token.clone());
     let svc = WorkerServer::with_interceptor(
-        WorkerService::new(opts.threads, opts.idle_timeout),
+        WorkerService::new(opts.threads, opts.idle_timeout, opts.memory_budget),
         move |req: tonic::Request<()>| {
             check.check(&req)?;
             Ok(req)

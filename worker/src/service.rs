@@ -36,14 +36,17 @@ pub struct WorkerService {
     threads: usize,
     /// A job with no call for this long may be replaced by a new one (its coordinator is gone).
     idle_timeout: Duration,
+    /// Bytes one job may make this worker hold.
+    memory_budget: u64,
 }
 
 impl WorkerService {
-    pub fn new(threads: usize, idle_timeout: Duration) -> Self {
+    pub fn new(threads: usize, idle_timeout: Duration, memory_budget: u64) -> Self {
         WorkerService {
             job: Arc::new(Mutex::new(None)),
             threads,
             idle_timeout,
+            memory_budget,
         }
     }
 }
@@ -52,6 +55,8 @@ fn status(e: JobError) -> Status {
     match e {
         JobError::Invalid(m) => Status::invalid_argument(m),
         JobError::NotReady(m) => Status::failed_precondition(m),
+        // The same job would not fit another worker with the same budget: end the run, clearly.
+        JobError::OverBudget(m) => als_proto::fault::job_failed(m, None),
         JobError::Solve { message, row } => als_proto::fault::job_failed(message, row),
     }
 }
@@ -149,7 +154,8 @@ impl Worker for WorkerService {
                 return Err(als_proto::fault::busy(format!("worker is busy with job '{}'", j.id)));
             }
         }
-        let job = Job::new(r.job_id.clone(), params, r.n_users, r.n_items).map_err(status)?;
+        let mut job = Job::new(r.job_id.clone(), params, r.n_users, r.n_items).map_err(status)?;
+        job.memory_budget = self.memory_budget;
         tracing::info!(job = %r.job_id, factors = params.factors, users = r.n_users, items = r.n_items, "job started");
         *slot = Some(job);
         Ok(Response::new(StartJobResponse {}))
@@ -354,7 +360,8 @@ impl Worker for WorkerService {
         let limits = {
             let mut slot = self.job.lock().await;
             let job = active(&mut slot, &first.job_id)?;
-            job.eval_limits(&first.blocks, first.all_items, first.n_item_rows).map_err(status)?
+            job.eval_limits(&first.blocks, first.all_items, first.n_item_rows, first.top_k)
+                .map_err(status)?
         };
         const NAMES: &[&str] = &["item_rows", "user_factors", "user_bias", "item_factors", "item_bias"];
         let mut acc = Accumulator::new(NAMES, &limits);

@@ -12,7 +12,7 @@ use als_core::linalg::Backend;
 use als_core::rng::SplitMix64;
 use als_core::side::Side;
 use als_core::solve::{Confidence, Feedback, RegScaling, SolveParams, SolverKind};
-use als_worker::job::{BlockData, EvalInput, FixedFactors, Job};
+use als_worker::job::{BlockData, EvalInput, FixedFactors, Job, JobError};
 
 fn params(rng: &mut SplitMix64) -> SolveParams {
     let feedback = if rng.next_u64().is_multiple_of(2) {
@@ -204,7 +204,7 @@ fn one_case(seed: u64) {
             _ => corrupt_u32(&mut rng, &mut e.blocks),
         }
     }
-    let _ = job.eval_limits(&e.blocks, e.all_items, e.item_rows.len() as u32);
+    let _ = job.eval_limits(&e.blocks, e.all_items, e.item_rows.len() as u32, e.top_k);
     if let (Ok(r), true, false) = (job.evaluate(&e), accepted, corrupted) {
         if top_k == 0 {
             assert_eq!(r[0].predictions.len(), n_test, "seed {seed}: one prediction per test row");
@@ -235,4 +235,39 @@ fn a_few_fuzz_cases_run_in_the_suite() {
     for seed in 0..300 {
         one_case(seed);
     }
+}
+
+/// What a message declares is checked against the worker's memory budget
+/// before anything is buffered: a lying header cannot make it allocate.
+#[test]
+fn declared_sizes_beyond_the_memory_budget_are_refused_before_buffering() {
+    let p = SolveParams {
+        factors: 1,
+        lambda: 0.1,
+        reg_scaling: RegScaling::None,
+        feedback: Feedback::Implicit {
+            alpha: 1.0,
+            confidence: Confidence::Linear,
+        },
+        solver: SolverKind::Cg { steps: 3 },
+        backend: Default::default(),
+    };
+    let mut job = Job::new("budget".into(), p, 1_000_000, 100_000).unwrap();
+    job.memory_budget = 64 << 20;
+    // Ten billion declared ratings: refused, by name, before a byte is held.
+    let e = job.block_limits(Side::Users, 1_000_000, 10_000_000_000, 100_000, 0).unwrap_err();
+    assert!(matches!(e, JobError::OverBudget(_)), "{e}");
+    assert!(e.to_string().contains("memory budget"), "{e}");
+    // A small block fits.
+    assert!(job.block_limits(Side::Users, 100, 1_000, 100, 0).is_ok());
+    // An evaluation whose answer would be 20k users × K lists beyond the budget.
+    let mut rng = SplitMix64::new(5);
+    let mut d = block(&mut rng, &p, 20_000, 10);
+    d.block = 0;
+    job.add_block(Side::Users, d).unwrap();
+    let e = job.eval_limits(&[0], true, 0, 1_000).unwrap_err();
+    assert!(matches!(e, JobError::OverBudget(_)), "{e}");
+    assert!(job.eval_limits(&[0], true, 0, 10).is_ok(), "K = 10 fits");
+    let e = job.eval_limits(&[0], true, 0, 1_000_000).unwrap_err();
+    assert!(matches!(e, JobError::Invalid(_)), "K beyond the ranking limit: {e}");
 }

@@ -57,6 +57,7 @@ impl LocalWorkers {
             threads: self.threads,
             idle_timeout: Duration::from_secs(60),
             tls: None,
+            memory_budget: als_worker::job::default_memory_budget(),
         };
         self.stops[i] = Some(tx);
         self.tasks[i] = Some(tokio::spawn(als_worker::serve(listener, opts, async {

@@ -117,8 +117,12 @@ impl TrainConfig {
         if let SolverKind::Cg { steps: 0 } = self.solver {
             return Err("--cg-steps must be positive".into());
         }
-        if self.ranking_k == 0 {
-            return Err("the ranking cutoff K must be positive".into());
+        if self.ranking_k == 0 || self.ranking_k > crate::limits::MAX_RANKING_K {
+            return Err(format!(
+                "--k (the ranking cutoff) must be in 1..={}, got {}",
+                crate::limits::MAX_RANKING_K,
+                self.ranking_k
+            ));
         }
         if !self.min_pos.is_finite() {
             return Err(format!("--min-pos must be finite, got {}", self.min_pos));
