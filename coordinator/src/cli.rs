@@ -27,6 +27,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    /// Every info log line on a terminal too (handshakes, block moves, timings); RUST_LOG overrides.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]

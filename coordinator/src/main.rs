@@ -11,8 +11,16 @@ use als_coordinator::{fold_in_cmd, generate_cmd, progress, recommend_cmd, serve,
 
 fn main() {
     let cli = Cli::parse();
+    // On a terminal a newcomer sees the progress bar, one line per iteration
+    // and the summary; logs sent elsewhere (files, CI, containers) keep every
+    // info line. -v or RUST_LOG choose otherwise.
+    let default_filter = if cli.verbose || !std::io::stderr().is_terminal() {
+        "info"
+    } else {
+        "warn,als_coordinator::iterations=info"
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)))
         .with_writer(progress::make_log_writer)
         // No colour codes in logs redirected to a file.
         .with_ansi(std::io::stderr().is_terminal())

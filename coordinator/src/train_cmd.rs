@@ -281,6 +281,7 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> anyhow::Result<TrainOutcome
         bar.set_message(msg);
         bar.inc(1);
         tracing::info!(
+            target: "als_coordinator::iterations",
             iteration = r.iteration,
             seconds = format_args!("{:.3}", r.seconds),
             objective = %obj,

@@ -71,7 +71,11 @@ pub struct Layouts {
 }
 
 impl Layouts {
+    /// `blocks` per side, but no more than the smaller side has rows: more
+    /// would only add empty blocks (and their messages). Both sides keep the
+    /// same count, as DSGD's grid needs.
     pub fn for_dataset(ds: &Dataset, blocks: usize) -> Self {
+        let blocks = blocks.clamp(1, ds.n_users().min(ds.n_items()).max(1));
         Layouts {
             users: BlockLayout::balanced(&ds.by_user, blocks),
             items: BlockLayout::balanced(&ds.by_item, blocks),

@@ -231,3 +231,22 @@ fn lapack_and_faer_backends_train_the_same_factors() {
         .fold(0f32, f32::max);
     assert!(diff < 1e-4, "max difference {diff}");
 }
+
+/// `--blocks 100000` on a few hundred rows: as many blocks as the smaller side has rows.
+#[test]
+fn no_more_blocks_than_rows() {
+    let raw = crate::data::RawRatings {
+        source: "t".into(),
+        user_tokens: (0..7).map(|u| u.to_string()).collect(),
+        item_tokens: (0..5).map(|i| i.to_string()).collect(),
+        users: (0..35).map(|r| r % 7).collect(),
+        items: (0..35).map(|r| r % 5).collect(),
+        ratings: vec![3.0; 35],
+        ..Default::default()
+    };
+    let all: Vec<usize> = (0..35).collect();
+    let ds = Dataset::build((&raw, &all), None, crate::data::DuplicatePolicy::Last).unwrap();
+    let l = Layouts::for_dataset(&ds, 100_000);
+    assert_eq!((l.users.n_blocks(), l.items.n_blocks()), (5, 5));
+    assert_eq!(Layouts::for_dataset(&ds, 3).users.n_blocks(), 3);
+}
