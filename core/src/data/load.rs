@@ -1272,20 +1272,17 @@ mod tests {
         assert_eq!(e4, e1);
     }
 
+    /// MovieLens may not be redistributed: run by scripts/test.sh when shared/data is beside the checkout.
     #[test]
-    fn real_movielens_files_if_present() {
-        let p = Path::new("/work/shared/data/ml-100k/u.data");
-        if p.exists() {
-            let r = load_ratings(p, &LoadOptions::default()).unwrap();
-            assert_eq!((r.len(), r.user_tokens.len(), r.item_tokens.len()), (100_000, 943, 1682));
-            assert_eq!(r.row(0), ("196", "242", 3.0));
-            assert!(r.timestamps.is_some());
-        }
-        let p = Path::new("/work/shared/data/ml-latest-small/ratings.csv");
-        if p.exists() {
-            let r = load_ratings(p, &LoadOptions::default()).unwrap();
-            assert_eq!((r.len(), r.user_tokens.len(), r.item_tokens.len()), (100_836, 610, 9724));
-        }
+    #[ignore = "needs shared/data"]
+    fn real_movielens_files_on_shared_data() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+        let r = load_ratings(&data.join("ml-100k/u.data"), &LoadOptions::default()).unwrap();
+        assert_eq!((r.len(), r.user_tokens.len(), r.item_tokens.len()), (100_000, 943, 1682));
+        assert_eq!(r.row(0), ("196", "242", 3.0));
+        assert!(r.timestamps.is_some());
+        let r = load_ratings(&data.join("ml-latest-small/ratings.csv"), &LoadOptions::default()).unwrap();
+        assert_eq!((r.len(), r.user_tokens.len(), r.item_tokens.len()), (100_836, 610, 9724));
     }
 
     /// Ad-hoc throughput check: `cargo test --release -p als-core --lib

@@ -265,12 +265,12 @@ mod tests {
         assert_eq!(&test[..5], &[1, 4, 16, 18, 21]);
     }
 
+    /// MovieLens may not be redistributed: run by scripts/test.sh when shared/data is beside the checkout.
     #[test]
-    fn ratio_on_ml100k_if_present() {
-        let p = std::path::Path::new("/work/shared/data/ml-100k/u.data");
-        if !p.exists() {
-            return;
-        }
+    #[ignore = "needs shared/data/ml-100k"]
+    fn ratio_split_of_ml100k_on_shared_data() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/ml-100k/u.data");
+        let p = p.as_path();
         let raw = crate::data::load_ratings(p, &Default::default()).unwrap();
         let (train, test) = split_rows(&raw, &SplitSpec::Ratio { test_frac: 0.2, seed: 42 }).unwrap();
         assert_eq!((train.len(), test.len()), (80_000, 20_000));
