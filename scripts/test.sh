@@ -12,6 +12,12 @@ cd "$(dirname "$0")/.."
 
 skipped=()
 skip() { skipped+=("$1"); echo "test.sh: SKIPPED $1" >&2; }
+# The first Python on PATH (or Debian's) that has numpy, for the .npy interop test.
+find_numpy_python() {
+  for p in python3 /usr/bin/python3; do
+    if "$p" -c 'import numpy' >/dev/null 2>&1; then echo "$p"; return; fi
+  done
+}
 
 docker_wanted=0
 if [ "${ALS_E2E_DOCKER:-}" = 1 ] || docker info >/dev/null 2>&1; then docker_wanted=1; fi
@@ -20,7 +26,7 @@ if [ "${ALS_E2E_DOCKER:-}" = 1 ] || docker info >/dev/null 2>&1; then docker_wan
 missing=()
 dpkg -s libopenblas-dev >/dev/null 2>&1 || missing+=(libopenblas-dev)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
-python3 -c 'import numpy' >/dev/null 2>&1 || missing+=(python3-numpy)
+[ -n "$(find_numpy_python)" ] || missing+=(python3-numpy)
 if [ "$docker_wanted" = 1 ] && ! command -v x86_64-linux-musl-gcc >/dev/null 2>&1; then missing+=(musl-tools); fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -51,8 +57,9 @@ if [ -f ../shared/data/ml-100k/u1.base ] && [ -f ../shared/data/ml-latest-small/
 else
   skip "the MovieLens accuracy checks (needs ../shared/data/ml-100k and ml-latest-small beside the checkout; the same learners ran on generated data above)"
 fi
-if python3 -c 'import numpy' >/dev/null 2>&1; then
-  cargo nextest run --locked --run-ignored only -E 'test(/needs_numpy/)'
+ALS_PYTHON=$(find_numpy_python)
+if [ -n "$ALS_PYTHON" ]; then
+  ALS_PYTHON=$ALS_PYTHON cargo nextest run --locked --run-ignored only -E 'test(/needs_numpy/)'
 else
   skip "the numpy interop test (needs python3 with numpy: apt-get install python3-numpy)"
 fi

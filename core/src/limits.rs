@@ -44,7 +44,8 @@ pub fn check_range(what: &str, v: f32, lo: f32, hi: f32) -> Result<f32, String> 
     if v.is_finite() && (lo..=hi).contains(&v) {
         Ok(v)
     } else {
-        Err(format!("{what} must be in {lo}..={hi:e}, got {v}"))
+        let shown = if v.abs() >= 1e6 { format!("{v:e}") } else { v.to_string() };
+        Err(format!("{what} must be in {lo}..={hi:e}, got {shown}"))
     }
 }
 

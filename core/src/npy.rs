@@ -528,6 +528,8 @@ mod tests {
     #[test]
     #[ignore = "needs python3 with numpy"]
     fn numpy_interop_needs_numpy() {
+        // The interpreter that has numpy (scripts/test.sh finds it), else python3.
+        let python = std::env::var("ALS_PYTHON").unwrap_or_else(|_| "python3".into());
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("ours.npy");
         let b = dir.path().join("theirs.npy");
@@ -541,7 +543,7 @@ mod tests {
             a.display(),
             b.display()
         );
-        let out = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
+        let out = std::process::Command::new(&python).args(["-c", &script]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(read_npy_i64(&b).unwrap(), (vec![3, 4], (0..12).collect::<Vec<i64>>()));
         // Byte-identical to numpy.save for the same array.
@@ -550,7 +552,7 @@ mod tests {
             "import numpy as np\nnp.save(r'{}', np.array([[1, 2, 3], [4, 5.5, -6]], dtype='<f4'))\n",
             c.display()
         );
-        let out = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
+        let out = std::process::Command::new(&python).args(["-c", &script]).output().unwrap();
         assert!(out.status.success());
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
     }

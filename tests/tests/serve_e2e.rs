@@ -29,52 +29,8 @@ fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Strin
 #[test]
 fn serve_answers_over_a_socket_and_stops_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path();
-    let data = d.join("r.csv");
-    let model = d.join("model");
-    let gen = run_with_timeout(
-        Command::new(binary("coordinator"))
-            .args(["generate", "--users", "80", "--items", "40", "--ratings", "800", "--quiet", "--out"])
-            .arg(&data),
-        Duration::from_secs(60),
-    );
-    assert!(gen.0, "{}", gen.2);
-    let train = run_with_timeout(
-        Command::new(binary("coordinator"))
-            .arg("--data")
-            .arg(&data)
-            .args([
-                "--no-test",
-                "--in-process",
-                "--quiet",
-                "--iterations",
-                "2",
-                "--factors",
-                "4",
-                "--out",
-            ])
-            .arg(&model),
-        Duration::from_secs(60),
-    );
-    assert!(train.0, "{}", train.2);
-
-    let mut child = Command::new(binary("coordinator"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--model"])
-        .arg(&model)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start serve");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(a) = line.strip_prefix("listening on http://") {
-                let _ = tx.send(a.to_string());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("serve printed its address");
+    let model = small_model(tmp.path(), 80, 40, 800);
+    let (mut child, addr) = start_serve(&model, &["--listen", "127.0.0.1:0"], &[]).unwrap();
     assert!(!addr.ends_with(":0"), "the actual port is printed: {addr}");
 
     let (code, body) = http(&addr, "GET", "/health", None);
@@ -142,23 +98,36 @@ fn start_serve(model: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> 
             }
         }
     });
+    // Drained all along, so a chatty server never blocks on a full pipe.
+    let err = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    let drain = std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
     match rx.recv_timeout(Duration::from_secs(20)) {
         Ok(a) => Ok((child, a)),
         Err(_) => {
             let _ = child.kill();
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            Err(err)
+            let _ = child.wait();
+            let _ = drain.join();
+            let text = log.lock().unwrap().clone();
+            Err(text)
         }
     }
 }
 
-fn small_model(d: &std::path::Path) -> std::path::PathBuf {
+fn small_model(d: &std::path::Path, users: usize, items: usize, ratings: usize) -> std::path::PathBuf {
     let data = d.join("r.csv");
     let model = d.join("model");
     let gen = run_with_timeout(
         Command::new(binary("coordinator"))
-            .args(["generate", "--users", "50", "--items", "30", "--ratings", "500", "--quiet", "--out"])
+            .args(["generate", "--quiet", "--users", &users.to_string(), "--items", &items.to_string()])
+            .args(["--ratings", &ratings.to_string(), "--out"])
             .arg(&data),
         Duration::from_secs(60),
     );
@@ -200,7 +169,7 @@ fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::pr
 #[test]
 fn serve_bounds_what_slow_clients_hold_and_guards_the_network() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = small_model(tmp.path());
+    let model = small_model(tmp.path(), 50, 30, 500);
     let (mut child, addr) = start_serve(
         &model,
         &[

@@ -167,3 +167,33 @@ fn worker_refuses_open_address_without_token() {
     assert!(!ok);
     assert!(err.contains("refusing to listen"), "{err}");
 }
+
+/// A worker running another job ends a run with a message that says so,
+/// naming the job, not "every worker is gone" alone.
+#[test]
+fn a_busy_worker_is_named_as_busy() {
+    let w = WorkerProc::start(Some("s3cret"), &[]);
+    rt().block_on(async {
+        let mut c = WorkerClient::connect(format!("http://{}", w.addr)).await.unwrap();
+        let start = StartJobRequest {
+            protocol_version: PROTOCOL_VERSION,
+            job_id: "someone-elses-job".into(),
+            spec: Some(spec()),
+            n_users: 10,
+            n_items: 5,
+        };
+        c.start_job(authed(start, "s3cret")).await.unwrap();
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("r.csv");
+    let text: String = (0..40).map(|r| format!("{},{},{}\n", r % 10, r % 7, 1 + r % 5)).collect();
+    std::fs::write(&data, text).unwrap();
+    let mut cmd = std::process::Command::new(binary("coordinator"));
+    cmd.arg("--data")
+        .arg(&data)
+        .args(["--quiet", "--factors", "2", "--iterations", "1", "--workers", &w.addr])
+        .env("ALS_TOKEN", "s3cret");
+    let (ok, _, err) = run_with_timeout(&mut cmd, std::time::Duration::from_secs(60));
+    assert!(!ok);
+    assert!(err.contains("busy with job 'someone-elses-job'"), "{err}");
+}
