@@ -149,3 +149,21 @@ impl BlackholeProxy {
         self.dropping.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// `s` without ANSI escape sequences (colours of logs written to a terminal).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\x1b' {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

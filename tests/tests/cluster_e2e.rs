@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use als_tests::{binary, run_with_timeout, BlackholeProxy, WorkerProc};
+use als_tests::{binary, run_with_timeout, strip_ansi, BlackholeProxy, WorkerProc};
 
 const TOKEN: &str = "e2e-token";
 
@@ -81,23 +81,6 @@ fn three_worker_processes_train_the_single_process_model() {
             "{name}: cluster factors differ from the single-process ones"
         );
     }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c == '\x1b' {
-            for d in it.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[test]
