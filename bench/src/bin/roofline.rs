@@ -108,7 +108,11 @@ fn main() -> anyhow::Result<()> {
     let raw = match (&a.data, &a.synthetic) {
         (Some(p), _) => load_ratings(p, &LoadOptions::default()).with_context(|| format!("{}", p.display()))?,
         (None, Some(s)) => {
-            let v: Vec<u64> = s.split(',').map(|x| x.trim().parse()).collect::<Result<_, _>>().context("--synthetic U,I,N")?;
+            let v: Vec<u64> = s
+                .split(',')
+                .map(|x| x.trim().parse())
+                .collect::<Result<_, _>>()
+                .context("--synthetic U,I,N")?;
             anyhow::ensure!(v.len() == 3, "--synthetic takes USERS,ITEMS,RATINGS");
             generate_raw(&SynthSpec {
                 users: v[0] as usize,

@@ -36,3 +36,18 @@ pub fn gram_add(x: &[f64], n: usize, d: usize, a: &mut [f64]) {
     let am = MatMut::from_column_major_slice_mut(a, d, d);
     faer::linalg::matmul::matmul(am, Accum::Add, xm.transpose(), xm, 1.0, Par::Seq);
 }
+
+/// `a (d×d, f64) += xᵀx` for `x` (n×d, column-major, f32): the product in
+/// f32 (twice the SIMD lanes of f64) over one gathered chunk, accumulated
+/// into f64 across chunks. `g` is d×d scratch.
+pub fn gram_add_f32(x: &[f32], n: usize, d: usize, g: &mut [f32], a: &mut [f64]) {
+    if n == 0 {
+        return;
+    }
+    let xm = MatRef::from_column_major_slice(x, n, d);
+    let gm = MatMut::from_column_major_slice_mut(&mut g[..d * d], d, d);
+    faer::linalg::matmul::matmul(gm, Accum::Replace, xm.transpose(), xm, 1.0f32, Par::Seq);
+    for (acc, &v) in a.iter_mut().zip(g.iter()) {
+        *acc += v as f64;
+    }
+}

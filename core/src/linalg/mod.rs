@@ -117,6 +117,13 @@ impl DenseScratch {
         }
     }
 
+    /// `a (d×d, f64) += xᵀx` for an f32 block `x` (n×d, column-major): the
+    /// product in f32 within the block, added into f64 (the same on every
+    /// backend). `g` is d×d scratch.
+    pub fn gram_add_f32(&mut self, x: &[f32], n: usize, d: usize, g: &mut [f32], a: &mut [f64]) {
+        faer_backend::gram_add_f32(x, n, d, g, a)
+    }
+
     /// `b ← a⁻¹b` for symmetric positive definite `a` (d×d, column-major; overwritten).
     pub fn cholesky_solve(&mut self, a: &mut [f64], b: &mut [f64], d: usize) -> Result<(), NotPositiveDefinite> {
         match self.kernels {
@@ -181,6 +188,31 @@ mod tests {
                 s.cholesky_solve(&mut a.clone(), &mut got, d).unwrap();
                 for (g, w) in got.iter().zip(&want) {
                     assert!((g - w).abs() < 1e-8 * (1.0 + w.abs()), "{backend:?}: {g} vs {w}");
+                }
+            }
+        }
+    }
+
+    /// The f32 Gram kernel against the f64 one it replaced in the row solvers
+    /// (the reference): relative error at f32 rounding, accumulation in f64.
+    #[test]
+    fn f32_gram_matches_the_f64_reference() {
+        let mut rng = SplitMix64::new(9);
+        for &(n, d) in &[(1usize, 1usize), (7, 5), (256, 65), (256, 129), (100, 33)] {
+            let x32: Vec<f32> = (0..n * d).map(|_| rng.next_normal() as f32).collect();
+            let x64: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
+            for backend in Backend::available() {
+                let mut s = DenseScratch::new(backend, d);
+                let (mut want, mut got) = (vec![0.25; d * d], vec![0.25; d * d]);
+                s.gram_add(&x64, n, d, &mut want);
+                let mut g = vec![0f32; d * d];
+                s.gram_add_f32(&x32, n, d, &mut g, &mut got);
+                // Twice: the second adds into the first, as chunks do.
+                s.gram_add(&x64, n, d, &mut want);
+                s.gram_add_f32(&x32, n, d, &mut g, &mut got);
+                let scale = (2 * n) as f64;
+                for (w, v) in want.iter().zip(&got) {
+                    assert!((w - v).abs() <= 1e-6 * scale, "{backend:?} n={n} d={d}: {v} vs {w}");
                 }
             }
         }

@@ -25,8 +25,8 @@ pub(super) fn solve_row(
     s.b[..d].fill(0.0);
     for (cc, cv) in cols.chunks(GATHER_CHUNK).zip(vals.chunks(GATHER_CHUNK)) {
         let n = cc.len();
-        gather(cc, cv, fixed, k, biased, global_mean, &mut s.x[..n * d], &mut s.b[..d]);
-        s.dense.gram_add(&s.x[..n * d], n, d, &mut s.a[..d * d]);
+        gather(cc, cv, fixed, k, biased, global_mean, &mut s.x32[..n * d], &mut s.b[..d]);
+        s.dense.gram_add_f32(&s.x32[..n * d], n, d, &mut s.g32, &mut s.a[..d * d]);
     }
     let lam = p.row_lambda(cols.len());
     for c in 0..d {
@@ -43,7 +43,7 @@ pub(super) fn solve_row(
 /// Fill the column-major feature block and add Xᵀt to `b`.
 #[multiversion(targets("x86_64+avx+avx2+fma"))]
 #[allow(clippy::too_many_arguments)]
-fn gather(cols: &[u32], vals: &[f32], fixed: &FixedSide, k: usize, biased: bool, mu: f32, x: &mut [f64], b: &mut [f64]) {
+fn gather(cols: &[u32], vals: &[f32], fixed: &FixedSide, k: usize, biased: bool, mu: f32, x: &mut [f32], b: &mut [f64]) {
     let n = cols.len();
     for (j, (&c, &r)) in cols.iter().zip(vals).enumerate() {
         let row = &fixed.factors[c as usize * k..(c as usize + 1) * k];
@@ -53,9 +53,8 @@ fn gather(cols: &[u32], vals: &[f32], fixed: &FixedSide, k: usize, biased: bool,
             r as f64
         };
         for (f, &v) in row.iter().enumerate() {
-            let v = v as f64;
             x[j + f * n] = v;
-            b[f] += t * v;
+            b[f] += t * v as f64;
         }
         if biased {
             x[j + k * n] = 1.0;

@@ -27,8 +27,8 @@ pub(super) fn solve_row_cholesky(
     s.b[..k].fill(0.0);
     for (cc, cv) in cols.chunks(GATHER_CHUNK).zip(vals.chunks(GATHER_CHUNK)) {
         let n = cc.len();
-        gather_weighted(cc, cv, fixed, k, alpha, conf, &mut s.x[..n * k], &mut s.b[..k]);
-        s.dense.gram_add(&s.x[..n * k], n, k, &mut s.a[..k * k]);
+        gather_weighted(cc, cv, fixed, k, alpha, conf, &mut s.x32[..n * k], &mut s.b[..k]);
+        s.dense.gram_add_f32(&s.x32[..n * k], n, k, &mut s.g32, &mut s.a[..k * k]);
     }
     let lam = p.row_lambda(cols.len());
     for c in 0..k {
@@ -44,7 +44,7 @@ pub(super) fn solve_row_cholesky(
 /// Rows √(c−1)·yᵢ into `x` (column-major) and Σ c·p·yᵢ into `b`.
 #[multiversion(targets("x86_64+avx+avx2+fma"))]
 #[allow(clippy::too_many_arguments)]
-fn gather_weighted(cols: &[u32], vals: &[f32], fixed: &FixedSide, k: usize, alpha: f32, conf: Confidence, x: &mut [f64], b: &mut [f64]) {
+fn gather_weighted(cols: &[u32], vals: &[f32], fixed: &FixedSide, k: usize, alpha: f32, conf: Confidence, x: &mut [f32], b: &mut [f64]) {
     let n = cols.len();
     for (j, (&c, &r)) in cols.iter().zip(vals).enumerate() {
         let row = &fixed.factors[c as usize * k..(c as usize + 1) * k];
@@ -52,7 +52,7 @@ fn gather_weighted(cols: &[u32], vals: &[f32], fixed: &FixedSide, k: usize, alph
         let w = excess.sqrt();
         let cp = if r > 0.0 { 1.0 + excess } else { 0.0 };
         for (f, &v) in row.iter().enumerate() {
-            x[j + f * n] = w * v as f64;
+            x[j + f * n] = (w * v as f64) as f32;
             b[f] += cp * v as f64;
         }
     }

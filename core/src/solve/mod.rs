@@ -234,8 +234,11 @@ pub fn solve_rows(
 /// Buffers one thread reuses for all its rows.
 pub(crate) struct RowScratch {
     pub dense: DenseScratch,
-    /// Gathered fixed rows, column-major GATHER_CHUNK × d.
-    pub x: Vec<f64>,
+    /// Gathered fixed rows, column-major GATHER_CHUNK × d, in f32 (the Gram
+    /// kernel multiplies in f32 within a chunk, adds into f64 across chunks),
+    /// and the chunk's d×d product.
+    pub x32: Vec<f32>,
+    pub g32: Vec<f32>,
     pub a: Vec<f64>,
     pub b: Vec<f64>,
     /// CG vectors.
@@ -249,7 +252,8 @@ impl RowScratch {
         let k = p.factors;
         RowScratch {
             dense: DenseScratch::new(p.backend, d),
-            x: vec![0.0; GATHER_CHUNK * d],
+            x32: vec![0.0; GATHER_CHUNK * d],
+            g32: vec![0.0; d * d],
             a: vec![0.0; d * d],
             b: vec![0.0; d],
             r: vec![0.0; k],
