@@ -197,3 +197,21 @@ fn a_busy_worker_is_named_as_busy() {
     assert!(!ok);
     assert!(err.contains("busy with job 'someone-elses-job'"), "{err}");
 }
+
+/// A job larger than a worker's memory budget ends the run at once with a
+/// message naming the worker and the budget, not a retry loop.
+#[test]
+fn a_job_over_the_memory_budget_is_refused_by_name() {
+    let w = WorkerProc::start(Some("s3cret"), &["--max-memory", "64K"]);
+    let mut cmd = std::process::Command::new(binary("coordinator"));
+    cmd.args(["--quiet", "--factors", "8", "--iterations", "1", "--workers", &w.addr])
+        .env("ALS_TOKEN", "s3cret");
+    let t0 = std::time::Instant::now();
+    let (ok, _, err) = run_with_timeout(&mut cmd, std::time::Duration::from_secs(60));
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("worker {}", w.addr)) && err.contains("memory budget"),
+        "{err}"
+    );
+    assert!(t0.elapsed() < std::time::Duration::from_secs(30), "took {:?}", t0.elapsed());
+}

@@ -312,10 +312,12 @@ fn rpc_err(addr: &str, what: &str, s: tonic::Status) -> HalfError {
     match fault_of(&s) {
         Fault::Job { row } => {
             tracing::debug!(worker = %addr, "{what}: {}", s.message());
-            HalfError::Job(JobFailed {
-                message: s.message().to_string(),
-                row,
-            })
+            // A row's failure reads as the single-process path's; any other names the worker.
+            let message = match row {
+                Some(_) => s.message().to_string(),
+                None => format!("worker {addr}: {}", s.message()),
+            };
+            HalfError::Job(JobFailed { message, row })
         }
         Fault::Busy => HalfError::Lost(format!("worker {addr}: {}", s.message())),
         Fault::Lost => HalfError::Lost(format!("worker {addr}: {what}: {}", s.message())),
