@@ -228,10 +228,14 @@ impl Job {
             (8 * b.indptr.len() + 4 * (words + test)) as u64
         };
         let sides: u64 = [&self.users, &self.items].iter().flat_map(|s| s.blocks.values()).map(block).sum();
-        let fixed = self.fixed.as_ref().map_or(0, |f| {
+        sides + self.fixed_bytes()
+    }
+
+    /// Bytes of the pushed fixed factors held for the coming solve.
+    fn fixed_bytes(&self) -> u64 {
+        self.fixed.as_ref().map_or(0, |f| {
             4 * (f.factors.len() + f.bias.len()) as u64 + 8 * f.gram.as_ref().map_or(0, |g| g.len()) as u64
-        });
-        sides + fixed
+        })
     }
 
     /// Refuse a message that needs `incoming` more bytes than the budget leaves.
@@ -460,9 +464,7 @@ impl Job {
         let gram = if self.implicit() { k * k * 8 } else { 0 };
         let bias = if self.biased() { n_rows as u64 * 4 } else { 0 };
         // The previous step's factors are replaced, so they do not count.
-        let previous = self.fixed.as_ref().map_or(0, |f| {
-            4 * (f.factors.len() + f.bias.len()) as u64 + 8 * f.gram.as_ref().map_or(0, |g| g.len()) as u64
-        });
+        let previous = self.fixed_bytes();
         let incoming = 2 * (gram + n_rows as u64 * k * 4 + bias);
         self.within_budget(incoming.saturating_sub(previous), &format!("{n_rows} pushed factor rows"))?;
         Ok([gram, n_rows as u64 * k * 4, bias])

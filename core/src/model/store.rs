@@ -261,15 +261,9 @@ fn validate(model: &Model, dir: &Path) -> Result<(), ModelError> {
     Ok(())
 }
 
-/// fsync a directory (makes renames and new entries durable on Unix; a no-op elsewhere).
+/// fsync a directory: the one implementation of `crate::atomic`.
 fn sync_dir(dir: &Path) -> Result<(), ModelError> {
-    #[cfg(unix)]
-    {
-        File::open(dir).and_then(|f| f.sync_all()).map_err(io_at(dir))?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+    Ok(crate::atomic::sync_dir(dir)?)
 }
 
 #[cfg(test)]
