@@ -198,12 +198,15 @@ pub fn all_kernels(shape: BlockShape, threads: usize) -> Vec<Kernel> {
         for n in [64usize, 256] {
             out.push(gram_add_kernel(backend, n, 65));
         }
-        for d in [16usize, 64, 128] {
+        for d in [16usize, 64, 72, 128] {
             out.push(cholesky_kernel(backend, d));
         }
         out.push(explicit_rows_kernel(backend, block.clone(), pool.clone(), threads));
         out.push(implicit_cholesky_rows_kernel(backend, block.clone(), pool.clone(), threads));
         out.push(block_gram_kernel(backend, block.clone()));
+    }
+    for n in [64usize, 256] {
+        out.push(syrk_kernel(n, 65));
     }
     // CG runs on the crate's own f32 vector loops: the backend does not enter it.
     out.push(implicit_cg_rows_kernel(block, pool, threads, 3));
@@ -231,16 +234,42 @@ pub fn gram_add_kernel(backend: Backend, n: usize, d: usize) -> Kernel {
     }
 }
 
-/// Each call copies the d×d SPD matrix and the right-hand side (d² + d
-/// loads and stores, not counted as flops) before the in-place solve.
+/// The row solvers' f32 panel Gram (lower triangle, added into f64): the
+/// same for every backend, so listed once.
+pub fn syrk_kernel(n: usize, d: usize) -> Kernel {
+    use als_core::linalg::normal_ld;
+    use als_core::linalg::syrk::{panel_width, syrk_lower_add};
+    let w = panel_width(d);
+    let ld = normal_ld(d);
+    let panel: Vec<f32> = random_f64(n * w, 4).into_iter().map(|v| v as f32).collect();
+    let mut g = vec![0f32; w * w];
+    let mut a = vec![0.0f64; ld * d];
+    Kernel {
+        group: "syrk_lower_add",
+        size: format!("n={n} d={d}"),
+        backend: "own",
+        flops: flops::gram_add(n, d),
+        run: Box::new(move || {
+            syrk_lower_add(black_box(&panel), n, d, &mut g, &mut a, ld);
+            black_box(&mut a);
+        }),
+    }
+}
+
+/// Each call copies the SPD matrix and the right-hand side (d² + d loads
+/// and stores, not counted as flops) before the in-place solve. The matrix
+/// has the solvers' padded columns (`normal_ld(d)` apart).
 pub fn cholesky_kernel(backend: Backend, d: usize) -> Kernel {
     let n = 2 * d;
     let x = random_f64(n * d, 2);
-    let mut a0 = vec![0.0f64; d * d];
+    let mut dense = vec![0.0f64; d * d];
     let mut s = DenseScratch::new(backend, d);
-    s.gram_add(&x, n, d, &mut a0);
-    for i in 0..d {
-        a0[i * d + i] += 0.1 * n as f64;
+    s.gram_add(&x, n, d, &mut dense);
+    let ld = als_core::linalg::normal_ld(d);
+    let mut a0 = vec![0.0f64; d * ld];
+    for j in 0..d {
+        a0[j * ld..j * ld + d].copy_from_slice(&dense[j * d..(j + 1) * d]);
+        a0[j * ld + j] += 0.1 * n as f64;
     }
     let b0 = random_f64(d, 3);
     let (mut a, mut b) = (a0.clone(), b0.clone());
@@ -252,7 +281,7 @@ pub fn cholesky_kernel(backend: Backend, d: usize) -> Kernel {
         run: Box::new(move || {
             a.copy_from_slice(&a0);
             b.copy_from_slice(&b0);
-            s.cholesky_solve(black_box(&mut a), black_box(&mut b), d).expect("SPD");
+            s.cholesky_solve(black_box(&mut a), ld, black_box(&mut b), d).expect("SPD");
             black_box(&mut b);
         }),
     }

@@ -3,7 +3,9 @@
 use rayon::prelude::*;
 
 use crate::data::Csr;
-use crate::linalg::vec::dot_f32_f64;
+use multiversion::multiversion;
+
+use crate::linalg::vec::{dot_f32_f64, dot_f64};
 use crate::side::Factors;
 use crate::solve::{Feedback, SolveParams};
 
@@ -43,48 +45,9 @@ pub fn objective(
     items: &Factors,
     item_gram: Option<&[f64]>,
 ) -> ObjectiveValue {
-    let k = p.factors;
     let rows: Vec<(f64, f64)> = (0..by_user.n_rows())
         .into_par_iter()
-        .map(|u| {
-            let (cols, vals) = by_user.row(u);
-            let x = users.row(u);
-            let mut loss = 0.0;
-            let mut sq = 0.0;
-            match p.feedback {
-                Feedback::Explicit { biased, global_mean } => {
-                    for (&i, &r) in cols.iter().zip(vals) {
-                        let mut pred = dot_f32_f64(x, items.row(i as usize));
-                        if biased {
-                            pred += global_mean as f64 + users.bias_of(u) as f64 + items.bias_of(i as usize) as f64;
-                        }
-                        let e = r as f64 - pred;
-                        loss += e * e;
-                    }
-                    sq = loss;
-                }
-                Feedback::Implicit { alpha, confidence } => {
-                    // xᵀ(YᵀY)x covers every pair as if unobserved (c = 1, p = 0).
-                    if let Some(g) = item_gram {
-                        for a in 0..k {
-                            let mut s = 0.0;
-                            for b in 0..k {
-                                s += g[a * k + b] * x[b] as f64;
-                            }
-                            loss += x[a] as f64 * s;
-                        }
-                    }
-                    for (&i, &r) in cols.iter().zip(vals) {
-                        let s = dot_f32_f64(x, items.row(i as usize));
-                        let c = 1.0 + confidence.excess(alpha, r) as f64;
-                        let pref = if r > 0.0 { 1.0 } else { 0.0 };
-                        loss += c * (pref - s).powi(2) - s * s;
-                        sq += (pref - s).powi(2);
-                    }
-                }
-            }
-            (loss, sq)
-        })
+        .map_init(Vec::new, |x64, u| user_terms(p, by_user, users, items, item_gram, u, x64))
         .collect();
     let (loss, sq) = ordered_sum(rows);
     let reg = reg_term(p, users, by_user) + reg_term(p, items, by_item);
@@ -92,4 +55,53 @@ pub fn objective(
         objective: loss + reg,
         train_rmse: (sq / by_user.nnz().max(1) as f64).sqrt(),
     }
+}
+
+/// One user's loss and squared training error (vectorized where the CPU allows).
+#[multiversion(targets("x86_64+avx+avx2+fma+avx512f", "x86_64+avx+avx2+fma"))]
+fn user_terms(
+    p: &SolveParams,
+    by_user: &Csr,
+    users: &Factors,
+    items: &Factors,
+    item_gram: Option<&[f64]>,
+    u: usize,
+    x64: &mut Vec<f64>,
+) -> (f64, f64) {
+    let k = p.factors;
+    let (cols, vals) = by_user.row(u);
+    let x = users.row(u);
+    let mut loss = 0.0;
+    let mut sq = 0.0;
+    match p.feedback {
+        Feedback::Explicit { biased, global_mean } => {
+            for (&i, &r) in cols.iter().zip(vals) {
+                let mut pred = dot_f32_f64(x, items.row(i as usize));
+                if biased {
+                    pred += global_mean as f64 + users.bias_of(u) as f64 + items.bias_of(i as usize) as f64;
+                }
+                let e = r as f64 - pred;
+                loss += e * e;
+            }
+            sq = loss;
+        }
+        Feedback::Implicit { alpha, confidence } => {
+            // xᵀ(YᵀY)x covers every pair as if unobserved (c = 1, p = 0).
+            if let Some(g) = item_gram {
+                x64.clear();
+                x64.extend(x.iter().map(|&v| v as f64));
+                for (a, ga) in g.chunks_exact(k).enumerate() {
+                    loss += x64[a] * dot_f64(ga, x64);
+                }
+            }
+            for (&i, &r) in cols.iter().zip(vals) {
+                let s = dot_f32_f64(x, items.row(i as usize));
+                let c = 1.0 + confidence.excess(alpha, r) as f64;
+                let pref = if r > 0.0 { 1.0 } else { 0.0 };
+                loss += c * (pref - s).powi(2) - s * s;
+                sq += (pref - s).powi(2);
+            }
+        }
+    }
+    (loss, sq)
 }

@@ -16,8 +16,17 @@ impl Scratch {
         Self { buf: MemBuffer::new(req) }
     }
 
-    pub fn cholesky_solve(&mut self, a: &mut [f64], b: &mut [f64], d: usize) -> Result<(), NotPositiveDefinite> {
-        let mut am = MatMut::from_column_major_slice_mut(a, d, d);
+    /// Small systems (every row solve at usual ranks) by our own kernel,
+    /// larger ones by faer's blocked factorization.
+    pub fn cholesky_solve(&mut self, a: &mut [f64], ld: usize, b: &mut [f64], d: usize) -> Result<(), NotPositiveDefinite> {
+        if d <= super::small_cholesky::MAX_DIM && ld > d {
+            return super::small_cholesky::cholesky_solve(a, ld, b, d);
+        }
+        self.faer_cholesky_solve(a, ld, b, d)
+    }
+
+    pub fn faer_cholesky_solve(&mut self, a: &mut [f64], ld: usize, b: &mut [f64], d: usize) -> Result<(), NotPositiveDefinite> {
+        let mut am = MatMut::from_column_major_slice_with_stride_mut(&mut a[..(d.max(1) - 1) * ld + d], d, d, ld);
         let stack = MemStack::new(&mut self.buf);
         llt::factor::cholesky_in_place(am.as_mut(), Default::default(), Par::Seq, stack, Default::default()).map_err(|e| match e {
             llt::factor::LltError::NonPositivePivot { index } => NotPositiveDefinite { pivot: index },
@@ -35,19 +44,4 @@ pub fn gram_add(x: &[f64], n: usize, d: usize, a: &mut [f64]) {
     let xm = MatRef::from_column_major_slice(x, n, d);
     let am = MatMut::from_column_major_slice_mut(a, d, d);
     faer::linalg::matmul::matmul(am, Accum::Add, xm.transpose(), xm, 1.0, Par::Seq);
-}
-
-/// `a (d×d, f64) += xᵀx` for `x` (n×d, column-major, f32): the product in
-/// f32 (twice the SIMD lanes of f64) over one gathered chunk, accumulated
-/// into f64 across chunks. `g` is d×d scratch.
-pub fn gram_add_f32(x: &[f32], n: usize, d: usize, g: &mut [f32], a: &mut [f64]) {
-    if n == 0 {
-        return;
-    }
-    let xm = MatRef::from_column_major_slice(x, n, d);
-    let gm = MatMut::from_column_major_slice_mut(&mut g[..d * d], d, d);
-    faer::linalg::matmul::matmul(gm, Accum::Replace, xm.transpose(), xm, 1.0f32, Par::Seq);
-    for (acc, &v) in a.iter_mut().zip(g.iter()) {
-        *acc += v as f64;
-    }
 }

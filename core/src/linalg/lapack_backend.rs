@@ -15,9 +15,20 @@ pub fn gram_add(x: &[f64], n: usize, d: usize, a: &mut [f64]) {
     ndarray::linalg::general_mat_mul(1.0, &xm.t(), &xm, 1.0, &mut am);
 }
 
-pub fn cholesky_solve(a: &mut [f64], b: &mut [f64], d: usize) -> Result<(), NotPositiveDefinite> {
+pub fn cholesky_solve(a: &mut [f64], ld: usize, b: &mut [f64], d: usize) -> Result<(), NotPositiveDefinite> {
+    // A contiguous copy when the columns are padded: this backend is the reference, not the fast path.
+    let mut packed;
+    let a: &mut [f64] = if ld == d {
+        &mut a[..d * d]
+    } else {
+        packed = vec![0.0; d * d];
+        for j in 0..d {
+            packed[j * d..(j + 1) * d].copy_from_slice(&a[j * ld..j * ld + d]);
+        }
+        &mut packed
+    };
     let mut am = ArrayViewMut2::from_shape((d, d).f(), a).expect("solve matrix shape");
-    let mut bm = ArrayViewMut1::from_shape(d, b).expect("solve rhs shape");
+    let mut bm = ArrayViewMut1::from_shape(d, &mut b[..d]).expect("solve rhs shape");
     // potrf then potrs; a failed factorization means a non-positive pivot.
     let factor = am
         .view_mut()

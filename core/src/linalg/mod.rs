@@ -9,6 +9,9 @@
 mod faer_backend;
 #[cfg(feature = "lapack")]
 mod lapack_backend;
+mod small_cholesky;
+pub mod sym_rows;
+pub mod syrk;
 pub mod vec;
 
 use serde::{Deserialize, Serialize};
@@ -94,6 +97,13 @@ impl From<Backend> for Kernels {
     }
 }
 
+/// The leading dimension the row solvers give a d×d normal matrix: room
+/// for the right-hand side as row d (see [`DenseScratch::cholesky_solve`]),
+/// in whole f64 vectors so the Cholesky kernel needs no remainder loops.
+pub fn normal_ld(d: usize) -> usize {
+    (d + 1).div_ceil(8) * 8
+}
+
 /// Per-thread scratch space of the dense kernels, allocated once and reused for every row.
 pub struct DenseScratch {
     kernels: Kernels,
@@ -117,19 +127,19 @@ impl DenseScratch {
         }
     }
 
-    /// `a (d×d, f64) += xᵀx` for an f32 block `x` (n×d, column-major): the
-    /// product in f32 within the block, added into f64 (the same on every
-    /// backend). `g` is d×d scratch.
-    pub fn gram_add_f32(&mut self, x: &[f32], n: usize, d: usize, g: &mut [f32], a: &mut [f64]) {
-        faer_backend::gram_add_f32(x, n, d, g, a)
-    }
-
-    /// `b ← a⁻¹b` for symmetric positive definite `a` (d×d, column-major; overwritten).
-    pub fn cholesky_solve(&mut self, a: &mut [f64], b: &mut [f64], d: usize) -> Result<(), NotPositiveDefinite> {
+    /// `b ← a⁻¹b` for symmetric positive definite `a` (d×d, column-major
+    /// with leading dimension `ld ≥ d`; only the lower triangle is read, and
+    /// `a` is overwritten). With `ld > d` (as [`normal_ld`] gives), rows d
+    /// and below of `a` are scratch the fast kernel uses.
+    pub fn cholesky_solve(&mut self, a: &mut [f64], ld: usize, b: &mut [f64], d: usize) -> Result<(), NotPositiveDefinite> {
+        assert!(
+            ld >= d && a.len() >= d * ld && b.len() >= d,
+            "cholesky_solve: matrix or rhs too small"
+        );
         match self.kernels {
-            Kernels::Faer => self.faer.cholesky_solve(a, b, d),
+            Kernels::Faer => self.faer.cholesky_solve(a, ld, b, d),
             #[cfg(feature = "lapack")]
-            Kernels::Lapack => lapack_backend::cholesky_solve(a, b, d),
+            Kernels::Lapack => lapack_backend::cholesky_solve(a, ld, b, d),
         }
     }
 }
@@ -185,34 +195,9 @@ mod tests {
                 }
                 let want = reference_solve(&a, &b, d);
                 let mut got = b.clone();
-                s.cholesky_solve(&mut a.clone(), &mut got, d).unwrap();
+                s.cholesky_solve(&mut a.clone(), d, &mut got, d).unwrap();
                 for (g, w) in got.iter().zip(&want) {
                     assert!((g - w).abs() < 1e-8 * (1.0 + w.abs()), "{backend:?}: {g} vs {w}");
-                }
-            }
-        }
-    }
-
-    /// The f32 Gram kernel against the f64 one it replaced in the row solvers
-    /// (the reference): relative error at f32 rounding, accumulation in f64.
-    #[test]
-    fn f32_gram_matches_the_f64_reference() {
-        let mut rng = SplitMix64::new(9);
-        for &(n, d) in &[(1usize, 1usize), (7, 5), (256, 65), (256, 129), (100, 33)] {
-            let x32: Vec<f32> = (0..n * d).map(|_| rng.next_normal() as f32).collect();
-            let x64: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
-            for backend in Backend::available() {
-                let mut s = DenseScratch::new(backend, d);
-                let (mut want, mut got) = (vec![0.25; d * d], vec![0.25; d * d]);
-                s.gram_add(&x64, n, d, &mut want);
-                let mut g = vec![0f32; d * d];
-                s.gram_add_f32(&x32, n, d, &mut g, &mut got);
-                // Twice: the second adds into the first, as chunks do.
-                s.gram_add(&x64, n, d, &mut want);
-                s.gram_add_f32(&x32, n, d, &mut g, &mut got);
-                let scale = (2 * n) as f64;
-                for (w, v) in want.iter().zip(&got) {
-                    assert!((w - v).abs() <= 1e-6 * scale, "{backend:?} n={n} d={d}: {v} vs {w}");
                 }
             }
         }
@@ -228,7 +213,7 @@ mod tests {
             s.gram_add(&[1.0, 0.0, 0.0, 1.0], 2, 2, &mut a);
             assert_eq!(a, vec![1.0, 0.0, 0.0, 1.0]);
             let mut b = vec![2.0, 3.0];
-            s.cholesky_solve(&mut a, &mut b, 2).unwrap();
+            s.cholesky_solve(&mut a, 2, &mut b, 2).unwrap();
             assert_eq!(b, vec![2.0, 3.0]);
         }
     }
@@ -239,7 +224,7 @@ mod tests {
             let mut s = DenseScratch::new(backend, 2);
             let mut a = vec![1.0, 2.0, 2.0, 1.0];
             let mut b = vec![1.0, 1.0];
-            assert!(s.cholesky_solve(&mut a, &mut b, 2).is_err(), "{backend:?}");
+            assert!(s.cholesky_solve(&mut a, 2, &mut b, 2).is_err(), "{backend:?}");
         }
     }
 }

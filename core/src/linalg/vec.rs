@@ -35,19 +35,41 @@ pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
 /// Dot product of f32 data accumulated in f64.
 #[inline(always)]
 pub fn dot_f32_f64(a: &[f32], b: &[f32]) -> f64 {
-    let mut acc = [0f64; 4];
     let n = a.len().min(b.len());
-    let chunks = n / 4;
-    for c in 0..chunks {
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
         for l in 0..4 {
-            acc[l] += a[c * 4 + l] as f64 * b[c * 4 + l] as f64;
+            acc[l] += x[l] as f64 * y[l] as f64;
         }
     }
     let mut tail = 0f64;
-    for i in chunks * 4..n {
-        tail += a[i] as f64 * b[i] as f64;
+    for (x, y) in ta.iter().zip(tb) {
+        tail += *x as f64 * *y as f64;
     }
     (acc[0] + acc[2]) + (acc[1] + acc[3]) + tail
+}
+
+/// Dot product of f64 data, eight partial sums in a fixed order.
+#[inline(always)]
+pub fn dot_f64(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut tail = 0f64;
+    for (x, y) in ta.iter().zip(tb) {
+        tail += x * y;
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
 /// `y = m x` for a symmetric k×k matrix stored densely (row-major == column-major).

@@ -3,6 +3,8 @@
 use multiversion::multiversion;
 
 use super::{FixedSide, RowScratch, SolveParams, GATHER_CHUNK};
+use crate::linalg::normal_ld;
+use crate::linalg::syrk::{panel_width, syrk_lower_add};
 use crate::linalg::NotPositiveDefinite;
 
 /// Row unknowns [pᵤ; bᵤ] against features [qᵢ; 1] and targets rᵤᵢ − μ − bᵢ
@@ -21,18 +23,16 @@ pub(super) fn solve_row(
 ) -> Result<(), NotPositiveDefinite> {
     let k = p.factors;
     let d = p.dim();
-    s.a[..d * d].fill(0.0);
+    let w = panel_width(d);
+    let ld = normal_ld(d);
+    s.a[..d * ld].fill(0.0);
     s.b[..d].fill(0.0);
     for (cc, cv) in cols.chunks(GATHER_CHUNK).zip(vals.chunks(GATHER_CHUNK)) {
         let n = cc.len();
-        gather(cc, cv, fixed, k, biased, global_mean, &mut s.x32[..n * d], &mut s.b[..d]);
-        s.dense.gram_add_f32(&s.x32[..n * d], n, d, &mut s.g32, &mut s.a[..d * d]);
+        gather(cc, cv, fixed, k, biased, global_mean, w, &mut s.panel[..n * w], &mut s.b[..d]);
+        syrk_lower_add(&s.panel[..n * w], n, d, &mut s.g32, &mut s.a[..d * ld], ld);
     }
-    let lam = p.row_lambda(cols.len());
-    for c in 0..d {
-        s.a[c * d + c] += lam;
-    }
-    s.dense.cholesky_solve(&mut s.a[..d * d], &mut s.b[..d], d)?;
+    s.solve_normal(d, p.row_lambda(cols.len()))?;
     for (o, v) in out.iter_mut().zip(&s.b[..k]) {
         *o = *v as f32;
     }
@@ -40,24 +40,23 @@ pub(super) fn solve_row(
     Ok(())
 }
 
-/// Fill the column-major feature block and add Xᵀt to `b`.
-#[multiversion(targets("x86_64+avx+avx2+fma"))]
+/// Fill the row-major panel (row j: [qᵢ; 1], `w` floats apart) and add Xᵀt to `b`.
+#[multiversion(targets("x86_64+avx+avx2+fma+avx512f", "x86_64+avx+avx2+fma"))]
 #[allow(clippy::too_many_arguments)]
-fn gather(cols: &[u32], vals: &[f32], fixed: &FixedSide, k: usize, biased: bool, mu: f32, x: &mut [f32], b: &mut [f64]) {
-    let n = cols.len();
-    for (j, (&c, &r)) in cols.iter().zip(vals).enumerate() {
+fn gather(cols: &[u32], vals: &[f32], fixed: &FixedSide, k: usize, biased: bool, mu: f32, w: usize, x: &mut [f32], b: &mut [f64]) {
+    for ((&c, &r), dst) in cols.iter().zip(vals).zip(x.chunks_exact_mut(w)) {
         let row = &fixed.factors[c as usize * k..(c as usize + 1) * k];
         let t = if biased {
             r as f64 - mu as f64 - fixed.bias[c as usize] as f64
         } else {
             r as f64
         };
-        for (f, &v) in row.iter().enumerate() {
-            x[j + f * n] = v;
-            b[f] += t * v as f64;
+        dst[..k].copy_from_slice(row);
+        for (bf, &v) in b.iter_mut().zip(row) {
+            *bf += t * v as f64;
         }
         if biased {
-            x[j + k * n] = 1.0;
+            dst[k] = 1.0;
             b[k] += t;
         }
     }

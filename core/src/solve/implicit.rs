@@ -5,8 +5,11 @@
 
 use multiversion::multiversion;
 
-use super::{Confidence, FixedSide, RowScratch, SolveParams, GATHER_CHUNK};
-use crate::linalg::vec::{axpy_f32, dot_f32, symv_f32};
+use super::{Confidence, FixedSide, RowScratch, RowsView, SolveParams, GATHER_CHUNK};
+use crate::linalg::normal_ld;
+use crate::linalg::sym_rows::{padded_len, sym_mul_rows};
+use crate::linalg::syrk::{panel_width, syrk_lower_add};
+use crate::linalg::vec::{axpy_f32, dot_f32};
 use crate::linalg::NotPositiveDefinite;
 
 /// Exact solve: (YᵀY + Σ(c−1)yyᵀ + λI) x = Σ c·p·y.
@@ -23,77 +26,273 @@ pub(super) fn solve_row_cholesky(
     out: &mut [f32],
 ) -> Result<(), NotPositiveDefinite> {
     let k = p.factors;
-    s.a[..k * k].copy_from_slice(gram);
+    let w = panel_width(k);
+    let ld = normal_ld(k);
+    for (dst, src) in s.a.chunks_exact_mut(ld).zip(gram.chunks_exact(k)) {
+        dst[..k].copy_from_slice(src);
+    }
     s.b[..k].fill(0.0);
     for (cc, cv) in cols.chunks(GATHER_CHUNK).zip(vals.chunks(GATHER_CHUNK)) {
         let n = cc.len();
-        gather_weighted(cc, cv, fixed, k, alpha, conf, &mut s.x32[..n * k], &mut s.b[..k]);
-        s.dense.gram_add_f32(&s.x32[..n * k], n, k, &mut s.g32, &mut s.a[..k * k]);
+        gather_weighted(cc, cv, fixed, k, alpha, conf, w, &mut s.panel[..n * w], &mut s.b[..k]);
+        syrk_lower_add(&s.panel[..n * w], n, k, &mut s.g32, &mut s.a[..k * ld], ld);
     }
-    let lam = p.row_lambda(cols.len());
-    for c in 0..k {
-        s.a[c * k + c] += lam;
-    }
-    s.dense.cholesky_solve(&mut s.a[..k * k], &mut s.b[..k], k)?;
+    s.solve_normal(k, p.row_lambda(cols.len()))?;
     for (o, v) in out.iter_mut().zip(&s.b[..k]) {
         *o = *v as f32;
     }
     Ok(())
 }
 
-/// Rows √(c−1)·yᵢ into `x` (column-major) and Σ c·p·yᵢ into `b`.
-#[multiversion(targets("x86_64+avx+avx2+fma"))]
+/// Rows √(c−1)·yᵢ into the row-major panel (`w` floats apart) and Σ c·p·yᵢ into `b`.
+#[multiversion(targets("x86_64+avx+avx2+fma+avx512f", "x86_64+avx+avx2+fma"))]
 #[allow(clippy::too_many_arguments)]
-fn gather_weighted(cols: &[u32], vals: &[f32], fixed: &FixedSide, k: usize, alpha: f32, conf: Confidence, x: &mut [f32], b: &mut [f64]) {
-    let n = cols.len();
-    for (j, (&c, &r)) in cols.iter().zip(vals).enumerate() {
+fn gather_weighted(
+    cols: &[u32],
+    vals: &[f32],
+    fixed: &FixedSide,
+    k: usize,
+    alpha: f32,
+    conf: Confidence,
+    w: usize,
+    x: &mut [f32],
+    b: &mut [f64],
+) {
+    for ((&c, &r), dst) in cols.iter().zip(vals).zip(x.chunks_exact_mut(w)) {
         let row = &fixed.factors[c as usize * k..(c as usize + 1) * k];
         let excess = conf.excess(alpha, r) as f64;
-        let w = excess.sqrt();
+        let wt = excess.sqrt();
         let cp = if r > 0.0 { 1.0 + excess } else { 0.0 };
-        for (f, &v) in row.iter().enumerate() {
-            x[j + f * n] = (w * v as f64) as f32;
-            b[f] += cp * v as f64;
+        for ((xf, bf), &v) in dst[..k].iter_mut().zip(b.iter_mut()).zip(row) {
+            *xf = (wt * v as f64) as f32;
+            *bf += cp * v as f64;
+        }
+    }
+}
+
+/// Floats of gathered item rows one CG task keeps (1 MiB: stays in L2).
+const CG_PANEL_FLOATS: usize = 1 << 18;
+
+/// Buffers of the block CG: each row's x, r, p and A·p, `padded_len(k)`
+/// apart, and the gathered item rows.
+pub(crate) struct CgBlock {
+    x: Vec<f32>,
+    r: Vec<f32>,
+    pv: Vec<f32>,
+    ap: Vec<f32>,
+    /// Item rows of the task's first rows, contiguous, so every CG pass
+    /// reads them from cache instead of from all over Y.
+    panel: Vec<f32>,
+    /// 0, 1, 2, …: the column indices of a row's gathered items in `panel`.
+    iota: Vec<u32>,
+}
+
+impl CgBlock {
+    pub(super) fn new(k: usize, rows: usize) -> Self {
+        let n = rows * padded_len(k);
+        CgBlock {
+            x: vec![0.0; n],
+            r: vec![0.0; n],
+            pv: vec![0.0; n],
+            ap: vec![0.0; n],
+            panel: Vec::new(),
+            iota: Vec::new(),
         }
     }
 }
 
 /// A few conjugate-gradient steps from the current factors, as `implicit`
-/// does: O(nᵤ·k + k²) per step instead of O(nᵤ·k² + k³).
+/// does (O(nᵤ·k + k²) per step instead of O(nᵤ·k² + k³)), for the rows
+/// `first..first+count` of `rows` together: the dense term YᵀY·p of all of
+/// them is one small GEMM per step ([`sym_mul_rows`]). Each row follows the
+/// same arithmetic as it would alone, and stops where it would alone.
+/// `gram` is YᵀY in f32 with rows `padded_len(k)` apart; `out` holds the
+/// rows' factors (the warm start) and receives the result.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn solve_row_cg(
+pub(super) fn solve_rows_cg(
     p: &SolveParams,
     alpha: f32,
     conf: Confidence,
     steps: usize,
-    cols: &[u32],
-    vals: &[f32],
+    rows: &RowsView,
+    first: usize,
     fixed: &FixedSide,
     gram: &[f32],
-    s: &mut RowScratch,
-    x: &mut [f32],
+    cg: &mut CgBlock,
+    out: &mut [f32],
 ) {
-    let lam = p.row_lambda(cols.len()) as f32;
-    cg_kernel(
-        p.factors,
-        alpha,
-        conf,
-        steps,
-        lam,
-        cols,
-        vals,
-        fixed.factors,
-        gram,
-        &mut s.r,
-        &mut s.pv,
-        &mut s.ap,
-        x,
-    );
+    let k = p.factors;
+    let kp = padded_len(k);
+    let count = out.len() / k;
+    let lam: Vec<f32> = (0..count).map(|b| p.row_lambda(rows.row(first + b).0.len()) as f32).collect();
+    for (xb, ob) in cg.x.chunks_exact_mut(kp).zip(out.chunks_exact(k)) {
+        xb[..k].copy_from_slice(ob);
+        xb[k..].fill(0.0);
+    }
+    // Gather item rows while they fit; a row that does not fit reads Y
+    // directly. Either way the arithmetic is the same, so the bits are too.
+    let mut gathered = vec![None; count];
+    let mut used = 0;
+    cg.panel.clear();
+    for (b, g) in gathered.iter_mut().enumerate() {
+        let (cols, _) = rows.row(first + b);
+        let need = cols.len() * k;
+        if used + need > CG_PANEL_FLOATS {
+            continue;
+        }
+        for &c in cols {
+            cg.panel.extend_from_slice(&fixed.factors[c as usize * k..(c as usize + 1) * k]);
+        }
+        *g = Some(used);
+        used += need;
+        if cg.iota.len() < cols.len() {
+            cg.iota = (0..cols.len() as u32).collect();
+        }
+    }
+    let (panel, iota) = (&cg.panel, &cg.iota);
+    let source = |b: usize| -> (&[u32], &[f32]) {
+        let (cols, _) = rows.row(first + b);
+        match gathered[b] {
+            Some(at) => (&iota[..cols.len()], &panel[at..at + cols.len() * k]),
+            None => (cols, fixed.factors),
+        }
+    };
+    // r = b − A x, with A = YᵀY + λI + Σ(c−1)yyᵀ and b = Σ c·p·y.
+    sym_mul_rows(gram, k, &cg.x, &mut cg.ap, count);
+    let mut rs_old = vec![0f32; count];
+    let mut active = vec![true; count];
+    for b in 0..count {
+        let (cols, vals) = rows.row(first + b);
+        let range = b * kp..b * kp + k;
+        rs_old[b] = initial_residual(
+            k,
+            alpha,
+            conf,
+            lam[b],
+            cols,
+            vals,
+            fixed.factors,
+            &cg.x[range.clone()],
+            &cg.ap[range.clone()],
+            &mut cg.r[range.clone()],
+        );
+        cg.pv[range.clone()].copy_from_slice(&cg.r[range]);
+        active[b] = rs_old[b] >= 1e-20;
+    }
+    for _ in 0..steps {
+        if !active.iter().any(|&a| a) {
+            break;
+        }
+        sym_mul_rows(gram, k, &cg.pv, &mut cg.ap, count);
+        for b in 0..count {
+            if !active[b] {
+                continue;
+            }
+            let (_, vals) = rows.row(first + b);
+            let (cols, y) = source(b);
+            let range = b * kp..b * kp + k;
+            let step = cg_step(
+                k,
+                alpha,
+                conf,
+                lam[b],
+                cols,
+                vals,
+                y,
+                rs_old[b],
+                &mut cg.x[range.clone()],
+                &mut cg.r[range.clone()],
+                &mut cg.pv[range.clone()],
+                &mut cg.ap[range],
+            );
+            match step {
+                Some(rs_new) => rs_old[b] = rs_new,
+                None => active[b] = false,
+            }
+        }
+    }
+    for (ob, xb) in out.chunks_exact_mut(k).zip(cg.x.chunks_exact(kp)) {
+        ob.copy_from_slice(&xb[..k]);
+    }
 }
 
-#[multiversion(targets("x86_64+avx+avx2+fma"))]
+/// r = −(YᵀY x) − λx + Σ (c·p − (c−1)·yᵢ·x) yᵢ, given `gx` = YᵀY x; returns r·r.
+#[multiversion(targets("x86_64+avx+avx2+fma+avx512f", "x86_64+avx+avx2+fma"))]
 #[allow(clippy::too_many_arguments)]
-fn cg_kernel(
+fn initial_residual(
+    k: usize,
+    alpha: f32,
+    conf: Confidence,
+    lam: f32,
+    cols: &[u32],
+    vals: &[f32],
+    y: &[f32],
+    x: &[f32],
+    gx: &[f32],
+    r: &mut [f32],
+) -> f32 {
+    for ((ri, xi), gi) in r.iter_mut().zip(x).zip(gx) {
+        *ri = -*gi - lam * xi;
+    }
+    for (&c, &v) in cols.iter().zip(vals) {
+        let yi = &y[c as usize * k..(c as usize + 1) * k];
+        let excess = conf.excess(alpha, v);
+        let cp = if v > 0.0 { 1.0 + excess } else { 0.0 };
+        let coef = cp - excess * dot_f32(yi, x);
+        axpy_f32(coef, yi, r);
+    }
+    dot_f32(r, r)
+}
+
+/// One CG step of one row, given `ap` = YᵀY p: completes A·p, moves x and r,
+/// and returns the new r·r, or None where the row has converged (or its
+/// curvature is not positive) and stops.
+#[multiversion(targets("x86_64+avx+avx2+fma+avx512f", "x86_64+avx+avx2+fma"))]
+#[allow(clippy::too_many_arguments)]
+fn cg_step(
+    k: usize,
+    alpha: f32,
+    conf: Confidence,
+    lam: f32,
+    cols: &[u32],
+    vals: &[f32],
+    y: &[f32],
+    rs_old: f32,
+    x: &mut [f32],
+    r: &mut [f32],
+    pv: &mut [f32],
+    ap: &mut [f32],
+) -> Option<f32> {
+    for (a, pi) in ap.iter_mut().zip(pv.iter()) {
+        *a += lam * pi;
+    }
+    for (&c, &v) in cols.iter().zip(vals) {
+        let yi = &y[c as usize * k..(c as usize + 1) * k];
+        let excess = conf.excess(alpha, v);
+        axpy_f32(excess * dot_f32(yi, pv), yi, ap);
+    }
+    let pap = dot_f32(pv, ap);
+    if pap <= 0.0 || !pap.is_finite() {
+        return None;
+    }
+    let step = rs_old / pap;
+    axpy_f32(step, pv, x);
+    axpy_f32(-step, ap, r);
+    let rs_new = dot_f32(r, r);
+    if rs_new < 1e-20 {
+        return None;
+    }
+    let beta = rs_new / rs_old;
+    for (pi, ri) in pv.iter_mut().zip(r.iter()) {
+        *pi = ri + beta * *pi;
+    }
+    Some(rs_new)
+}
+
+/// The row-at-a-time CG that [`solve_rows_cg`] replaced, kept as its reference.
+#[cfg(test)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn reference_cg_row(
     k: usize,
     alpha: f32,
     conf: Confidence,
@@ -103,13 +302,11 @@ fn cg_kernel(
     vals: &[f32],
     y: &[f32],
     gram: &[f32],
-    r: &mut [f32],
-    pv: &mut [f32],
-    ap: &mut [f32],
     x: &mut [f32],
 ) {
-    // r = b − A x, with A = YᵀY + λI + Σ(c−1)yyᵀ and b = Σ c·p·y.
-    symv_f32(gram, x, r);
+    use crate::linalg::vec::symv_f32;
+    let (mut r, mut pv, mut ap) = (vec![0f32; k], vec![0f32; k], vec![0f32; k]);
+    symv_f32(gram, x, &mut r);
     for (ri, xi) in r.iter_mut().zip(x.iter()) {
         *ri = -*ri - lam * xi;
     }
@@ -118,31 +315,31 @@ fn cg_kernel(
         let excess = conf.excess(alpha, v);
         let cp = if v > 0.0 { 1.0 + excess } else { 0.0 };
         let coef = cp - excess * dot_f32(yi, x);
-        axpy_f32(coef, yi, r);
+        axpy_f32(coef, yi, &mut r);
     }
-    pv.copy_from_slice(r);
-    let mut rs_old = dot_f32(r, r);
+    pv.copy_from_slice(&r);
+    let mut rs_old = dot_f32(&r, &r);
     if rs_old < 1e-20 {
         return;
     }
     for _ in 0..steps {
-        symv_f32(gram, pv, ap);
+        symv_f32(gram, &pv, &mut ap);
         for (a, pi) in ap.iter_mut().zip(pv.iter()) {
             *a += lam * pi;
         }
         for (&c, &v) in cols.iter().zip(vals) {
             let yi = &y[c as usize * k..(c as usize + 1) * k];
             let excess = conf.excess(alpha, v);
-            axpy_f32(excess * dot_f32(yi, pv), yi, ap);
+            axpy_f32(excess * dot_f32(yi, &pv), yi, &mut ap);
         }
-        let pap = dot_f32(pv, ap);
+        let pap = dot_f32(&pv, &ap);
         if pap <= 0.0 || !pap.is_finite() {
             return;
         }
         let step = rs_old / pap;
-        axpy_f32(step, pv, x);
-        axpy_f32(-step, ap, r);
-        let rs_new = dot_f32(r, r);
+        axpy_f32(step, &pv, x);
+        axpy_f32(-step, &ap, &mut r);
+        let rs_new = dot_f32(&r, &r);
         if rs_new < 1e-20 {
             return;
         }

@@ -17,7 +17,9 @@ pub use params::{Confidence, Feedback, RegScaling, SolveParams, SolverKind};
 
 use rayon::prelude::*;
 
-use crate::linalg::{DenseScratch, NotPositiveDefinite};
+use crate::linalg::sym_rows::padded_len;
+use crate::linalg::syrk::panel_width;
+use crate::linalg::{normal_ld, DenseScratch, NotPositiveDefinite};
 
 /// Rows to solve: `indptr[r]..indptr[r+1]` index `indices`/`values` (absolute
 /// offsets, so a view of a larger CSR needs no copy). Column indices address
@@ -184,9 +186,14 @@ pub fn solve_rows(
         }
     };
     let d = p.dim();
-    // CG works on an f32 copy of the Gramian; made once per block, not per row.
+    // CG works on an f32 copy of the Gramian with padded rows (see
+    // `sym_mul_rows`); made once per block, not per row.
+    let kp = padded_len(k);
     let gram_f32: Vec<f32> = match (&p.solver, gram) {
-        (SolverKind::Cg { .. }, Some(g)) => g.iter().map(|&v| v as f32).collect(),
+        (SolverKind::Cg { .. }, Some(g)) => g
+            .chunks_exact(k)
+            .flat_map(|row| row.iter().map(|&v| v as f32).chain(std::iter::repeat_n(0.0, kp - k)))
+            .collect(),
         _ => Vec::new(),
     };
     // Every task runs to its end and the lowest failing row is reported, so
@@ -199,6 +206,11 @@ pub fn solve_rows(
             || RowScratch::new(p, d),
             |s, (task, (out_rows, bias_rows))| -> Option<SolveError> {
                 let first = task * ROWS_PER_TASK;
+                if let (Feedback::Implicit { alpha, confidence }, SolverKind::Cg { steps }) = (&p.feedback, p.solver) {
+                    let cg = s.cg.get_or_insert_with(|| implicit::CgBlock::new(k, ROWS_PER_TASK));
+                    implicit::solve_rows_cg(p, *alpha, *confidence, steps, &rows, first, &fixed, &gram_f32, cg, out_rows);
+                    return None;
+                }
                 for (j, (x, b)) in out_rows.chunks_mut(k).zip(bias_rows.iter_mut()).enumerate() {
                     let r = first + j;
                     let (cols, vals) = rows.row(r);
@@ -210,10 +222,7 @@ pub fn solve_rows(
                             SolverKind::Cholesky => {
                                 implicit::solve_row_cholesky(p, *alpha, *confidence, cols, vals, &fixed, gram.unwrap_or(&[]), s, x)
                             }
-                            SolverKind::Cg { steps } => {
-                                implicit::solve_row_cg(p, *alpha, *confidence, steps, cols, vals, &fixed, &gram_f32, s, x);
-                                Ok(())
-                            }
+                            SolverKind::Cg { .. } => unreachable!("CG rows are solved as a block above"),
                         },
                     };
                     if let Err(cause) = res {
@@ -234,32 +243,39 @@ pub fn solve_rows(
 /// Buffers one thread reuses for all its rows.
 pub(crate) struct RowScratch {
     pub dense: DenseScratch,
-    /// Gathered fixed rows, column-major GATHER_CHUNK × d, in f32 (the Gram
-    /// kernel multiplies in f32 within a chunk, adds into f64 across chunks),
-    /// and the chunk's d×d product.
-    pub x32: Vec<f32>,
+    /// Gathered fixed rows, row-major GATHER_CHUNK × panel_width(d), in f32
+    /// (the Gram kernel sums in f32 within a chunk, in f64 across chunks),
+    /// and the portable kernel's product scratch.
+    pub panel: Vec<f32>,
     pub g32: Vec<f32>,
+    /// The normal matrix (d columns of `normal_ld(d)`, column-major) and its right-hand side.
     pub a: Vec<f64>,
     pub b: Vec<f64>,
-    /// CG vectors.
-    pub r: Vec<f32>,
-    pub pv: Vec<f32>,
-    pub ap: Vec<f32>,
+    /// The block CG's vectors, made on a thread's first CG task.
+    pub cg: Option<implicit::CgBlock>,
 }
 
 impl RowScratch {
     fn new(p: &SolveParams, d: usize) -> Self {
-        let k = p.factors;
         RowScratch {
             dense: DenseScratch::new(p.backend, d),
-            x32: vec![0.0; GATHER_CHUNK * d],
-            g32: vec![0.0; d * d],
-            a: vec![0.0; d * d],
+            panel: vec![0.0; GATHER_CHUNK * panel_width(d)],
+            g32: vec![0.0; panel_width(d) * panel_width(d)],
+            a: vec![0.0; normal_ld(d) * d],
             b: vec![0.0; d],
-            r: vec![0.0; k],
-            pv: vec![0.0; k],
-            ap: vec![0.0; k],
+            cg: None,
         }
+    }
+}
+
+impl RowScratch {
+    /// Add `lam` to the normal matrix's diagonal and solve in place into `b`.
+    fn solve_normal(&mut self, d: usize, lam: f64) -> Result<(), NotPositiveDefinite> {
+        let ld = normal_ld(d);
+        for c in 0..d {
+            self.a[c * ld + c] += lam;
+        }
+        self.dense.cholesky_solve(&mut self.a[..d * ld], ld, &mut self.b[..d], d)
     }
 }
 

@@ -335,3 +335,36 @@ fn gram_is_independent_of_thread_count_and_matches_naive() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     assert_eq!(pool.install(|| block_gram(&f, k, Backend::Faer)), g);
 }
+
+/// The block CG (rows stepping together, the dense term as one product,
+/// item rows gathered) against the row-at-a-time CG it replaced, on rows
+/// more than one task long and with a row too long for the gathered panel.
+#[test]
+fn block_cg_matches_the_row_at_a_time_reference() {
+    for &(k, rows, m, density) in &[(8usize, 70usize, 50usize, 0.2f64), (33, 40, 60, 0.3), (64, 5, 5000, 0.9)] {
+        let (csr, fixed, _) = random_case(k as u64, rows, m, k, density, true);
+        let gram = block_gram(&fixed, k, Backend::Faer);
+        let gram32: Vec<f32> = gram.iter().map(|&v| v as f32).collect();
+        for confidence in [Confidence::Linear, Confidence::Log { epsilon: 1.0 }] {
+            let fb = Feedback::Implicit { alpha: 3.0, confidence };
+            let p = params(k, fb, SolverKind::Cg { steps: 3 }, RegScaling::Count, Backend::Faer);
+            let warm: Vec<f32> = (0..rows * k).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect();
+            let mut got = warm.clone();
+            let view = RowsView::of_csr(&csr, 0, rows);
+            let fx = FixedSide {
+                factors: &fixed,
+                bias: &[],
+            };
+            solve_rows(&p, view, fx, Some(&gram), &mut got, None).unwrap();
+            for r in 0..rows {
+                let (cols, vals) = csr.row(r);
+                let mut want = warm[r * k..(r + 1) * k].to_vec();
+                let lam = p.row_lambda(cols.len()) as f32;
+                implicit::reference_cg_row(k, 3.0, confidence, 3, lam, cols, vals, &fixed, &gram32, &mut want);
+                for (g, w) in got[r * k..(r + 1) * k].iter().zip(&want) {
+                    assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "k={k} row {r}: {g} vs {w}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The row Gram kernel: `a += Σᵣ xᵣxᵣᵀ` over a gathered panel of rows.
+//!
+//! This is where explicit ALS and exact implicit ALS spend most of their
+//! flops (nnz·d(d+1) per side), so it has its own register-tiled AVX-512
+//! kernel. It computes only the blocks on and below the diagonal, keeps the
+//! sums of one panel in f32 registers (sixteen lanes per FMA) and adds them
+//! into the f64 normal matrix once per panel. Without AVX-512 it falls back
+//! to faer's f32 GEMM on the same panel. Either way the lower triangle of
+//! `a` (all the Cholesky reads) is exact up to f32 rounding within a panel;
+//! the strict upper triangle holds partial values and must not be read.
+
+use faer::{Accum, MatMut, MatRef, Par};
+
+/// Lanes of one f32 vector; panel rows are padded to a multiple of it.
+pub const LANES: usize = 16;
+
+/// Floats per panel row for `d` features: `d` rounded up to whole vectors.
+pub fn panel_width(d: usize) -> usize {
+    d.div_ceil(LANES) * LANES
+}
+
+/// The lower triangle of `a` (d×d of a column-major f64 matrix with leading
+/// dimension `ld ≥ d`) `+= Σᵣ xᵣxᵣᵀ`, where row r of the panel is
+/// `panel[r*w .. r*w+d]` (`w = panel_width(d)`; entries past `d` are
+/// ignored). `g` is `w×w` scratch for the portable path.
+pub fn syrk_lower_add(panel: &[f32], n: usize, d: usize, g: &mut [f32], a: &mut [f64], ld: usize) {
+    let w = panel_width(d);
+    assert!(
+        ld >= d && panel.len() >= n * w && a.len() >= (d.max(1) - 1) * ld + d,
+        "syrk: panel or output too small"
+    );
+    if n == 0 || d == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the feature was detected, and the sizes were checked above.
+        unsafe { avx512::syrk_lower_add(panel.as_ptr(), n, w, d, a.as_mut_ptr(), ld) };
+        return;
+    }
+    portable(panel, n, w, d, g, a, ld);
+}
+
+/// faer's f32 GEMM on the panel (a w×n column-major matrix M): M·Mᵀ, added in f64.
+fn portable(panel: &[f32], n: usize, w: usize, d: usize, g: &mut [f32], a: &mut [f64], ld: usize) {
+    let m = MatRef::from_column_major_slice(&panel[..n * w], w, n);
+    let gm = MatMut::from_column_major_slice_mut(&mut g[..w * w], w, w);
+    faer::linalg::matmul::matmul(gm, Accum::Replace, m, m.transpose(), 1.0f32, Par::Seq);
+    for j in 0..d {
+        for i in j..d {
+            a[i + j * ld] += g[i + j * w] as f64;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::LANES;
+
+    /// Columns per register tile: with two row vectors, 16 accumulators.
+    const NC: usize = 8;
+
+    /// # Safety
+    /// AVX-512F must be available; `panel` holds `n*w` floats and `a` d columns of `ld`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn syrk_lower_add(panel: *const f32, n: usize, w: usize, d: usize, a: *mut f64, ld: usize) {
+        let mut ib = 0;
+        while ib < d {
+            // Two row vectors while both hold rows below d, else one.
+            let two = ib + LANES < d;
+            let i_end = (ib + if two { 2 * LANES } else { LANES }).min(d);
+            let mut jb = 0;
+            while jb < i_end {
+                let nc = (i_end - jb).min(NC);
+                // SAFETY: forwarded; tiles stay inside the panel's w columns and a's d×d.
+                unsafe {
+                    match (two, nc) {
+                        (true, 8) => tile::<2, 8>(panel, n, w, ib, jb, d, a, ld),
+                        (true, 7) => tile::<2, 7>(panel, n, w, ib, jb, d, a, ld),
+                        (true, 6) => tile::<2, 6>(panel, n, w, ib, jb, d, a, ld),
+                        (true, 5) => tile::<2, 5>(panel, n, w, ib, jb, d, a, ld),
+                        (true, 4) => tile::<2, 4>(panel, n, w, ib, jb, d, a, ld),
+                        (true, 3) => tile::<2, 3>(panel, n, w, ib, jb, d, a, ld),
+                        (true, 2) => tile::<2, 2>(panel, n, w, ib, jb, d, a, ld),
+                        (true, _) => tile::<2, 1>(panel, n, w, ib, jb, d, a, ld),
+                        (false, 8) => tile::<1, 8>(panel, n, w, ib, jb, d, a, ld),
+                        (false, 7) => tile::<1, 7>(panel, n, w, ib, jb, d, a, ld),
+                        (false, 6) => tile::<1, 6>(panel, n, w, ib, jb, d, a, ld),
+                        (false, 5) => tile::<1, 5>(panel, n, w, ib, jb, d, a, ld),
+                        (false, 4) => tile::<1, 4>(panel, n, w, ib, jb, d, a, ld),
+                        (false, 3) => tile::<1, 3>(panel, n, w, ib, jb, d, a, ld),
+                        (false, 2) => tile::<1, 2>(panel, n, w, ib, jb, d, a, ld),
+                        (false, _) => tile::<1, 1>(panel, n, w, ib, jb, d, a, ld),
+                    }
+                }
+                jb += NC;
+            }
+            ib += if two { 2 * LANES } else { LANES };
+        }
+    }
+
+    /// Rows `ib..ib+16V` by columns `jb..jb+C` of the Gram, summed over the
+    /// panel's n rows in registers, then added into `a` (masked at row d).
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::needless_range_loop)] // explicit indices keep the tile in registers
+    unsafe fn tile<const V: usize, const C: usize>(
+        p: *const f32,
+        n: usize,
+        w: usize,
+        ib: usize,
+        jb: usize,
+        d: usize,
+        a: *mut f64,
+        ld: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); C]; V];
+        for r in 0..n {
+            // SAFETY: r < n, ib + 16V <= w and jb + C <= d <= w.
+            unsafe {
+                let row = p.add(r * w);
+                let mut x = [_mm512_setzero_ps(); V];
+                for (v, xv) in x.iter_mut().enumerate() {
+                    *xv = _mm512_loadu_ps(row.add(ib + LANES * v));
+                }
+                for c in 0..C {
+                    let s = _mm512_set1_ps(*row.add(jb + c));
+                    for v in 0..V {
+                        acc[v][c] = _mm512_fmadd_ps(x[v], s, acc[v][c]);
+                    }
+                }
+            }
+        }
+        for c in 0..C {
+            let j = jb + c;
+            for (v, accv) in acc.iter().enumerate() {
+                let i0 = ib + LANES * v;
+                let lo = _mm512_castps512_ps256(accv[c]);
+                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(accv[c])));
+                for (half, part) in [lo, hi].into_iter().enumerate() {
+                    let i = i0 + 8 * half;
+                    if i >= d {
+                        break;
+                    }
+                    let rem = d - i;
+                    let mask: __mmask8 = if rem >= 8 { 0xff } else { (1u8 << rem) - 1 };
+                    // SAFETY: the mask keeps rows below d, so i + lane < d and j < d.
+                    unsafe {
+                        let dst = a.add(i + j * ld);
+                        let cur = _mm512_maskz_loadu_pd(mask, dst);
+                        _mm512_mask_storeu_pd(dst, mask, _mm512_add_pd(cur, _mm512_cvtps_pd(part)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    /// Both paths against an f64 loop over the lower triangle, for widths
+    /// around the vector and tile edges.
+    #[test]
+    fn lower_triangle_matches_the_f64_reference() {
+        let mut rng = SplitMix64::new(21);
+        for &(n, d) in &[
+            (1usize, 1usize),
+            (3, 7),
+            (40, 16),
+            (17, 17),
+            (256, 64),
+            (100, 65),
+            (9, 33),
+            (50, 129),
+            (5, 200),
+        ] {
+            let w = panel_width(d);
+            let mut panel = vec![f32::NAN; n * w];
+            for r in 0..n {
+                for c in 0..d {
+                    panel[r * w + c] = rng.next_normal() as f32;
+                }
+            }
+            let mut want = vec![0.5f64; d * d];
+            for j in 0..d {
+                for i in j..d {
+                    want[i + j * d] += (0..n).map(|r| panel[r * w + i] as f64 * panel[r * w + j] as f64).sum::<f64>();
+                }
+            }
+            let ld = crate::linalg::normal_ld(d);
+            let mut g = vec![0f32; w * w];
+            let mut fast = vec![0.5f64; ld * ld];
+            syrk_lower_add(&panel, n, d, &mut g, &mut fast, ld);
+            let mut port = vec![0.5f64; ld * ld];
+            // Padding is NaN above: the portable path must see zeros there, as the solvers give it.
+            let padded: Vec<f32> = panel.iter().map(|v| if v.is_nan() { 0.0 } else { *v }).collect();
+            portable(&padded, n, w, d, &mut g, &mut port, ld);
+            for j in 0..d {
+                for i in j..d {
+                    let (x, y, z) = (want[i + j * d], fast[i + j * ld], port[i + j * ld]);
+                    let tol = 1e-5 * (n as f64).sqrt() * (1.0 + x.abs());
+                    assert!((x - y).abs() <= tol, "fast n={n} d={d} ({i},{j}): {y} vs {x}");
+                    assert!((x - z).abs() <= tol, "portable n={n} d={d} ({i},{j}): {z} vs {x}");
+                }
+            }
+            // Rows past d of the padded columns are left alone.
+            for j in 0..d {
+                for i in d..ld {
+                    assert_eq!((fast[i + j * ld], port[i + j * ld]), (0.5, 0.5));
+                }
+            }
+        }
+    }
+}
