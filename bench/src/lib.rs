@@ -250,7 +250,7 @@ pub fn syrk_kernel(n: usize, d: usize) -> Kernel {
         backend: "own",
         flops: flops::gram_add(n, d),
         run: Box::new(move || {
-            syrk_lower_add(black_box(&panel), n, d, &mut g, &mut a, ld);
+            syrk_lower_add(black_box(&panel), n, w, d, &mut g, &mut a, ld);
             black_box(&mut a);
         }),
     }

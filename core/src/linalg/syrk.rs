@@ -21,10 +21,13 @@ pub fn panel_width(d: usize) -> usize {
 
 /// The lower triangle of `a` (d×d of a column-major f64 matrix with leading
 /// dimension `ld ≥ d`) `+= Σᵣ xᵣxᵣᵀ`, where row r of the panel is
-/// `panel[r*w .. r*w+d]` (`w = panel_width(d)`; entries past `d` are
-/// ignored). `g` is `w×w` scratch for the portable path.
-pub fn syrk_lower_add(panel: &[f32], n: usize, d: usize, g: &mut [f32], a: &mut [f64], ld: usize) {
-    let w = panel_width(d);
+/// `panel[r*w .. r*w+d]` (`w`: a multiple of [`LANES`], at least d; entries
+/// past `d` are ignored). `g` is `w×w` scratch for the portable path.
+pub fn syrk_lower_add(panel: &[f32], n: usize, w: usize, d: usize, g: &mut [f32], a: &mut [f64], ld: usize) {
+    assert!(
+        w.is_multiple_of(LANES) && w >= d,
+        "syrk: panel width {w} is not whole vectors of at least {d}"
+    );
     assert!(
         ld >= d && panel.len() >= n * w && a.len() >= (d.max(1) - 1) * ld + d,
         "syrk: panel or output too small"
@@ -195,7 +198,7 @@ mod tests {
             let ld = crate::linalg::normal_ld(d);
             let mut g = vec![0f32; w * w];
             let mut fast = vec![0.5f64; ld * ld];
-            syrk_lower_add(&panel, n, d, &mut g, &mut fast, ld);
+            syrk_lower_add(&panel, n, w, d, &mut g, &mut fast, ld);
             let mut port = vec![0.5f64; ld * ld];
             // Padding is NaN above: the portable path must see zeros there, as the solvers give it.
             let padded: Vec<f32> = panel.iter().map(|v| if v.is_nan() { 0.0 } else { *v }).collect();

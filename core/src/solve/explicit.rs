@@ -23,14 +23,34 @@ pub(super) fn solve_row(
 ) -> Result<(), NotPositiveDefinite> {
     let k = p.factors;
     let d = p.dim();
-    let w = panel_width(d);
+    let w = panel_width(k);
     let ld = normal_ld(d);
     s.a[..d * ld].fill(0.0);
     s.b[..d].fill(0.0);
+    s.colsum[..k].fill(0.0);
     for (cc, cv) in cols.chunks(GATHER_CHUNK).zip(vals.chunks(GATHER_CHUNK)) {
         let n = cc.len();
-        gather(cc, cv, fixed, k, biased, global_mean, w, &mut s.panel[..n * w], &mut s.b[..d]);
-        syrk_lower_add(&s.panel[..n * w], n, d, &mut s.g32, &mut s.a[..d * ld], ld);
+        gather(
+            cc,
+            cv,
+            fixed,
+            k,
+            biased,
+            global_mean,
+            w,
+            &mut s.panel[..n * w],
+            &mut s.b[..d],
+            &mut s.colsum[..k],
+        );
+        syrk_lower_add(&s.panel[..n * w], n, w, k, &mut s.g32, &mut s.a[..d * ld], ld);
+    }
+    if biased {
+        // The bias feature is the constant 1: its Gram row is the column
+        // sums and the count, which the gather has (no multiplies needed).
+        for (j, &v) in s.colsum[..k].iter().enumerate() {
+            s.a[k + j * ld] = v;
+        }
+        s.a[k + k * ld] = cols.len() as f64;
     }
     s.solve_normal(d, p.row_lambda(cols.len()))?;
     for (o, v) in out.iter_mut().zip(&s.b[..k]) {
@@ -40,10 +60,22 @@ pub(super) fn solve_row(
     Ok(())
 }
 
-/// Fill the row-major panel (row j: [qᵢ; 1], `w` floats apart) and add Xᵀt to `b`.
+/// Fill the row-major panel (row j: qᵢ, `w` floats apart), add Xᵀt to `b`
+/// (its entry k: Σt, for the bias) and, for biased models, Σqᵢ to `colsum`.
 #[multiversion(targets("x86_64+avx+avx2+fma+avx512f", "x86_64+avx+avx2+fma"))]
 #[allow(clippy::too_many_arguments)]
-fn gather(cols: &[u32], vals: &[f32], fixed: &FixedSide, k: usize, biased: bool, mu: f32, w: usize, x: &mut [f32], b: &mut [f64]) {
+fn gather(
+    cols: &[u32],
+    vals: &[f32],
+    fixed: &FixedSide,
+    k: usize,
+    biased: bool,
+    mu: f32,
+    w: usize,
+    x: &mut [f32],
+    b: &mut [f64],
+    colsum: &mut [f64],
+) {
     for ((&c, &r), dst) in cols.iter().zip(vals).zip(x.chunks_exact_mut(w)) {
         let row = &fixed.factors[c as usize * k..(c as usize + 1) * k];
         let t = if biased {
@@ -56,7 +88,9 @@ fn gather(cols: &[u32], vals: &[f32], fixed: &FixedSide, k: usize, biased: bool,
             *bf += t * v as f64;
         }
         if biased {
-            dst[k] = 1.0;
+            for (sf, &v) in colsum.iter_mut().zip(row) {
+                *sf += v as f64;
+            }
             b[k] += t;
         }
     }

@@ -35,7 +35,7 @@ pub(super) fn solve_row_cholesky(
     for (cc, cv) in cols.chunks(GATHER_CHUNK).zip(vals.chunks(GATHER_CHUNK)) {
         let n = cc.len();
         gather_weighted(cc, cv, fixed, k, alpha, conf, w, &mut s.panel[..n * w], &mut s.b[..k]);
-        syrk_lower_add(&s.panel[..n * w], n, k, &mut s.g32, &mut s.a[..k * ld], ld);
+        syrk_lower_add(&s.panel[..n * w], n, w, k, &mut s.g32, &mut s.a[..k * ld], ld);
     }
     s.solve_normal(k, p.row_lambda(cols.len()))?;
     for (o, v) in out.iter_mut().zip(&s.b[..k]) {

@@ -251,6 +251,8 @@ pub(crate) struct RowScratch {
     /// The normal matrix (d columns of `normal_ld(d)`, column-major) and its right-hand side.
     pub a: Vec<f64>,
     pub b: Vec<f64>,
+    /// Column sums of the gathered rows (the bias feature's Gram row).
+    pub colsum: Vec<f64>,
     /// The block CG's vectors, made on a thread's first CG task.
     pub cg: Option<implicit::CgBlock>,
 }
@@ -263,6 +265,7 @@ impl RowScratch {
             g32: vec![0.0; panel_width(d) * panel_width(d)],
             a: vec![0.0; normal_ld(d) * d],
             b: vec![0.0; d],
+            colsum: vec![0.0; d],
             cg: None,
         }
     }
