@@ -9,6 +9,7 @@
 mod faer_backend;
 #[cfg(feature = "lapack")]
 mod lapack_backend;
+pub mod rows_ops;
 mod small_cholesky;
 pub mod sym_rows;
 pub mod syrk;

@@ -7,6 +7,7 @@ use multiversion::multiversion;
 
 use super::{Confidence, FixedSide, RowScratch, RowsView, SolveParams, GATHER_CHUNK};
 use crate::linalg::normal_ld;
+use crate::linalg::rows_ops;
 use crate::linalg::sym_rows::{padded_len, sym_mul_rows};
 use crate::linalg::syrk::{panel_width, syrk_lower_add};
 use crate::linalg::vec::{axpy_f32, dot_f32};
@@ -85,6 +86,11 @@ pub(crate) struct CgBlock {
     panel: Vec<f32>,
     /// 0, 1, 2, …: the column indices of a row's gathered items in `panel`.
     iota: Vec<u32>,
+    /// Per observed item of the task's rows, in order: c − 1 and c·p.
+    excess: Vec<f32>,
+    cp: Vec<f32>,
+    /// One row's dot products yᵢ·v.
+    dots: Vec<f32>,
 }
 
 impl CgBlock {
@@ -97,6 +103,9 @@ impl CgBlock {
             ap: vec![0.0; n],
             panel: Vec::new(),
             iota: Vec::new(),
+            excess: Vec::new(),
+            cp: Vec::new(),
+            dots: Vec::new(),
         }
     }
 }
@@ -149,7 +158,27 @@ pub(super) fn solve_rows_cg(
             cg.iota = (0..cols.len() as u32).collect();
         }
     }
-    let (panel, iota) = (&cg.panel, &cg.iota);
+    // Confidence terms once per item, not once per pass.
+    let mut offsets = Vec::with_capacity(count + 1);
+    cg.excess.clear();
+    cg.cp.clear();
+    let mut longest = 0;
+    for b in 0..count {
+        offsets.push(cg.excess.len());
+        let (_, vals) = rows.row(first + b);
+        longest = longest.max(vals.len());
+        for &v in vals {
+            let e = conf.excess(alpha, v);
+            cg.excess.push(e);
+            cg.cp.push(if v > 0.0 { 1.0 + e } else { 0.0 });
+        }
+    }
+    offsets.push(cg.excess.len());
+    if cg.dots.len() < longest {
+        cg.dots.resize(longest, 0.0);
+    }
+    let (panel, iota, excess, cpv) = (&cg.panel, &cg.iota, &cg.excess, &cg.cp);
+    let terms = |b: usize| (&excess[offsets[b]..offsets[b + 1]], &cpv[offsets[b]..offsets[b + 1]]);
     let source = |b: usize| -> (&[u32], &[f32]) {
         let (cols, _) = rows.row(first + b);
         match gathered[b] {
@@ -162,19 +191,20 @@ pub(super) fn solve_rows_cg(
     let mut rs_old = vec![0f32; count];
     let mut active = vec![true; count];
     for b in 0..count {
-        let (cols, vals) = rows.row(first + b);
+        let (cols, y) = source(b);
+        let (ex, cp) = terms(b);
         let range = b * kp..b * kp + k;
         rs_old[b] = initial_residual(
             k,
-            alpha,
-            conf,
             lam[b],
             cols,
-            vals,
-            fixed.factors,
+            ex,
+            cp,
+            y,
             &cg.x[range.clone()],
             &cg.ap[range.clone()],
             &mut cg.r[range.clone()],
+            &mut cg.dots,
         );
         cg.pv[range.clone()].copy_from_slice(&cg.r[range]);
         active[b] = rs_old[b] >= 1e-20;
@@ -188,22 +218,21 @@ pub(super) fn solve_rows_cg(
             if !active[b] {
                 continue;
             }
-            let (_, vals) = rows.row(first + b);
             let (cols, y) = source(b);
+            let (ex, _) = terms(b);
             let range = b * kp..b * kp + k;
             let step = cg_step(
                 k,
-                alpha,
-                conf,
                 lam[b],
                 cols,
-                vals,
+                ex,
                 y,
                 rs_old[b],
                 &mut cg.x[range.clone()],
                 &mut cg.r[range.clone()],
                 &mut cg.pv[range.clone()],
                 &mut cg.ap[range],
+                &mut cg.dots,
             );
             match step {
                 Some(rs_new) => rs_old[b] = rs_new,
@@ -216,31 +245,31 @@ pub(super) fn solve_rows_cg(
     }
 }
 
-/// r = −(YᵀY x) − λx + Σ (c·p − (c−1)·yᵢ·x) yᵢ, given `gx` = YᵀY x; returns r·r.
+/// r = −(YᵀY x) − λx + Σ (c·p − (c−1)·yᵢ·x) yᵢ, given `gx` = YᵀY x and
+/// each item's c − 1 (`ex`) and c·p (`cp`); returns r·r.
 #[multiversion(targets("x86_64+avx+avx2+fma+avx512f", "x86_64+avx+avx2+fma"))]
 #[allow(clippy::too_many_arguments)]
 fn initial_residual(
     k: usize,
-    alpha: f32,
-    conf: Confidence,
     lam: f32,
     cols: &[u32],
-    vals: &[f32],
+    ex: &[f32],
+    cp: &[f32],
     y: &[f32],
     x: &[f32],
     gx: &[f32],
     r: &mut [f32],
+    dots: &mut [f32],
 ) -> f32 {
     for ((ri, xi), gi) in r.iter_mut().zip(x).zip(gx) {
         *ri = -*gi - lam * xi;
     }
-    for (&c, &v) in cols.iter().zip(vals) {
-        let yi = &y[c as usize * k..(c as usize + 1) * k];
-        let excess = conf.excess(alpha, v);
-        let cp = if v > 0.0 { 1.0 + excess } else { 0.0 };
-        let coef = cp - excess * dot_f32(yi, x);
-        axpy_f32(coef, yi, r);
+    let d = &mut dots[..cols.len()];
+    rows_ops::dots(y, cols, k, x, d);
+    for ((di, &e), &c) in d.iter_mut().zip(ex).zip(cp) {
+        *di = c - e * *di;
     }
+    rows_ops::add_weighted(y, cols, k, d, r);
     dot_f32(r, r)
 }
 
@@ -251,26 +280,26 @@ fn initial_residual(
 #[allow(clippy::too_many_arguments)]
 fn cg_step(
     k: usize,
-    alpha: f32,
-    conf: Confidence,
     lam: f32,
     cols: &[u32],
-    vals: &[f32],
+    ex: &[f32],
     y: &[f32],
     rs_old: f32,
     x: &mut [f32],
     r: &mut [f32],
     pv: &mut [f32],
     ap: &mut [f32],
+    dots: &mut [f32],
 ) -> Option<f32> {
     for (a, pi) in ap.iter_mut().zip(pv.iter()) {
         *a += lam * pi;
     }
-    for (&c, &v) in cols.iter().zip(vals) {
-        let yi = &y[c as usize * k..(c as usize + 1) * k];
-        let excess = conf.excess(alpha, v);
-        axpy_f32(excess * dot_f32(yi, pv), yi, ap);
+    let d = &mut dots[..cols.len()];
+    rows_ops::dots(y, cols, k, pv, d);
+    for (di, &e) in d.iter_mut().zip(ex) {
+        *di *= e;
     }
+    rows_ops::add_weighted(y, cols, k, d, ap);
     let pap = dot_f32(pv, ap);
     if pap <= 0.0 || !pap.is_finite() {
         return None;
