@@ -602,35 +602,24 @@ impl<'a> ClusterExecutor<'a> {
         let mut total = 0u64;
         loop {
             let owners = self.desired_owners()?;
-            let mut shipped = Vec::new();
             let ds = self.ds;
+            let (layouts, routing, test) = (&self.layouts, &self.routing, &self.test);
             let mut futs = Vec::new();
             for (w, slot) in self.slots.iter().enumerate().filter(|(_, s)| s.alive) {
-                let mut ship: Vec<Vec<BlockChunk>> = Vec::new();
+                // Blocks are turned into messages one at a time as they are
+                // sent, so the coordinator never holds a second copy of the
+                // ratings (at 100M ratings that copy was 1.6 GB of peak RSS).
+                let mut ship: Vec<(Side, usize)> = Vec::new();
                 let mut release: Vec<(Side, Vec<u32>)> = Vec::new();
-                for (side, csr, current) in [(Side::Users, &ds.by_user, users), (Side::Items, &ds.by_item, items)] {
+                for side in [Side::Users, Side::Items] {
                     let si = side_ix(side);
                     let want: BTreeSet<usize> = (0..owners[si].len()).filter(|&b| owners[si][b] == w).collect();
-                    for &b in want.difference(&slot.holds[si]) {
-                        ship.push(block_messages(
-                            &self.job_id,
-                            side,
-                            b,
-                            csr,
-                            &self.layouts,
-                            &self.routing.side(side).needed[b],
-                            current,
-                            &self.test,
-                        ));
-                    }
+                    ship.extend(want.difference(&slot.holds[si]).map(|&b| (side, b)));
                     let extra: Vec<u32> = slot.holds[si].difference(&want).map(|&b| b as u32).collect();
                     if !extra.is_empty() {
                         release.push((side, extra));
                     }
                 }
-                let bytes: u64 = ship.iter().map(|m| encoded(m)).sum();
-                total += bytes;
-                shipped.push(bytes);
                 let mut c = slot.handle.client.clone();
                 let addr = slot.handle.addr.clone();
                 let start = (!slot.started).then(|| self.start_req.clone());
@@ -649,12 +638,19 @@ impl<'a> ClusterExecutor<'a> {
                             .await
                             .map_err(|s| rpc_err(&addr, "releasing blocks failed", s))?;
                     }
-                    for msgs in ship {
+                    let mut bytes = 0u64;
+                    for (side, b) in ship {
+                        let (csr, current) = match side {
+                            Side::Users => (&ds.by_user, users),
+                            Side::Items => (&ds.by_item, items),
+                        };
+                        let msgs = block_messages(&job_id, side, b, csr, layouts, &routing.side(side).needed[b], current, test);
+                        bytes += encoded(&msgs);
                         c.assign_block(tokio_stream::iter(msgs))
                             .await
                             .map_err(|s| rpc_err(&addr, "shipping a block failed", s))?;
                     }
-                    Ok::<(), HalfError>(())
+                    Ok::<u64, HalfError>(bytes)
                 };
                 let handle = slot.handle.clone();
                 let faults = self.faults.clone();
@@ -662,9 +658,10 @@ impl<'a> ClusterExecutor<'a> {
             }
             let results = self.rt.block_on(futures::future::join_all(futs));
             let mut lost_any = false;
-            for ((w, r), bytes) in results.into_iter().zip(shipped) {
+            for (w, r) in results {
                 match r {
-                    Ok(()) => {
+                    Ok(bytes) => {
+                        total += bytes;
                         let slot = &mut self.slots[w];
                         slot.started = true;
                         for (held, own) in slot.holds.iter_mut().zip(&owners) {
