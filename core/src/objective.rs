@@ -34,22 +34,39 @@ fn reg_term(p: &SolveParams, f: &Factors, counts: &Csr) -> f64 {
     per_row.into_iter().sum()
 }
 
+/// The Gramians the implicit objective uses: YᵀY of the items and, where the
+/// caller has it, XᵀX of the users, so that Σᵤ xᵤᵀ(YᵀY)xᵤ = ⟨YᵀY, XᵀX⟩
+/// costs k² instead of n·k² (training has both after every iteration).
+#[derive(Debug, Clone, Copy)]
+pub struct Grams<'a> {
+    pub items: &'a [f64],
+    pub users: Option<&'a [f64]>,
+}
+
 /// Explicit: Σ(r − r̂)² + Σᵤ λᵤ(‖pᵤ‖² + bᵤ²) + Σᵢ λᵢ(‖qᵢ‖² + bᵢ²).
 /// Implicit (Hu et al.): Σ over ALL pairs cᵤᵢ(pᵤᵢ − xᵤᵀyᵢ)² + the same regularization,
-/// computed with YᵀY so it costs O(nnz·k + n·k²).
-pub fn objective(
-    p: &SolveParams,
-    by_user: &Csr,
-    by_item: &Csr,
-    users: &Factors,
-    items: &Factors,
-    item_gram: Option<&[f64]>,
-) -> ObjectiveValue {
+/// computed with YᵀY so it costs O(nnz·k + n·k²), or O(nnz·k + k²) with XᵀX.
+pub fn objective(p: &SolveParams, by_user: &Csr, by_item: &Csr, users: &Factors, items: &Factors, grams: Option<Grams>) -> ObjectiveValue {
+    // With XᵀX the unobserved-pairs term is one inner product, not a term per user.
+    let per_user_gram = match grams {
+        Some(Grams { items, users: None }) => Some(items),
+        _ => None,
+    };
     let rows: Vec<(f64, f64)> = (0..by_user.n_rows())
         .into_par_iter()
-        .map_init(Vec::new, |x64, u| user_terms(p, by_user, users, items, item_gram, u, x64))
+        .map_init(Vec::new, |x64, u| user_terms(p, by_user, users, items, per_user_gram, u, x64))
         .collect();
-    let (loss, sq) = ordered_sum(rows);
+    let (mut loss, sq) = ordered_sum(rows);
+    if let (
+        Feedback::Implicit { .. },
+        Some(Grams {
+            items: g,
+            users: Some(xtx),
+        }),
+    ) = (p.feedback, grams)
+    {
+        loss += dot_f64(g, xtx);
+    }
     let reg = reg_term(p, users, by_user) + reg_term(p, items, by_item);
     ObjectiveValue {
         objective: loss + reg,

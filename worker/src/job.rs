@@ -548,11 +548,17 @@ impl Job {
                 block: id,
                 row_start: b.row_start,
                 n_rows: b.n_rows,
-                gram: implicit.then(|| block_gram(&f, k, params.backend)),
+                gram: None,
                 factors: f.clone(),
                 bias: bias.clone(),
             });
             b.pending = Some((step, f, bias));
+        }
+        if implicit {
+            // The blocks' Gramians in parallel (each one sequential, so the same bits as in-process).
+            use rayon::prelude::*;
+            out.par_iter_mut()
+                .for_each(|sb| sb.gram = Some(block_gram(&sb.factors, k, params.backend)));
         }
         self.fixed = Some(fixed);
         Ok(out)

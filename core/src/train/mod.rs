@@ -23,7 +23,7 @@ use crate::blocks::BlockLayout;
 use crate::data::Dataset;
 use crate::init::init_factors;
 use crate::linalg::Backend;
-use crate::objective::{objective, ObjectiveValue};
+use crate::objective::{objective, Grams, ObjectiveValue};
 use crate::side::{Factors, Side};
 use crate::solve::{block_gram, sum_grams, SolveError, SolveParams};
 
@@ -253,7 +253,11 @@ pub fn train(
         }
         let seconds = t0.elapsed().as_secs_f64();
         state.iterations_done = it;
-        let obj: ObjectiveValue = objective(&params, &ds.by_user, &ds.by_item, &state.users, &state.items, item_gram.as_deref());
+        let grams = item_gram.as_deref().map(|items| Grams {
+            items,
+            users: user_gram.as_deref(),
+        });
+        let obj: ObjectiveValue = objective(&params, &ds.by_user, &ds.by_item, &state.users, &state.items, grams);
         let evaluate_now = it == cfg.iterations || (cfg.eval_every > 0 && it.is_multiple_of(cfg.eval_every));
         let test = if evaluate_now {
             evaluate_with(exec, ds, cfg, &params, &state)?

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::data::{DuplicatePolicy, RawRatings};
-use crate::objective::objective;
+use crate::objective::{objective, Grams};
 use crate::rng::SplitMix64;
 use crate::solve::{Confidence, RegScaling, SolverKind};
 
@@ -69,8 +69,20 @@ impl HalfStepExecutor for Watching<'_> {
             Side::Items => (fixed, &*target),
         };
         let item_gram = crate::solve::block_gram(items.flat(), items.k(), p.backend);
-        self.seen
-            .push(objective(p, &self.ds.by_user, &self.ds.by_item, users, items, Some(&item_gram)).objective);
+        self.seen.push(
+            objective(
+                p,
+                &self.ds.by_user,
+                &self.ds.by_item,
+                users,
+                items,
+                Some(Grams {
+                    items: &item_gram,
+                    users: None,
+                }),
+            )
+            .objective,
+        );
         self.other = None;
         Ok(out)
     }
@@ -249,4 +261,37 @@ fn no_more_blocks_than_rows() {
     let l = Layouts::for_dataset(&ds, 100_000);
     assert_eq!((l.users.n_blocks(), l.items.n_blocks()), (5, 5));
     assert_eq!(Layouts::for_dataset(&ds, 3).users.n_blocks(), 3);
+}
+
+/// The implicit objective through ⟨YᵀY, XᵀX⟩ (what training reports) equals
+/// the per-user sum of xᵤᵀ(YᵀY)xᵤ it replaces.
+#[test]
+fn implicit_objective_with_the_user_gramian_equals_the_per_user_sum() {
+    let ds = dataset(&counts(low_rank_raw(50, 30, 3, 0.2, 0.0, 4)));
+    let cfg = TrainConfig {
+        factors: 6,
+        iterations: 2,
+        implicit: Some(ImplicitConfig {
+            alpha: 2.0,
+            confidence: Confidence::Linear,
+        }),
+        ..Default::default()
+    };
+    let layouts = Layouts::for_dataset(&ds, cfg.blocks);
+    let mut exec = LocalExecutor::new(&ds, layouts.clone());
+    let res = train(&ds, &cfg, &mut exec, &layouts, None, &mut |_, _| Ok(())).unwrap();
+    let (users, items) = (&res.state.users, &res.state.items);
+    let item_gram = gram_by_blocks(items, &layouts.items, cfg.backend);
+    let user_gram = gram_by_blocks(users, &layouts.users, cfg.backend);
+    let of = |g: Grams| objective(&res.params, &ds.by_user, &ds.by_item, users, items, Some(g)).objective;
+    let per_user = of(Grams {
+        items: &item_gram,
+        users: None,
+    });
+    let inner = of(Grams {
+        items: &item_gram,
+        users: Some(&user_gram),
+    });
+    assert!((per_user - inner).abs() <= 1e-9 * per_user.abs(), "{per_user} vs {inner}");
+    assert_eq!(res.reports.last().unwrap().objective, Some(inner));
 }
