@@ -61,7 +61,9 @@ mkdir -p "$OUT" "$ROOT/bench/results/data"
 OUT=$(cd "$OUT" && pwd)
 MANIFEST="$OUT/runs.tsv"
 : > "$MANIFEST"
-log() { echo "[compare $(date +%H:%M:%S)] $*" >&2; }
+LOG_TAG=compare
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- set-up
 COORD_OK=1
@@ -95,27 +97,6 @@ ML100K="$DATA_DIR/ml-100k/u.data"
 SYNTH="$ROOT/bench/results/data/synth_50k_20k_1M.csv"
 
 # ---------------------------------------------------------------- helpers
-# invoke NAME CMD...: run with a timeout; NAME.out = stdout, NAME.err = stderr, NAME.rc = exit code.
-invoke() {
-    local name=$1; shift
-    log "$name: $*"
-    local t0=$SECONDS
-    timeout --kill-after=30 "$TIMEOUT" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" </dev/null
-    local rc=$?
-    echo "$rc" > "$OUT/$name.rc"
-    [ "$rc" = 124 ] && echo "timeout after ${TIMEOUT}s" >> "$OUT/$name.err"
-    log "$name: exit $rc after $((SECONDS - t0)) s"
-    return 0
-}
-
-# fail NAME WHY: record a run that could not start.
-fail() {
-    echo "$2" > "$OUT/$1.err"; echo 127 > "$OUT/$1.rc"; log "$1: skipped: $2"
-}
-
-# row ID KIND DATA SETTING INVOCATION SELECTOR REF: one line of the table.
-row() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$MANIFEST"; }
-
 # ours NAME DATAFILE ARGS...: our coordinator with the common protocol settings.
 ours() {
     local name=$1 data=$2; shift 2

@@ -61,7 +61,9 @@ ROOFS="$OUT/roofline.tsv"
 : > "$ROOFS"
 COORD="$ROOT/target/release/coordinator"
 ROOF="$ROOT/target/release/roofline"
-log() { echo "[speed $(date +%H:%M:%S)] $*" >&2; }
+LOG_TAG=speed
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 if [ "$BUILD" = 1 ]; then
     log "building coordinator and roofline (release) ..."
@@ -88,13 +90,6 @@ gen() { # gen NAME USERS ITEMS RATINGS
     echo "$f"
 }
 
-invoke() { # invoke NAME CMD...: NAME.out/.err/.rc in the results folder
-    local name=$1; shift
-    log "$name: $*"
-    timeout --kill-after=30 "$TIMEOUT" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" </dev/null
-    echo $? > "$OUT/$name.rc"
-}
-row() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$MANIFEST"; }
 
 ours() { # ours NAME DATA MODE ARGS...
     local name=$1 data=$2 mode=$3; shift 3
@@ -115,15 +110,13 @@ roofline() { # roofline NAME DATA ARGS...: one line of roofline.tsv
 }
 
 anchor_implicit() { # anchor_implicit NAME DATA FACTORS REG ALPHA
-    if [ "$PY_OK" != 1 ]; then echo "anchors Python unusable" > "$OUT/$1.err"; echo 127 > "$OUT/$1.rc"; return; fi
+    if [ "$PY_OK" != 1 ]; then fail "$1" "anchors Python unusable"; return; fi
     (cd "$ANCHORS" && invoke "$1" "$PY" implicit_als.py "$2" --format csv --factors "$3" --reg "$4" --alpha "$5" \
         --iters "$ITERS" --solvers cg --threads "$THREADS" --no-lib-eval)
 }
 
 ML1M=$(gen ml1m 6040 3706 800000)
 EXP="--reg-scaling count --lambda 0.05"
-IMP64="--implicit --alpha 1 --reg-scaling none --lambda 0.05 --factors 64 --solver cg"
-IMP128="--implicit --alpha 30 --reg-scaling none --lambda 1 --factors 128 --solver cg"
 LOCAL="--local $THREADS"
 
 # explicit k=64 (and k=128)
@@ -138,27 +131,27 @@ for k in 64 128; do
     roofline "explicit k=$k ml1m" "$ML1M" --factors "$k" --lambda 0.05
 done
 
-# implicit k=64 on ml1m, k=128 on gowalla; implicit's CG at equal settings.
-# shellcheck disable=SC2086
-ours imp64-inproc "$ML1M" --in-process $IMP64
-# shellcheck disable=SC2086
-ours imp64-local "$ML1M" "$LOCAL" $IMP64
-anchor_implicit implicit64 "$ML1M" 64 0.05 1
-row imp64-inproc ours ml1m "implicit k=64 a=1 l=0.05, CG, in-process" imp64-inproc "" ""
-row imp64-local ours ml1m "implicit k=64 a=1 l=0.05, CG, $LOCAL" imp64-local "" ""
-row implicit64 implicit ml1m "implicit k=64 a=1 l=0.05, CG, $THREADS thr" implicit64 "solver=cg,threads=$THREADS" imp64-local
-roofline "implicit k=64 ml1m" "$ML1M" --factors 64 --implicit --solver cg --alpha 1 --lambda 0.05
+# implicit_case TAG DATANAME DATAFILE FACTORS ALPHA LAMBDA: ours in-process and
+# in the default mode, implicit's CG at equal settings, the roofline.
+implicit_case() {
+    local tag=$1 dname=$2 data=$3 k=$4 alpha=$5 lam=$6
+    local args="--implicit --alpha $alpha --reg-scaling none --lambda $lam --factors $k --solver cg"
+    local setting="implicit k=$k a=$alpha l=$lam, CG"
+    # shellcheck disable=SC2086  # args is a flag list on purpose
+    ours "$tag-inproc" "$data" --in-process $args
+    # shellcheck disable=SC2086
+    ours "$tag-local" "$data" "$LOCAL" $args
+    anchor_implicit "implicit$k" "$data" "$k" "$lam" "$alpha"
+    row "$tag-inproc" ours "$dname" "$setting, in-process" "$tag-inproc" "" ""
+    row "$tag-local" ours "$dname" "$setting, $LOCAL" "$tag-local" "" ""
+    row "implicit$k" implicit "$dname" "$setting, $THREADS thr" "implicit$k" "solver=cg,threads=$THREADS" "$tag-local"
+    roofline "implicit k=$k $dname" "$data" --factors "$k" --implicit --solver cg --alpha "$alpha" --lambda "$lam"
+}
+
+# implicit k=64 (α 1, λ 0.05) on ml1m, k=128 (α 30, λ 1) on gowalla.
+implicit_case imp64 ml1m "$ML1M" 64 1 0.05
 if [ "$QUICK" = 0 ]; then
-    GOW=$(gen gowalla 30000 41000 810000)
-    # shellcheck disable=SC2086
-    ours imp128-inproc "$GOW" --in-process $IMP128
-    # shellcheck disable=SC2086
-    ours imp128-local "$GOW" "$LOCAL" $IMP128
-    anchor_implicit implicit128 "$GOW" 128 1 30
-    row imp128-inproc ours gowalla "implicit k=128 a=30 l=1, CG, in-process" imp128-inproc "" ""
-    row imp128-local ours gowalla "implicit k=128 a=30 l=1, CG, $LOCAL" imp128-local "" ""
-    row implicit128 implicit gowalla "implicit k=128 a=30 l=1, CG, $THREADS thr" implicit128 "solver=cg,threads=$THREADS" imp128-local
-    roofline "implicit k=128 gowalla" "$GOW" --factors 128 --implicit --solver cg --alpha 30 --lambda 1
+    implicit_case imp128 gowalla "$(gen gowalla 30000 41000 810000)" 128 30 1
 fi
 
 NET_LINE=""

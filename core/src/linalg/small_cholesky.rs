@@ -13,6 +13,7 @@
 
 use multiversion::multiversion;
 
+use super::vec::dot_f64;
 use super::NotPositiveDefinite;
 
 /// Largest d this kernel is used for: past it faer's blocked code wins.
@@ -147,26 +148,9 @@ fn trailing_block(panel: &[f64], ld: usize, c: usize, block: &mut [f64]) {
 fn back_substitute(a: &[f64], ld: usize, b: &mut [f64], d: usize) {
     for i in (0..d).rev() {
         let col = &a[i * ld..i * ld + d];
-        let s = dot(&col[i + 1..], &b[i + 1..d]);
+        let s = dot_f64(&col[i + 1..], &b[i + 1..d]);
         b[i] = (a[d + i * ld] - s) / col[i];
     }
-}
-
-/// Eight partial sums in a fixed order, so the result is the same at every vector width.
-#[inline(always)]
-fn dot(x: &[f64], y: &[f64]) -> f64 {
-    let mut acc = [0f64; 8];
-    let chunks = x.len() / 8;
-    for c in 0..chunks {
-        for l in 0..8 {
-            acc[l] += x[c * 8 + l] * y[c * 8 + l];
-        }
-    }
-    let mut tail = 0.0;
-    for i in chunks * 8..x.len() {
-        tail += x[i] * y[i];
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
 #[cfg(test)]

@@ -73,6 +73,8 @@ pub fn dot_f64(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// `y = m x` for a symmetric k×k matrix stored densely (row-major == column-major).
+/// Only the row-at-a-time CG reference uses it now (the solvers use `sym_rows`).
+#[cfg(test)]
 #[inline(always)]
 pub fn symv_f32(m: &[f32], x: &[f32], y: &mut [f32]) {
     let k = x.len();

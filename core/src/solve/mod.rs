@@ -226,12 +226,10 @@ pub fn solve_rows(
                         Feedback::Explicit { biased, global_mean } => {
                             explicit::solve_row(p, *biased, *global_mean, cols, vals, &fixed, s, x, b)
                         }
-                        Feedback::Implicit { alpha, confidence } => match p.solver {
-                            SolverKind::Cholesky => {
-                                implicit::solve_row_cholesky(p, *alpha, *confidence, cols, vals, &fixed, gram.unwrap_or(&[]), s, x)
-                            }
-                            SolverKind::Cg { .. } => unreachable!("CG rows are solved as a block above"),
-                        },
+                        // CG returned above: row by row, implicit feedback is solved exactly.
+                        Feedback::Implicit { alpha, confidence } => {
+                            implicit::solve_row_cholesky(p, *alpha, *confidence, cols, vals, &fixed, gram.unwrap_or(&[]), s, x)
+                        }
                     };
                     if let Err(cause) = res {
                         return Some(SolveError::NotPositiveDefinite { row: r, cause });
@@ -277,9 +275,7 @@ impl RowScratch {
             cg: None,
         }
     }
-}
 
-impl RowScratch {
     /// Add `lam` to the normal matrix's diagonal and solve in place into `b`.
     fn solve_normal(&mut self, d: usize, lam: f64) -> Result<(), NotPositiveDefinite> {
         let ld = normal_ld(d);
