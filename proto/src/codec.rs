@@ -13,33 +13,84 @@ pub struct CodecError {
 }
 
 macro_rules! packing {
-    ($to:ident, $from:ident, $t:ty, $w:expr) => {
+    ($to:ident, $from:ident, $into:ident, $t:ty, $w:expr) => {
         pub fn $to(v: &[$t]) -> Vec<u8> {
             let mut out = Vec::with_capacity(v.len() * $w);
-            for x in v {
-                out.extend_from_slice(&x.to_le_bytes());
-            }
+            extend_le(&mut out, v);
             out
         }
 
         pub fn $from(field: &'static str, b: &[u8]) -> Result<Vec<$t>, CodecError> {
-            if b.len() % $w != 0 {
+            let mut out = vec![<$t>::default(); whole::<$t>(field, b)?];
+            $into(field, b, &mut out)?;
+            Ok(out)
+        }
+
+        /// Decodes `b` into `dest`, which must hold exactly its values.
+        pub fn $into(field: &'static str, b: &[u8], dest: &mut [$t]) -> Result<(), CodecError> {
+            if whole::<$t>(field, b)? != dest.len() {
                 return Err(CodecError {
                     field,
                     len: b.len(),
                     width: $w,
                 });
             }
-            Ok(b.chunks_exact($w)
-                .map(|c| <$t>::from_le_bytes(c.try_into().expect("exact chunk")))
-                .collect())
+            if cfg!(target_endian = "little") {
+                // The wire order is the memory order: one copy.
+                bytemuck::cast_slice_mut::<$t, u8>(dest).copy_from_slice(b);
+            } else {
+                for (d, c) in dest.iter_mut().zip(b.chunks_exact($w)) {
+                    *d = <$t>::from_le_bytes(c.try_into().expect("exact chunk"));
+                }
+            }
+            Ok(())
         }
     };
 }
 
-packing!(f32_bytes, bytes_f32, f32, 4);
-packing!(f64_bytes, bytes_f64, f64, 8);
-packing!(u32_bytes, bytes_u32, u32, 4);
+/// The number of whole `T` values in `b`, or an error naming the field.
+fn whole<T>(field: &'static str, b: &[u8]) -> Result<usize, CodecError> {
+    let w = std::mem::size_of::<T>();
+    if !b.len().is_multiple_of(w) {
+        return Err(CodecError {
+            field,
+            len: b.len(),
+            width: w,
+        });
+    }
+    Ok(b.len() / w)
+}
+
+/// Appends `v` to `out` as little-endian bytes.
+pub fn extend_le<T: bytemuck::Pod + LeBytes>(out: &mut Vec<u8>, v: &[T]) {
+    if cfg!(target_endian = "little") {
+        out.extend_from_slice(bytemuck::cast_slice(v));
+    } else {
+        for x in v {
+            x.put_le(out);
+        }
+    }
+}
+
+/// Numbers with a little-endian byte form (for big-endian hosts).
+pub trait LeBytes {
+    fn put_le(&self, out: &mut Vec<u8>);
+}
+
+macro_rules! le_bytes {
+    ($($t:ty),*) => {$(
+        impl LeBytes for $t {
+            fn put_le(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    )*};
+}
+le_bytes!(f32, f64, u32);
+
+packing!(f32_bytes, bytes_f32, bytes_into_f32, f32, 4);
+packing!(f64_bytes, bytes_f64, bytes_into_f64, f64, 8);
+packing!(u32_bytes, bytes_u32, bytes_into_u32, u32, 4);
 
 /// Splits several byte arrays, in order, into messages of at most `max` bytes
 /// of payload: each message gets consecutive pieces `(array, range)`.
@@ -97,6 +148,16 @@ mod tests {
         assert_eq!(bytes_f64("g", &f64_bytes(&[0.25, 3.0])).unwrap(), vec![0.25, 3.0]);
         assert_eq!(bytes_u32("u", &u32_bytes(&[7, u32::MAX])).unwrap(), vec![7, u32::MAX]);
         assert!(bytes_f32("f", &[0, 0, 0]).is_err());
+        // The wire form is little-endian whatever the host.
+        assert_eq!(f32_bytes(&[1.0]), 1.0f32.to_le_bytes());
+        assert_eq!(u32_bytes(&[0x0102_0304]), [4, 3, 2, 1]);
+        let mut dest = [0f32; 3];
+        bytes_into_f32("f", &f32_bytes(&v), &mut dest).unwrap();
+        assert_eq!(dest, v);
+        assert!(bytes_into_f32("f", &f32_bytes(&v), &mut [0f32; 2]).is_err());
+        let mut grown = vec![9u8];
+        extend_le(&mut grown, &[2.5f64]);
+        assert_eq!(grown[1..], 2.5f64.to_le_bytes());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use als_core::side::Side;
-use als_core::solve::{block_gram, solve_rows, Feedback, FixedSide, RowsView, SolveParams};
+use als_core::solve::{all_finite, block_gram, solve_rows, Feedback, FixedSide, RowsView, SolveParams};
 use als_core::topk::top_n_batch;
 use als_core::train::eval::predict_rows;
 use ndarray::ArrayView2;
@@ -473,11 +473,11 @@ impl Job {
     pub fn set_fixed(&mut self, f: FixedFactors) -> Result<(), JobError> {
         let k = self.params.factors;
         let n = self.needed_fixed_rows(f.side);
-        if f.factors.len() != n * k || f.factors.iter().any(|v| !v.is_finite()) {
+        if f.factors.len() != n * k || !all_finite(&f.factors) {
             return invalid(format!("fixed factors: expected {} finite values, got {}", n * k, f.factors.len()));
         }
         let want_bias = if self.biased() { n } else { 0 };
-        if f.bias.len() != want_bias || f.bias.iter().any(|v| !v.is_finite()) {
+        if f.bias.len() != want_bias || !all_finite(&f.bias) {
             return invalid(format!("fixed bias: expected {want_bias} finite values, got {}", f.bias.len()));
         }
         match (&f.gram, self.implicit()) {
@@ -513,53 +513,60 @@ impl Job {
             factors: &fixed.factors,
             bias: &fixed.bias,
         };
-        let mut out = Vec::new();
-        for (&id, b) in self.side_mut(side).blocks.iter_mut() {
-            // A later step means the previous solve was accepted: it becomes the warm start.
-            if let Some((s, f, bias)) = b.pending.take() {
-                if s != step {
-                    b.factors = f;
-                    b.bias = bias;
+        let gram_backend = params.backend;
+        // Every block at once, so the pool sees all of this worker's rows (one
+        // fork-join per half, not one per block); rows are independent, so the
+        // bits are those of solving block by block.
+        use rayon::prelude::*;
+        let held: Vec<(u32, &mut Block)> = self.side_mut(side).blocks.iter_mut().map(|(&id, b)| (id, b)).collect();
+        let results: Vec<Result<SolvedBlock, JobError>> = held
+            .into_par_iter()
+            .map(|(id, b)| {
+                // A later step means the previous solve was accepted: it becomes the warm start.
+                if let Some((s, f, bias)) = b.pending.take() {
+                    if s != step {
+                        b.factors = f;
+                        b.bias = bias;
+                    }
                 }
-            }
-            let mut f = b.factors.clone();
-            let mut bias = b.bias.clone();
-            let rows = RowsView {
-                indptr: &b.indptr,
-                indices: &b.union_columns,
-                values: &b.values,
-            };
-            solve_rows(
-                &params,
-                rows,
-                fx,
-                fixed.gram.as_deref(),
-                &mut f,
-                biased.then_some(bias.as_mut_slice()),
-            )
-            .map_err(|e| {
-                let e = e.offset_rows(b.row_start as usize);
-                JobError::Solve {
-                    row: e.row().map(|r| r as u64),
-                    message: e.to_string(),
-                }
-            })?;
-            out.push(SolvedBlock {
-                block: id,
-                row_start: b.row_start,
-                n_rows: b.n_rows,
-                gram: None,
-                factors: f.clone(),
-                bias: bias.clone(),
-            });
-            b.pending = Some((step, f, bias));
-        }
-        if implicit {
-            // The blocks' Gramians in parallel (each one sequential, so the same bits as in-process).
-            use rayon::prelude::*;
-            out.par_iter_mut()
-                .for_each(|sb| sb.gram = Some(block_gram(&sb.factors, k, params.backend)));
-        }
+                let mut f = b.factors.clone();
+                let mut bias = b.bias.clone();
+                let rows = RowsView {
+                    indptr: &b.indptr,
+                    indices: &b.union_columns,
+                    values: &b.values,
+                };
+                solve_rows(
+                    &params,
+                    rows,
+                    fx,
+                    fixed.gram.as_deref(),
+                    &mut f,
+                    biased.then_some(bias.as_mut_slice()),
+                )
+                .map_err(|e| {
+                    let e = e.offset_rows(b.row_start as usize);
+                    JobError::Solve {
+                        row: e.row().map(|r| r as u64),
+                        message: e.to_string(),
+                    }
+                })?;
+                // Each block's Gramian sequential, so the same bits as in-process.
+                let gram = implicit.then(|| block_gram(&f, k, gram_backend));
+                let solved = SolvedBlock {
+                    block: id,
+                    row_start: b.row_start,
+                    n_rows: b.n_rows,
+                    gram,
+                    factors: f.clone(),
+                    bias: bias.clone(),
+                };
+                b.pending = Some((step, f, bias));
+                Ok(solved)
+            })
+            .collect();
+        // The lowest failing block's error, as the block-by-block loop reported.
+        let out = results.into_iter().collect::<Result<Vec<_>, _>>()?;
         self.fixed = Some(fixed);
         Ok(out)
     }

@@ -88,7 +88,9 @@ impl Accumulator {
         Accumulator {
             names,
             limits: limits.to_vec(),
-            bufs: vec![Vec::new(); names.len()],
+            // The limits were checked against the memory budget: reserving
+            // them up front spares the copies of growing.
+            bufs: limits.iter().map(|&l| Vec::with_capacity(l as usize)).collect(),
         }
     }
 
@@ -266,17 +268,15 @@ impl Worker for WorkerService {
         };
         const NAMES: &[&str] = &["gram", "factors", "bias"];
         let mut acc = Accumulator::new(NAMES, &limits);
-        let mut chunk = first.clone();
-        loop {
+        for (i, f) in [&first.gram, &first.factors, &first.bias].into_iter().enumerate() {
+            acc.add(i, f)?;
+        }
+        while let Some(chunk) = stream.message().await? {
             if chunk.job_id != first.job_id || chunk.step != first.step || chunk.side != first.side {
                 return Err(Status::invalid_argument("a factor stream must carry one job, side and step"));
             }
             for (i, f) in [&chunk.gram, &chunk.factors, &chunk.bias].into_iter().enumerate() {
                 acc.add(i, f)?;
-            }
-            match stream.message().await? {
-                Some(c) => chunk = c,
-                None => break,
             }
         }
         let inv = |e: als_proto::codec::CodecError| Status::invalid_argument(e.to_string());

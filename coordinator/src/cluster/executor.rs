@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use als_core::data::{Csr, Dataset};
 use als_core::side::{Factors, Side};
-use als_core::solve::{sum_grams, Feedback, SolveParams};
+use als_core::solve::{all_finite, sum_grams, Feedback, SolveParams};
 use als_core::train::{eval, HalfStepExecutor, HalfStepOutput, HalfStepReport, Layouts, TestMetrics, TrainConfig, TrainError, TrainState};
-use als_proto::codec::{bytes_f32, bytes_f64, bytes_u32, chunk_messages, f32_bytes, f64_bytes, u32_bytes};
+use als_proto::codec::{bytes_f32, bytes_f64, bytes_into_f32, bytes_u32, chunk_messages, extend_le, f32_bytes, f64_bytes, u32_bytes};
 use als_proto::pb::{BlockChunk, EndJobRequest, EvalChunk, FactorChunk, ReleaseBlocksRequest, SolveRequest, SolvedChunk, StartJobRequest};
 use als_proto::spec::{side_to_pb, spec_from_params};
 use als_proto::{CHUNK_BYTES, PROTOCOL_VERSION};
@@ -250,11 +250,9 @@ fn block_messages(
 
 /// Rows `rows` of `f` (factors, then bias if any) as little-endian bytes.
 fn rows_bytes(f: &Factors, rows: impl Iterator<Item = usize> + Clone) -> (Vec<u8>, Vec<u8>) {
-    let mut factors = Vec::new();
+    let mut factors = Vec::with_capacity(rows.clone().count() * f.k() * 4);
     for r in rows.clone() {
-        for v in f.row(r) {
-            factors.extend_from_slice(&v.to_le_bytes());
-        }
+        extend_le(&mut factors, f.row(r));
     }
     let bias = if f.bias.is_empty() {
         Vec::new()
@@ -687,10 +685,15 @@ impl<'a> ClusterExecutor<'a> {
             }
             if !lost_any {
                 let [u, i] = owners;
-                self.routing.users.owner = u;
-                self.routing.items.owner = i;
-                self.routing.users.rebuild_unions(&self.layouts.users);
-                self.routing.items.rebuild_unions(&self.layouts.items);
+                // The unions only change when blocks move (a sort per worker: not every half).
+                if self.routing.users.owner != u {
+                    self.routing.users.owner = u;
+                    self.routing.users.rebuild_unions(&self.layouts.users);
+                }
+                if self.routing.items.owner != i {
+                    self.routing.items.owner = i;
+                    self.routing.items.rebuild_unions(&self.layouts.items);
+                }
                 return Ok(total);
             }
         }
@@ -803,19 +806,14 @@ impl<'a> ClusterExecutor<'a> {
                     "worker {addr}: block {b} has the wrong rows"
                 );
                 seen[b] = true;
-                let f = bytes_f32("factors", &g.factors).with_context(|| format!("worker {addr}"))?;
-                anyhow::ensure!(
-                    f.len() == range.len() * k && f.iter().all(|v| v.is_finite()),
-                    "worker {addr}: block {b} factors malformed"
-                );
-                target.flat_mut()[range.start * k..range.end * k].copy_from_slice(&f);
+                // Straight into the target rows: no intermediate vectors.
+                let dest = &mut target.flat_mut()[range.start * k..range.end * k];
+                bytes_into_f32("factors", &g.factors, dest).with_context(|| format!("worker {addr}: block {b} factors malformed"))?;
+                anyhow::ensure!(all_finite(dest), "worker {addr}: block {b} factors malformed");
                 if biased {
-                    let bb = bytes_f32("bias", &g.bias).with_context(|| format!("worker {addr}"))?;
-                    anyhow::ensure!(
-                        bb.len() == range.len() && bb.iter().all(|v| v.is_finite()),
-                        "worker {addr}: block {b} bias malformed"
-                    );
-                    target.bias[range.clone()].copy_from_slice(&bb);
+                    let dest = &mut target.bias[range.clone()];
+                    bytes_into_f32("bias", &g.bias, dest).with_context(|| format!("worker {addr}: block {b} bias malformed"))?;
+                    anyhow::ensure!(all_finite(dest), "worker {addr}: block {b} bias malformed");
                 }
                 if implicit {
                     let gr = bytes_f64("gram", &g.gram).with_context(|| format!("worker {addr}"))?;

@@ -96,9 +96,9 @@ pub(crate) const GATHER_CHUNK: usize = 256;
 
 /// Whether every value is finite: a branch-free pass per 4096 values (it
 /// vectorizes, unlike a short-circuiting `any`), run on every fixed factor
-/// of every block solved.
+/// of every block solved and on factors received off the wire.
 #[multiversion::multiversion(targets("x86_64+avx+avx2+fma+avx512f", "x86_64+avx+avx2+fma"))]
-fn all_finite(v: &[f32]) -> bool {
+pub fn all_finite(v: &[f32]) -> bool {
     v.chunks(4096).all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()))
 }
 
