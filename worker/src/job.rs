@@ -491,6 +491,13 @@ impl Job {
 
     /// Solve every block of `side` against the pushed fixed factors of `step`.
     pub fn solve(&mut self, side: Side, step: u64) -> Result<Vec<SolvedBlock>, JobError> {
+        self.solve_each(side, step, &|_| {})
+    }
+
+    /// [`Job::solve`], handing each block to `on_block` as soon as it is
+    /// solved (from the thread that solved it), so its rows can be on their
+    /// way while other blocks still compute.
+    pub fn solve_each(&mut self, side: Side, step: u64, on_block: &(dyn Fn(&SolvedBlock) + Sync)) -> Result<Vec<SolvedBlock>, JobError> {
         let fixed = self
             .fixed
             .take()
@@ -562,6 +569,7 @@ impl Job {
                     bias: bias.clone(),
                 };
                 b.pending = Some((step, f, bias));
+                on_block(&solved);
                 Ok(solved)
             })
             .collect();

@@ -13,11 +13,11 @@ use als_proto::pb::{
 };
 use als_proto::spec::{params_from_spec, side_from_pb};
 use als_proto::{CHUNK_BYTES, PROTOCOL_VERSION};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::job::{BlockData, EvalInput, FixedFactors, Job, JobError};
+use crate::job::{BlockData, EvalInput, FixedFactors, Job, JobError, SolvedBlock};
 
 /// Capabilities this build offers (checked in the handshake).
 pub fn capabilities() -> Vec<String> {
@@ -107,6 +107,27 @@ impl Accumulator {
 }
 
 type SolveStream = Pin<Box<dyn Stream<Item = Result<SolvedChunk, Status>> + Send>>;
+
+/// One solved block as its messages (header on the first).
+fn solved_chunks(b: &SolvedBlock) -> Vec<SolvedChunk> {
+    let gram = b.gram.as_deref().map(f64_bytes).unwrap_or_default();
+    let (factors, bias) = (f32_bytes(&b.factors), f32_bytes(&b.bias));
+    chunk_messages(
+        &[&gram, &factors, &bias],
+        CHUNK_BYTES,
+        |j| SolvedChunk {
+            block: b.block,
+            row_start: if j == 0 { b.row_start } else { 0 },
+            n_rows: if j == 0 { b.n_rows as u32 } else { 0 },
+            ..Default::default()
+        },
+        |m, f| match f {
+            0 => &mut m.gram,
+            1 => &mut m.factors,
+            _ => &mut m.bias,
+        },
+    )
+}
 type EvalStream = Pin<Box<dyn Stream<Item = Result<EvalResultChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -308,45 +329,37 @@ impl Worker for WorkerService {
         }
         let job = self.job.clone();
         let job_id = r.job_id.clone();
-        let t0 = Instant::now();
+        // Each block's chunks go out as one batch the moment it is solved, so
+        // a block's chunks stay together and the transfer overlaps the solve.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Result<SolvedChunk, Status>>>();
         // CPU-bound: off the async runtime, onto the rayon pool via a blocking thread.
-        let solved = tokio::task::spawn_blocking(move || {
-            let mut slot = job.blocking_lock();
-            let j = active(&mut slot, &job_id)?;
-            let out = j.solve(side, r.step).map_err(status);
-            j.last_activity = Instant::now();
-            out
-        })
-        .await
-        .map_err(|e| Status::internal(format!("solver task failed: {e}")))??;
-        let compute_seconds = t0.elapsed().as_secs_f64();
-        tracing::debug!(side = side.name(), blocks = solved.len(), compute_seconds, "half solved");
-        let mut msgs = Vec::new();
-        for b in solved {
-            let gram = b.gram.as_deref().map(f64_bytes).unwrap_or_default();
-            let (factors, bias) = (f32_bytes(&b.factors), f32_bytes(&b.bias));
-            msgs.extend(chunk_messages(
-                &[&gram, &factors, &bias],
-                CHUNK_BYTES,
-                |j| SolvedChunk {
-                    block: b.block,
-                    row_start: if j == 0 { b.row_start } else { 0 },
-                    n_rows: if j == 0 { b.n_rows as u32 } else { 0 },
+        tokio::task::spawn_blocking(move || {
+            let t0 = Instant::now();
+            let send_block = |b: &SolvedBlock| {
+                let _ = tx.send(solved_chunks(b).into_iter().map(Ok).collect());
+            };
+            let solved = {
+                let mut slot = job.blocking_lock();
+                active(&mut slot, &job_id).and_then(|j| {
+                    let out = j.solve_each(side, r.step, &send_block).map_err(status);
+                    j.last_activity = Instant::now();
+                    out
+                })
+            };
+            let compute_seconds = t0.elapsed().as_secs_f64();
+            // The end of the stream: the lowest failing block's error, or the summary.
+            let last = solved.map(|blocks| {
+                tracing::debug!(side = side.name(), blocks = blocks.len(), compute_seconds, "half solved");
+                SolvedChunk {
+                    compute_seconds,
+                    last: true,
                     ..Default::default()
-                },
-                |m, f| match f {
-                    0 => &mut m.gram,
-                    1 => &mut m.factors,
-                    _ => &mut m.bias,
-                },
-            ));
-        }
-        msgs.push(SolvedChunk {
-            compute_seconds,
-            last: true,
-            ..Default::default()
+                }
+            });
+            let _ = tx.send(vec![last]);
         });
-        Ok(Response::new(Box::pin(tokio_stream::iter(msgs.into_iter().map(Ok))) as SolveStream))
+        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).flat_map(tokio_stream::iter);
+        Ok(Response::new(Box::pin(stream) as SolveStream))
     }
 
     type EvaluateStream = EvalStream;
