@@ -120,17 +120,83 @@ pub fn plan_chunks(lens: &[usize], max: usize) -> Vec<Vec<(usize, std::ops::Rang
 pub fn chunk_messages<M>(
     fields: &[&[u8]],
     max: usize,
+    make: impl FnMut(usize) -> M,
+    dest: impl Fn(&mut M, usize) -> &mut Vec<u8>,
+) -> Vec<M> {
+    let fields: Vec<Field> = fields.iter().map(|f| Field::Bytes(f)).collect();
+    chunk_fields(&fields, max, make, dest)
+}
+
+/// A field's data as it is held: bytes, or f32 values (contiguous or as
+/// rows gathered on the fly), written little-endian straight into the
+/// messages, with no packed copy of the whole field in between.
+pub enum Field<'a> {
+    Bytes(&'a [u8]),
+    F32(&'a [f32]),
+    /// `n_rows` rows of `k` values; `row(i)` is the i-th.
+    Rows {
+        n_rows: usize,
+        k: usize,
+        row: &'a dyn Fn(usize) -> &'a [f32],
+    },
+}
+
+impl Field<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Field::Bytes(b) => b.len(),
+            Field::F32(v) => v.len() * 4,
+            Field::Rows { n_rows, k, .. } => n_rows * k * 4,
+        }
+    }
+
+    /// Appends bytes `r` of the field's little-endian image to `out`.
+    fn write(&self, r: std::ops::Range<usize>, out: &mut Vec<u8>) {
+        match self {
+            Field::Bytes(b) => out.extend_from_slice(&b[r]),
+            Field::F32(v) => write_values(out, r, v.len().max(1), |_| v),
+            Field::Rows { k, row, .. } => write_values(out, r, *k, row),
+        }
+    }
+}
+
+/// Bytes `r` of the little-endian image of rows of `k` values.
+fn write_values<'a>(out: &mut Vec<u8>, r: std::ops::Range<usize>, k: usize, row: impl Fn(usize) -> &'a [f32]) {
+    if r.is_empty() {
+        return;
+    }
+    // Whole values covering the range, then the partial edges trimmed
+    // (ranges on 4-byte boundaries, as every plan of 4-byte fields is, trim nothing).
+    let base = out.len();
+    let (first, end) = (r.start / 4, r.end.div_ceil(4));
+    let mut v = first;
+    while v < end {
+        let (i, c) = (v / k, v % k);
+        let take = (k - c).min(end - v);
+        extend_le(out, &row(i)[c..c + take]);
+        v += take;
+    }
+    out.truncate(out.len() - (end * 4 - r.end));
+    out.drain(base..base + (r.start - first * 4));
+}
+
+/// [`chunk_messages`] over fields held in any [`Field`] form.
+pub fn chunk_fields<M>(
+    fields: &[Field],
+    max: usize,
     mut make: impl FnMut(usize) -> M,
     dest: impl Fn(&mut M, usize) -> &mut Vec<u8>,
 ) -> Vec<M> {
-    let lens: Vec<usize> = fields.iter().map(|f| f.len()).collect();
+    let lens: Vec<usize> = fields.iter().map(Field::len).collect();
     plan_chunks(&lens, max)
         .into_iter()
         .enumerate()
         .map(|(j, parts)| {
             let mut m = make(j);
             for (f, r) in parts {
-                dest(&mut m, f).extend_from_slice(&fields[f][r]);
+                let out = dest(&mut m, f);
+                out.reserve(r.len());
+                fields[f].write(r, out);
             }
             m
         })
@@ -174,6 +240,34 @@ mod tests {
         }
         assert_eq!(got, lens.to_vec());
         assert_eq!(plan_chunks(&[0, 0], 8).len(), 1);
+    }
+
+    #[test]
+    fn fields_write_the_packed_bytes_at_any_split() {
+        let rows: Vec<Vec<f32>> = (0..5).map(|i| (0..3).map(|c| (i * 3 + c) as f32 + 0.5).collect()).collect();
+        let row = |i: usize| rows[i].as_slice();
+        let flat: Vec<f32> = rows.concat();
+        let packed = f32_bytes(&flat);
+        for which in 0..2 {
+            let field = match which {
+                0 => Field::F32(&flat),
+                _ => Field::Rows {
+                    n_rows: 5,
+                    k: 3,
+                    row: &row,
+                },
+            };
+            assert_eq!(field.len(), packed.len());
+            let fields = [Field::Bytes(&[9, 8]), field];
+            // Every split point, aligned or not, gives the same bytes as packing first.
+            for max in [1, 3, 4, 5, 7, 12, 64] {
+                let msgs = chunk_fields(&fields, max, |_| [Vec::new(), Vec::new()], |m, f| &mut m[f]);
+                let joined: Vec<u8> = msgs.iter().flat_map(|m| m[1].clone()).collect();
+                assert_eq!(joined, packed, "max {max}");
+                assert!(msgs.iter().all(|m| m[0].len() + m[1].len() <= max));
+                assert_eq!(msgs.iter().flat_map(|m| m[0].clone()).collect::<Vec<u8>>(), [9, 8]);
+            }
+        }
     }
 
     #[test]

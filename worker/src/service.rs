@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use als_proto::codec::{bytes_f32, bytes_f64, bytes_u32, chunk_messages, f32_bytes, f64_bytes, u32_bytes};
+use als_proto::codec::{bytes_f32, bytes_f64, bytes_u32, chunk_fields, chunk_messages, f32_bytes, f64_bytes, u32_bytes, Field};
 use als_proto::pb::worker_server::Worker;
 use als_proto::pb::{
     AssignBlockResponse, BlockChunk, EndJobRequest, EndJobResponse, EvalChunk, EvalResultChunk, FactorChunk, HandshakeRequest,
@@ -111,9 +111,8 @@ type SolveStream = Pin<Box<dyn Stream<Item = Result<SolvedChunk, Status>> + Send
 /// One solved block as its messages (header on the first).
 fn solved_chunks(b: &SolvedBlock) -> Vec<SolvedChunk> {
     let gram = b.gram.as_deref().map(f64_bytes).unwrap_or_default();
-    let (factors, bias) = (f32_bytes(&b.factors), f32_bytes(&b.bias));
-    chunk_messages(
-        &[&gram, &factors, &bias],
+    chunk_fields(
+        &[Field::Bytes(&gram), Field::F32(&b.factors), Field::F32(&b.bias)],
         CHUNK_BYTES,
         |j| SolvedChunk {
             block: b.block,

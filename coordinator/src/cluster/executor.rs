@@ -8,7 +8,9 @@ use als_core::data::{Csr, Dataset};
 use als_core::side::{Factors, Side};
 use als_core::solve::{all_finite, sum_grams, Feedback, SolveParams};
 use als_core::train::{eval, HalfStepExecutor, HalfStepOutput, HalfStepReport, Layouts, TestMetrics, TrainConfig, TrainError, TrainState};
-use als_proto::codec::{bytes_f32, bytes_f64, bytes_into_f32, bytes_u32, chunk_messages, extend_le, f32_bytes, f64_bytes, u32_bytes};
+use als_proto::codec::{
+    bytes_f32, bytes_f64, bytes_into_f32, bytes_u32, chunk_fields, chunk_messages, extend_le, f32_bytes, f64_bytes, u32_bytes, Field,
+};
 use als_proto::pb::{BlockChunk, EndJobRequest, EvalChunk, FactorChunk, ReleaseBlocksRequest, SolveRequest, SolvedChunk, StartJobRequest};
 use als_proto::spec::{side_to_pb, spec_from_params};
 use als_proto::{CHUNK_BYTES, PROTOCOL_VERSION};
@@ -262,12 +264,27 @@ fn rows_bytes(f: &Factors, rows: impl Iterator<Item = usize> + Clone) -> (Vec<u8
     (factors, bias)
 }
 
-/// The fixed rows one worker needs, as messages.
+/// The fixed rows one worker needs, as messages (the rows go from the
+/// factor matrix straight into the message buffers).
 fn factor_messages(job_id: &str, side: Side, step: u64, rows: &[u32], fixed: &Factors, gram: Option<&[f64]>) -> Vec<FactorChunk> {
-    let (factors, bias) = rows_bytes(fixed, rows.iter().map(|&r| r as usize));
     let gram = gram.map(f64_bytes).unwrap_or_default();
-    chunk_messages(
-        &[&gram, &factors, &bias],
+    let row = |i: usize| fixed.row(rows[i] as usize);
+    let bias: Vec<f32> = if fixed.bias.is_empty() {
+        Vec::new()
+    } else {
+        rows.iter().map(|&r| fixed.bias[r as usize]).collect()
+    };
+    let fields = [
+        Field::Bytes(&gram),
+        Field::Rows {
+            n_rows: rows.len(),
+            k: fixed.k(),
+            row: &row,
+        },
+        Field::F32(&bias),
+    ];
+    chunk_fields(
+        &fields,
         CHUNK_BYTES,
         |j| FactorChunk {
             job_id: job_id.to_owned(),
