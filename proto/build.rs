@@ -3,7 +3,8 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(["proto/als_worker.proto"], ["proto"])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // `bytes` fields as `Bytes`: decoding slices the receive buffer instead of copying it.
+    tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
     println!("cargo:rerun-if-changed=proto/als_worker.proto");
     Ok(())
 }

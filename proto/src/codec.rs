@@ -4,6 +4,8 @@
 //! than `repeated float`. A receiver appends each field's bytes across chunks
 //! and decodes once at the end, so chunks may split anywhere.
 
+pub use prost::bytes::Bytes;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {len} bytes is not a whole number of {width}-byte values")]
 pub struct CodecError {
@@ -73,8 +75,10 @@ pub fn extend_le<T: bytemuck::Pod + LeBytes>(out: &mut Vec<u8>, v: &[T]) {
 }
 
 /// Numbers with a little-endian byte form (for big-endian hosts).
-pub trait LeBytes {
+pub trait LeBytes: Sized {
     fn put_le(&self, out: &mut Vec<u8>);
+    /// The value whose memory holds `self`'s bytes read as little-endian.
+    fn from_le_memory(self) -> Self;
 }
 
 macro_rules! le_bytes {
@@ -83,10 +87,48 @@ macro_rules! le_bytes {
             fn put_le(&self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_le_bytes());
             }
+            fn from_le_memory(self) -> Self {
+                <$t>::from_le_bytes(self.to_ne_bytes())
+            }
         }
     )*};
 }
 le_bytes!(f32, f64, u32);
+
+/// Decodes a field received in pieces (the `Bytes` of its chunks, split
+/// anywhere) into `dest`, which must hold exactly its values: one copy from
+/// the receive buffers, none to join the pieces first.
+pub fn pieces_into<T: bytemuck::Pod + LeBytes>(field: &'static str, pieces: &[Bytes], dest: &mut [T]) -> Result<(), CodecError> {
+    let w = std::mem::size_of::<T>();
+    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    if len != dest.len() * w {
+        return Err(CodecError { field, len, width: w });
+    }
+    let mut at = 0;
+    let out = bytemuck::cast_slice_mut::<T, u8>(dest);
+    for p in pieces {
+        out[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
+    }
+    if cfg!(target_endian = "big") {
+        for v in dest.iter_mut() {
+            *v = v.from_le_memory();
+        }
+    }
+    Ok(())
+}
+
+/// [`pieces_into`] a new vector sized from the pieces.
+pub fn pieces_vec<T: bytemuck::Pod + LeBytes>(field: &'static str, pieces: &[Bytes]) -> Result<Vec<T>, CodecError> {
+    let w = std::mem::size_of::<T>();
+    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    if !len.is_multiple_of(w) {
+        return Err(CodecError { field, len, width: w });
+    }
+    let mut out = vec![T::zeroed(); len / w];
+    pieces_into(field, pieces, &mut out)?;
+    Ok(out)
+}
 
 packing!(f32_bytes, bytes_f32, bytes_into_f32, f32, 4);
 packing!(f64_bytes, bytes_f64, bytes_into_f64, f64, 8);
@@ -117,12 +159,7 @@ pub fn plan_chunks(lens: &[usize], max: usize) -> Vec<Vec<(usize, std::ops::Rang
 /// Messages carrying `fields` (byte arrays) split per [`plan_chunks`]:
 /// `make(j)` builds message `j` (headers go on `j == 0`), `dest(m, f)` is
 /// where field `f`'s bytes go in it.
-pub fn chunk_messages<M>(
-    fields: &[&[u8]],
-    max: usize,
-    make: impl FnMut(usize) -> M,
-    dest: impl Fn(&mut M, usize) -> &mut Vec<u8>,
-) -> Vec<M> {
+pub fn chunk_messages<M>(fields: &[&[u8]], max: usize, make: impl FnMut(usize) -> M, dest: impl Fn(&mut M, usize) -> &mut Bytes) -> Vec<M> {
     let fields: Vec<Field> = fields.iter().map(|f| Field::Bytes(f)).collect();
     chunk_fields(&fields, max, make, dest)
 }
@@ -185,7 +222,7 @@ pub fn chunk_fields<M>(
     fields: &[Field],
     max: usize,
     mut make: impl FnMut(usize) -> M,
-    dest: impl Fn(&mut M, usize) -> &mut Vec<u8>,
+    dest: impl Fn(&mut M, usize) -> &mut Bytes,
 ) -> Vec<M> {
     let lens: Vec<usize> = fields.iter().map(Field::len).collect();
     plan_chunks(&lens, max)
@@ -194,9 +231,9 @@ pub fn chunk_fields<M>(
         .map(|(j, parts)| {
             let mut m = make(j);
             for (f, r) in parts {
-                let out = dest(&mut m, f);
-                out.reserve(r.len());
-                fields[f].write(r, out);
+                let mut out = Vec::with_capacity(r.len());
+                fields[f].write(r, &mut out);
+                *dest(&mut m, f) = Bytes::from(out);
             }
             m
         })
@@ -224,6 +261,25 @@ mod tests {
         let mut grown = vec![9u8];
         extend_le(&mut grown, &[2.5f64]);
         assert_eq!(grown[1..], 2.5f64.to_le_bytes());
+    }
+
+    #[test]
+    fn pieces_split_anywhere_decode_like_one_buffer() {
+        let v = [1.5f32, -2.0, 7.25, f32::MIN_POSITIVE];
+        let b = f32_bytes(&v);
+        for cut in [(0, 0), (1, 5), (3, 9), (4, 8), (16, 16)] {
+            let pieces = [
+                Bytes::copy_from_slice(&b[..cut.0]),
+                Bytes::copy_from_slice(&b[cut.0..cut.1]),
+                Bytes::copy_from_slice(&b[cut.1..]),
+            ];
+            assert_eq!(pieces_vec::<f32>("f", &pieces).unwrap(), v, "{cut:?}");
+        }
+        assert!(pieces_vec::<f32>("f", &[Bytes::from_static(&[1, 2, 3])]).is_err());
+        let mut short = [0f32; 3];
+        assert!(pieces_into("f", &[Bytes::from(b.clone())], &mut short).is_err());
+        let g = pieces_vec::<f64>("g", &[Bytes::from(f64_bytes(&[0.5, -3.0]))]).unwrap();
+        assert_eq!(g, [0.5, -3.0]);
     }
 
     #[test]
@@ -261,11 +317,11 @@ mod tests {
             let fields = [Field::Bytes(&[9, 8]), field];
             // Every split point, aligned or not, gives the same bytes as packing first.
             for max in [1, 3, 4, 5, 7, 12, 64] {
-                let msgs = chunk_fields(&fields, max, |_| [Vec::new(), Vec::new()], |m, f| &mut m[f]);
-                let joined: Vec<u8> = msgs.iter().flat_map(|m| m[1].clone()).collect();
+                let msgs = chunk_fields(&fields, max, |_| [Bytes::new(), Bytes::new()], |m, f| &mut m[f]);
+                let joined: Vec<u8> = msgs.iter().flat_map(|m| m[1].to_vec()).collect();
                 assert_eq!(joined, packed, "max {max}");
                 assert!(msgs.iter().all(|m| m[0].len() + m[1].len() <= max));
-                assert_eq!(msgs.iter().flat_map(|m| m[0].clone()).collect::<Vec<u8>>(), [9, 8]);
+                assert_eq!(msgs.iter().flat_map(|m| m[0].to_vec()).collect::<Vec<u8>>(), [9, 8]);
             }
         }
     }
@@ -277,12 +333,12 @@ mod tests {
         let msgs = chunk_messages(
             &[&a, &[], &b],
             4,
-            |j| (j == 0, [Vec::new(), Vec::new(), Vec::new()]),
+            |j| (j == 0, [Bytes::new(), Bytes::new(), Bytes::new()]),
             |m, f| &mut m.1[f],
         );
         assert_eq!(msgs.len(), 5);
         assert!(msgs[0].0 && msgs[1..].iter().all(|m| !m.0));
-        let joined = |f: usize| msgs.iter().flat_map(|m| m.1[f].clone()).collect::<Vec<u8>>();
+        let joined = |f: usize| msgs.iter().flat_map(|m| m.1[f].to_vec()).collect::<Vec<u8>>();
         assert_eq!((joined(0), joined(1), joined(2)), (a.clone(), Vec::new(), b.clone()));
     }
 }

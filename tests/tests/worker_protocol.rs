@@ -78,12 +78,12 @@ fn handshake_token_job_and_validation() {
             n_rows,
             nnz: columns.len() as u64,
             n_needed: 2,
-            indptr: als_proto::codec::u32_bytes(&[0, columns.len() as u32]),
-            columns: als_proto::codec::u32_bytes(&columns),
-            values: als_proto::codec::f32_bytes(&vec![4.0; columns.len()]),
-            needed: als_proto::codec::u32_bytes(&[1, 3]),
-            factors: als_proto::codec::f32_bytes(&[0.1; 4]),
-            bias: als_proto::codec::f32_bytes(&[0.0]),
+            indptr: als_proto::codec::u32_bytes(&[0, columns.len() as u32]).into(),
+            columns: als_proto::codec::u32_bytes(&columns).into(),
+            values: als_proto::codec::f32_bytes(&vec![4.0; columns.len()]).into(),
+            needed: als_proto::codec::u32_bytes(&[1, 3]).into(),
+            factors: als_proto::codec::f32_bytes(&[0.1; 4]).into(),
+            bias: als_proto::codec::f32_bytes(&[0.0]).into(),
             ..Default::default()
         };
         // Another job's id: refused.
@@ -103,20 +103,20 @@ fn handshake_token_job_and_validation() {
         }
         // Non-finite rating.
         let mut nan = block("job-a", 1, vec![0, 1]);
-        nan.values = als_proto::codec::f32_bytes(&[4.0, f32::NAN]);
+        nan.values = als_proto::codec::f32_bytes(&[4.0, f32::NAN]).into();
         let e = c.assign_block(authed(tokio_stream::iter(vec![nan]), "s3cret")).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
         // Data beyond the declared sizes is cut off, not buffered.
         let mut big = block("job-a", 1, vec![0, 1]);
-        big.values = vec![0u8; 1 << 20];
+        big.values = vec![0u8; 1 << 20].into();
         let e = c.assign_block(authed(tokio_stream::iter(vec![big]), "s3cret")).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
         // Test rows outside the items: invalid.
         let with_test = |item: u32| BlockChunk {
             n_test: 1,
-            test_indptr: u32_bytes(&[0, 1]),
-            test_columns: u32_bytes(&[item]),
-            test_values: f32_bytes(&[3.0]),
+            test_indptr: u32_bytes(&[0, 1]).into(),
+            test_columns: u32_bytes(&[item]).into(),
+            test_values: f32_bytes(&[3.0]).into(),
             ..block("job-a", 1, vec![0, 1])
         };
         let e = c
@@ -134,11 +134,11 @@ fn handshake_token_job_and_validation() {
             step: 1,
             blocks: vec![0],
             n_item_rows: item_rows.len() as u32,
-            item_rows: u32_bytes(item_rows),
-            user_factors: f32_bytes(&[0.1; 4]),
-            user_bias: f32_bytes(&[0.2]),
-            item_factors: f32_bytes(&[1.0, 2.0, 3.0, 4.0]),
-            item_bias: f32_bytes(&[-0.5]),
+            item_rows: u32_bytes(item_rows).into(),
+            user_factors: f32_bytes(&[0.1; 4]).into(),
+            user_bias: f32_bytes(&[0.2]).into(),
+            item_factors: f32_bytes(&[1.0, 2.0, 3.0, 4.0]).into(),
+            item_bias: f32_bytes(&[-0.5]).into(),
             ..Default::default()
         };
         let mut out = c

@@ -4,7 +4,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use als_proto::codec::{bytes_f32, bytes_f64, bytes_u32, chunk_fields, chunk_messages, f32_bytes, f64_bytes, u32_bytes, Field};
+use als_proto::codec::Bytes;
+use als_proto::codec::{chunk_fields, chunk_messages, f32_bytes, f64_bytes, pieces_vec, u32_bytes, Field};
 use als_proto::pb::worker_server::Worker;
 use als_proto::pb::{
     AssignBlockResponse, BlockChunk, EndJobRequest, EndJobResponse, EvalChunk, EvalResultChunk, FactorChunk, HandshakeRequest,
@@ -80,7 +81,9 @@ fn active<'a>(slot: &'a mut Option<Job>, job_id: &str) -> Result<&'a mut Job, St
 struct Accumulator {
     names: &'static [&'static str],
     limits: Vec<u64>,
-    bufs: Vec<Vec<u8>>,
+    /// Per field, the received pieces (slices of the receive buffers, not copies).
+    bufs: Vec<Vec<Bytes>>,
+    held: Vec<u64>,
 }
 
 impl Accumulator {
@@ -88,20 +91,22 @@ impl Accumulator {
         Accumulator {
             names,
             limits: limits.to_vec(),
-            // The limits were checked against the memory budget: reserving
-            // them up front spares the copies of growing.
-            bufs: limits.iter().map(|&l| Vec::with_capacity(l as usize)).collect(),
+            bufs: vec![Vec::new(); names.len()],
+            held: vec![0; names.len()],
         }
     }
 
-    fn add(&mut self, i: usize, data: &[u8]) -> Result<(), Status> {
-        if self.bufs[i].len() as u64 + data.len() as u64 > self.limits[i] {
+    fn add(&mut self, i: usize, data: &Bytes) -> Result<(), Status> {
+        if self.held[i] + data.len() as u64 > self.limits[i] {
             return Err(Status::invalid_argument(format!(
                 "field {} exceeds its declared size of {} bytes",
                 self.names[i], self.limits[i]
             )));
         }
-        self.bufs[i].extend_from_slice(data);
+        if !data.is_empty() {
+            self.held[i] += data.len() as u64;
+            self.bufs[i].push(data.clone());
+        }
         Ok(())
     }
 }
@@ -242,16 +247,16 @@ impl Worker for WorkerService {
             n_rows: first.n_rows,
             nnz: first.nnz,
             n_needed: first.n_needed,
-            indptr: bytes_u32("indptr", &b[0]).map_err(|e| Status::invalid_argument(e.to_string()))?,
-            columns: bytes_u32("columns", &b[1]).map_err(|e| Status::invalid_argument(e.to_string()))?,
-            values: bytes_f32("values", &b[2]).map_err(|e| Status::invalid_argument(e.to_string()))?,
-            needed: bytes_u32("needed", &b[3]).map_err(|e| Status::invalid_argument(e.to_string()))?,
-            factors: bytes_f32("factors", &b[4]).map_err(|e| Status::invalid_argument(e.to_string()))?,
-            bias: bytes_f32("bias", &b[5]).map_err(|e| Status::invalid_argument(e.to_string()))?,
+            indptr: pieces_vec::<u32>("indptr", &b[0]).map_err(|e| Status::invalid_argument(e.to_string()))?,
+            columns: pieces_vec::<u32>("columns", &b[1]).map_err(|e| Status::invalid_argument(e.to_string()))?,
+            values: pieces_vec::<f32>("values", &b[2]).map_err(|e| Status::invalid_argument(e.to_string()))?,
+            needed: pieces_vec::<u32>("needed", &b[3]).map_err(|e| Status::invalid_argument(e.to_string()))?,
+            factors: pieces_vec::<f32>("factors", &b[4]).map_err(|e| Status::invalid_argument(e.to_string()))?,
+            bias: pieces_vec::<f32>("bias", &b[5]).map_err(|e| Status::invalid_argument(e.to_string()))?,
             n_test: first.n_test,
-            test_indptr: bytes_u32("test_indptr", &b[6]).map_err(inv)?,
-            test_columns: bytes_u32("test_columns", &b[7]).map_err(inv)?,
-            test_values: bytes_f32("test_values", &b[8]).map_err(inv)?,
+            test_indptr: pieces_vec::<u32>("test_indptr", &b[6]).map_err(inv)?,
+            test_columns: pieces_vec::<u32>("test_columns", &b[7]).map_err(inv)?,
+            test_values: pieces_vec::<f32>("test_values", &b[8]).map_err(inv)?,
         };
         let mut slot = self.job.lock().await;
         let job = active(&mut slot, &first.job_id)?;
@@ -303,13 +308,13 @@ impl Worker for WorkerService {
         let gram = if acc.bufs[0].is_empty() {
             None
         } else {
-            Some(bytes_f64("gram", &acc.bufs[0]).map_err(inv)?)
+            Some(pieces_vec::<f64>("gram", &acc.bufs[0]).map_err(inv)?)
         };
         let fixed = FixedFactors {
             side,
             step: first.step,
-            factors: bytes_f32("factors", &acc.bufs[1]).map_err(inv)?,
-            bias: bytes_f32("bias", &acc.bufs[2]).map_err(inv)?,
+            factors: pieces_vec::<f32>("factors", &acc.bufs[1]).map_err(inv)?,
+            bias: pieces_vec::<f32>("bias", &acc.bufs[2]).map_err(inv)?,
             gram,
         };
         let mut slot = self.job.lock().await;
@@ -407,11 +412,11 @@ impl Worker for WorkerService {
             top_k: first.top_k,
             min_pos: first.min_pos,
             all_items: first.all_items,
-            item_rows: bytes_u32("item_rows", &b[0]).map_err(inv)?,
-            user_factors: bytes_f32("user_factors", &b[1]).map_err(inv)?,
-            user_bias: bytes_f32("user_bias", &b[2]).map_err(inv)?,
-            item_factors: bytes_f32("item_factors", &b[3]).map_err(inv)?,
-            item_bias: bytes_f32("item_bias", &b[4]).map_err(inv)?,
+            item_rows: pieces_vec::<u32>("item_rows", &b[0]).map_err(inv)?,
+            user_factors: pieces_vec::<f32>("user_factors", &b[1]).map_err(inv)?,
+            user_bias: pieces_vec::<f32>("user_bias", &b[2]).map_err(inv)?,
+            item_factors: pieces_vec::<f32>("item_factors", &b[3]).map_err(inv)?,
+            item_bias: pieces_vec::<f32>("item_bias", &b[4]).map_err(inv)?,
         };
         if input.item_rows.len() != first.n_item_rows as usize {
             return Err(Status::invalid_argument(format!(

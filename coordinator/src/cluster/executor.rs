@@ -9,7 +9,7 @@ use als_core::side::{Factors, Side};
 use als_core::solve::{all_finite, sum_grams, Feedback, SolveParams};
 use als_core::train::{eval, HalfStepExecutor, HalfStepOutput, HalfStepReport, Layouts, TestMetrics, TrainConfig, TrainError, TrainState};
 use als_proto::codec::{
-    bytes_f32, bytes_f64, bytes_into_f32, bytes_u32, chunk_fields, chunk_messages, extend_le, f32_bytes, f64_bytes, u32_bytes, Field,
+    bytes_f32, bytes_u32, chunk_fields, chunk_messages, extend_le, f32_bytes, f64_bytes, pieces_into, pieces_vec, u32_bytes, Bytes, Field,
 };
 use als_proto::pb::{BlockChunk, EndJobRequest, EvalChunk, FactorChunk, ReleaseBlocksRequest, SolveRequest, SolvedChunk, StartJobRequest};
 use als_proto::spec::{side_to_pb, spec_from_params};
@@ -306,9 +306,10 @@ fn factor_messages(job_id: &str, side: Side, step: u64, rows: &[u32], fixed: &Fa
 struct Gathered {
     row_start: u64,
     n_rows: u32,
-    gram: Vec<u8>,
-    factors: Vec<u8>,
-    bias: Vec<u8>,
+    // The chunks' pieces as received (slices of the receive buffers).
+    gram: Vec<Bytes>,
+    factors: Vec<Bytes>,
+    bias: Vec<Bytes>,
 }
 
 struct WorkerHalf {
@@ -387,9 +388,9 @@ async fn push_and_solve(w: WorkerHandle, job_id: String, side: Side, step: u64, 
             ));
         }
         let g = &mut out.blocks.last_mut().expect("pushed above").1;
-        g.gram.extend_from_slice(&gram);
-        g.factors.extend_from_slice(&factors);
-        g.bias.extend_from_slice(&bias);
+        g.gram.push(gram);
+        g.factors.push(factors);
+        g.bias.push(bias);
     }
     Err(HalfError::Lost(format!("worker {addr}: solve stream ended early")))
 }
@@ -825,15 +826,15 @@ impl<'a> ClusterExecutor<'a> {
                 seen[b] = true;
                 // Straight into the target rows: no intermediate vectors.
                 let dest = &mut target.flat_mut()[range.start * k..range.end * k];
-                bytes_into_f32("factors", &g.factors, dest).with_context(|| format!("worker {addr}: block {b} factors malformed"))?;
+                pieces_into("factors", &g.factors, dest).with_context(|| format!("worker {addr}: block {b} factors malformed"))?;
                 anyhow::ensure!(all_finite(dest), "worker {addr}: block {b} factors malformed");
                 if biased {
                     let dest = &mut target.bias[range.clone()];
-                    bytes_into_f32("bias", &g.bias, dest).with_context(|| format!("worker {addr}: block {b} bias malformed"))?;
+                    pieces_into("bias", &g.bias, dest).with_context(|| format!("worker {addr}: block {b} bias malformed"))?;
                     anyhow::ensure!(all_finite(dest), "worker {addr}: block {b} bias malformed");
                 }
                 if implicit {
-                    let gr = bytes_f64("gram", &g.gram).with_context(|| format!("worker {addr}"))?;
+                    let gr: Vec<f64> = pieces_vec("gram", &g.gram).with_context(|| format!("worker {addr}"))?;
                     anyhow::ensure!(
                         gr.len() == k * k && gr.iter().all(|v| v.is_finite()),
                         "worker {addr}: block {b} gramian malformed"
