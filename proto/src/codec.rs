@@ -78,7 +78,7 @@ pub fn extend_le<T: bytemuck::Pod + LeBytes>(out: &mut Vec<u8>, v: &[T]) {
 pub trait LeBytes: Sized {
     fn put_le(&self, out: &mut Vec<u8>);
     /// The value whose memory holds `self`'s bytes read as little-endian.
-    fn from_le_memory(self) -> Self;
+    fn read_le_memory(self) -> Self;
 }
 
 macro_rules! le_bytes {
@@ -87,7 +87,7 @@ macro_rules! le_bytes {
             fn put_le(&self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_le_bytes());
             }
-            fn from_le_memory(self) -> Self {
+            fn read_le_memory(self) -> Self {
                 <$t>::from_le_bytes(self.to_ne_bytes())
             }
         }
@@ -101,7 +101,7 @@ le_bytes!(f32, f64, u32);
 pub fn pieces_into<T: bytemuck::Pod + LeBytes>(field: &'static str, pieces: &[Bytes], dest: &mut [T]) -> Result<(), CodecError> {
     let w = std::mem::size_of::<T>();
     let len: usize = pieces.iter().map(|p| p.len()).sum();
-    if len != dest.len() * w {
+    if len != std::mem::size_of_val(dest) {
         return Err(CodecError { field, len, width: w });
     }
     let mut at = 0;
@@ -112,7 +112,7 @@ pub fn pieces_into<T: bytemuck::Pod + LeBytes>(field: &'static str, pieces: &[By
     }
     if cfg!(target_endian = "big") {
         for v in dest.iter_mut() {
-            *v = v.from_le_memory();
+            *v = v.read_le_memory();
         }
     }
     Ok(())
