@@ -15,52 +15,17 @@ pub struct CodecError {
 }
 
 macro_rules! packing {
-    ($to:ident, $from:ident, $into:ident, $t:ty, $w:expr) => {
+    ($to:ident, $from:ident, $t:ty) => {
         pub fn $to(v: &[$t]) -> Vec<u8> {
-            let mut out = Vec::with_capacity(v.len() * $w);
+            let mut out = Vec::with_capacity(std::mem::size_of_val(v));
             extend_le(&mut out, v);
             out
         }
 
         pub fn $from(field: &'static str, b: &[u8]) -> Result<Vec<$t>, CodecError> {
-            let mut out = vec![<$t>::default(); whole::<$t>(field, b)?];
-            $into(field, b, &mut out)?;
-            Ok(out)
-        }
-
-        /// Decodes `b` into `dest`, which must hold exactly its values.
-        pub fn $into(field: &'static str, b: &[u8], dest: &mut [$t]) -> Result<(), CodecError> {
-            if whole::<$t>(field, b)? != dest.len() {
-                return Err(CodecError {
-                    field,
-                    len: b.len(),
-                    width: $w,
-                });
-            }
-            if cfg!(target_endian = "little") {
-                // The wire order is the memory order: one copy.
-                bytemuck::cast_slice_mut::<$t, u8>(dest).copy_from_slice(b);
-            } else {
-                for (d, c) in dest.iter_mut().zip(b.chunks_exact($w)) {
-                    *d = <$t>::from_le_bytes(c.try_into().expect("exact chunk"));
-                }
-            }
-            Ok(())
+            pieces_vec(field, &[b])
         }
     };
-}
-
-/// The number of whole `T` values in `b`, or an error naming the field.
-fn whole<T>(field: &'static str, b: &[u8]) -> Result<usize, CodecError> {
-    let w = std::mem::size_of::<T>();
-    if !b.len().is_multiple_of(w) {
-        return Err(CodecError {
-            field,
-            len: b.len(),
-            width: w,
-        });
-    }
-    Ok(b.len() / w)
 }
 
 /// Appends `v` to `out` as little-endian bytes.
@@ -98,15 +63,16 @@ le_bytes!(f32, f64, u32);
 /// Decodes a field received in pieces (the `Bytes` of its chunks, split
 /// anywhere) into `dest`, which must hold exactly its values: one copy from
 /// the receive buffers, none to join the pieces first.
-pub fn pieces_into<T: bytemuck::Pod + LeBytes>(field: &'static str, pieces: &[Bytes], dest: &mut [T]) -> Result<(), CodecError> {
+pub fn pieces_into<T: bytemuck::Pod + LeBytes>(field: &'static str, pieces: &[impl AsRef<[u8]>], dest: &mut [T]) -> Result<(), CodecError> {
     let w = std::mem::size_of::<T>();
-    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    let len: usize = pieces.iter().map(|p| p.as_ref().len()).sum();
     if len != std::mem::size_of_val(dest) {
         return Err(CodecError { field, len, width: w });
     }
     let mut at = 0;
     let out = bytemuck::cast_slice_mut::<T, u8>(dest);
     for p in pieces {
+        let p = p.as_ref();
         out[at..at + p.len()].copy_from_slice(p);
         at += p.len();
     }
@@ -119,9 +85,9 @@ pub fn pieces_into<T: bytemuck::Pod + LeBytes>(field: &'static str, pieces: &[By
 }
 
 /// [`pieces_into`] a new vector sized from the pieces.
-pub fn pieces_vec<T: bytemuck::Pod + LeBytes>(field: &'static str, pieces: &[Bytes]) -> Result<Vec<T>, CodecError> {
+pub fn pieces_vec<T: bytemuck::Pod + LeBytes>(field: &'static str, pieces: &[impl AsRef<[u8]>]) -> Result<Vec<T>, CodecError> {
     let w = std::mem::size_of::<T>();
-    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    let len: usize = pieces.iter().map(|p| p.as_ref().len()).sum();
     if !len.is_multiple_of(w) {
         return Err(CodecError { field, len, width: w });
     }
@@ -130,9 +96,9 @@ pub fn pieces_vec<T: bytemuck::Pod + LeBytes>(field: &'static str, pieces: &[Byt
     Ok(out)
 }
 
-packing!(f32_bytes, bytes_f32, bytes_into_f32, f32, 4);
-packing!(f64_bytes, bytes_f64, bytes_into_f64, f64, 8);
-packing!(u32_bytes, bytes_u32, bytes_into_u32, u32, 4);
+packing!(f32_bytes, bytes_f32, f32);
+packing!(f64_bytes, bytes_f64, f64);
+packing!(u32_bytes, bytes_u32, u32);
 
 /// Splits several byte arrays, in order, into messages of at most `max` bytes
 /// of payload: each message gets consecutive pieces `(array, range)`.
@@ -255,9 +221,9 @@ mod tests {
         assert_eq!(f32_bytes(&[1.0]), 1.0f32.to_le_bytes());
         assert_eq!(u32_bytes(&[0x0102_0304]), [4, 3, 2, 1]);
         let mut dest = [0f32; 3];
-        bytes_into_f32("f", &f32_bytes(&v), &mut dest).unwrap();
+        pieces_into("f", &[f32_bytes(&v)], &mut dest).unwrap();
         assert_eq!(dest, v);
-        assert!(bytes_into_f32("f", &f32_bytes(&v), &mut [0f32; 2]).is_err());
+        assert!(pieces_into("f", &[f32_bytes(&v)], &mut [0f32; 2]).is_err());
         let mut grown = vec![9u8];
         extend_le(&mut grown, &[2.5f64]);
         assert_eq!(grown[1..], 2.5f64.to_le_bytes());
