@@ -129,13 +129,14 @@ pub struct FixedFactors {
     pub gram: Option<Vec<f64>>,
 }
 
-/// One solved block, ready to stream back.
-pub struct SolvedBlock {
+/// One solved block, ready to stream back (its rows borrowed from the
+/// block's pending solve, not copied).
+pub struct SolvedBlock<'a> {
     pub block: u32,
     pub row_start: u64,
     pub n_rows: usize,
-    pub factors: Vec<f32>,
-    pub bias: Vec<f32>,
+    pub factors: &'a [f32],
+    pub bias: &'a [f32],
     pub gram: Option<Vec<f64>>,
 }
 
@@ -489,15 +490,11 @@ impl Job {
         Ok(())
     }
 
-    /// Solve every block of `side` against the pushed fixed factors of `step`.
-    pub fn solve(&mut self, side: Side, step: u64) -> Result<Vec<SolvedBlock>, JobError> {
-        self.solve_each(side, step, &|_| {})
-    }
-
-    /// [`Job::solve`], handing each block to `on_block` as soon as it is
-    /// solved (from the thread that solved it), so its rows can be on their
-    /// way while other blocks still compute.
-    pub fn solve_each(&mut self, side: Side, step: u64, on_block: &(dyn Fn(&SolvedBlock) + Sync)) -> Result<Vec<SolvedBlock>, JobError> {
+    /// Solve every block of `side` against the pushed fixed factors of
+    /// `step`, handing each block to `on_block` as soon as it is solved (from
+    /// the thread that solved it), so its rows can be on their way while
+    /// other blocks still compute. Returns the number of blocks solved.
+    pub fn solve(&mut self, side: Side, step: u64, on_block: &(dyn Fn(&SolvedBlock) + Sync)) -> Result<usize, JobError> {
         let fixed = self
             .fixed
             .take()
@@ -526,7 +523,7 @@ impl Job {
         // bits are those of solving block by block.
         use rayon::prelude::*;
         let held: Vec<(u32, &mut Block)> = self.side_mut(side).blocks.iter_mut().map(|(&id, b)| (id, b)).collect();
-        let results: Vec<Result<SolvedBlock, JobError>> = held
+        let results: Vec<Result<(), JobError>> = held
             .into_par_iter()
             .map(|(id, b)| {
                 // A later step means the previous solve was accepted: it becomes the warm start.
@@ -560,23 +557,23 @@ impl Job {
                 })?;
                 // Each block's Gramian sequential, so the same bits as in-process.
                 let gram = implicit.then(|| block_gram(&f, k, gram_backend));
-                let solved = SolvedBlock {
+                on_block(&SolvedBlock {
                     block: id,
                     row_start: b.row_start,
                     n_rows: b.n_rows,
                     gram,
-                    factors: f.clone(),
-                    bias: bias.clone(),
-                };
+                    factors: &f,
+                    bias: &bias,
+                });
                 b.pending = Some((step, f, bias));
-                on_block(&solved);
-                Ok(solved)
+                Ok(())
             })
             .collect();
         // The lowest failing block's error, as the block-by-block loop reported.
-        let out = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let n = results.len();
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
         self.fixed = Some(fixed);
-        Ok(out)
+        Ok(n)
     }
 
     /// Rows of the listed user blocks, which must be held here and ascending.

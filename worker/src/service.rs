@@ -117,7 +117,7 @@ type SolveStream = Pin<Box<dyn Stream<Item = Result<SolvedChunk, Status>> + Send
 fn solved_chunks(b: &SolvedBlock) -> Vec<SolvedChunk> {
     let gram = b.gram.as_deref().map(f64_bytes).unwrap_or_default();
     chunk_fields(
-        &[Field::Bytes(&gram), Field::F32(&b.factors), Field::F32(&b.bias)],
+        &[Field::Bytes(&gram), Field::F32(b.factors), Field::F32(b.bias)],
         CHUNK_BYTES,
         |j| SolvedChunk {
             block: b.block,
@@ -345,7 +345,7 @@ impl Worker for WorkerService {
             let solved = {
                 let mut slot = job.blocking_lock();
                 active(&mut slot, &job_id).and_then(|j| {
-                    let out = j.solve_each(side, r.step, &send_block).map_err(status);
+                    let out = j.solve(side, r.step, &send_block).map_err(status);
                     j.last_activity = Instant::now();
                     out
                 })
@@ -353,7 +353,7 @@ impl Worker for WorkerService {
             let compute_seconds = t0.elapsed().as_secs_f64();
             // The end of the stream: the lowest failing block's error, or the summary.
             let last = solved.map(|blocks| {
-                tracing::debug!(side = side.name(), blocks = blocks.len(), compute_seconds, "half solved");
+                tracing::debug!(side = side.name(), blocks, compute_seconds, "half solved");
                 SolvedChunk {
                     compute_seconds,
                     last: true,

@@ -169,7 +169,7 @@ fn one_case(seed: u64) {
     }
     let pushed = job.set_fixed(f).is_ok();
     if accepted && pushed {
-        let _ = job.solve(Side::Users, 1);
+        let _ = job.solve(Side::Users, 1, &|_| {});
     }
     // An evaluation of the block, valid or corrupted: an error or a full answer, never a panic.
     let biased = matches!(p.feedback, Feedback::Explicit { biased: true, .. });
