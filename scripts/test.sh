@@ -4,7 +4,8 @@
 # cargo-nextest with cargo), then builds the binaries (end-to-end tests run
 # them as real processes), tests the LAPACK backend against faer, runs every
 # test, the checks on MovieLens when ../shared/data is beside the checkout,
-# and the docker-compose cluster end to end when a Docker engine answers.
+# the Python package (python/) against the real `implicit`, and the
+# docker-compose cluster end to end when a Docker engine answers.
 # Whatever cannot run here is named, with how to get it, and counted as
 # skipped: never as passed.
 set -euo pipefail
@@ -62,6 +63,31 @@ if [ -n "$ALS_PYTHON" ]; then
   ALS_PYTHON=$ALS_PYTHON cargo nextest run --locked --run-ignored only -E 'test(/needs_numpy/)'
 else
   skip "the numpy interop test (needs python3 with numpy: apt-get install python3-numpy)"
+fi
+# The Python package (python/): built with `pip install ./python` into a venv
+# (FERRALS_VENV, default ~/.ferrals-venv) with pytest and the real `implicit`
+# it is compared against, then its tests. Skipped, visibly, where no Python
+# venv can be made; CI (ALS_PYTHON_REQUIRED=1) requires it.
+FERRALS_VENV=${FERRALS_VENV:-$HOME/.ferrals-venv}
+python_ready=0
+if [ ! -x "$FERRALS_VENV/bin/python" ]; then
+  python3 -m venv "$FERRALS_VENV" 2>/dev/null || {
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$FERRALS_VENV"
+  } || true
+fi
+if [ -x "$FERRALS_VENV/bin/python" ] &&
+  "$FERRALS_VENV/bin/python" -m pip install -q --disable-pip-version-check "pytest" "tqdm" "numpy" "scipy" "threadpoolctl" "implicit>=0.7,<0.8" &&
+  "$FERRALS_VENV/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./python; then
+  python_ready=1
+fi
+if [ "$python_ready" = 1 ]; then
+  FERRALS_COORDINATOR="$PWD/target/debug/coordinator" "$FERRALS_VENV/bin/python" -m pytest python/tests -q -rs
+elif [ "${ALS_PYTHON_REQUIRED:-}" = 1 ]; then
+  echo "test.sh: the Python package tests are required here, but the venv at $FERRALS_VENV could not be set up" >&2
+  exit 1
+else
+  skip "the Python package tests (needs python3 -m venv and pip reaching PyPI: python3 -m venv $FERRALS_VENV && $FERRALS_VENV/bin/pip install ./python pytest implicit)"
 fi
 # The container cluster: skipped without a Docker engine, unless ALS_E2E_DOCKER=1 (CI) demands it.
 if [ "$docker_wanted" = 1 ]; then

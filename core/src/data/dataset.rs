@@ -217,6 +217,78 @@ impl Dataset {
     }
 }
 
+impl Dataset {
+    /// A dataset straight from a users × items matrix whose row and column
+    /// numbers are the ids (the shape `implicit` and scipy users hand over).
+    /// Every row and column is kept, with or without ratings, so the factor
+    /// matrices line up with the caller's numbering; there is no test set.
+    ///
+    /// Columns must be strictly increasing within each row (no repeated
+    /// pairs: the caller merges them, as scipy's `sum_duplicates` does), and
+    /// every value finite and within [`crate::limits::MAX_ABS_VALUE`].
+    pub fn from_user_items(by_user: Csr) -> Result<Dataset, DataError> {
+        let bad = |m: String| Err(DataError::Invalid(m));
+        let (n_users, n_items) = (by_user.n_rows(), by_user.n_cols);
+        if by_user.indptr.first() != Some(&0) {
+            return bad("indptr must start at 0".into());
+        }
+        if by_user.indptr.windows(2).any(|w| w[0] > w[1]) {
+            return bad("indptr must be non-decreasing".into());
+        }
+        let nnz = by_user.indptr[n_users];
+        if nnz != by_user.indices.len() || nnz != by_user.values.len() {
+            return bad(format!(
+                "indptr ends at {nnz}, but there are {} indices and {} values",
+                by_user.indices.len(),
+                by_user.values.len()
+            ));
+        }
+        if nnz == 0 {
+            return Err(DataError::EmptyTrain);
+        }
+        if n_users > u32::MAX as usize || n_items > u32::MAX as usize {
+            return bad(format!("{n_users} × {n_items} is beyond 2^32 rows or columns"));
+        }
+        for r in 0..n_users {
+            let (cols, vals) = by_user.row(r);
+            if let Some(&c) = cols.iter().find(|&&c| c as usize >= n_items) {
+                return bad(format!("row {r}: column {c} is out of range for {n_items} columns"));
+            }
+            if let Some(w) = cols.windows(2).find(|w| w[0] >= w[1]) {
+                let what = if w[0] == w[1] { "is repeated" } else { "is out of order" };
+                return bad(format!("row {r}: column {} {what} (merge or sort the entries first)", w[1]));
+            }
+            if let Some((c, e)) = cols
+                .iter()
+                .zip(vals)
+                .find_map(|(c, v)| crate::limits::check_value(*v).err().map(|e| (c, e)))
+            {
+                return bad(format!("row {r}, column {c}: {e}"));
+            }
+        }
+        let (lo, hi) = by_user
+            .values
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let user_ids: Vec<String> = (0..n_users).map(|i| i.to_string()).collect();
+        let item_ids: Vec<String> = (0..n_items).map(|i| i.to_string()).collect();
+        let by_item = by_user.transpose();
+        let fingerprint = fingerprint(&user_ids, &item_ids, &by_user);
+        Ok(Dataset {
+            user_ids,
+            item_ids,
+            by_user,
+            by_item,
+            test: TestSet::default(),
+            test_dropped_cold: 0,
+            duplicates_merged: 0,
+            rating_min: lo,
+            rating_max: hi,
+            fingerprint,
+        })
+    }
+}
+
 /// Resolve repeated columns within each (sorted) row; returns the count merged.
 fn merge_duplicates(m: Csr, policy: DuplicatePolicy) -> (Csr, usize) {
     let has_dup = (0..m.n_rows()).any(|r| m.row(r).0.windows(2).any(|w| w[0] == w[1]));
@@ -336,6 +408,43 @@ mod tests {
         let sum = Dataset::build((&r, &all), None, DuplicatePolicy::Sum).unwrap();
         assert_eq!(sum.by_user.row(0).1, &[7.0, 5.0]);
         assert_eq!(sum.by_item.row(0).1, &[7.0]);
+    }
+
+    #[test]
+    fn from_user_items_keeps_every_row_and_column_and_checks_its_input() {
+        let m = Csr {
+            n_cols: 4,
+            indptr: vec![0, 2, 2, 3],
+            indices: vec![0, 3, 1],
+            values: vec![1.0, 2.0, 5.0],
+        };
+        let d = Dataset::from_user_items(m.clone()).unwrap();
+        assert_eq!((d.n_users(), d.n_items()), (3, 4));
+        assert_eq!(d.user_ids, vec!["0", "1", "2"]);
+        assert_eq!(d.by_item.row(3), (&[0u32][..], &[2.0f32][..]));
+        assert_eq!(d.by_item.row(2).0.len(), 0);
+        assert_eq!((d.rating_min, d.rating_max), (1.0, 5.0));
+        let err = |m: Csr| Dataset::from_user_items(m).unwrap_err().to_string();
+        let with = |f: &dyn Fn(&mut Csr)| {
+            let mut c = m.clone();
+            f(&mut c);
+            c
+        };
+        assert!(err(with(&|c| c.indices[1] = 4)).contains("row 0: column 4 is out of range for 4 columns"));
+        assert!(err(with(&|c| c.indices[1] = 0)).contains("row 0: column 0 is repeated"));
+        assert!(err(with(&|c| c.indices = vec![3, 0, 1])).contains("out of order"));
+        assert!(err(with(&|c| c.values[2] = f32::NAN)).contains("row 2, column 1: value NaN is not finite"));
+        assert!(err(with(&|c| c.indptr = vec![0, 2, 1, 3])).contains("non-decreasing"));
+        assert!(err(with(&|c| c.indptr = vec![0, 2, 2, 4])).contains("indptr ends at 4"));
+        assert!(matches!(
+            Dataset::from_user_items(Csr {
+                n_cols: 2,
+                indptr: vec![0, 0],
+                indices: vec![],
+                values: vec![]
+            }),
+            Err(DataError::EmptyTrain)
+        ));
     }
 
     #[test]

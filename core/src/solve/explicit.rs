@@ -22,6 +22,14 @@ pub(super) fn solve_row(
     out_bias: &mut f32,
 ) -> Result<(), NotPositiveDefinite> {
     let k = p.factors;
+    if cols.is_empty() {
+        // No ratings: every λ > 0 gives 0, and count scaling would leave the
+        // system without any term at all (λ·0). Only matrices handed over
+        // whole (Python's CSR) have such rows; loaded files never do.
+        out.fill(0.0);
+        *out_bias = 0.0;
+        return Ok(());
+    }
     let d = p.dim();
     let w = panel_width(k);
     let ld = normal_ld(d);

@@ -368,3 +368,47 @@ fn block_cg_matches_the_row_at_a_time_reference() {
         }
     }
 }
+
+#[test]
+fn explicit_rows_without_ratings_solve_to_zero_and_leave_their_neighbours_alone() {
+    // Rows 0 and 2 have ratings, row 1 none (a CSR handed over whole can have such rows).
+    let (k, m) = (6, 9);
+    let (full, fixed, bias) = random_case(11, 3, m, k, 0.5, false);
+    let (c0, v0) = full.row(0);
+    let (c2, v2) = full.row(2);
+    let indptr = [0, c0.len(), c0.len(), c0.len() + c2.len()];
+    let indices: Vec<u32> = c0.iter().chain(c2).copied().collect();
+    let values: Vec<f32> = v0.iter().chain(v2).copied().collect();
+    let rows = RowsView {
+        indptr: &indptr,
+        indices: &indices,
+        values: &values,
+    };
+    let side = FixedSide {
+        factors: &fixed,
+        bias: &bias,
+    };
+    for scaling in [RegScaling::Count, RegScaling::None] {
+        let p = params(
+            k,
+            Feedback::Explicit {
+                biased: true,
+                global_mean: 3.0,
+            },
+            SolverKind::Cholesky,
+            scaling,
+            Backend::Faer,
+        );
+        let mut out = vec![1.0f32; 3 * k];
+        let mut out_bias = vec![1.0f32; 3];
+        solve_rows(&p, rows, side, None, &mut out, Some(&mut out_bias)).unwrap();
+        assert!(out[k..2 * k].iter().all(|&v| v == 0.0) && out_bias[1] == 0.0);
+        // The rows with ratings get what they get when solved with full's rows.
+        let mut alone = vec![1.0f32; 3 * k];
+        let mut alone_bias = vec![1.0f32; 3];
+        solve_rows(&p, RowsView::of_csr(&full, 0, 3), side, None, &mut alone, Some(&mut alone_bias)).unwrap();
+        assert_eq!(out[..k], alone[..k]);
+        assert_eq!(out[2 * k..], alone[2 * k..]);
+        assert_eq!((out_bias[0], out_bias[2]), (alone_bias[0], alone_bias[2]));
+    }
+}
