@@ -52,9 +52,18 @@ pub(crate) fn solve_rows<'py>(
     if let Some(c) = rows.indices.iter().find(|&&c| c as usize >= m) {
         return Err(bad(format!("column {c} is out of range: the model has {m} of them")));
     }
-    // Own copies, so the arrays may change in Python while the GIL is released.
-    let fixed: Vec<f32> = fixed.as_array().iter().copied().collect();
-    let fixed_bias: Vec<f32> = fixed_bias.map(|b| b.as_array().to_vec()).unwrap_or_default();
+    // Borrowed, not copied: a fold-in of one user against a million items
+    // must not copy the item matrix. The read-only borrows live until the
+    // work below has joined, as numpy's own GIL-free operations do.
+    let fixed = fixed
+        .as_slice()
+        .map_err(|_| bad("the fixed factors must be a C-contiguous float32 array".into()))?;
+    let fixed_bias = fixed_bias
+        .as_ref()
+        .map(|b| b.as_slice())
+        .transpose()
+        .map_err(|_| bad("the fixed biases must be contiguous".into()))?;
+    let fixed_bias: &[f32] = fixed_bias.unwrap_or(&[]);
     let mut out: Vec<f32> = match warm_start {
         Some(w) if w.shape() == [n, k] => w.as_array().iter().copied().collect(),
         Some(w) => return Err(bad(format!("warm_start has shape {:?}, expected ({n}, {k})", w.shape()))),
@@ -78,7 +87,7 @@ pub(crate) fn solve_rows<'py>(
     };
     let biased = cfg.has_biases();
     let work = |_: &crate::run::Progress| -> Result<(Vec<f32>, Vec<f32>), NativeError> {
-        let gram = cfg.is_implicit().then(|| gramian(&fixed, k, &starts, cfg.backend));
+        let gram = cfg.is_implicit().then(|| gramian(fixed, k, &starts, cfg.backend));
         let mut bias = vec![0f32; if biased { n } else { 0 }];
         let view = RowsView {
             indptr: &rows.indptr,
@@ -86,8 +95,8 @@ pub(crate) fn solve_rows<'py>(
             values: &rows.values,
         };
         let side = FixedSide {
-            factors: &fixed,
-            bias: &fixed_bias,
+            factors: fixed,
+            bias: fixed_bias,
         };
         engine_solve_rows(
             &params,
