@@ -264,6 +264,10 @@ pub struct TrainArgs {
     /// Evaluate every N iterations (0: after the last one only).
     #[arg(long, default_value_t = 1, value_name = "N", help_heading = "Evaluation")]
     pub eval_every: usize,
+    /// Compute the training objective and train RMSE every N iterations (0:
+    /// never; a pass over every rating that changes no factor).
+    #[arg(long, default_value_t = als_core::train::DEFAULT_OBJECTIVE_EVERY, value_name = "N", help_heading = "Evaluation")]
+    pub objective_every: usize,
     /// Ranking cutoff K of precision/recall/MAP/NDCG@K.
     #[arg(long, default_value_t = 10, value_name = "K", value_parser = parse_positive_usize, help_heading = "Evaluation")]
     pub k: usize,
@@ -547,6 +551,7 @@ impl TrainArgs {
             blocks: self.blocks,
             backend,
             eval_every: self.eval_every,
+            objective_every: self.objective_every,
             ranking_k: self.k,
             min_pos: self.min_pos,
             clip_predictions: !self.no_clip,

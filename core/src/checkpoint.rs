@@ -44,6 +44,8 @@ impl RunSignature {
         let mut c = cfg.clone();
         c.iterations = 0;
         c.eval_every = 0;
+        // Reporting only: a run resumes whatever it reports.
+        c.objective_every = crate::train::DEFAULT_OBJECTIVE_EVERY;
         RunSignature {
             data_fingerprint: data_fingerprint.to_owned(),
             settings: serde_json::to_string(&c).expect("config serializes"),

@@ -86,6 +86,7 @@ class FactorModel:
             "seed": _seed(self.random_state),
             "blocks": _checks.positive_int(self.blocks, "blocks", 1, 1 << 20),
             "global_mean": float(getattr(self, "global_mean", 0.0) or 0.0),
+            "objective": bool(getattr(self, "calculate_training_loss", False)),
         }
 
     def _solver(self):

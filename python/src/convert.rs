@@ -46,6 +46,8 @@ pub(crate) struct Settings {
     pub biases: bool,
     pub seed: u64,
     pub blocks: usize,
+    /// Compute the objective (`calculate_training_loss`).
+    pub objective: bool,
     /// μ of a trained explicit model (row solves against it); `fit` computes its own.
     pub global_mean: f32,
 }
@@ -81,6 +83,7 @@ impl Settings {
             backend: Backend::Faer,
             // No test set: the one evaluation after the last iteration is empty.
             eval_every: 0,
+            objective_every: usize::from(self.objective),
             ..TrainConfig::default()
         };
         cfg.validate().map_err(bad)?;

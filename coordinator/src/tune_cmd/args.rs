@@ -197,6 +197,8 @@ impl TuneArgs {
         }
         t.no_clip = self.no_clip;
         t.eval_every = 0;
+        // tune reports fold scores, never the objective.
+        t.objective_every = 0;
         t.local = self.local;
         t.workers = self.workers.clone();
         t.in_process = self.local.is_none() && self.workers.is_none();

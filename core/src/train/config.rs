@@ -27,6 +27,18 @@ pub enum Learner {
 /// Surprise's `lr_all` default, so its users get the step size they know.
 pub const DEFAULT_LEARNING_RATE: f32 = 0.005;
 
+/// The training objective after every iteration, by default: the command
+/// line prints it, and it shows that ALS never increases it.
+pub const DEFAULT_OBJECTIVE_EVERY: usize = 1;
+
+fn default_objective_every() -> usize {
+    DEFAULT_OBJECTIVE_EVERY
+}
+
+fn is_default_objective_every(n: &usize) -> bool {
+    *n == DEFAULT_OBJECTIVE_EVERY
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub factors: usize,
@@ -47,6 +59,14 @@ pub struct TrainConfig {
     pub backend: Backend,
     /// Evaluate the test set every N iterations (0: only after the last one).
     pub eval_every: usize,
+    /// Compute the training objective and train RMSE every N iterations (0:
+    /// never). It is a pass over every rating, about a tenth of an
+    /// iteration's work: callers that do not show it skip it. It changes no
+    /// factor. SGD computes it every epoch regardless: it is its divergence
+    /// check. Left out of saved settings at its default, so models and
+    /// checkpoints of earlier versions read the same.
+    #[serde(default = "default_objective_every", skip_serializing_if = "is_default_objective_every")]
+    pub objective_every: usize,
     pub ranking_k: usize,
     /// Test rows with a value ≥ this are relevant for ranking metrics.
     pub min_pos: f32,
@@ -70,6 +90,7 @@ impl Default for TrainConfig {
             blocks: DEFAULT_BLOCKS,
             backend: Backend::Faer,
             eval_every: 1,
+            objective_every: DEFAULT_OBJECTIVE_EVERY,
             ranking_k: 10,
             min_pos: 1.0,
             clip_predictions: true,

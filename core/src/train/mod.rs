@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-pub use config::{ImplicitConfig, Learner, TrainConfig, DEFAULT_LEARNING_RATE};
+pub use config::{ImplicitConfig, Learner, TrainConfig, DEFAULT_LEARNING_RATE, DEFAULT_OBJECTIVE_EVERY};
 pub use eval::TestMetrics;
 pub use local::LocalExecutor;
 pub use sgd::train_sgd;
@@ -257,7 +257,9 @@ pub fn train(
             items,
             users: user_gram.as_deref(),
         });
-        let obj: ObjectiveValue = objective(&params, &ds.by_user, &ds.by_item, &state.users, &state.items, grams);
+        let objective_now = cfg.objective_every > 0 && it.is_multiple_of(cfg.objective_every);
+        let obj: Option<ObjectiveValue> =
+            objective_now.then(|| objective(&params, &ds.by_user, &ds.by_item, &state.users, &state.items, grams));
         let evaluate_now = it == cfg.iterations || (cfg.eval_every > 0 && it.is_multiple_of(cfg.eval_every));
         let test = if evaluate_now {
             evaluate_with(exec, ds, cfg, &params, &state)?
@@ -270,12 +272,12 @@ pub fn train(
         let report = IterationReport {
             iteration: it,
             seconds,
-            objective: Some(obj.objective),
-            train_rmse: Some(obj.train_rmse),
+            objective: obj.as_ref().map(|o| o.objective),
+            train_rmse: obj.as_ref().map(|o| o.train_rmse),
             test,
             halves: vec![out_u.report, out_i.report],
         };
-        tracing::debug!(iteration = it, seconds, objective = obj.objective, "iteration done");
+        tracing::debug!(iteration = it, seconds, objective = ?obj.as_ref().map(|o| o.objective), "iteration done");
         on_iteration(&report, &state)?;
         reports.push(report);
     }

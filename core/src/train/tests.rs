@@ -295,3 +295,47 @@ fn implicit_objective_with_the_user_gramian_equals_the_per_user_sum() {
     assert!((per_user - inner).abs() <= 1e-9 * per_user.abs(), "{per_user} vs {inner}");
     assert_eq!(res.reports.last().unwrap().objective, Some(inner));
 }
+
+#[test]
+fn the_objective_cadence_changes_what_is_reported_never_the_factors() {
+    let ds = dataset(&counts(low_rank_raw(60, 40, 3, 0.3, 0.2, 9)));
+    let base = TrainConfig {
+        factors: 5,
+        iterations: 4,
+        implicit: Some(ImplicitConfig {
+            alpha: 2.0,
+            confidence: Confidence::Linear,
+        }),
+        solver: SolverKind::Cg { steps: 3 },
+        ..Default::default()
+    };
+    let run = |every| {
+        let cfg = TrainConfig {
+            objective_every: every,
+            ..base.clone()
+        };
+        let layouts = Layouts::for_dataset(&ds, cfg.blocks);
+        let mut exec = LocalExecutor::new(&ds, layouts.clone());
+        train(&ds, &cfg, &mut exec, &layouts, None, &mut |_, _| Ok(())).unwrap()
+    };
+    let (every, never, second) = (run(1), run(0), run(2));
+    assert_eq!(every.state, never.state);
+    assert_eq!(every.state, second.state);
+    let reported = |r: &TrainResult| r.reports.iter().map(|x| x.objective).collect::<Vec<_>>();
+    assert!(reported(&every).iter().all(Option::is_some));
+    assert!(reported(&never).iter().all(Option::is_none));
+    assert!(never.reports.iter().all(|x| x.train_rmse.is_none()));
+    let (e, s) = (reported(&every), reported(&second));
+    assert_eq!((s[0], s[1], s[2], s[3]), (None, e[1], None, e[3]));
+    // Saved settings of a default run read as before the field existed.
+    let json = serde_json::to_value(&base).unwrap();
+    assert!(json.get("objective_every").is_none());
+    let back: TrainConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(back.objective_every, DEFAULT_OBJECTIVE_EVERY);
+    let never_json = serde_json::to_value(TrainConfig {
+        objective_every: 0,
+        ..base.clone()
+    })
+    .unwrap();
+    assert_eq!(never_json["objective_every"], 0);
+}
