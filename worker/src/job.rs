@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use als_core::side::Side;
-use als_core::solve::{all_finite, block_gram, solve_rows, Feedback, FixedSide, RowsView, SolveParams};
+use als_core::solve::{all_finite, block_gram, solve_rows_checked, CheckedFixed, Feedback, FixedSide, RowsView, SolveParams};
 use als_core::topk::top_n_batch;
 use als_core::train::eval::predict_rows;
 use ndarray::ArrayView2;
@@ -517,6 +517,15 @@ impl Job {
             factors: &fixed.factors,
             bias: &fixed.bias,
         };
+        // Checked once for all blocks (solve_rows would re-scan it per block).
+        let fx = match CheckedFixed::new(&params, fx, fixed.gram.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                let message = e.to_string();
+                self.fixed = Some(fixed);
+                return Err(JobError::Solve { row: None, message });
+            }
+        };
         let gram_backend = params.backend;
         // Every block at once, so the pool sees all of this worker's rows (one
         // fork-join per half, not one per block); rows are independent, so the
@@ -540,15 +549,7 @@ impl Job {
                     indices: &b.union_columns,
                     values: &b.values,
                 };
-                solve_rows(
-                    &params,
-                    rows,
-                    fx,
-                    fixed.gram.as_deref(),
-                    &mut f,
-                    biased.then_some(bias.as_mut_slice()),
-                )
-                .map_err(|e| {
+                solve_rows_checked(&params, rows, &fx, &mut f, biased.then_some(bias.as_mut_slice())).map_err(|e| {
                     let e = e.offset_rows(b.row_start as usize);
                     JobError::Solve {
                         row: e.row().map(|r| r as u64),

@@ -149,9 +149,7 @@ pub(super) fn solve_rows_cg(
         if used + need > CG_PANEL_FLOATS {
             continue;
         }
-        for &c in cols {
-            cg.panel.extend_from_slice(&fixed.factors[c as usize * k..(c as usize + 1) * k]);
-        }
+        rows_ops::gather_rows(fixed.factors, k, cols, &mut cg.panel);
         *g = Some(used);
         used += need;
         if cg.iota.len() < cols.len() {

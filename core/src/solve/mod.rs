@@ -102,24 +102,60 @@ pub fn all_finite(v: &[f32]) -> bool {
     v.chunks(4096).all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()))
 }
 
-/// Check shapes and indices before any arithmetic: a bad block is an error, never a panic.
-pub fn validate(
+/// The fixed side of a half-iteration, checked once: its shape against the
+/// parameters, every factor and bias finite, the Gramian present (and
+/// finite-sized) for implicit feedback. Blocks solved against it
+/// ([`solve_rows_checked`]) check only their own rows, so a worker holding
+/// many blocks scans the fixed side once per half, not once per block.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckedFixed<'a> {
+    side: FixedSide<'a>,
+    gram: Option<&'a [f64]>,
+    /// Rows of the fixed side (the column range of the rows solved).
+    rows: usize,
+}
+
+impl<'a> CheckedFixed<'a> {
+    pub fn new(p: &SolveParams, side: FixedSide<'a>, gram: Option<&'a [f64]>) -> Result<Self, SolveError> {
+        let k = p.factors;
+        let bad = |m: String| Err(SolveError::Invalid(m));
+        if k == 0 {
+            return bad("factors must be positive".into());
+        }
+        if !side.factors.len().is_multiple_of(k) {
+            return bad(format!("fixed factors length {} is not a multiple of {k}", side.factors.len()));
+        }
+        let m = side.factors.len() / k;
+        match &p.feedback {
+            Feedback::Explicit { biased: true, .. } if side.bias.len() != m => {
+                return bad(format!("fixed bias has {} entries, expected {m}", side.bias.len()));
+            }
+            Feedback::Explicit { .. } => {}
+            Feedback::Implicit { .. } => match gram {
+                Some(g) if g.len() == k * k => {}
+                Some(g) => return bad(format!("gramian has {} values, expected {}", g.len(), k * k)),
+                None => return bad("implicit feedback needs the gramian of the fixed side".into()),
+            },
+        }
+        if !all_finite(side.factors) || !all_finite(side.bias) {
+            return bad("non-finite fixed factor".into());
+        }
+        Ok(CheckedFixed { side, gram, rows: m })
+    }
+}
+
+/// Check a block's rows and outputs against a checked fixed side before any
+/// arithmetic: a bad block is an error, never a panic.
+fn validate_rows(
     p: &SolveParams,
     rows: &RowsView,
-    fixed: &FixedSide,
-    gram: Option<&[f64]>,
+    fixed: &CheckedFixed,
     out_len: usize,
     out_bias_len: Option<usize>,
 ) -> Result<(), SolveError> {
     let k = p.factors;
     let bad = |m: String| Err(SolveError::Invalid(m));
-    if k == 0 {
-        return bad("factors must be positive".into());
-    }
-    if !fixed.factors.len().is_multiple_of(k) {
-        return bad(format!("fixed factors length {} is not a multiple of {k}", fixed.factors.len()));
-    }
-    let m = fixed.factors.len() / k;
+    let m = fixed.rows;
     let n = rows.n_rows();
     if rows.indptr.is_empty() {
         return bad("empty indptr".into());
@@ -146,27 +182,16 @@ pub fn validate(
     }
     match &p.feedback {
         Feedback::Explicit { biased: true, .. } => {
-            if fixed.bias.len() != m {
-                return bad(format!("fixed bias has {} entries, expected {m}", fixed.bias.len()));
-            }
             if out_bias_len != Some(n) {
                 return bad(format!("output bias has {out_bias_len:?} entries, expected {n}"));
             }
         }
         Feedback::Explicit { biased: false, .. } => {}
         Feedback::Implicit { .. } => {
-            match gram {
-                Some(g) if g.len() == k * k => {}
-                Some(g) => return bad(format!("gramian has {} values, expected {}", g.len(), k * k)),
-                None => return bad("implicit feedback needs the gramian of the fixed side".into()),
-            }
             if rows.values[start..end].iter().any(|&v| v < 0.0) {
                 return bad("implicit feedback values must be >= 0".into());
             }
         }
-    }
-    if !all_finite(fixed.factors) || !all_finite(fixed.bias) {
-        return bad("non-finite fixed factor".into());
     }
     Ok(())
 }
@@ -182,7 +207,19 @@ pub fn solve_rows(
     out: &mut [f32],
     out_bias: Option<&mut [f32]>,
 ) -> Result<(), SolveError> {
-    validate(p, &rows, &fixed, gram, out.len(), out_bias.as_ref().map(|b| b.len()))?;
+    solve_rows_checked(p, rows, &CheckedFixed::new(p, fixed, gram)?, out, out_bias)
+}
+
+/// [`solve_rows`] against a fixed side checked once for many blocks.
+pub fn solve_rows_checked(
+    p: &SolveParams,
+    rows: RowsView,
+    fixed: &CheckedFixed,
+    out: &mut [f32],
+    out_bias: Option<&mut [f32]>,
+) -> Result<(), SolveError> {
+    validate_rows(p, &rows, fixed, out.len(), out_bias.as_ref().map(|b| b.len()))?;
+    let (gram, fixed) = (fixed.gram, fixed.side);
     let k = p.factors;
     let n = rows.n_rows();
     let mut dummy_bias;
