@@ -2,6 +2,7 @@
 
 import _thread
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -166,3 +167,40 @@ def test_explicit_model_predicts_ratings_with_biases():
     r2.eliminate_zeros()
     m2 = ferrals.ExplicitALS(factors=3, iterations=2).fit(r2, show_progress=False)
     assert not m2.user_factors[5].any() and m2.user_bias[5] == 0
+
+
+def test_fit_releases_the_gil():
+    """Another Python thread keeps running while the engine trains."""
+    big = synthetic(users=3000, items=1500, per_user=30, seed=2)
+    stop = threading.Event()
+    started = threading.Event()
+    outcome = {}
+
+    def until_stopped(it, *_):
+        started.set()
+        if stop.is_set():
+            raise RuntimeError("stopped by the test")
+
+    def run():
+        m = ferrals.AlternatingLeastSquares(factors=32, iterations=100000, use_cg=False)
+        try:
+            m.fit(big, show_progress=False, callback=until_stopped)
+        except RuntimeError as e:
+            outcome["error"] = str(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        assert started.wait(60), "the fit never finished an iteration"
+        # Count in Python while the fit is inside the engine. With the GIL
+        # held through the solves, this loop could not run until the fit ended.
+        count, window_end = 0, time.monotonic() + 0.3
+        while time.monotonic() < window_end:
+            count += 1
+        alive = t.is_alive()
+    finally:
+        stop.set()
+        t.join(120)
+    assert alive, "the fit ended before the window: it cannot show anything"
+    assert count > 10_000, count
+    assert outcome.get("error") == "stopped by the test"
