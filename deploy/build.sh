@@ -48,12 +48,16 @@ for b in worker coordinator; do
   }
 done
 
-# The shared token: random, readable only by its owner, never in an image.
-if [ ! -s deploy/secrets/token ]; then
-  mkdir -p -m 700 deploy/secrets
-  (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > deploy/secrets/token)
-  echo "build.sh: wrote a new cluster token to deploy/secrets/token"
-fi
+# The tokens: random, readable only by their owner, never in an image. The
+# cluster's (workers and coordinator) and the model server's (its clients)
+# are separate: a serving client is no cluster peer.
+for t in token serve_token; do
+  if [ ! -s "deploy/secrets/$t" ]; then
+    mkdir -p -m 700 deploy/secrets
+    (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "deploy/secrets/$t")
+    echo "build.sh: wrote a new token to deploy/secrets/$t"
+  fi
+done
 # Containers run as you, so they can read the token and the model lands owned by you.
 if [ ! -f deploy/.env ]; then
   printf 'ALS_UID=%s\nALS_GID=%s\n' "$(id -u)" "$(id -g)" > deploy/.env

@@ -35,9 +35,9 @@ teardown() {
   if [ -n "$current" ]; then
     if [ $rc -ne 0 ]; then
       log "logs of $current:"
-      "${compose[@]}" -p "$current" -f "$compose_file" logs --no-color 2>&1 | tail -n 60 >&2 || true
+      "${compose[@]}" -p "$current" -f "$compose_file" --profile serve logs --no-color 2>&1 | tail -n 60 >&2 || true
     fi
-    "${compose[@]}" -p "$current" -f "$compose_file" down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
+    "${compose[@]}" -p "$current" -f "$compose_file" --profile serve down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
   fi
   rm -rf "$work"
   exit $rc
@@ -47,7 +47,8 @@ trap 'exit 130' INT TERM
 
 mkdir -p "$work/data"
 (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token")
-export ALS_UID ALS_GID ALS_TOKEN_FILE=$work/token ALS_DATA_DIR=$work/data
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/serve_token")
+export ALS_UID ALS_GID ALS_TOKEN_FILE=$work/token ALS_SERVE_TOKEN_FILE=$work/serve_token ALS_DATA_DIR=$work/data
 ALS_UID=$(id -u)
 ALS_GID=$(id -g)
 # Big enough that an iteration takes a while on two cores, so there is a mid-run moment.
@@ -139,7 +140,54 @@ same_factors() {
   log "$1: factors identical to the clean run"
 }
 
+# The model server of the compose file (profile "serve") on the clean run's
+# model: health without the token, a recommendation and /metrics with it.
+serve_check() {
+  local name=$1
+  current=$project-serve
+  export ALS_OUT_DIR=$work/$name
+  ALS_SERVE_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  export ALS_SERVE_PORT
+  local c=("${compose[@]}" -p "$current" -f "$compose_file" --profile serve)
+  "${c[@]}" up -d serve >"$work/serve.log" 2>&1 || fail "serve: compose up failed: $(cat "$work/serve.log")"
+  python3 - "$ALS_SERVE_PORT" "$work/serve_token" "$(head -n 1 "$work/$name/model/user_ids.txt")" <<'PY' || fail "serve: the model server did not answer as expected"
+import json, sys, time, urllib.request, urllib.error
+port, token, user = sys.argv[1], open(sys.argv[2]).read().strip(), sys.argv[3]
+base = f"http://127.0.0.1:{port}"
+def get(path, auth=True):
+    req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"} if auth else {})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return r.status, r.read().decode()
+deadline = time.time() + 60
+while True:
+    try:
+        status, body = get("/health", auth=False)
+        break
+    except (urllib.error.URLError, ConnectionError, OSError):
+        if time.time() > deadline:
+            raise
+        time.sleep(0.5)
+health = json.loads(body)
+assert status == 200 and health["users"] > 0, body
+status, body = get(f"/v1/users/{user}/recommendations?n=5")
+recs = json.loads(body)
+assert status == 200 and len(recs) == 5 and all("item" in r for r in recs), body
+try:
+    get(f"/v1/users/{user}/recommendations", auth=False)
+    raise AssertionError("answered without the token")
+except urllib.error.HTTPError as e:
+    assert e.code == 401, e.code
+status, body = get("/metrics")
+assert status == 200 and 'als_serve_requests_total{route="/v1/users/{id}/recommendations",status="200"} 1' in body, body
+print(f"serve: {health['users']} users, top-5 of {user}, /metrics", file=sys.stderr)
+PY
+  "${c[@]}" down -v --remove-orphans -t 5 >/dev/null 2>&1
+  current=""
+  log "serve: the compose model server answered on the clean model"
+}
+
 run clean none
+serve_check clean
 run kill kill
 same_factors kill
 run disconnect disconnect

@@ -89,6 +89,17 @@ fn one<'a>(docs: &'a [(String, Value)], kind: &str) -> &'a Value {
     found[0]
 }
 
+/// The document of `kind` named `name`.
+fn named<'a>(docs: &'a [(String, Value)], kind: &str, name: &str) -> &'a Value {
+    let found: Vec<&Value> = docs
+        .iter()
+        .filter(|(_, d)| s(d, "kind") == kind && s(d, "metadata.name") == name)
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(found.len(), 1, "expected one {kind} named {name}, found {}", found.len());
+    found[0]
+}
+
 /// The secret volume of a pod spec: (secret name, key, path inside the mount), and the mount path.
 fn secret_file(pod: &Value, container: &Value) -> (String, String, String) {
     let vols = seq(pod, "volumes");
@@ -118,15 +129,17 @@ fn k8s_manifests_are_consistent() {
         assert!(at(d, "metadata.name").as_str().is_some_and(|n| !n.is_empty()), "{file}: unnamed");
     }
     let kinds: BTreeSet<&str> = docs.iter().map(|(_, d)| s(d, "kind")).collect();
-    for k in ["Service", "StatefulSet", "Job", "Secret", "PersistentVolumeClaim"] {
+    for k in ["Service", "StatefulSet", "Job", "Secret", "PersistentVolumeClaim", "Deployment"] {
         assert!(kinds.contains(k), "no {k} in deploy/k8s");
     }
 
-    let svc = one(&docs, "Service");
     let sts = one(&docs, "StatefulSet");
+    let svc = named(&docs, "Service", s(sts, "spec.serviceName"));
     let job = one(&docs, "Job");
-    let secret = one(&docs, "Secret");
     let pvc = one(&docs, "PersistentVolumeClaim");
+    // The cluster's token is the Secret the workers mount.
+    let worker_secret = secret_file(at(sts, "spec.template.spec"), &seq(sts, "spec.template.spec.containers")[0]).0;
+    let secret = named(&docs, "Secret", &worker_secret);
 
     // Workers: a headless Service in front of the StatefulSet's pods.
     let svc_name = s(svc, "metadata.name");
@@ -244,6 +257,82 @@ fn k8s_manifests_are_consistent() {
             .is_some_and(|c| s(c, "claimName") == s(pvc, "metadata.name") && out.starts_with(s(m, "mountPath")))
     });
     assert!(on_claim, "--out {out} is not on the PersistentVolumeClaim");
+
+    // The model server: a Deployment reading the model the Job writes, from
+    // the same claim (read-only), behind its own Service and its own token.
+    let dep = one(&docs, "Deployment");
+    let spod = at(dep, "spec.template.spec");
+    let serve = &seq(spod, "containers")[0];
+    assert!(s(serve, "image").starts_with("als-coordinator:"), "serve image");
+    assert_eq!(s(serve, "imagePullPolicy"), "Never");
+    let sargs = strings(serve, "args");
+    assert_eq!(sargs[0], "serve");
+    assert_eq!(flag_value(&sargs, "--model"), Some(out), "serve --model vs the Job's --out");
+    assert!(!sargs.iter().any(|a| a == "--insecure"), "serve must not run without a token");
+    let svols = seq(spod, "volumes");
+    let model_mount = seq(serve, "volumeMounts")
+        .iter()
+        .find(|m| out.starts_with(s(m, "mountPath")) && s(m, "mountPath") != "/")
+        .expect("the model's volume is mounted in the server");
+    assert_eq!(at(model_mount, "readOnly").as_bool(), Some(true), "serve only reads the model");
+    let vol = svols.iter().find(|v| s(v, "name") == s(model_mount, "name")).unwrap();
+    assert_eq!(
+        s(vol, "persistentVolumeClaim.claimName"),
+        s(pvc, "metadata.name"),
+        "serve reads the Job's claim"
+    );
+    let (sname, skey, sfile) = secret_file(spod, serve);
+    assert_ne!(sname, secret_name, "serving clients are not cluster peers: their own token");
+    let ssecret = named(&docs, "Secret", &sname);
+    assert!(
+        ssecret
+            .get("stringData")
+            .or_else(|| ssecret.get("data"))
+            .and_then(|d| d.get(&skey))
+            .is_some(),
+        "serve uses key {skey}, not in Secret {sname}"
+    );
+    assert_eq!(
+        flag_value(&sargs, "--token-file"),
+        Some(sfile.as_str()),
+        "serve --token-file vs its mounted secret"
+    );
+    let spod_labels = labels(dep, "spec.template.metadata.labels");
+    assert!(
+        selects(&labels(dep, "spec.selector.matchLabels"), &spod_labels),
+        "Deployment selector misses its pods"
+    );
+    let listen = port_of(flag_value(&sargs, "--listen").expect("serve --listen"));
+    let sport = &seq(serve, "ports")[0];
+    assert_eq!(
+        at(sport, "containerPort").as_u64(),
+        Some(listen as u64),
+        "containerPort vs --listen"
+    );
+    for probe in ["readinessProbe", "livenessProbe"] {
+        // Probes carry no token: they must use the route that needs none.
+        assert_eq!(s(serve, &format!("{probe}.httpGet.path")), "/health", "{probe}");
+        match at(serve, &format!("{probe}.httpGet.port")) {
+            Value::String(n) => assert_eq!(sport.get("name").and_then(Value::as_str), Some(n.as_str()), "{probe} port name"),
+            p => assert_eq!(p.as_u64(), Some(listen as u64), "{probe} port"),
+        }
+    }
+    let services: Vec<&Value> = docs.iter().filter(|(_, d)| s(d, "kind") == "Service").map(|(_, d)| d).collect();
+    let front = services
+        .iter()
+        .find(|v| v.get("spec").and_then(|sp| sp.get("selector")).is_some() && selects(&labels(v, "spec.selector"), &spod_labels))
+        .expect("a Service in front of the model server");
+    assert_ne!(s(front, "metadata.name"), svc_name);
+    let fport = &seq(front, "spec.ports")[0];
+    match fport.get("targetPort") {
+        Some(Value::String(n)) => assert_eq!(
+            sport.get("name").and_then(Value::as_str),
+            Some(n.as_str()),
+            "serve Service targetPort"
+        ),
+        Some(t) => assert_eq!(t.as_u64(), Some(listen as u64), "serve Service targetPort"),
+        None => assert_eq!(at(fport, "port").as_u64(), Some(listen as u64)),
+    }
 }
 
 /// The coordinator's command in the compose file, without the user's extra-flags variable.
@@ -279,8 +368,11 @@ fn compose_file_is_consistent() {
         .keys()
         .map(|k| k.as_str().unwrap().into())
         .collect();
-    assert_eq!(secret_names.len(), 1, "one token secret");
-    let token_path = format!("/run/secrets/{}", secret_names[0]);
+    assert_eq!(secret_names.len(), 2, "the cluster token and the model server's: {secret_names:?}");
+    // The cluster's token is the workers' secret; the other is the model server's.
+    let cluster_secret = strings(at(&c, &format!("services.{}", workers[0])), "secrets");
+    assert_eq!(cluster_secret.len(), 1);
+    let token_path = format!("/run/secrets/{}", cluster_secret[0]);
     let net = strings(coord, "networks");
     assert_eq!(
         at(&c, "networks")
@@ -303,7 +395,7 @@ fn compose_file_is_consistent() {
         let test = strings(svc, "healthcheck.test");
         assert_eq!(&test[..2], ["CMD", "/worker"], "{w}: exec healthcheck (no shell in the image)");
         assert_eq!(port_of(flag_value(&test, "--health-check").unwrap()), p, "{w} healthcheck port");
-        assert_eq!(strings(svc, "secrets"), secret_names);
+        assert_eq!(strings(svc, "secrets"), cluster_secret);
         assert_eq!(strings(svc, "networks"), net, "{w} network");
         assert_eq!(
             s(at(&c, "services.coordinator.depends_on"), &format!("{w}.condition")),
@@ -312,7 +404,7 @@ fn compose_file_is_consistent() {
     }
 
     assert!(s(coord, "image").starts_with("als-coordinator:"));
-    assert_eq!(strings(coord, "secrets"), secret_names);
+    assert_eq!(strings(coord, "secrets"), cluster_secret);
     let args = compose_command(at(coord, "command"));
     let expected: Vec<String> = workers.iter().map(|w| format!("{w}:{}", port.unwrap())).collect();
     let listed: Vec<String> = flag_value(&args, "--workers").unwrap().split(',').map(str::to_owned).collect();
@@ -338,6 +430,58 @@ fn compose_file_is_consistent() {
             "{f} is not on a mounted volume ({mounts:?})"
         );
     }
+
+    // The model server: its own service (profile), reading the model the
+    // coordinator writes, from the same host directory, read-only.
+    let serve = at(&c, "services.serve");
+    assert!(s(serve, "image").starts_with("als-coordinator:"));
+    assert_eq!(strings(serve, "profiles"), ["serve"], "serve runs only when asked for");
+    let sargs = strings(serve, "command");
+    assert_eq!(sargs[0], "serve");
+    assert_eq!(
+        flag_value(&sargs, "--model"),
+        Some(out),
+        "serve reads the model the coordinator writes"
+    );
+    assert!(!sargs.iter().any(|a| a == "--insecure"), "serve must not run without a token");
+    let serve_secret = strings(serve, "secrets");
+    assert_eq!(serve_secret.len(), 1);
+    assert_ne!(serve_secret, cluster_secret, "serving clients are not cluster peers");
+    assert!(secret_names.contains(&serve_secret[0]));
+    assert_eq!(
+        flag_value(&sargs, "--token-file"),
+        Some(format!("/run/secrets/{}", serve_secret[0]).as_str())
+    );
+    let host_dir = |svc: &Value, container: &str| -> String {
+        strings(svc, "volumes")
+            .iter()
+            .find_map(|v| {
+                let v = v.trim_end_matches(":ro").trim_end_matches(":rw");
+                v.strip_suffix(&format!(":{container}")).map(str::to_owned)
+            })
+            .unwrap_or_else(|| panic!("no volume at {container}"))
+    };
+    let out_dir = out.rsplit_once('/').unwrap().0;
+    assert_eq!(host_dir(serve, out_dir), host_dir(coord, out_dir), "the same host directory");
+    assert!(strings(serve, "volumes").iter().all(|v| v.ends_with(":ro")), "serve only reads");
+    let serve_net = strings(serve, "networks");
+    assert!(!serve_net.contains(&net[0]), "serving stays off the cluster network");
+    assert_ne!(
+        at(&c, "networks")
+            .get(&serve_net[0])
+            .and_then(|n| n.get("internal"))
+            .and_then(Value::as_bool),
+        Some(true),
+        "clients must reach the server"
+    );
+    let listen = port_of(flag_value(&sargs, "--listen").unwrap());
+    let ports = strings(serve, "ports");
+    assert!(
+        ports
+            .iter()
+            .any(|p| p.starts_with("127.0.0.1:") && p.ends_with(&format!(":{listen}"))),
+        "published on loopback to port {listen}: {ports:?}"
+    );
 }
 
 #[test]

@@ -277,3 +277,93 @@ fn serve_bounds_what_slow_clients_hold_and_guards_the_network() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Train the `small_model` data again into `model` (replacing it) with `factors`.
+fn retrain(d: &std::path::Path, model: &std::path::Path, factors: usize) {
+    let mut train = Command::new(binary("coordinator"));
+    train
+        .arg("--data")
+        .arg(d.join("r.csv"))
+        .args([
+            "--no-test",
+            "--in-process",
+            "--quiet",
+            "--iterations",
+            "2",
+            "--factors",
+            &factors.to_string(),
+        ])
+        .args(["--overwrite", "--out"])
+        .arg(model);
+    let train = run_with_timeout(&mut train, Duration::from_secs(60));
+    assert!(train.0, "{}", train.2);
+}
+
+/// Poll `path` until `want` holds for its body (at most 30 s).
+fn wait_for(addr: &str, path: &str, what: &str, want: impl Fn(&str) -> bool) -> String {
+    let t0 = Instant::now();
+    loop {
+        let (code, body) = http(addr, "GET", path, None);
+        if code == 200 && want(&body) {
+            return body;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no {what} after 30 s: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_picks_up_new_versions_without_dropping_requests_and_keeps_the_old_on_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = small_model(tmp.path(), 80, 40, 800);
+    let (mut child, addr) = start_serve(&model, &["--listen", "127.0.0.1:0", "--reload-interval", "0.1"], &[]).unwrap();
+    let user = std::fs::read_to_string(model.join("user_ids.txt"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    // A client asking all along, through the reload.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let (addr, stop, path) = (addr.clone(), stop.clone(), format!("/v1/users/{user}/recommendations?n=3"));
+        std::thread::spawn(move || {
+            let mut answers = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && answers < 20_000 {
+                let (code, body) = http(&addr, "GET", &path, None);
+                assert_eq!(code, 200, "a request failed during the reload: {body}");
+                answers += 1;
+            }
+            answers
+        })
+    };
+    retrain(tmp.path(), &model, 6);
+    wait_for(&addr, "/health", "new model", |b| b.contains("\"factors\":6"));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers = client.join().expect("the client saw only 200s");
+    assert!(answers > 0);
+    let (code, metrics) = http(&addr, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    assert!(metrics.contains("als_serve_model_reloads_total{result=\"ok\"} 1"), "{metrics}");
+    assert!(metrics.contains("als_serve_model_factors 6"), "{metrics}");
+
+    // A broken version, then SIGHUP: the error is counted and the old model keeps serving.
+    std::fs::write(model.join("model.json"), "{ broken").unwrap();
+    let hup = Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    wait_for(&addr, "/metrics", "failed reload", |b| {
+        b.contains("als_serve_model_reloads_total{result=\"failed\"} 1")
+    });
+    let (code, body) = http(&addr, "GET", "/health", None);
+    assert_eq!(code, 200);
+    assert!(body.contains("\"factors\":6"), "{body}");
+    let (code, _) = http(&addr, "GET", &format!("/v1/users/{user}/recommendations?n=3"), None);
+    assert_eq!(code, 200);
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderName, HeaderValue, Uri};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -18,6 +19,7 @@ use als_core::model::{FoldIn, FoldInError, Model, ModelKind};
 use als_core::topk::Scored;
 
 use super::error::ApiError;
+use super::live::LiveModel;
 
 /// Results when the request gives no `n`.
 pub const DEFAULT_N: usize = 10;
@@ -49,15 +51,42 @@ pub struct ScoredItem {
     pub score: f32,
 }
 
-/// The API's routes.
-pub fn router(state: Arc<ServeState>) -> Router {
+/// The API's routes, answering from the live model (each request takes
+/// the current version once and answers from it).
+pub fn router(live: Arc<LiveModel>) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/v1/users/{id}/recommendations", get(user_recommendations))
         .route("/v1/items/{id}/similar", get(similar_items))
         .route("/v1/recommendations", post(history_recommendations))
         .fallback(not_found)
-        .with_state(state)
+        .with_state(live)
+}
+
+/// `app` with every answer timed and counted in `live`'s metrics, by route
+/// template and status. Layered last, so the token check's 401s count too.
+pub fn with_metrics(app: Router, live: Arc<LiveModel>) -> Router {
+    app.layer(axum::middleware::from_fn_with_state(live, record))
+}
+
+async fn record(State(live): State<Arc<LiveModel>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let t0 = std::time::Instant::now();
+    let resp = next.run(req).await;
+    live.metrics.observe(&route, resp.status().as_u16(), t0.elapsed().as_secs_f64());
+    resp
+}
+
+async fn metrics(State(live): State<Arc<LiveModel>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        live.metrics.render(),
+    )
+        .into_response()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,7 +132,8 @@ fn answer(model: &Model, recs: &[Scored]) -> Vec<ScoredItem> {
         .collect()
 }
 
-async fn health(State(s): State<Arc<ServeState>>) -> Json<serde_json::Value> {
+async fn health(State(live): State<Arc<LiveModel>>) -> Json<serde_json::Value> {
+    let s = live.current();
     let m = &s.model;
     Json(serde_json::json!({
         "status": "ok",
@@ -116,10 +146,11 @@ async fn health(State(s): State<Arc<ServeState>>) -> Json<serde_json::Value> {
 }
 
 async fn user_recommendations(
-    State(s): State<Arc<ServeState>>,
+    State(live): State<Arc<LiveModel>>,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ScoredItem>>, ApiError> {
+    let s = live.current();
     let (id, q) = (path_id(id)?, query(q)?);
     let n = parse_n(q.n.as_deref(), s.max_n)?;
     let include_seen = parse_bool("include_seen", q.include_seen.as_deref())?;
@@ -131,10 +162,11 @@ async fn user_recommendations(
 }
 
 async fn similar_items(
-    State(s): State<Arc<ServeState>>,
+    State(live): State<Arc<LiveModel>>,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ScoredItem>>, ApiError> {
+    let s = live.current();
     let (id, q) = (path_id(id)?, query(q)?);
     if q.include_seen.is_some() {
         return Err(ApiError::bad_request("include_seen applies to recommendations only"));
@@ -183,9 +215,10 @@ fn body_history(body: &HistoryBody, kind: ModelKind) -> Result<Vec<(&str, f32)>,
 }
 
 async fn history_recommendations(
-    State(s): State<Arc<ServeState>>,
+    State(live): State<Arc<LiveModel>>,
     body: Result<Json<HistoryBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let s = live.current();
     let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let n = parse_n(body.n.map(|n| n.to_string()).as_deref(), s.max_n)?;
     let history = body_history(&body, s.model.kind)?;

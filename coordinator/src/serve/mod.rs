@@ -1,12 +1,18 @@
-//! `coordinator serve`: load a model once and answer over HTTP/JSON (axum)
-//! until SIGTERM or Ctrl-C, finishing in-flight requests.
+//! `coordinator serve`: answer over HTTP/JSON (axum) from a model directory
+//! until SIGTERM or Ctrl-C, finishing in-flight requests; pick up each new
+//! version of the model without dropping a request (on SIGHUP, and when the
+//! directory's files change), keeping the old one if the new one fails to
+//! load; `/metrics` for Prometheus.
 //!
-//! [`api`] holds the routes (callable without a socket, for tests);
-//! this module binds the listener and runs the server.
+//! [`api`] holds the routes (callable without a socket, for tests), [`live`]
+//! the swappable model, [`metrics`] the counters; this module binds the
+//! listener and runs the server and the reload tasks.
 
 pub mod api;
 pub mod error;
 pub mod http;
+pub mod live;
+pub mod metrics;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,13 +23,19 @@ use anyhow::Context;
 use clap::Args;
 
 pub use api::{router, ScoredItem, ServeState};
-
-use crate::recommend_cmd::open_model;
+pub use live::{LiveModel, Reload};
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
         _ => Err(format!("must be a number of seconds in (0, 86400], got {s}")),
+    }
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v == 0.0 || (0.05..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!("must be 0 (off) or a number of seconds in [0.05, 86400], got {s}")),
     }
 }
 
@@ -66,13 +78,17 @@ pub struct ServeArgs {
     /// Threads answering requests [default: all cores].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Seconds between checks of the model directory for a new version (0:
+    /// only on SIGHUP). A version that fails to load is logged and the old
+    /// one keeps serving.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS", value_parser = parse_interval)]
+    pub reload_interval: f64,
 }
 
 /// Run the server; prints `listening on http://ADDR` to `out` once bound.
 pub fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     anyhow::ensure!(args.max_n >= 1, "--max-n must be at least 1");
-    let model = open_model(&args.model)?;
-    let state = ServeState::new(model, args.max_n).with_context(|| format!("cannot serve {}", args.model.display()))?;
+    let live = Arc::new(LiveModel::open(&args.model, args.max_n)?);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(t) = args.threads {
         anyhow::ensure!(t >= 1, "--threads must be at least 1");
@@ -99,22 +115,62 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                  listen on 127.0.0.1, or pass --insecure"
             );
         }
+        let first = live.current();
         tracing::info!(
             address = %local,
             model = %args.model.display(),
-            version = state.model.version,
-            users = state.model.n_users(),
-            items = state.model.n_items(),
+            version = first.model.version,
+            users = first.model.n_users(),
+            items = first.model.n_items(),
             "serving"
         );
+        drop(first);
+        spawn_reloads(live.clone(), args.reload_interval)?;
         // Tests and scripts read the actual port (with :0) from this line.
         writeln!(out, "listening on http://{local}")?;
         out.flush()?;
-        let app = http::harden(router(Arc::new(state)), token, &limits);
+        let app = api::with_metrics(http::harden(router(live.clone()), token, &limits), live.clone());
         http::serve(listener, app, &limits, als_worker::shutdown::shutdown_signal())
             .await
             .context("server error")?;
         tracing::info!("server stopped");
         anyhow::Ok(())
     })
+}
+
+/// Reload on SIGHUP (always) and every `interval` seconds when the files
+/// changed (0: never by polling). Loading runs off the request threads.
+fn spawn_reloads(live: Arc<LiveModel>, interval: f64) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("cannot watch SIGHUP")?;
+        let live = live.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the model");
+                reload_once(live.clone(), true).await;
+            }
+        });
+    }
+    if interval > 0.0 {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(interval));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                reload_once(live.clone(), false).await;
+            }
+        });
+    }
+    Ok(())
+}
+
+async fn reload_once(live: Arc<LiveModel>, force: bool) {
+    match tokio::task::spawn_blocking(move || live.reload(force)).await {
+        Ok(Ok(Reload::Loaded { version })) => tracing::info!(version, "serving a new model version"),
+        Ok(Ok(Reload::Unchanged)) => {}
+        Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "the new model did not load; the old one keeps serving"),
+        Err(e) => tracing::error!(error = %e, "the model reload task failed"),
+    }
 }

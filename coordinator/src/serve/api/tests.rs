@@ -50,8 +50,12 @@ fn model(implicit: bool) -> Model {
 }
 
 fn serve_app(m: &Model, max_n: usize) -> (Router, Arc<ServeState>) {
-    let state = Arc::new(ServeState::new(m.clone(), max_n).unwrap());
-    (router(state.clone()), state)
+    let live = Arc::new(LiveModel::with_state(
+        std::path::Path::new("/nonexistent"),
+        ServeState::new(m.clone(), max_n).unwrap(),
+    ));
+    let state = live.current();
+    (router(live), state)
 }
 
 async fn call(app: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
@@ -249,4 +253,89 @@ async fn a_model_naming_a_backend_this_build_lacks_serves() {
         let (_, _, want) = post(&want_app, body).await;
         assert_eq!(j, want);
     }
+}
+
+async fn text(app: &Router, uri: &str) -> (StatusCode, String, String) {
+    let resp = app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let status = resp.status();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, ctype, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template_and_status() {
+    let m = model(true);
+    let live = Arc::new(LiveModel::with_state(
+        std::path::Path::new("/nonexistent"),
+        ServeState::new(m.clone(), 50).unwrap(),
+    ));
+    let app = super::with_metrics(router(live.clone()), live);
+    let user = &m.user_ids[0];
+    for _ in 0..3 {
+        assert_eq!(get(&app, &format!("/v1/users/{user}/recommendations?n=2")).await.0, StatusCode::OK);
+    }
+    assert_eq!(get(&app, "/v1/users/nobody/recommendations").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get(&app, "/no/such/route/x123").await.0, StatusCode::NOT_FOUND);
+    let (status, ctype, body) = text(&app, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+    let route = "route=\"/v1/users/{id}/recommendations\"";
+    assert!(
+        body.contains(&format!("als_serve_requests_total{{{route},status=\"200\"}} 3\n")),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("als_serve_requests_total{{{route},status=\"404\"}} 1\n")),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("als_serve_request_duration_seconds_count{{{route}}} 4\n")),
+        "{body}"
+    );
+    // Unknown paths share one label: clients cannot grow the series.
+    assert!(
+        body.contains("als_serve_requests_total{route=\"unmatched\",status=\"404\"} 1\n"),
+        "{body}"
+    );
+    assert!(!body.contains("x123") && !body.contains("nobody"));
+    assert!(body.contains(&format!("als_serve_model_users {}\n", m.n_users())));
+    assert!(body.contains(&format!("als_serve_model_version {}\n", m.version)));
+}
+
+#[test]
+fn a_new_version_replaces_the_model_and_a_broken_one_keeps_the_old() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    let mut m = model(false);
+    als_core::model::save_model(&m, &dir, false).unwrap();
+    let live = LiveModel::open(&dir, 10).unwrap();
+    let first = live.current();
+    assert_eq!(live.reload(false).unwrap(), crate::serve::Reload::Unchanged);
+    // A new version, written as the trainer writes (one atomic replacement).
+    m.version += 1;
+    als_core::model::save_model(&m, &dir, true).unwrap();
+    assert_eq!(live.reload(false).unwrap(), crate::serve::Reload::Loaded { version: m.version });
+    assert_eq!(live.current().model.version, m.version);
+    // A request that began before the reload still holds the old model whole.
+    assert_eq!(first.model.version, m.version - 1);
+    assert_eq!(live.reload(false).unwrap(), crate::serve::Reload::Unchanged);
+    // A broken version: the error says why, the last good model keeps serving,
+    // and the same broken files are not retried on every check.
+    std::fs::write(dir.join("model.json"), "{ not json").unwrap();
+    let err = live.reload(false).unwrap_err();
+    assert!(format!("{err:#}").contains("model.json"), "{err:#}");
+    assert_eq!(live.current().model.version, m.version);
+    assert_eq!(live.reload(false).unwrap(), crate::serve::Reload::Unchanged);
+    let text = live.metrics.render();
+    assert!(text.contains("als_serve_model_reloads_total{result=\"ok\"} 1\n"), "{text}");
+    assert!(text.contains("als_serve_model_reloads_total{result=\"failed\"} 1\n"), "{text}");
+    assert!(text.contains(&format!("als_serve_model_version {}\n", m.version)));
+    // SIGHUP forces a retry of the same files (still broken: still the old model).
+    assert!(live.reload(true).is_err());
+    assert_eq!(live.current().model.version, m.version);
 }
