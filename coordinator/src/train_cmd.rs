@@ -291,7 +291,7 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> anyhow::Result<TrainOutcome
         );
         if let Some(dir) = &args.checkpoint_dir {
             if r.iteration.is_multiple_of(args.checkpoint_every) || r.iteration == total {
-                let path = write_checkpoint(dir, &signature, state).map_err(|e| TrainError::Stopped(e.to_string()))?;
+                let path = write_checkpoint(dir, &signature, state)?;
                 tracing::info!(checkpoint = %path.display(), "checkpoint written");
             }
         }

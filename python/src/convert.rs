@@ -119,3 +119,15 @@ pub(crate) fn csr_from_arrays(
         values: v.to_vec(),
     })
 }
+
+/// An error and its causes, one after another (what `anyhow`'s `{:#}` prints).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -173,7 +173,7 @@ pub(crate) fn fit<'py>(
             _ => {
                 let mut exec = LocalExecutor::new(&ds, layouts.clone());
                 train(&ds, &cfg, &mut exec, &layouts, Some(state), &mut on_iteration)
-                    .map_err(|e| NativeError::Runtime(format!("training failed: {e}")))?
+                    .map_err(|e| NativeError::Runtime(format!("training failed: {}", crate::convert::error_chain(&e))))?
             }
         };
         Ok((res, layouts))

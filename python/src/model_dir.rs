@@ -22,7 +22,7 @@ pub(crate) fn load_model_dir<'py>(py: Python<'py>, path: std::path::PathBuf) -> 
     }
     let model = py
         .detach(|| load_model(&path))
-        .map_err(|e| PyValueError::new_err(format!("{}: {}", path.display(), error_chain(&e))))?;
+        .map_err(|e| PyValueError::new_err(format!("{}: {}", path.display(), crate::convert::error_chain(&e))))?;
     let out = PyDict::new(py);
     out.set_item(
         "kind",
@@ -44,15 +44,4 @@ pub(crate) fn load_model_dir<'py>(py: Python<'py>, path: std::path::PathBuf) -> 
     out.set_item("hyperparameters", model.hyperparameters.to_string())?;
     out.set_item("version", model.version)?;
     Ok(out)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

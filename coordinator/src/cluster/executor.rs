@@ -1059,7 +1059,7 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
 fn train_error(e: anyhow::Error) -> TrainError {
     match e.downcast::<JobFailed>() {
         Ok(f) => TrainError::Job(f.message),
-        Err(e) => TrainError::Cluster(format!("{e:#}")),
+        Err(e) => TrainError::Cluster(e.into()),
     }
 }
 

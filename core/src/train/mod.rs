@@ -37,8 +37,16 @@ pub enum TrainError {
     /// same input fails the same way in this process: see [`TrainError::Solve`]).
     #[error("{0}")]
     Job(String),
-    #[error("{0}")]
-    Cluster(String),
+    /// The cluster that ran the half failed (every worker lost, a protocol
+    /// breach, ...), with its cause chain intact.
+    #[error(transparent)]
+    Cluster(Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// Writing a checkpoint failed; training stops rather than go on unprotected.
+    #[error("writing a checkpoint failed")]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// An executor broke its contract (a bug, not bad input).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
     /// A failed row solve of one side, whichever executor ran it.
     #[error("solving the {side}: {message}")]
     Half { side: &'static str, message: String },
@@ -248,7 +256,7 @@ pub fn train(
             item_gram = Some(
                 out_i
                     .target_gram
-                    .ok_or_else(|| TrainError::Cluster("executor returned no Gramian".into()))?,
+                    .ok_or(TrainError::Internal("the executor returned no Gramian for implicit feedback"))?,
             );
         }
         let seconds = t0.elapsed().as_secs_f64();

@@ -339,3 +339,42 @@ fn the_objective_cadence_changes_what_is_reported_never_the_factors() {
     .unwrap();
     assert_eq!(never_json["objective_every"], 0);
 }
+
+#[test]
+fn a_failed_checkpoint_stops_training_with_its_cause() {
+    use crate::checkpoint::{write_checkpoint, RunSignature};
+    let ds = dataset(&low_rank_raw(30, 20, 2, 0.4, 0.1, 5));
+    let cfg = TrainConfig {
+        factors: 3,
+        iterations: 3,
+        ..Default::default()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    // A file where the checkpoint directory should be: every write fails.
+    let blocker = tmp.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let sig = RunSignature::new(&ds.fingerprint, &cfg);
+    let layouts = Layouts::for_dataset(&ds, cfg.blocks);
+    let mut exec = LocalExecutor::new(&ds, layouts.clone());
+    let mut iterations = 0;
+    let err = match train(&ds, &cfg, &mut exec, &layouts, None, &mut |_, state| {
+        iterations += 1;
+        write_checkpoint(&blocker.join("ckpt"), &sig, state)?;
+        Ok(())
+    }) {
+        Err(e) => e,
+        Ok(_) => panic!("training went on past a failed checkpoint"),
+    };
+    assert_eq!(iterations, 1, "training stops at the first failed checkpoint");
+    assert!(matches!(err, TrainError::Checkpoint(_)), "{err:?}");
+    // The cause is kept as a source, not flattened into a string.
+    let cause = std::error::Error::source(&err).expect("the checkpoint error is the source");
+    let mut chain = format!("{err}: {cause}");
+    let mut next = cause.source();
+    while let Some(c) = next {
+        chain.push_str(&format!(": {c}"));
+        next = c.source();
+    }
+    assert!(chain.starts_with("writing a checkpoint failed: "), "{chain}");
+    assert!(chain.contains("not-a-dir"), "{chain}");
+}
