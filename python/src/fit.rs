@@ -77,7 +77,7 @@ fn client_options(spec: &ClusterSpec) -> Result<ClientOptions, NativeError> {
             };
             Some(
                 client_tls(std::path::Path::new(ca), identity, spec.tls_domain.as_deref())
-                    .map_err(|e| NativeError::Value(format!("{e:#}")))?,
+                    .map_err(|e| NativeError::Value(crate::convert::error_chain(&e)))?,
             )
         }
         None => None,

@@ -132,23 +132,7 @@ fn small_model(d: &std::path::Path, users: usize, items: usize, ratings: usize) 
         Duration::from_secs(60),
     );
     assert!(gen.0, "{}", gen.2);
-    let mut train = Command::new(binary("coordinator"));
-    train
-        .arg("--data")
-        .arg(&data)
-        .args([
-            "--no-test",
-            "--in-process",
-            "--quiet",
-            "--iterations",
-            "2",
-            "--factors",
-            "4",
-            "--out",
-        ])
-        .arg(&model);
-    let train = run_with_timeout(&mut train, Duration::from_secs(60));
-    assert!(train.0, "{}", train.2);
+    train_into(&data, &model, 4, false);
     model
 }
 
@@ -278,12 +262,12 @@ fn serve_bounds_what_slow_clients_hold_and_guards_the_network() {
     let _ = child.wait();
 }
 
-/// Train the `small_model` data again into `model` (replacing it) with `factors`.
-fn retrain(d: &std::path::Path, model: &std::path::Path, factors: usize) {
+/// Train `data` into `model` with `factors` (`replace`: over an existing model).
+fn train_into(data: &std::path::Path, model: &std::path::Path, factors: usize, replace: bool) {
     let mut train = Command::new(binary("coordinator"));
     train
         .arg("--data")
-        .arg(d.join("r.csv"))
+        .arg(data)
         .args([
             "--no-test",
             "--in-process",
@@ -293,7 +277,8 @@ fn retrain(d: &std::path::Path, model: &std::path::Path, factors: usize) {
             "--factors",
             &factors.to_string(),
         ])
-        .args(["--overwrite", "--out"])
+        .args(if replace { &["--overwrite"][..] } else { &[] })
+        .arg("--out")
         .arg(model);
     let train = run_with_timeout(&mut train, Duration::from_secs(60));
     assert!(train.0, "{}", train.2);
@@ -337,7 +322,7 @@ fn serve_picks_up_new_versions_without_dropping_requests_and_keeps_the_old_on_fa
             answers
         })
     };
-    retrain(tmp.path(), &model, 6);
+    train_into(&tmp.path().join("r.csv"), &model, 6, true);
     wait_for(&addr, "/health", "new model", |b| b.contains("\"factors\":6"));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let answers = client.join().expect("the client saw only 200s");

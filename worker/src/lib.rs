@@ -11,6 +11,5 @@ pub mod job;
 pub mod probe;
 pub mod server;
 pub mod service;
-pub mod shutdown;
 
 pub use server::{serve, ServeOptions};

@@ -126,7 +126,7 @@ async fn run() -> anyhow::Result<()> {
     // Keys and certificates are read and checked before the worker says it listens.
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => {
-            let cfg = server::server_tls(c, k, args.tls_ca.as_deref())?;
+            let cfg = als_net::tls::server_tls(c, k, args.tls_ca.as_deref())?;
             tonic::transport::Server::builder()
                 .tls_config(cfg.clone())
                 .with_context(|| format!("invalid TLS certificate or key ({}, {})", c.display(), k.display()))?;
@@ -134,12 +134,12 @@ async fn run() -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let addr = server::parse_listen(&args.listen)?;
+    let addr = als_net::listen::parse_listen(&args.listen)?;
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    if token.is_none() && !server::is_loopback(&local) && !args.insecure {
+    if token.is_none() && !als_net::listen::is_loopback(&local) && !args.insecure {
         anyhow::bail!(
             "refusing to listen on {local} without a cluster token: set --token-file or ALS_TOKEN, listen on 127.0.0.1, or pass --insecure"
         );
@@ -157,7 +157,7 @@ async fn run() -> anyhow::Result<()> {
         tls,
         memory_budget: args.max_memory.unwrap_or_else(als_worker::job::default_memory_budget),
     };
-    server::serve(listener, opts, als_worker::shutdown::shutdown_signal()).await?;
+    server::serve(listener, opts, als_net::shutdown::shutdown_signal()).await?;
     tracing::info!("worker stopped");
     Ok(())
 }

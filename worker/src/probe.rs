@@ -55,16 +55,11 @@ pub struct ProbeTls {
 
 impl ProbeTls {
     fn config(&self) -> Result<tonic::transport::ClientTlsConfig, ProbeError> {
-        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| ProbeError::Tls(format!("cannot read {}: {e}", p.display())));
-        let mut cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&self.ca)?));
-        if let Some((c, k)) = &self.identity {
-            cfg = cfg.identity(Identity::from_pem(read(c)?, read(k)?));
-        }
-        if let Some(d) = &self.domain {
-            cfg = cfg.domain_name(d.clone());
-        }
-        Ok(cfg)
+        let identity = self.identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        als_net::tls::client_tls(&self.ca, identity, self.domain.as_deref()).map_err(|e| {
+            let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+            ProbeError::Tls(format!("{e}{cause}"))
+        })
     }
 }
 

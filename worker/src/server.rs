@@ -1,7 +1,6 @@
 //! Serving the worker: token check, health service, graceful shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use als_proto::pb::worker_server::WorkerServer;
@@ -23,42 +22,6 @@ pub struct ServeOptions {
     pub tls: Option<tonic::transport::ServerTlsConfig>,
     /// Bytes the job may hold (see [`crate::job::default_memory_budget`]).
     pub memory_budget: u64,
-}
-
-/// TLS settings from PEM files: the worker's certificate and key and, for
-/// mutual TLS, the CA that signs coordinator certificates.
-pub fn server_tls(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-    client_ca: Option<&std::path::Path>,
-) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
-    use anyhow::Context;
-    let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
-    let mut cfg = tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
-    if let Some(ca) = client_ca {
-        cfg = cfg.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
-    }
-    Ok(cfg)
-}
-
-/// Listen address: `:50051` means all interfaces, else `HOST:PORT`.
-pub fn parse_listen(s: &str) -> anyhow::Result<String> {
-    let s = s.trim();
-    let addr = if let Some(port) = s.strip_prefix(':') {
-        format!("0.0.0.0:{port}")
-    } else {
-        s.to_owned()
-    };
-    anyhow::ensure!(
-        addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
-        "listen address '{s}' must be HOST:PORT or :PORT"
-    );
-    Ok(addr)
-}
-
-/// Whether every address a listener is bound to is loopback.
-pub fn is_loopback(addr: &SocketAddr) -> bool {
-    addr.ip().is_loopback()
 }
 
 /// Serve on `listener` until `shutdown` resolves; in-flight calls finish first.

@@ -28,23 +28,10 @@ impl Default for ClientOptions {
     }
 }
 
-/// TLS settings from PEM files: the CA that signs worker certificates, and
-/// optionally this coordinator's certificate and key (mutual TLS).
-pub fn client_tls(
-    ca: &std::path::Path,
-    identity: Option<(&std::path::Path, &std::path::Path)>,
-    domain: Option<&str>,
-) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
-    let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
-    let mut cfg = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
-    if let Some((cert, key)) = identity {
-        cfg = cfg.identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
-    }
-    if let Some(d) = domain {
-        cfg = cfg.domain_name(d);
-    }
-    Ok(cfg)
-}
+/// TLS settings from PEM files (the one reader, in `als-net`): the CA that
+/// signs worker certificates, and optionally this coordinator's certificate
+/// and key (mutual TLS).
+pub use als_net::tls::client_tls;
 
 /// Adds `authorization: Bearer <token>` to every call.
 #[derive(Clone)]

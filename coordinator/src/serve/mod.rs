@@ -104,12 +104,12 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         ..Default::default()
     };
     rt.block_on(async {
-        let addr = als_worker::server::parse_listen(&args.listen)?;
+        let addr = als_net::listen::parse_listen(&args.listen)?;
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
-        if token.is_none() && !local.ip().is_loopback() && !args.insecure {
+        if token.is_none() && !als_net::listen::is_loopback(&local) && !args.insecure {
             anyhow::bail!(
                 "refusing to serve on {local} without a token: pass --token-file (or set {SERVE_TOKEN_ENV}), \
                  listen on 127.0.0.1, or pass --insecure"
@@ -130,7 +130,7 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out, "listening on http://{local}")?;
         out.flush()?;
         let app = api::with_metrics(http::harden(router(live.clone()), token, &limits), live.clone());
-        http::serve(listener, app, &limits, als_worker::shutdown::shutdown_signal())
+        http::serve(listener, app, &limits, als_net::shutdown::shutdown_signal())
             .await
             .context("server error")?;
         tracing::info!("server stopped");

@@ -1,5 +1,5 @@
-//! The shutdown signal shared by the long-running servers (the worker and
-//! `coordinator serve`).
+//! The shutdown signal of the long-running servers (the worker and
+//! `coordinator serve`): Ctrl-C or SIGTERM.
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
