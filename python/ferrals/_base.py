@@ -5,7 +5,6 @@ import logging
 import numbers
 import os
 import tempfile
-import time
 
 import numpy as np
 import scipy.sparse
@@ -120,7 +119,6 @@ class FactorModel:
                 start["user_bias"] = np.ascontiguousarray(self.user_bias, dtype=np.float32)
                 start["item_bias"] = np.ascontiguousarray(self.item_bias, dtype=np.float32)
         bar = _progress(settings["iterations"], show_progress)
-        t0 = [time.time()]
 
         def on_iteration(iteration, seconds, objective):
             if bar is not None:
@@ -130,8 +128,7 @@ class FactorModel:
             if calculate_training_loss and objective is not None and bar is None:
                 log.info("iteration %d: loss %.6g", iteration + 1, objective)
             if callback is not None:
-                callback(iteration, time.time() - t0[0], objective if calculate_training_loss else None)
-            t0[0] = time.time()
+                callback(iteration, seconds, objective)
 
         try:
             out = _native.fit(
@@ -411,8 +408,9 @@ class FactorModel:
                 pass
             raise
 
-    # Keys of implicit's files that have no meaning here.
-    _IGNORED_KEYS = {"use_native", "dtype"}
+    # Keys of implicit's files that have no meaning here, and the block
+    # layouts, which are private state.
+    _IGNORED_KEYS = {"use_native", "dtype", "user_blocks", "item_blocks"}
 
     @classmethod
     def load(cls, file):
@@ -433,8 +431,6 @@ class FactorModel:
         for side in ("user", "item"):
             blocks = fields.get(f"{side}_blocks")
             setattr(model, f"_{side}_blocks", None if blocks is None else blocks.astype(np.int64))
-            if hasattr(model, f"{side}_blocks"):
-                delattr(model, f"{side}_blocks")
         if model.user_factors is None or model.item_factors is None:
             raise ValueError(f"{file}: no user_factors/item_factors in the file")
         model.user_factors = _checks.factor_matrix(model.user_factors, "user_factors")

@@ -73,18 +73,8 @@ pub(crate) fn solve_rows<'py>(
         Some(s) if s.first() == Some(&0) && s.last() == Some(&m) && s.windows(2).all(|w| w[0] <= w[1]) => s,
         _ => vec![0, m],
     };
-    let params = cfg.solve_params(0.0);
-    let params = match params.feedback {
-        // μ is part of the stored model, not of these rows.
-        als_core::solve::Feedback::Explicit { biased, .. } => als_core::solve::SolveParams {
-            feedback: als_core::solve::Feedback::Explicit {
-                biased,
-                global_mean: settings.global_mean,
-            },
-            ..params
-        },
-        _ => params,
-    };
+    // μ is part of the stored model, not of these rows.
+    let params = cfg.solve_params(settings.global_mean as f64);
     let biased = cfg.has_biases();
     let work = |_: &crate::run::Progress| -> Result<(Vec<f32>, Vec<f32>), NativeError> {
         let gram = cfg.is_implicit().then(|| gramian(fixed, k, &starts, cfg.backend));

@@ -37,12 +37,7 @@ fn serve_answers_over_a_socket_and_stops_on_sigterm() {
     assert_eq!(code, 200, "{body}");
     let h: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(h["users"], 80);
-    let user = std::fs::read_to_string(model.join("user_ids.txt"))
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_string();
+    let user = first_user(&model);
     let (code, body) = http(&addr, "GET", &format!("/v1/users/{user}/recommendations?n=3"), None);
     assert_eq!(code, 200, "{body}");
     let recs: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
@@ -134,6 +129,12 @@ fn small_model(d: &std::path::Path, users: usize, items: usize, ratings: usize) 
     assert!(gen.0, "{}", gen.2);
     train_into(&data, &model, 4, false);
     model
+}
+
+/// The model's first user id.
+fn first_user(model: &std::path::Path) -> String {
+    let ids = std::fs::read_to_string(model.join("user_ids.txt")).unwrap();
+    ids.lines().next().unwrap().to_string()
 }
 
 fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -302,12 +303,7 @@ fn serve_picks_up_new_versions_without_dropping_requests_and_keeps_the_old_on_fa
     let tmp = tempfile::tempdir().unwrap();
     let model = small_model(tmp.path(), 80, 40, 800);
     let (mut child, addr) = start_serve(&model, &["--listen", "127.0.0.1:0", "--reload-interval", "0.1"], &[]).unwrap();
-    let user = std::fs::read_to_string(model.join("user_ids.txt"))
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_string();
+    let user = first_user(&model);
     // A client asking all along, through the reload.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let client = {
@@ -346,9 +342,8 @@ fn serve_picks_up_new_versions_without_dropping_requests_and_keeps_the_old_on_fa
     assert_eq!(code, 200);
     let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(term.success());
-    let t0 = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(20)).is_some(),
+        "serve did not stop on SIGTERM"
+    );
 }

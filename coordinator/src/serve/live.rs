@@ -52,7 +52,6 @@ pub enum Reload {
 /// The model being served, and where its next versions appear.
 pub struct LiveModel {
     dir: PathBuf,
-    max_n: usize,
     current: RwLock<Arc<ServeState>>,
     /// The files last loaded or refused.
     seen: Mutex<Option<Stamp>>,
@@ -62,28 +61,23 @@ pub struct LiveModel {
 impl LiveModel {
     /// Load the model in `dir` (an error if it does not load: there is nothing to serve yet).
     pub fn open(dir: &Path, max_n: usize) -> anyhow::Result<LiveModel> {
+        // Stamped before loading: a version written meanwhile is seen next time.
         let seen = stamp(dir).ok();
-        let state = load(dir, max_n)?;
-        let metrics = Metrics::default();
-        metrics.model_loaded(&state.model);
-        Ok(LiveModel {
-            dir: dir.to_path_buf(),
-            max_n,
-            current: RwLock::new(Arc::new(state)),
-            seen: Mutex::new(seen),
-            metrics,
-        })
+        Ok(Self::serving(dir, load(dir, max_n)?, seen))
     }
 
     /// Serve `state` (loaded elsewhere, e.g. in tests) from `dir`.
     pub fn with_state(dir: &Path, state: ServeState) -> LiveModel {
+        Self::serving(dir, state, stamp(dir).ok())
+    }
+
+    fn serving(dir: &Path, state: ServeState, seen: Option<Stamp>) -> LiveModel {
         let metrics = Metrics::default();
         metrics.model_loaded(&state.model);
         LiveModel {
             dir: dir.to_path_buf(),
-            max_n: state.max_n,
-            seen: Mutex::new(stamp(dir).ok()),
             current: RwLock::new(Arc::new(state)),
+            seen: Mutex::new(seen),
             metrics,
         }
     }
@@ -99,17 +93,14 @@ impl LiveModel {
     pub fn reload(&self, force: bool) -> anyhow::Result<Reload> {
         let now = stamp(&self.dir).ok();
         {
-            let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            if !force && now.is_some() && *seen == now {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            // No model.json (mid-replacement or removed): keep serving, look again later.
+            if !force && (now.is_none() || *seen == now) {
                 return Ok(Reload::Unchanged);
             }
-            if now.is_none() && !force {
-                // Mid-replacement or removed: keep serving, look again later.
-                return Ok(Reload::Unchanged);
-            }
+            *seen = now;
         }
-        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = now;
-        match load(&self.dir, self.max_n) {
+        match load(&self.dir, self.current().max_n) {
             Ok(state) => {
                 let version = state.model.version;
                 self.metrics.model_loaded(&state.model);
