@@ -9,8 +9,27 @@ use als_core::data::synth::{generate_raw, SynthSpec};
 use als_core::data::{load_ratings, Dataset, DuplicatePolicy, LoadOptions, RawRatings, SplitSpec};
 use anyhow::Context;
 
-use crate::cli::{SplitChoice, TestSource};
 use crate::report::DataSummary;
+
+/// Held-out split of one file (the core [`SplitSpec`] is built from it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SplitChoice {
+    Ratio(f64),
+    PerUser(f64),
+    Temporal(f64),
+    KFold { folds: usize, fold: usize },
+}
+
+/// Where the test rows come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TestSource {
+    /// No test set: train on everything.
+    None,
+    /// A separate file.
+    File(PathBuf),
+    /// Held out of the training data.
+    Split(SplitChoice),
+}
 
 /// Where the training rows come from.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,18 +1,28 @@
-//! The coordinator library: command implementations shared by the binary and tests.
+//! The coordinator: the command line, the training pipeline, the cluster
+//! client and the model server.
+//!
+//! Layers, each using only those below it:
+//! - [`cli`]: the list of commands and the dispatch;
+//! - `commands/`: one module per subcommand, its flags and its `run`;
+//! - `args/`: argument groups shared by the commands, translated into core settings;
+//! - `training/`, `input`, `report`, `model_build`, `model_dir`, `history`,
+//!   `progress`: what the commands share;
+//! - [`cluster`]: training on gRPC workers; `als-core` below everything.
+#![deny(unsafe_code)]
+
+pub(crate) mod args;
 pub mod cli;
 pub mod cluster;
-pub mod fold_in_cmd;
-pub mod generate_cmd;
-pub mod history;
-pub mod input;
-pub mod model_build;
-pub mod progress;
-pub mod recommend_cmd;
-pub mod report;
-pub mod serve;
-pub mod similar_cmd;
-pub mod train_cmd;
-pub mod tune_cmd;
+pub(crate) mod commands;
+pub(crate) mod history;
+pub(crate) mod input;
+pub(crate) mod model_build;
+pub(crate) mod model_dir;
+pub(crate) mod progress;
+pub(crate) mod report;
+pub(crate) mod training;
+
+pub use progress::make_log_writer;
 
 #[cfg(test)]
 mod tests;

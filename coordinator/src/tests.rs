@@ -10,8 +10,16 @@ use als_core::solve::{Confidence, SolverKind};
 use clap::Parser;
 use serde_json::Value;
 
-use crate::cli::{Cli, Command, ExecutorChoice, SplitChoice, TestSource, TrainArgs};
-use crate::{recommend_cmd, similar_cmd, train_cmd};
+use crate::args::TrainArgs;
+use crate::cli::{Cli, Command};
+use crate::commands::{recommend as recommend_cmd, similar as similar_cmd};
+use crate::input::{SplitChoice, TestSource};
+use crate::training::{self, ExecutorChoice, TrainOutcome};
+
+/// A training command as the binary runs it, minus the thread pool.
+fn run_train(a: &TrainArgs, out: &mut dyn std::io::Write) -> anyhow::Result<TrainOutcome> {
+    training::run(a.job(2)?, out)
+}
 
 fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
     Cli::try_parse_from(std::iter::once("coordinator").chain(args.iter().copied()))
@@ -39,8 +47,8 @@ fn no_subcommand_trains_with_the_documented_defaults() {
     assert_eq!(cfg.solver, SolverKind::Cholesky);
     assert!(cfg.biased && cfg.clip_predictions && cfg.implicit.is_none());
     assert_eq!((cfg.blocks, cfg.eval_every, cfg.ranking_k), (12, 1, 10));
-    assert_eq!(a.test_source().unwrap(), TestSource::Split(SplitChoice::Ratio(0.2)));
-    assert_eq!(a.duplicate_policy(), DuplicatePolicy::Last);
+    assert_eq!(a.split.test_source().unwrap(), TestSource::Split(SplitChoice::Ratio(0.2)));
+    assert_eq!(a.layout.duplicate_policy(a.model.implicit), DuplicatePolicy::Last);
     let o = a.load_options();
     assert_eq!(
         (o.user_col, o.item_col, o.rating_col, o.timestamp_col, o.header),
@@ -63,28 +71,28 @@ fn no_subcommand_trains_with_the_documented_defaults() {
     let imp = cfg.implicit.unwrap();
     assert_eq!(imp.alpha, 40.0);
     assert_eq!(imp.confidence, Confidence::Log { epsilon: 2.0 });
-    assert_eq!(a.duplicate_policy(), DuplicatePolicy::Sum);
+    assert_eq!(a.layout.duplicate_policy(a.model.implicit), DuplicatePolicy::Sum);
     let o = a.load_options();
     assert_eq!((o.rating_col, o.header), (None, Some(false)));
 
     let a = train_args(&["--split", "kfold", "--folds", "4", "--fold", "3", "--duplicates", "first"]);
     assert_eq!(
-        a.test_source().unwrap(),
+        a.split.test_source().unwrap(),
         TestSource::Split(SplitChoice::KFold { folds: 4, fold: 3 })
     );
-    assert_eq!(a.duplicate_policy(), DuplicatePolicy::First);
+    assert_eq!(a.layout.duplicate_policy(a.model.implicit), DuplicatePolicy::First);
     let a = train_args(&["--split", "temporal", "--test-ratio", "0.1"]);
-    assert_eq!(a.test_source().unwrap(), TestSource::Split(SplitChoice::Temporal(0.1)));
+    assert_eq!(a.split.test_source().unwrap(), TestSource::Split(SplitChoice::Temporal(0.1)));
     assert_eq!(
         a.load_options().timestamp_col,
         Some(3),
         "temporal reads the MovieLens timestamp column"
     );
     assert_eq!(
-        train_args(&["--test", "t.csv"]).test_source().unwrap(),
+        train_args(&["--test", "t.csv"]).split.test_source().unwrap(),
         TestSource::File("t.csv".into())
     );
-    assert_eq!(train_args(&["--no-test"]).test_source().unwrap(), TestSource::None);
+    assert_eq!(train_args(&["--no-test"]).split.test_source().unwrap(), TestSource::None);
 }
 
 #[test]
@@ -163,14 +171,24 @@ fn bad_values_give_clear_errors() {
     assert!(cfg_err(&["--solver", "cg"]).contains("--implicit"));
     assert!(cfg_err(&["--cg-steps", "5"]).contains("--solver cg"));
     assert!(cfg_err(&["--implicit", "--epsilon", "2"]).contains("--confidence log"));
-    let split_err = |args: &[&str]| train_args(args).test_source().unwrap_err().to_string();
+    // Core names fields; the command line names its flags.
+    assert_eq!(
+        cfg_err(&["--factors", "5000"]),
+        "invalid training settings: --factors must be in 1..=4096, got 5000"
+    );
+    assert!(cfg_err(&["--lambda", "2e6"]).starts_with("invalid training settings: --lambda must be in 0..="));
+    assert!(cfg_err(&["--implicit", "--alpha", "1e7"]).starts_with("invalid training settings: --alpha must be in"));
+    assert!(cfg_err(&["--k", "5000"]).starts_with("invalid training settings: --k must be in 1..=1000"));
+    let split_err = |args: &[&str]| train_args(args).split.test_source().unwrap_err().to_string();
     assert!(split_err(&["--folds", "3"]).contains("kfold"));
     assert!(split_err(&["--split", "kfold", "--fold", "5"]).contains("0..5"));
-    assert!(split_err(&["--split", "kfold", "--folds", "1"]).contains("at least 2"));
+    assert!(parse_err(&["--split", "kfold", "--folds", "1"]).contains(">= 2"));
     assert!(split_err(&["--split", "kfold", "--test-ratio", "0.3"]).contains("--test-ratio"));
-    let col_err = train_args(&["--item-col", "0"]).validate_columns().unwrap_err().to_string();
+    let col_err = crate::args::check_columns(&train_args(&["--item-col", "0"]).load_options())
+        .unwrap_err()
+        .to_string();
     assert!(col_err.contains("--user-col") && col_err.contains("--item-col"), "{col_err}");
-    assert!(train_args(&["--rating-col", "3"]).validate_columns().is_ok());
+    assert!(crate::args::check_columns(&train_args(&["--rating-col", "3"]).load_options()).is_ok());
     #[cfg(not(feature = "lapack"))]
     assert!(train_args(&["--backend", "lapack"])
         .train_config()
@@ -181,7 +199,7 @@ fn bad_values_give_clear_errors() {
 
 #[test]
 fn executor_choice_resolution() {
-    let r = |args: &[&str]| train_args(args).executor_choice(6);
+    let r = |args: &[&str]| train_args(args).cluster.executor_choice(ExecutorChoice::Local(6));
     assert_eq!(r(&[]).unwrap(), ExecutorChoice::Local(6));
     assert_eq!(r(&["--local", "3"]).unwrap(), ExecutorChoice::Local(3));
     assert_eq!(r(&["--in-process"]).unwrap(), ExecutorChoice::InProcess);
@@ -194,15 +212,15 @@ fn executor_choice_resolution() {
     assert!(r(&["--workers", "a:1,,b:2"]).unwrap_err().to_string().contains("empty"));
     assert!(r(&["--workers", "hostonly"]).unwrap_err().to_string().contains("HOST:PORT"));
     assert!(r(&["--workers", "a:1,a:1"]).unwrap_err().to_string().contains("twice"));
-    assert_eq!(ExecutorChoice::resolve(false, None, None, 0).unwrap(), ExecutorChoice::Local(1));
-    assert!(ExecutorChoice::resolve(true, None, Some(2), 4).is_err());
+    // The whole job sizes the default cluster by the cores, at least one worker.
+    assert_eq!(train_args(&[]).job(0).unwrap().executor, ExecutorChoice::Local(1));
     assert_eq!(ExecutorChoice::Local(4).label(), "local:4");
     assert_eq!(ExecutorChoice::InProcess.label(), "in-process");
 }
 
 #[test]
 fn token_from_file_or_environment() {
-    use crate::cli::resolve_token;
+    use als_proto::token::resolve_token;
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("tok");
     std::fs::write(&f, "  s3cret\n").unwrap();
@@ -242,14 +260,14 @@ fn out_dir_is_checked_before_training() {
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
     // The data file does not exist: the --out check must fail first.
     let a = train_args(&["--data", "/nonexistent.csv", "--out", s(&out), "--quiet"]);
-    let e = train_cmd::run(&a, &mut Vec::new()).err().unwrap().to_string();
+    let e = run_train(&a, &mut Vec::new()).err().unwrap().to_string();
     assert!(e.contains("already exists") && e.contains("--overwrite"), "{e}");
     let a = train_args(&["--data", "/nonexistent.csv", "--out", s(&out), "--overwrite", "--quiet"]);
-    let e = train_cmd::run(&a, &mut Vec::new()).err().unwrap().to_string();
+    let e = run_train(&a, &mut Vec::new()).err().unwrap().to_string();
     assert!(e.contains("not a model directory"), "{e}");
     // A missing data file is named.
     let a = train_args(&["--data", "/nonexistent.csv", "--quiet"]);
-    let e = format!("{:#}", train_cmd::run(&a, &mut Vec::new()).err().unwrap());
+    let e = format!("{:#}", run_train(&a, &mut Vec::new()).err().unwrap());
     assert!(e.contains("/nonexistent.csv"), "{e}");
 }
 
@@ -278,7 +296,7 @@ fn explicit_train_save_load_recommend() {
         "--quiet",
     ]);
     let mut summary = Vec::new();
-    let o = train_cmd::run(&a, &mut summary).unwrap();
+    let o = run_train(&a, &mut summary).unwrap();
     let summary = String::from_utf8(summary).unwrap();
     assert!(summary.contains("rmse=") && summary.contains("model saved to"), "{summary}");
     assert_eq!(o.executor, "in-process");
@@ -441,7 +459,7 @@ fn explicit_train_save_load_recommend() {
     assert_eq!(String::from_utf8(buf).unwrap().lines().count(), 11);
 
     // A second run into the same directory is refused; --overwrite replaces it.
-    let e = train_cmd::run(&a, &mut Vec::new()).err().unwrap().to_string();
+    let e = run_train(&a, &mut Vec::new()).err().unwrap().to_string();
     assert!(e.contains("already exists"), "{e}");
 }
 
@@ -468,7 +486,7 @@ fn implicit_run_reports_ranking_metrics() {
         "--local",
         "2",
     ]);
-    let o = train_cmd::run(&a, &mut Vec::new()).unwrap();
+    let o = run_train(&a, &mut Vec::new()).unwrap();
     let m = &o.metrics;
     for key in ["precision@10", "recall@10", "map@10", "ndcg@10"] {
         let v = m["final"][key].as_f64().unwrap();
@@ -504,7 +522,7 @@ fn explicit_test_file_and_embedded_default() {
         "--quiet",
         "--no-biases",
     ]);
-    let o = train_cmd::run(&a, &mut Vec::new()).unwrap();
+    let o = run_train(&a, &mut Vec::new()).unwrap();
     assert_eq!(o.data.n_test, 4000);
     assert_eq!(o.data.test_dropped_cold, 0);
     assert!(o.model.user_bias.is_none() && o.model.global_mean == 0.0);
@@ -512,7 +530,7 @@ fn explicit_test_file_and_embedded_default() {
     // No --data: the embedded dataset, with a few recommendations printed.
     let a = train_args(&["--factors", "4", "--iterations", "1", "--quiet"]);
     let mut buf = Vec::new();
-    let o = train_cmd::run(&a, &mut buf).unwrap();
+    let o = run_train(&a, &mut buf).unwrap();
     let text = String::from_utf8(buf).unwrap();
     assert!(o.data.source.contains("embedded"), "{}", o.data.source);
     assert!(text.contains("top-5 recommendations"), "{text}");
@@ -543,15 +561,15 @@ fn sgd_flags_pick_the_learner_and_train_in_process() {
 
     // The default executor (local workers) becomes in-process; an explicit cluster is refused.
     let sgd = train_args(&["--solver", "sgd"]).train_config().unwrap();
-    let choice = train_cmd::executor_for_learner(&sgd, false, ExecutorChoice::Local(2)).unwrap();
+    let choice = training::executor_for_learner(&sgd, false, ExecutorChoice::Local(2)).unwrap();
     assert_eq!(choice, ExecutorChoice::InProcess);
-    let e = train_cmd::executor_for_learner(&sgd, true, ExecutorChoice::Local(2))
+    let e = training::executor_for_learner(&sgd, true, ExecutorChoice::Local(2))
         .unwrap_err()
         .to_string();
     assert!(e.contains("--solver sgd trains in this process"), "{e}");
     let als = train_args(&[]).train_config().unwrap();
     assert_eq!(
-        train_cmd::executor_for_learner(&als, false, ExecutorChoice::Local(2)).unwrap(),
+        training::executor_for_learner(&als, false, ExecutorChoice::Local(2)).unwrap(),
         ExecutorChoice::Local(2)
     );
 
@@ -569,7 +587,7 @@ fn sgd_flags_pick_the_learner_and_train_in_process() {
         "--quiet",
     ]);
     let mut summary = Vec::new();
-    let o = train_cmd::run(&a, &mut summary).unwrap();
+    let o = run_train(&a, &mut summary).unwrap();
     let summary = String::from_utf8(summary).unwrap();
     assert!(summary.contains("3 SGD epochs") && summary.contains("rmse="), "{summary}");
     assert_eq!(o.executor, "in-process");
@@ -603,7 +621,7 @@ fn the_saved_model_is_refit_on_every_rating_by_default() {
         args.extend(["--out", &o]);
         args.extend(extra);
         let a = train_args(&args);
-        train_cmd::run(&a, &mut Vec::new()).unwrap()
+        run_train(&a, &mut Vec::new()).unwrap()
     };
     // A seed whose split holds out u0's only rating of i39.
     let mut seed = None;
@@ -644,6 +662,6 @@ fn the_saved_model_is_refit_on_every_rating_by_default() {
         "--final-fit",
         "all",
     ]);
-    let e = train_cmd::run(&a, &mut Vec::new()).err().unwrap().to_string();
+    let e = run_train(&a, &mut Vec::new()).err().unwrap().to_string();
     assert!(e.contains("--final-fit all: with --test FILE"), "{e}");
 }

@@ -3,7 +3,7 @@
 use als_core::data::Csr;
 use als_core::linalg::Backend;
 use als_core::solve::{Confidence, RegScaling, SolverKind};
-use als_core::train::{ImplicitConfig, TrainConfig};
+use als_core::train::{Field, ImplicitConfig, TrainConfig};
 use numpy::PyReadonlyArray1;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -86,8 +86,24 @@ impl Settings {
             objective_every: usize::from(self.objective),
             ..TrainConfig::default()
         };
-        cfg.validate().map_err(bad)?;
+        cfg.validate().map_err(|e| bad(e.named(param_of(e.field))))?;
         Ok(cfg)
+    }
+}
+
+/// The Python parameter that sets a configuration field, for error messages.
+fn param_of(field: Field) -> &'static str {
+    match field {
+        Field::Factors => "factors",
+        Field::Lambda => "regularization",
+        Field::Blocks => "blocks",
+        Field::Alpha => "alpha",
+        Field::Epsilon => "epsilon",
+        Field::Solver => "solver",
+        Field::CgSteps => "cg_steps",
+        Field::LearningRate => "learning_rate",
+        Field::RankingK => "K",
+        Field::MinPos => "min_pos",
     }
 }
 

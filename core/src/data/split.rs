@@ -11,6 +11,13 @@ use rayon::prelude::*;
 use super::{DataError, RawRatings};
 use crate::rng::splitmix64_nth;
 
+/// Fraction of the rows held out for testing, by default.
+pub const DEFAULT_TEST_RATIO: f64 = 0.2;
+/// Folds of a k-fold split (and of `tune`'s cross-validation), by default.
+pub const DEFAULT_FOLDS: usize = 5;
+/// Seed of the split: 42 is the reference tools' protocol split.
+pub const DEFAULT_SPLIT_SEED: u64 = 42;
+
 /// How to split the rows into training and test sets.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SplitSpec {

@@ -20,7 +20,7 @@ use ndarray::{concatenate, Array2, Axis};
 
 use super::{Model, ModelKind};
 use crate::blocks::BlockLayout;
-use crate::data::{Csr, RawRatings};
+use crate::data::{Csr, DuplicatePolicy, RawRatings};
 use crate::solve::{block_gram, solve_one_row, sum_grams, Feedback, FixedSide, SolveError, SolveParams, SolverKind};
 use crate::train::TrainConfig;
 
@@ -247,7 +247,7 @@ pub struct FoldInReport {
 /// theirs, since the model keeps which items a user saw but not the values
 /// needed to merge old and new ratings; the row is warm-started from their
 /// current factors, so the refit is one more trainer half-step for that user.
-pub fn fold_in_users(model: &Model, raw: &RawRatings) -> Result<(Model, FoldInReport), FoldInError> {
+pub fn fold_in_users(model: &Model, raw: &RawRatings, duplicates: Option<DuplicatePolicy>) -> Result<(Model, FoldInReport), FoldInError> {
     let fold = FoldIn::new(model)?;
     // Group rows by user token, in first-seen order of the users.
     let mut rows_of: Vec<Vec<usize>> = vec![Vec::new(); raw.user_tokens.len()];
@@ -274,9 +274,9 @@ pub fn fold_in_users(model: &Model, raw: &RawRatings) -> Result<(Model, FoldInRe
         if rows.is_empty() {
             continue;
         }
-        let history: Vec<(&str, f32)> = rows
-            .iter()
-            .map(|&r| (raw.item_tokens[raw.items[r] as usize].as_str(), raw.ratings[r]))
+        let history: Vec<(&str, f32)> = merge_duplicates(raw, rows, duplicates)
+            .into_iter()
+            .map(|(item, v)| (raw.item_tokens[item as usize].as_str(), v))
             .collect();
         let existing = model.user_index(token);
         let warm = existing.map(|u| model.user_factors.row(u).to_vec());
@@ -313,6 +313,32 @@ pub fn fold_in_users(model: &Model, raw: &RawRatings) -> Result<(Model, FoldInRe
     next.version = model.version + 1;
     next.reset_index();
     Ok((next, report))
+}
+
+/// One user's `(item token, value)` rows with repeated items merged by
+/// `policy`, in first-seen order. `None` leaves them to [`FoldIn::resolve`],
+/// which merges as training does by default.
+fn merge_duplicates(raw: &RawRatings, rows: &[usize], policy: Option<DuplicatePolicy>) -> Vec<(u32, f32)> {
+    let pairs = rows.iter().map(|&r| (raw.items[r], raw.ratings[r]));
+    let Some(policy) = policy else {
+        return pairs.collect();
+    };
+    let mut at = std::collections::HashMap::with_capacity(rows.len());
+    let mut merged: Vec<(u32, f32)> = Vec::with_capacity(rows.len());
+    for (item, v) in pairs {
+        match at.get(&item) {
+            None => {
+                at.insert(item, merged.len());
+                merged.push((item, v));
+            }
+            Some(&i) => match policy {
+                DuplicatePolicy::First => {}
+                DuplicatePolicy::Last => merged[i].1 = v,
+                DuplicatePolicy::Sum => merged[i].1 += v,
+            },
+        }
+    }
+    merged
 }
 
 fn seen_csr(rows: &[Vec<u32>], n_items: usize) -> Csr {

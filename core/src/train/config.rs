@@ -24,12 +24,99 @@ pub enum Learner {
     Sgd { learning_rate: f32 },
 }
 
+// The defaults of every front end (command line, Python, tune), declared
+// once here as Spark declares them with `setDefault`.
+
+/// Latent factors k.
+pub const DEFAULT_FACTORS: usize = 64;
+/// ALS iterations (SGD: epochs).
+pub const DEFAULT_ITERATIONS: usize = 15;
+/// Spark's default λ; on ml-100k u1 it gives RMSE 0.925 where 0.05 overfits (0.952).
+pub const DEFAULT_LAMBDA: f32 = 0.1;
+/// Confidence scale α of implicit feedback: Hu et al.'s choice, and Spark's
+/// most quoted setting.
+pub const DEFAULT_ALPHA: f32 = 40.0;
+/// ε of the log confidence 1 + α·ln(1 + r/ε).
+pub const DEFAULT_LOG_EPSILON: f32 = 1.0;
+/// Conjugate-gradient steps per row: `implicit`'s default, warm-started.
+pub const DEFAULT_CG_STEPS: usize = 3;
+/// Seed of the initial factors.
+pub const DEFAULT_SEED: u64 = 42;
+/// Ranking cutoff K of the ranking metrics.
+pub const DEFAULT_RANKING_K: usize = 10;
+/// Test rows with a value ≥ this are relevant.
+pub const DEFAULT_MIN_POS: f32 = 1.0;
+/// Evaluate the test set after every iteration.
+pub const DEFAULT_EVAL_EVERY: usize = 1;
+
 /// Surprise's `lr_all` default, so its users get the step size they know.
 pub const DEFAULT_LEARNING_RATE: f32 = 0.005;
 
 /// The training objective after every iteration, by default: the command
 /// line prints it, and it shows that ALS never increases it.
 pub const DEFAULT_OBJECTIVE_EVERY: usize = 1;
+
+/// A [`TrainConfig`] field, as named in a [`SettingError`]. Front ends map
+/// it to their own flag or parameter name, so core never spells a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Factors,
+    Lambda,
+    Blocks,
+    /// `implicit.alpha`.
+    Alpha,
+    /// `implicit.confidence.epsilon`.
+    Epsilon,
+    /// The solver and learner together (which pairs with which feedback).
+    Solver,
+    /// `solver.steps` of CG.
+    CgSteps,
+    /// `learner.learning_rate` of SGD.
+    LearningRate,
+    RankingK,
+    MinPos,
+}
+
+impl Field {
+    /// The field's path in the serialized configuration.
+    pub fn path(self) -> &'static str {
+        match self {
+            Field::Factors => "factors",
+            Field::Lambda => "lambda",
+            Field::Blocks => "blocks",
+            Field::Alpha => "implicit.alpha",
+            Field::Epsilon => "implicit.confidence.epsilon",
+            Field::Solver => "solver",
+            Field::CgSteps => "solver.steps",
+            Field::LearningRate => "learner.learning_rate",
+            Field::RankingK => "ranking_k",
+            Field::MinPos => "min_pos",
+        }
+    }
+}
+
+/// A setting outside its documented range ([`crate::limits`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{} {problem}", field.path())]
+pub struct SettingError {
+    pub field: Field,
+    /// What is wrong, without the name: "must be in 1..=4096, got 0".
+    pub problem: String,
+}
+
+impl SettingError {
+    /// The message with the field shown as `name` (a flag or a parameter).
+    pub fn named(&self, name: &str) -> String {
+        format!("{name} {}", self.problem)
+    }
+}
+
+fn in_range(field: Field, v: f32, lo: f32, hi: f32) -> Result<(), SettingError> {
+    crate::limits::check_range("", v, lo, hi).map(|_| ()).map_err(|m| SettingError {
+        field,
+        problem: m.trim_start().to_string(),
+    })
+}
 
 fn default_objective_every() -> usize {
     DEFAULT_OBJECTIVE_EVERY
@@ -77,22 +164,21 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            factors: 64,
-            iterations: 15,
-            // Spark's default; on ml-100k u1 it gives RMSE 0.925 where 0.05 overfits (0.952).
-            lambda: 0.1,
+            factors: DEFAULT_FACTORS,
+            iterations: DEFAULT_ITERATIONS,
+            lambda: DEFAULT_LAMBDA,
             reg_scaling: RegScaling::Count,
             implicit: None,
             biased: true,
             solver: SolverKind::Cholesky,
             learner: Learner::Als,
-            seed: 42,
+            seed: DEFAULT_SEED,
             blocks: DEFAULT_BLOCKS,
             backend: Backend::Faer,
-            eval_every: 1,
+            eval_every: DEFAULT_EVAL_EVERY,
             objective_every: DEFAULT_OBJECTIVE_EVERY,
-            ranking_k: 10,
-            min_pos: 1.0,
+            ranking_k: DEFAULT_RANKING_K,
+            min_pos: DEFAULT_MIN_POS,
             clip_predictions: true,
         }
     }
@@ -109,44 +195,47 @@ impl TrainConfig {
     }
 
     /// Every setting inside its documented range ([`crate::limits`]).
-    pub fn validate(&self) -> Result<(), String> {
-        use crate::limits::{check_range, EPSILON_RANGE, MAX_ALPHA, MAX_FACTORS, MAX_LAMBDA, MAX_LEARNING_RATE};
+    pub fn validate(&self) -> Result<(), SettingError> {
+        use crate::limits::{EPSILON_RANGE, MAX_ALPHA, MAX_FACTORS, MAX_LAMBDA, MAX_LEARNING_RATE, MAX_RANKING_K};
+        let err = |field, problem: String| Err(SettingError { field, problem });
         if self.factors == 0 || self.factors > MAX_FACTORS {
-            return Err(format!("--factors must be in 1..={MAX_FACTORS}, got {}", self.factors));
+            return err(Field::Factors, format!("must be in 1..={MAX_FACTORS}, got {}", self.factors));
         }
-        check_range("--lambda", self.lambda, 0.0, MAX_LAMBDA)?;
+        in_range(Field::Lambda, self.lambda, 0.0, MAX_LAMBDA)?;
         if self.blocks == 0 {
-            return Err("--blocks must be positive".into());
+            return err(Field::Blocks, "must be positive".into());
         }
         if let Some(imp) = &self.implicit {
-            check_range("--alpha", imp.alpha, 0.0, MAX_ALPHA)?;
+            in_range(Field::Alpha, imp.alpha, 0.0, MAX_ALPHA)?;
             if let Confidence::Log { epsilon } = imp.confidence {
-                check_range("--epsilon", epsilon, EPSILON_RANGE.0, EPSILON_RANGE.1)?;
+                in_range(Field::Epsilon, epsilon, EPSILON_RANGE.0, EPSILON_RANGE.1)?;
             }
         } else if let SolverKind::Cg { .. } = self.solver {
-            return Err("--solver cg applies to implicit feedback (--implicit); explicit ratings use cholesky".into());
+            return err(
+                Field::Solver,
+                "cg applies to implicit feedback; explicit ratings use cholesky".into(),
+            );
         }
         if let Learner::Sgd { learning_rate } = self.learner {
             if self.is_implicit() {
-                return Err("--solver sgd learns explicit ratings only; for --implicit use --solver cg or cholesky".into());
+                return err(
+                    Field::Solver,
+                    "sgd learns explicit ratings only; implicit feedback uses cg or cholesky".into(),
+                );
             }
             if learning_rate.is_nan() || learning_rate <= 0.0 {
-                return Err(format!("--learning-rate must be > 0, got {learning_rate}"));
+                return err(Field::LearningRate, format!("must be > 0, got {learning_rate}"));
             }
-            check_range("--learning-rate", learning_rate, 0.0, MAX_LEARNING_RATE)?;
+            in_range(Field::LearningRate, learning_rate, 0.0, MAX_LEARNING_RATE)?;
         }
         if let SolverKind::Cg { steps: 0 } = self.solver {
-            return Err("--cg-steps must be positive".into());
+            return err(Field::CgSteps, "must be positive".into());
         }
-        if self.ranking_k == 0 || self.ranking_k > crate::limits::MAX_RANKING_K {
-            return Err(format!(
-                "--k (the ranking cutoff) must be in 1..={}, got {}",
-                crate::limits::MAX_RANKING_K,
-                self.ranking_k
-            ));
+        if self.ranking_k == 0 || self.ranking_k > MAX_RANKING_K {
+            return err(Field::RankingK, format!("must be in 1..={MAX_RANKING_K}, got {}", self.ranking_k));
         }
         if !self.min_pos.is_finite() {
-            return Err(format!("--min-pos must be finite, got {}", self.min_pos));
+            return err(Field::MinPos, format!("must be finite, got {}", self.min_pos));
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-pub use config::{ImplicitConfig, Learner, TrainConfig, DEFAULT_LEARNING_RATE, DEFAULT_OBJECTIVE_EVERY};
+pub use config::*;
 pub use eval::TestMetrics;
 pub use local::LocalExecutor;
 pub use sgd::train_sgd;
@@ -31,6 +31,8 @@ use crate::solve::{block_gram, sum_grams, SolveError, SolveParams};
 pub enum TrainError {
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("invalid setting: {0}")]
+    Setting(#[from] SettingError),
     #[error(transparent)]
     Solve(#[from] SolveError),
     /// Work that failed on a cluster worker, with the worker's message (the
@@ -233,7 +235,7 @@ pub fn train(
     state: Option<TrainState>,
     on_iteration: &mut dyn FnMut(&IterationReport, &TrainState) -> Result<(), TrainError>,
 ) -> Result<TrainResult, TrainError> {
-    cfg.validate().map_err(TrainError::Config)?;
+    cfg.validate()?;
     let params = cfg.solve_params(ds.global_mean());
     let mut state = state.unwrap_or_else(|| initial_state(ds, cfg));
     check_state(ds, cfg, &state)?;

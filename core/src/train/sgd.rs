@@ -26,7 +26,7 @@ pub fn train_sgd(
     state: Option<TrainState>,
     on_iteration: &mut dyn FnMut(&IterationReport, &TrainState) -> Result<(), TrainError>,
 ) -> Result<TrainResult, TrainError> {
-    cfg.validate().map_err(TrainError::Config)?;
+    cfg.validate()?;
     let Learner::Sgd { learning_rate } = cfg.learner else {
         return Err(TrainError::Config("train_sgd needs the SGD learner".into()));
     };

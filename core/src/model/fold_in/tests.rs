@@ -241,7 +241,7 @@ fn fold_in_users_appends_new_users_and_refits_existing_ones() {
         add.items.push(i);
         add.ratings.push(r);
     }
-    let (next, report) = fold_in_users(m, &add).unwrap();
+    let (next, report) = fold_in_users(m, &add, None).unwrap();
     assert_eq!(
         report,
         FoldInReport {
@@ -286,6 +286,34 @@ fn fold_in_users_appends_new_users_and_refits_existing_ones() {
     bad.users = vec![0, 2];
     bad.items = vec![2, 2];
     bad.ratings = vec![1.0, 1.0];
-    let e = fold_in_users(m, &bad).unwrap_err();
+    let e = fold_in_users(m, &bad, None).unwrap_err();
     assert!(e.to_string().contains("user 'new1'"), "{e}");
+}
+
+#[test]
+fn fold_in_users_merges_repeated_items_by_the_given_rule() {
+    let t = trained(&small_cfg(), &raw(30, 20, false, 6));
+    let m = &t.model;
+    let fold = FoldIn::new(m).unwrap();
+    let add = RawRatings {
+        source: "new.csv".into(),
+        user_tokens: vec!["new1".into()],
+        item_tokens: vec!["i0".into(), "i5".into()],
+        users: vec![0, 0, 0],
+        items: vec![0, 1, 0],
+        ratings: vec![4.0, 3.0, 1.0],
+        ..Default::default()
+    };
+    let row_of = |policy| {
+        let (next, _) = fold_in_users(m, &add, policy).unwrap();
+        let u = next.user_index("new1").unwrap();
+        next.user_factors.row(u).to_vec()
+    };
+    let want = |i0: f32| fold.fold_in(m, &[("i0", i0), ("i5", 3.0)], None).unwrap().factors;
+    assert_eq!(row_of(Some(DuplicatePolicy::First)), want(4.0));
+    assert_eq!(row_of(Some(DuplicatePolicy::Last)), want(1.0));
+    assert_eq!(row_of(Some(DuplicatePolicy::Sum)), want(5.0));
+    // No rule: explicit ratings keep the last, as training does by default.
+    assert_eq!(row_of(None), want(1.0));
+    assert_ne!(want(4.0), want(1.0));
 }

@@ -315,22 +315,25 @@ fn a_new_version_replaces_the_model_and_a_broken_one_keeps_the_old() {
     als_core::model::save_model(&m, &dir, false).unwrap();
     let live = LiveModel::open(&dir, 10).unwrap();
     let first = live.current();
-    assert_eq!(live.reload(false).unwrap(), crate::serve::Reload::Unchanged);
+    assert_eq!(live.reload(false).unwrap(), crate::commands::serve::Reload::Unchanged);
     // A new version, written as the trainer writes (one atomic replacement).
     m.version += 1;
     als_core::model::save_model(&m, &dir, true).unwrap();
-    assert_eq!(live.reload(false).unwrap(), crate::serve::Reload::Loaded { version: m.version });
+    assert_eq!(
+        live.reload(false).unwrap(),
+        crate::commands::serve::Reload::Loaded { version: m.version }
+    );
     assert_eq!(live.current().model.version, m.version);
     // A request that began before the reload still holds the old model whole.
     assert_eq!(first.model.version, m.version - 1);
-    assert_eq!(live.reload(false).unwrap(), crate::serve::Reload::Unchanged);
+    assert_eq!(live.reload(false).unwrap(), crate::commands::serve::Reload::Unchanged);
     // A broken version: the error says why, the last good model keeps serving,
     // and the same broken files are not retried on every check.
     std::fs::write(dir.join("model.json"), "{ not json").unwrap();
     let err = live.reload(false).unwrap_err();
     assert!(format!("{err:#}").contains("model.json"), "{err:#}");
     assert_eq!(live.current().model.version, m.version);
-    assert_eq!(live.reload(false).unwrap(), crate::serve::Reload::Unchanged);
+    assert_eq!(live.reload(false).unwrap(), crate::commands::serve::Reload::Unchanged);
     let text = live.metrics.render();
     assert!(text.contains("als_serve_model_reloads_total{result=\"ok\"} 1\n"), "{text}");
     assert!(text.contains("als_serve_model_reloads_total{result=\"failed\"} 1\n"), "{text}");

@@ -13,7 +13,7 @@ mod grid;
 mod output;
 
 pub use args::TuneArgs;
-pub use grid::{best, expand, Metric, Setting, SettingScores};
+pub use grid::{best, expand, Metric, SettingScores};
 pub use output::{print_table, to_json, TuneReport};
 
 use std::io::Write;
@@ -26,7 +26,7 @@ use anyhow::Context;
 
 use crate::progress;
 use crate::report::write_json_atomic;
-use crate::train_cmd::{executor_for_learner, Trainer};
+use crate::training::{self, check_out_dir, Trainer};
 
 /// `(train rows, test rows)` of fold `fold`: the k-fold split of `--split kfold`.
 pub fn fold_rows(raw: &RawRatings, folds: usize, fold: usize, seed: u64) -> anyhow::Result<(Vec<usize>, Vec<usize>)> {
@@ -61,23 +61,17 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
     let t0 = Instant::now();
     let settings = expand(&args.lambda, &args.factors, &args.alphas());
     // Refuse any bad setting before loading or training.
-    let mut configs = Vec::with_capacity(settings.len());
-    for s in &settings {
-        let t = args.train_args(s.lambda, s.factors, s.alpha)?;
-        t.validate_columns()?;
-        configs.push(t.train_config()?);
-    }
-    let base = args.train_args(settings[0].lambda, settings[0].factors, settings[0].alpha)?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cluster_given = args.local.is_some() || args.workers.is_some();
-    let choice = executor_for_learner(&configs[0], cluster_given, base.executor_choice(cores)?)?;
-    let token = base.token()?;
+    let configs = settings.iter().map(|&s| args.train_config(s)).collect::<anyhow::Result<Vec<_>>>()?;
+    let load = args.load_options()?;
+    let choice = args.executor(&configs[0])?;
+    let token = args.cluster.token()?;
+    let tls = args.cluster.tls()?;
     let metric = metric_of(&configs[0]);
     if let Some(dir) = &args.out {
-        crate::train_cmd::check_out_dir(dir, args.overwrite)?;
+        check_out_dir(dir, args.overwrite)?;
     }
 
-    let raw = load_ratings(&args.data, &base.load_options()).map_err(anyhow::Error::new)?;
+    let raw = load_ratings(&args.data, &load).map_err(anyhow::Error::new)?;
     let data = args.data.display().to_string();
     tracing::info!(data = %data, ratings = raw.len(), folds = args.folds, settings = settings.len(), executor = %choice.label(), "tuning");
     let mut scores: Vec<SettingScores> = settings
@@ -93,13 +87,12 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
         args.quiet,
         "{spinner} tuning [{elapsed_precise}] [{bar:30}] {pos}/{len} {msg}",
     );
-    let timeout = std::time::Duration::from_secs_f64(base.worker_timeout.max(0.1));
     // One set of workers for every run.
-    let trainer = Trainer::open(&choice, token.as_deref(), None, timeout)?;
+    let trainer = Trainer::open(&choice, token.as_deref(), tls, args.cluster.worker_timeout())?;
     let outcome = (|| -> anyhow::Result<()> {
         for fold in 0..args.folds {
             let (train, test) = fold_rows(&raw, args.folds, fold, args.split_seed)?;
-            let ds = Dataset::build((&raw, &train), Some((&raw, &test)), base.duplicate_policy())
+            let ds = Dataset::build((&raw, &train), Some((&raw, &test)), args.duplicate_policy())
                 .with_context(|| format!("cannot index fold {fold} of {data}"))?;
             for (s, cfg) in scores.iter_mut().zip(&configs) {
                 let layouts = Layouts::for_dataset(&ds, cfg.blocks);
@@ -142,13 +135,8 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
     if let (Some(dir), Some(b)) = (&args.out, report.best) {
         // The chosen setting, refit on every rating: the model to deploy.
         let s = report.scores[b].setting;
-        let mut t = args.train_args(s.lambda, s.factors, s.alpha)?;
-        t.no_test = true;
-        t.out = Some(dir.clone());
-        t.overwrite = args.overwrite;
-        t.quiet = args.quiet;
         tracing::info!(lambda = s.lambda, factors = s.factors, alpha = ?s.alpha, dir = %dir.display(), "training the best setting on every rating");
-        crate::train_cmd::run(&t, out).context("training the best setting on every rating")?;
+        training::run(args.final_fit_job(s, dir.clone())?, out).context("training the best setting on every rating")?;
     } else if args.out.is_some() {
         anyhow::bail!("no setting gave a finite score, so no model was saved");
     }

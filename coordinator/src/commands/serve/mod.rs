@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-pub use api::{router, ScoredItem, ServeState};
+pub use api::router;
 pub use live::{LiveModel, Reload};
 
 fn parse_seconds(s: &str) -> Result<f64, String> {

@@ -1,38 +1,57 @@
 //! `coordinator recommend`: top-N items for one user, or for every user (`--all`).
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use als_core::model::{load_model, FoldIn, Model, ModelKind};
+use als_core::model::{FoldIn, Model, ModelKind};
 use als_core::topk::{top_n_batch, Scored};
 use anyhow::{bail, Context};
+use clap::Args;
 use ndarray::{s, Array2};
 
-use crate::cli::RecommendArgs;
+use crate::args::parse;
 use crate::history::{history_values, read_history};
+use crate::model_dir::{open_model, user_row, write_list};
+
+/// `coordinator recommend`.
+#[derive(Args, Debug, Clone)]
+pub struct RecommendArgs {
+    /// Model directory written by training with --out.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// User id as in the training data.
+    #[arg(long, value_name = "ID", required_unless_present_any = ["all", "history"], conflicts_with_all = ["all", "history"])]
+    pub user: Option<String>,
+    /// A user not in the model: their history, one `item[,value]` per line (fold-in).
+    #[arg(long, value_name = "FILE", conflicts_with = "all")]
+    pub history: Option<PathBuf>,
+    /// Number of recommendations.
+    #[arg(short = 'n', long = "num", default_value_t = 10, value_name = "N", value_parser = parse::positive_usize)]
+    pub n: usize,
+    /// Keep items the user already rated.
+    #[arg(long)]
+    pub include_seen: bool,
+    /// Only recommend among these items (one id per line).
+    #[arg(long, value_name = "FILE")]
+    pub items: Option<PathBuf>,
+    /// One JSON object per line instead of a table (single user).
+    #[arg(long, conflicts_with = "all")]
+    pub json: bool,
+    /// Recommend for every user of the model into --out.
+    #[arg(long, requires = "out")]
+    pub all: bool,
+    /// Output of --all: CSV `user,rank,item,score`, or JSON lines when it ends in .json/.jsonl
+    /// (its directory must exist).
+    #[arg(long, value_name = "FILE", requires = "all")]
+    pub out: Option<PathBuf>,
+    /// Replace an existing --out file.
+    #[arg(long, requires = "out")]
+    pub overwrite: bool,
+}
 
 /// Users per batch of `--all` (each batch is one parallel `top_n_batch`, then written).
 pub const ALL_BATCH_USERS: usize = 16_384;
-
-/// Load a model directory, naming it in errors.
-pub fn open_model(dir: &Path) -> anyhow::Result<Model> {
-    load_model(dir).with_context(|| format!("cannot load the model from {}", dir.display()))
-}
-
-/// The row of a user id, or an error naming it.
-pub fn user_row(model: &Model, id: &str) -> anyhow::Result<usize> {
-    model
-        .user_index(id)
-        .with_context(|| format!("user '{id}' is not in the model ({} users)", model.n_users()))
-}
-
-/// The row of an item id, or an error naming it.
-pub fn item_row(model: &Model, id: &str) -> anyhow::Result<usize> {
-    model
-        .item_index(id)
-        .with_context(|| format!("item '{id}' is not in the model ({} items)", model.n_items()))
-}
 
 /// Candidate items from a file (one id per line; blank lines ignored), as
 /// sorted, deduplicated item rows. Unknown ids are skipped with a warning;
@@ -66,30 +85,6 @@ pub fn read_candidates(model: &Model, path: &Path) -> anyhow::Result<Vec<u32>> {
         bail!("{}: none of the candidate items is in the model", path.display());
     }
     Ok(rows)
-}
-
-/// Write one user's list as a table (`rank item score`) or JSON lines.
-pub fn write_list(out: &mut dyn Write, recs: &[Scored], json: bool, what: &str, ids: &[String]) -> std::io::Result<()> {
-    if json {
-        for s in recs {
-            let mut m = serde_json::Map::new();
-            m.insert(what.into(), serde_json::Value::String(ids[s.index as usize].clone()));
-            m.insert("score".into(), serde_json::json!(s.score));
-            writeln!(out, "{}", serde_json::Value::Object(m))?;
-        }
-        return Ok(());
-    }
-    let width = recs
-        .iter()
-        .map(|s| ids[s.index as usize].chars().count())
-        .max()
-        .unwrap_or(0)
-        .max(what.len());
-    writeln!(out, "{:>4}  {:<width$}  score", "rank", what)?;
-    for (r, s) in recs.iter().enumerate() {
-        writeln!(out, "{:>4}  {:<width$}  {:.4}", r + 1, ids[s.index as usize], s.score)?;
-    }
-    Ok(())
 }
 
 /// Run the command; results go to `out` (stdout in the binary).

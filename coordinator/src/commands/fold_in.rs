@@ -4,13 +4,13 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use als_core::data::{load_ratings, LoadOptions};
+use als_core::data::load_ratings;
 use als_core::model::{fold_in_users, save_model};
 use anyhow::Context;
 use clap::Args;
 
-use crate::cli::FormatArg;
-use crate::recommend_cmd::open_model;
+use crate::args::{check_columns, LayoutArgs};
+use crate::model_dir::open_model;
 
 /// `coordinator fold-in`.
 #[derive(Args, Debug, Clone)]
@@ -28,51 +28,8 @@ pub struct FoldInArgs {
     /// Replace an existing --out directory.
     #[arg(long)]
     pub overwrite: bool,
-    /// Layout of the ratings file.
-    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
-    pub format: FormatArg,
-    /// The first line is a header (default: detected).
-    #[arg(long, conflicts_with = "no_header")]
-    pub header: bool,
-    /// The first line is data (default: detected).
-    #[arg(long)]
-    pub no_header: bool,
-    /// 0-based column of the user id.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub user_col: usize,
-    /// 0-based column of the item id.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub item_col: usize,
-    /// 0-based column of the rating.
-    #[arg(long, default_value_t = 2, value_name = "N", conflicts_with = "no_rating_col")]
-    pub rating_col: usize,
-    /// No rating column: an event log where every line counts 1 (implicit models).
-    #[arg(long)]
-    pub no_rating_col: bool,
-    /// Skip malformed lines (and report how many) instead of stopping.
-    #[arg(long)]
-    pub skip_invalid: bool,
-}
-
-impl FoldInArgs {
-    fn load_options(&self) -> LoadOptions {
-        LoadOptions {
-            format: self.format.into(),
-            header: if self.header {
-                Some(true)
-            } else if self.no_header {
-                Some(false)
-            } else {
-                None
-            },
-            user_col: self.user_col,
-            item_col: self.item_col,
-            rating_col: (!self.no_rating_col).then_some(self.rating_col),
-            timestamp_col: None,
-            skip_invalid: self.skip_invalid,
-            ..LoadOptions::default()
-        }
-    }
+    #[command(flatten)]
+    pub layout: LayoutArgs,
 }
 
 /// Run the command; a one-line summary goes to `out`.
@@ -84,8 +41,10 @@ pub fn run(args: &FoldInArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             args.out.display()
         );
     }
+    let load = args.layout.load_options(None);
+    check_columns(&load)?;
     // DataError messages name the file and line already.
-    let raw = load_ratings(&args.data, &args.load_options()).map_err(anyhow::Error::new)?;
+    let raw = load_ratings(&args.data, &load).map_err(anyhow::Error::new)?;
     if raw.skipped_lines > 0 {
         tracing::warn!(
             "{}: {} invalid lines were skipped (--skip-invalid)",
@@ -93,7 +52,8 @@ pub fn run(args: &FoldInArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             raw.skipped_lines
         );
     }
-    let (next, report) = fold_in_users(&model, &raw).with_context(|| format!("{}: cannot fold in", args.data.display()))?;
+    let (next, report) = fold_in_users(&model, &raw, args.layout.duplicates.map(Into::into))
+        .with_context(|| format!("{}: cannot fold in", args.data.display()))?;
     if report.unknown_items > 0 {
         tracing::warn!(
             "{}: {} rows name items that are not in the model and were skipped",
@@ -130,7 +90,12 @@ mod tests {
 
     use super::run;
     use crate::cli::{Cli, Command};
-    use crate::{recommend_cmd, train_cmd};
+
+    /// Another command, run as the binary runs it (commands never call each other).
+    fn exec(args: &[&str], out: &mut Vec<u8>) -> anyhow::Result<()> {
+        let cli = Cli::try_parse_from(std::iter::once("coordinator").chain(args.iter().copied())).unwrap();
+        crate::cli::run(cli, out)
+    }
 
     fn s(p: &Path) -> &str {
         p.to_str().unwrap()
@@ -154,22 +119,23 @@ mod tests {
         };
         write_csv(&spec, &data, |_| {}).unwrap();
         let out = dir.join("model");
-        let cli = Cli::try_parse_from([
-            "coordinator",
-            "--data",
-            s(&data),
-            "--factors",
-            "5",
-            "--iterations",
-            "3",
-            "--no-test",
-            "--in-process",
-            "--quiet",
-            "--out",
-            s(&out),
-        ])
+        exec(
+            &[
+                "--data",
+                s(&data),
+                "--factors",
+                "5",
+                "--iterations",
+                "3",
+                "--no-test",
+                "--in-process",
+                "--quiet",
+                "--out",
+                s(&out),
+            ],
+            &mut Vec::new(),
+        )
         .unwrap();
-        train_cmd::run(&cli.train, &mut Vec::new()).unwrap();
         out
     }
 
@@ -183,11 +149,9 @@ mod tests {
         // recommend --history: the core fold-in's list, history items excluded.
         let hist = dir.path().join("h.txt");
         std::fs::write(&hist, format!("# a new user\n{a},5\n{b}, 2\nnot-an-item,4\n")).unwrap();
-        let Command::Recommend(r) = cli(&["recommend", "--model", s(&mdir), "--history", s(&hist), "-n", "4", "--json"]) else {
-            panic!("not recommend")
-        };
+        let r = ["recommend", "--model", s(&mdir), "--history", s(&hist), "-n", "4", "--json"];
         let mut out = Vec::new();
-        recommend_cmd::run(&r, &mut out).unwrap();
+        exec(&r, &mut out).unwrap();
         let got: Vec<serde_json::Value> = String::from_utf8(out)
             .unwrap()
             .lines()
@@ -205,10 +169,10 @@ mod tests {
 
         // Bad lines name the file and line; an explicit model needs ratings.
         std::fs::write(&hist, format!("{a},5\n{b},lots\n")).unwrap();
-        let e = format!("{:#}", recommend_cmd::run(&r, &mut Vec::new()).unwrap_err());
+        let e = format!("{:#}", exec(&r, &mut Vec::new()).unwrap_err());
         assert!(e.contains("h.txt:2: value 'lots' is not a number"), "{e}");
         std::fs::write(&hist, format!("{a},5\n{b}\n")).unwrap();
-        let e = format!("{:#}", recommend_cmd::run(&r, &mut Vec::new()).unwrap_err());
+        let e = format!("{:#}", exec(&r, &mut Vec::new()).unwrap_err());
         assert!(e.contains("h.txt:2: the model is explicit"), "{e}");
 
         // fold-in: new users appended as the next version; the old directory is untouched.

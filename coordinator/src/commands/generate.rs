@@ -5,9 +5,46 @@ use std::time::Instant;
 
 use als_core::data::synth::{write_csv, SynthSpec};
 use anyhow::{bail, Context};
+use clap::Args;
+use std::path::PathBuf;
 
-use crate::cli::GenerateArgs;
+use crate::args::parse;
 use crate::progress;
+
+/// `coordinator generate`.
+#[derive(Args, Debug, Clone)]
+pub struct GenerateArgs {
+    /// Output CSV file.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Number of users.
+    #[arg(long, value_name = "N", default_value_t = SynthSpec::small_default().users, value_parser = parse::positive_usize)]
+    pub users: usize,
+    /// Number of items.
+    #[arg(long, value_name = "N", default_value_t = SynthSpec::small_default().items, value_parser = parse::positive_usize)]
+    pub items: usize,
+    /// Number of ratings (distinct user-item pairs; at most half of users × items).
+    #[arg(long, value_name = "N", default_value_t = SynthSpec::small_default().ratings)]
+    pub ratings: u64,
+    /// Rank of the ground truth.
+    #[arg(long, default_value_t = SynthSpec::small_default().rank, value_name = "R", value_parser = parse::positive_usize)]
+    pub rank: usize,
+    /// Standard deviation of the Gaussian noise added to each rating.
+    #[arg(long, default_value_t = SynthSpec::small_default().noise_std as f32, value_name = "S", value_parser = parse::non_negative_f32)]
+    pub noise: f32,
+    /// Seed of the ground truth, the observed pairs and the noise.
+    #[arg(long, default_value_t = SynthSpec::small_default().seed)]
+    pub seed: u64,
+    /// Continuous ratings (default: rounded to the 1..5 star scale).
+    #[arg(long)]
+    pub continuous: bool,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
 
 /// The generator settings of the flags (the rest are the core defaults).
 pub fn synth_spec(args: &GenerateArgs) -> SynthSpec {

@@ -3,13 +3,7 @@
 use serde::Serialize;
 
 /// One point of the grid.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Setting {
-    pub lambda: f32,
-    pub factors: usize,
-    /// Implicit feedback only.
-    pub alpha: Option<f32>,
-}
+pub type Setting = crate::args::ModelPoint;
 
 /// Every combination, λ outermost, then factors, then α (the order of the table).
 pub fn expand(lambdas: &[f32], factors: &[usize], alphas: &[Option<f32>]) -> Vec<Setting> {

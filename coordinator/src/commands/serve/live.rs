@@ -16,7 +16,7 @@ use anyhow::Context;
 
 use super::api::ServeState;
 use super::metrics::Metrics;
-use crate::recommend_cmd::open_model;
+use crate::model_dir::open_model;
 
 /// What identifies the files of one model version: `model.json`'s inode,
 /// modification time and length (the atomic writer makes each version a new file).
@@ -66,7 +66,8 @@ impl LiveModel {
         Ok(Self::serving(dir, load(dir, max_n)?, seen))
     }
 
-    /// Serve `state` (loaded elsewhere, e.g. in tests) from `dir`.
+    /// Serve `state` (loaded elsewhere) from `dir`.
+    #[cfg(test)]
     pub fn with_state(dir: &Path, state: ServeState) -> LiveModel {
         Self::serving(dir, state, stamp(dir).ok())
     }

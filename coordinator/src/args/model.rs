@@ -1,0 +1,228 @@
+//! The model and solver flags shared by `train` and `tune`, and their
+//! translation into a validated [`TrainConfig`]. Defaults come from
+//! `als_core::train`, where each is declared once.
+
+use als_core::blocks::DEFAULT_BLOCKS;
+use als_core::linalg::Backend;
+use als_core::solve::{Confidence, RegScaling, SolverKind};
+use als_core::train::{
+    Field, ImplicitConfig, Learner, SettingError, TrainConfig, DEFAULT_ALPHA, DEFAULT_CG_STEPS, DEFAULT_ITERATIONS, DEFAULT_LEARNING_RATE,
+    DEFAULT_LOG_EPSILON, DEFAULT_MIN_POS, DEFAULT_RANKING_K, DEFAULT_SEED,
+};
+use anyhow::bail;
+use clap::{Args, ValueEnum};
+
+use super::parse;
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RegScalingArg {
+    /// λ times the row's rating count (ALS-WR, as Spark does).
+    #[default]
+    Count,
+    /// Plain λ (as `implicit` does).
+    None,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConfidenceArg {
+    /// c = 1 + α·r.
+    #[default]
+    Linear,
+    /// c = 1 + α·ln(1 + r/ε).
+    Log,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SolverArg {
+    /// Exact normal equations (default for explicit ratings).
+    Cholesky,
+    /// Warm-started conjugate gradient (implicit feedback; default there).
+    Cg,
+    /// Stochastic gradient descent on the explicit biased model (Surprise's SVD updates,
+    /// DSGD over the blocks, in this process); --iterations counts epochs.
+    Sgd,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendArg {
+    /// Pure Rust dense kernels.
+    #[default]
+    Faer,
+    /// ndarray-linalg over the system LAPACK (needs a build with the `lapack` feature).
+    Lapack,
+}
+
+/// How the model is learned, apart from the grid axes (factors, λ, α).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Model")]
+pub struct ModelArgs {
+    /// ALS iterations (each solves users, then items; SGD: epochs).
+    #[arg(long, default_value_t = DEFAULT_ITERATIONS, value_name = "N", value_parser = parse::positive_usize)]
+    pub iterations: usize,
+    /// How λ scales with a row's rating count.
+    #[arg(long, value_enum, default_value_t = RegScalingArg::Count)]
+    pub reg_scaling: RegScalingArg,
+    /// Implicit feedback (Hu, Koren & Volinsky): values are confidences, ranking metrics.
+    #[arg(long)]
+    pub implicit: bool,
+    /// Confidence of --implicit [default: linear].
+    #[arg(long, value_enum, requires = "implicit")]
+    pub confidence: Option<ConfidenceArg>,
+    /// ε of --confidence log [default: 1.0].
+    #[arg(long, value_name = "E", requires = "implicit", value_parser = parse::positive_f32)]
+    pub epsilon: Option<f32>,
+    /// Row solver [default: cholesky for explicit, cg for --implicit].
+    #[arg(long, value_enum)]
+    pub solver: Option<SolverArg>,
+    /// Conjugate-gradient steps per row of --solver cg [default: 3].
+    #[arg(long, value_name = "N", value_parser = parse::positive_usize)]
+    pub cg_steps: Option<usize>,
+    /// Step size γ of --solver sgd [default: 0.005, Surprise's lr_all].
+    #[arg(long, value_name = "G", value_parser = parse::positive_f32)]
+    pub learning_rate: Option<f32>,
+    /// Explicit model without the global mean and biases (r̂ = pᵤ·qᵢ).
+    #[arg(long, conflicts_with = "implicit")]
+    pub no_biases: bool,
+    /// Seed of the initial factors.
+    #[arg(long, default_value_t = DEFAULT_SEED)]
+    pub seed: u64,
+    /// Blocks per side (fixed by the data, not by the cluster size).
+    #[arg(long, default_value_t = DEFAULT_BLOCKS, value_name = "N", value_parser = parse::positive_usize, help_heading = "Execution")]
+    pub blocks: usize,
+    /// Dense kernel backend.
+    #[arg(long, value_enum, default_value_t = BackendArg::Faer, help_heading = "Execution")]
+    pub backend: BackendArg,
+}
+
+/// How test predictions are scored.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Evaluation")]
+pub struct MetricArgs {
+    /// Ranking cutoff K of precision/recall/MAP/NDCG@K.
+    #[arg(long, default_value_t = DEFAULT_RANKING_K, value_name = "K", value_parser = parse::positive_usize)]
+    pub k: usize,
+    /// Test rows with a value >= this are relevant for the ranking metrics.
+    #[arg(long, default_value_t = DEFAULT_MIN_POS, value_name = "V", value_parser = parse::finite_f32)]
+    pub min_pos: f32,
+    /// RMSE/MAE on raw predictions (default: clipped to the training rating range).
+    #[arg(long)]
+    pub no_clip: bool,
+}
+
+/// One point of the λ × factors × α space: `train` takes one, `tune` a grid.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ModelPoint {
+    pub lambda: f32,
+    pub factors: usize,
+    /// α of implicit feedback; `None` takes the default.
+    pub alpha: Option<f32>,
+}
+
+/// How often a run evaluates (`--eval-every`) and computes the objective (`--objective-every`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cadence {
+    pub eval_every: usize,
+    pub objective_every: usize,
+}
+
+/// The flag that sets a configuration field, for error messages.
+pub fn flag_of(field: Field) -> &'static str {
+    match field {
+        Field::Factors => "--factors",
+        Field::Lambda => "--lambda",
+        Field::Blocks => "--blocks",
+        Field::Alpha => "--alpha",
+        Field::Epsilon => "--epsilon",
+        Field::Solver => "--solver",
+        Field::CgSteps => "--cg-steps",
+        Field::LearningRate => "--learning-rate",
+        Field::RankingK => "--k",
+        Field::MinPos => "--min-pos",
+    }
+}
+
+/// A core setting error in the command line's words.
+pub fn setting_error(e: SettingError) -> anyhow::Error {
+    anyhow::anyhow!("invalid training settings: {}", e.named(flag_of(e.field)))
+}
+
+impl ModelArgs {
+    /// The solver the flags choose: `--solver`, else by feedback.
+    fn solver_arg(&self) -> SolverArg {
+        self.solver
+            .unwrap_or(if self.implicit { SolverArg::Cg } else { SolverArg::Cholesky })
+    }
+
+    /// The training configuration at `point`, validated.
+    pub fn train_config(&self, point: ModelPoint, metrics: &MetricArgs, cadence: Cadence) -> anyhow::Result<TrainConfig> {
+        let solver_arg = self.solver_arg();
+        if !self.implicit && solver_arg == SolverArg::Cg {
+            bail!("--solver cg applies to implicit feedback (--implicit); explicit ratings use cholesky");
+        }
+        if self.cg_steps.is_some() && solver_arg != SolverArg::Cg {
+            bail!("--cg-steps applies to --solver cg only");
+        }
+        if self.epsilon.is_some() && self.confidence != Some(ConfidenceArg::Log) {
+            bail!("--epsilon applies to --confidence log only");
+        }
+        if self.learning_rate.is_some() && solver_arg != SolverArg::Sgd {
+            bail!("--learning-rate applies to --solver sgd only");
+        }
+        if self.implicit && solver_arg == SolverArg::Sgd {
+            bail!("--solver sgd learns explicit ratings only; for --implicit use --solver cg or cholesky");
+        }
+        if point.alpha.is_some() && !self.implicit {
+            bail!("--alpha applies to --implicit only");
+        }
+        let solver = match solver_arg {
+            // SGD solves no rows; the field keeps its explicit default.
+            SolverArg::Cholesky | SolverArg::Sgd => SolverKind::Cholesky,
+            SolverArg::Cg => SolverKind::Cg {
+                steps: self.cg_steps.unwrap_or(DEFAULT_CG_STEPS),
+            },
+        };
+        let learner = match solver_arg {
+            SolverArg::Sgd => Learner::Sgd {
+                learning_rate: self.learning_rate.unwrap_or(DEFAULT_LEARNING_RATE),
+            },
+            SolverArg::Cholesky | SolverArg::Cg => Learner::Als,
+        };
+        let implicit = self.implicit.then(|| ImplicitConfig {
+            alpha: point.alpha.unwrap_or(DEFAULT_ALPHA),
+            confidence: match self.confidence.unwrap_or_default() {
+                ConfidenceArg::Linear => Confidence::Linear,
+                ConfidenceArg::Log => Confidence::Log {
+                    epsilon: self.epsilon.unwrap_or(DEFAULT_LOG_EPSILON),
+                },
+            },
+        });
+        let backend: Backend = match self.backend {
+            BackendArg::Faer => Backend::Faer,
+            // Core refuses `lapack` with a clear message when the build lacks the feature.
+            BackendArg::Lapack => "lapack".parse::<Backend>().map_err(|e| anyhow::anyhow!("--backend {e}"))?,
+        };
+        let cfg = TrainConfig {
+            factors: point.factors,
+            iterations: self.iterations,
+            lambda: point.lambda,
+            reg_scaling: match self.reg_scaling {
+                RegScalingArg::Count => RegScaling::Count,
+                RegScalingArg::None => RegScaling::None,
+            },
+            implicit,
+            biased: !self.no_biases,
+            solver,
+            learner,
+            seed: self.seed,
+            blocks: self.blocks,
+            backend,
+            eval_every: cadence.eval_every,
+            objective_every: cadence.objective_every,
+            ranking_k: metrics.k,
+            min_pos: metrics.min_pos,
+            clip_predictions: !metrics.no_clip,
+        };
+        cfg.validate().map_err(setting_error)?;
+        Ok(cfg)
+    }
+}

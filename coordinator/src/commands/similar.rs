@@ -1,0 +1,49 @@
+//! `coordinator similar`: items (or users) closest to one by cosine over the factors.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::args::parse;
+use crate::model_dir::{item_row, open_model, user_row, write_list};
+
+/// `coordinator similar`.
+#[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("query").required(true).args(["item", "user"])))]
+pub struct SimilarArgs {
+    /// Model directory written by training with --out.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Items similar to this item.
+    #[arg(long, value_name = "ID")]
+    pub item: Option<String>,
+    /// Users similar to this user.
+    #[arg(long, value_name = "ID")]
+    pub user: Option<String>,
+    /// Number of results.
+    #[arg(short = 'n', long = "num", default_value_t = 10, value_name = "N", value_parser = parse::positive_usize)]
+    pub n: usize,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run the command; results go to `out` (stdout in the binary).
+pub fn run(args: &SimilarArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let model = open_model(&args.model)?;
+    match (&args.item, &args.user) {
+        (Some(id), None) => {
+            let i = item_row(&model, id)?;
+            let sims = model.similar_items(i, args.n);
+            write_list(out, &sims, args.json, "item", &model.item_ids)?;
+        }
+        (None, Some(id)) => {
+            let u = user_row(&model, id)?;
+            let sims = model.similar_users(u, args.n);
+            write_list(out, &sims, args.json, "user", &model.user_ids)?;
+        }
+        _ => anyhow::bail!("give exactly one of --item ID and --user ID"),
+    }
+    Ok(())
+}

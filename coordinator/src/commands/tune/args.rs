@@ -1,0 +1,126 @@
+//! Flags of `coordinator tune`: the grid axes as lists, the rest shared
+//! with training through the argument groups.
+
+use std::path::PathBuf;
+
+use als_core::data::split::{DEFAULT_FOLDS, DEFAULT_SPLIT_SEED};
+use als_core::data::{DuplicatePolicy, LoadOptions};
+use als_core::train::{TrainConfig, DEFAULT_ALPHA, DEFAULT_FACTORS, DEFAULT_LAMBDA};
+use clap::Args;
+
+use super::grid::Setting;
+use crate::args::{check_columns, parse, Cadence, ClusterArgs, LayoutArgs, MetricArgs, ModelArgs};
+use crate::input::{DataSource, InputSpec, TestSource};
+use crate::training::{executor_for_learner, ExecutorChoice, ModelOutput, TrainJob};
+
+/// `coordinator tune`: k-fold cross-validation over a grid of λ, factors (and α).
+#[derive(Args, Debug, Clone)]
+pub struct TuneArgs {
+    /// Ratings file; every rating is in the test fold exactly once.
+    #[arg(long, value_name = "FILE", help_heading = "Data")]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// Number of folds.
+    #[arg(long, default_value_t = DEFAULT_FOLDS, value_name = "N", value_parser = parse::folds, help_heading = "Evaluation")]
+    pub folds: usize,
+    /// Seed of the fold assignment.
+    #[arg(long, default_value_t = DEFAULT_SPLIT_SEED, help_heading = "Evaluation")]
+    pub split_seed: u64,
+    #[command(flatten)]
+    pub metrics: MetricArgs,
+
+    /// λ values to try (comma separated).
+    #[arg(long, value_name = "L,..", value_delimiter = ',', num_args = 1.., default_values_t = [DEFAULT_LAMBDA], value_parser = parse::non_negative_f32, help_heading = "Grid")]
+    pub lambda: Vec<f32>,
+    /// Factor counts to try (comma separated).
+    #[arg(long, value_name = "K,..", value_delimiter = ',', num_args = 1.., default_values_t = [DEFAULT_FACTORS], value_parser = parse::positive_usize, help_heading = "Grid")]
+    pub factors: Vec<usize>,
+    /// Confidence scales α of --implicit to try (comma separated) [default: 40].
+    #[arg(long, value_name = "A,..", value_delimiter = ',', num_args = 1.., requires = "implicit", value_parser = parse::non_negative_f32, help_heading = "Grid")]
+    pub alpha: Option<Vec<f32>>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Every run trains on this cluster (default: in this process, no workers).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Write the table (every setting, every fold, the best) to this JSON file, atomically.
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub out_json: Option<PathBuf>,
+    /// Train the best setting on every rating of --data and save that model here.
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
+    pub out: Option<PathBuf>,
+    /// Replace an existing model directory given by --out.
+    #[arg(long, requires = "out", help_heading = "Output")]
+    pub overwrite: bool,
+    /// No progress bar.
+    #[arg(long, help_heading = "Output")]
+    pub quiet: bool,
+}
+
+impl TuneArgs {
+    /// The α values of the grid (`[None]` for explicit ratings).
+    pub fn alphas(&self) -> Vec<Option<f32>> {
+        match (&self.alpha, self.model.implicit) {
+            (Some(a), _) => a.iter().map(|&x| Some(x)).collect(),
+            (None, true) => vec![Some(DEFAULT_ALPHA)],
+            (None, false) => vec![None],
+        }
+    }
+
+    /// The configuration of one grid point. Runs evaluate once, at the end,
+    /// and skip the objective: tune reports fold scores only.
+    pub fn train_config(&self, point: Setting) -> anyhow::Result<TrainConfig> {
+        let cadence = Cadence {
+            eval_every: 0,
+            objective_every: 0,
+        };
+        self.model.train_config(point, &self.metrics, cadence)
+    }
+
+    /// How --data is read (no timestamps: folds are seeded, not temporal).
+    pub fn load_options(&self) -> anyhow::Result<LoadOptions> {
+        let load = self.layout.load_options(None);
+        check_columns(&load)?;
+        Ok(load)
+    }
+
+    pub fn duplicate_policy(&self) -> DuplicatePolicy {
+        self.layout.duplicate_policy(self.model.implicit)
+    }
+
+    /// Where every run trains: in this process unless a cluster is named.
+    pub fn executor(&self, cfg: &TrainConfig) -> anyhow::Result<ExecutorChoice> {
+        let choice = self.cluster.executor_choice(ExecutorChoice::InProcess)?;
+        executor_for_learner(cfg, self.cluster.cluster_given(), choice)
+    }
+
+    /// The final fit: the chosen setting on every rating of --data, saved to `dir`.
+    pub fn final_fit_job(&self, point: Setting, dir: PathBuf) -> anyhow::Result<TrainJob> {
+        let cfg = self.train_config(point)?;
+        Ok(TrainJob {
+            executor: self.executor(&cfg)?,
+            input: InputSpec {
+                source: DataSource::File(self.data.clone()),
+                load: self.load_options()?,
+                test: TestSource::None,
+                duplicates: self.duplicate_policy(),
+                seed: self.split_seed,
+            },
+            cfg,
+            token: self.cluster.token()?,
+            tls: self.cluster.tls()?,
+            worker_timeout: self.cluster.worker_timeout(),
+            refit_on_all: false,
+            checkpoint: None,
+            output: Some(ModelOutput {
+                dir,
+                overwrite: self.overwrite,
+            }),
+            metrics_json: None,
+            quiet: self.quiet,
+        })
+    }
+}
