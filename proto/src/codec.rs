@@ -122,20 +122,15 @@ pub fn plan_chunks(lens: &[usize], max: usize) -> Vec<Vec<(usize, std::ops::Rang
     out
 }
 
-/// Messages carrying `fields` (byte arrays) split per [`plan_chunks`]:
-/// `make(j)` builds message `j` (headers go on `j == 0`), `dest(m, f)` is
-/// where field `f`'s bytes go in it.
-pub fn chunk_messages<M>(fields: &[&[u8]], max: usize, make: impl FnMut(usize) -> M, dest: impl Fn(&mut M, usize) -> &mut Bytes) -> Vec<M> {
-    let fields: Vec<Field> = fields.iter().map(|f| Field::Bytes(f)).collect();
-    chunk_fields(&fields, max, make, dest)
-}
-
 /// A field's data as it is held: bytes, or f32 values (contiguous or as
 /// rows gathered on the fly), written little-endian straight into the
 /// messages, with no packed copy of the whole field in between.
+#[derive(Clone)]
 pub enum Field<'a> {
     Bytes(&'a [u8]),
     F32(&'a [f32]),
+    U32(&'a [u32]),
+    F64(&'a [f64]),
     /// `n_rows` rows of `k` values; `row(i)` is the i-th.
     Rows {
         n_rows: usize,
@@ -149,6 +144,8 @@ impl Field<'_> {
         match self {
             Field::Bytes(b) => b.len(),
             Field::F32(v) => v.len() * 4,
+            Field::U32(v) => v.len() * 4,
+            Field::F64(v) => v.len() * 8,
             Field::Rows { n_rows, k, .. } => n_rows * k * 4,
         }
     }
@@ -158,20 +155,28 @@ impl Field<'_> {
         match self {
             Field::Bytes(b) => out.extend_from_slice(&b[r]),
             Field::F32(v) => write_values(out, r, v.len().max(1), |_| v),
+            Field::U32(v) => write_values(out, r, v.len().max(1), |_| v),
+            Field::F64(v) => write_values(out, r, v.len().max(1), |_| v),
             Field::Rows { k, row, .. } => write_values(out, r, *k, row),
         }
     }
 }
 
 /// Bytes `r` of the little-endian image of rows of `k` values.
-fn write_values<'a>(out: &mut Vec<u8>, r: std::ops::Range<usize>, k: usize, row: impl Fn(usize) -> &'a [f32]) {
+fn write_values<'a, T: bytemuck::Pod + LeBytes + 'a>(
+    out: &mut Vec<u8>,
+    r: std::ops::Range<usize>,
+    k: usize,
+    row: impl Fn(usize) -> &'a [T],
+) {
     if r.is_empty() {
         return;
     }
     // Whole values covering the range, then the partial edges trimmed
-    // (ranges on 4-byte boundaries, as every plan of 4-byte fields is, trim nothing).
+    // (ranges on value boundaries, as every plan of same-width fields is, trim nothing).
+    let w = std::mem::size_of::<T>();
     let base = out.len();
-    let (first, end) = (r.start / 4, r.end.div_ceil(4));
+    let (first, end) = (r.start / w, r.end.div_ceil(w));
     let mut v = first;
     while v < end {
         let (i, c) = (v / k, v % k);
@@ -179,11 +184,13 @@ fn write_values<'a>(out: &mut Vec<u8>, r: std::ops::Range<usize>, k: usize, row:
         extend_le(out, &row(i)[c..c + take]);
         v += take;
     }
-    out.truncate(out.len() - (end * 4 - r.end));
-    out.drain(base..base + (r.start - first * 4));
+    out.truncate(out.len() - (end * w - r.end));
+    out.drain(base..base + (r.start - first * w));
 }
 
-/// [`chunk_messages`] over fields held in any [`Field`] form.
+/// Messages carrying `fields` split per [`plan_chunks`]: `make(j)` builds
+/// message `j` (headers go on `j == 0`), `dest(m, f)` is where field `f`'s
+/// bytes go in it.
 pub fn chunk_fields<M>(
     fields: &[Field],
     max: usize,
@@ -290,21 +297,5 @@ mod tests {
                 assert_eq!(msgs.iter().flat_map(|m| m[0].to_vec()).collect::<Vec<u8>>(), [9, 8]);
             }
         }
-    }
-
-    #[test]
-    fn chunk_messages_reassemble_and_put_the_header_first() {
-        let a: Vec<u8> = (0..13).collect();
-        let b: Vec<u8> = (100..105).collect();
-        let msgs = chunk_messages(
-            &[&a, &[], &b],
-            4,
-            |j| (j == 0, [Bytes::new(), Bytes::new(), Bytes::new()]),
-            |m, f| &mut m.1[f],
-        );
-        assert_eq!(msgs.len(), 5);
-        assert!(msgs[0].0 && msgs[1..].iter().all(|m| !m.0));
-        let joined = |f: usize| msgs.iter().flat_map(|m| m.1[f].to_vec()).collect::<Vec<u8>>();
-        assert_eq!((joined(0), joined(1), joined(2)), (a.clone(), Vec::new(), b.clone()));
     }
 }

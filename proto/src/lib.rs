@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod fault;
+pub mod payload;
 pub mod spec;
 pub mod token;
 

@@ -12,6 +12,7 @@ use als_core::side::Side;
 use als_core::solve::{all_finite, block_gram, solve_rows_checked, CheckedFixed, Feedback, FixedSide, RowsView, SolveParams};
 use als_core::topk::top_n_batch;
 use als_core::train::eval::predict_rows;
+use als_proto::payload::{BlockLimits, EvalLimits, FactorLimits};
 use ndarray::ArrayView2;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -282,7 +283,7 @@ impl Job {
     }
 
     /// Upper bounds of a block's byte fields, from its header (so a stream can be cut off early).
-    pub fn block_limits(&self, side: Side, n_rows: u32, nnz: u64, n_needed: u32, n_test: u64) -> Result<[u64; 9], JobError> {
+    pub fn block_limits(&self, side: Side, n_rows: u32, nnz: u64, n_needed: u32, n_test: u64) -> Result<BlockLimits, JobError> {
         let k = self.params.factors as u64;
         let (n_side, n_other) = (self.n_rows_of(side), self.n_rows_of(side.other()));
         if n_rows as u64 > n_side {
@@ -303,25 +304,24 @@ impl Job {
         if n_test > n_rows as u64 * n_other {
             return invalid(format!("block declares {n_test} test rows for {n_rows} rows × {n_other} columns"));
         }
-        let bias = if self.biased() { n_rows as u64 * 4 } else { 0 };
-        let test_indptr = if n_test > 0 { (n_rows as u64 + 1) * 4 } else { 0 };
+        let rows = n_rows as u64;
+        let limits = BlockLimits {
+            indptr: (rows + 1) * 4,
+            columns: nnz * 4,
+            values: nnz * 4,
+            needed: n_needed as u64 * 4,
+            factors: rows * k * 4,
+            bias: if self.biased() { rows * 4 } else { 0 },
+            test_indptr: if n_test > 0 { (rows + 1) * 4 } else { 0 },
+            test_columns: n_test * 4,
+            test_values: n_test * 4,
+        };
         // The bytes as received, then decoded: twice the declared sizes, refused before any is buffered.
-        let declared = (n_rows as u64 + 1) * 4 + nnz * 8 + n_needed as u64 * 4 + n_rows as u64 * k * 4 + bias + test_indptr + n_test * 8;
         self.within_budget(
-            declared.saturating_mul(2),
+            limits.total().saturating_mul(2),
             &format!("{} block of {n_rows} rows and {nnz} ratings", side.name()),
         )?;
-        Ok([
-            (n_rows as u64 + 1) * 4,
-            nnz * 4,
-            nnz * 4,
-            n_needed as u64 * 4,
-            n_rows as u64 * k * 4,
-            bias,
-            test_indptr,
-            n_test * 4,
-            n_test * 4,
-        ])
+        Ok(limits)
     }
 
     /// Store a block after checking every field.
@@ -456,7 +456,7 @@ impl Job {
         self.side(fixed.other()).union.len()
     }
 
-    pub fn fixed_limits(&self, fixed: Side, n_rows: u32) -> Result<[u64; 3], JobError> {
+    pub fn fixed_limits(&self, fixed: Side, n_rows: u32) -> Result<FactorLimits, JobError> {
         let want = self.needed_fixed_rows(fixed);
         if n_rows as usize != want {
             return invalid(format!("{n_rows} fixed rows pushed, this worker's blocks need {want}"));
@@ -468,7 +468,11 @@ impl Job {
         let previous = self.fixed_bytes();
         let incoming = 2 * (gram + n_rows as u64 * k * 4 + bias);
         self.within_budget(incoming.saturating_sub(previous), &format!("{n_rows} pushed factor rows"))?;
-        Ok([gram, n_rows as u64 * k * 4, bias])
+        Ok(FactorLimits {
+            gram,
+            factors: n_rows as u64 * k * 4,
+            bias,
+        })
     }
 
     pub fn set_fixed(&mut self, f: FixedFactors) -> Result<(), JobError> {
@@ -594,7 +598,7 @@ impl Job {
 
     /// Upper bounds of an evaluation's byte fields (item_rows, user factors and
     /// bias, item factors and bias), from its header.
-    pub fn eval_limits(&self, blocks: &[u32], all_items: bool, n_item_rows: u32, top_k: u32) -> Result<[u64; 5], JobError> {
+    pub fn eval_limits(&self, blocks: &[u32], all_items: bool, n_item_rows: u32, top_k: u32) -> Result<EvalLimits, JobError> {
         let k = self.params.factors as u64;
         let rows = self.eval_rows(blocks)? as u64;
         if n_item_rows as u64 > self.n_items || (all_items && n_item_rows != 0) {
@@ -605,7 +609,13 @@ impl Job {
         }
         let items = if all_items { self.n_items } else { n_item_rows as u64 };
         let b = if self.biased() { 4 } else { 0 };
-        let limits = [n_item_rows as u64 * 4, rows * k * 4, rows * b, items * k * 4, items * b];
+        let limits = EvalLimits {
+            item_rows: n_item_rows as u64 * 4,
+            user_factors: rows * k * 4,
+            user_bias: rows * b,
+            item_factors: items * k * 4,
+            item_bias: items * b,
+        };
         // Inputs as received and decoded, plus the answer: a prediction per
         // test row, or a K-list (and a user id) per user.
         let test_rows: u64 = blocks
@@ -614,7 +624,7 @@ impl Job {
             .map(|b| b.test.values.len() as u64)
             .sum();
         let answer = test_rows * 4 + rows * (top_k.min(self.n_items as u32) as u64 + 1) * 4;
-        let incoming = 2 * limits.iter().sum::<u64>() + 2 * answer;
+        let incoming = 2 * limits.total() + 2 * answer;
         self.within_budget(incoming, &format!("an evaluation of {rows} users"))?;
         Ok(limits)
     }

@@ -4,8 +4,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use als_proto::codec::Bytes;
-use als_proto::codec::{chunk_fields, chunk_messages, f32_bytes, f64_bytes, pieces_vec, u32_bytes, Field};
+use als_proto::codec::Field;
+use als_proto::payload::{Assembler, Bulk, EvalResultFields, SolvedFields};
 use als_proto::pb::worker_server::Worker;
 use als_proto::pb::{
     AssignBlockResponse, BlockChunk, EndJobRequest, EndJobResponse, EvalChunk, EvalResultChunk, FactorChunk, HandshakeRequest,
@@ -77,60 +77,46 @@ fn active<'a>(slot: &'a mut Option<Job>, job_id: &str) -> Result<&'a mut Job, St
     }
 }
 
-/// Appends byte fields across chunks, refusing anything beyond the declared sizes.
-struct Accumulator {
-    names: &'static [&'static str],
-    limits: Vec<u64>,
-    /// Per field, the received pieces (slices of the receive buffers, not copies).
-    bufs: Vec<Vec<Bytes>>,
-    held: Vec<u64>,
-}
-
-impl Accumulator {
-    fn new(names: &'static [&'static str], limits: &[u64]) -> Self {
-        Accumulator {
-            names,
-            limits: limits.to_vec(),
-            bufs: vec![Vec::new(); names.len()],
-            held: vec![0; names.len()],
-        }
-    }
-
-    fn add(&mut self, i: usize, data: &Bytes) -> Result<(), Status> {
-        if self.held[i] + data.len() as u64 > self.limits[i] {
+/// Gathers the arrays of a stream whose first message is `first`, under
+/// `limits`; `belongs(chunk)` refuses a later chunk of another job, block
+/// or step. Decodes once, at the end.
+async fn gather<M: Bulk + Send + 'static>(
+    first: &M,
+    stream: &mut Streaming<M>,
+    limits: &M::Limits,
+    belongs: impl Fn(&M) -> bool,
+    what: &str,
+) -> Result<M::Payload, Status> {
+    let invalid = |e: &dyn std::fmt::Display| Status::invalid_argument(e.to_string());
+    let mut acc = Assembler::<M>::new(limits);
+    acc.add(first).map_err(|e| invalid(&e))?;
+    while let Some(chunk) = stream.message().await? {
+        if !belongs(&chunk) {
             return Err(Status::invalid_argument(format!(
-                "field {} exceeds its declared size of {} bytes",
-                self.names[i], self.limits[i]
+                "a {what} stream must not change its job or position"
             )));
         }
-        if !data.is_empty() {
-            self.held[i] += data.len() as u64;
-            self.bufs[i].push(data.clone());
-        }
-        Ok(())
+        acc.add(&chunk).map_err(|e| invalid(&e))?;
     }
+    acc.finish().map_err(|e| invalid(&e))
 }
 
 type SolveStream = Pin<Box<dyn Stream<Item = Result<SolvedChunk, Status>> + Send>>;
 
 /// One solved block as its messages (header on the first).
 fn solved_chunks(b: &SolvedBlock) -> Vec<SolvedChunk> {
-    let gram = b.gram.as_deref().map(f64_bytes).unwrap_or_default();
-    chunk_fields(
-        &[Field::Bytes(&gram), Field::F32(b.factors), Field::F32(b.bias)],
-        CHUNK_BYTES,
-        |j| SolvedChunk {
-            block: b.block,
-            row_start: if j == 0 { b.row_start } else { 0 },
-            n_rows: if j == 0 { b.n_rows as u32 } else { 0 },
-            ..Default::default()
-        },
-        |m, f| match f {
-            0 => &mut m.gram,
-            1 => &mut m.factors,
-            _ => &mut m.bias,
-        },
-    )
+    let gram = b.gram.as_deref().unwrap_or_default();
+    let fields = SolvedFields {
+        gram: Field::F64(gram),
+        factors: Field::F32(b.factors),
+        bias: Field::F32(b.bias),
+    };
+    fields.to_chunks(CHUNK_BYTES, |j| SolvedChunk {
+        block: b.block,
+        row_start: if j == 0 { b.row_start } else { 0 },
+        n_rows: if j == 0 { b.n_rows as u32 } else { 0 },
+        ..Default::default()
+    })
 }
 type EvalStream = Pin<Box<dyn Stream<Item = Result<EvalResultChunk, Status>> + Send>>;
 
@@ -201,62 +187,30 @@ impl Worker for WorkerService {
             job.block_limits(side, first.n_rows, first.nnz, first.n_needed, first.n_test)
                 .map_err(status)?
         };
-        const NAMES: &[&str] = &[
-            "indptr",
-            "columns",
-            "values",
-            "needed",
-            "factors",
-            "bias",
-            "test_indptr",
-            "test_columns",
-            "test_values",
-        ];
-        let mut acc = Accumulator::new(NAMES, &limits);
-        let mut chunk = first.clone();
-        loop {
-            if chunk.job_id != first.job_id || chunk.block != first.block {
-                return Err(Status::invalid_argument("a block stream must carry one job and one block"));
-            }
-            for (i, f) in [
-                &chunk.indptr,
-                &chunk.columns,
-                &chunk.values,
-                &chunk.needed,
-                &chunk.factors,
-                &chunk.bias,
-                &chunk.test_indptr,
-                &chunk.test_columns,
-                &chunk.test_values,
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                acc.add(i, f)?;
-            }
-            match stream.message().await? {
-                Some(c) => chunk = c,
-                None => break,
-            }
-        }
-        let b = &acc.bufs;
-        let inv = |e: als_proto::codec::CodecError| Status::invalid_argument(e.to_string());
+        let p = gather(
+            &first,
+            &mut stream,
+            &limits,
+            |c| c.job_id == first.job_id && c.block == first.block,
+            "block",
+        )
+        .await?;
         let data = BlockData {
             block: first.block,
             row_start: first.row_start,
             n_rows: first.n_rows,
             nnz: first.nnz,
             n_needed: first.n_needed,
-            indptr: pieces_vec::<u32>("indptr", &b[0]).map_err(|e| Status::invalid_argument(e.to_string()))?,
-            columns: pieces_vec::<u32>("columns", &b[1]).map_err(|e| Status::invalid_argument(e.to_string()))?,
-            values: pieces_vec::<f32>("values", &b[2]).map_err(|e| Status::invalid_argument(e.to_string()))?,
-            needed: pieces_vec::<u32>("needed", &b[3]).map_err(|e| Status::invalid_argument(e.to_string()))?,
-            factors: pieces_vec::<f32>("factors", &b[4]).map_err(|e| Status::invalid_argument(e.to_string()))?,
-            bias: pieces_vec::<f32>("bias", &b[5]).map_err(|e| Status::invalid_argument(e.to_string()))?,
+            indptr: p.indptr,
+            columns: p.columns,
+            values: p.values,
+            needed: p.needed,
+            factors: p.factors,
+            bias: p.bias,
             n_test: first.n_test,
-            test_indptr: pieces_vec::<u32>("test_indptr", &b[6]).map_err(inv)?,
-            test_columns: pieces_vec::<u32>("test_columns", &b[7]).map_err(inv)?,
-            test_values: pieces_vec::<f32>("test_values", &b[8]).map_err(inv)?,
+            test_indptr: p.test_indptr,
+            test_columns: p.test_columns,
+            test_values: p.test_values,
         };
         let mut slot = self.job.lock().await;
         let job = active(&mut slot, &first.job_id)?;
@@ -291,31 +245,14 @@ impl Worker for WorkerService {
             let job = active(&mut slot, &first.job_id)?;
             job.fixed_limits(side, first.n_rows).map_err(status)?
         };
-        const NAMES: &[&str] = &["gram", "factors", "bias"];
-        let mut acc = Accumulator::new(NAMES, &limits);
-        for (i, f) in [&first.gram, &first.factors, &first.bias].into_iter().enumerate() {
-            acc.add(i, f)?;
-        }
-        while let Some(chunk) = stream.message().await? {
-            if chunk.job_id != first.job_id || chunk.step != first.step || chunk.side != first.side {
-                return Err(Status::invalid_argument("a factor stream must carry one job, side and step"));
-            }
-            for (i, f) in [&chunk.gram, &chunk.factors, &chunk.bias].into_iter().enumerate() {
-                acc.add(i, f)?;
-            }
-        }
-        let inv = |e: als_proto::codec::CodecError| Status::invalid_argument(e.to_string());
-        let gram = if acc.bufs[0].is_empty() {
-            None
-        } else {
-            Some(pieces_vec::<f64>("gram", &acc.bufs[0]).map_err(inv)?)
-        };
+        let belongs = |c: &FactorChunk| c.job_id == first.job_id && c.step == first.step && c.side == first.side;
+        let p = gather(&first, &mut stream, &limits, belongs, "factor").await?;
         let fixed = FixedFactors {
             side,
             step: first.step,
-            factors: pieces_vec::<f32>("factors", &acc.bufs[1]).map_err(inv)?,
-            bias: pieces_vec::<f32>("bias", &acc.bufs[2]).map_err(inv)?,
-            gram,
+            factors: p.factors,
+            bias: p.bias,
+            gram: (!p.gram.is_empty()).then_some(p.gram),
         };
         let mut slot = self.job.lock().await;
         active(&mut slot, &first.job_id)?.set_fixed(fixed).map_err(status)?;
@@ -380,43 +317,19 @@ impl Worker for WorkerService {
             job.eval_limits(&first.blocks, first.all_items, first.n_item_rows, first.top_k)
                 .map_err(status)?
         };
-        const NAMES: &[&str] = &["item_rows", "user_factors", "user_bias", "item_factors", "item_bias"];
-        let mut acc = Accumulator::new(NAMES, &limits);
-        let mut chunk = first.clone();
-        loop {
-            if chunk.job_id != first.job_id || chunk.step != first.step {
-                return Err(Status::invalid_argument("an evaluation stream must carry one job and step"));
-            }
-            for (i, f) in [
-                &chunk.item_rows,
-                &chunk.user_factors,
-                &chunk.user_bias,
-                &chunk.item_factors,
-                &chunk.item_bias,
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                acc.add(i, f)?;
-            }
-            match stream.message().await? {
-                Some(c) => chunk = c,
-                None => break,
-            }
-        }
-        let inv = |e: als_proto::codec::CodecError| Status::invalid_argument(e.to_string());
-        let b = &acc.bufs;
+        let belongs = |c: &EvalChunk| c.job_id == first.job_id && c.step == first.step;
+        let p = gather(&first, &mut stream, &limits, belongs, "evaluation").await?;
         let input = EvalInput {
             step: first.step,
             blocks: first.blocks.clone(),
             top_k: first.top_k,
             min_pos: first.min_pos,
             all_items: first.all_items,
-            item_rows: pieces_vec::<u32>("item_rows", &b[0]).map_err(inv)?,
-            user_factors: pieces_vec::<f32>("user_factors", &b[1]).map_err(inv)?,
-            user_bias: pieces_vec::<f32>("user_bias", &b[2]).map_err(inv)?,
-            item_factors: pieces_vec::<f32>("item_factors", &b[3]).map_err(inv)?,
-            item_bias: pieces_vec::<f32>("item_bias", &b[4]).map_err(inv)?,
+            item_rows: p.item_rows,
+            user_factors: p.user_factors,
+            user_bias: p.user_bias,
+            item_factors: p.item_factors,
+            item_bias: p.item_bias,
         };
         if input.item_rows.len() != first.n_item_rows as usize {
             return Err(Status::invalid_argument(format!(
@@ -439,20 +352,15 @@ impl Worker for WorkerService {
         tracing::debug!(blocks = evaluated.len(), compute_seconds, "test rows evaluated");
         let mut msgs = Vec::new();
         for r in evaluated {
-            let (pred, users, top) = (f32_bytes(&r.predictions), u32_bytes(&r.users), u32_bytes(&r.top));
-            msgs.extend(chunk_messages(
-                &[&pred, &users, &top],
-                CHUNK_BYTES,
-                |_| EvalResultChunk {
-                    block: r.block,
-                    ..Default::default()
-                },
-                |m, f| match f {
-                    0 => &mut m.predictions,
-                    1 => &mut m.users,
-                    _ => &mut m.top,
-                },
-            ));
+            let fields = EvalResultFields {
+                predictions: Field::F32(&r.predictions),
+                users: Field::U32(&r.users),
+                top: Field::U32(&r.top),
+            };
+            msgs.extend(fields.to_chunks(CHUNK_BYTES, |_| EvalResultChunk {
+                block: r.block,
+                ..Default::default()
+            }));
         }
         msgs.push(EvalResultChunk {
             compute_seconds,

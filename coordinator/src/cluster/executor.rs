@@ -8,10 +8,11 @@ use als_core::data::{Csr, Dataset};
 use als_core::side::{Factors, Side};
 use als_core::solve::{all_finite, sum_grams, Feedback, SolveParams};
 use als_core::train::{eval, HalfStepExecutor, HalfStepOutput, HalfStepReport, Layouts, TestMetrics, TrainConfig, TrainError, TrainState};
-use als_proto::codec::{
-    bytes_f32, bytes_u32, chunk_fields, chunk_messages, extend_le, f32_bytes, f64_bytes, pieces_into, pieces_vec, u32_bytes, Bytes, Field,
+use als_proto::codec::{pieces_into, pieces_vec, Field};
+use als_proto::payload::{Assembler, BlockFields, EvalFields, EvalResultPayload, FactorFields};
+use als_proto::pb::{
+    BlockChunk, EndJobRequest, EvalChunk, EvalResultChunk, FactorChunk, ReleaseBlocksRequest, SolveRequest, SolvedChunk, StartJobRequest,
 };
-use als_proto::pb::{BlockChunk, EndJobRequest, EvalChunk, FactorChunk, ReleaseBlocksRequest, SolveRequest, SolvedChunk, StartJobRequest};
 use als_proto::spec::{side_to_pb, spec_from_params};
 use als_proto::{CHUNK_BYTES, PROTOCOL_VERSION};
 use anyhow::Context;
@@ -201,115 +202,72 @@ fn block_messages(
             .map(|p| (p - span.start) as u32)
             .collect()
     };
-    let fields = [
-        u32_bytes(&indptr),
-        u32_bytes(&columns),
-        f32_bytes(&csr.values[a..b]),
-        u32_bytes(needed),
-        f32_bytes(&current.flat()[range.start * k..range.end * k]),
-        if current.bias.is_empty() {
-            Vec::new()
-        } else {
-            f32_bytes(&current.bias[range.clone()])
-        },
-        u32_bytes(&test_indptr),
-        u32_bytes(&test.items[span.clone()]),
-        f32_bytes(&test.values[span.clone()]),
-    ];
-    let refs: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
-    chunk_messages(
-        &refs,
-        CHUNK_BYTES,
-        |j| {
-            let mut m = BlockChunk {
-                job_id: job_id.to_owned(),
-                side: side_to_pb(side) as i32,
-                block: block as u32,
-                ..Default::default()
-            };
-            if j == 0 {
-                m.row_start = range.start as u64;
-                m.n_rows = range.len() as u32;
-                m.nnz = (b - a) as u64;
-                m.n_needed = needed.len() as u32;
-                m.n_test = span.len() as u64;
-            }
-            m
-        },
-        |m, f| match f {
-            0 => &mut m.indptr,
-            1 => &mut m.columns,
-            2 => &mut m.values,
-            3 => &mut m.needed,
-            4 => &mut m.factors,
-            5 => &mut m.bias,
-            6 => &mut m.test_indptr,
-            7 => &mut m.test_columns,
-            _ => &mut m.test_values,
-        },
-    )
-}
-
-/// Rows `rows` of `f` (factors, then bias if any) as little-endian bytes.
-fn rows_bytes(f: &Factors, rows: impl Iterator<Item = usize> + Clone) -> (Vec<u8>, Vec<u8>) {
-    let mut factors = Vec::with_capacity(rows.clone().count() * f.k() * 4);
-    for r in rows.clone() {
-        extend_le(&mut factors, f.row(r));
-    }
-    let bias = if f.bias.is_empty() {
-        Vec::new()
+    let bias: &[f32] = if current.bias.is_empty() {
+        &[]
     } else {
-        f32_bytes(&rows.map(|r| f.bias[r]).collect::<Vec<_>>())
+        &current.bias[range.clone()]
     };
-    (factors, bias)
+    let fields = BlockFields {
+        indptr: Field::U32(&indptr),
+        columns: Field::U32(&columns),
+        values: Field::F32(&csr.values[a..b]),
+        needed: Field::U32(needed),
+        factors: Field::F32(&current.flat()[range.start * k..range.end * k]),
+        bias: Field::F32(bias),
+        test_indptr: Field::U32(&test_indptr),
+        test_columns: Field::U32(&test.items[span.clone()]),
+        test_values: Field::F32(&test.values[span.clone()]),
+    };
+    fields.to_chunks(CHUNK_BYTES, |j| {
+        let mut m = BlockChunk {
+            job_id: job_id.to_owned(),
+            side: side_to_pb(side) as i32,
+            block: block as u32,
+            ..Default::default()
+        };
+        if j == 0 {
+            m.row_start = range.start as u64;
+            m.n_rows = range.len() as u32;
+            m.nnz = (b - a) as u64;
+            m.n_needed = needed.len() as u32;
+            m.n_test = span.len() as u64;
+        }
+        m
+    })
 }
 
 /// The fixed rows one worker needs, as messages (the rows go from the
 /// factor matrix straight into the message buffers).
 fn factor_messages(job_id: &str, side: Side, step: u64, rows: &[u32], fixed: &Factors, gram: Option<&[f64]>) -> Vec<FactorChunk> {
-    let gram = gram.map(f64_bytes).unwrap_or_default();
     let row = |i: usize| fixed.row(rows[i] as usize);
     let bias: Vec<f32> = if fixed.bias.is_empty() {
         Vec::new()
     } else {
         rows.iter().map(|&r| fixed.bias[r as usize]).collect()
     };
-    let fields = [
-        Field::Bytes(&gram),
-        Field::Rows {
+    let fields = FactorFields {
+        gram: Field::F64(gram.unwrap_or_default()),
+        factors: Field::Rows {
             n_rows: rows.len(),
             k: fixed.k(),
             row: &row,
         },
-        Field::F32(&bias),
-    ];
-    chunk_fields(
-        &fields,
-        CHUNK_BYTES,
-        |j| FactorChunk {
-            job_id: job_id.to_owned(),
-            side: side_to_pb(side) as i32,
-            step,
-            n_rows: if j == 0 { rows.len() as u32 } else { 0 },
-            ..Default::default()
-        },
-        |m, f| match f {
-            0 => &mut m.gram,
-            1 => &mut m.factors,
-            _ => &mut m.bias,
-        },
-    )
+        bias: Field::F32(&bias),
+    };
+    fields.to_chunks(CHUNK_BYTES, |j| FactorChunk {
+        job_id: job_id.to_owned(),
+        side: side_to_pb(side) as i32,
+        step,
+        n_rows: if j == 0 { rows.len() as u32 } else { 0 },
+        ..Default::default()
+    })
 }
 
-/// A solved block gathered from its chunks.
-#[derive(Default)]
+/// A solved block gathered from its chunks (decoded in place once checked).
 struct Gathered {
     row_start: u64,
     n_rows: u32,
-    // The chunks' pieces as received (slices of the receive buffers).
-    gram: Vec<Bytes>,
-    factors: Vec<Bytes>,
-    bias: Vec<Bytes>,
+    arrays: Assembler<SolvedChunk>,
 }
 
 struct WorkerHalf {
@@ -363,41 +321,27 @@ async fn push_and_solve(w: WorkerHandle, job_id: String, side: Side, step: u64, 
     };
     while let Some(c) = stream.message().await.map_err(|s| rpc_err(&addr, "solve stream broke", s))? {
         out.bytes_received += c.encoded_len() as u64;
-        let SolvedChunk {
-            block,
-            row_start,
-            n_rows,
-            gram,
-            factors,
-            bias,
-            compute_seconds,
-            last,
-        } = c;
-        if last {
-            out.compute_seconds = compute_seconds;
+        if c.last {
+            out.compute_seconds = c.compute_seconds;
             return Ok(out);
         }
-        if out.blocks.last().is_none_or(|(b, _)| *b != block) {
-            out.blocks.push((
-                block,
-                Gathered {
-                    row_start,
-                    n_rows,
-                    ..Default::default()
-                },
-            ));
+        if out.blocks.last().is_none_or(|(b, _)| *b != c.block) {
+            let g = Gathered {
+                row_start: c.row_start,
+                n_rows: c.n_rows,
+                arrays: Assembler::unlimited(),
+            };
+            out.blocks.push((c.block, g));
         }
         let g = &mut out.blocks.last_mut().expect("pushed above").1;
-        g.gram.push(gram);
-        g.factors.push(factors);
-        g.bias.push(bias);
+        g.arrays.add(&c).expect("no limits");
     }
     Err(HalfError::Lost(format!("worker {addr}: solve stream ended early")))
 }
 
 /// One worker's evaluation, gathered per block.
 struct WorkerEval {
-    blocks: Vec<(u32, [Vec<u8>; 3])>,
+    blocks: Vec<(u32, Assembler<EvalResultChunk>)>,
     bytes: u64,
 }
 
@@ -419,12 +363,10 @@ async fn run_evaluation(w: WorkerHandle, msgs: Vec<EvalChunk>) -> Result<WorkerE
             return Ok(out);
         }
         if out.blocks.last().is_none_or(|(b, _)| *b != c.block) {
-            out.blocks.push((c.block, Default::default()));
+            out.blocks.push((c.block, Assembler::unlimited()));
         }
         let g = &mut out.blocks.last_mut().expect("pushed above").1;
-        g[0].extend_from_slice(&c.predictions);
-        g[1].extend_from_slice(&c.users);
-        g[2].extend_from_slice(&c.top);
+        g.add(&c).expect("no limits");
     }
     Err(HalfError::Lost(format!("worker {addr}: evaluation stream ended early")))
 }
@@ -825,16 +767,17 @@ impl<'a> ClusterExecutor<'a> {
                 );
                 seen[b] = true;
                 // Straight into the target rows: no intermediate vectors.
+                let p = g.arrays.into_pieces();
                 let dest = &mut target.flat_mut()[range.start * k..range.end * k];
-                pieces_into("factors", &g.factors, dest).with_context(|| format!("worker {addr}: block {b} factors malformed"))?;
+                pieces_into("factors", &p.factors, dest).with_context(|| format!("worker {addr}: block {b} factors malformed"))?;
                 anyhow::ensure!(all_finite(dest), "worker {addr}: block {b} factors malformed");
                 if biased {
                     let dest = &mut target.bias[range.clone()];
-                    pieces_into("bias", &g.bias, dest).with_context(|| format!("worker {addr}: block {b} bias malformed"))?;
+                    pieces_into("bias", &p.bias, dest).with_context(|| format!("worker {addr}: block {b} bias malformed"))?;
                     anyhow::ensure!(all_finite(dest), "worker {addr}: block {b} bias malformed");
                 }
                 if implicit {
-                    let gr: Vec<f64> = pieces_vec("gram", &g.gram).with_context(|| format!("worker {addr}"))?;
+                    let gr: Vec<f64> = pieces_vec("gram", &p.gram).with_context(|| format!("worker {addr}"))?;
                     anyhow::ensure!(
                         gr.len() == k * k && gr.iter().all(|v| v.is_finite()),
                         "worker {addr}: block {b} gramian malformed"
@@ -876,7 +819,7 @@ impl ClusterExecutor<'_> {
             return None;
         }
         let implicit = cfg.is_implicit();
-        let (uf, ub) = rows_bytes(users, blocks.iter().flat_map(|&b| layout.range(b as usize)));
+        let user_rows: Vec<usize> = blocks.iter().flat_map(|&b| layout.range(b as usize)).collect();
         let item_rows: Vec<u32> = if implicit {
             Vec::new()
         } else {
@@ -888,38 +831,52 @@ impl ClusterExecutor<'_> {
             v.dedup();
             v
         };
-        let (itf, ib) = if implicit {
-            rows_bytes(items, 0..items.n_rows())
-        } else {
-            rows_bytes(items, item_rows.iter().map(|&r| r as usize))
+        let user_row = |i: usize| users.row(user_rows[i]);
+        let item_row = |i: usize| if implicit { items.row(i) } else { items.row(item_rows[i] as usize) };
+        let n_items = if implicit { items.n_rows() } else { item_rows.len() };
+        let bias_of = |f: &Factors, rows: &mut dyn Iterator<Item = usize>| -> Vec<f32> {
+            if f.bias.is_empty() {
+                Vec::new()
+            } else {
+                rows.map(|r| f.bias[r]).collect()
+            }
         };
-        let rows = u32_bytes(&item_rows);
-        let msgs = chunk_messages(
-            &[&rows, &uf, &ub, &itf, &ib],
-            CHUNK_BYTES,
-            |j| {
-                let mut m = EvalChunk {
-                    job_id: self.job_id.clone(),
-                    step: self.step,
-                    ..Default::default()
-                };
-                if j == 0 {
-                    m.blocks = blocks.clone();
-                    m.top_k = if implicit { cfg.ranking_k as u32 } else { 0 };
-                    m.min_pos = cfg.min_pos;
-                    m.all_items = implicit;
-                    m.n_item_rows = item_rows.len() as u32;
-                }
-                m
+        let user_bias = bias_of(users, &mut user_rows.iter().copied());
+        let item_bias = if implicit {
+            bias_of(items, &mut (0..n_items))
+        } else {
+            bias_of(items, &mut item_rows.iter().map(|&r| r as usize))
+        };
+        let fields = EvalFields {
+            item_rows: Field::U32(&item_rows),
+            user_factors: Field::Rows {
+                n_rows: user_rows.len(),
+                k: users.k(),
+                row: &user_row,
             },
-            |m, f| match f {
-                0 => &mut m.item_rows,
-                1 => &mut m.user_factors,
-                2 => &mut m.user_bias,
-                3 => &mut m.item_factors,
-                _ => &mut m.item_bias,
+            user_bias: Field::F32(&user_bias),
+            item_factors: Field::Rows {
+                n_rows: n_items,
+                k: items.k(),
+                row: &item_row,
             },
-        );
+            item_bias: Field::F32(&item_bias),
+        };
+        let msgs = fields.to_chunks(CHUNK_BYTES, |j| {
+            let mut m = EvalChunk {
+                job_id: self.job_id.clone(),
+                step: self.step,
+                ..Default::default()
+            };
+            if j == 0 {
+                m.blocks = blocks.clone();
+                m.top_k = if implicit { cfg.ranking_k as u32 } else { 0 };
+                m.min_pos = cfg.min_pos;
+                m.all_items = implicit;
+                m.n_item_rows = item_rows.len() as u32;
+            }
+            m
+        });
         Some((blocks, msgs))
     }
 
@@ -973,10 +930,14 @@ impl ClusterExecutor<'_> {
             let want = &asked.iter().find(|(a, _)| *a == w).expect("asked this worker").1;
             let got: Vec<u32> = res.blocks.iter().map(|(b, _)| *b).collect();
             anyhow::ensure!(&got == want, "worker {addr}: evaluated blocks {got:?}, asked for {want:?}");
-            for (b, [pred, us, top]) in res.blocks {
+            for (b, arrays) in res.blocks {
                 let range = layout.range(b as usize);
+                let EvalResultPayload {
+                    predictions: p,
+                    users: us,
+                    top,
+                } = arrays.finish().with_context(|| format!("worker {addr}"))?;
                 if !implicit {
-                    let p = bytes_f32("predictions", &pred).with_context(|| format!("worker {addr}"))?;
                     let span = self.test.span(&range);
                     anyhow::ensure!(
                         p.len() == span.len() && p.iter().all(|v| v.is_finite()),
@@ -989,8 +950,6 @@ impl ClusterExecutor<'_> {
                     }
                     continue;
                 }
-                let us = bytes_u32("users", &us).with_context(|| format!("worker {addr}"))?;
-                let top = bytes_u32("top", &top).with_context(|| format!("worker {addr}"))?;
                 anyhow::ensure!(top.len() == us.len() * k, "worker {addr}: block {b}: top lists malformed");
                 for (&u, list) in us.iter().zip(top.chunks(k)) {
                     let list: Vec<u32> = list.iter().copied().filter(|&i| i != u32::MAX).collect();
