@@ -27,35 +27,37 @@ pub fn spec_from_params(p: &SolveParams) -> pb::SolverSpec {
         factors: p.factors as u32,
         lambda: p.lambda,
         reg_scaling: match p.reg_scaling {
-            RegScaling::Count => "count",
-            RegScaling::None => "none",
-        }
-        .into(),
-        backend: p.backend.name().into(),
+            RegScaling::Count => pb::RegScaling::Count,
+            RegScaling::None => pb::RegScaling::None,
+        } as i32,
+        backend: match p.backend {
+            Backend::Faer => pb::Backend::Faer,
+            Backend::Lapack => pb::Backend::Lapack,
+        } as i32,
         ..Default::default()
     };
     match p.feedback {
         Feedback::Explicit { biased, global_mean } => {
-            s.feedback = "explicit".into();
+            s.feedback = pb::Feedback::Explicit as i32;
             s.biased = biased;
             s.global_mean = global_mean;
         }
         Feedback::Implicit { alpha, confidence } => {
-            s.feedback = "implicit".into();
+            s.feedback = pb::Feedback::Implicit as i32;
             s.alpha = alpha;
             match confidence {
-                Confidence::Linear => s.confidence = "linear".into(),
+                Confidence::Linear => s.confidence = pb::Confidence::Linear as i32,
                 Confidence::Log { epsilon } => {
-                    s.confidence = "log".into();
+                    s.confidence = pb::Confidence::Log as i32;
                     s.epsilon = epsilon;
                 }
             }
         }
     }
     match p.solver {
-        SolverKind::Cholesky => s.solver = "cholesky".into(),
+        SolverKind::Cholesky => s.solver = pb::Solver::Cholesky as i32,
         SolverKind::Cg { steps } => {
-            s.solver = "cg".into();
+            s.solver = pb::Solver::Cg as i32;
             s.cg_steps = steps as u32;
         }
     }
@@ -77,10 +79,19 @@ pub fn params_from_spec(s: &pb::SolverSpec) -> Result<SolveParams, String> {
         }
     };
     let lambda = finite_nonneg("lambda", s.lambda)?;
-    let reg_scaling = s.reg_scaling.parse::<RegScaling>()?;
-    let backend = s.backend.parse::<Backend>()?;
-    let feedback = match s.feedback.as_str() {
-        "explicit" => {
+    let reg_scaling = match pb::RegScaling::try_from(s.reg_scaling) {
+        Ok(pb::RegScaling::Count) => RegScaling::Count,
+        Ok(pb::RegScaling::None) => RegScaling::None,
+        _ => return Err(format!("unknown reg scaling {}", s.reg_scaling)),
+    };
+    let backend = match pb::Backend::try_from(s.backend) {
+        // Core refuses a backend this build lacks, by name.
+        Ok(pb::Backend::Faer) => Backend::Faer,
+        Ok(pb::Backend::Lapack) => "lapack".parse::<Backend>()?,
+        _ => return Err(format!("unknown backend {}", s.backend)),
+    };
+    let feedback = match pb::Feedback::try_from(s.feedback) {
+        Ok(pb::Feedback::Explicit) => {
             if !s.global_mean.is_finite() {
                 return Err("global mean is not finite".into());
             }
@@ -89,25 +100,25 @@ pub fn params_from_spec(s: &pb::SolverSpec) -> Result<SolveParams, String> {
                 global_mean: s.global_mean,
             }
         }
-        "implicit" => {
+        Ok(pb::Feedback::Implicit) => {
             let alpha = finite_nonneg("alpha", s.alpha)?;
-            let confidence = match s.confidence.as_str() {
-                "linear" => Confidence::Linear,
-                "log" if s.epsilon.is_finite() && s.epsilon > 0.0 => Confidence::Log { epsilon: s.epsilon },
-                "log" => return Err(format!("epsilon must be > 0, got {}", s.epsilon)),
-                other => return Err(format!("unknown confidence '{other}'")),
+            let confidence = match pb::Confidence::try_from(s.confidence) {
+                Ok(pb::Confidence::Linear) => Confidence::Linear,
+                Ok(pb::Confidence::Log) if s.epsilon.is_finite() && s.epsilon > 0.0 => Confidence::Log { epsilon: s.epsilon },
+                Ok(pb::Confidence::Log) => return Err(format!("epsilon must be > 0, got {}", s.epsilon)),
+                _ => return Err(format!("unknown confidence {}", s.confidence)),
             };
             Feedback::Implicit { alpha, confidence }
         }
-        other => return Err(format!("unknown feedback '{other}'")),
+        _ => return Err(format!("unknown feedback {}", s.feedback)),
     };
-    let solver = match s.solver.as_str() {
-        "cholesky" => SolverKind::Cholesky,
-        "cg" if s.cg_steps > 0 && s.cg_steps <= 1000 => SolverKind::Cg {
+    let solver = match pb::Solver::try_from(s.solver) {
+        Ok(pb::Solver::Cholesky) => SolverKind::Cholesky,
+        Ok(pb::Solver::Cg) if s.cg_steps > 0 && s.cg_steps <= 1000 => SolverKind::Cg {
             steps: s.cg_steps as usize,
         },
-        "cg" => return Err(format!("cg steps must be in 1..=1000, got {}", s.cg_steps)),
-        other => return Err(format!("unknown solver '{other}'")),
+        Ok(pb::Solver::Cg) => return Err(format!("cg steps must be in 1..=1000, got {}", s.cg_steps)),
+        _ => return Err(format!("unknown solver {}", s.solver)),
     };
     if matches!(feedback, Feedback::Explicit { .. }) && matches!(solver, SolverKind::Cg { .. }) {
         return Err("the cg solver applies to implicit feedback only".into());
@@ -156,8 +167,19 @@ mod tests {
         bad.factors = 0;
         assert!(params_from_spec(&bad).is_err());
         let mut bad = spec_from_params(&p);
-        bad.feedback = "other".into();
-        assert!(params_from_spec(&bad).is_err());
+        bad.feedback = 7;
+        assert_eq!(params_from_spec(&bad).unwrap_err(), "unknown feedback 7");
+        for unspecified in [
+            |s: &mut pb::SolverSpec| s.feedback = 0,
+            |s: &mut pb::SolverSpec| s.solver = 0,
+            |s: &mut pb::SolverSpec| s.confidence = 0,
+            |s: &mut pb::SolverSpec| s.reg_scaling = 0,
+            |s: &mut pb::SolverSpec| s.backend = 0,
+        ] {
+            let mut bad = spec_from_params(&p);
+            unspecified(&mut bad);
+            assert!(params_from_spec(&bad).unwrap_err().starts_with("unknown"));
+        }
         assert!(side_from_pb(0).is_err());
     }
 }

@@ -20,14 +20,14 @@ fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
 
 fn spec() -> SolverSpec {
     SolverSpec {
-        feedback: "explicit".into(),
+        feedback: als_proto::pb::Feedback::Explicit as i32,
         biased: true,
         global_mean: 3.5,
-        solver: "cholesky".into(),
+        solver: als_proto::pb::Solver::Cholesky as i32,
         factors: 4,
         lambda: 0.1,
-        reg_scaling: "count".into(),
-        backend: "faer".into(),
+        reg_scaling: als_proto::pb::RegScaling::Count as i32,
+        backend: als_proto::pb::Backend::Faer as i32,
         ..Default::default()
     }
 }

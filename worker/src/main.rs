@@ -11,6 +11,9 @@ use tracing_subscriber::EnvFilter;
 
 use als_worker::{auth, probe, server};
 
+/// Most solver threads one worker takes (a typo guard, far above any core count).
+const MAX_THREADS: i64 = 4096;
+
 #[derive(Parser, Debug)]
 #[command(name = "worker", version, about = "ALS worker: solves the rows of its blocks for a coordinator")]
 struct Args {
@@ -18,7 +21,7 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: String,
     /// Cores to use for solving (default: all; with several workers on one host, split the cores among them).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_THREADS))]
     threads: Option<u32>,
     /// Most memory one job may make this worker hold, e.g. 4G or 512M [default: 3/4 of this machine's].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]

@@ -13,7 +13,7 @@ use als_proto::pb::{
     StartJobResponse,
 };
 use als_proto::spec::{params_from_spec, side_from_pb};
-use als_proto::{CHUNK_BYTES, PROTOCOL_VERSION};
+use als_proto::{check_version, CHUNK_BYTES, PROTOCOL_VERSION};
 use futures::{Stream, StreamExt};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status, Streaming};
@@ -124,12 +124,7 @@ type EvalStream = Pin<Box<dyn Stream<Item = Result<EvalResultChunk, Status>> + S
 impl Worker for WorkerService {
     async fn handshake(&self, req: Request<HandshakeRequest>) -> Result<Response<HandshakeResponse>, Status> {
         let r = req.into_inner();
-        if r.protocol_version != PROTOCOL_VERSION {
-            return Err(Status::failed_precondition(format!(
-                "protocol version mismatch: coordinator speaks {}, this worker speaks {PROTOCOL_VERSION}",
-                r.protocol_version
-            )));
-        }
+        check_version("coordinator", r.protocol_version).map_err(|e| Status::failed_precondition(e.to_string()))?;
         let caps = capabilities();
         if let Some(missing) = r.required_capabilities.iter().find(|c| !caps.contains(c)) {
             return Err(Status::failed_precondition(format!(
@@ -153,12 +148,7 @@ impl Worker for WorkerService {
 
     async fn start_job(&self, req: Request<StartJobRequest>) -> Result<Response<StartJobResponse>, Status> {
         let r = req.into_inner();
-        if r.protocol_version != PROTOCOL_VERSION {
-            return Err(Status::failed_precondition(format!(
-                "protocol version mismatch: coordinator speaks {}, this worker speaks {PROTOCOL_VERSION}",
-                r.protocol_version
-            )));
-        }
+        check_version("coordinator", r.protocol_version).map_err(|e| Status::failed_precondition(e.to_string()))?;
         let spec = r.spec.ok_or_else(|| Status::invalid_argument("missing solver spec"))?;
         let params = params_from_spec(&spec).map_err(Status::invalid_argument)?;
         let mut slot = self.job.lock().await;

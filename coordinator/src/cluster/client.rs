@@ -102,11 +102,7 @@ pub async fn connect(addr: &str, opts: &ClientOptions) -> anyhow::Result<WorkerH
         .map_err(|_| anyhow::anyhow!("worker {addr}: handshake timed out after {:?}", opts.connect_timeout))?
         .map_err(|s| anyhow::anyhow!("worker {addr}: handshake refused: {}", s.message()))?
         .into_inner();
-    anyhow::ensure!(
-        info.protocol_version == PROTOCOL_VERSION,
-        "worker {addr}: protocol version mismatch: it speaks {}, this coordinator speaks {PROTOCOL_VERSION}",
-        info.protocol_version
-    );
+    als_proto::check_version("worker", info.protocol_version).with_context(|| format!("worker {addr}"))?;
     tracing::info!(worker = addr, threads = info.threads, version = %info.worker_version, "worker connected");
     Ok(WorkerHandle {
         addr: addr.to_owned(),
