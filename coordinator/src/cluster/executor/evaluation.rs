@@ -1,0 +1,203 @@
+//! Test metrics computed on the workers that hold the user blocks (and
+//! their test rows); the coordinator only merges the answers.
+
+use std::time::Instant;
+
+use als_core::side::Factors;
+use als_core::train::{eval, TestMetrics, TrainConfig};
+use als_proto::codec::Field;
+use als_proto::payload::{EvalFields, EvalResultPayload};
+use als_proto::pb::EvalChunk;
+use als_proto::CHUNK_BYTES;
+use anyhow::Context;
+
+use super::health::watched;
+use super::rpc::{run_evaluation, HalfError};
+use super::ClusterExecutor;
+
+impl ClusterExecutor<'_> {
+    /// The evaluation messages for worker `w`: its user blocks with test rows,
+    /// their users' factors, and the item factors they need (all items for
+    /// top-K lists). `None` when it holds no test rows.
+    pub(super) fn eval_messages(
+        &self,
+        w: usize,
+        cfg: &TrainConfig,
+        users: &Factors,
+        items: &Factors,
+    ) -> Option<(Vec<u32>, Vec<EvalChunk>)> {
+        let layout = &self.layouts.users;
+        let blocks: Vec<u32> = (0..layout.n_blocks())
+            .filter(|&b| self.routing.users.owner[b] == w && !self.test.span(&layout.range(b)).is_empty())
+            .map(|b| b as u32)
+            .collect();
+        if blocks.is_empty() {
+            return None;
+        }
+        let implicit = cfg.is_implicit();
+        let user_rows: Vec<usize> = blocks.iter().flat_map(|&b| layout.range(b as usize)).collect();
+        let item_rows: Vec<u32> = if implicit {
+            Vec::new()
+        } else {
+            let mut v: Vec<u32> = blocks
+                .iter()
+                .flat_map(|&b| self.test.items[self.test.span(&layout.range(b as usize))].iter().copied())
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let user_row = |i: usize| users.row(user_rows[i]);
+        let item_row = |i: usize| if implicit { items.row(i) } else { items.row(item_rows[i] as usize) };
+        let n_items = if implicit { items.n_rows() } else { item_rows.len() };
+        let bias_of = |f: &Factors, rows: &mut dyn Iterator<Item = usize>| -> Vec<f32> {
+            if f.bias.is_empty() {
+                Vec::new()
+            } else {
+                rows.map(|r| f.bias[r]).collect()
+            }
+        };
+        let user_bias = bias_of(users, &mut user_rows.iter().copied());
+        let item_bias = if implicit {
+            bias_of(items, &mut (0..n_items))
+        } else {
+            bias_of(items, &mut item_rows.iter().map(|&r| r as usize))
+        };
+        let fields = EvalFields {
+            item_rows: Field::U32(&item_rows),
+            user_factors: Field::Rows {
+                n_rows: user_rows.len(),
+                k: users.k(),
+                row: &user_row,
+            },
+            user_bias: Field::F32(&user_bias),
+            item_factors: Field::Rows {
+                n_rows: n_items,
+                k: items.k(),
+                row: &item_row,
+            },
+            item_bias: Field::F32(&item_bias),
+        };
+        let msgs = fields.to_chunks(CHUNK_BYTES, |j| {
+            let mut m = EvalChunk {
+                job_id: self.job_id.clone(),
+                step: self.step,
+                ..Default::default()
+            };
+            if j == 0 {
+                m.blocks = blocks.clone();
+                m.top_k = if implicit { cfg.ranking_k as u32 } else { 0 };
+                m.min_pos = cfg.min_pos;
+                m.all_items = implicit;
+                m.n_item_rows = item_rows.len() as u32;
+            }
+            m
+        });
+        Some((blocks, msgs))
+    }
+
+    /// Evaluate on the workers holding the user blocks (and their test rows).
+    /// `Ok(None)` when a worker was lost meanwhile: the caller evaluates
+    /// locally, and the next half moves the lost worker's blocks.
+    pub(super) fn evaluate_remote(&mut self, cfg: &TrainConfig, users: &Factors, items: &Factors) -> anyhow::Result<Option<TestMetrics>> {
+        let ds = self.ds;
+        let implicit = cfg.is_implicit();
+        if ds.test.is_empty() || (implicit && cfg.ranking_k == 0) {
+            return Ok(None);
+        }
+        let t0 = Instant::now();
+        let mut asked: Vec<(usize, Vec<u32>)> = Vec::new();
+        let mut futs = Vec::new();
+        for w in 0..self.slots.len() {
+            let Some((blocks, msgs)) = self.eval_messages(w, cfg, users, items) else {
+                continue;
+            };
+            if !self.slots[w].alive {
+                // Its blocks move at the next half; until then the coordinator evaluates.
+                return Ok(None);
+            }
+            asked.push((w, blocks));
+            let handle = self.slots[w].handle.clone();
+            let faults = self.faults.clone();
+            let work = run_evaluation(handle.clone(), msgs);
+            futs.push(async move { (w, watched(&handle, &faults, work).await) });
+        }
+        let results = self.rt.block_on(futures::future::join_all(futs));
+        let mut gathered = Vec::new();
+        for (w, r) in results {
+            match r {
+                Ok(e) => gathered.push((w, e)),
+                Err(HalfError::Lost(m)) => {
+                    self.lose(w, &m);
+                    tracing::warn!("evaluating on the coordinator instead");
+                    return Ok(None);
+                }
+                Err(HalfError::Job(f)) => return Err(f.into()),
+                Err(HalfError::Fatal(e)) => return Err(e),
+            }
+        }
+        let layout = &self.layouts.users;
+        let k = cfg.ranking_k;
+        let mut predictions = vec![f32::NAN; if implicit { 0 } else { ds.test.len() }];
+        let mut lists: Vec<Option<Vec<u32>>> = vec![None; if implicit { ds.n_users() } else { 0 }];
+        for (w, res) in gathered {
+            self.eval_bytes += res.bytes;
+            let addr = &self.slots[w].handle.addr;
+            let want = &asked.iter().find(|(a, _)| *a == w).expect("asked this worker").1;
+            let got: Vec<u32> = res.blocks.iter().map(|(b, _)| *b).collect();
+            anyhow::ensure!(&got == want, "worker {addr}: evaluated blocks {got:?}, asked for {want:?}");
+            for (b, arrays) in res.blocks {
+                let range = layout.range(b as usize);
+                let EvalResultPayload {
+                    predictions: p,
+                    users: us,
+                    top,
+                } = arrays.finish().with_context(|| format!("worker {addr}"))?;
+                if !implicit {
+                    let span = self.test.span(&range);
+                    anyhow::ensure!(
+                        p.len() == span.len() && p.iter().all(|v| v.is_finite()),
+                        "worker {addr}: block {b}: {} predictions for {} test rows",
+                        p.len(),
+                        span.len()
+                    );
+                    for (j, v) in span.zip(p) {
+                        predictions[self.test.position[j]] = v;
+                    }
+                    continue;
+                }
+                anyhow::ensure!(top.len() == us.len() * k, "worker {addr}: block {b}: top lists malformed");
+                for (&u, list) in us.iter().zip(top.chunks(k)) {
+                    let list: Vec<u32> = list.iter().copied().filter(|&i| i != u32::MAX).collect();
+                    anyhow::ensure!(
+                        range.contains(&(u as usize)) && list.iter().all(|&i| (i as usize) < ds.n_items()),
+                        "worker {addr}: block {b}: a top list is out of range"
+                    );
+                    lists[u as usize] = Some(list);
+                }
+            }
+        }
+        let metrics = if implicit {
+            let (eval_users, relevant) = eval::relevant_by_user(&ds.test, ds.n_users(), cfg.min_pos);
+            let lists = eval_users
+                .iter()
+                .map(|&u| {
+                    lists[u as usize]
+                        .take()
+                        .with_context(|| format!("no top list came back for user row {u}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            eval::metrics_from_top_lists(cfg, &relevant, &lists)
+        } else {
+            anyhow::ensure!(predictions.iter().all(|v| v.is_finite()), "some test rows were not evaluated");
+            eval::metrics_from_predictions(ds, cfg, &predictions)
+        };
+        self.remote_evaluations += 1;
+        tracing::debug!(
+            bytes = self.eval_bytes,
+            seconds = t0.elapsed().as_secs_f64(),
+            "evaluated on the workers"
+        );
+        Ok(Some(metrics))
+    }
+}

@@ -1,0 +1,223 @@
+//! Which worker owns which block: the assignment synced to the workers,
+//! losing a worker (its blocks move to the others), reviving one (its blocks
+//! come home), and the bound on attempts per half.
+
+use std::collections::BTreeSet;
+
+use als_core::side::{Factors, Side};
+use als_proto::pb::ReleaseBlocksRequest;
+use als_proto::spec::side_to_pb;
+
+use crate::cluster::client::{connect, ClientOptions};
+
+use super::health::watched;
+use super::rpc::{encoded, rpc_err, HalfError};
+use super::wire::block_messages;
+use super::{side_ix, ClusterExecutor, Slot};
+
+/// Blocks as compact ranges ("0-3,7").
+pub(super) fn block_list(blocks: &BTreeSet<usize>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut it = blocks.iter().copied().peekable();
+    while let Some(a) = it.next() {
+        let mut b = a;
+        while it.peek() == Some(&(b + 1)) {
+            b = it.next().expect("peeked");
+        }
+        out.push(if a == b { a.to_string() } else { format!("{a}-{b}") });
+    }
+    if out.is_empty() {
+        "none".into()
+    } else {
+        out.join(",")
+    }
+}
+
+/// Attempts one half-iteration gets before the run ends (each failed attempt
+/// lost a worker; a worker that keeps coming back and failing cannot loop forever).
+pub(super) fn max_attempts(workers: usize) -> usize {
+    2 * workers + 2
+}
+
+impl ClusterExecutor<'_> {
+    pub(super) fn lose(&mut self, w: usize, why: &str) {
+        if self.slots[w].alive {
+            tracing::warn!(worker = %self.slots[w].handle.addr, "worker lost: {why}; moving its blocks");
+            self.workers_lost += 1;
+        }
+        let s = &mut self.slots[w];
+        s.alive = false;
+        s.started = false;
+        s.holds = Default::default();
+        s.cause = Some(why.to_string());
+    }
+
+    /// Give lost workers a short chance to answer again (restarted on their address).
+    pub(super) fn revive(&mut self) {
+        let opts = ClientOptions {
+            connect_timeout: self.faults.revive_timeout,
+            ..self.client_opts.clone()
+        };
+        for w in 0..self.slots.len() {
+            if self.slots[w].alive {
+                continue;
+            }
+            let addr = self.slots[w].handle.addr.clone();
+            if let Ok(h) = self.rt.block_on(connect(&addr, &opts)) {
+                tracing::info!(worker = %addr, "worker is back; returning its blocks");
+                self.slots[w] = Slot {
+                    handle: h,
+                    alive: true,
+                    started: false,
+                    holds: Default::default(),
+                    cause: self.slots[w].cause.take(),
+                };
+            }
+        }
+    }
+
+    /// Owners for the live workers: a block stays home while its home worker lives, else moves to a survivor.
+    pub(super) fn desired_owners(&self) -> anyhow::Result<[Vec<usize>; 2]> {
+        let alive: Vec<usize> = (0..self.slots.len()).filter(|&w| self.slots[w].alive).collect();
+        anyhow::ensure!(
+            !alive.is_empty(),
+            "every worker is gone, so the job cannot go on: {}",
+            self.slots
+                .iter()
+                .map(|s| s.cause.clone().unwrap_or_else(|| format!("worker {}: lost", s.handle.addr)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        Ok(self.home.clone().map(|owners| {
+            let mut orphan = 0;
+            owners
+                .iter()
+                .map(|&w| {
+                    if self.slots[w].alive {
+                        w
+                    } else {
+                        orphan += 1;
+                        alive[(orphan - 1) % alive.len()]
+                    }
+                })
+                .collect()
+        }))
+    }
+
+    /// Make every live worker hold exactly its blocks (shipping what is missing); returns bytes sent.
+    pub(super) fn sync_assignment(&mut self, users: &Factors, items: &Factors) -> anyhow::Result<u64> {
+        let mut total = 0u64;
+        loop {
+            let owners = self.desired_owners()?;
+            let ds = self.ds;
+            let (layouts, routing, test) = (&self.layouts, &self.routing, &self.test);
+            let mut futs = Vec::new();
+            for (w, slot) in self.slots.iter().enumerate().filter(|(_, s)| s.alive) {
+                // Blocks are turned into messages one at a time as they are
+                // sent, so the coordinator never holds a second copy of the
+                // ratings (at 100M ratings that copy was 1.6 GB of peak RSS).
+                let mut ship: Vec<(Side, usize)> = Vec::new();
+                let mut release: Vec<(Side, Vec<u32>)> = Vec::new();
+                for side in [Side::Users, Side::Items] {
+                    let si = side_ix(side);
+                    let want: BTreeSet<usize> = (0..owners[si].len()).filter(|&b| owners[si][b] == w).collect();
+                    ship.extend(want.difference(&slot.holds[si]).map(|&b| (side, b)));
+                    let extra: Vec<u32> = slot.holds[si].difference(&want).map(|&b| b as u32).collect();
+                    if !extra.is_empty() {
+                        release.push((side, extra));
+                    }
+                }
+                let mut c = slot.handle.client.clone();
+                let addr = slot.handle.addr.clone();
+                let start = (!slot.started).then(|| self.start_req.clone());
+                let job_id = self.job_id.clone();
+                let work = async move {
+                    if let Some(req) = start {
+                        c.start_job(req).await.map_err(|s| rpc_err(&addr, "cannot start the job", s))?;
+                    }
+                    for (side, blocks) in release {
+                        let req = ReleaseBlocksRequest {
+                            job_id: job_id.clone(),
+                            side: side_to_pb(side) as i32,
+                            blocks,
+                        };
+                        c.release_blocks(req)
+                            .await
+                            .map_err(|s| rpc_err(&addr, "releasing blocks failed", s))?;
+                    }
+                    let mut bytes = 0u64;
+                    for (side, b) in ship {
+                        let (csr, current) = match side {
+                            Side::Users => (&ds.by_user, users),
+                            Side::Items => (&ds.by_item, items),
+                        };
+                        let msgs = block_messages(&job_id, side, b, csr, layouts, &routing.side(side).needed[b], current, test);
+                        bytes += encoded(&msgs);
+                        c.assign_block(tokio_stream::iter(msgs))
+                            .await
+                            .map_err(|s| rpc_err(&addr, "shipping a block failed", s))?;
+                    }
+                    Ok::<u64, HalfError>(bytes)
+                };
+                let handle = slot.handle.clone();
+                let faults = self.faults.clone();
+                futs.push(async move { (w, watched(&handle, &faults, work).await) });
+            }
+            let results = self.rt.block_on(futures::future::join_all(futs));
+            let mut lost_any = false;
+            for (w, r) in results {
+                match r {
+                    Ok(bytes) => {
+                        total += bytes;
+                        let slot = &mut self.slots[w];
+                        slot.started = true;
+                        for (held, own) in slot.holds.iter_mut().zip(&owners) {
+                            *held = (0..own.len()).filter(|&b| own[b] == w).collect();
+                        }
+                        if bytes > 0 {
+                            tracing::info!(
+                                worker = %slot.handle.addr,
+                                user_blocks = %block_list(&slot.holds[0]),
+                                item_blocks = %block_list(&slot.holds[1]),
+                                bytes,
+                                "worker holds its blocks"
+                            );
+                        }
+                    }
+                    Err(HalfError::Lost(m)) => {
+                        self.lose(w, &m);
+                        lost_any = true;
+                    }
+                    Err(HalfError::Job(f)) => return Err(f.into()),
+                    Err(HalfError::Fatal(e)) => return Err(e),
+                }
+            }
+            if !lost_any {
+                let [u, i] = owners;
+                // The unions only change when blocks move (a sort per worker: not every half).
+                if self.routing.users.owner != u {
+                    self.routing.users.owner = u;
+                    self.routing.users.rebuild_unions(&self.layouts.users);
+                }
+                if self.routing.items.owner != i {
+                    self.routing.items.owner = i;
+                    self.routing.items.rebuild_unions(&self.layouts.items);
+                }
+                return Ok(total);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn block_lists_read_as_ranges() {
+        let set = |v: &[usize]| v.iter().copied().collect::<BTreeSet<usize>>();
+        assert_eq!(block_list(&set(&[0, 1, 2, 3, 7, 9, 10])), "0-3,7,9-10");
+        assert_eq!(block_list(&set(&[5])), "5");
+        assert_eq!(block_list(&set(&[])), "none");
+    }
+}

@@ -1,0 +1,369 @@
+//! The cluster's [`HalfStepExecutor`]: ship blocks once, then per half push
+//! factors, solve remotely, gather the solved rows. This file holds the
+//! executor's state, its lifecycle and the assembly of a half-step; each
+//! other job has a file of its own:
+//! - [`membership`]: which worker owns which block, losing and reviving
+//!   workers, moving blocks (failover);
+//! - [`wire`]: blocks and factor rows as streamed messages;
+//! - [`rpc`]: the calls of a half and of an evaluation, and how their
+//!   failures are classified;
+//! - [`health`]: the watchdog that declares a silent worker lost;
+//! - [`evaluation`]: test metrics computed on the workers;
+//! - [`test_rows`]: the test rows grouped by user block.
+//!
+//! The sync/async boundary: `HalfStepExecutor` is a synchronous trait (the
+//! core training loop knows no runtime), while the workers are reached over
+//! async gRPC. The executor keeps a handle to the session's tokio runtime
+//! and `block_on`s one future per half (all workers' calls joined), from the
+//! training thread, which is never a runtime thread, so it cannot deadlock
+//! the runtime.
+
+mod evaluation;
+mod health;
+mod membership;
+mod rpc;
+mod test_rows;
+mod wire;
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use als_core::data::Dataset;
+use als_core::side::{Factors, Side};
+use als_core::solve::{all_finite, sum_grams, Feedback, SolveParams};
+use als_core::train::{HalfStepExecutor, HalfStepOutput, HalfStepReport, Layouts, TestMetrics, TrainConfig, TrainError, TrainState};
+use als_proto::codec::{pieces_into, pieces_vec};
+use als_proto::pb::{EndJobRequest, StartJobRequest};
+use als_proto::spec::spec_from_params;
+use als_proto::PROTOCOL_VERSION;
+use anyhow::Context;
+
+use crate::cluster::client::{ClientOptions, WorkerHandle};
+use crate::cluster::routing::Routing;
+
+use health::watched;
+pub use health::FaultOptions;
+use membership::max_attempts;
+pub use rpc::JobFailed;
+use rpc::{push_and_solve, HalfError};
+use test_rows::TestByUser;
+use wire::factor_messages;
+
+struct Slot {
+    handle: WorkerHandle,
+    alive: bool,
+    /// StartJob done on this connection.
+    started: bool,
+    /// Blocks this worker holds, per side.
+    holds: [BTreeSet<usize>; 2],
+    /// Why it was last lost (for the error once every worker is gone).
+    cause: Option<String>,
+}
+
+pub struct ClusterExecutor<'a> {
+    rt: tokio::runtime::Handle,
+    slots: Vec<Slot>,
+    routing: Routing,
+    /// The owners when every worker is up (lost workers' blocks come back to them).
+    home: [Vec<usize>; 2],
+    layouts: Layouts,
+    job_id: String,
+    start_req: StartJobRequest,
+    client_opts: ClientOptions,
+    faults: FaultOptions,
+    ds: &'a Dataset,
+    test: TestByUser,
+    step: u64,
+    /// Faults survived so far (for reports and tests).
+    pub workers_lost: usize,
+    /// Bytes of the evaluations on the workers (apart from the halves' bytes).
+    pub eval_bytes: u64,
+    /// Evaluations the workers did (the rest fell back to the coordinator).
+    pub remote_evaluations: usize,
+}
+
+fn side_ix(s: Side) -> usize {
+    match s {
+        Side::Users => 0,
+        Side::Items => 1,
+    }
+}
+
+impl<'a> ClusterExecutor<'a> {
+    /// Start the job on every worker and ship every block once.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        rt: tokio::runtime::Handle,
+        workers: Vec<WorkerHandle>,
+        lost: &[Option<String>],
+        client_opts: ClientOptions,
+        faults: FaultOptions,
+        ds: &'a Dataset,
+        params: &SolveParams,
+        layouts: &Layouts,
+        state: &TrainState,
+        job_id: String,
+    ) -> anyhow::Result<ClusterExecutor<'a>> {
+        anyhow::ensure!(!workers.is_empty(), "no workers");
+        let routing = Routing::build(&ds.by_user, &ds.by_item, layouts, workers.len());
+        let start_req = StartJobRequest {
+            protocol_version: PROTOCOL_VERSION,
+            job_id: job_id.clone(),
+            spec: Some(spec_from_params(params)),
+            n_users: ds.n_users() as u64,
+            n_items: ds.n_items() as u64,
+        };
+        let mut exec = ClusterExecutor {
+            rt,
+            slots: workers
+                .into_iter()
+                .enumerate()
+                .map(|(w, handle)| {
+                    // A worker lost in an earlier run starts lost: revived once it answers.
+                    let cause = lost.get(w).cloned().flatten();
+                    Slot {
+                        handle,
+                        alive: cause.is_none(),
+                        started: false,
+                        holds: Default::default(),
+                        cause,
+                    }
+                })
+                .collect(),
+            home: [routing.users.owner.clone(), routing.items.owner.clone()],
+            routing,
+            layouts: layouts.clone(),
+            job_id,
+            start_req,
+            client_opts,
+            faults,
+            ds,
+            test: TestByUser::build(ds),
+            step: 0,
+            workers_lost: 0,
+            eval_bytes: 0,
+            remote_evaluations: 0,
+        };
+        let t0 = Instant::now();
+        let shipped = match exec.sync_assignment(&state.users, &state.items) {
+            Ok(b) => b,
+            Err(e) => {
+                // Free the workers that did start the job for the next one.
+                exec.finish();
+                return Err(e);
+            }
+        };
+        tracing::info!(
+            workers = exec.slots.len(),
+            bytes = shipped,
+            seconds = t0.elapsed().as_secs_f64(),
+            "ratings shipped to workers"
+        );
+        Ok(exec)
+    }
+
+    /// Tell every live worker the job is over (best effort).
+    pub fn finish(&self) {
+        self.rt.block_on(async {
+            for s in self.slots.iter().filter(|s| s.alive) {
+                let mut c = s.handle.client.clone();
+                if let Err(st) = c
+                    .end_job(EndJobRequest {
+                        job_id: self.job_id.clone(),
+                    })
+                    .await
+                {
+                    tracing::warn!(worker = %s.handle.addr, "ending the job failed: {}", st.message());
+                }
+            }
+        });
+    }
+
+    /// Why each worker is lost, if it is.
+    pub fn lost_workers(&self) -> Vec<Option<String>> {
+        self.slots.iter().map(|s| if s.alive { None } else { s.cause.clone() }).collect()
+    }
+}
+
+impl ClusterExecutor<'_> {
+    fn half(
+        &mut self,
+        side: Side,
+        params: &SolveParams,
+        fixed: &Factors,
+        fixed_gram: Option<&[f64]>,
+        target: &mut Factors,
+    ) -> anyhow::Result<HalfStepOutput> {
+        self.step += 1;
+        let step = self.step;
+        let t0 = Instant::now();
+        let mut sent = 0u64;
+        let mut attempts = 0;
+        let results = loop {
+            attempts += 1;
+            if attempts > max_attempts(self.slots.len()) {
+                let causes: Vec<String> = self.slots.iter().filter_map(|s| s.cause.clone()).collect();
+                anyhow::bail!(
+                    "the {} half-step failed {} times in a row, so the job cannot go on; last causes: {}",
+                    side.name(),
+                    attempts - 1,
+                    causes.join("; ")
+                );
+            }
+            if self.slots.iter().any(|s| !s.alive) {
+                self.revive();
+            }
+            sent += match side {
+                Side::Users => self.sync_assignment(target, fixed)?,
+                Side::Items => self.sync_assignment(fixed, target)?,
+            };
+            let r = self.routing.side(side);
+            let futs: Vec<_> = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.alive)
+                .map(|(w, s)| {
+                    let msgs = factor_messages(&self.job_id, side.other(), step, &r.union[w], fixed, fixed_gram);
+                    let handle = s.handle.clone();
+                    let faults = self.faults.clone();
+                    let work = push_and_solve(handle.clone(), self.job_id.clone(), side, step, msgs);
+                    async move { (w, watched(&handle, &faults, work).await) }
+                })
+                .collect();
+            let results = self.rt.block_on(futures::future::join_all(futs));
+            let mut ok = Vec::new();
+            let mut lost = false;
+            let mut failed = Vec::new();
+            for (w, r) in results {
+                match r {
+                    Ok(h) => ok.push((w, h)),
+                    Err(HalfError::Lost(m)) => {
+                        self.lose(w, &m);
+                        lost = true;
+                    }
+                    Err(HalfError::Job(f)) => failed.push(f),
+                    Err(HalfError::Fatal(e)) => return Err(e),
+                }
+            }
+            // A failed solve ends the run even if a worker was lost meanwhile: the
+            // lost worker's rows would fail or pass the same way elsewhere, and the
+            // lowest failing row among the answers is the single-process path's.
+            if let Some(f) = JobFailed::first(failed) {
+                return Err(f.into());
+            }
+            if !lost {
+                break ok;
+            }
+            // Some results are missing: redo the whole half on the new layout (the
+            // survivors restart from the same warm start, so the result is unchanged).
+            sent += ok.iter().map(|(_, h)| h.bytes_sent + h.bytes_received).sum::<u64>();
+        };
+        let r = self.routing.side(side);
+        let k = params.factors;
+        let n_blocks = self.layouts.side(side).n_blocks();
+        let mut grams: Vec<Option<Vec<f64>>> = vec![None; n_blocks];
+        let implicit = matches!(params.feedback, Feedback::Implicit { .. });
+        let biased = !target.bias.is_empty();
+        let mut compute = 0f64;
+        let mut seen = vec![false; n_blocks];
+        for (w, res) in results {
+            sent += res.bytes_sent + res.bytes_received;
+            compute = compute.max(res.compute_seconds);
+            let addr = &self.slots[w].handle.addr;
+            tracing::debug!(
+                worker = %addr,
+                side = side.name(),
+                step,
+                blocks = res.blocks.len(),
+                compute_seconds = res.compute_seconds,
+                bytes_sent = res.bytes_sent,
+                bytes_received = res.bytes_received,
+                "worker solved its blocks"
+            );
+            for (b, g) in res.blocks {
+                let b = b as usize;
+                anyhow::ensure!(
+                    b < n_blocks && r.owner[b] == w && !seen[b],
+                    "worker {addr}: returned block {b}, which it does not own"
+                );
+                let range = self.layouts.side(side).range(b);
+                anyhow::ensure!(
+                    g.row_start as usize == range.start && g.n_rows as usize == range.len(),
+                    "worker {addr}: block {b} has the wrong rows"
+                );
+                seen[b] = true;
+                // Straight into the target rows: no intermediate vectors.
+                let p = g.arrays.into_pieces();
+                let dest = &mut target.flat_mut()[range.start * k..range.end * k];
+                pieces_into("factors", &p.factors, dest).with_context(|| format!("worker {addr}: block {b} factors malformed"))?;
+                anyhow::ensure!(all_finite(dest), "worker {addr}: block {b} factors malformed");
+                if biased {
+                    let dest = &mut target.bias[range.clone()];
+                    pieces_into("bias", &p.bias, dest).with_context(|| format!("worker {addr}: block {b} bias malformed"))?;
+                    anyhow::ensure!(all_finite(dest), "worker {addr}: block {b} bias malformed");
+                }
+                if implicit {
+                    let gr: Vec<f64> = pieces_vec("gram", &p.gram).with_context(|| format!("worker {addr}"))?;
+                    anyhow::ensure!(
+                        gr.len() == k * k && gr.iter().all(|v| v.is_finite()),
+                        "worker {addr}: block {b} gramian malformed"
+                    );
+                    grams[b] = Some(gr);
+                }
+            }
+        }
+        if let Some(missing) = seen.iter().position(|s| !s) {
+            anyhow::bail!("block {missing} of {} was not solved", side.name());
+        }
+        let target_gram = implicit.then(|| sum_grams(k, grams.iter().map(|g| g.as_deref().unwrap_or(&[]))));
+        let seconds = t0.elapsed().as_secs_f64();
+        Ok(HalfStepOutput {
+            target_gram,
+            report: HalfStepReport {
+                side: Some(side),
+                seconds,
+                compute_seconds: compute,
+                transfer_seconds: (seconds - compute).max(0.0),
+                bytes_sent: sent,
+                bytes_min: self.routing.bytes_min(side, k),
+            },
+        })
+    }
+}
+
+impl HalfStepExecutor for ClusterExecutor<'_> {
+    fn evaluate(
+        &mut self,
+        _ds: &Dataset,
+        cfg: &TrainConfig,
+        _params: &SolveParams,
+        users: &Factors,
+        items: &Factors,
+    ) -> Option<Result<TestMetrics, TrainError>> {
+        match self.evaluate_remote(cfg, users, items) {
+            Ok(Some(m)) => Some(Ok(m)),
+            Ok(None) => None,
+            Err(e) => Some(Err(train_error(e))),
+        }
+    }
+
+    fn half_step(
+        &mut self,
+        side: Side,
+        params: &SolveParams,
+        fixed: &Factors,
+        fixed_gram: Option<&[f64]>,
+        target: &mut Factors,
+    ) -> Result<HalfStepOutput, TrainError> {
+        self.half(side, params, fixed, fixed_gram, target).map_err(train_error)
+    }
+}
+
+/// A failed job keeps its own message (as in the single-process path); anything else is the cluster's.
+fn train_error(e: anyhow::Error) -> TrainError {
+    match e.downcast::<JobFailed>() {
+        Ok(f) => TrainError::Job(f.message),
+        Err(e) => TrainError::Cluster(e.into()),
+    }
+}

@@ -1,0 +1,151 @@
+//! The calls of a half (push the fixed rows, solve, gather) and of an
+//! evaluation, and what their failures mean: a lost worker, a failed job,
+//! or a protocol breach.
+
+use als_core::side::Side;
+use als_proto::payload::Assembler;
+use als_proto::pb::{EvalChunk, EvalResultChunk, FactorChunk, SolveRequest, SolvedChunk};
+use als_proto::spec::side_to_pb;
+use prost::Message;
+
+use crate::cluster::client::WorkerHandle;
+
+#[derive(Debug)]
+pub(super) enum HalfError {
+    /// The worker is gone, unreachable or busy: its blocks move.
+    Lost(String),
+    /// The work failed on the worker; anywhere else it fails the same way.
+    Job(JobFailed),
+    Fatal(anyhow::Error),
+}
+
+/// Work that failed on a worker: the run ends with the worker's message, the
+/// one the single-process path gives for the same input.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct JobFailed {
+    pub message: String,
+    /// The lowest failing row, when the failure is one row's.
+    pub row: Option<u64>,
+}
+
+impl JobFailed {
+    /// Of the failures of one round, the one the single-process path reports: the lowest row.
+    pub(super) fn first(failures: Vec<JobFailed>) -> Option<JobFailed> {
+        failures.into_iter().min_by_key(|f| f.row.unwrap_or(u64::MAX))
+    }
+}
+
+/// A solved block gathered from its chunks (decoded in place once checked).
+pub(super) struct Gathered {
+    pub(super) row_start: u64,
+    pub(super) n_rows: u32,
+    pub(super) arrays: Assembler<SolvedChunk>,
+}
+
+pub(super) struct WorkerHalf {
+    pub(super) blocks: Vec<(u32, Gathered)>,
+    pub(super) bytes_sent: u64,
+    pub(super) bytes_received: u64,
+    pub(super) compute_seconds: f64,
+}
+
+pub(super) fn encoded<M: Message>(msgs: &[M]) -> u64 {
+    msgs.iter().map(|m| m.encoded_len() as u64).sum()
+}
+
+pub(super) fn rpc_err(addr: &str, what: &str, s: tonic::Status) -> HalfError {
+    use als_proto::fault::{fault_of, Fault};
+    match fault_of(&s) {
+        Fault::Job { row } => {
+            tracing::debug!(worker = %addr, "{what}: {}", s.message());
+            // A row's failure reads as the single-process path's; any other names the worker.
+            let message = match row {
+                Some(_) => s.message().to_string(),
+                None => format!("worker {addr}: {}", s.message()),
+            };
+            HalfError::Job(JobFailed { message, row })
+        }
+        Fault::Busy => HalfError::Lost(format!("worker {addr}: {}", s.message())),
+        Fault::Lost => HalfError::Lost(format!("worker {addr}: {what}: {}", s.message())),
+        Fault::Protocol => HalfError::Fatal(anyhow::anyhow!("worker {addr}: {what}: {}", s.message())),
+    }
+}
+
+pub(super) async fn push_and_solve(
+    w: WorkerHandle,
+    job_id: String,
+    side: Side,
+    step: u64,
+    msgs: Vec<FactorChunk>,
+) -> Result<WorkerHalf, HalfError> {
+    let addr = w.addr.clone();
+    let mut client = w.client;
+    let bytes_sent = encoded(&msgs);
+    client
+        .push_factors(tokio_stream::iter(msgs))
+        .await
+        .map_err(|s| rpc_err(&addr, "pushing factors failed", s))?;
+    let req = SolveRequest {
+        job_id,
+        side: side_to_pb(side) as i32,
+        step,
+    };
+    let mut stream = client.solve(req).await.map_err(|s| rpc_err(&addr, "solve failed", s))?.into_inner();
+    let mut out = WorkerHalf {
+        blocks: Vec::new(),
+        bytes_sent,
+        bytes_received: 0,
+        compute_seconds: 0.0,
+    };
+    while let Some(c) = stream.message().await.map_err(|s| rpc_err(&addr, "solve stream broke", s))? {
+        out.bytes_received += c.encoded_len() as u64;
+        if c.last {
+            out.compute_seconds = c.compute_seconds;
+            return Ok(out);
+        }
+        if out.blocks.last().is_none_or(|(b, _)| *b != c.block) {
+            let g = Gathered {
+                row_start: c.row_start,
+                n_rows: c.n_rows,
+                arrays: Assembler::unlimited(),
+            };
+            out.blocks.push((c.block, g));
+        }
+        let g = &mut out.blocks.last_mut().expect("pushed above").1;
+        g.arrays.add(&c).expect("no limits");
+    }
+    Err(HalfError::Lost(format!("worker {addr}: solve stream ended early")))
+}
+
+/// One worker's evaluation, gathered per block.
+pub(super) struct WorkerEval {
+    pub(super) blocks: Vec<(u32, Assembler<EvalResultChunk>)>,
+    pub(super) bytes: u64,
+}
+
+pub(super) async fn run_evaluation(w: WorkerHandle, msgs: Vec<EvalChunk>) -> Result<WorkerEval, HalfError> {
+    let addr = w.addr.clone();
+    let mut client = w.client;
+    let mut out = WorkerEval {
+        blocks: Vec::new(),
+        bytes: encoded(&msgs),
+    };
+    let mut stream = client
+        .evaluate(tokio_stream::iter(msgs))
+        .await
+        .map_err(|s| rpc_err(&addr, "evaluation failed", s))?
+        .into_inner();
+    while let Some(c) = stream.message().await.map_err(|s| rpc_err(&addr, "evaluation stream broke", s))? {
+        out.bytes += c.encoded_len() as u64;
+        if c.last {
+            return Ok(out);
+        }
+        if out.blocks.last().is_none_or(|(b, _)| *b != c.block) {
+            out.blocks.push((c.block, Assembler::unlimited()));
+        }
+        let g = &mut out.blocks.last_mut().expect("pushed above").1;
+        g.add(&c).expect("no limits");
+    }
+    Err(HalfError::Lost(format!("worker {addr}: evaluation stream ended early")))
+}
