@@ -70,12 +70,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     }
 }
 
-fn put_f32(buf: &mut Vec<u8>, v: &[f32]) {
-    for x in v {
-        buf.extend_from_slice(&x.to_le_bytes());
-    }
-}
-
 /// Write `checkpoint-NNNNNN.als` into `dir` atomically and keep the newest two.
 /// Check before training that checkpoints can be written to `dir`: it is
 /// (or can be created as) a directory this process can write in.
@@ -112,10 +106,10 @@ pub fn write_checkpoint(dir: &Path, sig: &RunSignature, state: &TrainState) -> R
     buf.extend_from_slice(MAGIC);
     buf.extend_from_slice(&(h.len() as u64).to_le_bytes());
     buf.extend_from_slice(&h);
-    put_f32(&mut buf, state.users.flat());
-    put_f32(&mut buf, state.items.flat());
-    put_f32(&mut buf, &state.users.bias);
-    put_f32(&mut buf, &state.items.bias);
+    crate::le::extend_le(&mut buf, state.users.flat());
+    crate::le::extend_le(&mut buf, state.items.flat());
+    crate::le::extend_le(&mut buf, &state.users.bias);
+    crate::le::extend_le(&mut buf, &state.items.bias);
     let sum = Sha256::digest(&buf);
     buf.extend_from_slice(&sum);
     let path = dir.join(format!("checkpoint-{:06}.als", state.iterations_done));
@@ -180,9 +174,7 @@ pub fn read_checkpoint(path: &Path, sig: &RunSignature) -> Result<TrainState, Ch
         let end = pos + n * 4;
         let s = body.get(pos..end).ok_or_else(|| corrupt("truncated"))?;
         pos = end;
-        Ok(s.chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect())
+        crate::le::from_le_bytes::<f32>(s).ok_or_else(|| corrupt("truncated"))
     };
     let u = take(h.n_users * h.k)?;
     let i = take(h.n_items * h.k)?;

@@ -11,6 +11,7 @@ pub mod blocks;
 pub mod checkpoint;
 pub mod data;
 pub mod init;
+pub mod le;
 pub mod limits;
 pub mod linalg;
 pub mod metrics;

@@ -66,28 +66,16 @@ impl NpyError {
     }
 }
 
-/// An element type of the supported arrays.
-pub trait NpyElement: Copy + Default + Send + Sync + 'static {
+/// An element type of the supported arrays (its bytes: [`crate::le`]).
+pub trait NpyElement: crate::le::Le {
     /// The little-endian dtype string (`'<f4'` etc.).
     const DESCR: &'static str;
-    const SIZE: usize;
-    fn write_le(self, out: &mut Vec<u8>);
-    fn read_le(b: &[u8]) -> Self;
 }
 
 macro_rules! element {
     ($t:ty, $descr:expr) => {
         impl NpyElement for $t {
             const DESCR: &'static str = $descr;
-            const SIZE: usize = std::mem::size_of::<$t>();
-            #[inline]
-            fn write_le(self, out: &mut Vec<u8>) {
-                out.extend_from_slice(&self.to_le_bytes());
-            }
-            #[inline]
-            fn read_le(b: &[u8]) -> Self {
-                <$t>::from_le_bytes(b.try_into().expect("element size"))
-            }
         }
     };
 }
@@ -138,9 +126,7 @@ fn write_npy<T: NpyElement>(w: &mut impl Write, shape: &[usize], data: &[T]) -> 
     let mut buf = Vec::with_capacity(1 << 16);
     for chunk in data.chunks((1 << 16) / T::SIZE) {
         buf.clear();
-        for &x in chunk {
-            x.write_le(&mut buf);
-        }
+        crate::le::extend_le(&mut buf, chunk);
         w.write_all(&buf)?;
     }
     Ok(())
@@ -349,7 +335,7 @@ pub fn read_npy_from<T: NpyElement>(r: &mut impl Read, path: &Path) -> Result<(V
                 found: got,
             });
         }
-        data.extend(buf[..n].chunks_exact(T::SIZE).map(T::read_le));
+        data.extend(buf[..n].chunks_exact(T::SIZE).map(T::from_le));
     }
     let mut extra = [0u8; 1];
     if read_full(r, &mut extra).map_err(io_err)? != 0 {

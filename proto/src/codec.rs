@@ -28,42 +28,13 @@ macro_rules! packing {
     };
 }
 
-/// Appends `v` to `out` as little-endian bytes.
-pub fn extend_le<T: bytemuck::Pod + LeBytes>(out: &mut Vec<u8>, v: &[T]) {
-    if cfg!(target_endian = "little") {
-        out.extend_from_slice(bytemuck::cast_slice(v));
-    } else {
-        for x in v {
-            x.put_le(out);
-        }
-    }
-}
-
-/// Numbers with a little-endian byte form (for big-endian hosts).
-pub trait LeBytes: Sized {
-    fn put_le(&self, out: &mut Vec<u8>);
-    /// The value whose memory holds `self`'s bytes read as little-endian.
-    fn read_le_memory(self) -> Self;
-}
-
-macro_rules! le_bytes {
-    ($($t:ty),*) => {$(
-        impl LeBytes for $t {
-            fn put_le(&self, out: &mut Vec<u8>) {
-                out.extend_from_slice(&self.to_le_bytes());
-            }
-            fn read_le_memory(self) -> Self {
-                <$t>::from_le_bytes(self.to_ne_bytes())
-            }
-        }
-    )*};
-}
-le_bytes!(f32, f64, u32);
+/// Little-endian packing lives in core, the one place for it.
+pub use als_core::le::{extend_le, Le as LeBytes};
 
 /// Decodes a field received in pieces (the `Bytes` of its chunks, split
 /// anywhere) into `dest`, which must hold exactly its values: one copy from
 /// the receive buffers, none to join the pieces first.
-pub fn pieces_into<T: bytemuck::Pod + LeBytes>(field: &'static str, pieces: &[impl AsRef<[u8]>], dest: &mut [T]) -> Result<(), CodecError> {
+pub fn pieces_into<T: LeBytes>(field: &'static str, pieces: &[impl AsRef<[u8]>], dest: &mut [T]) -> Result<(), CodecError> {
     let w = std::mem::size_of::<T>();
     let len: usize = pieces.iter().map(|p| p.as_ref().len()).sum();
     if len != std::mem::size_of_val(dest) {
@@ -76,16 +47,12 @@ pub fn pieces_into<T: bytemuck::Pod + LeBytes>(field: &'static str, pieces: &[im
         out[at..at + p.len()].copy_from_slice(p);
         at += p.len();
     }
-    if cfg!(target_endian = "big") {
-        for v in dest.iter_mut() {
-            *v = v.read_le_memory();
-        }
-    }
+    als_core::le::fix_order(dest);
     Ok(())
 }
 
 /// [`pieces_into`] a new vector sized from the pieces.
-pub fn pieces_vec<T: bytemuck::Pod + LeBytes>(field: &'static str, pieces: &[impl AsRef<[u8]>]) -> Result<Vec<T>, CodecError> {
+pub fn pieces_vec<T: LeBytes>(field: &'static str, pieces: &[impl AsRef<[u8]>]) -> Result<Vec<T>, CodecError> {
     let w = std::mem::size_of::<T>();
     let len: usize = pieces.iter().map(|p| p.as_ref().len()).sum();
     if !len.is_multiple_of(w) {
@@ -163,12 +130,7 @@ impl Field<'_> {
 }
 
 /// Bytes `r` of the little-endian image of rows of `k` values.
-fn write_values<'a, T: bytemuck::Pod + LeBytes + 'a>(
-    out: &mut Vec<u8>,
-    r: std::ops::Range<usize>,
-    k: usize,
-    row: impl Fn(usize) -> &'a [T],
-) {
+fn write_values<'a, T: LeBytes>(out: &mut Vec<u8>, r: std::ops::Range<usize>, k: usize, row: impl Fn(usize) -> &'a [T]) {
     if r.is_empty() {
         return;
     }
