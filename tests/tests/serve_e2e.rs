@@ -232,7 +232,7 @@ fn serve_bounds_what_slow_clients_hold_and_guards_the_network() {
     let Err(err) = start_serve(&model, &["--listen", "0.0.0.0:0"], &[]) else {
         panic!("served beyond loopback without a token");
     };
-    assert!(err.contains("refusing to serve on") && err.contains("--token-file"), "{err}");
+    assert!(err.contains("refusing to listen on") && err.contains("--token-file"), "{err}");
     let (mut child, addr) = start_serve(&model, &["--listen", "0.0.0.0:0"], &[("ALS_SERVE_TOKEN", "s3cret")]).unwrap();
     let port = addr.rsplit(':').next().unwrap();
     let local = format!("127.0.0.1:{port}");

@@ -137,16 +137,9 @@ async fn run() -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let addr = als_net::listen::parse_listen(&args.listen)?;
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let secure = "set --token-file or ALS_TOKEN";
+    let listener = als_net::listen::bind_guarded(&args.listen, token.is_some(), args.insecure, secure).await?;
     let local = listener.local_addr()?;
-    if token.is_none() && !als_net::listen::is_loopback(&local) && !args.insecure {
-        anyhow::bail!(
-            "refusing to listen on {local} without a cluster token: set --token-file or ALS_TOKEN, listen on 127.0.0.1, or pass --insecure"
-        );
-    }
     if token.is_none() {
         tracing::warn!("no cluster token configured: any local process can drive this worker");
     }

@@ -104,17 +104,9 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         ..Default::default()
     };
     rt.block_on(async {
-        let addr = als_net::listen::parse_listen(&args.listen)?;
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+        let secure = format!("pass --token-file (or set {SERVE_TOKEN_ENV})");
+        let listener = als_net::listen::bind_guarded(&args.listen, token.is_some(), args.insecure, &secure).await?;
         let local = listener.local_addr()?;
-        if token.is_none() && !als_net::listen::is_loopback(&local) && !args.insecure {
-            anyhow::bail!(
-                "refusing to serve on {local} without a token: pass --token-file (or set {SERVE_TOKEN_ENV}), \
-                 listen on 127.0.0.1, or pass --insecure"
-            );
-        }
         let first = live.current();
         tracing::info!(
             address = %local,
