@@ -6,10 +6,12 @@ pub mod cluster;
 pub mod layout;
 pub mod model;
 pub(crate) mod parse;
+pub mod saved_model;
 pub mod split;
 pub mod train;
 
 pub use cluster::ClusterArgs;
 pub use layout::{check_columns, LayoutArgs};
 pub use model::{Cadence, MetricArgs, ModelArgs, ModelPoint};
+pub use saved_model::ModelDirArg;
 pub use train::TrainArgs;

@@ -15,9 +15,8 @@ use crate::model_dir::open_model;
 /// `coordinator fold-in`.
 #[derive(Args, Debug, Clone)]
 pub struct FoldInArgs {
-    /// Model directory written by training with --out.
-    #[arg(long, value_name = "DIR")]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: crate::args::ModelDirArg,
     /// Ratings of the users to add, in any layout training reads. Users already
     /// in the model are refit: their rows here replace their history.
     #[arg(long, value_name = "FILE")]
@@ -34,7 +33,7 @@ pub struct FoldInArgs {
 
 /// Run the command; a one-line summary goes to `out`.
 pub fn run(args: &FoldInArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let model = open_model(&args.model)?;
+    let model = open_model(&args.model.dir)?;
     if args.out.exists() && !args.overwrite {
         anyhow::bail!(
             "model directory {} already exists; pass --overwrite to replace it",

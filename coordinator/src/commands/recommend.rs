@@ -17,9 +17,8 @@ use crate::model_dir::{open_model, user_row, write_list};
 /// `coordinator recommend`.
 #[derive(Args, Debug, Clone)]
 pub struct RecommendArgs {
-    /// Model directory written by training with --out.
-    #[arg(long, value_name = "DIR")]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: crate::args::ModelDirArg,
     /// User id as in the training data.
     #[arg(long, value_name = "ID", required_unless_present_any = ["all", "history"], conflicts_with_all = ["all", "history"])]
     pub user: Option<String>,
@@ -89,7 +88,7 @@ pub fn read_candidates(model: &Model, path: &Path) -> anyhow::Result<Vec<u32>> {
 
 /// Run the command; results go to `out` (stdout in the binary).
 pub fn run(args: &RecommendArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let model = open_model(&args.model)?;
+    let model = open_model(&args.model.dir)?;
     let candidates = match &args.items {
         Some(p) => Some(read_candidates(&model, p)?),
         None => None,

@@ -1,7 +1,6 @@
 //! `coordinator similar`: items (or users) closest to one by cosine over the factors.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use clap::Args;
 
@@ -12,9 +11,8 @@ use crate::model_dir::{item_row, open_model, user_row, write_list};
 #[derive(Args, Debug, Clone)]
 #[command(group(clap::ArgGroup::new("query").required(true).args(["item", "user"])))]
 pub struct SimilarArgs {
-    /// Model directory written by training with --out.
-    #[arg(long, value_name = "DIR")]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: crate::args::ModelDirArg,
     /// Items similar to this item.
     #[arg(long, value_name = "ID")]
     pub item: Option<String>,
@@ -31,7 +29,7 @@ pub struct SimilarArgs {
 
 /// Run the command; results go to `out` (stdout in the binary).
 pub fn run(args: &SimilarArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let model = open_model(&args.model)?;
+    let model = open_model(&args.model.dir)?;
     match (&args.item, &args.user) {
         (Some(id), None) => {
             let i = item_row(&model, id)?;

@@ -46,9 +46,8 @@ pub const SERVE_TOKEN_ENV: &str = "ALS_SERVE_TOKEN";
 /// `coordinator serve`.
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Model directory written by training with --out (or fold-in).
-    #[arg(long, value_name = "DIR")]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: crate::args::ModelDirArg,
     /// Address to listen on: HOST:PORT, or :PORT for all interfaces (port 0: any free port,
     /// printed). Beyond loopback it needs --token-file (or ALS_SERVE_TOKEN) or --insecure.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
@@ -88,7 +87,7 @@ pub struct ServeArgs {
 /// Run the server; prints `listening on http://ADDR` to `out` once bound.
 pub fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     anyhow::ensure!(args.max_n >= 1, "--max-n must be at least 1");
-    let live = Arc::new(LiveModel::open(&args.model, args.max_n)?);
+    let live = Arc::new(LiveModel::open(&args.model.dir, args.max_n)?);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(t) = args.threads {
         anyhow::ensure!(t >= 1, "--threads must be at least 1");
@@ -110,7 +109,7 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         let first = live.current();
         tracing::info!(
             address = %local,
-            model = %args.model.display(),
+            model = %args.model.dir.display(),
             version = first.model.version,
             users = first.model.n_users(),
             items = first.model.n_items(),
