@@ -47,10 +47,8 @@ def test_values_that_are_not_finite_or_negative(user_items):
 def test_settings_out_of_range_or_of_the_wrong_type(user_items):
     for kw, exc, match in [
         ({"factors": 0}, ValueError, "factors must be >= 1"),
-        # Engine range checks, named as the Python parameter (not the CLI flag).
-        ({"factors": 5000}, ValueError, r"^factors must be in 1\.\.=4096, got 5000"),
-        ({"regularization": 2e6}, ValueError, r"^regularization must be in 0\.\.="),
-        ({"alpha": 2e7}, ValueError, r"^alpha must be in 0\.\.="),
+        ({"factors": 5000}, ValueError, "factors must be >= 1 and <= 4096"),
+        ({"regularization": 2e6}, ValueError, "regularization must be finite, >= 0.0 and <= 1000000.0"),
         ({"factors": "64"}, TypeError, "factors must be an int"),
         ({"regularization": -1}, ValueError, "regularization"),
         ({"regularization": float("nan")}, ValueError, "regularization"),
