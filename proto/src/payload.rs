@@ -168,23 +168,20 @@ pub struct Assembler<M: Bulk> {
 
 impl<M: Bulk> Assembler<M> {
     pub fn new(limits: &M::Limits) -> Self {
-        let limits = M::limits(limits);
-        Assembler {
-            held: vec![0; limits.len()],
-            pieces: vec![Vec::new(); limits.len()],
-            limits,
-            _message: std::marker::PhantomData,
-        }
+        Self::with_limits(M::limits(limits))
     }
 
     /// Unlimited: for streams whose sender is trusted to size them (the
     /// coordinator reading its own workers' answers checks the decoded sizes).
     pub fn unlimited() -> Self {
-        let n = M::NAMES.len();
+        Self::with_limits(vec![u64::MAX; M::NAMES.len()])
+    }
+
+    fn with_limits(limits: Vec<u64>) -> Self {
         Assembler {
-            limits: vec![u64::MAX; n],
-            held: vec![0; n],
-            pieces: vec![Vec::new(); n],
+            held: vec![0; limits.len()],
+            pieces: vec![Vec::new(); limits.len()],
+            limits,
             _message: std::marker::PhantomData,
         }
     }
@@ -207,11 +204,6 @@ impl<M: Bulk> Assembler<M> {
             self.pieces[i].push(data.clone());
         }
         Ok(())
-    }
-
-    /// Whether array `name` received no bytes.
-    pub fn is_empty(&self, name: &str) -> bool {
-        M::NAMES.iter().position(|n| *n == name).is_none_or(|i| self.held[i] == 0)
     }
 
     /// The decoded arrays.
@@ -268,8 +260,8 @@ mod tests {
             for m in &msgs {
                 acc.add(m).unwrap();
             }
-            assert!(acc.is_empty("bias") && !acc.is_empty("values"));
             let p = acc.finish().unwrap();
+            assert!(p.bias.is_empty() && !p.values.is_empty());
             assert_eq!(
                 (p.indptr, p.columns, p.needed),
                 (indptr.to_vec(), columns.to_vec(), needed.to_vec())

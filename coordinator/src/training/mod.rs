@@ -68,9 +68,7 @@ pub struct TrainOutcome {
 
 /// Run a whole training job; the summary goes to `out` (stdout in the binary).
 pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
-    let TrainJob { cfg, input: spec, .. } = &job;
-    let cfg = cfg.clone();
-    let spec = spec.clone();
+    let (cfg, spec) = (&job.cfg, &job.input);
     // Everything that can be refused is refused before loading and training.
     if let Some(plan) = &job.checkpoint {
         // Found out now, not after the first iteration.
@@ -84,7 +82,7 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
         tracing::info!("no --data given: training on the embedded synthetic dataset");
     }
 
-    let input: Input = load_input(&spec)?;
+    let input: Input = load_input(spec)?;
     log_summary(&input);
     let ds = &input.dataset;
     if spec.test != TestSource::None && ds.test.is_empty() {
@@ -103,7 +101,7 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
         "training"
     );
     let layouts = Layouts::for_dataset(ds, cfg.blocks);
-    let signature = RunSignature::new(&ds.fingerprint, &cfg);
+    let signature = RunSignature::new(&ds.fingerprint, cfg);
     let start = match &job.checkpoint {
         Some(CheckpointPlan { dir, resume: true, .. }) => {
             let (path, state) = latest_checkpoint(dir, &signature)?;
@@ -154,7 +152,7 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
     if let Trainer::Cluster(session) = &trainer {
         tracing::info!(workers = ?session.addrs(), "training on the cluster");
     }
-    let trained = trainer.train(ds, &cfg, &layouts, start, &mut on_iteration);
+    let trained = trainer.train(ds, cfg, &layouts, start, &mut on_iteration);
     progress::finish(&bar);
     let result = match trained {
         Ok(r) => r,
@@ -163,12 +161,12 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
     let (model, trained_on) = if job.refit_on_all {
         // Only the full data set is needed from here on.
         drop(input.dataset);
-        match final_fit(&trainer, &spec, &cfg, job.quiet, &input.summary.source, &result.final_metrics) {
+        match final_fit(&trainer, spec, cfg, job.quiet, &input.summary.source, &result.final_metrics) {
             Ok(m) => m,
             Err(e) => return trainer.shutdown(Err(e)),
         }
     } else {
-        let model = build_model(&result, ds, &cfg, &input.summary.source, &result.final_metrics);
+        let model = build_model(&result, ds, cfg, &input.summary.source, &result.final_metrics);
         let on = if spec.test == TestSource::None {
             TrainedOn::All(ds.n_train())
         } else {
@@ -178,7 +176,7 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
     };
     trainer.shutdown(Ok(()))?;
     let executor = job.executor.label();
-    let mut metrics = metrics_json(&result.reports, &result.final_metrics, &cfg, &input.summary, &executor);
+    let mut metrics = metrics_json(&result.reports, &result.final_metrics, cfg, &input.summary, &executor);
     let mut model = model;
     trained_on.record(&mut model, &mut metrics);
     if let Some(o) = &job.output {
@@ -197,7 +195,7 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
         data: input.summary.clone(),
         executor,
     };
-    summary::print_summary(out, &outcome, &cfg, &job).context("cannot write the summary")?;
+    summary::print_summary(out, &outcome, cfg, &job).context("cannot write the summary")?;
     if embedded {
         summary::print_demo(out, &outcome.model).context("cannot write the summary")?;
     }

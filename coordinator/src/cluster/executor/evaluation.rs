@@ -13,6 +13,7 @@ use anyhow::Context;
 
 use super::health::watched;
 use super::rpc::{run_evaluation, HalfError};
+use super::wire::bias_of_rows;
 use super::ClusterExecutor;
 
 impl ClusterExecutor<'_> {
@@ -47,22 +48,17 @@ impl ClusterExecutor<'_> {
             v.dedup();
             v
         };
-        let user_row = |i: usize| users.row(user_rows[i]);
-        let item_row = |i: usize| if implicit { items.row(i) } else { items.row(item_rows[i] as usize) };
-        let n_items = if implicit { items.n_rows() } else { item_rows.len() };
-        let bias_of = |f: &Factors, rows: &mut dyn Iterator<Item = usize>| -> Vec<f32> {
-            if f.bias.is_empty() {
-                Vec::new()
-            } else {
-                rows.map(|r| f.bias[r]).collect()
-            }
-        };
-        let user_bias = bias_of(users, &mut user_rows.iter().copied());
-        let item_bias = if implicit {
-            bias_of(items, &mut (0..n_items))
+        // Top-K lists score every item; predictions need only the test rows' items.
+        let (n_items, item_of) = if implicit {
+            (items.n_rows(), None)
         } else {
-            bias_of(items, &mut item_rows.iter().map(|&r| r as usize))
+            (item_rows.len(), Some(&item_rows))
         };
+        let item_at = |i: usize| item_of.map_or(i, |rows| rows[i] as usize);
+        let user_row = |i: usize| users.row(user_rows[i]);
+        let item_row = |i: usize| items.row(item_at(i));
+        let user_bias = bias_of_rows(users, user_rows.iter().copied());
+        let item_bias = bias_of_rows(items, (0..n_items).map(item_at));
         let fields = EvalFields {
             item_rows: Field::U32(&item_rows),
             user_factors: Field::Rows {

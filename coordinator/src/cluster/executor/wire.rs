@@ -76,6 +76,16 @@ pub(super) fn block_messages(
     })
 }
 
+/// The biases of `rows` of `f` (none when the model has no biases), the
+/// array that goes beside the rows' factors.
+pub(super) fn bias_of_rows(f: &Factors, rows: impl Iterator<Item = usize>) -> Vec<f32> {
+    if f.bias.is_empty() {
+        Vec::new()
+    } else {
+        rows.map(|r| f.bias[r]).collect()
+    }
+}
+
 /// The fixed rows one worker needs, as messages (the rows go from the
 /// factor matrix straight into the message buffers).
 pub(super) fn factor_messages(
@@ -87,11 +97,7 @@ pub(super) fn factor_messages(
     gram: Option<&[f64]>,
 ) -> Vec<FactorChunk> {
     let row = |i: usize| fixed.row(rows[i] as usize);
-    let bias: Vec<f32> = if fixed.bias.is_empty() {
-        Vec::new()
-    } else {
-        rows.iter().map(|&r| fixed.bias[r as usize]).collect()
-    };
+    let bias = bias_of_rows(fixed, rows.iter().map(|&r| r as usize));
     let fields = FactorFields {
         gram: Field::F64(gram.unwrap_or_default()),
         factors: Field::Rows {
