@@ -1,7 +1,8 @@
-//! A training result, its data and settings -> the core [`Model`] that is saved and served.
+//! A training result, its data and settings -> the parts of the core
+//! [`als_core::model::Model`] that is saved and served.
 
 use als_core::data::Dataset;
-use als_core::model::{Model, ModelKind};
+use als_core::model::{ModelKind, ModelParts};
 use als_core::solve::Feedback;
 use als_core::train::{TestMetrics, TrainConfig, TrainResult};
 use serde_json::Value;
@@ -19,13 +20,13 @@ pub fn hyperparameters(cfg: &TrainConfig, data_source: &str) -> Value {
     v
 }
 
-/// Build the model from a finished run.
+/// The parts of the model of a finished run (checked and indexed by `Model::new`).
 ///
 /// Ids and factor rows are in the dataset's dense order; `seen` is the
 /// training matrix by user (so recommendations exclude rated items); biases
 /// and the global mean only for biased explicit models; the rating range
 /// for explicit models.
-pub fn build_model(result: &TrainResult, ds: &Dataset, cfg: &TrainConfig, data_source: &str, final_metrics: &TestMetrics) -> Model {
+pub fn model_parts(result: &TrainResult, ds: &Dataset, cfg: &TrainConfig, data_source: &str, final_metrics: &TestMetrics) -> ModelParts {
     let (kind, global_mean) = match result.params.feedback {
         Feedback::Explicit { biased, global_mean } => (ModelKind::Explicit, if biased { global_mean } else { 0.0 }),
         Feedback::Implicit { .. } => (ModelKind::Implicit, 0.0),
@@ -33,7 +34,7 @@ pub fn build_model(result: &TrainResult, ds: &Dataset, cfg: &TrainConfig, data_s
     let biased = cfg.has_biases();
     let users = &result.state.users;
     let items = &result.state.items;
-    Model {
+    ModelParts {
         kind,
         user_ids: ds.user_ids.clone(),
         item_ids: ds.item_ids.clone(),
@@ -48,6 +49,5 @@ pub fn build_model(result: &TrainResult, ds: &Dataset, cfg: &TrainConfig, data_s
         data_fingerprint: ds.fingerprint.clone(),
         metrics: Value::Object(final_metrics.to_json_map()),
         version: FIRST_MODEL_VERSION,
-        ..Default::default()
     }
 }

@@ -328,16 +328,16 @@ fn explicit_train_save_load_recommend() {
 
     // The saved model equals the in-memory one.
     let model = load_model(&out).unwrap();
-    assert_eq!(model.kind, ModelKind::Explicit);
-    assert_eq!(model.user_factors, o.model.user_factors);
-    assert_eq!(model.item_bias, o.model.item_bias);
-    assert_eq!(model.version, 1);
-    assert_eq!(model.hyperparameters["data_source"], s(&data));
-    assert_eq!(model.hyperparameters["factors"], 6);
-    assert_eq!(model.metrics["rmse"].as_f64().unwrap(), rmse);
+    assert_eq!(model.kind(), ModelKind::Explicit);
+    assert_eq!(model.user_factors(), o.model.user_factors());
+    assert_eq!(model.item_bias(), o.model.item_bias());
+    assert_eq!(model.version(), 1);
+    assert_eq!(model.hyperparameters()["data_source"], s(&data));
+    assert_eq!(model.hyperparameters()["factors"], 6);
+    assert_eq!(model.metrics()["rmse"].as_f64().unwrap(), rmse);
 
     // recommend: table, then JSON lines; seen items excluded.
-    let user = model.user_ids[0].clone();
+    let user = model.user_ids()[0].clone();
     let cli = parse(&["recommend", "--model", s(&out), "--user", &user, "-n", "5", "--json"]).unwrap();
     let Some(Command::Recommend(r)) = cli.command else { panic!() };
     let mut buf = Vec::new();
@@ -348,7 +348,13 @@ fn explicit_train_save_load_recommend() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 5);
-    let seen: Vec<&str> = model.seen.row(0).0.iter().map(|&i| model.item_ids[i as usize].as_str()).collect();
+    let seen: Vec<&str> = model
+        .seen()
+        .row(0)
+        .0
+        .iter()
+        .map(|&i| model.item_ids()[i as usize].as_str())
+        .collect();
     let mut last = f64::INFINITY;
     for l in &lines {
         let item = l["item"].as_str().unwrap();
@@ -373,7 +379,7 @@ fn explicit_train_save_load_recommend() {
 
     // Candidates file restricts the items.
     let cands = dir.path().join("cands.txt");
-    let allowed: Vec<String> = model.item_ids.iter().step_by(7).cloned().collect();
+    let allowed: Vec<String> = model.item_ids().iter().step_by(7).cloned().collect();
     std::fs::write(&cands, format!("{}\nunknown-item\n", allowed.join("\n"))).unwrap();
     let cli = parse(&["recommend", "--model", s(&out), "--user", &user, "--items", s(&cands), "--json"]).unwrap();
     let Some(Command::Recommend(r)) = cli.command else { panic!() };
@@ -413,9 +419,9 @@ fn explicit_train_save_load_recommend() {
         let want = model.recommend(u, 4, false, None);
         for (r, w) in want.iter().enumerate() {
             let row = &rows[u * 4 + r];
-            assert_eq!(row[0], model.user_ids[u]);
+            assert_eq!(row[0], model.user_ids()[u]);
             assert_eq!(row[1], (r + 1).to_string());
-            assert_eq!(row[2], model.item_ids[w.index as usize], "user {u} rank {}", r + 1);
+            assert_eq!(row[2], model.item_ids()[w.index as usize], "user {u} rank {}", r + 1);
             let score: f32 = row[3].parse().unwrap();
             assert!((score - w.score).abs() < 1e-4, "{score} vs {}", w.score);
         }
@@ -423,11 +429,11 @@ fn explicit_train_save_load_recommend() {
     let all_json = dir.path().join("all.jsonl");
     recommend_cmd::recommend_all(&model, 2, true, None, &all_json, als_core::atomic::OutputPolicy::REPLACE).unwrap();
     let first: Value = serde_json::from_str(std::fs::read_to_string(&all_json).unwrap().lines().next().unwrap()).unwrap();
-    assert_eq!(first["user"], model.user_ids[0].as_str());
+    assert_eq!(first["user"], model.user_ids()[0].as_str());
     let want = model.recommend(0, 2, true, None);
     let items = first["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
-    assert_eq!(items[0]["item"], model.item_ids[want[0].index as usize].as_str());
+    assert_eq!(items[0]["item"], model.item_ids()[want[0].index as usize].as_str());
     // --all restricted to candidates.
     let cand_rows: Vec<u32> = (0..model.n_items() as u32).step_by(5).collect();
     let all_c = dir.path().join("all_c.csv");
@@ -435,10 +441,10 @@ fn explicit_train_save_load_recommend() {
     let text = std::fs::read_to_string(&all_c).unwrap();
     let line2: Vec<&str> = text.lines().nth(1).unwrap().split(',').collect();
     let want = model.recommend(0, 3, false, Some(&cand_rows));
-    assert_eq!(line2[2], model.item_ids[want[0].index as usize]);
+    assert_eq!(line2[2], model.item_ids()[want[0].index as usize]);
 
     // similar: by item and by user.
-    let item = model.item_ids[3].clone();
+    let item = model.item_ids()[3].clone();
     let cli = parse(&["similar", "--model", s(&out), "--item", &item, "-n", "4", "--json"]).unwrap();
     let Some(Command::Similar(sa)) = cli.command else { panic!() };
     let mut buf = Vec::new();
@@ -500,9 +506,9 @@ fn implicit_run_reports_ranking_metrics() {
     );
     assert_eq!(m["config"]["solver"]["kind"], "cg");
     let model = load_model(&out).unwrap();
-    assert_eq!(model.kind, ModelKind::Implicit);
-    assert!(model.user_bias.is_none());
-    assert_eq!(model.rating_range, None);
+    assert_eq!(model.kind(), ModelKind::Implicit);
+    assert!(model.user_bias().is_none());
+    assert_eq!(model.rating_range(), None);
 }
 
 #[test]
@@ -525,7 +531,7 @@ fn explicit_test_file_and_embedded_default() {
     let o = run_train(&a, &mut Vec::new()).unwrap();
     assert_eq!(o.data.n_test, 4000);
     assert_eq!(o.data.test_dropped_cold, 0);
-    assert!(o.model.user_bias.is_none() && o.model.global_mean == 0.0);
+    assert!(o.model.user_bias().is_none() && o.model.global_mean() == 0.0);
 
     // No --data: the embedded dataset, with a few recommendations printed.
     let a = train_args(&["--factors", "4", "--iterations", "1", "--quiet"]);
@@ -628,9 +634,9 @@ fn the_saved_model_is_refit_on_every_rating_by_default() {
     for s in 0..200 {
         let out = dir.path().join(format!("probe{s}"));
         let o = run(&["--final-fit", "train"], &out, &s.to_string());
-        if !o.model.item_ids.iter().any(|i| i == "i39") {
+        if !o.model.item_ids().iter().any(|i| i == "i39") {
             seed = Some(s.to_string());
-            assert_eq!(o.model.hyperparameters["trained_on"]["ratings"], "train");
+            assert_eq!(o.model.hyperparameters()["trained_on"]["ratings"], "train");
             break;
         }
     }
@@ -639,16 +645,16 @@ fn the_saved_model_is_refit_on_every_rating_by_default() {
     let o = run(&[], &out, &seed);
     let m = load_model(&out).unwrap();
     assert_eq!((m.n_users(), m.n_items()), (60, 40), "every user and item of the input");
-    assert_eq!(m.seen.indices.len(), n_ratings, "seen covers every interaction");
+    assert_eq!(m.seen().indices.len(), n_ratings, "seen covers every interaction");
     let u0 = m.user_index("u0").unwrap();
     let recs = m.recommend(u0, 40, false, None);
     assert!(
-        recs.iter().all(|r| m.item_ids[r.index as usize] != "i39"),
+        recs.iter().all(|r| m.item_ids()[r.index as usize] != "i39"),
         "a rated item is recommended"
     );
-    assert_eq!(m.hyperparameters["trained_on"]["ratings"], "all");
-    assert_eq!(m.hyperparameters["trained_on"]["n_ratings"], n_ratings);
-    assert!(m.metrics["metrics_from"].as_str().unwrap().contains("held-out"));
+    assert_eq!(m.hyperparameters()["trained_on"]["ratings"], "all");
+    assert_eq!(m.hyperparameters()["trained_on"]["n_ratings"], n_ratings);
+    assert!(m.metrics()["metrics_from"].as_str().unwrap().contains("held-out"));
     assert_eq!(o.metrics["model_trained_on"]["ratings"], "all");
     assert!(o.metrics["final"]["rmse"].is_f64(), "the held-out metrics are reported");
     // --test FILE: the training set is --data as given; asking for a refit is refused.

@@ -20,9 +20,11 @@ pub(crate) fn load_model_dir<'py>(py: Python<'py>, path: std::path::PathBuf) -> 
             path.display()
         )));
     }
+    // Moved out of the model, so the arrays reach numpy without a copy.
     let model = py
         .detach(|| load_model(&path))
-        .map_err(|e| PyValueError::new_err(format!("{}: {}", path.display(), crate::convert::error_chain(&e))))?;
+        .map_err(|e| PyValueError::new_err(format!("{}: {}", path.display(), crate::convert::error_chain(&e))))?
+        .into_parts();
     let out = PyDict::new(py);
     out.set_item(
         "kind",

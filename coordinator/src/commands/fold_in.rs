@@ -64,7 +64,7 @@ pub fn run(args: &FoldInArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     tracing::info!(
         added = report.added,
         refit = report.refit,
-        version = next.version,
+        version = next.version(),
         "users folded in"
     );
     writeln!(
@@ -72,7 +72,7 @@ pub fn run(args: &FoldInArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         "added {} users, refit {}; model version {} ({} users) written to {}",
         report.added,
         report.refit,
-        next.version,
+        next.version(),
         next.n_users(),
         args.out.display()
     )?;
@@ -143,7 +143,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mdir = model_dir(dir.path());
         let m = load_model(&mdir).unwrap();
-        let (a, b) = (m.item_ids[3].clone(), m.item_ids[8].clone());
+        let (a, b) = (m.item_ids()[3].clone(), m.item_ids()[8].clone());
 
         // recommend --history: the core fold-in's list, history items excluded.
         let hist = dir.path().join("h.txt");
@@ -162,7 +162,7 @@ mod tests {
             .unwrap();
         let want = m.recommend_for_vector(&user.factors, user.bias, 4, &user.items, None);
         let got_items: Vec<&str> = got.iter().map(|g| g["item"].as_str().unwrap()).collect();
-        let want_items: Vec<&str> = want.iter().map(|w| m.item_ids[w.index as usize].as_str()).collect();
+        let want_items: Vec<&str> = want.iter().map(|w| m.item_ids()[w.index as usize].as_str()).collect();
         assert_eq!(got_items, want_items);
         assert!(!got_items.contains(&a.as_str()) && !got_items.contains(&b.as_str()));
 
@@ -176,7 +176,7 @@ mod tests {
 
         // fold-in: new users appended as the next version; the old directory is untouched.
         let data = dir.path().join("new.csv");
-        std::fs::write(&data, format!("newbie,{a},4\nnewbie,{b},1\n{},{a},3\n", m.user_ids[0])).unwrap();
+        std::fs::write(&data, format!("newbie,{a},4\nnewbie,{b},1\n{},{a},3\n", m.user_ids()[0])).unwrap();
         let out = dir.path().join("model2");
         let Command::FoldIn(f) = cli(&["fold-in", "--model", s(&mdir), "--data", s(&data), "--out", s(&out)]) else {
             panic!("not fold-in")
@@ -186,10 +186,10 @@ mod tests {
         let msg = String::from_utf8(msg).unwrap();
         assert!(msg.contains("added 1 users, refit 1; model version 2"), "{msg}");
         let m2 = load_model(&out).unwrap();
-        assert_eq!((m2.version, m2.n_users()), (m.version + 1, m.n_users() + 1));
+        assert_eq!((m2.version(), m2.n_users()), (m.version() + 1, m.n_users() + 1));
         let u = m2.user_index("newbie").unwrap();
         assert_eq!(
-            m2.user_factors.row(u).to_vec(),
+            m2.user_factors().row(u).to_vec(),
             FoldIn::new(&m)
                 .unwrap()
                 .fold_in(&m, &[(a.as_str(), 4.0), (b.as_str(), 1.0)], None)

@@ -114,13 +114,13 @@ pub fn run(args: &RecommendArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.history {
         let recs = recommend_for_history(&model, path, args.n, args.include_seen, candidates.as_deref())?;
-        write_list(out, &recs, args.json, "item", &model.item_ids)?;
+        write_list(out, &recs, args.json, "item", model.item_ids())?;
         return Ok(());
     }
     let id = args.user.as_deref().context("give --user ID, --history FILE or --all")?;
     let u = user_row(&model, id)?;
     let recs = model.recommend(u, args.n, args.include_seen, candidates.as_deref());
-    write_list(out, &recs, args.json, "item", &model.item_ids)?;
+    write_list(out, &recs, args.json, "item", model.item_ids())?;
     Ok(())
 }
 
@@ -134,7 +134,7 @@ pub fn recommend_for_history(
     candidates: Option<&[u32]>,
 ) -> anyhow::Result<Vec<Scored>> {
     let lines = read_history(path)?;
-    let history = history_values(&lines, model.kind, path)?;
+    let history = history_values(&lines, model.kind(), path)?;
     let fold = FoldIn::new(model).context("cannot fold in")?;
     let user = fold
         .fold_in(model, &history, None)
@@ -183,8 +183,8 @@ pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
 /// `candidates` when given.
 fn scoring_targets(model: &Model, candidates: Option<&[u32]>) -> Array2<f32> {
     let k = model.factors();
-    let item_bias = match model.kind {
-        ModelKind::Explicit => model.item_bias.as_deref(),
+    let item_bias = match model.kind() {
+        ModelKind::Explicit => model.item_bias(),
         ModelKind::Implicit => None,
     };
     let rows: Vec<usize> = match candidates {
@@ -194,7 +194,7 @@ fn scoring_targets(model: &Model, candidates: Option<&[u32]>) -> Array2<f32> {
     let extra = item_bias.is_some() as usize;
     let mut t = Array2::<f32>::zeros((rows.len(), k + extra));
     for (r, &i) in rows.iter().enumerate() {
-        t.slice_mut(s![r, ..k]).assign(&model.item_factors.row(i));
+        t.slice_mut(s![r, ..k]).assign(&model.item_factors().row(i));
         if let Some(b) = item_bias {
             t[[r, k]] = b[i];
         }
@@ -230,7 +230,7 @@ pub fn recommend_all(
     };
     let format = AllFormat::of(path);
     let n_users = model.n_users();
-    let seen_rows = model.seen.n_rows();
+    let seen_rows = model.seen().n_rows();
     als_core::atomic::write_file_atomic(path, policy, |w| {
         if format == AllFormat::Csv {
             w.write_all(b"user,rank,item,score\n")?;
@@ -239,14 +239,14 @@ pub fn recommend_all(
         while start < n_users {
             let end = (start + ALL_BATCH_USERS).min(n_users);
             let mut q = Array2::<f32>::ones((end - start, k + extra));
-            q.slice_mut(s![.., ..k]).assign(&model.user_factors.slice(s![start..end, ..]));
+            q.slice_mut(s![.., ..k]).assign(&model.user_factors().slice(s![start..end, ..]));
             // Seen items of each user of the batch, in target space, sorted.
             let excluded: Vec<Vec<u32>> = (start..end)
                 .map(|u| {
                     if include_seen || u >= seen_rows {
                         return Vec::new();
                     }
-                    let seen = model.seen.row(u).0;
+                    let seen = model.seen().row(u).0;
                     match &position {
                         None => seen.to_vec(),
                         Some(p) => {
@@ -261,11 +261,11 @@ pub fn recommend_all(
             let tops = top_n_batch(q.view(), targets.view(), n, &exclude);
             for (j, top) in tops.iter().enumerate() {
                 let u = start + j;
-                let offset = match model.kind {
-                    ModelKind::Explicit => model.global_mean + model.user_bias.as_ref().map_or(0.0, |b| b[u]),
+                let offset = match model.kind() {
+                    ModelKind::Explicit => model.global_mean() + model.user_bias().map_or(0.0, |b| b[u]),
                     ModelKind::Implicit => 0.0,
                 };
-                let uid = &model.user_ids[u];
+                let uid = &model.user_ids()[u];
                 match format {
                     AllFormat::Csv => {
                         for (r, s) in top.iter().enumerate() {
@@ -274,7 +274,7 @@ pub fn recommend_all(
                                 "{},{},{},{}",
                                 csv_field(uid),
                                 r + 1,
-                                csv_field(&model.item_ids[target_item(s.index)]),
+                                csv_field(&model.item_ids()[target_item(s.index)]),
                                 s.score + offset
                             )?;
                         }
@@ -282,7 +282,7 @@ pub fn recommend_all(
                     AllFormat::JsonLines => {
                         let items: Vec<serde_json::Value> = top
                             .iter()
-                            .map(|s| serde_json::json!({"item": model.item_ids[target_item(s.index)], "score": s.score + offset}))
+                            .map(|s| serde_json::json!({"item": model.item_ids()[target_item(s.index)], "score": s.score + offset}))
                             .collect();
                         writeln!(w, "{}", serde_json::json!({"user": uid, "items": items}))?;
                     }

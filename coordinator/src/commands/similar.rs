@@ -34,12 +34,12 @@ pub fn run(args: &SimilarArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         (Some(id), None) => {
             let i = item_row(&model, id)?;
             let sims = model.similar_items(i, args.n);
-            write_list(out, &sims, args.json, "item", &model.item_ids)?;
+            write_list(out, &sims, args.json, "item", model.item_ids())?;
         }
         (None, Some(id)) => {
             let u = user_row(&model, id)?;
             let sims = model.similar_users(u, args.n);
-            write_list(out, &sims, args.json, "user", &model.user_ids)?;
+            write_list(out, &sims, args.json, "user", model.user_ids())?;
         }
         _ => anyhow::bail!("give exactly one of --item ID and --user ID"),
     }

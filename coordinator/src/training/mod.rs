@@ -9,13 +9,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use als_core::checkpoint::{latest_checkpoint, write_checkpoint, RunSignature};
-use als_core::model::{save_model, Model};
+use als_core::model::{save_model, Model, ModelParts};
 use als_core::train::{IterationReport, Layouts, TestMetrics, TrainConfig, TrainError, TrainResult, TrainState};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
 use crate::input::{load_input, log_summary, DataSource, Input, InputSpec, TestSource};
-use crate::model_build::build_model;
+use crate::model_build::model_parts;
 use crate::progress;
 use crate::report::{metrics_json, write_json_atomic, DataSummary};
 
@@ -166,7 +166,7 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
             Err(e) => return trainer.shutdown(Err(e)),
         }
     } else {
-        let model = build_model(&result, ds, cfg, &input.summary.source, &result.final_metrics);
+        let model = model_parts(&result, ds, cfg, &input.summary.source, &result.final_metrics);
         let on = if spec.test == TestSource::None {
             TrainedOn::All(ds.n_train())
         } else {
@@ -177,8 +177,9 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
     trainer.shutdown(Ok(()))?;
     let executor = job.executor.label();
     let mut metrics = metrics_json(&result.reports, &result.final_metrics, cfg, &input.summary, &executor);
-    let mut model = model;
-    trained_on.record(&mut model, &mut metrics);
+    let mut parts = model;
+    trained_on.record(&mut parts, &mut metrics);
+    let model = Model::new(parts).context("the trained model is inconsistent")?;
     if let Some(o) = &job.output {
         save_model(&model, &o.dir, o.overwrite).with_context(|| format!("cannot save the model to {}", o.dir.display()))?;
         tracing::info!(dir = %o.dir.display(), trained_on = %trained_on.describe(), "model saved");
@@ -212,7 +213,7 @@ fn final_fit(
     quiet: bool,
     source: &str,
     held_out: &TestMetrics,
-) -> anyhow::Result<(Model, TrainedOn)> {
+) -> anyhow::Result<(ModelParts, TrainedOn)> {
     let full = load_input(&InputSpec {
         test: TestSource::None,
         ..spec.clone()
@@ -235,7 +236,7 @@ fn final_fit(
     let trained = trainer.train(ds, cfg, &layouts, None, &mut on_iteration);
     progress::finish(&bar);
     let result = trained.context("the final fit on every rating failed")?;
-    let model = build_model(&result, ds, cfg, source, held_out);
+    let model = model_parts(&result, ds, cfg, source, held_out);
     Ok((model, TrainedOn::All(ds.n_train())))
 }
 
@@ -257,7 +258,7 @@ impl TrainedOn {
         }
     }
 
-    fn record(self, model: &mut Model, metrics: &mut Value) {
+    fn record(self, model: &mut ModelParts, metrics: &mut Value) {
         let (what, n) = match self {
             TrainedOn::All(n) => ("all", n),
             TrainedOn::Train(n) => ("train", n),

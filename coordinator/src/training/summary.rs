@@ -73,7 +73,7 @@ pub(crate) fn print_summary(out: &mut dyn Write, o: &TrainOutcome, cfg: &TrainCo
         writeln!(out, "test: {line}")?;
     }
     if let Some(dir) = job.output.as_ref().map(|o| &o.dir) {
-        let on = &o.model.hyperparameters["trained_on"];
+        let on = &o.model.hyperparameters()["trained_on"];
         match on["ratings"].as_str() {
             Some("all") => writeln!(
                 out,
@@ -102,9 +102,9 @@ pub(crate) fn print_demo(out: &mut dyn Write, model: &Model) -> std::io::Result<
         let recs = model.recommend(u, DEMO_TOP_N, false, None);
         let items: Vec<String> = recs
             .iter()
-            .map(|s| format!("{} ({:.3})", model.item_ids[s.index as usize], s.score))
+            .map(|s| format!("{} ({:.3})", model.item_ids()[s.index as usize], s.score))
             .collect();
-        writeln!(out, "  user {}: {}", model.user_ids[u], items.join(", "))?;
+        writeln!(out, "  user {}: {}", model.user_ids()[u], items.join(", "))?;
     }
     Ok(())
 }

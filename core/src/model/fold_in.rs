@@ -255,7 +255,7 @@ pub fn fold_in_users(model: &Model, raw: &RawRatings, duplicates: Option<Duplica
         rows_of[u as usize].push(r);
     }
     let k = model.factors();
-    let mut next = model.clone();
+    let mut next = model.clone().into_parts();
     let mut report = FoldInReport::default();
     let mut new_ids = Vec::new();
     let mut new_factors: Vec<f32> = Vec::new();
@@ -311,7 +311,8 @@ pub fn fold_in_users(model: &Model, raw: &RawRatings, duplicates: Option<Duplica
     next.user_ids.extend(new_ids);
     next.seen = seen_csr(&seen_rows, model.n_items());
     next.version = model.version + 1;
-    next.reset_index();
+    // New users are tokens the model lacks, each once, so the parts stay valid.
+    let next = Model::new(next).map_err(|e| FoldInError::Inconsistent(e.to_string()))?;
     Ok((next, report))
 }
 

@@ -9,8 +9,6 @@ pub mod store;
 pub use fold_in::{fold_in_users, FoldIn, FoldInError, FoldInReport, FoldedUser};
 pub use store::{load_model, save_model, ModelError, MODEL_FORMAT_VERSION};
 
-use std::sync::OnceLock;
-
 use ndarray::{Array2, ArrayView2, Axis};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -26,35 +24,32 @@ pub enum ModelKind {
     Implicit,
 }
 
-/// Lazily built id -> row maps of a [`Model`].
-///
-/// Carries no model data: it compares equal to any other, a clone starts
-/// empty, and it is rebuilt on use when the id lists no longer match it.
-#[derive(Default)]
-pub struct IdIndex {
-    users: OnceLock<FxHashMap<String, u32>>,
-    items: OnceLock<FxHashMap<String, u32>>,
+/// Id -> row maps of a [`Model`], built with it. Derived from the id lists,
+/// so it is left out of `==` and `Debug`.
+#[derive(Clone, Default)]
+struct IdIndex {
+    users: FxHashMap<String, u32>,
+    items: FxHashMap<String, u32>,
 }
 
 impl IdIndex {
-    fn lookup(cell: &OnceLock<FxHashMap<String, u32>>, ids: &[String], id: &str) -> Option<usize> {
-        let map = cell.get_or_init(|| ids.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect());
-        if map.len() == ids.len() {
-            // Verify the hit, so a map built before `ids` changed can't give a wrong row.
-            match map.get(id) {
-                Some(&i) if ids.get(i as usize).map(String::as_str) == Some(id) => return Some(i as usize),
-                None => return None,
-                Some(_) => {}
+    /// Index both id lists; a repeated id is an error (rows would be ambiguous).
+    fn build(user_ids: &[String], item_ids: &[String]) -> Result<IdIndex, ModelError> {
+        fn one(which: &'static str, ids: &[String]) -> Result<FxHashMap<String, u32>, ModelError> {
+            let mut map = FxHashMap::with_capacity_and_hasher(ids.len(), Default::default());
+            for (row, id) in ids.iter().enumerate() {
+                if let Some(first) = map.insert(id.clone(), row as u32) {
+                    return Err(ModelError::Invalid {
+                        problem: format!("{which} id {id:?} appears twice (rows {first} and {row})"),
+                    });
+                }
             }
+            Ok(map)
         }
-        // Stale map (ids changed after it was built) or duplicate ids: scan.
-        ids.iter().position(|s| s == id)
-    }
-}
-
-impl Clone for IdIndex {
-    fn clone(&self) -> Self {
-        IdIndex::default()
+        Ok(IdIndex {
+            users: one("user", user_ids)?,
+            items: one("item", item_ids)?,
+        })
     }
 }
 
@@ -66,16 +61,14 @@ impl PartialEq for IdIndex {
 
 impl std::fmt::Debug for IdIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("IdIndex")
+        write!(f, "IdIndex({} users, {} items)", self.users.len(), self.items.len())
     }
 }
 
-/// A trained model.
-///
-/// Build with a struct literal ending in `..Default::default()` (which also
-/// fills `index`), or set `index: Default::default()`.
+/// The data of a model, as training builds it or a model directory holds it.
+/// [`Model::new`] checks it and indexes its ids.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Model {
+pub struct ModelParts {
     pub kind: ModelKind,
     /// Original ids in row order.
     pub user_ids: Vec<String>,
@@ -83,7 +76,7 @@ pub struct Model {
     /// n_users × k and n_items × k.
     pub user_factors: Array2<f32>,
     pub item_factors: Array2<f32>,
-    /// Explicit models.
+    /// Biased explicit models.
     pub user_bias: Option<Vec<f32>>,
     pub item_bias: Option<Vec<f32>>,
     /// 0 for implicit.
@@ -98,13 +91,11 @@ pub struct Model {
     pub metrics: serde_json::Value,
     /// Increments when users are folded in (model versions).
     pub version: u64,
-    /// Lazy id lookup (no data; ignored by `==`).
-    pub index: IdIndex,
 }
 
-impl Default for Model {
+impl Default for ModelParts {
     fn default() -> Self {
-        Model {
+        ModelParts {
             kind: ModelKind::Implicit,
             user_ids: Vec::new(),
             item_ids: Vec::new(),
@@ -124,9 +115,69 @@ impl Default for Model {
             data_fingerprint: String::new(),
             metrics: serde_json::Value::Null,
             version: 0,
-            index: IdIndex::default(),
         }
     }
+}
+
+impl ModelParts {
+    /// Every size agrees with every other (what the queries index by).
+    fn check(&self) -> Result<(), ModelError> {
+        let bad = |problem: String| Err(ModelError::Invalid { problem });
+        let (nu, ni) = (self.user_ids.len(), self.item_ids.len());
+        let k = self.user_factors.ncols();
+        if self.user_factors.nrows() != nu {
+            return bad(format!("{} user factor rows for {nu} user ids", self.user_factors.nrows()));
+        }
+        if self.item_factors.dim() != (ni, k) {
+            let (r, c) = self.item_factors.dim();
+            return bad(format!("item factors are {r} × {c}, expected {ni} × {k}"));
+        }
+        for (which, bias, n) in [("user", &self.user_bias, nu), ("item", &self.item_bias, ni)] {
+            if let Some(b) = bias {
+                if b.len() != n {
+                    return bad(format!("{} {which} biases for {n} {which}s", b.len()));
+                }
+            }
+        }
+        if self.user_bias.is_some() != self.item_bias.is_some() {
+            return bad("user and item biases must be both present or both absent".into());
+        }
+        if self.kind == ModelKind::Implicit && self.user_bias.is_some() {
+            return bad("an implicit model has no biases".into());
+        }
+        if self.seen.n_rows() > nu || self.seen.n_cols != ni {
+            return bad(format!(
+                "seen items are {} × {}, expected at most {nu} rows of {ni} items",
+                self.seen.n_rows(),
+                self.seen.n_cols
+            ));
+        }
+        if let Some(&i) = self.seen.indices.iter().find(|&&i| i as usize >= ni) {
+            return bad(format!("a seen item row {i} is past the {ni} items"));
+        }
+        Ok(())
+    }
+}
+
+/// A trained model: read-only once built, with its ids indexed, so every
+/// lookup is O(1) and no query can see sizes that disagree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    kind: ModelKind,
+    user_ids: Vec<String>,
+    item_ids: Vec<String>,
+    user_factors: Array2<f32>,
+    item_factors: Array2<f32>,
+    user_bias: Option<Vec<f32>>,
+    item_bias: Option<Vec<f32>>,
+    global_mean: f32,
+    rating_range: Option<(f32, f32)>,
+    seen: Csr,
+    hyperparameters: serde_json::Value,
+    data_fingerprint: String,
+    metrics: serde_json::Value,
+    version: u64,
+    index: IdIndex,
 }
 
 /// Cosine similarities of row `q` of `m` to every row (0 where a norm is 0).
@@ -170,20 +221,141 @@ impl Model {
         self.item_ids.len()
     }
 
-    /// Row of a user id (O(1) after the first call).
+    /// Check the parts and index the ids (an id given twice is an error).
+    pub fn new(parts: ModelParts) -> Result<Model, ModelError> {
+        parts.check()?;
+        let index = IdIndex::build(&parts.user_ids, &parts.item_ids)?;
+        let ModelParts {
+            kind,
+            user_ids,
+            item_ids,
+            user_factors,
+            item_factors,
+            user_bias,
+            item_bias,
+            global_mean,
+            rating_range,
+            seen,
+            hyperparameters,
+            data_fingerprint,
+            metrics,
+            version,
+        } = parts;
+        Ok(Model {
+            kind,
+            user_ids,
+            item_ids,
+            user_factors,
+            item_factors,
+            user_bias,
+            item_bias,
+            global_mean,
+            rating_range,
+            seen,
+            hyperparameters,
+            data_fingerprint,
+            metrics,
+            version,
+            index,
+        })
+    }
+
+    /// The data back, to change it (then [`Model::new`] again) or to move it out.
+    pub fn into_parts(self) -> ModelParts {
+        ModelParts {
+            kind: self.kind,
+            user_ids: self.user_ids,
+            item_ids: self.item_ids,
+            user_factors: self.user_factors,
+            item_factors: self.item_factors,
+            user_bias: self.user_bias,
+            item_bias: self.item_bias,
+            global_mean: self.global_mean,
+            rating_range: self.rating_range,
+            seen: self.seen,
+            hyperparameters: self.hyperparameters,
+            data_fingerprint: self.data_fingerprint,
+            metrics: self.metrics,
+            version: self.version,
+        }
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        self.kind
+    }
+
+    /// Original user ids in row order.
+    pub fn user_ids(&self) -> &[String] {
+        &self.user_ids
+    }
+
+    /// Original item ids in row order.
+    pub fn item_ids(&self) -> &[String] {
+        &self.item_ids
+    }
+
+    /// n_users × k.
+    pub fn user_factors(&self) -> &Array2<f32> {
+        &self.user_factors
+    }
+
+    /// n_items × k.
+    pub fn item_factors(&self) -> &Array2<f32> {
+        &self.item_factors
+    }
+
+    /// b_u of biased explicit models.
+    pub fn user_bias(&self) -> Option<&[f32]> {
+        self.user_bias.as_deref()
+    }
+
+    /// b_i of biased explicit models.
+    pub fn item_bias(&self) -> Option<&[f32]> {
+        self.item_bias.as_deref()
+    }
+
+    /// μ of biased explicit models, else 0.
+    pub fn global_mean(&self) -> f32 {
+        self.global_mean
+    }
+
+    /// The training data's rating range (explicit models).
+    pub fn rating_range(&self) -> Option<(f32, f32)> {
+        self.rating_range
+    }
+
+    /// Each user's training items (sorted item rows).
+    pub fn seen(&self) -> &Csr {
+        &self.seen
+    }
+
+    /// The training configuration, as saved in model.json.
+    pub fn hyperparameters(&self) -> &serde_json::Value {
+        &self.hyperparameters
+    }
+
+    pub fn data_fingerprint(&self) -> &str {
+        &self.data_fingerprint
+    }
+
+    /// Metrics measured at training time.
+    pub fn metrics(&self) -> &serde_json::Value {
+        &self.metrics
+    }
+
+    /// Starts at 1; increments with each fold-in.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Row of a user id.
     pub fn user_index(&self, id: &str) -> Option<usize> {
-        IdIndex::lookup(&self.index.users, &self.user_ids, id)
+        self.index.users.get(id).map(|&r| r as usize)
     }
 
-    /// Row of an item id (O(1) after the first call).
+    /// Row of an item id.
     pub fn item_index(&self, id: &str) -> Option<usize> {
-        IdIndex::lookup(&self.index.items, &self.item_ids, id)
-    }
-
-    /// Drop the id maps (they are rebuilt on the next lookup). Lookups stay
-    /// correct without this after ids change, but slower until it is called.
-    pub fn reset_index(&mut self) {
-        self.index = IdIndex::default();
+        self.index.items.get(id).map(|&r| r as usize)
     }
 
     fn user_bias_of(&self, u: usize) -> f32 {
@@ -316,7 +488,7 @@ pub(crate) mod tests {
         }
         let ones = vec![1.0; rows.len()];
         let explicit = kind == ModelKind::Explicit;
-        Model {
+        Model::new(ModelParts {
             kind,
             user_ids: (0..nu).map(|u| format!("u{u}")).collect(),
             item_ids: (0..ni).map(|i| format!("item {i}")).collect(),
@@ -331,8 +503,8 @@ pub(crate) mod tests {
             data_fingerprint: "abc123".into(),
             metrics: serde_json::json!({"rmse": 0.9}),
             version: 3,
-            ..Default::default()
-        }
+        })
+        .expect("consistent parts")
     }
 
     fn brute_recommend(m: &Model, u: usize, exclude: &[u32], cands: Option<&[u32]>) -> Vec<u32> {
@@ -346,19 +518,17 @@ pub(crate) mod tests {
 
     #[test]
     fn ids_and_predict() {
-        let mut m = random_model(ModelKind::Explicit, 5, 7, 3, 1);
+        let m = random_model(ModelKind::Explicit, 5, 7, 3, 1);
         assert_eq!(m.factors(), 3);
         assert_eq!(m.user_index("u3"), Some(3));
         assert_eq!(m.item_index("item 6"), Some(6));
         assert_eq!(m.item_index("item 7"), None);
-        // Still correct after the ids change under a built map.
-        m.user_ids.swap(0, 3);
-        assert_eq!(m.user_index("u3"), Some(0));
-        assert_eq!(m.user_index("u0"), Some(3));
-        m.user_ids.push("new".into());
-        assert_eq!(m.user_index("new"), Some(5));
-        m.reset_index();
-        assert_eq!(m.user_index("new"), Some(5));
+        // Changed parts are indexed anew.
+        let mut parts = m.clone().into_parts();
+        parts.user_ids.swap(0, 3);
+        let swapped = Model::new(parts).unwrap();
+        assert_eq!(swapped.user_index("u3"), Some(0));
+        assert_eq!(swapped.user_index("u0"), Some(3));
         let (u, i) = (2, 4);
         let d: f32 = (0..3).map(|c| m.user_factors[[u, c]] * m.item_factors[[i, c]]).sum();
         let want = 3.53 + m.user_bias.as_ref().unwrap()[u] + m.item_bias.as_ref().unwrap()[i] + d;
@@ -366,6 +536,32 @@ pub(crate) mod tests {
         let imp = random_model(ModelKind::Implicit, 5, 7, 3, 1);
         let d: f32 = (0..3).map(|c| imp.user_factors[[u, c]] * imp.item_factors[[i, c]]).sum();
         assert!((imp.predict(u, i) - d).abs() < 1e-5);
+    }
+
+    #[test]
+    fn new_rejects_parts_that_disagree() {
+        let good = random_model(ModelKind::Explicit, 5, 7, 3, 1).into_parts();
+        let problem = |change: &dyn Fn(&mut ModelParts)| {
+            let mut p = good.clone();
+            change(&mut p);
+            match Model::new(p) {
+                Err(ModelError::Invalid { problem }) => problem,
+                other => panic!("accepted or wrong error: {other:?}"),
+            }
+        };
+        assert!(problem(&|p| p.user_ids[4] = "u1".into()).contains("user id \"u1\" appears twice (rows 1 and 4)"));
+        assert!(problem(&|p| p.item_ids[0] = "item 6".into()).contains("item id \"item 6\" appears twice"));
+        assert!(problem(&|p| {
+            p.user_ids.pop();
+        })
+        .contains("5 user factor rows for 4 user ids"));
+        assert!(problem(&|p| p.item_factors = Array2::zeros((7, 4))).contains("item factors are 7 × 4, expected 7 × 3"));
+        assert!(problem(&|p| p.item_bias.as_mut().unwrap().push(0.0)).contains("8 item biases for 7 items"));
+        assert!(problem(&|p| p.user_bias = None).contains("both present or both absent"));
+        assert!(problem(&|p| p.kind = ModelKind::Implicit).contains("no biases"));
+        assert!(problem(&|p| p.seen.n_cols = 8).contains("seen items are 5 × 8"));
+        assert!(problem(&|p| p.seen.indices[0] = 7).contains("seen item row 7 is past the 7 items"));
+        assert!(Model::new(good).is_ok());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Model, ModelKind};
+use super::{Model, ModelKind, ModelParts};
 use crate::data::Csr;
 use crate::npy::{self, NpyElement, NpyError};
 
@@ -57,6 +57,11 @@ pub enum ModelError {
     BadId { which: &'static str, row: usize, id: String },
     #[error(transparent)]
     Output(#[from] crate::atomic::AtomicError),
+    /// Parts whose sizes or ids disagree ([`super::Model::new`]).
+    #[error("invalid model: {problem}")]
+    Invalid { problem: String },
+    #[error("{}: invalid model: {problem}", path.display())]
+    InvalidDir { path: PathBuf, problem: String },
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ModelError + '_ {
@@ -512,7 +517,7 @@ pub fn load_model(dir: &Path) -> Result<Model, ModelError> {
     check_seen(&indptr_path, &seen, nu, ni)?;
 
     let shape_err = |e: ndarray::ShapeError| bad_json(e.to_string());
-    Ok(Model {
+    let parts = ModelParts {
         kind: meta.kind,
         user_ids,
         item_ids,
@@ -527,7 +532,13 @@ pub fn load_model(dir: &Path) -> Result<Model, ModelError> {
         data_fingerprint: meta.data_fingerprint,
         metrics: meta.metrics,
         version: meta.version,
-        index: Default::default(),
+    };
+    Model::new(parts).map_err(|e| match e {
+        ModelError::Invalid { problem } => ModelError::InvalidDir {
+            path: dir.to_path_buf(),
+            problem,
+        },
+        other => other,
     })
 }
 

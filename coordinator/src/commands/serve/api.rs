@@ -38,8 +38,6 @@ pub struct ServeState {
 impl ServeState {
     pub fn new(model: Model, max_n: usize) -> Result<Self, FoldInError> {
         let fold = FoldIn::new(&model)?;
-        // Build the id maps now, not on the first request.
-        let _ = (model.user_index(""), model.item_index(""));
         Ok(ServeState { model, fold, max_n })
     }
 }
@@ -126,7 +124,7 @@ fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
 fn answer(model: &Model, recs: &[Scored]) -> Vec<ScoredItem> {
     recs.iter()
         .map(|s| ScoredItem {
-            item: model.item_ids[s.index as usize].clone(),
+            item: model.item_ids()[s.index as usize].clone(),
             score: s.score,
         })
         .collect()
@@ -137,8 +135,8 @@ async fn health(State(live): State<Arc<LiveModel>>) -> Json<serde_json::Value> {
     let m = &s.model;
     Json(serde_json::json!({
         "status": "ok",
-        "kind": m.kind,
-        "version": m.version,
+        "kind": m.kind(),
+        "version": m.version(),
         "users": m.n_users(),
         "items": m.n_items(),
         "factors": m.factors(),
@@ -221,7 +219,7 @@ async fn history_recommendations(
     let s = live.current();
     let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let n = parse_n(body.n.map(|n| n.to_string()).as_deref(), s.max_n)?;
-    let history = body_history(&body, s.model.kind)?;
+    let history = body_history(&body, s.model.kind())?;
     let user = s.fold.fold_in(&s.model, &history, None).map_err(|e| match e {
         FoldInError::NoKnownItems { .. } => ApiError::not_found(e.to_string()),
         FoldInError::EmptyHistory | FoldInError::BadValue { .. } => ApiError::bad_request(e.to_string()),

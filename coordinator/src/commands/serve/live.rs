@@ -103,7 +103,7 @@ impl LiveModel {
         }
         match load(&self.dir, self.current().max_n) {
             Ok(state) => {
-                let version = state.model.version;
+                let version = state.model.version();
                 self.metrics.model_loaded(&state.model);
                 self.metrics.reloaded(true);
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);

@@ -59,7 +59,7 @@ impl Metrics {
     }
 
     pub fn model_loaded(&self, m: &Model) {
-        self.model_version.store(m.version, Ordering::Relaxed);
+        self.model_version.store(m.version(), Ordering::Relaxed);
         self.model_users.store(m.n_users() as u64, Ordering::Relaxed);
         self.model_items.store(m.n_items() as u64, Ordering::Relaxed);
         self.model_factors.store(m.factors() as u64, Ordering::Relaxed);

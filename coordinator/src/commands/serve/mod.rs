@@ -110,7 +110,7 @@ pub fn run(args: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         tracing::info!(
             address = %local,
             model = %args.model.dir.display(),
-            version = first.model.version,
+            version = first.model.version(),
             users = first.model.n_users(),
             items = first.model.n_items(),
             "serving"

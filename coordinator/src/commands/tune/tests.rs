@@ -115,10 +115,10 @@ fn tune_scores_the_grid_in_order_and_marks_the_best() {
 
     // --out: the best setting, trained on every rating.
     let m = als_core::model::load_model(&dir.path().join("best")).unwrap();
-    assert_eq!(m.hyperparameters["lambda"].as_f64().unwrap() as f32, 0.05);
-    assert_eq!(m.hyperparameters["factors"], r.scores[want].setting.factors);
-    assert_eq!(m.hyperparameters["trained_on"]["ratings"], "all");
-    assert_eq!(m.seen.indices.len(), r.n_ratings);
+    assert_eq!(m.hyperparameters()["lambda"].as_f64().unwrap() as f32, 0.05);
+    assert_eq!(m.hyperparameters()["factors"], r.scores[want].setting.factors);
+    assert_eq!(m.hyperparameters()["trained_on"]["ratings"], "all");
+    assert_eq!(m.seen().indices.len(), r.n_ratings);
 }
 
 #[test]

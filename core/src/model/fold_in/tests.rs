@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::data::{Dataset, DuplicatePolicy};
+use crate::model::ModelParts;
 use crate::rng::SplitMix64;
 use crate::side::{Factors, Side};
 use crate::solve::Confidence;
@@ -60,7 +61,7 @@ fn trained(cfg: &TrainConfig, raw: &RawRatings) -> Trained {
     let biased = cfg.has_biases();
     let mut hyper = serde_json::to_value(cfg).unwrap();
     hyper["data_source"] = "test".into();
-    let model = Model {
+    let model = Model::new(ModelParts {
         kind,
         user_ids: ds.user_ids.clone(),
         item_ids: ds.item_ids.clone(),
@@ -74,7 +75,8 @@ fn trained(cfg: &TrainConfig, raw: &RawRatings) -> Trained {
         hyperparameters: hyper,
         version: 1,
         ..Default::default()
-    };
+    })
+    .unwrap();
     Trained {
         model,
         layouts,

@@ -46,7 +46,7 @@ fn model(implicit: bool) -> Model {
     let layouts = Layouts::for_dataset(&ds, cfg.blocks);
     let mut exec = LocalExecutor::new(&ds, layouts.clone());
     let res = train(&ds, &cfg, &mut exec, &layouts, None, &mut |_, _| Ok(())).unwrap();
-    crate::model_build::build_model(&res, &ds, &cfg, "test", &TestMetrics::default())
+    als_core::model::Model::new(crate::model_build::model_parts(&res, &ds, &cfg, "test", &TestMetrics::default())).unwrap()
 }
 
 fn serve_app(m: &Model, max_n: usize) -> (Router, Arc<ServeState>) {
@@ -239,8 +239,9 @@ async fn bad_fold_in_requests_are_400_and_unknown_items_404() {
 async fn a_model_naming_a_backend_this_build_lacks_serves() {
     for implicit in [false, true] {
         let m = model(implicit);
-        let mut other = m.clone();
-        other.hyperparameters["backend"] = serde_json::json!("lapack");
+        let mut parts = m.clone().into_parts();
+        parts.hyperparameters["backend"] = serde_json::json!("lapack");
+        let other = als_core::model::Model::new(parts).unwrap();
         let (app, _) = serve_app(&other, 100);
         let (want_app, _) = serve_app(&m, 100);
         let body = if implicit {
@@ -275,7 +276,7 @@ async fn metrics_count_requests_by_route_template_and_status() {
         ServeState::new(m.clone(), 50).unwrap(),
     ));
     let app = super::with_metrics(router(live.clone()), live);
-    let user = &m.user_ids[0];
+    let user = &m.user_ids()[0];
     for _ in 0..3 {
         assert_eq!(get(&app, &format!("/v1/users/{user}/recommendations?n=2")).await.0, StatusCode::OK);
     }
@@ -304,41 +305,43 @@ async fn metrics_count_requests_by_route_template_and_status() {
     );
     assert!(!body.contains("x123") && !body.contains("nobody"));
     assert!(body.contains(&format!("als_serve_model_users {}\n", m.n_users())));
-    assert!(body.contains(&format!("als_serve_model_version {}\n", m.version)));
+    assert!(body.contains(&format!("als_serve_model_version {}\n", m.version())));
 }
 
 #[test]
 fn a_new_version_replaces_the_model_and_a_broken_one_keeps_the_old() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("model");
-    let mut m = model(false);
+    let m = model(false);
     als_core::model::save_model(&m, &dir, false).unwrap();
     let live = LiveModel::open(&dir, 10).unwrap();
     let first = live.current();
     assert_eq!(live.reload(false).unwrap(), crate::commands::serve::Reload::Unchanged);
     // A new version, written as the trainer writes (one atomic replacement).
-    m.version += 1;
+    let mut parts = m.into_parts();
+    parts.version += 1;
+    let m = als_core::model::Model::new(parts).unwrap();
     als_core::model::save_model(&m, &dir, true).unwrap();
     assert_eq!(
         live.reload(false).unwrap(),
-        crate::commands::serve::Reload::Loaded { version: m.version }
+        crate::commands::serve::Reload::Loaded { version: m.version() }
     );
-    assert_eq!(live.current().model.version, m.version);
+    assert_eq!(live.current().model.version(), m.version());
     // A request that began before the reload still holds the old model whole.
-    assert_eq!(first.model.version, m.version - 1);
+    assert_eq!(first.model.version(), m.version() - 1);
     assert_eq!(live.reload(false).unwrap(), crate::commands::serve::Reload::Unchanged);
     // A broken version: the error says why, the last good model keeps serving,
     // and the same broken files are not retried on every check.
     std::fs::write(dir.join("model.json"), "{ not json").unwrap();
     let err = live.reload(false).unwrap_err();
     assert!(format!("{err:#}").contains("model.json"), "{err:#}");
-    assert_eq!(live.current().model.version, m.version);
+    assert_eq!(live.current().model.version(), m.version());
     assert_eq!(live.reload(false).unwrap(), crate::commands::serve::Reload::Unchanged);
     let text = live.metrics.render();
     assert!(text.contains("als_serve_model_reloads_total{result=\"ok\"} 1\n"), "{text}");
     assert!(text.contains("als_serve_model_reloads_total{result=\"failed\"} 1\n"), "{text}");
-    assert!(text.contains(&format!("als_serve_model_version {}\n", m.version)));
+    assert!(text.contains(&format!("als_serve_model_version {}\n", m.version())));
     // SIGHUP forces a retry of the same files (still broken: still the old model).
     assert!(live.reload(true).is_err());
-    assert_eq!(live.current().model.version, m.version);
+    assert_eq!(live.current().model.version(), m.version());
 }
