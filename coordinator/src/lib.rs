@@ -8,6 +8,8 @@
 //! - `training/`, `input`, `report`, `model_build`, `model_dir`, `history`,
 //!   `progress`: what the commands share;
 //! - [`cluster`]: training on gRPC workers; `als-core` below everything.
+// `deny`, not `forbid`: ndarray's `s![]` expands to an `allow(unsafe_code)`,
+// which `forbid` refuses; no code of this crate is unsafe.
 #![deny(unsafe_code)]
 
 pub(crate) mod args;

@@ -100,14 +100,14 @@ fn subcommands_parse() {
     let c = parse(&["recommend", "--model", "m", "--user", "7", "-n", "3", "--json"]).unwrap();
     match c.command {
         Some(Command::Recommend(r)) => {
-            assert_eq!((r.user.as_deref(), r.n, r.json, r.all), (Some("7"), 3, true, false));
+            assert_eq!((r.user.as_deref(), r.list.n, r.list.json, r.all), (Some("7"), 3, true, false));
         }
         other => panic!("{other:?}"),
     }
     let c = parse(&["recommend", "--model", "m", "--all", "--out", "all.csv"]).unwrap();
     assert!(matches!(c.command, Some(Command::Recommend(r)) if r.all && r.out.as_deref() == Some(Path::new("all.csv"))));
     let c = parse(&["similar", "--model", "m", "--item", "x"]).unwrap();
-    assert!(matches!(c.command, Some(Command::Similar(s)) if s.item.as_deref() == Some("x") && s.n == 10));
+    assert!(matches!(c.command, Some(Command::Similar(s)) if s.item.as_deref() == Some("x") && s.list.n == 10));
     let c = parse(&[
         "generate",
         "--out",

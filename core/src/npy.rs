@@ -6,8 +6,7 @@
 //! then the raw little-endian elements. Readers accept versions 1.0, 2.0 and
 //! 3.0 with a little-endian dtype of exactly the requested type and C order.
 
-use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -361,29 +360,6 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-fn read_file<T: NpyElement>(path: &Path) -> Result<(Vec<usize>, Vec<T>), NpyError> {
-    let f = File::open(path).map_err(|e| NpyError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    read_npy_from(&mut BufReader::with_capacity(1 << 16, f), path)
-}
-
-/// Read an f32 (`'<f4'`) array: (shape, data in C order).
-pub fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
-    read_file(path)
-}
-
-/// Read an i64 (`'<i8'`) array.
-pub fn read_npy_i64(path: &Path) -> Result<(Vec<usize>, Vec<i64>), NpyError> {
-    read_file(path)
-}
-
-/// Read a u32 (`'<u4'`) array.
-pub fn read_npy_u32(path: &Path) -> Result<(Vec<usize>, Vec<u32>), NpyError> {
-    read_file(path)
-}
-
 /// `Ok` when `found == expected`, else [`NpyError::ShapeMismatch`].
 pub fn check_shape(path: &Path, found: &[usize], expected: &[usize]) -> Result<(), NpyError> {
     if found == expected {
@@ -400,6 +376,31 @@ pub fn check_shape(path: &Path, found: &[usize], expected: &[usize]) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
+    use std::io::BufReader;
+
+    fn read_file<T: NpyElement>(path: &Path) -> Result<(Vec<usize>, Vec<T>), NpyError> {
+        let f = File::open(path).map_err(|e| NpyError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        read_npy_from(&mut BufReader::with_capacity(1 << 16, f), path)
+    }
+
+    /// Read an f32 (`'<f4'`) array: (shape, data in C order).
+    pub fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
+        read_file(path)
+    }
+
+    /// Read an i64 (`'<i8'`) array.
+    pub fn read_npy_i64(path: &Path) -> Result<(Vec<usize>, Vec<i64>), NpyError> {
+        read_file(path)
+    }
+
+    /// Read a u32 (`'<u4'`) array.
+    pub fn read_npy_u32(path: &Path) -> Result<(Vec<usize>, Vec<u32>), NpyError> {
+        read_file(path)
+    }
 
     #[test]
     fn known_header_bytes() {

@@ -21,6 +21,9 @@ pub struct Scored {
 
 /// Query rows per block of [`top_n_batch`] (fewer when targets are many, see there).
 pub const BLOCK_ROWS: usize = 256;
+
+/// Length of a recommendation or similarity list when none is asked for.
+pub const DEFAULT_TOP_N: usize = 10;
 /// Upper bound on the floats of one block's score matrix (64 MiB).
 const BLOCK_SCORES_MAX: usize = 1 << 24;
 

@@ -1,6 +1,8 @@
 //! The coordinator-worker protocol: generated messages and service stubs,
 //! plus the version and chunking constants both sides agree on.
 
+#![forbid(unsafe_code)]
+
 pub mod codec;
 pub mod fault;
 pub mod payload;

@@ -6,10 +6,14 @@
 //! It answers only callers that present the cluster token, checks every
 //! message, runs one job at a time and shuts down cleanly on a signal.
 
-pub mod auth;
+#![forbid(unsafe_code)]
+
+pub(crate) mod auth;
+/// Public for the fuzz tests, which drive a job's validation directly.
 pub mod job;
 pub mod probe;
-pub mod server;
-pub mod service;
+pub(crate) mod server;
+pub(crate) mod service;
 
+pub use auth::resolve_token;
 pub use server::{serve, ServeOptions};

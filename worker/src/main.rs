@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use als_worker::{auth, probe, server};
+use als_worker::{probe, resolve_token, serve, ServeOptions};
 
 /// Most solver threads one worker takes (a typo guard, far above any core count).
 const MAX_THREADS: i64 = 4096;
@@ -125,7 +125,7 @@ async fn run() -> anyhow::Result<()> {
         .num_threads(threads)
         .build_global()
         .context("cannot size the thread pool")?;
-    let token = auth::resolve_token(args.token_file.as_deref())?;
+    let token = resolve_token(args.token_file.as_deref())?;
     // Keys and certificates are read and checked before the worker says it listens.
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => {
@@ -146,14 +146,14 @@ async fn run() -> anyhow::Result<()> {
     // The bound address on stdout lets scripts and tests use port 0.
     println!("listening on {local}{}", if args.tls_cert.is_some() { " (tls)" } else { "" });
     tracing::info!(%local, threads, "worker ready");
-    let opts = server::ServeOptions {
+    let opts = ServeOptions {
         token,
         threads,
         idle_timeout: Duration::from_secs(args.job_idle_timeout),
         tls,
         memory_budget: args.max_memory.unwrap_or_else(als_worker::job::default_memory_budget),
     };
-    server::serve(listener, opts, als_net::shutdown::shutdown_signal()).await?;
+    serve(listener, opts, als_net::shutdown::shutdown_signal()).await?;
     tracing::info!("worker stopped");
     Ok(())
 }

@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod layout;
 pub mod model;
+pub mod output;
 pub(crate) mod parse;
 pub mod saved_model;
 pub mod split;
@@ -13,5 +14,6 @@ pub mod train;
 pub use cluster::ClusterArgs;
 pub use layout::{check_columns, LayoutArgs};
 pub use model::{Cadence, MetricArgs, ModelArgs, ModelPoint};
+pub use output::{ListArgs, ProgressArgs};
 pub use saved_model::ModelDirArg;
 pub use train::TrainArgs;

@@ -24,6 +24,14 @@ pub enum SplitArg {
     Kfold,
 }
 
+/// `--split-seed`: which rows are held out (train's test split, tune's folds).
+#[derive(Args, Debug, Clone, Copy)]
+pub struct SplitSeedArg {
+    /// Seed of the held-out rows: the test split or the folds (42 is the reference tools' protocol split).
+    #[arg(long, default_value_t = DEFAULT_SPLIT_SEED, help_heading = "Evaluation")]
+    pub split_seed: u64,
+}
+
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Evaluation")]
 pub struct SplitArgs {
@@ -45,9 +53,8 @@ pub struct SplitArgs {
     /// Train on every row of --data; no evaluation.
     #[arg(long, conflicts_with_all = ["test_ratio", "split", "folds", "fold"])]
     pub no_test: bool,
-    /// Seed of the train/test split (42 is the reference tools' protocol split).
-    #[arg(long, default_value_t = DEFAULT_SPLIT_SEED)]
-    pub split_seed: u64,
+    #[command(flatten)]
+    pub seed: SplitSeedArg,
     /// 0-based column of an integer timestamp [default: 3 with --split temporal, else none].
     #[arg(long, value_name = "N", help_heading = "Data")]
     pub timestamp_col: Option<usize>,

@@ -88,9 +88,8 @@ pub struct TrainArgs {
     /// Continue from the newest valid checkpoint in --checkpoint-dir (refused if it was written for other data or settings).
     #[arg(long, requires = "checkpoint_dir", help_heading = "Output")]
     pub resume: bool,
-    /// No progress bar.
-    #[arg(long, help_heading = "Output")]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub progress: super::ProgressArgs,
 }
 
 impl TrainArgs {
@@ -127,7 +126,7 @@ impl TrainArgs {
             load,
             test,
             duplicates: self.layout.duplicate_policy(self.model.implicit),
-            seed: self.split.split_seed,
+            seed: self.split.seed.split_seed,
         })
     }
 
@@ -174,7 +173,7 @@ impl TrainArgs {
                 overwrite: self.overwrite,
             }),
             metrics_json: self.metrics_json.clone(),
-            quiet: self.quiet,
+            quiet: self.progress.quiet,
         })
     }
 }

@@ -41,9 +41,8 @@ pub struct GenerateArgs {
     /// Replace an existing output file.
     #[arg(long)]
     pub overwrite: bool,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub progress: crate::args::ProgressArgs,
 }
 
 /// The generator settings of the flags (the rest are the core defaults).
@@ -76,7 +75,7 @@ pub fn run(args: &GenerateArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let bar = progress::bar(
         spec.ratings,
-        args.quiet,
+        args.progress.quiet,
         "{spinner} generating [{elapsed_precise}] [{bar:30}] {human_pos}/{human_len} rows ({per_sec}, eta {eta})",
     );
     let written = write_csv(&spec, path, |rows| bar.set_position(rows));

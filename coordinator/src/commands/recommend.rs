@@ -10,7 +10,6 @@ use anyhow::{bail, Context};
 use clap::Args;
 use ndarray::{s, Array2};
 
-use crate::args::parse;
 use crate::history::{history_values, read_history};
 use crate::model_dir::{open_model, user_row, write_list};
 
@@ -25,20 +24,17 @@ pub struct RecommendArgs {
     /// A user not in the model: their history, one `item[,value]` per line (fold-in).
     #[arg(long, value_name = "FILE", conflicts_with = "all")]
     pub history: Option<PathBuf>,
-    /// Number of recommendations.
-    #[arg(short = 'n', long = "num", default_value_t = 10, value_name = "N", value_parser = parse::positive_usize)]
-    pub n: usize,
+    /// `-n/--num`, and `--json` (single user; --all picks its format by --out's name).
+    #[command(flatten)]
+    pub list: crate::args::ListArgs,
     /// Keep items the user already rated.
     #[arg(long)]
     pub include_seen: bool,
     /// Only recommend among these items (one id per line).
     #[arg(long, value_name = "FILE")]
     pub items: Option<PathBuf>,
-    /// One JSON object per line instead of a table (single user).
-    #[arg(long, conflicts_with = "all")]
-    pub json: bool,
     /// Recommend for every user of the model into --out.
-    #[arg(long, requires = "out")]
+    #[arg(long, requires = "out", conflicts_with = "json")]
     pub all: bool,
     /// Output of --all: CSV `user,rank,item,score`, or JSON lines when it ends in .json/.jsonl
     /// (its directory must exist).
@@ -100,7 +96,7 @@ pub fn run(args: &RecommendArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             overwrite: args.overwrite,
             create_parent: false,
         };
-        let users = recommend_all(&model, args.n, args.include_seen, candidates.as_deref(), path, policy)?;
+        let users = recommend_all(&model, args.list.n, args.include_seen, candidates.as_deref(), path, policy)?;
         let secs = t0.elapsed().as_secs_f64();
         tracing::info!(
             users,
@@ -109,18 +105,23 @@ pub fn run(args: &RecommendArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             file = %path.display(),
             "recommendations written"
         );
-        writeln!(out, "wrote top-{} recommendations for {users} users to {}", args.n, path.display())?;
+        writeln!(
+            out,
+            "wrote top-{} recommendations for {users} users to {}",
+            args.list.n,
+            path.display()
+        )?;
         return Ok(());
     }
     if let Some(path) = &args.history {
-        let recs = recommend_for_history(&model, path, args.n, args.include_seen, candidates.as_deref())?;
-        write_list(out, &recs, args.json, "item", model.item_ids())?;
+        let recs = recommend_for_history(&model, path, args.list.n, args.include_seen, candidates.as_deref())?;
+        write_list(out, &recs, args.list.json, "item", model.item_ids())?;
         return Ok(());
     }
     let id = args.user.as_deref().context("give --user ID, --history FILE or --all")?;
     let u = user_row(&model, id)?;
-    let recs = model.recommend(u, args.n, args.include_seen, candidates.as_deref());
-    write_list(out, &recs, args.json, "item", model.item_ids())?;
+    let recs = model.recommend(u, args.list.n, args.include_seen, candidates.as_deref());
+    write_list(out, &recs, args.list.json, "item", model.item_ids())?;
     Ok(())
 }
 

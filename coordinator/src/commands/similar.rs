@@ -4,7 +4,6 @@ use std::io::Write;
 
 use clap::Args;
 
-use crate::args::parse;
 use crate::model_dir::{item_row, open_model, user_row, write_list};
 
 /// `coordinator similar`.
@@ -19,12 +18,8 @@ pub struct SimilarArgs {
     /// Users similar to this user.
     #[arg(long, value_name = "ID")]
     pub user: Option<String>,
-    /// Number of results.
-    #[arg(short = 'n', long = "num", default_value_t = 10, value_name = "N", value_parser = parse::positive_usize)]
-    pub n: usize,
-    /// One JSON object per line instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub list: crate::args::ListArgs,
 }
 
 /// Run the command; results go to `out` (stdout in the binary).
@@ -33,13 +28,13 @@ pub fn run(args: &SimilarArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     match (&args.item, &args.user) {
         (Some(id), None) => {
             let i = item_row(&model, id)?;
-            let sims = model.similar_items(i, args.n);
-            write_list(out, &sims, args.json, "item", model.item_ids())?;
+            let sims = model.similar_items(i, args.list.n);
+            write_list(out, &sims, args.list.json, "item", model.item_ids())?;
         }
         (None, Some(id)) => {
             let u = user_row(&model, id)?;
-            let sims = model.similar_users(u, args.n);
-            write_list(out, &sims, args.json, "user", model.user_ids())?;
+            let sims = model.similar_users(u, args.list.n);
+            write_list(out, &sims, args.list.json, "user", model.user_ids())?;
         }
         _ => anyhow::bail!("give exactly one of --item ID and --user ID"),
     }

@@ -16,8 +16,8 @@ mod grid;
 mod update;
 
 pub use epoch::run_epoch;
-pub use grid::{Cell, RatingGrid};
-pub use update::{update, SgdStep};
+pub use grid::RatingGrid;
+pub use update::SgdStep;
 
 use crate::data::Dataset;
 use crate::train::{initial_state, TrainConfig, TrainState};

@@ -1,5 +1,6 @@
 //! SGD: the update rule, the grid, convergence and thread-count independence.
 
+use super::update::update;
 use super::*;
 use crate::data::{DuplicatePolicy, RawRatings};
 use crate::rng::SplitMix64;

@@ -22,7 +22,7 @@ use super::error::ApiError;
 use super::live::LiveModel;
 
 /// Results when the request gives no `n`.
-pub const DEFAULT_N: usize = 10;
+pub const DEFAULT_N: usize = als_core::topk::DEFAULT_TOP_N;
 
 /// Header of a fold-in answer: history items that are not in the model (skipped).
 pub const UNKNOWN_ITEMS_HEADER: &str = "x-unknown-items";

@@ -3,13 +3,14 @@
 
 use std::path::PathBuf;
 
-use als_core::data::split::{DEFAULT_FOLDS, DEFAULT_SPLIT_SEED};
+use als_core::data::split::DEFAULT_FOLDS;
 use als_core::data::{DuplicatePolicy, LoadOptions};
 use als_core::train::{TrainConfig, DEFAULT_ALPHA, DEFAULT_FACTORS, DEFAULT_LAMBDA};
 use clap::Args;
 
 use super::grid::Setting;
-use crate::args::{check_columns, parse, Cadence, ClusterArgs, LayoutArgs, MetricArgs, ModelArgs};
+use crate::args::split::SplitSeedArg;
+use crate::args::{check_columns, parse, Cadence, ClusterArgs, LayoutArgs, MetricArgs, ModelArgs, ProgressArgs};
 use crate::input::{DataSource, InputSpec, TestSource};
 use crate::training::{executor_for_learner, ExecutorChoice, ModelOutput, TrainJob};
 
@@ -24,9 +25,9 @@ pub struct TuneArgs {
     /// Number of folds.
     #[arg(long, default_value_t = DEFAULT_FOLDS, value_name = "N", value_parser = parse::folds, help_heading = "Evaluation")]
     pub folds: usize,
-    /// Seed of the fold assignment.
-    #[arg(long, default_value_t = DEFAULT_SPLIT_SEED, help_heading = "Evaluation")]
-    pub split_seed: u64,
+    /// `--split-seed`: the seed of the fold assignment.
+    #[command(flatten)]
+    pub seed: SplitSeedArg,
     #[command(flatten)]
     pub metrics: MetricArgs,
 
@@ -55,9 +56,8 @@ pub struct TuneArgs {
     /// Replace an existing model directory given by --out.
     #[arg(long, requires = "out", help_heading = "Output")]
     pub overwrite: bool,
-    /// No progress bar.
-    #[arg(long, help_heading = "Output")]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub progress: ProgressArgs,
 }
 
 impl TuneArgs {
@@ -107,7 +107,7 @@ impl TuneArgs {
                 load: self.load_options()?,
                 test: TestSource::None,
                 duplicates: self.duplicate_policy(),
-                seed: self.split_seed,
+                seed: self.seed.split_seed,
             },
             cfg,
             token: self.cluster.token()?,
@@ -120,7 +120,7 @@ impl TuneArgs {
                 overwrite: self.overwrite,
             }),
             metrics_json: None,
-            quiet: self.quiet,
+            quiet: self.progress.quiet,
         })
     }
 }

@@ -84,14 +84,14 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
         .collect();
     let bar = progress::bar(
         (settings.len() * args.folds) as u64,
-        args.quiet,
+        args.progress.quiet,
         "{spinner} tuning [{elapsed_precise}] [{bar:30}] {pos}/{len} {msg}",
     );
     // One set of workers for every run.
     let trainer = Trainer::open(&choice, token.as_deref(), tls, args.cluster.worker_timeout())?;
     let outcome = (|| -> anyhow::Result<()> {
         for fold in 0..args.folds {
-            let (train, test) = fold_rows(&raw, args.folds, fold, args.split_seed)?;
+            let (train, test) = fold_rows(&raw, args.folds, fold, args.seed.split_seed)?;
             let ds = Dataset::build((&raw, &train), Some((&raw, &test)), args.duplicate_policy())
                 .with_context(|| format!("cannot index fold {fold} of {data}"))?;
             for (s, cfg) in scores.iter_mut().zip(&configs) {
@@ -119,7 +119,7 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
         data,
         n_ratings: raw.len(),
         folds: args.folds,
-        split_seed: args.split_seed,
+        split_seed: args.seed.split_seed,
         metric,
         scores,
         best,
