@@ -72,9 +72,9 @@ pub struct FoldIn {
 
 /// The item factors as one row-major slice (copied only if the array is not standard layout).
 fn item_slice(model: &Model) -> Cow<'_, [f32]> {
-    match model.item_factors.as_slice() {
+    match model.item_factors().as_slice() {
         Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(model.item_factors.iter().copied().collect()),
+        None => Cow::Owned(model.item_factors().iter().copied().collect()),
     }
 }
 
@@ -84,7 +84,7 @@ fn item_slice(model: &Model) -> Cow<'_, [f32]> {
 fn item_gram(model: &Model, blocks: usize, params: &SolveParams) -> Vec<f64> {
     let k = model.factors();
     let flat = item_slice(model);
-    let layout = BlockLayout::balanced(&model.seen.transpose(), blocks);
+    let layout = BlockLayout::balanced(&model.seen().transpose(), blocks);
     let partials: Vec<Vec<f64>> = (0..layout.n_blocks())
         .map(|b| {
             let r = layout.range(b);
@@ -98,23 +98,23 @@ impl FoldIn {
     /// Rebuild the trainer's solve settings from the model's stored hyperparameters.
     pub fn new(model: &Model) -> Result<Self, FoldInError> {
         let cfg: TrainConfig =
-            serde_json::from_value(model.hyperparameters.clone()).map_err(|e| FoldInError::Hyperparameters(e.to_string()))?;
-        let mut params = cfg.solve_params(model.global_mean as f64);
+            serde_json::from_value(model.hyperparameters().clone()).map_err(|e| FoldInError::Hyperparameters(e.to_string()))?;
+        let mut params = cfg.solve_params(model.global_mean() as f64);
         let bad = |m: String| Err(FoldInError::Inconsistent(m));
-        if params.factors != model.factors() || model.item_factors.ncols() != model.factors() {
+        if params.factors != model.factors() || model.item_factors().ncols() != model.factors() {
             return bad(format!(
                 "{} factors in the hyperparameters, {} in the model",
                 params.factors,
-                model.item_factors.ncols()
+                model.item_factors().ncols()
             ));
         }
-        match (model.kind, params.feedback) {
+        match (model.kind(), params.feedback) {
             (ModelKind::Implicit, Feedback::Implicit { .. }) => {}
             (ModelKind::Explicit, Feedback::Explicit { biased, .. }) => {
-                if biased != model.item_bias.is_some() {
-                    return bad(format!("biased = {biased}, item biases present = {}", model.item_bias.is_some()));
+                if biased != model.item_bias().is_some() {
+                    return bad(format!("biased = {biased}, item biases present = {}", model.item_bias().is_some()));
                 }
-                if biased && model.item_bias.as_ref().is_some_and(|b| b.len() != model.n_items()) {
+                if biased && model.item_bias().as_ref().is_some_and(|b| b.len() != model.n_items()) {
                     return bad("item biases do not match the item count".into());
                 }
                 // Explicit rows are ridge regressions: ALS solves them exactly
@@ -201,7 +201,7 @@ impl FoldIn {
         let fixed = FixedSide {
             factors: &flat,
             bias: match self.params.feedback {
-                Feedback::Explicit { biased: true, .. } => model.item_bias.as_deref().unwrap_or(&[]),
+                Feedback::Explicit { biased: true, .. } => model.item_bias().unwrap_or(&[]),
                 _ => &[],
             },
         };
@@ -263,8 +263,8 @@ pub fn fold_in_users(model: &Model, raw: &RawRatings, duplicates: Option<Duplica
     // Seen rows: replaced for refit users, appended for new ones.
     let mut seen_rows: Vec<Vec<u32>> = (0..model.n_users())
         .map(|u| {
-            if u < model.seen.n_rows() {
-                model.seen.row(u).0.to_vec()
+            if u < model.seen().n_rows() {
+                model.seen().row(u).0.to_vec()
             } else {
                 Vec::new()
             }
@@ -279,7 +279,7 @@ pub fn fold_in_users(model: &Model, raw: &RawRatings, duplicates: Option<Duplica
             .map(|(item, v)| (raw.item_tokens[item as usize].as_str(), v))
             .collect();
         let existing = model.user_index(token);
-        let warm = existing.map(|u| model.user_factors.row(u).to_vec());
+        let warm = existing.map(|u| model.user_factors().row(u).to_vec());
         let user = fold.fold_in(model, &history, warm.as_deref()).map_err(|e| FoldInError::User {
             user: token.clone(),
             error: Box::new(e),
@@ -310,7 +310,7 @@ pub fn fold_in_users(model: &Model, raw: &RawRatings, duplicates: Option<Duplica
     }
     next.user_ids.extend(new_ids);
     next.seen = seen_csr(&seen_rows, model.n_items());
-    next.version = model.version + 1;
+    next.version = model.version() + 1;
     // New users are tokens the model lacks, each once, so the parts stay valid.
     let next = Model::new(next).map_err(|e| FoldInError::Inconsistent(e.to_string()))?;
     Ok((next, report))

@@ -163,20 +163,7 @@ impl ModelParts {
 /// lookup is O(1) and no query can see sizes that disagree.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
-    kind: ModelKind,
-    user_ids: Vec<String>,
-    item_ids: Vec<String>,
-    user_factors: Array2<f32>,
-    item_factors: Array2<f32>,
-    user_bias: Option<Vec<f32>>,
-    item_bias: Option<Vec<f32>>,
-    global_mean: f32,
-    rating_range: Option<(f32, f32)>,
-    seen: Csr,
-    hyperparameters: serde_json::Value,
-    data_fingerprint: String,
-    metrics: serde_json::Value,
-    version: u64,
+    parts: ModelParts,
     index: IdIndex,
 }
 
@@ -210,142 +197,95 @@ fn cosine_row(m: ArrayView2<f32>, q: usize, n: usize) -> Vec<Scored> {
 impl Model {
     /// Number of latent factors k.
     pub fn factors(&self) -> usize {
-        self.user_factors.ncols()
+        self.user_factors().ncols()
     }
 
     pub fn n_users(&self) -> usize {
-        self.user_ids.len()
+        self.user_ids().len()
     }
 
     pub fn n_items(&self) -> usize {
-        self.item_ids.len()
+        self.item_ids().len()
     }
 
     /// Check the parts and index the ids (an id given twice is an error).
     pub fn new(parts: ModelParts) -> Result<Model, ModelError> {
         parts.check()?;
         let index = IdIndex::build(&parts.user_ids, &parts.item_ids)?;
-        let ModelParts {
-            kind,
-            user_ids,
-            item_ids,
-            user_factors,
-            item_factors,
-            user_bias,
-            item_bias,
-            global_mean,
-            rating_range,
-            seen,
-            hyperparameters,
-            data_fingerprint,
-            metrics,
-            version,
-        } = parts;
-        Ok(Model {
-            kind,
-            user_ids,
-            item_ids,
-            user_factors,
-            item_factors,
-            user_bias,
-            item_bias,
-            global_mean,
-            rating_range,
-            seen,
-            hyperparameters,
-            data_fingerprint,
-            metrics,
-            version,
-            index,
-        })
+        Ok(Model { parts, index })
     }
 
     /// The data back, to change it (then [`Model::new`] again) or to move it out.
     pub fn into_parts(self) -> ModelParts {
-        ModelParts {
-            kind: self.kind,
-            user_ids: self.user_ids,
-            item_ids: self.item_ids,
-            user_factors: self.user_factors,
-            item_factors: self.item_factors,
-            user_bias: self.user_bias,
-            item_bias: self.item_bias,
-            global_mean: self.global_mean,
-            rating_range: self.rating_range,
-            seen: self.seen,
-            hyperparameters: self.hyperparameters,
-            data_fingerprint: self.data_fingerprint,
-            metrics: self.metrics,
-            version: self.version,
-        }
+        self.parts
     }
 
     pub fn kind(&self) -> ModelKind {
-        self.kind
+        self.parts.kind
     }
 
     /// Original user ids in row order.
     pub fn user_ids(&self) -> &[String] {
-        &self.user_ids
+        &self.parts.user_ids
     }
 
     /// Original item ids in row order.
     pub fn item_ids(&self) -> &[String] {
-        &self.item_ids
+        &self.parts.item_ids
     }
 
     /// n_users × k.
     pub fn user_factors(&self) -> &Array2<f32> {
-        &self.user_factors
+        &self.parts.user_factors
     }
 
     /// n_items × k.
     pub fn item_factors(&self) -> &Array2<f32> {
-        &self.item_factors
+        &self.parts.item_factors
     }
 
     /// b_u of biased explicit models.
     pub fn user_bias(&self) -> Option<&[f32]> {
-        self.user_bias.as_deref()
+        self.parts.user_bias.as_deref()
     }
 
     /// b_i of biased explicit models.
     pub fn item_bias(&self) -> Option<&[f32]> {
-        self.item_bias.as_deref()
+        self.parts.item_bias.as_deref()
     }
 
     /// μ of biased explicit models, else 0.
     pub fn global_mean(&self) -> f32 {
-        self.global_mean
+        self.parts.global_mean
     }
 
     /// The training data's rating range (explicit models).
     pub fn rating_range(&self) -> Option<(f32, f32)> {
-        self.rating_range
+        self.parts.rating_range
     }
 
     /// Each user's training items (sorted item rows).
     pub fn seen(&self) -> &Csr {
-        &self.seen
+        &self.parts.seen
     }
 
     /// The training configuration, as saved in model.json.
     pub fn hyperparameters(&self) -> &serde_json::Value {
-        &self.hyperparameters
+        &self.parts.hyperparameters
     }
 
     pub fn data_fingerprint(&self) -> &str {
-        &self.data_fingerprint
+        &self.parts.data_fingerprint
     }
 
     /// Metrics measured at training time.
     pub fn metrics(&self) -> &serde_json::Value {
-        &self.metrics
+        &self.parts.metrics
     }
 
     /// Starts at 1; increments with each fold-in.
     pub fn version(&self) -> u64 {
-        self.version
+        self.parts.version
     }
 
     /// Row of a user id.
@@ -359,26 +299,26 @@ impl Model {
     }
 
     fn user_bias_of(&self, u: usize) -> f32 {
-        self.user_bias.as_ref().map_or(0.0, |b| b[u])
+        self.user_bias().as_ref().map_or(0.0, |b| b[u])
     }
 
     /// The constant and per-item terms added to p·q (explicit: μ + b_u + b_i).
     #[inline]
     fn offset(&self, user_bias: f32, i: usize) -> f32 {
-        match self.kind {
-            ModelKind::Explicit => self.global_mean + user_bias + self.item_bias.as_ref().map_or(0.0, |b| b[i]),
+        match self.kind() {
+            ModelKind::Explicit => self.global_mean() + user_bias + self.item_bias().as_ref().map_or(0.0, |b| b[i]),
             ModelKind::Implicit => 0.0,
         }
     }
 
     #[inline]
     fn score_vec(&self, user_vec: &[f32], user_bias: f32, i: usize) -> f32 {
-        let row = self.item_factors.row(i);
+        let row = self.item_factors().row(i);
         let d = match row.as_slice() {
             Some(r) => topk::dot(user_vec, r),
             None => topk::dot(user_vec, &row.to_vec()),
         };
-        match self.kind {
+        match self.kind() {
             ModelKind::Explicit => self.offset(user_bias, i) + d,
             ModelKind::Implicit => d,
         }
@@ -388,7 +328,7 @@ impl Model {
     ///
     /// Panics when `u` or `i` is out of range.
     pub fn predict(&self, u: usize, i: usize) -> f32 {
-        let p = self.user_factors.row(u).to_vec();
+        let p = self.user_factors().row(u).to_vec();
         self.score_vec(&p, self.user_bias_of(u), i)
     }
 
@@ -397,11 +337,11 @@ impl Model {
     ///
     /// Panics when `u` is out of range.
     pub fn recommend(&self, u: usize, n: usize, include_seen: bool, candidates: Option<&[u32]>) -> Vec<Scored> {
-        let p = self.user_factors.row(u).to_vec();
-        let exclude: &[u32] = if include_seen || u >= self.seen.n_rows() {
+        let p = self.user_factors().row(u).to_vec();
+        let exclude: &[u32] = if include_seen || u >= self.seen().n_rows() {
             &[]
         } else {
-            self.seen.row(u).0
+            self.seen().row(u).0
         };
         self.recommend_for_vector(&p, self.user_bias_of(u), n, exclude, candidates)
     }
@@ -420,16 +360,16 @@ impl Model {
     ) -> Vec<Scored> {
         assert_eq!(
             user_vec.len(),
-            self.item_factors.ncols(),
+            self.item_factors().ncols(),
             "user vector has {} factors, the model {}",
             user_vec.len(),
-            self.item_factors.ncols()
+            self.item_factors().ncols()
         );
-        let n_items = self.item_factors.nrows();
+        let n_items = self.item_factors().nrows();
         match candidates {
             None => {
-                let mut scores = topk::row_dots(self.item_factors.view(), user_vec);
-                if self.kind == ModelKind::Explicit {
+                let mut scores = topk::row_dots(self.item_factors().view(), user_vec);
+                if self.kind() == ModelKind::Explicit {
                     for (i, s) in scores.iter_mut().enumerate() {
                         *s += self.offset(user_bias, i);
                     }
@@ -458,12 +398,12 @@ impl Model {
 
     /// The `n` items most similar to item `i` by cosine over item factors (i itself excluded).
     pub fn similar_items(&self, i: usize, n: usize) -> Vec<Scored> {
-        cosine_row(self.item_factors.view(), i, n)
+        cosine_row(self.item_factors().view(), i, n)
     }
 
     /// The `n` users most similar to user `u` by cosine over user factors (u itself excluded).
     pub fn similar_users(&self, u: usize, n: usize) -> Vec<Scored> {
-        cosine_row(self.user_factors.view(), u, n)
+        cosine_row(self.user_factors().view(), u, n)
     }
 }
 
@@ -530,11 +470,11 @@ pub(crate) mod tests {
         assert_eq!(swapped.user_index("u3"), Some(0));
         assert_eq!(swapped.user_index("u0"), Some(3));
         let (u, i) = (2, 4);
-        let d: f32 = (0..3).map(|c| m.user_factors[[u, c]] * m.item_factors[[i, c]]).sum();
-        let want = 3.53 + m.user_bias.as_ref().unwrap()[u] + m.item_bias.as_ref().unwrap()[i] + d;
+        let d: f32 = (0..3).map(|c| m.user_factors()[[u, c]] * m.item_factors()[[i, c]]).sum();
+        let want = 3.53 + m.user_bias().as_ref().unwrap()[u] + m.item_bias().as_ref().unwrap()[i] + d;
         assert!((m.predict(u, i) - want).abs() < 1e-5);
         let imp = random_model(ModelKind::Implicit, 5, 7, 3, 1);
-        let d: f32 = (0..3).map(|c| imp.user_factors[[u, c]] * imp.item_factors[[i, c]]).sum();
+        let d: f32 = (0..3).map(|c| imp.user_factors()[[u, c]] * imp.item_factors()[[i, c]]).sum();
         assert!((imp.predict(u, i) - d).abs() < 1e-5);
     }
 
@@ -569,7 +509,7 @@ pub(crate) mod tests {
         for kind in [ModelKind::Explicit, ModelKind::Implicit] {
             let m = random_model(kind, 6, 30, 4, 5);
             for u in 0..6 {
-                let seen = m.seen.row(u).0;
+                let seen = m.seen().row(u).0;
                 assert!(!seen.is_empty());
                 let got: Vec<u32> = m.recommend(u, 10, false, None).iter().map(|s| s.index).collect();
                 assert!(got.iter().all(|i| !seen.contains(i)), "seen item recommended");
@@ -593,7 +533,7 @@ pub(crate) mod tests {
     #[test]
     fn similar_items_equals_brute_force_cosine() {
         let m = random_model(ModelKind::Implicit, 20, 50, 6, 9);
-        let f = &m.item_factors;
+        let f = &m.item_factors();
         let cos = |a: usize, b: usize| {
             let (mut d, mut na, mut nb) = (0f64, 0f64, 0f64);
             for c in 0..f.ncols() {
@@ -620,8 +560,9 @@ pub(crate) mod tests {
         assert_eq!(su.len(), 19);
         assert!(su.iter().all(|s| s.index != 3));
         // A zero vector is similar to nothing (all 0), and is never similar to itself.
-        let mut z = m.clone();
+        let mut z = m.clone().into_parts();
         z.item_factors.row_mut(0).fill(0.0);
+        let z = Model::new(z).unwrap();
         assert!(z.similar_items(0, 5).iter().all(|s| s.score == 0.0));
     }
 }

@@ -234,35 +234,35 @@ fn check_seen(path: &Path, seen: &Csr, n_users: usize, n_items: usize) -> Result
 
 /// Check that the model's parts agree in size before saving.
 fn validate(model: &Model, dir: &Path) -> Result<(), ModelError> {
-    let (nu, ni, k) = (model.user_ids.len(), model.item_ids.len(), model.user_factors.ncols());
+    let (nu, ni, k) = (model.user_ids().len(), model.item_ids().len(), model.user_factors().ncols());
     let here = |name: &str| dir.join(name);
-    if model.user_factors.nrows() != nu {
+    if model.user_factors().nrows() != nu {
         return Err(inconsistent(
             &here(USER_FACTORS),
             format!("{nu} rows (user ids)"),
-            model.user_factors.nrows(),
+            model.user_factors().nrows(),
         ));
     }
-    if model.item_factors.dim() != (ni, k) {
+    if model.item_factors().dim() != (ni, k) {
         return Err(inconsistent(
             &here(ITEM_FACTORS),
             format!("shape ({ni}, {k})"),
-            format!("{:?}", model.item_factors.dim()),
+            format!("{:?}", model.item_factors().dim()),
         ));
     }
-    if let Some(b) = &model.user_bias {
+    if let Some(b) = &model.user_bias() {
         if b.len() != nu {
             return Err(inconsistent(&here(USER_BIAS), format!("{nu} user biases"), b.len()));
         }
     }
-    if let Some(b) = &model.item_bias {
+    if let Some(b) = &model.item_bias() {
         if b.len() != ni {
             return Err(inconsistent(&here(ITEM_BIAS), format!("{ni} item biases"), b.len()));
         }
     }
-    check_seen(&here(SEEN_INDPTR), &model.seen, nu, ni)?;
-    check_ids("user", &model.user_ids)?;
-    check_ids("item", &model.item_ids)?;
+    check_seen(&here(SEEN_INDPTR), model.seen(), nu, ni)?;
+    check_ids("user", model.user_ids())?;
+    check_ids("item", model.item_ids())?;
     Ok(())
 }
 
@@ -293,44 +293,44 @@ fn fail_point(_: &str) -> io::Result<()> {
 
 /// Write every file of `model` into the (empty) directory `tmp`.
 fn write_all_files(model: &Model, tmp: &Path) -> Result<(), ModelError> {
-    let (nu, ni, k) = (model.user_ids.len(), model.item_ids.len(), model.user_factors.ncols());
+    let (nu, ni, k) = (model.user_ids().len(), model.item_ids().len(), model.user_factors().ncols());
     let mut files = Vec::new();
-    let uf = model.user_factors.as_standard_layout();
-    let itf = model.item_factors.as_standard_layout();
+    let uf = model.user_factors().as_standard_layout();
+    let itf = model.item_factors().as_standard_layout();
     let uf = uf.as_slice().expect("standard layout");
     let itf = itf.as_slice().expect("standard layout");
     files.push(write_file(tmp, USER_FACTORS, |w| npy::write_npy_f32(&mut &mut *w, &[nu, k], uf))?);
     files.push(write_file(tmp, ITEM_FACTORS, |w| npy::write_npy_f32(&mut &mut *w, &[ni, k], itf))?);
-    if let Some(b) = &model.user_bias {
+    if let Some(b) = &model.user_bias() {
         files.push(write_file(tmp, USER_BIAS, |w| npy::write_npy_f32(&mut &mut *w, &[nu], b))?);
     }
-    if let Some(b) = &model.item_bias {
+    if let Some(b) = &model.item_bias() {
         files.push(write_file(tmp, ITEM_BIAS, |w| npy::write_npy_f32(&mut &mut *w, &[ni], b))?);
     }
-    files.push(write_file(tmp, USER_IDS, |w| write_ids(w, &model.user_ids))?);
-    files.push(write_file(tmp, ITEM_IDS, |w| write_ids(w, &model.item_ids))?);
-    let indptr: Vec<i64> = model.seen.indptr.iter().map(|&p| p as i64).collect();
+    files.push(write_file(tmp, USER_IDS, |w| write_ids(w, model.user_ids()))?);
+    files.push(write_file(tmp, ITEM_IDS, |w| write_ids(w, model.item_ids()))?);
+    let indptr: Vec<i64> = model.seen().indptr.iter().map(|&p| p as i64).collect();
     files.push(write_file(tmp, SEEN_INDPTR, |w| {
         npy::write_npy_i64(&mut &mut *w, &[indptr.len()], &indptr)
     })?);
-    let idx = &model.seen.indices;
+    let idx = &model.seen().indices;
     files.push(write_file(tmp, SEEN_INDICES, |w| {
         npy::write_npy_u32(&mut &mut *w, &[idx.len()], idx)
     })?);
 
     let meta = ModelJson {
         format_version: MODEL_FORMAT_VERSION,
-        kind: model.kind,
+        kind: model.kind(),
         factors: k,
         n_users: nu,
         n_items: ni,
-        nnz_seen: Some(model.seen.indices.len()),
-        global_mean: model.global_mean as f64,
-        rating_range: model.rating_range.map(|(a, b)| (a as f64, b as f64)),
-        hyperparameters: model.hyperparameters.clone(),
-        data_fingerprint: model.data_fingerprint.clone(),
-        metrics: model.metrics.clone(),
-        version: model.version,
+        nnz_seen: Some(model.seen().indices.len()),
+        global_mean: model.global_mean() as f64,
+        rating_range: model.rating_range().map(|(a, b)| (a as f64, b as f64)),
+        hyperparameters: model.hyperparameters().clone(),
+        data_fingerprint: model.data_fingerprint().to_string(),
+        metrics: model.metrics().clone(),
+        version: model.version(),
         created_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -594,19 +594,19 @@ mod tests {
 
     fn assert_same(a: &Model, b: &Model) {
         assert_eq!(a, b);
-        assert_eq!(bits(&a.user_factors), bits(&b.user_factors));
-        assert_eq!(bits(&a.item_factors), bits(&b.item_factors));
-        let bb = |v: &Option<Vec<f32>>| v.as_ref().map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
-        assert_eq!(bb(&a.user_bias), bb(&b.user_bias));
-        assert_eq!(bb(&a.item_bias), bb(&b.item_bias));
-        assert_eq!(a.global_mean.to_bits(), b.global_mean.to_bits());
+        assert_eq!(bits(a.user_factors()), bits(b.user_factors()));
+        assert_eq!(bits(a.item_factors()), bits(b.item_factors()));
+        let bb = |v: Option<&[f32]>| v.map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        assert_eq!(bb(a.user_bias()), bb(b.user_bias()));
+        assert_eq!(bb(a.item_bias()), bb(b.item_bias()));
+        assert_eq!(a.global_mean().to_bits(), b.global_mean().to_bits());
     }
 
     #[test]
     fn round_trip_bit_for_bit() {
         let root = tempfile::tempdir().unwrap();
         for (j, kind) in [ModelKind::Explicit, ModelKind::Implicit].into_iter().enumerate() {
-            let mut m = random_model(kind, 9, 13, 5, 21 + j as u64);
+            let mut m = random_model(kind, 9, 13, 5, 21 + j as u64).into_parts();
             // Awkward values: subnormal, -0.0, a mean that is not a short decimal, odd ids.
             m.user_factors[[0, 0]] = f32::from_bits(1);
             m.user_factors[[1, 1]] = -0.0;
@@ -616,6 +616,7 @@ mod tests {
             m.user_ids[3] = " spaced\tid é ".into();
             // A non-standard layout must be saved in C order.
             m.item_factors = m.item_factors.t().to_owned().reversed_axes();
+            let m = Model::new(m).unwrap();
             let dir = root.path().join(format!("m{j}"));
             save_model(&m, &dir, false).unwrap();
             let l = load_model(&dir).unwrap();
@@ -674,7 +675,7 @@ mod tests {
         assert_same(&load_model(&dir).unwrap(), &a);
         save_model(&b, &dir, true).unwrap();
         assert_same(&load_model(&dir).unwrap(), &b);
-        assert!(!dir.join("user_bias.npy").exists() || b.user_bias.is_some());
+        assert!(!dir.join("user_bias.npy").exists() || b.user_bias().is_some());
         // Overwriting with a model without biases leaves no stale bias file.
         save_model(&a, &dir, true).unwrap();
         assert!(!dir.join("user_bias.npy").exists());
@@ -692,17 +693,11 @@ mod tests {
         fs::create_dir(&empty).unwrap();
         save_model(&a, &empty, true).unwrap();
         // Ids with line breaks are refused before anything is written.
-        let mut bad = a.clone();
+        let mut bad = a.clone().into_parts();
         bad.item_ids[1] = "x\r".into();
+        let bad = Model::new(bad).unwrap();
         let e = save_model(&bad, &root.path().join("bad"), false).unwrap_err();
         assert!(matches!(e, ModelError::BadId { which: "item", row: 1, .. }), "{e}");
-        // Inconsistent sizes are refused.
-        let mut bad = a.clone();
-        bad.user_ids.pop();
-        assert!(matches!(
-            save_model(&bad, &root.path().join("bad"), false),
-            Err(ModelError::Inconsistent { .. })
-        ));
         assert_eq!(others(root.path(), &["model", "precious", "empty"]), Vec::<String>::new());
         // A parent that doesn't exist yet is created.
         let nested = root.path().join("a/b/c");

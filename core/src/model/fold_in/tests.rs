@@ -216,14 +216,19 @@ fn unknown_items_are_skipped_and_counted_and_repeats_merge() {
 #[test]
 fn hyperparameters_must_describe_the_model() {
     let t = trained(&small_cfg(), &raw(20, 15, false, 5));
-    let mut m = t.model.clone();
-    m.hyperparameters = serde_json::json!({"factors": 6});
+    let changed = |change: &dyn Fn(&mut ModelParts)| {
+        let mut p = t.model.clone().into_parts();
+        change(&mut p);
+        Model::new(p).unwrap()
+    };
+    let m = changed(&|p| p.hyperparameters = serde_json::json!({"factors": 6}));
     assert!(matches!(FoldIn::new(&m), Err(FoldInError::Hyperparameters(_))));
-    let mut m = t.model.clone();
-    m.hyperparameters["factors"] = 7.into();
+    let m = changed(&|p| p.hyperparameters["factors"] = 7.into());
     assert!(matches!(FoldIn::new(&m), Err(FoldInError::Inconsistent(_))));
-    let mut m = t.model.clone();
-    m.kind = ModelKind::Implicit;
+    let m = changed(&|p| {
+        p.kind = ModelKind::Implicit;
+        (p.user_bias, p.item_bias, p.global_mean) = (None, None, 0.0);
+    });
     assert!(matches!(FoldIn::new(&m), Err(FoldInError::Inconsistent(_))));
 }
 
@@ -252,36 +257,36 @@ fn fold_in_users_appends_new_users_and_refits_existing_ones() {
             unknown_items: 1
         }
     );
-    assert_eq!(next.version, m.version + 1);
+    assert_eq!(next.version(), m.version() + 1);
     assert_eq!(next.n_users(), m.n_users() + 2);
-    assert_eq!(&next.user_ids[m.n_users()..], ["new1", "new2"]);
-    assert_eq!(next.user_factors.nrows(), next.n_users());
-    assert_eq!(next.user_bias.as_ref().unwrap().len(), next.n_users());
-    assert_eq!(next.seen.n_rows(), next.n_users());
+    assert_eq!(&next.user_ids()[m.n_users()..], ["new1", "new2"]);
+    assert_eq!(next.user_factors().nrows(), next.n_users());
+    assert_eq!(next.user_bias().as_ref().unwrap().len(), next.n_users());
+    assert_eq!(next.seen().n_rows(), next.n_users());
     // Rows equal the single-user fold-in; the refit user is warm-started from their row.
     let new1 = fold.fold_in(m, &[("i0", 4.0), ("i5", 3.0)], None).unwrap();
     let row = next.user_index("new1").unwrap();
-    assert_eq!(next.user_factors.row(row).to_vec(), new1.factors);
-    assert_eq!(next.user_bias.as_ref().unwrap()[row], new1.bias);
-    assert_eq!(next.seen.row(row).0, new1.items);
+    assert_eq!(next.user_factors().row(row).to_vec(), new1.factors);
+    assert_eq!(next.user_bias().as_ref().unwrap()[row], new1.bias);
+    assert_eq!(next.seen().row(row).0, new1.items);
     let u3 = m.user_index("u3").unwrap();
     let refit = fold
-        .fold_in(m, &[("i5", 2.0), ("i0", 5.0)], Some(&m.user_factors.row(u3).to_vec()))
+        .fold_in(m, &[("i5", 2.0), ("i0", 5.0)], Some(&m.user_factors().row(u3).to_vec()))
         .unwrap();
-    assert_eq!(next.user_factors.row(u3).to_vec(), refit.factors);
+    assert_eq!(next.user_factors().row(u3).to_vec(), refit.factors);
     let mut want_seen = vec![m.item_index("i0").unwrap() as u32, m.item_index("i5").unwrap() as u32];
     want_seen.sort_unstable();
-    assert_eq!(next.seen.row(u3).0, want_seen);
+    assert_eq!(next.seen().row(u3).0, want_seen);
     // Other users and all items are untouched.
-    assert_eq!(next.user_factors.row(0), m.user_factors.row(0));
-    assert_eq!(next.item_factors, m.item_factors);
+    assert_eq!(next.user_factors().row(0), m.user_factors().row(0));
+    assert_eq!(next.item_factors(), m.item_factors());
     // Saved and loaded back as a valid model directory.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m2");
     crate::model::save_model(&next, &path, false).unwrap();
     let back = crate::model::load_model(&path).unwrap();
-    assert_eq!(back.version, next.version);
-    assert_eq!(back.user_ids, next.user_ids);
+    assert_eq!(back.version(), next.version());
+    assert_eq!(back.user_ids(), next.user_ids());
 
     // A user whose items are all unknown stops the whole fold-in, naming them.
     let mut bad = add.clone();
@@ -309,7 +314,7 @@ fn fold_in_users_merges_repeated_items_by_the_given_rule() {
     let row_of = |policy| {
         let (next, _) = fold_in_users(m, &add, policy).unwrap();
         let u = next.user_index("new1").unwrap();
-        next.user_factors.row(u).to_vec()
+        next.user_factors().row(u).to_vec()
     };
     let want = |i0: f32| fold.fold_in(m, &[("i0", i0), ("i5", 3.0)], None).unwrap().factors;
     assert_eq!(row_of(Some(DuplicatePolicy::First)), want(4.0));
