@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use als_core::data::{load::parse_ratings, load_ratings, LoadOptions, RawRatings};
+use als_core::data::{load_ratings, parse_ratings, LoadOptions, RawRatings};
 use als_core::rng::SplitMix64;
 use anyhow::{bail, Context, Result};
 use clap::Parser;

@@ -5,11 +5,11 @@
 //! training ids to dense indices and lays the ratings out twice, by user and
 //! by item, as Spark ALS does.
 
-pub mod csr;
-pub mod dataset;
-pub mod error;
-pub mod format;
-pub mod load;
+pub(crate) mod csr;
+pub(crate) mod dataset;
+pub(crate) mod error;
+pub(crate) mod format;
+pub(crate) mod load;
 pub mod split;
 pub mod synth;
 
@@ -17,7 +17,7 @@ pub use csr::Csr;
 pub use dataset::{Dataset, DuplicatePolicy, TestSet};
 pub use error::DataError;
 pub use format::{Format, LoadOptions};
-pub use load::load_ratings;
+pub use load::{load_ratings, parse_ratings};
 pub use split::SplitSpec;
 
 /// A whole text file as UTF-8, without a leading byte-order mark (editors on

@@ -9,11 +9,11 @@
 mod faer_backend;
 #[cfg(feature = "lapack")]
 mod lapack_backend;
-pub mod rows_ops;
+pub(crate) mod rows_ops;
 mod small_cholesky;
-pub mod sym_rows;
+pub(crate) mod sym_rows;
 pub mod syrk;
-pub mod vec;
+pub(crate) mod vec;
 
 use serde::{Deserialize, Serialize};
 

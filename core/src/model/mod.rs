@@ -3,7 +3,7 @@
 //!
 //! [`store`] saves it to and loads it from a model directory.
 
-pub mod fold_in;
+pub(crate) mod fold_in;
 pub mod store;
 
 pub use fold_in::{fold_in_users, FoldIn, FoldInError, FoldInReport, FoldedUser};
