@@ -8,6 +8,8 @@
 //!     "rmse": f64, "mae": f64,       //   explicit: clipped to the training rating range (unless --no-clip)
 //!     "rmse_raw": f64, "mae_raw": f64,   // explicit: raw predictions (the reference protocol)
 //!     "precision@10": f64, "recall@10": f64, "map@10": f64, "ndcg@10": f64,
+//!     "recall_capped@10": f64,       //   hits / min(K, |T_u|), Recall@K of Liang et al. and Rendle et al.
+//!     "ndcg@100": f64,               //   NDCG at 100 from the same lists, whatever --k is
 //!     "precision_pooled@10": f64, "n_eval_users": u64   // implicit (the number is --k)
 //!   },
 //!   "seconds_per_iteration": f64,    // mean wall seconds of one full iteration (both halves)
@@ -204,14 +206,23 @@ mod tests {
                 n_eval_users: 7,
                 precision: 0.1,
                 recall: 0.2,
+                recall_capped: 0.25,
                 map: 0.3,
                 ndcg: 0.4,
+                ndcg_wide: 0.45,
                 precision_pooled: 0.15,
             }),
             ..Default::default()
         };
         let v = metrics_json(&[], &m, &TrainConfig::default(), &DataSummary::default(), "in-process");
-        for (k, want) in [("precision@10", 0.1), ("recall@10", 0.2), ("map@10", 0.3), ("ndcg@10", 0.4)] {
+        for (k, want) in [
+            ("precision@10", 0.1),
+            ("recall@10", 0.2),
+            ("recall_capped@10", 0.25),
+            ("map@10", 0.3),
+            ("ndcg@10", 0.4),
+            ("ndcg@100", 0.45),
+        ] {
             assert_eq!(v["final"][k], json!(want), "{k}");
         }
         assert!(v["final"].get("rmse").is_none());

@@ -49,15 +49,31 @@ pub fn rating_metrics(truth: &[f32], predicted: &[f32], clip: Option<(f32, f32)>
     }
 }
 
+/// The cutoff of the second NDCG every ranking evaluation reports: NDCG@100,
+/// the headline metric of Liang et al. (2018) and Rendle et al. (2021).
+pub const WIDE_NDCG_K: usize = 100;
+
+/// How long the top lists of an evaluation at `k` are: long enough for the
+/// metrics at `k` and for NDCG@[`WIDE_NDCG_K`].
+pub fn ranking_list_len(k: usize) -> usize {
+    k.max(WIDE_NDCG_K)
+}
+
 /// Mean ranking metrics at `k` over the evaluated users.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RankingMetrics {
     pub k: usize,
     pub n_eval_users: usize,
     pub precision: f64,
+    /// hits / |T_u| (the classic recall; Spark's and implicit's).
     pub recall: f64,
+    /// hits / min(k, |T_u|): Recall@K as Liang et al. and Rendle et al.
+    /// define it (`ials/recommender.h`), so a perfect list scores 1.
+    pub recall_capped: f64,
     pub map: f64,
     pub ndcg: f64,
+    /// NDCG@[`WIDE_NDCG_K`], from the same lists.
+    pub ndcg_wide: f64,
     /// sum of hits / sum of min(k, |T_u|) (implicit's "precision").
     pub precision_pooled: f64,
 }
@@ -114,7 +130,7 @@ pub fn ranking_metrics(
             &[]
         }
     };
-    let top = topk::top_n_batch(queries.view(), item_factors, k, &exclude);
+    let top = topk::top_n_batch(queries.view(), item_factors, ranking_list_len(k), &exclude);
     let recommended: Vec<Vec<u32>> = top.into_iter().map(|v| v.into_iter().map(|s| s.index).collect()).collect();
     ranking_metrics_from_lists(&recommended, &relevant, k)
 }
@@ -123,11 +139,13 @@ pub fn ranking_metrics(
 /// and tested directly): `recommended[j]` are item indices for user
 /// `users[j]`, `relevant[j]` a sorted deduplicated list of relevant items.
 ///
-/// Only the first `k` recommendations count. Entries with an empty relevant
-/// list are not evaluated. With no evaluated user (or `k == 0`) every mean is 0.
+/// Only the first `k` recommendations count (the first [`WIDE_NDCG_K`] for
+/// `ndcg_wide`). Entries with an empty relevant list are not evaluated. With
+/// no evaluated user (or `k == 0`) every mean is 0.
 pub fn ranking_metrics_from_lists(recommended: &[Vec<u32>], relevant: &[Vec<u32>], k: usize) -> RankingMetrics {
     assert_eq!(recommended.len(), relevant.len(), "ranking_metrics_from_lists: list counts differ");
-    let disc: Vec<f64> = (1..=k).map(|r| 1.0 / ((r + 1) as f64).log2()).collect();
+    let len = ranking_list_len(k);
+    let disc: Vec<f64> = (1..=len).map(|r| 1.0 / ((r + 1) as f64).log2()).collect();
     let ideal: Vec<f64> = disc
         .iter()
         .scan(0f64, |acc, d| {
@@ -135,7 +153,18 @@ pub fn ranking_metrics_from_lists(recommended: &[Vec<u32>], relevant: &[Vec<u32>
             Some(*acc)
         })
         .collect();
-    let (mut p, mut r, mut ap, mut nd) = (0f64, 0f64, 0f64, 0f64);
+    // DCG of the first `cut` recommendations over the ideal DCG of min(cut, |T_u|) hits.
+    let ndcg_at = |rec: &[u32], rel: &[u32], cut: usize| {
+        let dcg: f64 = rec
+            .iter()
+            .take(cut)
+            .enumerate()
+            .filter(|(_, item)| rel.binary_search(item).is_ok())
+            .map(|(pos, _)| disc[pos])
+            .sum();
+        dcg / ideal[cut.min(rel.len()) - 1]
+    };
+    let (mut p, mut r, mut rc, mut ap, mut nd, mut nd_wide) = (0f64, 0f64, 0f64, 0f64, 0f64, 0f64);
     let (mut hits_total, mut pooled_div, mut n) = (0usize, 0usize, 0usize);
     if k > 0 {
         for (rec, rel) in recommended.iter().zip(relevant) {
@@ -144,18 +173,19 @@ pub fn ranking_metrics_from_lists(recommended: &[Vec<u32>], relevant: &[Vec<u32>
             }
             debug_assert!(rel.windows(2).all(|w| w[0] < w[1]), "relevant list not sorted/deduplicated");
             let m = k.min(rel.len());
-            let (mut hits, mut ap_u, mut dcg) = (0usize, 0f64, 0f64);
+            let (mut hits, mut ap_u) = (0usize, 0f64);
             for (pos, item) in rec.iter().take(k).enumerate() {
                 if rel.binary_search(item).is_ok() {
                     hits += 1;
                     ap_u += hits as f64 / (pos + 1) as f64;
-                    dcg += disc[pos];
                 }
             }
             p += hits as f64 / k as f64;
             r += hits as f64 / rel.len() as f64;
+            rc += hits as f64 / m as f64;
             ap += ap_u / m as f64;
-            nd += dcg / ideal[m - 1];
+            nd += ndcg_at(rec, rel, k);
+            nd_wide += ndcg_at(rec, rel, WIDE_NDCG_K);
             hits_total += hits;
             pooled_div += m;
             n += 1;
@@ -167,8 +197,10 @@ pub fn ranking_metrics_from_lists(recommended: &[Vec<u32>], relevant: &[Vec<u32>
         n_eval_users: n,
         precision: mean(p),
         recall: mean(r),
+        recall_capped: mean(rc),
         map: mean(ap),
         ndcg: mean(nd),
+        ndcg_wide: mean(nd_wide),
         precision_pooled: if pooled_div == 0 {
             0.0
         } else {
@@ -223,6 +255,20 @@ mod tests {
         assert!(close(m.ndcg, (ndcg_a + 1.0 + 0.0) / 3.0), "{m:?}");
         // Pooled: hits 2 + 1 + 0 = 3 over min(3,3) + min(3,1) + min(3,4) = 7.
         assert!(close(m.precision_pooled, 3.0 / 7.0), "{m:?}");
+        // Capped recall: A 2/min(3,3), B 1/min(3,1), C 0.
+        assert!(close(m.recall_capped, (2.0 / 3.0 + 1.0 + 0.0) / 3.0), "{m:?}");
+        // NDCG@100 counts A's 4th recommendation (item 2, rank 4): DCG gains 1/log2(5).
+        let l5 = 5f64.log2();
+        let ndcg_a_wide = (1.0 / l3 + 0.5 + 1.0 / l5) / (1.0 + 1.0 / l3 + 0.5);
+        assert!(close(m.ndcg_wide, (ndcg_a_wide + 1.0 + 0.0) / 3.0), "{m:?}");
+        // More relevant items than K: rec [8, 9, 0], T = {8, 9, 10, 11}, K = 3.
+        //   recall = 2/4, capped = 2/min(3,4) = 2/3;
+        //   NDCG@3 = (1 + 1/log2 3) / (1 + 1/log2 3 + 1/2);
+        //   NDCG@100 = (1 + 1/log2 3) / (1 + 1/log2 3 + 1/2 + 1/log2 5) (ideal over min(100, 4) hits).
+        let wide = ranking_metrics_from_lists(&[vec![8, 9, 0]], &[vec![8, 9, 10, 11]], 3);
+        assert!(close(wide.recall, 0.5) && close(wide.recall_capped, 2.0 / 3.0), "{wide:?}");
+        assert!(close(wide.ndcg, (1.0 + 1.0 / l3) / (1.5 + 1.0 / l3)), "{wide:?}");
+        assert!(close(wide.ndcg_wide, (1.0 + 1.0 / l3) / (1.5 + 1.0 / l3 + 1.0 / l5)), "{wide:?}");
         // The 4th recommendation of A (item 2, relevant) is beyond K and must not count.
         let none = ranking_metrics_from_lists(&[vec![1]], &[vec![]], 3);
         assert_eq!(none.n_eval_users, 0);
@@ -260,6 +306,8 @@ mod tests {
         assert!(close(m.ndcg, 2.0 / 3.0), "{m:?}");
         // Pooled: 2 hits over min(2,1)*3 = 3.
         assert!(close(m.precision_pooled, 2.0 / 3.0), "{m:?}");
+        // NDCG@100 ranks past K: user 2's list [1, 2, 3, 5, 4] has item 5 at rank 4.
+        assert!(close(m.ndcg_wide, (2.0 + 1.0 / 5f64.log2()) / 3.0), "{m:?}");
 
         // Tie-breaking to the lower index: user 2's relevant item 2 (tied with 1) is NOT in a top-1 list.
         let t2 = TestSet {

@@ -32,13 +32,15 @@ pub fn metrics_line(m: &TestMetrics) -> String {
     }
     if let Some(r) = &m.ranking {
         parts.push(format!(
-            "precision@{k}={:.4} recall@{k}={:.4} map@{k}={:.4} ndcg@{k}={:.4} (users={})",
+            "precision@{k}={:.4} recall@{k}={:.4} map@{k}={:.4} ndcg@{k}={:.4} ndcg@{w}={:.4} (users={})",
             r.precision,
             r.recall,
             r.map,
             r.ndcg,
+            r.ndcg_wide,
             r.n_eval_users,
-            k = r.k
+            k = r.k,
+            w = als_core::metrics::WIDE_NDCG_K
         ));
     }
     parts.join(" ")

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 pub use crate::metrics::relevant_by_user;
-use crate::metrics::{ranking_metrics, ranking_metrics_from_lists, rating_metrics, RankingMetrics};
+use crate::metrics::{ranking_metrics, ranking_metrics_from_lists, rating_metrics, RankingMetrics, WIDE_NDCG_K};
 use crate::side::Factors;
 use crate::solve::{Feedback, SolveParams};
 
@@ -41,8 +41,10 @@ impl TestMetrics {
         if let Some(r) = &self.ranking {
             put(format!("precision@{}", r.k), Some(r.precision));
             put(format!("recall@{}", r.k), Some(r.recall));
+            put(format!("recall_capped@{}", r.k), Some(r.recall_capped));
             put(format!("map@{}", r.k), Some(r.map));
             put(format!("ndcg@{}", r.k), Some(r.ndcg));
+            put(format!("ndcg@{WIDE_NDCG_K}"), Some(r.ndcg_wide));
             put(format!("precision_pooled@{}", r.k), Some(r.precision_pooled));
             m.insert("n_eval_users".into(), serde_json::json!(r.n_eval_users));
         }

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use als_core::metrics::ranking_list_len;
 use als_core::side::Factors;
 use als_core::train::{eval, TestMetrics, TrainConfig};
 use als_proto::codec::Field;
@@ -82,7 +83,7 @@ impl ClusterExecutor<'_> {
             };
             if j == 0 {
                 m.blocks = blocks.clone();
-                m.top_k = if implicit { cfg.ranking_k as u32 } else { 0 };
+                m.top_k = if implicit { ranking_list_len(cfg.ranking_k) as u32 } else { 0 };
                 m.min_pos = cfg.min_pos;
                 m.all_items = implicit;
                 m.n_item_rows = item_rows.len() as u32;
@@ -133,7 +134,8 @@ impl ClusterExecutor<'_> {
             }
         }
         let layout = &self.layouts.users;
-        let k = cfg.ranking_k;
+        // Lists as long as asked for: the metrics at K and NDCG@100.
+        let k = ranking_list_len(cfg.ranking_k);
         let mut predictions = vec![f32::NAN; if implicit { 0 } else { ds.test.len() }];
         let mut lists: Vec<Option<Vec<u32>>> = vec![None; if implicit { ds.n_users() } else { 0 }];
         for (w, res) in gathered {
