@@ -8,6 +8,7 @@ use als_core::data::{DuplicatePolicy, LoadOptions};
 use als_core::train::{TrainConfig, DEFAULT_ALPHA, DEFAULT_FACTORS, DEFAULT_LAMBDA};
 use clap::Args;
 
+use super::axis::{self, AxisEntry};
 use super::grid::Setting;
 use crate::args::split::SplitSeedArg;
 use crate::args::{check_columns, parse, Cadence, ClusterArgs, LayoutArgs, MetricArgs, ModelArgs, ProgressArgs};
@@ -31,15 +32,17 @@ pub struct TuneArgs {
     #[command(flatten)]
     pub metrics: MetricArgs,
 
-    /// λ values to try (comma separated).
-    #[arg(long, value_name = "L,..", value_delimiter = ',', num_args = 1.., default_values_t = [DEFAULT_LAMBDA], value_parser = parse::non_negative_f32, help_heading = "Grid")]
-    pub lambda: Vec<f32>,
-    /// Factor counts to try (comma separated).
-    #[arg(long, value_name = "K,..", value_delimiter = ',', num_args = 1.., default_values_t = [DEFAULT_FACTORS], value_parser = parse::positive_usize, help_heading = "Grid")]
-    pub factors: Vec<usize>,
-    /// Confidence scales α of --implicit to try (comma separated) [default: 40].
-    #[arg(long, value_name = "A,..", value_delimiter = ',', num_args = 1.., requires = "implicit", value_parser = parse::non_negative_f32, help_heading = "Grid")]
-    pub alpha: Option<Vec<f32>>,
+    /// λ values to try: comma separated, each a value or a range LO:HI:log:N
+    /// (N log-spaced points, ends included) or LO:HI:lin:N, e.g. 1e-4:1e-1:log:8.
+    #[arg(long, value_name = "L,..", value_delimiter = ',', num_args = 1.., default_values_t = [AxisEntry::one(DEFAULT_LAMBDA)], value_parser = axis::non_negative_f32, help_heading = "Grid")]
+    pub lambda: Vec<AxisEntry<f32>>,
+    /// Factor counts to try: comma separated, values or ranges as for --lambda
+    /// (points rounded to integers), e.g. 16:256:log:5.
+    #[arg(long, value_name = "K,..", value_delimiter = ',', num_args = 1.., default_values_t = [AxisEntry::one(DEFAULT_FACTORS)], value_parser = axis::positive_usize, help_heading = "Grid")]
+    pub factors: Vec<AxisEntry<usize>>,
+    /// Confidence scales α of --implicit to try: values or ranges as for --lambda [default: 40].
+    #[arg(long, value_name = "A,..", value_delimiter = ',', num_args = 1.., requires = "implicit", value_parser = axis::non_negative_f32, help_heading = "Grid")]
+    pub alpha: Option<Vec<AxisEntry<f32>>>,
     #[command(flatten)]
     pub model: ModelArgs,
 
@@ -61,10 +64,20 @@ pub struct TuneArgs {
 }
 
 impl TuneArgs {
+    /// The λ values of the grid, in the order given, each once.
+    pub fn lambdas(&self) -> Vec<f32> {
+        axis::values(&self.lambda)
+    }
+
+    /// The factor counts of the grid, in the order given, each once.
+    pub fn factors(&self) -> Vec<usize> {
+        axis::values(&self.factors)
+    }
+
     /// The α values of the grid (`[None]` for explicit ratings).
     pub fn alphas(&self) -> Vec<Option<f32>> {
         match (&self.alpha, self.model.implicit) {
-            (Some(a), _) => a.iter().map(|&x| Some(x)).collect(),
+            (Some(a), _) => axis::values(a).into_iter().map(Some).collect(),
             (None, true) => vec![Some(DEFAULT_ALPHA)],
             (None, false) => vec![None],
         }

@@ -9,6 +9,7 @@
 //! memory at a time.
 
 mod args;
+mod axis;
 mod grid;
 mod output;
 
@@ -59,7 +60,7 @@ fn metric_of(cfg: &TrainConfig) -> Metric {
 /// Run the cross-validation, print the table to `out`, write `--out-json`.
 pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
     let t0 = Instant::now();
-    let settings = expand(&args.lambda, &args.factors, &args.alphas());
+    let settings = expand(&args.lambdas(), &args.factors(), &args.alphas());
     // Refuse any bad setting before loading or training.
     let configs = settings.iter().map(|&s| args.train_config(s)).collect::<anyhow::Result<Vec<_>>>()?;
     let load = args.load_options()?;

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use als_core::data::synth::{write_csv, SynthSpec};
 use als_core::data::RawRatings;
+use als_core::train::{DEFAULT_FACTORS, DEFAULT_LAMBDA};
 use clap::Parser;
 use serde_json::Value;
 
@@ -171,4 +172,36 @@ fn tune_refuses_bad_settings_before_loading() {
         Cli::try_parse_from(["coordinator", "tune", "--data", "x", "--alpha", "1"]).is_err(),
         "--alpha needs --implicit"
     );
+}
+
+/// Grid axes take ranges next to values, and the grid holds each value once.
+#[test]
+fn grid_axes_take_log_and_linear_ranges() {
+    let a = tune_args(&[
+        "--data",
+        "x",
+        "--implicit",
+        "--lambda",
+        "1e-3:1e-1:log:3,0.5,0.5",
+        "--factors",
+        "8:32:log:3",
+        "--alpha",
+        "0:2:lin:3",
+    ]);
+    let l = a.lambdas();
+    assert_eq!(l.len(), 4, "0.5 is tried once: {l:?}");
+    for (got, want) in l.iter().zip([1e-3f32, 1e-2, 1e-1, 0.5]) {
+        assert!((got / want - 1.0).abs() < 1e-5, "{l:?}");
+    }
+    assert_eq!(a.factors(), vec![8, 16, 32]);
+    assert_eq!(a.alphas(), vec![Some(0.0), Some(1.0), Some(2.0)]);
+    let defaults = tune_args(&["--data", "x"]);
+    assert_eq!(
+        (defaults.lambdas(), defaults.factors(), defaults.alphas()),
+        (vec![DEFAULT_LAMBDA], vec![DEFAULT_FACTORS], vec![None])
+    );
+    let err = Cli::try_parse_from(["coordinator", "tune", "--data", "x", "--lambda", "0:1:log:4"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("low end > 0"), "{err}");
 }
