@@ -231,7 +231,6 @@ pub fn recommend_all(
     };
     let format = AllFormat::of(path);
     let n_users = model.n_users();
-    let seen_rows = model.seen().n_rows();
     als_core::atomic::write_file_atomic(path, policy, |w| {
         if format == AllFormat::Csv {
             w.write_all(b"user,rank,item,score\n")?;
@@ -244,7 +243,7 @@ pub fn recommend_all(
             // Seen items of each user of the batch, in target space, sorted.
             let excluded: Vec<Vec<u32>> = (start..end)
                 .map(|u| {
-                    if include_seen || u >= seen_rows {
+                    if include_seen {
                         return Vec::new();
                     }
                     let seen = model.seen().row(u).0;

@@ -101,11 +101,11 @@ impl FoldIn {
             serde_json::from_value(model.hyperparameters().clone()).map_err(|e| FoldInError::Hyperparameters(e.to_string()))?;
         let mut params = cfg.solve_params(model.global_mean() as f64);
         let bad = |m: String| Err(FoldInError::Inconsistent(m));
-        if params.factors != model.factors() || model.item_factors().ncols() != model.factors() {
+        if params.factors != model.factors() {
             return bad(format!(
                 "{} factors in the hyperparameters, {} in the model",
                 params.factors,
-                model.item_factors().ncols()
+                model.factors()
             ));
         }
         match (model.kind(), params.feedback) {
@@ -113,9 +113,6 @@ impl FoldIn {
             (ModelKind::Explicit, Feedback::Explicit { biased, .. }) => {
                 if biased != model.item_bias().is_some() {
                     return bad(format!("biased = {biased}, item biases present = {}", model.item_bias().is_some()));
-                }
-                if biased && model.item_bias().as_ref().is_some_and(|b| b.len() != model.n_items()) {
-                    return bad("item biases do not match the item count".into());
                 }
                 // Explicit rows are ridge regressions: ALS solves them exactly
                 // whatever optimizer trained the item side.
@@ -261,15 +258,7 @@ pub fn fold_in_users(model: &Model, raw: &RawRatings, duplicates: Option<Duplica
     let mut new_factors: Vec<f32> = Vec::new();
     let mut new_bias = Vec::new();
     // Seen rows: replaced for refit users, appended for new ones.
-    let mut seen_rows: Vec<Vec<u32>> = (0..model.n_users())
-        .map(|u| {
-            if u < model.seen().n_rows() {
-                model.seen().row(u).0.to_vec()
-            } else {
-                Vec::new()
-            }
-        })
-        .collect();
+    let mut seen_rows: Vec<Vec<u32>> = (0..model.n_users()).map(|u| model.seen().row(u).0.to_vec()).collect();
     for (token, rows) in raw.user_tokens.iter().zip(&rows_of) {
         if rows.is_empty() {
             continue;

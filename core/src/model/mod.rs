@@ -145,18 +145,39 @@ impl ModelParts {
         if self.kind == ModelKind::Implicit && self.user_bias.is_some() {
             return bad("an implicit model has no biases".into());
         }
-        if self.seen.n_rows() > nu || self.seen.n_cols != ni {
-            return bad(format!(
-                "seen items are {} × {}, expected at most {nu} rows of {ni} items",
-                self.seen.n_rows(),
-                self.seen.n_cols
-            ));
+        match seen_problem(&self.seen, nu, ni) {
+            Some(problem) => bad(problem),
+            None => Ok(()),
         }
-        if let Some(&i) = self.seen.indices.iter().find(|&&i| i as usize >= ni) {
-            return bad(format!("a seen item row {i} is past the {ni} items"));
-        }
-        Ok(())
     }
+}
+
+/// What is wrong with a seen-items CSR of `n_users` rows over `n_items`
+/// items: shape, offsets, item range, or rows not sorted and distinct.
+fn seen_problem(seen: &Csr, n_users: usize, n_items: usize) -> Option<String> {
+    if seen.indptr.len() != n_users + 1 || seen.n_cols != n_items {
+        return Some(format!(
+            "seen items are {} × {}, expected {n_users} × {n_items}",
+            seen.n_rows(),
+            seen.n_cols
+        ));
+    }
+    let nnz = seen.indices.len();
+    if seen.indptr[0] != 0 || seen.indptr.windows(2).any(|w| w[0] > w[1]) || seen.indptr[n_users] != nnz {
+        return Some(format!(
+            "the seen items' offsets do not rise from 0 to {nnz} (the number of entries)"
+        ));
+    }
+    for u in 0..n_users {
+        let row = seen.row(u).0;
+        if let Some(&i) = row.iter().find(|&&i| i as usize >= n_items) {
+            return Some(format!("a seen item row {i} is past the {n_items} items (user row {u})"));
+        }
+        if row.windows(2).any(|w| w[0] >= w[1]) {
+            return Some(format!("the seen items of user row {u} are not sorted and distinct"));
+        }
+    }
+    None
 }
 
 /// A trained model: read-only once built, with its ids indexed, so every
@@ -299,14 +320,14 @@ impl Model {
     }
 
     fn user_bias_of(&self, u: usize) -> f32 {
-        self.user_bias().as_ref().map_or(0.0, |b| b[u])
+        self.user_bias().map_or(0.0, |b| b[u])
     }
 
     /// The constant and per-item terms added to p·q (explicit: μ + b_u + b_i).
     #[inline]
     fn offset(&self, user_bias: f32, i: usize) -> f32 {
         match self.kind() {
-            ModelKind::Explicit => self.global_mean() + user_bias + self.item_bias().as_ref().map_or(0.0, |b| b[i]),
+            ModelKind::Explicit => self.global_mean() + user_bias + self.item_bias().map_or(0.0, |b| b[i]),
             ModelKind::Implicit => 0.0,
         }
     }
@@ -338,11 +359,7 @@ impl Model {
     /// Panics when `u` is out of range.
     pub fn recommend(&self, u: usize, n: usize, include_seen: bool, candidates: Option<&[u32]>) -> Vec<Scored> {
         let p = self.user_factors().row(u).to_vec();
-        let exclude: &[u32] = if include_seen || u >= self.seen().n_rows() {
-            &[]
-        } else {
-            self.seen().row(u).0
-        };
+        let exclude: &[u32] = if include_seen { &[] } else { self.seen().row(u).0 };
         self.recommend_for_vector(&p, self.user_bias_of(u), n, exclude, candidates)
     }
 
@@ -471,7 +488,7 @@ pub(crate) mod tests {
         assert_eq!(swapped.user_index("u0"), Some(3));
         let (u, i) = (2, 4);
         let d: f32 = (0..3).map(|c| m.user_factors()[[u, c]] * m.item_factors()[[i, c]]).sum();
-        let want = 3.53 + m.user_bias().as_ref().unwrap()[u] + m.item_bias().as_ref().unwrap()[i] + d;
+        let want = 3.53 + m.user_bias().unwrap()[u] + m.item_bias().unwrap()[i] + d;
         assert!((m.predict(u, i) - want).abs() < 1e-5);
         let imp = random_model(ModelKind::Implicit, 5, 7, 3, 1);
         let d: f32 = (0..3).map(|c| imp.user_factors()[[u, c]] * imp.item_factors()[[i, c]]).sum();
@@ -501,6 +518,18 @@ pub(crate) mod tests {
         assert!(problem(&|p| p.kind = ModelKind::Implicit).contains("no biases"));
         assert!(problem(&|p| p.seen.n_cols = 8).contains("seen items are 5 × 8"));
         assert!(problem(&|p| p.seen.indices[0] = 7).contains("seen item row 7 is past the 7 items"));
+        assert!(problem(&|p| {
+            p.seen.indptr.pop();
+        })
+        .contains("seen items are 4 × 7, expected 5 × 7"));
+        let seen = |indptr: Vec<usize>, indices: Vec<u32>| Csr {
+            n_cols: 7,
+            values: vec![1.0; indices.len()],
+            indptr,
+            indices,
+        };
+        assert!(problem(&|p| p.seen = seen(vec![0, 2, 1, 2, 2, 2], vec![1, 2])).contains("offsets do not rise from 0 to 2"));
+        assert!(problem(&|p| p.seen = seen(vec![0, 2, 2, 2, 2, 2], vec![3, 3])).contains("user row 0 are not sorted and distinct"));
         assert!(Model::new(good).is_ok());
     }
 

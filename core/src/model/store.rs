@@ -60,8 +60,9 @@ pub enum ModelError {
     /// Parts whose sizes or ids disagree ([`super::Model::new`]).
     #[error("invalid model: {problem}")]
     Invalid { problem: String },
+    /// The same, in the model directory `path`.
     #[error("{}: invalid model: {problem}", path.display())]
-    InvalidDir { path: PathBuf, problem: String },
+    InvalidAt { path: PathBuf, problem: String },
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ModelError + '_ {
@@ -189,81 +190,11 @@ fn inconsistent(path: &Path, expected: impl ToString, found: impl ToString) -> M
     }
 }
 
-/// Check the sizes of a seen-items CSR against the model (`path` names it in errors).
-fn check_seen(path: &Path, seen: &Csr, n_users: usize, n_items: usize) -> Result<(), ModelError> {
-    if seen.n_cols != n_items {
-        return Err(inconsistent(
-            path,
-            format!("{n_items} seen columns (one per item)"),
-            format!("{} columns", seen.n_cols),
-        ));
-    }
-    if seen.n_rows() != n_users || seen.indptr.len() != n_users + 1 {
-        return Err(inconsistent(
-            path,
-            format!("{} seen rows (one per user)", n_users),
-            format!("{} rows", seen.n_rows()),
-        ));
-    }
-    if seen.indptr[0] != 0 || seen.indptr.windows(2).any(|w| w[0] > w[1]) || seen.indptr[n_users] != seen.indices.len() {
-        return Err(inconsistent(
-            path,
-            format!("indptr rising from 0 to {} (the number of seen entries)", seen.indices.len()),
-            "a malformed indptr",
-        ));
-    }
-    for u in 0..n_users {
-        let row = &seen.indices[seen.indptr[u]..seen.indptr[u + 1]];
-        if let Some(&bad) = row.iter().find(|&&i| i as usize >= n_items) {
-            return Err(inconsistent(
-                path,
-                format!("item indices < {n_items}"),
-                format!("{bad} in the row of user {u}"),
-            ));
-        }
-        if row.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(inconsistent(
-                path,
-                "sorted distinct items in each row",
-                format!("an unsorted row for user {u}"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Check that the model's parts agree in size before saving.
-fn validate(model: &Model, dir: &Path) -> Result<(), ModelError> {
-    let (nu, ni, k) = (model.user_ids().len(), model.item_ids().len(), model.user_factors().ncols());
-    let here = |name: &str| dir.join(name);
-    if model.user_factors().nrows() != nu {
-        return Err(inconsistent(
-            &here(USER_FACTORS),
-            format!("{nu} rows (user ids)"),
-            model.user_factors().nrows(),
-        ));
-    }
-    if model.item_factors().dim() != (ni, k) {
-        return Err(inconsistent(
-            &here(ITEM_FACTORS),
-            format!("shape ({ni}, {k})"),
-            format!("{:?}", model.item_factors().dim()),
-        ));
-    }
-    if let Some(b) = &model.user_bias() {
-        if b.len() != nu {
-            return Err(inconsistent(&here(USER_BIAS), format!("{nu} user biases"), b.len()));
-        }
-    }
-    if let Some(b) = &model.item_bias() {
-        if b.len() != ni {
-            return Err(inconsistent(&here(ITEM_BIAS), format!("{ni} item biases"), b.len()));
-        }
-    }
-    check_seen(&here(SEEN_INDPTR), model.seen(), nu, ni)?;
+/// What the model directory's format cannot hold (sizes are checked by
+/// [`Model::new`]): ids are one per line.
+fn validate(model: &Model) -> Result<(), ModelError> {
     check_ids("user", model.user_ids())?;
-    check_ids("item", model.item_ids())?;
-    Ok(())
+    check_ids("item", model.item_ids())
 }
 
 /// fsync a directory: the one implementation of `crate::atomic`.
@@ -301,10 +232,10 @@ fn write_all_files(model: &Model, tmp: &Path) -> Result<(), ModelError> {
     let itf = itf.as_slice().expect("standard layout");
     files.push(write_file(tmp, USER_FACTORS, |w| npy::write_npy_f32(&mut &mut *w, &[nu, k], uf))?);
     files.push(write_file(tmp, ITEM_FACTORS, |w| npy::write_npy_f32(&mut &mut *w, &[ni, k], itf))?);
-    if let Some(b) = &model.user_bias() {
+    if let Some(b) = model.user_bias() {
         files.push(write_file(tmp, USER_BIAS, |w| npy::write_npy_f32(&mut &mut *w, &[nu], b))?);
     }
-    if let Some(b) = &model.item_bias() {
+    if let Some(b) = model.item_bias() {
         files.push(write_file(tmp, ITEM_BIAS, |w| npy::write_npy_f32(&mut &mut *w, &[ni], b))?);
     }
     files.push(write_file(tmp, USER_IDS, |w| write_ids(w, model.user_ids()))?);
@@ -361,7 +292,7 @@ fn write_all_files(model: &Model, tmp: &Path) -> Result<(), ModelError> {
 /// data. The parent directory is created when missing.
 pub fn save_model(model: &Model, dir: &Path, overwrite: bool) -> Result<(), ModelError> {
     use crate::atomic::{replace_dir, temp_dir_beside, OutputPolicy};
-    validate(model, dir)?;
+    validate(model)?;
     if fs::symlink_metadata(dir).is_ok() {
         if !overwrite {
             return Err(ModelError::Exists { path: dir.to_path_buf() });
@@ -514,7 +445,6 @@ pub fn load_model(dir: &Path) -> Result<Model, ModelError> {
         values: vec![1.0; indices.len()],
         indices,
     };
-    check_seen(&indptr_path, &seen, nu, ni)?;
 
     let shape_err = |e: ndarray::ShapeError| bad_json(e.to_string());
     let parts = ModelParts {
@@ -534,7 +464,7 @@ pub fn load_model(dir: &Path) -> Result<Model, ModelError> {
         version: meta.version,
     };
     Model::new(parts).map_err(|e| match e {
-        ModelError::Invalid { problem } => ModelError::InvalidDir {
+        ModelError::Invalid { problem } => ModelError::InvalidAt {
             path: dir.to_path_buf(),
             problem,
         },

@@ -261,13 +261,13 @@ fn fold_in_users_appends_new_users_and_refits_existing_ones() {
     assert_eq!(next.n_users(), m.n_users() + 2);
     assert_eq!(&next.user_ids()[m.n_users()..], ["new1", "new2"]);
     assert_eq!(next.user_factors().nrows(), next.n_users());
-    assert_eq!(next.user_bias().as_ref().unwrap().len(), next.n_users());
+    assert_eq!(next.user_bias().unwrap().len(), next.n_users());
     assert_eq!(next.seen().n_rows(), next.n_users());
     // Rows equal the single-user fold-in; the refit user is warm-started from their row.
     let new1 = fold.fold_in(m, &[("i0", 4.0), ("i5", 3.0)], None).unwrap();
     let row = next.user_index("new1").unwrap();
     assert_eq!(next.user_factors().row(row).to_vec(), new1.factors);
-    assert_eq!(next.user_bias().as_ref().unwrap()[row], new1.bias);
+    assert_eq!(next.user_bias().unwrap()[row], new1.bias);
     assert_eq!(next.seen().row(row).0, new1.items);
     let u3 = m.user_index("u3").unwrap();
     let refit = fold
