@@ -153,39 +153,35 @@ pub fn ranking_metrics_from_lists(recommended: &[Vec<u32>], relevant: &[Vec<u32>
             Some(*acc)
         })
         .collect();
-    // DCG of the first `cut` recommendations over the ideal DCG of min(cut, |T_u|) hits.
-    let ndcg_at = |rec: &[u32], rel: &[u32], cut: usize| {
-        let dcg: f64 = rec
-            .iter()
-            .take(cut)
-            .enumerate()
-            .filter(|(_, item)| rel.binary_search(item).is_ok())
-            .map(|(pos, _)| disc[pos])
-            .sum();
-        dcg / ideal[cut.min(rel.len()) - 1]
+    // DCG of the first `cut` positions over the ideal DCG of min(cut, |T_u|) hits.
+    let ndcg_at = |hit: &[bool], n_rel: usize, cut: usize| {
+        let dcg: f64 = hit.iter().take(cut).zip(&disc).filter(|(h, _)| **h).map(|(_, d)| d).sum();
+        dcg / ideal[cut.min(n_rel) - 1]
     };
     let (mut p, mut r, mut rc, mut ap, mut nd, mut nd_wide) = (0f64, 0f64, 0f64, 0f64, 0f64, 0f64);
     let (mut hits_total, mut pooled_div, mut n) = (0usize, 0usize, 0usize);
+    let mut hit: Vec<bool> = Vec::with_capacity(len);
     if k > 0 {
         for (rec, rel) in recommended.iter().zip(relevant) {
             if rel.is_empty() {
                 continue;
             }
             debug_assert!(rel.windows(2).all(|w| w[0] < w[1]), "relevant list not sorted/deduplicated");
+            // Whether each listed item is relevant, decided once for every metric.
+            hit.clear();
+            hit.extend(rec.iter().take(len).map(|item| rel.binary_search(item).is_ok()));
             let m = k.min(rel.len());
             let (mut hits, mut ap_u) = (0usize, 0f64);
-            for (pos, item) in rec.iter().take(k).enumerate() {
-                if rel.binary_search(item).is_ok() {
-                    hits += 1;
-                    ap_u += hits as f64 / (pos + 1) as f64;
-                }
+            for (pos, _) in hit.iter().take(k).enumerate().filter(|(_, h)| **h) {
+                hits += 1;
+                ap_u += hits as f64 / (pos + 1) as f64;
             }
             p += hits as f64 / k as f64;
             r += hits as f64 / rel.len() as f64;
             rc += hits as f64 / m as f64;
             ap += ap_u / m as f64;
-            nd += ndcg_at(rec, rel, k);
-            nd_wide += ndcg_at(rec, rel, WIDE_NDCG_K);
+            nd += ndcg_at(&hit, rel.len(), k);
+            nd_wide += ndcg_at(&hit, rel.len(), WIDE_NDCG_K);
             hits_total += hits;
             pooled_div += m;
             n += 1;
