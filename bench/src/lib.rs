@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use als_core::linalg::{Backend, DenseScratch};
 use als_core::rng::SplitMix64;
-use als_core::solve::{block_gram, solve_rows, Confidence, Feedback, FixedSide, RegScaling, RowsView, SolveParams, SolverKind};
+use als_core::solve::{
+    block_gram, solve_rows, Confidence, Feedback, FixedSide, ImplicitLoss, RegScaling, RowsView, SolveParams, SolverKind,
+};
 
 /// Floating-point operation counts (one multiply-add = 2 flops).
 pub mod flops {
@@ -131,6 +133,7 @@ impl Block {
         FixedSide {
             factors: &self.fixed,
             bias: if biased { &self.bias } else { &[] },
+            total_rows: self.fixed.len() / self.k,
         }
     }
 
@@ -328,6 +331,7 @@ fn implicit_params(k: usize, solver: SolverKind, backend: Backend) -> SolveParam
         feedback: Feedback::Implicit {
             alpha: 1.0,
             confidence: Confidence::Linear,
+            loss: ImplicitLoss::Hu,
         },
         solver,
         backend,

@@ -171,6 +171,49 @@ fn bad_values_give_clear_errors() {
     assert!(cfg_err(&["--solver", "cg"]).contains("--implicit"));
     assert!(cfg_err(&["--cg-steps", "5"]).contains("--solver cg"));
     assert!(cfg_err(&["--implicit", "--epsilon", "2"]).contains("--confidence log"));
+    // The iALS loss's own flags, and the Hu et al. flags it does not read.
+    for (args, needle) in [
+        (&["--implicit", "--unobserved-weight", "0.1"][..], "--unobserved-weight applies to --implicit --loss ials only"),
+        (&["--reg-exponent", "1"], "--reg-exponent applies to --implicit --loss ials only"),
+        (&["--observed-weight", "one"], "--observed-weight applies"),
+        (&["--implicit", "--loss", "ials", "--reg-scaling", "count"], "--reg-scaling does not apply to --loss ials"),
+        (&["--implicit", "--loss", "ials", "--alpha", "3"], "--alpha weighs observed pairs"),
+        (&["--implicit", "--loss", "ials", "--confidence", "log"], "--confidence weighs observed pairs"),
+        (&["--implicit", "--loss", "ials", "--reg-exponent", "3"], "--reg-exponent must be in 0..=2"),
+        (&["--implicit", "--loss", "ials", "--unobserved-weight", "2e6"], "--unobserved-weight must be in 0..="),
+        (&["--init-std", "11"], "--init-std must be in"),
+    ] {
+        let e = cfg_err(args);
+        assert!(e.contains(needle), "{args:?}: {e}");
+    }
+    assert!(parse_err(&["--loss", "ials"]).contains("--implicit"));
+    assert!(parse_err(&["--implicit", "--init-std", "0"]).contains("> 0"));
+    let ials = train_args(&[
+        "--implicit",
+        "--loss",
+        "ials",
+        "--observed-weight",
+        "confidence",
+        "--alpha",
+        "2",
+        "--unobserved-weight",
+        "0.5",
+        "--reg-exponent",
+        "0.5",
+        "--init-std",
+        "0.1",
+    ])
+    .train_config()
+    .unwrap();
+    assert_eq!(
+        ials.implicit.unwrap().loss,
+        als_core::solve::ImplicitLoss::Ials {
+            unobserved_weight: 0.5,
+            reg_exponent: 0.5,
+            confidence_weights: true
+        }
+    );
+    assert_eq!((ials.implicit.unwrap().alpha, ials.init_std), (2.0, Some(0.1)));
     // Core names fields; the command line names its flags.
     assert_eq!(
         cfg_err(&["--factors", "5000"]),

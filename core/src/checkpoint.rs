@@ -219,8 +219,8 @@ mod tests {
         let ids: Vec<String> = (0..5).map(|i| i.to_string()).collect();
         TrainState {
             iterations_done: it,
-            users: init_factors(&ids, Side::Users, it as u64, 3, true),
-            items: init_factors(&ids[..4], Side::Items, 1, 3, true),
+            users: init_factors(&ids, Side::Users, it as u64, 3, None, true),
+            items: init_factors(&ids[..4], Side::Items, 1, 3, None, true),
         }
     }
 

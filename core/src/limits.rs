@@ -18,6 +18,17 @@ pub const MAX_LAMBDA: f32 = 1e6;
 /// Largest confidence scale α of implicit feedback.
 pub const MAX_ALPHA: f32 = 1e6;
 
+/// Largest weight α₀ of the unobserved pairs of the iALS loss.
+pub const MAX_UNOBSERVED_WEIGHT: f32 = 1e6;
+
+/// Largest exponent ν of the iALS regularization λ·(n + α₀·N)^ν (the
+/// papers use 0 to 1; beyond 2 the row's λ can leave f32).
+pub const MAX_REG_EXPONENT: f32 = 2.0;
+
+/// Range of the standard deviation of Gaussian initial factors (before the
+/// 1/√k scaling): zero factors would stay zero under the iALS loss.
+pub const INIT_STD_RANGE: (f32, f32) = (1e-6, 10.0);
+
 /// Range of ε of the log confidence 1 + α·ln(1 + r/ε).
 pub const EPSILON_RANGE: (f32, f32) = (1e-9, 1e9);
 

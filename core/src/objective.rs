@@ -7,7 +7,7 @@ use multiversion::multiversion;
 
 use crate::linalg::vec::{dot_f32_f64, dot_f64};
 use crate::side::Factors;
-use crate::solve::{Feedback, SolveParams};
+use crate::solve::{Feedback, ImplicitWeights, SolveParams};
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ObjectiveValue {
@@ -22,13 +22,14 @@ fn ordered_sum(v: Vec<(f64, f64)>) -> (f64, f64) {
     v.into_iter().fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
-fn reg_term(p: &SolveParams, f: &Factors, counts: &Csr) -> f64 {
+/// `other_rows`: rows of the other side (the iALS loss scales λ by them).
+fn reg_term(p: &SolveParams, f: &Factors, counts: &Csr, other_rows: usize) -> f64 {
     let per_row: Vec<f64> = (0..f.n_rows())
         .into_par_iter()
         .map(|r| {
             let row = f.row(r);
             let sq = dot_f32_f64(row, row) + (f.bias_of(r) as f64).powi(2);
-            p.row_lambda(counts.row_len(r)) * sq
+            p.row_lambda(counts.row_len(r), other_rows) * sq
         })
         .collect();
     per_row.into_iter().sum()
@@ -44,8 +45,10 @@ pub struct Grams<'a> {
 }
 
 /// Explicit: Σ(r − r̂)² + Σᵤ λᵤ(‖pᵤ‖² + bᵤ²) + Σᵢ λᵢ(‖qᵢ‖² + bᵢ²).
-/// Implicit (Hu et al.): Σ over ALL pairs cᵤᵢ(pᵤᵢ − xᵤᵀyᵢ)² + the same regularization,
-/// computed with YᵀY so it costs O(nnz·k + n·k²), or O(nnz·k + k²) with XᵀX.
+/// Implicit (Hu et al.): Σ over ALL pairs cᵤᵢ(pᵤᵢ − xᵤᵀyᵢ)² + the same regularization;
+/// iALS (Rendle et al.): Σ_observed w(1 − xᵤᵀyᵢ)² plus α₀·Σ over ALL pairs
+/// (xᵤᵀyᵢ)² plus the same. Both computed with YᵀY, so they cost
+/// O(nnz·k + n·k²), or O(nnz·k + k²) with XᵀX.
 pub fn objective(p: &SolveParams, by_user: &Csr, by_item: &Csr, users: &Factors, items: &Factors, grams: Option<Grams>) -> ObjectiveValue {
     // With XᵀX the unobserved-pairs term is one inner product, not a term per user.
     let per_user_gram = match grams {
@@ -58,16 +61,16 @@ pub fn objective(p: &SolveParams, by_user: &Csr, by_item: &Csr, users: &Factors,
         .collect();
     let (mut loss, sq) = ordered_sum(rows);
     if let (
-        Feedback::Implicit { .. },
+        Some(w),
         Some(Grams {
             items: g,
             users: Some(xtx),
         }),
-    ) = (p.feedback, grams)
+    ) = (p.implicit_weights(), grams)
     {
-        loss += dot_f64(g, xtx);
+        loss += w.gram_scale() as f64 * dot_f64(g, xtx);
     }
-    let reg = reg_term(p, users, by_user) + reg_term(p, items, by_item);
+    let reg = reg_term(p, users, by_user, items.n_rows()) + reg_term(p, items, by_item, users.n_rows());
     ObjectiveValue {
         objective: loss + reg,
         train_rmse: (sq / by_user.nnz().max(1) as f64).sqrt(),
@@ -102,20 +105,30 @@ fn user_terms(
             }
             sq = loss;
         }
-        Feedback::Implicit { alpha, confidence } => {
-            // xᵀ(YᵀY)x covers every pair as if unobserved (c = 1, p = 0).
+        Feedback::Implicit {
+            alpha,
+            confidence,
+            loss: l,
+        } => {
+            let w = ImplicitWeights {
+                alpha,
+                confidence,
+                loss: l,
+            };
+            // s·xᵀ(YᵀY)x covers every pair as if unobserved (weight s, p = 0).
             if let Some(g) = item_gram {
                 x64.clear();
                 x64.extend(x.iter().map(|&v| v as f64));
+                let mut quad = 0.0;
                 for (a, ga) in g.chunks_exact(k).enumerate() {
-                    loss += x64[a] * dot_f64(ga, x64);
+                    quad += x64[a] * dot_f64(ga, x64);
                 }
+                loss += w.gram_scale() as f64 * quad;
             }
             for (&i, &r) in cols.iter().zip(vals) {
                 let s = dot_f32_f64(x, items.row(i as usize));
-                let c = 1.0 + confidence.excess(alpha, r) as f64;
                 let pref = if r > 0.0 { 1.0 } else { 0.0 };
-                loss += c * (pref - s).powi(2) - s * s;
+                loss += w.observed_loss(r, s);
                 sq += (pref - s).powi(2);
             }
         }

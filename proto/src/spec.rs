@@ -1,9 +1,10 @@
 //! Solver settings on the wire: conversions between core `SolveParams` and
 //! the protocol's `SolverSpec`, validating everything that arrives.
 
+use als_core::limits::{MAX_REG_EXPONENT, MAX_UNOBSERVED_WEIGHT};
 use als_core::linalg::Backend;
 use als_core::side::Side;
-use als_core::solve::{Confidence, Feedback, RegScaling, SolveParams, SolverKind};
+use als_core::solve::{Confidence, Feedback, ImplicitLoss, RegScaling, SolveParams, SolverKind};
 
 use crate::pb;
 
@@ -42,9 +43,22 @@ pub fn spec_from_params(p: &SolveParams) -> pb::SolverSpec {
             s.biased = biased;
             s.global_mean = global_mean;
         }
-        Feedback::Implicit { alpha, confidence } => {
+        Feedback::Implicit { alpha, confidence, loss } => {
             s.feedback = pb::Feedback::Implicit as i32;
             s.alpha = alpha;
+            match loss {
+                ImplicitLoss::Hu => s.implicit_loss = pb::ImplicitLoss::Hu as i32,
+                ImplicitLoss::Ials {
+                    unobserved_weight,
+                    reg_exponent,
+                    confidence_weights,
+                } => {
+                    s.implicit_loss = pb::ImplicitLoss::Ials as i32;
+                    s.unobserved_weight = unobserved_weight;
+                    s.reg_exponent = reg_exponent;
+                    s.confidence_weights = confidence_weights;
+                }
+            }
             match confidence {
                 Confidence::Linear => s.confidence = pb::Confidence::Linear as i32,
                 Confidence::Log { epsilon } => {
@@ -78,6 +92,15 @@ pub fn params_from_spec(s: &pb::SolverSpec) -> Result<SolveParams, String> {
             Err(format!("{name} must be a finite number >= 0, got {v}"))
         }
     };
+    let at_most = |name: &str, v: f32, max: f32| {
+        finite_nonneg(name, v).and_then(|v| {
+            if v <= max {
+                Ok(v)
+            } else {
+                Err(format!("{name} must be at most {max}, got {v}"))
+            }
+        })
+    };
     let lambda = finite_nonneg("lambda", s.lambda)?;
     let reg_scaling = match pb::RegScaling::try_from(s.reg_scaling) {
         Ok(pb::RegScaling::Count) => RegScaling::Count,
@@ -108,7 +131,16 @@ pub fn params_from_spec(s: &pb::SolverSpec) -> Result<SolveParams, String> {
                 Ok(pb::Confidence::Log) => return Err(format!("epsilon must be > 0, got {}", s.epsilon)),
                 _ => return Err(format!("unknown confidence {}", s.confidence)),
             };
-            Feedback::Implicit { alpha, confidence }
+            let loss = match pb::ImplicitLoss::try_from(s.implicit_loss) {
+                Ok(pb::ImplicitLoss::Hu) => ImplicitLoss::Hu,
+                Ok(pb::ImplicitLoss::Ials) => ImplicitLoss::Ials {
+                    unobserved_weight: at_most("unobserved weight", s.unobserved_weight, MAX_UNOBSERVED_WEIGHT)?,
+                    reg_exponent: at_most("reg exponent", s.reg_exponent, MAX_REG_EXPONENT)?,
+                    confidence_weights: s.confidence_weights,
+                },
+                _ => return Err(format!("unknown implicit loss {}", s.implicit_loss)),
+            };
+            Feedback::Implicit { alpha, confidence, loss }
         }
         _ => return Err(format!("unknown feedback {}", s.feedback)),
     };
@@ -146,11 +178,38 @@ mod tests {
             feedback: Feedback::Implicit {
                 alpha: 4.0,
                 confidence: Confidence::Log { epsilon: 0.5 },
+                loss: ImplicitLoss::Hu,
             },
             solver: SolverKind::Cg { steps: 3 },
             backend: Backend::Faer,
         };
         assert_eq!(params_from_spec(&spec_from_params(&p)).unwrap(), p);
+        let ials = SolveParams {
+            feedback: Feedback::Implicit {
+                alpha: 2.0,
+                confidence: Confidence::Linear,
+                loss: ImplicitLoss::Ials {
+                    unobserved_weight: 0.1,
+                    reg_exponent: 1.0,
+                    confidence_weights: true,
+                },
+            },
+            ..p
+        };
+        assert_eq!(params_from_spec(&spec_from_params(&ials)).unwrap(), ials);
+        for (field, value, want) in [
+            (0, f32::NAN, "unobserved weight must be a finite number >= 0, got NaN"),
+            (0, -1.0, "unobserved weight must be a finite number >= 0, got -1"),
+            (1, 2.5, "reg exponent must be at most 2, got 2.5"),
+        ] {
+            let mut bad = spec_from_params(&ials);
+            if field == 0 {
+                bad.unobserved_weight = value;
+            } else {
+                bad.reg_exponent = value;
+            }
+            assert_eq!(params_from_spec(&bad).unwrap_err(), want);
+        }
         let e = SolveParams {
             feedback: Feedback::Explicit {
                 biased: true,
@@ -173,6 +232,7 @@ mod tests {
             |s: &mut pb::SolverSpec| s.feedback = 0,
             |s: &mut pb::SolverSpec| s.solver = 0,
             |s: &mut pb::SolverSpec| s.confidence = 0,
+            |s: &mut pb::SolverSpec| s.implicit_loss = 0,
             |s: &mut pb::SolverSpec| s.reg_scaling = 0,
             |s: &mut pb::SolverSpec| s.backend = 0,
         ] {

@@ -42,6 +42,16 @@ def _seed(random_state):
     raise TypeError(f"random_state must be None, an int, a RandomState or a Generator, got {type(random_state).__name__}")
 
 
+def _init_std(value):
+    """None (unit-length start vectors) or a positive float sigma (entries N(0, sigma^2/k))."""
+    if value is None:
+        return None
+    v = _checks.finite_float(value, "init_std", 0.0)
+    if v <= 0.0:
+        raise ValueError(f"init_std must be > 0, got {value}")
+    return v
+
+
 def _progress(total, show):
     if not show:
         return None
@@ -79,6 +89,11 @@ class FactorModel:
             "alpha": _checks.finite_float(getattr(self, "alpha", 1.0), "alpha", 0.0, MAX_ALPHA),
             "confidence": _checks.choice(getattr(self, "confidence", "linear"), "confidence", ("linear", "log")),
             "epsilon": _checks.finite_float(getattr(self, "epsilon", 1.0), "epsilon", 1e-12),
+            "loss": _checks.choice(getattr(self, "loss", "hu"), "loss", ("hu", "ials")),
+            "unobserved_weight": _checks.finite_float(getattr(self, "unobserved_weight", 0.1), "unobserved_weight", 0.0),
+            "reg_exponent": _checks.finite_float(getattr(self, "reg_exponent", 1.0), "reg_exponent", 0.0),
+            "observed_weight": _checks.choice(getattr(self, "observed_weight", "one"), "observed_weight", ("one", "confidence")),
+            "init_std": _init_std(getattr(self, "init_std", None)),
             "solver": solver or self._solver(),
             "cg_steps": _checks.positive_int(getattr(self, "cg_steps", 3), "cg_steps", 1, 1000),
             "biases": bool(getattr(self, "biases", False)),

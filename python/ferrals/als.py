@@ -41,6 +41,17 @@ class AlternatingLeastSquares(FactorModel):
         Threads for fitting and fold-in; 0 uses every core.
     reg_scaling : "none" or "count"
     confidence, epsilon : "linear" or "log", float
+    loss : "hu" or "ials"
+        ``"ials"`` is the iALS of Rendle et al. (2022): observed pairs have
+        target 1 and weight 1 (``observed_weight="confidence"``: the confidence
+        above), every user-item pair has weight ``unobserved_weight`` towards 0,
+        and a row's lambda is ``regularization * (n + unobserved_weight * N) **
+        reg_exponent`` (n its count, N the other side's rows; ``reg_scaling``
+        is not read).
+    unobserved_weight, reg_exponent, observed_weight : float, float, "one" or "confidence"
+    init_std : None or float
+        Initial factors with entries drawn from N(0, init_std**2 / factors), as
+        Rendle et al.; None draws unit-length vectors (Spark's start).
     blocks : int
         Blocks per side. Part of the model's definition (Gramians are summed
         per block), never of the machine: the same blocks give the same bits
@@ -66,6 +77,11 @@ class AlternatingLeastSquares(FactorModel):
         confidence="linear",
         epsilon=1.0,
         blocks=12,
+        loss="hu",
+        unobserved_weight=0.1,
+        reg_exponent=1.0,
+        observed_weight="one",
+        init_std=None,
     ):
         super().__init__(num_threads=num_threads)
         if np.dtype(dtype) != np.float32:
@@ -82,6 +98,11 @@ class AlternatingLeastSquares(FactorModel):
         self.confidence = confidence
         self.epsilon = epsilon
         self.blocks = blocks
+        self.loss = loss
+        self.unobserved_weight = unobserved_weight
+        self.reg_exponent = reg_exponent
+        self.observed_weight = observed_weight
+        self.init_std = init_std
         self.fit_callback = None
 
     def _solver(self):
@@ -126,10 +147,29 @@ class AlternatingLeastSquares(FactorModel):
         return self
 
     def _npz_fields(self):
-        return {"alpha": self.alpha, "confidence": self.confidence, "epsilon": self.epsilon}
+        return {
+            "alpha": self.alpha,
+            "confidence": self.confidence,
+            "epsilon": self.epsilon,
+            "loss": self.loss,
+            "unobserved_weight": self.unobserved_weight,
+            "reg_exponent": self.reg_exponent,
+            "observed_weight": self.observed_weight,
+            "init_std": self.init_std,
+        }
 
     def _loaded(self):
-        for key, default in (("use_cg", True), ("cg_steps", 3), ("alpha", 1.0), ("reg_scaling", "none")):
+        for key, default in (
+            ("use_cg", True),
+            ("cg_steps", 3),
+            ("alpha", 1.0),
+            ("reg_scaling", "none"),
+            ("loss", "hu"),
+            ("unobserved_weight", 0.1),
+            ("reg_exponent", 1.0),
+            ("observed_weight", "one"),
+            ("init_std", None),
+        ):
             value = getattr(self, key, default)
             if isinstance(value, np.generic):
                 value = value.item()
@@ -141,6 +181,11 @@ class AlternatingLeastSquares(FactorModel):
         self.num_threads = int(self.num_threads)
         self.reg_scaling = str(self.reg_scaling)
         self.confidence = str(getattr(self, "confidence", "linear"))
+        self.loss = str(self.loss)
+        self.observed_weight = str(self.observed_weight)
+        self.unobserved_weight = float(self.unobserved_weight)
+        self.reg_exponent = float(self.reg_exponent)
+        self.init_std = None if self.init_std is None else float(self.init_std)
         self.blocks = int(getattr(self, "blocks", 12))
 
 

@@ -2,7 +2,7 @@
 
 use als_core::data::Csr;
 use als_core::linalg::Backend;
-use als_core::solve::{Confidence, RegScaling, SolverKind};
+use als_core::solve::{Confidence, ImplicitLoss, RegScaling, SolverKind};
 use als_core::train::{Field, ImplicitConfig, TrainConfig};
 use numpy::PyReadonlyArray1;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -40,6 +40,15 @@ pub(crate) struct Settings {
     /// "linear" or "log".
     pub confidence: String,
     pub epsilon: f32,
+    /// "hu" or "ials" (Rendle et al.; then `reg_scaling` is not read).
+    pub loss: String,
+    /// α₀ and ν of the ials loss.
+    pub unobserved_weight: f32,
+    pub reg_exponent: f32,
+    /// "one" or "confidence": the weight of an observed pair under the ials loss.
+    pub observed_weight: String,
+    /// σ of N(0, σ²/k) initial factors; None: unit-length vectors.
+    pub init_std: Option<f32>,
     /// "cg" or "cholesky".
     pub solver: String,
     pub cg_steps: usize,
@@ -67,6 +76,19 @@ impl Settings {
             "log" => Confidence::Log { epsilon: self.epsilon },
             c => return Err(bad(format!("unknown confidence '{c}' (linear, log)"))),
         };
+        let loss = match self.loss.as_str() {
+            "hu" => ImplicitLoss::Hu,
+            "ials" => ImplicitLoss::Ials {
+                unobserved_weight: self.unobserved_weight,
+                reg_exponent: self.reg_exponent,
+                confidence_weights: match self.observed_weight.as_str() {
+                    "one" => false,
+                    "confidence" => true,
+                    w => return Err(bad(format!("unknown observed_weight '{w}' (one, confidence)"))),
+                },
+            },
+            l => return Err(bad(format!("unknown loss '{l}' (hu, ials)"))),
+        };
         let cfg = TrainConfig {
             factors: self.factors,
             iterations: self.iterations,
@@ -75,7 +97,9 @@ impl Settings {
             implicit: self.implicit.then_some(ImplicitConfig {
                 alpha: self.alpha,
                 confidence,
+                loss,
             }),
+            init_std: self.init_std,
             biased: self.biases,
             solver,
             seed: self.seed,
@@ -102,6 +126,9 @@ fn param_of(field: Field) -> &'static str {
         Field::Solver => "solver",
         Field::CgSteps => "cg_steps",
         Field::LearningRate => "learning_rate",
+        Field::UnobservedWeight => "unobserved_weight",
+        Field::RegExponent => "reg_exponent",
+        Field::InitStd => "init_std",
         Field::RankingK => "K",
         Field::MinPos => "min_pos",
     }

@@ -87,6 +87,7 @@ pub(crate) fn solve_rows<'py>(
         let side = FixedSide {
             factors: fixed,
             bias: fixed_bias,
+            total_rows: fixed.len() / k,
         };
         engine_solve_rows(
             &params,

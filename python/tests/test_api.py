@@ -78,6 +78,23 @@ def test_recalculate_user_is_the_closed_form_and_the_trainers_half_step(user_ite
     np.testing.assert_array_equal(rec, nxt.user_factors[users])
 
 
+def test_ials_recalculate_user_is_rendles_closed_form(user_items):
+    a0, nu, lam = 0.3, 1.0, 0.02
+    m = ferrals.AlternatingLeastSquares(
+        factors=8, iterations=3, regularization=lam, use_cg=False, loss="ials", unobserved_weight=a0, reg_exponent=nu, init_std=0.1
+    )
+    m.fit(user_items, show_progress=False)
+    y = m.item_factors.astype(np.float64)
+    users = np.array([0, 5, 77])
+    want = []
+    for row in user_items[users]:
+        cols = row.indices
+        # Every item weight a0 towards 0, observed items weight 1 towards 1.
+        a = a0 * y.T @ y + y[cols].T @ y[cols] + lam * (len(cols) + a0 * y.shape[0]) ** nu * np.eye(y.shape[1])
+        want.append(np.linalg.solve(a, y[cols].sum(axis=0)))
+    np.testing.assert_allclose(m.recalculate_user(users, user_items[users]), np.array(want), rtol=2e-4, atol=2e-5)
+
+
 def test_partial_fit_users_updates_and_grows(fitted, user_items):
     model = ferrals.AlternatingLeastSquares(factors=16, iterations=6, regularization=0.05)
     model.user_factors, model.item_factors = fitted.user_factors.copy(), fitted.item_factors.copy()

@@ -56,6 +56,10 @@ def test_settings_out_of_range_or_of_the_wrong_type(user_items):
         ({"iterations": 1.5}, TypeError, "iterations"),
         ({"cg_steps": 0}, ValueError, "cg_steps"),
         ({"reg_scaling": "spark"}, ValueError, "reg_scaling"),
+        ({"loss": "bpr"}, ValueError, "loss"),
+        ({"loss": "ials", "reg_exponent": 5}, ValueError, "reg_exponent must be in 0..=2"),
+        ({"loss": "ials", "observed_weight": "two"}, ValueError, "observed_weight"),
+        ({"init_std": 0}, ValueError, "init_std must be > 0"),
         ({"random_state": "x"}, TypeError, "random_state"),
         ({"num_threads": -1}, ValueError, "num_threads"),
     ]:

@@ -10,9 +10,9 @@ from conftest import coordinator_binary
 import ferrals
 
 
-@pytest.mark.parametrize("use_cg", [True, False])
-def test_local_workers_give_the_in_process_factors_bit_for_bit(user_items, use_cg):
-    kw = dict(factors=12, iterations=3, regularization=0.05, use_cg=use_cg, blocks=5)
+@pytest.mark.parametrize("use_cg,loss", [(True, "hu"), (False, "hu"), (True, "ials")])
+def test_local_workers_give_the_in_process_factors_bit_for_bit(user_items, use_cg, loss):
+    kw = dict(factors=12, iterations=3, regularization=0.05, use_cg=use_cg, blocks=5, loss=loss)
     alone = ferrals.AlternatingLeastSquares(**kw).fit(user_items, show_progress=False)
     for workers in (1, 2, 3):
         cluster = ferrals.AlternatingLeastSquares(**kw).fit(user_items, show_progress=False, local_workers=workers)

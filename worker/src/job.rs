@@ -486,6 +486,7 @@ impl Job {
         let fx = FixedSide {
             factors: &fixed.factors,
             bias: &fixed.bias,
+            total_rows: self.n_rows_of(side.other()) as usize,
         };
         // Checked once for all blocks (solve_rows would re-scan it per block).
         let fx = match CheckedFixed::new(&params, fx, fixed.gram.as_deref()) {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use als_core::linalg::Backend;
 use als_core::rng::SplitMix64;
 use als_core::side::Side;
-use als_core::solve::{Confidence, Feedback, RegScaling, SolveParams, SolverKind};
+use als_core::solve::{Confidence, Feedback, ImplicitLoss, RegScaling, SolveParams, SolverKind};
 use als_worker::job::{BlockData, EvalInput, FixedFactors, Job, JobError};
 
 fn params(rng: &mut SplitMix64) -> SolveParams {
@@ -24,6 +24,15 @@ fn params(rng: &mut SplitMix64) -> SolveParams {
         Feedback::Implicit {
             alpha: 2.0,
             confidence: Confidence::Linear,
+            loss: if rng.next_u64().is_multiple_of(2) {
+                ImplicitLoss::Hu
+            } else {
+                ImplicitLoss::Ials {
+                    unobserved_weight: 0.1,
+                    reg_exponent: 1.0,
+                    confidence_weights: false,
+                }
+            },
         }
     };
     let solver = match feedback {
@@ -248,6 +257,7 @@ fn declared_sizes_beyond_the_memory_budget_are_refused_before_buffering() {
         feedback: Feedback::Implicit {
             alpha: 1.0,
             confidence: Confidence::Linear,
+            loss: ImplicitLoss::Hu,
         },
         solver: SolverKind::Cg { steps: 3 },
         backend: Default::default(),

@@ -137,10 +137,7 @@ fn main() -> anyhow::Result<()> {
         iterations: a.iterations,
         eval_every: 0,
         solver,
-        implicit: a.implicit.then_some(ImplicitConfig {
-            alpha: a.alpha,
-            confidence: Confidence::Linear,
-        }),
+        implicit: a.implicit.then_some(ImplicitConfig::hu(a.alpha, Confidence::Linear)),
         reg_scaling: if a.implicit { RegScaling::None } else { RegScaling::Count },
         lambda: a.lambda.unwrap_or(if a.implicit { 0.05 } else { 0.1 }),
         ..Default::default()

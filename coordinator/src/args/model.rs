@@ -4,10 +4,10 @@
 
 use als_core::blocks::DEFAULT_BLOCKS;
 use als_core::linalg::Backend;
-use als_core::solve::{Confidence, RegScaling, SolverKind};
+use als_core::solve::{Confidence, ImplicitLoss, RegScaling, SolverKind};
 use als_core::train::{
     Field, ImplicitConfig, Learner, SettingError, TrainConfig, DEFAULT_ALPHA, DEFAULT_CG_STEPS, DEFAULT_ITERATIONS, DEFAULT_LEARNING_RATE,
-    DEFAULT_LOG_EPSILON, DEFAULT_MIN_POS, DEFAULT_RANKING_K, DEFAULT_SEED,
+    DEFAULT_LOG_EPSILON, DEFAULT_MIN_POS, DEFAULT_RANKING_K, DEFAULT_REG_EXPONENT, DEFAULT_SEED, DEFAULT_UNOBSERVED_WEIGHT,
 };
 use anyhow::bail;
 use clap::{Args, ValueEnum};
@@ -30,6 +30,25 @@ pub enum ConfidenceArg {
     Linear,
     /// c = 1 + α·ln(1 + r/ε).
     Log,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LossArg {
+    /// Hu, Koren & Volinsky: every pair weighted by its confidence 1 + α·r, 1 where unobserved.
+    #[default]
+    Hu,
+    /// Rendle et al. 2022 (iALS): observed pairs weight 1 towards 1, every pair
+    /// weight --unobserved-weight towards 0, λ·(n + α₀·N)^--reg-exponent per row.
+    Ials,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ObservedWeightArg {
+    /// 1, as Rendle et al.
+    #[default]
+    One,
+    /// The confidence of --confidence and --alpha.
+    Confidence,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,12 +78,27 @@ pub struct ModelArgs {
     /// ALS iterations (each solves users, then items; SGD: epochs).
     #[arg(long, default_value_t = DEFAULT_ITERATIONS, value_name = "N", value_parser = parse::positive_usize)]
     pub iterations: usize,
-    /// How λ scales with a row's rating count.
-    #[arg(long, value_enum, default_value_t = RegScalingArg::Count)]
-    pub reg_scaling: RegScalingArg,
+    /// How λ scales with a row's rating count [default: count; --loss ials
+    /// scales it by --reg-exponent instead].
+    #[arg(long, value_enum)]
+    pub reg_scaling: Option<RegScalingArg>,
     /// Implicit feedback (Hu, Koren & Volinsky): values are confidences, ranking metrics.
     #[arg(long)]
     pub implicit: bool,
+    /// Loss of --implicit [default: hu].
+    #[arg(long, value_enum, requires = "implicit")]
+    pub loss: Option<LossArg>,
+    /// Exponent ν of --loss ials: a row's λ is λ·(n + α₀·N)^ν, n its count, N
+    /// the other side's rows (0: plain λ) [default: 1, Rendle et al.'s].
+    #[arg(long, value_name = "NU", value_parser = parse::non_negative_f32)]
+    pub reg_exponent: Option<f32>,
+    /// Weight of an observed pair under --loss ials [default: one].
+    #[arg(long, value_enum)]
+    pub observed_weight: Option<ObservedWeightArg>,
+    /// Initial factors with entries from N(0, S²/k), as Rendle et al. [default:
+    /// unit-length Gaussian vectors, as Spark].
+    #[arg(long, value_name = "S", value_parser = parse::positive_f32)]
+    pub init_std: Option<f32>,
     /// Confidence of --implicit [default: linear].
     #[arg(long, value_enum, requires = "implicit")]
     pub confidence: Option<ConfidenceArg>,
@@ -109,13 +143,15 @@ pub struct MetricArgs {
     pub no_clip: bool,
 }
 
-/// One point of the λ × factors × α space: `train` takes one, `tune` a grid.
+/// One point of the λ × factors × α × α₀ space: `train` takes one, `tune` a grid.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct ModelPoint {
     pub lambda: f32,
     pub factors: usize,
     /// α of implicit feedback; `None` takes the default.
     pub alpha: Option<f32>,
+    /// α₀ of `--loss ials`; `None` takes the default.
+    pub unobserved_weight: Option<f32>,
 }
 
 /// How often a run evaluates (`--eval-every`) and computes the objective (`--objective-every`).
@@ -136,6 +172,9 @@ pub fn flag_of(field: Field) -> &'static str {
         Field::Solver => "--solver",
         Field::CgSteps => "--cg-steps",
         Field::LearningRate => "--learning-rate",
+        Field::UnobservedWeight => "--unobserved-weight",
+        Field::RegExponent => "--reg-exponent",
+        Field::InitStd => "--init-std",
         Field::RankingK => "--k",
         Field::MinPos => "--min-pos",
     }
@@ -151,6 +190,48 @@ impl ModelArgs {
     fn solver_arg(&self) -> SolverArg {
         self.solver
             .unwrap_or(if self.implicit { SolverArg::Cg } else { SolverArg::Cholesky })
+    }
+
+    /// Whether the flags choose `--loss ials`.
+    pub fn is_ials(&self) -> bool {
+        self.loss == Some(LossArg::Ials)
+    }
+
+    /// Whether `--loss ials` weighs observed pairs by their confidence.
+    pub fn confidence_weights(&self) -> bool {
+        self.observed_weight == Some(ObservedWeightArg::Confidence)
+    }
+
+    /// The implicit loss the flags choose; its own flags are refused elsewhere.
+    fn implicit_loss(&self, point: ModelPoint) -> anyhow::Result<ImplicitLoss> {
+        if !self.is_ials() {
+            for (given, flag) in [
+                (point.unobserved_weight.is_some(), "--unobserved-weight"),
+                (self.reg_exponent.is_some(), "--reg-exponent"),
+                (self.observed_weight.is_some(), "--observed-weight"),
+            ] {
+                if given {
+                    bail!("{flag} applies to --implicit --loss ials only");
+                }
+            }
+            return Ok(ImplicitLoss::Hu);
+        }
+        if self.reg_scaling.is_some() {
+            bail!("--reg-scaling does not apply to --loss ials: its λ scales by (n + α₀·N)^ν, set with --reg-exponent");
+        }
+        let confidence_weights = self.confidence_weights();
+        if !confidence_weights {
+            for (given, flag) in [(point.alpha.is_some(), "--alpha"), (self.confidence.is_some(), "--confidence")] {
+                if given {
+                    bail!("{flag} weighs observed pairs: with --loss ials it needs --observed-weight confidence");
+                }
+            }
+        }
+        Ok(ImplicitLoss::Ials {
+            unobserved_weight: point.unobserved_weight.unwrap_or(DEFAULT_UNOBSERVED_WEIGHT),
+            reg_exponent: self.reg_exponent.unwrap_or(DEFAULT_REG_EXPONENT),
+            confidence_weights,
+        })
     }
 
     /// The training configuration at `point`, validated.
@@ -174,6 +255,7 @@ impl ModelArgs {
         if point.alpha.is_some() && !self.implicit {
             bail!("--alpha applies to --implicit only");
         }
+        let loss = self.implicit_loss(point)?;
         let solver = match solver_arg {
             // SGD solves no rows; the field keeps its explicit default.
             SolverArg::Cholesky | SolverArg::Sgd => SolverKind::Cholesky,
@@ -195,6 +277,7 @@ impl ModelArgs {
                     epsilon: self.epsilon.unwrap_or(DEFAULT_LOG_EPSILON),
                 },
             },
+            loss,
         });
         let backend: Backend = match self.backend {
             BackendArg::Faer => Backend::Faer,
@@ -205,7 +288,7 @@ impl ModelArgs {
             factors: point.factors,
             iterations: self.iterations,
             lambda: point.lambda,
-            reg_scaling: match self.reg_scaling {
+            reg_scaling: match self.reg_scaling.unwrap_or_default() {
                 RegScalingArg::Count => RegScaling::Count,
                 RegScalingArg::None => RegScaling::None,
             },
@@ -214,6 +297,7 @@ impl ModelArgs {
             solver,
             learner,
             seed: self.seed,
+            init_std: self.init_std,
             blocks: self.blocks,
             backend,
             eval_every: cadence.eval_every,

@@ -55,6 +55,9 @@ pub struct TrainArgs {
     /// Confidence scale α of --implicit [default: 40].
     #[arg(long, value_name = "A", requires = "implicit", value_parser = parse::non_negative_f32, help_heading = "Model")]
     pub alpha: Option<f32>,
+    /// Weight α₀ of every user–item pair under --loss ials [default: 0.1].
+    #[arg(long, value_name = "A0", value_parser = parse::non_negative_f32, help_heading = "Model")]
+    pub unobserved_weight: Option<f32>,
     #[command(flatten)]
     pub model: ModelArgs,
 
@@ -136,6 +139,7 @@ impl TrainArgs {
             lambda: self.lambda,
             factors: self.factors,
             alpha: self.alpha,
+            unobserved_weight: self.unobserved_weight,
         };
         let cadence = Cadence {
             eval_every: self.eval_every,

@@ -143,11 +143,16 @@ mod tests {
     use super::*;
     use als_core::data::{DuplicatePolicy, RawRatings};
     use als_core::rng::SplitMix64;
-    use als_core::solve::{Confidence, RegScaling, SolverKind};
+    use als_core::solve::{Confidence, ImplicitLoss, RegScaling, SolverKind};
     use als_core::train::{ImplicitConfig, LocalExecutor};
 
-    /// Random 1..5 ratings on a random quarter of the pairs; every 5th row is a test row.
+    /// Random 1..5 ratings on 15% of the pairs; every 5th row is a test row.
     fn small_dataset() -> Dataset {
+        dataset_with_density(0.15)
+    }
+
+    /// Random 1..5 ratings on a `density` of the pairs and one per user.
+    fn dataset_with_density(density: f64) -> Dataset {
         let mut rng = SplitMix64::new(3);
         let (users, items) = (300usize, 150usize);
         let mut raw = RawRatings {
@@ -158,7 +163,7 @@ mod tests {
         };
         for u in 0..users {
             for i in 0..items {
-                if rng.next_f64() < 0.15 || i == u % items {
+                if rng.next_f64() < density || i == u % items {
                     raw.users.push(u as u32);
                     raw.items.push(i as u32);
                     raw.ratings.push((1 + rng.next_u64() % 5) as f32);
@@ -171,34 +176,62 @@ mod tests {
 
     #[test]
     fn one_two_three_workers_equal_the_single_process_path() {
-        let ds = small_dataset();
+        let dense = small_dataset();
+        // Sparse enough that no block references every row of the other side.
+        let sparse = dataset_with_density(0.01);
         let configs = [
-            TrainConfig {
-                factors: 8,
-                iterations: 10,
-                lambda: 0.05,
-                ..Default::default()
-            },
-            TrainConfig {
-                factors: 8,
-                iterations: 10,
-                lambda: 0.05,
-                reg_scaling: RegScaling::None,
-                implicit: Some(ImplicitConfig {
-                    alpha: 5.0,
-                    confidence: Confidence::Linear,
-                }),
-                solver: SolverKind::Cg { steps: 3 },
-                ..Default::default()
-            },
+            (
+                &dense,
+                TrainConfig {
+                    factors: 8,
+                    iterations: 10,
+                    lambda: 0.05,
+                    ..Default::default()
+                },
+            ),
+            (
+                &dense,
+                TrainConfig {
+                    factors: 8,
+                    iterations: 10,
+                    lambda: 0.05,
+                    reg_scaling: RegScaling::None,
+                    implicit: Some(ImplicitConfig::hu(5.0, Confidence::Linear)),
+                    solver: SolverKind::Cg { steps: 3 },
+                    ..Default::default()
+                },
+            ),
+            // iALS: a worker holds only the fixed rows its blocks reference,
+            // and λ·(n + α₀·N)^ν still counts all N of them.
+            (
+                &sparse,
+                TrainConfig {
+                    factors: 8,
+                    iterations: 5,
+                    lambda: 0.01,
+                    implicit: Some(ImplicitConfig {
+                        alpha: 1.0,
+                        confidence: Confidence::Linear,
+                        loss: ImplicitLoss::Ials {
+                            unobserved_weight: 0.2,
+                            reg_exponent: 1.0,
+                            confidence_weights: false,
+                        },
+                    }),
+                    solver: SolverKind::Cg { steps: 3 },
+                    init_std: Some(0.1),
+                    ..Default::default()
+                },
+            ),
         ];
-        for cfg in configs {
-            let layouts = Layouts::for_dataset(&ds, cfg.blocks);
-            let mut local = LocalExecutor::new(&ds, layouts.clone());
-            let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
+        for (ds, cfg) in configs {
+            let ds: &Dataset = ds;
+            let layouts = Layouts::for_dataset(ds, cfg.blocks);
+            let mut local = LocalExecutor::new(ds, layouts.clone());
+            let want = train(ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
             for n in 1..=3 {
                 let s = ClusterSession::local(n, &ClientOptions::default()).unwrap();
-                let got = s.train(&ds, &cfg, &layouts, None, &mut |_, _| Ok(())).unwrap();
+                let got = s.train(ds, &cfg, &layouts, None, &mut |_, _| Ok(())).unwrap();
                 let remote = s.remote_evaluations.load(std::sync::atomic::Ordering::Relaxed);
                 s.shutdown().unwrap();
                 assert_eq!(got.state, want.state, "{n} workers, implicit={}", cfg.is_implicit());
@@ -260,10 +293,7 @@ mod tests {
         let cfg = TrainConfig {
             factors: 6,
             iterations: 6,
-            implicit: Some(ImplicitConfig {
-                alpha: 2.0,
-                confidence: Confidence::Linear,
-            }),
+            implicit: Some(ImplicitConfig::hu(2.0, Confidence::Linear)),
             solver: SolverKind::Cg { steps: 3 },
             ..Default::default()
         };

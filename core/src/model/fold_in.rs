@@ -201,6 +201,7 @@ impl FoldIn {
                 Feedback::Explicit { biased: true, .. } => model.item_bias().unwrap_or(&[]),
                 _ => &[],
             },
+            total_rows: model.item_ids().len(),
         };
         let params = if warm_start.is_some() { &self.params } else { &self.exact };
         Ok(solve_one_row(params, items, values, fixed, self.gram.as_deref(), warm_start)?)

@@ -175,10 +175,7 @@ fn sgd_start_is_small_and_resuming_gives_the_uninterrupted_model() {
 fn sgd_refuses_implicit_feedback_and_reports_divergence() {
     let ds = dataset(&low_rank(30, 20, 0.5, 5));
     let implicit = TrainConfig {
-        implicit: Some(ImplicitConfig {
-            alpha: 1.0,
-            confidence: crate::solve::Confidence::Linear,
-        }),
+        implicit: Some(ImplicitConfig::hu(1.0, crate::solve::Confidence::Linear)),
         ..sgd_config(2, 2)
     };
     let err = run(&ds, &implicit).err().unwrap().to_string();

@@ -60,7 +60,7 @@ pub(super) fn solve_row(
         }
         s.a[k + k * ld] = cols.len() as f64;
     }
-    s.solve_normal(d, p.row_lambda(cols.len()))?;
+    s.solve_normal(d, p.row_lambda(cols.len(), fixed.total_rows))?;
     for (o, v) in out.iter_mut().zip(&s.b[..k]) {
         *o = *v as f32;
     }

@@ -5,7 +5,7 @@
 
 use multiversion::multiversion;
 
-use super::{Confidence, FixedSide, RowScratch, RowsView, SolveParams, GATHER_CHUNK};
+use super::{FixedSide, ImplicitWeights, RowScratch, RowsView, SolveParams, GATHER_CHUNK};
 use crate::linalg::normal_ld;
 use crate::linalg::rows_ops;
 use crate::linalg::sym_rows::{padded_len, sym_mul_rows};
@@ -13,12 +13,13 @@ use crate::linalg::syrk::{panel_width, syrk_lower_add};
 use crate::linalg::vec::{axpy_f32, dot_f32};
 use crate::linalg::NotPositiveDefinite;
 
-/// Exact solve: (YᵀY + Σ(c−1)yyᵀ + λI) x = Σ c·p·y.
+/// Exact solve: (s·YᵀY + Σ e·yyᵀ + λI) x = Σ t·y, with the Gramian's scale
+/// s and each observed item's (e, t) from the loss ([`ImplicitWeights`]);
+/// Hu et al.: (YᵀY + Σ(c−1)yyᵀ + λI) x = Σ c·p·y.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn solve_row_cholesky(
     p: &SolveParams,
-    alpha: f32,
-    conf: Confidence,
+    weights: ImplicitWeights,
     cols: &[u32],
     vals: &[f32],
     fixed: &FixedSide,
@@ -29,23 +30,26 @@ pub(super) fn solve_row_cholesky(
     let k = p.factors;
     let w = panel_width(k);
     let ld = normal_ld(k);
+    let scale = weights.gram_scale() as f64;
     for (dst, src) in s.a.chunks_exact_mut(ld).zip(gram.chunks_exact(k)) {
-        dst[..k].copy_from_slice(src);
+        for (d, &g) in dst[..k].iter_mut().zip(src) {
+            *d = g * scale;
+        }
     }
     s.b[..k].fill(0.0);
     for (cc, cv) in cols.chunks(GATHER_CHUNK).zip(vals.chunks(GATHER_CHUNK)) {
         let n = cc.len();
-        gather_weighted(cc, cv, fixed, k, alpha, conf, w, &mut s.panel[..n * w], &mut s.b[..k]);
+        gather_weighted(cc, cv, fixed, k, weights, w, &mut s.panel[..n * w], &mut s.b[..k]);
         syrk_lower_add(&s.panel[..n * w], n, w, k, &mut s.g32, &mut s.a[..k * ld], ld);
     }
-    s.solve_normal(k, p.row_lambda(cols.len()))?;
+    s.solve_normal(k, p.row_lambda(cols.len(), fixed.total_rows))?;
     for (o, v) in out.iter_mut().zip(&s.b[..k]) {
         *o = *v as f32;
     }
     Ok(())
 }
 
-/// Rows √(c−1)·yᵢ into the row-major panel (`w` floats apart) and Σ c·p·yᵢ into `b`.
+/// Rows √e·yᵢ into the row-major panel (`w` floats apart) and Σ t·yᵢ into `b`.
 #[multiversion(targets("x86_64+avx+avx2+fma+avx512f", "x86_64+avx+avx2+fma"))]
 #[allow(clippy::too_many_arguments)]
 fn gather_weighted(
@@ -53,17 +57,15 @@ fn gather_weighted(
     vals: &[f32],
     fixed: &FixedSide,
     k: usize,
-    alpha: f32,
-    conf: Confidence,
+    weights: ImplicitWeights,
     w: usize,
     x: &mut [f32],
     b: &mut [f64],
 ) {
     for ((&c, &r), dst) in cols.iter().zip(vals).zip(x.chunks_exact_mut(w)) {
         let row = &fixed.factors[c as usize * k..(c as usize + 1) * k];
-        let excess = conf.excess(alpha, r) as f64;
-        let wt = excess.sqrt();
-        let cp = if r > 0.0 { 1.0 + excess } else { 0.0 };
+        let (extra, cp) = weights.observed_f64(r);
+        let wt = extra.sqrt();
         for ((xf, bf), &v) in dst[..k].iter_mut().zip(b.iter_mut()).zip(row) {
             *xf = (wt * v as f64) as f32;
             *bf += cp * v as f64;
@@ -120,8 +122,7 @@ impl CgBlock {
 #[allow(clippy::too_many_arguments)]
 pub(super) fn solve_rows_cg(
     p: &SolveParams,
-    alpha: f32,
-    conf: Confidence,
+    weights: ImplicitWeights,
     steps: usize,
     rows: &RowsView,
     first: usize,
@@ -133,7 +134,9 @@ pub(super) fn solve_rows_cg(
     let k = p.factors;
     let kp = padded_len(k);
     let count = out.len() / k;
-    let lam: Vec<f32> = (0..count).map(|b| p.row_lambda(rows.row(first + b).0.len()) as f32).collect();
+    let lam: Vec<f32> = (0..count)
+        .map(|b| p.row_lambda(rows.row(first + b).0.len(), fixed.total_rows) as f32)
+        .collect();
     for (xb, ob) in cg.x.chunks_exact_mut(kp).zip(out.chunks_exact(k)) {
         xb[..k].copy_from_slice(ob);
         xb[k..].fill(0.0);
@@ -166,9 +169,9 @@ pub(super) fn solve_rows_cg(
         let (_, vals) = rows.row(first + b);
         longest = longest.max(vals.len());
         for &v in vals {
-            let e = conf.excess(alpha, v);
+            let (e, t) = weights.observed(v);
             cg.excess.push(e);
-            cg.cp.push(if v > 0.0 { 1.0 + e } else { 0.0 });
+            cg.cp.push(t);
         }
     }
     offsets.push(cg.excess.len());
@@ -184,7 +187,8 @@ pub(super) fn solve_rows_cg(
             None => (cols, fixed.factors),
         }
     };
-    // r = b − A x, with A = YᵀY + λI + Σ(c−1)yyᵀ and b = Σ c·p·y.
+    // r = b − A x, with A = s·YᵀY + λI + Σ e·yyᵀ and b = Σ t·y (Hu et al.:
+    // e = c − 1, t = c·p); `gram` is already scaled.
     sym_mul_rows(gram, k, &cg.x, &mut cg.ap, count);
     let mut rs_old = vec![0f32; count];
     let mut active = vec![true; count];
@@ -321,8 +325,7 @@ fn cg_step(
 #[allow(clippy::too_many_arguments)]
 pub(super) fn reference_cg_row(
     k: usize,
-    alpha: f32,
-    conf: Confidence,
+    weights: ImplicitWeights,
     steps: usize,
     lam: f32,
     cols: &[u32],
@@ -339,8 +342,7 @@ pub(super) fn reference_cg_row(
     }
     for (&c, &v) in cols.iter().zip(vals) {
         let yi = &y[c as usize * k..(c as usize + 1) * k];
-        let excess = conf.excess(alpha, v);
-        let cp = if v > 0.0 { 1.0 + excess } else { 0.0 };
+        let (excess, cp) = weights.observed(v);
         let coef = cp - excess * dot_f32(yi, x);
         axpy_f32(coef, yi, &mut r);
     }
@@ -356,7 +358,7 @@ pub(super) fn reference_cg_row(
         }
         for (&c, &v) in cols.iter().zip(vals) {
             let yi = &y[c as usize * k..(c as usize + 1) * k];
-            let excess = conf.excess(alpha, v);
+            let (excess, _) = weights.observed(v);
             axpy_f32(excess * dot_f32(yi, &pv), yi, &mut ap);
         }
         let pap = dot_f32(&pv, &ap);

@@ -13,7 +13,8 @@ mod implicit;
 mod params;
 
 pub use gram::{block_gram, sum_grams};
-pub use params::{Confidence, Feedback, RegScaling, SolveParams, SolverKind};
+pub(crate) use params::ImplicitWeights;
+pub use params::{Confidence, Feedback, ImplicitLoss, RegScaling, SolveParams, SolverKind};
 
 use rayon::prelude::*;
 
@@ -58,6 +59,9 @@ impl<'a> RowsView<'a> {
 pub struct FixedSide<'a> {
     pub factors: &'a [f32],
     pub bias: &'a [f32],
+    /// Rows of the whole fixed side, at least m: a worker holds only the
+    /// rows its blocks reference, and the iALS loss scales λ by the total.
+    pub total_rows: usize,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -126,6 +130,9 @@ impl<'a> CheckedFixed<'a> {
             return bad(format!("fixed factors length {} is not a multiple of {k}", side.factors.len()));
         }
         let m = side.factors.len() / k;
+        if side.total_rows < m {
+            return bad(format!("fixed side has {m} rows, more than its stated total {}", side.total_rows));
+        }
         match &p.feedback {
             Feedback::Explicit { biased: true, .. } if side.bias.len() != m => {
                 return bad(format!("fixed bias has {} entries, expected {m}", side.bias.len()));
@@ -234,10 +241,12 @@ pub fn solve_rows_checked(
     // CG works on an f32 copy of the Gramian with padded rows (see
     // `sym_mul_rows`); made once per block, not per row.
     let kp = padded_len(k);
+    let weights = p.implicit_weights();
+    let gram_scale = weights.map_or(1.0, |w| w.gram_scale() as f64);
     let gram_f32: Vec<f32> = match (&p.solver, gram) {
         (SolverKind::Cg { .. }, Some(g)) => g
             .chunks_exact(k)
-            .flat_map(|row| row.iter().map(|&v| v as f32).chain(std::iter::repeat_n(0.0, kp - k)))
+            .flat_map(|row| row.iter().map(|&v| (v * gram_scale) as f32).chain(std::iter::repeat_n(0.0, kp - k)))
             .collect(),
         _ => Vec::new(),
     };
@@ -251,21 +260,22 @@ pub fn solve_rows_checked(
             || RowScratch::new(p, d),
             |s, (task, (out_rows, bias_rows))| -> Option<SolveError> {
                 let first = task * ROWS_PER_TASK;
-                if let (Feedback::Implicit { alpha, confidence }, SolverKind::Cg { steps }) = (&p.feedback, p.solver) {
+                if let (Some(w), SolverKind::Cg { steps }) = (weights, p.solver) {
                     let cg = s.cg.get_or_insert_with(|| implicit::CgBlock::new(k, ROWS_PER_TASK));
-                    implicit::solve_rows_cg(p, *alpha, *confidence, steps, &rows, first, &fixed, &gram_f32, cg, out_rows);
+                    implicit::solve_rows_cg(p, w, steps, &rows, first, &fixed, &gram_f32, cg, out_rows);
                     return None;
                 }
                 for (j, (x, b)) in out_rows.chunks_mut(k).zip(bias_rows.iter_mut()).enumerate() {
                     let r = first + j;
                     let (cols, vals) = rows.row(r);
-                    let res = match &p.feedback {
+                    let res = match p.feedback {
                         Feedback::Explicit { biased, global_mean } => {
-                            explicit::solve_row(p, *biased, *global_mean, cols, vals, &fixed, s, x, b)
+                            explicit::solve_row(p, biased, global_mean, cols, vals, &fixed, s, x, b)
                         }
                         // CG returned above: row by row, implicit feedback is solved exactly.
-                        Feedback::Implicit { alpha, confidence } => {
-                            implicit::solve_row_cholesky(p, *alpha, *confidence, cols, vals, &fixed, gram.unwrap_or(&[]), s, x)
+                        Feedback::Implicit { alpha, confidence, loss } => {
+                            let w = ImplicitWeights { alpha, confidence, loss };
+                            implicit::solve_row_cholesky(p, w, cols, vals, &fixed, gram.unwrap_or(&[]), s, x)
                         }
                     };
                     if let Err(cause) = res {

@@ -87,6 +87,7 @@ fn explicit_rows_equal_closed_form() {
                     FixedSide {
                         factors: &fixed,
                         bias: &bias,
+                        total_rows: fixed.len() / k,
                     },
                     None,
                     &mut out,
@@ -171,6 +172,7 @@ fn implicit_cholesky_and_cg_equal_closed_form() {
         let fb = Feedback::Implicit {
             alpha,
             confidence: Confidence::Linear,
+            loss: ImplicitLoss::Hu,
         };
         for (solver, tol) in [(SolverKind::Cholesky, 1e-5), (SolverKind::Cg { steps: k }, 1e-4)] {
             let p = params(k, fb, solver, RegScaling::None, backend);
@@ -181,6 +183,7 @@ fn implicit_cholesky_and_cg_equal_closed_form() {
                 FixedSide {
                     factors: &fixed,
                     bias: &[],
+                    total_rows: fixed.len() / k,
                 },
                 Some(&gram),
                 &mut out,
@@ -203,6 +206,87 @@ fn implicit_cholesky_and_cg_equal_closed_form() {
     }
 }
 
+/// Dense iALS normal equations over ALL items (Rendle et al.): every item
+/// weight α₀ towards 0, observed items also weight w towards 1, and
+/// λ·(n + α₀·N)^ν with N the fixed side's total rows.
+#[allow(clippy::too_many_arguments)]
+fn ials_closed_form(
+    cols: &[u32],
+    vals: &[f32],
+    fixed: &[f32],
+    m: usize,
+    total: usize,
+    k: usize,
+    a0: f64,
+    nu: f64,
+    weight: impl Fn(f32) -> f64,
+) -> Vec<f64> {
+    let mut a = vec![vec![0.0; k]; k];
+    let mut b = vec![0.0; k];
+    for i in 0..m {
+        let y: Vec<f64> = fixed[i * k..(i + 1) * k].iter().map(|&v| v as f64).collect();
+        let w = cols.iter().position(|&c| c as usize == i).map_or(0.0, |pos| weight(vals[pos]));
+        for f in 0..k {
+            b[f] += w * y[f];
+            for g in 0..k {
+                a[f][g] += (a0 + w) * y[f] * y[g];
+            }
+        }
+    }
+    let lam = 0.1 * (cols.len() as f64 + a0 * total as f64).powf(nu);
+    for (f, row) in a.iter_mut().enumerate() {
+        row[f] += lam;
+    }
+    gauss_solve(a, b)
+}
+
+#[test]
+fn ials_cholesky_and_cg_equal_closed_form() {
+    let (k, m) = (6, 15);
+    let (csr, fixed, _) = random_case(12, 9, m, k, 0.3, true);
+    let gram = block_gram(&fixed, k, Backend::Faer);
+    let alpha = 2.0f32;
+    // A worker holds only the rows its blocks reference: λ still counts them all.
+    for total in [m, m + 40] {
+        for (nu, confidence_weights) in [(1.0f32, false), (0.5, true), (0.0, false)] {
+            let fb = Feedback::Implicit {
+                alpha,
+                confidence: Confidence::Linear,
+                loss: ImplicitLoss::Ials {
+                    unobserved_weight: 0.3,
+                    reg_exponent: nu,
+                    confidence_weights,
+                },
+            };
+            // f32 CG needs more than k steps on these less well-conditioned systems.
+            for (solver, tol) in [(SolverKind::Cholesky, 1e-5), (SolverKind::Cg { steps: 3 * k }, 1e-4)] {
+                // The loss sets λ's scaling; reg_scaling is not read.
+                let p = params(k, fb, solver, RegScaling::Count, Backend::Faer);
+                let mut out = vec![0f32; csr.n_rows() * k];
+                let fx = FixedSide {
+                    factors: &fixed,
+                    bias: &[],
+                    total_rows: total,
+                };
+                solve_rows(&p, RowsView::of_csr(&csr, 0, csr.n_rows()), fx, Some(&gram), &mut out, None).unwrap();
+                let weight = |r: f32| if confidence_weights { 1.0 + alpha as f64 * r as f64 } else { 1.0 };
+                for u in 0..csr.n_rows() {
+                    let (cols, vals) = csr.row(u);
+                    let want = ials_closed_form(cols, vals, &fixed, m, total, k, 0.3, nu as f64, weight);
+                    for f in 0..k {
+                        let got = out[u * k + f] as f64;
+                        assert!(
+                            (got - want[f]).abs() < tol * (1.0 + want[f].abs()),
+                            "{solver:?} total {total} ν {nu} row {u}: {got} vs {}",
+                            want[f]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn cg_improves_monotonically_towards_cholesky() {
     let (k, m) = (8, 40);
@@ -211,11 +295,13 @@ fn cg_improves_monotonically_towards_cholesky() {
     let fb = Feedback::Implicit {
         alpha: 5.0,
         confidence: Confidence::Log { epsilon: 1.0 },
+        loss: ImplicitLoss::Hu,
     };
     let rows = RowsView::of_csr(&csr, 0, csr.n_rows());
     let fx = FixedSide {
         factors: &fixed,
         bias: &[],
+        total_rows: fixed.len() / k,
     };
     let mut exact = vec![0f32; csr.n_rows() * k];
     solve_rows(
@@ -262,6 +348,7 @@ fn bad_blocks_are_errors_not_panics() {
     let fx = FixedSide {
         factors: &fixed,
         bias: &[],
+        total_rows: fixed.len() / k,
     };
     let mut out = vec![0f32; k];
     let bad_col = RowsView {
@@ -303,6 +390,7 @@ fn bad_blocks_are_errors_not_panics() {
         Feedback::Implicit {
             alpha: 1.0,
             confidence: Confidence::Linear,
+            loss: ImplicitLoss::Hu,
         },
         SolverKind::Cholesky,
         RegScaling::Count,
@@ -344,9 +432,21 @@ fn block_cg_matches_the_row_at_a_time_reference() {
     for &(k, rows, m, density) in &[(8usize, 70usize, 50usize, 0.2f64), (33, 40, 60, 0.3), (64, 5, 5000, 0.9)] {
         let (csr, fixed, _) = random_case(k as u64, rows, m, k, density, true);
         let gram = block_gram(&fixed, k, Backend::Faer);
-        let gram32: Vec<f32> = gram.iter().map(|&v| v as f32).collect();
-        for confidence in [Confidence::Linear, Confidence::Log { epsilon: 1.0 }] {
-            let fb = Feedback::Implicit { alpha: 3.0, confidence };
+        let ials = ImplicitLoss::Ials {
+            unobserved_weight: 0.2,
+            reg_exponent: 1.0,
+            confidence_weights: true,
+        };
+        for (confidence, loss) in [
+            (Confidence::Linear, ImplicitLoss::Hu),
+            (Confidence::Log { epsilon: 1.0 }, ImplicitLoss::Hu),
+            (Confidence::Linear, ials),
+        ] {
+            let fb = Feedback::Implicit {
+                alpha: 3.0,
+                confidence,
+                loss,
+            };
             let p = params(k, fb, SolverKind::Cg { steps: 3 }, RegScaling::Count, Backend::Faer);
             let warm: Vec<f32> = (0..rows * k).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect();
             let mut got = warm.clone();
@@ -354,13 +454,16 @@ fn block_cg_matches_the_row_at_a_time_reference() {
             let fx = FixedSide {
                 factors: &fixed,
                 bias: &[],
+                total_rows: fixed.len() / k,
             };
             solve_rows(&p, view, fx, Some(&gram), &mut got, None).unwrap();
             for r in 0..rows {
                 let (cols, vals) = csr.row(r);
                 let mut want = warm[r * k..(r + 1) * k].to_vec();
-                let lam = p.row_lambda(cols.len()) as f32;
-                implicit::reference_cg_row(k, 3.0, confidence, 3, lam, cols, vals, &fixed, &gram32, &mut want);
+                let lam = p.row_lambda(cols.len(), m) as f32;
+                let w = p.implicit_weights().unwrap();
+                let gram32: Vec<f32> = gram.iter().map(|&v| (v * w.gram_scale() as f64) as f32).collect();
+                implicit::reference_cg_row(k, w, 3, lam, cols, vals, &fixed, &gram32, &mut want);
                 for (g, w) in got[r * k..(r + 1) * k].iter().zip(&want) {
                     assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "k={k} row {r}: {g} vs {w}");
                 }
@@ -387,6 +490,7 @@ fn explicit_rows_without_ratings_solve_to_zero_and_leave_their_neighbours_alone(
     let side = FixedSide {
         factors: &fixed,
         bias: &bias,
+        total_rows: fixed.len() / k,
     };
     for scaling in [RegScaling::Count, RegScaling::None] {
         let p = params(

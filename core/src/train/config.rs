@@ -4,12 +4,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::blocks::DEFAULT_BLOCKS;
 use crate::linalg::Backend;
-use crate::solve::{Confidence, Feedback, RegScaling, SolveParams, SolverKind};
+use crate::solve::{Confidence, Feedback, ImplicitLoss, RegScaling, SolveParams, SolverKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ImplicitConfig {
     pub alpha: f32,
     pub confidence: Confidence,
+    /// Hu et al.'s loss or the iALS of Rendle et al.; absent in settings
+    /// written before the iALS loss existed.
+    #[serde(default)]
+    pub loss: ImplicitLoss,
+}
+
+impl ImplicitConfig {
+    /// Hu et al.'s loss with confidence scale `alpha` and the given confidence.
+    pub fn hu(alpha: f32, confidence: Confidence) -> Self {
+        ImplicitConfig {
+            alpha,
+            confidence,
+            loss: ImplicitLoss::Hu,
+        }
+    }
 }
 
 /// How the factors are learned.
@@ -42,6 +57,11 @@ pub const DEFAULT_LOG_EPSILON: f32 = 1.0;
 pub const DEFAULT_CG_STEPS: usize = 3;
 /// Seed of the initial factors.
 pub const DEFAULT_SEED: u64 = 42;
+/// Weight α₀ of every user–item pair in the iALS loss: the setting of
+/// Rendle et al.'s code and of their ML-20M reproduction.
+pub const DEFAULT_UNOBSERVED_WEIGHT: f32 = 0.1;
+/// Exponent ν of the iALS regularization λ·(n + α₀·N)^ν: their setting.
+pub const DEFAULT_REG_EXPONENT: f32 = 1.0;
 /// Ranking cutoff K of the ranking metrics.
 pub const DEFAULT_RANKING_K: usize = 10;
 /// Test rows with a value ≥ this are relevant.
@@ -73,6 +93,11 @@ pub enum Field {
     CgSteps,
     /// `learner.learning_rate` of SGD.
     LearningRate,
+    /// `implicit.loss.unobserved_weight` of the iALS loss.
+    UnobservedWeight,
+    /// `implicit.loss.reg_exponent` of the iALS loss.
+    RegExponent,
+    InitStd,
     RankingK,
     MinPos,
 }
@@ -89,6 +114,9 @@ impl Field {
             Field::Solver => "solver",
             Field::CgSteps => "solver.steps",
             Field::LearningRate => "learner.learning_rate",
+            Field::UnobservedWeight => "implicit.loss.unobserved_weight",
+            Field::RegExponent => "implicit.loss.reg_exponent",
+            Field::InitStd => "init_std",
             Field::RankingK => "ranking_k",
             Field::MinPos => "min_pos",
         }
@@ -141,6 +169,11 @@ pub struct TrainConfig {
     #[serde(default)]
     pub learner: Learner,
     pub seed: u64,
+    /// Initial factors: `None` draws unit-length Gaussian vectors (Spark's
+    /// choice); `Some(σ)` draws each entry from N(0, σ²/k) (Rendle et al.'s,
+    /// whose results depend on σ). Left out of saved settings when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_std: Option<f32>,
     /// Blocks per side; fixed by the data, not by the cluster size.
     pub blocks: usize,
     pub backend: Backend,
@@ -173,6 +206,7 @@ impl Default for TrainConfig {
             solver: SolverKind::Cholesky,
             learner: Learner::Als,
             seed: DEFAULT_SEED,
+            init_std: None,
             blocks: DEFAULT_BLOCKS,
             backend: Backend::Faer,
             eval_every: DEFAULT_EVAL_EVERY,
@@ -196,7 +230,10 @@ impl TrainConfig {
 
     /// Every setting inside its documented range ([`crate::limits`]).
     pub fn validate(&self) -> Result<(), SettingError> {
-        use crate::limits::{EPSILON_RANGE, MAX_ALPHA, MAX_FACTORS, MAX_LAMBDA, MAX_LEARNING_RATE, MAX_RANKING_K};
+        use crate::limits::{
+            EPSILON_RANGE, INIT_STD_RANGE, MAX_ALPHA, MAX_FACTORS, MAX_LAMBDA, MAX_LEARNING_RATE, MAX_RANKING_K, MAX_REG_EXPONENT,
+            MAX_UNOBSERVED_WEIGHT,
+        };
         let err = |field, problem: String| Err(SettingError { field, problem });
         if self.factors == 0 || self.factors > MAX_FACTORS {
             return err(Field::Factors, format!("must be in 1..={MAX_FACTORS}, got {}", self.factors));
@@ -209,6 +246,15 @@ impl TrainConfig {
             in_range(Field::Alpha, imp.alpha, 0.0, MAX_ALPHA)?;
             if let Confidence::Log { epsilon } = imp.confidence {
                 in_range(Field::Epsilon, epsilon, EPSILON_RANGE.0, EPSILON_RANGE.1)?;
+            }
+            if let ImplicitLoss::Ials {
+                unobserved_weight,
+                reg_exponent,
+                ..
+            } = imp.loss
+            {
+                in_range(Field::UnobservedWeight, unobserved_weight, 0.0, MAX_UNOBSERVED_WEIGHT)?;
+                in_range(Field::RegExponent, reg_exponent, 0.0, MAX_REG_EXPONENT)?;
             }
         } else if let SolverKind::Cg { .. } = self.solver {
             return err(
@@ -231,6 +277,9 @@ impl TrainConfig {
         if let SolverKind::Cg { steps: 0 } = self.solver {
             return err(Field::CgSteps, "must be positive".into());
         }
+        if let Some(std) = self.init_std {
+            in_range(Field::InitStd, std, INIT_STD_RANGE.0, INIT_STD_RANGE.1)?;
+        }
         if self.ranking_k == 0 || self.ranking_k > MAX_RANKING_K {
             return err(Field::RankingK, format!("must be in 1..={MAX_RANKING_K}, got {}", self.ranking_k));
         }
@@ -243,7 +292,7 @@ impl TrainConfig {
     /// The per-row solve parameters for this run (μ is the training mean).
     pub fn solve_params(&self, global_mean: f64) -> SolveParams {
         let feedback = match self.implicit {
-            Some(ImplicitConfig { alpha, confidence }) => Feedback::Implicit { alpha, confidence },
+            Some(ImplicitConfig { alpha, confidence, loss }) => Feedback::Implicit { alpha, confidence, loss },
             None => Feedback::Explicit {
                 biased: self.biased,
                 global_mean: if self.biased { global_mean as f32 } else { 0.0 },
@@ -257,5 +306,42 @@ impl TrainConfig {
             solver: self.solver,
             backend: self.backend,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Settings saved before the iALS loss and `init_std` existed read as Hu
+    /// et al. with the unit-norm start; the new ones round-trip.
+    #[test]
+    fn settings_old_and_new_read_back() {
+        let mut json = serde_json::to_value(TrainConfig {
+            implicit: Some(ImplicitConfig::hu(2.0, Confidence::Linear)),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(json.get("init_std").is_none(), "left out at its default: {json}");
+        json["implicit"].as_object_mut().unwrap().remove("loss");
+        let old: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(old.implicit.unwrap().loss, ImplicitLoss::Hu);
+        assert_eq!(old.init_std, None);
+        let new = TrainConfig {
+            implicit: Some(ImplicitConfig {
+                alpha: 1.0,
+                confidence: Confidence::Linear,
+                loss: ImplicitLoss::Ials {
+                    unobserved_weight: 0.25,
+                    reg_exponent: 0.5,
+                    confidence_weights: true,
+                },
+            }),
+            init_std: Some(0.1),
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.contains(r#""loss":{"loss":"ials","unobserved_weight":0.25"#), "{text}");
+        assert_eq!(serde_json::from_str::<TrainConfig>(&text).unwrap(), new);
     }
 }

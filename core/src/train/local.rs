@@ -37,6 +37,7 @@ impl HalfStepExecutor for LocalExecutor<'_> {
         let fixed_side = FixedSide {
             factors: fixed.flat(),
             bias: &fixed.bias,
+            total_rows: fixed.n_rows(),
         };
         // Rows are independent, so one parallel pass over the whole side gives
         // the same bits as solving block by block.

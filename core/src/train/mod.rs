@@ -218,8 +218,8 @@ pub struct TrainResult {
 pub fn initial_state(ds: &Dataset, cfg: &TrainConfig) -> TrainState {
     TrainState {
         iterations_done: 0,
-        users: init_factors(&ds.user_ids, Side::Users, cfg.seed, cfg.factors, cfg.has_biases()),
-        items: init_factors(&ds.item_ids, Side::Items, cfg.seed, cfg.factors, cfg.has_biases()),
+        users: init_factors(&ds.user_ids, Side::Users, cfg.seed, cfg.factors, cfg.init_std, cfg.has_biases()),
+        items: init_factors(&ds.item_ids, Side::Items, cfg.seed, cfg.factors, cfg.init_std, cfg.has_biases()),
     }
 }
 

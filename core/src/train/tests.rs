@@ -5,7 +5,20 @@ use super::*;
 use crate::data::{DuplicatePolicy, RawRatings};
 use crate::objective::{objective, Grams};
 use crate::rng::SplitMix64;
-use crate::solve::{Confidence, RegScaling, SolverKind};
+use crate::solve::{Confidence, ImplicitLoss, RegScaling, SolverKind};
+
+/// The iALS loss of Rendle et al. with the given α₀ and ν.
+fn ials(alpha: f32, unobserved_weight: f32, reg_exponent: f32, confidence_weights: bool) -> ImplicitConfig {
+    ImplicitConfig {
+        alpha,
+        confidence: Confidence::Linear,
+        loss: ImplicitLoss::Ials {
+            unobserved_weight,
+            reg_exponent,
+            confidence_weights,
+        },
+    }
+}
 
 /// Rank-`rank` ratings (plus biases and Gaussian noise), a random `density` of pairs observed.
 pub(crate) fn low_rank_raw(users: usize, items: usize, rank: usize, density: f64, noise: f64, seed: u64) -> RawRatings {
@@ -130,14 +143,71 @@ fn implicit_objective_never_increases_with_exact_solves() {
             factors: 4,
             iterations: 6,
             lambda: 0.1,
-            implicit: Some(ImplicitConfig {
-                alpha: 2.0,
-                confidence: conf,
-            }),
+            implicit: Some(ImplicitConfig::hu(2.0, conf)),
             ..Default::default()
         };
         assert_monotone(&cfg, &ds);
     }
+}
+
+#[test]
+fn ials_objective_never_increases_with_exact_solves() {
+    let ds = dataset(&counts(low_rank_raw(50, 30, 3, 0.2, 0.0, 2)));
+    for (a0, nu, weighted) in [(0.1, 1.0, false), (0.5, 0.5, true), (1.0, 0.0, false)] {
+        let cfg = TrainConfig {
+            factors: 4,
+            iterations: 6,
+            lambda: 0.01,
+            implicit: Some(ials(2.0, a0, nu, weighted)),
+            init_std: Some(0.1),
+            ..Default::default()
+        };
+        assert_monotone(&cfg, &ds);
+    }
+}
+
+/// The iALS objective training reports, against its definition summed pair
+/// by pair: Σ_observed w(1 − s)² + α₀·Σ_all s² + Σ λ(n + α₀N)^ν‖x‖².
+#[test]
+fn ials_objective_equals_its_sum_over_all_pairs() {
+    let ds = dataset(&counts(low_rank_raw(30, 20, 3, 0.3, 0.0, 6)));
+    let (a0, nu, lambda) = (0.3, 0.7, 0.05);
+    let cfg = TrainConfig {
+        factors: 5,
+        iterations: 2,
+        lambda,
+        implicit: Some(ials(1.5, a0, nu, true)),
+        ..Default::default()
+    };
+    let layouts = Layouts::for_dataset(&ds, cfg.blocks);
+    let mut exec = LocalExecutor::new(&ds, layouts.clone());
+    let res = train(&ds, &cfg, &mut exec, &layouts, None, &mut |_, _| Ok(())).unwrap();
+    let (users, items) = (&res.state.users, &res.state.items);
+    let (nu_rows, ni_rows) = (users.n_rows(), items.n_rows());
+    let mut want = 0.0;
+    for u in 0..nu_rows {
+        let (cols, vals) = ds.by_user.row(u);
+        for i in 0..ni_rows {
+            let s: f64 = users.row(u).iter().zip(items.row(i)).map(|(&a, &b)| a as f64 * b as f64).sum();
+            want += a0 as f64 * s * s;
+            if let Some(pos) = cols.iter().position(|&c| c as usize == i) {
+                let r = vals[pos] as f64;
+                let w = 1.0 + 1.5 * r;
+                let p = if r > 0.0 { 1.0 } else { 0.0 };
+                want += w * (p - s).powi(2);
+            }
+        }
+    }
+    let sq = |row: &[f32]| row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
+    let reg = |n: usize, other: usize| lambda as f64 * (n as f64 + a0 as f64 * other as f64).powf(nu as f64);
+    want += (0..nu_rows)
+        .map(|u| reg(ds.by_user.row_len(u), ni_rows) * sq(users.row(u)))
+        .sum::<f64>();
+    want += (0..ni_rows)
+        .map(|i| reg(ds.by_item.row_len(i), nu_rows) * sq(items.row(i)))
+        .sum::<f64>();
+    let got = res.reports.last().unwrap().objective.unwrap();
+    assert!((got - want).abs() <= 1e-9 * want.abs(), "{got} vs {want}");
 }
 
 #[test]
@@ -170,12 +240,18 @@ fn factors_do_not_depend_on_thread_count() {
         TrainConfig {
             factors: 6,
             iterations: 3,
-            implicit: Some(ImplicitConfig {
-                alpha: 3.0,
-                confidence: Confidence::Linear,
-            }),
+            implicit: Some(ImplicitConfig::hu(3.0, Confidence::Linear)),
             solver: SolverKind::Cg { steps: 3 },
             reg_scaling: RegScaling::None,
+            ..Default::default()
+        },
+        TrainConfig {
+            factors: 6,
+            iterations: 3,
+            lambda: 0.01,
+            implicit: Some(ials(1.0, 0.2, 1.0, false)),
+            solver: SolverKind::Cg { steps: 3 },
+            init_std: Some(0.1),
             ..Default::default()
         },
     ] {
@@ -198,10 +274,7 @@ fn resuming_gives_the_uninterrupted_result() {
     let cfg = TrainConfig {
         factors: 3,
         iterations: 4,
-        implicit: Some(ImplicitConfig {
-            alpha: 1.0,
-            confidence: Confidence::Linear,
-        }),
+        implicit: Some(ImplicitConfig::hu(1.0, Confidence::Linear)),
         ..Default::default()
     };
     let layouts = Layouts::for_dataset(&ds, cfg.blocks);
@@ -271,10 +344,7 @@ fn implicit_objective_with_the_user_gramian_equals_the_per_user_sum() {
     let cfg = TrainConfig {
         factors: 6,
         iterations: 2,
-        implicit: Some(ImplicitConfig {
-            alpha: 2.0,
-            confidence: Confidence::Linear,
-        }),
+        implicit: Some(ImplicitConfig::hu(2.0, Confidence::Linear)),
         ..Default::default()
     };
     let layouts = Layouts::for_dataset(&ds, cfg.blocks);
@@ -302,10 +372,7 @@ fn the_objective_cadence_changes_what_is_reported_never_the_factors() {
     let base = TrainConfig {
         factors: 5,
         iterations: 4,
-        implicit: Some(ImplicitConfig {
-            alpha: 2.0,
-            confidence: Confidence::Linear,
-        }),
+        implicit: Some(ImplicitConfig::hu(2.0, Confidence::Linear)),
         solver: SolverKind::Cg { steps: 3 },
         ..Default::default()
     };

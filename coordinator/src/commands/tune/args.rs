@@ -5,17 +5,17 @@ use std::path::PathBuf;
 
 use als_core::data::split::DEFAULT_FOLDS;
 use als_core::data::{DuplicatePolicy, LoadOptions};
-use als_core::train::{TrainConfig, DEFAULT_ALPHA, DEFAULT_FACTORS, DEFAULT_LAMBDA};
+use als_core::train::{TrainConfig, DEFAULT_ALPHA, DEFAULT_FACTORS, DEFAULT_LAMBDA, DEFAULT_UNOBSERVED_WEIGHT};
 use clap::Args;
 
 use super::axis::{self, AxisEntry};
-use super::grid::Setting;
+use super::grid::{Axes, Setting};
 use crate::args::split::SplitSeedArg;
 use crate::args::{check_columns, parse, Cadence, ClusterArgs, LayoutArgs, MetricArgs, ModelArgs, ProgressArgs};
 use crate::input::{DataSource, InputSpec, TestSource};
 use crate::training::{executor_for_learner, ExecutorChoice, ModelOutput, TrainJob};
 
-/// `coordinator tune`: k-fold cross-validation over a grid of λ, factors (and α).
+/// `coordinator tune`: k-fold cross-validation over a grid of λ, factors (and α, α₀).
 #[derive(Args, Debug, Clone)]
 pub struct TuneArgs {
     /// Ratings file; every rating is in the test fold exactly once.
@@ -43,6 +43,9 @@ pub struct TuneArgs {
     /// Confidence scales α of --implicit to try: values or ranges as for --lambda [default: 40].
     #[arg(long, value_name = "A,..", value_delimiter = ',', num_args = 1.., requires = "implicit", value_parser = axis::non_negative_f32, help_heading = "Grid")]
     pub alpha: Option<Vec<AxisEntry<f32>>>,
+    /// Weights α₀ of every pair under --loss ials to try: values or ranges as for --lambda [default: 0.1].
+    #[arg(long, value_name = "A0,..", value_delimiter = ',', num_args = 1.., value_parser = axis::non_negative_f32, help_heading = "Grid")]
+    pub unobserved_weight: Option<Vec<AxisEntry<f32>>>,
     #[command(flatten)]
     pub model: ModelArgs,
 
@@ -74,12 +77,32 @@ impl TuneArgs {
         axis::values(&self.factors)
     }
 
-    /// The α values of the grid (`[None]` for explicit ratings).
+    /// The α values of the grid (`[None]` for explicit ratings and for
+    /// --loss ials with observed weight one, where α is not read).
     pub fn alphas(&self) -> Vec<Option<f32>> {
         match (&self.alpha, self.model.implicit) {
             (Some(a), _) => axis::values(a).into_iter().map(Some).collect(),
-            (None, true) => vec![Some(DEFAULT_ALPHA)],
+            (None, true) if !self.model.is_ials() || self.model.confidence_weights() => vec![Some(DEFAULT_ALPHA)],
+            (None, _) => vec![None],
+        }
+    }
+
+    /// The α₀ values of the grid (`[None]` unless --loss ials).
+    pub fn unobserved_weights(&self) -> Vec<Option<f32>> {
+        match (&self.unobserved_weight, self.model.is_ials()) {
+            (Some(a), _) => axis::values(a).into_iter().map(Some).collect(),
+            (None, true) => vec![Some(DEFAULT_UNOBSERVED_WEIGHT)],
             (None, false) => vec![None],
+        }
+    }
+
+    /// Every axis of the grid.
+    pub fn axes(&self) -> Axes {
+        Axes {
+            lambdas: self.lambdas(),
+            factors: self.factors(),
+            alphas: self.alphas(),
+            unobserved_weights: self.unobserved_weights(),
         }
     }
 

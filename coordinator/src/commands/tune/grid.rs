@@ -5,13 +5,29 @@ use serde::Serialize;
 /// One point of the grid.
 pub type Setting = crate::args::ModelPoint;
 
-/// Every combination, λ outermost, then factors, then α (the order of the table).
-pub fn expand(lambdas: &[f32], factors: &[usize], alphas: &[Option<f32>]) -> Vec<Setting> {
-    let mut out = Vec::with_capacity(lambdas.len() * factors.len() * alphas.len());
-    for &lambda in lambdas {
-        for &k in factors {
-            for &alpha in alphas {
-                out.push(Setting { lambda, factors: k, alpha });
+/// The values of each axis of the grid; `[None]` for an axis the run lacks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Axes {
+    pub lambdas: Vec<f32>,
+    pub factors: Vec<usize>,
+    pub alphas: Vec<Option<f32>>,
+    pub unobserved_weights: Vec<Option<f32>>,
+}
+
+/// Every combination, λ outermost, then factors, then α, then α₀ (the order of the table).
+pub fn expand(axes: &Axes) -> Vec<Setting> {
+    let mut out = Vec::new();
+    for &lambda in &axes.lambdas {
+        for &factors in &axes.factors {
+            for &alpha in &axes.alphas {
+                for &unobserved_weight in &axes.unobserved_weights {
+                    out.push(Setting {
+                        lambda,
+                        factors,
+                        alpha,
+                        unobserved_weight,
+                    });
+                }
             }
         }
     }
@@ -79,6 +95,7 @@ mod tests {
                 lambda,
                 factors: 8,
                 alpha: None,
+                unobserved_weight: None,
             },
             per_fold: per_fold.to_vec(),
             seconds: vec![0.0; per_fold.len()],
@@ -87,12 +104,25 @@ mod tests {
 
     #[test]
     fn grid_is_lambda_major_then_factors_then_alpha() {
-        let g = expand(&[0.1, 0.2], &[8, 16], &[Some(1.0), Some(5.0)]);
+        let g = expand(&Axes {
+            lambdas: vec![0.1, 0.2],
+            factors: vec![8, 16],
+            alphas: vec![Some(1.0), Some(5.0)],
+            unobserved_weights: vec![None],
+        });
         assert_eq!(g.len(), 8);
         assert_eq!((g[0].lambda, g[0].factors, g[0].alpha), (0.1, 8, Some(1.0)));
         assert_eq!((g[1].lambda, g[1].factors, g[1].alpha), (0.1, 8, Some(5.0)));
         assert_eq!((g[2].lambda, g[2].factors), (0.1, 16));
         assert_eq!((g[7].lambda, g[7].factors, g[7].alpha), (0.2, 16, Some(5.0)));
+        let g = expand(&Axes {
+            lambdas: vec![0.1],
+            factors: vec![8],
+            alphas: vec![None],
+            unobserved_weights: vec![Some(0.01), Some(0.1), Some(1.0)],
+        });
+        let a0: Vec<_> = g.iter().map(|s| s.unobserved_weight).collect();
+        assert_eq!(a0, [Some(0.01), Some(0.1), Some(1.0)]);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 
-use super::grid::{Metric, SettingScores};
+use super::grid::{Metric, Setting, SettingScores};
 
 /// What a tuning run found.
 #[derive(Debug, Clone)]
@@ -28,6 +28,7 @@ fn entry(s: &SettingScores) -> Value {
         "lambda": s.setting.lambda,
         "factors": s.setting.factors,
         "alpha": s.setting.alpha,
+        "unobserved_weight": s.setting.unobserved_weight,
         "mean": s.mean(),
         "std": s.std(),
         "per_fold": s.per_fold,
@@ -40,7 +41,8 @@ fn entry(s: &SettingScores) -> Value {
 /// ```text
 /// { "metric": "rmse" | "ndcg@K", "higher_is_better": bool, "folds": N, "split_seed": u64,
 ///   "data": str, "n_ratings": u64,
-///   "settings": [ { "lambda", "factors", "alpha" (null for explicit), "mean", "std",
+///   "settings": [ { "lambda", "factors", "alpha" (null for explicit),
+///                   "unobserved_weight" (null unless --loss ials), "mean", "std",
 ///                   "per_fold": [f64; folds], "seconds": [f64; folds] }, ... ]   // grid order
 ///   "best": { "index": u64, ...the settings entry... } | null,
 ///   "config": TrainConfig of the first setting, "executor": str, "seconds": f64 }
@@ -68,6 +70,9 @@ pub fn to_json(r: &TuneReport) -> Value {
     })
 }
 
+/// A grid axis that only some runs have: its column head and its value.
+type OptionalAxis = (&'static str, fn(&Setting) -> Option<f32>);
+
 /// The table: one line per setting, mean ± std of the metric, the best marked.
 pub fn print_table(out: &mut dyn Write, r: &TuneReport) -> std::io::Result<()> {
     let direction = if r.metric.higher_is_better { "higher" } else { "lower" };
@@ -76,34 +81,42 @@ pub fn print_table(out: &mut dyn Write, r: &TuneReport) -> std::io::Result<()> {
         "{}-fold cross-validation on {} ({} ratings): {} ({} is better), mean ± std over the folds",
         r.folds, r.data, r.n_ratings, r.metric.name, direction
     )?;
-    let with_alpha = r.scores.iter().any(|s| s.setting.alpha.is_some());
-    let alpha_head = if with_alpha { format!("{:>8}", "alpha") } else { String::new() };
-    writeln!(
-        out,
-        "{:>8} {:>8}{alpha_head} {:>20} {:>9}",
-        "lambda", "factors", r.metric.name, "s/run"
-    )?;
+    // Optional axes get a column only where some setting has them.
+    let optional: [OptionalAxis; 2] = [("alpha", |s| s.alpha), ("alpha0", |s| s.unobserved_weight)];
+    let shown: Vec<_> = optional
+        .iter()
+        .filter(|(_, get)| r.scores.iter().any(|s| get(&s.setting).is_some()))
+        .collect();
+    let heads: String = shown.iter().map(|(name, _)| format!("{name:>8}")).collect();
+    writeln!(out, "{:>8} {:>8}{heads} {:>20} {:>9}", "lambda", "factors", r.metric.name, "s/run")?;
+    let cells = |s: &Setting| -> String {
+        shown
+            .iter()
+            .map(|(_, get)| get(s).map_or(format!("{:>8}", "-"), |v| format!("{v:>8}")))
+            .collect()
+    };
     for (i, s) in r.scores.iter().enumerate() {
-        let alpha = match s.setting.alpha {
-            Some(a) if with_alpha => format!("{a:>8}"),
-            _ => String::new(),
-        };
         let secs = s.seconds.iter().sum::<f64>() / s.seconds.len().max(1) as f64;
         let mark = if r.best == Some(i) { "  <- best" } else { "" };
         let score = format!("{:.4} ± {:.4}", s.mean(), s.std());
         writeln!(
             out,
-            "{:>8} {:>8}{alpha} {score:>20} {secs:>9.3}{mark}",
-            s.setting.lambda, s.setting.factors
+            "{:>8} {:>8}{} {score:>20} {secs:>9.3}{mark}",
+            s.setting.lambda,
+            s.setting.factors,
+            cells(&s.setting)
         )?;
     }
     match r.best {
         Some(i) => {
             let s = &r.scores[i];
-            let alpha = s.setting.alpha.map_or(String::new(), |a| format!(", alpha {a}"));
+            let extra: String = shown
+                .iter()
+                .filter_map(|(name, get)| get(&s.setting).map(|v| format!(", {name} {v}")))
+                .collect();
             writeln!(
                 out,
-                "best: lambda {}, factors {}{alpha}: {} {:.4} ± {:.4}",
+                "best: lambda {}, factors {}{extra}: {} {:.4} ± {:.4}",
                 s.setting.lambda,
                 s.setting.factors,
                 r.metric.name,

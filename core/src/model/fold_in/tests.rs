@@ -148,7 +148,7 @@ fn fold_in_equals_trainer_solve_explicit_biased_and_unbiased() {
 #[test]
 fn fold_in_equals_trainer_solve_implicit() {
     for confidence in [Confidence::Linear, Confidence::Log { epsilon: 0.5 }] {
-        let implicit = Some(ImplicitConfig { alpha: 10.0, confidence });
+        let implicit = Some(ImplicitConfig::hu(10.0, confidence));
         // Exact solves: the model's own solver.
         let cfg = TrainConfig { implicit, ..small_cfg() };
         let t = trained(&cfg, &raw(40, 30, true, 8));
@@ -174,10 +174,7 @@ fn fold_in_equals_trainer_solve_implicit() {
 #[test]
 fn unknown_items_are_skipped_and_counted_and_repeats_merge() {
     let cfg = TrainConfig {
-        implicit: Some(ImplicitConfig {
-            alpha: 5.0,
-            confidence: Confidence::Linear,
-        }),
+        implicit: Some(ImplicitConfig::hu(5.0, Confidence::Linear)),
         ..small_cfg()
     };
     let t = trained(&cfg, &raw(30, 20, true, 3));

@@ -37,10 +37,7 @@ fn model(implicit: bool) -> Model {
         iterations: 3,
         blocks: 2,
         eval_every: 0,
-        implicit: implicit.then_some(ImplicitConfig {
-            alpha: 5.0,
-            confidence: als_core::solve::Confidence::Linear,
-        }),
+        implicit: implicit.then_some(ImplicitConfig::hu(5.0, als_core::solve::Confidence::Linear)),
         ..Default::default()
     };
     let layouts = Layouts::for_dataset(&ds, cfg.blocks);
