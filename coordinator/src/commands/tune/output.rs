@@ -70,6 +70,21 @@ pub fn to_json(r: &TuneReport) -> Value {
     })
 }
 
+/// A grid value in at most 4 significant digits, so log-spaced points fit
+/// their column (the best line and the JSON keep every digit).
+fn short(v: f32) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return v.to_string();
+    }
+    let digits = (3 - v.abs().log10().floor() as i32).max(0) as usize;
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
 /// A grid axis that only some runs have: its column head and its value.
 type OptionalAxis = (&'static str, fn(&Setting) -> Option<f32>);
 
@@ -87,12 +102,12 @@ pub fn print_table(out: &mut dyn Write, r: &TuneReport) -> std::io::Result<()> {
         .iter()
         .filter(|(_, get)| r.scores.iter().any(|s| get(&s.setting).is_some()))
         .collect();
-    let heads: String = shown.iter().map(|(name, _)| format!("{name:>8}")).collect();
-    writeln!(out, "{:>8} {:>8}{heads} {:>20} {:>9}", "lambda", "factors", r.metric.name, "s/run")?;
+    let heads: String = shown.iter().map(|(name, _)| format!(" {name:>9}")).collect();
+    writeln!(out, "{:>9} {:>8}{heads} {:>20} {:>9}", "lambda", "factors", r.metric.name, "s/run")?;
     let cells = |s: &Setting| -> String {
         shown
             .iter()
-            .map(|(_, get)| get(s).map_or(format!("{:>8}", "-"), |v| format!("{v:>8}")))
+            .map(|(_, get)| format!(" {:>9}", get(s).map_or("-".into(), short)))
             .collect()
     };
     for (i, s) in r.scores.iter().enumerate() {
@@ -101,8 +116,8 @@ pub fn print_table(out: &mut dyn Write, r: &TuneReport) -> std::io::Result<()> {
         let score = format!("{:.4} ± {:.4}", s.mean(), s.std());
         writeln!(
             out,
-            "{:>8} {:>8}{} {score:>20} {secs:>9.3}{mark}",
-            s.setting.lambda,
+            "{:>9} {:>8}{} {score:>20} {secs:>9.3}{mark}",
+            short(s.setting.lambda),
             s.setting.factors,
             cells(&s.setting)
         )?;
@@ -127,4 +142,24 @@ pub fn print_table(out: &mut dyn Write, r: &TuneReport) -> std::io::Result<()> {
         None => writeln!(out, "best: none (no setting has a finite {})", r.metric.name)?,
     }
     writeln!(out, "{:.1} s in all ({})", r.seconds, r.executor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short;
+
+    #[test]
+    fn grid_values_are_shown_in_four_significant_digits() {
+        for (v, want) in [
+            (0.0031622776f32, "0.003162"),
+            (0.23403473, "0.234"),
+            (1.2818611, "1.282"),
+            (0.1, "0.1"),
+            (3.0, "3"),
+            (1234.6, "1235"),
+            (0.0, "0"),
+        ] {
+            assert_eq!(short(v), want);
+        }
+    }
 }
