@@ -51,6 +51,24 @@ pub mod flops {
         (s + 1.0) * (2.0 * k * k + 4.0 * n * k) + 10.0 * s * k
     }
 
+    /// One implicit row by `sweeps` iALS++ passes over blocks of `b`
+    /// coordinates: per block, the weighted Gram of the block's columns
+    /// (as `gram_add` counts it), its right-hand side and the predictions' update (4n·b), the
+    /// solve, and the k×b update of YᵀY·x; plus the start's YᵀY·x and
+    /// predictions (2k² + 2n·k).
+    pub fn implicit_ialspp_row(n: usize, k: usize, b: usize, sweeps: usize) -> f64 {
+        let (nf, kf) = (n as f64, k as f64);
+        let mut sweep = 0.0;
+        let mut start = 0;
+        while start < k {
+            let bb = b.min(k - start);
+            let bf = bb as f64;
+            sweep += gram_add(n, bb) + 4.0 * nf * bf + cholesky_solve(bb) + 2.0 * kf * bf;
+            start += bb;
+        }
+        2.0 * kf * kf + 2.0 * nf * kf + sweeps as f64 * sweep
+    }
+
     /// `block_gram`: YᵀY of a rows×k matrix (full product).
     pub fn block_gram(rows: usize, k: usize) -> f64 {
         gram_add(rows, k)

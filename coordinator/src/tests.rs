@@ -173,15 +173,37 @@ fn bad_values_give_clear_errors() {
     assert!(cfg_err(&["--implicit", "--epsilon", "2"]).contains("--confidence log"));
     // The iALS loss's own flags, and the Hu et al. flags it does not read.
     for (args, needle) in [
-        (&["--implicit", "--unobserved-weight", "0.1"][..], "--unobserved-weight applies to --implicit --loss ials only"),
+        (
+            &["--implicit", "--unobserved-weight", "0.1"][..],
+            "--unobserved-weight applies to --implicit --loss ials only",
+        ),
         (&["--reg-exponent", "1"], "--reg-exponent applies to --implicit --loss ials only"),
         (&["--observed-weight", "one"], "--observed-weight applies"),
-        (&["--implicit", "--loss", "ials", "--reg-scaling", "count"], "--reg-scaling does not apply to --loss ials"),
+        (
+            &["--implicit", "--loss", "ials", "--reg-scaling", "count"],
+            "--reg-scaling does not apply to --loss ials",
+        ),
         (&["--implicit", "--loss", "ials", "--alpha", "3"], "--alpha weighs observed pairs"),
-        (&["--implicit", "--loss", "ials", "--confidence", "log"], "--confidence weighs observed pairs"),
-        (&["--implicit", "--loss", "ials", "--reg-exponent", "3"], "--reg-exponent must be in 0..=2"),
-        (&["--implicit", "--loss", "ials", "--unobserved-weight", "2e6"], "--unobserved-weight must be in 0..="),
+        (
+            &["--implicit", "--loss", "ials", "--confidence", "log"],
+            "--confidence weighs observed pairs",
+        ),
+        (
+            &["--implicit", "--loss", "ials", "--reg-exponent", "3"],
+            "--reg-exponent must be in 0..=2",
+        ),
+        (
+            &["--implicit", "--loss", "ials", "--unobserved-weight", "2e6"],
+            "--unobserved-weight must be in 0..=",
+        ),
         (&["--init-std", "11"], "--init-std must be in"),
+        (&["--solver", "ialspp"], "--solver ialspp applies to implicit feedback"),
+        (&["--implicit", "--block-size", "8"], "--block-size applies to --solver ialspp only"),
+        (&["--implicit", "--sweeps", "2"], "--sweeps applies to --solver ialspp only"),
+        (
+            &["--implicit", "--solver", "ialspp", "--block-size", "5000"],
+            "--block-size must be in 1..=4096",
+        ),
     ] {
         let e = cfg_err(args);
         assert!(e.contains(needle), "{args:?}: {e}");
@@ -214,6 +236,10 @@ fn bad_values_give_clear_errors() {
         }
     );
     assert_eq!((ials.implicit.unwrap().alpha, ials.init_std), (2.0, Some(0.1)));
+    let ialspp = train_args(&["--implicit", "--solver", "ialspp", "--block-size", "32", "--sweeps", "2"])
+        .train_config()
+        .unwrap();
+    assert_eq!(ialspp.solver, als_core::solve::SolverKind::Ialspp { block: 32, sweeps: 2 });
     // Core names fields; the command line names its flags.
     assert_eq!(
         cfg_err(&["--factors", "5000"]),

@@ -74,6 +74,11 @@ pub fn spec_from_params(p: &SolveParams) -> pb::SolverSpec {
             s.solver = pb::Solver::Cg as i32;
             s.cg_steps = steps as u32;
         }
+        SolverKind::Ialspp { block, sweeps } => {
+            s.solver = pb::Solver::Ialspp as i32;
+            s.block_size = block as u32;
+            s.sweeps = sweeps as u32;
+        }
     }
     s
 }
@@ -150,10 +155,20 @@ pub fn params_from_spec(s: &pb::SolverSpec) -> Result<SolveParams, String> {
             steps: s.cg_steps as usize,
         },
         Ok(pb::Solver::Cg) => return Err(format!("cg steps must be in 1..=1000, got {}", s.cg_steps)),
+        Ok(pb::Solver::Ialspp) if (1..=MAX_FACTORS).contains(&s.block_size) && (1..=1000).contains(&s.sweeps) => SolverKind::Ialspp {
+            block: s.block_size as usize,
+            sweeps: s.sweeps as usize,
+        },
+        Ok(pb::Solver::Ialspp) => {
+            return Err(format!(
+                "ialspp needs a block size in 1..={MAX_FACTORS} and sweeps in 1..=1000, got {} and {}",
+                s.block_size, s.sweeps
+            ))
+        }
         _ => return Err(format!("unknown solver {}", s.solver)),
     };
-    if matches!(feedback, Feedback::Explicit { .. }) && matches!(solver, SolverKind::Cg { .. }) {
-        return Err("the cg solver applies to implicit feedback only".into());
+    if matches!(feedback, Feedback::Explicit { .. }) && !matches!(solver, SolverKind::Cholesky) {
+        return Err("the cg and ialspp solvers apply to implicit feedback only".into());
     }
     Ok(SolveParams {
         factors: s.factors as usize,
@@ -197,6 +212,19 @@ mod tests {
             ..p
         };
         assert_eq!(params_from_spec(&spec_from_params(&ials)).unwrap(), ials);
+        let ialspp = SolveParams {
+            solver: SolverKind::Ialspp { block: 4, sweeps: 2 },
+            ..ials
+        };
+        assert_eq!(params_from_spec(&spec_from_params(&ialspp)).unwrap(), ialspp);
+        for (block, sweeps) in [(0, 1), (5000, 1), (4, 0), (4, 1001)] {
+            let mut bad = spec_from_params(&ialspp);
+            (bad.block_size, bad.sweeps) = (block, sweeps);
+            assert!(params_from_spec(&bad).unwrap_err().starts_with("ialspp needs"), "{block} {sweeps}");
+        }
+        let mut bad = spec_from_params(&ialspp);
+        bad.feedback = pb::Feedback::Explicit as i32;
+        assert!(params_from_spec(&bad).unwrap_err().contains("implicit feedback only"));
         for (field, value, want) in [
             (0, f32::NAN, "unobserved weight must be a finite number >= 0, got NaN"),
             (0, -1.0, "unobserved weight must be a finite number >= 0, got -1"),

@@ -125,6 +125,8 @@ fn param_of(field: Field) -> &'static str {
         Field::Epsilon => "epsilon",
         Field::Solver => "solver",
         Field::CgSteps => "cg_steps",
+        Field::BlockSize => "block_size",
+        Field::Sweeps => "sweeps",
         Field::LearningRate => "learning_rate",
         Field::UnobservedWeight => "unobserved_weight",
         Field::RegExponent => "reg_exponent",

@@ -41,11 +41,16 @@ struct Args {
     /// Implicit feedback (Hu et al.; α 1, λ 0.05 plain unless given).
     #[arg(long)]
     implicit: bool,
-    /// cholesky or cg.
+    /// cholesky, cg or ialspp.
     #[arg(long, default_value = "cholesky")]
     solver: String,
     #[arg(long, default_value_t = 3)]
     cg_steps: usize,
+    /// Block size and sweeps of --solver ialspp.
+    #[arg(long, default_value_t = als_core::train::DEFAULT_BLOCK_SIZE)]
+    block_size: usize,
+    #[arg(long, default_value_t = als_core::train::DEFAULT_SWEEPS)]
+    sweeps: usize,
     #[arg(long)]
     lambda: Option<f32>,
     #[arg(long, default_value_t = 1.0)]
@@ -94,6 +99,11 @@ fn floor_flops(ds: &Dataset, cfg: &TrainConfig) -> f64 {
                 let per_rating = als_bench::flops::implicit_cg_row(1, k, steps) - per_row_fixed;
                 r * per_row_fixed + nnz * per_rating
             }
+            SolverKind::Ialspp { block, sweeps } => {
+                let per_row_fixed = als_bench::flops::implicit_ialspp_row(0, k, block, sweeps);
+                let per_rating = als_bench::flops::implicit_ialspp_row(1, k, block, sweeps) - per_row_fixed;
+                r * per_row_fixed + nnz * per_rating
+            }
         };
     }
     total
@@ -130,7 +140,11 @@ fn main() -> anyhow::Result<()> {
     let solver = match a.solver.as_str() {
         "cholesky" => SolverKind::Cholesky,
         "cg" => SolverKind::Cg { steps: a.cg_steps },
-        s => anyhow::bail!("--solver cholesky|cg, got {s}"),
+        "ialspp" => SolverKind::Ialspp {
+            block: a.block_size,
+            sweeps: a.sweeps,
+        },
+        s => anyhow::bail!("--solver cholesky|cg|ialspp, got {s}"),
     };
     let cfg = TrainConfig {
         factors: a.factors,

@@ -6,8 +6,9 @@ use als_core::blocks::DEFAULT_BLOCKS;
 use als_core::linalg::Backend;
 use als_core::solve::{Confidence, ImplicitLoss, RegScaling, SolverKind};
 use als_core::train::{
-    Field, ImplicitConfig, Learner, SettingError, TrainConfig, DEFAULT_ALPHA, DEFAULT_CG_STEPS, DEFAULT_ITERATIONS, DEFAULT_LEARNING_RATE,
-    DEFAULT_LOG_EPSILON, DEFAULT_MIN_POS, DEFAULT_RANKING_K, DEFAULT_REG_EXPONENT, DEFAULT_SEED, DEFAULT_UNOBSERVED_WEIGHT,
+    Field, ImplicitConfig, Learner, SettingError, TrainConfig, DEFAULT_ALPHA, DEFAULT_BLOCK_SIZE, DEFAULT_CG_STEPS, DEFAULT_ITERATIONS,
+    DEFAULT_LEARNING_RATE, DEFAULT_LOG_EPSILON, DEFAULT_MIN_POS, DEFAULT_RANKING_K, DEFAULT_REG_EXPONENT, DEFAULT_SEED, DEFAULT_SWEEPS,
+    DEFAULT_UNOBSERVED_WEIGHT,
 };
 use anyhow::bail;
 use clap::{Args, ValueEnum};
@@ -57,6 +58,9 @@ pub enum SolverArg {
     Cholesky,
     /// Warm-started conjugate gradient (implicit feedback; default there).
     Cg,
+    /// iALS++ subspace solves (implicit feedback; Rendle et al. 2021): blocks of
+    /// --block-size coordinates, each solved exactly, --sweeps passes per row.
+    Ialspp,
     /// Stochastic gradient descent on the explicit biased model (Surprise's SVD updates,
     /// DSGD over the blocks, in this process); --iterations counts epochs.
     Sgd,
@@ -111,6 +115,12 @@ pub struct ModelArgs {
     /// Conjugate-gradient steps per row of --solver cg [default: 3].
     #[arg(long, value_name = "N", value_parser = parse::positive_usize)]
     pub cg_steps: Option<usize>,
+    /// Coordinates per block of --solver ialspp [default: 64].
+    #[arg(long, value_name = "B", value_parser = parse::positive_usize)]
+    pub block_size: Option<usize>,
+    /// Passes over the blocks per row and half-iteration of --solver ialspp [default: 1].
+    #[arg(long, value_name = "N", value_parser = parse::positive_usize)]
+    pub sweeps: Option<usize>,
     /// Step size γ of --solver sgd [default: 0.005, Surprise's lr_all].
     #[arg(long, value_name = "G", value_parser = parse::positive_f32)]
     pub learning_rate: Option<f32>,
@@ -171,6 +181,8 @@ pub fn flag_of(field: Field) -> &'static str {
         Field::Epsilon => "--epsilon",
         Field::Solver => "--solver",
         Field::CgSteps => "--cg-steps",
+        Field::BlockSize => "--block-size",
+        Field::Sweeps => "--sweeps",
         Field::LearningRate => "--learning-rate",
         Field::UnobservedWeight => "--unobserved-weight",
         Field::RegExponent => "--reg-exponent",
@@ -243,6 +255,14 @@ impl ModelArgs {
         if self.cg_steps.is_some() && solver_arg != SolverArg::Cg {
             bail!("--cg-steps applies to --solver cg only");
         }
+        if solver_arg == SolverArg::Ialspp && !self.implicit {
+            bail!("--solver ialspp applies to implicit feedback (--implicit); explicit ratings use cholesky");
+        }
+        for (given, flag) in [(self.block_size.is_some(), "--block-size"), (self.sweeps.is_some(), "--sweeps")] {
+            if given && solver_arg != SolverArg::Ialspp {
+                bail!("{flag} applies to --solver ialspp only");
+            }
+        }
         if self.epsilon.is_some() && self.confidence != Some(ConfidenceArg::Log) {
             bail!("--epsilon applies to --confidence log only");
         }
@@ -262,12 +282,16 @@ impl ModelArgs {
             SolverArg::Cg => SolverKind::Cg {
                 steps: self.cg_steps.unwrap_or(DEFAULT_CG_STEPS),
             },
+            SolverArg::Ialspp => SolverKind::Ialspp {
+                block: self.block_size.unwrap_or(DEFAULT_BLOCK_SIZE),
+                sweeps: self.sweeps.unwrap_or(DEFAULT_SWEEPS),
+            },
         };
         let learner = match solver_arg {
             SolverArg::Sgd => Learner::Sgd {
                 learning_rate: self.learning_rate.unwrap_or(DEFAULT_LEARNING_RATE),
             },
-            SolverArg::Cholesky | SolverArg::Cg => Learner::Als,
+            SolverArg::Cholesky | SolverArg::Cg | SolverArg::Ialspp => Learner::Als,
         };
         let implicit = self.implicit.then(|| ImplicitConfig {
             alpha: point.alpha.unwrap_or(DEFAULT_ALPHA),

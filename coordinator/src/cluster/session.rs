@@ -223,6 +223,18 @@ mod tests {
                     ..Default::default()
                 },
             ),
+            // iALS++ block solves, with a block size that does not divide k.
+            (
+                &sparse,
+                TrainConfig {
+                    factors: 8,
+                    iterations: 3,
+                    lambda: 0.01,
+                    implicit: Some(ImplicitConfig::hu(2.0, Confidence::Linear)),
+                    solver: SolverKind::Ialspp { block: 3, sweeps: 1 },
+                    ..Default::default()
+                },
+            ),
         ];
         for (ds, cfg) in configs {
             let ds: &Dataset = ds;

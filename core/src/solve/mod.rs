@@ -11,6 +11,7 @@ mod explicit;
 mod gram;
 mod implicit;
 mod params;
+mod subspace;
 
 pub use gram::{block_gram, sum_grams};
 pub(crate) use params::ImplicitWeights;
@@ -144,6 +145,17 @@ impl<'a> CheckedFixed<'a> {
                 None => return bad("implicit feedback needs the gramian of the fixed side".into()),
             },
         }
+        match p.solver {
+            SolverKind::Ialspp { .. } if !matches!(p.feedback, Feedback::Implicit { .. }) => {
+                return bad("the ialspp solver applies to implicit feedback only".into());
+            }
+            SolverKind::Ialspp { block, sweeps } if block == 0 || sweeps == 0 => {
+                return bad(format!(
+                    "ialspp needs a positive block size and sweep count, got {block} and {sweeps}"
+                ));
+            }
+            _ => {}
+        }
         if !all_finite(side.factors) || !all_finite(side.bias) {
             return bad("non-finite fixed factor".into());
         }
@@ -275,7 +287,13 @@ pub fn solve_rows_checked(
                         // CG returned above: row by row, implicit feedback is solved exactly.
                         Feedback::Implicit { alpha, confidence, loss } => {
                             let w = ImplicitWeights { alpha, confidence, loss };
-                            implicit::solve_row_cholesky(p, w, cols, vals, &fixed, gram.unwrap_or(&[]), s, x)
+                            let gram = gram.unwrap_or(&[]);
+                            match p.solver {
+                                SolverKind::Ialspp { block, sweeps } => {
+                                    subspace::solve_row_subspace(p, w, block, sweeps, cols, vals, &fixed, gram, s, x)
+                                }
+                                _ => implicit::solve_row_cholesky(p, w, cols, vals, &fixed, gram, s, x),
+                            }
                         }
                     };
                     if let Err(cause) = res {
@@ -308,6 +326,8 @@ pub(crate) struct RowScratch {
     pub colsum: Vec<f64>,
     /// The block CG's vectors, made on a thread's first CG task.
     pub cg: Option<implicit::CgBlock>,
+    /// iALS++'s per-row state, made on a thread's first such row.
+    pub subspace: Option<subspace::SubspaceScratch>,
 }
 
 impl RowScratch {
@@ -320,6 +340,7 @@ impl RowScratch {
             b: vec![0.0; d],
             colsum: vec![0.0; d],
             cg: None,
+            subspace: None,
         }
     }
 

@@ -152,6 +152,9 @@ pub enum SolverKind {
     Cholesky,
     /// Conjugate gradient warm-started from the previous factors (implicit feedback).
     Cg { steps: usize },
+    /// iALS++ subspace solves (implicit feedback): `sweeps` passes over
+    /// blocks of `block` coordinates, each solved exactly, warm-started.
+    Ialspp { block: usize, sweeps: usize },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

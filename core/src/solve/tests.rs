@@ -287,6 +287,58 @@ fn ials_cholesky_and_cg_equal_closed_form() {
     }
 }
 
+/// iALS++ from a warm start: one sweep with one block of all k coordinates
+/// is the exact solve; smaller blocks (b = 1, one that does not divide k)
+/// converge to it over sweeps, under both losses.
+#[test]
+fn ialspp_sweeps_converge_to_the_exact_solve() {
+    let (k, m) = (6, 15);
+    let (csr, fixed, _) = random_case(21, 9, m, k, 0.3, true);
+    let gram = block_gram(&fixed, k, Backend::Faer);
+    let ials = ImplicitLoss::Ials {
+        unobserved_weight: 0.3,
+        reg_exponent: 1.0,
+        confidence_weights: false,
+    };
+    for loss in [ImplicitLoss::Hu, ials] {
+        let fb = Feedback::Implicit {
+            alpha: 2.0,
+            confidence: Confidence::Linear,
+            loss,
+        };
+        let fx = FixedSide {
+            factors: &fixed,
+            bias: &[],
+            total_rows: m,
+        };
+        let rows = RowsView::of_csr(&csr, 0, csr.n_rows());
+        let warm: Vec<f32> = (0..csr.n_rows() * k).map(|i| ((i % 5) as f32 - 2.0) * 0.1).collect();
+        let solve = |solver| {
+            let mut out = warm.clone();
+            solve_rows(
+                &params(k, fb, solver, RegScaling::Count, Backend::Faer),
+                rows,
+                fx,
+                Some(&gram),
+                &mut out,
+                None,
+            )
+            .unwrap();
+            out
+        };
+        let exact = solve(SolverKind::Cholesky);
+        let dist = |a: &[f32]| a.iter().zip(&exact).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(dist(&solve(SolverKind::Ialspp { block: k, sweeps: 1 })) < 1e-5, "{loss:?}");
+        for block in [1, 4] {
+            let (one, many) = (
+                dist(&solve(SolverKind::Ialspp { block, sweeps: 1 })),
+                dist(&solve(SolverKind::Ialspp { block, sweeps: 200 })),
+            );
+            assert!(many < 1e-5 && many < one, "{loss:?} block {block}: {one} then {many}");
+        }
+    }
+}
+
 #[test]
 fn cg_improves_monotonically_towards_cholesky() {
     let (k, m) = (8, 40);

@@ -57,6 +57,12 @@ pub const DEFAULT_LOG_EPSILON: f32 = 1.0;
 pub const DEFAULT_CG_STEPS: usize = 3;
 /// Seed of the initial factors.
 pub const DEFAULT_SEED: u64 = 42;
+/// Coordinates per block of the iALS++ solver: the block size of Rendle et
+/// al.'s experiments at dimensions of 256 and more is 128; 64 keeps a block's
+/// normal matrix in the syrk kernel's sweet spot.
+pub const DEFAULT_BLOCK_SIZE: usize = 64;
+/// Passes over the blocks per row and half-iteration of iALS++ (theirs: one).
+pub const DEFAULT_SWEEPS: usize = 1;
 /// Weight α₀ of every user–item pair in the iALS loss: the setting of
 /// Rendle et al.'s code and of their ML-20M reproduction.
 pub const DEFAULT_UNOBSERVED_WEIGHT: f32 = 0.1;
@@ -91,6 +97,10 @@ pub enum Field {
     Solver,
     /// `solver.steps` of CG.
     CgSteps,
+    /// `solver.block` of iALS++.
+    BlockSize,
+    /// `solver.sweeps` of iALS++.
+    Sweeps,
     /// `learner.learning_rate` of SGD.
     LearningRate,
     /// `implicit.loss.unobserved_weight` of the iALS loss.
@@ -113,6 +123,8 @@ impl Field {
             Field::Epsilon => "implicit.confidence.epsilon",
             Field::Solver => "solver",
             Field::CgSteps => "solver.steps",
+            Field::BlockSize => "solver.block",
+            Field::Sweeps => "solver.sweeps",
             Field::LearningRate => "learner.learning_rate",
             Field::UnobservedWeight => "implicit.loss.unobserved_weight",
             Field::RegExponent => "implicit.loss.reg_exponent",
@@ -256,10 +268,10 @@ impl TrainConfig {
                 in_range(Field::UnobservedWeight, unobserved_weight, 0.0, MAX_UNOBSERVED_WEIGHT)?;
                 in_range(Field::RegExponent, reg_exponent, 0.0, MAX_REG_EXPONENT)?;
             }
-        } else if let SolverKind::Cg { .. } = self.solver {
+        } else if let SolverKind::Cg { .. } | SolverKind::Ialspp { .. } = self.solver {
             return err(
                 Field::Solver,
-                "cg applies to implicit feedback; explicit ratings use cholesky".into(),
+                "cg and ialspp apply to implicit feedback; explicit ratings use cholesky".into(),
             );
         }
         if let Learner::Sgd { learning_rate } = self.learner {
@@ -276,6 +288,14 @@ impl TrainConfig {
         }
         if let SolverKind::Cg { steps: 0 } = self.solver {
             return err(Field::CgSteps, "must be positive".into());
+        }
+        if let SolverKind::Ialspp { block, sweeps } = self.solver {
+            if block == 0 || block > MAX_FACTORS {
+                return err(Field::BlockSize, format!("must be in 1..={MAX_FACTORS}, got {block}"));
+            }
+            if sweeps == 0 || sweeps > 1000 {
+                return err(Field::Sweeps, format!("must be in 1..=1000, got {sweeps}"));
+            }
         }
         if let Some(std) = self.init_std {
             in_range(Field::InitStd, std, INIT_STD_RANGE.0, INIT_STD_RANGE.1)?;
