@@ -32,6 +32,10 @@ pub const INIT_STD_RANGE: (f32, f32) = (1e-6, 10.0);
 /// Range of ε of the log confidence 1 + α·ln(1 + r/ε).
 pub const EPSILON_RANGE: (f32, f32) = (1e-9, 1e9);
 
+/// Largest number of CG steps or iALS++ sweeps per row a worker accepts, and
+/// of sweeps a run accepts.
+pub const MAX_ROW_PASSES: usize = 1000;
+
 /// Largest ranking cutoff K (top-K lists are K entries per evaluated user).
 pub const MAX_RANKING_K: usize = 1000;
 

@@ -86,6 +86,9 @@ pub fn spec_from_params(p: &SolveParams) -> pb::SolverSpec {
 /// Largest factor count a worker accepts (bounds per-row scratch memory).
 pub const MAX_FACTORS: u32 = als_core::limits::MAX_FACTORS as u32;
 
+/// Largest CG step or iALS++ sweep count a worker accepts.
+const MAX_PASSES: u32 = als_core::limits::MAX_ROW_PASSES as u32;
+
 pub fn params_from_spec(s: &pb::SolverSpec) -> Result<SolveParams, String> {
     if s.factors == 0 || s.factors > MAX_FACTORS {
         return Err(format!("factors must be in 1..={MAX_FACTORS}, got {}", s.factors));
@@ -151,17 +154,17 @@ pub fn params_from_spec(s: &pb::SolverSpec) -> Result<SolveParams, String> {
     };
     let solver = match pb::Solver::try_from(s.solver) {
         Ok(pb::Solver::Cholesky) => SolverKind::Cholesky,
-        Ok(pb::Solver::Cg) if s.cg_steps > 0 && s.cg_steps <= 1000 => SolverKind::Cg {
+        Ok(pb::Solver::Cg) if (1..=MAX_PASSES).contains(&s.cg_steps) => SolverKind::Cg {
             steps: s.cg_steps as usize,
         },
-        Ok(pb::Solver::Cg) => return Err(format!("cg steps must be in 1..=1000, got {}", s.cg_steps)),
-        Ok(pb::Solver::Ialspp) if (1..=MAX_FACTORS).contains(&s.block_size) && (1..=1000).contains(&s.sweeps) => SolverKind::Ialspp {
+        Ok(pb::Solver::Cg) => return Err(format!("cg steps must be in 1..={MAX_PASSES}, got {}", s.cg_steps)),
+        Ok(pb::Solver::Ialspp) if (1..=MAX_FACTORS).contains(&s.block_size) && (1..=MAX_PASSES).contains(&s.sweeps) => SolverKind::Ialspp {
             block: s.block_size as usize,
             sweeps: s.sweeps as usize,
         },
         Ok(pb::Solver::Ialspp) => {
             return Err(format!(
-                "ialspp needs a block size in 1..={MAX_FACTORS} and sweeps in 1..=1000, got {} and {}",
+                "ialspp needs a block size in 1..={MAX_FACTORS} and sweeps in 1..={MAX_PASSES}, got {} and {}",
                 s.block_size, s.sweeps
             ))
         }

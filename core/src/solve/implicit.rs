@@ -15,7 +15,7 @@ use crate::linalg::NotPositiveDefinite;
 
 /// Exact solve: (s·YᵀY + Σ e·yyᵀ + λI) x = Σ t·y, with the Gramian's scale
 /// s and each observed item's (e, t) from the loss ([`ImplicitWeights`]);
-/// Hu et al.: (YᵀY + Σ(c−1)yyᵀ + λI) x = Σ c·p·y.
+/// Hu et al.: (YᵀY + Σ(c−1)yyᵀ + λI) x = Σ c·p·y. `gram` is s·YᵀY.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn solve_row_cholesky(
     p: &SolveParams,
@@ -30,11 +30,8 @@ pub(super) fn solve_row_cholesky(
     let k = p.factors;
     let w = panel_width(k);
     let ld = normal_ld(k);
-    let scale = weights.gram_scale() as f64;
     for (dst, src) in s.a.chunks_exact_mut(ld).zip(gram.chunks_exact(k)) {
-        for (d, &g) in dst[..k].iter_mut().zip(src) {
-            *d = g * scale;
-        }
+        dst[..k].copy_from_slice(src);
     }
     s.b[..k].fill(0.0);
     for (cc, cv) in cols.chunks(GATHER_CHUNK).zip(vals.chunks(GATHER_CHUNK)) {

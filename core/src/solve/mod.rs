@@ -17,6 +17,8 @@ pub use gram::{block_gram, sum_grams};
 pub(crate) use params::ImplicitWeights;
 pub use params::{Confidence, Feedback, ImplicitLoss, RegScaling, SolveParams, SolverKind};
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use crate::linalg::sym_rows::padded_len;
@@ -254,11 +256,20 @@ pub fn solve_rows_checked(
     // `sym_mul_rows`); made once per block, not per row.
     let kp = padded_len(k);
     let weights = p.implicit_weights();
-    let gram_scale = weights.map_or(1.0, |w| w.gram_scale() as f64);
+    // The loss weighs every pair by s through YᵀY: scaled once per call,
+    // not once per row (Hu et al.'s s = 1 needs no copy).
+    let scaled_gram: Option<Cow<[f64]>> = match (weights, gram) {
+        (Some(w), Some(g)) if w.gram_scale() != 1.0 => {
+            let scale = w.gram_scale() as f64;
+            Some(Cow::Owned(g.iter().map(|&v| v * scale).collect()))
+        }
+        (_, g) => g.map(Cow::Borrowed),
+    };
+    let gram = scaled_gram.as_deref();
     let gram_f32: Vec<f32> = match (&p.solver, gram) {
         (SolverKind::Cg { .. }, Some(g)) => g
             .chunks_exact(k)
-            .flat_map(|row| row.iter().map(|&v| (v * gram_scale) as f32).chain(std::iter::repeat_n(0.0, kp - k)))
+            .flat_map(|row| row.iter().map(|&v| v as f32).chain(std::iter::repeat_n(0.0, kp - k)))
             .collect(),
         _ => Vec::new(),
     };

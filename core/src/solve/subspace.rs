@@ -34,7 +34,7 @@ pub(crate) struct SubspaceScratch {
 }
 
 /// `sweeps` passes over the coordinate blocks of one row, from its factors
-/// in `out`; `gram` is YᵀY (k×k, unscaled).
+/// in `out`; `gram` is s·YᵀY (k×k, scaled by the loss).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn solve_row_subspace(
     p: &SolveParams,
@@ -49,14 +49,13 @@ pub(super) fn solve_row_subspace(
     out: &mut [f32],
 ) -> Result<(), NotPositiveDefinite> {
     let k = p.factors;
-    let scale = weights.gram_scale() as f64;
     let lam = p.row_lambda(cols.len(), fixed.total_rows);
     let y = |c: u32| &fixed.factors[c as usize * k..(c as usize + 1) * k];
     let sub = s.subspace.get_or_insert_with(SubspaceScratch::default);
     sub.x.clear();
     sub.x.extend(out.iter().map(|&v| v as f64));
     sub.gx.clear();
-    sub.gx.extend(gram.chunks_exact(k).map(|row| scale * dot_f64(row, &sub.x)));
+    sub.gx.extend(gram.chunks_exact(k).map(|row| dot_f64(row, &sub.x)));
     sub.extra.clear();
     sub.target.clear();
     sub.pred.clear();
@@ -74,7 +73,7 @@ pub(super) fn solve_row_subspace(
             // The block's Hessian (lower triangle, column-major) and minus its gradient.
             for j in 0..b {
                 for i in j..b {
-                    s.a[i + j * ld] = scale * gram[(start + i) * k + start + j];
+                    s.a[i + j * ld] = gram[(start + i) * k + start + j];
                 }
                 s.a[j + j * ld] += lam;
                 s.b[j] = -(sub.gx[start + j] + lam * sub.x[start + j]);
@@ -102,7 +101,7 @@ pub(super) fn solve_row_subspace(
             }
             // Gx += s·G[:, B] δ (G is symmetric: row a's entries B).
             for (gxa, row) in sub.gx.iter_mut().zip(gram.chunks_exact(k)) {
-                *gxa += scale * dot_f64(&row[start..end], delta);
+                *gxa += dot_f64(&row[start..end], delta);
             }
         }
     }

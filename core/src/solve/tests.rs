@@ -139,20 +139,18 @@ fn explicit_rows_equal_closed_form() {
     }
 }
 
-/// Dense Hu et al. normal equations over ALL items (unobserved: c = 1, p = 0).
-fn implicit_closed_form(cols: &[u32], vals: &[f32], fixed: &[f32], m: usize, k: usize, alpha: f64, lam: f64) -> Vec<f64> {
+/// Dense weighted least squares over ALL m items: item i has weight qᵢ and
+/// weight × target rᵢ from `pair(i)`, so (Σ qᵢ yᵢyᵢᵀ + λI) x = Σ rᵢ yᵢ.
+fn dense_weighted_solve(fixed: &[f32], m: usize, k: usize, lam: f64, pair: impl Fn(usize) -> (f64, f64)) -> Vec<f64> {
     let mut a = vec![vec![0.0; k]; k];
     let mut b = vec![0.0; k];
     for i in 0..m {
         let y: Vec<f64> = fixed[i * k..(i + 1) * k].iter().map(|&v| v as f64).collect();
-        let (c, pref) = match cols.iter().position(|&c| c as usize == i) {
-            Some(pos) => (1.0 + alpha * vals[pos] as f64, 1.0),
-            None => (1.0, 0.0),
-        };
+        let (q, r) = pair(i);
         for f in 0..k {
-            b[f] += c * pref * y[f];
+            b[f] += r * y[f];
             for g in 0..k {
-                a[f][g] += c * y[f] * y[g];
+                a[f][g] += q * y[f] * y[g];
             }
         }
     }
@@ -160,6 +158,17 @@ fn implicit_closed_form(cols: &[u32], vals: &[f32], fixed: &[f32], m: usize, k: 
         row[f] += lam;
     }
     gauss_solve(a, b)
+}
+
+/// Dense Hu et al. normal equations over ALL items (unobserved: c = 1, p = 0).
+fn implicit_closed_form(cols: &[u32], vals: &[f32], fixed: &[f32], m: usize, k: usize, alpha: f64, lam: f64) -> Vec<f64> {
+    dense_weighted_solve(fixed, m, k, lam, |i| match cols.iter().position(|&c| c as usize == i) {
+        Some(pos) => {
+            let c = 1.0 + alpha * vals[pos] as f64;
+            (c, c)
+        }
+        None => (1.0, 0.0),
+    })
 }
 
 #[test]
@@ -221,23 +230,11 @@ fn ials_closed_form(
     nu: f64,
     weight: impl Fn(f32) -> f64,
 ) -> Vec<f64> {
-    let mut a = vec![vec![0.0; k]; k];
-    let mut b = vec![0.0; k];
-    for i in 0..m {
-        let y: Vec<f64> = fixed[i * k..(i + 1) * k].iter().map(|&v| v as f64).collect();
-        let w = cols.iter().position(|&c| c as usize == i).map_or(0.0, |pos| weight(vals[pos]));
-        for f in 0..k {
-            b[f] += w * y[f];
-            for g in 0..k {
-                a[f][g] += (a0 + w) * y[f] * y[g];
-            }
-        }
-    }
     let lam = 0.1 * (cols.len() as f64 + a0 * total as f64).powf(nu);
-    for (f, row) in a.iter_mut().enumerate() {
-        row[f] += lam;
-    }
-    gauss_solve(a, b)
+    dense_weighted_solve(fixed, m, k, lam, |i| {
+        let w = cols.iter().position(|&c| c as usize == i).map_or(0.0, |pos| weight(vals[pos]));
+        (a0 + w, w)
+    })
 }
 
 #[test]

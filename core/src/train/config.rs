@@ -244,7 +244,7 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), SettingError> {
         use crate::limits::{
             EPSILON_RANGE, INIT_STD_RANGE, MAX_ALPHA, MAX_FACTORS, MAX_LAMBDA, MAX_LEARNING_RATE, MAX_RANKING_K, MAX_REG_EXPONENT,
-            MAX_UNOBSERVED_WEIGHT,
+            MAX_ROW_PASSES, MAX_UNOBSERVED_WEIGHT,
         };
         let err = |field, problem: String| Err(SettingError { field, problem });
         if self.factors == 0 || self.factors > MAX_FACTORS {
@@ -293,8 +293,8 @@ impl TrainConfig {
             if block == 0 || block > MAX_FACTORS {
                 return err(Field::BlockSize, format!("must be in 1..={MAX_FACTORS}, got {block}"));
             }
-            if sweeps == 0 || sweeps > 1000 {
-                return err(Field::Sweeps, format!("must be in 1..=1000, got {sweeps}"));
+            if sweeps == 0 || sweeps > MAX_ROW_PASSES {
+                return err(Field::Sweeps, format!("must be in 1..={MAX_ROW_PASSES}, got {sweeps}"));
             }
         }
         if let Some(std) = self.init_std {
