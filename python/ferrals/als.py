@@ -32,6 +32,12 @@ class AlternatingLeastSquares(FactorModel):
     use_cg, cg_steps : bool, int
         Warm-started conjugate gradient with this many steps per row and half
         (as `implicit`), or exact Cholesky solves.
+    solver, block_size, sweeps : None or "cg", "cholesky", "ialspp"; int; int
+        ``solver`` overrides ``use_cg`` when given. ``"ialspp"`` is iALS++
+        (Rendle et al. 2021): ``sweeps`` passes per row and half over blocks
+        of ``block_size`` coordinates, each solved exactly, warm-started. Its
+        cost grows linearly in ``factors`` for a fixed block size, so it is
+        the solver for hundreds to thousands of factors.
     calculate_training_loss : bool
         Log the objective after every iteration (and show it on the bar).
     random_state : None, int, RandomState or Generator
@@ -82,6 +88,9 @@ class AlternatingLeastSquares(FactorModel):
         reg_exponent=1.0,
         observed_weight="one",
         init_std=None,
+        solver=None,
+        block_size=64,
+        sweeps=1,
     ):
         super().__init__(num_threads=num_threads)
         if np.dtype(dtype) != np.float32:
@@ -103,9 +112,14 @@ class AlternatingLeastSquares(FactorModel):
         self.reg_exponent = reg_exponent
         self.observed_weight = observed_weight
         self.init_std = init_std
+        self.solver = solver
+        self.block_size = block_size
+        self.sweeps = sweeps
         self.fit_callback = None
 
     def _solver(self):
+        if self.solver is not None:
+            return self.solver
         return "cg" if self.use_cg else "cholesky"
 
     def fit(
@@ -156,6 +170,9 @@ class AlternatingLeastSquares(FactorModel):
             "reg_exponent": self.reg_exponent,
             "observed_weight": self.observed_weight,
             "init_std": self.init_std,
+            "solver": self.solver,
+            "block_size": self.block_size,
+            "sweeps": self.sweeps,
         }
 
     def _loaded(self):
@@ -169,6 +186,9 @@ class AlternatingLeastSquares(FactorModel):
             ("reg_exponent", 1.0),
             ("observed_weight", "one"),
             ("init_std", None),
+            ("solver", None),
+            ("block_size", 64),
+            ("sweeps", 1),
         ):
             value = getattr(self, key, default)
             if isinstance(value, np.generic):
@@ -186,6 +206,9 @@ class AlternatingLeastSquares(FactorModel):
         self.unobserved_weight = float(self.unobserved_weight)
         self.reg_exponent = float(self.reg_exponent)
         self.init_std = None if self.init_std is None else float(self.init_std)
+        self.solver = None if self.solver is None else str(self.solver)
+        self.block_size = int(self.block_size)
+        self.sweeps = int(self.sweeps)
         self.blocks = int(getattr(self, "blocks", 12))
 
 

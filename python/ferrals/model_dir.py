@@ -37,12 +37,22 @@ def load_model(path):
     if implicit:
         imp = hp.get("implicit") or {}
         conf = imp.get("confidence") or {}
+        loss = imp.get("loss") or {}
+        init_std = hp.get("init_std")
         model = AlternatingLeastSquares(
             alpha=float(imp.get("alpha", 1.0)),
             use_cg=solver.get("kind") == "cg",
             cg_steps=int(solver.get("steps", 3)),
+            solver=solver.get("kind") if solver.get("kind") == "ialspp" else None,
+            block_size=int(solver.get("block", 64)),
+            sweeps=int(solver.get("sweeps", 1)),
             confidence=conf.get("scheme", "linear"),
             epsilon=float(conf.get("epsilon", 1.0)),
+            loss=loss.get("loss", "hu"),
+            unobserved_weight=float(loss.get("unobserved_weight", 0.1)),
+            reg_exponent=float(loss.get("reg_exponent", 1.0)),
+            observed_weight="confidence" if loss.get("confidence_weights") else "one",
+            init_std=None if init_std is None else float(init_std),
             **common,
         )
     else:

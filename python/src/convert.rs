@@ -49,9 +49,12 @@ pub(crate) struct Settings {
     pub observed_weight: String,
     /// σ of N(0, σ²/k) initial factors; None: unit-length vectors.
     pub init_std: Option<f32>,
-    /// "cg" or "cholesky".
+    /// "cg", "cholesky" or "ialspp".
     pub solver: String,
     pub cg_steps: usize,
+    /// iALS++'s coordinates per block and passes per row.
+    pub block_size: usize,
+    pub sweeps: usize,
     pub biases: bool,
     pub seed: u64,
     pub blocks: usize,
@@ -69,7 +72,11 @@ impl Settings {
         let solver = match self.solver.as_str() {
             "cg" => SolverKind::Cg { steps: self.cg_steps },
             "cholesky" => SolverKind::Cholesky,
-            s => return Err(bad(format!("unknown solver '{s}' (cg, cholesky)"))),
+            "ialspp" => SolverKind::Ialspp {
+                block: self.block_size,
+                sweeps: self.sweeps,
+            },
+            s => return Err(bad(format!("unknown solver '{s}' (cg, cholesky, ialspp)"))),
         };
         let confidence = match self.confidence.as_str() {
             "linear" => Confidence::Linear,

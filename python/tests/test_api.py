@@ -95,6 +95,25 @@ def test_ials_recalculate_user_is_rendles_closed_form(user_items):
     np.testing.assert_allclose(m.recalculate_user(users, user_items[users]), np.array(want), rtol=2e-4, atol=2e-5)
 
 
+def test_ialspp_solver_reaches_the_exact_fit_and_round_trips(user_items, tmp_path):
+    kw = dict(factors=8, iterations=3, regularization=0.05, loss="ials", init_std=0.1)
+    exact = ferrals.AlternatingLeastSquares(use_cg=False, **kw).fit(user_items, show_progress=False)
+
+    def gap(**solver):
+        m = ferrals.AlternatingLeastSquares(solver="ialspp", **solver, **kw).fit(user_items, show_progress=False)
+        return float(np.abs(m.user_factors - exact.user_factors).max()), m
+
+    # One block of every factor is the exact solve; smaller blocks get there over sweeps.
+    whole, _ = gap(block_size=8)
+    one, _ = gap(block_size=3, sweeps=1)
+    many, model = gap(block_size=3, sweeps=60)
+    assert whole < 1e-4 and many < 1e-4 and one > 10 * many, (whole, one, many)
+    model.save(tmp_path / "m")
+    back = ferrals.AlternatingLeastSquares.load(tmp_path / "m")
+    assert (back.solver, back.block_size, back.sweeps) == ("ialspp", 3, 60)
+    np.testing.assert_array_equal(back.user_factors, model.user_factors)
+
+
 def test_partial_fit_users_updates_and_grows(fitted, user_items):
     model = ferrals.AlternatingLeastSquares(factors=16, iterations=6, regularization=0.05)
     model.user_factors, model.item_factors = fitted.user_factors.copy(), fitted.item_factors.copy()

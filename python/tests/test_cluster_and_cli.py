@@ -64,3 +64,15 @@ def test_a_model_directory_from_the_command_line_loads_with_its_ids(tmp_path):
     # Fold-in of a new user through the model's settings.
     f = m.recalculate_user(0, m.seen_items[u])
     assert f.shape == (8,) and np.isfinite(f).all()
+    # The iALS loss, the start and iALS++ come back with the model, so fold-in solves the trained loss.
+    ials = tmp_path / "ials"
+    subprocess.run(
+        [exe, "--data", str(data), "--header", "--implicit", "--loss", "ials", "--unobserved-weight", "0.3",
+         "--reg-exponent", "0.5", "--init-std", "0.2", "--solver", "ialspp", "--block-size", "3", "--sweeps", "2",
+         "--factors", "8", "--iterations", "2", "--no-test", "--in-process", "--quiet", "--out", str(ials)],
+        check=True, capture_output=True, timeout=300,
+    )
+    m = ferrals.load_model(ials)
+    assert (m.loss, m.observed_weight, m.solver, m.block_size, m.sweeps) == ("ials", "one", "ialspp", 3, 2)
+    assert np.float32(m.unobserved_weight) == np.float32(0.3) and m.reg_exponent == 0.5
+    assert np.float32(m.init_std) == np.float32(0.2)

@@ -52,6 +52,26 @@ pub fn dot_f32_f64(a: &[f32], b: &[f32]) -> f64 {
     (acc[0] + acc[2]) + (acc[1] + acc[3]) + tail
 }
 
+/// Dot product of f32 data with f64 data, in f64: eight partial sums in a fixed order.
+#[inline(always)]
+pub fn dot_f32_with_f64(a: &[f32], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] = (x[l] as f64).mul_add(y[l], acc[l]);
+        }
+    }
+    let mut tail = 0f64;
+    for (x, y) in ta.iter().zip(tb) {
+        tail = (*x as f64).mul_add(*y, tail);
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
 /// Dot product of f64 data, eight partial sums in a fixed order.
 #[inline(always)]
 pub fn dot_f64(a: &[f64], b: &[f64]) -> f64 {
@@ -94,6 +114,8 @@ mod tests {
         let naive: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
         assert!((dot_f32(&a, &b) as f64 - naive).abs() < 1e-5);
         assert!((dot_f32_f64(&a, &b) - naive).abs() < 1e-12);
+        let b64: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+        assert!((dot_f32_with_f64(&a, &b64) - naive).abs() < 1e-12);
         let mut y = b.clone();
         axpy_f32(2.0, &a, &mut y);
         assert!((y[5] - (b[5] + 2.0 * a[5])).abs() < 1e-7);

@@ -273,6 +273,12 @@ pub fn solve_rows_checked(
             .collect(),
         _ => Vec::new(),
     };
+    // iALS++ reads each diagonal block of the Gramian laid out for its
+    // Cholesky: laid out once per block of rows, not once per row.
+    let blocked_gram = match (&p.solver, gram) {
+        (SolverKind::Ialspp { block, .. }, Some(g)) => Some(subspace::BlockedGram::new(g, k, *block)),
+        _ => None,
+    };
     // Every task runs to its end and the lowest failing row is reported, so
     // the error is the same whatever the thread count or the cluster shape.
     let first_error = out
@@ -288,6 +294,9 @@ pub fn solve_rows_checked(
                     implicit::solve_rows_cg(p, w, steps, &rows, first, &fixed, &gram_f32, cg, out_rows);
                     return None;
                 }
+                if let (Some(w), SolverKind::Ialspp { sweeps, .. }, Some(bg)) = (weights, p.solver, &blocked_gram) {
+                    return subspace::solve_rows_subspace(p, w, sweeps, &rows, first, &fixed, bg, s, out_rows);
+                }
                 for (j, (x, b)) in out_rows.chunks_mut(k).zip(bias_rows.iter_mut()).enumerate() {
                     let r = first + j;
                     let (cols, vals) = rows.row(r);
@@ -295,16 +304,15 @@ pub fn solve_rows_checked(
                         Feedback::Explicit { biased, global_mean } => {
                             explicit::solve_row(p, biased, global_mean, cols, vals, &fixed, s, x, b)
                         }
-                        // CG returned above: row by row, implicit feedback is solved exactly.
+                        // CG and iALS++ returned above: row by row, implicit feedback is solved exactly.
                         Feedback::Implicit { alpha, confidence, loss } => {
                             let w = ImplicitWeights { alpha, confidence, loss };
                             let gram = gram.unwrap_or(&[]);
-                            match p.solver {
-                                SolverKind::Ialspp { block, sweeps } => {
-                                    subspace::solve_row_subspace(p, w, block, sweeps, cols, vals, &fixed, gram, s, x)
-                                }
-                                _ => implicit::solve_row_cholesky(p, w, cols, vals, &fixed, gram, s, x),
+                            if matches!(p.solver, SolverKind::Ialspp { .. }) {
+                                // Returned above whenever the Gramian is there.
+                                return Some(SolveError::Invalid("ialspp needs the gramian".into()));
                             }
+                            implicit::solve_row_cholesky(p, w, cols, vals, &fixed, gram, s, x)
                         }
                     };
                     if let Err(cause) = res {

@@ -13,30 +13,280 @@
 //! costs n·k·b + k·b²: linear in k for a fixed b. Each block step is an exact
 //! minimization, so the loss never increases, and repeated sweeps converge
 //! to the Cholesky solution.
+//!
+//! The products that move with every block (Gx, the predictions) run in
+//! vectorized kernels, and each diagonal block of s·YᵀY is laid out for the
+//! Cholesky once per call ([`BlockedGram`]), so a row's block Hessian starts
+//! as a straight copy.
 
-use super::{FixedSide, ImplicitWeights, RowScratch, SolveParams, GATHER_CHUNK};
+use multiversion::multiversion;
+
+use super::{FixedSide, ImplicitWeights, RowScratch, RowsView, SolveError, SolveParams, GATHER_CHUNK};
 use crate::linalg::syrk::{panel_width, syrk_lower_add};
+use crate::linalg::vec::dot_f32_with_f64;
+#[cfg(test)]
 use crate::linalg::vec::{dot_f32_f64, dot_f64};
 use crate::linalg::{normal_ld, NotPositiveDefinite};
 
-/// Per-row state of the block updates, reused across a thread's rows.
+/// The state of one task's rows while their blocks move, reused across a
+/// thread's tasks. Observed items of row r are `offsets[r]..offsets[r+1]`.
 #[derive(Default)]
 pub(crate) struct SubspaceScratch {
-    /// The row's factors in f64 while it is being improved.
+    /// The rows' factors in f64 (rows × k) while they are being improved.
     x: Vec<f64>,
-    /// s·(YᵀY)x, kept current as blocks move.
+    /// The current block's rows of s·(YᵀY)x (rows × b).
     gx: Vec<f64>,
     /// sᵢ = yᵢᵀx per observed item, kept current.
     pred: Vec<f64>,
     /// e and t per observed item.
     extra: Vec<f64>,
     target: Vec<f64>,
+    offsets: Vec<usize>,
+    lambda: Vec<f64>,
+    failed: Vec<Option<NotPositiveDefinite>>,
 }
 
-/// `sweeps` passes over the coordinate blocks of one row, from its factors
-/// in `out`; `gram` is s·YᵀY (k×k, scaled by the loss).
+/// s·YᵀY as the block steps read it: row-major (k×k) for the Gx products,
+/// and each diagonal block copied into the Cholesky's column-major layout.
+pub(crate) struct BlockedGram<'a> {
+    gram: &'a [f64],
+    k: usize,
+    /// The block size, at most k.
+    block: usize,
+    /// The block at `start` (b coordinates): b columns of `normal_ld(b)`
+    /// from `start·normal_ld(block)`; only the first b of a column are set.
+    diag: Vec<f64>,
+}
+
+impl<'a> BlockedGram<'a> {
+    pub(crate) fn new(gram: &'a [f64], k: usize, block: usize) -> Self {
+        let block = block.clamp(1, k.max(1));
+        let full_ld = normal_ld(block);
+        let mut diag = vec![0.0; k * full_ld];
+        for start in (0..k).step_by(block) {
+            let b = block.min(k - start);
+            let ld = normal_ld(b);
+            let at = start * full_ld;
+            for j in 0..b {
+                for (i, v) in diag[at + j * ld..at + j * ld + b].iter_mut().enumerate() {
+                    *v = gram[(start + i) * k + start + j];
+                }
+            }
+        }
+        BlockedGram { gram, k, block, diag }
+    }
+
+    fn diag_block(&self, start: usize, b: usize) -> &[f64] {
+        let at = start * normal_ld(self.block);
+        &self.diag[at..at + b * normal_ld(b)]
+    }
+}
+
+/// `sweeps` passes over the coordinate blocks of rows `first..` of `rows`
+/// (as many as `out` holds), from their factors in `out`; `gram` is s·YᵀY
+/// (scaled by the loss) in blocks. The rows move through each block
+/// together, so s·YᵀY's columns B are read once per group of rows for
+/// (YᵀY x)_B; every row's arithmetic is still its own, in its own order, so
+/// a row gets the same bits in any task (and alone, in fold-in). Returns the
+/// lowest row that failed.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn solve_row_subspace(
+pub(super) fn solve_rows_subspace(
+    p: &SolveParams,
+    weights: ImplicitWeights,
+    sweeps: usize,
+    rows: &RowsView,
+    first: usize,
+    fixed: &FixedSide,
+    gram: &BlockedGram,
+    s: &mut RowScratch,
+    out: &mut [f32],
+) -> Option<SolveError> {
+    let k = p.factors;
+    debug_assert_eq!(gram.k, k);
+    let n_rows = out.len() / k;
+    let mut sub = s.subspace.take().unwrap_or_default();
+    sub.x.clear();
+    sub.x.extend(out.iter().map(|&v| v as f64));
+    sub.gx.resize(n_rows * gram.block, 0.0);
+    sub.extra.clear();
+    sub.target.clear();
+    sub.offsets.clear();
+    sub.offsets.push(0);
+    sub.lambda.clear();
+    sub.failed.clear();
+    sub.failed.resize(n_rows, None);
+    for r in 0..n_rows {
+        let (cols, vals) = rows.row(first + r);
+        for &v in vals {
+            let (e, t) = weights.observed_f64(v);
+            sub.extra.push(e);
+            sub.target.push(t);
+        }
+        sub.offsets.push(sub.extra.len());
+        sub.lambda.push(p.row_lambda(cols.len(), fixed.total_rows));
+    }
+    sub.pred.clear();
+    sub.pred.resize(sub.extra.len(), 0.0);
+    for r in 0..n_rows {
+        let (cols, _) = rows.row(first + r);
+        let at = sub.offsets[r]..sub.offsets[r + 1];
+        update_predictions(cols, fixed.factors, k, 0, &sub.x[r * k..(r + 1) * k], &mut sub.pred[at]);
+    }
+    for _ in 0..sweeps {
+        for start in (0..k).step_by(gram.block) {
+            let b = gram.block.min(k - start);
+            let (ld, w) = (normal_ld(b), panel_width(b));
+            // (s·YᵀY x)_B afresh for every block: b·k per row, the same as
+            // keeping all of it current, without the k² to start it.
+            gram_block_times(gram.gram, k, start, b, &sub.x, &mut sub.gx[..n_rows * b]);
+            let diag = gram.diag_block(start, b);
+            for r in 0..n_rows {
+                if sub.failed[r].is_some() {
+                    continue;
+                }
+                let (cols, _) = rows.row(first + r);
+                let (lam, x, gx) = (sub.lambda[r], &mut sub.x[r * k..(r + 1) * k], &sub.gx[r * b..(r + 1) * b]);
+                // The block's Hessian (lower triangle, column-major) and minus its gradient.
+                for j in 0..b {
+                    s.a[j * ld..j * ld + b].copy_from_slice(&diag[j * ld..j * ld + b]);
+                    s.a[j + j * ld] += lam;
+                    s.b[j] = -(gx[j] + lam * x[start + j]);
+                }
+                let items = sub.offsets[r];
+                for (chunk, at) in cols.chunks(GATHER_CHUNK).zip((items..).step_by(GATHER_CHUNK)) {
+                    let n = chunk.len();
+                    let at = at..at + n;
+                    gather_block(
+                        chunk,
+                        fixed.factors,
+                        k,
+                        start..start + b,
+                        (&sub.extra[at.clone()], &sub.target[at.clone()], &sub.pred[at]),
+                        w,
+                        &mut s.panel,
+                        &mut s.b[..b],
+                    );
+                    syrk_lower_add(&s.panel[..n * w], n, w, b, &mut s.g32, &mut s.a[..b * ld], ld);
+                }
+                if let Err(cause) = s.dense.cholesky_solve(&mut s.a[..b * ld], ld, &mut s.b[..b], b) {
+                    sub.failed[r] = Some(cause);
+                    continue;
+                }
+                let delta = &s.b[..b];
+                for (xi, d) in x[start..start + b].iter_mut().zip(delta) {
+                    *xi += d;
+                }
+                let preds = &mut sub.pred[items..sub.offsets[r + 1]];
+                update_predictions(cols, fixed.factors, k, start, delta, preds);
+            }
+        }
+    }
+    for (o, v) in out.iter_mut().zip(&sub.x) {
+        *o = *v as f32;
+    }
+    let failure = sub
+        .failed
+        .iter()
+        .enumerate()
+        .find_map(|(r, f)| f.clone().map(|cause| SolveError::NotPositiveDefinite { row: first + r, cause }));
+    s.subspace = Some(sub);
+    failure
+}
+
+/// `out[r·b + i] = Σⱼ x[r·k + j]·g[j·k + start + i]` for every row r of x
+/// and i < b: rows B of the symmetric G times each row, read as columns B
+/// (contiguous in each row of G). Eight rows share each load of G. Every
+/// entry sums over j in order from zero, whatever tile holds it, so the bits
+/// depend neither on the vector width nor on the rows beside it.
+#[multiversion(targets("x86_64+avx+avx2+fma+avx512f", "x86_64+avx+avx2+fma"))]
+fn gram_block_times(g: &[f64], k: usize, start: usize, b: usize, x: &[f64], out: &mut [f64]) {
+    let n = x.len() / k;
+    let mut r = 0;
+    while r + 8 <= n {
+        gram_row_group::<8>(g, k, start, b, &x[r * k..(r + 8) * k], &mut out[r * b..(r + 8) * b]);
+        r += 8;
+    }
+    while r < n {
+        gram_row_group::<1>(g, k, start, b, &x[r * k..(r + 1) * k], &mut out[r * b..(r + 1) * b]);
+        r += 1;
+    }
+}
+
+/// R rows of [`gram_block_times`], in column tiles of 16, 8 and 1.
+#[inline(always)]
+fn gram_row_group<const R: usize>(g: &[f64], k: usize, start: usize, b: usize, x: &[f64], out: &mut [f64]) {
+    let mut c = 0;
+    while c + 16 <= b {
+        gram_tile::<R, 16>(g, k, start, b, c, x, out);
+        c += 16;
+    }
+    while c + 8 <= b {
+        gram_tile::<R, 8>(g, k, start, b, c, x, out);
+        c += 8;
+    }
+    while c < b {
+        gram_tile::<R, 1>(g, k, start, b, c, x, out);
+        c += 1;
+    }
+}
+
+/// One register tile: R rows × T columns from column `start + c`.
+#[inline(always)]
+fn gram_tile<const R: usize, const T: usize>(g: &[f64], k: usize, start: usize, b: usize, c: usize, x: &[f64], out: &mut [f64]) {
+    let mut acc = [[0f64; T]; R];
+    let col = start + c;
+    for j in 0..k {
+        let row: &[f64; T] = g[j * k + col..j * k + col + T].try_into().expect("tile");
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let a = x[r * k + j];
+            for l in 0..T {
+                acc_r[l] = a.mul_add(row[l], acc_r[l]);
+            }
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        out[r * b + c..r * b + c + T].copy_from_slice(acc_r);
+    }
+}
+
+/// Rows √e·yᵢ_B into the panel (`w` floats apart) and Σ (t − e·sᵢ)·yᵢ_B into `rhs`.
+#[multiversion(targets("x86_64+avx+avx2+fma+avx512f", "x86_64+avx+avx2+fma"))]
+#[allow(clippy::too_many_arguments)]
+fn gather_block(
+    cols: &[u32],
+    factors: &[f32],
+    k: usize,
+    coords: std::ops::Range<usize>,
+    (extra, target, pred): (&[f64], &[f64], &[f64]),
+    w: usize,
+    panel: &mut [f32],
+    rhs: &mut [f64],
+) {
+    for ((((&c, dst), &e), &t), &sp) in cols.iter().zip(panel.chunks_exact_mut(w)).zip(extra).zip(target).zip(pred) {
+        let y = &factors[c as usize * k + coords.start..c as usize * k + coords.end];
+        let (wt, coef) = (e.sqrt(), t - e * sp);
+        for ((d, bf), &v) in dst.iter_mut().zip(rhs.iter_mut()).zip(y) {
+            *d = (wt * v as f64) as f32;
+            *bf = coef.mul_add(v as f64, *bf);
+        }
+    }
+}
+
+/// sᵢ += yᵢ_B·δ for every observed item (B = `start..start + δ.len()`).
+#[multiversion(targets("x86_64+avx+avx2+fma+avx512f", "x86_64+avx+avx2+fma"))]
+fn update_predictions(cols: &[u32], factors: &[f32], k: usize, start: usize, delta: &[f64], pred: &mut [f64]) {
+    for (sp, &c) in pred.iter_mut().zip(cols) {
+        let at = c as usize * k + start;
+        *sp += dot_f32_with_f64(&factors[at..at + delta.len()], delta);
+    }
+}
+
+/// The plain row-at-a-time form the fast solver replaced, kept as its
+/// reference: the same block steps, with the Hessian read from the Gramian
+/// entry by entry and every product a dot product.
+#[cfg(test)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn reference_row_subspace(
     p: &SolveParams,
     weights: ImplicitWeights,
     block: usize,

@@ -106,6 +106,17 @@ impl TuneArgs {
         }
     }
 
+    /// The setting `train` uses with these flags and no model values: the
+    /// grid's reference point.
+    pub fn default_point(&self) -> Setting {
+        Setting {
+            lambda: DEFAULT_LAMBDA,
+            factors: DEFAULT_FACTORS,
+            alpha: self.alphas()[0].map(|_| DEFAULT_ALPHA),
+            unobserved_weight: self.unobserved_weights()[0].map(|_| DEFAULT_UNOBSERVED_WEIGHT),
+        }
+    }
+
     /// The configuration of one grid point. Runs evaluate once, at the end,
     /// and skip the objective: tune reports fold scores only.
     pub fn train_config(&self, point: Setting) -> anyhow::Result<TrainConfig> {

@@ -34,6 +34,20 @@ pub fn expand(axes: &Axes) -> Vec<Setting> {
     out
 }
 
+/// The grid with the train command's default setting in it: its index, and
+/// the grid with the default appended where the grid lacks it (so the table
+/// can say by how much the best setting beats what a user gets untuned).
+pub fn with_default(mut grid: Vec<Setting>, default: Setting) -> (Vec<Setting>, usize) {
+    match grid.iter().position(|s| *s == default) {
+        Some(i) => (grid, i),
+        None => {
+            grid.push(default);
+            let i = grid.len() - 1;
+            (grid, i)
+        }
+    }
+}
+
 /// The scores of one setting over the folds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SettingScores {
@@ -123,6 +137,20 @@ mod tests {
         });
         let a0: Vec<_> = g.iter().map(|s| s.unobserved_weight).collect();
         assert_eq!(a0, [Some(0.01), Some(0.1), Some(1.0)]);
+    }
+
+    #[test]
+    fn the_default_is_found_in_the_grid_or_appended_once() {
+        let point = |lambda| Setting {
+            lambda,
+            factors: 8,
+            alpha: None,
+            unobserved_weight: None,
+        };
+        let (g, i) = with_default(vec![point(0.1), point(0.2)], point(0.2));
+        assert_eq!((g.len(), i), (2, 1));
+        let (g, i) = with_default(vec![point(0.1), point(0.2)], point(0.3));
+        assert_eq!((g.len(), i, g[2]), (3, 2, point(0.3)));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! `coordinator tune`: k-fold cross-validation over a grid of λ, factors
 //! (and α for implicit feedback).
 //!
+//! The grid always holds the train command's default setting (appended
+//! where the axes miss it), so the table says what tuning won over it.
+//!
 //! The ratings are read once; fold f is the test set of the seeded k-fold
 //! split (`--split kfold`), so every rating is tested exactly once. Each
 //! (setting, fold) trains through [`Trainer`], the path of the train
@@ -14,7 +17,7 @@ mod grid;
 mod output;
 
 pub use args::TuneArgs;
-pub use grid::{best, expand, Metric, SettingScores};
+pub use grid::{best, expand, with_default, Metric, SettingScores};
 pub use output::{print_table, to_json, TuneReport};
 
 use std::io::Write;
@@ -60,7 +63,7 @@ fn metric_of(cfg: &TrainConfig) -> Metric {
 /// Run the cross-validation, print the table to `out`, write `--out-json`.
 pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
     let t0 = Instant::now();
-    let settings = expand(&args.axes());
+    let (settings, default) = with_default(expand(&args.axes()), args.default_point());
     // Refuse any bad setting before loading or training.
     let configs = settings.iter().map(|&s| args.train_config(s)).collect::<anyhow::Result<Vec<_>>>()?;
     let load = args.load_options()?;
@@ -124,6 +127,7 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
         metric,
         scores,
         best,
+        default,
         config: serde_json::to_value(&configs[0]).unwrap_or(serde_json::Value::Null),
         executor: choice.label(),
         seconds: t0.elapsed().as_secs_f64(),

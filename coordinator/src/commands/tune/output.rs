@@ -17,6 +17,8 @@ pub struct TuneReport {
     /// In grid order.
     pub scores: Vec<SettingScores>,
     pub best: Option<usize>,
+    /// The train command's default setting (always in the grid).
+    pub default: usize,
     /// The training settings common to every run (λ, factors and α vary).
     pub config: Value,
     pub executor: String,
@@ -45,16 +47,19 @@ fn entry(s: &SettingScores) -> Value {
 ///                   "unobserved_weight" (null unless --loss ials), "mean", "std",
 ///                   "per_fold": [f64; folds], "seconds": [f64; folds] }, ... ]   // grid order
 ///   "best": { "index": u64, ...the settings entry... } | null,
+///   "default": { "index": u64, ...the entry of train's default setting... },
+///   "best_over_default": best mean − default mean | null,
 ///   "config": TrainConfig of the first setting, "executor": str, "seconds": f64 }
 /// ```
 ///
 /// A non-finite metric (a fold without test rows) is written as null.
 pub fn to_json(r: &TuneReport) -> Value {
-    let best = r.best.map(|i| {
+    let indexed = |i: usize| {
         let mut e = entry(&r.scores[i]);
         e["index"] = json!(i);
         e
-    });
+    };
+    let best = r.best.map(indexed);
     json!({
         "metric": r.metric.name,
         "higher_is_better": r.metric.higher_is_better,
@@ -64,6 +69,8 @@ pub fn to_json(r: &TuneReport) -> Value {
         "n_ratings": r.n_ratings,
         "settings": r.scores.iter().map(entry).collect::<Vec<_>>(),
         "best": best,
+        "default": indexed(r.default),
+        "best_over_default": r.best.map(|b| r.scores[b].mean() - r.scores[r.default].mean()),
         "config": r.config,
         "executor": r.executor,
         "seconds": r.seconds,
@@ -112,7 +119,12 @@ pub fn print_table(out: &mut dyn Write, r: &TuneReport) -> std::io::Result<()> {
     };
     for (i, s) in r.scores.iter().enumerate() {
         let secs = s.seconds.iter().sum::<f64>() / s.seconds.len().max(1) as f64;
-        let mark = if r.best == Some(i) { "  <- best" } else { "" };
+        let mark = match (r.best == Some(i), r.default == i) {
+            (true, true) => "  <- best (the default)",
+            (true, false) => "  <- best",
+            (false, true) => "  (the default)",
+            (false, false) => "",
+        };
         let score = format!("{:.4} ± {:.4}", s.mean(), s.std());
         writeln!(
             out,
@@ -140,6 +152,20 @@ pub fn print_table(out: &mut dyn Write, r: &TuneReport) -> std::io::Result<()> {
             )?;
         }
         None => writeln!(out, "best: none (no setting has a finite {})", r.metric.name)?,
+    }
+    if let Some(b) = r.best.filter(|&b| b != r.default) {
+        let (won, base) = (r.scores[b].mean(), r.scores[r.default].mean());
+        let gain = if r.metric.higher_is_better { won - base } else { base - won };
+        let relative = if base != 0.0 && base.is_finite() {
+            format!(" ({:+.1}%)", 100.0 * gain / base.abs())
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "won by {gain:.4}{relative} over the default (lambda {}, factors {}): {} {won:.4} against {base:.4}",
+            r.scores[r.default].setting.lambda, r.scores[r.default].setting.factors, r.metric.name
+        )?;
     }
     writeln!(out, "{:.1} s in all ({})", r.seconds, r.executor)
 }

@@ -87,25 +87,38 @@ fn tune_scores_the_grid_in_order_and_marks_the_best() {
     let mut out = Vec::new();
     let r = run(&args, &mut out).unwrap();
     let got: Vec<(f32, usize)> = r.scores.iter().map(|s| (s.setting.lambda, s.setting.factors)).collect();
-    assert_eq!(got, [(50.0, 2), (50.0, 4), (0.05, 2), (0.05, 4)]);
+    // The grid in order, then train's default setting, which it lacks.
+    let default = (DEFAULT_LAMBDA, DEFAULT_FACTORS);
+    assert_eq!(got, [(50.0, 2), (50.0, 4), (0.05, 2), (0.05, 4), default]);
+    assert_eq!(r.default, 4);
     assert!(r
         .scores
         .iter()
         .all(|s| s.per_fold.len() == 3 && s.per_fold.iter().all(|x| x.is_finite())));
     let means: Vec<f64> = r.scores.iter().map(SettingScores::mean).collect();
-    let want = (0..4).min_by(|&a, &b| means[a].total_cmp(&means[b])).unwrap();
+    let want = (0..5).min_by(|&a, &b| means[a].total_cmp(&means[b])).unwrap();
     assert_eq!(r.best, Some(want));
-    assert_eq!(r.scores[want].setting.lambda, 0.05, "{means:?}");
+    assert_ne!(r.scores[want].setting.lambda, 50.0, "{means:?}");
     let text = String::from_utf8(out).unwrap();
     assert_eq!(text.matches("<- best").count(), 1, "{text}");
+    assert_eq!(text.matches("(the default)").count(), 1, "{text}");
     assert!(text.contains("rmse (lower is better)"), "{text}");
+    if want != 4 {
+        let line = text.lines().find(|l| l.starts_with("won by ")).expect("a won-by line");
+        let gain = means[4] - means[want];
+        assert!(line.contains(&format!("won by {gain:.4}")), "{line} vs {gain}");
+        assert!(line.contains(&format!("against {:.4}", means[4])), "{line}");
+    }
 
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["metric"], "rmse");
     assert_eq!(v["higher_is_better"], false);
     assert_eq!(v["folds"], 3);
     let settings = v["settings"].as_array().unwrap();
-    assert_eq!(settings.len(), 4);
+    assert_eq!(settings.len(), 5);
+    assert_eq!(v["default"]["index"], 4);
+    let over = v["best_over_default"].as_f64().unwrap();
+    assert!((over - (means[want] - means[4])).abs() < 1e-12, "{over}");
     assert_eq!(settings[1]["factors"], 4);
     assert!(settings[1]["alpha"].is_null());
     assert_eq!(settings[2]["per_fold"].as_array().unwrap().len(), 3);
@@ -116,7 +129,10 @@ fn tune_scores_the_grid_in_order_and_marks_the_best() {
 
     // --out: the best setting, trained on every rating.
     let m = als_core::model::load_model(&dir.path().join("best")).unwrap();
-    assert_eq!(m.hyperparameters()["lambda"].as_f64().unwrap() as f32, 0.05);
+    assert_eq!(
+        m.hyperparameters()["lambda"].as_f64().unwrap() as f32,
+        r.scores[want].setting.lambda
+    );
     assert_eq!(m.hyperparameters()["factors"], r.scores[want].setting.factors);
     assert_eq!(m.hyperparameters()["trained_on"]["ratings"], "all");
     assert_eq!(m.seen().indices.len(), r.n_ratings);
@@ -146,7 +162,8 @@ fn tune_ranks_implicit_settings_by_ndcg_over_the_alpha_grid() {
     assert_eq!(r.metric.name, "ndcg@10");
     assert!(r.metric.higher_is_better);
     let alphas: Vec<Option<f32>> = r.scores.iter().map(|s| s.setting.alpha).collect();
-    assert_eq!(alphas, [Some(1.0), Some(10.0)]);
+    assert_eq!(alphas, [Some(1.0), Some(10.0), Some(als_core::train::DEFAULT_ALPHA)]);
+    assert_eq!(r.scores[2].setting.factors, DEFAULT_FACTORS);
     assert!(r.scores.iter().all(|s| s.per_fold.iter().all(|x| (0.0..=1.0).contains(x))));
     assert!(r.best.is_some());
 }
