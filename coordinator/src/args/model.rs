@@ -75,7 +75,8 @@ pub enum BackendArg {
     Lapack,
 }
 
-/// How the model is learned, apart from the grid axes (factors, λ, α).
+/// How the model is learned, apart from the grid axes (λ, factors, α, α₀, ν,
+/// the start's σ and iALS++'s block size: [`ModelPoint`]).
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Model")]
 pub struct ModelArgs {
@@ -92,17 +93,9 @@ pub struct ModelArgs {
     /// Loss of --implicit [default: hu].
     #[arg(long, value_enum, requires = "implicit")]
     pub loss: Option<LossArg>,
-    /// Exponent ν of --loss ials: a row's λ is λ·(n + α₀·N)^ν, n its count, N
-    /// the other side's rows (0: plain λ) [default: 1, Rendle et al.'s].
-    #[arg(long, value_name = "NU", value_parser = parse::non_negative_f32)]
-    pub reg_exponent: Option<f32>,
     /// Weight of an observed pair under --loss ials [default: one].
     #[arg(long, value_enum)]
     pub observed_weight: Option<ObservedWeightArg>,
-    /// Initial factors with entries from N(0, S²/k), as Rendle et al. [default:
-    /// unit-length Gaussian vectors, as Spark].
-    #[arg(long, value_name = "S", value_parser = parse::positive_f32)]
-    pub init_std: Option<f32>,
     /// Confidence of --implicit [default: linear].
     #[arg(long, value_enum, requires = "implicit")]
     pub confidence: Option<ConfidenceArg>,
@@ -115,9 +108,6 @@ pub struct ModelArgs {
     /// Conjugate-gradient steps per row of --solver cg [default: 3].
     #[arg(long, value_name = "N", value_parser = parse::positive_usize)]
     pub cg_steps: Option<usize>,
-    /// Coordinates per block of --solver ialspp [default: 64].
-    #[arg(long, value_name = "B", value_parser = parse::positive_usize)]
-    pub block_size: Option<usize>,
     /// Passes over the blocks per row and half-iteration of --solver ialspp [default: 1].
     #[arg(long, value_name = "N", value_parser = parse::positive_usize)]
     pub sweeps: Option<usize>,
@@ -153,7 +143,8 @@ pub struct MetricArgs {
     pub no_clip: bool,
 }
 
-/// One point of the λ × factors × α × α₀ space: `train` takes one, `tune` a grid.
+/// One point of the λ × factors × α × α₀ × ν × σ × b space: `train` takes
+/// one, `tune` a grid.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct ModelPoint {
     pub lambda: f32,
@@ -162,6 +153,27 @@ pub struct ModelPoint {
     pub alpha: Option<f32>,
     /// α₀ of `--loss ials`; `None` takes the default.
     pub unobserved_weight: Option<f32>,
+    /// ν of `--loss ials`; `None` takes the default.
+    pub reg_exponent: Option<f32>,
+    /// σ of the Gaussian start; `None` starts from unit-length vectors.
+    pub init_std: Option<f32>,
+    /// Coordinates per block of `--solver ialspp`; `None` takes the default.
+    pub block_size: Option<usize>,
+}
+
+impl ModelPoint {
+    /// λ and factors, every other axis at its default.
+    pub fn new(lambda: f32, factors: usize) -> Self {
+        ModelPoint {
+            lambda,
+            factors,
+            alpha: None,
+            unobserved_weight: None,
+            reg_exponent: None,
+            init_std: None,
+            block_size: None,
+        }
+    }
 }
 
 /// How often a run evaluates (`--eval-every`) and computes the objective (`--objective-every`).
@@ -219,7 +231,7 @@ impl ModelArgs {
         if !self.is_ials() {
             for (given, flag) in [
                 (point.unobserved_weight.is_some(), "--unobserved-weight"),
-                (self.reg_exponent.is_some(), "--reg-exponent"),
+                (point.reg_exponent.is_some(), "--reg-exponent"),
                 (self.observed_weight.is_some(), "--observed-weight"),
             ] {
                 if given {
@@ -241,7 +253,7 @@ impl ModelArgs {
         }
         Ok(ImplicitLoss::Ials {
             unobserved_weight: point.unobserved_weight.unwrap_or(DEFAULT_UNOBSERVED_WEIGHT),
-            reg_exponent: self.reg_exponent.unwrap_or(DEFAULT_REG_EXPONENT),
+            reg_exponent: point.reg_exponent.unwrap_or(DEFAULT_REG_EXPONENT),
             confidence_weights,
         })
     }
@@ -258,7 +270,7 @@ impl ModelArgs {
         if solver_arg == SolverArg::Ialspp && !self.implicit {
             bail!("--solver ialspp applies to implicit feedback (--implicit); explicit ratings use cholesky");
         }
-        for (given, flag) in [(self.block_size.is_some(), "--block-size"), (self.sweeps.is_some(), "--sweeps")] {
+        for (given, flag) in [(point.block_size.is_some(), "--block-size"), (self.sweeps.is_some(), "--sweeps")] {
             if given && solver_arg != SolverArg::Ialspp {
                 bail!("{flag} applies to --solver ialspp only");
             }
@@ -283,7 +295,7 @@ impl ModelArgs {
                 steps: self.cg_steps.unwrap_or(DEFAULT_CG_STEPS),
             },
             SolverArg::Ialspp => SolverKind::Ialspp {
-                block: self.block_size.unwrap_or(DEFAULT_BLOCK_SIZE),
+                block: point.block_size.unwrap_or(DEFAULT_BLOCK_SIZE),
                 sweeps: self.sweeps.unwrap_or(DEFAULT_SWEEPS),
             },
         };
@@ -321,7 +333,7 @@ impl ModelArgs {
             solver,
             learner,
             seed: self.seed,
-            init_std: self.init_std,
+            init_std: point.init_std,
             blocks: self.blocks,
             backend,
             eval_every: cadence.eval_every,

@@ -58,6 +58,17 @@ pub struct TrainArgs {
     /// Weight α₀ of every user–item pair under --loss ials [default: 0.1].
     #[arg(long, value_name = "A0", value_parser = parse::non_negative_f32, help_heading = "Model")]
     pub unobserved_weight: Option<f32>,
+    /// Exponent ν of --loss ials: a row's λ is λ·(n + α₀·N)^ν, n its count, N
+    /// the other side's rows (0: plain λ) [default: 1, Rendle et al.'s].
+    #[arg(long, value_name = "NU", value_parser = parse::non_negative_f32, help_heading = "Model")]
+    pub reg_exponent: Option<f32>,
+    /// Initial factors with entries from N(0, S²/k), as Rendle et al. [default:
+    /// unit-length Gaussian vectors, as Spark].
+    #[arg(long, value_name = "S", value_parser = parse::positive_f32, help_heading = "Model")]
+    pub init_std: Option<f32>,
+    /// Coordinates per block of --solver ialspp [default: 64].
+    #[arg(long, value_name = "B", value_parser = parse::positive_usize, help_heading = "Model")]
+    pub block_size: Option<usize>,
     #[command(flatten)]
     pub model: ModelArgs,
 
@@ -140,6 +151,9 @@ impl TrainArgs {
             factors: self.factors,
             alpha: self.alpha,
             unobserved_weight: self.unobserved_weight,
+            reg_exponent: self.reg_exponent,
+            init_std: self.init_std,
+            block_size: self.block_size,
         };
         let cadence = Cadence {
             eval_every: self.eval_every,

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use als_core::data::split::DEFAULT_FOLDS;
 use als_core::data::{DuplicatePolicy, LoadOptions};
-use als_core::train::{TrainConfig, DEFAULT_ALPHA, DEFAULT_FACTORS, DEFAULT_LAMBDA, DEFAULT_UNOBSERVED_WEIGHT};
+use als_core::train::{
+    TrainConfig, DEFAULT_ALPHA, DEFAULT_BLOCK_SIZE, DEFAULT_FACTORS, DEFAULT_LAMBDA, DEFAULT_REG_EXPONENT, DEFAULT_UNOBSERVED_WEIGHT,
+};
 use clap::Args;
 
 use super::axis::{self, AxisEntry};
@@ -15,7 +17,7 @@ use crate::args::{check_columns, parse, Cadence, ClusterArgs, LayoutArgs, Metric
 use crate::input::{DataSource, InputSpec, TestSource};
 use crate::training::{executor_for_learner, ExecutorChoice, ModelOutput, TrainJob};
 
-/// `coordinator tune`: k-fold cross-validation over a grid of λ, factors (and α, α₀).
+/// `coordinator tune`: k-fold cross-validation over a grid of λ, factors (and α, α₀, ν, σ, b).
 #[derive(Args, Debug, Clone)]
 pub struct TuneArgs {
     /// Ratings file; every rating is in the test fold exactly once.
@@ -46,6 +48,16 @@ pub struct TuneArgs {
     /// Weights α₀ of every pair under --loss ials to try: values or ranges as for --lambda [default: 0.1].
     #[arg(long, value_name = "A0,..", value_delimiter = ',', num_args = 1.., value_parser = axis::non_negative_f32, help_heading = "Grid")]
     pub unobserved_weight: Option<Vec<AxisEntry<f32>>>,
+    /// Exponents ν of --loss ials to try: values or ranges as for --lambda [default: 1].
+    #[arg(long, value_name = "NU,..", value_delimiter = ',', num_args = 1.., value_parser = axis::non_negative_f32, help_heading = "Grid")]
+    pub reg_exponent: Option<Vec<AxisEntry<f32>>>,
+    /// Standard deviations σ of the Gaussian start to try: values or ranges as
+    /// for --lambda [default: unit-length vectors].
+    #[arg(long, value_name = "S,..", value_delimiter = ',', num_args = 1.., value_parser = axis::non_negative_f32, help_heading = "Grid")]
+    pub init_std: Option<Vec<AxisEntry<f32>>>,
+    /// Block sizes of --solver ialspp to try: values or ranges as for --factors [default: 64].
+    #[arg(long, value_name = "B,..", value_delimiter = ',', num_args = 1.., value_parser = axis::positive_usize, help_heading = "Grid")]
+    pub block_size: Option<Vec<AxisEntry<usize>>>,
     #[command(flatten)]
     pub model: ModelArgs,
 
@@ -96,24 +108,34 @@ impl TuneArgs {
         }
     }
 
-    /// Every axis of the grid.
+    /// Every axis of the grid; an axis not given is `[None]` (its default).
     pub fn axes(&self) -> Axes {
+        fn given<T: Copy + PartialEq>(axis: &Option<Vec<AxisEntry<T>>>) -> Vec<Option<T>> {
+            axis.as_ref()
+                .map_or(vec![None], |a| axis::values(a).into_iter().map(Some).collect())
+        }
         Axes {
             lambdas: self.lambdas(),
             factors: self.factors(),
             alphas: self.alphas(),
             unobserved_weights: self.unobserved_weights(),
+            reg_exponents: given(&self.reg_exponent),
+            init_stds: given(&self.init_std),
+            block_sizes: given(&self.block_size),
         }
     }
 
     /// The setting `train` uses with these flags and no model values: the
     /// grid's reference point.
     pub fn default_point(&self) -> Setting {
+        // Axes that are given name their default explicitly, so a grid that
+        // lists the default value finds it.
         Setting {
-            lambda: DEFAULT_LAMBDA,
-            factors: DEFAULT_FACTORS,
             alpha: self.alphas()[0].map(|_| DEFAULT_ALPHA),
             unobserved_weight: self.unobserved_weights()[0].map(|_| DEFAULT_UNOBSERVED_WEIGHT),
+            reg_exponent: self.reg_exponent.as_ref().map(|_| DEFAULT_REG_EXPONENT),
+            block_size: self.block_size.as_ref().map(|_| DEFAULT_BLOCK_SIZE),
+            ..Setting::new(DEFAULT_LAMBDA, DEFAULT_FACTORS)
         }
     }
 

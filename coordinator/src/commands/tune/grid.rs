@@ -12,21 +12,34 @@ pub struct Axes {
     pub factors: Vec<usize>,
     pub alphas: Vec<Option<f32>>,
     pub unobserved_weights: Vec<Option<f32>>,
+    pub reg_exponents: Vec<Option<f32>>,
+    pub init_stds: Vec<Option<f32>>,
+    pub block_sizes: Vec<Option<usize>>,
 }
 
-/// Every combination, λ outermost, then factors, then α, then α₀ (the order of the table).
+/// Every combination, λ outermost, then factors, α, α₀, ν, σ and the block
+/// size innermost (the order of the table).
 pub fn expand(axes: &Axes) -> Vec<Setting> {
     let mut out = Vec::new();
     for &lambda in &axes.lambdas {
         for &factors in &axes.factors {
             for &alpha in &axes.alphas {
                 for &unobserved_weight in &axes.unobserved_weights {
-                    out.push(Setting {
-                        lambda,
-                        factors,
-                        alpha,
-                        unobserved_weight,
-                    });
+                    for &reg_exponent in &axes.reg_exponents {
+                        for &init_std in &axes.init_stds {
+                            for &block_size in &axes.block_sizes {
+                                out.push(Setting {
+                                    lambda,
+                                    factors,
+                                    alpha,
+                                    unobserved_weight,
+                                    reg_exponent,
+                                    init_std,
+                                    block_size,
+                                });
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -105,12 +118,7 @@ mod tests {
 
     fn scores(lambda: f32, per_fold: &[f64]) -> SettingScores {
         SettingScores {
-            setting: Setting {
-                lambda,
-                factors: 8,
-                alpha: None,
-                unobserved_weight: None,
-            },
+            setting: Setting::new(lambda, 8),
             per_fold: per_fold.to_vec(),
             seconds: vec![0.0; per_fold.len()],
         }
@@ -123,6 +131,9 @@ mod tests {
             factors: vec![8, 16],
             alphas: vec![Some(1.0), Some(5.0)],
             unobserved_weights: vec![None],
+            reg_exponents: vec![None],
+            init_stds: vec![None],
+            block_sizes: vec![None],
         });
         assert_eq!(g.len(), 8);
         assert_eq!((g[0].lambda, g[0].factors, g[0].alpha), (0.1, 8, Some(1.0)));
@@ -134,19 +145,33 @@ mod tests {
             factors: vec![8],
             alphas: vec![None],
             unobserved_weights: vec![Some(0.01), Some(0.1), Some(1.0)],
+            reg_exponents: vec![None],
+            init_stds: vec![None],
+            block_sizes: vec![None],
         });
         let a0: Vec<_> = g.iter().map(|s| s.unobserved_weight).collect();
         assert_eq!(a0, [Some(0.01), Some(0.1), Some(1.0)]);
+        // ν, then σ, then the block size, innermost last.
+        let g = expand(&Axes {
+            lambdas: vec![0.1],
+            factors: vec![8],
+            alphas: vec![None],
+            unobserved_weights: vec![Some(0.1)],
+            reg_exponents: vec![Some(0.0), Some(1.0)],
+            init_stds: vec![Some(0.1), Some(0.5)],
+            block_sizes: vec![Some(2), Some(4)],
+        });
+        let inner: Vec<_> = g.iter().map(|s| (s.reg_exponent, s.init_std, s.block_size)).collect();
+        assert_eq!(inner.len(), 8);
+        assert_eq!(inner[0], (Some(0.0), Some(0.1), Some(2)));
+        assert_eq!(inner[1], (Some(0.0), Some(0.1), Some(4)));
+        assert_eq!(inner[2], (Some(0.0), Some(0.5), Some(2)));
+        assert_eq!(inner[7], (Some(1.0), Some(0.5), Some(4)));
     }
 
     #[test]
     fn the_default_is_found_in_the_grid_or_appended_once() {
-        let point = |lambda| Setting {
-            lambda,
-            factors: 8,
-            alpha: None,
-            unobserved_weight: None,
-        };
+        let point = |lambda| Setting::new(lambda, 8);
         let (g, i) = with_default(vec![point(0.1), point(0.2)], point(0.2));
         assert_eq!((g.len(), i), (2, 1));
         let (g, i) = with_default(vec![point(0.1), point(0.2)], point(0.3));

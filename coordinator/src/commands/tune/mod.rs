@@ -106,7 +106,7 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
                     .with_context(|| format!("fold {fold}, lambda {}, factors {}", s.setting.lambda, s.setting.factors))?;
                 let seconds = started.elapsed().as_secs_f64();
                 let value = score(&result.final_metrics, cfg.is_implicit());
-                tracing::info!(fold, lambda = s.setting.lambda, factors = s.setting.factors, alpha = ?s.setting.alpha, unobserved_weight = ?s.setting.unobserved_weight, metric = %metric.name, value, seconds = format_args!("{seconds:.3}"), "fold done");
+                tracing::info!(fold, setting = ?s.setting, metric = %metric.name, value, seconds = format_args!("{seconds:.3}"), "fold done");
                 s.per_fold.push(value);
                 s.seconds.push(seconds);
                 bar.set_message(format!("fold {}/{}", fold + 1, args.folds));
@@ -140,7 +140,7 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
     if let (Some(dir), Some(b)) = (&args.out, report.best) {
         // The chosen setting, refit on every rating: the model to deploy.
         let s = report.scores[b].setting;
-        tracing::info!(lambda = s.lambda, factors = s.factors, alpha = ?s.alpha, unobserved_weight = ?s.unobserved_weight, dir = %dir.display(), "training the best setting on every rating");
+        tracing::info!(setting = ?s, dir = %dir.display(), "training the best setting on every rating");
         training::run(args.final_fit_job(s, dir.clone())?, out).context("training the best setting on every rating")?;
     } else if args.out.is_some() {
         anyhow::bail!("no setting gave a finite score, so no model was saved");

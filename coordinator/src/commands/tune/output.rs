@@ -31,6 +31,9 @@ fn entry(s: &SettingScores) -> Value {
         "factors": s.setting.factors,
         "alpha": s.setting.alpha,
         "unobserved_weight": s.setting.unobserved_weight,
+        "reg_exponent": s.setting.reg_exponent,
+        "init_std": s.setting.init_std,
+        "block_size": s.setting.block_size,
         "mean": s.mean(),
         "std": s.std(),
         "per_fold": s.per_fold,
@@ -44,7 +47,8 @@ fn entry(s: &SettingScores) -> Value {
 /// { "metric": "rmse" | "ndcg@K", "higher_is_better": bool, "folds": N, "split_seed": u64,
 ///   "data": str, "n_ratings": u64,
 ///   "settings": [ { "lambda", "factors", "alpha" (null for explicit),
-///                   "unobserved_weight" (null unless --loss ials), "mean", "std",
+///                   "unobserved_weight" (null unless --loss ials), "reg_exponent",
+///                   "init_std", "block_size" (null where not a grid axis), "mean", "std",
 ///                   "per_fold": [f64; folds], "seconds": [f64; folds] }, ... ]   // grid order
 ///   "best": { "index": u64, ...the settings entry... } | null,
 ///   "default": { "index": u64, ...the entry of train's default setting... },
@@ -104,7 +108,13 @@ pub fn print_table(out: &mut dyn Write, r: &TuneReport) -> std::io::Result<()> {
         r.folds, r.data, r.n_ratings, r.metric.name, direction
     )?;
     // Optional axes get a column only where some setting has them.
-    let optional: [OptionalAxis; 2] = [("alpha", |s| s.alpha), ("alpha0", |s| s.unobserved_weight)];
+    let optional: [OptionalAxis; 5] = [
+        ("alpha", |s| s.alpha),
+        ("alpha0", |s| s.unobserved_weight),
+        ("nu", |s| s.reg_exponent),
+        ("init_std", |s| s.init_std),
+        ("block", |s| s.block_size.map(|b| b as f32)),
+    ];
     let shown: Vec<_> = optional
         .iter()
         .filter(|(_, get)| r.scores.iter().any(|s| get(&s.setting).is_some()))

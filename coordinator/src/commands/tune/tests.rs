@@ -222,3 +222,77 @@ fn grid_axes_take_log_and_linear_ranges() {
         .to_string();
     assert!(err.contains("low end > 0"), "{err}");
 }
+
+/// ν, the start's σ and iALS++'s block size are grid axes like the others:
+/// each point trains with its own values, the table shows their columns, and
+/// a value where its solver or loss does not read it is refused before loading.
+#[test]
+fn tune_grids_the_reg_exponent_init_std_and_block_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth_file(dir.path());
+    let json = dir.path().join("tune.json");
+    let data = data.to_str().unwrap();
+    let flags = [
+        "--data",
+        data,
+        "--implicit",
+        "--loss",
+        "ials",
+        "--solver",
+        "ialspp",
+        "--lambda",
+        "0.01",
+        "--factors",
+        "4",
+        "--reg-exponent",
+        "0,1",
+        "--init-std",
+        "0.1",
+        "--block-size",
+        "2,4",
+        "--folds",
+        "2",
+        "--iterations",
+        "2",
+        "--quiet",
+        "--out-json",
+    ];
+    let args = tune_args(&[&flags[..], &[json.to_str().unwrap()]].concat());
+    let settings = expand(&args.axes());
+    let points: Vec<_> = settings.iter().map(|s| (s.reg_exponent, s.init_std, s.block_size)).collect();
+    assert_eq!(
+        points,
+        [
+            (Some(0.0), Some(0.1), Some(2)),
+            (Some(0.0), Some(0.1), Some(4)),
+            (Some(1.0), Some(0.1), Some(2)),
+            (Some(1.0), Some(0.1), Some(4)),
+        ]
+    );
+    let cfg = args.train_config(settings[1]).unwrap();
+    assert_eq!(cfg.solver, als_core::solve::SolverKind::Ialspp { block: 4, sweeps: 1 });
+    assert_eq!(cfg.init_std, Some(0.1));
+    match cfg.implicit.unwrap().loss {
+        als_core::solve::ImplicitLoss::Ials { reg_exponent, .. } => assert_eq!(reg_exponent, 0.0),
+        other => panic!("{other:?}"),
+    }
+    let mut out = Vec::new();
+    let r = run(&args, &mut out).unwrap();
+    // The default: train's λ, factors, α₀, ν and block, from the unit-length start.
+    assert_eq!(r.scores.len(), 5);
+    let d = r.scores[4].setting;
+    assert_eq!((d.reg_exponent, d.init_std, d.block_size), (Some(1.0), None, Some(64)));
+    let text = String::from_utf8(out).unwrap();
+    let head = text.lines().nth(1).unwrap();
+    for col in ["alpha0", "nu", "init_std", "block"] {
+        assert!(head.contains(col), "{head}");
+    }
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["settings"][1]["block_size"], 4);
+    assert_eq!(v["settings"][2]["reg_exponent"], 1.0);
+    assert!(v["settings"][4]["init_std"].is_null());
+
+    let explicit = tune_args(&["--data", "missing.csv", "--block-size", "8"]);
+    let err = run(&explicit, &mut Vec::new()).unwrap_err().to_string();
+    assert!(err.contains("--block-size applies to --solver ialspp only"), "{err}");
+}
