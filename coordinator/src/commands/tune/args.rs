@@ -33,6 +33,12 @@ pub struct TuneArgs {
     pub seed: SplitSeedArg,
     #[command(flatten)]
     pub metrics: MetricArgs,
+    /// Early stopping: every run evaluates its fold after each iteration and
+    /// stops once the metric has not improved for N of them; it scores its
+    /// best iteration, and the --out model trains for the winner's mean best
+    /// iteration count.
+    #[arg(long, value_name = "N", value_parser = parse::positive_usize, help_heading = "Evaluation")]
+    pub patience: Option<usize>,
 
     /// λ values to try: comma separated, each a value or a range LO:HI:log:N
     /// (N log-spaced points, ends included) or LO:HI:lin:N, e.g. 1e-4:1e-1:log:8.
@@ -139,11 +145,12 @@ impl TuneArgs {
         }
     }
 
-    /// The configuration of one grid point. Runs evaluate once, at the end,
-    /// and skip the objective: tune reports fold scores only.
+    /// The configuration of one grid point. Runs evaluate once, at the end
+    /// (after every iteration with --patience), and skip the objective: tune
+    /// reports fold scores only.
     pub fn train_config(&self, point: Setting) -> anyhow::Result<TrainConfig> {
         let cadence = Cadence {
-            eval_every: 0,
+            eval_every: usize::from(self.patience.is_some()),
             objective_every: 0,
         };
         self.model.train_config(point, &self.metrics, cadence)
@@ -166,9 +173,13 @@ impl TuneArgs {
         executor_for_learner(cfg, self.cluster.cluster_given(), choice)
     }
 
-    /// The final fit: the chosen setting on every rating of --data, saved to `dir`.
-    pub fn final_fit_job(&self, point: Setting, dir: PathBuf) -> anyhow::Result<TrainJob> {
-        let cfg = self.train_config(point)?;
+    /// The final fit: the chosen setting on every rating of --data, saved to
+    /// `dir`, for `iterations` where early stopping chose them.
+    pub fn final_fit_job(&self, point: Setting, iterations: Option<usize>, dir: PathBuf) -> anyhow::Result<TrainJob> {
+        let mut cfg = self.train_config(point)?;
+        if let Some(n) = iterations {
+            cfg.iterations = n;
+        }
         Ok(TrainJob {
             executor: self.executor(&cfg)?,
             input: InputSpec {

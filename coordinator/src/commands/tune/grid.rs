@@ -69,11 +69,22 @@ pub struct SettingScores {
     pub per_fold: Vec<f64>,
     /// Training seconds of each fold.
     pub seconds: Vec<f64>,
+    /// With --patience, the iteration each fold scored (its best).
+    pub best_iterations: Vec<usize>,
 }
 
 impl SettingScores {
     pub fn mean(&self) -> f64 {
         self.per_fold.iter().sum::<f64>() / self.per_fold.len().max(1) as f64
+    }
+
+    /// The mean best iteration over the folds (--patience), rounded, at least 1.
+    pub fn mean_best_iteration(&self) -> Option<usize> {
+        if self.best_iterations.is_empty() {
+            return None;
+        }
+        let mean = self.best_iterations.iter().sum::<usize>() as f64 / self.best_iterations.len() as f64;
+        Some((mean.round() as usize).max(1))
     }
 
     /// Population standard deviation over the folds (as Surprise's cross_validate prints).
@@ -121,6 +132,7 @@ mod tests {
             setting: Setting::new(lambda, 8),
             per_fold: per_fold.to_vec(),
             seconds: vec![0.0; per_fold.len()],
+            best_iterations: Vec::new(),
         }
     }
 

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use als_core::data::split::split_rows;
 use als_core::data::{load_ratings, Dataset, RawRatings, SplitSpec};
-use als_core::train::{Layouts, TestMetrics, TrainConfig};
+use als_core::train::{Layouts, TestMetrics, TrainConfig, TrainError};
 use anyhow::Context;
 
 use crate::progress;
@@ -35,6 +35,50 @@ use crate::training::{self, check_out_dir, Trainer};
 /// `(train rows, test rows)` of fold `fold`: the k-fold split of `--split kfold`.
 pub fn fold_rows(raw: &RawRatings, folds: usize, fold: usize, seed: u64) -> anyhow::Result<(Vec<usize>, Vec<usize>)> {
     Ok(split_rows(raw, &SplitSpec::KFold { folds, fold, seed })?)
+}
+
+/// `--patience`: the best score so far and whether the run was stopped.
+struct EarlyStop {
+    patience: usize,
+    higher_is_better: bool,
+    /// The best finite score and its iteration.
+    best: Option<(f64, usize)>,
+    since_best: usize,
+    stopped: bool,
+}
+
+impl EarlyStop {
+    fn new(patience: usize, higher_is_better: bool) -> Self {
+        EarlyStop {
+            patience,
+            higher_is_better,
+            best: None,
+            since_best: 0,
+            stopped: false,
+        }
+    }
+
+    /// One iteration's score; an error stops the run (the trainer's way to end early).
+    fn observe(&mut self, iteration: usize, value: f64) -> Result<(), TrainError> {
+        let better = value.is_finite()
+            && self
+                .best
+                .is_none_or(|(b, _)| if self.higher_is_better { value > b } else { value < b });
+        if better {
+            self.best = Some((value, iteration));
+            self.since_best = 0;
+        } else {
+            self.since_best += 1;
+        }
+        if self.since_best >= self.patience {
+            self.stopped = true;
+            return Err(TrainError::Stopped(format!(
+                "early stop: no better score in {} iterations",
+                self.patience
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The compared metric of a run's final test metrics (NaN when missing).
@@ -84,6 +128,7 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
             setting,
             per_fold: Vec::new(),
             seconds: Vec::new(),
+            best_iterations: Vec::new(),
         })
         .collect();
     let bar = progress::bar(
@@ -101,11 +146,24 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
             for (s, cfg) in scores.iter_mut().zip(&configs) {
                 let layouts = Layouts::for_dataset(&ds, cfg.blocks);
                 let started = Instant::now();
-                let result = trainer
-                    .train(&ds, cfg, &layouts, None, &mut |_, _| Ok(()))
-                    .with_context(|| format!("fold {fold}, lambda {}, factors {}", s.setting.lambda, s.setting.factors))?;
+                let mut watch = args.patience.map(|p| EarlyStop::new(p, metric.higher_is_better));
+                let result = trainer.train(&ds, cfg, &layouts, None, &mut |r, _| match &mut watch {
+                    Some(w) => w.observe(r.iteration, score(&r.test, cfg.is_implicit())),
+                    None => Ok(()),
+                });
                 let seconds = started.elapsed().as_secs_f64();
-                let value = score(&result.final_metrics, cfg.is_implicit());
+                let context = || format!("fold {fold}, lambda {}, factors {}", s.setting.lambda, s.setting.factors);
+                let value = match (result, watch) {
+                    (Ok(result), None) => score(&result.final_metrics, cfg.is_implicit()),
+                    (Err(e), w) if !w.as_ref().is_some_and(|w| w.stopped) => return Err(e.context(context())),
+                    // Stopped by the watch, or ran to the end: the best iteration counts.
+                    (_, Some(w)) => {
+                        let (value, iteration) = w.best.unwrap_or((f64::NAN, cfg.iterations));
+                        s.best_iterations.push(iteration);
+                        value
+                    }
+                    (Err(e), None) => return Err(e.context(context())),
+                };
                 tracing::info!(fold, setting = ?s.setting, metric = %metric.name, value, seconds = format_args!("{seconds:.3}"), "fold done");
                 s.per_fold.push(value);
                 s.seconds.push(seconds);
@@ -141,7 +199,8 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
         // The chosen setting, refit on every rating: the model to deploy.
         let s = report.scores[b].setting;
         tracing::info!(setting = ?s, dir = %dir.display(), "training the best setting on every rating");
-        training::run(args.final_fit_job(s, dir.clone())?, out).context("training the best setting on every rating")?;
+        let iterations = report.scores[b].mean_best_iteration();
+        training::run(args.final_fit_job(s, iterations, dir.clone())?, out).context("training the best setting on every rating")?;
     } else if args.out.is_some() {
         anyhow::bail!("no setting gave a finite score, so no model was saved");
     }

@@ -38,6 +38,7 @@ fn entry(s: &SettingScores) -> Value {
         "std": s.std(),
         "per_fold": s.per_fold,
         "seconds": s.seconds,
+        "best_iterations": s.best_iterations,
     })
 }
 
@@ -49,7 +50,8 @@ fn entry(s: &SettingScores) -> Value {
 ///   "settings": [ { "lambda", "factors", "alpha" (null for explicit),
 ///                   "unobserved_weight" (null unless --loss ials), "reg_exponent",
 ///                   "init_std", "block_size" (null where not a grid axis), "mean", "std",
-///                   "per_fold": [f64; folds], "seconds": [f64; folds] }, ... ]   // grid order
+///                   "per_fold": [f64; folds], "seconds": [f64; folds],
+///                   "best_iterations": [u64; folds] (--patience; else []) }, ... ]   // grid order
 ///   "best": { "index": u64, ...the settings entry... } | null,
 ///   "default": { "index": u64, ...the entry of train's default setting... },
 ///   "best_over_default": best mean − default mean | null,
@@ -120,7 +122,13 @@ pub fn print_table(out: &mut dyn Write, r: &TuneReport) -> std::io::Result<()> {
         .filter(|(_, get)| r.scores.iter().any(|s| get(&s.setting).is_some()))
         .collect();
     let heads: String = shown.iter().map(|(name, _)| format!(" {name:>9}")).collect();
-    writeln!(out, "{:>9} {:>8}{heads} {:>20} {:>9}", "lambda", "factors", r.metric.name, "s/run")?;
+    let early = r.scores.iter().any(|s| !s.best_iterations.is_empty());
+    let iters_head = if early { format!(" {:>6}", "iters") } else { String::new() };
+    writeln!(
+        out,
+        "{:>9} {:>8}{heads} {:>20}{iters_head} {:>9}",
+        "lambda", "factors", r.metric.name, "s/run"
+    )?;
     let cells = |s: &Setting| -> String {
         shown
             .iter()
@@ -136,9 +144,18 @@ pub fn print_table(out: &mut dyn Write, r: &TuneReport) -> std::io::Result<()> {
             (false, false) => "",
         };
         let score = format!("{:.4} ± {:.4}", s.mean(), s.std());
+        // The mean iteration the folds scored at (--patience).
+        let iters = match (early, s.best_iterations.is_empty()) {
+            (false, _) => String::new(),
+            (true, true) => format!(" {:>6}", "-"),
+            (true, false) => {
+                let mean = s.best_iterations.iter().sum::<usize>() as f64 / s.best_iterations.len() as f64;
+                format!(" {mean:>6.1}")
+            }
+        };
         writeln!(
             out,
-            "{:>9} {:>8}{} {score:>20} {secs:>9.3}{mark}",
+            "{:>9} {:>8}{} {score:>20}{iters} {secs:>9.3}{mark}",
             short(s.setting.lambda),
             s.setting.factors,
             cells(&s.setting)

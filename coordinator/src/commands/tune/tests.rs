@@ -8,6 +8,7 @@ use als_core::train::{DEFAULT_FACTORS, DEFAULT_LAMBDA};
 use clap::Parser;
 use serde_json::Value;
 
+use super::EarlyStop;
 use super::*;
 use crate::cli::{Cli, Command};
 
@@ -295,4 +296,55 @@ fn tune_grids_the_reg_exponent_init_std_and_block_size() {
     let explicit = tune_args(&["--data", "missing.csv", "--block-size", "8"]);
     let err = run(&explicit, &mut Vec::new()).unwrap_err().to_string();
     assert!(err.contains("--block-size applies to --solver ialspp only"), "{err}");
+}
+
+/// --patience: a run stops once its score has not improved for N
+/// evaluations and scores its best one; NaN never counts as better.
+#[test]
+fn early_stop_keeps_the_best_iteration_and_stops_after_patience() {
+    let mut up = EarlyStop::new(2, true);
+    assert!(up.observe(1, 0.1).is_ok() && up.observe(2, 0.3).is_ok() && up.observe(3, 0.2).is_ok());
+    assert!(up.observe(4, f64::NAN).is_err());
+    assert!(up.stopped);
+    assert_eq!(up.best, Some((0.3, 2)));
+    let mut down = EarlyStop::new(1, false);
+    assert!(down.observe(1, 0.9).is_ok() && down.observe(2, 0.8).is_ok());
+    assert!(down.observe(3, 0.85).is_err());
+    assert_eq!(down.best, Some((0.8, 2)));
+}
+
+#[test]
+fn tune_with_patience_scores_each_fold_at_its_best_iteration() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth_file(dir.path());
+    let best_dir = dir.path().join("best");
+    let args = tune_args(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--lambda",
+        "0.05,5",
+        "--factors",
+        "3",
+        "--folds",
+        "2",
+        "--iterations",
+        "12",
+        "--patience",
+        "2",
+        "--quiet",
+        "--out",
+        best_dir.to_str().unwrap(),
+    ]);
+    let mut out = Vec::new();
+    let r = run(&args, &mut out).unwrap();
+    for s in &r.scores {
+        assert_eq!(s.best_iterations.len(), 2, "{s:?}");
+        assert!(s.best_iterations.iter().all(|&i| (1..=12).contains(&i)), "{s:?}");
+    }
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.lines().nth(1).unwrap().contains("iters"), "{text}");
+    // The saved model trains the winner's mean best iteration count.
+    let winner = &r.scores[r.best.unwrap()];
+    let m = als_core::model::load_model(&best_dir).unwrap();
+    assert_eq!(m.hyperparameters()["iterations"], winner.mean_best_iteration().unwrap());
 }
