@@ -2,7 +2,7 @@
 
     python bench/time_to_ndcg.py --train T --test S [--factors 64,256,1024]
         [--solvers ialspp,cg,cholesky] [--iters 15] [--threads 2]
-        [--reg 0.05] [--alpha 1] [--ours-extra "--block-size 64"]
+        [--reg 0.05] [--alpha 1] [--ours-extra "--block-size 32"]
         [--ours-lambda L] [--out FILE]
 
 Run with the Python that has `implicit` (the anchors venv) and ANCHORS_DIR

@@ -96,7 +96,7 @@ class FactorModel:
             "init_std": _init_std(getattr(self, "init_std", None)),
             "solver": _checks.choice(solver or self._solver(), "solver", ("cg", "cholesky", "ialspp")),
             "cg_steps": _checks.positive_int(getattr(self, "cg_steps", 3), "cg_steps", 1, 1000),
-            "block_size": _checks.positive_int(getattr(self, "block_size", 64), "block_size", 1, 4096),
+            "block_size": _checks.positive_int(getattr(self, "block_size", 16), "block_size", 1, 4096),
             "sweeps": _checks.positive_int(getattr(self, "sweeps", 1), "sweeps", 1, 1000),
             "biases": bool(getattr(self, "biases", False)),
             "seed": _seed(self.random_state),

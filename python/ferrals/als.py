@@ -89,7 +89,7 @@ class AlternatingLeastSquares(FactorModel):
         observed_weight="one",
         init_std=None,
         solver=None,
-        block_size=64,
+        block_size=16,
         sweeps=1,
     ):
         super().__init__(num_threads=num_threads)
@@ -187,7 +187,7 @@ class AlternatingLeastSquares(FactorModel):
             ("observed_weight", "one"),
             ("init_std", None),
             ("solver", None),
-            ("block_size", 64),
+            ("block_size", 16),
             ("sweeps", 1),
         ):
             value = getattr(self, key, default)

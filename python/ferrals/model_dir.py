@@ -44,7 +44,7 @@ def load_model(path):
             use_cg=solver.get("kind") == "cg",
             cg_steps=int(solver.get("steps", 3)),
             solver=solver.get("kind") if solver.get("kind") == "ialspp" else None,
-            block_size=int(solver.get("block", 64)),
+            block_size=int(solver.get("block", 16)),
             sweeps=int(solver.get("sweeps", 1)),
             confidence=conf.get("scheme", "linear"),
             epsilon=float(conf.get("epsilon", 1.0)),

@@ -66,7 +66,7 @@ pub struct TrainArgs {
     /// unit-length Gaussian vectors, as Spark].
     #[arg(long, value_name = "S", value_parser = parse::positive_f32, help_heading = "Model")]
     pub init_std: Option<f32>,
-    /// Coordinates per block of --solver ialspp [default: 64].
+    /// Coordinates per block of --solver ialspp [default: 16].
     #[arg(long, value_name = "B", value_parser = parse::positive_usize, help_heading = "Model")]
     pub block_size: Option<usize>,
     #[command(flatten)]

@@ -61,7 +61,7 @@ pub struct TuneArgs {
     /// for --lambda [default: unit-length vectors].
     #[arg(long, value_name = "S,..", value_delimiter = ',', num_args = 1.., value_parser = axis::non_negative_f32, help_heading = "Grid")]
     pub init_std: Option<Vec<AxisEntry<f32>>>,
-    /// Block sizes of --solver ialspp to try: values or ranges as for --factors [default: 64].
+    /// Block sizes of --solver ialspp to try: values or ranges as for --factors [default: 16].
     #[arg(long, value_name = "B,..", value_delimiter = ',', num_args = 1.., value_parser = axis::positive_usize, help_heading = "Grid")]
     pub block_size: Option<Vec<AxisEntry<usize>>>,
     #[command(flatten)]

@@ -282,7 +282,10 @@ fn tune_grids_the_reg_exponent_init_std_and_block_size() {
     // The default: train's λ, factors, α₀, ν and block, from the unit-length start.
     assert_eq!(r.scores.len(), 5);
     let d = r.scores[4].setting;
-    assert_eq!((d.reg_exponent, d.init_std, d.block_size), (Some(1.0), None, Some(64)));
+    assert_eq!(
+        (d.reg_exponent, d.init_std, d.block_size),
+        (Some(1.0), None, Some(als_core::train::DEFAULT_BLOCK_SIZE))
+    );
     let text = String::from_utf8(out).unwrap();
     let head = text.lines().nth(1).unwrap();
     for col in ["alpha0", "nu", "init_std", "block"] {
