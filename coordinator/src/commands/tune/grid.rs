@@ -20,31 +20,30 @@ pub struct Axes {
 /// Every combination, λ outermost, then factors, α, α₀, ν, σ and the block
 /// size innermost (the order of the table).
 pub fn expand(axes: &Axes) -> Vec<Setting> {
-    let mut out = Vec::new();
-    for &lambda in &axes.lambdas {
-        for &factors in &axes.factors {
-            for &alpha in &axes.alphas {
-                for &unobserved_weight in &axes.unobserved_weights {
-                    for &reg_exponent in &axes.reg_exponents {
-                        for &init_std in &axes.init_stds {
-                            for &block_size in &axes.block_sizes {
-                                out.push(Setting {
-                                    lambda,
-                                    factors,
-                                    alpha,
-                                    unobserved_weight,
-                                    reg_exponent,
-                                    init_std,
-                                    block_size,
-                                });
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    out
+    let grid = axes
+        .lambdas
+        .iter()
+        .flat_map(|&lambda| axes.factors.iter().map(move |&factors| Setting::new(lambda, factors)))
+        .collect();
+    let grid = within(grid, &axes.alphas, |s, v| s.alpha = v);
+    let grid = within(grid, &axes.unobserved_weights, |s, v| s.unobserved_weight = v);
+    let grid = within(grid, &axes.reg_exponents, |s, v| s.reg_exponent = v);
+    let grid = within(grid, &axes.init_stds, |s, v| s.init_std = v);
+    within(grid, &axes.block_sizes, |s, v| s.block_size = v)
+}
+
+/// Each setting of `grid` once per value of an inner axis, in order.
+fn within<T: Copy>(grid: Vec<Setting>, values: &[T], set: impl Fn(&mut Setting, T)) -> Vec<Setting> {
+    let set = &set;
+    grid.into_iter()
+        .flat_map(|s| {
+            values.iter().map(move |&v| {
+                let mut s = s;
+                set(&mut s, v);
+                s
+            })
+        })
+        .collect()
 }
 
 /// The grid with the train command's default setting in it: its index, and
@@ -78,13 +77,14 @@ impl SettingScores {
         self.per_fold.iter().sum::<f64>() / self.per_fold.len().max(1) as f64
     }
 
-    /// The mean best iteration over the folds (--patience), rounded, at least 1.
+    /// The mean best iteration over the folds (--patience).
+    pub fn mean_iteration(&self) -> Option<f64> {
+        (!self.best_iterations.is_empty()).then(|| self.best_iterations.iter().sum::<usize>() as f64 / self.best_iterations.len() as f64)
+    }
+
+    /// [`mean_iteration`](Self::mean_iteration) rounded, at least 1: the final fit's iterations.
     pub fn mean_best_iteration(&self) -> Option<usize> {
-        if self.best_iterations.is_empty() {
-            return None;
-        }
-        let mean = self.best_iterations.iter().sum::<usize>() as f64 / self.best_iterations.len() as f64;
-        Some((mean.round() as usize).max(1))
+        self.mean_iteration().map(|m| (m.round() as usize).max(1))
     }
 
     /// Population standard deviation over the folds (as Surprise's cross_validate prints).

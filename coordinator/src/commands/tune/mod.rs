@@ -152,17 +152,21 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
                     None => Ok(()),
                 });
                 let seconds = started.elapsed().as_secs_f64();
-                let context = || format!("fold {fold}, lambda {}, factors {}", s.setting.lambda, s.setting.factors);
-                let value = match (result, watch) {
-                    (Ok(result), None) => score(&result.final_metrics, cfg.is_implicit()),
-                    (Err(e), w) if !w.as_ref().is_some_and(|w| w.stopped) => return Err(e.context(context())),
-                    // Stopped by the watch, or ran to the end: the best iteration counts.
-                    (_, Some(w)) => {
+                // An error the watch raised is its stop; any other is the run's failure.
+                let result = match result {
+                    Err(e) if !watch.as_ref().is_some_and(|w| w.stopped) => {
+                        return Err(e.context(format!("fold {fold}, lambda {}, factors {}", s.setting.lambda, s.setting.factors)));
+                    }
+                    r => r.ok(),
+                };
+                let value = match (watch, result) {
+                    // Stopped or run to the end, the best iteration counts.
+                    (Some(w), _) => {
                         let (value, iteration) = w.best.unwrap_or((f64::NAN, cfg.iterations));
                         s.best_iterations.push(iteration);
                         value
                     }
-                    (Err(e), None) => return Err(e.context(context())),
+                    (None, result) => result.map_or(f64::NAN, |r| score(&r.final_metrics, cfg.is_implicit())),
                 };
                 tracing::info!(fold, setting = ?s.setting, metric = %metric.name, value, seconds = format_args!("{seconds:.3}"), "fold done");
                 s.per_fold.push(value);

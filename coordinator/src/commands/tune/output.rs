@@ -145,13 +145,10 @@ pub fn print_table(out: &mut dyn Write, r: &TuneReport) -> std::io::Result<()> {
         };
         let score = format!("{:.4} ± {:.4}", s.mean(), s.std());
         // The mean iteration the folds scored at (--patience).
-        let iters = match (early, s.best_iterations.is_empty()) {
+        let iters = match (early, s.mean_iteration()) {
             (false, _) => String::new(),
-            (true, true) => format!(" {:>6}", "-"),
-            (true, false) => {
-                let mean = s.best_iterations.iter().sum::<usize>() as f64 / s.best_iterations.len() as f64;
-                format!(" {mean:>6.1}")
-            }
+            (true, None) => format!(" {:>6}", "-"),
+            (true, Some(mean)) => format!(" {mean:>6.1}"),
         };
         writeln!(
             out,
