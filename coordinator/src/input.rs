@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use als_core::data::split::split_rows;
+use als_core::data::split::{split_rows, split_users, UserHoldout};
 use als_core::data::synth::{generate_raw, SynthSpec};
 use als_core::data::{load_ratings, Dataset, DuplicatePolicy, LoadOptions, RawRatings, SplitSpec};
 use anyhow::Context;
@@ -17,7 +17,12 @@ pub enum SplitChoice {
     Ratio(f64),
     PerUser(f64),
     Temporal(f64),
-    KFold { folds: usize, fold: usize },
+    KFold {
+        folds: usize,
+        fold: usize,
+    },
+    /// Strong generalization: this fraction of the users held out whole.
+    Users(f64),
 }
 
 /// Where the test rows come from.
@@ -61,14 +66,22 @@ pub struct Input {
     pub rows_read: usize,
 }
 
+/// What a [`SplitChoice`] asks the core for: a split of the rows, or
+/// whole users held out.
+pub enum CoreSplit {
+    Rows(SplitSpec),
+    Users(UserHoldout),
+}
+
 /// The core split of a [`SplitChoice`].
-pub fn split_spec(choice: SplitChoice, seed: u64) -> SplitSpec {
-    match choice {
+pub fn core_split(choice: SplitChoice, seed: u64) -> CoreSplit {
+    CoreSplit::Rows(match choice {
         SplitChoice::Ratio(test_frac) => SplitSpec::Ratio { test_frac, seed },
         SplitChoice::PerUser(test_frac) => SplitSpec::PerUser { test_frac, seed },
         SplitChoice::Temporal(test_frac) => SplitSpec::Temporal { test_frac },
         SplitChoice::KFold { folds, fold } => SplitSpec::KFold { folds, fold, seed },
-    }
+        SplitChoice::Users(frac) => return CoreSplit::Users(UserHoldout::Ratio { frac, seed }),
+    })
 }
 
 fn file_len(p: &Path) -> u64 {
@@ -101,10 +114,16 @@ pub fn load_input(spec: &InputSpec) -> anyhow::Result<Input> {
             let all: Vec<usize> = (0..raw.len()).collect();
             Dataset::build((&raw, &all), None, spec.duplicates)
         }
-        TestSource::Split(choice) => {
-            let (train, test) = split_rows(&raw, &split_spec(*choice, spec.seed)).with_context(|| format!("cannot split {description}"))?;
-            Dataset::build((&raw, &train), Some((&raw, &test)), spec.duplicates)
-        }
+        TestSource::Split(choice) => match core_split(*choice, spec.seed) {
+            CoreSplit::Rows(rows) => {
+                let (train, test) = split_rows(&raw, &rows).with_context(|| format!("cannot split {description}"))?;
+                Dataset::build((&raw, &train), Some((&raw, &test)), spec.duplicates)
+            }
+            CoreSplit::Users(which) => {
+                let split = split_users(&raw, which).with_context(|| format!("cannot split {description}"))?;
+                Dataset::build_user_split(&raw, &split, spec.duplicates)
+            }
+        },
         TestSource::File(tp) => {
             let test_raw = read_file(tp, &spec.load)?;
             skipped += test_raw.skipped_lines;
@@ -122,8 +141,10 @@ pub fn load_input(spec: &InputSpec) -> anyhow::Result<Input> {
         n_users: dataset.n_users(),
         n_items: dataset.n_items(),
         n_train: dataset.n_train(),
-        n_test: dataset.test.len(),
-        test_dropped_cold: dataset.test_dropped_cold,
+        n_test: dataset.n_scored_test_rows(),
+        test_dropped_cold: dataset.test_dropped_cold + dataset.held_out.as_ref().map_or(0, |h| h.dropped_cold),
+        held_out_users: dataset.held_out.as_ref().map(|h| h.n_users()),
+        n_fold_in: dataset.held_out.as_ref().map(|h| h.fold_in.nnz()),
         skipped_lines: skipped,
         duplicates_merged: dataset.duplicates_merged,
         load_seconds,
@@ -152,6 +173,7 @@ pub fn log_summary(input: &Input) {
         train = s.n_train,
         test = s.n_test,
         test_dropped_cold = s.test_dropped_cold,
+        held_out_users = s.held_out_users,
         skipped_lines = s.skipped_lines,
         duplicates_merged = s.duplicates_merged,
         seconds = format_args!("{:.3}", s.load_seconds),

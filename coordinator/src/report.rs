@@ -27,7 +27,8 @@
 //!   "config": { ...TrainConfig as serde serializes it... },
 //!   "data": { "source": str, "n_users": u64, "n_items": u64, "n_train": u64,
 //!             "n_test": u64, "test_dropped_cold": u64, "skipped_lines": u64,
-//!             "duplicates_merged": u64, "load_seconds": f64 },
+//!             "duplicates_merged": u64, "load_seconds": f64,
+//!             "held_out_users": u64, "n_fold_in": u64 },   // --split users only: users held out whole, their fold-in rows
 //!   "executor": "in-process" | "local:N" | "workers:HOST:PORT,..."
 //! }
 //! ```
@@ -52,9 +53,16 @@ pub struct DataSummary {
     pub n_items: usize,
     /// Training ratings after merging duplicates.
     pub n_train: usize,
-    /// Test ratings after dropping cold-start rows.
+    /// Test ratings after dropping cold-start rows (with --split users: the
+    /// held-out users' ranked rows).
     pub n_test: usize,
     pub test_dropped_cold: usize,
+    /// Users held out of training whole (--split users).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_out_users: Option<usize>,
+    /// Their rows they are folded in from (--split users).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_fold_in: Option<usize>,
     /// Invalid lines skipped under --skip-invalid (data and test files).
     pub skipped_lines: u64,
     pub duplicates_merged: usize,

@@ -740,3 +740,45 @@ fn the_saved_model_is_refit_on_every_rating_by_default() {
     let e = run_train(&a, &mut Vec::new()).err().unwrap().to_string();
     assert!(e.contains("--final-fit all: with --test FILE"), "{e}");
 }
+
+#[test]
+fn held_out_users_are_scored_alike_in_process_and_on_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_csv(dir.path());
+    let a = train_args(&["--split", "users", "--test-ratio", "0.25"]);
+    assert_eq!(a.split.test_source().unwrap(), TestSource::Split(SplitChoice::Users(0.25)));
+    let run = |executor: &[&str], implicit: bool| {
+        let mut args = vec![
+            "--data",
+            s(&data),
+            "--split",
+            "users",
+            "--factors",
+            "5",
+            "--iterations",
+            "2",
+            "--quiet",
+        ];
+        if implicit {
+            args.extend(["--implicit", "--alpha", "5"]);
+        }
+        args.extend(executor);
+        let mut text = Vec::new();
+        let o = run_train(&train_args(&args), &mut text).unwrap();
+        (o, String::from_utf8(text).unwrap())
+    };
+    for implicit in [true, false] {
+        let (local, text) = run(&["--in-process"], implicit);
+        let (cluster, _) = run(&["--local", "2"], implicit);
+        let d = &local.data;
+        // floor(300 · 0.2) users held out whole; none is a training user.
+        assert_eq!(d.held_out_users, Some(60));
+        assert!(d.n_test > 0 && d.n_fold_in.unwrap() > d.n_test, "{d:?}");
+        assert!(d.n_users <= 240);
+        assert!(text.contains("60 users held out"), "{text}");
+        assert_eq!(local.metrics["final"], cluster.metrics["final"], "implicit {implicit}");
+        let key = if implicit { "ndcg@10" } else { "rmse" };
+        assert!(local.metrics["final"][key].as_f64().unwrap() > 0.0);
+        assert_eq!(local.metrics["data"]["held_out_users"], 60);
+    }
+}

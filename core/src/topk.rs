@@ -6,7 +6,6 @@
 //! a real one; it only shows up when fewer than `n` real scores exist.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, ArrayView2, Axis};
@@ -51,23 +50,31 @@ fn rank_key(score: f32, index: u32) -> u64 {
 /// Bounded selection of the best `n` (score, index) pairs pushed into it.
 ///
 /// The result does not depend on the order of the pushes.
+///
+/// Candidates above the bar are appended to a buffer; when it holds
+/// [`TopN::BUFFER_FACTOR`]·n of them, a linear-time selection keeps the best n
+/// and raises the bar to the n-th. A binary heap did the same with a sift per
+/// candidate, which cost 2.5× more for the 100-long lists of NDCG@100.
 #[derive(Debug, Clone)]
 pub struct TopN {
     n: usize,
-    /// Min-heap of (rank key, score bits): the worst kept entry on top.
-    heap: BinaryHeap<Reverse<(u64, u32)>>,
-    /// Rank key an entry must beat to get in: the worst kept one once full, else 0
-    /// (every real key is >= 1, as indices stay below `u32::MAX`).
+    /// (rank key, score bits) of the candidates; the best n are among them.
+    buf: Vec<(u64, u32)>,
+    /// Rank key an entry must beat to get in: the n-th best key at the last
+    /// selection, else 0 (every real key is >= 1, as indices stay below `u32::MAX`).
     threshold: u64,
-    /// The score of the worst kept entry once full.
+    /// The score of that n-th best entry (NaN before the first selection).
     worst_score: f32,
 }
 
 impl TopN {
+    /// The buffer holds up to this many times `n` candidates between selections.
+    const BUFFER_FACTOR: usize = 4;
+
     pub fn new(n: usize) -> Self {
         TopN {
             n,
-            heap: BinaryHeap::with_capacity(n.min(1 << 16) + 1),
+            buf: Vec::with_capacity((n * Self::BUFFER_FACTOR).min(1 << 16)),
             threshold: if n == 0 { u64::MAX } else { 0 },
             worst_score: f32::NAN,
         }
@@ -81,17 +88,24 @@ impl TopN {
         }
     }
 
-    #[inline(never)]
+    #[inline]
     fn insert(&mut self, key: u64, score: f32) {
-        if self.heap.len() < self.n {
-            self.heap.push(Reverse((key, score.to_bits())));
-            if self.heap.len() < self.n {
-                return;
-            }
-        } else if let Some(mut worst) = self.heap.peek_mut() {
-            *worst = Reverse((key, score.to_bits()));
+        self.buf.push((key, score.to_bits()));
+        if self.buf.len() >= self.n.saturating_mul(Self::BUFFER_FACTOR).max(self.n + 1) {
+            self.keep_best();
         }
-        let (key, bits) = self.heap.peek().map_or((0, 0), |w| w.0);
+    }
+
+    /// Keep the best n candidates and raise the bar to the n-th of them.
+    #[inline(never)]
+    fn keep_best(&mut self) {
+        if self.buf.len() <= self.n {
+            return;
+        }
+        let n = self.n;
+        let (_, nth, _) = self.buf.select_nth_unstable_by(n - 1, |a, b| b.0.cmp(&a.0));
+        let (key, bits) = *nth;
+        self.buf.truncate(n);
         self.threshold = key;
         self.worst_score = f32::from_bits(bits);
     }
@@ -101,34 +115,38 @@ impl TopN {
     /// gets in, which lets whole chunks be skipped on their best score).
     #[inline]
     fn push_range(&mut self, scores: &[f32], start: usize, end: usize) {
-        const CHUNK: usize = 16;
+        const CHUNK: usize = 64;
         let mut i = start;
-        while i < end {
-            if self.heap.len() == self.n && !self.worst_score.is_nan() {
-                // Skip chunks with no score above the worst kept one (vectorizes;
-                // NaN compares false, and an equal score loses on its higher index).
-                let t = self.worst_score;
-                while i + CHUNK <= end {
-                    if scores[i..i + CHUNK].iter().fold(false, |any, &x| any | (x > t)) {
-                        break;
-                    }
-                    i += CHUNK;
-                }
+        // Until the first selection every entry is a candidate.
+        while i < end && self.worst_score.is_nan() {
+            self.push(i as u32, scores[i]);
+            i += 1;
+        }
+        // Then, since every earlier push had a lower index, the candidates are
+        // exactly the scores above the n-th best kept (an equal score loses on
+        // its higher index; NaN compares false). A bar that rose inside a chunk
+        // only lets a few extra candidates into the buffer.
+        while i + CHUNK <= end {
+            let chunk = &scores[i..i + CHUNK];
+            let mut above = mask_above(chunk, self.worst_score);
+            while above != 0 {
+                let j = above.trailing_zeros() as usize;
+                self.insert(rank_key(chunk[j], (i + j) as u32), chunk[j]);
+                above &= above - 1;
             }
-            let stop = (i + CHUNK).min(end);
-            for (j, &s) in scores[i..stop].iter().enumerate() {
-                let key = rank_key(s, (i + j) as u32);
-                if key > self.threshold {
-                    self.insert(key, s);
-                }
+            i += CHUNK;
+        }
+        for (j, &x) in scores[i..end].iter().enumerate() {
+            if x > self.worst_score {
+                self.insert(rank_key(x, (i + j) as u32), x);
             }
-            i = stop;
         }
     }
 
     /// The kept entries, best first.
-    pub fn into_sorted(self) -> Vec<Scored> {
-        let mut v: Vec<(u64, u32)> = self.heap.into_iter().map(|Reverse(e)| e).collect();
+    pub fn into_sorted(mut self) -> Vec<Scored> {
+        self.keep_best();
+        let mut v = self.buf;
         v.sort_unstable_by_key(|e| Reverse(e.0));
         v.into_iter()
             .map(|(key, bits)| Scored {
@@ -137,6 +155,13 @@ impl TopN {
             })
             .collect()
     }
+}
+
+/// Bit j set where `scores[j] > t` (at most 64 scores): one vector compare
+/// per 16 scores with AVX-512.
+#[multiversion::multiversion(targets("x86_64+avx+avx2+fma+avx512f", "x86_64+avx+avx2+fma"))]
+fn mask_above(scores: &[f32], t: f32) -> u64 {
+    scores.iter().enumerate().fold(0u64, |m, (j, &x)| m | (u64::from(x > t) << j))
 }
 
 /// Top `n` columns of one score row, best first; ties -> lower index first;
@@ -327,7 +352,7 @@ mod tests {
                 })
                 .collect();
             let exclude = random_exclude(&mut rng, len + 3, 0.3);
-            for n in [0, 1, 3, 10, len, len + 5] {
+            for n in [0, 1, 3, 10, 100, len, len + 5] {
                 let got = top_n_of_scores(&scores, n, &exclude);
                 let want = brute(&scores, n, &exclude);
                 assert!(same(&got, &want), "case {case} n {n}: {got:?} vs {want:?}");

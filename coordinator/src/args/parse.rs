@@ -10,6 +10,14 @@ pub(crate) fn ratio(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A fraction in [0, 1): [`ratio`] that also takes 0 (none).
+pub(crate) fn ratio_or_zero(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(0.0) => Ok(0.0),
+        _ => ratio(s).map_err(|_| format!("must be 0 or strictly between 0 and 1, got {s}")),
+    }
+}
+
 pub(crate) fn non_negative_f32(s: &str) -> Result<f32, String> {
     let v: f32 = s.trim().parse().map_err(|_| format!("'{s}' is not a number"))?;
     if v.is_finite() && v >= 0.0 {

@@ -22,6 +22,8 @@ pub enum SplitArg {
     Temporal,
     /// Fold --fold of --folds seeded folds.
     Kfold,
+    /// Strong generalization: --test-ratio of the users held out of training whole; each is folded in on a random 80% of their rows and ranked on the other 20%.
+    Users,
 }
 
 /// `--split-seed`: which rows are held out (train's test split, tune's folds).
@@ -38,7 +40,7 @@ pub struct SplitArgs {
     /// Explicit test file (read with the same options as --data); --data is then all training.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["test_ratio", "split", "folds", "fold", "no_test"])]
     pub test: Option<PathBuf>,
-    /// Fraction of --data held out for testing [default: 0.2].
+    /// Fraction of --data held out for testing (of the users with --split users) [default: 0.2].
     #[arg(long, value_name = "F", value_parser = parse::ratio)]
     pub test_ratio: Option<f64>,
     /// How the test set is held out of --data.
@@ -89,6 +91,7 @@ impl SplitArgs {
             SplitArg::Ratio => SplitChoice::Ratio(ratio),
             SplitArg::PerUser => SplitChoice::PerUser(ratio),
             SplitArg::Temporal => SplitChoice::Temporal(ratio),
+            SplitArg::Users => SplitChoice::Users(ratio),
             SplitArg::Kfold => {
                 if self.test_ratio.is_some() {
                     bail!("--test-ratio does not apply to --split kfold (the test set is one of --folds folds)");

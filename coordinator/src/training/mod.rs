@@ -85,7 +85,7 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
     let input: Input = load_input(spec)?;
     log_summary(&input);
     let ds = &input.dataset;
-    if spec.test != TestSource::None && ds.test.is_empty() {
+    if spec.test != TestSource::None && ds.n_scored_test_rows() == 0 {
         tracing::warn!("the test set is empty: no test metrics will be reported");
     }
 

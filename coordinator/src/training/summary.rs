@@ -63,11 +63,15 @@ pub(crate) fn print_summary(out: &mut dyn Write, o: &TrainOutcome, cfg: &TrainCo
         spi,
         o.executor
     )?;
-    writeln!(
+    write!(
         out,
         "data: {} training ratings, {} users, {} items, {} test ratings ({} cold-start dropped)",
         d.n_train, d.n_users, d.n_items, d.n_test, d.test_dropped_cold
     )?;
+    match (d.held_out_users, d.n_fold_in) {
+        (Some(users), Some(rows)) => writeln!(out, "; {users} users held out, folded in from {rows} ratings")?,
+        _ => writeln!(out)?,
+    }
     let line = metrics_line(&o.result.final_metrics);
     if line.is_empty() {
         writeln!(out, "test: no test set")?;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::held_out::HeldOutUsers;
 use super::{Csr, DataError, RawRatings};
 
 /// What to do with repeated (user, item) pairs in the training rows.
@@ -60,6 +61,9 @@ pub struct Dataset {
     /// items × users, columns sorted.
     pub by_item: Csr,
     pub test: TestSet,
+    /// Users held out of training whole (`--split users`), ranked after a
+    /// fold-in; their ranked rows are here, and `test` is empty.
+    pub held_out: Option<HeldOutUsers>,
     /// Test rows dropped because their user or item has no training rating.
     pub test_dropped_cold: usize,
     /// Training rows merged into another by the duplicate policy.
@@ -71,7 +75,7 @@ pub struct Dataset {
 }
 
 /// Dense order of ids: numeric when every token is an integer, else bytewise.
-fn sorted_ids(tokens: Vec<&str>) -> Vec<String> {
+pub(super) fn sorted_ids(tokens: Vec<&str>) -> Vec<String> {
     let mut tokens = tokens;
     let numeric: Option<Vec<i128>> = tokens.iter().map(|t| t.parse::<i128>().ok()).collect();
     match numeric {
@@ -208,6 +212,7 @@ impl Dataset {
             by_user,
             by_item,
             test: test_set,
+            held_out: None,
             test_dropped_cold,
             duplicates_merged,
             rating_min: lo,
@@ -280,6 +285,7 @@ impl Dataset {
             by_user,
             by_item,
             test: TestSet::default(),
+            held_out: None,
             test_dropped_cold: 0,
             duplicates_merged: 0,
             rating_min: lo,
@@ -290,7 +296,7 @@ impl Dataset {
 }
 
 /// Resolve repeated columns within each (sorted) row; returns the count merged.
-fn merge_duplicates(m: Csr, policy: DuplicatePolicy) -> (Csr, usize) {
+pub(super) fn merge_duplicates(m: Csr, policy: DuplicatePolicy) -> (Csr, usize) {
     let has_dup = (0..m.n_rows()).any(|r| m.row(r).0.windows(2).any(|w| w[0] == w[1]));
     if !has_dup {
         return (m, 0);

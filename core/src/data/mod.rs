@@ -9,6 +9,7 @@ pub(crate) mod csr;
 pub(crate) mod dataset;
 pub(crate) mod error;
 pub(crate) mod format;
+pub(crate) mod held_out;
 pub(crate) mod load;
 pub mod split;
 pub mod synth;
@@ -17,6 +18,7 @@ pub use csr::Csr;
 pub use dataset::{Dataset, DuplicatePolicy, TestSet};
 pub use error::DataError;
 pub use format::{Format, LoadOptions};
+pub use held_out::HeldOutUsers;
 pub use load::{load_ratings, parse_ratings};
 pub use split::SplitSpec;
 
@@ -60,6 +62,22 @@ impl RawRatings {
 
     pub fn is_empty(&self) -> bool {
         self.ratings.is_empty()
+    }
+
+    /// The given rows only, in that order, with the same tokens (so a user's
+    /// or item's token index, and the seeded orders built on it, stay the same).
+    pub fn rows(&self, rows: &[usize]) -> RawRatings {
+        let pick = |v: &[u32]| rows.iter().map(|&r| v[r]).collect();
+        RawRatings {
+            source: self.source.clone(),
+            user_tokens: self.user_tokens.clone(),
+            item_tokens: self.item_tokens.clone(),
+            users: pick(&self.users),
+            items: pick(&self.items),
+            ratings: rows.iter().map(|&r| self.ratings[r]).collect(),
+            timestamps: self.timestamps.as_ref().map(|t| rows.iter().map(|&r| t[r]).collect()),
+            skipped_lines: self.skipped_lines,
+        }
     }
 
     /// Rows in the given order as (user token, item token, rating).

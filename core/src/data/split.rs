@@ -5,6 +5,10 @@
 //! rows are ordered by `(key, i)` and the first `floor(n * test_frac)` are the
 //! test set. The other splits reuse that key order (k-fold, per user) or the
 //! timestamps (temporal).
+//!
+//! [`split_users`] is the strong-generalization protocol of Liang et al.
+//! (2018) and Rendle et al.: whole users are held out of training, and each
+//! held-out user is folded in on most of their rows and ranked on the rest.
 
 use rayon::prelude::*;
 
@@ -36,6 +40,31 @@ pub enum SplitSpec {
     KFold { folds: usize, fold: usize, seed: u64 },
 }
 
+/// Fraction of each held-out user's rows that is ranked (the rest is folded
+/// in): `test_prop = 0.2` of Liang et al.'s `generate_data.py`.
+pub const HELD_OUT_RANKED_FRACTION: f64 = 0.2;
+
+/// Which users [`split_users`] holds out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UserHoldout {
+    /// The first `floor(users * frac)` users of the seeded user order.
+    Ratio { frac: f64, seed: u64 },
+    /// Fold `fold` of `folds`: the users at positions `p % folds == fold` of
+    /// the seeded user order (strong-generalization cross-validation).
+    Folds { folds: usize, fold: usize, seed: u64 },
+}
+
+/// Rows of a strong-generalization split: each ascending, disjoint, together all rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSplit {
+    /// Every row of the users who are not held out.
+    pub train: Vec<usize>,
+    /// Held-out users' rows their factors are solved from.
+    pub fold_in: Vec<usize>,
+    /// Held-out users' rows that are ranked.
+    pub test: Vec<usize>,
+}
+
 /// Row keys are computed in parallel above this many rows.
 const PAR_ROWS: usize = 1 << 16;
 
@@ -60,12 +89,7 @@ pub fn split_rows(raw: &RawRatings, spec: &SplitSpec) -> Result<(Vec<usize>, Vec
             temporal(ts, k)
         }
         SplitSpec::KFold { folds, fold, seed } => {
-            if folds < 2 {
-                return Err(DataError::Split(format!("k-fold needs at least 2 folds, got {folds}")));
-            }
-            if fold >= folds {
-                return Err(DataError::Split(format!("fold {fold} does not exist: folds are 0..{}", folds - 1)));
-            }
+            check_folds(folds, fold)?;
             kfold(n, folds, fold, seed)
         }
     };
@@ -80,6 +104,69 @@ pub fn split_rows(raw: &RawRatings, spec: &SplitSpec) -> Result<(Vec<usize>, Vec
         }
     }
     Ok((train, test))
+}
+
+/// Hold whole users out: the chosen users' rows, each user's in (key, row)
+/// order, split as [`SplitSpec::PerUser`] splits them with
+/// [`HELD_OUT_RANKED_FRACTION`]: the first `floor(n_u * 0.2)` are ranked,
+/// the others folded in, and at least one is folded in.
+///
+/// Users are ordered by (SplitMix64 key of their first-seen position, position)
+/// under a seed derived from `seed`, so which users are held out does not
+/// depend on which rows each user has.
+pub fn split_users(raw: &RawRatings, which: UserHoldout) -> Result<UserSplit, DataError> {
+    let n_users = raw.user_tokens.len();
+    let seed = match which {
+        UserHoldout::Ratio { seed, .. } | UserHoldout::Folds { seed, .. } => seed,
+    };
+    // A different stream from the row keys (which use `seed` itself).
+    let user_seed = splitmix64_nth(seed, u64::MAX - 1);
+    let order = key_order(n_users, user_seed);
+    let mut held_out = vec![false; n_users];
+    match which {
+        UserHoldout::Ratio { frac, .. } => {
+            for &u in &order[..n_test(n_users, frac)?] {
+                held_out[u] = true;
+            }
+        }
+        UserHoldout::Folds { folds, fold, .. } => {
+            check_folds(folds, fold)?;
+            for (p, &u) in order.iter().enumerate() {
+                held_out[u] = p % folds == fold;
+            }
+        }
+    }
+    let ranked = per_user_where(raw, HELD_OUT_RANKED_FRACTION, seed, |u| held_out[u]);
+    let mut split = UserSplit {
+        train: Vec::new(),
+        fold_in: Vec::new(),
+        test: Vec::new(),
+    };
+    for (r, &u) in raw.users.iter().enumerate() {
+        if !held_out[u as usize] {
+            split.train.push(r);
+        } else if ranked[r] {
+            split.test.push(r);
+        } else {
+            split.fold_in.push(r);
+        }
+    }
+    if split.train.is_empty() {
+        return Err(DataError::Split(format!(
+            "holding out users left no training rows ({n_users} users in all)"
+        )));
+    }
+    Ok(split)
+}
+
+fn check_folds(folds: usize, fold: usize) -> Result<(), DataError> {
+    if folds < 2 {
+        return Err(DataError::Split(format!("k-fold needs at least 2 folds, got {folds}")));
+    }
+    if fold >= folds {
+        return Err(DataError::Split(format!("fold {fold} does not exist: folds are 0..{}", folds - 1)));
+    }
+    Ok(())
 }
 
 fn check_frac(test_frac: f64) -> Result<(), DataError> {
@@ -145,6 +232,11 @@ fn kfold(n: usize, folds: usize, fold: usize, seed: u64) -> Vec<bool> {
 }
 
 fn per_user(raw: &RawRatings, test_frac: f64, seed: u64) -> Vec<bool> {
+    per_user_where(raw, test_frac, seed, |_| true)
+}
+
+/// [`per_user`] for the users (token indices) `chosen` accepts; other users' rows stay training rows.
+fn per_user_where(raw: &RawRatings, test_frac: f64, seed: u64, chosen: impl Fn(usize) -> bool) -> Vec<bool> {
     let n = raw.len();
     let n_users = raw.users.iter().map(|&u| u as usize + 1).max().unwrap_or(0);
     // Rows grouped by user (counting sort, rows ascending within a user).
@@ -165,7 +257,7 @@ fn per_user(raw: &RawRatings, test_frac: f64, seed: u64) -> Vec<bool> {
     let mut group: Vec<(u64, usize)> = Vec::new();
     for u in 0..n_users {
         let g = &rows[start[u]..start[u + 1]];
-        if g.len() < 2 {
+        if g.len() < 2 || !chosen(u) {
             continue;
         }
         let k = ((g.len() as f64 * test_frac).floor() as usize).min(g.len() - 1);
@@ -427,6 +519,99 @@ mod tests {
         match split_rows(&raw, &SplitSpec::Temporal { test_frac: 0.2 }) {
             Err(DataError::Split(m)) => assert!(m.contains("timestamps"), "{m}"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// Rows of `users` (token indices) in `rows`.
+    fn users_of(raw: &RawRatings, rows: &[usize]) -> std::collections::BTreeSet<u32> {
+        rows.iter().map(|&r| raw.users[r]).collect()
+    }
+
+    #[test]
+    fn users_split_holds_whole_users_out_and_ranks_a_fifth_of_each() {
+        // 50 users with 1 to 20 rows each.
+        let mut users = Vec::new();
+        for u in 0..50u32 {
+            users.extend(std::iter::repeat_n(u, 1 + (u as usize * 7) % 20));
+        }
+        let mut raw = raw_n(users.len(), &users);
+        raw.users = users.clone();
+        let split = split_users(&raw, UserHoldout::Ratio { frac: 0.2, seed: 42 }).unwrap();
+        // A partition of the rows, each part ascending.
+        let held: Vec<usize> = {
+            let mut v: Vec<usize> = split.fold_in.iter().chain(&split.test).copied().collect();
+            v.sort();
+            v
+        };
+        check_partition(raw.len(), &split.train, &held);
+        assert!(split.fold_in.windows(2).all(|w| w[0] < w[1]) && split.test.windows(2).all(|w| w[0] < w[1]));
+        // floor(50 * 0.2) users held out whole: none of their rows trains.
+        let (train_users, held_users) = (users_of(&raw, &split.train), users_of(&raw, &held));
+        assert_eq!(held_users.len(), 10);
+        assert!(train_users.is_disjoint(&held_users));
+        assert_eq!(train_users.len() + held_users.len(), 50);
+        // Each held-out user: floor(n_u / 5) ranked, the rest (at least one) folded in.
+        for &u in &held_users {
+            let n_u = users.iter().filter(|&&x| x == u).count();
+            let ranked = split.test.iter().filter(|&&r| raw.users[r] == u).count();
+            let folded = split.fold_in.iter().filter(|&&r| raw.users[r] == u).count();
+            assert_eq!(ranked, (n_u as f64 * HELD_OUT_RANKED_FRACTION).floor() as usize, "user {u}");
+            assert_eq!(ranked + folded, n_u);
+            assert!(folded >= 1);
+        }
+        // Reproducible; another seed holds out other users.
+        assert_eq!(split, split_users(&raw, UserHoldout::Ratio { frac: 0.2, seed: 42 }).unwrap());
+        let other = split_users(&raw, UserHoldout::Ratio { frac: 0.2, seed: 7 }).unwrap();
+        assert_ne!(users_of(&raw, &other.fold_in), users_of(&raw, &split.fold_in));
+        // Which users are held out does not depend on their rows: drop every
+        // row of one kept user but the first, and the same users are held out.
+        let kept = *train_users
+            .iter()
+            .find(|&&u| users.iter().filter(|&&x| x == u).count() > 1)
+            .unwrap();
+        let first = users.iter().position(|&x| x == kept).unwrap();
+        let rows: Vec<usize> = (0..raw.len()).filter(|&r| users[r] != kept || r == first).collect();
+        let mut fewer = raw.clone();
+        fewer.users = rows.iter().map(|&r| raw.users[r]).collect();
+        fewer.items = rows.iter().map(|&r| raw.items[r]).collect();
+        fewer.ratings = rows.iter().map(|&r| raw.ratings[r]).collect();
+        let again = split_users(&fewer, UserHoldout::Ratio { frac: 0.2, seed: 42 }).unwrap();
+        let held_again: Vec<usize> = again.fold_in.iter().chain(&again.test).copied().collect();
+        assert_eq!(users_of(&fewer, &held_again), held_users);
+    }
+
+    #[test]
+    fn user_folds_hold_out_every_user_exactly_once() {
+        let users: Vec<u32> = (0..400).map(|r| (r * 13 % 37) as u32).collect();
+        let mut raw = raw_n(users.len(), &users);
+        raw.users = users;
+        let mut times_held = [0usize; 37];
+        for fold in 0..4 {
+            let s = split_users(&raw, UserHoldout::Folds { folds: 4, fold, seed: 3 }).unwrap();
+            let held: Vec<usize> = s.fold_in.iter().chain(&s.test).copied().collect();
+            let held_users = users_of(&raw, &held);
+            assert!(users_of(&raw, &s.train).is_disjoint(&held_users));
+            // 37 users in 4 folds: 9 or 10 each.
+            assert!((9..=10).contains(&held_users.len()), "fold {fold}: {}", held_users.len());
+            for u in held_users {
+                times_held[u as usize] += 1;
+            }
+        }
+        assert!(times_held.iter().all(|&t| t == 1), "{times_held:?}");
+        for bad in [
+            UserHoldout::Folds {
+                folds: 1,
+                fold: 0,
+                seed: 1,
+            },
+            UserHoldout::Folds {
+                folds: 3,
+                fold: 3,
+                seed: 1,
+            },
+            UserHoldout::Ratio { frac: 1.0, seed: 1 },
+        ] {
+            assert!(matches!(split_users(&raw, bad), Err(DataError::Split(_))), "{bad:?}");
         }
     }
 }

@@ -2,13 +2,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::Dataset;
+use ndarray::Array2;
+
+use crate::data::{Dataset, HeldOutUsers, TestSet};
 pub use crate::metrics::relevant_by_user;
 use crate::metrics::{ranking_metrics, ranking_metrics_from_lists, rating_metrics, RankingMetrics, WIDE_NDCG_K};
 use crate::side::Factors;
-use crate::solve::{Feedback, SolveParams};
+use crate::solve::{solve_rows, Feedback, FixedSide, RowsView, SolveParams, SolverKind};
 
-use super::TrainConfig;
+use super::{TrainConfig, TrainError};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TestMetrics {
@@ -69,41 +71,103 @@ pub fn predict_rows(p: &SolveParams, pu: &[f32], bu: f32, qi: &[f32], bi: f32) -
     }
 }
 
-/// Test metrics of the current factors, computed here.
-pub fn evaluate(ds: &Dataset, cfg: &TrainConfig, p: &SolveParams, users: &Factors, items: &Factors) -> TestMetrics {
-    if ds.test.is_empty() {
+/// Test metrics of the current factors, computed here. With held-out users
+/// (`ds.held_out`) they are folded in first, which for implicit feedback
+/// needs the items' Gramian (computed here when not given).
+pub fn evaluate(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    p: &SolveParams,
+    users: &Factors,
+    items: &Factors,
+    item_gram: Option<&[f64]>,
+) -> Result<TestMetrics, TrainError> {
+    if let Some(h) = &ds.held_out {
+        let computed;
+        let gram = match (p.feedback, item_gram) {
+            (Feedback::Implicit { .. }, None) => {
+                computed = crate::solve::block_gram(items.flat(), items.k(), p.backend);
+                Some(computed.as_slice())
+            }
+            (_, g) => g,
+        };
+        let folded = fold_in_held_out(h, p, items, gram)?;
+        return Ok(metrics_of(ds, cfg, p, &h.test, &h.fold_in, &folded, items));
+    }
+    Ok(metrics_of(ds, cfg, p, &ds.test, &ds.by_user, users, items))
+}
+
+/// Metrics of `test`, whose users index `users`; `seen` (users × items) are
+/// the items not ranked for each user.
+fn metrics_of(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    p: &SolveParams,
+    test: &TestSet,
+    seen: &crate::data::Csr,
+    users: &Factors,
+    items: &Factors,
+) -> TestMetrics {
+    if test.is_empty() {
         return TestMetrics::default();
     }
     if cfg.is_implicit() {
-        let r = ranking_metrics(
-            users.matrix.view(),
-            items.matrix.view(),
-            &ds.by_user,
-            &ds.test,
-            cfg.ranking_k,
-            cfg.min_pos,
-        );
+        let r = ranking_metrics(users.matrix.view(), items.matrix.view(), seen, test, cfg.ranking_k, cfg.min_pos);
         return TestMetrics {
             ranking: Some(r),
             ..Default::default()
         };
     }
-    let pred: Vec<f32> = ds
-        .test
+    let pred: Vec<f32> = test
         .users
         .iter()
-        .zip(&ds.test.items)
+        .zip(&test.items)
         .map(|(&u, &i)| predict(p, users, items, u as usize, i as usize))
         .collect();
-    metrics_from_predictions(ds, cfg, &pred)
+    metrics_of_predictions(ds, cfg, &test.ratings, &pred)
+}
+
+/// Factors of the held-out users from their fold-in rows against the fixed
+/// items, as `recommend --history` folds a user in: the trainer's row solve,
+/// exact (Cholesky) since there is no previous row to warm-start from.
+/// Rendle et al. fold iALS++ users in with 8 sweeps from zero instead; the
+/// exact solve is the point those sweeps approach.
+pub fn fold_in_held_out(h: &HeldOutUsers, p: &SolveParams, items: &Factors, item_gram: Option<&[f64]>) -> Result<Factors, TrainError> {
+    let exact = SolveParams {
+        solver: SolverKind::Cholesky,
+        ..*p
+    };
+    let (n, k) = (h.n_users(), p.factors);
+    let biased = matches!(p.feedback, Feedback::Explicit { biased: true, .. });
+    let mut out = vec![0f32; n * k];
+    let mut bias = vec![0f32; if biased { n } else { 0 }];
+    let fixed = FixedSide {
+        factors: items.flat(),
+        bias: if biased { &items.bias } else { &[] },
+        total_rows: items.n_rows(),
+    };
+    solve_rows(
+        &exact,
+        RowsView::of_csr(&h.fold_in, 0, n),
+        fixed,
+        item_gram,
+        &mut out,
+        biased.then_some(bias.as_mut_slice()),
+    )?;
+    let matrix = Array2::from_shape_vec((n, k), out).map_err(|_| TrainError::Internal("fold-in factors have the wrong shape"))?;
+    Ok(Factors { matrix, bias })
 }
 
 /// Explicit metrics from a prediction for every test row, in test order
 /// (made here or gathered from workers).
 pub fn metrics_from_predictions(ds: &Dataset, cfg: &TrainConfig, pred: &[f32]) -> TestMetrics {
-    let raw = rating_metrics(&ds.test.ratings, pred, None);
+    metrics_of_predictions(ds, cfg, &ds.test.ratings, pred)
+}
+
+fn metrics_of_predictions(ds: &Dataset, cfg: &TrainConfig, truth: &[f32], pred: &[f32]) -> TestMetrics {
+    let raw = rating_metrics(truth, pred, None);
     let clipped = if cfg.clip_predictions {
-        rating_metrics(&ds.test.ratings, pred, Some((ds.rating_min, ds.rating_max)))
+        rating_metrics(truth, pred, Some((ds.rating_min, ds.rating_max)))
     } else {
         raw
     };

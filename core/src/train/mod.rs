@@ -160,17 +160,23 @@ pub trait HalfStepExecutor {
 }
 
 /// Test metrics through the executor, or locally when it has none to give.
+///
+/// Held-out users are folded in here, where the item factors and their
+/// Gramian are, whichever executor trains.
 fn evaluate_with(
     exec: &mut dyn HalfStepExecutor,
     ds: &Dataset,
     cfg: &TrainConfig,
     params: &SolveParams,
     state: &TrainState,
+    item_gram: Option<&[f64]>,
 ) -> Result<TestMetrics, TrainError> {
-    match exec.evaluate(ds, cfg, params, &state.users, &state.items) {
-        Some(r) => r,
-        None => Ok(eval::evaluate(ds, cfg, params, &state.users, &state.items)),
+    if ds.held_out.is_none() {
+        if let Some(r) = exec.evaluate(ds, cfg, params, &state.users, &state.items) {
+            return r;
+        }
     }
+    eval::evaluate(ds, cfg, params, &state.users, &state.items, item_gram)
 }
 
 /// Everything needed to continue a run: the checkpointable state.
@@ -272,7 +278,7 @@ pub fn train(
             objective_now.then(|| objective(&params, &ds.by_user, &ds.by_item, &state.users, &state.items, grams));
         let evaluate_now = it == cfg.iterations || (cfg.eval_every > 0 && it.is_multiple_of(cfg.eval_every));
         let test = if evaluate_now {
-            evaluate_with(exec, ds, cfg, &params, &state)?
+            evaluate_with(exec, ds, cfg, &params, &state, item_gram.as_deref())?
         } else {
             TestMetrics::default()
         };
@@ -293,7 +299,7 @@ pub fn train(
     }
     let final_metrics = match last_eval {
         Some(m) => m,
-        None => evaluate_with(exec, ds, cfg, &params, &state)?,
+        None => evaluate_with(exec, ds, cfg, &params, &state, item_gram.as_deref())?,
     };
     Ok(TrainResult {
         state,

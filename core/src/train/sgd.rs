@@ -58,7 +58,7 @@ pub fn train_sgd(
         }
         let evaluate_now = epoch == cfg.iterations || (cfg.eval_every > 0 && epoch.is_multiple_of(cfg.eval_every));
         let test = if evaluate_now {
-            let m = eval::evaluate(ds, cfg, &params, &state.users, &state.items);
+            let m = eval::evaluate(ds, cfg, &params, &state.users, &state.items, None)?;
             last_eval = Some(m.clone());
             m
         } else {
@@ -80,7 +80,10 @@ pub fn train_sgd(
         on_iteration(&report, &state)?;
         reports.push(report);
     }
-    let final_metrics = last_eval.unwrap_or_else(|| eval::evaluate(ds, cfg, &params, &state.users, &state.items));
+    let final_metrics = match last_eval {
+        Some(m) => m,
+        None => eval::evaluate(ds, cfg, &params, &state.users, &state.items, None)?,
+    };
     Ok(TrainResult {
         state,
         reports,

@@ -464,3 +464,116 @@ fn a_failed_checkpoint_stops_training_with_its_cause() {
     assert!(chain.starts_with("writing a checkpoint failed: "), "{chain}");
     assert!(chain.contains("not-a-dir"), "{chain}");
 }
+
+/// `--split users`: each held-out user is folded in by an exact row solve
+/// against the trained items and ranked over the items they were not folded
+/// in from; the metrics equal that procedure written out user by user.
+#[test]
+fn held_out_users_are_folded_in_and_ranked_as_written_out() {
+    use crate::data::split::{split_users, UserHoldout};
+    use crate::metrics::ranking_metrics_from_lists;
+    use crate::solve::{solve_one_row, FixedSide};
+
+    let implicit_raw = counts(low_rank_raw(120, 60, 3, 0.3, 0.0, 7));
+    let explicit_raw = low_rank_raw(120, 60, 3, 0.3, 0.1, 8);
+    let hu = ImplicitConfig {
+        alpha: 2.0,
+        confidence: Confidence::Linear,
+        loss: ImplicitLoss::Hu,
+    };
+    let cases = [
+        (&implicit_raw, Some(hu), SolverKind::Cholesky),
+        (&implicit_raw, Some(hu), SolverKind::Cg { steps: 3 }),
+        (
+            &implicit_raw,
+            Some(ials(1.0, 0.3, 1.0, false)),
+            SolverKind::Ialspp { block: 2, sweeps: 1 },
+        ),
+        (&explicit_raw, None, SolverKind::Cholesky),
+    ];
+    for (raw, implicit, solver) in cases {
+        let split = split_users(raw, UserHoldout::Ratio { frac: 0.25, seed: 5 }).unwrap();
+        let ds = Dataset::build_user_split(raw, &split, DuplicatePolicy::Last).unwrap();
+        let h = ds.held_out.as_ref().unwrap();
+        assert_eq!(h.n_users(), 30);
+        assert!(ds.test.is_empty() && !h.test.is_empty());
+        let cfg = TrainConfig {
+            factors: 4,
+            iterations: 3,
+            lambda: 0.1,
+            implicit,
+            solver,
+            ..Default::default()
+        };
+        let layouts = Layouts::for_dataset(&ds, cfg.blocks);
+        let mut exec = LocalExecutor::new(&ds, layouts.clone());
+        let res = train(&ds, &cfg, &mut exec, &layouts, None, &mut |_, _| Ok(())).unwrap();
+        let items = &res.state.items;
+        let p = res.params;
+        let exact = SolveParams {
+            solver: SolverKind::Cholesky,
+            ..p
+        };
+        let gram = implicit.is_some().then(|| gram_by_blocks(items, &layouts.items, cfg.backend));
+        let fixed = || FixedSide {
+            factors: items.flat(),
+            bias: &items.bias,
+            total_rows: items.n_rows(),
+        };
+        let folded: Vec<(Vec<f32>, f32)> = (0..h.n_users())
+            .map(|u| {
+                let (cols, vals) = h.fold_in.row(u);
+                solve_one_row(&exact, cols, vals, fixed(), gram.as_deref(), None).unwrap()
+            })
+            .collect();
+        let dot = |x: &[f32], i: usize| -> f64 { x.iter().zip(items.row(i)).map(|(&a, &b)| a as f64 * b as f64).sum() };
+        if implicit.is_some() {
+            let (eval_users, relevant) = eval::relevant_by_user(&h.test, h.n_users(), cfg.min_pos);
+            let lists: Vec<Vec<u32>> = eval_users
+                .iter()
+                .map(|&u| {
+                    let x = &folded[u as usize].0;
+                    let seen = h.fold_in.row(u as usize).0;
+                    let mut scored: Vec<(f64, u32)> = (0..items.n_rows() as u32)
+                        .filter(|i| !seen.contains(i))
+                        .map(|i| (dot(x, i as usize), i))
+                        .collect();
+                    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                    scored
+                        .into_iter()
+                        .take(crate::metrics::ranking_list_len(cfg.ranking_k))
+                        .map(|(_, i)| i)
+                        .collect()
+                })
+                .collect();
+            let want = ranking_metrics_from_lists(&lists, &relevant, cfg.ranking_k);
+            let got = res.final_metrics.ranking.clone().unwrap();
+            assert_eq!(got.n_eval_users, want.n_eval_users, "{solver:?}");
+            for (name, g, w) in [
+                ("ndcg", got.ndcg, want.ndcg),
+                ("ndcg@100", got.ndcg_wide, want.ndcg_wide),
+                ("recall_capped", got.recall_capped, want.recall_capped),
+                ("precision", got.precision, want.precision),
+            ] {
+                assert!((g - w).abs() < 1e-12, "{solver:?} {name}: {g} vs {w}");
+            }
+            assert!(got.ndcg > 0.0);
+        } else {
+            let crate::solve::Feedback::Explicit { global_mean, .. } = p.feedback else {
+                unreachable!()
+            };
+            let se: f64 = (0..h.test.len())
+                .map(|j| {
+                    let (u, i) = (h.test.users[j] as usize, h.test.items[j] as usize);
+                    let (x, b) = &folded[u];
+                    let pred = global_mean as f64 + *b as f64 + items.bias[i] as f64 + dot(x, i);
+                    (pred - h.test.ratings[j] as f64).powi(2)
+                })
+                .sum();
+            let want = (se / h.test.len() as f64).sqrt();
+            let got = res.final_metrics.rmse_raw.unwrap();
+            assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+            assert!(got < 0.5, "held-out users are predicted from their fold-in rows: RMSE {got}");
+        }
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use als_core::data::split::DEFAULT_FOLDS;
+use als_core::data::split::{DEFAULT_FOLDS, DEFAULT_TEST_RATIO};
 use als_core::data::{DuplicatePolicy, LoadOptions};
 use als_core::train::{
     TrainConfig, DEFAULT_ALPHA, DEFAULT_BLOCK_SIZE, DEFAULT_FACTORS, DEFAULT_LAMBDA, DEFAULT_REG_EXPONENT, DEFAULT_UNOBSERVED_WEIGHT,
@@ -17,6 +17,15 @@ use crate::args::{check_columns, parse, Cadence, ClusterArgs, LayoutArgs, Metric
 use crate::input::{DataSource, InputSpec, TestSource};
 use crate::training::{executor_for_learner, ExecutorChoice, ModelOutput, TrainJob};
 
+/// What each cross-validation fold holds out (`--folds-of`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FoldsOf {
+    /// A seeded fifth (with 5 folds) of the ratings: every rating is tested once.
+    Ratings,
+    /// A seeded fifth of the users, whole: every user is held out once.
+    Users,
+}
+
 /// `coordinator tune`: k-fold cross-validation over a grid of λ, factors (and α, α₀, ν, σ, b).
 #[derive(Args, Debug, Clone)]
 pub struct TuneArgs {
@@ -28,6 +37,15 @@ pub struct TuneArgs {
     /// Number of folds.
     #[arg(long, default_value_t = DEFAULT_FOLDS, value_name = "N", value_parser = parse::folds, help_heading = "Evaluation")]
     pub folds: usize,
+    /// What the folds hold out: ratings, or whole users (strong generalization:
+    /// each held-out user is folded in on 80% of their ratings and ranked on the rest).
+    #[arg(long, value_enum, default_value_t = FoldsOf::Ratings, help_heading = "Evaluation")]
+    pub folds_of: FoldsOf,
+    /// With --folds-of users: the users `--split users --test-ratio F` (same
+    /// --split-seed) holds out as test users are left out of tuning, so a
+    /// later `train --split users` is scored on users tuning never saw; 0 tunes on every user.
+    #[arg(long, value_name = "F", default_value_t = DEFAULT_TEST_RATIO, value_parser = parse::ratio_or_zero, help_heading = "Evaluation")]
+    pub test_ratio: f64,
     /// `--split-seed`: the seed of the fold assignment.
     #[command(flatten)]
     pub seed: SplitSeedArg,

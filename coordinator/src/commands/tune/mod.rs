@@ -5,7 +5,9 @@
 //! where the axes miss it), so the table says what tuning won over it.
 //!
 //! The ratings are read once; fold f is the test set of the seeded k-fold
-//! split (`--split kfold`), so every rating is tested exactly once. Each
+//! split (`--split kfold`), so every rating is tested exactly once; with
+//! `--folds-of users` fold f holds whole users out (as `--split users`), so
+//! every user is held out exactly once. Each
 //! (setting, fold) trains through [`Trainer`], the path of the train
 //! command, and is scored on its fold: RMSE for explicit ratings, NDCG@K for
 //! implicit feedback. Folds are the outer loop so one fold's data is in
@@ -16,14 +18,14 @@ mod axis;
 mod grid;
 mod output;
 
-pub use args::TuneArgs;
+pub use args::{FoldsOf, TuneArgs};
 pub use grid::{best, expand, with_default, Metric, SettingScores};
 pub use output::{print_table, to_json, TuneReport};
 
 use std::io::Write;
 use std::time::Instant;
 
-use als_core::data::split::split_rows;
+use als_core::data::split::{split_rows, split_users, UserHoldout};
 use als_core::data::{load_ratings, Dataset, RawRatings, SplitSpec};
 use als_core::train::{Layouts, TestMetrics, TrainConfig, TrainError};
 use anyhow::Context;
@@ -35,6 +37,36 @@ use crate::training::{self, check_out_dir, Trainer};
 /// `(train rows, test rows)` of fold `fold`: the k-fold split of `--split kfold`.
 pub fn fold_rows(raw: &RawRatings, folds: usize, fold: usize, seed: u64) -> anyhow::Result<(Vec<usize>, Vec<usize>)> {
     Ok(split_rows(raw, &SplitSpec::KFold { folds, fold, seed })?)
+}
+
+/// The rows of the users `train --split users --test-ratio F` would keep for
+/// training (same seed): tuning by users never sees the test users.
+fn without_test_users(raw: RawRatings, args: &TuneArgs) -> anyhow::Result<RawRatings> {
+    if args.test_ratio == 0.0 {
+        return Ok(raw);
+    }
+    let which = UserHoldout::Ratio {
+        frac: args.test_ratio,
+        seed: args.seed.split_seed,
+    };
+    let kept = split_users(&raw, which)?.train;
+    tracing::info!(ratings = kept.len(), of = raw.len(), "test users left out of tuning (--test-ratio)");
+    Ok(raw.rows(&kept))
+}
+
+/// The dataset of fold `fold`: a fold of the ratings, or of the users held out whole.
+fn fold_dataset(raw: &RawRatings, args: &TuneArgs, fold: usize) -> anyhow::Result<Dataset> {
+    let (folds, seed) = (args.folds, args.seed.split_seed);
+    Ok(match args.folds_of {
+        FoldsOf::Ratings => {
+            let (train, test) = fold_rows(raw, folds, fold, seed)?;
+            Dataset::build((raw, &train), Some((raw, &test)), args.duplicate_policy())?
+        }
+        FoldsOf::Users => {
+            let split = split_users(raw, UserHoldout::Folds { folds, fold, seed })?;
+            Dataset::build_user_split(raw, &split, args.duplicate_policy())?
+        }
+    })
 }
 
 /// `--patience`: the best score so far and whether the run was stopped.
@@ -121,6 +153,10 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
 
     let raw = load_ratings(&args.data, &load).map_err(anyhow::Error::new)?;
     let data = args.data.display().to_string();
+    let raw = match args.folds_of {
+        FoldsOf::Users => without_test_users(raw, args).with_context(|| format!("cannot split {data}"))?,
+        FoldsOf::Ratings => raw,
+    };
     tracing::info!(data = %data, ratings = raw.len(), folds = args.folds, settings = settings.len(), executor = %choice.label(), "tuning");
     let mut scores: Vec<SettingScores> = settings
         .iter()
@@ -140,9 +176,7 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
     let trainer = Trainer::open(&choice, token.as_deref(), tls, args.cluster.worker_timeout())?;
     let outcome = (|| -> anyhow::Result<()> {
         for fold in 0..args.folds {
-            let (train, test) = fold_rows(&raw, args.folds, fold, args.seed.split_seed)?;
-            let ds = Dataset::build((&raw, &train), Some((&raw, &test)), args.duplicate_policy())
-                .with_context(|| format!("cannot index fold {fold} of {data}"))?;
+            let ds = fold_dataset(&raw, args, fold).with_context(|| format!("cannot index fold {fold} of {data}"))?;
             for (s, cfg) in scores.iter_mut().zip(&configs) {
                 let layouts = Layouts::for_dataset(&ds, cfg.blocks);
                 let started = Instant::now();
@@ -185,6 +219,7 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
         data,
         n_ratings: raw.len(),
         folds: args.folds,
+        folds_of: args.folds_of,
         split_seed: args.seed.split_seed,
         metric,
         scores,

@@ -4,7 +4,17 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 
+use super::args::FoldsOf;
 use super::grid::{Metric, Setting, SettingScores};
+
+impl FoldsOf {
+    fn name(self) -> &'static str {
+        match self {
+            FoldsOf::Ratings => "ratings",
+            FoldsOf::Users => "users",
+        }
+    }
+}
 
 /// What a tuning run found.
 #[derive(Debug, Clone)]
@@ -12,6 +22,8 @@ pub struct TuneReport {
     pub data: String,
     pub n_ratings: usize,
     pub folds: usize,
+    /// Whether the folds hold out ratings or whole users (`--folds-of`).
+    pub folds_of: FoldsOf,
     pub split_seed: u64,
     pub metric: Metric,
     /// In grid order.
@@ -45,7 +57,8 @@ fn entry(s: &SettingScores) -> Value {
 /// The JSON document:
 ///
 /// ```text
-/// { "metric": "rmse" | "ndcg@K", "higher_is_better": bool, "folds": N, "split_seed": u64,
+/// { "metric": "rmse" | "ndcg@K", "higher_is_better": bool, "folds": N,
+///   "folds_of": "ratings" | "users", "split_seed": u64,
 ///   "data": str, "n_ratings": u64,
 ///   "settings": [ { "lambda", "factors", "alpha" (null for explicit),
 ///                   "unobserved_weight" (null unless --loss ials), "reg_exponent",
@@ -70,6 +83,7 @@ pub fn to_json(r: &TuneReport) -> Value {
         "metric": r.metric.name,
         "higher_is_better": r.metric.higher_is_better,
         "folds": r.folds,
+        "folds_of": r.folds_of.name(),
         "split_seed": r.split_seed,
         "data": r.data,
         "n_ratings": r.n_ratings,
@@ -106,8 +120,13 @@ pub fn print_table(out: &mut dyn Write, r: &TuneReport) -> std::io::Result<()> {
     let direction = if r.metric.higher_is_better { "higher" } else { "lower" };
     writeln!(
         out,
-        "{}-fold cross-validation on {} ({} ratings): {} ({} is better), mean ± std over the folds",
-        r.folds, r.data, r.n_ratings, r.metric.name, direction
+        "{}-fold cross-validation over the {} of {} ({} ratings): {} ({} is better), mean ± std over the folds",
+        r.folds,
+        r.folds_of.name(),
+        r.data,
+        r.n_ratings,
+        r.metric.name,
+        direction
     )?;
     // Optional axes get a column only where some setting has them.
     let optional: [OptionalAxis; 5] = [

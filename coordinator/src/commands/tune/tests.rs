@@ -351,3 +351,65 @@ fn tune_with_patience_scores_each_fold_at_its_best_iteration() {
     let m = als_core::model::load_model(&best_dir).unwrap();
     assert_eq!(m.hyperparameters()["iterations"], winner.mean_best_iteration().unwrap());
 }
+
+#[test]
+fn tune_folds_of_users_hold_each_user_out_once_and_score_every_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth_file(dir.path());
+    let args = tune_args(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--implicit",
+        "--alpha",
+        "5",
+        "--factors",
+        "3",
+        "--folds",
+        "3",
+        "--folds-of",
+        "users",
+        "--iterations",
+        "2",
+        "--quiet",
+    ]);
+    // The test users of `train --split users` (same seed and ratio) are left
+    // out; the three folds' held-out users partition the others, and none of them trains.
+    let raw = als_core::data::load_ratings(&args.data, &args.load_options().unwrap()).unwrap();
+    let test_users: Vec<String> = {
+        let split = split_users(&raw, UserHoldout::Ratio { frac: 0.2, seed: 42 }).unwrap();
+        let ds = Dataset::build_user_split(&raw, &split, args.duplicate_policy()).unwrap();
+        ds.held_out.unwrap().user_ids
+    };
+    let tuned = without_test_users(raw.clone(), &args).unwrap();
+    let mut held: Vec<String> = Vec::new();
+    for fold in 0..3 {
+        let ds = fold_dataset(&tuned, &args, fold).unwrap();
+        let h = ds.held_out.as_ref().unwrap();
+        assert!(h.user_ids.iter().all(|u| !ds.user_ids.contains(u) && !test_users.contains(u)));
+        assert!(ds.user_ids.iter().all(|u| !test_users.contains(u)));
+        held.extend(h.user_ids.iter().cloned());
+    }
+    held.sort();
+    held.dedup();
+    assert_eq!(held.len() + test_users.len(), raw.user_tokens.len());
+    assert_eq!(test_users.len(), 30);
+    // --test-ratio 0 tunes on every user; a ratio of 1 is refused.
+    let every = tune_args(&["--data", data.to_str().unwrap(), "--folds-of", "users", "--test-ratio", "0"]);
+    assert_eq!(without_test_users(raw.clone(), &every).unwrap().len(), raw.len());
+    let cli = Cli::try_parse_from(["coordinator", "tune", "--data", "x", "--test-ratio", "1"]);
+    assert!(cli.unwrap_err().to_string().contains("must be 0 or strictly between 0 and 1"));
+
+    let mut table = Vec::new();
+    let r = run(&args, &mut table).unwrap();
+    assert_eq!(r.folds_of, FoldsOf::Users);
+    assert!(
+        r.scores
+            .iter()
+            .all(|s| s.per_fold.len() == 3 && s.per_fold.iter().all(|x| *x > 0.0 && *x <= 1.0)),
+        "{:?}",
+        r.scores
+    );
+    assert_eq!(to_json(&r)["folds_of"], "users");
+    let table = String::from_utf8(table).unwrap();
+    assert!(table.starts_with("3-fold cross-validation over the users of"), "{table}");
+}

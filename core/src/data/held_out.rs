@@ -1,0 +1,158 @@
+//! Users held out of training whole (strong generalization): the rows each
+//! one is folded in from, and the rows that are ranked, in the training
+//! item indices.
+
+use std::collections::HashMap;
+
+use super::dataset::{merge_duplicates, sorted_ids};
+use super::{Csr, DataError, Dataset, DuplicatePolicy, RawRatings, TestSet};
+
+/// Held-out users of a [`Dataset`]: not in its user index, nor in training.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeldOutUsers {
+    /// Original id of each held-out user (the dense order of training ids).
+    pub user_ids: Vec<String>,
+    /// Held-out users × training items: the rows each user's factors are
+    /// solved from, duplicates merged as in training.
+    pub fold_in: Csr,
+    /// The ranked rows; `users` index [`Self::user_ids`].
+    pub test: TestSet,
+    /// Rows dropped because their item has no training rating, or (ranked
+    /// rows) because their user has no fold-in row left to be solved from.
+    pub dropped_cold: usize,
+}
+
+impl HeldOutUsers {
+    pub fn n_users(&self) -> usize {
+        self.user_ids.len()
+    }
+
+    /// Index the held-out rows of `raw` (the file `ds` was built from) in
+    /// `ds`'s items.
+    pub fn build(
+        ds: &Dataset,
+        raw: &RawRatings,
+        fold_in: &[usize],
+        test: &[usize],
+        duplicates: DuplicatePolicy,
+    ) -> Result<Self, DataError> {
+        let item_index: HashMap<&str, u32> = ds.item_ids.iter().enumerate().map(|(i, s)| (s.as_str(), i as u32)).collect();
+        let itok: Vec<u32> = raw
+            .item_tokens
+            .iter()
+            .map(|t| item_index.get(t.as_str()).copied().unwrap_or(u32::MAX))
+            .collect();
+        let mut user_seen = vec![false; raw.user_tokens.len()];
+        for &r in fold_in.iter().chain(test) {
+            user_seen[raw.users[r] as usize] = true;
+        }
+        let user_ids = sorted_ids(
+            raw.user_tokens
+                .iter()
+                .zip(&user_seen)
+                .filter(|(_, &s)| s)
+                .map(|(t, _)| t.as_str())
+                .collect(),
+        );
+        let user_index: HashMap<&str, u32> = user_ids.iter().enumerate().map(|(i, s)| (s.as_str(), i as u32)).collect();
+        let utok: Vec<u32> = raw
+            .user_tokens
+            .iter()
+            .map(|t| user_index.get(t.as_str()).copied().unwrap_or(u32::MAX))
+            .collect();
+
+        let mut dropped_cold = 0;
+        let (mut fu, mut fi, mut fv) = (Vec::new(), Vec::new(), Vec::new());
+        for &r in fold_in {
+            let i = itok[raw.items[r] as usize];
+            if i == u32::MAX {
+                dropped_cold += 1;
+                continue;
+            }
+            fu.push(utok[raw.users[r] as usize]);
+            fi.push(i);
+            fv.push(raw.ratings[r]);
+        }
+        let (fold_in, _) = merge_duplicates(Csr::from_triples(user_ids.len(), ds.n_items(), &fu, &fi, &fv), duplicates);
+        for (u, user) in user_ids.iter().enumerate() {
+            let (cols, vals) = fold_in.row(u);
+            if let Some((c, v)) = cols.iter().zip(vals).find(|(_, v)| crate::limits::check_value(**v).is_err()) {
+                return Err(DataError::Invalid(format!(
+                    "{}: held-out user {}, item {}: value {v:e} (after merging repeated pairs) is outside the supported range ±{:e}",
+                    raw.source,
+                    user,
+                    ds.item_ids[*c as usize],
+                    crate::limits::MAX_ABS_VALUE
+                )));
+            }
+        }
+        let mut test_set = TestSet::default();
+        for &r in test {
+            let (u, i) = (utok[raw.users[r] as usize], itok[raw.items[r] as usize]);
+            // A user with no known fold-in item has no factors to rank with.
+            if i == u32::MAX || fold_in.row_len(u as usize) == 0 {
+                dropped_cold += 1;
+                continue;
+            }
+            test_set.users.push(u);
+            test_set.items.push(i);
+            test_set.ratings.push(raw.ratings[r]);
+        }
+        Ok(HeldOutUsers {
+            user_ids,
+            fold_in,
+            test: test_set,
+            dropped_cold,
+        })
+    }
+}
+
+impl Dataset {
+    /// The dataset of a strong-generalization split of `raw`: training from
+    /// the users kept, and the held-out users indexed in its items.
+    pub fn build_user_split(raw: &RawRatings, split: &super::split::UserSplit, duplicates: DuplicatePolicy) -> Result<Dataset, DataError> {
+        let mut ds = Dataset::build((raw, &split.train), None, duplicates)?;
+        ds.held_out = Some(HeldOutUsers::build(&ds, raw, &split.fold_in, &split.test, duplicates)?);
+        Ok(ds)
+    }
+
+    /// Test rows that will be scored: the held-out users' ranked rows, or `test`.
+    pub fn n_scored_test_rows(&self) -> usize {
+        self.held_out.as_ref().map_or(self.test.len(), |h| h.test.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::parse_ratings;
+    use crate::data::split::UserSplit;
+
+    #[test]
+    fn held_out_rows_are_indexed_in_the_training_items() {
+        // Users a, b train; c and d are held out. Item z is only in held-out
+        // rows, so it is unknown to the model; d has nothing else to be folded in from.
+        let text = "a,x,1\na,y,2\nb,y,1\nb,w,3\nc,x,1\nc,x,2\nc,z,1\nc,y,5\nc,w,4\nd,z,1\nd,y,1\n";
+        let raw = parse_ratings(text.as_bytes(), std::path::Path::new("t.csv"), &crate::data::LoadOptions::default()).unwrap();
+        let split = UserSplit {
+            train: vec![0, 1, 2, 3],
+            fold_in: vec![4, 5, 6, 7, 9],
+            test: vec![8, 10],
+        };
+        let ds = Dataset::build_user_split(&raw, &split, DuplicatePolicy::Sum).unwrap();
+        assert_eq!(ds.user_ids, ["a", "b"]);
+        assert_eq!(ds.item_ids, ["w", "x", "y"]);
+        let h = ds.held_out.as_ref().unwrap();
+        assert_eq!(h.user_ids, ["c", "d"]);
+        // c: x twice (summed), y; z dropped. d: z dropped, nothing left.
+        assert_eq!(h.fold_in.row(0), (&[1u32, 2][..], &[3.0f32, 5.0][..]));
+        assert_eq!(h.fold_in.row_len(1), 0);
+        // c's ranked w stays; d's ranked y is dropped (no fold-in row to solve d from).
+        assert_eq!((h.test.users.as_slice(), h.test.items.as_slice()), (&[0u32][..], &[0u32][..]));
+        assert_eq!(h.dropped_cold, 3);
+        assert_eq!(ds.n_scored_test_rows(), 1);
+        assert!(ds.test.is_empty());
+        // Training is the kept users' rows only.
+        assert_eq!(ds.n_train(), 4);
+    }
+}
