@@ -13,7 +13,7 @@ pub mod train;
 
 pub use cluster::ClusterArgs;
 pub use layout::{check_columns, LayoutArgs};
-pub use model::{Cadence, MetricArgs, ModelArgs, ModelPoint};
+pub use model::{Cadence, MetricArgs, ModelArgs, ModelPoint, SolverArg};
 pub use output::{ListArgs, ProgressArgs};
 pub use saved_model::ModelDirArg;
 pub use train::TrainArgs;

@@ -52,7 +52,8 @@ pub enum ObservedWeightArg {
     Confidence,
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SolverArg {
     /// Exact normal equations (default for explicit ratings).
     Cholesky,
@@ -76,7 +77,7 @@ pub enum BackendArg {
 }
 
 /// How the model is learned, apart from the grid axes (λ, factors, α, α₀, ν,
-/// the start's σ and iALS++'s block size: [`ModelPoint`]).
+/// the start's σ, the solver and iALS++'s block size: [`ModelPoint`]).
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Model")]
 pub struct ModelArgs {
@@ -102,9 +103,6 @@ pub struct ModelArgs {
     /// ε of --confidence log [default: 1.0].
     #[arg(long, value_name = "E", requires = "implicit", value_parser = parse::positive_f32)]
     pub epsilon: Option<f32>,
-    /// Row solver [default: cholesky for explicit, cg for --implicit].
-    #[arg(long, value_enum)]
-    pub solver: Option<SolverArg>,
     /// Conjugate-gradient steps per row of --solver cg [default: 3].
     #[arg(long, value_name = "N", value_parser = parse::positive_usize)]
     pub cg_steps: Option<usize>,
@@ -159,6 +157,8 @@ pub struct ModelPoint {
     pub init_std: Option<f32>,
     /// Coordinates per block of `--solver ialspp`; `None` takes the default.
     pub block_size: Option<usize>,
+    /// The row solver (or SGD); `None` takes the default for the feedback.
+    pub solver: Option<SolverArg>,
 }
 
 impl ModelPoint {
@@ -172,6 +172,7 @@ impl ModelPoint {
             reg_exponent: None,
             init_std: None,
             block_size: None,
+            solver: None,
         }
     }
 }
@@ -210,10 +211,29 @@ pub fn setting_error(e: SettingError) -> anyhow::Error {
 }
 
 impl ModelArgs {
-    /// The solver the flags choose: `--solver`, else by feedback.
-    fn solver_arg(&self) -> SolverArg {
-        self.solver
+    /// The solver of `point`: `--solver`, else by feedback.
+    pub fn solver_arg(&self, point: ModelPoint) -> SolverArg {
+        point
+            .solver
             .unwrap_or(if self.implicit { SolverArg::Cg } else { SolverArg::Cholesky })
+    }
+
+    /// Refuse a solver's own flags when none of `solvers` (the run's, or a
+    /// grid's) uses them; `block_size_given`: a block size is set.
+    pub fn check_solver_flags(&self, solvers: &[SolverArg], block_size_given: bool) -> anyhow::Result<()> {
+        let uses = |s: SolverArg| solvers.contains(&s);
+        if self.cg_steps.is_some() && !uses(SolverArg::Cg) {
+            bail!("--cg-steps applies to --solver cg only");
+        }
+        for (given, flag) in [(block_size_given, "--block-size"), (self.sweeps.is_some(), "--sweeps")] {
+            if given && !uses(SolverArg::Ialspp) {
+                bail!("{flag} applies to --solver ialspp only");
+            }
+        }
+        if self.learning_rate.is_some() && !uses(SolverArg::Sgd) {
+            bail!("--learning-rate applies to --solver sgd only");
+        }
+        Ok(())
     }
 
     /// Whether the flags choose `--loss ials`.
@@ -260,29 +280,25 @@ impl ModelArgs {
 
     /// The training configuration at `point`, validated.
     pub fn train_config(&self, point: ModelPoint, metrics: &MetricArgs, cadence: Cadence) -> anyhow::Result<TrainConfig> {
-        let solver_arg = self.solver_arg();
+        self.check_solver_flags(&[self.solver_arg(point)], point.block_size.is_some())?;
+        self.config_at(point, metrics, cadence)
+    }
+
+    /// [`Self::train_config`] without [`Self::check_solver_flags`], which a
+    /// grid of solvers checks once over all of them.
+    pub fn config_at(&self, point: ModelPoint, metrics: &MetricArgs, cadence: Cadence) -> anyhow::Result<TrainConfig> {
+        let solver_arg = self.solver_arg(point);
         if !self.implicit && solver_arg == SolverArg::Cg {
             bail!("--solver cg applies to implicit feedback (--implicit); explicit ratings use cholesky");
-        }
-        if self.cg_steps.is_some() && solver_arg != SolverArg::Cg {
-            bail!("--cg-steps applies to --solver cg only");
         }
         if solver_arg == SolverArg::Ialspp && !self.implicit {
             bail!("--solver ialspp applies to implicit feedback (--implicit); explicit ratings use cholesky");
         }
-        for (given, flag) in [(point.block_size.is_some(), "--block-size"), (self.sweeps.is_some(), "--sweeps")] {
-            if given && solver_arg != SolverArg::Ialspp {
-                bail!("{flag} applies to --solver ialspp only");
-            }
+        if self.implicit && solver_arg == SolverArg::Sgd {
+            bail!("--solver sgd learns explicit ratings only; for --implicit use --solver cg or cholesky");
         }
         if self.epsilon.is_some() && self.confidence != Some(ConfidenceArg::Log) {
             bail!("--epsilon applies to --confidence log only");
-        }
-        if self.learning_rate.is_some() && solver_arg != SolverArg::Sgd {
-            bail!("--learning-rate applies to --solver sgd only");
-        }
-        if self.implicit && solver_arg == SolverArg::Sgd {
-            bail!("--solver sgd learns explicit ratings only; for --implicit use --solver cg or cholesky");
         }
         if point.alpha.is_some() && !self.implicit {
             bail!("--alpha applies to --implicit only");

@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 
 use super::cluster::ClusterArgs;
 use super::layout::{check_columns, LayoutArgs};
-use super::model::{Cadence, MetricArgs, ModelArgs, ModelPoint};
+use super::model::{Cadence, MetricArgs, ModelArgs, ModelPoint, SolverArg};
 use super::parse;
 use super::split::SplitArgs;
 use crate::input::{DataSource, InputSpec, TestSource};
@@ -69,6 +69,9 @@ pub struct TrainArgs {
     /// Coordinates per block of --solver ialspp [default: 16].
     #[arg(long, value_name = "B", value_parser = parse::positive_usize, help_heading = "Model")]
     pub block_size: Option<usize>,
+    /// Row solver [default: cholesky for explicit, cg for --implicit].
+    #[arg(long, value_enum, help_heading = "Model")]
+    pub solver: Option<SolverArg>,
     #[command(flatten)]
     pub model: ModelArgs,
 
@@ -154,6 +157,7 @@ impl TrainArgs {
             reg_exponent: self.reg_exponent,
             init_std: self.init_std,
             block_size: self.block_size,
+            solver: self.solver,
         };
         let cadence = Cadence {
             eval_every: self.eval_every,

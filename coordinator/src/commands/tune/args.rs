@@ -13,7 +13,7 @@ use clap::Args;
 use super::axis::{self, AxisEntry};
 use super::grid::{Axes, Setting};
 use crate::args::split::SplitSeedArg;
-use crate::args::{check_columns, parse, Cadence, ClusterArgs, LayoutArgs, MetricArgs, ModelArgs, ProgressArgs};
+use crate::args::{check_columns, parse, Cadence, ClusterArgs, LayoutArgs, MetricArgs, ModelArgs, ProgressArgs, SolverArg};
 use crate::input::{DataSource, InputSpec, TestSource};
 use crate::training::{executor_for_learner, ExecutorChoice, ModelOutput, TrainJob};
 
@@ -79,7 +79,12 @@ pub struct TuneArgs {
     /// for --lambda [default: unit-length vectors].
     #[arg(long, value_name = "S,..", value_delimiter = ',', num_args = 1.., value_parser = axis::non_negative_f32, help_heading = "Grid")]
     pub init_std: Option<Vec<AxisEntry<f32>>>,
-    /// Block sizes of --solver ialspp to try: values or ranges as for --factors [default: 16].
+    /// Row solvers to try, comma separated (cholesky, cg, ialspp; sgd for
+    /// ratings) [default: cholesky for explicit, cg for --implicit].
+    #[arg(long, value_enum, value_name = "S,..", value_delimiter = ',', num_args = 1.., help_heading = "Grid")]
+    pub solver: Option<Vec<SolverArg>>,
+    /// Block sizes of --solver ialspp to try (for its settings only): values or
+    /// ranges as for --factors [default: 16].
     #[arg(long, value_name = "B,..", value_delimiter = ',', num_args = 1.., value_parser = axis::positive_usize, help_heading = "Grid")]
     pub block_size: Option<Vec<AxisEntry<usize>>>,
     #[command(flatten)]
@@ -145,7 +150,32 @@ impl TuneArgs {
             unobserved_weights: self.unobserved_weights(),
             reg_exponents: given(&self.reg_exponent),
             init_stds: given(&self.init_std),
+            solvers: self.solvers(),
             block_sizes: given(&self.block_size),
+        }
+    }
+
+    /// The solver axis, each value once (`[None]`: the feedback's default solver).
+    pub fn solvers(&self) -> Vec<Option<SolverArg>> {
+        match &self.solver {
+            None => vec![None],
+            Some(list) => {
+                let mut seen = Vec::new();
+                for &s in list {
+                    if !seen.contains(&Some(s)) {
+                        seen.push(Some(s));
+                    }
+                }
+                seen
+            }
+        }
+    }
+
+    /// The solver `train` would use: the one given when only one is, else the feedback's default.
+    fn default_solver(&self) -> Option<SolverArg> {
+        match self.solvers().as_slice() {
+            [one] => *one,
+            _ => Some(self.model.solver_arg(Setting::new(DEFAULT_LAMBDA, DEFAULT_FACTORS))),
         }
     }
 
@@ -158,7 +188,12 @@ impl TuneArgs {
             alpha: self.alphas()[0].map(|_| DEFAULT_ALPHA),
             unobserved_weight: self.unobserved_weights()[0].map(|_| DEFAULT_UNOBSERVED_WEIGHT),
             reg_exponent: self.reg_exponent.as_ref().map(|_| DEFAULT_REG_EXPONENT),
-            block_size: self.block_size.as_ref().map(|_| DEFAULT_BLOCK_SIZE),
+            solver: self.default_solver(),
+            block_size: self
+                .block_size
+                .as_ref()
+                .filter(|_| self.default_solver() == Some(SolverArg::Ialspp))
+                .map(|_| DEFAULT_BLOCK_SIZE),
             ..Setting::new(DEFAULT_LAMBDA, DEFAULT_FACTORS)
         }
     }
@@ -171,7 +206,13 @@ impl TuneArgs {
             eval_every: usize::from(self.patience.is_some()),
             objective_every: 0,
         };
-        self.model.train_config(point, &self.metrics, cadence)
+        let solvers: Vec<SolverArg> = self
+            .solvers()
+            .into_iter()
+            .map(|s| self.model.solver_arg(Setting { solver: s, ..point }))
+            .collect();
+        self.model.check_solver_flags(&solvers, self.block_size.is_some())?;
+        self.model.config_at(point, &self.metrics, cadence)
     }
 
     /// How --data is read (no timestamps: folds are seeded, not temporal).

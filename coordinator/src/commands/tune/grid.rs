@@ -14,11 +14,14 @@ pub struct Axes {
     pub unobserved_weights: Vec<Option<f32>>,
     pub reg_exponents: Vec<Option<f32>>,
     pub init_stds: Vec<Option<f32>>,
+    pub solvers: Vec<Option<crate::args::SolverArg>>,
+    /// Applied to the `--solver ialspp` settings only.
     pub block_sizes: Vec<Option<usize>>,
 }
 
-/// Every combination, λ outermost, then factors, α, α₀, ν, σ and the block
-/// size innermost (the order of the table).
+/// Every combination, λ outermost, then factors, α, α₀, ν, σ, the solver
+/// and iALS++'s block size innermost (the order of the table). Block sizes
+/// multiply only the iALS++ settings.
 pub fn expand(axes: &Axes) -> Vec<Setting> {
     let grid = axes
         .lambdas
@@ -29,7 +32,17 @@ pub fn expand(axes: &Axes) -> Vec<Setting> {
     let grid = within(grid, &axes.unobserved_weights, |s, v| s.unobserved_weight = v);
     let grid = within(grid, &axes.reg_exponents, |s, v| s.reg_exponent = v);
     let grid = within(grid, &axes.init_stds, |s, v| s.init_std = v);
-    within(grid, &axes.block_sizes, |s, v| s.block_size = v)
+    let grid = within(grid, &axes.solvers, |s, v| s.solver = v);
+    grid.into_iter()
+        .flat_map(|s| {
+            let sizes = if s.solver == Some(crate::args::SolverArg::Ialspp) {
+                axes.block_sizes.as_slice()
+            } else {
+                &[None]
+            };
+            within(vec![s], sizes, |s, v| s.block_size = v)
+        })
+        .collect()
 }
 
 /// Each setting of `grid` once per value of an inner axis, in order.
@@ -145,6 +158,7 @@ mod tests {
             unobserved_weights: vec![None],
             reg_exponents: vec![None],
             init_stds: vec![None],
+            solvers: vec![None],
             block_sizes: vec![None],
         });
         assert_eq!(g.len(), 8);
@@ -159,6 +173,7 @@ mod tests {
             unobserved_weights: vec![Some(0.01), Some(0.1), Some(1.0)],
             reg_exponents: vec![None],
             init_stds: vec![None],
+            solvers: vec![None],
             block_sizes: vec![None],
         });
         let a0: Vec<_> = g.iter().map(|s| s.unobserved_weight).collect();
@@ -171,6 +186,7 @@ mod tests {
             unobserved_weights: vec![Some(0.1)],
             reg_exponents: vec![Some(0.0), Some(1.0)],
             init_stds: vec![Some(0.1), Some(0.5)],
+            solvers: vec![Some(crate::args::SolverArg::Ialspp)],
             block_sizes: vec![Some(2), Some(4)],
         });
         let inner: Vec<_> = g.iter().map(|s| (s.reg_exponent, s.init_std, s.block_size)).collect();

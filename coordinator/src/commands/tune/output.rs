@@ -46,6 +46,7 @@ fn entry(s: &SettingScores) -> Value {
         "reg_exponent": s.setting.reg_exponent,
         "init_std": s.setting.init_std,
         "block_size": s.setting.block_size,
+        "solver": s.setting.solver,
         "mean": s.mean(),
         "std": s.std(),
         "per_fold": s.per_fold,
@@ -62,7 +63,7 @@ fn entry(s: &SettingScores) -> Value {
 ///   "data": str, "n_ratings": u64,
 ///   "settings": [ { "lambda", "factors", "alpha" (null for explicit),
 ///                   "unobserved_weight" (null unless --loss ials), "reg_exponent",
-///                   "init_std", "block_size" (null where not a grid axis), "mean", "std",
+///                   "init_std", "solver", "block_size" (null where not a grid axis), "mean", "std",
 ///                   "per_fold": [f64; folds], "seconds": [f64; folds],
 ///                   "best_iterations": [u64; folds] (--patience; else []) }, ... ]   // grid order
 ///   "best": { "index": u64, ...the settings entry... } | null,
@@ -113,7 +114,7 @@ fn short(v: f32) -> String {
 }
 
 /// A grid axis that only some runs have: its column head and its value.
-type OptionalAxis = (&'static str, fn(&Setting) -> Option<f32>);
+type OptionalAxis = (&'static str, fn(&Setting) -> Option<String>);
 
 /// The table: one line per setting, mean ± std of the metric, the best marked.
 pub fn print_table(out: &mut dyn Write, r: &TuneReport) -> std::io::Result<()> {
@@ -129,12 +130,17 @@ pub fn print_table(out: &mut dyn Write, r: &TuneReport) -> std::io::Result<()> {
         direction
     )?;
     // Optional axes get a column only where some setting has them.
-    let optional: [OptionalAxis; 5] = [
-        ("alpha", |s| s.alpha),
-        ("alpha0", |s| s.unobserved_weight),
-        ("nu", |s| s.reg_exponent),
-        ("init_std", |s| s.init_std),
-        ("block", |s| s.block_size.map(|b| b as f32)),
+    let optional: [OptionalAxis; 6] = [
+        ("alpha", |s| s.alpha.map(short)),
+        ("alpha0", |s| s.unobserved_weight.map(short)),
+        ("nu", |s| s.reg_exponent.map(short)),
+        ("init_std", |s| s.init_std.map(short)),
+        ("solver", |s| {
+            s.solver
+                .and_then(|v| clap::ValueEnum::to_possible_value(&v))
+                .map(|v| v.get_name().to_string())
+        }),
+        ("block", |s| s.block_size.map(|b| b.to_string())),
     ];
     let shown: Vec<_> = optional
         .iter()
@@ -151,7 +157,7 @@ pub fn print_table(out: &mut dyn Write, r: &TuneReport) -> std::io::Result<()> {
     let cells = |s: &Setting| -> String {
         shown
             .iter()
-            .map(|(_, get)| format!(" {:>9}", get(s).map_or("-".into(), short)))
+            .map(|(_, get)| format!(" {:>9}", get(s).unwrap_or_else(|| "-".into())))
             .collect()
     };
     for (i, s) in r.scores.iter().enumerate() {

@@ -413,3 +413,109 @@ fn tune_folds_of_users_hold_each_user_out_once_and_score_every_fold() {
     let table = String::from_utf8(table).unwrap();
     assert!(table.starts_with("3-fold cross-validation over the users of"), "{table}");
 }
+
+/// The solver is a grid axis: block sizes multiply only the iALS++
+/// settings, and a solver's own flags are accepted when some setting uses it.
+#[test]
+fn tune_grids_the_solver_and_sizes_blocks_for_ialspp_only() {
+    use crate::args::SolverArg;
+    use als_core::solve::SolverKind;
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth_file(dir.path());
+    let data = data.to_str().unwrap();
+    let args = tune_args(&[
+        "--data",
+        data,
+        "--implicit",
+        "--alpha",
+        "5",
+        "--factors",
+        "4",
+        "--solver",
+        "cg,ialspp,cholesky,cg",
+        "--block-size",
+        "2,4",
+        "--cg-steps",
+        "2",
+        "--folds",
+        "2",
+        "--iterations",
+        "2",
+        "--quiet",
+    ]);
+    let settings = expand(&args.axes());
+    let points: Vec<_> = settings.iter().map(|s| (s.solver, s.block_size)).collect();
+    assert_eq!(
+        points,
+        [
+            (Some(SolverArg::Cg), None),
+            (Some(SolverArg::Ialspp), Some(2)),
+            (Some(SolverArg::Ialspp), Some(4)),
+            (Some(SolverArg::Cholesky), None),
+        ]
+    );
+    let kinds: Vec<SolverKind> = settings.iter().map(|&s| args.train_config(s).unwrap().solver).collect();
+    assert_eq!(
+        kinds,
+        [
+            SolverKind::Cg { steps: 2 },
+            SolverKind::Ialspp { block: 2, sweeps: 1 },
+            SolverKind::Ialspp { block: 4, sweeps: 1 },
+            SolverKind::Cholesky,
+        ]
+    );
+    let mut out = Vec::new();
+    let r = run(&args, &mut out).unwrap();
+    // The default is train's solver for --implicit (cg, no block), appended
+    // with train's λ and factors.
+    assert_eq!(r.scores.len(), 5);
+    assert_eq!(
+        (r.scores[4].setting.solver, r.scores[4].setting.block_size),
+        (Some(SolverArg::Cg), None)
+    );
+    assert!(r.scores.iter().all(|s| s.per_fold.iter().all(|x| x.is_finite())));
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.lines().nth(1).unwrap().contains("solver"), "{text}");
+    assert!(text.lines().any(|l| l.contains("ialspp") && l.contains(" 4 ")), "{text}");
+    assert_eq!(to_json(&r)["settings"][1]["solver"], "ialspp");
+
+    // A solver's flags with no setting that uses them are refused.
+    for (flags, want) in [
+        (
+            vec!["--implicit", "--solver", "cg,cholesky", "--block-size", "8"],
+            "--block-size applies to --solver ialspp only",
+        ),
+        (
+            vec!["--solver", "cholesky", "--learning-rate", "0.01"],
+            "--learning-rate applies to --solver sgd only",
+        ),
+        (vec!["--solver", "cholesky,cg"], "--solver cg applies to implicit feedback"),
+    ] {
+        let a = tune_args(&[&["--data", "missing.csv"][..], &flags].concat());
+        let err = run(&a, &mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains(want), "{flags:?}: {err}");
+    }
+    // Explicit ratings: ALS against SGD with its step size in one grid.
+    let a = tune_args(&[
+        "--data",
+        data,
+        "--factors",
+        "4",
+        "--solver",
+        "cholesky,sgd",
+        "--learning-rate",
+        "0.01",
+        "--folds",
+        "2",
+        "--iterations",
+        "2",
+        "--quiet",
+    ]);
+    let r = run(&a, &mut Vec::new()).unwrap();
+    assert_eq!(
+        r.scores.len(),
+        3,
+        "cholesky, sgd and train's default (cholesky with train's λ and factors)"
+    );
+    assert!(r.scores.iter().all(|s| s.per_fold.iter().all(|x| x.is_finite())));
+}
