@@ -162,18 +162,7 @@ impl Dataset {
         let (by_user, duplicates_merged) = merge_duplicates(Csr::from_triples(user_ids.len(), item_ids.len(), &tu, &ti, &tr), duplicates);
         // The loader checks every value; a sum of repeated pairs, or ratings
         // from another source, are checked here.
-        for (r, user) in user_ids.iter().enumerate() {
-            let (cols, vals) = by_user.row(r);
-            if let Some((c, v)) = cols.iter().zip(vals).find(|(_, v)| crate::limits::check_value(**v).is_err()) {
-                return Err(DataError::Invalid(format!(
-                    "{}: user {}, item {}: value {v:e} (after merging repeated pairs) is outside the supported range ±{:e}",
-                    raw.source,
-                    user,
-                    item_ids[*c as usize],
-                    crate::limits::MAX_ABS_VALUE
-                )));
-            }
-        }
+        check_merged_values(&by_user, &raw.source, "user", &user_ids, &item_ids)?;
         let by_item = by_user.transpose();
 
         let mut test_set = TestSet::default();
@@ -293,6 +282,22 @@ impl Dataset {
             fingerprint,
         })
     }
+}
+
+/// Every value of a users × items matrix after merging repeated pairs is in
+/// range; the error names the source, the `who` kind of user, and the pair.
+pub(super) fn check_merged_values(m: &Csr, source: &str, who: &str, user_ids: &[String], item_ids: &[String]) -> Result<(), DataError> {
+    for (r, user) in user_ids.iter().enumerate() {
+        let (cols, vals) = m.row(r);
+        if let Some((c, v)) = cols.iter().zip(vals).find(|(_, v)| crate::limits::check_value(**v).is_err()) {
+            return Err(DataError::Invalid(format!(
+                "{source}: {who} {user}, item {}: value {v:e} (after merging repeated pairs) is outside the supported range ±{:e}",
+                item_ids[*c as usize],
+                crate::limits::MAX_ABS_VALUE
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Resolve repeated columns within each (sorted) row; returns the count merged.

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::dataset::{merge_duplicates, sorted_ids};
+use super::dataset::{check_merged_values, merge_duplicates, sorted_ids};
 use super::{Csr, DataError, Dataset, DuplicatePolicy, RawRatings, TestSet};
 
 /// Held-out users of a [`Dataset`]: not in its user index, nor in training.
@@ -74,18 +74,7 @@ impl HeldOutUsers {
             fv.push(raw.ratings[r]);
         }
         let (fold_in, _) = merge_duplicates(Csr::from_triples(user_ids.len(), ds.n_items(), &fu, &fi, &fv), duplicates);
-        for (u, user) in user_ids.iter().enumerate() {
-            let (cols, vals) = fold_in.row(u);
-            if let Some((c, v)) = cols.iter().zip(vals).find(|(_, v)| crate::limits::check_value(**v).is_err()) {
-                return Err(DataError::Invalid(format!(
-                    "{}: held-out user {}, item {}: value {v:e} (after merging repeated pairs) is outside the supported range ±{:e}",
-                    raw.source,
-                    user,
-                    ds.item_ids[*c as usize],
-                    crate::limits::MAX_ABS_VALUE
-                )));
-            }
-        }
+        check_merged_values(&fold_in, &raw.source, "held-out user", &user_ids, &ds.item_ids)?;
         let mut test_set = TestSet::default();
         for &r in test {
             let (u, i) = (utok[raw.users[r] as usize], itok[raw.items[r] as usize]);
@@ -154,5 +143,19 @@ mod tests {
         assert!(ds.test.is_empty());
         // Training is the kept users' rows only.
         assert_eq!(ds.n_train(), 4);
+
+        // A held-out pair whose repeats sum out of range is refused, naming it.
+        let big = crate::limits::MAX_ABS_VALUE * 0.75;
+        let text = format!("a,x,1\nc,x,{big}\nc,x,{big}\nc,x,1\n");
+        let raw = parse_ratings(text.as_bytes(), std::path::Path::new("t.csv"), &crate::data::LoadOptions::default()).unwrap();
+        let split = UserSplit {
+            train: vec![0],
+            fold_in: vec![1, 2],
+            test: vec![3],
+        };
+        let err = Dataset::build_user_split(&raw, &split, DuplicatePolicy::Sum)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("t.csv: held-out user c, item x"), "{err}");
     }
 }
