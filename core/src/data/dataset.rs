@@ -75,7 +75,7 @@ pub struct Dataset {
 }
 
 /// Dense order of ids: numeric when every token is an integer, else bytewise.
-pub(super) fn sorted_ids(tokens: Vec<&str>) -> Vec<String> {
+fn sorted_ids(tokens: Vec<&str>) -> Vec<String> {
     let mut tokens = tokens;
     let numeric: Option<Vec<i128>> = tokens.iter().map(|t| t.parse::<i128>().ok()).collect();
     match numeric {
@@ -88,8 +88,18 @@ pub(super) fn sorted_ids(tokens: Vec<&str>) -> Vec<String> {
     tokens.into_iter().map(str::to_owned).collect()
 }
 
-fn index_of(ids: &[String]) -> HashMap<&str, u32> {
+pub(super) fn index_of(ids: &[String]) -> HashMap<&str, u32> {
     ids.iter().enumerate().map(|(i, s)| (s.as_str(), i as u32)).collect()
+}
+
+/// The dense index of each token in `index`, `u32::MAX` for a token not in it.
+pub(super) fn dense_indices(tokens: &[String], index: &HashMap<&str, u32>) -> Vec<u32> {
+    tokens.iter().map(|t| index.get(t.as_str()).copied().unwrap_or(u32::MAX)).collect()
+}
+
+/// The tokens marked `seen`, in the dense order of [`sorted_ids`].
+pub(super) fn seen_ids(tokens: &[String], seen: &[bool]) -> Vec<String> {
+    sorted_ids(tokens.iter().zip(seen).filter(|(_, &s)| s).map(|(t, _)| t.as_str()).collect())
 }
 
 impl Dataset {
@@ -129,23 +139,12 @@ impl Dataset {
             user_seen[raw.users[r] as usize] = true;
             item_seen[raw.items[r] as usize] = true;
         }
-        let pick = |tokens: &[String], seen: &[bool]| -> Vec<String> {
-            sorted_ids(tokens.iter().zip(seen).filter(|(_, &s)| s).map(|(t, _)| t.as_str()).collect())
-        };
-        let user_ids = pick(&raw.user_tokens, &user_seen);
-        let item_ids = pick(&raw.item_tokens, &item_seen);
+        let user_ids = seen_ids(&raw.user_tokens, &user_seen);
+        let item_ids = seen_ids(&raw.item_tokens, &item_seen);
         let (uidx, iidx) = (index_of(&user_ids), index_of(&item_ids));
         // Token index -> dense index for the training file.
-        let utok: Vec<u32> = raw
-            .user_tokens
-            .iter()
-            .map(|t| uidx.get(t.as_str()).copied().unwrap_or(u32::MAX))
-            .collect();
-        let itok: Vec<u32> = raw
-            .item_tokens
-            .iter()
-            .map(|t| iidx.get(t.as_str()).copied().unwrap_or(u32::MAX))
-            .collect();
+        let utok = dense_indices(&raw.user_tokens, &uidx);
+        let itok = dense_indices(&raw.item_tokens, &iidx);
 
         let mut tu = Vec::with_capacity(rows.len());
         let mut ti = Vec::with_capacity(rows.len());
@@ -172,16 +171,7 @@ impl Dataset {
             let (tutok, titok): (Vec<u32>, Vec<u32>) = if same {
                 (utok.clone(), itok.clone())
             } else {
-                (
-                    traw.user_tokens
-                        .iter()
-                        .map(|t| uidx.get(t.as_str()).copied().unwrap_or(u32::MAX))
-                        .collect(),
-                    traw.item_tokens
-                        .iter()
-                        .map(|t| iidx.get(t.as_str()).copied().unwrap_or(u32::MAX))
-                        .collect(),
-                )
+                (dense_indices(&traw.user_tokens, &uidx), dense_indices(&traw.item_tokens, &iidx))
             };
             for &r in trows {
                 let (u, i) = (tutok[traw.users[r] as usize], titok[traw.items[r] as usize]);

@@ -2,9 +2,7 @@
 //! one is folded in from, and the rows that are ranked, in the training
 //! item indices.
 
-use std::collections::HashMap;
-
-use super::dataset::{check_merged_values, merge_duplicates, sorted_ids};
+use super::dataset::{check_merged_values, dense_indices, index_of, merge_duplicates, seen_ids};
 use super::{Csr, DataError, Dataset, DuplicatePolicy, RawRatings, TestSet};
 
 /// Held-out users of a [`Dataset`]: not in its user index, nor in training.
@@ -36,30 +34,13 @@ impl HeldOutUsers {
         test: &[usize],
         duplicates: DuplicatePolicy,
     ) -> Result<Self, DataError> {
-        let item_index: HashMap<&str, u32> = ds.item_ids.iter().enumerate().map(|(i, s)| (s.as_str(), i as u32)).collect();
-        let itok: Vec<u32> = raw
-            .item_tokens
-            .iter()
-            .map(|t| item_index.get(t.as_str()).copied().unwrap_or(u32::MAX))
-            .collect();
+        let itok = dense_indices(&raw.item_tokens, &index_of(&ds.item_ids));
         let mut user_seen = vec![false; raw.user_tokens.len()];
         for &r in fold_in.iter().chain(test) {
             user_seen[raw.users[r] as usize] = true;
         }
-        let user_ids = sorted_ids(
-            raw.user_tokens
-                .iter()
-                .zip(&user_seen)
-                .filter(|(_, &s)| s)
-                .map(|(t, _)| t.as_str())
-                .collect(),
-        );
-        let user_index: HashMap<&str, u32> = user_ids.iter().enumerate().map(|(i, s)| (s.as_str(), i as u32)).collect();
-        let utok: Vec<u32> = raw
-            .user_tokens
-            .iter()
-            .map(|t| user_index.get(t.as_str()).copied().unwrap_or(u32::MAX))
-            .collect();
+        let user_ids = seen_ids(&raw.user_tokens, &user_seen);
+        let utok = dense_indices(&raw.user_tokens, &index_of(&user_ids));
 
         let mut dropped_cold = 0;
         let (mut fu, mut fi, mut fv) = (Vec::new(), Vec::new(), Vec::new());

@@ -73,7 +73,8 @@ pub fn predict_rows(p: &SolveParams, pu: &[f32], bu: f32, qi: &[f32], bi: f32) -
 
 /// Test metrics of the current factors, computed here. With held-out users
 /// (`ds.held_out`) they are folded in first, which for implicit feedback
-/// needs the items' Gramian (computed here when not given).
+/// needs the items' Gramian as training sums it (the row solve refuses to go
+/// without it).
 pub fn evaluate(
     ds: &Dataset,
     cfg: &TrainConfig,
@@ -83,15 +84,7 @@ pub fn evaluate(
     item_gram: Option<&[f64]>,
 ) -> Result<TestMetrics, TrainError> {
     if let Some(h) = &ds.held_out {
-        let computed;
-        let gram = match (p.feedback, item_gram) {
-            (Feedback::Implicit { .. }, None) => {
-                computed = crate::solve::block_gram(items.flat(), items.k(), p.backend);
-                Some(computed.as_slice())
-            }
-            (_, g) => g,
-        };
-        let folded = fold_in_held_out(h, p, items, gram)?;
+        let folded = fold_in_held_out(h, p, items, item_gram)?;
         return Ok(metrics_of(ds, cfg, p, &h.test, &h.fold_in, &folded, items));
     }
     Ok(metrics_of(ds, cfg, p, &ds.test, &ds.by_user, users, items))

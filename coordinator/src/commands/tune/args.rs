@@ -159,15 +159,7 @@ impl TuneArgs {
     pub fn solvers(&self) -> Vec<Option<SolverArg>> {
         match &self.solver {
             None => vec![None],
-            Some(list) => {
-                let mut seen = Vec::new();
-                for &s in list {
-                    if !seen.contains(&Some(s)) {
-                        seen.push(Some(s));
-                    }
-                }
-                seen
-            }
+            Some(list) => axis::distinct(list.iter().map(|&s| Some(s))),
         }
     }
 

@@ -28,8 +28,13 @@ impl<T> AxisEntry<T> {
 
 /// The values of an axis: every entry's, in order, each value once.
 pub fn values<T: Copy + PartialEq>(entries: &[AxisEntry<T>]) -> Vec<T> {
+    distinct(entries.iter().flat_map(|e| e.0.iter().copied()))
+}
+
+/// Each value once, in first-seen order.
+pub fn distinct<T: PartialEq>(values: impl IntoIterator<Item = T>) -> Vec<T> {
     let mut out: Vec<T> = Vec::new();
-    for v in entries.iter().flat_map(|e| e.0.iter().copied()) {
+    for v in values {
         if !out.contains(&v) {
             out.push(v);
         }
