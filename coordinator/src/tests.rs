@@ -671,6 +671,108 @@ fn sgd_flags_pick_the_learner_and_train_in_process() {
     assert!(o.metrics["final"]["rmse"].as_f64().unwrap() < 1.5);
 }
 
+#[test]
+fn gibbs_flags_pick_the_sampler_which_trains_in_process_and_saves_its_mean() {
+    use als_core::train::{Learner, DEFAULT_BURN_IN, DEFAULT_NOISE_PRECISION};
+    let cfg = train_args(&[
+        "--solver",
+        "gibbs",
+        "--iterations",
+        "30",
+        "--burn-in",
+        "5",
+        "--noise-precision",
+        "1.5",
+    ])
+    .train_config()
+    .unwrap();
+    assert_eq!(
+        cfg.learner,
+        Learner::Gibbs {
+            burn_in: 5,
+            noise_precision: 1.5
+        }
+    );
+    let cfg = train_args(&["--solver", "gibbs"]).train_config().unwrap();
+    assert_eq!(
+        cfg.learner,
+        Learner::Gibbs {
+            burn_in: DEFAULT_BURN_IN,
+            noise_precision: DEFAULT_NOISE_PRECISION
+        }
+    );
+    for (args, want) in [
+        (&["--burn-in", "3"][..], "--burn-in applies to --solver gibbs only"),
+        (&["--noise-precision", "3"][..], "--noise-precision applies to --solver gibbs only"),
+        (
+            &["--solver", "gibbs", "--implicit"][..],
+            "--solver gibbs samples explicit ratings only",
+        ),
+        (
+            &["--solver", "gibbs", "--iterations", "10", "--burn-in", "10"][..],
+            "--burn-in must be below the iterations (10)",
+        ),
+    ] {
+        let e = train_args(args).train_config().unwrap_err().to_string();
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
+    assert!(parse_err(&["--solver", "gibbs", "--noise-precision", "0"]).contains("> 0"));
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    let e = train_args(&["--solver", "gibbs", "--checkpoint-dir", s(&ckpt)])
+        .job(2)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("--checkpoint-dir does not apply to --solver gibbs"), "{e}");
+    let gibbs = train_args(&["--solver", "gibbs"]).train_config().unwrap();
+    assert_eq!(
+        training::executor_for_learner(&gibbs, false, ExecutorChoice::Local(2)).unwrap(),
+        ExecutorChoice::InProcess
+    );
+    let e = training::executor_for_learner(&gibbs, true, ExecutorChoice::Local(2))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--solver gibbs trains in this process"), "{e}");
+
+    let data = tiny_csv(dir.path());
+    let out = dir.path().join("model");
+    let a = train_args(&[
+        "--data",
+        s(&data),
+        "--solver",
+        "gibbs",
+        "--factors",
+        "4",
+        "--iterations",
+        "12",
+        "--burn-in",
+        "4",
+        "--final-fit",
+        "train",
+        "--out",
+        s(&out),
+        "--quiet",
+    ]);
+    let mut summary = Vec::new();
+    let o = run_train(&a, &mut summary).unwrap();
+    let summary = String::from_utf8(summary).unwrap();
+    assert!(summary.contains("12 Gibbs iterations") && summary.contains("rmse="), "{summary}");
+    assert_eq!(o.executor, "in-process");
+    assert_eq!(o.metrics["config"]["learner"]["kind"], "gibbs");
+    assert_eq!(o.metrics["config"]["learner"]["burn_in"], 4);
+    let its = o.metrics["iterations"].as_array().unwrap();
+    assert_eq!(its.len(), 12);
+    assert!(its.iter().all(|r| r["objective"].is_null()), "the sampler minimizes no objective");
+    let rmse = o.metrics["final"]["rmse"].as_f64().unwrap();
+    // 13 ratings per user: ALS's defaults score 0.82 here, an over-regularized
+    // fit that keeps little more than the biases 0.98.
+    assert!(rmse < 0.85, "sparse rank-4 data: {rmse}");
+    // The saved model is the posterior mean the final metrics scored.
+    let saved = load_model(&out).unwrap();
+    assert_eq!(saved.user_factors(), o.model.user_factors());
+}
+
 /// The saved model has seen every rating of the input (its metrics come
 /// from the held-out run), unless `--final-fit train` asks for the evaluated model.
 #[test]

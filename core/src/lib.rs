@@ -10,6 +10,7 @@ pub mod atomic;
 pub mod blocks;
 pub mod checkpoint;
 pub mod data;
+pub mod gibbs;
 pub(crate) mod init;
 pub mod le;
 pub mod limits;

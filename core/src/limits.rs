@@ -43,6 +43,10 @@ pub const MAX_RANKING_K: usize = 1000;
 /// divergence check; beyond it every dataset diverges).
 pub const MAX_LEARNING_RATE: f32 = 10.0;
 
+/// Largest noise precision α of Gibbs sampling (a noise standard deviation
+/// of 0.001 rating units; the row systems scale by it).
+pub const MAX_NOISE_PRECISION: f32 = 1e6;
+
 /// A rating or feedback value inside ±[`MAX_ABS_VALUE`]; the error says why not.
 pub fn check_value(v: f32) -> Result<f32, String> {
     if !v.is_finite() {

@@ -135,6 +135,9 @@ fn param_of(field: Field) -> &'static str {
         Field::BlockSize => "block_size",
         Field::Sweeps => "sweeps",
         Field::LearningRate => "learning_rate",
+        // The package offers ALS only: SGD's and Gibbs' fields are named for completeness.
+        Field::BurnIn => "burn_in",
+        Field::NoisePrecision => "noise_precision",
         Field::UnobservedWeight => "unobserved_weight",
         Field::RegExponent => "reg_exponent",
         Field::InitStd => "init_std",

@@ -6,9 +6,9 @@ use als_core::blocks::DEFAULT_BLOCKS;
 use als_core::linalg::Backend;
 use als_core::solve::{Confidence, ImplicitLoss, RegScaling, SolverKind};
 use als_core::train::{
-    Field, ImplicitConfig, Learner, SettingError, TrainConfig, DEFAULT_ALPHA, DEFAULT_BLOCK_SIZE, DEFAULT_CG_STEPS, DEFAULT_ITERATIONS,
-    DEFAULT_LEARNING_RATE, DEFAULT_LOG_EPSILON, DEFAULT_MIN_POS, DEFAULT_RANKING_K, DEFAULT_REG_EXPONENT, DEFAULT_SEED, DEFAULT_SWEEPS,
-    DEFAULT_UNOBSERVED_WEIGHT,
+    Field, ImplicitConfig, Learner, SettingError, TrainConfig, DEFAULT_ALPHA, DEFAULT_BLOCK_SIZE, DEFAULT_BURN_IN, DEFAULT_CG_STEPS,
+    DEFAULT_ITERATIONS, DEFAULT_LEARNING_RATE, DEFAULT_LOG_EPSILON, DEFAULT_MIN_POS, DEFAULT_NOISE_PRECISION, DEFAULT_RANKING_K,
+    DEFAULT_REG_EXPONENT, DEFAULT_SEED, DEFAULT_SWEEPS, DEFAULT_UNOBSERVED_WEIGHT,
 };
 use anyhow::bail;
 use clap::{Args, ValueEnum};
@@ -65,6 +65,10 @@ pub enum SolverArg {
     /// Stochastic gradient descent on the explicit biased model (Surprise's SVD updates,
     /// DSGD over the blocks, in this process); --iterations counts epochs.
     Sgd,
+    /// Bayesian PMF by Gibbs sampling (explicit ratings; Salakhutdinov & Mnih 2008): rows
+    /// drawn from their posteriors under a learned prior, the model the mean of the draws
+    /// after --burn-in; in this process. --lambda does not apply.
+    Gibbs,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -112,6 +116,12 @@ pub struct ModelArgs {
     /// Step size γ of --solver sgd [default: 0.005, Surprise's lr_all].
     #[arg(long, value_name = "G", value_parser = parse::positive_f32)]
     pub learning_rate: Option<f32>,
+    /// Iterations of --solver gibbs discarded before draws are averaged [default: 10].
+    #[arg(long, value_name = "N")]
+    pub burn_in: Option<usize>,
+    /// Precision α of the rating noise of --solver gibbs (1/σ²) [default: 2].
+    #[arg(long, value_name = "A", value_parser = parse::positive_f32)]
+    pub noise_precision: Option<f32>,
     /// Explicit model without the global mean and biases (r̂ = pᵤ·qᵢ).
     #[arg(long, conflicts_with = "implicit")]
     pub no_biases: bool,
@@ -197,6 +207,8 @@ pub fn flag_of(field: Field) -> &'static str {
         Field::BlockSize => "--block-size",
         Field::Sweeps => "--sweeps",
         Field::LearningRate => "--learning-rate",
+        Field::BurnIn => "--burn-in",
+        Field::NoisePrecision => "--noise-precision",
         Field::UnobservedWeight => "--unobserved-weight",
         Field::RegExponent => "--reg-exponent",
         Field::InitStd => "--init-std",
@@ -232,6 +244,14 @@ impl ModelArgs {
         }
         if self.learning_rate.is_some() && !uses(SolverArg::Sgd) {
             bail!("--learning-rate applies to --solver sgd only");
+        }
+        for (given, flag) in [
+            (self.burn_in.is_some(), "--burn-in"),
+            (self.noise_precision.is_some(), "--noise-precision"),
+        ] {
+            if given && !uses(SolverArg::Gibbs) {
+                bail!("{flag} applies to --solver gibbs only");
+            }
         }
         Ok(())
     }
@@ -297,6 +317,9 @@ impl ModelArgs {
         if self.implicit && solver_arg == SolverArg::Sgd {
             bail!("--solver sgd learns explicit ratings only; for --implicit use --solver cg or cholesky");
         }
+        if self.implicit && solver_arg == SolverArg::Gibbs {
+            bail!("--solver gibbs samples explicit ratings only; for --implicit use --solver cg, cholesky or ialspp");
+        }
         if self.epsilon.is_some() && self.confidence != Some(ConfidenceArg::Log) {
             bail!("--epsilon applies to --confidence log only");
         }
@@ -305,8 +328,9 @@ impl ModelArgs {
         }
         let loss = self.implicit_loss(point)?;
         let solver = match solver_arg {
-            // SGD solves no rows; the field keeps its explicit default.
-            SolverArg::Cholesky | SolverArg::Sgd => SolverKind::Cholesky,
+            // SGD solves no rows, and Gibbs draws them from the Cholesky
+            // of the same normal equations; the field keeps its explicit default.
+            SolverArg::Cholesky | SolverArg::Sgd | SolverArg::Gibbs => SolverKind::Cholesky,
             SolverArg::Cg => SolverKind::Cg {
                 steps: self.cg_steps.unwrap_or(DEFAULT_CG_STEPS),
             },
@@ -318,6 +342,10 @@ impl ModelArgs {
         let learner = match solver_arg {
             SolverArg::Sgd => Learner::Sgd {
                 learning_rate: self.learning_rate.unwrap_or(DEFAULT_LEARNING_RATE),
+            },
+            SolverArg::Gibbs => Learner::Gibbs {
+                burn_in: self.burn_in.unwrap_or(DEFAULT_BURN_IN),
+                noise_precision: self.noise_precision.unwrap_or(DEFAULT_NOISE_PRECISION),
             },
             SolverArg::Cholesky | SolverArg::Cg | SolverArg::Ialspp => Learner::Als,
         };

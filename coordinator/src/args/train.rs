@@ -175,6 +175,9 @@ impl TrainArgs {
     /// `cores` sizes the default cluster: one local worker per core.
     pub fn job(&self, cores: usize) -> anyhow::Result<TrainJob> {
         let cfg = self.train_config()?;
+        if matches!(cfg.learner, als_core::train::Learner::Gibbs { .. }) && self.checkpoint_dir.is_some() {
+            bail!("--checkpoint-dir does not apply to --solver gibbs: a resumed chain would need the running average of its draws, which checkpoints do not hold");
+        }
         let input = self.input_spec()?;
         let executor = self.cluster.executor_choice(ExecutorChoice::Local(cores.max(1)))?;
         Ok(TrainJob {

@@ -51,6 +51,7 @@ pub(crate) fn print_summary(out: &mut dyn Write, o: &TrainOutcome, cfg: &TrainCo
     let spi = crate::report::seconds_per_iteration(&o.result.reports).unwrap_or(0.0);
     let (steps, step) = match cfg.learner {
         Learner::Sgd { .. } => ("SGD epochs", "epoch"),
+        Learner::Gibbs { .. } => ("Gibbs iterations", "iteration"),
         Learner::Als => ("iterations", "iteration"),
     };
     writeln!(

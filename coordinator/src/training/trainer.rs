@@ -5,7 +5,7 @@ use std::path::Path;
 
 use als_core::data::Dataset;
 use als_core::train::{
-    train, train_sgd, IterationReport, Layouts, Learner, LocalExecutor, TrainConfig, TrainError, TrainResult, TrainState,
+    train, train_gibbs, train_sgd, IterationReport, Layouts, Learner, LocalExecutor, TrainConfig, TrainError, TrainResult, TrainState,
 };
 use anyhow::{bail, Context};
 
@@ -109,6 +109,8 @@ impl Trainer {
         match (self, cfg.learner) {
             (Trainer::InProcess, Learner::Sgd { .. }) => Ok(train_sgd(ds, cfg, layouts, start, on_iteration).context("training failed")?),
             (Trainer::Cluster(_), Learner::Sgd { .. }) => bail!("--solver sgd trains in this process; it cannot run on workers"),
+            (Trainer::InProcess, Learner::Gibbs { .. }) => Ok(train_gibbs(ds, cfg, start, on_iteration).context("training failed")?),
+            (Trainer::Cluster(_), Learner::Gibbs { .. }) => bail!("--solver gibbs samples in this process; it cannot run on workers"),
             (Trainer::InProcess, Learner::Als) => {
                 let mut exec = LocalExecutor::new(ds, layouts.clone());
                 Ok(train(ds, cfg, &mut exec, layouts, start, on_iteration).context("training failed")?)
@@ -136,20 +138,24 @@ impl Trainer {
     }
 }
 
-/// The executor of a learner: SGD runs in this process, because a DSGD
+/// The executor of a learner. SGD runs in this process, because a DSGD
 /// sub-epoch is milliseconds of work per cell, less than shipping its factor
-/// blocks to a worker and back, and workers solve ALS rows only. An explicit
-/// `--workers`/`--local` (`cluster_given`) is refused; the default (local
-/// workers) becomes in-process.
+/// blocks to a worker and back. Gibbs sampling does too: workers solve ALS
+/// rows only, and the protocol carries no row prior to draw against (its
+/// row draws are keyed by row, so they could move to workers unchanged). An
+/// explicit `--workers`/`--local` (`cluster_given`) is refused; the default
+/// (local workers) becomes in-process.
 pub fn executor_for_learner(cfg: &TrainConfig, cluster_given: bool, choice: ExecutorChoice) -> anyhow::Result<ExecutorChoice> {
-    if !matches!(cfg.learner, Learner::Sgd { .. }) {
-        return Ok(choice);
-    }
+    let solver = match cfg.learner {
+        Learner::Als => return Ok(choice),
+        Learner::Sgd { .. } => "sgd",
+        Learner::Gibbs { .. } => "gibbs",
+    };
     if cluster_given {
-        bail!("--solver sgd trains in this process: drop --workers/--local");
+        bail!("--solver {solver} trains in this process: drop --workers/--local");
     }
     if choice != ExecutorChoice::InProcess {
-        tracing::info!("--solver sgd trains in this process: no workers are started");
+        tracing::info!("--solver {solver} trains in this process: no workers are started");
     }
     Ok(ExecutorChoice::InProcess)
 }

@@ -30,6 +30,29 @@ pub(super) fn solve_row(
         *out_bias = 0.0;
         return Ok(());
     }
+    let d = normal_equations(p, biased, global_mean, cols, vals, fixed, s);
+    s.solve_normal(d, p.row_lambda(cols.len(), fixed.total_rows))?;
+    for (o, v) in out.iter_mut().zip(&s.b[..k]) {
+        *o = *v as f32;
+    }
+    *out_bias = if biased { s.b[k] as f32 } else { 0.0 };
+    Ok(())
+}
+
+/// The row's normal equations without λ: the lower triangle of ZᵀZ in `s.a`
+/// (column-major, leading dimension `normal_ld(d)`) and Zᵀt in `s.b`, for
+/// features Z = [qᵢ; 1] (biased) or qᵢ and targets t as [`solve_row`] says.
+/// Returns d. The Gibbs sampler adds its prior to these same equations.
+pub(crate) fn normal_equations(
+    p: &SolveParams,
+    biased: bool,
+    global_mean: f32,
+    cols: &[u32],
+    vals: &[f32],
+    fixed: &FixedSide,
+    s: &mut RowScratch,
+) -> usize {
+    let k = p.factors;
     let d = p.dim();
     let w = panel_width(k);
     let ld = normal_ld(d);
@@ -60,12 +83,7 @@ pub(super) fn solve_row(
         }
         s.a[k + k * ld] = cols.len() as f64;
     }
-    s.solve_normal(d, p.row_lambda(cols.len(), fixed.total_rows))?;
-    for (o, v) in out.iter_mut().zip(&s.b[..k]) {
-        *o = *v as f32;
-    }
-    *out_bias = if biased { s.b[k] as f32 } else { 0.0 };
-    Ok(())
+    d
 }
 
 /// Fill the row-major panel (row j: qᵢ, `w` floats apart), add Xᵀt to `b`

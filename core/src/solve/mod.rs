@@ -11,11 +11,13 @@ mod explicit;
 mod gram;
 mod implicit;
 mod params;
+mod posterior;
 mod subspace;
 
 pub use gram::{block_gram, sum_grams};
 pub(crate) use params::ImplicitWeights;
 pub use params::{Confidence, Feedback, ImplicitLoss, RegScaling, SolveParams, SolverKind};
+pub use posterior::{sample_rows, RowPrior};
 
 use std::borrow::Cow;
 
@@ -242,15 +244,6 @@ pub fn solve_rows_checked(
     validate_rows(p, &rows, fixed, out.len(), out_bias.as_ref().map(|b| b.len()))?;
     let (gram, fixed) = (fixed.gram, fixed.side);
     let k = p.factors;
-    let n = rows.n_rows();
-    let mut dummy_bias;
-    let out_bias: &mut [f32] = match out_bias {
-        Some(b) => b,
-        None => {
-            dummy_bias = vec![0f32; n];
-            &mut dummy_bias
-        }
-    };
     let d = p.dim();
     // CG works on an f32 copy of the Gramian with padded rows (see
     // `sym_mul_rows`); made once per block, not per row.
@@ -279,49 +272,72 @@ pub fn solve_rows_checked(
         (SolverKind::Ialspp { block, .. }, Some(g)) => Some(subspace::BlockedGram::new(g, k, *block)),
         _ => None,
     };
-    // Every task runs to its end and the lowest failing row is reported, so
-    // the error is the same whatever the thread count or the cluster shape.
+    run_row_tasks(
+        k,
+        out,
+        out_bias,
+        || RowScratch::new(p, d),
+        |s, task, out_rows, bias_rows| {
+            let first = task * ROWS_PER_TASK;
+            if let (Some(w), SolverKind::Cg { steps }) = (weights, p.solver) {
+                let cg = s.cg.get_or_insert_with(|| implicit::CgBlock::new(k, ROWS_PER_TASK));
+                implicit::solve_rows_cg(p, w, steps, &rows, first, &fixed, &gram_f32, cg, out_rows);
+                return None;
+            }
+            if let (Some(w), SolverKind::Ialspp { sweeps, .. }, Some(bg)) = (weights, p.solver, &blocked_gram) {
+                return subspace::solve_rows_subspace(p, w, sweeps, &rows, first, &fixed, bg, s, out_rows);
+            }
+            for (j, (x, b)) in out_rows.chunks_mut(k).zip(bias_rows.iter_mut()).enumerate() {
+                let r = first + j;
+                let (cols, vals) = rows.row(r);
+                let res = match p.feedback {
+                    Feedback::Explicit { biased, global_mean } => explicit::solve_row(p, biased, global_mean, cols, vals, &fixed, s, x, b),
+                    // CG and iALS++ returned above: row by row, implicit feedback is solved exactly.
+                    Feedback::Implicit { alpha, confidence, loss } => {
+                        let w = ImplicitWeights { alpha, confidence, loss };
+                        let gram = gram.unwrap_or(&[]);
+                        if matches!(p.solver, SolverKind::Ialspp { .. }) {
+                            // Returned above whenever the Gramian is there.
+                            return Some(SolveError::Invalid("ialspp needs the gramian".into()));
+                        }
+                        implicit::solve_row_cholesky(p, w, cols, vals, &fixed, gram, s, x)
+                    }
+                };
+                if let Err(cause) = res {
+                    return Some(SolveError::NotPositiveDefinite { row: r, cause });
+                }
+            }
+            None
+        },
+    )
+}
+
+/// Run `task` over the rows of `out` (k values each) and `out_bias` (one
+/// each; `None`: no biases) in parallel tasks of [`ROWS_PER_TASK`] rows, each
+/// with per-thread state from `init`. A task returns the error of its first
+/// failing row. Every task runs to its end and the lowest failing row is
+/// reported, so the error is the same whatever the thread count or the
+/// cluster shape.
+pub(crate) fn run_row_tasks<S>(
+    k: usize,
+    out: &mut [f32],
+    out_bias: Option<&mut [f32]>,
+    init: impl Fn() -> S + Sync + Send,
+    task: impl Fn(&mut S, usize, &mut [f32], &mut [f32]) -> Option<SolveError> + Sync + Send,
+) -> Result<(), SolveError> {
+    let mut no_bias;
+    let out_bias: &mut [f32] = match out_bias {
+        Some(b) => b,
+        None => {
+            no_bias = vec![0f32; out.len() / k.max(1)];
+            &mut no_bias
+        }
+    };
     let first_error = out
         .par_chunks_mut(ROWS_PER_TASK * k)
         .zip(out_bias.par_chunks_mut(ROWS_PER_TASK))
         .enumerate()
-        .map_init(
-            || RowScratch::new(p, d),
-            |s, (task, (out_rows, bias_rows))| -> Option<SolveError> {
-                let first = task * ROWS_PER_TASK;
-                if let (Some(w), SolverKind::Cg { steps }) = (weights, p.solver) {
-                    let cg = s.cg.get_or_insert_with(|| implicit::CgBlock::new(k, ROWS_PER_TASK));
-                    implicit::solve_rows_cg(p, w, steps, &rows, first, &fixed, &gram_f32, cg, out_rows);
-                    return None;
-                }
-                if let (Some(w), SolverKind::Ialspp { sweeps, .. }, Some(bg)) = (weights, p.solver, &blocked_gram) {
-                    return subspace::solve_rows_subspace(p, w, sweeps, &rows, first, &fixed, bg, s, out_rows);
-                }
-                for (j, (x, b)) in out_rows.chunks_mut(k).zip(bias_rows.iter_mut()).enumerate() {
-                    let r = first + j;
-                    let (cols, vals) = rows.row(r);
-                    let res = match p.feedback {
-                        Feedback::Explicit { biased, global_mean } => {
-                            explicit::solve_row(p, biased, global_mean, cols, vals, &fixed, s, x, b)
-                        }
-                        // CG and iALS++ returned above: row by row, implicit feedback is solved exactly.
-                        Feedback::Implicit { alpha, confidence, loss } => {
-                            let w = ImplicitWeights { alpha, confidence, loss };
-                            let gram = gram.unwrap_or(&[]);
-                            if matches!(p.solver, SolverKind::Ialspp { .. }) {
-                                // Returned above whenever the Gramian is there.
-                                return Some(SolveError::Invalid("ialspp needs the gramian".into()));
-                            }
-                            implicit::solve_row_cholesky(p, w, cols, vals, &fixed, gram, s, x)
-                        }
-                    };
-                    if let Err(cause) = res {
-                        return Some(SolveError::NotPositiveDefinite { row: r, cause });
-                    }
-                }
-                None
-            },
-        )
+        .map_init(init, |s, (t, (out_rows, bias_rows))| task(s, t, out_rows, bias_rows))
         .flatten()
         .min_by_key(|e| e.row());
     match first_error {
@@ -350,7 +366,7 @@ pub(crate) struct RowScratch {
 }
 
 impl RowScratch {
-    fn new(p: &SolveParams, d: usize) -> Self {
+    pub(crate) fn new(p: &SolveParams, d: usize) -> Self {
         RowScratch {
             dense: DenseScratch::new(p.backend, d),
             panel: vec![0.0; GATHER_CHUNK * panel_width(d)],

@@ -7,6 +7,7 @@
 
 mod config;
 pub mod eval;
+mod gibbs;
 mod local;
 mod sgd;
 
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::*;
 pub use eval::TestMetrics;
+pub use gibbs::train_gibbs;
 pub use local::LocalExecutor;
 pub use sgd::train_sgd;
 

@@ -175,7 +175,12 @@ impl TuneArgs {
     /// grid's reference point.
     pub fn default_point(&self) -> Setting {
         // Axes that are given name their default explicitly, so a grid that
-        // lists the default value finds it.
+        // lists the default value finds it. λ does not apply to Gibbs, whose
+        // settings take the grid's first λ (see `expand`).
+        let lambda = match self.default_solver() {
+            Some(SolverArg::Gibbs) => self.lambdas().first().copied().unwrap_or(DEFAULT_LAMBDA),
+            _ => DEFAULT_LAMBDA,
+        };
         Setting {
             alpha: self.alphas()[0].map(|_| DEFAULT_ALPHA),
             unobserved_weight: self.unobserved_weights()[0].map(|_| DEFAULT_UNOBSERVED_WEIGHT),
@@ -186,7 +191,7 @@ impl TuneArgs {
                 .as_ref()
                 .filter(|_| self.default_solver() == Some(SolverArg::Ialspp))
                 .map(|_| DEFAULT_BLOCK_SIZE),
-            ..Setting::new(DEFAULT_LAMBDA, DEFAULT_FACTORS)
+            ..Setting::new(lambda, DEFAULT_FACTORS)
         }
     }
 

@@ -21,8 +21,10 @@ pub struct Axes {
 
 /// Every combination, λ outermost, then factors, α, α₀, ν, σ, the solver
 /// and iALS++'s block size innermost (the order of the table). Block sizes
-/// multiply only the iALS++ settings.
+/// multiply only the iALS++ settings, and λ does not multiply the Gibbs
+/// settings (the sampler learns its prior): they take the first λ.
 pub fn expand(axes: &Axes) -> Vec<Setting> {
+    use crate::args::SolverArg;
     let grid = axes
         .lambdas
         .iter()
@@ -33,9 +35,11 @@ pub fn expand(axes: &Axes) -> Vec<Setting> {
     let grid = within(grid, &axes.reg_exponents, |s, v| s.reg_exponent = v);
     let grid = within(grid, &axes.init_stds, |s, v| s.init_std = v);
     let grid = within(grid, &axes.solvers, |s, v| s.solver = v);
+    let first_lambda = axes.lambdas.first().copied();
     grid.into_iter()
+        .filter(|s| s.solver != Some(SolverArg::Gibbs) || Some(s.lambda) == first_lambda)
         .flat_map(|s| {
-            let sizes = if s.solver == Some(crate::args::SolverArg::Ialspp) {
+            let sizes = if s.solver == Some(SolverArg::Ialspp) {
                 axes.block_sizes.as_slice()
             } else {
                 &[None]
@@ -147,6 +151,33 @@ mod tests {
             seconds: vec![0.0; per_fold.len()],
             best_iterations: Vec::new(),
         }
+    }
+
+    #[test]
+    fn lambda_does_not_multiply_the_gibbs_settings() {
+        use crate::args::SolverArg::{Cholesky, Gibbs};
+        let g = expand(&Axes {
+            lambdas: vec![0.05, 0.1],
+            factors: vec![8, 16],
+            alphas: vec![None],
+            unobserved_weights: vec![None],
+            reg_exponents: vec![None],
+            init_stds: vec![None],
+            solvers: vec![Some(Cholesky), Some(Gibbs)],
+            block_sizes: vec![None],
+        });
+        let points: Vec<_> = g.iter().map(|s| (s.lambda, s.factors, s.solver.unwrap())).collect();
+        assert_eq!(
+            points,
+            [
+                (0.05, 8, Cholesky),
+                (0.05, 8, Gibbs),
+                (0.05, 16, Cholesky),
+                (0.05, 16, Gibbs),
+                (0.1, 8, Cholesky),
+                (0.1, 16, Cholesky)
+            ]
+        );
     }
 
     #[test]
