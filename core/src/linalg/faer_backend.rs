@@ -2,6 +2,7 @@
 
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt;
+use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, MatMut, MatRef, Par};
 
 use super::NotPositiveDefinite;
@@ -37,11 +38,23 @@ impl Scratch {
     }
 }
 
+/// The lower triangle of `a += xᵀx`, by faer's triangular product (half a
+/// general product's work); the upper triangle is left as it was.
 pub fn gram_add(x: &[f64], n: usize, d: usize, a: &mut [f64]) {
     if n == 0 {
         return;
     }
     let xm = MatRef::from_column_major_slice(x, n, d);
-    let am = MatMut::from_column_major_slice_mut(a, d, d);
-    faer::linalg::matmul::matmul(am, Accum::Add, xm.transpose(), xm, 1.0, Par::Seq);
+    let am = MatMut::from_column_major_slice_mut(&mut a[..d * d], d, d);
+    triangular::matmul(
+        am,
+        BlockStructure::TriangularLower,
+        Accum::Add,
+        xm.transpose(),
+        BlockStructure::Rectangular,
+        xm,
+        BlockStructure::Rectangular,
+        1.0,
+        Par::Seq,
+    );
 }

@@ -119,7 +119,8 @@ impl DenseScratch {
         }
     }
 
-    /// `a (d×d, column-major) += xᵀx` for `x` (n×d, column-major).
+    /// The lower triangle of `a (d×d, column-major) += xᵀx` for `x` (n×d,
+    /// column-major); the upper triangle may or may not be updated.
     pub fn gram_add(&mut self, x: &[f64], n: usize, d: usize, a: &mut [f64]) {
         match self.kernels {
             Kernels::Faer => faer_backend::gram_add(x, n, d, a),
@@ -188,10 +189,16 @@ mod tests {
                     a[i + i * d] = 0.5;
                 }
                 s.gram_add(&x, n, d, &mut a);
-                for i in 0..d {
-                    for j in 0..d {
+                for j in 0..d {
+                    for i in j..d {
                         let want: f64 = (0..n).map(|r| x[r + i * n] * x[r + j * n]).sum::<f64>() + if i == j { 0.5 } else { 0.0 };
                         assert!((a[i + j * d] - want).abs() < 1e-9 * (1.0 + want.abs()), "{backend:?} gram");
+                    }
+                }
+                // The solve reads the lower triangle; the reference reads all of it.
+                for j in 0..d {
+                    for i in j + 1..d {
+                        a[j + i * d] = a[i + j * d];
                     }
                 }
                 let want = reference_solve(&a, &b, d);

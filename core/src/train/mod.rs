@@ -27,7 +27,7 @@ use crate::init::init_factors;
 use crate::linalg::Backend;
 use crate::objective::{objective, Grams, ObjectiveValue};
 use crate::side::{Factors, Side};
-use crate::solve::{block_gram, sum_grams, SolveError, SolveParams};
+use crate::solve::{block_gram_into, SolveError, SolveParams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -102,18 +102,30 @@ impl Layouts {
     }
 }
 
-/// YᵀY of one side: per-block Gramians summed in block order.
+/// YᵀY of one side: per-block Gramians summed in block order, the same
+/// bits as [`sum_grams`] over [`block_gram`] of each block (what workers
+/// send). Blocks are computed a wave of one per thread at a time into
+/// buffers reused across waves, and each wave is added in block order.
 pub fn gram_by_blocks(f: &Factors, layout: &BlockLayout, backend: Backend) -> Vec<f64> {
     use rayon::prelude::*;
     let k = f.k();
-    let partials: Vec<Vec<f64>> = (0..layout.n_blocks())
-        .into_par_iter()
-        .map(|b| {
+    let n_blocks = layout.n_blocks();
+    let mut total = vec![0.0f64; k * k];
+    let wave = rayon::current_num_threads().clamp(1, n_blocks.max(1));
+    let mut buffers: Vec<Vec<f64>> = (0..wave).map(|_| vec![0.0f64; k * k]).collect();
+    for first in (0..n_blocks).step_by(wave) {
+        let blocks = first..(first + wave).min(n_blocks);
+        buffers.par_iter_mut().zip(blocks.clone().into_par_iter()).for_each(|(g, b)| {
             let r = layout.range(b);
-            block_gram(&f.flat()[r.start * k..r.end * k], k, backend)
-        })
-        .collect();
-    sum_grams(k, partials.iter().map(Vec::as_slice))
+            block_gram_into(&f.flat()[r.start * k..r.end * k], k, backend, g);
+        });
+        for g in &buffers[..blocks.len()] {
+            for (a, v) in total.iter_mut().zip(g) {
+                *a += v;
+            }
+        }
+    }
+    total
 }
 
 /// What one half-iteration cost.
