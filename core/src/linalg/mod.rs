@@ -130,9 +130,11 @@ impl DenseScratch {
     }
 
     /// `b ← a⁻¹b` for symmetric positive definite `a` (d×d, column-major
-    /// with leading dimension `ld ≥ d`; only the lower triangle is read, and
-    /// `a` is overwritten). With `ld > d` (as [`normal_ld`] gives), rows d
-    /// and below of `a` are scratch the fast kernel uses.
+    /// with leading dimension `ld ≥ d`; only the lower triangle is read).
+    /// Every backend leaves the Cholesky factor L (A = LLᵀ) in the lower
+    /// triangle of `a`, which the Gibbs sampler draws with; the rest of `a`
+    /// is overwritten. With `ld > d` (as [`normal_ld`] gives), rows d and
+    /// below of `a` are scratch the fast kernel uses.
     pub fn cholesky_solve(&mut self, a: &mut [f64], ld: usize, b: &mut [f64], d: usize) -> Result<(), NotPositiveDefinite> {
         assert!(
             ld >= d && a.len() >= d * ld && b.len() >= d,
@@ -206,6 +208,43 @@ mod tests {
                 s.cholesky_solve(&mut a.clone(), d, &mut got, d).unwrap();
                 for (g, w) in got.iter().zip(&want) {
                     assert!((g - w).abs() < 1e-8 * (1.0 + w.abs()), "{backend:?}: {g} vs {w}");
+                }
+            }
+        }
+    }
+
+    /// Every backend leaves L with LLᵀ = A in the lower triangle, padded or
+    /// not, on the small kernel's sizes and past them.
+    #[test]
+    fn the_solve_leaves_the_cholesky_factor() {
+        let mut rng = SplitMix64::new(12);
+        for d in [3usize, 17, 300] {
+            let n = d + 5;
+            let x: Vec<f64> = (0..n * d).map(|_| rng.next_normal()).collect();
+            let mut full = vec![0.0; d * d];
+            for j in 0..d {
+                for i in 0..d {
+                    full[i + j * d] = (0..n).map(|r| x[r + i * n] * x[r + j * n]).sum::<f64>() + if i == j { 1.0 } else { 0.0 };
+                }
+            }
+            for backend in Backend::available() {
+                for ld in [d, normal_ld(d)] {
+                    let mut a = vec![0.0; d * ld];
+                    for j in 0..d {
+                        a[j * ld..j * ld + d].copy_from_slice(&full[j * d..(j + 1) * d]);
+                    }
+                    let mut b = vec![1.0; d];
+                    DenseScratch::new(backend, d).cholesky_solve(&mut a, ld, &mut b, d).unwrap();
+                    for j in 0..d {
+                        for i in j..d {
+                            let llt: f64 = (0..=j).map(|t| a[i + t * ld] * a[j + t * ld]).sum();
+                            let want = full[i + j * d];
+                            assert!(
+                                (llt - want).abs() < 1e-9 * (1.0 + want.abs()),
+                                "{backend:?} d {d} ld {ld} ({i}, {j})"
+                            );
+                        }
+                    }
                 }
             }
         }
