@@ -11,6 +11,7 @@
 
 use rayon::prelude::*;
 
+use crate::linalg::solve_lower_transposed;
 use crate::rng::SplitMix64;
 use crate::side::Factors;
 use crate::solve::RowPrior;
@@ -124,7 +125,7 @@ pub fn sample_row_prior(m: &RowMoments, rng: &mut SplitMix64) -> RowPrior {
     // μ = μ* + (β*Λ)^(-1/2)·ξ, through Λ = LLᵀ: μ* + L⁻ᵀξ/√β*.
     let l = cholesky_lower(&precision, d);
     let mut xi: Vec<f64> = (0..d).map(|_| rng.next_normal()).collect();
-    solve_lower_transposed(&l, d, &mut xi);
+    solve_lower_transposed(&l, d, &mut xi, d);
     let mean: Vec<f64> = (0..d).map(|i| post.mean[i] + xi[i] / post.beta.sqrt()).collect();
     let precision_mean = (0..d).map(|i| (0..d).map(|j| precision[i + j * d] * mean[j]).sum()).collect();
     RowPrior {
@@ -148,7 +149,7 @@ fn sample_wishart(w_inv: &[f64], dof: f64, d: usize, rng: &mut SplitMix64) -> Ve
     }
     // B = U⁻ᵀA, column by column; the draw is BBᵀ.
     for j in 0..d {
-        solve_lower_transposed(&u, d, &mut a[j * d..(j + 1) * d]);
+        solve_lower_transposed(&u, d, &mut a[j * d..(j + 1) * d], d);
     }
     let mut w = vec![0f64; d * d];
     for j in 0..d {
@@ -207,14 +208,6 @@ fn cholesky_lower(a: &[f64], d: usize) -> Vec<f64> {
         }
     }
     l
-}
-
-/// `z ← L⁻ᵀz` for L lower triangular (d×d, column-major).
-fn solve_lower_transposed(l: &[f64], d: usize, z: &mut [f64]) {
-    for i in (0..d).rev() {
-        let s: f64 = (i + 1..d).map(|t| l[t + i * d] * z[t]).sum();
-        z[i] = (z[i] - s) / l[i + i * d];
-    }
 }
 
 #[cfg(test)]

@@ -105,6 +105,16 @@ pub fn normal_ld(d: usize) -> usize {
     (d + 1).div_ceil(8) * 8
 }
 
+/// `z ← L⁻ᵀz` for L lower triangular (d×d, column-major with leading
+/// dimension `ld`; the upper triangle is not read): the back substitution
+/// that turns standard normals z into a draw with covariance (LLᵀ)⁻¹.
+pub(crate) fn solve_lower_transposed(l: &[f64], ld: usize, z: &mut [f64], d: usize) {
+    for i in (0..d).rev() {
+        let s: f64 = (i + 1..d).map(|t| l[t + i * ld] * z[t]).sum();
+        z[i] = (z[i] - s) / l[i + i * ld];
+    }
+}
+
 /// Per-thread scratch space of the dense kernels, allocated once and reused for every row.
 pub struct DenseScratch {
     kernels: Kernels,

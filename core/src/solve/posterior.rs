@@ -10,7 +10,7 @@
 //! triangular solve more than the ALS row.
 
 use super::{explicit, run_row_tasks, CheckedFixed, Feedback, FixedSide, RowScratch, RowsView, SolveError, SolveParams, ROWS_PER_TASK};
-use crate::linalg::normal_ld;
+use crate::linalg::{normal_ld, solve_lower_transposed};
 use crate::rng::{splitmix64_nth, SplitMix64};
 
 /// The Gaussian prior every row of one side shares in one half-iteration:
@@ -87,7 +87,7 @@ pub fn sample_rows(
                 }
                 // s.b is the mean and the lower triangle of s.a is L: add L⁻ᵀz.
                 row_normals(seed, first_row + r as u64, z);
-                solve_upper_transposed(&s.a[..d * ld], ld, z, d);
+                solve_lower_transposed(&s.a[..d * ld], ld, z, d);
                 for (o, (m, e)) in x.iter_mut().zip(s.b[..k].iter().zip(&z[..k])) {
                     *o = (m + e) as f32;
                 }
@@ -96,15 +96,6 @@ pub fn sample_rows(
             None
         },
     )
-}
-
-/// `z ← L⁻ᵀz` for L lower triangular (column-major, leading dimension `ld`).
-fn solve_upper_transposed(l: &[f64], ld: usize, z: &mut [f64], d: usize) {
-    for i in (0..d).rev() {
-        let col = &l[i * ld..i * ld + d];
-        let s: f64 = col[i + 1..].iter().zip(&z[i + 1..d]).map(|(a, b)| a * b).sum();
-        z[i] = (z[i] - s) / col[i];
-    }
 }
 
 #[cfg(test)]

@@ -59,14 +59,19 @@ pub fn train_gibbs(
         }
         let seconds = t0.elapsed().as_secs_f64();
         state.iterations_done = it;
-        let averaged = mean.mean(&state.users, &state.items);
+        let objective_now = cfg.objective_every > 0 && it.is_multiple_of(cfg.objective_every);
+        let evaluate_now = it == cfg.iterations || (cfg.eval_every > 0 && it.is_multiple_of(cfg.eval_every));
+        // The average is a copy of both sides: made only for an iteration that reports on it.
+        let averaged = if objective_now || evaluate_now {
+            mean.mean(&state.users, &state.items)
+        } else {
+            None
+        };
         let (model_users, model_items) = match &averaged {
             Some((u, i)) => (u, i),
             None => (&state.users, &state.items),
         };
-        let objective_now = cfg.objective_every > 0 && it.is_multiple_of(cfg.objective_every);
         let train_rmse = objective_now.then(|| objective(&params, &ds.by_user, &ds.by_item, model_users, model_items, None).train_rmse);
-        let evaluate_now = it == cfg.iterations || (cfg.eval_every > 0 && it.is_multiple_of(cfg.eval_every));
         let test = if evaluate_now {
             let m = eval::evaluate(ds, cfg, &params, model_users, model_items, None)?;
             last_eval = Some(m.clone());
