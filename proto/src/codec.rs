@@ -40,15 +40,72 @@ pub fn pieces_into<T: LeBytes>(field: &'static str, pieces: &[impl AsRef<[u8]>],
     if len != std::mem::size_of_val(dest) {
         return Err(CodecError { field, len, width: w });
     }
-    let mut at = 0;
-    let out = bytemuck::cast_slice_mut::<T, u8>(dest);
-    for p in pieces {
-        let p = p.as_ref();
-        out[at..at + p.len()].copy_from_slice(p);
-        at += p.len();
+    let mut r = PieceReader::new(field, pieces);
+    r.read_into(dest)?;
+    r.finish()
+}
+
+/// Reads a field received in pieces into several destinations in turn (a
+/// pushed fixed side goes around the rows the worker has already).
+pub struct PieceReader<'a, B> {
+    field: &'static str,
+    pieces: &'a [B],
+    piece: usize,
+    at: usize,
+    len: usize,
+}
+
+impl<'a, B: AsRef<[u8]>> PieceReader<'a, B> {
+    pub fn new(field: &'static str, pieces: &'a [B]) -> Self {
+        let len = pieces.iter().map(|p| p.as_ref().len()).sum();
+        PieceReader {
+            field,
+            pieces,
+            piece: 0,
+            at: 0,
+            len,
+        }
     }
-    als_core::le::fix_order(dest);
-    Ok(())
+
+    /// Fill `dest` with the next values; an error if fewer bytes are left.
+    pub fn read_into<T: LeBytes>(&mut self, dest: &mut [T]) -> Result<(), CodecError> {
+        let out = bytemuck::cast_slice_mut::<T, u8>(dest);
+        let mut done = 0;
+        while done < out.len() {
+            let Some(p) = self.pieces.get(self.piece).map(|p| p.as_ref()) else {
+                return Err(CodecError {
+                    field: self.field,
+                    len: self.len,
+                    width: std::mem::size_of::<T>(),
+                });
+            };
+            let n = (p.len() - self.at).min(out.len() - done);
+            out[done..done + n].copy_from_slice(&p[self.at..self.at + n]);
+            done += n;
+            self.at += n;
+            if self.at == p.len() {
+                self.piece += 1;
+                self.at = 0;
+            }
+        }
+        als_core::le::fix_order(dest);
+        Ok(())
+    }
+
+    /// Every byte must have been read.
+    pub fn finish(self) -> Result<(), CodecError> {
+        let rest = self.pieces.get(self.piece).map_or(0, |p| p.as_ref().len() - self.at)
+            + self.pieces.iter().skip(self.piece + 1).map(|p| p.as_ref().len()).sum::<usize>();
+        if rest == 0 {
+            Ok(())
+        } else {
+            Err(CodecError {
+                field: self.field,
+                len: self.len,
+                width: 1,
+            })
+        }
+    }
 }
 
 /// [`pieces_into`] a new vector sized from the pieces.
@@ -178,6 +235,29 @@ pub fn chunk_fields<M>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_piece_reader_fills_destinations_in_turn_across_any_split() {
+        let v: Vec<f32> = (0..10).map(|i| i as f32 * 1.25 - 3.0).collect();
+        let bytes = f32_bytes(&v);
+        for cut in [1usize, 3, 4, 7, 40] {
+            let pieces: Vec<&[u8]> = bytes.chunks(cut).collect();
+            let mut r = PieceReader::new("factors", &pieces);
+            let (mut a, mut b, mut c) = ([0f32; 3], [0f32; 0], [0f32; 7]);
+            r.read_into(&mut a).unwrap();
+            r.read_into(&mut b).unwrap();
+            r.read_into(&mut c).unwrap();
+            r.finish().unwrap();
+            assert_eq!([&a[..], &c[..]].concat(), v, "pieces of {cut} bytes");
+            // Reading past the end, or leaving bytes unread, names the field.
+            let mut r = PieceReader::new("factors", &pieces);
+            let mut long = [0f32; 11];
+            assert_eq!(r.read_into(&mut long).unwrap_err().field, "factors");
+            let mut r = PieceReader::new("bias", &pieces);
+            r.read_into(&mut a).unwrap();
+            assert_eq!(r.finish().unwrap_err().field, "bias");
+        }
+    }
 
     #[test]
     fn round_trips_and_rejects_partial_values() {

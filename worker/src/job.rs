@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use als_core::side::Side;
 use als_core::solve::{all_finite, block_gram, solve_rows_checked, CheckedFixed, Feedback, FixedSide, RowsView, SolveParams};
+use als_proto::codec::{Bytes, PieceReader};
 use als_proto::payload::{BlockLimits, FactorLimits};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -53,6 +54,18 @@ pub struct Block {
     /// accepted it: a half-iteration redone after a fault restarts from the
     /// same warm start as the first attempt.
     pending: Option<(u64, Vec<f32>, Vec<f32>)>,
+}
+
+impl Block {
+    /// The block's rows as the coordinator last accepted them: the latest
+    /// solve (a solve the coordinator did not accept is always redone here,
+    /// or the block is shipped anew), else the rows it was shipped with.
+    fn latest(&self) -> (&[f32], &[f32]) {
+        match &self.pending {
+            Some((_, f, b)) => (f, b),
+            None => (&self.factors, &self.bias),
+        }
+    }
 }
 
 /// Test rows by block row: row r's are `columns[indptr[r]..indptr[r + 1]]`
@@ -124,6 +137,15 @@ pub struct FixedFactors {
     pub step: u64,
     pub factors: Vec<f32>,
     pub bias: Vec<f32>,
+    pub gram: Option<Vec<f64>>,
+}
+
+/// A push of fixed rows as received: the rows other than those of
+/// `local_blocks`, undecoded.
+pub struct PushedRows {
+    pub local_blocks: Vec<u32>,
+    pub factors: Vec<Bytes>,
+    pub bias: Vec<Bytes>,
     pub gram: Option<Vec<f64>>,
 }
 
@@ -422,22 +444,96 @@ impl Job {
         self.side(fixed.other()).union.len()
     }
 
-    pub fn fixed_limits(&self, fixed: Side, n_rows: u32) -> Result<FactorLimits, JobError> {
-        let want = self.needed_fixed_rows(fixed);
+    /// For each of `local_blocks` (blocks of `fixed` this worker holds, whose
+    /// rows it need not be sent), the block and the run of positions of the
+    /// needed union that fall in its rows; ascending.
+    fn local_runs(&self, fixed: Side, local_blocks: &[u32]) -> Result<Vec<(u32, std::ops::Range<usize>)>, JobError> {
+        if local_blocks.windows(2).any(|w| w[0] >= w[1]) {
+            return invalid("local blocks must be ascending and distinct");
+        }
+        let union = &self.side(fixed.other()).union;
+        let mut runs = Vec::with_capacity(local_blocks.len());
+        for &id in local_blocks {
+            let Some(b) = self.side(fixed).blocks.get(&id) else {
+                return invalid(format!("local block {id} of {} is not held here", fixed.name()));
+            };
+            let end = b.row_start + b.n_rows as u64;
+            let lo = union.partition_point(|&g| (g as u64) < b.row_start);
+            let hi = union.partition_point(|&g| (g as u64) < end);
+            runs.push((id, lo..hi));
+        }
+        // Held blocks never overlap (checked when they arrive), so neither do their runs.
+        runs.sort_by_key(|r| r.1.start);
+        Ok(runs)
+    }
+
+    pub fn fixed_limits(&self, fixed: Side, n_rows: u32, local_blocks: &[u32]) -> Result<FactorLimits, JobError> {
+        let local: usize = self.local_runs(fixed, local_blocks)?.iter().map(|r| r.1.len()).sum();
+        let want = self.needed_fixed_rows(fixed) - local;
         if n_rows as usize != want {
-            return invalid(format!("{n_rows} fixed rows pushed, this worker's blocks need {want}"));
+            return invalid(format!(
+                "{n_rows} fixed rows pushed, this worker's blocks need {want} besides the {local} it has"
+            ));
         }
         let k = self.params.factors as u64;
         let gram = if self.implicit() { k * k * 8 } else { 0 };
+        let row_bytes = k * 4 + if self.biased() { 4 } else { 0 };
         let bias = if self.biased() { n_rows as u64 * 4 } else { 0 };
-        // The previous step's factors are replaced, so they do not count.
+        // The previous step's factors are replaced, so they do not count; the
+        // pushed rows are held as received, then laid out with the local ones.
         let previous = self.fixed_bytes();
-        let incoming = 2 * (gram + n_rows as u64 * k * 4 + bias);
+        let incoming = 2 * gram + n_rows as u64 * row_bytes + self.needed_fixed_rows(fixed) as u64 * row_bytes;
         self.within_budget(incoming.saturating_sub(previous), &format!("{n_rows} pushed factor rows"))?;
         Ok(FactorLimits {
             gram,
             factors: n_rows as u64 * k * 4,
             bias,
+        })
+    }
+
+    /// The fixed side for the coming solve from a push: its rows (`factors`,
+    /// `bias`: pieces as received, the union less the rows of
+    /// `local_blocks`) laid out around the rows this worker has already.
+    pub fn set_fixed_pushed(&mut self, fixed: Side, step: u64, pushed: PushedRows) -> Result<(), JobError> {
+        let k = self.params.factors;
+        let runs = self.local_runs(fixed, &pushed.local_blocks)?;
+        let union = &self.side(fixed.other()).union;
+        let n = union.len();
+        let biased = self.biased();
+        let mut factors = vec![0f32; n * k];
+        let mut bias = vec![0f32; if biased { n } else { 0 }];
+        let mut read_f = PieceReader::new("factors", &pushed.factors);
+        let mut read_b = PieceReader::new("bias", &pushed.bias);
+        let bad = |e: als_proto::codec::CodecError| JobError::Invalid(format!("pushed rows: {e}"));
+        let mut at = 0;
+        for (id, run) in &runs {
+            read_f.read_into(&mut factors[at * k..run.start * k]).map_err(bad)?;
+            if biased {
+                read_b.read_into(&mut bias[at..run.start]).map_err(bad)?;
+            }
+            let block = &self.side(fixed).blocks[id];
+            let (own_f, own_b) = block.latest();
+            for p in run.clone() {
+                let r = (union[p] as u64 - block.row_start) as usize;
+                factors[p * k..(p + 1) * k].copy_from_slice(&own_f[r * k..(r + 1) * k]);
+                if biased {
+                    bias[p] = own_b[r];
+                }
+            }
+            at = run.end;
+        }
+        read_f.read_into(&mut factors[at * k..]).map_err(bad)?;
+        if biased {
+            read_b.read_into(&mut bias[at..]).map_err(bad)?;
+        }
+        read_f.finish().map_err(bad)?;
+        read_b.finish().map_err(bad)?;
+        self.set_fixed(FixedFactors {
+            side: fixed,
+            step,
+            factors,
+            bias,
+            gram: pushed.gram,
         })
     }
 

@@ -16,4 +16,6 @@ pub(crate) mod server;
 pub(crate) mod service;
 
 pub use auth::resolve_token;
+#[cfg(unix)]
+pub use server::serve_unix;
 pub use server::{serve, ServeOptions};

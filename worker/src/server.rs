@@ -26,6 +26,37 @@ pub struct ServeOptions {
 
 /// Serve on `listener` until `shutdown` resolves; in-flight calls finish first.
 pub async fn serve(listener: TcpListener, opts: ServeOptions, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    // Small request/response exchanges each half-iteration: Nagle's delay would
+    // stall them (the builder's tcp_nodelay does not reach a custom incoming stream).
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    });
+    serve_incoming(incoming, opts, shutdown).await
+}
+
+/// [`serve`] on a Unix socket: how `--local` workers are reached. Same
+/// service, token check and limits; what it saves is the loopback TCP/IP
+/// stack (and the host's packet filter), which cost the default mode more
+/// CPU than the messages' own encoding.
+#[cfg(unix)]
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    serve_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener), opts, shutdown).await
+}
+
+async fn serve_incoming<IO>(
+    incoming: impl tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+{
     let (reporter, health) = tonic_health::server::health_reporter();
     let check = TokenCheck::new(opts.token.clone());
     let svc = WorkerServer::with_interceptor(
@@ -36,18 +67,15 @@ pub async fn serve(listener: TcpListener, opts: ServeOptions, shutdown: impl Fut
         },
     );
     reporter.set_serving::<WorkerServer<WorkerService>>().await;
-    // Small request/response exchanges each half-iteration: Nagle's delay would
-    // stall them (the builder's tcp_nodelay does not reach a custom incoming stream).
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|s| {
-            let _ = s.set_nodelay(true);
-        })
-    });
     let mut builder = Server::builder();
     if let Some(tls) = opts.tls.clone() {
         builder = builder.tls_config(tls)?;
     }
+    // Megabytes per half (see the coordinator's client): large windows and frames.
     builder
+        .initial_stream_window_size(16 << 20)
+        .initial_connection_window_size(32 << 20)
+        .max_frame_size(1 << 20)
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(svc)

@@ -4,7 +4,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use als_proto::codec::Field;
+use als_core::solve::lower_triangle;
+use als_proto::codec::{pieces_vec, Field};
 use als_proto::payload::{Assembler, Bulk, EvalResultFields, SolvedFields};
 use als_proto::pb::worker_server::Worker;
 use als_proto::pb::{
@@ -18,7 +19,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::job::{BlockData, EvalInput, FixedFactors, Job, JobError, SolvedBlock};
+use crate::job::{BlockData, EvalInput, Job, JobError, PushedRows, SolvedBlock};
 
 /// Capabilities this build offers (checked in the handshake).
 pub fn capabilities() -> Vec<String> {
@@ -87,6 +88,18 @@ async fn gather<M: Bulk + Send + 'static>(
     belongs: impl Fn(&M) -> bool,
     what: &str,
 ) -> Result<M::Payload, Status> {
+    let acc = gather_pieces(first, stream, limits, belongs, what).await?;
+    acc.finish().map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// [`gather`], the arrays left undecoded (for decoding in place).
+async fn gather_pieces<M: Bulk + Send + 'static>(
+    first: &M,
+    stream: &mut Streaming<M>,
+    limits: &M::Limits,
+    belongs: impl Fn(&M) -> bool,
+    what: &str,
+) -> Result<Assembler<M>, Status> {
     let invalid = |e: &dyn std::fmt::Display| Status::invalid_argument(e.to_string());
     let mut acc = Assembler::<M>::new(limits);
     acc.add(first).map_err(|e| invalid(&e))?;
@@ -98,16 +111,17 @@ async fn gather<M: Bulk + Send + 'static>(
         }
         acc.add(&chunk).map_err(|e| invalid(&e))?;
     }
-    acc.finish().map_err(|e| invalid(&e))
+    Ok(acc)
 }
 
 type SolveStream = Pin<Box<dyn Stream<Item = Result<SolvedChunk, Status>> + Send>>;
 
 /// One solved block as its messages (header on the first).
-fn solved_chunks(b: &SolvedBlock) -> Vec<SolvedChunk> {
-    let gram = b.gram.as_deref().unwrap_or_default();
+fn solved_chunks(b: &SolvedBlock, k: usize) -> Vec<SolvedChunk> {
+    // Symmetric: its lower triangle is all of it.
+    let gram = b.gram.as_deref().map(|g| lower_triangle(g, k)).unwrap_or_default();
     let fields = SolvedFields {
-        gram: Field::F64(gram),
+        gram: Field::F64(&gram),
         factors: Field::F32(b.factors),
         bias: Field::F32(b.bias),
     };
@@ -233,19 +247,22 @@ impl Worker for WorkerService {
         let limits = {
             let mut slot = self.job.lock().await;
             let job = active(&mut slot, &first.job_id)?;
-            job.fixed_limits(side, first.n_rows).map_err(status)?
+            job.fixed_limits(side, first.n_rows, &first.local_blocks).map_err(status)?
         };
-        let belongs = |c: &FactorChunk| c.job_id == first.job_id && c.step == first.step && c.side == first.side;
-        let p = gather(&first, &mut stream, &limits, belongs, "factor").await?;
-        let fixed = FixedFactors {
-            side,
-            step: first.step,
+        let belongs =
+            |c: &FactorChunk| c.job_id == first.job_id && c.step == first.step && c.side == first.side && c.local_blocks.is_empty();
+        let p = gather_pieces(&first, &mut stream, &limits, belongs, "factor").await?.into_pieces();
+        let gram = pieces_vec::<f64>("gram", &p.gram).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let pushed = PushedRows {
+            local_blocks: first.local_blocks.clone(),
             factors: p.factors,
             bias: p.bias,
-            gram: (!p.gram.is_empty()).then_some(p.gram),
+            gram: (!gram.is_empty()).then_some(gram),
         };
         let mut slot = self.job.lock().await;
-        active(&mut slot, &first.job_id)?.set_fixed(fixed).map_err(status)?;
+        active(&mut slot, &first.job_id)?
+            .set_fixed_pushed(side, first.step, pushed)
+            .map_err(status)?;
         Ok(Response::new(PushFactorsResponse {}))
     }
 
@@ -254,10 +271,10 @@ impl Worker for WorkerService {
     async fn solve(&self, req: Request<SolveRequest>) -> Result<Response<SolveStream>, Status> {
         let r = req.into_inner();
         let side = side_from_pb(r.side).map_err(Status::invalid_argument)?;
-        {
+        let k = {
             let mut slot = self.job.lock().await;
-            active(&mut slot, &r.job_id)?;
-        }
+            active(&mut slot, &r.job_id)?.params.factors
+        };
         let job = self.job.clone();
         let job_id = r.job_id.clone();
         // Each block's chunks go out as one batch the moment it is solved, so
@@ -267,7 +284,7 @@ impl Worker for WorkerService {
         tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
             let send_block = |b: &SolvedBlock| {
-                let _ = tx.send(solved_chunks(b).into_iter().map(Ok).collect());
+                let _ = tx.send(solved_chunks(b, k).into_iter().map(Ok).collect());
             };
             let solved = {
                 let mut slot = job.blocking_lock();

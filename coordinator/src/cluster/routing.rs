@@ -115,11 +115,21 @@ impl Routing {
     }
 
     /// Factor bytes a half-iteration solving `side` strictly needs with
-    /// hub-and-spoke routing: every worker's needed fixed rows plus its solved rows.
-    pub fn bytes_min(&self, side: Side, k: usize) -> u64 {
+    /// hub-and-spoke routing: every worker's needed fixed rows other than
+    /// those it solved itself (`fixed_layout` gives their blocks' rows), plus
+    /// its solved rows.
+    pub fn bytes_min(&self, side: Side, k: usize, fixed_layout: &BlockLayout) -> u64 {
         let s = self.side(side);
+        let fixed = self.side(side.other());
         (0..self.n_workers)
-            .map(|w| (s.union[w].len() + s.owned_rows[w]) as u64 * k as u64 * 4)
+            .map(|w| {
+                let own = |g: &u32| {
+                    let b = fixed_layout.block_of(*g as usize);
+                    fixed.owner[b] == w
+                };
+                let pushed = s.union[w].iter().filter(|g| !own(g)).count();
+                (pushed + s.owned_rows[w]) as u64 * k as u64 * 4
+            })
             .sum()
     }
 }

@@ -62,10 +62,53 @@ pub fn sum_grams<'a>(k: usize, partials: impl IntoIterator<Item = &'a [f64]>) ->
     g
 }
 
+/// The lower triangle of the symmetric k×k `g`, row by row (k(k+1)/2
+/// values): how a block's Gramian travels, half the bytes of the full matrix.
+pub fn lower_triangle(g: &[f64], k: usize) -> Vec<f64> {
+    (0..k).flat_map(|i| g[i * k..i * k + i + 1].iter().copied()).collect()
+}
+
+/// The symmetric k×k matrix whose lower triangle is `t` (as [`lower_triangle`]
+/// lays it out); `None` when `t` has the wrong length.
+pub fn from_lower_triangle(t: &[f64], k: usize) -> Option<Vec<f64>> {
+    if t.len() != k * (k + 1) / 2 {
+        return None;
+    }
+    let mut g = vec![0.0; k * k];
+    let mut at = 0;
+    for i in 0..k {
+        for j in 0..=i {
+            g[i * k + j] = t[at];
+            g[j * k + i] = t[at];
+            at += 1;
+        }
+    }
+    Some(g)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rng::SplitMix64;
+
+    #[test]
+    fn a_gramian_travels_as_its_lower_triangle() {
+        let k = 5;
+        let mut g = vec![0.0; k * k];
+        for i in 0..k {
+            for j in 0..=i {
+                let v = (i * 10 + j) as f64 + 0.5;
+                g[i * k + j] = v;
+                g[j * k + i] = v;
+            }
+        }
+        let t = lower_triangle(&g, k);
+        assert_eq!(t.len(), 15);
+        assert_eq!(&t[..4], &[0.5, 10.5, 11.5, 20.5]);
+        assert_eq!(from_lower_triangle(&t, k), Some(g));
+        assert_eq!(from_lower_triangle(&t[1..], k), None);
+        assert_eq!(from_lower_triangle(&[], 0), Some(vec![]));
+    }
 
     /// Over several chunks and mirror tiles: the full YᵀY of the rows,
     /// exactly symmetric, for every backend.

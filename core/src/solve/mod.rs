@@ -14,7 +14,7 @@ mod params;
 mod posterior;
 mod subspace;
 
-pub use gram::{block_gram, block_gram_into, sum_grams};
+pub use gram::{block_gram, block_gram_into, from_lower_triangle, lower_triangle, sum_grams};
 pub(crate) use params::ImplicitWeights;
 pub use params::{Confidence, Feedback, ImplicitLoss, RegScaling, SolveParams, SolverKind};
 pub use posterior::{sample_rows, RowPrior};

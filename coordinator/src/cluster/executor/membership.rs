@@ -49,6 +49,7 @@ impl ClusterExecutor<'_> {
         s.alive = false;
         s.started = false;
         s.holds = Default::default();
+        s.current = Default::default();
         s.cause = Some(why.to_string());
     }
 
@@ -70,6 +71,7 @@ impl ClusterExecutor<'_> {
                     alive: true,
                     started: false,
                     holds: Default::default(),
+                    current: Default::default(),
                     cause: self.slots[w].cause.take(),
                 };
             }
@@ -112,6 +114,7 @@ impl ClusterExecutor<'_> {
             let ds = self.ds;
             let (layouts, routing, test) = (&self.layouts, &self.routing, &self.test);
             let mut futs = Vec::new();
+            let mut shipped: Vec<(usize, Vec<(Side, usize)>)> = Vec::new();
             for (w, slot) in self.slots.iter().enumerate().filter(|(_, s)| s.alive) {
                 // Blocks are turned into messages one at a time as they are
                 // sent, so the coordinator never holds a second copy of the
@@ -127,6 +130,7 @@ impl ClusterExecutor<'_> {
                         release.push((side, extra));
                     }
                 }
+                shipped.push((w, ship.clone()));
                 let mut c = slot.handle.client.clone();
                 let addr = slot.handle.addr.clone();
                 let start = (!slot.started).then(|| self.start_req.clone());
@@ -173,6 +177,13 @@ impl ClusterExecutor<'_> {
                         slot.started = true;
                         for (held, own) in slot.holds.iter_mut().zip(&owners) {
                             *held = (0..own.len()).filter(|&b| own[b] == w).collect();
+                        }
+                        // Shipped blocks carry the coordinator's rows; released ones are gone.
+                        for (side, b) in shipped.iter().filter(|(v, _)| *v == w).flat_map(|(_, s)| s) {
+                            slot.current[side_ix(*side)].insert(*b);
+                        }
+                        for (current, held) in slot.current.iter_mut().zip(&slot.holds) {
+                            current.retain(|b| held.contains(b));
                         }
                         if bytes > 0 {
                             tracing::info!(

@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use als_core::data::Dataset;
 use als_core::side::{Factors, Side};
-use als_core::solve::{all_finite, sum_grams, Feedback, SolveParams};
+use als_core::solve::{all_finite, from_lower_triangle, sum_grams, Feedback, SolveParams};
 use als_core::train::{HalfStepExecutor, HalfStepOutput, HalfStepReport, Layouts, TestMetrics, TrainConfig, TrainError, TrainState};
 use als_proto::codec::{pieces_into, pieces_vec};
 use als_proto::pb::{EndJobRequest, StartJobRequest};
@@ -56,6 +56,10 @@ struct Slot {
     started: bool,
     /// Blocks this worker holds, per side.
     holds: [BTreeSet<usize>; 2],
+    /// Of `holds`, the blocks whose rows the worker has exactly as the
+    /// coordinator has them (shipped, or solved there and accepted): a push
+    /// leaves their rows out.
+    current: [BTreeSet<usize>; 2],
     /// Why it was last lost (for the error once every worker is gone).
     cause: Option<String>,
 }
@@ -126,6 +130,7 @@ impl<'a> ClusterExecutor<'a> {
                         alive: cause.is_none(),
                         started: false,
                         holds: Default::default(),
+                        current: Default::default(),
                         cause,
                     }
                 })
@@ -218,13 +223,17 @@ impl ClusterExecutor<'_> {
                 Side::Items => self.sync_assignment(fixed, target)?,
             };
             let r = self.routing.side(side);
+            let fixed_layout = self.layouts.side(side.other());
             let futs: Vec<_> = self
                 .slots
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| s.alive)
                 .map(|(w, s)| {
-                    let msgs = factor_messages(&self.job_id, side.other(), step, &r.union[w], fixed, fixed_gram);
+                    // The worker's own rows of the fixed side stay where they are.
+                    let local: Vec<usize> = s.current[side_ix(side.other())].iter().copied().collect();
+                    let rows = rows_outside(&r.union[w], local.iter().map(|&b| fixed_layout.range(b)));
+                    let msgs = factor_messages(&self.job_id, side.other(), step, &rows, &local, fixed, fixed_gram);
                     let handle = s.handle.clone();
                     let faults = self.faults.clone();
                     let work = push_and_solve(handle.clone(), self.job_id.clone(), side, step, msgs);
@@ -270,7 +279,7 @@ impl ClusterExecutor<'_> {
         for (w, res) in results {
             sent += res.bytes_sent + res.bytes_received;
             compute = compute.max(res.compute_seconds);
-            let addr = &self.slots[w].handle.addr;
+            let addr = self.slots[w].handle.addr.clone();
             tracing::debug!(
                 worker = %addr,
                 side = side.name(),
@@ -293,6 +302,14 @@ impl ClusterExecutor<'_> {
                     "worker {addr}: block {b} has the wrong rows"
                 );
                 seen[b] = true;
+                // The worker now has the block's rows as the coordinator does; nobody else holds it.
+                for (v, slot) in self.slots.iter_mut().enumerate() {
+                    if v == w {
+                        slot.current[side_ix(side)].insert(b);
+                    } else {
+                        slot.current[side_ix(side)].remove(&b);
+                    }
+                }
                 // Straight into the target rows: no intermediate vectors.
                 let p = g.arrays.into_pieces();
                 let dest = &mut target.flat_mut()[range.start * k..range.end * k];
@@ -304,11 +321,9 @@ impl ClusterExecutor<'_> {
                     anyhow::ensure!(all_finite(dest), "worker {addr}: block {b} bias malformed");
                 }
                 if implicit {
-                    let gr: Vec<f64> = pieces_vec("gram", &p.gram).with_context(|| format!("worker {addr}"))?;
-                    anyhow::ensure!(
-                        gr.len() == k * k && gr.iter().all(|v| v.is_finite()),
-                        "worker {addr}: block {b} gramian malformed"
-                    );
+                    let lower: Vec<f64> = pieces_vec("gram", &p.gram).with_context(|| format!("worker {addr}"))?;
+                    let gr = from_lower_triangle(&lower, k).filter(|g| g.iter().all(|v| v.is_finite()));
+                    let gr = gr.ok_or_else(|| anyhow::anyhow!("worker {addr}: block {b} gramian malformed"))?;
                     grams[b] = Some(gr);
                 }
             }
@@ -326,7 +341,7 @@ impl ClusterExecutor<'_> {
                 compute_seconds: compute,
                 transfer_seconds: (seconds - compute).max(0.0),
                 bytes_sent: sent,
-                bytes_min: self.routing.bytes_min(side, k),
+                bytes_min: self.routing.bytes_min(side, k, self.layouts.side(side.other())),
             },
         })
     }
@@ -360,10 +375,42 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
     }
 }
 
+/// The rows of `union` (ascending) outside every one of `ranges`.
+fn rows_outside(union: &[u32], ranges: impl Iterator<Item = std::ops::Range<usize>>) -> Vec<u32> {
+    let mut ranges: Vec<std::ops::Range<usize>> = ranges.collect();
+    ranges.sort_by_key(|r| r.start);
+    let mut out = Vec::with_capacity(union.len());
+    let mut next = ranges.iter().peekable();
+    for &g in union {
+        let g_us = g as usize;
+        while next.peek().is_some_and(|r| r.end <= g_us) {
+            next.next();
+        }
+        if !next.peek().is_some_and(|r| r.contains(&g_us)) {
+            out.push(g);
+        }
+    }
+    out
+}
+
 /// A failed job keeps its own message (as in the single-process path); anything else is the cluster's.
 fn train_error(e: anyhow::Error) -> TrainError {
     match e.downcast::<JobFailed>() {
         Ok(f) => TrainError::Job(f.message),
         Err(e) => TrainError::Cluster(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rows_outside;
+
+    #[test]
+    fn rows_outside_skips_exactly_the_local_ranges() {
+        let union = [0u32, 2, 3, 5, 8, 9, 12, 20];
+        assert_eq!(rows_outside(&union, [3..9, 0..1].into_iter()), vec![2, 9, 12, 20]);
+        assert_eq!(rows_outside(&union, std::iter::empty()), union.to_vec());
+        assert_eq!(rows_outside(&union, std::iter::once(0..21)), Vec::<u32>::new());
+        assert_eq!(rows_outside(&union, [13..20, 21..30].into_iter()), vec![0, 2, 3, 5, 8, 9, 12, 20]);
     }
 }

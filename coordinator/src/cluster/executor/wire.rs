@@ -87,12 +87,14 @@ pub(super) fn bias_of_rows(f: &Factors, rows: impl Iterator<Item = usize>) -> Ve
 }
 
 /// The fixed rows one worker needs, as messages (the rows go from the
-/// factor matrix straight into the message buffers).
+/// factor matrix straight into the message buffers); `rows` leaves out those
+/// of `local_blocks`, which the worker has.
 pub(super) fn factor_messages(
     job_id: &str,
     side: Side,
     step: u64,
     rows: &[u32],
+    local_blocks: &[usize],
     fixed: &Factors,
     gram: Option<&[f64]>,
 ) -> Vec<FactorChunk> {
@@ -112,6 +114,11 @@ pub(super) fn factor_messages(
         side: side_to_pb(side) as i32,
         step,
         n_rows: if j == 0 { rows.len() as u32 } else { 0 },
+        local_blocks: if j == 0 {
+            local_blocks.iter().map(|&b| b as u32).collect()
+        } else {
+            Vec::new()
+        },
         ..Default::default()
     })
 }
