@@ -6,12 +6,34 @@
 
 pub use prost::bytes::Bytes;
 
+/// A packed field whose received length is wrong: `len` bytes arrived,
+/// `want` says what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {len} bytes is not a whole number of {width}-byte values")]
+#[error("{field}: {len} bytes received, {want}")]
 pub struct CodecError {
     pub field: &'static str,
     pub len: usize,
-    pub width: usize,
+    pub want: Want,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// A whole number of values this many bytes wide.
+    Multiple(usize),
+    /// Exactly this many bytes.
+    Exactly(usize),
+    /// At least this many bytes (a reader asked for more than arrived).
+    AtLeast(usize),
+}
+
+impl std::fmt::Display for Want {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Want::Multiple(w) => write!(f, "not a whole number of {w}-byte values"),
+            Want::Exactly(n) => write!(f, "expected {n}"),
+            Want::AtLeast(n) => write!(f, "expected at least {n}"),
+        }
+    }
 }
 
 macro_rules! packing {
@@ -35,10 +57,13 @@ pub use als_core::le::{extend_le, Le as LeBytes};
 /// anywhere) into `dest`, which must hold exactly its values: one copy from
 /// the receive buffers, none to join the pieces first.
 pub fn pieces_into<T: LeBytes>(field: &'static str, pieces: &[impl AsRef<[u8]>], dest: &mut [T]) -> Result<(), CodecError> {
-    let w = std::mem::size_of::<T>();
     let len: usize = pieces.iter().map(|p| p.as_ref().len()).sum();
     if len != std::mem::size_of_val(dest) {
-        return Err(CodecError { field, len, width: w });
+        return Err(CodecError {
+            field,
+            len,
+            want: Want::Exactly(std::mem::size_of_val(dest)),
+        });
     }
     let mut r = PieceReader::new(field, pieces);
     r.read_into(dest)?;
@@ -52,6 +77,8 @@ pub struct PieceReader<'a, B> {
     pieces: &'a [B],
     piece: usize,
     at: usize,
+    /// Bytes read so far, of `len` received.
+    read: usize,
     len: usize,
 }
 
@@ -63,6 +90,7 @@ impl<'a, B: AsRef<[u8]>> PieceReader<'a, B> {
             pieces,
             piece: 0,
             at: 0,
+            read: 0,
             len,
         }
     }
@@ -70,15 +98,16 @@ impl<'a, B: AsRef<[u8]>> PieceReader<'a, B> {
     /// Fill `dest` with the next values; an error if fewer bytes are left.
     pub fn read_into<T: LeBytes>(&mut self, dest: &mut [T]) -> Result<(), CodecError> {
         let out = bytemuck::cast_slice_mut::<T, u8>(dest);
+        if self.read + out.len() > self.len {
+            return Err(CodecError {
+                field: self.field,
+                len: self.len,
+                want: Want::AtLeast(self.read + out.len()),
+            });
+        }
         let mut done = 0;
         while done < out.len() {
-            let Some(p) = self.pieces.get(self.piece).map(|p| p.as_ref()) else {
-                return Err(CodecError {
-                    field: self.field,
-                    len: self.len,
-                    width: std::mem::size_of::<T>(),
-                });
-            };
+            let p = self.pieces[self.piece].as_ref();
             let n = (p.len() - self.at).min(out.len() - done);
             out[done..done + n].copy_from_slice(&p[self.at..self.at + n]);
             done += n;
@@ -88,21 +117,20 @@ impl<'a, B: AsRef<[u8]>> PieceReader<'a, B> {
                 self.at = 0;
             }
         }
+        self.read += out.len();
         als_core::le::fix_order(dest);
         Ok(())
     }
 
     /// Every byte must have been read.
     pub fn finish(self) -> Result<(), CodecError> {
-        let rest = self.pieces.get(self.piece).map_or(0, |p| p.as_ref().len() - self.at)
-            + self.pieces.iter().skip(self.piece + 1).map(|p| p.as_ref().len()).sum::<usize>();
-        if rest == 0 {
+        if self.read == self.len {
             Ok(())
         } else {
             Err(CodecError {
                 field: self.field,
                 len: self.len,
-                width: 1,
+                want: Want::Exactly(self.read),
             })
         }
     }
@@ -113,7 +141,11 @@ pub fn pieces_vec<T: LeBytes>(field: &'static str, pieces: &[impl AsRef<[u8]>]) 
     let w = std::mem::size_of::<T>();
     let len: usize = pieces.iter().map(|p| p.as_ref().len()).sum();
     if !len.is_multiple_of(w) {
-        return Err(CodecError { field, len, width: w });
+        return Err(CodecError {
+            field,
+            len,
+            want: Want::Multiple(w),
+        });
     }
     let mut out = vec![T::zeroed(); len / w];
     pieces_into(field, pieces, &mut out)?;
@@ -252,10 +284,11 @@ mod tests {
             // Reading past the end, or leaving bytes unread, names the field.
             let mut r = PieceReader::new("factors", &pieces);
             let mut long = [0f32; 11];
-            assert_eq!(r.read_into(&mut long).unwrap_err().field, "factors");
+            let e = r.read_into(&mut long).unwrap_err();
+            assert_eq!(e.to_string(), "factors: 40 bytes received, expected at least 44");
             let mut r = PieceReader::new("bias", &pieces);
             r.read_into(&mut a).unwrap();
-            assert_eq!(r.finish().unwrap_err().field, "bias");
+            assert_eq!(r.finish().unwrap_err().to_string(), "bias: 40 bytes received, expected 12");
         }
     }
 
