@@ -28,6 +28,20 @@ pub enum JobError {
     Solve { message: String, row: Option<u64> },
 }
 
+/// Values copied and checked finite per step: small enough to still be in cache for the check.
+const FILL_CHUNK: usize = 16 * 1024;
+
+/// Fill `dest` from `read`, checking each value finite right after its copy.
+fn fill_finite(read: &mut PieceReader<'_, Bytes>, dest: &mut [f32]) -> Result<(), JobError> {
+    for part in dest.chunks_mut(FILL_CHUNK) {
+        read.read_into(part).map_err(|e| JobError::Invalid(format!("pushed rows: {e}")))?;
+        if !all_finite(part) {
+            return invalid(format!("pushed rows: a non-finite {} value", read.field()));
+        }
+    }
+    Ok(())
+}
+
 fn invalid<T>(m: impl Into<String>) -> Result<T, JobError> {
     Err(JobError::Invalid(m.into()))
 }
@@ -494,6 +508,8 @@ impl Job {
     /// The fixed side for the coming solve from a push: its rows (`factors`,
     /// `bias`: pieces as received, the union less the rows of
     /// `local_blocks`) laid out around the rows this worker has already.
+    /// Values are checked finite as they are copied in, while still in cache,
+    /// so the side is never scanned again (the solve trusts it).
     pub fn set_fixed_pushed(&mut self, fixed: Side, step: u64, pushed: PushedRows) -> Result<(), JobError> {
         let k = self.params.factors;
         let runs = self.local_runs(fixed, &pushed.local_blocks)?;
@@ -504,31 +520,36 @@ impl Job {
         let mut bias = vec![0f32; if biased { n } else { 0 }];
         let mut read_f = PieceReader::new("factors", &pushed.factors);
         let mut read_b = PieceReader::new("bias", &pushed.bias);
-        let bad = |e: als_proto::codec::CodecError| JobError::Invalid(format!("pushed rows: {e}"));
         let mut at = 0;
         for (id, run) in &runs {
-            read_f.read_into(&mut factors[at * k..run.start * k]).map_err(bad)?;
+            fill_finite(&mut read_f, &mut factors[at * k..run.start * k])?;
             if biased {
-                read_b.read_into(&mut bias[at..run.start]).map_err(bad)?;
+                fill_finite(&mut read_b, &mut bias[at..run.start])?;
             }
             let block = &self.side(fixed).blocks[id];
             let (own_f, own_b) = block.latest();
             for p in run.clone() {
                 let r = (union[p] as u64 - block.row_start) as usize;
-                factors[p * k..(p + 1) * k].copy_from_slice(&own_f[r * k..(r + 1) * k]);
+                let row = &mut factors[p * k..(p + 1) * k];
+                row.copy_from_slice(&own_f[r * k..(r + 1) * k]);
+                let finite = all_finite(row) && (!biased || own_b[r].is_finite());
+                if !finite {
+                    return invalid(format!("local block {id} has a non-finite row"));
+                }
                 if biased {
                     bias[p] = own_b[r];
                 }
             }
             at = run.end;
         }
-        read_f.read_into(&mut factors[at * k..]).map_err(bad)?;
+        fill_finite(&mut read_f, &mut factors[at * k..])?;
         if biased {
-            read_b.read_into(&mut bias[at..]).map_err(bad)?;
+            fill_finite(&mut read_b, &mut bias[at..])?;
         }
+        let bad = |e: als_proto::codec::CodecError| JobError::Invalid(format!("pushed rows: {e}"));
         read_f.finish().map_err(bad)?;
         read_b.finish().map_err(bad)?;
-        self.set_fixed(FixedFactors {
+        self.install_fixed(FixedFactors {
             side: fixed,
             step,
             factors,
@@ -538,13 +559,21 @@ impl Job {
     }
 
     pub fn set_fixed(&mut self, f: FixedFactors) -> Result<(), JobError> {
+        if !all_finite(&f.factors) || !all_finite(&f.bias) {
+            return invalid("fixed factors: a non-finite value");
+        }
+        self.install_fixed(f)
+    }
+
+    /// The fixed side after its values were checked finite: its shape and Gramian checked here.
+    fn install_fixed(&mut self, f: FixedFactors) -> Result<(), JobError> {
         let k = self.params.factors;
         let n = self.needed_fixed_rows(f.side);
-        if f.factors.len() != n * k || !all_finite(&f.factors) {
+        if f.factors.len() != n * k {
             return invalid(format!("fixed factors: expected {} finite values, got {}", n * k, f.factors.len()));
         }
         let want_bias = if self.biased() { n } else { 0 };
-        if f.bias.len() != want_bias || !all_finite(&f.bias) {
+        if f.bias.len() != want_bias {
             return invalid(format!("fixed bias: expected {want_bias} finite values, got {}", f.bias.len()));
         }
         match (&f.gram, self.implicit()) {
@@ -584,8 +613,8 @@ impl Job {
             bias: &fixed.bias,
             total_rows: self.n_rows_of(side.other()) as usize,
         };
-        // Checked once for all blocks (solve_rows would re-scan it per block).
-        let fx = match CheckedFixed::new(&params, fx, fixed.gram.as_deref()) {
+        // Its values were checked finite as they arrived; the shape is checked once for all blocks.
+        let fx = match CheckedFixed::of_finite(&params, fx, fixed.gram.as_deref()) {
             Ok(c) => c,
             Err(e) => {
                 let message = e.to_string();
@@ -646,5 +675,37 @@ impl Job {
 
     pub fn n_blocks(&self, side: Side) -> usize {
         self.side(side).blocks.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fill_finite, FILL_CHUNK};
+    use als_proto::codec::{f32_bytes, Bytes, PieceReader};
+
+    /// Every value is checked, in every chunk, across pieces split mid-value.
+    #[test]
+    fn fill_finite_checks_every_chunk_across_pieces() {
+        let n = 2 * FILL_CHUNK + 37;
+        let values: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
+        let pieces = |v: &[f32]| {
+            let b = Bytes::from(f32_bytes(v));
+            vec![
+                b.slice(..4 * FILL_CHUNK + 3),
+                b.slice(4 * FILL_CHUNK + 3..4 * n - 6),
+                b.slice(4 * n - 6..),
+            ]
+        };
+        let got = pieces(&values);
+        let mut dest = vec![0f32; n];
+        fill_finite(&mut PieceReader::new("factors", &got), &mut dest).unwrap();
+        assert_eq!(dest, values);
+        for at in [0, FILL_CHUNK - 1, FILL_CHUNK, 2 * FILL_CHUNK + 5, n - 1] {
+            let mut bad = values.clone();
+            bad[at] = f32::NAN;
+            let p = pieces(&bad);
+            let e = fill_finite(&mut PieceReader::new("factors", &p), &mut dest).unwrap_err();
+            assert!(e.to_string().contains("non-finite factors"), "{at}: {e}");
+        }
     }
 }

@@ -246,3 +246,42 @@ fn what_a_push_lists_as_local_is_checked() {
         .unwrap_err();
     assert!(e.to_string().contains("not held"), "{e}");
 }
+
+#[test]
+fn a_non_finite_pushed_value_is_refused_wherever_it_is() {
+    let p = params(false);
+    let (mut job, _, _) = job_with_solved_items(p);
+    let outside = job.needed_fixed_rows(Side::Items) - 2;
+    let k = p.factors;
+    let push = |job: &mut Job, factors: &[f32], bias: &[f32]| {
+        job.set_fixed_pushed(
+            Side::Items,
+            2,
+            PushedRows {
+                local_blocks: vec![1],
+                factors: vec![Bytes::from(f32_bytes(factors))],
+                bias: vec![Bytes::from(f32_bytes(bias))],
+                gram: None,
+            },
+        )
+    };
+    let (good_f, good_b) = (vec![0.5f32; outside * k], vec![0.25f32; outside]);
+    push(&mut job, &good_f, &good_b).expect("finite rows are taken");
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        for at in 0..good_f.len() {
+            let mut f = good_f.clone();
+            f[at] = bad;
+            let e = push(&mut job, &f, &good_b).unwrap_err();
+            assert!(
+                matches!(e, JobError::Invalid(_)) && e.to_string().contains("non-finite factors"),
+                "{bad} at {at}: {e}"
+            );
+        }
+        for at in 0..good_b.len() {
+            let mut b = good_b.clone();
+            b[at] = bad;
+            let e = push(&mut job, &good_f, &b).unwrap_err();
+            assert!(e.to_string().contains("non-finite bias"), "{bad} at bias {at}: {e}");
+        }
+    }
+}

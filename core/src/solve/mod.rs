@@ -126,6 +126,22 @@ pub struct CheckedFixed<'a> {
 
 impl<'a> CheckedFixed<'a> {
     pub fn new(p: &SolveParams, side: FixedSide<'a>, gram: Option<&'a [f64]>) -> Result<Self, SolveError> {
+        let checked = Self::shaped(p, side, gram)?;
+        if !all_finite(side.factors) || !all_finite(side.bias) {
+            return Err(SolveError::Invalid("non-finite fixed factor".into()));
+        }
+        Ok(checked)
+    }
+
+    /// [`new`](Self::new) for a side whose every factor and bias the caller
+    /// has already checked finite (a worker checks pushed rows as it copies
+    /// them in): the shape is checked, the values are not scanned again.
+    pub fn of_finite(p: &SolveParams, side: FixedSide<'a>, gram: Option<&'a [f64]>) -> Result<Self, SolveError> {
+        debug_assert!(all_finite(side.factors) && all_finite(side.bias));
+        Self::shaped(p, side, gram)
+    }
+
+    fn shaped(p: &SolveParams, side: FixedSide<'a>, gram: Option<&'a [f64]>) -> Result<Self, SolveError> {
         let k = p.factors;
         let bad = |m: String| Err(SolveError::Invalid(m));
         if k == 0 {
@@ -159,9 +175,6 @@ impl<'a> CheckedFixed<'a> {
                 ));
             }
             _ => {}
-        }
-        if !all_finite(side.factors) || !all_finite(side.bias) {
-            return bad("non-finite fixed factor".into());
         }
         Ok(CheckedFixed { side, gram, rows: m })
     }

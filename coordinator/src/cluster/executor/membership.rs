@@ -206,6 +206,9 @@ impl ClusterExecutor<'_> {
             if !lost_any {
                 let [u, i] = owners;
                 // The unions only change when blocks move (a sort per worker: not every half).
+                if self.routing.users.owner != u || self.routing.items.owner != i {
+                    self.bytes_min = [None, None];
+                }
                 if self.routing.users.owner != u {
                     self.routing.users.owner = u;
                     self.routing.users.rebuild_unions(&self.layouts.users);

@@ -68,6 +68,9 @@ pub struct ClusterExecutor<'a> {
     rt: tokio::runtime::Handle,
     slots: Vec<Slot>,
     routing: Routing,
+    /// The routing minimum of each side's half (see [`Routing::bytes_min`]),
+    /// computed once per assignment of blocks: it changes only when blocks move.
+    bytes_min: [Option<u64>; 2],
     /// The owners when every worker is up (lost workers' blocks come back to them).
     home: [Vec<usize>; 2],
     layouts: Layouts,
@@ -136,6 +139,7 @@ impl<'a> ClusterExecutor<'a> {
                 })
                 .collect(),
             home: [routing.users.owner.clone(), routing.items.owner.clone()],
+            bytes_min: [None, None],
             routing,
             layouts: layouts.clone(),
             job_id,
@@ -224,6 +228,7 @@ impl ClusterExecutor<'_> {
             };
             let r = self.routing.side(side);
             let fixed_layout = self.layouts.side(side.other());
+            let push_gate = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
             let futs: Vec<_> = self
                 .slots
                 .iter()
@@ -233,11 +238,16 @@ impl ClusterExecutor<'_> {
                     // The worker's own rows of the fixed side stay where they are.
                     let local: Vec<usize> = s.current[side_ix(side.other())].iter().copied().collect();
                     let rows = rows_outside(&r.union[w], local.iter().map(|&b| fixed_layout.range(b)));
-                    let msgs = factor_messages(&self.job_id, side.other(), step, &rows, &local, fixed, fixed_gram);
                     let handle = s.handle.clone();
                     let faults = self.faults.clone();
-                    let work = push_and_solve(handle.clone(), self.job_id.clone(), side, step, msgs);
-                    async move { (w, watched(&handle, &faults, work).await) }
+                    let (job_id, gate) = (self.job_id.clone(), push_gate.clone());
+                    async move {
+                        // Gathered when this worker's future first runs, so a later
+                        // worker's rows are gathered while an earlier push is on the wire.
+                        let msgs = factor_messages(&job_id, side.other(), step, &rows, &local, fixed, fixed_gram);
+                        let work = push_and_solve(handle.clone(), job_id, side, step, msgs, gate);
+                        (w, watched(&handle, &faults, work).await)
+                    }
                 })
                 .collect();
             let results = self.rt.block_on(futures::future::join_all(futs));
@@ -332,6 +342,8 @@ impl ClusterExecutor<'_> {
             anyhow::bail!("block {missing} of {} was not solved", side.name());
         }
         let target_gram = implicit.then(|| sum_grams(k, grams.iter().map(|g| g.as_deref().unwrap_or(&[]))));
+        let (routing, fixed_layout) = (&self.routing, self.layouts.side(side.other()));
+        let bytes_min = *self.bytes_min[side_ix(side)].get_or_insert_with(|| routing.bytes_min(side, k, fixed_layout));
         let seconds = t0.elapsed().as_secs_f64();
         Ok(HalfStepOutput {
             target_gram,
@@ -341,7 +353,7 @@ impl ClusterExecutor<'_> {
                 compute_seconds: compute,
                 transfer_seconds: (seconds - compute).max(0.0),
                 bytes_sent: sent,
-                bytes_min: self.routing.bytes_min(side, k, self.layouts.side(side.other())),
+                bytes_min,
             },
         })
     }

@@ -72,20 +72,29 @@ pub(super) fn rpc_err(addr: &str, what: &str, s: tonic::Status) -> HalfError {
     }
 }
 
+/// Push the fixed rows, then solve and gather. `push_gate` lets one push
+/// through at a time, in the order the workers asked: the first worker
+/// starts solving while the next is still being sent its rows, instead of
+/// every worker waiting for all pushes at once (they share one link, or on
+/// one host one runtime thread, so pushes in turn take no longer in all).
 pub(super) async fn push_and_solve(
     w: WorkerHandle,
     job_id: String,
     side: Side,
     step: u64,
     msgs: Vec<FactorChunk>,
+    push_gate: std::sync::Arc<tokio::sync::Semaphore>,
 ) -> Result<WorkerHalf, HalfError> {
     let addr = w.addr.clone();
     let mut client = w.client;
     let bytes_sent = encoded(&msgs);
-    client
-        .push_factors(tokio_stream::iter(msgs))
-        .await
-        .map_err(|s| rpc_err(&addr, "pushing factors failed", s))?;
+    {
+        let _turn = push_gate.acquire().await.expect("the gate is never closed");
+        client
+            .push_factors(tokio_stream::iter(msgs))
+            .await
+            .map_err(|s| rpc_err(&addr, "pushing factors failed", s))?;
+    }
     let req = SolveRequest {
         job_id,
         side: side_to_pb(side) as i32,
