@@ -158,6 +158,20 @@ impl DenseScratch {
     }
 }
 
+/// XᵀX + ridge·I (d×d, column-major, both triangles) for an n×d X of
+/// standard normals drawn from `rng`: a random SPD matrix for the tests.
+#[cfg(test)]
+pub(crate) fn random_spd(rng: &mut crate::rng::SplitMix64, n: usize, d: usize, ridge: f64) -> Vec<f64> {
+    let x: Vec<f64> = (0..n * d).map(|_| rng.next_normal()).collect();
+    let mut a = vec![0.0; d * d];
+    for j in 0..d {
+        for i in 0..d {
+            a[i + j * d] = (0..n).map(|r| x[r + i * n] * x[r + j * n]).sum::<f64>() + if i == j { ridge } else { 0.0 };
+        }
+    }
+    a
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,14 +243,7 @@ mod tests {
     fn the_solve_leaves_the_cholesky_factor() {
         let mut rng = SplitMix64::new(12);
         for d in [3usize, 17, 300] {
-            let n = d + 5;
-            let x: Vec<f64> = (0..n * d).map(|_| rng.next_normal()).collect();
-            let mut full = vec![0.0; d * d];
-            for j in 0..d {
-                for i in 0..d {
-                    full[i + j * d] = (0..n).map(|r| x[r + i * n] * x[r + j * n]).sum::<f64>() + if i == j { 1.0 } else { 0.0 };
-                }
-            }
+            let full = random_spd(&mut rng, d + 5, d, 1.0);
             for backend in Backend::available() {
                 for ld in [d, normal_ld(d)] {
                     let mut a = vec![0.0; d * ld];

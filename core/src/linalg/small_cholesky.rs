@@ -169,14 +169,7 @@ mod tests {
 
         let mut rng = SplitMix64::new(5);
         for d in [1usize, 3, 4, 5, 8, 9, 17, 64, 65, 129] {
-            let n = d + 7;
-            let x: Vec<f64> = (0..n * d).map(|_| rng.next_normal()).collect();
-            let mut a = vec![0.0; d * d];
-            for i in 0..d {
-                for j in 0..d {
-                    a[i + j * d] = (0..n).map(|r| x[r + i * n] * x[r + j * n]).sum::<f64>() + if i == j { 0.1 } else { 0.0 };
-                }
-            }
+            let a = super::super::random_spd(&mut rng, d + 7, d, 0.1);
             let b: Vec<f64> = (0..d).map(|_| rng.next_normal()).collect();
             let mut want = b.clone();
             let mut s = super::super::faer_backend::Scratch::new(d);
