@@ -111,6 +111,8 @@ impl ClusterSession {
             &lost,
             self.opts.clone(),
             self.faults.clone(),
+            // Local workers' pushes share one runtime thread: one at a time.
+            if self.local.is_some() { 1 } else { self.workers.len() },
             ds,
             &params,
             layouts,

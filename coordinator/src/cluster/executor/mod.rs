@@ -78,6 +78,10 @@ pub struct ClusterExecutor<'a> {
     start_req: StartJobRequest,
     client_opts: ClientOptions,
     faults: FaultOptions,
+    /// Pushes on the wire at once: 1 where the workers share this process's
+    /// runtime thread (`--local`), so one push's CPU work is not spread over
+    /// all of them; every worker where each decodes on its own host.
+    push_lanes: usize,
     ds: &'a Dataset,
     test: TestByUser,
     step: u64,
@@ -105,6 +109,7 @@ impl<'a> ClusterExecutor<'a> {
         lost: &[Option<String>],
         client_opts: ClientOptions,
         faults: FaultOptions,
+        push_lanes: usize,
         ds: &'a Dataset,
         params: &SolveParams,
         layouts: &Layouts,
@@ -146,6 +151,7 @@ impl<'a> ClusterExecutor<'a> {
             start_req,
             client_opts,
             faults,
+            push_lanes: push_lanes.max(1),
             ds,
             test: TestByUser::build(ds),
             step: 0,
@@ -228,7 +234,7 @@ impl ClusterExecutor<'_> {
             };
             let r = self.routing.side(side);
             let fixed_layout = self.layouts.side(side.other());
-            let push_gate = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+            let push_gate = std::sync::Arc::new(tokio::sync::Semaphore::new(self.push_lanes));
             let futs: Vec<_> = self
                 .slots
                 .iter()

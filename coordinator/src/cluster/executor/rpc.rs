@@ -72,11 +72,12 @@ pub(super) fn rpc_err(addr: &str, what: &str, s: tonic::Status) -> HalfError {
     }
 }
 
-/// Push the fixed rows, then solve and gather. `push_gate` lets one push
-/// through at a time, in the order the workers asked: the first worker
-/// starts solving while the next is still being sent its rows, instead of
-/// every worker waiting for all pushes at once (they share one link, or on
-/// one host one runtime thread, so pushes in turn take no longer in all).
+/// Push the fixed rows, then solve and gather. `push_gate` lets its number
+/// of pushes through at a time, in the order the workers asked. With one
+/// permit (local workers, whose pushes all run on one runtime thread) the
+/// first worker starts solving while the next is still being sent its rows,
+/// instead of every worker waiting for all pushes at once; in turn they take
+/// no longer in all, as they share that thread anyway.
 pub(super) async fn push_and_solve(
     w: WorkerHandle,
     job_id: String,
