@@ -70,6 +70,35 @@ pub fn pieces_into<T: LeBytes>(field: &'static str, pieces: &[impl AsRef<[u8]>],
     r.finish()
 }
 
+/// A packed f32 field that was malformed or held a NaN or an infinity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FiniteError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("a non-finite {field} value")]
+    NonFinite { field: &'static str },
+}
+
+/// Values copied then checked finite per step: few enough to still be in
+/// cache for the check, so received rows are read from memory once.
+pub const FINITE_CHUNK: usize = 16 * 1024;
+
+/// [`pieces_into`] for factor values, each checked finite as it lands.
+pub fn pieces_into_finite(field: &'static str, pieces: &[impl AsRef<[u8]>], dest: &mut [f32]) -> Result<(), FiniteError> {
+    let len: usize = pieces.iter().map(|p| p.as_ref().len()).sum();
+    if len != std::mem::size_of_val(dest) {
+        return Err(CodecError {
+            field,
+            len,
+            want: Want::Exactly(std::mem::size_of_val(dest)),
+        }
+        .into());
+    }
+    let mut r = PieceReader::new(field, pieces);
+    r.read_finite_into(dest)?;
+    Ok(r.finish()?)
+}
+
 /// Reads a field received in pieces into several destinations in turn (a
 /// pushed fixed side goes around the rows the worker has already).
 pub struct PieceReader<'a, B> {
@@ -124,6 +153,18 @@ impl<'a, B: AsRef<[u8]>> PieceReader<'a, B> {
         }
         self.read += out.len();
         als_core::le::fix_order(dest);
+        Ok(())
+    }
+
+    /// [`read_into`](Self::read_into) [`FINITE_CHUNK`] values at a time,
+    /// each part checked finite right after its copy.
+    pub fn read_finite_into(&mut self, dest: &mut [f32]) -> Result<(), FiniteError> {
+        for part in dest.chunks_mut(FINITE_CHUNK) {
+            self.read_into(part)?;
+            if !als_core::solve::all_finite(part) {
+                return Err(FiniteError::NonFinite { field: self.field });
+            }
+        }
         Ok(())
     }
 
@@ -272,6 +313,37 @@ pub fn chunk_fields<M>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every value is checked, in every chunk, across pieces split mid-value.
+    #[test]
+    fn finite_reads_check_every_chunk_across_pieces() {
+        let n = 2 * FINITE_CHUNK + 37;
+        let values: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
+        let pieces = |v: &[f32]| {
+            let b = Bytes::from(f32_bytes(v));
+            vec![
+                b.slice(..4 * FINITE_CHUNK + 3),
+                b.slice(4 * FINITE_CHUNK + 3..4 * n - 6),
+                b.slice(4 * n - 6..),
+            ]
+        };
+        let got = pieces(&values);
+        let mut dest = vec![0f32; n];
+        pieces_into_finite("factors", &got, &mut dest).unwrap();
+        assert_eq!(dest, values);
+        for at in [0, FINITE_CHUNK - 1, FINITE_CHUNK, 2 * FINITE_CHUNK + 5, n - 1] {
+            for bad_value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut bad = values.clone();
+                bad[at] = bad_value;
+                let p = pieces(&bad);
+                let e = pieces_into_finite("factors", &p, &mut dest).unwrap_err();
+                assert_eq!(e, FiniteError::NonFinite { field: "factors" }, "{at}");
+                assert_eq!(e.to_string(), "a non-finite factors value");
+            }
+        }
+        let short = pieces_into_finite("factors", &got, &mut dest[1..]).unwrap_err();
+        assert!(matches!(short, FiniteError::Codec(_)), "{short}");
+    }
 
     #[test]
     fn a_piece_reader_fills_destinations_in_turn_across_any_split() {

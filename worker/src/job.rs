@@ -28,18 +28,9 @@ pub enum JobError {
     Solve { message: String, row: Option<u64> },
 }
 
-/// Values copied and checked finite per step: small enough to still be in cache for the check.
-const FILL_CHUNK: usize = 16 * 1024;
-
-/// Fill `dest` from `read`, checking each value finite right after its copy.
-fn fill_finite(read: &mut PieceReader<'_, Bytes>, dest: &mut [f32]) -> Result<(), JobError> {
-    for part in dest.chunks_mut(FILL_CHUNK) {
-        read.read_into(part).map_err(|e| JobError::Invalid(format!("pushed rows: {e}")))?;
-        if !all_finite(part) {
-            return invalid(format!("pushed rows: a non-finite {} value", read.field()));
-        }
-    }
-    Ok(())
+/// A malformed push, named as such.
+fn bad_push(e: impl std::fmt::Display) -> JobError {
+    JobError::Invalid(format!("pushed rows: {e}"))
 }
 
 fn invalid<T>(m: impl Into<String>) -> Result<T, JobError> {
@@ -522,9 +513,9 @@ impl Job {
         let mut read_b = PieceReader::new("bias", &pushed.bias);
         let mut at = 0;
         for (id, run) in &runs {
-            fill_finite(&mut read_f, &mut factors[at * k..run.start * k])?;
+            read_f.read_finite_into(&mut factors[at * k..run.start * k]).map_err(bad_push)?;
             if biased {
-                fill_finite(&mut read_b, &mut bias[at..run.start])?;
+                read_b.read_finite_into(&mut bias[at..run.start]).map_err(bad_push)?;
             }
             let block = &self.side(fixed).blocks[id];
             let (own_f, own_b) = block.latest();
@@ -542,13 +533,12 @@ impl Job {
             }
             at = run.end;
         }
-        fill_finite(&mut read_f, &mut factors[at * k..])?;
+        read_f.read_finite_into(&mut factors[at * k..]).map_err(bad_push)?;
         if biased {
-            fill_finite(&mut read_b, &mut bias[at..])?;
+            read_b.read_finite_into(&mut bias[at..]).map_err(bad_push)?;
         }
-        let bad = |e: als_proto::codec::CodecError| JobError::Invalid(format!("pushed rows: {e}"));
-        read_f.finish().map_err(bad)?;
-        read_b.finish().map_err(bad)?;
+        read_f.finish().map_err(bad_push)?;
+        read_b.finish().map_err(bad_push)?;
         self.install_fixed(FixedFactors {
             side: fixed,
             step,
@@ -570,11 +560,11 @@ impl Job {
         let k = self.params.factors;
         let n = self.needed_fixed_rows(f.side);
         if f.factors.len() != n * k {
-            return invalid(format!("fixed factors: expected {} finite values, got {}", n * k, f.factors.len()));
+            return invalid(format!("fixed factors: expected {} values, got {}", n * k, f.factors.len()));
         }
         let want_bias = if self.biased() { n } else { 0 };
         if f.bias.len() != want_bias {
-            return invalid(format!("fixed bias: expected {want_bias} finite values, got {}", f.bias.len()));
+            return invalid(format!("fixed bias: expected {want_bias} values, got {}", f.bias.len()));
         }
         match (&f.gram, self.implicit()) {
             (Some(g), true) if g.len() == k * k && g.iter().all(|v| v.is_finite()) => {}
@@ -675,37 +665,5 @@ impl Job {
 
     pub fn n_blocks(&self, side: Side) -> usize {
         self.side(side).blocks.len()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{fill_finite, FILL_CHUNK};
-    use als_proto::codec::{f32_bytes, Bytes, PieceReader};
-
-    /// Every value is checked, in every chunk, across pieces split mid-value.
-    #[test]
-    fn fill_finite_checks_every_chunk_across_pieces() {
-        let n = 2 * FILL_CHUNK + 37;
-        let values: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
-        let pieces = |v: &[f32]| {
-            let b = Bytes::from(f32_bytes(v));
-            vec![
-                b.slice(..4 * FILL_CHUNK + 3),
-                b.slice(4 * FILL_CHUNK + 3..4 * n - 6),
-                b.slice(4 * n - 6..),
-            ]
-        };
-        let got = pieces(&values);
-        let mut dest = vec![0f32; n];
-        fill_finite(&mut PieceReader::new("factors", &got), &mut dest).unwrap();
-        assert_eq!(dest, values);
-        for at in [0, FILL_CHUNK - 1, FILL_CHUNK, 2 * FILL_CHUNK + 5, n - 1] {
-            let mut bad = values.clone();
-            bad[at] = f32::NAN;
-            let p = pieces(&bad);
-            let e = fill_finite(&mut PieceReader::new("factors", &p), &mut dest).unwrap_err();
-            assert!(e.to_string().contains("non-finite factors"), "{at}: {e}");
-        }
     }
 }

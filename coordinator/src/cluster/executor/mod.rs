@@ -30,9 +30,9 @@ use std::time::Instant;
 
 use als_core::data::Dataset;
 use als_core::side::{Factors, Side};
-use als_core::solve::{all_finite, from_lower_triangle, sum_grams, Feedback, SolveParams};
+use als_core::solve::{from_lower_triangle, sum_grams, Feedback, SolveParams};
 use als_core::train::{HalfStepExecutor, HalfStepOutput, HalfStepReport, Layouts, TestMetrics, TrainConfig, TrainError, TrainState};
-use als_proto::codec::{pieces_into, pieces_vec};
+use als_proto::codec::{pieces_into_finite, pieces_vec};
 use als_proto::pb::{EndJobRequest, StartJobRequest};
 use als_proto::spec::spec_from_params;
 use als_proto::PROTOCOL_VERSION;
@@ -329,12 +329,10 @@ impl ClusterExecutor<'_> {
                 // Straight into the target rows: no intermediate vectors.
                 let p = g.arrays.into_pieces();
                 let dest = &mut target.flat_mut()[range.start * k..range.end * k];
-                pieces_into("factors", &p.factors, dest).with_context(|| format!("worker {addr}: block {b} factors malformed"))?;
-                anyhow::ensure!(all_finite(dest), "worker {addr}: block {b} factors malformed");
+                pieces_into_finite("factors", &p.factors, dest).with_context(|| format!("worker {addr}: block {b} factors malformed"))?;
                 if biased {
                     let dest = &mut target.bias[range.clone()];
-                    pieces_into("bias", &p.bias, dest).with_context(|| format!("worker {addr}: block {b} bias malformed"))?;
-                    anyhow::ensure!(all_finite(dest), "worker {addr}: block {b} bias malformed");
+                    pieces_into_finite("bias", &p.bias, dest).with_context(|| format!("worker {addr}: block {b} bias malformed"))?;
                 }
                 if implicit {
                     let lower: Vec<f64> = pieces_vec("gram", &p.gram).with_context(|| format!("worker {addr}"))?;
