@@ -229,6 +229,9 @@ pub fn all_kernels(shape: BlockShape, threads: usize) -> Vec<Kernel> {
     for n in [64usize, 256] {
         out.push(syrk_kernel(n, 65));
     }
+    for d in [16usize, 64, 72, 128] {
+        out.push(cholesky_batch_kernel(d));
+    }
     // CG runs on the crate's own f32 vector loops: the backend does not enter it.
     out.push(implicit_cg_rows_kernel(block, pool, threads, 3));
     out
@@ -273,6 +276,34 @@ pub fn syrk_kernel(n: usize, d: usize) -> Kernel {
         run: Box::new(move || {
             syrk_lower_add(black_box(&panel), n, w, d, &mut g, &mut a, ld);
             black_box(&mut a);
+        }),
+    }
+}
+
+/// Eight systems per call through the batched kernel, each copied into its
+/// lane first (as the row solvers do); flops are the eight solves'.
+pub fn cholesky_batch_kernel(d: usize) -> Kernel {
+    use als_core::linalg::batched_cholesky::{CholeskyBatch, LANES};
+    let n = 2 * d;
+    let x = random_f64(n * d, 2);
+    let mut a = vec![0.0f64; d * d];
+    DenseScratch::new(Backend::Faer, d).gram_add(&x, n, d, &mut a);
+    for j in 0..d {
+        a[j * d + j] += 0.1 * n as f64;
+    }
+    let b = random_f64(d, 3);
+    let mut batch = CholeskyBatch::new(d);
+    // Eight distinct systems in memory, as the row solvers hand over.
+    let systems: Vec<(Vec<f64>, Vec<f64>)> = (0..LANES).map(|_| (a.clone(), b.clone())).collect();
+    Kernel {
+        group: "cholesky_batch",
+        size: format!("d={d} x{LANES}"),
+        backend: "own",
+        flops: LANES as f64 * flops::cholesky_solve(d),
+        run: Box::new(move || {
+            batch.set_lanes(std::array::from_fn(|l| Some((black_box(&systems[l].0[..]), &systems[l].1[..]))), d);
+            assert!(batch.solve().iter().all(Result::is_ok), "SPD");
+            black_box(batch.solution(0).sum::<f64>());
         }),
     }
 }

@@ -6,6 +6,7 @@
 //! `lapack` feature adds ndarray-linalg over the system LAPACK. Both give
 //! the same factors up to rounding (tested).
 
+pub mod batched_cholesky;
 mod faer_backend;
 #[cfg(feature = "lapack")]
 mod lapack_backend;
@@ -137,6 +138,13 @@ impl DenseScratch {
             #[cfg(feature = "lapack")]
             Kernels::Lapack => lapack_backend::gram_add(x, n, d, a),
         }
+    }
+
+    /// Whether d×d systems go to the batched kernel ([`batched_cholesky`]):
+    /// on the default backend, up to its size limit. The `lapack` backend
+    /// keeps its one-system LAPACK solve.
+    pub fn batches(&self, d: usize) -> bool {
+        matches!(self.kernels, Kernels::Faer) && d <= batched_cholesky::MAX_DIM
     }
 
     /// `b ← a⁻¹b` for symmetric positive definite `a` (d×d, column-major

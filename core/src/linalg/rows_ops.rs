@@ -27,7 +27,7 @@ fn reduce16(a: &[f32; 16]) -> f32 {
 
 /// Rows ahead of the copy whose cache lines are requested: enough to cover a
 /// miss to memory at a few nanoseconds per 256-byte row.
-const GATHER_AHEAD: usize = 8;
+pub(crate) const GATHER_AHEAD: usize = 8;
 
 /// Append rows `cols` of `y` (rows of `k` floats) to `dst`, in order.
 ///
@@ -47,7 +47,7 @@ pub fn gather_rows(y: &[f32], k: usize, cols: &[u32], dst: &mut Vec<f32>) {
 
 /// Ask for the cache lines of `y[at..at + len]` (a hint: nothing is read).
 #[inline(always)]
-fn prefetch_row(y: &[f32], at: usize, len: usize) {
+pub(crate) fn prefetch_row(y: &[f32], at: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
     if at + len <= y.len() {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};

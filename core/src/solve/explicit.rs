@@ -4,13 +4,17 @@ use multiversion::multiversion;
 
 use super::{FixedSide, RowScratch, SolveParams, GATHER_CHUNK};
 use crate::linalg::normal_ld;
+use crate::linalg::rows_ops::{prefetch_row, GATHER_AHEAD};
 use crate::linalg::syrk::{panel_width, syrk_lower_add};
-use crate::linalg::NotPositiveDefinite;
 
 /// Row unknowns [pᵤ; bᵤ] against features [qᵢ; 1] and targets rᵤᵢ − μ − bᵢ
-/// (without biases: pᵤ against qᵢ and rᵤᵢ). Normal equations in f64.
+/// (without biases: pᵤ against qᵢ and rᵤᵢ): the row's ridge system, λ on
+/// the diagonal, in `s.a` and `s.b`. Returns d, or `None` for a row without
+/// ratings, whose answer is 0: every λ > 0 gives 0, and count scaling would
+/// leave the system without any term at all (λ·0). Only matrices handed
+/// over whole (Python's CSR) have such rows; loaded files never do.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn solve_row(
+pub(super) fn ridge_system(
     p: &SolveParams,
     biased: bool,
     global_mean: f32,
@@ -18,25 +22,13 @@ pub(super) fn solve_row(
     vals: &[f32],
     fixed: &FixedSide,
     s: &mut RowScratch,
-    out: &mut [f32],
-    out_bias: &mut f32,
-) -> Result<(), NotPositiveDefinite> {
-    let k = p.factors;
+) -> Option<usize> {
     if cols.is_empty() {
-        // No ratings: every λ > 0 gives 0, and count scaling would leave the
-        // system without any term at all (λ·0). Only matrices handed over
-        // whole (Python's CSR) have such rows; loaded files never do.
-        out.fill(0.0);
-        *out_bias = 0.0;
-        return Ok(());
+        return None;
     }
     let d = normal_equations(p, biased, global_mean, cols, vals, fixed, s);
-    s.solve_normal(d, p.row_lambda(cols.len(), fixed.total_rows))?;
-    for (o, v) in out.iter_mut().zip(&s.b[..k]) {
-        *o = *v as f32;
-    }
-    *out_bias = if biased { s.b[k] as f32 } else { 0.0 };
-    Ok(())
+    s.add_ridge(d, p.row_lambda(cols.len(), fixed.total_rows));
+    Some(d)
 }
 
 /// The row's normal equations without λ: the lower triangle of ZᵀZ in `s.a`
@@ -102,15 +94,21 @@ fn gather(
     b: &mut [f64],
     colsum: &mut [f64],
 ) {
-    for ((&c, &r), dst) in cols.iter().zip(vals).zip(x.chunks_exact_mut(w)) {
+    for (j, ((&c, &r), dst)) in cols.iter().zip(vals).zip(x.chunks_exact_mut(w)).enumerate() {
+        // The rows are scattered over the fixed side (at 10M ratings, tens
+        // of MB): ask for a later row's lines while this one is copied.
+        if let Some(&ahead) = cols.get(j + GATHER_AHEAD) {
+            prefetch_row(fixed.factors, ahead as usize * k, k);
+        }
         let row = &fixed.factors[c as usize * k..(c as usize + 1) * k];
         let t = if biased {
             r as f64 - mu as f64 - fixed.bias[c as usize] as f64
         } else {
             r as f64
         };
-        dst[..k].copy_from_slice(row);
-        for (bf, &v) in b.iter_mut().zip(row) {
+        // Copied in the loop that reads it anyway (not a memcpy call per row).
+        for ((bf, xf), &v) in b.iter_mut().zip(&mut dst[..k]).zip(row) {
+            *xf = v;
             *bf += t * v as f64;
         }
         if biased {

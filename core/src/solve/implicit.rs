@@ -7,17 +7,16 @@ use multiversion::multiversion;
 
 use super::{FixedSide, ImplicitWeights, RowScratch, RowsView, SolveParams, GATHER_CHUNK};
 use crate::linalg::normal_ld;
-use crate::linalg::rows_ops;
+use crate::linalg::rows_ops::{self, prefetch_row, GATHER_AHEAD};
 use crate::linalg::sym_rows::{padded_len, sym_mul_rows};
 use crate::linalg::syrk::{panel_width, syrk_lower_add};
 use crate::linalg::vec::{axpy_f32, dot_f32};
-use crate::linalg::NotPositiveDefinite;
 
-/// Exact solve: (s·YᵀY + Σ e·yyᵀ + λI) x = Σ t·y, with the Gramian's scale
-/// s and each observed item's (e, t) from the loss ([`ImplicitWeights`]);
-/// Hu et al.: (YᵀY + Σ(c−1)yyᵀ + λI) x = Σ c·p·y. `gram` is s·YᵀY.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn solve_row_cholesky(
+/// The exact system (s·YᵀY + Σ e·yyᵀ + λI) x = Σ t·y in `s.a` and `s.b`,
+/// with the Gramian's scale s and each observed item's (e, t) from the loss
+/// ([`ImplicitWeights`]); Hu et al.: (YᵀY + Σ(c−1)yyᵀ + λI) x = Σ c·p·y.
+/// `gram` is s·YᵀY. Returns d = k.
+pub(super) fn ridge_system(
     p: &SolveParams,
     weights: ImplicitWeights,
     cols: &[u32],
@@ -25,8 +24,7 @@ pub(super) fn solve_row_cholesky(
     fixed: &FixedSide,
     gram: &[f64],
     s: &mut RowScratch,
-    out: &mut [f32],
-) -> Result<(), NotPositiveDefinite> {
+) -> usize {
     let k = p.factors;
     let w = panel_width(k);
     let ld = normal_ld(k);
@@ -39,11 +37,8 @@ pub(super) fn solve_row_cholesky(
         gather_weighted(cc, cv, fixed, k, weights, w, &mut s.panel[..n * w], &mut s.b[..k]);
         syrk_lower_add(&s.panel[..n * w], n, w, k, &mut s.g32, &mut s.a[..k * ld], ld);
     }
-    s.solve_normal(k, p.row_lambda(cols.len(), fixed.total_rows))?;
-    for (o, v) in out.iter_mut().zip(&s.b[..k]) {
-        *o = *v as f32;
-    }
-    Ok(())
+    s.add_ridge(k, p.row_lambda(cols.len(), fixed.total_rows));
+    k
 }
 
 /// Rows √e·yᵢ into the row-major panel (`w` floats apart) and Σ t·yᵢ into `b`.
@@ -59,7 +54,10 @@ fn gather_weighted(
     x: &mut [f32],
     b: &mut [f64],
 ) {
-    for ((&c, &r), dst) in cols.iter().zip(vals).zip(x.chunks_exact_mut(w)) {
+    for (j, ((&c, &r), dst)) in cols.iter().zip(vals).zip(x.chunks_exact_mut(w)).enumerate() {
+        if let Some(&ahead) = cols.get(j + GATHER_AHEAD) {
+            prefetch_row(fixed.factors, ahead as usize * k, k);
+        }
         let row = &fixed.factors[c as usize * k..(c as usize + 1) * k];
         let (extra, cp) = weights.observed_f64(r);
         let wt = extra.sqrt();

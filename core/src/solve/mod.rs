@@ -7,6 +7,7 @@
 //! row's answer depends only on its own ratings (sorted by column), the
 //! fixed factors it references and, for implicit feedback, the Gramian.
 
+mod exact;
 mod explicit;
 mod gram;
 mod implicit;
@@ -300,27 +301,12 @@ pub fn solve_rows_checked(
             if let (Some(w), SolverKind::Ialspp { sweeps, .. }, Some(bg)) = (weights, p.solver, &blocked_gram) {
                 return subspace::solve_rows_subspace(p, w, sweeps, &rows, first, &fixed, bg, s, out_rows);
             }
-            for (j, (x, b)) in out_rows.chunks_mut(k).zip(bias_rows.iter_mut()).enumerate() {
-                let r = first + j;
-                let (cols, vals) = rows.row(r);
-                let res = match p.feedback {
-                    Feedback::Explicit { biased, global_mean } => explicit::solve_row(p, biased, global_mean, cols, vals, &fixed, s, x, b),
-                    // CG and iALS++ returned above: row by row, implicit feedback is solved exactly.
-                    Feedback::Implicit { alpha, confidence, loss } => {
-                        let w = ImplicitWeights { alpha, confidence, loss };
-                        let gram = gram.unwrap_or(&[]);
-                        if matches!(p.solver, SolverKind::Ialspp { .. }) {
-                            // Returned above whenever the Gramian is there.
-                            return Some(SolveError::Invalid("ialspp needs the gramian".into()));
-                        }
-                        implicit::solve_row_cholesky(p, w, cols, vals, &fixed, gram, s, x)
-                    }
-                };
-                if let Err(cause) = res {
-                    return Some(SolveError::NotPositiveDefinite { row: r, cause });
-                }
+            if matches!(p.solver, SolverKind::Ialspp { .. }) {
+                // Returned above whenever the Gramian is there, which the checked side guarantees.
+                return Some(SolveError::Invalid("ialspp needs the gramian".into()));
             }
-            None
+            // CG and iALS++ returned above: what is left is solved exactly.
+            exact::solve_task(p, &rows, first, &fixed, gram, s, out_rows, bias_rows)
         },
     )
 }
@@ -376,6 +362,8 @@ pub(crate) struct RowScratch {
     pub cg: Option<implicit::CgBlock>,
     /// iALS++'s per-row state, made on a thread's first such row.
     pub subspace: Option<subspace::SubspaceScratch>,
+    /// Eight rows' systems for the batched Cholesky, made on first use.
+    pub lanes: Option<Box<exact::LaneBuffers>>,
 }
 
 impl RowScratch {
@@ -389,16 +377,16 @@ impl RowScratch {
             colsum: vec![0.0; d],
             cg: None,
             subspace: None,
+            lanes: None,
         }
     }
 
-    /// Add `lam` to the normal matrix's diagonal and solve in place into `b`.
-    fn solve_normal(&mut self, d: usize, lam: f64) -> Result<(), NotPositiveDefinite> {
+    /// Add `lam` to the normal matrix's diagonal.
+    fn add_ridge(&mut self, d: usize, lam: f64) {
         let ld = normal_ld(d);
         for c in 0..d {
             self.a[c * ld + c] += lam;
         }
-        self.dense.cholesky_solve(&mut self.a[..d * ld], ld, &mut self.b[..d], d)
     }
 }
 
