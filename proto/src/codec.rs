@@ -57,17 +57,22 @@ pub use als_core::le::{extend_le, Le as LeBytes};
 /// anywhere) into `dest`, which must hold exactly its values: one copy from
 /// the receive buffers, none to join the pieces first.
 pub fn pieces_into<T: LeBytes>(field: &'static str, pieces: &[impl AsRef<[u8]>], dest: &mut [T]) -> Result<(), CodecError> {
-    let len: usize = pieces.iter().map(|p| p.as_ref().len()).sum();
-    if len != std::mem::size_of_val(dest) {
-        return Err(CodecError {
-            field,
-            len,
-            want: Want::Exactly(std::mem::size_of_val(dest)),
-        });
-    }
-    let mut r = PieceReader::new(field, pieces);
+    let mut r = exact_reader(field, pieces, std::mem::size_of_val(dest))?;
     r.read_into(dest)?;
     r.finish()
+}
+
+/// A reader over pieces that must hold exactly `bytes` bytes.
+fn exact_reader<'a, B: AsRef<[u8]>>(field: &'static str, pieces: &'a [B], bytes: usize) -> Result<PieceReader<'a, B>, CodecError> {
+    let r = PieceReader::new(field, pieces);
+    if r.len != bytes {
+        return Err(CodecError {
+            field,
+            len: r.len,
+            want: Want::Exactly(bytes),
+        });
+    }
+    Ok(r)
 }
 
 /// A packed f32 field that was malformed or held a NaN or an infinity.
@@ -85,16 +90,7 @@ pub const FINITE_CHUNK: usize = 16 * 1024;
 
 /// [`pieces_into`] for factor values, each checked finite as it lands.
 pub fn pieces_into_finite(field: &'static str, pieces: &[impl AsRef<[u8]>], dest: &mut [f32]) -> Result<(), FiniteError> {
-    let len: usize = pieces.iter().map(|p| p.as_ref().len()).sum();
-    if len != std::mem::size_of_val(dest) {
-        return Err(CodecError {
-            field,
-            len,
-            want: Want::Exactly(std::mem::size_of_val(dest)),
-        }
-        .into());
-    }
-    let mut r = PieceReader::new(field, pieces);
+    let mut r = exact_reader(field, pieces, std::mem::size_of_val(dest))?;
     r.read_finite_into(dest)?;
     Ok(r.finish()?)
 }

@@ -6,30 +6,34 @@ use super::{explicit, implicit, Feedback, FixedSide, ImplicitWeights, RowScratch
 use crate::linalg::batched_cholesky::{CholeskyBatch, LANES};
 use crate::linalg::normal_ld;
 
-/// Solve rows `first..` of `rows` into `out_rows` (k values each) and, for
-/// biased models, `bias_rows`. Returns the first failing row's error.
-#[allow(clippy::too_many_arguments)]
+/// What every row of a block is solved against.
+pub(super) struct Problem<'a> {
+    pub p: &'a SolveParams,
+    pub rows: &'a RowsView<'a>,
+    pub fixed: &'a FixedSide<'a>,
+    pub gram: Option<&'a [f64]>,
+}
+
+/// Solve rows `first..` of the problem into `out_rows` (k values each)
+/// and, for biased models, `bias_rows`. Returns the first failing row's error.
 pub(super) fn solve_task(
-    p: &SolveParams,
-    rows: &RowsView,
+    pr: &Problem,
     first: usize,
-    fixed: &FixedSide,
-    gram: Option<&[f64]>,
     s: &mut RowScratch,
     out_rows: &mut [f32],
     bias_rows: &mut [f32],
 ) -> Option<SolveError> {
-    let k = p.factors;
-    let d = p.dim();
+    let k = pr.p.factors;
+    let d = pr.p.dim();
     if s.dense.batches(d) {
         let mut lanes = s.lanes.take().unwrap_or_else(|| Box::new(LaneBuffers::new(d, s)));
-        let err = solve_batched(p, rows, first, fixed, gram, s, &mut lanes, out_rows, bias_rows);
+        let err = solve_batched(pr, first, s, &mut lanes, out_rows, bias_rows);
         s.lanes = Some(lanes);
         return err;
     }
     for (j, (x, b)) in out_rows.chunks_mut(k).zip(bias_rows.iter_mut()).enumerate() {
         let r = first + j;
-        let Some(d) = ridge_system(p, rows, r, fixed, gram, s) else {
+        let Some(d) = ridge_system(pr, r, s) else {
             x.fill(0.0);
             *b = 0.0;
             continue;
@@ -46,26 +50,22 @@ pub(super) fn solve_task(
 /// Rows in groups of [`LANES`], one system per lane (an unused lane or a
 /// row without ratings solves I·x = 0). Every row goes through the same
 /// lane arithmetic, so its bits do not depend on how the rows are grouped.
-#[allow(clippy::too_many_arguments)]
 fn solve_batched(
-    p: &SolveParams,
-    rows: &RowsView,
+    pr: &Problem,
     first: usize,
-    fixed: &FixedSide,
-    gram: Option<&[f64]>,
     s: &mut RowScratch,
     lanes: &mut LaneBuffers,
     out_rows: &mut [f32],
     bias_rows: &mut [f32],
 ) -> Option<SolveError> {
-    let k = p.factors;
+    let k = pr.p.factors;
     let ld = normal_ld(lanes.batch.dim());
     let mut first_error = None;
     for (g, (xs, bs)) in out_rows.chunks_mut(LANES * k).zip(bias_rows.chunks_mut(LANES)).enumerate() {
         let r0 = first + g * LANES;
         let mut present = [false; LANES];
         for (lane, set) in present.iter_mut().enumerate().take(bs.len()) {
-            if ridge_system(p, rows, r0 + lane, fixed, gram, s).is_some() {
+            if ridge_system(pr, r0 + lane, s).is_some() {
                 // The row's system moves to its lane's buffers; the scratch gets that lane's old ones.
                 std::mem::swap(&mut s.a, &mut lanes.a[lane]);
                 std::mem::swap(&mut s.b, &mut lanes.b[lane]);
@@ -113,7 +113,8 @@ impl LaneBuffers {
 
 /// Row r's ridge system in `s.a`/`s.b`; its dimension, or `None` for a row
 /// whose answer is 0 without solving.
-fn ridge_system(p: &SolveParams, rows: &RowsView, r: usize, fixed: &FixedSide, gram: Option<&[f64]>, s: &mut RowScratch) -> Option<usize> {
+fn ridge_system(pr: &Problem, r: usize, s: &mut RowScratch) -> Option<usize> {
+    let Problem { p, rows, fixed, gram } = *pr;
     let (cols, vals) = rows.row(r);
     match p.feedback {
         Feedback::Explicit { biased, global_mean } => explicit::ridge_system(p, biased, global_mean, cols, vals, fixed, s),

@@ -306,7 +306,13 @@ pub fn solve_rows_checked(
                 return Some(SolveError::Invalid("ialspp needs the gramian".into()));
             }
             // CG and iALS++ returned above: what is left is solved exactly.
-            exact::solve_task(p, &rows, first, &fixed, gram, s, out_rows, bias_rows)
+            let problem = exact::Problem {
+                p,
+                rows: &rows,
+                fixed: &fixed,
+                gram,
+            };
+            exact::solve_task(&problem, first, s, out_rows, bias_rows)
         },
     )
 }
