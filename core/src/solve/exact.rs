@@ -42,7 +42,7 @@ pub(super) fn solve_task(
         if let Err(cause) = s.dense.cholesky_solve(&mut s.a[..d * ld], ld, &mut s.b[..d], d) {
             return Some(SolveError::NotPositiveDefinite { row: r, cause });
         }
-        write_row(&s.b[..d], k, x, b);
+        write_row(s.b[..d].iter().copied(), x, b);
     }
     None
 }
@@ -83,8 +83,7 @@ fn solve_batched(
                 });
                 continue;
             }
-            s.b.iter_mut().zip(batch.solution(lane)).for_each(|(t, v)| *t = v);
-            write_row(&s.b[..batch.dim()], k, x, bias);
+            write_row(batch.solution(lane), x, bias);
         }
         if first_error.is_some() {
             return first_error;
@@ -125,10 +124,11 @@ fn ridge_system(pr: &Problem, r: usize, s: &mut RowScratch) -> Option<usize> {
     }
 }
 
-/// The solution's k factors to `x` and, where d = k + 1, its bias to `b`.
-fn write_row(sol: &[f64], k: usize, x: &mut [f32], b: &mut f32) {
-    for (o, v) in x.iter_mut().zip(&sol[..k]) {
-        *o = *v as f32;
+/// A solution's d values: its k factors to `x` and, where d = k + 1, its
+/// bias to `b` (else 0).
+fn write_row(mut sol: impl Iterator<Item = f64>, x: &mut [f32], b: &mut f32) {
+    for (o, v) in x.iter_mut().zip(sol.by_ref()) {
+        *o = v as f32;
     }
-    *b = sol.get(k).map_or(0.0, |&v| v as f32);
+    *b = sol.next().map_or(0.0, |v| v as f32);
 }
