@@ -120,11 +120,6 @@ impl<'a, B: AsRef<[u8]>> PieceReader<'a, B> {
         }
     }
 
-    /// The field read (for messages).
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-
     /// Fill `dest` with the next values; an error if fewer bytes are left.
     pub fn read_into<T: LeBytes>(&mut self, dest: &mut [T]) -> Result<(), CodecError> {
         let out = bytemuck::cast_slice_mut::<T, u8>(dest);
