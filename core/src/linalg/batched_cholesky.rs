@@ -13,7 +13,11 @@
 //! Every operation is lane-wise and exactly rounded (FMA, sqrt, division),
 //! in an order that does not depend on the lane, the other lanes or the
 //! vector width, so a system gets the same bits whichever batch and lane it
-//! is solved in, on any CPU.
+//! is solved in, on any CPU with FMA. Three paths run it: AVX-512 (one
+//! register per vector), AVX2+FMA (two registers per vector, smaller tiles)
+//! and portable arrays. Without hardware FMA the portable path's
+//! `mul_add` is a libm call, so such CPUs solve one system at a time
+//! ([`is_fast`]).
 
 use super::NotPositiveDefinite;
 
@@ -116,6 +120,9 @@ impl CholeskyBatch {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Path::Avx512` is only chosen where the CPU has AVX-512F.
             Path::Avx512 => unsafe { avx512::solve(&mut self.m, ld, d, &mut failed) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Path::Avx2` is only chosen where the CPU has AVX2 and FMA.
+            Path::Avx2 => unsafe { avx2::solve(&mut self.m, ld, d, &mut failed) },
             Path::Portable => solve_lanes::<V>(&mut self.m, ld, d, &mut failed),
         }
         failed.map(|f| match f {
@@ -137,22 +144,68 @@ impl CholeskyBatch {
 enum Path {
     #[cfg(target_arch = "x86_64")]
     Avx512,
+    /// Each vector of eight lanes in two AVX registers.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
     Portable,
 }
 
 impl Path {
     fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
-            return Path::Avx512;
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                return Path::Avx512;
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return Path::Avx2;
+            }
         }
         Path::Portable
+    }
+
+    /// Every path this CPU can run, the detected one first.
+    #[cfg(test)]
+    fn available() -> Vec<Path> {
+        let mut paths = vec![Path::detect()];
+        #[cfg(target_arch = "x86_64")]
+        if paths[0] == Path::Avx512 && std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            paths.push(Path::Avx2);
+        }
+        if paths[0] != Path::Portable {
+            paths.push(Path::Portable);
+        }
+        paths
+    }
+}
+
+/// Whether this CPU runs the batched kernel fast: it needs hardware FMA
+/// (without it every lane's fused multiply-add is a libm call, an order of
+/// magnitude slower than the one-system kernel).
+pub fn is_fast() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        Path::detect() != Path::Portable
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        // FMA is part of the base AArch64 instruction set.
+        true
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
     }
 }
 
 /// One vector of the eight lanes, and the lane-wise, exactly rounded
 /// operations the kernel uses.
 trait Lanes: Copy {
+    /// Register tile of the factorization, rows × columns of vectors (at
+    /// most [`TILE_ROWS`] × [`TILE_COLS`], and no more columns than rows:
+    /// a diagonal tile holds its columns' pivots): as many as the registers
+    /// hold.
+    const TILE: (usize, usize) = (TILE_ROWS, TILE_COLS);
     fn load(l: &Line) -> Self;
     fn store(self, l: &mut Line);
     /// `self − f·x`, rounded once.
@@ -173,20 +226,32 @@ impl Lanes for V {
         l.0 = self;
     }
     #[inline(always)]
-    fn sub_mul(self, f: Self, x: Self) -> Self {
-        std::array::from_fn(|l| (-f[l]).mul_add(x[l], self[l]))
+    fn sub_mul(mut self, f: Self, x: Self) -> Self {
+        for l in 0..LANES {
+            self[l] = (-f[l]).mul_add(x[l], self[l]);
+        }
+        self
     }
     #[inline(always)]
-    fn mul(self, o: Self) -> Self {
-        std::array::from_fn(|l| self[l] * o[l])
+    fn mul(mut self, o: Self) -> Self {
+        for l in 0..LANES {
+            self[l] *= o[l];
+        }
+        self
     }
     #[inline(always)]
-    fn div(self, o: Self) -> Self {
-        std::array::from_fn(|l| self[l] / o[l])
+    fn div(mut self, o: Self) -> Self {
+        for l in 0..LANES {
+            self[l] /= o[l];
+        }
+        self
     }
     #[inline(always)]
-    fn sqrt(self) -> Self {
-        self.map(f64::sqrt)
+    fn sqrt(mut self) -> Self {
+        for v in &mut self {
+            *v = v.sqrt();
+        }
+        self
     }
 }
 
@@ -243,6 +308,70 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Lanes, Line, LANES};
+
+    /// 3×2 tiles: 12 of the 16 AVX registers accumulate (4×4, 32 registers,
+    /// spilled and ran at a third of the speed; 2×2 and 3×3 were slower too).
+    const TR: usize = 3;
+    const TC: usize = 2;
+
+    /// Eight lanes in two AVX registers (lanes 0–3, 4–7). Values of this
+    /// type exist only inside [`solve`], which runs only where the CPU has
+    /// AVX2 and FMA: that is what makes the intrinsics below sound.
+    #[derive(Clone, Copy)]
+    pub(super) struct Y(__m256d, __m256d);
+
+    impl Lanes for Y {
+        const TILE: (usize, usize) = (TR, TC);
+        #[inline(always)]
+        fn load(l: &Line) -> Self {
+            let p = l.0.as_ptr();
+            // SAFETY: see `Y`; a Line is 64 aligned bytes, so both halves are 32-byte aligned.
+            unsafe { Y(_mm256_load_pd(p), _mm256_load_pd(p.add(4))) }
+        }
+        #[inline(always)]
+        fn store(self, l: &mut Line) {
+            let p = l.0.as_mut_ptr();
+            // SAFETY: as in `load`.
+            unsafe {
+                _mm256_store_pd(p, self.0);
+                _mm256_store_pd(p.add(4), self.1);
+            }
+        }
+        #[inline(always)]
+        fn sub_mul(self, f: Self, x: Self) -> Self {
+            // SAFETY: see `Y`.
+            unsafe { Y(_mm256_fnmadd_pd(f.0, x.0, self.0), _mm256_fnmadd_pd(f.1, x.1, self.1)) }
+        }
+        #[inline(always)]
+        fn mul(self, o: Self) -> Self {
+            // SAFETY: see `Y`.
+            unsafe { Y(_mm256_mul_pd(self.0, o.0), _mm256_mul_pd(self.1, o.1)) }
+        }
+        #[inline(always)]
+        fn div(self, o: Self) -> Self {
+            // SAFETY: see `Y`.
+            unsafe { Y(_mm256_div_pd(self.0, o.0), _mm256_div_pd(self.1, o.1)) }
+        }
+        #[inline(always)]
+        fn sqrt(self) -> Self {
+            // SAFETY: see `Y`.
+            unsafe { Y(_mm256_sqrt_pd(self.0), _mm256_sqrt_pd(self.1)) }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn solve(m: &mut [Line], ld: usize, d: usize, failed: &mut [Option<usize>; LANES]) {
+        super::solve_lanes::<Y>(m, ld, d, failed)
+    }
+}
+
 /// Factor, then back-substitute: the solution ends in row d.
 #[inline(always)]
 fn solve_lanes<S: Lanes>(m: &mut [Line], ld: usize, d: usize, failed: &mut [Option<usize>; LANES]) {
@@ -261,12 +390,14 @@ fn factor<S: Lanes>(m: &mut [Line], ld: usize, d: usize, failed: &mut [Option<us
     let rows = d + 1;
     // 1/L[c][c] of the current block's columns.
     let mut inv = [Line([0.0; LANES]); TILE_COLS];
+    let (tile_rows, tile_cols) = S::TILE;
+    debug_assert!(tile_cols <= tile_rows && tile_rows <= TILE_ROWS && tile_cols <= TILE_COLS);
     let mut cb = 0;
     while cb < d {
-        let nc = (d - cb).min(TILE_COLS);
+        let nc = (d - cb).min(tile_cols);
         let mut ib = cb;
         while ib < rows {
-            let nr = (rows - ib).min(TILE_ROWS);
+            let nr = (rows - ib).min(tile_rows);
             let diag = ib == cb;
             macro_rules! run {
                 ($r:literal, $c:literal) => {
@@ -444,13 +575,13 @@ mod tests {
         }
     }
 
-    /// The AVX-512 path and the portable one give the same bits (where
-    /// this CPU has AVX-512; elsewhere only the portable path exists).
+    /// The AVX-512, AVX2 and portable paths give the same bits (each
+    /// that this CPU can run; with one path there is nothing to compare).
     #[test]
     fn every_path_gives_the_same_bits() {
-        let paths: Vec<Path> = [Path::detect(), Path::Portable].into_iter().collect();
-        if paths[0] == Path::Portable {
-            eprintln!("SKIP every_path_gives_the_same_bits: this CPU has no AVX-512, so there is one path");
+        let paths = Path::available();
+        if paths.len() < 2 {
+            eprintln!("SKIP every_path_gives_the_same_bits: this CPU has no AVX2+FMA or AVX-512, so there is one path");
             return;
         }
         let mut rng = SplitMix64::new(33);
@@ -474,7 +605,9 @@ mod tests {
                         .collect()
                 })
                 .collect();
-            assert_eq!(bits[0], bits[1], "d={d}");
+            for (path, b) in paths.iter().zip(&bits).skip(1) {
+                assert_eq!(&bits[0], b, "d={d}: {:?} against {path:?}", paths[0]);
+            }
         }
     }
 

@@ -141,10 +141,13 @@ impl DenseScratch {
     }
 
     /// Whether d×d systems go to the batched kernel ([`batched_cholesky`]):
-    /// on the default backend, up to its size limit. The `lapack` backend
-    /// keeps its one-system LAPACK solve.
+    /// on the default backend, up to its size limit, where the CPU has
+    /// hardware FMA ([`batched_cholesky::is_fast`]; without it the batch is
+    /// slower than one system at a time, and the bits differ from FMA CPUs'
+    /// in the last place). The `lapack` backend keeps its one-system LAPACK
+    /// solve.
     pub fn batches(&self, d: usize) -> bool {
-        matches!(self.kernels, Kernels::Faer) && d <= batched_cholesky::MAX_DIM
+        matches!(self.kernels, Kernels::Faer) && d <= batched_cholesky::MAX_DIM && batched_cholesky::is_fast()
     }
 
     /// `b ← a⁻¹b` for symmetric positive definite `a` (d×d, column-major
