@@ -4,8 +4,11 @@
 //! flops (nnz·d(d+1) per side), so it has its own register-tiled AVX-512
 //! kernel. It computes only the blocks on and below the diagonal, keeps the
 //! sums of one panel in f32 registers (sixteen lanes per FMA) and adds them
-//! into the f64 normal matrix once per panel. Without AVX-512 it falls back
-//! to faer's f32 GEMM on the same panel. Either way the lower triangle of
+//! into the f64 normal matrix once per panel. An AVX2+FMA twin does the same
+//! with eight lanes and smaller tiles, and the same bits: each entry is one
+//! chain of f32 FMAs over the panel's rows in order, either way. Without
+//! either it falls back to faer's f32 GEMM on the same panel (other bits).
+//! Whichever path, the lower triangle of
 //! `a` (all the Cholesky reads) is exact up to f32 rounding within a panel;
 //! the strict upper triangle holds partial values and must not be read.
 
@@ -35,13 +38,46 @@ pub fn syrk_lower_add(panel: &[f32], n: usize, w: usize, d: usize, g: &mut [f32]
     if n == 0 || d == 0 {
         return;
     }
+    run(Path::detect(), panel, n, w, d, g, a, ld);
+}
+
+/// Which kernel computes the Gram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the feature was detected, and the sizes were checked above.
-        unsafe { avx512::syrk_lower_add(panel.as_ptr(), n, w, d, a.as_mut_ptr(), ld) };
-        return;
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+impl Path {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                return Path::Avx512;
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return Path::Avx2;
+            }
+        }
+        Path::Portable
     }
-    portable(panel, n, w, d, g, a, ld);
+}
+
+/// [`syrk_lower_add`] on `path`, whose instructions the CPU must have; the sizes are checked.
+#[allow(clippy::too_many_arguments)]
+fn run(path: Path, panel: &[f32], n: usize, w: usize, d: usize, g: &mut [f32], a: &mut [f64], ld: usize) {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx512` is only chosen where detected; the sizes were checked by the caller.
+        Path::Avx512 => unsafe { avx512::syrk_lower_add(panel.as_ptr(), n, w, d, a.as_mut_ptr(), ld) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx2` is only chosen where AVX2 and FMA were detected; sizes as above.
+        Path::Avx2 => unsafe { avx2::syrk_lower_add(panel.as_ptr(), n, w, d, a.as_mut_ptr(), ld) },
+        Path::Portable => portable(panel, n, w, d, g, a, ld),
+    }
 }
 
 /// faer's f32 GEMM on the panel (a w×n column-major matrix M): M·Mᵀ, added in f64.
@@ -161,6 +197,112 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// f32 lanes of one AVX register.
+    const L: usize = 8;
+    /// Columns per register tile: with two row vectors, 12 of the 16
+    /// registers accumulate.
+    const NC: usize = 6;
+
+    /// # Safety
+    /// AVX2 and FMA must be available; `panel` holds `n*w` floats (`w` a
+    /// multiple of 16, at least d) and `a` d columns of `ld`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn syrk_lower_add(panel: *const f32, n: usize, w: usize, d: usize, a: *mut f64, ld: usize) {
+        let mut ib = 0;
+        while ib < d {
+            // Two row vectors while both hold rows below d, else one.
+            let two = ib + L < d;
+            let i_end = (ib + if two { 2 * L } else { L }).min(d);
+            let mut jb = 0;
+            while jb < i_end {
+                let nc = (i_end - jb).min(NC);
+                // SAFETY: forwarded; tiles stay inside the panel's w columns and a's d×d.
+                unsafe {
+                    match (two, nc) {
+                        (true, 6) => tile::<2, 6>(panel, n, w, ib, jb, d, a, ld),
+                        (true, 5) => tile::<2, 5>(panel, n, w, ib, jb, d, a, ld),
+                        (true, 4) => tile::<2, 4>(panel, n, w, ib, jb, d, a, ld),
+                        (true, 3) => tile::<2, 3>(panel, n, w, ib, jb, d, a, ld),
+                        (true, 2) => tile::<2, 2>(panel, n, w, ib, jb, d, a, ld),
+                        (true, _) => tile::<2, 1>(panel, n, w, ib, jb, d, a, ld),
+                        (false, 6) => tile::<1, 6>(panel, n, w, ib, jb, d, a, ld),
+                        (false, 5) => tile::<1, 5>(panel, n, w, ib, jb, d, a, ld),
+                        (false, 4) => tile::<1, 4>(panel, n, w, ib, jb, d, a, ld),
+                        (false, 3) => tile::<1, 3>(panel, n, w, ib, jb, d, a, ld),
+                        (false, 2) => tile::<1, 2>(panel, n, w, ib, jb, d, a, ld),
+                        (false, _) => tile::<1, 1>(panel, n, w, ib, jb, d, a, ld),
+                    }
+                }
+                jb += NC;
+            }
+            ib += if two { 2 * L } else { L };
+        }
+    }
+
+    /// Rows `ib..ib+8V` by columns `jb..jb+C` of the Gram, summed over the
+    /// panel's n rows in registers, then added into `a` (rows below d only).
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::needless_range_loop)] // explicit indices keep the tile in registers
+    unsafe fn tile<const V: usize, const C: usize>(
+        p: *const f32,
+        n: usize,
+        w: usize,
+        ib: usize,
+        jb: usize,
+        d: usize,
+        a: *mut f64,
+        ld: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); C]; V];
+        for r in 0..n {
+            // SAFETY: r < n, ib + 8V <= w and jb + C <= d <= w.
+            unsafe {
+                let row = p.add(r * w);
+                let mut x = [_mm256_setzero_ps(); V];
+                for (v, xv) in x.iter_mut().enumerate() {
+                    *xv = _mm256_loadu_ps(row.add(ib + L * v));
+                }
+                for c in 0..C {
+                    let s = _mm256_set1_ps(*row.add(jb + c));
+                    for v in 0..V {
+                        acc[v][c] = _mm256_fmadd_ps(x[v], s, acc[v][c]);
+                    }
+                }
+            }
+        }
+        for c in 0..C {
+            let j = jb + c;
+            for (v, accv) in acc.iter().enumerate() {
+                let i = ib + L * v;
+                if i >= d {
+                    break;
+                }
+                // SAFETY: rows i..i+8 below d are inside a's column j (j < d).
+                unsafe {
+                    let dst = a.add(i + j * ld);
+                    if d - i >= L {
+                        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(accv[c]));
+                        let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(accv[c]));
+                        _mm256_storeu_pd(dst, _mm256_add_pd(_mm256_loadu_pd(dst), lo));
+                        _mm256_storeu_pd(dst.add(4), _mm256_add_pd(_mm256_loadu_pd(dst.add(4)), hi));
+                    } else {
+                        let mut vals = [0f32; L];
+                        _mm256_storeu_ps(vals.as_mut_ptr(), accv[c]);
+                        for (l, &x) in vals.iter().enumerate().take(d - i) {
+                            *dst.add(l) += x as f64;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,26 +339,53 @@ mod tests {
             }
             let ld = crate::linalg::normal_ld(d);
             let mut g = vec![0f32; w * w];
-            let mut fast = vec![0.5f64; ld * ld];
-            syrk_lower_add(&panel, n, w, d, &mut g, &mut fast, ld);
-            let mut port = vec![0.5f64; ld * ld];
-            // Padding is NaN above: the portable path must see zeros there, as the solvers give it.
+            // Padding is NaN: the SIMD paths must not read it; the portable
+            // path gets zeros there, as the solvers give it.
             let padded: Vec<f32> = panel.iter().map(|v| if v.is_nan() { 0.0 } else { *v }).collect();
-            portable(&padded, n, w, d, &mut g, &mut port, ld);
-            for j in 0..d {
-                for i in j..d {
-                    let (x, y, z) = (want[i + j * d], fast[i + j * ld], port[i + j * ld]);
-                    let tol = 1e-5 * (n as f64).sqrt() * (1.0 + x.abs());
-                    assert!((x - y).abs() <= tol, "fast n={n} d={d} ({i},{j}): {y} vs {x}");
-                    assert!((x - z).abs() <= tol, "portable n={n} d={d} ({i},{j}): {z} vs {x}");
+            let mut lower_bits = Vec::new();
+            for path in available() {
+                let mut got = vec![0.5f64; ld * ld];
+                let input = if path == Path::Portable { &padded } else { &panel };
+                run(path, input, n, w, d, &mut g, &mut got, ld);
+                let mut bits = Vec::new();
+                for j in 0..d {
+                    for i in j..d {
+                        let (x, y) = (want[i + j * d], got[i + j * ld]);
+                        let tol = 1e-5 * (n as f64).sqrt() * (1.0 + x.abs());
+                        assert!((x - y).abs() <= tol, "{path:?} n={n} d={d} ({i},{j}): {y} vs {x}");
+                        bits.push(y.to_bits());
+                    }
+                }
+                // Rows past d of the padded columns are left alone.
+                for j in 0..d {
+                    for i in d..ld {
+                        assert_eq!(got[i + j * ld], 0.5, "{path:?} n={n} d={d} wrote row {i} of column {j}");
+                    }
+                }
+                if path != Path::Portable {
+                    lower_bits.push((path, bits));
                 }
             }
-            // Rows past d of the padded columns are left alone.
-            for j in 0..d {
-                for i in d..ld {
-                    assert_eq!((fast[i + j * ld], port[i + j * ld]), (0.5, 0.5));
-                }
+            // The SIMD paths sum each entry in the same order: the same bits.
+            for (path, bits) in lower_bits.iter().skip(1) {
+                assert!(bits == &lower_bits[0].1, "n={n} d={d}: {path:?} differs from {:?}", lower_bits[0].0);
             }
         }
+    }
+
+    /// Every path this CPU can run.
+    fn available() -> Vec<Path> {
+        let mut paths = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                paths.push(Path::Avx512);
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                paths.push(Path::Avx2);
+            }
+        }
+        paths.push(Path::Portable);
+        paths
     }
 }
