@@ -10,10 +10,12 @@
 
 use multiversion::multiversion;
 
-/// Vectors per register tile.
-const TILE_ROWS: usize = 4;
-/// Output elements per register tile (four AVX-512 vectors).
-const TILE_COLS: usize = 64;
+/// Register tile where the CPU has AVX-512: 4 vectors × 64 outputs, 16 of
+/// the 32 registers.
+const WIDE: (usize, usize) = (4, 64);
+/// Register tile on AVX2 (16 registers of 8 lanes): 6 × 16 outputs, 12
+/// accumulators (4 × 64 would need 32 and spill).
+const NARROW: (usize, usize) = (6, 16);
 
 /// Round `k` up to whole tiles of output elements.
 pub fn padded_len(k: usize) -> usize {
@@ -30,17 +32,33 @@ pub fn sym_mul_rows(g: &[f32], k: usize, p: &[f32], out: &mut [f32], count: usiz
         g.len() >= k * kp && p.len() >= count * kp && out.len() >= count * kp,
         "sym_mul_rows: buffers too small"
     );
+    let (tile_rows, tile_cols) = if multiversion::target::target_cfg_f!(target_feature = "avx512f") {
+        WIDE
+    } else {
+        NARROW
+    };
     let mut b0 = 0;
     while b0 < count {
-        let nb = (count - b0).min(TILE_ROWS);
+        let nb = (count - b0).min(tile_rows);
         let mut i0 = 0;
         while i0 < kp {
-            let ni = (kp - i0).min(TILE_COLS);
+            let ni = (kp - i0).min(tile_cols);
             match (nb, ni) {
                 (4, 64) => tile::<4, 64>(g, k, kp, p, out, b0, i0),
                 (_, 64) => {
                     for b in b0..b0 + nb {
                         tile::<1, 64>(g, k, kp, p, out, b, i0);
+                    }
+                }
+                (_, _) if nb > 1 => {
+                    for i in (i0..i0 + ni).step_by(16) {
+                        match nb {
+                            6 => tile::<6, 16>(g, k, kp, p, out, b0, i),
+                            5 => tile::<5, 16>(g, k, kp, p, out, b0, i),
+                            4 => tile::<4, 16>(g, k, kp, p, out, b0, i),
+                            3 => tile::<3, 16>(g, k, kp, p, out, b0, i),
+                            _ => tile::<2, 16>(g, k, kp, p, out, b0, i),
+                        }
                     }
                 }
                 _ => {
@@ -60,10 +78,15 @@ pub fn sym_mul_rows(g: &[f32], k: usize, p: &[f32], out: &mut [f32], count: usiz
 #[inline(always)]
 fn tile<const B: usize, const C: usize>(g: &[f32], k: usize, kp: usize, p: &[f32], out: &mut [f32], b0: usize, i0: usize) {
     let mut acc = [[0f32; C]; B];
-    for j in 0..k {
-        let gj: &[f32; C] = g[j * kp + i0..j * kp + i0 + C].try_into().expect("tile inside G");
-        for (b, accb) in acc.iter_mut().enumerate() {
-            let s = p[(b0 + b) * kp + j];
+    // Slices of exactly the lengths the loop reads, so it runs without bounds checks.
+    let mut rows = [&p[..0]; B];
+    for (b, row) in rows.iter_mut().enumerate() {
+        *row = &p[(b0 + b) * kp..(b0 + b) * kp + k];
+    }
+    for (j, grow) in g.chunks_exact(kp).take(k).enumerate() {
+        let gj: &[f32; C] = grow[i0..i0 + C].try_into().expect("tile inside G");
+        for (accb, row) in acc.iter_mut().zip(&rows) {
+            let s = row[j];
             for l in 0..C {
                 accb[l] = s.mul_add(gj[l], accb[l]);
             }
