@@ -5,7 +5,8 @@ use rayon::prelude::*;
 use crate::data::Csr;
 use multiversion::multiversion;
 
-use crate::linalg::vec::{dot_f32_f64, dot_f64};
+use crate::linalg::rows_ops::{prefetch_row, GATHER_AHEAD};
+use crate::linalg::vec::{dot_f32_f64_wide, dot_f64};
 use crate::side::Factors;
 use crate::solve::{Feedback, ImplicitWeights, SolveParams};
 
@@ -28,7 +29,7 @@ fn reg_term(p: &SolveParams, f: &Factors, counts: &Csr, other_rows: usize) -> f6
         .into_par_iter()
         .map(|r| {
             let row = f.row(r);
-            let sq = dot_f32_f64(row, row) + (f.bias_of(r) as f64).powi(2);
+            let sq = dot_f32_f64_wide(row, row) + (f.bias_of(r) as f64).powi(2);
             p.row_lambda(counts.row_len(r), other_rows) * sq
         })
         .collect();
@@ -95,8 +96,11 @@ fn user_terms(
     let mut sq = 0.0;
     match p.feedback {
         Feedback::Explicit { biased, global_mean } => {
-            for (&i, &r) in cols.iter().zip(vals) {
-                let mut pred = dot_f32_f64(x, items.row(i as usize));
+            for (j, (&i, &r)) in cols.iter().zip(vals).enumerate() {
+                if let Some(&ahead) = cols.get(j + GATHER_AHEAD) {
+                    prefetch_row(items.flat(), ahead as usize * k, k);
+                }
+                let mut pred = dot_f32_f64_wide(x, items.row(i as usize));
                 if biased {
                     pred += global_mean as f64 + users.bias_of(u) as f64 + items.bias_of(i as usize) as f64;
                 }
@@ -125,8 +129,11 @@ fn user_terms(
                 }
                 loss += w.gram_scale() as f64 * quad;
             }
-            for (&i, &r) in cols.iter().zip(vals) {
-                let s = dot_f32_f64(x, items.row(i as usize));
+            for (j, (&i, &r)) in cols.iter().zip(vals).enumerate() {
+                if let Some(&ahead) = cols.get(j + GATHER_AHEAD) {
+                    prefetch_row(items.flat(), ahead as usize * k, k);
+                }
+                let s = dot_f32_f64_wide(x, items.row(i as usize));
                 let pref = if r > 0.0 { 1.0 } else { 0.0 };
                 loss += w.observed_loss(r, s);
                 sq += (pref - s).powi(2);

@@ -24,10 +24,15 @@ pub fn block_gram_into(factors: &[f32], k: usize, backend: Backend, g: &mut [f64
     let mut start = 0;
     while start < rows {
         let n = GRAM_CHUNK_ROWS.min(rows - start);
-        for j in 0..n {
-            let row = &factors[(start + j) * k..(start + j + 1) * k];
-            for (f, &v) in row.iter().enumerate() {
-                x[j + f * n] = v as f64;
+        // Transposed 16 rows at a time: each column gets a run of 16
+        // consecutive values, not 16 scattered cache lines.
+        for j0 in (0..n).step_by(16) {
+            let rows = &factors[(start + j0) * k..(start + (j0 + 16).min(n)) * k];
+            for f in 0..k {
+                let col = &mut x[f * n + j0..f * n + (j0 + 16).min(n)];
+                for (c, row) in col.iter_mut().zip(rows.chunks_exact(k)) {
+                    *c = row[f] as f64;
+                }
             }
         }
         dense.gram_add(&x[..n * k], n, k, g);
