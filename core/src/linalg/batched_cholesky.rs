@@ -19,6 +19,7 @@
 //! `mul_add` is a libm call, so such CPUs solve one system at a time
 //! ([`is_fast`]).
 
+use super::simd_path::Path;
 use super::NotPositiveDefinite;
 
 /// Systems per batch: one f64 AVX-512 vector.
@@ -138,46 +139,8 @@ impl CholeskyBatch {
     }
 }
 
-/// Which instructions run the lanes: the same operations either way, so
-/// the same bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Path {
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    /// Each vector of eight lanes in two AVX registers.
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    Portable,
-}
-
-impl Path {
-    fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512f") {
-                return Path::Avx512;
-            }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                return Path::Avx2;
-            }
-        }
-        Path::Portable
-    }
-
-    /// Every path this CPU can run, the detected one first.
-    #[cfg(test)]
-    fn available() -> Vec<Path> {
-        let mut paths = vec![Path::detect()];
-        #[cfg(target_arch = "x86_64")]
-        if paths[0] == Path::Avx512 && std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            paths.push(Path::Avx2);
-        }
-        if paths[0] != Path::Portable {
-            paths.push(Path::Portable);
-        }
-        paths
-    }
-}
+// Which instructions run the lanes ([`Path`]): the same operations either
+// way, so the same bits.
 
 /// Whether this CPU runs the batched kernel fast: it needs hardware FMA
 /// (without it every lane's fused multiply-add is a libm call, an order of

@@ -14,6 +14,8 @@
 
 use faer::{Accum, MatMut, MatRef, Par};
 
+use super::simd_path::Path;
+
 /// Lanes of one f32 vector; panel rows are padded to a multiple of it.
 pub const LANES: usize = 16;
 
@@ -39,31 +41,6 @@ pub fn syrk_lower_add(panel: &[f32], n: usize, w: usize, d: usize, g: &mut [f32]
         return;
     }
     run(Path::detect(), panel, n, w, d, g, a, ld);
-}
-
-/// Which kernel computes the Gram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Path {
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    Portable,
-}
-
-impl Path {
-    fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512f") {
-                return Path::Avx512;
-            }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                return Path::Avx2;
-            }
-        }
-        Path::Portable
-    }
 }
 
 /// [`syrk_lower_add`] on `path`, whose instructions the CPU must have; the sizes are checked.
@@ -343,7 +320,7 @@ mod tests {
             // path gets zeros there, as the solvers give it.
             let padded: Vec<f32> = panel.iter().map(|v| if v.is_nan() { 0.0 } else { *v }).collect();
             let mut lower_bits = Vec::new();
-            for path in available() {
+            for path in Path::available() {
                 let mut got = vec![0.5f64; ld * ld];
                 let input = if path == Path::Portable { &padded } else { &panel };
                 run(path, input, n, w, d, &mut g, &mut got, ld);
@@ -371,21 +348,5 @@ mod tests {
                 assert!(bits == &lower_bits[0].1, "n={n} d={d}: {path:?} differs from {:?}", lower_bits[0].0);
             }
         }
-    }
-
-    /// Every path this CPU can run.
-    fn available() -> Vec<Path> {
-        let mut paths = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512f") {
-                paths.push(Path::Avx512);
-            }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                paths.push(Path::Avx2);
-            }
-        }
-        paths.push(Path::Portable);
-        paths
     }
 }
