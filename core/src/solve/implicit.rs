@@ -7,7 +7,7 @@ use multiversion::multiversion;
 
 use super::{FixedSide, ImplicitWeights, RowScratch, RowsView, SolveParams, GATHER_CHUNK};
 use crate::linalg::normal_ld;
-use crate::linalg::rows_ops::{self, prefetch_row, GATHER_AHEAD};
+use crate::linalg::rows_ops::{self, prefetch_row, DotWeight, GATHER_AHEAD};
 use crate::linalg::sym_rows::{padded_len, sym_mul_rows};
 use crate::linalg::syrk::{panel_width, syrk_lower_add};
 use crate::linalg::vec::{axpy_f32, dot_f32};
@@ -68,8 +68,39 @@ fn gather_weighted(
     }
 }
 
-/// Floats of gathered item rows one CG task keeps (1 MiB: stays in L2).
-const CG_PANEL_FLOATS: usize = 1 << 18;
+/// Floats of gathered item rows one CG group keeps: half of this CPU's L2,
+/// so the rows stay there from one pass to the next beside the group's
+/// vectors and the Gramian (a panel the size of L2 was read back from L3
+/// on every pass). Read once per process; the grouping never changes a
+/// row's bits, so neither does the CPU it runs on.
+fn cg_panel_floats() -> usize {
+    static FLOATS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *FLOATS.get_or_init(|| l2_bytes().unwrap_or(1 << 20).clamp(128 << 10, 8 << 20) / 2 / std::mem::size_of::<f32>())
+}
+
+/// The size of the level-2 data cache of CPU 0, where Linux tells it.
+fn l2_bytes() -> Option<usize> {
+    let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let read = |name: &str| std::fs::read_to_string(entry.path().join(name)).ok();
+        let (Some(level), Some(kind), Some(size)) = (read("level"), read("type"), read("size")) else {
+            continue;
+        };
+        if level.trim() != "2" || kind.trim() == "Instruction" {
+            continue;
+        }
+        let size = size.trim();
+        let (digits, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit()).unwrap_or(size.len()));
+        let scale = match unit {
+            "" => 1,
+            "K" => 1 << 10,
+            "M" => 1 << 20,
+            _ => return None,
+        };
+        return digits.parse::<usize>().ok().map(|n| n * scale);
+    }
+    None
+}
 
 /// Buffers of the block CG: each row's x, r, p and A·p, `padded_len(k)`
 /// apart, and the gathered item rows.
@@ -114,6 +145,9 @@ impl CgBlock {
 /// same arithmetic as it would alone, and stops where it would alone.
 /// `gram` is YᵀY in f32 with rows `padded_len(k)` apart; `out` holds the
 /// rows' factors (the warm start) and receives the result.
+///
+/// The rows go in groups whose item rows fit [`cg_panel_floats`], so each
+/// group's every pass reads them from L2.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn solve_rows_cg(
     p: &SolveParams,
@@ -124,6 +158,67 @@ pub(super) fn solve_rows_cg(
     fixed: &FixedSide,
     gram: &[f32],
     cg: &mut CgBlock,
+    out: &mut [f32],
+) {
+    solve_rows_cg_in_groups(p, weights, steps, rows, first, fixed, gram, cg, cg_panel_floats(), out);
+}
+
+/// [`solve_rows_cg`] with groups of at most `panel_floats` gathered floats
+/// (a row with more than that alone reads Y directly).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn solve_rows_cg_in_groups(
+    p: &SolveParams,
+    weights: ImplicitWeights,
+    steps: usize,
+    rows: &RowsView,
+    first: usize,
+    fixed: &FixedSide,
+    gram: &[f32],
+    cg: &mut CgBlock,
+    panel_floats: usize,
+    out: &mut [f32],
+) {
+    let k = p.factors;
+    let count = out.len() / k;
+    let mut lo = 0;
+    while lo < count {
+        let (mut hi, mut used) = (lo, 0);
+        while hi < count {
+            let need = rows.row(first + hi).0.len() * k;
+            if hi > lo && used + need > panel_floats {
+                break;
+            }
+            used += need;
+            hi += 1;
+        }
+        cg_group(
+            p,
+            weights,
+            steps,
+            rows,
+            first + lo,
+            fixed,
+            gram,
+            cg,
+            panel_floats,
+            &mut out[lo * k..hi * k],
+        );
+        lo = hi;
+    }
+}
+
+/// The block CG of the rows `first..first + out.len() / k`.
+#[allow(clippy::too_many_arguments)]
+fn cg_group(
+    p: &SolveParams,
+    weights: ImplicitWeights,
+    steps: usize,
+    rows: &RowsView,
+    first: usize,
+    fixed: &FixedSide,
+    gram: &[f32],
+    cg: &mut CgBlock,
+    panel_floats: usize,
     out: &mut [f32],
 ) {
     let k = p.factors;
@@ -144,7 +239,7 @@ pub(super) fn solve_rows_cg(
     for (b, g) in gathered.iter_mut().enumerate() {
         let (cols, _) = rows.row(first + b);
         let need = cols.len() * k;
-        if used + need > CG_PANEL_FLOATS {
+        if used + need > panel_floats {
             continue;
         }
         rows_ops::gather_rows(fixed.factors, k, cols, &mut cg.panel);
@@ -261,12 +356,7 @@ fn initial_residual(
     for ((ri, xi), gi) in r.iter_mut().zip(x).zip(gx) {
         *ri = -*gi - lam * xi;
     }
-    let d = &mut dots[..cols.len()];
-    rows_ops::dots(y, cols, k, x, d);
-    for ((di, &e), &c) in d.iter_mut().zip(ex).zip(cp) {
-        *di = c - e * *di;
-    }
-    rows_ops::add_weighted(y, cols, k, d, r);
+    rows_ops::dots_then_add(y, cols, k, x, DotWeight::Residual { ex, cp }, dots, r);
     dot_f32(r, r)
 }
 
@@ -291,12 +381,7 @@ fn cg_step(
     for (a, pi) in ap.iter_mut().zip(pv.iter()) {
         *a += lam * pi;
     }
-    let d = &mut dots[..cols.len()];
-    rows_ops::dots(y, cols, k, pv, d);
-    for (di, &e) in d.iter_mut().zip(ex) {
-        *di *= e;
-    }
-    rows_ops::add_weighted(y, cols, k, d, ap);
+    rows_ops::dots_then_add(y, cols, k, pv, DotWeight::Scaled { ex }, dots, ap);
     let pap = dot_f32(pv, ap);
     if pap <= 0.0 || !pap.is_finite() {
         return None;

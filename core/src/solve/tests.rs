@@ -570,6 +570,56 @@ fn block_cg_matches_the_row_at_a_time_reference() {
     }
 }
 
+/// However the block CG groups its rows (by the panel of gathered item rows
+/// that fits this CPU's L2), and whether a row's items are gathered or read
+/// in place, every row gets the same bits.
+#[test]
+fn block_cg_rows_get_the_same_bits_in_any_grouping() {
+    for &(k, rows, m, density) in &[(8usize, 40usize, 50usize, 0.3f64), (64, 33, 300, 0.2), (128, 9, 200, 0.5)] {
+        let (csr, fixed, _) = random_case(k as u64 + 5, rows, m, k, density, true);
+        let gram = block_gram(&fixed, k, Backend::Faer);
+        let fb = Feedback::Implicit {
+            alpha: 3.0,
+            confidence: Confidence::Linear,
+            loss: ImplicitLoss::Hu,
+        };
+        let p = params(k, fb, SolverKind::Cg { steps: 3 }, RegScaling::Count, Backend::Faer);
+        let w = p.implicit_weights().unwrap();
+        let kp = crate::solve::padded_len(k);
+        let gram32: Vec<f32> = gram
+            .chunks_exact(k)
+            .flat_map(|row| {
+                row.iter()
+                    .map(|&v| (v * w.gram_scale() as f64) as f32)
+                    .chain(std::iter::repeat_n(0.0, kp - k))
+            })
+            .collect();
+        let warm: Vec<f32> = (0..rows * k).map(|i| ((i % 5) as f32 - 2.0) * 0.02).collect();
+        let view = RowsView::of_csr(&csr, 0, rows);
+        let fx = FixedSide {
+            factors: &fixed,
+            bias: &[],
+            total_rows: fixed.len() / k,
+        };
+        let solve = |panel_floats: usize| {
+            let mut cg = implicit::CgBlock::new(k, rows);
+            let mut out = warm.clone();
+            implicit::solve_rows_cg_in_groups(&p, w, 3, &view, 0, &fx, &gram32, &mut cg, panel_floats, &mut out);
+            out.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+        };
+        // Everything in one group; three rows' worth; each row alone and read in place.
+        let one_group = solve(usize::MAX / 2);
+        assert_ne!(
+            one_group,
+            warm.iter().map(|v| v.to_bits()).collect::<Vec<u32>>(),
+            "k={k}: the rows moved"
+        );
+        let widest = (0..rows).map(|r| csr.row(r).0.len() * k).max().unwrap();
+        assert_eq!(solve(3 * widest), one_group, "k={k}: groups of about three rows");
+        assert_eq!(solve(0), one_group, "k={k}: every row alone, read in place");
+    }
+}
+
 #[test]
 fn explicit_rows_without_ratings_solve_to_zero_and_leave_their_neighbours_alone() {
     // Rows 0 and 2 have ratings, row 1 none (a CSR handed over whole can have such rows).
