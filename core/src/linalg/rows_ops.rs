@@ -255,6 +255,10 @@ mod avx512 {
         out
     }
 
+    /// k = 16·C: per row, the dot as `dots` forms it (16-lane partial sums
+    /// chunk by chunk, then the tree) and its weighted share as
+    /// `add_weighted` adds it (per lane, one FMA chain over the items from
+    /// zero, added to `out` at the end).
     #[target_feature(enable = "avx512f")]
     #[inline]
     #[allow(clippy::needless_range_loop)] // explicit indices keep the chunks in registers

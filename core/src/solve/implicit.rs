@@ -138,89 +138,63 @@ impl CgBlock {
     }
 }
 
+/// What every row of one block CG call shares: the settings, the rows'
+/// ratings, the fixed side, and `gram`, YᵀY in f32 (scaled) with rows
+/// `padded_len(k)` apart.
+#[derive(Clone, Copy)]
+pub(super) struct CgProblem<'a> {
+    pub p: &'a SolveParams,
+    pub weights: ImplicitWeights,
+    pub steps: usize,
+    pub rows: &'a RowsView<'a>,
+    pub fixed: &'a FixedSide<'a>,
+    pub gram: &'a [f32],
+}
+
 /// A few conjugate-gradient steps from the current factors, as `implicit`
 /// does (O(nᵤ·k + k²) per step instead of O(nᵤ·k² + k³)), for the rows
 /// `first..first+count` of `rows` together: the dense term YᵀY·p of all of
 /// them is one small GEMM per step ([`sym_mul_rows`]). Each row follows the
 /// same arithmetic as it would alone, and stops where it would alone.
-/// `gram` is YᵀY in f32 with rows `padded_len(k)` apart; `out` holds the
-/// rows' factors (the warm start) and receives the result.
+/// `out` holds the rows' factors (the warm start) and receives the result.
 ///
 /// The rows go in groups whose item rows fit [`cg_panel_floats`], so each
 /// group's every pass reads them from L2.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn solve_rows_cg(
-    p: &SolveParams,
-    weights: ImplicitWeights,
-    steps: usize,
-    rows: &RowsView,
-    first: usize,
-    fixed: &FixedSide,
-    gram: &[f32],
-    cg: &mut CgBlock,
-    out: &mut [f32],
-) {
-    solve_rows_cg_in_groups(p, weights, steps, rows, first, fixed, gram, cg, cg_panel_floats(), out);
+pub(super) fn solve_rows_cg(problem: &CgProblem, first: usize, cg: &mut CgBlock, out: &mut [f32]) {
+    solve_rows_cg_in_groups(problem, first, cg, cg_panel_floats(), out);
 }
 
 /// [`solve_rows_cg`] with groups of at most `panel_floats` gathered floats
 /// (a row with more than that alone reads Y directly).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn solve_rows_cg_in_groups(
-    p: &SolveParams,
-    weights: ImplicitWeights,
-    steps: usize,
-    rows: &RowsView,
-    first: usize,
-    fixed: &FixedSide,
-    gram: &[f32],
-    cg: &mut CgBlock,
-    panel_floats: usize,
-    out: &mut [f32],
-) {
-    let k = p.factors;
+pub(super) fn solve_rows_cg_in_groups(problem: &CgProblem, first: usize, cg: &mut CgBlock, panel_floats: usize, out: &mut [f32]) {
+    let k = problem.p.factors;
     let count = out.len() / k;
     let mut lo = 0;
     while lo < count {
         let (mut hi, mut used) = (lo, 0);
         while hi < count {
-            let need = rows.row(first + hi).0.len() * k;
+            let need = problem.rows.row(first + hi).0.len() * k;
             if hi > lo && used + need > panel_floats {
                 break;
             }
             used += need;
             hi += 1;
         }
-        cg_group(
-            p,
-            weights,
-            steps,
-            rows,
-            first + lo,
-            fixed,
-            gram,
-            cg,
-            panel_floats,
-            &mut out[lo * k..hi * k],
-        );
+        cg_group(problem, first + lo, cg, panel_floats, &mut out[lo * k..hi * k]);
         lo = hi;
     }
 }
 
 /// The block CG of the rows `first..first + out.len() / k`.
-#[allow(clippy::too_many_arguments)]
-fn cg_group(
-    p: &SolveParams,
-    weights: ImplicitWeights,
-    steps: usize,
-    rows: &RowsView,
-    first: usize,
-    fixed: &FixedSide,
-    gram: &[f32],
-    cg: &mut CgBlock,
-    panel_floats: usize,
-    out: &mut [f32],
-) {
+fn cg_group(problem: &CgProblem, first: usize, cg: &mut CgBlock, panel_floats: usize, out: &mut [f32]) {
+    let CgProblem {
+        p,
+        weights,
+        steps,
+        rows,
+        fixed,
+        gram,
+    } = *problem;
     let k = p.factors;
     let kp = padded_len(k);
     let count = out.len() / k;

@@ -295,7 +295,15 @@ pub fn solve_rows_checked(
             let first = task * ROWS_PER_TASK;
             if let (Some(w), SolverKind::Cg { steps }) = (weights, p.solver) {
                 let cg = s.cg.get_or_insert_with(|| implicit::CgBlock::new(k, ROWS_PER_TASK));
-                implicit::solve_rows_cg(p, w, steps, &rows, first, &fixed, &gram_f32, cg, out_rows);
+                let problem = implicit::CgProblem {
+                    p,
+                    weights: w,
+                    steps,
+                    rows: &rows,
+                    fixed: &fixed,
+                    gram: &gram_f32,
+                };
+                implicit::solve_rows_cg(&problem, first, cg, out_rows);
                 return None;
             }
             if let (Some(w), SolverKind::Ialspp { sweeps, .. }, Some(bg)) = (weights, p.solver, &blocked_gram) {

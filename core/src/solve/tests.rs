@@ -604,7 +604,15 @@ fn block_cg_rows_get_the_same_bits_in_any_grouping() {
         let solve = |panel_floats: usize| {
             let mut cg = implicit::CgBlock::new(k, rows);
             let mut out = warm.clone();
-            implicit::solve_rows_cg_in_groups(&p, w, 3, &view, 0, &fx, &gram32, &mut cg, panel_floats, &mut out);
+            let problem = implicit::CgProblem {
+                p: &p,
+                weights: w,
+                steps: 3,
+                rows: &view,
+                fixed: &fx,
+                gram: &gram32,
+            };
+            implicit::solve_rows_cg_in_groups(&problem, 0, &mut cg, panel_floats, &mut out);
             out.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
         };
         // Everything in one group; three rows' worth; each row alone and read in place.
