@@ -13,9 +13,10 @@
 //! Every operation is lane-wise and exactly rounded (FMA, sqrt, division),
 //! in an order that does not depend on the lane, the other lanes or the
 //! vector width, so a system gets the same bits whichever batch and lane it
-//! is solved in, on any CPU with FMA. Three paths run it: AVX-512 (one
-//! register per vector), AVX2+FMA (two registers per vector, smaller tiles)
-//! and portable arrays. Without hardware FMA the portable path's
+//! is solved in, on any CPU with FMA. Three paths ([`Path`]) run it, the
+//! same operations on each, so the same bits: AVX-512 (one register per
+//! vector), AVX2+FMA (two registers per vector, smaller tiles) and portable
+//! arrays. Without hardware FMA the portable path's
 //! `mul_add` is a libm call, so such CPUs solve one system at a time
 //! ([`is_fast`]).
 
@@ -138,9 +139,6 @@ impl CholeskyBatch {
         (0..d).map(move |j| self.m[d * ld + j].0[lane])
     }
 }
-
-// Which instructions run the lanes ([`Path`]): the same operations either
-// way, so the same bits.
 
 /// Whether this CPU runs the batched kernel fast: it needs hardware FMA
 /// (without it every lane's fused multiply-add is a libm call, an order of

@@ -138,6 +138,15 @@ impl CgBlock {
     }
 }
 
+/// The block CG's copy of the (scaled) Gramian `gram` (k×k, f64): f32, with
+/// rows `padded_len(k)` apart, as [`sym_mul_rows`] reads it.
+pub(super) fn padded_gram_f32(gram: &[f64], k: usize) -> Vec<f32> {
+    let kp = padded_len(k);
+    gram.chunks_exact(k)
+        .flat_map(|row| row.iter().map(|&v| v as f32).chain(std::iter::repeat_n(0.0, kp - k)))
+        .collect()
+}
+
 /// What every row of one block CG call shares: the settings, the rows'
 /// ratings, the fixed side, and `gram`, YᵀY in f32 (scaled) with rows
 /// `padded_len(k)` apart.

@@ -24,7 +24,6 @@ use std::borrow::Cow;
 
 use rayon::prelude::*;
 
-use crate::linalg::sym_rows::padded_len;
 use crate::linalg::syrk::panel_width;
 use crate::linalg::{normal_ld, DenseScratch, NotPositiveDefinite};
 
@@ -259,9 +258,6 @@ pub fn solve_rows_checked(
     let (gram, fixed) = (fixed.gram, fixed.side);
     let k = p.factors;
     let d = p.dim();
-    // CG works on an f32 copy of the Gramian with padded rows (see
-    // `sym_mul_rows`); made once per block, not per row.
-    let kp = padded_len(k);
     let weights = p.implicit_weights();
     // The loss weighs every pair by s through YᵀY: scaled once per call,
     // not once per row (Hu et al.'s s = 1 needs no copy).
@@ -273,11 +269,10 @@ pub fn solve_rows_checked(
         (_, g) => g.map(Cow::Borrowed),
     };
     let gram = scaled_gram.as_deref();
+    // CG works on an f32 copy of the Gramian with padded rows; made once
+    // per block, not per row.
     let gram_f32: Vec<f32> = match (&p.solver, gram) {
-        (SolverKind::Cg { .. }, Some(g)) => g
-            .chunks_exact(k)
-            .flat_map(|row| row.iter().map(|&v| v as f32).chain(std::iter::repeat_n(0.0, kp - k)))
-            .collect(),
+        (SolverKind::Cg { .. }, Some(g)) => implicit::padded_gram_f32(g, k),
         _ => Vec::new(),
     };
     // iALS++ reads each diagonal block of the Gramian laid out for its

@@ -585,15 +585,8 @@ fn block_cg_rows_get_the_same_bits_in_any_grouping() {
         };
         let p = params(k, fb, SolverKind::Cg { steps: 3 }, RegScaling::Count, Backend::Faer);
         let w = p.implicit_weights().unwrap();
-        let kp = crate::solve::padded_len(k);
-        let gram32: Vec<f32> = gram
-            .chunks_exact(k)
-            .flat_map(|row| {
-                row.iter()
-                    .map(|&v| (v * w.gram_scale() as f64) as f32)
-                    .chain(std::iter::repeat_n(0.0, kp - k))
-            })
-            .collect();
+        let scaled: Vec<f64> = gram.iter().map(|&v| v * w.gram_scale() as f64).collect();
+        let gram32 = implicit::padded_gram_f32(&scaled, k);
         let warm: Vec<f32> = (0..rows * k).map(|i| ((i % 5) as f32 - 2.0) * 0.02).collect();
         let view = RowsView::of_csr(&csr, 0, rows);
         let fx = FixedSide {
