@@ -6,9 +6,9 @@
 //! a real one; it only shows up when fewer than `n` real scores exist.
 
 use std::cmp::Reverse;
+use std::sync::Mutex;
 
-use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array2, ArrayView2, Axis};
+use ndarray::{s, ArrayView2, Axis};
 use rayon::prelude::*;
 
 /// One ranked entry: a row/column index and its score.
@@ -201,14 +201,52 @@ fn block_rows(t: usize) -> usize {
 /// indices `exclude(r)`.
 ///
 /// Blocks of up to 256 query rows (fewer when `t` is so large that a block's
-/// scores would pass 64 MiB): one f32 matrix product per block with ndarray's
-/// `general_mat_mul` (matrixmultiply's sgemm, what `dot` uses; sequential
-/// inside a block). It measured 5-10% faster than faer's `matmul` for these
-/// shapes (256×64 by 64×20000 blocks). Then a bounded-heap selection per row
-/// that skips 16-score chunks with nothing above the current n-th best.
-/// Blocks run in parallel on rayon; the result is deterministic (the blocking
-/// depends only on the shapes).
+/// scores would pass 64 MiB): one f32 matrix product per block with faer
+/// (sequential inside a block), then a bounded-heap selection per row that
+/// skips 16-score chunks with nothing above the current n-th best. Blocks run
+/// in parallel on rayon.
+///
+/// A query's scores are the same bits in any block: every product has the
+/// full block's rows (the last block is padded with zero queries), and the
+/// blocking depends only on `t`. So the workers, which score subsets of the
+/// users, rank exactly as the single process does. faer's AVX-512 kernels
+/// made a 30k × 41k × 128 evaluation about 30% faster than matrixmultiply's
+/// AVX2 ones; with fewer rows (one user) faer takes another path whose bits
+/// differ, hence the padding.
 pub fn top_n_batch<'a>(
+    queries: ArrayView2<f32>,
+    targets: ArrayView2<f32>,
+    n: usize,
+    exclude: &(dyn Fn(usize) -> &'a [u32] + Sync),
+) -> Vec<Vec<Scored>> {
+    top_n_batch_in(&ScoreBuffers::new(), queries, targets, n, exclude)
+}
+
+/// Scores buffers for [`top_n_batch_in`], one per pool thread, for callers
+/// that score several batches in a row (a worker's user blocks, `recommend
+/// --all`'s batches). A fresh buffer per block (tens of MB at 40k targets)
+/// cost a page fault per 4 KiB, most of an evaluation's time in the kernel.
+pub struct ScoreBuffers {
+    buffers: Vec<Mutex<Vec<f32>>>,
+}
+
+impl ScoreBuffers {
+    pub fn new() -> ScoreBuffers {
+        ScoreBuffers {
+            buffers: (0..rayon::current_num_threads()).map(|_| Mutex::new(Vec::new())).collect(),
+        }
+    }
+}
+
+impl Default for ScoreBuffers {
+    fn default() -> Self {
+        ScoreBuffers::new()
+    }
+}
+
+/// [`top_n_batch`] with the scores in `buffers`.
+pub fn top_n_batch_in<'a>(
+    buffers: &ScoreBuffers,
     queries: ArrayView2<f32>,
     targets: ArrayView2<f32>,
     n: usize,
@@ -225,19 +263,34 @@ pub fn top_n_batch<'a>(
         return vec![Vec::new(); q];
     }
     let rows = block_rows(t);
-    let targets_t = targets.t();
+    let targets = targets.as_standard_layout();
+    let targets = faer::MatRef::from_row_major_slice(targets.as_slice().expect("standard layout"), t, k);
     let starts: Vec<usize> = (0..q).step_by(rows).collect();
+    // Each pool thread scores into its own buffer. Nothing inside a block calls
+    // back into the pool, so a thread never finds its buffer taken; `try_lock`
+    // falls back to a fresh one if it did (or if another pool shares `buffers`).
+    let buffers = &buffers.buffers;
     let blocks: Vec<Vec<Vec<Scored>>> = starts
         .par_iter()
         .map(|&r0| {
             let r1 = (r0 + rows).min(q);
-            // Row-major scores whatever the layouts of the inputs.
-            let mut scores = Array2::<f32>::zeros((r1 - r0, t));
-            general_mat_mul(1.0, &queries.slice(s![r0..r1, ..]), &targets_t, 0.0, &mut scores);
-            scores
-                .axis_iter(Axis(0))
-                .enumerate()
-                .map(|(j, row)| top_n_of_scores(row.as_slice().expect("standard layout"), n, exclude(r0 + j)))
+            let slot = rayon::current_thread_index().map(|i| &buffers[i % buffers.len()]);
+            let mut own = Vec::new();
+            let mut held = slot.and_then(|m| m.try_lock().ok());
+            let scores: &mut Vec<f32> = held.as_deref_mut().unwrap_or(&mut own);
+            scores.resize(rows * t, 0.0);
+            // The block's queries, row-major whatever their layout, padded to `rows`.
+            let mut block = vec![0f32; rows * k];
+            for (dst, src) in block.chunks_exact_mut(k.max(1)).zip(queries.slice(s![r0..r1, ..]).rows()) {
+                dst.iter_mut().zip(src).for_each(|(d, v)| *d = *v);
+            }
+            let lhs = faer::MatRef::from_row_major_slice(&block, rows, k);
+            let dst = faer::MatMut::from_row_major_slice_mut(scores, rows, t);
+            // `Replace`: the previous block's scores are overwritten, never read.
+            faer::linalg::matmul::matmul(dst, faer::Accum::Replace, lhs, targets.transpose(), 1.0f32, faer::Par::Seq);
+            (r0..r1)
+                .zip(scores.chunks_exact(t))
+                .map(|(r, row)| top_n_of_scores(row, n, exclude(r)))
                 .collect()
         })
         .collect();
@@ -278,6 +331,7 @@ pub fn row_dots(m: ArrayView2<f32>, v: &[f32]) -> Vec<f32> {
 mod tests {
     use super::*;
     use crate::rng::SplitMix64;
+    use ndarray::Array2;
 
     /// Reference: full sort by (score desc with NaN last, index asc), exclusions removed.
     fn brute(scores: &[f32], n: usize, exclude: &[u32]) -> Vec<Scored> {
@@ -391,6 +445,42 @@ mod tests {
                 for (g, w) in got[r].iter().zip(&want) {
                     assert!((g.score - w.score).abs() <= 1e-4 * (1.0 + w.score.abs()));
                 }
+            }
+        }
+    }
+
+    /// A query's scores are the same bits whichever block it lands in and
+    /// however many rows that block has (the workers evaluate subsets of the
+    /// users; `recommend` scores batches), and the buffers reused across
+    /// blocks leave nothing behind.
+    #[test]
+    fn top_n_batch_scores_do_not_depend_on_the_block() {
+        let mut rng = SplitMix64::new(29);
+        for &(q, t, k) in &[
+            (300usize, 97usize, 64usize),
+            (270, 1000, 128),
+            (40, 33, 7),
+            (20, 50, 130),
+            (5, 9, 1),
+        ] {
+            let qm = random_matrix(&mut rng, q, k);
+            let tm = random_matrix(&mut rng, t, k);
+            let none = |_: usize| -> &[u32] { &[] };
+            let all = top_n_batch(qm.view(), tm.view(), t, &none);
+            let bits = |v: &[Scored]| v.iter().map(|x| (x.index, x.score.to_bits())).collect::<Vec<_>>();
+            for (r, want) in all.iter().enumerate() {
+                let alone = top_n_batch(qm.slice(s![r..r + 1, ..]), tm.view(), t, &none);
+                assert_eq!(bits(&alone[0]), bits(want), "q {q} t {t} k {k} row {r} alone");
+            }
+            let from = q / 3;
+            let tail = top_n_batch(qm.slice(s![from.., ..]), tm.view(), t, &none);
+            for (j, got) in tail.iter().enumerate() {
+                assert_eq!(
+                    bits(got),
+                    bits(&all[from + j]),
+                    "q {q} t {t} k {k} row {} in a shifted block",
+                    from + j
+                );
             }
         }
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use als_core::model::{FoldIn, Model, ModelKind};
-use als_core::topk::{top_n_batch, Scored};
+use als_core::topk::{top_n_batch_in, ScoreBuffers, Scored};
 use anyhow::{bail, Context};
 use clap::Args;
 use ndarray::{s, Array2};
@@ -235,6 +235,7 @@ pub fn recommend_all(
         if format == AllFormat::Csv {
             w.write_all(b"user,rank,item,score\n")?;
         }
+        let buffers = ScoreBuffers::new();
         let mut start = 0;
         while start < n_users {
             let end = (start + ALL_BATCH_USERS).min(n_users);
@@ -258,7 +259,7 @@ pub fn recommend_all(
                 })
                 .collect();
             let exclude = |r: usize| excluded[r].as_slice();
-            let tops = top_n_batch(q.view(), targets.view(), n, &exclude);
+            let tops = top_n_batch_in(&buffers, q.view(), targets.view(), n, &exclude);
             for (j, top) in tops.iter().enumerate() {
                 let u = start + j;
                 let offset = match model.kind() {

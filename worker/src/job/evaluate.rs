@@ -1,7 +1,7 @@
 //! Test metrics' raw material on the worker: predictions for the test rows
 //! of its user blocks (explicit), or their users' top-K lists (implicit).
 
-use als_core::topk::top_n_batch;
+use als_core::topk::{top_n_batch_in, ScoreBuffers};
 use als_core::train::eval::predict_rows;
 use als_proto::payload::EvalLimits;
 use ndarray::ArrayView2;
@@ -127,6 +127,7 @@ impl Job {
         }
         let items = ArrayView2::from_shape((n_items, k), &e.item_factors).map_err(|e| JobError::Invalid(e.to_string()))?;
         let mut out = Vec::with_capacity(e.blocks.len());
+        let buffers = ScoreBuffers::new();
         let mut offset = 0;
         for &id in &e.blocks {
             let b = &self.users.blocks[&id];
@@ -173,7 +174,7 @@ impl Job {
                     })
                     .collect();
                 let exclude = |j: usize| -> &[u32] { &seen[j] };
-                let lists = top_n_batch(queries, items, e.top_k as usize, &exclude);
+                let lists = top_n_batch_in(&buffers, queries, items, e.top_k as usize, &exclude);
                 for (&row, list) in sel.iter().zip(lists) {
                     r.users.push((b.row_start as usize + row) as u32);
                     let start = r.top.len();
