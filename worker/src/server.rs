@@ -75,7 +75,7 @@ where
     builder
         .initial_stream_window_size(16 << 20)
         .initial_connection_window_size(32 << 20)
-        .max_frame_size(1 << 20)
+        .max_frame_size(256 << 10)
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(svc)

@@ -76,10 +76,13 @@ pub async fn connect(addr: &str, opts: &ClientOptions) -> anyhow::Result<WorkerH
         .with_context(|| format!("worker {addr}: invalid address"))?
         .connect_timeout(opts.connect_timeout)
         // A half's rows are megabytes: HTTP/2's 64 KiB windows and 16 KiB
-        // frames cost a wake-up per frame and a round trip per window.
+        // frames cost a wake-up per frame and a round trip per window. Frames
+        // of 256 KiB rather than 1 MiB: the receiver copies the part of a frame
+        // past a message's end when it makes room for the next message, and
+        // smaller frames leave less behind (Gowalla `--local 2`: 3% faster).
         .initial_stream_window_size(Some(16 << 20))
         .initial_connection_window_size(Some(32 << 20))
-        .max_frame_size(Some(1 << 20))
+        .max_frame_size(Some(256 << 10))
         .tcp_nodelay(true);
     if let Some(tls) = &opts.tls {
         endpoint = endpoint
