@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use als_proto::http2;
 use als_proto::pb::worker_server::WorkerServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -71,11 +72,11 @@ where
     if let Some(tls) = opts.tls.clone() {
         builder = builder.tls_config(tls)?;
     }
-    // Megabytes per half (see the coordinator's client): large windows and frames.
+    // Megabytes per half: the cluster's large windows and frames.
     builder
-        .initial_stream_window_size(16 << 20)
-        .initial_connection_window_size(32 << 20)
-        .max_frame_size(256 << 10)
+        .initial_stream_window_size(http2::STREAM_WINDOW)
+        .initial_connection_window_size(http2::CONNECTION_WINDOW)
+        .max_frame_size(http2::MAX_FRAME)
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(svc)

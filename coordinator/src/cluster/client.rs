@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use als_proto::pb::worker_client::WorkerClient;
 use als_proto::pb::{HandshakeRequest, HandshakeResponse};
-use als_proto::PROTOCOL_VERSION;
+use als_proto::{http2, PROTOCOL_VERSION};
 use anyhow::Context;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -75,14 +75,9 @@ pub async fn connect(addr: &str, opts: &ClientOptions) -> anyhow::Result<WorkerH
     let mut endpoint = Endpoint::from_shared(endpoint_uri(addr, opts.tls.is_some()))
         .with_context(|| format!("worker {addr}: invalid address"))?
         .connect_timeout(opts.connect_timeout)
-        // A half's rows are megabytes: HTTP/2's 64 KiB windows and 16 KiB
-        // frames cost a wake-up per frame and a round trip per window. Frames
-        // of 256 KiB rather than 1 MiB: the receiver copies the part of a frame
-        // past a message's end when it makes room for the next message, and
-        // smaller frames leave less behind (Gowalla `--local 2`: 3% faster).
-        .initial_stream_window_size(Some(16 << 20))
-        .initial_connection_window_size(Some(32 << 20))
-        .max_frame_size(Some(256 << 10))
+        .initial_stream_window_size(Some(http2::STREAM_WINDOW))
+        .initial_connection_window_size(Some(http2::CONNECTION_WINDOW))
+        .max_frame_size(Some(http2::MAX_FRAME))
         .tcp_nodelay(true);
     if let Some(tls) = &opts.tls {
         endpoint = endpoint
