@@ -16,6 +16,4 @@ pub(crate) mod server;
 pub(crate) mod service;
 
 pub use auth::resolve_token;
-#[cfg(unix)]
-pub use server::serve_unix;
-pub use server::{serve, ServeOptions};
+pub use server::{routes, serve, ServeOptions};

@@ -37,27 +37,11 @@ pub async fn serve(listener: TcpListener, opts: ServeOptions, shutdown: impl Fut
     serve_incoming(incoming, opts, shutdown).await
 }
 
-/// [`serve`] on a Unix socket: how `--local` workers are reached. Same
-/// service, token check and limits; what it saves is the loopback TCP/IP
-/// stack (and the host's packet filter), which cost the default mode more
-/// CPU than the messages' own encoding.
-#[cfg(unix)]
-pub async fn serve_unix(
-    listener: tokio::net::UnixListener,
-    opts: ServeOptions,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
-    serve_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener), opts, shutdown).await
-}
-
-async fn serve_incoming<IO>(
-    incoming: impl tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static,
-    opts: ServeOptions,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
-{
+/// The worker's services as one router: the health service (open to all)
+/// and the worker behind the token check, with the generated server's
+/// message limits. [`serve`] puts it behind HTTP/2; `--local` workers are
+/// called through it in the coordinator's process.
+pub async fn routes(opts: &ServeOptions) -> tonic::service::Routes {
     let (reporter, health) = tonic_health::server::health_reporter();
     let check = TokenCheck::new(opts.token.clone());
     let svc = WorkerServer::with_interceptor(
@@ -68,6 +52,18 @@ where
         },
     );
     reporter.set_serving::<WorkerServer<WorkerService>>().await;
+    tonic::service::Routes::new(health).add_service(svc)
+}
+
+async fn serve_incoming<IO>(
+    incoming: impl tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+{
+    let routes = routes(&opts).await;
     let mut builder = Server::builder();
     if let Some(tls) = opts.tls.clone() {
         builder = builder.tls_config(tls)?;
@@ -78,8 +74,7 @@ where
         .initial_connection_window_size(http2::CONNECTION_WINDOW)
         .max_frame_size(http2::MAX_FRAME)
         .tcp_nodelay(true)
-        .add_service(health)
-        .add_service(svc)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

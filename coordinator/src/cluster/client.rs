@@ -8,7 +8,9 @@ use als_proto::{http2, PROTOCOL_VERSION};
 use anyhow::Context;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+
+use super::transport::{self, Transport};
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -48,15 +50,15 @@ impl tonic::service::Interceptor for AuthInterceptor {
     }
 }
 
-pub type Client = WorkerClient<InterceptedService<Channel, AuthInterceptor>>;
+pub type Client = WorkerClient<InterceptedService<Transport, AuthInterceptor>>;
 
 /// A connected, handshaken worker.
 #[derive(Clone)]
 pub struct WorkerHandle {
     pub addr: String,
     pub client: Client,
-    /// The raw channel, for the health service (open to all, no token needed).
-    pub channel: Channel,
+    /// The raw transport, for the health service (open to all, no token needed).
+    pub transport: Transport,
     pub info: HandshakeResponse,
 }
 
@@ -72,27 +74,17 @@ fn endpoint_uri(addr: &str, tls: bool) -> String {
 
 /// Connect and handshake; every failure names the worker.
 pub async fn connect(addr: &str, opts: &ClientOptions) -> anyhow::Result<WorkerHandle> {
-    let mut endpoint = Endpoint::from_shared(endpoint_uri(addr, opts.tls.is_some()))
-        .with_context(|| format!("worker {addr}: invalid address"))?
-        .connect_timeout(opts.connect_timeout)
-        .initial_stream_window_size(Some(http2::STREAM_WINDOW))
-        .initial_connection_window_size(Some(http2::CONNECTION_WINDOW))
-        .max_frame_size(Some(http2::MAX_FRAME))
-        .tcp_nodelay(true);
-    if let Some(tls) = &opts.tls {
-        endpoint = endpoint
-            .tls_config(tls.clone())
-            .with_context(|| format!("worker {addr}: bad TLS settings"))?;
-    }
-    let channel = tokio::time::timeout(opts.connect_timeout, endpoint.connect())
-        .await
-        .map_err(|_| anyhow::anyhow!("worker {addr}: no answer within {:?}", opts.connect_timeout))?
-        .with_context(|| format!("worker {addr}: cannot connect"))?;
+    let transport = match addr.strip_prefix(transport::IN_PROCESS_SCHEME) {
+        Some(_) => Transport::InProcess(
+            transport::lookup(addr).ok_or_else(|| anyhow::anyhow!("worker {addr}: cannot connect: no such in-process worker"))?,
+        ),
+        None => Transport::Network(connect_channel(addr, opts).await?),
+    };
     let header = match &opts.token {
         Some(t) => Some(format!("Bearer {t}").parse().context("the cluster token must be printable ASCII")?),
         None => None,
     };
-    let mut client = WorkerClient::with_interceptor(channel.clone(), AuthInterceptor { header })
+    let mut client = WorkerClient::with_interceptor(transport.clone(), AuthInterceptor { header })
         .max_decoding_message_size(16 << 20)
         .max_encoding_message_size(16 << 20);
     let req = HandshakeRequest {
@@ -110,7 +102,26 @@ pub async fn connect(addr: &str, opts: &ClientOptions) -> anyhow::Result<WorkerH
     Ok(WorkerHandle {
         addr: addr.to_owned(),
         client,
-        channel,
+        transport,
         info,
     })
+}
+
+async fn connect_channel(addr: &str, opts: &ClientOptions) -> anyhow::Result<tonic::transport::Channel> {
+    let mut endpoint = Endpoint::from_shared(endpoint_uri(addr, opts.tls.is_some()))
+        .with_context(|| format!("worker {addr}: invalid address"))?
+        .connect_timeout(opts.connect_timeout)
+        .initial_stream_window_size(Some(http2::STREAM_WINDOW))
+        .initial_connection_window_size(Some(http2::CONNECTION_WINDOW))
+        .max_frame_size(Some(http2::MAX_FRAME))
+        .tcp_nodelay(true);
+    if let Some(tls) = &opts.tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .with_context(|| format!("worker {addr}: bad TLS settings"))?;
+    }
+    tokio::time::timeout(opts.connect_timeout, endpoint.connect())
+        .await
+        .map_err(|_| anyhow::anyhow!("worker {addr}: no answer within {:?}", opts.connect_timeout))?
+        .with_context(|| format!("worker {addr}: cannot connect"))
 }

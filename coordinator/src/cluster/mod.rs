@@ -13,6 +13,7 @@ pub mod executor;
 pub mod local;
 pub mod routing;
 pub mod session;
+pub mod transport;
 
 pub use client::{client_tls, ClientOptions, WorkerHandle};
 pub use executor::{ClusterExecutor, FaultOptions};

@@ -33,7 +33,7 @@ pub(super) async fn watched<T>(
     faults: &FaultOptions,
     work: impl std::future::Future<Output = Result<T, HalfError>>,
 ) -> Result<T, HalfError> {
-    let mut health = tonic_health::pb::health_client::HealthClient::new(w.channel.clone());
+    let mut health = tonic_health::pb::health_client::HealthClient::new(w.transport.clone());
     let addr = w.addr.clone();
     let watchdog = async {
         loop {

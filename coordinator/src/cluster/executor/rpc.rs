@@ -89,8 +89,8 @@ pub(super) async fn push_and_solve(
     let addr = w.addr.clone();
     let mut client = w.client;
     let bytes_sent = encoded(&msgs);
+    let _turn = push_gate.acquire().await.expect("the gate is never closed");
     {
-        let _turn = push_gate.acquire().await.expect("the gate is never closed");
         client
             .push_factors(tokio_stream::iter(msgs))
             .await
