@@ -76,22 +76,15 @@ impl LocalWorkers {
         Ok(())
     }
 
-    /// Stop every worker.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        self.unregister_all();
-        Ok(())
-    }
-
-    fn unregister_all(&mut self) {
-        for a in &self.addrs {
-            transport::unregister(a);
-        }
-        self.switches.clear();
-    }
+    /// Stop every worker: their addresses answer no more, and their state
+    /// goes with the last connection to them.
+    pub fn shutdown(self) {}
 }
 
 impl Drop for LocalWorkers {
     fn drop(&mut self) {
-        self.unregister_all();
+        for a in &self.addrs {
+            transport::unregister(a);
+        }
     }
 }

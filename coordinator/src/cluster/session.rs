@@ -23,9 +23,9 @@ pub struct ClusterSession {
 
 impl ClusterSession {
     /// Network I/O only: the solving happens on the rayon pool. Local
-    /// workers serve from this runtime too, and there one thread is faster:
-    /// a second one woke to take each message off the first and preempted
-    /// the solvers (a `--local 2` push on 2 cores took 4–5 ms instead of 3).
+    /// workers' handlers run inside the calls themselves (on the thread that
+    /// waits for a half), so one runtime thread is plenty for them; with a
+    /// second, on 2 cores, it only woke to preempt the solvers.
     fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         Ok(tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -49,7 +49,7 @@ impl ClusterSession {
         })
     }
 
-    /// Start `n` workers in this process (on Unix sockets, else loopback ports) and connect to them over gRPC.
+    /// Start `n` workers in this process and connect to them through their gRPC services (no HTTP/2, no socket).
     pub fn local(n: usize, opts: &ClientOptions) -> anyhow::Result<ClusterSession> {
         anyhow::ensure!(n > 0, "--local needs at least one worker");
         let rt = Self::runtime(1)?;
@@ -139,8 +139,7 @@ impl ClusterSession {
     /// Stop in-process workers (remote ones keep running).
     pub fn shutdown(self) -> anyhow::Result<()> {
         if let Some(l) = self.local {
-            let l = l.into_inner().map_err(|_| anyhow::anyhow!("local workers poisoned"))?;
-            self.rt.block_on(l.shutdown())?;
+            l.into_inner().map_err(|_| anyhow::anyhow!("local workers poisoned"))?.shutdown();
         }
         Ok(())
     }
