@@ -3,7 +3,9 @@
 # alternating runs (this machine is noisy; compare within one run), and the
 # same for a baseline binary when one is given. Prints each variant's median
 # and fastest s/iter, the factor bytes per iteration, the quality (RMSE or
-# NDCG@10, which must not move) and `--local N` over in-process.
+# NDCG@10, which must not move) and `--local N` over in-process: as medians,
+# fastest runs, and the median of each rep's back-to-back ratio (the figure
+# least moved by a shared machine's drift).
 #
 #   bench/default_mode.sh [--baseline COORDINATOR] [--reps N] [--iterations N]
 #                         [--local N] [--threads N] DATA [TRAIN ARGS...]
@@ -80,6 +82,10 @@ print()
 for name in dict.fromkeys(n for n, _ in runs):
     modes = [m for n, m in runs if n == name]
     a, l = runs[(name, modes[0])], runs[(name, modes[1])]
-    print("%s: %s over in-process: median %+.0f%%, fastest %+.0f%%" % (
-        name, modes[1], 100 * (st.median(l) / st.median(a) - 1), 100 * (min(l) / min(a) - 1)))
+    # Each rep runs in-process then --local back to back: their ratio
+    # cancels most of the drift a shared machine has over a sitting.
+    paired = sorted(y / x for x, y in zip(a, l))
+    print("%s: %s over in-process: median %+.0f%%, fastest %+.0f%%, paired median %+.0f%% (%d pairs, %+.0f%% to %+.0f%%)" % (
+        name, modes[1], 100 * (st.median(l) / st.median(a) - 1), 100 * (min(l) / min(a) - 1),
+        100 * (st.median(paired) - 1), len(paired), 100 * (paired[0] - 1), 100 * (paired[-1] - 1)))
 '
