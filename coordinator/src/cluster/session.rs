@@ -111,7 +111,7 @@ impl ClusterSession {
             &lost,
             self.opts.clone(),
             self.faults.clone(),
-            // Local workers' pushes share one runtime thread: one at a time.
+            // Local workers share this process's cores: they take turns.
             if self.local.is_some() { 1 } else { self.workers.len() },
             ds,
             &params,

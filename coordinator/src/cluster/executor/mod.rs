@@ -78,9 +78,9 @@ pub struct ClusterExecutor<'a> {
     start_req: StartJobRequest,
     client_opts: ClientOptions,
     faults: FaultOptions,
-    /// Pushes on the wire at once: 1 where the workers share this process's
-    /// runtime thread (`--local`), so one push's CPU work is not spread over
-    /// all of them; every worker where each decodes on its own host.
+    /// Workers pushed to, solving and gathered at once: 1 where they share
+    /// this process's cores (`--local`: they take turns), every worker where
+    /// each works on its own host (see [`rpc::push_and_solve`]).
     push_lanes: usize,
     ds: &'a Dataset,
     test: TestByUser,

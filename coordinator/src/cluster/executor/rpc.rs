@@ -73,11 +73,12 @@ pub(super) fn rpc_err(addr: &str, what: &str, s: tonic::Status) -> HalfError {
 }
 
 /// Push the fixed rows, then solve and gather. `push_gate` lets its number
-/// of pushes through at a time, in the order the workers asked. With one
-/// permit (local workers, whose pushes all run on one runtime thread) the
-/// first worker starts solving while the next is still being sent its rows,
-/// instead of every worker waiting for all pushes at once; in turn they take
-/// no longer in all, as they share that thread anyway.
+/// of workers through at a time, in the order they asked, and a worker keeps
+/// its turn until its solved rows are in. With one permit (local workers,
+/// sharing this process's cores) the workers take turns: each solve has the
+/// whole pool and its own fixed side hot in cache, and the next worker's push
+/// waits, as a solve holds every core anyway. With a permit per worker
+/// (remote workers, each on its own host) they all go at once.
 pub(super) async fn push_and_solve(
     w: WorkerHandle,
     job_id: String,
@@ -90,12 +91,10 @@ pub(super) async fn push_and_solve(
     let mut client = w.client;
     let bytes_sent = encoded(&msgs);
     let _turn = push_gate.acquire().await.expect("the gate is never closed");
-    {
-        client
-            .push_factors(tokio_stream::iter(msgs))
-            .await
-            .map_err(|s| rpc_err(&addr, "pushing factors failed", s))?;
-    }
+    client
+        .push_factors(tokio_stream::iter(msgs))
+        .await
+        .map_err(|s| rpc_err(&addr, "pushing factors failed", s))?;
     let req = SolveRequest {
         job_id,
         side: side_to_pb(side) as i32,
