@@ -4,7 +4,7 @@
 use als_core::limits::{MAX_REG_EXPONENT, MAX_UNOBSERVED_WEIGHT};
 use als_core::linalg::Backend;
 use als_core::side::Side;
-use als_core::solve::{Confidence, Feedback, ImplicitLoss, RegScaling, SolveParams, SolverKind};
+use als_core::solve::{Confidence, Feedback, ImplicitLoss, RegScaling, SolveParams, SolverKind, TermsWanted};
 
 use crate::pb;
 
@@ -20,6 +20,23 @@ pub fn side_from_pb(v: i32) -> Result<Side, String> {
         Ok(pb::Side::Users) => Ok(Side::Users),
         Ok(pb::Side::Items) => Ok(Side::Items),
         _ => Err(format!("invalid side {v}")),
+    }
+}
+
+pub fn terms_to_pb(t: Option<TermsWanted>) -> pb::Terms {
+    match t {
+        None => pb::Terms::None,
+        Some(TermsWanted::Reg) => pb::Terms::Reg,
+        Some(TermsWanted::Full) => pb::Terms::Full,
+    }
+}
+
+pub fn terms_from_pb(v: i32) -> Result<Option<TermsWanted>, String> {
+    match pb::Terms::try_from(v) {
+        Ok(pb::Terms::None) => Ok(None),
+        Ok(pb::Terms::Reg) => Ok(Some(TermsWanted::Reg)),
+        Ok(pb::Terms::Full) => Ok(Some(TermsWanted::Full)),
+        Err(_) => Err(format!("invalid objective terms {v}")),
     }
 }
 

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use als_core::side::Side;
-use als_core::solve::{all_finite, block_gram, solve_rows_checked, CheckedFixed, Feedback, FixedSide, RowsView, SolveParams};
+use als_core::solve::{
+    all_finite, block_gram, solve_rows_with_terms, CheckedFixed, Feedback, FixedSide, ObjectiveTerms, RowsView, SolveParams, TermsWanted,
+};
 use als_proto::codec::{Bytes, PieceReader};
 use als_proto::payload::{BlockLimits, FactorLimits};
 
@@ -163,6 +165,8 @@ pub struct SolvedBlock<'a> {
     pub factors: &'a [f32],
     pub bias: &'a [f32],
     pub gram: Option<Vec<f64>>,
+    /// The block's rows' objective terms, summed in row order, when asked.
+    pub terms: Option<ObjectiveTerms>,
 }
 
 /// Memory a worker may hold for its job when nothing else is said: 3/4 of
@@ -579,7 +583,13 @@ impl Job {
     /// `step`, handing each block to `on_block` as soon as it is solved (from
     /// the thread that solved it), so its rows can be on their way while
     /// other blocks still compute. Returns the number of blocks solved.
-    pub fn solve(&mut self, side: Side, step: u64, on_block: &(dyn Fn(&SolvedBlock) + Sync)) -> Result<usize, JobError> {
+    pub fn solve(
+        &mut self,
+        side: Side,
+        step: u64,
+        terms: Option<TermsWanted>,
+        on_block: &(dyn Fn(&SolvedBlock) + Sync),
+    ) -> Result<usize, JobError> {
         let fixed = self
             .fixed
             .take()
@@ -635,7 +645,9 @@ impl Job {
                     indices: &b.union_columns,
                     values: &b.values,
                 };
-                solve_rows_checked(&params, rows, &fx, &mut f, biased.then_some(bias.as_mut_slice())).map_err(|e| {
+                let mut row_terms = vec![ObjectiveTerms::default(); if terms.is_some() { b.n_rows } else { 0 }];
+                let with_terms = terms.map(|w| (row_terms.as_mut_slice(), w));
+                solve_rows_with_terms(&params, rows, &fx, &mut f, biased.then_some(bias.as_mut_slice()), with_terms).map_err(|e| {
                     let e = e.offset_rows(b.row_start as usize);
                     JobError::Solve {
                         row: e.row().map(|r| r as u64),
@@ -649,6 +661,7 @@ impl Job {
                     row_start: b.row_start,
                     n_rows: b.n_rows,
                     gram,
+                    terms: terms.map(|_| ObjectiveTerms::sum(row_terms)),
                     factors: &f,
                     bias: &bias,
                 });

@@ -9,11 +9,11 @@ use als_proto::codec::{pieces_vec, Field};
 use als_proto::payload::{Assembler, Bulk, EvalResultFields, SolvedFields};
 use als_proto::pb::worker_server::Worker;
 use als_proto::pb::{
-    AssignBlockResponse, BlockChunk, EndJobRequest, EndJobResponse, EvalChunk, EvalResultChunk, FactorChunk, HandshakeRequest,
+    AssignBlockResponse, BlockChunk, BlockTerms, EndJobRequest, EndJobResponse, EvalChunk, EvalResultChunk, FactorChunk, HandshakeRequest,
     HandshakeResponse, PushFactorsResponse, ReleaseBlocksRequest, ReleaseBlocksResponse, SolveRequest, SolvedChunk, StartJobRequest,
     StartJobResponse,
 };
-use als_proto::spec::{params_from_spec, side_from_pb};
+use als_proto::spec::{params_from_spec, side_from_pb, terms_from_pb};
 use als_proto::{check_version, CHUNK_BYTES, PROTOCOL_VERSION};
 use futures::{Stream, StreamExt};
 use tokio::sync::Mutex;
@@ -129,6 +129,11 @@ fn solved_chunks(b: &SolvedBlock, k: usize) -> Vec<SolvedChunk> {
         block: b.block,
         row_start: if j == 0 { b.row_start } else { 0 },
         n_rows: if j == 0 { b.n_rows as u32 } else { 0 },
+        terms: b.terms.filter(|_| j == 0).map(|t| BlockTerms {
+            loss: t.loss,
+            sq: t.sq,
+            reg: t.reg,
+        }),
         ..Default::default()
     })
 }
@@ -271,6 +276,7 @@ impl Worker for WorkerService {
     async fn solve(&self, req: Request<SolveRequest>) -> Result<Response<SolveStream>, Status> {
         let r = req.into_inner();
         let side = side_from_pb(r.side).map_err(Status::invalid_argument)?;
+        let terms = terms_from_pb(r.terms).map_err(Status::invalid_argument)?;
         let k = {
             let mut slot = self.job.lock().await;
             active(&mut slot, &r.job_id)?.params.factors
@@ -289,7 +295,7 @@ impl Worker for WorkerService {
             let solved = {
                 let mut slot = job.blocking_lock();
                 active(&mut slot, &job_id).and_then(|j| {
-                    let out = j.solve(side, r.step, &send_block).map_err(status);
+                    let out = j.solve(side, r.step, terms, &send_block).map_err(status);
                     j.last_activity = Instant::now();
                     out
                 })

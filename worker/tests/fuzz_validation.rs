@@ -178,7 +178,7 @@ fn one_case(seed: u64) {
     }
     let pushed = job.set_fixed(f).is_ok();
     if accepted && pushed {
-        let _ = job.solve(Side::Users, 1, &|_| {});
+        let _ = job.solve(Side::Users, 1, None, &|_| {});
     }
     // An evaluation of the block, valid or corrupted: an error or a full answer, never a panic.
     let biased = matches!(p.feedback, Feedback::Explicit { biased: true, .. });

@@ -101,7 +101,7 @@ fn job_with_solved_items(p: SolveParams) -> (Job, Vec<f32>, Vec<f32>) {
     })
     .unwrap();
     let solved = std::sync::Mutex::new((Vec::new(), Vec::new()));
-    job.solve(Side::Items, 1, &|b| {
+    job.solve(Side::Items, 1, None, &|b| {
         if b.block == 1 {
             let mut s = solved.lock().unwrap();
             s.0.extend_from_slice(b.factors);
@@ -122,7 +122,7 @@ fn gram(p: &SolveParams) -> Option<Vec<f64>> {
 fn users_after(job: &mut Job, set: impl FnOnce(&mut Job) -> Result<(), JobError>) -> Vec<f32> {
     set(job).unwrap();
     let out = std::sync::Mutex::new(Vec::new());
-    job.solve(Side::Users, 2, &|b| out.lock().unwrap().extend_from_slice(b.factors))
+    job.solve(Side::Users, 2, None, &|b| out.lock().unwrap().extend_from_slice(b.factors))
         .unwrap();
     out.into_inner().unwrap()
 }

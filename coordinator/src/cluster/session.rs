@@ -259,6 +259,10 @@ mod tests {
                 assert_eq!(got.final_metrics, want.final_metrics, "{n} workers");
                 let tests = |r: &TrainResult| r.reports.iter().map(|x| x.test.clone()).collect::<Vec<_>>();
                 assert_eq!(tests(&got), tests(&want), "{n} workers");
+                // The objective, summed from the workers' block terms, to the same bits.
+                let objectives = |r: &TrainResult| r.reports.iter().map(|x| (x.objective, x.train_rmse)).collect::<Vec<_>>();
+                assert!(objectives(&want).iter().all(|o| o.0.is_some() && o.1.is_some()));
+                assert_eq!(objectives(&got), objectives(&want), "{n} workers");
                 let r = &got.reports[0];
                 assert!(r.bytes_sent() >= r.bytes_min() && r.bytes_min() > 0);
                 if !cfg.is_implicit() {

@@ -14,11 +14,13 @@ mod implicit;
 mod params;
 mod posterior;
 mod subspace;
+mod terms;
 
 pub use gram::{block_gram, block_gram_into, from_lower_triangle, lower_triangle, sum_grams};
 pub(crate) use params::ImplicitWeights;
 pub use params::{Confidence, Feedback, ImplicitLoss, RegScaling, SolveParams, SolverKind};
 pub use posterior::{sample_rows, RowPrior};
+pub use terms::{block_sums, ObjectiveTerms, TermsWanted};
 
 use std::borrow::Cow;
 
@@ -254,7 +256,34 @@ pub fn solve_rows_checked(
     out: &mut [f32],
     out_bias: Option<&mut [f32]>,
 ) -> Result<(), SolveError> {
+    solve_rows_with_terms(p, rows, fixed, out, out_bias, None)
+}
+
+/// [`solve_rows_checked`] that also puts each solved row's share of the
+/// objective into `terms` (one per row), computed right after its task
+/// solved it.
+pub fn solve_rows_with_terms(
+    p: &SolveParams,
+    rows: RowsView,
+    fixed: &CheckedFixed,
+    out: &mut [f32],
+    out_bias: Option<&mut [f32]>,
+    terms: Option<(&mut [ObjectiveTerms], TermsWanted)>,
+) -> Result<(), SolveError> {
     validate_rows(p, &rows, fixed, out.len(), out_bias.as_ref().map(|b| b.len()))?;
+    if let Some((t, _)) = &terms {
+        if t.len() != rows.n_rows() {
+            return Err(SolveError::Invalid(format!(
+                "{} objective terms for {} rows",
+                t.len(),
+                rows.n_rows()
+            )));
+        }
+    }
+    let (terms, want) = match terms {
+        Some((t, w)) => (Some(t), w),
+        None => (None, TermsWanted::Reg),
+    };
     let (gram, fixed) = (fixed.gram, fixed.side);
     let k = p.factors;
     let d = p.dim();
@@ -281,41 +310,61 @@ pub fn solve_rows_checked(
         (SolverKind::Ialspp { block, .. }, Some(g)) => Some(subspace::BlockedGram::new(g, k, *block)),
         _ => None,
     };
-    run_row_tasks(
+    let solve_task = |s: &mut RowScratch, task: usize, out_rows: &mut [f32], bias_rows: &mut [f32]| {
+        let first = task * ROWS_PER_TASK;
+        if let (Some(w), SolverKind::Cg { steps }) = (weights, p.solver) {
+            let cg = s.cg.get_or_insert_with(|| implicit::CgBlock::new(k, ROWS_PER_TASK));
+            let problem = implicit::CgProblem {
+                p,
+                weights: w,
+                steps,
+                rows: &rows,
+                fixed: &fixed,
+                gram: &gram_f32,
+            };
+            implicit::solve_rows_cg(&problem, first, cg, out_rows);
+            return None;
+        }
+        if let (Some(w), SolverKind::Ialspp { sweeps, .. }, Some(bg)) = (weights, p.solver, &blocked_gram) {
+            return subspace::solve_rows_subspace(p, w, sweeps, &rows, first, &fixed, bg, s, out_rows);
+        }
+        if matches!(p.solver, SolverKind::Ialspp { .. }) {
+            // Returned above whenever the Gramian is there, which the checked side guarantees.
+            return Some(SolveError::Invalid("ialspp needs the gramian".into()));
+        }
+        // CG and iALS++ returned above: what is left is solved exactly.
+        let problem = exact::Problem {
+            p,
+            rows: &rows,
+            fixed: &fixed,
+            gram,
+        };
+        exact::solve_task(&problem, first, s, out_rows, bias_rows)
+    };
+    run_row_tasks_with(
         k,
         out,
         out_bias,
+        terms,
         || RowScratch::new(p, d),
-        |s, task, out_rows, bias_rows| {
-            let first = task * ROWS_PER_TASK;
-            if let (Some(w), SolverKind::Cg { steps }) = (weights, p.solver) {
-                let cg = s.cg.get_or_insert_with(|| implicit::CgBlock::new(k, ROWS_PER_TASK));
-                let problem = implicit::CgProblem {
-                    p,
-                    weights: w,
-                    steps,
-                    rows: &rows,
-                    fixed: &fixed,
-                    gram: &gram_f32,
-                };
-                implicit::solve_rows_cg(&problem, first, cg, out_rows);
-                return None;
+        |s, task, out_rows, bias_rows, terms| {
+            let failed = solve_task(s, task, out_rows, bias_rows);
+            if let (None, Some(terms)) = (&failed, terms) {
+                let first = task * ROWS_PER_TASK;
+                let scratch = &mut s.terms;
+                for (i, t) in terms.iter_mut().enumerate() {
+                    *t = terms::row_terms(
+                        p,
+                        &rows,
+                        &fixed,
+                        first + i,
+                        (&out_rows[i * k..(i + 1) * k], bias_rows[i]),
+                        want,
+                        scratch,
+                    );
+                }
             }
-            if let (Some(w), SolverKind::Ialspp { sweeps, .. }, Some(bg)) = (weights, p.solver, &blocked_gram) {
-                return subspace::solve_rows_subspace(p, w, sweeps, &rows, first, &fixed, bg, s, out_rows);
-            }
-            if matches!(p.solver, SolverKind::Ialspp { .. }) {
-                // Returned above whenever the Gramian is there, which the checked side guarantees.
-                return Some(SolveError::Invalid("ialspp needs the gramian".into()));
-            }
-            // CG and iALS++ returned above: what is left is solved exactly.
-            let problem = exact::Problem {
-                p,
-                rows: &rows,
-                fixed: &fixed,
-                gram,
-            };
-            exact::solve_task(&problem, first, s, out_rows, bias_rows)
+            failed
         },
     )
 }
@@ -333,6 +382,19 @@ pub(crate) fn run_row_tasks<S>(
     init: impl Fn() -> S + Sync + Send,
     task: impl Fn(&mut S, usize, &mut [f32], &mut [f32]) -> Option<SolveError> + Sync + Send,
 ) -> Result<(), SolveError> {
+    run_row_tasks_with(k, out, out_bias, None::<&mut [()]>, init, |s, t, o, b, _| task(s, t, o, b))
+}
+
+/// [`run_row_tasks`] with a per-row output `extra` (one per row, or `None`),
+/// handed to each task as the slice of its rows.
+pub(crate) fn run_row_tasks_with<S, T: Send>(
+    k: usize,
+    out: &mut [f32],
+    out_bias: Option<&mut [f32]>,
+    extra: Option<&mut [T]>,
+    init: impl Fn() -> S + Sync + Send,
+    task: impl Fn(&mut S, usize, &mut [f32], &mut [f32], Option<&mut [T]>) -> Option<SolveError> + Sync + Send,
+) -> Result<(), SolveError> {
     let mut no_bias;
     let out_bias: &mut [f32] = match out_bias {
         Some(b) => b,
@@ -341,11 +403,20 @@ pub(crate) fn run_row_tasks<S>(
             &mut no_bias
         }
     };
+    let extra: Vec<Option<&mut [T]>> = match extra {
+        Some(e) => e.chunks_mut(ROWS_PER_TASK).map(Some).collect(),
+        None => std::iter::repeat_with(|| None)
+            .take(out_bias.len().div_ceil(ROWS_PER_TASK))
+            .collect(),
+    };
     let first_error = out
         .par_chunks_mut(ROWS_PER_TASK * k)
         .zip(out_bias.par_chunks_mut(ROWS_PER_TASK))
+        .zip(extra.into_par_iter())
         .enumerate()
-        .map_init(init, |s, (t, (out_rows, bias_rows))| task(s, t, out_rows, bias_rows))
+        .map_init(init, |s, (t, ((out_rows, bias_rows), extra))| {
+            task(s, t, out_rows, bias_rows, extra)
+        })
         .flatten()
         .min_by_key(|e| e.row());
     match first_error {
@@ -373,6 +444,8 @@ pub(crate) struct RowScratch {
     pub subspace: Option<subspace::SubspaceScratch>,
     /// Eight rows' systems for the batched Cholesky, made on first use.
     pub lanes: Option<Box<exact::LaneBuffers>>,
+    /// The solved rows' objective terms' buffers.
+    pub(crate) terms: terms::TermsScratch,
 }
 
 impl RowScratch {
@@ -387,6 +460,7 @@ impl RowScratch {
             cg: None,
             subspace: None,
             lanes: None,
+            terms: Default::default(),
         }
     }
 

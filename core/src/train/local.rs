@@ -5,7 +5,9 @@ use std::time::Instant;
 use super::{gram_by_blocks, HalfStepExecutor, HalfStepOutput, HalfStepReport, Layouts, TrainError};
 use crate::data::Dataset;
 use crate::side::{Factors, Side};
-use crate::solve::{solve_rows, Feedback, FixedSide, RowsView, SolveParams};
+use crate::solve::{
+    block_sums, solve_rows_with_terms, CheckedFixed, Feedback, FixedSide, ObjectiveTerms, RowsView, SolveParams, TermsWanted,
+};
 
 pub struct LocalExecutor<'a> {
     ds: &'a Dataset,
@@ -26,6 +28,7 @@ impl HalfStepExecutor for LocalExecutor<'_> {
         fixed: &Factors,
         fixed_gram: Option<&[f64]>,
         target: &mut Factors,
+        terms: Option<TermsWanted>,
     ) -> Result<HalfStepOutput, TrainError> {
         let t0 = Instant::now();
         let csr = match side {
@@ -43,14 +46,17 @@ impl HalfStepExecutor for LocalExecutor<'_> {
         // the same bits as solving block by block.
         let Factors { matrix, bias } = target;
         let out = matrix.as_slice_mut().expect("standard layout");
-        solve_rows(
+        let mut row_terms = vec![ObjectiveTerms::default(); if terms.is_some() { n } else { 0 }];
+        solve_rows_with_terms(
             params,
             RowsView::of_csr(csr, 0, n),
-            fixed_side,
-            fixed_gram,
+            &CheckedFixed::new(params, fixed_side, fixed_gram)?,
             out,
             biased.then_some(bias.as_mut_slice()),
+            terms.map(|w| (row_terms.as_mut_slice(), w)),
         )?;
+        // Summed as the workers sum them: per block, then over blocks.
+        let terms = terms.map(|_| ObjectiveTerms::sum(block_sums(&row_terms, &self.layouts.side(side).starts)));
         let target_gram = match params.feedback {
             Feedback::Implicit { .. } => Some(gram_by_blocks(target, self.layouts.side(side), params.backend)),
             Feedback::Explicit { .. } => None,
@@ -58,6 +64,7 @@ impl HalfStepExecutor for LocalExecutor<'_> {
         let seconds = t0.elapsed().as_secs_f64();
         Ok(HalfStepOutput {
             target_gram,
+            terms,
             report: HalfStepReport {
                 side: Some(side),
                 seconds,

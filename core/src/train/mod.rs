@@ -24,10 +24,11 @@ pub use sgd::train_sgd;
 use crate::blocks::BlockLayout;
 use crate::data::Dataset;
 use crate::init::init_factors;
+use crate::linalg::vec::dot_f64;
 use crate::linalg::Backend;
-use crate::objective::{objective, Grams, ObjectiveValue};
+use crate::objective::ObjectiveValue;
 use crate::side::{Factors, Side};
-use crate::solve::{block_gram_into, SolveError, SolveParams};
+use crate::solve::{block_gram_into, ObjectiveTerms, SolveError, SolveParams, TermsWanted};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -142,6 +143,9 @@ pub struct HalfStepReport {
 pub struct HalfStepOutput {
     /// Gramian of the updated side (implicit feedback), reduced in block order.
     pub target_gram: Option<Vec<f64>>,
+    /// The solved rows' objective terms, when asked: per block in row order,
+    /// then over blocks in block order.
+    pub terms: Option<ObjectiveTerms>,
     pub report: HalfStepReport,
 }
 
@@ -149,6 +153,7 @@ pub struct HalfStepOutput {
 pub trait HalfStepExecutor {
     /// Update `target` (the rows of `side`) given the fixed other side and,
     /// for implicit feedback, its Gramian. `target` holds the warm start.
+    /// `terms`: also sum the solved rows' share of the objective.
     fn half_step(
         &mut self,
         side: Side,
@@ -156,6 +161,7 @@ pub trait HalfStepExecutor {
         fixed: &Factors,
         fixed_gram: Option<&[f64]>,
         target: &mut Factors,
+        terms: Option<TermsWanted>,
     ) -> Result<HalfStepOutput, TrainError>;
 
     /// Evaluate the test set where the executor keeps it (a cluster: on the
@@ -267,12 +273,19 @@ pub fn train(
         let it = state.iterations_done + 1;
         let t0 = Instant::now();
         let TrainState { users, items, .. } = &mut state;
+        // The objective comes with the halves: each solved row's terms, the
+        // data term with the items, the last side solved.
+        let objective_now = cfg.objective_every > 0 && it.is_multiple_of(cfg.objective_every);
+        let (terms_u, terms_i) = match objective_now {
+            true => (Some(TermsWanted::Reg), Some(TermsWanted::Full)),
+            false => (None, None),
+        };
         let out_u = exec
-            .half_step(Side::Users, &params, items, item_gram.as_deref(), users)
+            .half_step(Side::Users, &params, items, item_gram.as_deref(), users, terms_u)
             .map_err(|e| e.in_half(Side::Users))?;
         let user_gram = out_u.target_gram;
         let out_i = exec
-            .half_step(Side::Items, &params, users, user_gram.as_deref(), items)
+            .half_step(Side::Items, &params, users, user_gram.as_deref(), items, terms_i)
             .map_err(|e| e.in_half(Side::Items))?;
         if implicit {
             item_gram = Some(
@@ -283,13 +296,11 @@ pub fn train(
         }
         let seconds = t0.elapsed().as_secs_f64();
         state.iterations_done = it;
-        let grams = item_gram.as_deref().map(|items| Grams {
-            items,
-            users: user_gram.as_deref(),
-        });
-        let objective_now = cfg.objective_every > 0 && it.is_multiple_of(cfg.objective_every);
-        let obj: Option<ObjectiveValue> =
-            objective_now.then(|| objective(&params, &ds.by_user, &ds.by_item, &state.users, &state.items, grams));
+        let obj = match (out_u.terms, out_i.terms) {
+            (Some(u), Some(i)) if objective_now => Some(objective_of_terms(&params, ds, u, i, item_gram.as_deref(), user_gram.as_deref())?),
+            _ if objective_now => return Err(TrainError::Internal("the executor returned no objective terms")),
+            _ => None,
+        };
         let evaluate_now = it == cfg.iterations || (cfg.eval_every > 0 && it.is_multiple_of(cfg.eval_every));
         let test = if evaluate_now {
             evaluate_with(exec, ds, cfg, &params, &state, item_gram.as_deref())?
@@ -320,6 +331,30 @@ pub fn train(
         reports,
         final_metrics,
         params,
+    })
+}
+
+/// The objective from the halves' terms: the users' regularization, the
+/// items' data term and regularization and, for implicit feedback, the
+/// all-pairs term ⟨YᵀY, XᵀX⟩ (the same sum as [`objective`], in another order).
+fn objective_of_terms(
+    p: &SolveParams,
+    ds: &Dataset,
+    users: ObjectiveTerms,
+    items: ObjectiveTerms,
+    item_gram: Option<&[f64]>,
+    user_gram: Option<&[f64]>,
+) -> Result<ObjectiveValue, TrainError> {
+    let mut loss = items.loss;
+    if let Some(w) = p.implicit_weights() {
+        match (item_gram, user_gram) {
+            (Some(g), Some(xtx)) => loss += w.gram_scale() as f64 * dot_f64(g, xtx),
+            _ => return Err(TrainError::Internal("implicit feedback without both Gramians")),
+        }
+    }
+    Ok(ObjectiveValue {
+        objective: loss + (users.reg + items.reg),
+        train_rmse: (items.sq / ds.by_user.nnz().max(1) as f64).sqrt(),
     })
 }
 

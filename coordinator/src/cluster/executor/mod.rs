@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use als_core::data::Dataset;
 use als_core::side::{Factors, Side};
-use als_core::solve::{from_lower_triangle, sum_grams, Feedback, SolveParams};
+use als_core::solve::{from_lower_triangle, sum_grams, Feedback, ObjectiveTerms, SolveParams, TermsWanted};
 use als_core::train::{HalfStepExecutor, HalfStepOutput, HalfStepReport, Layouts, TestMetrics, TrainConfig, TrainError, TrainState};
 use als_proto::codec::{pieces_into_finite, pieces_vec};
 use als_proto::pb::{EndJobRequest, StartJobRequest};
@@ -208,6 +208,7 @@ impl ClusterExecutor<'_> {
         fixed: &Factors,
         fixed_gram: Option<&[f64]>,
         target: &mut Factors,
+        terms: Option<TermsWanted>,
     ) -> anyhow::Result<HalfStepOutput> {
         self.step += 1;
         let step = self.step;
@@ -251,7 +252,7 @@ impl ClusterExecutor<'_> {
                         // Gathered when this worker's future first runs, so a later
                         // worker's rows are gathered while an earlier push is on the wire.
                         let msgs = factor_messages(&job_id, side.other(), step, &rows, &local, fixed, fixed_gram);
-                        let work = push_and_solve(handle.clone(), job_id, side, step, msgs, gate);
+                        let work = push_and_solve(handle.clone(), job_id, side, step, msgs, terms, gate);
                         (w, watched(&handle, &faults, work).await)
                     }
                 })
@@ -288,6 +289,7 @@ impl ClusterExecutor<'_> {
         let k = params.factors;
         let n_blocks = self.layouts.side(side).n_blocks();
         let mut grams: Vec<Option<Vec<f64>>> = vec![None; n_blocks];
+        let mut block_terms = vec![ObjectiveTerms::default(); n_blocks];
         let implicit = matches!(params.feedback, Feedback::Implicit { .. });
         let biased = !target.bias.is_empty();
         let mut compute = 0f64;
@@ -318,6 +320,24 @@ impl ClusterExecutor<'_> {
                     "worker {addr}: block {b} has the wrong rows"
                 );
                 seen[b] = true;
+                match (terms, g.terms) {
+                    (None, None) => {}
+                    (Some(_), Some(t)) => {
+                        let t = ObjectiveTerms {
+                            loss: t.loss,
+                            sq: t.sq,
+                            reg: t.reg,
+                        };
+                        // Sums of squares: finite and never negative.
+                        anyhow::ensure!(
+                            t.is_finite() && t.loss >= 0.0 && t.sq >= 0.0 && t.reg >= 0.0,
+                            "worker {addr}: block {b} objective terms malformed"
+                        );
+                        block_terms[b] = t;
+                    }
+                    (Some(_), None) => anyhow::bail!("worker {addr}: block {b} came without its objective terms"),
+                    (None, Some(_)) => anyhow::bail!("worker {addr}: block {b} came with objective terms nobody asked for"),
+                }
                 // The worker now has the block's rows as the coordinator does; nobody else holds it.
                 for (v, slot) in self.slots.iter_mut().enumerate() {
                     if v == w {
@@ -351,6 +371,8 @@ impl ClusterExecutor<'_> {
         let seconds = t0.elapsed().as_secs_f64();
         Ok(HalfStepOutput {
             target_gram,
+            // In block order, as the single-process path sums them.
+            terms: terms.map(|_| ObjectiveTerms::sum(block_terms)),
             report: HalfStepReport {
                 side: Some(side),
                 seconds,
@@ -386,8 +408,9 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
         fixed: &Factors,
         fixed_gram: Option<&[f64]>,
         target: &mut Factors,
+        terms: Option<TermsWanted>,
     ) -> Result<HalfStepOutput, TrainError> {
-        self.half(side, params, fixed, fixed_gram, target).map_err(train_error)
+        self.half(side, params, fixed, fixed_gram, target, terms).map_err(train_error)
     }
 }
 

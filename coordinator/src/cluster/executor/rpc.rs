@@ -3,9 +3,10 @@
 //! or a protocol breach.
 
 use als_core::side::Side;
+use als_core::solve::TermsWanted;
 use als_proto::payload::Assembler;
-use als_proto::pb::{EvalChunk, EvalResultChunk, FactorChunk, SolveRequest, SolvedChunk};
-use als_proto::spec::side_to_pb;
+use als_proto::pb::{BlockTerms, EvalChunk, EvalResultChunk, FactorChunk, SolveRequest, SolvedChunk};
+use als_proto::spec::{side_to_pb, terms_to_pb};
 use prost::Message;
 
 use crate::cluster::client::WorkerHandle;
@@ -40,6 +41,8 @@ impl JobFailed {
 pub(super) struct Gathered {
     pub(super) row_start: u64,
     pub(super) n_rows: u32,
+    /// The block's objective terms (from its header), when asked.
+    pub(super) terms: Option<BlockTerms>,
     pub(super) arrays: Assembler<SolvedChunk>,
 }
 
@@ -85,6 +88,7 @@ pub(super) async fn push_and_solve(
     side: Side,
     step: u64,
     msgs: Vec<FactorChunk>,
+    terms: Option<TermsWanted>,
     push_gate: std::sync::Arc<tokio::sync::Semaphore>,
 ) -> Result<WorkerHalf, HalfError> {
     let addr = w.addr.clone();
@@ -99,6 +103,7 @@ pub(super) async fn push_and_solve(
         job_id,
         side: side_to_pb(side) as i32,
         step,
+        terms: terms_to_pb(terms) as i32,
     };
     let mut stream = client.solve(req).await.map_err(|s| rpc_err(&addr, "solve failed", s))?.into_inner();
     let mut out = WorkerHalf {
@@ -117,6 +122,7 @@ pub(super) async fn push_and_solve(
             let g = Gathered {
                 row_start: c.row_start,
                 n_rows: c.n_rows,
+                terms: c.terms,
                 arrays: Assembler::unlimited(),
             };
             out.blocks.push((c.block, g));

@@ -92,7 +92,8 @@ fn next_user_half_step(t: &Trained, params: &SolveParams) -> Factors {
     let gram = matches!(params.feedback, Feedback::Implicit { .. }).then(|| gram_by_blocks(&t.items, &t.layouts.items, params.backend));
     let mut users = t.users.clone();
     let mut exec = LocalExecutor::new(&t.ds, t.layouts.clone());
-    exec.half_step(Side::Users, params, &t.items, gram.as_deref(), &mut users).unwrap();
+    exec.half_step(Side::Users, params, &t.items, gram.as_deref(), &mut users, None)
+        .unwrap();
     users
 }
 
