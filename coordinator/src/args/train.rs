@@ -40,7 +40,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = DEFAULT_EVAL_EVERY, value_name = "N", help_heading = "Evaluation")]
     pub eval_every: usize,
     /// Compute the training objective and train RMSE every N iterations (0:
-    /// never; a pass over every rating that changes no factor).
+    /// never; about one dot product per rating, computed with the items' half;
+    /// it changes no factor).
     #[arg(long, default_value_t = DEFAULT_OBJECTIVE_EVERY, value_name = "N", help_heading = "Evaluation")]
     pub objective_every: usize,
     #[command(flatten)]

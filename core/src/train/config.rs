@@ -211,8 +211,8 @@ pub struct TrainConfig {
     /// Evaluate the test set every N iterations (0: only after the last one).
     pub eval_every: usize,
     /// Compute the training objective and train RMSE every N iterations (0:
-    /// never). It is a pass over every rating, about a tenth of an
-    /// iteration's work: callers that do not show it skip it. It changes no
+    /// never). The halves compute it with their rows (one dot product per
+    /// rating in the items' half): callers that do not show it skip it. It changes no
     /// factor. SGD computes it every epoch regardless: it is its divergence
     /// check. Left out of saved settings at its default, so models and
     /// checkpoints of earlier versions read the same.
