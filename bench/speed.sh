@@ -21,7 +21,9 @@
 # k=128, α 30, λ 1 case). Both come from `coordinator generate` (seed 42),
 # so nothing is downloaded. The split is the anchors protocol's (seed 42,
 # 20% test) for every tool. The anchors venv (~/.anchors) is created as
-# ../shared/anchors/README.md says when missing.
+# ../shared/anchors/README.md says when missing. Ours run with
+# --objective-every 0: `implicit`'s fit computes no loss either, and the
+# objective now counts in an iteration's seconds (it comes with the halves).
 
 set -u -o pipefail
 
@@ -95,7 +97,7 @@ ours() { # ours NAME DATA MODE ARGS...
     local name=$1 data=$2 mode=$3; shift 3
     # shellcheck disable=SC2086  # mode is a flag list on purpose
     invoke "$name" "$COORD" --data "$data" --test-ratio 0.2 --seed 42 --iterations "$ITERS" --eval-every 0 \
-        --threads "$THREADS" $mode --quiet --metrics-json "$OUT/$name.metrics.json" "$@"
+        --objective-every 0 --threads "$THREADS" $mode --quiet --metrics-json "$OUT/$name.metrics.json" "$@"
 }
 
 roofline() { # roofline NAME DATA ARGS...: one line of roofline.tsv
@@ -158,7 +160,7 @@ NET_LINE=""
 if [ "$NETFLIX" = 1 ]; then
     NET=$(gen netflix 480000 18000 100000000)
     log "netflix: 100M ratings, explicit k=64, --local 3, 3 iterations (peak RSS by /usr/bin/time)"
-    invoke netflix /usr/bin/time -v "$COORD" --data "$NET" --no-test --iterations 3 --factors 64 --threads "$THREADS" \
+    invoke netflix /usr/bin/time -v "$COORD" --data "$NET" --no-test --iterations 3 --objective-every 0 --factors 64 --threads "$THREADS" \
         --local 3 --quiet --metrics-json "$OUT/netflix.metrics.json"
     RSS=$(awk -F': ' '/Maximum resident set size/ { printf "%.2f", $2 / 1048576 }' "$OUT/netflix.err")
     SPI=$(python3 -c "import json,sys; print('%.2f' % json.load(open(sys.argv[1]))['seconds_per_iteration'])" "$OUT/netflix.metrics.json" 2>/dev/null || echo "failed")
