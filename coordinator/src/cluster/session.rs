@@ -286,6 +286,51 @@ mod tests {
         }
     }
 
+    /// Hu's observed part of the loss, c(p − s)² − s², is negative where
+    /// high confidence pulls observed scores near 1: blocks whose objective
+    /// terms sum below zero are valid, and the objective matches in-process.
+    #[test]
+    fn negative_observed_loss_terms_are_accepted() {
+        let ds = small_dataset();
+        let alpha = 50.0;
+        let cfg = TrainConfig {
+            factors: 8,
+            iterations: 4,
+            lambda: 0.01,
+            reg_scaling: RegScaling::None,
+            implicit: Some(ImplicitConfig::hu(alpha, Confidence::Linear)),
+            ..Default::default()
+        };
+        let layouts = Layouts::for_dataset(&ds, cfg.blocks);
+        let mut local = LocalExecutor::new(&ds, layouts.clone());
+        let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
+        // Every item block's observed part is below zero at the end.
+        let (users, items) = (&want.state.users, &want.state.items);
+        for b in 0..layouts.items.n_blocks() {
+            let mut observed = 0.0;
+            for i in layouts.items.range(b) {
+                let (cols, vals) = ds.by_item.row(i);
+                for (&u, &r) in cols.iter().zip(vals) {
+                    let s: f64 = users
+                        .row(u as usize)
+                        .iter()
+                        .zip(items.row(i))
+                        .map(|(&a, &b)| a as f64 * b as f64)
+                        .sum();
+                    let c = 1.0 + alpha as f64 * r as f64;
+                    observed += c * (1.0 - s).powi(2) - s * s;
+                }
+            }
+            assert!(observed < 0.0, "block {b}: observed part {observed} is not negative");
+        }
+        let s = ClusterSession::local(2, &ClientOptions::default()).unwrap();
+        let got = s.train(&ds, &cfg, &layouts, None, &mut |_, _| Ok(())).unwrap();
+        s.shutdown().unwrap();
+        assert_eq!(got.state, want.state);
+        let objectives = |r: &TrainResult| r.reports.iter().map(|x| x.objective).collect::<Vec<_>>();
+        assert_eq!(objectives(&got), objectives(&want));
+    }
+
     /// A row solve that fails (λ = 0 with rows of fewer ratings than factors)
     /// ends the run at once with the single-process path's message; it is
     /// not a lost worker to retry elsewhere, and the workers take the next job.

@@ -282,6 +282,7 @@ pub fn solve_rows_with_terms(
     }
     let (terms, want) = match terms {
         Some((t, w)) => (Some(t), w),
+        // Not read without terms.
         None => (None, TermsWanted::Reg),
     };
     let (gram, fixed) = (fixed.gram, fixed.side);

@@ -13,7 +13,8 @@ use crate::solve::Feedback;
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ObjectiveTerms {
     /// The data term over the rows' ratings (implicit: the observed pairs'
-    /// part; the all-pairs part is ⟨YᵀY, XᵀX⟩, which needs both Gramians).
+    /// part beyond the all-pairs ⟨YᵀY, XᵀX⟩, which needs both Gramians; for
+    /// Hu's loss, c(p − s)² − s² per pair, so it may be negative).
     pub loss: f64,
     /// Squared training error over the same ratings.
     pub sq: f64,

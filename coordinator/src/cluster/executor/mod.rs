@@ -328,9 +328,10 @@ impl ClusterExecutor<'_> {
                             sq: t.sq,
                             reg: t.reg,
                         };
-                        // Sums of squares: finite and never negative.
+                        // Finite; the squared error and the norms never negative. The
+                        // loss may be: Hu's observed part is c(p − s)² − s².
                         anyhow::ensure!(
-                            t.is_finite() && t.loss >= 0.0 && t.sq >= 0.0 && t.reg >= 0.0,
+                            t.is_finite() && t.sq >= 0.0 && t.reg >= 0.0,
                             "worker {addr}: block {b} objective terms malformed"
                         );
                         block_terms[b] = t;
