@@ -119,8 +119,12 @@ def check(a):
           f"k={k}, {w} workers")
     print(f"hub bytes per iteration: model {hub / 1e6:.1f} MB, routing minimum {exact / 1e6:.1f} MB "
           f"(model/minimum {hub / exact:.3f}), sent {sent / 1e6:.1f} MB (sent/minimum {sent / exact:.3f})")
-    print(f"no-hub peer bytes per iteration (model): {p2p / 1e6:.1f} MB; the coordinator's share of today's: "
-          f"{(n_users + n_items) * row / 1e6:.1f} MB of gathered rows, which go")
+    peer = [i.get("bytes_min_peer") for i in its]
+    exact_peer = sum(peer) / len(peer) if all(p is not None for p in peer) else None
+    line = f"no-hub peer bytes per iteration: model {p2p / 1e6:.1f} MB"
+    if exact_peer:
+        line += f", routing minimum {exact_peer / 1e6:.1f} MB (model/minimum {p2p / exact_peer:.3f})"
+    print(line + f"; the rows the coordinator gathers today, which go: {(n_users + n_items) * row / 1e6:.1f} MB")
 
 
 def main():

@@ -21,6 +21,7 @@
 //!       ...the "final" keys, when this iteration was evaluated (see --eval-every)...,
 //!       "bytes_sent": u64,           // all bytes sent by the coordinator and workers (0 in-process)
 //!       "bytes_min": u64,            // factor bytes the routing strictly needs (0 in-process)
+//!       "bytes_min_peer": u64,       // the same with no hub: worker to worker, nothing gathered (docs/ARCHITECTURE.md)
 //!       "compute_seconds": f64,
 //!       "transfer_seconds": f64 }
 //!   ],
@@ -81,6 +82,7 @@ pub fn iteration_json(r: &IterationReport) -> Value {
     }
     m.insert("bytes_sent".into(), json!(r.bytes_sent()));
     m.insert("bytes_min".into(), json!(r.bytes_min()));
+    m.insert("bytes_min_peer".into(), json!(r.bytes_min_peer()));
     m.insert("compute_seconds".into(), json!(r.compute_seconds()));
     m.insert("transfer_seconds".into(), json!(r.transfer_seconds()));
     Value::Object(m)
@@ -155,6 +157,7 @@ mod tests {
                 HalfStepReport {
                     bytes_sent: 10,
                     bytes_min: 8,
+                    bytes_min_peer: 3,
                     compute_seconds: 0.25,
                     transfer_seconds: 0.125,
                     ..Default::default()
@@ -162,6 +165,7 @@ mod tests {
                 HalfStepReport {
                     bytes_sent: 5,
                     bytes_min: 4,
+                    bytes_min_peer: 2,
                     compute_seconds: 0.25,
                     transfer_seconds: 0.125,
                     ..Default::default()
@@ -197,6 +201,7 @@ mod tests {
         assert_eq!(its[1]["rmse"], json!(0.9));
         assert_eq!(its[1]["bytes_sent"], json!(15));
         assert_eq!(its[1]["bytes_min"], json!(12));
+        assert_eq!(its[1]["bytes_min_peer"], json!(5));
         assert_eq!(its[1]["compute_seconds"], json!(0.5));
         assert_eq!(its[1]["transfer_seconds"], json!(0.25));
         assert_eq!(v["config"]["factors"], json!(64));

@@ -114,23 +114,34 @@ impl Routing {
         }
     }
 
-    /// Factor bytes a half-iteration solving `side` strictly needs with
-    /// hub-and-spoke routing: every worker's needed fixed rows other than
-    /// those it solved itself (`fixed_layout` gives their blocks' rows), plus
-    /// its solved rows.
-    pub fn bytes_min(&self, side: Side, k: usize, fixed_layout: &BlockLayout) -> u64 {
+    /// Per worker, the fixed rows of a half solving `side` that it needs and
+    /// did not solve itself (`fixed_layout` gives their blocks' rows).
+    fn pushed_rows(&self, side: Side, fixed_layout: &BlockLayout) -> Vec<usize> {
         let s = self.side(side);
         let fixed = self.side(side.other());
         (0..self.n_workers)
             .map(|w| {
-                let own = |g: &u32| {
-                    let b = fixed_layout.block_of(*g as usize);
-                    fixed.owner[b] == w
-                };
-                let pushed = s.union[w].iter().filter(|g| !own(g)).count();
-                (pushed + s.owned_rows[w]) as u64 * k as u64 * 4
+                let own = |g: &u32| fixed.owner[fixed_layout.block_of(*g as usize)] == w;
+                s.union[w].iter().filter(|g| !own(g)).count()
             })
+            .collect()
+    }
+
+    /// Factor bytes a half-iteration solving `side` strictly needs with
+    /// hub-and-spoke routing: every worker's needed fixed rows other than
+    /// those it solved itself, plus its solved rows.
+    pub fn bytes_min(&self, side: Side, k: usize, fixed_layout: &BlockLayout) -> u64 {
+        let s = self.side(side);
+        let pushed = self.pushed_rows(side, fixed_layout);
+        (0..self.n_workers)
+            .map(|w| (pushed[w] + s.owned_rows[w]) as u64 * k as u64 * 4)
             .sum()
+    }
+
+    /// The same half with no hub (docs/ARCHITECTURE.md): the same rows,
+    /// sent worker to worker, and nothing gathered.
+    pub fn bytes_min_peer(&self, side: Side, k: usize, fixed_layout: &BlockLayout) -> u64 {
+        self.pushed_rows(side, fixed_layout).iter().map(|&n| n as u64 * k as u64 * 4).sum()
     }
 }
 
@@ -150,5 +161,27 @@ mod tests {
         assert_eq!(s.owned_rows, vec![2, 2]);
         let one = SideRouting::build(&csr, &layout, vec![0, 0], 1);
         assert_eq!(one.union, vec![vec![0, 1, 2, 4]]);
+    }
+
+    /// The two minimums on a case small enough to count by hand.
+    #[test]
+    fn routing_minimums_with_and_without_the_hub() {
+        let (us, is) = ([0u32, 0, 1, 2, 3, 3], [4u32, 1, 1, 0, 2, 4]);
+        let by_user = Csr::from_triples(4, 5, &us, &is, &[1.0; 6]);
+        let by_item = Csr::from_triples(5, 4, &is, &us, &[1.0; 6]);
+        let layouts = Layouts {
+            users: BlockLayout { starts: vec![0, 2, 4] },
+            items: BlockLayout { starts: vec![0, 3, 5] },
+        };
+        let r = Routing::build(&by_user, &by_item, &layouts, 2);
+        let k = 2;
+        // Users' half: worker 0 needs items {1, 4} and solved item 1; worker 1
+        // needs {0, 2, 4} and solved item 4. Three rows move; four are gathered.
+        assert_eq!(r.bytes_min_peer(Side::Users, k, &layouts.items), 3 * 8);
+        assert_eq!(r.bytes_min(Side::Users, k, &layouts.items), 7 * 8);
+        // Items' half: worker 0 needs users 0-3 and solved 0, 1; worker 1 needs
+        // {0, 3} and solved 3. Three rows move; five are gathered.
+        assert_eq!(r.bytes_min_peer(Side::Items, k, &layouts.users), 3 * 8);
+        assert_eq!(r.bytes_min(Side::Items, k, &layouts.users), 8 * 8);
     }
 }

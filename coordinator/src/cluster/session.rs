@@ -265,6 +265,9 @@ mod tests {
                 assert_eq!(objectives(&got), objectives(&want), "{n} workers");
                 let r = &got.reports[0];
                 assert!(r.bytes_sent() >= r.bytes_min() && r.bytes_min() > 0);
+                // Without the hub the solved rows are not gathered; one worker needs no peer.
+                assert!(r.bytes_min_peer() < r.bytes_min());
+                assert_eq!(r.bytes_min_peer() == 0, n == 1, "{n} workers");
                 if !cfg.is_implicit() {
                     // A push leaves out the worker's own rows: past the routing
                     // minimum (factors only) are the biases, one per k factors,

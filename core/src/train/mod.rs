@@ -138,6 +138,10 @@ pub struct HalfStepReport {
     pub transfer_seconds: f64,
     pub bytes_sent: u64,
     pub bytes_min: u64,
+    /// What the same half would need with no hub: the pushed rows, sent
+    /// worker to worker, none gathered (0 in-process).
+    #[serde(default)]
+    pub bytes_min_peer: u64,
 }
 
 pub struct HalfStepOutput {
@@ -224,6 +228,9 @@ impl IterationReport {
     }
     pub fn bytes_min(&self) -> u64 {
         self.halves.iter().map(|h| h.bytes_min).sum()
+    }
+    pub fn bytes_min_peer(&self) -> u64 {
+        self.halves.iter().map(|h| h.bytes_min_peer).sum()
     }
     pub fn compute_seconds(&self) -> f64 {
         self.halves.iter().map(|h| h.compute_seconds).sum()

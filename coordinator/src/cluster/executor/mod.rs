@@ -68,9 +68,10 @@ pub struct ClusterExecutor<'a> {
     rt: tokio::runtime::Handle,
     slots: Vec<Slot>,
     routing: Routing,
-    /// The routing minimum of each side's half (see [`Routing::bytes_min`]),
+    /// The routing minimum of each side's half, with the hub and without
+    /// (see [`Routing::bytes_min`] and [`Routing::bytes_min_peer`]),
     /// computed once per assignment of blocks: it changes only when blocks move.
-    bytes_min: [Option<u64>; 2],
+    bytes_min: [Option<(u64, u64)>; 2],
     /// The owners when every worker is up (lost workers' blocks come back to them).
     home: [Vec<usize>; 2],
     layouts: Layouts,
@@ -368,7 +369,12 @@ impl ClusterExecutor<'_> {
         }
         let target_gram = implicit.then(|| sum_grams(k, grams.iter().map(|g| g.as_deref().unwrap_or(&[]))));
         let (routing, fixed_layout) = (&self.routing, self.layouts.side(side.other()));
-        let bytes_min = *self.bytes_min[side_ix(side)].get_or_insert_with(|| routing.bytes_min(side, k, fixed_layout));
+        let (bytes_min, bytes_min_peer) = *self.bytes_min[side_ix(side)].get_or_insert_with(|| {
+            (
+                routing.bytes_min(side, k, fixed_layout),
+                routing.bytes_min_peer(side, k, fixed_layout),
+            )
+        });
         let seconds = t0.elapsed().as_secs_f64();
         Ok(HalfStepOutput {
             target_gram,
@@ -381,6 +387,7 @@ impl ClusterExecutor<'_> {
                 transfer_seconds: (seconds - compute).max(0.0),
                 bytes_sent: sent,
                 bytes_min,
+                bytes_min_peer,
             },
         })
     }
