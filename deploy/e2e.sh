@@ -54,7 +54,11 @@ ALS_GID=$(id -g)
 # Big enough that an iteration takes a while on two cores, so there is a mid-run moment.
 docker run --rm --user "$ALS_UID:$ALS_GID" --network none -v "$work/data:/data" als-coordinator:"${ALS_TAG:-latest}" \
   generate --out /data/synth.csv --users 20000 --items 4000 --ratings 1000000 --quiet >/dev/null
-iters=8
+# Enough iterations that the fault lands mid-run: after iteration 1 the
+# script polls the logs (0.5 s), then kills or disconnects, and the run must
+# still have seconds to go (at 0.1-0.3 s per iteration, 8 were not enough
+# once the objective left the coordinator).
+iters=50
 export ALS_TRAIN_ARGS="--data /data/synth.csv --factors 32 --iterations $iters --worker-timeout 3"
 
 # Run the cluster as project $1, output to $work/$1; $2: none, kill or disconnect.
