@@ -53,7 +53,12 @@ impl ClusterExecutor<'_> {
         s.cause = Some(why.to_string());
     }
 
-    /// Give lost workers a short chance to answer again (restarted on their address).
+    /// Take back lost workers that answer again (restarted on their
+    /// address). Each lost worker has at most one reconnection under way in
+    /// the background: one that succeeded is taken back here, one that
+    /// failed is started again, and none is waited for, so a worker that
+    /// stays dead costs the halves nothing. A restarted worker is back within
+    /// two halves.
     pub(super) fn revive(&mut self) {
         let opts = ClientOptions {
             connect_timeout: self.faults.revive_timeout,
@@ -64,17 +69,30 @@ impl ClusterExecutor<'_> {
                 continue;
             }
             let addr = self.slots[w].handle.addr.clone();
-            if let Ok(h) = self.rt.block_on(connect(&addr, &opts)) {
-                tracing::info!(worker = %addr, "worker is back; returning its blocks");
-                self.slots[w] = Slot {
-                    handle: h,
-                    alive: true,
-                    started: false,
-                    holds: Default::default(),
-                    current: Default::default(),
-                    cause: self.slots[w].cause.take(),
-                };
+            match self.slots[w].reviving.take() {
+                Some(attempt) if !attempt.is_finished() => {
+                    self.slots[w].reviving = Some(attempt);
+                    continue;
+                }
+                Some(attempt) => {
+                    if let Ok(Ok(h)) = self.rt.block_on(attempt) {
+                        tracing::info!(worker = %addr, "worker is back; returning its blocks");
+                        self.slots[w] = Slot {
+                            handle: h,
+                            alive: true,
+                            started: false,
+                            holds: Default::default(),
+                            current: Default::default(),
+                            cause: self.slots[w].cause.take(),
+                            reviving: None,
+                        };
+                        continue;
+                    }
+                }
+                None => {}
             }
+            let opts = opts.clone();
+            self.slots[w].reviving = Some(self.rt.spawn(async move { connect(&addr, &opts).await }));
         }
     }
 

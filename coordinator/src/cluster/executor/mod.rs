@@ -62,6 +62,9 @@ struct Slot {
     current: [BTreeSet<usize>; 2],
     /// Why it was last lost (for the error once every worker is gone).
     cause: Option<String>,
+    /// While it is lost: a reconnection under way in the background, looked
+    /// at once per half and never waited for.
+    reviving: Option<tokio::task::JoinHandle<anyhow::Result<WorkerHandle>>>,
 }
 
 pub struct ClusterExecutor<'a> {
@@ -141,6 +144,7 @@ impl<'a> ClusterExecutor<'a> {
                         holds: Default::default(),
                         current: Default::default(),
                         cause,
+                        reviving: None,
                     }
                 })
                 .collect(),
