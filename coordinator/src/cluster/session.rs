@@ -405,7 +405,11 @@ mod tests {
         // The re-shipped blocks show up in the bytes of the half that lost the worker.
         assert!(got.reports[2].bytes_sent() > want.reports[2].bytes_sent());
         // Restarted after iteration 4, it was back within the last two iterations.
-        assert_eq!(*s.lost.lock().unwrap(), vec![None, None, None], "the restarted worker was taken back");
+        assert_eq!(
+            *s.lost.lock().unwrap(),
+            vec![None, None, None],
+            "the restarted worker was taken back"
+        );
         s.kill_local_worker(0);
         s.kill_local_worker(1);
         s.kill_local_worker(2);
