@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use als_core::side::Side;
 use als_core::solve::{
-    all_finite, block_gram, solve_rows_with_terms, CheckedFixed, Feedback, FixedSide, ObjectiveTerms, RowsView, SolveParams, TermsWanted,
+    all_finite, block_gram, solve_rows_summing_terms, CheckedFixed, Feedback, FixedSide, ObjectiveTerms, RowsView, SolveParams, TermsWanted,
 };
 use als_proto::codec::{Bytes, PieceReader};
 use als_proto::payload::{BlockLimits, FactorLimits};
@@ -645,15 +645,16 @@ impl Job {
                     indices: &b.union_columns,
                     values: &b.values,
                 };
-                let mut row_terms = vec![ObjectiveTerms::default(); if terms.is_some() { b.n_rows } else { 0 }];
-                let with_terms = terms.map(|w| (row_terms.as_mut_slice(), w));
-                solve_rows_with_terms(&params, rows, &fx, &mut f, biased.then_some(bias.as_mut_slice()), with_terms).map_err(|e| {
-                    let e = e.offset_rows(b.row_start as usize);
-                    JobError::Solve {
-                        row: e.row().map(|r| r as u64),
-                        message: e.to_string(),
-                    }
-                })?;
+                let whole_block = [0, b.n_rows];
+                let with_terms = terms.map(|w| (w, whole_block.as_slice()));
+                let per_block = solve_rows_summing_terms(&params, rows, &fx, &mut f, biased.then_some(bias.as_mut_slice()), with_terms)
+                    .map_err(|e| {
+                        let e = e.offset_rows(b.row_start as usize);
+                        JobError::Solve {
+                            row: e.row().map(|r| r as u64),
+                            message: e.to_string(),
+                        }
+                    })?;
                 // Each block's Gramian sequential, so the same bits as in-process.
                 let gram = implicit.then(|| block_gram(&f, k, gram_backend));
                 on_block(&SolvedBlock {
@@ -661,7 +662,7 @@ impl Job {
                     row_start: b.row_start,
                     n_rows: b.n_rows,
                     gram,
-                    terms: terms.map(|_| ObjectiveTerms::sum(row_terms)),
+                    terms: per_block.map(ObjectiveTerms::sum),
                     factors: &f,
                     bias: &bias,
                 });

@@ -20,7 +20,7 @@ pub use gram::{block_gram, block_gram_into, from_lower_triangle, lower_triangle,
 pub(crate) use params::ImplicitWeights;
 pub use params::{Confidence, Feedback, ImplicitLoss, RegScaling, SolveParams, SolverKind};
 pub use posterior::{sample_rows, RowPrior};
-pub use terms::{block_sums, ObjectiveTerms, TermsWanted};
+pub use terms::{ObjectiveTerms, TermsWanted};
 
 use std::borrow::Cow;
 
@@ -259,10 +259,38 @@ pub fn solve_rows_checked(
     solve_rows_with_terms(p, rows, fixed, out, out_bias, None)
 }
 
+/// [`solve_rows_checked`] that also sums the solved rows' share of the
+/// objective, when `terms` asks, per block of `block_starts` (row offsets
+/// into `rows`: first 0, last the row count), each block in row order. The
+/// in-process path and the workers both sum through here, so any cluster
+/// shape reports the same bits.
+pub fn solve_rows_summing_terms(
+    p: &SolveParams,
+    rows: RowsView,
+    fixed: &CheckedFixed,
+    out: &mut [f32],
+    out_bias: Option<&mut [f32]>,
+    terms: Option<(TermsWanted, &[usize])>,
+) -> Result<Option<Vec<ObjectiveTerms>>, SolveError> {
+    let Some((want, starts)) = terms else {
+        solve_rows_with_terms(p, rows, fixed, out, out_bias, None)?;
+        return Ok(None);
+    };
+    if starts.first() != Some(&0) || starts.last() != Some(&rows.n_rows()) || starts.windows(2).any(|w| w[0] > w[1]) {
+        return Err(SolveError::Invalid(format!(
+            "block starts {starts:?} do not cover {} rows",
+            rows.n_rows()
+        )));
+    }
+    let mut per_row = vec![ObjectiveTerms::default(); rows.n_rows()];
+    solve_rows_with_terms(p, rows, fixed, out, out_bias, Some((&mut per_row, want)))?;
+    Ok(Some(terms::block_sums(&per_row, starts)))
+}
+
 /// [`solve_rows_checked`] that also puts each solved row's share of the
 /// objective into `terms` (one per row), computed right after its task
 /// solved it.
-pub fn solve_rows_with_terms(
+fn solve_rows_with_terms(
     p: &SolveParams,
     rows: RowsView,
     fixed: &CheckedFixed,

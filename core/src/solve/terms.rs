@@ -102,7 +102,7 @@ pub(crate) fn row_terms(
 
 /// Per block of `starts` (block b is rows `starts[b]..starts[b + 1]` of
 /// `rows`), the sum of its rows' terms, in row order.
-pub fn block_sums(rows: &[ObjectiveTerms], starts: &[usize]) -> Vec<ObjectiveTerms> {
+pub(crate) fn block_sums(rows: &[ObjectiveTerms], starts: &[usize]) -> Vec<ObjectiveTerms> {
     starts
         .windows(2)
         .map(|w| ObjectiveTerms::sum(rows[w[0]..w[1]].iter().copied()))

@@ -5,9 +5,7 @@ use std::time::Instant;
 use super::{gram_by_blocks, HalfStepExecutor, HalfStepOutput, HalfStepReport, Layouts, TrainError};
 use crate::data::Dataset;
 use crate::side::{Factors, Side};
-use crate::solve::{
-    block_sums, solve_rows_with_terms, CheckedFixed, Feedback, FixedSide, ObjectiveTerms, RowsView, SolveParams, TermsWanted,
-};
+use crate::solve::{solve_rows_summing_terms, CheckedFixed, Feedback, FixedSide, ObjectiveTerms, RowsView, SolveParams, TermsWanted};
 
 pub struct LocalExecutor<'a> {
     ds: &'a Dataset,
@@ -46,17 +44,16 @@ impl HalfStepExecutor for LocalExecutor<'_> {
         // the same bits as solving block by block.
         let Factors { matrix, bias } = target;
         let out = matrix.as_slice_mut().expect("standard layout");
-        let mut row_terms = vec![ObjectiveTerms::default(); if terms.is_some() { n } else { 0 }];
-        solve_rows_with_terms(
+        let per_block = solve_rows_summing_terms(
             params,
             RowsView::of_csr(csr, 0, n),
             &CheckedFixed::new(params, fixed_side, fixed_gram)?,
             out,
             biased.then_some(bias.as_mut_slice()),
-            terms.map(|w| (row_terms.as_mut_slice(), w)),
+            terms.map(|w| (w, self.layouts.side(side).starts.as_slice())),
         )?;
-        // Summed as the workers sum them: per block, then over blocks.
-        let terms = terms.map(|_| ObjectiveTerms::sum(block_sums(&row_terms, &self.layouts.side(side).starts)));
+        // Over blocks in block order, as the coordinator sums the workers'.
+        let terms = per_block.map(ObjectiveTerms::sum);
         let target_gram = match params.feedback {
             Feedback::Implicit { .. } => Some(gram_by_blocks(target, self.layouts.side(side), params.backend)),
             Feedback::Explicit { .. } => None,
