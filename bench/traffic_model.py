@@ -29,12 +29,6 @@ from collections import Counter
 GB = 1e9
 
 
-def referenced(counts, workers):
-    """Expected distinct rows one worker's blocks reference (counts: ratings per row)."""
-    miss = 1.0 - 1.0 / workers
-    return sum(1.0 - miss ** n for n in counts)
-
-
 def zipf_counts(ratings, rows, s, buckets=2000):
     """Ratings per row under a Zipf(s) popularity, as (count, multiplicity) pairs
     over log-spaced rank buckets (exact enough, and fast at 10^8 rows)."""
@@ -51,7 +45,8 @@ def zipf_counts(ratings, rows, s, buckets=2000):
     return out
 
 
-def referenced_weighted(pairs, workers):
+def referenced(pairs, workers):
+    """Expected distinct rows one worker's blocks reference; pairs: (ratings of a row, rows with that count)."""
     miss = 1.0 - 1.0 / workers
     return sum(m * (1.0 - miss ** n) for n, m in pairs)
 
@@ -62,8 +57,8 @@ def scale(a):
     users = zipf_counts(a.ratings, a.users, a.user_skew)
     items = zipf_counts(a.ratings, a.items, a.item_skew)
     # Solving users, items are fixed: a worker needs the items its users rated.
-    d_items = referenced_weighted(items, w)
-    d_users = referenced_weighted(users, w)
+    d_items = referenced(items, w)
+    d_users = referenced(users, w)
     push = {"users": d_items * (1 - 1 / w) * row, "items": d_users * (1 - 1 / w) * row}
     gram = a.blocks * a.factors * (a.factors + 1) // 2 * 8
     rating_bytes = 12  # u32 user row, u32 item row, f32 value
@@ -108,8 +103,8 @@ def check(a):
     k = m["config"]["factors"]
     row = 4 * k
     n_users, n_items = m["data"]["n_users"], m["data"]["n_items"]
-    d_items = referenced([n * frac for n in items.values()], w)
-    d_users = referenced([n * frac for n in users.values()], w)
+    d_items = referenced([(n * frac, 1) for n in items.values()], w)
+    d_users = referenced([(n * frac, 1) for n in users.values()], w)
     hub = (d_items * (1 - 1 / w) * w + n_users + d_users * (1 - 1 / w) * w + n_items) * row
     p2p = (d_items + d_users) * (1 - 1 / w) * w * row
     its = m["iterations"]

@@ -69,30 +69,19 @@ impl ClusterExecutor<'_> {
                 continue;
             }
             let addr = self.slots[w].handle.addr.clone();
-            match self.slots[w].reviving.take() {
-                Some(attempt) if !attempt.is_finished() => {
-                    self.slots[w].reviving = Some(attempt);
+            let slot = &mut self.slots[w];
+            if slot.reviving.as_ref().is_some_and(|a| !a.is_finished()) {
+                continue;
+            }
+            if let Some(attempt) = slot.reviving.take() {
+                if let Ok(Ok(h)) = self.rt.block_on(attempt) {
+                    tracing::info!(worker = %addr, "worker is back; returning its blocks");
+                    *slot = Slot::new(h, true, slot.cause.take());
                     continue;
                 }
-                Some(attempt) => {
-                    if let Ok(Ok(h)) = self.rt.block_on(attempt) {
-                        tracing::info!(worker = %addr, "worker is back; returning its blocks");
-                        self.slots[w] = Slot {
-                            handle: h,
-                            alive: true,
-                            started: false,
-                            holds: Default::default(),
-                            current: Default::default(),
-                            cause: self.slots[w].cause.take(),
-                            reviving: None,
-                        };
-                        continue;
-                    }
-                }
-                None => {}
             }
             let opts = opts.clone();
-            self.slots[w].reviving = Some(self.rt.spawn(async move { connect(&addr, &opts).await }));
+            slot.reviving = Some(self.rt.spawn(async move { connect(&addr, &opts).await }));
         }
     }
 

@@ -67,6 +67,21 @@ struct Slot {
     reviving: Option<tokio::task::JoinHandle<anyhow::Result<WorkerHandle>>>,
 }
 
+impl Slot {
+    /// A worker on a fresh connection, holding nothing of the job yet.
+    fn new(handle: WorkerHandle, alive: bool, cause: Option<String>) -> Slot {
+        Slot {
+            handle,
+            alive,
+            started: false,
+            holds: Default::default(),
+            current: Default::default(),
+            cause,
+            reviving: None,
+        }
+    }
+}
+
 pub struct ClusterExecutor<'a> {
     rt: tokio::runtime::Handle,
     slots: Vec<Slot>,
@@ -137,15 +152,7 @@ impl<'a> ClusterExecutor<'a> {
                 .map(|(w, handle)| {
                     // A worker lost in an earlier run starts lost: revived once it answers.
                     let cause = lost.get(w).cloned().flatten();
-                    Slot {
-                        handle,
-                        alive: cause.is_none(),
-                        started: false,
-                        holds: Default::default(),
-                        current: Default::default(),
-                        cause,
-                        reviving: None,
-                    }
+                    Slot::new(handle, cause.is_none(), cause)
                 })
                 .collect(),
             home: [routing.users.owner.clone(), routing.items.owner.clone()],
