@@ -22,6 +22,7 @@
 //!       "bytes_sent": u64,           // all bytes sent by the coordinator and workers (0 in-process)
 //!       "bytes_min": u64,            // factor bytes the routing strictly needs (0 in-process)
 //!       "bytes_min_peer": u64,       // the same with no hub: worker to worker, nothing gathered (docs/ARCHITECTURE.md)
+//!       "bytes_peer": u64,           // of bytes_sent, solved rows sent worker to worker (peer exchange)
 //!       "compute_seconds": f64,
 //!       "transfer_seconds": f64 }
 //!   ],
@@ -83,6 +84,7 @@ pub fn iteration_json(r: &IterationReport) -> Value {
     m.insert("bytes_sent".into(), json!(r.bytes_sent()));
     m.insert("bytes_min".into(), json!(r.bytes_min()));
     m.insert("bytes_min_peer".into(), json!(r.bytes_min_peer()));
+    m.insert("bytes_peer".into(), json!(r.bytes_peer()));
     m.insert("compute_seconds".into(), json!(r.compute_seconds()));
     m.insert("transfer_seconds".into(), json!(r.transfer_seconds()));
     Value::Object(m)

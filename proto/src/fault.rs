@@ -26,6 +26,9 @@ pub enum Fault {
     Job { row: Option<u64> },
     /// The message was refused as invalid: a bug or a version mismatch, never retried.
     Protocol,
+    /// The worker is fine, but a peer it had to send its solved rows to could
+    /// not take them: redo the half with the coordinator pushing the rows.
+    Peer,
 }
 
 /// A failed solve or evaluation: ends the run.
@@ -45,6 +48,13 @@ pub fn busy(message: impl Into<String>) -> Status {
     s
 }
 
+/// Solved rows could not reach a peer (the solve itself succeeded).
+pub fn peer_unreachable(message: impl Into<String>) -> Status {
+    let mut s = Status::unavailable(message.into());
+    s.metadata_mut().insert(FAULT_KEY, MetadataValue::from_static("peer"));
+    s
+}
+
 /// What a failed call means for the run.
 pub fn fault_of(s: &Status) -> Fault {
     match s.metadata().get(FAULT_KEY).and_then(|v| v.to_str().ok()) {
@@ -56,6 +66,7 @@ pub fn fault_of(s: &Status) -> Fault {
                 .and_then(|v| v.parse().ok()),
         },
         Some("busy") => Fault::Busy,
+        Some("peer") => Fault::Peer,
         _ if s.code() == Code::InvalidArgument => Fault::Protocol,
         _ => Fault::Lost,
     }
@@ -70,6 +81,7 @@ mod tests {
         assert_eq!(fault_of(&job_failed("row 3: bad", Some(3))), Fault::Job { row: Some(3) });
         assert_eq!(fault_of(&job_failed("bad input", None)), Fault::Job { row: None });
         assert_eq!(fault_of(&busy("worker is busy with job 'x'")), Fault::Busy);
+        assert_eq!(fault_of(&peer_unreachable("peer w2: connection refused")), Fault::Peer);
         assert_eq!(fault_of(&Status::invalid_argument("bad")), Fault::Protocol);
         for lost in [
             Status::unavailable("connection refused"),

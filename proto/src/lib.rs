@@ -15,7 +15,7 @@ pub mod pb {
 }
 
 /// Bumped on any incompatible change to `proto/als_worker.proto`.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// A peer speaking another protocol version than this build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +37,9 @@ pub fn check_version(peer: &'static str, theirs: u32) -> Result<(), VersionMisma
 
 /// Bytes of bulk data per streamed message: far below tonic's 4 MiB decode limit.
 pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// The capability of a worker that can send its solved rows to its peers.
+pub const PEER_EXCHANGE: &str = "peer-exchange";
 
 /// The HTTP/2 settings both ends of the cluster use. A half's rows are
 /// megabytes: HTTP/2's default 64 KiB windows and 16 KiB frames cost a

@@ -15,7 +15,7 @@
 //! Adding a field means adding it to the `.proto` file and to one list here.
 
 use crate::codec::{chunk_fields, pieces_vec, Bytes, CodecError, Field};
-use crate::pb::{BlockChunk, EvalChunk, EvalResultChunk, FactorChunk, SolvedChunk};
+use crate::pb::{BlockChunk, EvalChunk, EvalResultChunk, FactorChunk, PeerChunk, RouteChunk, SolvedChunk};
 
 /// A message whose bulk arrays are gathered across a stream.
 pub trait Bulk: Sized {
@@ -130,6 +130,16 @@ bulk_fields!(FactorChunk => FactorFields, FactorLimits, FactorPayload, FactorPie
 
 bulk_fields!(SolvedChunk => SolvedFields, SolvedLimits, SolvedPayload, SolvedPieces {
     gram: f64,
+    factors: f32,
+    bias: f32,
+});
+
+bulk_fields!(RouteChunk => RouteFields, RouteLimits, RoutePayload, RoutePieces {
+    rows: u32,
+});
+
+bulk_fields!(PeerChunk => PeerFields, PeerLimits, PeerPayload, PeerPieces {
+    rows: u32,
     factors: f32,
     bias: f32,
 });

@@ -9,6 +9,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `coordinator generate` of `users × items` with `ratings` ratings into
+/// `dir/ratings.csv` (its default seed, so the same file every time).
+pub fn generate(dir: &Path, users: u32, items: u32, ratings: u32) -> PathBuf {
+    let data = dir.join("ratings.csv");
+    let mut cmd = Command::new(binary("coordinator"));
+    cmd.args(["generate", "--quiet", "--out"]).arg(&data).args([
+        "--users",
+        &users.to_string(),
+        "--items",
+        &items.to_string(),
+        "--ratings",
+        &ratings.to_string(),
+    ]);
+    let (ok, _, err) = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    assert!(ok, "generate failed: {err}");
+    data
+}
+
 /// `target/<profile>/<name>`, next to the test executable's `deps/` folder.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

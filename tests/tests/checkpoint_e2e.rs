@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use als_tests::{binary, run_with_timeout};
+use als_tests::{binary, generate, run_with_timeout};
 
 fn coordinator(data: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(binary("coordinator"));
@@ -20,21 +20,7 @@ fn coordinator(data: &Path, args: &[&str]) -> Command {
 #[test]
 fn resume_after_a_killed_coordinator_gives_the_uninterrupted_model() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("r.csv");
-    let mut gen = Command::new(binary("coordinator"));
-    gen.args([
-        "generate",
-        "--quiet",
-        "--users",
-        "2000",
-        "--items",
-        "800",
-        "--ratings",
-        "80000",
-        "--out",
-    ])
-    .arg(&data);
-    assert!(run_with_timeout(&mut gen, Duration::from_secs(60)).0);
+    let data = generate(tmp.path(), 2000, 800, 80000);
     let p = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
 
     let (ok, _, err) = run_with_timeout(

@@ -6,25 +6,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use als_tests::{binary, run_with_timeout, strip_ansi, BlackholeProxy, WorkerProc};
+use als_tests::{binary, generate, run_with_timeout, strip_ansi, BlackholeProxy, WorkerProc};
 
 const TOKEN: &str = "e2e-token";
-
-fn generate(dir: &Path, users: u32, items: u32, ratings: u32) -> std::path::PathBuf {
-    let data = dir.join("ratings.csv");
-    let mut cmd = Command::new(binary("coordinator"));
-    cmd.args(["generate", "--out"]).arg(&data).args([
-        "--users",
-        &users.to_string(),
-        "--items",
-        &items.to_string(),
-        "--ratings",
-        &ratings.to_string(),
-    ]);
-    let (ok, _, err) = run_with_timeout(&mut cmd, Duration::from_secs(60));
-    assert!(ok, "generate failed: {err}");
-    data
-}
 
 fn train(data: &Path, out: &Path, extra: &[&str], executor: &[String]) -> (bool, String) {
     let mut cmd = Command::new(binary("coordinator"));

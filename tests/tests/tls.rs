@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use als_proto::pb::worker_client::WorkerClient;
 use als_proto::pb::HandshakeRequest;
-use als_tests::{binary, run_with_timeout, WorkerProc};
+use als_tests::{binary, generate, run_with_timeout, WorkerProc};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 struct Pki {
@@ -44,19 +44,25 @@ fn pki(dir: &Path) -> Pki {
     }
 }
 
+impl Pki {
+    /// A worker serving mutual TLS: its certificate, and the CA of its callers'.
+    fn worker_args(&self) -> Vec<String> {
+        let s = |x: &PathBuf| x.to_string_lossy().into_owned();
+        let args = [
+            ("--tls-cert", &self.server_cert),
+            ("--tls-key", &self.server_key),
+            ("--tls-ca", &self.ca),
+        ];
+        args.iter().flat_map(|(flag, path)| [flag.to_string(), s(path)]).collect()
+    }
+}
+
 #[test]
 fn mutual_tls_cluster_and_plaintext_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let p = pki(tmp.path());
     let s = |x: &PathBuf| x.to_string_lossy().into_owned();
-    let tls_args = [
-        "--tls-cert".to_string(),
-        s(&p.server_cert),
-        "--tls-key".into(),
-        s(&p.server_key),
-        "--tls-ca".into(),
-        s(&p.ca),
-    ];
+    let tls_args = p.worker_args();
     let tls_args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
     let worker = WorkerProc::start(Some("tok"), &tls_args);
 
@@ -73,21 +79,7 @@ fn mutual_tls_cluster_and_plaintext_refused() {
     });
     assert!(plaintext.is_err(), "a plaintext client was served");
 
-    let data = tmp.path().join("r.csv");
-    let mut gen = Command::new(binary("coordinator"));
-    gen.args([
-        "generate",
-        "--quiet",
-        "--users",
-        "200",
-        "--items",
-        "100",
-        "--ratings",
-        "4000",
-        "--out",
-    ])
-    .arg(&data);
-    assert!(run_with_timeout(&mut gen, Duration::from_secs(60)).0);
+    let data = generate(tmp.path(), 200, 100, 4000);
     let addr = worker.addr.replace("127.0.0.1", "localhost");
     let train = |extra: &[String]| {
         let mut cmd = Command::new(binary("coordinator"));
@@ -153,4 +145,56 @@ fn a_bad_tls_key_fails_before_listening() {
     assert!(!ok);
     assert!(!out.contains("listening on"), "{out}");
     assert!(err.contains("TLS"), "{err}");
+}
+
+/// Workers that serve TLS send each other their solved rows over TLS when
+/// given their peers' CA (`--peer-tls-ca`), presenting their own certificate;
+/// without it the coordinator carries the rows. The model is the same.
+#[test]
+fn peers_exchange_rows_over_mutual_tls_or_leave_it_to_the_coordinator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pki(tmp.path());
+    let s = |x: &PathBuf| x.to_string_lossy().into_owned();
+    let data = generate(tmp.path(), 300, 120, 6000);
+    let mut models = Vec::new();
+    for peer_ca in [true, false] {
+        let mut args = p.worker_args();
+        if peer_ca {
+            args.extend(["--peer-tls-ca".to_string(), s(&p.ca)]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let workers: Vec<WorkerProc> = (0..2).map(|_| WorkerProc::start(Some("tok"), &args)).collect();
+        let addrs: Vec<String> = workers.iter().map(|w| w.addr.replace("127.0.0.1", "localhost")).collect();
+        let out = tmp.path().join(format!("m-{peer_ca}"));
+        let metrics = tmp.path().join(format!("metrics-{peer_ca}.json"));
+        let mut cmd = Command::new(binary("coordinator"));
+        cmd.arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .arg("--metrics-json")
+            .arg(&metrics)
+            .args(["--factors", "4", "--iterations", "3", "--quiet", "--workers", &addrs.join(",")])
+            .args([
+                "--tls-ca",
+                &s(&p.ca),
+                "--tls-cert",
+                &s(&p.client_cert),
+                "--tls-key",
+                &s(&p.client_key),
+            ])
+            .env("ALS_TOKEN", "tok");
+        let (ok, _, err) = run_with_timeout(&mut cmd, Duration::from_secs(60));
+        assert!(ok, "{err}");
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap();
+        let peer: u64 = m["iterations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|it| it["bytes_peer"].as_u64().unwrap())
+            .sum();
+        assert_eq!(peer > 0, peer_ca, "peer bytes {peer} with --peer-tls-ca: {peer_ca}");
+        models.push(std::fs::read(out.join("user_factors.npy")).unwrap());
+    }
+    assert!(models[0] == models[1], "the exchange changed the model");
 }

@@ -189,6 +189,10 @@ pub struct Job {
     users: SideBlocks,
     items: SideBlocks,
     fixed: Option<FixedFactors>,
+    /// Per side (users, items): where this worker's solved rows go (peer exchange).
+    routes: [Option<Routes>; 2],
+    /// Rows peers sent for the coming steps (at most two).
+    inbox: Vec<Inbox>,
     pub last_activity: Instant,
     /// Bytes this job may hold: its blocks, the pushed factors and what one
     /// request needs on top (decoded copies, answers).
@@ -196,7 +200,9 @@ pub struct Job {
 }
 
 mod evaluate;
+mod exchange;
 pub use evaluate::{EvalBlock, EvalInput, MAX_TOP_K};
+pub use exchange::{Inbox, PeerRows, Routes};
 
 impl Job {
     pub fn new(id: String, params: SolveParams, n_users: u64, n_items: u64) -> Result<Job, JobError> {
@@ -214,6 +220,8 @@ impl Job {
             users: SideBlocks::default(),
             items: SideBlocks::default(),
             fixed: None,
+            routes: [None, None],
+            inbox: Vec::new(),
             last_activity: Instant::now(),
             memory_budget: default_memory_budget(),
         })
@@ -227,7 +235,14 @@ impl Job {
             (8 * b.indptr.len() + 4 * (words + test)) as u64
         };
         let sides: u64 = [&self.users, &self.items].iter().flat_map(|s| s.blocks.values()).map(block).sum();
-        sides + self.fixed_bytes()
+        let routes: u64 = self
+            .routes
+            .iter()
+            .flatten()
+            .flat_map(|r| &r.peers)
+            .map(|(a, rows)| (a.len() + 4 * rows.len()) as u64)
+            .sum();
+        sides + self.fixed_bytes() + routes + self.inbox.iter().map(Inbox::bytes).sum::<u64>()
     }
 
     /// Bytes of the pushed fixed factors held for the coming solve.
@@ -400,6 +415,8 @@ impl Job {
             },
         );
         s.rebuild_union();
+        // Peer rows are laid out over the old union.
+        self.inbox.clear();
         Ok(())
     }
 
@@ -446,6 +463,7 @@ impl Job {
             s.blocks.remove(b);
         }
         s.rebuild_union();
+        self.inbox.clear();
     }
 
     /// Rows of the `fixed` side this worker needs (the solving side's union).

@@ -11,6 +11,7 @@
 pub(crate) mod auth;
 /// Public for the fuzz tests, which drive a job's validation directly.
 pub mod job;
+pub(crate) mod peers;
 pub mod probe;
 pub(crate) mod server;
 pub(crate) mod service;

@@ -44,6 +44,14 @@ struct Args {
     /// PEM CA of coordinator certificates: require them (mutual TLS).
     #[arg(long, requires = "tls_cert")]
     tls_ca: Option<PathBuf>,
+    /// PEM CA of the other workers' certificates: send solved rows straight to
+    /// them over TLS, presenting --tls-cert. Without it a TLS worker leaves
+    /// the exchange to the coordinator.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    peer_tls_ca: Option<PathBuf>,
+    /// The name the other workers' certificates are for [default: each peer's host].
+    #[arg(long, value_name = "NAME", requires = "peer_tls_ca")]
+    peer_tls_domain: Option<String>,
     /// Do not serve: ask the worker at ADDR (HOST:PORT or :PORT) whether it is serving, exit 0 if so, else 1.
     /// For container healthchecks, where there is no shell or curl.
     #[arg(long, value_name = "ADDR")]
@@ -137,6 +145,17 @@ async fn run() -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let peer_tls = match (&args.peer_tls_ca, &args.tls_cert, &args.tls_key) {
+        (Some(ca), Some(c), Some(k)) => Some(als_net::tls::client_tls(
+            ca,
+            Some((c.as_path(), k.as_path())),
+            args.peer_tls_domain.as_deref(),
+        )?),
+        _ => None,
+    };
+    if tls.is_some() && peer_tls.is_none() {
+        tracing::info!("no --peer-tls-ca: solved rows go to peers through the coordinator");
+    }
     let secure = "set --token-file or ALS_TOKEN";
     let listener = als_net::listen::bind_guarded(&args.listen, token.is_some(), args.insecure, secure).await?;
     let local = listener.local_addr()?;
@@ -152,6 +171,7 @@ async fn run() -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(args.job_idle_timeout),
         tls,
         memory_budget: args.max_memory.unwrap_or_else(als_worker::job::default_memory_budget),
+        peer_tls,
     };
     serve(listener, opts, als_net::shutdown::shutdown_signal()).await?;
     tracing::info!("worker stopped");

@@ -127,6 +127,7 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
             tls: None,
             memory_budget: crate::job::default_memory_budget(),
+            peer_tls: None,
         };
         let server = tokio::spawn(crate::serve(listener, opts, async {
             let _ = stopped.await;

@@ -10,7 +10,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tonic::transport::Server;
 
+use als_net::client::ClientOptions;
+
 use crate::auth::TokenCheck;
+use crate::peers::Peers;
 use crate::service::WorkerService;
 
 #[derive(Debug, Clone)]
@@ -23,6 +26,24 @@ pub struct ServeOptions {
     pub tls: Option<tonic::transport::ServerTlsConfig>,
     /// Bytes the job may hold (see [`crate::job::default_memory_budget`]).
     pub memory_budget: u64,
+    /// TLS towards peers (their CA, this worker's identity). A worker that
+    /// serves TLS sends its solved rows to peers only with it.
+    pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
+}
+
+impl ServeOptions {
+    /// How this worker reaches its peers: with the cluster token, over TLS
+    /// when it serves TLS; `None` when it serves TLS but has no peer CA.
+    fn peer_options(&self) -> Option<ClientOptions> {
+        if self.tls.is_some() && self.peer_tls.is_none() {
+            return None;
+        }
+        Some(ClientOptions {
+            token: self.token.clone(),
+            tls: self.peer_tls.clone(),
+            ..Default::default()
+        })
+    }
 }
 
 /// Serve on `listener` until `shutdown` resolves; in-flight calls finish first.
@@ -45,7 +66,7 @@ pub async fn routes(opts: &ServeOptions) -> tonic::service::Routes {
     let (reporter, health) = tonic_health::server::health_reporter();
     let check = TokenCheck::new(opts.token.clone());
     let svc = WorkerServer::with_interceptor(
-        WorkerService::new(opts.threads, opts.idle_timeout, opts.memory_budget),
+        WorkerService::new(opts.threads, opts.idle_timeout, opts.memory_budget, Peers::new(opts.peer_options())),
         move |req: tonic::Request<()>| {
             check.check(&req)?;
             Ok(req)

@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use als_core::solve::lower_triangle;
 use als_proto::codec::{pieces_vec, Field};
-use als_proto::payload::{Assembler, Bulk, EvalResultFields, SolvedFields};
+use als_proto::payload::{Assembler, Bulk, EvalResultFields, RouteLimits, SolvedFields};
 use als_proto::pb::worker_server::Worker;
 use als_proto::pb::{
     AssignBlockResponse, BlockChunk, BlockTerms, EndJobRequest, EndJobResponse, EvalChunk, EvalResultChunk, FactorChunk, HandshakeRequest,
-    HandshakeResponse, PushFactorsResponse, ReleaseBlocksRequest, ReleaseBlocksResponse, SolveRequest, SolvedChunk, StartJobRequest,
-    StartJobResponse,
+    HandshakeResponse, PeerChunk, PeerRowsResponse, PushFactorsResponse, ReleaseBlocksRequest, ReleaseBlocksResponse, RouteChunk,
+    SetRoutesResponse, SolveRequest, SolvedChunk, StartJobRequest, StartJobResponse,
 };
 use als_proto::spec::{params_from_spec, side_from_pb, terms_from_pb};
 use als_proto::{check_version, CHUNK_BYTES, PROTOCOL_VERSION};
@@ -19,16 +19,20 @@ use futures::{Stream, StreamExt};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::job::{BlockData, EvalInput, Job, JobError, PushedRows, SolvedBlock};
+use crate::job::{BlockData, EvalInput, Job, JobError, PeerRows, PushedRows, SolvedBlock};
+use crate::peers::Peers;
 
 /// Capabilities this build offers (checked in the handshake).
-pub fn capabilities() -> Vec<String> {
+pub fn capabilities(peers: &Peers) -> Vec<String> {
     let mut c: Vec<String> = ["explicit", "implicit", "cholesky", "cg", "gramian-reduce", "evaluate"]
         .iter()
         .map(|s| s.to_string())
         .collect();
     for b in als_core::linalg::Backend::available() {
         c.push(format!("backend:{}", b.name()));
+    }
+    if peers.enabled() {
+        c.push(als_proto::PEER_EXCHANGE.into());
     }
     c
 }
@@ -40,15 +44,18 @@ pub struct WorkerService {
     idle_timeout: Duration,
     /// Bytes one job may make this worker hold.
     memory_budget: u64,
+    /// Connections to the peers this worker sends solved rows to.
+    peers: Arc<Peers>,
 }
 
 impl WorkerService {
-    pub fn new(threads: usize, idle_timeout: Duration, memory_budget: u64) -> Self {
+    pub fn new(threads: usize, idle_timeout: Duration, memory_budget: u64, peers: Peers) -> Self {
         WorkerService {
             job: Arc::new(Mutex::new(None)),
             threads,
             idle_timeout,
             memory_budget,
+            peers: Arc::new(peers),
         }
     }
 }
@@ -144,7 +151,7 @@ impl Worker for WorkerService {
     async fn handshake(&self, req: Request<HandshakeRequest>) -> Result<Response<HandshakeResponse>, Status> {
         let r = req.into_inner();
         check_version("coordinator", r.protocol_version).map_err(|e| Status::failed_precondition(e.to_string()))?;
-        let caps = capabilities();
+        let caps = capabilities(&self.peers);
         if let Some(missing) = r.required_capabilities.iter().find(|c| !caps.contains(c)) {
             return Err(Status::failed_precondition(format!(
                 "this worker lacks capability '{missing}' (has {})",
@@ -281,8 +288,21 @@ impl Worker for WorkerService {
             let mut slot = self.job.lock().await;
             active(&mut slot, &r.job_id)?.params.factors
         };
+        let gram = if r.fixed_from_peers {
+            let g = pieces_vec::<f64>("gram", &[&r.gram]).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            (!g.is_empty()).then_some(g)
+        } else if r.gram.is_empty() {
+            None
+        } else {
+            return Err(Status::invalid_argument("a solve carries a Gramian only with fixed_from_peers"));
+        };
+        if r.exchange && !self.peers.enabled() {
+            return Err(Status::invalid_argument("this worker cannot reach peers (no peer TLS settings)"));
+        }
         let job = self.job.clone();
         let job_id = r.job_id.clone();
+        let peers = self.peers.clone();
+        let rt = tokio::runtime::Handle::current();
         // Each block's chunks go out as one batch the moment it is solved, so
         // a block's chunks stay together and the transfer overlaps the solve.
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Result<SolvedChunk, Status>>>();
@@ -295,17 +315,36 @@ impl Worker for WorkerService {
             let solved = {
                 let mut slot = job.blocking_lock();
                 active(&mut slot, &job_id).and_then(|j| {
-                    let out = j.solve(side, r.step, terms, &send_block).map_err(status);
+                    let out = (|| {
+                        if r.fixed_from_peers {
+                            j.set_fixed_from_peers(side.other(), r.step, gram)?;
+                        }
+                        let n = j.solve(side, r.step, terms, &send_block)?;
+                        // The messages are built under the lock, sent after it is
+                        // released: a peer sending here meanwhile must get in.
+                        let msgs = match r.exchange {
+                            true => j.peer_messages(side, r.step + 1, r.routes_epoch, r.routes_peers)?,
+                            false => Vec::new(),
+                        };
+                        Ok((n, msgs))
+                    })()
+                    .map_err(status);
                     j.last_activity = Instant::now();
                     out
                 })
             };
             let compute_seconds = t0.elapsed().as_secs_f64();
+            let sent = solved.and_then(|(blocks, msgs)| {
+                let timeout = Duration::from_millis(r.peer_timeout_ms.max(1000) as u64);
+                let bytes = rt.block_on(peers.send_all(msgs, timeout))?;
+                Ok((blocks, bytes))
+            });
             // The end of the stream: the lowest failing block's error, or the summary.
-            let last = solved.map(|blocks| {
-                tracing::debug!(side = side.name(), blocks, compute_seconds, "half solved");
+            let last = sent.map(|(blocks, peer_bytes)| {
+                tracing::debug!(side = side.name(), blocks, compute_seconds, peer_bytes, "half solved");
                 SolvedChunk {
                     compute_seconds,
+                    peer_bytes,
                     last: true,
                     ..Default::default()
                 }
@@ -314,6 +353,73 @@ impl Worker for WorkerService {
         });
         let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).flat_map(tokio_stream::iter);
         Ok(Response::new(Box::pin(stream) as SolveStream))
+    }
+
+    async fn set_routes(&self, req: Request<Streaming<RouteChunk>>) -> Result<Response<SetRoutesResponse>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty route stream"))?;
+        let side = side_from_pb(first.side).map_err(Status::invalid_argument)?;
+        let limits = {
+            let mut slot = self.job.lock().await;
+            let job = active(&mut slot, &first.job_id)?;
+            RouteLimits {
+                rows: job.route_limit(side, first.n_rows).map_err(status)?,
+            }
+        };
+        let belongs = |c: &RouteChunk| c.job_id == first.job_id && c.side == first.side && c.epoch == first.epoch && c.peer.is_empty();
+        let p = gather(&first, &mut stream, &limits, belongs, "route").await?;
+        if p.rows.len() != first.n_rows as usize {
+            return Err(Status::invalid_argument(format!(
+                "{} route rows sent, header says {}",
+                p.rows.len(),
+                first.n_rows
+            )));
+        }
+        let mut slot = self.job.lock().await;
+        active(&mut slot, &first.job_id)?
+            .set_route(side, first.epoch, first.peer.clone(), p.rows)
+            .map_err(status)?;
+        Ok(Response::new(SetRoutesResponse {}))
+    }
+
+    async fn peer_rows(&self, req: Request<Streaming<PeerChunk>>) -> Result<Response<PeerRowsResponse>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty peer stream"))?;
+        let side = side_from_pb(first.side).map_err(Status::invalid_argument)?;
+        let limits = {
+            let mut slot = self.job.lock().await;
+            let job = active(&mut slot, &first.job_id)?;
+            job.peer_limits(side, first.step, first.n_rows).map_err(status)?
+        };
+        let belongs = |c: &PeerChunk| {
+            c.job_id == first.job_id && c.side == first.side && c.step == first.step && c.epoch == first.epoch && c.n_rows == 0
+        };
+        let p = gather_pieces(&first, &mut stream, &limits, belongs, "peer").await?.into_pieces();
+        let rows = pieces_vec::<u32>("rows", &p.rows).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if rows.len() != first.n_rows as usize {
+            return Err(Status::invalid_argument(format!(
+                "{} peer rows sent, header says {}",
+                rows.len(),
+                first.n_rows
+            )));
+        }
+        let rows = PeerRows {
+            side,
+            step: first.step,
+            epoch: first.epoch,
+            rows,
+            factors: p.factors,
+            bias: p.bias,
+        };
+        let mut slot = self.job.lock().await;
+        active(&mut slot, &first.job_id)?.add_peer_rows(rows).map_err(status)?;
+        Ok(Response::new(PeerRowsResponse {}))
     }
 
     type EvaluateStream = EvalStream;

@@ -2,121 +2,12 @@
 //! the fixed side) gives the worker the same fixed side, and so the same
 //! solve, as a push of every row; what it lists is checked.
 
-use als_core::linalg::Backend;
+mod common;
+
 use als_core::side::Side;
-use als_core::solve::{Confidence, Feedback, ImplicitLoss, RegScaling, SolveParams, SolverKind};
 use als_proto::codec::{f32_bytes, Bytes};
-use als_worker::job::{BlockData, FixedFactors, Job, JobError, PushedRows};
-
-const USERS: u32 = 10;
-const ITEMS: u32 = 8;
-
-/// User u rated item i when (u + 2i) % 3 != 0, with rating 1 + (u·i) % 5.
-fn rated(u: u32, i: u32) -> Option<f32> {
-    (!(u + 2 * i).is_multiple_of(3)).then(|| (1 + (u * i) % 5) as f32)
-}
-
-/// Rows `rows` of `side` as a block, with starting factors `0.1·(row + j)`.
-fn block(id: u32, side: Side, rows: std::ops::Range<u32>, k: usize, biased: bool) -> BlockData {
-    let others = match side {
-        Side::Users => ITEMS,
-        Side::Items => USERS,
-    };
-    let rating = |r: u32, c: u32| match side {
-        Side::Users => rated(r, c),
-        Side::Items => rated(c, r),
-    };
-    let needed: Vec<u32> = (0..others).filter(|&c| rows.clone().any(|r| rating(r, c).is_some())).collect();
-    let (mut indptr, mut columns, mut values) = (vec![0u32], Vec::new(), Vec::new());
-    for r in rows.clone() {
-        for (pos, &c) in needed.iter().enumerate() {
-            if let Some(v) = rating(r, c) {
-                columns.push(pos as u32);
-                values.push(v);
-            }
-        }
-        indptr.push(columns.len() as u32);
-    }
-    let n = rows.len();
-    BlockData {
-        block: id,
-        row_start: rows.start as u64,
-        n_rows: n as u32,
-        nnz: columns.len() as u64,
-        n_needed: needed.len() as u32,
-        indptr,
-        columns,
-        values,
-        needed,
-        factors: (0..n * k).map(|x| 0.1 * ((rows.start as usize + x) % 7) as f32).collect(),
-        bias: if biased { vec![0.2; n] } else { Vec::new() },
-        n_test: 0,
-        test_indptr: Vec::new(),
-        test_columns: Vec::new(),
-        test_values: Vec::new(),
-    }
-}
-
-fn params(implicit: bool) -> SolveParams {
-    SolveParams {
-        factors: 3,
-        lambda: 0.1,
-        reg_scaling: RegScaling::Count,
-        feedback: if implicit {
-            Feedback::Implicit {
-                alpha: 2.0,
-                confidence: Confidence::Linear,
-                loss: ImplicitLoss::Hu,
-            }
-        } else {
-            Feedback::Explicit {
-                biased: true,
-                global_mean: 3.0,
-            }
-        },
-        solver: if implicit {
-            SolverKind::Cg { steps: 3 }
-        } else {
-            SolverKind::Cholesky
-        },
-        backend: Backend::Faer,
-    }
-}
-
-/// A job holding user block 0 (users 0..6) and item blocks 1 (items 3..5)
-/// and 2 (items 5..8), with item block 1 solved once against pushed users.
-fn job_with_solved_items(p: SolveParams) -> (Job, Vec<f32>, Vec<f32>) {
-    let (k, biased) = (p.factors, matches!(p.feedback, Feedback::Explicit { biased: true, .. }));
-    let mut job = Job::new("local".into(), p, USERS as u64, ITEMS as u64).unwrap();
-    job.add_block(Side::Users, block(0, Side::Users, 0..6, k, biased)).unwrap();
-    job.add_block(Side::Items, block(1, Side::Items, 3..5, k, biased)).unwrap();
-    job.add_block(Side::Items, block(2, Side::Items, 5..8, k, biased)).unwrap();
-    let n = job.needed_fixed_rows(Side::Users);
-    job.set_fixed(FixedFactors {
-        side: Side::Users,
-        step: 1,
-        factors: (0..n * k).map(|x| 0.05 * (x % 11) as f32 - 0.2).collect(),
-        bias: if biased { vec![0.1; n] } else { Vec::new() },
-        gram: gram(&p),
-    })
-    .unwrap();
-    let solved = std::sync::Mutex::new((Vec::new(), Vec::new()));
-    job.solve(Side::Items, 1, None, &|b| {
-        if b.block == 1 {
-            let mut s = solved.lock().unwrap();
-            s.0.extend_from_slice(b.factors);
-            s.1.extend_from_slice(b.bias);
-        }
-    })
-    .unwrap();
-    let (f, b) = solved.into_inner().unwrap();
-    (job, f, b)
-}
-
-fn gram(p: &SolveParams) -> Option<Vec<f64>> {
-    let k = p.factors;
-    matches!(p.feedback, Feedback::Implicit { .. }).then(|| (0..k * k).map(|x| if x % (k + 1) == 0 { 2.0 } else { 0.1 }).collect())
-}
+use als_worker::job::{FixedFactors, Job, JobError, PushedRows};
+use common::{gram, job_with_solved_items, params, rated, ITEMS};
 
 /// The solved users of `job` after the fixed items are set by `set`.
 fn users_after(job: &mut Job, set: impl FnOnce(&mut Job) -> Result<(), JobError>) -> Vec<f32> {
@@ -134,8 +25,8 @@ fn a_push_without_the_local_rows_solves_as_a_full_push() {
         let (k, biased) = (p.factors, !implicit);
         // The items user block 0 needs, and the master copy of every item row:
         // the solved rows of item block 1, anything else for the others.
-        let (mut full_job, solved, solved_bias) = job_with_solved_items(p);
-        let (mut local_job, again, _) = job_with_solved_items(p);
+        let (mut full_job, solved, solved_bias) = job_with_solved_items(p, true);
+        let (mut local_job, again, _) = job_with_solved_items(p, true);
         assert_eq!(solved, again);
         let needed: Vec<u32> = (0..ITEMS).filter(|&i| (0..6).any(|u| rated(u, i).is_some())).collect();
         let master = |i: u32, j: usize| -> f32 {
@@ -204,7 +95,7 @@ fn a_push_without_the_local_rows_solves_as_a_full_push() {
 #[test]
 fn what_a_push_lists_as_local_is_checked() {
     let p = params(false);
-    let (mut job, _, _) = job_with_solved_items(p);
+    let (mut job, _, _) = job_with_solved_items(p, true);
     let needed = job.needed_fixed_rows(Side::Items);
     // A block not held, blocks out of order, a count that ignores the local rows.
     for (blocks, n) in [(vec![3u32], needed), (vec![2, 1], needed), (vec![1], needed)] {
@@ -250,7 +141,7 @@ fn what_a_push_lists_as_local_is_checked() {
 #[test]
 fn a_non_finite_pushed_value_is_refused_wherever_it_is() {
     let p = params(false);
-    let (mut job, _, _) = job_with_solved_items(p);
+    let (mut job, _, _) = job_with_solved_items(p, true);
     let outside = job.needed_fixed_rows(Side::Items) - 2;
     let k = p.factors;
     let push = |job: &mut Job, factors: &[f32], bias: &[f32]| {

@@ -55,6 +55,7 @@ impl LocalWorkers {
             idle_timeout: Duration::from_secs(60),
             tls: None,
             memory_budget: als_worker::job::default_memory_budget(),
+            peer_tls: None,
         };
         let (worker, switch) = InProcess::new(als_worker::routes(&opts).await);
         transport::register(&self.addrs[i], worker);
@@ -86,5 +87,62 @@ impl Drop for LocalWorkers {
         for a in &self.addrs {
             transport::unregister(a);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use als_proto::fault::{fault_of, Fault};
+    use als_proto::pb::HandshakeRequest;
+    use als_proto::PROTOCOL_VERSION;
+
+    use als_net::client::{connect, ClientOptions};
+
+    use super::LocalWorkers;
+
+    fn hello() -> HandshakeRequest {
+        HandshakeRequest {
+            protocol_version: PROTOCOL_VERSION,
+            coordinator: "test".into(),
+            required_capabilities: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn an_in_process_worker_checks_the_token() {
+        let local = LocalWorkers::start(1, 1).await.unwrap();
+        let wrong = ClientOptions {
+            token: Some("not-the-token".into()),
+            ..Default::default()
+        };
+        let err = connect(&local.addrs[0], &wrong).await.err().expect("a wrong token is refused");
+        assert!(format!("{err:#}").contains("refused"), "{err:#}");
+        let right = ClientOptions {
+            token: Some(local.token.clone()),
+            ..Default::default()
+        };
+        connect(&local.addrs[0], &right).await.expect("the right token is let in");
+    }
+
+    #[tokio::test]
+    async fn a_killed_in_process_worker_fails_as_a_lost_connection() {
+        let mut local = LocalWorkers::start(2, 1).await.unwrap();
+        let opts = ClientOptions {
+            token: Some(local.token.clone()),
+            ..Default::default()
+        };
+        let mut w0 = connect(&local.addrs[0], &opts).await.unwrap();
+        let mut w1 = connect(&local.addrs[1], &opts).await.unwrap();
+        local.kill(0);
+        let s = w0.client.handshake(hello()).await.expect_err("a killed worker answers nothing");
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert_eq!(fault_of(&s), Fault::Lost);
+        // The other one is untouched; a reconnect to the dead one fails as a refused connection.
+        w1.client.handshake(hello()).await.expect("the other worker still answers");
+        assert!(connect(&local.addrs[0], &opts).await.is_err());
+        // Restarted, it answers at its old address, empty.
+        local.restart(0).await.unwrap();
+        w0 = connect(&local.addrs[0], &opts).await.unwrap();
+        assert!(w0.info.active_job_id.is_empty());
     }
 }

@@ -8,14 +8,13 @@
 //! solved rows and, for implicit feedback, the per-block Gramians, which it
 //! sums in block order so any cluster shape reduces them to the same bits.
 
-pub mod client;
 pub mod executor;
 pub mod local;
 pub mod routing;
 pub mod session;
-pub mod transport;
 
-pub use client::{client_tls, ClientOptions, WorkerHandle};
+pub use als_net::client::{self, client_tls, ClientOptions, WorkerHandle};
+pub use als_net::transport;
 pub use executor::{ClusterExecutor, FaultOptions};
 pub use local::LocalWorkers;
 pub use session::ClusterSession;

@@ -119,6 +119,7 @@ impl ClusterSession {
             &state,
             job_id,
         )?;
+        exec.set_halves(2 * cfg.iterations.saturating_sub(state.iterations_done));
         let res = train(ds, cfg, &mut exec, layouts, Some(state), on_iteration);
         exec.finish();
         if let Ok(mut l) = self.lost.lock() {
@@ -268,14 +269,35 @@ mod tests {
                 // Without the hub the solved rows are not gathered; one worker needs no peer.
                 assert!(r.bytes_min_peer() < r.bytes_min());
                 assert_eq!(r.bytes_min_peer() == 0, n == 1, "{n} workers");
+                // Solved rows go worker to worker: as many as the no-hub minimum,
+                // each with its index (and bias), once the first half's push is done.
+                let k = cfg.factors as u64;
+                let total = |f: fn(&IterationReport) -> u64| got.reports.iter().map(f).sum::<u64>();
+                let first_push = got.reports[0].halves[0].bytes_min_peer;
+                assert_eq!(total(IterationReport::bytes_peer) > 0, n > 1, "{n} workers");
+                assert!(
+                    total(IterationReport::bytes_peer)
+                        <= (total(IterationReport::bytes_min_peer) - first_push) * (k + 2) / k
+                            + 200 * n as u64 * n as u64 * cfg.iterations as u64,
+                    "{n} workers: {} peer bytes, minimum {}",
+                    total(IterationReport::bytes_peer),
+                    total(IterationReport::bytes_min_peer) - first_push
+                );
+                assert!(
+                    total(IterationReport::bytes_peer) >= total(IterationReport::bytes_min_peer) - first_push,
+                    "{n} workers"
+                );
                 if !cfg.is_implicit() {
                     // A push leaves out the worker's own rows: past the routing
-                    // minimum (factors only) are the biases, one per k factors,
-                    // and the messages' headers (~100 bytes each).
-                    let messages = 2 * (2 * n + cfg.blocks) as u64;
-                    let k = cfg.factors as u64;
-                    for r in &got.reports {
-                        let allowed = r.bytes_min() * (k + 1) / k * 21 / 20 + 100 * messages;
+                    // minimum (factors only) are the biases and the peer rows'
+                    // indexes, one each per k factors, and the messages' headers
+                    // (~100 bytes each).
+                    // The first iteration also pushes its users' half and sends
+                    // the routes; from the second on, each half's fixed rows
+                    // came from the half before.
+                    let messages = 2 * (2 * n + cfg.blocks + n * n) as u64;
+                    for r in &got.reports[1..] {
+                        let allowed = r.bytes_min() * (k + 2) / k * 21 / 20 + 100 * messages;
                         assert!(
                             r.bytes_sent() <= allowed,
                             "{n} workers, iteration {}: {} bytes sent, minimum {}",

@@ -142,6 +142,10 @@ pub struct HalfStepReport {
     /// worker to worker, none gathered (0 in-process).
     #[serde(default)]
     pub bytes_min_peer: u64,
+    /// Of `bytes_sent`, the solved rows workers sent each other directly
+    /// (peer exchange): the next half's fixed rows.
+    #[serde(default)]
+    pub bytes_peer: u64,
 }
 
 pub struct HalfStepOutput {
@@ -231,6 +235,9 @@ impl IterationReport {
     }
     pub fn bytes_min_peer(&self) -> u64 {
         self.halves.iter().map(|h| h.bytes_min_peer).sum()
+    }
+    pub fn bytes_peer(&self) -> u64 {
+        self.halves.iter().map(|h| h.bytes_peer).sum()
     }
     pub fn compute_seconds(&self) -> f64 {
         self.halves.iter().map(|h| h.compute_seconds).sum()

@@ -208,6 +208,7 @@ impl ClusterExecutor<'_> {
                     }
                     Err(HalfError::Job(f)) => return Err(f.into()),
                     Err(HalfError::Fatal(e)) => return Err(e),
+                    Err(HalfError::Peer(m)) => anyhow::bail!("{m}: no peer takes part in this call"),
                 }
             }
             if !lost_any {

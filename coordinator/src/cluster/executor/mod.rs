@@ -8,6 +8,7 @@
 //! - [`rpc`]: the calls of a half and of an evaluation, and how their
 //!   failures are classified;
 //! - [`health`]: the watchdog that declares a silent worker lost;
+//! - [`exchange`]: the routes of the solved rows sent worker to worker;
 //! - [`evaluation`]: test metrics computed on the workers;
 //! - [`test_rows`]: the test rows grouped by user block.
 //!
@@ -19,6 +20,7 @@
 //! the runtime.
 
 mod evaluation;
+mod exchange;
 mod health;
 mod membership;
 mod rpc;
@@ -32,14 +34,16 @@ use als_core::data::Dataset;
 use als_core::side::{Factors, Side};
 use als_core::solve::{from_lower_triangle, sum_grams, Feedback, ObjectiveTerms, SolveParams, TermsWanted};
 use als_core::train::{HalfStepExecutor, HalfStepOutput, HalfStepReport, Layouts, TestMetrics, TrainConfig, TrainError, TrainState};
+use als_proto::codec::f64_bytes;
 use als_proto::codec::{pieces_into_finite, pieces_vec};
-use als_proto::pb::{EndJobRequest, StartJobRequest};
-use als_proto::spec::spec_from_params;
-use als_proto::PROTOCOL_VERSION;
+use als_proto::pb::{EndJobRequest, SolveRequest, StartJobRequest};
+use als_proto::spec::{side_to_pb, spec_from_params, terms_to_pb};
+use als_proto::{PEER_EXCHANGE, PROTOCOL_VERSION};
 use anyhow::Context;
 
 use crate::cluster::client::{ClientOptions, WorkerHandle};
 use crate::cluster::routing::Routing;
+use exchange::RoutesSent;
 
 use health::watched;
 pub use health::FaultOptions;
@@ -104,6 +108,17 @@ pub struct ClusterExecutor<'a> {
     ds: &'a Dataset,
     test: TestByUser,
     step: u64,
+    /// Solved rows go worker to worker (every worker offers it).
+    exchange: bool,
+    /// The epoch of the routes the workers hold, and whether they are those
+    /// of the current assignment.
+    routes_epoch: u64,
+    routes_current: bool,
+    /// The side and step whose fixed rows the workers got from their peers
+    /// (the last half's exchange): that half needs no push.
+    peers_ready: Option<(Side, u64)>,
+    /// The step of the job's last half, when known: it sends nothing on.
+    last_step: u64,
     /// Faults survived so far (for reports and tests).
     pub workers_lost: usize,
     /// Bytes of the evaluations on the workers (apart from the halves' bytes).
@@ -167,10 +182,20 @@ impl<'a> ClusterExecutor<'a> {
             ds,
             test: TestByUser::build(ds),
             step: 0,
+            exchange: false,
+            routes_epoch: 0,
+            routes_current: false,
+            peers_ready: None,
+            last_step: u64::MAX,
             workers_lost: 0,
             eval_bytes: 0,
             remote_evaluations: 0,
         };
+        // Peer exchange needs every worker to take part, the lost ones too once revived.
+        exec.exchange = exec
+            .slots
+            .iter()
+            .all(|s| s.handle.info.capabilities.iter().any(|c| c == PEER_EXCHANGE));
         let t0 = Instant::now();
         let shipped = match exec.sync_assignment(&state.users, &state.items) {
             Ok(b) => b,
@@ -206,6 +231,11 @@ impl<'a> ClusterExecutor<'a> {
         });
     }
 
+    /// The job runs `halves` more halves: the last one's rows stay where they are.
+    pub fn set_halves(&mut self, halves: usize) {
+        self.last_step = self.step + halves as u64;
+    }
+
     /// Why each worker is lost, if it is.
     pub fn lost_workers(&self) -> Vec<Option<String>> {
         self.slots.iter().map(|s| if s.alive { None } else { s.cause.clone() }).collect()
@@ -227,6 +257,9 @@ impl ClusterExecutor<'_> {
         let t0 = Instant::now();
         let mut sent = 0u64;
         let mut attempts = 0;
+        // A peer could not take a worker's rows: this half is redone without exchange.
+        let mut peer_failed = false;
+        let implicit = matches!(params.feedback, Feedback::Implicit { .. });
         let results = loop {
             attempts += 1;
             if attempts > max_attempts(self.slots.len()) {
@@ -241,9 +274,48 @@ impl ClusterExecutor<'_> {
             if self.slots.iter().any(|s| !s.alive) {
                 self.revive();
             }
-            sent += match side {
+            let shipped = match side {
                 Side::Users => self.sync_assignment(target, fixed)?,
                 Side::Items => self.sync_assignment(fixed, target)?,
+            };
+            sent += shipped;
+            if shipped > 0 {
+                // Blocks moved: their rows are the coordinator's, so this half is pushed.
+                self.routes_current = false;
+                self.peers_ready = None;
+            }
+            let exchange = self.exchange && !peer_failed && step < self.last_step;
+            if exchange && !self.routes_current {
+                match self.send_routes()? {
+                    RoutesSent::Done(b) => {
+                        sent += b;
+                        self.routes_current = true;
+                    }
+                    RoutesSent::Lost(b) => {
+                        sent += b;
+                        continue;
+                    }
+                }
+            }
+            let from_peers = self.peers_ready == Some((side.other(), step));
+            let n_alive = self.slots.iter().filter(|s| s.alive).count();
+            let request = SolveRequest {
+                job_id: self.job_id.clone(),
+                side: side_to_pb(side) as i32,
+                step,
+                terms: terms_to_pb(terms) as i32,
+                fixed_from_peers: from_peers,
+                gram: match (from_peers, implicit) {
+                    (true, true) => {
+                        f64_bytes(fixed_gram.ok_or_else(|| anyhow::anyhow!("implicit feedback needs the fixed Gramian"))?).into()
+                    }
+                    _ => Default::default(),
+                },
+                exchange,
+                routes_epoch: self.routes_epoch,
+                routes_peers: (n_alive - 1) as u32,
+                // A peer gets as long to take the rows as a worker gets to answer, and more.
+                peer_timeout_ms: u32::try_from((self.faults.worker_timeout * 6).as_millis()).unwrap_or(u32::MAX),
             };
             let r = self.routing.side(side);
             let fixed_layout = self.layouts.side(side.other());
@@ -259,19 +331,20 @@ impl ClusterExecutor<'_> {
                     let rows = rows_outside(&r.union[w], local.iter().map(|&b| fixed_layout.range(b)));
                     let handle = s.handle.clone();
                     let faults = self.faults.clone();
-                    let (job_id, gate) = (self.job_id.clone(), push_gate.clone());
+                    let (job_id, gate, req) = (self.job_id.clone(), push_gate.clone(), request.clone());
                     async move {
                         // Gathered when this worker's future first runs, so a later
                         // worker's rows are gathered while an earlier push is on the wire.
-                        let msgs = factor_messages(&job_id, side.other(), step, &rows, &local, fixed, fixed_gram);
-                        let work = push_and_solve(handle.clone(), job_id, side, step, msgs, terms, gate);
+                        let msgs = (!from_peers).then(|| factor_messages(&job_id, side.other(), step, &rows, &local, fixed, fixed_gram));
+                        let work = push_and_solve(handle.clone(), msgs, req, gate);
                         (w, watched(&handle, &faults, work).await)
                     }
                 })
                 .collect();
-            let results = self.rt.block_on(futures::future::join_all(futs));
+            let results = self.rt.block_on(until_a_loss(futs, exchange));
             let mut ok = Vec::new();
             let mut lost = false;
+            let mut peer_failed_now = false;
             let mut failed = Vec::new();
             for (w, r) in results {
                 match r {
@@ -279,6 +352,10 @@ impl ClusterExecutor<'_> {
                     Err(HalfError::Lost(m)) => {
                         self.lose(w, &m);
                         lost = true;
+                    }
+                    Err(HalfError::Peer(m)) => {
+                        tracing::warn!("{m}; the half is redone with the coordinator pushing the rows");
+                        peer_failed_now = true;
                     }
                     Err(HalfError::Job(f)) => failed.push(f),
                     Err(HalfError::Fatal(e)) => return Err(e),
@@ -290,24 +367,29 @@ impl ClusterExecutor<'_> {
             if let Some(f) = JobFailed::first(failed) {
                 return Err(f.into());
             }
-            if !lost {
+            peer_failed |= peer_failed_now;
+            if !lost && !peer_failed_now {
+                self.peers_ready = exchange.then_some((side, step + 1));
                 break ok;
             }
             // Some results are missing: redo the whole half on the new layout (the
             // survivors restart from the same warm start, so the result is unchanged).
-            sent += ok.iter().map(|(_, h)| h.bytes_sent + h.bytes_received).sum::<u64>();
+            // The peers' rows of this step were taken or are partial: push them.
+            self.peers_ready = None;
+            sent += ok.iter().map(|(_, h)| h.bytes_sent + h.bytes_received + h.bytes_peer).sum::<u64>();
         };
         let r = self.routing.side(side);
         let k = params.factors;
         let n_blocks = self.layouts.side(side).n_blocks();
         let mut grams: Vec<Option<Vec<f64>>> = vec![None; n_blocks];
         let mut block_terms = vec![ObjectiveTerms::default(); n_blocks];
-        let implicit = matches!(params.feedback, Feedback::Implicit { .. });
         let biased = !target.bias.is_empty();
         let mut compute = 0f64;
+        let mut bytes_peer = 0u64;
         let mut seen = vec![false; n_blocks];
         for (w, res) in results {
-            sent += res.bytes_sent + res.bytes_received;
+            sent += res.bytes_sent + res.bytes_received + res.bytes_peer;
+            bytes_peer += res.bytes_peer;
             compute = compute.max(res.compute_seconds);
             let addr = self.slots[w].handle.addr.clone();
             tracing::debug!(
@@ -399,6 +481,7 @@ impl ClusterExecutor<'_> {
                 bytes_sent: sent,
                 bytes_min,
                 bytes_min_peer,
+                bytes_peer,
             },
         })
     }
@@ -431,6 +514,27 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
     ) -> Result<HalfStepOutput, TrainError> {
         self.half(side, params, fixed, fixed_gram, target, terms).map_err(train_error)
     }
+}
+
+/// Every worker's result of a half; with `exchange`, only until a worker is
+/// lost: the others would wait on sending it their rows, and the half is
+/// redone anyway. Dropped calls are cancelled; what the workers still send
+/// of them goes on routes the redo replaces.
+async fn until_a_loss<F>(futs: Vec<F>, exchange: bool) -> Vec<(usize, Result<rpc::WorkerHalf, HalfError>)>
+where
+    F: std::future::Future<Output = (usize, Result<rpc::WorkerHalf, HalfError>)>,
+{
+    use futures::StreamExt;
+    let mut pending: futures::stream::FuturesUnordered<F> = futs.into_iter().collect();
+    let mut out = Vec::new();
+    while let Some((w, r)) = pending.next().await {
+        let lost = matches!(r, Err(HalfError::Lost(_)));
+        out.push((w, r));
+        if lost && exchange {
+            break;
+        }
+    }
+    out
 }
 
 /// The rows of `union` (ascending) outside every one of `ranges`.

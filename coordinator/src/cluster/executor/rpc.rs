@@ -2,11 +2,8 @@
 //! evaluation, and what their failures mean: a lost worker, a failed job,
 //! or a protocol breach.
 
-use als_core::side::Side;
-use als_core::solve::TermsWanted;
 use als_proto::payload::Assembler;
 use als_proto::pb::{BlockTerms, EvalChunk, EvalResultChunk, FactorChunk, SolveRequest, SolvedChunk};
-use als_proto::spec::{side_to_pb, terms_to_pb};
 use prost::Message;
 
 use crate::cluster::client::WorkerHandle;
@@ -17,6 +14,9 @@ pub(super) enum HalfError {
     Lost(String),
     /// The work failed on the worker; anywhere else it fails the same way.
     Job(JobFailed),
+    /// The worker solved, but could not send its rows to a peer: redo the
+    /// half with the coordinator pushing the fixed rows.
+    Peer(String),
     Fatal(anyhow::Error),
 }
 
@@ -50,6 +50,8 @@ pub(super) struct WorkerHalf {
     pub(super) blocks: Vec<(u32, Gathered)>,
     pub(super) bytes_sent: u64,
     pub(super) bytes_received: u64,
+    /// Bytes the worker sent its peers after solving.
+    pub(super) bytes_peer: u64,
     pub(super) compute_seconds: f64,
 }
 
@@ -70,12 +72,14 @@ pub(super) fn rpc_err(addr: &str, what: &str, s: tonic::Status) -> HalfError {
             HalfError::Job(JobFailed { message, row })
         }
         Fault::Busy => HalfError::Lost(format!("worker {addr}: {}", s.message())),
+        Fault::Peer => HalfError::Peer(format!("worker {addr}: {what}: {}", s.message())),
         Fault::Lost => HalfError::Lost(format!("worker {addr}: {what}: {}", s.message())),
         Fault::Protocol => HalfError::Fatal(anyhow::anyhow!("worker {addr}: {what}: {}", s.message())),
     }
 }
 
-/// Push the fixed rows, then solve and gather. `push_gate` lets its number
+/// Push the fixed rows (unless peers sent them: `msgs` is `None`), then
+/// solve and gather. `push_gate` lets its number
 /// of workers through at a time, in the order they asked, and a worker keeps
 /// its turn until its solved rows are in. With one permit (local workers,
 /// sharing this process's cores) the workers take turns: each solve has the
@@ -84,38 +88,34 @@ pub(super) fn rpc_err(addr: &str, what: &str, s: tonic::Status) -> HalfError {
 /// (remote workers, each on its own host) they all go at once.
 pub(super) async fn push_and_solve(
     w: WorkerHandle,
-    job_id: String,
-    side: Side,
-    step: u64,
-    msgs: Vec<FactorChunk>,
-    terms: Option<TermsWanted>,
+    msgs: Option<Vec<FactorChunk>>,
+    req: SolveRequest,
     push_gate: std::sync::Arc<tokio::sync::Semaphore>,
 ) -> Result<WorkerHalf, HalfError> {
     let addr = w.addr.clone();
     let mut client = w.client;
-    let bytes_sent = encoded(&msgs);
+    let mut bytes_sent = req.encoded_len() as u64;
     let _turn = push_gate.acquire().await.expect("the gate is never closed");
-    client
-        .push_factors(tokio_stream::iter(msgs))
-        .await
-        .map_err(|s| rpc_err(&addr, "pushing factors failed", s))?;
-    let req = SolveRequest {
-        job_id,
-        side: side_to_pb(side) as i32,
-        step,
-        terms: terms_to_pb(terms) as i32,
-    };
+    if let Some(msgs) = msgs {
+        bytes_sent += encoded(&msgs);
+        client
+            .push_factors(tokio_stream::iter(msgs))
+            .await
+            .map_err(|s| rpc_err(&addr, "pushing factors failed", s))?;
+    }
     let mut stream = client.solve(req).await.map_err(|s| rpc_err(&addr, "solve failed", s))?.into_inner();
     let mut out = WorkerHalf {
         blocks: Vec::new(),
         bytes_sent,
         bytes_received: 0,
+        bytes_peer: 0,
         compute_seconds: 0.0,
     };
     while let Some(c) = stream.message().await.map_err(|s| rpc_err(&addr, "solve stream broke", s))? {
         out.bytes_received += c.encoded_len() as u64;
         if c.last {
             out.compute_seconds = c.compute_seconds;
+            out.bytes_peer = c.peer_bytes;
             return Ok(out);
         }
         if out.blocks.last().is_none_or(|(b, _)| *b != c.block) {

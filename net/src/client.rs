@@ -10,7 +10,7 @@ use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Endpoint;
 
-use super::transport::{self, Transport};
+use crate::transport::{self, Transport};
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -33,7 +33,7 @@ impl Default for ClientOptions {
 /// TLS settings from PEM files (the one reader, in `als-net`): the CA that
 /// signs worker certificates, and optionally this coordinator's certificate
 /// and key (mutual TLS).
-pub use als_net::tls::client_tls;
+pub use crate::tls::client_tls;
 
 /// Adds `authorization: Bearer <token>` to every call.
 #[derive(Clone)]

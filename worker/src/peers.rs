@@ -1,0 +1,84 @@
+//! The worker's connections to its peers, for sending solved rows straight
+//! to the workers that need them. Peer calls carry the cluster token, and
+//! TLS where it is configured, like the coordinator's; a connection is made
+//! once per peer and kept.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use als_net::client::{connect, ClientOptions, WorkerHandle};
+use als_proto::pb::PeerChunk;
+use prost::Message;
+use tokio::sync::Mutex;
+use tonic::Status;
+
+pub struct Peers {
+    /// How to reach a peer; `None` where this worker cannot (it serves TLS
+    /// but was given no CA for its peers' certificates).
+    opts: Option<ClientOptions>,
+    conns: Mutex<HashMap<String, WorkerHandle>>,
+}
+
+/// Transfer rate a peer send is given time for, on top of the fixed bound.
+const SLOWEST_BYTES_PER_SECOND: u64 = 10 << 20;
+
+impl Peers {
+    pub fn new(opts: Option<ClientOptions>) -> Peers {
+        Peers {
+            opts,
+            conns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.opts.is_some()
+    }
+
+    async fn client(&self, addr: &str) -> Result<WorkerHandle, Status> {
+        let opts = self
+            .opts
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("this worker cannot reach peers"))?;
+        if let Some(h) = self.conns.lock().await.get(addr) {
+            return Ok(h.clone());
+        }
+        let h = connect(addr, opts)
+            .await
+            .map_err(|e| als_proto::fault::peer_unreachable(format!("peer {addr}: {e:#}")))?;
+        self.conns.lock().await.insert(addr.to_owned(), h.clone());
+        Ok(h)
+    }
+
+    /// Send each peer its messages, all peers at once; the bytes sent. A
+    /// peer that cannot take them fails the whole send, and its connection
+    /// is dropped so the next send connects afresh.
+    pub async fn send_all(&self, msgs: Vec<(String, Vec<PeerChunk>)>, timeout: Duration) -> Result<u64, Status> {
+        let sends = msgs.into_iter().map(|(addr, chunks)| async move {
+            let bytes: u64 = chunks.iter().map(|c| c.encoded_len() as u64).sum();
+            let bound = timeout + Duration::from_secs(bytes / SLOWEST_BYTES_PER_SECOND);
+            let work = async {
+                let mut h = self.client(&addr).await?;
+                h.client.peer_rows(tokio_stream::iter(chunks)).await.map(|_| ())
+            };
+            let res = match tokio::time::timeout(bound, work).await {
+                Ok(r) => r,
+                Err(_) => Err(Status::deadline_exceeded(format!("no answer within {bound:?}"))),
+            };
+            match res {
+                Ok(()) => Ok(bytes),
+                Err(s) => {
+                    self.conns.lock().await.remove(&addr);
+                    Err(match als_proto::fault::fault_of(&s) {
+                        // The peer refused the rows as malformed: a bug, as with any protocol breach.
+                        als_proto::fault::Fault::Protocol => {
+                            Status::invalid_argument(format!("peer {addr} refused our rows: {}", s.message()))
+                        }
+                        _ => als_proto::fault::peer_unreachable(format!("peer {addr}: {}", s.message())),
+                    })
+                }
+            }
+        });
+        let sent = futures::future::join_all(sends).await;
+        sent.into_iter().sum()
+    }
+}
