@@ -97,7 +97,7 @@ fn train_on_cluster(
     cfg: &TrainConfig,
     layouts: &Layouts,
     state: TrainState,
-    on_iteration: &mut dyn FnMut(&als_core::train::IterationReport, &TrainState) -> Result<(), TrainError>,
+    on_iteration: &mut als_core::train::OnIteration,
 ) -> Result<TrainResult, NativeError> {
     let session = if spec.local_workers > 0 {
         ClusterSession::local(spec.local_workers, &ClientOptions::default())
@@ -154,7 +154,7 @@ pub(crate) fn fit<'py>(
             state.items = i;
         }
         let layouts = Layouts::for_dataset(&ds, cfg.blocks);
-        let mut on_iteration = |r: &als_core::train::IterationReport, _: &TrainState| {
+        let mut on_iteration = |r: &als_core::train::IterationReport, _: &mut als_core::train::StateView| {
             let go_on = progress.report(Event::Iteration {
                 iteration: r.iteration,
                 seconds: r.seconds,

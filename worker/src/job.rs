@@ -695,6 +695,26 @@ impl Job {
         Ok(n)
     }
 
+    /// The latest rows of every block of `side` held here, in block order.
+    pub fn rows_of(&self, side: Side) -> Vec<SolvedBlock<'_>> {
+        self.side(side)
+            .blocks
+            .iter()
+            .map(|(&id, b)| {
+                let (factors, bias) = b.latest();
+                SolvedBlock {
+                    block: id,
+                    row_start: b.row_start,
+                    n_rows: b.n_rows,
+                    factors,
+                    bias,
+                    gram: None,
+                    terms: None,
+                }
+            })
+            .collect()
+    }
+
     pub fn n_blocks(&self, side: Side) -> usize {
         self.side(side).blocks.len()
     }

@@ -9,9 +9,9 @@ use als_proto::codec::{pieces_vec, Field};
 use als_proto::payload::{Assembler, Bulk, EvalResultFields, RouteLimits, SolvedFields};
 use als_proto::pb::worker_server::Worker;
 use als_proto::pb::{
-    AssignBlockResponse, BlockChunk, BlockTerms, EndJobRequest, EndJobResponse, EvalChunk, EvalResultChunk, FactorChunk, HandshakeRequest,
-    HandshakeResponse, PeerChunk, PeerRowsResponse, PushFactorsResponse, ReleaseBlocksRequest, ReleaseBlocksResponse, RouteChunk,
-    SetRoutesResponse, SolveRequest, SolvedChunk, StartJobRequest, StartJobResponse,
+    AssignBlockResponse, BlockChunk, BlockTerms, EndJobRequest, EndJobResponse, EvalChunk, EvalResultChunk, FactorChunk, FetchRowsRequest,
+    HandshakeRequest, HandshakeResponse, PeerChunk, PeerRowsResponse, PushFactorsResponse, ReleaseBlocksRequest, ReleaseBlocksResponse,
+    RouteChunk, SetRoutesResponse, SolveRequest, SolvedChunk, StartJobRequest, StartJobResponse,
 };
 use als_proto::spec::{params_from_spec, side_from_pb, terms_from_pb};
 use als_proto::{check_version, CHUNK_BYTES, PROTOCOL_VERSION};
@@ -123,14 +123,15 @@ async fn gather_pieces<M: Bulk + Send + 'static>(
 
 type SolveStream = Pin<Box<dyn Stream<Item = Result<SolvedChunk, Status>> + Send>>;
 
-/// One solved block as its messages (header on the first).
-fn solved_chunks(b: &SolvedBlock, k: usize) -> Vec<SolvedChunk> {
+/// One solved block as its messages (header on the first), with its rows or without.
+fn solved_chunks(b: &SolvedBlock, k: usize, rows: bool) -> Vec<SolvedChunk> {
     // Symmetric: its lower triangle is all of it.
     let gram = b.gram.as_deref().map(|g| lower_triangle(g, k)).unwrap_or_default();
+    let (factors, bias) = if rows { (b.factors, b.bias) } else { (&[][..], &[][..]) };
     let fields = SolvedFields {
         gram: Field::F64(&gram),
-        factors: Field::F32(b.factors),
-        bias: Field::F32(b.bias),
+        factors: Field::F32(factors),
+        bias: Field::F32(bias),
     };
     fields.to_chunks(CHUNK_BYTES, |j| SolvedChunk {
         block: b.block,
@@ -310,7 +311,7 @@ impl Worker for WorkerService {
         tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
             let send_block = |b: &SolvedBlock| {
-                let _ = tx.send(solved_chunks(b, k).into_iter().map(Ok).collect());
+                let _ = tx.send(solved_chunks(b, k, r.rows_back).into_iter().map(Ok).collect());
             };
             let solved = {
                 let mut slot = job.blocking_lock();
@@ -353,6 +354,23 @@ impl Worker for WorkerService {
         });
         let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).flat_map(tokio_stream::iter);
         Ok(Response::new(Box::pin(stream) as SolveStream))
+    }
+
+    type FetchRowsStream = SolveStream;
+
+    async fn fetch_rows(&self, req: Request<FetchRowsRequest>) -> Result<Response<SolveStream>, Status> {
+        let r = req.into_inner();
+        let side = side_from_pb(r.side).map_err(Status::invalid_argument)?;
+        let mut slot = self.job.lock().await;
+        let job = active(&mut slot, &r.job_id)?;
+        let k = job.params.factors;
+        // Encoded under the lock: the rows are borrowed from the blocks.
+        let mut msgs: Vec<Result<SolvedChunk, Status>> = job.rows_of(side).iter().flat_map(|b| solved_chunks(b, k, true)).map(Ok).collect();
+        msgs.push(Ok(SolvedChunk {
+            last: true,
+            ..Default::default()
+        }));
+        Ok(Response::new(Box::pin(tokio_stream::iter(msgs)) as SolveStream))
     }
 
     async fn set_routes(&self, req: Request<Streaming<RouteChunk>>) -> Result<Response<SetRoutesResponse>, Status> {

@@ -1,7 +1,7 @@
 //! A cluster session: a runtime, the connected workers, and training on them.
 
 use als_core::data::Dataset;
-use als_core::train::{initial_state, train, IterationReport, Layouts, TrainConfig, TrainError, TrainResult, TrainState};
+use als_core::train::{initial_state, train, Layouts, OnIteration, TrainConfig, TrainResult, TrainState};
 use futures::future::try_join_all;
 
 use super::client::{connect, ClientOptions, WorkerHandle};
@@ -16,6 +16,8 @@ pub struct ClusterSession {
     pub faults: FaultOptions,
     /// Test-set evaluations the workers did in the last `train` (the others ran on the coordinator).
     pub remote_evaluations: std::sync::atomic::AtomicUsize,
+    /// Halves the last run solved again after a loss (replays; for tests).
+    pub replayed_halves: std::sync::atomic::AtomicUsize,
     /// Why each worker was lost, if it was, when the last `train` ended: the
     /// next run starts without it (and takes it back once it answers).
     lost: std::sync::Mutex<Vec<Option<String>>>,
@@ -45,6 +47,7 @@ impl ClusterSession {
             opts: opts.clone(),
             faults: FaultOptions::default(),
             remote_evaluations: Default::default(),
+            replayed_halves: Default::default(),
             lost: Default::default(),
         })
     }
@@ -67,6 +70,7 @@ impl ClusterSession {
             opts,
             faults: FaultOptions::default(),
             remote_evaluations: Default::default(),
+            replayed_halves: Default::default(),
             lost: Default::default(),
         })
     }
@@ -98,7 +102,7 @@ impl ClusterSession {
         cfg: &TrainConfig,
         layouts: &Layouts,
         state: Option<TrainState>,
-        on_iteration: &mut dyn FnMut(&IterationReport, &TrainState) -> Result<(), TrainError>,
+        on_iteration: &mut OnIteration,
     ) -> anyhow::Result<TrainResult> {
         cfg.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         let state = state.unwrap_or_else(|| initial_state(ds, cfg));
@@ -134,6 +138,8 @@ impl ClusterSession {
         }
         self.remote_evaluations
             .store(exec.remote_evaluations, std::sync::atomic::Ordering::Relaxed);
+        self.replayed_halves
+            .store(exec.replayed_halves, std::sync::atomic::Ordering::Relaxed);
         Ok(res?)
     }
 
@@ -152,7 +158,7 @@ mod tests {
     use als_core::data::{DuplicatePolicy, RawRatings};
     use als_core::rng::SplitMix64;
     use als_core::solve::{Confidence, ImplicitLoss, RegScaling, SolverKind};
-    use als_core::train::{ImplicitConfig, LocalExecutor};
+    use als_core::train::{ImplicitConfig, IterationReport, LocalExecutor};
 
     /// Random 1..5 ratings on 15% of the pairs; every 5th row is a test row.
     fn small_dataset() -> Dataset {
@@ -265,7 +271,7 @@ mod tests {
                 assert!(objectives(&want).iter().all(|o| o.0.is_some() && o.1.is_some()));
                 assert_eq!(objectives(&got), objectives(&want), "{n} workers");
                 let r = &got.reports[0];
-                assert!(r.bytes_sent() >= r.bytes_min() && r.bytes_min() > 0);
+                assert!(r.bytes_sent() >= r.bytes_min_peer() && r.bytes_min() > 0);
                 // Without the hub the solved rows are not gathered; one worker needs no peer.
                 assert!(r.bytes_min_peer() < r.bytes_min());
                 assert_eq!(r.bytes_min_peer() == 0, n == 1, "{n} workers");
@@ -308,6 +314,113 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// With nothing reading the model between iterations (no evaluation, no
+    /// checkpoint) the solved rows stay on the workers: past the first half's
+    /// push, the coordinator moves only headers, Gramians and objective terms
+    /// until the end, when it fetches the model, which is the single-process one.
+    #[test]
+    fn rows_stay_on_the_workers_until_the_model_is_read() {
+        let ds = small_dataset();
+        for implicit in [false, true] {
+            let cfg = TrainConfig {
+                factors: 6,
+                iterations: 5,
+                eval_every: 0,
+                implicit: implicit.then(|| ImplicitConfig::hu(2.0, Confidence::Linear)),
+                solver: if implicit {
+                    SolverKind::Cg { steps: 3 }
+                } else {
+                    SolverKind::Cholesky
+                },
+                ..Default::default()
+            };
+            let layouts = Layouts::for_dataset(&ds, cfg.blocks);
+            let mut local = LocalExecutor::new(&ds, layouts.clone());
+            let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
+            let s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
+            let got = s.train(&ds, &cfg, &layouts, None, &mut |_, _| Ok(())).unwrap();
+            s.shutdown().unwrap();
+            assert_eq!(got.state, want.state, "implicit={implicit}");
+            for r in &got.reports[1..] {
+                let coordinator = r.bytes_sent() - r.bytes_peer();
+                // Per half: a header (and Gramian triangle, implicit) per block, a
+                // request (with the fixed Gramian, implicit) and a summary per worker.
+                let (k, blocks, workers) = (cfg.factors as u64, cfg.blocks as u64, 3);
+                let gram = |n: u64| if implicit { 8 * n } else { 0 };
+                let small = 2 * (blocks * (128 + gram(k * (k + 1) / 2)) + workers * (256 + gram(k * k)));
+                assert!(
+                    coordinator <= small && coordinator * 4 < r.bytes_min(),
+                    "implicit={implicit}, iteration {}: the coordinator moved {coordinator} bytes (hub minimum {})",
+                    r.iteration,
+                    r.bytes_min()
+                );
+            }
+        }
+    }
+
+    /// A worker lost while the rows are on the workers (no evaluation or
+    /// checkpoint since the start) costs a replay from the last copy the
+    /// coordinator fetched: the model is still the fault-free one. The state
+    /// read at iteration 3 (a checkpoint would) is the fault-free one too.
+    #[test]
+    fn a_worker_lost_between_fetches_is_recovered_by_a_replay() {
+        let ds = small_dataset();
+        let cfg = TrainConfig {
+            factors: 6,
+            iterations: 7,
+            eval_every: 0,
+            implicit: Some(ImplicitConfig::hu(2.0, Confidence::Linear)),
+            solver: SolverKind::Cg { steps: 3 },
+            ..Default::default()
+        };
+        let layouts = Layouts::for_dataset(&ds, cfg.blocks);
+        let mut local = LocalExecutor::new(&ds, layouts.clone());
+        let mut want_mid = None;
+        let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |r, st| {
+            if r.iteration == 3 {
+                want_mid = Some(st.get()?.clone());
+            }
+            Ok(())
+        })
+        .unwrap();
+        for (kill_at, read_at) in [(2, 3), (4, 3), (5, 0)] {
+            let s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
+            let mut mid = None;
+            let got = s
+                .train(&ds, &cfg, &layouts, None, &mut |r, st| {
+                    if r.iteration == read_at {
+                        mid = Some(st.get()?.clone());
+                    }
+                    if r.iteration == kill_at {
+                        s.kill_local_worker(1);
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(got.state, want.state, "killed after iteration {kill_at}");
+            assert_eq!(
+                got.reports.iter().map(|r| r.objective).collect::<Vec<_>>(),
+                want.reports.iter().map(|r| r.objective).collect::<Vec<_>>()
+            );
+            if read_at > 0 {
+                assert_eq!(mid, want_mid, "the state read at iteration {read_at}");
+            }
+            assert!(s.lost.lock().unwrap()[1].is_some(), "worker 1 was lost");
+            // The halves since the last fetch: iteration 3's when it was read, else from the start.
+            let since = if read_at > 0 && kill_at > read_at {
+                kill_at - read_at
+            } else {
+                kill_at
+            };
+            assert_eq!(
+                s.replayed_halves.load(std::sync::atomic::Ordering::Relaxed),
+                2 * since,
+                "killed after {kill_at}"
+            );
+            s.shutdown().unwrap();
         }
     }
 

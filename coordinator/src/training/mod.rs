@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use als_core::checkpoint::{latest_checkpoint, write_checkpoint, RunSignature};
 use als_core::model::{save_model, Model, ModelParts};
-use als_core::train::{IterationReport, Layouts, TestMetrics, TrainConfig, TrainError, TrainResult, TrainState};
+use als_core::train::{IterationReport, Layouts, StateView, TestMetrics, TrainConfig, TrainError, TrainResult};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
@@ -122,7 +122,7 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
     };
     let bar = progress::training_bar(cfg.iterations, job.quiet);
     let total = cfg.iterations;
-    let mut on_iteration = |r: &IterationReport, state: &TrainState| -> Result<(), TrainError> {
+    let mut on_iteration = |r: &IterationReport, state: &mut StateView| -> Result<(), TrainError> {
         let obj = r.objective.map_or("-".to_string(), |o| format!("{o:.6e}"));
         let train_rmse = r.train_rmse.map_or("-".to_string(), |x| format!("{x:.4}"));
         let mut msg = format!("iteration {}/{} objective {obj}", r.iteration, total);
@@ -142,7 +142,7 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
         );
         if let Some(plan) = &job.checkpoint {
             if r.iteration.is_multiple_of(plan.every) || r.iteration == total {
-                let path = write_checkpoint(&plan.dir, &signature, state)?;
+                let path = write_checkpoint(&plan.dir, &signature, state.get()?)?;
                 tracing::info!(checkpoint = %path.display(), "checkpoint written");
             }
         }
@@ -228,7 +228,7 @@ fn final_fit(
     let layouts = Layouts::for_dataset(ds, cfg.blocks);
     let bar = progress::training_bar(cfg.iterations, quiet);
     bar.set_message("final fit on every rating");
-    let mut on_iteration = |r: &IterationReport, _: &TrainState| -> Result<(), TrainError> {
+    let mut on_iteration = |r: &IterationReport, _: &mut StateView| -> Result<(), TrainError> {
         bar.inc(1);
         tracing::debug!(iteration = r.iteration, seconds = r.seconds, "final fit");
         Ok(())

@@ -4,9 +4,7 @@
 use std::path::Path;
 
 use als_core::data::Dataset;
-use als_core::train::{
-    train, train_gibbs, train_sgd, IterationReport, Layouts, Learner, LocalExecutor, TrainConfig, TrainError, TrainResult, TrainState,
-};
+use als_core::train::{train, train_gibbs, train_sgd, Layouts, Learner, LocalExecutor, OnIteration, TrainConfig, TrainResult, TrainState};
 use anyhow::{bail, Context};
 
 use crate::cluster::{ClientOptions, ClusterSession};
@@ -104,7 +102,7 @@ impl Trainer {
         cfg: &TrainConfig,
         layouts: &Layouts,
         start: Option<TrainState>,
-        on_iteration: &mut dyn FnMut(&IterationReport, &TrainState) -> Result<(), TrainError>,
+        on_iteration: &mut OnIteration,
     ) -> anyhow::Result<TrainResult> {
         match (self, cfg.learner) {
             (Trainer::InProcess, Learner::Sgd { .. }) => Ok(train_sgd(ds, cfg, layouts, start, on_iteration).context("training failed")?),

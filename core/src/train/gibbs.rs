@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use super::{
-    check_state, eval, initial_state, HalfStepReport, IterationReport, Learner, TestMetrics, TrainConfig, TrainError, TrainResult,
-    TrainState,
+    check_state, eval, initial_state, HalfStepReport, IterationReport, Learner, OnIteration, StateView, TestMetrics, TrainConfig,
+    TrainError, TrainResult, TrainState,
 };
 use crate::data::{Csr, Dataset};
 use crate::gibbs::{sample_row_prior, PosteriorMean, RowMoments};
@@ -31,7 +31,7 @@ pub fn train_gibbs(
     ds: &Dataset,
     cfg: &TrainConfig,
     start: Option<TrainState>,
-    on_iteration: &mut dyn FnMut(&IterationReport, &TrainState) -> Result<(), TrainError>,
+    on_iteration: &mut OnIteration,
 ) -> Result<TrainResult, TrainError> {
     cfg.validate()?;
     let Learner::Gibbs { burn_in, noise_precision } = cfg.learner else {
@@ -88,7 +88,7 @@ pub fn train_gibbs(
             halves: vec![user_half, item_half],
         };
         tracing::debug!(iteration = it, seconds, draws = mean.draws(), "Gibbs iteration done");
-        on_iteration(&report, &state)?;
+        on_iteration(&report, &mut StateView::of(&mut state))?;
         reports.push(report);
     }
     let (users, items) = mean

@@ -162,6 +162,10 @@ pub trait HalfStepExecutor {
     /// Update `target` (the rows of `side`) given the fixed other side and,
     /// for implicit feedback, its Gramian. `target` holds the warm start.
     /// `terms`: also sum the solved rows' share of the objective.
+    ///
+    /// An executor may keep the solved rows where it solved them (a
+    /// cluster's workers) and leave `fixed` and `target` as they were, until
+    /// [`HalfStepExecutor::sync_state`]; `train` never reads them before.
     fn half_step(
         &mut self,
         side: Side,
@@ -185,7 +189,41 @@ pub trait HalfStepExecutor {
     ) -> Option<Result<TestMetrics, TrainError>> {
         None
     }
+
+    /// Bring `users` and `items` up to date where the latest rows were kept
+    /// elsewhere (see [`HalfStepExecutor::half_step`]). `train` calls it
+    /// before it reads them: to evaluate, when `on_iteration` asks for the
+    /// state, and at the end.
+    fn sync_state(&mut self, _users: &mut Factors, _items: &mut Factors) -> Result<(), TrainError> {
+        Ok(())
+    }
 }
+
+/// The state after an iteration, as `on_iteration` sees it. Reading it
+/// ([`StateView::get`]) first brings it up to date where the executor keeps
+/// the latest rows elsewhere, so an iteration whose state nobody reads moves
+/// no rows.
+pub struct StateView<'a> {
+    state: &'a mut TrainState,
+    exec: Option<&'a mut dyn HalfStepExecutor>,
+}
+
+impl<'a> StateView<'a> {
+    /// A state that is up to date already.
+    pub fn of(state: &'a mut TrainState) -> StateView<'a> {
+        StateView { state, exec: None }
+    }
+
+    pub fn get(&mut self) -> Result<&TrainState, TrainError> {
+        if let Some(exec) = self.exec.take() {
+            exec.sync_state(&mut self.state.users, &mut self.state.items)?;
+        }
+        Ok(self.state)
+    }
+}
+
+/// What `train` calls after every iteration (progress, checkpoints); an error stops training.
+pub type OnIteration<'a> = dyn FnMut(&IterationReport, &mut StateView<'_>) -> Result<(), TrainError> + 'a;
 
 /// Test metrics through the executor, or locally when it has none to give.
 ///
@@ -273,7 +311,7 @@ pub fn train(
     exec: &mut dyn HalfStepExecutor,
     layouts: &Layouts,
     state: Option<TrainState>,
-    on_iteration: &mut dyn FnMut(&IterationReport, &TrainState) -> Result<(), TrainError>,
+    on_iteration: &mut OnIteration,
 ) -> Result<TrainResult, TrainError> {
     cfg.validate()?;
     let params = cfg.solve_params(ds.global_mean());
@@ -317,6 +355,7 @@ pub fn train(
         };
         let evaluate_now = it == cfg.iterations || (cfg.eval_every > 0 && it.is_multiple_of(cfg.eval_every));
         let test = if evaluate_now {
+            exec.sync_state(&mut state.users, &mut state.items)?;
             evaluate_with(exec, ds, cfg, &params, &state, item_gram.as_deref())?
         } else {
             TestMetrics::default()
@@ -333,9 +372,16 @@ pub fn train(
             halves: vec![out_u.report, out_i.report],
         };
         tracing::debug!(iteration = it, seconds, objective = ?obj.as_ref().map(|o| o.objective), "iteration done");
-        on_iteration(&report, &state)?;
+        on_iteration(
+            &report,
+            &mut StateView {
+                state: &mut state,
+                exec: Some(&mut *exec),
+            },
+        )?;
         reports.push(report);
     }
+    exec.sync_state(&mut state.users, &mut state.items)?;
     let final_metrics = match last_eval {
         Some(m) => m,
         None => evaluate_with(exec, ds, cfg, &params, &state, item_gram.as_deref())?,

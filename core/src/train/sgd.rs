@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use super::{
-    check_state, eval, HalfStepReport, IterationReport, Layouts, Learner, TestMetrics, TrainConfig, TrainError, TrainResult, TrainState,
+    check_state, eval, HalfStepReport, IterationReport, Layouts, Learner, OnIteration, StateView, TestMetrics, TrainConfig, TrainError,
+    TrainResult, TrainState,
 };
 use crate::data::Dataset;
 use crate::objective::objective;
@@ -24,7 +25,7 @@ pub fn train_sgd(
     cfg: &TrainConfig,
     layouts: &Layouts,
     state: Option<TrainState>,
-    on_iteration: &mut dyn FnMut(&IterationReport, &TrainState) -> Result<(), TrainError>,
+    on_iteration: &mut OnIteration,
 ) -> Result<TrainResult, TrainError> {
     cfg.validate()?;
     let Learner::Sgd { learning_rate } = cfg.learner else {
@@ -77,7 +78,7 @@ pub fn train_sgd(
             }],
         };
         tracing::debug!(epoch, seconds, objective = obj.objective, "epoch done");
-        on_iteration(&report, &state)?;
+        on_iteration(&report, &mut StateView::of(&mut state))?;
         reports.push(report);
     }
     let final_metrics = match last_eval {

@@ -302,7 +302,7 @@ fn resuming_gives_the_uninterrupted_result() {
     let mut mid = None;
     let full = train(&ds, &cfg, &mut exec, &layouts, None, &mut |r, s| {
         if r.iteration == 2 {
-            mid = Some(s.clone());
+            mid = Some(s.get()?.clone());
         }
         Ok(())
     })
@@ -448,7 +448,7 @@ fn a_failed_checkpoint_stops_training_with_its_cause() {
     let mut iterations = 0;
     let err = match train(&ds, &cfg, &mut exec, &layouts, None, &mut |_, state| {
         iterations += 1;
-        write_checkpoint(&blocker.join("ckpt"), &sig, state)?;
+        write_checkpoint(&blocker.join("ckpt"), &sig, state.get()?)?;
         Ok(())
     }) {
         Err(e) => e,

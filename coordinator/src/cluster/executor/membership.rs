@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use als_core::side::{Factors, Side};
 use als_proto::pb::ReleaseBlocksRequest;
 use als_proto::spec::side_to_pb;
+use als_proto::PEER_EXCHANGE;
 
 use crate::cluster::client::{connect, ClientOptions};
 
@@ -76,7 +77,12 @@ impl ClusterExecutor<'_> {
             if let Some(attempt) = slot.reviving.take() {
                 if let Ok(Ok(h)) = self.rt.block_on(attempt) {
                     tracing::info!(worker = %addr, "worker is back; returning its blocks");
+                    let exchanges = h.info.capabilities.iter().any(|c| c == PEER_EXCHANGE);
                     *slot = Slot::new(h, true, slot.cause.take());
+                    if self.exchange && !exchanges {
+                        tracing::warn!(worker = %addr, "the worker cannot send rows to peers; the coordinator carries them from now on");
+                        self.exchange = false;
+                    }
                     continue;
                 }
             }

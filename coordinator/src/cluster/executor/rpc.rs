@@ -3,7 +3,7 @@
 //! or a protocol breach.
 
 use als_proto::payload::Assembler;
-use als_proto::pb::{BlockTerms, EvalChunk, EvalResultChunk, FactorChunk, SolveRequest, SolvedChunk};
+use als_proto::pb::{BlockTerms, EvalChunk, EvalResultChunk, FactorChunk, FetchRowsRequest, SolveRequest, SolvedChunk};
 use prost::Message;
 
 use crate::cluster::client::WorkerHandle;
@@ -103,15 +103,41 @@ pub(super) async fn push_and_solve(
             .await
             .map_err(|s| rpc_err(&addr, "pushing factors failed", s))?;
     }
-    let mut stream = client.solve(req).await.map_err(|s| rpc_err(&addr, "solve failed", s))?.into_inner();
+    let stream = client.solve(req).await.map_err(|s| rpc_err(&addr, "solve failed", s))?.into_inner();
+    let mut out = gather_blocks(&addr, "solve", stream).await?;
+    out.bytes_sent += bytes_sent;
+    Ok(out)
+}
+
+/// A worker's latest rows of one side, block by block.
+pub(super) async fn fetch_rows(w: WorkerHandle, req: FetchRowsRequest) -> Result<WorkerHalf, HalfError> {
+    let addr = w.addr.clone();
+    let mut client = w.client;
+    let bytes_sent = req.encoded_len() as u64;
+    let stream = client
+        .fetch_rows(req)
+        .await
+        .map_err(|s| rpc_err(&addr, "fetching rows failed", s))?
+        .into_inner();
+    let mut out = gather_blocks(&addr, "fetch", stream).await?;
+    out.bytes_sent += bytes_sent;
+    Ok(out)
+}
+
+/// The blocks of a stream of `SolvedChunk`s, up to its last message.
+async fn gather_blocks(addr: &str, what: &str, mut stream: tonic::Streaming<SolvedChunk>) -> Result<WorkerHalf, HalfError> {
     let mut out = WorkerHalf {
         blocks: Vec::new(),
-        bytes_sent,
+        bytes_sent: 0,
         bytes_received: 0,
         bytes_peer: 0,
         compute_seconds: 0.0,
     };
-    while let Some(c) = stream.message().await.map_err(|s| rpc_err(&addr, "solve stream broke", s))? {
+    while let Some(c) = stream
+        .message()
+        .await
+        .map_err(|s| rpc_err(addr, &format!("{what} stream broke"), s))?
+    {
         out.bytes_received += c.encoded_len() as u64;
         if c.last {
             out.compute_seconds = c.compute_seconds;
@@ -130,7 +156,7 @@ pub(super) async fn push_and_solve(
         let g = &mut out.blocks.last_mut().expect("pushed above").1;
         g.arrays.add(&c).expect("no limits");
     }
-    Err(HalfError::Lost(format!("worker {addr}: solve stream ended early")))
+    Err(HalfError::Lost(format!("worker {addr}: {what} stream ended early")))
 }
 
 /// One worker's evaluation, gathered per block.

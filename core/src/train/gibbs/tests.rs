@@ -27,7 +27,7 @@ fn the_model_is_the_mean_of_the_draws_after_burn_in() {
     let cfg = gibbs(4, 7, 3, 2.0);
     let mut draws: Vec<TrainState> = Vec::new();
     let res = train_gibbs(&ds, &cfg, None, &mut |_, s| {
-        draws.push(s.clone());
+        draws.push(s.get()?.clone());
         Ok(())
     })
     .unwrap();

@@ -1,0 +1,143 @@
+//! Bringing the coordinator's copy of the model up to date from the
+//! workers, which keep the rows they solve (see [`super::half`]): only when
+//! something reads it (an evaluation, a checkpoint, the end of the job).
+
+use als_core::side::{Factors, Side};
+use als_proto::codec::pieces_into_finite;
+use als_proto::pb::FetchRowsRequest;
+use als_proto::spec::side_to_pb;
+use anyhow::Context;
+
+use super::health::watched;
+use super::membership::max_attempts;
+use super::rpc::{fetch_rows, HalfError, WorkerHalf};
+use super::ClusterExecutor;
+
+impl ClusterExecutor<'_> {
+    /// The latest rows of both sides into `users` and `items`; a worker lost
+    /// meanwhile costs a replay from the snapshot, then the fetch again.
+    pub(super) fn sync_rows(&mut self, users: &mut Factors, items: &mut Factors) -> anyhow::Result<()> {
+        let mut attempts = 0;
+        while self.stale {
+            attempts += 1;
+            if attempts > max_attempts(self.slots.len()) {
+                let causes: Vec<String> = self.slots.iter().filter_map(|s| s.cause.clone()).collect();
+                anyhow::bail!(
+                    "fetching the model from the workers failed {} times in a row; last causes: {}",
+                    attempts - 1,
+                    causes.join("; ")
+                );
+            }
+            let mut sent = 0;
+            if self.fetch(users, items, &mut sent)? {
+                self.stale = false;
+                self.since_sync.clear();
+            } else {
+                let params = self.params;
+                self.replay(&params, users, items, &mut sent)?;
+            }
+            tracing::debug!(bytes = sent, "model fetched from the workers");
+            self.unreported_bytes += sent;
+        }
+        Ok(())
+    }
+
+    /// Every live worker's rows of both sides, checked, then written; `false`
+    /// (nothing written) when a worker was lost.
+    fn fetch(&mut self, users: &mut Factors, items: &mut Factors, sent: &mut u64) -> anyhow::Result<bool> {
+        let futs: Vec<_> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.alive)
+            .map(|(w, s)| {
+                let handle = s.handle.clone();
+                let faults = self.faults.clone();
+                let job_id = self.job_id.clone();
+                async move {
+                    let work = async {
+                        let mut out = Vec::new();
+                        for side in [Side::Users, Side::Items] {
+                            let req = FetchRowsRequest {
+                                job_id: job_id.clone(),
+                                side: side_to_pb(side) as i32,
+                            };
+                            out.push((side, fetch_rows(handle.clone(), req).await?));
+                        }
+                        Ok(out)
+                    };
+                    (w, watched(&handle, &faults, work).await)
+                }
+            })
+            .collect();
+        let results = self.rt.block_on(futures::future::join_all(futs));
+        let mut fetched: Vec<(usize, Vec<(Side, WorkerHalf)>)> = Vec::new();
+        let mut lost = false;
+        for (w, r) in results {
+            match r {
+                Ok(halves) => fetched.push((w, halves)),
+                Err(HalfError::Lost(m)) => {
+                    self.lose(w, &m);
+                    lost = true;
+                }
+                Err(HalfError::Job(f)) => return Err(f.into()),
+                Err(HalfError::Fatal(e)) => return Err(e),
+                Err(HalfError::Peer(m)) => anyhow::bail!("{m}: no peer takes part in a fetch"),
+            }
+        }
+        *sent += fetched
+            .iter()
+            .flat_map(|(_, h)| h.iter())
+            .map(|(_, h)| h.bytes_sent + h.bytes_received)
+            .sum::<u64>();
+        if lost {
+            self.peers_ready = None;
+            return Ok(false);
+        }
+        let k = users.k();
+        let mut seen = [
+            vec![false; self.layouts.users.n_blocks()],
+            vec![false; self.layouts.items.n_blocks()],
+        ];
+        for (w, halves) in fetched {
+            let addr = self.slots[w].handle.addr.clone();
+            for (side, half) in halves {
+                let target = match side {
+                    Side::Users => &mut *users,
+                    Side::Items => &mut *items,
+                };
+                let (owner, layout) = (&self.routing.side(side).owner, self.layouts.side(side));
+                let seen = &mut seen[super::side_ix(side)];
+                for (b, g) in half.blocks {
+                    let b = b as usize;
+                    anyhow::ensure!(
+                        b < seen.len() && owner[b] == w && !seen[b],
+                        "worker {addr}: sent rows of {} block {b}, which it does not own",
+                        side.name()
+                    );
+                    let range = layout.range(b);
+                    anyhow::ensure!(
+                        g.row_start as usize == range.start && g.n_rows as usize == range.len(),
+                        "worker {addr}: {} block {b} has the wrong rows",
+                        side.name()
+                    );
+                    seen[b] = true;
+                    let p = g.arrays.into_pieces();
+                    let dest = &mut target.flat_mut()[range.start * k..range.end * k];
+                    pieces_into_finite("factors", &p.factors, dest)
+                        .with_context(|| format!("worker {addr}: block {b} factors malformed"))?;
+                    if !target.bias.is_empty() {
+                        let dest = &mut target.bias[range.clone()];
+                        pieces_into_finite("bias", &p.bias, dest).with_context(|| format!("worker {addr}: block {b} bias malformed"))?;
+                    }
+                }
+            }
+        }
+        for (side, seen) in [Side::Users, Side::Items].into_iter().zip(&seen) {
+            if let Some(missing) = seen.iter().position(|s| !s) {
+                anyhow::bail!("no worker sent the rows of {} block {missing}", side.name());
+            }
+        }
+        Ok(true)
+    }
+}
