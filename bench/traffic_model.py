@@ -119,7 +119,17 @@ def check(a):
     line = f"no-hub peer bytes per iteration: model {p2p / 1e6:.1f} MB"
     if exact_peer:
         line += f", routing minimum {exact_peer / 1e6:.1f} MB (model/minimum {p2p / exact_peer:.3f})"
-    print(line + f"; the rows the coordinator gathers today, which go: {(n_users + n_items) * row / 1e6:.1f} MB")
+    print(line + f"; the rows a hub gathers: {(n_users + n_items) * row / 1e6:.1f} MB")
+    # Measured with peer exchange: the first iteration also pushes, the last
+    # sends nothing on, so the steady state is the iterations between.
+    mid = its[1:-1]
+    if mid and all("bytes_peer" in i for i in mid) and any(i["bytes_peer"] for i in mid):
+        sent_peer = sum(i["bytes_peer"] for i in mid) / len(mid)
+        coord = sum(i["bytes_sent"] - i["bytes_peer"] for i in mid) / len(mid)
+        line = f"peer exchange, iterations 2-{len(its) - 1}: peers sent {sent_peer / 1e6:.1f} MB per iteration"
+        if exact_peer:
+            line += f" (sent/minimum {sent_peer / exact_peer:.3f})"
+        print(line + f"; the coordinator sent and received {coord / 1e6:.2f} MB per iteration ({coord / 2e6:.2f} MB per half)")
 
 
 def main():

@@ -192,7 +192,10 @@ PY
 
 run clean none
 serve_check clean
-run kill kill
+# Evaluated every 25 iterations only, so the kill lands while the rows are on
+# the workers: the coordinator recovers by a replay from its last copy.
+ALS_TRAIN_ARGS="$ALS_TRAIN_ARGS --eval-every 25" run kill kill
+grep -q 'replaying the halves' "$work/kill.log" || fail "kill: no replay in the log: $(grep -i 'lost\|replay' "$work/kill.log" | head -n 5)"
 same_factors kill
 run disconnect disconnect
 same_factors disconnect
