@@ -691,7 +691,9 @@ impl Job {
         // The lowest failing block's error, as the block-by-block loop reported.
         let n = results.len();
         results.into_iter().collect::<Result<Vec<()>, _>>()?;
-        self.fixed = Some(fixed);
+        // The fixed side is dropped: a half is only ever solved again after a
+        // new push, and the next step's rows may be arriving meanwhile.
+        drop(fixed);
         Ok(n)
     }
 
