@@ -354,7 +354,8 @@ pub fn train(
             _ => None,
         };
         let evaluate_now = it == cfg.iterations || (cfg.eval_every > 0 && it.is_multiple_of(cfg.eval_every));
-        let test = if evaluate_now {
+        // Without test rows there is nothing to evaluate, and no state to read.
+        let test = if evaluate_now && ds.n_scored_test_rows() > 0 {
             exec.sync_state(&mut state.users, &mut state.items)?;
             evaluate_with(exec, ds, cfg, &params, &state, item_gram.as_deref())?
         } else {
