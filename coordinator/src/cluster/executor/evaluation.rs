@@ -13,7 +13,7 @@ use als_proto::CHUNK_BYTES;
 use anyhow::Context;
 
 use super::health::watched;
-use super::rpc::{run_evaluation, HalfError};
+use super::rpc::run_evaluation;
 use super::wire::bias_of_rows;
 use super::ClusterExecutor;
 
@@ -120,19 +120,10 @@ impl ClusterExecutor<'_> {
             futs.push(async move { (w, watched(&handle, &faults, work).await) });
         }
         let results = self.rt.block_on(futures::future::join_all(futs));
-        let mut gathered = Vec::new();
-        for (w, r) in results {
-            match r {
-                Ok(e) => gathered.push((w, e)),
-                Err(HalfError::Lost(m)) => {
-                    self.lose(w, &m);
-                    tracing::warn!("evaluating on the coordinator instead");
-                    return Ok(None);
-                }
-                Err(HalfError::Job(f)) => return Err(f.into()),
-                Err(HalfError::Fatal(e)) => return Err(e),
-                Err(HalfError::Peer(m)) => anyhow::bail!("{m}: no peer takes part in this call"),
-            }
+        let (gathered, lost) = self.settle(results)?;
+        if lost {
+            tracing::warn!("evaluating on the coordinator instead");
+            return Ok(None);
         }
         let layout = &self.layouts.users;
         // Lists as long as asked for: the metrics at K and NDCG@100.

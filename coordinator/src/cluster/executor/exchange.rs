@@ -15,7 +15,7 @@ use als_proto::spec::side_to_pb;
 use als_proto::CHUNK_BYTES;
 
 use super::health::watched;
-use super::rpc::{encoded, rpc_err, HalfError};
+use super::rpc::{encoded, rpc_err};
 use super::ClusterExecutor;
 use crate::cluster::routing::Routing;
 
@@ -89,19 +89,8 @@ impl ClusterExecutor<'_> {
             });
         }
         let results = self.rt.block_on(futures::future::join_all(futs));
-        let (mut bytes, mut lost) = (0, false);
-        for (w, r) in results {
-            match r {
-                Ok(b) => bytes += b,
-                Err(HalfError::Lost(m)) => {
-                    self.lose(w, &m);
-                    lost = true;
-                }
-                Err(HalfError::Job(f)) => return Err(f.into()),
-                Err(HalfError::Fatal(e)) => return Err(e),
-                Err(HalfError::Peer(m)) => anyhow::bail!("{m}: a route reaches no peer"),
-            }
-        }
+        let (sent, lost) = self.settle(results)?;
+        let bytes = sent.iter().map(|(_, b)| b).sum();
         Ok(if lost { RoutesSent::Lost(bytes) } else { RoutesSent::Done(bytes) })
     }
 }

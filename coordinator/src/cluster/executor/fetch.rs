@@ -10,7 +10,7 @@ use anyhow::Context;
 
 use super::health::watched;
 use super::membership::max_attempts;
-use super::rpc::{fetch_rows, HalfError, WorkerHalf};
+use super::rpc::{fetch_rows, WorkerHalf};
 use super::ClusterExecutor;
 
 impl ClusterExecutor<'_> {
@@ -21,12 +21,7 @@ impl ClusterExecutor<'_> {
         while self.stale {
             attempts += 1;
             if attempts > max_attempts(self.slots.len()) {
-                let causes: Vec<String> = self.slots.iter().filter_map(|s| s.cause.clone()).collect();
-                anyhow::bail!(
-                    "fetching the model from the workers failed {} times in a row; last causes: {}",
-                    attempts - 1,
-                    causes.join("; ")
-                );
+                return Err(self.gave_up("fetching the model from the workers", attempts - 1));
             }
             let mut sent = 0;
             if self.fetch(users, items, &mut sent)? {
@@ -71,20 +66,7 @@ impl ClusterExecutor<'_> {
             })
             .collect();
         let results = self.rt.block_on(futures::future::join_all(futs));
-        let mut fetched: Vec<(usize, Vec<(Side, WorkerHalf)>)> = Vec::new();
-        let mut lost = false;
-        for (w, r) in results {
-            match r {
-                Ok(halves) => fetched.push((w, halves)),
-                Err(HalfError::Lost(m)) => {
-                    self.lose(w, &m);
-                    lost = true;
-                }
-                Err(HalfError::Job(f)) => return Err(f.into()),
-                Err(HalfError::Fatal(e)) => return Err(e),
-                Err(HalfError::Peer(m)) => anyhow::bail!("{m}: no peer takes part in a fetch"),
-            }
-        }
+        let (fetched, lost) = self.settle::<Vec<(Side, WorkerHalf)>>(results)?;
         *sent += fetched
             .iter()
             .flat_map(|(_, h)| h.iter())

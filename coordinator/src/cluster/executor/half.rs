@@ -87,13 +87,7 @@ impl ClusterExecutor<'_> {
             loop {
                 attempts += 1;
                 if attempts > max_attempts(self.slots.len()) {
-                    let causes: Vec<String> = self.slots.iter().filter_map(|s| s.cause.clone()).collect();
-                    anyhow::bail!(
-                        "the {} half-step failed {} times in a row, so the job cannot go on; last causes: {}",
-                        side.name(),
-                        attempts - 1,
-                        causes.join("; ")
-                    );
+                    return Err(self.gave_up(&format!("the {} half-step", side.name()), attempts - 1));
                 }
                 // The last half sends nothing on: its rows are fetched (or, with
                 // the copy current, streamed back).
@@ -405,13 +399,7 @@ impl ClusterExecutor<'_> {
         'again: loop {
             attempts += 1;
             if attempts > max_attempts(self.slots.len()) {
-                let causes: Vec<String> = self.slots.iter().filter_map(|s| s.cause.clone()).collect();
-                anyhow::bail!(
-                    "replaying the last {} halves failed {} times in a row, so the job cannot go on; last causes: {}",
-                    halves.len(),
-                    attempts - 1,
-                    causes.join("; ")
-                );
+                return Err(self.gave_up(&format!("replaying the last {} halves", halves.len()), attempts - 1));
             }
             tracing::info!(
                 halves = halves.len(),

@@ -41,6 +41,35 @@ pub(super) fn max_attempts(workers: usize) -> usize {
 }
 
 impl ClusterExecutor<'_> {
+    /// The answers of a round of calls no peer takes part in: the workers'
+    /// results, and whether one was lost (it is marked so). A failed job or
+    /// a protocol breach ends the run.
+    pub(super) fn settle<T>(&mut self, results: Vec<(usize, Result<T, HalfError>)>) -> anyhow::Result<(Vec<(usize, T)>, bool)> {
+        let (mut ok, mut lost) = (Vec::new(), false);
+        for (w, r) in results {
+            match r {
+                Ok(v) => ok.push((w, v)),
+                Err(HalfError::Lost(m)) => {
+                    self.lose(w, &m);
+                    lost = true;
+                }
+                Err(HalfError::Job(f)) => return Err(f.into()),
+                Err(HalfError::Fatal(e)) => return Err(e),
+                Err(HalfError::Peer(m)) => anyhow::bail!("{m}: no peer takes part in this call"),
+            }
+        }
+        Ok((ok, lost))
+    }
+
+    /// The error that ends a run after `attempts` of `what` failed in a row.
+    pub(super) fn gave_up(&self, what: &str, attempts: usize) -> anyhow::Error {
+        let causes: Vec<String> = self.slots.iter().filter_map(|s| s.cause.clone()).collect();
+        anyhow::anyhow!(
+            "{what} failed {attempts} times in a row, so the job cannot go on; last causes: {}",
+            causes.join("; ")
+        )
+    }
+
     pub(super) fn lose(&mut self, w: usize, why: &str) {
         if self.slots[w].alive {
             tracing::warn!(worker = %self.slots[w].handle.addr, "worker lost: {why}; moving its blocks");
@@ -181,40 +210,29 @@ impl ClusterExecutor<'_> {
                 futs.push(async move { (w, watched(&handle, &faults, work).await) });
             }
             let results = self.rt.block_on(futures::future::join_all(futs));
-            let mut lost_any = false;
-            for (w, r) in results {
-                match r {
-                    Ok(bytes) => {
-                        total += bytes;
-                        let slot = &mut self.slots[w];
-                        slot.started = true;
-                        for (held, own) in slot.holds.iter_mut().zip(&owners) {
-                            *held = (0..own.len()).filter(|&b| own[b] == w).collect();
-                        }
-                        // Shipped blocks carry the coordinator's rows; released ones are gone.
-                        for (side, b) in shipped.iter().filter(|(v, _)| *v == w).flat_map(|(_, s)| s) {
-                            slot.current[side_ix(*side)].insert(*b);
-                        }
-                        for (current, held) in slot.current.iter_mut().zip(&slot.holds) {
-                            current.retain(|b| held.contains(b));
-                        }
-                        if bytes > 0 {
-                            tracing::info!(
-                                worker = %slot.handle.addr,
-                                user_blocks = %block_list(&slot.holds[0]),
-                                item_blocks = %block_list(&slot.holds[1]),
-                                bytes,
-                                "worker holds its blocks"
-                            );
-                        }
-                    }
-                    Err(HalfError::Lost(m)) => {
-                        self.lose(w, &m);
-                        lost_any = true;
-                    }
-                    Err(HalfError::Job(f)) => return Err(f.into()),
-                    Err(HalfError::Fatal(e)) => return Err(e),
-                    Err(HalfError::Peer(m)) => anyhow::bail!("{m}: no peer takes part in this call"),
+            let (shipped_to, lost_any) = self.settle(results)?;
+            for (w, bytes) in shipped_to {
+                total += bytes;
+                let slot = &mut self.slots[w];
+                slot.started = true;
+                for (held, own) in slot.holds.iter_mut().zip(&owners) {
+                    *held = (0..own.len()).filter(|&b| own[b] == w).collect();
+                }
+                // Shipped blocks carry the coordinator's rows; released ones are gone.
+                for (side, b) in shipped.iter().filter(|(v, _)| *v == w).flat_map(|(_, s)| s) {
+                    slot.current[side_ix(*side)].insert(*b);
+                }
+                for (current, held) in slot.current.iter_mut().zip(&slot.holds) {
+                    current.retain(|b| held.contains(b));
+                }
+                if bytes > 0 {
+                    tracing::info!(
+                        worker = %slot.handle.addr,
+                        user_blocks = %block_list(&slot.holds[0]),
+                        item_blocks = %block_list(&slot.holds[1]),
+                        bytes,
+                        "worker holds its blocks"
+                    );
                 }
             }
             if !lost_any {
