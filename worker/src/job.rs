@@ -539,20 +539,7 @@ impl Job {
             if biased {
                 read_b.read_finite_into(&mut bias[at..run.start]).map_err(bad_push)?;
             }
-            let block = &self.side(fixed).blocks[id];
-            let (own_f, own_b) = block.latest();
-            for p in run.clone() {
-                let r = (union[p] as u64 - block.row_start) as usize;
-                let row = &mut factors[p * k..(p + 1) * k];
-                row.copy_from_slice(&own_f[r * k..(r + 1) * k]);
-                let finite = all_finite(row) && (!biased || own_b[r].is_finite());
-                if !finite {
-                    return invalid(format!("local block {id} has a non-finite row"));
-                }
-                if biased {
-                    bias[p] = own_b[r];
-                }
-            }
+            self.copy_own_rows(fixed, *id, run.clone(), &mut factors, &mut bias)?;
             at = run.end;
         }
         read_f.read_finite_into(&mut factors[at * k..]).map_err(bad_push)?;
@@ -568,6 +555,36 @@ impl Job {
             bias,
             gram: pushed.gram,
         })
+    }
+
+    /// Into `factors` and `bias` (laid out over the union of needed rows of
+    /// `fixed`), at union positions `run`, the latest rows of this worker's
+    /// own block `id` of that side, checked finite.
+    fn copy_own_rows(
+        &self,
+        fixed: Side,
+        id: u32,
+        run: std::ops::Range<usize>,
+        factors: &mut [f32],
+        bias: &mut [f32],
+    ) -> Result<(), JobError> {
+        let k = self.params.factors;
+        let biased = self.biased();
+        let union = &self.side(fixed.other()).union;
+        let block = &self.side(fixed).blocks[&id];
+        let (own_f, own_b) = block.latest();
+        for p in run {
+            let r = (union[p] as u64 - block.row_start) as usize;
+            let row = &mut factors[p * k..(p + 1) * k];
+            row.copy_from_slice(&own_f[r * k..(r + 1) * k]);
+            if !all_finite(row) || (biased && !own_b[r].is_finite()) {
+                return invalid(format!("local block {id} has a non-finite row"));
+            }
+            if biased {
+                bias[p] = own_b[r];
+            }
+        }
+        Ok(())
     }
 
     pub fn set_fixed(&mut self, f: FixedFactors) -> Result<(), JobError> {

@@ -8,7 +8,6 @@
 //! the rows of its own blocks, which never travel.
 
 use als_core::side::Side;
-use als_core::solve::all_finite;
 use als_proto::codec::{Bytes, Field, PieceReader};
 use als_proto::payload::{PeerFields, PeerLimits};
 use als_proto::pb::PeerChunk;
@@ -297,21 +296,8 @@ impl Job {
         };
         // Older steps' rows are of no use any more.
         self.inbox.retain(|b| b.step > step);
-        let union = &self.side(fixed.other()).union;
         for (id, run) in &runs {
-            let block = &self.side(fixed).blocks[id];
-            let (own_f, own_b) = block.latest();
-            for p in run.clone() {
-                let r = (union[p] as u64 - block.row_start) as usize;
-                let row = &mut inbox.factors[p * k..(p + 1) * k];
-                row.copy_from_slice(&own_f[r * k..(r + 1) * k]);
-                if !all_finite(row) || (biased && !own_b[r].is_finite()) {
-                    return invalid(format!("own block {id} has a non-finite row"));
-                }
-                if biased {
-                    inbox.bias[p] = own_b[r];
-                }
-            }
+            self.copy_own_rows(fixed, *id, run.clone(), &mut inbox.factors, &mut inbox.bias)?;
         }
         self.install_fixed(FixedFactors {
             side: fixed,
