@@ -13,10 +13,11 @@
 //! fails its calls in flight and every later one as a dropped connection
 //! would (`UNAVAILABLE`), so the fault tests see what a crash looks like.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tonic::body::Body;
@@ -66,6 +67,9 @@ impl Service<http::Request<Body>> for Transport {
 pub struct InProcess {
     routes: Routes,
     killed: tokio::sync::watch::Receiver<bool>,
+    /// What the worker lets other workers of this process hand it straight,
+    /// with no encoding (its type is the worker's business).
+    direct: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 /// The owner's side of an [`InProcess`] worker: kills it.
@@ -85,7 +89,27 @@ fn lost() -> Status {
 impl InProcess {
     pub fn new(routes: Routes) -> (InProcess, KillSwitch) {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        (InProcess { routes, killed: rx }, KillSwitch(tx))
+        (
+            InProcess {
+                routes,
+                killed: rx,
+                direct: None,
+            },
+            KillSwitch(tx),
+        )
+    }
+
+    /// The worker also takes `direct` from its peers in this process,
+    /// without encoding. Only code in this process can reach it (through
+    /// [`lookup`]), so no token is asked: whatever arrives is still checked.
+    pub fn with_direct(mut self, direct: Arc<dyn Any + Send + Sync>) -> InProcess {
+        self.direct = Some(direct);
+        self
+    }
+
+    /// See [`InProcess::with_direct`].
+    pub fn direct(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+        self.direct.clone()
     }
 
     fn call(&self, req: http::Request<Body>) -> BoxFuture<Result<http::Response<Body>, BoxError>> {

@@ -6,6 +6,7 @@
 //! limits the job declared. Nothing here panics on bad input.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use als_core::side::Side;
@@ -191,8 +192,8 @@ pub struct Job {
     fixed: Option<FixedFactors>,
     /// Per side (users, items): where this worker's solved rows go (peer exchange).
     routes: [Option<Routes>; 2],
-    /// Rows peers sent for the coming steps (at most two).
-    inbox: Vec<Inbox>,
+    /// Rows peers send for the coming steps, reachable while the job solves.
+    mailbox: SharedMailbox,
     pub last_activity: Instant,
     /// Bytes this job may hold: its blocks, the pushed factors and what one
     /// request needs on top (decoded copies, answers).
@@ -202,7 +203,7 @@ pub struct Job {
 mod evaluate;
 mod exchange;
 pub use evaluate::{EvalBlock, EvalInput, MAX_TOP_K};
-pub use exchange::{Inbox, PeerRows, Routes};
+pub use exchange::{block_messages, lock as lock_mailbox, Mailbox, PeerPlan, PeerRows, Routes, SharedMailbox};
 
 impl Job {
     pub fn new(id: String, params: SolveParams, n_users: u64, n_items: u64) -> Result<Job, JobError> {
@@ -212,6 +213,8 @@ impl Job {
         if n_users == 0 || n_items == 0 || n_users > u32::MAX as u64 || n_items > u32::MAX as u64 {
             return invalid(format!("sizes out of range: {n_users} users, {n_items} items"));
         }
+        let biased = matches!(params.feedback, Feedback::Explicit { biased: true, .. });
+        let mailbox = Arc::new(Mutex::new(Mailbox::new(id.clone(), params.factors, biased)));
         Ok(Job {
             id,
             params,
@@ -221,14 +224,19 @@ impl Job {
             items: SideBlocks::default(),
             fixed: None,
             routes: [None, None],
-            inbox: Vec::new(),
+            mailbox,
             last_activity: Instant::now(),
             memory_budget: default_memory_budget(),
         })
     }
 
-    /// Bytes the job holds now (blocks of both sides and the pushed factors).
+    /// Bytes the job holds now (blocks of both sides, the pushed factors and the peers' rows).
     pub fn held_bytes(&self) -> u64 {
+        self.held_bytes_but_mailbox() + exchange::lock(&self.mailbox).bytes()
+    }
+
+    /// [`Job::held_bytes`] but for the mailbox, which checks its own share.
+    fn held_bytes_but_mailbox(&self) -> u64 {
         let block = |b: &Block| {
             let words = b.columns.len() + b.union_columns.len() + b.values.len() + b.needed.len() + 2 * (b.factors.len() + b.bias.len());
             let test = b.test.columns.len() + b.test.values.len() + 2 * b.test.indptr.len();
@@ -242,7 +250,7 @@ impl Job {
             .flat_map(|r| &r.peers)
             .map(|(a, rows)| (a.len() + 4 * rows.len()) as u64)
             .sum();
-        sides + self.fixed_bytes() + routes + self.inbox.iter().map(Inbox::bytes).sum::<u64>()
+        sides + self.fixed_bytes() + routes
     }
 
     /// Bytes of the pushed fixed factors held for the coming solve.
@@ -416,7 +424,7 @@ impl Job {
         );
         s.rebuild_union();
         // Peer rows are laid out over the old union.
-        self.inbox.clear();
+        self.refresh_mailbox(true);
         Ok(())
     }
 
@@ -463,7 +471,7 @@ impl Job {
             s.blocks.remove(b);
         }
         s.rebuild_union();
-        self.inbox.clear();
+        self.refresh_mailbox(true);
     }
 
     /// Rows of the `fixed` side this worker needs (the solving side's union).
@@ -611,6 +619,7 @@ impl Job {
             _ => return invalid(format!("gramian: implicit feedback needs {} finite values, explicit none", k * k)),
         }
         self.fixed = Some(f);
+        self.refresh_mailbox(false);
         Ok(())
     }
 
@@ -708,9 +717,10 @@ impl Job {
         // The lowest failing block's error, as the block-by-block loop reported.
         let n = results.len();
         results.into_iter().collect::<Result<Vec<()>, _>>()?;
-        // The fixed side is dropped: a half is only ever solved again after a
-        // new push, and the next step's rows may be arriving meanwhile.
-        drop(fixed);
+        // The fixed side is done with: a half is only ever solved again after
+        // a new push. Its buffers take the side's next rows from peers.
+        exchange::lock(&self.mailbox).recycle(fixed.side, fixed.factors, fixed.bias);
+        self.refresh_mailbox(false);
         Ok(n)
     }
 

@@ -11,10 +11,11 @@
 pub(crate) mod auth;
 /// Public for the fuzz tests, which drive a job's validation directly.
 pub mod job;
+pub(crate) mod peer_intake;
 pub(crate) mod peers;
 pub mod probe;
 pub(crate) mod server;
 pub(crate) mod service;
 
 pub use auth::resolve_token;
-pub use server::{routes, serve, ServeOptions};
+pub use server::{local_routes, routes, serve, ServeOptions};

@@ -7,10 +7,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use als_net::client::{connect, ClientOptions, WorkerHandle};
+use als_net::transport;
 use als_proto::pb::PeerChunk;
 use prost::Message;
 use tokio::sync::Mutex;
 use tonic::Status;
+
+use crate::peer_intake::{hand_over, slot_of};
 
 pub struct Peers {
     /// How to reach a peer; `None` where this worker cannot (it serves TLS
@@ -49,36 +52,40 @@ impl Peers {
         Ok(h)
     }
 
-    /// Send each peer its messages, all peers at once; the bytes sent. A
-    /// peer that cannot take them fails the whole send, and its connection
-    /// is dropped so the next send connects afresh.
-    pub async fn send_all(&self, msgs: Vec<(String, Vec<PeerChunk>)>, timeout: Duration) -> Result<u64, Status> {
-        let sends = msgs.into_iter().map(|(addr, chunks)| async move {
-            let bytes: u64 = chunks.iter().map(|c| c.encoded_len() as u64).sum();
-            let bound = timeout + Duration::from_secs(bytes / SLOWEST_BYTES_PER_SECOND);
-            let work = async {
-                let mut h = self.client(&addr).await?;
-                h.client.peer_rows(tokio_stream::iter(chunks)).await.map(|_| ())
-            };
-            let res = match tokio::time::timeout(bound, work).await {
-                Ok(r) => r,
-                Err(_) => Err(Status::deadline_exceeded(format!("no answer within {bound:?}"))),
-            };
-            match res {
-                Ok(()) => Ok(bytes),
-                Err(s) => {
-                    self.conns.lock().await.remove(&addr);
-                    Err(match als_proto::fault::fault_of(&s) {
-                        // The peer refused the rows as malformed: a bug, as with any protocol breach.
-                        als_proto::fault::Fault::Protocol => {
-                            Status::invalid_argument(format!("peer {addr} refused our rows: {}", s.message()))
-                        }
-                        _ => als_proto::fault::peer_unreachable(format!("peer {addr}: {}", s.message())),
-                    })
-                }
+    /// Send a peer its messages within `timeout` plus the time the bytes
+    /// take at a slow link; the bytes sent. A peer that cannot take them
+    /// fails the send, and its connection is dropped so the next send
+    /// connects afresh.
+    pub async fn send(&self, addr: &str, chunks: Vec<PeerChunk>, timeout: Duration) -> Result<u64, Status> {
+        let bytes: u64 = chunks.iter().map(|c| c.encoded_len() as u64).sum();
+        let bound = timeout + Duration::from_secs(bytes / SLOWEST_BYTES_PER_SECOND);
+        // A worker of this process (not killed): handed over, not encoded.
+        if let Some(slot) = transport::lookup(addr).and_then(|w| w.direct()).and_then(slot_of) {
+            return hand_over(&slot, chunks).map(|()| bytes).map_err(|s| refused_or_lost(addr, s));
+        }
+        let work = async {
+            let mut h = self.client(addr).await?;
+            h.client.peer_rows(tokio_stream::iter(chunks)).await.map(|_| ())
+        };
+        let res = match tokio::time::timeout(bound, work).await {
+            Ok(r) => r,
+            Err(_) => Err(Status::deadline_exceeded(format!("no answer within {bound:?}"))),
+        };
+        match res {
+            Ok(()) => Ok(bytes),
+            Err(s) => {
+                self.conns.lock().await.remove(addr);
+                Err(refused_or_lost(addr, s))
             }
-        });
-        let sent = futures::future::join_all(sends).await;
-        sent.into_iter().sum()
+        }
+    }
+}
+
+/// A failed send as the sender's solve reports it.
+fn refused_or_lost(addr: &str, s: Status) -> Status {
+    match als_proto::fault::fault_of(&s) {
+        // The peer refused the rows as malformed: a bug, as with any protocol breach.
+        als_proto::fault::Fault::Protocol => Status::invalid_argument(format!("peer {addr} refused our rows: {}", s.message())),
+        _ => als_proto::fault::peer_unreachable(format!("peer {addr}: {}", s.message())),
     }
 }

@@ -63,17 +63,23 @@ pub async fn serve(listener: TcpListener, opts: ServeOptions, shutdown: impl Fut
 /// message limits. [`serve`] puts it behind HTTP/2; `--local` workers are
 /// called through it in the coordinator's process.
 pub async fn routes(opts: &ServeOptions) -> tonic::service::Routes {
+    local_routes(opts).await.0
+}
+
+/// [`routes`], with what a worker of the same process may hand this one
+/// directly, for [`als_net::transport::InProcess::with_direct`]: peers' rows,
+/// checked as the `PeerRows` call checks them, without their encoding.
+pub async fn local_routes(opts: &ServeOptions) -> (tonic::service::Routes, std::sync::Arc<dyn std::any::Any + Send + Sync>) {
     let (reporter, health) = tonic_health::server::health_reporter();
     let check = TokenCheck::new(opts.token.clone());
-    let svc = WorkerServer::with_interceptor(
-        WorkerService::new(opts.threads, opts.idle_timeout, opts.memory_budget, Peers::new(opts.peer_options())),
-        move |req: tonic::Request<()>| {
-            check.check(&req)?;
-            Ok(req)
-        },
-    );
+    let service = WorkerService::new(opts.threads, opts.idle_timeout, opts.memory_budget, Peers::new(opts.peer_options()));
+    let direct = service.mailbox_slot();
+    let svc = WorkerServer::with_interceptor(service, move |req: tonic::Request<()>| {
+        check.check(&req)?;
+        Ok(req)
+    });
     reporter.set_serving::<WorkerServer<WorkerService>>().await;
-    tonic::service::Routes::new(health).add_service(svc)
+    (tonic::service::Routes::new(health).add_service(svc), direct)
 }
 
 async fn serve_incoming<IO>(

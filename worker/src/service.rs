@@ -4,7 +4,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use als_core::solve::lower_triangle;
+use als_core::side::Side;
+use als_core::solve::{lower_triangle, TermsWanted};
 use als_proto::codec::{pieces_vec, Field};
 use als_proto::payload::{Assembler, Bulk, EvalResultFields, RouteLimits, SolvedFields};
 use als_proto::pb::worker_server::Worker;
@@ -19,7 +20,8 @@ use futures::{Stream, StreamExt};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::job::{BlockData, EvalInput, Job, JobError, PeerRows, PushedRows, SolvedBlock};
+use crate::job::{block_messages, BlockData, EvalInput, Job, JobError, PeerPlan, PushedRows, SolvedBlock};
+use crate::peer_intake::{Intake, MailboxSlot};
 use crate::peers::Peers;
 
 /// Capabilities this build offers (checked in the handshake).
@@ -46,6 +48,8 @@ pub struct WorkerService {
     memory_budget: u64,
     /// Connections to the peers this worker sends solved rows to.
     peers: Arc<Peers>,
+    /// The active job's mailbox, for peers' rows to reach while the job solves.
+    mailbox: Arc<MailboxSlot>,
 }
 
 impl WorkerService {
@@ -56,11 +60,17 @@ impl WorkerService {
             idle_timeout,
             memory_budget,
             peers: Arc::new(peers),
+            mailbox: Arc::default(),
         }
+    }
+
+    /// Where peers' rows go, for workers of this process to hand them over directly.
+    pub fn mailbox_slot(&self) -> Arc<MailboxSlot> {
+        self.mailbox.clone()
     }
 }
 
-fn status(e: JobError) -> Status {
+pub(crate) fn status(e: JobError) -> Status {
     match e {
         JobError::Invalid(m) => Status::invalid_argument(m),
         JobError::NotReady(m) => Status::failed_precondition(m),
@@ -122,6 +132,27 @@ async fn gather_pieces<M: Bulk + Send + 'static>(
 }
 
 type SolveStream = Pin<Box<dyn Stream<Item = Result<SolvedChunk, Status>> + Send>>;
+
+/// One half on the job: lay out the fixed side from peers' rows if asked,
+/// solve, and hand each solved block to `on_block` with the routes its rows
+/// take (none without exchange). The blocks solved.
+fn solve_and_send(
+    j: &mut Job,
+    r: &SolveRequest,
+    side: Side,
+    terms: Option<TermsWanted>,
+    gram: Option<Vec<f64>>,
+    on_block: impl Fn(&SolvedBlock, Option<&PeerPlan>) + Sync,
+) -> Result<usize, JobError> {
+    if r.fixed_from_peers {
+        j.set_fixed_from_peers(side.other(), r.step, gram)?;
+    }
+    let plan = match r.exchange {
+        true => j.peer_plan(side, r.routes_epoch, r.routes_peers)?,
+        false => None,
+    };
+    j.solve(side, r.step, terms, &|b| on_block(b, plan.as_ref()))
+}
 
 /// One solved block as its messages (header on the first), with its rows or without.
 fn solved_chunks(b: &SolvedBlock, k: usize, rows: bool) -> Vec<SolvedChunk> {
@@ -187,6 +218,7 @@ impl Worker for WorkerService {
         let mut job = Job::new(r.job_id.clone(), params, r.n_users, r.n_items).map_err(status)?;
         job.memory_budget = self.memory_budget;
         tracing::info!(job = %r.job_id, factors = params.factors, users = r.n_users, items = r.n_items, "job started");
+        self.mailbox.set(Some(job.mailbox()));
         *slot = Some(job);
         Ok(Response::new(StartJobResponse {}))
     }
@@ -304,40 +336,51 @@ impl Worker for WorkerService {
         let job_id = r.job_id.clone();
         let peers = self.peers.clone();
         let rt = tokio::runtime::Handle::current();
+        let peer_timeout = Duration::from_millis(r.peer_timeout_ms.max(1000) as u64);
         // Each block's chunks go out as one batch the moment it is solved, so
-        // a block's chunks stay together and the transfer overlaps the solve.
+        // a block's chunks stay together and the transfer overlaps the solve;
+        // so do its rows to the peers that need them.
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Result<SolvedChunk, Status>>>();
         // CPU-bound: off the async runtime, onto the rayon pool via a blocking thread.
         tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
-            let send_block = |b: &SolvedBlock| {
-                let _ = tx.send(solved_chunks(b, k, r.rows_back).into_iter().map(Ok).collect());
-            };
+            let sends = std::sync::Mutex::new(Vec::new());
             let solved = {
                 let mut slot = job.blocking_lock();
                 active(&mut slot, &job_id).and_then(|j| {
-                    let out = (|| {
-                        if r.fixed_from_peers {
-                            j.set_fixed_from_peers(side.other(), r.step, gram)?;
+                    let out = solve_and_send(j, &r, side, terms, gram, |b, plan| {
+                        let _ = tx.send(solved_chunks(b, k, r.rows_back).into_iter().map(Ok).collect());
+                        let Some(plan) = plan else { return };
+                        for (addr, chunks) in block_messages(&job_id, plan, r.step + 1, k, b) {
+                            let peers = peers.clone();
+                            let sent = rt.spawn(async move { peers.send(&addr, chunks, peer_timeout).await });
+                            sends.lock().unwrap_or_else(|p| p.into_inner()).push(sent);
                         }
-                        let n = j.solve(side, r.step, terms, &send_block)?;
-                        // The messages are built under the lock, sent after it is
-                        // released: a peer sending here meanwhile must get in.
-                        let msgs = match r.exchange {
-                            true => j.peer_messages(side, r.step + 1, r.routes_epoch, r.routes_peers)?,
-                            false => Vec::new(),
-                        };
-                        Ok((n, msgs))
-                    })()
+                    })
                     .map_err(status);
                     j.last_activity = Instant::now();
                     out
                 })
             };
             let compute_seconds = t0.elapsed().as_secs_f64();
-            let sent = solved.and_then(|(blocks, msgs)| {
-                let timeout = Duration::from_millis(r.peer_timeout_ms.max(1000) as u64);
-                let bytes = rt.block_on(peers.send_all(msgs, timeout))?;
+            // The rows must have reached the peers before the half is answered
+            // (the coordinator's barrier covers the exchange); every send is
+            // waited for, the first failure told.
+            let sends = sends.into_inner().unwrap_or_else(|p| p.into_inner());
+            let sent = solved.and_then(|blocks| {
+                let bytes = rt.block_on(async {
+                    let mut bytes = Ok(0u64);
+                    for s in sends {
+                        let one = s
+                            .await
+                            .unwrap_or_else(|e| Err(Status::internal(format!("a peer send failed: {e}"))));
+                        bytes = match (bytes, one) {
+                            (Ok(total), Ok(b)) => Ok(total + b),
+                            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+                        };
+                    }
+                    bytes
+                })?;
                 Ok((blocks, bytes))
             });
             // The end of the stream: the lowest failing block's error, or the summary.
@@ -409,34 +452,11 @@ impl Worker for WorkerService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty peer stream"))?;
-        let side = side_from_pb(first.side).map_err(Status::invalid_argument)?;
-        let limits = {
-            let mut slot = self.job.lock().await;
-            let job = active(&mut slot, &first.job_id)?;
-            job.peer_limits(side, first.step, first.n_rows).map_err(status)?
-        };
-        let belongs = |c: &PeerChunk| {
-            c.job_id == first.job_id && c.side == first.side && c.step == first.step && c.epoch == first.epoch && c.n_rows == 0
-        };
-        let p = gather_pieces(&first, &mut stream, &limits, belongs, "peer").await?.into_pieces();
-        let rows = pieces_vec::<u32>("rows", &p.rows).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if rows.len() != first.n_rows as usize {
-            return Err(Status::invalid_argument(format!(
-                "{} peer rows sent, header says {}",
-                rows.len(),
-                first.n_rows
-            )));
-        }
-        let rows = PeerRows {
-            side,
-            step: first.step,
-            epoch: first.epoch,
-            rows,
-            factors: p.factors,
-            bias: p.bias,
-        };
-        let mut slot = self.job.lock().await;
-        active(&mut slot, &first.job_id)?.add_peer_rows(rows).map_err(status)?;
+        // Into the job's mailbox, not the job: the job is held by the solve this worker may be running.
+        let intake = Intake::open(&self.mailbox, first)?;
+        let first = intake.first().clone();
+        let p = gather_pieces(&first, &mut stream, &intake.limits, |c| intake.belongs(c), "peer").await?;
+        intake.finish(p.into_pieces())?;
         Ok(Response::new(PeerRowsResponse {}))
     }
 
@@ -512,6 +532,7 @@ impl Worker for WorkerService {
         let mut slot = self.job.lock().await;
         active(&mut slot, &r.job_id)?;
         *slot = None;
+        self.mailbox.set(None);
         tracing::info!(job = %r.job_id, "job ended");
         Ok(Response::new(EndJobResponse {}))
     }

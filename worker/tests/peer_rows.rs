@@ -6,6 +6,7 @@
 mod common;
 
 use als_core::side::Side;
+use als_core::solve::SolveParams;
 use als_proto::codec::{f32_bytes, Bytes};
 use als_worker::job::{FixedFactors, Job, JobError, PeerRows};
 use common::{gram, job_with_solved_items, params, rated, ITEMS};
@@ -21,8 +22,13 @@ fn other_row(i: u32, k: usize) -> Vec<f32> {
 }
 
 fn peer(rows: &[u32], k: usize, biased: bool, step: u64) -> PeerRows {
-    let factors: Vec<f32> = rows.iter().flat_map(|&i| other_row(i, k)).collect();
-    let bias: Vec<f32> = rows.iter().map(|&i| -0.1 * i as f32).collect();
+    peer_scaled(rows, k, biased, step, 1.0)
+}
+
+/// [`peer`] with every value times `scale`.
+fn peer_scaled(rows: &[u32], k: usize, biased: bool, step: u64, scale: f32) -> PeerRows {
+    let factors: Vec<f32> = rows.iter().flat_map(|&i| other_row(i, k)).map(|v| v * scale).collect();
+    let bias: Vec<f32> = rows.iter().map(|&i| -0.1 * i as f32 * scale).collect();
     PeerRows {
         side: Side::Items,
         step,
@@ -34,46 +40,123 @@ fn peer(rows: &[u32], k: usize, biased: bool, step: u64) -> PeerRows {
 }
 
 fn solve_users(job: &mut Job) -> Vec<f32> {
-    let out = std::sync::Mutex::new(Vec::new());
-    job.solve(Side::Users, 2, None, &|b| out.lock().unwrap().extend_from_slice(b.factors))
-        .unwrap();
+    solve_at(job, Side::Users, 2).0
+}
+
+/// Solve `side` at `step`; the rows of every block, and of item block 1 with its bias.
+fn solve_at(job: &mut Job, side: Side, step: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let out = std::sync::Mutex::new((Vec::new(), Vec::new(), Vec::new()));
+    job.solve(side, step, None, &|b| {
+        let mut o = out.lock().unwrap();
+        o.0.extend_from_slice(b.factors);
+        if side == Side::Items && b.block == 1 {
+            o.1.extend_from_slice(b.factors);
+            o.2.extend_from_slice(b.bias);
+        }
+    })
+    .unwrap();
     out.into_inner().unwrap()
+}
+
+/// The needed item rows as a full push would lay them: item block 1's
+/// (items 3..5) from `own`, the others from a peer, times `scale`.
+fn full_items(k: usize, biased: bool, own: (&[f32], &[f32]), scale: f32) -> (Vec<f32>, Vec<f32>) {
+    let is_own = |i: u32| (3..5).contains(&i);
+    let needed = needed_items();
+    let factors = needed
+        .iter()
+        .flat_map(|&i| match is_own(i) {
+            true => own.0[(i as usize - 3) * k..(i as usize - 2) * k].to_vec(),
+            false => other_row(i, k).into_iter().map(|v| v * scale).collect(),
+        })
+        .collect();
+    let bias = match biased {
+        true => needed
+            .iter()
+            .map(|&i| {
+                if is_own(i) {
+                    own.1[i as usize - 3]
+                } else {
+                    -0.1 * i as f32 * scale
+                }
+            })
+            .collect(),
+        false => Vec::new(),
+    };
+    (factors, bias)
+}
+
+/// Push items `(factors, bias)` to `job` for `step`.
+fn push_items(job: &mut Job, step: u64, (factors, bias): (Vec<f32>, Vec<f32>), p: &SolveParams) {
+    job.set_fixed(FixedFactors {
+        side: Side::Items,
+        step,
+        factors,
+        bias,
+        gram: gram(p),
+    })
+    .unwrap();
+}
+
+/// Two jobs with item block 1 solved at step 1: one pushed every needed
+/// item for step 2, one with a route for its own items, to take the rest from peers.
+fn two_jobs_at_step_2(implicit: bool) -> (SolveParams, Job, Job) {
+    let p = params(implicit);
+    let (mut pushed_job, solved, solved_bias) = job_with_solved_items(p, false);
+    let (mut peer_job, _, _) = job_with_solved_items(p, false);
+    peer_job.set_route(Side::Items, 1, "peer-a".into(), vec![3, 4]).unwrap();
+    push_items(
+        &mut pushed_job,
+        2,
+        full_items(p.factors, !implicit, (&solved, &solved_bias), 1.0),
+        &p,
+    );
+    (p, pushed_job, peer_job)
+}
+
+/// A fixed side's buffers, done with, take that side's next rows from peers:
+/// what a step before left in them never reaches a solve.
+#[test]
+fn rows_from_peers_into_a_used_buffer_solve_as_a_full_push() {
+    for implicit in [false, true] {
+        let (p, mut pushed_job, mut peer_job) = two_jobs_at_step_2(implicit);
+        let (k, biased) = (p.factors, !implicit);
+        let others: Vec<u32> = needed_items().into_iter().filter(|i| !(3..5).contains(i)).collect();
+        // Step 2: items from peers (the first use of an inbox) and from a full push.
+        peer_job.add_peer_rows(peer_scaled(&others, k, biased, 2, 1.0)).unwrap();
+        peer_job.set_fixed_from_peers(Side::Items, 2, gram(&p)).unwrap();
+        assert_eq!(solve_at(&mut peer_job, Side::Users, 2), solve_at(&mut pushed_job, Side::Users, 2));
+        // Step 3: the same users pushed to both; the items solved again.
+        let n = pushed_job.needed_fixed_rows(Side::Users);
+        let users = |job: &mut Job| {
+            job.set_fixed(FixedFactors {
+                side: Side::Users,
+                step: 3,
+                factors: (0..n * k).map(|x| 0.03 * (x % 13) as f32 - 0.1).collect(),
+                bias: if biased { vec![-0.05; n] } else { Vec::new() },
+                gram: gram(&p),
+            })
+            .unwrap();
+            solve_at(job, Side::Items, 3)
+        };
+        let (_, own, own_bias) = users(&mut pushed_job);
+        assert_eq!(users(&mut peer_job).1, own);
+        // Step 4: other values from the peer, into the buffer step 2's items left.
+        push_items(&mut pushed_job, 4, full_items(k, biased, (&own, &own_bias), -2.5), &p);
+        peer_job.add_peer_rows(peer_scaled(&others, k, biased, 4, -2.5)).unwrap();
+        peer_job.set_fixed_from_peers(Side::Items, 4, gram(&p)).unwrap();
+        let want = solve_at(&mut pushed_job, Side::Users, 4);
+        assert_eq!(solve_at(&mut peer_job, Side::Users, 4), want, "implicit={implicit}");
+    }
 }
 
 #[test]
 fn rows_from_peers_solve_as_a_full_push() {
     for implicit in [false, true] {
-        let p = params(implicit);
-        let (k, biased) = (p.factors, !implicit);
         // Item block 1 (items 3..5) is this worker's own; the other needed items come from two peers.
-        let (mut pushed_job, solved, solved_bias) = job_with_solved_items(p, false);
-        let (mut peer_job, _, _) = job_with_solved_items(p, false);
-        peer_job.set_route(Side::Items, 1, "peer-a".into(), vec![3, 4]).unwrap();
+        let (p, mut pushed_job, mut peer_job) = two_jobs_at_step_2(implicit);
+        let (k, biased) = (p.factors, !implicit);
         let needed = needed_items();
-        let own = |i: u32| (3..5).contains(&i);
-        let full: Vec<f32> = needed
-            .iter()
-            .flat_map(|&i| match own(i) {
-                true => solved[(i as usize - 3) * k..(i as usize - 2) * k].to_vec(),
-                false => other_row(i, k),
-            })
-            .collect();
-        let full_bias: Vec<f32> = match biased {
-            true => needed
-                .iter()
-                .map(|&i| if own(i) { solved_bias[i as usize - 3] } else { -0.1 * i as f32 })
-                .collect(),
-            false => Vec::new(),
-        };
-        pushed_job
-            .set_fixed(FixedFactors {
-                side: Side::Items,
-                step: 2,
-                factors: full,
-                bias: full_bias,
-                gram: gram(&p),
-            })
-            .unwrap();
         let want = solve_users(&mut pushed_job);
 
         let low: Vec<u32> = needed.iter().copied().filter(|&i| i < 3).collect();

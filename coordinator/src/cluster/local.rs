@@ -57,8 +57,10 @@ impl LocalWorkers {
             memory_budget: als_worker::job::default_memory_budget(),
             peer_tls: None,
         };
-        let (worker, switch) = InProcess::new(als_worker::routes(&opts).await);
-        transport::register(&self.addrs[i], worker);
+        // Its peers in this process hand it their rows without encoding them.
+        let (routes, direct) = als_worker::local_routes(&opts).await;
+        let (worker, switch) = InProcess::new(routes);
+        transport::register(&self.addrs[i], worker.with_direct(direct));
         self.switches[i] = Some(switch);
     }
 

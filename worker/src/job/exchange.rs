@@ -14,7 +14,9 @@ use als_proto::pb::PeerChunk;
 use als_proto::spec::side_to_pb;
 use als_proto::CHUNK_BYTES;
 
-use super::{bad_push, invalid, FixedFactors, Job, JobError};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{bad_push, invalid, FixedFactors, Job, JobError, SolvedBlock};
 
 /// Where the solved rows of one side go: every peer's rows under one epoch.
 #[derive(Debug, Default)]
@@ -37,19 +39,8 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    fn empty(side: Side, step: u64, rows: usize, k: usize, biased: bool) -> Inbox {
-        Inbox {
-            side,
-            step,
-            factors: vec![0.0; rows * k],
-            bias: vec![0.0; if biased { rows } else { 0 }],
-            got: vec![false; rows],
-            n_got: 0,
-        }
-    }
-
     pub fn bytes(&self) -> u64 {
-        (4 * (self.factors.len() + self.bias.len()) + self.got.len()) as u64
+        (4 * (self.factors.capacity() + self.bias.capacity()) + self.got.len()) as u64
     }
 }
 
@@ -62,6 +53,243 @@ pub struct PeerRows {
     pub rows: Vec<u32>,
     pub factors: Vec<Bytes>,
     pub bias: Vec<Bytes>,
+}
+
+/// Where rows of one side sent by peers go: the union of this worker's
+/// needed rows of that side, and the positions its own blocks fill.
+#[derive(Debug, Default)]
+struct Layout {
+    union: Vec<u32>,
+    /// Ascending, disjoint.
+    own: Vec<std::ops::Range<usize>>,
+}
+
+/// The rows peers send this worker, taken apart from the job so they can
+/// arrive while the job solves (the solve holds the job for its whole
+/// length): each is checked and laid out as it comes. Shared between the job
+/// and the service's `PeerRows` handler.
+#[derive(Debug)]
+pub struct Mailbox {
+    job_id: String,
+    k: usize,
+    biased: bool,
+    /// The routes' epoch rows must be sent on; none before the first route.
+    epoch: Option<u64>,
+    /// Per side of the rows sent (users, items).
+    layouts: [Layout; 2],
+    /// Bytes of the job's budget left for the mailbox, as of the job's last change.
+    room: u64,
+    /// Rows for the coming steps, at most two.
+    held: Vec<Inbox>,
+    /// Per side: the buffers of the last fixed side of that side, for the
+    /// next inbox of the side (the same size while the blocks stay), so that
+    /// every half does not allocate, zero and fault in a fresh one.
+    spare: [Option<(Vec<f32>, Vec<f32>)>; 2],
+}
+
+pub type SharedMailbox = Arc<Mutex<Mailbox>>;
+
+/// The mailbox, usable even if a thread panicked while holding it (every
+/// method leaves it consistent before anything can panic).
+pub fn lock(m: &SharedMailbox) -> MutexGuard<'_, Mailbox> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Mailbox {
+    pub fn new(job_id: String, k: usize, biased: bool) -> Mailbox {
+        Mailbox {
+            job_id,
+            k,
+            biased,
+            epoch: None,
+            layouts: Default::default(),
+            room: 0,
+            held: Vec::new(),
+            spare: [None, None],
+        }
+    }
+
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
+    /// Bytes held: the inboxes and the spare buffers.
+    pub fn bytes(&self) -> u64 {
+        let spare: usize = self.spare.iter().flatten().map(|(f, b)| f.capacity() + b.capacity()).sum();
+        self.held.iter().map(Inbox::bytes).sum::<u64>() + 4 * spare as u64
+    }
+
+    /// Rows sent before now are void: the blocks or the routes changed.
+    fn clear(&mut self) {
+        self.held.clear();
+        self.spare = [None, None];
+    }
+
+    /// A fixed side's buffers, done with, for the next inbox of its side.
+    pub fn recycle(&mut self, side: Side, factors: Vec<f32>, bias: Vec<f32>) {
+        self.spare[side_slot(side)] = Some((factors, bias));
+    }
+
+    fn new_inbox(&mut self, side: Side, step: u64) -> Inbox {
+        let rows = self.layouts[side_slot(side)].union.len();
+        let (mut factors, mut bias) = self.spare[side_slot(side)].take().unwrap_or_default();
+        // Stale values are harmless: every position is written once before
+        // the inbox is used (its rows are counted), by a peer or from an own block.
+        factors.resize(rows * self.k, 0.0);
+        bias.resize(if self.biased { rows } else { 0 }, 0.0);
+        Inbox {
+            side,
+            step,
+            factors,
+            bias,
+            got: vec![false; rows],
+            n_got: 0,
+        }
+    }
+
+    /// Byte limits of a peer's rows of `side`, from its header: at most this
+    /// worker's needed rows of that side.
+    pub fn limits(&self, side: Side, step: u64, n_rows: u32) -> Result<PeerLimits, JobError> {
+        let union = self.layouts[side_slot(side)].union.len();
+        if n_rows as usize > union {
+            return invalid(format!(
+                "a peer sent {n_rows} rows of {}; this worker's blocks need {union}",
+                side.name()
+            ));
+        }
+        let k = self.k as u64;
+        let n = n_rows as u64;
+        let bias = if self.biased { 4 * n } else { 0 };
+        let inbox = if self.held.iter().any(|b| b.step == step) {
+            0
+        } else {
+            union as u64 * (4 * k + 5)
+        };
+        let incoming = 2 * (4 * n + 4 * k * n + bias) + inbox;
+        let held = self.bytes();
+        if held.saturating_add(incoming) > self.room {
+            return Err(JobError::OverBudget(format!(
+                "{n_rows} rows from a peer need {incoming} bytes, but this worker's memory budget (--max-memory) has {} left",
+                self.room.saturating_sub(held)
+            )));
+        }
+        Ok(PeerLimits {
+            rows: 4 * n,
+            factors: 4 * k * n,
+            bias,
+        })
+    }
+
+    /// Take rows from a peer: each must be needed here, outside this worker's
+    /// own blocks, and not sent before for the step; values finite.
+    pub fn add(&mut self, p: PeerRows) -> Result<(), JobError> {
+        let k = self.k;
+        if self.epoch != Some(p.epoch) {
+            // Sent in an attempt the coordinator gave up on, or before this worker's routes came.
+            return Err(JobError::NotReady(format!(
+                "peer rows of route epoch {}, this worker is at {}",
+                p.epoch,
+                self.epoch.map_or("none".into(), |e| e.to_string())
+            )));
+        }
+        if p.rows.windows(2).any(|w| w[0] >= w[1]) {
+            return invalid("peer rows must be ascending and distinct");
+        }
+        // A fast peer may send the rows of the next step before this worker
+        // started the solve of this one: two steps are held, never more
+        // (the next-but-one needs this worker's own solve first).
+        let newest = self.held.iter().map(|b| b.step).max().unwrap_or(0);
+        if p.step + 1 < newest {
+            return invalid(format!("peer rows for step {} after step {newest}", p.step));
+        }
+        let at_step = match self.held.iter().position(|b| b.step == p.step) {
+            Some(i) if self.held[i].side != p.side => return invalid(format!("peer rows of two sides for step {}", p.step)),
+            Some(i) => i,
+            None => {
+                self.held.retain(|b| b.step + 1 >= p.step);
+                let inbox = self.new_inbox(p.side, p.step);
+                self.held.push(inbox);
+                self.held.len() - 1
+            }
+        };
+        let layout = &self.layouts[side_slot(p.side)];
+        let mut read_f = PieceReader::new("factors", &p.factors);
+        let mut read_b = PieceReader::new("bias", &p.bias);
+        let inbox = &mut self.held[at_step];
+        for &g in &p.rows {
+            let Ok(at) = layout.union.binary_search(&g) else {
+                return invalid(format!("peer row {g} of {} is not needed here", p.side.name()));
+            };
+            let run = layout.own.partition_point(|r| r.end <= at);
+            if layout.own.get(run).is_some_and(|r| r.contains(&at)) {
+                return invalid(format!("peer row {g} of {} belongs to this worker's own block", p.side.name()));
+            }
+            if inbox.got[at] {
+                return invalid(format!("peer row {g} of {} sent twice for step {}", p.side.name(), p.step));
+            }
+            read_f
+                .read_finite_into(&mut inbox.factors[at * k..(at + 1) * k])
+                .map_err(bad_push)?;
+            if self.biased {
+                read_b.read_finite_into(&mut inbox.bias[at..at + 1]).map_err(bad_push)?;
+            }
+            inbox.got[at] = true;
+            inbox.n_got += 1;
+        }
+        read_f.finish().map_err(bad_push)?;
+        read_b.finish().map_err(bad_push)?;
+        Ok(())
+    }
+}
+
+/// The messages carrying one just-solved block's rows to each peer whose
+/// route holds some of them, for step `step` (the route rows that fall in
+/// the block, gathered straight into the messages).
+pub fn block_messages(job_id: &str, plan: &PeerPlan, step: u64, k: usize, b: &SolvedBlock) -> Vec<(String, Vec<PeerChunk>)> {
+    let (lo, hi) = (b.row_start, b.row_start + b.n_rows as u64);
+    let mut out = Vec::new();
+    for (peer, rows) in &plan.peers {
+        let rows = &rows[rows.partition_point(|&g| (g as u64) < lo)..rows.partition_point(|&g| (g as u64) < hi)];
+        if rows.is_empty() {
+            continue;
+        }
+        let row = |i: usize| {
+            let r = (rows[i] as u64 - lo) as usize;
+            &b.factors[r * k..(r + 1) * k]
+        };
+        let bias: Vec<f32> = match b.bias.is_empty() {
+            true => Vec::new(),
+            false => rows.iter().map(|&g| b.bias[(g as u64 - lo) as usize]).collect(),
+        };
+        let fields = PeerFields {
+            rows: Field::U32(rows),
+            factors: Field::Rows {
+                n_rows: rows.len(),
+                k,
+                row: &row,
+            },
+            bias: Field::F32(&bias),
+        };
+        let chunks = fields.to_chunks(CHUNK_BYTES, |j| PeerChunk {
+            job_id: job_id.to_owned(),
+            side: side_to_pb(plan.side) as i32,
+            step,
+            epoch: plan.epoch,
+            n_rows: if j == 0 { rows.len() as u32 } else { 0 },
+            ..Default::default()
+        });
+        out.push((peer.clone(), chunks));
+    }
+    out
+}
+
+/// The routes one half's solved rows take: a copy of the side's routes,
+/// for the solve to send each block's rows as soon as it is solved.
+#[derive(Debug, Clone)]
+pub struct PeerPlan {
+    pub side: Side,
+    pub epoch: u64,
+    pub peers: Vec<(String, Vec<u32>)>,
 }
 
 impl Job {
@@ -96,206 +324,115 @@ impl Job {
             }
         }
         let si = side_slot(side);
+        let mut new_epoch = false;
         match &self.routes[si] {
             Some(r) if r.epoch > epoch => return invalid(format!("route epoch {epoch} is older than {}", r.epoch)),
             Some(r) if r.epoch == epoch => {}
             _ => {
                 self.routes[si] = Some(Routes { epoch, peers: Vec::new() });
-                // A new assignment: rows peers sent on the old routes are void.
-                self.inbox.clear();
+                new_epoch = true;
             }
         }
         let routes = self.routes[si].as_mut().expect("set above");
         routes.peers.retain(|(p, _)| *p != peer);
         routes.peers.push((peer, rows));
+        // A new assignment: rows peers sent on the old routes are void.
+        self.refresh_mailbox(new_epoch);
         Ok(())
     }
 
-    /// The messages carrying this worker's just-solved rows of `side` to each
-    /// peer on the routes of `epoch` (which must hold all `n_peers`), for step
-    /// `step`. Built from the latest solve of each block.
-    pub fn peer_messages(&self, side: Side, step: u64, epoch: u64, n_peers: u32) -> Result<Vec<(String, Vec<PeerChunk>)>, JobError> {
+    /// The routes this worker's solved rows of `side` take on `epoch`, which
+    /// must hold all `n_peers`; `None` for a worker alone.
+    pub fn peer_plan(&self, side: Side, epoch: u64, n_peers: u32) -> Result<Option<PeerPlan>, JobError> {
         if n_peers == 0 {
             // A worker alone has nobody to send to.
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        let routes = match &self.routes[side_slot(side)] {
-            Some(r) if r.epoch == epoch && r.peers.len() == n_peers as usize => r,
-            _ => {
-                return Err(JobError::NotReady(format!(
-                    "no complete routes of {} for epoch {epoch} ({n_peers} peers)",
-                    side.name()
-                )))
-            }
-        };
-        let k = self.params.factors;
-        let biased = self.biased();
-        let blocks = &self.side(side).blocks;
-        let mut out = Vec::with_capacity(routes.peers.len());
-        // An empty route sends nothing: the peer needs none of these rows.
-        for (peer, rows) in routes.peers.iter().filter(|(_, rows)| !rows.is_empty()) {
-            let mut factors = Vec::with_capacity(rows.len() * k);
-            let mut bias = Vec::with_capacity(if biased { rows.len() } else { 0 });
-            let mut it = blocks.values().peekable();
-            for &g in rows {
-                let g64 = g as u64;
-                while it.peek().is_some_and(|b| b.row_start + b.n_rows as u64 <= g64) {
-                    it.next();
-                }
-                // Checked when the route was set; blocks only change with a new epoch.
-                let Some(b) = it.peek().filter(|b| b.row_start <= g64) else {
-                    return invalid(format!("route row {g} is no longer held here"));
-                };
-                let (f, bi) = b.latest();
-                let r = (g64 - b.row_start) as usize;
-                factors.extend_from_slice(&f[r * k..(r + 1) * k]);
-                if biased {
-                    bias.push(bi[r]);
-                }
-            }
-            let fields = PeerFields {
-                rows: Field::U32(rows),
-                factors: Field::F32(&factors),
-                bias: Field::F32(&bias),
-            };
-            let chunks = fields.to_chunks(CHUNK_BYTES, |j| PeerChunk {
-                job_id: self.id.clone(),
-                side: side_to_pb(side) as i32,
-                step,
+        match &self.routes[side_slot(side)] {
+            Some(r) if r.epoch == epoch && r.peers.len() == n_peers as usize => Ok(Some(PeerPlan {
+                side,
                 epoch,
-                n_rows: if j == 0 { rows.len() as u32 } else { 0 },
-                ..Default::default()
-            });
-            out.push((peer.clone(), chunks));
-        }
-        Ok(out)
-    }
-
-    /// Byte limits of a peer's rows of `side`, from its header: at most this
-    /// worker's needed rows of that side.
-    pub fn peer_limits(&self, side: Side, step: u64, n_rows: u32) -> Result<PeerLimits, JobError> {
-        let union = self.side(side.other()).union.len();
-        if n_rows as usize > union {
-            return invalid(format!(
-                "a peer sent {n_rows} rows of {}; this worker's blocks need {union}",
+                // An empty route sends nothing: the peer needs none of these rows.
+                peers: r.peers.iter().filter(|(_, rows)| !rows.is_empty()).cloned().collect(),
+            })),
+            _ => Err(JobError::NotReady(format!(
+                "no complete routes of {} for epoch {epoch} ({n_peers} peers)",
                 side.name()
-            ));
+            ))),
         }
-        let k = self.params.factors as u64;
-        let n = n_rows as u64;
-        let bias = if self.biased() { 4 * n } else { 0 };
-        let inbox = if self.inbox.iter().any(|b| b.step == step) {
-            0
-        } else {
-            union as u64 * (4 * k + 5)
-        };
-        self.within_budget(2 * (4 * n + 4 * k * n + bias) + inbox, &format!("{n_rows} rows from a peer"))?;
-        Ok(PeerLimits {
-            rows: 4 * n,
-            factors: 4 * k * n,
-            bias,
-        })
     }
 
-    /// Take rows from a peer: each must be needed here, outside this worker's
-    /// own blocks, and not sent before for the step; values finite.
-    pub fn add_peer_rows(&mut self, p: PeerRows) -> Result<(), JobError> {
-        let k = self.params.factors;
-        let biased = self.biased();
-        let union_len = self.side(p.side.other()).union.len();
+    /// The mailbox peers' rows go to, for the service to reach without the job.
+    pub fn mailbox(&self) -> SharedMailbox {
+        self.mailbox.clone()
+    }
+
+    /// Bring the mailbox up to this job's blocks, routes and budget; `clear`
+    /// voids the rows it holds (they were laid out for other blocks or sent
+    /// on other routes).
+    pub(super) fn refresh_mailbox(&self, clear: bool) {
         let epoch = self.routes.iter().flatten().map(|r| r.epoch).max();
-        if epoch != Some(p.epoch) {
-            // Sent in an attempt the coordinator gave up on, or before this worker's routes came.
-            return Err(JobError::NotReady(format!(
-                "peer rows of route epoch {}, this worker is at {}",
-                p.epoch,
-                epoch.map_or("none".into(), |e| e.to_string())
-            )));
-        }
-        // A fast peer may send the rows of the next step before this worker
-        // started the solve of this one: two steps are held, never more
-        // (the next-but-one needs this worker's own solve first).
-        let newest = self.inbox.iter().map(|b| b.step).max().unwrap_or(0);
-        if p.step + 1 < newest {
-            return invalid(format!("peer rows for step {} after step {newest}", p.step));
-        }
-        let at_step = match self.inbox.iter().position(|b| b.step == p.step) {
-            Some(i) if self.inbox[i].side != p.side => return invalid(format!("peer rows of two sides for step {}", p.step)),
-            Some(i) => i,
-            None => {
-                self.inbox.retain(|b| b.step + 1 >= p.step);
-                self.inbox.push(Inbox::empty(p.side, p.step, union_len, k, biased));
-                self.inbox.len() - 1
+        let layout = |side: Side| {
+            let held: Vec<u32> = self.side(side).blocks.keys().copied().collect();
+            Layout {
+                union: self.side(side.other()).union.clone(),
+                own: self
+                    .local_runs(side, &held)
+                    .map(|r| r.into_iter().map(|r| r.1).collect())
+                    .unwrap_or_default(),
             }
         };
-        let held: Vec<u32> = self.side(p.side).blocks.keys().copied().collect();
-        // Positions of the union that this worker's own blocks fill: ascending, disjoint.
-        let own: Vec<std::ops::Range<usize>> = self.local_runs(p.side, &held)?.into_iter().map(|r| r.1).collect();
-        // Fields apart, so the union is read while the inbox is written.
-        let union = match p.side.other() {
-            Side::Users => &self.users.union,
-            Side::Items => &self.items.union,
-        };
-        let mut read_f = PieceReader::new("factors", &p.factors);
-        let mut read_b = PieceReader::new("bias", &p.bias);
-        let inbox = &mut self.inbox[at_step];
-        if p.rows.windows(2).any(|w| w[0] >= w[1]) {
-            return invalid("peer rows must be ascending and distinct");
+        let others = self.held_bytes_but_mailbox();
+        let mut m = lock(&self.mailbox);
+        if clear {
+            m.clear();
+            m.layouts = [layout(Side::Users), layout(Side::Items)];
         }
-        for &g in &p.rows {
-            let Ok(at) = union.binary_search(&g) else {
-                return invalid(format!("peer row {g} of {} is not needed here", p.side.name()));
-            };
-            let run = own.partition_point(|r| r.end <= at);
-            if own.get(run).is_some_and(|r| r.contains(&at)) {
-                return invalid(format!("peer row {g} of {} belongs to this worker's own block", p.side.name()));
-            }
-            if inbox.got[at] {
-                return invalid(format!("peer row {g} of {} sent twice for step {}", p.side.name(), p.step));
-            }
-            read_f
-                .read_finite_into(&mut inbox.factors[at * k..(at + 1) * k])
-                .map_err(bad_push)?;
-            if biased {
-                read_b.read_finite_into(&mut inbox.bias[at..at + 1]).map_err(bad_push)?;
-            }
-            inbox.got[at] = true;
-            inbox.n_got += 1;
-        }
-        read_f.finish().map_err(bad_push)?;
-        read_b.finish().map_err(bad_push)?;
-        Ok(())
+        m.epoch = epoch;
+        m.room = self.memory_budget.saturating_sub(others);
+    }
+
+    /// Limits of a peer's rows (see [`Mailbox::limits`]).
+    pub fn peer_limits(&self, side: Side, step: u64, n_rows: u32) -> Result<PeerLimits, JobError> {
+        lock(&self.mailbox).limits(side, step, n_rows)
+    }
+
+    /// Take rows from a peer (see [`Mailbox::add`]).
+    pub fn add_peer_rows(&mut self, p: PeerRows) -> Result<(), JobError> {
+        lock(&self.mailbox).add(p)
     }
 
     /// The fixed side of `step` from the rows peers sent and this worker's own
     /// blocks of that side (solved here in the half before); every needed row
     /// must be there.
     pub fn set_fixed_from_peers(&mut self, fixed: Side, step: u64, gram: Option<Vec<f64>>) -> Result<(), JobError> {
-        let k = self.params.factors;
-        let biased = self.biased();
         let held: Vec<u32> = self.side(fixed).blocks.keys().copied().collect();
         let runs = self.local_runs(fixed, &held)?;
         let local: usize = runs.iter().map(|r| r.1.len()).sum();
         let union_len = self.side(fixed.other()).union.len();
-        let at = self.inbox.iter().position(|b| b.side == fixed && b.step == step);
-        let arrived = at.map_or(0, |i| self.inbox[i].n_got);
-        if at.is_none() && local != union_len {
-            return Err(JobError::NotReady(format!("no peer rows for {} step {step}", fixed.name())));
-        }
-        if arrived + local != union_len {
-            return Err(JobError::NotReady(format!(
-                "{arrived} of the {} rows of {} from peers arrived for step {step}",
-                union_len - local,
-                fixed.name()
-            )));
-        }
-        // Every needed row is this worker's own where no peer had to send any.
-        let mut inbox = match at {
-            Some(i) => self.inbox.remove(i),
-            None => Inbox::empty(fixed, step, union_len, k, biased),
+        let mut inbox = {
+            let mut m = lock(&self.mailbox);
+            let at = m.held.iter().position(|b| b.side == fixed && b.step == step);
+            let arrived = at.map_or(0, |i| m.held[i].n_got);
+            if at.is_none() && local != union_len {
+                return Err(JobError::NotReady(format!("no peer rows for {} step {step}", fixed.name())));
+            }
+            if arrived + local != union_len {
+                return Err(JobError::NotReady(format!(
+                    "{arrived} of the {} rows of {} from peers arrived for step {step}",
+                    union_len - local,
+                    fixed.name()
+                )));
+            }
+            // Every needed row is this worker's own where no peer had to send any.
+            let inbox = match at {
+                Some(i) => m.held.remove(i),
+                None => m.new_inbox(fixed, step),
+            };
+            // Older steps' rows are of no use any more.
+            m.held.retain(|b| b.step > step);
+            inbox
         };
-        // Older steps' rows are of no use any more.
-        self.inbox.retain(|b| b.step > step);
         for (id, run) in &runs {
             self.copy_own_rows(fixed, *id, run.clone(), &mut inbox.factors, &mut inbox.bias)?;
         }

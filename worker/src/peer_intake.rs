@@ -1,0 +1,185 @@
+//! Rows from peers, as they come in: the checks the `PeerRows` handler
+//! makes, shared with the hand-over between workers of one process (the
+//! default mode's `--local` workers), which skips only the encoding.
+//!
+//! The rows go to the job's mailbox, not the job: a worker takes its peers'
+//! rows while it solves.
+
+use std::sync::{Arc, Mutex};
+
+use als_core::side::Side;
+use als_proto::codec::pieces_vec;
+use als_proto::payload::{Assembler, PeerLimits, PeerPieces};
+use als_proto::pb::PeerChunk;
+use als_proto::spec::side_from_pb;
+use tonic::Status;
+
+use crate::job::{lock_mailbox, PeerRows, SharedMailbox};
+use crate::service::status;
+
+/// The active job's mailbox, if a job is active.
+#[derive(Default)]
+pub struct MailboxSlot(Mutex<Option<SharedMailbox>>);
+
+impl MailboxSlot {
+    pub fn set(&self, m: Option<SharedMailbox>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = m;
+    }
+
+    /// The mailbox of the active job, if `job_id` names it.
+    fn of(&self, job_id: &str) -> Result<SharedMailbox, Status> {
+        let slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(m) = slot.as_ref() else {
+            return Err(Status::failed_precondition(format!("no job is running (call for job '{job_id}')")));
+        };
+        let active = lock_mailbox(m).job_id().to_owned();
+        match active == job_id {
+            true => Ok(m.clone()),
+            false => Err(Status::failed_precondition(format!(
+                "call belongs to job '{job_id}', this worker runs job '{active}'"
+            ))),
+        }
+    }
+}
+
+/// One peer's rows on their way in: where they go and what they may hold,
+/// from the stream's first message.
+pub struct Intake {
+    mailbox: SharedMailbox,
+    first: PeerChunk,
+    side: Side,
+    pub limits: PeerLimits,
+}
+
+impl Intake {
+    pub fn open(slot: &MailboxSlot, first: PeerChunk) -> Result<Intake, Status> {
+        let side = side_from_pb(first.side).map_err(Status::invalid_argument)?;
+        let mailbox = slot.of(&first.job_id)?;
+        let limits = lock_mailbox(&mailbox).limits(side, first.step, first.n_rows).map_err(status)?;
+        Ok(Intake {
+            mailbox,
+            first,
+            side,
+            limits,
+        })
+    }
+
+    pub fn first(&self) -> &PeerChunk {
+        &self.first
+    }
+
+    /// Whether a later message of the stream keeps to the first's job, side, step and epoch.
+    pub fn belongs(&self, c: &PeerChunk) -> bool {
+        let f = &self.first;
+        c.job_id == f.job_id && c.side == f.side && c.step == f.step && c.epoch == f.epoch && c.n_rows == 0
+    }
+
+    /// Check the gathered rows against the header and hand them to the mailbox.
+    pub fn finish(self, p: PeerPieces) -> Result<(), Status> {
+        let rows = pieces_vec::<u32>("rows", &p.rows).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if rows.len() != self.first.n_rows as usize {
+            return Err(Status::invalid_argument(format!(
+                "{} peer rows sent, header says {}",
+                rows.len(),
+                self.first.n_rows
+            )));
+        }
+        let rows = PeerRows {
+            side: self.side,
+            step: self.first.step,
+            epoch: self.first.epoch,
+            rows,
+            factors: p.factors,
+            bias: p.bias,
+        };
+        lock_mailbox(&self.mailbox).add(rows).map_err(status)
+    }
+}
+
+/// Hand `chunks` to a worker of this process, checked as its `PeerRows`
+/// handler would check them (the messages' byte arrays are shared, not copied).
+pub fn hand_over(slot: &MailboxSlot, chunks: Vec<PeerChunk>) -> Result<(), Status> {
+    let mut chunks = chunks.into_iter();
+    let first = chunks.next().ok_or_else(|| Status::invalid_argument("empty peer stream"))?;
+    let intake = Intake::open(slot, first)?;
+    let mut acc = Assembler::<PeerChunk>::new(&intake.limits);
+    let over = |e: &dyn std::fmt::Display| Status::invalid_argument(e.to_string());
+    acc.add(intake.first()).map_err(|e| over(&e))?;
+    for c in chunks {
+        if !intake.belongs(&c) {
+            return Err(Status::invalid_argument("a peer stream must not change its job or position"));
+        }
+        acc.add(&c).map_err(|e| over(&e))?;
+    }
+    intake.finish(acc.into_pieces())
+}
+
+/// The slot a worker's direct hand-overs reach, from what its
+/// [`als_net::transport::InProcess`] carries.
+pub fn slot_of(direct: Arc<dyn std::any::Any + Send + Sync>) -> Option<Arc<MailboxSlot>> {
+    direct.downcast::<MailboxSlot>().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use als_core::linalg::Backend;
+    use als_core::solve::{Feedback, RegScaling, SolveParams, SolverKind};
+    use als_proto::codec::{f32_bytes, Bytes};
+    use als_proto::fault::{fault_of, Fault};
+    use als_proto::spec::side_to_pb;
+
+    use super::*;
+    use crate::job::Job;
+
+    fn slot_with_job(id: &str) -> MailboxSlot {
+        let params = SolveParams {
+            factors: 2,
+            lambda: 0.1,
+            reg_scaling: RegScaling::Count,
+            feedback: Feedback::Explicit {
+                biased: false,
+                global_mean: 0.0,
+            },
+            solver: SolverKind::Cholesky,
+            backend: Backend::Faer,
+        };
+        let job = Job::new(id.into(), params, 4, 4).unwrap();
+        let slot = MailboxSlot::default();
+        slot.set(Some(job.mailbox()));
+        slot
+    }
+
+    fn chunk(job: &str, step: u64, n_rows: u32, rows: &[u32]) -> PeerChunk {
+        PeerChunk {
+            job_id: job.into(),
+            side: side_to_pb(Side::Items) as i32,
+            step,
+            epoch: 0,
+            n_rows,
+            rows: Bytes::from(rows.iter().flat_map(|r| r.to_le_bytes()).collect::<Vec<u8>>()),
+            factors: Bytes::from(f32_bytes(&vec![0.5; 2 * rows.len()])),
+            ..Default::default()
+        }
+    }
+
+    /// The hand-over between workers of one process refuses what the
+    /// `PeerRows` call refuses, with the same codes.
+    #[test]
+    fn a_hand_over_is_checked_as_a_call_is() {
+        let slot = slot_with_job("job");
+        let code = |chunks: Vec<PeerChunk>| hand_over(&slot, chunks).unwrap_err();
+        assert_eq!(code(Vec::new()).code(), tonic::Code::InvalidArgument, "nothing sent");
+        let other = code(vec![chunk("other", 2, 0, &[])]);
+        assert_eq!(other.code(), tonic::Code::FailedPrecondition, "{other:?}");
+        assert!(other.message().contains("runs job 'job'"), "{other:?}");
+        // More rows than this worker needs (it holds no blocks): refused from the header.
+        let many = code(vec![chunk("job", 2, 1, &[1])]);
+        assert_eq!(fault_of(&many), Fault::Protocol, "{many:?}");
+        // A later message of the stream may not move to another step.
+        let moved = code(vec![chunk("job", 2, 0, &[]), chunk("job", 3, 0, &[])]);
+        assert_eq!(moved.code(), tonic::Code::InvalidArgument, "{moved:?}");
+        // No job: nothing is taken.
+        slot.set(None);
+        assert_eq!(code(vec![chunk("job", 2, 0, &[])]).code(), tonic::Code::FailedPrecondition);
+    }
+}
