@@ -5,7 +5,6 @@ use std::time::Duration;
 use als_proto::pb::worker_client::WorkerClient;
 use als_proto::pb::{HandshakeRequest, HandshakeResponse};
 use als_proto::{http2, PROTOCOL_VERSION};
-use anyhow::Context;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Endpoint;
@@ -52,6 +51,46 @@ impl tonic::service::Interceptor for AuthInterceptor {
 
 pub type Client = WorkerClient<InterceptedService<Transport, AuthInterceptor>>;
 
+/// Why a worker could not be reached or would not take this caller; every
+/// one names the worker.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("worker {addr}: cannot connect: no such in-process worker")]
+    NoSuchInProcess { addr: String },
+    #[error("the cluster token must be printable ASCII")]
+    BadToken,
+    #[error("worker {addr}: invalid address")]
+    BadAddress {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("worker {addr}: bad TLS settings")]
+    BadTls {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("worker {addr}: no answer within {timeout:?}")]
+    NoAnswer { addr: String, timeout: Duration },
+    #[error("worker {addr}: cannot connect")]
+    Unreachable {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("worker {addr}: handshake timed out after {timeout:?}")]
+    HandshakeTimeout { addr: String, timeout: Duration },
+    #[error("worker {addr}: handshake refused: {message}")]
+    Refused { addr: String, message: String },
+    #[error("worker {addr}")]
+    Version {
+        addr: String,
+        #[source]
+        source: als_proto::VersionMismatch,
+    },
+}
+
 /// A connected, handshaken worker.
 #[derive(Clone)]
 pub struct WorkerHandle {
@@ -73,15 +112,14 @@ fn endpoint_uri(addr: &str, tls: bool) -> String {
 }
 
 /// Connect and handshake; every failure names the worker.
-pub async fn connect(addr: &str, opts: &ClientOptions) -> anyhow::Result<WorkerHandle> {
+pub async fn connect(addr: &str, opts: &ClientOptions) -> Result<WorkerHandle, ConnectError> {
+    let named = || addr.to_owned();
     let transport = match addr.strip_prefix(transport::IN_PROCESS_SCHEME) {
-        Some(_) => Transport::InProcess(
-            transport::lookup(addr).ok_or_else(|| anyhow::anyhow!("worker {addr}: cannot connect: no such in-process worker"))?,
-        ),
+        Some(_) => Transport::InProcess(transport::lookup(addr).ok_or_else(|| ConnectError::NoSuchInProcess { addr: named() })?),
         None => Transport::Network(connect_channel(addr, opts).await?),
     };
     let header = match &opts.token {
-        Some(t) => Some(format!("Bearer {t}").parse().context("the cluster token must be printable ASCII")?),
+        Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| ConnectError::BadToken)?),
         None => None,
     };
     let mut client = WorkerClient::with_interceptor(transport.clone(), AuthInterceptor { header })
@@ -94,10 +132,16 @@ pub async fn connect(addr: &str, opts: &ClientOptions) -> anyhow::Result<WorkerH
     };
     let info = tokio::time::timeout(opts.connect_timeout, client.handshake(req))
         .await
-        .map_err(|_| anyhow::anyhow!("worker {addr}: handshake timed out after {:?}", opts.connect_timeout))?
-        .map_err(|s| anyhow::anyhow!("worker {addr}: handshake refused: {}", s.message()))?
+        .map_err(|_| ConnectError::HandshakeTimeout {
+            addr: named(),
+            timeout: opts.connect_timeout,
+        })?
+        .map_err(|s| ConnectError::Refused {
+            addr: named(),
+            message: s.message().to_owned(),
+        })?
         .into_inner();
-    als_proto::check_version("worker", info.protocol_version).with_context(|| format!("worker {addr}"))?;
+    als_proto::check_version("worker", info.protocol_version).map_err(|source| ConnectError::Version { addr: named(), source })?;
     tracing::info!(worker = addr, threads = info.threads, version = %info.worker_version, "worker connected");
     Ok(WorkerHandle {
         addr: addr.to_owned(),
@@ -107,9 +151,10 @@ pub async fn connect(addr: &str, opts: &ClientOptions) -> anyhow::Result<WorkerH
     })
 }
 
-async fn connect_channel(addr: &str, opts: &ClientOptions) -> anyhow::Result<tonic::transport::Channel> {
+async fn connect_channel(addr: &str, opts: &ClientOptions) -> Result<tonic::transport::Channel, ConnectError> {
+    let named = || addr.to_owned();
     let mut endpoint = Endpoint::from_shared(endpoint_uri(addr, opts.tls.is_some()))
-        .with_context(|| format!("worker {addr}: invalid address"))?
+        .map_err(|source| ConnectError::BadAddress { addr: named(), source })?
         .connect_timeout(opts.connect_timeout)
         .initial_stream_window_size(Some(http2::STREAM_WINDOW))
         .initial_connection_window_size(Some(http2::CONNECTION_WINDOW))
@@ -118,10 +163,13 @@ async fn connect_channel(addr: &str, opts: &ClientOptions) -> anyhow::Result<ton
     if let Some(tls) = &opts.tls {
         endpoint = endpoint
             .tls_config(tls.clone())
-            .with_context(|| format!("worker {addr}: bad TLS settings"))?;
+            .map_err(|source| ConnectError::BadTls { addr: named(), source })?;
     }
     tokio::time::timeout(opts.connect_timeout, endpoint.connect())
         .await
-        .map_err(|_| anyhow::anyhow!("worker {addr}: no answer within {:?}", opts.connect_timeout))?
-        .with_context(|| format!("worker {addr}: cannot connect"))
+        .map_err(|_| ConnectError::NoAnswer {
+            addr: named(),
+            timeout: opts.connect_timeout,
+        })?
+        .map_err(|source| ConnectError::Unreachable { addr: named(), source })
 }

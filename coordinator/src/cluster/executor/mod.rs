@@ -64,7 +64,7 @@ struct Slot {
     cause: Option<String>,
     /// While it is lost: a reconnection under way in the background, looked
     /// at once per half and never waited for.
-    reviving: Option<tokio::task::JoinHandle<anyhow::Result<WorkerHandle>>>,
+    reviving: Option<tokio::task::JoinHandle<Result<WorkerHandle, als_net::client::ConnectError>>>,
 }
 
 impl Slot {
