@@ -29,6 +29,18 @@ pub fn panel_width(d: usize) -> usize {
 /// `panel[r*w .. r*w+d]` (`w`: a multiple of [`LANES`], at least d; entries
 /// past `d` are ignored). `g` is `w×w` scratch for the portable path.
 pub fn syrk_lower_add(panel: &[f32], n: usize, w: usize, d: usize, g: &mut [f32], a: &mut [f64], ld: usize) {
+    checked_run(panel, n, w, d, g, a, ld, true);
+}
+
+/// [`syrk_lower_add`] into a lower triangle whose old values are dropped:
+/// the same bits as adding into zeros, without zeroing the matrix first
+/// (at k=64 that is 37 KB per row, most of a short row's time).
+pub fn syrk_lower_set(panel: &[f32], n: usize, w: usize, d: usize, g: &mut [f32], a: &mut [f64], ld: usize) {
+    checked_run(panel, n, w, d, g, a, ld, false);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn checked_run(panel: &[f32], n: usize, w: usize, d: usize, g: &mut [f32], a: &mut [f64], ld: usize, add: bool) {
     assert!(
         w.is_multiple_of(LANES) && w >= d,
         "syrk: panel width {w} is not whole vectors of at least {d}"
@@ -37,34 +49,46 @@ pub fn syrk_lower_add(panel: &[f32], n: usize, w: usize, d: usize, g: &mut [f32]
         ld >= d && panel.len() >= n * w && a.len() >= (d.max(1) - 1) * ld + d,
         "syrk: panel or output too small"
     );
-    if n == 0 || d == 0 {
+    if d == 0 {
         return;
     }
-    run(Path::detect(), panel, n, w, d, g, a, ld);
+    if n == 0 {
+        if !add {
+            for j in 0..d {
+                a[j * ld + j..j * ld + d].fill(0.0);
+            }
+        }
+        return;
+    }
+    run(Path::detect(), panel, n, w, d, g, a, ld, add);
 }
 
-/// [`syrk_lower_add`] on `path`, whose instructions the CPU must have; the sizes are checked.
+/// [`syrk_lower_add`] (or, `add` false, [`syrk_lower_set`]) on `path`,
+/// whose instructions the CPU must have; the sizes are checked, n ≥ 1.
 #[allow(clippy::too_many_arguments)]
-fn run(path: Path, panel: &[f32], n: usize, w: usize, d: usize, g: &mut [f32], a: &mut [f64], ld: usize) {
+fn run(path: Path, panel: &[f32], n: usize, w: usize, d: usize, g: &mut [f32], a: &mut [f64], ld: usize, add: bool) {
     match path {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx512` is only chosen where detected; the sizes were checked by the caller.
-        Path::Avx512 => unsafe { avx512::syrk_lower_add(panel.as_ptr(), n, w, d, a.as_mut_ptr(), ld) },
+        Path::Avx512 => unsafe { avx512::syrk_lower_add(panel.as_ptr(), n, w, d, a.as_mut_ptr(), ld, add) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx2` is only chosen where AVX2 and FMA were detected; sizes as above.
-        Path::Avx2 => unsafe { avx2::syrk_lower_add(panel.as_ptr(), n, w, d, a.as_mut_ptr(), ld) },
-        Path::Portable => portable(panel, n, w, d, g, a, ld),
+        Path::Avx2 => unsafe { avx2::syrk_lower_add(panel.as_ptr(), n, w, d, a.as_mut_ptr(), ld, add) },
+        Path::Portable => portable(panel, n, w, d, g, a, ld, add),
     }
 }
 
 /// faer's f32 GEMM on the panel (a w×n column-major matrix M): M·Mᵀ, added in f64.
-fn portable(panel: &[f32], n: usize, w: usize, d: usize, g: &mut [f32], a: &mut [f64], ld: usize) {
+#[allow(clippy::too_many_arguments)]
+fn portable(panel: &[f32], n: usize, w: usize, d: usize, g: &mut [f32], a: &mut [f64], ld: usize, add: bool) {
     let m = MatRef::from_column_major_slice(&panel[..n * w], w, n);
     let gm = MatMut::from_column_major_slice_mut(&mut g[..w * w], w, w);
     faer::linalg::matmul::matmul(gm, Accum::Replace, m, m.transpose(), 1.0f32, Par::Seq);
     for j in 0..d {
         for i in j..d {
-            a[i + j * ld] += g[i + j * w] as f64;
+            // 0 + x, not x: the bits of adding into zeros, -0 included.
+            let base = if add { a[i + j * ld] } else { 0.0 };
+            a[i + j * ld] = base + g[i + j * w] as f64;
         }
     }
 }
@@ -81,7 +105,7 @@ mod avx512 {
     /// # Safety
     /// AVX-512F must be available; `panel` holds `n*w` floats and `a` d columns of `ld`.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn syrk_lower_add(panel: *const f32, n: usize, w: usize, d: usize, a: *mut f64, ld: usize) {
+    pub unsafe fn syrk_lower_add(panel: *const f32, n: usize, w: usize, d: usize, a: *mut f64, ld: usize, add: bool) {
         let mut ib = 0;
         while ib < d {
             // Two row vectors while both hold rows below d, else one.
@@ -93,22 +117,22 @@ mod avx512 {
                 // SAFETY: forwarded; tiles stay inside the panel's w columns and a's d×d.
                 unsafe {
                     match (two, nc) {
-                        (true, 8) => tile::<2, 8>(panel, n, w, ib, jb, d, a, ld),
-                        (true, 7) => tile::<2, 7>(panel, n, w, ib, jb, d, a, ld),
-                        (true, 6) => tile::<2, 6>(panel, n, w, ib, jb, d, a, ld),
-                        (true, 5) => tile::<2, 5>(panel, n, w, ib, jb, d, a, ld),
-                        (true, 4) => tile::<2, 4>(panel, n, w, ib, jb, d, a, ld),
-                        (true, 3) => tile::<2, 3>(panel, n, w, ib, jb, d, a, ld),
-                        (true, 2) => tile::<2, 2>(panel, n, w, ib, jb, d, a, ld),
-                        (true, _) => tile::<2, 1>(panel, n, w, ib, jb, d, a, ld),
-                        (false, 8) => tile::<1, 8>(panel, n, w, ib, jb, d, a, ld),
-                        (false, 7) => tile::<1, 7>(panel, n, w, ib, jb, d, a, ld),
-                        (false, 6) => tile::<1, 6>(panel, n, w, ib, jb, d, a, ld),
-                        (false, 5) => tile::<1, 5>(panel, n, w, ib, jb, d, a, ld),
-                        (false, 4) => tile::<1, 4>(panel, n, w, ib, jb, d, a, ld),
-                        (false, 3) => tile::<1, 3>(panel, n, w, ib, jb, d, a, ld),
-                        (false, 2) => tile::<1, 2>(panel, n, w, ib, jb, d, a, ld),
-                        (false, _) => tile::<1, 1>(panel, n, w, ib, jb, d, a, ld),
+                        (true, 8) => tile::<2, 8>(panel, n, w, ib, jb, d, a, ld, add),
+                        (true, 7) => tile::<2, 7>(panel, n, w, ib, jb, d, a, ld, add),
+                        (true, 6) => tile::<2, 6>(panel, n, w, ib, jb, d, a, ld, add),
+                        (true, 5) => tile::<2, 5>(panel, n, w, ib, jb, d, a, ld, add),
+                        (true, 4) => tile::<2, 4>(panel, n, w, ib, jb, d, a, ld, add),
+                        (true, 3) => tile::<2, 3>(panel, n, w, ib, jb, d, a, ld, add),
+                        (true, 2) => tile::<2, 2>(panel, n, w, ib, jb, d, a, ld, add),
+                        (true, _) => tile::<2, 1>(panel, n, w, ib, jb, d, a, ld, add),
+                        (false, 8) => tile::<1, 8>(panel, n, w, ib, jb, d, a, ld, add),
+                        (false, 7) => tile::<1, 7>(panel, n, w, ib, jb, d, a, ld, add),
+                        (false, 6) => tile::<1, 6>(panel, n, w, ib, jb, d, a, ld, add),
+                        (false, 5) => tile::<1, 5>(panel, n, w, ib, jb, d, a, ld, add),
+                        (false, 4) => tile::<1, 4>(panel, n, w, ib, jb, d, a, ld, add),
+                        (false, 3) => tile::<1, 3>(panel, n, w, ib, jb, d, a, ld, add),
+                        (false, 2) => tile::<1, 2>(panel, n, w, ib, jb, d, a, ld, add),
+                        (false, _) => tile::<1, 1>(panel, n, w, ib, jb, d, a, ld, add),
                     }
                 }
                 jb += NC;
@@ -131,6 +155,7 @@ mod avx512 {
         d: usize,
         a: *mut f64,
         ld: usize,
+        add: bool,
     ) {
         let mut acc = [[_mm512_setzero_ps(); C]; V];
         for r in 0..n {
@@ -165,7 +190,11 @@ mod avx512 {
                     // SAFETY: the mask keeps rows below d, so i + lane < d and j < d.
                     unsafe {
                         let dst = a.add(i + j * ld);
-                        let cur = _mm512_maskz_loadu_pd(mask, dst);
+                        let cur = if add {
+                            _mm512_maskz_loadu_pd(mask, dst)
+                        } else {
+                            _mm512_setzero_pd()
+                        };
                         _mm512_mask_storeu_pd(dst, mask, _mm512_add_pd(cur, _mm512_cvtps_pd(part)));
                     }
                 }
@@ -188,7 +217,7 @@ mod avx2 {
     /// AVX2 and FMA must be available; `panel` holds `n*w` floats (`w` a
     /// multiple of 16, at least d) and `a` d columns of `ld`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn syrk_lower_add(panel: *const f32, n: usize, w: usize, d: usize, a: *mut f64, ld: usize) {
+    pub unsafe fn syrk_lower_add(panel: *const f32, n: usize, w: usize, d: usize, a: *mut f64, ld: usize, add: bool) {
         let mut ib = 0;
         while ib < d {
             // Two row vectors while both hold rows below d, else one.
@@ -200,18 +229,18 @@ mod avx2 {
                 // SAFETY: forwarded; tiles stay inside the panel's w columns and a's d×d.
                 unsafe {
                     match (two, nc) {
-                        (true, 6) => tile::<2, 6>(panel, n, w, ib, jb, d, a, ld),
-                        (true, 5) => tile::<2, 5>(panel, n, w, ib, jb, d, a, ld),
-                        (true, 4) => tile::<2, 4>(panel, n, w, ib, jb, d, a, ld),
-                        (true, 3) => tile::<2, 3>(panel, n, w, ib, jb, d, a, ld),
-                        (true, 2) => tile::<2, 2>(panel, n, w, ib, jb, d, a, ld),
-                        (true, _) => tile::<2, 1>(panel, n, w, ib, jb, d, a, ld),
-                        (false, 6) => tile::<1, 6>(panel, n, w, ib, jb, d, a, ld),
-                        (false, 5) => tile::<1, 5>(panel, n, w, ib, jb, d, a, ld),
-                        (false, 4) => tile::<1, 4>(panel, n, w, ib, jb, d, a, ld),
-                        (false, 3) => tile::<1, 3>(panel, n, w, ib, jb, d, a, ld),
-                        (false, 2) => tile::<1, 2>(panel, n, w, ib, jb, d, a, ld),
-                        (false, _) => tile::<1, 1>(panel, n, w, ib, jb, d, a, ld),
+                        (true, 6) => tile::<2, 6>(panel, n, w, ib, jb, d, a, ld, add),
+                        (true, 5) => tile::<2, 5>(panel, n, w, ib, jb, d, a, ld, add),
+                        (true, 4) => tile::<2, 4>(panel, n, w, ib, jb, d, a, ld, add),
+                        (true, 3) => tile::<2, 3>(panel, n, w, ib, jb, d, a, ld, add),
+                        (true, 2) => tile::<2, 2>(panel, n, w, ib, jb, d, a, ld, add),
+                        (true, _) => tile::<2, 1>(panel, n, w, ib, jb, d, a, ld, add),
+                        (false, 6) => tile::<1, 6>(panel, n, w, ib, jb, d, a, ld, add),
+                        (false, 5) => tile::<1, 5>(panel, n, w, ib, jb, d, a, ld, add),
+                        (false, 4) => tile::<1, 4>(panel, n, w, ib, jb, d, a, ld, add),
+                        (false, 3) => tile::<1, 3>(panel, n, w, ib, jb, d, a, ld, add),
+                        (false, 2) => tile::<1, 2>(panel, n, w, ib, jb, d, a, ld, add),
+                        (false, _) => tile::<1, 1>(panel, n, w, ib, jb, d, a, ld, add),
                     }
                 }
                 jb += NC;
@@ -234,6 +263,7 @@ mod avx2 {
         d: usize,
         a: *mut f64,
         ld: usize,
+        add: bool,
     ) {
         let mut acc = [[_mm256_setzero_ps(); C]; V];
         for r in 0..n {
@@ -265,13 +295,18 @@ mod avx2 {
                     if d - i >= L {
                         let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(accv[c]));
                         let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(accv[c]));
-                        _mm256_storeu_pd(dst, _mm256_add_pd(_mm256_loadu_pd(dst), lo));
-                        _mm256_storeu_pd(dst.add(4), _mm256_add_pd(_mm256_loadu_pd(dst.add(4)), hi));
+                        let (cur_lo, cur_hi) = match add {
+                            true => (_mm256_loadu_pd(dst), _mm256_loadu_pd(dst.add(4))),
+                            false => (_mm256_setzero_pd(), _mm256_setzero_pd()),
+                        };
+                        _mm256_storeu_pd(dst, _mm256_add_pd(cur_lo, lo));
+                        _mm256_storeu_pd(dst.add(4), _mm256_add_pd(cur_hi, hi));
                     } else {
                         let mut vals = [0f32; L];
                         _mm256_storeu_ps(vals.as_mut_ptr(), accv[c]);
                         for (l, &x) in vals.iter().enumerate().take(d - i) {
-                            *dst.add(l) += x as f64;
+                            let base = if add { *dst.add(l) } else { 0.0 };
+                            *dst.add(l) = base + x as f64;
                         }
                     }
                 }
@@ -284,6 +319,19 @@ mod avx2 {
 mod tests {
     use super::*;
     use crate::rng::SplitMix64;
+
+    /// With no rows, setting zeroes the lower triangle and adding leaves it.
+    #[test]
+    fn an_empty_panel_sets_zeros() {
+        let (d, ld) = (5, crate::linalg::normal_ld(5));
+        let mut a = vec![f64::NAN; ld * ld];
+        let mut g = Vec::new();
+        syrk_lower_set(&[], 0, panel_width(d), d, &mut g, &mut a, ld);
+        assert!((0..d).all(|j| (j..d).all(|i| a[i + j * ld] == 0.0)));
+        let mut b = vec![2.0; ld * ld];
+        syrk_lower_add(&[], 0, panel_width(d), d, &mut g, &mut b, ld);
+        assert!(b.iter().all(|&v| v == 2.0));
+    }
 
     /// Both paths against an f64 loop over the lower triangle, for widths
     /// around the vector and tile edges.
@@ -323,7 +371,18 @@ mod tests {
             for path in Path::available() {
                 let mut got = vec![0.5f64; ld * ld];
                 let input = if path == Path::Portable { &padded } else { &panel };
-                run(path, input, n, w, d, &mut g, &mut got, ld);
+                run(path, input, n, w, d, &mut g, &mut got, ld, true);
+                // Setting drops what was there (NaN here) and gives the bits
+                // of adding into zeros, in every entry of the lower triangle.
+                let (mut zeros, mut stale) = (vec![0.0f64; ld * ld], vec![f64::NAN; ld * ld]);
+                run(path, input, n, w, d, &mut g, &mut zeros, ld, true);
+                run(path, input, n, w, d, &mut g, &mut stale, ld, false);
+                for j in 0..d {
+                    for i in j..d {
+                        let (z, s) = (zeros[i + j * ld], stale[i + j * ld]);
+                        assert_eq!(z.to_bits(), s.to_bits(), "{path:?} n={n} d={d} ({i},{j}): set {s} vs add {z}");
+                    }
+                }
                 let mut bits = Vec::new();
                 for j in 0..d {
                     for i in j..d {
