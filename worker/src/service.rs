@@ -151,7 +151,11 @@ fn solve_and_send(
         true => j.peer_plan(side, r.routes_epoch, r.routes_peers)?,
         false => None,
     };
-    j.solve(side, r.step, terms, &|b| on_block(b, plan.as_ref()))
+    let n = j.solve(side, r.step, terms, &|b| on_block(b, plan.as_ref()))?;
+    if !r.exchange {
+        j.forget_spares();
+    }
+    Ok(n)
 }
 
 /// One solved block as its messages (header on the first), with its rows or without.

@@ -147,6 +147,16 @@ fn rows_from_peers_into_a_used_buffer_solve_as_a_full_push() {
         peer_job.set_fixed_from_peers(Side::Items, 4, gram(&p)).unwrap();
         let want = solve_at(&mut pushed_job, Side::Users, 4);
         assert_eq!(solve_at(&mut peer_job, Side::Users, 4), want, "implicit={implicit}");
+        // The items' buffers are held for the next rows from peers, and
+        // counted; without exchange they are let go.
+        let held = peer_job.held_bytes();
+        peer_job.forget_spares();
+        let items = (needed_items().len() * k * 4) as u64;
+        assert!(
+            peer_job.held_bytes() + items <= held,
+            "{} + {items} > {held}",
+            peer_job.held_bytes()
+        );
     }
 }
 

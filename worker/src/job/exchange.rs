@@ -130,6 +130,11 @@ impl Mailbox {
         self.spare[side_slot(side)] = Some((factors, bias));
     }
 
+    /// Drop the spare buffers: no rows from peers are coming to fill them.
+    pub fn forget_spares(&mut self) {
+        self.spare = [None, None];
+    }
+
     fn new_inbox(&mut self, side: Side, step: u64) -> Inbox {
         let rows = self.layouts[side_slot(side)].union.len();
         let (mut factors, mut bias) = self.spare[side_slot(side)].take().unwrap_or_default();
@@ -360,6 +365,12 @@ impl Job {
                 side.name()
             ))),
         }
+    }
+
+    /// Without peer exchange a fixed side's buffers would only be held, not
+    /// reused: let them go (a push lays out fresh ones, as before).
+    pub fn forget_spares(&self) {
+        lock(&self.mailbox).forget_spares();
     }
 
     /// The mailbox peers' rows go to, for the service to reach without the job.
