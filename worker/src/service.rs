@@ -458,8 +458,7 @@ impl Worker for WorkerService {
             .ok_or_else(|| Status::invalid_argument("empty peer stream"))?;
         // Into the job's mailbox, not the job: the job is held by the solve this worker may be running.
         let intake = Intake::open(&self.mailbox, first)?;
-        let first = intake.first().clone();
-        let p = gather_pieces(&first, &mut stream, &intake.limits, |c| intake.belongs(c), "peer").await?;
+        let p = gather_pieces(intake.first(), &mut stream, &intake.limits, |c| intake.belongs(c), "peer").await?;
         intake.finish(p.into_pieces())?;
         Ok(Response::new(PeerRowsResponse {}))
     }
