@@ -69,46 +69,48 @@ pub(crate) fn prefetch_row(y: &[f32], at: usize, len: usize) {
 #[multiversion(targets("x86_64+avx+avx2+fma+avx512f", "x86_64+avx+avx2+fma"))]
 pub fn dots(y: &[f32], cols: &[u32], k: usize, v: &[f32], out: &mut [f32]) {
     let v = &v[..k];
-    let whole = k / 16 * 16;
     let row = |c: u32| &y[c as usize * k..(c as usize + 1) * k];
     let mut groups = cols.chunks_exact(DOT_GROUP);
     let mut at = 0;
     for g in groups.by_ref() {
         // Spelled out: `array::from_fn` stayed an out-of-line call here (7% of a CG run).
         let rows: [&[f32]; DOT_GROUP] = [row(g[0]), row(g[1]), row(g[2]), row(g[3])];
-        let mut acc = [[0f32; 16]; DOT_GROUP];
-        for c0 in (0..whole).step_by(16) {
-            let vc: &[f32; 16] = v[c0..c0 + 16].try_into().expect("16 lanes");
-            for j in 0..DOT_GROUP {
-                let yc: &[f32; 16] = rows[j][c0..c0 + 16].try_into().expect("16 lanes");
-                for l in 0..16 {
-                    acc[j][l] = yc[l].mul_add(vc[l], acc[j][l]);
-                }
-            }
-        }
-        for j in 0..DOT_GROUP {
-            let mut s = reduce16(&acc[j]);
-            for c in whole..k {
-                s = rows[j][c].mul_add(v[c], s);
-            }
-            out[at + j] = s;
-        }
+        dot_group(&rows, v, &mut out[at..at + DOT_GROUP]);
         at += DOT_GROUP;
     }
-    for &c in groups.remainder() {
-        let r = row(c);
-        let mut acc = [0f32; 16];
-        for c0 in (0..whole).step_by(16) {
+    // The last one to three rows side by side too: one at a time, each
+    // would wait out its chain of FMAs alone (a third of a short row's items).
+    match *groups.remainder() {
+        [a, b, c] => dot_group(&[row(a), row(b), row(c)], v, &mut out[at..at + 3]),
+        [a, b] => dot_group(&[row(a), row(b)], v, &mut out[at..at + 2]),
+        [a] => dot_group(&[row(a)], v, &mut out[at..at + 1]),
+        _ => {}
+    }
+}
+
+/// `out[j] = rows[j] · v` for B rows side by side: per row, sixteen lanes
+/// over the whole vectors, summed in [`reduce16`]'s tree, then the tail in
+/// order. A row's bits do not depend on B.
+#[inline(always)]
+fn dot_group<const B: usize>(rows: &[&[f32]; B], v: &[f32], out: &mut [f32]) {
+    let k = v.len();
+    let whole = k / 16 * 16;
+    let mut acc = [[0f32; 16]; B];
+    for c0 in (0..whole).step_by(16) {
+        let vc: &[f32; 16] = v[c0..c0 + 16].try_into().expect("16 lanes");
+        for j in 0..B {
+            let yc: &[f32; 16] = rows[j][c0..c0 + 16].try_into().expect("16 lanes");
             for l in 0..16 {
-                acc[l] = r[c0 + l].mul_add(v[c0 + l], acc[l]);
+                acc[j][l] = yc[l].mul_add(vc[l], acc[j][l]);
             }
         }
-        let mut s = reduce16(&acc);
+    }
+    for j in 0..B {
+        let mut s = reduce16(&acc[j]);
         for c in whole..k {
-            s = r[c].mul_add(v[c], s);
+            s = rows[j][c].mul_add(v[c], s);
         }
-        out[at] = s;
-        at += 1;
+        out[j] = s;
     }
 }
 
@@ -432,6 +434,28 @@ mod tests {
                     dots_then_add(&y, &cols, k, &v, weight, &mut scratch, &mut got);
                     let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&got), bits(&want), "k={k} n={n}");
+                }
+            }
+        }
+    }
+
+    /// A row's dot has the same bits whether it runs in a group of four, in
+    /// the last group of one to three, or alone.
+    #[test]
+    fn a_dot_does_not_depend_on_its_group() {
+        let mut rng = SplitMix64::new(5);
+        for k in [7usize, 16, 65, 128] {
+            let m = 30;
+            let y: Vec<f32> = (0..m * k).map(|_| rng.next_normal() as f32).collect();
+            let v: Vec<f32> = (0..k).map(|_| rng.next_normal() as f32).collect();
+            for n in 1..=9usize {
+                let cols: Vec<u32> = (0..n).map(|_| (rng.next_u64() % m as u64) as u32).collect();
+                let mut all = vec![f32::NAN; n];
+                dots(&y, &cols, k, &v, &mut all);
+                for (i, &c) in cols.iter().enumerate() {
+                    let mut alone = [f32::NAN];
+                    dots(&y, &[c], k, &v, &mut alone);
+                    assert_eq!(all[i].to_bits(), alone[0].to_bits(), "k={k} n={n} i={i}");
                 }
             }
         }
