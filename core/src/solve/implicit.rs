@@ -218,18 +218,11 @@ fn cg_group(problem: &CgProblem, first: usize, cg: &mut CgBlock, panel_floats: u
     // directly. Either way the arithmetic is the same, so the bits are too.
     let mut gathered = vec![None; count];
     let mut used = 0;
-    cg.panel.clear();
     for (b, g) in gathered.iter_mut().enumerate() {
-        let (cols, _) = rows.row(first + b);
-        let need = cols.len() * k;
-        if used + need > panel_floats {
-            continue;
-        }
-        rows_ops::gather_rows(fixed.factors, k, cols, &mut cg.panel);
-        *g = Some(used);
-        used += need;
-        if cg.iota.len() < cols.len() {
-            cg.iota = (0..cols.len() as u32).collect();
+        let need = rows.row(first + b).0.len() * k;
+        if used + need <= panel_floats {
+            *g = Some(used);
+            used += need;
         }
     }
     // Confidence terms once per item, not once per pass.
@@ -251,22 +244,28 @@ fn cg_group(problem: &CgProblem, first: usize, cg: &mut CgBlock, panel_floats: u
     if cg.dots.len() < longest {
         cg.dots.resize(longest, 0.0);
     }
-    let (panel, iota, excess, cpv) = (&cg.panel, &cg.iota, &cg.excess, &cg.cp);
-    let terms = |b: usize| (&excess[offsets[b]..offsets[b + 1]], &cpv[offsets[b]..offsets[b + 1]]);
-    let source = |b: usize| -> (&[u32], &[f32]) {
-        let (cols, _) = rows.row(first + b);
-        match gathered[b] {
-            Some(at) => (&iota[..cols.len()], &panel[at..at + cols.len() * k]),
-            None => (cols, fixed.factors),
-        }
-    };
+    if cg.iota.len() < longest {
+        cg.iota = (0..longest as u32).collect();
+    }
+    let terms = |b: usize| (&cg.excess[offsets[b]..offsets[b + 1]], &cg.cp[offsets[b]..offsets[b + 1]]);
     // r = b − A x, with A = s·YᵀY + λI + Σ e·yyᵀ and b = Σ t·y (Hu et al.:
     // e = c − 1, t = c·p); `gram` is already scaled.
     sym_mul_rows(gram, k, &cg.x, &mut cg.ap, count);
     let mut rs_old = vec![0f32; count];
     let mut active = vec![true; count];
+    cg.panel.clear();
+    cg.panel.reserve(used);
     for b in 0..count {
-        let (cols, y) = source(b);
+        let (cols, _) = rows.row(first + b);
+        // Each row's items are gathered just before its residual, which
+        // then reads them from L1 rather than back from L2.
+        let (cols, y) = match gathered[b] {
+            Some(at) => {
+                rows_ops::gather_rows(fixed.factors, k, cols, &mut cg.panel);
+                (&cg.iota[..cols.len()], &cg.panel[at..at + cols.len() * k])
+            }
+            None => (cols, fixed.factors),
+        };
         let (ex, cp) = terms(b);
         let range = b * kp..b * kp + k;
         rs_old[b] = initial_residual(
@@ -284,6 +283,14 @@ fn cg_group(problem: &CgProblem, first: usize, cg: &mut CgBlock, panel_floats: u
         cg.pv[range.clone()].copy_from_slice(&cg.r[range]);
         active[b] = rs_old[b] >= 1e-20;
     }
+    let (panel, iota) = (&cg.panel, &cg.iota);
+    let source = |b: usize| -> (&[u32], &[f32]) {
+        let (cols, _) = rows.row(first + b);
+        match gathered[b] {
+            Some(at) => (&iota[..cols.len()], &panel[at..at + cols.len() * k]),
+            None => (cols, fixed.factors),
+        }
+    };
     for _ in 0..steps {
         if !active.iter().any(|&a| a) {
             break;
