@@ -31,7 +31,9 @@
 //!             "n_test": u64, "test_dropped_cold": u64, "skipped_lines": u64,
 //!             "duplicates_merged": u64, "load_seconds": f64,
 //!             "held_out_users": u64, "n_fold_in": u64 },   // --split users only: users held out whole, their fold-in rows
-//!   "executor": "in-process" | "local:N" | "workers:HOST:PORT,..."
+//!   "executor": "in-process" | "local:N" | "workers:HOST:PORT,...",
+//!   "bytes_outside_halves": u64      // bytes in no iteration's report: the test set's evaluations on the
+//!                                    // workers and the model fetched after the last half (0 in-process)
 //! }
 //! ```
 //!
@@ -106,6 +108,7 @@ pub fn metrics_json(
     config: &TrainConfig,
     data: &DataSummary,
     executor: &str,
+    bytes_outside_halves: u64,
 ) -> Value {
     json!({
         "final": Value::Object(final_metrics.to_json_map()),
@@ -114,6 +117,7 @@ pub fn metrics_json(
         "config": serde_json::to_value(config).unwrap_or(Value::Null),
         "data": serde_json::to_value(data).unwrap_or(Value::Null),
         "executor": executor,
+        "bytes_outside_halves": bytes_outside_halves,
     })
 }
 
@@ -187,7 +191,7 @@ mod tests {
             n_test: 2,
             ..Default::default()
         };
-        let v = metrics_json(&reports, &reports[1].test, &TrainConfig::default(), &data, "local:2");
+        let v = metrics_json(&reports, &reports[1].test, &TrainConfig::default(), &data, "local:2", 4096);
         assert_eq!(v["final"]["rmse"], json!(0.9));
         assert_eq!(v["final"]["mae"], json!(0.7));
         assert_eq!(v["final"]["rmse_raw"], json!(0.95));
@@ -209,6 +213,7 @@ mod tests {
         assert_eq!(v["config"]["factors"], json!(64));
         assert_eq!(v["data"]["source"], json!("r.csv"));
         assert_eq!(v["data"]["n_users"], json!(3));
+        assert_eq!(v["bytes_outside_halves"], json!(4096));
         assert_eq!(v["data"]["test_dropped_cold"], json!(0));
         assert_eq!(v["executor"], json!("local:2"));
     }
@@ -229,7 +234,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let v = metrics_json(&[], &m, &TrainConfig::default(), &DataSummary::default(), "in-process");
+        let v = metrics_json(&[], &m, &TrainConfig::default(), &DataSummary::default(), "in-process", 0);
         for (k, want) in [
             ("precision@10", 0.1),
             ("recall@10", 0.2),

@@ -359,6 +359,15 @@ mod tests {
                     r.bytes_min()
                 );
             }
+            // The fetch at the end (every row of both sides) and the final
+            // evaluation are in no half's report, but in the run's.
+            let model = (ds.n_users() + ds.n_items()) as u64 * cfg.factors as u64 * 4;
+            assert!(
+                got.bytes_outside_halves >= model,
+                "implicit={implicit}: {} bytes outside the halves, the model alone is {model}",
+                got.bytes_outside_halves
+            );
+            assert_eq!(want.bytes_outside_halves, 0);
         }
     }
 

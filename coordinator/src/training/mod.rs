@@ -176,7 +176,14 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
     };
     trainer.shutdown(Ok(()))?;
     let executor = job.executor.label();
-    let mut metrics = metrics_json(&result.reports, &result.final_metrics, cfg, &input.summary, &executor);
+    let mut metrics = metrics_json(
+        &result.reports,
+        &result.final_metrics,
+        cfg,
+        &input.summary,
+        &executor,
+        result.bytes_outside_halves,
+    );
     let mut parts = model;
     trained_on.record(&mut parts, &mut metrics);
     let model = Model::new(parts).context("the trained model is inconsistent")?;

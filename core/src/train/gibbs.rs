@@ -107,6 +107,7 @@ pub fn train_gibbs(
         reports,
         final_metrics,
         params,
+        bytes_outside_halves: 0,
     })
 }
 

@@ -197,6 +197,14 @@ pub trait HalfStepExecutor {
     fn sync_state(&mut self, _users: &mut Factors, _items: &mut Factors) -> Result<(), TrainError> {
         Ok(())
     }
+
+    /// Bytes this executor moved that no half's report holds: the test
+    /// set's evaluations where it keeps the test set, and rows fetched by
+    /// [`HalfStepExecutor::sync_state`] after the last half (a fetch before
+    /// a later half goes into that half's report).
+    fn bytes_outside_halves(&self) -> u64 {
+        0
+    }
 }
 
 /// The state after an iteration, as `on_iteration` sees it. Reading it
@@ -290,6 +298,9 @@ pub struct TrainResult {
     pub reports: Vec<IterationReport>,
     pub final_metrics: TestMetrics,
     pub params: SolveParams,
+    /// [`HalfStepExecutor::bytes_outside_halves`] at the end (0 for
+    /// learners without an executor).
+    pub bytes_outside_halves: u64,
 }
 
 /// Fresh state: per-id seeded factors, zero biases.
@@ -392,6 +403,7 @@ pub fn train(
         reports,
         final_metrics,
         params,
+        bytes_outside_halves: exec.bytes_outside_halves(),
     })
 }
 

@@ -90,5 +90,6 @@ pub fn train_sgd(
         reports,
         final_metrics,
         params,
+        bytes_outside_halves: 0,
     })
 }

@@ -289,6 +289,10 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
     fn sync_state(&mut self, users: &mut Factors, items: &mut Factors) -> Result<(), TrainError> {
         self.sync_rows(users, items).map_err(train_error)
     }
+
+    fn bytes_outside_halves(&self) -> u64 {
+        self.eval_bytes + self.unreported_bytes
+    }
 }
 
 /// A failed job keeps its own message (as in the single-process path); anything else is the cluster's.
