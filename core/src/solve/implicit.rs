@@ -261,6 +261,8 @@ fn cg_group(problem: &CgProblem, first: usize, cg: &mut CgBlock, panel_floats: u
         // then reads them from L1 rather than back from L2.
         let (cols, y) = match gathered[b] {
             Some(at) => {
+                // Rows are gathered in the order their offsets were given.
+                debug_assert_eq!(cg.panel.len(), at);
                 rows_ops::gather_rows(fixed.factors, k, cols, &mut cg.panel);
                 (&cg.iota[..cols.len()], &cg.panel[at..at + cols.len() * k])
             }
