@@ -68,14 +68,28 @@ fn gather_weighted(
     }
 }
 
-/// Floats of gathered item rows one CG group keeps: half of this CPU's L2,
-/// so the rows stay there from one pass to the next beside the group's
-/// vectors and the Gramian (a panel the size of L2 was read back from L3
-/// on every pass). Read once per process; the grouping never changes a
-/// row's bits, so neither does the CPU it runs on.
+/// This CPU's L2 in bytes (1 MiB where Linux does not say), read once per
+/// process. The block CG's grouping and gathering follow it; neither
+/// changes a row's bits, so neither does the CPU it runs on.
+fn l2_cache_bytes() -> usize {
+    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| l2_bytes().unwrap_or(1 << 20).clamp(128 << 10, 8 << 20))
+}
+
+/// Floats of gathered item rows one CG group keeps: half of L2, so the rows
+/// stay there from one pass to the next beside the group's vectors and the
+/// Gramian (a panel the size of L2 was read back from L3 on every pass).
 fn cg_panel_floats() -> usize {
-    static FLOATS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *FLOATS.get_or_init(|| l2_bytes().unwrap_or(1 << 20).clamp(128 << 10, 8 << 20) / 2 / std::mem::size_of::<f32>())
+    l2_cache_bytes() / 2 / std::mem::size_of::<f32>()
+}
+
+/// Whether the block CG copies each row's item rows into its panel: only
+/// when the fixed side is larger than L2. A side that fits stays in L2 from
+/// one pass to the next anyway, so the copy would cost about a pass and
+/// save nothing (MovieLens-1M-shaped, k=64, a 2 MiB L2: a quarter of the
+/// CPU time went to the copy).
+fn cg_gathers(fixed: &FixedSide) -> bool {
+    std::mem::size_of_val(fixed.factors) > l2_cache_bytes()
 }
 
 /// The size of the level-2 data cache of CPU 0, where Linux tells it.
@@ -168,14 +182,24 @@ pub(super) struct CgProblem<'a> {
 /// `out` holds the rows' factors (the warm start) and receives the result.
 ///
 /// The rows go in groups whose item rows fit [`cg_panel_floats`], so each
-/// group's every pass reads them from L2.
+/// group's every pass reads them from L2: gathered into a panel where the
+/// fixed side is larger than L2 ([`cg_gathers`]), in place where it fits.
 pub(super) fn solve_rows_cg(problem: &CgProblem, first: usize, cg: &mut CgBlock, out: &mut [f32]) {
-    solve_rows_cg_in_groups(problem, first, cg, cg_panel_floats(), out);
+    let gather = cg_gathers(problem.fixed);
+    solve_rows_cg_in_groups(problem, first, cg, cg_panel_floats(), gather, out);
 }
 
-/// [`solve_rows_cg`] with groups of at most `panel_floats` gathered floats
-/// (a row with more than that alone reads Y directly).
-pub(super) fn solve_rows_cg_in_groups(problem: &CgProblem, first: usize, cg: &mut CgBlock, panel_floats: usize, out: &mut [f32]) {
+/// [`solve_rows_cg`] with groups of at most `panel_floats` floats of item
+/// rows, gathered into the panel when `gather` (a row with more than that
+/// alone reads Y in place).
+pub(super) fn solve_rows_cg_in_groups(
+    problem: &CgProblem,
+    first: usize,
+    cg: &mut CgBlock,
+    panel_floats: usize,
+    gather: bool,
+    out: &mut [f32],
+) {
     let k = problem.p.factors;
     let count = out.len() / k;
     let mut lo = 0;
@@ -189,13 +213,13 @@ pub(super) fn solve_rows_cg_in_groups(problem: &CgProblem, first: usize, cg: &mu
             used += need;
             hi += 1;
         }
-        cg_group(problem, first + lo, cg, panel_floats, &mut out[lo * k..hi * k]);
+        cg_group(problem, first + lo, cg, panel_floats, gather, &mut out[lo * k..hi * k]);
         lo = hi;
     }
 }
 
 /// The block CG of the rows `first..first + out.len() / k`.
-fn cg_group(problem: &CgProblem, first: usize, cg: &mut CgBlock, panel_floats: usize, out: &mut [f32]) {
+fn cg_group(problem: &CgProblem, first: usize, cg: &mut CgBlock, panel_floats: usize, gather: bool, out: &mut [f32]) {
     let CgProblem {
         p,
         weights,
@@ -214,11 +238,12 @@ fn cg_group(problem: &CgProblem, first: usize, cg: &mut CgBlock, panel_floats: u
         xb[..k].copy_from_slice(ob);
         xb[k..].fill(0.0);
     }
-    // Gather item rows while they fit; a row that does not fit reads Y
-    // directly. Either way the arithmetic is the same, so the bits are too.
+    // Gather item rows (if at all) while they fit; a row that does not fit
+    // reads Y directly. Either way the arithmetic is the same, so the bits
+    // are too.
     let mut gathered = vec![None; count];
     let mut used = 0;
-    for (b, g) in gathered.iter_mut().enumerate() {
+    for (b, g) in gathered.iter_mut().enumerate().filter(|_| gather) {
         let need = rows.row(first + b).0.len() * k;
         if used + need <= panel_floats {
             *g = Some(used);

@@ -594,7 +594,7 @@ fn block_cg_rows_get_the_same_bits_in_any_grouping() {
             bias: &[],
             total_rows: fixed.len() / k,
         };
-        let solve = |panel_floats: usize| {
+        let solve = |panel_floats: usize, gather: bool| {
             let mut cg = implicit::CgBlock::new(k, rows);
             let mut out = warm.clone();
             let problem = implicit::CgProblem {
@@ -605,19 +605,22 @@ fn block_cg_rows_get_the_same_bits_in_any_grouping() {
                 fixed: &fx,
                 gram: &gram32,
             };
-            implicit::solve_rows_cg_in_groups(&problem, 0, &mut cg, panel_floats, &mut out);
+            implicit::solve_rows_cg_in_groups(&problem, 0, &mut cg, panel_floats, gather, &mut out);
             out.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
         };
-        // Everything in one group; three rows' worth; each row alone and read in place.
-        let one_group = solve(usize::MAX / 2);
+        // Everything in one group; three rows' worth; each row alone and read
+        // in place; one group read in place (a fixed side that fits in L2).
+        let one_group = solve(usize::MAX / 2, true);
         assert_ne!(
             one_group,
             warm.iter().map(|v| v.to_bits()).collect::<Vec<u32>>(),
             "k={k}: the rows moved"
         );
         let widest = (0..rows).map(|r| csr.row(r).0.len() * k).max().unwrap();
-        assert_eq!(solve(3 * widest), one_group, "k={k}: groups of about three rows");
-        assert_eq!(solve(0), one_group, "k={k}: every row alone, read in place");
+        assert_eq!(solve(3 * widest, true), one_group, "k={k}: groups of about three rows");
+        assert_eq!(solve(0, true), one_group, "k={k}: every row alone, read in place");
+        assert_eq!(solve(usize::MAX / 2, false), one_group, "k={k}: one group, read in place");
+        assert_eq!(solve(3 * widest, false), one_group, "k={k}: groups of three, read in place");
     }
 }
 
