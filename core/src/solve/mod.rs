@@ -113,6 +113,19 @@ pub fn all_finite(v: &[f32]) -> bool {
     v.chunks(4096).all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()))
 }
 
+/// The largest of `v`, if any (a fold, so it vectorizes; every half checks
+/// every rating's column with it).
+#[multiversion::multiversion(targets("x86_64+avx+avx2+fma+avx512f", "x86_64+avx+avx2+fma"))]
+fn max_index(v: &[u32]) -> Option<u32> {
+    v.iter().copied().max()
+}
+
+/// Whether any of `v` is below zero (a fold per chunk, so it vectorizes).
+#[multiversion::multiversion(targets("x86_64+avx+avx2+fma+avx512f", "x86_64+avx+avx2+fma"))]
+fn any_negative(v: &[f32]) -> bool {
+    v.chunks(4096).any(|c| c.iter().fold(false, |neg, &x| neg | (x < 0.0)))
+}
+
 /// The fixed side of a half-iteration, checked once: its shape against the
 /// parameters, every factor and bias finite, the Gramian present (and
 /// finite-sized) for implicit feedback. Blocks solved against it
@@ -209,7 +222,11 @@ fn validate_rows(
         ));
     }
     let (start, end) = (rows.indptr[0], end);
-    if let Some(bad_ix) = rows.indices[start..end].iter().find(|&&c| c as usize >= m) {
+    // The maximum vectorizes where a search for the first bad index does
+    // not; the search runs only to name it.
+    let cols = &rows.indices[start..end];
+    if max_index(cols).is_some_and(|c| c as usize >= m) {
+        let bad_ix = cols.iter().find(|&&c| c as usize >= m).copied().unwrap_or_default();
         return bad(format!("column index {bad_ix} out of range for {m} fixed rows"));
     }
     if !all_finite(&rows.values[start..end]) {
@@ -226,7 +243,7 @@ fn validate_rows(
         }
         Feedback::Explicit { biased: false, .. } => {}
         Feedback::Implicit { .. } => {
-            if rows.values[start..end].iter().any(|&v| v < 0.0) {
+            if any_negative(&rows.values[start..end]) {
                 return bad("implicit feedback values must be >= 0".into());
             }
         }

@@ -450,14 +450,15 @@ fn bad_blocks_are_errors_not_panics() {
     };
     let mut out = vec![0f32; k];
     let bad_col = RowsView {
-        indptr: &[0, 1],
-        indices: &[3],
-        values: &[1.0],
+        indptr: &[0, 4],
+        indices: &[0, 2, 7, 5],
+        values: &[1.0; 4],
     };
-    assert!(matches!(
-        solve_rows(&p, bad_col, fx, None, &mut out, None),
-        Err(SolveError::Invalid(_))
-    ));
+    // The first index out of range is named.
+    match solve_rows(&p, bad_col, fx, None, &mut out, None) {
+        Err(SolveError::Invalid(m)) => assert!(m.contains("column index 7 out of range for 3"), "{m}"),
+        other => panic!("expected an invalid column, got {other:?}"),
+    }
     let bad_ptr = RowsView {
         indptr: &[0, 5],
         indices: &[0],
@@ -498,6 +499,16 @@ fn bad_blocks_are_errors_not_panics() {
         solve_rows(&imp, ok, fx, None, &mut out, None),
         Err(SolveError::Invalid(_))
     ));
+    let gram = vec![0f64; k * k];
+    let negative = RowsView {
+        indptr: &[0, 3],
+        indices: &[0, 1, 2],
+        values: &[1.0, -0.5, 2.0],
+    };
+    match solve_rows(&imp, negative, fx, Some(&gram), &mut out, None) {
+        Err(SolveError::Invalid(m)) => assert!(m.contains("must be >= 0"), "{m}"),
+        other => panic!("expected a negative value refused, got {other:?}"),
+    }
     // λ = 0 with one rating in two unknowns: singular, reported with the row.
     let zero = SolveParams { lambda: 0.0, ..p };
     assert!(matches!(
