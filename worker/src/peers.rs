@@ -57,12 +57,12 @@ impl Peers {
     /// fails the send, and its connection is dropped so the next send
     /// connects afresh.
     pub async fn send(&self, addr: &str, chunks: Vec<PeerChunk>, timeout: Duration) -> Result<u64, Status> {
+        let chunks = match self.send_direct(addr, chunks) {
+            Ok(done) => return done,
+            Err(chunks) => chunks,
+        };
         let bytes: u64 = chunks.iter().map(|c| c.encoded_len() as u64).sum();
         let bound = timeout + Duration::from_secs(bytes / SLOWEST_BYTES_PER_SECOND);
-        // A worker of this process (not killed): handed over, not encoded.
-        if let Some(slot) = transport::lookup(addr).and_then(|w| w.direct()).and_then(slot_of) {
-            return hand_over(&slot, chunks).map(|()| bytes).map_err(|s| refused_or_lost(addr, s));
-        }
         let work = async {
             let mut h = self.client(addr).await?;
             h.client.peer_rows(tokio_stream::iter(chunks)).await.map(|_| ())
@@ -78,6 +78,21 @@ impl Peers {
                 Err(refused_or_lost(addr, s))
             }
         }
+    }
+}
+
+impl Peers {
+    /// Hand a worker of this process (not killed) its messages on the
+    /// calling thread, unencoded, with the checks of the call; the bytes
+    /// they would have taken. `Err` gives the messages back where `addr` is
+    /// no such worker. A solving thread calls it, so no task is woken and no
+    /// runtime thread takes a core from the solvers for the copy.
+    pub fn send_direct(&self, addr: &str, chunks: Vec<PeerChunk>) -> Result<Result<u64, Status>, Vec<PeerChunk>> {
+        let Some(slot) = transport::lookup(addr).and_then(|w| w.direct()).and_then(slot_of) else {
+            return Err(chunks);
+        };
+        let bytes: u64 = chunks.iter().map(|c| c.encoded_len() as u64).sum();
+        Ok(hand_over(&slot, chunks).map(|()| bytes).map_err(|s| refused_or_lost(addr, s)))
     }
 }
 

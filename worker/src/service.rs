@@ -158,6 +158,13 @@ fn solve_and_send(
     Ok(n)
 }
 
+/// A block's rows to one peer: handed over already (a worker of this
+/// process), or on their way; the bytes sent.
+enum Sent {
+    Done(Result<u64, Status>),
+    Spawned(tokio::task::JoinHandle<Result<u64, Status>>),
+}
+
 /// One solved block as its messages (header on the first), with its rows or without.
 fn solved_chunks(b: &SolvedBlock, k: usize, rows: bool) -> Vec<SolvedChunk> {
     // Symmetric: its lower triangle is all of it.
@@ -356,8 +363,13 @@ impl Worker for WorkerService {
                         let _ = tx.send(solved_chunks(b, k, r.rows_back).into_iter().map(Ok).collect());
                         let Some(plan) = plan else { return };
                         for (addr, chunks) in block_messages(&job_id, plan, r.step + 1, k, b) {
-                            let peers = peers.clone();
-                            let sent = rt.spawn(async move { peers.send(&addr, chunks, peer_timeout).await });
+                            let sent = match peers.send_direct(&addr, chunks) {
+                                Ok(done) => Sent::Done(done),
+                                Err(chunks) => {
+                                    let peers = peers.clone();
+                                    Sent::Spawned(rt.spawn(async move { peers.send(&addr, chunks, peer_timeout).await }))
+                                }
+                            };
                             sends.lock().unwrap_or_else(|p| p.into_inner()).push(sent);
                         }
                     })
@@ -375,9 +387,12 @@ impl Worker for WorkerService {
                 let bytes = rt.block_on(async {
                     let mut bytes = Ok(0u64);
                     for s in sends {
-                        let one = s
-                            .await
-                            .unwrap_or_else(|e| Err(Status::internal(format!("a peer send failed: {e}"))));
+                        let one = match s {
+                            Sent::Done(done) => done,
+                            Sent::Spawned(task) => task
+                                .await
+                                .unwrap_or_else(|e| Err(Status::internal(format!("a peer send failed: {e}")))),
+                        };
                         bytes = match (bytes, one) {
                             (Ok(total), Ok(b)) => Ok(total + b),
                             (Err(e), _) | (Ok(_), Err(e)) => Err(e),
