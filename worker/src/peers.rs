@@ -79,9 +79,7 @@ impl Peers {
             }
         }
     }
-}
 
-impl Peers {
     /// Hand a worker of this process (not killed) its messages on the
     /// calling thread, unencoded, with the checks of the call; the bytes
     /// they would have taken. `Err` gives the messages back where `addr` is
