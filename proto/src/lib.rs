@@ -35,6 +35,11 @@ pub fn check_version(peer: &'static str, theirs: u32) -> Result<(), VersionMisma
     }
 }
 
+/// Bytes `msgs` take encoded: what both sides count as sent or received.
+pub fn encoded_bytes<M: prost::Message>(msgs: &[M]) -> u64 {
+    msgs.iter().map(|m| m.encoded_len() as u64).sum()
+}
+
 /// Bytes of bulk data per streamed message: far below tonic's 4 MiB decode limit.
 pub const CHUNK_BYTES: usize = 1 << 20;
 

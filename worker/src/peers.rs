@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use als_net::client::{connect, ClientOptions, WorkerHandle};
 use als_net::transport;
+use als_proto::encoded_bytes;
 use als_proto::pb::PeerChunk;
-use prost::Message;
 use tokio::sync::Mutex;
 use tonic::Status;
 
@@ -52,16 +52,12 @@ impl Peers {
         Ok(h)
     }
 
-    /// Send a peer its messages within `timeout` plus the time the bytes
-    /// take at a slow link; the bytes sent. A peer that cannot take them
-    /// fails the send, and its connection is dropped so the next send
-    /// connects afresh.
-    pub async fn send(&self, addr: &str, chunks: Vec<PeerChunk>, timeout: Duration) -> Result<u64, Status> {
-        let chunks = match self.send_direct(addr, chunks) {
-            Ok(done) => return done,
-            Err(chunks) => chunks,
-        };
-        let bytes: u64 = chunks.iter().map(|c| c.encoded_len() as u64).sum();
+    /// Send a peer that [`Peers::send_direct`] cannot reach its messages
+    /// over the network, within `timeout` plus the time the bytes take at a
+    /// slow link; the bytes sent. A peer that cannot take them fails the
+    /// send, and its connection is dropped so the next send connects afresh.
+    pub async fn send_remote(&self, addr: &str, chunks: Vec<PeerChunk>, timeout: Duration) -> Result<u64, Status> {
+        let bytes = encoded_bytes(&chunks);
         let bound = timeout + Duration::from_secs(bytes / SLOWEST_BYTES_PER_SECOND);
         let work = async {
             let mut h = self.client(addr).await?;
@@ -89,7 +85,7 @@ impl Peers {
         let Some(slot) = transport::lookup(addr).and_then(|w| w.direct()).and_then(slot_of) else {
             return Err(chunks);
         };
-        let bytes: u64 = chunks.iter().map(|c| c.encoded_len() as u64).sum();
+        let bytes = encoded_bytes(&chunks);
         Ok(hand_over(&slot, chunks).map(|()| bytes).map_err(|s| refused_or_lost(addr, s)))
     }
 }

@@ -367,7 +367,7 @@ impl Worker for WorkerService {
                                 Ok(done) => Sent::Done(done),
                                 Err(chunks) => {
                                     let peers = peers.clone();
-                                    Sent::Spawned(rt.spawn(async move { peers.send(&addr, chunks, peer_timeout).await }))
+                                    Sent::Spawned(rt.spawn(async move { peers.send_remote(&addr, chunks, peer_timeout).await }))
                                 }
                             };
                             sends.lock().unwrap_or_else(|p| p.into_inner()).push(sent);

@@ -12,10 +12,10 @@ use als_proto::codec::Field;
 use als_proto::payload::RouteFields;
 use als_proto::pb::RouteChunk;
 use als_proto::spec::side_to_pb;
-use als_proto::CHUNK_BYTES;
+use als_proto::{encoded_bytes, CHUNK_BYTES};
 
 use super::health::watched;
-use super::rpc::{encoded, rpc_err};
+use super::rpc::rpc_err;
 use super::ClusterExecutor;
 use crate::cluster::routing::Routing;
 
@@ -77,7 +77,7 @@ impl ClusterExecutor<'_> {
                 let work = async move {
                     let mut bytes = 0;
                     for chunks in streams {
-                        bytes += encoded(&chunks);
+                        bytes += encoded_bytes(&chunks);
                         client
                             .set_routes(tokio_stream::iter(chunks))
                             .await

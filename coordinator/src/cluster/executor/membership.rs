@@ -7,12 +7,12 @@ use std::collections::BTreeSet;
 use als_core::side::{Factors, Side};
 use als_proto::pb::ReleaseBlocksRequest;
 use als_proto::spec::side_to_pb;
-use als_proto::PEER_EXCHANGE;
+use als_proto::{encoded_bytes, PEER_EXCHANGE};
 
 use crate::cluster::client::{connect, ClientOptions};
 
 use super::health::watched;
-use super::rpc::{encoded, rpc_err, HalfError};
+use super::rpc::{rpc_err, HalfError};
 use super::wire::block_messages;
 use super::{side_ix, ClusterExecutor, Slot};
 
@@ -198,7 +198,7 @@ impl ClusterExecutor<'_> {
                             Side::Items => (&ds.by_item, items),
                         };
                         let msgs = block_messages(&job_id, side, b, csr, layouts, &routing.side(side).needed[b], current, test);
-                        bytes += encoded(&msgs);
+                        bytes += encoded_bytes(&msgs);
                         c.assign_block(tokio_stream::iter(msgs))
                             .await
                             .map_err(|s| rpc_err(&addr, "shipping a block failed", s))?;

@@ -2,6 +2,7 @@
 //! evaluation, and what their failures mean: a lost worker, a failed job,
 //! or a protocol breach.
 
+use als_proto::encoded_bytes;
 use als_proto::payload::Assembler;
 use als_proto::pb::{BlockTerms, EvalChunk, EvalResultChunk, FactorChunk, FetchRowsRequest, SolveRequest, SolvedChunk};
 use prost::Message;
@@ -55,10 +56,6 @@ pub(super) struct WorkerHalf {
     pub(super) compute_seconds: f64,
 }
 
-pub(super) fn encoded<M: Message>(msgs: &[M]) -> u64 {
-    msgs.iter().map(|m| m.encoded_len() as u64).sum()
-}
-
 pub(super) fn rpc_err(addr: &str, what: &str, s: tonic::Status) -> HalfError {
     use als_proto::fault::{fault_of, Fault};
     match fault_of(&s) {
@@ -97,7 +94,7 @@ pub(super) async fn push_and_solve(
     let mut bytes_sent = req.encoded_len() as u64;
     let _turn = push_gate.acquire().await.expect("the gate is never closed");
     if let Some(msgs) = msgs {
-        bytes_sent += encoded(&msgs);
+        bytes_sent += encoded_bytes(&msgs);
         client
             .push_factors(tokio_stream::iter(msgs))
             .await
@@ -170,7 +167,7 @@ pub(super) async fn run_evaluation(w: WorkerHandle, msgs: Vec<EvalChunk>) -> Res
     let mut client = w.client;
     let mut out = WorkerEval {
         blocks: Vec::new(),
-        bytes: encoded(&msgs),
+        bytes: encoded_bytes(&msgs),
     };
     let mut stream = client
         .evaluate(tokio_stream::iter(msgs))
