@@ -233,7 +233,7 @@ pub enum Field<'a> {
 }
 
 impl Field<'_> {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Field::Bytes(b) => b.len(),
             Field::F32(v) => v.len() * 4,
@@ -299,6 +299,35 @@ pub fn chunk_fields<M>(
             m
         })
         .collect()
+}
+
+/// The encoded length of the messages [`chunk_fields`] makes from arrays
+/// of `lens` bytes: each header as `make` builds it, plus each array piece
+/// as a bytes field (its key measured on the message, so any field number
+/// counts right).
+pub fn chunks_encoded_len<M: prost::Message>(
+    lens: &[usize],
+    max: usize,
+    mut make: impl FnMut(usize) -> M,
+    dest: impl Fn(&mut M, usize) -> &mut Bytes,
+) -> u64 {
+    plan_chunks(lens, max)
+        .into_iter()
+        .enumerate()
+        .map(|(j, parts)| {
+            let mut m = make(j);
+            let head = m.encoded_len();
+            let mut total = head;
+            for (f, r) in parts {
+                *dest(&mut m, f) = Bytes::from_static(&[0]);
+                // One byte of value and one of its length: the rest is the key.
+                let key = m.encoded_len() - head - 2;
+                *dest(&mut m, f) = Bytes::new();
+                total += key + prost::encoding::encoded_len_varint(r.len() as u64) + r.len();
+            }
+            total as u64
+        })
+        .sum()
 }
 
 #[cfg(test)]

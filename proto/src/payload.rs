@@ -14,7 +14,7 @@
 //!
 //! Adding a field means adding it to the `.proto` file and to one list here.
 
-use crate::codec::{chunk_fields, pieces_vec, Bytes, CodecError, Field};
+use crate::codec::{chunk_fields, chunks_encoded_len, pieces_vec, Bytes, CodecError, Field};
 use crate::pb::{BlockChunk, EvalChunk, EvalResultChunk, FactorChunk, PeerChunk, RouteChunk, SolvedChunk};
 
 /// A message whose bulk arrays are gathered across a stream.
@@ -50,6 +50,15 @@ macro_rules! bulk_fields {
             pub fn to_chunks(&self, max: usize, header: impl FnMut(usize) -> $msg) -> Vec<$msg> {
                 let fields = [$(self.$field.clone()),+];
                 chunk_fields(&fields, max, header, |m: &mut $msg, i| {
+                    [$(&mut m.$field),+].into_iter().nth(i).expect("one slot per array")
+                })
+            }
+
+            /// The encoded bytes of [`Self::to_chunks`]'s messages, without
+            /// writing them: what a hand-over that skips the encoding reports.
+            pub fn encoded_len(&self, max: usize, header: impl FnMut(usize) -> $msg) -> u64 {
+                let lens = [$(self.$field.len()),+];
+                chunks_encoded_len(&lens, max, header, |m: &mut $msg, i| {
                     [$(&mut m.$field),+].into_iter().nth(i).expect("one slot per array")
                 })
             }
@@ -251,11 +260,13 @@ mod tests {
                 test_columns: Field::U32(&[]),
                 test_values: Field::F32(&[]),
             };
-            let msgs = fields.to_chunks(max, |j| BlockChunk {
+            let header = |j| BlockChunk {
                 block: 3,
                 n_rows: if j == 0 { 2 } else { 0 },
                 ..Default::default()
-            });
+            };
+            let msgs = fields.to_chunks(max, header);
+            assert_eq!(fields.encoded_len(max, header), crate::encoded_bytes(&msgs), "max {max}");
             assert_eq!(msgs[0].n_rows, 2);
             assert!(msgs[1..].iter().all(|m| m.n_rows == 0 && m.block == 3));
             let limits = BlockLimits {
@@ -278,6 +289,35 @@ mod tests {
             );
             assert_eq!((p.values, p.factors), (values.to_vec(), factors.clone()));
             assert!(p.bias.is_empty() && p.test_values.is_empty());
+        }
+    }
+
+    /// The length a hand-over reports is the encoded one, for any split
+    /// and any size of field (a length's varint grows past 127 bytes).
+    #[test]
+    fn encoded_len_is_the_length_of_the_messages() {
+        let k = 48;
+        for n in [0usize, 1, 3, 700] {
+            let rows: Vec<u32> = (0..n as u32).map(|r| 3 * r + 1).collect();
+            let factors: Vec<f32> = (0..n * k).map(|i| i as f32).collect();
+            let row = |i: usize| &factors[i * k..(i + 1) * k];
+            let bias = vec![0.5f32; n];
+            for max in [7, 1000, 1 << 20] {
+                let fields = PeerFields {
+                    rows: Field::U32(&rows),
+                    factors: Field::Rows { n_rows: n, k, row: &row },
+                    bias: Field::F32(&bias),
+                };
+                let header = |j| PeerChunk {
+                    job_id: "job-0123456789abcdef".into(),
+                    step: 1 << 40,
+                    epoch: 3,
+                    n_rows: if j == 0 { n as u32 } else { 0 },
+                    ..Default::default()
+                };
+                let msgs = fields.to_chunks(max, header);
+                assert_eq!(fields.encoded_len(max, header), crate::encoded_bytes(&msgs), "{n} rows, max {max}");
+            }
         }
     }
 

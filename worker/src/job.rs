@@ -208,7 +208,7 @@ pub struct Job {
 mod evaluate;
 mod exchange;
 pub use evaluate::{EvalBlock, EvalInput, MAX_TOP_K};
-pub use exchange::{block_messages, lock as lock_mailbox, Mailbox, PeerPlan, PeerRows, Routes, SharedMailbox};
+pub use exchange::{block_routes, lock as lock_mailbox, DirectRows, Mailbox, PeerPlan, PeerRows, PeerSend, Routes, SharedMailbox};
 
 impl Job {
     pub fn new(id: String, params: SolveParams, n_users: u64, n_items: u64) -> Result<Job, JobError> {

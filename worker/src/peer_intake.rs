@@ -1,6 +1,7 @@
 //! Rows from peers, as they come in: the checks the `PeerRows` handler
 //! makes, shared with the hand-over between workers of one process (the
-//! default mode's `--local` workers), which skips only the encoding.
+//! default mode's `--local` workers), which reads the rows from the
+//! sender's solved block instead of from messages.
 //!
 //! The rows go to the job's mailbox, not the job: a worker takes its peers'
 //! rows while it solves.
@@ -9,12 +10,12 @@ use std::sync::{Arc, Mutex};
 
 use als_core::side::Side;
 use als_proto::codec::pieces_vec;
-use als_proto::payload::{Assembler, PeerLimits, PeerPieces};
+use als_proto::payload::{PeerLimits, PeerPieces};
 use als_proto::pb::PeerChunk;
 use als_proto::spec::side_from_pb;
 use tonic::Status;
 
-use crate::job::{lock_mailbox, PeerRows, SharedMailbox};
+use crate::job::{lock_mailbox, DirectRows, PeerRows, SharedMailbox};
 use crate::service::status;
 
 /// The active job's mailbox, if a job is active.
@@ -96,22 +97,15 @@ impl Intake {
     }
 }
 
-/// Hand `chunks` to a worker of this process, checked as its `PeerRows`
-/// handler would check them (the messages' byte arrays are shared, not copied).
-pub fn hand_over(slot: &MailboxSlot, chunks: Vec<PeerChunk>) -> Result<(), Status> {
-    let mut chunks = chunks.into_iter();
-    let first = chunks.next().ok_or_else(|| Status::invalid_argument("empty peer stream"))?;
-    let intake = Intake::open(slot, first)?;
-    let mut acc = Assembler::<PeerChunk>::new(&intake.limits);
-    let over = |e: &dyn std::fmt::Display| Status::invalid_argument(e.to_string());
-    acc.add(intake.first()).map_err(|e| over(&e))?;
-    for c in chunks {
-        if !intake.belongs(&c) {
-            return Err(Status::invalid_argument("a peer stream must not change its job or position"));
-        }
-        acc.add(&c).map_err(|e| over(&e))?;
-    }
-    intake.finish(acc.into_pieces())
+/// Hand a worker of this process rows of a block its peer solved, read in
+/// place: the checks its `PeerRows` handler makes (the job, the size
+/// against its memory budget, every row's place and value), one copy.
+pub fn hand_over(slot: &MailboxSlot, job_id: &str, rows: &DirectRows) -> Result<(), Status> {
+    let mailbox = slot.of(job_id)?;
+    let mut m = lock_mailbox(&mailbox);
+    let n_rows = u32::try_from(rows.rows.len()).map_err(|_| Status::invalid_argument("too many peer rows"))?;
+    m.limits(rows.side, rows.step, n_rows).map_err(status)?;
+    m.add_direct(rows).map_err(status)
 }
 
 /// The slot a worker's direct hand-overs reach, from what its
@@ -124,9 +118,7 @@ pub fn slot_of(direct: Arc<dyn std::any::Any + Send + Sync>) -> Option<Arc<Mailb
 mod tests {
     use als_core::linalg::Backend;
     use als_core::solve::{Feedback, RegScaling, SolveParams, SolverKind};
-    use als_proto::codec::{f32_bytes, Bytes};
     use als_proto::fault::{fault_of, Fault};
-    use als_proto::spec::side_to_pb;
 
     use super::*;
     use crate::job::Job;
@@ -149,16 +141,15 @@ mod tests {
         slot
     }
 
-    fn chunk(job: &str, step: u64, n_rows: u32, rows: &[u32]) -> PeerChunk {
-        PeerChunk {
-            job_id: job.into(),
-            side: side_to_pb(Side::Items) as i32,
-            step,
+    fn rows<'a>(rows: &'a [u32], factors: &'a [f32]) -> DirectRows<'a> {
+        DirectRows {
+            side: Side::Items,
+            step: 2,
             epoch: 0,
-            n_rows,
-            rows: Bytes::from(rows.iter().flat_map(|r| r.to_le_bytes()).collect::<Vec<u8>>()),
-            factors: Bytes::from(f32_bytes(&vec![0.5; 2 * rows.len()])),
-            ..Default::default()
+            rows,
+            row_start: 0,
+            factors,
+            bias: &[],
         }
     }
 
@@ -167,19 +158,16 @@ mod tests {
     #[test]
     fn a_hand_over_is_checked_as_a_call_is() {
         let slot = slot_with_job("job");
-        let code = |chunks: Vec<PeerChunk>| hand_over(&slot, chunks).unwrap_err();
-        assert_eq!(code(Vec::new()).code(), tonic::Code::InvalidArgument, "nothing sent");
-        let other = code(vec![chunk("other", 2, 0, &[])]);
+        let factors = [0.5f32; 8];
+        let other = hand_over(&slot, "other", &rows(&[], &factors)).unwrap_err();
         assert_eq!(other.code(), tonic::Code::FailedPrecondition, "{other:?}");
         assert!(other.message().contains("runs job 'job'"), "{other:?}");
-        // More rows than this worker needs (it holds no blocks): refused from the header.
-        let many = code(vec![chunk("job", 2, 1, &[1])]);
+        // More rows than this worker needs (it holds no blocks): refused from the size.
+        let many = hand_over(&slot, "job", &rows(&[1], &factors)).unwrap_err();
         assert_eq!(fault_of(&many), Fault::Protocol, "{many:?}");
-        // A later message of the stream may not move to another step.
-        let moved = code(vec![chunk("job", 2, 0, &[]), chunk("job", 3, 0, &[])]);
-        assert_eq!(moved.code(), tonic::Code::InvalidArgument, "{moved:?}");
         // No job: nothing is taken.
         slot.set(None);
-        assert_eq!(code(vec![chunk("job", 2, 0, &[])]).code(), tonic::Code::FailedPrecondition);
+        let none = hand_over(&slot, "job", &rows(&[], &factors)).unwrap_err();
+        assert_eq!(none.code(), tonic::Code::FailedPrecondition);
     }
 }

@@ -13,6 +13,7 @@ use als_proto::pb::PeerChunk;
 use tokio::sync::Mutex;
 use tonic::Status;
 
+use crate::job::PeerSend;
 use crate::peer_intake::{hand_over, slot_of};
 
 pub struct Peers {
@@ -76,17 +77,15 @@ impl Peers {
         }
     }
 
-    /// Hand a worker of this process (not killed) its messages on the
-    /// calling thread, unencoded, with the checks of the call; the bytes
-    /// they would have taken. `Err` gives the messages back where `addr` is
-    /// no such worker. A solving thread calls it, so no task is woken and no
+    /// Hand a worker of this process (not killed) its rows on the calling
+    /// thread, straight from the solved block, with the checks of the call;
+    /// the bytes the messages would have taken. `None` where `addr` is no
+    /// such worker. A solving thread calls it, so no task is woken and no
     /// runtime thread takes a core from the solvers for the copy.
-    pub fn send_direct(&self, addr: &str, chunks: Vec<PeerChunk>) -> Result<Result<u64, Status>, Vec<PeerChunk>> {
-        let Some(slot) = transport::lookup(addr).and_then(|w| w.direct()).and_then(slot_of) else {
-            return Err(chunks);
-        };
-        let bytes = encoded_bytes(&chunks);
-        Ok(hand_over(&slot, chunks).map(|()| bytes).map_err(|s| refused_or_lost(addr, s)))
+    pub fn send_direct(&self, addr: &str, send: &PeerSend) -> Option<Result<u64, Status>> {
+        let slot = transport::lookup(addr).and_then(|w| w.direct()).and_then(slot_of)?;
+        let done = hand_over(&slot, send.job_id, &send.direct());
+        Some(done.map(|()| send.encoded_len()).map_err(|s| refused_or_lost(addr, s)))
     }
 }
 

@@ -20,7 +20,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::job::{block_messages, BlockData, EvalInput, Job, JobError, PeerPlan, PushedRows, SolvedBlock};
+use crate::job::{block_routes, BlockData, EvalInput, Job, JobError, PeerPlan, PeerSend, PushedRows, SolvedBlock};
 use crate::peer_intake::{Intake, MailboxSlot};
 use crate::peers::Peers;
 
@@ -362,11 +362,19 @@ impl Worker for WorkerService {
                     let out = solve_and_send(j, &r, side, terms, gram, |b, plan| {
                         let _ = tx.send(solved_chunks(b, k, r.rows_back).into_iter().map(Ok).collect());
                         let Some(plan) = plan else { return };
-                        for (addr, chunks) in block_messages(&job_id, plan, r.step + 1, k, b) {
-                            let sent = match peers.send_direct(&addr, chunks) {
-                                Ok(done) => Sent::Done(done),
-                                Err(chunks) => {
-                                    let peers = peers.clone();
+                        for (addr, rows) in block_routes(plan, b) {
+                            let send = PeerSend {
+                                job_id: &job_id,
+                                plan,
+                                step: r.step + 1,
+                                k,
+                                block: b,
+                                rows,
+                            };
+                            let sent = match peers.send_direct(addr, &send) {
+                                Some(done) => Sent::Done(done),
+                                None => {
+                                    let (peers, addr, chunks) = (peers.clone(), addr.to_owned(), send.messages());
                                     Sent::Spawned(rt.spawn(async move { peers.send_remote(&addr, chunks, peer_timeout).await }))
                                 }
                             };

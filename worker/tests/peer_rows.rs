@@ -8,7 +8,7 @@ mod common;
 use als_core::side::Side;
 use als_core::solve::SolveParams;
 use als_proto::codec::{f32_bytes, Bytes};
-use als_worker::job::{FixedFactors, Job, JobError, PeerRows};
+use als_worker::job::{DirectRows, FixedFactors, Job, JobError, PeerRows};
 use common::{gram, job_with_solved_items, params, rated, ITEMS};
 
 /// The item rows user block 0 needs.
@@ -181,6 +181,82 @@ fn rows_from_peers_solve_as_a_full_push() {
         peer_job.set_fixed_from_peers(Side::Items, 2, gram(&p)).unwrap();
         assert_eq!(solve_users(&mut peer_job), want, "implicit={implicit}");
     }
+}
+
+/// A stand-in for a peer's solved block holding every item: rows from
+/// [`other_row`], biases as [`peer_scaled`] gives them.
+fn peer_block(k: usize, biased: bool) -> (Vec<f32>, Vec<f32>) {
+    let factors = (0..ITEMS).flat_map(|i| other_row(i, k)).collect();
+    let bias = if biased { (0..ITEMS).map(|i| -0.1 * i as f32).collect() } else { Vec::new() };
+    (factors, bias)
+}
+
+fn direct<'a>(rows: &'a [u32], (factors, bias): &'a (Vec<f32>, Vec<f32>), step: u64) -> DirectRows<'a> {
+    DirectRows {
+        side: Side::Items,
+        step,
+        epoch: 1,
+        rows,
+        row_start: 0,
+        factors,
+        bias,
+    }
+}
+
+/// Rows a worker of this process hands over in place give the fixed side,
+/// and the solve, that the same rows sent as messages give.
+#[test]
+fn rows_handed_over_in_place_solve_as_rows_sent() {
+    for implicit in [false, true] {
+        let (p, mut pushed_job, mut peer_job) = two_jobs_at_step_2(implicit);
+        let (k, biased) = (p.factors, !implicit);
+        let want = solve_users(&mut pushed_job);
+        let block = peer_block(k, biased);
+        let needed = needed_items();
+        let low: Vec<u32> = needed.iter().copied().filter(|&i| i < 3).collect();
+        let high: Vec<u32> = needed.iter().copied().filter(|&i| i >= 5).collect();
+        peer_job.add_direct_rows(&direct(&high, &block, 2)).unwrap();
+        peer_job.add_peer_rows(peer(&low, k, biased, 2)).unwrap();
+        peer_job.set_fixed_from_peers(Side::Items, 2, gram(&p)).unwrap();
+        assert_eq!(solve_users(&mut peer_job), want, "implicit={implicit}");
+    }
+}
+
+#[test]
+fn what_a_worker_of_this_process_hands_over_is_checked() {
+    let p = params(false);
+    let k = p.factors;
+    let (mut job, _, _) = job_with_solved_items(p, false);
+    job.set_route(Side::Items, 1, "peer-a".into(), vec![4]).unwrap();
+    let block = peer_block(k, true);
+    let needed = needed_items();
+    let invalid = |job: &mut Job, d: DirectRows, why: &str| {
+        let e = job.add_direct_rows(&d).unwrap_err();
+        assert!(matches!(e, JobError::Invalid(_)), "{why}: {e}");
+    };
+    if let Some(i) = (0..ITEMS).find(|i| !needed.contains(i)) {
+        invalid(&mut job, direct(&[i], &block, 2), "a row nobody here needs");
+    }
+    invalid(&mut job, direct(&[3], &block, 2), "a row of this worker's own block");
+    invalid(&mut job, direct(&[2, 0], &block, 2), "rows out of order");
+    let mut outside = direct(&[2], &block, 2);
+    outside.row_start = 3;
+    invalid(&mut job, outside, "a row outside the block");
+    let mut nan = block.clone();
+    nan.0[2 * k + 1] = f32::NAN;
+    invalid(&mut job, direct(&[2], &nan, 2), "a NaN factor");
+    let mut inf_bias = block.clone();
+    inf_bias.1[2] = f32::INFINITY;
+    invalid(&mut job, direct(&[2], &inf_bias, 2), "an infinite bias");
+    let unbiased = peer_block(k, false);
+    invalid(&mut job, direct(&[2], &unbiased, 2), "no biases for a biased model");
+    job.add_direct_rows(&direct(&[0], &block, 2)).unwrap();
+    invalid(&mut job, direct(&[0], &block, 2), "a row handed over twice");
+    let mut stale = direct(&[2], &block, 2);
+    stale.epoch = 0;
+    assert!(matches!(job.add_direct_rows(&stale), Err(JobError::NotReady(_))));
+    // The checks refused without taking: row 2 is still to come.
+    job.add_direct_rows(&direct(&[2], &block, 2)).unwrap();
 }
 
 #[test]

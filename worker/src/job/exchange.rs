@@ -16,7 +16,7 @@ use als_proto::CHUNK_BYTES;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{bad_push, invalid, FixedFactors, Job, JobError, SolvedBlock};
+use super::{all_finite, bad_push, invalid, FixedFactors, Job, JobError, SolvedBlock};
 
 /// Where the solved rows of one side go: every peer's rows under one epoch.
 #[derive(Debug, Default)]
@@ -188,76 +188,168 @@ impl Mailbox {
     /// Take rows from a peer: each must be needed here, outside this worker's
     /// own blocks, and not sent before for the step; values finite.
     pub fn add(&mut self, p: PeerRows) -> Result<(), JobError> {
-        let k = self.k;
-        if self.epoch != Some(p.epoch) {
+        let biased = self.biased;
+        let mut read_f = PieceReader::new("factors", &p.factors);
+        let mut read_b = PieceReader::new("bias", &p.bias);
+        self.take(p.side, p.step, p.epoch, &p.rows, |_, factors, bias| {
+            read_f.read_finite_into(factors).map_err(bad_push)?;
+            if biased {
+                read_b.read_finite_into(bias).map_err(bad_push)?;
+            }
+            Ok(())
+        })?;
+        read_f.finish().map_err(bad_push)?;
+        read_b.finish().map_err(bad_push)?;
+        Ok(())
+    }
+
+    /// Take rows a worker of this process hands over from its solved block,
+    /// with the checks of [`Mailbox::add`], copied once.
+    pub fn add_direct(&mut self, d: &DirectRows) -> Result<(), JobError> {
+        let (k, biased) = (self.k, self.biased);
+        let n_block = d.factors.len() / k.max(1);
+        if d.factors.len() != n_block * k || d.bias.len() != if biased { n_block } else { 0 } {
+            return invalid(format!(
+                "a handed-over block of {} values and {} biases is not rows of {k}",
+                d.factors.len(),
+                d.bias.len()
+            ));
+        }
+        self.take(d.side, d.step, d.epoch, d.rows, |g, factors, bias| {
+            let r = (g as u64)
+                .checked_sub(d.row_start)
+                .map(|r| r as usize)
+                .filter(|&r| r < n_block)
+                .ok_or_else(|| JobError::Invalid(format!("handed-over row {g} is not in its block")))?;
+            let row = &d.factors[r * k..(r + 1) * k];
+            if !all_finite(row) || (biased && !d.bias[r].is_finite()) {
+                return invalid(format!("handed-over row {g}: a non-finite value"));
+            }
+            factors.copy_from_slice(row);
+            if biased {
+                bias[0] = d.bias[r];
+            }
+            Ok(())
+        })
+    }
+
+    /// The checks rows of a peer pass, wherever they come from, with `read`
+    /// filling each one's place in the inbox of `step`: its factors and its
+    /// bias (none unbiased).
+    fn take(
+        &mut self,
+        side: Side,
+        step: u64,
+        epoch: u64,
+        rows: &[u32],
+        mut read: impl FnMut(u32, &mut [f32], &mut [f32]) -> Result<(), JobError>,
+    ) -> Result<(), JobError> {
+        let (k, biased) = (self.k, self.biased);
+        if self.epoch != Some(epoch) {
             // Sent in an attempt the coordinator gave up on, or before this worker's routes came.
             return Err(JobError::NotReady(format!(
-                "peer rows of route epoch {}, this worker is at {}",
-                p.epoch,
+                "peer rows of route epoch {epoch}, this worker is at {}",
                 self.epoch.map_or("none".into(), |e| e.to_string())
             )));
         }
-        if p.rows.windows(2).any(|w| w[0] >= w[1]) {
+        if rows.windows(2).any(|w| w[0] >= w[1]) {
             return invalid("peer rows must be ascending and distinct");
         }
         // A fast peer may send the rows of the next step before this worker
         // started the solve of this one: two steps are held, never more
         // (the next-but-one needs this worker's own solve first).
         let newest = self.held.iter().map(|b| b.step).max().unwrap_or(0);
-        if p.step + 1 < newest {
-            return invalid(format!("peer rows for step {} after step {newest}", p.step));
+        if step + 1 < newest {
+            return invalid(format!("peer rows for step {step} after step {newest}"));
         }
-        let at_step = match self.held.iter().position(|b| b.step == p.step) {
-            Some(i) if self.held[i].side != p.side => return invalid(format!("peer rows of two sides for step {}", p.step)),
+        let at_step = match self.held.iter().position(|b| b.step == step) {
+            Some(i) if self.held[i].side != side => return invalid(format!("peer rows of two sides for step {step}")),
             Some(i) => i,
             None => {
-                self.held.retain(|b| b.step + 1 >= p.step);
-                let inbox = self.new_inbox(p.side, p.step);
+                self.held.retain(|b| b.step + 1 >= step);
+                let inbox = self.new_inbox(side, step);
                 self.held.push(inbox);
                 self.held.len() - 1
             }
         };
-        let layout = &self.layouts[side_slot(p.side)];
-        let mut read_f = PieceReader::new("factors", &p.factors);
-        let mut read_b = PieceReader::new("bias", &p.bias);
+        let layout = &self.layouts[side_slot(side)];
         let inbox = &mut self.held[at_step];
-        for &g in &p.rows {
-            let Ok(at) = layout.union.binary_search(&g) else {
-                return invalid(format!("peer row {g} of {} is not needed here", p.side.name()));
-            };
-            let run = layout.own.partition_point(|r| r.end <= at);
+        // Rows ascend: each is looked for past the last one's place.
+        let (mut at, mut run) = (0, 0);
+        for &g in rows {
+            at = seek(&layout.union, at, g);
+            if layout.union.get(at) != Some(&g) {
+                return invalid(format!("peer row {g} of {} is not needed here", side.name()));
+            }
+            while layout.own.get(run).is_some_and(|r| r.end <= at) {
+                run += 1;
+            }
             if layout.own.get(run).is_some_and(|r| r.contains(&at)) {
-                return invalid(format!("peer row {g} of {} belongs to this worker's own block", p.side.name()));
+                return invalid(format!("peer row {g} of {} belongs to this worker's own block", side.name()));
             }
             if inbox.got[at] {
-                return invalid(format!("peer row {g} of {} sent twice for step {}", p.side.name(), p.step));
+                return invalid(format!("peer row {g} of {} sent twice for step {step}", side.name()));
             }
-            read_f
-                .read_finite_into(&mut inbox.factors[at * k..(at + 1) * k])
-                .map_err(bad_push)?;
-            if self.biased {
-                read_b.read_finite_into(&mut inbox.bias[at..at + 1]).map_err(bad_push)?;
-            }
+            let bias: &mut [f32] = if biased { &mut inbox.bias[at..at + 1] } else { &mut [] };
+            read(g, &mut inbox.factors[at * k..(at + 1) * k], bias)?;
             inbox.got[at] = true;
             inbox.n_got += 1;
         }
-        read_f.finish().map_err(bad_push)?;
-        read_b.finish().map_err(bad_push)?;
         Ok(())
     }
 }
 
-/// The messages carrying one just-solved block's rows to each peer whose
-/// route holds some of them, for step `step` (the route rows that fall in
-/// the block, gathered straight into the messages).
-pub fn block_messages(job_id: &str, plan: &PeerPlan, step: u64, k: usize, b: &SolvedBlock) -> Vec<(String, Vec<PeerChunk>)> {
+/// The first position at or after `from` of `sorted` holding `g` or more.
+/// A peer's rows are mostly neighbours in the union, so the next few
+/// places are looked at before a search.
+fn seek(sorted: &[u32], from: usize, g: u32) -> usize {
+    let rest = &sorted[from.min(sorted.len())..];
+    let near = rest.len().min(8);
+    match rest[..near].iter().position(|&u| u >= g) {
+        Some(i) => from + i,
+        None => from + near + rest[near..].partition_point(|&u| u < g),
+    }
+}
+
+/// Rows of a just-solved block that a worker of this process hands over
+/// in place: the routed `rows` (global, ascending), read from the block.
+pub struct DirectRows<'a> {
+    pub side: Side,
+    pub step: u64,
+    pub epoch: u64,
+    pub rows: &'a [u32],
+    /// The block's first global row, its factors (k per row) and biases (none unbiased).
+    pub row_start: u64,
+    pub factors: &'a [f32],
+    pub bias: &'a [f32],
+}
+
+/// One just-solved block's rows for step `step`, routed: per peer whose
+/// route holds some of them, those rows (global, ascending).
+pub fn block_routes<'p>(plan: &'p PeerPlan, b: &SolvedBlock) -> impl Iterator<Item = (&'p str, &'p [u32])> {
     let (lo, hi) = (b.row_start, b.row_start + b.n_rows as u64);
-    let mut out = Vec::new();
-    for (peer, rows) in &plan.peers {
+    plan.peers.iter().filter_map(move |(peer, rows)| {
         let rows = &rows[rows.partition_point(|&g| (g as u64) < lo)..rows.partition_point(|&g| (g as u64) < hi)];
-        if rows.is_empty() {
-            continue;
-        }
+        (!rows.is_empty()).then_some((peer.as_str(), rows))
+    })
+}
+
+/// One peer's routed rows of a solved block, as messages, as their encoded
+/// length, or in place for a worker of this process.
+pub struct PeerSend<'a> {
+    pub job_id: &'a str,
+    pub plan: &'a PeerPlan,
+    /// The step the rows are the fixed side of.
+    pub step: u64,
+    pub k: usize,
+    pub block: &'a SolvedBlock<'a>,
+    pub rows: &'a [u32],
+}
+
+impl PeerSend<'_> {
+    /// The arrays and message headers of the send, handed to `f`.
+    fn with_fields<R>(&self, f: impl FnOnce(&PeerFields, &dyn Fn(usize) -> PeerChunk) -> R) -> R {
+        let (k, b, rows, lo) = (self.k, self.block, self.rows, self.block.row_start);
         let row = |i: usize| {
             let r = (rows[i] as u64 - lo) as usize;
             &b.factors[r * k..(r + 1) * k]
@@ -275,17 +367,39 @@ pub fn block_messages(job_id: &str, plan: &PeerPlan, step: u64, k: usize, b: &So
             },
             bias: Field::F32(&bias),
         };
-        let chunks = fields.to_chunks(CHUNK_BYTES, |j| PeerChunk {
-            job_id: job_id.to_owned(),
-            side: side_to_pb(plan.side) as i32,
-            step,
-            epoch: plan.epoch,
+        let header = |j: usize| PeerChunk {
+            job_id: self.job_id.to_owned(),
+            side: side_to_pb(self.plan.side) as i32,
+            step: self.step,
+            epoch: self.plan.epoch,
             n_rows: if j == 0 { rows.len() as u32 } else { 0 },
             ..Default::default()
-        });
-        out.push((peer.clone(), chunks));
+        };
+        f(&fields, &header)
     }
-    out
+
+    /// The messages of a `PeerRows` call.
+    pub fn messages(&self) -> Vec<PeerChunk> {
+        self.with_fields(|fields, header| fields.to_chunks(CHUNK_BYTES, header))
+    }
+
+    /// The bytes [`PeerSend::messages`] take encoded, without encoding them.
+    pub fn encoded_len(&self) -> u64 {
+        self.with_fields(|fields, header| fields.encoded_len(CHUNK_BYTES, header))
+    }
+
+    /// The rows in place, for [`Mailbox::add_direct`].
+    pub fn direct(&self) -> DirectRows<'_> {
+        DirectRows {
+            side: self.plan.side,
+            step: self.step,
+            epoch: self.plan.epoch,
+            rows: self.rows,
+            row_start: self.block.row_start,
+            factors: self.block.factors,
+            bias: self.block.bias,
+        }
+    }
 }
 
 /// The routes one half's solved rows take: a copy of the side's routes,
@@ -411,6 +525,11 @@ impl Job {
     /// Take rows from a peer (see [`Mailbox::add`]).
     pub fn add_peer_rows(&mut self, p: PeerRows) -> Result<(), JobError> {
         lock(&self.mailbox).add(p)
+    }
+
+    /// Take rows a worker of this process hands over (see [`Mailbox::add_direct`]).
+    pub fn add_direct_rows(&mut self, d: &DirectRows) -> Result<(), JobError> {
+        lock(&self.mailbox).add_direct(d)
     }
 
     /// The fixed side of `step` from the rows peers sent and this worker's own
