@@ -18,4 +18,4 @@ pub(crate) mod server;
 pub(crate) mod service;
 
 pub use auth::resolve_token;
-pub use server::{local_routes, routes, serve, ServeOptions};
+pub use server::{local_routes, routes, serve, ServeOptions, SolveTurns};

@@ -172,6 +172,7 @@ async fn run() -> anyhow::Result<()> {
         tls,
         memory_budget: args.max_memory.unwrap_or_else(als_worker::job::default_memory_budget),
         peer_tls,
+        solve_turns: None,
     };
     serve(listener, opts, als_net::shutdown::shutdown_signal()).await?;
     tracing::info!("worker stopped");

@@ -128,6 +128,7 @@ mod tests {
             tls: None,
             memory_budget: crate::job::default_memory_budget(),
             peer_tls: None,
+            solve_turns: None,
         };
         let server = tokio::spawn(crate::serve(listener, opts, async {
             let _ = stopped.await;

@@ -29,7 +29,15 @@ pub struct ServeOptions {
     /// TLS towards peers (their CA, this worker's identity). A worker that
     /// serves TLS sends its solved rows to peers only with it.
     pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Shared by the workers of one process (`--local`); `None` for a
+    /// worker alone in its process.
+    pub solve_turns: Option<SolveTurns>,
 }
+
+/// Workers of one process, which share its cores, solve one at a time:
+/// each solve has every core and its fixed side hot in cache, while the
+/// next worker's call, its fixed side and its thread get ready meanwhile.
+pub type SolveTurns = std::sync::Arc<std::sync::Mutex<()>>;
 
 impl ServeOptions {
     /// How this worker reaches its peers: with the cluster token, over TLS
@@ -72,7 +80,8 @@ pub async fn routes(opts: &ServeOptions) -> tonic::service::Routes {
 pub async fn local_routes(opts: &ServeOptions) -> (tonic::service::Routes, std::sync::Arc<dyn std::any::Any + Send + Sync>) {
     let (reporter, health) = tonic_health::server::health_reporter();
     let check = TokenCheck::new(opts.token.clone());
-    let service = WorkerService::new(opts.threads, opts.idle_timeout, opts.memory_budget, Peers::new(opts.peer_options()));
+    let service = WorkerService::new(opts.threads, opts.idle_timeout, opts.memory_budget, Peers::new(opts.peer_options()))
+        .with_solve_turns(opts.solve_turns.clone());
     let direct = service.mailbox_slot();
     let svc = WorkerServer::with_interceptor(service, move |req: tonic::Request<()>| {
         check.check(&req)?;

@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::job::{block_routes, BlockData, EvalInput, Job, JobError, PeerPlan, PeerSend, PushedRows, SolvedBlock};
 use crate::peer_intake::{Intake, MailboxSlot};
 use crate::peers::Peers;
+use crate::server::SolveTurns;
 
 /// Capabilities this build offers (checked in the handshake).
 pub fn capabilities(peers: &Peers) -> Vec<String> {
@@ -50,6 +51,8 @@ pub struct WorkerService {
     peers: Arc<Peers>,
     /// The active job's mailbox, for peers' rows to reach while the job solves.
     mailbox: Arc<MailboxSlot>,
+    /// Taken for each solve where workers of this process take turns.
+    solve_turns: Option<SolveTurns>,
 }
 
 impl WorkerService {
@@ -61,7 +64,14 @@ impl WorkerService {
             memory_budget,
             peers: Arc::new(peers),
             mailbox: Arc::default(),
+            solve_turns: None,
         }
+    }
+
+    /// Solve only in turn with the other workers of this process.
+    pub fn with_solve_turns(mut self, turns: Option<SolveTurns>) -> Self {
+        self.solve_turns = turns;
+        self
     }
 
     /// Where peers' rows go, for workers of this process to hand them over directly.
@@ -134,14 +144,15 @@ async fn gather_pieces<M: Bulk + Send + 'static>(
 type SolveStream = Pin<Box<dyn Stream<Item = Result<SolvedChunk, Status>> + Send>>;
 
 /// One half on the job: lay out the fixed side from peers' rows if asked,
-/// solve, and hand each solved block to `on_block` with the routes its rows
-/// take (none without exchange). The blocks solved.
+/// solve (in this process's turn, with `turns`), and hand each solved block
+/// to `on_block` with the routes its rows take (none without exchange). The
+/// blocks solved.
 fn solve_and_send(
     j: &mut Job,
     r: &SolveRequest,
-    side: Side,
-    terms: Option<TermsWanted>,
+    (side, terms): (Side, Option<TermsWanted>),
     gram: Option<Vec<f64>>,
+    turns: Option<&SolveTurns>,
     on_block: impl Fn(&SolvedBlock, Option<&PeerPlan>) + Sync,
 ) -> Result<usize, JobError> {
     if r.fixed_from_peers {
@@ -151,6 +162,8 @@ fn solve_and_send(
         true => j.peer_plan(side, r.routes_epoch, r.routes_peers)?,
         false => None,
     };
+    // Nothing is done under the turn that could wait on another worker.
+    let _turn = turns.map(|t| t.lock().unwrap_or_else(|p| p.into_inner()));
     let n = j.solve(side, r.step, terms, &|b| on_block(b, plan.as_ref()))?;
     if !r.exchange {
         j.forget_spares();
@@ -346,6 +359,7 @@ impl Worker for WorkerService {
         let job = self.job.clone();
         let job_id = r.job_id.clone();
         let peers = self.peers.clone();
+        let turns = self.solve_turns.clone();
         let rt = tokio::runtime::Handle::current();
         let peer_timeout = Duration::from_millis(r.peer_timeout_ms.max(1000) as u64);
         // Each block's chunks go out as one batch the moment it is solved, so
@@ -359,7 +373,7 @@ impl Worker for WorkerService {
             let solved = {
                 let mut slot = job.blocking_lock();
                 active(&mut slot, &job_id).and_then(|j| {
-                    let out = solve_and_send(j, &r, side, terms, gram, |b, plan| {
+                    let out = solve_and_send(j, &r, (side, terms), gram, turns.as_ref(), |b, plan| {
                         let _ = tx.send(solved_chunks(b, k, r.rows_back).into_iter().map(Ok).collect());
                         let Some(plan) = plan else { return };
                         for (addr, rows) in block_routes(plan, b) {

@@ -13,6 +13,8 @@ pub struct LocalWorkers {
     pub token: String,
     threads: usize,
     switches: Vec<Option<KillSwitch>>,
+    /// They share this process's cores: they solve in turn.
+    turns: als_worker::SolveTurns,
 }
 
 /// A fresh random token for in-process workers (they still check it).
@@ -41,6 +43,7 @@ impl LocalWorkers {
             token,
             threads,
             switches: (0..n).map(|_| None).collect(),
+            turns: Default::default(),
         };
         for i in 0..n {
             w.spawn(i).await;
@@ -56,6 +59,7 @@ impl LocalWorkers {
             tls: None,
             memory_budget: als_worker::job::default_memory_budget(),
             peer_tls: None,
+            solve_turns: Some(self.turns.clone()),
         };
         // Its peers in this process hand it their rows without encoding them.
         let (routes, direct) = als_worker::local_routes(&opts).await;

@@ -115,8 +115,6 @@ impl ClusterSession {
             &lost,
             self.opts.clone(),
             self.faults.clone(),
-            // Local workers share this process's cores: they take turns.
-            if self.local.is_some() { 1 } else { self.workers.len() },
             ds,
             &params,
             layouts,

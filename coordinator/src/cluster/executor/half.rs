@@ -225,7 +225,6 @@ impl ClusterExecutor<'_> {
         let fixed_gram = plan.fixed_gram;
         let r = self.routing.side(side);
         let fixed_layout = self.layouts.side(side.other());
-        let push_gate = std::sync::Arc::new(tokio::sync::Semaphore::new(self.push_lanes));
         let futs: Vec<_> = self
             .slots
             .iter()
@@ -237,12 +236,12 @@ impl ClusterExecutor<'_> {
                 let rows = rows_outside(&r.union[w], local.iter().map(|&b| fixed_layout.range(b)));
                 let handle = s.handle.clone();
                 let faults = self.faults.clone();
-                let (job_id, gate, req) = (self.job_id.clone(), push_gate.clone(), request.clone());
+                let (job_id, req) = (self.job_id.clone(), request.clone());
                 async move {
                     // Gathered when this worker's future first runs, so a later
                     // worker's rows are gathered while an earlier push is on the wire.
                     let msgs = (!from_peers).then(|| factor_messages(&job_id, side.other(), step, &rows, &local, fixed, fixed_gram));
-                    let work = push_and_solve(handle.clone(), msgs, req, gate);
+                    let work = push_and_solve(handle.clone(), msgs, req);
                     (w, watched(&handle, &faults, work).await)
                 }
             })

@@ -97,10 +97,6 @@ pub struct ClusterExecutor<'a> {
     start_req: StartJobRequest,
     client_opts: ClientOptions,
     faults: FaultOptions,
-    /// Workers pushed to, solving and gathered at once: 1 where they share
-    /// this process's cores (`--local`: they take turns), every worker where
-    /// each works on its own host (see [`rpc::push_and_solve`]).
-    push_lanes: usize,
     ds: &'a Dataset,
     test: TestByUser,
     step: u64,
@@ -152,7 +148,6 @@ impl<'a> ClusterExecutor<'a> {
         lost: &[Option<String>],
         client_opts: ClientOptions,
         faults: FaultOptions,
-        push_lanes: usize,
         ds: &'a Dataset,
         params: &SolveParams,
         layouts: &Layouts,
@@ -187,7 +182,6 @@ impl<'a> ClusterExecutor<'a> {
             start_req,
             client_opts,
             faults,
-            push_lanes: push_lanes.max(1),
             ds,
             test: TestByUser::build(ds),
             step: 0,

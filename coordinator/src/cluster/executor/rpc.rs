@@ -76,23 +76,13 @@ pub(super) fn rpc_err(addr: &str, what: &str, s: tonic::Status) -> HalfError {
 }
 
 /// Push the fixed rows (unless peers sent them: `msgs` is `None`), then
-/// solve and gather. `push_gate` lets its number
-/// of workers through at a time, in the order they asked, and a worker keeps
-/// its turn until its solved rows are in. With one permit (local workers,
-/// sharing this process's cores) the workers take turns: each solve has the
-/// whole pool and its own fixed side hot in cache, and the next worker's push
-/// waits, as a solve holds every core anyway. With a permit per worker
-/// (remote workers, each on its own host) they all go at once.
-pub(super) async fn push_and_solve(
-    w: WorkerHandle,
-    msgs: Option<Vec<FactorChunk>>,
-    req: SolveRequest,
-    push_gate: std::sync::Arc<tokio::sync::Semaphore>,
-) -> Result<WorkerHalf, HalfError> {
+/// solve and gather. Every worker is called at once; workers that share
+/// one process's cores (`--local`) take turns at the solve themselves
+/// ([`als_worker::SolveTurns`]).
+pub(super) async fn push_and_solve(w: WorkerHandle, msgs: Option<Vec<FactorChunk>>, req: SolveRequest) -> Result<WorkerHalf, HalfError> {
     let addr = w.addr.clone();
     let mut client = w.client;
     let mut bytes_sent = req.encoded_len() as u64;
-    let _turn = push_gate.acquire().await.expect("the gate is never closed");
     if let Some(msgs) = msgs {
         bytes_sent += encoded_bytes(&msgs);
         client
