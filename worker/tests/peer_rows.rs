@@ -187,7 +187,11 @@ fn rows_from_peers_solve_as_a_full_push() {
 /// [`other_row`], biases as [`peer_scaled`] gives them.
 fn peer_block(k: usize, biased: bool) -> (Vec<f32>, Vec<f32>) {
     let factors = (0..ITEMS).flat_map(|i| other_row(i, k)).collect();
-    let bias = if biased { (0..ITEMS).map(|i| -0.1 * i as f32).collect() } else { Vec::new() };
+    let bias = if biased {
+        (0..ITEMS).map(|i| -0.1 * i as f32).collect()
+    } else {
+        Vec::new()
+    };
     (factors, bias)
 }
 
