@@ -496,6 +496,14 @@ pub(crate) struct RowScratch {
 
 impl RowScratch {
     pub(crate) fn new(p: &SolveParams, d: usize) -> Self {
+        // The block CG has its own buffers (`cg`): its threads need none of
+        // the exact path's, which would be allocated and zeroed for nothing
+        // each time the pool splits the rows (several times per block).
+        let d = if p.implicit_weights().is_some() && matches!(p.solver, SolverKind::Cg { .. }) {
+            0
+        } else {
+            d
+        };
         RowScratch {
             dense: DenseScratch::new(p.backend, d),
             panel: vec![0.0; GATHER_CHUNK * panel_width(d)],
