@@ -58,7 +58,14 @@ fn mirror_lower(g: &mut [f64], k: usize) {
 
 /// Sum per-block Gramians in block order (the order is part of the result).
 pub fn sum_grams<'a>(k: usize, partials: impl IntoIterator<Item = &'a [f64]>) -> Vec<f64> {
-    let mut g = vec![0.0f64; k * k];
+    sum_in_order(k * k, partials)
+}
+
+/// Sum arrays of `len` values in the order given, from zero, value by
+/// value: [`sum_grams`] of whole matrices, or of their lower triangles
+/// (the same sums, entry by entry).
+pub fn sum_in_order<'a>(len: usize, partials: impl IntoIterator<Item = &'a [f64]>) -> Vec<f64> {
+    let mut g = vec![0.0f64; len];
     for p in partials {
         for (a, b) in g.iter_mut().zip(p) {
             *a += b;
@@ -113,6 +120,25 @@ mod tests {
         assert_eq!(from_lower_triangle(&t, k), Some(g));
         assert_eq!(from_lower_triangle(&t[1..], k), None);
         assert_eq!(from_lower_triangle(&[], 0), Some(vec![]));
+    }
+
+    /// The coordinator sums blocks' lower triangles and makes the sum whole:
+    /// the bits of summing the whole matrices, as the single-process path does.
+    #[test]
+    fn summed_lower_triangles_are_the_summed_gramians() {
+        let (rows, k) = (40, 9);
+        let mut rng = SplitMix64::new(11);
+        let blocks: Vec<Vec<f64>> = (0..5)
+            .map(|_| {
+                let y: Vec<f32> = (0..rows * k).map(|_| (rng.next_normal() * 1e3) as f32).collect();
+                block_gram(&y, k, crate::linalg::Backend::Faer)
+            })
+            .collect();
+        let whole = sum_grams(k, blocks.iter().map(Vec::as_slice));
+        let lowers: Vec<Vec<f64>> = blocks.iter().map(|g| lower_triangle(g, k)).collect();
+        let summed = sum_in_order(k * (k + 1) / 2, lowers.iter().map(Vec::as_slice));
+        let got = from_lower_triangle(&summed, k).unwrap();
+        assert!(got.iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 
     /// Over several chunks and mirror tiles: the full YᵀY of the rows,

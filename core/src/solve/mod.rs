@@ -16,7 +16,7 @@ mod posterior;
 mod subspace;
 mod terms;
 
-pub use gram::{block_gram, block_gram_into, from_lower_triangle, lower_triangle, sum_grams};
+pub use gram::{block_gram, block_gram_into, from_lower_triangle, lower_triangle, sum_grams, sum_in_order};
 pub(crate) use params::ImplicitWeights;
 pub use params::{Confidence, Feedback, ImplicitLoss, RegScaling, SolveParams, SolverKind};
 pub use posterior::{sample_rows, RowPrior};

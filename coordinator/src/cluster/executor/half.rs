@@ -16,7 +16,7 @@
 use std::time::Instant;
 
 use als_core::side::{Factors, Side};
-use als_core::solve::{from_lower_triangle, sum_grams, Feedback, ObjectiveTerms, SolveParams, TermsWanted};
+use als_core::solve::{from_lower_triangle, sum_in_order, Feedback, ObjectiveTerms, SolveParams, TermsWanted};
 use als_core::train::{HalfStepOutput, HalfStepReport};
 use als_proto::codec::{f64_bytes, pieces_into_finite, pieces_vec};
 use als_proto::pb::SolveRequest;
@@ -231,16 +231,20 @@ impl ClusterExecutor<'_> {
             .enumerate()
             .filter(|(_, s)| s.alive)
             .map(|(w, s)| {
-                // The worker's own rows of the fixed side stay where they are.
-                let local: Vec<usize> = s.current[side_ix(side.other())].iter().copied().collect();
-                let rows = rows_outside(&r.union[w], local.iter().map(|&b| fixed_layout.range(b)));
+                // A push leaves out the worker's own rows of the fixed side:
+                // they stay where they are. Rows from peers need no push.
+                let push = (!from_peers).then(|| {
+                    let local: Vec<usize> = s.current[side_ix(side.other())].iter().copied().collect();
+                    let rows = rows_outside(&r.union[w], local.iter().map(|&b| fixed_layout.range(b)));
+                    (local, rows)
+                });
                 let handle = s.handle.clone();
                 let faults = self.faults.clone();
                 let (job_id, req) = (self.job_id.clone(), request.clone());
                 async move {
                     // Gathered when this worker's future first runs, so a later
                     // worker's rows are gathered while an earlier push is on the wire.
-                    let msgs = (!from_peers).then(|| factor_messages(&job_id, side.other(), step, &rows, &local, fixed, fixed_gram));
+                    let msgs = push.map(|(local, rows)| factor_messages(&job_id, side.other(), step, &rows, &local, fixed, fixed_gram));
                     let work = push_and_solve(handle.clone(), msgs, req);
                     (w, watched(&handle, &faults, work).await)
                 }
@@ -373,16 +377,23 @@ impl ClusterExecutor<'_> {
                 }
                 if implicit {
                     let lower: Vec<f64> = pieces_vec("gram", &p.gram).with_context(|| format!("worker {addr}"))?;
-                    let gr = from_lower_triangle(&lower, k).filter(|g| g.iter().all(|v| v.is_finite()));
-                    let gr = gr.ok_or_else(|| anyhow::anyhow!("worker {addr}: block {b} gramian malformed"))?;
-                    grams[b] = Some(gr);
+                    anyhow::ensure!(
+                        lower.len() == k * (k + 1) / 2 && lower.iter().all(|v| v.is_finite()),
+                        "worker {addr}: block {b} gramian malformed"
+                    );
+                    grams[b] = Some(lower);
                 }
             }
         }
         if let Some(missing) = seen.iter().position(|s| !s) {
             anyhow::bail!("block {missing} of {} was not solved", side.name());
         }
-        acc.target_gram = implicit.then(|| sum_grams(k, grams.iter().map(|g| g.as_deref().unwrap_or(&[]))));
+        // The lower triangles summed in block order, then made whole once:
+        // entry by entry the sums of the whole matrices, so the same bits.
+        acc.target_gram = implicit.then(|| {
+            let lower = sum_in_order(k * (k + 1) / 2, grams.iter().flatten().map(Vec::as_slice));
+            from_lower_triangle(&lower, k).expect("lengths checked")
+        });
         // In block order, as the single-process path sums them.
         acc.terms = terms.map(|_| ObjectiveTerms::sum(block_terms));
         Ok(acc)
