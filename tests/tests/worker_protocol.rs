@@ -3,7 +3,7 @@
 
 use als_proto::codec::{f32_bytes, u32_bytes};
 use als_proto::pb::worker_client::WorkerClient;
-use als_proto::pb::{BlockChunk, EvalChunk, HandshakeRequest, Side, SolverSpec, StartJobRequest};
+use als_proto::pb::{BlockChunk, EvalChunk, HandshakeRequest, SendRowsRequest, Side, SolverSpec, StartJobRequest};
 use als_proto::PROTOCOL_VERSION;
 use als_tests::{binary, run_with_timeout, WorkerProc};
 use tonic::Code;
@@ -156,6 +156,30 @@ fn handshake_token_job_and_validation() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+
+        // Sending rows to peers: only for the active job, a real side and complete routes.
+        let send = |job: &str, side: Side, peers: u32| SendRowsRequest {
+            job_id: job.into(),
+            side: side as i32,
+            step: 2,
+            routes_epoch: 1,
+            routes_peers: peers,
+            peer_timeout_ms: 1000,
+        };
+        let e = c.send_rows(send("job-a", Side::Users, 1)).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+        let e = c.send_rows(authed(send("job-b", Side::Users, 1), "s3cret")).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+        let e = c
+            .send_rows(authed(send("job-a", Side::Unspecified, 1), "s3cret"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+        let e = c.send_rows(authed(send("job-a", Side::Users, 1), "s3cret")).await.unwrap_err();
+        assert!(e.message().contains("no complete routes"), "{}", e.message());
+        // A worker alone has nobody to send to.
+        let alone = c.send_rows(authed(send("job-a", Side::Users, 0), "s3cret")).await.unwrap();
+        assert_eq!(alone.into_inner().peer_bytes, 0);
     });
 }
 

@@ -14,6 +14,7 @@ pub mod job;
 pub(crate) mod peer_intake;
 pub(crate) mod peers;
 pub mod probe;
+pub(crate) mod row_sends;
 pub(crate) mod server;
 pub(crate) mod service;
 

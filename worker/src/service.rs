@@ -12,7 +12,7 @@ use als_proto::pb::worker_server::Worker;
 use als_proto::pb::{
     AssignBlockResponse, BlockChunk, BlockTerms, EndJobRequest, EndJobResponse, EvalChunk, EvalResultChunk, FactorChunk, FetchRowsRequest,
     HandshakeRequest, HandshakeResponse, PeerChunk, PeerRowsResponse, PushFactorsResponse, ReleaseBlocksRequest, ReleaseBlocksResponse,
-    RouteChunk, SetRoutesResponse, SolveRequest, SolvedChunk, StartJobRequest, StartJobResponse,
+    RouteChunk, SendRowsRequest, SendRowsResponse, SetRoutesResponse, SolveRequest, SolvedChunk, StartJobRequest, StartJobResponse,
 };
 use als_proto::spec::{params_from_spec, side_from_pb, terms_from_pb};
 use als_proto::{check_version, CHUNK_BYTES, PROTOCOL_VERSION};
@@ -20,9 +20,10 @@ use futures::{Stream, StreamExt};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::job::{block_routes, BlockData, EvalInput, Job, JobError, PeerPlan, PeerSend, PushedRows, SolvedBlock};
+use crate::job::{BlockData, EvalInput, Job, JobError, PeerPlan, PushedRows, SolvedBlock};
 use crate::peer_intake::{Intake, MailboxSlot};
 use crate::peers::Peers;
+use crate::row_sends::RowSends;
 use crate::server::SolveTurns;
 
 /// Capabilities this build offers (checked in the handshake).
@@ -72,6 +73,13 @@ impl WorkerService {
     pub fn with_solve_turns(mut self, turns: Option<SolveTurns>) -> Self {
         self.solve_turns = turns;
         self
+    }
+
+    /// Sends of rows to peers for one call of `job_id`, each remote send
+    /// given `timeout_ms` (at least a second).
+    fn row_sends(&self, job_id: &str, timeout_ms: u32) -> RowSends {
+        let timeout = Duration::from_millis(timeout_ms.max(1000) as u64);
+        RowSends::new(self.peers.clone(), tokio::runtime::Handle::current(), job_id.to_owned(), timeout)
     }
 
     /// Where peers' rows go, for workers of this process to hand them over directly.
@@ -169,13 +177,6 @@ fn solve_and_send(
         j.forget_spares();
     }
     Ok(n)
-}
-
-/// A block's rows to one peer: handed over already (a worker of this
-/// process), or on their way; the bytes sent.
-enum Sent {
-    Done(Result<u64, Status>),
-    Spawned(tokio::task::JoinHandle<Result<u64, Status>>),
 }
 
 /// One solved block as its messages (header on the first), with its rows or without.
@@ -358,10 +359,8 @@ impl Worker for WorkerService {
         }
         let job = self.job.clone();
         let job_id = r.job_id.clone();
-        let peers = self.peers.clone();
         let turns = self.solve_turns.clone();
-        let rt = tokio::runtime::Handle::current();
-        let peer_timeout = Duration::from_millis(r.peer_timeout_ms.max(1000) as u64);
+        let sends = self.row_sends(&job_id, r.peer_timeout_ms);
         // Each block's chunks go out as one batch the moment it is solved, so
         // a block's chunks stay together and the transfer overlaps the solve;
         // so do its rows to the peers that need them.
@@ -369,30 +368,13 @@ impl Worker for WorkerService {
         // CPU-bound: off the async runtime, onto the rayon pool via a blocking thread.
         tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
-            let sends = std::sync::Mutex::new(Vec::new());
             let solved = {
                 let mut slot = job.blocking_lock();
                 active(&mut slot, &job_id).and_then(|j| {
                     let out = solve_and_send(j, &r, (side, terms), gram, turns.as_ref(), |b, plan| {
                         let _ = tx.send(solved_chunks(b, k, r.rows_back).into_iter().map(Ok).collect());
-                        let Some(plan) = plan else { return };
-                        for (addr, rows) in block_routes(plan, b) {
-                            let send = PeerSend {
-                                job_id: &job_id,
-                                plan,
-                                step: r.step + 1,
-                                k,
-                                block: b,
-                                rows,
-                            };
-                            let sent = match peers.send_direct(addr, &send) {
-                                Some(done) => Sent::Done(done),
-                                None => {
-                                    let (peers, addr, chunks) = (peers.clone(), addr.to_owned(), send.messages());
-                                    Sent::Spawned(rt.spawn(async move { peers.send_remote(&addr, chunks, peer_timeout).await }))
-                                }
-                            };
-                            sends.lock().unwrap_or_else(|p| p.into_inner()).push(sent);
+                        if let Some(plan) = plan {
+                            sends.send_block(plan, r.step + 1, k, b);
                         }
                     })
                     .map_err(status);
@@ -404,26 +386,8 @@ impl Worker for WorkerService {
             // The rows must have reached the peers before the half is answered
             // (the coordinator's barrier covers the exchange); every send is
             // waited for, the first failure told.
-            let sends = sends.into_inner().unwrap_or_else(|p| p.into_inner());
-            let sent = solved.and_then(|blocks| {
-                let bytes = rt.block_on(async {
-                    let mut bytes = Ok(0u64);
-                    for s in sends {
-                        let one = match s {
-                            Sent::Done(done) => done,
-                            Sent::Spawned(task) => task
-                                .await
-                                .unwrap_or_else(|e| Err(Status::internal(format!("a peer send failed: {e}")))),
-                        };
-                        bytes = match (bytes, one) {
-                            (Ok(total), Ok(b)) => Ok(total + b),
-                            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-                        };
-                    }
-                    bytes
-                })?;
-                Ok((blocks, bytes))
-            });
+            let bytes = sends.wait();
+            let sent = solved.and_then(|blocks| Ok((blocks, bytes?)));
             // The end of the stream: the lowest failing block's error, or the summary.
             let last = sent.map(|(blocks, peer_bytes)| {
                 tracing::debug!(side = side.name(), blocks, compute_seconds, peer_bytes, "half solved");
@@ -498,6 +462,35 @@ impl Worker for WorkerService {
         let p = gather_pieces(intake.first(), &mut stream, &intake.limits, |c| intake.belongs(c), "peer").await?;
         intake.finish(p.into_pieces())?;
         Ok(Response::new(PeerRowsResponse {}))
+    }
+
+    async fn send_rows(&self, req: Request<SendRowsRequest>) -> Result<Response<SendRowsResponse>, Status> {
+        let r = req.into_inner();
+        let side = side_from_pb(r.side).map_err(Status::invalid_argument)?;
+        if !self.peers.enabled() {
+            return Err(Status::invalid_argument("this worker cannot reach peers (no peer TLS settings)"));
+        }
+        let job = self.job.clone();
+        let sends = self.row_sends(&r.job_id, r.peer_timeout_ms);
+        // Off the runtime: the hand-overs copy on this thread, and the wait blocks it.
+        let peer_bytes = tokio::task::spawn_blocking(move || {
+            {
+                let mut slot = job.blocking_lock();
+                let j = active(&mut slot, &r.job_id)?;
+                let k = j.params.factors;
+                if let Some(plan) = j.peer_plan(side, r.routes_epoch, r.routes_peers).map_err(status)? {
+                    for b in j.rows_of(side) {
+                        sends.send_block(&plan, r.step, k, &b);
+                    }
+                }
+                j.last_activity = Instant::now();
+            }
+            sends.wait()
+        })
+        .await
+        .map_err(|e| Status::internal(format!("sending rows failed: {e}")))??;
+        tracing::debug!(side = side.name(), step = r.step, peer_bytes, "rows sent to peers");
+        Ok(Response::new(SendRowsResponse { peer_bytes }))
     }
 
     type EvaluateStream = EvalStream;

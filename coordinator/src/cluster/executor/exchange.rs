@@ -10,12 +10,14 @@ use als_core::side::Side;
 use als_core::train::Layouts;
 use als_proto::codec::Field;
 use als_proto::payload::RouteFields;
-use als_proto::pb::RouteChunk;
+use als_proto::pb::{RouteChunk, SendRowsRequest};
 use als_proto::spec::side_to_pb;
 use als_proto::{encoded_bytes, CHUNK_BYTES};
+use prost::Message;
 
+use super::half::until_a_loss;
 use super::health::watched;
-use super::rpc::rpc_err;
+use super::rpc::{rpc_err, send_rows, HalfError};
 use super::ClusterExecutor;
 use crate::cluster::routing::Routing;
 
@@ -34,6 +36,16 @@ pub(super) fn route_rows(routing: &Routing, layouts: &Layouts, side: Side, from:
     }
     // Blocks ascend with their rows, so `out` is ascending already.
     out
+}
+
+/// What sending a side's rows peer to peer came to.
+pub(super) enum RowsSent {
+    /// Every live worker sent its rows: the bytes of the calls, and of the rows.
+    Done { bytes: u64, peer_bytes: u64 },
+    /// A worker was lost meanwhile (and marked so): the bytes of the calls.
+    Lost(u64),
+    /// A worker could not send its rows to a peer.
+    PeerFailed(u64),
 }
 
 /// What sending the routes came to.
@@ -92,6 +104,52 @@ impl ClusterExecutor<'_> {
         let (sent, lost) = self.settle(results)?;
         let bytes = sent.iter().map(|(_, b)| b).sum();
         Ok(if lost { RoutesSent::Lost(bytes) } else { RoutesSent::Done(bytes) })
+    }
+
+    /// Every live worker sends its latest rows of `side` to the peers that
+    /// need them, as the fixed side of `step`, on the current routes.
+    pub(super) fn send_rows(&mut self, side: Side, step: u64) -> anyhow::Result<RowsSent> {
+        let n_alive = self.slots.iter().filter(|s| s.alive).count();
+        let req = SendRowsRequest {
+            job_id: self.job_id.clone(),
+            side: side_to_pb(side) as i32,
+            step,
+            routes_epoch: self.routes_epoch,
+            routes_peers: (n_alive - 1) as u32,
+            // As a solve's sends: a peer gets as long to take the rows as a worker gets to answer, and more.
+            peer_timeout_ms: u32::try_from((self.faults.worker_timeout * 6).as_millis()).unwrap_or(u32::MAX),
+        };
+        let bytes = req.encoded_len() as u64 * n_alive as u64;
+        let futs: Vec<_> = (0..self.slots.len())
+            .filter(|&w| self.slots[w].alive)
+            .map(|w| {
+                let (handle, faults, req) = (self.slots[w].handle.clone(), self.faults.clone(), req.clone());
+                async move { (w, watched(&handle, &faults, send_rows(handle.clone(), req)).await) }
+            })
+            .collect();
+        // A loss ends the call for all: the others would wait on sending it rows.
+        let results = self.rt.block_on(until_a_loss(futs, true));
+        let (mut peer_bytes, mut lost, mut peer_failed) = (0, false, false);
+        for (w, r) in results {
+            match r {
+                Ok(b) => peer_bytes += b,
+                Err(HalfError::Lost(m)) => {
+                    self.lose(w, &m);
+                    lost = true;
+                }
+                Err(HalfError::Peer(m)) => {
+                    tracing::warn!("{m}");
+                    peer_failed = true;
+                }
+                Err(HalfError::Job(f)) => return Err(f.into()),
+                Err(HalfError::Fatal(e)) => return Err(e),
+            }
+        }
+        Ok(match (lost, peer_failed) {
+            (true, _) => RowsSent::Lost(bytes + peer_bytes),
+            (false, true) => RowsSent::PeerFailed(bytes + peer_bytes),
+            (false, false) => RowsSent::Done { bytes, peer_bytes },
+        })
     }
 }
 

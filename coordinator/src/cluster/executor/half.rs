@@ -23,7 +23,7 @@ use als_proto::pb::SolveRequest;
 use als_proto::spec::{side_to_pb, terms_to_pb};
 use anyhow::Context;
 
-use super::exchange::RoutesSent;
+use super::exchange::{RoutesSent, RowsSent};
 use super::health::watched;
 use super::membership::max_attempts;
 use super::rpc::{push_and_solve, HalfError, JobFailed, WorkerHalf};
@@ -40,6 +40,9 @@ pub(super) struct Plan<'g> {
     pub(super) exchange: bool,
     /// Stream the solved rows back into the coordinator's copy.
     pub(super) rows_back: bool,
+    /// Bytes the workers sent each other for this half's fixed side before
+    /// its solve (instead of a push).
+    pub(super) rows_sent: u64,
 }
 
 pub(super) enum Outcome {
@@ -99,6 +102,7 @@ impl ClusterExecutor<'_> {
                     terms,
                     exchange,
                     rows_back: !exchange && !self.stale,
+                    rows_sent: 0,
                 };
                 match self.attempt(&mut plan, params, users, items, &mut sent)? {
                     Outcome::Done(r) => break (plan, r),
@@ -147,7 +151,7 @@ impl ClusterExecutor<'_> {
                 bytes_sent: sent,
                 bytes_min,
                 bytes_min_peer,
-                bytes_peer: acc.bytes_peer,
+                bytes_peer: acc.bytes_peer + plan.rows_sent,
             },
         })
     }
@@ -193,7 +197,27 @@ impl ClusterExecutor<'_> {
             }
         }
         let step = plan.step;
-        let from_peers = self.peers_ready == Some((side.other(), step));
+        let mut from_peers = self.peers_ready == Some((side.other(), step));
+        if !from_peers && plan.exchange && !self.stale {
+            // Where a push would carry the fixed side (the first half, or a
+            // half after blocks moved), the workers send it each other: the
+            // rows they hold are the coordinator's copy, shipped.
+            match self.send_rows(side.other(), step)? {
+                RowsSent::Done { bytes, peer_bytes } => {
+                    *sent += bytes + peer_bytes;
+                    plan.rows_sent = peer_bytes;
+                    from_peers = true;
+                }
+                RowsSent::Lost(bytes) => {
+                    *sent += bytes;
+                    return Ok(Outcome::Lost);
+                }
+                RowsSent::PeerFailed(bytes) => {
+                    *sent += bytes;
+                    return Ok(Outcome::PeerFailed);
+                }
+            }
+        }
         anyhow::ensure!(
             from_peers || !self.stale,
             "internal error: the {} half would be pushed from a copy the workers are ahead of",
@@ -432,6 +456,7 @@ impl ClusterExecutor<'_> {
                     terms: None,
                     exchange: true,
                     rows_back: false,
+                    rows_sent: 0,
                 };
                 let results = match self.attempt(&mut plan, params, users, items, sent)? {
                     Outcome::Done(r) => r,
@@ -451,13 +476,13 @@ impl ClusterExecutor<'_> {
     }
 }
 
-/// Every worker's result of a half; with `exchange`, only until a worker is
-/// lost: the others would wait on sending it their rows, and the half is
-/// redone anyway. Dropped calls are cancelled; what the workers still send
-/// of them goes on routes the redo replaces.
-async fn until_a_loss<F>(futs: Vec<F>, exchange: bool) -> Vec<(usize, Result<WorkerHalf, HalfError>)>
+/// Every worker's result of a call of a half; with `exchange`, only until a
+/// worker is lost: the others would wait on sending it their rows, and the
+/// half is redone anyway. Dropped calls are cancelled; what the workers still
+/// send of them goes on routes the redo replaces.
+pub(super) async fn until_a_loss<F, T>(futs: Vec<F>, exchange: bool) -> Vec<(usize, Result<T, HalfError>)>
 where
-    F: std::future::Future<Output = (usize, Result<WorkerHalf, HalfError>)>,
+    F: std::future::Future<Output = (usize, Result<T, HalfError>)>,
 {
     use futures::StreamExt;
     let mut pending: futures::stream::FuturesUnordered<F> = futs.into_iter().collect();

@@ -4,7 +4,7 @@
 
 use als_proto::encoded_bytes;
 use als_proto::payload::Assembler;
-use als_proto::pb::{BlockTerms, EvalChunk, EvalResultChunk, FactorChunk, FetchRowsRequest, SolveRequest, SolvedChunk};
+use als_proto::pb::{BlockTerms, EvalChunk, EvalResultChunk, FactorChunk, FetchRowsRequest, SendRowsRequest, SolveRequest, SolvedChunk};
 use prost::Message;
 
 use crate::cluster::client::WorkerHandle;
@@ -94,6 +94,17 @@ pub(super) async fn push_and_solve(w: WorkerHandle, msgs: Option<Vec<FactorChunk
     let mut out = gather_blocks(&addr, "solve", stream).await?;
     out.bytes_sent += bytes_sent;
     Ok(out)
+}
+
+/// A worker sends its latest rows of a side to its peers: the bytes they took.
+pub(super) async fn send_rows(w: WorkerHandle, req: SendRowsRequest) -> Result<u64, HalfError> {
+    let addr = w.addr.clone();
+    let mut client = w.client;
+    let r = client
+        .send_rows(req)
+        .await
+        .map_err(|s| rpc_err(&addr, "sending rows to peers failed", s))?;
+    Ok(r.into_inner().peer_bytes)
 }
 
 /// A worker's latest rows of one side, block by block.
