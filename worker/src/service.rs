@@ -386,8 +386,7 @@ impl Worker for WorkerService {
             // The rows must have reached the peers before the half is answered
             // (the coordinator's barrier covers the exchange); every send is
             // waited for, the first failure told.
-            let bytes = sends.wait();
-            let sent = solved.and_then(|blocks| Ok((blocks, bytes?)));
+            let sent = solved.and_then(|blocks| Ok((blocks, sends.wait()?)));
             // The end of the stream: the lowest failing block's error, or the summary.
             let last = sent.map(|(blocks, peer_bytes)| {
                 tracing::debug!(side = side.name(), blocks, compute_seconds, peer_bytes, "half solved");
