@@ -93,6 +93,34 @@ fn portable(panel: &[f32], n: usize, w: usize, d: usize, g: &mut [f32], a: &mut 
     }
 }
 
+/// The sweep both SIMD kernels make over the lower triangle: row tiles of
+/// one vector of `$lanes` floats, or two while both hold rows below d, by up
+/// to `$nc` columns, each handed to the calling module's `tile::<V, C>`
+/// (`$c`: every column count from `$nc` down to 1).
+#[cfg(target_arch = "x86_64")]
+macro_rules! sweep_lower_tiles {
+    ($lanes:expr, $nc:expr, [$($c:literal),+], $panel:ident, $n:ident, $w:ident, $d:ident, $a:ident, $ld:ident, $add:ident) => {{
+        let mut ib = 0;
+        while ib < $d {
+            let two = ib + $lanes < $d;
+            let i_end = (ib + if two { 2 * $lanes } else { $lanes }).min($d);
+            let mut jb = 0;
+            while jb < i_end {
+                // SAFETY: forwarded; tiles stay inside the panel's w columns and a's d×d.
+                unsafe {
+                    match (two, (i_end - jb).min($nc)) {
+                        $((true, $c) => tile::<2, $c>($panel, $n, $w, ib, jb, $d, $a, $ld, $add),)+
+                        $((false, $c) => tile::<1, $c>($panel, $n, $w, ib, jb, $d, $a, $ld, $add),)+
+                        _ => unreachable!("a tile has 1..={} columns", $nc),
+                    }
+                }
+                jb += $nc;
+            }
+            ib += if two { 2 * $lanes } else { $lanes };
+        }
+    }};
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -106,39 +134,7 @@ mod avx512 {
     /// AVX-512F must be available; `panel` holds `n*w` floats and `a` d columns of `ld`.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn syrk_lower_add(panel: *const f32, n: usize, w: usize, d: usize, a: *mut f64, ld: usize, add: bool) {
-        let mut ib = 0;
-        while ib < d {
-            // Two row vectors while both hold rows below d, else one.
-            let two = ib + LANES < d;
-            let i_end = (ib + if two { 2 * LANES } else { LANES }).min(d);
-            let mut jb = 0;
-            while jb < i_end {
-                let nc = (i_end - jb).min(NC);
-                // SAFETY: forwarded; tiles stay inside the panel's w columns and a's d×d.
-                unsafe {
-                    match (two, nc) {
-                        (true, 8) => tile::<2, 8>(panel, n, w, ib, jb, d, a, ld, add),
-                        (true, 7) => tile::<2, 7>(panel, n, w, ib, jb, d, a, ld, add),
-                        (true, 6) => tile::<2, 6>(panel, n, w, ib, jb, d, a, ld, add),
-                        (true, 5) => tile::<2, 5>(panel, n, w, ib, jb, d, a, ld, add),
-                        (true, 4) => tile::<2, 4>(panel, n, w, ib, jb, d, a, ld, add),
-                        (true, 3) => tile::<2, 3>(panel, n, w, ib, jb, d, a, ld, add),
-                        (true, 2) => tile::<2, 2>(panel, n, w, ib, jb, d, a, ld, add),
-                        (true, _) => tile::<2, 1>(panel, n, w, ib, jb, d, a, ld, add),
-                        (false, 8) => tile::<1, 8>(panel, n, w, ib, jb, d, a, ld, add),
-                        (false, 7) => tile::<1, 7>(panel, n, w, ib, jb, d, a, ld, add),
-                        (false, 6) => tile::<1, 6>(panel, n, w, ib, jb, d, a, ld, add),
-                        (false, 5) => tile::<1, 5>(panel, n, w, ib, jb, d, a, ld, add),
-                        (false, 4) => tile::<1, 4>(panel, n, w, ib, jb, d, a, ld, add),
-                        (false, 3) => tile::<1, 3>(panel, n, w, ib, jb, d, a, ld, add),
-                        (false, 2) => tile::<1, 2>(panel, n, w, ib, jb, d, a, ld, add),
-                        (false, _) => tile::<1, 1>(panel, n, w, ib, jb, d, a, ld, add),
-                    }
-                }
-                jb += NC;
-            }
-            ib += if two { 2 * LANES } else { LANES };
-        }
+        sweep_lower_tiles!(LANES, NC, [8, 7, 6, 5, 4, 3, 2, 1], panel, n, w, d, a, ld, add)
     }
 
     /// Rows `ib..ib+16V` by columns `jb..jb+C` of the Gram, summed over the
@@ -218,35 +214,7 @@ mod avx2 {
     /// multiple of 16, at least d) and `a` d columns of `ld`.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn syrk_lower_add(panel: *const f32, n: usize, w: usize, d: usize, a: *mut f64, ld: usize, add: bool) {
-        let mut ib = 0;
-        while ib < d {
-            // Two row vectors while both hold rows below d, else one.
-            let two = ib + L < d;
-            let i_end = (ib + if two { 2 * L } else { L }).min(d);
-            let mut jb = 0;
-            while jb < i_end {
-                let nc = (i_end - jb).min(NC);
-                // SAFETY: forwarded; tiles stay inside the panel's w columns and a's d×d.
-                unsafe {
-                    match (two, nc) {
-                        (true, 6) => tile::<2, 6>(panel, n, w, ib, jb, d, a, ld, add),
-                        (true, 5) => tile::<2, 5>(panel, n, w, ib, jb, d, a, ld, add),
-                        (true, 4) => tile::<2, 4>(panel, n, w, ib, jb, d, a, ld, add),
-                        (true, 3) => tile::<2, 3>(panel, n, w, ib, jb, d, a, ld, add),
-                        (true, 2) => tile::<2, 2>(panel, n, w, ib, jb, d, a, ld, add),
-                        (true, _) => tile::<2, 1>(panel, n, w, ib, jb, d, a, ld, add),
-                        (false, 6) => tile::<1, 6>(panel, n, w, ib, jb, d, a, ld, add),
-                        (false, 5) => tile::<1, 5>(panel, n, w, ib, jb, d, a, ld, add),
-                        (false, 4) => tile::<1, 4>(panel, n, w, ib, jb, d, a, ld, add),
-                        (false, 3) => tile::<1, 3>(panel, n, w, ib, jb, d, a, ld, add),
-                        (false, 2) => tile::<1, 2>(panel, n, w, ib, jb, d, a, ld, add),
-                        (false, _) => tile::<1, 1>(panel, n, w, ib, jb, d, a, ld, add),
-                    }
-                }
-                jb += NC;
-            }
-            ib += if two { 2 * L } else { L };
-        }
+        sweep_lower_tiles!(L, NC, [6, 5, 4, 3, 2, 1], panel, n, w, d, a, ld, add)
     }
 
     /// Rows `ib..ib+8V` by columns `jb..jb+C` of the Gram, summed over the
