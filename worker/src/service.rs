@@ -75,6 +75,14 @@ impl WorkerService {
         self
     }
 
+    /// A call that sends rows to peers is refused where this worker cannot reach them.
+    fn reaches_peers(&self) -> Result<(), Status> {
+        match self.peers.enabled() {
+            true => Ok(()),
+            false => Err(Status::invalid_argument("this worker cannot reach peers (no peer TLS settings)")),
+        }
+    }
+
     /// Sends of rows to peers for one call of `job_id`, each remote send
     /// given `timeout_ms` (at least a second).
     fn row_sends(&self, job_id: &str, timeout_ms: u32) -> RowSends {
@@ -354,8 +362,8 @@ impl Worker for WorkerService {
         } else {
             return Err(Status::invalid_argument("a solve carries a Gramian only with fixed_from_peers"));
         };
-        if r.exchange && !self.peers.enabled() {
-            return Err(Status::invalid_argument("this worker cannot reach peers (no peer TLS settings)"));
+        if r.exchange {
+            self.reaches_peers()?;
         }
         let job = self.job.clone();
         let job_id = r.job_id.clone();
@@ -466,9 +474,7 @@ impl Worker for WorkerService {
     async fn send_rows(&self, req: Request<SendRowsRequest>) -> Result<Response<SendRowsResponse>, Status> {
         let r = req.into_inner();
         let side = side_from_pb(r.side).map_err(Status::invalid_argument)?;
-        if !self.peers.enabled() {
-            return Err(Status::invalid_argument("this worker cannot reach peers (no peer TLS settings)"));
-        }
+        self.reaches_peers()?;
         let job = self.job.clone();
         let sends = self.row_sends(&r.job_id, r.peer_timeout_ms);
         // Off the runtime: the hand-overs copy on this thread, and the wait blocks it.

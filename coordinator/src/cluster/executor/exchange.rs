@@ -17,7 +17,7 @@ use prost::Message;
 
 use super::half::until_a_loss;
 use super::health::watched;
-use super::rpc::{rpc_err, send_rows, HalfError};
+use super::rpc::{rpc_err, send_rows, JobFailed};
 use super::ClusterExecutor;
 use crate::cluster::routing::Routing;
 
@@ -129,23 +129,12 @@ impl ClusterExecutor<'_> {
             .collect();
         // A loss ends the call for all: the others would wait on sending it rows.
         let results = self.rt.block_on(until_a_loss(futs, true));
-        let (mut peer_bytes, mut lost, mut peer_failed) = (0, false, false);
-        for (w, r) in results {
-            match r {
-                Ok(b) => peer_bytes += b,
-                Err(HalfError::Lost(m)) => {
-                    self.lose(w, &m);
-                    lost = true;
-                }
-                Err(HalfError::Peer(m)) => {
-                    tracing::warn!("{m}");
-                    peer_failed = true;
-                }
-                Err(HalfError::Job(f)) => return Err(f.into()),
-                Err(HalfError::Fatal(e)) => return Err(e),
-            }
+        let a = self.sort_answers(results)?;
+        if let Some(f) = JobFailed::first(a.failed) {
+            return Err(f.into());
         }
-        Ok(match (lost, peer_failed) {
+        let peer_bytes: u64 = a.ok.iter().map(|(_, b)| b).sum();
+        Ok(match (a.lost, a.peer_failed) {
             (true, _) => RowsSent::Lost(bytes + peer_bytes),
             (false, true) => RowsSent::PeerFailed(bytes + peer_bytes),
             (false, false) => RowsSent::Done { bytes, peer_bytes },

@@ -25,7 +25,7 @@ use anyhow::Context;
 
 use super::exchange::{RoutesSent, RowsSent};
 use super::health::watched;
-use super::membership::max_attempts;
+use super::membership::{max_attempts, Answers};
 use super::rpc::{push_and_solve, HalfError, JobFailed, WorkerHalf};
 use super::wire::factor_messages;
 use super::{side_ix, ClusterExecutor};
@@ -275,24 +275,12 @@ impl ClusterExecutor<'_> {
             })
             .collect();
         let results = self.rt.block_on(until_a_loss(futs, plan.exchange));
-        let mut ok = Vec::new();
-        let (mut lost, mut peer_failed) = (false, false);
-        let mut failed = Vec::new();
-        for (w, r) in results {
-            match r {
-                Ok(h) => ok.push((w, h)),
-                Err(HalfError::Lost(m)) => {
-                    self.lose(w, &m);
-                    lost = true;
-                }
-                Err(HalfError::Peer(m)) => {
-                    tracing::warn!("{m}");
-                    peer_failed = true;
-                }
-                Err(HalfError::Job(f)) => failed.push(f),
-                Err(HalfError::Fatal(e)) => return Err(e),
-            }
-        }
+        let Answers {
+            ok,
+            lost,
+            peer_failed,
+            failed,
+        } = self.sort_answers(results)?;
         // A failed solve ends the run even if a worker was lost meanwhile: the
         // lost worker's rows would fail or pass the same way elsewhere, and the
         // lowest failing row among the answers is the single-process path's.

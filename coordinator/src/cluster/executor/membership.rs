@@ -12,7 +12,7 @@ use als_proto::{encoded_bytes, PEER_EXCHANGE};
 use crate::cluster::client::{connect, ClientOptions};
 
 use super::health::watched;
-use super::rpc::{rpc_err, HalfError};
+use super::rpc::{rpc_err, HalfError, JobFailed};
 use super::wire::block_messages;
 use super::{side_ix, ClusterExecutor, Slot};
 
@@ -40,7 +40,46 @@ pub(super) fn max_attempts(workers: usize) -> usize {
     2 * workers + 2
 }
 
+/// The answers of a round of calls peers take part in, sorted.
+pub(super) struct Answers<T> {
+    pub(super) ok: Vec<(usize, T)>,
+    /// A worker was lost (and is marked so).
+    pub(super) lost: bool,
+    /// A worker could not send its rows to a peer.
+    pub(super) peer_failed: bool,
+    /// Jobs that failed: the run ends with the lowest failing row's.
+    pub(super) failed: Vec<JobFailed>,
+}
+
 impl ClusterExecutor<'_> {
+    /// Sort the answers of a round of calls peers take part in (a solve
+    /// with exchange, `SendRows`): lost workers are marked so, a failed peer
+    /// send is told; a protocol breach ends the run.
+    pub(super) fn sort_answers<T>(&mut self, results: Vec<(usize, Result<T, HalfError>)>) -> anyhow::Result<Answers<T>> {
+        let mut a = Answers {
+            ok: Vec::new(),
+            lost: false,
+            peer_failed: false,
+            failed: Vec::new(),
+        };
+        for (w, r) in results {
+            match r {
+                Ok(v) => a.ok.push((w, v)),
+                Err(HalfError::Lost(m)) => {
+                    self.lose(w, &m);
+                    a.lost = true;
+                }
+                Err(HalfError::Peer(m)) => {
+                    tracing::warn!("{m}");
+                    a.peer_failed = true;
+                }
+                Err(HalfError::Job(f)) => a.failed.push(f),
+                Err(HalfError::Fatal(e)) => return Err(e),
+            }
+        }
+        Ok(a)
+    }
+
     /// The answers of a round of calls no peer takes part in: the workers'
     /// results, and whether one was lost (it is marked so). A failed job or
     /// a protocol breach ends the run.
