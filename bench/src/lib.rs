@@ -226,8 +226,9 @@ pub fn all_kernels(shape: BlockShape, threads: usize) -> Vec<Kernel> {
         out.push(implicit_cholesky_rows_kernel(backend, block.clone(), pool.clone(), threads));
         out.push(block_gram_kernel(backend, block.clone()));
     }
-    for n in [64usize, 256] {
-        out.push(syrk_kernel(n, 65));
+    // d = k: the solvers give the bias's row and column without the kernel.
+    for (n, d) in [(64usize, 64usize), (256, 32), (256, 64), (256, 128)] {
+        out.push(syrk_kernel(n, d));
     }
     for d in [16usize, 64, 72, 128] {
         out.push(cholesky_batch_kernel(d));
