@@ -392,7 +392,7 @@ fn implicit_params(k: usize, solver: SolverKind, backend: Backend) -> SolveParam
 pub fn implicit_cholesky_rows_kernel(backend: Backend, block: Arc<Block>, pool: Arc<rayon::ThreadPool>, threads: usize) -> Kernel {
     let k = block.k;
     let p = implicit_params(k, SolverKind::Cholesky, backend);
-    let gram = block_gram(&block.fixed, k, backend);
+    let gram = block_gram(&block.fixed, k);
     let mut out = vec![0.0f32; block.n_rows() * k];
     Kernel {
         group: "solve_rows_implicit_cholesky",
@@ -412,7 +412,7 @@ pub fn implicit_cholesky_rows_kernel(backend: Backend, block: Arc<Block>, pool: 
 pub fn implicit_cg_rows_kernel(block: Arc<Block>, pool: Arc<rayon::ThreadPool>, threads: usize, steps: usize) -> Kernel {
     let k = block.k;
     let p = implicit_params(k, SolverKind::Cg { steps }, Backend::Faer);
-    let gram = block_gram(&block.fixed, k, Backend::Faer);
+    let gram = block_gram(&block.fixed, k);
     let mut rng = SplitMix64::new(7);
     let x0: Vec<f32> = (0..block.n_rows() * k).map(|_| (0.1 * rng.next_normal()) as f32).collect();
     let mut out = x0.clone();
@@ -440,7 +440,7 @@ pub fn block_gram_kernel(backend: Backend, block: Arc<Block>) -> Kernel {
         backend: backend.name(),
         flops: flops::block_gram(rows, k),
         run: Box::new(move || {
-            black_box(block_gram(black_box(&block.fixed), k, backend));
+            black_box(block_gram(black_box(&block.fixed), k));
         }),
     }
 }

@@ -13,11 +13,8 @@ use crate::run::run_detached;
 /// The fixed side's Gramian summed per block in block order, as training
 /// sums it, so a row solved here gets the trainer's bits. `starts` are the
 /// block boundaries training used; without them the side is one block.
-fn gramian(fixed: &[f32], k: usize, starts: &[usize], backend: als_core::linalg::Backend) -> Vec<f64> {
-    let partials: Vec<Vec<f64>> = starts
-        .windows(2)
-        .map(|w| block_gram(&fixed[w[0] * k..w[1] * k], k, backend))
-        .collect();
+fn gramian(fixed: &[f32], k: usize, starts: &[usize]) -> Vec<f64> {
+    let partials: Vec<Vec<f64>> = starts.windows(2).map(|w| block_gram(&fixed[w[0] * k..w[1] * k], k)).collect();
     sum_grams(k, partials.iter().map(Vec::as_slice))
 }
 
@@ -77,7 +74,7 @@ pub(crate) fn solve_rows<'py>(
     let params = cfg.solve_params(settings.global_mean as f64);
     let biased = cfg.has_biases();
     let work = |_: &crate::run::Progress| -> Result<(Vec<f32>, Vec<f32>), NativeError> {
-        let gram = cfg.is_implicit().then(|| gramian(fixed, k, &starts, cfg.backend));
+        let gram = cfg.is_implicit().then(|| gramian(fixed, k, &starts));
         let mut bias = vec![0f32; if biased { n } else { 0 }];
         let view = RowsView {
             indptr: &rows.indptr,

@@ -670,7 +670,6 @@ impl Job {
                 return Err(JobError::Solve { row: None, message });
             }
         };
-        let gram_backend = params.backend;
         // Every block at once, so the pool sees all of this worker's rows (one
         // fork-join per half, not one per block); rows are independent, so the
         // bits are those of solving block by block.
@@ -704,7 +703,7 @@ impl Job {
                         }
                     })?;
                 // Each block's Gramian sequential, so the same bits as in-process.
-                let gram = implicit.then(|| block_gram(&f, k, gram_backend));
+                let gram = implicit.then(|| block_gram(&f, k));
                 on_block(&SolvedBlock {
                     block: id,
                     row_start: b.row_start,

@@ -81,14 +81,14 @@ fn item_slice(model: &Model) -> Cow<'_, [f32]> {
 /// YᵀY summed per item block in block order, the blocks laid out from the
 /// item counts of `seen` as training lays them out from its item matrix, so
 /// the sum is the trainer's (bit for bit when `seen` is the training matrix).
-fn item_gram(model: &Model, blocks: usize, params: &SolveParams) -> Vec<f64> {
+fn item_gram(model: &Model, blocks: usize) -> Vec<f64> {
     let k = model.factors();
     let flat = item_slice(model);
     let layout = BlockLayout::balanced(&model.seen().transpose(), blocks);
     let partials: Vec<Vec<f64>> = (0..layout.n_blocks())
         .map(|b| {
             let r = layout.range(b);
-            block_gram(&flat[r.start * k..r.end * k], k, params.backend)
+            block_gram(&flat[r.start * k..r.end * k], k)
         })
         .collect();
     sum_grams(k, partials.iter().map(Vec::as_slice))
@@ -124,7 +124,7 @@ impl FoldIn {
             solver: SolverKind::Cholesky,
             ..params
         };
-        let gram = matches!(params.feedback, Feedback::Implicit { .. }).then(|| item_gram(model, cfg.blocks, &params));
+        let gram = matches!(params.feedback, Feedback::Implicit { .. }).then(|| item_gram(model, cfg.blocks));
         Ok(FoldIn { params, exact, gram })
     }
 

@@ -55,7 +55,7 @@ impl HalfStepExecutor for LocalExecutor<'_> {
         // Over blocks in block order, as the coordinator sums the workers'.
         let terms = per_block.map(ObjectiveTerms::sum);
         let target_gram = match params.feedback {
-            Feedback::Implicit { .. } => Some(gram_by_blocks(target, self.layouts.side(side), params.backend)),
+            Feedback::Implicit { .. } => Some(gram_by_blocks(target, self.layouts.side(side))),
             Feedback::Explicit { .. } => None,
         };
         let seconds = t0.elapsed().as_secs_f64();

@@ -25,7 +25,6 @@ use crate::blocks::BlockLayout;
 use crate::data::Dataset;
 use crate::init::init_factors;
 use crate::linalg::vec::dot_f64;
-use crate::linalg::Backend;
 use crate::objective::ObjectiveValue;
 use crate::side::{Factors, Side};
 use crate::solve::{block_gram_into, ObjectiveTerms, SolveError, SolveParams, TermsWanted};
@@ -107,7 +106,7 @@ impl Layouts {
 /// bits as [`sum_grams`] over [`block_gram`] of each block (what workers
 /// send). Blocks are computed a wave of one per thread at a time into
 /// buffers reused across waves, and each wave is added in block order.
-pub fn gram_by_blocks(f: &Factors, layout: &BlockLayout, backend: Backend) -> Vec<f64> {
+pub fn gram_by_blocks(f: &Factors, layout: &BlockLayout) -> Vec<f64> {
     use rayon::prelude::*;
     let k = f.k();
     let n_blocks = layout.n_blocks();
@@ -118,7 +117,7 @@ pub fn gram_by_blocks(f: &Factors, layout: &BlockLayout, backend: Backend) -> Ve
         let blocks = first..(first + wave).min(n_blocks);
         buffers.par_iter_mut().zip(blocks.clone().into_par_iter()).for_each(|(g, b)| {
             let r = layout.range(b);
-            block_gram_into(&f.flat()[r.start * k..r.end * k], k, backend, g);
+            block_gram_into(&f.flat()[r.start * k..r.end * k], k, g);
         });
         for g in &buffers[..blocks.len()] {
             for (a, v) in total.iter_mut().zip(g) {
@@ -329,7 +328,7 @@ pub fn train(
     let mut state = state.unwrap_or_else(|| initial_state(ds, cfg));
     check_state(ds, cfg, &state)?;
     let implicit = cfg.is_implicit();
-    let mut item_gram = implicit.then(|| gram_by_blocks(&state.items, &layouts.items, cfg.backend));
+    let mut item_gram = implicit.then(|| gram_by_blocks(&state.items, &layouts.items));
     let mut reports = Vec::new();
     let mut last_eval: Option<TestMetrics> = None;
     while state.iterations_done < cfg.iterations {

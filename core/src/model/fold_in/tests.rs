@@ -89,7 +89,7 @@ fn trained(cfg: &TrainConfig, raw: &RawRatings) -> Trained {
 
 /// One more user half-step of the trainer (with `params`), against the final item factors.
 fn next_user_half_step(t: &Trained, params: &SolveParams) -> Factors {
-    let gram = matches!(params.feedback, Feedback::Implicit { .. }).then(|| gram_by_blocks(&t.items, &t.layouts.items, params.backend));
+    let gram = matches!(params.feedback, Feedback::Implicit { .. }).then(|| gram_by_blocks(&t.items, &t.layouts.items));
     let mut users = t.users.clone();
     let mut exec = LocalExecutor::new(&t.ds, t.layouts.clone());
     exec.half_step(Side::Users, params, &t.items, gram.as_deref(), &mut users, None)
