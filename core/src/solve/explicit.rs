@@ -131,7 +131,7 @@ mod avx512_gather {
     use crate::linalg::rows_ops::{prefetch_row, GATHER_AHEAD};
 
     /// # Safety
-    /// AVX-512F must be available, and the fixed side's rows 16·NV floats.
+    /// AVX-512F must be available (every slice access is checked).
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     #[allow(clippy::needless_range_loop)] // explicit indices keep the sums in registers
