@@ -101,7 +101,7 @@ fn gather_any(
     colsum: &mut [f64],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if k.is_multiple_of(16) && (16..=96).contains(&k) && std::is_x86_feature_detected!("avx512f") {
+    if k.is_multiple_of(16) && (16..=128).contains(&k) && std::is_x86_feature_detected!("avx512f") {
         // SAFETY: AVX-512F was detected; k = 16·NV.
         unsafe {
             match k / 16 {
@@ -110,7 +110,9 @@ fn gather_any(
                 3 => avx512_gather::gather::<3>(cols, vals, fixed, biased, mu, w, x, b, colsum),
                 4 => avx512_gather::gather::<4>(cols, vals, fixed, biased, mu, w, x, b, colsum),
                 5 => avx512_gather::gather::<5>(cols, vals, fixed, biased, mu, w, x, b, colsum),
-                _ => avx512_gather::gather::<6>(cols, vals, fixed, biased, mu, w, x, b, colsum),
+                6 => avx512_gather::gather::<6>(cols, vals, fixed, biased, mu, w, x, b, colsum),
+                7 => avx512_gather::gather::<7>(cols, vals, fixed, biased, mu, w, x, b, colsum),
+                _ => avx512_gather::gather::<8>(cols, vals, fixed, biased, mu, w, x, b, colsum),
             }
         }
         return;
@@ -130,11 +132,19 @@ mod avx512_gather {
     use super::FixedSide;
     use crate::linalg::rows_ops::{prefetch_row, GATHER_AHEAD};
 
+    /// Vectors of 16 floats whose sums one pass keeps in registers: 4·GROUP
+    /// of the 32 (two f64 halves each, for Xᵀt and for Σqᵢ).
+    const GROUP: usize = 6;
+
+    /// The gather for k = 16·NV: one pass where k fits in registers; past
+    /// that, a first pass over the fixed rows for the first vectors (copying
+    /// whole rows into the panel), then passes over the panel, now in cache,
+    /// for the rest. Each sum still adds its rows in order.
+    ///
     /// # Safety
     /// AVX-512F must be available (every slice access is checked).
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    #[allow(clippy::needless_range_loop)] // explicit indices keep the sums in registers
     pub(super) unsafe fn gather<const NV: usize>(
         cols: &[u32],
         vals: &[f32],
@@ -149,64 +159,130 @@ mod avx512_gather {
         let k = 16 * NV;
         assert!(b.len() >= k && x.len() >= cols.len() * w && w >= k && vals.len() >= cols.len());
         assert!(!biased || (colsum.len() >= k && b.len() > k));
-        // Each vector of 16 floats widens into two of 8 doubles.
-        let mut bs = [[_mm512_setzero_pd(); 2]; NV];
-        let mut cs = [[_mm512_setzero_pd(); 2]; NV];
-        for v in 0..NV {
-            for h in 0..2 {
-                // SAFETY: 16v + 8h + 8 <= k <= b.len() (and colsum's, biased).
-                unsafe {
-                    bs[v][h] = _mm512_loadu_pd(b.as_ptr().add(16 * v + 8 * h));
-                    if biased {
-                        cs[v][h] = _mm512_loadu_pd(colsum.as_ptr().add(16 * v + 8 * h));
-                    }
-                }
-            }
-        }
-        let mut bias_sum = if biased { b[k] } else { 0.0 };
-        for (j, (&c, &r)) in cols.iter().zip(vals).enumerate() {
-            if let Some(&ahead) = cols.get(j + GATHER_AHEAD) {
-                prefetch_row(fixed.factors, ahead as usize * k, k);
-            }
-            let row = &fixed.factors[c as usize * k..(c as usize + 1) * k];
-            let t = if biased {
-                r as f64 - mu as f64 - fixed.bias[c as usize] as f64
+        let from_fixed = Pass {
+            cols,
+            vals,
+            fixed,
+            biased,
+            mu,
+            w,
+            k,
+            from_panel: false,
+        };
+        let from_panel = Pass {
+            from_panel: true,
+            ..from_fixed
+        };
+        // SAFETY (each pass): AVX-512F, as this function's caller promised.
+        unsafe {
+            if NV <= GROUP {
+                pass::<NV>(&from_fixed, 0, x, b, colsum);
             } else {
-                r as f64
-            };
-            let tv = _mm512_set1_pd(t);
-            let dst = &mut x[j * w..j * w + k];
-            for v in 0..NV {
-                // SAFETY: 16v + 16 <= k = row.len() = dst.len().
-                unsafe {
-                    let q = _mm512_loadu_ps(row.as_ptr().add(16 * v));
-                    // + 0.0 as the plain loop: a -0 is stored as +0.
-                    _mm512_storeu_ps(dst.as_mut_ptr().add(16 * v), _mm512_add_ps(q, _mm512_setzero_ps()));
-                    let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(q));
-                    let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(q))));
-                    for (h, half) in [lo, hi].into_iter().enumerate() {
-                        bs[v][h] = _mm512_add_pd(bs[v][h], _mm512_mul_pd(tv, half));
-                        if biased {
-                            cs[v][h] = _mm512_add_pd(cs[v][h], half);
-                        }
-                    }
+                pass::<4>(&from_fixed, 0, x, b, colsum);
+                match NV - 4 {
+                    1 => pass::<1>(&from_panel, 4, x, b, colsum),
+                    2 => pass::<2>(&from_panel, 4, x, b, colsum),
+                    3 => pass::<3>(&from_panel, 4, x, b, colsum),
+                    _ => pass::<4>(&from_panel, 4, x, b, colsum),
                 }
             }
-            bias_sum += t;
         }
-        for v in 0..NV {
+    }
+
+    #[derive(Clone, Copy)]
+    struct Pass<'a> {
+        cols: &'a [u32],
+        vals: &'a [f32],
+        fixed: &'a FixedSide<'a>,
+        biased: bool,
+        mu: f32,
+        w: usize,
+        k: usize,
+        /// Read the rows from the panel an earlier pass filled.
+        from_panel: bool,
+    }
+
+    /// Rating r of column c's target, as [`super::gather`] computes it.
+    #[inline(always)]
+    fn target(p: &Pass, c: u32, r: f32) -> f64 {
+        if p.biased {
+            r as f64 - p.mu as f64 - p.fixed.bias[c as usize] as f64
+        } else {
+            r as f64
+        }
+    }
+
+    /// The sums of vectors `v0..v0 + GV` over every row; the first pass
+    /// (from the fixed side) also copies each whole row into the panel and,
+    /// biased, sums the targets into `b[k]`.
+    ///
+    /// # Safety
+    /// AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::needless_range_loop)] // explicit indices keep the sums in registers
+    unsafe fn pass<const GV: usize>(p: &Pass, v0: usize, x: &mut [f32], b: &mut [f64], colsum: &mut [f64]) {
+        let (k, w) = (p.k, p.w);
+        let at = |v: usize, h: usize| 16 * (v0 + v) + 8 * h;
+        // Each vector of 16 floats widens into two of 8 doubles.
+        let mut bs = [[_mm512_setzero_pd(); 2]; GV];
+        let mut cs = [[_mm512_setzero_pd(); 2]; GV];
+        for v in 0..GV {
             for h in 0..2 {
-                // SAFETY: as for the loads.
-                unsafe {
-                    _mm512_storeu_pd(b.as_mut_ptr().add(16 * v + 8 * h), bs[v][h]);
-                    if biased {
-                        _mm512_storeu_pd(colsum.as_mut_ptr().add(16 * v + 8 * h), cs[v][h]);
+                bs[v][h] = _mm512_loadu_pd(b[at(v, h)..at(v, h) + 8].as_ptr());
+                if p.biased {
+                    cs[v][h] = _mm512_loadu_pd(colsum[at(v, h)..at(v, h) + 8].as_ptr());
+                }
+            }
+        }
+        let sums_targets = p.biased && !p.from_panel;
+        let mut target_sum = if sums_targets { b[k] } else { 0.0 };
+        for (j, (&c, &r)) in p.cols.iter().zip(p.vals).enumerate() {
+            let dst = &mut x[j * w..j * w + k];
+            if !p.from_panel {
+                if let Some(&ahead) = p.cols.get(j + GATHER_AHEAD) {
+                    prefetch_row(p.fixed.factors, ahead as usize * k, k);
+                }
+                let row = &p.fixed.factors[c as usize * k..(c as usize + 1) * k];
+                for (d16, r16) in dst.chunks_exact_mut(16).zip(row.chunks_exact(16)) {
+                    // SAFETY: both chunks hold 16 floats. + 0.0 as the plain
+                    // loop: a -0 is stored as +0 (the sums cannot tell: they
+                    // start at +0 and never become -0).
+                    unsafe {
+                        let q = _mm512_loadu_ps(r16.as_ptr());
+                        _mm512_storeu_ps(d16.as_mut_ptr(), _mm512_add_ps(q, _mm512_setzero_ps()));
+                    }
+                }
+            }
+            let t = target(p, c, r);
+            target_sum += t;
+            let tv = _mm512_set1_pd(t);
+            for v in 0..GV {
+                let q = &dst[16 * (v0 + v)..16 * (v0 + v + 1)];
+                // SAFETY: `q` holds 16 floats.
+                let q = unsafe { _mm512_loadu_ps(q.as_ptr()) };
+                let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(q));
+                let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(q))));
+                for (h, half) in [lo, hi].into_iter().enumerate() {
+                    bs[v][h] = _mm512_add_pd(bs[v][h], _mm512_mul_pd(tv, half));
+                    if p.biased {
+                        cs[v][h] = _mm512_add_pd(cs[v][h], half);
                     }
                 }
             }
         }
-        if biased {
-            b[k] = bias_sum;
+        for v in 0..GV {
+            for h in 0..2 {
+                // SAFETY: the slices hold 8 doubles.
+                unsafe {
+                    _mm512_storeu_pd(b[at(v, h)..at(v, h) + 8].as_mut_ptr(), bs[v][h]);
+                    if p.biased {
+                        _mm512_storeu_pd(colsum[at(v, h)..at(v, h) + 8].as_mut_ptr(), cs[v][h]);
+                    }
+                }
+            }
+        }
+        if sums_targets {
+            b[k] = target_sum;
         }
     }
 }
@@ -276,7 +352,7 @@ mod tests {
             return;
         }
         let mut rng = SplitMix64::new(5);
-        for k in (16..=96).step_by(16).chain([8, 24, 112]) {
+        for k in (16..=128).step_by(16).chain([8, 24, 144]) {
             let rows = 50;
             let mut factors: Vec<f32> = (0..rows * k).map(|_| rng.next_normal() as f32).collect();
             factors[3 * k + 1] = -0.0;
