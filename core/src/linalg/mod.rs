@@ -11,7 +11,7 @@ mod faer_backend;
 #[cfg(feature = "lapack")]
 mod lapack_backend;
 pub(crate) mod rows_ops;
-mod simd_path;
+pub(crate) mod simd_path;
 mod small_cholesky;
 pub(crate) mod sym_rows;
 pub mod syrk;

@@ -5,6 +5,8 @@ use multiversion::multiversion;
 use super::{FixedSide, RowScratch, SolveParams, GATHER_CHUNK};
 use crate::linalg::normal_ld;
 use crate::linalg::rows_ops::{prefetch_row, GATHER_AHEAD};
+#[cfg(target_arch = "x86_64")]
+use crate::linalg::simd_path::Path;
 use crate::linalg::syrk::{panel_width, syrk_lower_add, syrk_lower_set};
 
 /// Row unknowns [pᵤ; bᵤ] against features [qᵢ; 1] and targets rᵤᵢ − μ − bᵢ
@@ -101,7 +103,7 @@ fn gather_any(
     colsum: &mut [f64],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if k.is_multiple_of(16) && (16..=128).contains(&k) && std::is_x86_feature_detected!("avx512f") {
+    if k.is_multiple_of(16) && (16..=128).contains(&k) && Path::detect() == Path::Avx512 {
         // SAFETY: AVX-512F was detected; k = 16·NV.
         unsafe {
             match k / 16 {
@@ -344,7 +346,7 @@ mod tests {
     #[test]
     fn the_register_gather_gives_the_plain_gathers_bits() {
         #[cfg(target_arch = "x86_64")]
-        let has_kernel = std::is_x86_feature_detected!("avx512f");
+        let has_kernel = Path::detect() == Path::Avx512;
         #[cfg(not(target_arch = "x86_64"))]
         let has_kernel = false;
         if !has_kernel {
