@@ -3,7 +3,7 @@
 
 use als_proto::codec::{f32_bytes, u32_bytes};
 use als_proto::pb::worker_client::WorkerClient;
-use als_proto::pb::{BlockChunk, EvalChunk, HandshakeRequest, SendRowsRequest, Side, SolverSpec, StartJobRequest};
+use als_proto::pb::{BlockChunk, EvalChunk, HandshakeRequest, PeerChunk, RouteChunk, SendRowsRequest, Side, SolverSpec, StartJobRequest};
 use als_proto::PROTOCOL_VERSION;
 use als_tests::{binary, run_with_timeout, WorkerProc};
 use tonic::Code;
@@ -165,6 +165,7 @@ fn handshake_token_job_and_validation() {
             routes_epoch: 1,
             routes_peers: peers,
             peer_timeout_ms: 1000,
+            evaluation: false,
         };
         let e = c.send_rows(send("job-a", Side::Users, 1)).await.unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated);
@@ -180,6 +181,98 @@ fn handshake_token_job_and_validation() {
         // A worker alone has nobody to send to.
         let alone = c.send_rows(authed(send("job-a", Side::Users, 0), "s3cret")).await.unwrap();
         assert_eq!(alone.into_inner().peer_bytes, 0);
+        // An evaluation's rows are item rows.
+        let e = c
+            .send_rows(authed(
+                SendRowsRequest {
+                    evaluation: true,
+                    ..send("job-a", Side::Users, 0)
+                },
+                "s3cret",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+
+        // Evaluation from peers' rows: this worker holds user 0 (test item 4)
+        // and no item block, so a peer must send item 4 first.
+        let from_peers = |step: u64| EvalChunk {
+            job_id: "job-a".into(),
+            step,
+            blocks: vec![0],
+            from_peers: true,
+            ..Default::default()
+        };
+        let e = c
+            .evaluate(authed(tokio_stream::iter(vec![from_peers(3)]), "s3cret"))
+            .await
+            .unwrap_err();
+        assert!(e.message().contains("0 of the 1 item rows"), "{}", e.message());
+        // Routes (here, of its user rows) give the epoch peers' rows must carry.
+        let route = RouteChunk {
+            job_id: "job-a".into(),
+            side: Side::Users as i32,
+            epoch: 1,
+            peer: "127.0.0.1:1".into(),
+            n_rows: 1,
+            rows: u32_bytes(&[0]).into(),
+            ..Default::default()
+        };
+        c.set_routes(authed(tokio_stream::iter(vec![route]), "s3cret")).await.unwrap();
+        let peer = |side: Side, rows: &[u32], factors: &[f32]| PeerChunk {
+            job_id: "job-a".into(),
+            side: side as i32,
+            step: 3,
+            epoch: 1,
+            n_rows: rows.len() as u32,
+            rows: u32_bytes(rows).into(),
+            factors: f32_bytes(factors).into(),
+            bias: f32_bytes(&vec![-0.5; rows.len()]).into(),
+            evaluation: true,
+        };
+        // User rows for an evaluation, and an item no test row of this worker names: refused.
+        for bad in [peer(Side::Users, &[0], &[1.0; 4]), peer(Side::Items, &[3], &[1.0; 4])] {
+            let e = c.peer_rows(authed(tokio_stream::iter(vec![bad]), "s3cret")).await.unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+        }
+        c.peer_rows(authed(
+            tokio_stream::iter(vec![peer(Side::Items, &[4], &[1.0, 2.0, 3.0, 4.0])]),
+            "s3cret",
+        ))
+        .await
+        .unwrap();
+        // Rows for another step than asked: not ready. Factors sent along: refused.
+        let e = c
+            .evaluate(authed(tokio_stream::iter(vec![from_peers(5)]), "s3cret"))
+            .await
+            .unwrap_err();
+        assert!(e.message().contains("0 of the 1 item rows"), "{}", e.message());
+        let with_factors = EvalChunk {
+            user_factors: f32_bytes(&[0.1; 4]).into(),
+            ..from_peers(3)
+        };
+        let e = c
+            .evaluate(authed(tokio_stream::iter(vec![with_factors]), "s3cret"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+        // The worker's own user row (factors 0.1, bias 0) against the peer's
+        // item 4: 3.5 + 0 - 0.5 + 0.1·(1+2+3+4) = 4.0.
+        let mut out = c
+            .evaluate(authed(tokio_stream::iter(vec![from_peers(3)]), "s3cret"))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = out.message().await.unwrap().unwrap();
+        let p = als_proto::codec::bytes_f32("p", &first.predictions).unwrap();
+        assert!(p.len() == 1 && (p[0] - 4.0).abs() < 1e-5, "{p:?}");
+        assert!(out.message().await.unwrap().unwrap().last);
+        // The rows are used once: the same evaluation again waits for new ones.
+        let e = c
+            .evaluate(authed(tokio_stream::iter(vec![from_peers(3)]), "s3cret"))
+            .await
+            .unwrap_err();
+        assert!(e.message().contains("0 of the 1 item rows"), "{}", e.message());
     });
 }
 

@@ -195,8 +195,9 @@ pub struct Job {
     users: SideBlocks,
     items: SideBlocks,
     fixed: Option<FixedFactors>,
-    /// Per side (users, items): where this worker's solved rows go (peer exchange).
-    routes: [Option<Routes>; 2],
+    /// Per side (users, items): where this worker's solved rows go (peer
+    /// exchange); then where its item rows go for an evaluation.
+    routes: [Option<Routes>; 3],
     /// Rows peers send for the coming steps, reachable while the job solves.
     mailbox: SharedMailbox,
     pub last_activity: Instant,
@@ -207,8 +208,8 @@ pub struct Job {
 
 mod evaluate;
 mod exchange;
-pub use evaluate::{EvalBlock, EvalInput, MAX_TOP_K};
-pub use exchange::{block_routes, lock as lock_mailbox, DirectRows, Mailbox, PeerPlan, PeerRows, PeerSend, Routes, SharedMailbox};
+pub use evaluate::{EvalBlock, EvalFromPeers, EvalInput, MAX_TOP_K};
+pub use exchange::{block_routes, lock as lock_mailbox, DirectRows, Mailbox, PeerPlan, PeerRows, PeerSend, Routes, RowsFor, SharedMailbox};
 
 impl Job {
     pub fn new(id: String, params: SolveParams, n_users: u64, n_items: u64) -> Result<Job, JobError> {
@@ -227,7 +228,7 @@ impl Job {
             users: SideBlocks::default(),
             items: SideBlocks::default(),
             fixed: None,
-            routes: [None, None],
+            routes: [None, None, None],
             mailbox,
             last_activity: Instant::now(),
             memory_budget: default_memory_budget(),

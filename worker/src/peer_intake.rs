@@ -8,14 +8,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use als_core::side::Side;
 use als_proto::codec::pieces_vec;
 use als_proto::payload::{PeerLimits, PeerPieces};
 use als_proto::pb::PeerChunk;
 use als_proto::spec::side_from_pb;
 use tonic::Status;
 
-use crate::job::{lock_mailbox, DirectRows, PeerRows, SharedMailbox};
+use crate::job::{lock_mailbox, DirectRows, PeerRows, RowsFor, SharedMailbox};
 use crate::service::status;
 
 /// The active job's mailbox, if a job is active.
@@ -48,19 +47,20 @@ impl MailboxSlot {
 pub struct Intake {
     mailbox: SharedMailbox,
     first: PeerChunk,
-    side: Side,
+    to: RowsFor,
     pub limits: PeerLimits,
 }
 
 impl Intake {
     pub fn open(slot: &MailboxSlot, first: PeerChunk) -> Result<Intake, Status> {
         let side = side_from_pb(first.side).map_err(Status::invalid_argument)?;
+        let to = RowsFor::new(side, first.evaluation).map_err(status)?;
         let mailbox = slot.of(&first.job_id)?;
-        let limits = lock_mailbox(&mailbox).limits(side, first.step, first.n_rows).map_err(status)?;
+        let limits = lock_mailbox(&mailbox).limits(to, first.step, first.n_rows).map_err(status)?;
         Ok(Intake {
             mailbox,
             first,
-            side,
+            to,
             limits,
         })
     }
@@ -69,10 +69,10 @@ impl Intake {
         &self.first
     }
 
-    /// Whether a later message of the stream keeps to the first's job, side, step and epoch.
+    /// Whether a later message of the stream keeps to the first's job, side, step, epoch and purpose.
     pub fn belongs(&self, c: &PeerChunk) -> bool {
         let f = &self.first;
-        c.job_id == f.job_id && c.side == f.side && c.step == f.step && c.epoch == f.epoch && c.n_rows == 0
+        c.job_id == f.job_id && c.side == f.side && c.step == f.step && c.epoch == f.epoch && c.evaluation == f.evaluation && c.n_rows == 0
     }
 
     /// Check the gathered rows against the header and hand them to the mailbox.
@@ -86,7 +86,7 @@ impl Intake {
             )));
         }
         let rows = PeerRows {
-            side: self.side,
+            to: self.to,
             step: self.first.step,
             epoch: self.first.epoch,
             rows,
@@ -104,7 +104,7 @@ pub fn hand_over(slot: &MailboxSlot, job_id: &str, rows: &DirectRows) -> Result<
     let mailbox = slot.of(job_id)?;
     let mut m = lock_mailbox(&mailbox);
     let n_rows = u32::try_from(rows.rows.len()).map_err(|_| Status::invalid_argument("too many peer rows"))?;
-    m.limits(rows.side, rows.step, n_rows).map_err(status)?;
+    m.limits(rows.to, rows.step, n_rows).map_err(status)?;
     m.add_direct(rows).map_err(status)
 }
 
@@ -122,6 +122,7 @@ mod tests {
 
     use super::*;
     use crate::job::Job;
+    use als_core::side::Side;
 
     fn slot_with_job(id: &str) -> MailboxSlot {
         let params = SolveParams {
@@ -143,7 +144,7 @@ mod tests {
 
     fn rows<'a>(rows: &'a [u32], factors: &'a [f32]) -> DirectRows<'a> {
         DirectRows {
-            side: Side::Items,
+            to: RowsFor::Half(Side::Items),
             step: 2,
             epoch: 0,
             rows,

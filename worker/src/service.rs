@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use als_core::side::Side;
 use als_core::solve::{lower_triangle, TermsWanted};
 use als_proto::codec::{pieces_vec, Field};
-use als_proto::payload::{Assembler, Bulk, EvalResultFields, RouteLimits, SolvedFields};
+use als_proto::payload::{Assembler, Bulk, EvalLimits, EvalResultFields, RouteLimits, SolvedFields};
 use als_proto::pb::worker_server::Worker;
 use als_proto::pb::{
     AssignBlockResponse, BlockChunk, BlockTerms, EndJobRequest, EndJobResponse, EvalChunk, EvalResultChunk, FactorChunk, FetchRowsRequest,
@@ -20,7 +20,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::job::{BlockData, EvalInput, Job, JobError, PeerPlan, PushedRows, SolvedBlock};
+use crate::job::{BlockData, EvalFromPeers, EvalInput, Job, JobError, PeerPlan, PushedRows, RowsFor, SolvedBlock};
 use crate::peer_intake::{Intake, MailboxSlot};
 use crate::peers::Peers;
 use crate::row_sends::RowSends;
@@ -175,7 +175,7 @@ fn solve_and_send(
         j.set_fixed_from_peers(side.other(), r.step, gram)?;
     }
     let plan = match r.exchange {
-        true => j.peer_plan(side, r.routes_epoch, r.routes_peers)?,
+        true => j.peer_plan(RowsFor::Half(side), r.routes_epoch, r.routes_peers)?,
         false => None,
     };
     // Nothing is done under the turn that could wait on another worker.
@@ -435,6 +435,7 @@ impl Worker for WorkerService {
             .await?
             .ok_or_else(|| Status::invalid_argument("empty route stream"))?;
         let side = side_from_pb(first.side).map_err(Status::invalid_argument)?;
+        let to = RowsFor::new(side, first.evaluation).map_err(status)?;
         let limits = {
             let mut slot = self.job.lock().await;
             let job = active(&mut slot, &first.job_id)?;
@@ -442,7 +443,13 @@ impl Worker for WorkerService {
                 rows: job.route_limit(side, first.n_rows).map_err(status)?,
             }
         };
-        let belongs = |c: &RouteChunk| c.job_id == first.job_id && c.side == first.side && c.epoch == first.epoch && c.peer.is_empty();
+        let belongs = |c: &RouteChunk| {
+            c.job_id == first.job_id
+                && c.side == first.side
+                && c.epoch == first.epoch
+                && c.evaluation == first.evaluation
+                && c.peer.is_empty()
+        };
         let p = gather(&first, &mut stream, &limits, belongs, "route").await?;
         if p.rows.len() != first.n_rows as usize {
             return Err(Status::invalid_argument(format!(
@@ -453,7 +460,7 @@ impl Worker for WorkerService {
         }
         let mut slot = self.job.lock().await;
         active(&mut slot, &first.job_id)?
-            .set_route(side, first.epoch, first.peer.clone(), p.rows)
+            .set_route(to, first.epoch, first.peer.clone(), p.rows)
             .map_err(status)?;
         Ok(Response::new(SetRoutesResponse {}))
     }
@@ -474,6 +481,7 @@ impl Worker for WorkerService {
     async fn send_rows(&self, req: Request<SendRowsRequest>) -> Result<Response<SendRowsResponse>, Status> {
         let r = req.into_inner();
         let side = side_from_pb(r.side).map_err(Status::invalid_argument)?;
+        let to = RowsFor::new(side, r.evaluation).map_err(status)?;
         self.reaches_peers()?;
         let job = self.job.clone();
         let sends = self.row_sends(&r.job_id, r.peer_timeout_ms);
@@ -483,7 +491,7 @@ impl Worker for WorkerService {
                 let mut slot = job.blocking_lock();
                 let j = active(&mut slot, &r.job_id)?;
                 let k = j.params.factors;
-                if let Some(plan) = j.peer_plan(side, r.routes_epoch, r.routes_peers).map_err(status)? {
+                if let Some(plan) = j.peer_plan(to, r.routes_epoch, r.routes_peers).map_err(status)? {
                     for b in j.rows_of(side) {
                         sends.send_block(&plan, r.step, k, &b);
                     }
@@ -494,7 +502,13 @@ impl Worker for WorkerService {
         })
         .await
         .map_err(|e| Status::internal(format!("sending rows failed: {e}")))??;
-        tracing::debug!(side = side.name(), step = r.step, peer_bytes, "rows sent to peers");
+        tracing::debug!(
+            side = side.name(),
+            step = r.step,
+            evaluation = r.evaluation,
+            peer_bytes,
+            "rows sent to peers"
+        );
         Ok(Response::new(SendRowsResponse { peer_bytes }))
     }
 
@@ -506,14 +520,25 @@ impl Worker for WorkerService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty evaluation stream"))?;
-        let limits = {
-            let mut slot = self.job.lock().await;
-            let job = active(&mut slot, &first.job_id)?;
-            job.eval_limits(&first.blocks, first.all_items, first.n_item_rows, first.top_k)
-                .map_err(status)?
+        let limits = match first.from_peers {
+            // Nothing but the header: the factors are here already.
+            true => EvalLimits::default(),
+            false => {
+                let mut slot = self.job.lock().await;
+                let job = active(&mut slot, &first.job_id)?;
+                job.eval_limits(&first.blocks, first.all_items, first.n_item_rows, first.top_k)
+                    .map_err(status)?
+            }
         };
         let belongs = |c: &EvalChunk| c.job_id == first.job_id && c.step == first.step;
         let p = gather(&first, &mut stream, &limits, belongs, "evaluation").await?;
+        let from_peers = first.from_peers.then(|| EvalFromPeers {
+            step: first.step,
+            blocks: first.blocks.clone(),
+            top_k: first.top_k,
+            min_pos: first.min_pos,
+            all_items: first.all_items,
+        });
         let input = EvalInput {
             step: first.step,
             blocks: first.blocks.clone(),
@@ -539,7 +564,11 @@ impl Worker for WorkerService {
         let evaluated = tokio::task::spawn_blocking(move || {
             let mut slot = job.blocking_lock();
             let j = active(&mut slot, &job_id)?;
-            j.evaluate(&input).map_err(status)
+            match &from_peers {
+                Some(h) => j.evaluate_from_peers(h),
+                None => j.evaluate(&input),
+            }
+            .map_err(status)
         })
         .await
         .map_err(|e| Status::internal(format!("evaluation task failed: {e}")))??;

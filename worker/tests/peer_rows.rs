@@ -8,7 +8,7 @@ mod common;
 use als_core::side::Side;
 use als_core::solve::SolveParams;
 use als_proto::codec::{f32_bytes, Bytes};
-use als_worker::job::{DirectRows, FixedFactors, Job, JobError, PeerRows};
+use als_worker::job::{DirectRows, FixedFactors, Job, JobError, PeerRows, RowsFor};
 use common::{gram, job_with_solved_items, params, rated, ITEMS};
 
 /// The item rows user block 0 needs.
@@ -30,7 +30,7 @@ fn peer_scaled(rows: &[u32], k: usize, biased: bool, step: u64, scale: f32) -> P
     let factors: Vec<f32> = rows.iter().flat_map(|&i| other_row(i, k)).map(|v| v * scale).collect();
     let bias: Vec<f32> = rows.iter().map(|&i| -0.1 * i as f32 * scale).collect();
     PeerRows {
-        side: Side::Items,
+        to: RowsFor::Half(Side::Items),
         step,
         epoch: 1,
         rows: rows.to_vec(),
@@ -104,7 +104,9 @@ fn two_jobs_at_step_2(implicit: bool) -> (SolveParams, Job, Job) {
     let p = params(implicit);
     let (mut pushed_job, solved, solved_bias) = job_with_solved_items(p, false);
     let (mut peer_job, _, _) = job_with_solved_items(p, false);
-    peer_job.set_route(Side::Items, 1, "peer-a".into(), vec![3, 4]).unwrap();
+    peer_job
+        .set_route(RowsFor::Half(Side::Items), 1, "peer-a".into(), vec![3, 4])
+        .unwrap();
     push_items(
         &mut pushed_job,
         2,
@@ -197,7 +199,7 @@ fn peer_block(k: usize, biased: bool) -> (Vec<f32>, Vec<f32>) {
 
 fn direct<'a>(rows: &'a [u32], (factors, bias): &'a (Vec<f32>, Vec<f32>), step: u64) -> DirectRows<'a> {
     DirectRows {
-        side: Side::Items,
+        to: RowsFor::Half(Side::Items),
         step,
         epoch: 1,
         rows,
@@ -231,7 +233,7 @@ fn what_a_worker_of_this_process_hands_over_is_checked() {
     let p = params(false);
     let k = p.factors;
     let (mut job, _, _) = job_with_solved_items(p, false);
-    job.set_route(Side::Items, 1, "peer-a".into(), vec![4]).unwrap();
+    job.set_route(RowsFor::Half(Side::Items), 1, "peer-a".into(), vec![4]).unwrap();
     let block = peer_block(k, true);
     let needed = needed_items();
     let invalid = |job: &mut Job, d: DirectRows, why: &str| {
@@ -268,7 +270,7 @@ fn what_a_peer_sends_is_checked() {
     let p = params(false);
     let k = p.factors;
     let (mut job, _, _) = job_with_solved_items(p, false);
-    job.set_route(Side::Items, 1, "peer-a".into(), vec![4]).unwrap();
+    job.set_route(RowsFor::Half(Side::Items), 1, "peer-a".into(), vec![4]).unwrap();
     let needed = needed_items();
     let not_needed: Vec<u32> = (0..ITEMS).filter(|i| !needed.contains(i)).collect();
     let invalid = |job: &mut Job, rows: PeerRows, why: &str| {
@@ -298,7 +300,7 @@ fn what_a_peer_sends_is_checked() {
     let mut stale = peer(&[2], k, true, 4);
     stale.epoch = 0;
     assert!(matches!(job.add_peer_rows(stale), Err(JobError::NotReady(_))));
-    job.set_route(Side::Items, 2, "peer-a".into(), vec![4]).unwrap();
+    job.set_route(RowsFor::Half(Side::Items), 2, "peer-a".into(), vec![4]).unwrap();
     let e = job.add_peer_rows(peer(&[2], k, true, 4)).unwrap_err();
     assert!(matches!(e, JobError::NotReady(_)), "{e}");
     let mut fresh = peer(&[0], k, true, 4);
@@ -306,12 +308,20 @@ fn what_a_peer_sends_is_checked() {
     job.add_peer_rows(fresh).expect("row 0 again, on the new routes");
     // A route must stay inside this worker's blocks and ascend.
     for rows in [vec![0u32], vec![4, 3], vec![ITEMS]] {
-        let e = job.set_route(Side::Items, 2, "peer-b".into(), rows.clone()).unwrap_err();
+        let e = job
+            .set_route(RowsFor::Half(Side::Items), 2, "peer-b".into(), rows.clone())
+            .unwrap_err();
         assert!(matches!(e, JobError::Invalid(_)), "{rows:?}: {e}");
     }
-    assert!(job.set_route(Side::Items, 1, "peer-b".into(), vec![3]).is_err(), "an older epoch");
+    assert!(
+        job.set_route(RowsFor::Half(Side::Items), 1, "peer-b".into(), vec![3]).is_err(),
+        "an older epoch"
+    );
     // Limits come from the header: at most the rows needed here.
-    let e = job.peer_limits(Side::Items, 5, needed.len() as u32 + 1).unwrap_err();
+    let e = job.peer_limits(RowsFor::Half(Side::Items), 5, needed.len() as u32 + 1).unwrap_err();
     assert!(matches!(e, JobError::Invalid(_)), "{e}");
-    assert_eq!(job.peer_limits(Side::Items, 5, 2).unwrap().factors, (2 * k * 4) as u64);
+    assert_eq!(
+        job.peer_limits(RowsFor::Half(Side::Items), 5, 2).unwrap().factors,
+        (2 * k * 4) as u64
+    );
 }

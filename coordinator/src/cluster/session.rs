@@ -16,6 +16,8 @@ pub struct ClusterSession {
     pub faults: FaultOptions,
     /// Test-set evaluations the workers did in the last `train` (the others ran on the coordinator).
     pub remote_evaluations: std::sync::atomic::AtomicUsize,
+    /// Of those, evaluations from the workers' own rows (see the executor's field).
+    pub evaluations_from_peers: std::sync::atomic::AtomicUsize,
     /// Halves the last run solved again after a loss (replays; for tests).
     pub replayed_halves: std::sync::atomic::AtomicUsize,
     /// Why each worker was lost, if it was, when the last `train` ended: the
@@ -47,6 +49,7 @@ impl ClusterSession {
             opts: opts.clone(),
             faults: FaultOptions::default(),
             remote_evaluations: Default::default(),
+            evaluations_from_peers: Default::default(),
             replayed_halves: Default::default(),
             lost: Default::default(),
         })
@@ -70,6 +73,7 @@ impl ClusterSession {
             opts,
             faults: FaultOptions::default(),
             remote_evaluations: Default::default(),
+            evaluations_from_peers: Default::default(),
             replayed_halves: Default::default(),
             lost: Default::default(),
         })
@@ -130,12 +134,15 @@ impl ClusterSession {
         if exec.remote_evaluations > 0 {
             tracing::info!(
                 evaluations = exec.remote_evaluations,
+                from_peers = exec.evaluations_from_peers,
                 bytes = exec.eval_bytes,
                 "test set evaluated on the workers"
             );
         }
         self.remote_evaluations
             .store(exec.remote_evaluations, std::sync::atomic::Ordering::Relaxed);
+        self.evaluations_from_peers
+            .store(exec.evaluations_from_peers, std::sync::atomic::Ordering::Relaxed);
         self.replayed_halves
             .store(exec.replayed_halves, std::sync::atomic::Ordering::Relaxed);
         Ok(res?)
@@ -257,10 +264,13 @@ mod tests {
                 let s = ClusterSession::local(n, &ClientOptions::default()).unwrap();
                 let got = s.train(ds, &cfg, &layouts, None, &mut |_, _| Ok(())).unwrap();
                 let remote = s.remote_evaluations.load(std::sync::atomic::Ordering::Relaxed);
+                let from_peers = s.evaluations_from_peers.load(std::sync::atomic::Ordering::Relaxed);
                 s.shutdown().unwrap();
                 assert_eq!(got.state, want.state, "{n} workers, implicit={}", cfg.is_implicit());
-                // Evaluated on the workers, to the same numbers as on the coordinator.
+                // Evaluated on the workers, to the same numbers as on the
+                // coordinator, every time from their own and their peers' rows.
                 assert_eq!(remote, cfg.iterations);
+                assert_eq!(from_peers, cfg.iterations, "{n} workers");
                 assert_eq!(got.final_metrics, want.final_metrics, "{n} workers");
                 let tests = |r: &TrainResult| r.reports.iter().map(|x| x.test.clone()).collect::<Vec<_>>();
                 assert_eq!(tests(&got), tests(&want), "{n} workers");
@@ -315,11 +325,13 @@ mod tests {
         }
     }
 
-    /// With nothing reading the model between iterations (no evaluation, no
-    /// checkpoint) the solved rows stay on the workers: once the blocks are
-    /// shipped (the first half's fixed side goes worker to worker too), the
-    /// coordinator moves only headers, Gramians and objective terms until the
-    /// end, when it fetches the model, which is the single-process one.
+    /// With nothing reading the model between iterations (no checkpoint; an
+    /// evaluation every iteration, which the workers do from their own and
+    /// their peers' rows) the solved rows stay on the workers: once the
+    /// blocks are shipped (the first half's fixed side goes worker to worker
+    /// too), the coordinator moves only headers, Gramians and objective
+    /// terms until the end, when it fetches the model, which is the
+    /// single-process one.
     #[test]
     fn rows_stay_on_the_workers_until_the_model_is_read() {
         let ds = small_dataset();
@@ -327,7 +339,7 @@ mod tests {
             let cfg = TrainConfig {
                 factors: 6,
                 iterations: 5,
-                eval_every: 0,
+                eval_every: 1,
                 implicit: implicit.then(|| ImplicitConfig::hu(2.0, Confidence::Linear)),
                 solver: if implicit {
                     SolverKind::Cg { steps: 3 }
@@ -341,8 +353,12 @@ mod tests {
             let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
             let s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
             let got = s.train(&ds, &cfg, &layouts, None, &mut |_, _| Ok(())).unwrap();
+            let from_peers = s.evaluations_from_peers.load(std::sync::atomic::Ordering::Relaxed);
             s.shutdown().unwrap();
             assert_eq!(got.state, want.state, "implicit={implicit}");
+            assert_eq!(from_peers, cfg.iterations, "implicit={implicit}");
+            let tests = |r: &TrainResult| r.reports.iter().map(|x| x.test.clone()).collect::<Vec<_>>();
+            assert_eq!(tests(&got), tests(&want), "implicit={implicit}");
             for r in &got.reports[1..] {
                 let coordinator = r.bytes_sent() - r.bytes_peer();
                 // Per half: a header (and Gramian triangle, implicit) per block, a

@@ -189,6 +189,15 @@ pub trait HalfStepExecutor {
         None
     }
 
+    /// Evaluate the test set from the rows where the executor keeps them,
+    /// without bringing the caller's `users` and `items` up to date first (a
+    /// cluster: on the workers, the item rows going worker to worker).
+    /// `None`: the caller brings the state up to date and evaluates through
+    /// [`HalfStepExecutor::evaluate`] or locally. The same numbers either way.
+    fn evaluate_in_place(&mut self, _ds: &Dataset, _cfg: &TrainConfig, _params: &SolveParams) -> Option<Result<TestMetrics, TrainError>> {
+        None
+    }
+
     /// Bring `users` and `items` up to date where the latest rows were kept
     /// elsewhere (see [`HalfStepExecutor::half_step`]). `train` calls it
     /// before it reads them: to evaluate, when `on_iteration` asks for the
@@ -366,8 +375,15 @@ pub fn train(
         let evaluate_now = it == cfg.iterations || (cfg.eval_every > 0 && it.is_multiple_of(cfg.eval_every));
         // Without test rows there is nothing to evaluate, and no state to read.
         let test = if evaluate_now && ds.n_scored_test_rows() > 0 {
-            exec.sync_state(&mut state.users, &mut state.items)?;
-            evaluate_with(exec, ds, cfg, &params, &state, item_gram.as_deref())?
+            // Held-out users are folded in where the item factors are: here.
+            let in_place = ds.held_out.is_none().then(|| exec.evaluate_in_place(ds, cfg, &params)).flatten();
+            match in_place {
+                Some(metrics) => metrics?,
+                None => {
+                    exec.sync_state(&mut state.users, &mut state.items)?;
+                    evaluate_with(exec, ds, cfg, &params, &state, item_gram.as_deref())?
+                }
+            }
         } else {
             TestMetrics::default()
         };

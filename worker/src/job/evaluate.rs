@@ -6,7 +6,7 @@ use als_core::train::eval::predict_rows;
 use als_proto::payload::EvalLimits;
 use ndarray::ArrayView2;
 
-use super::{invalid, Job, JobError};
+use super::{exchange, invalid, Job, JobError};
 
 /// The factors an evaluation needs, as received.
 #[derive(Debug, Default)]
@@ -185,5 +185,71 @@ impl Job {
             out.push(r);
         }
         Ok(out)
+    }
+}
+
+/// What an evaluation from peers' rows asks for: the header of its call.
+#[derive(Debug, Clone, Default)]
+pub struct EvalFromPeers {
+    pub step: u64,
+    pub blocks: Vec<u32>,
+    pub top_k: u32,
+    pub min_pos: f32,
+    pub all_items: bool,
+}
+
+impl Job {
+    /// [`Job::evaluate`] with no factors sent: this worker's latest rows of
+    /// the listed user blocks, scored against the item rows of its own item
+    /// blocks and those its peers sent for step `step` (every item for top-K
+    /// lists, else the test items of its user blocks). The same function
+    /// then scores them, so the answers are those of a streamed evaluation.
+    pub fn evaluate_from_peers(&self, h: &EvalFromPeers) -> Result<Vec<EvalBlock>, JobError> {
+        let k = self.params.factors;
+        let biased = self.biased();
+        let rows = self.eval_rows(&h.blocks)?;
+        if h.all_items != self.implicit() {
+            return invalid("an evaluation from peers' rows scores every item for implicit feedback, the test items for explicit");
+        }
+        let top = h.top_k.min(self.n_items as u32) as u64;
+        let answer = 4 * (rows as u64) * (top + 1) + self.users.blocks.values().map(|b| 4 * b.test.values.len() as u64).sum::<u64>();
+        let users = 4 * (rows * (k + usize::from(biased))) as u64;
+        self.within_budget(users + 2 * answer, &format!("an evaluation of {rows} users"))?;
+        let rows_in = exchange::lock(&self.mailbox).take_eval(h.step)?;
+        let (items, mut item_factors, mut item_bias) = (rows_in.items, rows_in.factors, rows_in.bias);
+        // The rows of this worker's own item blocks never travel.
+        for b in self.items.blocks.values() {
+            let end = b.row_start + b.n_rows as u64;
+            let lo = items.partition_point(|&g| (g as u64) < b.row_start);
+            let hi = items.partition_point(|&g| (g as u64) < end);
+            let (own_f, own_b) = b.latest();
+            for p in lo..hi {
+                let r = (items[p] as u64 - b.row_start) as usize;
+                item_factors[p * k..(p + 1) * k].copy_from_slice(&own_f[r * k..(r + 1) * k]);
+                if biased {
+                    item_bias[p] = own_b[r];
+                }
+            }
+        }
+        let mut user_factors = Vec::with_capacity(rows * k);
+        let mut user_bias = Vec::with_capacity(if biased { rows } else { 0 });
+        for id in &h.blocks {
+            let (f, b) = self.users.blocks[id].latest();
+            user_factors.extend_from_slice(f);
+            user_bias.extend_from_slice(b);
+        }
+        let input = EvalInput {
+            step: h.step,
+            blocks: h.blocks.clone(),
+            top_k: h.top_k,
+            min_pos: h.min_pos,
+            all_items: h.all_items,
+            item_rows: if h.all_items { Vec::new() } else { items },
+            user_factors,
+            user_bias,
+            item_factors,
+            item_bias,
+        };
+        self.evaluate(&input)
     }
 }

@@ -6,6 +6,10 @@
 //! blocks reference (the coordinator computes the routes from the layout),
 //! and a receiver takes each needed row once, from whoever owns it, besides
 //! the rows of its own blocks, which never travel.
+//!
+//! An evaluation's item rows travel the same way on routes of their own:
+//! each worker scores its users against the item rows of its own blocks
+//! and those its peers send, so no factor passes through the coordinator.
 
 use als_core::side::Side;
 use als_proto::codec::{Bytes, Field, PieceReader};
@@ -17,6 +21,51 @@ use als_proto::CHUNK_BYTES;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{all_finite, bad_push, invalid, FixedFactors, Job, JobError, SolvedBlock};
+
+/// What rows on a route are for: the fixed side of a coming half, or the
+/// item rows an evaluation scores against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowsFor {
+    Half(Side),
+    Evaluation,
+}
+
+impl RowsFor {
+    pub fn new(side: Side, evaluation: bool) -> Result<RowsFor, JobError> {
+        match (evaluation, side) {
+            (false, s) => Ok(RowsFor::Half(s)),
+            (true, Side::Items) => Ok(RowsFor::Evaluation),
+            (true, Side::Users) => invalid("an evaluation's rows are item rows"),
+        }
+    }
+
+    /// The side the rows are of.
+    pub fn side(self) -> Side {
+        match self {
+            RowsFor::Half(s) => s,
+            RowsFor::Evaluation => Side::Items,
+        }
+    }
+
+    pub fn is_evaluation(self) -> bool {
+        self == RowsFor::Evaluation
+    }
+
+    /// The slot of the routes and layouts (users, items, evaluation).
+    pub(super) fn slot(self) -> usize {
+        match self {
+            RowsFor::Half(s) => side_slot(s),
+            RowsFor::Evaluation => 2,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RowsFor::Half(s) => s.name(),
+            RowsFor::Evaluation => "items (evaluation)",
+        }
+    }
+}
 
 /// Where the solved rows of one side go: every peer's rows under one epoch.
 #[derive(Debug, Default)]
@@ -46,7 +95,7 @@ impl Inbox {
 
 /// Rows from one peer as received, undecoded but for the row list.
 pub struct PeerRows {
-    pub side: Side,
+    pub to: RowsFor,
     pub step: u64,
     /// The routes' epoch the sender sent on.
     pub epoch: u64,
@@ -58,7 +107,7 @@ pub struct PeerRows {
 /// Where rows of one side sent by peers go: the union of this worker's
 /// needed rows of that side, and the positions its own blocks fill.
 #[derive(Debug, Default)]
-struct Layout {
+pub(super) struct Layout {
     union: Vec<u32>,
     /// Ascending, disjoint.
     own: Vec<std::ops::Range<usize>>,
@@ -75,12 +124,14 @@ pub struct Mailbox {
     biased: bool,
     /// The routes' epoch rows must be sent on; none before the first route.
     epoch: Option<u64>,
-    /// Per side of the rows sent (users, items).
-    layouts: [Layout; 2],
+    /// Per side of the rows sent (users, items), and the evaluation's items.
+    layouts: [Layout; 3],
     /// Bytes of the job's budget left for the mailbox, as of the job's last change.
     room: u64,
     /// Rows for the coming steps, at most two.
     held: Vec<Inbox>,
+    /// Item rows for the evaluation of one step, apart from the halves'.
+    eval: Option<Inbox>,
     /// Per side: the buffers of the last fixed side of that side, for the
     /// next inbox of the side (the same size while the blocks stay), so that
     /// every half does not allocate, zero and fault in a fresh one.
@@ -105,6 +156,7 @@ impl Mailbox {
             layouts: Default::default(),
             room: 0,
             held: Vec::new(),
+            eval: None,
             spare: [None, None],
         }
     }
@@ -116,12 +168,13 @@ impl Mailbox {
     /// Bytes held: the inboxes and the spare buffers.
     pub fn bytes(&self) -> u64 {
         let spare: usize = self.spare.iter().flatten().map(|(f, b)| f.capacity() + b.capacity()).sum();
-        self.held.iter().map(Inbox::bytes).sum::<u64>() + 4 * spare as u64
+        self.held.iter().chain(&self.eval).map(Inbox::bytes).sum::<u64>() + 4 * spare as u64
     }
 
     /// Rows sent before now are void: the blocks or the routes changed.
     fn clear(&mut self) {
         self.held.clear();
+        self.eval = None;
         self.spare = [None, None];
     }
 
@@ -135,9 +188,13 @@ impl Mailbox {
         self.spare = [None, None];
     }
 
-    fn new_inbox(&mut self, side: Side, step: u64) -> Inbox {
-        let rows = self.layouts[side_slot(side)].union.len();
-        let (mut factors, mut bias) = self.spare[side_slot(side)].take().unwrap_or_default();
+    fn new_inbox(&mut self, to: RowsFor, step: u64) -> Inbox {
+        let side = to.side();
+        let rows = self.layouts[to.slot()].union.len();
+        let (mut factors, mut bias) = match to {
+            RowsFor::Half(s) => self.spare[side_slot(s)].take().unwrap_or_default(),
+            RowsFor::Evaluation => Default::default(),
+        };
         // Stale values are harmless: every position is written once before
         // the inbox is used (its rows are counted), by a peer or from an own block.
         factors.resize(rows * self.k, 0.0);
@@ -152,24 +209,24 @@ impl Mailbox {
         }
     }
 
-    /// Byte limits of a peer's rows of `side`, from its header: at most this
+    /// Byte limits of a peer's rows for `to`, from its header: at most this
     /// worker's needed rows of that side.
-    pub fn limits(&self, side: Side, step: u64, n_rows: u32) -> Result<PeerLimits, JobError> {
-        let union = self.layouts[side_slot(side)].union.len();
+    pub fn limits(&self, to: RowsFor, step: u64, n_rows: u32) -> Result<PeerLimits, JobError> {
+        let union = self.layouts[to.slot()].union.len();
         if n_rows as usize > union {
             return invalid(format!(
                 "a peer sent {n_rows} rows of {}; this worker's blocks need {union}",
-                side.name()
+                to.name()
             ));
         }
         let k = self.k as u64;
         let n = n_rows as u64;
         let bias = if self.biased { 4 * n } else { 0 };
-        let inbox = if self.held.iter().any(|b| b.step == step) {
-            0
-        } else {
-            union as u64 * (4 * k + 5)
+        let held = match to {
+            RowsFor::Half(_) => self.held.iter().any(|b| b.step == step),
+            RowsFor::Evaluation => self.eval.as_ref().is_some_and(|b| b.step == step),
         };
+        let inbox = if held { 0 } else { union as u64 * (4 * k + 5) };
         let incoming = 2 * (4 * n + 4 * k * n + bias) + inbox;
         let held = self.bytes();
         if held.saturating_add(incoming) > self.room {
@@ -191,7 +248,7 @@ impl Mailbox {
         let biased = self.biased;
         let mut read_f = PieceReader::new("factors", &p.factors);
         let mut read_b = PieceReader::new("bias", &p.bias);
-        self.take(p.side, p.step, p.epoch, &p.rows, |_, factors, bias| {
+        self.take(p.to, p.step, p.epoch, &p.rows, |_, factors, bias| {
             read_f.read_finite_into(factors).map_err(bad_push)?;
             if biased {
                 read_b.read_finite_into(bias).map_err(bad_push)?;
@@ -215,7 +272,7 @@ impl Mailbox {
                 d.bias.len()
             ));
         }
-        self.take(d.side, d.step, d.epoch, d.rows, |g, factors, bias| {
+        self.take(d.to, d.step, d.epoch, d.rows, |g, factors, bias| {
             let r = (g as u64)
                 .checked_sub(d.row_start)
                 .map(|r| r as usize)
@@ -238,11 +295,11 @@ impl Mailbox {
     /// bias (none unbiased).
     fn take(
         &mut self,
-        side: Side,
+        to: RowsFor,
         step: u64,
         epoch: u64,
         rows: &[u32],
-        mut read: impl FnMut(u32, &mut [f32], &mut [f32]) -> Result<(), JobError>,
+        read: impl FnMut(u32, &mut [f32], &mut [f32]) -> Result<(), JobError>,
     ) -> Result<(), JobError> {
         let (k, biased) = (self.k, self.biased);
         if self.epoch != Some(epoch) {
@@ -255,6 +312,17 @@ impl Mailbox {
         if rows.windows(2).any(|w| w[0] >= w[1]) {
             return invalid("peer rows must be ascending and distinct");
         }
+        let side = match to {
+            RowsFor::Half(side) => side,
+            RowsFor::Evaluation => {
+                // One evaluation at a time: rows of another step start it afresh.
+                if self.eval.as_ref().is_none_or(|b| b.step != step) {
+                    self.eval = Some(self.new_inbox(to, step));
+                }
+                let inbox = self.eval.as_mut().expect("set above");
+                return fill(&self.layouts[to.slot()], inbox, (k, biased), to, rows, read);
+            }
+        };
         // A fast peer may send the rows of the next step before this worker
         // started the solve of this one: two steps are held, never more
         // (the next-but-one needs this worker's own solve first).
@@ -267,36 +335,82 @@ impl Mailbox {
             Some(i) => i,
             None => {
                 self.held.retain(|b| b.step + 1 >= step);
-                let inbox = self.new_inbox(side, step);
+                let inbox = self.new_inbox(to, step);
                 self.held.push(inbox);
                 self.held.len() - 1
             }
         };
-        let layout = &self.layouts[side_slot(side)];
-        let inbox = &mut self.held[at_step];
-        // Rows ascend: each is looked for past the last one's place.
-        let (mut at, mut run) = (0, 0);
-        for &g in rows {
-            at = seek(&layout.union, at, g);
-            if layout.union.get(at) != Some(&g) {
-                return invalid(format!("peer row {g} of {} is not needed here", side.name()));
-            }
-            while layout.own.get(run).is_some_and(|r| r.end <= at) {
-                run += 1;
-            }
-            if layout.own.get(run).is_some_and(|r| r.contains(&at)) {
-                return invalid(format!("peer row {g} of {} belongs to this worker's own block", side.name()));
-            }
-            if inbox.got[at] {
-                return invalid(format!("peer row {g} of {} sent twice for step {step}", side.name()));
-            }
-            let bias: &mut [f32] = if biased { &mut inbox.bias[at..at + 1] } else { &mut [] };
-            read(g, &mut inbox.factors[at * k..(at + 1) * k], bias)?;
-            inbox.got[at] = true;
-            inbox.n_got += 1;
-        }
-        Ok(())
+        fill(&self.layouts[to.slot()], &mut self.held[at_step], (k, biased), to, rows, read)
     }
+
+    /// The evaluation's item rows for `step`, laid out over this worker's
+    /// evaluation union, with the rows of its own item blocks still to be
+    /// filled in (positions `own`); every other row must have come.
+    pub(super) fn take_eval(&mut self, step: u64) -> Result<EvalRows, JobError> {
+        let layout = &self.layouts[RowsFor::Evaluation.slot()];
+        let own: usize = layout.own.iter().map(|r| r.len()).sum();
+        let need = layout.union.len() - own;
+        let arrived = self.eval.as_ref().filter(|b| b.step == step).map_or(0, |b| b.n_got);
+        if arrived != need {
+            return Err(JobError::NotReady(format!(
+                "{arrived} of the {need} item rows of the evaluation of step {step} arrived from peers"
+            )));
+        }
+        let inbox = match self.eval.take().filter(|b| b.step == step) {
+            Some(b) => b,
+            None => self.new_inbox(RowsFor::Evaluation, step),
+        };
+        Ok(EvalRows {
+            items: self.layouts[RowsFor::Evaluation.slot()].union.clone(),
+            factors: inbox.factors,
+            bias: inbox.bias,
+        })
+    }
+}
+
+/// An evaluation's item rows as peers sent them: `items` (global rows,
+/// ascending) with their factors and biases, where the rows of this
+/// worker's own item blocks are still to be written.
+pub(super) struct EvalRows {
+    pub items: Vec<u32>,
+    pub factors: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// Lay peer rows into `inbox` (over `layout`'s union): each must be needed
+/// here, outside this worker's own blocks, and not sent before for the
+/// inbox's step; `read` fills each one's factors and bias.
+fn fill(
+    layout: &Layout,
+    inbox: &mut Inbox,
+    (k, biased): (usize, bool),
+    to: RowsFor,
+    rows: &[u32],
+    mut read: impl FnMut(u32, &mut [f32], &mut [f32]) -> Result<(), JobError>,
+) -> Result<(), JobError> {
+    let (name, step) = (to.name(), inbox.step);
+    // Rows ascend: each is looked for past the last one's place.
+    let (mut at, mut run) = (0, 0);
+    for &g in rows {
+        at = seek(&layout.union, at, g);
+        if layout.union.get(at) != Some(&g) {
+            return invalid(format!("peer row {g} of {name} is not needed here"));
+        }
+        while layout.own.get(run).is_some_and(|r| r.end <= at) {
+            run += 1;
+        }
+        if layout.own.get(run).is_some_and(|r| r.contains(&at)) {
+            return invalid(format!("peer row {g} of {name} belongs to this worker's own block"));
+        }
+        if inbox.got[at] {
+            return invalid(format!("peer row {g} of {name} sent twice for step {step}"));
+        }
+        let bias: &mut [f32] = if biased { &mut inbox.bias[at..at + 1] } else { &mut [] };
+        read(g, &mut inbox.factors[at * k..(at + 1) * k], bias)?;
+        inbox.got[at] = true;
+        inbox.n_got += 1;
+    }
+    Ok(())
 }
 
 /// The first position at or after `from` of `sorted` holding `g` or more.
@@ -314,7 +428,7 @@ fn seek(sorted: &[u32], from: usize, g: u32) -> usize {
 /// Rows of a just-solved block that a worker of this process hands over
 /// in place: the routed `rows` (global, ascending), read from the block.
 pub struct DirectRows<'a> {
-    pub side: Side,
+    pub to: RowsFor,
     pub step: u64,
     pub epoch: u64,
     pub rows: &'a [u32],
@@ -369,9 +483,10 @@ impl PeerSend<'_> {
         };
         let header = |j: usize| PeerChunk {
             job_id: self.job_id.to_owned(),
-            side: side_to_pb(self.plan.side) as i32,
+            side: side_to_pb(self.plan.to.side()) as i32,
             step: self.step,
             epoch: self.plan.epoch,
+            evaluation: self.plan.to.is_evaluation(),
             n_rows: if j == 0 { rows.len() as u32 } else { 0 },
             ..Default::default()
         };
@@ -391,7 +506,7 @@ impl PeerSend<'_> {
     /// The rows in place, for [`Mailbox::add_direct`].
     pub fn direct(&self) -> DirectRows<'_> {
         DirectRows {
-            side: self.plan.side,
+            to: self.plan.to,
             step: self.step,
             epoch: self.plan.epoch,
             rows: self.rows,
@@ -406,7 +521,7 @@ impl PeerSend<'_> {
 /// for the solve to send each block's rows as soon as it is solved.
 #[derive(Debug, Clone)]
 pub struct PeerPlan {
-    pub side: Side,
+    pub to: RowsFor,
     pub epoch: u64,
     pub peers: Vec<(String, Vec<u32>)>,
 }
@@ -422,9 +537,11 @@ impl Job {
         Ok(4 * n_rows as u64)
     }
 
-    /// Store one peer's route of `side`: rows of this worker's blocks, ascending.
-    /// A newer epoch replaces every route of the side; an older one is refused.
-    pub fn set_route(&mut self, side: Side, epoch: u64, peer: String, rows: Vec<u32>) -> Result<(), JobError> {
+    /// Store one peer's route for `to`: rows of this worker's blocks of its
+    /// side, ascending. A newer epoch replaces every route for `to`; an older
+    /// one is refused.
+    pub fn set_route(&mut self, to: RowsFor, epoch: u64, peer: String, rows: Vec<u32>) -> Result<(), JobError> {
+        let side = to.side();
         if peer.is_empty() || peer.len() > 512 {
             return invalid("a route's peer address must be 1..=512 bytes");
         }
@@ -442,7 +559,7 @@ impl Job {
                 return invalid(format!("route row {g} of {} is in no block this worker holds", side.name()));
             }
         }
-        let si = side_slot(side);
+        let si = to.slot();
         let mut new_epoch = false;
         match &self.routes[si] {
             Some(r) if r.epoch > epoch => return invalid(format!("route epoch {epoch} is older than {}", r.epoch)),
@@ -460,23 +577,23 @@ impl Job {
         Ok(())
     }
 
-    /// The routes this worker's solved rows of `side` take on `epoch`, which
-    /// must hold all `n_peers`; `None` for a worker alone.
-    pub fn peer_plan(&self, side: Side, epoch: u64, n_peers: u32) -> Result<Option<PeerPlan>, JobError> {
+    /// The routes this worker's rows for `to` take on `epoch`, which must
+    /// hold all `n_peers`; `None` for a worker alone.
+    pub fn peer_plan(&self, to: RowsFor, epoch: u64, n_peers: u32) -> Result<Option<PeerPlan>, JobError> {
         if n_peers == 0 {
             // A worker alone has nobody to send to.
             return Ok(None);
         }
-        match &self.routes[side_slot(side)] {
+        match &self.routes[to.slot()] {
             Some(r) if r.epoch == epoch && r.peers.len() == n_peers as usize => Ok(Some(PeerPlan {
-                side,
+                to,
                 epoch,
                 // An empty route sends nothing: the peer needs none of these rows.
                 peers: r.peers.iter().filter(|(_, rows)| !rows.is_empty()).cloned().collect(),
             })),
             _ => Err(JobError::NotReady(format!(
                 "no complete routes of {} for epoch {epoch} ({n_peers} peers)",
-                side.name()
+                to.name()
             ))),
         }
     }
@@ -508,18 +625,45 @@ impl Job {
             }
         };
         let others = self.held_bytes_but_mailbox();
+        let eval = if clear { Some(self.eval_layout()) } else { None };
         let mut m = lock(&self.mailbox);
-        if clear {
+        if let Some(eval) = eval {
             m.clear();
-            m.layouts = [layout(Side::Users), layout(Side::Items)];
+            m.layouts = [layout(Side::Users), layout(Side::Items), eval];
         }
         m.epoch = epoch;
         m.room = self.memory_budget.saturating_sub(others);
     }
 
+    /// Where an evaluation's item rows go: every item for top-K lists
+    /// (implicit feedback), else the distinct test items of this worker's
+    /// user blocks; the positions its own item blocks fill.
+    fn eval_layout(&self) -> Layout {
+        let union: Vec<u32> = if self.implicit() {
+            (0..self.n_items as u32).collect()
+        } else {
+            let mut v: Vec<u32> = self.users.blocks.values().flat_map(|b| b.test.columns.iter().copied()).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let mut own: Vec<std::ops::Range<usize>> = self
+            .items
+            .blocks
+            .values()
+            .map(|b| {
+                let end = b.row_start + b.n_rows as u64;
+                union.partition_point(|&g| (g as u64) < b.row_start)..union.partition_point(|&g| (g as u64) < end)
+            })
+            .filter(|r| !r.is_empty())
+            .collect();
+        own.sort_by_key(|r| r.start);
+        Layout { union, own }
+    }
+
     /// Limits of a peer's rows (see [`Mailbox::limits`]).
-    pub fn peer_limits(&self, side: Side, step: u64, n_rows: u32) -> Result<PeerLimits, JobError> {
-        lock(&self.mailbox).limits(side, step, n_rows)
+    pub fn peer_limits(&self, to: RowsFor, step: u64, n_rows: u32) -> Result<PeerLimits, JobError> {
+        lock(&self.mailbox).limits(to, step, n_rows)
     }
 
     /// Take rows from a peer (see [`Mailbox::add`]).
@@ -557,7 +701,7 @@ impl Job {
             // Every needed row is this worker's own where no peer had to send any.
             let inbox = match at {
                 Some(i) => m.held.remove(i),
-                None => m.new_inbox(fixed, step),
+                None => m.new_inbox(RowsFor::Half(fixed), step),
             };
             // Older steps' rows are of no use any more.
             m.held.retain(|b| b.step > step);

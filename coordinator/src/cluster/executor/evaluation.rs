@@ -1,10 +1,20 @@
 //! Test metrics computed on the workers that hold the user blocks (and
 //! their test rows); the coordinator only merges the answers.
+//!
+//! Two ways to get the factors there:
+//! - from peers (the default with peer exchange): each worker sends the
+//!   item rows of its blocks to the workers whose evaluation scores them,
+//!   on routes sent with the halves' ([`super::exchange`]), and every
+//!   worker scores its own latest user rows. No factor passes through the
+//!   coordinator, and its copy of the model is not brought up to date.
+//! - streamed by the coordinator from its copy (without exchange, or when
+//!   the exchange of the evaluation's rows failed).
 
 use std::time::Instant;
 
 use als_core::metrics::ranking_list_len;
-use als_core::side::Factors;
+use als_core::side::{Factors, Side};
+use als_core::solve::Feedback;
 use als_core::train::{eval, TestMetrics, TrainConfig};
 use als_proto::codec::Field;
 use als_proto::payload::{EvalFields, EvalResultPayload};
@@ -12,10 +22,14 @@ use als_proto::pb::EvalChunk;
 use als_proto::CHUNK_BYTES;
 use anyhow::Context;
 
+use super::exchange::RowsSent;
 use super::health::watched;
-use super::rpc::run_evaluation;
+use super::rpc::{run_evaluation, HalfError, WorkerEval};
 use super::wire::bias_of_rows;
 use super::ClusterExecutor;
+
+/// The blocks each worker was asked to evaluate, and what it answered.
+type Asked = Vec<(usize, Vec<u32>)>;
 
 impl ClusterExecutor<'_> {
     /// The evaluation messages for worker `w`: its user blocks with test rows,
@@ -28,27 +42,14 @@ impl ClusterExecutor<'_> {
         users: &Factors,
         items: &Factors,
     ) -> Option<(Vec<u32>, Vec<EvalChunk>)> {
-        let layout = &self.layouts.users;
-        let blocks: Vec<u32> = (0..layout.n_blocks())
-            .filter(|&b| self.routing.users.owner[b] == w && !self.test.span(&layout.range(b)).is_empty())
-            .map(|b| b as u32)
-            .collect();
+        let blocks = self.eval_blocks(w);
         if blocks.is_empty() {
             return None;
         }
+        let layout = &self.layouts.users;
         let implicit = cfg.is_implicit();
         let user_rows: Vec<usize> = blocks.iter().flat_map(|&b| layout.range(b as usize)).collect();
-        let item_rows: Vec<u32> = if implicit {
-            Vec::new()
-        } else {
-            let mut v: Vec<u32> = blocks
-                .iter()
-                .flat_map(|&b| self.test.items[self.test.span(&layout.range(b as usize))].iter().copied())
-                .collect();
-            v.sort_unstable();
-            v.dedup();
-            v
-        };
+        let item_rows: Vec<u32> = if implicit { Vec::new() } else { self.test_items_of(&blocks) };
         // Top-K lists score every item; predictions need only the test rows' items.
         let (n_items, item_of) = if implicit {
             (items.n_rows(), None)
@@ -93,6 +94,101 @@ impl ClusterExecutor<'_> {
         Some((blocks, msgs))
     }
 
+    /// The user blocks of worker `w` with test rows, ascending.
+    fn eval_blocks(&self, w: usize) -> Vec<u32> {
+        let layout = &self.layouts.users;
+        (0..layout.n_blocks())
+            .filter(|&b| self.routing.users.owner[b] == w && !self.test.span(&layout.range(b)).is_empty())
+            .map(|b| b as u32)
+            .collect()
+    }
+
+    /// The distinct test items of user `blocks`, ascending.
+    fn test_items_of(&self, blocks: &[u32]) -> Vec<u32> {
+        let layout = &self.layouts.users;
+        let mut v: Vec<u32> = blocks
+            .iter()
+            .flat_map(|&b| self.test.items[self.test.span(&layout.range(b as usize))].iter().copied())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The item rows worker `w`'s evaluation scores against: every item for
+    /// top-K lists (implicit feedback), else the test items of its user
+    /// blocks; none without test rows. What its evaluation routes carry.
+    pub(super) fn eval_items(&self, w: usize) -> Vec<u32> {
+        let blocks = self.eval_blocks(w);
+        match (blocks.is_empty(), self.params.feedback) {
+            (true, _) => Vec::new(),
+            (false, Feedback::Implicit { .. }) => (0..self.ds.n_items() as u32).collect(),
+            (false, Feedback::Explicit { .. }) => self.test_items_of(&blocks),
+        }
+    }
+
+    /// Evaluate on the workers from the rows they hold: the item rows go
+    /// peer to peer, then each worker scores its own users. `Ok(None)` when
+    /// that cannot be done now (no exchange, routes not current, a worker
+    /// lost, or the rows could not reach a peer): the caller brings its copy
+    /// up to date and evaluates another way.
+    pub(super) fn evaluate_from_peers(&mut self, cfg: &TrainConfig) -> anyhow::Result<Option<TestMetrics>> {
+        let implicit = cfg.is_implicit();
+        if self.ds.test.is_empty() || (implicit && cfg.ranking_k == 0) {
+            return Ok(None);
+        }
+        if !self.exchange || !self.routes_current || self.slots.iter().any(|s| !s.alive) {
+            return Ok(None);
+        }
+        let t0 = Instant::now();
+        let step = self.step;
+        let peer_bytes = match self.send_rows(Side::Items, step, true)? {
+            RowsSent::Done { bytes, peer_bytes } => {
+                self.eval_bytes += bytes + peer_bytes;
+                peer_bytes
+            }
+            RowsSent::Lost(bytes) | RowsSent::PeerFailed(bytes) => {
+                self.eval_bytes += bytes;
+                tracing::warn!("the evaluation's item rows did not reach every worker; evaluating from the coordinator's copy");
+                return Ok(None);
+            }
+        };
+        let top_k = if implicit { ranking_list_len(cfg.ranking_k) as u32 } else { 0 };
+        let mut asked: Asked = Vec::new();
+        let mut futs = Vec::new();
+        for w in 0..self.slots.len() {
+            let blocks = self.eval_blocks(w);
+            if blocks.is_empty() {
+                continue;
+            }
+            let msg = EvalChunk {
+                job_id: self.job_id.clone(),
+                step,
+                blocks: blocks.clone(),
+                top_k,
+                min_pos: cfg.min_pos,
+                all_items: implicit,
+                from_peers: true,
+                ..Default::default()
+            };
+            asked.push((w, blocks));
+            let handle = self.slots[w].handle.clone();
+            let faults = self.faults.clone();
+            let work = run_evaluation(handle.clone(), vec![msg]);
+            futs.push(async move { (w, watched(&handle, &faults, work).await) });
+        }
+        let Some(metrics) = self.gather_evaluations(cfg, asked, futs)? else {
+            return Ok(None);
+        };
+        self.evaluations_from_peers += 1;
+        tracing::debug!(
+            peer_bytes,
+            seconds = t0.elapsed().as_secs_f64(),
+            "evaluated on the workers from their own rows"
+        );
+        Ok(Some(metrics))
+    }
+
     /// Evaluate on the workers holding the user blocks (and their test rows).
     /// `Ok(None)` when a worker was lost meanwhile: the caller evaluates
     /// locally, and the next half moves the lost worker's blocks.
@@ -103,7 +199,7 @@ impl ClusterExecutor<'_> {
             return Ok(None);
         }
         let t0 = Instant::now();
-        let mut asked: Vec<(usize, Vec<u32>)> = Vec::new();
+        let mut asked: Asked = Vec::new();
         let mut futs = Vec::new();
         for w in 0..self.slots.len() {
             let Some((blocks, msgs)) = self.eval_messages(w, cfg, users, items) else {
@@ -119,6 +215,23 @@ impl ClusterExecutor<'_> {
             let work = run_evaluation(handle.clone(), msgs);
             futs.push(async move { (w, watched(&handle, &faults, work).await) });
         }
+        let metrics = self.gather_evaluations(cfg, asked, futs)?;
+        tracing::debug!(
+            bytes = self.eval_bytes,
+            seconds = t0.elapsed().as_secs_f64(),
+            "evaluated on the workers"
+        );
+        Ok(metrics)
+    }
+
+    /// Run the evaluation calls `futs` (to the workers of `asked`) and merge
+    /// their answers into the metrics; `None` when a worker was lost.
+    fn gather_evaluations<F>(&mut self, cfg: &TrainConfig, asked: Asked, futs: Vec<F>) -> anyhow::Result<Option<TestMetrics>>
+    where
+        F: std::future::Future<Output = (usize, Result<WorkerEval, HalfError>)>,
+    {
+        let ds = self.ds;
+        let implicit = cfg.is_implicit();
         let results = self.rt.block_on(futures::future::join_all(futs));
         let (gathered, lost) = self.settle(results)?;
         if lost {
@@ -183,11 +296,6 @@ impl ClusterExecutor<'_> {
             eval::metrics_from_predictions(ds, cfg, &predictions)
         };
         self.remote_evaluations += 1;
-        tracing::debug!(
-            bytes = self.eval_bytes,
-            seconds = t0.elapsed().as_secs_f64(),
-            "evaluated on the workers"
-        );
         Ok(Some(metrics))
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! A route is computed from the layout and the owners alone, and sent once
 //! per assignment: when blocks move, every route is sent again under a new
-//! epoch, and the next half is pushed by the coordinator as before.
+//! epoch, and the next half is pushed by the coordinator as before. The
+//! routes of an evaluation's item rows ([`super::evaluation`]) go with them.
 
 use als_core::side::Side;
 use als_core::train::Layouts;
@@ -24,7 +25,11 @@ use crate::cluster::routing::Routing;
 /// The rows of `side` that worker `from` solves and worker `to` needs for
 /// its next half: `to`'s union of needed `side` rows within `from`'s blocks.
 pub(super) fn route_rows(routing: &Routing, layouts: &Layouts, side: Side, from: usize, to: usize) -> Vec<u32> {
-    let needed = &routing.side(side.other()).union[to];
+    rows_owned_by(routing, layouts, side, from, &routing.side(side.other()).union[to])
+}
+
+/// Of `needed` (rows of `side`, ascending), those in worker `from`'s blocks.
+fn rows_owned_by(routing: &Routing, layouts: &Layouts, side: Side, from: usize, needed: &[u32]) -> Vec<u32> {
     let owner = &routing.side(side).owner;
     let layout = layouts.side(side);
     let mut out = Vec::new();
@@ -62,12 +67,17 @@ impl ClusterExecutor<'_> {
         self.routes_epoch += 1;
         let epoch = self.routes_epoch;
         let alive: Vec<usize> = (0..self.slots.len()).filter(|&w| self.slots[w].alive).collect();
+        let eval_items: Vec<Vec<u32>> = (0..self.slots.len()).map(|w| self.eval_items(w)).collect();
         let mut futs = Vec::new();
         for &from in &alive {
             let mut streams = Vec::new();
-            for side in [Side::Users, Side::Items] {
+            // The halves' routes of both sides, then the evaluation's (item rows).
+            for (side, evaluation) in [(Side::Users, false), (Side::Items, false), (Side::Items, true)] {
                 for &to in alive.iter().filter(|&&to| to != from) {
-                    let rows = route_rows(&self.routing, &self.layouts, side, from, to);
+                    let rows = match evaluation {
+                        false => route_rows(&self.routing, &self.layouts, side, from, to),
+                        true => rows_owned_by(&self.routing, &self.layouts, side, from, &eval_items[to]),
+                    };
                     let peer = self.slots[to].handle.addr.clone();
                     let fields = RouteFields { rows: Field::U32(&rows) };
                     let chunks = fields.to_chunks(CHUNK_BYTES, |j| RouteChunk {
@@ -76,6 +86,7 @@ impl ClusterExecutor<'_> {
                         epoch,
                         peer: if j == 0 { peer.clone() } else { String::new() },
                         n_rows: if j == 0 { rows.len() as u32 } else { 0 },
+                        evaluation,
                         ..Default::default()
                     });
                     streams.push(chunks);
@@ -107,8 +118,9 @@ impl ClusterExecutor<'_> {
     }
 
     /// Every live worker sends its latest rows of `side` to the peers that
-    /// need them, as the fixed side of `step`, on the current routes.
-    pub(super) fn send_rows(&mut self, side: Side, step: u64) -> anyhow::Result<RowsSent> {
+    /// need them, as the fixed side of `step`, on the current routes; with
+    /// `evaluation`, its item rows on the evaluation's routes instead.
+    pub(super) fn send_rows(&mut self, side: Side, step: u64, evaluation: bool) -> anyhow::Result<RowsSent> {
         let n_alive = self.slots.iter().filter(|s| s.alive).count();
         let req = SendRowsRequest {
             job_id: self.job_id.clone(),
@@ -118,6 +130,7 @@ impl ClusterExecutor<'_> {
             routes_peers: (n_alive - 1) as u32,
             // As a solve's sends: a peer gets as long to take the rows as a worker gets to answer, and more.
             peer_timeout_ms: u32::try_from((self.faults.worker_timeout * 6).as_millis()).unwrap_or(u32::MAX),
+            evaluation,
         };
         let bytes = req.encoded_len() as u64 * n_alive as u64;
         let futs: Vec<_> = (0..self.slots.len())

@@ -202,7 +202,7 @@ impl ClusterExecutor<'_> {
             // Where a push would carry the fixed side (the first half, or a
             // half after blocks moved), the workers send it each other: the
             // rows they hold are the coordinator's copy, shipped.
-            match self.send_rows(side.other(), step)? {
+            match self.send_rows(side.other(), step, false)? {
                 RowsSent::Done { bytes, peer_bytes } => {
                     *sent += bytes + peer_bytes;
                     plan.rows_sent = peer_bytes;

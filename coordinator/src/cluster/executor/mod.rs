@@ -128,6 +128,8 @@ pub struct ClusterExecutor<'a> {
     pub eval_bytes: u64,
     /// Evaluations the workers did (the rest fell back to the coordinator).
     pub remote_evaluations: usize,
+    /// Of those, the ones from the workers' own rows (no factor through the coordinator).
+    pub evaluations_from_peers: usize,
     /// Halves solved again after losses (replays).
     pub replayed_halves: usize,
 }
@@ -199,6 +201,7 @@ impl<'a> ClusterExecutor<'a> {
             workers_lost: 0,
             eval_bytes: 0,
             remote_evaluations: 0,
+            evaluations_from_peers: 0,
             replayed_halves: 0,
         };
         // Peer exchange needs every worker to take part, the lost ones too once revived.
@@ -262,6 +265,14 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
         items: &Factors,
     ) -> Option<Result<TestMetrics, TrainError>> {
         match self.evaluate_remote(cfg, users, items) {
+            Ok(Some(m)) => Some(Ok(m)),
+            Ok(None) => None,
+            Err(e) => Some(Err(train_error(e))),
+        }
+    }
+
+    fn evaluate_in_place(&mut self, _ds: &Dataset, cfg: &TrainConfig, _params: &SolveParams) -> Option<Result<TestMetrics, TrainError>> {
+        match self.evaluate_from_peers(cfg) {
             Ok(Some(m)) => Some(Ok(m)),
             Ok(None) => None,
             Err(e) => Some(Err(train_error(e))),
