@@ -44,6 +44,11 @@ impl BlockLayout {
         BlockLayout { starts }
     }
 
+    /// All `n_rows` rows in one block.
+    pub fn whole(n_rows: usize) -> Self {
+        BlockLayout { starts: vec![0, n_rows] }
+    }
+
     pub fn n_blocks(&self) -> usize {
         self.starts.len() - 1
     }

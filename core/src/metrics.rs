@@ -28,24 +28,55 @@ pub fn rating_metrics(truth: &[f32], predicted: &[f32], clip: Option<(f32, f32)>
         truth.len(),
         predicted.len()
     );
-    let n = truth.len();
-    if n == 0 {
-        return RatingMetrics { rmse: 0.0, mae: 0.0, n: 0 };
-    }
-    let (mut se, mut ae) = (0f64, 0f64);
+    let mut sums = ErrorSums::default();
     for (&t, &p) in truth.iter().zip(predicted) {
+        sums.add(t, p, clip);
+    }
+    sums.metrics()
+}
+
+/// The sums RMSE and MAE come from, so that a part of the test rows (a user
+/// block, on the worker holding it) can be summed where it is and the parts
+/// added up in a fixed order: the result is then the same bits wherever
+/// the parts were summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ErrorSums {
+    pub squared: f64,
+    pub absolute: f64,
+    pub n: u64,
+}
+
+impl ErrorSums {
+    /// One test row: truth `t`, prediction `p` (clipped to `clip` first).
+    #[inline]
+    pub fn add(&mut self, t: f32, p: f32, clip: Option<(f32, f32)>) {
         let p = match clip {
             Some((lo, hi)) => p.max(lo).min(hi),
             None => p,
         };
         let d = t as f64 - p as f64;
-        se += d * d;
-        ae += d.abs();
+        self.squared += d * d;
+        self.absolute += d.abs();
+        self.n += 1;
     }
-    RatingMetrics {
-        rmse: (se / n as f64).sqrt(),
-        mae: ae / n as f64,
-        n,
+
+    /// The sums of another part, after this one's.
+    pub fn merge(&mut self, o: &ErrorSums) {
+        self.squared += o.squared;
+        self.absolute += o.absolute;
+        self.n += o.n;
+    }
+
+    pub fn metrics(&self) -> RatingMetrics {
+        if self.n == 0 {
+            return RatingMetrics { rmse: 0.0, mae: 0.0, n: 0 };
+        }
+        let n = self.n as f64;
+        RatingMetrics {
+            rmse: (self.squared / n).sqrt(),
+            mae: self.absolute / n,
+            n: self.n as usize,
+        }
     }
 }
 
@@ -118,6 +149,29 @@ pub fn ranking_metrics(
     k: usize,
     min_pos: f32,
 ) -> RankingMetrics {
+    ranking_metrics_by_blocks(
+        user_factors,
+        item_factors,
+        train_by_user,
+        test,
+        k,
+        min_pos,
+        &[0, user_factors.nrows()],
+    )
+}
+
+/// [`ranking_metrics`] summed user block by user block (`starts`: block b
+/// holds users `starts[b]..starts[b + 1]`), the blocks' sums added in block
+/// order: as the workers holding the blocks sum them, to the same bits.
+pub fn ranking_metrics_by_blocks(
+    user_factors: ArrayView2<f32>,
+    item_factors: ArrayView2<f32>,
+    train_by_user: &Csr,
+    test: &TestSet,
+    k: usize,
+    min_pos: f32,
+    starts: &[usize],
+) -> RankingMetrics {
     let n_users = user_factors.nrows();
     let (users, relevant) = relevant_by_user(test, n_users, min_pos);
     let idx: Vec<usize> = users.iter().map(|&u| u as usize).collect();
@@ -132,7 +186,19 @@ pub fn ranking_metrics(
     };
     let top = topk::top_n_batch(queries.view(), item_factors, ranking_list_len(k), &exclude);
     let recommended: Vec<Vec<u32>> = top.into_iter().map(|v| v.into_iter().map(|s| s.index).collect()).collect();
-    ranking_metrics_from_lists(&recommended, &relevant, k)
+    let mut scorer = ListScorer::new(k);
+    let mut total = RankingSums::default();
+    let mut j = 0;
+    for block in starts.windows(2) {
+        let mut sums = RankingSums::default();
+        while j < users.len() && (users[j] as usize) < block[1] {
+            scorer.add(&mut sums, &recommended[j], &relevant[j]);
+            j += 1;
+        }
+        total.merge(&sums);
+    }
+    debug_assert_eq!(j, users.len(), "the blocks cover every user");
+    total.metrics(k)
 }
 
 /// The same metrics from ready-made recommendation lists (used by the above
@@ -144,64 +210,132 @@ pub fn ranking_metrics(
 /// no evaluated user (or `k == 0`) every mean is 0.
 pub fn ranking_metrics_from_lists(recommended: &[Vec<u32>], relevant: &[Vec<u32>], k: usize) -> RankingMetrics {
     assert_eq!(recommended.len(), relevant.len(), "ranking_metrics_from_lists: list counts differ");
-    let len = ranking_list_len(k);
-    let disc: Vec<f64> = (1..=len).map(|r| 1.0 / ((r + 1) as f64).log2()).collect();
-    let ideal: Vec<f64> = disc
-        .iter()
-        .scan(0f64, |acc, d| {
-            *acc += d;
-            Some(*acc)
-        })
-        .collect();
-    // DCG of the first `cut` positions over the ideal DCG of min(cut, |T_u|) hits.
-    let ndcg_at = |hit: &[bool], n_rel: usize, cut: usize| {
-        let dcg: f64 = hit.iter().take(cut).zip(&disc).filter(|(h, _)| **h).map(|(_, d)| d).sum();
-        dcg / ideal[cut.min(n_rel) - 1]
-    };
-    let (mut p, mut r, mut rc, mut ap, mut nd, mut nd_wide) = (0f64, 0f64, 0f64, 0f64, 0f64, 0f64);
-    let (mut hits_total, mut pooled_div, mut n) = (0usize, 0usize, 0usize);
-    let mut hit: Vec<bool> = Vec::with_capacity(len);
-    if k > 0 {
-        for (rec, rel) in recommended.iter().zip(relevant) {
-            if rel.is_empty() {
-                continue;
-            }
-            debug_assert!(rel.windows(2).all(|w| w[0] < w[1]), "relevant list not sorted/deduplicated");
-            // Whether each listed item is relevant, decided once for every metric.
-            hit.clear();
-            hit.extend(rec.iter().take(len).map(|item| rel.binary_search(item).is_ok()));
-            let m = k.min(rel.len());
-            let (mut hits, mut ap_u) = (0usize, 0f64);
-            for (pos, _) in hit.iter().take(k).enumerate().filter(|(_, h)| **h) {
-                hits += 1;
-                ap_u += hits as f64 / (pos + 1) as f64;
-            }
-            p += hits as f64 / k as f64;
-            r += hits as f64 / rel.len() as f64;
-            rc += hits as f64 / m as f64;
-            ap += ap_u / m as f64;
-            nd += ndcg_at(&hit, rel.len(), k);
-            nd_wide += ndcg_at(&hit, rel.len(), WIDE_NDCG_K);
-            hits_total += hits;
-            pooled_div += m;
-            n += 1;
+    let mut scorer = ListScorer::new(k);
+    let mut sums = RankingSums::default();
+    for (rec, rel) in recommended.iter().zip(relevant) {
+        scorer.add(&mut sums, rec, rel);
+    }
+    sums.metrics(k)
+}
+
+/// The per-user values ranking metrics average, summed over users, so that
+/// a part of the users (a user block, on the worker holding it) can be
+/// summed where it is and the parts added up in a fixed order (see
+/// [`ErrorSums`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RankingSums {
+    pub precision: f64,
+    pub recall: f64,
+    pub recall_capped: f64,
+    pub ap: f64,
+    pub ndcg: f64,
+    pub ndcg_wide: f64,
+    /// Hits, and Σ min(k, |T_u|), over users (for the pooled precision).
+    pub hits: u64,
+    pub pooled_div: u64,
+    /// Evaluated users.
+    pub n: u64,
+}
+
+impl RankingSums {
+    /// The sums of another part, after this one's.
+    pub fn merge(&mut self, o: &RankingSums) {
+        self.precision += o.precision;
+        self.recall += o.recall;
+        self.recall_capped += o.recall_capped;
+        self.ap += o.ap;
+        self.ndcg += o.ndcg;
+        self.ndcg_wide += o.ndcg_wide;
+        self.hits += o.hits;
+        self.pooled_div += o.pooled_div;
+        self.n += o.n;
+    }
+
+    /// The means at `k` (every mean 0 with no evaluated user).
+    pub fn metrics(&self, k: usize) -> RankingMetrics {
+        let n = self.n;
+        let mean = |x: f64| if n == 0 { 0.0 } else { x / n as f64 };
+        RankingMetrics {
+            k,
+            n_eval_users: n as usize,
+            precision: mean(self.precision),
+            recall: mean(self.recall),
+            recall_capped: mean(self.recall_capped),
+            map: mean(self.ap),
+            ndcg: mean(self.ndcg),
+            ndcg_wide: mean(self.ndcg_wide),
+            precision_pooled: if self.pooled_div == 0 {
+                0.0
+            } else {
+                self.hits as f64 / self.pooled_div as f64
+            },
         }
     }
-    let mean = |x: f64| if n == 0 { 0.0 } else { x / n as f64 };
-    RankingMetrics {
-        k,
-        n_eval_users: n,
-        precision: mean(p),
-        recall: mean(r),
-        recall_capped: mean(rc),
-        map: mean(ap),
-        ndcg: mean(nd),
-        ndcg_wide: mean(nd_wide),
-        precision_pooled: if pooled_div == 0 {
-            0.0
-        } else {
-            hits_total as f64 / pooled_div as f64
-        },
+}
+
+/// Scores one user's list at a cutoff `k` into [`RankingSums`]: the
+/// discounts are computed once.
+pub struct ListScorer {
+    k: usize,
+    disc: Vec<f64>,
+    ideal: Vec<f64>,
+    hit: Vec<bool>,
+}
+
+impl ListScorer {
+    pub fn new(k: usize) -> ListScorer {
+        let len = ranking_list_len(k);
+        let disc: Vec<f64> = (1..=len).map(|r| 1.0 / ((r + 1) as f64).log2()).collect();
+        let ideal: Vec<f64> = disc
+            .iter()
+            .scan(0f64, |acc, d| {
+                *acc += d;
+                Some(*acc)
+            })
+            .collect();
+        ListScorer {
+            k,
+            disc,
+            ideal,
+            hit: Vec::with_capacity(len),
+        }
+    }
+
+    /// Add a user's list `rec` against its relevant items `rel` (sorted,
+    /// distinct). A user without relevant items, or `k == 0`, adds nothing.
+    /// Only the first `k` recommendations count (the first
+    /// [`WIDE_NDCG_K`] for `ndcg_wide`).
+    pub fn add(&mut self, sums: &mut RankingSums, rec: &[u32], rel: &[u32]) {
+        let k = self.k;
+        if k == 0 || rel.is_empty() {
+            return;
+        }
+        debug_assert!(rel.windows(2).all(|w| w[0] < w[1]), "relevant list not sorted/deduplicated");
+        let (disc, ideal) = (&self.disc, &self.ideal);
+        // DCG of the first `cut` positions over the ideal DCG of min(cut, |T_u|) hits.
+        let ndcg_at = |hit: &[bool], n_rel: usize, cut: usize| {
+            let dcg: f64 = hit.iter().take(cut).zip(disc).filter(|(h, _)| **h).map(|(_, d)| d).sum();
+            dcg / ideal[cut.min(n_rel) - 1]
+        };
+        // Whether each listed item is relevant, decided once for every metric.
+        let hit = &mut self.hit;
+        hit.clear();
+        hit.extend(rec.iter().take(disc.len()).map(|item| rel.binary_search(item).is_ok()));
+        let m = k.min(rel.len());
+        let (mut hits, mut ap_u) = (0usize, 0f64);
+        for (pos, _) in hit.iter().take(k).enumerate().filter(|(_, h)| **h) {
+            hits += 1;
+            ap_u += hits as f64 / (pos + 1) as f64;
+        }
+        sums.precision += hits as f64 / k as f64;
+        sums.recall += hits as f64 / rel.len() as f64;
+        sums.recall_capped += hits as f64 / m as f64;
+        sums.ap += ap_u / m as f64;
+        sums.ndcg += ndcg_at(hit, rel.len(), k);
+        sums.ndcg_wide += ndcg_at(hit, rel.len(), WIDE_NDCG_K);
+        sums.hits += hits as u64;
+        sums.pooled_div += m as u64;
+        sums.n += 1;
     }
 }
 
@@ -226,6 +360,15 @@ mod tests {
         let c = rating_metrics(&truth, &pred, Some((1.0, 5.0)));
         assert!(close(c.rmse, 0.25) && close(c.mae, 0.125), "{c:?}");
         assert_eq!(rating_metrics(&[], &[], None), RatingMetrics { rmse: 0.0, mae: 0.0, n: 0 });
+        // Two parts summed apart, then merged: the same metrics.
+        let (mut first, mut second) = (ErrorSums::default(), ErrorSums::default());
+        first.add(truth[0], pred[0], None);
+        for j in 1..4 {
+            second.add(truth[j], pred[j], None);
+        }
+        first.merge(&second);
+        assert_eq!(first.n, 4);
+        assert!(close(first.metrics().rmse, 0.75) && close(first.metrics().mae, 0.625));
     }
 
     #[test]
@@ -304,6 +447,17 @@ mod tests {
         assert!(close(m.precision_pooled, 2.0 / 3.0), "{m:?}");
         // NDCG@100 ranks past K: user 2's list [1, 2, 3, 5, 4] has item 5 at rank 4.
         assert!(close(m.ndcg_wide, (2.0 + 1.0 / 5f64.log2()) / 3.0), "{m:?}");
+        // Summed by user blocks (as workers sum the blocks they hold): the
+        // same metrics; blocks without evaluated users add nothing.
+        for starts in [vec![0, 4], vec![0, 1, 4], vec![0, 2, 2, 3, 4], vec![0, 1, 2, 3, 4]] {
+            let b = ranking_metrics_by_blocks(users.view(), items.view(), &train, &test, 2, 2.0, &starts);
+            assert_eq!(b.n_eval_users, 3, "{starts:?}");
+            assert!(
+                close(b.ndcg, m.ndcg) && close(b.map, m.map) && close(b.ndcg_wide, m.ndcg_wide),
+                "{starts:?}: {b:?}"
+            );
+            assert_eq!(b.precision_pooled, m.precision_pooled, "{starts:?}");
+        }
 
         // Tie-breaking to the lower index: user 2's relevant item 2 (tied with 1) is NOT in a top-1 list.
         let t2 = TestSet {

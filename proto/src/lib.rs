@@ -7,6 +7,7 @@ pub mod codec;
 pub mod fault;
 pub mod payload;
 pub mod spec;
+pub mod sums;
 pub mod token;
 
 #[allow(clippy::all, clippy::pedantic)]

@@ -15,7 +15,7 @@
 //! Adding a field means adding it to the `.proto` file and to one list here.
 
 use crate::codec::{chunk_fields, chunks_encoded_len, pieces_vec, Bytes, CodecError, Field};
-use crate::pb::{BlockChunk, EvalChunk, EvalResultChunk, FactorChunk, PeerChunk, RouteChunk, SolvedChunk};
+use crate::pb::{BlockChunk, EvalChunk, FactorChunk, PeerChunk, RouteChunk, SolvedChunk};
 
 /// A message whose bulk arrays are gathered across a stream.
 pub trait Bulk: Sized {
@@ -159,12 +159,6 @@ bulk_fields!(EvalChunk => EvalFields, EvalLimits, EvalPayload, EvalPieces {
     user_bias: f32,
     item_factors: f32,
     item_bias: f32,
-});
-
-bulk_fields!(EvalResultChunk => EvalResultFields, EvalResultLimits, EvalResultPayload, EvalResultPieces {
-    predictions: f32,
-    users: u32,
-    top: u32,
 });
 
 /// An array that grew past its limit.

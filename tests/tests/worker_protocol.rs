@@ -146,9 +146,14 @@ fn handshake_token_job_and_validation() {
             .await
             .unwrap()
             .into_inner();
+        // One test row valued 3: its error sums (no clipping asked for).
         let first = out.message().await.unwrap().unwrap();
-        let p = als_proto::codec::bytes_f32("p", &first.predictions).unwrap();
-        assert!(p.len() == 1 && (p[0] - 4.2).abs() < 1e-5, "{p:?}");
+        let sums = first.sums.unwrap();
+        assert!(
+            sums.n == 1 && (sums.squared - 1.44).abs() < 1e-5 && (sums.absolute - 1.2).abs() < 1e-6,
+            "{sums:?}"
+        );
+        assert_eq!((sums.squared_clipped, sums.absolute_clipped), (sums.squared, sums.absolute));
         assert!(out.message().await.unwrap().unwrap().last);
         // Factors for another item than the test row's: refused, nothing computed.
         let e = c
@@ -201,6 +206,9 @@ fn handshake_token_job_and_validation() {
             step,
             blocks: vec![0],
             from_peers: true,
+            clip: true,
+            clip_min: 1.0,
+            clip_max: 3.5,
             ..Default::default()
         };
         let e = c
@@ -256,6 +264,21 @@ fn handshake_token_job_and_validation() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+        // A clipping range upside down, lists too short for the cutoff: refused, the rows kept.
+        let upside_down = EvalChunk {
+            clip_min: 4.0,
+            clip_max: 1.0,
+            ..from_peers(3)
+        };
+        let short_lists = EvalChunk {
+            top_k: 10,
+            ranking_k: 10,
+            ..from_peers(3)
+        };
+        for bad in [upside_down, short_lists] {
+            let e = c.evaluate(authed(tokio_stream::iter(vec![bad]), "s3cret")).await.unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+        }
         // The worker's own user row (factors 0.1, bias 0) against the peer's
         // item 4: 3.5 + 0 - 0.5 + 0.1·(1+2+3+4) = 4.0.
         let mut out = c
@@ -263,9 +286,13 @@ fn handshake_token_job_and_validation() {
             .await
             .unwrap()
             .into_inner();
+        // Against the test value 3, clipped to [1, 3.5]: errors 1 and 0.5.
         let first = out.message().await.unwrap().unwrap();
-        let p = als_proto::codec::bytes_f32("p", &first.predictions).unwrap();
-        assert!(p.len() == 1 && (p[0] - 4.0).abs() < 1e-5, "{p:?}");
+        let sums = first.sums.unwrap();
+        assert!(
+            sums.n == 1 && (sums.squared - 1.0).abs() < 1e-5 && (sums.squared_clipped - 0.25).abs() < 1e-5,
+            "{sums:?}"
+        );
         assert!(out.message().await.unwrap().unwrap().last);
         // The rows are used once: the same evaluation again waits for new ones.
         let e = c

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use als_core::side::Side;
 use als_core::solve::{lower_triangle, TermsWanted};
 use als_proto::codec::{pieces_vec, Field};
-use als_proto::payload::{Assembler, Bulk, EvalLimits, EvalResultFields, RouteLimits, SolvedFields};
+use als_proto::payload::{Assembler, Bulk, EvalLimits, RouteLimits, SolvedFields};
 use als_proto::pb::worker_server::Worker;
 use als_proto::pb::{
     AssignBlockResponse, BlockChunk, BlockTerms, EndJobRequest, EndJobResponse, EvalChunk, EvalResultChunk, FactorChunk, FetchRowsRequest,
@@ -532,18 +532,23 @@ impl Worker for WorkerService {
         };
         let belongs = |c: &EvalChunk| c.job_id == first.job_id && c.step == first.step;
         let p = gather(&first, &mut stream, &limits, belongs, "evaluation").await?;
+        let clip = first.clip.then_some((first.clip_min, first.clip_max));
         let from_peers = first.from_peers.then(|| EvalFromPeers {
             step: first.step,
             blocks: first.blocks.clone(),
             top_k: first.top_k,
             min_pos: first.min_pos,
             all_items: first.all_items,
+            clip,
+            ranking_k: first.ranking_k,
         });
         let input = EvalInput {
             step: first.step,
             blocks: first.blocks.clone(),
             top_k: first.top_k,
             min_pos: first.min_pos,
+            clip,
+            ranking_k: first.ranking_k,
             all_items: first.all_items,
             item_rows: p.item_rows,
             user_factors: p.user_factors,
@@ -575,16 +580,13 @@ impl Worker for WorkerService {
         let compute_seconds = t0.elapsed().as_secs_f64();
         tracing::debug!(blocks = evaluated.len(), compute_seconds, "test rows evaluated");
         let mut msgs = Vec::new();
+        let implicit = first.top_k > 0;
         for r in evaluated {
-            let fields = EvalResultFields {
-                predictions: Field::F32(&r.predictions),
-                users: Field::U32(&r.users),
-                top: Field::U32(&r.top),
-            };
-            msgs.extend(fields.to_chunks(CHUNK_BYTES, |_| EvalResultChunk {
+            msgs.push(EvalResultChunk {
                 block: r.block,
+                sums: Some(r.sums.to_pb(implicit)),
                 ..Default::default()
-            }));
+            });
         }
         msgs.push(EvalResultChunk {
             compute_seconds,

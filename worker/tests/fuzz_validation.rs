@@ -182,10 +182,16 @@ fn one_case(seed: u64) {
     }
     // An evaluation of the block, valid or corrupted: an error or a full answer, never a panic.
     let biased = matches!(p.feedback, Feedback::Explicit { biased: true, .. });
-    let top_k = if rng.next_u64().is_multiple_of(2) {
+    let ranking_k = if rng.next_u64().is_multiple_of(2) {
         0
     } else {
         1 + (rng.next_u64() % 5) as u32
+    };
+    // Lists as long as the metrics at that cutoff need (NDCG@100 too).
+    let top_k = if ranking_k == 0 {
+        0
+    } else {
+        als_core::metrics::ranking_list_len(ranking_k as usize) as u32
     };
     let all_items = top_k > 0 || rng.next_u64().is_multiple_of(2);
     let mut item_rows: Vec<u32> = if all_items { Vec::new() } else { test_items.clone() };
@@ -197,6 +203,8 @@ fn one_case(seed: u64) {
         blocks: vec![block_id],
         top_k,
         min_pos: 1.0,
+        clip: rng.next_u64().is_multiple_of(2).then_some((1.0, 5.0)),
+        ranking_k,
         all_items,
         user_factors: (0..rows * k).map(|_| rng.next_normal() as f32).collect(),
         user_bias: if biased { vec![0.1; rows] } else { Vec::new() },
@@ -215,10 +223,15 @@ fn one_case(seed: u64) {
     }
     let _ = job.eval_limits(&e.blocks, e.all_items, e.item_rows.len() as u32, e.top_k);
     if let (Ok(r), true, false) = (job.evaluate(&e), accepted, corrupted) {
+        let s = &r[0].sums;
         if top_k == 0 {
-            assert_eq!(r[0].predictions.len(), n_test, "seed {seed}: one prediction per test row");
+            assert_eq!(s.raw.n as usize, n_test, "seed {seed}: every test row summed");
+            assert!(s.raw.squared.is_finite() && s.clipped.squared.is_finite(), "seed {seed}: {s:?}");
         } else {
-            assert_eq!(r[0].top.len(), r[0].users.len() * top_k as usize, "seed {seed}");
+            assert!(
+                s.ranking.n as usize <= rows && s.ranking.ndcg <= s.ranking.n as f64,
+                "seed {seed}: {s:?}"
+            );
         }
     }
 }

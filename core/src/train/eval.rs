@@ -4,9 +4,10 @@ use serde::{Deserialize, Serialize};
 
 use ndarray::Array2;
 
+use crate::blocks::BlockLayout;
 use crate::data::{Dataset, HeldOutUsers, TestSet};
 pub use crate::metrics::relevant_by_user;
-use crate::metrics::{ranking_metrics, ranking_metrics_from_lists, rating_metrics, RankingMetrics, WIDE_NDCG_K};
+use crate::metrics::{ranking_metrics_by_blocks, ErrorSums, RankingMetrics, WIDE_NDCG_K};
 use crate::side::Factors;
 use crate::solve::{solve_rows, Feedback, FixedSide, RowsView, SolveParams, SolverKind};
 
@@ -75,6 +76,11 @@ pub fn predict_rows(p: &SolveParams, pu: &[f32], bu: f32, qi: &[f32], bi: f32) -
 /// (`ds.held_out`) they are folded in first, which for implicit feedback
 /// needs the items' Gramian as training sums it (the row solve refuses to go
 /// without it).
+///
+/// The sums behind the metrics go user block by user block of `user_blocks`
+/// (the test rows of each user in test order), the blocks' sums added in
+/// block order: as a cluster's workers sum the blocks they hold, so the
+/// metrics are the same bits for any cluster shape.
 pub fn evaluate(
     ds: &Dataset,
     cfg: &TrainConfig,
@@ -82,42 +88,91 @@ pub fn evaluate(
     users: &Factors,
     items: &Factors,
     item_gram: Option<&[f64]>,
+    user_blocks: &BlockLayout,
 ) -> Result<TestMetrics, TrainError> {
     if let Some(h) = &ds.held_out {
         let folded = fold_in_held_out(h, p, items, item_gram)?;
-        return Ok(metrics_of(ds, cfg, p, &h.test, &h.fold_in, &folded, items));
+        let one_block = [0, h.n_users()];
+        return Ok(metrics_of(ds, cfg, p, (&h.test, &h.fold_in), (&folded, items), &one_block));
     }
-    Ok(metrics_of(ds, cfg, p, &ds.test, &ds.by_user, users, items))
+    Ok(metrics_of(ds, cfg, p, (&ds.test, &ds.by_user), (users, items), &user_blocks.starts))
 }
 
 /// Metrics of `test`, whose users index `users`; `seen` (users × items) are
-/// the items not ranked for each user.
+/// the items not ranked for each user; user blocks start at `starts`.
 fn metrics_of(
     ds: &Dataset,
     cfg: &TrainConfig,
     p: &SolveParams,
-    test: &TestSet,
-    seen: &crate::data::Csr,
-    users: &Factors,
-    items: &Factors,
+    (test, seen): (&TestSet, &crate::data::Csr),
+    (users, items): (&Factors, &Factors),
+    starts: &[usize],
 ) -> TestMetrics {
     if test.is_empty() {
         return TestMetrics::default();
     }
     if cfg.is_implicit() {
-        let r = ranking_metrics(users.matrix.view(), items.matrix.view(), seen, test, cfg.ranking_k, cfg.min_pos);
+        let r = ranking_metrics_by_blocks(
+            users.matrix.view(),
+            items.matrix.view(),
+            seen,
+            test,
+            cfg.ranking_k,
+            cfg.min_pos,
+            starts,
+        );
         return TestMetrics {
             ranking: Some(r),
             ..Default::default()
         };
     }
-    let pred: Vec<f32> = test
-        .users
-        .iter()
-        .zip(&test.items)
-        .map(|(&u, &i)| predict(p, users, items, u as usize, i as usize))
-        .collect();
-    metrics_of_predictions(ds, cfg, &test.ratings, &pred)
+    // The test rows grouped by user, each user's in test order.
+    let n_users = users.n_rows();
+    let mut indptr = vec![0usize; n_users + 1];
+    for &u in &test.users {
+        indptr[u as usize + 1] += 1;
+    }
+    for u in 0..n_users {
+        indptr[u + 1] += indptr[u];
+    }
+    let mut next = indptr.clone();
+    let mut order = vec![0usize; test.len()];
+    for (r, &u) in test.users.iter().enumerate() {
+        order[next[u as usize]] = r;
+        next[u as usize] += 1;
+    }
+    let clip = clip_range(ds, cfg);
+    let (mut raw, mut clipped) = (ErrorSums::default(), ErrorSums::default());
+    for block in starts.windows(2) {
+        let (mut raw_b, mut clipped_b) = (ErrorSums::default(), ErrorSums::default());
+        for &r in &order[indptr[block[0]]..indptr[block[1]]] {
+            let pred = predict(p, users, items, test.users[r] as usize, test.items[r] as usize);
+            raw_b.add(test.ratings[r], pred, None);
+            clipped_b.add(test.ratings[r], pred, clip);
+        }
+        raw.merge(&raw_b);
+        clipped.merge(&clipped_b);
+    }
+    metrics_of_error_sums(&raw, &clipped)
+}
+
+/// Where explicit predictions are clipped before RMSE and MAE: the
+/// training ratings' range, unless clipping is off.
+pub fn clip_range(ds: &Dataset, cfg: &TrainConfig) -> Option<(f32, f32)> {
+    cfg.clip_predictions.then_some((ds.rating_min, ds.rating_max))
+}
+
+/// Explicit metrics from the error sums of the raw and of the clipped
+/// predictions (made here or summed on the workers).
+pub fn metrics_of_error_sums(raw: &ErrorSums, clipped: &ErrorSums) -> TestMetrics {
+    let (raw, clipped) = (raw.metrics(), clipped.metrics());
+    TestMetrics {
+        rmse: Some(clipped.rmse),
+        mae: Some(clipped.mae),
+        rmse_raw: Some(raw.rmse),
+        mae_raw: Some(raw.mae),
+        ranking: None,
+    }
 }
 
 /// Factors of the held-out users from their fold-in rows against the fixed
@@ -151,33 +206,10 @@ pub fn fold_in_held_out(h: &HeldOutUsers, p: &SolveParams, items: &Factors, item
     Ok(Factors { matrix, bias })
 }
 
-/// Explicit metrics from a prediction for every test row, in test order
-/// (made here or gathered from workers).
-pub fn metrics_from_predictions(ds: &Dataset, cfg: &TrainConfig, pred: &[f32]) -> TestMetrics {
-    metrics_of_predictions(ds, cfg, &ds.test.ratings, pred)
-}
-
-fn metrics_of_predictions(ds: &Dataset, cfg: &TrainConfig, truth: &[f32], pred: &[f32]) -> TestMetrics {
-    let raw = rating_metrics(truth, pred, None);
-    let clipped = if cfg.clip_predictions {
-        rating_metrics(truth, pred, Some((ds.rating_min, ds.rating_max)))
-    } else {
-        raw
-    };
+/// Ranking metrics from the sums of the evaluated users (summed on the workers).
+pub fn metrics_of_ranking_sums(cfg: &TrainConfig, sums: &crate::metrics::RankingSums) -> TestMetrics {
     TestMetrics {
-        rmse: Some(clipped.rmse),
-        mae: Some(clipped.mae),
-        rmse_raw: Some(raw.rmse),
-        mae_raw: Some(raw.mae),
-        ranking: None,
-    }
-}
-
-/// Ranking metrics from top-K lists gathered elsewhere: `lists[j]` belongs to
-/// the j-th user [`relevant_by_user`] selects, `relevant[j]` is its list.
-pub fn metrics_from_top_lists(cfg: &TrainConfig, relevant: &[Vec<u32>], lists: &[Vec<u32>]) -> TestMetrics {
-    TestMetrics {
-        ranking: Some(ranking_metrics_from_lists(lists, relevant, cfg.ranking_k)),
+        ranking: Some(sums.metrics(cfg.ranking_k)),
         ..Default::default()
     }
 }

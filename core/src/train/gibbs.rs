@@ -1,6 +1,7 @@
 //! The Gibbs sampling loop of Bayesian PMF ([`crate::gibbs`]): draws instead
 //! of solves, with the same reports, evaluation and callback as ALS.
 
+use crate::blocks::BlockLayout;
 use std::time::Instant;
 
 use super::{
@@ -73,7 +74,7 @@ pub fn train_gibbs(
         };
         let train_rmse = objective_now.then(|| objective(&params, &ds.by_user, &ds.by_item, model_users, model_items, None).train_rmse);
         let test = if evaluate_now {
-            let m = eval::evaluate(ds, cfg, &params, model_users, model_items, None)?;
+            let m = eval::evaluate(ds, cfg, &params, model_users, model_items, None, &BlockLayout::whole(ds.n_users()))?;
             last_eval = Some(m.clone());
             m
         } else {
@@ -96,7 +97,7 @@ pub fn train_gibbs(
         .ok_or(TrainError::Internal("a validated Gibbs run averages at least one draw"))?;
     let final_metrics = match last_eval {
         Some(m) => m,
-        None => eval::evaluate(ds, cfg, &params, &users, &items, None)?,
+        None => eval::evaluate(ds, cfg, &params, &users, &items, None, &BlockLayout::whole(ds.n_users()))?,
     };
     Ok(TrainResult {
         state: TrainState {

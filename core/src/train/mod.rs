@@ -252,13 +252,14 @@ fn evaluate_with(
     params: &SolveParams,
     state: &TrainState,
     item_gram: Option<&[f64]>,
+    user_blocks: &crate::blocks::BlockLayout,
 ) -> Result<TestMetrics, TrainError> {
     if ds.held_out.is_none() {
         if let Some(r) = exec.evaluate(ds, cfg, params, &state.users, &state.items) {
             return r;
         }
     }
-    eval::evaluate(ds, cfg, params, &state.users, &state.items, item_gram)
+    eval::evaluate(ds, cfg, params, &state.users, &state.items, item_gram, user_blocks)
 }
 
 /// Everything needed to continue a run: the checkpointable state.
@@ -381,7 +382,7 @@ pub fn train(
                 Some(metrics) => metrics?,
                 None => {
                     exec.sync_state(&mut state.users, &mut state.items)?;
-                    evaluate_with(exec, ds, cfg, &params, &state, item_gram.as_deref())?
+                    evaluate_with(exec, ds, cfg, &params, &state, item_gram.as_deref(), &layouts.users)?
                 }
             }
         } else {
@@ -411,7 +412,7 @@ pub fn train(
     exec.sync_state(&mut state.users, &mut state.items)?;
     let final_metrics = match last_eval {
         Some(m) => m,
-        None => evaluate_with(exec, ds, cfg, &params, &state, item_gram.as_deref())?,
+        None => evaluate_with(exec, ds, cfg, &params, &state, item_gram.as_deref(), &layouts.users)?,
     };
     Ok(TrainResult {
         state,

@@ -2,6 +2,7 @@
 //! same state, reports, evaluation and callback as ALS (so progress, metrics
 //! JSON and checkpoints work unchanged).
 
+use crate::blocks::BlockLayout;
 use std::time::Instant;
 
 use super::{
@@ -59,7 +60,15 @@ pub fn train_sgd(
         }
         let evaluate_now = epoch == cfg.iterations || (cfg.eval_every > 0 && epoch.is_multiple_of(cfg.eval_every));
         let test = if evaluate_now {
-            let m = eval::evaluate(ds, cfg, &params, &state.users, &state.items, None)?;
+            let m = eval::evaluate(
+                ds,
+                cfg,
+                &params,
+                &state.users,
+                &state.items,
+                None,
+                &BlockLayout::whole(ds.n_users()),
+            )?;
             last_eval = Some(m.clone());
             m
         } else {
@@ -83,7 +92,15 @@ pub fn train_sgd(
     }
     let final_metrics = match last_eval {
         Some(m) => m,
-        None => eval::evaluate(ds, cfg, &params, &state.users, &state.items, None)?,
+        None => eval::evaluate(
+            ds,
+            cfg,
+            &params,
+            &state.users,
+            &state.items,
+            None,
+            &BlockLayout::whole(ds.n_users()),
+        )?,
     };
     Ok(TrainResult {
         state,

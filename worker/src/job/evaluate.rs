@@ -1,9 +1,12 @@
-//! Test metrics' raw material on the worker: predictions for the test rows
-//! of its user blocks (explicit), or their users' top-K lists (implicit).
+//! Test metrics' share of the worker's user blocks: each block's error sums
+//! over its test rows (explicit), or the sums of its users' ranking metrics
+//! from their top-K lists (implicit). Only these sums leave the worker.
 
+use als_core::metrics::{ranking_list_len, ListScorer};
 use als_core::topk::{top_n_batch_in, ScoreBuffers};
 use als_core::train::eval::predict_rows;
 use als_proto::payload::EvalLimits;
+use als_proto::sums::BlockSums;
 use ndarray::ArrayView2;
 
 use super::{exchange, invalid, Job, JobError};
@@ -17,6 +20,10 @@ pub struct EvalInput {
     /// 0: predict every test row (explicit); K: top-K lists (implicit).
     pub top_k: u32,
     pub min_pos: f32,
+    /// Explicit: where the clipped error sums clip the predictions (none: as the raw).
+    pub clip: Option<(f32, f32)>,
+    /// Implicit: the metrics' cutoff; `top_k` is the list length it needs.
+    pub ranking_k: u32,
     /// Item factors cover every item (else only `item_rows`).
     pub all_items: bool,
     pub item_rows: Vec<u32>,
@@ -27,16 +34,14 @@ pub struct EvalInput {
     pub item_bias: Vec<f32>,
 }
 
-/// One block's evaluation, ready to stream back.
+/// One block's evaluation, ready to stream back: sums over its rows in
+/// row order (each row's test rows in shipped order): the errors of the raw
+/// and clipped predictions (explicit), or the ranking metrics of the users
+/// with a relevant test row (implicit).
 #[derive(Debug, Default, PartialEq)]
 pub struct EvalBlock {
     pub block: u32,
-    /// Explicit: one per test row, in shipped order.
-    pub predictions: Vec<f32>,
-    /// Implicit: global user rows with a relevant test row, and their
-    /// top-K lists, `top_k` each, padded with `u32::MAX`.
-    pub users: Vec<u32>,
-    pub top: Vec<u32>,
+    pub sums: BlockSums,
 }
 
 /// Longest top-K list an evaluation may ask for.
@@ -78,14 +83,8 @@ impl Job {
             item_factors: items * k * 4,
             item_bias: items * b,
         };
-        // Inputs as received and decoded, plus the answer: a prediction per
-        // test row, or a K-list (and a user id) per user.
-        let test_rows: u64 = blocks
-            .iter()
-            .filter_map(|id| self.users.blocks.get(id))
-            .map(|b| b.test.values.len() as u64)
-            .sum();
-        let answer = test_rows * 4 + rows * (top_k.min(self.n_items as u32) as u64 + 1) * 4;
+        // Inputs as received and decoded, plus the work: a K-list per user.
+        let answer = rows * (top_k.min(self.n_items as u32) as u64 + 1) * 4;
         let incoming = 2 * limits.total() + 2 * answer;
         self.within_budget(incoming, &format!("an evaluation of {rows} users"))?;
         Ok(limits)
@@ -120,14 +119,11 @@ impl Job {
         if all.iter().any(|v| v.iter().any(|x| !x.is_finite())) {
             return invalid("non-finite factor in the evaluation");
         }
-        if e.top_k > 0 && (!e.all_items || e.top_k > MAX_TOP_K || !e.min_pos.is_finite()) {
-            return invalid(format!(
-                "top-K lists need every item's factors, K <= {MAX_TOP_K} and a finite min_pos"
-            ));
-        }
+        check_scoring(e.top_k, e.ranking_k, e.min_pos, e.all_items, e.clip)?;
         let items = ArrayView2::from_shape((n_items, k), &e.item_factors).map_err(|e| JobError::Invalid(e.to_string()))?;
         let mut out = Vec::with_capacity(e.blocks.len());
         let buffers = ScoreBuffers::new();
+        let mut scorer = ListScorer::new(e.ranking_k as usize);
         let mut offset = 0;
         for &id in &e.blocks {
             let b = &self.users.blocks[&id];
@@ -140,7 +136,8 @@ impl Job {
             };
             if e.top_k == 0 {
                 for row in 0..b.n_rows {
-                    for &c in b.test.row(row).0 {
+                    let (cols, vals) = b.test.row(row);
+                    for (&c, &v) in cols.iter().zip(vals) {
                         let j = if e.all_items {
                             c as usize
                         } else {
@@ -150,8 +147,9 @@ impl Job {
                         };
                         let (bu, bi) = if biased { (ub[row], e.item_bias[j]) } else { (0.0, 0.0) };
                         let pu = &uf[row * k..(row + 1) * k];
-                        r.predictions
-                            .push(predict_rows(&self.params, pu, bu, &e.item_factors[j * k..(j + 1) * k], bi));
+                        let p = predict_rows(&self.params, pu, bu, &e.item_factors[j * k..(j + 1) * k], bi);
+                        r.sums.raw.add(v, p, None);
+                        r.sums.clipped.add(v, p, e.clip);
                     }
                 }
             } else {
@@ -176,16 +174,40 @@ impl Job {
                 let exclude = |j: usize| -> &[u32] { &seen[j] };
                 let lists = top_n_batch_in(&buffers, queries, items, e.top_k as usize, &exclude);
                 for (&row, list) in sel.iter().zip(lists) {
-                    r.users.push((b.row_start as usize + row) as u32);
-                    let start = r.top.len();
-                    r.top.extend(list.iter().map(|s| s.index));
-                    r.top.resize(start + e.top_k as usize, u32::MAX);
+                    // Relevant: the row's test items valued min_pos or more, sorted, distinct.
+                    let (cols, vals) = b.test.row(row);
+                    let mut relevant: Vec<u32> = cols.iter().zip(vals).filter(|(_, &v)| v >= e.min_pos).map(|(&c, _)| c).collect();
+                    relevant.sort_unstable();
+                    relevant.dedup();
+                    let listed: Vec<u32> = list.iter().map(|s| s.index).collect();
+                    scorer.add(&mut r.sums.ranking, &listed, &relevant);
                 }
             }
             out.push(r);
         }
         Ok(out)
     }
+}
+
+/// How an evaluation scores, checked: top-K lists over every item, as long
+/// as the metrics at `ranking_k` need, a finite `min_pos`; a finite,
+/// ordered clipping range.
+fn check_scoring(top_k: u32, ranking_k: u32, min_pos: f32, all_items: bool, clip: Option<(f32, f32)>) -> Result<(), JobError> {
+    if top_k > 0 && (!all_items || top_k > MAX_TOP_K || !min_pos.is_finite()) {
+        return invalid(format!(
+            "top-K lists need every item's factors, K <= {MAX_TOP_K} and a finite min_pos"
+        ));
+    }
+    if top_k > 0 && (ranking_k == 0 || ranking_list_len(ranking_k as usize) != top_k as usize) {
+        return invalid(format!(
+            "metrics at K = {ranking_k} need lists of {}, not {top_k}",
+            ranking_list_len(ranking_k as usize)
+        ));
+    }
+    if clip.is_some_and(|(lo, hi)| !(lo.is_finite() && hi.is_finite() && lo <= hi)) {
+        return invalid("the clipping range must be finite and ordered");
+    }
+    Ok(())
 }
 
 /// What an evaluation from peers' rows asks for: the header of its call.
@@ -196,6 +218,8 @@ pub struct EvalFromPeers {
     pub top_k: u32,
     pub min_pos: f32,
     pub all_items: bool,
+    pub clip: Option<(f32, f32)>,
+    pub ranking_k: u32,
 }
 
 impl Job {
@@ -211,8 +235,10 @@ impl Job {
         if h.all_items != self.implicit() {
             return invalid("an evaluation from peers' rows scores every item for implicit feedback, the test items for explicit");
         }
+        // Checked before the peers' rows are taken: a refused call leaves them for a good one.
+        check_scoring(h.top_k, h.ranking_k, h.min_pos, h.all_items, h.clip)?;
         let top = h.top_k.min(self.n_items as u32) as u64;
-        let answer = 4 * (rows as u64) * (top + 1) + self.users.blocks.values().map(|b| 4 * b.test.values.len() as u64).sum::<u64>();
+        let answer = 4 * (rows as u64) * (top + 1);
         let users = 4 * (rows * (k + usize::from(biased))) as u64;
         self.within_budget(users + 2 * answer, &format!("an evaluation of {rows} users"))?;
         let rows_in = exchange::lock(&self.mailbox).take_eval(h.step)?;
@@ -243,6 +269,8 @@ impl Job {
             blocks: h.blocks.clone(),
             top_k: h.top_k,
             min_pos: h.min_pos,
+            clip: h.clip,
+            ranking_k: h.ranking_k,
             all_items: h.all_items,
             item_rows: if h.all_items { Vec::new() } else { items },
             user_factors,

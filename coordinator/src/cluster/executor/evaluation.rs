@@ -17,8 +17,9 @@ use als_core::side::{Factors, Side};
 use als_core::solve::Feedback;
 use als_core::train::{eval, TestMetrics, TrainConfig};
 use als_proto::codec::Field;
-use als_proto::payload::{EvalFields, EvalResultPayload};
+use als_proto::payload::EvalFields;
 use als_proto::pb::EvalChunk;
+use als_proto::sums::BlockSums;
 use als_proto::CHUNK_BYTES;
 use anyhow::Context;
 
@@ -76,22 +77,49 @@ impl ClusterExecutor<'_> {
             },
             item_bias: Field::F32(&item_bias),
         };
-        let msgs = fields.to_chunks(CHUNK_BYTES, |j| {
-            let mut m = EvalChunk {
+        let header = EvalChunk {
+            n_item_rows: item_rows.len() as u32,
+            ..self.eval_header(cfg, blocks.clone(), false)
+        };
+        let msgs = fields.to_chunks(CHUNK_BYTES, |j| match j {
+            0 => header.clone(),
+            _ => EvalChunk {
                 job_id: self.job_id.clone(),
                 step: self.step,
                 ..Default::default()
-            };
-            if j == 0 {
-                m.blocks = blocks.clone();
-                m.top_k = if implicit { ranking_list_len(cfg.ranking_k) as u32 } else { 0 };
-                m.min_pos = cfg.min_pos;
-                m.all_items = implicit;
-                m.n_item_rows = item_rows.len() as u32;
-            }
-            m
+            },
         });
         Some((blocks, msgs))
+    }
+
+    /// Users of `range` with a test row valued `min_pos` or more: the users
+    /// a ranking evaluation of their block scores.
+    fn eval_users_in(&self, range: &std::ops::Range<usize>, min_pos: f32) -> u64 {
+        range
+            .clone()
+            .filter(|&u| self.test.values[self.test.span(&(u..u + 1))].iter().any(|&v| v >= min_pos))
+            .count() as u64
+    }
+
+    /// The header fields of an evaluation call for `blocks`: what to score
+    /// and how (the sums' clipping, the lists' length and cutoff).
+    fn eval_header(&self, cfg: &TrainConfig, blocks: Vec<u32>, from_peers: bool) -> EvalChunk {
+        let implicit = cfg.is_implicit();
+        let clip = eval::clip_range(self.ds, cfg);
+        EvalChunk {
+            job_id: self.job_id.clone(),
+            step: self.step,
+            blocks,
+            top_k: if implicit { ranking_list_len(cfg.ranking_k) as u32 } else { 0 },
+            ranking_k: if implicit { cfg.ranking_k as u32 } else { 0 },
+            min_pos: cfg.min_pos,
+            all_items: implicit,
+            clip: clip.is_some(),
+            clip_min: clip.map_or(0.0, |c| c.0),
+            clip_max: clip.map_or(0.0, |c| c.1),
+            from_peers,
+            ..Default::default()
+        }
     }
 
     /// The user blocks of worker `w` with test rows, ascending.
@@ -153,7 +181,6 @@ impl ClusterExecutor<'_> {
                 return Ok(None);
             }
         };
-        let top_k = if implicit { ranking_list_len(cfg.ranking_k) as u32 } else { 0 };
         let mut asked: Asked = Vec::new();
         let mut futs = Vec::new();
         for w in 0..self.slots.len() {
@@ -161,16 +188,7 @@ impl ClusterExecutor<'_> {
             if blocks.is_empty() {
                 continue;
             }
-            let msg = EvalChunk {
-                job_id: self.job_id.clone(),
-                step,
-                blocks: blocks.clone(),
-                top_k,
-                min_pos: cfg.min_pos,
-                all_items: implicit,
-                from_peers: true,
-                ..Default::default()
-            };
+            let msg = self.eval_header(cfg, blocks.clone(), true);
             asked.push((w, blocks));
             let handle = self.slots[w].handle.clone();
             let faults = self.faults.clone();
@@ -239,61 +257,43 @@ impl ClusterExecutor<'_> {
             return Ok(None);
         }
         let layout = &self.layouts.users;
-        // Lists as long as asked for: the metrics at K and NDCG@100.
-        let k = ranking_list_len(cfg.ranking_k);
-        let mut predictions = vec![f32::NAN; if implicit { 0 } else { ds.test.len() }];
-        let mut lists: Vec<Option<Vec<u32>>> = vec![None; if implicit { ds.n_users() } else { 0 }];
+        let mut sums: Vec<Option<BlockSums>> = vec![None; layout.n_blocks()];
         for (w, res) in gathered {
             self.eval_bytes += res.bytes;
             let addr = &self.slots[w].handle.addr;
             let want = &asked.iter().find(|(a, _)| *a == w).expect("asked this worker").1;
             let got: Vec<u32> = res.blocks.iter().map(|(b, _)| *b).collect();
             anyhow::ensure!(&got == want, "worker {addr}: evaluated blocks {got:?}, asked for {want:?}");
-            for (b, arrays) in res.blocks {
+            for (b, block_sums) in res.blocks {
+                let s = block_sums.with_context(|| format!("worker {addr}: block {b}: no metric sums"))?;
+                let s = BlockSums::from_pb(&s, implicit).map_err(|e| anyhow::anyhow!("worker {addr}: block {b}: {e}"))?;
+                // As many test rows (explicit) or evaluated users (implicit) as the block has.
                 let range = layout.range(b as usize);
-                let EvalResultPayload {
-                    predictions: p,
-                    users: us,
-                    top,
-                } = arrays.finish().with_context(|| format!("worker {addr}"))?;
-                if !implicit {
-                    let span = self.test.span(&range);
-                    anyhow::ensure!(
-                        p.len() == span.len() && p.iter().all(|v| v.is_finite()),
-                        "worker {addr}: block {b}: {} predictions for {} test rows",
-                        p.len(),
-                        span.len()
-                    );
-                    for (j, v) in span.zip(p) {
-                        predictions[self.test.position[j]] = v;
-                    }
-                    continue;
-                }
-                anyhow::ensure!(top.len() == us.len() * k, "worker {addr}: block {b}: top lists malformed");
-                for (&u, list) in us.iter().zip(top.chunks(k)) {
-                    let list: Vec<u32> = list.iter().copied().filter(|&i| i != u32::MAX).collect();
-                    anyhow::ensure!(
-                        range.contains(&(u as usize)) && list.iter().all(|&i| (i as usize) < ds.n_items()),
-                        "worker {addr}: block {b}: a top list is out of range"
-                    );
-                    lists[u as usize] = Some(list);
-                }
+                let span = self.test.span(&range);
+                let (n, want_n) = match implicit {
+                    false => (s.raw.n, span.len() as u64),
+                    true => (s.ranking.n, self.eval_users_in(&range, cfg.min_pos)),
+                };
+                anyhow::ensure!(
+                    n == want_n,
+                    "worker {addr}: block {b}: metric sums over {n} rows, the block has {want_n}"
+                );
+                sums[b as usize] = Some(s);
             }
         }
-        let metrics = if implicit {
-            let (eval_users, relevant) = eval::relevant_by_user(&ds.test, ds.n_users(), cfg.min_pos);
-            let lists = eval_users
-                .iter()
-                .map(|&u| {
-                    lists[u as usize]
-                        .take()
-                        .with_context(|| format!("no top list came back for user row {u}"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            eval::metrics_from_top_lists(cfg, &relevant, &lists)
-        } else {
-            anyhow::ensure!(predictions.iter().all(|v| v.is_finite()), "some test rows were not evaluated");
-            eval::metrics_from_predictions(ds, cfg, &predictions)
+        // The blocks' sums in block order, as the single-process path adds them.
+        let mut total = BlockSums::default();
+        for s in sums.iter().flatten() {
+            total.raw.merge(&s.raw);
+            total.clipped.merge(&s.clipped);
+            total.ranking.merge(&s.ranking);
+        }
+        let metrics = match implicit {
+            true => eval::metrics_of_ranking_sums(cfg, &total.ranking),
+            false => {
+                anyhow::ensure!(total.raw.n == ds.test.len() as u64, "some test rows were not evaluated");
+                eval::metrics_of_error_sums(&total.raw, &total.clipped)
+            }
         };
         self.remote_evaluations += 1;
         Ok(Some(metrics))

@@ -4,7 +4,7 @@
 
 use als_proto::encoded_bytes;
 use als_proto::payload::Assembler;
-use als_proto::pb::{BlockTerms, EvalChunk, EvalResultChunk, FactorChunk, FetchRowsRequest, SendRowsRequest, SolveRequest, SolvedChunk};
+use als_proto::pb::{BlockTerms, EvalChunk, EvalSums, FactorChunk, FetchRowsRequest, SendRowsRequest, SolveRequest, SolvedChunk};
 use prost::Message;
 
 use crate::cluster::client::WorkerHandle;
@@ -157,9 +157,9 @@ async fn gather_blocks(addr: &str, what: &str, mut stream: tonic::Streaming<Solv
     Err(HalfError::Lost(format!("worker {addr}: {what} stream ended early")))
 }
 
-/// One worker's evaluation, gathered per block.
+/// One worker's evaluation: each block's metric sums, as sent.
 pub(super) struct WorkerEval {
-    pub(super) blocks: Vec<(u32, Assembler<EvalResultChunk>)>,
+    pub(super) blocks: Vec<(u32, Option<EvalSums>)>,
     pub(super) bytes: u64,
 }
 
@@ -180,11 +180,8 @@ pub(super) async fn run_evaluation(w: WorkerHandle, msgs: Vec<EvalChunk>) -> Res
         if c.last {
             return Ok(out);
         }
-        if out.blocks.last().is_none_or(|(b, _)| *b != c.block) {
-            out.blocks.push((c.block, Assembler::unlimited()));
-        }
-        let g = &mut out.blocks.last_mut().expect("pushed above").1;
-        g.add(&c).expect("no limits");
+        // A block's sums are one message; the caller checks them.
+        out.blocks.push((c.block, c.sums));
     }
     Err(HalfError::Lost(format!("worker {addr}: evaluation stream ended early")))
 }

@@ -2,14 +2,13 @@
 
 use als_core::data::Dataset;
 
-/// The test rows grouped by user (stable), remembering each one's place in the test set.
+/// The test rows grouped by user, each user's in test order (as the
+/// single-process evaluation sums them).
 #[derive(Default)]
 pub(super) struct TestByUser {
     pub(super) indptr: Vec<usize>,
     pub(super) items: Vec<u32>,
     pub(super) values: Vec<f32>,
-    /// Index in `Dataset::test` of each grouped row.
-    pub(super) position: Vec<usize>,
 }
 
 impl TestByUser {
@@ -32,7 +31,6 @@ impl TestByUser {
             items: position.iter().map(|&r| t.items[r]).collect(),
             values: position.iter().map(|&r| t.ratings[r]).collect(),
             indptr,
-            position,
         }
     }
 
