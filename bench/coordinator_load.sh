@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# What the coordinator itself carries (issue 14): three `worker` processes
+# on loopback train a file while the coordinator runs alone under
+# `/usr/bin/time -v`. Prints, per build, the coordinator's peak RSS and
+# wall time, and from the metrics JSON its bytes per iteration (sent and
+# received, the peers' bytes taken out), the bytes outside the halves
+# (evaluations and the fetch of the model at the end) and s/iter.
+#
+#   bench/coordinator_load.sh [--baseline OLD_BINDIR] [--workers N]
+#                             [--iterations N] [--eval-every N]
+#                             [--bindir DIR] DATA [TRAIN ARGS...]
+#
+# BINDIR holds `coordinator` and `worker` (default target/release, built by
+# `cargo build --release --bins -p als-coordinator -p als-worker`). With
+# --baseline the older build runs first, then this one, on the same data,
+# split (--test-ratio 0.2, seed 42) and settings. Workers run --threads 1
+# each (the coordinator's own threads stay free). The data is never
+# generated here: `coordinator generate ... --out DATA` makes it.
+
+set -u -o pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BINDIR="$ROOT/target/release"
+BASELINE=""
+WORKERS=3
+ITERS=5
+EVAL_EVERY=1
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --baseline) BASELINE=$2; shift ;;
+        --bindir) BINDIR=$2; shift ;;
+        --workers) WORKERS=$2; shift ;;
+        --iterations) ITERS=$2; shift ;;
+        --eval-every) EVAL_EVERY=$2; shift ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -*) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
+        *) break ;;
+    esac
+    shift
+done
+[ $# -ge 1 ] || { echo "usage: $0 [options] DATA [TRAIN ARGS...]" >&2; exit 2; }
+DATA=$1; shift
+[ -f "$DATA" ] || { echo "no data file $DATA" >&2; exit 2; }
+[ -x /usr/bin/time ] || { echo "needs /usr/bin/time (apt-get install -y time)" >&2; exit 2; }
+
+TMP=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$TMP"' EXIT
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$TMP/token"
+
+# run_one BINDIR LABEL: one training with WORKERS worker processes; one line out.
+run_one() {
+    local bd=$1 label=$2 pids=() addrs="" port
+    shift 2
+    for i in $(seq 0 $((WORKERS - 1))); do
+        port=$((52300 + i))
+        "$bd/worker" --listen "127.0.0.1:$port" --token-file "$TMP/token" --threads 1 > "$TMP/w$i.log" 2>&1 &
+        pids+=($!)
+        addrs="${addrs:+$addrs,}127.0.0.1:$port"
+    done
+    sleep 1
+    /usr/bin/time -v "$bd/coordinator" --workers "$addrs" --token-file "$TMP/token" --data "$DATA" \
+        --test-ratio 0.2 --seed 42 --iterations "$ITERS" --eval-every "$EVAL_EVERY" --objective-every 0 \
+        --quiet --metrics-json "$TMP/m.json" "$@" > "$TMP/c.log" 2>&1
+    local rc=$?
+    kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null
+    if [ $rc != 0 ]; then
+        echo "$label: the coordinator exited $rc:"; grep -v "^	" "$TMP/c.log" | tail -5; return
+    fi
+    local rss wall
+    rss=$(awk -F: '/Maximum resident/ {gsub(/ /, "", $2); print $2}' "$TMP/c.log")
+    wall=$(awk '/Elapsed \(wall clock\)/ {print $NF}' "$TMP/c.log")
+    python3 - "$TMP/m.json" "$label" "$rss" "$wall" <<'PY'
+import json, sys
+path, label, rss, wall = sys.argv[1:]
+d = json.load(open(path))
+its = d["iterations"]
+coord = [(i["bytes_sent"] - i["bytes_peer"]) / 1e6 for i in its]
+peer = [i["bytes_peer"] / 1e6 for i in its]
+secs = [i["seconds"] for i in its]
+metric = next((its[-1][k] for k in ("rmse", "ndcg@10") if k in its[-1]), None)
+later = coord[1:] or coord
+print(f"{label}: coordinator peak RSS {int(rss) / 1024:.0f} MiB, wall {wall}; "
+      f"coordinator MB per iteration {[round(c, 3) for c in coord]} (after the first: max {max(later):.3f}); "
+      f"outside the halves {d['bytes_outside_halves'] / 1e6:.2f} MB; peers MB per iteration {peer[-1]:.1f}; "
+      f"s/iter {sum(secs[1:]) / max(1, len(secs) - 1):.3f}; last metric {metric}")
+PY
+}
+
+if [ -n "$BASELINE" ]; then
+    run_one "$BASELINE" "baseline ($BASELINE)" "$@"
+fi
+run_one "$BINDIR" "this build ($BINDIR)" "$@"
