@@ -534,6 +534,45 @@ mod tests {
         }
     }
 
+    /// A biased explicit model evaluated every iteration, a worker lost
+    /// after the second: each evaluation gives the single-process metrics,
+    /// from the workers' own rows before the loss and from the
+    /// coordinator's copy, streamed to the survivors, after it (so that a
+    /// restarted worker could take its blocks back); the model is the
+    /// single-process one.
+    #[test]
+    fn evaluations_around_a_loss_give_the_single_process_metrics() {
+        let ds = small_dataset();
+        let cfg = TrainConfig {
+            factors: 5,
+            iterations: 5,
+            eval_every: 1,
+            ..Default::default()
+        };
+        assert!(cfg.has_biases() && !cfg.is_implicit());
+        let layouts = Layouts::for_dataset(&ds, cfg.blocks);
+        let mut local = LocalExecutor::new(&ds, layouts.clone());
+        let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
+        let s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
+        let got = s
+            .train(&ds, &cfg, &layouts, None, &mut |r, _| {
+                if r.iteration == 2 {
+                    s.kill_local_worker(1);
+                }
+                Ok(())
+            })
+            .unwrap();
+        let from_peers = s.evaluations_from_peers.load(std::sync::atomic::Ordering::Relaxed);
+        let remote = s.remote_evaluations.load(std::sync::atomic::Ordering::Relaxed);
+        s.shutdown().unwrap();
+        assert_eq!(got.state, want.state);
+        assert_eq!(remote, cfg.iterations, "every evaluation on the workers");
+        let tests = |r: &TrainResult| r.reports.iter().map(|x| x.test.clone()).collect::<Vec<_>>();
+        assert!(want.reports.iter().all(|r| r.test.rmse.is_some()));
+        assert_eq!(tests(&got), tests(&want));
+        assert_eq!(from_peers, 2, "before the loss, from the workers' own rows");
+    }
+
     #[test]
     fn a_lost_worker_costs_nothing_and_a_restarted_one_is_taken_back() {
         let ds = small_dataset();
@@ -561,6 +600,10 @@ mod tests {
             })
             .unwrap();
         assert_eq!(got.state, want.state);
+        // Every evaluation, from peers' rows, from the coordinator's copy or
+        // on the coordinator while a worker was lost: the same numbers.
+        let tests = |r: &TrainResult| r.reports.iter().map(|x| x.test.clone()).collect::<Vec<_>>();
+        assert_eq!(tests(&got), tests(&want));
         // The re-shipped blocks show up in the bytes of the half that lost the worker.
         assert!(got.reports[2].bytes_sent() > want.reports[2].bytes_sent());
         // Restarted after iteration 4, it was back within the last two iterations.

@@ -165,6 +165,9 @@ impl ClusterExecutor<'_> {
         if self.ds.test.is_empty() || (implicit && cfg.ranking_k == 0) {
             return Ok(None);
         }
+        // While a worker is lost, evaluations read the coordinator's copy:
+        // a restarted worker takes its blocks back only from a current copy
+        // (see `revive`), so it rejoins at the next evaluation, as before.
         if !self.exchange || !self.routes_current || self.slots.iter().any(|s| !s.alive) {
             return Ok(None);
         }
