@@ -209,7 +209,10 @@ pub struct Job {
 mod evaluate;
 mod exchange;
 pub use evaluate::{EvalBlock, EvalFromPeers, EvalInput, MAX_TOP_K};
-pub use exchange::{block_routes, lock as lock_mailbox, DirectRows, Mailbox, PeerPlan, PeerRows, PeerSend, Routes, RowsFor, SharedMailbox};
+pub use exchange::{
+    block_routes, lock as lock_mailbox, Assignment, DirectRows, Mailbox, PeerPlan, PeerRows, PeerSend, Routes, RowsFor, SharedMailbox,
+    Subscription, MAX_ASSIGNED_BLOCKS, MAX_WORKERS,
+};
 
 impl Job {
     pub fn new(id: String, params: SolveParams, n_users: u64, n_items: u64) -> Result<Job, JobError> {

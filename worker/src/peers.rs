@@ -9,7 +9,7 @@ use std::time::Duration;
 use als_net::client::{connect, ClientOptions, WorkerHandle};
 use als_net::transport;
 use als_proto::encoded_bytes;
-use als_proto::pb::PeerChunk;
+use als_proto::pb::{PeerChunk, RouteChunk};
 use tokio::sync::Mutex;
 use tonic::Status;
 
@@ -63,6 +63,28 @@ impl Peers {
         let work = async {
             let mut h = self.client(addr).await?;
             h.client.peer_rows(tokio_stream::iter(chunks)).await.map(|_| ())
+        };
+        let res = match tokio::time::timeout(bound, work).await {
+            Ok(r) => r,
+            Err(_) => Err(Status::deadline_exceeded(format!("no answer within {bound:?}"))),
+        };
+        match res {
+            Ok(()) => Ok(bytes),
+            Err(s) => {
+                self.conns.lock().await.remove(addr);
+                Err(refused_or_lost(addr, s))
+            }
+        }
+    }
+
+    /// Ask a peer to send this worker rows (its `SetRoutes`), within
+    /// `timeout` plus the bytes' time at a slow link; the bytes sent.
+    pub async fn set_routes(&self, addr: &str, chunks: Vec<RouteChunk>, timeout: Duration) -> Result<u64, Status> {
+        let bytes = encoded_bytes(&chunks);
+        let bound = timeout + Duration::from_secs(bytes / SLOWEST_BYTES_PER_SECOND);
+        let work = async {
+            let mut h = self.client(addr).await?;
+            h.client.set_routes(tokio_stream::iter(chunks)).await.map(|_| ())
         };
         let res = match tokio::time::timeout(bound, work).await {
             Ok(r) => r,

@@ -7,20 +7,21 @@ use std::time::{Duration, Instant};
 use als_core::side::Side;
 use als_core::solve::{lower_triangle, TermsWanted};
 use als_proto::codec::{pieces_vec, Field};
-use als_proto::payload::{Assembler, Bulk, EvalLimits, RouteLimits, SolvedFields};
+use als_proto::payload::{Assembler, Bulk, EvalLimits, RouteFields, RouteLimits, SolvedFields};
 use als_proto::pb::worker_server::Worker;
 use als_proto::pb::{
     AssignBlockResponse, BlockChunk, BlockTerms, EndJobRequest, EndJobResponse, EvalChunk, EvalResultChunk, FactorChunk, FetchRowsRequest,
     HandshakeRequest, HandshakeResponse, PeerChunk, PeerRowsResponse, PushFactorsResponse, ReleaseBlocksRequest, ReleaseBlocksResponse,
     RouteChunk, SendRowsRequest, SendRowsResponse, SetRoutesResponse, SolveRequest, SolvedChunk, StartJobRequest, StartJobResponse,
+    SubscribeRequest, SubscribeResponse,
 };
-use als_proto::spec::{params_from_spec, side_from_pb, terms_from_pb};
+use als_proto::spec::{params_from_spec, side_from_pb, side_to_pb, terms_from_pb};
 use als_proto::{check_version, CHUNK_BYTES, PROTOCOL_VERSION};
 use futures::{Stream, StreamExt};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::job::{BlockData, EvalFromPeers, EvalInput, Job, JobError, PeerPlan, PushedRows, RowsFor, SolvedBlock};
+use crate::job::{Assignment, BlockData, EvalFromPeers, EvalInput, Job, JobError, PeerPlan, PushedRows, RowsFor, SolvedBlock};
 use crate::peer_intake::{Intake, MailboxSlot};
 use crate::peers::Peers;
 use crate::row_sends::RowSends;
@@ -463,6 +464,58 @@ impl Worker for WorkerService {
             .set_route(to, first.epoch, first.peer.clone(), p.rows)
             .map_err(status)?;
         Ok(Response::new(SetRoutesResponse {}))
+    }
+
+    async fn subscribe(&self, req: Request<SubscribeRequest>) -> Result<Response<SubscribeResponse>, Status> {
+        let r = req.into_inner();
+        self.reaches_peers()?;
+        let a = Assignment {
+            epoch: r.epoch,
+            owners: [r.user_owners, r.item_owners],
+            starts: [r.user_starts, r.item_starts],
+            workers: r.workers,
+            me: r.you,
+        };
+        let subscriptions = {
+            let mut slot = self.job.lock().await;
+            let job = active(&mut slot, &r.job_id)?;
+            job.last_activity = Instant::now();
+            job.subscriptions(&a).map_err(status)?
+        };
+        // Outside the job's lock: the peers store this worker's routes while
+        // this worker stores theirs.
+        let me = a.workers[a.me as usize].clone();
+        let timeout = Duration::from_millis(r.peer_timeout_ms.max(1000) as u64);
+        let sends = subscriptions.into_iter().map(|(peer, lists)| {
+            let peers = self.peers.clone();
+            let chunks: Vec<Vec<RouteChunk>> = lists
+                .iter()
+                .map(|(to, rows)| {
+                    RouteFields { rows: Field::U32(rows) }.to_chunks(CHUNK_BYTES, |j| RouteChunk {
+                        job_id: r.job_id.clone(),
+                        side: side_to_pb(to.side()) as i32,
+                        epoch: a.epoch,
+                        peer: if j == 0 { me.clone() } else { String::new() },
+                        n_rows: if j == 0 { rows.len() as u32 } else { 0 },
+                        evaluation: to.is_evaluation(),
+                        ..Default::default()
+                    })
+                })
+                .collect();
+            async move {
+                let mut bytes = 0;
+                for c in chunks {
+                    bytes += peers.set_routes(&peer, c, timeout).await?;
+                }
+                Ok::<u64, Status>(bytes)
+            }
+        });
+        let mut peer_bytes = 0;
+        for sent in futures::future::join_all(sends).await {
+            peer_bytes += sent?;
+        }
+        tracing::debug!(epoch = a.epoch, peer_bytes, "routes asked of the peers");
+        Ok(Response::new(SubscribeResponse { peer_bytes }))
     }
 
     async fn peer_rows(&self, req: Request<Streaming<PeerChunk>>) -> Result<Response<PeerRowsResponse>, Status> {

@@ -8,8 +8,8 @@ mod common;
 use als_core::side::Side;
 use als_core::solve::SolveParams;
 use als_proto::codec::{f32_bytes, Bytes};
-use als_worker::job::{DirectRows, FixedFactors, Job, JobError, PeerRows, RowsFor};
-use common::{gram, job_with_solved_items, params, rated, ITEMS};
+use als_worker::job::{Assignment, DirectRows, FixedFactors, Job, JobError, PeerRows, RowsFor};
+use common::{gram, job_with_solved_items, params, rated, ITEMS, USERS};
 
 /// The item rows user block 0 needs.
 fn needed_items() -> Vec<u32> {
@@ -324,4 +324,81 @@ fn what_a_peer_sends_is_checked() {
         job.peer_limits(RowsFor::Half(Side::Items), 5, 2).unwrap().factors,
         (2 * k * 4) as u64
     );
+}
+
+/// Under an assignment, a worker asks each peer for exactly the rows of the
+/// peer's blocks that its own blocks need (none of its own), per side, and
+/// for its evaluation (nothing without test rows); and it refuses an
+/// assignment that does not match what it holds.
+#[test]
+fn a_worker_asks_each_peer_for_exactly_the_rows_its_blocks_need() {
+    let p = params(false);
+    // This worker (0) holds users 0..6 and items 3..5.
+    let (job, _, _) = job_with_solved_items(p, false);
+    let assignment = Assignment {
+        epoch: 3,
+        // Users: 0..6 here, 6..10 at peer 1. Items: 0..3 at peer 1, 3..5 here, 5..8 at peer 2.
+        owners: [vec![0, 1], vec![1, 0, 2]],
+        starts: [vec![0, 6, 10], vec![0, 3, 5, 8]],
+        workers: vec!["w0:1".into(), "w1:1".into(), "w2:1".into()],
+        me: 0,
+    };
+    let subs = job.subscriptions(&assignment).unwrap();
+    let users_needed: Vec<u32> = (0..USERS).filter(|&u| (3..5).any(|i| rated(u, i).is_some())).collect();
+    let items_needed = needed_items();
+    let want = |peer: &str, users: std::ops::Range<u32>, items: std::ops::Range<u32>| {
+        (
+            peer.to_string(),
+            vec![
+                (
+                    RowsFor::Half(Side::Users),
+                    users_needed.iter().copied().filter(|u| users.contains(u)).collect(),
+                ),
+                (
+                    RowsFor::Half(Side::Items),
+                    items_needed.iter().copied().filter(|i| items.contains(i)).collect(),
+                ),
+                (RowsFor::Evaluation, Vec::new()),
+            ],
+        )
+    };
+    assert_eq!(subs, vec![want("w1:1", 6..10, 0..3), want("w2:1", 0..0, 5..8)]);
+    assert!(!subs[0].1[0].1.is_empty() && !subs[1].1[1].1.is_empty(), "the case asks for rows");
+
+    // A lost worker (no address) is asked for nothing, and owns nothing.
+    let mut lost = assignment.clone();
+    lost.workers[2] = String::new();
+    lost.owners[1][2] = 1;
+    let subs = job.subscriptions(&lost).unwrap();
+    assert_eq!(subs.len(), 1);
+    assert_eq!(
+        subs[0].1[1].1,
+        items_needed.iter().copied().filter(|&i| !(3..5).contains(&i)).collect::<Vec<_>>()
+    );
+
+    let refused = |a: Assignment, why: &str| {
+        let e = job.subscriptions(&a).unwrap_err();
+        assert!(matches!(e, JobError::Invalid(_)), "{why}: {e}");
+    };
+    let mut a = assignment.clone();
+    a.owners[0][0] = 1;
+    refused(a, "a block held here given to a peer");
+    let mut a = assignment.clone();
+    a.starts[1] = vec![0, 3, 5, 7];
+    refused(a, "blocks that stop short of the items");
+    let mut a = assignment.clone();
+    a.starts[0] = vec![0, 5, 10];
+    refused(a, "a held block's rows moved");
+    let mut a = assignment.clone();
+    a.owners[1][2] = 7;
+    refused(a, "an owner that is no worker");
+    let mut a = assignment.clone();
+    a.workers[2] = String::new();
+    refused(a, "a block owned by a lost worker");
+    let mut a = assignment.clone();
+    a.me = 3;
+    refused(a, "this worker is not in the list");
+    let mut a = assignment;
+    a.owners[1].pop();
+    refused(a, "fewer owners than blocks");
 }

@@ -67,6 +67,27 @@ impl RowsFor {
     }
 }
 
+/// An assignment of blocks as a worker needs it to ask its peers for rows:
+/// per side (users, items), each block's owner (an index into `workers`)
+/// and first row, `starts` ending with the side's row count; the workers'
+/// addresses (empty for a lost one); this worker's index.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    pub epoch: u64,
+    pub owners: [Vec<u32>; 2],
+    pub starts: [Vec<u64>; 2],
+    pub workers: Vec<String>,
+    pub me: u32,
+}
+
+/// Most blocks per side, and workers, an assignment may name.
+pub const MAX_ASSIGNED_BLOCKS: usize = 1 << 20;
+pub const MAX_WORKERS: usize = 1 << 12;
+
+/// What a worker asks one peer for: the peer's address, and per kind of
+/// rows the rows of the peer's blocks it needs (global, ascending).
+pub type Subscription = (String, Vec<(RowsFor, Vec<u32>)>);
+
 /// Where the solved rows of one side go: every peer's rows under one epoch.
 #[derive(Debug, Default)]
 pub struct Routes {
@@ -637,9 +658,13 @@ impl Job {
 
     /// Where an evaluation's item rows go: every item for top-K lists
     /// (implicit feedback), else the distinct test items of this worker's
-    /// user blocks; the positions its own item blocks fill.
+    /// user blocks (none without test rows); the positions its own item
+    /// blocks fill.
     fn eval_layout(&self) -> Layout {
-        let union: Vec<u32> = if self.implicit() {
+        let has_test = self.users.blocks.values().any(|b| !b.test.values.is_empty());
+        let union: Vec<u32> = if !has_test {
+            Vec::new()
+        } else if self.implicit() {
             (0..self.n_items as u32).collect()
         } else {
             let mut v: Vec<u32> = self.users.blocks.values().flat_map(|b| b.test.columns.iter().copied()).collect();
@@ -659,6 +684,90 @@ impl Job {
             .collect();
         own.sort_by_key(|r| r.start);
         Layout { union, own }
+    }
+
+    /// What this worker asks each peer for under `a`: per peer, the rows of
+    /// the peer's blocks this worker's blocks need, for each side's half and
+    /// for its evaluation (item rows). Every peer gets all three lists, empty
+    /// ones too: a sender knows it has every route when every peer's came.
+    pub fn subscriptions(&self, a: &Assignment) -> Result<Vec<Subscription>, JobError> {
+        self.check_assignment(a)?;
+        let me = a.me as usize;
+        let mut at = vec![None; a.workers.len()];
+        let mut out: Vec<Subscription> = Vec::new();
+        for (w, addr) in a.workers.iter().enumerate() {
+            if w != me && !addr.is_empty() {
+                at[w] = Some(out.len());
+                out.push((addr.clone(), Vec::new()));
+            }
+        }
+        let eval = self.eval_layout().union;
+        let wanted = [
+            (RowsFor::Half(Side::Users), &self.items.union),
+            (RowsFor::Half(Side::Items), &self.users.union),
+            (RowsFor::Evaluation, &eval),
+        ];
+        for (to, needed) in wanted {
+            let slot = side_slot(to.side());
+            let (owners, starts) = (&a.owners[slot], &a.starts[slot]);
+            let mut per_peer = vec![Vec::new(); out.len()];
+            // Both ascend: the block of each needed row is found past the last one's.
+            let mut b = 0;
+            for &g in needed {
+                while starts[b + 1] <= g as u64 {
+                    b += 1;
+                }
+                // This worker's own rows never travel.
+                if let Some(i) = at[owners[b] as usize] {
+                    per_peer[i].push(g);
+                }
+            }
+            for (sub, rows) in out.iter_mut().zip(per_peer) {
+                sub.1.push((to, rows));
+            }
+        }
+        Ok(out)
+    }
+
+    /// An assignment must cover each side's rows with its blocks, name live
+    /// workers as owners, and agree with the blocks this worker holds.
+    fn check_assignment(&self, a: &Assignment) -> Result<(), JobError> {
+        let n_workers = a.workers.len();
+        if n_workers == 0 || n_workers > MAX_WORKERS || a.workers.iter().any(|w| w.len() > 512) {
+            return invalid(format!("an assignment names 1..={MAX_WORKERS} workers of at most 512 bytes each"));
+        }
+        if a.workers.get(a.me as usize).is_none_or(|w| w.is_empty()) {
+            return invalid(format!("this worker is number {} of {n_workers}, without an address", a.me));
+        }
+        for side in [Side::Users, Side::Items] {
+            let (owners, starts) = (&a.owners[side_slot(side)], &a.starts[side_slot(side)]);
+            let n = self.n_rows_of(side);
+            if owners.is_empty() || owners.len() > MAX_ASSIGNED_BLOCKS || starts.len() != owners.len() + 1 {
+                return invalid(format!(
+                    "{} blocks of {} need as many owners and one more start, at most {MAX_ASSIGNED_BLOCKS}",
+                    owners.len(),
+                    side.name()
+                ));
+            }
+            if starts[0] != 0 || starts.windows(2).any(|w| w[0] > w[1]) || starts[owners.len()] != n {
+                return invalid(format!("the blocks of {} must cover rows 0..{n} in order", side.name()));
+            }
+            if owners.iter().any(|&w| a.workers.get(w as usize).is_none_or(|addr| addr.is_empty())) {
+                return invalid(format!("a block of {} is owned by no live worker", side.name()));
+            }
+            for (&id, b) in &self.side(side).blocks {
+                let id = id as usize;
+                let agrees =
+                    id < owners.len() && owners[id] == a.me && starts[id] == b.row_start && starts[id + 1] - starts[id] == b.n_rows as u64;
+                if !agrees {
+                    return invalid(format!(
+                        "{} block {id} held here is not this worker's in the assignment",
+                        side.name()
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Limits of a peer's rows (see [`Mailbox::limits`]).

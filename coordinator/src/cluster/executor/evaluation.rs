@@ -3,9 +3,10 @@
 //!
 //! Two ways to get the factors there:
 //! - from peers (the default with peer exchange): each worker sends the
-//!   item rows of its blocks to the workers whose evaluation scores them,
-//!   on routes sent with the halves' ([`super::exchange`]), and every
-//!   worker scores its own latest user rows. No factor passes through the
+//!   item rows of its blocks to the workers whose evaluation scores them
+//!   (every item for top-K lists, else the test items of their user
+//!   blocks), on routes set up with the halves' ([`super::exchange`]), and
+//!   every worker scores its own latest user rows. No factor passes through the
 //!   coordinator, and its copy of the model is not brought up to date.
 //! - streamed by the coordinator from its copy (without exchange, or when
 //!   the exchange of the evaluation's rows failed).
@@ -14,7 +15,6 @@ use std::time::Instant;
 
 use als_core::metrics::ranking_list_len;
 use als_core::side::{Factors, Side};
-use als_core::solve::Feedback;
 use als_core::train::{eval, TestMetrics, TrainConfig};
 use als_proto::codec::Field;
 use als_proto::payload::EvalFields;
@@ -141,18 +141,6 @@ impl ClusterExecutor<'_> {
         v.sort_unstable();
         v.dedup();
         v
-    }
-
-    /// The item rows worker `w`'s evaluation scores against: every item for
-    /// top-K lists (implicit feedback), else the test items of its user
-    /// blocks; none without test rows. What its evaluation routes carry.
-    pub(super) fn eval_items(&self, w: usize) -> Vec<u32> {
-        let blocks = self.eval_blocks(w);
-        match (blocks.is_empty(), self.params.feedback) {
-            (true, _) => Vec::new(),
-            (false, Feedback::Implicit { .. }) => (0..self.ds.n_items() as u32).collect(),
-            (false, Feedback::Explicit { .. }) => self.test_items_of(&blocks),
-        }
     }
 
     /// Evaluate on the workers from the rows they hold: the item rows go

@@ -2,46 +2,23 @@
 //! peers whose blocks reference them (Spark's OutBlock/InBlock routing), so
 //! the next half's fixed rows need no push from the coordinator.
 //!
-//! A route is computed from the layout and the owners alone, and sent once
-//! per assignment: when blocks move, every route is sent again under a new
-//! epoch, and the next half is pushed by the coordinator as before. The
-//! routes of an evaluation's item rows ([`super::evaluation`]) go with them.
+//! Routes are set up once per assignment, by the workers themselves: the
+//! coordinator tells each worker every block's owner and rows (`Subscribe`:
+//! per block, not per row), and each worker asks every peer for the rows of
+//! its blocks that its own blocks need, for each side's half and for its
+//! evaluation ([`super::evaluation`]). When blocks move, every route is set
+//! up again under a new epoch, and the next half is pushed by the
+//! coordinator as before.
 
 use als_core::side::Side;
-use als_core::train::Layouts;
-use als_proto::codec::Field;
-use als_proto::payload::RouteFields;
-use als_proto::pb::{RouteChunk, SendRowsRequest};
+use als_proto::pb::{SendRowsRequest, SubscribeRequest};
 use als_proto::spec::side_to_pb;
-use als_proto::{encoded_bytes, CHUNK_BYTES};
 use prost::Message;
 
 use super::half::until_a_loss;
 use super::health::watched;
-use super::rpc::{rpc_err, send_rows, JobFailed};
+use super::rpc::{send_rows, subscribe, JobFailed};
 use super::ClusterExecutor;
-use crate::cluster::routing::Routing;
-
-/// The rows of `side` that worker `from` solves and worker `to` needs for
-/// its next half: `to`'s union of needed `side` rows within `from`'s blocks.
-pub(super) fn route_rows(routing: &Routing, layouts: &Layouts, side: Side, from: usize, to: usize) -> Vec<u32> {
-    rows_owned_by(routing, layouts, side, from, &routing.side(side.other()).union[to])
-}
-
-/// Of `needed` (rows of `side`, ascending), those in worker `from`'s blocks.
-fn rows_owned_by(routing: &Routing, layouts: &Layouts, side: Side, from: usize, needed: &[u32]) -> Vec<u32> {
-    let owner = &routing.side(side).owner;
-    let layout = layouts.side(side);
-    let mut out = Vec::new();
-    for b in (0..owner.len()).filter(|&b| owner[b] == from) {
-        let r = layout.range(b);
-        let lo = needed.partition_point(|&g| (g as usize) < r.start);
-        let hi = needed.partition_point(|&g| (g as usize) < r.end);
-        out.extend_from_slice(&needed[lo..hi]);
-    }
-    // Blocks ascend with their rows, so `out` is ascending already.
-    out
-}
 
 /// What sending a side's rows peer to peer came to.
 pub(super) enum RowsSent {
@@ -53,68 +30,70 @@ pub(super) enum RowsSent {
     PeerFailed(u64),
 }
 
-/// What sending the routes came to.
+/// What setting up the routes came to.
 pub(super) enum RoutesSent {
-    /// Every live worker has its routes: the bytes sent.
-    Done(u64),
+    /// Every live worker has its routes: the bytes of the calls, and of the
+    /// routes the workers sent each other.
+    Done { bytes: u64, peer_bytes: u64 },
     /// A worker was lost meanwhile (and marked so): the assignment changes again.
     Lost(u64),
+    /// A worker could not reach a peer.
+    PeerFailed(u64),
 }
 
 impl ClusterExecutor<'_> {
-    /// A new epoch of routes for every live worker, both sides.
+    /// A new epoch of routes for every live worker, both sides and the
+    /// evaluation's: each worker is told the assignment (every block's
+    /// owner and rows) and asks its peers for the rows its blocks need
+    /// (`Subscribe`), so no row list passes through the coordinator.
     pub(super) fn send_routes(&mut self) -> anyhow::Result<RoutesSent> {
         self.routes_epoch += 1;
-        let epoch = self.routes_epoch;
-        let alive: Vec<usize> = (0..self.slots.len()).filter(|&w| self.slots[w].alive).collect();
-        let eval_items: Vec<Vec<u32>> = (0..self.slots.len()).map(|w| self.eval_items(w)).collect();
-        let mut futs = Vec::new();
-        for &from in &alive {
-            let mut streams = Vec::new();
-            // The halves' routes of both sides, then the evaluation's (item rows).
-            for (side, evaluation) in [(Side::Users, false), (Side::Items, false), (Side::Items, true)] {
-                for &to in alive.iter().filter(|&&to| to != from) {
-                    let rows = match evaluation {
-                        false => route_rows(&self.routing, &self.layouts, side, from, to),
-                        true => rows_owned_by(&self.routing, &self.layouts, side, from, &eval_items[to]),
-                    };
-                    let peer = self.slots[to].handle.addr.clone();
-                    let fields = RouteFields { rows: Field::U32(&rows) };
-                    let chunks = fields.to_chunks(CHUNK_BYTES, |j| RouteChunk {
-                        job_id: self.job_id.clone(),
-                        side: side_to_pb(side) as i32,
-                        epoch,
-                        peer: if j == 0 { peer.clone() } else { String::new() },
-                        n_rows: if j == 0 { rows.len() as u32 } else { 0 },
-                        evaluation,
-                        ..Default::default()
-                    });
-                    streams.push(chunks);
-                }
-            }
-            let handle = self.slots[from].handle.clone();
-            let faults = self.faults.clone();
-            futs.push(async move {
-                let addr = handle.addr.clone();
-                let mut client = handle.client.clone();
-                let work = async move {
-                    let mut bytes = 0;
-                    for chunks in streams {
-                        bytes += encoded_bytes(&chunks);
-                        client
-                            .set_routes(tokio_stream::iter(chunks))
-                            .await
-                            .map_err(|s| rpc_err(&addr, "sending routes failed", s))?;
+        let alive = |w: usize| self.slots[w].alive;
+        let starts = |side: Side| self.layouts.side(side).starts.iter().map(|&s| s as u64).collect::<Vec<u64>>();
+        let owners = |side: Side| self.routing.side(side).owner.iter().map(|&w| w as u32).collect::<Vec<u32>>();
+        let base = SubscribeRequest {
+            job_id: self.job_id.clone(),
+            epoch: self.routes_epoch,
+            user_owners: owners(Side::Users),
+            user_starts: starts(Side::Users),
+            item_owners: owners(Side::Items),
+            item_starts: starts(Side::Items),
+            workers: (0..self.slots.len())
+                .map(|w| {
+                    if alive(w) {
+                        self.slots[w].handle.addr.clone()
+                    } else {
+                        String::new()
                     }
-                    Ok(bytes)
-                };
-                (from, watched(&handle, &faults, work).await)
-            });
+                })
+                .collect(),
+            you: 0,
+            // As a solve's sends: a peer gets as long to answer as a worker gets, and more.
+            peer_timeout_ms: u32::try_from((self.faults.worker_timeout * 6).as_millis()).unwrap_or(u32::MAX),
+        };
+        let mut bytes = 0;
+        let mut futs = Vec::new();
+        for w in (0..self.slots.len()).filter(|&w| alive(w)) {
+            let req = SubscribeRequest {
+                you: w as u32,
+                ..base.clone()
+            };
+            bytes += req.encoded_len() as u64;
+            let (handle, faults) = (self.slots[w].handle.clone(), self.faults.clone());
+            futs.push(async move { (w, watched(&handle, &faults, subscribe(handle.clone(), req)).await) });
         }
-        let results = self.rt.block_on(futures::future::join_all(futs));
-        let (sent, lost) = self.settle(results)?;
-        let bytes = sent.iter().map(|(_, b)| b).sum();
-        Ok(if lost { RoutesSent::Lost(bytes) } else { RoutesSent::Done(bytes) })
+        // A loss ends the call for all: the others would wait on asking it for rows.
+        let results = self.rt.block_on(until_a_loss(futs, true));
+        let a = self.sort_answers(results)?;
+        if let Some(f) = JobFailed::first(a.failed) {
+            return Err(f.into());
+        }
+        let peer_bytes: u64 = a.ok.iter().map(|(_, b)| b).sum();
+        Ok(match (a.lost, a.peer_failed) {
+            (true, _) => RoutesSent::Lost(bytes + peer_bytes),
+            (false, true) => RoutesSent::PeerFailed(bytes + peer_bytes),
+            (false, false) => RoutesSent::Done { bytes, peer_bytes },
+        })
     }
 
     /// Every live worker sends its latest rows of `side` to the peers that
@@ -160,6 +139,32 @@ mod tests {
     use super::*;
     use als_core::blocks::BlockLayout;
     use als_core::data::Csr;
+    use als_core::train::Layouts;
+
+    use crate::cluster::routing::Routing;
+
+    /// The rows of `side` that worker `from` solves and worker `to` needs for
+    /// its next half: `to`'s union of needed `side` rows within `from`'s blocks.
+    /// What the workers' subscriptions ask for (the reference their routes are
+    /// tested against).
+    fn route_rows(routing: &Routing, layouts: &Layouts, side: Side, from: usize, to: usize) -> Vec<u32> {
+        rows_owned_by(routing, layouts, side, from, &routing.side(side.other()).union[to])
+    }
+
+    /// Of `needed` (rows of `side`, ascending), those in worker `from`'s blocks.
+    fn rows_owned_by(routing: &Routing, layouts: &Layouts, side: Side, from: usize, needed: &[u32]) -> Vec<u32> {
+        let owner = &routing.side(side).owner;
+        let layout = layouts.side(side);
+        let mut out = Vec::new();
+        for b in (0..owner.len()).filter(|&b| owner[b] == from) {
+            let r = layout.range(b);
+            let lo = needed.partition_point(|&g| (g as usize) < r.start);
+            let hi = needed.partition_point(|&g| (g as usize) < r.end);
+            out.extend_from_slice(&needed[lo..hi]);
+        }
+        // Blocks ascend with their rows, so `out` is ascending already.
+        out
+    }
 
     #[test]
     fn routes_carry_exactly_the_needed_rows_of_the_senders_blocks() {

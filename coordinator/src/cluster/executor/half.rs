@@ -185,14 +185,20 @@ impl ClusterExecutor<'_> {
         }
         if plan.exchange && !self.routes_current {
             match self.send_routes()? {
-                RoutesSent::Done(b) => {
-                    *sent += b;
+                RoutesSent::Done { bytes, peer_bytes } => {
+                    *sent += bytes + peer_bytes;
+                    plan.rows_sent += peer_bytes;
                     self.routes_current = true;
                 }
                 RoutesSent::Lost(b) => {
                     *sent += b;
                     self.peers_ready = None;
                     return Ok(Outcome::Lost);
+                }
+                RoutesSent::PeerFailed(b) => {
+                    *sent += b;
+                    self.peers_ready = None;
+                    return Ok(Outcome::PeerFailed);
                 }
             }
         }

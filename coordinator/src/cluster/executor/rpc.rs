@@ -4,7 +4,9 @@
 
 use als_proto::encoded_bytes;
 use als_proto::payload::Assembler;
-use als_proto::pb::{BlockTerms, EvalChunk, EvalSums, FactorChunk, FetchRowsRequest, SendRowsRequest, SolveRequest, SolvedChunk};
+use als_proto::pb::{
+    BlockTerms, EvalChunk, EvalSums, FactorChunk, FetchRowsRequest, SendRowsRequest, SolveRequest, SolvedChunk, SubscribeRequest,
+};
 use prost::Message;
 
 use crate::cluster::client::WorkerHandle;
@@ -94,6 +96,17 @@ pub(super) async fn push_and_solve(w: WorkerHandle, msgs: Option<Vec<FactorChunk
     let mut out = gather_blocks(&addr, "solve", stream).await?;
     out.bytes_sent += bytes_sent;
     Ok(out)
+}
+
+/// A worker asks its peers for the rows its blocks need: the bytes the routes took.
+pub(super) async fn subscribe(w: WorkerHandle, req: SubscribeRequest) -> Result<u64, HalfError> {
+    let addr = w.addr.clone();
+    let mut client = w.client;
+    let r = client
+        .subscribe(req)
+        .await
+        .map_err(|s| rpc_err(&addr, "asking peers for rows failed", s))?;
+    Ok(r.into_inner().peer_bytes)
 }
 
 /// A worker sends its latest rows of a side to its peers: the bytes they took.
