@@ -40,8 +40,9 @@ pub(super) struct Plan<'g> {
     pub(super) exchange: bool,
     /// Stream the solved rows back into the coordinator's copy.
     pub(super) rows_back: bool,
-    /// Bytes the workers sent each other for this half's fixed side before
-    /// its solve (instead of a push).
+    /// Bytes the workers sent each other before this half's solve: the
+    /// routes they asked of each other, and the fixed side's rows (instead
+    /// of a push).
     pub(super) rows_sent: u64,
 }
 
@@ -211,7 +212,7 @@ impl ClusterExecutor<'_> {
             match self.send_rows(side.other(), step, false)? {
                 RowsSent::Done { bytes, peer_bytes } => {
                     *sent += bytes + peer_bytes;
-                    plan.rows_sent = peer_bytes;
+                    plan.rows_sent += peer_bytes;
                     from_peers = true;
                 }
                 RowsSent::Lost(bytes) => {
