@@ -59,33 +59,31 @@ impl Peers {
     /// send, and its connection is dropped so the next send connects afresh.
     pub async fn send_remote(&self, addr: &str, chunks: Vec<PeerChunk>, timeout: Duration) -> Result<u64, Status> {
         let bytes = encoded_bytes(&chunks);
-        let bound = timeout + Duration::from_secs(bytes / SLOWEST_BYTES_PER_SECOND);
-        let work = async {
-            let mut h = self.client(addr).await?;
+        self.bounded(addr, bytes, timeout, |mut h: WorkerHandle| async move {
             h.client.peer_rows(tokio_stream::iter(chunks)).await.map(|_| ())
-        };
-        let res = match tokio::time::timeout(bound, work).await {
-            Ok(r) => r,
-            Err(_) => Err(Status::deadline_exceeded(format!("no answer within {bound:?}"))),
-        };
-        match res {
-            Ok(()) => Ok(bytes),
-            Err(s) => {
-                self.conns.lock().await.remove(addr);
-                Err(refused_or_lost(addr, s))
-            }
-        }
+        })
+        .await
     }
 
-    /// Ask a peer to send this worker rows (its `SetRoutes`), within
-    /// `timeout` plus the bytes' time at a slow link; the bytes sent.
+    /// Ask a peer to send this worker rows (its `SetRoutes`), bounded as
+    /// [`Peers::send_remote`]; the bytes sent.
     pub async fn set_routes(&self, addr: &str, chunks: Vec<RouteChunk>, timeout: Duration) -> Result<u64, Status> {
         let bytes = encoded_bytes(&chunks);
-        let bound = timeout + Duration::from_secs(bytes / SLOWEST_BYTES_PER_SECOND);
-        let work = async {
-            let mut h = self.client(addr).await?;
+        self.bounded(addr, bytes, timeout, |mut h: WorkerHandle| async move {
             h.client.set_routes(tokio_stream::iter(chunks)).await.map(|_| ())
-        };
+        })
+        .await
+    }
+
+    /// One call to a peer carrying `bytes`, within `timeout` plus their time
+    /// at a slow link; on failure the connection is dropped.
+    async fn bounded<F, Fut>(&self, addr: &str, bytes: u64, timeout: Duration, call: F) -> Result<u64, Status>
+    where
+        F: FnOnce(WorkerHandle) -> Fut,
+        Fut: std::future::Future<Output = Result<(), Status>>,
+    {
+        let bound = timeout + Duration::from_secs(bytes / SLOWEST_BYTES_PER_SECOND);
+        let work = async { call(self.client(addr).await?).await };
         let res = match tokio::time::timeout(bound, work).await {
             Ok(r) => r,
             Err(_) => Err(Status::deadline_exceeded(format!("no answer within {bound:?}"))),

@@ -22,6 +22,26 @@ pub use held_out::HeldOutUsers;
 pub use load::{load_ratings, parse_ratings};
 pub use split::SplitSpec;
 
+/// Positions `0..keys.len()` grouped by key, each key's in ascending order (a
+/// counting sort): `(start, order)`, key k's positions being
+/// `order[start[k]..start[k + 1]]`. Every key must be below `n_keys`.
+pub fn group_by_key(keys: &[u32], n_keys: usize) -> (Vec<usize>, Vec<usize>) {
+    let mut start = vec![0usize; n_keys + 1];
+    for &k in keys {
+        start[k as usize + 1] += 1;
+    }
+    for k in 0..n_keys {
+        start[k + 1] += start[k];
+    }
+    let mut next = start.clone();
+    let mut order = vec![0usize; keys.len()];
+    for (pos, &k) in keys.iter().enumerate() {
+        order[next[k as usize]] = pos;
+        next[k as usize] += 1;
+    }
+    (start, order)
+}
+
 /// A whole text file as UTF-8, without a leading byte-order mark (editors on
 /// Windows write one; left in, it would become part of the first id).
 pub fn read_text_file(path: &std::path::Path) -> Result<String, DataError> {

@@ -239,20 +239,8 @@ fn per_user(raw: &RawRatings, test_frac: f64, seed: u64) -> Vec<bool> {
 fn per_user_where(raw: &RawRatings, test_frac: f64, seed: u64, chosen: impl Fn(usize) -> bool) -> Vec<bool> {
     let n = raw.len();
     let n_users = raw.users.iter().map(|&u| u as usize + 1).max().unwrap_or(0);
-    // Rows grouped by user (counting sort, rows ascending within a user).
-    let mut start = vec![0usize; n_users + 1];
-    for &u in &raw.users {
-        start[u as usize + 1] += 1;
-    }
-    for u in 0..n_users {
-        start[u + 1] += start[u];
-    }
-    let mut next = start.clone();
-    let mut rows = vec![0usize; n];
-    for (r, &u) in raw.users.iter().enumerate() {
-        rows[next[u as usize]] = r;
-        next[u as usize] += 1;
-    }
+    // Rows grouped by user, ascending within a user.
+    let (start, rows) = super::group_by_key(&raw.users, n_users);
     let mut is_test = vec![false; n];
     let mut group: Vec<(u64, usize)> = Vec::new();
     for u in 0..n_users {

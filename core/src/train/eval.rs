@@ -127,20 +127,7 @@ fn metrics_of(
         };
     }
     // The test rows grouped by user, each user's in test order.
-    let n_users = users.n_rows();
-    let mut indptr = vec![0usize; n_users + 1];
-    for &u in &test.users {
-        indptr[u as usize + 1] += 1;
-    }
-    for u in 0..n_users {
-        indptr[u + 1] += indptr[u];
-    }
-    let mut next = indptr.clone();
-    let mut order = vec![0usize; test.len()];
-    for (r, &u) in test.users.iter().enumerate() {
-        order[next[u as usize]] = r;
-        next[u as usize] += 1;
-    }
+    let (indptr, order) = crate::data::group_by_key(&test.users, users.n_rows());
     let clip = clip_range(ds, cfg);
     let (mut raw, mut clipped) = (ErrorSums::default(), ErrorSums::default());
     for block in starts.windows(2) {

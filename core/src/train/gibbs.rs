@@ -44,6 +44,8 @@ pub fn train_gibbs(
         ));
     }
     let params = cfg.solve_params(ds.global_mean());
+    // Single-process: the test metrics are summed over the users in one block.
+    let one_block = BlockLayout::whole(ds.n_users());
     let mut state = start.unwrap_or_else(|| initial_state(ds, cfg));
     check_state(ds, cfg, &state)?;
     let mut mean = PosteriorMean::new(&state.users, &state.items);
@@ -74,7 +76,7 @@ pub fn train_gibbs(
         };
         let train_rmse = objective_now.then(|| objective(&params, &ds.by_user, &ds.by_item, model_users, model_items, None).train_rmse);
         let test = if evaluate_now {
-            let m = eval::evaluate(ds, cfg, &params, model_users, model_items, None, &BlockLayout::whole(ds.n_users()))?;
+            let m = eval::evaluate(ds, cfg, &params, model_users, model_items, None, &one_block)?;
             last_eval = Some(m.clone());
             m
         } else {
@@ -97,7 +99,7 @@ pub fn train_gibbs(
         .ok_or(TrainError::Internal("a validated Gibbs run averages at least one draw"))?;
     let final_metrics = match last_eval {
         Some(m) => m,
-        None => eval::evaluate(ds, cfg, &params, &users, &items, None, &BlockLayout::whole(ds.n_users()))?,
+        None => eval::evaluate(ds, cfg, &params, &users, &items, None, &one_block)?,
     };
     Ok(TrainResult {
         state: TrainState {

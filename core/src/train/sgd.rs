@@ -34,6 +34,8 @@ pub fn train_sgd(
     };
     let mut params = cfg.solve_params(ds.global_mean());
     params.reg_scaling = RegScaling::Count;
+    // Single-process: the test metrics are summed over the users in one block.
+    let one_block = BlockLayout::whole(ds.n_users());
     let mut state = state.unwrap_or_else(|| initial_state_sgd(ds, cfg));
     check_state(ds, cfg, &state)?;
     let biased = cfg.has_biases();
@@ -60,15 +62,7 @@ pub fn train_sgd(
         }
         let evaluate_now = epoch == cfg.iterations || (cfg.eval_every > 0 && epoch.is_multiple_of(cfg.eval_every));
         let test = if evaluate_now {
-            let m = eval::evaluate(
-                ds,
-                cfg,
-                &params,
-                &state.users,
-                &state.items,
-                None,
-                &BlockLayout::whole(ds.n_users()),
-            )?;
+            let m = eval::evaluate(ds, cfg, &params, &state.users, &state.items, None, &one_block)?;
             last_eval = Some(m.clone());
             m
         } else {
@@ -92,15 +86,7 @@ pub fn train_sgd(
     }
     let final_metrics = match last_eval {
         Some(m) => m,
-        None => eval::evaluate(
-            ds,
-            cfg,
-            &params,
-            &state.users,
-            &state.items,
-            None,
-            &BlockLayout::whole(ds.n_users()),
-        )?,
+        None => eval::evaluate(ds, cfg, &params, &state.users, &state.items, None, &one_block)?,
     };
     Ok(TrainResult {
         state,

@@ -23,7 +23,7 @@ use als_proto::sums::BlockSums;
 use als_proto::CHUNK_BYTES;
 use anyhow::Context;
 
-use super::exchange::RowsSent;
+use super::exchange::PeerRound;
 use super::health::watched;
 use super::rpc::{run_evaluation, HalfError, WorkerEval};
 use super::wire::bias_of_rows;
@@ -162,11 +162,11 @@ impl ClusterExecutor<'_> {
         let t0 = Instant::now();
         let step = self.step;
         let peer_bytes = match self.send_rows(Side::Items, step, true)? {
-            RowsSent::Done { bytes, peer_bytes } => {
+            PeerRound::Done { bytes, peer_bytes } => {
                 self.eval_bytes += bytes + peer_bytes;
                 peer_bytes
             }
-            RowsSent::Lost(bytes) | RowsSent::PeerFailed(bytes) => {
+            PeerRound::Lost(bytes) | PeerRound::PeerFailed(bytes) => {
                 self.eval_bytes += bytes;
                 tracing::warn!("the evaluation's item rows did not reach every worker; evaluating from the coordinator's copy");
                 return Ok(None);

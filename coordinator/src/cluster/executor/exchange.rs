@@ -17,25 +17,16 @@ use prost::Message;
 
 use super::half::until_a_loss;
 use super::health::watched;
-use super::rpc::{send_rows, subscribe, JobFailed};
+use super::rpc::{send_rows, subscribe, HalfError, JobFailed};
 use super::ClusterExecutor;
 
-/// What sending a side's rows peer to peer came to.
-pub(super) enum RowsSent {
-    /// Every live worker sent its rows: the bytes of the calls, and of the rows.
+/// What a round of calls in which the workers call each other came to
+/// (setting up routes, sending rows).
+pub(super) enum PeerRound {
+    /// Every live worker did its part: the bytes of the calls, and of what
+    /// the workers sent each other.
     Done { bytes: u64, peer_bytes: u64 },
     /// A worker was lost meanwhile (and marked so): the bytes of the calls.
-    Lost(u64),
-    /// A worker could not send its rows to a peer.
-    PeerFailed(u64),
-}
-
-/// What setting up the routes came to.
-pub(super) enum RoutesSent {
-    /// Every live worker has its routes: the bytes of the calls, and of the
-    /// routes the workers sent each other.
-    Done { bytes: u64, peer_bytes: u64 },
-    /// A worker was lost meanwhile (and marked so): the assignment changes again.
     Lost(u64),
     /// A worker could not reach a peer.
     PeerFailed(u64),
@@ -46,7 +37,7 @@ impl ClusterExecutor<'_> {
     /// evaluation's: each worker is told the assignment (every block's
     /// owner and rows) and asks its peers for the rows its blocks need
     /// (`Subscribe`), so no row list passes through the coordinator.
-    pub(super) fn send_routes(&mut self) -> anyhow::Result<RoutesSent> {
+    pub(super) fn send_routes(&mut self) -> anyhow::Result<PeerRound> {
         self.routes_epoch += 1;
         let alive = |w: usize| self.slots[w].alive;
         let starts = |side: Side| self.layouts.side(side).starts.iter().map(|&s| s as u64).collect::<Vec<u64>>();
@@ -82,24 +73,13 @@ impl ClusterExecutor<'_> {
             let (handle, faults) = (self.slots[w].handle.clone(), self.faults.clone());
             futs.push(async move { (w, watched(&handle, &faults, subscribe(handle.clone(), req)).await) });
         }
-        // A loss ends the call for all: the others would wait on asking it for rows.
-        let results = self.rt.block_on(until_a_loss(futs, true));
-        let a = self.sort_answers(results)?;
-        if let Some(f) = JobFailed::first(a.failed) {
-            return Err(f.into());
-        }
-        let peer_bytes: u64 = a.ok.iter().map(|(_, b)| b).sum();
-        Ok(match (a.lost, a.peer_failed) {
-            (true, _) => RoutesSent::Lost(bytes + peer_bytes),
-            (false, true) => RoutesSent::PeerFailed(bytes + peer_bytes),
-            (false, false) => RoutesSent::Done { bytes, peer_bytes },
-        })
+        self.peer_round(futs, bytes)
     }
 
     /// Every live worker sends its latest rows of `side` to the peers that
     /// need them, as the fixed side of `step`, on the current routes; with
     /// `evaluation`, its item rows on the evaluation's routes instead.
-    pub(super) fn send_rows(&mut self, side: Side, step: u64, evaluation: bool) -> anyhow::Result<RowsSent> {
+    pub(super) fn send_rows(&mut self, side: Side, step: u64, evaluation: bool) -> anyhow::Result<PeerRound> {
         let n_alive = self.slots.iter().filter(|s| s.alive).count();
         let req = SendRowsRequest {
             job_id: self.job_id.clone(),
@@ -119,7 +99,16 @@ impl ClusterExecutor<'_> {
                 async move { (w, watched(&handle, &faults, send_rows(handle.clone(), req)).await) }
             })
             .collect();
-        // A loss ends the call for all: the others would wait on sending it rows.
+        self.peer_round(futs, bytes)
+    }
+
+    /// Run one call per live worker (`futs`, each answering with the bytes
+    /// it sent its peers), `bytes` being the calls' own; a loss ends every
+    /// call at once, since the others may wait on the lost worker.
+    fn peer_round<F>(&mut self, futs: Vec<F>, bytes: u64) -> anyhow::Result<PeerRound>
+    where
+        F: std::future::Future<Output = (usize, Result<u64, HalfError>)>,
+    {
         let results = self.rt.block_on(until_a_loss(futs, true));
         let a = self.sort_answers(results)?;
         if let Some(f) = JobFailed::first(a.failed) {
@@ -127,9 +116,9 @@ impl ClusterExecutor<'_> {
         }
         let peer_bytes: u64 = a.ok.iter().map(|(_, b)| b).sum();
         Ok(match (a.lost, a.peer_failed) {
-            (true, _) => RowsSent::Lost(bytes + peer_bytes),
-            (false, true) => RowsSent::PeerFailed(bytes + peer_bytes),
-            (false, false) => RowsSent::Done { bytes, peer_bytes },
+            (true, _) => PeerRound::Lost(bytes + peer_bytes),
+            (false, true) => PeerRound::PeerFailed(bytes + peer_bytes),
+            (false, false) => PeerRound::Done { bytes, peer_bytes },
         })
     }
 }

@@ -23,7 +23,7 @@ use als_proto::pb::SolveRequest;
 use als_proto::spec::{side_to_pb, terms_to_pb};
 use anyhow::Context;
 
-use super::exchange::{RoutesSent, RowsSent};
+use super::exchange::PeerRound;
 use super::health::watched;
 use super::membership::{max_attempts, Answers};
 use super::rpc::{push_and_solve, HalfError, JobFailed, WorkerHalf};
@@ -186,17 +186,17 @@ impl ClusterExecutor<'_> {
         }
         if plan.exchange && !self.routes_current {
             match self.send_routes()? {
-                RoutesSent::Done { bytes, peer_bytes } => {
+                PeerRound::Done { bytes, peer_bytes } => {
                     *sent += bytes + peer_bytes;
                     plan.rows_sent += peer_bytes;
                     self.routes_current = true;
                 }
-                RoutesSent::Lost(b) => {
+                PeerRound::Lost(b) => {
                     *sent += b;
                     self.peers_ready = None;
                     return Ok(Outcome::Lost);
                 }
-                RoutesSent::PeerFailed(b) => {
+                PeerRound::PeerFailed(b) => {
                     *sent += b;
                     self.peers_ready = None;
                     return Ok(Outcome::PeerFailed);
@@ -210,16 +210,16 @@ impl ClusterExecutor<'_> {
             // half after blocks moved), the workers send it each other: the
             // rows they hold are the coordinator's copy, shipped.
             match self.send_rows(side.other(), step, false)? {
-                RowsSent::Done { bytes, peer_bytes } => {
+                PeerRound::Done { bytes, peer_bytes } => {
                     *sent += bytes + peer_bytes;
                     plan.rows_sent += peer_bytes;
                     from_peers = true;
                 }
-                RowsSent::Lost(bytes) => {
+                PeerRound::Lost(bytes) => {
                     *sent += bytes;
                     return Ok(Outcome::Lost);
                 }
-                RowsSent::PeerFailed(bytes) => {
+                PeerRound::PeerFailed(bytes) => {
                     *sent += bytes;
                     return Ok(Outcome::PeerFailed);
                 }
