@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use als_core::side::Side;
-use als_core::solve::{lower_triangle, TermsWanted};
+use als_core::solve::{from_lower_triangle, lower_triangle, TermsWanted};
 use als_proto::codec::{pieces_vec, Field};
 use als_proto::payload::{Assembler, Bulk, EvalLimits, RouteFields, RouteLimits, SolvedFields};
 use als_proto::pb::worker_server::Worker;
@@ -356,8 +356,18 @@ impl Worker for WorkerService {
             active(&mut slot, &r.job_id)?.params.factors
         };
         let gram = if r.fixed_from_peers {
-            let g = pieces_vec::<f64>("gram", &[&r.gram]).map_err(|e| Status::invalid_argument(e.to_string()))?;
-            (!g.is_empty()).then_some(g)
+            // The lower triangle, row by row: the Gramian is symmetric.
+            let t = pieces_vec::<f64>("gram", &[&r.gram]).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            match t.is_empty() {
+                true => None,
+                false => Some(from_lower_triangle(&t, k).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "a solve's Gramian has {} values, not the {} of a lower triangle",
+                        t.len(),
+                        k * (k + 1) / 2
+                    ))
+                })?),
+            }
         } else if r.gram.is_empty() {
             None
         } else {

@@ -362,10 +362,10 @@ mod tests {
             for r in &got.reports[1..] {
                 let coordinator = r.bytes_sent() - r.bytes_peer();
                 // Per half: a header (and Gramian triangle, implicit) per block, a
-                // request (with the fixed Gramian, implicit) and a summary per worker.
+                // request (with the fixed Gramian's triangle, implicit) and a summary per worker.
                 let (k, blocks, workers) = (cfg.factors as u64, cfg.blocks as u64, 3);
                 let gram = |n: u64| if implicit { 8 * n } else { 0 };
-                let small = 2 * (blocks * (128 + gram(k * (k + 1) / 2)) + workers * (256 + gram(k * k)));
+                let small = 2 * (blocks * (128 + gram(k * (k + 1) / 2)) + workers * (256 + gram(k * (k + 1) / 2)));
                 assert!(
                     coordinator <= small && coordinator * 4 < r.bytes_min(),
                     "implicit={implicit}, iteration {}: the coordinator moved {coordinator} bytes (hub minimum {})",

@@ -16,7 +16,7 @@
 use std::time::Instant;
 
 use als_core::side::{Factors, Side};
-use als_core::solve::{from_lower_triangle, sum_in_order, Feedback, ObjectiveTerms, SolveParams, TermsWanted};
+use als_core::solve::{from_lower_triangle, lower_triangle, sum_in_order, Feedback, ObjectiveTerms, SolveParams, TermsWanted};
 use als_core::train::{HalfStepOutput, HalfStepReport};
 use als_proto::codec::{f64_bytes, pieces_into_finite, pieces_vec};
 use als_proto::pb::SolveRequest;
@@ -239,7 +239,11 @@ impl ClusterExecutor<'_> {
             terms: terms_to_pb(plan.terms) as i32,
             fixed_from_peers: from_peers,
             gram: match (from_peers, implicit) {
-                (true, true) => f64_bytes(plan.fixed_gram.context("implicit feedback needs the fixed Gramian")?).into(),
+                (true, true) => {
+                    // Symmetric: its lower triangle is all of it.
+                    let g = plan.fixed_gram.context("implicit feedback needs the fixed Gramian")?;
+                    f64_bytes(&lower_triangle(g, params.factors)).into()
+                }
                 _ => Default::default(),
             },
             exchange: plan.exchange,
