@@ -8,6 +8,7 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::ids::{block_of_bucket, id_bucket, in_bucket_order, ID_BUCKETS};
 use crate::data::Csr;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +42,23 @@ impl BlockLayout {
             starts.push(r);
         }
         starts.push(n);
+        BlockLayout { starts }
+    }
+
+    /// `n_blocks` blocks of ids in [`dense_order`](crate::data::ids::dense_order):
+    /// block b holds the ids whose hash bucket falls in its range of buckets
+    /// ([`block_of_bucket`]). A function of the ids and the block count alone,
+    /// computable from any subset of the data (each id names its block).
+    pub fn hashed(ids: &[String], n_blocks: usize) -> Self {
+        let n_blocks = n_blocks.clamp(1, ID_BUCKETS);
+        debug_assert!(in_bucket_order(ids), "ids are not in hash bucket order");
+        let mut starts = vec![0usize; n_blocks + 1];
+        for id in ids {
+            starts[block_of_bucket(id_bucket(id), n_blocks) + 1] += 1;
+        }
+        for b in 0..n_blocks {
+            starts[b + 1] += starts[b];
+        }
         BlockLayout { starts }
     }
 
@@ -91,5 +109,27 @@ mod tests {
         let tiny = BlockLayout::balanced(&csr.slice_rows(0, 2), 6);
         assert_eq!(tiny.n_rows(), 2);
         assert_eq!(tiny.n_blocks(), 6);
+    }
+
+    #[test]
+    fn hashed_blocks_hold_the_ids_of_their_buckets_whoever_computes_them() {
+        use crate::data::ids::dense_order;
+        let tokens: Vec<String> = (0..3000).map(|i| format!("{}", i * 31 + 5)).collect();
+        let ids = dense_order(tokens.iter().map(String::as_str).collect());
+        let l = BlockLayout::hashed(&ids, 5);
+        assert_eq!((l.n_blocks(), l.n_rows()), (5, 3000));
+        for (row, id) in ids.iter().enumerate() {
+            // The block of an id from its bytes alone is the block of its dense row.
+            assert_eq!(block_of_bucket(id_bucket(id), 5), l.block_of(row), "{id}");
+        }
+        // A subset's layout places each of its ids in the same block.
+        let half: Vec<String> = ids.iter().step_by(2).cloned().collect();
+        let lh = BlockLayout::hashed(&half, 5);
+        for (row, id) in half.iter().enumerate() {
+            assert_eq!(lh.block_of(row), block_of_bucket(id_bucket(id), 5));
+        }
+        // More blocks than ids leaves some empty, still covering every row.
+        let few = BlockLayout::hashed(&ids[..3], 8);
+        assert_eq!((few.n_blocks(), few.n_rows()), (8, 3));
     }
 }

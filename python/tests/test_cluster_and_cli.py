@@ -52,7 +52,9 @@ def test_a_model_directory_from_the_command_line_loads_with_its_ids(tmp_path):
     m = ferrals.load_model(out)
     assert isinstance(m, ferrals.AlternatingLeastSquares)
     assert m.factors == 8 and m.alpha == 2.0 and m.iterations == 3
-    assert m.user_ids[0] == "u0" and "movie-3" in set(m.item_ids)
+    # Rows follow the ids files (the dense order: id hash bucket, then id).
+    assert list(m.user_ids) == (out / "user_ids.txt").read_text().split("\n")[:-1]
+    assert set(m.user_ids) == {f"u{u}" for u in range(60)} and "movie-3" in set(m.item_ids)
     np.testing.assert_array_equal(m.user_factors, np.load(out / "user_factors.npy"))
     np.testing.assert_array_equal(m.item_factors, np.load(out / "item_factors.npy"))
     u = m.user_index("u7")

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::held_out::HeldOutUsers;
+use super::ids::dense_order;
 use super::{Csr, DataError, RawRatings};
 
 /// What to do with repeated (user, item) pairs in the training rows.
@@ -50,12 +51,27 @@ impl TestSet {
     }
 }
 
+/// How a [`Dataset`]'s dense indices were chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdOrder {
+    /// [`dense_order`]: a block is a range of id hash buckets, which anyone
+    /// holding an id can compute (`BlockLayout::hashed`).
+    Hashed,
+    /// The caller's numbering (a matrix handed over whole): blocks are
+    /// balanced ranges of it (`BlockLayout::balanced`).
+    Given,
+}
+
 /// Training ratings by user and by item, test ratings, and the id maps.
 #[derive(Debug, Clone)]
 pub struct Dataset {
-    /// Original user id of each dense user index (sorted: numerically when all ids are integers).
+    /// Original user id of each dense user index, in [`dense_order`] (by
+    /// hash bucket, then numerically when all ids are integers), or in the
+    /// caller's numbering (see [`IdOrder`]).
     pub user_ids: Vec<String>,
     pub item_ids: Vec<String>,
+    /// How the dense indices were chosen, which decides the block layouts.
+    pub id_order: IdOrder,
     /// users × items, columns sorted.
     pub by_user: Csr,
     /// items × users, columns sorted.
@@ -74,20 +90,6 @@ pub struct Dataset {
     pub fingerprint: String,
 }
 
-/// Dense order of ids: numeric when every token is an integer, else bytewise.
-fn sorted_ids(tokens: Vec<&str>) -> Vec<String> {
-    let mut tokens = tokens;
-    let numeric: Option<Vec<i128>> = tokens.iter().map(|t| t.parse::<i128>().ok()).collect();
-    match numeric {
-        Some(_) => tokens.sort_by(|a, b| {
-            let (x, y) = (a.parse::<i128>().unwrap_or(0), b.parse::<i128>().unwrap_or(0));
-            x.cmp(&y).then_with(|| a.cmp(b))
-        }),
-        None => tokens.sort_unstable(),
-    }
-    tokens.into_iter().map(str::to_owned).collect()
-}
-
 pub(super) fn index_of(ids: &[String]) -> HashMap<&str, u32> {
     ids.iter().enumerate().map(|(i, s)| (s.as_str(), i as u32)).collect()
 }
@@ -97,9 +99,9 @@ pub(super) fn dense_indices(tokens: &[String], index: &HashMap<&str, u32>) -> Ve
     tokens.iter().map(|t| index.get(t.as_str()).copied().unwrap_or(u32::MAX)).collect()
 }
 
-/// The tokens marked `seen`, in the dense order of [`sorted_ids`].
+/// The tokens marked `seen`, in [`dense_order`].
 pub(super) fn seen_ids(tokens: &[String], seen: &[bool]) -> Vec<String> {
-    sorted_ids(tokens.iter().zip(seen).filter(|(_, &s)| s).map(|(t, _)| t.as_str()).collect())
+    dense_order(tokens.iter().zip(seen).filter(|(_, &s)| s).map(|(t, _)| t.as_str()).collect())
 }
 
 impl Dataset {
@@ -188,6 +190,7 @@ impl Dataset {
         Ok(Dataset {
             user_ids,
             item_ids,
+            id_order: IdOrder::Hashed,
             by_user,
             by_item,
             test: test_set,
@@ -261,6 +264,7 @@ impl Dataset {
         Ok(Dataset {
             user_ids,
             item_ids,
+            id_order: IdOrder::Given,
             by_user,
             by_item,
             test: TestSet::default(),
@@ -389,10 +393,22 @@ mod tests {
             ("9", "z", 5.0),
         ]);
         let d = Dataset::build((&r, &[0, 1, 2]), Some((&r, &[3, 4])), DuplicatePolicy::Last).unwrap();
-        assert_eq!(d.user_ids, vec!["9", "10"]);
-        assert_eq!(d.item_ids, vec!["a", "b"]);
-        assert_eq!(d.by_user.row(1), (&[0u32, 1][..], &[3.0f32, 1.0][..]));
-        assert_eq!(d.by_item.row(0), (&[0u32, 1][..], &[2.0f32, 3.0][..]));
+        assert_eq!(d.id_order, IdOrder::Hashed);
+        let mut users = d.user_ids.clone();
+        users.sort_by_key(|u| u.parse::<i32>().unwrap());
+        assert_eq!(users, vec!["9", "10"]);
+        let at = |ids: &[String], id: &str| ids.iter().position(|x| x == id).unwrap() as u32;
+        let (u9, u10) = (at(&d.user_ids, "9"), at(&d.user_ids, "10"));
+        let (a, b) = (at(&d.item_ids, "a"), at(&d.item_ids, "b"));
+        // User 10 rated b (1.0) and a (3.0); columns sorted by dense index.
+        let mut row10: Vec<(u32, f32)> = vec![(a, 3.0), (b, 1.0)];
+        row10.sort_by_key(|p| p.0);
+        let (cols, vals) = d.by_user.row(u10 as usize);
+        assert_eq!(cols.iter().copied().zip(vals.iter().copied()).collect::<Vec<_>>(), row10);
+        let mut col_a: Vec<(u32, f32)> = vec![(u9, 2.0), (u10, 3.0)];
+        col_a.sort_by_key(|p| p.0);
+        let (rows, vals) = d.by_item.row(a as usize);
+        assert_eq!(rows.iter().copied().zip(vals.iter().copied()).collect::<Vec<_>>(), col_a);
         assert!(d.test.is_empty());
         assert_eq!(d.test_dropped_cold, 2);
     }
@@ -402,13 +418,20 @@ mod tests {
         let r = raw(&[("u", "i", 1.0), ("u", "i", 2.0), ("u", "j", 5.0), ("u", "i", 4.0)]);
         let all = [0, 1, 2, 3];
         let last = Dataset::build((&r, &all), None, DuplicatePolicy::Last).unwrap();
-        assert_eq!(last.by_user.row(0).1, &[4.0, 5.0]);
+        // Values of items i and j, whichever dense order they got.
+        let iv = |d: &Dataset| -> Vec<f32> {
+            let (cols, vals) = d.by_user.row(0);
+            let by_id = |id: &str| vals[cols.iter().position(|&c| d.item_ids[c as usize] == id).unwrap()];
+            vec![by_id("i"), by_id("j")]
+        };
+        assert_eq!(iv(&last), &[4.0, 5.0]);
         assert_eq!(last.duplicates_merged, 2);
         let first = Dataset::build((&r, &all), None, DuplicatePolicy::First).unwrap();
-        assert_eq!(first.by_user.row(0).1, &[1.0, 5.0]);
+        assert_eq!(iv(&first), &[1.0, 5.0]);
         let sum = Dataset::build((&r, &all), None, DuplicatePolicy::Sum).unwrap();
-        assert_eq!(sum.by_user.row(0).1, &[7.0, 5.0]);
-        assert_eq!(sum.by_item.row(0).1, &[7.0]);
+        assert_eq!(iv(&sum), &[7.0, 5.0]);
+        let i = sum.item_ids.iter().position(|x| x == "i").unwrap();
+        assert_eq!(sum.by_item.row(i).1, &[7.0]);
     }
 
     #[test]

@@ -110,15 +110,26 @@ mod tests {
             test: vec![8, 10],
         };
         let ds = Dataset::build_user_split(&raw, &split, DuplicatePolicy::Sum).unwrap();
-        assert_eq!(ds.user_ids, ["a", "b"]);
-        assert_eq!(ds.item_ids, ["w", "x", "y"]);
+        let sorted = |ids: &[String]| {
+            let mut v = ids.to_vec();
+            v.sort();
+            v
+        };
+        let at = |ids: &[String], id: &str| ids.iter().position(|x| x == id).unwrap() as u32;
+        assert_eq!(sorted(&ds.user_ids), ["a", "b"]);
+        assert_eq!(sorted(&ds.item_ids), ["w", "x", "y"]);
         let h = ds.held_out.as_ref().unwrap();
-        assert_eq!(h.user_ids, ["c", "d"]);
+        assert_eq!(sorted(&h.user_ids), ["c", "d"]);
+        let (c, d) = (at(&h.user_ids, "c") as usize, at(&h.user_ids, "d") as usize);
+        let (w, x, y) = (at(&ds.item_ids, "w"), at(&ds.item_ids, "x"), at(&ds.item_ids, "y"));
         // c: x twice (summed), y; z dropped. d: z dropped, nothing left.
-        assert_eq!(h.fold_in.row(0), (&[1u32, 2][..], &[3.0f32, 5.0][..]));
-        assert_eq!(h.fold_in.row_len(1), 0);
+        let mut c_row = vec![(x, 3.0f32), (y, 5.0)];
+        c_row.sort_by_key(|p| p.0);
+        let (cols, vals) = h.fold_in.row(c);
+        assert_eq!(cols.iter().copied().zip(vals.iter().copied()).collect::<Vec<_>>(), c_row);
+        assert_eq!(h.fold_in.row_len(d), 0);
         // c's ranked w stays; d's ranked y is dropped (no fold-in row to solve d from).
-        assert_eq!((h.test.users.as_slice(), h.test.items.as_slice()), (&[0u32][..], &[0u32][..]));
+        assert_eq!((h.test.users.as_slice(), h.test.items.as_slice()), (&[c as u32][..], &[w][..]));
         assert_eq!(h.dropped_cold, 3);
         assert_eq!(ds.n_scored_test_rows(), 1);
         assert!(ds.test.is_empty());

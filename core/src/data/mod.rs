@@ -10,12 +10,13 @@ pub(crate) mod dataset;
 pub(crate) mod error;
 pub(crate) mod format;
 pub(crate) mod held_out;
+pub mod ids;
 pub(crate) mod load;
 pub mod split;
 pub mod synth;
 
 pub use csr::Csr;
-pub use dataset::{Dataset, DuplicatePolicy, TestSet};
+pub use dataset::{Dataset, DuplicatePolicy, IdOrder, TestSet};
 pub use error::DataError;
 pub use format::{Format, LoadOptions};
 pub use held_out::HeldOutUsers;

@@ -22,7 +22,7 @@ pub use local::LocalExecutor;
 pub use sgd::train_sgd;
 
 use crate::blocks::BlockLayout;
-use crate::data::Dataset;
+use crate::data::{Dataset, IdOrder};
 use crate::init::init_factors;
 use crate::linalg::vec::dot_f64;
 use crate::objective::ObjectiveValue;
@@ -85,12 +85,20 @@ pub struct Layouts {
 impl Layouts {
     /// `blocks` per side, but no more than the smaller side has rows: more
     /// would only add empty blocks (and their messages). Both sides keep the
-    /// same count, as DSGD's grid needs.
+    /// same count, as DSGD's grid needs. Ids in hash order get the hashed
+    /// layout (what workers reading their share of the input can compute);
+    /// a caller's numbering gets ranges balanced by ratings.
     pub fn for_dataset(ds: &Dataset, blocks: usize) -> Self {
         let blocks = blocks.clamp(1, ds.n_users().min(ds.n_items()).max(1));
-        Layouts {
-            users: BlockLayout::balanced(&ds.by_user, blocks),
-            items: BlockLayout::balanced(&ds.by_item, blocks),
+        match ds.id_order {
+            IdOrder::Hashed => Layouts {
+                users: BlockLayout::hashed(&ds.user_ids, blocks),
+                items: BlockLayout::hashed(&ds.item_ids, blocks),
+            },
+            IdOrder::Given => Layouts {
+                users: BlockLayout::balanced(&ds.by_user, blocks),
+                items: BlockLayout::balanced(&ds.by_item, blocks),
+            },
         }
     }
 

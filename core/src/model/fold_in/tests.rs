@@ -191,7 +191,15 @@ fn unknown_items_are_skipped_and_counted_and_repeats_merge() {
         .unwrap();
     assert_eq!(noisy.unknown, 2);
     assert_eq!(noisy.items, plain.items);
-    assert_eq!(noisy.values, vec![2.0, 1.0]);
+    // Values in the model's item order: i1 summed to 2.0, i4 1.0.
+    let value_of = |id: &str| {
+        noisy.values[noisy
+            .items
+            .iter()
+            .position(|&i| i as usize == t.model.item_index(id).unwrap())
+            .unwrap()]
+    };
+    assert_eq!((noisy.values.len(), value_of("i1"), value_of("i4")), (2, 2.0, 1.0));
     assert_eq!(noisy.factors, plain.factors);
     assert!(matches!(
         fold.fold_in(&t.model, &[("x", 1.0), ("y", 1.0)], None),
