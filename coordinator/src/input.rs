@@ -84,8 +84,10 @@ pub fn core_split(choice: SplitChoice, seed: u64) -> CoreSplit {
     })
 }
 
+/// Bytes of the input at `p`: a file, or a directory's part files.
 fn file_len(p: &Path) -> u64 {
-    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+    let files = als_core::data::input_files(p).unwrap_or_default();
+    files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum()
 }
 
 fn read_file(path: &Path, opts: &LoadOptions) -> anyhow::Result<RawRatings> {

@@ -20,7 +20,7 @@ pub use dataset::{Dataset, DuplicatePolicy, IdOrder, TestSet};
 pub use error::DataError;
 pub use format::{Format, LoadOptions};
 pub use held_out::HeldOutUsers;
-pub use load::{load_ratings, parse_ratings};
+pub use load::{input_files, load_ratings, load_share, parse_ratings, Share};
 pub use split::SplitSpec;
 
 /// Positions `0..keys.len()` grouped by key, each key's in ascending order (a

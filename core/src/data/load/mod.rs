@@ -32,10 +32,12 @@ mod layout;
 mod number;
 mod quote;
 mod scan;
+mod share;
 
 use intern::{Interner, OTHER};
 use layout::Layout;
 use scan::{is_blank, strip_cr};
+pub use share::{input_files, load_share, Share};
 
 /// Files at least this large are parsed in parallel chunks.
 const PARALLEL_MIN_BYTES: usize = 8 << 20;
@@ -44,9 +46,17 @@ const CHUNK_MIN_BYTES: usize = 2 << 20;
 /// Skipped lines logged one by one (the rest are only counted).
 const SKIPS_LOGGED: usize = 5;
 
-/// Read and parse a ratings file (see [`parse_ratings`]).
+/// Read and parse a ratings file (see [`parse_ratings`]), or a directory of
+/// part files in name order (see [`input_files`]).
 pub fn load_ratings(path: &Path, opts: &LoadOptions) -> Result<RawRatings, DataError> {
     let t0 = std::time::Instant::now();
+    if path.is_dir() {
+        let raw = load_share(path, opts, Share::WHOLE)?;
+        if raw.is_empty() {
+            return Err(DataError::Empty { path: path.to_path_buf() });
+        }
+        return Ok(raw);
+    }
     let bytes = std::fs::read(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,
@@ -74,16 +84,40 @@ pub fn load_ratings(path: &Path, opts: &LoadOptions) -> Result<RawRatings, DataE
 /// `skipped_lines`). No rows at all is [`DataError::Empty`].
 pub fn parse_ratings(bytes: &[u8], source: &Path, opts: &LoadOptions) -> Result<RawRatings, DataError> {
     let data = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let empty = || DataError::Empty {
-        path: source.to_path_buf(),
-    };
+    let head = read_head(data, source, opts)?;
+    let body = data.get(head.body_start..).unwrap_or(&[]);
+    let raw = parse_body(body, source, &head.layout, head.lines_before_body, &mut Ok)?;
+    if raw.is_empty() {
+        return Err(DataError::Empty {
+            path: source.to_path_buf(),
+        });
+    }
+    if let (Some(_), None) = (opts.timestamp_col, &raw.timestamps) {
+        tracing::debug!("{}: no timestamps (or not on every row)", source.display());
+    }
+    Ok(raw)
+}
 
+/// What the start of a file says about the rest: its layout, and where the
+/// rows begin (after a header line, if there is one).
+pub(crate) struct Head {
+    layout: Layout,
+    /// Offset of the first row line in the data (after any BOM the caller stripped).
+    body_start: usize,
+    /// Physical lines before `body_start` (so a body line's 1-based number is this plus its own).
+    lines_before_body: u64,
+}
+
+/// Detect the format and header from the first non-blank line of `data`.
+fn read_head(data: &[u8], source: &Path, opts: &LoadOptions) -> Result<Head, DataError> {
     // The first non-blank line: format detection and header.
     let (first_start, first_end, first_no) = {
         let (mut pos, mut no) = (0usize, 0u64);
         loop {
             if pos >= data.len() {
-                return Err(empty());
+                return Err(DataError::Empty {
+                    path: source.to_path_buf(),
+                });
             }
             let end = memchr(b'\n', &data[pos..]).map_or(data.len(), |k| pos + k);
             no += 1;
@@ -103,13 +137,32 @@ pub fn parse_ratings(bytes: &[u8], source: &Path, opts: &LoadOptions) -> Result<
         .header
         .or(format.fixed_header())
         .unwrap_or_else(|| layout.looks_like_header(first_line));
-    let (body, base_line) = if header {
-        (data.get(first_end + 1..).unwrap_or(&[]), first_no)
+    Ok(if header {
+        Head {
+            layout,
+            body_start: (first_end + 1).min(data.len()),
+            lines_before_body: first_no,
+        }
     } else {
-        (&data[first_start..], first_no - 1)
-    };
+        Head {
+            layout,
+            body_start: first_start,
+            lines_before_body: first_no - 1,
+        }
+    })
+}
 
-    // Parse: one chunk, or line-aligned chunks in parallel.
+/// Parse whole lines of rows: one chunk, or line-aligned chunks in parallel.
+/// `base_line` lines come before `body`; `line_of` turns a line number so
+/// counted into the one a message names (a share of a file does not know
+/// how many lines precede it until it has to say).
+fn parse_body(
+    body: &[u8],
+    source: &Path,
+    layout: &Layout,
+    base_line: u64,
+    line_of: &mut dyn FnMut(u64) -> Result<u64, DataError>,
+) -> Result<RawRatings, DataError> {
     let threads = rayon::current_num_threads();
     let chunks: Vec<Chunk<'_>> = if body.len() >= PARALLEL_MIN_BYTES && threads > 1 {
         let target = (body.len() / (threads * 2)).max(CHUNK_MIN_BYTES);
@@ -129,7 +182,7 @@ pub fn parse_ratings(bytes: &[u8], source: &Path, opts: &LoadOptions) -> Result<
         if let Some((line, problem)) = &c.error {
             return Err(DataError::Malformed {
                 path: source.to_path_buf(),
-                line: line_off + line,
+                line: line_of(line_off + line)?,
                 problem: problem.clone(),
             });
         }
@@ -142,21 +195,15 @@ pub fn parse_ratings(bytes: &[u8], source: &Path, opts: &LoadOptions) -> Result<
         line_off += c.lines;
     }
     for (line, problem) in &skips {
-        tracing::warn!("{}:{}: {} (line skipped)", source.display(), line, problem);
+        tracing::warn!("{}:{}: {} (line skipped)", source.display(), line_of(*line)?, problem);
     }
     if skipped > skips.len() as u64 {
         tracing::warn!("{}: {} invalid lines skipped in all", source.display(), skipped);
     }
 
     let mut raw = merge(chunks, layout.has_ts);
-    if raw.is_empty() {
-        return Err(empty());
-    }
     raw.source = source.display().to_string();
     raw.skipped_lines = skipped;
-    if let (Some(_), None) = (opts.timestamp_col, &raw.timestamps) {
-        tracing::debug!("{}: no timestamps (or not on every row)", source.display());
-    }
     Ok(raw)
 }
 
