@@ -123,7 +123,7 @@ fn explicit_als_and_sgd_reach_the_noise_floor_on_generated_data() {
     let rmse = res.final_metrics.rmse.unwrap();
     eprintln!("generated data: ALS test RMSE {rmse:.4} (noise {noise})");
     // What predicting the training mean scores: the signal the factors must explain.
-    let mean = ds.global_mean();
+    let mean = ds.global_mean(&layouts.users);
     let baseline = (ds.test.ratings.iter().map(|&r| (r as f64 - mean).powi(2)).sum::<f64>() / ds.test.len() as f64).sqrt();
     eprintln!("generated data: mean-only RMSE {baseline:.4}");
     assert!(

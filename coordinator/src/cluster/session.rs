@@ -110,7 +110,7 @@ impl ClusterSession {
     ) -> anyhow::Result<TrainResult> {
         cfg.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         let state = state.unwrap_or_else(|| initial_state(ds, cfg));
-        let params = cfg.solve_params(ds.global_mean());
+        let params = cfg.solve_params(ds.global_mean(&layouts.users));
         let job_id = format!("job-{}", super::local::random_token());
         let lost = self.lost.lock().map(|l| l.clone()).unwrap_or_default();
         let mut exec = ClusterExecutor::start(

@@ -115,10 +115,20 @@ impl Dataset {
         self.by_user.nnz()
     }
 
-    /// Mean training rating (the global bias μ of explicit models).
-    pub fn global_mean(&self) -> f64 {
+    /// Mean training rating (the global bias μ of explicit models): each
+    /// block of `users`' ratings summed in row order, the blocks added in
+    /// block order, as workers holding the blocks would (the same bits for
+    /// any cluster shape).
+    pub fn global_mean(&self, users: &crate::blocks::BlockLayout) -> f64 {
         let v = &self.by_user.values;
-        v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64
+        let indptr = &self.by_user.indptr;
+        let sum: f64 = (0..users.n_blocks())
+            .map(|b| {
+                let r = users.range(b);
+                v[indptr[r.start]..indptr[r.end]].iter().map(|&x| x as f64).sum::<f64>()
+            })
+            .fold(0.0, |a, s| a + s);
+        sum / v.len().max(1) as f64
     }
 
     /// Build from chosen rows of one or two raw files.

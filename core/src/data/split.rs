@@ -191,29 +191,80 @@ fn keys(n: usize, seed: u64) -> Vec<u64> {
     }
 }
 
-/// The first `k` rows of the (key, row) order, without sorting: the k-th
-/// smallest key by selection, then rows below it and the lowest-numbered
-/// rows equal to it.
+/// The last row of the protocol's test set in (key, row) order: row `i` is a
+/// test row exactly when `(splitmix64_nth(seed, i), i) <= (key, row)`.
+///
+/// A function of the row count, the test count and the seed alone, so
+/// whoever holds some rows and their places in the input (a worker reading
+/// its share) decides for each without seeing the others. Found in two
+/// passes over the generated keys with 65,536 counters: which bucket of the
+/// keys' top 16 bits holds the `k`-th, then the keys of that bucket
+/// (about n/65,536 of them) sorted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RatioThreshold {
+    /// `None`: no test rows.
+    last: Option<(u64, u64)>,
+    seed: u64,
+}
+
+impl RatioThreshold {
+    pub fn new(n: u64, k: u64, seed: u64) -> Self {
+        let last = (k > 0 && n > 0).then(|| {
+            let k = k.min(n);
+            let bucket_of = |key: u64| (key >> 48) as usize;
+            // Rows in chunks of a million, in parallel.
+            let chunk = 1u64 << 20;
+            let rows = move |c: u64| c * chunk..((c + 1) * chunk).min(n);
+            let counts = (0..n.div_ceil(chunk))
+                .into_par_iter()
+                .map(|c| {
+                    let mut h = vec![0u64; 1 << 16];
+                    rows(c).for_each(|i| h[bucket_of(splitmix64_nth(seed, i))] += 1);
+                    h
+                })
+                .reduce(
+                    || vec![0u64; 1 << 16],
+                    |mut a, b| {
+                        a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                        a
+                    },
+                );
+            // The bucket holding the k-th key, and how many come before it.
+            let (mut below, mut bucket) = (0u64, 0usize);
+            while below + counts[bucket] < k {
+                below += counts[bucket];
+                bucket += 1;
+            }
+            let mut inside: Vec<(u64, u64)> = (0..n.div_ceil(chunk))
+                .into_par_iter()
+                .flat_map_iter(|c| {
+                    rows(c).filter_map(move |i| {
+                        let key = splitmix64_nth(seed, i);
+                        (bucket_of(key) == bucket).then_some((key, i))
+                    })
+                })
+                .collect();
+            inside.sort_unstable();
+            inside[(k - below - 1) as usize]
+        });
+        RatioThreshold { last, seed }
+    }
+
+    /// Whether row `i` of the input is a test row.
+    #[inline]
+    pub fn is_test(&self, i: u64) -> bool {
+        self.last.is_some_and(|last| (splitmix64_nth(self.seed, i), i) <= last)
+    }
+}
+
+/// The first `k` rows of the (key, row) order.
 fn ratio(n: usize, k: usize, seed: u64) -> Vec<bool> {
-    let mut is_test = vec![false; n];
-    if k == 0 {
-        return is_test;
+    let t = RatioThreshold::new(n as u64, k as u64, seed);
+    if n >= PAR_ROWS {
+        (0..n as u64).into_par_iter().map(|i| t.is_test(i)).collect()
+    } else {
+        (0..n as u64).map(|i| t.is_test(i)).collect()
     }
-    let mut sel = keys(n, seed);
-    let pivot = *sel.select_nth_unstable(k - 1).1;
-    drop(sel);
-    let below = (0..n).filter(|&i| splitmix64_nth(seed, i as u64) < pivot).count();
-    let mut equal_left = k - below;
-    for (i, t) in is_test.iter_mut().enumerate() {
-        let key = splitmix64_nth(seed, i as u64);
-        if key < pivot {
-            *t = true;
-        } else if key == pivot && equal_left > 0 {
-            *t = true;
-            equal_left -= 1;
-        }
-    }
-    is_test
 }
 
 /// Rows in (key, row) order.
@@ -318,6 +369,24 @@ mod tests {
         let mut all: Vec<usize> = train.iter().chain(test).copied().collect();
         all.sort();
         assert_eq!(all, (0..n).collect::<Vec<_>>(), "not disjoint or not complete");
+    }
+
+    #[test]
+    fn the_ratio_threshold_decides_each_row_alone_as_the_protocol_sorts_them() {
+        // Over several chunks of a million rows, so the parallel passes are exercised.
+        let n = 2_500_003;
+        let expected = reference_ratio(n, 7, 0.2);
+        let t = RatioThreshold::new(n as u64, expected.len() as u64, 7);
+        // Rows decided share by share from their places in the input alone.
+        let mut got = Vec::new();
+        for (lo, hi) in [(0, 1_000_000), (1_000_000, 1_000_001), (1_000_001, n)] {
+            got.extend((lo..hi).filter(|&i| t.is_test(i as u64)));
+        }
+        assert_eq!(got, expected);
+        // No test rows, every row, no rows.
+        assert!(!(0..100).any(|i| RatioThreshold::new(100, 0, 7).is_test(i)));
+        assert!((0..100).all(|i| RatioThreshold::new(100, 100, 7).is_test(i)));
+        assert!(!RatioThreshold::new(0, 5, 7).is_test(0));
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub fn train_gibbs(
             "Gibbs sampling cannot resume: the chain's average of its draws is not in a checkpoint".into(),
         ));
     }
-    let params = cfg.solve_params(ds.global_mean());
+    let params = cfg.solve_params(ds.global_mean(&BlockLayout::whole(ds.n_users())));
     // Single-process: the test metrics are summed over the users in one block.
     let one_block = BlockLayout::whole(ds.n_users());
     let mut state = start.unwrap_or_else(|| initial_state(ds, cfg));

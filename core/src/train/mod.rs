@@ -342,7 +342,7 @@ pub fn train(
     on_iteration: &mut OnIteration,
 ) -> Result<TrainResult, TrainError> {
     cfg.validate()?;
-    let params = cfg.solve_params(ds.global_mean());
+    let params = cfg.solve_params(ds.global_mean(&layouts.users));
     let mut state = state.unwrap_or_else(|| initial_state(ds, cfg));
     check_state(ds, cfg, &state)?;
     let implicit = cfg.is_implicit();

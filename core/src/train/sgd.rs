@@ -32,17 +32,18 @@ pub fn train_sgd(
     let Learner::Sgd { learning_rate } = cfg.learner else {
         return Err(TrainError::Config("train_sgd needs the SGD learner".into()));
     };
-    let mut params = cfg.solve_params(ds.global_mean());
-    params.reg_scaling = RegScaling::Count;
-    // Single-process: the test metrics are summed over the users in one block.
+    // Single-process: the mean and the test metrics are summed over the users in one block.
     let one_block = BlockLayout::whole(ds.n_users());
+    let params_mean = ds.global_mean(&one_block);
+    let mut params = cfg.solve_params(params_mean);
+    params.reg_scaling = RegScaling::Count;
     let mut state = state.unwrap_or_else(|| initial_state_sgd(ds, cfg));
     check_state(ds, cfg, &state)?;
     let biased = cfg.has_biases();
     let step = SgdStep {
         learning_rate,
         lambda: cfg.lambda,
-        global_mean: if biased { ds.global_mean() as f32 } else { 0.0 },
+        global_mean: if biased { params_mean as f32 } else { 0.0 },
         biased,
     };
     let grid = RatingGrid::new(&ds.by_user, &layouts.users, &layouts.items);
