@@ -86,7 +86,8 @@ pub struct Dataset {
     pub duplicates_merged: usize,
     pub rating_min: f32,
     pub rating_max: f32,
-    /// SHA-256 of the training triples and ids, to tie a model or checkpoint to its data.
+    /// A digest of the training triples by id ([`DataFingerprint`]), to tie
+    /// a model or checkpoint to its data.
     pub fingerprint: String,
 }
 
@@ -343,25 +344,72 @@ pub(super) fn merge_duplicates(m: Csr, policy: DuplicatePolicy) -> (Csr, usize) 
 }
 
 fn fingerprint(user_ids: &[String], item_ids: &[String], by_user: &Csr) -> String {
-    let mut h = Sha256::new();
-    for ids in [user_ids, item_ids] {
-        h.update((ids.len() as u64).to_le_bytes());
-        for id in ids {
-            h.update((id.len() as u64).to_le_bytes());
-            h.update(id.as_bytes());
+    let mut parts = DataFingerprint::default();
+    parts.add_rows(user_ids, item_ids, by_user, 0..user_ids.len());
+    parts.digest(user_ids.len(), item_ids.len())
+}
+
+/// The parts of a data fingerprint that any holder of some rows can compute
+/// and anyone can add up: four 64-bit lanes, each the wrapping sum over the
+/// training triples of a mix of (user id, item id, value), and the count.
+/// A sum does not depend on the order it is taken in, so workers holding
+/// different user blocks get parts whose sum is the whole data's, for any
+/// cluster shape; the digest is SHA-256 of the sizes and the sums.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DataFingerprint {
+    pub lanes: [u64; 4],
+    pub ratings: u64,
+}
+
+impl DataFingerprint {
+    /// Add the rows `rows` of `by_user` (users and items named by their ids).
+    pub fn add_rows(&mut self, user_ids: &[String], item_ids: &[String], by_user: &Csr, rows: std::ops::Range<usize>) {
+        use rayon::prelude::*;
+        let id_hash = |salt: u64, id: &str| crate::rng::mix64(crate::rng::fnv1a64(id.as_bytes()) ^ salt);
+        let item_hash: Vec<u64> = item_ids.par_iter().map(|i| id_hash(ITEM_SALT, i)).collect();
+        let (lanes, ratings) = rows
+            .into_par_iter()
+            .map(|u| {
+                let uh = id_hash(USER_SALT, &user_ids[u]);
+                let (cols, vals) = by_user.row(u);
+                let mut lanes = [0u64; 4];
+                for (&c, &v) in cols.iter().zip(vals) {
+                    let e = crate::rng::mix64(
+                        uh ^ crate::rng::mix64(item_hash[c as usize] ^ crate::rng::mix64(v.to_bits() as u64 ^ VALUE_SALT)),
+                    );
+                    for (j, lane) in lanes.iter_mut().enumerate() {
+                        *lane = lane.wrapping_add(crate::rng::splitmix64_nth(e, j as u64));
+                    }
+                }
+                (lanes, cols.len() as u64)
+            })
+            .reduce(|| ([0u64; 4], 0), |(a, n), (b, m)| (add_lanes(a, b), n + m));
+        self.lanes = add_lanes(self.lanes, lanes);
+        self.ratings += ratings;
+    }
+
+    /// Add another holder's parts.
+    pub fn merge(&mut self, other: &DataFingerprint) {
+        self.lanes = add_lanes(self.lanes, other.lanes);
+        self.ratings += other.ratings;
+    }
+
+    /// The fingerprint's text: hex SHA-256 of the sizes and the sums.
+    pub fn digest(&self, n_users: usize, n_items: usize) -> String {
+        let mut h = Sha256::new();
+        for x in [n_users as u64, n_items as u64, self.ratings].into_iter().chain(self.lanes) {
+            h.update(x.to_le_bytes());
         }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
-    for p in &by_user.indptr {
-        h.update((*p as u64).to_le_bytes());
-    }
-    for c in &by_user.indices {
-        h.update(c.to_le_bytes());
-    }
-    for v in &by_user.values {
-        h.update(v.to_bits().to_le_bytes());
-    }
-    let d = h.finalize();
-    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const USER_SALT: u64 = 0x7573_6572_7300_0001;
+const ITEM_SALT: u64 = 0x6974_656d_7300_0002;
+const VALUE_SALT: u64 = 0x7661_6c75_6500_0003;
+
+fn add_lanes(a: [u64; 4], b: [u64; 4]) -> [u64; 4] {
+    [0, 1, 2, 3].map(|j| a[j].wrapping_add(b[j]))
 }
 
 #[cfg(test)]
@@ -421,6 +469,45 @@ mod tests {
         assert_eq!(rows.iter().copied().zip(vals.iter().copied()).collect::<Vec<_>>(), col_a);
         assert!(d.test.is_empty());
         assert_eq!(d.test_dropped_cold, 2);
+    }
+
+    #[test]
+    fn the_fingerprint_is_the_sum_of_its_parts_and_sees_every_change() {
+        let rows: Vec<(String, String, f32)> = (0..400)
+            .map(|r| (format!("u{}", r % 37), format!("i{}", r * 7 % 53), (r % 5) as f32 + 0.5))
+            .collect();
+        let build = |rows: &[(String, String, f32)]| {
+            let triples: Vec<(&str, &str, f32)> = rows.iter().map(|(u, i, v)| (u.as_str(), i.as_str(), *v)).collect();
+            let r = raw(&triples);
+            let all: Vec<usize> = (0..r.len()).collect();
+            Dataset::build((&r, &all), None, DuplicatePolicy::Last).unwrap()
+        };
+        let d = build(&rows);
+        // Parts over any split of the users add up to the whole.
+        for cut in [0, 1, 10, d.n_users()] {
+            let (mut a, mut b) = (DataFingerprint::default(), DataFingerprint::default());
+            a.add_rows(&d.user_ids, &d.item_ids, &d.by_user, 0..cut);
+            b.add_rows(&d.user_ids, &d.item_ids, &d.by_user, cut..d.n_users());
+            b.merge(&a);
+            assert_eq!(b.digest(d.n_users(), d.n_items()), d.fingerprint);
+        }
+        // The rows in another order: the same data.
+        let mut shuffled = rows.clone();
+        shuffled.reverse();
+        assert_eq!(build(&shuffled).fingerprint, d.fingerprint);
+        // A changed value, a changed item, two values swapped: another fingerprint.
+        let mut changed = rows.clone();
+        changed[5].2 += 1.0;
+        assert_ne!(build(&changed).fingerprint, d.fingerprint);
+        let mut changed = rows.clone();
+        changed[5].1 = "i999".into();
+        assert_ne!(build(&changed).fingerprint, d.fingerprint);
+        let mut changed = rows.clone();
+        let (a, b) = (changed[3].2, changed[4].2);
+        assert_ne!(a, b);
+        changed[3].2 = b;
+        changed[4].2 = a;
+        assert_ne!(build(&changed).fingerprint, d.fingerprint);
     }
 
     #[test]
