@@ -211,41 +211,14 @@ impl RatioThreshold {
     pub fn new(n: u64, k: u64, seed: u64) -> Self {
         let last = (k > 0 && n > 0).then(|| {
             let k = k.min(n);
-            let bucket_of = |key: u64| (key >> 48) as usize;
-            // Rows in chunks of a million, in parallel.
-            let chunk = 1u64 << 20;
-            let rows = move |c: u64| c * chunk..((c + 1) * chunk).min(n);
-            let counts = (0..n.div_ceil(chunk))
-                .into_par_iter()
-                .map(|c| {
-                    let mut h = vec![0u64; 1 << 16];
-                    rows(c).for_each(|i| h[bucket_of(splitmix64_nth(seed, i))] += 1);
-                    h
-                })
-                .reduce(
-                    || vec![0u64; 1 << 16],
-                    |mut a, b| {
-                        a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                        a
-                    },
-                );
+            let counts = bucket_counts(n, seed);
             // The bucket holding the k-th key, and how many come before it.
             let (mut below, mut bucket) = (0u64, 0usize);
             while below + counts[bucket] < k {
                 below += counts[bucket];
                 bucket += 1;
             }
-            let mut inside: Vec<(u64, u64)> = (0..n.div_ceil(chunk))
-                .into_par_iter()
-                .flat_map_iter(|c| {
-                    rows(c).filter_map(move |i| {
-                        let key = splitmix64_nth(seed, i);
-                        (bucket_of(key) == bucket).then_some((key, i))
-                    })
-                })
-                .collect();
-            inside.sort_unstable();
-            inside[(k - below - 1) as usize]
+            keys_in_buckets(n, seed, bucket..bucket + 1)[(k - below - 1) as usize]
         });
         RatioThreshold { last, seed }
     }
@@ -255,6 +228,84 @@ impl RatioThreshold {
     pub fn is_test(&self, i: u64) -> bool {
         self.last.is_some_and(|last| (splitmix64_nth(self.seed, i), i) <= last)
     }
+}
+
+/// The bucket of a row key: its top 16 bits.
+#[inline]
+fn bucket_of(key: u64) -> usize {
+    (key >> 48) as usize
+}
+
+/// Rows are generated in chunks of this many, in parallel.
+const KEY_CHUNK: u64 = 1 << 20;
+
+/// How many of the keys of rows `0..n` fall in each of the 65,536 buckets.
+fn bucket_counts(n: u64, seed: u64) -> Vec<u64> {
+    let rows = move |c: u64| c * KEY_CHUNK..((c + 1) * KEY_CHUNK).min(n);
+    (0..n.div_ceil(KEY_CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let mut h = vec![0u64; 1 << 16];
+            rows(c).for_each(|i| h[bucket_of(splitmix64_nth(seed, i))] += 1);
+            h
+        })
+        .reduce(
+            || vec![0u64; 1 << 16],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        )
+}
+
+/// `(key, row)` of the rows `0..n` whose keys fall in `buckets`, sorted.
+fn keys_in_buckets(n: u64, seed: u64, buckets: std::ops::Range<usize>) -> Vec<(u64, u64)> {
+    let rows = move |c: u64| c * KEY_CHUNK..((c + 1) * KEY_CHUNK).min(n);
+    let mut keys: Vec<(u64, u64)> = (0..n.div_ceil(KEY_CHUNK))
+        .into_par_iter()
+        .flat_map_iter(|c| {
+            let buckets = buckets.clone();
+            rows(c).filter_map(move |i| {
+                let key = splitmix64_nth(seed, i);
+                buckets.contains(&bucket_of(key)).then_some((key, i))
+            })
+        })
+        .collect();
+    keys.par_sort_unstable();
+    keys
+}
+
+/// Keys held at once by [`key_ranks`] (16 bytes each).
+const RANK_PASS_KEYS: u64 = 1 << 22;
+
+/// The positions in the (key, row) order of rows `0..n` under `seed` of
+/// `rows` (ascending, below `n`), one per row: a function of `n` and `seed`
+/// alone, so a worker ranks the rows of its share without the others'. The
+/// keys are generated again for each range of buckets holding about
+/// [`RANK_PASS_KEYS`] of them, so memory stays bounded at any `n`.
+pub fn key_ranks(n: u64, seed: u64, rows: &[u64]) -> Vec<u64> {
+    debug_assert!(rows.windows(2).all(|w| w[0] < w[1]) && rows.last().is_none_or(|&r| r < n));
+    let counts = bucket_counts(n, seed);
+    let mut ranks = vec![0u64; rows.len()];
+    let (mut first, mut before) = (0usize, 0u64);
+    while first < counts.len() {
+        // Buckets first..last, about RANK_PASS_KEYS keys (at least one bucket).
+        let (mut last, mut held) = (first, 0u64);
+        while last < counts.len() && (last == first || held + counts[last] <= RANK_PASS_KEYS) {
+            held += counts[last];
+            last += 1;
+        }
+        if held > 0 {
+            for (p, &(_, row)) in keys_in_buckets(n, seed, first..last).iter().enumerate() {
+                if let Ok(at) = rows.binary_search(&row) {
+                    ranks[at] = before + p as u64;
+                }
+            }
+        }
+        before += held;
+        first = last;
+    }
+    ranks
 }
 
 /// The first `k` rows of the (key, row) order.
@@ -275,11 +326,11 @@ fn key_order(n: usize, seed: u64) -> Vec<usize> {
 }
 
 fn kfold(n: usize, folds: usize, fold: usize, seed: u64) -> Vec<bool> {
-    let mut is_test = vec![false; n];
-    for (p, r) in key_order(n, seed).into_iter().enumerate() {
-        is_test[r] = p % folds == fold;
-    }
-    is_test
+    let rows: Vec<u64> = (0..n as u64).collect();
+    key_ranks(n as u64, seed, &rows)
+        .into_iter()
+        .map(|p| p % folds as u64 == fold as u64)
+        .collect()
 }
 
 fn per_user(raw: &RawRatings, test_frac: f64, seed: u64) -> Vec<bool> {
@@ -387,6 +438,29 @@ mod tests {
         assert!(!(0..100).any(|i| RatioThreshold::new(100, 0, 7).is_test(i)));
         assert!((0..100).all(|i| RatioThreshold::new(100, 100, 7).is_test(i)));
         assert!(!RatioThreshold::new(0, 5, 7).is_test(0));
+    }
+
+    #[test]
+    fn key_ranks_are_the_positions_in_key_order_whichever_rows_are_asked() {
+        // Past one pass of RANK_PASS_KEYS keys, so the bucket ranges are exercised.
+        let n = 5_000_011u64;
+        let mut order: Vec<(u64, u64)> = (0..n).map(|i| (splitmix64_nth(3, i), i)).collect();
+        order.par_sort_unstable();
+        let mut expected = vec![0u64; n as usize];
+        for (p, &(_, r)) in order.iter().enumerate() {
+            expected[r as usize] = p as u64;
+        }
+        let some: Vec<u64> = (0..n).filter(|r| r % 1013 == 5 || *r == n - 1).collect();
+        let ranks = key_ranks(n, 3, &some);
+        for (r, p) in some.iter().zip(&ranks) {
+            assert_eq!(*p, expected[*r as usize], "row {r}");
+        }
+        let all: Vec<u64> = (0..1000).collect();
+        let small = key_ranks(1000, 9, &all);
+        let mut sorted = small.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, all, "a permutation");
+        assert!(key_ranks(0, 9, &[]).is_empty());
     }
 
     #[test]
