@@ -12,6 +12,7 @@ pub(crate) mod format;
 pub(crate) mod held_out;
 pub mod ids;
 pub(crate) mod load;
+pub mod select;
 pub mod split;
 pub mod synth;
 

@@ -12,6 +12,7 @@
 
 use rayon::prelude::*;
 
+use super::select::{select_kth, TemporalKeys};
 use super::{DataError, RawRatings};
 use crate::rng::splitmix64_nth;
 
@@ -364,19 +365,19 @@ fn per_user_where(raw: &RawRatings, test_frac: f64, seed: u64, chosen: impl Fn(u
     is_test
 }
 
-/// The last `k` rows of the (timestamp, row) order.
+/// The last `k` rows of the (timestamp, row) order: those at or above its
+/// `(n − k)`-th key, found by [`select_kth`] as workers holding shares of the
+/// input would find it (one part here).
 fn temporal(ts: &[i64], k: usize) -> Vec<bool> {
     let n = ts.len();
-    let mut is_test = vec![false; n];
-    if k == 0 {
-        return is_test;
+    let keys = TemporalKeys {
+        timestamps: ts,
+        first_row: 0,
+    };
+    match select_kth(&[&keys], (n - k.min(n)) as u64) {
+        Some(first_test) => (0..n).into_par_iter().map(|i| keys.key(i) >= first_test).collect(),
+        None => vec![false; n],
     }
-    let mut pairs: Vec<(i64, usize)> = ts.iter().copied().zip(0..n).collect();
-    pairs.select_nth_unstable(n - k);
-    for &(_, r) in &pairs[n - k..] {
-        is_test[r] = true;
-    }
-    is_test
 }
 
 #[cfg(test)]

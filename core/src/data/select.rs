@@ -1,0 +1,179 @@
+//! The k-th smallest of keys spread over parts (workers' shares of the
+//! input), found by asking each part small questions, so no part ever sends
+//! its keys: the range of its keys, then rounds of 65,536-bucket histograms
+//! of the next 16 bits under the prefix found so far, until the keys left
+//! under it are few enough to gather (at most [`GATHER_LIMIT`]). The
+//! temporal split's boundary is such a key: `(timestamp, row)` as one u128.
+
+use rayon::prelude::*;
+
+/// Keys gathered whole once no more than this many are left under the prefix.
+pub const GATHER_LIMIT: u64 = 1 << 16;
+
+/// What a part answers about its keys.
+pub trait KeyPart: Sync {
+    /// How many keys it holds.
+    fn count(&self) -> u64;
+    /// The smallest and largest of its keys (`None` if it holds none).
+    fn range(&self) -> Option<(u128, u128)>;
+    /// Of its keys `x` with `x >> shift == prefix`, how many have each value
+    /// of the 16 bits below (`(x >> (shift - 16)) & 0xffff`); `shift >= 16`.
+    fn histogram(&self, prefix: u128, shift: u32) -> Vec<u64>;
+    /// Its keys `x` with `x >> shift == prefix` (every key when `shift == 128`).
+    fn keys_under(&self, prefix: u128, shift: u32) -> Vec<u128>;
+}
+
+/// `x >> shift`, 0 for a shift of 128.
+#[inline]
+pub fn high_bits(x: u128, shift: u32) -> u128 {
+    x.checked_shr(shift).unwrap_or(0)
+}
+
+/// The `k`-th smallest key (0-based) over all parts, `None` if there are not
+/// more than `k`. Equal keys count once each.
+pub fn select_kth(parts: &[&dyn KeyPart], k: u64) -> Option<u128> {
+    let n: u64 = parts.iter().map(|p| p.count()).sum();
+    if k >= n {
+        return None;
+    }
+    let (lo, hi) = parts
+        .iter()
+        .filter_map(|p| p.range())
+        .fold((u128::MAX, u128::MIN), |(lo, hi), (a, b)| (lo.min(a), hi.max(b)));
+    // The bits every key shares are settled: start below them.
+    let mut shift = 128 - (lo ^ hi).leading_zeros();
+    let mut prefix = high_bits(lo, shift);
+    let (mut k, mut left) = (k, n);
+    while left > GATHER_LIMIT && shift >= 16 {
+        let mut counts = vec![0u64; 1 << 16];
+        for p in parts {
+            counts.iter_mut().zip(p.histogram(prefix, shift)).for_each(|(a, b)| *a += b);
+        }
+        let mut bucket = 0usize;
+        while k >= counts[bucket] {
+            k -= counts[bucket];
+            bucket += 1;
+        }
+        left = counts[bucket];
+        shift -= 16;
+        prefix = (prefix << 16) | bucket as u128;
+    }
+    let mut keys: Vec<u128> = parts.iter().flat_map(|p| p.keys_under(prefix, shift)).collect();
+    keys.par_sort_unstable();
+    keys.get(k as usize).copied()
+}
+
+/// The keys of the temporal split for rows with these timestamps, the first
+/// of them being row `first_row` of the input: `(timestamp, row)` as one
+/// u128 that sorts the same way (the timestamp's sign bit flipped).
+pub struct TemporalKeys<'a> {
+    pub timestamps: &'a [i64],
+    pub first_row: u64,
+}
+
+impl TemporalKeys<'_> {
+    /// The key of the `i`-th of these rows.
+    #[inline]
+    pub fn key(&self, i: usize) -> u128 {
+        temporal_key(self.timestamps[i], self.first_row + i as u64)
+    }
+
+    fn keys(&self) -> impl ParallelIterator<Item = u128> + '_ {
+        (0..self.timestamps.len())
+            .into_par_iter()
+            .with_min_len(1 << 16)
+            .map(|i| self.key(i))
+    }
+}
+
+/// `(timestamp, row)` as one u128 in the same order.
+#[inline]
+pub fn temporal_key(timestamp: i64, row: u64) -> u128 {
+    (((timestamp as u64) ^ (1 << 63)) as u128) << 64 | row as u128
+}
+
+impl KeyPart for TemporalKeys<'_> {
+    fn count(&self) -> u64 {
+        self.timestamps.len() as u64
+    }
+
+    fn range(&self) -> Option<(u128, u128)> {
+        self.keys().fold(|| None, fold_range).reduce(|| None, merge_range)
+    }
+
+    fn histogram(&self, prefix: u128, shift: u32) -> Vec<u64> {
+        self.keys()
+            .filter(|&x| high_bits(x, shift) == prefix)
+            .fold(
+                || vec![0u64; 1 << 16],
+                |mut h, x| {
+                    h[((x >> (shift - 16)) & 0xffff) as usize] += 1;
+                    h
+                },
+            )
+            .reduce(
+                || vec![0u64; 1 << 16],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                    a
+                },
+            )
+    }
+
+    fn keys_under(&self, prefix: u128, shift: u32) -> Vec<u128> {
+        self.keys().filter(|&x| high_bits(x, shift) == prefix).collect()
+    }
+}
+
+fn fold_range(r: Option<(u128, u128)>, x: u128) -> Option<(u128, u128)> {
+    Some(r.map_or((x, x), |(lo, hi)| (lo.min(x), hi.max(x))))
+}
+
+fn merge_range(a: Option<(u128, u128)>, b: Option<(u128, u128)>) -> Option<(u128, u128)> {
+    match (a, b) {
+        (Some((a0, a1)), Some((b0, b1))) => Some((a0.min(b0), a1.max(b1))),
+        (x, None) | (None, x) => x,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    fn by_sorting(ts: &[i64], k: usize) -> u128 {
+        let mut keys: Vec<u128> = (0..ts.len()).map(|i| temporal_key(ts[i], i as u64)).collect();
+        keys.sort_unstable();
+        keys[k]
+    }
+
+    #[test]
+    fn the_kth_key_over_parts_is_the_kth_of_all_keys_sorted() {
+        let mut s = SplitMix64::new(11);
+        // Spread timestamps (histogram rounds), many ties (gathering by row),
+        // negative ones (the sign flip), and one value everywhere.
+        let cases: Vec<Vec<i64>> = vec![
+            (0..300_000).map(|_| 1_000_000_000 + (s.next_u64() % 90_000_000) as i64).collect(),
+            (0..300_000).map(|_| (s.next_u64() % 3) as i64).collect(),
+            (0..200_000).map(|_| (s.next_u64() % 2_000_001) as i64 - 1_000_000).collect(),
+            vec![42; 100_000],
+        ];
+        for ts in &cases {
+            let n = ts.len();
+            let cuts = [0, n / 3, n / 3 + 1, n];
+            let parts: Vec<TemporalKeys> = cuts
+                .windows(2)
+                .map(|w| TemporalKeys {
+                    timestamps: &ts[w[0]..w[1]],
+                    first_row: w[0] as u64,
+                })
+                .collect();
+            let refs: Vec<&dyn KeyPart> = parts.iter().map(|p| p as &dyn KeyPart).collect();
+            for k in [0, 1, n / 2, n * 4 / 5, n - 1] {
+                assert_eq!(select_kth(&refs, k as u64), Some(by_sorting(ts, k)), "k = {k}");
+            }
+            assert_eq!(select_kth(&refs, n as u64), None);
+        }
+        assert_eq!(select_kth(&[], 0), None);
+    }
+}
