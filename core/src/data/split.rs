@@ -288,6 +288,8 @@ pub fn key_ranks(n: u64, seed: u64, rows: &[u64]) -> Vec<u64> {
     debug_assert!(rows.windows(2).all(|w| w[0] < w[1]) && rows.last().is_none_or(|&r| r < n));
     let counts = bucket_counts(n, seed);
     let mut ranks = vec![0u64; rows.len()];
+    // Every row asked (ascending, distinct, below n): a row is its own index.
+    let every_row = rows.len() as u64 == n;
     let (mut first, mut before) = (0usize, 0u64);
     while first < counts.len() {
         // Buckets first..last, about RANK_PASS_KEYS keys (at least one bucket).
@@ -298,7 +300,8 @@ pub fn key_ranks(n: u64, seed: u64, rows: &[u64]) -> Vec<u64> {
         }
         if held > 0 {
             for (p, &(_, row)) in keys_in_buckets(n, seed, first..last).iter().enumerate() {
-                if let Ok(at) = rows.binary_search(&row) {
+                let at = if every_row { Ok(row as usize) } else { rows.binary_search(&row) };
+                if let Ok(at) = at {
                     ranks[at] = before + p as u64;
                 }
             }

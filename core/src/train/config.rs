@@ -270,8 +270,12 @@ impl TrainConfig {
             return err(Field::Factors, format!("must be in 1..={MAX_FACTORS}, got {}", self.factors));
         }
         in_range(Field::Lambda, self.lambda, 0.0, MAX_LAMBDA)?;
-        if self.blocks == 0 {
-            return err(Field::Blocks, "must be positive".into());
+        if self.blocks == 0 || self.blocks > crate::data::ids::ID_BUCKETS {
+            // A block is at least one id hash bucket.
+            return err(
+                Field::Blocks,
+                format!("must be in 1..={}, got {}", crate::data::ids::ID_BUCKETS, self.blocks),
+            );
         }
         if let Some(imp) = &self.implicit {
             in_range(Field::Alpha, imp.alpha, 0.0, MAX_ALPHA)?;
@@ -403,5 +407,21 @@ mod tests {
         let text = serde_json::to_string(&new).unwrap();
         assert!(text.contains(r#""loss":{"loss":"ials","unobserved_weight":0.25"#), "{text}");
         assert_eq!(serde_json::from_str::<TrainConfig>(&text).unwrap(), new);
+    }
+
+    #[test]
+    fn a_side_has_between_one_block_and_one_per_id_bucket() {
+        for (blocks, ok) in [
+            (0, false),
+            (1, true),
+            (crate::data::ids::ID_BUCKETS, true),
+            (crate::data::ids::ID_BUCKETS + 1, false),
+        ] {
+            let cfg = TrainConfig {
+                blocks,
+                ..Default::default()
+            };
+            assert_eq!(cfg.validate().is_ok(), ok, "{blocks} blocks");
+        }
     }
 }
