@@ -31,13 +31,31 @@ pub fn block_of_bucket(bucket: usize, n_blocks: usize) -> usize {
 /// Ids in dense order: by bucket, then numerically when every id is an
 /// integer (ties, such as `7` and `07`, bytewise), else bytewise.
 pub fn dense_order(ids: Vec<&str>) -> Vec<String> {
-    let numeric = ids.iter().all(|t| t.parse::<i128>().is_ok());
+    let numeric = all_integers(ids.iter().copied());
+    dense_order_as(ids, numeric)
+}
+
+/// Whether every id is an integer (then ids sort numerically).
+pub fn all_integers<'a>(mut ids: impl Iterator<Item = &'a str>) -> bool {
+    ids.all(|t| t.parse::<i128>().is_ok())
+}
+
+/// [`dense_order`] with the numeric decision made by the caller: a block of
+/// ids is ordered as the whole side's ids would be (numerically only when
+/// every id of the side is an integer).
+pub fn dense_order_as(ids: Vec<&str>, numeric: bool) -> Vec<String> {
     let mut keyed: Vec<(usize, i128, &str)> = ids
         .into_iter()
         .map(|t| (id_bucket(t), if numeric { t.parse::<i128>().unwrap_or(0) } else { 0 }, t))
         .collect();
     keyed.sort_unstable();
     keyed.into_iter().map(|(_, _, t)| t.to_owned()).collect()
+}
+
+/// The block, of `n_blocks`, of an id.
+#[inline]
+pub fn block_of_id(id: &str, n_blocks: usize) -> usize {
+    block_of_bucket(id_bucket(id), n_blocks)
 }
 
 /// Whether `ids` are in [`dense_order`]'s bucket order (what a block layout

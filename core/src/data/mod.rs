@@ -11,6 +11,7 @@ pub(crate) mod error;
 pub(crate) mod format;
 pub(crate) mod held_out;
 pub mod ids;
+pub mod ingest;
 pub(crate) mod load;
 pub mod select;
 pub mod split;

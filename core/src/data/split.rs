@@ -343,12 +343,20 @@ fn per_user(raw: &RawRatings, test_frac: f64, seed: u64) -> Vec<bool> {
 
 /// [`per_user`] for the users (token indices) `chosen` accepts; other users' rows stay training rows.
 fn per_user_where(raw: &RawRatings, test_frac: f64, seed: u64, chosen: impl Fn(usize) -> bool) -> Vec<bool> {
-    let n = raw.len();
-    let n_users = raw.users.iter().map(|&u| u as usize + 1).max().unwrap_or(0);
+    let places: Vec<u64> = (0..raw.len() as u64).collect();
+    per_user_rows(&raw.users, &places, test_frac, seed, chosen)
+}
+
+/// The per-user split of some rows holding every row of their users:
+/// `users[j]` is the user (any dense key) of the j-th row and `places[j]` its
+/// place in the input, which gives its key. What the owner of a user block
+/// decides for its users, whoever read their rows.
+pub fn per_user_rows(users: &[u32], places: &[u64], test_frac: f64, seed: u64, chosen: impl Fn(usize) -> bool) -> Vec<bool> {
+    let n_users = users.iter().map(|&u| u as usize + 1).max().unwrap_or(0);
     // Rows grouped by user, ascending within a user.
-    let (start, rows) = super::group_by_key(&raw.users, n_users);
-    let mut is_test = vec![false; n];
-    let mut group: Vec<(u64, usize)> = Vec::new();
+    let (start, rows) = super::group_by_key(users, n_users);
+    let mut is_test = vec![false; users.len()];
+    let mut group: Vec<(u64, u64, usize)> = Vec::new();
     for u in 0..n_users {
         let g = &rows[start[u]..start[u + 1]];
         if g.len() < 2 || !chosen(u) {
@@ -359,10 +367,10 @@ fn per_user_where(raw: &RawRatings, test_frac: f64, seed: u64, chosen: impl Fn(u
             continue;
         }
         group.clear();
-        group.extend(g.iter().map(|&r| (splitmix64_nth(seed, r as u64), r)));
+        group.extend(g.iter().map(|&j| (splitmix64_nth(seed, places[j]), places[j], j)));
         group.sort_unstable();
-        for &(_, r) in &group[..k] {
-            is_test[r] = true;
+        for &(_, _, j) in &group[..k] {
+            is_test[j] = true;
         }
     }
     is_test
