@@ -125,6 +125,31 @@ impl KeyPart for TemporalKeys<'_> {
     }
 }
 
+/// Keys held as they are: a user block's hold-out keys, say.
+pub struct KeysPart<'a>(pub &'a [u128]);
+
+impl KeyPart for KeysPart<'_> {
+    fn count(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn range(&self) -> Option<(u128, u128)> {
+        self.0.iter().copied().fold(None, fold_range)
+    }
+
+    fn histogram(&self, prefix: u128, shift: u32) -> Vec<u64> {
+        let mut h = vec![0u64; 1 << 16];
+        for &x in self.0.iter().filter(|&&x| high_bits(x, shift) == prefix) {
+            h[((x >> (shift - 16)) & 0xffff) as usize] += 1;
+        }
+        h
+    }
+
+    fn keys_under(&self, prefix: u128, shift: u32) -> Vec<u128> {
+        self.0.iter().copied().filter(|&x| high_bits(x, shift) == prefix).collect()
+    }
+}
+
 fn fold_range(r: Option<(u128, u128)>, x: u128) -> Option<(u128, u128)> {
     Some(r.map_or((x, x), |(lo, hi)| (lo.min(x), hi.max(x))))
 }

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::select::{select_kth, TemporalKeys};
 use super::{DataError, RawRatings};
-use crate::rng::splitmix64_nth;
+use crate::rng::{fnv1a64, mix64, splitmix64_nth, GOLDEN};
 
 /// Fraction of the rows held out for testing, by default.
 pub const DEFAULT_TEST_RATIO: f64 = 0.2;
@@ -112,9 +112,13 @@ pub fn split_rows(raw: &RawRatings, spec: &SplitSpec) -> Result<(Vec<usize>, Vec
 /// [`HELD_OUT_RANKED_FRACTION`]: the first `floor(n_u * 0.2)` are ranked,
 /// the others folded in, and at least one is folded in.
 ///
-/// Users are ordered by (SplitMix64 key of their first-seen position, position)
-/// under a seed derived from `seed`, so which users are held out does not
-/// depend on which rows each user has.
+/// Users are ordered by [`user_holdout_key`] of their id under a seed
+/// derived from `seed`, so which users are held out depends on the ids
+/// alone: not on which rows each user has, nor on the file's order, nor on
+/// who read which part of the input. The held-out users are a leading range
+/// of that order (ratio) or one of `folds` consecutive ranges of it, sizes
+/// differing by at most one: whoever holds some users decides theirs from
+/// one or two boundary keys, which [`select_kth`] finds over the holders.
 pub fn split_users(raw: &RawRatings, which: UserHoldout) -> Result<UserSplit, DataError> {
     let n_users = raw.user_tokens.len();
     let seed = match which {
@@ -122,20 +126,23 @@ pub fn split_users(raw: &RawRatings, which: UserHoldout) -> Result<UserSplit, Da
     };
     // A different stream from the row keys (which use `seed` itself).
     let user_seed = splitmix64_nth(seed, u64::MAX - 1);
-    let order = key_order(n_users, user_seed);
-    let mut held_out = vec![false; n_users];
-    match which {
-        UserHoldout::Ratio { frac, .. } => {
-            for &u in &order[..n_test(n_users, frac)?] {
-                held_out[u] = true;
-            }
-        }
+    let mut order: Vec<(u128, usize)> = raw
+        .user_tokens
+        .iter()
+        .enumerate()
+        .map(|(u, id)| (user_holdout_key(id, user_seed), u))
+        .collect();
+    order.sort_unstable();
+    let held = match which {
+        UserHoldout::Ratio { frac, .. } => 0..n_test(n_users, frac)?,
         UserHoldout::Folds { folds, fold, .. } => {
             check_folds(folds, fold)?;
-            for (p, &u) in order.iter().enumerate() {
-                held_out[u] = p % folds == fold;
-            }
+            n_users * fold / folds..n_users * (fold + 1) / folds
         }
+    };
+    let mut held_out = vec![false; n_users];
+    for &(_, u) in &order[held] {
+        held_out[u] = true;
     }
     let ranked = per_user_where(raw, HELD_OUT_RANKED_FRACTION, seed, |u| held_out[u]);
     let mut split = UserSplit {
@@ -182,14 +189,6 @@ fn check_frac(test_frac: f64) -> Result<(), DataError> {
 fn n_test(n: usize, test_frac: f64) -> Result<usize, DataError> {
     check_frac(test_frac)?;
     Ok(((n as f64 * test_frac).floor() as usize).min(n))
-}
-
-fn keys(n: usize, seed: u64) -> Vec<u64> {
-    if n >= PAR_ROWS {
-        (0..n as u64).into_par_iter().map(|i| splitmix64_nth(seed, i)).collect()
-    } else {
-        (0..n as u64).map(|i| splitmix64_nth(seed, i)).collect()
-    }
 }
 
 /// The last row of the protocol's test set in (key, row) order: row `i` is a
@@ -322,13 +321,6 @@ fn ratio(n: usize, k: usize, seed: u64) -> Vec<bool> {
     }
 }
 
-/// Rows in (key, row) order.
-fn key_order(n: usize, seed: u64) -> Vec<usize> {
-    let mut pairs: Vec<(u64, usize)> = keys(n, seed).into_iter().zip(0..n).collect();
-    pairs.par_sort_unstable();
-    pairs.into_iter().map(|(_, i)| i).collect()
-}
-
 fn kfold(n: usize, folds: usize, fold: usize, seed: u64) -> Vec<bool> {
     let rows: Vec<u64> = (0..n as u64).collect();
     key_ranks(n as u64, seed, &rows)
@@ -374,6 +366,15 @@ pub fn per_user_rows(users: &[u32], places: &[u64], test_frac: f64, seed: u64, c
         }
     }
     is_test
+}
+
+/// The key that orders users for holding them out: two independent hashes
+/// of the id's bytes under `user_seed`, the second breaking ties of the
+/// first, so the order depends on the id alone.
+pub fn user_holdout_key(id: &str, user_seed: u64) -> u128 {
+    let first = mix64(fnv1a64(id.as_bytes()) ^ user_seed);
+    let second = id.bytes().fold(user_seed.rotate_left(32) ^ GOLDEN, |a, b| mix64(a ^ b as u64));
+    (first as u128) << 64 | second as u128
 }
 
 /// The last `k` rows of the (timestamp, row) order: those at or above its
@@ -721,6 +722,44 @@ mod tests {
         let again = split_users(&fewer, UserHoldout::Ratio { frac: 0.2, seed: 42 }).unwrap();
         let held_again: Vec<usize> = again.fold_in.iter().chain(&again.test).copied().collect();
         assert_eq!(users_of(&fewer, &held_again), held_users);
+    }
+
+    #[test]
+    fn held_out_users_are_decided_from_boundary_keys_found_over_any_holders() {
+        use crate::data::select::{select_kth, KeyPart, KeysPart};
+        // 150,000 users, so the selection takes histogram rounds.
+        let n_users = 150_000usize;
+        let users: Vec<u32> = (0..n_users as u32).collect();
+        let mut raw = raw_n(n_users, &users);
+        raw.user_tokens = (0..n_users).map(|u| format!("user{}", u * 7919 % 1_000_003)).collect();
+        let user_seed = splitmix64_nth(5, u64::MAX - 1);
+        let keys: Vec<u128> = raw.user_tokens.iter().map(|id| user_holdout_key(id, user_seed)).collect();
+        // Three holders with users spread over them unevenly.
+        let parts: Vec<Vec<u128>> = (0..3)
+            .map(|p| keys.iter().enumerate().filter(|(u, _)| u % 5 % 3 == p).map(|(_, &k)| k).collect())
+            .collect();
+        let holders: Vec<KeysPart> = parts.iter().map(|p| KeysPart(p)).collect();
+        let refs: Vec<&dyn KeyPart> = holders.iter().map(|h| h as &dyn KeyPart).collect();
+        let held_by_split = |s: &UserSplit| users_of(&raw, &s.fold_in.iter().chain(&s.test).copied().collect::<Vec<_>>());
+        let at = |k: usize| select_kth(&refs, k as u64);
+        // Ratio: the users at or below the k-th key.
+        let s = split_users(&raw, UserHoldout::Ratio { frac: 0.2, seed: 5 }).unwrap();
+        let last = at(n_users / 5 - 1).unwrap();
+        let by_key: std::collections::BTreeSet<u32> = (0..n_users).filter(|&u| keys[u] <= last).map(|u| u as u32).collect();
+        assert_eq!(held_by_split(&s), by_key);
+        // Fold 2 of 4: the users from its first key up to the next fold's.
+        let s = split_users(
+            &raw,
+            UserHoldout::Folds {
+                folds: 4,
+                fold: 2,
+                seed: 5,
+            },
+        )
+        .unwrap();
+        let (lo, hi) = (at(n_users * 2 / 4).unwrap(), at(n_users * 3 / 4).unwrap());
+        let by_key: std::collections::BTreeSet<u32> = (0..n_users).filter(|&u| keys[u] >= lo && keys[u] < hi).map(|u| u as u32).collect();
+        assert_eq!(held_by_split(&s), by_key);
     }
 
     #[test]
