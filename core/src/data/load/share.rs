@@ -125,14 +125,15 @@ fn file_share(path: &Path, opts: &LoadOptions, share: Share) -> Result<RawRating
         source: path.display().to_string(),
         ..Default::default()
     };
-    // The head: enough bytes to hold the first non-blank line whole.
+    // The head: enough bytes to hold the first non-blank line whole, read in
+    // doubling steps (a long run of blank lines costs linear time).
     let mut head_bytes = Vec::new();
     let head = loop {
-        let want = (head_bytes.len() + SCAN_BYTES) as u64;
-        head_bytes.clear();
-        f.seek(SeekFrom::Start(0)).map_err(io(path))?;
-        (&mut f).take(want).read_to_end(&mut head_bytes).map_err(io(path))?;
-        let complete = head_bytes.len() as u64 == len || has_full_nonblank_line(&head_bytes);
+        let more = SCAN_BYTES.max(head_bytes.len()) as u64;
+        let before = head_bytes.len();
+        (&mut f).take(more).read_to_end(&mut head_bytes).map_err(io(path))?;
+        let at_end = head_bytes.len() as u64 >= len || head_bytes.len() == before;
+        let complete = at_end || has_full_nonblank_line(&head_bytes);
         if complete {
             let bom = if head_bytes.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
             match read_head(&head_bytes[bom..], path, opts) {
@@ -306,6 +307,16 @@ mod tests {
             .map(|index| load_share(&path, &o, Share { index, count: 4 }).unwrap().len())
             .collect();
         assert!(sizes.iter().all(|&n| (700..=800).contains(&n)), "{sizes:?}");
+        // The first row past the first read of the head (blank lines before it).
+        let blanks = "\n".repeat(300_000);
+        std::fs::write(&path, format!("{blanks}1,2,3\n4,5,6\n")).unwrap();
+        for count in [1, 2, 3] {
+            assert_eq!(
+                all_shares(&path, &o, count),
+                triples(&load_ratings(&path, &o).unwrap()),
+                "{count} shares"
+            );
+        }
         // One line, many shares: one share holds it.
         std::fs::write(&path, "1,2,3").unwrap();
         assert_eq!(all_shares(&path, &o, 5).len(), 1);
