@@ -335,15 +335,15 @@ fn per_user(raw: &RawRatings, test_frac: f64, seed: u64) -> Vec<bool> {
 
 /// [`per_user`] for the users (token indices) `chosen` accepts; other users' rows stay training rows.
 fn per_user_where(raw: &RawRatings, test_frac: f64, seed: u64, chosen: impl Fn(usize) -> bool) -> Vec<bool> {
-    let places: Vec<u64> = (0..raw.len() as u64).collect();
-    per_user_rows(&raw.users, &places, test_frac, seed, chosen)
+    // The whole input: a row's place is its index.
+    per_user_rows(&raw.users, |j| j as u64, test_frac, seed, chosen)
 }
 
 /// The per-user split of some rows holding every row of their users:
-/// `users[j]` is the user (any dense key) of the j-th row and `places[j]` its
+/// `users[j]` is the user (any dense key) of the j-th row and `place(j)` its
 /// place in the input, which gives its key. What the owner of a user block
 /// decides for its users, whoever read their rows.
-pub fn per_user_rows(users: &[u32], places: &[u64], test_frac: f64, seed: u64, chosen: impl Fn(usize) -> bool) -> Vec<bool> {
+pub fn per_user_rows(users: &[u32], place: impl Fn(usize) -> u64, test_frac: f64, seed: u64, chosen: impl Fn(usize) -> bool) -> Vec<bool> {
     let n_users = users.iter().map(|&u| u as usize + 1).max().unwrap_or(0);
     // Rows grouped by user, ascending within a user.
     let (start, rows) = super::group_by_key(users, n_users);
@@ -359,7 +359,7 @@ pub fn per_user_rows(users: &[u32], places: &[u64], test_frac: f64, seed: u64, c
             continue;
         }
         group.clear();
-        group.extend(g.iter().map(|&j| (splitmix64_nth(seed, places[j]), places[j], j)));
+        group.extend(g.iter().map(|&j| (splitmix64_nth(seed, place(j)), place(j), j)));
         group.sort_unstable();
         for &(_, _, j) in &group[..k] {
             is_test[j] = true;

@@ -96,8 +96,8 @@ impl UserBlock {
                 *users.entry(r.user.as_str()).or_insert(next)
             })
             .collect();
-        let places: Vec<u64> = self.rows.iter().map(|r| r.place).collect();
-        let test = per_user_rows(&keys, &places, test_frac, seed, |_| true);
+        let rows = &self.rows;
+        let test = per_user_rows(&keys, |j| rows[j].place, test_frac, seed, |_| true);
         for (r, t) in self.rows.iter_mut().zip(test) {
             r.test = t;
         }
