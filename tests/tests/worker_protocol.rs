@@ -18,6 +18,18 @@ fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
     r
 }
 
+/// One evaluation call that succeeds: its one block's sums, then the end.
+async fn block_sums(c: &mut WorkerClient<tonic::transport::Channel>, chunk: EvalChunk) -> als_proto::pb::EvalSums {
+    let mut out = c
+        .evaluate(authed(tokio_stream::iter(vec![chunk]), "s3cret"))
+        .await
+        .unwrap()
+        .into_inner();
+    let sums = out.message().await.unwrap().unwrap().sums.unwrap();
+    assert!(out.message().await.unwrap().unwrap().last);
+    sums
+}
+
 fn spec() -> SolverSpec {
     SolverSpec {
         feedback: als_proto::pb::Feedback::Explicit as i32,
@@ -141,20 +153,13 @@ fn handshake_token_job_and_validation() {
             item_bias: f32_bytes(&[-0.5]).into(),
             ..Default::default()
         };
-        let mut out = c
-            .evaluate(authed(tokio_stream::iter(vec![eval(&[4])]), "s3cret"))
-            .await
-            .unwrap()
-            .into_inner();
         // One test row valued 3: its error sums (no clipping asked for).
-        let first = out.message().await.unwrap().unwrap();
-        let sums = first.sums.unwrap();
+        let sums = block_sums(&mut c, eval(&[4])).await;
         assert!(
             sums.n == 1 && (sums.squared - 1.44).abs() < 1e-5 && (sums.absolute - 1.2).abs() < 1e-6,
             "{sums:?}"
         );
         assert_eq!((sums.squared_clipped, sums.absolute_clipped), (sums.squared, sums.absolute));
-        assert!(out.message().await.unwrap().unwrap().last);
         // Factors for another item than the test row's: refused, nothing computed.
         let e = c
             .evaluate(authed(tokio_stream::iter(vec![eval(&[3])]), "s3cret"))
@@ -281,19 +286,12 @@ fn handshake_token_job_and_validation() {
         }
         // The worker's own user row (factors 0.1, bias 0) against the peer's
         // item 4: 3.5 + 0 - 0.5 + 0.1·(1+2+3+4) = 4.0.
-        let mut out = c
-            .evaluate(authed(tokio_stream::iter(vec![from_peers(3)]), "s3cret"))
-            .await
-            .unwrap()
-            .into_inner();
         // Against the test value 3, clipped to [1, 3.5]: errors 1 and 0.5.
-        let first = out.message().await.unwrap().unwrap();
-        let sums = first.sums.unwrap();
+        let sums = block_sums(&mut c, from_peers(3)).await;
         assert!(
             sums.n == 1 && (sums.squared - 1.0).abs() < 1e-5 && (sums.squared_clipped - 0.25).abs() < 1e-5,
             "{sums:?}"
         );
-        assert!(out.message().await.unwrap().unwrap().last);
         // The rows are used once: the same evaluation again waits for new ones.
         let e = c
             .evaluate(authed(tokio_stream::iter(vec![from_peers(3)]), "s3cret"))
