@@ -23,3 +23,13 @@ pub enum DataError {
     #[error("{0}")]
     Invalid(String),
 }
+
+impl DataError {
+    /// The error of an I/O call on `path` (for `map_err`).
+    pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+        move |source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

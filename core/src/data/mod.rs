@@ -48,10 +48,7 @@ pub fn group_by_key(keys: &[u32], n_keys: usize) -> (Vec<usize>, Vec<usize>) {
 /// A whole text file as UTF-8, without a leading byte-order mark (editors on
 /// Windows write one; left in, it would become part of the first id).
 pub fn read_text_file(path: &std::path::Path) -> Result<String, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(DataError::io(path))?;
     Ok(match text.strip_prefix('\u{feff}') {
         Some(rest) => rest.to_string(),
         None => text,

@@ -533,10 +533,6 @@ pub fn write_csv(spec: &SynthSpec, path: &Path, mut progress: impl FnMut(u64)) -
     let res = crate::atomic::write_file_atomic(path, crate::atomic::OutputPolicy::REPLACE, |w| {
         w.write_all(b"user,item,rating\n")?;
         let r = run(spec, &mut |rows| {
-            let io = |source: std::io::Error| DataError::Io {
-                path: path.to_path_buf(),
-                source,
-            };
             buf.clear();
             for r in rows {
                 push_u32(&mut buf, r.user);
@@ -546,11 +542,11 @@ pub fn write_csv(spec: &SynthSpec, path: &Path, mut progress: impl FnMut(u64)) -
                 if spec.stars {
                     buf.push(b'0' + r.rating as u8);
                 } else {
-                    write!(buf, "{}", r.rating).map_err(io)?;
+                    write!(buf, "{}", r.rating).map_err(DataError::io(path))?;
                 }
                 buf.push(b'\n');
             }
-            w.write_all(&buf).map_err(io)?;
+            w.write_all(&buf).map_err(DataError::io(path))?;
             written += rows.len() as u64;
             if written >= next_report {
                 progress(written);

@@ -57,10 +57,7 @@ pub fn load_ratings(path: &Path, opts: &LoadOptions) -> Result<RawRatings, DataE
         }
         return Ok(raw);
     }
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(DataError::io(path))?;
     let raw = parse_ratings(&bytes, path, opts)?;
     let secs = t0.elapsed().as_secs_f64();
     tracing::debug!(

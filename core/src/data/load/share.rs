@@ -35,31 +35,24 @@ impl Share {
 /// Bytes read at a time while looking for a line end.
 const SCAN_BYTES: usize = 64 << 10;
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
-    move |source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// The ratings files of an input: the path itself, or the regular files of
 /// a directory in name order, leaving out hidden files and the markers
 /// Spark and Hadoop write beside part files (names starting with `.` or `_`).
 pub fn input_files(path: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let meta = std::fs::metadata(path).map_err(io(path))?;
+    let meta = std::fs::metadata(path).map_err(DataError::io(path))?;
     if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(io(path))? {
-        let entry = entry.map_err(io(path))?;
+    for entry in std::fs::read_dir(path).map_err(DataError::io(path))? {
+        let entry = entry.map_err(DataError::io(path))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.starts_with('.') || name.starts_with('_') {
             continue;
         }
         let p = entry.path();
-        if std::fs::metadata(&p).map_err(io(&p))?.is_file() {
+        if std::fs::metadata(&p).map_err(DataError::io(&p))?.is_file() {
             files.push(p);
         }
     }
@@ -90,7 +83,7 @@ pub fn load_share(path: &Path, opts: &LoadOptions, share: Share) -> Result<RawRa
     // Part files go whole to the share their first byte falls in.
     let mut sizes = Vec::with_capacity(files.len());
     for f in &files {
-        sizes.push(std::fs::metadata(f).map_err(io(f))?.len());
+        sizes.push(std::fs::metadata(f).map_err(DataError::io(f))?.len());
     }
     let total: u64 = sizes.iter().sum();
     let (lo, hi) = share_range(0, total, share);
@@ -119,8 +112,8 @@ fn share_range(start: u64, end: u64, share: Share) -> (u64, u64) {
 
 /// The rows of one file whose lines start in the share's byte range of its body.
 fn file_share(path: &Path, opts: &LoadOptions, share: Share) -> Result<RawRatings, DataError> {
-    let mut f = File::open(path).map_err(io(path))?;
-    let len = f.metadata().map_err(io(path))?.len();
+    let mut f = File::open(path).map_err(DataError::io(path))?;
+    let len = f.metadata().map_err(DataError::io(path))?.len();
     let empty_share = || RawRatings {
         source: path.display().to_string(),
         ..Default::default()
@@ -131,7 +124,7 @@ fn file_share(path: &Path, opts: &LoadOptions, share: Share) -> Result<RawRating
     let head = loop {
         let more = SCAN_BYTES.max(head_bytes.len()) as u64;
         let before = head_bytes.len();
-        (&mut f).take(more).read_to_end(&mut head_bytes).map_err(io(path))?;
+        (&mut f).take(more).read_to_end(&mut head_bytes).map_err(DataError::io(path))?;
         let at_end = head_bytes.len() as u64 >= len || head_bytes.len() == before;
         let complete = at_end || has_full_nonblank_line(&head_bytes);
         if complete {
@@ -153,8 +146,8 @@ fn file_share(path: &Path, opts: &LoadOptions, share: Share) -> Result<RawRating
         return Ok(empty_share());
     }
     let mut body = Vec::with_capacity((end - start) as usize);
-    f.seek(SeekFrom::Start(start)).map_err(io(path))?;
-    (&mut f).take(end - start).read_to_end(&mut body).map_err(io(path))?;
+    f.seek(SeekFrom::Start(start)).map_err(DataError::io(path))?;
+    (&mut f).take(end - start).read_to_end(&mut body).map_err(DataError::io(path))?;
     if body.len() as u64 != end - start {
         return Err(DataError::Invalid(format!(
             "{}: the file changed while it was read",
@@ -196,9 +189,9 @@ fn line_start_at_or_after(f: &mut File, path: &Path, pos: u64, body_start: u64, 
     }
     let mut at = pos - 1;
     let mut buf = vec![0u8; SCAN_BYTES];
-    f.seek(SeekFrom::Start(at)).map_err(io(path))?;
+    f.seek(SeekFrom::Start(at)).map_err(DataError::io(path))?;
     loop {
-        let n = f.read(&mut buf).map_err(io(path))?;
+        let n = f.read(&mut buf).map_err(DataError::io(path))?;
         if n == 0 {
             return Ok(len);
         }
@@ -211,11 +204,11 @@ fn line_start_at_or_after(f: &mut File, path: &Path, pos: u64, body_start: u64, 
 
 /// Lines (`\n`s) in the first `end` bytes of the file.
 fn count_lines_before(path: &Path, end: u64) -> Result<u64, DataError> {
-    let mut f = File::open(path).map_err(io(path))?.take(end);
+    let mut f = File::open(path).map_err(DataError::io(path))?.take(end);
     let mut buf = vec![0u8; 1 << 20];
     let mut lines = 0u64;
     loop {
-        let n = f.read(&mut buf).map_err(io(path))?;
+        let n = f.read(&mut buf).map_err(DataError::io(path))?;
         if n == 0 {
             return Ok(lines);
         }
