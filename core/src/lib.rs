@@ -11,7 +11,7 @@ pub mod blocks;
 pub mod checkpoint;
 pub mod data;
 pub mod gibbs;
-pub(crate) mod init;
+pub mod init;
 pub mod le;
 pub mod limits;
 pub mod linalg;

@@ -365,18 +365,33 @@ impl DataFingerprint {
     /// Add the rows `rows` of `by_user` (users and items named by their ids).
     pub fn add_rows(&mut self, user_ids: &[String], item_ids: &[String], by_user: &Csr, rows: std::ops::Range<usize>) {
         use rayon::prelude::*;
-        let id_hash = |salt: u64, id: &str| crate::rng::mix64(crate::rng::fnv1a64(id.as_bytes()) ^ salt);
         let item_hash: Vec<u64> = item_ids.par_iter().map(|i| id_hash(ITEM_SALT, i)).collect();
+        self.add_hashed(|u| &user_ids[u], &|c| item_hash[c as usize], by_user, rows);
+    }
+
+    /// Add every row of a block's `by_user` (its rows `user_ids`), whose
+    /// columns are items named by `item_id`: a holder of one user block,
+    /// which knows only the items its rows name.
+    pub fn add_user_block<'a>(&mut self, user_ids: &[String], by_user: &Csr, item_id: impl Fn(u32) -> &'a str + Sync) {
+        self.add_hashed(|u| &user_ids[u], &|c| id_hash(ITEM_SALT, item_id(c)), by_user, 0..by_user.n_rows());
+    }
+
+    fn add_hashed<'a>(
+        &mut self,
+        user_id: impl Fn(usize) -> &'a str + Sync,
+        item_hash: &(dyn Fn(u32) -> u64 + Sync),
+        by_user: &Csr,
+        rows: std::ops::Range<usize>,
+    ) {
+        use rayon::prelude::*;
         let (lanes, ratings) = rows
             .into_par_iter()
             .map(|u| {
-                let uh = id_hash(USER_SALT, &user_ids[u]);
+                let uh = id_hash(USER_SALT, user_id(u));
                 let (cols, vals) = by_user.row(u);
                 let mut lanes = [0u64; 4];
                 for (&c, &v) in cols.iter().zip(vals) {
-                    let e = crate::rng::mix64(
-                        uh ^ crate::rng::mix64(item_hash[c as usize] ^ crate::rng::mix64(v.to_bits() as u64 ^ VALUE_SALT)),
-                    );
+                    let e = crate::rng::mix64(uh ^ crate::rng::mix64(item_hash(c) ^ crate::rng::mix64(v.to_bits() as u64 ^ VALUE_SALT)));
                     for (j, lane) in lanes.iter_mut().enumerate() {
                         *lane = lane.wrapping_add(crate::rng::splitmix64_nth(e, j as u64));
                     }
@@ -402,6 +417,10 @@ impl DataFingerprint {
         }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
+}
+
+fn id_hash(salt: u64, id: &str) -> u64 {
+    crate::rng::mix64(crate::rng::fnv1a64(id.as_bytes()) ^ salt)
 }
 
 const USER_SALT: u64 = 0x7573_6572_7300_0001;

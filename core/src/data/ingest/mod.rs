@@ -26,76 +26,160 @@ use super::ids::{all_integers, block_of_id, dense_order_as};
 use super::split::per_user_rows;
 use super::{Csr, DataError, DuplicatePolicy, RawRatings};
 
-/// One rating on its way to its user's block.
-#[derive(Debug, Clone, PartialEq)]
+/// One rating on its way to its user's block; its ids are codes into its
+/// part's table.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RoutedRow {
     /// Place in the input (its share's offset plus its place in the share).
     pub place: u64,
-    pub user: String,
-    pub item: String,
+    pub user: u32,
+    pub item: u32,
     pub value: f32,
     /// Held out by a split decided from the place alone.
     pub test: bool,
 }
 
-/// The rows of a share, `first_place` being the place of its first row, by
-/// user block of `n_blocks`; `is_test` decides a row from its place.
-pub fn route_share(raw: &RawRatings, first_place: u64, n_blocks: usize, is_test: &dyn Fn(u64) -> bool) -> Vec<Vec<RoutedRow>> {
-    let mut out = vec![Vec::new(); n_blocks];
-    for r in 0..raw.len() {
-        let (user, item, value) = raw.row(r);
-        let place = first_place + r as u64;
-        out[block_of_id(user, n_blocks)].push(RoutedRow {
-            place,
-            user: user.to_owned(),
-            item: item.to_owned(),
-            value,
-            test: is_test(place),
-        });
-    }
-    out
+/// Rows from one sender (or one message) with the table of the ids they
+/// name: ids travel once per part, not once per row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoutedPart {
+    pub ids: Vec<String>,
+    pub rows: Vec<RoutedRow>,
 }
 
 /// A training rating on its way to its item's block, its user numbered.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ItemBoundRow {
     pub place: u64,
     /// The user's dense index.
     pub user: u32,
-    pub item: String,
+    /// A code into its part's table.
+    pub item: u32,
     pub value: f32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ItemBoundPart {
+    pub ids: Vec<String>,
+    pub rows: Vec<ItemBoundRow>,
+}
+
+/// Builds a part's table, each id once, from codes of another table.
+#[derive(Default)]
+struct PartTable {
+    ids: Vec<String>,
+    code: FxHashMap<(u8, u32), u32>,
+}
+
+impl PartTable {
+    /// The part's code of `id`, which is code `from` of kind `kind` elsewhere.
+    fn code(&mut self, kind: u8, from: u32, id: &str) -> u32 {
+        let next = self.ids.len() as u32;
+        *self.code.entry((kind, from)).or_insert_with(|| {
+            self.ids.push(id.to_owned());
+            next
+        })
+    }
+}
+
+/// The rows of a share, `first_place` being the place of its first row, by
+/// user block of `n_blocks`; `is_test` decides a row from its place.
+pub fn route_share(raw: &RawRatings, first_place: u64, n_blocks: usize, is_test: &dyn Fn(u64) -> bool) -> Vec<RoutedPart> {
+    // One hash per distinct user, not per row.
+    let user_block: Vec<u32> = raw.user_tokens.iter().map(|u| block_of_id(u, n_blocks) as u32).collect();
+    let mut tables: Vec<PartTable> = (0..n_blocks).map(|_| PartTable::default()).collect();
+    let mut rows: Vec<Vec<RoutedRow>> = vec![Vec::new(); n_blocks];
+    for r in 0..raw.len() {
+        let (u, i) = (raw.users[r], raw.items[r]);
+        let b = user_block[u as usize] as usize;
+        let t = &mut tables[b];
+        let place = first_place + r as u64;
+        let row = RoutedRow {
+            place,
+            user: t.code(0, u, &raw.user_tokens[u as usize]),
+            item: t.code(1, i, &raw.item_tokens[i as usize]),
+            value: raw.ratings[r],
+            test: is_test(place),
+        };
+        rows[b].push(row);
+    }
+    tables
+        .into_iter()
+        .zip(rows)
+        .map(|(t, rows)| RoutedPart { ids: t.ids, rows })
+        .collect()
+}
+
+/// Parts' tables merged into one, each id once; `remap` gets, per part, its
+/// codes' codes in the merged table.
+fn merge_tables(tables: Vec<Vec<String>>) -> (Vec<String>, FxHashMap<String, u32>, Vec<Vec<u32>>) {
+    let mut ids: Vec<String> = Vec::new();
+    let mut code: FxHashMap<String, u32> = FxHashMap::default();
+    let remap = tables
+        .into_iter()
+        .map(|t| {
+            t.into_iter()
+                .map(|id| match code.get(&id) {
+                    Some(&c) => c,
+                    None => {
+                        let c = ids.len() as u32;
+                        ids.push(id.clone());
+                        code.insert(id, c);
+                        c
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    (ids, code, remap)
 }
 
 /// Every row of one block's users, from every share.
 #[derive(Debug, Default)]
 pub struct UserBlock {
-    /// In input order.
+    /// The ids the rows name, each once.
+    ids: Vec<String>,
+    /// In input order, codes into `ids`.
     rows: Vec<RoutedRow>,
     /// The block's users in dense order (after [`UserBlock::number_users`]).
     pub user_ids: Vec<String>,
-    index: FxHashMap<String, u32>,
+    /// Per code, its user's index within the block (`u32::MAX`: none).
+    dense: Vec<u32>,
 }
 
 impl UserBlock {
     /// Gather the routed rows of this block from all shares.
-    pub fn new(parts: Vec<Vec<RoutedRow>>) -> Self {
+    pub fn new(parts: Vec<RoutedPart>) -> Self {
+        let (tables, rows): (Vec<_>, Vec<_>) = parts.into_iter().map(|p| (p.ids, p.rows)).unzip();
+        let (ids, _, remap) = merge_tables(tables);
+        let rows = rows
+            .into_iter()
+            .zip(&remap)
+            .map(|(rows, m)| {
+                rows.into_iter()
+                    .map(|r| RoutedRow {
+                        user: m[r.user as usize],
+                        item: m[r.item as usize],
+                        ..r
+                    })
+                    .collect()
+            })
+            .collect();
         UserBlock {
-            rows: in_input_order(parts, |r| r.place),
+            ids,
+            rows: in_input_order(rows, |r| r.place),
             ..Default::default()
         }
     }
 
+    /// The places of its rows, in input order.
+    pub fn places(&self) -> impl Iterator<Item = u64> + '_ {
+        self.rows.iter().map(|r| r.place)
+    }
+
     /// Hold out `test_frac` of each user's rows by their keys (the per-user split).
     pub fn split_per_user(&mut self, test_frac: f64, seed: u64) {
-        let mut users: FxHashMap<&str, u32> = FxHashMap::default();
-        let keys: Vec<u32> = self
-            .rows
-            .iter()
-            .map(|r| {
-                let next = users.len() as u32;
-                *users.entry(r.user.as_str()).or_insert(next)
-            })
-            .collect();
+        let keys: Vec<u32> = self.rows.iter().map(|r| r.user).collect();
         let rows = &self.rows;
         let test = per_user_rows(&keys, |j| rows[j].place, test_frac, seed, |_| true);
         for (r, t) in self.rows.iter_mut().zip(test) {
@@ -103,38 +187,62 @@ impl UserBlock {
         }
     }
 
+    /// The codes of the users with training rows, each once.
+    fn training_users(&self) -> Vec<u32> {
+        let mut seen = vec![false; self.ids.len()];
+        self.rows
+            .iter()
+            .filter(|r| !r.test && !std::mem::replace(&mut seen[r.user as usize], true))
+            .map(|r| r.user)
+            .collect()
+    }
+
     /// Whether every training user id here is an integer (the side's dense
     /// order is numeric when every block says so).
     pub fn users_are_integers(&self) -> bool {
-        all_integers(self.rows.iter().filter(|r| !r.test).map(|r| r.user.as_str()))
+        all_integers(self.training_users().into_iter().map(|c| self.ids[c as usize].as_str()))
     }
 
     /// Number the users that have training rows, in the side's dense order.
     pub fn number_users(&mut self, numeric: bool) {
-        (self.user_ids, self.index) = number(self.rows.iter().filter(|r| !r.test).map(|r| r.user.as_str()), numeric);
+        (self.user_ids, self.dense) = number(&self.ids, self.training_users(), numeric);
     }
 
     /// The training rows, users numbered from `first_user`, by item block.
-    pub fn item_rows(&self, first_user: u32, n_blocks: usize) -> Vec<Vec<ItemBoundRow>> {
-        let mut out = vec![Vec::new(); n_blocks];
+    pub fn item_rows(&self, first_user: u32, n_blocks: usize) -> Vec<ItemBoundPart> {
+        let item_block: FxHashMap<u32, usize> = self
+            .rows
+            .iter()
+            .map(|r| r.item)
+            .collect::<std::collections::BTreeSet<u32>>()
+            .into_iter()
+            .map(|c| (c, block_of_id(&self.ids[c as usize], n_blocks)))
+            .collect();
+        let mut tables: Vec<PartTable> = (0..n_blocks).map(|_| PartTable::default()).collect();
+        let mut rows: Vec<Vec<ItemBoundRow>> = vec![Vec::new(); n_blocks];
         for r in self.rows.iter().filter(|r| !r.test) {
-            out[block_of_id(&r.item, n_blocks)].push(ItemBoundRow {
+            let b = item_block[&r.item];
+            rows[b].push(ItemBoundRow {
                 place: r.place,
-                user: first_user + self.index[&r.user],
-                item: r.item.clone(),
+                user: first_user + self.dense[r.user as usize],
+                item: tables[b].code(0, r.item, &self.ids[r.item as usize]),
                 value: r.value,
             });
         }
-        out
+        tables
+            .into_iter()
+            .zip(rows)
+            .map(|(t, rows)| ItemBoundPart { ids: t.ids, rows })
+            .collect()
     }
 
     /// The item ids this block's rows name, training and test, each once.
     pub fn items_named(&self) -> Vec<&str> {
-        let mut seen: FxHashMap<&str, ()> = FxHashMap::default();
+        let mut seen = vec![false; self.ids.len()];
         self.rows
             .iter()
-            .map(|r| r.item.as_str())
-            .filter(|i| seen.insert(i, ()).is_none())
+            .filter(|r| !std::mem::replace(&mut seen[r.item as usize], true))
+            .map(|r| self.ids[r.item as usize].as_str())
             .collect()
     }
 
@@ -148,19 +256,28 @@ impl UserBlock {
         source: &str,
         item_index: &dyn Fn(&str) -> Option<u32>,
     ) -> Result<FinishedUserBlock, DataError> {
+        // One look-up per distinct item.
+        let mut item_of: Vec<Option<Option<u32>>> = vec![None; self.ids.len()];
+        let mut item = |c: u32| *item_of[c as usize].get_or_insert_with(|| item_index(&self.ids[c as usize]));
         let (mut tu, mut ti, mut tv) = (Vec::new(), Vec::new(), Vec::new());
         let mut test = Vec::new();
         let mut test_dropped_cold = 0;
         for r in &self.rows {
-            let item = item_index(&r.item);
+            let i = item(r.item);
+            let u = self.dense[r.user as usize];
             if !r.test {
-                tu.push(self.index[&r.user]);
-                ti.push(item.ok_or_else(|| DataError::Invalid(format!("{source}: item {} of a training row is not numbered", r.item)))?);
+                tu.push(u);
+                ti.push(i.ok_or_else(|| {
+                    DataError::Invalid(format!(
+                        "{source}: item {} of a training row is not numbered",
+                        self.ids[r.item as usize]
+                    ))
+                })?);
                 tv.push(r.value);
                 continue;
             }
-            match (self.index.get(&r.user), item) {
-                (Some(&u), Some(i)) => test.push((first_user + u, i, r.value)),
+            match (u != u32::MAX, i) {
+                (true, Some(i)) => test.push((first_user + u, i, r.value)),
                 _ => test_dropped_cold += 1,
             }
         }
@@ -169,13 +286,13 @@ impl UserBlock {
         for (u, user) in self.user_ids.iter().enumerate() {
             let (cols, vals) = by_user.row(u);
             if let Some((c, v)) = cols.iter().zip(vals).find(|(_, v)| crate::limits::check_value(**v).is_err()) {
-                let item = self
+                let named = self
                     .rows
                     .iter()
-                    .find(|r| &r.user == user && item_index(&r.item) == Some(*c))
-                    .map_or("?", |r| r.item.as_str());
+                    .find(|r| self.dense[r.user as usize] == u as u32 && item(r.item) == Some(*c))
+                    .map_or("?", |r| self.ids[r.item as usize].as_str());
                 return Err(DataError::Invalid(format!(
-                    "{source}: user {user}, item {item}: value {v:e} (after merging repeated pairs) is outside the supported range ±{:e}",
+                    "{source}: user {user}, item {named}: value {v:e} (after merging repeated pairs) is outside the supported range ±{:e}",
                     crate::limits::MAX_ABS_VALUE
                 )));
             }
@@ -196,13 +313,16 @@ fn in_input_order<T>(parts: Vec<Vec<T>>, place: impl Fn(&T) -> u64) -> Vec<T> {
     rows
 }
 
-/// The distinct ids in the side's dense order, and each one's index.
-fn number<'a>(ids: impl Iterator<Item = &'a str>, numeric: bool) -> (Vec<String>, FxHashMap<String, u32>) {
-    let mut seen: FxHashMap<&str, ()> = FxHashMap::default();
-    let distinct: Vec<&str> = ids.filter(|i| seen.insert(i, ()).is_none()).collect();
-    let ordered = dense_order_as(distinct, numeric);
-    let index = ordered.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-    (ordered, index)
+/// The ids of `codes` (distinct) in the side's dense order, and per code
+/// of `ids` its index in that order (`u32::MAX` for the others).
+fn number(ids: &[String], codes: Vec<u32>, numeric: bool) -> (Vec<String>, Vec<u32>) {
+    let code_of: FxHashMap<&str, u32> = codes.iter().map(|&c| (ids[c as usize].as_str(), c)).collect();
+    let ordered = dense_order_as(codes.iter().map(|&c| ids[c as usize].as_str()).collect(), numeric);
+    let mut dense = vec![u32::MAX; ids.len()];
+    for (i, id) in ordered.iter().enumerate() {
+        dense[code_of[id.as_str()] as usize] = i as u32;
+    }
+    (ordered, dense)
 }
 
 /// A user block laid out: its users' training rows and its test rows.
@@ -219,50 +339,98 @@ pub struct FinishedUserBlock {
 /// Every training row of one block's items, users numbered.
 #[derive(Debug, Default)]
 pub struct ItemBlock {
+    ids: Vec<String>,
+    code: FxHashMap<String, u32>,
+    /// In input order, items as codes into `ids`.
     rows: Vec<ItemBoundRow>,
     /// The block's items in dense order (after [`ItemBlock::number_items`]).
     pub item_ids: Vec<String>,
-    index: FxHashMap<String, u32>,
+    dense: Vec<u32>,
 }
 
 impl ItemBlock {
     /// Gather the training rows of this block from all user blocks.
-    pub fn new(parts: Vec<Vec<ItemBoundRow>>) -> Self {
+    pub fn new(parts: Vec<ItemBoundPart>) -> Self {
+        let (tables, rows): (Vec<_>, Vec<_>) = parts.into_iter().map(|p| (p.ids, p.rows)).unzip();
+        let (ids, code, remap) = merge_tables(tables);
+        let rows = rows
+            .into_iter()
+            .zip(&remap)
+            .map(|(rows, m)| {
+                rows.into_iter()
+                    .map(|r| ItemBoundRow {
+                        item: m[r.item as usize],
+                        ..r
+                    })
+                    .collect()
+            })
+            .collect();
         ItemBlock {
-            rows: in_input_order(parts, |r| r.place),
+            ids,
+            code,
+            rows: in_input_order(rows, |r| r.place),
             ..Default::default()
         }
     }
 
+    /// The places of its rows, in input order.
+    pub fn places(&self) -> impl Iterator<Item = u64> + '_ {
+        self.rows.iter().map(|r| r.place)
+    }
+
+    /// The users of its rows (dense indices).
+    pub fn users(&self) -> impl Iterator<Item = u32> + '_ {
+        self.rows.iter().map(|r| r.user)
+    }
+
     /// Whether every item id here is an integer.
     pub fn items_are_integers(&self) -> bool {
-        all_integers(self.rows.iter().map(|r| r.item.as_str()))
+        all_integers(self.ids.iter().map(String::as_str))
     }
 
     pub fn number_items(&mut self, numeric: bool) {
-        let mut seen: FxHashMap<&str, ()> = FxHashMap::default();
-        let ids: Vec<&str> = self
-            .rows
-            .iter()
-            .map(|r| r.item.as_str())
-            .filter(|i| seen.insert(i, ()).is_none())
-            .collect();
-        self.item_ids = dense_order_as(ids, numeric);
-        self.index = self.item_ids.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        (self.item_ids, self.dense) = number(&self.ids, (0..self.ids.len() as u32).collect(), numeric);
     }
 
     /// An item's index within the block (`None`: no training rating).
     pub fn index_of(&self, item: &str) -> Option<u32> {
-        self.index.get(item).copied()
+        self.code.get(item).map(|&c| self.dense[c as usize])
     }
 
     /// The block's items × all users, repeats merged as the user blocks merge them.
     pub fn by_item(&self, n_users: usize, duplicates: DuplicatePolicy) -> Csr {
-        let rows: Vec<u32> = self.rows.iter().map(|r| self.index[&r.item]).collect();
+        let rows: Vec<u32> = self.rows.iter().map(|r| self.dense[r.item as usize]).collect();
         let cols: Vec<u32> = self.rows.iter().map(|r| r.user).collect();
         let vals: Vec<f32> = self.rows.iter().map(|r| r.value).collect();
         merge_duplicates(Csr::from_triples(self.item_ids.len(), n_users, &rows, &cols, &vals), duplicates).0
     }
+}
+
+/// Wrapping sums of a mix of every cell (user row, item row, value) of a
+/// block's CSR, whose rows start at `first_row`, by user (`rows_are_users`)
+/// or by item. The user blocks' sums and the item blocks' sums are equal
+/// exactly when the two copies of the ratings hold the same cells: a check
+/// of the shuffle that costs one pass and 32 bytes per block.
+pub fn cell_sums(csr: &Csr, first_row: u32, rows_are_users: bool) -> [u64; 4] {
+    use crate::rng::{mix64, splitmix64_nth};
+    let mut lanes = [0u64; 4];
+    for r in 0..csr.n_rows() {
+        let row = first_row + r as u32;
+        let (cols, vals) = csr.row(r);
+        for (&c, &v) in cols.iter().zip(vals) {
+            let (u, i) = if rows_are_users { (row, c) } else { (c, row) };
+            let e = mix64(((u as u64) << 32 | i as u64) ^ mix64(v.to_bits() as u64 ^ 0x6365_6c6c));
+            for (j, lane) in lanes.iter_mut().enumerate() {
+                *lane = lane.wrapping_add(splitmix64_nth(e, j as u64));
+            }
+        }
+    }
+    lanes
+}
+
+/// Lane-wise wrapping sum of cell sums.
+pub fn add_cell_sums(a: [u64; 4], b: [u64; 4]) -> [u64; 4] {
+    [0, 1, 2, 3].map(|j| a[j].wrapping_add(b[j]))
 }
 
 #[cfg(test)]

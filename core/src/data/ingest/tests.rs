@@ -59,7 +59,7 @@ fn from_shares(path: &std::path::Path, shares: usize, n_blocks: usize, split: &S
     let firsts = prefix(parts.iter().map(|p| p.len()));
     let n = *firsts.last().unwrap() as u64;
     // Each share routes its rows; place-decided splits are decided here.
-    let mut to_user_blocks: Vec<Vec<Vec<RoutedRow>>> = (0..n_blocks).map(|_| Vec::new()).collect();
+    let mut to_user_blocks: Vec<Vec<RoutedPart>> = (0..n_blocks).map(|_| Vec::new()).collect();
     for (raw, &first) in parts.iter().zip(&firsts) {
         let first = first as u64;
         let places: Vec<u64> = (first..first + raw.len() as u64).collect();
@@ -86,7 +86,7 @@ fn from_shares(path: &std::path::Path, shares: usize, n_blocks: usize, split: &S
     let numeric = users.iter().all(UserBlock::users_are_integers);
     users.iter_mut().for_each(|b| b.number_users(numeric));
     let user_starts = prefix(users.iter().map(|b| b.user_ids.len()));
-    let mut to_item_blocks: Vec<Vec<Vec<ItemBoundRow>>> = (0..n_blocks).map(|_| Vec::new()).collect();
+    let mut to_item_blocks: Vec<Vec<ItemBoundPart>> = (0..n_blocks).map(|_| Vec::new()).collect();
     for (b, block) in users.iter().enumerate() {
         for (ib, rows) in block.item_rows(user_starts[b] as u32, n_blocks).into_iter().enumerate() {
             to_item_blocks[ib].push(rows);
