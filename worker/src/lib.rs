@@ -9,6 +9,8 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod auth;
+/// Building a job's blocks from the input (issue 14).
+pub mod ingest;
 /// Public for the fuzz tests, which drive a job's validation directly.
 pub mod job;
 pub(crate) mod peer_intake;

@@ -32,6 +32,10 @@ struct Args {
     /// Serve without a token on a non-loopback address (anyone who can reach the port can drive the worker).
     #[arg(long)]
     insecure: bool,
+    /// Directory under which the coordinator may have this worker read its
+    /// share of the input (a shared volume); without it the worker reads no input.
+    #[arg(long, value_name = "DIR")]
+    input_root: Option<PathBuf>,
     /// Seconds without any call after which a job may be replaced by a new one.
     #[arg(long, default_value_t = 60)]
     job_idle_timeout: u64,
@@ -173,6 +177,7 @@ async fn run() -> anyhow::Result<()> {
         memory_budget: args.max_memory.unwrap_or_else(als_worker::job::default_memory_budget),
         peer_tls,
         solve_turns: None,
+        input_root: args.input_root,
     };
     serve(listener, opts, als_net::shutdown::shutdown_signal()).await?;
     tracing::info!("worker stopped");

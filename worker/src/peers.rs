@@ -9,7 +9,7 @@ use std::time::Duration;
 use als_net::client::{connect, ClientOptions, WorkerHandle};
 use als_net::transport;
 use als_proto::encoded_bytes;
-use als_proto::pb::{PeerChunk, RouteChunk};
+use als_proto::pb::{IngestRowsChunk, LookupItemsRequest, LookupItemsResponse, PeerChunk, RouteChunk};
 use tokio::sync::Mutex;
 use tonic::Status;
 
@@ -63,6 +63,27 @@ impl Peers {
             h.client.peer_rows(tokio_stream::iter(chunks)).await.map(|_| ())
         })
         .await
+        .map(|()| bytes)
+    }
+
+    /// Rows for one of the peer's blocks while blocks are built (its
+    /// `IngestRows`), bounded as [`Peers::send_remote`]; the bytes sent.
+    pub async fn ingest_rows(&self, addr: &str, chunks: Vec<IngestRowsChunk>, timeout: Duration) -> Result<u64, Status> {
+        let bytes = encoded_bytes(&chunks);
+        self.bounded(addr, bytes, timeout, |mut h: WorkerHandle| async move {
+            h.client.ingest_rows(tokio_stream::iter(chunks)).await.map(|_| ())
+        })
+        .await
+        .map(|()| bytes)
+    }
+
+    /// The rows of items in one of the peer's item blocks (its `LookupItems`).
+    pub async fn lookup_items(&self, addr: &str, req: LookupItemsRequest, timeout: Duration) -> Result<LookupItemsResponse, Status> {
+        let bytes = prost::Message::encoded_len(&req) as u64;
+        self.bounded(addr, bytes, timeout, |mut h: WorkerHandle| async move {
+            h.client.lookup_items(req).await.map(|r| r.into_inner())
+        })
+        .await
     }
 
     /// Ask a peer to send this worker rows (its `SetRoutes`), bounded as
@@ -73,14 +94,15 @@ impl Peers {
             h.client.set_routes(tokio_stream::iter(chunks)).await.map(|_| ())
         })
         .await
+        .map(|()| bytes)
     }
 
     /// One call to a peer carrying `bytes`, within `timeout` plus their time
     /// at a slow link; on failure the connection is dropped.
-    async fn bounded<F, Fut>(&self, addr: &str, bytes: u64, timeout: Duration, call: F) -> Result<u64, Status>
+    async fn bounded<T, F, Fut>(&self, addr: &str, bytes: u64, timeout: Duration, call: F) -> Result<T, Status>
     where
         F: FnOnce(WorkerHandle) -> Fut,
-        Fut: std::future::Future<Output = Result<(), Status>>,
+        Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let bound = timeout + Duration::from_secs(bytes / SLOWEST_BYTES_PER_SECOND);
         let work = async { call(self.client(addr).await?).await };
@@ -89,7 +111,7 @@ impl Peers {
             Err(_) => Err(Status::deadline_exceeded(format!("no answer within {bound:?}"))),
         };
         match res {
-            Ok(()) => Ok(bytes),
+            Ok(t) => Ok(t),
             Err(s) => {
                 self.conns.lock().await.remove(addr);
                 Err(refused_or_lost(addr, s))

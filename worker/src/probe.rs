@@ -129,6 +129,7 @@ mod tests {
             memory_budget: crate::job::default_memory_budget(),
             peer_tls: None,
             solve_turns: None,
+            input_root: None,
         };
         let server = tokio::spawn(crate::serve(listener, opts, async {
             let _ = stopped.await;

@@ -32,6 +32,9 @@ pub struct ServeOptions {
     /// Shared by the workers of one process (`--local`); `None` for a
     /// worker alone in its process.
     pub solve_turns: Option<SolveTurns>,
+    /// Inputs the coordinator may have this worker read lie under this
+    /// directory (`--input-root`); `None`: it reads none.
+    pub input_root: Option<std::path::PathBuf>,
 }
 
 /// Workers of one process, which share its cores, solve one at a time:
@@ -81,7 +84,8 @@ pub async fn local_routes(opts: &ServeOptions) -> (tonic::service::Routes, std::
     let (reporter, health) = tonic_health::server::health_reporter();
     let check = TokenCheck::new(opts.token.clone());
     let service = WorkerService::new(opts.threads, opts.idle_timeout, opts.memory_budget, Peers::new(opts.peer_options()))
-        .with_solve_turns(opts.solve_turns.clone());
+        .with_solve_turns(opts.solve_turns.clone())
+        .with_input_root(opts.input_root.clone());
     let direct = service.mailbox_slot();
     let svc = WorkerServer::with_interceptor(service, move |req: tonic::Request<()>| {
         check.check(&req)?;

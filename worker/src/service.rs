@@ -1,5 +1,6 @@
 //! The gRPC `Worker` service: decodes, checks and forwards to the [`Job`].
 
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,9 +12,10 @@ use als_proto::payload::{Assembler, Bulk, EvalLimits, RouteFields, RouteLimits, 
 use als_proto::pb::worker_server::Worker;
 use als_proto::pb::{
     AssignBlockResponse, BlockChunk, BlockTerms, EndJobRequest, EndJobResponse, EvalChunk, EvalResultChunk, FactorChunk, FetchRowsRequest,
-    HandshakeRequest, HandshakeResponse, PeerChunk, PeerRowsResponse, PushFactorsResponse, ReleaseBlocksRequest, ReleaseBlocksResponse,
-    RouteChunk, SendRowsRequest, SendRowsResponse, SetRoutesResponse, SolveRequest, SolvedChunk, StartJobRequest, StartJobResponse,
-    SubscribeRequest, SubscribeResponse,
+    HandshakeRequest, HandshakeResponse, IngestRequest, IngestResponse, IngestRowsChunk, IngestRowsResponse, LookupItemsRequest,
+    LookupItemsResponse, PeerChunk, PeerRowsResponse, PushFactorsResponse, ReleaseBlocksRequest, ReleaseBlocksResponse, RouteChunk,
+    SendRowsRequest, SendRowsResponse, SetRoutesResponse, SolveRequest, SolvedChunk, StartJobRequest, StartJobResponse, SubscribeRequest,
+    SubscribeResponse,
 };
 use als_proto::spec::{params_from_spec, side_from_pb, side_to_pb, terms_from_pb};
 use als_proto::{check_version, CHUNK_BYTES, PROTOCOL_VERSION};
@@ -21,6 +23,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::ingest::service::{IngestLimits, IngestSlot};
 use crate::job::{Assignment, BlockData, EvalFromPeers, EvalInput, Job, JobError, PeerPlan, PushedRows, RowsFor, SolvedBlock};
 use crate::peer_intake::{Intake, MailboxSlot};
 use crate::peers::Peers;
@@ -55,6 +58,10 @@ pub struct WorkerService {
     mailbox: Arc<MailboxSlot>,
     /// Taken for each solve where workers of this process take turns.
     solve_turns: Option<SolveTurns>,
+    /// A job's blocks being built from the input, before the job starts.
+    ingest: IngestSlot,
+    /// Inputs this worker may read lie under it; `None`: it reads none.
+    input_root: Option<PathBuf>,
 }
 
 impl WorkerService {
@@ -67,7 +74,15 @@ impl WorkerService {
             peers: Arc::new(peers),
             mailbox: Arc::default(),
             solve_turns: None,
+            ingest: IngestSlot::default(),
+            input_root: None,
         }
+    }
+
+    /// Read inputs under `root` when asked to build blocks from them.
+    pub fn with_input_root(mut self, root: Option<PathBuf>) -> Self {
+        self.input_root = root;
+        self
     }
 
     /// Solve only in turn with the other workers of this process.
@@ -541,6 +556,43 @@ impl Worker for WorkerService {
         Ok(Response::new(PeerRowsResponse {}))
     }
 
+    async fn ingest(&self, req: Request<IngestRequest>) -> Result<Response<IngestResponse>, Status> {
+        let req = req.into_inner();
+        // Only a new ingest asks (the job's lock may be held by a solve).
+        let busy_with = match &req.step {
+            Some(als_proto::pb::ingest_request::Step::ReadShare(_)) => {
+                let slot = self.job.lock().await;
+                slot.as_ref()
+                    .filter(|j| j.last_activity.elapsed() < self.idle_timeout)
+                    .map(|j| j.id.clone())
+            }
+            _ => None,
+        };
+        let limits = IngestLimits {
+            budget: self.memory_budget,
+            idle_timeout: self.idle_timeout,
+            input_root: self.input_root.as_deref(),
+            busy_with,
+        };
+        if let Some(als_proto::pb::ingest_request::Step::Adopt(a)) = &req.step {
+            let resp = crate::ingest::service::adopt(&self.ingest, &self.job, &req.job_id, a).await?;
+            return Ok(Response::new(resp));
+        }
+        let resp = crate::ingest::service::step(&self.ingest, &self.peers, limits, req).await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn ingest_rows(&self, req: Request<Streaming<IngestRowsChunk>>) -> Result<Response<IngestRowsResponse>, Status> {
+        crate::ingest::service::receive_rows(&self.ingest, req.into_inner()).await?;
+        Ok(Response::new(IngestRowsResponse {}))
+    }
+
+    async fn lookup_items(&self, req: Request<LookupItemsRequest>) -> Result<Response<LookupItemsResponse>, Status> {
+        Ok(Response::new(
+            crate::ingest::service::look_up(&self.ingest, req.into_inner()).await?,
+        ))
+    }
+
     async fn send_rows(&self, req: Request<SendRowsRequest>) -> Result<Response<SendRowsResponse>, Status> {
         let r = req.into_inner();
         let side = side_from_pb(r.side).map_err(Status::invalid_argument)?;
@@ -661,10 +713,21 @@ impl Worker for WorkerService {
 
     async fn end_job(&self, req: Request<EndJobRequest>) -> Result<Response<EndJobResponse>, Status> {
         let r = req.into_inner();
+        // Blocks being built for the job go with it.
+        let built = {
+            let mut ingest = self.ingest.lock().await;
+            let ours = ingest.as_ref().is_some_and(|i| i.id == r.job_id);
+            if ours {
+                *ingest = None;
+            }
+            ours
+        };
         let mut slot = self.job.lock().await;
-        active(&mut slot, &r.job_id)?;
-        *slot = None;
-        self.mailbox.set(None);
+        if !built || slot.as_ref().is_some_and(|j| j.id == r.job_id) {
+            active(&mut slot, &r.job_id)?;
+            *slot = None;
+            self.mailbox.set(None);
+        }
         tracing::info!(job = %r.job_id, "job ended");
         Ok(Response::new(EndJobResponse {}))
     }

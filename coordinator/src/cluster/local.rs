@@ -60,6 +60,8 @@ impl LocalWorkers {
             memory_budget: als_worker::job::default_memory_budget(),
             peer_tls: None,
             solve_turns: Some(self.turns.clone()),
+            // In the coordinator's process: it reads what the coordinator could.
+            input_root: Some("/".into()),
         };
         // Its peers in this process hand it their rows without encoding them.
         let (routes, direct) = als_worker::local_routes(&opts).await;

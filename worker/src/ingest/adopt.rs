@@ -1,0 +1,91 @@
+//! The blocks built here become the job's: each in the form `AssignBlock`
+//! ships it (columns as positions in the block's sorted distinct fixed
+//! rows, test rows grouped by user in input order), with every row's start
+//! factors drawn from its id as the coordinator draws them. So a job whose
+//! blocks were built by the workers holds, bit for bit, what shipping would
+//! have given it.
+
+use als_core::data::{group_by_key, Csr};
+use als_core::init::init_row;
+use als_core::side::Side;
+
+use super::Ingest;
+use crate::job::{BlockData, JobError};
+
+/// How the coordinator draws the start factors (its `TrainConfig`).
+#[derive(Debug, Clone, Copy)]
+pub struct StartFactors {
+    pub seed: u64,
+    pub init_std: Option<f32>,
+    pub k: usize,
+    pub biased: bool,
+}
+
+impl Ingest {
+    /// Every block built here, by side, as the job's blocks.
+    pub fn into_blocks(mut self, start: StartFactors) -> Result<Vec<(Side, BlockData)>, JobError> {
+        if self.stage != super::Stage::Finished {
+            return Err(JobError::NotReady(format!("blocks adopted while {:?}", self.stage)));
+        }
+        let mut out = Vec::new();
+        for (b, done) in std::mem::take(&mut self.finished_users) {
+            let row_start = self.user_starts[b as usize];
+            let ids = &self.users[&b].user_ids;
+            let mut data = block_data(b, row_start, &done.by_user, ids, Side::Users, start);
+            // The test rows, grouped by the block's users, each user's in input order.
+            let local: Vec<u32> = done.test.iter().map(|&(u, _, _)| u - row_start as u32).collect();
+            if !local.is_empty() {
+                let (indptr, order) = group_by_key(&local, ids.len());
+                data.n_test = local.len() as u64;
+                data.test_indptr = indptr.iter().map(|&p| p as u32).collect();
+                data.test_columns = order.iter().map(|&r| done.test[r].1).collect();
+                data.test_values = order.iter().map(|&r| done.test[r].2).collect();
+            }
+            out.push((Side::Users, data));
+        }
+        for (b, by_item) in std::mem::take(&mut self.finished_items) {
+            let row_start = self.item_starts[b as usize];
+            out.push((
+                Side::Items,
+                block_data(b, row_start, &by_item, &self.items[&b].item_ids, Side::Items, start),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// One block's rows as shipped: `csr` holds its rows against every row of
+/// the other side.
+fn block_data(block: u32, row_start: u64, csr: &Csr, ids: &[String], side: Side, start: StartFactors) -> BlockData {
+    let mut needed: Vec<u32> = csr.indices.clone();
+    needed.sort_unstable();
+    needed.dedup();
+    let columns: Vec<u32> = csr
+        .indices
+        .iter()
+        .map(|c| needed.binary_search(c).expect("a column of the block") as u32)
+        .collect();
+    let mut factors = vec![0f32; ids.len() * start.k];
+    if start.k > 0 {
+        for (row, id) in factors.chunks_mut(start.k).zip(ids) {
+            init_row(start.seed, side, id, start.init_std, row);
+        }
+    }
+    BlockData {
+        block,
+        row_start,
+        n_rows: ids.len() as u32,
+        nnz: csr.nnz() as u64,
+        n_needed: needed.len() as u32,
+        indptr: csr.indptr.iter().map(|&p| p as u32).collect(),
+        columns,
+        values: csr.values.clone(),
+        needed,
+        factors,
+        bias: if start.biased { vec![0.0; ids.len()] } else { Vec::new() },
+        n_test: 0,
+        test_indptr: Vec::new(),
+        test_columns: Vec::new(),
+        test_values: Vec::new(),
+    }
+}

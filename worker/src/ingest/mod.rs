@@ -1,0 +1,609 @@
+//! Building a job's blocks from the input, the coordinator reading none of
+//! it (issue 14). The worker side of the steps of
+//! [`als_core::data::ingest`], one call each, the coordinator driving them
+//! in order and reducing what each worker reports:
+//!
+//! 1. read share i of n of the input ([`Ingest::read_share`]);
+//! 2. send each row to the owner of its user's block, split decided from
+//!    its place ([`Ingest::route_share`]);
+//! 3. gather each owned user block, decide the per-user split;
+//! 4. number its users;
+//! 5. send its training rows to the owners of their items' blocks;
+//! 6. gather each owned item block; 7. number its items;
+//! 8. lay out the blocks, the user blocks asking the item blocks' owners
+//!    for their items' rows ([`Ingest::finish_asks`], `LookupItems`);
+//! 9. once the job has started, make them its blocks ([`adopt`]).
+//!
+//! Rows between workers travel as chunks of interned ids ([`rows`]). A step
+//! that sends to peers is cut in two around the sends, so no lock is held
+//! while a peer's call waits on this worker.
+
+pub mod adopt;
+pub mod rows;
+pub(crate) mod service;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use als_core::data::ingest::{cell_sums, route_share, FinishedUserBlock, ItemBlock, ItemBoundPart, RoutedPart, UserBlock};
+use als_core::data::split::{key_ranks, RatioThreshold};
+use als_core::data::{Csr, DataFingerprint, DuplicatePolicy, Format, LoadOptions, RawRatings, Share};
+use als_proto::pb::split_rule::Kind;
+use als_proto::pb::{BlockOwners, BlockReport, IngestRowsChunk, InputSpec, SplitRule};
+use rustc_hash::FxHashMap;
+
+use crate::job::JobError;
+use rows::{held_bytes, item_bound_chunks, routed_chunks};
+
+/// Where each block of a side is built: owner indices into the workers' addresses.
+#[derive(Debug, Clone)]
+pub struct Owners {
+    pub workers: Vec<String>,
+    pub owners: Vec<u32>,
+}
+
+impl Owners {
+    fn from_pb(o: Option<&BlockOwners>, blocks: usize) -> Result<Owners, JobError> {
+        let o = o.ok_or_else(|| invalid("missing block owners"))?;
+        if o.owners.len() != blocks {
+            return Err(invalid(format!("{} block owners for {blocks} blocks", o.owners.len())));
+        }
+        if let Some(w) = o.owners.iter().find(|&&w| w as usize >= o.workers.len()) {
+            return Err(invalid(format!("block owner {w} is not one of the {} workers", o.workers.len())));
+        }
+        Ok(Owners {
+            workers: o.workers.clone(),
+            owners: o.owners.clone(),
+        })
+    }
+
+    fn owned_by(&self, w: u32) -> impl Iterator<Item = u32> + '_ {
+        (0..self.owners.len() as u32).filter(move |&b| self.owners[b as usize] == w)
+    }
+}
+
+fn invalid(m: impl Into<String>) -> JobError {
+    JobError::Invalid(m.into())
+}
+
+/// The longest id a coordinator may have workers accept (a row of two
+/// such ids still fits a message many times over).
+const MAX_ID_BYTES: usize = 1 << 16;
+
+/// The loader's options from the wire.
+pub fn load_options(s: &InputSpec) -> Result<LoadOptions, JobError> {
+    let format: Format = s.format.parse().map_err(invalid)?;
+    let max_id_len = s.max_id_len as usize;
+    if max_id_len == 0 || max_id_len > MAX_ID_BYTES {
+        return Err(invalid(format!("max_id_len {max_id_len} is outside 1..={MAX_ID_BYTES}")));
+    }
+    Ok(LoadOptions {
+        format,
+        header: s.header,
+        user_col: s.user_col as usize,
+        item_col: s.item_col as usize,
+        rating_col: s.rating_col.map(|c| c as usize),
+        timestamp_col: s.timestamp_col.map(|c| c as usize),
+        skip_invalid: s.skip_invalid,
+        max_id_len,
+    })
+}
+
+/// What the steps so far have done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    ShareRead,
+    ShareRouted,
+    UsersGathered,
+    UsersNumbered,
+    ItemsRouted,
+    ItemsGathered,
+    ItemsNumbered,
+    Finished,
+}
+
+/// A split decided by the place of a row, or by the user's block.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    None,
+    Ratio { test_frac: f64, seed: u64 },
+    PerUser { test_frac: f64, seed: u64 },
+    KFold { folds: u32, fold: u32, seed: u64 },
+}
+
+fn rule_of(r: Option<&SplitRule>) -> Result<Rule, JobError> {
+    let Some(r) = r else { return Ok(Rule::None) };
+    let frac = || match r.test_frac {
+        f if (0.0..1.0).contains(&f) => Ok(f),
+        f => Err(invalid(format!("test fraction {f} is outside [0, 1)"))),
+    };
+    Ok(
+        match Kind::try_from(r.kind).map_err(|_| invalid(format!("unknown split kind {}", r.kind)))? {
+            Kind::None => Rule::None,
+            Kind::Ratio => Rule::Ratio {
+                test_frac: frac()?,
+                seed: r.seed,
+            },
+            Kind::PerUser => Rule::PerUser {
+                test_frac: frac()?,
+                seed: r.seed,
+            },
+            Kind::KFold if r.folds >= 2 && r.fold < r.folds => Rule::KFold {
+                folds: r.folds,
+                fold: r.fold,
+                seed: r.seed,
+            },
+            Kind::KFold => return Err(invalid(format!("fold {} of {} folds", r.fold, r.folds))),
+        },
+    )
+}
+
+/// Rows one step sends to peers: per (worker address, block), its chunks.
+pub type Outgoing = Vec<(String, Vec<IngestRowsChunk>)>;
+
+/// One job's blocks being built on this worker.
+pub struct Ingest {
+    pub id: String,
+    pub last_activity: Instant,
+    pub stage: Stage,
+    budget: u64,
+    /// Bytes of rows held, against `budget`.
+    held: u64,
+    source: String,
+    max_id_len: usize,
+    blocks: usize,
+    users_at: Owners,
+    items_at: Owners,
+    you: u32,
+    share: Option<RawRatings>,
+    input_rows: u64,
+    user_parts: BTreeMap<u32, Vec<RoutedPart>>,
+    item_parts: BTreeMap<u32, Vec<ItemBoundPart>>,
+    users: BTreeMap<u32, UserBlock>,
+    items: BTreeMap<u32, ItemBlock>,
+    user_starts: Vec<u64>,
+    item_starts: Vec<u64>,
+    /// The blocks laid out (after [`Stage::Finished`]).
+    pub finished_users: BTreeMap<u32, FinishedUserBlock>,
+    pub finished_items: BTreeMap<u32, Csr>,
+}
+
+impl Ingest {
+    /// Step 1: read this worker's share of the input.
+    #[allow(clippy::too_many_arguments)]
+    pub fn read_share(
+        id: String,
+        budget: u64,
+        path: PathBuf,
+        opts: &LoadOptions,
+        share: Share,
+        blocks: usize,
+        (users_at, items_at): (Owners, Owners),
+        you: u32,
+    ) -> Result<Ingest, JobError> {
+        if you as usize >= users_at.workers.len() || users_at.workers != items_at.workers {
+            return Err(invalid("this worker is not one of the block owners' workers"));
+        }
+        let raw = als_core::data::load_share(&path, opts, share).map_err(|e| invalid(e.to_string()))?;
+        let held = held_bytes(&raw.user_tokens, raw.len()) + held_bytes(&raw.item_tokens, 0);
+        if held > budget {
+            return Err(JobError::OverBudget(format!(
+                "share {} of {} of {} takes about {held} bytes, over this worker's budget of {budget}",
+                share.index,
+                share.count,
+                path.display()
+            )));
+        }
+        let owned = |o: &Owners| o.owned_by(you).collect::<Vec<_>>();
+        Ok(Ingest {
+            id,
+            last_activity: Instant::now(),
+            stage: Stage::ShareRead,
+            budget,
+            held,
+            source: path.display().to_string(),
+            max_id_len: opts.max_id_len,
+            blocks,
+            user_parts: owned(&users_at).into_iter().map(|b| (b, Vec::new())).collect(),
+            item_parts: owned(&items_at).into_iter().map(|b| (b, Vec::new())).collect(),
+            users_at,
+            items_at,
+            you,
+            share: Some(raw),
+            input_rows: 0,
+            users: BTreeMap::new(),
+            items: BTreeMap::new(),
+            user_starts: Vec::new(),
+            item_starts: Vec::new(),
+            finished_users: BTreeMap::new(),
+            finished_items: BTreeMap::new(),
+        })
+    }
+
+    pub fn share_summary(&self) -> (u64, u64, f32, f32) {
+        let raw = self.share.as_ref().expect("read");
+        let (lo, hi) = raw
+            .ratings
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        (raw.len() as u64, raw.skipped_lines, lo, hi)
+    }
+
+    /// Bytes the budget has left.
+    pub fn room(&self) -> u64 {
+        self.budget.saturating_sub(self.held)
+    }
+
+    pub fn max_id_len(&self) -> usize {
+        self.max_id_len
+    }
+
+    fn expect(&self, want: Stage, step: &str) -> Result<(), JobError> {
+        match self.stage == want {
+            true => Ok(()),
+            false => Err(JobError::NotReady(format!("{step} after {:?}, not {want:?}", self.stage))),
+        }
+    }
+
+    /// Hold `bytes` more, or refuse.
+    fn hold(&mut self, bytes: u64) -> Result<(), JobError> {
+        if self.held + bytes > self.budget {
+            return Err(JobError::OverBudget(format!(
+                "rows of {} bytes on top of {} held exceed this worker's budget of {}",
+                bytes, self.held, self.budget
+            )));
+        }
+        self.held += bytes;
+        Ok(())
+    }
+
+    /// Step 2: the share's rows by user block; this worker's own are kept,
+    /// the rest returned to be sent.
+    pub fn route_share(&mut self, first_place: u64, input_rows: u64, split: Option<&SplitRule>) -> Result<Outgoing, JobError> {
+        self.expect(Stage::ShareRead, "routing the share")?;
+        let raw = self.share.take().expect("read");
+        let n = raw.len() as u64;
+        if first_place.checked_add(n).is_none_or(|end| end > input_rows) {
+            return Err(invalid(format!(
+                "a share of {n} rows from place {first_place} does not fit an input of {input_rows}"
+            )));
+        }
+        self.input_rows = input_rows;
+        let is_test: Box<dyn Fn(u64) -> bool> = match rule_of(split)? {
+            Rule::None | Rule::PerUser { .. } => Box::new(|_| false),
+            Rule::Ratio { test_frac, seed } => {
+                let t = RatioThreshold::new(input_rows, (input_rows as f64 * test_frac).floor() as u64, seed);
+                Box::new(move |p| t.is_test(p))
+            }
+            Rule::KFold { folds, fold, seed } => {
+                let places: Vec<u64> = (first_place..first_place + n).collect();
+                let ranks = key_ranks(input_rows, seed, &places);
+                Box::new(move |p| ranks[(p - first_place) as usize] % folds as u64 == fold as u64)
+            }
+        };
+        let by_block = route_share(&raw, first_place, self.blocks, &*is_test);
+        drop(raw);
+        let mut out = Vec::new();
+        for (b, part) in by_block.into_iter().enumerate() {
+            let owner = self.users_at.owners[b];
+            if owner == self.you {
+                self.user_parts.get_mut(&(b as u32)).expect("owned").push(part);
+                continue;
+            }
+            out.push((
+                self.users_at.workers[owner as usize].clone(),
+                routed_chunks(&self.id, b as u32, &part),
+            ));
+        }
+        // What stays was counted as the share; what left is no longer held.
+        self.held = self.held_parts();
+        self.stage = Stage::ShareRouted;
+        Ok(out)
+    }
+
+    fn held_parts(&self) -> u64 {
+        let users: u64 = self.user_parts.values().flatten().map(|p| held_bytes(&p.ids, p.rows.len())).sum();
+        let items: u64 = self.item_parts.values().flatten().map(|p| held_bytes(&p.ids, p.rows.len())).sum();
+        users + items
+    }
+
+    /// A peer's rows for one of this worker's blocks (any time between the
+    /// steps that send them and the step that gathers them).
+    pub fn receive(&mut self, chunks: &[IngestRowsChunk]) -> Result<(), JobError> {
+        let Some(first) = chunks.first() else { return Ok(()) };
+        let (to_items, block) = (first.to_items, first.block);
+        let window = match to_items {
+            false => Stage::ShareRead..=Stage::ShareRouted,
+            true => Stage::UsersNumbered..=Stage::ItemsRouted,
+        };
+        if !window.contains(&self.stage) {
+            return Err(JobError::NotReady(format!(
+                "rows for {} blocks while {:?}",
+                side_name(to_items),
+                self.stage
+            )));
+        }
+        let owned = match to_items {
+            false => self.user_parts.contains_key(&block),
+            true => self.item_parts.contains_key(&block),
+        };
+        if !owned {
+            return Err(invalid(format!(
+                "{} block {block} is not built on this worker",
+                side_name(to_items)
+            )));
+        }
+        if to_items {
+            let mut parts = Vec::new();
+            for c in chunks {
+                parts.push(rows::decode_item_bound(c, self.max_id_len).map_err(invalid)?);
+            }
+            self.hold(parts.iter().map(|p| held_bytes(&p.ids, p.rows.len())).sum())?;
+            self.item_parts.get_mut(&block).expect("owned").extend(parts);
+        } else {
+            let mut parts = Vec::new();
+            for c in chunks {
+                parts.push(rows::decode_routed(c, self.max_id_len).map_err(invalid)?);
+            }
+            self.hold(parts.iter().map(|p| held_bytes(&p.ids, p.rows.len())).sum())?;
+            self.user_parts.get_mut(&block).expect("owned").extend(parts);
+        }
+        Ok(())
+    }
+
+    /// Step 3: every row has reached its user block.
+    pub fn gather_users(&mut self, split: Option<&SplitRule>) -> Result<Vec<BlockReport>, JobError> {
+        self.expect(Stage::ShareRouted, "gathering the user blocks")?;
+        let rule = rule_of(split)?;
+        for (b, parts) in std::mem::take(&mut self.user_parts) {
+            let mut block = UserBlock::new(parts);
+            check_places(block.places(), self.input_rows, b)?;
+            if let Rule::PerUser { test_frac, seed } = rule {
+                block.split_per_user(test_frac, seed);
+            }
+            self.users.insert(b, block);
+        }
+        self.stage = Stage::UsersGathered;
+        Ok(self
+            .users
+            .iter()
+            .map(|(&b, u)| report(b, |r| r.integers = u.users_are_integers()))
+            .collect())
+    }
+
+    /// Step 4.
+    pub fn number_users(&mut self, numeric: bool) -> Result<Vec<BlockReport>, JobError> {
+        self.expect(Stage::UsersGathered, "numbering the users")?;
+        for u in self.users.values_mut() {
+            u.number_users(numeric);
+        }
+        self.stage = Stage::UsersNumbered;
+        Ok(self
+            .users
+            .iter()
+            .map(|(&b, u)| report(b, |r| r.ids = u.user_ids.len() as u64))
+            .collect())
+    }
+
+    /// Step 5: each user block's training rows by item block, users
+    /// numbered from `user_starts`; this worker's own are kept.
+    pub fn route_items(&mut self, user_starts: &[u64]) -> Result<Outgoing, JobError> {
+        self.expect(Stage::UsersNumbered, "routing the training rows")?;
+        check_starts(user_starts, self.blocks, "user")?;
+        for (&b, u) in &self.users {
+            let span = user_starts[b as usize + 1] - user_starts[b as usize];
+            if span != u.user_ids.len() as u64 {
+                return Err(invalid(format!(
+                    "user block {b} has {} users, the starts give it {span}",
+                    u.user_ids.len()
+                )));
+            }
+        }
+        self.user_starts = user_starts.to_vec();
+        let mut own: Vec<(u32, ItemBoundPart)> = Vec::new();
+        let mut out = Vec::new();
+        for (&b, u) in &self.users {
+            for (ib, part) in u.item_rows(user_starts[b as usize] as u32, self.blocks).into_iter().enumerate() {
+                let (ib, owner) = (ib as u32, self.items_at.owners[ib]);
+                if owner == self.you {
+                    own.push((ib, part));
+                } else if !part.rows.is_empty() {
+                    out.push((
+                        self.items_at.workers[owner as usize].clone(),
+                        item_bound_chunks(&self.id, ib, &part),
+                    ));
+                }
+            }
+        }
+        for (ib, part) in own {
+            self.hold(held_bytes(&part.ids, part.rows.len()))?;
+            self.item_parts.get_mut(&ib).expect("owned").push(part);
+        }
+        self.stage = Stage::ItemsRouted;
+        Ok(out)
+    }
+
+    /// Step 6: every training row has reached its item block.
+    pub fn gather_items(&mut self) -> Result<Vec<BlockReport>, JobError> {
+        self.expect(Stage::ItemsRouted, "gathering the item blocks")?;
+        let n_users = *self.user_starts.last().expect("routed");
+        for (b, parts) in std::mem::take(&mut self.item_parts) {
+            let block = ItemBlock::new(parts);
+            if let Some(u) = block.users().find(|&u| u as u64 >= n_users) {
+                return Err(invalid(format!("item block {b}: user row {u} of {n_users}")));
+            }
+            check_places(block.places(), self.input_rows, b)?;
+            self.items.insert(b, block);
+        }
+        self.stage = Stage::ItemsGathered;
+        Ok(self
+            .items
+            .iter()
+            .map(|(&b, i)| report(b, |r| r.integers = i.items_are_integers()))
+            .collect())
+    }
+
+    /// Step 7.
+    pub fn number_items(&mut self, numeric: bool) -> Result<Vec<BlockReport>, JobError> {
+        self.expect(Stage::ItemsGathered, "numbering the items")?;
+        for i in self.items.values_mut() {
+            i.number_items(numeric);
+        }
+        self.stage = Stage::ItemsNumbered;
+        Ok(self
+            .items
+            .iter()
+            .map(|(&b, i)| report(b, |r| r.ids = i.item_ids.len() as u64))
+            .collect())
+    }
+
+    /// The rows of this worker's item block `block` for the ids asked
+    /// (`None`: no training rating), or why not.
+    pub fn look_up(&self, block: u32, ids: &[String]) -> Result<Vec<Option<u32>>, JobError> {
+        if !(Stage::ItemsNumbered..=Stage::Finished).contains(&self.stage) {
+            return Err(JobError::NotReady(format!("items looked up while {:?}", self.stage)));
+        }
+        let items = self
+            .items
+            .get(&block)
+            .ok_or_else(|| invalid(format!("item block {block} is not built on this worker")))?;
+        Ok(ids.iter().map(|i| items.index_of(i)).collect())
+    }
+
+    /// Step 8, first half: the items each user block names, by item block:
+    /// what to ask which worker.
+    pub fn finish_asks(&self) -> Result<Vec<(u32, String, Vec<String>)>, JobError> {
+        self.expect(Stage::ItemsNumbered, "laying out the blocks")?;
+        let mut by_block: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        let mut seen: FxHashMap<&str, ()> = FxHashMap::default();
+        for u in self.users.values() {
+            for item in u.items_named() {
+                if seen.insert(item, ()).is_none() {
+                    by_block
+                        .entry(als_core::data::ids::block_of_id(item, self.blocks) as u32)
+                        .or_default()
+                        .push(item.to_owned());
+                }
+            }
+        }
+        Ok(by_block
+            .into_iter()
+            .map(|(b, ids)| (b, self.items_at.workers[self.items_at.owners[b as usize] as usize].clone(), ids))
+            .collect())
+    }
+
+    /// Whether this worker builds item block `block` (its look-ups are answered here).
+    pub fn builds_item_block(&self, block: u32) -> bool {
+        self.items_at.owners.get(block as usize) == Some(&self.you)
+    }
+
+    /// Step 8, second half: lay out every block with the answers
+    /// (item id → its block-local row) and report each.
+    pub fn finish(
+        &mut self,
+        item_starts: &[u64],
+        duplicates: DuplicatePolicy,
+        answers: &FxHashMap<String, Option<u32>>,
+    ) -> Result<(Vec<BlockReport>, Vec<BlockReport>), JobError> {
+        self.expect(Stage::ItemsNumbered, "laying out the blocks")?;
+        check_starts(item_starts, self.blocks, "item")?;
+        for (&b, i) in &self.items {
+            if item_starts[b as usize + 1] - item_starts[b as usize] != i.item_ids.len() as u64 {
+                return Err(invalid(format!(
+                    "item block {b}: the starts disagree with its {} items",
+                    i.item_ids.len()
+                )));
+            }
+        }
+        let n_items = *item_starts.last().expect("checked") as usize;
+        let global = |item: &str| -> Option<u32> {
+            let local = answers.get(item).copied().flatten()?;
+            let b = als_core::data::ids::block_of_id(item, self.blocks);
+            Some(item_starts[b] as u32 + local)
+        };
+        let mut user_reports = Vec::new();
+        for (&b, u) in &self.users {
+            let first_user = self.user_starts[b as usize] as u32;
+            let done = u
+                .finish(first_user, n_items, duplicates, &self.source, &global)
+                .map_err(|e| invalid(e.to_string()))?;
+            let names: FxHashMap<u32, &str> = u.items_named().into_iter().filter_map(|i| Some((global(i)?, i))).collect();
+            let mut fp = DataFingerprint::default();
+            fp.add_user_block(&u.user_ids, &done.by_user, |c| names[&c]);
+            let value_sum = done.by_user.values.iter().map(|&x| x as f64).sum::<f64>();
+            user_reports.push(report(b, |r| {
+                r.ids = u.user_ids.len() as u64;
+                r.ratings = done.by_user.nnz() as u64;
+                r.test_rows = done.test.len() as u64;
+                r.test_dropped_cold = done.test_dropped_cold as u64;
+                r.duplicates_merged = done.duplicates_merged as u64;
+                r.value_sum = value_sum;
+                r.fingerprint = fp.lanes.to_vec();
+                r.cells = cell_sums(&done.by_user, first_user, true).to_vec();
+            }));
+            self.finished_users.insert(b, done);
+        }
+        let n_users = *self.user_starts.last().expect("routed") as usize;
+        let mut item_reports = Vec::new();
+        for (&b, i) in &self.items {
+            let by_item = i.by_item(n_users, duplicates);
+            item_reports.push(report(b, |r| {
+                r.ids = i.item_ids.len() as u64;
+                r.ratings = by_item.nnz() as u64;
+                r.cells = cell_sums(&by_item, item_starts[b as usize] as u32, false).to_vec();
+            }));
+            self.finished_items.insert(b, by_item);
+        }
+        self.item_starts = item_starts.to_vec();
+        self.stage = Stage::Finished;
+        Ok((user_reports, item_reports))
+    }
+}
+
+fn side_name(to_items: bool) -> &'static str {
+    if to_items {
+        "item"
+    } else {
+        "user"
+    }
+}
+
+fn report(block: u32, fill: impl FnOnce(&mut BlockReport)) -> BlockReport {
+    let mut r = BlockReport {
+        block,
+        ..Default::default()
+    };
+    fill(&mut r);
+    r
+}
+
+/// A block's rows are distinct places of the input, in order (senders
+/// that disagree on the input, or send a row twice, are caught here).
+fn check_places(places: impl Iterator<Item = u64>, input_rows: u64, block: u32) -> Result<(), JobError> {
+    let mut last: Option<u64> = None;
+    for p in places {
+        if p >= input_rows || last.is_some_and(|l| l >= p) {
+            return Err(invalid(format!(
+                "block {block}: row place {p} is repeated or outside the input's {input_rows} rows"
+            )));
+        }
+        last = Some(p);
+    }
+    Ok(())
+}
+
+/// Starts of `blocks` blocks: `blocks + 1` non-decreasing, from 0, within u32 rows.
+fn check_starts(starts: &[u64], blocks: usize, side: &str) -> Result<(), JobError> {
+    let ok = starts.len() == blocks + 1 && starts[0] == 0 && starts.windows(2).all(|w| w[0] <= w[1]) && starts[blocks] <= u32::MAX as u64;
+    match ok {
+        true => Ok(()),
+        false => Err(invalid(format!(
+            "{side} block starts {starts:?} are not {} ascending rows from 0",
+            blocks + 1
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

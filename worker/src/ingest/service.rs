@@ -1,0 +1,356 @@
+//! The `Ingest`, `IngestRows` and `LookupItems` calls: decode, check, run
+//! the step off the runtime, send what it routes to peers with no lock held.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use als_core::data::{DuplicatePolicy, Share};
+use als_proto::codec::{pieces_vec, u32_bytes};
+use als_proto::pb::ingest_request::Step;
+use als_proto::pb::{AdoptStep, IngestRequest, IngestResponse, IngestRowsChunk, LookupItemsRequest, LookupItemsResponse};
+use rustc_hash::FxHashMap;
+use tokio::sync::Mutex;
+use tonic::{Status, Streaming};
+
+use super::adopt::StartFactors;
+use super::rows::decode_ids;
+use super::{load_options, Ingest, Outgoing, Owners};
+use crate::job::Job;
+use crate::peers::Peers;
+use crate::service::status;
+
+pub type IngestSlot = Arc<Mutex<Option<Ingest>>>;
+
+/// Bytes of ids asked of one item block per `LookupItems` call, far below
+/// the message limit (the answer is 4 bytes an id).
+const LOOKUP_BYTES: usize = 1 << 20;
+
+/// What the worker's settings allow an ingest.
+pub struct IngestLimits<'a> {
+    pub budget: u64,
+    pub idle_timeout: Duration,
+    /// Only inputs under this directory are read; `None`: none is.
+    pub input_root: Option<&'a Path>,
+    /// Another job this worker is running (not idle): no new blocks are built meanwhile.
+    pub busy_with: Option<String>,
+}
+
+/// The active ingest, if `job_id` names it.
+fn active<'a>(slot: &'a mut Option<Ingest>, job_id: &str) -> Result<&'a mut Ingest, Status> {
+    match slot {
+        Some(i) if i.id != job_id => Err(Status::failed_precondition(format!(
+            "call belongs to job '{job_id}', this worker builds the blocks of job '{}'",
+            i.id
+        ))),
+        Some(i) => {
+            i.last_activity = Instant::now();
+            Ok(i)
+        }
+        None => Err(Status::failed_precondition(format!(
+            "no blocks are being built (call for job '{job_id}')"
+        ))),
+    }
+}
+
+/// Run `f` on the active ingest off the runtime.
+async fn with_ingest<T: Send + 'static>(
+    slot: &IngestSlot,
+    job_id: &str,
+    f: impl FnOnce(&mut Ingest) -> Result<T, crate::job::JobError> + Send + 'static,
+) -> Result<T, Status> {
+    let (slot, job_id) = (slot.clone(), job_id.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut g = slot.blocking_lock();
+        f(active(&mut g, &job_id)?).map_err(status)
+    })
+    .await
+    .map_err(|e| Status::internal(format!("a step of building the blocks failed: {e}")))?
+}
+
+/// `path` if it lies under `root` (both resolved), else why not.
+fn under_root(path: &str, root: Option<&Path>) -> Result<PathBuf, Status> {
+    let root = root.ok_or_else(|| Status::failed_precondition("this worker reads no input (start it with --input-root DIR)"))?;
+    let resolve = |p: &Path| {
+        p.canonicalize()
+            .map_err(|e| Status::invalid_argument(format!("input {}: {e}", p.display())))
+    };
+    let (p, r) = (resolve(Path::new(path))?, resolve(root)?);
+    match p.starts_with(&r) {
+        true => Ok(p),
+        false => Err(Status::permission_denied(format!(
+            "input {path} is not under this worker's --input-root {}",
+            r.display()
+        ))),
+    }
+}
+
+/// One step of an ingest.
+pub async fn step(slot: &IngestSlot, peers: &Arc<Peers>, limits: IngestLimits<'_>, req: IngestRequest) -> Result<IngestResponse, Status> {
+    let step = req.step.ok_or_else(|| Status::invalid_argument("an ingest call names no step"))?;
+    let timeout = Duration::from_millis(req.peer_timeout_ms.max(1000) as u64);
+    let job_id = req.job_id;
+    let mut resp = IngestResponse::default();
+    match step {
+        Step::ReadShare(s) => {
+            let input = s.input.as_ref().ok_or_else(|| Status::invalid_argument("missing input"))?;
+            let path = under_root(&input.path, limits.input_root)?;
+            let opts = load_options(input).map_err(status)?;
+            let blocks = s.blocks as usize;
+            if !(1..=als_core::data::ids::ID_BUCKETS).contains(&blocks) || s.share >= s.shares {
+                return Err(Status::invalid_argument(format!(
+                    "{} blocks, share {} of {}",
+                    s.blocks, s.share, s.shares
+                )));
+            }
+            let owners = (
+                Owners::from_pb(s.user_owners.as_ref(), blocks).map_err(status)?,
+                Owners::from_pb(s.item_owners.as_ref(), blocks).map_err(status)?,
+            );
+            if let Some(other) = limits.busy_with.filter(|o| *o != job_id) {
+                return Err(als_proto::fault::busy(format!("worker is busy with job '{other}'")));
+            }
+            {
+                let g = slot.lock().await;
+                if let Some(i) = g.as_ref() {
+                    if i.id != job_id && i.last_activity.elapsed() < limits.idle_timeout {
+                        return Err(als_proto::fault::busy(format!("worker is building the blocks of job '{}'", i.id)));
+                    }
+                }
+            }
+            let share = Share {
+                index: s.share as usize,
+                count: s.shares as usize,
+            };
+            let (id, budget) = (job_id.clone(), limits.budget);
+            let ingest = tokio::task::spawn_blocking(move || Ingest::read_share(id, budget, path, &opts, share, blocks, owners, s.you))
+                .await
+                .map_err(|e| Status::internal(format!("reading the share failed: {e}")))?
+                .map_err(status)?;
+            (resp.rows, resp.skipped_lines, resp.min_value, resp.max_value) = ingest.share_summary();
+            tracing::info!(job = %job_id, share = s.share, shares = s.shares, rows = resp.rows, "share read");
+            *slot.lock().await = Some(ingest);
+        }
+        Step::RouteShare(r) => {
+            let out = with_ingest(slot, &job_id, move |i| i.route_share(r.first_place, r.input_rows, r.split.as_ref())).await?;
+            resp.peer_bytes = send_all(peers, out, timeout).await?;
+        }
+        Step::GatherUsers(g) => resp.user_blocks = with_ingest(slot, &job_id, move |i| i.gather_users(g.split.as_ref())).await?,
+        Step::NumberUsers(n) => resp.user_blocks = with_ingest(slot, &job_id, move |i| i.number_users(n.numeric)).await?,
+        Step::RouteItems(r) => {
+            let out = with_ingest(slot, &job_id, move |i| i.route_items(&r.user_starts)).await?;
+            resp.peer_bytes = send_all(peers, out, timeout).await?;
+        }
+        Step::GatherItems(_) => resp.item_blocks = with_ingest(slot, &job_id, |i| i.gather_items()).await?,
+        Step::NumberItems(n) => resp.item_blocks = with_ingest(slot, &job_id, move |i| i.number_items(n.numeric)).await?,
+        Step::Adopt(_) => return Err(Status::internal("adopting blocks is the worker service's step")),
+        Step::Finish(f) => {
+            let duplicates = match f.duplicates {
+                0 => DuplicatePolicy::Last,
+                1 => DuplicatePolicy::First,
+                2 => DuplicatePolicy::Sum,
+                d => return Err(Status::invalid_argument(format!("unknown duplicate policy {d}"))),
+            };
+            let asks = with_ingest(slot, &job_id, |i| i.finish_asks()).await?;
+            let mut answers: FxHashMap<String, Option<u32>> = FxHashMap::default();
+            for (block, addr, ids) in asks {
+                for ids in by_bytes(ids, LOOKUP_BYTES) {
+                    let local = {
+                        let mut g = slot.lock().await;
+                        let i = active(&mut g, &job_id)?;
+                        i.builds_item_block(block)
+                            .then(|| i.look_up(block, &ids))
+                            .transpose()
+                            .map_err(status)?
+                    };
+                    let rows = match local {
+                        Some(rows) => rows,
+                        None => lookup_remote(peers, &addr, &job_id, block, &ids, timeout).await?,
+                    };
+                    answers.extend(ids.into_iter().zip(rows));
+                }
+            }
+            (resp.user_blocks, resp.item_blocks) =
+                with_ingest(slot, &job_id, move |i| i.finish(&f.item_starts, duplicates, &answers)).await?;
+            tracing::info!(job = %job_id, user_blocks = resp.user_blocks.len(), item_blocks = resp.item_blocks.len(), "blocks built");
+        }
+    }
+    Ok(resp)
+}
+
+/// `ids` in runs of about `bytes` bytes each.
+fn by_bytes(ids: Vec<String>, bytes: usize) -> Vec<Vec<String>> {
+    let mut runs: Vec<Vec<String>> = Vec::new();
+    let mut size = usize::MAX;
+    for id in ids {
+        if size >= bytes {
+            runs.push(Vec::new());
+            size = 0;
+        }
+        size += id.len() + 4;
+        runs.last_mut().expect("pushed").push(id);
+    }
+    runs
+}
+
+/// Send every stream of rows to its peer, all at once; the bytes sent.
+async fn send_all(peers: &Arc<Peers>, out: Outgoing, timeout: Duration) -> Result<u64, Status> {
+    let sends = out
+        .into_iter()
+        .filter(|(_, chunks)| !chunks.is_empty())
+        .map(|(addr, chunks)| async move { peers.ingest_rows(&addr, chunks, timeout).await });
+    Ok(futures::future::try_join_all(sends).await?.into_iter().sum())
+}
+
+/// Ask the owner of item block `block` for the rows of `ids`.
+async fn lookup_remote(
+    peers: &Peers,
+    addr: &str,
+    job_id: &str,
+    block: u32,
+    ids: &[String],
+    timeout: Duration,
+) -> Result<Vec<Option<u32>>, Status> {
+    let mut id_bytes = Vec::new();
+    let mut id_ends = Vec::with_capacity(ids.len());
+    for id in ids {
+        id_bytes.extend_from_slice(id.as_bytes());
+        id_ends.push(id_bytes.len() as u32);
+    }
+    let req = LookupItemsRequest {
+        job_id: job_id.to_owned(),
+        block,
+        id_bytes: id_bytes.into(),
+        id_ends: u32_bytes(&id_ends).into(),
+    };
+    let resp = peers.lookup_items(addr, req, timeout).await?;
+    let rows: Vec<u32> = pieces_vec("rows", &[&resp.rows]).map_err(|e| Status::invalid_argument(format!("peer {addr}: {e}")))?;
+    if rows.len() != ids.len() {
+        return Err(Status::invalid_argument(format!(
+            "peer {addr} answered {} rows for {} items",
+            rows.len(),
+            ids.len()
+        )));
+    }
+    Ok(rows.into_iter().map(|r| (r != u32::MAX).then_some(r)).collect())
+}
+
+/// A peer's stream of rows for one block: held up to what the budget has
+/// left, then checked and kept.
+pub async fn receive_rows(slot: &IngestSlot, mut stream: Streaming<IngestRowsChunk>) -> Result<(), Status> {
+    let Some(first) = stream.message().await? else { return Ok(()) };
+    let room = {
+        let mut g = slot.lock().await;
+        let i = active(&mut g, &first.job_id)?;
+        i.room()
+    };
+    let mut bytes = prost::Message::encoded_len(&first) as u64;
+    let mut chunks = vec![first];
+    while let Some(c) = stream.message().await? {
+        let f = &chunks[0];
+        if (c.job_id.as_str(), c.to_items, c.block) != (f.job_id.as_str(), f.to_items, f.block) {
+            return Err(Status::invalid_argument("a stream of rows must not change its job or block"));
+        }
+        bytes += prost::Message::encoded_len(&c) as u64;
+        if bytes > room {
+            return Err(als_proto::fault::job_failed(
+                format!("rows of more than {room} bytes exceed what this worker's budget has left"),
+                None,
+            ));
+        }
+        chunks.push(c);
+    }
+    let job_id = chunks[0].job_id.clone();
+    with_ingest(slot, &job_id, move |i| i.receive(&chunks)).await
+}
+
+/// A peer's look-up of items in one of this worker's item blocks.
+pub async fn look_up(slot: &IngestSlot, req: LookupItemsRequest) -> Result<LookupItemsResponse, Status> {
+    let mut g = slot.lock().await;
+    let i = active(&mut g, &req.job_id)?;
+    let ids = decode_ids(&req.id_bytes, &req.id_ends, i.max_id_len()).map_err(Status::invalid_argument)?;
+    let rows = i.look_up(req.block, &ids).map_err(status)?;
+    let rows: Vec<u32> = rows.into_iter().map(|r| r.unwrap_or(u32::MAX)).collect();
+    Ok(LookupItemsResponse {
+        rows: u32_bytes(&rows).into(),
+    })
+}
+
+/// Step 9: the finished blocks of job `job_id` become the started job's.
+pub async fn adopt(slot: &IngestSlot, job: &Arc<Mutex<Option<Job>>>, job_id: &str, a: &AdoptStep) -> Result<IngestResponse, Status> {
+    let ingest = {
+        let mut g = slot.lock().await;
+        active(&mut g, job_id)?;
+        g.take().expect("active")
+    };
+    let job = job.clone();
+    let (job_id, a) = (job_id.to_owned(), *a);
+    tokio::task::spawn_blocking(move || {
+        let mut g = job.blocking_lock();
+        let j = match g.as_mut() {
+            Some(j) if j.id == job_id => j,
+            _ => {
+                return Err(Status::failed_precondition(format!(
+                    "blocks of job '{job_id}' adopted before the job started"
+                )))
+            }
+        };
+        let start = StartFactors {
+            seed: a.seed,
+            init_std: a.init_std,
+            k: j.params.factors,
+            biased: j.params.dim() > j.params.factors,
+        };
+        let blocks = ingest.into_blocks(start).map_err(status)?;
+        let n = blocks.len();
+        for (side, data) in blocks {
+            j.add_block(side, data).map_err(status)?;
+        }
+        tracing::info!(job = %job_id, blocks = n, "blocks built here adopted");
+        Ok(IngestResponse::default())
+    })
+    .await
+    .map_err(|e| Status::internal(format!("adopting the blocks failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn look_ups_go_in_runs_that_keep_every_id_once_in_order() {
+        let ids: Vec<String> = (0..1000).map(|i| format!("{i:0>300}")).collect();
+        let runs = by_bytes(ids.clone(), 64 << 10);
+        assert!(runs.len() > 1 && runs.iter().all(|r| r.iter().map(|i| i.len() + 4).sum::<usize>() < (64 << 10) + 304));
+        assert_eq!(runs.concat(), ids);
+        assert!(by_bytes(Vec::new(), 10).is_empty());
+    }
+
+    #[test]
+    fn a_worker_reads_only_under_its_input_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("r.csv"), "1,2,3\n").unwrap();
+        std::fs::write(dir.path().join("secret.csv"), "1,2,3\n").unwrap();
+        let inside = data.join("r.csv");
+        assert_eq!(
+            under_root(inside.to_str().unwrap(), Some(&data)).unwrap(),
+            inside.canonicalize().unwrap()
+        );
+        // Outside, also by `..` and by a symbolic link.
+        let up = data.join("../secret.csv");
+        assert_eq!(
+            under_root(up.to_str().unwrap(), Some(&data)).unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
+        std::os::unix::fs::symlink(dir.path().join("secret.csv"), data.join("link.csv")).unwrap();
+        let link = data.join("link.csv");
+        assert_eq!(
+            under_root(link.to_str().unwrap(), Some(&data)).unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
+        let e = under_root(inside.to_str().unwrap(), None).unwrap_err();
+        assert!(e.message().contains("--input-root"), "{}", e.message());
+    }
+}

@@ -1,0 +1,132 @@
+//! A worker takes rows only for the blocks it builds, in the step that
+//! expects them, within its budget, each place once; steps run in order.
+
+use super::*;
+
+fn owners(blocks: usize) -> Owners {
+    Owners {
+        workers: vec!["inproc:a".into(), "inproc:b".into()],
+        owners: (0..blocks as u32).map(|b| b % 2).collect(),
+    }
+}
+
+/// Worker 0 of two, holding share 0 of 2 of a small file.
+fn started(budget: u64) -> (tempfile::TempDir, Result<Ingest, JobError>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.csv");
+    let text: String = (0..400).map(|r| format!("{},{},{}\n", r % 37, r % 11, 1 + r % 5)).collect();
+    std::fs::write(&path, text).unwrap();
+    let share = Share { index: 0, count: 2 };
+    let i = Ingest::read_share(
+        "j".into(),
+        budget,
+        path,
+        &LoadOptions::default(),
+        share,
+        4,
+        (owners(4), owners(4)),
+        0,
+    );
+    (dir, i)
+}
+
+fn chunk(to_items: bool, block: u32, places: &[u64]) -> IngestRowsChunk {
+    let ids = vec!["u".to_string(), "i".to_string()];
+    let mut w = rows::ChunkWriter::new("j", to_items, block, &ids);
+    for &p in places {
+        let user = if to_items { rows::UserRef::Row(0) } else { rows::UserRef::Code(0) };
+        w.push(p, user, 1, 1.0, false);
+    }
+    w.finish().remove(0)
+}
+
+#[test]
+fn rows_are_taken_only_for_blocks_built_here_in_the_step_that_expects_them() {
+    let (_d, i) = started(1 << 30);
+    let mut i = i.unwrap();
+    let e = i.receive(&[chunk(false, 1, &[0])]).unwrap_err();
+    assert!(
+        matches!(&e, JobError::Invalid(m) if m.contains("user block 1 is not built on this worker")),
+        "{e:?}"
+    );
+    let e = i.receive(&[chunk(true, 0, &[0])]).unwrap_err();
+    assert!(matches!(&e, JobError::NotReady(m) if m.contains("rows for item blocks")), "{e:?}");
+    let e = i.number_users(true).unwrap_err();
+    assert!(matches!(e, JobError::NotReady(_)), "{e:?}");
+    let e = i.look_up(0, &["i".into()]).unwrap_err();
+    assert!(matches!(e, JobError::NotReady(_)), "{e:?}");
+    // A share that does not fit the input is refused.
+    let e = i.route_share(390, 400, None).unwrap_err();
+    assert!(matches!(&e, JobError::Invalid(m) if m.contains("does not fit")), "{e:?}");
+}
+
+#[test]
+fn a_place_sent_twice_or_past_the_input_is_refused_when_the_block_is_gathered() {
+    for places in [&[5u64, 5][..], &[10_000]] {
+        let (_d, i) = started(1 << 30);
+        let mut i = i.unwrap();
+        let out = i.route_share(0, 400, None).unwrap();
+        assert!(out.iter().all(|(to, _)| to == "inproc:b"), "rows of worker 0's own blocks stay");
+        i.receive(&[chunk(false, 0, places)]).unwrap();
+        let e = i.gather_users(None).unwrap_err();
+        assert!(
+            matches!(&e, JobError::Invalid(m) if m.contains("repeated or outside")),
+            "{places:?}: {e:?}"
+        );
+    }
+}
+
+#[test]
+fn rows_past_the_budget_are_refused() {
+    let (_d, i) = started(100);
+    assert!(matches!(i.err(), Some(JobError::OverBudget(_))), "a share over the budget");
+    let (_d, i) = started(1 << 30);
+    let mut i = i.unwrap();
+    i.route_share(0, 400, None).unwrap();
+    i.budget = i.held + 10;
+    let e = i.receive(&[chunk(false, 0, &[300, 301])]).unwrap_err();
+    assert!(matches!(e, JobError::OverBudget(_)), "{e:?}");
+}
+
+#[test]
+fn settings_from_the_wire_are_checked() {
+    let spec = |f: &dyn Fn(&mut InputSpec)| {
+        let mut s = InputSpec {
+            path: "x".into(),
+            format: "csv".into(),
+            max_id_len: 64,
+            ..Default::default()
+        };
+        f(&mut s);
+        load_options(&s)
+    };
+    assert!(spec(&|_| {}).is_ok());
+    assert!(spec(&|s| s.format = "parquet".into()).is_err());
+    assert!(spec(&|s| s.max_id_len = 0).is_err());
+    assert!(spec(&|s| s.max_id_len = 1 << 20).is_err());
+    let rule = |kind: Kind, frac: f64, folds: u32, fold: u32| {
+        rule_of(Some(&SplitRule {
+            kind: kind as i32,
+            test_frac: frac,
+            seed: 1,
+            folds,
+            fold,
+        }))
+    };
+    assert!(rule(Kind::Ratio, 0.2, 0, 0).is_ok());
+    assert!(rule(Kind::Ratio, 1.5, 0, 0).is_err());
+    assert!(rule(Kind::PerUser, f64::NAN, 0, 0).is_err());
+    assert!(rule(Kind::KFold, 0.0, 4, 4).is_err());
+    assert!(rule(Kind::KFold, 0.0, 1, 0).is_err());
+    assert!(rule_of(Some(&SplitRule {
+        kind: 99,
+        ..Default::default()
+    }))
+    .is_err());
+    let bad = BlockOwners {
+        workers: vec!["a".into()],
+        owners: vec![0, 1],
+    };
+    assert!(Owners::from_pb(Some(&bad), 2).is_err());
+    assert!(Owners::from_pb(Some(&bad), 3).is_err());
+}
