@@ -884,3 +884,49 @@ fn held_out_users_are_scored_alike_in_process_and_on_workers() {
         assert_eq!(local.metrics["data"]["held_out_users"], 60);
     }
 }
+
+#[test]
+fn workers_that_read_the_input_train_the_single_process_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_csv(dir.path());
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--data", s(&data), "--factors", "6", "--iterations", "3", "--quiet"];
+        args.extend(extra);
+        run_train(&train_args(&args), &mut Vec::new())
+    };
+    let bits = |o: &TrainOutcome| {
+        let m = &o.model;
+        (
+            m.user_factors().iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            m.item_factors().iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        )
+    };
+    // The evaluated run on a split the workers decide, then the refit on every row.
+    for extra in [
+        &["--split", "ratio"][..],
+        &["--split", "per-user", "--implicit", "--alpha", "5", "--solver", "cg"],
+    ] {
+        let single = run(&[extra, &["--in-process"]].concat()).unwrap();
+        for n in ["1", "3"] {
+            let cluster = run(&[extra, &["--local", n, "--input-on-workers"]].concat()).unwrap_or_else(|e| panic!("{extra:?} {n}: {e:#}"));
+            assert_eq!(single.metrics["final"], cluster.metrics["final"], "{extra:?}, {n} workers");
+            assert!(bits(&single) == bits(&cluster), "{extra:?}, {n} workers: the factors differ");
+        }
+    }
+    // Where the workers cannot build what the run needs, it is refused before anything is read.
+    for (extra, says) in [
+        (&["--in-process", "--input-on-workers"][..], "needs workers"),
+        (&["--local", "2", "--input-on-workers", "--split", "temporal"], "temporal"),
+        (&["--local", "2", "--input-on-workers", "--split", "users"], "--split users"),
+    ] {
+        let e = format!("{:#}", run(extra).err().unwrap_or_else(|| panic!("{extra:?} is refused")));
+        assert!(e.contains(says), "{extra:?}: {e}");
+    }
+    let e = format!(
+        "{:#}",
+        run_train(&train_args(&["--local", "2", "--input-on-workers", "--quiet"]), &mut Vec::new())
+            .err()
+            .unwrap()
+    );
+    assert!(e.contains("needs --data"), "{e}");
+}

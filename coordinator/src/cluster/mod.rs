@@ -9,6 +9,7 @@
 //! sums in block order so any cluster shape reduces them to the same bits.
 
 pub mod executor;
+pub mod ingest;
 pub mod local;
 pub mod routing;
 pub mod session;

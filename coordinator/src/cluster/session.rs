@@ -6,7 +6,9 @@ use futures::future::try_join_all;
 
 use super::client::{connect, ClientOptions, WorkerHandle};
 use super::executor::{ClusterExecutor, FaultOptions};
+use super::ingest::{build_blocks, BlocksBuilt, IngestPlan, WorkerLost};
 use super::local::LocalWorkers;
+use als_proto::pb::AdoptStep;
 
 pub struct ClusterSession {
     rt: tokio::runtime::Runtime,
@@ -23,6 +25,9 @@ pub struct ClusterSession {
     /// Why each worker was lost, if it was, when the last `train` ended: the
     /// next run starts without it (and takes it back once it answers).
     lost: std::sync::Mutex<Vec<Option<String>>>,
+    /// The job id under which the workers built blocks from the input,
+    /// for the next `train` from a fresh start to adopt them.
+    built: std::sync::Mutex<Option<String>>,
 }
 
 impl ClusterSession {
@@ -52,6 +57,7 @@ impl ClusterSession {
             evaluations_from_peers: Default::default(),
             replayed_halves: Default::default(),
             lost: Default::default(),
+            built: Default::default(),
         })
     }
 
@@ -76,6 +82,7 @@ impl ClusterSession {
             evaluations_from_peers: Default::default(),
             replayed_halves: Default::default(),
             lost: Default::default(),
+            built: Default::default(),
         })
     }
 
@@ -99,6 +106,26 @@ impl ClusterSession {
         self.workers.iter().map(|w| w.addr.clone()).collect()
     }
 
+    /// Have the workers build the blocks of `plan`'s input, each reading a
+    /// share of it; the next [`Self::train`] from a fresh start adopts them
+    /// instead of shipping its own.
+    pub fn build_blocks(&self, plan: &IngestPlan<'_>) -> anyhow::Result<BlocksBuilt> {
+        let lost = self
+            .lost
+            .lock()
+            .map(|l| l.iter().flatten().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        if let Some(why) = lost.first() {
+            return Err(WorkerLost(format!("a worker was lost earlier ({why})")).into());
+        }
+        let job_id = format!("job-{}", super::local::random_token());
+        let built = self.rt.block_on(build_blocks(&self.workers, &job_id, plan, &self.faults))?;
+        if let Ok(mut b) = self.built.lock() {
+            *b = Some(job_id);
+        }
+        Ok(built)
+    }
+
     /// Train `cfg` on the workers, from `state` or a fresh start.
     pub fn train(
         &self,
@@ -109,9 +136,20 @@ impl ClusterSession {
         on_iteration: &mut OnIteration,
     ) -> anyhow::Result<TrainResult> {
         cfg.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let built = self.built.lock().ok().and_then(|mut b| b.take());
+        // Blocks built by the workers hold the initial rows: a resumed run ships its own.
+        let (job_id, adopt) = match (built, &state) {
+            (Some(id), None) => (
+                id,
+                Some(AdoptStep {
+                    seed: cfg.seed,
+                    init_std: cfg.init_std,
+                }),
+            ),
+            _ => (format!("job-{}", super::local::random_token()), None),
+        };
         let state = state.unwrap_or_else(|| initial_state(ds, cfg));
         let params = cfg.solve_params(ds.global_mean(&layouts.users));
-        let job_id = format!("job-{}", super::local::random_token());
         let lost = self.lost.lock().map(|l| l.clone()).unwrap_or_default();
         let mut exec = ClusterExecutor::start(
             self.rt.handle().clone(),
@@ -124,6 +162,7 @@ impl ClusterSession {
             layouts,
             &state,
             job_id,
+            adopt,
         )?;
         exec.set_halves(2 * cfg.iterations.saturating_sub(state.iterations_done));
         let res = train(ds, cfg, &mut exec, layouts, Some(state), on_iteration);

@@ -3,6 +3,7 @@
 
 mod summary;
 mod trainer;
+mod workers_read;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -51,6 +52,8 @@ pub struct TrainJob {
     pub output: Option<ModelOutput>,
     pub metrics_json: Option<PathBuf>,
     pub quiet: bool,
+    /// The workers build their blocks from the input (`--input-on-workers`).
+    pub input_on_workers: bool,
 }
 
 /// What a training run produced.
@@ -77,6 +80,8 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
     if let Some(o) = &job.output {
         check_out_dir(&o.dir, o.overwrite)?;
     }
+    let resume = job.checkpoint.as_ref().is_some_and(|c| c.resume);
+    let workers_read = workers_read::plan_of(&job, resume)?;
     let embedded = matches!(spec.source, DataSource::Synthetic(_));
     if embedded {
         tracing::info!("no --data given: training on the embedded synthetic dataset");
@@ -152,6 +157,11 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
     if let Trainer::Cluster(session) = &trainer {
         tracing::info!(workers = ?session.addrs(), "training on the cluster");
     }
+    if let Some(plan) = &workers_read {
+        if let Err(e) = workers_read::build(&trainer, plan, &job, ds, &layouts) {
+            return trainer.shutdown(Err(e));
+        }
+    }
     let trained = trainer.train(ds, cfg, &layouts, start, &mut on_iteration);
     progress::finish(&bar);
     let result = match trained {
@@ -161,7 +171,16 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
     let (model, trained_on) = if job.refit_on_all {
         // Only the full data set is needed from here on.
         drop(input.dataset);
-        match final_fit(&trainer, spec, cfg, job.quiet, &input.summary.source, &result.final_metrics) {
+        let on_workers = workers_read.as_ref().map(|w| (w.every_row(), &job));
+        match final_fit(
+            &trainer,
+            spec,
+            cfg,
+            job.quiet,
+            &input.summary.source,
+            &result.final_metrics,
+            on_workers,
+        ) {
             Ok(m) => m,
             Err(e) => return trainer.shutdown(Err(e)),
         }
@@ -220,6 +239,7 @@ fn final_fit(
     quiet: bool,
     source: &str,
     held_out: &TestMetrics,
+    workers_read: Option<(workers_read::WorkersRead, &TrainJob)>,
 ) -> anyhow::Result<(ModelParts, TrainedOn)> {
     let full = load_input(&InputSpec {
         test: TestSource::None,
@@ -233,6 +253,9 @@ fn final_fit(
         "refitting the saved model on every rating (--final-fit all); its metrics come from the held-out run"
     );
     let layouts = Layouts::for_dataset(ds, cfg.blocks);
+    if let Some((plan, job)) = &workers_read {
+        workers_read::build(trainer, plan, job, ds, &layouts)?;
+    }
     let bar = progress::training_bar(cfg.iterations, quiet);
     bar.set_message("final fit on every rating");
     let mut on_iteration = |r: &IterationReport, _: &mut StateView| -> Result<(), TrainError> {

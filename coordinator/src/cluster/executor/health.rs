@@ -33,21 +33,23 @@ pub(super) async fn watched<T>(
     faults: &FaultOptions,
     work: impl std::future::Future<Output = Result<T, HalfError>>,
 ) -> Result<T, HalfError> {
-    let mut health = tonic_health::pb::health_client::HealthClient::new(w.transport.clone());
-    let addr = w.addr.clone();
-    let watchdog = async {
-        loop {
-            tokio::time::sleep(faults.heartbeat).await;
-            let check = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() });
-            match tokio::time::timeout(faults.worker_timeout, check).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(s)) => return HalfError::Lost(format!("worker {addr}: health check failed: {}", s.message())),
-                Err(_) => return HalfError::Lost(format!("worker {addr}: no answer for {:?}", faults.worker_timeout)),
-            }
-        }
-    };
     tokio::select! {
         r = work => r,
-        e = watchdog => Err(e),
+        e = watchdog(w, faults) => Err(HalfError::Lost(e)),
+    }
+}
+
+/// Health-check the worker every heartbeat; ends, saying why, once it stops answering.
+pub(crate) async fn watchdog(w: &WorkerHandle, faults: &FaultOptions) -> String {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(w.transport.clone());
+    let addr = &w.addr;
+    loop {
+        tokio::time::sleep(faults.heartbeat).await;
+        let check = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() });
+        match tokio::time::timeout(faults.worker_timeout, check).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(s)) => return format!("worker {addr}: health check failed: {}", s.message()),
+            Err(_) => return format!("worker {addr}: no answer for {:?}", faults.worker_timeout),
+        }
     }
 }

@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 use als_core::side::{Factors, Side};
-use als_proto::pb::ReleaseBlocksRequest;
+use als_proto::pb::ingest_request::Step;
+use als_proto::pb::{AdoptStep, IngestRequest, ReleaseBlocksRequest};
 use als_proto::spec::side_to_pb;
 use als_proto::{encoded_bytes, PEER_EXCHANGE};
 
@@ -185,6 +186,54 @@ impl ClusterExecutor<'_> {
                 })
                 .collect()
         }))
+    }
+
+    /// Start the job on every worker and make the blocks each built from the
+    /// input its own (`Ingest` with `Adopt`), where every worker is up and
+    /// the blocks are at home; a worker lost meanwhile is left to
+    /// [`Self::sync_assignment`], which ships its blocks to the others.
+    pub(super) fn adopt_built(&mut self, adopt: AdoptStep) -> anyhow::Result<()> {
+        if self.slots.iter().any(|s| !s.alive) {
+            tracing::warn!("a worker is lost: the blocks the workers built are shipped instead");
+            return Ok(());
+        }
+        let futs: Vec<_> = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(w, slot)| {
+                let mut c = slot.handle.client.clone();
+                let addr = slot.handle.addr.clone();
+                let (start, job_id) = (self.start_req.clone(), self.job_id.clone());
+                let work = async move {
+                    c.start_job(start).await.map_err(|s| rpc_err(&addr, "cannot start the job", s))?;
+                    let req = IngestRequest {
+                        job_id,
+                        step: Some(Step::Adopt(adopt)),
+                        ..Default::default()
+                    };
+                    c.ingest(req)
+                        .await
+                        .map_err(|s| rpc_err(&addr, "cannot adopt the blocks it built", s))?;
+                    Ok::<(), HalfError>(())
+                };
+                let (handle, faults) = (slot.handle.clone(), self.faults.clone());
+                async move { (w, watched(&handle, &faults, work).await) }
+            })
+            .collect();
+        let results = self.rt.block_on(futures::future::join_all(futs));
+        let (adopted, _) = self.settle(results)?;
+        for (w, ()) in adopted {
+            let home = &self.home;
+            let slot = &mut self.slots[w];
+            slot.started = true;
+            for (held, own) in slot.holds.iter_mut().zip(home) {
+                *held = (0..own.len()).filter(|&b| own[b] == w).collect();
+            }
+            // Their rows are the coordinator's initial rows, drawn from the same ids.
+            slot.current = slot.holds.clone();
+        }
+        Ok(())
     }
 
     /// Make every live worker hold exactly its blocks (shipping what is missing); returns bytes sent.

@@ -38,13 +38,14 @@ use als_core::data::Dataset;
 use als_core::side::{Factors, Side};
 use als_core::solve::{SolveParams, TermsWanted};
 use als_core::train::{HalfStepExecutor, HalfStepOutput, Layouts, TestMetrics, TrainConfig, TrainError, TrainState};
-use als_proto::pb::{EndJobRequest, StartJobRequest};
+use als_proto::pb::{AdoptStep, EndJobRequest, StartJobRequest};
 use als_proto::spec::spec_from_params;
 use als_proto::{PEER_EXCHANGE, PROTOCOL_VERSION};
 
 use crate::cluster::client::{ClientOptions, WorkerHandle};
 use crate::cluster::routing::Routing;
 
+pub(crate) use health::watchdog;
 pub use health::FaultOptions;
 pub use rpc::JobFailed;
 use test_rows::TestByUser;
@@ -142,7 +143,8 @@ fn side_ix(s: Side) -> usize {
 }
 
 impl<'a> ClusterExecutor<'a> {
-    /// Start the job on every worker and ship every block once.
+    /// Start the job on every worker and ship every block once, or, with
+    /// `adopt`, have each worker take the blocks it built as job `job_id`.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         rt: tokio::runtime::Handle,
@@ -155,6 +157,7 @@ impl<'a> ClusterExecutor<'a> {
         layouts: &Layouts,
         state: &TrainState,
         job_id: String,
+        adopt: Option<AdoptStep>,
     ) -> anyhow::Result<ClusterExecutor<'a>> {
         anyhow::ensure!(!workers.is_empty(), "no workers");
         let routing = Routing::build(&ds.by_user, &ds.by_item, layouts, workers.len());
@@ -210,7 +213,12 @@ impl<'a> ClusterExecutor<'a> {
             .iter()
             .all(|s| s.handle.info.capabilities.iter().any(|c| c == PEER_EXCHANGE));
         let t0 = Instant::now();
-        let shipped = match exec.sync_assignment(&state.users, &state.items) {
+        // Blocks the workers built from the input (as job `job_id`) are theirs; the rest are shipped.
+        let adopted = match adopt {
+            Some(a) => exec.adopt_built(a),
+            None => Ok(()),
+        };
+        let shipped = match adopted.and_then(|()| exec.sync_assignment(&state.users, &state.items)) {
             Ok(b) => b,
             Err(e) => {
                 // Free the workers that did start the job for the next one.

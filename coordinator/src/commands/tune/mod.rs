@@ -28,11 +28,11 @@ use std::time::Instant;
 use als_core::data::split::{split_rows, split_users, UserHoldout};
 use als_core::data::{load_ratings, Dataset, RawRatings, SplitSpec};
 use als_core::train::{Layouts, TestMetrics, TrainConfig, TrainError};
-use anyhow::Context;
+use anyhow::{bail, Context};
 
 use crate::progress;
 use crate::report::write_json_atomic;
-use crate::training::{self, check_out_dir, Trainer};
+use crate::training::{self, check_out_dir, ExecutorChoice, Trainer};
 
 /// `(train rows, test rows)` of fold `fold`: the k-fold split of `--split kfold`.
 pub fn fold_rows(raw: &RawRatings, folds: usize, fold: usize, seed: u64) -> anyhow::Result<(Vec<usize>, Vec<usize>)> {
@@ -149,6 +149,10 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
     let metric = metric_of(&configs[0]);
     if let Some(dir) = &args.out {
         check_out_dir(dir, args.overwrite)?;
+    }
+    if args.cluster.input_on_workers && matches!(choice, ExecutorChoice::InProcess) {
+        // Found out now, not at the final fit after the whole search.
+        bail!("--input-on-workers needs workers (--workers or --local): the final fit's workers read --data");
     }
 
     let raw = load_ratings(&args.data, &load).map_err(anyhow::Error::new)?;

@@ -1,0 +1,405 @@
+//! The workers build the blocks from the input; the coordinator reads none
+//! of it (issue 14). It drives the eight steps of
+//! [`als_core::data::ingest`] on every worker at once (`Ingest` calls) and
+//! reduces what they report, all of it O(workers + blocks): the shares' row
+//! counts into each share's first place, the blocks' "all ids are integers"
+//! bits into the numeric order, their id counts into the blocks' first
+//! rows, their sums into the global mean and the data fingerprint. The
+//! ratings go worker to worker (`IngestRows`, `LookupItems`).
+//!
+//! The copies of the ratings are checked against each other: the user
+//! blocks' cell sums must equal the item blocks' (a row lost or altered
+//! between them is caught here, not as a wrong model).
+
+use std::path::Path;
+use std::time::Duration;
+
+use als_core::data::ingest::add_cell_sums;
+use als_core::data::{DataFingerprint, DuplicatePolicy, LoadOptions, SplitSpec};
+use als_proto::fault::{fault_of, Fault};
+use als_proto::pb::ingest_request::Step;
+use als_proto::pb::split_rule::Kind;
+use als_proto::pb::EndJobRequest;
+use als_proto::pb::{
+    BlockOwners, BlockReport, FinishStep, GatherItemsStep, GatherUsersStep, IngestRequest, IngestResponse, InputSpec, NumberStep,
+    ReadShareStep, RouteItemsStep, RouteShareStep, SplitRule,
+};
+use anyhow::{bail, Context};
+
+use super::executor::watchdog;
+use super::routing::contiguous_owners;
+use super::{FaultOptions, WorkerHandle};
+
+/// What to build, and how long a step and a peer call may take.
+pub struct IngestPlan<'a> {
+    /// The input as every worker reaches it.
+    pub path: &'a Path,
+    pub load: &'a LoadOptions,
+    pub split: &'a SplitSpec,
+    pub duplicates: DuplicatePolicy,
+    pub blocks: usize,
+    pub step_timeout: Duration,
+    pub peer_timeout: Duration,
+}
+
+/// The data as the coordinator knows it once the workers hold the blocks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlocksBuilt {
+    pub input_rows: u64,
+    pub skipped_lines: u64,
+    /// The values' range over every row read.
+    pub value_range: (f32, f32),
+    /// Each block's first dense row, then the side's row count.
+    pub user_starts: Vec<u64>,
+    pub item_starts: Vec<u64>,
+    /// Training ratings (repeats merged), test rows kept and dropped.
+    pub ratings: u64,
+    pub test_rows: u64,
+    pub test_dropped_cold: u64,
+    pub duplicates_merged: u64,
+    pub global_mean: f64,
+    pub fingerprint: DataFingerprint,
+    /// Every training cell (dense user, dense item, value), summed as
+    /// [`als_core::data::ingest::cell_sums`] sums them: the two copies agree on it.
+    pub cells: [u64; 4],
+    /// Bytes of rows the workers sent each other.
+    pub peer_bytes: u64,
+}
+
+impl BlocksBuilt {
+    pub fn n_users(&self) -> usize {
+        *self.user_starts.last().expect("blocks") as usize
+    }
+
+    pub fn n_items(&self) -> usize {
+        *self.item_starts.last().expect("blocks") as usize
+    }
+
+    /// The data fingerprint's text, as [`als_core::data::Dataset::fingerprint`].
+    pub fn fingerprint_digest(&self) -> String {
+        self.fingerprint.digest(self.n_users(), self.n_items())
+    }
+}
+
+fn split_rule(split: &SplitSpec) -> anyhow::Result<SplitRule> {
+    let rule = |kind: Kind, test_frac: f64, seed: u64| SplitRule {
+        kind: kind as i32,
+        test_frac,
+        seed,
+        ..Default::default()
+    };
+    Ok(match *split {
+        SplitSpec::None => rule(Kind::None, 0.0, 0),
+        SplitSpec::Ratio { test_frac, seed } => rule(Kind::Ratio, test_frac, seed),
+        SplitSpec::PerUser { test_frac, seed } => rule(Kind::PerUser, test_frac, seed),
+        SplitSpec::KFold { folds, fold, seed } => SplitRule {
+            kind: Kind::KFold as i32,
+            seed,
+            folds: folds.try_into().context("folds")?,
+            fold: fold.try_into().context("fold")?,
+            ..Default::default()
+        },
+        SplitSpec::Temporal { .. } => bail!("the temporal split is not yet decided by workers that read the input"),
+    })
+}
+
+fn input_spec(path: &Path, o: &LoadOptions) -> anyhow::Result<InputSpec> {
+    let col = |c: usize, what: &str| u32::try_from(c).with_context(|| format!("{what} column {c}"));
+    Ok(InputSpec {
+        path: path
+            .to_str()
+            .with_context(|| format!("input path {} is not UTF-8", path.display()))?
+            .to_owned(),
+        format: o.format.name().to_owned(),
+        header: o.header,
+        user_col: col(o.user_col, "user")?,
+        item_col: col(o.item_col, "item")?,
+        rating_col: o.rating_col.map(|c| col(c, "rating")).transpose()?,
+        timestamp_col: o.timestamp_col.map(|c| col(c, "timestamp")).transpose()?,
+        skip_invalid: o.skip_invalid,
+        max_id_len: col(o.max_id_len, "max id length")?,
+    })
+}
+
+/// Have `workers` build the blocks of `plan`'s input; the job's id names the
+/// ingest on every worker. A worker lost meanwhile fails it with [`WorkerLost`].
+pub async fn build_blocks(
+    workers: &[WorkerHandle],
+    job_id: &str,
+    plan: &IngestPlan<'_>,
+    faults: &FaultOptions,
+) -> anyhow::Result<BlocksBuilt> {
+    let built = build(workers, job_id, plan, faults).await;
+    if built.is_err() {
+        end_all(workers, job_id, plan.peer_timeout).await;
+    }
+    built
+}
+
+async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, faults: &FaultOptions) -> anyhow::Result<BlocksBuilt> {
+    let n = workers.len();
+    anyhow::ensure!(n > 0, "no workers");
+    let blocks = plan.blocks;
+    let owners = contiguous_owners(blocks, n);
+    let pb_owners = BlockOwners {
+        workers: workers.iter().map(|w| w.addr.clone()).collect(),
+        owners: owners.iter().map(|&w| w as u32).collect(),
+    };
+    let input = input_spec(plan.path, plan.load)?;
+    let split = split_rule(plan.split)?;
+    let duplicates = match plan.duplicates {
+        DuplicatePolicy::Last => 0,
+        DuplicatePolicy::First => 1,
+        DuplicatePolicy::Sum => 2,
+    };
+    let steps = Steps {
+        workers,
+        job_id,
+        plan,
+        faults,
+    };
+
+    // 1. Each worker reads its share; the shares' counts place their rows.
+    let read = steps
+        .run("read its share", |w| {
+            Step::ReadShare(ReadShareStep {
+                input: Some(input.clone()),
+                share: w as u32,
+                shares: n as u32,
+                blocks: blocks as u32,
+                user_owners: Some(pb_owners.clone()),
+                item_owners: Some(pb_owners.clone()),
+                you: w as u32,
+            })
+        })
+        .await?;
+    let firsts = prefix(read.iter().map(|r| r.rows));
+    let input_rows = firsts[n];
+    if input_rows == 0 {
+        bail!("{}: no ratings", plan.path.display());
+    }
+    // 2. Each share's rows go to their users' blocks.
+    let routed = steps
+        .run("route its share", |w| {
+            Step::RouteShare(RouteShareStep {
+                first_place: firsts[w],
+                input_rows,
+                split: Some(split),
+            })
+        })
+        .await?;
+    // 3–4. The user blocks: gathered, split, numbered.
+    let gathered = steps
+        .run("gather its user blocks", |_| {
+            Step::GatherUsers(GatherUsersStep { split: Some(split) })
+        })
+        .await?;
+    let numeric = by_block(&gathered, |r| &r.user_blocks, &owners, "user")?.iter().all(|r| r.integers);
+    let numbered = steps.run("number its users", |_| Step::NumberUsers(NumberStep { numeric })).await?;
+    let user_starts = prefix(by_block(&numbered, |r| &r.user_blocks, &owners, "user")?.iter().map(|r| r.ids));
+    // 5–7. The training rows to their items' blocks: gathered, numbered.
+    let routed_items = steps
+        .run("route its training rows", |_| {
+            Step::RouteItems(RouteItemsStep {
+                user_starts: user_starts.clone(),
+            })
+        })
+        .await?;
+    let gathered = steps
+        .run("gather its item blocks", |_| Step::GatherItems(GatherItemsStep {}))
+        .await?;
+    let numeric = by_block(&gathered, |r| &r.item_blocks, &owners, "item")?.iter().all(|r| r.integers);
+    let numbered = steps.run("number its items", |_| Step::NumberItems(NumberStep { numeric })).await?;
+    let item_starts = prefix(by_block(&numbered, |r| &r.item_blocks, &owners, "item")?.iter().map(|r| r.ids));
+    // 8. Laid out, each block reports its sums.
+    let finished = steps
+        .run("lay out its blocks", |_| {
+            Step::Finish(FinishStep {
+                item_starts: item_starts.clone(),
+                duplicates,
+            })
+        })
+        .await?;
+    let users = by_block(&finished, |r| &r.user_blocks, &owners, "user")?;
+    let items = by_block(&finished, |r| &r.item_blocks, &owners, "item")?;
+    reduce(
+        BlocksBuilt {
+            input_rows,
+            skipped_lines: read.iter().map(|r| r.skipped_lines).sum(),
+            value_range: read
+                .iter()
+                .filter(|r| r.rows > 0)
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), r| {
+                    (lo.min(r.min_value), hi.max(r.max_value))
+                }),
+            user_starts,
+            item_starts,
+            ratings: 0,
+            test_rows: 0,
+            test_dropped_cold: 0,
+            duplicates_merged: 0,
+            global_mean: 0.0,
+            fingerprint: DataFingerprint::default(),
+            cells: [0; 4],
+            peer_bytes: routed.iter().chain(&routed_items).map(|r| r.peer_bytes).sum(),
+        },
+        &users,
+        &items,
+    )
+}
+
+/// The user blocks' sums in block order, checked against the item blocks'.
+fn reduce(mut built: BlocksBuilt, users: &[&BlockReport], items: &[&BlockReport]) -> anyhow::Result<BlocksBuilt> {
+    let lanes = |r: &BlockReport, v: &[u64], what: &str| -> anyhow::Result<[u64; 4]> {
+        v.try_into()
+            .map_err(|_| anyhow::anyhow!("block {} reported {} {what} lanes, not 4", r.block, v.len()))
+    };
+    let (mut user_cells, mut item_cells) = ([0u64; 4], [0u64; 4]);
+    let mut value_sum = 0.0f64;
+    for r in users {
+        built.ratings += r.ratings;
+        built.test_rows += r.test_rows;
+        built.test_dropped_cold += r.test_dropped_cold;
+        built.duplicates_merged += r.duplicates_merged;
+        // Block by block, in block order: the in-process path's sum.
+        value_sum += r.value_sum;
+        built.fingerprint.merge(&DataFingerprint {
+            lanes: lanes(r, &r.fingerprint, "fingerprint")?,
+            ratings: r.ratings,
+        });
+        user_cells = add_cell_sums(user_cells, lanes(r, &r.cells, "cell")?);
+    }
+    let mut item_ratings = 0;
+    for r in items {
+        item_ratings += r.ratings;
+        item_cells = add_cell_sums(item_cells, lanes(r, &r.cells, "cell")?);
+    }
+    if item_ratings != built.ratings || item_cells != user_cells {
+        bail!(
+            "the workers' copies of the ratings disagree: {} by user, {item_ratings} by item, or the same count with other cells",
+            built.ratings
+        );
+    }
+    built.global_mean = value_sum / built.ratings.max(1) as f64;
+    built.cells = user_cells;
+    Ok(built)
+}
+
+/// Each block's report, from its owner, in block order.
+fn by_block<'a>(
+    resps: &'a [IngestResponse],
+    side: impl Fn(&'a IngestResponse) -> &'a Vec<BlockReport>,
+    owners: &[usize],
+    what: &str,
+) -> anyhow::Result<Vec<&'a BlockReport>> {
+    let mut out: Vec<Option<&BlockReport>> = vec![None; owners.len()];
+    for (w, resp) in resps.iter().enumerate() {
+        for r in side(resp) {
+            let b = r.block as usize;
+            if owners.get(b) != Some(&w) || out[b].is_some() {
+                bail!("worker {w} reported {what} block {} it does not build", r.block);
+            }
+            out[b] = Some(r);
+        }
+    }
+    out.into_iter()
+        .enumerate()
+        .map(|(b, r)| r.with_context(|| format!("no worker reported {what} block {b}")))
+        .collect()
+}
+
+fn prefix(counts: impl Iterator<Item = u64>) -> Vec<u64> {
+    let mut starts = vec![0];
+    for c in counts {
+        starts.push(starts.last().expect("not empty") + c);
+    }
+    starts
+}
+
+/// One step on every worker at once.
+struct Steps<'a> {
+    workers: &'a [WorkerHandle],
+    job_id: &'a str,
+    plan: &'a IngestPlan<'a>,
+    faults: &'a FaultOptions,
+}
+
+impl Steps<'_> {
+    async fn run(&self, what: &str, step: impl Fn(usize) -> Step) -> anyhow::Result<Vec<IngestResponse>> {
+        let calls = self.workers.iter().enumerate().map(|(w, h)| {
+            let req = IngestRequest {
+                job_id: self.job_id.to_owned(),
+                peer_timeout_ms: self.plan.peer_timeout.as_millis().min(u32::MAX as u128) as u32,
+                step: Some(step(w)),
+            };
+            let mut client = h.client.clone();
+            async move {
+                let call = async {
+                    tokio::select! {
+                        r = client.ingest(req) => Some(r),
+                        _ = watchdog(h, self.faults) => None,
+                    }
+                };
+                match tokio::time::timeout(self.plan.step_timeout, call).await {
+                    Ok(None) => Err(StepError::Lost(format!(
+                        "worker {} stopped answering health checks while it had to {what}",
+                        h.addr
+                    ))),
+                    Ok(Some(r)) => r.map(|r| r.into_inner()).map_err(|s| {
+                        let m = format!("worker {} could not {what}: {}", h.addr, s.message());
+                        match fault_of(&s) {
+                            Fault::Lost | Fault::Peer => StepError::Lost(m),
+                            _ => StepError::Other(m),
+                        }
+                    }),
+                    Err(_) => Err(StepError::Lost(format!(
+                        "worker {} did not {what} within {:?}",
+                        h.addr, self.plan.step_timeout
+                    ))),
+                }
+            }
+        });
+        // The first failure ends the step: the others may be waiting on a lost worker.
+        let t0 = std::time::Instant::now();
+        let done = futures::future::try_join_all(calls).await.map_err(StepError::into_anyhow);
+        tracing::debug!(step = what, seconds = t0.elapsed().as_secs_f64(), "building the blocks");
+        done
+    }
+}
+
+/// Best effort, after a failure: every worker forgets the blocks it was building.
+async fn end_all(workers: &[WorkerHandle], job_id: &str, timeout: Duration) {
+    let ends = workers.iter().map(|h| {
+        let req = EndJobRequest { job_id: job_id.to_owned() };
+        let mut c = h.client.clone();
+        async move {
+            let _ = tokio::time::timeout(timeout, c.end_job(req)).await;
+        }
+    });
+    futures::future::join_all(ends).await;
+}
+
+/// Why a step failed on a worker: lost (it or a peer it sends to is gone),
+/// or anything else (a bad input, a setting, a protocol breach).
+enum StepError {
+    Lost(String),
+    Other(String),
+}
+
+impl StepError {
+    fn into_anyhow(self) -> anyhow::Error {
+        match self {
+            StepError::Lost(m) => WorkerLost(m).into(),
+            StepError::Other(m) => anyhow::anyhow!(m),
+        }
+    }
+}
+
+/// Building the blocks failed because a worker was lost or unreachable:
+/// the coordinator, which holds the data, can ship them instead.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct WorkerLost(pub String);
+
+#[cfg(test)]
+mod tests;

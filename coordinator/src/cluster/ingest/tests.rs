@@ -1,0 +1,149 @@
+//! Blocks built by workers that each read a share equal the whole-file
+//! dataset's, for 1, 2 and 3 workers, every split the workers decide, and
+//! both kinds of ids.
+
+use std::time::Duration;
+
+use als_core::data::ingest::cell_sums;
+use als_core::data::split::split_rows;
+use als_core::data::{load_ratings, Dataset, DuplicatePolicy, LoadOptions, SplitSpec};
+use als_core::rng::SplitMix64;
+use als_core::train::Layouts;
+
+use super::{build_blocks, BlocksBuilt, IngestPlan};
+use crate::cluster::client::{connect, ClientOptions};
+use crate::cluster::LocalWorkers;
+
+/// Repeated pairs, integer or other ids, items seen only in test rows.
+fn ratings_text(rows: usize, integer_ids: bool, seed: u64) -> String {
+    let mut s = SplitMix64::new(seed);
+    let mut t = String::from("user,item,rating\n");
+    for _ in 0..rows {
+        let u = s.next_u64() % 2000;
+        let i = match s.next_u64().is_multiple_of(10) {
+            true => 500 + s.next_u64() % 400,
+            false => s.next_u64() % 60,
+        };
+        let user = match integer_ids || !u.is_multiple_of(3) {
+            true => u.to_string(),
+            false => format!("user-{u}"),
+        };
+        t.push_str(&format!("{user},{i},{}.5\n", s.next_u64() % 5));
+    }
+    t
+}
+
+async fn built_by_workers(path: &std::path::Path, workers: usize, plan: &IngestPlan<'_>) -> anyhow::Result<BlocksBuilt> {
+    let local = LocalWorkers::start(workers, 1).await?;
+    let opts = ClientOptions {
+        token: Some(local.token.clone()),
+        ..Default::default()
+    };
+    let mut handles = Vec::new();
+    for a in &local.addrs {
+        handles.push(connect(a, &opts).await?);
+    }
+    let plan = IngestPlan { path, ..*plan };
+    build_blocks(&handles, "ingest-test", &plan, &Default::default()).await
+}
+
+fn expected(ds: &Dataset, blocks: usize) -> (Vec<u64>, Vec<u64>) {
+    let layouts = Layouts::for_dataset(ds, blocks);
+    let starts = |l: &als_core::blocks::BlockLayout, n: usize| {
+        let mut s: Vec<u64> = (0..l.n_blocks()).map(|b| l.range(b).start as u64).collect();
+        s.push(n as u64);
+        s
+    };
+    (starts(&layouts.users, ds.n_users()), starts(&layouts.items, ds.n_items()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = LoadOptions::default();
+    let blocks = 5;
+    let splits = [
+        (SplitSpec::None, DuplicatePolicy::Last),
+        (SplitSpec::Ratio { test_frac: 0.2, seed: 42 }, DuplicatePolicy::Sum),
+        (SplitSpec::PerUser { test_frac: 0.25, seed: 7 }, DuplicatePolicy::First),
+        (
+            SplitSpec::KFold {
+                folds: 4,
+                fold: 1,
+                seed: 3,
+            },
+            DuplicatePolicy::Last,
+        ),
+    ];
+    for (case, integer_ids) in [true, false].into_iter().enumerate() {
+        let path = dir.path().join(format!("r{case}.csv"));
+        std::fs::write(&path, ratings_text(9_000, integer_ids, 11 + case as u64)).unwrap();
+        let raw = load_ratings(&path, &load).unwrap();
+        for (split, duplicates) in &splits {
+            let (train, test) = split_rows(&raw, split).unwrap();
+            let ds = Dataset::build((&raw, &train), Some((&raw, &test)), *duplicates).unwrap();
+            let (user_starts, item_starts) = expected(&ds, blocks);
+            let plan = IngestPlan {
+                path: &path,
+                load: &load,
+                split,
+                duplicates: *duplicates,
+                blocks,
+                step_timeout: Duration::from_secs(60),
+                peer_timeout: Duration::from_secs(10),
+            };
+            for workers in 1..=3 {
+                let what = format!("{split:?}, {duplicates:?}, integer ids {integer_ids}, {workers} workers");
+                let b = built_by_workers(&path, workers, &plan)
+                    .await
+                    .unwrap_or_else(|e| panic!("{what}: {e:#}"));
+                assert_eq!(b.input_rows, raw.len() as u64, "{what}");
+                assert_eq!((&b.user_starts, &b.item_starts), (&user_starts, &item_starts), "{what}");
+                assert_eq!(b.ratings, ds.n_train() as u64, "{what}");
+                assert_eq!(b.test_rows, ds.test.len() as u64, "{what}");
+                assert_eq!(b.test_dropped_cold, ds.test_dropped_cold as u64, "{what}");
+                assert_eq!(b.duplicates_merged, ds.duplicates_merged as u64, "{what}");
+                let layouts = Layouts::for_dataset(&ds, blocks);
+                assert_eq!(b.global_mean.to_bits(), ds.global_mean(&layouts.users).to_bits(), "{what}");
+                assert_eq!(b.fingerprint_digest(), ds.fingerprint, "{what}");
+                // Every cell in its dense place, by user and (checked by the driver) by item.
+                assert_eq!(b.cells, cell_sums(&ds.by_user, 0, true), "{what}");
+                assert_eq!(cell_sums(&ds.by_item, 0, false), cell_sums(&ds.by_user, 0, true));
+                let (lo, hi) = raw
+                    .ratings
+                    .iter()
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, c), &v| (a.min(v), c.max(v)));
+                assert_eq!(b.value_range, (lo, hi), "{what}");
+                assert_eq!(
+                    b.peer_bytes > 0,
+                    workers > 1,
+                    "{what}: rows cross between workers only when there are several"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_line_is_named_by_the_worker_that_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.csv");
+    let mut text = ratings_text(3_000, true, 5);
+    text.push_str("7,8,not-a-number\n");
+    std::fs::write(&path, text).unwrap();
+    let load = LoadOptions::default();
+    let plan = IngestPlan {
+        path: &path,
+        load: &load,
+        split: &SplitSpec::None,
+        duplicates: DuplicatePolicy::Last,
+        blocks: 4,
+        step_timeout: Duration::from_secs(60),
+        peer_timeout: Duration::from_secs(10),
+    };
+    let e = format!("{:#}", built_by_workers(&path, 3, &plan).await.unwrap_err());
+    assert!(
+        e.contains("could not read its share") && e.contains("bad.csv") && e.contains("3002"),
+        "{e}"
+    );
+}

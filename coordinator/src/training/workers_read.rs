@@ -1,0 +1,130 @@
+//! `--input-on-workers`: the workers build their blocks from the input, and
+//! the coordinator checks that what they built is the data it loaded (the
+//! same file on every machine), then trains on their blocks without shipping
+//! any.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use als_core::blocks::BlockLayout;
+use als_core::data::{Dataset, SplitSpec};
+use als_core::train::Layouts;
+use anyhow::bail;
+
+use super::{ExecutorChoice, TrainJob, Trainer};
+use crate::cluster::ingest::{BlocksBuilt, IngestPlan, WorkerLost};
+use crate::input::{core_split, CoreSplit, DataSource, TestSource};
+
+/// What the workers read and how they split it.
+pub struct WorkersRead {
+    path: PathBuf,
+    split: SplitSpec,
+}
+
+impl WorkersRead {
+    /// The same input with no row held out (the final fit's).
+    pub fn every_row(&self) -> WorkersRead {
+        WorkersRead {
+            path: self.path.clone(),
+            split: SplitSpec::None,
+        }
+    }
+}
+
+/// The plan of `--input-on-workers`, refused before anything is loaded
+/// where the workers cannot build what the run needs.
+pub fn plan_of(job: &TrainJob, resume: bool) -> anyhow::Result<Option<WorkersRead>> {
+    if !job.input_on_workers {
+        return Ok(None);
+    }
+    if matches!(job.executor, ExecutorChoice::InProcess) {
+        bail!("--input-on-workers needs workers (--workers or --local)");
+    }
+    let DataSource::File(path) = &job.input.source else {
+        bail!("--input-on-workers needs --data: the workers read a file, not the embedded dataset");
+    };
+    if resume {
+        bail!("--input-on-workers does not apply to --resume: a resumed run ships the checkpoint's rows with its blocks");
+    }
+    let split = match &job.input.test {
+        TestSource::None => SplitSpec::None,
+        TestSource::File(_) => bail!("--input-on-workers reads no --test file yet: hold the test rows out of --data with --split"),
+        TestSource::Split(choice) => match core_split(*choice, job.input.seed) {
+            CoreSplit::Rows(SplitSpec::Temporal { .. }) => bail!("--input-on-workers does not decide --split temporal yet"),
+            CoreSplit::Rows(split) => split,
+            CoreSplit::Users(_) => bail!("--input-on-workers does not decide --split users yet"),
+        },
+    };
+    // A relative path would be resolved in each worker's directory.
+    let path = std::path::absolute(path)?;
+    Ok(Some(WorkersRead { path, split }))
+}
+
+/// Have the workers build the blocks, and check them against `ds`.
+pub fn build(trainer: &Trainer, plan: &WorkersRead, job: &TrainJob, ds: &Dataset, layouts: &Layouts) -> anyhow::Result<()> {
+    let Trainer::Cluster(session) = trainer else {
+        bail!("--input-on-workers needs workers (--workers or --local)");
+    };
+    let bytes: u64 = als_core::data::input_files(&plan.path)?
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let ingest = IngestPlan {
+        path: &plan.path,
+        load: &job.input.load,
+        split: &plan.split,
+        duplicates: job.input.duplicates,
+        blocks: job.cfg.blocks,
+        // Parsing runs at tens of MB/s per core: a second per MB is far beyond it.
+        step_timeout: Duration::from_secs(600 + bytes / 1_000_000),
+        peer_timeout: job.worker_timeout.max(Duration::from_secs(30)),
+    };
+    let t0 = Instant::now();
+    let built = match session.build_blocks(&ingest) {
+        Ok(b) => b,
+        Err(e) if e.is::<WorkerLost>() => {
+            // This coordinator holds the data: a loss costs the shipment, not the run.
+            tracing::warn!("the workers could not build their blocks ({e:#}): shipping them instead");
+            return Ok(());
+        }
+        Err(e) => return Err(e.context("the workers could not build their blocks from the input")),
+    };
+    check_same_data(&built, ds, layouts, &plan.path)?;
+    tracing::info!(
+        ratings = built.ratings,
+        peer_bytes = built.peer_bytes,
+        seconds = format_args!("{:.2}", t0.elapsed().as_secs_f64()),
+        "the workers built their blocks from the input"
+    );
+    Ok(())
+}
+
+/// The blocks the workers built are those of the data the coordinator loaded.
+fn check_same_data(built: &BlocksBuilt, ds: &Dataset, layouts: &Layouts, path: &std::path::Path) -> anyhow::Result<()> {
+    let starts = |l: &BlockLayout, n: usize| -> Vec<u64> {
+        let mut s: Vec<u64> = (0..l.n_blocks()).map(|b| l.range(b).start as u64).collect();
+        s.push(n as u64);
+        s
+    };
+    let same = built.fingerprint_digest() == ds.fingerprint
+        && built.user_starts == starts(&layouts.users, ds.n_users())
+        && built.item_starts == starts(&layouts.items, ds.n_items())
+        && built.test_rows == ds.test.len() as u64;
+    if !same {
+        bail!(
+            "the workers read other ratings from {} than this coordinator did ({} users, {} items, {} ratings, {} test rows; \
+             here {}, {}, {}, {}): every worker must see the same file",
+            path.display(),
+            built.n_users(),
+            built.n_items(),
+            built.ratings,
+            built.test_rows,
+            ds.n_users(),
+            ds.n_items(),
+            ds.n_train(),
+            ds.test.len()
+        );
+    }
+    Ok(())
+}
