@@ -190,11 +190,16 @@ PY
   log "serve: the compose model server answered on the clean model"
 }
 
-run clean none
+# The clean and kill runs have the workers read /data themselves (the shared
+# volume) and build their blocks; the disconnect run ships them from the
+# coordinator. All three models must be the same.
+ALS_TRAIN_ARGS="$ALS_TRAIN_ARGS --input-on-workers" run clean none
+grep -q 'the workers built their blocks from the input' "$work/clean.log" ||
+  fail "clean: the workers did not build their blocks: $(grep -i 'blocks' "$work/clean.log" | head -n 5)"
 serve_check clean
 # Evaluated every 25 iterations only, so the kill lands while the rows are on
 # the workers: the coordinator recovers by a replay from its last copy.
-ALS_TRAIN_ARGS="$ALS_TRAIN_ARGS --eval-every 25" run kill kill
+ALS_TRAIN_ARGS="$ALS_TRAIN_ARGS --input-on-workers --eval-every 25" run kill kill
 grep -q 'replaying the halves' "$work/kill.log" || fail "kill: no replay in the log: $(grep -i 'lost\|replay' "$work/kill.log" | head -n 5)"
 same_factors kill
 run disconnect disconnect

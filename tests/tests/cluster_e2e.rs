@@ -35,7 +35,8 @@ fn factors(dir: &Path) -> (Vec<u8>, Vec<u8>) {
 fn three_worker_processes_train_the_single_process_model() {
     let tmp = tempfile::tempdir().unwrap();
     let data = generate(tmp.path(), 600, 300, 20_000);
-    let workers: Vec<WorkerProc> = (0..3).map(|_| WorkerProc::start(Some(TOKEN), &[])).collect();
+    let root = tmp.path().to_str().unwrap();
+    let workers: Vec<WorkerProc> = (0..3).map(|_| WorkerProc::start(Some(TOKEN), &["--input-root", root])).collect();
     let addrs = workers.iter().map(|w| w.addr.clone()).collect::<Vec<_>>().join(",");
     for (name, extra) in [
         ("explicit", vec!["--iterations", "10"]),
@@ -64,6 +65,19 @@ fn three_worker_processes_train_the_single_process_model() {
             factors(&single) == factors(&cluster),
             "{name}: cluster factors differ from the single-process ones"
         );
+        // The workers read the input and build their blocks themselves.
+        let read = tmp.path().join(format!("{name}-read"));
+        let (ok, err) = train(
+            &data,
+            &read,
+            &extra,
+            &["--workers".into(), addrs.clone(), "--input-on-workers".into()],
+        );
+        assert!(ok, "{name} on workers reading the input: {err}");
+        assert!(
+            factors(&single) == factors(&read),
+            "{name}: factors from blocks the workers built differ from the single-process ones"
+        );
     }
 }
 
@@ -76,11 +90,19 @@ fn a_killed_worker_process_does_not_change_the_model() {
     let single = tmp.path().join("single");
     let (ok, err) = train(&data, &single, &extra, &["--in-process".into()]);
     assert!(ok, "{err}");
-    // Kill worker 1 at different moments: while blocks ship, early in training, late.
-    for (marker, nth) in [("worker connected", 3usize), ("iteration=2 ", 1), ("iteration=9 ", 1)] {
-        let mut workers: Vec<WorkerProc> = (0..3).map(|_| WorkerProc::start(Some(TOKEN), &[])).collect();
+    // Kill worker 1 at different moments: while blocks ship, early in training, late;
+    // and, with the workers reading the input, while they build their blocks and after.
+    let root = tmp.path().to_str().unwrap();
+    for (marker, nth, read) in [
+        ("worker connected", 3usize, false),
+        ("iteration=2 ", 1, false),
+        ("iteration=9 ", 1, false),
+        ("training on the cluster", 1, true),
+        ("iteration=2 ", 1, true),
+    ] {
+        let mut workers: Vec<WorkerProc> = (0..3).map(|_| WorkerProc::start(Some(TOKEN), &["--input-root", root])).collect();
         let addrs = workers.iter().map(|w| w.addr.clone()).collect::<Vec<_>>().join(",");
-        let out = tmp.path().join(format!("cluster-{}", marker.replace([' ', '='], "_")));
+        let out = tmp.path().join(format!("cluster-{}-{read}", marker.replace([' ', '='], "_")));
         let mut cmd = Command::new(binary("coordinator"));
         cmd.arg("--data")
             .arg(&data)
@@ -88,6 +110,7 @@ fn a_killed_worker_process_does_not_change_the_model() {
             .arg(&out)
             .args(["--factors", "8", "--quiet", "--workers", &addrs])
             .args(extra)
+            .args(if read { &["--input-on-workers"][..] } else { &[] })
             .env("ALS_TOKEN", TOKEN);
         let mut child = cmd
             .stdout(std::process::Stdio::null())
@@ -109,11 +132,13 @@ fn a_killed_worker_process_does_not_change_the_model() {
         }
         let status = child.wait().unwrap();
         assert!(seen >= nth, "marker '{marker}' never seen:\n{log}");
-        assert!(status.success(), "killed at '{marker}':\n{log}");
+        assert!(status.success(), "killed at '{marker}' (workers read the input: {read}):\n{log}");
         assert!(log.contains("worker lost"), "the loss was not noticed:\n{log}");
+        // The refit at the end builds blocks again with the worker gone: shipped instead.
+        assert!(!read || log.contains("shipping them instead"), "no fallback to shipping:\n{log}");
         assert!(
             factors(&single) == factors(&out),
-            "killed at '{marker}': model differs from the fault-free one"
+            "killed at '{marker}' (workers read the input: {read}): model differs from the fault-free one"
         );
     }
 }
@@ -141,39 +166,48 @@ fn a_worker_cut_off_the_network_is_detected_and_the_job_finishes() {
     let single = tmp.path().join("single");
     let (ok, err) = train(&data, &single, &extra, &["--in-process".into()]);
     assert!(ok, "{err}");
-    let workers: Vec<WorkerProc> = (0..3).map(|_| WorkerProc::start(Some(TOKEN), &[])).collect();
-    let proxy = BlackholeProxy::start(&workers[1].addr);
-    let addrs = [workers[0].addr.clone(), proxy.addr.clone(), workers[2].addr.clone()].join(",");
-    let out = tmp.path().join("cut");
-    let mut cmd = Command::new(binary("coordinator"));
-    cmd.arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
-        .args(["--factors", "8", "--quiet", "--worker-timeout", "1", "--workers", &addrs])
-        .args(extra)
-        .env("ALS_TOKEN", TOKEN);
-    let mut child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut log = String::new();
-    let t_cut = std::cell::Cell::new(None);
-    for line in BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok) {
-        let line = strip_ansi(&line);
-        log.push_str(&line);
-        log.push('\n');
-        if line.contains("iteration=2 ") {
-            proxy.drop_everything();
-            t_cut.set(Some(Instant::now()));
+    // With the blocks shipped, and built by the workers from the input.
+    for read in [false, true] {
+        let root = tmp.path().to_str().unwrap();
+        let workers: Vec<WorkerProc> = (0..3).map(|_| WorkerProc::start(Some(TOKEN), &["--input-root", root])).collect();
+        let proxy = BlackholeProxy::start(&workers[1].addr);
+        let addrs = [workers[0].addr.clone(), proxy.addr.clone(), workers[2].addr.clone()].join(",");
+        let out = tmp.path().join(format!("cut-{read}"));
+        let mut cmd = Command::new(binary("coordinator"));
+        cmd.arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .args(["--factors", "8", "--quiet", "--worker-timeout", "1", "--workers", &addrs])
+            .args(extra)
+            .args(if read { &["--input-on-workers"][..] } else { &[] })
+            .env("ALS_TOKEN", TOKEN);
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut log = String::new();
+        let t_cut = std::cell::Cell::new(None);
+        for line in BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok) {
+            let line = strip_ansi(&line);
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains("iteration=2 ") {
+                proxy.drop_everything();
+                t_cut.set(Some(Instant::now()));
+            }
+            if line.contains("worker lost") {
+                let since = t_cut.get().map(|t| t.elapsed()).unwrap_or_default();
+                assert!(since < Duration::from_secs(6), "noticed only after {since:?}");
+            }
         }
-        if line.contains("worker lost") {
-            let since = t_cut.get().map(|t| t.elapsed()).unwrap_or_default();
-            assert!(since < Duration::from_secs(6), "noticed only after {since:?}");
-        }
+        assert!(child.wait().unwrap().success(), "{log}");
+        assert!(log.contains("worker lost"), "{log}");
+        assert!(!read || log.contains("the workers built their blocks"), "{log}");
+        assert!(
+            factors(&single) == factors(&out),
+            "read {read}: model differs from the fault-free one"
+        );
     }
-    assert!(child.wait().unwrap().success(), "{log}");
-    assert!(log.contains("worker lost"), "{log}");
-    assert!(factors(&single) == factors(&out), "model differs from the fault-free one");
 }

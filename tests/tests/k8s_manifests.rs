@@ -258,6 +258,26 @@ fn k8s_manifests_are_consistent() {
     });
     assert!(on_claim, "--out {out} is not on the PersistentVolumeClaim");
 
+    // The workers' --input-root is a read-only volume the coordinator
+    // mounts at the same path from the same source: a --data path under it
+    // names the same file for all of them (--input-on-workers).
+    let root = flag_value(&worker_args, "--input-root").expect("worker --input-root");
+    let source_at = |pod: &Value, c: &Value| -> Value {
+        let m = seq(c, "volumeMounts")
+            .iter()
+            .find(|m| s(m, "mountPath") == root)
+            .unwrap_or_else(|| panic!("{} mounts nothing at {root}", s(c, "name")));
+        assert_eq!(at(m, "readOnly").as_bool(), Some(true), "{} writes the input", s(c, "name"));
+        let mut vol = seq(pod, "volumes").iter().find(|v| s(v, "name") == s(m, "name")).unwrap().clone();
+        vol.as_mapping_mut().unwrap().remove("name");
+        vol
+    };
+    assert_eq!(
+        source_at(at(sts, "spec.template.spec"), worker),
+        source_at(pod, coord),
+        "the workers and the coordinator read different input volumes"
+    );
+
     // The model server: a Deployment reading the model the Job writes, from
     // the same claim (read-only), behind its own Service and its own token.
     let dep = one(&docs, "Deployment");
@@ -428,6 +448,21 @@ fn compose_file_is_consistent() {
         assert!(
             mounts.iter().any(|m| f.starts_with(&format!("{m}/"))),
             "{f} is not on a mounted volume ({mounts:?})"
+        );
+    }
+    // Each worker's --input-root is the coordinator's input directory, the same host directory, read-only.
+    for w in &workers {
+        let svc = at(&c, &format!("services.{w}"));
+        let root = flag_value(&strings(svc, "command"), "--input-root").map(str::to_owned);
+        let root = root.unwrap_or_else(|| panic!("{w}: no --input-root"));
+        let mount = strings(svc, "volumes")
+            .into_iter()
+            .find(|v| v.trim_end_matches(":ro").ends_with(&format!(":{root}")))
+            .unwrap_or_else(|| panic!("{w}: nothing mounted at {root}"));
+        assert!(mount.ends_with(":ro"), "{w} writes the input");
+        assert!(
+            strings(coord, "volumes").contains(&mount),
+            "{w}: {mount} is not the coordinator's input"
         );
     }
 
