@@ -8,7 +8,14 @@
 #
 #   bench/coordinator_load.sh [--baseline OLD_BINDIR] [--workers N]
 #                             [--iterations N] [--eval-every N]
-#                             [--bindir DIR] DATA [TRAIN ARGS...]
+#                             [--both-input-modes] [--bindir DIR]
+#                             DATA [TRAIN ARGS...]
+#
+# --both-input-modes runs this build twice: the coordinator shipping the
+# ratings, then the workers reading DATA themselves (--input-on-workers;
+# every worker gets DATA's directory as its --input-root). Each line also
+# gives the bytes the coordinator shipped at the start and how long the
+# blocks took to reach the workers (shipped, or built by them).
 #
 # BINDIR holds `coordinator` and `worker` (default target/release, built by
 # `cargo build --release --bins -p als-coordinator -p als-worker`). With
@@ -25,6 +32,7 @@ BASELINE=""
 WORKERS=3
 ITERS=5
 EVAL_EVERY=1
+BOTH=0
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -33,7 +41,8 @@ while [ $# -gt 0 ]; do
         --workers) WORKERS=$2; shift ;;
         --iterations) ITERS=$2; shift ;;
         --eval-every) EVAL_EVERY=$2; shift ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        --both-input-modes) BOTH=1 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         -*) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
         *) break ;;
     esac
@@ -44,17 +53,22 @@ DATA=$1; shift
 [ -f "$DATA" ] || { echo "no data file $DATA" >&2; exit 2; }
 [ -x /usr/bin/time ] || { echo "needs /usr/bin/time (apt-get install -y time)" >&2; exit 2; }
 
+DATA=$(cd "$(dirname "$DATA")" && pwd)/$(basename "$DATA")
+INPUT_ROOT=$(dirname "$DATA")
 TMP=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$TMP"' EXIT
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$TMP/token"
 
 # run_one BINDIR LABEL: one training with WORKERS worker processes; one line out.
 run_one() {
-    local bd=$1 label=$2 pids=() addrs="" port
+    local bd=$1 label=$2 pids=() addrs="" port root_flag=()
     shift 2
+    # Workers may read the input only when asked to (--input-on-workers).
+    case " $* " in *" --input-on-workers "*) root_flag=(--input-root "$INPUT_ROOT") ;; esac
     for i in $(seq 0 $((WORKERS - 1))); do
         port=$((52300 + i))
-        "$bd/worker" --listen "127.0.0.1:$port" --token-file "$TMP/token" --threads 1 > "$TMP/w$i.log" 2>&1 &
+        "$bd/worker" --listen "127.0.0.1:$port" --token-file "$TMP/token" --threads 1 \
+            "${root_flag[@]}" > "$TMP/w$i.log" 2>&1 &
         pids+=($!)
         addrs="${addrs:+$addrs,}127.0.0.1:$port"
     done
@@ -70,9 +84,17 @@ run_one() {
     local rss wall
     rss=$(awk -F: '/Maximum resident/ {gsub(/ /, "", $2); print $2}' "$TMP/c.log")
     wall=$(awk '/Elapsed \(wall clock\)/ {print $NF}' "$TMP/c.log")
-    python3 - "$TMP/m.json" "$label" "$rss" "$wall" <<'PY'
-import json, sys
-path, label, rss, wall = sys.argv[1:]
+    python3 - "$TMP/m.json" "$label" "$rss" "$wall" "$TMP/c.log" <<'PY'
+import json, re, sys
+path, label, rss, wall, log = sys.argv[1:]
+text = re.sub(r"\x1b\[[0-9;]*m", "", open(log).read())
+shipped = re.search(r"ratings shipped to workers.*?bytes=(\d+) seconds=([0-9.]+)", text)
+built = re.search(r"the workers built their blocks.*?peer_bytes=(\d+) seconds=([0-9.]+)", text)
+start = ""
+if built:
+    start = f"blocks built by the workers in {float(built.group(2)):.2f} s ({int(built.group(1)) / 1e6:.1f} MB between them); "
+if shipped:
+    start += f"coordinator shipped {int(shipped.group(1)) / 1e6:.1f} MB in {float(shipped.group(2)):.2f} s; "
 d = json.load(open(path))
 its = d["iterations"]
 coord = [(i["bytes_sent"] - i["bytes_peer"]) / 1e6 for i in its]
@@ -80,7 +102,7 @@ peer = [i["bytes_peer"] / 1e6 for i in its]
 secs = [i["seconds"] for i in its]
 metric = next((its[-1][k] for k in ("rmse", "ndcg@10") if k in its[-1]), None)
 later = coord[1:] or coord
-print(f"{label}: coordinator peak RSS {int(rss) / 1024:.0f} MiB, wall {wall}; "
+print(f"{label}: {start}coordinator peak RSS {int(rss) / 1024:.0f} MiB, wall {wall}; "
       f"coordinator MB per iteration {[round(c, 3) for c in coord]} (after the first: max {max(later):.3f}); "
       f"outside the halves {d['bytes_outside_halves'] / 1e6:.2f} MB; peers MB per iteration {peer[-1]:.1f}; "
       f"s/iter {sum(secs[1:]) / max(1, len(secs) - 1):.3f}; last metric {metric}")
@@ -91,3 +113,6 @@ if [ -n "$BASELINE" ]; then
     run_one "$BASELINE" "baseline ($BASELINE)" "$@"
 fi
 run_one "$BINDIR" "this build ($BINDIR)" "$@"
+if [ "$BOTH" = 1 ]; then
+    run_one "$BINDIR" "this build, input on workers" --input-on-workers "$@"
+fi
