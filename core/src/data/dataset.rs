@@ -370,10 +370,12 @@ impl DataFingerprint {
     }
 
     /// Add every row of a block's `by_user` (its rows `user_ids`), whose
-    /// columns are items named by `item_id`: a holder of one user block,
-    /// which knows only the items its rows name.
-    pub fn add_user_block<'a>(&mut self, user_ids: &[String], by_user: &Csr, item_id: impl Fn(u32) -> &'a str + Sync) {
-        self.add_hashed(|u| &user_ids[u], &|c| id_hash(ITEM_SALT, item_id(c)), by_user, 0..by_user.n_rows());
+    /// columns are the items `items` names (column, id): a holder of one
+    /// user block, which knows only the items its rows name.
+    pub fn add_user_block(&mut self, user_ids: &[String], by_user: &Csr, items: &[(u32, &str)]) {
+        // One string hash per distinct item, not per rating.
+        let hashes: rustc_hash::FxHashMap<u32, u64> = items.iter().map(|&(c, id)| (c, id_hash(ITEM_SALT, id))).collect();
+        self.add_hashed(|u| &user_ids[u], &|c| hashes[&c], by_user, 0..by_user.n_rows());
     }
 
     fn add_hashed<'a>(

@@ -334,20 +334,15 @@ impl Ingest {
                 side_name(to_items)
             )));
         }
+        let whole = rows::join(chunks);
         if to_items {
-            let mut parts = Vec::new();
-            for c in chunks {
-                parts.push(rows::decode_item_bound(c, self.max_id_len).map_err(invalid)?);
-            }
-            self.hold(parts.iter().map(|p| held_bytes(&p.ids, p.rows.len())).sum())?;
-            self.item_parts.get_mut(&block).expect("owned").extend(parts);
+            let part = rows::decode_item_bound(&whole, self.max_id_len).map_err(invalid)?;
+            self.hold(held_bytes(&part.ids, part.rows.len()))?;
+            self.item_parts.get_mut(&block).expect("owned").push(part);
         } else {
-            let mut parts = Vec::new();
-            for c in chunks {
-                parts.push(rows::decode_routed(c, self.max_id_len).map_err(invalid)?);
-            }
-            self.hold(parts.iter().map(|p| held_bytes(&p.ids, p.rows.len())).sum())?;
-            self.user_parts.get_mut(&block).expect("owned").extend(parts);
+            let part = rows::decode_routed(&whole, self.max_id_len).map_err(invalid)?;
+            self.hold(held_bytes(&part.ids, part.rows.len()))?;
+            self.user_parts.get_mut(&block).expect("owned").push(part);
         }
         Ok(())
     }
@@ -528,9 +523,9 @@ impl Ingest {
             let done = u
                 .finish(first_user, n_items, duplicates, &self.source, &global)
                 .map_err(|e| invalid(e.to_string()))?;
-            let names: FxHashMap<u32, &str> = u.items_named().into_iter().filter_map(|i| Some((global(i)?, i))).collect();
+            let names: Vec<(u32, &str)> = u.items_named().into_iter().filter_map(|i| Some((global(i)?, i))).collect();
             let mut fp = DataFingerprint::default();
-            fp.add_user_block(&u.user_ids, &done.by_user, |c| names[&c]);
+            fp.add_user_block(&u.user_ids, &done.by_user, &names);
             let value_sum = done.by_user.values.iter().map(|&x| x as f64).sum::<f64>();
             user_reports.push(report(b, |r| {
                 r.ids = u.user_ids.len() as u64;

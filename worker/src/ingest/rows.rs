@@ -1,144 +1,126 @@
-//! Ratings on the wire between workers while blocks are built: each chunk
-//! carries a table of the ids it names (their bytes, cut at `id_ends`) and
-//! u32 codes into it, so an id repeated over many rows travels once per
-//! chunk, and the receiver checks every field before it keeps a row.
+//! Ratings on the wire between workers while blocks are built: one stream
+//! per part (a sender's rows for one block) carries the part's table of ids
+//! (their bytes, cut at `id_ends`) once and u32 codes into it, so an id
+//! repeated over many rows travels once; every field is appended across the
+//! stream's messages and decoded once at the end, where the receiver checks
+//! every field before it keeps a row.
 
 use als_core::data::ingest::{ItemBoundPart, ItemBoundRow, RoutedPart, RoutedRow};
-use als_proto::codec::{f32_bytes, pieces_vec, u32_bytes, u64_bytes};
+use als_proto::codec::{f32_bytes, pieces_vec, plan_chunks, u32_bytes, u64_bytes};
 use als_proto::pb::IngestRowsChunk;
+use als_proto::CHUNK_BYTES;
 
-/// Bytes of rows a chunk holds before the next one starts, far below the
-/// message limit (one row adds at most two ids of `max_id_len` bytes).
-const CHUNK_TARGET: usize = 512 << 10;
-
-/// The user of a row on the wire: a code into the part's table (to a user
-/// block) or a dense row (to an item block).
-#[derive(Clone, Copy)]
-pub enum UserRef {
-    Code(u32),
-    Row(u32),
+/// The arrays of one part, as the messages of its stream carry them.
+struct Arrays {
+    n_rows: usize,
+    /// places, users, items, values, test, id_bytes, id_ends.
+    fields: [Vec<u8>; 7],
 }
 
-/// Builds the chunks of one stream of rows for one block, from a part's
-/// rows and table: each chunk gets a table of only the ids it names.
-pub struct ChunkWriter<'a> {
-    job_id: String,
-    to_items: bool,
-    block: u32,
-    table: &'a [String],
-    /// Per code of `table`, its code in the current chunk (`u32::MAX`: none yet).
-    remap: Vec<u32>,
-    done: Vec<IngestRowsChunk>,
-    cur: Cur,
+fn table_bytes(ids: &[String]) -> (Vec<u8>, Vec<u8>) {
+    let mut bytes = Vec::with_capacity(ids.iter().map(String::len).sum());
+    let mut ends = Vec::with_capacity(ids.len());
+    for id in ids {
+        bytes.extend_from_slice(id.as_bytes());
+        ends.push(bytes.len() as u32);
+    }
+    (bytes, u32_bytes(&ends))
 }
 
-#[derive(Default)]
-struct Cur {
-    places: Vec<u64>,
-    users: Vec<u32>,
-    items: Vec<u32>,
-    values: Vec<f32>,
-    test: Vec<u8>,
-    id_bytes: Vec<u8>,
-    id_ends: Vec<u32>,
-    /// The codes of `table` this chunk names.
-    used: Vec<u32>,
+/// The messages of one stream: the first carries the header, each field's
+/// bytes continue from message to message.
+fn messages(job_id: &str, to_items: bool, block: u32, a: Arrays) -> Vec<IngestRowsChunk> {
+    if a.n_rows == 0 {
+        return Vec::new();
+    }
+    let lens: Vec<usize> = a.fields.iter().map(Vec::len).collect();
+    plan_chunks(&lens, CHUNK_BYTES)
+        .into_iter()
+        .enumerate()
+        .map(|(j, pieces)| {
+            let mut m = IngestRowsChunk {
+                job_id: job_id.to_owned(),
+                to_items,
+                block,
+                n_rows: if j == 0 { a.n_rows as u32 } else { 0 },
+                ..Default::default()
+            };
+            for (f, range) in pieces {
+                let piece = a.fields[f][range].to_vec().into();
+                match f {
+                    0 => m.places = piece,
+                    1 => m.users = piece,
+                    2 => m.items = piece,
+                    3 => m.values = piece,
+                    4 => m.test = piece,
+                    5 => m.id_bytes = piece,
+                    _ => m.id_ends = piece,
+                }
+            }
+            m
+        })
+        .collect()
 }
 
-impl Cur {
-    fn bytes(&self) -> usize {
-        self.places.len() * 21 + self.id_bytes.len() + self.id_ends.len() * 4
-    }
-}
-
-impl<'a> ChunkWriter<'a> {
-    pub fn new(job_id: &str, to_items: bool, block: u32, table: &'a [String]) -> Self {
-        ChunkWriter {
-            job_id: job_id.to_owned(),
-            to_items,
-            block,
-            table,
-            remap: vec![u32::MAX; table.len()],
-            done: Vec::new(),
-            cur: Cur::default(),
-        }
-    }
-
-    fn code(&mut self, c: u32) -> u32 {
-        let slot = &mut self.remap[c as usize];
-        if *slot == u32::MAX {
-            *slot = self.cur.id_ends.len() as u32;
-            self.cur.id_bytes.extend_from_slice(self.table[c as usize].as_bytes());
-            self.cur.id_ends.push(self.cur.id_bytes.len() as u32);
-            self.cur.used.push(c);
-        }
-        *slot
-    }
-
-    pub fn push(&mut self, place: u64, user: UserRef, item: u32, value: f32, test: bool) {
-        let user = match user {
-            UserRef::Code(c) => self.code(c),
-            UserRef::Row(r) => r,
-        };
-        let item = self.code(item);
-        let c = &mut self.cur;
-        c.places.push(place);
-        c.users.push(user);
-        c.items.push(item);
-        c.values.push(value);
-        if !self.to_items {
-            c.test.push(test as u8);
-        }
-        if c.bytes() >= CHUNK_TARGET {
-            self.cut();
-        }
-    }
-
-    fn cut(&mut self) {
-        let c = std::mem::take(&mut self.cur);
-        for &u in &c.used {
-            self.remap[u as usize] = u32::MAX;
-        }
-        self.done.push(IngestRowsChunk {
-            job_id: self.job_id.clone(),
-            to_items: self.to_items,
-            block: self.block,
-            n_rows: c.places.len() as u32,
-            places: u64_bytes(&c.places).into(),
-            users: u32_bytes(&c.users).into(),
-            items: u32_bytes(&c.items).into(),
-            values: f32_bytes(&c.values).into(),
-            test: c.test.into(),
-            id_bytes: c.id_bytes.into(),
-            id_ends: u32_bytes(&c.id_ends).into(),
-        });
-    }
-
-    /// The chunks, none if no row was pushed.
-    pub fn finish(mut self) -> Vec<IngestRowsChunk> {
-        if !self.cur.places.is_empty() {
-            self.cut();
-        }
-        self.done
+/// The arrays of a part's rows, each `(place, user, item, value)` and, to
+/// a user block, a test flag.
+fn part_arrays<R>(ids: &[String], rows: &[R], row: impl Fn(&R) -> (u64, u32, u32, f32), test: Option<&dyn Fn(&R) -> bool>) -> Arrays {
+    let (id_bytes, id_ends) = table_bytes(ids);
+    let column = |f: &dyn Fn((u64, u32, u32, f32)) -> u32| u32_bytes(&rows.iter().map(|r| f(row(r))).collect::<Vec<_>>());
+    Arrays {
+        n_rows: rows.len(),
+        fields: [
+            u64_bytes(&rows.iter().map(|r| row(r).0).collect::<Vec<_>>()),
+            column(&|r| r.1),
+            column(&|r| r.2),
+            f32_bytes(&rows.iter().map(|r| row(r).3).collect::<Vec<_>>()),
+            test.map_or_else(Vec::new, |t| rows.iter().map(|r| t(r) as u8).collect()),
+            id_bytes,
+            id_ends,
+        ],
     }
 }
 
-/// A share's rows for user block `block`, as messages.
+/// A share's rows for user block `block`, as the messages of one stream.
 pub fn routed_chunks(job_id: &str, block: u32, part: &RoutedPart) -> Vec<IngestRowsChunk> {
-    let mut w = ChunkWriter::new(job_id, false, block, &part.ids);
-    for r in &part.rows {
-        w.push(r.place, UserRef::Code(r.user), r.item, r.value, r.test);
-    }
-    w.finish()
+    let test: &dyn Fn(&RoutedRow) -> bool = &|r| r.test;
+    let arrays = part_arrays(&part.ids, &part.rows, |r| (r.place, r.user, r.item, r.value), Some(test));
+    messages(job_id, false, block, arrays)
 }
 
-/// A user block's training rows for item block `block`, as messages.
+/// A user block's training rows for item block `block`, as the messages of one stream.
 pub fn item_bound_chunks(job_id: &str, block: u32, part: &ItemBoundPart) -> Vec<IngestRowsChunk> {
-    let mut w = ChunkWriter::new(job_id, true, block, &part.ids);
-    for r in &part.rows {
-        w.push(r.place, UserRef::Row(r.user), r.item, r.value, false);
+    let arrays = part_arrays(&part.ids, &part.rows, |r| (r.place, r.user, r.item, r.value), None);
+    messages(job_id, true, block, arrays)
+}
+
+/// The messages of one stream joined back into one: the header of the
+/// first, each field's bytes in order.
+pub fn join(chunks: &[IngestRowsChunk]) -> IngestRowsChunk {
+    let mut fields: [Vec<u8>; 7] = Default::default();
+    for c in chunks {
+        for (f, b) in [&c.places, &c.users, &c.items, &c.values, &c.test, &c.id_bytes, &c.id_ends]
+            .into_iter()
+            .enumerate()
+        {
+            fields[f].extend_from_slice(b);
+        }
     }
-    w.finish()
+    let [places, users, items, values, test, id_bytes, id_ends] = fields.map(Into::into);
+    let first = &chunks[0];
+    IngestRowsChunk {
+        job_id: first.job_id.clone(),
+        to_items: first.to_items,
+        block: first.block,
+        n_rows: first.n_rows,
+        places,
+        users,
+        items,
+        values,
+        test,
+        id_bytes,
+        id_ends,
+    }
 }
 
 /// An id table: `id_bytes` cut at `id_ends`, each id valid UTF-8, not
@@ -273,7 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn rows_cross_in_chunks_with_one_table_each_and_come_back_equal() {
+    fn a_part_crosses_as_one_stream_with_its_table_once_and_comes_back_equal() {
         let ids: Vec<String> = (0..700)
             .map(|u| format!("user-{u}"))
             .chain((0..91).map(|i| i.to_string()))
@@ -289,18 +271,13 @@ mod tests {
             .collect();
         let part = RoutedPart { ids, rows };
         let chunks = routed_chunks("j", 4, &part);
-        assert!(chunks.len() > 1, "60,000 rows take more than one chunk");
-        assert!(chunks.iter().all(|c| prost::Message::encoded_len(c) < 1 << 20));
-        // Each chunk's table holds only the ids it names, each once.
-        for c in &chunks {
-            let p = decode_routed(c, 64).unwrap();
-            let mut named: Vec<u32> = p.rows.iter().flat_map(|r| [r.user, r.item]).collect();
-            named.sort_unstable();
-            named.dedup();
-            assert_eq!(named.len(), p.ids.len());
-        }
-        let back: Vec<RoutedPart> = chunks.iter().map(|c| decode_routed(c, 64).unwrap()).collect();
-        assert_eq!(spelled(&back), spelled(std::slice::from_ref(&part)));
+        assert!(chunks.len() > 1, "60,000 rows take more than one message");
+        assert!(chunks.iter().all(|c| prost::Message::encoded_len(c) < (1 << 20) + 1024));
+        // The table travels once for the whole stream.
+        let table: usize = chunks.iter().map(|c| c.id_ends.len() / 4).sum();
+        assert_eq!(table, 791);
+        let back = decode_routed(&join(&chunks), 64).unwrap();
+        assert_eq!(spelled(std::slice::from_ref(&back)), spelled(std::slice::from_ref(&part)));
 
         let part = ItemBoundPart {
             ids: vec!["a".into(), "x".into()],
@@ -312,12 +289,7 @@ mod tests {
             }],
         };
         let c = item_bound_chunks("j", 1, &part);
-        let back = decode_item_bound(&c[0], 64).unwrap();
-        assert_eq!(back.ids, ["x"]);
-        assert_eq!(
-            (back.rows[0].place, back.rows[0].user, back.rows[0].item, back.rows[0].value),
-            (9, 17, 0, 2.0)
-        );
+        assert_eq!(decode_item_bound(&join(&c), 64).unwrap(), part);
     }
 
     #[test]

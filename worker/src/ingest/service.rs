@@ -244,7 +244,16 @@ pub async fn receive_rows(slot: &IngestSlot, mut stream: Streaming<IngestRowsChu
         let i = active(&mut g, &first.job_id)?;
         i.room()
     };
+    let over = || {
+        als_proto::fault::job_failed(
+            format!("rows of more than {room} bytes exceed what this worker's budget has left"),
+            None,
+        )
+    };
     let mut bytes = prost::Message::encoded_len(&first) as u64;
+    if bytes > room {
+        return Err(over());
+    }
     let mut chunks = vec![first];
     while let Some(c) = stream.message().await? {
         let f = &chunks[0];
@@ -253,10 +262,7 @@ pub async fn receive_rows(slot: &IngestSlot, mut stream: Streaming<IngestRowsChu
         }
         bytes += prost::Message::encoded_len(&c) as u64;
         if bytes > room {
-            return Err(als_proto::fault::job_failed(
-                format!("rows of more than {room} bytes exceed what this worker's budget has left"),
-                None,
-            ));
+            return Err(over());
         }
         chunks.push(c);
     }

@@ -32,12 +32,34 @@ fn started(budget: u64) -> (tempfile::TempDir, Result<Ingest, JobError>) {
 
 fn chunk(to_items: bool, block: u32, places: &[u64]) -> IngestRowsChunk {
     let ids = vec!["u".to_string(), "i".to_string()];
-    let mut w = rows::ChunkWriter::new("j", to_items, block, &ids);
-    for &p in places {
-        let user = if to_items { rows::UserRef::Row(0) } else { rows::UserRef::Code(0) };
-        w.push(p, user, 1, 1.0, false);
-    }
-    w.finish().remove(0)
+    let mut c = match to_items {
+        false => {
+            let rows = places
+                .iter()
+                .map(|&place| als_core::data::ingest::RoutedRow {
+                    place,
+                    user: 0,
+                    item: 1,
+                    value: 1.0,
+                    test: false,
+                })
+                .collect();
+            rows::routed_chunks("j", block, &RoutedPart { ids, rows })
+        }
+        true => {
+            let rows = places
+                .iter()
+                .map(|&place| als_core::data::ingest::ItemBoundRow {
+                    place,
+                    user: 0,
+                    item: 1,
+                    value: 1.0,
+                })
+                .collect();
+            rows::item_bound_chunks("j", block, &ItemBoundPart { ids, rows })
+        }
+    };
+    c.remove(0)
 }
 
 #[test]

@@ -68,40 +68,50 @@ pub struct ItemBoundPart {
 #[derive(Default)]
 struct PartTable {
     ids: Vec<String>,
-    code: FxHashMap<(u8, u32), u32>,
+    code: FxHashMap<u32, u32>,
 }
 
 impl PartTable {
-    /// The part's code of `id`, which is code `from` of kind `kind` elsewhere.
-    fn code(&mut self, kind: u8, from: u32, id: &str) -> u32 {
+    /// The part's code of `id`, which is code `from` elsewhere.
+    fn code(&mut self, from: u32, id: &str) -> u32 {
         let next = self.ids.len() as u32;
-        *self.code.entry((kind, from)).or_insert_with(|| {
+        *self.code.entry(from).or_insert_with(|| {
             self.ids.push(id.to_owned());
             next
         })
+    }
+
+    /// A new code for `id`, which the caller makes sure is not in the table.
+    fn push(&mut self, id: &str) -> u32 {
+        self.ids.push(id.to_owned());
+        self.ids.len() as u32 - 1
     }
 }
 
 /// The rows of a share, `first_place` being the place of its first row, by
 /// user block of `n_blocks`; `is_test` decides a row from its place.
 pub fn route_share(raw: &RawRatings, first_place: u64, n_blocks: usize, is_test: &dyn Fn(u64) -> bool) -> Vec<RoutedPart> {
-    // One hash per distinct user, not per row.
+    // One hash per distinct user, not per row; a user is in one block, so
+    // its code there is one number (an item is in the parts of many blocks).
     let user_block: Vec<u32> = raw.user_tokens.iter().map(|u| block_of_id(u, n_blocks) as u32).collect();
+    let mut user_code = vec![u32::MAX; raw.user_tokens.len()];
     let mut tables: Vec<PartTable> = (0..n_blocks).map(|_| PartTable::default()).collect();
     let mut rows: Vec<Vec<RoutedRow>> = vec![Vec::new(); n_blocks];
     for r in 0..raw.len() {
         let (u, i) = (raw.users[r], raw.items[r]);
         let b = user_block[u as usize] as usize;
         let t = &mut tables[b];
+        if user_code[u as usize] == u32::MAX {
+            user_code[u as usize] = t.push(&raw.user_tokens[u as usize]);
+        }
         let place = first_place + r as u64;
-        let row = RoutedRow {
+        rows[b].push(RoutedRow {
             place,
-            user: t.code(0, u, &raw.user_tokens[u as usize]),
-            item: t.code(1, i, &raw.item_tokens[i as usize]),
+            user: user_code[u as usize],
+            item: t.code(i, &raw.item_tokens[i as usize]),
             value: raw.ratings[r],
             test: is_test(place),
-        };
-        rows[b].push(row);
+        });
     }
     tables
         .into_iter()
@@ -210,22 +220,22 @@ impl UserBlock {
 
     /// The training rows, users numbered from `first_user`, by item block.
     pub fn item_rows(&self, first_user: u32, n_blocks: usize) -> Vec<ItemBoundPart> {
-        let item_block: FxHashMap<u32, usize> = self
-            .rows
-            .iter()
-            .map(|r| r.item)
-            .collect::<std::collections::BTreeSet<u32>>()
-            .into_iter()
-            .map(|c| (c, block_of_id(&self.ids[c as usize], n_blocks)))
-            .collect();
+        // An item is in one block: per code, its block and its code there.
+        let mut item_block = vec![u32::MAX; self.ids.len()];
+        let mut item_code = vec![u32::MAX; self.ids.len()];
         let mut tables: Vec<PartTable> = (0..n_blocks).map(|_| PartTable::default()).collect();
         let mut rows: Vec<Vec<ItemBoundRow>> = vec![Vec::new(); n_blocks];
         for r in self.rows.iter().filter(|r| !r.test) {
-            let b = item_block[&r.item];
-            rows[b].push(ItemBoundRow {
+            let c = r.item as usize;
+            if item_block[c] == u32::MAX {
+                let b = block_of_id(&self.ids[c], n_blocks);
+                item_block[c] = b as u32;
+                item_code[c] = tables[b].push(&self.ids[c]);
+            }
+            rows[item_block[c] as usize].push(ItemBoundRow {
                 place: r.place,
                 user: first_user + self.dense[r.user as usize],
-                item: tables[b].code(0, r.item, &self.ids[r.item as usize]),
+                item: item_code[c],
                 value: r.value,
             });
         }
