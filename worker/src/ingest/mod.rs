@@ -14,7 +14,7 @@
 //!    for their items' rows ([`Ingest::finish_asks`], `LookupItems`);
 //! 9. once the job has started, make them its blocks ([`adopt`]).
 //!
-//! Rows between workers travel as chunks of interned ids ([`rows`]). A step
+//! Rows between workers travel as streams of interned ids ([`rows`]). A step
 //! that sends to peers is cut in two around the sends, so no lock is held
 //! while a peer's call waits on this worker.
 
