@@ -889,11 +889,30 @@ fn held_out_users_are_scored_alike_in_process_and_on_workers() {
 fn workers_that_read_the_input_train_the_single_process_model() {
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_csv(dir.path());
-    let run = |extra: &[&str]| {
-        let mut args = vec!["--data", s(&data), "--factors", "6", "--iterations", "3", "--quiet"];
+    // The same ratings with timestamps (ties among them), for the temporal split.
+    let stamped = dir.path().join("stamped.csv");
+    let mut text = String::from("user,item,rating,timestamp\n");
+    for (r, line) in std::fs::read_to_string(&data).unwrap().lines().skip(1).enumerate() {
+        text.push_str(&format!("{line},{}\n", r * 7919 % 50));
+    }
+    std::fs::write(&stamped, text).unwrap();
+    // A test file of other ratings of mostly the same users and items.
+    let test_file = dir.path().join("test.csv");
+    let spec = SynthSpec {
+        users: 320,
+        items: 210,
+        ratings: 900,
+        rank: 4,
+        seed: 9,
+        ..SynthSpec::default()
+    };
+    write_csv(&spec, &test_file, |_| {}).unwrap();
+    let run_on = |data: &Path, extra: &[&str]| {
+        let mut args = vec!["--data", s(data), "--factors", "6", "--iterations", "3", "--quiet"];
         args.extend(extra);
         run_train(&train_args(&args), &mut Vec::new())
     };
+    let run = |extra: &[&str]| run_on(&data, extra);
     let bits = |o: &TrainOutcome| {
         let m = &o.model;
         (
@@ -902,13 +921,17 @@ fn workers_that_read_the_input_train_the_single_process_model() {
         )
     };
     // The evaluated run on a split the workers decide, then the refit on every row.
-    for extra in [
-        &["--split", "ratio"][..],
-        &["--split", "per-user", "--implicit", "--alpha", "5", "--solver", "cg"],
+    for (input, extra) in [
+        (&data, &["--split", "ratio"][..]),
+        (&data, &["--split", "per-user", "--implicit", "--alpha", "5", "--solver", "cg"]),
+        (&stamped, &["--split", "temporal", "--test-ratio", "0.25"]),
+        (&data, &["--test", s(&test_file)]),
     ] {
-        let single = run(&[extra, &["--in-process"]].concat()).unwrap();
+        let single = run_on(input, &[extra, &["--in-process"]].concat()).unwrap();
+        assert!(single.data.n_test > 100, "{extra:?}: rows are held out");
         for n in ["1", "3"] {
-            let cluster = run(&[extra, &["--local", n, "--input-on-workers"]].concat()).unwrap_or_else(|e| panic!("{extra:?} {n}: {e:#}"));
+            let cluster =
+                run_on(input, &[extra, &["--local", n, "--input-on-workers"]].concat()).unwrap_or_else(|e| panic!("{extra:?} {n}: {e:#}"));
             assert_eq!(single.metrics["final"], cluster.metrics["final"], "{extra:?}, {n} workers");
             assert!(bits(&single) == bits(&cluster), "{extra:?}, {n} workers: the factors differ");
         }
@@ -916,7 +939,6 @@ fn workers_that_read_the_input_train_the_single_process_model() {
     // Where the workers cannot build what the run needs, it is refused before anything is read.
     for (extra, says) in [
         (&["--in-process", "--input-on-workers"][..], "needs workers"),
-        (&["--local", "2", "--input-on-workers", "--split", "temporal"], "temporal"),
         (&["--local", "2", "--input-on-workers", "--split", "users"], "--split users"),
     ] {
         let e = format!("{:#}", run(extra).err().unwrap_or_else(|| panic!("{extra:?} is refused")));

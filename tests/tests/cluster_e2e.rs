@@ -79,6 +79,26 @@ fn three_worker_processes_train_the_single_process_model() {
             "{name}: factors from blocks the workers built differ from the single-process ones"
         );
     }
+    // A test file beside the input, which the workers read in shares too: the same metrics.
+    let test_file = tmp.path().join("test.csv");
+    let text = std::fs::read_to_string(&data).unwrap();
+    let mut lines = text.lines();
+    let head = lines.next().unwrap();
+    let picked: Vec<&str> = lines.step_by(7).collect();
+    std::fs::write(&test_file, format!("{head}\n{}\n", picked.join("\n"))).unwrap();
+    let extra = ["--iterations", "4", "--test", test_file.to_str().unwrap()];
+    let metrics = |dir: &Path| -> serde_json::Value {
+        let model: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("model.json")).unwrap()).unwrap();
+        model["metrics"].clone()
+    };
+    let (single, read) = (tmp.path().join("test-file-single"), tmp.path().join("test-file-read"));
+    let (ok, err) = train(&data, &single, &extra, &["--in-process".into()]);
+    assert!(ok, "--test in-process: {err}");
+    let (ok, err) = train(&data, &read, &extra, &["--workers".into(), addrs, "--input-on-workers".into()]);
+    assert!(ok, "--test on workers reading the input and the test file: {err}");
+    assert!(factors(&single) == factors(&read), "--test: the factors differ");
+    assert!(metrics(&single)["rmse"].is_f64(), "{}", metrics(&single));
+    assert_eq!(metrics(&single), metrics(&read), "--test: the test metrics differ");
 }
 
 #[test]

@@ -15,14 +15,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use als_core::data::ingest::add_cell_sums;
+use als_core::data::select::{Ask as SelectAsk, Selection};
 use als_core::data::{DataFingerprint, DuplicatePolicy, LoadOptions, SplitSpec};
+use als_proto::codec::pieces_vec;
 use als_proto::fault::{fault_of, Fault};
 use als_proto::pb::ingest_request::Step;
+use als_proto::pb::select_key_step::Ask;
 use als_proto::pb::split_rule::Kind;
 use als_proto::pb::EndJobRequest;
 use als_proto::pb::{
     BlockOwners, BlockReport, FinishStep, GatherItemsStep, GatherUsersStep, IngestRequest, IngestResponse, InputSpec, NumberStep,
-    ReadShareStep, RouteItemsStep, RouteShareStep, SplitRule,
+    ReadShareStep, RouteItemsStep, RouteShareStep, SelectKeyStep, SplitRule,
 };
 use anyhow::{bail, Context};
 
@@ -35,6 +38,8 @@ pub struct IngestPlan<'a> {
     /// The input as every worker reaches it.
     pub path: &'a Path,
     pub load: &'a LoadOptions,
+    /// A test file (`--test FILE`), read in shares as the input is.
+    pub test_path: Option<&'a Path>,
     pub split: &'a SplitSpec,
     pub duplicates: DuplicatePolicy,
     pub blocks: usize,
@@ -81,7 +86,9 @@ impl BlocksBuilt {
     }
 }
 
-fn split_rule(split: &SplitSpec) -> anyhow::Result<SplitRule> {
+/// The rule the workers apply; the temporal split's `first_test_key` is
+/// found beforehand ([`first_test_key`]).
+fn split_rule(split: &SplitSpec, first_test_key: Option<u128>) -> anyhow::Result<SplitRule> {
     let rule = |kind: Kind, test_frac: f64, seed: u64| SplitRule {
         kind: kind as i32,
         test_frac,
@@ -99,7 +106,12 @@ fn split_rule(split: &SplitSpec) -> anyhow::Result<SplitRule> {
             fold: fold.try_into().context("fold")?,
             ..Default::default()
         },
-        SplitSpec::Temporal { .. } => bail!("the temporal split is not yet decided by workers that read the input"),
+        SplitSpec::Temporal { test_frac } => SplitRule {
+            kind: Kind::Temporal as i32,
+            test_frac,
+            first_test_key: first_test_key.map(|k| k.to_le_bytes().to_vec()).unwrap_or_default().into(),
+            ..Default::default()
+        },
     })
 }
 
@@ -146,7 +158,7 @@ async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, fa
         owners: owners.iter().map(|&w| w as u32).collect(),
     };
     let input = input_spec(plan.path, plan.load)?;
-    let split = split_rule(plan.split)?;
+    let test_input = plan.test_path.map(|p| input_spec(p, plan.load)).transpose()?;
     let duplicates = match plan.duplicates {
         DuplicatePolicy::Last => 0,
         DuplicatePolicy::First => 1,
@@ -170,28 +182,39 @@ async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, fa
                 user_owners: Some(pb_owners.clone()),
                 item_owners: Some(pb_owners.clone()),
                 you: w as u32,
+                test_input: test_input.clone(),
             })
         })
         .await?;
+    // The test file's rows are placed after the input's.
     let firsts = prefix(read.iter().map(|r| r.rows));
-    let input_rows = firsts[n];
-    if input_rows == 0 {
+    let test_firsts = prefix(read.iter().map(|r| r.test_rows));
+    let input_rows = firsts[n] + test_firsts[n];
+    if firsts[n] == 0 {
         bail!("{}: no ratings", plan.path.display());
     }
+    let first_test = match plan.split {
+        SplitSpec::Temporal { test_frac } => first_test_key(&steps, &firsts, input_rows, *test_frac).await?,
+        _ => None,
+    };
+    let split = split_rule(plan.split, first_test)?;
     // 2. Each share's rows go to their users' blocks.
     let routed = steps
         .run("route its share", |w| {
             Step::RouteShare(RouteShareStep {
                 first_place: firsts[w],
                 input_rows,
-                split: Some(split),
+                split: Some(split.clone()),
+                test_first_place: firsts[n] + test_firsts[w],
             })
         })
         .await?;
     // 3–4. The user blocks: gathered, split, numbered.
     let gathered = steps
         .run("gather its user blocks", |_| {
-            Step::GatherUsers(GatherUsersStep { split: Some(split) })
+            Step::GatherUsers(GatherUsersStep {
+                split: Some(split.clone()),
+            })
         })
         .await?;
     let numeric = by_block(&gathered, |r| &r.user_blocks, &owners, "user")?.iter().all(|r| r.integers);
@@ -226,6 +249,7 @@ async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, fa
         BlocksBuilt {
             input_rows,
             skipped_lines: read.iter().map(|r| r.skipped_lines).sum(),
+            // Of the input's rows (the test file's are not training rows).
             value_range: read
                 .iter()
                 .filter(|r| r.rows > 0)
@@ -246,6 +270,84 @@ async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, fa
         &users,
         &items,
     )
+}
+
+/// The temporal split's first test key: the `(n − k)`-th smallest
+/// `(timestamp, place)` of all rows, `k` being the test rows, found by asking
+/// every worker about its share's keys in rounds ([`Selection`]); `None`
+/// when no row is held out.
+async fn first_test_key(steps: &Steps<'_>, firsts: &[u64], input_rows: u64, test_frac: f64) -> anyhow::Result<Option<u128>> {
+    let k = als_core::data::split::n_test(input_rows as usize, test_frac)? as u64;
+    let ask = |what: &'static str, ask: Ask, prefix: u128, shift: u32| {
+        steps.run(what, move |w| {
+            Step::SelectKey(SelectKeyStep {
+                ask: ask as i32,
+                first_place: firsts[w],
+                input_rows,
+                prefix: prefix.to_le_bytes().to_vec().into(),
+                shift,
+            })
+        })
+    };
+    let ranges = ask("range its keys", Ask::Range, 0, 0).await?;
+    let mut range: Option<(u128, u128)> = None;
+    for (w, r) in ranges.iter().enumerate() {
+        let keys = keys_of(&r.keys).with_context(|| format!("worker {w}'s range of keys"))?;
+        match (r.rows, keys.as_slice()) {
+            (0, []) => {}
+            (rows, &[lo, hi]) if rows > 0 && lo <= hi => {
+                range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+            }
+            _ => bail!("worker {w} answered {} keys with {} bounds", r.rows, keys.len()),
+        }
+    }
+    let n: u64 = ranges.iter().map(|r| r.rows).sum();
+    anyhow::ensure!(
+        n == firsts[firsts.len() - 1],
+        "the workers hold {n} keys, their shares {} rows",
+        firsts[firsts.len() - 1]
+    );
+    let Some(mut sel) = Selection::new(n - k, n, range) else {
+        return Ok(None);
+    };
+    loop {
+        match sel.ask() {
+            SelectAsk::Histogram { prefix, shift } => {
+                let mut counts = vec![0u64; 1 << 16];
+                for (w, r) in ask("count its keys under a prefix", Ask::Histogram, prefix, shift)
+                    .await?
+                    .iter()
+                    .enumerate()
+                {
+                    let c: Vec<u64> = pieces_vec("counts", &[&r.counts]).with_context(|| format!("worker {w}'s histogram"))?;
+                    anyhow::ensure!(c.len() == counts.len(), "worker {w} answered a histogram of {} buckets", c.len());
+                    for (a, b) in counts.iter_mut().zip(c) {
+                        *a = a.checked_add(b).context("a histogram's counts overflow")?;
+                    }
+                }
+                sel.narrow(&counts).map_err(|e| anyhow::anyhow!("the workers answered {e}"))?;
+            }
+            SelectAsk::Gather { prefix, shift } => {
+                let mut keys = Vec::new();
+                for (w, r) in ask("send its keys under a prefix", Ask::Gather, prefix, shift)
+                    .await?
+                    .iter()
+                    .enumerate()
+                {
+                    keys.extend(keys_of(&r.keys).with_context(|| format!("worker {w}'s keys"))?);
+                }
+                return sel.pick(keys).map(Some).map_err(|e| anyhow::anyhow!("the workers answered {e}"));
+            }
+        }
+    }
+}
+
+/// u128 keys from their 16 bytes each, little endian.
+fn keys_of(b: &[u8]) -> anyhow::Result<Vec<u128>> {
+    anyhow::ensure!(b.len().is_multiple_of(16), "{} bytes of keys, not a multiple of 16", b.len());
+    Ok(b.chunks_exact(16)
+        .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
+        .collect())
 }
 
 /// The user blocks' sums in block order, checked against the item blocks'.

@@ -19,6 +19,8 @@ use crate::input::{core_split, CoreSplit, DataSource, TestSource};
 pub struct WorkersRead {
     path: PathBuf,
     split: SplitSpec,
+    /// `--test FILE`, read by the workers too.
+    test: Option<PathBuf>,
 }
 
 impl WorkersRead {
@@ -27,6 +29,7 @@ impl WorkersRead {
         WorkersRead {
             path: self.path.clone(),
             split: SplitSpec::None,
+            test: None,
         }
     }
 }
@@ -46,18 +49,17 @@ pub fn plan_of(job: &TrainJob, resume: bool) -> anyhow::Result<Option<WorkersRea
     if resume {
         bail!("--input-on-workers does not apply to --resume: a resumed run ships the checkpoint's rows with its blocks");
     }
-    let split = match &job.input.test {
-        TestSource::None => SplitSpec::None,
-        TestSource::File(_) => bail!("--input-on-workers reads no --test file yet: hold the test rows out of --data with --split"),
+    // A relative path would be resolved in each worker's directory.
+    let (split, test) = match &job.input.test {
+        TestSource::None => (SplitSpec::None, None),
+        TestSource::File(t) => (SplitSpec::None, Some(std::path::absolute(t)?)),
         TestSource::Split(choice) => match core_split(*choice, job.input.seed) {
-            CoreSplit::Rows(SplitSpec::Temporal { .. }) => bail!("--input-on-workers does not decide --split temporal yet"),
-            CoreSplit::Rows(split) => split,
+            CoreSplit::Rows(split) => (split, None),
             CoreSplit::Users(_) => bail!("--input-on-workers does not decide --split users yet"),
         },
     };
-    // A relative path would be resolved in each worker's directory.
     let path = std::path::absolute(path)?;
-    Ok(Some(WorkersRead { path, split }))
+    Ok(Some(WorkersRead { path, split, test }))
 }
 
 /// Have the workers build the blocks, and check them against `ds`.
@@ -65,14 +67,15 @@ pub fn build(trainer: &Trainer, plan: &WorkersRead, job: &TrainJob, ds: &Dataset
     let Trainer::Cluster(session) = trainer else {
         bail!("--input-on-workers needs workers (--workers or --local)");
     };
-    let bytes: u64 = als_core::data::input_files(&plan.path)?
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum();
+    let mut files = als_core::data::input_files(&plan.path)?;
+    if let Some(t) = &plan.test {
+        files.extend(als_core::data::input_files(t)?);
+    }
+    let bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
     let ingest = IngestPlan {
         path: &plan.path,
         load: &job.input.load,
+        test_path: plan.test.as_deref(),
         split: &plan.split,
         duplicates: job.input.duplicates,
         blocks: job.cfg.blocks,

@@ -33,34 +33,107 @@ pub fn high_bits(x: u128, shift: u32) -> u128 {
 /// more than `k`. Equal keys count once each.
 pub fn select_kth(parts: &[&dyn KeyPart], k: u64) -> Option<u128> {
     let n: u64 = parts.iter().map(|p| p.count()).sum();
-    if k >= n {
-        return None;
-    }
-    let (lo, hi) = parts
+    let range = parts
         .iter()
         .filter_map(|p| p.range())
-        .fold((u128::MAX, u128::MIN), |(lo, hi), (a, b)| (lo.min(a), hi.max(b)));
-    // The bits every key shares are settled: start below them.
-    let mut shift = 128 - (lo ^ hi).leading_zeros();
-    let mut prefix = high_bits(lo, shift);
-    let (mut k, mut left) = (k, n);
-    while left > GATHER_LIMIT && shift >= 16 {
-        let mut counts = vec![0u64; 1 << 16];
-        for p in parts {
-            counts.iter_mut().zip(p.histogram(prefix, shift)).for_each(|(a, b)| *a += b);
+        .reduce(|(lo, hi), (a, b)| (lo.min(a), hi.max(b)));
+    let mut sel = Selection::new(k, n, range)?;
+    loop {
+        match sel.ask() {
+            Ask::Histogram { prefix, shift } => {
+                let mut counts = vec![0u64; 1 << 16];
+                for p in parts {
+                    counts.iter_mut().zip(p.histogram(prefix, shift)).for_each(|(a, b)| *a += b);
+                }
+                sel.narrow(&counts).expect("the parts' own counts");
+            }
+            Ask::Gather { prefix, shift } => {
+                let keys = parts.iter().flat_map(|p| p.keys_under(prefix, shift)).collect();
+                return Some(sel.pick(keys).expect("the parts' own keys"));
+            }
         }
-        let mut bucket = 0usize;
+    }
+}
+
+/// What [`Selection`] asks every part next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// Each part's [`KeyPart::histogram`], summed: answered by [`Selection::narrow`].
+    Histogram { prefix: u128, shift: u32 },
+    /// Each part's [`KeyPart::keys_under`], together: answered by [`Selection::pick`].
+    Gather { prefix: u128, shift: u32 },
+}
+
+/// [`select_kth`] one question at a time, for a caller that asks its parts
+/// over the network: the answers are checked, since they come from outside.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// The rank sought among the keys left under `prefix`.
+    k: u64,
+    left: u64,
+    prefix: u128,
+    shift: u32,
+}
+
+impl Selection {
+    /// The search for the `k`-th of `n` keys whose range is `range`; `None`
+    /// if there are not more than `k`.
+    pub fn new(k: u64, n: u64, range: Option<(u128, u128)>) -> Option<Selection> {
+        let (lo, hi) = range?;
+        if k >= n {
+            return None;
+        }
+        // The bits every key shares are settled: start below them.
+        let shift = 128 - (lo ^ hi).leading_zeros();
+        Some(Selection {
+            k,
+            left: n,
+            prefix: high_bits(lo, shift),
+            shift,
+        })
+    }
+
+    pub fn ask(&self) -> Ask {
+        let (prefix, shift) = (self.prefix, self.shift);
+        match self.left > GATHER_LIMIT && shift >= 16 {
+            true => Ask::Histogram { prefix, shift },
+            false => Ask::Gather { prefix, shift },
+        }
+    }
+
+    /// The keys left under the prefix: gathering them asks for no more.
+    pub fn left(&self) -> u64 {
+        self.left
+    }
+
+    /// The parts' histograms, summed, under the asked prefix.
+    pub fn narrow(&mut self, counts: &[u64]) -> Result<(), String> {
+        if counts.len() != 1 << 16 {
+            return Err(format!("a histogram of {} buckets, not 65,536", counts.len()));
+        }
+        if counts.iter().try_fold(0u64, |a, &c| a.checked_add(c)) != Some(self.left) {
+            return Err(format!("a histogram that does not count the {} keys left", self.left));
+        }
+        let (mut k, mut bucket) = (self.k, 0usize);
         while k >= counts[bucket] {
             k -= counts[bucket];
             bucket += 1;
         }
-        left = counts[bucket];
-        shift -= 16;
-        prefix = (prefix << 16) | bucket as u128;
+        self.k = k;
+        self.left = counts[bucket];
+        self.shift -= 16;
+        self.prefix = (self.prefix << 16) | bucket as u128;
+        Ok(())
     }
-    let mut keys: Vec<u128> = parts.iter().flat_map(|p| p.keys_under(prefix, shift)).collect();
-    keys.par_sort_unstable();
-    keys.get(k as usize).copied()
+
+    /// The sought key, from the parts' keys under the asked prefix.
+    pub fn pick(&self, mut keys: Vec<u128>) -> Result<u128, String> {
+        if keys.len() as u64 != self.left || keys.iter().any(|&x| high_bits(x, self.shift) != self.prefix) {
+            return Err(format!("{} keys gathered, not the {} left under the prefix", keys.len(), self.left));
+        }
+        keys.par_sort_unstable();
+        Ok(keys[self.k as usize])
+    }
 }
 
 /// The keys of the temporal split for rows with these timestamps, the first
@@ -200,5 +273,33 @@ mod tests {
             assert_eq!(select_kth(&refs, n as u64), None);
         }
         assert_eq!(select_kth(&[], 0), None);
+    }
+
+    #[test]
+    fn a_selection_refuses_answers_that_do_not_add_up() {
+        // 100,000 keys 0..100,000: a histogram round, then a gather.
+        let n = 100_000u64;
+        let mut sel = Selection::new(70_000, n, Some((0, n as u128 - 1))).unwrap();
+        let Ask::Histogram { prefix, shift } = sel.ask() else {
+            panic!("a histogram first")
+        };
+        let keys: Vec<u128> = (0..n as u128).collect();
+        let part = KeysPart(&keys);
+        let h = part.histogram(prefix, shift);
+        assert!(sel.clone().narrow(&h[..100]).unwrap_err().contains("buckets"));
+        let mut short = h.clone();
+        short[0] -= 1;
+        assert!(sel.clone().narrow(&short).unwrap_err().contains("keys left"));
+        sel.narrow(&h).unwrap();
+        let Ask::Gather { prefix, shift } = sel.ask() else {
+            panic!("then a gather")
+        };
+        let mut under = part.keys_under(prefix, shift);
+        assert_eq!(under.len() as u64, sel.left());
+        assert!(sel.pick(under[1..].to_vec()).is_err(), "a key missing");
+        under[0] = u128::MAX;
+        assert!(sel.pick(under.clone()).is_err(), "a key from outside the prefix");
+        assert_eq!(sel.pick(part.keys_under(prefix, shift)), Ok(70_000));
+        assert!(Selection::new(5, 5, Some((0, 4))).is_none() && Selection::new(0, 0, None).is_none());
     }
 }

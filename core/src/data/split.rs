@@ -186,7 +186,7 @@ fn check_frac(test_frac: f64) -> Result<(), DataError> {
 }
 
 /// `floor(n * test_frac)` (as `int(np.floor(n * test_frac))` in the protocol).
-fn n_test(n: usize, test_frac: f64) -> Result<usize, DataError> {
+pub fn n_test(n: usize, test_frac: f64) -> Result<usize, DataError> {
     check_frac(test_frac)?;
     Ok(((n as f64 * test_frac).floor() as usize).min(n))
 }

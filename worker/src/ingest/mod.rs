@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use als_core::data::ingest::{cell_sums, route_share, FinishedUserBlock, ItemBlock, ItemBoundPart, RoutedPart, UserBlock};
+use als_core::data::select::{temporal_key, KeyPart, TemporalKeys, GATHER_LIMIT};
 use als_core::data::split::{key_ranks, RatioThreshold};
 use als_core::data::{Csr, DataFingerprint, DuplicatePolicy, Format, LoadOptions, RawRatings, Share};
 use als_proto::pb::split_rule::Kind;
@@ -103,13 +104,28 @@ pub enum Stage {
     Finished,
 }
 
-/// A split decided by the place of a row, or by the user's block.
+/// A split decided by the place of a row, by its key against the first
+/// test key, or by the user's block.
 #[derive(Debug, Clone, Copy)]
 enum Rule {
     None,
-    Ratio { test_frac: f64, seed: u64 },
-    PerUser { test_frac: f64, seed: u64 },
-    KFold { folds: u32, fold: u32, seed: u64 },
+    Ratio {
+        test_frac: f64,
+        seed: u64,
+    },
+    PerUser {
+        test_frac: f64,
+        seed: u64,
+    },
+    KFold {
+        folds: u32,
+        fold: u32,
+        seed: u64,
+    },
+    /// `None`: no row is held out.
+    Temporal {
+        first_test_key: Option<u128>,
+    },
 }
 
 fn rule_of(r: Option<&SplitRule>) -> Result<Rule, JobError> {
@@ -135,8 +151,45 @@ fn rule_of(r: Option<&SplitRule>) -> Result<Rule, JobError> {
                 seed: r.seed,
             },
             Kind::KFold => return Err(invalid(format!("fold {} of {} folds", r.fold, r.folds))),
+            Kind::Temporal => Rule::Temporal {
+                first_test_key: match r.first_test_key.is_empty() {
+                    true => None,
+                    false => Some(key_of(&r.first_test_key)?),
+                },
+            },
         },
     )
+}
+
+/// A u128 key from its 16 bytes, little endian.
+fn key_of(b: &[u8]) -> Result<u128, JobError> {
+    let b: [u8; 16] = b.try_into().map_err(|_| invalid(format!("a key of {} bytes, not 16", b.len())))?;
+    Ok(u128::from_le_bytes(b))
+}
+
+/// What this worker reads at step 1.
+pub struct ShareToRead {
+    pub path: PathBuf,
+    pub opts: LoadOptions,
+    /// A test file read in shares alongside (`--test FILE`): every row held out.
+    pub test: Option<(PathBuf, LoadOptions)>,
+    pub share: Share,
+}
+
+/// A question of the temporal split's selection about this share's keys.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyQuestion {
+    Range,
+    Histogram { prefix: u128, shift: u32 },
+    Gather { prefix: u128, shift: u32 },
+}
+
+/// Its answer: the keys' count with their range, a histogram, or keys.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyAnswer {
+    Range(u64, Option<(u128, u128)>),
+    Histogram(Vec<u64>),
+    Keys(Vec<u128>),
 }
 
 /// Rows one step sends to peers: per (worker address, block), its chunks.
@@ -157,6 +210,8 @@ pub struct Ingest {
     items_at: Owners,
     you: u32,
     share: Option<RawRatings>,
+    /// The test file's share (with `--test FILE`).
+    test_share: Option<RawRatings>,
     input_rows: u64,
     user_parts: BTreeMap<u32, Vec<RoutedPart>>,
     item_parts: BTreeMap<u32, Vec<ItemBoundPart>>,
@@ -170,14 +225,11 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Step 1: read this worker's share of the input.
-    #[allow(clippy::too_many_arguments)]
+    /// Step 1: read this worker's share of the input (and of the test file).
     pub fn read_share(
         id: String,
         budget: u64,
-        path: PathBuf,
-        opts: &LoadOptions,
-        share: Share,
+        input: &ShareToRead,
         blocks: usize,
         (users_at, items_at): (Owners, Owners),
         you: u32,
@@ -185,16 +237,24 @@ impl Ingest {
         if you as usize >= users_at.workers.len() || users_at.workers != items_at.workers {
             return Err(invalid("this worker is not one of the block owners' workers"));
         }
-        let raw = als_core::data::load_share(&path, opts, share).map_err(|e| invalid(e.to_string()))?;
-        let held = held_bytes(&raw.user_tokens, raw.len()) + held_bytes(&raw.item_tokens, 0);
-        if held > budget {
-            return Err(JobError::OverBudget(format!(
-                "share {} of {} of {} takes about {held} bytes, over this worker's budget of {budget}",
-                share.index,
-                share.count,
-                path.display()
-            )));
-        }
+        let share = input.share;
+        let mut held = 0;
+        let mut read = |path: &std::path::Path, opts: &LoadOptions| -> Result<RawRatings, JobError> {
+            let raw = als_core::data::load_share(path, opts, share).map_err(|e| invalid(e.to_string()))?;
+            held += held_bytes(&raw.user_tokens, raw.len()) + held_bytes(&raw.item_tokens, 0);
+            if held > budget {
+                return Err(JobError::OverBudget(format!(
+                    "share {} of {} of {} takes about {held} bytes, over this worker's budget of {budget}",
+                    share.index,
+                    share.count,
+                    path.display()
+                )));
+            }
+            Ok(raw)
+        };
+        let raw = read(&input.path, &input.opts)?;
+        let test_share = input.test.as_ref().map(|(p, o)| read(p, o)).transpose()?;
+        let (path, opts) = (&input.path, &input.opts);
         let owned = |o: &Owners| o.owned_by(you).collect::<Vec<_>>();
         Ok(Ingest {
             id,
@@ -211,6 +271,7 @@ impl Ingest {
             items_at,
             you,
             share: Some(raw),
+            test_share,
             input_rows: 0,
             users: BTreeMap::new(),
             items: BTreeMap::new(),
@@ -221,13 +282,66 @@ impl Ingest {
         })
     }
 
-    pub fn share_summary(&self) -> (u64, u64, f32, f32) {
+    /// The share's rows, lines skipped (the test file's too) and values'
+    /// range, then the test file share's rows.
+    pub fn share_summary(&self) -> (u64, u64, f32, f32, u64) {
         let raw = self.share.as_ref().expect("read");
         let (lo, hi) = raw
             .ratings
             .iter()
             .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-        (raw.len() as u64, raw.skipped_lines, lo, hi)
+        let (test_rows, test_skipped) = self.test_share.as_ref().map_or((0, 0), |t| (t.len() as u64, t.skipped_lines));
+        (raw.len() as u64, raw.skipped_lines + test_skipped, lo, hi, test_rows)
+    }
+
+    /// Between steps 1 and 2: a question about the share's temporal keys,
+    /// `(timestamp, place)`, its first row at `first_place` of `input_rows`.
+    pub fn select_key(&mut self, first_place: u64, input_rows: u64, q: KeyQuestion) -> Result<KeyAnswer, JobError> {
+        self.expect(Stage::ShareRead, "selecting the first test key")?;
+        let raw = self.share.as_ref().expect("read");
+        let n = raw.len() as u64;
+        if first_place.checked_add(n).is_none_or(|end| end > input_rows) {
+            return Err(invalid(format!(
+                "a share of {n} rows from place {first_place} does not fit an input of {input_rows}"
+            )));
+        }
+        let timestamps = raw.timestamps.as_deref().ok_or_else(|| {
+            invalid(format!(
+                "the temporal split needs timestamps, and {} has none (a timestamp column on every row)",
+                self.source
+            ))
+        })?;
+        let keys = TemporalKeys {
+            timestamps,
+            first_row: first_place,
+        };
+        let under = |shift: u32| -> Result<(), JobError> {
+            match shift <= 128 {
+                true => Ok(()),
+                false => Err(invalid(format!("a shift of {shift} bits"))),
+            }
+        };
+        Ok(match q {
+            KeyQuestion::Range => KeyAnswer::Range(n, keys.range()),
+            KeyQuestion::Histogram { prefix, shift } => {
+                if !(16..=128).contains(&shift) {
+                    return Err(invalid(format!("a histogram below a shift of {shift} bits")));
+                }
+                KeyAnswer::Histogram(keys.histogram(prefix, shift))
+            }
+            KeyQuestion::Gather { prefix, shift } => {
+                under(shift)?;
+                let found = keys.keys_under(prefix, shift);
+                // Bounds the answer: a selection gathers only once few are left.
+                if found.len() as u64 > GATHER_LIMIT {
+                    return Err(invalid(format!(
+                        "{} keys under the prefix, more than the {GATHER_LIMIT} a gather may return",
+                        found.len()
+                    )));
+                }
+                KeyAnswer::Keys(found)
+            }
+        })
     }
 
     /// Bytes the budget has left.
@@ -260,15 +374,24 @@ impl Ingest {
 
     /// Step 2: the share's rows by user block; this worker's own are kept,
     /// the rest returned to be sent.
-    pub fn route_share(&mut self, first_place: u64, input_rows: u64, split: Option<&SplitRule>) -> Result<Outgoing, JobError> {
+    pub fn route_share(
+        &mut self,
+        (first_place, test_first_place): (u64, u64),
+        input_rows: u64,
+        split: Option<&SplitRule>,
+    ) -> Result<Outgoing, JobError> {
         self.expect(Stage::ShareRead, "routing the share")?;
         let raw = self.share.take().expect("read");
-        let n = raw.len() as u64;
-        if first_place.checked_add(n).is_none_or(|end| end > input_rows) {
+        let test_raw = self.test_share.take();
+        let fits = |first: u64, n: usize| first.checked_add(n as u64).is_some_and(|end| end <= input_rows);
+        let test_n = test_raw.as_ref().map_or(0, |t| t.len());
+        if !fits(first_place, raw.len()) || !fits(test_first_place, test_n) {
             return Err(invalid(format!(
-                "a share of {n} rows from place {first_place} does not fit an input of {input_rows}"
+                "a share of {} rows from place {first_place} (and {test_n} test rows from {test_first_place}) does not fit an input of {input_rows}",
+                raw.len()
             )));
         }
+        let n = raw.len() as u64;
         self.input_rows = input_rows;
         let is_test: Box<dyn Fn(u64) -> bool> = match rule_of(split)? {
             Rule::None | Rule::PerUser { .. } => Box::new(|_| false),
@@ -281,11 +404,32 @@ impl Ingest {
                 let ranks = key_ranks(input_rows, seed, &places);
                 Box::new(move |p| ranks[(p - first_place) as usize] % folds as u64 == fold as u64)
             }
+            Rule::Temporal { first_test_key: None } => Box::new(|_| false),
+            Rule::Temporal {
+                first_test_key: Some(first),
+            } => {
+                let ts = raw
+                    .timestamps
+                    .as_deref()
+                    .ok_or_else(|| invalid(format!("the temporal split needs timestamps, and {} has none", self.source)))?;
+                Box::new(move |p| temporal_key(ts[(p - first_place) as usize], p) >= first)
+            }
         };
-        let by_block = route_share(&raw, first_place, self.blocks, &*is_test);
+        let mut by_block: Vec<(usize, RoutedPart)> = route_share(&raw, first_place, self.blocks, &*is_test)
+            .into_iter()
+            .enumerate()
+            .collect();
+        drop(is_test);
         drop(raw);
+        if let Some(t) = test_raw {
+            // A test file's rows follow the input's, every one held out.
+            by_block.extend(route_share(&t, test_first_place, self.blocks, &|_| true).into_iter().enumerate());
+        }
         let mut out = Vec::new();
-        for (b, part) in by_block.into_iter().enumerate() {
+        for (b, part) in by_block {
+            if part.rows.is_empty() {
+                continue;
+            }
             let owner = self.users_at.owners[b];
             if owner == self.you {
                 self.user_parts.get_mut(&(b as u32)).expect("owned").push(part);

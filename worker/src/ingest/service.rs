@@ -8,14 +8,16 @@ use std::time::{Duration, Instant};
 use als_core::data::{DuplicatePolicy, Share};
 use als_proto::codec::{pieces_vec, u32_bytes};
 use als_proto::pb::ingest_request::Step;
-use als_proto::pb::{AdoptStep, IngestRequest, IngestResponse, IngestRowsChunk, LookupItemsRequest, LookupItemsResponse};
+use als_proto::pb::{
+    select_key_step, AdoptStep, IngestRequest, IngestResponse, IngestRowsChunk, LookupItemsRequest, LookupItemsResponse, SelectKeyStep,
+};
 use rustc_hash::FxHashMap;
 use tokio::sync::Mutex;
 use tonic::{Status, Streaming};
 
 use super::adopt::StartFactors;
 use super::rows::decode_ids;
-use super::{load_options, Ingest, Outgoing, Owners};
+use super::{load_options, Ingest, KeyAnswer, KeyQuestion, Outgoing, Owners, ShareToRead};
 use crate::job::Job;
 use crate::peers::Peers;
 use crate::service::status;
@@ -118,22 +120,47 @@ pub async fn step(slot: &IngestSlot, peers: &Arc<Peers>, limits: IngestLimits<'_
                     }
                 }
             }
-            let share = Share {
-                index: s.share as usize,
-                count: s.shares as usize,
+            let test = match &s.test_input {
+                Some(t) => Some((under_root(&t.path, limits.input_root)?, load_options(t).map_err(status)?)),
+                None => None,
+            };
+            let input = ShareToRead {
+                path,
+                opts,
+                test,
+                share: Share {
+                    index: s.share as usize,
+                    count: s.shares as usize,
+                },
             };
             let (id, budget) = (job_id.clone(), limits.budget);
-            let ingest = tokio::task::spawn_blocking(move || Ingest::read_share(id, budget, path, &opts, share, blocks, owners, s.you))
+            let ingest = tokio::task::spawn_blocking(move || Ingest::read_share(id, budget, &input, blocks, owners, s.you))
                 .await
                 .map_err(|e| Status::internal(format!("reading the share failed: {e}")))?
                 .map_err(status)?;
-            (resp.rows, resp.skipped_lines, resp.min_value, resp.max_value) = ingest.share_summary();
+            (resp.rows, resp.skipped_lines, resp.min_value, resp.max_value, resp.test_rows) = ingest.share_summary();
             tracing::info!(job = %job_id, share = s.share, shares = s.shares, rows = resp.rows, "share read");
             *slot.lock().await = Some(ingest);
         }
         Step::RouteShare(r) => {
-            let out = with_ingest(slot, &job_id, move |i| i.route_share(r.first_place, r.input_rows, r.split.as_ref())).await?;
+            let out = with_ingest(slot, &job_id, move |i| {
+                i.route_share((r.first_place, r.test_first_place), r.input_rows, r.split.as_ref())
+            })
+            .await?;
             resp.peer_bytes = send_all(peers, out, timeout).await?;
+        }
+        Step::SelectKey(k) => {
+            let q = key_question(&k)?;
+            match with_ingest(slot, &job_id, move |i| i.select_key(k.first_place, k.input_rows, q)).await? {
+                KeyAnswer::Range(n, range) => {
+                    resp.rows = n;
+                    if let Some((lo, hi)) = range {
+                        resp.keys = [lo.to_le_bytes(), hi.to_le_bytes()].concat().into();
+                    }
+                }
+                KeyAnswer::Histogram(counts) => resp.counts = counts.iter().flat_map(|c| c.to_le_bytes()).collect::<Vec<u8>>().into(),
+                KeyAnswer::Keys(keys) => resp.keys = keys.iter().flat_map(|k| k.to_le_bytes()).collect::<Vec<u8>>().into(),
+            }
         }
         Step::GatherUsers(g) => resp.user_blocks = with_ingest(slot, &job_id, move |i| i.gather_users(g.split.as_ref())).await?,
         Step::NumberUsers(n) => resp.user_blocks = with_ingest(slot, &job_id, move |i| i.number_users(n.numeric)).await?,
@@ -176,6 +203,30 @@ pub async fn step(slot: &IngestSlot, peers: &Arc<Peers>, limits: IngestLimits<'_
         }
     }
     Ok(resp)
+}
+
+/// A selection's question from the wire.
+fn key_question(k: &SelectKeyStep) -> Result<KeyQuestion, Status> {
+    let prefix = || -> Result<u128, Status> {
+        let b: [u8; 16] = k
+            .prefix
+            .as_ref()
+            .try_into()
+            .map_err(|_| Status::invalid_argument(format!("a key prefix of {} bytes, not 16", k.prefix.len())))?;
+        Ok(u128::from_le_bytes(b))
+    };
+    let ask = select_key_step::Ask::try_from(k.ask).map_err(|_| Status::invalid_argument(format!("unknown question {}", k.ask)))?;
+    Ok(match ask {
+        select_key_step::Ask::Range => KeyQuestion::Range,
+        select_key_step::Ask::Histogram => KeyQuestion::Histogram {
+            prefix: prefix()?,
+            shift: k.shift,
+        },
+        select_key_step::Ask::Gather => KeyQuestion::Gather {
+            prefix: prefix()?,
+            shift: k.shift,
+        },
+    })
 }
 
 /// `ids` in runs of about `bytes` bytes each.

@@ -17,16 +17,13 @@ fn started(budget: u64) -> (tempfile::TempDir, Result<Ingest, JobError>) {
     let text: String = (0..400).map(|r| format!("{},{},{}\n", r % 37, r % 11, 1 + r % 5)).collect();
     std::fs::write(&path, text).unwrap();
     let share = Share { index: 0, count: 2 };
-    let i = Ingest::read_share(
-        "j".into(),
-        budget,
+    let input = ShareToRead {
         path,
-        &LoadOptions::default(),
+        opts: LoadOptions::default(),
+        test: None,
         share,
-        4,
-        (owners(4), owners(4)),
-        0,
-    );
+    };
+    let i = Ingest::read_share("j".into(), budget, &input, 4, (owners(4), owners(4)), 0);
     (dir, i)
 }
 
@@ -78,7 +75,7 @@ fn rows_are_taken_only_for_blocks_built_here_in_the_step_that_expects_them() {
     let e = i.look_up(0, &["i".into()]).unwrap_err();
     assert!(matches!(e, JobError::NotReady(_)), "{e:?}");
     // A share that does not fit the input is refused.
-    let e = i.route_share(390, 400, None).unwrap_err();
+    let e = i.route_share((390, 0), 400, None).unwrap_err();
     assert!(matches!(&e, JobError::Invalid(m) if m.contains("does not fit")), "{e:?}");
 }
 
@@ -87,7 +84,7 @@ fn a_place_sent_twice_or_past_the_input_is_refused_when_the_block_is_gathered() 
     for places in [&[5u64, 5][..], &[10_000]] {
         let (_d, i) = started(1 << 30);
         let mut i = i.unwrap();
-        let out = i.route_share(0, 400, None).unwrap();
+        let out = i.route_share((0, 0), 400, None).unwrap();
         assert!(out.iter().all(|(to, _)| to == "inproc:b"), "rows of worker 0's own blocks stay");
         i.receive(&[chunk(false, 0, places)]).unwrap();
         let e = i.gather_users(None).unwrap_err();
@@ -104,7 +101,7 @@ fn rows_past_the_budget_are_refused() {
     assert!(matches!(i.err(), Some(JobError::OverBudget(_))), "a share over the budget");
     let (_d, i) = started(1 << 30);
     let mut i = i.unwrap();
-    i.route_share(0, 400, None).unwrap();
+    i.route_share((0, 0), 400, None).unwrap();
     i.budget = i.held + 10;
     let e = i.receive(&[chunk(false, 0, &[300, 301])]).unwrap_err();
     assert!(matches!(e, JobError::OverBudget(_)), "{e:?}");
@@ -133,6 +130,7 @@ fn settings_from_the_wire_are_checked() {
             seed: 1,
             folds,
             fold,
+            ..Default::default()
         }))
     };
     assert!(rule(Kind::Ratio, 0.2, 0, 0).is_ok());
@@ -140,6 +138,16 @@ fn settings_from_the_wire_are_checked() {
     assert!(rule(Kind::PerUser, f64::NAN, 0, 0).is_err());
     assert!(rule(Kind::KFold, 0.0, 4, 4).is_err());
     assert!(rule(Kind::KFold, 0.0, 1, 0).is_err());
+    // A temporal rule's first test key is 16 bytes, or none.
+    let temporal = |key: &[u8]| {
+        rule_of(Some(&SplitRule {
+            kind: Kind::Temporal as i32,
+            first_test_key: key.to_vec().into(),
+            ..Default::default()
+        }))
+    };
+    assert!(temporal(&[]).is_ok() && temporal(&[7; 16]).is_ok());
+    assert!(temporal(&[7; 15]).is_err());
     assert!(rule_of(Some(&SplitRule {
         kind: 99,
         ..Default::default()
@@ -151,4 +159,53 @@ fn settings_from_the_wire_are_checked() {
     };
     assert!(Owners::from_pb(Some(&bad), 2).is_err());
     assert!(Owners::from_pb(Some(&bad), 3).is_err());
+}
+
+#[test]
+fn questions_about_the_temporal_keys_are_bounded_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.csv");
+    let text: String = (0..200).map(|r| format!("{},{},1,{}\n", r % 37, r % 11, r % 7)).collect();
+    std::fs::write(&path, text).unwrap();
+    let read = |timestamp_col: Option<usize>| {
+        let input = ShareToRead {
+            path: path.clone(),
+            opts: LoadOptions {
+                timestamp_col,
+                ..Default::default()
+            },
+            test: None,
+            share: Share { index: 0, count: 1 },
+        };
+        Ingest::read_share("j".into(), 1 << 30, &input, 4, (owners(4), owners(4)), 0).unwrap()
+    };
+    let mut i = read(None);
+    let e = i.select_key(0, 200, KeyQuestion::Range).unwrap_err();
+    assert!(matches!(&e, JobError::Invalid(m) if m.contains("needs timestamps")), "{e:?}");
+    let mut i = read(Some(3));
+    let e = i.select_key(10, 200, KeyQuestion::Range).unwrap_err();
+    assert!(matches!(&e, JobError::Invalid(m) if m.contains("does not fit")), "{e:?}");
+    // Row 195 is the last with timestamp 6.
+    let (lo, hi) = (temporal_key(0, 0), temporal_key(6, 195));
+    assert_eq!(
+        i.select_key(0, 200, KeyQuestion::Range).unwrap(),
+        KeyAnswer::Range(200, Some((lo, hi)))
+    );
+    let e = i.select_key(0, 200, KeyQuestion::Histogram { prefix: 0, shift: 8 }).unwrap_err();
+    assert!(matches!(e, JobError::Invalid(_)), "{e:?}");
+    let e = i.select_key(0, 200, KeyQuestion::Gather { prefix: 0, shift: 129 }).unwrap_err();
+    assert!(matches!(e, JobError::Invalid(_)), "{e:?}");
+    // Every key under the whole range: 200 of them.
+    let KeyAnswer::Keys(keys) = i.select_key(0, 200, KeyQuestion::Gather { prefix: 0, shift: 128 }).unwrap() else {
+        panic!("keys")
+    };
+    assert_eq!(keys.len(), 200);
+    let KeyAnswer::Histogram(h) = i.select_key(0, 200, KeyQuestion::Histogram { prefix: 0, shift: 128 }).unwrap() else {
+        panic!("a histogram")
+    };
+    assert_eq!((h.len(), h.iter().sum::<u64>()), (1 << 16, 200));
+    // Asked once the share is routed, it is refused.
+    i.route_share((0, 0), 200, None).unwrap();
+    let e = i.select_key(0, 200, KeyQuestion::Range).unwrap_err();
+    assert!(matches!(e, JobError::NotReady(_)), "{e:?}");
 }

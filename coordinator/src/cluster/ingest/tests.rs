@@ -14,10 +14,11 @@ use super::{build_blocks, BlocksBuilt, IngestPlan};
 use crate::cluster::client::{connect, ClientOptions};
 use crate::cluster::LocalWorkers;
 
-/// Repeated pairs, integer or other ids, items seen only in test rows.
+/// Repeated pairs, integer or other ids, items seen only in test rows,
+/// timestamps with many ties.
 fn ratings_text(rows: usize, integer_ids: bool, seed: u64) -> String {
     let mut s = SplitMix64::new(seed);
-    let mut t = String::from("user,item,rating\n");
+    let mut t = String::from("user,item,rating,timestamp\n");
     for _ in 0..rows {
         let u = s.next_u64() % 2000;
         let i = match s.next_u64().is_multiple_of(10) {
@@ -28,7 +29,7 @@ fn ratings_text(rows: usize, integer_ids: bool, seed: u64) -> String {
             true => u.to_string(),
             false => format!("user-{u}"),
         };
-        t.push_str(&format!("{user},{i},{}.5\n", s.next_u64() % 5));
+        t.push_str(&format!("{user},{i},{}.5,{}\n", s.next_u64() % 5, 1_000_000 + s.next_u64() % 500));
     }
     t
 }
@@ -60,12 +61,16 @@ fn expected(ds: &Dataset, blocks: usize) -> (Vec<u64>, Vec<u64>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
     let dir = tempfile::tempdir().unwrap();
-    let load = LoadOptions::default();
+    let load = LoadOptions {
+        timestamp_col: Some(3),
+        ..Default::default()
+    };
     let blocks = 5;
+    // (split, duplicates, a test file)
     let splits = [
-        (SplitSpec::None, DuplicatePolicy::Last),
-        (SplitSpec::Ratio { test_frac: 0.2, seed: 42 }, DuplicatePolicy::Sum),
-        (SplitSpec::PerUser { test_frac: 0.25, seed: 7 }, DuplicatePolicy::First),
+        (SplitSpec::None, DuplicatePolicy::Last, false),
+        (SplitSpec::Ratio { test_frac: 0.2, seed: 42 }, DuplicatePolicy::Sum, false),
+        (SplitSpec::PerUser { test_frac: 0.25, seed: 7 }, DuplicatePolicy::First, false),
         (
             SplitSpec::KFold {
                 folds: 4,
@@ -73,19 +78,38 @@ async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
                 seed: 3,
             },
             DuplicatePolicy::Last,
+            false,
         ),
+        (SplitSpec::Temporal { test_frac: 0.3 }, DuplicatePolicy::Sum, false),
+        // Every row held out is its place's: none, and no key is selected.
+        (SplitSpec::Temporal { test_frac: 0.0 }, DuplicatePolicy::Last, false),
+        (SplitSpec::None, DuplicatePolicy::First, true),
     ];
     for (case, integer_ids) in [true, false].into_iter().enumerate() {
         let path = dir.path().join(format!("r{case}.csv"));
         std::fs::write(&path, ratings_text(9_000, integer_ids, 11 + case as u64)).unwrap();
+        // Users and items the input lacks (cold), repeated pairs, fewer rows.
+        let test_path = dir.path().join(format!("t{case}.csv"));
+        std::fs::write(&test_path, ratings_text(2_500, integer_ids, 99 + case as u64)).unwrap();
         let raw = load_ratings(&path, &load).unwrap();
-        for (split, duplicates) in &splits {
-            let (train, test) = split_rows(&raw, split).unwrap();
-            let ds = Dataset::build((&raw, &train), Some((&raw, &test)), *duplicates).unwrap();
+        let test_raw = load_ratings(&test_path, &load).unwrap();
+        for (split, duplicates, test_file) in &splits {
+            let ds = match test_file {
+                false => {
+                    let (train, test) = split_rows(&raw, split).unwrap();
+                    Dataset::build((&raw, &train), Some((&raw, &test)), *duplicates).unwrap()
+                }
+                true => {
+                    let all: Vec<usize> = (0..raw.len()).collect();
+                    let test: Vec<usize> = (0..test_raw.len()).collect();
+                    Dataset::build((&raw, &all), Some((&test_raw, &test)), *duplicates).unwrap()
+                }
+            };
             let (user_starts, item_starts) = expected(&ds, blocks);
             let plan = IngestPlan {
                 path: &path,
                 load: &load,
+                test_path: test_file.then_some(test_path.as_path()),
                 split,
                 duplicates: *duplicates,
                 blocks,
@@ -93,11 +117,18 @@ async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
                 peer_timeout: Duration::from_secs(10),
             };
             for workers in 1..=3 {
-                let what = format!("{split:?}, {duplicates:?}, integer ids {integer_ids}, {workers} workers");
+                let what = format!("{split:?}, {duplicates:?}, test file {test_file}, integer ids {integer_ids}, {workers} workers");
                 let b = built_by_workers(&path, workers, &plan)
                     .await
                     .unwrap_or_else(|e| panic!("{what}: {e:#}"));
-                assert_eq!(b.input_rows, raw.len() as u64, "{what}");
+                let test_file_rows = if *test_file { test_raw.len() } else { 0 };
+                assert_eq!(b.input_rows, (raw.len() + test_file_rows) as u64, "{what}");
+                assert!(
+                    ds.test.len() > 100 || matches!(split, SplitSpec::None | SplitSpec::Temporal { test_frac: 0.0 }) && !test_file,
+                    "{what}: rows are held out"
+                );
+                let test_skipped = if *test_file { test_raw.skipped_lines } else { 0 };
+                assert_eq!(b.skipped_lines, raw.skipped_lines + test_skipped, "{what}");
                 assert_eq!((&b.user_starts, &b.item_starts), (&user_starts, &item_starts), "{what}");
                 assert_eq!(b.ratings, ds.n_train() as u64, "{what}");
                 assert_eq!(b.test_rows, ds.test.len() as u64, "{what}");
@@ -135,6 +166,7 @@ async fn a_bad_line_is_named_by_the_worker_that_reads_it() {
     let plan = IngestPlan {
         path: &path,
         load: &load,
+        test_path: None,
         split: &SplitSpec::None,
         duplicates: DuplicatePolicy::Last,
         blocks: 4,
@@ -146,4 +178,35 @@ async fn a_bad_line_is_named_by_the_worker_that_reads_it() {
         e.contains("could not read its share") && e.contains("bad.csv") && e.contains("3002"),
         "{e}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_temporal_split_of_more_rows_than_a_gather_is_found_in_histogram_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("many.csv");
+    let rows = als_core::data::select::GATHER_LIMIT as usize + 5_000;
+    std::fs::write(&path, ratings_text(rows, true, 21)).unwrap();
+    let load = LoadOptions {
+        timestamp_col: Some(3),
+        ..Default::default()
+    };
+    let raw = load_ratings(&path, &load).unwrap();
+    let split = SplitSpec::Temporal { test_frac: 0.2 };
+    let (train, test) = split_rows(&raw, &split).unwrap();
+    let ds = Dataset::build((&raw, &train), Some((&raw, &test)), DuplicatePolicy::Last).unwrap();
+    let plan = IngestPlan {
+        path: &path,
+        load: &load,
+        test_path: None,
+        split: &split,
+        duplicates: DuplicatePolicy::Last,
+        blocks: 4,
+        step_timeout: Duration::from_secs(120),
+        peer_timeout: Duration::from_secs(20),
+    };
+    for workers in [2, 3] {
+        let b = built_by_workers(&path, workers, &plan).await.unwrap();
+        assert_eq!(b.test_rows, ds.test.len() as u64, "{workers} workers");
+        assert_eq!(b.fingerprint_digest(), ds.fingerprint, "{workers} workers");
+    }
 }
