@@ -926,9 +926,11 @@ fn workers_that_read_the_input_train_the_single_process_model() {
         (&data, &["--split", "per-user", "--implicit", "--alpha", "5", "--solver", "cg"]),
         (&stamped, &["--split", "temporal", "--test-ratio", "0.25"]),
         (&data, &["--test", s(&test_file)]),
+        (&data, &["--split", "users", "--implicit", "--alpha", "5"]),
     ] {
         let single = run_on(input, &[extra, &["--in-process"]].concat()).unwrap();
         assert!(single.data.n_test > 100, "{extra:?}: rows are held out");
+        assert_eq!(single.data.held_out_users.is_some(), extra.contains(&"users"), "{extra:?}");
         for n in ["1", "3"] {
             let cluster =
                 run_on(input, &[extra, &["--local", n, "--input-on-workers"]].concat()).unwrap_or_else(|e| panic!("{extra:?} {n}: {e:#}"));
@@ -937,9 +939,20 @@ fn workers_that_read_the_input_train_the_single_process_model() {
         }
     }
     // Where the workers cannot build what the run needs, it is refused before anything is read.
+    let checkpoints = dir.path().join("checkpoints");
     for (extra, says) in [
         (&["--in-process", "--input-on-workers"][..], "needs workers"),
-        (&["--local", "2", "--input-on-workers", "--split", "users"], "--split users"),
+        (
+            &[
+                "--local",
+                "2",
+                "--input-on-workers",
+                "--checkpoint-dir",
+                s(&checkpoints),
+                "--resume",
+            ],
+            "--resume",
+        ),
     ] {
         let e = format!("{:#}", run(extra).err().unwrap_or_else(|| panic!("{extra:?} is refused")));
         assert!(e.contains(says), "{extra:?}: {e}");

@@ -40,11 +40,11 @@ pub struct ClusterArgs {
     /// Name the workers' certificates are checked against (default: the host of each address).
     #[arg(long, value_name = "NAME", requires = "tls_ca")]
     pub tls_domain: Option<String>,
-    /// The workers read --data themselves, each a share of it, and build
-    /// their blocks from it: no rating goes through the coordinator. The path
-    /// must name the same file (or directory of part files) on every worker,
-    /// under each one's --input-root. The coordinator still reads it too, to
-    /// plan routes and to recover a lost worker's blocks.
+    /// The workers read --data (and --test FILE) themselves, each a share of
+    /// it, and build their blocks from it: no rating goes through the
+    /// coordinator. The path must name the same file (or directory of part
+    /// files) on every worker, under each one's --input-root. The coordinator
+    /// still reads it too, to plan routes and to recover a lost worker's blocks.
     #[arg(long)]
     pub input_on_workers: bool,
     /// Seconds a worker may leave a health check unanswered before its blocks move to the others.

@@ -16,16 +16,17 @@ use std::time::Duration;
 
 use als_core::data::ingest::add_cell_sums;
 use als_core::data::select::{Ask as SelectAsk, Selection};
+use als_core::data::split::{HeldKeys, UserHoldout};
 use als_core::data::{DataFingerprint, DuplicatePolicy, LoadOptions, SplitSpec};
 use als_proto::codec::pieces_vec;
 use als_proto::fault::{fault_of, Fault};
 use als_proto::pb::ingest_request::Step;
-use als_proto::pb::select_key_step::Ask;
+use als_proto::pb::select_key_step::{Ask, Keys};
 use als_proto::pb::split_rule::Kind;
 use als_proto::pb::EndJobRequest;
 use als_proto::pb::{
-    BlockOwners, BlockReport, FinishStep, GatherItemsStep, GatherUsersStep, IngestRequest, IngestResponse, InputSpec, NumberStep,
-    ReadShareStep, RouteItemsStep, RouteShareStep, SelectKeyStep, SplitRule,
+    BlockOwners, BlockReport, FinishStep, GatherItemsStep, GatherUsersStep, HoldOutUsersStep, IngestRequest, IngestResponse, InputSpec,
+    NumberStep, ReadShareStep, RouteItemsStep, RouteShareStep, SelectKeyStep, SplitRule,
 };
 use anyhow::{bail, Context};
 
@@ -41,6 +42,9 @@ pub struct IngestPlan<'a> {
     /// A test file (`--test FILE`), read in shares as the input is.
     pub test_path: Option<&'a Path>,
     pub split: &'a SplitSpec,
+    /// `--split users` (with `split` none): the held-out users' rows are left
+    /// out of the blocks.
+    pub hold_out: Option<UserHoldout>,
     pub duplicates: DuplicatePolicy,
     pub blocks: usize,
     pub step_timeout: Duration,
@@ -87,8 +91,13 @@ impl BlocksBuilt {
 }
 
 /// The rule the workers apply; the temporal split's `first_test_key` is
-/// found beforehand ([`first_test_key`]).
-fn split_rule(split: &SplitSpec, first_test_key: Option<u128>) -> anyhow::Result<SplitRule> {
+/// found beforehand ([`first_test_key`]), and so are the held-out users'
+/// keys, which go with a later step ([`users_rule`]).
+fn split_rule(split: &SplitSpec, hold_out: Option<UserHoldout>, first_test_key: Option<u128>) -> anyhow::Result<SplitRule> {
+    if let Some(h) = hold_out {
+        anyhow::ensure!(*split == SplitSpec::None, "users held out and rows split at once");
+        return Ok(users_rule(h, HeldKeys { from: None, to: None }));
+    }
     let rule = |kind: Kind, test_frac: f64, seed: u64| SplitRule {
         kind: kind as i32,
         test_frac,
@@ -113,6 +122,19 @@ fn split_rule(split: &SplitSpec, first_test_key: Option<u128>) -> anyhow::Result
             ..Default::default()
         },
     })
+}
+
+/// The users split's rule, the held-out users being those `held` holds.
+fn users_rule(h: UserHoldout, held: HeldKeys) -> SplitRule {
+    let (UserHoldout::Ratio { seed, .. } | UserHoldout::Folds { seed, .. }) = h;
+    let bytes = |k: Option<u128>| k.map(|k| k.to_le_bytes().to_vec()).unwrap_or_default().into();
+    SplitRule {
+        kind: Kind::Users as i32,
+        seed,
+        held_from_key: bytes(held.from),
+        held_to_key: bytes(held.to),
+        ..Default::default()
+    }
 }
 
 fn input_spec(path: &Path, o: &LoadOptions) -> anyhow::Result<InputSpec> {
@@ -197,7 +219,7 @@ async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, fa
         SplitSpec::Temporal { test_frac } => first_test_key(&steps, &firsts, input_rows, *test_frac).await?,
         _ => None,
     };
-    let split = split_rule(plan.split, first_test)?;
+    let split = split_rule(plan.split, plan.hold_out, first_test)?;
     // 2. Each share's rows go to their users' blocks.
     let routed = steps
         .run("route its share", |w| {
@@ -217,6 +239,19 @@ async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, fa
             })
         })
         .await?;
+    let gathered = match plan.hold_out {
+        Some(h) => {
+            let held = held_keys(&steps, h).await?;
+            steps
+                .run("hold users out", |_| {
+                    Step::HoldOutUsers(HoldOutUsersStep {
+                        split: Some(users_rule(h, held)),
+                    })
+                })
+                .await?
+        }
+        None => gathered,
+    };
     let numeric = by_block(&gathered, |r| &r.user_blocks, &owners, "user")?.iter().all(|r| r.integers);
     let numbered = steps.run("number its users", |_| Step::NumberUsers(NumberStep { numeric })).await?;
     let user_starts = prefix(by_block(&numbered, |r| &r.user_blocks, &owners, "user")?.iter().map(|r| r.ids));
@@ -272,25 +307,79 @@ async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, fa
     )
 }
 
+/// Which keys a selection asks the workers about.
+#[derive(Debug, Clone, Copy)]
+enum KeysAsked<'a> {
+    /// The shares' `(timestamp, place)` keys, before routing.
+    Temporal { firsts: &'a [u64], input_rows: u64 },
+    /// The user blocks' users' hold-out keys, once gathered.
+    UserHoldout { user_seed: u64 },
+}
+
 /// The temporal split's first test key: the `(n − k)`-th smallest
-/// `(timestamp, place)` of all rows, `k` being the test rows, found by asking
-/// every worker about its share's keys in rounds ([`Selection`]); `None`
-/// when no row is held out.
+/// `(timestamp, place)` of all rows, `k` being the test rows; `None` when no
+/// row is held out.
 async fn first_test_key(steps: &Steps<'_>, firsts: &[u64], input_rows: u64, test_frac: f64) -> anyhow::Result<Option<u128>> {
-    let k = als_core::data::split::n_test(input_rows as usize, test_frac)? as u64;
-    let ask = |what: &'static str, ask: Ask, prefix: u128, shift: u32| {
-        steps.run(what, move |w| {
-            Step::SelectKey(SelectKeyStep {
+    let rows = firsts[firsts.len() - 1];
+    let k = als_core::data::split::n_test(rows as usize, test_frac)? as u64;
+    let of = KeysAsked::Temporal { firsts, input_rows };
+    let (n, range) = key_range(steps, of).await?;
+    anyhow::ensure!(n == rows, "the workers hold {n} keys, their shares {rows} rows");
+    kth_key(steps, of, n, range, n - k).await
+}
+
+/// The held-out users' keys (`--split users`): the bounds of their
+/// positions in the hold-out order of all users.
+async fn held_keys(steps: &Steps<'_>, h: UserHoldout) -> anyhow::Result<HeldKeys> {
+    let of = KeysAsked::UserHoldout { user_seed: h.user_seed() };
+    let (n, range) = key_range(steps, of).await?;
+    let at = h.positions(n as usize)?;
+    Ok(HeldKeys {
+        from: match at.start {
+            0 => None,
+            lo => kth_key(steps, of, n, range, lo as u64).await?,
+        },
+        to: kth_key(steps, of, n, range, at.end as u64).await?,
+    })
+}
+
+/// One round of questions to every worker about its keys.
+async fn ask_keys(
+    steps: &Steps<'_>,
+    of: KeysAsked<'_>,
+    what: &str,
+    ask: Ask,
+    prefix: u128,
+    shift: u32,
+) -> anyhow::Result<Vec<IngestResponse>> {
+    steps
+        .run(what, |w| {
+            let mut step = SelectKeyStep {
                 ask: ask as i32,
-                first_place: firsts[w],
-                input_rows,
                 prefix: prefix.to_le_bytes().to_vec().into(),
                 shift,
-            })
+                ..Default::default()
+            };
+            match of {
+                KeysAsked::Temporal { firsts, input_rows } => {
+                    step.keys = Keys::Temporal as i32;
+                    (step.first_place, step.input_rows) = (firsts[w], input_rows);
+                }
+                KeysAsked::UserHoldout { user_seed } => {
+                    step.keys = Keys::UserHoldout as i32;
+                    step.user_seed = user_seed;
+                }
+            }
+            Step::SelectKey(step)
         })
-    };
-    let ranges = ask("range its keys", Ask::Range, 0, 0).await?;
+        .await
+}
+
+/// How many keys the workers hold, and their range.
+async fn key_range(steps: &Steps<'_>, of: KeysAsked<'_>) -> anyhow::Result<(u64, Option<(u128, u128)>)> {
+    let ranges = ask_keys(steps, of, "range its keys", Ask::Range, 0, 0).await?;
     let mut range: Option<(u128, u128)> = None;
+    let mut n = 0u64;
     for (w, r) in ranges.iter().enumerate() {
         let keys = keys_of(&r.keys).with_context(|| format!("worker {w}'s range of keys"))?;
         match (r.rows, keys.as_slice()) {
@@ -300,25 +389,24 @@ async fn first_test_key(steps: &Steps<'_>, firsts: &[u64], input_rows: u64, test
             }
             _ => bail!("worker {w} answered {} keys with {} bounds", r.rows, keys.len()),
         }
+        n = n.checked_add(r.rows).context("the workers' key counts overflow")?;
     }
-    let n: u64 = ranges.iter().map(|r| r.rows).sum();
-    anyhow::ensure!(
-        n == firsts[firsts.len() - 1],
-        "the workers hold {n} keys, their shares {} rows",
-        firsts[firsts.len() - 1]
-    );
-    let Some(mut sel) = Selection::new(n - k, n, range) else {
+    Ok((n, range))
+}
+
+/// The `k`-th smallest of the workers' `n` keys in `range` (0-based),
+/// `None` if there are not more than `k`, found in rounds ([`Selection`]):
+/// no worker sends its keys, and every answer is checked.
+async fn kth_key(steps: &Steps<'_>, of: KeysAsked<'_>, n: u64, range: Option<(u128, u128)>, k: u64) -> anyhow::Result<Option<u128>> {
+    let Some(mut sel) = Selection::new(k, n, range) else {
         return Ok(None);
     };
     loop {
         match sel.ask() {
             SelectAsk::Histogram { prefix, shift } => {
                 let mut counts = vec![0u64; 1 << 16];
-                for (w, r) in ask("count its keys under a prefix", Ask::Histogram, prefix, shift)
-                    .await?
-                    .iter()
-                    .enumerate()
-                {
+                let answers = ask_keys(steps, of, "count its keys under a prefix", Ask::Histogram, prefix, shift).await?;
+                for (w, r) in answers.iter().enumerate() {
                     let c: Vec<u64> = pieces_vec("counts", &[&r.counts]).with_context(|| format!("worker {w}'s histogram"))?;
                     anyhow::ensure!(c.len() == counts.len(), "worker {w} answered a histogram of {} buckets", c.len());
                     for (a, b) in counts.iter_mut().zip(c) {
@@ -329,11 +417,8 @@ async fn first_test_key(steps: &Steps<'_>, firsts: &[u64], input_rows: u64, test
             }
             SelectAsk::Gather { prefix, shift } => {
                 let mut keys = Vec::new();
-                for (w, r) in ask("send its keys under a prefix", Ask::Gather, prefix, shift)
-                    .await?
-                    .iter()
-                    .enumerate()
-                {
+                let answers = ask_keys(steps, of, "send its keys under a prefix", Ask::Gather, prefix, shift).await?;
+                for (w, r) in answers.iter().enumerate() {
                     keys.extend(keys_of(&r.keys).with_context(|| format!("worker {w}'s keys"))?);
                 }
                 return sel.pick(keys).map(Some).map_err(|e| anyhow::anyhow!("the workers answered {e}"));

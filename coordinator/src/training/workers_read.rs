@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use als_core::blocks::BlockLayout;
+use als_core::data::split::UserHoldout;
 use als_core::data::{Dataset, SplitSpec};
 use als_core::train::Layouts;
 use anyhow::bail;
@@ -19,6 +20,8 @@ use crate::input::{core_split, CoreSplit, DataSource, TestSource};
 pub struct WorkersRead {
     path: PathBuf,
     split: SplitSpec,
+    /// `--split users`: whole users held out.
+    hold_out: Option<UserHoldout>,
     /// `--test FILE`, read by the workers too.
     test: Option<PathBuf>,
 }
@@ -29,6 +32,7 @@ impl WorkersRead {
         WorkersRead {
             path: self.path.clone(),
             split: SplitSpec::None,
+            hold_out: None,
             test: None,
         }
     }
@@ -50,16 +54,21 @@ pub fn plan_of(job: &TrainJob, resume: bool) -> anyhow::Result<Option<WorkersRea
         bail!("--input-on-workers does not apply to --resume: a resumed run ships the checkpoint's rows with its blocks");
     }
     // A relative path would be resolved in each worker's directory.
-    let (split, test) = match &job.input.test {
-        TestSource::None => (SplitSpec::None, None),
-        TestSource::File(t) => (SplitSpec::None, Some(std::path::absolute(t)?)),
+    let (split, hold_out, test) = match &job.input.test {
+        TestSource::None => (SplitSpec::None, None, None),
+        TestSource::File(t) => (SplitSpec::None, None, Some(std::path::absolute(t)?)),
         TestSource::Split(choice) => match core_split(*choice, job.input.seed) {
-            CoreSplit::Rows(split) => (split, None),
-            CoreSplit::Users(_) => bail!("--input-on-workers does not decide --split users yet"),
+            CoreSplit::Rows(split) => (split, None, None),
+            CoreSplit::Users(h) => (SplitSpec::None, Some(h), None),
         },
     };
     let path = std::path::absolute(path)?;
-    Ok(Some(WorkersRead { path, split, test }))
+    Ok(Some(WorkersRead {
+        path,
+        split,
+        hold_out,
+        test,
+    }))
 }
 
 /// Have the workers build the blocks, and check them against `ds`.
@@ -77,6 +86,7 @@ pub fn build(trainer: &Trainer, plan: &WorkersRead, job: &TrainJob, ds: &Dataset
         load: &job.input.load,
         test_path: plan.test.as_deref(),
         split: &plan.split,
+        hold_out: plan.hold_out,
         duplicates: job.input.duplicates,
         blocks: job.cfg.blocks,
         // Parsing runs at tens of MB/s per core: a second per MB is far beyond it.

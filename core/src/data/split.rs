@@ -55,6 +55,45 @@ pub enum UserHoldout {
     Folds { folds: usize, fold: usize, seed: u64 },
 }
 
+impl UserHoldout {
+    /// The seed of the users' hold-out order ([`user_holdout_key`]): a
+    /// different stream from the row keys, which use the split seed itself.
+    pub fn user_seed(&self) -> u64 {
+        let (UserHoldout::Ratio { seed, .. } | UserHoldout::Folds { seed, .. }) = *self;
+        holdout_user_seed(seed)
+    }
+
+    /// The positions of the held-out users in the hold-out order of `n_users` users.
+    pub fn positions(&self, n_users: usize) -> Result<std::ops::Range<usize>, DataError> {
+        Ok(match *self {
+            UserHoldout::Ratio { frac, .. } => 0..n_test(n_users, frac)?,
+            UserHoldout::Folds { folds, fold, .. } => {
+                check_folds(folds, fold)?;
+                n_users * fold / folds..n_users * (fold + 1) / folds
+            }
+        })
+    }
+}
+
+/// The seed of the users' hold-out order under split seed `seed`.
+pub fn holdout_user_seed(seed: u64) -> u64 {
+    splitmix64_nth(seed, u64::MAX - 1)
+}
+
+/// Held-out users as a range of their hold-out keys, `[from, to)`, `None`
+/// being unbounded: what whoever holds some users needs to decide theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldKeys {
+    pub from: Option<u128>,
+    pub to: Option<u128>,
+}
+
+impl HeldKeys {
+    pub fn holds(&self, key: u128) -> bool {
+        self.from.is_none_or(|f| key >= f) && self.to.is_none_or(|t| key < t)
+    }
+}
+
 /// Rows of a strong-generalization split: each ascending, disjoint, together all rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSplit {
@@ -121,11 +160,8 @@ pub fn split_rows(raw: &RawRatings, spec: &SplitSpec) -> Result<(Vec<usize>, Vec
 /// one or two boundary keys, which [`select_kth`] finds over the holders.
 pub fn split_users(raw: &RawRatings, which: UserHoldout) -> Result<UserSplit, DataError> {
     let n_users = raw.user_tokens.len();
-    let seed = match which {
-        UserHoldout::Ratio { seed, .. } | UserHoldout::Folds { seed, .. } => seed,
-    };
-    // A different stream from the row keys (which use `seed` itself).
-    let user_seed = splitmix64_nth(seed, u64::MAX - 1);
+    let (UserHoldout::Ratio { seed, .. } | UserHoldout::Folds { seed, .. }) = which;
+    let user_seed = which.user_seed();
     let mut order: Vec<(u128, usize)> = raw
         .user_tokens
         .iter()
@@ -133,13 +169,7 @@ pub fn split_users(raw: &RawRatings, which: UserHoldout) -> Result<UserSplit, Da
         .map(|(u, id)| (user_holdout_key(id, user_seed), u))
         .collect();
     order.sort_unstable();
-    let held = match which {
-        UserHoldout::Ratio { frac, .. } => 0..n_test(n_users, frac)?,
-        UserHoldout::Folds { folds, fold, .. } => {
-            check_folds(folds, fold)?;
-            n_users * fold / folds..n_users * (fold + 1) / folds
-        }
-    };
+    let held = which.positions(n_users)?;
     let mut held_out = vec![false; n_users];
     for &(_, u) in &order[held] {
         held_out[u] = true;

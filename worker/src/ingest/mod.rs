@@ -27,8 +27,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use als_core::data::ingest::{cell_sums, route_share, FinishedUserBlock, ItemBlock, ItemBoundPart, RoutedPart, UserBlock};
-use als_core::data::select::{temporal_key, KeyPart, TemporalKeys, GATHER_LIMIT};
-use als_core::data::split::{key_ranks, RatioThreshold};
+use als_core::data::select::{temporal_key, KeyPart, KeysPart, TemporalKeys, GATHER_LIMIT};
+use als_core::data::split::{holdout_user_seed, key_ranks, HeldKeys, RatioThreshold};
 use als_core::data::{Csr, DataFingerprint, DuplicatePolicy, Format, LoadOptions, RawRatings, Share};
 use als_proto::pb::split_rule::Kind;
 use als_proto::pb::{BlockOwners, BlockReport, IngestRowsChunk, InputSpec, SplitRule};
@@ -126,6 +126,11 @@ enum Rule {
     Temporal {
         first_test_key: Option<u128>,
     },
+    /// Whole users, by their hold-out keys under the split seed.
+    Users {
+        held: HeldKeys,
+        seed: u64,
+    },
 }
 
 fn rule_of(r: Option<&SplitRule>) -> Result<Rule, JobError> {
@@ -152,10 +157,14 @@ fn rule_of(r: Option<&SplitRule>) -> Result<Rule, JobError> {
             },
             Kind::KFold => return Err(invalid(format!("fold {} of {} folds", r.fold, r.folds))),
             Kind::Temporal => Rule::Temporal {
-                first_test_key: match r.first_test_key.is_empty() {
-                    true => None,
-                    false => Some(key_of(&r.first_test_key)?),
+                first_test_key: optional_key(&r.first_test_key)?,
+            },
+            Kind::Users => Rule::Users {
+                held: HeldKeys {
+                    from: optional_key(&r.held_from_key)?,
+                    to: optional_key(&r.held_to_key)?,
                 },
+                seed: r.seed,
             },
         },
     )
@@ -167,6 +176,14 @@ fn key_of(b: &[u8]) -> Result<u128, JobError> {
     Ok(u128::from_le_bytes(b))
 }
 
+/// A key, or none for no bytes.
+fn optional_key(b: &[u8]) -> Result<Option<u128>, JobError> {
+    match b.is_empty() {
+        true => Ok(None),
+        false => key_of(b).map(Some),
+    }
+}
+
 /// What this worker reads at step 1.
 pub struct ShareToRead {
     pub path: PathBuf,
@@ -176,7 +193,17 @@ pub struct ShareToRead {
     pub share: Share,
 }
 
-/// A question of the temporal split's selection about this share's keys.
+/// Which keys a selection asks about.
+#[derive(Debug, Clone, Copy)]
+pub enum KeysOf {
+    /// The share's `(timestamp, place)` keys, its first row at
+    /// `first_place` of `input_rows` (before step 2).
+    Temporal { first_place: u64, input_rows: u64 },
+    /// The hold-out keys of the users of this worker's user blocks (after step 3).
+    UserHoldout { user_seed: u64 },
+}
+
+/// A question of a selection (the temporal split's, the users split's) about some keys.
 #[derive(Debug, Clone, Copy)]
 pub enum KeyQuestion {
     Range,
@@ -190,6 +217,33 @@ pub enum KeyAnswer {
     Range(u64, Option<(u128, u128)>),
     Histogram(Vec<u64>),
     Keys(Vec<u128>),
+}
+
+/// A selection's answer from `keys`, bounded: a gather returns at most
+/// [`GATHER_LIMIT`] keys, since a selection gathers only once few are left.
+fn answer(keys: &dyn KeyPart, q: KeyQuestion) -> Result<KeyAnswer, JobError> {
+    Ok(match q {
+        KeyQuestion::Range => KeyAnswer::Range(keys.count(), keys.range()),
+        KeyQuestion::Histogram { prefix, shift } => {
+            if !(16..=128).contains(&shift) {
+                return Err(invalid(format!("a histogram below a shift of {shift} bits")));
+            }
+            KeyAnswer::Histogram(keys.histogram(prefix, shift))
+        }
+        KeyQuestion::Gather { prefix, shift } => {
+            if shift > 128 {
+                return Err(invalid(format!("a shift of {shift} bits")));
+            }
+            let found = keys.keys_under(prefix, shift);
+            if found.len() as u64 > GATHER_LIMIT {
+                return Err(invalid(format!(
+                    "{} keys under the prefix, more than the {GATHER_LIMIT} a gather may return",
+                    found.len()
+                )));
+            }
+            KeyAnswer::Keys(found)
+        }
+    })
 }
 
 /// Rows one step sends to peers: per (worker address, block), its chunks.
@@ -294,54 +348,57 @@ impl Ingest {
         (raw.len() as u64, raw.skipped_lines + test_skipped, lo, hi, test_rows)
     }
 
-    /// Between steps 1 and 2: a question about the share's temporal keys,
-    /// `(timestamp, place)`, its first row at `first_place` of `input_rows`.
-    pub fn select_key(&mut self, first_place: u64, input_rows: u64, q: KeyQuestion) -> Result<KeyAnswer, JobError> {
-        self.expect(Stage::ShareRead, "selecting the first test key")?;
-        let raw = self.share.as_ref().expect("read");
-        let n = raw.len() as u64;
-        if first_place.checked_add(n).is_none_or(|end| end > input_rows) {
-            return Err(invalid(format!(
-                "a share of {n} rows from place {first_place} does not fit an input of {input_rows}"
-            )));
-        }
-        let timestamps = raw.timestamps.as_deref().ok_or_else(|| {
-            invalid(format!(
-                "the temporal split needs timestamps, and {} has none (a timestamp column on every row)",
-                self.source
-            ))
-        })?;
-        let keys = TemporalKeys {
-            timestamps,
-            first_row: first_place,
-        };
-        let under = |shift: u32| -> Result<(), JobError> {
-            match shift <= 128 {
-                true => Ok(()),
-                false => Err(invalid(format!("a shift of {shift} bits"))),
-            }
-        };
-        Ok(match q {
-            KeyQuestion::Range => KeyAnswer::Range(n, keys.range()),
-            KeyQuestion::Histogram { prefix, shift } => {
-                if !(16..=128).contains(&shift) {
-                    return Err(invalid(format!("a histogram below a shift of {shift} bits")));
-                }
-                KeyAnswer::Histogram(keys.histogram(prefix, shift))
-            }
-            KeyQuestion::Gather { prefix, shift } => {
-                under(shift)?;
-                let found = keys.keys_under(prefix, shift);
-                // Bounds the answer: a selection gathers only once few are left.
-                if found.len() as u64 > GATHER_LIMIT {
+    /// A question of a selection about this worker's keys: the temporal
+    /// split's between steps 1 and 2, the users split's between 3 and 4.
+    pub fn select_key(&mut self, of: KeysOf, q: KeyQuestion) -> Result<KeyAnswer, JobError> {
+        match of {
+            KeysOf::Temporal { first_place, input_rows } => {
+                self.expect(Stage::ShareRead, "selecting the first test key")?;
+                let raw = self.share.as_ref().expect("read");
+                let n = raw.len() as u64;
+                if first_place.checked_add(n).is_none_or(|end| end > input_rows) {
                     return Err(invalid(format!(
-                        "{} keys under the prefix, more than the {GATHER_LIMIT} a gather may return",
-                        found.len()
+                        "a share of {n} rows from place {first_place} does not fit an input of {input_rows}"
                     )));
                 }
-                KeyAnswer::Keys(found)
+                let timestamps = raw.timestamps.as_deref().ok_or_else(|| {
+                    invalid(format!(
+                        "the temporal split needs timestamps, and {} has none (a timestamp column on every row)",
+                        self.source
+                    ))
+                })?;
+                let keys = TemporalKeys {
+                    timestamps,
+                    first_row: first_place,
+                };
+                answer(&keys, q)
             }
-        })
+            KeysOf::UserHoldout { user_seed } => {
+                self.expect(Stage::UsersGathered, "selecting the held-out users")?;
+                let keys: Vec<u128> = self.users.values().flat_map(|u| u.holdout_keys(user_seed)).collect();
+                answer(&KeysPart(&keys), q)
+            }
+        }
+    }
+
+    /// Between steps 3 and 4 (`--split users`): leave out the held-out
+    /// users' rows, and say again whether each block's users are integers.
+    pub fn hold_out_users(&mut self, split: Option<&SplitRule>) -> Result<Vec<BlockReport>, JobError> {
+        self.expect(Stage::UsersGathered, "holding users out")?;
+        let Rule::Users { held, seed } = rule_of(split)? else {
+            return Err(invalid("holding users out needs the users split's rule"));
+        };
+        let user_seed = holdout_user_seed(seed);
+        let mut left_out = 0;
+        for u in self.users.values_mut() {
+            left_out += u.hold_out_users(user_seed, &held);
+        }
+        tracing::debug!(job = %self.id, rows = left_out, "held-out users' rows left out");
+        Ok(self
+            .users
+            .iter()
+            .map(|(&b, u)| report(b, |r| r.integers = u.users_are_integers()))
+            .collect())
     }
 
     /// Bytes the budget has left.
@@ -394,7 +451,7 @@ impl Ingest {
         let n = raw.len() as u64;
         self.input_rows = input_rows;
         let is_test: Box<dyn Fn(u64) -> bool> = match rule_of(split)? {
-            Rule::None | Rule::PerUser { .. } => Box::new(|_| false),
+            Rule::None | Rule::PerUser { .. } | Rule::Users { .. } => Box::new(|_| false),
             Rule::Ratio { test_frac, seed } => {
                 let t = RatioThreshold::new(input_rows, (input_rows as f64 * test_frac).floor() as u64, seed);
                 Box::new(move |p| t.is_test(p))

@@ -17,7 +17,7 @@ use tonic::{Status, Streaming};
 
 use super::adopt::StartFactors;
 use super::rows::decode_ids;
-use super::{load_options, Ingest, KeyAnswer, KeyQuestion, Outgoing, Owners, ShareToRead};
+use super::{load_options, Ingest, KeyAnswer, KeyQuestion, KeysOf, Outgoing, Owners, ShareToRead};
 use crate::job::Job;
 use crate::peers::Peers;
 use crate::service::status;
@@ -150,8 +150,8 @@ pub async fn step(slot: &IngestSlot, peers: &Arc<Peers>, limits: IngestLimits<'_
             resp.peer_bytes = send_all(peers, out, timeout).await?;
         }
         Step::SelectKey(k) => {
-            let q = key_question(&k)?;
-            match with_ingest(slot, &job_id, move |i| i.select_key(k.first_place, k.input_rows, q)).await? {
+            let (of, q) = key_question(&k)?;
+            match with_ingest(slot, &job_id, move |i| i.select_key(of, q)).await? {
                 KeyAnswer::Range(n, range) => {
                     resp.rows = n;
                     if let Some((lo, hi)) = range {
@@ -162,6 +162,7 @@ pub async fn step(slot: &IngestSlot, peers: &Arc<Peers>, limits: IngestLimits<'_
                 KeyAnswer::Keys(keys) => resp.keys = keys.iter().flat_map(|k| k.to_le_bytes()).collect::<Vec<u8>>().into(),
             }
         }
+        Step::HoldOutUsers(h) => resp.user_blocks = with_ingest(slot, &job_id, move |i| i.hold_out_users(h.split.as_ref())).await?,
         Step::GatherUsers(g) => resp.user_blocks = with_ingest(slot, &job_id, move |i| i.gather_users(g.split.as_ref())).await?,
         Step::NumberUsers(n) => resp.user_blocks = with_ingest(slot, &job_id, move |i| i.number_users(n.numeric)).await?,
         Step::RouteItems(r) => {
@@ -205,8 +206,15 @@ pub async fn step(slot: &IngestSlot, peers: &Arc<Peers>, limits: IngestLimits<'_
     Ok(resp)
 }
 
-/// A selection's question from the wire.
-fn key_question(k: &SelectKeyStep) -> Result<KeyQuestion, Status> {
+/// A selection's keys and question from the wire.
+fn key_question(k: &SelectKeyStep) -> Result<(KeysOf, KeyQuestion), Status> {
+    let of = match select_key_step::Keys::try_from(k.keys).map_err(|_| Status::invalid_argument(format!("unknown keys {}", k.keys)))? {
+        select_key_step::Keys::Temporal => KeysOf::Temporal {
+            first_place: k.first_place,
+            input_rows: k.input_rows,
+        },
+        select_key_step::Keys::UserHoldout => KeysOf::UserHoldout { user_seed: k.user_seed },
+    };
     let prefix = || -> Result<u128, Status> {
         let b: [u8; 16] = k
             .prefix
@@ -216,7 +224,7 @@ fn key_question(k: &SelectKeyStep) -> Result<KeyQuestion, Status> {
         Ok(u128::from_le_bytes(b))
     };
     let ask = select_key_step::Ask::try_from(k.ask).map_err(|_| Status::invalid_argument(format!("unknown question {}", k.ask)))?;
-    Ok(match ask {
+    let q = match ask {
         select_key_step::Ask::Range => KeyQuestion::Range,
         select_key_step::Ask::Histogram => KeyQuestion::Histogram {
             prefix: prefix()?,
@@ -226,7 +234,8 @@ fn key_question(k: &SelectKeyStep) -> Result<KeyQuestion, Status> {
             prefix: prefix()?,
             shift: k.shift,
         },
-    })
+    };
+    Ok((of, q))
 }
 
 /// `ids` in runs of about `bytes` bytes each.

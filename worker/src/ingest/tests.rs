@@ -179,33 +179,42 @@ fn questions_about_the_temporal_keys_are_bounded_and_checked() {
         };
         Ingest::read_share("j".into(), 1 << 30, &input, 4, (owners(4), owners(4)), 0).unwrap()
     };
+    let of = KeysOf::Temporal {
+        first_place: 0,
+        input_rows: 200,
+    };
     let mut i = read(None);
-    let e = i.select_key(0, 200, KeyQuestion::Range).unwrap_err();
+    let e = i.select_key(of, KeyQuestion::Range).unwrap_err();
     assert!(matches!(&e, JobError::Invalid(m) if m.contains("needs timestamps")), "{e:?}");
     let mut i = read(Some(3));
-    let e = i.select_key(10, 200, KeyQuestion::Range).unwrap_err();
+    let e = i
+        .select_key(
+            KeysOf::Temporal {
+                first_place: 10,
+                input_rows: 200,
+            },
+            KeyQuestion::Range,
+        )
+        .unwrap_err();
     assert!(matches!(&e, JobError::Invalid(m) if m.contains("does not fit")), "{e:?}");
     // Row 195 is the last with timestamp 6.
     let (lo, hi) = (temporal_key(0, 0), temporal_key(6, 195));
-    assert_eq!(
-        i.select_key(0, 200, KeyQuestion::Range).unwrap(),
-        KeyAnswer::Range(200, Some((lo, hi)))
-    );
-    let e = i.select_key(0, 200, KeyQuestion::Histogram { prefix: 0, shift: 8 }).unwrap_err();
+    assert_eq!(i.select_key(of, KeyQuestion::Range).unwrap(), KeyAnswer::Range(200, Some((lo, hi))));
+    let e = i.select_key(of, KeyQuestion::Histogram { prefix: 0, shift: 8 }).unwrap_err();
     assert!(matches!(e, JobError::Invalid(_)), "{e:?}");
-    let e = i.select_key(0, 200, KeyQuestion::Gather { prefix: 0, shift: 129 }).unwrap_err();
+    let e = i.select_key(of, KeyQuestion::Gather { prefix: 0, shift: 129 }).unwrap_err();
     assert!(matches!(e, JobError::Invalid(_)), "{e:?}");
     // Every key under the whole range: 200 of them.
-    let KeyAnswer::Keys(keys) = i.select_key(0, 200, KeyQuestion::Gather { prefix: 0, shift: 128 }).unwrap() else {
+    let KeyAnswer::Keys(keys) = i.select_key(of, KeyQuestion::Gather { prefix: 0, shift: 128 }).unwrap() else {
         panic!("keys")
     };
     assert_eq!(keys.len(), 200);
-    let KeyAnswer::Histogram(h) = i.select_key(0, 200, KeyQuestion::Histogram { prefix: 0, shift: 128 }).unwrap() else {
+    let KeyAnswer::Histogram(h) = i.select_key(of, KeyQuestion::Histogram { prefix: 0, shift: 128 }).unwrap() else {
         panic!("a histogram")
     };
     assert_eq!((h.len(), h.iter().sum::<u64>()), (1 << 16, 200));
     // Asked once the share is routed, it is refused.
     i.route_share((0, 0), 200, None).unwrap();
-    let e = i.select_key(0, 200, KeyQuestion::Range).unwrap_err();
+    let e = i.select_key(of, KeyQuestion::Range).unwrap_err();
     assert!(matches!(e, JobError::NotReady(_)), "{e:?}");
 }

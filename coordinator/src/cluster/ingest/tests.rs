@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use als_core::data::ingest::cell_sums;
-use als_core::data::split::split_rows;
+use als_core::data::split::{split_rows, split_users, UserHoldout};
 use als_core::data::{load_ratings, Dataset, DuplicatePolicy, LoadOptions, SplitSpec};
 use als_core::rng::SplitMix64;
 use als_core::train::Layouts;
@@ -66,24 +66,42 @@ async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
         ..Default::default()
     };
     let blocks = 5;
-    // (split, duplicates, a test file)
+    // (split, users held out, duplicates, a test file)
     let splits = [
-        (SplitSpec::None, DuplicatePolicy::Last, false),
-        (SplitSpec::Ratio { test_frac: 0.2, seed: 42 }, DuplicatePolicy::Sum, false),
-        (SplitSpec::PerUser { test_frac: 0.25, seed: 7 }, DuplicatePolicy::First, false),
+        (SplitSpec::None, None, DuplicatePolicy::Last, false),
+        (SplitSpec::Ratio { test_frac: 0.2, seed: 42 }, None, DuplicatePolicy::Sum, false),
+        (SplitSpec::PerUser { test_frac: 0.25, seed: 7 }, None, DuplicatePolicy::First, false),
         (
             SplitSpec::KFold {
                 folds: 4,
                 fold: 1,
                 seed: 3,
             },
+            None,
             DuplicatePolicy::Last,
             false,
         ),
-        (SplitSpec::Temporal { test_frac: 0.3 }, DuplicatePolicy::Sum, false),
-        // Every row held out is its place's: none, and no key is selected.
-        (SplitSpec::Temporal { test_frac: 0.0 }, DuplicatePolicy::Last, false),
-        (SplitSpec::None, DuplicatePolicy::First, true),
+        (SplitSpec::Temporal { test_frac: 0.3 }, None, DuplicatePolicy::Sum, false),
+        // No row held out: no key is selected.
+        (SplitSpec::Temporal { test_frac: 0.0 }, None, DuplicatePolicy::Last, false),
+        (SplitSpec::None, None, DuplicatePolicy::First, true),
+        (
+            SplitSpec::None,
+            Some(UserHoldout::Ratio { frac: 0.2, seed: 5 }),
+            DuplicatePolicy::Sum,
+            false,
+        ),
+        // A middle fold: both of its bounds are selected.
+        (
+            SplitSpec::None,
+            Some(UserHoldout::Folds {
+                folds: 3,
+                fold: 1,
+                seed: 8,
+            }),
+            DuplicatePolicy::Last,
+            false,
+        ),
     ];
     for (case, integer_ids) in [true, false].into_iter().enumerate() {
         let path = dir.path().join(format!("r{case}.csv"));
@@ -93,13 +111,14 @@ async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
         std::fs::write(&test_path, ratings_text(2_500, integer_ids, 99 + case as u64)).unwrap();
         let raw = load_ratings(&path, &load).unwrap();
         let test_raw = load_ratings(&test_path, &load).unwrap();
-        for (split, duplicates, test_file) in &splits {
-            let ds = match test_file {
-                false => {
+        for (split, hold_out, duplicates, test_file) in &splits {
+            let ds = match (test_file, hold_out) {
+                (false, Some(h)) => Dataset::build_user_split(&raw, &split_users(&raw, *h).unwrap(), *duplicates).unwrap(),
+                (false, None) => {
                     let (train, test) = split_rows(&raw, split).unwrap();
                     Dataset::build((&raw, &train), Some((&raw, &test)), *duplicates).unwrap()
                 }
-                true => {
+                (true, _) => {
                     let all: Vec<usize> = (0..raw.len()).collect();
                     let test: Vec<usize> = (0..test_raw.len()).collect();
                     Dataset::build((&raw, &all), Some((&test_raw, &test)), *duplicates).unwrap()
@@ -110,6 +129,7 @@ async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
                 path: &path,
                 load: &load,
                 test_path: test_file.then_some(test_path.as_path()),
+                hold_out: *hold_out,
                 split,
                 duplicates: *duplicates,
                 blocks,
@@ -117,16 +137,17 @@ async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
                 peer_timeout: Duration::from_secs(10),
             };
             for workers in 1..=3 {
-                let what = format!("{split:?}, {duplicates:?}, test file {test_file}, integer ids {integer_ids}, {workers} workers");
+                let what =
+                    format!("{split:?}, {hold_out:?}, {duplicates:?}, test file {test_file}, integer ids {integer_ids}, {workers} workers");
                 let b = built_by_workers(&path, workers, &plan)
                     .await
                     .unwrap_or_else(|e| panic!("{what}: {e:#}"));
                 let test_file_rows = if *test_file { test_raw.len() } else { 0 };
                 assert_eq!(b.input_rows, (raw.len() + test_file_rows) as u64, "{what}");
-                assert!(
-                    ds.test.len() > 100 || matches!(split, SplitSpec::None | SplitSpec::Temporal { test_frac: 0.0 }) && !test_file,
-                    "{what}: rows are held out"
-                );
+                let held = ds.test.len() + ds.held_out.as_ref().map_or(0, |h| h.fold_in.nnz() + h.test.len());
+                let none_held =
+                    matches!(split, SplitSpec::None | SplitSpec::Temporal { test_frac: 0.0 }) && hold_out.is_none() && !test_file;
+                assert!(held > 100 || none_held, "{what}: rows are held out");
                 let test_skipped = if *test_file { test_raw.skipped_lines } else { 0 };
                 assert_eq!(b.skipped_lines, raw.skipped_lines + test_skipped, "{what}");
                 assert_eq!((&b.user_starts, &b.item_starts), (&user_starts, &item_starts), "{what}");
@@ -167,6 +188,7 @@ async fn a_bad_line_is_named_by_the_worker_that_reads_it() {
         path: &path,
         load: &load,
         test_path: None,
+        hold_out: None,
         split: &SplitSpec::None,
         duplicates: DuplicatePolicy::Last,
         blocks: 4,
@@ -198,6 +220,7 @@ async fn the_temporal_split_of_more_rows_than_a_gather_is_found_in_histogram_rou
         path: &path,
         load: &load,
         test_path: None,
+        hold_out: None,
         split: &split,
         duplicates: DuplicatePolicy::Last,
         blocks: 4,

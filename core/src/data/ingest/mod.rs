@@ -23,7 +23,7 @@ use rustc_hash::FxHashMap;
 
 use super::dataset::merge_duplicates;
 use super::ids::{all_integers, block_of_id, dense_order_as};
-use super::split::per_user_rows;
+use super::split::{per_user_rows, user_holdout_key, HeldKeys};
 use super::{Csr, DataError, DuplicatePolicy, RawRatings};
 
 /// One rating on its way to its user's block; its ids are codes into its
@@ -195,6 +195,28 @@ impl UserBlock {
         for (r, t) in self.rows.iter_mut().zip(test) {
             r.test = t;
         }
+    }
+
+    /// The hold-out key of each of its users (`--split users`), every user
+    /// once: the keys a selection of the held-out users' bounds asks about.
+    pub fn holdout_keys(&self, user_seed: u64) -> Vec<u128> {
+        let mut seen = vec![false; self.ids.len()];
+        self.rows
+            .iter()
+            .filter(|r| !std::mem::replace(&mut seen[r.user as usize], true))
+            .map(|r| user_holdout_key(&self.ids[r.user as usize], user_seed))
+            .collect()
+    }
+
+    /// Leave out every row of the users `held` holds (`--split users`): they
+    /// are neither trained on nor numbered; the rows left out are counted.
+    pub fn hold_out_users(&mut self, user_seed: u64, held: &HeldKeys) -> u64 {
+        let mut is_held: Vec<Option<bool>> = vec![None; self.ids.len()];
+        let ids = &self.ids;
+        let before = self.rows.len();
+        self.rows
+            .retain(|r| !*is_held[r.user as usize].get_or_insert_with(|| held.holds(user_holdout_key(&ids[r.user as usize], user_seed))));
+        (before - self.rows.len()) as u64
     }
 
     /// The codes of the users with training rows, each once.
