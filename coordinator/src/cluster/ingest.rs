@@ -260,6 +260,7 @@ async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, fa
         .run("route its training rows", |_| {
             Step::RouteItems(RouteItemsStep {
                 user_starts: user_starts.clone(),
+                duplicates,
             })
         })
         .await?;
@@ -274,7 +275,6 @@ async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, fa
         .run("lay out its blocks", |_| {
             Step::Finish(FinishStep {
                 item_starts: item_starts.clone(),
-                duplicates,
             })
         })
         .await?;

@@ -535,13 +535,12 @@ impl Ingest {
                 side_name(to_items)
             )));
         }
-        let whole = rows::join(chunks);
         if to_items {
-            let part = rows::decode_item_bound(&whole, self.max_id_len).map_err(invalid)?;
+            let part = rows::decode_item_bound(chunks, self.max_id_len).map_err(invalid)?;
             self.hold(held_bytes(&part.ids, part.rows.len()))?;
             self.item_parts.get_mut(&block).expect("owned").push(part);
         } else {
-            let part = rows::decode_routed(&whole, self.max_id_len).map_err(invalid)?;
+            let part = rows::decode_routed(chunks, self.max_id_len).map_err(invalid)?;
             self.hold(held_bytes(&part.ids, part.rows.len()))?;
             self.user_parts.get_mut(&block).expect("owned").push(part);
         }
@@ -584,7 +583,7 @@ impl Ingest {
 
     /// Step 5: each user block's training rows by item block, users
     /// numbered from `user_starts`; this worker's own are kept.
-    pub fn route_items(&mut self, user_starts: &[u64]) -> Result<Outgoing, JobError> {
+    pub fn route_items(&mut self, user_starts: &[u64], duplicates: DuplicatePolicy) -> Result<Outgoing, JobError> {
         self.expect(Stage::UsersNumbered, "routing the training rows")?;
         check_starts(user_starts, self.blocks, "user")?;
         for (&b, u) in &self.users {
@@ -599,8 +598,12 @@ impl Ingest {
         self.user_starts = user_starts.to_vec();
         let mut own: Vec<(u32, ItemBoundPart)> = Vec::new();
         let mut out = Vec::new();
-        for (&b, u) in &self.users {
-            for (ib, part) in u.item_rows(user_starts[b as usize] as u32, self.blocks).into_iter().enumerate() {
+        for (&b, u) in self.users.iter_mut() {
+            for (ib, part) in u
+                .item_rows(user_starts[b as usize] as u32, self.blocks, duplicates)
+                .into_iter()
+                .enumerate()
+            {
                 let (ib, owner) = (ib as u32, self.items_at.owners[ib]);
                 if owner == self.you {
                     own.push((ib, part));
@@ -629,7 +632,6 @@ impl Ingest {
             if let Some(u) = block.users().find(|&u| u as u64 >= n_users) {
                 return Err(invalid(format!("item block {b}: user row {u} of {n_users}")));
             }
-            check_places(block.places(), self.input_rows, b)?;
             self.items.insert(b, block);
         }
         self.stage = Stage::ItemsGathered;
@@ -699,7 +701,6 @@ impl Ingest {
     pub fn finish(
         &mut self,
         item_starts: &[u64],
-        duplicates: DuplicatePolicy,
         answers: &FxHashMap<String, Option<u32>>,
     ) -> Result<(Vec<BlockReport>, Vec<BlockReport>), JobError> {
         self.expect(Stage::ItemsNumbered, "laying out the blocks")?;
@@ -722,7 +723,7 @@ impl Ingest {
         for (&b, u) in &self.users {
             let first_user = self.user_starts[b as usize] as u32;
             let done = u
-                .finish(first_user, n_items, duplicates, &self.source, &global)
+                .finish(first_user, n_items, &self.source, &global)
                 .map_err(|e| invalid(e.to_string()))?;
             let names: Vec<(u32, &str)> = u.items_named().into_iter().filter_map(|i| Some((global(i)?, i))).collect();
             let mut fp = DataFingerprint::default();
@@ -743,7 +744,7 @@ impl Ingest {
         let n_users = *self.user_starts.last().expect("routed") as usize;
         let mut item_reports = Vec::new();
         for (&b, i) in &self.items {
-            let by_item = i.by_item(n_users, duplicates);
+            let by_item = i.by_item(n_users).map_err(|e| invalid(format!("item block {b}: {e}")))?;
             item_reports.push(report(b, |r| {
                 r.ids = i.item_ids.len() as u64;
                 r.ratings = by_item.nnz() as u64;

@@ -9,11 +9,13 @@ use als_core::data::ingest::{ItemBoundPart, ItemBoundRow, RoutedPart, RoutedRow}
 use als_proto::codec::{f32_bytes, pieces_vec, plan_chunks, u32_bytes, u64_bytes};
 use als_proto::pb::IngestRowsChunk;
 use als_proto::CHUNK_BYTES;
+use prost::bytes::Bytes;
 
 /// The arrays of one part, as the messages of its stream carry them.
 struct Arrays {
     n_rows: usize,
-    /// places, users, items, values, test, id_bytes, id_ends.
+    /// places (to user blocks), users, items, values, test (to user
+    /// blocks), id_bytes, id_ends.
     fields: [Vec<u8>; 7],
 }
 
@@ -28,12 +30,13 @@ fn table_bytes(ids: &[String]) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// The messages of one stream: the first carries the header, each field's
-/// bytes continue from message to message.
+/// bytes continue from message to message (slices of one buffer each).
 fn messages(job_id: &str, to_items: bool, block: u32, a: Arrays) -> Vec<IngestRowsChunk> {
     if a.n_rows == 0 {
         return Vec::new();
     }
     let lens: Vec<usize> = a.fields.iter().map(Vec::len).collect();
+    let fields = a.fields.map(Bytes::from);
     plan_chunks(&lens, CHUNK_BYTES)
         .into_iter()
         .enumerate()
@@ -46,7 +49,7 @@ fn messages(job_id: &str, to_items: bool, block: u32, a: Arrays) -> Vec<IngestRo
                 ..Default::default()
             };
             for (f, range) in pieces {
-                let piece = a.fields[f][range].to_vec().into();
+                let piece = fields[f].slice(range);
                 match f {
                     0 => m.places = piece,
                     1 => m.users = piece,
@@ -62,19 +65,29 @@ fn messages(job_id: &str, to_items: bool, block: u32, a: Arrays) -> Vec<IngestRo
         .collect()
 }
 
-/// The arrays of a part's rows, each `(place, user, item, value)` and, to
-/// a user block, a test flag.
-fn part_arrays<R>(ids: &[String], rows: &[R], row: impl Fn(&R) -> (u64, u32, u32, f32), test: Option<&dyn Fn(&R) -> bool>) -> Arrays {
+/// A row's place and test flag, which rows to a user block carry.
+type PlaceAndTest<'a, R> = &'a dyn Fn(&R) -> (u64, bool);
+
+/// The arrays of a part's rows, each `(user, item, value)` and, to a user
+/// block, its place and test flag.
+fn part_arrays<R>(ids: &[String], rows: &[R], row: impl Fn(&R) -> (u32, u32, f32), to_users: Option<PlaceAndTest<'_, R>>) -> Arrays {
     let (id_bytes, id_ends) = table_bytes(ids);
-    let column = |f: &dyn Fn((u64, u32, u32, f32)) -> u32| u32_bytes(&rows.iter().map(|r| f(row(r))).collect::<Vec<_>>());
+    let column = |f: &dyn Fn((u32, u32, f32)) -> u32| u32_bytes(&rows.iter().map(|r| f(row(r))).collect::<Vec<_>>());
+    let (places, test) = match to_users {
+        Some(t) => (
+            u64_bytes(&rows.iter().map(|r| t(r).0).collect::<Vec<_>>()),
+            rows.iter().map(|r| t(r).1 as u8).collect(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
     Arrays {
         n_rows: rows.len(),
         fields: [
-            u64_bytes(&rows.iter().map(|r| row(r).0).collect::<Vec<_>>()),
+            places,
+            column(&|r| r.0),
             column(&|r| r.1),
-            column(&|r| r.2),
-            f32_bytes(&rows.iter().map(|r| row(r).3).collect::<Vec<_>>()),
-            test.map_or_else(Vec::new, |t| rows.iter().map(|r| t(r) as u8).collect()),
+            f32_bytes(&rows.iter().map(|r| row(r).2).collect::<Vec<_>>()),
+            test,
             id_bytes,
             id_ends,
         ],
@@ -83,44 +96,15 @@ fn part_arrays<R>(ids: &[String], rows: &[R], row: impl Fn(&R) -> (u64, u32, u32
 
 /// A share's rows for user block `block`, as the messages of one stream.
 pub fn routed_chunks(job_id: &str, block: u32, part: &RoutedPart) -> Vec<IngestRowsChunk> {
-    let test: &dyn Fn(&RoutedRow) -> bool = &|r| r.test;
-    let arrays = part_arrays(&part.ids, &part.rows, |r| (r.place, r.user, r.item, r.value), Some(test));
+    let to_users: PlaceAndTest<'_, RoutedRow> = &|r| (r.place, r.test);
+    let arrays = part_arrays(&part.ids, &part.rows, |r| (r.user, r.item, r.value), Some(to_users));
     messages(job_id, false, block, arrays)
 }
 
 /// A user block's training rows for item block `block`, as the messages of one stream.
 pub fn item_bound_chunks(job_id: &str, block: u32, part: &ItemBoundPart) -> Vec<IngestRowsChunk> {
-    let arrays = part_arrays(&part.ids, &part.rows, |r| (r.place, r.user, r.item, r.value), None);
+    let arrays = part_arrays(&part.ids, &part.rows, |r| (r.user, r.item, r.value), None);
     messages(job_id, true, block, arrays)
-}
-
-/// The messages of one stream joined back into one: the header of the
-/// first, each field's bytes in order.
-pub fn join(chunks: &[IngestRowsChunk]) -> IngestRowsChunk {
-    let mut fields: [Vec<u8>; 7] = Default::default();
-    for c in chunks {
-        for (f, b) in [&c.places, &c.users, &c.items, &c.values, &c.test, &c.id_bytes, &c.id_ends]
-            .into_iter()
-            .enumerate()
-        {
-            fields[f].extend_from_slice(b);
-        }
-    }
-    let [places, users, items, values, test, id_bytes, id_ends] = fields.map(Into::into);
-    let first = &chunks[0];
-    IngestRowsChunk {
-        job_id: first.job_id.clone(),
-        to_items: first.to_items,
-        block: first.block,
-        n_rows: first.n_rows,
-        places,
-        users,
-        items,
-        values,
-        test,
-        id_bytes,
-        id_ends,
-    }
 }
 
 /// An id table: `id_bytes` cut at `id_ends`, each id valid UTF-8, not
@@ -150,7 +134,7 @@ pub fn decode_ids(id_bytes: &[u8], id_ends: &[u8], max_id_len: usize) -> Result<
     Ok(ids)
 }
 
-/// The rows of one chunk, every field checked: lengths, codes, values.
+/// The rows of one stream, every field checked: lengths, codes, values.
 struct Decoded {
     places: Vec<u64>,
     users: Vec<u32>,
@@ -160,21 +144,36 @@ struct Decoded {
     ids: Vec<String>,
 }
 
-fn decode(c: &IngestRowsChunk, max_id_len: usize) -> Result<Decoded, String> {
-    let n = c.n_rows as usize;
+/// A field's pieces, one after the other.
+fn joined(pieces: &[&Bytes]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pieces.iter().map(|p| p.len()).sum());
+    pieces.iter().for_each(|p| out.extend_from_slice(p));
+    out
+}
+
+/// A stream's messages (the header in the first), each field decoded
+/// straight from its pieces.
+fn decode(chunks: &[IngestRowsChunk], max_id_len: usize) -> Result<Decoded, String> {
+    let first = chunks.first().ok_or("a stream of no messages")?;
+    let n = first.n_rows as usize;
+    let field = |f: fn(&IngestRowsChunk) -> &Bytes| chunks.iter().map(f).collect::<Vec<&Bytes>>();
     let e = |e: als_proto::codec::CodecError| e.to_string();
     let d = Decoded {
-        places: pieces_vec("places", &[&c.places]).map_err(e)?,
-        users: pieces_vec("users", &[&c.users]).map_err(e)?,
-        items: pieces_vec("items", &[&c.items]).map_err(e)?,
-        values: pieces_vec("values", &[&c.values]).map_err(e)?,
-        test: c.test.to_vec(),
-        ids: decode_ids(&c.id_bytes, &c.id_ends, max_id_len)?,
+        places: pieces_vec("places", &field(|c| &c.places)).map_err(e)?,
+        users: pieces_vec("users", &field(|c| &c.users)).map_err(e)?,
+        items: pieces_vec("items", &field(|c| &c.items)).map_err(e)?,
+        values: pieces_vec("values", &field(|c| &c.values)).map_err(e)?,
+        test: joined(&field(|c| &c.test)),
+        ids: match chunks {
+            [one] => decode_ids(&one.id_bytes, &one.id_ends, max_id_len)?,
+            _ => decode_ids(&joined(&field(|c| &c.id_bytes)), &joined(&field(|c| &c.id_ends)), max_id_len)?,
+        },
     };
-    let test_len = if c.to_items { 0 } else { n };
-    if [d.places.len(), d.users.len(), d.items.len(), d.values.len()] != [n; 4] || d.test.len() != test_len {
+    // To item blocks, rows carry neither places nor test flags.
+    let to_users = if first.to_items { 0 } else { n };
+    if [d.users.len(), d.items.len(), d.values.len()] != [n; 3] || [d.places.len(), d.test.len()] != [to_users; 2] {
         return Err(format!(
-            "a chunk of {n} rows has {} places, {} users, {} items, {} values and {} test flags",
+            "a stream of {n} rows has {} places, {} users, {} items, {} values and {} test flags",
             d.places.len(),
             d.users.len(),
             d.items.len(),
@@ -183,14 +182,14 @@ fn decode(c: &IngestRowsChunk, max_id_len: usize) -> Result<Decoded, String> {
         ));
     }
     let n_ids = d.ids.len() as u32;
-    let users_are_codes = !c.to_items;
+    let users_are_codes = !first.to_items;
     if let Some(bad) = d
         .items
         .iter()
         .chain(d.users.iter().filter(|_| users_are_codes))
         .find(|&&x| x >= n_ids)
     {
-        return Err(format!("id code {bad} is outside the chunk's table of {n_ids}"));
+        return Err(format!("id code {bad} is outside the stream's table of {n_ids}"));
     }
     if let Some(v) = d.values.iter().find(|v| als_core::limits::check_value(**v).is_err()) {
         return Err(format!("value {v} is not finite or outside ±{:e}", als_core::limits::MAX_ABS_VALUE));
@@ -201,9 +200,9 @@ fn decode(c: &IngestRowsChunk, max_id_len: usize) -> Result<Decoded, String> {
     Ok(d)
 }
 
-/// A chunk of a share's rows for a user block.
-pub fn decode_routed(c: &IngestRowsChunk, max_id_len: usize) -> Result<RoutedPart, String> {
-    let d = decode(c, max_id_len)?;
+/// A stream of a share's rows for a user block.
+pub fn decode_routed(chunks: &[IngestRowsChunk], max_id_len: usize) -> Result<RoutedPart, String> {
+    let d = decode(chunks, max_id_len)?;
     let rows = (0..d.places.len())
         .map(|r| RoutedRow {
             place: d.places[r],
@@ -216,12 +215,11 @@ pub fn decode_routed(c: &IngestRowsChunk, max_id_len: usize) -> Result<RoutedPar
     Ok(RoutedPart { ids: d.ids, rows })
 }
 
-/// A chunk of a user block's training rows for an item block.
-pub fn decode_item_bound(c: &IngestRowsChunk, max_id_len: usize) -> Result<ItemBoundPart, String> {
-    let d = decode(c, max_id_len)?;
-    let rows = (0..d.places.len())
+/// A stream of a user block's training rows for an item block.
+pub fn decode_item_bound(chunks: &[IngestRowsChunk], max_id_len: usize) -> Result<ItemBoundPart, String> {
+    let d = decode(chunks, max_id_len)?;
+    let rows = (0..d.users.len())
         .map(|r| ItemBoundRow {
-            place: d.places[r],
             user: d.users[r],
             item: d.items[r],
             value: d.values[r],
@@ -276,20 +274,22 @@ mod tests {
         // The table travels once for the whole stream.
         let table: usize = chunks.iter().map(|c| c.id_ends.len() / 4).sum();
         assert_eq!(table, 791);
-        let back = decode_routed(&join(&chunks), 64).unwrap();
+        let back = decode_routed(&chunks, 64).unwrap();
         assert_eq!(spelled(std::slice::from_ref(&back)), spelled(std::slice::from_ref(&part)));
 
         let part = ItemBoundPart {
             ids: vec!["a".into(), "x".into()],
             rows: vec![ItemBoundRow {
-                place: 9,
                 user: 17,
                 item: 1,
                 value: 2.0,
             }],
         };
-        let c = item_bound_chunks("j", 1, &part);
-        assert_eq!(decode_item_bound(&join(&c), 64).unwrap(), part);
+        let mut c = item_bound_chunks("j", 1, &part);
+        assert_eq!(decode_item_bound(&c, 64).unwrap(), part);
+        // Rows to an item block carry no place.
+        c[0].places = u64_bytes(&[9]).into();
+        assert!(decode_item_bound(&c, 64).unwrap_err().contains("1 places"));
     }
 
     #[test]
@@ -308,11 +308,11 @@ mod tests {
         let refused = |edit: &dyn Fn(&mut IngestRowsChunk), says: &str| {
             let mut c = good.clone();
             edit(&mut c);
-            let e = decode_routed(&c, 8).unwrap_err();
+            let e = decode_routed(std::slice::from_ref(&c), 8).unwrap_err();
             assert!(e.contains(says), "{e}");
         };
-        refused(&|c| c.n_rows = 2, "a chunk of 2 rows");
-        refused(&|c| c.items = u32_bytes(&[5]).into(), "outside the chunk's table");
+        refused(&|c| c.n_rows = 2, "a stream of 2 rows");
+        refused(&|c| c.items = u32_bytes(&[5]).into(), "outside the stream's table");
         refused(&|c| c.values = f32_bytes(&[f32::NAN]).into(), "not finite");
         refused(&|c| c.test = vec![3].into(), "test flag");
         refused(&|c| c.id_ends = u32_bytes(&[1, 1]).into(), "ends at 1");

@@ -166,19 +166,14 @@ pub async fn step(slot: &IngestSlot, peers: &Arc<Peers>, limits: IngestLimits<'_
         Step::GatherUsers(g) => resp.user_blocks = with_ingest(slot, &job_id, move |i| i.gather_users(g.split.as_ref())).await?,
         Step::NumberUsers(n) => resp.user_blocks = with_ingest(slot, &job_id, move |i| i.number_users(n.numeric)).await?,
         Step::RouteItems(r) => {
-            let out = with_ingest(slot, &job_id, move |i| i.route_items(&r.user_starts)).await?;
+            let duplicates = duplicate_policy(r.duplicates)?;
+            let out = with_ingest(slot, &job_id, move |i| i.route_items(&r.user_starts, duplicates)).await?;
             resp.peer_bytes = send_all(peers, out, timeout).await?;
         }
         Step::GatherItems(_) => resp.item_blocks = with_ingest(slot, &job_id, |i| i.gather_items()).await?,
         Step::NumberItems(n) => resp.item_blocks = with_ingest(slot, &job_id, move |i| i.number_items(n.numeric)).await?,
         Step::Adopt(_) => return Err(Status::internal("adopting blocks is the worker service's step")),
         Step::Finish(f) => {
-            let duplicates = match f.duplicates {
-                0 => DuplicatePolicy::Last,
-                1 => DuplicatePolicy::First,
-                2 => DuplicatePolicy::Sum,
-                d => return Err(Status::invalid_argument(format!("unknown duplicate policy {d}"))),
-            };
             let asks = with_ingest(slot, &job_id, |i| i.finish_asks()).await?;
             let mut answers: FxHashMap<String, Option<u32>> = FxHashMap::default();
             for (block, addr, ids) in asks {
@@ -198,12 +193,21 @@ pub async fn step(slot: &IngestSlot, peers: &Arc<Peers>, limits: IngestLimits<'_
                     answers.extend(ids.into_iter().zip(rows));
                 }
             }
-            (resp.user_blocks, resp.item_blocks) =
-                with_ingest(slot, &job_id, move |i| i.finish(&f.item_starts, duplicates, &answers)).await?;
+            (resp.user_blocks, resp.item_blocks) = with_ingest(slot, &job_id, move |i| i.finish(&f.item_starts, &answers)).await?;
             tracing::info!(job = %job_id, user_blocks = resp.user_blocks.len(), item_blocks = resp.item_blocks.len(), "blocks built");
         }
     }
     Ok(resp)
+}
+
+/// How repeated pairs are merged, from the wire.
+fn duplicate_policy(d: u32) -> Result<DuplicatePolicy, Status> {
+    match d {
+        0 => Ok(DuplicatePolicy::Last),
+        1 => Ok(DuplicatePolicy::First),
+        2 => Ok(DuplicatePolicy::Sum),
+        d => Err(Status::invalid_argument(format!("unknown duplicate policy {d}"))),
+    }
 }
 
 /// A selection's keys and question from the wire.

@@ -47,8 +47,7 @@ fn chunk(to_items: bool, block: u32, places: &[u64]) -> IngestRowsChunk {
             let rows = places
                 .iter()
                 .map(|&place| als_core::data::ingest::ItemBoundRow {
-                    place,
-                    user: 0,
+                    user: place as u32,
                     item: 1,
                     value: 1.0,
                 })

@@ -47,10 +47,11 @@ pub struct RoutedPart {
     pub rows: Vec<RoutedRow>,
 }
 
-/// A training rating on its way to its item's block, its user numbered.
+/// A training rating on its way to its item's block, its user numbered and
+/// repeated pairs merged already (so it needs no place: the item block's
+/// order is the users').
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ItemBoundRow {
-    pub place: u64,
     /// The user's dense index.
     pub user: u32,
     /// A code into its part's table.
@@ -155,6 +156,9 @@ pub struct UserBlock {
     pub user_ids: Vec<String>,
     /// Per code, its user's index within the block (`u32::MAX`: none).
     dense: Vec<u32>,
+    /// The training rows, repeated pairs merged: the block's users × item
+    /// codes (after [`UserBlock::item_rows`]), and how many repeats merged.
+    merged: Option<(Csr, usize)>,
 }
 
 impl UserBlock {
@@ -240,27 +244,44 @@ impl UserBlock {
         (self.user_ids, self.dense) = number(&self.ids, self.training_users(), numeric);
     }
 
-    /// The training rows, users numbered from `first_user`, by item block.
-    pub fn item_rows(&self, first_user: u32, n_blocks: usize) -> Vec<ItemBoundPart> {
+    /// The training rows, users numbered from `first_user`, repeated pairs
+    /// merged by `duplicates` in input order (kept for [`UserBlock::finish`]),
+    /// by item block.
+    pub fn item_rows(&mut self, first_user: u32, n_blocks: usize, duplicates: DuplicatePolicy) -> Vec<ItemBoundPart> {
+        let (tu, ti, tv): (Vec<u32>, Vec<u32>, Vec<f32>) = {
+            let mut t = (Vec::new(), Vec::new(), Vec::new());
+            for r in self.rows.iter().filter(|r| !r.test) {
+                t.0.push(self.dense[r.user as usize]);
+                t.1.push(r.item);
+                t.2.push(r.value);
+            }
+            t
+        };
+        // A stable layout keeps each pair's rows in input order for the merge.
+        let merged = merge_duplicates(Csr::from_triples(self.user_ids.len(), self.ids.len(), &tu, &ti, &tv), duplicates);
         // An item is in one block: per code, its block and its code there.
         let mut item_block = vec![u32::MAX; self.ids.len()];
         let mut item_code = vec![u32::MAX; self.ids.len()];
         let mut tables: Vec<PartTable> = (0..n_blocks).map(|_| PartTable::default()).collect();
         let mut rows: Vec<Vec<ItemBoundRow>> = vec![Vec::new(); n_blocks];
-        for r in self.rows.iter().filter(|r| !r.test) {
-            let c = r.item as usize;
-            if item_block[c] == u32::MAX {
-                let b = block_of_id(&self.ids[c], n_blocks);
-                item_block[c] = b as u32;
-                item_code[c] = tables[b].push(&self.ids[c]);
+        let m = &merged.0;
+        for u in 0..m.n_rows() {
+            let (cols, vals) = m.row(u);
+            for (&c, &value) in cols.iter().zip(vals) {
+                let c = c as usize;
+                if item_block[c] == u32::MAX {
+                    let b = block_of_id(&self.ids[c], n_blocks);
+                    item_block[c] = b as u32;
+                    item_code[c] = tables[b].push(&self.ids[c]);
+                }
+                rows[item_block[c] as usize].push(ItemBoundRow {
+                    user: first_user + u as u32,
+                    item: item_code[c],
+                    value,
+                });
             }
-            rows[item_block[c] as usize].push(ItemBoundRow {
-                place: r.place,
-                user: first_user + self.dense[r.user as usize],
-                item: item_code[c],
-                value: r.value,
-            });
         }
+        self.merged = Some(merged);
         tables
             .into_iter()
             .zip(rows)
@@ -279,61 +300,68 @@ impl UserBlock {
     }
 
     /// The block's rows (users × all items) and test rows in dense indices,
-    /// items numbered by `item_index` (`None`: no training rating).
+    /// items numbered by `item_index` (`None`: no training rating), after
+    /// [`UserBlock::item_rows`] merged the training rows.
     pub fn finish(
         &self,
         first_user: u32,
         n_items: usize,
-        duplicates: DuplicatePolicy,
         source: &str,
         item_index: &dyn Fn(&str) -> Option<u32>,
     ) -> Result<FinishedUserBlock, DataError> {
+        let (merged, duplicates_merged) = self
+            .merged
+            .as_ref()
+            .ok_or_else(|| DataError::Invalid(format!("{source}: a user block laid out before its training rows were merged")))?;
         // One look-up per distinct item.
         let mut item_of: Vec<Option<Option<u32>>> = vec![None; self.ids.len()];
         let mut item = |c: u32| *item_of[c as usize].get_or_insert_with(|| item_index(&self.ids[c as usize]));
-        let (mut tu, mut ti, mut tv) = (Vec::new(), Vec::new(), Vec::new());
+        // The rows' columns become item indices, each row sorted again.
+        let mut indices = Vec::with_capacity(merged.nnz());
+        let mut values = Vec::with_capacity(merged.nnz());
+        let mut pairs: Vec<(u32, f32)> = Vec::new();
+        for u in 0..merged.n_rows() {
+            let (cols, vals) = merged.row(u);
+            pairs.clear();
+            for (&c, &v) in cols.iter().zip(vals) {
+                let i = item(c).ok_or_else(|| {
+                    DataError::Invalid(format!("{source}: item {} of a training row is not numbered", self.ids[c as usize]))
+                })?;
+                if crate::limits::check_value(v).is_err() {
+                    // A sum of repeated pairs may leave the range the loader checked.
+                    return Err(DataError::Invalid(format!(
+                        "{source}: user {}, item {}: value {v:e} (after merging repeated pairs) is outside the supported range ±{:e}",
+                        self.user_ids[u],
+                        self.ids[c as usize],
+                        crate::limits::MAX_ABS_VALUE
+                    )));
+                }
+                pairs.push((i, v));
+            }
+            pairs.sort_unstable_by_key(|p| p.0);
+            indices.extend(pairs.iter().map(|p| p.0));
+            values.extend(pairs.iter().map(|p| p.1));
+        }
+        let by_user = Csr {
+            n_cols: n_items,
+            indptr: merged.indptr.clone(),
+            indices,
+            values,
+        };
         let mut test = Vec::new();
         let mut test_dropped_cold = 0;
-        for r in &self.rows {
-            let i = item(r.item);
+        for r in self.rows.iter().filter(|r| r.test) {
             let u = self.dense[r.user as usize];
-            if !r.test {
-                tu.push(u);
-                ti.push(i.ok_or_else(|| {
-                    DataError::Invalid(format!(
-                        "{source}: item {} of a training row is not numbered",
-                        self.ids[r.item as usize]
-                    ))
-                })?);
-                tv.push(r.value);
-                continue;
-            }
-            match (u != u32::MAX, i) {
+            match (u != u32::MAX, item(r.item)) {
                 (true, Some(i)) => test.push((first_user + u, i, r.value)),
                 _ => test_dropped_cold += 1,
-            }
-        }
-        let (by_user, duplicates_merged) = merge_duplicates(Csr::from_triples(self.user_ids.len(), n_items, &tu, &ti, &tv), duplicates);
-        // A sum of repeated pairs may leave the range the loader checked.
-        for (u, user) in self.user_ids.iter().enumerate() {
-            let (cols, vals) = by_user.row(u);
-            if let Some((c, v)) = cols.iter().zip(vals).find(|(_, v)| crate::limits::check_value(**v).is_err()) {
-                let named = self
-                    .rows
-                    .iter()
-                    .find(|r| self.dense[r.user as usize] == u as u32 && item(r.item) == Some(*c))
-                    .map_or("?", |r| self.ids[r.item as usize].as_str());
-                return Err(DataError::Invalid(format!(
-                    "{source}: user {user}, item {named}: value {v:e} (after merging repeated pairs) is outside the supported range ±{:e}",
-                    crate::limits::MAX_ABS_VALUE
-                )));
             }
         }
         Ok(FinishedUserBlock {
             by_user,
             test,
             test_dropped_cold,
-            duplicates_merged,
+            duplicates_merged: *duplicates_merged,
         })
     }
 }
@@ -373,7 +401,7 @@ pub struct FinishedUserBlock {
 pub struct ItemBlock {
     ids: Vec<String>,
     code: FxHashMap<String, u32>,
-    /// In input order, items as codes into `ids`.
+    /// Items as codes into `ids`; each (user, item) once.
     rows: Vec<ItemBoundRow>,
     /// The block's items in dense order (after [`ItemBlock::number_items`]).
     pub item_ids: Vec<String>,
@@ -388,26 +416,19 @@ impl ItemBlock {
         let rows = rows
             .into_iter()
             .zip(&remap)
-            .map(|(rows, m)| {
-                rows.into_iter()
-                    .map(|r| ItemBoundRow {
-                        item: m[r.item as usize],
-                        ..r
-                    })
-                    .collect()
+            .flat_map(|(rows, m): (Vec<ItemBoundRow>, &Vec<u32>)| {
+                rows.into_iter().map(|r| ItemBoundRow {
+                    item: m[r.item as usize],
+                    ..r
+                })
             })
             .collect();
         ItemBlock {
             ids,
             code,
-            rows: in_input_order(rows, |r| r.place),
+            rows,
             ..Default::default()
         }
-    }
-
-    /// The places of its rows, in input order.
-    pub fn places(&self) -> impl Iterator<Item = u64> + '_ {
-        self.rows.iter().map(|r| r.place)
     }
 
     /// The users of its rows (dense indices).
@@ -429,12 +450,20 @@ impl ItemBlock {
         self.code.get(item).map(|&c| self.dense[c as usize])
     }
 
-    /// The block's items × all users, repeats merged as the user blocks merge them.
-    pub fn by_item(&self, n_users: usize, duplicates: DuplicatePolicy) -> Csr {
+    /// The block's items × all users. The user blocks merged repeated pairs
+    /// before sending them, so a pair that comes twice is a sender's fault.
+    pub fn by_item(&self, n_users: usize) -> Result<Csr, DataError> {
         let rows: Vec<u32> = self.rows.iter().map(|r| self.dense[r.item as usize]).collect();
         let cols: Vec<u32> = self.rows.iter().map(|r| r.user).collect();
         let vals: Vec<f32> = self.rows.iter().map(|r| r.value).collect();
-        merge_duplicates(Csr::from_triples(self.item_ids.len(), n_users, &rows, &cols, &vals), duplicates).0
+        let csr = Csr::from_triples(self.item_ids.len(), n_users, &rows, &cols, &vals);
+        if let Some(i) = (0..csr.n_rows()).find(|&i| csr.row(i).0.windows(2).any(|w| w[0] == w[1])) {
+            return Err(DataError::Invalid(format!(
+                "item {}: a user's rating of it came twice from the user blocks",
+                self.item_ids[i]
+            )));
+        }
+        Ok(csr)
     }
 }
 

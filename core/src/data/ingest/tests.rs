@@ -87,8 +87,8 @@ fn from_shares(path: &std::path::Path, shares: usize, n_blocks: usize, split: &S
     users.iter_mut().for_each(|b| b.number_users(numeric));
     let user_starts = prefix(users.iter().map(|b| b.user_ids.len()));
     let mut to_item_blocks: Vec<Vec<ItemBoundPart>> = (0..n_blocks).map(|_| Vec::new()).collect();
-    for (b, block) in users.iter().enumerate() {
-        for (ib, rows) in block.item_rows(user_starts[b] as u32, n_blocks).into_iter().enumerate() {
+    for (b, block) in users.iter_mut().enumerate() {
+        for (ib, rows) in block.item_rows(user_starts[b] as u32, n_blocks, duplicates).into_iter().enumerate() {
             to_item_blocks[ib].push(rows);
         }
     }
@@ -108,9 +108,7 @@ fn from_shares(path: &std::path::Path, shares: usize, n_blocks: usize, split: &S
         .map(|(b, block)| {
             let answers: FxHashMap<String, Option<u32>> = block.items_named().into_iter().map(|i| (i.to_owned(), ask(i))).collect();
             block
-                .finish(user_starts[b] as u32, n_items, duplicates, "t", &|i| {
-                    answers.get(i).copied().flatten()
-                })
+                .finish(user_starts[b] as u32, n_items, "t", &|i| answers.get(i).copied().flatten())
                 .unwrap()
         })
         .collect();
@@ -120,7 +118,7 @@ fn from_shares(path: &std::path::Path, shares: usize, n_blocks: usize, split: &S
         user_starts,
         item_starts,
         by_user: finished.iter().map(|f| f.by_user.clone()).collect(),
-        by_item: items.iter().map(|b| b.by_item(n_users, duplicates)).collect(),
+        by_item: items.iter().map(|b| b.by_item(n_users).unwrap()).collect(),
         test: finished
             .iter()
             .flat_map(|f| f.test.iter().map(|&(u, i, v)| (u, i, v.to_bits())))
@@ -194,10 +192,29 @@ fn a_sum_of_repeats_out_of_range_is_refused_naming_the_pair() {
     .unwrap();
     let mut block = UserBlock::new(route_share(&raw, 0, 1, &|_| false));
     block.number_users(false);
-    let e = block
-        .finish(0, 1, DuplicatePolicy::Sum, "t.csv", &|_| Some(0))
-        .unwrap_err()
-        .to_string();
+    assert!(block.finish(0, 1, "t.csv", &|_| Some(0)).is_err(), "laid out before the merge");
+    block.item_rows(0, 1, DuplicatePolicy::Sum);
+    let e = block.finish(0, 1, "t.csv", &|_| Some(0)).unwrap_err().to_string();
     assert!(e.contains("t.csv: user u, item i") && e.contains("after merging"), "{e}");
-    assert!(block.finish(0, 1, DuplicatePolicy::Last, "t.csv", &|_| Some(0)).is_ok());
+    block.item_rows(0, 1, DuplicatePolicy::Last);
+    assert!(block.finish(0, 1, "t.csv", &|_| Some(0)).is_ok());
+}
+
+#[test]
+fn a_pair_sent_twice_to_an_item_block_is_refused() {
+    let part = || ItemBoundPart {
+        ids: vec!["i".into()],
+        rows: vec![ItemBoundRow {
+            user: 3,
+            item: 0,
+            value: 1.0,
+        }],
+    };
+    let mut block = ItemBlock::new(vec![part(), part()]);
+    block.number_items(true);
+    let e = block.by_item(5).unwrap_err().to_string();
+    assert!(e.contains("item i") && e.contains("twice"), "{e}");
+    let mut block = ItemBlock::new(vec![part()]);
+    block.number_items(true);
+    assert_eq!(block.by_item(5).unwrap().nnz(), 1);
 }
