@@ -31,7 +31,7 @@ impl Ingest {
         for (b, done) in std::mem::take(&mut self.finished_users) {
             let row_start = self.user_starts[b as usize];
             let ids = &self.users[&b].user_ids;
-            let mut data = block_data(b, row_start, &done.by_user, ids, Side::Users, start);
+            let mut data = block_data(b, row_start, done.by_user, ids, Side::Users, start);
             // The test rows, grouped by the block's users, each user's in input order.
             let local: Vec<u32> = done.test.iter().map(|&(u, _, _)| u - row_start as u32).collect();
             if !local.is_empty() {
@@ -47,7 +47,7 @@ impl Ingest {
             let row_start = self.item_starts[b as usize];
             out.push((
                 Side::Items,
-                block_data(b, row_start, &by_item, &self.items[&b].item_ids, Side::Items, start),
+                block_data(b, row_start, by_item, &self.items[&b].item_ids, Side::Items, start),
             ));
         }
         Ok(out)
@@ -56,15 +56,22 @@ impl Ingest {
 
 /// One block's rows as shipped: `csr` holds its rows against every row of
 /// the other side.
-fn block_data(block: u32, row_start: u64, csr: &Csr, ids: &[String], side: Side, start: StartFactors) -> BlockData {
-    let mut needed: Vec<u32> = csr.indices.clone();
-    needed.sort_unstable();
-    needed.dedup();
-    let columns: Vec<u32> = csr
-        .indices
-        .iter()
-        .map(|c| needed.binary_search(c).expect("a column of the block") as u32)
-        .collect();
+fn block_data(block: u32, row_start: u64, csr: Csr, ids: &[String], side: Side, start: StartFactors) -> BlockData {
+    // The distinct columns in order, and each one's position among them:
+    // one pass over the cells and one over the other side's rows.
+    let mut position = vec![u32::MAX; csr.n_cols];
+    for &c in &csr.indices {
+        position[c as usize] = 0;
+    }
+    let mut needed = Vec::new();
+    for (c, p) in position.iter_mut().enumerate().filter(|(_, p)| **p == 0) {
+        *p = needed.len() as u32;
+        needed.push(c as u32);
+    }
+    let nnz = csr.nnz() as u64;
+    let indptr = csr.indptr.iter().map(|&p| p as u32).collect();
+    let mut columns = csr.indices;
+    columns.iter_mut().for_each(|c| *c = position[*c as usize]);
     let mut factors = vec![0f32; ids.len() * start.k];
     if start.k > 0 {
         for (row, id) in factors.chunks_mut(start.k).zip(ids) {
@@ -75,11 +82,11 @@ fn block_data(block: u32, row_start: u64, csr: &Csr, ids: &[String], side: Side,
         block,
         row_start,
         n_rows: ids.len() as u32,
-        nnz: csr.nnz() as u64,
+        nnz,
         n_needed: needed.len() as u32,
-        indptr: csr.indptr.iter().map(|&p| p as u32).collect(),
+        indptr,
         columns,
-        values: csr.values.clone(),
+        values: csr.values,
         needed,
         factors,
         bias: if start.biased { vec![0.0; ids.len()] } else { Vec::new() },
