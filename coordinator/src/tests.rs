@@ -939,6 +939,12 @@ fn workers_that_read_the_input_train_the_single_process_model() {
         }
     }
     // Where the workers cannot build what the run needs, it is refused before anything is read.
+    // Fewer users than blocks: the workers build as many blocks as the layout has.
+    let few = dir.path().join("few.csv");
+    std::fs::write(&few, "user,item,rating\n1,1,5\n1,2,3\n2,1,4\n3,3,2\n4,2,1\n4,3,5\n").unwrap();
+    let single = run_on(&few, &["--no-test", "--in-process"]).unwrap();
+    let cluster = run_on(&few, &["--no-test", "--local", "2", "--input-on-workers"]).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(bits(&single) == bits(&cluster), "4 users, 3 items: the factors differ");
     let checkpoints = dir.path().join("checkpoints");
     for (extra, says) in [
         (&["--in-process", "--input-on-workers"][..], "needs workers"),

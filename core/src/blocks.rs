@@ -75,6 +75,11 @@ impl BlockLayout {
         *self.starts.last().unwrap_or(&0)
     }
 
+    /// Each block's first row, then the side's row count, as on the wire.
+    pub fn starts_u64(&self) -> Vec<u64> {
+        self.starts.iter().map(|&s| s as u64).collect()
+    }
+
     pub fn range(&self, b: usize) -> Range<usize> {
         self.starts[b]..self.starts[b + 1]
     }

@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use als_core::blocks::BlockLayout;
 use als_core::data::split::UserHoldout;
 use als_core::data::{Dataset, SplitSpec};
 use als_core::train::Layouts;
@@ -88,7 +87,8 @@ pub fn build(trainer: &Trainer, plan: &WorkersRead, job: &TrainJob, ds: &Dataset
         split: &plan.split,
         hold_out: plan.hold_out,
         duplicates: job.input.duplicates,
-        blocks: job.cfg.blocks,
+        // The layout's count: at most one block per user and per item (small data).
+        blocks: layouts.users.n_blocks(),
         // Parsing runs at tens of MB/s per core: a second per MB is far beyond it.
         step_timeout: Duration::from_secs(600 + bytes / 1_000_000),
         peer_timeout: job.worker_timeout.max(Duration::from_secs(30)),
@@ -115,14 +115,9 @@ pub fn build(trainer: &Trainer, plan: &WorkersRead, job: &TrainJob, ds: &Dataset
 
 /// The blocks the workers built are those of the data the coordinator loaded.
 fn check_same_data(built: &BlocksBuilt, ds: &Dataset, layouts: &Layouts, path: &std::path::Path) -> anyhow::Result<()> {
-    let starts = |l: &BlockLayout, n: usize| -> Vec<u64> {
-        let mut s: Vec<u64> = (0..l.n_blocks()).map(|b| l.range(b).start as u64).collect();
-        s.push(n as u64);
-        s
-    };
     let same = built.fingerprint_digest() == ds.fingerprint
-        && built.user_starts == starts(&layouts.users, ds.n_users())
-        && built.item_starts == starts(&layouts.items, ds.n_items())
+        && built.user_starts == layouts.users.starts_u64()
+        && built.item_starts == layouts.items.starts_u64()
         && built.test_rows == ds.test.len() as u64;
     if !same {
         bail!(

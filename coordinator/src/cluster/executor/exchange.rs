@@ -40,7 +40,7 @@ impl ClusterExecutor<'_> {
     pub(super) fn send_routes(&mut self) -> anyhow::Result<PeerRound> {
         self.routes_epoch += 1;
         let alive = |w: usize| self.slots[w].alive;
-        let starts = |side: Side| self.layouts.side(side).starts.iter().map(|&s| s as u64).collect::<Vec<u64>>();
+        let starts = |side: Side| self.layouts.side(side).starts_u64();
         let owners = |side: Side| self.routing.side(side).owner.iter().map(|&w| w as u32).collect::<Vec<u32>>();
         let base = SubscribeRequest {
             job_id: self.job_id.clone(),

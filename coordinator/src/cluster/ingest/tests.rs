@@ -50,12 +50,7 @@ async fn built_by_workers(path: &std::path::Path, workers: usize, plan: &IngestP
 
 fn expected(ds: &Dataset, blocks: usize) -> (Vec<u64>, Vec<u64>) {
     let layouts = Layouts::for_dataset(ds, blocks);
-    let starts = |l: &als_core::blocks::BlockLayout, n: usize| {
-        let mut s: Vec<u64> = (0..l.n_blocks()).map(|b| l.range(b).start as u64).collect();
-        s.push(n as u64);
-        s
-    };
-    (starts(&layouts.users, ds.n_users()), starts(&layouts.items, ds.n_items()))
+    (layouts.users.starts_u64(), layouts.items.starts_u64())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
