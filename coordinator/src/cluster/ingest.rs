@@ -532,13 +532,7 @@ impl Steps<'_> {
                         "worker {} stopped answering health checks while it had to {what}",
                         h.addr
                     ))),
-                    Ok(Some(r)) => r.map(|r| r.into_inner()).map_err(|s| {
-                        let m = format!("worker {} could not {what}: {}", h.addr, s.message());
-                        match fault_of(&s) {
-                            Fault::Lost | Fault::Peer => StepError::Lost(m),
-                            _ => StepError::Other(m),
-                        }
-                    }),
+                    Ok(Some(r)) => r.map(|r| r.into_inner()).map_err(|s| step_error(&h.addr, what, &s)),
                     Err(_) => Err(StepError::Lost(format!(
                         "worker {} did not {what} within {:?}",
                         h.addr, self.plan.step_timeout
@@ -551,6 +545,24 @@ impl Steps<'_> {
         let done = futures::future::try_join_all(calls).await.map_err(StepError::into_anyhow);
         tracing::debug!(step = what, seconds = t0.elapsed().as_secs_f64(), "building the blocks");
         done
+    }
+}
+
+/// A worker's answer to a step: lost only when it, or a peer it sends to,
+/// could not be reached. A refusal (an input outside its --input-root, a
+/// budget exceeded, a bad line) fails the run: shipping the blocks instead
+/// would hide a misconfigured cluster.
+fn step_error(addr: &str, what: &str, s: &tonic::Status) -> StepError {
+    use tonic::Code;
+    let m = format!("worker {addr} could not {what}: {}", s.message());
+    let unreachable = matches!(
+        s.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
+    );
+    match fault_of(s) {
+        Fault::Peer => StepError::Lost(m),
+        Fault::Lost if unreachable => StepError::Lost(m),
+        _ => StepError::Other(m),
     }
 }
 

@@ -228,3 +228,20 @@ async fn the_temporal_split_of_more_rows_than_a_gather_is_found_in_histogram_rou
         assert_eq!(b.fingerprint_digest(), ds.fingerprint, "{workers} workers");
     }
 }
+
+#[test]
+fn only_an_unreachable_worker_or_peer_counts_as_lost() {
+    use als_proto::fault::{job_failed, peer_unreachable};
+    use tonic::Status;
+    let lost = |s: Status| matches!(super::step_error("w", "read its share", &s), super::StepError::Lost(_));
+    assert!(lost(Status::unavailable("connection refused")));
+    assert!(lost(Status::unknown("transport error")));
+    assert!(lost(peer_unreachable("peer w2: connection refused")));
+    // Refusals fail the run with the worker's message.
+    assert!(!lost(Status::permission_denied(
+        "input /x is not under this worker's --input-root /data"
+    )));
+    assert!(!lost(job_failed("r.csv:3: bad rating", Some(3))));
+    assert!(!lost(Status::invalid_argument("a shift of 200 bits")));
+    assert!(!lost(Status::resource_exhausted("over budget")));
+}
