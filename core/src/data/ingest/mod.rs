@@ -410,7 +410,11 @@ pub struct ItemBlock {
 
 impl ItemBlock {
     /// Gather the training rows of this block from all user blocks.
-    pub fn new(parts: Vec<ItemBoundPart>) -> Self {
+    pub fn new(mut parts: Vec<ItemBoundPart>) -> Self {
+        // A user block's part holds its users in order and user blocks hold
+        // ranges of users: in that order, every item's users come sorted,
+        // and laying the block out sorts nothing.
+        parts.sort_by_key(|p| p.rows.first().map_or(0, |r| r.user));
         let (tables, rows): (Vec<_>, Vec<_>) = parts.into_iter().map(|p| (p.ids, p.rows)).unzip();
         let (ids, code, remap) = merge_tables(tables);
         let rows = rows
