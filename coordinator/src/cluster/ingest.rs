@@ -1,5 +1,5 @@
 //! The workers build the blocks from the input; the coordinator reads none
-//! of it (issue 14). It drives the eight steps of
+//! of it (issue 14). It drives the steps of
 //! [`als_core::data::ingest`] on every worker at once (`Ingest` calls) and
 //! reduces what they report, all of it O(workers + blocks): the shares' row
 //! counts into each share's first place, the blocks' "all ids are integers"
@@ -26,7 +26,7 @@ use als_proto::pb::split_rule::Kind;
 use als_proto::pb::EndJobRequest;
 use als_proto::pb::{
     BlockOwners, BlockReport, FinishStep, GatherItemsStep, GatherUsersStep, HoldOutUsersStep, IngestRequest, IngestResponse, InputSpec,
-    NumberStep, ReadShareStep, RouteItemsStep, RouteShareStep, SelectKeyStep, SplitRule,
+    LookUpItemsStep, NumberStep, ReadShareStep, RouteItemsStep, RouteShareStep, SelectKeyStep, SplitRule,
 };
 use anyhow::{bail, Context};
 
@@ -270,6 +270,8 @@ async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, fa
     let numeric = by_block(&gathered, |r| &r.item_blocks, &owners, "item")?.iter().all(|r| r.integers);
     let numbered = steps.run("number its items", |_| Step::NumberItems(NumberStep { numeric })).await?;
     let item_starts = prefix(by_block(&numbered, |r| &r.item_blocks, &owners, "item")?.iter().map(|r| r.ids));
+    // 7b. Every user block learns its items' rows before any worker lays out.
+    steps.run("look its items up", |_| Step::LookUpItems(LookUpItemsStep {})).await?;
     // 8. Laid out, each block reports its sums.
     let finished = steps
         .run("lay out its blocks", |_| {

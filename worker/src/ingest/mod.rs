@@ -3,15 +3,21 @@
 //! [`als_core::data::ingest`], one call each, the coordinator driving them
 //! in order and reducing what each worker reports:
 //!
-//! 1. read share i of n of the input ([`Ingest::read_share`]);
+//! 1. read share i of n of the input ([`Ingest::read_share`]), and of a
+//!    test file; for the temporal split, answer questions about the
+//!    share's keys ([`Ingest::select_key`]);
 //! 2. send each row to the owner of its user's block, split decided from
 //!    its place ([`Ingest::route_share`]);
-//! 3. gather each owned user block, decide the per-user split;
+//! 3. gather each owned user block, decide the per-user split (or, asked
+//!    about the users' keys, hold whole users out);
 //! 4. number its users;
-//! 5. send its training rows to the owners of their items' blocks;
+//! 5. merge each user's repeated pairs and send its training rows to the
+//!    owners of their items' blocks;
 //! 6. gather each owned item block; 7. number its items;
-//! 8. lay out the blocks, the user blocks asking the item blocks' owners
-//!    for their items' rows ([`Ingest::finish_asks`], `LookupItems`);
+//! 7b. ask the item blocks' owners for the rows of the items the user
+//!    blocks name ([`Ingest::finish_asks`], `LookupItems`), on every worker
+//!    before any lays out, so no look-up waits on a peer's lay-out;
+//! 8. lay out the blocks;
 //! 9. once the job has started, make them its blocks ([`adopt`]).
 //!
 //! Rows between workers travel as streams of interned ids ([`rows`]). A step
@@ -101,6 +107,7 @@ pub enum Stage {
     ItemsRouted,
     ItemsGathered,
     ItemsNumbered,
+    ItemsLookedUp,
     Finished,
 }
 
@@ -273,6 +280,9 @@ pub struct Ingest {
     items: BTreeMap<u32, ItemBlock>,
     user_starts: Vec<u64>,
     item_starts: Vec<u64>,
+    /// The item indices the user blocks asked for (item id → its row in its
+    /// block; `None`: no training rating), after [`Stage::ItemsLookedUp`].
+    answers: FxHashMap<String, Option<u32>>,
     /// The blocks laid out (after [`Stage::Finished`]).
     pub finished_users: BTreeMap<u32, FinishedUserBlock>,
     pub finished_items: BTreeMap<u32, Csr>,
@@ -331,6 +341,7 @@ impl Ingest {
             items: BTreeMap::new(),
             user_starts: Vec::new(),
             item_starts: Vec::new(),
+            answers: FxHashMap::default(),
             finished_users: BTreeMap::new(),
             finished_items: BTreeMap::new(),
         })
@@ -669,10 +680,10 @@ impl Ingest {
         Ok(ids.iter().map(|i| items.index_of(i)).collect())
     }
 
-    /// Step 8, first half: the items each user block names, by item block:
+    /// Step 7b, first half: the items each user block names, by item block:
     /// what to ask which worker.
     pub fn finish_asks(&self) -> Result<Vec<(u32, String, Vec<String>)>, JobError> {
-        self.expect(Stage::ItemsNumbered, "laying out the blocks")?;
+        self.expect(Stage::ItemsNumbered, "looking the items up")?;
         let mut by_block: BTreeMap<u32, Vec<String>> = BTreeMap::new();
         let mut seen: FxHashMap<&str, ()> = FxHashMap::default();
         for u in self.users.values() {
@@ -691,19 +702,24 @@ impl Ingest {
             .collect())
     }
 
+    /// Step 7b, second half: the answers to every ask.
+    pub fn looked_up(&mut self, answers: FxHashMap<String, Option<u32>>) -> Result<(), JobError> {
+        self.expect(Stage::ItemsNumbered, "looking the items up")?;
+        self.answers = answers;
+        self.stage = Stage::ItemsLookedUp;
+        Ok(())
+    }
+
     /// Whether this worker builds item block `block` (its look-ups are answered here).
     pub fn builds_item_block(&self, block: u32) -> bool {
         self.items_at.owners.get(block as usize) == Some(&self.you)
     }
 
-    /// Step 8, second half: lay out every block with the answers
-    /// (item id → its block-local row) and report each.
-    pub fn finish(
-        &mut self,
-        item_starts: &[u64],
-        answers: &FxHashMap<String, Option<u32>>,
-    ) -> Result<(Vec<BlockReport>, Vec<BlockReport>), JobError> {
-        self.expect(Stage::ItemsNumbered, "laying out the blocks")?;
+    /// Step 8: lay out every block with the answers of step 7b (item id →
+    /// its block-local row) and report each.
+    pub fn finish(&mut self, item_starts: &[u64]) -> Result<(Vec<BlockReport>, Vec<BlockReport>), JobError> {
+        self.expect(Stage::ItemsLookedUp, "laying out the blocks")?;
+        let answers = std::mem::take(&mut self.answers);
         check_starts(item_starts, self.blocks, "item")?;
         for (&b, i) in &self.items {
             if item_starts[b as usize + 1] - item_starts[b as usize] != i.item_ids.len() as u64 {
@@ -719,6 +735,7 @@ impl Ingest {
             let b = als_core::data::ids::block_of_id(item, self.blocks);
             Some(item_starts[b] as u32 + local)
         };
+        let t0 = Instant::now();
         let mut user_reports = Vec::new();
         for (&b, u) in &self.users {
             let first_user = self.user_starts[b as usize] as u32;
@@ -741,6 +758,7 @@ impl Ingest {
             }));
             self.finished_users.insert(b, done);
         }
+        let t1 = Instant::now();
         let n_users = *self.user_starts.last().expect("routed") as usize;
         let mut item_reports = Vec::new();
         for (&b, i) in &self.items {
@@ -752,6 +770,12 @@ impl Ingest {
             }));
             self.finished_items.insert(b, by_item);
         }
+        tracing::debug!(
+            job = %self.id,
+            user_blocks = format_args!("{:.2}", (t1 - t0).as_secs_f64()),
+            item_blocks = format_args!("{:.2}", t1.elapsed().as_secs_f64()),
+            "blocks laid out (seconds)"
+        );
         self.item_starts = item_starts.to_vec();
         self.stage = Stage::Finished;
         Ok((user_reports, item_reports))

@@ -173,7 +173,8 @@ pub async fn step(slot: &IngestSlot, peers: &Arc<Peers>, limits: IngestLimits<'_
         Step::GatherItems(_) => resp.item_blocks = with_ingest(slot, &job_id, |i| i.gather_items()).await?,
         Step::NumberItems(n) => resp.item_blocks = with_ingest(slot, &job_id, move |i| i.number_items(n.numeric)).await?,
         Step::Adopt(_) => return Err(Status::internal("adopting blocks is the worker service's step")),
-        Step::Finish(f) => {
+        Step::LookUpItems(_) => {
+            let t0 = Instant::now();
             let asks = with_ingest(slot, &job_id, |i| i.finish_asks()).await?;
             let mut answers: FxHashMap<String, Option<u32>> = FxHashMap::default();
             for (block, addr, ids) in asks {
@@ -193,7 +194,11 @@ pub async fn step(slot: &IngestSlot, peers: &Arc<Peers>, limits: IngestLimits<'_
                     answers.extend(ids.into_iter().zip(rows));
                 }
             }
-            (resp.user_blocks, resp.item_blocks) = with_ingest(slot, &job_id, move |i| i.finish(&f.item_starts, &answers)).await?;
+            with_ingest(slot, &job_id, move |i| i.looked_up(answers)).await?;
+            tracing::debug!(job = %job_id, seconds = t0.elapsed().as_secs_f64(), "items looked up");
+        }
+        Step::Finish(f) => {
+            (resp.user_blocks, resp.item_blocks) = with_ingest(slot, &job_id, move |i| i.finish(&f.item_starts)).await?;
             tracing::info!(job = %job_id, user_blocks = resp.user_blocks.len(), item_blocks = resp.item_blocks.len(), "blocks built");
         }
     }
