@@ -38,6 +38,7 @@ use als_core::data::split::{holdout_user_seed, key_ranks, HeldKeys, RatioThresho
 use als_core::data::{Csr, DataFingerprint, DuplicatePolicy, Format, LoadOptions, RawRatings, Share};
 use als_proto::pb::split_rule::Kind;
 use als_proto::pb::{BlockOwners, BlockReport, IngestRowsChunk, InputSpec, SplitRule};
+use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use crate::job::JobError;
@@ -493,21 +494,21 @@ impl Ingest {
             // A test file's rows follow the input's, every one held out.
             by_block.extend(route_share(&t, test_first_place, self.blocks, &|_| true).into_iter().enumerate());
         }
-        let mut out = Vec::new();
-        for (b, part) in by_block {
-            if part.rows.is_empty() {
-                continue;
-            }
-            let owner = self.users_at.owners[b];
-            if owner == self.you {
-                self.user_parts.get_mut(&(b as u32)).expect("owned").push(part);
-                continue;
-            }
-            out.push((
-                self.users_at.workers[owner as usize].clone(),
-                routed_chunks(&self.id, b as u32, &part),
-            ));
+        let (own, sent): (Vec<_>, Vec<_>) = by_block
+            .into_iter()
+            .filter(|(_, p)| !p.rows.is_empty())
+            .partition(|(b, _)| self.users_at.owners[*b] == self.you);
+        for (b, part) in own {
+            self.user_parts.get_mut(&(b as u32)).expect("owned").push(part);
         }
+        let (users_at, id) = (&self.users_at, &self.id);
+        let out: Outgoing = sent
+            .into_par_iter()
+            .map(|(b, part)| {
+                let owner = users_at.owners[b] as usize;
+                (users_at.workers[owner].clone(), routed_chunks(id, b as u32, &part))
+            })
+            .collect();
         // What stays was counted as the share; what left is no longer held.
         self.held = self.held_parts();
         self.stage = Stage::ShareRouted;
@@ -562,14 +563,20 @@ impl Ingest {
     pub fn gather_users(&mut self, split: Option<&SplitRule>) -> Result<Vec<BlockReport>, JobError> {
         self.expect(Stage::ShareRouted, "gathering the user blocks")?;
         let rule = rule_of(split)?;
-        for (b, parts) in std::mem::take(&mut self.user_parts) {
-            let mut block = UserBlock::new(parts);
-            check_places(block.places(), self.input_rows, b)?;
-            if let Rule::PerUser { test_frac, seed } = rule {
-                block.split_per_user(test_frac, seed);
-            }
-            self.users.insert(b, block);
-        }
+        let input_rows = self.input_rows;
+        // Blocks are independent: one per core.
+        let gathered: Vec<(u32, UserBlock)> = std::mem::take(&mut self.user_parts)
+            .into_par_iter()
+            .map(|(b, parts)| {
+                let mut block = UserBlock::new(parts);
+                check_places(block.places(), input_rows, b)?;
+                if let Rule::PerUser { test_frac, seed } = rule {
+                    block.split_per_user(test_frac, seed);
+                }
+                Ok((b, block))
+            })
+            .collect::<Result<_, JobError>>()?;
+        self.users.extend(gathered);
         self.stage = Stage::UsersGathered;
         Ok(self
             .users
@@ -607,25 +614,29 @@ impl Ingest {
             }
         }
         self.user_starts = user_starts.to_vec();
-        let mut own: Vec<(u32, ItemBoundPart)> = Vec::new();
-        let mut out = Vec::new();
-        for (&b, u) in self.users.iter_mut() {
-            for (ib, part) in u
-                .item_rows(user_starts[b as usize] as u32, self.blocks, duplicates)
-                .into_iter()
-                .enumerate()
-            {
-                let (ib, owner) = (ib as u32, self.items_at.owners[ib]);
-                if owner == self.you {
-                    own.push((ib, part));
-                } else if !part.rows.is_empty() {
-                    out.push((
-                        self.items_at.workers[owner as usize].clone(),
-                        item_bound_chunks(&self.id, ib, &part),
-                    ));
-                }
-            }
-        }
+        let n_blocks = self.blocks;
+        // Blocks are independent: one per core, and so are the streams.
+        let parts: Vec<(u32, ItemBoundPart)> = self
+            .users
+            .par_iter_mut()
+            .map(|(&b, u)| {
+                let parts = u.item_rows(user_starts[b as usize] as u32, n_blocks, duplicates);
+                parts.into_iter().enumerate().map(|(ib, p)| (ib as u32, p)).collect::<Vec<_>>()
+            })
+            .flatten()
+            .collect();
+        let (own, sent): (Vec<_>, Vec<_>) = parts
+            .into_iter()
+            .filter(|(_, p)| !p.rows.is_empty())
+            .partition(|(ib, _)| self.items_at.owners[*ib as usize] == self.you);
+        let (items_at, id) = (&self.items_at, &self.id);
+        let out: Outgoing = sent
+            .into_par_iter()
+            .map(|(ib, part)| {
+                let owner = items_at.owners[ib as usize] as usize;
+                (items_at.workers[owner].clone(), item_bound_chunks(id, ib, &part))
+            })
+            .collect();
         for (ib, part) in own {
             self.hold(held_bytes(&part.ids, part.rows.len()))?;
             self.item_parts.get_mut(&ib).expect("owned").push(part);
@@ -638,13 +649,18 @@ impl Ingest {
     pub fn gather_items(&mut self) -> Result<Vec<BlockReport>, JobError> {
         self.expect(Stage::ItemsRouted, "gathering the item blocks")?;
         let n_users = *self.user_starts.last().expect("routed");
-        for (b, parts) in std::mem::take(&mut self.item_parts) {
-            let block = ItemBlock::new(parts);
-            if let Some(u) = block.users().find(|&u| u as u64 >= n_users) {
-                return Err(invalid(format!("item block {b}: user row {u} of {n_users}")));
-            }
-            self.items.insert(b, block);
-        }
+        let gathered: Vec<(u32, ItemBlock)> = std::mem::take(&mut self.item_parts)
+            .into_par_iter()
+            .map(|(b, parts)| {
+                let block = ItemBlock::new(parts);
+                let outside = block.users().find(|&u| u as u64 >= n_users);
+                match outside {
+                    Some(u) => Err(invalid(format!("item block {b}: user row {u} of {n_users}"))),
+                    None => Ok((b, block)),
+                }
+            })
+            .collect::<Result<_, JobError>>()?;
+        self.items.extend(gathered);
         self.stage = Stage::ItemsGathered;
         Ok(self
             .items
@@ -730,45 +746,62 @@ impl Ingest {
             }
         }
         let n_items = *item_starts.last().expect("checked") as usize;
+        let n_blocks = self.blocks;
         let global = |item: &str| -> Option<u32> {
             let local = answers.get(item).copied().flatten()?;
-            let b = als_core::data::ids::block_of_id(item, self.blocks);
+            let b = als_core::data::ids::block_of_id(item, n_blocks);
             Some(item_starts[b] as u32 + local)
         };
         let t0 = Instant::now();
-        let mut user_reports = Vec::new();
-        for (&b, u) in &self.users {
-            let first_user = self.user_starts[b as usize] as u32;
-            let done = u
-                .finish(first_user, n_items, &self.source, &global)
-                .map_err(|e| invalid(e.to_string()))?;
-            let names: Vec<(u32, &str)> = u.items_named().into_iter().filter_map(|i| Some((global(i)?, i))).collect();
-            let mut fp = DataFingerprint::default();
-            fp.add_user_block(&u.user_ids, &done.by_user, &names);
-            let value_sum = done.by_user.values.iter().map(|&x| x as f64).sum::<f64>();
-            user_reports.push(report(b, |r| {
-                r.ids = u.user_ids.len() as u64;
-                r.ratings = done.by_user.nnz() as u64;
-                r.test_rows = done.test.len() as u64;
-                r.test_dropped_cold = done.test_dropped_cold as u64;
-                r.duplicates_merged = done.duplicates_merged as u64;
-                r.value_sum = value_sum;
-                r.fingerprint = fp.lanes.to_vec();
-                r.cells = cell_sums(&done.by_user, first_user, true).to_vec();
-            }));
-            self.finished_users.insert(b, done);
-        }
+        // Blocks are independent: one per core, reports kept in block order.
+        let (user_starts, source) = (&self.user_starts, &self.source);
+        let users: Vec<(u32, FinishedUserBlock, BlockReport)> = self
+            .users
+            .par_iter()
+            .map(|(&b, u)| {
+                let first_user = user_starts[b as usize] as u32;
+                let done = u.finish(first_user, n_items, source, &global).map_err(|e| invalid(e.to_string()))?;
+                let names: Vec<(u32, &str)> = u.items_named().into_iter().filter_map(|i| Some((global(i)?, i))).collect();
+                let mut fp = DataFingerprint::default();
+                fp.add_user_block(&u.user_ids, &done.by_user, &names);
+                let value_sum = done.by_user.values.iter().map(|&x| x as f64).sum::<f64>();
+                let r = report(b, |r| {
+                    r.ids = u.user_ids.len() as u64;
+                    r.ratings = done.by_user.nnz() as u64;
+                    r.test_rows = done.test.len() as u64;
+                    r.test_dropped_cold = done.test_dropped_cold as u64;
+                    r.duplicates_merged = done.duplicates_merged as u64;
+                    r.value_sum = value_sum;
+                    r.fingerprint = fp.lanes.to_vec();
+                    r.cells = cell_sums(&done.by_user, first_user, true).to_vec();
+                });
+                Ok((b, done, r))
+            })
+            .collect::<Result<_, JobError>>()?;
         let t1 = Instant::now();
         let n_users = *self.user_starts.last().expect("routed") as usize;
-        let mut item_reports = Vec::new();
-        for (&b, i) in &self.items {
-            let by_item = i.by_item(n_users).map_err(|e| invalid(format!("item block {b}: {e}")))?;
-            item_reports.push(report(b, |r| {
-                r.ids = i.item_ids.len() as u64;
-                r.ratings = by_item.nnz() as u64;
-                r.cells = cell_sums(&by_item, item_starts[b as usize] as u32, false).to_vec();
-            }));
+        let items: Vec<(u32, Csr, BlockReport)> = self
+            .items
+            .par_iter()
+            .map(|(&b, i)| {
+                let by_item = i.by_item(n_users).map_err(|e| invalid(format!("item block {b}: {e}")))?;
+                let r = report(b, |r| {
+                    r.ids = i.item_ids.len() as u64;
+                    r.ratings = by_item.nnz() as u64;
+                    r.cells = cell_sums(&by_item, item_starts[b as usize] as u32, false).to_vec();
+                });
+                Ok((b, by_item, r))
+            })
+            .collect::<Result<_, JobError>>()?;
+        let mut user_reports = Vec::with_capacity(users.len());
+        for (b, done, r) in users {
+            self.finished_users.insert(b, done);
+            user_reports.push(r);
+        }
+        let mut item_reports = Vec::with_capacity(items.len());
+        for (b, by_item, r) in items {
             self.finished_items.insert(b, by_item);
+            item_reports.push(r);
         }
         tracing::debug!(
             job = %self.id,
