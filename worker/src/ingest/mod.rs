@@ -179,7 +179,7 @@ fn rule_of(r: Option<&SplitRule>) -> Result<Rule, JobError> {
 }
 
 /// A u128 key from its 16 bytes, little endian.
-fn key_of(b: &[u8]) -> Result<u128, JobError> {
+pub(crate) fn key_of(b: &[u8]) -> Result<u128, JobError> {
     let b: [u8; 16] = b.try_into().map_err(|_| invalid(format!("a key of {} bytes, not 16", b.len())))?;
     Ok(u128::from_le_bytes(b))
 }

@@ -17,7 +17,7 @@ use tonic::{Status, Streaming};
 
 use super::adopt::StartFactors;
 use super::rows::decode_ids;
-use super::{load_options, Ingest, KeyAnswer, KeyQuestion, KeysOf, Outgoing, Owners, ShareToRead};
+use super::{key_of, load_options, Ingest, KeyAnswer, KeyQuestion, KeysOf, Outgoing, Owners, ShareToRead};
 use crate::job::Job;
 use crate::peers::Peers;
 use crate::service::status;
@@ -224,14 +224,7 @@ fn key_question(k: &SelectKeyStep) -> Result<(KeysOf, KeyQuestion), Status> {
         },
         select_key_step::Keys::UserHoldout => KeysOf::UserHoldout { user_seed: k.user_seed },
     };
-    let prefix = || -> Result<u128, Status> {
-        let b: [u8; 16] = k
-            .prefix
-            .as_ref()
-            .try_into()
-            .map_err(|_| Status::invalid_argument(format!("a key prefix of {} bytes, not 16", k.prefix.len())))?;
-        Ok(u128::from_le_bytes(b))
-    };
+    let prefix = || key_of(&k.prefix).map_err(status);
     let ask = select_key_step::Ask::try_from(k.ask).map_err(|_| Status::invalid_argument(format!("unknown question {}", k.ask)))?;
     let q = match ask {
         select_key_step::Ask::Range => KeyQuestion::Range,
