@@ -18,6 +18,13 @@ Standard library only. The model (see the doc for why):
         W * D_w * (1 - 1/W) * row  +  |S| * row,   row = 4k (+4 with biases).
   * No hub (the target): the same pushes, worker to worker; nothing else
     moves but per-block partials (Gramians: B * k(k+1)/2 * 8 bytes).
+  * Building the blocks (--input-on-workers, once per run): every row read
+    crosses to its user block's owner with its place, two codes, its value
+    and a test flag (21 bytes), every training row on to its item block's
+    owner with two codes and its value (12 bytes), each with probability
+    1 - 1/W of leaving its worker:
+        (1 - 1/W) * (21 * rows read + 12 * training rows),
+    plus each stream's table of ids (once per sender and block).
 """
 import argparse
 import csv
@@ -27,6 +34,15 @@ import sys
 from collections import Counter
 
 GB = 1e9
+
+# Bytes a row takes on each crossing of the build (worker/src/ingest/rows.rs).
+TO_USER_BLOCK = 8 + 4 + 4 + 4 + 1
+TO_ITEM_BLOCK = 4 + 4 + 4
+
+
+def build_bytes(rows_read, training_rows, workers):
+    """Rows' bytes between workers while they build the blocks (id tables apart)."""
+    return (1 - 1 / workers) * (TO_USER_BLOCK * rows_read + TO_ITEM_BLOCK * training_rows)
 
 
 def zipf_counts(ratings, rows, s, buckets=2000):
@@ -82,6 +98,10 @@ def scale(a):
     print(f"coordinator: {2 * gram / 1e6:.2f} MB of Gramian partials in and {2 * a.factors ** 2 * 8 * w / 1e6:.2f} MB "
           f"of reduced Gramians out per iteration (implicit), no rating and no factor row; "
           f"memory O(blocks * k^2) = {a.blocks * a.factors ** 2 * 8 / 1e6:.1f} MB")
+    built = build_bytes(a.ratings, a.ratings, w)
+    print(f"building the blocks (once per run): {built / w / GB:.2f} GB into each worker "
+          f"({built / w / link:.1f} s at {a.link_gbps:g} Gb/s), {built / GB:.0f} GB across the cluster, "
+          f"id tables apart; the coordinator ships none")
     print(f"hub for comparison: the coordinator would move {(sum(push.values()) * w + (a.users + a.items) * row) / GB:.1f} GB "
           f"per iteration")
     print(f"iteration: {flops / 1e12:.1f} TFLOP -> {compute_s:.1f} s compute at {a.gflops:g} GFLOP/s per worker, "
@@ -120,6 +140,11 @@ def check(a):
     if exact_peer:
         line += f", routing minimum {exact_peer / 1e6:.1f} MB (model/minimum {p2p / exact_peer:.3f})"
     print(line + f"; the rows a hub gathers: {(n_users + n_items) * row / 1e6:.1f} MB")
+    if a.built_bytes is not None:
+        n = sum(users.values())
+        model = build_bytes(n, n * frac, w)
+        print(f"building the blocks: model {model / 1e6:.1f} MB of rows, measured {a.built_bytes / 1e6:.1f} MB "
+              f"between the workers (measured/model {a.built_bytes / model:.3f}; the rest is the id tables)")
     # Measured with peer exchange: the first iteration also pushes, the last
     # sends nothing on, so the steady state is the iterations between.
     mid = its[1:-1]
@@ -152,6 +177,8 @@ def main():
     c.add_argument("metrics")
     c.add_argument("--workers", type=int, required=True)
     c.add_argument("--train-fraction", type=float, default=0.8)
+    c.add_argument("--built-bytes", type=float, help="bytes the workers sent each other building the blocks "
+                   "(the coordinator's 'built their blocks' line, peer_bytes)")
     a = p.parse_args()
     {"scale": scale, "check": check}[a.cmd](a)
 
