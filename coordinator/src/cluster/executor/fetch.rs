@@ -40,6 +40,15 @@ impl ClusterExecutor<'_> {
     /// Every live worker's rows of both sides, checked, then written; `false`
     /// (nothing written) when a worker was lost.
     fn fetch(&mut self, users: &mut Factors, items: &mut Factors, sent: &mut u64) -> anyhow::Result<bool> {
+        // A worker lost outside a half (its evaluation call broke, say) still
+        // owns its blocks until they move: their rows come back by a replay.
+        let orphaned = [Side::Users, Side::Items]
+            .into_iter()
+            .any(|side| self.routing.side(side).owner.iter().any(|&w| !self.slots[w].alive));
+        if orphaned {
+            self.peers_ready = None;
+            return Ok(false);
+        }
         let futs: Vec<_> = self
             .slots
             .iter()
@@ -121,5 +130,84 @@ impl ClusterExecutor<'_> {
             }
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use als_core::data::synth::{generate_raw, SynthSpec};
+    use als_core::data::Dataset;
+    use als_core::side::Side;
+    use als_core::train::{initial_state, HalfStepExecutor, Layouts, LocalExecutor, TrainConfig};
+
+    use crate::cluster::client::{connect, ClientOptions};
+    use crate::cluster::executor::{ClusterExecutor, FaultOptions};
+    use crate::cluster::LocalWorkers;
+
+    /// A worker found lost outside a half (the e2e's `network disconnect`
+    /// once landed during an evaluation) still owns its blocks when the
+    /// model is next read: the read replays the halves since the
+    /// coordinator's copy, onto the survivors, and gives the fault-free rows.
+    #[test]
+    fn a_worker_lost_outside_a_half_is_replayed_when_the_model_is_read() {
+        let spec = SynthSpec {
+            users: 200,
+            items: 120,
+            ratings: 3000,
+            ..SynthSpec::default()
+        };
+        let raw = generate_raw(&spec).unwrap();
+        let all: Vec<usize> = (0..raw.len()).collect();
+        let ds = Dataset::build((&raw, &all), None, Default::default()).unwrap();
+        let cfg = TrainConfig {
+            factors: 4,
+            iterations: 1,
+            ..Default::default()
+        };
+        let layouts = Layouts::for_dataset(&ds, cfg.blocks);
+        let params = cfg.solve_params(ds.global_mean(&layouts.users));
+        let one_iteration = |exec: &mut dyn HalfStepExecutor| {
+            let mut s = initial_state(&ds, &cfg);
+            exec.half_step(Side::Users, &params, &s.items, None, &mut s.users, None).unwrap();
+            exec.half_step(Side::Items, &params, &s.users, None, &mut s.items, None).unwrap();
+            s
+        };
+        let mut local = LocalExecutor::new(&ds, layouts.clone());
+        let want = one_iteration(&mut local);
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let workers = rt.block_on(LocalWorkers::start(3, 1)).unwrap();
+        let opts = ClientOptions {
+            token: Some(workers.token.clone()),
+            ..Default::default()
+        };
+        let handles: Vec<_> = workers.addrs.iter().map(|a| rt.block_on(connect(a, &opts)).unwrap()).collect();
+        let start = initial_state(&ds, &cfg);
+        let mut exec = ClusterExecutor::start(
+            rt.handle().clone(),
+            handles,
+            &[],
+            opts,
+            FaultOptions::default(),
+            &ds,
+            &params,
+            &layouts,
+            &start,
+            "lost-outside-a-half".into(),
+            None,
+        )
+        .unwrap();
+        let mut got = one_iteration(&mut exec);
+        assert!(exec.stale, "the solved rows are on the workers");
+        exec.lose(1, "its evaluation call broke");
+        exec.sync_state(&mut got.users, &mut got.items).unwrap();
+        assert_eq!((got.users, got.items), (want.users, want.items));
+        assert_eq!(exec.replayed_halves, 2);
+        exec.finish();
+        workers.shutdown();
     }
 }
