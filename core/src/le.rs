@@ -25,7 +25,7 @@ macro_rules! le {
         }
     )*};
 }
-le!(f32, f64, u32, u64, i64);
+le!(f32, f64, u32, u64, i64, u128);
 
 /// Appends `v` to `out` as little-endian bytes (one copy on little-endian hosts).
 pub fn extend_le<T: Le>(out: &mut Vec<u8>, v: &[T]) {

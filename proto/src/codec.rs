@@ -193,6 +193,7 @@ packing!(f32_bytes, bytes_f32, f32);
 packing!(f64_bytes, bytes_f64, f64);
 packing!(u32_bytes, bytes_u32, u32);
 packing!(u64_bytes, bytes_u64, u64);
+packing!(u128_bytes, bytes_u128, u128);
 
 /// Splits several byte arrays, in order, into messages of at most `max` bytes
 /// of payload: each message gets consecutive pieces `(array, range)`.

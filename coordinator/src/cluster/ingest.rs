@@ -18,7 +18,7 @@ use als_core::data::ingest::add_cell_sums;
 use als_core::data::select::{Ask as SelectAsk, Selection};
 use als_core::data::split::{HeldKeys, UserHoldout};
 use als_core::data::{DataFingerprint, DuplicatePolicy, LoadOptions, SplitSpec};
-use als_proto::codec::pieces_vec;
+use als_proto::codec::{bytes_u128, bytes_u64, u128_bytes};
 use als_proto::fault::{fault_of, Fault};
 use als_proto::pb::ingest_request::Step;
 use als_proto::pb::select_key_step::{Ask, Keys};
@@ -118,7 +118,7 @@ fn split_rule(split: &SplitSpec, hold_out: Option<UserHoldout>, first_test_key: 
         SplitSpec::Temporal { test_frac } => SplitRule {
             kind: Kind::Temporal as i32,
             test_frac,
-            first_test_key: first_test_key.map(|k| k.to_le_bytes().to_vec()).unwrap_or_default().into(),
+            first_test_key: u128_bytes(first_test_key.as_slice()).into(),
             ..Default::default()
         },
     })
@@ -126,13 +126,11 @@ fn split_rule(split: &SplitSpec, hold_out: Option<UserHoldout>, first_test_key: 
 
 /// The users split's rule, the held-out users being those `held` holds.
 fn users_rule(h: UserHoldout, held: HeldKeys) -> SplitRule {
-    let (UserHoldout::Ratio { seed, .. } | UserHoldout::Folds { seed, .. }) = h;
-    let bytes = |k: Option<u128>| k.map(|k| k.to_le_bytes().to_vec()).unwrap_or_default().into();
     SplitRule {
         kind: Kind::Users as i32,
-        seed,
-        held_from_key: bytes(held.from),
-        held_to_key: bytes(held.to),
+        seed: h.seed(),
+        held_from_key: u128_bytes(held.from.as_slice()).into(),
+        held_to_key: u128_bytes(held.to.as_slice()).into(),
         ..Default::default()
     }
 }
@@ -358,7 +356,7 @@ async fn ask_keys(
         .run(what, |w| {
             let mut step = SelectKeyStep {
                 ask: ask as i32,
-                prefix: prefix.to_le_bytes().to_vec().into(),
+                prefix: u128_bytes(&[prefix]).into(),
                 shift,
                 ..Default::default()
             };
@@ -383,7 +381,7 @@ async fn key_range(steps: &Steps<'_>, of: KeysAsked<'_>) -> anyhow::Result<(u64,
     let mut range: Option<(u128, u128)> = None;
     let mut n = 0u64;
     for (w, r) in ranges.iter().enumerate() {
-        let keys = keys_of(&r.keys).with_context(|| format!("worker {w}'s range of keys"))?;
+        let keys = bytes_u128("keys", &r.keys).with_context(|| format!("worker {w}'s range of keys"))?;
         match (r.rows, keys.as_slice()) {
             (0, []) => {}
             (rows, &[lo, hi]) if rows > 0 && lo <= hi => {
@@ -409,7 +407,7 @@ async fn kth_key(steps: &Steps<'_>, of: KeysAsked<'_>, n: u64, range: Option<(u1
                 let mut counts = vec![0u64; 1 << 16];
                 let answers = ask_keys(steps, of, "count its keys under a prefix", Ask::Histogram, prefix, shift).await?;
                 for (w, r) in answers.iter().enumerate() {
-                    let c: Vec<u64> = pieces_vec("counts", &[&r.counts]).with_context(|| format!("worker {w}'s histogram"))?;
+                    let c = bytes_u64("counts", &r.counts).with_context(|| format!("worker {w}'s histogram"))?;
                     anyhow::ensure!(c.len() == counts.len(), "worker {w} answered a histogram of {} buckets", c.len());
                     for (a, b) in counts.iter_mut().zip(c) {
                         *a = a.checked_add(b).context("a histogram's counts overflow")?;
@@ -421,20 +419,12 @@ async fn kth_key(steps: &Steps<'_>, of: KeysAsked<'_>, n: u64, range: Option<(u1
                 let mut keys = Vec::new();
                 let answers = ask_keys(steps, of, "send its keys under a prefix", Ask::Gather, prefix, shift).await?;
                 for (w, r) in answers.iter().enumerate() {
-                    keys.extend(keys_of(&r.keys).with_context(|| format!("worker {w}'s keys"))?);
+                    keys.extend(bytes_u128("keys", &r.keys).with_context(|| format!("worker {w}'s keys"))?);
                 }
                 return sel.pick(keys).map(Some).map_err(|e| anyhow::anyhow!("the workers answered {e}"));
             }
         }
     }
-}
-
-/// u128 keys from their 16 bytes each, little endian.
-fn keys_of(b: &[u8]) -> anyhow::Result<Vec<u128>> {
-    anyhow::ensure!(b.len().is_multiple_of(16), "{} bytes of keys, not a multiple of 16", b.len());
-    Ok(b.chunks_exact(16)
-        .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
-        .collect())
 }
 
 /// The user blocks' sums in block order, checked against the item blocks'.

@@ -59,8 +59,13 @@ impl UserHoldout {
     /// The seed of the users' hold-out order ([`user_holdout_key`]): a
     /// different stream from the row keys, which use the split seed itself.
     pub fn user_seed(&self) -> u64 {
+        holdout_user_seed(self.seed())
+    }
+
+    /// The split seed (the held-out rows of each held-out user follow it).
+    pub fn seed(&self) -> u64 {
         let (UserHoldout::Ratio { seed, .. } | UserHoldout::Folds { seed, .. }) = *self;
-        holdout_user_seed(seed)
+        seed
     }
 
     /// The positions of the held-out users in the hold-out order of `n_users` users.
@@ -160,8 +165,7 @@ pub fn split_rows(raw: &RawRatings, spec: &SplitSpec) -> Result<(Vec<usize>, Vec
 /// one or two boundary keys, which [`select_kth`] finds over the holders.
 pub fn split_users(raw: &RawRatings, which: UserHoldout) -> Result<UserSplit, DataError> {
     let n_users = raw.user_tokens.len();
-    let (UserHoldout::Ratio { seed, .. } | UserHoldout::Folds { seed, .. }) = which;
-    let user_seed = which.user_seed();
+    let (seed, user_seed) = (which.seed(), which.user_seed());
     let mut order: Vec<(u128, usize)> = raw
         .user_tokens
         .iter()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use als_core::data::{DuplicatePolicy, Share};
-use als_proto::codec::{pieces_vec, u32_bytes};
+use als_proto::codec::{pieces_vec, u128_bytes, u32_bytes, u64_bytes};
 use als_proto::pb::ingest_request::Step;
 use als_proto::pb::{
     select_key_step, AdoptStep, IngestRequest, IngestResponse, IngestRowsChunk, LookupItemsRequest, LookupItemsResponse, SelectKeyStep,
@@ -155,11 +155,11 @@ pub async fn step(slot: &IngestSlot, peers: &Arc<Peers>, limits: IngestLimits<'_
                 KeyAnswer::Range(n, range) => {
                     resp.rows = n;
                     if let Some((lo, hi)) = range {
-                        resp.keys = [lo.to_le_bytes(), hi.to_le_bytes()].concat().into();
+                        resp.keys = u128_bytes(&[lo, hi]).into();
                     }
                 }
-                KeyAnswer::Histogram(counts) => resp.counts = counts.iter().flat_map(|c| c.to_le_bytes()).collect::<Vec<u8>>().into(),
-                KeyAnswer::Keys(keys) => resp.keys = keys.iter().flat_map(|k| k.to_le_bytes()).collect::<Vec<u8>>().into(),
+                KeyAnswer::Histogram(counts) => resp.counts = u64_bytes(&counts).into(),
+                KeyAnswer::Keys(keys) => resp.keys = u128_bytes(&keys).into(),
             }
         }
         Step::HoldOutUsers(h) => resp.user_blocks = with_ingest(slot, &job_id, move |i| i.hold_out_users(h.split.as_ref())).await?,
