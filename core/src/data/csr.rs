@@ -87,6 +87,11 @@ impl Csr {
         }
     }
 
+    /// The first row that holds a column twice (rows sorted), if any.
+    pub fn row_with_repeated_column(&self) -> Option<usize> {
+        (0..self.n_rows()).find(|&r| self.row(r).0.windows(2).any(|w| w[0] == w[1]))
+    }
+
     /// The transpose (columns become rows), still sorted within rows.
     pub fn transpose(&self) -> Csr {
         let mut rows = Vec::with_capacity(self.nnz());

@@ -307,8 +307,7 @@ pub(super) fn check_merged_values(m: &Csr, source: &str, who: &str, user_ids: &[
 
 /// Resolve repeated columns within each (sorted) row; returns the count merged.
 pub(super) fn merge_duplicates(m: Csr, policy: DuplicatePolicy) -> (Csr, usize) {
-    let has_dup = (0..m.n_rows()).any(|r| m.row(r).0.windows(2).any(|w| w[0] == w[1]));
-    if !has_dup {
+    if m.row_with_repeated_column().is_none() {
         return (m, 0);
     }
     let mut out = Csr {

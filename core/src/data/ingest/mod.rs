@@ -461,7 +461,7 @@ impl ItemBlock {
         let cols: Vec<u32> = self.rows.iter().map(|r| r.user).collect();
         let vals: Vec<f32> = self.rows.iter().map(|r| r.value).collect();
         let csr = Csr::from_triples(self.item_ids.len(), n_users, &rows, &cols, &vals);
-        if let Some(i) = (0..csr.n_rows()).find(|&i| csr.row(i).0.windows(2).any(|w| w[0] == w[1])) {
+        if let Some(i) = csr.row_with_repeated_column() {
             return Err(DataError::Invalid(format!(
                 "item {}: a user's rating of it came twice from the user blocks",
                 self.item_ids[i]
