@@ -33,7 +33,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use als_core::data::ingest::{cell_sums, route_share, FinishedUserBlock, ItemBlock, ItemBoundPart, RoutedPart, UserBlock};
-use als_core::data::select::{temporal_key, KeyPart, KeysPart, TemporalKeys, GATHER_LIMIT};
+use als_core::data::select::{KeyPart, KeysPart, TemporalKeys, GATHER_LIMIT};
 use als_core::data::split::{holdout_user_seed, key_ranks, HeldKeys, RatioThreshold};
 use als_core::data::{Csr, DataFingerprint, DuplicatePolicy, Format, LoadOptions, RawRatings, Share};
 use als_proto::pb::split_rule::Kind;
@@ -227,6 +227,20 @@ pub enum KeyAnswer {
     Keys(Vec<u128>),
 }
 
+/// Whether `n` rows from place `first` fit an input of `input_rows`.
+fn fits_input(first: u64, n: usize, input_rows: u64) -> bool {
+    first.checked_add(n as u64).is_some_and(|end| end <= input_rows)
+}
+
+/// A share's timestamps, which the temporal split needs.
+fn timestamps_of<'a>(raw: &'a RawRatings, source: &str) -> Result<&'a [i64], JobError> {
+    raw.timestamps.as_deref().ok_or_else(|| {
+        invalid(format!(
+            "the temporal split needs timestamps, and {source} has none (a timestamp column on every row)"
+        ))
+    })
+}
+
 /// A selection's answer from `keys`, bounded: a gather returns at most
 /// [`GATHER_LIMIT`] keys, since a selection gathers only once few are left.
 fn answer(keys: &dyn KeyPart, q: KeyQuestion) -> Result<KeyAnswer, JobError> {
@@ -367,20 +381,14 @@ impl Ingest {
             KeysOf::Temporal { first_place, input_rows } => {
                 self.expect(Stage::ShareRead, "selecting the first test key")?;
                 let raw = self.share.as_ref().expect("read");
-                let n = raw.len() as u64;
-                if first_place.checked_add(n).is_none_or(|end| end > input_rows) {
+                if !fits_input(first_place, raw.len(), input_rows) {
                     return Err(invalid(format!(
-                        "a share of {n} rows from place {first_place} does not fit an input of {input_rows}"
+                        "a share of {} rows from place {first_place} does not fit an input of {input_rows}",
+                        raw.len()
                     )));
                 }
-                let timestamps = raw.timestamps.as_deref().ok_or_else(|| {
-                    invalid(format!(
-                        "the temporal split needs timestamps, and {} has none (a timestamp column on every row)",
-                        self.source
-                    ))
-                })?;
                 let keys = TemporalKeys {
-                    timestamps,
+                    timestamps: timestamps_of(raw, &self.source)?,
                     first_row: first_place,
                 };
                 answer(&keys, q)
@@ -452,9 +460,8 @@ impl Ingest {
         self.expect(Stage::ShareRead, "routing the share")?;
         let raw = self.share.take().expect("read");
         let test_raw = self.test_share.take();
-        let fits = |first: u64, n: usize| first.checked_add(n as u64).is_some_and(|end| end <= input_rows);
         let test_n = test_raw.as_ref().map_or(0, |t| t.len());
-        if !fits(first_place, raw.len()) || !fits(test_first_place, test_n) {
+        if !fits_input(first_place, raw.len(), input_rows) || !fits_input(test_first_place, test_n, input_rows) {
             return Err(invalid(format!(
                 "a share of {} rows from place {first_place} (and {test_n} test rows from {test_first_place}) does not fit an input of {input_rows}",
                 raw.len()
@@ -477,11 +484,11 @@ impl Ingest {
             Rule::Temporal {
                 first_test_key: Some(first),
             } => {
-                let ts = raw
-                    .timestamps
-                    .as_deref()
-                    .ok_or_else(|| invalid(format!("the temporal split needs timestamps, and {} has none", self.source)))?;
-                Box::new(move |p| temporal_key(ts[(p - first_place) as usize], p) >= first)
+                let keys = TemporalKeys {
+                    timestamps: timestamps_of(&raw, &self.source)?,
+                    first_row: first_place,
+                };
+                Box::new(move |p| keys.key((p - first_place) as usize) >= first)
             }
         };
         let mut by_block: Vec<(usize, RoutedPart)> = route_share(&raw, first_place, self.blocks, &*is_test)

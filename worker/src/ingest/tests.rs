@@ -2,6 +2,7 @@
 //! expects them, within its budget, each place once; steps run in order.
 
 use super::*;
+use als_core::data::select::temporal_key;
 
 fn owners(blocks: usize) -> Owners {
     Owners {
