@@ -227,6 +227,26 @@ pub enum KeyAnswer {
     Keys(Vec<u128>),
 }
 
+/// Non-empty parts by block: those of blocks built here kept, the others
+/// encoded (one per core) as streams to their blocks' owners.
+fn keep_or_send<P: Send>(
+    parts: Vec<(u32, P)>,
+    at: &Owners,
+    you: u32,
+    rows: impl Fn(&P) -> usize,
+    encode: impl Fn(u32, &P) -> Vec<IngestRowsChunk> + Sync,
+) -> (Vec<(u32, P)>, Outgoing) {
+    let (own, sent): (Vec<_>, Vec<_>) = parts
+        .into_iter()
+        .filter(|(_, p)| rows(p) > 0)
+        .partition(|(b, _)| at.owners[*b as usize] == you);
+    let out = sent
+        .into_par_iter()
+        .map(|(b, p)| (at.workers[at.owners[b as usize] as usize].clone(), encode(b, &p)))
+        .collect();
+    (own, out)
+}
+
 /// Whether `n` rows from place `first` fit an input of `input_rows`.
 fn fits_input(first: u64, n: usize, input_rows: u64) -> bool {
     first.checked_add(n as u64).is_some_and(|end| end <= input_rows)
@@ -491,31 +511,23 @@ impl Ingest {
                 Box::new(move |p| keys.key((p - first_place) as usize) >= first)
             }
         };
-        let mut by_block: Vec<(usize, RoutedPart)> = route_share(&raw, first_place, self.blocks, &*is_test)
+        let mut by_block: Vec<(u32, RoutedPart)> = route_share(&raw, first_place, self.blocks, &*is_test)
             .into_iter()
             .enumerate()
+            .map(|(b, p)| (b as u32, p))
             .collect();
         drop(is_test);
         drop(raw);
         if let Some(t) = test_raw {
             // A test file's rows follow the input's, every one held out.
-            by_block.extend(route_share(&t, test_first_place, self.blocks, &|_| true).into_iter().enumerate());
+            let parts = route_share(&t, test_first_place, self.blocks, &|_| true);
+            by_block.extend(parts.into_iter().enumerate().map(|(b, p)| (b as u32, p)));
         }
-        let (own, sent): (Vec<_>, Vec<_>) = by_block
-            .into_iter()
-            .filter(|(_, p)| !p.rows.is_empty())
-            .partition(|(b, _)| self.users_at.owners[*b] == self.you);
+        let id = &self.id;
+        let (own, out) = keep_or_send(by_block, &self.users_at, self.you, |p| p.rows.len(), |b, p| routed_chunks(id, b, p));
         for (b, part) in own {
-            self.user_parts.get_mut(&(b as u32)).expect("owned").push(part);
+            self.user_parts.get_mut(&b).expect("owned").push(part);
         }
-        let (users_at, id) = (&self.users_at, &self.id);
-        let out: Outgoing = sent
-            .into_par_iter()
-            .map(|(b, part)| {
-                let owner = users_at.owners[b] as usize;
-                (users_at.workers[owner].clone(), routed_chunks(id, b as u32, &part))
-            })
-            .collect();
         // What stays was counted as the share; what left is no longer held.
         self.held = self.held_parts();
         self.stage = Stage::ShareRouted;
@@ -632,18 +644,14 @@ impl Ingest {
             })
             .flatten()
             .collect();
-        let (own, sent): (Vec<_>, Vec<_>) = parts
-            .into_iter()
-            .filter(|(_, p)| !p.rows.is_empty())
-            .partition(|(ib, _)| self.items_at.owners[*ib as usize] == self.you);
-        let (items_at, id) = (&self.items_at, &self.id);
-        let out: Outgoing = sent
-            .into_par_iter()
-            .map(|(ib, part)| {
-                let owner = items_at.owners[ib as usize] as usize;
-                (items_at.workers[owner].clone(), item_bound_chunks(id, ib, &part))
-            })
-            .collect();
+        let id = &self.id;
+        let (own, out) = keep_or_send(
+            parts,
+            &self.items_at,
+            self.you,
+            |p| p.rows.len(),
+            |b, p| item_bound_chunks(id, b, p),
+        );
         for (ib, part) in own {
             self.hold(held_bytes(&part.ids, part.rows.len()))?;
             self.item_parts.get_mut(&ib).expect("owned").push(part);
