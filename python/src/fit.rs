@@ -7,7 +7,7 @@ use std::time::Duration;
 use als_coordinator::cluster::{client_tls, ClientOptions, ClusterSession};
 use als_core::data::Dataset;
 use als_core::side::Factors;
-use als_core::train::{initial_state, train, Layouts, LocalExecutor, TrainConfig, TrainError, TrainResult, TrainState};
+use als_core::train::{initial_state, train, Layouts, LocalExecutor, TrainConfig, TrainData, TrainError, TrainResult, TrainState};
 use ndarray::Array2;
 use numpy::{IntoPyArray, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -105,7 +105,7 @@ fn train_on_cluster(
         ClusterSession::connect(&spec.workers, &client_options(spec)?)
     }
     .map_err(|e| NativeError::Runtime(format!("cannot reach the workers: {e:#}")))?;
-    let trained = session.train(ds, cfg, layouts, Some(state), on_iteration);
+    let trained = session.train(&TrainData::held(ds, &layouts.users), cfg, layouts, Some(state), on_iteration);
     let shutdown = session.shutdown();
     let res = trained.map_err(|e| NativeError::Runtime(format!("training failed: {e:#}")))?;
     shutdown.map_err(|e| NativeError::Runtime(format!("stopping the local workers: {e:#}")))?;

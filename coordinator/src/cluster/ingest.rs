@@ -18,6 +18,7 @@ use als_core::data::ingest::add_cell_sums;
 use als_core::data::select::{Ask as SelectAsk, Selection};
 use als_core::data::split::{HeldKeys, UserHoldout};
 use als_core::data::{DataFingerprint, DuplicatePolicy, LoadOptions, SplitSpec};
+use als_core::train::DataShape;
 use als_proto::codec::{bytes_u128, bytes_u64, u128_bytes};
 use als_proto::fault::{fault_of, Fault};
 use als_proto::pb::ingest_request::Step;
@@ -58,6 +59,8 @@ pub struct BlocksBuilt {
     pub skipped_lines: u64,
     /// The values' range over every row read.
     pub value_range: (f32, f32),
+    /// The training rows' values' range, before repeats are merged.
+    pub training_range: (f32, f32),
     /// Each block's first dense row, then the side's row count.
     pub user_starts: Vec<u64>,
     pub item_starts: Vec<u64>,
@@ -82,6 +85,20 @@ impl BlocksBuilt {
 
     pub fn n_items(&self) -> usize {
         *self.item_starts.last().expect("blocks") as usize
+    }
+
+    /// The shape training runs on, test rows scored as they are kept (no
+    /// user held out: see [`DataShape::holds_out_users`]).
+    pub fn shape(&self) -> DataShape {
+        DataShape {
+            n_users: self.n_users(),
+            n_items: self.n_items(),
+            n_train: self.ratings as usize,
+            n_scored_test: self.test_rows as usize,
+            holds_out_users: false,
+            global_mean: self.global_mean,
+            rating_range: self.training_range,
+        }
     }
 
     /// The data fingerprint's text, as [`als_core::data::Dataset::fingerprint`].
@@ -291,6 +308,7 @@ async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, fa
                 .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), r| {
                     (lo.min(r.min_value), hi.max(r.max_value))
                 }),
+            training_range: (f32::INFINITY, f32::NEG_INFINITY),
             user_starts,
             item_starts,
             ratings: 0,
@@ -442,6 +460,10 @@ fn reduce(mut built: BlocksBuilt, users: &[&BlockReport], items: &[&BlockReport]
         built.duplicates_merged += r.duplicates_merged;
         // Block by block, in block order: the in-process path's sum.
         value_sum += r.value_sum;
+        built.training_range = (
+            built.training_range.0.min(r.training_min),
+            built.training_range.1.max(r.training_max),
+        );
         built.fingerprint.merge(&DataFingerprint {
             lanes: lanes(r, &r.fingerprint, "fingerprint")?,
             ratings: r.ratings,

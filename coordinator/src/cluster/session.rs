@@ -1,7 +1,7 @@
 //! A cluster session: a runtime, the connected workers, and training on them.
 
-use als_core::data::Dataset;
-use als_core::train::{initial_state, train, Layouts, OnIteration, TrainConfig, TrainResult, TrainState};
+use als_core::train::{initial_state, train_on, Layouts, OnIteration, TrainConfig, TrainData, TrainResult, TrainState};
+use anyhow::Context;
 use futures::future::try_join_all;
 
 use super::client::{connect, ClientOptions, WorkerHandle};
@@ -129,7 +129,7 @@ impl ClusterSession {
     /// Train `cfg` on the workers, from `state` or a fresh start.
     pub fn train(
         &self,
-        ds: &Dataset,
+        data: &TrainData,
         cfg: &TrainConfig,
         layouts: &Layouts,
         state: Option<TrainState>,
@@ -148,8 +148,10 @@ impl ClusterSession {
             ),
             _ => (format!("job-{}", super::local::random_token()), None),
         };
+        // Shipping and recovery still read the ratings here.
+        let ds = data.ratings.context("the cluster ships its blocks from the ratings held here")?;
         let state = state.unwrap_or_else(|| initial_state(ds, cfg));
-        let params = cfg.solve_params(ds.global_mean(&layouts.users));
+        let params = cfg.solve_params(data.shape.global_mean);
         let lost = self.lost.lock().map(|l| l.clone()).unwrap_or_default();
         let mut exec = ClusterExecutor::start(
             self.rt.handle().clone(),
@@ -157,7 +159,7 @@ impl ClusterSession {
             &lost,
             self.opts.clone(),
             self.faults.clone(),
-            ds,
+            *data,
             &params,
             layouts,
             &state,
@@ -165,7 +167,7 @@ impl ClusterSession {
             adopt,
         )?;
         exec.set_halves(2 * cfg.iterations.saturating_sub(state.iterations_done));
-        let res = train(ds, cfg, &mut exec, layouts, Some(state), on_iteration);
+        let res = train_on(data, cfg, &mut exec, layouts, Some(state), on_iteration);
         exec.finish();
         if let Ok(mut l) = self.lost.lock() {
             *l = exec.lost_workers();
@@ -199,9 +201,11 @@ impl ClusterSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use als_core::data::Dataset;
     use als_core::data::{DuplicatePolicy, RawRatings};
     use als_core::rng::SplitMix64;
     use als_core::solve::{Confidence, ImplicitLoss, RegScaling, SolverKind};
+    use als_core::train::train;
     use als_core::train::{ImplicitConfig, IterationReport, LocalExecutor};
 
     /// Random 1..5 ratings on 15% of the pairs; every 5th row is a test row.
@@ -301,7 +305,9 @@ mod tests {
             let want = train(ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
             for n in 1..=3 {
                 let s = ClusterSession::local(n, &ClientOptions::default()).unwrap();
-                let got = s.train(ds, &cfg, &layouts, None, &mut |_, _| Ok(())).unwrap();
+                let got = s
+                    .train(&TrainData::held(ds, &layouts.users), &cfg, &layouts, None, &mut |_, _| Ok(()))
+                    .unwrap();
                 let remote = s.remote_evaluations.load(std::sync::atomic::Ordering::Relaxed);
                 let from_peers = s.evaluations_from_peers.load(std::sync::atomic::Ordering::Relaxed);
                 s.shutdown().unwrap();
@@ -391,7 +397,9 @@ mod tests {
             let mut local = LocalExecutor::new(&ds, layouts.clone());
             let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
             let s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
-            let got = s.train(&ds, &cfg, &layouts, None, &mut |_, _| Ok(())).unwrap();
+            let got = s
+                .train(&TrainData::held(&ds, &layouts.users), &cfg, &layouts, None, &mut |_, _| Ok(()))
+                .unwrap();
             let from_peers = s.evaluations_from_peers.load(std::sync::atomic::Ordering::Relaxed);
             s.shutdown().unwrap();
             assert_eq!(got.state, want.state, "implicit={implicit}");
@@ -453,7 +461,7 @@ mod tests {
             let s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
             let mut mid = None;
             let got = s
-                .train(&ds, &cfg, &layouts, None, &mut |r, st| {
+                .train(&TrainData::held(&ds, &layouts.users), &cfg, &layouts, None, &mut |r, st| {
                     if r.iteration == read_at {
                         mid = Some(st.get()?.clone());
                     }
@@ -525,7 +533,9 @@ mod tests {
             assert!(observed < 0.0, "block {b}: observed part {observed} is not negative");
         }
         let s = ClusterSession::local(2, &ClientOptions::default()).unwrap();
-        let got = s.train(&ds, &cfg, &layouts, None, &mut |_, _| Ok(())).unwrap();
+        let got = s
+            .train(&TrainData::held(&ds, &layouts.users), &cfg, &layouts, None, &mut |_, _| Ok(()))
+            .unwrap();
         s.shutdown().unwrap();
         assert_eq!(got.state, want.state);
         let objectives = |r: &TrainResult| r.reports.iter().map(|x| x.objective).collect::<Vec<_>>();
@@ -556,7 +566,7 @@ mod tests {
             let s = ClusterSession::local(n, &ClientOptions::default()).unwrap();
             let t0 = std::time::Instant::now();
             let err = s
-                .train(&ds, &bad, &layouts, None, &mut |_, _| Ok(()))
+                .train(&TrainData::held(&ds, &layouts.users), &bad, &layouts, None, &mut |_, _| Ok(()))
                 .err()
                 .expect("the cluster fails too");
             assert_eq!(format!("{err:#}"), want, "{n} workers");
@@ -565,7 +575,9 @@ mod tests {
                 lambda: 0.05,
                 ..bad.clone()
             };
-            let got = s.train(&ds, &good, &layouts, None, &mut |_, _| Ok(())).unwrap();
+            let got = s
+                .train(&TrainData::held(&ds, &layouts.users), &good, &layouts, None, &mut |_, _| Ok(()))
+                .unwrap();
             let mut local = LocalExecutor::new(&ds, layouts.clone());
             let want_good = train(&ds, &good, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
             assert_eq!(got.state, want_good.state, "{n} workers after a failed job");
@@ -594,7 +606,7 @@ mod tests {
         let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
         let s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
         let got = s
-            .train(&ds, &cfg, &layouts, None, &mut |r, _| {
+            .train(&TrainData::held(&ds, &layouts.users), &cfg, &layouts, None, &mut |r, _| {
                 if r.iteration == 2 {
                     s.kill_local_worker(1);
                 }
@@ -628,7 +640,7 @@ mod tests {
         let mut s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
         s.faults.heartbeat = std::time::Duration::from_millis(50);
         let got = s
-            .train(&ds, &cfg, &layouts, None, &mut |r, _| {
+            .train(&TrainData::held(&ds, &layouts.users), &cfg, &layouts, None, &mut |r, _| {
                 if r.iteration == 2 {
                     s.kill_local_worker(1);
                 }
@@ -655,7 +667,7 @@ mod tests {
         s.kill_local_worker(1);
         s.kill_local_worker(2);
         let err = s
-            .train(&ds, &cfg, &layouts, None, &mut |_, _| Ok(()))
+            .train(&TrainData::held(&ds, &layouts.users), &cfg, &layouts, None, &mut |_, _| Ok(()))
             .err()
             .expect("no workers left");
         assert!(format!("{err:#}").contains("cannot"), "{err:#}");

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use als_core::checkpoint::{latest_checkpoint, write_checkpoint, RunSignature};
 use als_core::model::{save_model, Model, ModelParts};
-use als_core::train::{IterationReport, Layouts, StateView, TestMetrics, TrainConfig, TrainError, TrainResult};
+use als_core::train::{IterationReport, Layouts, StateView, TestMetrics, TrainConfig, TrainData, TrainError, TrainResult};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
@@ -157,12 +157,15 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
     if let Trainer::Cluster(session) = &trainer {
         tracing::info!(workers = ?session.addrs(), "training on the cluster");
     }
+    let mut data = TrainData::held(ds, &layouts.users);
     if let Some(plan) = &workers_read {
-        if let Err(e) = workers_read::build(&trainer, plan, &job, ds, &layouts) {
-            return trainer.shutdown(Err(e));
+        match workers_read::build(&trainer, plan, &job, ds, &layouts) {
+            Ok(Some(shape)) => data.shape = shape,
+            Ok(None) => {}
+            Err(e) => return trainer.shutdown(Err(e)),
         }
     }
-    let trained = trainer.train(ds, cfg, &layouts, start, &mut on_iteration);
+    let trained = trainer.train(&data, cfg, &layouts, start, &mut on_iteration);
     progress::finish(&bar);
     let result = match trained {
         Ok(r) => r,
@@ -253,8 +256,11 @@ fn final_fit(
         "refitting the saved model on every rating (--final-fit all); its metrics come from the held-out run"
     );
     let layouts = Layouts::for_dataset(ds, cfg.blocks);
+    let mut data = TrainData::held(ds, &layouts.users);
     if let Some((plan, job)) = &workers_read {
-        workers_read::build(trainer, plan, job, ds, &layouts)?;
+        if let Some(shape) = workers_read::build(trainer, plan, job, ds, &layouts)? {
+            data.shape = shape;
+        }
     }
     let bar = progress::training_bar(cfg.iterations, quiet);
     bar.set_message("final fit on every rating");
@@ -263,7 +269,7 @@ fn final_fit(
         tracing::debug!(iteration = r.iteration, seconds = r.seconds, "final fit");
         Ok(())
     };
-    let trained = trainer.train(ds, cfg, &layouts, None, &mut on_iteration);
+    let trained = trainer.train(&data, cfg, &layouts, None, &mut on_iteration);
     progress::finish(&bar);
     let result = trained.context("the final fit on every rating failed")?;
     let model = model_parts(&result, ds, cfg, source, held_out);

@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use als_core::data::Dataset;
-use als_core::train::{train, train_gibbs, train_sgd, Layouts, Learner, LocalExecutor, OnIteration, TrainConfig, TrainResult, TrainState};
+use als_core::train::{
+    train_gibbs, train_on, train_sgd, Layouts, Learner, LocalExecutor, OnIteration, TrainConfig, TrainData, TrainResult, TrainState,
+};
 use anyhow::{bail, Context};
 
 use crate::cluster::{ClientOptions, ClusterSession};
@@ -95,25 +96,29 @@ impl Trainer {
         Ok(Trainer::Cluster(Box::new(session)))
     }
 
-    /// Train `cfg` on `ds` from `start` (or a fresh start).
+    /// Train `cfg` on `data` from `start` (or a fresh start). Only a
+    /// cluster trains on ratings this process does not hold.
     pub fn train(
         &self,
-        ds: &Dataset,
+        data: &TrainData,
         cfg: &TrainConfig,
         layouts: &Layouts,
         start: Option<TrainState>,
         on_iteration: &mut OnIteration,
     ) -> anyhow::Result<TrainResult> {
+        let here = || data.ratings.context("training in this process needs the ratings here");
         match (self, cfg.learner) {
-            (Trainer::InProcess, Learner::Sgd { .. }) => Ok(train_sgd(ds, cfg, layouts, start, on_iteration).context("training failed")?),
+            (Trainer::InProcess, Learner::Sgd { .. }) => {
+                Ok(train_sgd(here()?, cfg, layouts, start, on_iteration).context("training failed")?)
+            }
             (Trainer::Cluster(_), Learner::Sgd { .. }) => bail!("--solver sgd trains in this process; it cannot run on workers"),
-            (Trainer::InProcess, Learner::Gibbs { .. }) => Ok(train_gibbs(ds, cfg, start, on_iteration).context("training failed")?),
+            (Trainer::InProcess, Learner::Gibbs { .. }) => Ok(train_gibbs(here()?, cfg, start, on_iteration).context("training failed")?),
             (Trainer::Cluster(_), Learner::Gibbs { .. }) => bail!("--solver gibbs samples in this process; it cannot run on workers"),
             (Trainer::InProcess, Learner::Als) => {
-                let mut exec = LocalExecutor::new(ds, layouts.clone());
-                Ok(train(ds, cfg, &mut exec, layouts, start, on_iteration).context("training failed")?)
+                let mut exec = LocalExecutor::new(here()?, layouts.clone());
+                Ok(train_on(data, cfg, &mut exec, layouts, start, on_iteration).context("training failed")?)
             }
-            (Trainer::Cluster(session), Learner::Als) => session.train(ds, cfg, layouts, start, on_iteration).context("training failed"),
+            (Trainer::Cluster(session), Learner::Als) => session.train(data, cfg, layouts, start, on_iteration).context("training failed"),
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use als_core::data::split::UserHoldout;
 use als_core::data::{Dataset, SplitSpec};
-use als_core::train::Layouts;
+use als_core::train::{DataShape, Layouts};
 use anyhow::bail;
 
 use super::{ExecutorChoice, TrainJob, Trainer};
@@ -70,8 +70,10 @@ pub fn plan_of(job: &TrainJob, resume: bool) -> anyhow::Result<Option<WorkersRea
     }))
 }
 
-/// Have the workers build the blocks, and check them against `ds`.
-pub fn build(trainer: &Trainer, plan: &WorkersRead, job: &TrainJob, ds: &Dataset, layouts: &Layouts) -> anyhow::Result<()> {
+/// Have the workers build the blocks, and check them against `ds`; the
+/// data's shape as they report it, which the run trains on, or `None` when
+/// they could not build them (the blocks are shipped instead).
+pub fn build(trainer: &Trainer, plan: &WorkersRead, job: &TrainJob, ds: &Dataset, layouts: &Layouts) -> anyhow::Result<Option<DataShape>> {
     let Trainer::Cluster(session) = trainer else {
         bail!("--input-on-workers needs workers (--workers or --local)");
     };
@@ -99,26 +101,34 @@ pub fn build(trainer: &Trainer, plan: &WorkersRead, job: &TrainJob, ds: &Dataset
         Err(e) if e.is::<WorkerLost>() => {
             // This coordinator holds the data: a loss costs the shipment, not the run.
             tracing::warn!("the workers could not build their blocks ({e:#}): shipping them instead");
-            return Ok(());
+            return Ok(None);
         }
         Err(e) => return Err(e.context("the workers could not build their blocks from the input")),
     };
-    check_same_data(&built, ds, layouts, &plan.path)?;
+    let mut shape = built.shape();
+    if plan.hold_out.is_some() {
+        // The held-out users are folded in and scored here, from this coordinator's rows.
+        shape.n_scored_test = ds.n_scored_test_rows();
+        shape.holds_out_users = true;
+    }
+    check_same_data(&built, &shape, ds, layouts, &plan.path)?;
     tracing::info!(
         ratings = built.ratings,
         peer_bytes = built.peer_bytes,
         seconds = format_args!("{:.2}", t0.elapsed().as_secs_f64()),
         "the workers built their blocks from the input"
     );
-    Ok(())
+    Ok(Some(shape))
 }
 
-/// The blocks the workers built are those of the data the coordinator loaded.
-fn check_same_data(built: &BlocksBuilt, ds: &Dataset, layouts: &Layouts, path: &std::path::Path) -> anyhow::Result<()> {
+/// The blocks the workers built, and the `shape` reported with them, are
+/// those of the data the coordinator loaded (the mean and the range to the bit).
+fn check_same_data(built: &BlocksBuilt, shape: &DataShape, ds: &Dataset, layouts: &Layouts, path: &std::path::Path) -> anyhow::Result<()> {
     let same = built.fingerprint_digest() == ds.fingerprint
         && built.user_starts == layouts.users.starts_u64()
         && built.item_starts == layouts.items.starts_u64()
-        && built.test_rows == ds.test.len() as u64;
+        && built.test_rows == ds.test.len() as u64
+        && same_bits(shape, &DataShape::of(ds, &layouts.users));
     if !same {
         bail!(
             "the workers read other ratings from {} than this coordinator did ({} users, {} items, {} ratings, {} test rows; \
@@ -135,4 +145,21 @@ fn check_same_data(built: &BlocksBuilt, ds: &Dataset, layouts: &Layouts, path: &
         );
     }
     Ok(())
+}
+
+/// Shapes equal to the bit (a NaN-free mean and range compare as numbers otherwise).
+fn same_bits(a: &DataShape, b: &DataShape) -> bool {
+    let bits = |s: &DataShape| {
+        (
+            s.n_users,
+            s.n_items,
+            s.n_train,
+            s.n_scored_test,
+            s.holds_out_users,
+            s.global_mean.to_bits(),
+            s.rating_range.0.to_bits(),
+            s.rating_range.1.to_bits(),
+        )
+    };
+    bits(a) == bits(b)
 }

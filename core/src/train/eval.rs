@@ -146,7 +146,12 @@ fn metrics_of(
 /// Where explicit predictions are clipped before RMSE and MAE: the
 /// training ratings' range, unless clipping is off.
 pub fn clip_range(ds: &Dataset, cfg: &TrainConfig) -> Option<(f32, f32)> {
-    cfg.clip_predictions.then_some((ds.rating_min, ds.rating_max))
+    clip_of((ds.rating_min, ds.rating_max), cfg)
+}
+
+/// [`clip_range`] of a training range known without the dataset.
+pub fn clip_of(rating_range: (f32, f32), cfg: &TrainConfig) -> Option<(f32, f32)> {
+    cfg.clip_predictions.then_some(rating_range)
 }
 
 /// Explicit metrics from the error sums of the raw and of the clipped

@@ -47,7 +47,7 @@ pub fn train_gibbs(
     // Single-process: the test metrics are summed over the users in one block.
     let one_block = BlockLayout::whole(ds.n_users());
     let mut state = start.unwrap_or_else(|| initial_state(ds, cfg));
-    check_state(ds, cfg, &state)?;
+    check_state((ds.n_users(), ds.n_items()), cfg, &state)?;
     let mut mean = PosteriorMean::new(&state.users, &state.items);
     let mut reports = Vec::new();
     let mut last_eval: Option<TestMetrics> = None;

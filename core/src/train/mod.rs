@@ -6,6 +6,7 @@
 //! evaluation are shared, so both paths train the same model.
 
 mod config;
+mod data;
 pub mod eval;
 mod gibbs;
 mod local;
@@ -16,6 +17,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 pub use config::*;
+pub use data::{DataShape, TrainData};
 pub use eval::TestMetrics;
 pub use gibbs::train_gibbs;
 pub use local::LocalExecutor;
@@ -188,7 +190,6 @@ pub trait HalfStepExecutor {
     /// metrics must be the same numbers.
     fn evaluate(
         &mut self,
-        _ds: &Dataset,
         _cfg: &TrainConfig,
         _params: &SolveParams,
         _users: &Factors,
@@ -202,7 +203,7 @@ pub trait HalfStepExecutor {
     /// cluster: on the workers, the item rows going worker to worker).
     /// `None`: the caller brings the state up to date and evaluates through
     /// [`HalfStepExecutor::evaluate`] or locally. The same numbers either way.
-    fn evaluate_in_place(&mut self, _ds: &Dataset, _cfg: &TrainConfig, _params: &SolveParams) -> Option<Result<TestMetrics, TrainError>> {
+    fn evaluate_in_place(&mut self, _cfg: &TrainConfig, _params: &SolveParams) -> Option<Result<TestMetrics, TrainError>> {
         None
     }
 
@@ -255,19 +256,23 @@ pub type OnIteration<'a> = dyn FnMut(&IterationReport, &mut StateView<'_>) -> Re
 /// Gramian are, whichever executor trains.
 fn evaluate_with(
     exec: &mut dyn HalfStepExecutor,
-    ds: &Dataset,
+    data: &TrainData,
     cfg: &TrainConfig,
     params: &SolveParams,
     state: &TrainState,
     item_gram: Option<&[f64]>,
     user_blocks: &crate::blocks::BlockLayout,
 ) -> Result<TestMetrics, TrainError> {
-    if ds.held_out.is_none() {
-        if let Some(r) = exec.evaluate(ds, cfg, params, &state.users, &state.items) {
+    if !data.shape.holds_out_users {
+        if let Some(r) = exec.evaluate(cfg, params, &state.users, &state.items) {
             return r;
         }
     }
-    eval::evaluate(ds, cfg, params, &state.users, &state.items, item_gram, user_blocks)
+    match data.ratings {
+        Some(ds) => eval::evaluate(ds, cfg, params, &state.users, &state.items, item_gram, user_blocks),
+        None if data.shape.n_scored_test == 0 => Ok(TestMetrics::default()),
+        None => Err(TrainError::Internal("the executor holds the test rows and did not evaluate them")),
+    }
 }
 
 /// Everything needed to continue a run: the checkpointable state.
@@ -341,10 +346,32 @@ pub fn train(
     state: Option<TrainState>,
     on_iteration: &mut OnIteration,
 ) -> Result<TrainResult, TrainError> {
+    train_on(&TrainData::held(ds, &layouts.users), cfg, exec, layouts, state, on_iteration)
+}
+
+/// [`train`] on data known by its shape, the ratings held here or only by
+/// the executor (see [`TrainData`]).
+pub fn train_on(
+    data: &TrainData,
+    cfg: &TrainConfig,
+    exec: &mut dyn HalfStepExecutor,
+    layouts: &Layouts,
+    state: Option<TrainState>,
+    on_iteration: &mut OnIteration,
+) -> Result<TrainResult, TrainError> {
     cfg.validate()?;
-    let params = cfg.solve_params(ds.global_mean(&layouts.users));
-    let mut state = state.unwrap_or_else(|| initial_state(ds, cfg));
-    check_state(ds, cfg, &state)?;
+    let shape = &data.shape;
+    let params = cfg.solve_params(shape.global_mean);
+    let mut state = match (state, data.ratings) {
+        (Some(s), _) => s,
+        (None, Some(ds)) => initial_state(ds, cfg),
+        (None, None) => {
+            return Err(TrainError::Internal(
+                "a fresh run on ratings held elsewhere needs its starting state",
+            ))
+        }
+    };
+    check_state((shape.n_users, shape.n_items), cfg, &state)?;
     let implicit = cfg.is_implicit();
     let mut item_gram = implicit.then(|| gram_by_blocks(&state.items, &layouts.items));
     let mut reports = Vec::new();
@@ -377,20 +404,27 @@ pub fn train(
         let seconds = t0.elapsed().as_secs_f64();
         state.iterations_done = it;
         let obj = match (out_u.terms, out_i.terms) {
-            (Some(u), Some(i)) if objective_now => Some(objective_of_terms(&params, ds, u, i, item_gram.as_deref(), user_gram.as_deref())?),
+            (Some(u), Some(i)) if objective_now => Some(objective_of_terms(
+                &params,
+                shape,
+                u,
+                i,
+                item_gram.as_deref(),
+                user_gram.as_deref(),
+            )?),
             _ if objective_now => return Err(TrainError::Internal("the executor returned no objective terms")),
             _ => None,
         };
         let evaluate_now = it == cfg.iterations || (cfg.eval_every > 0 && it.is_multiple_of(cfg.eval_every));
         // Without test rows there is nothing to evaluate, and no state to read.
-        let test = if evaluate_now && ds.n_scored_test_rows() > 0 {
+        let test = if evaluate_now && shape.n_scored_test > 0 {
             // Held-out users are folded in where the item factors are: here.
-            let in_place = ds.held_out.is_none().then(|| exec.evaluate_in_place(ds, cfg, &params)).flatten();
+            let in_place = (!shape.holds_out_users).then(|| exec.evaluate_in_place(cfg, &params)).flatten();
             match in_place {
                 Some(metrics) => metrics?,
                 None => {
                     exec.sync_state(&mut state.users, &mut state.items)?;
-                    evaluate_with(exec, ds, cfg, &params, &state, item_gram.as_deref(), &layouts.users)?
+                    evaluate_with(exec, data, cfg, &params, &state, item_gram.as_deref(), &layouts.users)?
                 }
             }
         } else {
@@ -420,7 +454,7 @@ pub fn train(
     exec.sync_state(&mut state.users, &mut state.items)?;
     let final_metrics = match last_eval {
         Some(m) => m,
-        None => evaluate_with(exec, ds, cfg, &params, &state, item_gram.as_deref(), &layouts.users)?,
+        None => evaluate_with(exec, data, cfg, &params, &state, item_gram.as_deref(), &layouts.users)?,
     };
     Ok(TrainResult {
         state,
@@ -436,7 +470,7 @@ pub fn train(
 /// all-pairs term ⟨YᵀY, XᵀX⟩ (the same sum as [`objective`], in another order).
 fn objective_of_terms(
     p: &SolveParams,
-    ds: &Dataset,
+    shape: &DataShape,
     users: ObjectiveTerms,
     items: ObjectiveTerms,
     item_gram: Option<&[f64]>,
@@ -451,13 +485,13 @@ fn objective_of_terms(
     }
     Ok(ObjectiveValue {
         objective: loss + (users.reg + items.reg),
-        train_rmse: (items.sq / ds.by_user.nnz().max(1) as f64).sqrt(),
+        train_rmse: (items.sq / shape.n_train.max(1) as f64).sqrt(),
     })
 }
 
-fn check_state(ds: &Dataset, cfg: &TrainConfig, s: &TrainState) -> Result<(), TrainError> {
+fn check_state((n_users, n_items): (usize, usize), cfg: &TrainConfig, s: &TrainState) -> Result<(), TrainError> {
     let ok = |f: &Factors, n: usize| f.n_rows() == n && f.k() == cfg.factors && (f.bias.len() == if cfg.has_biases() { n } else { 0 });
-    if !ok(&s.users, ds.n_users()) || !ok(&s.items, ds.n_items()) {
+    if !ok(&s.users, n_users) || !ok(&s.items, n_items) {
         return Err(TrainError::Config("the starting factors do not match the data and settings".into()));
     }
     if s.iterations_done > cfg.iterations {

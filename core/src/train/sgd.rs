@@ -38,7 +38,7 @@ pub fn train_sgd(
     let mut params = cfg.solve_params(params_mean);
     params.reg_scaling = RegScaling::Count;
     let mut state = state.unwrap_or_else(|| initial_state_sgd(ds, cfg));
-    check_state(ds, cfg, &state)?;
+    check_state((ds.n_users(), ds.n_items()), cfg, &state)?;
     let biased = cfg.has_biases();
     let step = SgdStep {
         learning_rate,

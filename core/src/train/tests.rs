@@ -661,3 +661,89 @@ fn the_objective_from_the_halves_equals_the_full_pass() {
         assert_eq!(objectives(&again), objectives(&res));
     }
 }
+
+/// An executor that holds the test rows and evaluates them itself, as a
+/// cluster's workers do.
+struct Evaluating<'a> {
+    inner: LocalExecutor<'a>,
+    ds: &'a Dataset,
+    users: &'a BlockLayout,
+}
+
+impl HalfStepExecutor for Evaluating<'_> {
+    fn half_step(
+        &mut self,
+        side: Side,
+        params: &SolveParams,
+        fixed: &Factors,
+        fixed_gram: Option<&[f64]>,
+        target: &mut Factors,
+        terms: Option<TermsWanted>,
+    ) -> Result<HalfStepOutput, TrainError> {
+        self.inner.half_step(side, params, fixed, fixed_gram, target, terms)
+    }
+
+    fn evaluate(
+        &mut self,
+        cfg: &TrainConfig,
+        params: &SolveParams,
+        users: &Factors,
+        items: &Factors,
+    ) -> Option<Result<TestMetrics, TrainError>> {
+        Some(eval::evaluate(self.ds, cfg, params, users, items, None, self.users))
+    }
+}
+
+/// The loop trains on the data's shape alone where the executor holds the
+/// ratings: the same factors, objectives and metrics as on the dataset.
+#[test]
+fn training_on_the_shape_alone_gives_the_datasets_run() {
+    let ds = dataset(&low_rank_raw(50, 35, 2, 0.3, 0.2, 8));
+    let cfg = TrainConfig {
+        factors: 3,
+        iterations: 3,
+        eval_every: 1,
+        ..Default::default()
+    };
+    let layouts = Layouts::for_dataset(&ds, 3);
+    let want = train(
+        &ds,
+        &cfg,
+        &mut LocalExecutor::new(&ds, layouts.clone()),
+        &layouts,
+        None,
+        &mut |_, _| Ok(()),
+    )
+    .unwrap();
+    let elsewhere = TrainData {
+        shape: DataShape::of(&ds, &layouts.users),
+        ratings: None,
+    };
+    let mut exec = Evaluating {
+        inner: LocalExecutor::new(&ds, layouts.clone()),
+        ds: &ds,
+        users: &layouts.users,
+    };
+    let start = initial_state(&ds, &cfg);
+    let got = train_on(&elsewhere, &cfg, &mut exec, &layouts, Some(start.clone()), &mut |_, _| Ok(())).unwrap();
+    assert_eq!(got.state, want.state);
+    assert_eq!(
+        got.reports
+            .iter()
+            .map(|r| (r.objective, r.train_rmse, r.test.rmse))
+            .collect::<Vec<_>>(),
+        want.reports
+            .iter()
+            .map(|r| (r.objective, r.train_rmse, r.test.rmse))
+            .collect::<Vec<_>>()
+    );
+    assert!(want.final_metrics.rmse.is_some());
+    assert_eq!(got.final_metrics, want.final_metrics);
+
+    // Without the ratings, a fresh run needs its start, and the test rows an executor that scores them.
+    let no_start = train_on(&elsewhere, &cfg, &mut exec, &layouts, None, &mut |_, _| Ok(()));
+    assert!(matches!(no_start, Err(TrainError::Internal(m)) if m.contains("starting state")));
+    let mut plain = LocalExecutor::new(&ds, layouts.clone());
+    let unscored = train_on(&elsewhere, &cfg, &mut plain, &layouts, Some(start), &mut |_, _| Ok(()));
+    assert!(matches!(unscored, Err(TrainError::Internal(m)) if m.contains("did not evaluate")));
+}

@@ -787,6 +787,7 @@ impl Ingest {
                     r.test_dropped_cold = done.test_dropped_cold as u64;
                     r.duplicates_merged = done.duplicates_merged as u64;
                     r.value_sum = value_sum;
+                    (r.training_min, r.training_max) = done.training_range;
                     r.fingerprint = fp.lanes.to_vec();
                     r.cells = cell_sums(&done.by_user, first_user, true).to_vec();
                 });

@@ -105,7 +105,7 @@ impl ClusterExecutor<'_> {
     /// and how (the sums' clipping, the lists' length and cutoff).
     fn eval_header(&self, cfg: &TrainConfig, blocks: Vec<u32>, from_peers: bool) -> EvalChunk {
         let implicit = cfg.is_implicit();
-        let clip = eval::clip_range(self.ds, cfg);
+        let clip = eval::clip_of(self.shape.rating_range, cfg);
         EvalChunk {
             job_id: self.job_id.clone(),
             step: self.step,
@@ -150,7 +150,7 @@ impl ClusterExecutor<'_> {
     /// up to date and evaluates another way.
     pub(super) fn evaluate_from_peers(&mut self, cfg: &TrainConfig) -> anyhow::Result<Option<TestMetrics>> {
         let implicit = cfg.is_implicit();
-        if self.ds.test.is_empty() || (implicit && cfg.ranking_k == 0) {
+        if self.shape.n_scored_test == 0 || (implicit && cfg.ranking_k == 0) {
             return Ok(None);
         }
         // While a worker is lost, evaluations read the coordinator's copy:
@@ -202,9 +202,8 @@ impl ClusterExecutor<'_> {
     /// `Ok(None)` when a worker was lost meanwhile: the caller evaluates
     /// locally, and the next half moves the lost worker's blocks.
     pub(super) fn evaluate_remote(&mut self, cfg: &TrainConfig, users: &Factors, items: &Factors) -> anyhow::Result<Option<TestMetrics>> {
-        let ds = self.ds;
         let implicit = cfg.is_implicit();
-        if ds.test.is_empty() || (implicit && cfg.ranking_k == 0) {
+        if self.shape.n_scored_test == 0 || (implicit && cfg.ranking_k == 0) {
             return Ok(None);
         }
         let t0 = Instant::now();
@@ -239,7 +238,6 @@ impl ClusterExecutor<'_> {
     where
         F: std::future::Future<Output = (usize, Result<WorkerEval, HalfError>)>,
     {
-        let ds = self.ds;
         let implicit = cfg.is_implicit();
         let results = self.rt.block_on(futures::future::join_all(futs));
         let (gathered, lost) = self.settle(results)?;
@@ -282,7 +280,7 @@ impl ClusterExecutor<'_> {
         let metrics = match implicit {
             true => eval::metrics_of_ranking_sums(cfg, &total.ranking),
             false => {
-                anyhow::ensure!(total.raw.n == ds.test.len() as u64, "some test rows were not evaluated");
+                anyhow::ensure!(total.raw.n == self.shape.n_scored_test as u64, "some test rows were not evaluated");
                 eval::metrics_of_error_sums(&total.raw, &total.clipped)
             }
         };

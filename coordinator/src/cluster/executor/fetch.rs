@@ -138,7 +138,7 @@ mod tests {
     use als_core::data::synth::{generate_raw, SynthSpec};
     use als_core::data::Dataset;
     use als_core::side::Side;
-    use als_core::train::{initial_state, HalfStepExecutor, Layouts, LocalExecutor, TrainConfig};
+    use als_core::train::{initial_state, HalfStepExecutor, Layouts, LocalExecutor, TrainConfig, TrainData};
 
     use crate::cluster::client::{connect, ClientOptions};
     use crate::cluster::executor::{ClusterExecutor, FaultOptions};
@@ -193,7 +193,7 @@ mod tests {
             &[],
             opts,
             FaultOptions::default(),
-            &ds,
+            TrainData::held(&ds, &layouts.users),
             &params,
             &layouts,
             &start,

@@ -37,10 +37,11 @@ use std::time::Instant;
 use als_core::data::Dataset;
 use als_core::side::{Factors, Side};
 use als_core::solve::{SolveParams, TermsWanted};
-use als_core::train::{HalfStepExecutor, HalfStepOutput, Layouts, TestMetrics, TrainConfig, TrainError, TrainState};
+use als_core::train::{DataShape, HalfStepExecutor, HalfStepOutput, Layouts, TestMetrics, TrainConfig, TrainData, TrainError, TrainState};
 use als_proto::pb::{AdoptStep, EndJobRequest, StartJobRequest};
 use als_proto::spec::spec_from_params;
 use als_proto::{PEER_EXCHANGE, PROTOCOL_VERSION};
+use anyhow::Context;
 
 use crate::cluster::client::{ClientOptions, WorkerHandle};
 use crate::cluster::routing::Routing;
@@ -98,7 +99,10 @@ pub struct ClusterExecutor<'a> {
     start_req: StartJobRequest,
     client_opts: ClientOptions,
     faults: FaultOptions,
+    /// The ratings, from which blocks are shipped and moved after a loss.
     ds: &'a Dataset,
+    /// The data's shape as the run knows it (from the workers, when they built the blocks).
+    shape: DataShape,
     test: TestByUser,
     step: u64,
     /// Solved rows go worker to worker (every worker offers it).
@@ -152,7 +156,7 @@ impl<'a> ClusterExecutor<'a> {
         lost: &[Option<String>],
         client_opts: ClientOptions,
         faults: FaultOptions,
-        ds: &'a Dataset,
+        data: TrainData<'a>,
         params: &SolveParams,
         layouts: &Layouts,
         state: &TrainState,
@@ -160,13 +164,15 @@ impl<'a> ClusterExecutor<'a> {
         adopt: Option<AdoptStep>,
     ) -> anyhow::Result<ClusterExecutor<'a>> {
         anyhow::ensure!(!workers.is_empty(), "no workers");
+        let ds = data.ratings.context("the cluster ships its blocks from the ratings held here")?;
+        let shape = data.shape;
         let routing = Routing::build(&ds.by_user, &ds.by_item, layouts, workers.len());
         let start_req = StartJobRequest {
             protocol_version: PROTOCOL_VERSION,
             job_id: job_id.clone(),
             spec: Some(spec_from_params(params)),
-            n_users: ds.n_users() as u64,
-            n_items: ds.n_items() as u64,
+            n_users: shape.n_users as u64,
+            n_items: shape.n_items as u64,
         };
         let mut exec = ClusterExecutor {
             rt,
@@ -188,6 +194,7 @@ impl<'a> ClusterExecutor<'a> {
             client_opts,
             faults,
             ds,
+            shape,
             test: TestByUser::build(ds),
             step: 0,
             exchange: false,
@@ -266,7 +273,6 @@ impl<'a> ClusterExecutor<'a> {
 impl HalfStepExecutor for ClusterExecutor<'_> {
     fn evaluate(
         &mut self,
-        _ds: &Dataset,
         cfg: &TrainConfig,
         _params: &SolveParams,
         users: &Factors,
@@ -279,7 +285,7 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
         }
     }
 
-    fn evaluate_in_place(&mut self, _ds: &Dataset, cfg: &TrainConfig, _params: &SolveParams) -> Option<Result<TestMetrics, TrainError>> {
+    fn evaluate_in_place(&mut self, cfg: &TrainConfig, _params: &SolveParams) -> Option<Result<TestMetrics, TrainError>> {
         match self.evaluate_from_peers(cfg) {
             Ok(Some(m)) => Some(Ok(m)),
             Ok(None) => None,

@@ -8,7 +8,7 @@ use als_core::data::ingest::cell_sums;
 use als_core::data::split::{split_rows, split_users, UserHoldout};
 use als_core::data::{load_ratings, Dataset, DuplicatePolicy, LoadOptions, SplitSpec};
 use als_core::rng::SplitMix64;
-use als_core::train::Layouts;
+use als_core::train::{DataShape, Layouts};
 
 use super::{build_blocks, BlocksBuilt, IngestPlan};
 use crate::cluster::client::{connect, ClientOptions};
@@ -100,7 +100,10 @@ async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
     ];
     for (case, integer_ids) in [true, false].into_iter().enumerate() {
         let path = dir.path().join(format!("r{case}.csv"));
-        std::fs::write(&path, ratings_text(9_000, integer_ids, 11 + case as u64)).unwrap();
+        // The last rows (by place and by time) hold the extreme values: held
+        // out, they are outside the training range where predictions are clipped.
+        let text = ratings_text(9_000, integer_ids, 11 + case as u64) + "late,7,9.5,2000000\nlate,8,-3.5,2000001\n";
+        std::fs::write(&path, text).unwrap();
         // Users and items the input lacks (cold), repeated pairs, fewer rows.
         let test_path = dir.path().join(format!("t{case}.csv"));
         std::fs::write(&test_path, ratings_text(2_500, integer_ids, 99 + case as u64)).unwrap();
@@ -153,6 +156,12 @@ async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
                 let layouts = Layouts::for_dataset(&ds, blocks);
                 assert_eq!(b.global_mean.to_bits(), ds.global_mean(&layouts.users).to_bits(), "{what}");
                 assert_eq!(b.fingerprint_digest(), ds.fingerprint, "{what}");
+                // The shape training runs on; held-out users are scored from the coordinator's rows.
+                let mut want = DataShape::of(&ds, &layouts.users);
+                if hold_out.is_some() {
+                    (want.n_scored_test, want.holds_out_users) = (ds.test.len(), false);
+                }
+                assert_eq!(b.shape(), want, "{what}");
                 // Every cell in its dense place, by user and (checked by the driver) by item.
                 assert_eq!(b.cells, cell_sums(&ds.by_user, 0, true), "{what}");
                 assert_eq!(cell_sums(&ds.by_item, 0, false), cell_sums(&ds.by_user, 0, true));

@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use als_core::data::split::{split_rows, split_users, UserHoldout};
 use als_core::data::{load_ratings, Dataset, RawRatings, SplitSpec};
-use als_core::train::{Layouts, TestMetrics, TrainConfig, TrainError};
+use als_core::train::{Layouts, TestMetrics, TrainConfig, TrainData, TrainError};
 use anyhow::{bail, Context};
 
 use crate::progress;
@@ -185,10 +185,16 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
                 let layouts = Layouts::for_dataset(&ds, cfg.blocks);
                 let started = Instant::now();
                 let mut watch = args.patience.map(|p| EarlyStop::new(p, metric.higher_is_better));
-                let result = trainer.train(&ds, cfg, &layouts, None, &mut |r, _| match &mut watch {
-                    Some(w) => w.observe(r.iteration, score(&r.test, cfg.is_implicit())),
-                    None => Ok(()),
-                });
+                let result = trainer.train(
+                    &TrainData::held(&ds, &layouts.users),
+                    cfg,
+                    &layouts,
+                    None,
+                    &mut |r, _| match &mut watch {
+                        Some(w) => w.observe(r.iteration, score(&r.test, cfg.is_implicit())),
+                        None => Ok(()),
+                    },
+                );
                 let seconds = started.elapsed().as_secs_f64();
                 // An error the watch raised is its stop; any other is the run's failure.
                 let result = match result {

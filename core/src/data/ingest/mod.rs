@@ -357,11 +357,18 @@ impl UserBlock {
                 _ => test_dropped_cold += 1,
             }
         }
+        // Before repeats are merged, as the single-process dataset takes it.
+        let training_range = self
+            .rows
+            .iter()
+            .filter(|r| !r.test)
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), r| (lo.min(r.value), hi.max(r.value)));
         Ok(FinishedUserBlock {
             by_user,
             test,
             test_dropped_cold,
             duplicates_merged: *duplicates_merged,
+            training_range,
         })
     }
 }
@@ -394,6 +401,9 @@ pub struct FinishedUserBlock {
     pub test: Vec<(u32, u32, f32)>,
     pub test_dropped_cold: usize,
     pub duplicates_merged: usize,
+    /// The training rows' values' range, before repeats are merged
+    /// (infinite and reversed for a block without any).
+    pub training_range: (f32, f32),
 }
 
 /// Every training row of one block's items, users numbered.
