@@ -21,6 +21,9 @@ pub trait KeyPart: Sync {
     fn histogram(&self, prefix: u128, shift: u32) -> Vec<u64>;
     /// Its keys `x` with `x >> shift == prefix` (every key when `shift == 128`).
     fn keys_under(&self, prefix: u128, shift: u32) -> Vec<u128>;
+    /// How many keys [`KeyPart::keys_under`] would return, without
+    /// gathering them (a bound is checked before anything is held).
+    fn count_under(&self, prefix: u128, shift: u32) -> u64;
 }
 
 /// `x >> shift`, 0 for a shift of 128.
@@ -196,6 +199,10 @@ impl KeyPart for TemporalKeys<'_> {
     fn keys_under(&self, prefix: u128, shift: u32) -> Vec<u128> {
         self.keys().filter(|&x| high_bits(x, shift) == prefix).collect()
     }
+
+    fn count_under(&self, prefix: u128, shift: u32) -> u64 {
+        self.keys().filter(|&x| high_bits(x, shift) == prefix).count() as u64
+    }
 }
 
 /// Keys held as they are: a user block's hold-out keys, say.
@@ -220,6 +227,10 @@ impl KeyPart for KeysPart<'_> {
 
     fn keys_under(&self, prefix: u128, shift: u32) -> Vec<u128> {
         self.0.iter().copied().filter(|&x| high_bits(x, shift) == prefix).collect()
+    }
+
+    fn count_under(&self, prefix: u128, shift: u32) -> u64 {
+        self.0.iter().filter(|&&x| high_bits(x, shift) == prefix).count() as u64
     }
 }
 
@@ -296,6 +307,17 @@ mod tests {
         };
         let mut under = part.keys_under(prefix, shift);
         assert_eq!(under.len() as u64, sel.left());
+        assert_eq!(part.count_under(prefix, shift), sel.left());
+        let ts: Vec<i64> = (0..1000).map(|t| t % 7).collect();
+        let temporal = TemporalKeys {
+            timestamps: &ts,
+            first_row: 0,
+        };
+        for (prefix, shift) in [(0, 128), (temporal.key(3) >> 64, 64), (temporal.key(3) >> 70, 70)] {
+            let under = temporal.keys_under(prefix, shift).len() as u64;
+            assert!(under > 100, "{under} keys under the prefix");
+            assert_eq!(temporal.count_under(prefix, shift), under);
+        }
         assert!(sel.pick(under[1..].to_vec()).is_err(), "a key missing");
         under[0] = u128::MAX;
         assert!(sel.pick(under.clone()).is_err(), "a key from outside the prefix");

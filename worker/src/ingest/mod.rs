@@ -276,14 +276,14 @@ fn answer(keys: &dyn KeyPart, q: KeyQuestion) -> Result<KeyAnswer, JobError> {
             if shift > 128 {
                 return Err(invalid(format!("a shift of {shift} bits")));
             }
-            let found = keys.keys_under(prefix, shift);
-            if found.len() as u64 > GATHER_LIMIT {
+            // Counted first: a question cannot make this worker gather its share.
+            let n = keys.count_under(prefix, shift);
+            if n > GATHER_LIMIT {
                 return Err(invalid(format!(
-                    "{} keys under the prefix, more than the {GATHER_LIMIT} a gather may return",
-                    found.len()
+                    "{n} keys under the prefix, more than the {GATHER_LIMIT} a gather may return"
                 )));
             }
-            KeyAnswer::Keys(found)
+            KeyAnswer::Keys(keys.keys_under(prefix, shift))
         }
     })
 }
