@@ -357,3 +357,76 @@ fn a_job_over_the_memory_budget_is_refused_by_name() {
     );
     assert!(t0.elapsed() < std::time::Duration::from_secs(30), "took {:?}", t0.elapsed());
 }
+
+/// A worker builds or runs one job at a time: while it builds the blocks of
+/// one job, another job can neither start nor build, and the job it builds
+/// starts (to adopt them); while that job runs, no other job builds.
+#[test]
+fn a_worker_builds_or_runs_one_job_at_a_time() {
+    use als_proto::pb::ingest_request::Step;
+    use als_proto::pb::{BlockOwners, IngestRequest, InputSpec, ReadShareStep};
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("r.csv");
+    let text: String = (0..40).map(|r| format!("{},{},{}\n", r % 10, r % 7, 1 + r % 5)).collect();
+    std::fs::write(&data, text).unwrap();
+    let root_arg = root.path().to_str().unwrap().to_owned();
+    let w = WorkerProc::start(Some("s3cret"), &["--input-root", &root_arg]);
+    rt().block_on(async {
+        let mut c = WorkerClient::connect(format!("http://{}", w.addr)).await.unwrap();
+        let read = |job: &str| IngestRequest {
+            job_id: job.into(),
+            peer_timeout_ms: 10_000,
+            step: Some(Step::ReadShare(ReadShareStep {
+                input: Some(InputSpec {
+                    path: data.to_str().unwrap().into(),
+                    format: "csv".into(),
+                    header: Some(false),
+                    user_col: 0,
+                    item_col: 1,
+                    rating_col: Some(2),
+                    max_id_len: 256,
+                    ..Default::default()
+                }),
+                share: 0,
+                shares: 1,
+                blocks: 1,
+                user_owners: Some(BlockOwners {
+                    workers: vec![w.addr.clone()],
+                    owners: vec![0],
+                }),
+                item_owners: Some(BlockOwners {
+                    workers: vec![w.addr.clone()],
+                    owners: vec![0],
+                }),
+                you: 0,
+                test_input: None,
+            })),
+        };
+        let start = |id: &str| StartJobRequest {
+            protocol_version: PROTOCOL_VERSION,
+            job_id: id.into(),
+            spec: Some(spec()),
+            n_users: 10,
+            n_items: 7,
+        };
+        let busy = |e: tonic::Status, doing: &str| {
+            assert_eq!(als_proto::fault::fault_of(&e), als_proto::fault::Fault::Busy, "{}", e.message());
+            assert!(e.message().contains(doing), "{}", e.message());
+        };
+        let read_a = c.ingest(authed(read("build-a"), "s3cret")).await.unwrap().into_inner();
+        assert_eq!(read_a.rows, 40);
+        busy(
+            c.start_job(authed(start("job-b"), "s3cret")).await.unwrap_err(),
+            "building the blocks of job 'build-a'",
+        );
+        busy(
+            c.ingest(authed(read("build-c"), "s3cret")).await.unwrap_err(),
+            "building the blocks of job 'build-a'",
+        );
+        c.start_job(authed(start("build-a"), "s3cret")).await.unwrap();
+        busy(
+            c.ingest(authed(read("build-d"), "s3cret")).await.unwrap_err(),
+            "busy with job 'build-a'",
+        );
+    });
+}

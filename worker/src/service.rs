@@ -91,6 +91,14 @@ impl WorkerService {
         self
     }
 
+    /// One job at a time: `job_id` is refused while the blocks of another
+    /// job, not idle, are being built here.
+    async fn refuse_other_ingest(&self, job_id: &str) -> Result<(), Status> {
+        let ingest = self.ingest.lock().await;
+        let held = ingest.as_ref().map(|i| (i.id.as_str(), i.last_activity));
+        refuse_other(held, job_id, self.idle_timeout, "is building the blocks of job")
+    }
+
     /// A call that sends rows to peers is refused where this worker cannot reach them.
     fn reaches_peers(&self) -> Result<(), Status> {
         match self.peers.enabled() {
@@ -258,12 +266,14 @@ impl Worker for WorkerService {
         check_version("coordinator", r.protocol_version).map_err(|e| Status::failed_precondition(e.to_string()))?;
         let spec = r.spec.ok_or_else(|| Status::invalid_argument("missing solver spec"))?;
         let params = params_from_spec(&spec).map_err(Status::invalid_argument)?;
+        self.refuse_other_ingest(&r.job_id).await?;
         let mut slot = self.job.lock().await;
-        if let Some(j) = slot.as_ref() {
-            if j.id != r.job_id && j.last_activity.elapsed() < self.idle_timeout {
-                return Err(als_proto::fault::busy(format!("worker is busy with job '{}'", j.id)));
-            }
-        }
+        refuse_other(
+            slot.as_ref().map(|j| (j.id.as_str(), j.last_activity)),
+            &r.job_id,
+            self.idle_timeout,
+            "is busy with job",
+        )?;
         let mut job = Job::new(r.job_id.clone(), params, r.n_users, r.n_items).map_err(status)?;
         job.memory_budget = self.memory_budget;
         tracing::info!(job = %r.job_id, factors = params.factors, users = r.n_users, items = r.n_items, "job started");
@@ -559,20 +569,20 @@ impl Worker for WorkerService {
     async fn ingest(&self, req: Request<IngestRequest>) -> Result<Response<IngestResponse>, Status> {
         let req = req.into_inner();
         // Only a new ingest asks (the job's lock may be held by a solve).
-        let busy_with = match &req.step {
-            Some(als_proto::pb::ingest_request::Step::ReadShare(_)) => {
-                let slot = self.job.lock().await;
-                slot.as_ref()
-                    .filter(|j| j.last_activity.elapsed() < self.idle_timeout)
-                    .map(|j| j.id.clone())
-            }
-            _ => None,
-        };
+        if let Some(als_proto::pb::ingest_request::Step::ReadShare(_)) = &req.step {
+            let slot = self.job.lock().await;
+            refuse_other(
+                slot.as_ref().map(|j| (j.id.as_str(), j.last_activity)),
+                &req.job_id,
+                self.idle_timeout,
+                "is busy with job",
+            )?;
+            drop(slot);
+            self.refuse_other_ingest(&req.job_id).await?;
+        }
         let limits = IngestLimits {
             budget: self.memory_budget,
-            idle_timeout: self.idle_timeout,
             input_root: self.input_root.as_deref(),
-            busy_with,
         };
         if let Some(als_proto::pb::ingest_request::Step::Adopt(a)) = &req.step {
             let resp = crate::ingest::service::adopt(&self.ingest, &self.job, &req.job_id, a).await?;
@@ -730,5 +740,14 @@ impl Worker for WorkerService {
         }
         tracing::info!(job = %r.job_id, "job ended");
         Ok(Response::new(EndJobResponse {}))
+    }
+}
+
+/// One job at a time: `job_id` is refused while `held`, another job's (id,
+/// last activity), has been active within `idle`.
+fn refuse_other(held: Option<(&str, Instant)>, job_id: &str, idle: Duration, doing: &str) -> Result<(), Status> {
+    match held {
+        Some((id, last)) if id != job_id && last.elapsed() < idle => Err(als_proto::fault::busy(format!("worker {doing} '{id}'"))),
+        _ => Ok(()),
     }
 }

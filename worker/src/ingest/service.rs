@@ -31,11 +31,8 @@ const LOOKUP_BYTES: usize = 1 << 20;
 /// What the worker's settings allow an ingest.
 pub struct IngestLimits<'a> {
     pub budget: u64,
-    pub idle_timeout: Duration,
     /// Only inputs under this directory are read; `None`: none is.
     pub input_root: Option<&'a Path>,
-    /// Another job this worker is running (not idle): no new blocks are built meanwhile.
-    pub busy_with: Option<String>,
 }
 
 /// The active ingest, if `job_id` names it.
@@ -109,17 +106,6 @@ pub async fn step(slot: &IngestSlot, peers: &Arc<Peers>, limits: IngestLimits<'_
                 Owners::from_pb(s.user_owners.as_ref(), blocks).map_err(status)?,
                 Owners::from_pb(s.item_owners.as_ref(), blocks).map_err(status)?,
             );
-            if let Some(other) = limits.busy_with.filter(|o| *o != job_id) {
-                return Err(als_proto::fault::busy(format!("worker is busy with job '{other}'")));
-            }
-            {
-                let g = slot.lock().await;
-                if let Some(i) = g.as_ref() {
-                    if i.id != job_id && i.last_activity.elapsed() < limits.idle_timeout {
-                        return Err(als_proto::fault::busy(format!("worker is building the blocks of job '{}'", i.id)));
-                    }
-                }
-            }
             let test = match &s.test_input {
                 Some(t) => Some((under_root(&t.path, limits.input_root)?, load_options(t).map_err(status)?)),
                 None => None,
