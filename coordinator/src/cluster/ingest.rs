@@ -47,6 +47,8 @@ pub struct IngestPlan<'a> {
     /// out of the blocks.
     pub hold_out: Option<UserHoldout>,
     pub duplicates: DuplicatePolicy,
+    /// Blocks per side asked for; the layout has at most one per user and
+    /// per item, as the single-process layout (the workers count them).
     pub blocks: usize,
     pub step_timeout: Duration,
     pub peer_timeout: Duration,
@@ -178,12 +180,25 @@ pub async fn build_blocks(
     plan: &IngestPlan<'_>,
     faults: &FaultOptions,
 ) -> anyhow::Result<BlocksBuilt> {
-    let built = build(workers, job_id, plan, faults).await;
+    let mut built = build(workers, job_id, plan, faults).await;
+    if let Some(&FewerRowsThanBlocks(blocks)) = built.as_ref().err().and_then(|e| e.downcast_ref()) {
+        // Small data: built again with one block per user or item at most,
+        // which that count cannot make smaller (a second try at most).
+        end_all(workers, job_id, plan.peer_timeout).await;
+        tracing::debug!(blocks, asked = plan.blocks, "fewer users or items than blocks: building again");
+        built = build(workers, job_id, &IngestPlan { blocks, ..*plan }, faults).await;
+    }
     if built.is_err() {
         end_all(workers, job_id, plan.peer_timeout).await;
     }
     built
 }
+
+/// The side with fewer rows has fewer than the blocks asked for: the
+/// layout's count is that many ([`als_core::train::Layouts::for_dataset`]).
+#[derive(Debug, thiserror::Error)]
+#[error("only {0} users or items: fewer than the blocks asked for")]
+struct FewerRowsThanBlocks(usize);
 
 async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, faults: &FaultOptions) -> anyhow::Result<BlocksBuilt> {
     let n = workers.len();
@@ -285,6 +300,12 @@ async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, fa
     let numeric = by_block(&gathered, |r| &r.item_blocks, &owners, "item")?.iter().all(|r| r.integers);
     let numbered = steps.run("number its items", |_| Step::NumberItems(NumberStep { numeric })).await?;
     let item_starts = prefix(by_block(&numbered, |r| &r.item_blocks, &owners, "item")?.iter().map(|r| r.ids));
+    let fewest = (*user_starts.last().expect("prefix"))
+        .min(*item_starts.last().expect("prefix"))
+        .max(1);
+    if fewest < blocks as u64 {
+        return Err(FewerRowsThanBlocks(fewest as usize).into());
+    }
     // 7b. Every user block learns its items' rows before any worker lays out.
     steps.run("look its items up", |_| Step::LookUpItems(LookUpItemsStep {})).await?;
     // 8. Laid out, each block reports its sums.

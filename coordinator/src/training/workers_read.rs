@@ -89,8 +89,8 @@ pub fn build(trainer: &Trainer, plan: &WorkersRead, job: &TrainJob, ds: &Dataset
         split: &plan.split,
         hold_out: plan.hold_out,
         duplicates: job.input.duplicates,
-        // The layout's count: at most one block per user and per item (small data).
-        blocks: layouts.users.n_blocks(),
+        // As asked: the workers cap it as the layout does (at most one block per user and per item).
+        blocks: job.cfg.blocks,
         // Parsing runs at tens of MB/s per core: a second per MB is far beyond it.
         step_timeout: Duration::from_secs(600 + bytes / 1_000_000),
         peer_timeout: job.worker_timeout.max(Duration::from_secs(30)),

@@ -254,3 +254,50 @@ fn only_an_unreachable_worker_or_peer_counts_as_lost() {
     assert!(!lost(Status::invalid_argument("a shift of 200 bits")));
     assert!(!lost(Status::resource_exhausted("over budget")));
 }
+
+/// Fewer users or items than the blocks asked for: the workers build the
+/// single-process layout's count (one block per row of the smaller side at
+/// most), found from their own counts, with 1, 2 and 3 workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_data_gets_the_layouts_block_count_from_the_workers_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = LoadOptions::default();
+    // 4 users and 3 items, then 6 users and 40 items.
+    let texts = [
+        "1,a,4\n2,b,3\n3,c,5\n4,a,2\n1,b,1\n",
+        &(0..200)
+            .map(|r| format!("u{},i{},{}\n", r % 6, r % 40, 1 + r % 5))
+            .collect::<String>(),
+    ];
+    for (case, text) in texts.iter().enumerate() {
+        let path = dir.path().join(format!("small{case}.csv"));
+        std::fs::write(&path, text).unwrap();
+        let raw = load_ratings(&path, &load).unwrap();
+        let all: Vec<usize> = (0..raw.len()).collect();
+        let ds = Dataset::build((&raw, &all), None, DuplicatePolicy::Last).unwrap();
+        for blocks in [2, 8, 64] {
+            let (user_starts, item_starts) = expected(&ds, blocks);
+            assert_eq!(user_starts.len() - 1, blocks.min(ds.n_users().min(ds.n_items())), "{case}");
+            let plan = IngestPlan {
+                path: &path,
+                load: &load,
+                test_path: None,
+                hold_out: None,
+                split: &SplitSpec::None,
+                duplicates: DuplicatePolicy::Last,
+                blocks,
+                step_timeout: Duration::from_secs(60),
+                peer_timeout: Duration::from_secs(10),
+            };
+            for workers in 1..=3 {
+                let b = built_by_workers(&path, workers, &plan).await.unwrap();
+                assert_eq!(
+                    (&b.user_starts, &b.item_starts),
+                    (&user_starts, &item_starts),
+                    "{case}, {blocks} blocks, {workers} workers"
+                );
+                assert_eq!(b.fingerprint_digest(), ds.fingerprint);
+            }
+        }
+    }
+}
