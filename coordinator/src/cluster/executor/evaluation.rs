@@ -27,7 +27,7 @@ use super::exchange::PeerRound;
 use super::health::watched;
 use super::rpc::{run_evaluation, HalfError, WorkerEval};
 use super::wire::bias_of_rows;
-use super::ClusterExecutor;
+use super::{test_rows, ClusterExecutor};
 
 /// The blocks each worker was asked to evaluate, and what it answered.
 type Asked = Vec<(usize, Vec<u32>)>;
@@ -92,15 +92,6 @@ impl ClusterExecutor<'_> {
         Some((blocks, msgs))
     }
 
-    /// Users of `range` with a test row valued `min_pos` or more: the users
-    /// a ranking evaluation of their block scores.
-    fn eval_users_in(&self, range: &std::ops::Range<usize>, min_pos: f32) -> u64 {
-        range
-            .clone()
-            .filter(|&u| self.test.values[self.test.span(&(u..u + 1))].iter().any(|&v| v >= min_pos))
-            .count() as u64
-    }
-
     /// The header fields of an evaluation call for `blocks`: what to score
     /// and how (the sums' clipping, the lists' length and cutoff).
     fn eval_header(&self, cfg: &TrainConfig, blocks: Vec<u32>, from_peers: bool) -> EvalChunk {
@@ -124,19 +115,18 @@ impl ClusterExecutor<'_> {
 
     /// The user blocks of worker `w` with test rows, ascending.
     fn eval_blocks(&self, w: usize) -> Vec<u32> {
-        let layout = &self.layouts.users;
-        (0..layout.n_blocks())
-            .filter(|&b| self.routing.users.owner[b] == w && !self.test.span(&layout.range(b)).is_empty())
+        (0..self.layouts.users.n_blocks())
+            .filter(|&b| self.routing.users.owner[b] == w && self.test_per_block[b] > 0)
             .map(|b| b as u32)
             .collect()
     }
 
     /// The distinct test items of user `blocks`, ascending.
     fn test_items_of(&self, blocks: &[u32]) -> Vec<u32> {
-        let layout = &self.layouts.users;
+        let (layout, test) = (&self.layouts.users, self.test_rows());
         let mut v: Vec<u32> = blocks
             .iter()
-            .flat_map(|&b| self.test.items[self.test.span(&layout.range(b as usize))].iter().copied())
+            .flat_map(|&b| test.items[test.span(&layout.range(b as usize))].iter().copied())
             .collect();
         v.sort_unstable();
         v.dedup();
@@ -245,8 +235,12 @@ impl ClusterExecutor<'_> {
             tracing::warn!("evaluating on the coordinator instead");
             return Ok(None);
         }
-        let layout = &self.layouts.users;
-        let mut sums: Vec<Option<BlockSums>> = vec![None; layout.n_blocks()];
+        // What each block must have scored: its test rows, or its users with a relevant one.
+        let per_block = match implicit {
+            false => self.test_per_block.clone(),
+            true => test_rows::eval_users_per_block(self.ds, &self.layouts.users, cfg.min_pos),
+        };
+        let mut sums: Vec<Option<BlockSums>> = vec![None; self.layouts.users.n_blocks()];
         for (w, res) in gathered {
             self.eval_bytes += res.bytes;
             let addr = &self.slots[w].handle.addr;
@@ -257,12 +251,8 @@ impl ClusterExecutor<'_> {
                 let s = block_sums.with_context(|| format!("worker {addr}: block {b}: no metric sums"))?;
                 let s = BlockSums::from_pb(&s, implicit).map_err(|e| anyhow::anyhow!("worker {addr}: block {b}: {e}"))?;
                 // As many test rows (explicit) or evaluated users (implicit) as the block has.
-                let range = layout.range(b as usize);
-                let span = self.test.span(&range);
-                let (n, want_n) = match implicit {
-                    false => (s.raw.n, span.len() as u64),
-                    true => (s.ranking.n, self.eval_users_in(&range, cfg.min_pos)),
-                };
+                let n = if implicit { s.ranking.n } else { s.raw.n };
+                let want_n = per_block[b as usize];
                 anyhow::ensure!(
                     n == want_n,
                     "worker {addr}: block {b}: metric sums over {n} rows, the block has {want_n}"

@@ -14,6 +14,7 @@ use crate::cluster::client::{connect, ClientOptions};
 
 use super::health::watched;
 use super::rpc::{rpc_err, HalfError, JobFailed};
+use super::test_rows::TestByUser;
 use super::wire::block_messages;
 use super::{side_ix, ClusterExecutor, Slot};
 
@@ -242,6 +243,7 @@ impl ClusterExecutor<'_> {
         loop {
             let owners = self.desired_owners()?;
             let ds = self.ds;
+            // The test rows go with the user blocks shipped; blocks the workers built hold theirs.
             let (layouts, routing, test) = (&self.layouts, &self.routing, &self.test);
             let mut futs = Vec::new();
             let mut shipped: Vec<(usize, Vec<(Side, usize)>)> = Vec::new();
@@ -285,6 +287,7 @@ impl ClusterExecutor<'_> {
                             Side::Users => (&ds.by_user, users),
                             Side::Items => (&ds.by_item, items),
                         };
+                        let test = test.get_or_init(|| TestByUser::build(ds));
                         let msgs = block_messages(&job_id, side, b, csr, layouts, &routing.side(side).needed[b], current, test);
                         bytes += encoded_bytes(&msgs);
                         c.assign_block(tokio_stream::iter(msgs))

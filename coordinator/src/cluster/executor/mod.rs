@@ -103,7 +103,10 @@ pub struct ClusterExecutor<'a> {
     ds: &'a Dataset,
     /// The data's shape as the run knows it (from the workers, when they built the blocks).
     shape: DataShape,
-    test: TestByUser,
+    /// Per user block, its test rows.
+    test_per_block: Vec<u64>,
+    /// The test rows grouped by user, built on first use ([`Self::test_rows`]).
+    test: std::cell::OnceCell<TestByUser>,
     step: u64,
     /// Solved rows go worker to worker (every worker offers it).
     exchange: bool,
@@ -195,7 +198,8 @@ impl<'a> ClusterExecutor<'a> {
             faults,
             ds,
             shape,
-            test: TestByUser::build(ds),
+            test_per_block: test_rows::test_rows_per_block(ds, &layouts.users),
+            test: std::cell::OnceCell::new(),
             step: 0,
             exchange: false,
             routes_epoch: 0,
@@ -240,6 +244,12 @@ impl<'a> ClusterExecutor<'a> {
             "ratings shipped to workers"
         );
         Ok(exec)
+    }
+
+    /// The test rows grouped by user: for shipping a user block, or
+    /// evaluating from this coordinator's copy of the factors.
+    fn test_rows(&self) -> &TestByUser {
+        self.test.get_or_init(|| TestByUser::build(self.ds))
     }
 
     /// Tell every live worker the job is over (best effort).
