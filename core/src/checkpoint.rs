@@ -70,7 +70,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     }
 }
 
-/// Write `checkpoint-NNNNNN.als` into `dir` atomically and keep the newest two.
 /// Check before training that checkpoints can be written to `dir`: it is
 /// (or can be created as) a directory this process can write in.
 pub fn check_checkpoint_dir(dir: &Path) -> Result<(), CheckpointError> {
@@ -91,33 +90,220 @@ pub fn check_checkpoint_dir(dir: &Path) -> Result<(), CheckpointError> {
         .map_err(|e| unusable(format!("cannot write in it: {e}")))
 }
 
+/// Write `checkpoint-NNNNNN.als` into `dir` atomically and keep the newest two.
 pub fn write_checkpoint(dir: &Path, sig: &RunSignature, state: &TrainState) -> Result<PathBuf, CheckpointError> {
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let header = Header {
-        signature: sig.clone(),
+    let (users, items) = (&state.users, &state.items);
+    let shape = CheckpointShape {
         iterations_done: state.iterations_done,
-        n_users: state.users.n_rows(),
-        n_items: state.items.n_rows(),
-        k: state.users.k(),
-        biased: !state.users.bias.is_empty(),
+        n_users: users.n_rows(),
+        n_items: items.n_rows(),
+        k: users.k(),
+        biased: !users.bias.is_empty(),
     };
-    let h = serde_json::to_vec(&header).expect("header serializes");
-    let mut buf = Vec::with_capacity(64 + h.len() + 4 * (state.users.flat().len() + state.items.flat().len()));
-    buf.extend_from_slice(MAGIC);
-    buf.extend_from_slice(&(h.len() as u64).to_le_bytes());
-    buf.extend_from_slice(&h);
-    crate::le::extend_le(&mut buf, state.users.flat());
-    crate::le::extend_le(&mut buf, state.items.flat());
-    crate::le::extend_le(&mut buf, &state.users.bias);
-    crate::le::extend_le(&mut buf, &state.items.bias);
-    let sum = Sha256::digest(&buf);
-    buf.extend_from_slice(&sum);
-    let path = dir.join(format!("checkpoint-{:06}.als", state.iterations_done));
-    crate::atomic::write_file_atomic(&path, crate::atomic::OutputPolicy::REPLACE, |w| w.write_all(&buf))?;
-    for old in list(dir)?.into_iter().skip(KEEP) {
-        let _ = std::fs::remove_file(old.1);
+    let mut pending = PendingCheckpoint::begin(dir, sig, shape)?;
+    let at = pending.at;
+    let path = pending.tmp.path().to_owned();
+    let f = pending.tmp.as_file_mut();
+    for (offset, values) in [
+        (at.user_rows, users.flat()),
+        (at.item_rows, items.flat()),
+        (at.user_bias, &users.bias[..]),
+        (at.item_bias, &items.bias[..]),
+    ] {
+        write_f32_at(f, offset, values).map_err(io(&path))?;
     }
-    Ok(path)
+    pending.finish()
+}
+
+/// Write `values` as little-endian f32 at byte `offset` of `f` (a
+/// checkpoint's or a model's rows: each writer its own range).
+pub fn write_f32_at(f: &mut std::fs::File, offset: u64, values: &[f32]) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    f.seek(SeekFrom::Start(offset))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    for chunk in values.chunks(1 << 16) {
+        let mut buf = Vec::with_capacity(chunk.len() * 4);
+        crate::le::extend_le(&mut buf, chunk);
+        w.write_all(&buf)?;
+    }
+    w.flush()
+}
+
+/// What a checkpoint holds, known before its rows are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CheckpointShape {
+    pub iterations_done: usize,
+    pub n_users: usize,
+    pub n_items: usize,
+    pub k: usize,
+    pub biased: bool,
+}
+
+/// Where each part of a checkpoint's rows starts in its file (bytes); a
+/// side's row `r` is at `rows + r·k·4`, its bias at `bias + r·4`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowsAt {
+    pub user_rows: u64,
+    pub item_rows: u64,
+    pub user_bias: u64,
+    pub item_bias: u64,
+    /// The end of the rows: where the checksum goes.
+    pub end: u64,
+}
+
+/// A checkpoint being written: its header in a temporary file beside the
+/// final name, at its full length, for its rows to be written at [`RowsAt`]
+/// by whoever holds them (this process, or the workers where they can reach
+/// the directory); [`PendingCheckpoint::finish`] checksums it and puts it in
+/// place. Dropped unfinished, the temporary is removed.
+pub struct PendingCheckpoint {
+    tmp: tempfile::NamedTempFile,
+    dir: PathBuf,
+    name: String,
+    pub at: RowsAt,
+}
+
+impl PendingCheckpoint {
+    pub fn begin(dir: &Path, sig: &RunSignature, shape: CheckpointShape) -> Result<PendingCheckpoint, CheckpointError> {
+        use std::io::Write;
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let header = Header {
+            signature: sig.clone(),
+            iterations_done: shape.iterations_done,
+            n_users: shape.n_users,
+            n_items: shape.n_items,
+            k: shape.k,
+            biased: shape.biased,
+        };
+        let h = serde_json::to_vec(&header).expect("header serializes");
+        let name = format!("checkpoint-{:06}.als", shape.iterations_done);
+        crate::atomic::remove_stale_temporaries(dir, &name);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}.tmp-{}-", std::process::id()))
+            .tempfile_in(dir)
+            .map_err(io(dir))?;
+        let tmp_path = tmp.path().to_owned();
+        let f = tmp.as_file_mut();
+        let mut head = Vec::with_capacity(16 + h.len());
+        head.extend_from_slice(MAGIC);
+        head.extend_from_slice(&(h.len() as u64).to_le_bytes());
+        head.extend_from_slice(&h);
+        f.write_all(&head).map_err(io(&tmp_path))?;
+        let (nu, ni, k) = (shape.n_users as u64, shape.n_items as u64, shape.k as u64);
+        let biases = |n: u64| if shape.biased { n * 4 } else { 0 };
+        let user_rows = head.len() as u64;
+        let item_rows = user_rows + nu * k * 4;
+        let user_bias = item_rows + ni * k * 4;
+        let item_bias = user_bias + biases(nu);
+        let end = item_bias + biases(ni);
+        f.set_len(end).map_err(io(&tmp_path))?;
+        Ok(PendingCheckpoint {
+            tmp,
+            dir: dir.to_owned(),
+            name,
+            at: RowsAt {
+                user_rows,
+                item_rows,
+                user_bias,
+                item_bias,
+                end,
+            },
+        })
+    }
+
+    /// The temporary file the rows are written into.
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Checksum what was written, put the checkpoint in place and keep the newest two.
+    pub fn finish(mut self) -> Result<PathBuf, CheckpointError> {
+        let sum = self.read_back(None)?;
+        self.seal(&sum)
+    }
+
+    /// [`Self::finish`], reading the rows written elsewhere (by the workers)
+    /// into `users` and `items` in the same pass: they are the checkpoint's
+    /// state then, checked finite as rows from a worker always are.
+    pub fn finish_into(mut self, users: &mut Factors, items: &mut Factors) -> Result<PathBuf, CheckpointError> {
+        let sum = self.read_back(Some((users, items)))?;
+        self.seal(&sum)
+    }
+
+    /// The checksum of the file's bytes so far, copying its rows into `into`.
+    fn read_back(&mut self, into: Option<(&mut Factors, &mut Factors)>) -> Result<Vec<u8>, CheckpointError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = self.tmp.path().to_owned();
+        let at = self.at;
+        let f = self.tmp.as_file_mut();
+        f.seek(SeekFrom::Start(0)).map_err(io(&path))?;
+        let mut hash = Sha256::new();
+        let mut head = vec![0u8; at.user_rows as usize];
+        f.read_exact(&mut head).map_err(io(&path))?;
+        hash.update(&head);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut region = |dest: Option<&mut [f32]>, bytes: u64| -> Result<(), CheckpointError> {
+            let (mut done, mut dest) = (0u64, dest);
+            while done < bytes {
+                let n = ((bytes - done) as usize).min(buf.len());
+                f.read_exact(&mut buf[..n]).map_err(io(&path))?;
+                hash.update(&buf[..n]);
+                if let Some(d) = dest.as_deref_mut() {
+                    let first = (done / 4) as usize;
+                    for (x, b) in d[first..first + n / 4].iter_mut().zip(buf[..n].chunks_exact(4)) {
+                        *x = f32::from_le_bytes(b.try_into().expect("4 bytes"));
+                        if !x.is_finite() {
+                            return Err(CheckpointError::Corrupt {
+                                path: path.clone(),
+                                problem: "a row written to it is not finite".into(),
+                            });
+                        }
+                    }
+                }
+                done += n as u64;
+            }
+            Ok(())
+        };
+        let lens = [
+            at.item_rows - at.user_rows,
+            at.user_bias - at.item_rows,
+            at.item_bias - at.user_bias,
+            at.end - at.item_bias,
+        ];
+        match into {
+            Some((users, items)) => {
+                let want = [users.flat().len(), items.flat().len(), users.bias.len(), items.bias.len()];
+                if want.iter().zip(&lens).any(|(&w, &l)| w as u64 * 4 != l) {
+                    return Err(CheckpointError::Corrupt {
+                        path: path.clone(),
+                        problem: "its shape is not the state's".into(),
+                    });
+                }
+                region(Some(users.flat_mut()), lens[0])?;
+                region(Some(items.flat_mut()), lens[1])?;
+                region(Some(&mut users.bias), lens[2])?;
+                region(Some(&mut items.bias), lens[3])?;
+            }
+            None => lens.iter().try_for_each(|&l| region(None, l))?,
+        }
+        Ok(hash.finalize().to_vec())
+    }
+
+    /// Append the checksum, put the file in place and keep the newest two.
+    fn seal(mut self, sum: &[u8]) -> Result<PathBuf, CheckpointError> {
+        use std::io::Write;
+        let tmp_path = self.tmp.path().to_owned();
+        let f = self.tmp.as_file_mut();
+        f.write_all(sum).map_err(io(&tmp_path))?;
+        f.sync_all().map_err(io(&tmp_path))?;
+        let path = self.dir.join(&self.name);
+        self.tmp.persist(&path).map_err(|e| io(&path)(e.error))?;
+        crate::atomic::sync_dir(&self.dir)?;
+        for old in list(&self.dir)?.into_iter().skip(KEEP) {
+            let _ = std::fs::remove_file(old.1);
+        }
+        Ok(path)
+    }
 }
 
 /// Checkpoint files, newest first.

@@ -430,3 +430,45 @@ fn a_worker_builds_or_runs_one_job_at_a_time() {
         );
     });
 }
+
+/// A worker writes rows only into a file under its --output-root: without
+/// one it writes none, and a path outside it (by `..` too) is refused by name.
+#[test]
+fn a_worker_writes_rows_only_under_its_output_root() {
+    use als_proto::pb::WriteRowsRequest;
+    let root = tempfile::tempdir().unwrap();
+    let inside = root.path().join("out");
+    std::fs::create_dir(&inside).unwrap();
+    let file = inside.join("checkpoint.tmp");
+    std::fs::write(&file, [0u8; 64]).unwrap();
+    let outside = root.path().join("elsewhere.tmp");
+    std::fs::write(&outside, [0u8; 64]).unwrap();
+    let write = |path: &std::path::Path| WriteRowsRequest {
+        job_id: "job-a".into(),
+        path: path.to_str().unwrap().into(),
+        end: 64,
+        ..Default::default()
+    };
+    let none = WorkerProc::start(Some("s3cret"), &[]);
+    let inside_arg = inside.to_str().unwrap().to_owned();
+    let rooted = WorkerProc::start(Some("s3cret"), &["--output-root", &inside_arg]);
+    rt().block_on(async {
+        let mut c = WorkerClient::connect(format!("http://{}", none.addr)).await.unwrap();
+        let e = c.write_rows(authed(write(&file), "s3cret")).await.unwrap_err();
+        assert!(
+            e.message().contains("writes no file (start it with --output-root DIR)"),
+            "{}",
+            e.message()
+        );
+        let mut c = WorkerClient::connect(format!("http://{}", rooted.addr)).await.unwrap();
+        for bad in [outside.clone(), inside.join("..").join("elsewhere.tmp")] {
+            let e = c.write_rows(authed(write(&bad), "s3cret")).await.unwrap_err();
+            assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+            assert!(e.message().contains("is not under this worker's --output-root"), "{}", e.message());
+        }
+        // Under the root, but no job: refused as such.
+        let e = c.write_rows(authed(write(&file), "s3cret")).await.unwrap_err();
+        assert!(e.message().contains("job-a"), "{}", e.message());
+    });
+    assert_eq!(std::fs::read(&outside).unwrap(), vec![0u8; 64], "nothing written outside the root");
+}

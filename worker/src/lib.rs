@@ -13,9 +13,11 @@ pub(crate) mod auth;
 pub mod ingest;
 /// Public for the fuzz tests, which drive a job's validation directly.
 pub mod job;
+pub(crate) mod paths;
 pub(crate) mod peer_intake;
 pub(crate) mod peers;
 pub mod probe;
+pub(crate) mod row_files;
 pub(crate) mod row_sends;
 pub(crate) mod server;
 pub(crate) mod service;

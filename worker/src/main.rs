@@ -36,6 +36,12 @@ struct Args {
     /// share of the input (a shared volume); without it the worker reads no input.
     #[arg(long, value_name = "DIR")]
     input_root: Option<PathBuf>,
+    /// Directory under which the coordinator may have this worker write the
+    /// rows of its blocks into checkpoints (a shared volume, reached at the
+    /// coordinator's --checkpoint-dir path); without it the coordinator
+    /// fetches the rows and writes them itself.
+    #[arg(long, value_name = "DIR")]
+    output_root: Option<PathBuf>,
     /// Seconds without any call after which a job may be replaced by a new one.
     #[arg(long, default_value_t = 60)]
     job_idle_timeout: u64,
@@ -178,6 +184,7 @@ async fn run() -> anyhow::Result<()> {
         peer_tls,
         solve_turns: None,
         input_root: args.input_root,
+        output_root: args.output_root,
     };
     serve(listener, opts, als_net::shutdown::shutdown_signal()).await?;
     tracing::info!("worker stopped");

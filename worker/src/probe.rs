@@ -130,6 +130,7 @@ mod tests {
             peer_tls: None,
             solve_turns: None,
             input_root: None,
+            output_root: None,
         };
         let server = tokio::spawn(crate::serve(listener, opts, async {
             let _ = stopped.await;

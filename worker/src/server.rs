@@ -35,6 +35,9 @@ pub struct ServeOptions {
     /// Inputs the coordinator may have this worker read lie under this
     /// directory (`--input-root`); `None`: it reads none.
     pub input_root: Option<std::path::PathBuf>,
+    /// Files the coordinator may have this worker write its rows into (a
+    /// checkpoint) lie under this directory (`--output-root`); `None`: it writes none.
+    pub output_root: Option<std::path::PathBuf>,
 }
 
 /// Workers of one process, which share its cores, solve one at a time:
@@ -85,7 +88,8 @@ pub async fn local_routes(opts: &ServeOptions) -> (tonic::service::Routes, std::
     let check = TokenCheck::new(opts.token.clone());
     let service = WorkerService::new(opts.threads, opts.idle_timeout, opts.memory_budget, Peers::new(opts.peer_options()))
         .with_solve_turns(opts.solve_turns.clone())
-        .with_input_root(opts.input_root.clone());
+        .with_input_root(opts.input_root.clone())
+        .with_output_root(opts.output_root.clone());
     let direct = service.mailbox_slot();
     let svc = WorkerServer::with_interceptor(service, move |req: tonic::Request<()>| {
         check.check(&req)?;

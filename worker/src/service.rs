@@ -15,7 +15,7 @@ use als_proto::pb::{
     HandshakeRequest, HandshakeResponse, IngestRequest, IngestResponse, IngestRowsChunk, IngestRowsResponse, LookupItemsRequest,
     LookupItemsResponse, PeerChunk, PeerRowsResponse, PushFactorsResponse, ReleaseBlocksRequest, ReleaseBlocksResponse, RouteChunk,
     SendRowsRequest, SendRowsResponse, SetRoutesResponse, SolveRequest, SolvedChunk, StartJobRequest, StartJobResponse, SubscribeRequest,
-    SubscribeResponse,
+    SubscribeResponse, WriteRowsRequest, WriteRowsResponse,
 };
 use als_proto::spec::{params_from_spec, side_from_pb, side_to_pb, terms_from_pb};
 use als_proto::{check_version, CHUNK_BYTES, PROTOCOL_VERSION};
@@ -62,6 +62,8 @@ pub struct WorkerService {
     ingest: IngestSlot,
     /// Inputs this worker may read lie under it; `None`: it reads none.
     input_root: Option<PathBuf>,
+    /// Files this worker may write its rows into lie under it; `None`: it writes none.
+    output_root: Option<PathBuf>,
 }
 
 impl WorkerService {
@@ -76,12 +78,19 @@ impl WorkerService {
             solve_turns: None,
             ingest: IngestSlot::default(),
             input_root: None,
+            output_root: None,
         }
     }
 
     /// Read inputs under `root` when asked to build blocks from them.
     pub fn with_input_root(mut self, root: Option<PathBuf>) -> Self {
         self.input_root = root;
+        self
+    }
+
+    /// Write rows into files under `root` when asked to (checkpoints).
+    pub fn with_output_root(mut self, root: Option<PathBuf>) -> Self {
+        self.output_root = root;
         self
     }
 
@@ -462,6 +471,21 @@ impl Worker for WorkerService {
             ..Default::default()
         }));
         Ok(Response::new(Box::pin(tokio_stream::iter(msgs)) as SolveStream))
+    }
+
+    async fn write_rows(&self, req: Request<WriteRowsRequest>) -> Result<Response<WriteRowsResponse>, Status> {
+        let r = req.into_inner();
+        let path = crate::paths::under_root(&r.path, self.output_root.as_deref(), crate::paths::Reach::Output)?;
+        let mut slot = self.job.clone().lock_owned().await;
+        active(&mut slot, &r.job_id)?;
+        // Off the runtime: the rows are written from the blocks, under the job's lock.
+        let written = tokio::task::spawn_blocking(move || match slot.as_ref() {
+            Some(job) => crate::row_files::write_rows(job, &path, &r),
+            None => Err("the job ended".into()),
+        })
+        .await
+        .map_err(|e| Status::internal(format!("writing the rows stopped: {e}")))?;
+        written.map(Response::new).map_err(Status::failed_precondition)
     }
 
     async fn set_routes(&self, req: Request<Streaming<RouteChunk>>) -> Result<Response<SetRoutesResponse>, Status> {

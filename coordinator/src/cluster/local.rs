@@ -62,6 +62,8 @@ impl LocalWorkers {
             solve_turns: Some(self.turns.clone()),
             // In the coordinator's process: it reads what the coordinator could.
             input_root: Some("/".into()),
+            // And writes where it could (checkpoints).
+            output_root: Some("/".into()),
         };
         // Its peers in this process hand it their rows without encoding them.
         let (routes, direct) = als_worker::local_routes(&opts).await;

@@ -22,6 +22,8 @@ pub struct ClusterSession {
     pub evaluations_from_peers: std::sync::atomic::AtomicUsize,
     /// Halves the last run solved again after a loss (replays; for tests).
     pub replayed_halves: std::sync::atomic::AtomicUsize,
+    /// Checkpoints of the last run whose rows the workers wrote.
+    pub checkpoints_by_workers: std::sync::atomic::AtomicUsize,
     /// Why each worker was lost, if it was, when the last `train` ended: the
     /// next run starts without it (and takes it back once it answers).
     lost: std::sync::Mutex<Vec<Option<String>>>,
@@ -56,6 +58,7 @@ impl ClusterSession {
             remote_evaluations: Default::default(),
             evaluations_from_peers: Default::default(),
             replayed_halves: Default::default(),
+            checkpoints_by_workers: Default::default(),
             lost: Default::default(),
             built: Default::default(),
         })
@@ -81,6 +84,7 @@ impl ClusterSession {
             remote_evaluations: Default::default(),
             evaluations_from_peers: Default::default(),
             replayed_halves: Default::default(),
+            checkpoints_by_workers: Default::default(),
             lost: Default::default(),
             built: Default::default(),
         })
@@ -186,6 +190,11 @@ impl ClusterSession {
             .store(exec.evaluations_from_peers, std::sync::atomic::Ordering::Relaxed);
         self.replayed_halves
             .store(exec.replayed_halves, std::sync::atomic::Ordering::Relaxed);
+        self.checkpoints_by_workers
+            .store(exec.checkpoints_by_workers, std::sync::atomic::Ordering::Relaxed);
+        if exec.checkpoints_by_workers > 0 {
+            tracing::info!(checkpoints = exec.checkpoints_by_workers, "checkpoint rows written by the workers");
+        }
         Ok(res?)
     }
 
@@ -622,6 +631,69 @@ mod tests {
         assert!(want.reports.iter().all(|r| r.test.rmse.is_some()));
         assert_eq!(tests(&got), tests(&want));
         assert_eq!(from_peers, 2, "before the loss, from the workers' own rows");
+    }
+
+    /// Checkpoints whose rows the workers write into the file are the bytes
+    /// the single-process path writes, biased explicit and implicit, and
+    /// so is the first one after a worker is lost (its blocks' rows come
+    /// back by a replay, the coordinator writing that one). The rows read
+    /// back from a checkpoint are the copy a loss replays from.
+    #[test]
+    fn checkpoints_written_by_the_workers_are_the_single_process_bytes() {
+        use als_core::checkpoint::RunSignature;
+        let ds = small_dataset();
+        let explicit = TrainConfig {
+            factors: 5,
+            iterations: 4,
+            ..Default::default()
+        };
+        let implicit = TrainConfig {
+            implicit: Some(ImplicitConfig::hu(2.0, Confidence::Linear)),
+            solver: SolverKind::Cg { steps: 3 },
+            ..explicit.clone()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for (case, cfg) in [explicit, implicit].into_iter().enumerate() {
+            assert_eq!(cfg.has_biases(), case == 0);
+            let sig = RunSignature::new(&ds.fingerprint, &cfg);
+            let layouts = Layouts::for_dataset(&ds, cfg.blocks);
+            let checkpoints = |sub: &str, exec: &mut dyn FnMut(&mut OnIteration) -> TrainResult| {
+                let at = dir.path().join(format!("{sub}-{case}"));
+                let mut bytes = Vec::new();
+                let result = exec(&mut |_, st| {
+                    let path = st.checkpoint(&at, &sig)?;
+                    bytes.push(std::fs::read(path).unwrap());
+                    Ok(())
+                });
+                (result, bytes)
+            };
+            let (want, want_bytes) = checkpoints("local", &mut |cb| {
+                let mut local = LocalExecutor::new(&ds, layouts.clone());
+                train(&ds, &cfg, &mut local, &layouts, None, cb).unwrap()
+            });
+            let s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
+            let (got, got_bytes) = checkpoints("cluster", &mut |cb| {
+                s.train(&TrainData::held(&ds, &layouts.users), &cfg, &layouts, None, &mut |r, st| {
+                    if r.iteration == 2 {
+                        s.kill_local_worker(1);
+                    }
+                    cb(r, st)
+                })
+                .unwrap()
+            });
+            let by_workers = s.checkpoints_by_workers.load(std::sync::atomic::Ordering::Relaxed);
+            let replayed = s.replayed_halves.load(std::sync::atomic::Ordering::Relaxed);
+            s.shutdown().unwrap();
+            // The loss replays from the first checkpoint's rows, read back from its file: one iteration.
+            assert_eq!(replayed, 2, "case {case}");
+            assert_eq!(got.state, want.state, "case {case}");
+            assert_eq!(got_bytes.len(), cfg.iterations);
+            for (it, (g, w)) in got_bytes.iter().zip(&want_bytes).enumerate() {
+                assert!(g == w, "case {case}: checkpoint {} differs", it + 1);
+            }
+            // The first two before the loss; after it, at least the last.
+            assert!(by_workers >= 3, "case {case}: the workers wrote {by_workers} checkpoints");
+        }
     }
 
     #[test]

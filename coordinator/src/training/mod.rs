@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use als_core::checkpoint::{latest_checkpoint, write_checkpoint, RunSignature};
+use als_core::checkpoint::{latest_checkpoint, RunSignature};
 use als_core::model::{save_model, Model, ModelParts};
 use als_core::train::{IterationReport, Layouts, StateView, TestMetrics, TrainConfig, TrainData, TrainError, TrainResult};
 use anyhow::{bail, Context};
@@ -147,7 +147,7 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
         );
         if let Some(plan) = &job.checkpoint {
             if r.iteration.is_multiple_of(plan.every) || r.iteration == total {
-                let path = write_checkpoint(&plan.dir, &signature, state.get()?)?;
+                let path = state.checkpoint(&plan.dir, &signature)?;
                 tracing::info!(checkpoint = %path.display(), "checkpoint written");
             }
         }

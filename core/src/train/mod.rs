@@ -215,6 +215,22 @@ pub trait HalfStepExecutor {
         Ok(())
     }
 
+    /// Write the latest rows of both sides into `file`, a checkpoint being
+    /// written, where the executor keeps them (a cluster: each worker its
+    /// blocks', into a file under a directory they all reach), without
+    /// bringing the caller's `users` and `items` up to date. `None`: the
+    /// caller brings them up to date and writes them itself; the same bytes
+    /// either way.
+    fn write_rows(&mut self, _file: &std::path::Path, _at: crate::checkpoint::RowsAt) -> Option<Result<(), TrainError>> {
+        None
+    }
+
+    /// The caller's `users` and `items` were brought up to date from the
+    /// rows [`HalfStepExecutor::write_rows`] wrote (read back with the
+    /// checksum): the executor's copy is current again, as after
+    /// [`HalfStepExecutor::sync_state`].
+    fn rows_read_back(&mut self) {}
+
     /// Bytes this executor moved that no half's report holds: the test
     /// set's evaluations where it keeps the test set, and rows fetched by
     /// [`HalfStepExecutor::sync_state`] after the last half (a fetch before
@@ -237,6 +253,38 @@ impl<'a> StateView<'a> {
     /// A state that is up to date already.
     pub fn of(state: &'a mut TrainState) -> StateView<'a> {
         StateView { state, exec: None }
+    }
+
+    /// Write this state as a checkpoint in `dir` (see
+    /// [`crate::checkpoint::write_checkpoint`]): the rows written where the
+    /// executor keeps them when it can, and read back from the file into
+    /// this state; else from this state brought up to date. Either way the
+    /// state is up to date after it.
+    pub fn checkpoint(&mut self, dir: &std::path::Path, sig: &crate::checkpoint::RunSignature) -> Result<std::path::PathBuf, TrainError> {
+        use crate::checkpoint::{CheckpointShape, PendingCheckpoint};
+        if let Some(exec) = self.exec.as_deref_mut() {
+            let (users, items) = (&self.state.users, &self.state.items);
+            let shape = CheckpointShape {
+                iterations_done: self.state.iterations_done,
+                n_users: users.n_rows(),
+                n_items: items.n_rows(),
+                k: users.k(),
+                biased: !users.bias.is_empty(),
+            };
+            let pending = PendingCheckpoint::begin(dir, sig, shape)?;
+            match exec.write_rows(pending.path(), pending.at) {
+                Some(Ok(())) => {
+                    // The rows come back from the file, not from the executor.
+                    let path = pending.finish_into(&mut self.state.users, &mut self.state.items)?;
+                    exec.rows_read_back();
+                    self.exec = None;
+                    return Ok(path);
+                }
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
+        }
+        Ok(crate::checkpoint::write_checkpoint(dir, sig, self.get()?)?)
     }
 
     pub fn get(&mut self) -> Result<&TrainState, TrainError> {

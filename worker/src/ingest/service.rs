@@ -19,6 +19,7 @@ use super::adopt::StartFactors;
 use super::rows::decode_ids;
 use super::{key_of, load_options, Ingest, KeyAnswer, KeyQuestion, KeysOf, Outgoing, Owners, ShareToRead};
 use crate::job::Job;
+use crate::paths::Reach;
 use crate::peers::Peers;
 use crate::service::status;
 
@@ -69,19 +70,7 @@ async fn with_ingest<T: Send + 'static>(
 
 /// `path` if it lies under `root` (both resolved), else why not.
 fn under_root(path: &str, root: Option<&Path>) -> Result<PathBuf, Status> {
-    let root = root.ok_or_else(|| Status::failed_precondition("this worker reads no input (start it with --input-root DIR)"))?;
-    let resolve = |p: &Path| {
-        p.canonicalize()
-            .map_err(|e| Status::invalid_argument(format!("input {}: {e}", p.display())))
-    };
-    let (p, r) = (resolve(Path::new(path))?, resolve(root)?);
-    match p.starts_with(&r) {
-        true => Ok(p),
-        false => Err(Status::permission_denied(format!(
-            "input {path} is not under this worker's --input-root {}",
-            r.display()
-        ))),
-    }
+    crate::paths::under_root(path, root, Reach::Input)
 }
 
 /// One step of an ingest.

@@ -11,6 +11,7 @@
 //! - [`half`]: a half's attempts, their reduction, and replay after a loss;
 //! - [`exchange`]: the routes of the solved rows sent worker to worker;
 //! - [`fetch`]: the coordinator's copy of the model, from the workers;
+//! - [`row_files`]: checkpoints written by the workers;
 //! - [`evaluation`]: test metrics computed on the workers;
 //! - [`test_rows`]: the test rows grouped by user block.
 //!
@@ -27,6 +28,7 @@ mod fetch;
 mod half;
 mod health;
 mod membership;
+mod row_files;
 mod rpc;
 mod test_rows;
 mod wire;
@@ -140,6 +142,10 @@ pub struct ClusterExecutor<'a> {
     pub evaluations_from_peers: usize,
     /// Halves solved again after losses (replays).
     pub replayed_halves: usize,
+    /// The workers write the checkpoints' rows (until one cannot).
+    workers_write_rows: bool,
+    /// Checkpoints the workers wrote.
+    pub checkpoints_by_workers: usize,
 }
 
 fn side_ix(s: Side) -> usize {
@@ -217,6 +223,8 @@ impl<'a> ClusterExecutor<'a> {
             remote_evaluations: 0,
             evaluations_from_peers: 0,
             replayed_halves: 0,
+            workers_write_rows: true,
+            checkpoints_by_workers: 0,
         };
         // Peer exchange needs every worker to take part, the lost ones too once revived.
         exec.exchange = exec
@@ -317,6 +325,20 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
 
     fn sync_state(&mut self, users: &mut Factors, items: &mut Factors) -> Result<(), TrainError> {
         self.sync_rows(users, items).map_err(train_error)
+    }
+
+    fn write_rows(&mut self, file: &std::path::Path, at: als_core::checkpoint::RowsAt) -> Option<Result<(), TrainError>> {
+        match self.write_rows_on_workers(file, at) {
+            Ok(true) => Some(Ok(())),
+            Ok(false) => None,
+            Err(e) => Some(Err(train_error(e))),
+        }
+    }
+
+    fn rows_read_back(&mut self) {
+        // As after a fetch: the coordinator's copy is the snapshot a loss replays from.
+        self.stale = false;
+        self.since_sync.clear();
     }
 
     fn bytes_outside_halves(&self) -> u64 {

@@ -1,0 +1,113 @@
+//! Checkpoints written by the workers: each writes the latest rows of its
+//! blocks into the file the coordinator created under a directory they all
+//! reach (`worker --output-root`; `--local` workers reach what the
+//! coordinator does), so no row crosses the network for a checkpoint and
+//! the coordinator's copy of the model stays as it was.
+
+use std::path::Path;
+
+use als_core::checkpoint::RowsAt;
+use als_core::side::Side;
+use als_proto::fault::{fault_of, Fault};
+use als_proto::pb::WriteRowsRequest;
+use anyhow::Context;
+
+use super::health::watched;
+use super::rpc::HalfError;
+use super::ClusterExecutor;
+
+impl ClusterExecutor<'_> {
+    /// Have every live worker write its blocks' rows into `file`. `Ok(false)`
+    /// when they cannot, and nothing can be trusted of the file: a worker
+    /// is lost (its blocks' rows come back by a fetch's replay), or one
+    /// writes no file (no `--output-root`, or the directory out of its
+    /// reach), which turns worker writes off for the run.
+    pub(super) fn write_rows_on_workers(&mut self, file: &Path, at: RowsAt) -> anyhow::Result<bool> {
+        // A lost worker's blocks that have not moved yet: their rows come back by a replay.
+        let orphaned = [Side::Users, Side::Items]
+            .into_iter()
+            .any(|side| self.routing.side(side).owner.iter().any(|&w| !self.slots[w].alive));
+        if !self.workers_write_rows || orphaned {
+            return Ok(false);
+        }
+        let path = file.to_str().with_context(|| format!("{} is not UTF-8", file.display()))?;
+        let req = WriteRowsRequest {
+            job_id: self.job_id.clone(),
+            path: path.to_owned(),
+            user_rows_at: at.user_rows,
+            item_rows_at: at.item_rows,
+            user_bias_at: at.user_bias,
+            item_bias_at: at.item_bias,
+            end: at.end,
+        };
+        let futs: Vec<_> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.alive)
+            .map(|(w, s)| {
+                let (handle, faults, req) = (s.handle.clone(), self.faults.clone(), req.clone());
+                let work = async move {
+                    let mut c = handle.client.clone();
+                    c.write_rows(req).await.map(|r| r.into_inner()).map_err(|s| {
+                        let m = format!("worker {}: writing its rows: {}", handle.addr, s.message());
+                        match fault_of(&s) {
+                            Fault::Lost | Fault::Busy => HalfError::Lost(m),
+                            _ => HalfError::Fatal(anyhow::anyhow!(m)),
+                        }
+                    })
+                };
+                let handle = s.handle.clone();
+                async move { (w, watched(&handle, &faults, work).await) }
+            })
+            .collect();
+        let results = self.rt.block_on(futures::future::join_all(futs));
+        let mut written = [
+            vec![0usize; self.layouts.users.n_blocks()],
+            vec![0usize; self.layouts.items.n_blocks()],
+        ];
+        let mut usable = true;
+        for (w, r) in results {
+            match r {
+                Ok(resp) => {
+                    for (side, blocks) in [(Side::Users, &resp.user_blocks), (Side::Items, &resp.item_blocks)] {
+                        let owner = &self.routing.side(side).owner;
+                        let counts = &mut written[super::side_ix(side)];
+                        for &b in blocks {
+                            let b = b as usize;
+                            anyhow::ensure!(
+                                owner.get(b) == Some(&w),
+                                "worker {} wrote the rows of {side:?} block {b}, which it does not own",
+                                self.slots[w].handle.addr
+                            );
+                            counts[b] += 1;
+                        }
+                    }
+                }
+                Err(HalfError::Lost(m)) => {
+                    self.lose(w, &m);
+                    usable = false;
+                }
+                Err(e) => {
+                    let why = match e {
+                        HalfError::Fatal(e) => format!("{e:#}"),
+                        HalfError::Job(f) => f.message,
+                        HalfError::Peer(m) | HalfError::Lost(m) => m,
+                    };
+                    tracing::warn!("{why}; the coordinator writes the checkpoints from now on");
+                    self.workers_write_rows = false;
+                    usable = false;
+                }
+            }
+        }
+        if usable {
+            // Every block written once, by its owner: the file holds every row.
+            anyhow::ensure!(
+                written.iter().flatten().all(|&n| n == 1),
+                "the workers did not write every block's rows exactly once"
+            );
+            self.checkpoints_by_workers += 1;
+        }
+        Ok(usable)
+    }
+}
