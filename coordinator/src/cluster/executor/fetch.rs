@@ -42,10 +42,7 @@ impl ClusterExecutor<'_> {
     fn fetch(&mut self, users: &mut Factors, items: &mut Factors, sent: &mut u64) -> anyhow::Result<bool> {
         // A worker lost outside a half (its evaluation call broke, say) still
         // owns its blocks until they move: their rows come back by a replay.
-        let orphaned = [Side::Users, Side::Items]
-            .into_iter()
-            .any(|side| self.routing.side(side).owner.iter().any(|&w| !self.slots[w].alive));
-        if orphaned {
+        if self.has_orphans() {
             self.peers_ready = None;
             return Ok(false);
         }

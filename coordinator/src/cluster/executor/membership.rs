@@ -161,6 +161,14 @@ impl ClusterExecutor<'_> {
         }
     }
 
+    /// A lost worker still owns blocks (it was lost outside a half, and they
+    /// have not moved yet): only a replay gives their latest rows.
+    pub(super) fn has_orphans(&self) -> bool {
+        [Side::Users, Side::Items]
+            .into_iter()
+            .any(|side| self.routing.side(side).owner.iter().any(|&w| !self.slots[w].alive))
+    }
+
     /// Owners for the live workers: a block stays home while its home worker lives, else moves to a survivor.
     pub(super) fn desired_owners(&self) -> anyhow::Result<[Vec<usize>; 2]> {
         let alive: Vec<usize> = (0..self.slots.len()).filter(|&w| self.slots[w].alive).collect();

@@ -24,10 +24,7 @@ impl ClusterExecutor<'_> {
     /// reach), which turns worker writes off for the run.
     pub(super) fn write_rows_on_workers(&mut self, file: &Path, at: RowsAt) -> anyhow::Result<bool> {
         // A lost worker's blocks that have not moved yet: their rows come back by a replay.
-        let orphaned = [Side::Users, Side::Items]
-            .into_iter()
-            .any(|side| self.routing.side(side).owner.iter().any(|&w| !self.slots[w].alive));
-        if !self.workers_write_rows || orphaned {
+        if !self.workers_write_rows || self.has_orphans() {
             return Ok(false);
         }
         let path = file.to_str().with_context(|| format!("{} is not UTF-8", file.display()))?;

@@ -48,6 +48,21 @@ async fn built_by_workers(path: &std::path::Path, workers: usize, plan: &IngestP
     build_blocks(&handles, "ingest-test", &plan, &Default::default()).await
 }
 
+/// A plan of every row of `path` into `blocks` (no split, no test file).
+fn plan_of<'a>(path: &'a std::path::Path, load: &'a LoadOptions, split: &'a SplitSpec, blocks: usize) -> IngestPlan<'a> {
+    IngestPlan {
+        path,
+        load,
+        test_path: None,
+        hold_out: None,
+        split,
+        duplicates: DuplicatePolicy::Last,
+        blocks,
+        step_timeout: Duration::from_secs(120),
+        peer_timeout: Duration::from_secs(20),
+    }
+}
+
 fn expected(ds: &Dataset, blocks: usize) -> (Vec<u64>, Vec<u64>) {
     let layouts = Layouts::for_dataset(ds, blocks);
     (layouts.users.starts_u64(), layouts.items.starts_u64())
@@ -188,17 +203,7 @@ async fn a_bad_line_is_named_by_the_worker_that_reads_it() {
     text.push_str("7,8,not-a-number\n");
     std::fs::write(&path, text).unwrap();
     let load = LoadOptions::default();
-    let plan = IngestPlan {
-        path: &path,
-        load: &load,
-        test_path: None,
-        hold_out: None,
-        split: &SplitSpec::None,
-        duplicates: DuplicatePolicy::Last,
-        blocks: 4,
-        step_timeout: Duration::from_secs(60),
-        peer_timeout: Duration::from_secs(10),
-    };
+    let plan = plan_of(&path, &load, &SplitSpec::None, 4);
     let e = format!("{:#}", built_by_workers(&path, 3, &plan).await.unwrap_err());
     assert!(
         e.contains("could not read its share") && e.contains("bad.csv") && e.contains("3002"),
@@ -220,17 +225,7 @@ async fn the_temporal_split_of_more_rows_than_a_gather_is_found_in_histogram_rou
     let split = SplitSpec::Temporal { test_frac: 0.2 };
     let (train, test) = split_rows(&raw, &split).unwrap();
     let ds = Dataset::build((&raw, &train), Some((&raw, &test)), DuplicatePolicy::Last).unwrap();
-    let plan = IngestPlan {
-        path: &path,
-        load: &load,
-        test_path: None,
-        hold_out: None,
-        split: &split,
-        duplicates: DuplicatePolicy::Last,
-        blocks: 4,
-        step_timeout: Duration::from_secs(120),
-        peer_timeout: Duration::from_secs(20),
-    };
+    let plan = plan_of(&path, &load, &split, 4);
     for workers in [2, 3] {
         let b = built_by_workers(&path, workers, &plan).await.unwrap();
         assert_eq!(b.test_rows, ds.test.len() as u64, "{workers} workers");
@@ -278,17 +273,7 @@ async fn small_data_gets_the_layouts_block_count_from_the_workers_counts() {
         for blocks in [2, 8, 64] {
             let (user_starts, item_starts) = expected(&ds, blocks);
             assert_eq!(user_starts.len() - 1, blocks.min(ds.n_users().min(ds.n_items())), "{case}");
-            let plan = IngestPlan {
-                path: &path,
-                load: &load,
-                test_path: None,
-                hold_out: None,
-                split: &SplitSpec::None,
-                duplicates: DuplicatePolicy::Last,
-                blocks,
-                step_timeout: Duration::from_secs(60),
-                peer_timeout: Duration::from_secs(10),
-            };
+            let plan = plan_of(&path, &load, &SplitSpec::None, blocks);
             for workers in 1..=3 {
                 let b = built_by_workers(&path, workers, &plan).await.unwrap();
                 assert_eq!(
