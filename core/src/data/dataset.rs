@@ -264,10 +264,7 @@ impl Dataset {
                 return bad(format!("row {r}, column {c}: {e}"));
             }
         }
-        let (lo, hi) = by_user
-            .values
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let (lo, hi) = super::value_range(by_user.values.iter().copied());
         let user_ids: Vec<String> = (0..n_users).map(|i| i.to_string()).collect();
         let item_ids: Vec<String> = (0..n_items).map(|i| i.to_string()).collect();
         let by_item = by_user.transpose();

@@ -25,6 +25,14 @@ pub use held_out::HeldOutUsers;
 pub use load::{input_files, load_ratings, load_share, parse_ratings, Share};
 pub use split::SplitSpec;
 
+/// The smallest and largest of `values` (infinite and reversed for none):
+/// the rating range where explicit predictions are clipped.
+pub fn value_range(values: impl IntoIterator<Item = f32>) -> (f32, f32) {
+    values
+        .into_iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)))
+}
+
 /// Positions `0..keys.len()` grouped by key, each key's in ascending order (a
 /// counting sort): `(start, order)`, key k's positions being
 /// `order[start[k]..start[k + 1]]`. Every key must be below `n_keys`.

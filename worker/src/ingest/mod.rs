@@ -386,10 +386,7 @@ impl Ingest {
     /// range, then the test file share's rows.
     pub fn share_summary(&self) -> (u64, u64, f32, f32, u64) {
         let raw = self.share.as_ref().expect("read");
-        let (lo, hi) = raw
-            .ratings
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        let (lo, hi) = als_core::data::value_range(raw.ratings.iter().copied());
         let (test_rows, test_skipped) = self.test_share.as_ref().map_or((0, 0), |t| (t.len() as u64, t.skipped_lines));
         (raw.len() as u64, raw.skipped_lines + test_skipped, lo, hi, test_rows)
     }

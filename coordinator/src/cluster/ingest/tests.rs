@@ -180,10 +180,7 @@ async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
                 // Every cell in its dense place, by user and (checked by the driver) by item.
                 assert_eq!(b.cells, cell_sums(&ds.by_user, 0, true), "{what}");
                 assert_eq!(cell_sums(&ds.by_item, 0, false), cell_sums(&ds.by_user, 0, true));
-                let (lo, hi) = raw
-                    .ratings
-                    .iter()
-                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, c), &v| (a.min(v), c.max(v)));
+                let (lo, hi) = als_core::data::value_range(raw.ratings.iter().copied());
                 assert_eq!(b.value_range, (lo, hi), "{what}");
                 assert_eq!(
                     b.peer_bytes > 0,

@@ -358,11 +358,7 @@ impl UserBlock {
             }
         }
         // Before repeats are merged, as the single-process dataset takes it.
-        let training_range = self
-            .rows
-            .iter()
-            .filter(|r| !r.test)
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), r| (lo.min(r.value), hi.max(r.value)));
+        let training_range = crate::data::value_range(self.rows.iter().filter(|r| !r.test).map(|r| r.value));
         Ok(FinishedUserBlock {
             by_user,
             test,
