@@ -93,14 +93,7 @@ pub fn check_checkpoint_dir(dir: &Path) -> Result<(), CheckpointError> {
 /// Write `checkpoint-NNNNNN.als` into `dir` atomically and keep the newest two.
 pub fn write_checkpoint(dir: &Path, sig: &RunSignature, state: &TrainState) -> Result<PathBuf, CheckpointError> {
     let (users, items) = (&state.users, &state.items);
-    let shape = CheckpointShape {
-        iterations_done: state.iterations_done,
-        n_users: users.n_rows(),
-        n_items: items.n_rows(),
-        k: users.k(),
-        biased: !users.bias.is_empty(),
-    };
-    let mut pending = PendingCheckpoint::begin(dir, sig, shape)?;
+    let mut pending = PendingCheckpoint::begin(dir, sig, CheckpointShape::of(state))?;
     let at = pending.at;
     let path = pending.tmp.path().to_owned();
     let f = pending.tmp.as_file_mut();
@@ -118,15 +111,9 @@ pub fn write_checkpoint(dir: &Path, sig: &RunSignature, state: &TrainState) -> R
 /// Write `values` as little-endian f32 at byte `offset` of `f` (a
 /// checkpoint's or a model's rows: each writer its own range).
 pub fn write_f32_at(f: &mut std::fs::File, offset: u64, values: &[f32]) -> std::io::Result<()> {
-    use std::io::{Seek, SeekFrom, Write};
+    use std::io::{Seek, SeekFrom};
     f.seek(SeekFrom::Start(offset))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-    for chunk in values.chunks(1 << 16) {
-        let mut buf = Vec::with_capacity(chunk.len() * 4);
-        crate::le::extend_le(&mut buf, chunk);
-        w.write_all(&buf)?;
-    }
-    w.flush()
+    crate::le::write_le(f, values)
 }
 
 /// What a checkpoint holds, known before its rows are.
@@ -137,6 +124,19 @@ pub struct CheckpointShape {
     pub n_items: usize,
     pub k: usize,
     pub biased: bool,
+}
+
+impl CheckpointShape {
+    /// The shape of a checkpoint of `state`.
+    pub fn of(state: &TrainState) -> CheckpointShape {
+        CheckpointShape {
+            iterations_done: state.iterations_done,
+            n_users: state.users.n_rows(),
+            n_items: state.items.n_rows(),
+            k: state.users.k(),
+            biased: !state.users.bias.is_empty(),
+        }
+    }
 }
 
 /// Where each part of a checkpoint's rows starts in its file (bytes); a

@@ -38,6 +38,17 @@ pub fn extend_le<T: Le>(out: &mut Vec<u8>, v: &[T]) {
     }
 }
 
+/// Write `v` to `w` as little-endian bytes, through one small buffer.
+pub fn write_le<T: Le>(w: &mut impl std::io::Write, v: &[T]) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1 << 16);
+    for chunk in v.chunks((1 << 16) / T::SIZE) {
+        buf.clear();
+        extend_le(&mut buf, chunk);
+        w.write_all(&buf)?;
+    }
+    Ok(())
+}
+
 /// `v` as little-endian bytes.
 pub fn to_le_bytes<T: Le>(v: &[T]) -> Vec<u8> {
     let mut out = Vec::with_capacity(std::mem::size_of_val(v));

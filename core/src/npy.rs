@@ -122,13 +122,7 @@ fn write_npy<T: NpyElement>(w: &mut impl Write, shape: &[usize], data: &[T]) -> 
         ));
     }
     w.write_all(&header(T::DESCR, shape))?;
-    let mut buf = Vec::with_capacity(1 << 16);
-    for chunk in data.chunks((1 << 16) / T::SIZE) {
-        buf.clear();
-        crate::le::extend_le(&mut buf, chunk);
-        w.write_all(&buf)?;
-    }
-    Ok(())
+    crate::le::write_le(w, data)
 }
 
 /// Write an f32 array (`'<f4'`). `shape`'s product must equal `data.len()`.

@@ -263,15 +263,7 @@ impl<'a> StateView<'a> {
     pub fn checkpoint(&mut self, dir: &std::path::Path, sig: &crate::checkpoint::RunSignature) -> Result<std::path::PathBuf, TrainError> {
         use crate::checkpoint::{CheckpointShape, PendingCheckpoint};
         if let Some(exec) = self.exec.as_deref_mut() {
-            let (users, items) = (&self.state.users, &self.state.items);
-            let shape = CheckpointShape {
-                iterations_done: self.state.iterations_done,
-                n_users: users.n_rows(),
-                n_items: items.n_rows(),
-                k: users.k(),
-                biased: !users.bias.is_empty(),
-            };
-            let pending = PendingCheckpoint::begin(dir, sig, shape)?;
+            let pending = PendingCheckpoint::begin(dir, sig, CheckpointShape::of(self.state))?;
             match exec.write_rows(pending.path(), pending.at) {
                 Some(Ok(())) => {
                     // The rows come back from the file, not from the executor.
