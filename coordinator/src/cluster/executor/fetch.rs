@@ -25,8 +25,7 @@ impl ClusterExecutor<'_> {
             }
             let mut sent = 0;
             if self.fetch(users, items, &mut sent)? {
-                self.stale = false;
-                self.since_sync.clear();
+                self.copy_is_current();
             } else {
                 let params = self.params;
                 self.replay(&params, users, items, &mut sent)?;
@@ -35,6 +34,13 @@ impl ClusterExecutor<'_> {
             self.unreported_bytes += sent;
         }
         Ok(())
+    }
+
+    /// The coordinator's copy holds the workers' latest rows (fetched, or
+    /// read back from a checkpoint they wrote): the snapshot a loss replays from.
+    pub(super) fn copy_is_current(&mut self) {
+        self.stale = false;
+        self.since_sync.clear();
     }
 
     /// Every live worker's rows of both sides, checked, then written; `false`

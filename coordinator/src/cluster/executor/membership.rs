@@ -14,7 +14,6 @@ use crate::cluster::client::{connect, ClientOptions};
 
 use super::health::watched;
 use super::rpc::{rpc_err, HalfError, JobFailed};
-use super::test_rows::TestByUser;
 use super::wire::block_messages;
 use super::{side_ix, ClusterExecutor, Slot};
 
@@ -295,7 +294,7 @@ impl ClusterExecutor<'_> {
                             Side::Users => (&ds.by_user, users),
                             Side::Items => (&ds.by_item, items),
                         };
-                        let test = test.get_or_init(|| TestByUser::build(ds));
+                        let test = test.of(ds);
                         let msgs = block_messages(&job_id, side, b, csr, layouts, &routing.side(side).needed[b], current, test);
                         bytes += encoded_bytes(&msgs);
                         c.assign_block(tokio_stream::iter(msgs))

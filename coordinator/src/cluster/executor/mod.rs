@@ -51,7 +51,7 @@ use crate::cluster::routing::Routing;
 pub(crate) use health::watchdog;
 pub use health::FaultOptions;
 pub use rpc::JobFailed;
-use test_rows::TestByUser;
+use test_rows::{LazyTestRows, TestByUser};
 
 struct Slot {
     handle: WorkerHandle,
@@ -108,7 +108,7 @@ pub struct ClusterExecutor<'a> {
     /// Per user block, its test rows.
     test_per_block: Vec<u64>,
     /// The test rows grouped by user, built on first use ([`Self::test_rows`]).
-    test: std::cell::OnceCell<TestByUser>,
+    test: LazyTestRows,
     step: u64,
     /// Solved rows go worker to worker (every worker offers it).
     exchange: bool,
@@ -205,7 +205,7 @@ impl<'a> ClusterExecutor<'a> {
             ds,
             shape,
             test_per_block: test_rows::test_rows_per_block(ds, &layouts.users),
-            test: std::cell::OnceCell::new(),
+            test: LazyTestRows::default(),
             step: 0,
             exchange: false,
             routes_epoch: 0,
@@ -257,7 +257,7 @@ impl<'a> ClusterExecutor<'a> {
     /// The test rows grouped by user: for shipping a user block, or
     /// evaluating from this coordinator's copy of the factors.
     fn test_rows(&self) -> &TestByUser {
-        self.test.get_or_init(|| TestByUser::build(self.ds))
+        self.test.of(self.ds)
     }
 
     /// Tell every live worker the job is over (best effort).
@@ -336,9 +336,7 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
     }
 
     fn rows_read_back(&mut self) {
-        // As after a fetch: the coordinator's copy is the snapshot a loss replays from.
-        self.stale = false;
-        self.since_sync.clear();
+        self.copy_is_current();
     }
 
     fn bytes_outside_halves(&self) -> u64 {

@@ -8,12 +8,11 @@ use std::path::Path;
 
 use als_core::checkpoint::RowsAt;
 use als_core::side::Side;
-use als_proto::fault::{fault_of, Fault};
 use als_proto::pb::WriteRowsRequest;
 use anyhow::Context;
 
 use super::health::watched;
-use super::rpc::HalfError;
+use super::rpc::{rpc_err, HalfError};
 use super::ClusterExecutor;
 
 impl ClusterExecutor<'_> {
@@ -46,13 +45,10 @@ impl ClusterExecutor<'_> {
                 let (handle, faults, req) = (s.handle.clone(), self.faults.clone(), req.clone());
                 let work = async move {
                     let mut c = handle.client.clone();
-                    c.write_rows(req).await.map(|r| r.into_inner()).map_err(|s| {
-                        let m = format!("worker {}: writing its rows: {}", handle.addr, s.message());
-                        match fault_of(&s) {
-                            Fault::Lost | Fault::Busy => HalfError::Lost(m),
-                            _ => HalfError::Fatal(anyhow::anyhow!(m)),
-                        }
-                    })
+                    c.write_rows(req)
+                        .await
+                        .map(|r| r.into_inner())
+                        .map_err(|s| rpc_err(&handle.addr, "writing its rows", s))
                 };
                 let handle = s.handle.clone();
                 async move { (w, watched(&handle, &faults, work).await) }

@@ -29,6 +29,16 @@ pub(super) fn eval_users_per_block(ds: &Dataset, users: &BlockLayout, min_pos: f
     n
 }
 
+/// [`TestByUser`], grouped on first use.
+#[derive(Default)]
+pub(super) struct LazyTestRows(std::cell::OnceCell<TestByUser>);
+
+impl LazyTestRows {
+    pub(super) fn of(&self, ds: &Dataset) -> &TestByUser {
+        self.0.get_or_init(|| TestByUser::build(ds))
+    }
+}
+
 /// The test rows grouped by user, each user's in test order (as the
 /// single-process evaluation sums them).
 #[derive(Default)]
