@@ -7,6 +7,7 @@
 #
 #   bench/speed.sh [--quick] [--netflix] [--threads N] [--iterations N]
 #                  [--out DIR] [--no-build] [--timeout SECONDS]
+#                  [--coordinator PATH]
 #
 #   --quick       the k=64 cases only
 #   --netflix     also the 100M-rating run: explicit k=64, --local 3, its
@@ -15,6 +16,8 @@
 #   --threads     threads of ours and of implicit (default 2)
 #   --iterations  iterations per run (default 10)
 #   --out         results folder (default bench/results/speed-<timestamp>)
+#   --coordinator the coordinator binary to time (implies --no-build), e.g.
+#                 an older build's, run right before this one's in one sitting
 #
 # Shapes: "ml1m" is MovieLens-1M-shaped (6,040 × 3,706, 800k ratings);
 # "gowalla" 30k users × 41k items with 810k interactions (issue 11's
@@ -44,7 +47,8 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift ;;
         --no-build) BUILD=0 ;;
         --timeout) TIMEOUT=$2; shift ;;
-        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --coordinator) COORD_GIVEN=$2; BUILD=0; shift ;;
+        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "speed.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -61,7 +65,7 @@ MANIFEST="$OUT/runs.tsv"
 ROOFS="$OUT/roofline.tsv"
 : > "$MANIFEST"
 : > "$ROOFS"
-COORD="$ROOT/target/release/coordinator"
+COORD=${COORD_GIVEN:-"$ROOT/target/release/coordinator"}
 ROOF="$ROOT/target/release/roofline"
 LOG_TAG=speed
 # shellcheck source=bench/lib.sh
