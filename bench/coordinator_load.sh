@@ -17,10 +17,11 @@
 # gives the bytes the coordinator shipped at the start and how long the
 # blocks took to reach the workers (shipped, or built by them).
 #
-# With `--checkpoint-dir DIR` among the train args, workers of builds that
-# can (`worker --output-root`) get DIR as their --output-root and write the
-# checkpoints' rows themselves; each line counts the checkpoints and those
-# the workers wrote.
+# With `--checkpoint-dir DIR` or `--out MODEL` among the train args,
+# workers of builds that can (`worker --output-root`) get the directory
+# holding both (DIR, MODEL's parent) as their --output-root and write the
+# rows themselves; each line counts the checkpoints and the files of rows
+# the workers wrote, and says whether they wrote the model's.
 #
 # BINDIR holds `coordinator` and `worker` (default target/release, built by
 # `cargo build --release --bins -p als-coordinator -p als-worker`). With
@@ -70,12 +71,24 @@ run_one() {
     shift 2
     # Workers may read the input only when asked to (--input-on-workers).
     case " $* " in *" --input-on-workers "*) root_flag=(--input-root "$INPUT_ROOT") ;; esac
-    # And write the checkpoints' rows where the coordinator puts them (builds that can).
-    local ckpt="" prev=""
-    for a in "$@"; do [ "$prev" = --checkpoint-dir ] && ckpt=$a; prev=$a; done
-    if [ -n "$ckpt" ] && "$bd/worker" --help | grep -q -- --output-root; then
-        mkdir -p "$ckpt"
-        root_flag+=(--output-root "$ckpt")
+    # And write the rows of checkpoints and of the model where the coordinator puts them (builds that can).
+    local out_root="" prev="" dir
+    for a in "$@"; do
+        dir=""
+        [ "$prev" = --checkpoint-dir ] && dir=$a
+        [ "$prev" = --out ] && dir=$(dirname "$a")
+        if [ -n "$dir" ]; then
+            mkdir -p "$dir"
+            dir=$(cd "$dir" && pwd)
+            # The directory holding both.
+            if [ -z "$out_root" ]; then out_root=$dir; else
+                while [[ "$dir/" != "$out_root/"* ]]; do out_root=$(dirname "$out_root"); done
+            fi
+        fi
+        prev=$a
+    done
+    if [ -n "$out_root" ] && "$bd/worker" --help | grep -q -- --output-root; then
+        root_flag+=(--output-root "$out_root")
     fi
     for i in $(seq 0 $((WORKERS - 1))); do
         port=$((52300 + i))
@@ -114,9 +127,14 @@ peer = [i["bytes_peer"] / 1e6 for i in its]
 secs = [i["seconds"] for i in its]
 metric = next((its[-1][k] for k in ("rmse", "ndcg@10") if k in its[-1]), None)
 later = coord[1:] or coord
-ckpt = re.search(r"checkpoint rows written by the workers.*?checkpoints=(\d+)", text)
+ckpt = re.search(r"rows written by the workers.*?(?:writes|checkpoints)=(\d+)", text)
 if "checkpoint written" in text:
-    start += f"{text.count('checkpoint written')} checkpoints ({ckpt.group(1) if ckpt else 0} written by the workers); "
+    start += f"{text.count('checkpoint written')} checkpoints; "
+if ckpt:
+    start += f"{ckpt.group(1)} files of rows written by the workers; "
+saved = re.search(r"model saved.*", text)
+if saved:
+    start += f"model rows by the workers: {'yes' if 'rows_by_workers=true' in saved.group(0) else 'no'}; "
 print(f"{label}: {start}coordinator peak RSS {int(rss) / 1024:.0f} MiB, wall {wall}; "
       f"coordinator MB per iteration {[round(c, 3) for c in coord]} (after the first: max {max(later):.3f}); "
       f"outside the halves {d['bytes_outside_halves'] / 1e6:.2f} MB; peers MB per iteration {peer[-1]:.1f}; "

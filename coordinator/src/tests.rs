@@ -971,3 +971,66 @@ fn workers_that_read_the_input_train_the_single_process_model() {
     );
     assert!(e.contains("needs --data"), "{e}");
 }
+
+/// The model the workers write (each its blocks' rows, into the model's
+/// files) is the single-process model, file for file: the evaluated run's
+/// and the refit's, biased explicit and implicit, blocks shipped or built
+/// by the workers.
+#[test]
+fn the_model_the_workers_write_is_the_single_process_models_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_csv(dir.path());
+    let run = |extra: &[&str], out: &Path| {
+        let mut args = vec![
+            "--data",
+            s(&data),
+            "--factors",
+            "5",
+            "--iterations",
+            "3",
+            "--quiet",
+            "--out",
+            s(out),
+        ];
+        args.extend(extra);
+        run_train(&train_args(&args), &mut Vec::new()).unwrap_or_else(|e| panic!("{extra:?}: {e:#}"))
+    };
+    let implicit = ["--implicit", "--alpha", "5", "--solver", "cg", "--final-fit", "train"];
+    for (case, extra, on_workers) in [
+        ("explicit-refit", &[][..], &[][..]),
+        ("implicit-train", &implicit[..], &[][..]),
+        ("explicit-read-by-workers", &[][..], &["--input-on-workers"][..]),
+    ] {
+        let want = dir.path().join(format!("{case}-single"));
+        let single = run(&[extra, &["--in-process"]].concat(), &want);
+        assert!(!single.model_rows_by_workers, "{case}");
+        let got = dir.path().join(format!("{case}-cluster"));
+        let cluster = run(&[extra, on_workers, &["--local", "3"]].concat(), &got);
+        assert!(cluster.model_rows_by_workers, "{case}: the workers wrote the rows");
+        let mut names: Vec<String> = std::fs::read_dir(&want)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "model.json")
+            .collect();
+        names.sort();
+        assert!(
+            names.len() >= 6 && names.contains(&"item_factors.npy".to_string()),
+            "{case}: {names:?}"
+        );
+        for name in &names {
+            let (a, b) = (std::fs::read(want.join(name)).unwrap(), std::fs::read(got.join(name)).ok());
+            assert!(Some(a) == b, "{case}: {name} differs");
+        }
+        let json = |d: &Path| serde_json::from_slice::<serde_json::Value>(&std::fs::read(d.join("model.json")).unwrap()).unwrap();
+        assert_eq!(json(&want)["files"], json(&got)["files"], "{case}");
+        // The saved rows are the ones the run reported (its `seen` keeps the ratings, the saved one not).
+        let saved = load_model(&got).unwrap();
+        let m = &cluster.model;
+        assert!(
+            saved.user_factors() == m.user_factors() && saved.item_factors() == m.item_factors(),
+            "{case}"
+        );
+        assert!(saved.user_bias() == m.user_bias() && saved.item_bias() == m.item_bias(), "{case}");
+        assert_eq!(saved.user_bias().is_some(), case.starts_with("explicit"), "{case}");
+    }
+}

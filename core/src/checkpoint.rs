@@ -8,6 +8,7 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::row_places::{write_le_at, RowPlaces, RowsPlace, RowsShape};
 use crate::side::Factors;
 use crate::train::{TrainConfig, TrainState};
 
@@ -93,7 +94,7 @@ pub fn check_checkpoint_dir(dir: &Path) -> Result<(), CheckpointError> {
 /// Write `checkpoint-NNNNNN.als` into `dir` atomically and keep the newest two.
 pub fn write_checkpoint(dir: &Path, sig: &RunSignature, state: &TrainState) -> Result<PathBuf, CheckpointError> {
     let (users, items) = (&state.users, &state.items);
-    let mut pending = PendingCheckpoint::begin(dir, sig, CheckpointShape::of(state))?;
+    let mut pending = PendingCheckpoint::begin(dir, sig, state.iterations_done, RowsShape::of(users, items))?;
     let at = pending.at;
     let path = pending.tmp.path().to_owned();
     let f = pending.tmp.as_file_mut();
@@ -103,80 +104,50 @@ pub fn write_checkpoint(dir: &Path, sig: &RunSignature, state: &TrainState) -> R
         (at.user_bias, &users.bias[..]),
         (at.item_bias, &items.bias[..]),
     ] {
-        write_f32_at(f, offset, values).map_err(io(&path))?;
+        write_le_at(f, offset, values).map_err(io(&path))?;
     }
     pending.finish()
-}
-
-/// Write `values` as little-endian f32 at byte `offset` of `f` (a
-/// checkpoint's or a model's rows: each writer its own range).
-pub fn write_f32_at(f: &mut std::fs::File, offset: u64, values: &[f32]) -> std::io::Result<()> {
-    use std::io::{Seek, SeekFrom};
-    f.seek(SeekFrom::Start(offset))?;
-    crate::le::write_le(f, values)
-}
-
-/// What a checkpoint holds, known before its rows are.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CheckpointShape {
-    pub iterations_done: usize,
-    pub n_users: usize,
-    pub n_items: usize,
-    pub k: usize,
-    pub biased: bool,
-}
-
-impl CheckpointShape {
-    /// The shape of a checkpoint of `state`.
-    pub fn of(state: &TrainState) -> CheckpointShape {
-        CheckpointShape {
-            iterations_done: state.iterations_done,
-            n_users: state.users.n_rows(),
-            n_items: state.items.n_rows(),
-            k: state.users.k(),
-            biased: !state.users.bias.is_empty(),
-        }
-    }
 }
 
 /// Where each part of a checkpoint's rows starts in its file (bytes); a
 /// side's row `r` is at `rows + r·k·4`, its bias at `bias + r·4`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RowsAt {
-    pub user_rows: u64,
-    pub item_rows: u64,
-    pub user_bias: u64,
-    pub item_bias: u64,
+struct RowsAt {
+    user_rows: u64,
+    item_rows: u64,
+    user_bias: u64,
+    item_bias: u64,
     /// The end of the rows: where the checksum goes.
-    pub end: u64,
+    end: u64,
 }
 
 /// A checkpoint being written: its header in a temporary file beside the
-/// final name, at its full length, for its rows to be written at [`RowsAt`]
-/// by whoever holds them (this process, or the workers where they can reach
-/// the directory); [`PendingCheckpoint::finish`] checksums it and puts it in
-/// place. Dropped unfinished, the temporary is removed.
+/// final name, at its full length, for its rows to be written at
+/// [`PendingCheckpoint::places`] by whoever holds them (this process, or
+/// the workers where they can reach the directory);
+/// [`PendingCheckpoint::finish`] checksums it and puts it in place.
+/// Dropped unfinished, the temporary is removed.
 pub struct PendingCheckpoint {
     tmp: tempfile::NamedTempFile,
     dir: PathBuf,
     name: String,
-    pub at: RowsAt,
+    at: RowsAt,
 }
 
 impl PendingCheckpoint {
-    pub fn begin(dir: &Path, sig: &RunSignature, shape: CheckpointShape) -> Result<PendingCheckpoint, CheckpointError> {
+    pub fn begin(dir: &Path, sig: &RunSignature, iterations_done: usize, shape: RowsShape) -> Result<PendingCheckpoint, CheckpointError> {
         use std::io::Write;
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let header = Header {
             signature: sig.clone(),
-            iterations_done: shape.iterations_done,
+            iterations_done,
             n_users: shape.n_users,
             n_items: shape.n_items,
             k: shape.k,
             biased: shape.biased,
         };
         let h = serde_json::to_vec(&header).expect("header serializes");
-        let name = format!("checkpoint-{:06}.als", shape.iterations_done);
+        let name = format!("checkpoint-{iterations_done:06}.als");
         crate::atomic::remove_stale_temporaries(dir, &name);
         let mut tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}.tmp-{}-", std::process::id()))
@@ -211,9 +182,22 @@ impl PendingCheckpoint {
         })
     }
 
-    /// The temporary file the rows are written into.
-    pub fn path(&self) -> &Path {
-        self.tmp.path()
+    /// Where the rows go in the temporary file: every part in the one file.
+    pub fn places(&self) -> RowPlaces {
+        let (path, at) = (self.tmp.path().to_owned(), self.at);
+        let place = |from: u64| RowsPlace {
+            path: path.clone(),
+            at: from,
+            end: at.end,
+        };
+        let biased = at.end > at.user_bias;
+        RowPlaces {
+            user_rows: place(at.user_rows),
+            item_rows: place(at.item_rows),
+            user_bias: biased.then(|| place(at.user_bias)),
+            item_bias: biased.then(|| place(at.item_bias)),
+            seen: None,
+        }
     }
 
     /// Checksum what was written, put the checkpoint in place and keep the newest two.

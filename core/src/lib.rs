@@ -20,6 +20,7 @@ pub mod model;
 pub(crate) mod npy;
 pub(crate) mod objective;
 pub mod rng;
+pub mod row_places;
 pub(crate) mod sgd;
 pub mod side;
 pub mod solve;

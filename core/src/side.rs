@@ -60,6 +60,12 @@ impl Factors {
         self.matrix.as_slice_mut().expect("factor matrices are standard layout")
     }
 
+    /// [`Factors::flat_mut`] and the biases, both at once.
+    pub fn parts_mut(&mut self) -> (&mut [f32], &mut [f32]) {
+        let rows = self.matrix.as_slice_mut().expect("factor matrices are standard layout");
+        (rows, &mut self.bias)
+    }
+
     #[inline]
     pub fn row(&self, r: usize) -> &[f32] {
         let k = self.k();

@@ -48,6 +48,14 @@ pub fn busy(message: impl Into<String>) -> Status {
     s
 }
 
+/// `s`, read as a job's failure ([`Fault::Job`]) with its own code: a
+/// refusal that any retry meets again (an output out of a worker's reach),
+/// not a lost worker.
+pub fn refusal(mut s: Status) -> Status {
+    s.metadata_mut().insert(FAULT_KEY, MetadataValue::from_static("job"));
+    s
+}
+
 /// Solved rows could not reach a peer (the solve itself succeeded).
 pub fn peer_unreachable(message: impl Into<String>) -> Status {
     let mut s = Status::unavailable(message.into());
@@ -83,6 +91,11 @@ mod tests {
         assert_eq!(fault_of(&busy("worker is busy with job 'x'")), Fault::Busy);
         assert_eq!(fault_of(&peer_unreachable("peer w2: connection refused")), Fault::Peer);
         assert_eq!(fault_of(&Status::invalid_argument("bad")), Fault::Protocol);
+        let refused = refusal(Status::permission_denied("not under the root"));
+        assert_eq!(
+            (fault_of(&refused), refused.code()),
+            (Fault::Job { row: None }, Code::PermissionDenied)
+        );
         for lost in [
             Status::unavailable("connection refused"),
             Status::unknown("transport error"),

@@ -435,7 +435,7 @@ fn a_worker_builds_or_runs_one_job_at_a_time() {
 /// one it writes none, and a path outside it (by `..` too) is refused by name.
 #[test]
 fn a_worker_writes_rows_only_under_its_output_root() {
-    use als_proto::pb::WriteRowsRequest;
+    use als_proto::pb::{RowsPart, RowsPlace, Side, WriteRowsRequest};
     let root = tempfile::tempdir().unwrap();
     let inside = root.path().join("out");
     std::fs::create_dir(&inside).unwrap();
@@ -443,10 +443,17 @@ fn a_worker_writes_rows_only_under_its_output_root() {
     std::fs::write(&file, [0u8; 64]).unwrap();
     let outside = root.path().join("elsewhere.tmp");
     std::fs::write(&outside, [0u8; 64]).unwrap();
-    let write = |path: &std::path::Path| WriteRowsRequest {
-        job_id: "job-a".into(),
+    let place = |path: &std::path::Path, side: Side| RowsPlace {
+        side: side as i32,
+        part: RowsPart::Factors as i32,
         path: path.to_str().unwrap().into(),
         end: 64,
+        ..Default::default()
+    };
+    // Rows of one file, and of a file outside too when `path` is.
+    let write = |path: &std::path::Path| WriteRowsRequest {
+        job_id: "job-a".into(),
+        places: vec![place(&file, Side::Users), place(path, Side::Items)],
         ..Default::default()
     };
     let none = WorkerProc::start(Some("s3cret"), &[]);
@@ -465,6 +472,29 @@ fn a_worker_writes_rows_only_under_its_output_root() {
             let e = c.write_rows(authed(write(&bad), "s3cret")).await.unwrap_err();
             assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
             assert!(e.message().contains("is not under this worker's --output-root"), "{}", e.message());
+        }
+        // One part placed twice: refused before anything else.
+        let twice = WriteRowsRequest {
+            job_id: "job-a".into(),
+            places: vec![place(&file, Side::Users), place(&file, Side::Users)],
+            ..Default::default()
+        };
+        let e = c.write_rows(authed(twice, "s3cret")).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+        assert!(e.message().contains("placed twice"), "{}", e.message());
+        // The seen matrix is the users', and needs their blocks' starts.
+        for (side, starts) in [(Side::Items, vec![0, 5]), (Side::Users, vec![])] {
+            let seen = WriteRowsRequest {
+                job_id: "job-a".into(),
+                places: vec![RowsPlace {
+                    part: RowsPart::SeenIndices as i32,
+                    ..place(&file, side)
+                }],
+                user_nnz_starts: starts,
+            };
+            let e = c.write_rows(authed(seen, "s3cret")).await.unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+            assert!(e.message().contains("the seen matrix is the users'"), "{}", e.message());
         }
         // Under the root, but no job: refused as such.
         let e = c.write_rows(authed(write(&file), "s3cret")).await.unwrap_err();

@@ -754,4 +754,49 @@ impl Job {
     pub fn n_blocks(&self, side: Side) -> usize {
         self.side(side).blocks.len()
     }
+
+    /// The user blocks' training ratings, as the items each row rated (a
+    /// model's `seen` matrix), ascending by block.
+    pub fn seen_of_users(&self) -> Vec<SeenBlock<'_>> {
+        self.users
+            .blocks
+            .iter()
+            .map(|(&block, b)| SeenBlock {
+                block,
+                row_start: b.row_start,
+                indptr: &b.indptr,
+                columns: &b.columns,
+                needed: &b.needed,
+            })
+            .collect()
+    }
+}
+
+/// One user block's rated items: row `r`'s are
+/// `needed[columns[indptr[r]..indptr[r + 1]]]`, global item rows.
+pub struct SeenBlock<'a> {
+    pub block: u32,
+    pub row_start: u64,
+    pub indptr: &'a [usize],
+    pub columns: &'a [u32],
+    pub needed: &'a [u32],
+}
+
+impl SeenBlock<'_> {
+    /// The row pointers of the block's rows (its last excluded), from `start`.
+    pub fn indptr_from(&self, start: u64) -> Vec<i64> {
+        self.indptr[..self.indptr.len() - 1]
+            .iter()
+            .map(|&p| (start + p as u64) as i64)
+            .collect()
+    }
+
+    /// The global items rated, row after row.
+    pub fn items(&self) -> Vec<u32> {
+        self.columns.iter().map(|&c| self.needed[c as usize]).collect()
+    }
+
+    pub fn nnz(&self) -> u64 {
+        self.columns.len() as u64
+    }
 }

@@ -1,78 +1,123 @@
-//! Writing the latest rows of a job's blocks into a file the coordinator
-//! created (a checkpoint), each block at its rows' place: the coordinator
-//! gets the file's checksum from the file, not the rows over the network.
+//! Writing the latest rows of a job's blocks into files the coordinator
+//! created (a checkpoint, a model's `.npy` files), each block at its rows'
+//! place: the coordinator gets the files' checksums from the files, not the
+//! rows over the network.
 
-use std::fs::OpenOptions;
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::path::PathBuf;
 
-use als_core::checkpoint::write_f32_at;
+use als_core::row_places::write_le_at;
 use als_core::side::Side;
-use als_proto::pb::{WriteRowsRequest, WriteRowsResponse};
+use als_proto::pb::{RowsPart, WriteRowsRequest, WriteRowsResponse};
+use als_proto::spec::side_from_pb;
 
 use crate::job::Job;
 
-/// Where one side's rows and biases start in the file.
-struct SideAt {
-    rows: u64,
-    bias: u64,
+/// One place of a request, its path resolved under the output root.
+pub struct Place {
+    pub side: Side,
+    pub part: RowsPart,
+    pub path: PathBuf,
+    pub at: u64,
+    pub end: u64,
 }
 
-/// Write every block `job` holds, both sides, into `path` (resolved under
-/// the output root), after checking each write falls inside `..end` and
-/// inside the file as the coordinator sized it.
-pub fn write_rows(job: &Job, path: &Path, req: &WriteRowsRequest) -> Result<WriteRowsResponse, String> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let len = file.metadata().map_err(|e| format!("{}: {e}", path.display()))?.len();
-    if len < req.end {
-        return Err(format!(
-            "{} has {len} bytes, fewer than the {} its rows end at",
-            path.display(),
-            req.end
-        ));
-    }
-    let k = job.params.factors as u64;
-    let mut resp = WriteRowsResponse::default();
-    for (side, at) in [
-        (
-            Side::Users,
-            SideAt {
-                rows: req.user_rows_at,
-                bias: req.user_bias_at,
-            },
-        ),
-        (
-            Side::Items,
-            SideAt {
-                rows: req.item_rows_at,
-                bias: req.item_bias_at,
-            },
-        ),
-    ] {
-        let written = match side {
-            Side::Users => &mut resp.user_blocks,
-            Side::Items => &mut resp.item_blocks,
-        };
-        for b in job.rows_of(side) {
-            let rows_at = place(at.rows, b.row_start, k * 4, b.factors.len() as u64 * 4, req.end)?;
-            write_f32_at(&mut file, rows_at, b.factors).map_err(|e| format!("{}: {e}", path.display()))?;
-            if !b.bias.is_empty() {
-                let bias_at = place(at.bias, b.row_start, 4, b.bias.len() as u64 * 4, req.end)?;
-                write_f32_at(&mut file, bias_at, b.bias).map_err(|e| format!("{}: {e}", path.display()))?;
+impl Place {
+    /// Check a request's places: each part of each side at most once, the
+    /// seen matrix's of the users only, with the blocks' starts among the
+    /// ratings.
+    pub fn check_all(req: &WriteRowsRequest) -> Result<(), String> {
+        let mut seen = Vec::new();
+        for p in &req.places {
+            let side = side_from_pb(p.side)?;
+            let part = RowsPart::try_from(p.part).map_err(|_| format!("invalid part {}", p.part))?;
+            match part {
+                RowsPart::Unspecified => return Err("a place of no part".into()),
+                RowsPart::SeenIndptr | RowsPart::SeenIndices if side != Side::Users || req.user_nnz_starts.is_empty() => {
+                    return Err("the seen matrix is the users', placed with their blocks' starts".into())
+                }
+                _ => {}
             }
-            written.push(b.block);
+            if seen.contains(&(side, part)) {
+                return Err(format!("the {side:?} {part:?} are placed twice"));
+            }
+            seen.push((side, part));
+        }
+        Ok(())
+    }
+}
+
+/// Write every block `job` holds at each of `places`, after checking each
+/// write falls inside `..end` and inside the file as the coordinator sized
+/// it; `nnz_starts` place each user block's ratings among all.
+pub fn write_rows(job: &Job, places: &[Place], nnz_starts: &[u64]) -> Result<WriteRowsResponse, String> {
+    let k = job.params.factors as u64;
+    let mut files: BTreeMap<&PathBuf, File> = BTreeMap::new();
+    let mut written: [Vec<u32>; 2] = Default::default();
+    for place in places {
+        let path = &place.path;
+        let shown = |e: std::io::Error| format!("{}: {e}", path.display());
+        if !files.contains_key(path) {
+            let f = OpenOptions::new().write(true).open(path).map_err(shown)?;
+            files.insert(path, f);
+        }
+        let file = files.get_mut(path).expect("opened");
+        let len = file.metadata().map_err(shown)?.len();
+        if len < place.end {
+            return Err(format!(
+                "{} has {len} bytes, fewer than the {} its rows end at",
+                path.display(),
+                place.end
+            ));
+        }
+        match place.part {
+            RowsPart::Factors | RowsPart::Bias => {
+                let bias = place.part == RowsPart::Bias;
+                let width = if bias { 4 } else { k * 4 };
+                for b in job.rows_of(place.side) {
+                    let values = if bias { b.bias } else { b.factors };
+                    if values.len() as u64 * 4 != b.n_rows as u64 * width {
+                        return Err(format!("block {} has no {:?}", b.block, place.part));
+                    }
+                    let at = place_of(place.at, b.row_start, width, values.len() as u64 * 4, place.end)?;
+                    write_le_at(file, at, values).map_err(shown)?;
+                    if !bias {
+                        written[matches!(place.side, Side::Items) as usize].push(b.block);
+                    }
+                }
+            }
+            RowsPart::SeenIndptr | RowsPart::SeenIndices => {
+                for b in job.seen_of_users() {
+                    let i = b.block as usize;
+                    let (start, next) = match (nnz_starts.get(i), nnz_starts.get(i + 1)) {
+                        (Some(&s), Some(&n)) if n.checked_sub(s) == Some(b.nnz()) => (s, n),
+                        _ => return Err(format!("user block {i} holds {} ratings, not the ones placed for it", b.nnz())),
+                    };
+                    if place.part == RowsPart::SeenIndptr {
+                        let values = b.indptr_from(start);
+                        let at = place_of(place.at, b.row_start, 8, values.len() as u64 * 8, place.end)?;
+                        write_le_at(file, at, &values).map_err(shown)?;
+                    } else {
+                        let at = place_of(place.at, start, 4, (next - start) * 4, place.end)?;
+                        write_le_at(file, at, &b.items()).map_err(shown)?;
+                    }
+                }
+            }
+            RowsPart::Unspecified => return Err("a place of no part".into()),
         }
     }
-    // On the file system the coordinator reads the file back from.
-    file.sync_data().map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(resp)
+    // On the file system the coordinator reads the files back from.
+    for (path, f) in &files {
+        f.sync_data().map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let [user_blocks, item_blocks] = written;
+    Ok(WriteRowsResponse { user_blocks, item_blocks })
 }
 
 /// The offset of a block's bytes (`row_start` rows of `row_bytes` past
 /// `base`, `bytes` long), refused where it would reach past `end`.
-fn place(base: u64, row_start: u64, row_bytes: u64, bytes: u64, end: u64) -> Result<u64, String> {
+fn place_of(base: u64, row_start: u64, row_bytes: u64, bytes: u64, end: u64) -> Result<u64, String> {
     let at = row_start.checked_mul(row_bytes).and_then(|o| o.checked_add(base));
     match at.and_then(|a| a.checked_add(bytes)) {
         Some(stop) if stop <= end => Ok(at.expect("checked")),
@@ -82,12 +127,12 @@ fn place(base: u64, row_start: u64, row_bytes: u64, bytes: u64, end: u64) -> Res
 
 #[cfg(test)]
 mod tests {
-    use super::place;
+    use super::place_of;
 
     #[test]
     fn a_write_past_the_end_is_refused() {
-        assert_eq!(place(100, 3, 8, 16, 140), Ok(124));
-        assert!(place(100, 3, 8, 17, 140).is_err());
-        assert!(place(u64::MAX - 4, 1, 8, 4, u64::MAX).is_err());
+        assert_eq!(place_of(100, 3, 8, 16, 140), Ok(124));
+        assert!(place_of(100, 3, 8, 17, 140).is_err());
+        assert!(place_of(u64::MAX - 4, 1, 8, 4, u64::MAX).is_err());
     }
 }

@@ -474,18 +474,33 @@ impl Worker for WorkerService {
     }
 
     async fn write_rows(&self, req: Request<WriteRowsRequest>) -> Result<Response<WriteRowsResponse>, Status> {
+        use crate::row_files::Place;
         let r = req.into_inner();
-        let path = crate::paths::under_root(&r.path, self.output_root.as_deref(), crate::paths::Reach::Output)?;
+        Place::check_all(&r).map_err(Status::invalid_argument)?;
+        let mut places = Vec::with_capacity(r.places.len());
+        for p in &r.places {
+            places.push(Place {
+                side: side_from_pb(p.side).map_err(Status::invalid_argument)?,
+                part: als_proto::pb::RowsPart::try_from(p.part).map_err(|e| Status::invalid_argument(e.to_string()))?,
+                // Out of this worker's reach: the coordinator writes the file itself.
+                path: crate::paths::under_root(&p.path, self.output_root.as_deref(), crate::paths::Reach::Output)
+                    .map_err(als_proto::fault::refusal)?,
+                at: p.at,
+                end: p.end,
+            });
+        }
         let mut slot = self.job.clone().lock_owned().await;
         active(&mut slot, &r.job_id)?;
         // Off the runtime: the rows are written from the blocks, under the job's lock.
         let written = tokio::task::spawn_blocking(move || match slot.as_ref() {
-            Some(job) => crate::row_files::write_rows(job, &path, &r),
+            Some(job) => crate::row_files::write_rows(job, &places, &r.user_nnz_starts),
             None => Err("the job ended".into()),
         })
         .await
         .map_err(|e| Status::internal(format!("writing the rows stopped: {e}")))?;
-        written.map(Response::new).map_err(Status::failed_precondition)
+        written
+            .map(Response::new)
+            .map_err(|m| als_proto::fault::refusal(Status::failed_precondition(m)))
     }
 
     async fn set_routes(&self, req: Request<Streaming<RouteChunk>>) -> Result<Response<SetRoutesResponse>, Status> {

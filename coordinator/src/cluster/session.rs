@@ -22,8 +22,8 @@ pub struct ClusterSession {
     pub evaluations_from_peers: std::sync::atomic::AtomicUsize,
     /// Halves the last run solved again after a loss (replays; for tests).
     pub replayed_halves: std::sync::atomic::AtomicUsize,
-    /// Checkpoints of the last run whose rows the workers wrote.
-    pub checkpoints_by_workers: std::sync::atomic::AtomicUsize,
+    /// Files of rows (checkpoints, the model) the workers wrote in the last run.
+    pub row_writes_by_workers: std::sync::atomic::AtomicUsize,
     /// Why each worker was lost, if it was, when the last `train` ended: the
     /// next run starts without it (and takes it back once it answers).
     lost: std::sync::Mutex<Vec<Option<String>>>,
@@ -58,7 +58,7 @@ impl ClusterSession {
             remote_evaluations: Default::default(),
             evaluations_from_peers: Default::default(),
             replayed_halves: Default::default(),
-            checkpoints_by_workers: Default::default(),
+            row_writes_by_workers: Default::default(),
             lost: Default::default(),
             built: Default::default(),
         })
@@ -84,7 +84,7 @@ impl ClusterSession {
             remote_evaluations: Default::default(),
             evaluations_from_peers: Default::default(),
             replayed_halves: Default::default(),
-            checkpoints_by_workers: Default::default(),
+            row_writes_by_workers: Default::default(),
             lost: Default::default(),
             built: Default::default(),
         })
@@ -190,10 +190,13 @@ impl ClusterSession {
             .store(exec.evaluations_from_peers, std::sync::atomic::Ordering::Relaxed);
         self.replayed_halves
             .store(exec.replayed_halves, std::sync::atomic::Ordering::Relaxed);
-        self.checkpoints_by_workers
-            .store(exec.checkpoints_by_workers, std::sync::atomic::Ordering::Relaxed);
-        if exec.checkpoints_by_workers > 0 {
-            tracing::info!(checkpoints = exec.checkpoints_by_workers, "checkpoint rows written by the workers");
+        self.row_writes_by_workers
+            .store(exec.row_writes_by_workers, std::sync::atomic::Ordering::Relaxed);
+        if exec.row_writes_by_workers > 0 {
+            tracing::info!(
+                writes = exec.row_writes_by_workers,
+                "rows written by the workers (checkpoints, the model)"
+            );
         }
         Ok(res?)
     }
@@ -681,7 +684,7 @@ mod tests {
                 })
                 .unwrap()
             });
-            let by_workers = s.checkpoints_by_workers.load(std::sync::atomic::Ordering::Relaxed);
+            let by_workers = s.row_writes_by_workers.load(std::sync::atomic::Ordering::Relaxed);
             let replayed = s.replayed_halves.load(std::sync::atomic::Ordering::Relaxed);
             s.shutdown().unwrap();
             // The loss replays from the first checkpoint's rows, read back from its file: one iteration.

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use als_core::checkpoint::{latest_checkpoint, RunSignature};
-use als_core::model::{save_model, Model, ModelParts};
+use als_core::data::Dataset;
+use als_core::model::{save_model, Model, ModelParts, PendingModel};
 use als_core::train::{IterationReport, Layouts, StateView, TestMetrics, TrainConfig, TrainData, TrainError, TrainResult};
 use anyhow::{bail, Context};
 use serde_json::Value;
@@ -67,6 +68,9 @@ pub struct TrainOutcome {
     pub data: DataSummary,
     /// The executor that actually ran (`in-process`, `local:N`, `workers:...`).
     pub executor: String,
+    /// The saved model's rows were written by the workers, not from here.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub model_rows_by_workers: bool,
 }
 
 /// Run a whole training job; the summary goes to `out` (stdout in the binary).
@@ -127,6 +131,8 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
     };
     let bar = progress::training_bar(cfg.iterations, job.quiet);
     let total = cfg.iterations;
+    // The saved model's rows, when the workers wrote them (the evaluated run's model only).
+    let mut model_rows: Option<PendingModel> = None;
     let mut on_iteration = |r: &IterationReport, state: &mut StateView| -> Result<(), TrainError> {
         let obj = r.objective.map_or("-".to_string(), |o| format!("{o:.6e}"));
         let train_rmse = r.train_rmse.map_or("-".to_string(), |x| format!("{x:.4}"));
@@ -145,6 +151,9 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
             test = %metrics_line(&r.test),
             "iteration"
         );
+        if let (Some(o), true, false) = (&job.output, r.iteration == total, job.refit_on_all) {
+            model_rows = model_rows_by_executor(state, o, seen_nnz(ds))?;
+        }
         if let Some(plan) = &job.checkpoint {
             if r.iteration.is_multiple_of(plan.every) || r.iteration == total {
                 let path = state.checkpoint(&plan.dir, &signature)?;
@@ -171,19 +180,11 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
         Ok(r) => r,
         Err(e) => return trainer.shutdown(Err(e)),
     };
-    let (model, trained_on) = if job.refit_on_all {
+    let (model, trained_on, model_rows) = if job.refit_on_all {
         // Only the full data set is needed from here on.
         drop(input.dataset);
-        let on_workers = workers_read.as_ref().map(|w| (w.every_row(), &job));
-        match final_fit(
-            &trainer,
-            spec,
-            cfg,
-            job.quiet,
-            &input.summary.source,
-            &result.final_metrics,
-            on_workers,
-        ) {
+        let on_workers = workers_read.as_ref().map(|w| w.every_row());
+        match final_fit(&trainer, &job, &input.summary.source, &result.final_metrics, on_workers) {
             Ok(m) => m,
             Err(e) => return trainer.shutdown(Err(e)),
         }
@@ -194,7 +195,7 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
         } else {
             TrainedOn::Train(ds.n_train())
         };
-        (model, on)
+        (model, on, model_rows)
     };
     trainer.shutdown(Ok(()))?;
     let executor = job.executor.label();
@@ -209,9 +210,14 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
     let mut parts = model;
     trained_on.record(&mut parts, &mut metrics);
     let model = Model::new(parts).context("the trained model is inconsistent")?;
+    let model_rows_by_workers = model_rows.is_some();
     if let Some(o) = &job.output {
-        save_model(&model, &o.dir, o.overwrite).with_context(|| format!("cannot save the model to {}", o.dir.display()))?;
-        tracing::info!(dir = %o.dir.display(), trained_on = %trained_on.describe(), "model saved");
+        match model_rows {
+            Some(rows) => rows.finish(&model),
+            None => save_model(&model, &o.dir, o.overwrite),
+        }
+        .with_context(|| format!("cannot save the model to {}", o.dir.display()))?;
+        tracing::info!(dir = %o.dir.display(), trained_on = %trained_on.describe(), rows_by_workers = model_rows_by_workers, "model saved");
     }
     if let Some(path) = &job.metrics_json {
         write_json_atomic(path, &metrics)?;
@@ -224,6 +230,7 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
         metrics,
         data: input.summary.clone(),
         executor,
+        model_rows_by_workers,
     };
     summary::print_summary(out, &outcome, cfg, &job).context("cannot write the summary")?;
     if embedded {
@@ -237,13 +244,12 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
 /// settings, on every rating of the input.
 fn final_fit(
     trainer: &Trainer,
-    spec: &InputSpec,
-    cfg: &TrainConfig,
-    quiet: bool,
+    job: &TrainJob,
     source: &str,
     held_out: &TestMetrics,
-    workers_read: Option<(workers_read::WorkersRead, &TrainJob)>,
-) -> anyhow::Result<(ModelParts, TrainedOn)> {
+    workers_read: Option<workers_read::WorkersRead>,
+) -> anyhow::Result<(ModelParts, TrainedOn, Option<PendingModel>)> {
+    let (spec, cfg, output) = (&job.input, &job.cfg, job.output.as_ref());
     let full = load_input(&InputSpec {
         test: TestSource::None,
         ..spec.clone()
@@ -257,23 +263,46 @@ fn final_fit(
     );
     let layouts = Layouts::for_dataset(ds, cfg.blocks);
     let mut data = TrainData::held(ds, &layouts.users);
-    if let Some((plan, job)) = &workers_read {
+    if let Some(plan) = &workers_read {
         if let Some(shape) = workers_read::build(trainer, plan, job, ds, &layouts)? {
             data.shape = shape;
         }
     }
-    let bar = progress::training_bar(cfg.iterations, quiet);
+    let bar = progress::training_bar(cfg.iterations, job.quiet);
     bar.set_message("final fit on every rating");
-    let mut on_iteration = |r: &IterationReport, _: &mut StateView| -> Result<(), TrainError> {
+    let mut model_rows = None;
+    let mut on_iteration = |r: &IterationReport, state: &mut StateView| -> Result<(), TrainError> {
         bar.inc(1);
         tracing::debug!(iteration = r.iteration, seconds = r.seconds, "final fit");
+        if let (Some(o), true) = (output, r.iteration == cfg.iterations) {
+            model_rows = model_rows_by_executor(state, o, seen_nnz(ds))?;
+        }
         Ok(())
     };
     let trained = trainer.train(&data, cfg, &layouts, None, &mut on_iteration);
     progress::finish(&bar);
     let result = trained.context("the final fit on every rating failed")?;
     let model = model_parts(&result, ds, cfg, source, held_out);
-    Ok((model, TrainedOn::All(ds.n_train())))
+    Ok((model, TrainedOn::All(ds.n_train()), model_rows))
+}
+
+/// The model's seen matrix (the training ratings by user), when the blocks
+/// hold it: not where whole users are held out of them (`--split users`).
+fn seen_nnz(ds: &Dataset) -> Option<u64> {
+    ds.held_out.is_none().then_some(ds.by_user.indices.len() as u64)
+}
+
+/// The model's rows written by the executor where it keeps them (each
+/// worker its blocks', into the model's files, and the seen matrix's with
+/// `seen_nnz`), and read back into the state: the coordinator fetches none
+/// of them. `None` where the executor
+/// cannot (in-process, or workers that write no files): the model is then
+/// saved from the state, as [`save_model`] saves it, to the same bytes.
+fn model_rows_by_executor(state: &mut StateView, out: &ModelOutput, seen_nnz: Option<u64>) -> Result<Option<PendingModel>, TrainError> {
+    let mut pending = PendingModel::begin(&out.dir, out.overwrite, state.shape(), seen_nnz)?;
+    let places = pending.places();
+    let written = state.rows_written_at(&places, |users, items| Ok(pending.read_rows_into(users, items)?))?;
+    Ok(written.then_some(pending))
 }
 
 /// Which ratings the saved model was trained on, as written to `model.json`

@@ -7,7 +7,7 @@ pub(crate) mod fold_in;
 pub mod store;
 
 pub use fold_in::{fold_in_users, FoldIn, FoldInError, FoldInReport, FoldedUser};
-pub use store::{load_model, save_model, ModelError, MODEL_FORMAT_VERSION};
+pub use store::{load_model, save_model, ModelError, PendingModel, MODEL_FORMAT_VERSION};
 
 use ndarray::{Array2, ArrayView2, Axis};
 use rustc_hash::FxHashMap;

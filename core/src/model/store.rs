@@ -21,6 +21,9 @@ use sha2::{Digest, Sha256};
 use super::{Model, ModelKind, ModelParts};
 use crate::data::Csr;
 use crate::npy::{self, NpyElement, NpyError};
+use crate::row_places::{write_le_at, RowPlaces, RowsPlace, RowsShape, SeenPlaces};
+use crate::side::Factors;
+use crate::solve::all_finite;
 
 pub const MODEL_FORMAT_VERSION: u32 = 1;
 
@@ -222,30 +225,63 @@ fn fail_point(_: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Write every file of `model` into the (empty) directory `tmp`.
-fn write_all_files(model: &Model, tmp: &Path) -> Result<(), ModelError> {
+/// The entry of `tmp/name` as `fill` writes it: the one of `read_back`
+/// when the file is already there (written elsewhere), after checking it
+/// holds exactly what `fill` writes; else the file `fill` writes now.
+fn written_or_write(
+    tmp: &Path,
+    name: &str,
+    read_back: &[FileEntry],
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<FileEntry, ModelError> {
+    let Some(there) = read_back.iter().find(|e| e.name == name) else {
+        return write_file(tmp, name, fill);
+    };
+    let mut w = HashWriter {
+        inner: io::sink(),
+        hash: Sha256::new(),
+        bytes: 0,
+    };
+    fill(&mut w).map_err(io_at(&tmp.join(name)))?;
+    if w.bytes != there.bytes || hex(&w.hash.finalize()) != there.sha256 {
+        return Err(ModelError::InvalidAt {
+            path: tmp.join(name),
+            problem: "what was written to it is not the model's".into(),
+        });
+    }
+    Ok(there.clone())
+}
+
+/// Write every file of `model` into the directory `tmp`, but for the files
+/// of rows already there (`read_back`, from [`PendingModel`]), which must
+/// hold exactly what would be written.
+fn write_all_files(model: &Model, tmp: &Path, read_back: &[FileEntry]) -> Result<(), ModelError> {
     let (nu, ni, k) = (model.user_ids().len(), model.item_ids().len(), model.user_factors().ncols());
     let mut files = Vec::new();
     let uf = model.user_factors().as_standard_layout();
     let itf = model.item_factors().as_standard_layout();
     let uf = uf.as_slice().expect("standard layout");
     let itf = itf.as_slice().expect("standard layout");
-    files.push(write_file(tmp, USER_FACTORS, |w| npy::write_npy_f32(&mut &mut *w, &[nu, k], uf))?);
-    files.push(write_file(tmp, ITEM_FACTORS, |w| npy::write_npy_f32(&mut &mut *w, &[ni, k], itf))?);
+    let mut rows: Vec<(&str, Vec<usize>, &[f32])> = vec![(USER_FACTORS, vec![nu, k], uf), (ITEM_FACTORS, vec![ni, k], itf)];
     if let Some(b) = model.user_bias() {
-        files.push(write_file(tmp, USER_BIAS, |w| npy::write_npy_f32(&mut &mut *w, &[nu], b))?);
+        rows.push((USER_BIAS, vec![nu], b));
     }
     if let Some(b) = model.item_bias() {
-        files.push(write_file(tmp, ITEM_BIAS, |w| npy::write_npy_f32(&mut &mut *w, &[ni], b))?);
+        rows.push((ITEM_BIAS, vec![ni], b));
+    }
+    for (name, dims, values) in rows {
+        files.push(written_or_write(tmp, name, read_back, |w| {
+            npy::write_npy_f32(&mut &mut *w, &dims, values)
+        })?);
     }
     files.push(write_file(tmp, USER_IDS, |w| write_ids(w, model.user_ids()))?);
     files.push(write_file(tmp, ITEM_IDS, |w| write_ids(w, model.item_ids()))?);
     let indptr: Vec<i64> = model.seen().indptr.iter().map(|&p| p as i64).collect();
-    files.push(write_file(tmp, SEEN_INDPTR, |w| {
+    files.push(written_or_write(tmp, SEEN_INDPTR, read_back, |w| {
         npy::write_npy_i64(&mut &mut *w, &[indptr.len()], &indptr)
     })?);
     let idx = &model.seen().indices;
-    files.push(write_file(tmp, SEEN_INDICES, |w| {
+    files.push(written_or_write(tmp, SEEN_INDICES, read_back, |w| {
         npy::write_npy_u32(&mut &mut *w, &[idx.len()], idx)
     })?);
 
@@ -293,6 +329,18 @@ fn write_all_files(model: &Model, tmp: &Path) -> Result<(), ModelError> {
 pub fn save_model(model: &Model, dir: &Path, overwrite: bool) -> Result<(), ModelError> {
     use crate::atomic::{replace_dir, temp_dir_beside, OutputPolicy};
     validate(model)?;
+    check_replaceable(dir, overwrite)?;
+    // Removed on drop (any early return) until moved into place.
+    let tmp = temp_dir_beside(dir, OutputPolicy::REPLACE)?;
+    write_all_files(model, tmp.path(), &[])?;
+    fail_point("rename new").map_err(io_at(dir))?;
+    replace_dir(tmp, dir)?;
+    Ok(())
+}
+
+/// `dir` may take a new model: it does not exist, or `overwrite` and it
+/// is a model directory or empty.
+fn check_replaceable(dir: &Path, overwrite: bool) -> Result<(), ModelError> {
     if fs::symlink_metadata(dir).is_ok() {
         if !overwrite {
             return Err(ModelError::Exists { path: dir.to_path_buf() });
@@ -303,12 +351,210 @@ pub fn save_model(model: &Model, dir: &Path, overwrite: bool) -> Result<(), Mode
             return Err(ModelError::NotAModelDir { path: dir.to_path_buf() });
         }
     }
-    // Removed on drop (any early return) until moved into place.
-    let tmp = temp_dir_beside(dir, OutputPolicy::REPLACE)?;
-    write_all_files(model, tmp.path())?;
-    fail_point("rename new").map_err(io_at(dir))?;
-    replace_dir(tmp, dir)?;
     Ok(())
+}
+
+/// A model being saved whose rows are written by whoever holds them (each
+/// cluster worker its blocks', at their offsets): [`PendingModel::begin`]
+/// creates the `.npy` files of the rows at their full length, with their
+/// headers, in the temporary directory [`save_model`] uses;
+/// [`PendingModel::read_rows_into`] reads them back, checksummed, into the
+/// caller's state; [`PendingModel::finish`] writes the other files and
+/// puts the directory in place, as [`save_model`] does. Dropped unfinished,
+/// the temporary directory is removed.
+pub struct PendingModel {
+    tmp: tempfile::TempDir,
+    dir: PathBuf,
+    shape: RowsShape,
+    /// The count of the seen matrix's entries, when its files are written
+    /// elsewhere too.
+    seen_nnz: Option<u64>,
+    /// The files of rows read back, with their checksums.
+    read_back: Vec<FileEntry>,
+}
+
+impl PendingModel {
+    /// With `seen_nnz`, the seen matrix (that many ratings) is written
+    /// elsewhere too ([`RowPlaces::seen`]).
+    pub fn begin(dir: &Path, overwrite: bool, shape: RowsShape, seen_nnz: Option<u64>) -> Result<PendingModel, ModelError> {
+        use crate::atomic::{temp_dir_beside, OutputPolicy};
+        check_replaceable(dir, overwrite)?;
+        let tmp = temp_dir_beside(dir, OutputPolicy::REPLACE)?;
+        for (name, descr, dims, width) in files_written_elsewhere(shape, seen_nnz) {
+            let path = tmp.path().join(name);
+            let head = npy::header(descr, &dims);
+            let mut f = File::create(&path).map_err(io_at(&path))?;
+            f.write_all(&head).map_err(io_at(&path))?;
+            f.set_len(head.len() as u64 + dims.iter().product::<usize>() as u64 * width)
+                .map_err(io_at(&path))?;
+            if let (SEEN_INDPTR, Some(nnz)) = (name, seen_nnz) {
+                // The last row pointer, the count of all: no block's to write.
+                let last = head.len() as u64 + shape.n_users as u64 * 8;
+                write_le_at(&mut f, last, &[nnz as i64]).map_err(io_at(&path))?;
+            }
+        }
+        Ok(PendingModel {
+            tmp,
+            dir: dir.to_path_buf(),
+            shape,
+            seen_nnz,
+            read_back: Vec::new(),
+        })
+    }
+
+    /// Where each part of the rows goes.
+    pub fn places(&self) -> RowPlaces {
+        let s = self.shape;
+        let place = |name: &str, descr: &str, dims: &[usize], width: u64| {
+            let at = npy::header(descr, dims).len() as u64;
+            RowsPlace {
+                path: self.tmp.path().join(name),
+                at,
+                end: at + dims[0] as u64 * width,
+            }
+        };
+        let rows = |name: &str, n: usize| place(name, f32::DESCR, &[n, s.k], s.k as u64 * 4);
+        let bias = |name: &str, n: usize| place(name, f32::DESCR, &[n], 4);
+        RowPlaces {
+            user_rows: rows(USER_FACTORS, s.n_users),
+            item_rows: rows(ITEM_FACTORS, s.n_items),
+            user_bias: s.biased.then(|| bias(USER_BIAS, s.n_users)),
+            item_bias: s.biased.then(|| bias(ITEM_BIAS, s.n_items)),
+            seen: self.seen_nnz.map(|nnz| SeenPlaces {
+                // Every row's pointer but the last, which is written with the file.
+                indptr: RowsPlace {
+                    end: place(SEEN_INDPTR, i64::DESCR, &[s.n_users + 1], 8).end - 8,
+                    ..place(SEEN_INDPTR, i64::DESCR, &[s.n_users + 1], 8)
+                },
+                indices: place(SEEN_INDICES, u32::DESCR, &[nnz as usize], 4),
+            }),
+        }
+    }
+
+    /// Read the rows written into the files into `users` and `items`
+    /// (shaped as [`PendingModel::begin`] was told), checked finite as
+    /// rows from a worker always are, checksumming every file in the same
+    /// pass.
+    pub fn read_rows_into(&mut self, users: &mut Factors, items: &mut Factors) -> Result<(), ModelError> {
+        let found = RowsShape::of(users, items);
+        if found != self.shape {
+            return Err(ModelError::Invalid {
+                problem: format!("rows shaped {found:?} read into a model shaped {:?}", self.shape),
+            });
+        }
+        let mut entries = Vec::new();
+        let ((user_rows, user_bias), (item_rows, item_bias)) = (users.parts_mut(), items.parts_mut());
+        let mut dests = [user_rows, item_rows, user_bias, item_bias].into_iter();
+        // The files in `files_written_elsewhere` order: factors, biases where there are any, then the seen matrix's.
+        for (name, descr, dims, _) in files_written_elsewhere(self.shape, self.seen_nnz) {
+            let path = self.tmp.path().join(name);
+            let head = npy::header(descr, &dims);
+            entries.push(match name {
+                // Checked against the model's own when it is saved.
+                SEEN_INDPTR | SEEN_INDICES => hash_file(&path, name)?,
+                _ => read_rows_file(&path, name, &head, dests.next().expect("a state part per file of rows"))?,
+            });
+        }
+        self.read_back = entries;
+        Ok(())
+    }
+
+    /// Write the rest of `model` and put the directory in place. The rows
+    /// read back must be `model`'s, to the byte; rows never read back are
+    /// written here from `model`.
+    pub fn finish(self, model: &Model) -> Result<(), ModelError> {
+        validate(model)?;
+        let found = RowsShape {
+            n_users: model.n_users(),
+            n_items: model.n_items(),
+            k: model.user_factors().ncols(),
+            biased: model.user_bias().is_some(),
+        };
+        if found != self.shape {
+            return Err(ModelError::Invalid {
+                problem: format!("a model shaped {found:?} saved where one shaped {:?} was begun", self.shape),
+            });
+        }
+        write_all_files(model, self.tmp.path(), &self.read_back)?;
+        fail_point("rename new").map_err(io_at(&self.dir))?;
+        crate::atomic::replace_dir(self.tmp, &self.dir)?;
+        Ok(())
+    }
+}
+
+/// The `.npy` files written elsewhere ([`PendingModel`]), with their
+/// element types, shapes and bytes per element: the rows' (f32), and the
+/// seen matrix's with `seen_nnz`.
+fn files_written_elsewhere(s: RowsShape, seen_nnz: Option<u64>) -> Vec<(&'static str, &'static str, Vec<usize>, u64)> {
+    let mut files = vec![
+        (USER_FACTORS, f32::DESCR, vec![s.n_users, s.k], 4),
+        (ITEM_FACTORS, f32::DESCR, vec![s.n_items, s.k], 4),
+    ];
+    if s.biased {
+        files.push((USER_BIAS, f32::DESCR, vec![s.n_users], 4));
+        files.push((ITEM_BIAS, f32::DESCR, vec![s.n_items], 4));
+    }
+    if let Some(nnz) = seen_nnz {
+        files.push((SEEN_INDPTR, i64::DESCR, vec![s.n_users + 1], 8));
+        files.push((SEEN_INDICES, u32::DESCR, vec![nnz as usize], 4));
+    }
+    files
+}
+
+/// The model.json entry of the file `path`, as it is.
+fn hash_file(path: &Path, name: &str) -> Result<FileEntry, ModelError> {
+    let f = File::open(path).map_err(io_at(path))?;
+    let mut r = HashReader {
+        inner: BufReader::with_capacity(1 << 20, f),
+        hash: Sha256::new(),
+        bytes: 0,
+    };
+    io::copy(&mut r, &mut io::sink()).map_err(io_at(path))?;
+    Ok(FileEntry {
+        name: name.to_string(),
+        bytes: r.bytes,
+        sha256: hex(&r.hash.finalize()),
+    })
+}
+
+/// Read the rows of the f32 `.npy` file `path` (headed `head`, as
+/// [`PendingModel::begin`] wrote it) into `dest`, which they must fill
+/// exactly, every value finite; its entry for model.json.
+fn read_rows_file(path: &Path, name: &str, head: &[u8], dest: &mut [f32]) -> Result<FileEntry, ModelError> {
+    let f = File::open(path).map_err(io_at(path))?;
+    let mut r = HashReader {
+        inner: BufReader::with_capacity(1 << 20, f),
+        hash: Sha256::new(),
+        bytes: 0,
+    };
+    let mut found = vec![0u8; head.len()];
+    r.read_exact(&mut found).map_err(io_at(path))?;
+    if found != head {
+        return Err(inconsistent(path, "the header it was created with", "another one"));
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    for chunk in dest.chunks_mut(buf.len() / 4) {
+        let bytes = &mut buf[..chunk.len() * 4];
+        r.read_exact(bytes).map_err(io_at(path))?;
+        for (x, b) in chunk.iter_mut().zip(bytes.chunks_exact(4)) {
+            *x = f32::from_le_bytes(b.try_into().expect("4 bytes"));
+        }
+        if !all_finite(chunk) {
+            return Err(ModelError::InvalidAt {
+                path: path.to_path_buf(),
+                problem: "a row written to it is not finite".into(),
+            });
+        }
+    }
+    // The file was created at its full length: nothing may follow the rows.
+    if io::copy(&mut r, &mut io::sink()).map_err(io_at(path))? != 0 {
+        return Err(inconsistent(path, format!("{} values", dest.len()), "more"));
+    }
+    Ok(FileEntry {
+        name: name.to_string(),
+        bytes: r.bytes,
+        sha256: hex(&r.hash.finalize()),
+    })
 }
 
 /// Read `dir/name` through a hashing reader with `parse`, then check its
@@ -737,5 +983,122 @@ mod tests {
         fs::write(&jp, &json).unwrap();
         assert_same(&load_model(&dir).unwrap(), &m);
         assert!(matches!(load_model(&root.path().join("nope")), Err(ModelError::Io { .. })));
+    }
+
+    /// Rows written at [`PendingModel::places`] by pieces, in any order (as
+    /// workers write their blocks), read back and finished: the same
+    /// directory as [`save_model`]'s, to the byte; rows that are not the
+    /// model's, or not finite, are refused by file.
+    #[test]
+    fn rows_written_elsewhere_make_the_saved_models_bytes() {
+        use crate::row_places::write_le_at;
+        let root = tempfile::tempdir().unwrap();
+        for kind in [ModelKind::Explicit, ModelKind::Implicit] {
+            let m = random_model(kind, 13, 7, 3, 11);
+            let shape = RowsShape {
+                n_users: 13,
+                n_items: 7,
+                k: 3,
+                biased: m.user_bias().is_some(),
+            };
+            // The seen matrix written elsewhere too for one kind, here for the other.
+            let seen_nnz = (kind == ModelKind::Explicit).then_some(m.seen().indices.len() as u64);
+            // Two blocks per part, the second written first: the rows of `of`, the seen matrix of `m`.
+            let write = |pending: &PendingModel, of: &Model| {
+                let p = pending.places();
+                assert_eq!(p.seen.is_some(), seen_nnz.is_some());
+                if let Some(seen) = &p.seen {
+                    let indptr: Vec<i64> = m.seen().indptr[..13].iter().map(|&x| x as i64).collect();
+                    let mut f = fs::OpenOptions::new().write(true).open(&seen.indptr.path).unwrap();
+                    write_le_at(&mut f, seen.indptr.at + 6 * 8, &indptr[6..]).unwrap();
+                    write_le_at(&mut f, seen.indptr.at, &indptr[..6]).unwrap();
+                    assert_eq!(seen.indptr.end, seen.indptr.at + 13 * 8);
+                    let mut f = fs::OpenOptions::new().write(true).open(&seen.indices.path).unwrap();
+                    write_le_at(&mut f, seen.indices.at, &m.seen().indices).unwrap();
+                    assert_eq!(f.metadata().unwrap().len(), seen.indices.end);
+                }
+                let parts: Vec<(&RowsPlace, &[f32], usize)> = [
+                    (Some(&p.user_rows), of.user_factors().as_slice(), 3),
+                    (Some(&p.item_rows), of.item_factors().as_slice(), 3),
+                    (p.user_bias.as_ref(), of.user_bias(), 1),
+                    (p.item_bias.as_ref(), of.item_bias(), 1),
+                ]
+                .into_iter()
+                .filter_map(|(place, v, w)| Some((place?, v.expect("standard layout, or biased"), w)))
+                .collect();
+                assert_eq!(parts.len(), if shape.biased { 4 } else { 2 });
+                for (place, values, width) in parts {
+                    let mut f = fs::OpenOptions::new().write(true).open(&place.path).unwrap();
+                    let cut = (values.len() / width / 2) * width;
+                    write_le_at(&mut f, place.at + cut as u64 * 4, &values[cut..]).unwrap();
+                    write_le_at(&mut f, place.at, &values[..cut]).unwrap();
+                    assert_eq!(f.metadata().unwrap().len(), place.end);
+                }
+            };
+            let want = root.path().join(format!("saved-{kind:?}"));
+            save_model(&m, &want, false).unwrap();
+            let got = root.path().join(format!("pending-{kind:?}"));
+            let mut pending = PendingModel::begin(&got, false, shape, seen_nnz).unwrap();
+            write(&pending, &m);
+            let (mut users, mut items) = (
+                Factors {
+                    matrix: Array2::zeros((13, 3)),
+                    bias: vec![0.0; if shape.biased { 13 } else { 0 }],
+                },
+                Factors {
+                    matrix: Array2::zeros((7, 3)),
+                    bias: vec![0.0; if shape.biased { 7 } else { 0 }],
+                },
+            );
+            pending.read_rows_into(&mut users, &mut items).unwrap();
+            assert_eq!(&users.matrix, m.user_factors());
+            assert_eq!(items.bias, m.item_bias().unwrap_or(&[]));
+            pending.finish(&m).unwrap();
+            for name in [
+                USER_FACTORS,
+                ITEM_FACTORS,
+                USER_BIAS,
+                ITEM_BIAS,
+                USER_IDS,
+                ITEM_IDS,
+                SEEN_INDPTR,
+                SEEN_INDICES,
+            ] {
+                let (a, b) = (fs::read(want.join(name)).ok(), fs::read(got.join(name)).ok());
+                assert!(a == b, "{kind:?}: {name} differs");
+            }
+            let files =
+                |d: &Path| serde_json::from_slice::<serde_json::Value>(&fs::read(d.join(MODEL_JSON)).unwrap()).unwrap()["files"].clone();
+            assert_eq!(files(&want), files(&got));
+            assert_same(&load_model(&got).unwrap(), &m);
+
+            // Rows other than the model's: finishing is refused, naming the file.
+            let other = random_model(kind, 13, 7, 3, 12);
+            let bad = root.path().join(format!("bad-{kind:?}"));
+            let mut pending = PendingModel::begin(&bad, false, shape, seen_nnz).unwrap();
+            write(&pending, &other);
+            pending.read_rows_into(&mut users, &mut items).unwrap();
+            let e = pending.finish(&m).unwrap_err().to_string();
+            assert!(e.contains(USER_FACTORS) && e.contains("not the model's"), "{e}");
+            assert!(!bad.exists(), "nothing is put in place");
+            // A row that is not finite: refused as it is read.
+            let mut pending = PendingModel::begin(&bad, false, shape, seen_nnz).unwrap();
+            write(&pending, &m);
+            let p = pending.places().item_rows;
+            write_le_at(
+                &mut fs::OpenOptions::new().write(true).open(&p.path).unwrap(),
+                p.at + 8,
+                &[f32::NAN],
+            )
+            .unwrap();
+            let e = pending.read_rows_into(&mut users, &mut items).unwrap_err().to_string();
+            assert!(e.contains(ITEM_FACTORS) && e.contains("not finite"), "{e}");
+            drop(pending);
+            assert_eq!(
+                others(root.path(), &[]).iter().filter(|n| n.starts_with('.')).count(),
+                0,
+                "no temporary is left"
+            );
+        }
     }
 }

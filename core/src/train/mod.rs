@@ -50,6 +50,9 @@ pub enum TrainError {
     /// Writing a checkpoint failed; training stops rather than go on unprotected.
     #[error("writing a checkpoint failed")]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// Writing the model's rows failed.
+    #[error("writing the model failed")]
+    Model(#[from] crate::model::ModelError),
     /// An executor broke its contract (a bug, not bad input).
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -215,13 +218,13 @@ pub trait HalfStepExecutor {
         Ok(())
     }
 
-    /// Write the latest rows of both sides into `file`, a checkpoint being
-    /// written, where the executor keeps them (a cluster: each worker its
-    /// blocks', into a file under a directory they all reach), without
-    /// bringing the caller's `users` and `items` up to date. `None`: the
-    /// caller brings them up to date and writes them itself; the same bytes
-    /// either way.
-    fn write_rows(&mut self, _file: &std::path::Path, _at: crate::checkpoint::RowsAt) -> Option<Result<(), TrainError>> {
+    /// Write the latest rows of both sides at `places` (a checkpoint's
+    /// file, or a model's files, being written) where the executor keeps
+    /// them (a cluster: each worker its blocks', into files under a
+    /// directory they all reach), without bringing the caller's `users` and
+    /// `items` up to date. `None`: the caller brings them up to date and
+    /// writes them itself; the same bytes either way.
+    fn write_rows(&mut self, _places: &crate::row_places::RowPlaces) -> Option<Result<(), TrainError>> {
         None
     }
 
@@ -261,22 +264,49 @@ impl<'a> StateView<'a> {
     /// this state; else from this state brought up to date. Either way the
     /// state is up to date after it.
     pub fn checkpoint(&mut self, dir: &std::path::Path, sig: &crate::checkpoint::RunSignature) -> Result<std::path::PathBuf, TrainError> {
-        use crate::checkpoint::{CheckpointShape, PendingCheckpoint};
-        if let Some(exec) = self.exec.as_deref_mut() {
-            let pending = PendingCheckpoint::begin(dir, sig, CheckpointShape::of(self.state))?;
-            match exec.write_rows(pending.path(), pending.at) {
-                Some(Ok(())) => {
-                    // The rows come back from the file, not from the executor.
-                    let path = pending.finish_into(&mut self.state.users, &mut self.state.items)?;
-                    exec.rows_read_back();
-                    self.exec = None;
-                    return Ok(path);
-                }
-                Some(Err(e)) => return Err(e),
-                None => {}
+        use crate::checkpoint::PendingCheckpoint;
+        if self.exec.is_some() {
+            let pending = PendingCheckpoint::begin(dir, sig, self.state.iterations_done, self.shape())?;
+            let mut path = None;
+            let written = self.rows_written_at(&pending.places(), |users, items| {
+                path = Some(pending.finish_into(users, items)?);
+                Ok(())
+            })?;
+            if let (true, Some(path)) = (written, path) {
+                return Ok(path);
             }
         }
         Ok(crate::checkpoint::write_checkpoint(dir, sig, self.get()?)?)
+    }
+
+    /// The dimensions of the state's rows (known without bringing them up to date).
+    pub fn shape(&self) -> crate::row_places::RowsShape {
+        crate::row_places::RowsShape::of(&self.state.users, &self.state.items)
+    }
+
+    /// Have the executor write the latest rows at `places`, where it keeps
+    /// them, and `read_back` take them from there into this state, which is
+    /// then up to date. `Ok(false)`: the executor cannot, and nothing was
+    /// read (the caller writes the rows from [`StateView::get`]).
+    pub fn rows_written_at(
+        &mut self,
+        places: &crate::row_places::RowPlaces,
+        read_back: impl FnOnce(&mut crate::side::Factors, &mut crate::side::Factors) -> Result<(), TrainError>,
+    ) -> Result<bool, TrainError> {
+        let Some(exec) = self.exec.as_deref_mut() else {
+            return Ok(false);
+        };
+        match exec.write_rows(places) {
+            Some(Ok(())) => {
+                // The rows come back from the files, not from the executor.
+                read_back(&mut self.state.users, &mut self.state.items)?;
+                exec.rows_read_back();
+                self.exec = None;
+                Ok(true)
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(false),
+        }
     }
 
     pub fn get(&mut self) -> Result<&TrainState, TrainError> {

@@ -144,8 +144,8 @@ pub struct ClusterExecutor<'a> {
     pub replayed_halves: usize,
     /// The workers write the checkpoints' rows (until one cannot).
     workers_write_rows: bool,
-    /// Checkpoints the workers wrote.
-    pub checkpoints_by_workers: usize,
+    /// Files of rows the workers wrote (checkpoints, the model).
+    pub row_writes_by_workers: usize,
 }
 
 fn side_ix(s: Side) -> usize {
@@ -224,7 +224,7 @@ impl<'a> ClusterExecutor<'a> {
             evaluations_from_peers: 0,
             replayed_halves: 0,
             workers_write_rows: true,
-            checkpoints_by_workers: 0,
+            row_writes_by_workers: 0,
         };
         // Peer exchange needs every worker to take part, the lost ones too once revived.
         exec.exchange = exec
@@ -327,8 +327,8 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
         self.sync_rows(users, items).map_err(train_error)
     }
 
-    fn write_rows(&mut self, file: &std::path::Path, at: als_core::checkpoint::RowsAt) -> Option<Result<(), TrainError>> {
-        match self.write_rows_on_workers(file, at) {
+    fn write_rows(&mut self, places: &als_core::row_places::RowPlaces) -> Option<Result<(), TrainError>> {
+        match self.write_rows_on_workers(places) {
             Ok(true) => Some(Ok(())),
             Ok(false) => None,
             Err(e) => Some(Err(train_error(e))),

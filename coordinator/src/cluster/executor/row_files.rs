@@ -1,14 +1,13 @@
-//! Checkpoints written by the workers: each writes the latest rows of its
-//! blocks into the file the coordinator created under a directory they all
-//! reach (`worker --output-root`; `--local` workers reach what the
-//! coordinator does), so no row crosses the network for a checkpoint and
-//! the coordinator's copy of the model stays as it was.
+//! Checkpoints and models written by the workers: each writes the latest
+//! rows of its blocks into the files the coordinator created under a
+//! directory they all reach (`worker --output-root`; `--local` workers
+//! reach what the coordinator does), so no row crosses the network for a
+//! checkpoint or for the model.
 
-use std::path::Path;
-
-use als_core::checkpoint::RowsAt;
+use als_core::row_places::{RowPlaces, RowsPlace as Place};
 use als_core::side::Side;
-use als_proto::pb::WriteRowsRequest;
+use als_proto::pb::{RowsPart, RowsPlace, WriteRowsRequest};
+use als_proto::spec::side_to_pb;
 use anyhow::Context;
 
 use super::health::watched;
@@ -16,26 +15,53 @@ use super::rpc::{rpc_err, HalfError};
 use super::ClusterExecutor;
 
 impl ClusterExecutor<'_> {
-    /// Have every live worker write its blocks' rows into `file`. `Ok(false)`
+    /// Have every live worker write its blocks' rows at `places`. `Ok(false)`
     /// when they cannot, and nothing can be trusted of the file: a worker
     /// is lost (its blocks' rows come back by a fetch's replay), or one
     /// writes no file (no `--output-root`, or the directory out of its
     /// reach), which turns worker writes off for the run.
-    pub(super) fn write_rows_on_workers(&mut self, file: &Path, at: RowsAt) -> anyhow::Result<bool> {
+    pub(super) fn write_rows_on_workers(&mut self, places: &RowPlaces) -> anyhow::Result<bool> {
         // A lost worker's blocks that have not moved yet: their rows come back by a replay.
         if !self.workers_write_rows || self.has_orphans() {
             return Ok(false);
         }
-        let path = file.to_str().with_context(|| format!("{} is not UTF-8", file.display()))?;
-        let req = WriteRowsRequest {
+        let seen = places.seen.as_ref();
+        let parts = [
+            (Side::Users, RowsPart::Factors, Some(&places.user_rows)),
+            (Side::Items, RowsPart::Factors, Some(&places.item_rows)),
+            (Side::Users, RowsPart::Bias, places.user_bias.as_ref()),
+            (Side::Items, RowsPart::Bias, places.item_bias.as_ref()),
+            (Side::Users, RowsPart::SeenIndptr, seen.map(|s| &s.indptr)),
+            (Side::Users, RowsPart::SeenIndices, seen.map(|s| &s.indices)),
+        ];
+        let mut req = WriteRowsRequest {
             job_id: self.job_id.clone(),
-            path: path.to_owned(),
-            user_rows_at: at.user_rows,
-            item_rows_at: at.item_rows,
-            user_bias_at: at.user_bias,
-            item_bias_at: at.item_bias,
-            end: at.end,
+            places: Vec::new(),
+            // Each user block's first rating among every user's.
+            user_nnz_starts: match seen {
+                Some(_) => self
+                    .layouts
+                    .users
+                    .starts
+                    .iter()
+                    .map(|&s| self.ds.by_user.indptr[s] as u64)
+                    .collect(),
+                None => Vec::new(),
+            },
         };
+        for (side, part, place) in parts {
+            let Some(Place { path, at, end }) = place else { continue };
+            req.places.push(RowsPlace {
+                side: side_to_pb(side) as i32,
+                part: part as i32,
+                path: path
+                    .to_str()
+                    .with_context(|| format!("{} is not UTF-8", path.display()))?
+                    .to_owned(),
+                at: *at,
+                end: *end,
+            });
+        }
         let futs: Vec<_> = self
             .slots
             .iter()
@@ -87,7 +113,7 @@ impl ClusterExecutor<'_> {
                         HalfError::Job(f) => f.message,
                         HalfError::Peer(m) | HalfError::Lost(m) => m,
                     };
-                    tracing::warn!("{why}; the coordinator writes the checkpoints from now on");
+                    tracing::warn!("{why}; the coordinator writes the checkpoints and the model from now on");
                     self.workers_write_rows = false;
                     usable = false;
                 }
@@ -99,7 +125,7 @@ impl ClusterExecutor<'_> {
                 written.iter().flatten().all(|&n| n == 1),
                 "the workers did not write every block's rows exactly once"
             );
-            self.checkpoints_by_workers += 1;
+            self.row_writes_by_workers += 1;
         }
         Ok(usable)
     }
