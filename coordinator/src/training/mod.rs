@@ -295,9 +295,9 @@ fn seen_nnz(ds: &Dataset) -> Option<u64> {
 /// The model's rows written by the executor where it keeps them (each
 /// worker its blocks', into the model's files, and the seen matrix's with
 /// `seen_nnz`), and read back into the state: the coordinator fetches none
-/// of them. `None` where the executor
-/// cannot (in-process, or workers that write no files): the model is then
-/// saved from the state, as [`save_model`] saves it, to the same bytes.
+/// of them. `None` where the executor cannot (in-process, or workers that
+/// write no files): the model is then saved from the state, as
+/// [`save_model`] saves it, to the same bytes.
 fn model_rows_by_executor(state: &mut StateView, out: &ModelOutput, seen_nnz: Option<u64>) -> Result<Option<PendingModel>, TrainError> {
     let mut pending = PendingModel::begin(&out.dir, out.overwrite, state.shape(), seen_nnz)?;
     let places = pending.places();

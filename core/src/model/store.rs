@@ -36,6 +36,17 @@ const USER_IDS: &str = "user_ids.txt";
 const ITEM_IDS: &str = "item_ids.txt";
 const SEEN_INDPTR: &str = "seen_indptr.npy";
 const SEEN_INDICES: &str = "seen_indices.npy";
+/// Every file model.json may list.
+const DATA_FILES: [&str; 8] = [
+    USER_FACTORS,
+    ITEM_FACTORS,
+    USER_BIAS,
+    ITEM_BIAS,
+    USER_IDS,
+    ITEM_IDS,
+    SEEN_INDPTR,
+    SEEN_INDICES,
+];
 
 /// Why a model could not be saved or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -643,19 +654,7 @@ pub fn load_model(dir: &Path) -> Result<Model, ModelError> {
     let meta: ModelJson = serde_json::from_value(value).map_err(|e| bad_json(e.to_string()))?;
     let (nu, ni, k) = (meta.n_users, meta.n_items, meta.factors);
     let entry = |name: &str| meta.files.iter().find(|f| f.name == name);
-    if let Some(f) = meta.files.iter().find(|f| {
-        ![
-            USER_FACTORS,
-            ITEM_FACTORS,
-            USER_BIAS,
-            ITEM_BIAS,
-            USER_IDS,
-            ITEM_IDS,
-            SEEN_INDPTR,
-            SEEN_INDICES,
-        ]
-        .contains(&f.name.as_str())
-    }) {
+    if let Some(f) = meta.files.iter().find(|f| !DATA_FILES.contains(&f.name.as_str())) {
         return Err(bad_json(format!("unknown file '{}' in the files list", f.name)));
     }
 
@@ -1054,16 +1053,7 @@ mod tests {
             assert_eq!(&users.matrix, m.user_factors());
             assert_eq!(items.bias, m.item_bias().unwrap_or(&[]));
             pending.finish(&m).unwrap();
-            for name in [
-                USER_FACTORS,
-                ITEM_FACTORS,
-                USER_BIAS,
-                ITEM_BIAS,
-                USER_IDS,
-                ITEM_IDS,
-                SEEN_INDPTR,
-                SEEN_INDICES,
-            ] {
+            for name in DATA_FILES {
                 let (a, b) = (fs::read(want.join(name)).ok(), fs::read(got.join(name)).ok());
                 assert!(a == b, "{kind:?}: {name} differs");
             }
