@@ -65,6 +65,11 @@ fn three_worker_processes_train_the_single_process_model() {
             factors(&single) == factors(&cluster),
             "{name}: cluster factors differ from the single-process ones"
         );
+        // Workers without --output-root refuse to write the model's rows; the coordinator writes them.
+        assert!(
+            strip_ansi(&err).contains("writes no file (start it with --output-root DIR); the coordinator writes"),
+            "{name}: {err}"
+        );
         // The workers read the input and build their blocks themselves.
         let read = tmp.path().join(format!("{name}-read"));
         let (ok, err) = train(
@@ -77,6 +82,20 @@ fn three_worker_processes_train_the_single_process_model() {
         assert!(
             factors(&single) == factors(&read),
             "{name}: factors from blocks the workers built differ from the single-process ones"
+        );
+    }
+    // Workers that reach the output directory write the model's rows themselves: the same files.
+    let writers: Vec<WorkerProc> = (0..3).map(|_| WorkerProc::start(Some(TOKEN), &["--output-root", root])).collect();
+    let writer_addrs = writers.iter().map(|w| w.addr.clone()).collect::<Vec<_>>().join(",");
+    let written = tmp.path().join("explicit-written");
+    let (ok, err) = train(&data, &written, &["--iterations", "10"], &["--workers".into(), writer_addrs]);
+    assert!(ok, "workers writing the model: {err}");
+    assert!(strip_ansi(&err).contains("rows_by_workers=true"), "the workers wrote the model's rows: {err}");
+    let single = tmp.path().join("explicit-single");
+    for name in ["user_factors.npy", "item_factors.npy", "user_bias.npy", "seen_indptr.npy", "seen_indices.npy"] {
+        assert!(
+            std::fs::read(single.join(name)).unwrap() == std::fs::read(written.join(name)).unwrap(),
+            "{name} written by the workers differs"
         );
     }
     // A test file beside the input, which the workers read in shares too: the same metrics.
