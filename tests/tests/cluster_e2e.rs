@@ -90,9 +90,18 @@ fn three_worker_processes_train_the_single_process_model() {
     let written = tmp.path().join("explicit-written");
     let (ok, err) = train(&data, &written, &["--iterations", "10"], &["--workers".into(), writer_addrs]);
     assert!(ok, "workers writing the model: {err}");
-    assert!(strip_ansi(&err).contains("rows_by_workers=true"), "the workers wrote the model's rows: {err}");
+    assert!(
+        strip_ansi(&err).contains("rows_by_workers=true"),
+        "the workers wrote the model's rows: {err}"
+    );
     let single = tmp.path().join("explicit-single");
-    for name in ["user_factors.npy", "item_factors.npy", "user_bias.npy", "seen_indptr.npy", "seen_indices.npy"] {
+    for name in [
+        "user_factors.npy",
+        "item_factors.npy",
+        "user_bias.npy",
+        "seen_indptr.npy",
+        "seen_indices.npy",
+    ] {
         assert!(
             std::fs::read(single.join(name)).unwrap() == std::fs::read(written.join(name)).unwrap(),
             "{name} written by the workers differs"

@@ -41,23 +41,31 @@ impl Csr {
     pub fn from_triples(n_rows: usize, n_cols: usize, rows: &[u32], cols: &[u32], vals: &[f32]) -> Self {
         assert_eq!(rows.len(), cols.len());
         assert_eq!(rows.len(), vals.len());
+        Csr::from_entries(n_rows, n_cols, || rows.iter().zip(cols).zip(vals).map(|((&r, &c), &v)| (r, c, v)))
+    }
+
+    /// [`Csr::from_triples`] from the (row, column, value) entries `entries`
+    /// yields, the same each of the two times it is called (rows counted,
+    /// then entries placed), so no copy of the triples is ever held: the
+    /// data's largest build step holds the matrix and nothing else.
+    pub fn from_entries<I: Iterator<Item = (u32, u32, f32)>>(n_rows: usize, n_cols: usize, entries: impl Fn() -> I) -> Self {
         let mut counts = vec![0usize; n_rows + 1];
-        for &r in rows {
+        for (r, _, _) in entries() {
             counts[r as usize + 1] += 1;
         }
         for r in 0..n_rows {
             counts[r + 1] += counts[r];
         }
+        let nnz = counts[n_rows];
         let indptr = counts.clone();
         let mut next = counts;
-        let mut indices = vec![0u32; rows.len()];
-        let mut values = vec![0f32; rows.len()];
-        for k in 0..rows.len() {
-            let r = rows[k] as usize;
-            let p = next[r];
-            indices[p] = cols[k];
-            values[p] = vals[k];
-            next[r] += 1;
+        let mut indices = vec![0u32; nnz];
+        let mut values = vec![0f32; nnz];
+        for (r, c, v) in entries() {
+            let p = next[r as usize];
+            indices[p] = c;
+            values[p] = v;
+            next[r as usize] += 1;
         }
         let mut csr = Csr {
             n_cols,
@@ -94,11 +102,12 @@ impl Csr {
 
     /// The transpose (columns become rows), still sorted within rows.
     pub fn transpose(&self) -> Csr {
-        let mut rows = Vec::with_capacity(self.nnz());
-        for r in 0..self.n_rows() {
-            rows.extend(std::iter::repeat_n(r as u32, self.row_len(r)));
-        }
-        Csr::from_triples(self.n_cols, self.n_rows(), &self.indices, &rows, &self.values)
+        Csr::from_entries(self.n_cols, self.n_rows(), || {
+            (0..self.n_rows()).flat_map(move |r| {
+                let (cols, vals) = self.row(r);
+                cols.iter().zip(vals).map(move |(&c, &v)| (c, r as u32, v))
+            })
+        })
     }
 
     /// The rows `start..end` as a standalone matrix (same columns).
@@ -129,5 +138,37 @@ mod tests {
         let s = m.slice_rows(1, 3);
         assert_eq!(s.indptr, vec![0, 1, 2]);
         assert_eq!(s.row(1), (&[1u32][..], &[1.0f32][..]));
+    }
+
+    /// The counting-sort build against the plain definition: entries
+    /// ordered by (row, column), repeats of a pair in input order; and the
+    /// transpose against building from the swapped triples.
+    #[test]
+    fn the_build_is_the_sorted_triples() {
+        let mut rng = crate::rng::SplitMix64::new(5);
+        let n = 3000;
+        let (rows, cols): (Vec<u32>, Vec<u32>) = (0..n).map(|_| ((rng.next_u64() % 40) as u32, (rng.next_u64() % 25) as u32)).unzip();
+        let vals: Vec<f32> = (0..n).map(|k| k as f32).collect();
+        let m = Csr::from_triples(41, 25, &rows, &cols, &vals);
+        let mut want: Vec<(u32, u32, f32)> = (0..n).map(|k| (rows[k], cols[k], vals[k])).collect();
+        want.sort_by_key(|e| (e.0, e.1));
+        let got: Vec<(u32, u32, f32)> = (0..m.n_rows())
+            .flat_map(|r| {
+                let (c, v) = m.row(r);
+                c.iter().zip(v).map(move |(&c, &v)| (r as u32, c, v))
+            })
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(m.n_rows(), 41);
+        assert_eq!(m.row_len(40), 0);
+        let t = Csr::from_triples(
+            25,
+            41,
+            &got.iter().map(|e| e.1).collect::<Vec<_>>(),
+            &got.iter().map(|e| e.0).collect::<Vec<_>>(),
+            &got.iter().map(|e| e.2).collect::<Vec<_>>(),
+        );
+        assert_eq!(m.transpose(), t);
+        assert_eq!(m.transpose().transpose(), m);
     }
 }

@@ -159,19 +159,18 @@ impl Dataset {
         let utok = dense_indices(&raw.user_tokens, &uidx);
         let itok = dense_indices(&raw.item_tokens, &iidx);
 
-        let mut tu = Vec::with_capacity(rows.len());
-        let mut ti = Vec::with_capacity(rows.len());
-        let mut tr = Vec::with_capacity(rows.len());
         let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
         for &r in rows {
-            tu.push(utok[raw.users[r] as usize]);
-            ti.push(itok[raw.items[r] as usize]);
             let v = raw.ratings[r];
             lo = lo.min(v);
             hi = hi.max(v);
-            tr.push(v);
         }
-        let (by_user, duplicates_merged) = merge_duplicates(Csr::from_triples(user_ids.len(), item_ids.len(), &tu, &ti, &tr), duplicates);
+        // Straight from the rows read: no copy of the training triples is held.
+        let training = || {
+            rows.iter()
+                .map(|&r| (utok[raw.users[r] as usize], itok[raw.items[r] as usize], raw.ratings[r]))
+        };
+        let (by_user, duplicates_merged) = merge_duplicates(Csr::from_entries(user_ids.len(), item_ids.len(), training), duplicates);
         // The loader checks every value; a sum of repeated pairs, or ratings
         // from another source, are checked here.
         check_merged_values(&by_user, &raw.source, "user", &user_ids, &item_ids)?;

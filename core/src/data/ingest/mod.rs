@@ -248,17 +248,14 @@ impl UserBlock {
     /// merged by `duplicates` in input order (kept for [`UserBlock::finish`]),
     /// by item block.
     pub fn item_rows(&mut self, first_user: u32, n_blocks: usize, duplicates: DuplicatePolicy) -> Vec<ItemBoundPart> {
-        let (tu, ti, tv): (Vec<u32>, Vec<u32>, Vec<f32>) = {
-            let mut t = (Vec::new(), Vec::new(), Vec::new());
-            for r in self.rows.iter().filter(|r| !r.test) {
-                t.0.push(self.dense[r.user as usize]);
-                t.1.push(r.item);
-                t.2.push(r.value);
-            }
-            t
+        let training = || {
+            self.rows
+                .iter()
+                .filter(|r| !r.test)
+                .map(|r| (self.dense[r.user as usize], r.item, r.value))
         };
         // A stable layout keeps each pair's rows in input order for the merge.
-        let merged = merge_duplicates(Csr::from_triples(self.user_ids.len(), self.ids.len(), &tu, &ti, &tv), duplicates);
+        let merged = merge_duplicates(Csr::from_entries(self.user_ids.len(), self.ids.len(), training), duplicates);
         // An item is in one block: per code, its block and its code there.
         let mut item_block = vec![u32::MAX; self.ids.len()];
         let mut item_code = vec![u32::MAX; self.ids.len()];
@@ -463,10 +460,8 @@ impl ItemBlock {
     /// The block's items × all users. The user blocks merged repeated pairs
     /// before sending them, so a pair that comes twice is a sender's fault.
     pub fn by_item(&self, n_users: usize) -> Result<Csr, DataError> {
-        let rows: Vec<u32> = self.rows.iter().map(|r| self.dense[r.item as usize]).collect();
-        let cols: Vec<u32> = self.rows.iter().map(|r| r.user).collect();
-        let vals: Vec<f32> = self.rows.iter().map(|r| r.value).collect();
-        let csr = Csr::from_triples(self.item_ids.len(), n_users, &rows, &cols, &vals);
+        let entries = || self.rows.iter().map(|r| (self.dense[r.item as usize], r.user, r.value));
+        let csr = Csr::from_entries(self.item_ids.len(), n_users, entries);
         if let Some(i) = csr.row_with_repeated_column() {
             return Err(DataError::Invalid(format!(
                 "item {}: a user's rating of it came twice from the user blocks",
