@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use als_core::data::split::{split_rows, split_users, UserHoldout};
 use als_core::data::synth::{generate_raw, SynthSpec};
-use als_core::data::{load_ratings, Dataset, DuplicatePolicy, LoadOptions, RawRatings, SplitSpec};
+use als_core::data::{load_ratings, Dataset, DatasetBuild, DuplicatePolicy, LoadOptions, RawRatings, SplitSpec};
 use anyhow::Context;
 
 use crate::report::DataSummary;
@@ -114,16 +114,16 @@ pub fn load_input(spec: &InputSpec) -> anyhow::Result<Input> {
     let built = match &spec.test {
         TestSource::None => {
             let all: Vec<usize> = (0..raw.len()).collect();
-            Dataset::build((&raw, &all), None, spec.duplicates)
+            Dataset::index((&raw, &all), None, spec.duplicates)
         }
         TestSource::Split(choice) => match core_split(*choice, spec.seed) {
             CoreSplit::Rows(rows) => {
                 let (train, test) = split_rows(&raw, &rows).with_context(|| format!("cannot split {description}"))?;
-                Dataset::build((&raw, &train), Some((&raw, &test)), spec.duplicates)
+                Dataset::index((&raw, &train), Some((&raw, &test)), spec.duplicates)
             }
             CoreSplit::Users(which) => {
                 let split = split_users(&raw, which).with_context(|| format!("cannot split {description}"))?;
-                Dataset::build_user_split(&raw, &split, spec.duplicates)
+                Dataset::build_user_split(&raw, &split, spec.duplicates).map(DatasetBuild::from)
             }
         },
         TestSource::File(tp) => {
@@ -133,10 +133,14 @@ pub fn load_input(spec: &InputSpec) -> anyhow::Result<Input> {
             rows_read += test_raw.len();
             let all: Vec<usize> = (0..raw.len()).collect();
             let test_rows: Vec<usize> = (0..test_raw.len()).collect();
-            Dataset::build((&raw, &all), Some((&test_raw, &test_rows)), spec.duplicates)
+            Dataset::index((&raw, &all), Some((&test_raw, &test_rows)), spec.duplicates)
         }
     };
-    let dataset = built.with_context(|| format!("cannot index the ratings of {description}"))?;
+    // The rows read are freed before the by-item copy is made: never both at once.
+    drop(raw);
+    let dataset = built
+        .with_context(|| format!("cannot index the ratings of {description}"))?
+        .finish();
     let load_seconds = t0.elapsed().as_secs_f64();
     let summary = DataSummary {
         source: description,

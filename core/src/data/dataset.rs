@@ -141,6 +141,17 @@ impl Dataset {
         test: Option<(&RawRatings, &[usize])>,
         duplicates: DuplicatePolicy,
     ) -> Result<Dataset, DataError> {
+        Ok(Dataset::index(train, test, duplicates)?.finish())
+    }
+
+    /// [`Dataset::build`] but for the by-item copy, which
+    /// [`DatasetBuild::finish`] makes: a caller frees the rows read before,
+    /// so they and both copies are never held at once.
+    pub fn index(
+        train: (&RawRatings, &[usize]),
+        test: Option<(&RawRatings, &[usize])>,
+        duplicates: DuplicatePolicy,
+    ) -> Result<DatasetBuild, DataError> {
         let (raw, rows) = train;
         if rows.is_empty() {
             return Err(DataError::EmptyTrain);
@@ -174,7 +185,6 @@ impl Dataset {
         // The loader checks every value; a sum of repeated pairs, or ratings
         // from another source, are checked here.
         check_merged_values(&by_user, &raw.source, "user", &user_ids, &item_ids)?;
-        let by_item = by_user.transpose();
 
         let mut test_set = TestSet::default();
         let mut test_dropped_cold = 0;
@@ -197,12 +207,13 @@ impl Dataset {
             }
         }
         let fingerprint = fingerprint(&user_ids, &item_ids, &by_user);
-        Ok(Dataset {
+        Ok(DatasetBuild(Dataset {
             user_ids,
             item_ids,
             id_order: IdOrder::Hashed,
+            // Made by `finish`.
+            by_item: Csr::default(),
             by_user,
-            by_item,
             test: test_set,
             held_out: None,
             test_dropped_cold,
@@ -210,7 +221,28 @@ impl Dataset {
             rating_min: lo,
             rating_max: hi,
             fingerprint,
-        })
+        }))
+    }
+}
+
+/// A dataset indexed by user, its by-item copy still to make
+/// ([`Dataset::index`]).
+pub struct DatasetBuild(Dataset);
+
+impl DatasetBuild {
+    /// The dataset, with the by-item copy of its ratings.
+    pub fn finish(self) -> Dataset {
+        let mut ds = self.0;
+        if ds.by_item.indptr.is_empty() {
+            ds.by_item = ds.by_user.transpose();
+        }
+        ds
+    }
+}
+
+impl From<Dataset> for DatasetBuild {
+    fn from(ds: Dataset) -> DatasetBuild {
+        DatasetBuild(ds)
     }
 }
 
