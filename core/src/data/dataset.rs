@@ -207,7 +207,7 @@ impl Dataset {
             }
         }
         let fingerprint = fingerprint(&user_ids, &item_ids, &by_user);
-        Ok(DatasetBuild(Dataset {
+        Ok(DatasetBuild::ByUser(Dataset {
             user_ids,
             item_ids,
             id_order: IdOrder::Hashed,
@@ -225,24 +225,29 @@ impl Dataset {
     }
 }
 
-/// A dataset indexed by user, its by-item copy still to make
-/// ([`Dataset::index`]).
-pub struct DatasetBuild(Dataset);
+/// A dataset being built ([`Dataset::index`]): indexed by user, its by-item
+/// copy still to make, or complete.
+pub enum DatasetBuild {
+    ByUser(Dataset),
+    Done(Dataset),
+}
 
 impl DatasetBuild {
     /// The dataset, with the by-item copy of its ratings.
     pub fn finish(self) -> Dataset {
-        let mut ds = self.0;
-        if ds.by_item.indptr.is_empty() {
-            ds.by_item = ds.by_user.transpose();
+        match self {
+            DatasetBuild::ByUser(mut ds) => {
+                ds.by_item = ds.by_user.transpose();
+                ds
+            }
+            DatasetBuild::Done(ds) => ds,
         }
-        ds
     }
 }
 
 impl From<Dataset> for DatasetBuild {
     fn from(ds: Dataset) -> DatasetBuild {
-        DatasetBuild(ds)
+        DatasetBuild::Done(ds)
     }
 }
 
