@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use als_core::data::split::{split_rows, split_users, UserHoldout};
 use als_core::data::synth::{generate_raw, SynthSpec};
-use als_core::data::{load_ratings, Dataset, DatasetBuild, DuplicatePolicy, LoadOptions, RawRatings, SplitSpec};
+use als_core::data::{load_ratings, Dataset, DatasetBuild, DuplicatePolicy, LoadOptions, RawRatings, Rows, SplitSpec};
 use anyhow::Context;
 
 use crate::report::DataSummary;
@@ -112,14 +112,11 @@ pub fn load_input(spec: &InputSpec) -> anyhow::Result<Input> {
     let mut skipped = raw.skipped_lines;
     let mut rows_read = raw.len();
     let built = match &spec.test {
-        TestSource::None => {
-            let all: Vec<usize> = (0..raw.len()).collect();
-            Dataset::index((&raw, &all), None, spec.duplicates)
-        }
+        TestSource::None => Dataset::index((&raw, Rows::All(raw.len())), None, spec.duplicates),
         TestSource::Split(choice) => match core_split(*choice, spec.seed) {
             CoreSplit::Rows(rows) => {
                 let (train, test) = split_rows(&raw, &rows).with_context(|| format!("cannot split {description}"))?;
-                Dataset::index((&raw, &train), Some((&raw, &test)), spec.duplicates)
+                Dataset::index((&raw, Rows::Listed(&train)), Some((&raw, &test)), spec.duplicates)
             }
             CoreSplit::Users(which) => {
                 let split = split_users(&raw, which).with_context(|| format!("cannot split {description}"))?;
@@ -131,9 +128,8 @@ pub fn load_input(spec: &InputSpec) -> anyhow::Result<Input> {
             skipped += test_raw.skipped_lines;
             bytes_read += file_len(tp);
             rows_read += test_raw.len();
-            let all: Vec<usize> = (0..raw.len()).collect();
             let test_rows: Vec<usize> = (0..test_raw.len()).collect();
-            Dataset::index((&raw, &all), Some((&test_raw, &test_rows)), spec.duplicates)
+            Dataset::index((&raw, Rows::All(raw.len())), Some((&test_raw, &test_rows)), spec.duplicates)
         }
     };
     // The rows read are freed before the by-item copy is made: never both at once.

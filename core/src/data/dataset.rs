@@ -141,14 +141,15 @@ impl Dataset {
         test: Option<(&RawRatings, &[usize])>,
         duplicates: DuplicatePolicy,
     ) -> Result<Dataset, DataError> {
-        Ok(Dataset::index(train, test, duplicates)?.finish())
+        let (raw, rows) = train;
+        Ok(Dataset::index((raw, Rows::Listed(rows)), test, duplicates)?.finish())
     }
 
     /// [`Dataset::build`] but for the by-item copy, which
     /// [`DatasetBuild::finish`] makes: a caller frees the rows read before,
     /// so they and both copies are never held at once.
     pub fn index(
-        train: (&RawRatings, &[usize]),
+        train: (&RawRatings, Rows),
         test: Option<(&RawRatings, &[usize])>,
         duplicates: DuplicatePolicy,
     ) -> Result<DatasetBuild, DataError> {
@@ -159,7 +160,7 @@ impl Dataset {
         // Tokens used by training rows, then the dense order.
         let mut user_seen = vec![false; raw.user_tokens.len()];
         let mut item_seen = vec![false; raw.item_tokens.len()];
-        for &r in rows {
+        for r in rows.iter() {
             user_seen[raw.users[r] as usize] = true;
             item_seen[raw.items[r] as usize] = true;
         }
@@ -171,7 +172,7 @@ impl Dataset {
         let itok = dense_indices(&raw.item_tokens, &iidx);
 
         let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-        for &r in rows {
+        for r in rows.iter() {
             let v = raw.ratings[r];
             lo = lo.min(v);
             hi = hi.max(v);
@@ -179,7 +180,7 @@ impl Dataset {
         // Straight from the rows read: no copy of the training triples is held.
         let training = || {
             rows.iter()
-                .map(|&r| (utok[raw.users[r] as usize], itok[raw.items[r] as usize], raw.ratings[r]))
+                .map(|r| (utok[raw.users[r] as usize], itok[raw.items[r] as usize], raw.ratings[r]))
         };
         let (by_user, duplicates_merged) = merge_duplicates(Csr::from_entries(user_ids.len(), item_ids.len(), training), duplicates);
         // The loader checks every value; a sum of repeated pairs, or ratings
@@ -222,6 +223,48 @@ impl Dataset {
             rating_max: hi,
             fingerprint,
         }))
+    }
+}
+
+/// The rows of a raw file a dataset is built from: every one (no list of
+/// them is made), or those listed.
+#[derive(Debug, Clone, Copy)]
+pub enum Rows<'a> {
+    All(usize),
+    Listed(&'a [usize]),
+}
+
+impl<'a> Rows<'a> {
+    pub fn is_empty(self) -> bool {
+        match self {
+            Rows::All(n) => n == 0,
+            Rows::Listed(rows) => rows.is_empty(),
+        }
+    }
+
+    pub fn iter(self) -> RowsIter<'a> {
+        match self {
+            Rows::All(n) => RowsIter::All(0..n),
+            Rows::Listed(rows) => RowsIter::Listed(rows.iter()),
+        }
+    }
+}
+
+/// [`Rows::iter`].
+pub enum RowsIter<'a> {
+    All(std::ops::Range<usize>),
+    Listed(std::slice::Iter<'a, usize>),
+}
+
+impl Iterator for RowsIter<'_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            RowsIter::All(r) => r.next(),
+            RowsIter::Listed(i) => i.next().copied(),
+        }
     }
 }
 
@@ -582,6 +625,19 @@ mod tests {
         assert_eq!(iv(&sum), &[7.0, 5.0]);
         let i = sum.item_ids.iter().position(|x| x == "i").unwrap();
         assert_eq!(sum.by_item.row(i).1, &[7.0]);
+        // Every row, unlisted: the same dataset as every row listed.
+        for policy in [DuplicatePolicy::Last, DuplicatePolicy::Sum] {
+            let listed = Dataset::build((&r, &all), Some((&r, &[1, 2])), policy).unwrap();
+            let every = Dataset::index((&r, Rows::All(r.len())), Some((&r, &[1, 2])), policy)
+                .unwrap()
+                .finish();
+            assert_eq!((&every.user_ids, &every.item_ids), (&listed.user_ids, &listed.item_ids));
+            assert_eq!((&every.by_user, &every.by_item), (&listed.by_user, &listed.by_item));
+            assert_eq!((every.test.ratings, every.fingerprint), (listed.test.ratings, listed.fingerprint));
+            assert_eq!((every.rating_min, every.rating_max), (listed.rating_min, listed.rating_max));
+        }
+        let empty = Dataset::index((&r, Rows::All(0)), None, DuplicatePolicy::Last);
+        assert!(matches!(empty, Err(DataError::EmptyTrain)));
     }
 
     #[test]

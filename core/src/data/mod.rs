@@ -18,7 +18,7 @@ pub mod split;
 pub mod synth;
 
 pub use csr::Csr;
-pub use dataset::{DataFingerprint, Dataset, DatasetBuild, DuplicatePolicy, IdOrder, TestSet};
+pub use dataset::{DataFingerprint, Dataset, DatasetBuild, DuplicatePolicy, IdOrder, Rows, TestSet};
 pub use error::DataError;
 pub use format::{Format, LoadOptions};
 pub use held_out::HeldOutUsers;
