@@ -140,6 +140,29 @@ struct HashReader<R> {
     bytes: u64,
 }
 
+impl HashReader<BufReader<File>> {
+    /// The file `path`, read through a hashing reader.
+    fn open(path: &Path) -> Result<Self, ModelError> {
+        let f = File::open(path).map_err(io_at(path))?;
+        Ok(HashReader {
+            inner: BufReader::with_capacity(1 << 20, f),
+            hash: Sha256::new(),
+            bytes: 0,
+        })
+    }
+}
+
+impl<R> HashReader<R> {
+    /// The model.json entry `name` of what was read.
+    fn entry(self, name: &str) -> FileEntry {
+        FileEntry {
+            name: name.to_string(),
+            bytes: self.bytes,
+            sha256: hex(&self.hash.finalize()),
+        }
+    }
+}
+
 impl<R: Read> Read for HashReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
@@ -431,13 +454,14 @@ impl PendingModel {
             item_rows: rows(ITEM_FACTORS, s.n_items),
             user_bias: s.biased.then(|| bias(USER_BIAS, s.n_users)),
             item_bias: s.biased.then(|| bias(ITEM_BIAS, s.n_items)),
-            seen: self.seen_nnz.map(|nnz| SeenPlaces {
+            seen: self.seen_nnz.map(|nnz| {
+                let mut indptr = place(SEEN_INDPTR, i64::DESCR, &[s.n_users + 1], 8);
                 // Every row's pointer but the last, which is written with the file.
-                indptr: RowsPlace {
-                    end: place(SEEN_INDPTR, i64::DESCR, &[s.n_users + 1], 8).end - 8,
-                    ..place(SEEN_INDPTR, i64::DESCR, &[s.n_users + 1], 8)
-                },
-                indices: place(SEEN_INDICES, u32::DESCR, &[nnz as usize], 4),
+                indptr.end -= 8;
+                SeenPlaces {
+                    indptr,
+                    indices: place(SEEN_INDICES, u32::DESCR, &[nnz as usize], 4),
+                }
             }),
         }
     }
@@ -514,42 +538,25 @@ fn files_written_elsewhere(s: RowsShape, seen_nnz: Option<u64>) -> Vec<(&'static
 
 /// The model.json entry of the file `path`, as it is.
 fn hash_file(path: &Path, name: &str) -> Result<FileEntry, ModelError> {
-    let f = File::open(path).map_err(io_at(path))?;
-    let mut r = HashReader {
-        inner: BufReader::with_capacity(1 << 20, f),
-        hash: Sha256::new(),
-        bytes: 0,
-    };
+    let mut r = HashReader::open(path)?;
     io::copy(&mut r, &mut io::sink()).map_err(io_at(path))?;
-    Ok(FileEntry {
-        name: name.to_string(),
-        bytes: r.bytes,
-        sha256: hex(&r.hash.finalize()),
-    })
+    Ok(r.entry(name))
 }
 
 /// Read the rows of the f32 `.npy` file `path` (headed `head`, as
 /// [`PendingModel::begin`] wrote it) into `dest`, which they must fill
 /// exactly, every value finite; its entry for model.json.
 fn read_rows_file(path: &Path, name: &str, head: &[u8], dest: &mut [f32]) -> Result<FileEntry, ModelError> {
-    let f = File::open(path).map_err(io_at(path))?;
-    let mut r = HashReader {
-        inner: BufReader::with_capacity(1 << 20, f),
-        hash: Sha256::new(),
-        bytes: 0,
-    };
+    let mut r = HashReader::open(path)?;
     let mut found = vec![0u8; head.len()];
     r.read_exact(&mut found).map_err(io_at(path))?;
     if found != head {
         return Err(inconsistent(path, "the header it was created with", "another one"));
     }
-    let mut buf = vec![0u8; 1 << 20];
-    for chunk in dest.chunks_mut(buf.len() / 4) {
-        let bytes = &mut buf[..chunk.len() * 4];
-        r.read_exact(bytes).map_err(io_at(path))?;
-        for (x, b) in chunk.iter_mut().zip(bytes.chunks_exact(4)) {
-            *x = f32::from_le_bytes(b.try_into().expect("4 bytes"));
-        }
+    // Straight into the rows' memory, a chunk at a time so a bad value stops the read early.
+    for chunk in dest.chunks_mut(1 << 18) {
+        r.read_exact(bytemuck::cast_slice_mut(chunk)).map_err(io_at(path))?;
+        crate::le::fix_order(chunk);
         if !all_finite(chunk) {
             return Err(ModelError::InvalidAt {
                 path: path.to_path_buf(),
@@ -561,11 +568,7 @@ fn read_rows_file(path: &Path, name: &str, head: &[u8], dest: &mut [f32]) -> Res
     if io::copy(&mut r, &mut io::sink()).map_err(io_at(path))? != 0 {
         return Err(inconsistent(path, format!("{} values", dest.len()), "more"));
     }
-    Ok(FileEntry {
-        name: name.to_string(),
-        bytes: r.bytes,
-        sha256: hex(&r.hash.finalize()),
-    })
+    Ok(r.entry(name))
 }
 
 /// Read `dir/name` through a hashing reader with `parse`, then check its
@@ -581,12 +584,7 @@ fn read_verified<T>(
         path: dir.join(MODEL_JSON),
         message: format!("the files list has no entry for {name}"),
     })?;
-    let f = File::open(&path).map_err(io_at(&path))?;
-    let mut r = HashReader {
-        inner: BufReader::with_capacity(1 << 16, f),
-        hash: Sha256::new(),
-        bytes: 0,
-    };
+    let mut r = HashReader::open(&path)?;
     let parsed = parse(&mut r, &path);
     // Hash whatever the parser left unread.
     io::copy(&mut r, &mut io::sink()).map_err(io_at(&path))?;
