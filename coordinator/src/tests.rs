@@ -398,8 +398,8 @@ fn explicit_train_save_load_recommend() {
     // The saved model equals the in-memory one.
     let model = load_model(&out).unwrap();
     assert_eq!(model.kind(), ModelKind::Explicit);
-    assert_eq!(model.user_factors(), o.model.user_factors());
-    assert_eq!(model.item_bias(), o.model.item_bias());
+    assert_eq!(model.user_factors(), o.model().user_factors());
+    assert_eq!(model.item_bias(), o.model().item_bias());
     assert_eq!(model.version(), 1);
     assert_eq!(model.hyperparameters()["data_source"], s(&data));
     assert_eq!(model.hyperparameters()["factors"], 6);
@@ -600,7 +600,7 @@ fn explicit_test_file_and_embedded_default() {
     let o = run_train(&a, &mut Vec::new()).unwrap();
     assert_eq!(o.data.n_test, 4000);
     assert_eq!(o.data.test_dropped_cold, 0);
-    assert!(o.model.user_bias().is_none() && o.model.global_mean() == 0.0);
+    assert!(o.model().user_bias().is_none() && o.model().global_mean() == 0.0);
 
     // No --data: the embedded dataset, with a few recommendations printed.
     let a = train_args(&["--factors", "4", "--iterations", "1", "--quiet"]);
@@ -770,7 +770,7 @@ fn gibbs_flags_pick_the_sampler_which_trains_in_process_and_saves_its_mean() {
     assert!(rmse < 0.85, "sparse rank-4 data: {rmse}");
     // The saved model is the posterior mean the final metrics scored.
     let saved = load_model(&out).unwrap();
-    assert_eq!(saved.user_factors(), o.model.user_factors());
+    assert_eq!(saved.user_factors(), o.model().user_factors());
 }
 
 /// The saved model has seen every rating of the input (its metrics come
@@ -805,9 +805,9 @@ fn the_saved_model_is_refit_on_every_rating_by_default() {
     for s in 0..200 {
         let out = dir.path().join(format!("probe{s}"));
         let o = run(&["--final-fit", "train"], &out, &s.to_string());
-        if !o.model.item_ids().iter().any(|i| i == "i39") {
+        if !o.model().item_ids().iter().any(|i| i == "i39") {
             seed = Some(s.to_string());
-            assert_eq!(o.model.hyperparameters()["trained_on"]["ratings"], "train");
+            assert_eq!(o.model().hyperparameters()["trained_on"]["ratings"], "train");
             break;
         }
     }
@@ -907,14 +907,33 @@ fn workers_that_read_the_input_train_the_single_process_model() {
         ..SynthSpec::default()
     };
     write_csv(&spec, &test_file, |_| {}).unwrap();
+    let out = dir.path().join("model");
     let run_on = |data: &Path, extra: &[&str]| {
-        let mut args = vec!["--data", s(data), "--factors", "6", "--iterations", "3", "--quiet"];
+        let mut args = vec![
+            "--data",
+            s(data),
+            "--factors",
+            "6",
+            "--iterations",
+            "3",
+            "--quiet",
+            "--out",
+            s(&out),
+            "--overwrite",
+        ];
         args.extend(extra);
         run_train(&train_args(&args), &mut Vec::new())
     };
     let run = |extra: &[&str]| run_on(&data, extra);
-    let bits = |o: &TrainOutcome| {
-        let m = &o.model;
+    // The data as the metrics report it, but for the time it took to read.
+    let data_of = |o: &TrainOutcome| {
+        let mut d = o.metrics["data"].clone();
+        d.as_object_mut().unwrap().remove("load_seconds");
+        d
+    };
+    // The saved model's factors (a coordinator that read no ratings holds no model of its own).
+    let bits = |_: &TrainOutcome| {
+        let m = load_model(&out).unwrap();
         (
             m.user_factors().iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
             m.item_factors().iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
@@ -929,13 +948,20 @@ fn workers_that_read_the_input_train_the_single_process_model() {
         (&data, &["--split", "users", "--implicit", "--alpha", "5"]),
     ] {
         let single = run_on(input, &[extra, &["--in-process"]].concat()).unwrap();
+        let want = bits(&single);
         assert!(single.data.n_test > 100, "{extra:?}: rows are held out");
         assert_eq!(single.data.held_out_users.is_some(), extra.contains(&"users"), "{extra:?}");
         for n in ["1", "3"] {
             let cluster =
                 run_on(input, &[extra, &["--local", n, "--input-on-workers"]].concat()).unwrap_or_else(|e| panic!("{extra:?} {n}: {e:#}"));
             assert_eq!(single.metrics["final"], cluster.metrics["final"], "{extra:?}, {n} workers");
-            assert!(bits(&single) == bits(&cluster), "{extra:?}, {n} workers: the factors differ");
+            assert_eq!(data_of(&single), data_of(&cluster), "{extra:?}, {n} workers");
+            assert!(want == bits(&cluster), "{extra:?}, {n} workers: the factors differ");
+            // Only the users split folds held-out users in from ratings read here;
+            // the refit on every rating reads none, and leaves the model in its files.
+            let users_split = extra.contains(&"users");
+            assert_eq!(cluster.read_input_here, users_split, "{extra:?}, {n} workers");
+            assert!(cluster.model.is_none(), "{extra:?}, {n} workers");
         }
     }
     // Where the workers cannot build what the run needs, it is refused before anything is read.
@@ -1023,9 +1049,12 @@ fn the_model_the_workers_write_is_the_single_process_models_bytes() {
         }
         let json = |d: &Path| serde_json::from_slice::<serde_json::Value>(&std::fs::read(d.join("model.json")).unwrap()).unwrap();
         assert_eq!(json(&want)["files"], json(&got)["files"], "{case}");
+        // A coordinator that read no ratings holds no model: only its files.
+        assert_eq!(cluster.model.is_none(), !on_workers.is_empty(), "{case}");
+        assert_eq!(cluster.read_input_here, on_workers.is_empty(), "{case}");
+        let Some(m) = &cluster.model else { continue };
         // The saved rows are the ones the run reported (its `seen` keeps the ratings, the saved one not).
         let saved = load_model(&got).unwrap();
-        let m = &cluster.model;
         assert!(
             saved.user_factors() == m.user_factors() && saved.item_factors() == m.item_factors(),
             "{case}"

@@ -332,6 +332,44 @@ pub fn chunks_encoded_len<M: prost::Message>(
         .sum()
 }
 
+/// The id table of `ids` (see [`decode_ids`]): their bytes, and where each ends (u32 each).
+pub fn id_table(ids: &[String]) -> (Vec<u8>, Vec<u8>) {
+    let mut bytes = Vec::with_capacity(ids.iter().map(String::len).sum());
+    let mut ends = Vec::with_capacity(ids.len());
+    for id in ids {
+        bytes.extend_from_slice(id.as_bytes());
+        ends.push(bytes.len() as u32);
+    }
+    (bytes, u32_bytes(&ends))
+}
+
+/// An id table: `id_bytes` cut at `id_ends`, each id valid UTF-8, not
+/// empty and at most `max_id_len` bytes.
+pub fn decode_ids(id_bytes: &[u8], id_ends: &[u8], max_id_len: usize) -> Result<Vec<String>, String> {
+    let ends: Vec<u32> = pieces_vec("id_ends", &[id_ends]).map_err(|e| e.to_string())?;
+    let mut ids = Vec::with_capacity(ends.len());
+    let mut start = 0usize;
+    for (n, &end) in ends.iter().enumerate() {
+        let end = end as usize;
+        if end <= start || end > id_bytes.len() {
+            return Err(format!("id {n} of the table ends at {end}, outside {start}..={}", id_bytes.len()));
+        }
+        if end - start > max_id_len {
+            return Err(format!(
+                "id {n} of the table is {} bytes, over the {max_id_len}-byte limit",
+                end - start
+            ));
+        }
+        let id = std::str::from_utf8(&id_bytes[start..end]).map_err(|_| format!("id {n} of the table is not UTF-8"))?;
+        ids.push(id.to_owned());
+        start = end;
+    }
+    if start != id_bytes.len() {
+        return Err(format!("the id table has {} bytes past its last id", id_bytes.len() - start));
+    }
+    Ok(ids)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

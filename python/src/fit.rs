@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use als_coordinator::cluster::executor::FinalRows;
 use als_coordinator::cluster::{client_tls, ClientOptions, ClusterSession};
 use als_core::data::Dataset;
 use als_core::side::Factors;
@@ -105,7 +106,15 @@ fn train_on_cluster(
         ClusterSession::connect(&spec.workers, &client_options(spec)?)
     }
     .map_err(|e| NativeError::Runtime(format!("cannot reach the workers: {e:#}")))?;
-    let trained = session.train(&TrainData::held(ds, &layouts.users), cfg, layouts, Some(state), on_iteration);
+    let trained = session.train(
+        &TrainData::held(ds, &layouts.users),
+        None,
+        cfg,
+        layouts,
+        Some(state),
+        FinalRows::Wanted,
+        on_iteration,
+    );
     let shutdown = session.shutdown();
     let res = trained.map_err(|e| NativeError::Runtime(format!("training failed: {e:#}")))?;
     shutdown.map_err(|e| NativeError::Runtime(format!("stopping the local workers: {e:#}")))?;

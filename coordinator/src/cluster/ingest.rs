@@ -14,21 +14,24 @@
 use std::path::Path;
 use std::time::Duration;
 
+use als_core::data::ids::block_of_id;
 use als_core::data::ingest::add_cell_sums;
 use als_core::data::select::{Ask as SelectAsk, Selection};
 use als_core::data::split::{HeldKeys, UserHoldout};
 use als_core::data::{DataFingerprint, DuplicatePolicy, LoadOptions, SplitSpec};
+use als_core::side::Side;
 use als_core::train::DataShape;
-use als_proto::codec::{bytes_u128, bytes_u64, u128_bytes};
+use als_proto::codec::{bytes_u128, bytes_u32, bytes_u64, decode_ids, u128_bytes};
 use als_proto::fault::{fault_of, Fault};
 use als_proto::pb::ingest_request::Step;
 use als_proto::pb::select_key_step::{Ask, Keys};
 use als_proto::pb::split_rule::Kind;
 use als_proto::pb::EndJobRequest;
 use als_proto::pb::{
-    BlockOwners, BlockReport, FinishStep, GatherItemsStep, GatherUsersStep, HoldOutUsersStep, IngestRequest, IngestResponse, InputSpec,
-    LookUpItemsStep, NumberStep, ReadShareStep, RouteItemsStep, RouteShareStep, SelectKeyStep, SplitRule,
+    BlockOwners, BlockReport, DescribeStep, FinishStep, GatherItemsStep, GatherUsersStep, HoldOutUsersStep, IngestRequest, IngestResponse,
+    InputSpec, LookUpItemsStep, NumberStep, ReadShareStep, RouteItemsStep, RouteShareStep, SelectKeyStep, SplitRule,
 };
+use als_proto::spec::side_to_pb;
 use anyhow::{bail, Context};
 
 use super::executor::watchdog;
@@ -78,6 +81,9 @@ pub struct BlocksBuilt {
     pub cells: [u64; 4],
     /// Bytes of rows the workers sent each other.
     pub peer_bytes: u64,
+    /// Per user block, in block order: its training ratings and test rows.
+    pub user_ratings: Vec<u64>,
+    pub user_test_rows: Vec<u64>,
 }
 
 impl BlocksBuilt {
@@ -340,10 +346,112 @@ async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, fa
             fingerprint: DataFingerprint::default(),
             cells: [0; 4],
             peer_bytes: routed.iter().chain(&routed_items).map(|r| r.peer_bytes).sum(),
+            user_ratings: Vec::new(),
+            user_test_rows: Vec::new(),
         },
         &users,
         &items,
     )
+}
+
+/// What the coordinator learns of the blocks the workers built, so that it
+/// trains without reading the input: the ids (the model's, and the initial
+/// factors'), the rows each block references (the routes), and the users
+/// each user block's ranking evaluation scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlocksDescribed {
+    pub user_ids: Vec<String>,
+    pub item_ids: Vec<String>,
+    /// Per side (users, items), per block: the other side's rows it references, ascending.
+    pub needed: [Vec<Vec<u32>>; 2],
+    /// Per user block: users with a test row valued `min_pos` or more.
+    pub eval_users: Vec<u64>,
+}
+
+/// Ask each block's builder for its ids and the rows it references
+/// (`Describe`), after [`build_blocks`] and before the blocks are adopted;
+/// every answer is checked against `built`.
+pub async fn describe_blocks(
+    workers: &[WorkerHandle],
+    job_id: &str,
+    plan: &IngestPlan<'_>,
+    built: &BlocksBuilt,
+    min_pos: f32,
+    faults: &FaultOptions,
+) -> anyhow::Result<BlocksDescribed> {
+    let steps = Steps {
+        workers,
+        job_id,
+        plan,
+        faults,
+    };
+    let n_blocks = built.user_starts.len() - 1;
+    let owners = contiguous_owners(n_blocks, workers.len());
+    let mut out = BlocksDescribed {
+        user_ids: Vec::with_capacity(built.n_users()),
+        item_ids: Vec::with_capacity(built.n_items()),
+        needed: [Vec::with_capacity(n_blocks), Vec::with_capacity(n_blocks)],
+        eval_users: Vec::with_capacity(n_blocks),
+    };
+    for (si, side) in [Side::Users, Side::Items].into_iter().enumerate() {
+        let (starts, other) = match side {
+            Side::Users => (&built.user_starts, built.n_items()),
+            Side::Items => (&built.item_starts, built.n_users()),
+        };
+        // One block at a time: an answer is at most a message, and the coordinator holds one.
+        for b in 0..n_blocks {
+            let step = Step::Describe(DescribeStep {
+                side: side_to_pb(side) as i32,
+                block: b as u32,
+                min_pos,
+            });
+            let h = &workers[owners[b]];
+            let what = format!("describe {} block {b}", side.name());
+            let r = steps.call(h, &what, step).await.map_err(StepError::into_anyhow)?;
+            let rows = (starts[b + 1] - starts[b]) as usize;
+            let (ids, needed) = checked_description(&r, b, n_blocks, rows, other, plan.load.max_id_len)
+                .map_err(|m| anyhow::anyhow!("worker {}: {} block {b}: {m}", h.addr, side.name()))?;
+            match side {
+                Side::Users => {
+                    out.user_ids.extend(ids);
+                    out.eval_users.push(r.eval_users);
+                }
+                Side::Items => out.item_ids.extend(ids),
+            }
+            out.needed[si].push(needed);
+        }
+    }
+    Ok(out)
+}
+
+/// The ids and the referenced rows of block `b` (of `n_blocks`, `rows`
+/// rows) as a worker described it, or what is wrong with its answer: ids
+/// that are not an id table of `rows` ids of this block no longer than
+/// `max_id_len`, referenced rows not ascending below `other` (the other
+/// side's rows), more users scored than the block has.
+fn checked_description(
+    r: &IngestResponse,
+    b: usize,
+    n_blocks: usize,
+    rows: usize,
+    other: usize,
+    max_id_len: usize,
+) -> Result<(Vec<String>, Vec<u32>), String> {
+    let ids = decode_ids(&r.id_bytes, &r.id_ends, max_id_len)?;
+    if ids.len() != rows {
+        return Err(format!("{} ids, the starts give it {rows}", ids.len()));
+    }
+    if let Some(id) = ids.iter().find(|id| block_of_id(id, n_blocks) != b) {
+        return Err(format!("id {id:?} belongs to block {}", block_of_id(id, n_blocks)));
+    }
+    let needed: Vec<u32> = bytes_u32("needed", &r.needed).map_err(|e| e.to_string())?;
+    if needed.windows(2).any(|w| w[0] >= w[1]) || needed.last().is_some_and(|&g| g as usize >= other) {
+        return Err(format!("the rows it references are not ascending rows below {other}"));
+    }
+    if r.eval_users > rows as u64 {
+        return Err(format!("{} users scored of {rows}", r.eval_users));
+    }
+    Ok((ids, needed))
 }
 
 /// Which keys a selection asks the workers about.
@@ -475,6 +583,8 @@ fn reduce(mut built: BlocksBuilt, users: &[&BlockReport], items: &[&BlockReport]
     let (mut user_cells, mut item_cells) = ([0u64; 4], [0u64; 4]);
     let mut value_sum = 0.0f64;
     for r in users {
+        built.user_ratings.push(r.ratings);
+        built.user_test_rows.push(r.test_rows);
         built.ratings += r.ratings;
         built.test_rows += r.test_rows;
         built.test_dropped_cold += r.test_dropped_cold;
@@ -548,38 +658,39 @@ struct Steps<'a> {
 
 impl Steps<'_> {
     async fn run(&self, what: &str, step: impl Fn(usize) -> Step) -> anyhow::Result<Vec<IngestResponse>> {
-        let calls = self.workers.iter().enumerate().map(|(w, h)| {
-            let req = IngestRequest {
-                job_id: self.job_id.to_owned(),
-                peer_timeout_ms: self.plan.peer_timeout.as_millis().min(u32::MAX as u128) as u32,
-                step: Some(step(w)),
-            };
-            let mut client = h.client.clone();
-            async move {
-                let call = async {
-                    tokio::select! {
-                        r = client.ingest(req) => Some(r),
-                        _ = watchdog(h, self.faults) => None,
-                    }
-                };
-                match tokio::time::timeout(self.plan.step_timeout, call).await {
-                    Ok(None) => Err(StepError::Lost(format!(
-                        "worker {} stopped answering health checks while it had to {what}",
-                        h.addr
-                    ))),
-                    Ok(Some(r)) => r.map(|r| r.into_inner()).map_err(|s| step_error(&h.addr, what, &s)),
-                    Err(_) => Err(StepError::Lost(format!(
-                        "worker {} did not {what} within {:?}",
-                        h.addr, self.plan.step_timeout
-                    ))),
-                }
-            }
-        });
+        let calls = self.workers.iter().enumerate().map(|(w, h)| self.call(h, what, step(w)));
         // The first failure ends the step: the others may be waiting on a lost worker.
         let t0 = std::time::Instant::now();
         let done = futures::future::try_join_all(calls).await.map_err(StepError::into_anyhow);
         tracing::debug!(step = what, seconds = t0.elapsed().as_secs_f64(), "building the blocks");
         done
+    }
+
+    /// One step on worker `h`, bounded by the step's time and the worker's health.
+    async fn call(&self, h: &WorkerHandle, what: &str, step: Step) -> Result<IngestResponse, StepError> {
+        let req = IngestRequest {
+            job_id: self.job_id.to_owned(),
+            peer_timeout_ms: self.plan.peer_timeout.as_millis().min(u32::MAX as u128) as u32,
+            step: Some(step),
+        };
+        let mut client = h.client.clone();
+        let call = async {
+            tokio::select! {
+                r = client.ingest(req) => Some(r),
+                _ = watchdog(h, self.faults) => None,
+            }
+        };
+        match tokio::time::timeout(self.plan.step_timeout, call).await {
+            Ok(None) => Err(StepError::Lost(format!(
+                "worker {} stopped answering health checks while it had to {what}",
+                h.addr
+            ))),
+            Ok(Some(r)) => r.map(|r| r.into_inner()).map_err(|s| step_error(&h.addr, what, &s)),
+            Err(_) => Err(StepError::Lost(format!(
+                "worker {} did not {what} within {:?}",
+                h.addr, self.plan.step_timeout
+            ))),
+        }
     }
 }
 

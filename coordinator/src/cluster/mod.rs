@@ -11,6 +11,7 @@
 pub mod executor;
 pub mod ingest;
 pub mod local;
+pub mod ratings;
 pub mod routing;
 pub mod session;
 

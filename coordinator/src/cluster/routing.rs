@@ -48,6 +48,12 @@ impl SideRouting {
         let needed: Vec<Vec<u32>> = (0..layout.n_blocks())
             .map(|b| referenced_columns(csr, layout, b, &mut seen))
             .collect();
+        Self::from_needed(needed, layout, owner, n_workers)
+    }
+
+    /// The routing of blocks whose referenced rows are known (`needed[b]`,
+    /// ascending), as the workers that built them report them.
+    pub fn from_needed(needed: Vec<Vec<u32>>, layout: &BlockLayout, owner: Vec<usize>, n_workers: usize) -> Self {
         let mut s = SideRouting {
             owner,
             needed,

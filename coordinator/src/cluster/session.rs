@@ -1,13 +1,14 @@
 //! A cluster session: a runtime, the connected workers, and training on them.
 
-use als_core::train::{initial_state, train_on, Layouts, OnIteration, TrainConfig, TrainData, TrainResult, TrainState};
+use als_core::train::{initial_state, initial_state_of, train_on, Layouts, OnIteration, TrainConfig, TrainData, TrainResult, TrainState};
 use anyhow::Context;
 use futures::future::try_join_all;
 
 use super::client::{connect, ClientOptions, WorkerHandle};
-use super::executor::{ClusterExecutor, FaultOptions};
-use super::ingest::{build_blocks, BlocksBuilt, IngestPlan, WorkerLost};
+use super::executor::{ClusterExecutor, FaultOptions, FinalRows};
+use super::ingest::{build_blocks, describe_blocks, BlocksBuilt, BlocksDescribed, IngestPlan, WorkerLost};
 use super::local::LocalWorkers;
+use super::ratings::OnWorkers;
 use als_proto::pb::AdoptStep;
 
 pub struct ClusterSession {
@@ -130,13 +131,31 @@ impl ClusterSession {
         Ok(built)
     }
 
+    /// The ids and routes of the blocks the last [`Self::build_blocks`]
+    /// built (before a run adopts them), for a run on a coordinator that
+    /// read none of the input.
+    pub fn describe_blocks(&self, plan: &IngestPlan<'_>, built: &BlocksBuilt, min_pos: f32) -> anyhow::Result<BlocksDescribed> {
+        let job_id = self
+            .built
+            .lock()
+            .ok()
+            .and_then(|b| b.clone())
+            .context("no blocks were built to describe")?;
+        self.rt
+            .block_on(describe_blocks(&self.workers, &job_id, plan, built, min_pos, &self.faults))
+    }
+
     /// Train `cfg` on the workers, from `state` or a fresh start.
-    pub fn train(
+    // The run's parts as the callers hold them; a struct of them would only be unpacked here.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train<'a>(
         &self,
-        data: &TrainData,
+        data: &TrainData<'a>,
+        on_workers: Option<&'a OnWorkers<'a>>,
         cfg: &TrainConfig,
         layouts: &Layouts,
         state: Option<TrainState>,
+        final_rows: FinalRows,
         on_iteration: &mut OnIteration,
     ) -> anyhow::Result<TrainResult> {
         cfg.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
@@ -152,9 +171,13 @@ impl ClusterSession {
             ),
             _ => (format!("job-{}", super::local::random_token()), None),
         };
-        // Shipping and recovery still read the ratings here.
-        let ds = data.ratings.context("the cluster ships its blocks from the ratings held here")?;
-        let state = state.unwrap_or_else(|| initial_state(ds, cfg));
+        let state = match (state, data.ratings, on_workers) {
+            (Some(s), _, _) => s,
+            (None, Some(ds), _) => initial_state(ds, cfg),
+            // The blocks the workers built start from the same rows, drawn from the same ids.
+            (None, None, Some(w)) => initial_state_of(&w.described.user_ids, &w.described.item_ids, cfg),
+            (None, None, None) => anyhow::bail!("a fresh run needs the ratings here or the workers' description of their blocks"),
+        };
         let params = cfg.solve_params(data.shape.global_mean);
         let lost = self.lost.lock().map(|l| l.clone()).unwrap_or_default();
         let mut exec = ClusterExecutor::start(
@@ -164,6 +187,8 @@ impl ClusterSession {
             self.opts.clone(),
             self.faults.clone(),
             *data,
+            on_workers,
+            cfg.min_pos,
             &params,
             layouts,
             &state,
@@ -171,6 +196,7 @@ impl ClusterSession {
             adopt,
         )?;
         exec.set_halves(2 * cfg.iterations.saturating_sub(state.iterations_done));
+        exec.final_rows = final_rows;
         let res = train_on(data, cfg, &mut exec, layouts, Some(state), on_iteration);
         exec.finish();
         if let Ok(mut l) = self.lost.lock() {
@@ -318,7 +344,15 @@ mod tests {
             for n in 1..=3 {
                 let s = ClusterSession::local(n, &ClientOptions::default()).unwrap();
                 let got = s
-                    .train(&TrainData::held(ds, &layouts.users), &cfg, &layouts, None, &mut |_, _| Ok(()))
+                    .train(
+                        &TrainData::held(ds, &layouts.users),
+                        None,
+                        &cfg,
+                        &layouts,
+                        None,
+                        FinalRows::Wanted,
+                        &mut |_, _| Ok(()),
+                    )
                     .unwrap();
                 let remote = s.remote_evaluations.load(std::sync::atomic::Ordering::Relaxed);
                 let from_peers = s.evaluations_from_peers.load(std::sync::atomic::Ordering::Relaxed);
@@ -410,10 +444,42 @@ mod tests {
             let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
             let s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
             let got = s
-                .train(&TrainData::held(&ds, &layouts.users), &cfg, &layouts, None, &mut |_, _| Ok(()))
+                .train(
+                    &TrainData::held(&ds, &layouts.users),
+                    None,
+                    &cfg,
+                    &layouts,
+                    None,
+                    FinalRows::Wanted,
+                    &mut |_, _| Ok(()),
+                )
                 .unwrap();
             let from_peers = s.evaluations_from_peers.load(std::sync::atomic::Ordering::Relaxed);
+            // A run whose final rows nobody reads leaves them on the workers: the same metrics, no fetch.
+            let unread = s
+                .train(
+                    &TrainData::held(&ds, &layouts.users),
+                    None,
+                    &cfg,
+                    &layouts,
+                    None,
+                    FinalRows::NotRead,
+                    &mut |_, _| Ok(()),
+                )
+                .unwrap();
             s.shutdown().unwrap();
+            assert_eq!(unread.final_metrics, want.final_metrics, "implicit={implicit}");
+            assert!(
+                unread.state.users.n_rows() == 0 && unread.state.items.n_rows() == 0,
+                "implicit={implicit}"
+            );
+            let model = (ds.n_users() + ds.n_items()) as u64 * cfg.factors as u64 * 4;
+            assert!(
+                unread.bytes_outside_halves + model <= got.bytes_outside_halves,
+                "implicit={implicit}: {} bytes outside the halves unread, {} read",
+                unread.bytes_outside_halves,
+                got.bytes_outside_halves
+            );
             assert_eq!(got.state, want.state, "implicit={implicit}");
             assert_eq!(from_peers, cfg.iterations, "implicit={implicit}");
             let tests = |r: &TrainResult| r.reports.iter().map(|x| x.test.clone()).collect::<Vec<_>>();
@@ -434,7 +500,6 @@ mod tests {
             }
             // The fetch at the end (every row of both sides) and the final
             // evaluation are in no half's report, but in the run's.
-            let model = (ds.n_users() + ds.n_items()) as u64 * cfg.factors as u64 * 4;
             assert!(
                 got.bytes_outside_halves >= model,
                 "implicit={implicit}: {} bytes outside the halves, the model alone is {model}",
@@ -473,15 +538,23 @@ mod tests {
             let s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
             let mut mid = None;
             let got = s
-                .train(&TrainData::held(&ds, &layouts.users), &cfg, &layouts, None, &mut |r, st| {
-                    if r.iteration == read_at {
-                        mid = Some(st.get()?.clone());
-                    }
-                    if r.iteration == kill_at {
-                        s.kill_local_worker(1);
-                    }
-                    Ok(())
-                })
+                .train(
+                    &TrainData::held(&ds, &layouts.users),
+                    None,
+                    &cfg,
+                    &layouts,
+                    None,
+                    FinalRows::Wanted,
+                    &mut |r, st| {
+                        if r.iteration == read_at {
+                            mid = Some(st.get()?.clone());
+                        }
+                        if r.iteration == kill_at {
+                            s.kill_local_worker(1);
+                        }
+                        Ok(())
+                    },
+                )
                 .unwrap();
             assert_eq!(got.state, want.state, "killed after iteration {kill_at}");
             assert_eq!(
@@ -546,7 +619,15 @@ mod tests {
         }
         let s = ClusterSession::local(2, &ClientOptions::default()).unwrap();
         let got = s
-            .train(&TrainData::held(&ds, &layouts.users), &cfg, &layouts, None, &mut |_, _| Ok(()))
+            .train(
+                &TrainData::held(&ds, &layouts.users),
+                None,
+                &cfg,
+                &layouts,
+                None,
+                FinalRows::Wanted,
+                &mut |_, _| Ok(()),
+            )
             .unwrap();
         s.shutdown().unwrap();
         assert_eq!(got.state, want.state);
@@ -578,7 +659,15 @@ mod tests {
             let s = ClusterSession::local(n, &ClientOptions::default()).unwrap();
             let t0 = std::time::Instant::now();
             let err = s
-                .train(&TrainData::held(&ds, &layouts.users), &bad, &layouts, None, &mut |_, _| Ok(()))
+                .train(
+                    &TrainData::held(&ds, &layouts.users),
+                    None,
+                    &bad,
+                    &layouts,
+                    None,
+                    FinalRows::Wanted,
+                    &mut |_, _| Ok(()),
+                )
                 .err()
                 .expect("the cluster fails too");
             assert_eq!(format!("{err:#}"), want, "{n} workers");
@@ -588,7 +677,15 @@ mod tests {
                 ..bad.clone()
             };
             let got = s
-                .train(&TrainData::held(&ds, &layouts.users), &good, &layouts, None, &mut |_, _| Ok(()))
+                .train(
+                    &TrainData::held(&ds, &layouts.users),
+                    None,
+                    &good,
+                    &layouts,
+                    None,
+                    FinalRows::Wanted,
+                    &mut |_, _| Ok(()),
+                )
                 .unwrap();
             let mut local = LocalExecutor::new(&ds, layouts.clone());
             let want_good = train(&ds, &good, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
@@ -618,12 +715,20 @@ mod tests {
         let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
         let s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
         let got = s
-            .train(&TrainData::held(&ds, &layouts.users), &cfg, &layouts, None, &mut |r, _| {
-                if r.iteration == 2 {
-                    s.kill_local_worker(1);
-                }
-                Ok(())
-            })
+            .train(
+                &TrainData::held(&ds, &layouts.users),
+                None,
+                &cfg,
+                &layouts,
+                None,
+                FinalRows::Wanted,
+                &mut |r, _| {
+                    if r.iteration == 2 {
+                        s.kill_local_worker(1);
+                    }
+                    Ok(())
+                },
+            )
             .unwrap();
         let from_peers = s.evaluations_from_peers.load(std::sync::atomic::Ordering::Relaxed);
         let remote = s.remote_evaluations.load(std::sync::atomic::Ordering::Relaxed);
@@ -676,12 +781,20 @@ mod tests {
             });
             let s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
             let (got, got_bytes) = checkpoints("cluster", &mut |cb| {
-                s.train(&TrainData::held(&ds, &layouts.users), &cfg, &layouts, None, &mut |r, st| {
-                    if r.iteration == 2 {
-                        s.kill_local_worker(1);
-                    }
-                    cb(r, st)
-                })
+                s.train(
+                    &TrainData::held(&ds, &layouts.users),
+                    None,
+                    &cfg,
+                    &layouts,
+                    None,
+                    FinalRows::Wanted,
+                    &mut |r, st| {
+                        if r.iteration == 2 {
+                            s.kill_local_worker(1);
+                        }
+                        cb(r, st)
+                    },
+                )
                 .unwrap()
             });
             let by_workers = s.row_writes_by_workers.load(std::sync::atomic::Ordering::Relaxed);
@@ -715,15 +828,23 @@ mod tests {
         let mut s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
         s.faults.heartbeat = std::time::Duration::from_millis(50);
         let got = s
-            .train(&TrainData::held(&ds, &layouts.users), &cfg, &layouts, None, &mut |r, _| {
-                if r.iteration == 2 {
-                    s.kill_local_worker(1);
-                }
-                if r.iteration == 4 {
-                    s.restart_local_worker(1).unwrap();
-                }
-                Ok(())
-            })
+            .train(
+                &TrainData::held(&ds, &layouts.users),
+                None,
+                &cfg,
+                &layouts,
+                None,
+                FinalRows::Wanted,
+                &mut |r, _| {
+                    if r.iteration == 2 {
+                        s.kill_local_worker(1);
+                    }
+                    if r.iteration == 4 {
+                        s.restart_local_worker(1).unwrap();
+                    }
+                    Ok(())
+                },
+            )
             .unwrap();
         assert_eq!(got.state, want.state);
         // Every evaluation, from peers' rows, from the coordinator's copy or
@@ -742,7 +863,15 @@ mod tests {
         s.kill_local_worker(1);
         s.kill_local_worker(2);
         let err = s
-            .train(&TrainData::held(&ds, &layouts.users), &cfg, &layouts, None, &mut |_, _| Ok(()))
+            .train(
+                &TrainData::held(&ds, &layouts.users),
+                None,
+                &cfg,
+                &layouts,
+                None,
+                FinalRows::Wanted,
+                &mut |_, _| Ok(()),
+            )
             .err()
             .expect("no workers left");
         assert!(format!("{err:#}").contains("cannot"), "{err:#}");

@@ -12,12 +12,15 @@ use std::time::Duration;
 use als_core::checkpoint::{latest_checkpoint, RunSignature};
 use als_core::data::Dataset;
 use als_core::model::{save_model, Model, ModelParts, PendingModel};
+use als_core::side::Factors;
 use als_core::train::{IterationReport, Layouts, StateView, TestMetrics, TrainConfig, TrainData, TrainError, TrainResult};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
+use crate::cluster::executor::FinalRows;
+use crate::cluster::ratings::OnWorkers;
 use crate::input::{load_input, log_summary, DataSource, Input, InputSpec, TestSource};
-use crate::model_build::model_parts;
+use crate::model_build::{model_parts, model_parts_of, DataOfModel};
 use crate::progress;
 use crate::report::{metrics_json, write_json_atomic, DataSummary};
 
@@ -59,8 +62,13 @@ pub struct TrainJob {
 
 /// What a training run produced.
 pub struct TrainOutcome {
+    /// The evaluated run; its factors (`state`) are left empty where a
+    /// refit on every rating made the model.
     pub result: TrainResult,
-    pub model: Model,
+    /// The trained model; `None` where this coordinator read no ratings
+    /// (`--input-on-workers`): the seen matrix is then only in the saved
+    /// model's files, and the factors were moved into them.
+    pub model: Option<Model>,
     /// The metrics document (also written to --metrics-json when given;
     /// read by the tests).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -71,6 +79,149 @@ pub struct TrainOutcome {
     /// The saved model's rows were written by the workers, not from here.
     #[cfg_attr(not(test), allow(dead_code))]
     pub model_rows_by_workers: bool,
+    /// This coordinator read ratings from the input (in any run of the job).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub read_input_here: bool,
+}
+
+/// The data of a run as this coordinator knows it: loaded here, or only
+/// described by the workers that built the blocks from the input.
+enum RunData {
+    Here(Box<Input>),
+    OnWorkers(Box<OnWorkers<'static>>, DataSummary),
+}
+
+impl RunData {
+    fn summary(&self) -> &DataSummary {
+        match self {
+            RunData::Here(input) => &input.summary,
+            RunData::OnWorkers(_, s) => s,
+        }
+    }
+
+    fn layouts(&self, blocks: usize) -> Layouts {
+        match self {
+            RunData::Here(input) => Layouts::for_dataset(&input.dataset, blocks),
+            RunData::OnWorkers(w, _) => w.layouts(),
+        }
+    }
+
+    fn fingerprint(&self) -> String {
+        match self {
+            RunData::Here(input) => input.dataset.fingerprint.clone(),
+            RunData::OnWorkers(w, _) => w.built.fingerprint_digest(),
+        }
+    }
+
+    /// The count of the model's seen matrix, where the blocks hold it
+    /// (not where whole users are held out of them: `--split users`).
+    fn seen_nnz(&self) -> Option<u64> {
+        match self {
+            RunData::Here(input) => seen_nnz(&input.dataset),
+            RunData::OnWorkers(w, _) => Some(w.built.ratings),
+        }
+    }
+
+    /// What the training loop is given of the data.
+    fn train_data(&self, layouts: &Layouts) -> TrainData<'_> {
+        match self {
+            RunData::Here(input) => TrainData::held(&input.dataset, &layouts.users),
+            RunData::OnWorkers(w, _) => TrainData {
+                shape: w.built.shape(),
+                ratings: None,
+            },
+        }
+    }
+
+    /// This coordinator read the ratings (at the start, or later to ship a lost worker's blocks).
+    fn read_here(&self) -> bool {
+        match self {
+            RunData::Here(_) => true,
+            RunData::OnWorkers(w, _) => w.was_loaded(),
+        }
+    }
+
+    fn on_workers(&self) -> Option<&OnWorkers<'static>> {
+        match self {
+            RunData::Here(_) => None,
+            RunData::OnWorkers(w, _) => Some(w),
+        }
+    }
+}
+
+/// The model of a finished run: its parts, and whether they hold the seen
+/// matrix. The coordinator that read no ratings keeps its factors' only copy
+/// in the parts (moved out of the result) and leaves the seen matrix in the
+/// files the workers wrote; where they wrote none (`written` false, and a
+/// model to save) it reads the input to save the model itself.
+fn parts_of_run(
+    result: &mut TrainResult,
+    data: RunData,
+    cfg: &TrainConfig,
+    source: &str,
+    held_out: &TestMetrics,
+    written: bool,
+    job: &TrainJob,
+) -> anyhow::Result<ModelOfRun> {
+    if let (RunData::OnWorkers(w, _), false, Some(_)) = (&data, written, &job.output) {
+        tracing::warn!("the workers did not write the model's files: this coordinator reads the input to save it");
+        let ds = w.dataset()?;
+        return Ok((model_parts(result, ds, cfg, source, held_out), true, true));
+    }
+    let read_here = data.read_here();
+    Ok(match data {
+        RunData::Here(input) => (model_parts(result, &input.dataset, cfg, source, held_out), true, read_here),
+        RunData::OnWorkers(w, _) => {
+            let factors = (take_factors(&mut result.state.users), take_factors(&mut result.state.items));
+            let OnWorkers { built, described, .. } = *w;
+            let of = DataOfModel {
+                user_ids: described.user_ids,
+                item_ids: described.item_ids,
+                rating_range: built.training_range,
+                fingerprint: built.fingerprint_digest(),
+                seen: None,
+            };
+            (model_parts_of(result, factors, of, cfg, source, held_out), false, read_here)
+        }
+    })
+}
+
+/// A run's model parts, whether they hold the seen matrix, and whether
+/// this coordinator read the input for the run.
+type ModelOfRun = (ModelParts, bool, bool);
+
+/// The factors, leaving an empty side behind.
+fn take_factors(f: &mut Factors) -> Factors {
+    Factors {
+        matrix: std::mem::replace(&mut f.matrix, ndarray::Array2::zeros((0, 0))),
+        bias: std::mem::take(&mut f.bias),
+    }
+}
+
+/// Load the input here, or have the workers build and describe the blocks
+/// (`--input-on-workers`, where this coordinator need not read any of it).
+fn run_data(
+    trainer: &Trainer,
+    job: &TrainJob,
+    spec: &InputSpec,
+    workers_read: Option<&workers_read::WorkersRead>,
+) -> anyhow::Result<RunData> {
+    if let Some(plan) = workers_read.filter(|w| w.reads_none_here()) {
+        if let Some((on, summary)) = workers_read::on_workers(trainer, plan, job, spec.clone())? {
+            return Ok(RunData::OnWorkers(Box::new(on), summary));
+        }
+    }
+    let input = load_input(spec)?;
+    log_summary(&input);
+    Ok(RunData::Here(Box::new(input)))
+}
+
+#[cfg(test)]
+impl TrainOutcome {
+    /// The model of a run that holds it (tests).
+    pub fn model(&self) -> &Model {
+        self.model.as_ref().expect("the run holds its model (it read the ratings)")
+    }
 }
 
 /// Run a whole training job; the summary goes to `out` (stdout in the binary).
@@ -90,14 +241,41 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
     if embedded {
         tracing::info!("no --data given: training on the embedded synthetic dataset");
     }
+    let trainer = Trainer::open(&job.executor, job.token.as_deref(), job.tls.clone(), job.worker_timeout)?;
+    if let Trainer::Cluster(session) = &trainer {
+        tracing::info!(workers = ?session.addrs(), "training on the cluster");
+    }
+    let data = match run_data(&trainer, &job, spec, workers_read.as_ref()) {
+        Ok(d) => d,
+        Err(e) => return trainer.shutdown(Err(e)),
+    };
+    let trained = train_run(&trainer, &job, &data, workers_read.as_ref());
+    let outcome = trained.and_then(|(result, model_rows)| finish_run(&trainer, &job, data, result, model_rows, workers_read));
+    let outcome = trainer.shutdown(outcome)?;
+    summary::print_summary(out, &outcome, cfg, &job).context("cannot write the summary")?;
+    if let (true, Some(model)) = (embedded, &outcome.model) {
+        summary::print_demo(out, model).context("cannot write the summary")?;
+    }
+    Ok(outcome)
+}
 
-    let input: Input = load_input(spec)?;
-    log_summary(&input);
-    let ds = &input.dataset;
-    if spec.test != TestSource::None && ds.n_scored_test_rows() == 0 {
+/// The evaluated run: train on `data` (resumed from the latest checkpoint
+/// with `--resume`), checkpointing as asked; the model's rows are written
+/// by the workers when this run's model is the one saved.
+fn train_run(
+    trainer: &Trainer,
+    job: &TrainJob,
+    data: &RunData,
+    workers_read: Option<&workers_read::WorkersRead>,
+) -> anyhow::Result<(TrainResult, Option<PendingModel>)> {
+    let cfg = &job.cfg;
+    let shape_test = match data {
+        RunData::Here(input) => input.dataset.n_scored_test_rows(),
+        RunData::OnWorkers(w, _) => w.built.test_rows as usize,
+    };
+    if job.input.test != TestSource::None && shape_test == 0 {
         tracing::warn!("the test set is empty: no test metrics will be reported");
     }
-
     tracing::info!(
         factors = cfg.factors,
         iterations = cfg.iterations,
@@ -109,8 +287,8 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
         blocks = cfg.blocks,
         "training"
     );
-    let layouts = Layouts::for_dataset(ds, cfg.blocks);
-    let signature = RunSignature::new(&ds.fingerprint, cfg);
+    let layouts = data.layouts(cfg.blocks);
+    let signature = RunSignature::new(&data.fingerprint(), cfg);
     let start = match &job.checkpoint {
         Some(CheckpointPlan { dir, resume: true, .. }) => {
             let (path, state) = latest_checkpoint(dir, &signature)?;
@@ -131,6 +309,7 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
     };
     let bar = progress::training_bar(cfg.iterations, job.quiet);
     let total = cfg.iterations;
+    let seen = data.seen_nnz();
     // The saved model's rows, when the workers wrote them (the evaluated run's model only).
     let mut model_rows: Option<PendingModel> = None;
     let mut on_iteration = |r: &IterationReport, state: &mut StateView| -> Result<(), TrainError> {
@@ -152,7 +331,7 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
             "iteration"
         );
         if let (Some(o), true, false) = (&job.output, r.iteration == total, job.refit_on_all) {
-            model_rows = model_rows_by_executor(state, o, seen_nnz(ds))?;
+            model_rows = model_rows_by_executor(state, o, seen)?;
         }
         if let Some(plan) = &job.checkpoint {
             if r.iteration.is_multiple_of(plan.every) || r.iteration == total {
@@ -162,59 +341,78 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
         }
         Ok(())
     };
-    let trainer = Trainer::open(&job.executor, job.token.as_deref(), job.tls.clone(), job.worker_timeout)?;
-    if let Trainer::Cluster(session) = &trainer {
-        tracing::info!(workers = ?session.addrs(), "training on the cluster");
-    }
-    let mut data = TrainData::held(ds, &layouts.users);
-    if let Some(plan) = &workers_read {
-        match workers_read::build(&trainer, plan, &job, ds, &layouts) {
-            Ok(Some(shape)) => data.shape = shape,
-            Ok(None) => {}
-            Err(e) => return trainer.shutdown(Err(e)),
+    let mut train_data = data.train_data(&layouts);
+    // The users split: the workers build the blocks, this coordinator folds the held-out users in.
+    // (Another plan got here only when the workers could not build them: they are shipped.)
+    if let (Some(plan), RunData::Here(input)) = (workers_read.filter(|w| !w.reads_none_here()), data) {
+        if let Some(shape) = workers_read::build(trainer, plan, job, &input.dataset, &layouts)? {
+            train_data.shape = shape;
         }
     }
-    let trained = trainer.train(&data, cfg, &layouts, start, &mut on_iteration);
+    // A refit makes the model: nobody reads this run's final rows.
+    let final_rows = if job.refit_on_all { FinalRows::NotRead } else { FinalRows::Wanted };
+    let trained = trainer.train(&train_data, data.on_workers(), cfg, &layouts, start, final_rows, &mut on_iteration);
     progress::finish(&bar);
-    let result = match trained {
-        Ok(r) => r,
-        Err(e) => return trainer.shutdown(Err(e)),
-    };
-    let (model, trained_on, model_rows) = if job.refit_on_all {
-        // Only the full data set is needed from here on.
-        drop(input.dataset);
+    Ok((trained?, model_rows))
+}
+
+/// After the evaluated run: the final fit (`--final-fit all`) or this
+/// run's model, saved; the metrics written.
+fn finish_run(
+    trainer: &Trainer,
+    job: &TrainJob,
+    data: RunData,
+    mut result: TrainResult,
+    model_rows: Option<PendingModel>,
+    workers_read: Option<workers_read::WorkersRead>,
+) -> anyhow::Result<TrainOutcome> {
+    let (cfg, spec) = (&job.cfg, &job.input);
+    let summary = data.summary().clone();
+    let mut read_input_here = data.read_here();
+    let ((parts, seen_here, read_here), trained_on, model_rows) = if job.refit_on_all {
+        // Only the full data set is needed from here on, and only the refit's factors.
+        drop(data);
+        drop((take_factors(&mut result.state.users), take_factors(&mut result.state.items)));
         let on_workers = workers_read.as_ref().map(|w| w.every_row());
-        match final_fit(&trainer, &job, &input.summary.source, &result.final_metrics, on_workers) {
-            Ok(m) => m,
-            Err(e) => return trainer.shutdown(Err(e)),
-        }
+        final_fit(trainer, job, &summary.source, &result.final_metrics, on_workers)?
     } else {
-        let model = model_parts(&result, ds, cfg, &input.summary.source, &result.final_metrics);
         let on = if spec.test == TestSource::None {
-            TrainedOn::All(ds.n_train())
+            TrainedOn::All(summary.n_train)
         } else {
-            TrainedOn::Train(ds.n_train())
+            TrainedOn::Train(summary.n_train)
         };
-        (model, on, model_rows)
+        let held_out = result.final_metrics.clone();
+        let parts = parts_of_run(&mut result, data, cfg, &summary.source, &held_out, model_rows.is_some(), job)?;
+        (parts, on, model_rows)
     };
-    trainer.shutdown(Ok(()))?;
+    read_input_here |= read_here;
     let executor = job.executor.label();
     let mut metrics = metrics_json(
         &result.reports,
         &result.final_metrics,
         cfg,
-        &input.summary,
+        &summary,
         &executor,
         result.bytes_outside_halves,
     );
-    let mut parts = model;
+    let mut parts = parts;
     trained_on.record(&mut parts, &mut metrics);
-    let model = Model::new(parts).context("the trained model is inconsistent")?;
     let model_rows_by_workers = model_rows.is_some();
+    // Without the seen matrix here there is no model to query, only its files.
+    let (model, parts) = match seen_here {
+        true => (Some(Model::new(parts).context("the trained model is inconsistent")?), None),
+        false => (None, Some(parts)),
+    };
     if let Some(o) = &job.output {
-        match model_rows {
-            Some(rows) => rows.finish(&model),
-            None => save_model(&model, &o.dir, o.overwrite),
+        match (model_rows, &model, &parts) {
+            (Some(rows), Some(model), _) => rows.finish(model),
+            (Some(rows), None, Some(parts)) => rows.finish_without_seen(parts),
+            (None, Some(model), _) => save_model(model, &o.dir, o.overwrite),
+            _ => bail!(
+                "the model's seen matrix is only on the workers, and they did not write the model's files \
+                 (start them with --output-root holding {})",
+                o.dir.display()
+            ),
         }
         .with_context(|| format!("cannot save the model to {}", o.dir.display()))?;
         tracing::info!(dir = %o.dir.display(), trained_on = %trained_on.describe(), rows_by_workers = model_rows_by_workers, "model saved");
@@ -223,20 +421,15 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
         write_json_atomic(path, &metrics)?;
         tracing::info!(file = %path.display(), "metrics written");
     }
-
-    let outcome = TrainOutcome {
+    Ok(TrainOutcome {
         result,
         model,
         metrics,
-        data: input.summary.clone(),
+        data: summary,
         executor,
         model_rows_by_workers,
-    };
-    summary::print_summary(out, &outcome, cfg, &job).context("cannot write the summary")?;
-    if embedded {
-        summary::print_demo(out, &outcome.model).context("cannot write the summary")?;
-    }
-    Ok(outcome)
+        read_input_here,
+    })
 }
 
 /// Evaluation and deployment are two jobs: once the held-out run is
@@ -248,42 +441,52 @@ fn final_fit(
     source: &str,
     held_out: &TestMetrics,
     workers_read: Option<workers_read::WorkersRead>,
-) -> anyhow::Result<(ModelParts, TrainedOn, Option<PendingModel>)> {
+) -> anyhow::Result<(ModelOfRun, TrainedOn, Option<PendingModel>)> {
     let (spec, cfg, output) = (&job.input, &job.cfg, job.output.as_ref());
-    let full = load_input(&InputSpec {
+    let full_spec = InputSpec {
         test: TestSource::None,
         ..spec.clone()
-    })?;
-    let ds = &full.dataset;
+    };
+    let data = run_data(trainer, job, &full_spec, workers_read.as_ref())?;
+    let n_train = data.summary().n_train;
     tracing::info!(
-        ratings = ds.n_train(),
-        users = ds.n_users(),
-        items = ds.n_items(),
+        ratings = n_train,
+        users = data.summary().n_users,
+        items = data.summary().n_items,
         "refitting the saved model on every rating (--final-fit all); its metrics come from the held-out run"
     );
-    let layouts = Layouts::for_dataset(ds, cfg.blocks);
-    let mut data = TrainData::held(ds, &layouts.users);
-    if let Some(plan) = &workers_read {
-        if let Some(shape) = workers_read::build(trainer, plan, job, ds, &layouts)? {
-            data.shape = shape;
+    let layouts = data.layouts(cfg.blocks);
+    let mut train_data = data.train_data(&layouts);
+    if let (Some(plan), RunData::Here(input)) = (workers_read.as_ref().filter(|w| !w.reads_none_here()), &data) {
+        if let Some(shape) = workers_read::build(trainer, plan, job, &input.dataset, &layouts)? {
+            train_data.shape = shape;
         }
     }
     let bar = progress::training_bar(cfg.iterations, job.quiet);
     bar.set_message("final fit on every rating");
+    let seen = data.seen_nnz();
     let mut model_rows = None;
     let mut on_iteration = |r: &IterationReport, state: &mut StateView| -> Result<(), TrainError> {
         bar.inc(1);
         tracing::debug!(iteration = r.iteration, seconds = r.seconds, "final fit");
         if let (Some(o), true) = (output, r.iteration == cfg.iterations) {
-            model_rows = model_rows_by_executor(state, o, seen_nnz(ds))?;
+            model_rows = model_rows_by_executor(state, o, seen)?;
         }
         Ok(())
     };
-    let trained = trainer.train(&data, cfg, &layouts, None, &mut on_iteration);
+    let trained = trainer.train(
+        &train_data,
+        data.on_workers(),
+        cfg,
+        &layouts,
+        None,
+        FinalRows::Wanted,
+        &mut on_iteration,
+    );
     progress::finish(&bar);
-    let result = trained.context("the final fit on every rating failed")?;
-    let model = model_parts(&result, ds, cfg, source, held_out);
-    Ok((model, TrainedOn::All(ds.n_train()), model_rows))
+    let mut result = trained.context("the final fit on every rating failed")?;
+    let parts = parts_of_run(&mut result, data, cfg, source, held_out, model_rows.is_some(), job)?;
+    Ok((parts, TrainedOn::All(n_train), model_rows))
 }
 
 /// The model's seen matrix (the training ratings by user), when the blocks

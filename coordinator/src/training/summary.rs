@@ -80,7 +80,7 @@ pub(crate) fn print_summary(out: &mut dyn Write, o: &TrainOutcome, cfg: &TrainCo
         writeln!(out, "test: {line}")?;
     }
     if let Some(dir) = job.output.as_ref().map(|o| &o.dir) {
-        let on = &o.model.hyperparameters()["trained_on"];
+        let on = &o.metrics["model_trained_on"];
         match on["ratings"].as_str() {
             Some("all") => writeln!(
                 out,

@@ -8,6 +8,8 @@ use als_core::train::{
 };
 use anyhow::{bail, Context};
 
+use crate::cluster::executor::FinalRows;
+use crate::cluster::ratings::OnWorkers;
 use crate::cluster::{ClientOptions, ClusterSession};
 
 /// Who solves the half-iterations.
@@ -98,12 +100,16 @@ impl Trainer {
 
     /// Train `cfg` on `data` from `start` (or a fresh start). Only a
     /// cluster trains on ratings this process does not hold.
-    pub fn train(
+    // The run's parts as the callers hold them; a struct of them would only be unpacked here.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train<'a>(
         &self,
-        data: &TrainData,
+        data: &TrainData<'a>,
+        on_workers: Option<&'a OnWorkers<'a>>,
         cfg: &TrainConfig,
         layouts: &Layouts,
         start: Option<TrainState>,
+        final_rows: FinalRows,
         on_iteration: &mut OnIteration,
     ) -> anyhow::Result<TrainResult> {
         let here = || data.ratings.context("training in this process needs the ratings here");
@@ -118,7 +124,9 @@ impl Trainer {
                 let mut exec = LocalExecutor::new(here()?, layouts.clone());
                 Ok(train_on(data, cfg, &mut exec, layouts, start, on_iteration).context("training failed")?)
             }
-            (Trainer::Cluster(session), Learner::Als) => session.train(data, cfg, layouts, start, on_iteration).context("training failed"),
+            (Trainer::Cluster(session), Learner::Als) => session
+                .train(data, on_workers, cfg, layouts, start, final_rows, on_iteration)
+                .context("training failed"),
         }
     }
 

@@ -13,7 +13,9 @@ use anyhow::bail;
 
 use super::{ExecutorChoice, TrainJob, Trainer};
 use crate::cluster::ingest::{BlocksBuilt, IngestPlan, WorkerLost};
-use crate::input::{core_split, CoreSplit, DataSource, TestSource};
+use crate::cluster::ratings::OnWorkers;
+use crate::input::{core_split, load_input, CoreSplit, DataSource, InputSpec, TestSource};
+use crate::report::DataSummary;
 
 /// What the workers read and how they split it.
 pub struct WorkersRead {
@@ -26,6 +28,12 @@ pub struct WorkersRead {
 }
 
 impl WorkersRead {
+    /// This coordinator need not read the ratings: the workers build every
+    /// block, and no held-out user is folded in here (`--split users`).
+    pub fn reads_none_here(&self) -> bool {
+        self.hold_out.is_none()
+    }
+
     /// The same input with no row held out (the final fit's).
     pub fn every_row(&self) -> WorkersRead {
         WorkersRead {
@@ -70,19 +78,14 @@ pub fn plan_of(job: &TrainJob, resume: bool) -> anyhow::Result<Option<WorkersRea
     }))
 }
 
-/// Have the workers build the blocks, and check them against `ds`; the
-/// data's shape as they report it, which the run trains on, or `None` when
-/// they could not build them (the blocks are shipped instead).
-pub fn build(trainer: &Trainer, plan: &WorkersRead, job: &TrainJob, ds: &Dataset, layouts: &Layouts) -> anyhow::Result<Option<DataShape>> {
-    let Trainer::Cluster(session) = trainer else {
-        bail!("--input-on-workers needs workers (--workers or --local)");
-    };
+/// The ingest of `plan`, with the bounds of its steps.
+fn ingest_plan<'a>(plan: &'a WorkersRead, job: &'a TrainJob) -> anyhow::Result<IngestPlan<'a>> {
     let mut files = als_core::data::input_files(&plan.path)?;
     if let Some(t) = &plan.test {
         files.extend(als_core::data::input_files(t)?);
     }
     let bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
-    let ingest = IngestPlan {
+    Ok(IngestPlan {
         path: &plan.path,
         load: &job.input.load,
         test_path: plan.test.as_deref(),
@@ -94,7 +97,88 @@ pub fn build(trainer: &Trainer, plan: &WorkersRead, job: &TrainJob, ds: &Dataset
         // Parsing runs at tens of MB/s per core: a second per MB is far beyond it.
         step_timeout: Duration::from_secs(600 + bytes / 1_000_000),
         peer_timeout: job.worker_timeout.max(Duration::from_secs(30)),
+    })
+}
+
+/// Have the workers build the blocks and describe them, for a run on a
+/// coordinator that reads none of the input (`plan` must
+/// [`WorkersRead::reads_none_here`]); `input` is the input as this
+/// coordinator would load it, should a lost worker's blocks have to be
+/// shipped. `None` when they could not build them (a worker lost): the
+/// coordinator then loads the input and ships the blocks.
+pub fn on_workers(
+    trainer: &Trainer,
+    plan: &WorkersRead,
+    job: &TrainJob,
+    input: InputSpec,
+) -> anyhow::Result<Option<(OnWorkers<'static>, DataSummary)>> {
+    let Trainer::Cluster(session) = trainer else {
+        bail!("--input-on-workers needs workers (--workers or --local)");
     };
+    anyhow::ensure!(plan.reads_none_here(), "users held out are folded in from the ratings held here");
+    let ingest = ingest_plan(plan, job)?;
+    let t0 = Instant::now();
+    let built = match session.build_blocks(&ingest) {
+        Ok(b) => b,
+        Err(e) if e.is::<WorkerLost>() => {
+            tracing::warn!("the workers could not build their blocks ({e:#}): loading the input here and shipping them instead");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.context("the workers could not build their blocks from the input")),
+    };
+    let described = match session.describe_blocks(&ingest, &built, job.cfg.min_pos) {
+        Ok(d) => d,
+        Err(e) if e.is::<WorkerLost>() => {
+            tracing::warn!("the workers could not describe their blocks ({e:#}): loading the input here and shipping them instead");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.context("the workers could not describe the blocks they built")),
+    };
+    let seconds = t0.elapsed().as_secs_f64();
+    tracing::info!(
+        ratings = built.ratings,
+        users = built.n_users(),
+        items = built.n_items(),
+        peer_bytes = built.peer_bytes,
+        seconds = format_args!("{seconds:.2}"),
+        "the workers built their blocks from the input; this coordinator reads none of it"
+    );
+    let source = match &input.source {
+        DataSource::File(p) => p.display().to_string(),
+        DataSource::Synthetic(_) => bail!("--input-on-workers needs --data"),
+    };
+    let summary = DataSummary {
+        source,
+        n_users: built.n_users(),
+        n_items: built.n_items(),
+        n_train: built.ratings as usize,
+        n_test: built.test_rows as usize,
+        test_dropped_cold: built.test_dropped_cold as usize,
+        held_out_users: None,
+        n_fold_in: None,
+        skipped_lines: built.skipped_lines,
+        duplicates_merged: built.duplicates_merged as usize,
+        load_seconds: seconds,
+    };
+    let (check, path, blocks) = (built.clone(), plan.path.clone(), job.cfg.blocks);
+    // Loaded only to ship a lost worker's blocks: the same data, or the run stops.
+    let load = Box::new(move || -> anyhow::Result<Dataset> {
+        let ds = load_input(&input)?.dataset;
+        let layouts = Layouts::for_dataset(&ds, blocks);
+        check_same_data(&check, &check.shape(), &ds, &layouts, &path)?;
+        Ok(ds)
+    });
+    Ok(Some((OnWorkers::new(built, described, load), summary)))
+}
+
+/// Have the workers build the blocks, and check them against `ds`; the
+/// data's shape as they report it, which the run trains on, or `None` when
+/// they could not build them (the blocks are shipped instead).
+pub fn build(trainer: &Trainer, plan: &WorkersRead, job: &TrainJob, ds: &Dataset, layouts: &Layouts) -> anyhow::Result<Option<DataShape>> {
+    let Trainer::Cluster(session) = trainer else {
+        bail!("--input-on-workers needs workers (--workers or --local)");
+    };
+    let ingest = ingest_plan(plan, job)?;
     let t0 = Instant::now();
     let built = match session.build_blocks(&ingest) {
         Ok(b) => b,

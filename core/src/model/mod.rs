@@ -120,8 +120,9 @@ impl Default for ModelParts {
 }
 
 impl ModelParts {
-    /// Every size agrees with every other (what the queries index by).
-    fn check(&self) -> Result<(), ModelError> {
+    /// Every size agrees with every other (what the queries index by),
+    /// the seen matrix's aside.
+    fn check_rows(&self) -> Result<(), ModelError> {
         let bad = |problem: String| Err(ModelError::Invalid { problem });
         let (nu, ni) = (self.user_ids.len(), self.item_ids.len());
         let k = self.user_factors.ncols();
@@ -145,8 +146,14 @@ impl ModelParts {
         if self.kind == ModelKind::Implicit && self.user_bias.is_some() {
             return bad("an implicit model has no biases".into());
         }
-        match seen_problem(&self.seen, nu, ni) {
-            Some(problem) => bad(problem),
+        Ok(())
+    }
+
+    /// [`Self::check_rows`], and the seen matrix.
+    fn check(&self) -> Result<(), ModelError> {
+        self.check_rows()?;
+        match seen_problem(&self.seen, self.user_ids.len(), self.item_ids.len()) {
+            Some(problem) => Err(ModelError::Invalid { problem }),
             None => Ok(()),
         }
     }

@@ -229,9 +229,9 @@ fn inconsistent(path: &Path, expected: impl ToString, found: impl ToString) -> M
 
 /// What the model directory's format cannot hold (sizes are checked by
 /// [`Model::new`]): ids are one per line.
-fn validate(model: &Model) -> Result<(), ModelError> {
-    check_ids("user", model.user_ids())?;
-    check_ids("item", model.item_ids())
+fn validate(parts: &ModelParts) -> Result<(), ModelError> {
+    check_ids("user", &parts.user_ids)?;
+    check_ids("item", &parts.item_ids)
 }
 
 /// fsync a directory: the one implementation of `crate::atomic`.
@@ -289,18 +289,22 @@ fn written_or_write(
 /// Write every file of `model` into the directory `tmp`, but for the files
 /// of rows already there (`read_back`, from [`PendingModel`]), which must
 /// hold exactly what would be written.
-fn write_all_files(model: &Model, tmp: &Path, read_back: &[FileEntry]) -> Result<(), ModelError> {
-    let (nu, ni, k) = (model.user_ids().len(), model.item_ids().len(), model.user_factors().ncols());
+///
+/// `seen` is the seen matrix to write, or `None` where its files were
+/// written elsewhere and read back (checked as they were read:
+/// [`check_seen_files`]), `nnz_seen` entries.
+fn write_all_files(model: &ModelParts, seen: Option<&Csr>, nnz_seen: usize, tmp: &Path, read_back: &[FileEntry]) -> Result<(), ModelError> {
+    let (nu, ni, k) = (model.user_ids.len(), model.item_ids.len(), model.user_factors.ncols());
     let mut files = Vec::new();
-    let uf = model.user_factors().as_standard_layout();
-    let itf = model.item_factors().as_standard_layout();
+    let uf = model.user_factors.as_standard_layout();
+    let itf = model.item_factors.as_standard_layout();
     let uf = uf.as_slice().expect("standard layout");
     let itf = itf.as_slice().expect("standard layout");
     let mut rows: Vec<(&str, Vec<usize>, &[f32])> = vec![(USER_FACTORS, vec![nu, k], uf), (ITEM_FACTORS, vec![ni, k], itf)];
-    if let Some(b) = model.user_bias() {
+    if let Some(b) = &model.user_bias {
         rows.push((USER_BIAS, vec![nu], b));
     }
-    if let Some(b) = model.item_bias() {
+    if let Some(b) = &model.item_bias {
         rows.push((ITEM_BIAS, vec![ni], b));
     }
     for (name, dims, values) in rows {
@@ -308,30 +312,42 @@ fn write_all_files(model: &Model, tmp: &Path, read_back: &[FileEntry]) -> Result
             npy::write_npy_f32(&mut &mut *w, &dims, values)
         })?);
     }
-    files.push(write_file(tmp, USER_IDS, |w| write_ids(w, model.user_ids()))?);
-    files.push(write_file(tmp, ITEM_IDS, |w| write_ids(w, model.item_ids()))?);
-    let indptr: Vec<i64> = model.seen().indptr.iter().map(|&p| p as i64).collect();
-    files.push(written_or_write(tmp, SEEN_INDPTR, read_back, |w| {
-        npy::write_npy_i64(&mut &mut *w, &[indptr.len()], &indptr)
-    })?);
-    let idx = &model.seen().indices;
-    files.push(written_or_write(tmp, SEEN_INDICES, read_back, |w| {
-        npy::write_npy_u32(&mut &mut *w, &[idx.len()], idx)
-    })?);
+    files.push(write_file(tmp, USER_IDS, |w| write_ids(w, &model.user_ids))?);
+    files.push(write_file(tmp, ITEM_IDS, |w| write_ids(w, &model.item_ids))?);
+    match seen {
+        Some(seen) => {
+            let indptr: Vec<i64> = seen.indptr.iter().map(|&p| p as i64).collect();
+            files.push(written_or_write(tmp, SEEN_INDPTR, read_back, |w| {
+                npy::write_npy_i64(&mut &mut *w, &[indptr.len()], &indptr)
+            })?);
+            let idx = &seen.indices;
+            files.push(written_or_write(tmp, SEEN_INDICES, read_back, |w| {
+                npy::write_npy_u32(&mut &mut *w, &[idx.len()], idx)
+            })?);
+        }
+        None => {
+            for name in [SEEN_INDPTR, SEEN_INDICES] {
+                let there = read_back.iter().find(|e| e.name == name).ok_or_else(|| ModelError::Invalid {
+                    problem: format!("{name} was neither written elsewhere nor given"),
+                })?;
+                files.push(there.clone());
+            }
+        }
+    }
 
     let meta = ModelJson {
         format_version: MODEL_FORMAT_VERSION,
-        kind: model.kind(),
+        kind: model.kind,
         factors: k,
         n_users: nu,
         n_items: ni,
-        nnz_seen: Some(model.seen().indices.len()),
-        global_mean: model.global_mean() as f64,
-        rating_range: model.rating_range().map(|(a, b)| (a as f64, b as f64)),
-        hyperparameters: model.hyperparameters().clone(),
-        data_fingerprint: model.data_fingerprint().to_string(),
-        metrics: model.metrics().clone(),
-        version: model.version(),
+        nnz_seen: Some(nnz_seen),
+        global_mean: model.global_mean as f64,
+        rating_range: model.rating_range.map(|(a, b)| (a as f64, b as f64)),
+        hyperparameters: model.hyperparameters.clone(),
+        data_fingerprint: model.data_fingerprint.clone(),
+        metrics: model.metrics.clone(),
+        version: model.version,
         created_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -362,11 +378,11 @@ fn write_all_files(model: &Model, tmp: &Path, read_back: &[FileEntry]) -> Result
 /// data. The parent directory is created when missing.
 pub fn save_model(model: &Model, dir: &Path, overwrite: bool) -> Result<(), ModelError> {
     use crate::atomic::{replace_dir, temp_dir_beside, OutputPolicy};
-    validate(model)?;
+    validate(&model.parts)?;
     check_replaceable(dir, overwrite)?;
     // Removed on drop (any early return) until moved into place.
     let tmp = temp_dir_beside(dir, OutputPolicy::REPLACE)?;
-    write_all_files(model, tmp.path(), &[])?;
+    write_all_files(&model.parts, Some(&model.parts.seen), model.parts.seen.nnz(), tmp.path(), &[])?;
     fail_point("rename new").map_err(io_at(dir))?;
     replace_dir(tmp, dir)?;
     Ok(())
@@ -484,11 +500,19 @@ impl PendingModel {
         for (name, descr, dims, _) in files_written_elsewhere(self.shape, self.seen_nnz) {
             let path = self.tmp.path().join(name);
             let head = npy::header(descr, &dims);
-            entries.push(match name {
-                // Checked against the model's own when it is saved.
-                SEEN_INDPTR | SEEN_INDICES => hash_file(&path, name)?,
-                _ => read_rows_file(&path, name, &head, dests.next().expect("a state part per file of rows"))?,
-            });
+            match name {
+                // Read together below.
+                SEEN_INDPTR | SEEN_INDICES => {}
+                _ => entries.push(read_rows_file(
+                    &path,
+                    name,
+                    &head,
+                    dests.next().expect("a state part per file of rows"),
+                )?),
+            }
+        }
+        if let Some(nnz) = self.seen_nnz {
+            entries.extend(check_seen_files(self.tmp.path(), self.shape, nnz)?);
         }
         self.read_back = entries;
         Ok(())
@@ -498,19 +522,52 @@ impl PendingModel {
     /// read back must be `model`'s, to the byte; rows never read back are
     /// written here from `model`.
     pub fn finish(self, model: &Model) -> Result<(), ModelError> {
-        validate(model)?;
+        self.check_shape(&model.parts)?;
+        write_all_files(
+            &model.parts,
+            Some(&model.parts.seen),
+            model.parts.seen.nnz(),
+            self.tmp.path(),
+            &self.read_back,
+        )?;
+        self.put_in_place()
+    }
+
+    /// [`Self::finish`] where the seen matrix is only in its files, written
+    /// elsewhere and read back (checked as a seen matrix: this process holds
+    /// none to compare them with); `parts.seen` is not used.
+    pub fn finish_without_seen(self, parts: &ModelParts) -> Result<(), ModelError> {
+        let nnz = match (self.seen_nnz, self.read_back.is_empty()) {
+            (Some(nnz), false) => nnz,
+            _ => {
+                return Err(ModelError::Invalid {
+                    problem: "the seen matrix was not written and read back: the model needs it".into(),
+                })
+            }
+        };
+        parts.check_rows()?;
+        self.check_shape(parts)?;
+        write_all_files(parts, None, nnz as usize, self.tmp.path(), &self.read_back)?;
+        self.put_in_place()
+    }
+
+    fn check_shape(&self, parts: &ModelParts) -> Result<(), ModelError> {
+        validate(parts)?;
         let found = RowsShape {
-            n_users: model.n_users(),
-            n_items: model.n_items(),
-            k: model.user_factors().ncols(),
-            biased: model.user_bias().is_some(),
+            n_users: parts.user_ids.len(),
+            n_items: parts.item_ids.len(),
+            k: parts.user_factors.ncols(),
+            biased: parts.user_bias.is_some(),
         };
         if found != self.shape {
             return Err(ModelError::Invalid {
                 problem: format!("a model shaped {found:?} saved where one shaped {:?} was begun", self.shape),
             });
         }
-        write_all_files(model, self.tmp.path(), &self.read_back)?;
+        Ok(())
+    }
+
+    fn put_in_place(self) -> Result<(), ModelError> {
         fail_point("rename new").map_err(io_at(&self.dir))?;
         crate::atomic::replace_dir(self.tmp, &self.dir)?;
         Ok(())
@@ -536,11 +593,70 @@ fn files_written_elsewhere(s: RowsShape, seen_nnz: Option<u64>) -> Vec<(&'static
     files
 }
 
-/// The model.json entry of the file `path`, as it is.
-fn hash_file(path: &Path, name: &str) -> Result<FileEntry, ModelError> {
-    let mut r = HashReader::open(path)?;
-    io::copy(&mut r, &mut io::sink()).map_err(io_at(path))?;
-    Ok(r.entry(name))
+/// The seen matrix's files in `tmp` (`nnz` entries over the shape's users
+/// and items, as [`PendingModel::begin`] created them), checked as
+/// [`Model::new`] checks a seen matrix: row pointers rising from 0 to
+/// `nnz`, each row's items ascending, distinct and below the items' count.
+/// Their model.json entries.
+fn check_seen_files(tmp: &Path, shape: RowsShape, nnz: u64) -> Result<[FileEntry; 2], ModelError> {
+    let n = shape.n_users;
+    let (ptr_path, idx_path) = (tmp.join(SEEN_INDPTR), tmp.join(SEEN_INDICES));
+    let mut r = HashReader::open(&ptr_path)?;
+    let head = npy::header(i64::DESCR, &[n + 1]);
+    let mut found = vec![0u8; head.len()];
+    r.read_exact(&mut found).map_err(io_at(&ptr_path))?;
+    if found != head {
+        return Err(inconsistent(&ptr_path, "the header it was created with", "another one"));
+    }
+    let mut indptr = vec![0i64; n + 1];
+    r.read_exact(bytemuck::cast_slice_mut(&mut indptr)).map_err(io_at(&ptr_path))?;
+    crate::le::fix_order(&mut indptr);
+    if io::copy(&mut r, &mut io::sink()).map_err(io_at(&ptr_path))? != 0 {
+        return Err(inconsistent(&ptr_path, format!("{} row pointers", n + 1), "more"));
+    }
+    let bad = |path: &Path, problem: String| ModelError::InvalidAt {
+        path: path.to_path_buf(),
+        problem,
+    };
+    if indptr[0] != 0 || indptr.windows(2).any(|w| w[0] > w[1]) || indptr[n] != nnz as i64 {
+        return Err(bad(&ptr_path, format!("the row pointers do not rise from 0 to {nnz}")));
+    }
+    let ptr_entry = r.entry(SEEN_INDPTR);
+    let mut r = HashReader::open(&idx_path)?;
+    let head = npy::header(u32::DESCR, &[nnz as usize]);
+    let mut found = vec![0u8; head.len()];
+    r.read_exact(&mut found).map_err(io_at(&idx_path))?;
+    if found != head {
+        return Err(inconsistent(&idx_path, "the header it was created with", "another one"));
+    }
+    // A chunk at a time, rows crossing chunks: only the previous item is kept.
+    let (mut row, mut at, mut prev) = (0usize, 0i64, None::<u32>);
+    let mut chunk = vec![0u32; 1 << 18];
+    let mut left = nnz as usize;
+    while left > 0 {
+        let c = &mut chunk[..left.min(1 << 18)];
+        r.read_exact(bytemuck::cast_slice_mut(c)).map_err(io_at(&idx_path))?;
+        crate::le::fix_order(c);
+        for &item in c.iter() {
+            while indptr[row + 1] == at {
+                row += 1;
+                prev = None;
+            }
+            if item as usize >= shape.n_items || prev.is_some_and(|p| p >= item) {
+                return Err(bad(
+                    &idx_path,
+                    format!("user row {row}'s items are not ascending, distinct and below {}", shape.n_items),
+                ));
+            }
+            prev = Some(item);
+            at += 1;
+        }
+        left -= c.len();
+    }
+    if io::copy(&mut r, &mut io::sink()).map_err(io_at(&idx_path))? != 0 {
+        return Err(inconsistent(&idx_path, format!("{nnz} items"), "more"));
+    }
+    Ok([ptr_entry, r.entry(SEEN_INDICES)])
 }
 
 /// Read the rows of the f32 `.npy` file `path` (headed `head`, as
@@ -1082,6 +1198,45 @@ mod tests {
             let e = pending.read_rows_into(&mut users, &mut items).unwrap_err().to_string();
             assert!(e.contains(ITEM_FACTORS) && e.contains("not finite"), "{e}");
             drop(pending);
+            // Without the seen matrix in memory: the seen files written elsewhere, checked as read.
+            let mut parts = m.clone().into_parts();
+            parts.seen = Csr::default();
+            let lean = root.path().join(format!("lean-{kind:?}"));
+            let mut pending = PendingModel::begin(&lean, false, shape, seen_nnz).unwrap();
+            write(&pending, &m);
+            pending.read_rows_into(&mut users, &mut items).unwrap();
+            match seen_nnz {
+                Some(_) => {
+                    pending.finish_without_seen(&parts).unwrap();
+                    for name in DATA_FILES {
+                        let (a, b) = (fs::read(want.join(name)).ok(), fs::read(lean.join(name)).ok());
+                        assert!(a == b, "{kind:?}: {name} differs");
+                    }
+                    assert_eq!(files(&want), files(&lean));
+                    assert_same(&load_model(&lean).unwrap(), &m);
+                    // A user's items out of order, or past the items: refused as read, by file name.
+                    for (at, item) in [(1u64, m.seen().indices[0]), (0, 7)] {
+                        let mut pending = PendingModel::begin(&bad, false, shape, seen_nnz).unwrap();
+                        write(&pending, &m);
+                        let p = pending.places().seen.unwrap().indices;
+                        let row0 = m.seen().indptr[1] as u64;
+                        assert!(row0 >= 2, "user row 0 has two items");
+                        write_le_at(
+                            &mut fs::OpenOptions::new().write(true).open(&p.path).unwrap(),
+                            p.at + at * 4,
+                            &[item],
+                        )
+                        .unwrap();
+                        let e = pending.read_rows_into(&mut users, &mut items).unwrap_err().to_string();
+                        assert!(e.contains(SEEN_INDICES) && e.contains("user row 0"), "{e}");
+                    }
+                }
+                None => {
+                    let e = pending.finish_without_seen(&parts).unwrap_err().to_string();
+                    assert!(e.contains("seen matrix was not written"), "{e}");
+                    assert!(!lean.exists(), "nothing is put in place");
+                }
+            }
             assert_eq!(
                 others(root.path(), &[]).iter().filter(|n| n.starts_with('.')).count(),
                 0,

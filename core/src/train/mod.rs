@@ -241,6 +241,15 @@ pub trait HalfStepExecutor {
     fn bytes_outside_halves(&self) -> u64 {
         0
     }
+
+    /// The caller wants the final factors in [`TrainResult::state`]. An
+    /// executor that keeps the rows where they were solved answers `false`
+    /// when told nobody reads them (an evaluated run a refit replaces): the
+    /// run then ends without fetching them, and its result's factors are
+    /// empty.
+    fn final_rows_wanted(&self) -> bool {
+        true
+    }
 }
 
 /// The state after an iteration, as `on_iteration` sees it. Reading it
@@ -386,6 +395,8 @@ impl IterationReport {
 }
 
 pub struct TrainResult {
+    /// The final factors; empty (no rows) where the executor was told
+    /// nobody reads them ([`HalfStepExecutor::final_rows_wanted`]).
     pub state: TrainState,
     pub reports: Vec<IterationReport>,
     pub final_metrics: TestMetrics,
@@ -397,10 +408,15 @@ pub struct TrainResult {
 
 /// Fresh state: per-id seeded factors, zero biases.
 pub fn initial_state(ds: &Dataset, cfg: &TrainConfig) -> TrainState {
+    initial_state_of(&ds.user_ids, &ds.item_ids, cfg)
+}
+
+/// [`initial_state`] of the data with these ids, in row order.
+pub fn initial_state_of(user_ids: &[String], item_ids: &[String], cfg: &TrainConfig) -> TrainState {
     TrainState {
         iterations_done: 0,
-        users: init_factors(&ds.user_ids, Side::Users, cfg.seed, cfg.factors, cfg.init_std, cfg.has_biases()),
-        items: init_factors(&ds.item_ids, Side::Items, cfg.seed, cfg.factors, cfg.init_std, cfg.has_biases()),
+        users: init_factors(user_ids, Side::Users, cfg.seed, cfg.factors, cfg.init_std, cfg.has_biases()),
+        items: init_factors(item_ids, Side::Items, cfg.seed, cfg.factors, cfg.init_std, cfg.has_biases()),
     }
 }
 
@@ -521,11 +537,23 @@ pub fn train_on(
         )?;
         reports.push(report);
     }
-    exec.sync_state(&mut state.users, &mut state.items)?;
+    let wanted = exec.final_rows_wanted();
+    if wanted || last_eval.is_none() {
+        exec.sync_state(&mut state.users, &mut state.items)?;
+    }
     let final_metrics = match last_eval {
         Some(m) => m,
         None => evaluate_with(exec, data, cfg, &params, &state, item_gram.as_deref(), &layouts.users)?,
     };
+    if !wanted {
+        // Not fetched: what is here is an older copy, which nobody may take for the result.
+        let empty = |f: &Factors| Factors {
+            matrix: ndarray::Array2::zeros((0, f.k())),
+            bias: Vec::new(),
+        };
+        state.users = empty(&state.users);
+        state.items = empty(&state.items);
+    }
     Ok(TrainResult {
         state,
         reports,

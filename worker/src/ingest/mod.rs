@@ -828,6 +828,63 @@ impl Ingest {
     }
 }
 
+/// Bytes a block's description may take: under the coordinator's 16 MiB
+/// message limit, with room for the message's framing.
+pub const DESCRIBE_LIMIT: usize = 15 << 20;
+
+/// One finished block as the coordinator learns it (`Describe`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockDescription {
+    /// The ids as an id table ([`als_proto::codec::id_table`]).
+    pub id_bytes: Vec<u8>,
+    pub id_ends: Vec<u8>,
+    /// The other side's rows the block references, ascending.
+    pub needed: Vec<u32>,
+    /// User blocks: users with a test row valued `min_pos` or more.
+    pub eval_users: u64,
+}
+
+impl Ingest {
+    /// The ids of finished block `block` of the users' side (`users`) or
+    /// the items', the rows of the other side it references, and (user
+    /// blocks) its users with a test row of `min_pos` or more.
+    pub fn describe(&self, users: bool, block: u32, min_pos: f32) -> Result<BlockDescription, JobError> {
+        self.expect(Stage::Finished, "describing a block")?;
+        let side = if users { "user" } else { "item" };
+        let missing = || invalid(format!("this worker holds no {side} block {block}"));
+        let (ids, csr, eval_users) = if users {
+            let done = self.finished_users.get(&block).ok_or_else(missing)?;
+            let ids = &self.users.get(&block).ok_or_else(missing)?.user_ids;
+            let mut relevant: Vec<u32> = done.test.iter().filter(|t| t.2 >= min_pos).map(|t| t.0).collect();
+            relevant.sort_unstable();
+            relevant.dedup();
+            (ids, &done.by_user, relevant.len() as u64)
+        } else {
+            let by_item = self.finished_items.get(&block).ok_or_else(missing)?;
+            (&self.items.get(&block).ok_or_else(missing)?.item_ids, by_item, 0)
+        };
+        let mut seen = vec![false; csr.n_cols];
+        for &c in &csr.indices {
+            seen[c as usize] = true;
+        }
+        let needed: Vec<u32> = seen.iter().enumerate().filter(|(_, &s)| s).map(|(c, _)| c as u32).collect();
+        let (id_bytes, id_ends) = als_proto::codec::id_table(ids);
+        let bytes = id_bytes.len() + id_ends.len() + 4 * needed.len();
+        if bytes > DESCRIBE_LIMIT {
+            return Err(invalid(format!(
+                "{side} block {block} takes {bytes} bytes to describe (ids and the rows it references), \
+                 over the {DESCRIBE_LIMIT}-byte limit of a message: train with more blocks (--blocks)"
+            )));
+        }
+        Ok(BlockDescription {
+            id_bytes,
+            id_ends,
+            needed,
+            eval_users,
+        })
+    }
+}
+
 fn side_name(to_items: bool) -> &'static str {
     if to_items {
         "item"

@@ -6,7 +6,7 @@
 //! every field before it keeps a row.
 
 use als_core::data::ingest::{ItemBoundPart, ItemBoundRow, RoutedPart, RoutedRow};
-use als_proto::codec::{f32_bytes, pieces_vec, plan_chunks, u32_bytes, u64_bytes};
+use als_proto::codec::{decode_ids, f32_bytes, id_table, pieces_vec, plan_chunks, u32_bytes, u64_bytes};
 use als_proto::pb::IngestRowsChunk;
 use als_proto::CHUNK_BYTES;
 use prost::bytes::Bytes;
@@ -17,16 +17,6 @@ struct Arrays {
     /// places (to user blocks), users, items, values, test (to user
     /// blocks), id_bytes, id_ends.
     fields: [Vec<u8>; 7],
-}
-
-fn table_bytes(ids: &[String]) -> (Vec<u8>, Vec<u8>) {
-    let mut bytes = Vec::with_capacity(ids.iter().map(String::len).sum());
-    let mut ends = Vec::with_capacity(ids.len());
-    for id in ids {
-        bytes.extend_from_slice(id.as_bytes());
-        ends.push(bytes.len() as u32);
-    }
-    (bytes, u32_bytes(&ends))
 }
 
 /// The messages of one stream: the first carries the header, each field's
@@ -71,7 +61,7 @@ type PlaceAndTest<'a, R> = &'a dyn Fn(&R) -> (u64, bool);
 /// The arrays of a part's rows, each `(user, item, value)` and, to a user
 /// block, its place and test flag.
 fn part_arrays<R>(ids: &[String], rows: &[R], row: impl Fn(&R) -> (u32, u32, f32), to_users: Option<PlaceAndTest<'_, R>>) -> Arrays {
-    let (id_bytes, id_ends) = table_bytes(ids);
+    let (id_bytes, id_ends) = id_table(ids);
     let column = |f: &dyn Fn((u32, u32, f32)) -> u32| u32_bytes(&rows.iter().map(|r| f(row(r))).collect::<Vec<_>>());
     let (places, test) = match to_users {
         Some(t) => (
@@ -105,33 +95,6 @@ pub fn routed_chunks(job_id: &str, block: u32, part: &RoutedPart) -> Vec<IngestR
 pub fn item_bound_chunks(job_id: &str, block: u32, part: &ItemBoundPart) -> Vec<IngestRowsChunk> {
     let arrays = part_arrays(&part.ids, &part.rows, |r| (r.user, r.item, r.value), None);
     messages(job_id, true, block, arrays)
-}
-
-/// An id table: `id_bytes` cut at `id_ends`, each id valid UTF-8, not
-/// empty and at most `max_id_len` bytes.
-pub fn decode_ids(id_bytes: &[u8], id_ends: &[u8], max_id_len: usize) -> Result<Vec<String>, String> {
-    let ends: Vec<u32> = pieces_vec("id_ends", &[id_ends]).map_err(|e| e.to_string())?;
-    let mut ids = Vec::with_capacity(ends.len());
-    let mut start = 0usize;
-    for (n, &end) in ends.iter().enumerate() {
-        let end = end as usize;
-        if end <= start || end > id_bytes.len() {
-            return Err(format!("id {n} of the table ends at {end}, outside {start}..={}", id_bytes.len()));
-        }
-        if end - start > max_id_len {
-            return Err(format!(
-                "id {n} of the table is {} bytes, over the {max_id_len}-byte limit",
-                end - start
-            ));
-        }
-        let id = std::str::from_utf8(&id_bytes[start..end]).map_err(|_| format!("id {n} of the table is not UTF-8"))?;
-        ids.push(id.to_owned());
-        start = end;
-    }
-    if start != id_bytes.len() {
-        return Err(format!("the id table has {} bytes past its last id", id_bytes.len() - start));
-    }
-    Ok(ids)
 }
 
 /// The rows of one stream, every field checked: lengths, codes, values.

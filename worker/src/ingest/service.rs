@@ -16,12 +16,12 @@ use tokio::sync::Mutex;
 use tonic::{Status, Streaming};
 
 use super::adopt::StartFactors;
-use super::rows::decode_ids;
 use super::{key_of, load_options, Ingest, KeyAnswer, KeyQuestion, KeysOf, Outgoing, Owners, ShareToRead};
 use crate::job::Job;
 use crate::paths::Reach;
 use crate::peers::Peers;
 use crate::service::status;
+use als_proto::codec::decode_ids;
 
 pub type IngestSlot = Arc<Mutex<Option<Ingest>>>;
 
@@ -171,6 +171,15 @@ pub async fn step(slot: &IngestSlot, peers: &Arc<Peers>, limits: IngestLimits<'_
             }
             with_ingest(slot, &job_id, move |i| i.looked_up(answers)).await?;
             tracing::debug!(job = %job_id, seconds = t0.elapsed().as_secs_f64(), "items looked up");
+        }
+        Step::Describe(d) => {
+            let side = als_proto::spec::side_from_pb(d.side).map_err(|e| Status::invalid_argument(format!("describe: {e}")))?;
+            let users = side == als_core::side::Side::Users;
+            let got = with_ingest(slot, &job_id, move |i| i.describe(users, d.block, d.min_pos)).await?;
+            resp.id_bytes = got.id_bytes.into();
+            resp.id_ends = got.id_ends.into();
+            resp.needed = u32_bytes(&got.needed).into();
+            resp.eval_users = got.eval_users;
         }
         Step::Finish(f) => {
             (resp.user_blocks, resp.item_blocks) = with_ingest(slot, &job_id, move |i| i.finish(&f.item_starts)).await?;

@@ -27,7 +27,7 @@ use super::exchange::PeerRound;
 use super::health::watched;
 use super::rpc::{run_evaluation, HalfError, WorkerEval};
 use super::wire::bias_of_rows;
-use super::{test_rows, ClusterExecutor};
+use super::ClusterExecutor;
 
 /// The blocks each worker was asked to evaluate, and what it answered.
 type Asked = Vec<(usize, Vec<u32>)>;
@@ -42,15 +42,15 @@ impl ClusterExecutor<'_> {
         cfg: &TrainConfig,
         users: &Factors,
         items: &Factors,
-    ) -> Option<(Vec<u32>, Vec<EvalChunk>)> {
+    ) -> anyhow::Result<Option<(Vec<u32>, Vec<EvalChunk>)>> {
         let blocks = self.eval_blocks(w);
         if blocks.is_empty() {
-            return None;
+            return Ok(None);
         }
         let layout = &self.layouts.users;
         let implicit = cfg.is_implicit();
         let user_rows: Vec<usize> = blocks.iter().flat_map(|&b| layout.range(b as usize)).collect();
-        let item_rows: Vec<u32> = if implicit { Vec::new() } else { self.test_items_of(&blocks) };
+        let item_rows: Vec<u32> = if implicit { Vec::new() } else { self.test_items_of(&blocks)? };
         // Top-K lists score every item; predictions need only the test rows' items.
         let (n_items, item_of) = if implicit {
             (items.n_rows(), None)
@@ -89,7 +89,7 @@ impl ClusterExecutor<'_> {
                 ..Default::default()
             },
         });
-        Some((blocks, msgs))
+        Ok(Some((blocks, msgs)))
     }
 
     /// The header fields of an evaluation call for `blocks`: what to score
@@ -122,15 +122,15 @@ impl ClusterExecutor<'_> {
     }
 
     /// The distinct test items of user `blocks`, ascending.
-    fn test_items_of(&self, blocks: &[u32]) -> Vec<u32> {
-        let (layout, test) = (&self.layouts.users, self.test_rows());
+    fn test_items_of(&self, blocks: &[u32]) -> anyhow::Result<Vec<u32>> {
+        let (layout, test) = (&self.layouts.users, self.test_rows()?);
         let mut v: Vec<u32> = blocks
             .iter()
             .flat_map(|&b| test.items[test.span(&layout.range(b as usize))].iter().copied())
             .collect();
         v.sort_unstable();
         v.dedup();
-        v
+        Ok(v)
     }
 
     /// Evaluate on the workers from the rows they hold: the item rows go
@@ -200,7 +200,7 @@ impl ClusterExecutor<'_> {
         let mut asked: Asked = Vec::new();
         let mut futs = Vec::new();
         for w in 0..self.slots.len() {
-            let Some((blocks, msgs)) = self.eval_messages(w, cfg, users, items) else {
+            let Some((blocks, msgs)) = self.eval_messages(w, cfg, users, items)? else {
                 continue;
             };
             if !self.slots[w].alive {
@@ -238,7 +238,7 @@ impl ClusterExecutor<'_> {
         // What each block must have scored: its test rows, or its users with a relevant one.
         let per_block = match implicit {
             false => self.test_per_block.clone(),
-            true => test_rows::eval_users_per_block(self.ds, &self.layouts.users, cfg.min_pos),
+            true => self.eval_users_per_block.clone(),
         };
         let mut sums: Vec<Option<BlockSums>> = vec![None; self.layouts.users.n_blocks()];
         for (w, res) in gathered {

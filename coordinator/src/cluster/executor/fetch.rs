@@ -197,6 +197,8 @@ mod tests {
             opts,
             FaultOptions::default(),
             TrainData::held(&ds, &layouts.users),
+            None,
+            cfg.min_pos,
             &params,
             &layouts,
             &start,

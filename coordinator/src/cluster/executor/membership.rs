@@ -52,6 +52,9 @@ pub(super) struct Answers<T> {
     pub(super) failed: Vec<JobFailed>,
 }
 
+/// What one worker is to take and to let go: (worker, blocks to ship, blocks to release).
+type Moves = (usize, Vec<(Side, usize)>, Vec<(Side, Vec<u32>)>);
+
 impl ClusterExecutor<'_> {
     /// Sort the answers of a round of calls peers take part in (a solve
     /// with exchange, `SendRows`): lost workers are marked so, a failed peer
@@ -249,15 +252,9 @@ impl ClusterExecutor<'_> {
         let mut total = 0u64;
         loop {
             let owners = self.desired_owners()?;
-            let ds = self.ds;
-            // The test rows go with the user blocks shipped; blocks the workers built hold theirs.
-            let (layouts, routing, test) = (&self.layouts, &self.routing, &self.test);
-            let mut futs = Vec::new();
-            let mut shipped: Vec<(usize, Vec<(Side, usize)>)> = Vec::new();
+            // What each live worker is missing and holds in excess.
+            let mut plans: Vec<Moves> = Vec::new();
             for (w, slot) in self.slots.iter().enumerate().filter(|(_, s)| s.alive) {
-                // Blocks are turned into messages one at a time as they are
-                // sent, so the coordinator never holds a second copy of the
-                // ratings (at 100M ratings that copy was 1.6 GB of peak RSS).
                 let mut ship: Vec<(Side, usize)> = Vec::new();
                 let mut release: Vec<(Side, Vec<u32>)> = Vec::new();
                 for side in [Side::Users, Side::Items] {
@@ -269,6 +266,22 @@ impl ClusterExecutor<'_> {
                         release.push((side, extra));
                     }
                 }
+                plans.push((w, ship, release));
+            }
+            // Read only when a block is shipped: the workers may hold the only copy.
+            let ds = match plans.iter().any(|(_, ship, _)| !ship.is_empty()) {
+                true => Some(self.ratings.dataset()?),
+                false => None,
+            };
+            // The test rows go with the user blocks shipped; blocks the workers built hold theirs.
+            let (layouts, routing, test) = (&self.layouts, &self.routing, &self.test);
+            let mut futs = Vec::new();
+            let mut shipped: Vec<(usize, Vec<(Side, usize)>)> = Vec::new();
+            for (w, ship, release) in plans {
+                let slot = &self.slots[w];
+                // Blocks are turned into messages one at a time as they are
+                // sent, so the coordinator never holds a second copy of the
+                // ratings (at 100M ratings that copy was 1.6 GB of peak RSS).
                 shipped.push((w, ship.clone()));
                 let mut c = slot.handle.client.clone();
                 let addr = slot.handle.addr.clone();
@@ -290,6 +303,7 @@ impl ClusterExecutor<'_> {
                     }
                     let mut bytes = 0u64;
                     for (side, b) in ship {
+                        let ds = ds.expect("read when a block ships");
                         let (csr, current) = match side {
                             Side::Users => (&ds.by_user, users),
                             Side::Items => (&ds.by_item, items),

@@ -36,16 +36,15 @@ mod wire;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use als_core::data::Dataset;
 use als_core::side::{Factors, Side};
 use als_core::solve::{SolveParams, TermsWanted};
 use als_core::train::{DataShape, HalfStepExecutor, HalfStepOutput, Layouts, TestMetrics, TrainConfig, TrainData, TrainError, TrainState};
 use als_proto::pb::{AdoptStep, EndJobRequest, StartJobRequest};
 use als_proto::spec::spec_from_params;
 use als_proto::{PEER_EXCHANGE, PROTOCOL_VERSION};
-use anyhow::Context;
 
 use crate::cluster::client::{ClientOptions, WorkerHandle};
+use crate::cluster::ratings::{OnWorkers, RatingsAt};
 use crate::cluster::routing::Routing;
 
 pub(crate) use health::watchdog;
@@ -102,11 +101,13 @@ pub struct ClusterExecutor<'a> {
     client_opts: ClientOptions,
     faults: FaultOptions,
     /// The ratings, from which blocks are shipped and moved after a loss.
-    ds: &'a Dataset,
+    ratings: RatingsAt<'a>,
     /// The data's shape as the run knows it (from the workers, when they built the blocks).
     shape: DataShape,
     /// Per user block, its test rows.
     test_per_block: Vec<u64>,
+    /// Per user block, the users its ranking evaluation scores (for the run's `min_pos`).
+    eval_users_per_block: Vec<u64>,
     /// The test rows grouped by user, built on first use ([`Self::test_rows`]).
     test: LazyTestRows,
     step: u64,
@@ -146,6 +147,17 @@ pub struct ClusterExecutor<'a> {
     workers_write_rows: bool,
     /// Files of rows the workers wrote (checkpoints, the model).
     pub row_writes_by_workers: usize,
+    /// The run's final rows are read (else they stay on the workers).
+    pub final_rows: FinalRows,
+}
+
+/// Whether a run's final factors are read here (the model), or nobody
+/// reads them (an evaluated run whose model a refit makes): then they are
+/// not fetched from the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalRows {
+    Wanted,
+    NotRead,
 }
 
 fn side_ix(s: Side) -> usize {
@@ -166,6 +178,8 @@ impl<'a> ClusterExecutor<'a> {
         client_opts: ClientOptions,
         faults: FaultOptions,
         data: TrainData<'a>,
+        on_workers: Option<&'a OnWorkers<'a>>,
+        min_pos: f32,
         params: &SolveParams,
         layouts: &Layouts,
         state: &TrainState,
@@ -173,9 +187,13 @@ impl<'a> ClusterExecutor<'a> {
         adopt: Option<AdoptStep>,
     ) -> anyhow::Result<ClusterExecutor<'a>> {
         anyhow::ensure!(!workers.is_empty(), "no workers");
-        let ds = data.ratings.context("the cluster ships its blocks from the ratings held here")?;
+        let ratings = match (data.ratings, on_workers) {
+            (Some(ds), _) => RatingsAt::Here(ds),
+            (None, Some(w)) => RatingsAt::Workers(w),
+            (None, None) => anyhow::bail!("the cluster needs the ratings, held here or described by the workers that built the blocks"),
+        };
         let shape = data.shape;
-        let routing = Routing::build(&ds.by_user, &ds.by_item, layouts, workers.len());
+        let routing = ratings.routing(layouts, workers.len());
         let start_req = StartJobRequest {
             protocol_version: PROTOCOL_VERSION,
             job_id: job_id.clone(),
@@ -202,9 +220,10 @@ impl<'a> ClusterExecutor<'a> {
             start_req,
             client_opts,
             faults,
-            ds,
+            ratings,
             shape,
-            test_per_block: test_rows::test_rows_per_block(ds, &layouts.users),
+            test_per_block: ratings.test_rows_per_block(&layouts.users),
+            eval_users_per_block: ratings.eval_users_per_block(&layouts.users, min_pos),
             test: LazyTestRows::default(),
             step: 0,
             exchange: false,
@@ -225,6 +244,7 @@ impl<'a> ClusterExecutor<'a> {
             replayed_halves: 0,
             workers_write_rows: true,
             row_writes_by_workers: 0,
+            final_rows: FinalRows::Wanted,
         };
         // Peer exchange needs every worker to take part, the lost ones too once revived.
         exec.exchange = exec
@@ -256,8 +276,8 @@ impl<'a> ClusterExecutor<'a> {
 
     /// The test rows grouped by user: for shipping a user block, or
     /// evaluating from this coordinator's copy of the factors.
-    fn test_rows(&self) -> &TestByUser {
-        self.test.of(self.ds)
+    fn test_rows(&self) -> anyhow::Result<&TestByUser> {
+        Ok(self.test.of(self.ratings.dataset()?))
     }
 
     /// Tell every live worker the job is over (best effort).
@@ -341,6 +361,10 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
 
     fn bytes_outside_halves(&self) -> u64 {
         self.eval_bytes + self.unreported_bytes
+    }
+
+    fn final_rows_wanted(&self) -> bool {
+        self.final_rows == FinalRows::Wanted
     }
 }
 

@@ -39,13 +39,7 @@ impl ClusterExecutor<'_> {
             places: Vec::new(),
             // Each user block's first rating among every user's.
             user_nnz_starts: match seen {
-                Some(_) => self
-                    .layouts
-                    .users
-                    .starts
-                    .iter()
-                    .map(|&s| self.ds.by_user.indptr[s] as u64)
-                    .collect(),
+                Some(_) => self.ratings.user_nnz_starts(&self.layouts.users),
                 None => Vec::new(),
             },
         };

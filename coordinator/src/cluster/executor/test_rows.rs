@@ -3,31 +3,7 @@
 //! when a user block is shipped or evaluated from the coordinator's copy
 //! (blocks the workers built hold their test rows already).
 
-use als_core::blocks::BlockLayout;
 use als_core::data::{group_by_key, Dataset};
-
-/// Per user block, its test rows.
-pub(super) fn test_rows_per_block(ds: &Dataset, users: &BlockLayout) -> Vec<u64> {
-    let mut n = vec![0u64; users.n_blocks()];
-    for &u in &ds.test.users {
-        n[users.block_of(u as usize)] += 1;
-    }
-    n
-}
-
-/// Per user block, its users with a test row valued `min_pos` or more: the
-/// users a ranking evaluation of the block scores.
-pub(super) fn eval_users_per_block(ds: &Dataset, users: &BlockLayout, min_pos: f32) -> Vec<u64> {
-    let mut relevant = vec![false; ds.n_users()];
-    for (&u, &v) in ds.test.users.iter().zip(&ds.test.ratings) {
-        relevant[u as usize] |= v >= min_pos;
-    }
-    let mut n = vec![0u64; users.n_blocks()];
-    for (u, _) in relevant.iter().enumerate().filter(|(_, &r)| r) {
-        n[users.block_of(u)] += 1;
-    }
-    n
-}
 
 /// [`TestByUser`], grouped on first use.
 #[derive(Default)]

@@ -10,8 +10,9 @@ use als_core::data::{load_ratings, Dataset, DuplicatePolicy, LoadOptions, SplitS
 use als_core::rng::SplitMix64;
 use als_core::train::{DataShape, Layouts};
 
-use super::{build_blocks, BlocksBuilt, IngestPlan};
+use super::{build_blocks, describe_blocks, BlocksBuilt, BlocksDescribed, IngestPlan};
 use crate::cluster::client::{connect, ClientOptions};
+use crate::cluster::ratings::{OnWorkers, RatingsAt};
 use crate::cluster::LocalWorkers;
 
 /// Repeated pairs, integer or other ids, items seen only in test rows,
@@ -35,6 +36,19 @@ fn ratings_text(rows: usize, integer_ids: bool, seed: u64) -> String {
 }
 
 async fn built_by_workers(path: &std::path::Path, workers: usize, plan: &IngestPlan<'_>) -> anyhow::Result<BlocksBuilt> {
+    Ok(built_and_described(path, workers, plan, None).await?.0)
+}
+
+/// The ratings `min_pos` counts as relevant in the blocks' descriptions.
+const MIN_POS: f32 = 2.5;
+
+/// [`built_by_workers`], and with `min_pos` the blocks' descriptions.
+async fn built_and_described(
+    path: &std::path::Path,
+    workers: usize,
+    plan: &IngestPlan<'_>,
+    min_pos: Option<f32>,
+) -> anyhow::Result<(BlocksBuilt, Option<BlocksDescribed>)> {
     let local = LocalWorkers::start(workers, 1).await?;
     let opts = ClientOptions {
         token: Some(local.token.clone()),
@@ -45,7 +59,12 @@ async fn built_by_workers(path: &std::path::Path, workers: usize, plan: &IngestP
         handles.push(connect(a, &opts).await?);
     }
     let plan = IngestPlan { path, ..*plan };
-    build_blocks(&handles, "ingest-test", &plan, &Default::default()).await
+    let built = build_blocks(&handles, "ingest-test", &plan, &Default::default()).await?;
+    let described = match min_pos {
+        Some(m) => Some(describe_blocks(&handles, "ingest-test", &plan, &built, m, &Default::default()).await?),
+        None => None,
+    };
+    Ok((built, described))
 }
 
 /// A plan of every row of `path` into `blocks` (no split, no test file).
@@ -152,7 +171,7 @@ async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
             for workers in 1..=3 {
                 let what =
                     format!("{split:?}, {hold_out:?}, {duplicates:?}, test file {test_file}, integer ids {integer_ids}, {workers} workers");
-                let b = built_by_workers(&path, workers, &plan)
+                let (b, described) = built_and_described(&path, workers, &plan, Some(MIN_POS))
                     .await
                     .unwrap_or_else(|e| panic!("{what}: {e:#}"));
                 let test_file_rows = if *test_file { test_raw.len() } else { 0 };
@@ -187,6 +206,33 @@ async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
                     workers > 1,
                     "{what}: rows cross between workers only when there are several"
                 );
+                // What the workers tell of their blocks is what this process computes from the dataset.
+                let d = described.expect("described");
+                assert!(d.user_ids == ds.user_ids && d.item_ids == ds.item_ids, "{what}: the ids");
+                let here = RatingsAt::Here(&ds);
+                let routing = here.routing(&layouts, workers);
+                assert!(d.needed[0] == routing.users.needed, "{what}: the items user blocks reference");
+                assert!(d.needed[1] == routing.items.needed, "{what}: the users item blocks reference");
+                assert_eq!(b.user_ratings.iter().sum::<u64>(), b.ratings, "{what}");
+                let on = OnWorkers::new(b.clone(), d.clone(), Box::new(|| anyhow::bail!("not loaded in this test")));
+                let there = RatingsAt::Workers(&on);
+                assert_eq!(
+                    there.user_nnz_starts(&layouts.users),
+                    here.user_nnz_starts(&layouts.users),
+                    "{what}"
+                );
+                assert_eq!(on.layouts().users.starts, layouts.users.starts, "{what}");
+                assert_eq!(on.layouts().items.starts, layouts.items.starts, "{what}");
+                if hold_out.is_none() {
+                    assert_eq!(
+                        there.test_rows_per_block(&layouts.users),
+                        here.test_rows_per_block(&layouts.users),
+                        "{what}"
+                    );
+                    let eval_users = here.eval_users_per_block(&layouts.users, MIN_POS);
+                    assert!(eval_users.iter().sum::<u64>() > 0 || none_held, "{what}: users are scored");
+                    assert_eq!(d.eval_users, eval_users, "{what}");
+                }
             }
         }
     }
@@ -282,4 +328,66 @@ async fn small_data_gets_the_layouts_block_count_from_the_workers_counts() {
             }
         }
     }
+}
+
+/// A block's description is taken only as the block it describes: every
+/// lie a worker could tell is refused, saying what is wrong.
+#[test]
+fn a_description_unlike_its_block_is_refused() {
+    use als_core::data::ids::block_of_id;
+    use als_proto::codec::{id_table, u32_bytes};
+    use als_proto::pb::IngestResponse;
+
+    let n_blocks = 3;
+    let ids_of = |b: usize, n: usize| -> Vec<String> {
+        (0..)
+            .map(|i: u32| i.to_string())
+            .filter(|id| block_of_id(id, n_blocks) == b)
+            .take(n)
+            .collect()
+    };
+    let answer = |ids: &[String], needed: &[u32], eval_users: u64| {
+        let (id_bytes, id_ends) = id_table(ids);
+        IngestResponse {
+            id_bytes: id_bytes.into(),
+            id_ends: id_ends.into(),
+            needed: u32_bytes(needed).into(),
+            eval_users,
+            ..Default::default()
+        }
+    };
+    let ids = ids_of(1, 4);
+    let good = answer(&ids, &[0, 5, 9], 2);
+    assert_eq!(
+        super::checked_description(&good, 1, n_blocks, 4, 10, 64),
+        Ok((ids.clone(), vec![0, 5, 9]))
+    );
+    let cases: [(IngestResponse, &str); 7] = [
+        (answer(&ids[..3], &[0], 0), "3 ids, the starts give it 4"),
+        (answer(&ids_of(2, 4), &[0], 0), "belongs to block 2"),
+        (answer(&ids, &[5, 5], 0), "not ascending"),
+        (answer(&ids, &[3, 10], 0), "below 10"),
+        (answer(&ids, &[1], 5), "5 users scored of 4"),
+        (
+            IngestResponse {
+                needed: vec![1, 2, 3].into(),
+                ..answer(&ids, &[], 0)
+            },
+            "needed",
+        ),
+        (
+            IngestResponse {
+                id_ends: u32_bytes(&[1, 1, 2, 3]).into(),
+                ..answer(&ids, &[], 0)
+            },
+            "id 1 of the table",
+        ),
+    ];
+    for (r, says) in cases {
+        let e = super::checked_description(&r, 1, n_blocks, 4, 10, 64).unwrap_err();
+        assert!(e.contains(says), "{says}: {e}");
+    }
+    // An id longer than the limit.
+    let e = super::checked_description(&good, 1, n_blocks, 4, 10, 0).unwrap_err();
+    assert!(e.contains("limit"), "{e}");
 }

@@ -30,6 +30,7 @@ use als_core::data::{load_ratings, Dataset, RawRatings, SplitSpec};
 use als_core::train::{Layouts, TestMetrics, TrainConfig, TrainData, TrainError};
 use anyhow::{bail, Context};
 
+use crate::cluster::executor::FinalRows;
 use crate::progress;
 use crate::report::write_json_atomic;
 use crate::training::{self, check_out_dir, ExecutorChoice, Trainer};
@@ -187,9 +188,12 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
                 let mut watch = args.patience.map(|p| EarlyStop::new(p, metric.higher_is_better));
                 let result = trainer.train(
                     &TrainData::held(&ds, &layouts.users),
+                    None,
                     cfg,
                     &layouts,
                     None,
+                    // Only the metrics are read: the factors stay on the workers.
+                    FinalRows::NotRead,
                     &mut |r, _| match &mut watch {
                         Some(w) => w.observe(r.iteration, score(&r.test, cfg.is_implicit())),
                         None => Ok(()),

@@ -1,0 +1,151 @@
+//! Where the cluster's coordinator finds what it needs of the ratings:
+//! held here (it loaded the input), or only on the workers, which built
+//! the blocks from the input and described them ([`BlocksDescribed`]).
+//!
+//! Held on the workers, the ratings are read here only when a block must
+//! be shipped (a lost worker's, to a survivor) or a test set scored from
+//! this coordinator's copy of the factors: then the input is loaded once,
+//! checked to be the data the workers built, and kept.
+
+use std::cell::OnceCell;
+
+use als_core::blocks::BlockLayout;
+use als_core::data::Dataset;
+
+use super::ingest::{BlocksBuilt, BlocksDescribed};
+use super::routing::{contiguous_owners, Routing, SideRouting};
+use als_core::train::Layouts;
+
+/// Loads the input as the workers read it, and checks it is the data they built.
+pub type LoadRatings<'a> = Box<dyn Fn() -> anyhow::Result<Dataset> + 'a>;
+
+/// The ratings as the workers hold them: what they told of their blocks,
+/// and the input loaded here on first need.
+pub struct OnWorkers<'a> {
+    pub built: BlocksBuilt,
+    pub described: BlocksDescribed,
+    load: LoadRatings<'a>,
+    loaded: OnceCell<Dataset>,
+}
+
+impl<'a> OnWorkers<'a> {
+    pub fn new(built: BlocksBuilt, described: BlocksDescribed, load: LoadRatings<'a>) -> Self {
+        OnWorkers {
+            built,
+            described,
+            load,
+            loaded: OnceCell::new(),
+        }
+    }
+
+    /// The layouts of the blocks the workers built.
+    pub fn layouts(&self) -> Layouts {
+        let starts = |s: &[u64]| BlockLayout {
+            starts: s.iter().map(|&x| x as usize).collect(),
+        };
+        Layouts {
+            users: starts(&self.built.user_starts),
+            items: starts(&self.built.item_starts),
+        }
+    }
+
+    /// The ratings, loaded here the first time they are needed.
+    pub fn dataset(&self) -> anyhow::Result<&Dataset> {
+        if let Some(ds) = self.loaded.get() {
+            return Ok(ds);
+        }
+        tracing::warn!(
+            "this coordinator needs the ratings the workers hold (a block to ship, or a test set to score here): loading the input"
+        );
+        let ds = (self.load)()?;
+        Ok(self.loaded.get_or_init(|| ds))
+    }
+
+    /// Whether the input was loaded here.
+    pub fn was_loaded(&self) -> bool {
+        self.loaded.get().is_some()
+    }
+}
+
+/// The ratings the cluster's coordinator reads from.
+#[derive(Clone, Copy)]
+pub enum RatingsAt<'r> {
+    Here(&'r Dataset),
+    Workers(&'r OnWorkers<'r>),
+}
+
+impl<'r> RatingsAt<'r> {
+    /// The ratings themselves (loaded here first when the workers hold them).
+    pub fn dataset(self) -> anyhow::Result<&'r Dataset> {
+        match self {
+            RatingsAt::Here(ds) => Ok(ds),
+            RatingsAt::Workers(w) => w.dataset(),
+        }
+    }
+
+    /// Block owners and routes, with contiguous owners over `n_workers`.
+    pub fn routing(self, layouts: &Layouts, n_workers: usize) -> Routing {
+        match self {
+            RatingsAt::Here(ds) => Routing::build(&ds.by_user, &ds.by_item, layouts, n_workers),
+            RatingsAt::Workers(w) => {
+                let side = |needed: &Vec<Vec<u32>>, layout: &BlockLayout| {
+                    SideRouting::from_needed(needed.clone(), layout, contiguous_owners(layout.n_blocks(), n_workers), n_workers)
+                };
+                Routing {
+                    n_workers,
+                    users: side(&w.described.needed[0], &layouts.users),
+                    items: side(&w.described.needed[1], &layouts.items),
+                }
+            }
+        }
+    }
+
+    /// Per user block, its test rows.
+    pub fn test_rows_per_block(self, users: &BlockLayout) -> Vec<u64> {
+        match self {
+            RatingsAt::Here(ds) => {
+                let mut n = vec![0u64; users.n_blocks()];
+                for &u in &ds.test.users {
+                    n[users.block_of(u as usize)] += 1;
+                }
+                n
+            }
+            RatingsAt::Workers(w) => w.built.user_test_rows.clone(),
+        }
+    }
+
+    /// Per user block, its users with a test row valued `min_pos` or more:
+    /// the users a ranking evaluation of the block scores (the workers
+    /// counted them for the run's `min_pos`).
+    pub fn eval_users_per_block(self, users: &BlockLayout, min_pos: f32) -> Vec<u64> {
+        match self {
+            RatingsAt::Here(ds) => {
+                let mut relevant = vec![false; ds.n_users()];
+                for (&u, &v) in ds.test.users.iter().zip(&ds.test.ratings) {
+                    relevant[u as usize] |= v >= min_pos;
+                }
+                let mut n = vec![0u64; users.n_blocks()];
+                for (u, _) in relevant.iter().enumerate().filter(|(_, &r)| r) {
+                    n[users.block_of(u)] += 1;
+                }
+                n
+            }
+            RatingsAt::Workers(w) => w.described.eval_users.clone(),
+        }
+    }
+
+    /// Each user block's first rating among every user's (the seen
+    /// matrix's row pointer at the block's first user), then the count.
+    pub fn user_nnz_starts(self, users: &BlockLayout) -> Vec<u64> {
+        match self {
+            RatingsAt::Here(ds) => users.starts.iter().map(|&s| ds.by_user.indptr[s] as u64).collect(),
+            RatingsAt::Workers(w) => {
+                let mut starts = vec![0u64];
+                for &n in &w.built.user_ratings {
+                    starts.push(starts.last().expect("not empty") + n);
+                }
+                starts
+            }
+        }
+    }
+}
