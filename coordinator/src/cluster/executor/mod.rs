@@ -38,7 +38,9 @@ use std::time::Instant;
 
 use als_core::side::{Factors, Side};
 use als_core::solve::{SolveParams, TermsWanted};
-use als_core::train::{DataShape, HalfStepExecutor, HalfStepOutput, Layouts, TestMetrics, TrainConfig, TrainData, TrainError, TrainState};
+use als_core::train::{
+    eval, DataShape, HalfStepExecutor, HalfStepOutput, Layouts, TestMetrics, TrainConfig, TrainData, TrainError, TrainState,
+};
 use als_proto::pb::{AdoptStep, EndJobRequest, StartJobRequest};
 use als_proto::spec::spec_from_params;
 use als_proto::{PEER_EXCHANGE, PROTOCOL_VERSION};
@@ -312,14 +314,21 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
     fn evaluate(
         &mut self,
         cfg: &TrainConfig,
-        _params: &SolveParams,
+        params: &SolveParams,
         users: &Factors,
         items: &Factors,
     ) -> Option<Result<TestMetrics, TrainError>> {
-        match self.evaluate_remote(cfg, users, items) {
-            Ok(Some(m)) => Some(Ok(m)),
-            Ok(None) => None,
-            Err(e) => Some(Err(train_error(e))),
+        match (self.evaluate_remote(cfg, users, items), self.ratings) {
+            (Ok(Some(m)), _) => Some(Ok(m)),
+            // The caller evaluates from the ratings it holds.
+            (Ok(None), RatingsAt::Here(_)) => None,
+            // A worker was lost: here, from the input (read now if it was not yet).
+            (Ok(None), RatingsAt::Workers(w)) => Some(
+                w.dataset()
+                    .map_err(train_error)
+                    .and_then(|ds| eval::evaluate(ds, cfg, params, users, items, None, &self.layouts.users)),
+            ),
+            (Err(e), _) => Some(Err(train_error(e))),
         }
     }
 
