@@ -246,6 +246,25 @@ mod tests {
     use als_core::train::train;
     use als_core::train::{ImplicitConfig, IterationReport, LocalExecutor};
 
+    /// A fresh run of `cfg` on the cluster, its final rows read.
+    fn cluster_train(
+        s: &ClusterSession,
+        ds: &Dataset,
+        cfg: &TrainConfig,
+        layouts: &Layouts,
+        on: &mut OnIteration,
+    ) -> anyhow::Result<TrainResult> {
+        s.train(
+            &TrainData::held(ds, &layouts.users),
+            None,
+            cfg,
+            layouts,
+            None,
+            FinalRows::Wanted,
+            on,
+        )
+    }
+
     /// Random 1..5 ratings on 15% of the pairs; every 5th row is a test row.
     fn small_dataset() -> Dataset {
         dataset_with_density(0.15)
@@ -343,17 +362,7 @@ mod tests {
             let want = train(ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
             for n in 1..=3 {
                 let s = ClusterSession::local(n, &ClientOptions::default()).unwrap();
-                let got = s
-                    .train(
-                        &TrainData::held(ds, &layouts.users),
-                        None,
-                        &cfg,
-                        &layouts,
-                        None,
-                        FinalRows::Wanted,
-                        &mut |_, _| Ok(()),
-                    )
-                    .unwrap();
+                let got = cluster_train(&s, ds, &cfg, &layouts, &mut |_, _| Ok(())).unwrap();
                 let remote = s.remote_evaluations.load(std::sync::atomic::Ordering::Relaxed);
                 let from_peers = s.evaluations_from_peers.load(std::sync::atomic::Ordering::Relaxed);
                 s.shutdown().unwrap();
@@ -443,17 +452,7 @@ mod tests {
             let mut local = LocalExecutor::new(&ds, layouts.clone());
             let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
             let s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
-            let got = s
-                .train(
-                    &TrainData::held(&ds, &layouts.users),
-                    None,
-                    &cfg,
-                    &layouts,
-                    None,
-                    FinalRows::Wanted,
-                    &mut |_, _| Ok(()),
-                )
-                .unwrap();
+            let got = cluster_train(&s, &ds, &cfg, &layouts, &mut |_, _| Ok(())).unwrap();
             let from_peers = s.evaluations_from_peers.load(std::sync::atomic::Ordering::Relaxed);
             // A run whose final rows nobody reads leaves them on the workers: the same metrics, no fetch.
             let unread = s
@@ -537,25 +536,16 @@ mod tests {
         for (kill_at, read_at) in [(2, 3), (4, 3), (5, 0)] {
             let s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
             let mut mid = None;
-            let got = s
-                .train(
-                    &TrainData::held(&ds, &layouts.users),
-                    None,
-                    &cfg,
-                    &layouts,
-                    None,
-                    FinalRows::Wanted,
-                    &mut |r, st| {
-                        if r.iteration == read_at {
-                            mid = Some(st.get()?.clone());
-                        }
-                        if r.iteration == kill_at {
-                            s.kill_local_worker(1);
-                        }
-                        Ok(())
-                    },
-                )
-                .unwrap();
+            let got = cluster_train(&s, &ds, &cfg, &layouts, &mut |r, st| {
+                if r.iteration == read_at {
+                    mid = Some(st.get()?.clone());
+                }
+                if r.iteration == kill_at {
+                    s.kill_local_worker(1);
+                }
+                Ok(())
+            })
+            .unwrap();
             assert_eq!(got.state, want.state, "killed after iteration {kill_at}");
             assert_eq!(
                 got.reports.iter().map(|r| r.objective).collect::<Vec<_>>(),
@@ -618,17 +608,7 @@ mod tests {
             assert!(observed < 0.0, "block {b}: observed part {observed} is not negative");
         }
         let s = ClusterSession::local(2, &ClientOptions::default()).unwrap();
-        let got = s
-            .train(
-                &TrainData::held(&ds, &layouts.users),
-                None,
-                &cfg,
-                &layouts,
-                None,
-                FinalRows::Wanted,
-                &mut |_, _| Ok(()),
-            )
-            .unwrap();
+        let got = cluster_train(&s, &ds, &cfg, &layouts, &mut |_, _| Ok(())).unwrap();
         s.shutdown().unwrap();
         assert_eq!(got.state, want.state);
         let objectives = |r: &TrainResult| r.reports.iter().map(|x| x.objective).collect::<Vec<_>>();
@@ -658,16 +638,7 @@ mod tests {
         for n in 1..=3 {
             let s = ClusterSession::local(n, &ClientOptions::default()).unwrap();
             let t0 = std::time::Instant::now();
-            let err = s
-                .train(
-                    &TrainData::held(&ds, &layouts.users),
-                    None,
-                    &bad,
-                    &layouts,
-                    None,
-                    FinalRows::Wanted,
-                    &mut |_, _| Ok(()),
-                )
+            let err = cluster_train(&s, &ds, &bad, &layouts, &mut |_, _| Ok(()))
                 .err()
                 .expect("the cluster fails too");
             assert_eq!(format!("{err:#}"), want, "{n} workers");
@@ -676,17 +647,7 @@ mod tests {
                 lambda: 0.05,
                 ..bad.clone()
             };
-            let got = s
-                .train(
-                    &TrainData::held(&ds, &layouts.users),
-                    None,
-                    &good,
-                    &layouts,
-                    None,
-                    FinalRows::Wanted,
-                    &mut |_, _| Ok(()),
-                )
-                .unwrap();
+            let got = cluster_train(&s, &ds, &good, &layouts, &mut |_, _| Ok(())).unwrap();
             let mut local = LocalExecutor::new(&ds, layouts.clone());
             let want_good = train(&ds, &good, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
             assert_eq!(got.state, want_good.state, "{n} workers after a failed job");
@@ -714,22 +675,13 @@ mod tests {
         let mut local = LocalExecutor::new(&ds, layouts.clone());
         let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
         let s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
-        let got = s
-            .train(
-                &TrainData::held(&ds, &layouts.users),
-                None,
-                &cfg,
-                &layouts,
-                None,
-                FinalRows::Wanted,
-                &mut |r, _| {
-                    if r.iteration == 2 {
-                        s.kill_local_worker(1);
-                    }
-                    Ok(())
-                },
-            )
-            .unwrap();
+        let got = cluster_train(&s, &ds, &cfg, &layouts, &mut |r, _| {
+            if r.iteration == 2 {
+                s.kill_local_worker(1);
+            }
+            Ok(())
+        })
+        .unwrap();
         let from_peers = s.evaluations_from_peers.load(std::sync::atomic::Ordering::Relaxed);
         let remote = s.remote_evaluations.load(std::sync::atomic::Ordering::Relaxed);
         s.shutdown().unwrap();
@@ -781,20 +733,12 @@ mod tests {
             });
             let s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
             let (got, got_bytes) = checkpoints("cluster", &mut |cb| {
-                s.train(
-                    &TrainData::held(&ds, &layouts.users),
-                    None,
-                    &cfg,
-                    &layouts,
-                    None,
-                    FinalRows::Wanted,
-                    &mut |r, st| {
-                        if r.iteration == 2 {
-                            s.kill_local_worker(1);
-                        }
-                        cb(r, st)
-                    },
-                )
+                cluster_train(&s, &ds, &cfg, &layouts, &mut |r, st| {
+                    if r.iteration == 2 {
+                        s.kill_local_worker(1);
+                    }
+                    cb(r, st)
+                })
                 .unwrap()
             });
             let by_workers = s.row_writes_by_workers.load(std::sync::atomic::Ordering::Relaxed);
@@ -827,25 +771,16 @@ mod tests {
         let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
         let mut s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
         s.faults.heartbeat = std::time::Duration::from_millis(50);
-        let got = s
-            .train(
-                &TrainData::held(&ds, &layouts.users),
-                None,
-                &cfg,
-                &layouts,
-                None,
-                FinalRows::Wanted,
-                &mut |r, _| {
-                    if r.iteration == 2 {
-                        s.kill_local_worker(1);
-                    }
-                    if r.iteration == 4 {
-                        s.restart_local_worker(1).unwrap();
-                    }
-                    Ok(())
-                },
-            )
-            .unwrap();
+        let got = cluster_train(&s, &ds, &cfg, &layouts, &mut |r, _| {
+            if r.iteration == 2 {
+                s.kill_local_worker(1);
+            }
+            if r.iteration == 4 {
+                s.restart_local_worker(1).unwrap();
+            }
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(got.state, want.state);
         // Every evaluation, from peers' rows, from the coordinator's copy or
         // on the coordinator while a worker was lost: the same numbers.
@@ -862,16 +797,7 @@ mod tests {
         s.kill_local_worker(0);
         s.kill_local_worker(1);
         s.kill_local_worker(2);
-        let err = s
-            .train(
-                &TrainData::held(&ds, &layouts.users),
-                None,
-                &cfg,
-                &layouts,
-                None,
-                FinalRows::Wanted,
-                &mut |_, _| Ok(()),
-            )
+        let err = cluster_train(&s, &ds, &cfg, &layouts, &mut |_, _| Ok(()))
             .err()
             .expect("no workers left");
         assert!(format!("{err:#}").contains("cannot"), "{err:#}");
