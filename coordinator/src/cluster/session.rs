@@ -756,6 +756,98 @@ mod tests {
         }
     }
 
+    /// A coordinator that read none of the input trains on the blocks the
+    /// workers built and described, the single-process model bit for bit;
+    /// it reads the input only once a worker is lost, to ship its blocks.
+    #[test]
+    fn a_coordinator_without_the_ratings_reads_them_only_after_a_loss() {
+        use crate::cluster::ingest::IngestPlan;
+        use als_core::data::split::split_rows;
+        use als_core::data::{load_ratings, LoadOptions, SplitSpec};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let mut rng = SplitMix64::new(21);
+        let mut text = String::from("user,item,rating\n");
+        for u in 0..90 {
+            for i in 0..60 {
+                if rng.next_u64() % 100 < 15 || i == u % 60 {
+                    text.push_str(&format!("u{u},i{i},{}\n", 1 + rng.next_u64() % 5));
+                }
+            }
+        }
+        std::fs::write(&path, text).unwrap();
+        let (load, split) = (LoadOptions::default(), SplitSpec::Ratio { test_frac: 0.2, seed: 42 });
+        let raw = load_ratings(&path, &load).unwrap();
+        let (train_rows, test_rows) = split_rows(&raw, &split).unwrap();
+        let ds = Dataset::build((&raw, &train_rows), Some((&raw, &test_rows)), DuplicatePolicy::Last).unwrap();
+        for (implicit, kill) in [(false, false), (false, true), (true, true)] {
+            let cfg = TrainConfig {
+                factors: 5,
+                iterations: 5,
+                eval_every: 1,
+                implicit: implicit.then(|| ImplicitConfig::hu(2.0, Confidence::Linear)),
+                solver: if implicit {
+                    SolverKind::Cg { steps: 3 }
+                } else {
+                    SolverKind::Cholesky
+                },
+                ..Default::default()
+            };
+            let layouts = Layouts::for_dataset(&ds, cfg.blocks);
+            let mut local = LocalExecutor::new(&ds, layouts.clone());
+            let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
+            let mut s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
+            s.faults.heartbeat = std::time::Duration::from_millis(50);
+            let plan = IngestPlan {
+                path: &path,
+                load: &load,
+                test_path: None,
+                split: &split,
+                hold_out: None,
+                duplicates: DuplicatePolicy::Last,
+                blocks: cfg.blocks,
+                step_timeout: std::time::Duration::from_secs(60),
+                peer_timeout: std::time::Duration::from_secs(10),
+            };
+            let built = s.build_blocks(&plan).unwrap();
+            let described = s.describe_blocks(&plan, &built, cfg.min_pos).unwrap();
+            let loads = std::cell::Cell::new(0);
+            let on = OnWorkers::new(
+                built.clone(),
+                described,
+                Box::new(|| {
+                    loads.set(loads.get() + 1);
+                    Ok(ds.clone())
+                }),
+            );
+            assert_eq!(on.layouts().users.starts, layouts.users.starts);
+            let data = TrainData {
+                shape: built.shape(),
+                ratings: None,
+            };
+            let got = s
+                .train(&data, Some(&on), &cfg, &on.layouts(), None, FinalRows::Wanted, &mut |r, _| {
+                    if kill && r.iteration == 2 {
+                        s.kill_local_worker(1);
+                    }
+                    Ok(())
+                })
+                .unwrap_or_else(|e| panic!("implicit={implicit} kill={kill}: {e:#}"));
+            s.shutdown().unwrap();
+            let what = format!("implicit={implicit} kill={kill}");
+            assert_eq!(got.state, want.state, "{what}");
+            let tests = |r: &TrainResult| r.reports.iter().map(|x| x.test.clone()).collect::<Vec<_>>();
+            assert_eq!(tests(&got), tests(&want), "{what}");
+            assert!(!got.final_metrics.to_json_map().is_empty(), "{what}: evaluated");
+            assert_eq!(
+                loads.get(),
+                usize::from(kill),
+                "{what}: the input is read once, and only after a loss"
+            );
+        }
+    }
+
     #[test]
     fn a_lost_worker_costs_nothing_and_a_restarted_one_is_taken_back() {
         let ds = small_dataset();
