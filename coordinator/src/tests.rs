@@ -971,24 +971,42 @@ fn workers_that_read_the_input_train_the_single_process_model() {
     let single = run_on(&few, &["--no-test", "--in-process"]).unwrap();
     let cluster = run_on(&few, &["--no-test", "--local", "2", "--input-on-workers"]).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(bits(&single) == bits(&cluster), "4 users, 3 items: the factors differ");
+    // Resumed with the flag kept: the checkpoint's rows are shipped, the refit's blocks built
+    // by the workers, and the model is the uninterrupted run's.
+    let whole = run(&["--local", "2", "--input-on-workers"]).unwrap();
+    let want = bits(&whole);
     let checkpoints = dir.path().join("checkpoints");
-    for (extra, says) in [
-        (&["--in-process", "--input-on-workers"][..], "needs workers"),
-        (
-            &[
-                "--local",
-                "2",
-                "--input-on-workers",
-                "--checkpoint-dir",
-                s(&checkpoints),
-                "--resume",
-            ],
-            "--resume",
-        ),
-    ] {
-        let e = format!("{:#}", run(extra).err().unwrap_or_else(|| panic!("{extra:?} is refused")));
-        assert!(e.contains(says), "{extra:?}: {e}");
-    }
+    let interrupted = |iterations: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--data",
+            s(&data),
+            "--factors",
+            "6",
+            "--iterations",
+            iterations,
+            "--quiet",
+            "--out",
+            s(&out),
+            "--overwrite",
+            "--local",
+            "2",
+            "--input-on-workers",
+            "--checkpoint-dir",
+            s(&checkpoints),
+        ];
+        args.extend(extra);
+        run_train(&train_args(&args), &mut Vec::new()).unwrap_or_else(|e| panic!("{extra:?}: {e:#}"))
+    };
+    interrupted("2", &[]);
+    let resumed = interrupted("3", &["--resume"]);
+    assert_eq!(resumed.result.reports.len(), 1, "one iteration after the checkpoint's two");
+    assert!(want == bits(&resumed), "resumed: the factors differ from the uninterrupted run's");
+    assert_eq!(whole.metrics["final"], resumed.metrics["final"]);
+    let e = format!(
+        "{:#}",
+        run(&["--in-process", "--input-on-workers"]).err().expect("refused in-process")
+    );
+    assert!(e.contains("needs workers"), "{e}");
     let e = format!(
         "{:#}",
         run_train(&train_args(&["--local", "2", "--input-on-workers", "--quiet"]), &mut Vec::new())

@@ -236,7 +236,13 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
         check_out_dir(&o.dir, o.overwrite)?;
     }
     let resume = job.checkpoint.as_ref().is_some_and(|c| c.resume);
-    let workers_read = workers_read::plan_of(&job, resume)?;
+    let workers_read = workers_read::plan_of(&job)?;
+    // A resumed run starts from the checkpoint's rows, which go with the
+    // blocks this coordinator ships: it reads the input (the refit need not).
+    let evaluated_read = workers_read.as_ref().filter(|_| !resume);
+    if resume && workers_read.is_some() {
+        tracing::info!("--resume: this coordinator reads the input and ships the blocks with the checkpoint's rows");
+    }
     let embedded = matches!(spec.source, DataSource::Synthetic(_));
     if embedded {
         tracing::info!("no --data given: training on the embedded synthetic dataset");
@@ -245,11 +251,11 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
     if let Trainer::Cluster(session) = &trainer {
         tracing::info!(workers = ?session.addrs(), "training on the cluster");
     }
-    let data = match run_data(&trainer, &job, spec, workers_read.as_ref()) {
+    let data = match run_data(&trainer, &job, spec, evaluated_read) {
         Ok(d) => d,
         Err(e) => return trainer.shutdown(Err(e)),
     };
-    let trained = train_run(&trainer, &job, &data, workers_read.as_ref());
+    let trained = train_run(&trainer, &job, &data, evaluated_read);
     let outcome = trained.and_then(|(result, model_rows)| finish_run(&trainer, &job, data, result, model_rows, workers_read));
     let outcome = trainer.shutdown(outcome)?;
     summary::print_summary(out, &outcome, cfg, &job).context("cannot write the summary")?;

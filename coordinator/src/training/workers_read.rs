@@ -47,7 +47,7 @@ impl WorkersRead {
 
 /// The plan of `--input-on-workers`, refused before anything is loaded
 /// where the workers cannot build what the run needs.
-pub fn plan_of(job: &TrainJob, resume: bool) -> anyhow::Result<Option<WorkersRead>> {
+pub fn plan_of(job: &TrainJob) -> anyhow::Result<Option<WorkersRead>> {
     if !job.input_on_workers {
         return Ok(None);
     }
@@ -57,9 +57,6 @@ pub fn plan_of(job: &TrainJob, resume: bool) -> anyhow::Result<Option<WorkersRea
     let DataSource::File(path) = &job.input.source else {
         bail!("--input-on-workers needs --data: the workers read a file, not the embedded dataset");
     };
-    if resume {
-        bail!("--input-on-workers does not apply to --resume: a resumed run ships the checkpoint's rows with its blocks");
-    }
     // A relative path would be resolved in each worker's directory.
     let (split, hold_out, test) = match &job.input.test {
         TestSource::None => (SplitSpec::None, None, None),
