@@ -318,6 +318,10 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
         users: &Factors,
         items: &Factors,
     ) -> Option<Result<TestMetrics, TrainError>> {
+        // Nothing to score (no test rows, or no ranking asked): the caller's default.
+        if self.shape.n_scored_test == 0 || (cfg.is_implicit() && cfg.ranking_k == 0) {
+            return None;
+        }
         match (self.evaluate_remote(cfg, users, items), self.ratings) {
             (Ok(Some(m)), _) => Some(Ok(m)),
             // The caller evaluates from the ratings it holds.
