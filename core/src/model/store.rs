@@ -152,6 +152,30 @@ impl HashReader<BufReader<File>> {
     }
 }
 
+impl HashReader<BufReader<File>> {
+    /// The `.npy` file `path`, read through a hashing reader past its
+    /// header, which must be `head` (as [`PendingModel::begin`] wrote it).
+    fn open_headed(path: &Path, head: &[u8]) -> Result<Self, ModelError> {
+        let mut r = Self::open(path)?;
+        let mut found = vec![0u8; head.len()];
+        r.read_exact(&mut found).map_err(io_at(path))?;
+        if found != head {
+            return Err(inconsistent(path, "the header it was created with", "another one"));
+        }
+        Ok(r)
+    }
+
+    /// The model.json entry `name` of the file `path` read to its end,
+    /// where nothing may follow what was read (it was created at its full
+    /// length, `values` of them).
+    fn entry_at_end(mut self, path: &Path, name: &str, values: impl ToString) -> Result<FileEntry, ModelError> {
+        if io::copy(&mut self, &mut io::sink()).map_err(io_at(path))? != 0 {
+            return Err(inconsistent(path, values, "more"));
+        }
+        Ok(self.entry(name))
+    }
+}
+
 impl<R> HashReader<R> {
     /// The model.json entry `name` of what was read.
     fn entry(self, name: &str) -> FileEntry {
@@ -289,11 +313,7 @@ fn written_or_write(
 /// Write every file of `model` into the directory `tmp`, but for the files
 /// of rows already there (`read_back`, from [`PendingModel`]), which must
 /// hold exactly what would be written.
-///
-/// `seen` is the seen matrix to write, or `None` where its files were
-/// written elsewhere and read back (checked as they were read:
-/// [`check_seen_files`]), `nnz_seen` entries.
-fn write_all_files(model: &ModelParts, seen: Option<&Csr>, nnz_seen: usize, tmp: &Path, read_back: &[FileEntry]) -> Result<(), ModelError> {
+fn write_all_files(model: &ModelParts, seen: SeenFiles, tmp: &Path, read_back: &[FileEntry]) -> Result<(), ModelError> {
     let (nu, ni, k) = (model.user_ids.len(), model.item_ids.len(), model.user_factors.ncols());
     let mut files = Vec::new();
     let uf = model.user_factors.as_standard_layout();
@@ -314,8 +334,8 @@ fn write_all_files(model: &ModelParts, seen: Option<&Csr>, nnz_seen: usize, tmp:
     }
     files.push(write_file(tmp, USER_IDS, |w| write_ids(w, &model.user_ids))?);
     files.push(write_file(tmp, ITEM_IDS, |w| write_ids(w, &model.item_ids))?);
-    match seen {
-        Some(seen) => {
+    let nnz_seen = match seen {
+        SeenFiles::Write(seen) => {
             let indptr: Vec<i64> = seen.indptr.iter().map(|&p| p as i64).collect();
             files.push(written_or_write(tmp, SEEN_INDPTR, read_back, |w| {
                 npy::write_npy_i64(&mut &mut *w, &[indptr.len()], &indptr)
@@ -324,16 +344,18 @@ fn write_all_files(model: &ModelParts, seen: Option<&Csr>, nnz_seen: usize, tmp:
             files.push(written_or_write(tmp, SEEN_INDICES, read_back, |w| {
                 npy::write_npy_u32(&mut &mut *w, &[idx.len()], idx)
             })?);
+            idx.len()
         }
-        None => {
+        SeenFiles::ReadBack(nnz) => {
             for name in [SEEN_INDPTR, SEEN_INDICES] {
                 let there = read_back.iter().find(|e| e.name == name).ok_or_else(|| ModelError::Invalid {
                     problem: format!("{name} was neither written elsewhere nor given"),
                 })?;
                 files.push(there.clone());
             }
+            nnz
         }
-    }
+    };
 
     let meta = ModelJson {
         format_version: MODEL_FORMAT_VERSION,
@@ -366,6 +388,15 @@ fn write_all_files(model: &ModelParts, seen: Option<&Csr>, nnz_seen: usize, tmp:
     sync_dir(tmp)
 }
 
+/// The seen matrix's files of a model being saved: written from the
+/// matrix (or checked against it where written elsewhere), or only
+/// written elsewhere and read back, `nnz` entries (checked as they were
+/// read: [`check_seen_files`]).
+enum SeenFiles<'a> {
+    Write(&'a Csr),
+    ReadBack(usize),
+}
+
 /// Save to `dir` atomically ([`crate::atomic`]): every file is written and
 /// fsynced in a fresh temporary directory beside `dir`, which then takes
 /// `dir`'s place in one step (an existing model is exchanged with it, so
@@ -382,7 +413,7 @@ pub fn save_model(model: &Model, dir: &Path, overwrite: bool) -> Result<(), Mode
     check_replaceable(dir, overwrite)?;
     // Removed on drop (any early return) until moved into place.
     let tmp = temp_dir_beside(dir, OutputPolicy::REPLACE)?;
-    write_all_files(&model.parts, Some(&model.parts.seen), model.parts.seen.nnz(), tmp.path(), &[])?;
+    write_all_files(&model.parts, SeenFiles::Write(&model.parts.seen), tmp.path(), &[])?;
     fail_point("rename new").map_err(io_at(dir))?;
     replace_dir(tmp, dir)?;
     Ok(())
@@ -523,13 +554,7 @@ impl PendingModel {
     /// written here from `model`.
     pub fn finish(self, model: &Model) -> Result<(), ModelError> {
         self.check_shape(&model.parts)?;
-        write_all_files(
-            &model.parts,
-            Some(&model.parts.seen),
-            model.parts.seen.nnz(),
-            self.tmp.path(),
-            &self.read_back,
-        )?;
+        write_all_files(&model.parts, SeenFiles::Write(&model.parts.seen), self.tmp.path(), &self.read_back)?;
         self.put_in_place()
     }
 
@@ -547,7 +572,7 @@ impl PendingModel {
         };
         parts.check_rows()?;
         self.check_shape(parts)?;
-        write_all_files(parts, None, nnz as usize, self.tmp.path(), &self.read_back)?;
+        write_all_files(parts, SeenFiles::ReadBack(nnz as usize), self.tmp.path(), &self.read_back)?;
         self.put_in_place()
     }
 
@@ -601,19 +626,11 @@ fn files_written_elsewhere(s: RowsShape, seen_nnz: Option<u64>) -> Vec<(&'static
 fn check_seen_files(tmp: &Path, shape: RowsShape, nnz: u64) -> Result<[FileEntry; 2], ModelError> {
     let n = shape.n_users;
     let (ptr_path, idx_path) = (tmp.join(SEEN_INDPTR), tmp.join(SEEN_INDICES));
-    let mut r = HashReader::open(&ptr_path)?;
-    let head = npy::header(i64::DESCR, &[n + 1]);
-    let mut found = vec![0u8; head.len()];
-    r.read_exact(&mut found).map_err(io_at(&ptr_path))?;
-    if found != head {
-        return Err(inconsistent(&ptr_path, "the header it was created with", "another one"));
-    }
+    let mut r = HashReader::open_headed(&ptr_path, &npy::header(i64::DESCR, &[n + 1]))?;
     let mut indptr = vec![0i64; n + 1];
     r.read_exact(bytemuck::cast_slice_mut(&mut indptr)).map_err(io_at(&ptr_path))?;
     crate::le::fix_order(&mut indptr);
-    if io::copy(&mut r, &mut io::sink()).map_err(io_at(&ptr_path))? != 0 {
-        return Err(inconsistent(&ptr_path, format!("{} row pointers", n + 1), "more"));
-    }
+    let ptr_entry = r.entry_at_end(&ptr_path, SEEN_INDPTR, format!("{} row pointers", n + 1))?;
     let bad = |path: &Path, problem: String| ModelError::InvalidAt {
         path: path.to_path_buf(),
         problem,
@@ -621,14 +638,7 @@ fn check_seen_files(tmp: &Path, shape: RowsShape, nnz: u64) -> Result<[FileEntry
     if indptr[0] != 0 || indptr.windows(2).any(|w| w[0] > w[1]) || indptr[n] != nnz as i64 {
         return Err(bad(&ptr_path, format!("the row pointers do not rise from 0 to {nnz}")));
     }
-    let ptr_entry = r.entry(SEEN_INDPTR);
-    let mut r = HashReader::open(&idx_path)?;
-    let head = npy::header(u32::DESCR, &[nnz as usize]);
-    let mut found = vec![0u8; head.len()];
-    r.read_exact(&mut found).map_err(io_at(&idx_path))?;
-    if found != head {
-        return Err(inconsistent(&idx_path, "the header it was created with", "another one"));
-    }
+    let mut r = HashReader::open_headed(&idx_path, &npy::header(u32::DESCR, &[nnz as usize]))?;
     // A chunk at a time, rows crossing chunks: only the previous item is kept.
     let (mut row, mut at, mut prev) = (0usize, 0i64, None::<u32>);
     let mut chunk = vec![0u32; 1 << 18];
@@ -653,22 +663,14 @@ fn check_seen_files(tmp: &Path, shape: RowsShape, nnz: u64) -> Result<[FileEntry
         }
         left -= c.len();
     }
-    if io::copy(&mut r, &mut io::sink()).map_err(io_at(&idx_path))? != 0 {
-        return Err(inconsistent(&idx_path, format!("{nnz} items"), "more"));
-    }
-    Ok([ptr_entry, r.entry(SEEN_INDICES)])
+    Ok([ptr_entry, r.entry_at_end(&idx_path, SEEN_INDICES, format!("{nnz} items"))?])
 }
 
 /// Read the rows of the f32 `.npy` file `path` (headed `head`, as
 /// [`PendingModel::begin`] wrote it) into `dest`, which they must fill
 /// exactly, every value finite; its entry for model.json.
 fn read_rows_file(path: &Path, name: &str, head: &[u8], dest: &mut [f32]) -> Result<FileEntry, ModelError> {
-    let mut r = HashReader::open(path)?;
-    let mut found = vec![0u8; head.len()];
-    r.read_exact(&mut found).map_err(io_at(path))?;
-    if found != head {
-        return Err(inconsistent(path, "the header it was created with", "another one"));
-    }
+    let mut r = HashReader::open_headed(path, head)?;
     // Straight into the rows' memory, a chunk at a time so a bad value stops the read early.
     for chunk in dest.chunks_mut(1 << 18) {
         r.read_exact(bytemuck::cast_slice_mut(chunk)).map_err(io_at(path))?;
@@ -680,11 +682,7 @@ fn read_rows_file(path: &Path, name: &str, head: &[u8], dest: &mut [f32]) -> Res
             });
         }
     }
-    // The file was created at its full length: nothing may follow the rows.
-    if io::copy(&mut r, &mut io::sink()).map_err(io_at(path))? != 0 {
-        return Err(inconsistent(path, format!("{} values", dest.len()), "more"));
-    }
-    Ok(r.entry(name))
+    r.entry_at_end(path, name, format!("{} values", dest.len()))
 }
 
 /// Read `dir/name` through a hashing reader with `parse`, then check its
