@@ -122,15 +122,33 @@ impl RunData {
         }
     }
 
-    /// What the training loop is given of the data.
-    fn train_data(&self, layouts: &Layouts) -> TrainData<'_> {
-        match self {
-            RunData::Here(input) => TrainData::held(&input.dataset, &layouts.users),
+    /// What the training loop is given of the data. With the users split
+    /// (`workers_read` that does not read all here) the workers build the
+    /// blocks and this coordinator folds the held-out users in; another
+    /// plan got here with the data loaded only when the workers could not
+    /// build the blocks, which are then shipped.
+    fn train_data(
+        &self,
+        layouts: &Layouts,
+        trainer: &Trainer,
+        job: &TrainJob,
+        workers_read: Option<&workers_read::WorkersRead>,
+    ) -> anyhow::Result<TrainData<'_>> {
+        Ok(match self {
+            RunData::Here(input) => {
+                let mut data = TrainData::held(&input.dataset, &layouts.users);
+                if let Some(plan) = workers_read.filter(|w| !w.reads_none_here()) {
+                    if let Some(shape) = workers_read::build(trainer, plan, job, &input.dataset, layouts)? {
+                        data.shape = shape;
+                    }
+                }
+                data
+            }
             RunData::OnWorkers(w, _) => TrainData {
                 shape: w.built.shape(),
                 ratings: None,
             },
-        }
+        })
     }
 
     /// This coordinator read the ratings (at the start, or later to ship a lost worker's blocks).
@@ -166,11 +184,19 @@ fn parts_of_run(
     if let (RunData::OnWorkers(w, _), false, Some(_)) = (&data, written, &job.output) {
         tracing::warn!("the workers did not write the model's files: this coordinator reads the input to save it");
         let ds = w.dataset()?;
-        return Ok((model_parts(result, ds, cfg, source, held_out), true, true));
+        return Ok(ModelOfRun {
+            parts: model_parts(result, ds, cfg, source, held_out),
+            seen_here: true,
+            read_here: true,
+        });
     }
     let read_here = data.read_here();
     Ok(match data {
-        RunData::Here(input) => (model_parts(result, &input.dataset, cfg, source, held_out), true, read_here),
+        RunData::Here(input) => ModelOfRun {
+            parts: model_parts(result, &input.dataset, cfg, source, held_out),
+            seen_here: true,
+            read_here,
+        },
         RunData::OnWorkers(w, _) => {
             let factors = (take_factors(&mut result.state.users), take_factors(&mut result.state.items));
             let OnWorkers { built, described, .. } = *w;
@@ -181,14 +207,23 @@ fn parts_of_run(
                 fingerprint: built.fingerprint_digest(),
                 seen: None,
             };
-            (model_parts_of(result, factors, of, cfg, source, held_out), false, read_here)
+            ModelOfRun {
+                parts: model_parts_of(result, factors, of, cfg, source, held_out),
+                seen_here: false,
+                read_here,
+            }
         }
     })
 }
 
-/// A run's model parts, whether they hold the seen matrix, and whether
-/// this coordinator read the input for the run.
-type ModelOfRun = (ModelParts, bool, bool);
+/// A run's model parts, and what this coordinator holds of its data.
+struct ModelOfRun {
+    parts: ModelParts,
+    /// The parts hold the seen matrix (else only the workers' files do).
+    seen_here: bool,
+    /// This coordinator read the input for the run.
+    read_here: bool,
+}
 
 /// The factors, leaving an empty side behind.
 fn take_factors(f: &mut Factors) -> Factors {
@@ -275,13 +310,6 @@ fn train_run(
     workers_read: Option<&workers_read::WorkersRead>,
 ) -> anyhow::Result<(TrainResult, Option<PendingModel>)> {
     let cfg = &job.cfg;
-    let shape_test = match data {
-        RunData::Here(input) => input.dataset.n_scored_test_rows(),
-        RunData::OnWorkers(w, _) => w.built.test_rows as usize,
-    };
-    if job.input.test != TestSource::None && shape_test == 0 {
-        tracing::warn!("the test set is empty: no test metrics will be reported");
-    }
     tracing::info!(
         factors = cfg.factors,
         iterations = cfg.iterations,
@@ -347,13 +375,9 @@ fn train_run(
         }
         Ok(())
     };
-    let mut train_data = data.train_data(&layouts);
-    // The users split: the workers build the blocks, this coordinator folds the held-out users in.
-    // (Another plan got here only when the workers could not build them: they are shipped.)
-    if let (Some(plan), RunData::Here(input)) = (workers_read.filter(|w| !w.reads_none_here()), data) {
-        if let Some(shape) = workers_read::build(trainer, plan, job, &input.dataset, &layouts)? {
-            train_data.shape = shape;
-        }
+    let train_data = data.train_data(&layouts, trainer, job, workers_read)?;
+    if job.input.test != TestSource::None && train_data.shape.n_scored_test == 0 {
+        tracing::warn!("the test set is empty: no test metrics will be reported");
     }
     // A refit makes the model: nobody reads this run's final rows.
     let final_rows = if job.refit_on_all { FinalRows::NotRead } else { FinalRows::Wanted };
@@ -375,7 +399,15 @@ fn finish_run(
     let (cfg, spec) = (&job.cfg, &job.input);
     let summary = data.summary().clone();
     let mut read_input_here = data.read_here();
-    let ((parts, seen_here, read_here), trained_on, model_rows) = if job.refit_on_all {
+    let (
+        ModelOfRun {
+            parts,
+            seen_here,
+            read_here,
+        },
+        trained_on,
+        model_rows,
+    ) = if job.refit_on_all {
         // Only the full data set is needed from here on, and only the refit's factors.
         drop(data);
         drop((take_factors(&mut result.state.users), take_factors(&mut result.state.items)));
@@ -462,12 +494,7 @@ fn final_fit(
         "refitting the saved model on every rating (--final-fit all); its metrics come from the held-out run"
     );
     let layouts = data.layouts(cfg.blocks);
-    let mut train_data = data.train_data(&layouts);
-    if let (Some(plan), RunData::Here(input)) = (workers_read.as_ref().filter(|w| !w.reads_none_here()), &data) {
-        if let Some(shape) = workers_read::build(trainer, plan, job, &input.dataset, &layouts)? {
-            train_data.shape = shape;
-        }
-    }
+    let train_data = data.train_data(&layouts, trainer, job, workers_read.as_ref())?;
     let bar = progress::training_bar(cfg.iterations, job.quiet);
     bar.set_message("final fit on every rating");
     let seen = data.seen_nnz();
