@@ -139,8 +139,7 @@ impl ClusterExecutor<'_> {
     /// lost, or the rows could not reach a peer): the caller brings its copy
     /// up to date and evaluates another way.
     pub(super) fn evaluate_from_peers(&mut self, cfg: &TrainConfig) -> anyhow::Result<Option<TestMetrics>> {
-        let implicit = cfg.is_implicit();
-        if self.shape.n_scored_test == 0 || (implicit && cfg.ranking_k == 0) {
+        if self.nothing_to_score(cfg) {
             return Ok(None);
         }
         // While a worker is lost, evaluations read the coordinator's copy:
@@ -188,12 +187,17 @@ impl ClusterExecutor<'_> {
         Ok(Some(metrics))
     }
 
+    /// No test row, or no ranking asked of implicit feedback: an evaluation
+    /// has nothing to score, and the caller keeps its default metrics.
+    pub(super) fn nothing_to_score(&self, cfg: &TrainConfig) -> bool {
+        self.shape.n_scored_test == 0 || (cfg.is_implicit() && cfg.ranking_k == 0)
+    }
+
     /// Evaluate on the workers holding the user blocks (and their test rows).
     /// `Ok(None)` when a worker was lost meanwhile: the caller evaluates
     /// locally, and the next half moves the lost worker's blocks.
     pub(super) fn evaluate_remote(&mut self, cfg: &TrainConfig, users: &Factors, items: &Factors) -> anyhow::Result<Option<TestMetrics>> {
-        let implicit = cfg.is_implicit();
-        if self.shape.n_scored_test == 0 || (implicit && cfg.ranking_k == 0) {
+        if self.nothing_to_score(cfg) {
             return Ok(None);
         }
         let t0 = Instant::now();

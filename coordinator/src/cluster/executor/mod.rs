@@ -318,8 +318,7 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
         users: &Factors,
         items: &Factors,
     ) -> Option<Result<TestMetrics, TrainError>> {
-        // Nothing to score (no test rows, or no ranking asked): the caller's default.
-        if self.shape.n_scored_test == 0 || (cfg.is_implicit() && cfg.ranking_k == 0) {
+        if self.nothing_to_score(cfg) {
             return None;
         }
         match (self.evaluate_remote(cfg, users, items), self.ratings) {
