@@ -265,6 +265,23 @@ mod tests {
         )
     }
 
+    /// Five iterations of `factors`, evaluated after each: explicit
+    /// (Cholesky) or implicit (α 2, CG warm-started, 3 steps).
+    fn evaluated_config(implicit: bool, factors: usize) -> TrainConfig {
+        TrainConfig {
+            factors,
+            iterations: 5,
+            eval_every: 1,
+            implicit: implicit.then(|| ImplicitConfig::hu(2.0, Confidence::Linear)),
+            solver: if implicit {
+                SolverKind::Cg { steps: 3 }
+            } else {
+                SolverKind::Cholesky
+            },
+            ..Default::default()
+        }
+    }
+
     /// Random 1..5 ratings on 15% of the pairs; every 5th row is a test row.
     fn small_dataset() -> Dataset {
         dataset_with_density(0.15)
@@ -436,18 +453,7 @@ mod tests {
     fn rows_stay_on_the_workers_until_the_model_is_read() {
         let ds = small_dataset();
         for implicit in [false, true] {
-            let cfg = TrainConfig {
-                factors: 6,
-                iterations: 5,
-                eval_every: 1,
-                implicit: implicit.then(|| ImplicitConfig::hu(2.0, Confidence::Linear)),
-                solver: if implicit {
-                    SolverKind::Cg { steps: 3 }
-                } else {
-                    SolverKind::Cholesky
-                },
-                ..Default::default()
-            };
+            let cfg = evaluated_config(implicit, 6);
             let layouts = Layouts::for_dataset(&ds, cfg.blocks);
             let mut local = LocalExecutor::new(&ds, layouts.clone());
             let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
@@ -782,18 +788,7 @@ mod tests {
         let (train_rows, test_rows) = split_rows(&raw, &split).unwrap();
         let ds = Dataset::build((&raw, &train_rows), Some((&raw, &test_rows)), DuplicatePolicy::Last).unwrap();
         for (implicit, kill) in [(false, false), (false, true), (true, true)] {
-            let cfg = TrainConfig {
-                factors: 5,
-                iterations: 5,
-                eval_every: 1,
-                implicit: implicit.then(|| ImplicitConfig::hu(2.0, Confidence::Linear)),
-                solver: if implicit {
-                    SolverKind::Cg { steps: 3 }
-                } else {
-                    SolverKind::Cholesky
-                },
-                ..Default::default()
-            };
+            let cfg = evaluated_config(implicit, 5);
             let layouts = Layouts::for_dataset(&ds, cfg.blocks);
             let mut local = LocalExecutor::new(&ds, layouts.clone());
             let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
