@@ -971,8 +971,8 @@ fn workers_that_read_the_input_train_the_single_process_model() {
     let single = run_on(&few, &["--no-test", "--in-process"]).unwrap();
     let cluster = run_on(&few, &["--no-test", "--local", "2", "--input-on-workers"]).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(bits(&single) == bits(&cluster), "4 users, 3 items: the factors differ");
-    // Resumed with the flag kept: the checkpoint's rows are shipped, the refit's blocks built
-    // by the workers, and the model is the uninterrupted run's.
+    // Resumed with the flag kept: the workers build the blocks and take them with the
+    // checkpoint's rows, the refit's too, and the model is the uninterrupted run's.
     let whole = run(&["--local", "2", "--input-on-workers"]).unwrap();
     let want = bits(&whole);
     let checkpoints = dir.path().join("checkpoints");
@@ -1001,6 +1001,7 @@ fn workers_that_read_the_input_train_the_single_process_model() {
     let resumed = interrupted("3", &["--resume"]);
     assert_eq!(resumed.result.reports.len(), 1, "one iteration after the checkpoint's two");
     assert!(want == bits(&resumed), "resumed: the factors differ from the uninterrupted run's");
+    assert!(!resumed.read_input_here, "resumed: this coordinator read the input");
     assert_eq!(whole.metrics["final"], resumed.metrics["final"]);
     let e = format!(
         "{:#}",

@@ -298,6 +298,11 @@ impl Worker for WorkerService {
             .await?
             .ok_or_else(|| Status::invalid_argument("empty block stream"))?;
         let side = side_from_pb(first.side).map_err(Status::invalid_argument)?;
+        if first.ratings_built && (first.nnz, first.n_needed, first.n_test) != (0, 0, 0) {
+            return Err(Status::invalid_argument(
+                "a block whose ratings were built here carries only its rows' factors (nnz, n_needed and n_test 0)",
+            ));
+        }
         let limits = {
             let mut slot = self.job.lock().await;
             let job = active(&mut slot, &first.job_id)?;
@@ -312,22 +317,47 @@ impl Worker for WorkerService {
             "block",
         )
         .await?;
-        let data = BlockData {
-            block: first.block,
-            row_start: first.row_start,
-            n_rows: first.n_rows,
-            nnz: first.nnz,
-            n_needed: first.n_needed,
-            indptr: p.indptr,
-            columns: p.columns,
-            values: p.values,
-            needed: p.needed,
-            factors: p.factors,
-            bias: p.bias,
-            n_test: first.n_test,
-            test_indptr: p.test_indptr,
-            test_columns: p.test_columns,
-            test_values: p.test_values,
+        let data = match first.ratings_built {
+            true => {
+                let ratings = [&p.indptr, &p.columns, &p.needed, &p.test_indptr, &p.test_columns];
+                if ratings.iter().any(|f| !f.is_empty()) || !p.values.is_empty() || !p.test_values.is_empty() {
+                    return Err(Status::invalid_argument("a block whose ratings were built here came with ratings"));
+                }
+                let built = crate::ingest::service::take_built(&self.ingest, &first.job_id, side, first.block).await?;
+                if (built.row_start, built.n_rows) != (first.row_start, first.n_rows) {
+                    return Err(Status::invalid_argument(format!(
+                        "{} block {}: rows {}..+{} sent, {}..+{} built here",
+                        side.name(),
+                        first.block,
+                        first.row_start,
+                        first.n_rows,
+                        built.row_start,
+                        built.n_rows
+                    )));
+                }
+                BlockData {
+                    factors: p.factors,
+                    bias: p.bias,
+                    ..built
+                }
+            }
+            false => BlockData {
+                block: first.block,
+                row_start: first.row_start,
+                n_rows: first.n_rows,
+                nnz: first.nnz,
+                n_needed: first.n_needed,
+                indptr: p.indptr,
+                columns: p.columns,
+                values: p.values,
+                needed: p.needed,
+                factors: p.factors,
+                bias: p.bias,
+                n_test: first.n_test,
+                test_indptr: p.test_indptr,
+                test_columns: p.test_columns,
+                test_values: p.test_values,
+            },
         };
         let mut slot = self.job.lock().await;
         let job = active(&mut slot, &first.job_id)?;
@@ -336,7 +366,7 @@ impl Worker for WorkerService {
             side = side.name(),
             block = first.block,
             rows = first.n_rows,
-            ratings = first.nnz,
+            built_here = first.ratings_built,
             "block assigned"
         );
         Ok(Response::new(AssignBlockResponse {}))

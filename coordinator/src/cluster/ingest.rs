@@ -28,14 +28,14 @@ use als_proto::pb::select_key_step::{Ask, Keys};
 use als_proto::pb::split_rule::Kind;
 use als_proto::pb::EndJobRequest;
 use als_proto::pb::{
-    BlockOwners, BlockReport, DescribeStep, FinishStep, GatherItemsStep, GatherUsersStep, HoldOutUsersStep, IngestRequest, IngestResponse,
-    InputSpec, LookUpItemsStep, NumberStep, ReadShareStep, RouteItemsStep, RouteShareStep, SelectKeyStep, SplitRule,
+    BlockOwners, BlockReport, DescribeStep, DropBuiltStep, FinishStep, GatherItemsStep, GatherUsersStep, HoldOutUsersStep, IngestRequest,
+    IngestResponse, InputSpec, LookUpItemsStep, NumberStep, ReadShareStep, RouteItemsStep, RouteShareStep, SelectKeyStep, SplitRule,
 };
 use als_proto::spec::side_to_pb;
 use anyhow::{bail, Context};
 
 use super::executor::watchdog;
-use super::routing::contiguous_owners;
+use super::routing::{contiguous_owners, live_positions, owners_among};
 use super::{FaultOptions, WorkerHandle};
 
 /// What to build, and how long a step and a peer call may take.
@@ -55,6 +55,52 @@ pub struct IngestPlan<'a> {
     pub blocks: usize,
     pub step_timeout: Duration,
     pub peer_timeout: Duration,
+}
+
+/// An [`IngestPlan`] that owns what it names: kept for the whole run, to
+/// build a lost worker's blocks again on the survivors.
+#[derive(Debug, Clone)]
+pub struct StoredIngestPlan {
+    path: std::path::PathBuf,
+    load: LoadOptions,
+    test_path: Option<std::path::PathBuf>,
+    split: SplitSpec,
+    hold_out: Option<UserHoldout>,
+    duplicates: DuplicatePolicy,
+    blocks: usize,
+    step_timeout: Duration,
+    peer_timeout: Duration,
+}
+
+impl StoredIngestPlan {
+    /// `plan`, with the block count the first build settled on.
+    pub fn of(plan: &IngestPlan<'_>, blocks: usize) -> Self {
+        StoredIngestPlan {
+            path: plan.path.to_path_buf(),
+            load: plan.load.clone(),
+            test_path: plan.test_path.map(Path::to_path_buf),
+            split: plan.split.clone(),
+            hold_out: plan.hold_out,
+            duplicates: plan.duplicates,
+            blocks,
+            step_timeout: plan.step_timeout,
+            peer_timeout: plan.peer_timeout,
+        }
+    }
+
+    pub fn plan(&self) -> IngestPlan<'_> {
+        IngestPlan {
+            path: &self.path,
+            load: &self.load,
+            test_path: self.test_path.as_deref(),
+            split: &self.split,
+            hold_out: self.hold_out,
+            duplicates: self.duplicates,
+            blocks: self.blocks,
+            step_timeout: self.step_timeout,
+            peer_timeout: self.peer_timeout,
+        }
+    }
 }
 
 /// The data as the coordinator knows it once the workers hold the blocks.
@@ -180,19 +226,30 @@ fn input_spec(path: &Path, o: &LoadOptions) -> anyhow::Result<InputSpec> {
 
 /// Have `workers` build the blocks of `plan`'s input; the job's id names the
 /// ingest on every worker. A worker lost meanwhile fails it with [`WorkerLost`].
+///
+/// Only the live workers (`alive`) build: block `b` on its home worker
+/// (contiguous runs over every worker), or, where that one is lost, on a
+/// survivor, as the job will place it ([`build_owners`]).
 pub async fn build_blocks(
     workers: &[WorkerHandle],
+    alive: &[bool],
     job_id: &str,
     plan: &IngestPlan<'_>,
     faults: &FaultOptions,
 ) -> anyhow::Result<BlocksBuilt> {
-    let mut built = build(workers, job_id, plan, faults).await;
+    let live: Vec<WorkerHandle> = live_handles(workers, alive);
+    let workers = &live[..];
+    let home = |blocks| -> anyhow::Result<[Vec<usize>; 2]> {
+        let owners = live_positions(&build_owners(blocks, alive), alive)?;
+        Ok([owners.clone(), owners])
+    };
+    let mut built = build(workers, job_id, plan, &home(plan.blocks)?, faults).await;
     if let Some(&FewerRowsThanBlocks(blocks)) = built.as_ref().err().and_then(|e| e.downcast_ref()) {
         // Small data: built again with one block per user or item at most,
         // which that count cannot make smaller (a second try at most).
         end_all(workers, job_id, plan.peer_timeout).await;
         tracing::debug!(blocks, asked = plan.blocks, "fewer users or items than blocks: building again");
-        built = build(workers, job_id, &IngestPlan { blocks, ..*plan }, faults).await;
+        built = build(workers, job_id, &IngestPlan { blocks, ..*plan }, &home(blocks)?, faults).await;
     }
     if built.is_err() {
         end_all(workers, job_id, plan.peer_timeout).await;
@@ -206,15 +263,73 @@ pub async fn build_blocks(
 #[error("only {0} users or items: fewer than the blocks asked for")]
 struct FewerRowsThanBlocks(usize);
 
-async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, faults: &FaultOptions) -> anyhow::Result<BlocksBuilt> {
+/// Where the first build puts each block (of either side), as indices of
+/// every worker: at home, or where the job moves a lost worker's blocks.
+pub fn build_owners(blocks: usize, alive: &[bool]) -> Vec<usize> {
+    owners_among(&contiguous_owners(blocks, alive.len()), alive)
+}
+
+fn live_handles(workers: &[WorkerHandle], alive: &[bool]) -> Vec<WorkerHandle> {
+    workers.iter().zip(alive).filter(|(_, &a)| a).map(|(h, _)| h.clone()).collect()
+}
+
+/// Build the blocks of `plan` again, for a running job that lost a worker:
+/// each of `workers` (the live ones) reads a share of the input, and block
+/// `b` of a side is built by `workers[owners[side][b]]`, whose job then
+/// takes it with its rows (`AssignBlock` with `ratings_built`). The blocks
+/// are those of any other build, a function of the data and the block
+/// count (`plan.blocks`, the count of the first build) alone. On failure
+/// the workers drop what they built, and the job goes on.
+pub async fn rebuild_blocks(
+    workers: &[WorkerHandle],
+    job_id: &str,
+    plan: &IngestPlan<'_>,
+    owners: &[Vec<usize>; 2],
+    faults: &FaultOptions,
+) -> anyhow::Result<BlocksBuilt> {
+    let built = build(workers, job_id, plan, owners, faults).await;
+    if built.is_err() {
+        drop_built(workers, job_id, plan.peer_timeout).await;
+    }
+    built
+}
+
+/// Best effort: every worker forgets the blocks it built for the running
+/// job `job_id` and did not take.
+pub async fn drop_built(workers: &[WorkerHandle], job_id: &str, timeout: Duration) {
+    let drops = workers.iter().map(|h| {
+        let req = IngestRequest {
+            job_id: job_id.to_owned(),
+            peer_timeout_ms: 0,
+            step: Some(Step::DropBuilt(DropBuiltStep {})),
+        };
+        let mut c = h.client.clone();
+        async move {
+            let _ = tokio::time::timeout(timeout, c.ingest(req)).await;
+        }
+    });
+    futures::future::join_all(drops).await;
+}
+
+async fn build(
+    workers: &[WorkerHandle],
+    job_id: &str,
+    plan: &IngestPlan<'_>,
+    owners: &[Vec<usize>; 2],
+    faults: &FaultOptions,
+) -> anyhow::Result<BlocksBuilt> {
     let n = workers.len();
     anyhow::ensure!(n > 0, "no workers");
     let blocks = plan.blocks;
-    let owners = contiguous_owners(blocks, n);
-    let pb_owners = BlockOwners {
+    anyhow::ensure!(
+        owners.iter().all(|o| o.len() == blocks && o.iter().all(|&w| w < n)),
+        "every block needs an owner among the {n} workers"
+    );
+    let pb_owners = |side: usize| BlockOwners {
         workers: workers.iter().map(|w| w.addr.clone()).collect(),
-        owners: owners.iter().map(|&w| w as u32).collect(),
+        owners: owners[side].iter().map(|&w| w as u32).collect(),
     };
+    let [user_owners, item_owners] = owners;
     let input = input_spec(plan.path, plan.load)?;
     let test_input = plan.test_path.map(|p| input_spec(p, plan.load)).transpose()?;
     let duplicates = match plan.duplicates {
@@ -237,8 +352,8 @@ async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, fa
                 share: w as u32,
                 shares: n as u32,
                 blocks: blocks as u32,
-                user_owners: Some(pb_owners.clone()),
-                item_owners: Some(pb_owners.clone()),
+                user_owners: Some(pb_owners(0)),
+                item_owners: Some(pb_owners(1)),
                 you: w as u32,
                 test_input: test_input.clone(),
             })
@@ -288,9 +403,11 @@ async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, fa
         }
         None => gathered,
     };
-    let numeric = by_block(&gathered, |r| &r.user_blocks, &owners, "user")?.iter().all(|r| r.integers);
+    let numeric = by_block(&gathered, |r| &r.user_blocks, user_owners, "user")?
+        .iter()
+        .all(|r| r.integers);
     let numbered = steps.run("number its users", |_| Step::NumberUsers(NumberStep { numeric })).await?;
-    let user_starts = prefix(by_block(&numbered, |r| &r.user_blocks, &owners, "user")?.iter().map(|r| r.ids));
+    let user_starts = prefix(by_block(&numbered, |r| &r.user_blocks, user_owners, "user")?.iter().map(|r| r.ids));
     // 5–7. The training rows to their items' blocks: gathered, numbered.
     let routed_items = steps
         .run("route its training rows", |_| {
@@ -303,9 +420,11 @@ async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, fa
     let gathered = steps
         .run("gather its item blocks", |_| Step::GatherItems(GatherItemsStep {}))
         .await?;
-    let numeric = by_block(&gathered, |r| &r.item_blocks, &owners, "item")?.iter().all(|r| r.integers);
+    let numeric = by_block(&gathered, |r| &r.item_blocks, item_owners, "item")?
+        .iter()
+        .all(|r| r.integers);
     let numbered = steps.run("number its items", |_| Step::NumberItems(NumberStep { numeric })).await?;
-    let item_starts = prefix(by_block(&numbered, |r| &r.item_blocks, &owners, "item")?.iter().map(|r| r.ids));
+    let item_starts = prefix(by_block(&numbered, |r| &r.item_blocks, item_owners, "item")?.iter().map(|r| r.ids));
     let fewest = (*user_starts.last().expect("prefix"))
         .min(*item_starts.last().expect("prefix"))
         .max(1);
@@ -322,8 +441,8 @@ async fn build(workers: &[WorkerHandle], job_id: &str, plan: &IngestPlan<'_>, fa
             })
         })
         .await?;
-    let users = by_block(&finished, |r| &r.user_blocks, &owners, "user")?;
-    let items = by_block(&finished, |r| &r.item_blocks, &owners, "item")?;
+    let users = by_block(&finished, |r| &r.user_blocks, user_owners, "user")?;
+    let items = by_block(&finished, |r| &r.item_blocks, item_owners, "item")?;
     reduce(
         BlocksBuilt {
             input_rows,
@@ -373,20 +492,23 @@ pub struct BlocksDescribed {
 /// every answer is checked against `built`.
 pub async fn describe_blocks(
     workers: &[WorkerHandle],
+    alive: &[bool],
     job_id: &str,
     plan: &IngestPlan<'_>,
     built: &BlocksBuilt,
     min_pos: f32,
     faults: &FaultOptions,
 ) -> anyhow::Result<BlocksDescribed> {
+    let n_blocks = built.user_starts.len() - 1;
+    let owners = live_positions(&build_owners(n_blocks, alive), alive)?;
+    let live = live_handles(workers, alive);
+    let workers = &live[..];
     let steps = Steps {
         workers,
         job_id,
         plan,
         faults,
     };
-    let n_blocks = built.user_starts.len() - 1;
-    let owners = contiguous_owners(n_blocks, workers.len());
     let mut out = BlocksDescribed {
         user_ids: Vec::with_capacity(built.n_users()),
         item_ids: Vec::with_capacity(built.n_items()),

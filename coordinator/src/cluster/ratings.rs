@@ -2,17 +2,18 @@
 //! held here (it loaded the input), or only on the workers, which built
 //! the blocks from the input and described them ([`BlocksDescribed`]).
 //!
-//! Held on the workers, the ratings are read here only when a block must
-//! be shipped (a lost worker's, to a survivor) or a test set scored from
-//! this coordinator's copy of the factors: then the input is loaded once,
-//! checked to be the data the workers built, and kept.
+//! Held on the workers, the ratings are never read here during training: a
+//! lost worker's blocks are built again by the survivors from the input
+//! (`plan`), and each then takes its blocks with this coordinator's rows.
+//! Only a model the workers could not write is saved from the input loaded
+//! here ([`OnWorkers::dataset`]), checked to be the data the workers built.
 
 use std::cell::OnceCell;
 
 use als_core::blocks::BlockLayout;
 use als_core::data::Dataset;
 
-use super::ingest::{BlocksBuilt, BlocksDescribed};
+use super::ingest::{BlocksBuilt, BlocksDescribed, StoredIngestPlan};
 use super::routing::{contiguous_owners, Routing, SideRouting};
 use als_core::train::Layouts;
 
@@ -24,18 +25,47 @@ pub type LoadRatings<'a> = Box<dyn Fn() -> anyhow::Result<Dataset> + 'a>;
 pub struct OnWorkers<'a> {
     pub built: BlocksBuilt,
     pub described: BlocksDescribed,
+    /// How the workers built the blocks: how survivors build them again.
+    pub plan: StoredIngestPlan,
     load: LoadRatings<'a>,
     loaded: OnceCell<Dataset>,
 }
 
 impl<'a> OnWorkers<'a> {
-    pub fn new(built: BlocksBuilt, described: BlocksDescribed, load: LoadRatings<'a>) -> Self {
+    pub fn new(built: BlocksBuilt, described: BlocksDescribed, plan: StoredIngestPlan, load: LoadRatings<'a>) -> Self {
         OnWorkers {
             built,
             described,
+            plan,
             load,
             loaded: OnceCell::new(),
         }
+    }
+
+    /// A build of the blocks again (by other workers) is the first one's:
+    /// the same blocks, counts and sums to the bit.
+    pub fn check_rebuilt(&self, again: &BlocksBuilt) -> anyhow::Result<()> {
+        let first = &self.built;
+        let same = BlocksBuilt {
+            peer_bytes: first.peer_bytes,
+            ..again.clone()
+        } == *first
+            && again.global_mean.to_bits() == first.global_mean.to_bits();
+        anyhow::ensure!(
+            same,
+            "the survivors built other blocks from {} than the workers first did \
+             ({} users, {} items, {} ratings, {} test rows; first {}, {}, {}, {}): the input changed during the run",
+            self.plan.plan().path.display(),
+            again.n_users(),
+            again.n_items(),
+            again.ratings,
+            again.test_rows,
+            first.n_users(),
+            first.n_items(),
+            first.ratings,
+            first.test_rows
+        );
+        Ok(())
     }
 
     /// The layouts of the blocks the workers built.
@@ -54,9 +84,7 @@ impl<'a> OnWorkers<'a> {
         if let Some(ds) = self.loaded.get() {
             return Ok(ds);
         }
-        tracing::warn!(
-            "this coordinator needs the ratings the workers hold (a block to ship, or a test set to score here): loading the input"
-        );
+        tracing::warn!("this coordinator needs the ratings the workers hold (a model they could not write): loading the input");
         let ds = (self.load)()?;
         Ok(self.loaded.get_or_init(|| ds))
     }
@@ -75,11 +103,11 @@ pub enum RatingsAt<'r> {
 }
 
 impl<'r> RatingsAt<'r> {
-    /// The ratings themselves (loaded here first when the workers hold them).
-    pub fn dataset(self) -> anyhow::Result<&'r Dataset> {
+    /// The ratings, where this coordinator holds them.
+    pub fn held(self) -> Option<&'r Dataset> {
         match self {
-            RatingsAt::Here(ds) => Ok(ds),
-            RatingsAt::Workers(w) => w.dataset(),
+            RatingsAt::Here(ds) => Some(ds),
+            RatingsAt::Workers(_) => None,
         }
     }
 

@@ -30,6 +30,32 @@ pub fn contiguous_owners(n_blocks: usize, n_workers: usize) -> Vec<usize> {
     (0..n_blocks).map(|b| b * n_workers / n_blocks.max(1)).collect()
 }
 
+/// Owners for the live workers: a block stays home while its home worker
+/// lives, else goes to the survivors in turn (at least one must live).
+pub fn owners_among(home: &[usize], alive: &[bool]) -> Vec<usize> {
+    let live: Vec<usize> = (0..alive.len()).filter(|&w| alive[w]).collect();
+    let mut orphans = 0;
+    home.iter()
+        .map(|&w| match alive[w] {
+            true => w,
+            false => {
+                orphans += 1;
+                live[(orphans - 1) % live.len()]
+            }
+        })
+        .collect()
+}
+
+/// `owners` (indices of every worker, each alive) as positions among the live workers.
+pub fn live_positions(owners: &[usize], alive: &[bool]) -> anyhow::Result<Vec<usize>> {
+    let live: Vec<usize> = (0..alive.len()).filter(|&w| alive[w]).collect();
+    owners
+        .iter()
+        .map(|w| live.iter().position(|v| v == w))
+        .collect::<Option<Vec<usize>>>()
+        .ok_or_else(|| anyhow::anyhow!("a block's owner is not a live worker"))
+}
+
 /// Sorted distinct columns referenced by rows `range` of `csr`.
 pub fn referenced_columns(csr: &Csr, layout: &BlockLayout, b: usize, seen: &mut Vec<bool>) -> Vec<u32> {
     let r = layout.range(b);

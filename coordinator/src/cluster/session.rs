@@ -5,7 +5,7 @@ use anyhow::Context;
 use futures::future::try_join_all;
 
 use super::client::{connect, ClientOptions, WorkerHandle};
-use super::executor::{ClusterExecutor, FaultOptions, FinalRows};
+use super::executor::{silent, BuiltBlocks, ClusterExecutor, FaultOptions, FinalRows};
 use super::ingest::{build_blocks, describe_blocks, BlocksBuilt, BlocksDescribed, IngestPlan, WorkerLost};
 use super::local::LocalWorkers;
 use super::ratings::OnWorkers;
@@ -23,6 +23,8 @@ pub struct ClusterSession {
     pub evaluations_from_peers: std::sync::atomic::AtomicUsize,
     /// Halves the last run solved again after a loss (replays; for tests).
     pub replayed_halves: std::sync::atomic::AtomicUsize,
+    /// Builds of the blocks again by the survivors in the last run (for tests).
+    pub rebuilds: std::sync::atomic::AtomicUsize,
     /// Files of rows (checkpoints, the model) the workers wrote in the last run.
     pub row_writes_by_workers: std::sync::atomic::AtomicUsize,
     /// Why each worker was lost, if it was, when the last `train` ended: the
@@ -59,6 +61,7 @@ impl ClusterSession {
             remote_evaluations: Default::default(),
             evaluations_from_peers: Default::default(),
             replayed_halves: Default::default(),
+            rebuilds: Default::default(),
             row_writes_by_workers: Default::default(),
             lost: Default::default(),
             built: Default::default(),
@@ -85,6 +88,7 @@ impl ClusterSession {
             remote_evaluations: Default::default(),
             evaluations_from_peers: Default::default(),
             replayed_halves: Default::default(),
+            rebuilds: Default::default(),
             row_writes_by_workers: Default::default(),
             lost: Default::default(),
             built: Default::default(),
@@ -112,23 +116,54 @@ impl ClusterSession {
     }
 
     /// Have the workers build the blocks of `plan`'s input, each reading a
-    /// share of it; the next [`Self::train`] from a fresh start adopts them
-    /// instead of shipping its own.
+    /// share of it; the next [`Self::train`] adopts them (or, resumed,
+    /// takes them with its rows) instead of shipping its own. Only the
+    /// live workers build: a worker lost meanwhile is found by a health
+    /// check and the build starts again without it, a bounded number of
+    /// times; its blocks are built where the job will move them.
     pub fn build_blocks(&self, plan: &IngestPlan<'_>) -> anyhow::Result<BlocksBuilt> {
-        let lost = self
-            .lost
-            .lock()
-            .map(|l| l.iter().flatten().cloned().collect::<Vec<_>>())
-            .unwrap_or_default();
-        if let Some(why) = lost.first() {
-            return Err(WorkerLost(format!("a worker was lost earlier ({why})")).into());
+        for _ in 0..self.workers.len() {
+            let alive = self.alive();
+            let job_id = format!("job-{}", super::local::random_token());
+            match self.rt.block_on(build_blocks(&self.workers, &alive, &job_id, plan, &self.faults)) {
+                Ok(built) => {
+                    if let Ok(mut b) = self.built.lock() {
+                        *b = Some(job_id);
+                    }
+                    return Ok(built);
+                }
+                Err(e) if e.is::<WorkerLost>() && self.lose_silent(&alive) => {
+                    tracing::warn!("a worker was lost while the blocks were built ({e:#}): building them again without it");
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let job_id = format!("job-{}", super::local::random_token());
-        let built = self.rt.block_on(build_blocks(&self.workers, &job_id, plan, &self.faults))?;
-        if let Ok(mut b) = self.built.lock() {
-            *b = Some(job_id);
+        Err(WorkerLost("workers kept being lost while the blocks were built".into()).into())
+    }
+
+    /// Per worker, whether it is alive (not lost in an earlier run or build).
+    fn alive(&self) -> Vec<bool> {
+        let lost = self.lost.lock().map(|l| l.clone()).unwrap_or_default();
+        (0..self.workers.len()).map(|w| lost.get(w).is_none_or(|c| c.is_none())).collect()
+    }
+
+    /// Mark lost the workers of `alive` that do not answer a health check;
+    /// whether there was one.
+    fn lose_silent(&self, alive: &[bool]) -> bool {
+        let live = (0..self.workers.len())
+            .filter(|&w| alive[w])
+            .map(|w| (w, self.workers[w].clone()))
+            .collect();
+        let silent = self.rt.block_on(silent(live, self.faults.worker_timeout));
+        let Ok(mut lost) = self.lost.lock() else {
+            return false;
+        };
+        lost.resize(self.workers.len(), None);
+        for (w, why) in &silent {
+            tracing::warn!(worker = %self.workers[*w].addr, "worker lost: {why}");
+            lost[*w] = Some(why.clone());
         }
-        Ok(built)
+        !silent.is_empty()
     }
 
     /// The ids and routes of the blocks the last [`Self::build_blocks`]
@@ -141,8 +176,9 @@ impl ClusterSession {
             .ok()
             .and_then(|b| b.clone())
             .context("no blocks were built to describe")?;
+        let alive = self.alive();
         self.rt
-            .block_on(describe_blocks(&self.workers, &job_id, plan, built, min_pos, &self.faults))
+            .block_on(describe_blocks(&self.workers, &alive, &job_id, plan, built, min_pos, &self.faults))
     }
 
     /// Train `cfg` on the workers, from `state` or a fresh start.
@@ -160,16 +196,18 @@ impl ClusterSession {
     ) -> anyhow::Result<TrainResult> {
         cfg.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         let built = self.built.lock().ok().and_then(|mut b| b.take());
-        // Blocks built by the workers hold the initial rows: a resumed run ships its own.
-        let (job_id, adopt) = match (built, &state) {
+        // Blocks built by the workers start from the initial rows, drawn
+        // from their ids; a resumed run sends its own rows to go with them.
+        let (job_id, built) = match (built, &state) {
             (Some(id), None) => (
                 id,
-                Some(AdoptStep {
+                Some(BuiltBlocks::Adopt(AdoptStep {
                     seed: cfg.seed,
                     init_std: cfg.init_std,
-                }),
+                })),
             ),
-            _ => (format!("job-{}", super::local::random_token()), None),
+            (Some(id), Some(_)) => (id, Some(BuiltBlocks::WithRows)),
+            (None, _) => (format!("job-{}", super::local::random_token()), None),
         };
         let state = match (state, data.ratings, on_workers) {
             (Some(s), _, _) => s,
@@ -193,7 +231,7 @@ impl ClusterSession {
             layouts,
             &state,
             job_id,
-            adopt,
+            built,
         )?;
         exec.set_halves(2 * cfg.iterations.saturating_sub(state.iterations_done));
         exec.final_rows = final_rows;
@@ -216,6 +254,7 @@ impl ClusterSession {
             .store(exec.evaluations_from_peers, std::sync::atomic::Ordering::Relaxed);
         self.replayed_halves
             .store(exec.replayed_halves, std::sync::atomic::Ordering::Relaxed);
+        self.rebuilds.store(exec.rebuilds, std::sync::atomic::Ordering::Relaxed);
         self.row_writes_by_workers
             .store(exec.row_writes_by_workers, std::sync::atomic::Ordering::Relaxed);
         if exec.row_writes_by_workers > 0 {
@@ -764,10 +803,11 @@ mod tests {
 
     /// A coordinator that read none of the input trains on the blocks the
     /// workers built and described, the single-process model bit for bit;
-    /// it reads the input only once a worker is lost, to ship its blocks.
+    /// a lost worker's blocks are built again by the survivors, and a
+    /// restarted worker's by all, so it never reads the input.
     #[test]
-    fn a_coordinator_without_the_ratings_reads_them_only_after_a_loss() {
-        use crate::cluster::ingest::IngestPlan;
+    fn a_coordinator_without_the_ratings_never_reads_them_even_after_a_loss() {
+        use crate::cluster::ingest::{IngestPlan, StoredIngestPlan};
         use als_core::data::split::split_rows;
         use als_core::data::{load_ratings, LoadOptions, SplitSpec};
 
@@ -787,7 +827,13 @@ mod tests {
         let raw = load_ratings(&path, &load).unwrap();
         let (train_rows, test_rows) = split_rows(&raw, &split).unwrap();
         let ds = Dataset::build((&raw, &train_rows), Some((&raw, &test_rows)), DuplicatePolicy::Last).unwrap();
-        for (implicit, kill) in [(false, false), (false, true), (true, true)] {
+        // (implicit, kill worker 1 after iteration 2, restart it after iteration 3)
+        for (implicit, kill, restart) in [
+            (false, false, false),
+            (false, true, false),
+            (true, true, false),
+            (false, true, true),
+        ] {
             let cfg = evaluated_config(implicit, 5);
             let layouts = Layouts::for_dataset(&ds, cfg.blocks);
             let mut local = LocalExecutor::new(&ds, layouts.clone());
@@ -811,6 +857,7 @@ mod tests {
             let on = OnWorkers::new(
                 built.clone(),
                 described,
+                StoredIngestPlan::of(&plan, layouts.users.n_blocks()),
                 Box::new(|| {
                     loads.set(loads.get() + 1);
                     Ok(ds.clone())
@@ -826,20 +873,25 @@ mod tests {
                     if kill && r.iteration == 2 {
                         s.kill_local_worker(1);
                     }
+                    if restart && r.iteration == 3 {
+                        s.restart_local_worker(1).unwrap();
+                    }
                     Ok(())
                 })
                 .unwrap_or_else(|e| panic!("implicit={implicit} kill={kill}: {e:#}"));
+            let what = format!("implicit={implicit} kill={kill} restart={restart}");
+            let rebuilds = s.rebuilds.load(std::sync::atomic::Ordering::Relaxed);
+            let lost = s.lost.lock().unwrap().clone();
             s.shutdown().unwrap();
-            let what = format!("implicit={implicit} kill={kill}");
             assert_eq!(got.state, want.state, "{what}");
             let tests = |r: &TrainResult| r.reports.iter().map(|x| x.test.clone()).collect::<Vec<_>>();
             assert_eq!(tests(&got), tests(&want), "{what}");
             assert!(!got.final_metrics.to_json_map().is_empty(), "{what}: evaluated");
-            assert_eq!(
-                loads.get(),
-                usize::from(kill),
-                "{what}: the input is read once, and only after a loss"
-            );
+            assert_eq!(loads.get(), 0, "{what}: the input is never read here");
+            // The survivors built the blocks again after the loss, and all
+            // three again when the restarted worker took its blocks back.
+            assert_eq!(rebuilds, usize::from(kill) + usize::from(restart), "{what}");
+            assert_eq!(lost[1].is_some(), kill && !restart, "{what}: {lost:?}");
         }
     }
 

@@ -270,14 +270,10 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
     if let Some(o) = &job.output {
         check_out_dir(&o.dir, o.overwrite)?;
     }
-    let resume = job.checkpoint.as_ref().is_some_and(|c| c.resume);
     let workers_read = workers_read::plan_of(&job)?;
-    // A resumed run starts from the checkpoint's rows, which go with the
-    // blocks this coordinator ships: it reads the input (the refit need not).
-    let evaluated_read = workers_read.as_ref().filter(|_| !resume);
-    if resume && workers_read.is_some() {
-        tracing::info!("--resume: this coordinator reads the input and ships the blocks with the checkpoint's rows");
-    }
+    // A resumed run's blocks are built by the workers too; each takes its
+    // own with the checkpoint's rows.
+    let evaluated_read = workers_read.as_ref();
     let embedded = matches!(spec.source, DataSource::Synthetic(_));
     if embedded {
         tracing::info!("no --data given: training on the embedded synthetic dataset");

@@ -12,7 +12,7 @@ use als_core::train::{DataShape, Layouts};
 use anyhow::bail;
 
 use super::{ExecutorChoice, TrainJob, Trainer};
-use crate::cluster::ingest::{BlocksBuilt, IngestPlan, WorkerLost};
+use crate::cluster::ingest::{BlocksBuilt, IngestPlan, StoredIngestPlan, WorkerLost};
 use crate::cluster::ratings::OnWorkers;
 use crate::input::{core_split, load_input, CoreSplit, DataSource, InputSpec, TestSource};
 use crate::report::DataSummary;
@@ -165,7 +165,8 @@ pub fn on_workers(
         check_same_data(&check, &check.shape(), &ds, &layouts, &path)?;
         Ok(ds)
     });
-    Ok(Some((OnWorkers::new(built, described, load), summary)))
+    let stored = StoredIngestPlan::of(&ingest, built.user_starts.len() - 1);
+    Ok(Some((OnWorkers::new(built, described, stored, load), summary)))
 }
 
 /// Have the workers build the blocks, and check them against `ds`; the

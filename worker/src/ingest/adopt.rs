@@ -24,33 +24,54 @@ pub struct StartFactors {
 impl Ingest {
     /// Every block built here, by side, as the job's blocks.
     pub fn into_blocks(mut self, start: StartFactors) -> Result<Vec<(Side, BlockData)>, JobError> {
-        if self.stage != super::Stage::Finished {
-            return Err(JobError::NotReady(format!("blocks adopted while {:?}", self.stage)));
-        }
-        let mut out = Vec::new();
-        for (b, done) in std::mem::take(&mut self.finished_users) {
-            let row_start = self.user_starts[b as usize];
-            let ids = &self.users[&b].user_ids;
-            let mut data = block_data(b, row_start, done.by_user, ids, Side::Users, start);
-            // The test rows, grouped by the block's users, each user's in input order.
-            let local: Vec<u32> = done.test.iter().map(|&(u, _, _)| u - row_start as u32).collect();
-            if !local.is_empty() {
-                let (indptr, order) = group_by_key(&local, ids.len());
-                data.n_test = local.len() as u64;
-                data.test_indptr = indptr.iter().map(|&p| p as u32).collect();
-                data.test_columns = order.iter().map(|&r| done.test[r].1).collect();
-                data.test_values = order.iter().map(|&r| done.test[r].2).collect();
+        self.expect(super::Stage::Finished, "blocks adopted")?;
+        let users: Vec<u32> = self.finished_users.keys().copied().collect();
+        let items: Vec<u32> = self.finished_items.keys().copied().collect();
+        let mut out = Vec::with_capacity(users.len() + items.len());
+        for (side, blocks) in [(Side::Users, users), (Side::Items, items)] {
+            for b in blocks {
+                out.push((side, self.take_block(side, b, start)?));
             }
-            out.push((Side::Users, data));
-        }
-        for (b, by_item) in std::mem::take(&mut self.finished_items) {
-            let row_start = self.item_starts[b as usize];
-            out.push((
-                Side::Items,
-                block_data(b, row_start, by_item, &self.items[&b].item_ids, Side::Items, start),
-            ));
         }
         Ok(out)
+    }
+
+    /// Block `block` of `side`, built here, as the job's block (and no
+    /// longer held here); with `start.k` 0, with no factors, for the
+    /// caller to set (the coordinator's rows: `AssignBlock` with
+    /// `ratings_built`).
+    pub fn take_block(&mut self, side: Side, block: u32, start: StartFactors) -> Result<BlockData, JobError> {
+        self.expect(super::Stage::Finished, "a block taken")?;
+        let missing = || JobError::Invalid(format!("this worker built no {} block {block} for the job", side.name()));
+        match side {
+            Side::Users => {
+                let done = self.finished_users.remove(&block).ok_or_else(missing)?;
+                let row_start = self.user_starts[block as usize];
+                let ids = &self.users.get(&block).ok_or_else(missing)?.user_ids;
+                let mut data = block_data(block, row_start, done.by_user, ids, Side::Users, start);
+                // The test rows, grouped by the block's users, each user's in input order.
+                let local: Vec<u32> = done.test.iter().map(|&(u, _, _)| u - row_start as u32).collect();
+                if !local.is_empty() {
+                    let (indptr, order) = group_by_key(&local, ids.len());
+                    data.n_test = local.len() as u64;
+                    data.test_indptr = indptr.iter().map(|&p| p as u32).collect();
+                    data.test_columns = order.iter().map(|&r| done.test[r].1).collect();
+                    data.test_values = order.iter().map(|&r| done.test[r].2).collect();
+                }
+                Ok(data)
+            }
+            Side::Items => {
+                let by_item = self.finished_items.remove(&block).ok_or_else(missing)?;
+                let row_start = self.item_starts[block as usize];
+                let ids = &self.items.get(&block).ok_or_else(missing)?.item_ids;
+                Ok(block_data(block, row_start, by_item, ids, Side::Items, start))
+            }
+        }
+    }
+
+    /// Every block built here has been taken.
+    pub fn all_taken(&self) -> bool {
+        self.finished_users.is_empty() && self.finished_items.is_empty()
     }
 }
 

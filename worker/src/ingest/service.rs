@@ -17,10 +17,12 @@ use tonic::{Status, Streaming};
 
 use super::adopt::StartFactors;
 use super::{key_of, load_options, Ingest, KeyAnswer, KeyQuestion, KeysOf, Outgoing, Owners, ShareToRead};
+use crate::job::BlockData;
 use crate::job::Job;
 use crate::paths::Reach;
 use crate::peers::Peers;
 use crate::service::status;
+use als_core::side::Side;
 use als_proto::codec::decode_ids;
 
 pub type IngestSlot = Arc<Mutex<Option<Ingest>>>;
@@ -148,6 +150,13 @@ pub async fn step(slot: &IngestSlot, peers: &Arc<Peers>, limits: IngestLimits<'_
         Step::GatherItems(_) => resp.item_blocks = with_ingest(slot, &job_id, |i| i.gather_items()).await?,
         Step::NumberItems(n) => resp.item_blocks = with_ingest(slot, &job_id, move |i| i.number_items(n.numeric)).await?,
         Step::Adopt(_) => return Err(Status::internal("adopting blocks is the worker service's step")),
+        Step::DropBuilt(_) => {
+            let mut g = slot.lock().await;
+            if g.as_ref().is_some_and(|i| i.id == job_id) {
+                *g = None;
+                tracing::info!(job = %job_id, "blocks built and not taken dropped");
+            }
+        }
         Step::LookUpItems(_) => {
             let t0 = Instant::now();
             let asks = with_ingest(slot, &job_id, |i| i.finish_asks()).await?;
@@ -363,6 +372,26 @@ pub async fn adopt(slot: &IngestSlot, job: &Arc<Mutex<Option<Job>>>, job_id: &st
     })
     .await
     .map_err(|e| Status::internal(format!("adopting the blocks failed: {e}")))?
+}
+
+/// Block `block` of `side` that this worker built for `job_id`, taken out
+/// of the ingest for the job (`AssignBlock` with `ratings_built`: the
+/// coordinator sends the rows' factors); the ingest goes once every block
+/// it built is taken.
+pub async fn take_built(slot: &IngestSlot, job_id: &str, side: Side, block: u32) -> Result<BlockData, Status> {
+    let mut g = slot.lock().await;
+    let ingest = active(&mut g, job_id)?;
+    let none = StartFactors {
+        seed: 0,
+        init_std: None,
+        k: 0,
+        biased: false,
+    };
+    let data = ingest.take_block(side, block, none).map_err(status)?;
+    if ingest.all_taken() {
+        *g = None;
+    }
+    Ok(data)
 }
 
 #[cfg(test)]

@@ -48,11 +48,16 @@ impl ClusterExecutor<'_> {
             return Ok(None);
         }
         let layout = &self.layouts.users;
-        let implicit = cfg.is_implicit();
         let user_rows: Vec<usize> = blocks.iter().flat_map(|&b| layout.range(b as usize)).collect();
-        let item_rows: Vec<u32> = if implicit { Vec::new() } else { self.test_items_of(&blocks)? };
-        // Top-K lists score every item; predictions need only the test rows' items.
-        let (n_items, item_of) = if implicit {
+        // Top-K lists score every item; predictions need only the test rows'
+        // items, where this coordinator knows them (else every item goes).
+        let test_items = match (cfg.is_implicit(), self.ratings.held()) {
+            (false, Some(ds)) => Some(self.test_items_of(ds, &blocks)),
+            _ => None,
+        };
+        let all_items = test_items.is_none();
+        let item_rows = test_items.unwrap_or_default();
+        let (n_items, item_of) = if all_items {
             (items.n_rows(), None)
         } else {
             (item_rows.len(), Some(&item_rows))
@@ -79,7 +84,7 @@ impl ClusterExecutor<'_> {
         };
         let header = EvalChunk {
             n_item_rows: item_rows.len() as u32,
-            ..self.eval_header(cfg, blocks.clone(), false)
+            ..self.eval_header(cfg, blocks.clone(), false, all_items)
         };
         let msgs = fields.to_chunks(CHUNK_BYTES, |j| match j {
             0 => header.clone(),
@@ -94,7 +99,7 @@ impl ClusterExecutor<'_> {
 
     /// The header fields of an evaluation call for `blocks`: what to score
     /// and how (the sums' clipping, the lists' length and cutoff).
-    fn eval_header(&self, cfg: &TrainConfig, blocks: Vec<u32>, from_peers: bool) -> EvalChunk {
+    fn eval_header(&self, cfg: &TrainConfig, blocks: Vec<u32>, from_peers: bool, all_items: bool) -> EvalChunk {
         let implicit = cfg.is_implicit();
         let clip = eval::clip_of(self.shape.rating_range, cfg);
         EvalChunk {
@@ -104,7 +109,7 @@ impl ClusterExecutor<'_> {
             top_k: if implicit { ranking_list_len(cfg.ranking_k) as u32 } else { 0 },
             ranking_k: if implicit { cfg.ranking_k as u32 } else { 0 },
             min_pos: cfg.min_pos,
-            all_items: implicit,
+            all_items,
             clip: clip.is_some(),
             clip_min: clip.map_or(0.0, |c| c.0),
             clip_max: clip.map_or(0.0, |c| c.1),
@@ -121,16 +126,16 @@ impl ClusterExecutor<'_> {
             .collect()
     }
 
-    /// The distinct test items of user `blocks`, ascending.
-    fn test_items_of(&self, blocks: &[u32]) -> anyhow::Result<Vec<u32>> {
-        let (layout, test) = (&self.layouts.users, self.test_rows()?);
+    /// The distinct test items of user `blocks` of `ds`, ascending.
+    fn test_items_of(&self, ds: &als_core::data::Dataset, blocks: &[u32]) -> Vec<u32> {
+        let (layout, test) = (&self.layouts.users, self.test.of(ds));
         let mut v: Vec<u32> = blocks
             .iter()
             .flat_map(|&b| test.items[test.span(&layout.range(b as usize))].iter().copied())
             .collect();
         v.sort_unstable();
         v.dedup();
-        Ok(v)
+        v
     }
 
     /// Evaluate on the workers from the rows they hold: the item rows go
@@ -168,7 +173,8 @@ impl ClusterExecutor<'_> {
             if blocks.is_empty() {
                 continue;
             }
-            let msg = self.eval_header(cfg, blocks.clone(), true);
+            // The rows peers sent: every item for top-K lists, the test items for predictions.
+            let msg = self.eval_header(cfg, blocks.clone(), true, cfg.is_implicit());
             asked.push((w, blocks));
             let handle = self.slots[w].handle.clone();
             let faults = self.faults.clone();

@@ -41,15 +41,32 @@ pub(super) async fn watched<T>(
 
 /// Health-check the worker every heartbeat; ends, saying why, once it stops answering.
 pub(crate) async fn watchdog(w: &WorkerHandle, faults: &FaultOptions) -> String {
-    let mut health = tonic_health::pb::health_client::HealthClient::new(w.transport.clone());
-    let addr = &w.addr;
     loop {
         tokio::time::sleep(faults.heartbeat).await;
-        let check = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() });
-        match tokio::time::timeout(faults.worker_timeout, check).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(s)) => return format!("worker {addr}: health check failed: {}", s.message()),
-            Err(_) => return format!("worker {addr}: no answer for {:?}", faults.worker_timeout),
+        if let Err(why) = answers(w, faults.worker_timeout).await {
+            return why;
         }
     }
+}
+
+/// One health check of the worker, answered within `timeout`, or why not.
+pub(crate) async fn answers(w: &WorkerHandle, timeout: Duration) -> Result<(), String> {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(w.transport.clone());
+    let check = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() });
+    match tokio::time::timeout(timeout, check).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(s)) => Err(format!("worker {}: health check failed: {}", w.addr, s.message())),
+        Err(_) => Err(format!("worker {}: no answer for {timeout:?}", w.addr)),
+    }
+}
+
+/// Of `workers` (index, handle), those that do not answer a health check
+/// within `timeout`, and why.
+pub(crate) async fn silent(workers: Vec<(usize, WorkerHandle)>, timeout: Duration) -> Vec<(usize, String)> {
+    let checks = workers.into_iter().map(|(w, h)| async move { (w, answers(&h, timeout).await) });
+    futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .filter_map(|(w, r)| r.err().map(|why| (w, why)))
+        .collect()
 }

@@ -11,11 +11,13 @@ use als_proto::spec::side_to_pb;
 use als_proto::{encoded_bytes, PEER_EXCHANGE};
 
 use crate::cluster::client::{connect, ClientOptions};
+use crate::cluster::routing::owners_among;
 
 use super::health::watched;
 use super::rpc::{rpc_err, HalfError, JobFailed};
-use super::wire::block_messages;
+use super::wire::{block_messages, rows_messages};
 use super::{side_ix, ClusterExecutor, Slot};
+use crate::cluster::ratings::RatingsAt;
 
 /// Blocks as compact ranges ("0-3,7").
 pub(super) fn block_list(blocks: &BTreeSet<usize>) -> String {
@@ -173,9 +175,9 @@ impl ClusterExecutor<'_> {
 
     /// Owners for the live workers: a block stays home while its home worker lives, else moves to a survivor.
     pub(super) fn desired_owners(&self) -> anyhow::Result<[Vec<usize>; 2]> {
-        let alive: Vec<usize> = (0..self.slots.len()).filter(|&w| self.slots[w].alive).collect();
+        let alive = self.alive();
         anyhow::ensure!(
-            !alive.is_empty(),
+            alive.iter().any(|&a| a),
             "every worker is gone, so the job cannot go on: {}",
             self.slots
                 .iter()
@@ -183,29 +185,22 @@ impl ClusterExecutor<'_> {
                 .collect::<Vec<_>>()
                 .join("; ")
         );
-        Ok(self.home.clone().map(|owners| {
-            let mut orphan = 0;
-            owners
-                .iter()
-                .map(|&w| {
-                    if self.slots[w].alive {
-                        w
-                    } else {
-                        orphan += 1;
-                        alive[(orphan - 1) % alive.len()]
-                    }
-                })
-                .collect()
-        }))
+        Ok(self.home.clone().map(|home| owners_among(&home, &alive)))
+    }
+
+    /// Per worker, whether it is alive.
+    pub(super) fn alive(&self) -> Vec<bool> {
+        self.slots.iter().map(|s| s.alive).collect()
     }
 
     /// Start the job on every worker and make the blocks each built from the
     /// input its own (`Ingest` with `Adopt`), where every worker is up and
-    /// the blocks are at home; a worker lost meanwhile is left to
-    /// [`Self::sync_assignment`], which ships its blocks to the others.
+    /// the blocks are at home; otherwise [`Self::sync_assignment`] has
+    /// each take its blocks with the coordinator's rows (and a lost
+    /// worker's blocks built again, or shipped).
     pub(super) fn adopt_built(&mut self, adopt: AdoptStep) -> anyhow::Result<()> {
         if self.slots.iter().any(|s| !s.alive) {
-            tracing::warn!("a worker is lost: the blocks the workers built are shipped instead");
+            tracing::warn!("a worker is lost: each live worker takes the blocks it built with this coordinator's rows");
             return Ok(());
         }
         let futs: Vec<_> = self
@@ -236,6 +231,12 @@ impl ClusterExecutor<'_> {
         let (adopted, _) = self.settle(results)?;
         for (w, ()) in adopted {
             let home = &self.home;
+            // An adopting worker takes every block it built.
+            for (at, own) in self.built_at.iter_mut().flatten().zip(home) {
+                for (b, _) in own.iter().enumerate().filter(|(_, &o)| o == w) {
+                    at[b] = None;
+                }
+            }
             let slot = &mut self.slots[w];
             slot.started = true;
             for (held, own) in slot.holds.iter_mut().zip(home) {
@@ -250,6 +251,7 @@ impl ClusterExecutor<'_> {
     /// Make every live worker hold exactly its blocks (shipping what is missing); returns bytes sent.
     pub(super) fn sync_assignment(&mut self, users: &Factors, items: &Factors) -> anyhow::Result<u64> {
         let mut total = 0u64;
+        let mut rebuilds = 0;
         loop {
             let owners = self.desired_owners()?;
             // What each live worker is missing and holds in excess.
@@ -268,21 +270,34 @@ impl ClusterExecutor<'_> {
                 }
                 plans.push((w, ship, release));
             }
-            // Read only when a block is shipped: the workers may hold the only copy.
-            let ds = match plans.iter().any(|(_, ship, _)| !ship.is_empty()) {
-                true => Some(self.ratings.dataset()?),
-                false => None,
-            };
+            // A block its new owner built goes with its rows alone. Where the
+            // workers hold the only copy of the ratings, the survivors first
+            // build the blocks again from the input, each where it is to go.
+            let unbuilt = |(w, ship, _): &Moves| ship.iter().any(|&(side, b)| self.built_by(side, b) != Some(*w));
+            if let (RatingsAt::Workers(on), true) = (self.ratings, plans.iter().any(unbuilt)) {
+                rebuilds += 1;
+                if rebuilds > max_attempts(self.slots.len()) {
+                    return Err(self.gave_up("building the lost blocks again", rebuilds - 1));
+                }
+                if !self.rebuild(on, &owners)? {
+                    continue;
+                }
+            }
+            let ds = self.ratings.held();
             // The test rows go with the user blocks shipped; blocks the workers built hold theirs.
             let (layouts, routing, test) = (&self.layouts, &self.routing, &self.test);
             let mut futs = Vec::new();
             let mut shipped: Vec<(usize, Vec<(Side, usize)>)> = Vec::new();
             for (w, ship, release) in plans {
+                let ship: Vec<(Side, usize, bool)> = ship
+                    .into_iter()
+                    .map(|(side, b)| (side, b, self.built_by(side, b) == Some(w)))
+                    .collect();
                 let slot = &self.slots[w];
                 // Blocks are turned into messages one at a time as they are
                 // sent, so the coordinator never holds a second copy of the
                 // ratings (at 100M ratings that copy was 1.6 GB of peak RSS).
-                shipped.push((w, ship.clone()));
+                shipped.push((w, ship.iter().map(|&(side, b, _)| (side, b)).collect()));
                 let mut c = slot.handle.client.clone();
                 let addr = slot.handle.addr.clone();
                 let start = (!slot.started).then(|| self.start_req.clone());
@@ -302,14 +317,24 @@ impl ClusterExecutor<'_> {
                             .map_err(|s| rpc_err(&addr, "releasing blocks failed", s))?;
                     }
                     let mut bytes = 0u64;
-                    for (side, b) in ship {
-                        let ds = ds.expect("read when a block ships");
-                        let (csr, current) = match side {
-                            Side::Users => (&ds.by_user, users),
-                            Side::Items => (&ds.by_item, items),
+                    for (side, b, built_there) in ship {
+                        let current = match side {
+                            Side::Users => users,
+                            Side::Items => items,
                         };
-                        let test = test.of(ds);
-                        let msgs = block_messages(&job_id, side, b, csr, layouts, &routing.side(side).needed[b], current, test);
+                        let msgs = match (built_there, ds) {
+                            (true, _) => rows_messages(&job_id, side, b, layouts, current),
+                            (false, Some(ds)) => {
+                                let csr = if side == Side::Users { &ds.by_user } else { &ds.by_item };
+                                block_messages(&job_id, side, b, csr, layouts, &routing.side(side).needed[b], current, test.of(ds))
+                            }
+                            (false, None) => {
+                                return Err(HalfError::Fatal(anyhow::anyhow!(
+                                    "{} block {b} has no ratings to ship: neither here nor built by worker {addr}",
+                                    side.name()
+                                )))
+                            }
+                        };
                         bytes += encoded_bytes(&msgs);
                         c.assign_block(tokio_stream::iter(msgs))
                             .await
@@ -333,6 +358,9 @@ impl ClusterExecutor<'_> {
                 // Shipped blocks carry the coordinator's rows; released ones are gone.
                 for (side, b) in shipped.iter().filter(|(v, _)| *v == w).flat_map(|(_, s)| s) {
                     slot.current[side_ix(*side)].insert(*b);
+                    if let Some(at) = &mut self.built_at {
+                        at[side_ix(*side)][*b] = None;
+                    }
                 }
                 for (current, held) in slot.current.iter_mut().zip(&slot.holds) {
                     current.retain(|b| held.contains(b));
@@ -348,6 +376,10 @@ impl ClusterExecutor<'_> {
                 }
             }
             if !lost_any {
+                // What the workers built and did not take goes.
+                if self.built_at.take().is_some() {
+                    self.drop_built();
+                }
                 let [u, i] = owners;
                 // The unions only change when blocks move (a sort per worker: not every half).
                 if self.routing.users.owner != u || self.routing.items.owner != i {

@@ -9,6 +9,8 @@
 //!   failures are classified;
 //! - [`health`]: the watchdog that declares a silent worker lost;
 //! - [`half`]: a half's attempts, their reduction, and replay after a loss;
+//! - [`rebuild`]: a lost worker's blocks built again by the survivors, where
+//!   only the workers hold the ratings;
 //! - [`exchange`]: the routes of the solved rows sent worker to worker;
 //! - [`fetch`]: the coordinator's copy of the model, from the workers;
 //! - [`row_files`]: checkpoints written by the workers;
@@ -28,6 +30,7 @@ mod fetch;
 mod half;
 mod health;
 mod membership;
+mod rebuild;
 mod row_files;
 mod rpc;
 mod test_rows;
@@ -38,9 +41,7 @@ use std::time::Instant;
 
 use als_core::side::{Factors, Side};
 use als_core::solve::{SolveParams, TermsWanted};
-use als_core::train::{
-    eval, DataShape, HalfStepExecutor, HalfStepOutput, Layouts, TestMetrics, TrainConfig, TrainData, TrainError, TrainState,
-};
+use als_core::train::{DataShape, HalfStepExecutor, HalfStepOutput, Layouts, TestMetrics, TrainConfig, TrainData, TrainError, TrainState};
 use als_proto::pb::{AdoptStep, EndJobRequest, StartJobRequest};
 use als_proto::spec::spec_from_params;
 use als_proto::{PEER_EXCHANGE, PROTOCOL_VERSION};
@@ -49,10 +50,10 @@ use crate::cluster::client::{ClientOptions, WorkerHandle};
 use crate::cluster::ratings::{OnWorkers, RatingsAt};
 use crate::cluster::routing::Routing;
 
-pub(crate) use health::watchdog;
 pub use health::FaultOptions;
+pub(crate) use health::{silent, watchdog};
 pub use rpc::JobFailed;
-use test_rows::{LazyTestRows, TestByUser};
+use test_rows::LazyTestRows;
 
 struct Slot {
     handle: WorkerHandle,
@@ -145,12 +146,27 @@ pub struct ClusterExecutor<'a> {
     pub evaluations_from_peers: usize,
     /// Halves solved again after losses (replays).
     pub replayed_halves: usize,
+    /// Builds of the blocks again by the survivors after losses.
+    pub rebuilds: usize,
     /// The workers write the checkpoints' rows (until one cannot).
     workers_write_rows: bool,
     /// Files of rows the workers wrote (checkpoints, the model).
     pub row_writes_by_workers: usize,
     /// The run's final rows are read (else they stay on the workers).
     pub final_rows: FinalRows,
+    /// Per side and block, the worker that built the block from the input
+    /// for this job and holds it, not yet taken (`AssignBlock` with
+    /// `ratings_built` takes it with the coordinator's rows).
+    built_at: Option<[Vec<Option<usize>>; 2]>,
+}
+
+/// Blocks the workers built from the input as this job, not yet the job's.
+#[derive(Debug, Clone, Copy)]
+pub enum BuiltBlocks {
+    /// Each worker adopts its own, with start rows drawn from the ids (a fresh run).
+    Adopt(AdoptStep),
+    /// Each worker takes its own with the coordinator's rows (a resumed run).
+    WithRows,
 }
 
 /// Whether a run's final factors are read here (the model), or nobody
@@ -186,7 +202,7 @@ impl<'a> ClusterExecutor<'a> {
         layouts: &Layouts,
         state: &TrainState,
         job_id: String,
-        adopt: Option<AdoptStep>,
+        built: Option<BuiltBlocks>,
     ) -> anyhow::Result<ClusterExecutor<'a>> {
         anyhow::ensure!(!workers.is_empty(), "no workers");
         let ratings = match (data.ratings, on_workers) {
@@ -244,10 +260,17 @@ impl<'a> ClusterExecutor<'a> {
             remote_evaluations: 0,
             evaluations_from_peers: 0,
             replayed_halves: 0,
+            rebuilds: 0,
             workers_write_rows: true,
             row_writes_by_workers: 0,
             final_rows: FinalRows::Wanted,
+            built_at: None,
         };
+        // The build put each block where this job places it: at home, or,
+        // a lost worker's, on a survivor (`ingest::build_owners`).
+        if built.is_some() {
+            exec.built_at = Some(exec.desired_owners()?.map(|o| o.into_iter().map(Some).collect()));
+        }
         // Peer exchange needs every worker to take part, the lost ones too once revived.
         exec.exchange = exec
             .slots
@@ -255,9 +278,9 @@ impl<'a> ClusterExecutor<'a> {
             .all(|s| s.handle.info.capabilities.iter().any(|c| c == PEER_EXCHANGE));
         let t0 = Instant::now();
         // Blocks the workers built from the input (as job `job_id`) are theirs; the rest are shipped.
-        let adopted = match adopt {
-            Some(a) => exec.adopt_built(a),
-            None => Ok(()),
+        let adopted = match built {
+            Some(BuiltBlocks::Adopt(a)) => exec.adopt_built(a),
+            _ => Ok(()),
         };
         let shipped = match adopted.and_then(|()| exec.sync_assignment(&state.users, &state.items)) {
             Ok(b) => b,
@@ -276,10 +299,23 @@ impl<'a> ClusterExecutor<'a> {
         Ok(exec)
     }
 
-    /// The test rows grouped by user: for shipping a user block, or
-    /// evaluating from this coordinator's copy of the factors.
-    fn test_rows(&self) -> anyhow::Result<&TestByUser> {
-        Ok(self.test.of(self.ratings.dataset()?))
+    /// The workers hold the test rows, and one was lost while they
+    /// evaluated: move its blocks to the survivors (the copy `users`,
+    /// `items` is current), then evaluate there again, a bounded number of times.
+    fn evaluate_after_loss(&mut self, cfg: &TrainConfig, users: &Factors, items: &Factors) -> anyhow::Result<TestMetrics> {
+        let attempts = membership::max_attempts(self.slots.len());
+        for _ in 0..attempts {
+            self.unreported_bytes += self.sync_assignment(users, items)?;
+            if let Some(m) = self.evaluate_remote(cfg, users, items)? {
+                return Ok(m);
+            }
+        }
+        Err(self.gave_up("evaluating on the workers", attempts))
+    }
+
+    /// The worker that built block `b` of `side` for this job and holds it, not yet taken.
+    fn built_by(&self, side: Side, b: usize) -> Option<usize> {
+        self.built_at.as_ref().and_then(|at| at[side_ix(side)][b])
     }
 
     /// Tell every live worker the job is over (best effort).
@@ -314,7 +350,7 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
     fn evaluate(
         &mut self,
         cfg: &TrainConfig,
-        params: &SolveParams,
+        _params: &SolveParams,
         users: &Factors,
         items: &Factors,
     ) -> Option<Result<TestMetrics, TrainError>> {
@@ -325,12 +361,9 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
             (Ok(Some(m)), _) => Some(Ok(m)),
             // The caller evaluates from the ratings it holds.
             (Ok(None), RatingsAt::Here(_)) => None,
-            // A worker was lost: here, from the input (read now if it was not yet).
-            (Ok(None), RatingsAt::Workers(w)) => Some(
-                w.dataset()
-                    .map_err(train_error)
-                    .and_then(|ds| eval::evaluate(ds, cfg, params, users, items, None, &self.layouts.users)),
-            ),
+            // A worker was lost: its blocks move (built again by the
+            // survivors) and the workers evaluate, from this copy.
+            (Ok(None), RatingsAt::Workers(_)) => Some(self.evaluate_after_loss(cfg, users, items).map_err(train_error)),
             (Err(e), _) => Some(Err(train_error(e))),
         }
     }

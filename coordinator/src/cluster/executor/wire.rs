@@ -76,6 +76,38 @@ pub(super) fn block_messages(
     })
 }
 
+/// One block's rows alone, for the worker that built the block's ratings
+/// from the input (`ratings_built`): the rows' factors and biases.
+pub(super) fn rows_messages(job_id: &str, side: Side, block: usize, layouts: &Layouts, current: &Factors) -> Vec<BlockChunk> {
+    let range = layouts.side(side).range(block);
+    let k = current.k();
+    let bias: &[f32] = if current.bias.is_empty() {
+        &[]
+    } else {
+        &current.bias[range.clone()]
+    };
+    let fields = BlockFields {
+        indptr: Field::U32(&[]),
+        columns: Field::U32(&[]),
+        values: Field::F32(&[]),
+        needed: Field::U32(&[]),
+        factors: Field::F32(&current.flat()[range.start * k..range.end * k]),
+        bias: Field::F32(bias),
+        test_indptr: Field::U32(&[]),
+        test_columns: Field::U32(&[]),
+        test_values: Field::F32(&[]),
+    };
+    fields.to_chunks(CHUNK_BYTES, |j| BlockChunk {
+        job_id: job_id.to_owned(),
+        side: side_to_pb(side) as i32,
+        block: block as u32,
+        row_start: if j == 0 { range.start as u64 } else { 0 },
+        n_rows: if j == 0 { range.len() as u32 } else { 0 },
+        ratings_built: j == 0,
+        ..Default::default()
+    })
+}
+
 /// The biases of `rows` of `f` (none when the model has no biases), the
 /// array that goes beside the rows' factors.
 pub(super) fn bias_of_rows(f: &Factors, rows: impl Iterator<Item = usize>) -> Vec<f32> {

@@ -10,7 +10,7 @@ use als_core::data::{load_ratings, Dataset, DuplicatePolicy, LoadOptions, SplitS
 use als_core::rng::SplitMix64;
 use als_core::train::{DataShape, Layouts};
 
-use super::{build_blocks, describe_blocks, BlocksBuilt, BlocksDescribed, IngestPlan};
+use super::{build_blocks, describe_blocks, rebuild_blocks, BlocksBuilt, BlocksDescribed, IngestPlan, StoredIngestPlan};
 use crate::cluster::client::{connect, ClientOptions};
 use crate::cluster::ratings::{OnWorkers, RatingsAt};
 use crate::cluster::LocalWorkers;
@@ -59,11 +59,30 @@ async fn built_and_described(
         handles.push(connect(a, &opts).await?);
     }
     let plan = IngestPlan { path, ..*plan };
-    let built = build_blocks(&handles, "ingest-test", &plan, &Default::default()).await?;
+    let alive = vec![true; handles.len()];
+    let built = build_blocks(&handles, &alive, "ingest-test", &plan, &Default::default()).await?;
     let described = match min_pos {
-        Some(m) => Some(describe_blocks(&handles, "ingest-test", &plan, &built, m, &Default::default()).await?),
+        Some(m) => Some(describe_blocks(&handles, &alive, "ingest-test", &plan, &built, m, &Default::default()).await?),
         None => None,
     };
+    if min_pos.is_some() && workers > 1 {
+        // Built again as after a loss: by all but the first worker, each
+        // block wherever a scattered assignment puts it.
+        let blocks = built.user_starts.len() - 1;
+        let survivors = &handles[1..];
+        let scattered = |salt: usize| (0..blocks).map(|b| (b * 7 + salt) % survivors.len()).collect::<Vec<usize>>();
+        let plan = IngestPlan { blocks, ..plan };
+        let again = rebuild_blocks(survivors, "ingest-test", &plan, &[scattered(1), scattered(2)], &Default::default()).await?;
+        assert!(again.peer_bytes > 0 || survivors.len() == 1);
+        anyhow::ensure!(
+            BlocksBuilt {
+                peer_bytes: built.peer_bytes,
+                ..again
+            } == built,
+            "the blocks built again by {} workers differ from the first build",
+            survivors.len()
+        );
+    }
     Ok((built, described))
 }
 
@@ -214,7 +233,8 @@ async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
                 assert!(d.needed[0] == routing.users.needed, "{what}: the items user blocks reference");
                 assert!(d.needed[1] == routing.items.needed, "{what}: the users item blocks reference");
                 assert_eq!(b.user_ratings.iter().sum::<u64>(), b.ratings, "{what}");
-                let on = OnWorkers::new(b.clone(), d.clone(), Box::new(|| anyhow::bail!("not loaded in this test")));
+                let stored = StoredIngestPlan::of(&plan, layouts.users.n_blocks());
+                let on = OnWorkers::new(b.clone(), d.clone(), stored, Box::new(|| anyhow::bail!("not loaded in this test")));
                 let there = RatingsAt::Workers(&on);
                 assert_eq!(
                     there.user_nnz_starts(&layouts.users),
