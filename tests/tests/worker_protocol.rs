@@ -118,6 +118,47 @@ fn handshake_token_job_and_validation() {
         nan.values = als_proto::codec::f32_bytes(&[4.0, f32::NAN]).into();
         let e = c.assign_block(authed(tokio_stream::iter(vec![nan]), "s3cret")).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
+        // A block whose ratings this worker built carries rows alone, and only for a block it built.
+        let rows_only = BlockChunk {
+            job_id: "job-a".into(),
+            side: Side::Users as i32,
+            n_rows: 1,
+            factors: f32_bytes(&[0.1; 4]).into(),
+            bias: f32_bytes(&[0.0]).into(),
+            ratings_built: true,
+            ..Default::default()
+        };
+        for (bad, why) in [
+            (block("job-a", 1, vec![0, 1]), "carries only its rows' factors"),
+            (
+                BlockChunk {
+                    columns: u32_bytes(&[0]).into(),
+                    ..rows_only.clone()
+                },
+                "exceeds its declared size",
+            ),
+            (
+                BlockChunk {
+                    indptr: u32_bytes(&[0, 0]).into(),
+                    ..rows_only.clone()
+                },
+                "came with ratings",
+            ),
+        ] {
+            let bad = BlockChunk {
+                ratings_built: true,
+                ..bad
+            };
+            let e = c.assign_block(authed(tokio_stream::iter(vec![bad]), "s3cret")).await.unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+            assert!(e.message().contains(why), "{}", e.message());
+        }
+        let e = c
+            .assign_block(authed(tokio_stream::iter(vec![rows_only]), "s3cret"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+        assert!(e.message().contains("no blocks are being built"), "{}", e.message());
         // Data beyond the declared sizes is cut off, not buffered.
         let mut big = block("job-a", 1, vec![0, 1]);
         big.values = vec![0u8; 1 << 20].into();
