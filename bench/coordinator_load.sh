@@ -9,7 +9,13 @@
 #   bench/coordinator_load.sh [--baseline OLD_BINDIR] [--workers N]
 #                             [--iterations N] [--eval-every N]
 #                             [--both-input-modes] [--bindir DIR]
+#                             [--kill-worker-at ITER]
 #                             DATA [TRAIN ARGS...]
+#
+# --kill-worker-at ITER kills the second worker process (SIGKILL) once the
+# coordinator logs iteration ITER: each line then says how the run got the
+# lost worker's blocks back (built again by the survivors, or shipped from
+# the input the coordinator loaded) and what that cost.
 #
 # --both-input-modes runs this build twice: the coordinator shipping the
 # ratings, then the workers reading DATA themselves (--input-on-workers;
@@ -39,6 +45,7 @@ WORKERS=3
 ITERS=5
 EVAL_EVERY=1
 BOTH=0
+KILL_AT=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -48,7 +55,8 @@ while [ $# -gt 0 ]; do
         --iterations) ITERS=$2; shift ;;
         --eval-every) EVAL_EVERY=$2; shift ;;
         --both-input-modes) BOTH=1 ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        --kill-worker-at) KILL_AT=$2; shift ;;
+        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
         -*) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
         *) break ;;
     esac
@@ -98,10 +106,20 @@ run_one() {
         addrs="${addrs:+$addrs,}127.0.0.1:$port"
     done
     sleep 1
+    : > "$TMP/c.log"
+    local watcher=""
+    if [ -n "$KILL_AT" ]; then
+        (
+            until sed 's/\x1b\[[0-9;]*m//g' "$TMP/c.log" | grep -q "iteration=$KILL_AT "; do sleep 0.05; done
+            kill -9 "${pids[1]}"
+        ) &
+        watcher=$!
+    fi
     /usr/bin/time -v "$bd/coordinator" --workers "$addrs" --token-file "$TMP/token" --data "$DATA" \
         --test-ratio 0.2 --seed 42 --iterations "$ITERS" --eval-every "$EVAL_EVERY" --objective-every 0 \
         --quiet --metrics-json "$TMP/m.json" "$@" > "$TMP/c.log" 2>&1
     local rc=$?
+    [ -n "$watcher" ] && { kill "$watcher" 2>/dev/null; wait "$watcher" 2>/dev/null; }
     kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null
     if [ $rc != 0 ]; then
         echo "$label: the coordinator exited $rc:"; grep -v "^	" "$TMP/c.log" | tail -5; return
@@ -132,6 +150,17 @@ if "checkpoint written" in text:
     start += f"{text.count('checkpoint written')} checkpoints; "
 if ckpt:
     start += f"{ckpt.group(1)} files of rows written by the workers; "
+if "worker lost" in text:
+    rebuilt = re.findall(r"the survivors built the blocks again.*?peer_bytes=(\d+) seconds=([0-9.]+)", text)
+    loss = "worker lost: "
+    if rebuilt:
+        loss += f"the survivors built the blocks again {len(rebuilt)}x in {sum(float(s) for _, s in rebuilt):.2f} s " \
+                f"({sum(int(b) for b, _ in rebuilt) / 1e6:.1f} MB between them)"
+    if "needs the ratings the workers hold" in text:
+        loss += "the coordinator loaded the input"
+    if "replaying the halves" in text:
+        loss += f", {text.count('replaying the halves')} replay(s)"
+    start += loss + "; "
 saved = re.search(r"model saved.*", text)
 if saved:
     start += f"model rows by the workers: {'yes' if 'rows_by_workers=true' in saved.group(0) else 'no'}; "
