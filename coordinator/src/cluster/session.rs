@@ -25,6 +25,9 @@ pub struct ClusterSession {
     pub replayed_halves: std::sync::atomic::AtomicUsize,
     /// Builds of the blocks again by the survivors in the last run (for tests).
     pub rebuilds: std::sync::atomic::AtomicUsize,
+    /// Tests: see [`ClusterExecutor::lose_at_evaluation`] (the next run's).
+    #[cfg(test)]
+    lose_at_evaluation: std::sync::Mutex<Option<(usize, usize)>>,
     /// Files of rows (checkpoints, the model) the workers wrote in the last run.
     pub row_writes_by_workers: std::sync::atomic::AtomicUsize,
     /// Why each worker was lost, if it was, when the last `train` ended: the
@@ -62,6 +65,8 @@ impl ClusterSession {
             evaluations_from_peers: Default::default(),
             replayed_halves: Default::default(),
             rebuilds: Default::default(),
+            #[cfg(test)]
+            lose_at_evaluation: Default::default(),
             row_writes_by_workers: Default::default(),
             lost: Default::default(),
             built: Default::default(),
@@ -89,6 +94,8 @@ impl ClusterSession {
             evaluations_from_peers: Default::default(),
             replayed_halves: Default::default(),
             rebuilds: Default::default(),
+            #[cfg(test)]
+            lose_at_evaluation: Default::default(),
             row_writes_by_workers: Default::default(),
             lost: Default::default(),
             built: Default::default(),
@@ -233,6 +240,10 @@ impl ClusterSession {
             job_id,
             built,
         )?;
+        #[cfg(test)]
+        {
+            exec.lose_at_evaluation = self.lose_at_evaluation.lock().ok().and_then(|mut l| l.take());
+        }
         exec.set_halves(2 * cfg.iterations.saturating_sub(state.iterations_done));
         exec.final_rows = final_rows;
         let res = train_on(data, cfg, &mut exec, layouts, Some(state), on_iteration);
@@ -827,19 +838,24 @@ mod tests {
         let raw = load_ratings(&path, &load).unwrap();
         let (train_rows, test_rows) = split_rows(&raw, &split).unwrap();
         let ds = Dataset::build((&raw, &train_rows), Some((&raw, &test_rows)), DuplicatePolicy::Last).unwrap();
-        // (implicit, kill worker 1 after iteration 2, restart it after iteration 3)
-        for (implicit, kill, restart) in [
-            (false, false, false),
-            (false, true, false),
-            (true, true, false),
-            (false, true, true),
-        ] {
+        // (implicit, kill worker 1 after iteration 2, restart it after iteration 3,
+        // workers taken as lost as the first evaluations start)
+        let cases = [
+            (false, false, false, None),
+            (false, true, false, None),
+            (true, true, false, None),
+            (false, true, true, None),
+            (false, false, false, Some((1, 2))),
+            (true, false, false, Some((1, 2))),
+        ];
+        for (implicit, kill, restart, lose_at_evaluation) in cases {
             let cfg = evaluated_config(implicit, 5);
             let layouts = Layouts::for_dataset(&ds, cfg.blocks);
             let mut local = LocalExecutor::new(&ds, layouts.clone());
             let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
             let mut s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
             s.faults.heartbeat = std::time::Duration::from_millis(50);
+            *s.lose_at_evaluation.lock().unwrap() = lose_at_evaluation;
             let plan = IngestPlan {
                 path: &path,
                 load: &load,
@@ -879,7 +895,7 @@ mod tests {
                     Ok(())
                 })
                 .unwrap_or_else(|e| panic!("implicit={implicit} kill={kill}: {e:#}"));
-            let what = format!("implicit={implicit} kill={kill} restart={restart}");
+            let what = format!("implicit={implicit} kill={kill} restart={restart} lose at evaluation {lose_at_evaluation:?}");
             let rebuilds = s.rebuilds.load(std::sync::atomic::Ordering::Relaxed);
             let lost = s.lost.lock().unwrap().clone();
             s.shutdown().unwrap();
@@ -890,8 +906,15 @@ mod tests {
             assert_eq!(loads.get(), 0, "{what}: the input is never read here");
             // The survivors built the blocks again after the loss, and all
             // three again when the restarted worker took its blocks back.
-            assert_eq!(rebuilds, usize::from(kill) + usize::from(restart), "{what}");
-            assert_eq!(lost[1].is_some(), kill && !restart, "{what}: {lost:?}");
+            if lose_at_evaluation.is_some() {
+                // Worker 1's blocks built again as the evaluation from peers' rows gave up,
+                // then worker 2's as the streamed one did; both taken back later.
+                assert!(rebuilds >= 2, "{what}: {rebuilds} builds again");
+                assert_eq!(lost, vec![None, None, None], "{what}");
+            } else {
+                assert_eq!(rebuilds, usize::from(kill) + usize::from(restart), "{what}");
+                assert_eq!(lost[1].is_some(), kill && !restart, "{what}: {lost:?}");
+            }
         }
     }
 

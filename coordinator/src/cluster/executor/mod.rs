@@ -158,6 +158,11 @@ pub struct ClusterExecutor<'a> {
     /// for this job and holds it, not yet taken (`AssignBlock` with
     /// `ratings_built` takes it with the coordinator's rows).
     built_at: Option<[Vec<Option<usize>>; 2]>,
+    /// Tests: the workers taken as lost (alive, but no longer used) as the
+    /// first evaluation from peers' rows starts, then as the streamed
+    /// evaluation that follows it starts.
+    #[cfg(test)]
+    pub lose_at_evaluation: Option<(usize, usize)>,
 }
 
 /// Blocks the workers built from the input as this job, not yet the job's.
@@ -265,6 +270,8 @@ impl<'a> ClusterExecutor<'a> {
             row_writes_by_workers: 0,
             final_rows: FinalRows::Wanted,
             built_at: None,
+            #[cfg(test)]
+            lose_at_evaluation: None,
         };
         // The build put each block where this job places it: at home, or,
         // a lost worker's, on a survivor (`ingest::build_owners`).
@@ -357,6 +364,10 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
         if self.nothing_to_score(cfg) {
             return None;
         }
+        #[cfg(test)]
+        if let Some((_, w)) = self.lose_at_evaluation.take() {
+            self.lose(w, "taken as lost by a test, as its evaluation starts");
+        }
         match (self.evaluate_remote(cfg, users, items), self.ratings) {
             (Ok(Some(m)), _) => Some(Ok(m)),
             // The caller evaluates from the ratings it holds.
@@ -369,6 +380,10 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
     }
 
     fn evaluate_in_place(&mut self, cfg: &TrainConfig, _params: &SolveParams) -> Option<Result<TestMetrics, TrainError>> {
+        #[cfg(test)]
+        if let Some((w, _)) = self.lose_at_evaluation {
+            self.lose(w, "taken as lost by a test, as its evaluation from peers' rows starts");
+        }
         match self.evaluate_from_peers(cfg) {
             Ok(Some(m)) => Some(Ok(m)),
             Ok(None) => None,
