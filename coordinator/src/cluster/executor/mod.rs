@@ -192,7 +192,8 @@ fn side_ix(s: Side) -> usize {
 
 impl<'a> ClusterExecutor<'a> {
     /// Start the job on every worker and ship every block once, or, with
-    /// `adopt`, have each worker take the blocks it built as job `job_id`.
+    /// `built`, have each worker take the blocks it built as job `job_id`
+    /// (adopted with the initial rows, or with `state`'s rows).
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         rt: tokio::runtime::Handle,

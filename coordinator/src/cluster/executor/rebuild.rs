@@ -6,8 +6,10 @@
 //!
 //! A loss costs one more build of the blocks, spread over the survivors:
 //! the whole input is read again, not only the lost worker's share, since
-//! an item block's rows come from every user block. No survivor keeps a
-//! second copy of another's ratings meanwhile.
+//! an item block's rows come from every user block. Between losses no
+//! worker keeps a copy of another's ratings; during a rebuild a survivor
+//! holds, beside its job's blocks, the blocks it builds, until it has taken
+//! its new ones and dropped the rest.
 
 use std::time::Instant;
 
