@@ -273,27 +273,6 @@ fn live_handles(workers: &[WorkerHandle], alive: &[bool]) -> Vec<WorkerHandle> {
     workers.iter().zip(alive).filter(|(_, &a)| a).map(|(h, _)| h.clone()).collect()
 }
 
-/// Build the blocks of `plan` again, for a running job that lost a worker:
-/// each of `workers` (the live ones) reads a share of the input, and block
-/// `b` of a side is built by `workers[owners[side][b]]`, whose job then
-/// takes it with its rows (`AssignBlock` with `ratings_built`). The blocks
-/// are those of any other build, a function of the data and the block
-/// count (`plan.blocks`, the count of the first build) alone. On failure
-/// the workers drop what they built, and the job goes on.
-pub async fn rebuild_blocks(
-    workers: &[WorkerHandle],
-    job_id: &str,
-    plan: &IngestPlan<'_>,
-    owners: &[Vec<usize>; 2],
-    faults: &FaultOptions,
-) -> anyhow::Result<BlocksBuilt> {
-    let built = build(workers, job_id, plan, owners, faults).await;
-    if built.is_err() {
-        drop_built(workers, job_id, plan.peer_timeout).await;
-    }
-    built
-}
-
 /// Best effort: every worker forgets the blocks it built for the running
 /// job `job_id` and did not take.
 pub async fn drop_built(workers: &[WorkerHandle], job_id: &str, timeout: Duration) {
@@ -311,7 +290,15 @@ pub async fn drop_built(workers: &[WorkerHandle], job_id: &str, timeout: Duratio
     futures::future::join_all(drops).await;
 }
 
-async fn build(
+/// Have `workers` build the blocks of `plan`: each reads a share of the
+/// input, and block `b` of a side is built by `workers[owners[side][b]]`.
+/// The blocks are a function of the data and the block count
+/// (`plan.blocks`) alone, whoever builds them. Also how a running job that
+/// lost a worker has the survivors build them again (`plan.blocks` the
+/// first build's count), each taking its own with its rows (`AssignBlock`
+/// with `ratings_built`); on failure they drop what they built
+/// ([`drop_built`]) and the job goes on.
+pub async fn build(
     workers: &[WorkerHandle],
     job_id: &str,
     plan: &IngestPlan<'_>,

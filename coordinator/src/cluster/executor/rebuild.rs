@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use crate::cluster::client::WorkerHandle;
-use crate::cluster::ingest::{drop_built, rebuild_blocks, WorkerLost};
+use crate::cluster::ingest::{build, drop_built, WorkerLost};
 use crate::cluster::ratings::OnWorkers;
 use crate::cluster::routing::live_positions;
 
@@ -35,10 +35,11 @@ impl ClusterExecutor<'_> {
             "the workers hold the only copy of the ratings: the survivors build the blocks again from the input"
         );
         let t0 = Instant::now();
-        match self
-            .rt
-            .block_on(rebuild_blocks(&handles, &self.job_id, &plan, &live_owners, &self.faults))
-        {
+        let again = self.rt.block_on(build(&handles, &self.job_id, &plan, &live_owners, &self.faults));
+        if again.is_err() {
+            self.rt.block_on(drop_built(&handles, &self.job_id, plan.peer_timeout));
+        }
+        match again {
             Ok(again) => {
                 on.check_rebuilt(&again)?;
                 self.built_at = Some(owners.clone().map(|o| o.into_iter().map(Some).collect()));

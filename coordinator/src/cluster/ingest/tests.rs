@@ -10,7 +10,7 @@ use als_core::data::{load_ratings, Dataset, DuplicatePolicy, LoadOptions, SplitS
 use als_core::rng::SplitMix64;
 use als_core::train::{DataShape, Layouts};
 
-use super::{build_blocks, describe_blocks, rebuild_blocks, BlocksBuilt, BlocksDescribed, IngestPlan, StoredIngestPlan};
+use super::{build, build_blocks, describe_blocks, BlocksBuilt, BlocksDescribed, IngestPlan, StoredIngestPlan};
 use crate::cluster::client::{connect, ClientOptions};
 use crate::cluster::ratings::{OnWorkers, RatingsAt};
 use crate::cluster::LocalWorkers;
@@ -72,7 +72,7 @@ async fn built_and_described(
         let survivors = &handles[1..];
         let scattered = |salt: usize| (0..blocks).map(|b| (b * 7 + salt) % survivors.len()).collect::<Vec<usize>>();
         let plan = IngestPlan { blocks, ..plan };
-        let again = rebuild_blocks(survivors, "ingest-test", &plan, &[scattered(1), scattered(2)], &Default::default()).await?;
+        let again = build(survivors, "ingest-test", &plan, &[scattered(1), scattered(2)], &Default::default()).await?;
         assert!(again.peer_bytes > 0 || survivors.len() == 1);
         anyhow::ensure!(
             BlocksBuilt {
