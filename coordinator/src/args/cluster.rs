@@ -44,7 +44,9 @@ pub struct ClusterArgs {
     /// it, and build their blocks from it: no rating goes through the
     /// coordinator. The path must name the same file (or directory of part
     /// files) on every worker, under each one's --input-root. The coordinator
-    /// still reads it too, to plan routes and to recover a lost worker's blocks.
+    /// reads none of it (a lost worker's blocks are built again by the
+    /// others), except to fold held-out users in (--split users) or to save
+    /// a model the workers could not write (no --output-root).
     #[arg(long)]
     pub input_on_workers: bool,
     /// Seconds a worker may leave a health check unanswered before its blocks move to the others.

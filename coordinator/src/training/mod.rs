@@ -151,7 +151,7 @@ impl RunData {
         })
     }
 
-    /// This coordinator read the ratings (at the start, or later to ship a lost worker's blocks).
+    /// This coordinator read the ratings (at the start, or later to save a model the workers could not write).
     fn read_here(&self) -> bool {
         match self {
             RunData::Here(_) => true,

@@ -100,9 +100,9 @@ fn ingest_plan<'a>(plan: &'a WorkersRead, job: &'a TrainJob) -> anyhow::Result<I
 /// Have the workers build the blocks and describe them, for a run on a
 /// coordinator that reads none of the input (`plan` must
 /// [`WorkersRead::reads_none_here`]); `input` is the input as this
-/// coordinator would load it, should a lost worker's blocks have to be
-/// shipped. `None` when they could not build them (a worker lost): the
-/// coordinator then loads the input and ships the blocks.
+/// coordinator would load it, should it have to save a model the workers
+/// could not write. `None` when they could not build or describe them (a
+/// worker lost): the coordinator then loads the input and ships the blocks.
 pub fn on_workers(
     trainer: &Trainer,
     plan: &WorkersRead,
@@ -158,7 +158,7 @@ pub fn on_workers(
         load_seconds: seconds,
     };
     let (check, path, blocks) = (built.clone(), plan.path.clone(), job.cfg.blocks);
-    // Loaded only to ship a lost worker's blocks: the same data, or the run stops.
+    // Loaded only to save a model the workers could not write: the same data, or the run stops.
     let load = Box::new(move || -> anyhow::Result<Dataset> {
         let ds = load_input(&input)?.dataset;
         let layouts = Layouts::for_dataset(&ds, blocks);
