@@ -42,10 +42,10 @@ impl ClusterExecutor<'_> {
         cfg: &TrainConfig,
         users: &Factors,
         items: &Factors,
-    ) -> anyhow::Result<Option<(Vec<u32>, Vec<EvalChunk>)>> {
+    ) -> Option<(Vec<u32>, Vec<EvalChunk>)> {
         let blocks = self.eval_blocks(w);
         if blocks.is_empty() {
-            return Ok(None);
+            return None;
         }
         let layout = &self.layouts.users;
         let user_rows: Vec<usize> = blocks.iter().flat_map(|&b| layout.range(b as usize)).collect();
@@ -94,7 +94,7 @@ impl ClusterExecutor<'_> {
                 ..Default::default()
             },
         });
-        Ok(Some((blocks, msgs)))
+        Some((blocks, msgs))
     }
 
     /// The header fields of an evaluation call for `blocks`: what to score
@@ -201,7 +201,8 @@ impl ClusterExecutor<'_> {
 
     /// Evaluate on the workers holding the user blocks (and their test rows).
     /// `Ok(None)` when a worker was lost meanwhile: the caller evaluates
-    /// locally, and the next half moves the lost worker's blocks.
+    /// locally (or, where only the workers hold the test rows, moves the
+    /// lost worker's blocks and asks again).
     pub(super) fn evaluate_remote(&mut self, cfg: &TrainConfig, users: &Factors, items: &Factors) -> anyhow::Result<Option<TestMetrics>> {
         if self.nothing_to_score(cfg) {
             return Ok(None);
@@ -210,7 +211,7 @@ impl ClusterExecutor<'_> {
         let mut asked: Asked = Vec::new();
         let mut futs = Vec::new();
         for w in 0..self.slots.len() {
-            let Some((blocks, msgs)) = self.eval_messages(w, cfg, users, items)? else {
+            let Some((blocks, msgs)) = self.eval_messages(w, cfg, users, items) else {
                 continue;
             };
             if !self.slots[w].alive {
