@@ -14,6 +14,7 @@ use anyhow::bail;
 use super::{ExecutorChoice, TrainJob, Trainer};
 use crate::cluster::ingest::{BlocksBuilt, IngestPlan, StoredIngestPlan, WorkerLost};
 use crate::cluster::ratings::OnWorkers;
+use crate::cluster::ClusterSession;
 use crate::input::{core_split, load_input, CoreSplit, DataSource, InputSpec, TestSource};
 use crate::report::DataSummary;
 
@@ -97,6 +98,27 @@ fn ingest_plan<'a>(plan: &'a WorkersRead, job: &'a TrainJob) -> anyhow::Result<I
     })
 }
 
+/// The cluster session of `trainer` and the blocks its workers built from
+/// `ingest`; `None` when workers kept being lost meanwhile, and the
+/// coordinator does `instead`, as the log says.
+fn built_by_workers<'t>(
+    trainer: &'t Trainer,
+    ingest: &IngestPlan<'_>,
+    instead: &str,
+) -> anyhow::Result<Option<(&'t ClusterSession, BlocksBuilt)>> {
+    let Trainer::Cluster(session) = trainer else {
+        bail!("--input-on-workers needs workers (--workers or --local)");
+    };
+    match session.build_blocks(ingest) {
+        Ok(built) => Ok(Some((session, built))),
+        Err(e) if e.is::<WorkerLost>() => {
+            tracing::warn!("the workers could not build their blocks ({e:#}): {instead}");
+            Ok(None)
+        }
+        Err(e) => Err(e.context("the workers could not build their blocks from the input")),
+    }
+}
+
 /// Have the workers build the blocks and describe them, for a run on a
 /// coordinator that reads none of the input (`plan` must
 /// [`WorkersRead::reads_none_here`]); `input` is the input as this
@@ -109,19 +131,11 @@ pub fn on_workers(
     job: &TrainJob,
     input: InputSpec,
 ) -> anyhow::Result<Option<(OnWorkers<'static>, DataSummary)>> {
-    let Trainer::Cluster(session) = trainer else {
-        bail!("--input-on-workers needs workers (--workers or --local)");
-    };
     anyhow::ensure!(plan.reads_none_here(), "users held out are folded in from the ratings held here");
     let ingest = ingest_plan(plan, job)?;
     let t0 = Instant::now();
-    let built = match session.build_blocks(&ingest) {
-        Ok(b) => b,
-        Err(e) if e.is::<WorkerLost>() => {
-            tracing::warn!("the workers could not build their blocks ({e:#}): loading the input here and shipping them instead");
-            return Ok(None);
-        }
-        Err(e) => return Err(e.context("the workers could not build their blocks from the input")),
+    let Some((session, built)) = built_by_workers(trainer, &ingest, "loading the input here and shipping them instead")? else {
+        return Ok(None);
     };
     let described = match session.describe_blocks(&ingest, &built, job.cfg.min_pos) {
         Ok(d) => d,
@@ -173,19 +187,11 @@ pub fn on_workers(
 /// data's shape as they report it, which the run trains on, or `None` when
 /// they could not build them (the blocks are shipped instead).
 pub fn build(trainer: &Trainer, plan: &WorkersRead, job: &TrainJob, ds: &Dataset, layouts: &Layouts) -> anyhow::Result<Option<DataShape>> {
-    let Trainer::Cluster(session) = trainer else {
-        bail!("--input-on-workers needs workers (--workers or --local)");
-    };
     let ingest = ingest_plan(plan, job)?;
     let t0 = Instant::now();
-    let built = match session.build_blocks(&ingest) {
-        Ok(b) => b,
-        Err(e) if e.is::<WorkerLost>() => {
-            // This coordinator holds the data: a loss costs the shipment, not the run.
-            tracing::warn!("the workers could not build their blocks ({e:#}): shipping them instead");
-            return Ok(None);
-        }
-        Err(e) => return Err(e.context("the workers could not build their blocks from the input")),
+    // This coordinator holds the data: a loss costs the shipment, not the run.
+    let Some((_, built)) = built_by_workers(trainer, &ingest, "shipping them instead")? else {
+        return Ok(None);
     };
     let mut shape = built.shape();
     if plan.hold_out.is_some() {
