@@ -749,7 +749,8 @@ fn by_block<'a>(
         .collect()
 }
 
-fn prefix(counts: impl Iterator<Item = u64>) -> Vec<u64> {
+/// 0, then the running sums of `counts`: each part's first place, then the total.
+pub(crate) fn prefix(counts: impl Iterator<Item = u64>) -> Vec<u64> {
     let mut starts = vec![0];
     for c in counts {
         starts.push(starts.last().expect("not empty") + c);

@@ -13,7 +13,7 @@ use std::cell::OnceCell;
 use als_core::blocks::BlockLayout;
 use als_core::data::Dataset;
 
-use super::ingest::{BlocksBuilt, BlocksDescribed, StoredIngestPlan};
+use super::ingest::{prefix, BlocksBuilt, BlocksDescribed, StoredIngestPlan};
 use super::routing::{contiguous_owners, Routing, SideRouting};
 use als_core::train::Layouts;
 
@@ -167,13 +167,7 @@ impl<'r> RatingsAt<'r> {
     pub fn user_nnz_starts(self, users: &BlockLayout) -> Vec<u64> {
         match self {
             RatingsAt::Here(ds) => users.starts.iter().map(|&s| ds.by_user.indptr[s] as u64).collect(),
-            RatingsAt::Workers(w) => {
-                let mut starts = vec![0u64];
-                for &n in &w.built.user_ratings {
-                    starts.push(starts.last().expect("not empty") + n);
-                }
-                starts
-            }
+            RatingsAt::Workers(w) => prefix(w.built.user_ratings.iter().copied()),
         }
     }
 }
