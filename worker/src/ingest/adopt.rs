@@ -75,19 +75,24 @@ impl Ingest {
     }
 }
 
+/// The other side's rows `csr` references, ascending, each once: a block's
+/// `needed` rows (what `Describe` tells and `AssignBlock` carries).
+pub(super) fn referenced_rows(csr: &Csr) -> Vec<u32> {
+    let mut seen = vec![false; csr.n_cols];
+    for &c in &csr.indices {
+        seen[c as usize] = true;
+    }
+    seen.iter().enumerate().filter(|(_, &s)| s).map(|(c, _)| c as u32).collect()
+}
+
 /// One block's rows as shipped: `csr` holds its rows against every row of
 /// the other side.
 fn block_data(block: u32, row_start: u64, csr: Csr, ids: &[String], side: Side, start: StartFactors) -> BlockData {
-    // The distinct columns in order, and each one's position among them:
-    // one pass over the cells and one over the other side's rows.
+    // Each distinct column's position among them.
+    let needed = referenced_rows(&csr);
     let mut position = vec![u32::MAX; csr.n_cols];
-    for &c in &csr.indices {
-        position[c as usize] = 0;
-    }
-    let mut needed = Vec::new();
-    for (c, p) in position.iter_mut().enumerate().filter(|(_, p)| **p == 0) {
-        *p = needed.len() as u32;
-        needed.push(c as u32);
+    for (p, &c) in needed.iter().enumerate() {
+        position[c as usize] = p as u32;
     }
     let nnz = csr.nnz() as u64;
     let indptr = csr.indptr.iter().map(|&p| p as u32).collect();

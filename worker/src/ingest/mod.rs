@@ -863,11 +863,7 @@ impl Ingest {
             let by_item = self.finished_items.get(&block).ok_or_else(missing)?;
             (&self.items.get(&block).ok_or_else(missing)?.item_ids, by_item, 0)
         };
-        let mut seen = vec![false; csr.n_cols];
-        for &c in &csr.indices {
-            seen[c as usize] = true;
-        }
-        let needed: Vec<u32> = seen.iter().enumerate().filter(|(_, &s)| s).map(|(c, _)| c as u32).collect();
+        let needed = adopt::referenced_rows(csr);
         let (id_bytes, id_ends) = als_proto::codec::id_table(ids);
         let bytes = id_bytes.len() + id_ends.len() + 4 * needed.len();
         if bytes > DESCRIBE_LIMIT {
