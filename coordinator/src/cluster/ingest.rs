@@ -11,7 +11,7 @@
 //! blocks' cell sums must equal the item blocks' (a row lost or altered
 //! between them is caught here, not as a wrong model).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use als_core::data::ids::block_of_id;
@@ -38,14 +38,16 @@ use super::executor::watchdog;
 use super::routing::{contiguous_owners, live_positions, owners_among};
 use super::{FaultOptions, WorkerHandle};
 
-/// What to build, and how long a step and a peer call may take.
-pub struct IngestPlan<'a> {
+/// What to build, and how long a step and a peer call may take; kept for
+/// the whole run, to build a lost worker's blocks again on the survivors.
+#[derive(Debug, Clone)]
+pub struct IngestPlan {
     /// The input as every worker reaches it.
-    pub path: &'a Path,
-    pub load: &'a LoadOptions,
+    pub path: PathBuf,
+    pub load: LoadOptions,
     /// A test file (`--test FILE`), read in shares as the input is.
-    pub test_path: Option<&'a Path>,
-    pub split: &'a SplitSpec,
+    pub test_path: Option<PathBuf>,
+    pub split: SplitSpec,
     /// `--split users` (with `split` none): the held-out users' rows are left
     /// out of the blocks.
     pub hold_out: Option<UserHoldout>,
@@ -55,52 +57,6 @@ pub struct IngestPlan<'a> {
     pub blocks: usize,
     pub step_timeout: Duration,
     pub peer_timeout: Duration,
-}
-
-/// An [`IngestPlan`] that owns what it names: kept for the whole run, to
-/// build a lost worker's blocks again on the survivors.
-#[derive(Debug, Clone)]
-pub struct StoredIngestPlan {
-    path: std::path::PathBuf,
-    load: LoadOptions,
-    test_path: Option<std::path::PathBuf>,
-    split: SplitSpec,
-    hold_out: Option<UserHoldout>,
-    duplicates: DuplicatePolicy,
-    blocks: usize,
-    step_timeout: Duration,
-    peer_timeout: Duration,
-}
-
-impl StoredIngestPlan {
-    /// `plan`, with the block count the first build settled on.
-    pub fn of(plan: &IngestPlan<'_>, blocks: usize) -> Self {
-        StoredIngestPlan {
-            path: plan.path.to_path_buf(),
-            load: plan.load.clone(),
-            test_path: plan.test_path.map(Path::to_path_buf),
-            split: plan.split.clone(),
-            hold_out: plan.hold_out,
-            duplicates: plan.duplicates,
-            blocks,
-            step_timeout: plan.step_timeout,
-            peer_timeout: plan.peer_timeout,
-        }
-    }
-
-    pub fn plan(&self) -> IngestPlan<'_> {
-        IngestPlan {
-            path: &self.path,
-            load: &self.load,
-            test_path: self.test_path.as_deref(),
-            split: &self.split,
-            hold_out: self.hold_out,
-            duplicates: self.duplicates,
-            blocks: self.blocks,
-            step_timeout: self.step_timeout,
-            peer_timeout: self.peer_timeout,
-        }
-    }
 }
 
 /// The data as the coordinator knows it once the workers hold the blocks.
@@ -234,7 +190,7 @@ pub async fn build_blocks(
     workers: &[WorkerHandle],
     alive: &[bool],
     job_id: &str,
-    plan: &IngestPlan<'_>,
+    plan: &IngestPlan,
     faults: &FaultOptions,
 ) -> anyhow::Result<BlocksBuilt> {
     let live: Vec<WorkerHandle> = live_handles(workers, alive);
@@ -249,7 +205,7 @@ pub async fn build_blocks(
         // which that count cannot make smaller (a second try at most).
         end_all(workers, job_id, plan.peer_timeout).await;
         tracing::debug!(blocks, asked = plan.blocks, "fewer users or items than blocks: building again");
-        built = build(workers, job_id, &IngestPlan { blocks, ..*plan }, &home(blocks)?, faults).await;
+        built = build(workers, job_id, &IngestPlan { blocks, ..plan.clone() }, &home(blocks)?, faults).await;
     }
     if built.is_err() {
         end_all(workers, job_id, plan.peer_timeout).await;
@@ -301,7 +257,7 @@ pub async fn drop_built(workers: &[WorkerHandle], job_id: &str, timeout: Duratio
 pub async fn build(
     workers: &[WorkerHandle],
     job_id: &str,
-    plan: &IngestPlan<'_>,
+    plan: &IngestPlan,
     owners: &[Vec<usize>; 2],
     faults: &FaultOptions,
 ) -> anyhow::Result<BlocksBuilt> {
@@ -317,8 +273,8 @@ pub async fn build(
         owners: owners[side].iter().map(|&w| w as u32).collect(),
     };
     let [user_owners, item_owners] = owners;
-    let input = input_spec(plan.path, plan.load)?;
-    let test_input = plan.test_path.map(|p| input_spec(p, plan.load)).transpose()?;
+    let input = input_spec(&plan.path, &plan.load)?;
+    let test_input = plan.test_path.as_deref().map(|p| input_spec(p, &plan.load)).transpose()?;
     let duplicates = match plan.duplicates {
         DuplicatePolicy::Last => 0,
         DuplicatePolicy::First => 1,
@@ -353,11 +309,11 @@ pub async fn build(
     if firsts[n] == 0 {
         bail!("{}: no ratings", plan.path.display());
     }
-    let first_test = match plan.split {
+    let first_test = match &plan.split {
         SplitSpec::Temporal { test_frac } => first_test_key(&steps, &firsts, input_rows, *test_frac).await?,
         _ => None,
     };
-    let split = split_rule(plan.split, plan.hold_out, first_test)?;
+    let split = split_rule(&plan.split, plan.hold_out, first_test)?;
     // 2. Each share's rows go to their users' blocks.
     let routed = steps
         .run("route its share", |w| {
@@ -481,7 +437,7 @@ pub async fn describe_blocks(
     workers: &[WorkerHandle],
     alive: &[bool],
     job_id: &str,
-    plan: &IngestPlan<'_>,
+    plan: &IngestPlan,
     built: &BlocksBuilt,
     min_pos: f32,
     faults: &FaultOptions,
@@ -762,7 +718,7 @@ pub(crate) fn prefix(counts: impl Iterator<Item = u64>) -> Vec<u64> {
 struct Steps<'a> {
     workers: &'a [WorkerHandle],
     job_id: &'a str,
-    plan: &'a IngestPlan<'a>,
+    plan: &'a IngestPlan,
     faults: &'a FaultOptions,
 }
 

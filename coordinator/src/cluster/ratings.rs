@@ -13,7 +13,7 @@ use std::cell::OnceCell;
 use als_core::blocks::BlockLayout;
 use als_core::data::Dataset;
 
-use super::ingest::{prefix, BlocksBuilt, BlocksDescribed, StoredIngestPlan};
+use super::ingest::{prefix, BlocksBuilt, BlocksDescribed, IngestPlan};
 use super::routing::{contiguous_owners, Routing, SideRouting};
 use als_core::train::Layouts;
 
@@ -26,13 +26,13 @@ pub struct OnWorkers<'a> {
     pub built: BlocksBuilt,
     pub described: BlocksDescribed,
     /// How the workers built the blocks: how survivors build them again.
-    pub plan: StoredIngestPlan,
+    pub plan: IngestPlan,
     load: LoadRatings<'a>,
     loaded: OnceCell<Dataset>,
 }
 
 impl<'a> OnWorkers<'a> {
-    pub fn new(built: BlocksBuilt, described: BlocksDescribed, plan: StoredIngestPlan, load: LoadRatings<'a>) -> Self {
+    pub fn new(built: BlocksBuilt, described: BlocksDescribed, plan: IngestPlan, load: LoadRatings<'a>) -> Self {
         OnWorkers {
             built,
             described,
@@ -55,7 +55,7 @@ impl<'a> OnWorkers<'a> {
             same,
             "the survivors built other blocks from {} than the workers first did \
              ({} users, {} items, {} ratings, {} test rows; first {}, {}, {}, {}): the input changed during the run",
-            self.plan.plan().path.display(),
+            self.plan.path.display(),
             again.n_users(),
             again.n_items(),
             again.ratings,

@@ -128,7 +128,7 @@ impl ClusterSession {
     /// live workers build: a worker lost meanwhile is found by a health
     /// check and the build starts again without it, a bounded number of
     /// times; its blocks are built where the job will move them.
-    pub fn build_blocks(&self, plan: &IngestPlan<'_>) -> anyhow::Result<BlocksBuilt> {
+    pub fn build_blocks(&self, plan: &IngestPlan) -> anyhow::Result<BlocksBuilt> {
         for _ in 0..self.workers.len() {
             let alive = self.alive();
             let job_id = format!("job-{}", super::local::random_token());
@@ -176,7 +176,7 @@ impl ClusterSession {
     /// The ids and routes of the blocks the last [`Self::build_blocks`]
     /// built (before a run adopts them), for a run on a coordinator that
     /// read none of the input.
-    pub fn describe_blocks(&self, plan: &IngestPlan<'_>, built: &BlocksBuilt, min_pos: f32) -> anyhow::Result<BlocksDescribed> {
+    pub fn describe_blocks(&self, plan: &IngestPlan, built: &BlocksBuilt, min_pos: f32) -> anyhow::Result<BlocksDescribed> {
         let job_id = self
             .built
             .lock()
@@ -818,7 +818,7 @@ mod tests {
     /// restarted worker's by all, so it never reads the input.
     #[test]
     fn a_coordinator_without_the_ratings_never_reads_them_even_after_a_loss() {
-        use crate::cluster::ingest::{IngestPlan, StoredIngestPlan};
+        use crate::cluster::ingest::IngestPlan;
         use als_core::data::split::split_rows;
         use als_core::data::{load_ratings, LoadOptions, SplitSpec};
 
@@ -857,10 +857,10 @@ mod tests {
             s.faults.heartbeat = std::time::Duration::from_millis(50);
             *s.lose_at_evaluation.lock().unwrap() = lose_at_evaluation;
             let plan = IngestPlan {
-                path: &path,
-                load: &load,
+                path: path.clone(),
+                load: load.clone(),
                 test_path: None,
-                split: &split,
+                split: split.clone(),
                 hold_out: None,
                 duplicates: DuplicatePolicy::Last,
                 blocks: cfg.blocks,
@@ -873,7 +873,10 @@ mod tests {
             let on = OnWorkers::new(
                 built.clone(),
                 described,
-                StoredIngestPlan::of(&plan, layouts.users.n_blocks()),
+                IngestPlan {
+                    blocks: layouts.users.n_blocks(),
+                    ..plan.clone()
+                },
                 Box::new(|| {
                     loads.set(loads.get() + 1);
                     Ok(ds.clone())

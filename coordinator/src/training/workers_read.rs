@@ -12,7 +12,7 @@ use als_core::train::{DataShape, Layouts};
 use anyhow::bail;
 
 use super::{ExecutorChoice, TrainJob, Trainer};
-use crate::cluster::ingest::{BlocksBuilt, IngestPlan, StoredIngestPlan, WorkerLost};
+use crate::cluster::ingest::{BlocksBuilt, IngestPlan, WorkerLost};
 use crate::cluster::ratings::OnWorkers;
 use crate::cluster::ClusterSession;
 use crate::input::{core_split, load_input, CoreSplit, DataSource, InputSpec, TestSource};
@@ -77,17 +77,17 @@ pub fn plan_of(job: &TrainJob) -> anyhow::Result<Option<WorkersRead>> {
 }
 
 /// The ingest of `plan`, with the bounds of its steps.
-fn ingest_plan<'a>(plan: &'a WorkersRead, job: &'a TrainJob) -> anyhow::Result<IngestPlan<'a>> {
+fn ingest_plan(plan: &WorkersRead, job: &TrainJob) -> anyhow::Result<IngestPlan> {
     let mut files = als_core::data::input_files(&plan.path)?;
     if let Some(t) = &plan.test {
         files.extend(als_core::data::input_files(t)?);
     }
     let bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
     Ok(IngestPlan {
-        path: &plan.path,
-        load: &job.input.load,
-        test_path: plan.test.as_deref(),
-        split: &plan.split,
+        path: plan.path.clone(),
+        load: job.input.load.clone(),
+        test_path: plan.test.clone(),
+        split: plan.split.clone(),
         hold_out: plan.hold_out,
         duplicates: job.input.duplicates,
         // As asked: the workers cap it as the layout does (at most one block per user and per item).
@@ -103,7 +103,7 @@ fn ingest_plan<'a>(plan: &'a WorkersRead, job: &'a TrainJob) -> anyhow::Result<I
 /// coordinator does `instead`, as the log says.
 fn built_by_workers<'t>(
     trainer: &'t Trainer,
-    ingest: &IngestPlan<'_>,
+    ingest: &IngestPlan,
     instead: &str,
 ) -> anyhow::Result<Option<(&'t ClusterSession, BlocksBuilt)>> {
     let Trainer::Cluster(session) = trainer else {
@@ -179,8 +179,12 @@ pub fn on_workers(
         check_same_data(&check, &check.shape(), &ds, &layouts, &path)?;
         Ok(ds)
     });
-    let stored = StoredIngestPlan::of(&ingest, built.user_starts.len() - 1);
-    Ok(Some((OnWorkers::new(built, described, stored, load), summary)))
+    // Built again, as many blocks as the workers built.
+    let plan = IngestPlan {
+        blocks: built.user_starts.len() - 1,
+        ..ingest
+    };
+    Ok(Some((OnWorkers::new(built, described, plan, load), summary)))
 }
 
 /// Have the workers build the blocks, and check them against `ds`; the

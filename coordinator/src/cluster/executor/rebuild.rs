@@ -29,13 +29,13 @@ impl ClusterExecutor<'_> {
         let alive = self.alive();
         let handles: Vec<WorkerHandle> = self.slots.iter().filter(|s| s.alive).map(|s| s.handle.clone()).collect();
         let live_owners = [live_positions(&owners[0], &alive)?, live_positions(&owners[1], &alive)?];
-        let plan = on.plan.plan();
+        let plan = &on.plan;
         tracing::warn!(
             workers = handles.len(),
             "the workers hold the only copy of the ratings: the survivors build the blocks again from the input"
         );
         let t0 = Instant::now();
-        let again = self.rt.block_on(build(&handles, &self.job_id, &plan, &live_owners, &self.faults));
+        let again = self.rt.block_on(build(&handles, &self.job_id, plan, &live_owners, &self.faults));
         if again.is_err() {
             self.rt.block_on(drop_built(&handles, &self.job_id, plan.peer_timeout));
         }

@@ -10,7 +10,7 @@ use als_core::data::{load_ratings, Dataset, DuplicatePolicy, LoadOptions, SplitS
 use als_core::rng::SplitMix64;
 use als_core::train::{DataShape, Layouts};
 
-use super::{build, build_blocks, describe_blocks, BlocksBuilt, BlocksDescribed, IngestPlan, StoredIngestPlan};
+use super::{build, build_blocks, describe_blocks, BlocksBuilt, BlocksDescribed, IngestPlan};
 use crate::cluster::client::{connect, ClientOptions};
 use crate::cluster::ratings::{OnWorkers, RatingsAt};
 use crate::cluster::LocalWorkers;
@@ -35,7 +35,7 @@ fn ratings_text(rows: usize, integer_ids: bool, seed: u64) -> String {
     t
 }
 
-async fn built_by_workers(path: &std::path::Path, workers: usize, plan: &IngestPlan<'_>) -> anyhow::Result<BlocksBuilt> {
+async fn built_by_workers(path: &std::path::Path, workers: usize, plan: &IngestPlan) -> anyhow::Result<BlocksBuilt> {
     Ok(built_and_described(path, workers, plan, None).await?.0)
 }
 
@@ -46,7 +46,7 @@ const MIN_POS: f32 = 2.5;
 async fn built_and_described(
     path: &std::path::Path,
     workers: usize,
-    plan: &IngestPlan<'_>,
+    plan: &IngestPlan,
     min_pos: Option<f32>,
 ) -> anyhow::Result<(BlocksBuilt, Option<BlocksDescribed>)> {
     let local = LocalWorkers::start(workers, 1).await?;
@@ -58,7 +58,10 @@ async fn built_and_described(
     for a in &local.addrs {
         handles.push(connect(a, &opts).await?);
     }
-    let plan = IngestPlan { path, ..*plan };
+    let plan = IngestPlan {
+        path: path.to_path_buf(),
+        ..plan.clone()
+    };
     let alive = vec![true; handles.len()];
     let built = build_blocks(&handles, &alive, "ingest-test", &plan, &Default::default()).await?;
     let described = match min_pos {
@@ -87,13 +90,13 @@ async fn built_and_described(
 }
 
 /// A plan of every row of `path` into `blocks` (no split, no test file).
-fn plan_of<'a>(path: &'a std::path::Path, load: &'a LoadOptions, split: &'a SplitSpec, blocks: usize) -> IngestPlan<'a> {
+fn plan_of(path: &std::path::Path, load: &LoadOptions, split: &SplitSpec, blocks: usize) -> IngestPlan {
     IngestPlan {
-        path,
-        load,
+        path: path.to_path_buf(),
+        load: load.clone(),
         test_path: None,
         hold_out: None,
-        split,
+        split: split.clone(),
         duplicates: DuplicatePolicy::Last,
         blocks,
         step_timeout: Duration::from_secs(120),
@@ -177,11 +180,11 @@ async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
             };
             let (user_starts, item_starts) = expected(&ds, blocks);
             let plan = IngestPlan {
-                path: &path,
-                load: &load,
-                test_path: test_file.then_some(test_path.as_path()),
+                path: path.clone(),
+                load: load.clone(),
+                test_path: test_file.then(|| test_path.clone()),
                 hold_out: *hold_out,
-                split,
+                split: split.clone(),
                 duplicates: *duplicates,
                 blocks,
                 step_timeout: Duration::from_secs(60),
@@ -233,8 +236,11 @@ async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
                 assert!(d.needed[0] == routing.users.needed, "{what}: the items user blocks reference");
                 assert!(d.needed[1] == routing.items.needed, "{what}: the users item blocks reference");
                 assert_eq!(b.user_ratings.iter().sum::<u64>(), b.ratings, "{what}");
-                let stored = StoredIngestPlan::of(&plan, layouts.users.n_blocks());
-                let on = OnWorkers::new(b.clone(), d.clone(), stored, Box::new(|| anyhow::bail!("not loaded in this test")));
+                let again = IngestPlan {
+                    blocks: layouts.users.n_blocks(),
+                    ..plan.clone()
+                };
+                let on = OnWorkers::new(b.clone(), d.clone(), again, Box::new(|| anyhow::bail!("not loaded in this test")));
                 let there = RatingsAt::Workers(&on);
                 assert_eq!(
                     there.user_nnz_starts(&layouts.users),
