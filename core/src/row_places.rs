@@ -27,6 +27,25 @@ pub struct RowPlaces {
     pub seen: Option<SeenPlaces>,
 }
 
+impl RowPlaces {
+    /// A checkpoint's places (every part in one file) in the file at
+    /// `path`: its temporary file moved to its final name, the same bytes
+    /// at the same offsets.
+    pub fn at_path(&self, path: &std::path::Path) -> RowPlaces {
+        let moved = |p: &RowsPlace| RowsPlace {
+            path: path.to_owned(),
+            ..p.clone()
+        };
+        RowPlaces {
+            user_rows: moved(&self.user_rows),
+            item_rows: moved(&self.item_rows),
+            user_bias: self.user_bias.as_ref().map(moved),
+            item_bias: self.item_bias.as_ref().map(moved),
+            seen: None,
+        }
+    }
+}
+
 /// Where the training ratings by user go, as a CSR matrix of item indices
 /// (a model's `seen`): user `u`'s row pointer at `indptr.at + u·8` (i64),
 /// the `n`-th rating's item at `indices.at + n·4` (u32). The last pointer

@@ -43,6 +43,14 @@ pub struct Factors {
 }
 
 impl Factors {
+    /// `n` rows of `k` zeros, with zero biases when `biased`.
+    pub fn zeros(n: usize, k: usize, biased: bool) -> Factors {
+        Factors {
+            matrix: Array2::zeros((n, k)),
+            bias: if biased { vec![0.0; n] } else { Vec::new() },
+        }
+    }
+
     pub fn n_rows(&self) -> usize {
         self.matrix.nrows()
     }

@@ -1,6 +1,8 @@
 //! A cluster session: a runtime, the connected workers, and training on them.
 
-use als_core::train::{initial_state, initial_state_of, train_on, Layouts, OnIteration, TrainConfig, TrainData, TrainResult, TrainState};
+use als_core::train::{
+    initial_state, initial_state_of, train_on, HalfStepExecutor, Layouts, OnIteration, TrainConfig, TrainData, TrainResult, TrainState,
+};
 use anyhow::Context;
 use futures::future::try_join_all;
 
@@ -10,6 +12,7 @@ use super::ingest::{build_blocks, describe_blocks, BlocksBuilt, BlocksDescribed,
 use super::local::LocalWorkers;
 use super::ratings::OnWorkers;
 use als_proto::pb::AdoptStep;
+use als_proto::PEER_EXCHANGE;
 
 pub struct ClusterSession {
     rt: tokio::runtime::Runtime,
@@ -25,6 +28,8 @@ pub struct ClusterSession {
     pub replayed_halves: std::sync::atomic::AtomicUsize,
     /// Builds of the blocks again by the survivors in the last run (for tests).
     pub rebuilds: std::sync::atomic::AtomicUsize,
+    /// The last run started without a copy of the factors here (for tests).
+    pub started_without_copy: std::sync::atomic::AtomicBool,
     /// Tests: see [`ClusterExecutor::lose_at_evaluation`] (the next run's).
     #[cfg(test)]
     lose_at_evaluation: std::sync::Mutex<Option<(usize, usize)>>,
@@ -65,6 +70,7 @@ impl ClusterSession {
             evaluations_from_peers: Default::default(),
             replayed_halves: Default::default(),
             rebuilds: Default::default(),
+            started_without_copy: Default::default(),
             #[cfg(test)]
             lose_at_evaluation: Default::default(),
             row_writes_by_workers: Default::default(),
@@ -94,6 +100,7 @@ impl ClusterSession {
             evaluations_from_peers: Default::default(),
             replayed_halves: Default::default(),
             rebuilds: Default::default(),
+            started_without_copy: Default::default(),
             #[cfg(test)]
             lose_at_evaluation: Default::default(),
             row_writes_by_workers: Default::default(),
@@ -216,9 +223,15 @@ impl ClusterSession {
             (Some(id), Some(_)) => (id, Some(BuiltBlocks::WithRows)),
             (None, _) => (format!("job-{}", super::local::random_token()), None),
         };
+        // Where the workers hold every row and send them to each other, the
+        // coordinator keeps no copy of them (the executor's snapshot is the
+        // initial draw); folding held-out users in here needs the item rows.
+        let exchange = self.workers.iter().all(|w| w.info.capabilities.iter().any(|c| c == PEER_EXCHANGE));
+        let keep_no_copy = matches!(built, Some(BuiltBlocks::Adopt(_))) && exchange && !data.shape.holds_out_users;
         let state = match (state, data.ratings, on_workers) {
             (Some(s), _, _) => s,
             (None, Some(ds), _) => initial_state(ds, cfg),
+            (None, None, Some(_)) if keep_no_copy => TrainState::rows_elsewhere(cfg.factors),
             // The blocks the workers built start from the same rows, drawn from the same ids.
             (None, None, Some(w)) => initial_state_of(&w.described.user_ids, &w.described.item_ids, cfg),
             (None, None, None) => anyhow::bail!("a fresh run needs the ratings here or the workers' description of their blocks"),
@@ -243,6 +256,14 @@ impl ClusterSession {
         #[cfg(test)]
         {
             exec.lose_at_evaluation = self.lose_at_evaluation.lock().ok().and_then(|mut l| l.take());
+        }
+        self.started_without_copy
+            .store(exec.keeps_rows(), std::sync::atomic::Ordering::Relaxed);
+        if exec.keeps_rows() {
+            tracing::info!(
+                "this coordinator keeps no copy of the factors: the workers hold them, and a loss replays \
+                 from the initial rows or the last checkpoint they wrote"
+            );
         }
         exec.set_halves(2 * cfg.iterations.saturating_sub(state.iterations_done));
         exec.final_rows = final_rows;
@@ -819,6 +840,7 @@ mod tests {
     #[test]
     fn a_coordinator_without_the_ratings_never_reads_them_even_after_a_loss() {
         use crate::cluster::ingest::IngestPlan;
+        use als_core::checkpoint::RunSignature;
         use als_core::data::split::split_rows;
         use als_core::data::{load_ratings, LoadOptions, SplitSpec};
 
@@ -838,17 +860,47 @@ mod tests {
         let raw = load_ratings(&path, &load).unwrap();
         let (train_rows, test_rows) = split_rows(&raw, &split).unwrap();
         let ds = Dataset::build((&raw, &train_rows), Some((&raw, &test_rows)), DuplicatePolicy::Last).unwrap();
-        // (implicit, kill worker 1 after iteration 2, restart it after iteration 3,
-        // workers taken as lost as the first evaluations start)
+        struct Case {
+            implicit: bool,
+            /// Kill worker 1 after iteration 2, restart it after iteration 3.
+            kill: bool,
+            restart: bool,
+            /// Workers taken as lost as the first evaluation from peers' rows,
+            /// then the first streamed one, start.
+            lose_at_evaluation: Option<(usize, usize)>,
+            /// A checkpoint after every iteration, written by the workers.
+            checkpoints: bool,
+            /// Start from rows given here: the coordinator keeps a copy.
+            copy: bool,
+        }
+        let case = |implicit, kill, restart, lose_at_evaluation, checkpoints, copy| Case {
+            implicit,
+            kill,
+            restart,
+            lose_at_evaluation,
+            checkpoints,
+            copy,
+        };
         let cases = [
-            (false, false, false, None),
-            (false, true, false, None),
-            (true, true, false, None),
-            (false, true, true, None),
-            (false, false, false, Some((1, 2))),
-            (true, false, false, Some((1, 2))),
+            case(false, false, false, None, false, false),
+            case(false, true, false, None, false, false),
+            case(true, true, false, None, true, false),
+            case(false, true, true, None, true, false),
+            case(false, true, true, None, false, false),
+            case(false, true, true, None, false, true),
+            case(false, false, false, Some((1, 2)), false, true),
+            case(true, false, false, Some((1, 2)), false, true),
+            case(true, false, false, Some((1, 2)), true, false),
         ];
-        for (implicit, kill, restart, lose_at_evaluation) in cases {
+        for Case {
+            implicit,
+            kill,
+            restart,
+            lose_at_evaluation,
+            checkpoints,
+            copy,
+        } in cases
+        {
             let cfg = evaluated_config(implicit, 5);
             let layouts = Layouts::for_dataset(&ds, cfg.blocks);
             let mut local = LocalExecutor::new(&ds, layouts.clone());
@@ -887,36 +939,54 @@ mod tests {
                 shape: built.shape(),
                 ratings: None,
             };
+            let what = format!(
+                "implicit={implicit} kill={kill} restart={restart} lose at evaluation {lose_at_evaluation:?} \
+                 checkpoints={checkpoints} copy={copy}"
+            );
+            let sig = RunSignature::new(&built.fingerprint_digest(), &cfg);
+            let at = dir.path().join(format!("checkpoints-{}", what.replace(' ', "_")));
+            let start = copy.then(|| initial_state_of(&on.described.user_ids, &on.described.item_ids, &cfg));
             let got = s
-                .train(&data, Some(&on), &cfg, &on.layouts(), None, FinalRows::Wanted, &mut |r, _| {
+                .train(&data, Some(&on), &cfg, &on.layouts(), start, FinalRows::Wanted, &mut |r, st| {
                     if kill && r.iteration == 2 {
                         s.kill_local_worker(1);
                     }
                     if restart && r.iteration == 3 {
                         s.restart_local_worker(1).unwrap();
                     }
+                    if checkpoints {
+                        st.checkpoint(&at, &sig)?;
+                    }
                     Ok(())
                 })
-                .unwrap_or_else(|e| panic!("implicit={implicit} kill={kill}: {e:#}"));
-            let what = format!("implicit={implicit} kill={kill} restart={restart} lose at evaluation {lose_at_evaluation:?}");
+                .unwrap_or_else(|e| panic!("{what}: {e:#}"));
             let rebuilds = s.rebuilds.load(std::sync::atomic::Ordering::Relaxed);
             let lost = s.lost.lock().unwrap().clone();
+            let without_copy = s.started_without_copy.load(std::sync::atomic::Ordering::Relaxed);
             s.shutdown().unwrap();
+            assert_eq!(without_copy, !copy, "{what}");
             assert_eq!(got.state, want.state, "{what}");
             let tests = |r: &TrainResult| r.reports.iter().map(|x| x.test.clone()).collect::<Vec<_>>();
             assert_eq!(tests(&got), tests(&want), "{what}");
             assert!(!got.final_metrics.to_json_map().is_empty(), "{what}: evaluated");
             assert_eq!(loads.get(), 0, "{what}: the input is never read here");
             // The survivors built the blocks again after the loss, and all
-            // three again when the restarted worker took its blocks back.
+            // three again when the restarted worker took its blocks back: with
+            // a copy here, at the next evaluation; without one, once a
+            // checkpoint made the workers' rows the snapshot's.
+            let taken_back = copy || checkpoints;
             if lose_at_evaluation.is_some() {
-                // Worker 1's blocks built again as the evaluation from peers' rows gave up,
-                // then worker 2's as the streamed one did; both taken back later.
-                assert!(rebuilds >= 2, "{what}: {rebuilds} builds again");
+                // Worker 1's blocks built again as the evaluation from peers'
+                // rows gave up; with a copy, worker 2's then too, as the
+                // streamed one did (without one, nothing is streamed); both
+                // taken back later.
+                let losses = if copy { 2 } else { 1 };
+                assert!(rebuilds >= 2 * losses, "{what}: {rebuilds} builds again");
                 assert_eq!(lost, vec![None, None, None], "{what}");
             } else {
-                assert_eq!(rebuilds, usize::from(kill) + usize::from(restart), "{what}");
-                assert_eq!(lost[1].is_some(), kill && !restart, "{what}: {lost:?}");
+                let back = restart && taken_back;
+                assert_eq!(rebuilds, usize::from(kill) + usize::from(back), "{what}");
+                assert_eq!(lost[1].is_some(), kill && !back, "{what}: {lost:?}");
             }
         }
     }

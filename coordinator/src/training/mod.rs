@@ -376,7 +376,10 @@ fn train_run(
         tracing::warn!("the test set is empty: no test metrics will be reported");
     }
     // A refit makes the model: nobody reads this run's final rows.
-    let final_rows = if job.refit_on_all { FinalRows::NotRead } else { FinalRows::Wanted };
+    let final_rows = match job.refit_on_all {
+        true => FinalRows::NotRead,
+        false => final_rows_of(job, data.on_workers().is_some()),
+    };
     let trained = trainer.train(&train_data, data.on_workers(), cfg, &layouts, start, final_rows, &mut on_iteration);
     progress::finish(&bar);
     Ok((trained?, model_rows))
@@ -509,13 +512,25 @@ fn final_fit(
         cfg,
         &layouts,
         None,
-        FinalRows::Wanted,
+        final_rows_of(job, data.on_workers().is_some()),
         &mut on_iteration,
     );
     progress::finish(&bar);
     let mut result = trained.context("the final fit on every rating failed")?;
     let parts = parts_of_run(&mut result, data, cfg, source, held_out, model_rows.is_some(), job)?;
     Ok((parts, TrainedOn::All(n_train), model_rows))
+}
+
+/// Who reads the final rows of the run that makes the model. Where only
+/// the workers read the ratings, the model is all this coordinator would
+/// read them for: the workers write its rows, and they are fetched only
+/// where they did not; without a model to save, nobody reads them.
+fn final_rows_of(job: &TrainJob, on_workers: bool) -> FinalRows {
+    match (on_workers, job.output.is_some()) {
+        (false, _) => FinalRows::Wanted,
+        (true, true) => FinalRows::UnlessWritten,
+        (true, false) => FinalRows::NotRead,
+    }
 }
 
 /// The model's seen matrix (the training ratings by user), when the blocks
@@ -533,7 +548,11 @@ fn seen_nnz(ds: &Dataset) -> Option<u64> {
 fn model_rows_by_executor(state: &mut StateView, out: &ModelOutput, seen_nnz: Option<u64>) -> Result<Option<PendingModel>, TrainError> {
     let mut pending = PendingModel::begin(&out.dir, out.overwrite, state.shape(), seen_nnz)?;
     let places = pending.places();
-    let written = state.rows_written_at(&places, |users, items| Ok(pending.read_rows_into(users, items)?))?;
+    // Read into the state, or, where it keeps no rows (the workers hold them), only checked.
+    let written = state.rows_written_at(&places, |rows| match rows {
+        Some((users, items)) => Ok(pending.read_rows_into(users, items)?),
+        None => Ok(pending.check_rows_written()?),
+    })?;
     Ok(written.then_some(pending))
 }
 

@@ -313,7 +313,13 @@ fn written_or_write(
 /// Write every file of `model` into the directory `tmp`, but for the files
 /// of rows already there (`read_back`, from [`PendingModel`]), which must
 /// hold exactly what would be written.
-fn write_all_files(model: &ModelParts, seen: SeenFiles, tmp: &Path, read_back: &[FileEntry]) -> Result<(), ModelError> {
+fn write_all_files(
+    model: &ModelParts,
+    rows_files: RowsFiles,
+    seen: SeenFiles,
+    tmp: &Path,
+    read_back: &[FileEntry],
+) -> Result<(), ModelError> {
     let (nu, ni, k) = (model.user_ids.len(), model.item_ids.len(), model.user_factors.ncols());
     let mut files = Vec::new();
     let uf = model.user_factors.as_standard_layout();
@@ -328,9 +334,10 @@ fn write_all_files(model: &ModelParts, seen: SeenFiles, tmp: &Path, read_back: &
         rows.push((ITEM_BIAS, vec![ni], b));
     }
     for (name, dims, values) in rows {
-        files.push(written_or_write(tmp, name, read_back, |w| {
-            npy::write_npy_f32(&mut &mut *w, &dims, values)
-        })?);
+        files.push(match rows_files {
+            RowsFiles::WriteOrCheck => written_or_write(tmp, name, read_back, |w| npy::write_npy_f32(&mut &mut *w, &dims, values))?,
+            RowsFiles::ReadBack => read_back_entry(read_back, name)?,
+        });
     }
     files.push(write_file(tmp, USER_IDS, |w| write_ids(w, &model.user_ids))?);
     files.push(write_file(tmp, ITEM_IDS, |w| write_ids(w, &model.item_ids))?);
@@ -348,10 +355,7 @@ fn write_all_files(model: &ModelParts, seen: SeenFiles, tmp: &Path, read_back: &
         }
         SeenFiles::ReadBack(nnz) => {
             for name in [SEEN_INDPTR, SEEN_INDICES] {
-                let there = read_back.iter().find(|e| e.name == name).ok_or_else(|| ModelError::Invalid {
-                    problem: format!("{name} was neither written elsewhere nor given"),
-                })?;
-                files.push(there.clone());
+                files.push(read_back_entry(read_back, name)?);
             }
             nnz
         }
@@ -388,6 +392,26 @@ fn write_all_files(model: &ModelParts, seen: SeenFiles, tmp: &Path, read_back: &
     sync_dir(tmp)
 }
 
+/// The entry of the file `name` written elsewhere and read back.
+fn read_back_entry(read_back: &[FileEntry], name: &str) -> Result<FileEntry, ModelError> {
+    read_back
+        .iter()
+        .find(|e| e.name == name)
+        .cloned()
+        .ok_or_else(|| ModelError::Invalid {
+            problem: format!("{name} was neither written elsewhere nor given"),
+        })
+}
+
+/// The files of a model's rows being saved: written from its parts (or
+/// checked against them where written elsewhere), or only written
+/// elsewhere and read back (checked as they were read).
+#[derive(Clone, Copy)]
+enum RowsFiles {
+    WriteOrCheck,
+    ReadBack,
+}
+
 /// The seen matrix's files of a model being saved: written from the
 /// matrix (or checked against it where written elsewhere), or only
 /// written elsewhere and read back, `nnz` entries (checked as they were
@@ -413,7 +437,13 @@ pub fn save_model(model: &Model, dir: &Path, overwrite: bool) -> Result<(), Mode
     check_replaceable(dir, overwrite)?;
     // Removed on drop (any early return) until moved into place.
     let tmp = temp_dir_beside(dir, OutputPolicy::REPLACE)?;
-    write_all_files(&model.parts, SeenFiles::Write(&model.parts.seen), tmp.path(), &[])?;
+    write_all_files(
+        &model.parts,
+        RowsFiles::WriteOrCheck,
+        SeenFiles::Write(&model.parts.seen),
+        tmp.path(),
+        &[],
+    )?;
     fail_point("rename new").map_err(io_at(dir))?;
     replace_dir(tmp, dir)?;
     Ok(())
@@ -452,6 +482,9 @@ pub struct PendingModel {
     seen_nnz: Option<u64>,
     /// The files of rows read back, with their checksums.
     read_back: Vec<FileEntry>,
+    /// The rows read back are in the caller's state (else only checked:
+    /// the model is finished from parts without rows).
+    rows_here: bool,
 }
 
 impl PendingModel {
@@ -480,6 +513,7 @@ impl PendingModel {
             shape,
             seen_nnz,
             read_back: Vec::new(),
+            rows_here: false,
         })
     }
 
@@ -524,9 +558,30 @@ impl PendingModel {
                 problem: format!("rows shaped {found:?} read into a model shaped {:?}", self.shape),
             });
         }
-        let mut entries = Vec::new();
         let ((user_rows, user_bias), (item_rows, item_bias)) = (users.parts_mut(), items.parts_mut());
-        let mut dests = [user_rows, item_rows, user_bias, item_bias].into_iter();
+        self.read_back([user_rows, item_rows, user_bias, item_bias].map(RowsDest::Into))?;
+        self.rows_here = true;
+        Ok(())
+    }
+
+    /// [`Self::read_rows_into`] where this process keeps no copy of the
+    /// rows (the workers hold them): every file is checked and checksummed
+    /// a chunk at a time, and the model is then finished from parts
+    /// without rows ([`Self::finish_without_seen`]).
+    pub fn check_rows_written(&mut self) -> Result<(), ModelError> {
+        let s = self.shape;
+        let bias = |n: usize| if s.biased { n } else { 0 };
+        let dests = [s.n_users * s.k, s.n_items * s.k, bias(s.n_users), bias(s.n_items)].map(RowsDest::Nowhere);
+        self.read_back(dests)?;
+        self.rows_here = false;
+        Ok(())
+    }
+
+    /// Read back every file written elsewhere, each file of rows into its
+    /// `dests` (user rows, item rows, user biases, item biases).
+    fn read_back(&mut self, dests: [RowsDest; 4]) -> Result<(), ModelError> {
+        let mut entries = Vec::new();
+        let mut dests = dests.into_iter();
         // The files in `files_written_elsewhere` order: factors, biases where there are any, then the seen matrix's.
         for (name, descr, dims, _) in files_written_elsewhere(self.shape, self.seen_nnz) {
             let path = self.tmp.path().join(name);
@@ -554,13 +609,27 @@ impl PendingModel {
     /// written here from `model`.
     pub fn finish(self, model: &Model) -> Result<(), ModelError> {
         self.check_shape(&model.parts)?;
-        write_all_files(&model.parts, SeenFiles::Write(&model.parts.seen), self.tmp.path(), &self.read_back)?;
+        if !self.read_back.is_empty() && !self.rows_here {
+            return Err(ModelError::Invalid {
+                problem: "the rows written elsewhere were only checked, not read: finish without the seen matrix".into(),
+            });
+        }
+        write_all_files(
+            &model.parts,
+            RowsFiles::WriteOrCheck,
+            SeenFiles::Write(&model.parts.seen),
+            self.tmp.path(),
+            &self.read_back,
+        )?;
         self.put_in_place()
     }
 
     /// [`Self::finish`] where the seen matrix is only in its files, written
     /// elsewhere and read back (checked as a seen matrix: this process holds
-    /// none to compare them with); `parts.seen` is not used.
+    /// none to compare them with); `parts.seen` is not used. Where the rows
+    /// were only checked ([`Self::check_rows_written`]), `parts` holds no
+    /// rows (none, or biases of none, where the model has them), and the
+    /// files written elsewhere are the model's rows.
     pub fn finish_without_seen(self, parts: &ModelParts) -> Result<(), ModelError> {
         let nnz = match (self.seen_nnz, self.read_back.is_empty()) {
             (Some(nnz), false) => nnz,
@@ -570,9 +639,27 @@ impl PendingModel {
                 })
             }
         };
-        parts.check_rows()?;
+        let rows = match self.rows_here {
+            true => {
+                parts.check_rows()?;
+                RowsFiles::WriteOrCheck
+            }
+            false => {
+                let no_rows = parts.user_factors.nrows() == 0
+                    && parts.item_factors.nrows() == 0
+                    && [&parts.user_bias, &parts.item_bias]
+                        .iter()
+                        .all(|b| b.as_ref().is_none_or(|b| b.is_empty()));
+                if !no_rows {
+                    return Err(ModelError::Invalid {
+                        problem: "the rows were written elsewhere and only checked, but the model's parts hold rows too".into(),
+                    });
+                }
+                RowsFiles::ReadBack
+            }
+        };
         self.check_shape(parts)?;
-        write_all_files(parts, SeenFiles::ReadBack(nnz as usize), self.tmp.path(), &self.read_back)?;
+        write_all_files(parts, rows, SeenFiles::ReadBack(nnz as usize), self.tmp.path(), &self.read_back)?;
         self.put_in_place()
     }
 
@@ -669,10 +756,25 @@ fn check_seen_files(tmp: &Path, shape: RowsShape, nnz: u64) -> Result<[FileEntry
 /// Read the rows of the f32 `.npy` file `path` (headed `head`, as
 /// [`PendingModel::begin`] wrote it) into `dest`, which they must fill
 /// exactly, every value finite; its entry for model.json.
-fn read_rows_file(path: &Path, name: &str, head: &[u8], dest: &mut [f32]) -> Result<FileEntry, ModelError> {
+fn read_rows_file(path: &Path, name: &str, head: &[u8], dest: RowsDest) -> Result<FileEntry, ModelError> {
     let mut r = HashReader::open_headed(path, head)?;
-    // Straight into the rows' memory, a chunk at a time so a bad value stops the read early.
-    for chunk in dest.chunks_mut(1 << 18) {
+    let n = match &dest {
+        RowsDest::Into(d) => d.len(),
+        RowsDest::Nowhere(n) => *n,
+    };
+    let mut scratch = Vec::new();
+    let (mut done, mut dest) = (0, dest);
+    // Straight into the rows' memory (or through one chunk's buffer), a
+    // chunk at a time so a bad value stops the read early.
+    while done < n {
+        let len = (n - done).min(1 << 18);
+        let chunk: &mut [f32] = match &mut dest {
+            RowsDest::Into(d) => &mut d[done..done + len],
+            RowsDest::Nowhere(_) => {
+                scratch.resize(len, 0.0);
+                &mut scratch[..len]
+            }
+        };
         r.read_exact(bytemuck::cast_slice_mut(chunk)).map_err(io_at(path))?;
         crate::le::fix_order(chunk);
         if !all_finite(chunk) {
@@ -681,8 +783,16 @@ fn read_rows_file(path: &Path, name: &str, head: &[u8], dest: &mut [f32]) -> Res
                 problem: "a row written to it is not finite".into(),
             });
         }
+        done += len;
     }
-    r.entry_at_end(path, name, format!("{} values", dest.len()))
+    r.entry_at_end(path, name, format!("{n} values"))
+}
+
+/// Where [`read_rows_file`] puts the values it checks: into a state's
+/// rows, or nowhere (that many values, checked and checksummed only).
+enum RowsDest<'a> {
+    Into(&'a mut [f32]),
+    Nowhere(usize),
 }
 
 /// Read `dir/name` through a hashing reader with `parse`, then check its

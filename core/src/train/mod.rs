@@ -244,12 +244,35 @@ pub trait HalfStepExecutor {
 
     /// The caller wants the final factors in [`TrainResult::state`]. An
     /// executor that keeps the rows where they were solved answers `false`
-    /// when told nobody reads them (an evaluated run a refit replaces): the
-    /// run then ends without fetching them, and its result's factors are
-    /// empty.
+    /// when told nobody reads them (an evaluated run a refit replaces), or,
+    /// keeping the only rows, when told the caller reads them from the
+    /// files written since the last half ([`HalfStepExecutor::rows_kept_in`]:
+    /// the model's): the run then ends without fetching them, and its
+    /// result's factors are empty.
     fn final_rows_wanted(&self) -> bool {
         true
     }
+
+    /// The executor holds the only current rows and needs no copy of them
+    /// here: `train` may start from a state without rows (see
+    /// [`TrainState::rows_elsewhere`]). Reading the state then makes the
+    /// executor fill it ([`HalfStepExecutor::sync_state`] on empty factors).
+    fn keeps_rows(&self) -> bool {
+        false
+    }
+
+    /// YᵀY of the starting item rows, per block in block order, where the
+    /// starting state holds no rows ([`HalfStepExecutor::keeps_rows`]):
+    /// the executor draws or reads them.
+    fn starting_item_gram(&mut self) -> Result<Vec<f64>, TrainError> {
+        Err(TrainError::Internal("this executor keeps no rows of its own"))
+    }
+
+    /// Rows the executor wrote ([`HalfStepExecutor::write_rows`]) at
+    /// `places` were checked there without being read into the caller's
+    /// state, which holds no rows: the executor's rows are those files'
+    /// (a sealed checkpoint's, or the model's being saved).
+    fn rows_kept_in(&mut self, _places: &crate::row_places::RowPlaces) {}
 }
 
 /// The state after an iteration, as `on_iteration` sees it. Reading it
@@ -259,12 +282,23 @@ pub trait HalfStepExecutor {
 pub struct StateView<'a> {
     state: &'a mut TrainState,
     exec: Option<&'a mut dyn HalfStepExecutor>,
+    shape: crate::row_places::RowsShape,
 }
 
 impl<'a> StateView<'a> {
     /// A state that is up to date already.
     pub fn of(state: &'a mut TrainState) -> StateView<'a> {
-        StateView { state, exec: None }
+        let shape = crate::row_places::RowsShape::of(&state.users, &state.items);
+        StateView { state, exec: None, shape }
+    }
+
+    /// The state holds no rows: the executor keeps them ([`HalfStepExecutor::keeps_rows`]).
+    fn rows_elsewhere(&self) -> bool {
+        self.state.users.n_rows() != self.shape.n_users || self.state.items.n_rows() != self.shape.n_items
+    }
+
+    fn make_room(&mut self) {
+        make_room(self.state, self.shape);
     }
 
     /// Write this state as a checkpoint in `dir` (see
@@ -274,10 +308,27 @@ impl<'a> StateView<'a> {
     /// state is up to date after it.
     pub fn checkpoint(&mut self, dir: &std::path::Path, sig: &crate::checkpoint::RunSignature) -> Result<std::path::PathBuf, TrainError> {
         use crate::checkpoint::PendingCheckpoint;
+        if self.exec.is_some() && self.rows_elsewhere() {
+            // Nothing here to read them into: the checkpoint is checksummed
+            // and sealed, and the executor's rows are that file's.
+            let pending = PendingCheckpoint::begin(dir, sig, self.state.iterations_done, self.shape())?;
+            let places = pending.places();
+            let exec = self.exec.as_deref_mut().expect("checked");
+            match exec.write_rows(&places) {
+                Some(Ok(())) => {
+                    let path = pending.finish()?;
+                    exec.rows_kept_in(&places.at_path(&path));
+                    return Ok(path);
+                }
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
+        }
         if self.exec.is_some() {
             let pending = PendingCheckpoint::begin(dir, sig, self.state.iterations_done, self.shape())?;
             let mut path = None;
-            let written = self.rows_written_at(&pending.places(), |users, items| {
+            let written = self.rows_written_at(&pending.places(), |rows| {
+                let (users, items) = rows.ok_or(TrainError::Internal("a state without rows took the path for one with them"))?;
                 path = Some(pending.finish_into(users, items)?);
                 Ok(())
             })?;
@@ -290,25 +341,35 @@ impl<'a> StateView<'a> {
 
     /// The dimensions of the state's rows (known without bringing them up to date).
     pub fn shape(&self) -> crate::row_places::RowsShape {
-        crate::row_places::RowsShape::of(&self.state.users, &self.state.items)
+        self.shape
     }
 
     /// Have the executor write the latest rows at `places`, where it keeps
     /// them, and `read_back` take them from there into this state, which is
     /// then up to date. `Ok(false)`: the executor cannot, and nothing was
     /// read (the caller writes the rows from [`StateView::get`]).
+    ///
+    /// Where the state holds no rows (the executor keeps them),
+    /// `read_back` gets `None`: it checks the files without keeping their
+    /// rows, and the executor's rows are then those files'.
     pub fn rows_written_at(
         &mut self,
         places: &crate::row_places::RowPlaces,
-        read_back: impl FnOnce(&mut crate::side::Factors, &mut crate::side::Factors) -> Result<(), TrainError>,
+        read_back: impl FnOnce(Option<(&mut Factors, &mut Factors)>) -> Result<(), TrainError>,
     ) -> Result<bool, TrainError> {
+        let elsewhere = self.rows_elsewhere();
         let Some(exec) = self.exec.as_deref_mut() else {
             return Ok(false);
         };
         match exec.write_rows(places) {
+            Some(Ok(())) if elsewhere => {
+                read_back(None)?;
+                exec.rows_kept_in(places);
+                Ok(true)
+            }
             Some(Ok(())) => {
                 // The rows come back from the files, not from the executor.
-                read_back(&mut self.state.users, &mut self.state.items)?;
+                read_back(Some((&mut self.state.users, &mut self.state.items)))?;
                 exec.rows_read_back();
                 self.exec = None;
                 Ok(true)
@@ -320,6 +381,7 @@ impl<'a> StateView<'a> {
 
     pub fn get(&mut self) -> Result<&TrainState, TrainError> {
         if let Some(exec) = self.exec.take() {
+            self.make_room();
             exec.sync_state(&mut self.state.users, &mut self.state.items)?;
         }
         Ok(self.state)
@@ -360,6 +422,18 @@ pub struct TrainState {
     pub iterations_done: usize,
     pub users: Factors,
     pub items: Factors,
+}
+
+impl TrainState {
+    /// A fresh run's state whose rows only the executor holds
+    /// ([`HalfStepExecutor::keeps_rows`]): none here until something reads them.
+    pub fn rows_elsewhere(k: usize) -> TrainState {
+        TrainState {
+            iterations_done: 0,
+            users: Factors::zeros(0, k, false),
+            items: Factors::zeros(0, k, false),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -457,9 +531,23 @@ pub fn train_on(
             ))
         }
     };
-    check_state((shape.n_users, shape.n_items), cfg, &state)?;
+    let rows_shape = crate::row_places::RowsShape {
+        n_users: shape.n_users,
+        n_items: shape.n_items,
+        k: cfg.factors,
+        biased: cfg.has_biases(),
+    };
+    let rows_elsewhere = state.users.n_rows() == 0 && state.items.n_rows() == 0 && exec.keeps_rows();
+    match rows_elsewhere {
+        true => check_iterations(cfg, &state)?,
+        false => check_state((shape.n_users, shape.n_items), cfg, &state)?,
+    }
     let implicit = cfg.is_implicit();
-    let mut item_gram = implicit.then(|| gram_by_blocks(&state.items, &layouts.items));
+    let mut item_gram = match (implicit, rows_elsewhere) {
+        (false, _) => None,
+        (true, false) => Some(gram_by_blocks(&state.items, &layouts.items)),
+        (true, true) => Some(exec.starting_item_gram()?),
+    };
     let mut reports = Vec::new();
     let mut last_eval: Option<TestMetrics> = None;
     while state.iterations_done < cfg.iterations {
@@ -509,6 +597,7 @@ pub fn train_on(
             match in_place {
                 Some(metrics) => metrics?,
                 None => {
+                    make_room(&mut state, rows_shape);
                     exec.sync_state(&mut state.users, &mut state.items)?;
                     evaluate_with(exec, data, cfg, &params, &state, item_gram.as_deref(), &layouts.users)?
                 }
@@ -533,12 +622,14 @@ pub fn train_on(
             &mut StateView {
                 state: &mut state,
                 exec: Some(&mut *exec),
+                shape: rows_shape,
             },
         )?;
         reports.push(report);
     }
     let wanted = exec.final_rows_wanted();
     if wanted || last_eval.is_none() {
+        make_room(&mut state, rows_shape);
         exec.sync_state(&mut state.users, &mut state.items)?;
     }
     let final_metrics = match last_eval {
@@ -587,11 +678,23 @@ fn objective_of_terms(
     })
 }
 
+/// A state without rows (the executor keeps them) gets room for them, to be filled.
+fn make_room(state: &mut TrainState, shape: crate::row_places::RowsShape) {
+    if state.users.n_rows() != shape.n_users || state.items.n_rows() != shape.n_items {
+        state.users = Factors::zeros(shape.n_users, shape.k, shape.biased);
+        state.items = Factors::zeros(shape.n_items, shape.k, shape.biased);
+    }
+}
+
 fn check_state((n_users, n_items): (usize, usize), cfg: &TrainConfig, s: &TrainState) -> Result<(), TrainError> {
     let ok = |f: &Factors, n: usize| f.n_rows() == n && f.k() == cfg.factors && (f.bias.len() == if cfg.has_biases() { n } else { 0 });
     if !ok(&s.users, n_users) || !ok(&s.items, n_items) {
         return Err(TrainError::Config("the starting factors do not match the data and settings".into()));
     }
+    check_iterations(cfg, s)
+}
+
+fn check_iterations(cfg: &TrainConfig, s: &TrainState) -> Result<(), TrainError> {
     if s.iterations_done > cfg.iterations {
         // The result would be a later model than the one asked for.
         return Err(TrainError::Config(format!(

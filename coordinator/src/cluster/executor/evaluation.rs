@@ -150,7 +150,12 @@ impl ClusterExecutor<'_> {
         // While a worker is lost, evaluations read the coordinator's copy:
         // a restarted worker takes its blocks back only from a current copy
         // (see `revive`), so it rejoins at the next evaluation, as before.
-        if !self.exchange || !self.routes_current || self.slots.iter().any(|s| !s.alive) {
+        // Without a copy, the survivors evaluate once the lost blocks moved.
+        let lost = match self.no_copy() {
+            true => self.has_orphans(),
+            false => self.slots.iter().any(|s| !s.alive),
+        };
+        if !self.exchange || !self.routes_current || lost {
             return Ok(None);
         }
         let t0 = Instant::now();

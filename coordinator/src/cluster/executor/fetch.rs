@@ -18,7 +18,10 @@ impl ClusterExecutor<'_> {
     /// meanwhile costs a replay from the snapshot, then the fetch again.
     pub(super) fn sync_rows(&mut self, users: &mut Factors, items: &mut Factors) -> anyhow::Result<()> {
         let mut attempts = 0;
-        while self.stale {
+        // Without a copy here, `users` and `items` are room for one: the
+        // rows are fetched even where the workers' equal the snapshot.
+        let mut room = self.no_copy();
+        while self.stale || room {
             attempts += 1;
             if attempts > max_attempts(self.slots.len()) {
                 return Err(self.gave_up("fetching the model from the workers", attempts - 1));
@@ -26,6 +29,7 @@ impl ClusterExecutor<'_> {
             let mut sent = 0;
             if self.fetch(users, items, &mut sent)? {
                 self.copy_is_current();
+                room = false;
             } else {
                 let params = self.params;
                 self.replay(&params, users, items, &mut sent)?;
@@ -41,6 +45,7 @@ impl ClusterExecutor<'_> {
     pub(super) fn copy_is_current(&mut self) {
         self.stale = false;
         self.since_sync.clear();
+        self.snapshot = super::snapshot::Snapshot::Copy;
     }
 
     /// Every live worker's rows of both sides, checked, then written; `false`

@@ -102,7 +102,8 @@ impl ClusterExecutor<'_> {
                     fixed_gram,
                     terms,
                     exchange,
-                    rows_back: !exchange && !self.stale,
+                    // Without a copy here, the rows stay on the workers.
+                    rows_back: !exchange && !self.stale && !self.no_copy(),
                     rows_sent: 0,
                 };
                 match self.attempt(&mut plan, params, users, items, &mut sent)? {
@@ -110,7 +111,7 @@ impl ClusterExecutor<'_> {
                     // The copy is current: the lost worker's blocks move and the
                     // half is redone from the same warm start (the same step).
                     Outcome::Lost if !self.stale => {}
-                    Outcome::PeerFailed if !self.stale => {
+                    Outcome::PeerFailed if !self.stale && !self.no_copy() => {
                         tracing::warn!("peer exchange failed; the coordinator carries the rows for the rest of the job");
                         self.exchange = false;
                     }
@@ -168,9 +169,12 @@ impl ClusterExecutor<'_> {
         sent: &mut u64,
     ) -> anyhow::Result<Outcome> {
         let side = plan.side;
-        // A revived worker takes its blocks back only from a current copy.
-        if !self.stale && self.slots.iter().any(|s| !s.alive) {
-            self.revive();
+        // A revived worker takes its blocks back only where the workers'
+        // rows are the snapshot's (a current copy, or, without one, a
+        // checkpoint just written or a replay's start); its reconnection is
+        // looked after at every half meanwhile.
+        if self.slots.iter().any(|s| !s.alive) {
+            self.revive(!self.stale);
             if plan.exchange && !self.exchange {
                 // It cannot exchange: from now on the coordinator carries the rows.
                 plan.exchange = false;
@@ -184,7 +188,9 @@ impl ClusterExecutor<'_> {
             self.routes_current = false;
             self.peers_ready = None;
         }
-        if plan.exchange && !self.routes_current {
+        // Without a copy here, the fixed side always comes from the peers.
+        let peers_carry = plan.exchange || self.no_copy();
+        if peers_carry && !self.routes_current {
             match self.send_routes()? {
                 PeerRound::Done { bytes, peer_bytes } => {
                     *sent += bytes + peer_bytes;
@@ -205,7 +211,7 @@ impl ClusterExecutor<'_> {
         }
         let step = plan.step;
         let mut from_peers = self.peers_ready == Some((side.other(), step));
-        if !from_peers && plan.exchange && !self.stale {
+        if !from_peers && peers_carry && !self.stale {
             // Where a push would carry the fixed side (the first half, or a
             // half after blocks moved), the workers send it each other: the
             // rows they hold are the coordinator's copy, shipped.
@@ -226,8 +232,8 @@ impl ClusterExecutor<'_> {
             }
         }
         anyhow::ensure!(
-            from_peers || !self.stale,
-            "internal error: the {} half would be pushed from a copy the workers are ahead of",
+            from_peers || (!self.stale && !self.no_copy()),
+            "internal error: the {} half would be pushed from a copy the workers are ahead of, or that is not here",
             side.name()
         );
         let implicit = matches!(params.feedback, Feedback::Implicit { .. });

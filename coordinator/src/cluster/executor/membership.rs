@@ -15,6 +15,7 @@ use crate::cluster::routing::owners_among;
 
 use super::health::watched;
 use super::rpc::{rpc_err, HalfError, JobFailed};
+use super::snapshot::snapshot_block;
 use super::wire::{block_messages, rows_messages};
 use super::{side_ix, ClusterExecutor, Slot};
 use crate::cluster::ratings::RatingsAt;
@@ -130,38 +131,50 @@ impl ClusterExecutor<'_> {
 
     /// Take back lost workers that answer again (restarted on their
     /// address). Each lost worker has at most one reconnection under way in
-    /// the background: one that succeeded is taken back here, one that
-    /// failed is started again, and none is waited for, so a worker that
-    /// stays dead costs the halves nothing. A restarted worker is back within
-    /// two halves.
-    pub(super) fn revive(&mut self) {
+    /// the background: one that failed is started again, one that succeeded
+    /// is kept until `take_back` (the workers' rows are the snapshot's, so
+    /// its blocks can go back to it), and none is waited for, so a worker
+    /// that stays dead costs the halves nothing. A restarted worker is back
+    /// within two halves once the snapshot is current.
+    pub(super) fn revive(&mut self, take_back: bool) {
         let opts = ClientOptions {
             connect_timeout: self.faults.revive_timeout,
             ..self.client_opts.clone()
         };
+        let no_copy = self.no_copy();
         for w in 0..self.slots.len() {
             if self.slots[w].alive {
                 continue;
             }
             let addr = self.slots[w].handle.addr.clone();
             let slot = &mut self.slots[w];
-            if slot.reviving.as_ref().is_some_and(|a| !a.is_finished()) {
-                continue;
+            if slot.reviving.as_ref().is_some_and(|a| a.is_finished()) {
+                if let Ok(Ok(h)) = self.rt.block_on(slot.reviving.take().expect("checked")) {
+                    slot.back = Some(h);
+                }
             }
-            if let Some(attempt) = slot.reviving.take() {
-                if let Ok(Ok(h)) = self.rt.block_on(attempt) {
-                    tracing::info!(worker = %addr, "worker is back; returning its blocks");
+            match slot.back.take() {
+                Some(h) if take_back => {
                     let exchanges = h.info.capabilities.iter().any(|c| c == PEER_EXCHANGE);
+                    if no_copy && !exchanges {
+                        // Its rows would have to come through a copy this coordinator does not keep.
+                        tracing::warn!(worker = %addr, "the worker is back but cannot send rows to peers; it stays out of this job");
+                        continue;
+                    }
+                    tracing::info!(worker = %addr, "worker is back; returning its blocks");
                     *slot = Slot::new(h, true, slot.cause.take());
                     if self.exchange && !exchanges {
                         tracing::warn!(worker = %addr, "the worker cannot send rows to peers; the coordinator carries them from now on");
                         self.exchange = false;
                     }
-                    continue;
                 }
+                Some(h) => slot.back = Some(h),
+                None if slot.reviving.is_none() => {
+                    let opts = opts.clone();
+                    slot.reviving = Some(self.rt.spawn(async move { connect(&addr, &opts).await }));
+                }
+                None => {}
             }
-            let opts = opts.clone();
-            slot.reviving = Some(self.rt.spawn(async move { connect(&addr, &opts).await }));
         }
     }
 
@@ -286,6 +299,7 @@ impl ClusterExecutor<'_> {
             let ds = self.ratings.held();
             // The test rows go with the user blocks shipped; blocks the workers built hold theirs.
             let (layouts, routing, test) = (&self.layouts, &self.routing, &self.test);
+            let (snapshot, ratings, rows_shape) = (&self.snapshot, self.ratings, self.rows_shape());
             let mut futs = Vec::new();
             let mut shipped: Vec<(usize, Vec<(Side, usize)>)> = Vec::new();
             for (w, ship, release) in plans {
@@ -323,7 +337,11 @@ impl ClusterExecutor<'_> {
                             Side::Items => items,
                         };
                         let msgs = match (built_there, ds) {
-                            (true, _) => rows_messages(&job_id, side, b, layouts, current),
+                            (true, _) => {
+                                let range = layouts.side(side).range(b);
+                                let rows = snapshot_block(snapshot, ratings, range, side, current, rows_shape).map_err(HalfError::Fatal)?;
+                                rows_messages(&job_id, side, b, layouts, &rows)
+                            }
                             (false, Some(ds)) => {
                                 let csr = if side == Side::Users { &ds.by_user } else { &ds.by_item };
                                 block_messages(&job_id, side, b, csr, layouts, &routing.side(side).needed[b], current, test.of(ds))

@@ -13,6 +13,8 @@
 //!   only the workers hold the ratings;
 //! - [`exchange`]: the routes of the solved rows sent worker to worker;
 //! - [`fetch`]: the coordinator's copy of the model, from the workers;
+//! - [`snapshot`]: where a replay's rows come from, the copy or, where the
+//!   coordinator keeps none, the initial draw or the last checkpoint file;
 //! - [`row_files`]: checkpoints written by the workers;
 //! - [`evaluation`]: test metrics computed on the workers;
 //! - [`test_rows`]: the test rows grouped by user block.
@@ -33,6 +35,7 @@ mod membership;
 mod rebuild;
 mod row_files;
 mod rpc;
+mod snapshot;
 mod test_rows;
 mod wire;
 
@@ -71,6 +74,9 @@ struct Slot {
     /// While it is lost: a reconnection under way in the background, looked
     /// at once per half and never waited for.
     reviving: Option<tokio::task::JoinHandle<Result<WorkerHandle, als_net::client::ConnectError>>>,
+    /// While it is lost: a reconnection that succeeded, waiting for its
+    /// blocks to be able to go back (see `revive`).
+    back: Option<WorkerHandle>,
 }
 
 impl Slot {
@@ -84,6 +90,7 @@ impl Slot {
             current: Default::default(),
             cause,
             reviving: None,
+            back: None,
         }
     }
 }
@@ -133,6 +140,9 @@ pub struct ClusterExecutor<'a> {
     /// the fixed Gramian of the first of them.
     since_sync: Vec<Side>,
     snapshot_gram: Option<Vec<f64>>,
+    /// Where the snapshot's rows are: the caller's copy, or, where the
+    /// coordinator keeps none, the initial draw or a checkpoint file.
+    snapshot: snapshot::Snapshot,
     params: SolveParams,
     /// Bytes of fetches and replays outside a half, reported with the next.
     unreported_bytes: u64,
@@ -160,7 +170,8 @@ pub struct ClusterExecutor<'a> {
     built_at: Option<[Vec<Option<usize>>; 2]>,
     /// Tests: the workers taken as lost (alive, but no longer used) as the
     /// first evaluation from peers' rows starts, then as the streamed
-    /// evaluation that follows it starts.
+    /// evaluation that follows it starts (without a copy here, nothing is
+    /// streamed: only the first, once).
     #[cfg(test)]
     pub lose_at_evaluation: Option<(usize, usize)>,
 }
@@ -181,6 +192,10 @@ pub enum BuiltBlocks {
 pub enum FinalRows {
     Wanted,
     NotRead,
+    /// Wanted, unless the workers wrote them to files at the last
+    /// iteration (the model's, checked there) while this coordinator kept
+    /// no copy of them: then they stay in the files.
+    UnlessWritten,
 }
 
 fn side_ix(s: Side) -> usize {
@@ -217,6 +232,13 @@ impl<'a> ClusterExecutor<'a> {
             (None, None) => anyhow::bail!("the cluster needs the ratings, held here or described by the workers that built the blocks"),
         };
         let shape = data.shape;
+        // A state without rows: the workers drew them from the ids, and the
+        // coordinator keeps none (see `snapshot`).
+        let snapshot = match (state.users.n_rows() == 0 && state.items.n_rows() == 0 && shape.n_users > 0, built) {
+            (false, _) => snapshot::Snapshot::Copy,
+            (true, Some(BuiltBlocks::Adopt(a))) => snapshot::Snapshot::Initial(a),
+            (true, _) => anyhow::bail!("internal error: a run without starting rows needs blocks the workers built and drew rows for"),
+        };
         let routing = ratings.routing(layouts, workers.len());
         let start_req = StartJobRequest {
             protocol_version: PROTOCOL_VERSION,
@@ -259,6 +281,7 @@ impl<'a> ClusterExecutor<'a> {
             stale: false,
             since_sync: Vec::new(),
             snapshot_gram: None,
+            snapshot,
             params: *params,
             unreported_bytes: 0,
             workers_lost: 0,
@@ -284,6 +307,10 @@ impl<'a> ClusterExecutor<'a> {
             .slots
             .iter()
             .all(|s| s.handle.info.capabilities.iter().any(|c| c == PEER_EXCHANGE));
+        anyhow::ensure!(
+            exec.exchange || !exec.no_copy(),
+            "internal error: a coordinator without a copy of the factors needs every worker to send rows to its peers"
+        );
         let t0 = Instant::now();
         // Blocks the workers built from the input (as job `job_id`) are theirs; the rest are shipped.
         let adopted = match built {
@@ -317,6 +344,26 @@ impl<'a> ClusterExecutor<'a> {
             if let Some(m) = self.evaluate_remote(cfg, users, items)? {
                 return Ok(m);
             }
+        }
+        Err(self.gave_up("evaluating on the workers", attempts))
+    }
+
+    /// Evaluate from the workers' own rows where the coordinator keeps no
+    /// copy: a worker lost, or rows that did not reach a peer, cost a
+    /// replay of the halves since the snapshot onto the survivors, then the
+    /// evaluation again, a bounded number of times.
+    fn evaluate_without_copy(&mut self, cfg: &TrainConfig) -> anyhow::Result<TestMetrics> {
+        let attempts = membership::max_attempts(self.slots.len());
+        let (k, _) = self.rows_shape();
+        let none = Factors::zeros(0, k, false);
+        let params = self.params;
+        for _ in 0..attempts {
+            if let Some(m) = self.evaluate_from_peers(cfg)? {
+                return Ok(m);
+            }
+            let mut sent = 0;
+            self.replay(&params, &none, &none, &mut sent)?;
+            self.unreported_bytes += sent;
         }
         Err(self.gave_up("evaluating on the workers", attempts))
     }
@@ -384,6 +431,14 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
         #[cfg(test)]
         if let Some((w, _)) = self.lose_at_evaluation {
             self.lose(w, "taken as lost by a test, as its evaluation from peers' rows starts");
+            if self.no_copy() {
+                // Without a copy nothing is streamed: there is no second one.
+                self.lose_at_evaluation = None;
+            }
+        }
+        if self.no_copy() && !self.nothing_to_score(cfg) {
+            // No copy to evaluate from: the evaluation waits for the survivors' replay.
+            return Some(self.evaluate_without_copy(cfg).map_err(train_error));
         }
         match self.evaluate_from_peers(cfg) {
             Ok(Some(m)) => Some(Ok(m)),
@@ -425,7 +480,25 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
     }
 
     fn final_rows_wanted(&self) -> bool {
-        self.final_rows == FinalRows::Wanted
+        match self.final_rows {
+            FinalRows::Wanted => true,
+            FinalRows::NotRead => false,
+            // Without a copy here, rows written to files since the last half stay there.
+            FinalRows::UnlessWritten => self.stale || !matches!(self.snapshot, snapshot::Snapshot::File(_)),
+        }
+    }
+
+    fn keeps_rows(&self) -> bool {
+        self.no_copy()
+    }
+
+    fn starting_item_gram(&mut self) -> Result<Vec<f64>, TrainError> {
+        self.snapshot_item_gram().map_err(train_error)
+    }
+
+    fn rows_kept_in(&mut self, places: &als_core::row_places::RowPlaces) {
+        self.copy_is_current();
+        self.snapshot = snapshot::Snapshot::File(Box::new(places.clone()));
     }
 }
 

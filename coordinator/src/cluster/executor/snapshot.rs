@@ -1,0 +1,146 @@
+//! Where the rows a replay starts from are: the state the workers' rows
+//! were last known to equal (see [`super::half`]).
+//!
+//! Where the coordinator read no ratings and every worker exchanges rows
+//! with its peers, it keeps no copy of the factors: a fresh run's snapshot
+//! is the initial rows, drawn from the ids block by block as the workers
+//! drew them, and after a checkpoint the workers wrote, it is that file,
+//! read block by block. So its memory does not grow with the rows between
+//! the reads of the model, and a replay ships each block from its source.
+
+use std::io::{Read, Seek, SeekFrom};
+
+use als_core::init::init_factors;
+use als_core::row_places::{RowPlaces, RowsPlace};
+use als_core::side::{Factors, Side};
+use als_core::solve::block_gram_into;
+use als_proto::pb::AdoptStep;
+use anyhow::Context;
+
+use super::ClusterExecutor;
+use crate::cluster::ratings::RatingsAt;
+
+/// The rows the workers' rows were last known to equal.
+#[derive(Debug, Clone)]
+pub(super) enum Snapshot {
+    /// The caller's copy (`users`, `items` as `train` holds them).
+    Copy,
+    /// The initial rows, drawn from the ids with this seed and spread.
+    Initial(AdoptStep),
+    /// A checkpoint the workers wrote, sealed at these places.
+    File(Box<RowPlaces>),
+}
+
+impl ClusterExecutor<'_> {
+    /// The coordinator holds no copy of the factors: the snapshot is elsewhere.
+    pub(super) fn no_copy(&self) -> bool {
+        !matches!(self.snapshot, Snapshot::Copy)
+    }
+
+    /// Block `b` of `side` as the snapshot has it: `copy` is the caller's
+    /// side (read only while the snapshot is the copy).
+    pub(super) fn snapshot_block(&self, side: Side, b: usize, copy: &Factors) -> anyhow::Result<Factors> {
+        snapshot_block(
+            &self.snapshot,
+            self.ratings,
+            self.layouts.side(side).range(b),
+            side,
+            copy,
+            self.rows_shape(),
+        )
+    }
+
+    /// The k and the biases of every row.
+    pub(super) fn rows_shape(&self) -> (usize, bool) {
+        let biased = matches!(self.params.feedback, als_core::solve::Feedback::Explicit { biased: true, .. });
+        (self.params.factors, biased)
+    }
+
+    /// YᵀY of the snapshot's item rows, per block in block order (the bits
+    /// of `gram_by_blocks`), one block's rows at a time.
+    pub(super) fn snapshot_item_gram(&self) -> anyhow::Result<Vec<f64>> {
+        let (k, _) = self.rows_shape();
+        let empty = Factors::zeros(0, k, false);
+        let mut total = vec![0.0f64; k * k];
+        let mut g = vec![0.0f64; k * k];
+        for b in 0..self.layouts.items.n_blocks() {
+            let rows = self.snapshot_block(Side::Items, b, &empty)?;
+            block_gram_into(rows.flat(), k, &mut g);
+            for (a, v) in total.iter_mut().zip(&g) {
+                *a += v;
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// The rows `range` of `side` as `snapshot` has them, as a matrix of
+/// their own (`(k, biased)` the rows' shape).
+pub(super) fn snapshot_block(
+    snapshot: &Snapshot,
+    ratings: RatingsAt,
+    range: std::ops::Range<usize>,
+    side: Side,
+    copy: &Factors,
+    (k, biased): (usize, bool),
+) -> anyhow::Result<Factors> {
+    match snapshot {
+        Snapshot::Copy => {
+            anyhow::ensure!(copy.n_rows() >= range.end, "internal error: no copy of the {} rows", side.name());
+            Ok(Factors {
+                matrix: copy.matrix.slice(ndarray::s![range.clone(), ..]).to_owned(),
+                bias: if copy.bias.is_empty() {
+                    Vec::new()
+                } else {
+                    copy.bias[range].to_vec()
+                },
+            })
+        }
+        Snapshot::Initial(draw) => {
+            let RatingsAt::Workers(w) = ratings else {
+                anyhow::bail!("internal error: initial rows without the workers' ids");
+            };
+            let ids = match side {
+                Side::Users => &w.described.user_ids,
+                Side::Items => &w.described.item_ids,
+            };
+            Ok(init_factors(&ids[range], side, draw.seed, k, draw.init_std, biased))
+        }
+        Snapshot::File(places) => {
+            let (rows, bias) = match side {
+                Side::Users => (&places.user_rows, places.user_bias.as_ref()),
+                Side::Items => (&places.item_rows, places.item_bias.as_ref()),
+            };
+            let mut out = Factors::zeros(range.len(), k, biased);
+            read_f32s(rows, (range.start * k) as u64, out.flat_mut())?;
+            if let (true, Some(place)) = (biased, bias) {
+                read_f32s(place, range.start as u64, &mut out.bias)?;
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// `dest.len()` values from `place`, starting at value `first`; each must
+/// be finite, as rows from a worker always are.
+fn read_f32s(place: &RowsPlace, first: u64, dest: &mut [f32]) -> anyhow::Result<()> {
+    let path = &place.path;
+    let from = place.at + first * 4;
+    let bytes = dest.len() as u64 * 4;
+    anyhow::ensure!(
+        from + bytes <= place.end,
+        "{}: the rows asked for run past the checkpoint's part",
+        path.display()
+    );
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot reopen the checkpoint {}", path.display()))?;
+    f.seek(SeekFrom::Start(from))
+        .with_context(|| format!("cannot read the checkpoint {}", path.display()))?;
+    let mut buf = vec![0u8; bytes as usize];
+    f.read_exact(&mut buf)
+        .with_context(|| format!("cannot read the checkpoint {}", path.display()))?;
+    for (x, b) in dest.iter_mut().zip(buf.chunks_exact(4)) {
+        *x = f32::from_le_bytes(b.try_into().expect("4 bytes"));
+        anyhow::ensure!(x.is_finite(), "{}: a row in it is not finite", path.display());
+    }
+    Ok(())
+}
