@@ -131,6 +131,7 @@ pub struct PendingCheckpoint {
     tmp: tempfile::NamedTempFile,
     dir: PathBuf,
     name: String,
+    iterations_done: usize,
     at: RowsAt,
 }
 
@@ -172,6 +173,7 @@ impl PendingCheckpoint {
             tmp,
             dir: dir.to_owned(),
             name,
+            iterations_done,
             at: RowsAt {
                 user_rows,
                 item_rows,
@@ -273,7 +275,11 @@ impl PendingCheckpoint {
         Ok(hash.finalize().to_vec())
     }
 
-    /// Append the checksum, put the file in place and keep the newest two.
+    /// Append the checksum, put the file in place and keep it and the one
+    /// before it. Files numbered after it are an earlier run's (started
+    /// again in the same directory without `--resume`): they are neither
+    /// counted nor removed, so the file just written stays (a run may
+    /// replay from it).
     fn seal(mut self, sum: &[u8]) -> Result<PathBuf, CheckpointError> {
         use std::io::Write;
         let tmp_path = self.tmp.path().to_owned();
@@ -283,7 +289,7 @@ impl PendingCheckpoint {
         let path = self.dir.join(&self.name);
         self.tmp.persist(&path).map_err(|e| io(&path)(e.error))?;
         crate::atomic::sync_dir(&self.dir)?;
-        for old in list(&self.dir)?.into_iter().skip(KEEP) {
+        for old in list(&self.dir)?.into_iter().filter(|(n, _)| *n <= self.iterations_done).skip(KEEP) {
             let _ = std::fs::remove_file(old.1);
         }
         Ok(path)
@@ -451,6 +457,15 @@ mod tests {
             latest_checkpoint(&dir.path().join("none"), &sig),
             Err(CheckpointError::NoneFound { .. })
         ));
+        // A run started again in the same directory keeps what it writes:
+        // the earlier run's later files are neither counted nor removed.
+        let again = tempfile::tempdir().unwrap();
+        for it in [3, 4, 1, 2, 3] {
+            let p = write_checkpoint(again.path(), &sig, &state(it)).unwrap();
+            assert!(p.exists(), "checkpoint {it} was removed as it was written");
+        }
+        let left: Vec<usize> = list(again.path()).unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(left, vec![4, 3, 2]);
         // No temporary files left behind.
         assert!(std::fs::read_dir(dir.path())
             .unwrap()
