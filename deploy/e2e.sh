@@ -196,10 +196,13 @@ PY
 ALS_TRAIN_ARGS="$ALS_TRAIN_ARGS --input-on-workers" run clean none
 grep -q 'the workers built their blocks from the input' "$work/clean.log" ||
   fail "clean: the workers did not build their blocks: $(grep -i 'blocks' "$work/clean.log" | head -n 5)"
+grep -q 'keeps no copy of the factors' "$work/clean.log" ||
+  fail "clean: the coordinator kept a copy of the factors"
 serve_check clean
 # Evaluated every 25 iterations only, so the kill lands while the rows are on
-# the workers: the coordinator recovers by a replay from its last copy, the
-# killed worker's blocks built again by the survivors from /data.
+# the workers: the coordinator, which keeps no copy of the factors, recovers
+# by a replay from the initial rows, drawn from the ids, the killed worker's
+# blocks built again by the survivors from /data.
 ALS_TRAIN_ARGS="$ALS_TRAIN_ARGS --input-on-workers --eval-every 25" run kill kill
 grep -q 'replaying the halves' "$work/kill.log" || fail "kill: no replay in the log: $(grep -i 'lost\|replay' "$work/kill.log" | head -n 5)"
 # The survivors built the killed worker's blocks again; the coordinator read none of the input.
@@ -208,6 +211,9 @@ grep -q 'the survivors built the blocks again' "$work/kill.log" ||
 if grep -q 'needs the ratings the workers hold\|shipping them instead' "$work/kill.log"; then
   fail "kill: the coordinator read the input after the loss"
 fi
+grep -q 'keeps no copy of the factors' "$work/kill.log" ||
+  fail "kill: the coordinator kept a copy of the factors"
+
 same_factors kill
 run disconnect disconnect
 same_factors disconnect

@@ -860,47 +860,23 @@ mod tests {
         let raw = load_ratings(&path, &load).unwrap();
         let (train_rows, test_rows) = split_rows(&raw, &split).unwrap();
         let ds = Dataset::build((&raw, &train_rows), Some((&raw, &test_rows)), DuplicatePolicy::Last).unwrap();
-        struct Case {
-            implicit: bool,
-            /// Kill worker 1 after iteration 2, restart it after iteration 3.
-            kill: bool,
-            restart: bool,
-            /// Workers taken as lost as the first evaluation from peers' rows,
-            /// then the first streamed one, start.
-            lose_at_evaluation: Option<(usize, usize)>,
-            /// A checkpoint after every iteration, written by the workers.
-            checkpoints: bool,
-            /// Start from rows given here: the coordinator keeps a copy.
-            copy: bool,
-        }
-        let case = |implicit, kill, restart, lose_at_evaluation, checkpoints, copy| Case {
-            implicit,
-            kill,
-            restart,
-            lose_at_evaluation,
-            checkpoints,
-            copy,
-        };
+        // (implicit; kill worker 1 after iteration 2; restart it after
+        // iteration 3; workers taken as lost as the first evaluation from
+        // peers' rows, then the first streamed one, start; a checkpoint
+        // after every iteration, written by the workers; start from rows
+        // given here, so the coordinator keeps a copy)
         let cases = [
-            case(false, false, false, None, false, false),
-            case(false, true, false, None, false, false),
-            case(true, true, false, None, true, false),
-            case(false, true, true, None, true, false),
-            case(false, true, true, None, false, false),
-            case(false, true, true, None, false, true),
-            case(false, false, false, Some((1, 2)), false, true),
-            case(true, false, false, Some((1, 2)), false, true),
-            case(true, false, false, Some((1, 2)), true, false),
+            (false, false, false, None, false, false),
+            (false, true, false, None, false, false),
+            (true, true, false, None, true, false),
+            (false, true, true, None, true, false),
+            (false, true, true, None, false, false),
+            (false, true, true, None, false, true),
+            (false, false, false, Some((1, 2)), false, true),
+            (true, false, false, Some((1, 2)), false, true),
+            (true, false, false, Some((1, 2)), true, false),
         ];
-        for Case {
-            implicit,
-            kill,
-            restart,
-            lose_at_evaluation,
-            checkpoints,
-            copy,
-        } in cases
-        {
+        for (implicit, kill, restart, lose_at_evaluation, checkpoints, copy) in cases {
             let cfg = evaluated_config(implicit, 5);
             let layouts = Layouts::for_dataset(&ds, cfg.blocks);
             let mut local = LocalExecutor::new(&ds, layouts.clone());
