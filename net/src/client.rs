@@ -101,6 +101,13 @@ pub struct WorkerHandle {
     pub info: HandshakeResponse,
 }
 
+impl WorkerHandle {
+    /// The worker sends the rows it solves to its peers (it offers peer exchange).
+    pub fn exchanges_rows(&self) -> bool {
+        self.info.capabilities.iter().any(|c| c == als_proto::PEER_EXCHANGE)
+    }
+}
+
 fn endpoint_uri(addr: &str, tls: bool) -> String {
     if addr.starts_with("http://") || addr.starts_with("https://") || addr.starts_with("unix:") {
         addr.to_owned()

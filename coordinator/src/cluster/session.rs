@@ -12,7 +12,6 @@ use super::ingest::{build_blocks, describe_blocks, BlocksBuilt, BlocksDescribed,
 use super::local::LocalWorkers;
 use super::ratings::OnWorkers;
 use als_proto::pb::AdoptStep;
-use als_proto::PEER_EXCHANGE;
 
 pub struct ClusterSession {
     rt: tokio::runtime::Runtime,
@@ -226,7 +225,7 @@ impl ClusterSession {
         // Where the workers hold every row and send them to each other, the
         // coordinator keeps no copy of them (the executor's snapshot is the
         // initial draw); folding held-out users in here needs the item rows.
-        let exchange = self.workers.iter().all(|w| w.info.capabilities.iter().any(|c| c == PEER_EXCHANGE));
+        let exchange = self.workers.iter().all(WorkerHandle::exchanges_rows);
         let keep_no_copy = matches!(built, Some(BuiltBlocks::Adopt(_))) && exchange && !data.shape.holds_out_users;
         let state = match (state, data.ratings, on_workers) {
             (Some(s), _, _) => s,

@@ -5,10 +5,10 @@
 use std::collections::BTreeSet;
 
 use als_core::side::{Factors, Side};
+use als_proto::encoded_bytes;
 use als_proto::pb::ingest_request::Step;
 use als_proto::pb::{AdoptStep, IngestRequest, ReleaseBlocksRequest};
 use als_proto::spec::side_to_pb;
-use als_proto::{encoded_bytes, PEER_EXCHANGE};
 
 use crate::cluster::client::{connect, ClientOptions};
 use crate::cluster::routing::owners_among;
@@ -155,7 +155,7 @@ impl ClusterExecutor<'_> {
             }
             match slot.back.take() {
                 Some(h) if take_back => {
-                    let exchanges = h.info.capabilities.iter().any(|c| c == PEER_EXCHANGE);
+                    let exchanges = h.exchanges_rows();
                     if no_copy && !exchanges {
                         // Its rows would have to come through a copy this coordinator does not keep.
                         tracing::warn!(worker = %addr, "the worker is back but cannot send rows to peers; it stays out of this job");

@@ -47,7 +47,7 @@ use als_core::solve::{SolveParams, TermsWanted};
 use als_core::train::{DataShape, HalfStepExecutor, HalfStepOutput, Layouts, TestMetrics, TrainConfig, TrainData, TrainError, TrainState};
 use als_proto::pb::{AdoptStep, EndJobRequest, StartJobRequest};
 use als_proto::spec::spec_from_params;
-use als_proto::{PEER_EXCHANGE, PROTOCOL_VERSION};
+use als_proto::PROTOCOL_VERSION;
 
 use crate::cluster::client::{ClientOptions, WorkerHandle};
 use crate::cluster::ratings::{OnWorkers, RatingsAt};
@@ -303,10 +303,7 @@ impl<'a> ClusterExecutor<'a> {
             exec.built_at = Some(exec.desired_owners()?.map(|o| o.into_iter().map(Some).collect()));
         }
         // Peer exchange needs every worker to take part, the lost ones too once revived.
-        exec.exchange = exec
-            .slots
-            .iter()
-            .all(|s| s.handle.info.capabilities.iter().any(|c| c == PEER_EXCHANGE));
+        exec.exchange = exec.slots.iter().all(|s| s.handle.exchanges_rows());
         anyhow::ensure!(
             exec.exchange || !exec.no_copy(),
             "internal error: a coordinator without a copy of the factors needs every worker to send rows to its peers"
