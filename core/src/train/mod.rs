@@ -308,32 +308,33 @@ impl<'a> StateView<'a> {
     /// state is up to date after it.
     pub fn checkpoint(&mut self, dir: &std::path::Path, sig: &crate::checkpoint::RunSignature) -> Result<std::path::PathBuf, TrainError> {
         use crate::checkpoint::PendingCheckpoint;
-        if self.exec.is_some() && self.rows_elsewhere() {
-            // Nothing here to read them into: the checkpoint is checksummed
-            // and sealed, and the executor's rows are that file's.
-            let pending = PendingCheckpoint::begin(dir, sig, self.state.iterations_done, self.shape())?;
-            let places = pending.places();
-            let exec = self.exec.as_deref_mut().expect("checked");
-            match exec.write_rows(&places) {
-                Some(Ok(())) => {
-                    let path = pending.finish()?;
-                    exec.rows_kept_in(&places.at_path(&path));
-                    return Ok(path);
-                }
-                Some(Err(e)) => return Err(e),
-                None => {}
-            }
-        }
         if self.exec.is_some() {
             let pending = PendingCheckpoint::begin(dir, sig, self.state.iterations_done, self.shape())?;
-            let mut path = None;
-            let written = self.rows_written_at(&pending.places(), |rows| {
-                let (users, items) = rows.ok_or(TrainError::Internal("a state without rows took the path for one with them"))?;
-                path = Some(pending.finish_into(users, items)?);
-                Ok(())
-            })?;
-            if let (true, Some(path)) = (written, path) {
-                return Ok(path);
+            if self.rows_elsewhere() {
+                // Nothing here to read them into: the checkpoint is checksummed
+                // and sealed, and the executor's rows are that file's.
+                let places = pending.places();
+                let exec = self.exec.as_deref_mut().expect("checked");
+                match exec.write_rows(&places) {
+                    Some(Ok(())) => {
+                        let path = pending.finish()?;
+                        exec.rows_kept_in(&places.at_path(&path));
+                        return Ok(path);
+                    }
+                    Some(Err(e)) => return Err(e),
+                    // The executor cannot: the rows come here and are written below.
+                    None => {}
+                }
+            } else {
+                let mut path = None;
+                let written = self.rows_written_at(&pending.places(), |rows| {
+                    let (users, items) = rows.ok_or(TrainError::Internal("a state without rows took the path for one with them"))?;
+                    path = Some(pending.finish_into(users, items)?);
+                    Ok(())
+                })?;
+                if let (true, Some(path)) = (written, path) {
+                    return Ok(path);
+                }
             }
         }
         Ok(crate::checkpoint::write_checkpoint(dir, sig, self.get()?)?)
