@@ -83,3 +83,14 @@ pub fn write_le_at<T: crate::le::Le>(f: &mut std::fs::File, offset: u64, values:
     f.seek(SeekFrom::Start(offset))?;
     crate::le::write_le(f, values)
 }
+
+/// Read `values.len()` little-endian values at byte `offset` of `f`
+/// straight into `values` (the rows a checkpoint's or a model's file holds
+/// at [`RowsPlace`]s): [`write_le_at`]'s mirror.
+pub fn read_le_at<T: crate::le::Le + bytemuck::Pod>(f: &mut std::fs::File, offset: u64, values: &mut [T]) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    f.seek(SeekFrom::Start(offset))?;
+    f.read_exact(bytemuck::cast_slice_mut(values))?;
+    crate::le::fix_order(values);
+    Ok(())
+}

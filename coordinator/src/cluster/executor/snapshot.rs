@@ -8,12 +8,10 @@
 //! read block by block. So its memory does not grow with the rows between
 //! the reads of the model, and a replay ships each block from its source.
 
-use std::io::{Read, Seek, SeekFrom};
-
 use als_core::init::init_factors;
-use als_core::row_places::{RowPlaces, RowsPlace};
+use als_core::row_places::{read_le_at, RowPlaces, RowsPlace};
 use als_core::side::{Factors, Side};
-use als_core::solve::block_gram_into;
+use als_core::solve::{all_finite, block_gram_into};
 use als_proto::pb::AdoptStep;
 use anyhow::Context;
 
@@ -126,21 +124,13 @@ pub(super) fn snapshot_block(
 fn read_f32s(place: &RowsPlace, first: u64, dest: &mut [f32]) -> anyhow::Result<()> {
     let path = &place.path;
     let from = place.at + first * 4;
-    let bytes = dest.len() as u64 * 4;
     anyhow::ensure!(
-        from + bytes <= place.end,
+        from + dest.len() as u64 * 4 <= place.end,
         "{}: the rows asked for run past the checkpoint's part",
         path.display()
     );
     let mut f = std::fs::File::open(path).with_context(|| format!("cannot reopen the checkpoint {}", path.display()))?;
-    f.seek(SeekFrom::Start(from))
-        .with_context(|| format!("cannot read the checkpoint {}", path.display()))?;
-    let mut buf = vec![0u8; bytes as usize];
-    f.read_exact(&mut buf)
-        .with_context(|| format!("cannot read the checkpoint {}", path.display()))?;
-    for (x, b) in dest.iter_mut().zip(buf.chunks_exact(4)) {
-        *x = f32::from_le_bytes(b.try_into().expect("4 bytes"));
-        anyhow::ensure!(x.is_finite(), "{}: a row in it is not finite", path.display());
-    }
+    read_le_at(&mut f, from, dest).with_context(|| format!("cannot read the checkpoint {}", path.display()))?;
+    anyhow::ensure!(all_finite(dest), "{}: a row in it is not finite", path.display());
     Ok(())
 }
