@@ -3,7 +3,9 @@
 
 use als_proto::codec::{f32_bytes, u32_bytes};
 use als_proto::pb::worker_client::WorkerClient;
-use als_proto::pb::{BlockChunk, EvalChunk, HandshakeRequest, PeerChunk, RouteChunk, SendRowsRequest, Side, SolverSpec, StartJobRequest};
+use als_proto::pb::{
+    BlockChunk, EndJobRequest, EvalChunk, HandshakeRequest, PeerChunk, RouteChunk, SendRowsRequest, Side, SolverSpec, StartJobRequest,
+};
 use als_proto::PROTOCOL_VERSION;
 use als_tests::{binary, run_with_timeout, WorkerProc};
 use tonic::Code;
@@ -469,6 +471,14 @@ fn a_worker_builds_or_runs_one_job_at_a_time() {
             c.ingest(authed(read("build-d"), "s3cret")).await.unwrap_err(),
             "busy with job 'build-a'",
         );
+        // An ended job's share is not read again (a read still running when
+        // it ended is dropped); the worker is free for the next build.
+        c.end_job(authed(EndJobRequest { job_id: "build-a".into() }, "s3cret"))
+            .await
+            .unwrap();
+        let e = c.ingest(authed(read("build-a"), "s3cret")).await.unwrap_err();
+        assert!(e.message().contains("job 'build-a' has ended"), "{}", e.message());
+        assert_eq!(c.ingest(authed(read("build-e"), "s3cret")).await.unwrap().into_inner().rows, 40);
     });
 }
 

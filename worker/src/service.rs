@@ -23,7 +23,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::ingest::service::{IngestLimits, IngestSlot};
+use crate::ingest::service::{EndedJobs, IngestLimits, IngestSlot};
 use crate::job::{Assignment, BlockData, EvalFromPeers, EvalInput, Job, JobError, PeerPlan, PushedRows, RowsFor, SolvedBlock};
 use crate::peer_intake::{Intake, MailboxSlot};
 use crate::peers::Peers;
@@ -60,6 +60,8 @@ pub struct WorkerService {
     solve_turns: Option<SolveTurns>,
     /// A job's blocks being built from the input, before the job starts.
     ingest: IngestSlot,
+    /// Jobs ended here lately: a share still being read for one is dropped.
+    ended: Arc<EndedJobs>,
     /// Inputs this worker may read lie under it; `None`: it reads none.
     input_root: Option<PathBuf>,
     /// Files this worker may write its rows into lie under it; `None`: it writes none.
@@ -77,6 +79,7 @@ impl WorkerService {
             mailbox: Arc::default(),
             solve_turns: None,
             ingest: IngestSlot::default(),
+            ended: Arc::default(),
             input_root: None,
             output_root: None,
         }
@@ -652,12 +655,13 @@ impl Worker for WorkerService {
         let limits = IngestLimits {
             budget: self.memory_budget,
             input_root: self.input_root.as_deref(),
+            idle: self.idle_timeout,
         };
         if let Some(als_proto::pb::ingest_request::Step::Adopt(a)) = &req.step {
             let resp = crate::ingest::service::adopt(&self.ingest, &self.job, &req.job_id, a).await?;
             return Ok(Response::new(resp));
         }
-        let resp = crate::ingest::service::step(&self.ingest, &self.peers, limits, req).await?;
+        let resp = crate::ingest::service::step(&self.ingest, &self.ended, &self.peers, limits, req).await?;
         Ok(Response::new(resp))
     }
 
@@ -792,6 +796,7 @@ impl Worker for WorkerService {
 
     async fn end_job(&self, req: Request<EndJobRequest>) -> Result<Response<EndJobResponse>, Status> {
         let r = req.into_inner();
+        self.ended.end(&r.job_id);
         // Blocks being built for the job go with it.
         let built = {
             let mut ingest = self.ingest.lock().await;
@@ -814,7 +819,7 @@ impl Worker for WorkerService {
 
 /// One job at a time: `job_id` is refused while `held`, another job's (id,
 /// last activity), has been active within `idle`.
-fn refuse_other(held: Option<(&str, Instant)>, job_id: &str, idle: Duration, doing: &str) -> Result<(), Status> {
+pub(crate) fn refuse_other(held: Option<(&str, Instant)>, job_id: &str, idle: Duration, doing: &str) -> Result<(), Status> {
     match held {
         Some((id, last)) if id != job_id && last.elapsed() < idle => Err(als_proto::fault::busy(format!("worker {doing} '{id}'"))),
         _ => Ok(()),

@@ -202,8 +202,9 @@ pub async fn build_blocks(
     let mut built = build(workers, job_id, plan, &home(plan.blocks)?, faults).await;
     if let Some(&FewerRowsThanBlocks(blocks)) = built.as_ref().err().and_then(|e| e.downcast_ref()) {
         // Small data: built again with one block per user or item at most,
-        // which that count cannot make smaller (a second try at most).
-        end_all(workers, job_id, plan.peer_timeout).await;
+        // which that count cannot make smaller (a second try at most). The
+        // job goes on under its id, so the builds are dropped, not ended.
+        drop_built(workers, job_id, plan.peer_timeout).await;
         tracing::debug!(blocks, asked = plan.blocks, "fewer users or items than blocks: building again");
         built = build(workers, job_id, &IngestPlan { blocks, ..plan.clone() }, &home(blocks)?, faults).await;
     }

@@ -1,6 +1,7 @@
 //! The `Ingest`, `IngestRows` and `LookupItems` calls: decode, check, run
 //! the step off the runtime, send what it routes to peers with no lock held.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +37,48 @@ pub struct IngestLimits<'a> {
     pub budget: u64,
     /// Only inputs under this directory are read; `None`: none is.
     pub input_root: Option<&'a Path>,
+    /// Another job's build idle this long no longer holds the worker.
+    pub idle: Duration,
+}
+
+/// How many ended jobs a worker remembers.
+const ENDED_KEPT: usize = 64;
+
+/// The jobs ended here lately (the last [`ENDED_KEPT`]). A coordinator
+/// ends a build when a worker is lost and builds again under a new id; a
+/// share still being read for the ended one must not be kept when the read
+/// finishes, or it would hold this worker and the new build be refused as
+/// busy until it idled out.
+#[derive(Default)]
+pub struct EndedJobs(std::sync::Mutex<VecDeque<String>>);
+
+impl EndedJobs {
+    pub fn end(&self, job_id: &str) {
+        let mut ended = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !ended.iter().any(|j| j == job_id) {
+            ended.push_back(job_id.to_owned());
+            if ended.len() > ENDED_KEPT {
+                ended.pop_front();
+            }
+        }
+    }
+
+    fn has_ended(&self, job_id: &str) -> Result<(), Status> {
+        match self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|j| j == job_id) {
+            true => Err(Status::failed_precondition(format!("job '{job_id}' has ended on this worker"))),
+            false => Ok(()),
+        }
+    }
+}
+
+/// Keep a share just read as its job's build, unless the job ended while it
+/// was read or another job's build, still active, took the slot meanwhile.
+pub(super) fn keep_read(slot: &mut Option<Ingest>, read: Ingest, ended: &EndedJobs, idle: Duration) -> Result<(), Status> {
+    ended.has_ended(&read.id)?;
+    let held = slot.as_ref().map(|i| (i.id.as_str(), i.last_activity));
+    crate::service::refuse_other(held, &read.id, idle, "is building the blocks of job")?;
+    *slot = Some(read);
+    Ok(())
 }
 
 /// The active ingest, if `job_id` names it.
@@ -76,13 +119,20 @@ fn under_root(path: &str, root: Option<&Path>) -> Result<PathBuf, Status> {
 }
 
 /// One step of an ingest.
-pub async fn step(slot: &IngestSlot, peers: &Arc<Peers>, limits: IngestLimits<'_>, req: IngestRequest) -> Result<IngestResponse, Status> {
+pub async fn step(
+    slot: &IngestSlot,
+    ended: &EndedJobs,
+    peers: &Arc<Peers>,
+    limits: IngestLimits<'_>,
+    req: IngestRequest,
+) -> Result<IngestResponse, Status> {
     let step = req.step.ok_or_else(|| Status::invalid_argument("an ingest call names no step"))?;
     let timeout = Duration::from_millis(req.peer_timeout_ms.max(1000) as u64);
     let job_id = req.job_id;
     let mut resp = IngestResponse::default();
     match step {
         Step::ReadShare(s) => {
+            ended.has_ended(&job_id)?;
             let input = s.input.as_ref().ok_or_else(|| Status::invalid_argument("missing input"))?;
             let path = under_root(&input.path, limits.input_root)?;
             let opts = load_options(input).map_err(status)?;
@@ -116,8 +166,8 @@ pub async fn step(slot: &IngestSlot, peers: &Arc<Peers>, limits: IngestLimits<'_
                 .map_err(|e| Status::internal(format!("reading the share failed: {e}")))?
                 .map_err(status)?;
             (resp.rows, resp.skipped_lines, resp.min_value, resp.max_value, resp.test_rows) = ingest.share_summary();
+            keep_read(&mut *slot.lock().await, ingest, ended, limits.idle)?;
             tracing::info!(job = %job_id, share = s.share, shares = s.shares, rows = resp.rows, "share read");
-            *slot.lock().await = Some(ingest);
         }
         Step::RouteShare(r) => {
             let out = with_ingest(slot, &job_id, move |i| {

@@ -232,3 +232,37 @@ fn only_a_finished_block_built_here_is_described() {
     let e = i.describe(false, 1, 1.0).unwrap_err().to_string();
     assert!(e.contains("holds no item block 1"), "{e}");
 }
+
+/// A share read for a job that ended meanwhile is dropped, as is one read
+/// while another job's active build took the slot; an idle one gives way.
+#[test]
+fn a_share_read_for_an_ended_job_or_over_an_active_build_is_not_kept() {
+    use super::service::{keep_read, EndedJobs};
+    use std::time::Duration;
+    let read = |id: &str| {
+        let (_dir, i) = started(1 << 30);
+        let mut i = i.unwrap();
+        i.id = id.into();
+        i
+    };
+    let hour = Duration::from_secs(3600);
+    let ended = EndedJobs::default();
+    ended.end("j-old");
+    let mut slot = None;
+    let e = keep_read(&mut slot, read("j-old"), &ended, hour).unwrap_err();
+    assert!(e.message().contains("has ended"), "{}", e.message());
+    assert!(slot.is_none());
+    // Not ended: kept; another job's read then finds it active and is dropped.
+    keep_read(&mut slot, read("j-new"), &ended, hour).unwrap();
+    let e = keep_read(&mut slot, read("j-other"), &ended, hour).unwrap_err();
+    assert!(e.message().contains("building the blocks of job 'j-new'"), "{}", e.message());
+    assert_eq!(slot.as_ref().map(|i| i.id.as_str()), Some("j-new"));
+    // An idle build gives way.
+    keep_read(&mut slot, read("j-other"), &ended, Duration::ZERO).unwrap();
+    assert_eq!(slot.as_ref().map(|i| i.id.as_str()), Some("j-other"));
+    // The memory of ended jobs is bounded: the oldest is forgotten.
+    for n in 0..64 {
+        ended.end(&format!("j-{n}"));
+    }
+    keep_read(&mut slot, read("j-old"), &ended, Duration::ZERO).unwrap();
+}
