@@ -17,6 +17,9 @@
 # lost worker's blocks back (built again by the survivors, or shipped from
 # the input the coordinator loaded) and what that cost.
 #
+# KEEP_TMP=1 keeps the runs' logs and metrics JSON in the temporary
+# directory, named on stderr at the end.
+#
 # --both-input-modes runs this build twice: the coordinator shipping the
 # ratings, then the workers reading DATA themselves (--input-on-workers;
 # every worker gets DATA's directory as its --input-root). Each line also
@@ -70,7 +73,7 @@ DATA=$1; shift
 DATA=$(cd "$(dirname "$DATA")" && pwd)/$(basename "$DATA")
 INPUT_ROOT=$(dirname "$DATA")
 TMP=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$TMP"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null; if [ -n "${KEEP_TMP:-}" ]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi' EXIT
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$TMP/token"
 
 # run_one BINDIR LABEL: one training with WORKERS worker processes; one line out.

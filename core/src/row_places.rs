@@ -28,6 +28,14 @@ pub struct RowPlaces {
 }
 
 impl RowPlaces {
+    /// The factor rows' place of `side`, and its biases' where there are any.
+    pub fn side(&self, side: crate::side::Side) -> (&RowsPlace, Option<&RowsPlace>) {
+        match side {
+            crate::side::Side::Users => (&self.user_rows, self.user_bias.as_ref()),
+            crate::side::Side::Items => (&self.item_rows, self.item_bias.as_ref()),
+        }
+    }
+
     /// A checkpoint's places (every part in one file) in the file at
     /// `path`: its temporary file moved to its final name, the same bytes
     /// at the same offsets.

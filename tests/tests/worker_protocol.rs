@@ -146,6 +146,24 @@ fn handshake_token_job_and_validation() {
                 },
                 "came with ratings",
             ),
+            // Rows the worker is to draw or read itself come alone, and one way.
+            (
+                BlockChunk {
+                    draw: Some(Default::default()),
+                    ..rows_only.clone()
+                },
+                "came with rows",
+            ),
+            (
+                BlockChunk {
+                    draw: Some(Default::default()),
+                    rows_in: vec![Default::default()],
+                    factors: Default::default(),
+                    bias: Default::default(),
+                    ..rows_only.clone()
+                },
+                "in one way",
+            ),
         ] {
             let bad = BlockChunk {
                 ratings_built: true,
@@ -156,11 +174,43 @@ fn handshake_token_job_and_validation() {
             assert!(e.message().contains(why), "{}", e.message());
         }
         let e = c
-            .assign_block(authed(tokio_stream::iter(vec![rows_only]), "s3cret"))
+            .assign_block(authed(tokio_stream::iter(vec![rows_only.clone()]), "s3cret"))
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
         assert!(e.message().contains("no blocks are being built"), "{}", e.message());
+        // Only a block built here draws its rows; a file is read only under --output-root.
+        let drawn = BlockChunk {
+            draw: Some(Default::default()),
+            factors: Default::default(),
+            bias: Default::default(),
+            ..rows_only.clone()
+        };
+        let e = c
+            .assign_block(authed(
+                tokio_stream::iter(vec![BlockChunk {
+                    ratings_built: false,
+                    ..drawn
+                }]),
+                "s3cret",
+            ))
+            .await
+            .unwrap_err();
+        assert!(e.message().contains("only for a block built here"), "{}", e.message());
+        let read = BlockChunk {
+            rows_in: vec![als_proto::pb::RowsPlace {
+                side: Side::Users as i32,
+                part: als_proto::pb::RowsPart::Factors as i32,
+                path: "/etc/passwd".into(),
+                at: 0,
+                end: 16,
+            }],
+            factors: Default::default(),
+            bias: Default::default(),
+            ..rows_only.clone()
+        };
+        let e = c.assign_block(authed(tokio_stream::iter(vec![read]), "s3cret")).await.unwrap_err();
+        assert!(e.message().contains("--output-root"), "{}", e.message());
         // Data beyond the declared sizes is cut off, not buffered.
         let mut big = block("job-a", 1, vec![0, 1]);
         big.values = vec![0u8; 1 << 20].into();

@@ -1,13 +1,14 @@
 //! Writing the latest rows of a job's blocks into files the coordinator
 //! created (a checkpoint, a model's `.npy` files), each block at its rows'
 //! place: the coordinator gets the files' checksums from the files, not the
-//! rows over the network.
+//! rows over the network. And reading a block's rows back from a sealed
+//! checkpoint, for a replay that ships no rows.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 
-use als_core::row_places::write_le_at;
+use als_core::row_places::{read_le_at, write_le_at};
 use als_core::side::Side;
 use als_proto::pb::{RowsPart, WriteRowsRequest, WriteRowsResponse};
 use als_proto::spec::side_from_pb;
@@ -115,19 +116,95 @@ pub fn write_rows(job: &Job, places: &[Place], nnz_starts: &[u64]) -> Result<Wri
     Ok(WriteRowsResponse { user_blocks, item_blocks })
 }
 
+/// Rows `row_start..+n_rows` of `side` (factors of width `k`, and biases
+/// where `biased`) read from `places`, a sealed checkpoint's parts of that
+/// side; each read is bounded by its part's end, and every value must be
+/// finite, as rows a worker wrote always are.
+pub fn read_block_rows(
+    places: &[Place],
+    side: Side,
+    row_start: u64,
+    n_rows: usize,
+    k: usize,
+    biased: bool,
+) -> Result<(Vec<f32>, Vec<f32>), String> {
+    let part = |part: RowsPart| places.iter().find(|p| p.side == side && p.part == part);
+    let read = |place: Option<&Place>, width: u64, len: usize| -> Result<Vec<f32>, String> {
+        let place = place.ok_or_else(|| format!("no {side:?} part to read the block's rows from"))?;
+        let path = &place.path;
+        let at = place_of(place.at, row_start, width, len as u64 * 4, place.end)?;
+        let mut values = vec![0f32; len];
+        let mut f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        read_le_at(&mut f, at, &mut values).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !als_core::solve::all_finite(&values) {
+            return Err(format!("{}: a row of {side:?} from {row_start} is not finite", path.display()));
+        }
+        Ok(values)
+    };
+    if places
+        .iter()
+        .any(|p| p.side != side || !matches!(p.part, RowsPart::Factors | RowsPart::Bias))
+    {
+        return Err("a block's rows are read from its side's factors and biases only".into());
+    }
+    let factors = read(part(RowsPart::Factors), k as u64 * 4, n_rows * k)?;
+    let bias = match biased {
+        true => read(part(RowsPart::Bias), 4, n_rows)?,
+        false => Vec::new(),
+    };
+    Ok((factors, bias))
+}
+
 /// The offset of a block's bytes (`row_start` rows of `row_bytes` past
 /// `base`, `bytes` long), refused where it would reach past `end`.
 fn place_of(base: u64, row_start: u64, row_bytes: u64, bytes: u64, end: u64) -> Result<u64, String> {
     let at = row_start.checked_mul(row_bytes).and_then(|o| o.checked_add(base));
     match at.and_then(|a| a.checked_add(bytes)) {
         Some(stop) if stop <= end => Ok(at.expect("checked")),
-        _ => Err(format!("rows from {row_start} would be written past byte {end} of the file")),
+        _ => Err(format!("rows from {row_start} would reach past byte {end} of the file")),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::place_of;
+    use super::*;
+
+    /// A block's rows come back from where its side's parts lie, at its
+    /// row start; a read past a part's end, a missing part, another side's
+    /// part or a value that is not finite is refused.
+    #[test]
+    fn a_blocks_rows_are_read_at_their_place_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint");
+        // 16 bytes of header, 5 rows of k=2, then 5 biases.
+        let mut f = File::create(&path).unwrap();
+        let rows: Vec<f32> = (0..10).map(|v| v as f32).collect();
+        let bias: Vec<f32> = (0..5).map(|v| -(v as f32)).collect();
+        write_le_at(&mut f, 16, &rows).unwrap();
+        write_le_at(&mut f, 56, &bias).unwrap();
+        let place = |side, part, at, end| Place {
+            side,
+            part,
+            path: path.clone(),
+            at,
+            end,
+        };
+        let parts = [
+            place(Side::Items, RowsPart::Factors, 16, 56),
+            place(Side::Items, RowsPart::Bias, 56, 76),
+        ];
+        let (f, b) = read_block_rows(&parts, Side::Items, 3, 2, 2, true).unwrap();
+        assert_eq!((f, b), (vec![6.0, 7.0, 8.0, 9.0], vec![-3.0, -4.0]));
+        let (f, b) = read_block_rows(&parts[..1], Side::Items, 1, 1, 2, false).unwrap();
+        assert_eq!((f, b), (vec![2.0, 3.0], vec![]));
+        let refused =
+            |parts: &[Place], row_start, n_rows, biased| read_block_rows(parts, Side::Items, row_start, n_rows, 2, biased).unwrap_err();
+        assert!(refused(&parts, 4, 2, false).contains("past byte 56"));
+        assert!(refused(&parts[..1], 0, 1, true).contains("no Items part"));
+        assert!(refused(&[place(Side::Users, RowsPart::Factors, 16, 56)], 0, 1, false).contains("factors and biases only"));
+        write_le_at(&mut File::options().write(true).open(&path).unwrap(), 24, &[f32::NAN]).unwrap();
+        assert!(refused(&parts, 0, 2, false).contains("not finite"));
+    }
 
     #[test]
     fn a_write_past_the_end_is_refused() {

@@ -23,10 +23,12 @@ use futures::{Stream, StreamExt};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::ingest::adopt::StartFactors;
 use crate::ingest::service::{EndedJobs, IngestLimits, IngestSlot};
 use crate::job::{Assignment, BlockData, EvalFromPeers, EvalInput, Job, JobError, PeerPlan, PushedRows, RowsFor, SolvedBlock};
 use crate::peer_intake::{Intake, MailboxSlot};
 use crate::peers::Peers;
+use crate::row_files::read_block_rows;
 use crate::row_sends::RowSends;
 use crate::server::SolveTurns;
 
@@ -124,6 +126,24 @@ impl WorkerService {
     fn row_sends(&self, job_id: &str, timeout_ms: u32) -> RowSends {
         let timeout = Duration::from_millis(timeout_ms.max(1000) as u64);
         RowSends::new(self.peers.clone(), tokio::runtime::Handle::current(), job_id.to_owned(), timeout)
+    }
+
+    /// Places in files, each under the output root: out of this worker's
+    /// reach, the refusal tells the coordinator to write or read the file itself.
+    fn places(&self, places: &[als_proto::pb::RowsPlace]) -> Result<Vec<crate::row_files::Place>, Status> {
+        places
+            .iter()
+            .map(|p| {
+                Ok(crate::row_files::Place {
+                    side: side_from_pb(p.side).map_err(Status::invalid_argument)?,
+                    part: als_proto::pb::RowsPart::try_from(p.part).map_err(|e| Status::invalid_argument(e.to_string()))?,
+                    path: crate::paths::under_root(&p.path, self.output_root.as_deref(), crate::paths::Reach::Output)
+                        .map_err(als_proto::fault::refusal)?,
+                    at: p.at,
+                    end: p.end,
+                })
+            })
+            .collect()
     }
 
     /// Where peers' rows go, for workers of this process to hand them over directly.
@@ -306,11 +326,20 @@ impl Worker for WorkerService {
                 "a block whose ratings were built here carries only its rows' factors (nnz, n_needed and n_test 0)",
             ));
         }
-        let limits = {
+        let rows_here = first.draw.is_some() || !first.rows_in.is_empty();
+        if rows_here && !first.ratings_built || first.draw.is_some() && !first.rows_in.is_empty() {
+            return Err(Status::invalid_argument(
+                "a block's rows are drawn or read here only for a block built here, and in one way",
+            ));
+        }
+        let rows_in = self.places(&first.rows_in)?;
+        let (limits, k, biased) = {
             let mut slot = self.job.lock().await;
             let job = active(&mut slot, &first.job_id)?;
-            job.block_limits(side, first.n_rows, first.nnz, first.n_needed, first.n_test)
-                .map_err(status)?
+            let limits = job
+                .block_limits(side, first.n_rows, first.nnz, first.n_needed, first.n_test)
+                .map_err(status)?;
+            (limits, job.params.factors, job.params.dim() > job.params.factors)
         };
         let p = gather(
             &first,
@@ -326,7 +355,17 @@ impl Worker for WorkerService {
                 if ratings.iter().any(|f| !f.is_empty()) || !p.values.is_empty() || !p.test_values.is_empty() {
                     return Err(Status::invalid_argument("a block whose ratings were built here came with ratings"));
                 }
-                let built = crate::ingest::service::take_built(&self.ingest, &first.job_id, side, first.block).await?;
+                if rows_here && !(p.factors.is_empty() && p.bias.is_empty()) {
+                    return Err(Status::invalid_argument("a block whose rows are taken here came with rows"));
+                }
+                // Drawn from the ids as the block is taken, as Adopt draws them.
+                let start = StartFactors {
+                    seed: first.draw.map_or(0, |d| d.seed),
+                    init_std: first.draw.and_then(|d| d.init_std),
+                    k: if first.draw.is_some() { k } else { 0 },
+                    biased: first.draw.is_some() && biased,
+                };
+                let built = crate::ingest::service::take_built(&self.ingest, &first.job_id, side, first.block, start).await?;
                 if (built.row_start, built.n_rows) != (first.row_start, first.n_rows) {
                     return Err(Status::invalid_argument(format!(
                         "{} block {}: rows {}..+{} sent, {}..+{} built here",
@@ -338,11 +377,18 @@ impl Worker for WorkerService {
                         built.n_rows
                     )));
                 }
-                BlockData {
-                    factors: p.factors,
-                    bias: p.bias,
-                    ..built
-                }
+                let (factors, bias) = match (first.draw.is_some(), rows_in.is_empty()) {
+                    (true, _) => (built.factors, built.bias),
+                    (false, false) => {
+                        let (row_start, n_rows) = (first.row_start, first.n_rows as usize);
+                        tokio::task::spawn_blocking(move || read_block_rows(&rows_in, side, row_start, n_rows, k, biased))
+                            .await
+                            .map_err(|e| Status::internal(format!("reading the block's rows stopped: {e}")))?
+                            .map_err(|m| als_proto::fault::refusal(Status::failed_precondition(m)))?
+                    }
+                    (false, true) => (p.factors, p.bias),
+                };
+                BlockData { factors, bias, ..built }
             }
             false => BlockData {
                 block: first.block,
@@ -510,18 +556,7 @@ impl Worker for WorkerService {
         use crate::row_files::Place;
         let r = req.into_inner();
         Place::check_all(&r).map_err(Status::invalid_argument)?;
-        let mut places = Vec::with_capacity(r.places.len());
-        for p in &r.places {
-            places.push(Place {
-                side: side_from_pb(p.side).map_err(Status::invalid_argument)?,
-                part: als_proto::pb::RowsPart::try_from(p.part).map_err(|e| Status::invalid_argument(e.to_string()))?,
-                // Out of this worker's reach: the coordinator writes the file itself.
-                path: crate::paths::under_root(&p.path, self.output_root.as_deref(), crate::paths::Reach::Output)
-                    .map_err(als_proto::fault::refusal)?,
-                at: p.at,
-                end: p.end,
-            });
-        }
+        let places = self.places(&r.places)?;
         let mut slot = self.job.clone().lock_owned().await;
         active(&mut slot, &r.job_id)?;
         // Off the runtime: the rows are written from the blocks, under the job's lock.

@@ -935,6 +935,8 @@ mod tests {
                     Ok(())
                 })
                 .unwrap_or_else(|e| panic!("{what}: {e:#}"));
+            // The coordinator's bytes per iteration, the peers' taken out.
+            let coordinator_bytes: Vec<u64> = got.reports.iter().map(|r| r.bytes_sent() - r.bytes_peer()).collect();
             let rebuilds = s.rebuilds.load(std::sync::atomic::Ordering::Relaxed);
             let lost = s.lost.lock().unwrap().clone();
             let without_copy = s.started_without_copy.load(std::sync::atomic::Ordering::Relaxed);
@@ -949,6 +951,14 @@ mod tests {
             // three again when the restarted worker took its blocks back: with
             // a copy here, at the next evaluation; without one, once a
             // checkpoint made the workers' rows the snapshot's.
+            if kill && !checkpoints {
+                // The loss costs the coordinator less than the rows without a
+                // copy (the survivors draw them), and more with one (it ships them).
+                let f = |x: &als_core::side::Factors| 4 * (x.flat().len() + x.bias.len()) as u64;
+                let rows = f(&want.state.users) + f(&want.state.items);
+                let extra = coordinator_bytes[2] - coordinator_bytes[1];
+                assert_eq!(extra < rows, !copy, "{what}: {extra} bytes more in the loss, rows {rows}");
+            }
             let taken_back = copy || checkpoints;
             if lose_at_evaluation.is_some() {
                 // Worker 1's blocks built again as the evaluation from peers'

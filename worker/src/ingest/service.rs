@@ -426,18 +426,13 @@ pub async fn adopt(slot: &IngestSlot, job: &Arc<Mutex<Option<Job>>>, job_id: &st
 
 /// Block `block` of `side` that this worker built for `job_id`, taken out
 /// of the ingest for the job (`AssignBlock` with `ratings_built`: the
-/// coordinator sends the rows' factors); the ingest goes once every block
-/// it built is taken.
-pub async fn take_built(slot: &IngestSlot, job_id: &str, side: Side, block: u32) -> Result<BlockData, Status> {
+/// coordinator sends the rows' factors, or has them drawn with `start`, or
+/// read; with `start.k` 0, none are drawn); the ingest goes once every
+/// block it built is taken.
+pub async fn take_built(slot: &IngestSlot, job_id: &str, side: Side, block: u32, start: StartFactors) -> Result<BlockData, Status> {
     let mut g = slot.lock().await;
     let ingest = active(&mut g, job_id)?;
-    let none = StartFactors {
-        seed: 0,
-        init_std: None,
-        k: 0,
-        biased: false,
-    };
-    let data = ingest.take_block(side, block, none).map_err(status)?;
+    let data = ingest.take_block(side, block, start).map_err(status)?;
     if ingest.all_taken() {
         *g = None;
     }

@@ -153,7 +153,7 @@ impl ClusterExecutor<'_> {
                 bytes_sent: sent,
                 bytes_min,
                 bytes_min_peer,
-                bytes_peer: acc.bytes_peer + plan.rows_sent,
+                bytes_peer: acc.bytes_peer + plan.rows_sent + std::mem::take(&mut self.replayed_peer_bytes),
             },
         })
     }
@@ -472,6 +472,7 @@ impl ClusterExecutor<'_> {
                 self.replayed_halves += 1;
                 let step = plan.step;
                 *sent += acc.bytes;
+                self.replayed_peer_bytes += acc.bytes_peer + plan.rows_sent;
                 gram = acc.target_gram;
                 self.stale = true;
                 self.peers_ready = Some((side, step + 1));

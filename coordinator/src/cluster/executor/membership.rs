@@ -15,8 +15,8 @@ use crate::cluster::routing::owners_among;
 
 use super::health::watched;
 use super::rpc::{rpc_err, HalfError, JobFailed};
-use super::snapshot::snapshot_block;
-use super::wire::{block_messages, rows_messages};
+use super::snapshot::snapshot_messages;
+use super::wire::block_messages;
 use super::{side_ix, ClusterExecutor, Slot};
 use crate::cluster::ratings::RatingsAt;
 
@@ -337,11 +337,8 @@ impl ClusterExecutor<'_> {
                             Side::Items => items,
                         };
                         let msgs = match (built_there, ds) {
-                            (true, _) => {
-                                let range = layouts.side(side).range(b);
-                                let rows = snapshot_block(snapshot, ratings, range, side, current, rows_shape).map_err(HalfError::Fatal)?;
-                                rows_messages(&job_id, side, b, layouts, &rows)
-                            }
+                            (true, _) => snapshot_messages(snapshot, ratings, &job_id, side, b, layouts, current, rows_shape)
+                                .map_err(HalfError::Fatal)?,
                             (false, Some(ds)) => {
                                 let csr = if side == Side::Users { &ds.by_user } else { &ds.by_item };
                                 block_messages(&job_id, side, b, csr, layouts, &routing.side(side).needed[b], current, test.of(ds))

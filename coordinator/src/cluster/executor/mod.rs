@@ -146,6 +146,9 @@ pub struct ClusterExecutor<'a> {
     params: SolveParams,
     /// Bytes of fetches and replays outside a half, reported with the next.
     unreported_bytes: u64,
+    /// Of the bytes of replays, those the workers sent each other: reported
+    /// with the next half as peer bytes, not as the coordinator's.
+    replayed_peer_bytes: u64,
     /// Faults survived so far (for reports and tests).
     pub workers_lost: usize,
     /// Bytes of the evaluations on the workers (apart from the halves' bytes).
@@ -284,6 +287,7 @@ impl<'a> ClusterExecutor<'a> {
             snapshot,
             params: *params,
             unreported_bytes: 0,
+            replayed_peer_bytes: 0,
             workers_lost: 0,
             eval_bytes: 0,
             remote_evaluations: 0,

@@ -44,17 +44,9 @@ impl ClusterExecutor<'_> {
             },
         };
         for (side, part, place) in parts {
-            let Some(Place { path, at, end }) = place else { continue };
-            req.places.push(RowsPlace {
-                side: side_to_pb(side) as i32,
-                part: part as i32,
-                path: path
-                    .to_str()
-                    .with_context(|| format!("{} is not UTF-8", path.display()))?
-                    .to_owned(),
-                at: *at,
-                end: *end,
-            });
+            if let Some(place) = place {
+                req.places.push(place_to_pb(side, part, place)?);
+            }
         }
         let futs: Vec<_> = self
             .slots
@@ -123,4 +115,19 @@ impl ClusterExecutor<'_> {
         }
         Ok(usable)
     }
+}
+
+/// A place in a file as a worker is told it.
+pub(super) fn place_to_pb(side: Side, part: RowsPart, place: &Place) -> anyhow::Result<RowsPlace> {
+    let Place { path, at, end } = place;
+    Ok(RowsPlace {
+        side: side_to_pb(side) as i32,
+        part: part as i32,
+        path: path
+            .to_str()
+            .with_context(|| format!("{} is not UTF-8", path.display()))?
+            .to_owned(),
+        at: *at,
+        end: *end,
+    })
 }

@@ -12,9 +12,12 @@ use als_core::init::init_factors;
 use als_core::row_places::{read_le_at, RowPlaces, RowsPlace};
 use als_core::side::{Factors, Side};
 use als_core::solve::{all_finite, block_gram_into};
-use als_proto::pb::AdoptStep;
+use als_core::train::Layouts;
+use als_proto::pb::{AdoptStep, BlockChunk, RowsPart};
 use anyhow::Context;
 
+use super::row_files::place_to_pb;
+use super::wire::{rows_messages, rows_taken_there};
 use super::ClusterExecutor;
 use crate::cluster::ratings::RatingsAt;
 
@@ -72,6 +75,38 @@ impl ClusterExecutor<'_> {
     }
 }
 
+/// Block `b` of `side` for the worker that built it, which holds its ids:
+/// with the rows from the copy, or told to draw them or read them from the
+/// checkpoint itself, so a replay without a copy ships no rows.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn snapshot_messages(
+    snapshot: &Snapshot,
+    ratings: RatingsAt,
+    job_id: &str,
+    side: Side,
+    b: usize,
+    layouts: &Layouts,
+    copy: &Factors,
+    (k, biased): (usize, bool),
+) -> anyhow::Result<Vec<BlockChunk>> {
+    Ok(match snapshot {
+        Snapshot::Copy => {
+            let range = layouts.side(side).range(b);
+            let rows = snapshot_block(snapshot, ratings, range, side, copy, (k, biased))?;
+            rows_messages(job_id, side, b, layouts, &rows)
+        }
+        Snapshot::Initial(draw) => rows_taken_there(job_id, side, b, layouts, Some(*draw), Vec::new()),
+        Snapshot::File(places) => {
+            let (rows, bias) = places.side(side);
+            let mut rows_in = vec![place_to_pb(side, RowsPart::Factors, rows)?];
+            if let (true, Some(bias)) = (biased, bias) {
+                rows_in.push(place_to_pb(side, RowsPart::Bias, bias)?);
+            }
+            rows_taken_there(job_id, side, b, layouts, None, rows_in)
+        }
+    })
+}
+
 /// The rows `range` of `side` as `snapshot` has them, as a matrix of
 /// their own (`(k, biased)` the rows' shape).
 pub(super) fn snapshot_block(
@@ -105,10 +140,7 @@ pub(super) fn snapshot_block(
             Ok(init_factors(&ids[range], side, draw.seed, k, draw.init_std, biased))
         }
         Snapshot::File(places) => {
-            let (rows, bias) = match side {
-                Side::Users => (&places.user_rows, places.user_bias.as_ref()),
-                Side::Items => (&places.item_rows, places.item_bias.as_ref()),
-            };
+            let (rows, bias) = places.side(side);
             let mut out = Factors::zeros(range.len(), k, biased);
             read_f32s(rows, (range.start * k) as u64, out.flat_mut())?;
             if let (true, Some(place)) = (biased, bias) {

@@ -6,7 +6,7 @@ use als_core::side::{Factors, Side};
 use als_core::train::Layouts;
 use als_proto::codec::Field;
 use als_proto::payload::{BlockFields, FactorFields};
-use als_proto::pb::{BlockChunk, FactorChunk};
+use als_proto::pb::{AdoptStep, BlockChunk, FactorChunk, RowsPlace};
 use als_proto::spec::side_to_pb;
 use als_proto::CHUNK_BYTES;
 
@@ -102,6 +102,30 @@ pub(super) fn rows_messages(job_id: &str, side: Side, block: usize, layouts: &La
         ratings_built: j == 0,
         ..Default::default()
     })
+}
+
+/// One block built by the worker it goes to, whose rows that worker takes
+/// itself (`ratings_built` with `draw` or `rows_in`): a header alone.
+pub(super) fn rows_taken_there(
+    job_id: &str,
+    side: Side,
+    block: usize,
+    layouts: &Layouts,
+    draw: Option<AdoptStep>,
+    rows_in: Vec<RowsPlace>,
+) -> Vec<BlockChunk> {
+    let range = layouts.side(side).range(block);
+    vec![BlockChunk {
+        job_id: job_id.to_owned(),
+        side: side_to_pb(side) as i32,
+        block: block as u32,
+        row_start: range.start as u64,
+        n_rows: range.len() as u32,
+        ratings_built: true,
+        draw,
+        rows_in,
+        ..Default::default()
+    }]
 }
 
 /// The biases of `rows` of `f` (none when the model has no biases), the
