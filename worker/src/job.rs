@@ -170,11 +170,6 @@ pub struct SolvedBlock<'a> {
     pub terms: Option<ObjectiveTerms>,
 }
 
-/// Whether the model has a bias per row (explicit feedback with biases).
-fn has_biases(p: &SolveParams) -> bool {
-    matches!(p.feedback, Feedback::Explicit { biased: true, .. })
-}
-
 /// Memory a worker may hold for its job when nothing else is said: 3/4 of
 /// this machine's memory (8 GiB where it cannot be read).
 pub fn default_memory_budget() -> u64 {
@@ -222,7 +217,7 @@ impl Job {
         if n_users == 0 || n_items == 0 || n_users > u32::MAX as u64 || n_items > u32::MAX as u64 {
             return invalid(format!("sizes out of range: {n_users} users, {n_items} items"));
         }
-        let mailbox = Arc::new(Mutex::new(Mailbox::new(id.clone(), params.factors, has_biases(&params))));
+        let mailbox = Arc::new(Mutex::new(Mailbox::new(id.clone(), params.factors, params.biased())));
         Ok(Job {
             id,
             params,
@@ -303,7 +298,7 @@ impl Job {
     }
 
     fn biased(&self) -> bool {
-        has_biases(&self.params)
+        self.params.biased()
     }
 
     fn implicit(&self) -> bool {

@@ -339,7 +339,7 @@ impl Worker for WorkerService {
             let limits = job
                 .block_limits(side, first.n_rows, first.nnz, first.n_needed, first.n_test)
                 .map_err(status)?;
-            (limits, job.params.factors, job.params.dim() > job.params.factors)
+            (limits, job.params.factors, job.params.biased())
         };
         let p = gather(
             &first,

@@ -64,7 +64,7 @@ fn block(rng: &mut SplitMix64, p: &SolveParams, n: u32, m: u32) -> BlockData {
         }
         indptr.push(columns.len() as u32);
     }
-    let biased = matches!(p.feedback, Feedback::Explicit { biased: true, .. });
+    let biased = p.biased();
     let mut test_indptr = vec![0u32];
     let mut test_columns = Vec::new();
     for _ in 0..n {
@@ -162,11 +162,7 @@ fn one_case(seed: u64) {
         side: Side::Items,
         step: 1,
         factors: (0..n * k).map(|_| rng.next_normal() as f32).collect(),
-        bias: if matches!(p.feedback, Feedback::Explicit { biased: true, .. }) {
-            vec![0.1; n]
-        } else {
-            Vec::new()
-        },
+        bias: if p.biased() { vec![0.1; n] } else { Vec::new() },
         gram: matches!(p.feedback, Feedback::Implicit { .. }).then(|| {
             let mut g = vec![0.0; k * k];
             (0..k).for_each(|i| g[i * k + i] = 1.0);
@@ -181,7 +177,7 @@ fn one_case(seed: u64) {
         let _ = job.solve(Side::Users, 1, None, &|_| {});
     }
     // An evaluation of the block, valid or corrupted: an error or a full answer, never a panic.
-    let biased = matches!(p.feedback, Feedback::Explicit { biased: true, .. });
+    let biased = p.biased();
     let ranking_k = if rng.next_u64().is_multiple_of(2) {
         0
     } else {

@@ -547,7 +547,7 @@ pub fn solve_one_row(
     };
     let mut out = warm_start.map(<[f32]>::to_vec).unwrap_or_else(|| vec![0.0; p.factors]);
     let mut bias = [0f32];
-    let biased = matches!(p.feedback, Feedback::Explicit { biased: true, .. });
+    let biased = p.biased();
     solve_rows(p, rows, fixed, gram, &mut out, if biased { Some(&mut bias) } else { None })?;
     Ok((out, bias[0]))
 }

@@ -168,12 +168,14 @@ pub struct SolveParams {
 }
 
 impl SolveParams {
+    /// Each row has a bias of its own (explicit feedback with biases).
+    pub fn biased(&self) -> bool {
+        matches!(self.feedback, Feedback::Explicit { biased: true, .. })
+    }
+
     /// Unknowns per row: the factors, plus the row's own bias in biased explicit models.
     pub fn dim(&self) -> usize {
-        match self.feedback {
-            Feedback::Explicit { biased: true, .. } => self.factors + 1,
-            _ => self.factors,
-        }
+        self.factors + usize::from(self.biased())
     }
 
     /// λ for a row with `n` ratings, solved against a side of `other_rows`

@@ -178,7 +178,7 @@ pub fn fold_in_held_out(h: &HeldOutUsers, p: &SolveParams, items: &Factors, item
         ..*p
     };
     let (n, k) = (h.n_users(), p.factors);
-    let biased = matches!(p.feedback, Feedback::Explicit { biased: true, .. });
+    let biased = p.biased();
     let mut out = vec![0f32; n * k];
     let mut bias = vec![0f32; if biased { n } else { 0 }];
     let fixed = FixedSide {

@@ -410,7 +410,7 @@ pub async fn adopt(slot: &IngestSlot, job: &Arc<Mutex<Option<Job>>>, job_id: &st
             seed: a.seed,
             init_std: a.init_std,
             k: j.params.factors,
-            biased: j.params.dim() > j.params.factors,
+            biased: j.params.biased(),
         };
         let blocks = ingest.into_blocks(start).map_err(status)?;
         let n = blocks.len();

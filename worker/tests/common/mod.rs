@@ -91,7 +91,7 @@ pub fn gram(p: &SolveParams) -> Option<Vec<f64>> {
 /// and, with `block_2`, 2 (items 5..8), its item blocks solved once against
 /// pushed users (step 1); block 1's solved rows with it.
 pub fn job_with_solved_items(p: SolveParams, block_2: bool) -> (Job, Vec<f32>, Vec<f32>) {
-    let (k, biased) = (p.factors, matches!(p.feedback, Feedback::Explicit { biased: true, .. }));
+    let (k, biased) = (p.factors, p.biased());
     let mut job = Job::new("local".into(), p, USERS as u64, ITEMS as u64).unwrap();
     job.add_block(Side::Users, block(0, Side::Users, 0..6, k, biased)).unwrap();
     job.add_block(Side::Items, block(1, Side::Items, 3..5, k, biased)).unwrap();

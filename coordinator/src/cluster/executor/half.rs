@@ -326,7 +326,7 @@ impl ClusterExecutor<'_> {
         let r = self.routing.side(side);
         let k = params.factors;
         let implicit = matches!(params.feedback, Feedback::Implicit { .. });
-        let biased = matches!(params.feedback, Feedback::Explicit { biased: true, .. });
+        let biased = params.biased();
         let n_blocks = self.layouts.side(side).n_blocks();
         let mut grams: Vec<Option<Vec<f64>>> = vec![None; n_blocks];
         let mut block_terms = vec![ObjectiveTerms::default(); n_blocks];

@@ -53,7 +53,7 @@ impl ClusterExecutor<'_> {
 
     /// The k and the biases of every row.
     pub(super) fn rows_shape(&self) -> (usize, bool) {
-        let biased = matches!(self.params.feedback, als_core::solve::Feedback::Explicit { biased: true, .. });
+        let biased = self.params.biased();
         (self.params.factors, biased)
     }
 
