@@ -314,6 +314,57 @@ fn list(dir: &Path) -> Result<Vec<(usize, PathBuf)>, CheckpointError> {
     Ok(out)
 }
 
+/// Check that a sealed checkpoint still holds what was sealed, before
+/// rows are read from it in place (a replay): its bytes match the checksum
+/// it ends with (hashed a chunk at a time, not held), and its header gives
+/// the rows' `shape`, which placed them.
+pub fn check_sealed(path: &Path, shape: RowsShape) -> Result<(), CheckpointError> {
+    use std::io::Read;
+    let corrupt = |m: &str| CheckpointError::Corrupt {
+        path: path.to_owned(),
+        problem: m.to_owned(),
+    };
+    let mut f = std::fs::File::open(path).map_err(io(path))?;
+    let len = f.metadata().map_err(io(path))?.len();
+    let mut head = [0u8; 16];
+    if len < 16 + 32 || f.read_exact(&mut head).is_err() || &head[..8] != MAGIC {
+        return Err(corrupt("not a checkpoint file"));
+    }
+    let hlen = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
+    if hlen > len - 16 - 32 {
+        return Err(corrupt("bad header"));
+    }
+    let mut h = vec![0u8; hlen as usize];
+    f.read_exact(&mut h).map_err(io(path))?;
+    let header: Header = serde_json::from_slice(&h).map_err(|_| corrupt("bad header"))?;
+    let sealed = RowsShape {
+        n_users: header.n_users,
+        n_items: header.n_items,
+        k: header.k,
+        biased: header.biased,
+    };
+    if sealed != shape {
+        return Err(corrupt("its rows are not of this run's shape"));
+    }
+    let mut hash = Sha256::new();
+    hash.update(head);
+    hash.update(&h);
+    let mut left = len - 16 - hlen - 32;
+    let mut buf = vec![0u8; 1 << 20];
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        f.read_exact(&mut buf[..n]).map_err(io(path))?;
+        hash.update(&buf[..n]);
+        left -= n as u64;
+    }
+    let mut sum = [0u8; 32];
+    f.read_exact(&mut sum).map_err(io(path))?;
+    match hash.finalize().as_slice() == sum {
+        true => Ok(()),
+        false => Err(corrupt("checksum mismatch")),
+    }
+}
+
 /// Read one checkpoint, verifying its checksum and its signature.
 pub fn read_checkpoint(path: &Path, sig: &RunSignature) -> Result<TrainState, CheckpointError> {
     let bytes = std::fs::read(path).map_err(io(path))?;
@@ -414,6 +465,33 @@ mod tests {
         let e = check_checkpoint_dir(&file.join("sub")).unwrap_err().to_string();
         assert!(e.contains("cannot create it") && e.contains("Not a directory"), "{e}");
         assert!(check_checkpoint_dir(&dir.path().join("new/ckpt")).is_ok());
+    }
+
+    /// A sealed checkpoint read in place is checked first: any byte
+    /// changed, a cut, or rows of another shape are refused.
+    #[test]
+    fn a_sealed_checkpoint_is_checked_before_it_is_read_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let sig = RunSignature::new("abc", &TrainConfig::default());
+        let p = write_checkpoint(dir.path(), &sig, &state(1)).unwrap();
+        let shape = RowsShape::of(&state(1).users, &state(1).items);
+        check_sealed(&p, shape).unwrap();
+        let e = check_sealed(&p, RowsShape { k: 4, ..shape }).unwrap_err().to_string();
+        assert!(e.contains("not of this run's shape"), "{e}");
+        let good = std::fs::read(&p).unwrap();
+        for (at, why) in [
+            (good.len() / 2, "checksum mismatch"),
+            (good.len() - 1, "checksum mismatch"),
+            (3, "not a checkpoint"),
+        ] {
+            let mut bytes = good.clone();
+            bytes[at] ^= 1;
+            std::fs::write(&p, bytes).unwrap();
+            let e = check_sealed(&p, shape).unwrap_err().to_string();
+            assert!(e.contains(why), "byte {at}: {e}");
+        }
+        std::fs::write(&p, &good[..good.len() - 8]).unwrap();
+        assert!(check_sealed(&p, shape).is_err());
     }
 
     #[test]

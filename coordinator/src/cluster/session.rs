@@ -863,19 +863,21 @@ mod tests {
         // iteration 3; workers taken as lost as the first evaluation from
         // peers' rows, then the first streamed one, start; a checkpoint
         // after every iteration, written by the workers; start from rows
-        // given here, so the coordinator keeps a copy)
+        // given here, so the coordinator keeps a copy; a byte of the first
+        // checkpoint changed before the kill, so the replay from it fails)
         let cases = [
-            (false, false, false, None, false, false),
-            (false, true, false, None, false, false),
-            (true, true, false, None, true, false),
-            (false, true, true, None, true, false),
-            (false, true, true, None, false, false),
-            (false, true, true, None, false, true),
-            (false, false, false, Some((1, 2)), false, true),
-            (true, false, false, Some((1, 2)), false, true),
-            (true, false, false, Some((1, 2)), true, false),
+            (false, false, false, None, false, false, false),
+            (false, true, false, None, false, false, false),
+            (true, true, false, None, true, false, false),
+            (false, true, true, None, true, false, false),
+            (false, true, true, None, false, false, false),
+            (false, true, true, None, false, true, false),
+            (false, false, false, Some((1, 2)), false, true, false),
+            (true, false, false, Some((1, 2)), false, true, false),
+            (true, false, false, Some((1, 2)), true, false, false),
+            (true, true, false, None, true, false, true),
         ];
-        for (implicit, kill, restart, lose_at_evaluation, checkpoints, copy) in cases {
+        for (implicit, kill, restart, lose_at_evaluation, checkpoints, copy, corrupt) in cases {
             let cfg = evaluated_config(implicit, 5);
             let layouts = Layouts::for_dataset(&ds, cfg.blocks);
             let mut local = LocalExecutor::new(&ds, layouts.clone());
@@ -916,25 +918,44 @@ mod tests {
             };
             let what = format!(
                 "implicit={implicit} kill={kill} restart={restart} lose at evaluation {lose_at_evaluation:?} \
-                 checkpoints={checkpoints} copy={copy}"
+                 checkpoints={checkpoints} copy={copy} corrupt={corrupt}"
             );
             let sig = RunSignature::new(&built.fingerprint_digest(), &cfg);
             let at = dir.path().join(format!("checkpoints-{}", what.replace(' ', "_")));
             let start = copy.then(|| initial_state_of(&on.described.user_ids, &on.described.item_ids, &cfg));
-            let got = s
-                .train(&data, Some(&on), &cfg, &on.layouts(), start, FinalRows::Wanted, &mut |r, st| {
-                    if kill && r.iteration == 2 {
-                        s.kill_local_worker(1);
-                    }
-                    if restart && r.iteration == 3 {
-                        s.restart_local_worker(1).unwrap();
-                    }
-                    if checkpoints {
-                        st.checkpoint(&at, &sig)?;
-                    }
-                    Ok(())
-                })
-                .unwrap_or_else(|e| panic!("{what}: {e:#}"));
+            let got = s.train(&data, Some(&on), &cfg, &on.layouts(), start, FinalRows::Wanted, &mut |r, st| {
+                if corrupt && r.iteration == 2 {
+                    let first = at.join("checkpoint-000001.als");
+                    let mut bytes = std::fs::read(&first).unwrap();
+                    let middle = bytes.len() / 2;
+                    bytes[middle] ^= 1;
+                    std::fs::write(&first, bytes).unwrap();
+                }
+                if kill && r.iteration == 2 {
+                    s.kill_local_worker(1);
+                }
+                if restart && r.iteration == 3 {
+                    s.restart_local_worker(1).unwrap();
+                }
+                if checkpoints {
+                    st.checkpoint(&at, &sig)?;
+                }
+                Ok(())
+            });
+            if corrupt {
+                // Never a model other than the fault-free one: the run stops, saying why.
+                let Err(e) = got else {
+                    panic!("{what}: trained from a changed checkpoint")
+                };
+                let e = format!("{e:#}");
+                s.shutdown().unwrap();
+                assert!(
+                    e.contains("cannot replay from the last checkpoint") && e.contains("checksum mismatch"),
+                    "{e}"
+                );
+                continue;
+            }
+            let got = got.unwrap_or_else(|e| panic!("{what}: {e:#}"));
             // The coordinator's bytes per iteration, the peers' taken out.
             let coordinator_bytes: Vec<u64> = got.reports.iter().map(|r| r.bytes_sent() - r.bytes_peer()).collect();
             let rebuilds = s.rebuilds.load(std::sync::atomic::Ordering::Relaxed);

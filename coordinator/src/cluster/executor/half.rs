@@ -433,6 +433,7 @@ impl ClusterExecutor<'_> {
     /// warm start and fixed row is the snapshot's, and the same solves give
     /// the same bits.
     pub(super) fn replay(&mut self, params: &SolveParams, users: &Factors, items: &Factors, sent: &mut u64) -> anyhow::Result<()> {
+        self.check_snapshot_file()?;
         let halves = self.since_sync.clone();
         let mut attempts = 0;
         'again: loop {

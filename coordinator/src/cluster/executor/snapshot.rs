@@ -8,8 +8,9 @@
 //! read block by block. So its memory does not grow with the rows between
 //! the reads of the model, and a replay ships each block from its source.
 
+use als_core::checkpoint::check_sealed;
 use als_core::init::init_factors;
-use als_core::row_places::{read_le_at, RowPlaces, RowsPlace};
+use als_core::row_places::{read_le_at, RowPlaces, RowsPlace, RowsShape};
 use als_core::side::{Factors, Side};
 use als_core::solve::{all_finite, block_gram_into};
 use als_core::train::Layouts;
@@ -49,6 +50,24 @@ impl ClusterExecutor<'_> {
             copy,
             self.rows_shape(),
         )
+    }
+
+    /// Where the snapshot is a checkpoint file the workers read their rows
+    /// from in place, that it still holds what was sealed (checksum and
+    /// shape, read a chunk at a time): a file changed since would give a
+    /// model other than the fault-free one, with no error.
+    pub(super) fn check_snapshot_file(&self) -> anyhow::Result<()> {
+        let Snapshot::File(places) = &self.snapshot else {
+            return Ok(());
+        };
+        let (k, biased) = self.rows_shape();
+        let shape = RowsShape {
+            n_users: self.layouts.users.n_rows(),
+            n_items: self.layouts.items.n_rows(),
+            k,
+            biased,
+        };
+        check_sealed(&places.user_rows.path, shape).context("cannot replay from the last checkpoint")
     }
 
     /// The k and the biases of every row.
