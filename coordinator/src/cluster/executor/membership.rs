@@ -299,7 +299,7 @@ impl ClusterExecutor<'_> {
             let ds = self.ratings.held();
             // The test rows go with the user blocks shipped; blocks the workers built hold theirs.
             let (layouts, routing, test) = (&self.layouts, &self.routing, &self.test);
-            let (snapshot, ratings, rows_shape) = (&self.snapshot, self.ratings, self.rows_shape());
+            let (snapshot, biased) = (&self.snapshot, self.params.biased());
             let mut futs = Vec::new();
             let mut shipped: Vec<(usize, Vec<(Side, usize)>)> = Vec::new();
             for (w, ship, release) in plans {
@@ -337,8 +337,9 @@ impl ClusterExecutor<'_> {
                             Side::Items => items,
                         };
                         let msgs = match (built_there, ds) {
-                            (true, _) => snapshot_messages(snapshot, ratings, &job_id, side, b, layouts, current, rows_shape)
-                                .map_err(HalfError::Fatal)?,
+                            (true, _) => {
+                                snapshot_messages(snapshot, &job_id, side, b, layouts, current, biased).map_err(HalfError::Fatal)?
+                            }
                             (false, Some(ds)) => {
                                 let csr = if side == Side::Users { &ds.by_user } else { &ds.by_item };
                                 block_messages(&job_id, side, b, csr, layouts, &routing.side(side).needed[b], current, test.of(ds))
