@@ -359,11 +359,14 @@ impl Worker for WorkerService {
                     return Err(Status::invalid_argument("a block whose rows are taken here came with rows"));
                 }
                 // Drawn from the ids as the block is taken, as Adopt draws them.
-                let start = StartFactors {
-                    seed: first.draw.map_or(0, |d| d.seed),
-                    init_std: first.draw.and_then(|d| d.init_std),
-                    k: if first.draw.is_some() { k } else { 0 },
-                    biased: first.draw.is_some() && biased,
+                let start = match first.draw {
+                    Some(d) => StartFactors {
+                        seed: d.seed,
+                        init_std: d.init_std,
+                        k,
+                        biased,
+                    },
+                    None => StartFactors::NONE,
                 };
                 let built = crate::ingest::service::take_built(&self.ingest, &first.job_id, side, first.block, start).await?;
                 if (built.row_start, built.n_rows) != (first.row_start, first.n_rows) {
@@ -377,16 +380,16 @@ impl Worker for WorkerService {
                         built.n_rows
                     )));
                 }
-                let (factors, bias) = match (first.draw.is_some(), rows_in.is_empty()) {
-                    (true, _) => (built.factors, built.bias),
-                    (false, false) => {
+                let (factors, bias) = match (first.draw, rows_in.is_empty()) {
+                    (Some(_), _) => (built.factors, built.bias),
+                    (None, false) => {
                         let (row_start, n_rows) = (first.row_start, first.n_rows as usize);
                         tokio::task::spawn_blocking(move || read_block_rows(&rows_in, side, row_start, n_rows, k, biased))
                             .await
                             .map_err(|e| Status::internal(format!("reading the block's rows stopped: {e}")))?
                             .map_err(|m| als_proto::fault::refusal(Status::failed_precondition(m)))?
                     }
-                    (false, true) => (p.factors, p.bias),
+                    (None, true) => (p.factors, p.bias),
                 };
                 BlockData { factors, bias, ..built }
             }

@@ -21,6 +21,16 @@ pub struct StartFactors {
     pub biased: bool,
 }
 
+impl StartFactors {
+    /// No rows drawn: the caller sets them (`take_block` with `k` 0).
+    pub const NONE: StartFactors = StartFactors {
+        seed: 0,
+        init_std: None,
+        k: 0,
+        biased: false,
+    };
+}
+
 impl Ingest {
     /// Every block built here, by side, as the job's blocks.
     pub fn into_blocks(mut self, start: StartFactors) -> Result<Vec<(Side, BlockData)>, JobError> {

@@ -63,7 +63,7 @@ impl EndedJobs {
         }
     }
 
-    fn has_ended(&self, job_id: &str) -> Result<(), Status> {
+    fn refuse_ended(&self, job_id: &str) -> Result<(), Status> {
         match self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|j| j == job_id) {
             true => Err(Status::failed_precondition(format!("job '{job_id}' has ended on this worker"))),
             false => Ok(()),
@@ -74,7 +74,7 @@ impl EndedJobs {
 /// Keep a share just read as its job's build, unless the job ended while it
 /// was read or another job's build, still active, took the slot meanwhile.
 pub(super) fn keep_read(slot: &mut Option<Ingest>, read: Ingest, ended: &EndedJobs, idle: Duration) -> Result<(), Status> {
-    ended.has_ended(&read.id)?;
+    ended.refuse_ended(&read.id)?;
     let held = slot.as_ref().map(|i| (i.id.as_str(), i.last_activity));
     crate::service::refuse_other(held, &read.id, idle, "is building the blocks of job")?;
     *slot = Some(read);
@@ -132,7 +132,7 @@ pub async fn step(
     let mut resp = IngestResponse::default();
     match step {
         Step::ReadShare(s) => {
-            ended.has_ended(&job_id)?;
+            ended.refuse_ended(&job_id)?;
             let input = s.input.as_ref().ok_or_else(|| Status::invalid_argument("missing input"))?;
             let path = under_root(&input.path, limits.input_root)?;
             let opts = load_options(input).map_err(status)?;
