@@ -64,6 +64,24 @@ struct Header {
     biased: bool,
 }
 
+impl Header {
+    /// The bytes of the rows its shape gives (`None` past `u64`: no file holds them).
+    fn rows_bytes(&self) -> Option<u64> {
+        let rows = (self.n_users as u64).checked_add(self.n_items as u64)?;
+        let factors = rows.checked_mul(self.k as u64)?.checked_mul(4)?;
+        factors.checked_add(if self.biased { rows.checked_mul(4)? } else { 0 })
+    }
+
+    fn shape(&self) -> RowsShape {
+        RowsShape {
+            n_users: self.n_users,
+            n_items: self.n_items,
+            k: self.k,
+            biased: self.biased,
+        }
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     move |cause| CheckpointError::Io {
         path: path.to_owned(),
@@ -121,6 +139,43 @@ struct RowsAt {
     end: u64,
 }
 
+impl RowsAt {
+    /// The layout after a `head_len`-byte header: user rows, item rows, then
+    /// the biases where the model has them.
+    fn new(head_len: u64, shape: RowsShape) -> RowsAt {
+        let (nu, ni, k) = (shape.n_users as u64, shape.n_items as u64, shape.k as u64);
+        let biases = |n: u64| if shape.biased { n * 4 } else { 0 };
+        let user_rows = head_len;
+        let item_rows = user_rows + nu * k * 4;
+        let user_bias = item_rows + ni * k * 4;
+        let item_bias = user_bias + biases(nu);
+        RowsAt {
+            user_rows,
+            item_rows,
+            user_bias,
+            item_bias,
+            end: item_bias + biases(ni),
+        }
+    }
+
+    /// Every part's place in the file at `path`.
+    fn places(self, path: &Path) -> RowPlaces {
+        let place = |from: u64| RowsPlace {
+            path: path.to_owned(),
+            at: from,
+            end: self.end,
+        };
+        let biased = self.end > self.user_bias;
+        RowPlaces {
+            user_rows: place(self.user_rows),
+            item_rows: place(self.item_rows),
+            user_bias: biased.then(|| place(self.user_bias)),
+            item_bias: biased.then(|| place(self.item_bias)),
+            seen: None,
+        }
+    }
+}
+
 /// A checkpoint being written: its header in a temporary file beside the
 /// final name, at its full length, for its rows to be written at
 /// [`PendingCheckpoint::places`] by whoever holds them (this process, or
@@ -161,45 +216,20 @@ impl PendingCheckpoint {
         head.extend_from_slice(&(h.len() as u64).to_le_bytes());
         head.extend_from_slice(&h);
         f.write_all(&head).map_err(io(&tmp_path))?;
-        let (nu, ni, k) = (shape.n_users as u64, shape.n_items as u64, shape.k as u64);
-        let biases = |n: u64| if shape.biased { n * 4 } else { 0 };
-        let user_rows = head.len() as u64;
-        let item_rows = user_rows + nu * k * 4;
-        let user_bias = item_rows + ni * k * 4;
-        let item_bias = user_bias + biases(nu);
-        let end = item_bias + biases(ni);
-        f.set_len(end).map_err(io(&tmp_path))?;
+        let at = RowsAt::new(head.len() as u64, shape);
+        f.set_len(at.end).map_err(io(&tmp_path))?;
         Ok(PendingCheckpoint {
             tmp,
             dir: dir.to_owned(),
             name,
             iterations_done,
-            at: RowsAt {
-                user_rows,
-                item_rows,
-                user_bias,
-                item_bias,
-                end,
-            },
+            at,
         })
     }
 
     /// Where the rows go in the temporary file: every part in the one file.
     pub fn places(&self) -> RowPlaces {
-        let (path, at) = (self.tmp.path().to_owned(), self.at);
-        let place = |from: u64| RowsPlace {
-            path: path.clone(),
-            at: from,
-            end: at.end,
-        };
-        let biased = at.end > at.user_bias;
-        RowPlaces {
-            user_rows: place(at.user_rows),
-            item_rows: place(at.item_rows),
-            user_bias: biased.then(|| place(at.user_bias)),
-            item_bias: biased.then(|| place(at.item_bias)),
-            seen: None,
-        }
+        self.at.places(self.tmp.path())
     }
 
     /// Checksum what was written, put the checkpoint in place and keep the newest two.
@@ -314,11 +344,10 @@ fn list(dir: &Path) -> Result<Vec<(usize, PathBuf)>, CheckpointError> {
     Ok(out)
 }
 
-/// Check that a sealed checkpoint still holds what was sealed, before
-/// rows are read from it in place (a replay): its bytes match the checksum
-/// it ends with (hashed a chunk at a time, not held), and its header gives
-/// the rows' `shape`, which placed them.
-pub fn check_sealed(path: &Path, shape: RowsShape) -> Result<(), CheckpointError> {
+/// The header of the sealed checkpoint at `path` and the bytes before its
+/// rows, once its bytes are found to match the checksum it ends with
+/// (hashed a chunk at a time, not held).
+fn open_sealed(path: &Path) -> Result<(Header, u64), CheckpointError> {
     use std::io::Read;
     let corrupt = |m: &str| CheckpointError::Corrupt {
         path: path.to_owned(),
@@ -337,19 +366,13 @@ pub fn check_sealed(path: &Path, shape: RowsShape) -> Result<(), CheckpointError
     let mut h = vec![0u8; hlen as usize];
     f.read_exact(&mut h).map_err(io(path))?;
     let header: Header = serde_json::from_slice(&h).map_err(|_| corrupt("bad header"))?;
-    let sealed = RowsShape {
-        n_users: header.n_users,
-        n_items: header.n_items,
-        k: header.k,
-        biased: header.biased,
-    };
-    if sealed != shape {
-        return Err(corrupt("its rows are not of this run's shape"));
-    }
     let mut hash = Sha256::new();
     hash.update(head);
     hash.update(&h);
     let mut left = len - 16 - hlen - 32;
+    if header.rows_bytes() != Some(left) {
+        return Err(corrupt("its length is not its rows'"));
+    }
     let mut buf = vec![0u8; 1 << 20];
     while left > 0 {
         let n = left.min(buf.len() as u64) as usize;
@@ -360,9 +383,76 @@ pub fn check_sealed(path: &Path, shape: RowsShape) -> Result<(), CheckpointError
     let mut sum = [0u8; 32];
     f.read_exact(&mut sum).map_err(io(path))?;
     match hash.finalize().as_slice() == sum {
-        true => Ok(()),
+        true => Ok((header, 16 + hlen)),
         false => Err(corrupt("checksum mismatch")),
     }
+}
+
+/// Check that a sealed checkpoint still holds what was sealed, before
+/// rows are read from it in place (a replay): its bytes match its
+/// checksum, and its header gives the rows' `shape`, which placed them.
+pub fn check_sealed(path: &Path, shape: RowsShape) -> Result<(), CheckpointError> {
+    let (header, _) = open_sealed(path)?;
+    match header.shape() == shape {
+        true => Ok(()),
+        false => Err(CheckpointError::Corrupt {
+            path: path.to_owned(),
+            problem: "its rows are not of this run's shape".into(),
+        }),
+    }
+}
+
+/// A checkpoint found intact and of this run, its rows left in its file:
+/// whoever holds the blocks reads them at [`SealedCheckpoint::places`]
+/// (the workers, for a resumed run on a coordinator that keeps no copy),
+/// or [`SealedCheckpoint::read`] reads them all here.
+#[derive(Debug, Clone)]
+pub struct SealedCheckpoint {
+    pub path: PathBuf,
+    pub iterations_done: usize,
+    pub shape: RowsShape,
+    pub places: RowPlaces,
+    signature: RunSignature,
+}
+
+impl SealedCheckpoint {
+    /// The whole state, read here (checked again as it is read).
+    pub fn read(&self) -> Result<TrainState, CheckpointError> {
+        read_checkpoint(&self.path, &self.signature)
+    }
+}
+
+/// What a run starts from besides a fresh draw: a state held here, or a
+/// checkpoint (resumed) whose rows are read where they are needed.
+#[derive(Debug, Clone)]
+pub enum StartFrom {
+    State(TrainState),
+    Checkpoint(SealedCheckpoint),
+}
+
+impl StartFrom {
+    /// The whole state here (a checkpoint's rows read).
+    pub fn into_state(self) -> Result<TrainState, CheckpointError> {
+        match self {
+            StartFrom::State(s) => Ok(s),
+            StartFrom::Checkpoint(c) => c.read(),
+        }
+    }
+}
+
+/// That the checkpoint at `path`, whose header is `h`, is `sig`'s run's.
+fn check_signature(path: &Path, h: &Header, sig: &RunSignature) -> Result<(), CheckpointError> {
+    let mismatch = |problem: &str| CheckpointError::Mismatch {
+        path: path.to_owned(),
+        problem: problem.into(),
+    };
+    if h.signature.data_fingerprint != sig.data_fingerprint {
+        return Err(mismatch("it was written for other training data"));
+    }
+    if h.signature.settings != sig.settings {
+        return Err(mismatch("it was written with other hyperparameters"));
+    }
+    Ok(())
 }
 
 /// Read one checkpoint, verifying its checksum and its signature.
@@ -380,22 +470,16 @@ pub fn read_checkpoint(path: &Path, sig: &RunSignature) -> Result<TrainState, Ch
         return Err(corrupt("checksum mismatch"));
     }
     let hlen = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes")) as usize;
-    let h: Header = body
-        .get(16..16 + hlen)
+    let h: Header = 16usize
+        .checked_add(hlen)
+        .and_then(|end| body.get(16..end))
         .and_then(|s| serde_json::from_slice(s).ok())
         .ok_or_else(|| corrupt("bad header"))?;
-    if h.signature.data_fingerprint != sig.data_fingerprint {
-        return Err(CheckpointError::Mismatch {
-            path: path.to_owned(),
-            problem: "it was written for other training data".into(),
-        });
+    // So no count below can overflow.
+    if h.rows_bytes() != Some((body.len() - 16 - hlen) as u64) {
+        return Err(corrupt("its length is not its rows'"));
     }
-    if h.signature.settings != sig.settings {
-        return Err(CheckpointError::Mismatch {
-            path: path.to_owned(),
-            problem: "it was written with other hyperparameters".into(),
-        });
-    }
+    check_signature(path, &h, sig)?;
     let mut pos = 16 + hlen;
     let mut take = |n: usize| -> Result<Vec<f32>, CheckpointError> {
         let end = pos + n * 4;
@@ -421,14 +505,25 @@ pub fn read_checkpoint(path: &Path, sig: &RunSignature) -> Result<TrainState, Ch
     })
 }
 
-/// The newest checkpoint in `dir` that is intact; a mismatched one is an error.
-pub fn latest_checkpoint(dir: &Path, sig: &RunSignature) -> Result<(PathBuf, TrainState), CheckpointError> {
+/// The newest checkpoint in `dir` that is intact, its rows left in the
+/// file (checked a chunk at a time, never held); a mismatched one is an
+/// error, a corrupt one is passed over for the one before it.
+pub fn latest_sealed(dir: &Path, sig: &RunSignature) -> Result<SealedCheckpoint, CheckpointError> {
     if !dir.exists() {
         return Err(CheckpointError::NoneFound { dir: dir.to_owned() });
     }
     for (_, p) in list(dir)? {
-        match read_checkpoint(&p, sig) {
-            Ok(s) => return Ok((p, s)),
+        match open_sealed(&p).and_then(|(h, head_len)| check_signature(&p, &h, sig).map(|()| (h, head_len))) {
+            Ok((h, head_len)) => {
+                let shape = h.shape();
+                return Ok(SealedCheckpoint {
+                    places: RowsAt::new(head_len, shape).places(&p),
+                    path: p,
+                    iterations_done: h.iterations_done,
+                    shape,
+                    signature: sig.clone(),
+                });
+            }
             Err(e @ CheckpointError::Corrupt { .. }) => tracing::warn!("skipping {e}"),
             Err(e) => return Err(e),
         }
@@ -492,6 +587,64 @@ mod tests {
         }
         std::fs::write(&p, &good[..good.len() - 8]).unwrap();
         assert!(check_sealed(&p, shape).is_err());
+    }
+
+    /// The newest intact checkpoint is found without reading its rows, and
+    /// placed where they are: read there, they are the state's. A header
+    /// whose shape no file could hold is refused, never counted on.
+    #[test]
+    fn a_sealed_checkpoint_places_its_rows_and_refuses_an_impossible_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let sig = RunSignature::new("abc", &TrainConfig::default());
+        write_checkpoint(dir.path(), &sig, &state(1)).unwrap();
+        write_checkpoint(dir.path(), &sig, &state(2)).unwrap();
+        let sealed = latest_sealed(dir.path(), &sig).unwrap();
+        let want = state(2);
+        assert_eq!((sealed.iterations_done, sealed.shape), (2, RowsShape::of(&want.users, &want.items)));
+        assert_eq!(sealed.read().unwrap(), want);
+        let mut f = std::fs::File::open(&sealed.path).unwrap();
+        let p = &sealed.places;
+        for (place, values) in [
+            (&p.user_rows, want.users.flat()),
+            (&p.item_rows, want.items.flat()),
+            (p.user_bias.as_ref().unwrap(), &want.users.bias[..]),
+            (p.item_bias.as_ref().unwrap(), &want.items.bias[..]),
+        ] {
+            let mut got = vec![0f32; values.len()];
+            crate::row_places::read_le_at(&mut f, place.at, &mut got).unwrap();
+            assert_eq!(got, values);
+        }
+        // Newer, intact by its checksum, with a shape past any file's length.
+        let header = Header {
+            signature: sig.clone(),
+            iterations_done: 3,
+            n_users: usize::MAX / 2,
+            n_items: 1,
+            k: 8,
+            biased: true,
+        };
+        let h = serde_json::to_vec(&header).unwrap();
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&(h.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&h);
+        bytes.extend_from_slice(&[0u8; 64]);
+        let sum = Sha256::digest(&bytes);
+        bytes.extend_from_slice(&sum);
+        let bad = dir.path().join("checkpoint-000003.als");
+        std::fs::write(&bad, bytes).unwrap();
+        for e in [
+            check_sealed(&bad, sealed.shape).unwrap_err(),
+            read_checkpoint(&bad, &sig).unwrap_err(),
+        ] {
+            assert!(e.to_string().contains("its length is not its rows'"), "{e}");
+        }
+        assert_eq!(latest_sealed(dir.path(), &sig).unwrap().iterations_done, 2);
+    }
+
+    /// The newest intact checkpoint, read whole.
+    fn latest_checkpoint(dir: &Path, sig: &RunSignature) -> Result<(PathBuf, TrainState), CheckpointError> {
+        let sealed = latest_sealed(dir, sig)?;
+        Ok((sealed.path.clone(), sealed.read()?))
     }
 
     #[test]

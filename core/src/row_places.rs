@@ -102,3 +102,31 @@ pub fn read_le_at<T: crate::le::Le + bytemuck::Pod>(f: &mut std::fs::File, offse
     crate::le::fix_order(values);
     Ok(())
 }
+
+/// Rows `first_row..+n_rows` of one part at `place`, `width` values each
+/// (a block's factors or biases in a sealed checkpoint): refused where they
+/// would reach past the part's end, and unless every value is finite, as
+/// rows written from a solve always are.
+pub fn read_rows_at(place: &RowsPlace, first_row: u64, n_rows: usize, width: usize) -> Result<Vec<f32>, String> {
+    let path = &place.path;
+    let len = n_rows * width;
+    let at = offset_within(place.at, first_row, width as u64 * 4, len as u64 * 4, place.end)?;
+    let mut values = vec![0f32; len];
+    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    read_le_at(&mut f, at, &mut values).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !crate::solve::all_finite(&values) {
+        return Err(format!("{}: a row from {first_row} is not finite", path.display()));
+    }
+    Ok(values)
+}
+
+/// The offset of `bytes` bytes at row `row_start` of rows `row_bytes` long
+/// from `base`, refused where they would reach past `end` (a place's
+/// bound, which no write or read crosses).
+pub fn offset_within(base: u64, row_start: u64, row_bytes: u64, bytes: u64, end: u64) -> Result<u64, String> {
+    let at = row_start.checked_mul(row_bytes).and_then(|o| o.checked_add(base));
+    match at.and_then(|a| a.checked_add(bytes)) {
+        Some(stop) if stop <= end => Ok(at.expect("checked")),
+        _ => Err(format!("rows from {row_start} would reach past byte {end} of the file")),
+    }
+}

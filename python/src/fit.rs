@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use als_coordinator::cluster::executor::FinalRows;
 use als_coordinator::cluster::{client_tls, ClientOptions, ClusterSession};
+use als_core::checkpoint::StartFrom;
 use als_core::data::Dataset;
 use als_core::side::Factors;
 use als_core::train::{initial_state, train, Layouts, LocalExecutor, TrainConfig, TrainData, TrainError, TrainResult, TrainState};
@@ -111,7 +112,7 @@ fn train_on_cluster(
         None,
         cfg,
         layouts,
-        Some(state),
+        Some(StartFrom::State(state)),
         FinalRows::Wanted,
         on_iteration,
     );

@@ -85,10 +85,17 @@ fn three_worker_processes_train_the_single_process_model() {
         );
     }
     // Workers that reach the output directory write the model's rows themselves: the same files.
-    let writers: Vec<WorkerProc> = (0..3).map(|_| WorkerProc::start(Some(TOKEN), &["--output-root", root])).collect();
+    let writers: Vec<WorkerProc> = (0..3)
+        .map(|_| WorkerProc::start(Some(TOKEN), &["--output-root", root, "--input-root", root]))
+        .collect();
     let writer_addrs = writers.iter().map(|w| w.addr.clone()).collect::<Vec<_>>().join(",");
     let written = tmp.path().join("explicit-written");
-    let (ok, err) = train(&data, &written, &["--iterations", "10"], &["--workers".into(), writer_addrs]);
+    let (ok, err) = train(
+        &data,
+        &written,
+        &["--iterations", "10"],
+        &["--workers".into(), writer_addrs.clone()],
+    );
     assert!(ok, "workers writing the model: {err}");
     assert!(
         strip_ansi(&err).contains("rows_by_workers=true"),
@@ -106,6 +113,36 @@ fn three_worker_processes_train_the_single_process_model() {
             std::fs::read(single.join(name)).unwrap() == std::fs::read(written.join(name)).unwrap(),
             "{name} written by the workers differs"
         );
+    }
+    // Resumed on workers that read the input: workers that reach the
+    // checkpoint read its rows where it lies; workers without --output-root
+    // refuse, and the coordinator reads each of their blocks' rows and sends
+    // them. Either way, the uninterrupted run's model.
+    let whole = tmp.path().join("resume-whole");
+    let (ok, err) = train(&data, &whole, &["--iterations", "4"], &["--in-process".into()]);
+    assert!(ok, "uninterrupted: {err}");
+    for (name, workers, in_place) in [("readers", &addrs, false), ("writers", &writer_addrs, true)] {
+        let ck = tmp.path().join(format!("resume-{name}-checkpoints"));
+        let ck = ck.to_str().unwrap();
+        let executor = ["--workers".into(), workers.clone(), "--input-on-workers".into()];
+        let first = tmp.path().join(format!("resume-{name}-first"));
+        let (ok, err) = train(&data, &first, &["--iterations", "2", "--checkpoint-dir", ck], &executor);
+        assert!(ok, "{name}, two iterations: {err}");
+        let resumed = tmp.path().join(format!("resume-{name}"));
+        let (ok, err) = train(
+            &data,
+            &resumed,
+            &["--iterations", "4", "--checkpoint-dir", ck, "--resume"],
+            &executor,
+        );
+        assert!(ok, "{name}, resumed: {err}");
+        assert!(factors(&whole) == factors(&resumed), "{name}: the resumed model differs");
+        let err = strip_ansi(&err);
+        assert!(
+            err.contains("the workers read the checkpoint's rows where it lies"),
+            "{name}: {err}"
+        );
+        assert_eq!(err.contains("cannot read the checkpoint's rows itself"), !in_place, "{name}: {err}");
     }
     // A test file beside the input, which the workers read in shares too: the same metrics.
     let test_file = tmp.path().join("test.csv");

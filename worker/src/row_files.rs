@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 
-use als_core::row_places::{read_le_at, write_le_at};
+use als_core::row_places::{offset_within, read_rows_at, write_le_at, RowsPlace};
 use als_core::side::Side;
 use als_proto::pb::{RowsPart, WriteRowsRequest, WriteRowsResponse};
 use als_proto::spec::side_from_pb;
@@ -81,7 +81,7 @@ pub fn write_rows(job: &Job, places: &[Place], nnz_starts: &[u64]) -> Result<Wri
                     if values.len() as u64 * 4 != b.n_rows as u64 * width {
                         return Err(format!("block {} has no {:?}", b.block, place.part));
                     }
-                    let at = place_of(place.at, b.row_start, width, values.len() as u64 * 4, place.end)?;
+                    let at = offset_within(place.at, b.row_start, width, values.len() as u64 * 4, place.end)?;
                     write_le_at(file, at, values).map_err(shown)?;
                     if !bias {
                         written[matches!(place.side, Side::Items) as usize].push(b.block);
@@ -97,10 +97,10 @@ pub fn write_rows(job: &Job, places: &[Place], nnz_starts: &[u64]) -> Result<Wri
                     };
                     if place.part == RowsPart::SeenIndptr {
                         let values = b.indptr_from(start);
-                        let at = place_of(place.at, b.row_start, 8, values.len() as u64 * 8, place.end)?;
+                        let at = offset_within(place.at, b.row_start, 8, values.len() as u64 * 8, place.end)?;
                         write_le_at(file, at, &values).map_err(shown)?;
                     } else {
-                        let at = place_of(place.at, start, 4, (next - start) * 4, place.end)?;
+                        let at = offset_within(place.at, start, 4, (next - start) * 4, place.end)?;
                         write_le_at(file, at, &b.items()).map_err(shown)?;
                     }
                 }
@@ -129,17 +129,14 @@ pub fn read_block_rows(
     biased: bool,
 ) -> Result<(Vec<f32>, Vec<f32>), String> {
     let part = |part: RowsPart| places.iter().find(|p| p.side == side && p.part == part);
-    let read = |place: Option<&Place>, width: u64, len: usize| -> Result<Vec<f32>, String> {
-        let place = place.ok_or_else(|| format!("no {side:?} part to read the block's rows from"))?;
-        let path = &place.path;
-        let at = place_of(place.at, row_start, width, len as u64 * 4, place.end)?;
-        let mut values = vec![0f32; len];
-        let mut f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        read_le_at(&mut f, at, &mut values).map_err(|e| format!("{}: {e}", path.display()))?;
-        if !als_core::solve::all_finite(&values) {
-            return Err(format!("{}: a row of {side:?} from {row_start} is not finite", path.display()));
-        }
-        Ok(values)
+    let read = |place: Option<&Place>, width: usize| -> Result<Vec<f32>, String> {
+        let p = place.ok_or_else(|| format!("no {side:?} part to read the block's rows from"))?;
+        let place = RowsPlace {
+            path: p.path.clone(),
+            at: p.at,
+            end: p.end,
+        };
+        read_rows_at(&place, row_start, n_rows, width).map_err(|e| format!("{e} ({side:?})"))
     };
     if places
         .iter()
@@ -147,22 +144,12 @@ pub fn read_block_rows(
     {
         return Err("a block's rows are read from its side's factors and biases only".into());
     }
-    let factors = read(part(RowsPart::Factors), k as u64 * 4, n_rows * k)?;
+    let factors = read(part(RowsPart::Factors), k)?;
     let bias = match biased {
-        true => read(part(RowsPart::Bias), 4, n_rows)?,
+        true => read(part(RowsPart::Bias), 1)?,
         false => Vec::new(),
     };
     Ok((factors, bias))
-}
-
-/// The offset of a block's bytes (`row_start` rows of `row_bytes` past
-/// `base`, `bytes` long), refused where it would reach past `end`.
-fn place_of(base: u64, row_start: u64, row_bytes: u64, bytes: u64, end: u64) -> Result<u64, String> {
-    let at = row_start.checked_mul(row_bytes).and_then(|o| o.checked_add(base));
-    match at.and_then(|a| a.checked_add(bytes)) {
-        Some(stop) if stop <= end => Ok(at.expect("checked")),
-        _ => Err(format!("rows from {row_start} would reach past byte {end} of the file")),
-    }
 }
 
 #[cfg(test)]
@@ -208,8 +195,8 @@ mod tests {
 
     #[test]
     fn a_write_past_the_end_is_refused() {
-        assert_eq!(place_of(100, 3, 8, 16, 140), Ok(124));
-        assert!(place_of(100, 3, 8, 17, 140).is_err());
-        assert!(place_of(u64::MAX - 4, 1, 8, 4, u64::MAX).is_err());
+        assert_eq!(offset_within(100, 3, 8, 16, 140), Ok(124));
+        assert!(offset_within(100, 3, 8, 17, 140).is_err());
+        assert!(offset_within(u64::MAX - 4, 1, 8, 4, u64::MAX).is_err());
     }
 }

@@ -368,6 +368,19 @@ impl Worker for WorkerService {
                     },
                     None => StartFactors::NONE,
                 };
+                // Read before the block is taken: a refused read leaves it
+                // built, for the coordinator to send its rows instead.
+                let read = match rows_in.is_empty() {
+                    true => None,
+                    false => {
+                        let (row_start, n_rows) = (first.row_start, first.n_rows as usize);
+                        let read = tokio::task::spawn_blocking(move || read_block_rows(&rows_in, side, row_start, n_rows, k, biased))
+                            .await
+                            .map_err(|e| Status::internal(format!("reading the block's rows stopped: {e}")))?
+                            .map_err(|m| als_proto::fault::refusal(Status::failed_precondition(m)))?;
+                        Some(read)
+                    }
+                };
                 let built = crate::ingest::service::take_built(&self.ingest, &first.job_id, side, first.block, start).await?;
                 if (built.row_start, built.n_rows) != (first.row_start, first.n_rows) {
                     return Err(Status::invalid_argument(format!(
@@ -380,16 +393,10 @@ impl Worker for WorkerService {
                         built.n_rows
                     )));
                 }
-                let (factors, bias) = match (first.draw, rows_in.is_empty()) {
+                let (factors, bias) = match (first.draw, read) {
                     (Some(_), _) => (built.factors, built.bias),
-                    (None, false) => {
-                        let (row_start, n_rows) = (first.row_start, first.n_rows as usize);
-                        tokio::task::spawn_blocking(move || read_block_rows(&rows_in, side, row_start, n_rows, k, biased))
-                            .await
-                            .map_err(|e| Status::internal(format!("reading the block's rows stopped: {e}")))?
-                            .map_err(|m| als_proto::fault::refusal(Status::failed_precondition(m)))?
-                    }
-                    (None, true) => (p.factors, p.bias),
+                    (None, Some(read)) => read,
+                    (None, None) => (p.factors, p.bias),
                 };
                 BlockData { factors, bias, ..built }
             }

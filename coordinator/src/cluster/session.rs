@@ -11,6 +11,8 @@ use super::executor::{silent, BuiltBlocks, ClusterExecutor, FaultOptions, FinalR
 use super::ingest::{build_blocks, describe_blocks, BlocksBuilt, BlocksDescribed, IngestPlan, WorkerLost};
 use super::local::LocalWorkers;
 use super::ratings::OnWorkers;
+use als_core::checkpoint::StartFrom;
+use als_core::row_places::RowsShape;
 use als_proto::pb::AdoptStep;
 
 pub struct ClusterSession {
@@ -203,30 +205,58 @@ impl ClusterSession {
         on_workers: Option<&'a OnWorkers<'a>>,
         cfg: &TrainConfig,
         layouts: &Layouts,
-        state: Option<TrainState>,
+        start: Option<StartFrom>,
         final_rows: FinalRows,
         on_iteration: &mut OnIteration,
     ) -> anyhow::Result<TrainResult> {
         cfg.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         let built = self.built.lock().ok().and_then(|mut b| b.take());
+        // Where the workers built the blocks, hold every row and send them
+        // to each other, the coordinator keeps no copy of the rows (the
+        // executor's snapshot is elsewhere); folding held-out users in here
+        // needs the item rows.
+        let exchange = self.workers.iter().all(WorkerHandle::exchanges_rows);
+        let without_copy = built.is_some() && exchange && !data.shape.holds_out_users && data.ratings.is_none();
+        let (k, biased) = (cfg.factors, cfg.has_biases());
+        let rows_shape = RowsShape {
+            n_users: data.shape.n_users,
+            n_items: data.shape.n_items,
+            k,
+            biased,
+        };
         // Blocks built by the workers start from the initial rows, drawn
-        // from their ids; a resumed run sends its own rows to go with them.
-        let (job_id, built) = match (built, &state) {
+        // from their ids; a resumed run's rows are read from its checkpoint
+        // by the workers where it lies, or sent from here with a copy.
+        let (job_id, built, state) = match (built, start) {
             (Some(id), None) => (
                 id,
                 Some(BuiltBlocks::Adopt(AdoptStep {
                     seed: cfg.seed,
                     init_std: cfg.init_std,
                 })),
+                None,
             ),
-            (Some(id), Some(_)) => (id, Some(BuiltBlocks::WithRows)),
-            (None, _) => (format!("job-{}", super::local::random_token()), None),
+            (Some(id), Some(StartFrom::Checkpoint(c))) if without_copy && c.iterations_done < cfg.iterations => {
+                anyhow::ensure!(
+                    c.shape == rows_shape,
+                    "--resume: checkpoint {} holds rows of another shape than this run's",
+                    c.path.display()
+                );
+                tracing::info!(checkpoint = %c.path.display(), "the workers read the checkpoint's rows where it lies");
+                let state = TrainState {
+                    iterations_done: c.iterations_done,
+                    ..TrainState::rows_elsewhere(k)
+                };
+                (id, Some(BuiltBlocks::FromFile(Box::new(c.places))), Some(state))
+            }
+            (Some(id), Some(s)) => (id, Some(BuiltBlocks::WithRows), Some(s.into_state().context("--resume")?)),
+            (None, s) => (
+                format!("job-{}", super::local::random_token()),
+                None,
+                s.map(StartFrom::into_state).transpose().context("--resume")?,
+            ),
         };
-        // Where the workers hold every row and send them to each other, the
-        // coordinator keeps no copy of them (the executor's snapshot is the
-        // initial draw); folding held-out users in here needs the item rows.
-        let exchange = self.workers.iter().all(WorkerHandle::exchanges_rows);
-        let keep_no_copy = matches!(built, Some(BuiltBlocks::Adopt(_))) && exchange && !data.shape.holds_out_users;
+        let keep_no_copy = matches!(built, Some(BuiltBlocks::Adopt(_))) && without_copy;
         let state = match (state, data.ratings, on_workers) {
             (Some(s), _, _) => s,
             (None, Some(ds), _) => initial_state(ds, cfg),
@@ -864,21 +894,26 @@ mod tests {
         // peers' rows, then the first streamed one, start; a checkpoint
         // after every iteration, written by the workers; start from rows
         // given here, so the coordinator keeps a copy; a byte of the first
-        // checkpoint changed before the kill, so the replay from it fails)
+        // checkpoint changed before the kill, so the replay from it fails;
+        // resumed from the checkpoint of a run of two iterations, the kill
+        // after iteration 3 then)
         let cases = [
-            (false, false, false, None, false, false, false),
-            (false, true, false, None, false, false, false),
-            (true, true, false, None, true, false, false),
-            (false, true, true, None, true, false, false),
-            (false, true, true, None, false, false, false),
-            (false, true, true, None, false, true, false),
-            (false, false, false, Some((1, 2)), false, true, false),
-            (true, false, false, Some((1, 2)), false, true, false),
-            (true, false, false, Some((1, 2)), true, false, false),
-            (true, true, false, None, true, false, true),
+            (false, false, false, None, false, false, false, false),
+            (false, true, false, None, false, false, false, false),
+            (true, true, false, None, true, false, false, false),
+            (false, true, true, None, true, false, false, false),
+            (false, true, true, None, false, false, false, false),
+            (false, true, true, None, false, true, false, false),
+            (false, false, false, Some((1, 2)), false, true, false, false),
+            (true, false, false, Some((1, 2)), false, true, false, false),
+            (true, false, false, Some((1, 2)), true, false, false, false),
+            (true, true, false, None, true, false, true, false),
+            (false, true, false, None, false, false, false, true),
+            (true, false, false, None, false, false, false, true),
         ];
-        for (implicit, kill, restart, lose_at_evaluation, checkpoints, copy, corrupt) in cases {
-            let cfg = evaluated_config(implicit, 5);
+        for (case, (implicit, kill, restart, lose_at_evaluation, checkpoints, copy, corrupt, resume)) in cases.into_iter().enumerate() {
+            // Resumed, rows that outweigh the blocks' headers (each names the checkpoint's path).
+            let cfg = evaluated_config(implicit, if resume { 48 } else { 5 });
             let layouts = Layouts::for_dataset(&ds, cfg.blocks);
             let mut local = LocalExecutor::new(&ds, layouts.clone());
             let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
@@ -896,6 +931,38 @@ mod tests {
                 step_timeout: std::time::Duration::from_secs(60),
                 peer_timeout: std::time::Duration::from_secs(10),
             };
+            let what = format!(
+                "implicit={implicit} kill={kill} restart={restart} lose at evaluation {lose_at_evaluation:?} \
+                 checkpoints={checkpoints} copy={copy} corrupt={corrupt} resume={resume}"
+            );
+            let at = dir.path().join(format!("checkpoints-{case}"));
+            // Resumed: two iterations first, on blocks the workers built, checkpointed by them.
+            let mut first_run_bytes = None;
+            if resume {
+                let built = s.build_blocks(&plan).unwrap();
+                let described = s.describe_blocks(&plan, &built, cfg.min_pos).unwrap();
+                let on = OnWorkers::new(
+                    built.clone(),
+                    described,
+                    plan.clone(),
+                    Box::new(|| unreachable!("the input is read here")),
+                );
+                let data = TrainData {
+                    shape: built.shape(),
+                    ratings: None,
+                };
+                let sig = RunSignature::new(&built.fingerprint_digest(), &cfg);
+                let two = TrainConfig {
+                    iterations: 2,
+                    ..cfg.clone()
+                };
+                let first = s
+                    .train(&data, Some(&on), &two, &on.layouts(), None, FinalRows::NotRead, &mut |_, st| {
+                        st.checkpoint(&at, &sig).map(drop)
+                    })
+                    .unwrap_or_else(|e| panic!("{what}: the first two iterations: {e:#}"));
+                first_run_bytes = Some(first.reports[0].bytes_sent() - first.reports[0].bytes_peer());
+            }
             let built = s.build_blocks(&plan).unwrap();
             let described = s.describe_blocks(&plan, &built, cfg.min_pos).unwrap();
             let loads = std::cell::Cell::new(0);
@@ -916,13 +983,12 @@ mod tests {
                 shape: built.shape(),
                 ratings: None,
             };
-            let what = format!(
-                "implicit={implicit} kill={kill} restart={restart} lose at evaluation {lose_at_evaluation:?} \
-                 checkpoints={checkpoints} copy={copy} corrupt={corrupt}"
-            );
             let sig = RunSignature::new(&built.fingerprint_digest(), &cfg);
-            let at = dir.path().join(format!("checkpoints-{}", what.replace(' ', "_")));
-            let start = copy.then(|| initial_state_of(&on.described.user_ids, &on.described.item_ids, &cfg));
+            let start = match resume {
+                true => Some(StartFrom::Checkpoint(als_core::checkpoint::latest_sealed(&at, &sig).unwrap())),
+                false => copy.then(|| StartFrom::State(initial_state_of(&on.described.user_ids, &on.described.item_ids, &cfg))),
+            };
+            let kill_after = if resume { 3 } else { 2 };
             let got = s.train(&data, Some(&on), &cfg, &on.layouts(), start, FinalRows::Wanted, &mut |r, st| {
                 if corrupt && r.iteration == 2 {
                     let first = at.join("checkpoint-000001.als");
@@ -931,7 +997,7 @@ mod tests {
                     bytes[middle] ^= 1;
                     std::fs::write(&first, bytes).unwrap();
                 }
-                if kill && r.iteration == 2 {
+                if kill && r.iteration == kill_after {
                     s.kill_local_worker(1);
                 }
                 if restart && r.iteration == 3 {
@@ -965,7 +1031,20 @@ mod tests {
             assert_eq!(without_copy, !copy, "{what}");
             assert_eq!(got.state, want.state, "{what}");
             let tests = |r: &TrainResult| r.reports.iter().map(|x| x.test.clone()).collect::<Vec<_>>();
-            assert_eq!(tests(&got), tests(&want), "{what}");
+            let resumed_at = if resume { 2 } else { 0 };
+            assert_eq!(tests(&got), tests(&want)[resumed_at..], "{what}");
+            let f = |x: &als_core::side::Factors| 4 * (x.flat().len() + x.bias.len()) as u64;
+            let rows = f(&want.state.users) + f(&want.state.items);
+            if let Some(fresh) = first_run_bytes {
+                // The workers read the checkpoint's rows: the resumed start
+                // costs the coordinator what a fresh one does, give or take
+                // the blocks' headers, not the rows.
+                let start = coordinator_bytes[0];
+                assert!(
+                    start < fresh + rows / 2,
+                    "{what}: {start} bytes to resume, {fresh} to start, rows {rows}"
+                );
+            }
             assert!(!got.final_metrics.to_json_map().is_empty(), "{what}: evaluated");
             assert_eq!(loads.get(), 0, "{what}: the input is never read here");
             // The survivors built the blocks again after the loss, and all
@@ -975,9 +1054,9 @@ mod tests {
             if kill && !checkpoints {
                 // The loss costs the coordinator less than the rows without a
                 // copy (the survivors draw them), and more with one (it ships them).
-                let f = |x: &als_core::side::Factors| 4 * (x.flat().len() + x.bias.len()) as u64;
-                let rows = f(&want.state.users) + f(&want.state.items);
-                let extra = coordinator_bytes[2] - coordinator_bytes[1];
+                // The loss is in the iteration after the kill.
+                let (lossy, calm) = if resume { (1, 2) } else { (2, 1) };
+                let extra = coordinator_bytes[lossy] - coordinator_bytes[calm];
                 assert_eq!(extra < rows, !copy, "{what}: {extra} bytes more in the loss, rows {rows}");
             }
             let taken_back = copy || checkpoints;

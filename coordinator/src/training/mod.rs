@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use als_core::checkpoint::{latest_checkpoint, RunSignature};
+use als_core::checkpoint::{latest_sealed, RunSignature, StartFrom};
 use als_core::data::Dataset;
 use als_core::model::{save_model, Model, ModelParts, PendingModel};
 use als_core::side::Factors;
@@ -321,19 +321,20 @@ fn train_run(
     let signature = RunSignature::new(&data.fingerprint(), cfg);
     let start = match &job.checkpoint {
         Some(CheckpointPlan { dir, resume: true, .. }) => {
-            let (path, state) = latest_checkpoint(dir, &signature)?;
-            if state.iterations_done > cfg.iterations {
+            // Found and checked here; its rows are read where they are needed.
+            let sealed = latest_sealed(dir, &signature)?;
+            if sealed.iterations_done > cfg.iterations {
                 bail!(
                     "--resume: checkpoint {} has {} iterations done, more than --iterations {}; \
                      pass --iterations {} or more, or a --checkpoint-dir without it",
-                    path.display(),
-                    state.iterations_done,
+                    sealed.path.display(),
+                    sealed.iterations_done,
                     cfg.iterations,
-                    state.iterations_done
+                    sealed.iterations_done
                 );
             }
-            tracing::info!(checkpoint = %path.display(), iterations_done = state.iterations_done, "resuming");
-            Some(state)
+            tracing::info!(checkpoint = %sealed.path.display(), iterations_done = sealed.iterations_done, "resuming");
+            Some(StartFrom::Checkpoint(sealed))
         }
         _ => None,
     };

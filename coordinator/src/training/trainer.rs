@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use als_core::checkpoint::StartFrom;
 use als_core::train::{
     train_gibbs, train_on, train_sgd, Layouts, Learner, LocalExecutor, OnIteration, TrainConfig, TrainData, TrainResult, TrainState,
 };
@@ -108,21 +109,27 @@ impl Trainer {
         on_workers: Option<&'a OnWorkers<'a>>,
         cfg: &TrainConfig,
         layouts: &Layouts,
-        start: Option<TrainState>,
+        start: Option<StartFrom>,
         final_rows: FinalRows,
         on_iteration: &mut OnIteration,
     ) -> anyhow::Result<TrainResult> {
         let here = || data.ratings.context("training in this process needs the ratings here");
+        // Only a cluster reads a checkpoint's rows where they lie; this process reads them all.
+        let held = |start: Option<StartFrom>| -> anyhow::Result<Option<TrainState>> {
+            start.map(StartFrom::into_state).transpose().context("--resume")
+        };
         match (self, cfg.learner) {
             (Trainer::InProcess, Learner::Sgd { .. }) => {
-                Ok(train_sgd(here()?, cfg, layouts, start, on_iteration).context("training failed")?)
+                Ok(train_sgd(here()?, cfg, layouts, held(start)?, on_iteration).context("training failed")?)
             }
             (Trainer::Cluster(_), Learner::Sgd { .. }) => bail!("--solver sgd trains in this process; it cannot run on workers"),
-            (Trainer::InProcess, Learner::Gibbs { .. }) => Ok(train_gibbs(here()?, cfg, start, on_iteration).context("training failed")?),
+            (Trainer::InProcess, Learner::Gibbs { .. }) => {
+                Ok(train_gibbs(here()?, cfg, held(start)?, on_iteration).context("training failed")?)
+            }
             (Trainer::Cluster(_), Learner::Gibbs { .. }) => bail!("--solver gibbs samples in this process; it cannot run on workers"),
             (Trainer::InProcess, Learner::Als) => {
                 let mut exec = LocalExecutor::new(here()?, layouts.clone());
-                Ok(train_on(data, cfg, &mut exec, layouts, start, on_iteration).context("training failed")?)
+                Ok(train_on(data, cfg, &mut exec, layouts, held(start)?, on_iteration).context("training failed")?)
             }
             (Trainer::Cluster(session), Learner::Als) => session
                 .train(data, on_workers, cfg, layouts, start, final_rows, on_iteration)

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use als_core::side::{Factors, Side};
 use als_proto::encoded_bytes;
+use als_proto::fault::{fault_of, Fault};
 use als_proto::pb::ingest_request::Step;
 use als_proto::pb::{AdoptStep, IngestRequest, ReleaseBlocksRequest};
 use als_proto::spec::side_to_pb;
@@ -15,7 +16,7 @@ use crate::cluster::routing::owners_among;
 
 use super::health::watched;
 use super::rpc::{rpc_err, HalfError, JobFailed};
-use super::snapshot::snapshot_messages;
+use super::snapshot::{snapshot_messages, Snapshot};
 use super::wire::block_messages;
 use super::{side_ix, ClusterExecutor, Slot};
 use crate::cluster::ratings::RatingsAt;
@@ -299,7 +300,8 @@ impl ClusterExecutor<'_> {
             let ds = self.ratings.held();
             // The test rows go with the user blocks shipped; blocks the workers built hold theirs.
             let (layouts, routing, test) = (&self.layouts, &self.routing, &self.test);
-            let (snapshot, biased) = (&self.snapshot, self.params.biased());
+            let (snapshot, rows_shape) = (&self.snapshot, self.rows_shape());
+            let in_file = matches!(snapshot, Snapshot::File(_));
             let mut futs = Vec::new();
             let mut shipped: Vec<(usize, Vec<(Side, usize)>)> = Vec::new();
             for (w, ship, release) in plans {
@@ -316,6 +318,7 @@ impl ClusterExecutor<'_> {
                 let addr = slot.handle.addr.clone();
                 let start = (!slot.started).then(|| self.start_req.clone());
                 let job_id = self.job_id.clone();
+                let mut read_here = slot.reads_no_files;
                 let work = async move {
                     if let Some(req) = start {
                         c.start_job(req).await.map_err(|s| rpc_err(&addr, "cannot start the job", s))?;
@@ -336,10 +339,11 @@ impl ClusterExecutor<'_> {
                             Side::Users => users,
                             Side::Items => items,
                         };
+                        let from_snapshot = |read_here| {
+                            snapshot_messages(snapshot, &job_id, side, b, layouts, current, rows_shape, read_here).map_err(HalfError::Fatal)
+                        };
                         let msgs = match (built_there, ds) {
-                            (true, _) => {
-                                snapshot_messages(snapshot, &job_id, side, b, layouts, current, biased).map_err(HalfError::Fatal)?
-                            }
+                            (true, _) => from_snapshot(read_here)?,
                             (false, Some(ds)) => {
                                 let csr = if side == Side::Users { &ds.by_user } else { &ds.by_item };
                                 block_messages(&job_id, side, b, csr, layouts, &routing.side(side).needed[b], current, test.of(ds))
@@ -352,11 +356,27 @@ impl ClusterExecutor<'_> {
                             }
                         };
                         bytes += encoded_bytes(&msgs);
-                        c.assign_block(tokio_stream::iter(msgs))
-                            .await
-                            .map_err(|s| rpc_err(&addr, "shipping a block failed", s))?;
+                        let read_there = built_there && in_file && !read_here;
+                        match c.assign_block(tokio_stream::iter(msgs)).await {
+                            Ok(_) => {}
+                            // Refused before the block was taken: it is sent again with its rows.
+                            Err(s) if read_there && fault_of(&s) == (Fault::Job { row: None }) => {
+                                tracing::warn!(
+                                    worker = %addr,
+                                    "it cannot read the checkpoint's rows itself ({}): this coordinator reads its blocks' rows and sends them",
+                                    s.message()
+                                );
+                                read_here = true;
+                                let msgs = from_snapshot(true)?;
+                                bytes += encoded_bytes(&msgs);
+                                c.assign_block(tokio_stream::iter(msgs))
+                                    .await
+                                    .map_err(|s| rpc_err(&addr, "shipping a block failed", s))?;
+                            }
+                            Err(s) => return Err(rpc_err(&addr, "shipping a block failed", s)),
+                        }
                     }
-                    Ok::<u64, HalfError>(bytes)
+                    Ok::<(u64, bool), HalfError>((bytes, read_here))
                 };
                 let handle = slot.handle.clone();
                 let faults = self.faults.clone();
@@ -364,10 +384,11 @@ impl ClusterExecutor<'_> {
             }
             let results = self.rt.block_on(futures::future::join_all(futs));
             let (shipped_to, lost_any) = self.settle(results)?;
-            for (w, bytes) in shipped_to {
+            for (w, (bytes, read_here)) in shipped_to {
                 total += bytes;
                 let slot = &mut self.slots[w];
                 slot.started = true;
+                slot.reads_no_files = read_here;
                 for (held, own) in slot.holds.iter_mut().zip(&owners) {
                     *held = (0..own.len()).filter(|&b| own[b] == w).collect();
                 }

@@ -77,6 +77,9 @@ struct Slot {
     /// While it is lost: a reconnection that succeeded, waiting for its
     /// blocks to be able to go back (see `revive`).
     back: Option<WorkerHandle>,
+    /// It refused to read a checkpoint's rows itself (out of its
+    /// `--output-root`): its blocks' rows are read here and sent.
+    reads_no_files: bool,
 }
 
 impl Slot {
@@ -91,6 +94,7 @@ impl Slot {
             cause,
             reviving: None,
             back: None,
+            reads_no_files: false,
         }
     }
 }
@@ -180,12 +184,16 @@ pub struct ClusterExecutor<'a> {
 }
 
 /// Blocks the workers built from the input as this job, not yet the job's.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum BuiltBlocks {
     /// Each worker adopts its own, with start rows drawn from the ids (a fresh run).
     Adopt(AdoptStep),
-    /// Each worker takes its own with the coordinator's rows (a resumed run).
+    /// Each worker takes its own with the coordinator's rows (a resumed run
+    /// that holds a copy).
     WithRows,
+    /// Each worker takes its own with their rows read from the sealed
+    /// checkpoint at these places (a resumed run that keeps no copy).
+    FromFile(Box<als_core::row_places::RowPlaces>),
 }
 
 /// Whether a run's final factors are read here (the model), or nobody
@@ -237,9 +245,10 @@ impl<'a> ClusterExecutor<'a> {
         let shape = data.shape;
         // A state without rows: the workers drew them from the ids, and the
         // coordinator keeps none (see `snapshot`).
-        let snapshot = match (state.users.n_rows() == 0 && state.items.n_rows() == 0 && shape.n_users > 0, built) {
+        let snapshot = match (state.users.n_rows() == 0 && state.items.n_rows() == 0 && shape.n_users > 0, &built) {
             (false, _) => snapshot::Snapshot::Copy,
-            (true, Some(BuiltBlocks::Adopt(a))) => snapshot::Snapshot::Initial(a),
+            (true, Some(BuiltBlocks::Adopt(a))) => snapshot::Snapshot::Initial(*a),
+            (true, Some(BuiltBlocks::FromFile(places))) => snapshot::Snapshot::File(places.clone()),
             (true, _) => anyhow::bail!("internal error: a run without starting rows needs blocks the workers built and drew rows for"),
         };
         let routing = ratings.routing(layouts, workers.len());

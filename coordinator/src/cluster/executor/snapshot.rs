@@ -3,15 +3,19 @@
 //!
 //! Where the coordinator read no ratings and every worker exchanges rows
 //! with its peers, it keeps no copy of the factors: a fresh run's snapshot
-//! is the initial rows, drawn from the ids, and after a checkpoint the
-//! workers wrote, it is that file. A replay then ships no rows: each block
-//! goes to the worker that built it again, which draws its rows or reads
-//! them from the file itself. The coordinator draws only the initial item
-//! rows, one block at a time, for the starting YᵀY of implicit feedback.
+//! is the initial rows, drawn from the ids; a resumed run's, the
+//! checkpoint it resumes from; after a checkpoint the workers wrote, that
+//! file. Starting or replaying then ships no rows: each block goes to the
+//! worker that built it, which draws its rows or reads them from the file
+//! itself. A worker that cannot reach the file gets them read here, a
+//! block at a time. The coordinator reads or draws only the item rows for
+//! the starting YᵀY of implicit feedback, one block at a time.
+
+use std::ops::Range;
 
 use als_core::checkpoint::check_sealed;
 use als_core::init::init_factors;
-use als_core::row_places::{RowPlaces, RowsShape};
+use als_core::row_places::{read_rows_at, RowPlaces, RowsPlace, RowsShape};
 use als_core::side::{Factors, Side};
 use als_core::solve::block_gram_into;
 use als_core::train::Layouts;
@@ -64,20 +68,25 @@ impl ClusterExecutor<'_> {
         (self.params.factors, biased)
     }
 
-    /// YᵀY of the initial item rows of a run that starts without a copy,
-    /// per block in block order (the bits of `gram_by_blocks`), one block's
-    /// rows drawn from the ids at a time, as the workers drew them.
+    /// YᵀY of the item rows of a run that starts without a copy, per block
+    /// in block order (the bits of `gram_by_blocks`), one block's rows at a
+    /// time: drawn from the ids, as the workers drew them, or read from
+    /// the checkpoint it resumes from, as they read them.
     pub(super) fn snapshot_item_gram(&self) -> anyhow::Result<Vec<f64>> {
-        let (Snapshot::Initial(draw), RatingsAt::Workers(w)) = (&self.snapshot, self.ratings) else {
-            anyhow::bail!("internal error: a starting Gramian without a copy needs the initial rows and the workers' ids");
-        };
         let (k, _) = self.rows_shape();
         let mut total = vec![0.0f64; k * k];
         let mut g = vec![0.0f64; k * k];
         for b in 0..self.layouts.items.n_blocks() {
-            let ids = &w.described.item_ids[self.layouts.items.range(b)];
-            let rows = init_factors(ids, Side::Items, draw.seed, k, draw.init_std, false);
-            block_gram_into(rows.flat(), k, &mut g);
+            let range = self.layouts.items.range(b);
+            let rows = match (&self.snapshot, self.ratings) {
+                (Snapshot::Initial(draw), RatingsAt::Workers(w)) => {
+                    let ids = &w.described.item_ids[range];
+                    init_factors(ids, Side::Items, draw.seed, k, draw.init_std, false).flat().to_vec()
+                }
+                (Snapshot::File(places), _) => read_block(places, Side::Items, range, k, false)?.0,
+                _ => anyhow::bail!("internal error: a starting Gramian without a copy needs the initial rows or a checkpoint"),
+            };
+            block_gram_into(&rows, k, &mut g);
             for (a, v) in total.iter_mut().zip(&g) {
                 *a += v;
             }
@@ -88,7 +97,10 @@ impl ClusterExecutor<'_> {
 
 /// Block `b` of `side` for the worker that built it, which holds its ids:
 /// with the rows from the copy, or told to draw them or read them from the
-/// checkpoint itself, so a replay without a copy ships no rows.
+/// checkpoint itself, so a replay without a copy ships no rows. A worker
+/// that cannot read the checkpoint (`read_here`) gets the block's rows
+/// read from it here, one block at a time.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn snapshot_messages(
     snapshot: &Snapshot,
     job_id: &str,
@@ -96,15 +108,21 @@ pub(super) fn snapshot_messages(
     b: usize,
     layouts: &Layouts,
     copy: &Factors,
-    biased: bool,
+    (k, biased): (usize, bool),
+    read_here: bool,
 ) -> anyhow::Result<Vec<BlockChunk>> {
+    let range = layouts.side(side).range(b);
     Ok(match snapshot {
         Snapshot::Copy => {
-            let end = layouts.side(side).range(b).end;
-            anyhow::ensure!(copy.n_rows() >= end, "internal error: no copy of the {} rows", side.name());
-            rows_messages(job_id, side, b, layouts, copy)
+            anyhow::ensure!(copy.n_rows() >= range.end, "internal error: no copy of the {} rows", side.name());
+            let bias = if copy.bias.is_empty() { &[][..] } else { &copy.bias[range.clone()] };
+            rows_messages(job_id, side, b, layouts, &copy.flat()[range.start * k..range.end * k], bias)
         }
         Snapshot::Initial(draw) => rows_taken_there(job_id, side, b, layouts, Some(*draw), Vec::new()),
+        Snapshot::File(places) if read_here => {
+            let (factors, bias) = read_block(places, side, range, k, biased)?;
+            rows_messages(job_id, side, b, layouts, &factors, &bias)
+        }
         Snapshot::File(places) => {
             let (rows, bias) = places.side(side);
             let mut rows_in = vec![place_to_pb(side, RowsPart::Factors, rows)?];
@@ -114,4 +132,21 @@ pub(super) fn snapshot_messages(
             rows_taken_there(job_id, side, b, layouts, None, rows_in)
         }
     })
+}
+
+/// The factors and biases (where `biased`) of rows `range` of `side` in a
+/// sealed checkpoint, read at its places.
+fn read_block(places: &RowPlaces, side: Side, range: Range<usize>, k: usize, biased: bool) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
+    let (rows, bias) = places.side(side);
+    let read = |place: &RowsPlace, width| {
+        read_rows_at(place, range.start as u64, range.len(), width)
+            .map_err(|e| anyhow::anyhow!("cannot read the {} rows of the checkpoint: {e}", side.name()))
+    };
+    let factors = read(rows, k)?;
+    let bias = match (biased, bias) {
+        (false, _) => Vec::new(),
+        (true, Some(place)) => read(place, 1)?,
+        (true, None) => anyhow::bail!("internal error: the checkpoint has no {} biases", side.name()),
+    };
+    Ok((factors, bias))
 }

@@ -77,22 +77,16 @@ pub(super) fn block_messages(
 }
 
 /// One block's rows alone, for the worker that built the block's ratings
-/// from the input (`ratings_built`): the rows' factors and biases, taken
-/// from `current`, the whole side.
-pub(super) fn rows_messages(job_id: &str, side: Side, block: usize, layouts: &Layouts, current: &Factors) -> Vec<BlockChunk> {
+/// from the input (`ratings_built`): the block's factors and biases (none
+/// where the model has none).
+pub(super) fn rows_messages(job_id: &str, side: Side, block: usize, layouts: &Layouts, factors: &[f32], bias: &[f32]) -> Vec<BlockChunk> {
     let range = layouts.side(side).range(block);
-    let k = current.k();
-    let bias: &[f32] = if current.bias.is_empty() {
-        &[]
-    } else {
-        &current.bias[range.clone()]
-    };
     let fields = BlockFields {
         indptr: Field::U32(&[]),
         columns: Field::U32(&[]),
         values: Field::F32(&[]),
         needed: Field::U32(&[]),
-        factors: Field::F32(&current.flat()[range.start * k..range.end * k]),
+        factors: Field::F32(factors),
         bias: Field::F32(bias),
         test_indptr: Field::U32(&[]),
         test_columns: Field::U32(&[]),
