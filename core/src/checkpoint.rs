@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -248,61 +247,8 @@ impl PendingCheckpoint {
 
     /// The checksum of the file's bytes so far, copying its rows into `into`.
     fn read_back(&mut self, into: Option<(&mut Factors, &mut Factors)>) -> Result<Vec<u8>, CheckpointError> {
-        use std::io::{Read, Seek, SeekFrom};
         let path = self.tmp.path().to_owned();
-        let at = self.at;
-        let f = self.tmp.as_file_mut();
-        f.seek(SeekFrom::Start(0)).map_err(io(&path))?;
-        let mut hash = Sha256::new();
-        let mut head = vec![0u8; at.user_rows as usize];
-        f.read_exact(&mut head).map_err(io(&path))?;
-        hash.update(&head);
-        let mut buf = vec![0u8; 1 << 20];
-        let mut region = |dest: Option<&mut [f32]>, bytes: u64| -> Result<(), CheckpointError> {
-            let (mut done, mut dest) = (0u64, dest);
-            while done < bytes {
-                let n = ((bytes - done) as usize).min(buf.len());
-                f.read_exact(&mut buf[..n]).map_err(io(&path))?;
-                hash.update(&buf[..n]);
-                if let Some(d) = dest.as_deref_mut() {
-                    let first = (done / 4) as usize;
-                    for (x, b) in d[first..first + n / 4].iter_mut().zip(buf[..n].chunks_exact(4)) {
-                        *x = f32::from_le_bytes(b.try_into().expect("4 bytes"));
-                        if !x.is_finite() {
-                            return Err(CheckpointError::Corrupt {
-                                path: path.clone(),
-                                problem: "a row written to it is not finite".into(),
-                            });
-                        }
-                    }
-                }
-                done += n as u64;
-            }
-            Ok(())
-        };
-        let lens = [
-            at.item_rows - at.user_rows,
-            at.user_bias - at.item_rows,
-            at.item_bias - at.user_bias,
-            at.end - at.item_bias,
-        ];
-        match into {
-            Some((users, items)) => {
-                let want = [users.flat().len(), items.flat().len(), users.bias.len(), items.bias.len()];
-                if want.iter().zip(&lens).any(|(&w, &l)| w as u64 * 4 != l) {
-                    return Err(CheckpointError::Corrupt {
-                        path: path.clone(),
-                        problem: "its shape is not the state's".into(),
-                    });
-                }
-                region(Some(users.flat_mut()), lens[0])?;
-                region(Some(items.flat_mut()), lens[1])?;
-                region(Some(&mut users.bias), lens[2])?;
-                region(Some(&mut items.bias), lens[3])?;
-            }
-            None => lens.iter().try_for_each(|&l| region(None, l))?,
-        }
-        Ok(hash.finalize().to_vec())
+        hash_rows(self.tmp.as_file_mut(), &path, self.at, into)
     }
 
     /// Append the checksum, put the file in place and keep it and the one
@@ -326,6 +272,69 @@ impl PendingCheckpoint {
     }
 }
 
+/// The checksum of a checkpoint file's bytes from its start through its
+/// rows (laid out at `at`), read a chunk at a time, copying the rows into
+/// `into` (checked finite, as rows from a solve always are) where given.
+fn hash_rows(
+    f: &mut std::fs::File,
+    path: &Path,
+    at: RowsAt,
+    into: Option<(&mut Factors, &mut Factors)>,
+) -> Result<Vec<u8>, CheckpointError> {
+    use std::io::{Read, Seek, SeekFrom};
+    f.seek(SeekFrom::Start(0)).map_err(io(path))?;
+    let mut hash = Sha256::new();
+    let mut head = vec![0u8; at.user_rows as usize];
+    f.read_exact(&mut head).map_err(io(path))?;
+    hash.update(&head);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut region = |dest: Option<&mut [f32]>, bytes: u64| -> Result<(), CheckpointError> {
+        let (mut done, mut dest) = (0u64, dest);
+        while done < bytes {
+            let n = ((bytes - done) as usize).min(buf.len());
+            f.read_exact(&mut buf[..n]).map_err(io(path))?;
+            hash.update(&buf[..n]);
+            if let Some(d) = dest.as_deref_mut() {
+                let first = (done / 4) as usize;
+                for (x, b) in d[first..first + n / 4].iter_mut().zip(buf[..n].chunks_exact(4)) {
+                    *x = f32::from_le_bytes(b.try_into().expect("4 bytes"));
+                    if !x.is_finite() {
+                        return Err(CheckpointError::Corrupt {
+                            path: path.to_owned(),
+                            problem: "a row written to it is not finite".into(),
+                        });
+                    }
+                }
+            }
+            done += n as u64;
+        }
+        Ok(())
+    };
+    let lens = [
+        at.item_rows - at.user_rows,
+        at.user_bias - at.item_rows,
+        at.item_bias - at.user_bias,
+        at.end - at.item_bias,
+    ];
+    match into {
+        Some((users, items)) => {
+            let want = [users.flat().len(), items.flat().len(), users.bias.len(), items.bias.len()];
+            if want.iter().zip(&lens).any(|(&w, &l)| w as u64 * 4 != l) {
+                return Err(CheckpointError::Corrupt {
+                    path: path.to_owned(),
+                    problem: "its shape is not the state's".into(),
+                });
+            }
+            region(Some(users.flat_mut()), lens[0])?;
+            region(Some(items.flat_mut()), lens[1])?;
+            region(Some(&mut users.bias), lens[2])?;
+            region(Some(&mut items.bias), lens[3])?;
+        }
+        None => lens.iter().try_for_each(|&l| region(None, l))?,
+    }
+    Ok(hash.finalize().to_vec())
+}
+
 /// Checkpoint files, newest first.
 fn list(dir: &Path) -> Result<Vec<(usize, PathBuf)>, CheckpointError> {
     let mut out = Vec::new();
@@ -344,10 +353,19 @@ fn list(dir: &Path) -> Result<Vec<(usize, PathBuf)>, CheckpointError> {
     Ok(out)
 }
 
+/// A sealed checkpoint found intact: its header, the bytes before its rows,
+/// and its rows where they were asked for.
+struct Opened {
+    header: Header,
+    head_len: u64,
+    rows: Option<(Factors, Factors)>,
+}
+
 /// The header of the sealed checkpoint at `path` and the bytes before its
 /// rows, once its bytes are found to match the checksum it ends with
-/// (hashed a chunk at a time, not held).
-fn open_sealed(path: &Path) -> Result<(Header, u64), CheckpointError> {
+/// (hashed a chunk at a time, never held whole); with `rows`, its rows
+/// too, read in the same pass.
+fn open_sealed(path: &Path, rows: bool) -> Result<Opened, CheckpointError> {
     use std::io::Read;
     let corrupt = |m: &str| CheckpointError::Corrupt {
         path: path.to_owned(),
@@ -366,24 +384,26 @@ fn open_sealed(path: &Path) -> Result<(Header, u64), CheckpointError> {
     let mut h = vec![0u8; hlen as usize];
     f.read_exact(&mut h).map_err(io(path))?;
     let header: Header = serde_json::from_slice(&h).map_err(|_| corrupt("bad header"))?;
-    let mut hash = Sha256::new();
-    hash.update(head);
-    hash.update(&h);
-    let mut left = len - 16 - hlen - 32;
-    if header.rows_bytes() != Some(left) {
+    // So no count below can overflow, and what is allocated is what the file holds.
+    if header.rows_bytes() != Some(len - 16 - hlen - 32) {
         return Err(corrupt("its length is not its rows'"));
     }
-    let mut buf = vec![0u8; 1 << 20];
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        f.read_exact(&mut buf[..n]).map_err(io(path))?;
-        hash.update(&buf[..n]);
-        left -= n as u64;
-    }
-    let mut sum = [0u8; 32];
-    f.read_exact(&mut sum).map_err(io(path))?;
-    match hash.finalize().as_slice() == sum {
-        true => Ok((header, 16 + hlen)),
+    let at = RowsAt::new(16 + hlen, header.shape());
+    let mut state = rows.then(|| {
+        (
+            Factors::zeros(header.n_users, header.k, header.biased),
+            Factors::zeros(header.n_items, header.k, header.biased),
+        )
+    });
+    let sum = hash_rows(&mut f, path, at, state.as_mut().map(|(u, i)| (u, i)))?;
+    let mut sealed = [0u8; 32];
+    f.read_exact(&mut sealed).map_err(io(path))?;
+    match sum == sealed {
+        true => Ok(Opened {
+            header,
+            head_len: 16 + hlen,
+            rows: state,
+        }),
         false => Err(corrupt("checksum mismatch")),
     }
 }
@@ -392,7 +412,7 @@ fn open_sealed(path: &Path) -> Result<(Header, u64), CheckpointError> {
 /// rows are read from it in place (a replay): its bytes match its
 /// checksum, and its header gives the rows' `shape`, which placed them.
 pub fn check_sealed(path: &Path, shape: RowsShape) -> Result<(), CheckpointError> {
-    let (header, _) = open_sealed(path)?;
+    let header = open_sealed(path, false)?.header;
     match header.shape() == shape {
         true => Ok(()),
         false => Err(CheckpointError::Corrupt {
@@ -457,51 +477,13 @@ fn check_signature(path: &Path, h: &Header, sig: &RunSignature) -> Result<(), Ch
 
 /// Read one checkpoint, verifying its checksum and its signature.
 pub fn read_checkpoint(path: &Path, sig: &RunSignature) -> Result<TrainState, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(io(path))?;
-    let corrupt = |m: &str| CheckpointError::Corrupt {
-        path: path.to_owned(),
-        problem: m.to_owned(),
-    };
-    if bytes.len() < MAGIC.len() + 8 + 32 || &bytes[..8] != MAGIC {
-        return Err(corrupt("not a checkpoint file"));
-    }
-    let (body, sum) = bytes.split_at(bytes.len() - 32);
-    if Sha256::digest(body).as_slice() != sum {
-        return Err(corrupt("checksum mismatch"));
-    }
-    let hlen = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes")) as usize;
-    let h: Header = 16usize
-        .checked_add(hlen)
-        .and_then(|end| body.get(16..end))
-        .and_then(|s| serde_json::from_slice(s).ok())
-        .ok_or_else(|| corrupt("bad header"))?;
-    // So no count below can overflow.
-    if h.rows_bytes() != Some((body.len() - 16 - hlen) as u64) {
-        return Err(corrupt("its length is not its rows'"));
-    }
-    check_signature(path, &h, sig)?;
-    let mut pos = 16 + hlen;
-    let mut take = |n: usize| -> Result<Vec<f32>, CheckpointError> {
-        let end = pos + n * 4;
-        let s = body.get(pos..end).ok_or_else(|| corrupt("truncated"))?;
-        pos = end;
-        crate::le::from_le_bytes::<f32>(s).ok_or_else(|| corrupt("truncated"))
-    };
-    let u = take(h.n_users * h.k)?;
-    let i = take(h.n_items * h.k)?;
-    let ub = take(if h.biased { h.n_users } else { 0 })?;
-    let ib = take(if h.biased { h.n_items } else { 0 })?;
-    let mat = |v: Vec<f32>, n| Array2::from_shape_vec((n, h.k), v).map_err(|_| corrupt("bad shape"));
+    let opened = open_sealed(path, true)?;
+    check_signature(path, &opened.header, sig)?;
+    let (users, items) = opened.rows.expect("asked for the rows");
     Ok(TrainState {
-        iterations_done: h.iterations_done,
-        users: Factors {
-            matrix: mat(u, h.n_users)?,
-            bias: ub,
-        },
-        items: Factors {
-            matrix: mat(i, h.n_items)?,
-            bias: ib,
-        },
+        iterations_done: opened.header.iterations_done,
+        users,
+        items,
     })
 }
 
@@ -513,8 +495,8 @@ pub fn latest_sealed(dir: &Path, sig: &RunSignature) -> Result<SealedCheckpoint,
         return Err(CheckpointError::NoneFound { dir: dir.to_owned() });
     }
     for (_, p) in list(dir)? {
-        match open_sealed(&p).and_then(|(h, head_len)| check_signature(&p, &h, sig).map(|()| (h, head_len))) {
-            Ok((h, head_len)) => {
+        match open_sealed(&p, false).and_then(|o| check_signature(&p, &o.header, sig).map(|()| o)) {
+            Ok(Opened { header: h, head_len, .. }) => {
                 let shape = h.shape();
                 return Ok(SealedCheckpoint {
                     places: RowsAt::new(head_len, shape).places(&p),
