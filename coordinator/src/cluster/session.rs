@@ -236,6 +236,7 @@ impl ClusterSession {
                 })),
                 None,
             ),
+            // With nothing left to train, the checkpoint's rows are the model: read here below.
             (Some(id), Some(StartFrom::Checkpoint(c))) if without_copy && c.iterations_done < cfg.iterations => {
                 anyhow::ensure!(
                     c.shape == rows_shape,
@@ -889,29 +890,102 @@ mod tests {
         let raw = load_ratings(&path, &load).unwrap();
         let (train_rows, test_rows) = split_rows(&raw, &split).unwrap();
         let ds = Dataset::build((&raw, &train_rows), Some((&raw, &test_rows)), DuplicatePolicy::Last).unwrap();
-        // (implicit; kill worker 1 after iteration 2; restart it after
-        // iteration 3; workers taken as lost as the first evaluation from
-        // peers' rows, then the first streamed one, start; a checkpoint
-        // after every iteration, written by the workers; start from rows
-        // given here, so the coordinator keeps a copy; a byte of the first
-        // checkpoint changed before the kill, so the replay from it fails;
-        // resumed from the checkpoint of a run of two iterations, the kill
-        // after iteration 3 then)
+        /// One run of the table below.
+        #[derive(Default, Clone, Copy)]
+        struct Case {
+            implicit: bool,
+            /// Kill worker 1 after iteration 2 (3 when resumed).
+            kill: bool,
+            /// Restart it after iteration 3.
+            restart: bool,
+            /// Workers taken as lost as the first evaluation from peers'
+            /// rows, then the first streamed one, start.
+            lose_at_evaluation: Option<(usize, usize)>,
+            /// A checkpoint after every iteration, written by the workers.
+            checkpoints: bool,
+            /// Start from rows given here, so the coordinator keeps a copy.
+            copy: bool,
+            /// A byte of the first checkpoint changed before the kill, so the replay from it fails.
+            corrupt: bool,
+            /// Resumed from the checkpoint of a run of two iterations.
+            resume: bool,
+        }
+        let lost_at_evaluation = Some((1, 2));
         let cases = [
-            (false, false, false, None, false, false, false, false),
-            (false, true, false, None, false, false, false, false),
-            (true, true, false, None, true, false, false, false),
-            (false, true, true, None, true, false, false, false),
-            (false, true, true, None, false, false, false, false),
-            (false, true, true, None, false, true, false, false),
-            (false, false, false, Some((1, 2)), false, true, false, false),
-            (true, false, false, Some((1, 2)), false, true, false, false),
-            (true, false, false, Some((1, 2)), true, false, false, false),
-            (true, true, false, None, true, false, true, false),
-            (false, true, false, None, false, false, false, true),
-            (true, false, false, None, false, false, false, true),
+            Case::default(),
+            Case {
+                kill: true,
+                ..Case::default()
+            },
+            Case {
+                implicit: true,
+                kill: true,
+                checkpoints: true,
+                ..Case::default()
+            },
+            Case {
+                kill: true,
+                restart: true,
+                checkpoints: true,
+                ..Case::default()
+            },
+            Case {
+                kill: true,
+                restart: true,
+                ..Case::default()
+            },
+            Case {
+                kill: true,
+                restart: true,
+                copy: true,
+                ..Case::default()
+            },
+            Case {
+                lose_at_evaluation: lost_at_evaluation,
+                copy: true,
+                ..Case::default()
+            },
+            Case {
+                implicit: true,
+                lose_at_evaluation: lost_at_evaluation,
+                copy: true,
+                ..Case::default()
+            },
+            Case {
+                implicit: true,
+                lose_at_evaluation: lost_at_evaluation,
+                checkpoints: true,
+                ..Case::default()
+            },
+            Case {
+                implicit: true,
+                kill: true,
+                checkpoints: true,
+                corrupt: true,
+                ..Case::default()
+            },
+            Case {
+                kill: true,
+                resume: true,
+                ..Case::default()
+            },
+            Case {
+                implicit: true,
+                resume: true,
+                ..Case::default()
+            },
         ];
-        for (case, (implicit, kill, restart, lose_at_evaluation, checkpoints, copy, corrupt, resume)) in cases.into_iter().enumerate() {
+        for (case, c) in cases.into_iter().enumerate() {
+            let Case {
+                implicit,
+                kill,
+                restart,
+                lose_at_evaluation,
+                checkpoints,
+                copy,
+                corrupt,
+                resume,
+            } = c;
             // Resumed, rows that outweigh the blocks' headers (each names the checkpoint's path).
             let cfg = evaluated_config(implicit, if resume { 48 } else { 5 });
             let layouts = Layouts::for_dataset(&ds, cfg.blocks);
