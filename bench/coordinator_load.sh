@@ -4,7 +4,8 @@
 # `/usr/bin/time -v`. Prints, per build, the coordinator's peak RSS and
 # wall time, and from the metrics JSON its bytes per iteration (sent and
 # received, the peers' bytes taken out), the bytes outside the halves
-# (evaluations and the fetch of the model at the end) and s/iter.
+# (evaluations and the fetch of the model at the end; the coordinator's,
+# and the evaluations' item rows between workers apart) and s/iter.
 #
 #   bench/coordinator_load.sh [--baseline OLD_BINDIR] [--workers N]
 #                             [--iterations N] [--eval-every N]
@@ -164,12 +165,17 @@ if "worker lost" in text:
     if "replaying the halves" in text:
         loss += f", {text.count('replaying the halves')} replay(s)"
     start += loss + "; "
+# Builds before the split counted the evaluations' peer rows in with the coordinator's.
+peer_out = d.get("peer_bytes_outside_halves")
+outside_coord = d["bytes_outside_halves"] - (peer_out or 0)
+outside_peer = f" ({peer_out / 1e6:.2f} MB between workers)" if peer_out is not None else " (the peers' share not told apart)"
 saved = re.search(r"model saved.*", text)
 if saved:
     start += f"model rows by the workers: {'yes' if 'rows_by_workers=true' in saved.group(0) else 'no'}; "
 print(f"{label}: {start}coordinator peak RSS {int(rss) / 1024:.0f} MiB, wall {wall}; "
       f"coordinator MB per iteration {[round(c, 3) for c in coord]} (after the first: max {max(later):.3f}); "
-      f"outside the halves {d['bytes_outside_halves'] / 1e6:.2f} MB; peers MB per iteration {peer[-1]:.1f}; "
+      f"outside the halves {outside_coord / 1e6:.3f} MB through the coordinator{outside_peer}; "
+      f"peers MB per iteration {peer[-1]:.1f}; "
       f"s/iter {sum(secs[1:]) / max(1, len(secs) - 1):.3f}; last metric {metric}")
 PY
 }

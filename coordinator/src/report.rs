@@ -32,8 +32,9 @@
 //!             "duplicates_merged": u64, "load_seconds": f64,
 //!             "held_out_users": u64, "n_fold_in": u64 },   // --split users only: users held out whole, their fold-in rows
 //!   "executor": "in-process" | "local:N" | "workers:HOST:PORT,...",
-//!   "bytes_outside_halves": u64      // bytes in no iteration's report: the test set's evaluations on the
+//!   "bytes_outside_halves": u64,     // bytes in no iteration's report: the test set's evaluations on the
 //!                                    // workers and the model fetched after the last half (0 in-process)
+//!   "peer_bytes_outside_halves": u64 // of those, the item rows workers sent each other for the evaluations
 //! }
 //! ```
 //!
@@ -109,6 +110,7 @@ pub fn metrics_json(
     data: &DataSummary,
     executor: &str,
     bytes_outside_halves: u64,
+    peer_bytes_outside_halves: u64,
 ) -> Value {
     json!({
         "final": Value::Object(final_metrics.to_json_map()),
@@ -118,6 +120,7 @@ pub fn metrics_json(
         "data": serde_json::to_value(data).unwrap_or(Value::Null),
         "executor": executor,
         "bytes_outside_halves": bytes_outside_halves,
+        "peer_bytes_outside_halves": peer_bytes_outside_halves,
     })
 }
 
@@ -191,7 +194,7 @@ mod tests {
             n_test: 2,
             ..Default::default()
         };
-        let v = metrics_json(&reports, &reports[1].test, &TrainConfig::default(), &data, "local:2", 4096);
+        let v = metrics_json(&reports, &reports[1].test, &TrainConfig::default(), &data, "local:2", 4096, 1024);
         assert_eq!(v["final"]["rmse"], json!(0.9));
         assert_eq!(v["final"]["mae"], json!(0.7));
         assert_eq!(v["final"]["rmse_raw"], json!(0.95));
@@ -214,6 +217,7 @@ mod tests {
         assert_eq!(v["data"]["source"], json!("r.csv"));
         assert_eq!(v["data"]["n_users"], json!(3));
         assert_eq!(v["bytes_outside_halves"], json!(4096));
+        assert_eq!(v["peer_bytes_outside_halves"], json!(1024));
         assert_eq!(v["data"]["test_dropped_cold"], json!(0));
         assert_eq!(v["executor"], json!("local:2"));
     }
@@ -234,7 +238,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let v = metrics_json(&[], &m, &TrainConfig::default(), &DataSummary::default(), "in-process", 0);
+        let v = metrics_json(&[], &m, &TrainConfig::default(), &DataSummary::default(), "in-process", 0, 0);
         for (k, want) in [
             ("precision@10", 0.1),
             ("recall@10", 0.2),

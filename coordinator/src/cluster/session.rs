@@ -490,6 +490,15 @@ mod tests {
                 assert_eq!(remote, cfg.iterations);
                 assert_eq!(from_peers, cfg.iterations, "{n} workers");
                 assert_eq!(got.final_metrics, want.final_metrics, "{n} workers");
+                // The evaluations' item rows went worker to worker, and are
+                // told apart from the coordinator's own bytes outside the halves.
+                let (outside, peer) = (got.bytes_outside_halves, got.peer_bytes_outside_halves);
+                assert_eq!(
+                    peer > 0,
+                    n > 1,
+                    "{n} workers: {peer} of {outside} bytes outside the halves between peers"
+                );
+                assert!(peer < outside, "{n} workers: {peer} of {outside}");
                 let tests = |r: &TrainResult| r.reports.iter().map(|x| x.test.clone()).collect::<Vec<_>>();
                 assert_eq!(tests(&got), tests(&want), "{n} workers");
                 // The objective, summed from the workers' block terms, to the same bits.

@@ -432,6 +432,7 @@ fn finish_run(
         &summary,
         &executor,
         result.bytes_outside_halves,
+        result.peer_bytes_outside_halves,
     );
     let mut parts = parts;
     trained_on.record(&mut parts, &mut metrics);

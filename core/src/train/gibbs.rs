@@ -111,6 +111,7 @@ pub fn train_gibbs(
         final_metrics,
         params,
         bytes_outside_halves: 0,
+        peer_bytes_outside_halves: 0,
     })
 }
 

@@ -242,6 +242,13 @@ pub trait HalfStepExecutor {
         0
     }
 
+    /// Of [`HalfStepExecutor::bytes_outside_halves`], the bytes workers sent
+    /// each other directly (an evaluation's item rows), not through the
+    /// coordinator.
+    fn peer_bytes_outside_halves(&self) -> u64 {
+        0
+    }
+
     /// The caller wants the final factors in [`TrainResult::state`]. An
     /// executor that keeps the rows where they were solved answers `false`
     /// when told nobody reads them (an evaluated run a refit replaces), or,
@@ -479,6 +486,8 @@ pub struct TrainResult {
     /// [`HalfStepExecutor::bytes_outside_halves`] at the end (0 for
     /// learners without an executor).
     pub bytes_outside_halves: u64,
+    /// [`HalfStepExecutor::peer_bytes_outside_halves`] at the end.
+    pub peer_bytes_outside_halves: u64,
 }
 
 /// Fresh state: per-id seeded factors, zero biases.
@@ -652,6 +661,7 @@ pub fn train_on(
         final_metrics,
         params,
         bytes_outside_halves: exec.bytes_outside_halves(),
+        peer_bytes_outside_halves: exec.peer_bytes_outside_halves(),
     })
 }
 

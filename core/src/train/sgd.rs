@@ -95,5 +95,6 @@ pub fn train_sgd(
         final_metrics,
         params,
         bytes_outside_halves: 0,
+        peer_bytes_outside_halves: 0,
     })
 }

@@ -163,6 +163,7 @@ impl ClusterExecutor<'_> {
         let peer_bytes = match self.send_rows(Side::Items, step, true)? {
             PeerRound::Done { bytes, peer_bytes } => {
                 self.eval_bytes += bytes + peer_bytes;
+                self.eval_peer_bytes += peer_bytes;
                 peer_bytes
             }
             PeerRound::Lost(bytes) | PeerRound::PeerFailed(bytes) => {

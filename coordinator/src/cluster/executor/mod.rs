@@ -157,6 +157,8 @@ pub struct ClusterExecutor<'a> {
     pub workers_lost: usize,
     /// Bytes of the evaluations on the workers (apart from the halves' bytes).
     pub eval_bytes: u64,
+    /// Of `eval_bytes`, the item rows the workers sent each other.
+    pub eval_peer_bytes: u64,
     /// Evaluations the workers did (the rest fell back to the coordinator).
     pub remote_evaluations: usize,
     /// Of those, the ones from the workers' own rows (no factor through the coordinator).
@@ -299,6 +301,7 @@ impl<'a> ClusterExecutor<'a> {
             replayed_peer_bytes: 0,
             workers_lost: 0,
             eval_bytes: 0,
+            eval_peer_bytes: 0,
             remote_evaluations: 0,
             evaluations_from_peers: 0,
             replayed_halves: 0,
@@ -487,6 +490,10 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
 
     fn bytes_outside_halves(&self) -> u64 {
         self.eval_bytes + self.unreported_bytes
+    }
+
+    fn peer_bytes_outside_halves(&self) -> u64 {
+        self.eval_peer_bytes
     }
 
     fn final_rows_wanted(&self) -> bool {
