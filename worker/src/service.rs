@@ -554,7 +554,18 @@ impl Worker for WorkerService {
         let job = active(&mut slot, &r.job_id)?;
         let k = job.params.factors;
         // Encoded under the lock: the rows are borrowed from the blocks.
-        let mut msgs: Vec<Result<SolvedChunk, Status>> = job.rows_of(side).iter().flat_map(|b| solved_chunks(b, k, true)).map(Ok).collect();
+        let chunks: Vec<SolvedChunk> = match r.grams {
+            false => job.rows_of(side).iter().flat_map(|b| solved_chunks(b, k, true)).collect(),
+            true => job
+                .rows_of(side)
+                .into_iter()
+                .flat_map(|b| {
+                    let gram = Some(als_core::solve::block_gram(b.factors, k));
+                    solved_chunks(&SolvedBlock { gram, ..b }, k, false)
+                })
+                .collect(),
+        };
+        let mut msgs: Vec<Result<SolvedChunk, Status>> = chunks.into_iter().map(Ok).collect();
         msgs.push(Ok(SolvedChunk {
             last: true,
             ..Default::default()

@@ -31,6 +31,8 @@ pub struct ClusterSession {
     pub rebuilds: std::sync::atomic::AtomicUsize,
     /// The last run started without a copy of the factors here (for tests).
     pub started_without_copy: std::sync::atomic::AtomicBool,
+    /// The last run's starting YᵀY came from the workers' per-block Gramians.
+    pub item_gram_from_workers: std::sync::atomic::AtomicBool,
     /// Tests: see [`ClusterExecutor::lose_at_evaluation`] (the next run's).
     #[cfg(test)]
     lose_at_evaluation: std::sync::Mutex<Option<(usize, usize)>>,
@@ -72,6 +74,7 @@ impl ClusterSession {
             replayed_halves: Default::default(),
             rebuilds: Default::default(),
             started_without_copy: Default::default(),
+            item_gram_from_workers: Default::default(),
             #[cfg(test)]
             lose_at_evaluation: Default::default(),
             row_writes_by_workers: Default::default(),
@@ -102,6 +105,7 @@ impl ClusterSession {
             replayed_halves: Default::default(),
             rebuilds: Default::default(),
             started_without_copy: Default::default(),
+            item_gram_from_workers: Default::default(),
             #[cfg(test)]
             lose_at_evaluation: Default::default(),
             row_writes_by_workers: Default::default(),
@@ -317,6 +321,8 @@ impl ClusterSession {
         self.replayed_halves
             .store(exec.replayed_halves, std::sync::atomic::Ordering::Relaxed);
         self.rebuilds.store(exec.rebuilds, std::sync::atomic::Ordering::Relaxed);
+        self.item_gram_from_workers
+            .store(exec.item_gram_from_workers, std::sync::atomic::Ordering::Relaxed);
         self.row_writes_by_workers
             .store(exec.row_writes_by_workers, std::sync::atomic::Ordering::Relaxed);
         if exec.row_writes_by_workers > 0 {
@@ -1110,8 +1116,11 @@ mod tests {
             let rebuilds = s.rebuilds.load(std::sync::atomic::Ordering::Relaxed);
             let lost = s.lost.lock().unwrap().clone();
             let without_copy = s.started_without_copy.load(std::sync::atomic::Ordering::Relaxed);
+            let gram_from_workers = s.item_gram_from_workers.load(std::sync::atomic::Ordering::Relaxed);
             s.shutdown().unwrap();
             assert_eq!(without_copy, !copy, "{what}");
+            // Without a copy, the starting YᵀY is the workers' per-block Gramians, reduced here.
+            assert_eq!(gram_from_workers, implicit && !copy, "{what}");
             assert_eq!(got.state, want.state, "{what}");
             let tests = |r: &TrainResult| r.reports.iter().map(|x| x.test.clone()).collect::<Vec<_>>();
             let resumed_at = if resume { 2 } else { 0 };

@@ -73,6 +73,7 @@ impl ClusterExecutor<'_> {
                             let req = FetchRowsRequest {
                                 job_id: job_id.clone(),
                                 side: side_to_pb(side) as i32,
+                                grams: false,
                             };
                             out.push((side, fetch_rows(handle.clone(), req).await?));
                         }

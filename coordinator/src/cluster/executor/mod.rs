@@ -157,6 +157,8 @@ pub struct ClusterExecutor<'a> {
     pub workers_lost: usize,
     /// Bytes of the evaluations on the workers (apart from the halves' bytes).
     pub eval_bytes: u64,
+    /// The starting YᵀY came from the workers' per-block Gramians.
+    pub item_gram_from_workers: bool,
     /// Of `eval_bytes`, the item rows the workers sent each other.
     pub eval_peer_bytes: u64,
     /// Evaluations the workers did (the rest fell back to the coordinator).
@@ -302,6 +304,7 @@ impl<'a> ClusterExecutor<'a> {
             workers_lost: 0,
             eval_bytes: 0,
             eval_peer_bytes: 0,
+            item_gram_from_workers: false,
             remote_evaluations: 0,
             evaluations_from_peers: 0,
             replayed_halves: 0,

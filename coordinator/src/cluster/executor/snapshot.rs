@@ -8,8 +8,9 @@
 //! file. Starting or replaying then ships no rows: each block goes to the
 //! worker that built it, which draws its rows or reads them from the file
 //! itself. A worker that cannot reach the file gets them read here, a
-//! block at a time. The coordinator reads or draws only the item rows for
-//! the starting YᵀY of implicit feedback, one block at a time.
+//! block at a time. The starting YᵀY of implicit feedback is the workers'
+//! per-block Gramians, reduced here; only where a worker cannot send them
+//! does the coordinator draw or read the item rows, a block at a time.
 
 use std::ops::Range;
 
@@ -17,12 +18,16 @@ use als_core::checkpoint::check_sealed;
 use als_core::init::init_factors;
 use als_core::row_places::{read_rows_at, RowPlaces, RowsPlace, RowsShape};
 use als_core::side::{Factors, Side};
-use als_core::solve::block_gram_into;
+use als_core::solve::{block_gram_into, from_lower_triangle, sum_in_order};
 use als_core::train::Layouts;
-use als_proto::pb::{AdoptStep, BlockChunk, RowsPart};
+use als_proto::codec::pieces_vec;
+use als_proto::pb::{AdoptStep, BlockChunk, FetchRowsRequest, RowsPart};
+use als_proto::spec::side_to_pb;
 use anyhow::Context;
 
+use super::health::watched;
 use super::row_files::place_to_pb;
+use super::rpc::fetch_rows;
 use super::wire::{rows_messages, rows_taken_there};
 use super::ClusterExecutor;
 use crate::cluster::ratings::RatingsAt;
@@ -69,10 +74,15 @@ impl ClusterExecutor<'_> {
     }
 
     /// YᵀY of the item rows of a run that starts without a copy, per block
-    /// in block order (the bits of `gram_by_blocks`), one block's rows at a
-    /// time: drawn from the ids, as the workers drew them, or read from
-    /// the checkpoint it resumes from, as they read them.
-    pub(super) fn snapshot_item_gram(&self) -> anyhow::Result<Vec<f64>> {
+    /// in block order (the bits of `gram_by_blocks`): each block's asked of
+    /// the worker that holds its rows, or, where a worker cannot answer,
+    /// summed here one block's rows at a time, drawn from the ids as the
+    /// workers drew them or read from the checkpoint as they read them.
+    pub(super) fn snapshot_item_gram(&mut self) -> anyhow::Result<Vec<f64>> {
+        if let Some(gram) = self.item_gram_from_workers()? {
+            self.item_gram_from_workers = true;
+            return Ok(gram);
+        }
         let (k, _) = self.rows_shape();
         let mut total = vec![0.0f64; k * k];
         let mut g = vec![0.0f64; k * k];
@@ -92,6 +102,69 @@ impl ClusterExecutor<'_> {
             }
         }
         Ok(total)
+    }
+}
+
+impl ClusterExecutor<'_> {
+    /// Every item block's Gramian of its rows on the worker that holds it
+    /// (`FetchRows` with `grams`: k·(k+1)/2 values a block, no rows),
+    /// reduced in block order as a half's are; `None` where a worker could
+    /// not answer (lost, say: the next half finds it).
+    fn item_gram_from_workers(&mut self) -> anyhow::Result<Option<Vec<f64>>> {
+        let (k, _) = self.rows_shape();
+        let futs: Vec<_> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.alive)
+            .map(|(w, s)| {
+                let (handle, faults) = (s.handle.clone(), self.faults.clone());
+                let req = FetchRowsRequest {
+                    job_id: self.job_id.clone(),
+                    side: side_to_pb(Side::Items) as i32,
+                    grams: true,
+                };
+                async move { (w, watched(&handle, &faults, fetch_rows(handle.clone(), req)).await) }
+            })
+            .collect();
+        let results = self.rt.block_on(futures::future::join_all(futs));
+        let (layout, owner) = (&self.layouts.items, &self.routing.items.owner);
+        let mut grams: Vec<Option<Vec<f64>>> = vec![None; layout.n_blocks()];
+        for (w, r) in results {
+            let addr = &self.slots[w].handle.addr;
+            let half = match r {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(worker = %addr, "no item Gramians from it ({e:?}): this coordinator sums the starting YᵀY itself");
+                    return Ok(None);
+                }
+            };
+            self.unreported_bytes += half.bytes_sent + half.bytes_received;
+            for (b, g) in half.blocks {
+                let b = b as usize;
+                anyhow::ensure!(
+                    b < grams.len() && owner[b] == w && grams[b].is_none(),
+                    "worker {addr}: sent the Gramian of item block {b}, which it does not own"
+                );
+                let range = layout.range(b);
+                anyhow::ensure!(
+                    g.row_start as usize == range.start && g.n_rows as usize == range.len(),
+                    "worker {addr}: item block {b} has the wrong rows"
+                );
+                let p = g.arrays.into_pieces();
+                let lower: Vec<f64> = pieces_vec("gram", &p.gram).with_context(|| format!("worker {addr}"))?;
+                anyhow::ensure!(
+                    lower.len() == k * (k + 1) / 2 && lower.iter().all(|v| v.is_finite()) && p.factors.is_empty(),
+                    "worker {addr}: item block {b} gramian malformed"
+                );
+                grams[b] = Some(lower);
+            }
+        }
+        if let Some(missing) = grams.iter().position(Option::is_none) {
+            anyhow::bail!("no worker sent the Gramian of item block {missing}");
+        }
+        let lower = sum_in_order(k * (k + 1) / 2, grams.iter().flatten().map(Vec::as_slice));
+        Ok(Some(from_lower_triangle(&lower, k).expect("lengths checked")))
     }
 }
 
