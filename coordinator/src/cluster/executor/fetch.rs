@@ -8,7 +8,6 @@ use als_proto::pb::FetchRowsRequest;
 use als_proto::spec::side_to_pb;
 use anyhow::Context;
 
-use super::health::watched;
 use super::membership::max_attempts;
 use super::rpc::{fetch_rows, WorkerHalf};
 use super::ClusterExecutor;
@@ -57,33 +56,19 @@ impl ClusterExecutor<'_> {
             self.peers_ready = None;
             return Ok(false);
         }
-        let futs: Vec<_> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.alive)
-            .map(|(w, s)| {
-                let handle = s.handle.clone();
-                let faults = self.faults.clone();
-                let job_id = self.job_id.clone();
-                async move {
-                    let work = async {
-                        let mut out = Vec::new();
-                        for side in [Side::Users, Side::Items] {
-                            let req = FetchRowsRequest {
-                                job_id: job_id.clone(),
-                                side: side_to_pb(side) as i32,
-                                grams: false,
-                            };
-                            out.push((side, fetch_rows(handle.clone(), req).await?));
-                        }
-                        Ok(out)
-                    };
-                    (w, watched(&handle, &faults, work).await)
-                }
-            })
-            .collect();
-        let results = self.rt.block_on(futures::future::join_all(futs));
+        let job_id = &self.job_id;
+        let results = self.on_live_workers(|_, handle| async move {
+            let mut out = Vec::new();
+            for side in [Side::Users, Side::Items] {
+                let req = FetchRowsRequest {
+                    job_id: job_id.clone(),
+                    side: side_to_pb(side) as i32,
+                    grams: false,
+                };
+                out.push((side, fetch_rows(handle.clone(), req).await?));
+            }
+            Ok(out)
+        });
         let (fetched, lost) = self.settle::<Vec<(Side, WorkerHalf)>>(results)?;
         *sent += fetched
             .iter()

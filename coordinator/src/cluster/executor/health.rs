@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::cluster::client::WorkerHandle;
 
 use super::rpc::HalfError;
+use super::ClusterExecutor;
 
 /// How the coordinator watches its workers.
 #[derive(Debug, Clone)]
@@ -69,4 +70,27 @@ pub(crate) async fn silent(workers: Vec<(usize, WorkerHandle)>, timeout: Duratio
         .into_iter()
         .filter_map(|(w, r)| r.err().map(|why| (w, why)))
         .collect()
+}
+
+impl ClusterExecutor<'_> {
+    /// `call` on every live worker at once, each watched (a worker that
+    /// stops answering is lost, not waited for): the results by worker.
+    pub(super) fn on_live_workers<T, F, Fut>(&self, call: F) -> Vec<(usize, Result<T, HalfError>)>
+    where
+        F: Fn(usize, WorkerHandle) -> Fut,
+        Fut: std::future::Future<Output = Result<T, HalfError>>,
+    {
+        let futs: Vec<_> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.alive)
+            .map(|(w, s)| {
+                let (handle, faults) = (s.handle.clone(), self.faults.clone());
+                let work = call(w, handle.clone());
+                async move { (w, watched(&handle, &faults, work).await) }
+            })
+            .collect();
+        self.rt.block_on(futures::future::join_all(futs))
+    }
 }

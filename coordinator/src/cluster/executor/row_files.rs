@@ -10,7 +10,6 @@ use als_proto::pb::{RowsPart, RowsPlace, WriteRowsRequest};
 use als_proto::spec::side_to_pb;
 use anyhow::Context;
 
-use super::health::watched;
 use super::rpc::{rpc_err, HalfError};
 use super::ClusterExecutor;
 
@@ -48,25 +47,16 @@ impl ClusterExecutor<'_> {
                 req.places.push(place_to_pb(side, part, place)?);
             }
         }
-        let futs: Vec<_> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.alive)
-            .map(|(w, s)| {
-                let (handle, faults, req) = (s.handle.clone(), self.faults.clone(), req.clone());
-                let work = async move {
-                    let mut c = handle.client.clone();
-                    c.write_rows(req)
-                        .await
-                        .map(|r| r.into_inner())
-                        .map_err(|s| rpc_err(&handle.addr, "writing its rows", s))
-                };
-                let handle = s.handle.clone();
-                async move { (w, watched(&handle, &faults, work).await) }
-            })
-            .collect();
-        let results = self.rt.block_on(futures::future::join_all(futs));
+        let results = self.on_live_workers(|_, handle| {
+            let req = req.clone();
+            async move {
+                let mut c = handle.client.clone();
+                c.write_rows(req)
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(|s| rpc_err(&handle.addr, "writing its rows", s))
+            }
+        });
         let mut written = [
             vec![0usize; self.layouts.users.n_blocks()],
             vec![0usize; self.layouts.items.n_blocks()],

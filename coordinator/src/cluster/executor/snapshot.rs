@@ -25,7 +25,6 @@ use als_proto::pb::{AdoptStep, BlockChunk, FetchRowsRequest, RowsPart};
 use als_proto::spec::side_to_pb;
 use anyhow::Context;
 
-use super::health::watched;
 use super::row_files::place_to_pb;
 use super::rpc::fetch_rows;
 use super::wire::{rows_messages, rows_taken_there};
@@ -112,22 +111,12 @@ impl ClusterExecutor<'_> {
     /// not answer (lost, say: the next half finds it).
     fn item_gram_from_workers(&mut self) -> anyhow::Result<Option<Vec<f64>>> {
         let (k, _) = self.rows_shape();
-        let futs: Vec<_> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.alive)
-            .map(|(w, s)| {
-                let (handle, faults) = (s.handle.clone(), self.faults.clone());
-                let req = FetchRowsRequest {
-                    job_id: self.job_id.clone(),
-                    side: side_to_pb(Side::Items) as i32,
-                    grams: true,
-                };
-                async move { (w, watched(&handle, &faults, fetch_rows(handle.clone(), req)).await) }
-            })
-            .collect();
-        let results = self.rt.block_on(futures::future::join_all(futs));
+        let req = FetchRowsRequest {
+            job_id: self.job_id.clone(),
+            side: side_to_pb(Side::Items) as i32,
+            grams: true,
+        };
+        let results = self.on_live_workers(|_, handle| fetch_rows(handle, req.clone()));
         let (layout, owner) = (&self.layouts.items, &self.routing.items.owner);
         let mut grams: Vec<Option<Vec<f64>>> = vec![None; layout.n_blocks()];
         for (w, r) in results {
