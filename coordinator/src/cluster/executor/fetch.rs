@@ -95,18 +95,7 @@ impl ClusterExecutor<'_> {
                 let seen = &mut seen[super::side_ix(side)];
                 for (b, g) in half.blocks {
                     let b = b as usize;
-                    anyhow::ensure!(
-                        b < seen.len() && owner[b] == w && !seen[b],
-                        "worker {addr}: sent rows of {} block {b}, which it does not own",
-                        side.name()
-                    );
-                    let range = layout.range(b);
-                    anyhow::ensure!(
-                        g.row_start as usize == range.start && g.n_rows as usize == range.len(),
-                        "worker {addr}: {} block {b} has the wrong rows",
-                        side.name()
-                    );
-                    seen[b] = true;
+                    let range = g.check_place(&addr, side, (b, w), owner, seen, layout)?;
                     let p = g.arrays.into_pieces();
                     let dest = &mut target.flat_mut()[range.start * k..range.end * k];
                     pieces_into_finite("factors", &p.factors, dest)

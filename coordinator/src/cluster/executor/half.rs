@@ -16,9 +16,9 @@
 use std::time::Instant;
 
 use als_core::side::{Factors, Side};
-use als_core::solve::{from_lower_triangle, lower_triangle, sum_in_order, Feedback, ObjectiveTerms, SolveParams, TermsWanted};
+use als_core::solve::{lower_triangle, Feedback, ObjectiveTerms, SolveParams, TermsWanted};
 use als_core::train::{HalfStepOutput, HalfStepReport};
-use als_proto::codec::{f64_bytes, pieces_into_finite, pieces_vec};
+use als_proto::codec::{f64_bytes, pieces_into_finite};
 use als_proto::pb::SolveRequest;
 use als_proto::spec::{side_to_pb, terms_to_pb};
 use anyhow::Context;
@@ -26,7 +26,7 @@ use anyhow::Context;
 use super::exchange::PeerRound;
 use super::health::watched;
 use super::membership::{max_attempts, Answers};
-use super::rpc::{push_and_solve, HalfError, JobFailed, WorkerHalf};
+use super::rpc::{checked_lower_gram, push_and_solve, sum_lower_grams, HalfError, JobFailed, WorkerHalf};
 use super::wire::factor_messages;
 use super::{side_ix, ClusterExecutor};
 
@@ -356,16 +356,7 @@ impl ClusterExecutor<'_> {
             );
             for (b, g) in res.blocks {
                 let b = b as usize;
-                anyhow::ensure!(
-                    b < n_blocks && r.owner[b] == w && !seen[b],
-                    "worker {addr}: returned block {b}, which it does not own"
-                );
-                let range = self.layouts.side(side).range(b);
-                anyhow::ensure!(
-                    g.row_start as usize == range.start && g.n_rows as usize == range.len(),
-                    "worker {addr}: block {b} has the wrong rows"
-                );
-                seen[b] = true;
+                let range = g.check_place(&addr, side, (b, w), &r.owner, &mut seen, self.layouts.side(side))?;
                 match (terms, g.terms) {
                     (None, None) => {}
                     (Some(_), Some(t)) => {
@@ -405,24 +396,14 @@ impl ClusterExecutor<'_> {
                     }
                 }
                 if implicit {
-                    let lower: Vec<f64> = pieces_vec("gram", &p.gram).with_context(|| format!("worker {addr}"))?;
-                    anyhow::ensure!(
-                        lower.len() == k * (k + 1) / 2 && lower.iter().all(|v| v.is_finite()),
-                        "worker {addr}: block {b} gramian malformed"
-                    );
-                    grams[b] = Some(lower);
+                    grams[b] = Some(checked_lower_gram(&addr, b, &p.gram, k)?);
                 }
             }
         }
         if let Some(missing) = seen.iter().position(|s| !s) {
             anyhow::bail!("block {missing} of {} was not solved", side.name());
         }
-        // The lower triangles summed in block order, then made whole once:
-        // entry by entry the sums of the whole matrices, so the same bits.
-        acc.target_gram = implicit.then(|| {
-            let lower = sum_in_order(k * (k + 1) / 2, grams.iter().flatten().map(Vec::as_slice));
-            from_lower_triangle(&lower, k).expect("lengths checked")
-        });
+        acc.target_gram = implicit.then(|| sum_lower_grams(k, grams.iter().flatten().map(Vec::as_slice)));
         // In block order, as the single-process path sums them.
         acc.terms = terms.map(|_| ObjectiveTerms::sum(block_terms));
         Ok(acc)

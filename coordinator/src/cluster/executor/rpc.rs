@@ -2,11 +2,16 @@
 //! evaluation, and what their failures mean: a lost worker, a failed job,
 //! or a protocol breach.
 
+use als_core::blocks::BlockLayout;
+use als_core::side::Side;
+use als_core::solve::{from_lower_triangle, sum_in_order};
+use als_proto::codec::pieces_vec;
 use als_proto::encoded_bytes;
 use als_proto::payload::Assembler;
 use als_proto::pb::{
     BlockTerms, EvalChunk, EvalSums, FactorChunk, FetchRowsRequest, SendRowsRequest, SolveRequest, SolvedChunk, SubscribeRequest,
 };
+use anyhow::Context;
 use prost::Message;
 
 use crate::cluster::client::WorkerHandle;
@@ -47,6 +52,53 @@ pub(super) struct Gathered {
     /// The block's objective terms (from its header), when asked.
     pub(super) terms: Option<BlockTerms>,
     pub(super) arrays: Assembler<SolvedChunk>,
+}
+
+impl Gathered {
+    /// That block `b` of `side` came from `w`, its owner by `owner`, once
+    /// (`seen`, marked here), and with its rows of `layout`: their range.
+    pub(super) fn check_place(
+        &self,
+        addr: &str,
+        side: Side,
+        (b, w): (usize, usize),
+        owner: &[usize],
+        seen: &mut [bool],
+        layout: &BlockLayout,
+    ) -> anyhow::Result<std::ops::Range<usize>> {
+        anyhow::ensure!(
+            b < seen.len() && owner[b] == w && !seen[b],
+            "worker {addr}: sent {} block {b}, which it does not own",
+            side.name()
+        );
+        let range = layout.range(b);
+        anyhow::ensure!(
+            self.row_start as usize == range.start && self.n_rows as usize == range.len(),
+            "worker {addr}: {} block {b} has the wrong rows",
+            side.name()
+        );
+        seen[b] = true;
+        Ok(range)
+    }
+}
+
+/// Block `b`'s Gramian as a worker sends it (its lower triangle), checked:
+/// k·(k+1)/2 finite values.
+pub(super) fn checked_lower_gram(addr: &str, b: usize, pieces: &[impl AsRef<[u8]>], k: usize) -> anyhow::Result<Vec<f64>> {
+    let lower: Vec<f64> = pieces_vec("gram", pieces).with_context(|| format!("worker {addr}"))?;
+    anyhow::ensure!(
+        lower.len() == k * (k + 1) / 2 && lower.iter().all(|v| v.is_finite()),
+        "worker {addr}: block {b} gramian malformed"
+    );
+    Ok(lower)
+}
+
+/// The blocks' lower triangles summed in block order, then made whole once:
+/// entry by entry the sums of the whole matrices, so the bits of
+/// `gram_by_blocks`.
+pub(super) fn sum_lower_grams<'a>(k: usize, lowers: impl Iterator<Item = &'a [f64]>) -> Vec<f64> {
+    let lower = sum_in_order(k * (k + 1) / 2, lowers);
+    from_lower_triangle(&lower, k).expect("lengths checked")
 }
 
 pub(super) struct WorkerHalf {

@@ -18,15 +18,14 @@ use als_core::checkpoint::check_sealed;
 use als_core::init::init_factors;
 use als_core::row_places::{read_rows_at, RowPlaces, RowsPlace, RowsShape};
 use als_core::side::{Factors, Side};
-use als_core::solve::{block_gram_into, from_lower_triangle, sum_in_order};
+use als_core::solve::block_gram_into;
 use als_core::train::Layouts;
-use als_proto::codec::pieces_vec;
 use als_proto::pb::{AdoptStep, BlockChunk, FetchRowsRequest, RowsPart};
 use als_proto::spec::side_to_pb;
 use anyhow::Context;
 
 use super::row_files::place_to_pb;
-use super::rpc::fetch_rows;
+use super::rpc::{checked_lower_gram, fetch_rows, sum_lower_grams};
 use super::wire::{rows_messages, rows_taken_there};
 use super::ClusterExecutor;
 use crate::cluster::ratings::RatingsAt;
@@ -119,6 +118,7 @@ impl ClusterExecutor<'_> {
         let results = self.on_live_workers(|_, handle| fetch_rows(handle, req.clone()));
         let (layout, owner) = (&self.layouts.items, &self.routing.items.owner);
         let mut grams: Vec<Option<Vec<f64>>> = vec![None; layout.n_blocks()];
+        let mut seen = vec![false; layout.n_blocks()];
         for (w, r) in results {
             let addr = &self.slots[w].handle.addr;
             let half = match r {
@@ -131,29 +131,19 @@ impl ClusterExecutor<'_> {
             self.unreported_bytes += half.bytes_sent + half.bytes_received;
             for (b, g) in half.blocks {
                 let b = b as usize;
-                anyhow::ensure!(
-                    b < grams.len() && owner[b] == w && grams[b].is_none(),
-                    "worker {addr}: sent the Gramian of item block {b}, which it does not own"
-                );
-                let range = layout.range(b);
-                anyhow::ensure!(
-                    g.row_start as usize == range.start && g.n_rows as usize == range.len(),
-                    "worker {addr}: item block {b} has the wrong rows"
-                );
+                g.check_place(addr, Side::Items, (b, w), owner, &mut seen, layout)?;
                 let p = g.arrays.into_pieces();
-                let lower: Vec<f64> = pieces_vec("gram", &p.gram).with_context(|| format!("worker {addr}"))?;
                 anyhow::ensure!(
-                    lower.len() == k * (k + 1) / 2 && lower.iter().all(|v| v.is_finite()) && p.factors.is_empty(),
-                    "worker {addr}: item block {b} gramian malformed"
+                    p.factors.is_empty(),
+                    "worker {addr}: item block {b} came with rows, not its Gramian alone"
                 );
-                grams[b] = Some(lower);
+                grams[b] = Some(checked_lower_gram(addr, b, &p.gram, k)?);
             }
         }
         if let Some(missing) = grams.iter().position(Option::is_none) {
             anyhow::bail!("no worker sent the Gramian of item block {missing}");
         }
-        let lower = sum_in_order(k * (k + 1) / 2, grams.iter().flatten().map(Vec::as_slice));
-        Ok(Some(from_lower_triangle(&lower, k).expect("lengths checked")))
+        Ok(Some(sum_lower_grams(k, grams.iter().flatten().map(Vec::as_slice))))
     }
 }
 
