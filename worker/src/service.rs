@@ -645,6 +645,16 @@ impl Worker for WorkerService {
             job.last_activity = Instant::now();
             job.subscriptions(&a).map_err(status)?
         };
+        // The routing minimum's share of this worker, for the coordinator's
+        // report: the rows of `fixed` it asked for, the fixed side of the other's half.
+        let asked = |fixed: Side| -> u64 {
+            let to = RowsFor::Half(fixed);
+            subscriptions
+                .iter()
+                .flat_map(|(_, lists)| lists.iter().filter(|(t, _)| *t == to).map(|(_, rows)| rows.len() as u64))
+                .sum()
+        };
+        let (rows_for_user_half, rows_for_item_half) = (asked(Side::Items), asked(Side::Users));
         // Outside the job's lock: the peers store this worker's routes while
         // this worker stores theirs.
         let me = a.workers[a.me as usize].clone();
@@ -678,7 +688,11 @@ impl Worker for WorkerService {
             peer_bytes += sent?;
         }
         tracing::debug!(epoch = a.epoch, peer_bytes, "routes asked of the peers");
-        Ok(Response::new(SubscribeResponse { peer_bytes }))
+        Ok(Response::new(SubscribeResponse {
+            peer_bytes,
+            rows_for_user_half,
+            rows_for_item_half,
+        }))
     }
 
     async fn peer_rows(&self, req: Request<Streaming<PeerChunk>>) -> Result<Response<PeerRowsResponse>, Status> {

@@ -419,21 +419,25 @@ pub async fn build(
 
 /// What the coordinator learns of the blocks the workers built, so that it
 /// trains without reading the input: the ids (the model's, and the initial
-/// factors'), the rows each block references (the routes), and the users
-/// each user block's ranking evaluation scores.
+/// factors'), and the users each user block's ranking evaluation scores.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlocksDescribed {
     pub user_ids: Vec<String>,
     pub item_ids: Vec<String>,
-    /// Per side (users, items), per block: the other side's rows it references, ascending.
-    pub needed: [Vec<Vec<u32>>; 2],
+    /// Per side (users, items), per block: the other side's rows it
+    /// references, ascending; only where asked for (a coordinator that
+    /// pushes the fixed rows itself). Otherwise they stay with each block's
+    /// worker, which sets up its routes from them, and this process holds
+    /// nothing that grows with the ratings.
+    pub references: Option<[Vec<Vec<u32>>; 2]>,
     /// Per user block: users with a test row valued `min_pos` or more.
     pub eval_users: Vec<u64>,
 }
 
-/// Ask each block's builder for its ids and the rows it references
-/// (`Describe`), after [`build_blocks`] and before the blocks are adopted;
-/// every answer is checked against `built`.
+/// Ask each block's builder for its ids, and with `references` the rows it
+/// references (`Describe`), after [`build_blocks`] and before the blocks
+/// are adopted; every answer is checked against `built`.
+#[allow(clippy::too_many_arguments)]
 pub async fn describe_blocks(
     workers: &[WorkerHandle],
     alive: &[bool],
@@ -441,6 +445,7 @@ pub async fn describe_blocks(
     plan: &IngestPlan,
     built: &BlocksBuilt,
     min_pos: f32,
+    references: bool,
     faults: &FaultOptions,
 ) -> anyhow::Result<BlocksDescribed> {
     let n_blocks = built.user_starts.len() - 1;
@@ -456,9 +461,10 @@ pub async fn describe_blocks(
     let mut out = BlocksDescribed {
         user_ids: Vec::with_capacity(built.n_users()),
         item_ids: Vec::with_capacity(built.n_items()),
-        needed: [Vec::with_capacity(n_blocks), Vec::with_capacity(n_blocks)],
         eval_users: Vec::with_capacity(n_blocks),
+        references: None,
     };
+    let mut referenced: [Vec<Vec<u32>>; 2] = Default::default();
     for (si, side) in [Side::Users, Side::Items].into_iter().enumerate() {
         let (starts, other) = match side {
             Side::Users => (&built.user_starts, built.n_items()),
@@ -470,12 +476,13 @@ pub async fn describe_blocks(
                 side: side_to_pb(side) as i32,
                 block: b as u32,
                 min_pos,
+                references,
             });
             let h = &workers[owners[b]];
             let what = format!("describe {} block {b}", side.name());
             let r = steps.call(h, &what, step).await.map_err(StepError::into_anyhow)?;
             let rows = (starts[b + 1] - starts[b]) as usize;
-            let (ids, needed) = checked_description(&r, b, n_blocks, rows, other, plan.load.max_id_len)
+            let (ids, needed) = checked_description(&r, b, n_blocks, rows, (other, references), plan.load.max_id_len)
                 .map_err(|m| anyhow::anyhow!("worker {}: {} block {b}: {m}", h.addr, side.name()))?;
             match side {
                 Side::Users => {
@@ -484,23 +491,25 @@ pub async fn describe_blocks(
                 }
                 Side::Items => out.item_ids.extend(ids),
             }
-            out.needed[si].push(needed);
+            referenced[si].push(needed);
         }
     }
+    out.references = references.then_some(referenced);
     Ok(out)
 }
 
-/// The ids and the referenced rows of block `b` (of `n_blocks`, `rows`
-/// rows) as a worker described it, or what is wrong with its answer: ids
+/// The ids of block `b` (of `n_blocks`, `rows` rows) as a worker described
+/// it, and the rows it references where asked (`other`: the other side's
+/// row count, and whether asked), or what is wrong with its answer: ids
 /// that are not an id table of `rows` ids of this block no longer than
-/// `max_id_len`, referenced rows not ascending below `other` (the other
-/// side's rows), more users scored than the block has.
+/// `max_id_len`, referenced rows not ascending below `other` (or any, not
+/// asked for), more users scored than the block has.
 fn checked_description(
     r: &IngestResponse,
     b: usize,
     n_blocks: usize,
     rows: usize,
-    other: usize,
+    (other, asked): (usize, bool),
     max_id_len: usize,
 ) -> Result<(Vec<String>, Vec<u32>), String> {
     let ids = decode_ids(&r.id_bytes, &r.id_ends, max_id_len)?;
@@ -511,6 +520,9 @@ fn checked_description(
         return Err(format!("id {id:?} belongs to block {}", block_of_id(id, n_blocks)));
     }
     let needed: Vec<u32> = bytes_u32("needed", &r.needed).map_err(|e| e.to_string())?;
+    if !asked && !needed.is_empty() {
+        return Err(format!("{} referenced rows, none asked for", needed.len()));
+    }
     if needed.windows(2).any(|w| w[0] >= w[1]) || needed.last().is_some_and(|&g| g as usize >= other) {
         return Err(format!("the rows it references are not ascending rows below {other}"));
     }

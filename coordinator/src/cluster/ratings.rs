@@ -14,7 +14,7 @@ use als_core::blocks::BlockLayout;
 use als_core::data::Dataset;
 
 use super::ingest::{prefix, BlocksBuilt, BlocksDescribed, IngestPlan};
-use super::routing::{contiguous_owners, Routing, SideRouting};
+use super::routing::Routing;
 use als_core::train::Layouts;
 
 /// Loads the input as the workers read it, and checks it is the data they built.
@@ -111,20 +111,16 @@ impl<'r> RatingsAt<'r> {
         }
     }
 
-    /// Block owners and routes, with contiguous owners over `n_workers`.
+    /// Block owners and routes, with contiguous owners over `n_workers`;
+    /// the rows blocks reference are here only where the ratings are, or
+    /// where the workers were asked for them.
     pub fn routing(self, layouts: &Layouts, n_workers: usize) -> Routing {
         match self {
             RatingsAt::Here(ds) => Routing::build(&ds.by_user, &ds.by_item, layouts, n_workers),
-            RatingsAt::Workers(w) => {
-                let side = |needed: &Vec<Vec<u32>>, layout: &BlockLayout| {
-                    SideRouting::from_needed(needed.clone(), layout, contiguous_owners(layout.n_blocks(), n_workers), n_workers)
-                };
-                Routing {
-                    n_workers,
-                    users: side(&w.described.needed[0], &layouts.users),
-                    items: side(&w.described.needed[1], &layouts.items),
-                }
-            }
+            RatingsAt::Workers(w) => match &w.described.references {
+                Some([users, items]) => Routing::from_references(users.clone(), items.clone(), layouts, n_workers),
+                None => Routing::owners_only(layouts, n_workers),
+            },
         }
     }
 

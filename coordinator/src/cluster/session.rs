@@ -196,8 +196,19 @@ impl ClusterSession {
             .and_then(|b| b.clone())
             .context("no blocks were built to describe")?;
         let alive = self.alive();
-        self.rt
-            .block_on(describe_blocks(&self.workers, &alive, &job_id, plan, built, min_pos, &self.faults))
+        // Workers that do not send each other rows get the fixed rows from
+        // here, so this process needs what each block references.
+        let references = !self.workers.iter().all(WorkerHandle::exchanges_rows);
+        self.rt.block_on(describe_blocks(
+            &self.workers,
+            &alive,
+            &job_id,
+            plan,
+            built,
+            min_pos,
+            references,
+            &self.faults,
+        ))
     }
 
     /// Train `cfg` on the workers, from `state` or a fresh start.
@@ -924,6 +935,10 @@ mod tests {
             corrupt: bool,
             /// Resumed from the checkpoint of a run of two iterations.
             resume: bool,
+            /// The workers are taken as not sending rows to peers: the
+            /// coordinator keeps a copy and pushes each half's fixed rows,
+            /// to the routes the workers told it of.
+            no_exchange: bool,
         }
         let lost_at_evaluation = Some((1, 2));
         let cases = [
@@ -989,7 +1004,27 @@ mod tests {
                 resume: true,
                 ..Case::default()
             },
+            Case {
+                no_exchange: true,
+                ..Case::default()
+            },
+            Case {
+                implicit: true,
+                no_exchange: true,
+                ..Case::default()
+            },
         ];
+        // The routing minimums, as counted from the ratings (every block at home).
+        let home_minimums = |layouts: &Layouts, k: usize| {
+            let r = crate::cluster::routing::Routing::build(&ds.by_user, &ds.by_item, layouts, 3);
+            [
+                (als_core::side::Side::Users, &layouts.items),
+                (als_core::side::Side::Items, &layouts.users),
+            ]
+            .into_iter()
+            .map(|(side, fixed)| r.minimums(side, k, &r.pushed_rows(side, fixed).unwrap()))
+            .fold((0, 0), |(h, p), m| (h + m.hub, p + m.peer))
+        };
         for (case, c) in cases.into_iter().enumerate() {
             let Case {
                 implicit,
@@ -1000,6 +1035,7 @@ mod tests {
                 copy,
                 corrupt,
                 resume,
+                no_exchange,
             } = c;
             // Resumed, rows that outweigh the blocks' headers (each names the checkpoint's path).
             let cfg = evaluated_config(implicit, if resume { 48 } else { 5 });
@@ -1009,6 +1045,11 @@ mod tests {
             let mut s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
             s.faults.heartbeat = std::time::Duration::from_millis(50);
             *s.lose_at_evaluation.lock().unwrap() = lose_at_evaluation;
+            if no_exchange {
+                for w in &mut s.workers {
+                    w.info.capabilities.retain(|c| c != als_proto::PEER_EXCHANGE);
+                }
+            }
             let plan = IngestPlan {
                 path: path.clone(),
                 load: load.clone(),
@@ -1022,7 +1063,7 @@ mod tests {
             };
             let what = format!(
                 "implicit={implicit} kill={kill} restart={restart} lose at evaluation {lose_at_evaluation:?} \
-                 checkpoints={checkpoints} copy={copy} corrupt={corrupt} resume={resume}"
+                 checkpoints={checkpoints} copy={copy} corrupt={corrupt} resume={resume} no_exchange={no_exchange}"
             );
             let at = dir.path().join(format!("checkpoints-{case}"));
             // Resumed: two iterations first, on blocks the workers built, checkpointed by them.
@@ -1118,10 +1159,18 @@ mod tests {
             let without_copy = s.started_without_copy.load(std::sync::atomic::Ordering::Relaxed);
             let gram_from_workers = s.item_gram_from_workers.load(std::sync::atomic::Ordering::Relaxed);
             s.shutdown().unwrap();
-            assert_eq!(without_copy, !copy, "{what}");
+            assert_eq!(without_copy, !copy && !no_exchange, "{what}");
             // Without a copy, the starting YᵀY is the workers' per-block Gramians, reduced here.
-            assert_eq!(gram_from_workers, implicit && !copy, "{what}");
+            assert_eq!(gram_from_workers, without_copy && implicit, "{what}");
             assert_eq!(got.state, want.state, "{what}");
+            // The routing minimums are the ones the ratings give, though this
+            // process holds none of the rows the blocks reference (the
+            // workers' routes count them), unless it pushes the rows itself.
+            let r = &got.reports[0];
+            assert_eq!((r.bytes_min(), r.bytes_min_peer()), home_minimums(&layouts, cfg.factors), "{what}");
+            if no_exchange {
+                assert_eq!(r.bytes_peer(), 0, "{what}: the coordinator carries the rows");
+            }
             let tests = |r: &TrainResult| r.reports.iter().map(|x| x.test.clone()).collect::<Vec<_>>();
             let resumed_at = if resume { 2 } else { 0 };
             assert_eq!(tests(&got), tests(&want)[resumed_at..], "{what}");

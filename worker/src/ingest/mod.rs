@@ -838,7 +838,8 @@ pub struct BlockDescription {
     /// The ids as an id table ([`als_proto::codec::id_table`]).
     pub id_bytes: Vec<u8>,
     pub id_ends: Vec<u8>,
-    /// The other side's rows the block references, ascending.
+    /// Where asked: the other side's rows the block references, ascending.
+    /// Otherwise they stay here, and the routes count them (`Subscribe`).
     pub needed: Vec<u32>,
     /// User blocks: users with a test row valued `min_pos` or more.
     pub eval_users: u64,
@@ -846,9 +847,10 @@ pub struct BlockDescription {
 
 impl Ingest {
     /// The ids of finished block `block` of the users' side (`users`) or
-    /// the items', the rows of the other side it references, and (user
-    /// blocks) its users with a test row of `min_pos` or more.
-    pub fn describe(&self, users: bool, block: u32, min_pos: f32) -> Result<BlockDescription, JobError> {
+    /// the items', with `references` the rows of the other side it
+    /// references, and (user blocks) its users with a test row of `min_pos`
+    /// or more.
+    pub fn describe(&self, users: bool, block: u32, min_pos: f32, references: bool) -> Result<BlockDescription, JobError> {
         self.expect(Stage::Finished, "describing a block")?;
         let side = if users { "user" } else { "item" };
         let missing = || invalid(format!("this worker holds no {side} block {block}"));
@@ -863,7 +865,7 @@ impl Ingest {
             let by_item = self.finished_items.get(&block).ok_or_else(missing)?;
             (&self.items.get(&block).ok_or_else(missing)?.item_ids, by_item, 0)
         };
-        let needed = adopt::referenced_rows(csr);
+        let needed = if references { adopt::referenced_rows(csr) } else { Vec::new() };
         let (id_bytes, id_ends) = als_proto::codec::id_table(ids);
         let bytes = id_bytes.len() + id_ends.len() + 4 * needed.len();
         if bytes > DESCRIBE_LIMIT {

@@ -234,7 +234,7 @@ pub async fn step(
         Step::Describe(d) => {
             let side = als_proto::spec::side_from_pb(d.side).map_err(|e| Status::invalid_argument(format!("describe: {e}")))?;
             let users = side == als_core::side::Side::Users;
-            let got = with_ingest(slot, &job_id, move |i| i.describe(users, d.block, d.min_pos)).await?;
+            let got = with_ingest(slot, &job_id, move |i| i.describe(users, d.block, d.min_pos, d.references)).await?;
             resp.id_bytes = got.id_bytes.into();
             resp.id_ends = got.id_ends.into();
             resp.needed = u32_bytes(&got.needed).into();

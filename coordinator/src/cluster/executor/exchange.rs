@@ -17,8 +17,8 @@ use prost::Message;
 
 use super::half::until_a_loss;
 use super::health::watched;
-use super::rpc::{send_rows, subscribe, HalfError, JobFailed};
-use super::ClusterExecutor;
+use super::rpc::{send_rows, subscribe, HalfError, JobFailed, Subscribed};
+use super::{side_ix, ClusterExecutor};
 
 /// What a round of calls in which the workers call each other came to
 /// (setting up routes, sending rows).
@@ -73,7 +73,47 @@ impl ClusterExecutor<'_> {
             let (handle, faults) = (self.slots[w].handle.clone(), self.faults.clone());
             futs.push(async move { (w, watched(&handle, &faults, subscribe(handle.clone(), req)).await) });
         }
-        self.peer_round(futs, bytes)
+        let (round, answers) = self.peer_round(futs, bytes, |s: &Subscribed| s.peer_bytes)?;
+        if let PeerRound::Done { .. } = round {
+            self.rows_asked = self.checked_rows_asked(&answers)?.map(Some);
+            // The routing minimums follow the routes.
+            self.bytes_min = [None, None];
+        }
+        Ok(round)
+    }
+
+    /// Per half, per worker, the fixed rows the workers asked their peers
+    /// for (`answers`, one per live worker; a lost one asks for none): each
+    /// at most the fixed side's rows, and, where this coordinator knows the
+    /// references, exactly its own count.
+    fn checked_rows_asked(&self, answers: &[(usize, Subscribed)]) -> anyhow::Result<[Vec<u64>; 2]> {
+        let mut asked = [vec![0u64; self.slots.len()], vec![0u64; self.slots.len()]];
+        for side in [Side::Users, Side::Items] {
+            let fixed = self.layouts.side(side.other());
+            let n_fixed = fixed.starts.last().copied().unwrap_or(0) as u64;
+            let si = side_ix(side);
+            for (w, s) in answers {
+                let n = s.rows_for_half[si];
+                anyhow::ensure!(
+                    n <= n_fixed,
+                    "worker {} asked its peers for {n} rows of the {} for the {} half, of {n_fixed}",
+                    self.slots[*w].handle.addr,
+                    side.other().name(),
+                    side.name()
+                );
+                asked[si][*w] = n;
+            }
+            if let Some(counted) = self.routing.pushed_rows(side, fixed) {
+                anyhow::ensure!(
+                    counted == asked[si],
+                    "the workers asked their peers for {:?} rows of the {} for the {} half, the routes here need {counted:?}",
+                    asked[si],
+                    side.other().name(),
+                    side.name()
+                );
+            }
+        }
+        Ok(asked)
     }
 
     /// Every live worker sends its latest rows of `side` to the peers that
@@ -99,27 +139,29 @@ impl ClusterExecutor<'_> {
                 async move { (w, watched(&handle, &faults, send_rows(handle.clone(), req)).await) }
             })
             .collect();
-        self.peer_round(futs, bytes)
+        Ok(self.peer_round(futs, bytes, |&b: &u64| b)?.0)
     }
 
-    /// Run one call per live worker (`futs`, each answering with the bytes
-    /// it sent its peers), `bytes` being the calls' own; a loss ends every
-    /// call at once, since the others may wait on the lost worker.
-    fn peer_round<F>(&mut self, futs: Vec<F>, bytes: u64) -> anyhow::Result<PeerRound>
+    /// Run one call per live worker (`futs`, each answering with what
+    /// `peer_bytes` tells the bytes it sent its peers of), `bytes` being the
+    /// calls' own; a loss ends every call at once, since the others may
+    /// wait on the lost worker. The round, and the answers.
+    fn peer_round<F, T>(&mut self, futs: Vec<F>, bytes: u64, peer_bytes: fn(&T) -> u64) -> anyhow::Result<(PeerRound, Vec<(usize, T)>)>
     where
-        F: std::future::Future<Output = (usize, Result<u64, HalfError>)>,
+        F: std::future::Future<Output = (usize, Result<T, HalfError>)>,
     {
         let results = self.rt.block_on(until_a_loss(futs, true));
         let a = self.sort_answers(results)?;
         if let Some(f) = JobFailed::first(a.failed) {
             return Err(f.into());
         }
-        let peer_bytes: u64 = a.ok.iter().map(|(_, b)| b).sum();
-        Ok(match (a.lost, a.peer_failed) {
-            (true, _) => PeerRound::Lost(bytes + peer_bytes),
-            (false, true) => PeerRound::PeerFailed(bytes + peer_bytes),
-            (false, false) => PeerRound::Done { bytes, peer_bytes },
-        })
+        let sent: u64 = a.ok.iter().map(|(_, t)| peer_bytes(t)).sum();
+        let round = match (a.lost, a.peer_failed) {
+            (true, _) => PeerRound::Lost(bytes + sent),
+            (false, true) => PeerRound::PeerFailed(bytes + sent),
+            (false, false) => PeerRound::Done { bytes, peer_bytes: sent },
+        };
+        Ok((round, a.ok))
     }
 }
 
@@ -137,7 +179,8 @@ mod tests {
     /// What the workers' subscriptions ask for (the reference their routes are
     /// tested against).
     fn route_rows(routing: &Routing, layouts: &Layouts, side: Side, from: usize, to: usize) -> Vec<u32> {
-        rows_owned_by(routing, layouts, side, from, &routing.side(side.other()).union[to])
+        let unions = &routing.side(side.other()).references.as_ref().expect("counted here").union;
+        rows_owned_by(routing, layouts, side, from, &unions[to])
     }
 
     /// Of `needed` (rows of `side`, ascending), those in worker `from`'s blocks.
@@ -180,7 +223,8 @@ mod tests {
                 .iter()
                 .map(|&(f, t)| route_rows(&routing, &layouts, side, f, t).len())
                 .sum();
-            assert_eq!((rows * k * 4) as u64, routing.bytes_min_peer(side.other(), k, layouts.side(side)));
+            let pushed = routing.pushed_rows(side.other(), layouts.side(side)).unwrap();
+            assert_eq!((rows * k * 4) as u64, routing.minimums(side.other(), k, &pushed).peer);
         }
     }
 }

@@ -29,6 +29,7 @@ use super::membership::{max_attempts, Answers};
 use super::rpc::{checked_lower_gram, push_and_solve, sum_lower_grams, HalfError, JobFailed, WorkerHalf};
 use super::wire::factor_messages;
 use super::{side_ix, ClusterExecutor};
+use crate::cluster::routing::HalfMinimums;
 
 /// How one attempt of a half runs.
 pub(super) struct Plan<'g> {
@@ -111,7 +112,7 @@ impl ClusterExecutor<'_> {
                     // The copy is current: the lost worker's blocks move and the
                     // half is redone from the same warm start (the same step).
                     Outcome::Lost if !self.stale => {}
-                    Outcome::PeerFailed if !self.stale && !self.no_copy() => {
+                    Outcome::PeerFailed if !self.stale && self.pushes_possible() => {
                         tracing::warn!("peer exchange failed; the coordinator carries the rows for the rest of the job");
                         self.exchange = false;
                     }
@@ -134,13 +135,7 @@ impl ClusterExecutor<'_> {
         }
         self.halves_done += 1;
         let k = params.factors;
-        let (routing, fixed_layout) = (&self.routing, self.layouts.side(side.other()));
-        let (bytes_min, bytes_min_peer) = *self.bytes_min[side_ix(side)].get_or_insert_with(|| {
-            (
-                routing.bytes_min(side, k, fixed_layout),
-                routing.bytes_min_peer(side, k, fixed_layout),
-            )
-        });
+        let minimums = self.half_minimums(side, k)?;
         let seconds = t0.elapsed().as_secs_f64();
         Ok(HalfStepOutput {
             target_gram: acc.target_gram,
@@ -151,11 +146,29 @@ impl ClusterExecutor<'_> {
                 compute_seconds: acc.compute_seconds,
                 transfer_seconds: (seconds - acc.compute_seconds).max(0.0),
                 bytes_sent: sent,
-                bytes_min,
-                bytes_min_peer,
+                bytes_min: minimums.hub,
+                bytes_min_peer: minimums.peer,
                 bytes_peer: acc.bytes_peer + plan.rows_sent + std::mem::take(&mut self.replayed_peer_bytes),
             },
         })
+    }
+
+    /// The routing minimums of a half solving `side` on the current
+    /// assignment: counted here where the references are, else from the
+    /// workers' routes (computed once per assignment).
+    fn half_minimums(&mut self, side: Side, k: usize) -> anyhow::Result<HalfMinimums> {
+        if let Some(m) = self.bytes_min[side_ix(side)] {
+            return Ok(m);
+        }
+        let pushed = match self.routing.pushed_rows(side, self.layouts.side(side.other())) {
+            Some(p) => p,
+            None => self.rows_asked[side_ix(side)]
+                .clone()
+                .context("internal error: no routes were set up, and the references are not here")?,
+        };
+        let m = self.routing.minimums(side, k, &pushed);
+        self.bytes_min[side_ix(side)] = Some(m);
+        Ok(m)
     }
 
     /// One attempt: blocks where they belong, routes current, the fixed rows
@@ -188,8 +201,8 @@ impl ClusterExecutor<'_> {
             self.routes_current = false;
             self.peers_ready = None;
         }
-        // Without a copy here, the fixed side always comes from the peers.
-        let peers_carry = plan.exchange || self.no_copy();
+        // Where this coordinator cannot push, the fixed side always comes from the peers.
+        let peers_carry = plan.exchange || !self.pushes_possible();
         if peers_carry && !self.routes_current {
             match self.send_routes()? {
                 PeerRound::Done { bytes, peer_bytes } => {
@@ -232,8 +245,8 @@ impl ClusterExecutor<'_> {
             }
         }
         anyhow::ensure!(
-            from_peers || (!self.stale && !self.no_copy()),
-            "internal error: the {} half would be pushed from a copy the workers are ahead of, or that is not here",
+            from_peers || (!self.stale && self.pushes_possible()),
+            "internal error: the {} half would be pushed from a copy the workers are ahead of, or that is not here, or to unknown routes",
             side.name()
         );
         let implicit = matches!(params.feedback, Feedback::Implicit { .. });
@@ -264,7 +277,7 @@ impl ClusterExecutor<'_> {
             Side::Items => users,
         };
         let fixed_gram = plan.fixed_gram;
-        let r = self.routing.side(side);
+        let unions = self.routing.side(side).references.as_ref().map(|r| &r.union);
         let fixed_layout = self.layouts.side(side.other());
         let futs: Vec<_> = self
             .slots
@@ -274,9 +287,10 @@ impl ClusterExecutor<'_> {
             .map(|(w, s)| {
                 // A push leaves out the worker's own rows of the fixed side:
                 // they stay where they are. Rows from peers need no push.
-                let push = (!from_peers).then(|| {
+                // (`pushes_possible`, checked above: the unions are here.)
+                let push = unions.filter(|_| !from_peers).map(|unions| {
                     let local: Vec<usize> = s.current[side_ix(side.other())].iter().copied().collect();
-                    let rows = rows_outside(&r.union[w], local.iter().map(|&b| fixed_layout.range(b)));
+                    let rows = rows_outside(&unions[w], local.iter().map(|&b| fixed_layout.range(b)));
                     (local, rows)
                 });
                 let handle = s.handle.clone();

@@ -142,7 +142,7 @@ impl ClusterExecutor<'_> {
             connect_timeout: self.faults.revive_timeout,
             ..self.client_opts.clone()
         };
-        let no_copy = self.no_copy();
+        let pushes_possible = self.pushes_possible();
         for w in 0..self.slots.len() {
             if self.slots[w].alive {
                 continue;
@@ -157,8 +157,9 @@ impl ClusterExecutor<'_> {
             match slot.back.take() {
                 Some(h) if take_back => {
                     let exchanges = h.exchanges_rows();
-                    if no_copy && !exchanges {
-                        // Its rows would have to come through a copy this coordinator does not keep.
+                    if !pushes_possible && !exchanges {
+                        // Its rows would have to come through a copy this coordinator does not
+                        // keep, or to routes it does not know.
                         tracing::warn!(worker = %addr, "the worker is back but cannot send rows to peers; it stays out of this job");
                         continue;
                     }
@@ -346,7 +347,14 @@ impl ClusterExecutor<'_> {
                             (true, _) => from_snapshot(read_here)?,
                             (false, Some(ds)) => {
                                 let csr = if side == Side::Users { &ds.by_user } else { &ds.by_item };
-                                block_messages(&job_id, side, b, csr, layouts, &routing.side(side).needed[b], current, test.of(ds))
+                                // Held here, the ratings' references are counted here too.
+                                let needed = routing.side(side).needed(b).ok_or_else(|| {
+                                    HalfError::Fatal(anyhow::anyhow!(
+                                        "internal error: {} block {b}'s references are not here",
+                                        side.name()
+                                    ))
+                                })?;
+                                block_messages(&job_id, side, b, csr, layouts, needed, current, test.of(ds))
                             }
                             (false, None) => {
                                 return Err(HalfError::Fatal(anyhow::anyhow!(
@@ -423,12 +431,10 @@ impl ClusterExecutor<'_> {
                     self.bytes_min = [None, None];
                 }
                 if self.routing.users.owner != u {
-                    self.routing.users.owner = u;
-                    self.routing.users.rebuild_unions(&self.layouts.users);
+                    self.routing.users.set_owners(u, &self.layouts.users);
                 }
                 if self.routing.items.owner != i {
-                    self.routing.items.owner = i;
-                    self.routing.items.rebuild_unions(&self.layouts.items);
+                    self.routing.items.set_owners(i, &self.layouts.items);
                 }
                 return Ok(total);
             }

@@ -51,7 +51,7 @@ use als_proto::PROTOCOL_VERSION;
 
 use crate::cluster::client::{ClientOptions, WorkerHandle};
 use crate::cluster::ratings::{OnWorkers, RatingsAt};
-use crate::cluster::routing::Routing;
+use crate::cluster::routing::{HalfMinimums, Routing};
 
 pub use health::FaultOptions;
 pub(crate) use health::{silent, watchdog};
@@ -104,9 +104,13 @@ pub struct ClusterExecutor<'a> {
     slots: Vec<Slot>,
     routing: Routing,
     /// The routing minimum of each side's half, with the hub and without
-    /// (see [`Routing::bytes_min`] and [`Routing::bytes_min_peer`]),
-    /// computed once per assignment of blocks: it changes only when blocks move.
-    bytes_min: [Option<(u64, u64)>; 2],
+    /// ([`Routing::minimums`]), computed once per assignment of blocks: it
+    /// changes only when blocks move.
+    bytes_min: [Option<HalfMinimums>; 2],
+    /// Per side's half, per worker: the fixed rows it asked its peers for
+    /// on the current routes (`Subscribe`), where the coordinator does not
+    /// hold the references to count them itself.
+    rows_asked: [Option<Vec<u64>>; 2],
     /// The owners when every worker is up (lost workers' blocks come back to them).
     home: [Vec<usize>; 2],
     layouts: Layouts,
@@ -276,6 +280,7 @@ impl<'a> ClusterExecutor<'a> {
                 .collect(),
             home: [routing.users.owner.clone(), routing.items.owner.clone()],
             bytes_min: [None, None],
+            rows_asked: [None, None],
             routing,
             layouts: layouts.clone(),
             job_id,
@@ -324,8 +329,9 @@ impl<'a> ClusterExecutor<'a> {
         // Peer exchange needs every worker to take part, the lost ones too once revived.
         exec.exchange = exec.slots.iter().all(|s| s.handle.exchanges_rows());
         anyhow::ensure!(
-            exec.exchange || !exec.no_copy(),
-            "internal error: a coordinator without a copy of the factors needs every worker to send rows to its peers"
+            exec.exchange || exec.pushes_possible(),
+            "internal error: a coordinator without a copy of the factors, or of the rows the blocks reference, \
+             needs every worker to send rows to its peers"
         );
         let t0 = Instant::now();
         // Blocks the workers built from the input (as job `job_id`) are theirs; the rest are shipped.

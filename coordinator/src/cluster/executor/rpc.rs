@@ -150,15 +150,28 @@ pub(super) async fn push_and_solve(w: WorkerHandle, msgs: Option<Vec<FactorChunk
     Ok(out)
 }
 
-/// A worker asks its peers for the rows its blocks need: the bytes the routes took.
-pub(super) async fn subscribe(w: WorkerHandle, req: SubscribeRequest) -> Result<u64, HalfError> {
+/// What a worker's routes came to.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Subscribed {
+    /// The bytes the routes took.
+    pub peer_bytes: u64,
+    /// The fixed rows it asked its peers for, per half (users', items').
+    pub rows_for_half: [u64; 2],
+}
+
+/// A worker asks its peers for the rows its blocks need.
+pub(super) async fn subscribe(w: WorkerHandle, req: SubscribeRequest) -> Result<Subscribed, HalfError> {
     let addr = w.addr.clone();
     let mut client = w.client;
     let r = client
         .subscribe(req)
         .await
-        .map_err(|s| rpc_err(&addr, "asking peers for rows failed", s))?;
-    Ok(r.into_inner().peer_bytes)
+        .map_err(|s| rpc_err(&addr, "asking peers for rows failed", s))?
+        .into_inner();
+    Ok(Subscribed {
+        peer_bytes: r.peer_bytes,
+        rows_for_half: [r.rows_for_user_half, r.rows_for_item_half],
+    })
 }
 
 /// A worker sends its latest rows of a side to its peers: the bytes they took.

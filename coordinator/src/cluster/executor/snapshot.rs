@@ -47,6 +47,13 @@ impl ClusterExecutor<'_> {
         !matches!(self.snapshot, Snapshot::Copy)
     }
 
+    /// Whether this coordinator can push a half's fixed rows itself: it
+    /// keeps a copy of them, and knows which rows each worker needs (with
+    /// the ratings on the workers, only where it asked them).
+    pub(super) fn pushes_possible(&self) -> bool {
+        !self.no_copy() && self.routing.knows_references()
+    }
+
     /// Where the snapshot is a checkpoint file the workers read their rows
     /// from in place, that it still holds what was sealed (checksum and
     /// shape, read a chunk at a time): a file changed since would give a

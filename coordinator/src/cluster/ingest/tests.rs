@@ -65,7 +65,22 @@ async fn built_and_described(
     let alive = vec![true; handles.len()];
     let built = build_blocks(&handles, &alive, "ingest-test", &plan, &Default::default()).await?;
     let described = match min_pos {
-        Some(m) => Some(describe_blocks(&handles, &alive, "ingest-test", &plan, &built, m, &Default::default()).await?),
+        Some(m) => {
+            // Asked for, the rows blocks reference come too; otherwise they stay on the workers.
+            let with = describe_blocks(&handles, &alive, "ingest-test", &plan, &built, m, true, &Default::default()).await?;
+            let without = describe_blocks(&handles, &alive, "ingest-test", &plan, &built, m, false, &Default::default()).await?;
+            anyhow::ensure!(
+                without.references.is_none() && with.references.is_some(),
+                "references asked for or not"
+            );
+            anyhow::ensure!(
+                BlocksDescribed {
+                    references: None,
+                    ..with.clone()
+                } == without
+            );
+            Some(with)
+        }
         None => None,
     };
     if min_pos.is_some() && workers > 1 {
@@ -233,8 +248,10 @@ async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
                 assert!(d.user_ids == ds.user_ids && d.item_ids == ds.item_ids, "{what}: the ids");
                 let here = RatingsAt::Here(&ds);
                 let routing = here.routing(&layouts, workers);
-                assert!(d.needed[0] == routing.users.needed, "{what}: the items user blocks reference");
-                assert!(d.needed[1] == routing.items.needed, "{what}: the users item blocks reference");
+                let [users, items] = d.references.as_ref().expect("asked for");
+                let needed = |s: &crate::cluster::routing::SideRouting| s.references.as_ref().unwrap().needed.clone();
+                assert!(*users == needed(&routing.users), "{what}: the items user blocks reference");
+                assert!(*items == needed(&routing.items), "{what}: the users item blocks reference");
                 assert_eq!(b.user_ratings.iter().sum::<u64>(), b.ratings, "{what}");
                 let again = IngestPlan {
                     blocks: layouts.users.n_blocks(),
@@ -385,8 +402,15 @@ fn a_description_unlike_its_block_is_refused() {
     let ids = ids_of(1, 4);
     let good = answer(&ids, &[0, 5, 9], 2);
     assert_eq!(
-        super::checked_description(&good, 1, n_blocks, 4, 10, 64),
+        super::checked_description(&good, 1, n_blocks, 4, (10, true), 64),
         Ok((ids.clone(), vec![0, 5, 9]))
+    );
+    // Referenced rows not asked for are refused; none, when not asked, is the answer.
+    let e = super::checked_description(&good, 1, n_blocks, 4, (10, false), 64).unwrap_err();
+    assert!(e.contains("3 referenced rows, none asked for"), "{e}");
+    assert_eq!(
+        super::checked_description(&answer(&ids, &[], 2), 1, n_blocks, 4, (10, false), 64),
+        Ok((ids.clone(), vec![]))
     );
     let cases: [(IngestResponse, &str); 7] = [
         (answer(&ids[..3], &[0], 0), "3 ids, the starts give it 4"),
@@ -410,10 +434,10 @@ fn a_description_unlike_its_block_is_refused() {
         ),
     ];
     for (r, says) in cases {
-        let e = super::checked_description(&r, 1, n_blocks, 4, 10, 64).unwrap_err();
+        let e = super::checked_description(&r, 1, n_blocks, 4, (10, true), 64).unwrap_err();
         assert!(e.contains(says), "{says}: {e}");
     }
     // An id longer than the limit.
-    let e = super::checked_description(&good, 1, n_blocks, 4, 10, 0).unwrap_err();
+    let e = super::checked_description(&good, 1, n_blocks, 4, (10, true), 0).unwrap_err();
     assert!(e.contains("limit"), "{e}");
 }
