@@ -191,11 +191,15 @@ PY
 }
 
 # The clean and kill runs have the workers read /data themselves (the shared
-# volume) and build their blocks; the disconnect run ships them from the
-# coordinator. All three models must be the same.
-ALS_TRAIN_ARGS="$ALS_TRAIN_ARGS --input-on-workers" run clean none
+# volume) and build their blocks: the clean one by default, since every
+# worker's --input-root holds it; the disconnect run ships them from the
+# coordinator (--input-here). All three models must be the same.
+run clean none
 grep -q 'the workers built their blocks from the input' "$work/clean.log" ||
   fail "clean: the workers did not build their blocks: $(grep -i 'blocks' "$work/clean.log" | head -n 5)"
+if grep -q 'shipping the blocks instead' "$work/clean.log"; then
+  fail "clean: the coordinator read the input: $(grep 'shipping the blocks instead' "$work/clean.log")"
+fi
 grep -q 'keeps no copy of the factors' "$work/clean.log" ||
   fail "clean: the coordinator kept a copy of the factors"
 serve_check clean
@@ -208,13 +212,13 @@ grep -q 'replaying the halves' "$work/kill.log" || fail "kill: no replay in the 
 # The survivors built the killed worker's blocks again; the coordinator read none of the input.
 grep -q 'the survivors built the blocks again' "$work/kill.log" ||
   fail "kill: the survivors did not build the lost blocks: $(grep -i 'lost\|blocks' "$work/kill.log" | head -n 5)"
-if grep -q 'needs the ratings the workers hold\|shipping them instead' "$work/kill.log"; then
+if grep -q 'needs the ratings the workers hold\|shipping the blocks instead' "$work/kill.log"; then
   fail "kill: the coordinator read the input after the loss"
 fi
 grep -q 'keeps no copy of the factors' "$work/kill.log" ||
   fail "kill: the coordinator kept a copy of the factors"
 
 same_factors kill
-run disconnect disconnect
+ALS_TRAIN_ARGS="$ALS_TRAIN_ARGS --input-here" run disconnect disconnect
 same_factors disconnect
 log "PASS in $(($(date +%s) - start)) s"

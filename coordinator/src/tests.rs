@@ -585,7 +585,7 @@ fn explicit_test_file_and_embedded_default() {
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_csv(dir.path());
     // Use the same file as its own test set: nothing is cold.
-    let a = train_args(&[
+    let args = [
         "--data",
         s(&data),
         "--test",
@@ -596,11 +596,20 @@ fn explicit_test_file_and_embedded_default() {
         "2",
         "--quiet",
         "--no-biases",
-    ]);
+    ];
+    let a = train_args(&args);
+    // Read here, the model is held here.
+    let here = run_train(&train_args(&[&args[..], &["--input-here"]].concat()), &mut Vec::new()).unwrap();
+    assert_eq!(here.data.n_test, 4000);
+    assert_eq!(here.data.test_dropped_cold, 0);
+    assert!(here.model().user_bias().is_none() && here.model().global_mean() == 0.0);
+    assert!(here.read_input_here);
+    // By default the local workers read the file (and the test file)
+    // themselves: the same data and test metrics, none of it read here.
     let o = run_train(&a, &mut Vec::new()).unwrap();
-    assert_eq!(o.data.n_test, 4000);
-    assert_eq!(o.data.test_dropped_cold, 0);
-    assert!(o.model().user_bias().is_none() && o.model().global_mean() == 0.0);
+    assert_eq!((o.data.n_test, o.data.test_dropped_cold), (4000, 0));
+    assert!(!o.read_input_here && o.model.is_none());
+    assert_eq!(o.result.final_metrics, here.result.final_metrics);
 
     // No --data: the embedded dataset, with a few recommendations printed.
     let a = train_args(&["--factors", "4", "--iterations", "1", "--quiet"]);
@@ -1041,16 +1050,20 @@ fn the_model_the_workers_write_is_the_single_process_models_bytes() {
         run_train(&train_args(&args), &mut Vec::new()).unwrap_or_else(|e| panic!("{extra:?}: {e:#}"))
     };
     let implicit = ["--implicit", "--alpha", "5", "--solver", "cg", "--final-fit", "train"];
-    for (case, extra, on_workers) in [
-        ("explicit-refit", &[][..], &[][..]),
-        ("implicit-train", &implicit[..], &[][..]),
+    // Who reads the input: the coordinator, which ships the blocks; the
+    // workers, as asked; the workers by default, since they all can.
+    for (case, extra, who_reads) in [
+        ("explicit-refit", &[][..], &["--input-here"][..]),
+        ("implicit-train", &implicit[..], &["--input-here"][..]),
         ("explicit-read-by-workers", &[][..], &["--input-on-workers"][..]),
+        ("implicit-read-by-default", &implicit[..], &[][..]),
     ] {
+        let on_workers = who_reads != ["--input-here"];
         let want = dir.path().join(format!("{case}-single"));
         let single = run(&[extra, &["--in-process"]].concat(), &want);
         assert!(!single.model_rows_by_workers, "{case}");
         let got = dir.path().join(format!("{case}-cluster"));
-        let cluster = run(&[extra, on_workers, &["--local", "3"]].concat(), &got);
+        let cluster = run(&[extra, who_reads, &["--local", "3"]].concat(), &got);
         assert!(cluster.model_rows_by_workers, "{case}: the workers wrote the rows");
         let mut names: Vec<String> = std::fs::read_dir(&want)
             .unwrap()
@@ -1069,8 +1082,8 @@ fn the_model_the_workers_write_is_the_single_process_models_bytes() {
         let json = |d: &Path| serde_json::from_slice::<serde_json::Value>(&std::fs::read(d.join("model.json")).unwrap()).unwrap();
         assert_eq!(json(&want)["files"], json(&got)["files"], "{case}");
         // A coordinator that read no ratings holds no model: only its files.
-        assert_eq!(cluster.model.is_none(), !on_workers.is_empty(), "{case}");
-        assert_eq!(cluster.read_input_here, on_workers.is_empty(), "{case}");
+        assert_eq!(cluster.model.is_none(), on_workers, "{case}");
+        assert_eq!(cluster.read_input_here, !on_workers, "{case}");
         let Some(m) = &cluster.model else { continue };
         // The saved rows are the ones the run reported (its `seen` keeps the ratings, the saved one not).
         let saved = load_model(&got).unwrap();

@@ -29,6 +29,9 @@ pub enum Fault {
     /// The worker is fine, but a peer it had to send its solved rows to could
     /// not take them: redo the half with the coordinator pushing the rows.
     Peer,
+    /// The worker may not read the input it was asked to (no --input-root,
+    /// or the input outside it): the coordinator may read it instead.
+    InputOutOfReach,
 }
 
 /// A failed solve or evaluation: ends the run.
@@ -56,6 +59,12 @@ pub fn refusal(mut s: Status) -> Status {
     s
 }
 
+/// The worker may not read the input it was asked to read (`s` says why).
+pub fn input_out_of_reach(mut s: Status) -> Status {
+    s.metadata_mut().insert(FAULT_KEY, MetadataValue::from_static("input-out-of-reach"));
+    s
+}
+
 /// Solved rows could not reach a peer (the solve itself succeeded).
 pub fn peer_unreachable(message: impl Into<String>) -> Status {
     let mut s = Status::unavailable(message.into());
@@ -75,6 +84,7 @@ pub fn fault_of(s: &Status) -> Fault {
         },
         Some("busy") => Fault::Busy,
         Some("peer") => Fault::Peer,
+        Some("input-out-of-reach") => Fault::InputOutOfReach,
         _ if s.code() == Code::InvalidArgument => Fault::Protocol,
         _ => Fault::Lost,
     }
@@ -90,6 +100,8 @@ mod tests {
         assert_eq!(fault_of(&job_failed("bad input", None)), Fault::Job { row: None });
         assert_eq!(fault_of(&busy("worker is busy with job 'x'")), Fault::Busy);
         assert_eq!(fault_of(&peer_unreachable("peer w2: connection refused")), Fault::Peer);
+        let out = input_out_of_reach(Status::failed_precondition("this worker reads no input"));
+        assert_eq!((fault_of(&out), out.code()), (Fault::InputOutOfReach, Code::FailedPrecondition));
         assert_eq!(fault_of(&Status::invalid_argument("bad")), Fault::Protocol);
         let refused = refusal(Status::permission_denied("not under the root"));
         assert_eq!(

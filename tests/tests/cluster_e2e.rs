@@ -59,7 +59,7 @@ fn three_worker_processes_train_the_single_process_model() {
         let cluster = tmp.path().join(format!("{name}-cluster"));
         let (ok, err) = train(&data, &single, &extra, &["--in-process".into()]);
         assert!(ok, "{name} in-process: {err}");
-        let (ok, err) = train(&data, &cluster, &extra, &["--workers".into(), addrs.clone()]);
+        let (ok, err) = train(&data, &cluster, &extra, &["--workers".into(), addrs.clone(), "--input-here".into()]);
         assert!(ok, "{name} on workers: {err}");
         assert!(
             factors(&single) == factors(&cluster),
@@ -70,15 +70,12 @@ fn three_worker_processes_train_the_single_process_model() {
             strip_ansi(&err).contains("writes no file (start it with --output-root DIR); the coordinator writes"),
             "{name}: {err}"
         );
-        // The workers read the input and build their blocks themselves.
+        // The workers read the input and build their blocks themselves: by
+        // default, since each one's --input-root holds it.
         let read = tmp.path().join(format!("{name}-read"));
-        let (ok, err) = train(
-            &data,
-            &read,
-            &extra,
-            &["--workers".into(), addrs.clone(), "--input-on-workers".into()],
-        );
+        let (ok, err) = train(&data, &read, &extra, &["--workers".into(), addrs.clone()]);
         assert!(ok, "{name} on workers reading the input: {err}");
+        assert!(!strip_ansi(&err).contains("shipping the blocks instead"), "{name}: {err}");
         assert!(
             factors(&single) == factors(&read),
             "{name}: factors from blocks the workers built differ from the single-process ones"
@@ -198,7 +195,7 @@ fn a_killed_worker_process_does_not_change_the_model() {
             .arg(&out)
             .args(["--factors", "8", "--quiet", "--workers", &addrs])
             .args(extra)
-            .args(if read { &["--input-on-workers"][..] } else { &[] })
+            .args(if read { &["--input-on-workers"][..] } else { &["--input-here"] })
             .env("ALS_TOKEN", TOKEN);
         let mut child = cmd
             .stdout(std::process::Stdio::null())
@@ -225,7 +222,7 @@ fn a_killed_worker_process_does_not_change_the_model() {
         if read {
             // The survivors built the lost blocks (and the refit's) again: this coordinator read none of the input.
             assert!(log.contains("this coordinator reads none of it"), "{log}");
-            assert!(!log.contains("shipping them instead"), "fell back to shipping:\n{log}");
+            assert!(!log.contains("shipping the blocks instead"), "fell back to shipping:\n{log}");
             assert!(!log.contains("needs the ratings the workers hold"), "{log}");
         }
         if read && marker.starts_with("iteration") {
@@ -275,7 +272,7 @@ fn a_worker_cut_off_the_network_is_detected_and_the_job_finishes() {
             .arg(&out)
             .args(["--factors", "8", "--quiet", "--worker-timeout", "1", "--workers", &addrs])
             .args(extra)
-            .args(if read { &["--input-on-workers"][..] } else { &[] })
+            .args(if read { &["--input-on-workers"][..] } else { &["--input-here"] })
             .env("ALS_TOKEN", TOKEN);
         let mut child = cmd
             .stdout(std::process::Stdio::null())

@@ -260,7 +260,7 @@ fn k8s_manifests_are_consistent() {
 
     // The workers' --input-root is a read-only volume the coordinator
     // mounts at the same path from the same source: a --data path under it
-    // names the same file for all of them (--input-on-workers).
+    // names the same file for all of them (the workers read it).
     let root = flag_value(&worker_args, "--input-root").expect("worker --input-root");
     let source_at = |pod: &Value, c: &Value| -> Value {
         let m = seq(c, "volumeMounts")

@@ -186,6 +186,11 @@ fn peers_exchange_rows_over_mutual_tls_or_leave_it_to_the_coordinator() {
             .env("ALS_TOKEN", "tok");
         let (ok, _, err) = run_with_timeout(&mut cmd, Duration::from_secs(60));
         assert!(ok, "{err}");
+        // The workers have no --input-root: the coordinator reads the input and ships the blocks, saying so.
+        assert!(
+            err.contains("reads no input") && err.contains("loading the input here and shipping the blocks instead"),
+            "{err}"
+        );
         let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap();
         let peer: u64 = m["iterations"]
             .as_array()

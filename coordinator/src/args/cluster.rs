@@ -8,7 +8,7 @@ use anyhow::bail;
 use clap::Args;
 
 use super::parse;
-use crate::training::ExecutorChoice;
+use crate::training::{ExecutorChoice, WhoReads};
 
 /// Seconds a worker may leave a health check unanswered, by default.
 const DEFAULT_WORKER_TIMEOUT_SECS: f64 = 5.0;
@@ -40,21 +40,36 @@ pub struct ClusterArgs {
     /// Name the workers' certificates are checked against (default: the host of each address).
     #[arg(long, value_name = "NAME", requires = "tls_ca")]
     pub tls_domain: Option<String>,
-    /// The workers read --data (and --test FILE) themselves, each a share of
-    /// it, and build their blocks from it: no rating goes through the
-    /// coordinator. The path must name the same file (or directory of part
-    /// files) on every worker, under each one's --input-root. The coordinator
-    /// reads none of it (a lost worker's blocks are built again by the
-    /// others), except to fold held-out users in (--split users) or to save
-    /// a model the workers could not write (no --output-root).
-    #[arg(long)]
+    /// The workers must read --data (and --test FILE) themselves, each a
+    /// share of it, and build their blocks from it: no rating goes through
+    /// the coordinator. The path must name the same file (or directory of
+    /// part files) on every worker, under each one's --input-root. The
+    /// coordinator reads none of it (a lost worker's blocks are built again
+    /// by the others), except to fold held-out users in (--split users) or
+    /// to save a model the workers could not write (no --output-root).
+    /// Without this flag the workers read --data wherever they can (not
+    /// with --split users), and where a worker cannot reach the file the
+    /// coordinator loads it and ships the blocks, saying so.
+    #[arg(long, conflicts_with = "input_here")]
     pub input_on_workers: bool,
+    /// The coordinator loads --data itself and ships each worker its blocks.
+    #[arg(long)]
+    pub input_here: bool,
     /// Seconds a worker may leave a health check unanswered before its blocks move to the others.
     #[arg(long, default_value_t = DEFAULT_WORKER_TIMEOUT_SECS, value_name = "S", value_parser = parse::seconds)]
     pub worker_timeout: f64,
 }
 
 impl ClusterArgs {
+    /// Who reads the input, as the flags say.
+    pub fn who_reads(&self) -> WhoReads {
+        match (self.input_on_workers, self.input_here) {
+            (true, _) => WhoReads::Workers,
+            (false, true) => WhoReads::Coordinator,
+            (false, false) => WhoReads::Auto,
+        }
+    }
+
     /// Whether the flags name a cluster (`--workers` or `--local`).
     pub fn cluster_given(&self) -> bool {
         self.workers.is_some() || self.local.is_some()

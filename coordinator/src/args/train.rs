@@ -200,7 +200,7 @@ impl TrainArgs {
             }),
             metrics_json: self.metrics_json.clone(),
             quiet: self.progress.quiet,
-            input_on_workers: self.cluster.input_on_workers,
+            who_reads: self.cluster.who_reads(),
         })
     }
 }

@@ -774,9 +774,10 @@ impl Steps<'_> {
 }
 
 /// A worker's answer to a step: lost only when it, or a peer it sends to,
-/// could not be reached. A refusal (an input outside its --input-root, a
-/// budget exceeded, a bad line) fails the run: shipping the blocks instead
-/// would hide a misconfigured cluster.
+/// could not be reached; out of reach when it may not read the input (no
+/// --input-root, or the input outside it: the caller decides whether that
+/// ends the run). Any other refusal (a budget exceeded, a bad line) fails
+/// the run: shipping the blocks instead would hide a misconfigured cluster.
 fn step_error(addr: &str, what: &str, s: &tonic::Status) -> StepError {
     use tonic::Code;
     let m = format!("worker {addr} could not {what}: {}", s.message());
@@ -787,6 +788,7 @@ fn step_error(addr: &str, what: &str, s: &tonic::Status) -> StepError {
     match fault_of(s) {
         Fault::Peer => StepError::Lost(m),
         Fault::Lost if unreachable => StepError::Lost(m),
+        Fault::InputOutOfReach => StepError::InputOutOfReach(m),
         _ => StepError::Other(m),
     }
 }
@@ -807,6 +809,8 @@ async fn end_all(workers: &[WorkerHandle], job_id: &str, timeout: Duration) {
 /// or anything else (a bad input, a setting, a protocol breach).
 enum StepError {
     Lost(String),
+    /// The worker may not read the input (no --input-root, or the input is outside it).
+    InputOutOfReach(String),
     Other(String),
 }
 
@@ -814,6 +818,7 @@ impl StepError {
     fn into_anyhow(self) -> anyhow::Error {
         match self {
             StepError::Lost(m) => WorkerLost(m).into(),
+            StepError::InputOutOfReach(m) => InputOutOfReach(m).into(),
             StepError::Other(m) => anyhow::anyhow!(m),
         }
     }
@@ -824,6 +829,13 @@ impl StepError {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct WorkerLost(pub String);
+
+/// A worker refused to read the input: it was started without an
+/// --input-root, or the input is not under it. Where the workers read the
+/// input only if they can, the coordinator loads it and ships the blocks.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputOutOfReach(pub String);
 
 #[cfg(test)]
 mod tests;

@@ -56,8 +56,22 @@ pub struct TrainJob {
     pub output: Option<ModelOutput>,
     pub metrics_json: Option<PathBuf>,
     pub quiet: bool,
-    /// The workers build their blocks from the input (`--input-on-workers`).
-    pub input_on_workers: bool,
+    /// Who reads the input of a run on workers.
+    pub who_reads: WhoReads,
+}
+
+/// Who reads the input of a run on workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhoReads {
+    /// The workers, where they can: a file input (not the embedded data),
+    /// no users held out (folded in from the ratings held here), and every
+    /// worker reaching the file (else the coordinator loads it and ships the
+    /// blocks, saying so). The default.
+    Auto,
+    /// The workers, or the run fails (`--input-on-workers`).
+    Workers,
+    /// The coordinator, which ships the blocks (`--input-here`).
+    Coordinator,
 }
 
 /// What a training run produced.

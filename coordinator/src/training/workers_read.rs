@@ -1,7 +1,8 @@
-//! `--input-on-workers`: the workers build their blocks from the input, and
-//! the coordinator checks that what they built is the data it loaded (the
-//! same file on every machine), then trains on their blocks without shipping
-//! any.
+//! The workers build their blocks from the input (by default where they
+//! can, or always with `--input-on-workers`), and the coordinator trains on
+//! their blocks without reading the input; where it holds the data anyway
+//! (`--split users`), it checks that what they built is the data it loaded
+//! (the same file on every machine), and ships none.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -11,8 +12,8 @@ use als_core::data::{Dataset, SplitSpec};
 use als_core::train::{DataShape, Layouts};
 use anyhow::bail;
 
-use super::{ExecutorChoice, TrainJob, Trainer};
-use crate::cluster::ingest::{BlocksBuilt, IngestPlan, WorkerLost};
+use super::{ExecutorChoice, TrainJob, Trainer, WhoReads};
+use crate::cluster::ingest::{BlocksBuilt, IngestPlan, InputOutOfReach, WorkerLost};
 use crate::cluster::ratings::OnWorkers;
 use crate::cluster::ClusterSession;
 use crate::input::{core_split, load_input, CoreSplit, DataSource, InputSpec, TestSource};
@@ -26,6 +27,9 @@ pub struct WorkersRead {
     hold_out: Option<UserHoldout>,
     /// `--test FILE`, read by the workers too.
     test: Option<PathBuf>,
+    /// The run fails where a worker may not read the input
+    /// (`--input-on-workers`); else the coordinator reads it and ships.
+    required: bool,
 }
 
 impl WorkersRead {
@@ -42,16 +46,30 @@ impl WorkersRead {
             split: SplitSpec::None,
             hold_out: None,
             test: None,
+            required: self.required,
         }
     }
 }
 
-/// The plan of `--input-on-workers`, refused before anything is loaded
-/// where the workers cannot build what the run needs.
+/// What the workers read, if they read the input: by default wherever they
+/// can (a file, on workers, no users held out), with `--input-on-workers`
+/// always, or refused before anything is loaded where they cannot build
+/// what the run needs.
 pub fn plan_of(job: &TrainJob) -> anyhow::Result<Option<WorkersRead>> {
-    if !job.input_on_workers {
-        return Ok(None);
-    }
+    let required = match job.who_reads {
+        WhoReads::Coordinator => return Ok(None),
+        WhoReads::Workers => true,
+        WhoReads::Auto => {
+            let users_held_out =
+                matches!(&job.input.test, TestSource::Split(c) if matches!(core_split(*c, job.input.seed), CoreSplit::Users(_)));
+            // Held out, users are folded in here, from the ratings this coordinator loads anyway.
+            let possible = !matches!(job.executor, ExecutorChoice::InProcess) && matches!(job.input.source, DataSource::File(_));
+            if !possible || users_held_out {
+                return Ok(None);
+            }
+            false
+        }
+    };
     if matches!(job.executor, ExecutorChoice::InProcess) {
         bail!("--input-on-workers needs workers (--workers or --local)");
     }
@@ -73,6 +91,7 @@ pub fn plan_of(job: &TrainJob) -> anyhow::Result<Option<WorkersRead>> {
         split,
         hold_out,
         test,
+        required,
     }))
 }
 
@@ -99,11 +118,13 @@ fn ingest_plan(plan: &WorkersRead, job: &TrainJob) -> anyhow::Result<IngestPlan>
 }
 
 /// The cluster session of `trainer` and the blocks its workers built from
-/// `ingest`; `None` when workers kept being lost meanwhile, and the
-/// coordinator does `instead`, as the log says.
+/// `ingest`; `None` when workers kept being lost meanwhile, or (`required`
+/// false) a worker may not read the input, and the coordinator does
+/// `instead`, as the log says.
 fn built_by_workers<'t>(
     trainer: &'t Trainer,
     ingest: &IngestPlan,
+    required: bool,
     instead: &str,
 ) -> anyhow::Result<Option<(&'t ClusterSession, BlocksBuilt)>> {
     let Trainer::Cluster(session) = trainer else {
@@ -113,6 +134,13 @@ fn built_by_workers<'t>(
         Ok(built) => Ok(Some((session, built))),
         Err(e) if e.is::<WorkerLost>() => {
             tracing::warn!("the workers could not build their blocks ({e:#}): {instead}");
+            Ok(None)
+        }
+        Err(e) if !required && e.is::<InputOutOfReach>() => {
+            tracing::warn!(
+                "{e:#}; the workers read the input only where they all can \
+                 (give each an --input-root holding it, or pass --input-here): {instead}"
+            );
             Ok(None)
         }
         Err(e) => Err(e.context("the workers could not build their blocks from the input")),
@@ -134,13 +162,19 @@ pub fn on_workers(
     anyhow::ensure!(plan.reads_none_here(), "users held out are folded in from the ratings held here");
     let ingest = ingest_plan(plan, job)?;
     let t0 = Instant::now();
-    let Some((session, built)) = built_by_workers(trainer, &ingest, "loading the input here and shipping them instead")? else {
+    let Some((session, built)) = built_by_workers(
+        trainer,
+        &ingest,
+        plan.required,
+        "loading the input here and shipping the blocks instead",
+    )?
+    else {
         return Ok(None);
     };
     let described = match session.describe_blocks(&ingest, &built, job.cfg.min_pos) {
         Ok(d) => d,
         Err(e) if e.is::<WorkerLost>() => {
-            tracing::warn!("the workers could not describe their blocks ({e:#}): loading the input here and shipping them instead");
+            tracing::warn!("the workers could not describe their blocks ({e:#}): loading the input here and shipping the blocks instead");
             return Ok(None);
         }
         Err(e) => return Err(e.context("the workers could not describe the blocks they built")),
@@ -194,7 +228,7 @@ pub fn build(trainer: &Trainer, plan: &WorkersRead, job: &TrainJob, ds: &Dataset
     let ingest = ingest_plan(plan, job)?;
     let t0 = Instant::now();
     // This coordinator holds the data: a loss costs the shipment, not the run.
-    let Some((_, built)) = built_by_workers(trainer, &ingest, "shipping them instead")? else {
+    let Some((_, built)) = built_by_workers(trainer, &ingest, plan.required, "shipping the blocks instead")? else {
         return Ok(None);
     };
     let mut shape = built.shape();

@@ -113,9 +113,14 @@ async fn with_ingest<T: Send + 'static>(
     .map_err(|e| Status::internal(format!("a step of building the blocks failed: {e}")))?
 }
 
-/// `path` if it lies under `root` (both resolved), else why not.
+/// `path` if it lies under `root` (both resolved), else why not: out of
+/// this worker's reach where it has no root or the path is outside it (the
+/// coordinator may then read the input itself).
 fn under_root(path: &str, root: Option<&Path>) -> Result<PathBuf, Status> {
-    crate::paths::under_root(path, root, Reach::Input)
+    crate::paths::under_root(path, root, Reach::Input).map_err(|s| match s.code() {
+        tonic::Code::FailedPrecondition | tonic::Code::PermissionDenied => als_proto::fault::input_out_of_reach(s),
+        _ => s,
+    })
 }
 
 /// One step of an ingest.
@@ -478,5 +483,18 @@ mod tests {
         );
         let e = under_root(inside.to_str().unwrap(), None).unwrap_err();
         assert!(e.message().contains("--input-root"), "{}", e.message());
+        // Both are out of its reach (the coordinator may read the input instead);
+        // a file missing under the root is not.
+        use als_proto::fault::{fault_of, Fault};
+        assert_eq!(fault_of(&e), Fault::InputOutOfReach);
+        assert_eq!(
+            fault_of(&under_root(up.to_str().unwrap(), Some(&data)).unwrap_err()),
+            Fault::InputOutOfReach
+        );
+        let missing = data.join("missing.csv");
+        assert_ne!(
+            fault_of(&under_root(missing.to_str().unwrap(), Some(&data)).unwrap_err()),
+            Fault::InputOutOfReach
+        );
     }
 }

@@ -125,7 +125,8 @@ pub(super) fn rpc_err(addr: &str, what: &str, s: tonic::Status) -> HalfError {
         Fault::Busy => HalfError::Lost(format!("worker {addr}: {}", s.message())),
         Fault::Peer => HalfError::Peer(format!("worker {addr}: {what}: {}", s.message())),
         Fault::Lost => HalfError::Lost(format!("worker {addr}: {what}: {}", s.message())),
-        Fault::Protocol => HalfError::Fatal(anyhow::anyhow!("worker {addr}: {what}: {}", s.message())),
+        // Only the reading of the input (`Ingest`) answers so; anywhere else it is a refusal.
+        Fault::Protocol | Fault::InputOutOfReach => HalfError::Fatal(anyhow::anyhow!("worker {addr}: {what}: {}", s.message())),
     }
 }
 

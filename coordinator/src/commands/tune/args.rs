@@ -257,7 +257,7 @@ impl TuneArgs {
             }),
             metrics_json: None,
             quiet: self.progress.quiet,
-            input_on_workers: self.cluster.input_on_workers,
+            who_reads: self.cluster.who_reads(),
         })
     }
 }

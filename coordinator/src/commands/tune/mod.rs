@@ -33,7 +33,7 @@ use anyhow::{bail, Context};
 use crate::cluster::executor::FinalRows;
 use crate::progress;
 use crate::report::write_json_atomic;
-use crate::training::{self, check_out_dir, ExecutorChoice, Trainer};
+use crate::training::{self, check_out_dir, ExecutorChoice, Trainer, WhoReads};
 
 /// `(train rows, test rows)` of fold `fold`: the k-fold split of `--split kfold`.
 pub fn fold_rows(raw: &RawRatings, folds: usize, fold: usize, seed: u64) -> anyhow::Result<(Vec<usize>, Vec<usize>)> {
@@ -151,7 +151,7 @@ pub fn run(args: &TuneArgs, out: &mut dyn Write) -> anyhow::Result<TuneReport> {
     if let Some(dir) = &args.out {
         check_out_dir(dir, args.overwrite)?;
     }
-    if args.cluster.input_on_workers && matches!(choice, ExecutorChoice::InProcess) {
+    if args.cluster.who_reads() == WhoReads::Workers && matches!(choice, ExecutorChoice::InProcess) {
         // Found out now, not at the final fit after the whole search.
         bail!("--input-on-workers needs workers (--workers or --local): the final fit's workers read --data");
     }
