@@ -163,6 +163,43 @@ fn three_worker_processes_train_the_single_process_model() {
     assert_eq!(metrics(&single), metrics(&read), "--test: the test metrics differ");
 }
 
+/// Workers that may not read --data (started without --input-root): by
+/// default the coordinator reads it and ships the blocks, saying why; with
+/// --input-on-workers the run fails naming the flag the workers lack; with
+/// --input-here it ships without a word. The model is the same.
+#[test]
+fn workers_that_may_not_read_the_input_leave_it_to_the_coordinator_unless_told() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generate(tmp.path(), 300, 120, 6000);
+    let workers: Vec<WorkerProc> = (0..2).map(|_| WorkerProc::start(Some(TOKEN), &[])).collect();
+    let addrs = workers.iter().map(|w| w.addr.clone()).collect::<Vec<_>>().join(",");
+    let run = |name: &str, who: &[&str]| {
+        let mut executor = vec!["--workers".to_string(), addrs.clone()];
+        executor.extend(who.iter().map(|s| s.to_string()));
+        let out = tmp.path().join(name);
+        let (ok, err) = train(&data, &out, &["--iterations", "3"], &executor);
+        (ok, strip_ansi(&err), out)
+    };
+    let fallback = "loading the input here and shipping the blocks instead";
+    let (ok, err, default) = run("default", &[]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("reads no input (start it with --input-root DIR)") && err.contains(fallback),
+        "{err}"
+    );
+    let (ok, err, here) = run("here", &["--input-here"]);
+    assert!(ok && !err.contains(fallback) && !err.contains("reads no input"), "{err}");
+    assert!(factors(&default) == factors(&here), "the fallback changed the model");
+    let (ok, err, _) = run("insisted", &["--input-on-workers"]);
+    assert!(!ok, "trained though the workers may not read the input");
+    assert!(
+        err.contains("could not build their blocks")
+            && err.contains("reads no input (start it with --input-root DIR)")
+            && !err.contains(fallback),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_killed_worker_process_does_not_change_the_model() {
     use std::io::{BufRead, BufReader};
