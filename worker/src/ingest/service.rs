@@ -10,7 +10,8 @@ use als_core::data::{DuplicatePolicy, Share};
 use als_proto::codec::{pieces_vec, u128_bytes, u32_bytes, u64_bytes};
 use als_proto::pb::ingest_request::Step;
 use als_proto::pb::{
-    select_key_step, AdoptStep, IngestRequest, IngestResponse, IngestRowsChunk, LookupItemsRequest, LookupItemsResponse, SelectKeyStep,
+    select_key_step, AdoptStep, IngestRequest, IngestResponse, IngestRowsChunk, InputSpec, LookupItemsRequest, LookupItemsResponse,
+    SelectKeyStep,
 };
 use rustc_hash::FxHashMap;
 use tokio::sync::Mutex;
@@ -123,6 +124,31 @@ fn under_root(path: &str, root: Option<&Path>) -> Result<PathBuf, Status> {
     })
 }
 
+/// The input at `path` has the size the coordinator sees (`spec`), where it
+/// says: else this worker would read its share of another input than its
+/// peers', and the blocks would mix the two.
+fn same_input(path: &Path, spec: &InputSpec) -> Result<(), Status> {
+    let (Some(bytes), Some(files)) = (spec.bytes, spec.files) else {
+        return Ok(());
+    };
+    let here = als_core::data::input_files(path).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let mut here_bytes = 0u64;
+    for f in &here {
+        here_bytes += std::fs::metadata(f)
+            .map_err(|e| Status::invalid_argument(format!("input {}: {e}", f.display())))?
+            .len();
+    }
+    if (here_bytes, here.len()) != (bytes, files as usize) {
+        return Err(als_proto::fault::refusal(Status::failed_precondition(format!(
+            "input {} is {here_bytes} bytes in {} file(s) on this worker, {bytes} bytes in {files} for the coordinator: \
+             every worker must see the same input at the same path",
+            spec.path,
+            here.len()
+        ))));
+    }
+    Ok(())
+}
+
 /// One step of an ingest.
 pub async fn step(
     slot: &IngestSlot,
@@ -140,6 +166,7 @@ pub async fn step(
             ended.refuse_ended(&job_id)?;
             let input = s.input.as_ref().ok_or_else(|| Status::invalid_argument("missing input"))?;
             let path = under_root(&input.path, limits.input_root)?;
+            same_input(&path, input)?;
             let opts = load_options(input).map_err(status)?;
             let blocks = s.blocks as usize;
             if !(1..=als_core::data::ids::ID_BUCKETS).contains(&blocks) || s.share >= s.shares {
@@ -153,7 +180,11 @@ pub async fn step(
                 Owners::from_pb(s.item_owners.as_ref(), blocks).map_err(status)?,
             );
             let test = match &s.test_input {
-                Some(t) => Some((under_root(&t.path, limits.input_root)?, load_options(t).map_err(status)?)),
+                Some(t) => {
+                    let p = under_root(&t.path, limits.input_root)?;
+                    same_input(&p, t)?;
+                    Some((p, load_options(t).map_err(status)?))
+                }
                 None => None,
             };
             let input = ShareToRead {
@@ -455,6 +486,29 @@ mod tests {
         assert!(runs.len() > 1 && runs.iter().all(|r| r.iter().map(|i| i.len() + 4).sum::<usize>() < (64 << 10) + 304));
         assert_eq!(runs.concat(), ids);
         assert!(by_bytes(Vec::new(), 10).is_empty());
+    }
+
+    #[test]
+    fn a_worker_refuses_an_input_of_another_size_than_the_coordinators() {
+        use als_proto::fault::{fault_of, Fault};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.csv");
+        std::fs::write(&file, "1,2,3\n4,5,6\n").unwrap();
+        let spec = |bytes: Option<u64>, files: Option<u32>| InputSpec {
+            path: file.to_str().unwrap().into(),
+            bytes,
+            files,
+            ..Default::default()
+        };
+        assert!(same_input(&file, &spec(Some(12), Some(1))).is_ok());
+        // Not told (an older coordinator): nothing to compare.
+        assert!(same_input(&file, &spec(None, None)).is_ok());
+        for (bytes, files) in [(13, 1), (12, 2)] {
+            let e = same_input(&file, &spec(Some(bytes), Some(files))).unwrap_err();
+            assert!(e.message().contains("every worker must see the same input"), "{}", e.message());
+            // A refusal that ends the run, not one the coordinator reads the input instead for.
+            assert_eq!(fault_of(&e), Fault::Job { row: None });
+        }
     }
 
     #[test]
