@@ -166,7 +166,7 @@ fn users_rule(h: UserHoldout, held: HeldKeys) -> SplitRule {
 /// as this process sees it (each worker checks it sees the same).
 fn input_spec(path: &Path, o: &LoadOptions) -> anyhow::Result<InputSpec> {
     let col = |c: usize, what: &str| u32::try_from(c).with_context(|| format!("{what} column {c}"));
-    let (bytes, files) = input_size(path)?;
+    let (bytes, files) = als_core::data::input_size(path)?;
     Ok(InputSpec {
         bytes: Some(bytes),
         files: Some(u32::try_from(files).context("input files")?),
@@ -183,17 +183,6 @@ fn input_spec(path: &Path, o: &LoadOptions) -> anyhow::Result<InputSpec> {
         skip_invalid: o.skip_invalid,
         max_id_len: col(o.max_id_len, "max id length")?,
     })
-}
-
-/// The bytes of the input at `path` (a file, or a directory of part files),
-/// and how many files.
-pub fn input_size(path: &Path) -> anyhow::Result<(u64, usize)> {
-    let files = als_core::data::input_files(path)?;
-    let mut bytes = 0u64;
-    for f in &files {
-        bytes += std::fs::metadata(f).with_context(|| f.display().to_string())?.len();
-    }
-    Ok((bytes, files.len()))
 }
 
 /// Have `workers` build the blocks of `plan`'s input; the job's id names the

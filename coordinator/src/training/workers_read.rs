@@ -97,11 +97,10 @@ pub fn plan_of(job: &TrainJob) -> anyhow::Result<Option<WorkersRead>> {
 
 /// The ingest of `plan`, with the bounds of its steps.
 fn ingest_plan(plan: &WorkersRead, job: &TrainJob) -> anyhow::Result<IngestPlan> {
-    let mut files = als_core::data::input_files(&plan.path)?;
+    let mut bytes = als_core::data::input_size(&plan.path)?.0;
     if let Some(t) = &plan.test {
-        files.extend(als_core::data::input_files(t)?);
+        bytes += als_core::data::input_size(t)?.0;
     }
-    let bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
     Ok(IngestPlan {
         path: plan.path.clone(),
         load: job.input.load.clone(),

@@ -22,7 +22,7 @@ pub use dataset::{DataFingerprint, Dataset, DatasetBuild, DuplicatePolicy, IdOrd
 pub use error::DataError;
 pub use format::{Format, LoadOptions};
 pub use held_out::HeldOutUsers;
-pub use load::{input_files, load_ratings, load_share, parse_ratings, Share};
+pub use load::{input_files, input_size, load_ratings, load_share, parse_ratings, Share};
 pub use split::SplitSpec;
 
 /// The smallest and largest of `values` (infinite and reversed for none):

@@ -131,19 +131,12 @@ fn same_input(path: &Path, spec: &InputSpec) -> Result<(), Status> {
     let (Some(bytes), Some(files)) = (spec.bytes, spec.files) else {
         return Ok(());
     };
-    let here = als_core::data::input_files(path).map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let mut here_bytes = 0u64;
-    for f in &here {
-        here_bytes += std::fs::metadata(f)
-            .map_err(|e| Status::invalid_argument(format!("input {}: {e}", f.display())))?
-            .len();
-    }
-    if (here_bytes, here.len()) != (bytes, files as usize) {
+    let (here_bytes, here_files) = als_core::data::input_size(path).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if (here_bytes, here_files) != (bytes, files as usize) {
         return Err(als_proto::fault::refusal(Status::failed_precondition(format!(
-            "input {} is {here_bytes} bytes in {} file(s) on this worker, {bytes} bytes in {files} for the coordinator: \
+            "input {} is {here_bytes} bytes in {here_files} file(s) on this worker, {bytes} bytes in {files} for the coordinator: \
              every worker must see the same input at the same path",
-            spec.path,
-            here.len()
+            spec.path
         ))));
     }
     Ok(())

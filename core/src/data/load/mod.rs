@@ -37,7 +37,7 @@ mod share;
 use intern::{Interner, OTHER};
 use layout::Layout;
 use scan::{is_blank, strip_cr};
-pub use share::{input_files, load_share, Share};
+pub use share::{input_files, input_size, load_share, Share};
 
 /// Files at least this large are parsed in parallel chunks.
 const PARALLEL_MIN_BYTES: usize = 8 << 20;

@@ -63,6 +63,21 @@ pub fn input_files(path: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(files)
 }
 
+/// Each of `files`' bytes.
+fn file_sizes(files: &[PathBuf]) -> Result<Vec<u64>, DataError> {
+    files
+        .iter()
+        .map(|f| Ok(std::fs::metadata(f).map_err(DataError::io(f))?.len()))
+        .collect()
+}
+
+/// The size of the input at `path` (a file or a directory of part files,
+/// as [`input_files`] lists them): its bytes summed, and how many files.
+pub fn input_size(path: &Path) -> Result<(u64, usize), DataError> {
+    let files = input_files(path)?;
+    Ok((file_sizes(&files)?.iter().sum(), files.len()))
+}
+
 /// The rows of `share` of the input at `path` (a file or a directory of
 /// part files), in input order, with ids interned in the share's own
 /// first-seen order. A share may hold no rows; a message about a line names
@@ -81,10 +96,7 @@ pub fn load_share(path: &Path, opts: &LoadOptions, share: Share) -> Result<RawRa
         }
     }
     // Part files go whole to the share their first byte falls in.
-    let mut sizes = Vec::with_capacity(files.len());
-    for f in &files {
-        sizes.push(std::fs::metadata(f).map_err(DataError::io(f))?.len());
-    }
+    let sizes = file_sizes(&files)?;
     let total: u64 = sizes.iter().sum();
     let (lo, hi) = share_range(0, total, share);
     let mut acc = RawRatings {
