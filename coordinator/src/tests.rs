@@ -1027,9 +1027,10 @@ fn workers_that_read_the_input_train_the_single_process_model() {
 }
 
 /// The model the workers write (each its blocks' rows, into the model's
-/// files) is the single-process model, file for file: the evaluated run's
-/// and the refit's, biased explicit and implicit, blocks shipped or built
-/// by the workers.
+/// files, and, where this coordinator holds no ids, their ids) is the
+/// single-process model, file for file: the evaluated run's and the
+/// refit's, biased explicit and implicit, blocks shipped or built by the
+/// workers.
 #[test]
 fn the_model_the_workers_write_is_the_single_process_models_bytes() {
     let dir = tempfile::tempdir().unwrap();
@@ -1065,6 +1066,8 @@ fn the_model_the_workers_write_is_the_single_process_models_bytes() {
         let got = dir.path().join(format!("{case}-cluster"));
         let cluster = run(&[extra, who_reads, &["--local", "3"]].concat(), &got);
         assert!(cluster.model_rows_by_workers, "{case}: the workers wrote the rows");
+        // And the ids, where this coordinator read none of the input.
+        assert_eq!(cluster.model_ids_by_workers, on_workers, "{case}: the workers wrote the ids");
         let mut names: Vec<String> = std::fs::read_dir(&want)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

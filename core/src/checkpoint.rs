@@ -171,6 +171,7 @@ impl RowsAt {
             user_bias: biased.then(|| place(self.user_bias)),
             item_bias: biased.then(|| place(self.item_bias)),
             seen: None,
+            ids: None,
         }
     }
 }

@@ -25,6 +25,9 @@ pub struct RowPlaces {
     pub user_bias: Option<RowsPlace>,
     pub item_bias: Option<RowsPlace>,
     pub seen: Option<SeenPlaces>,
+    /// A model's ids files, where whoever holds the blocks writes them too
+    /// (a coordinator that keeps no ids).
+    pub ids: Option<Box<IdsPlaces>>,
 }
 
 impl RowPlaces {
@@ -50,6 +53,7 @@ impl RowPlaces {
             user_bias: self.user_bias.as_ref().map(moved),
             item_bias: self.item_bias.as_ref().map(moved),
             seen: None,
+            ids: None,
         }
     }
 }
@@ -62,6 +66,29 @@ impl RowPlaces {
 pub struct SeenPlaces {
     pub indptr: RowsPlace,
     pub indices: RowsPlace,
+}
+
+/// Where each block's ids go as lines of a side's ids file (`id\n` each,
+/// in row order): block `b`'s rows `rows[b]..rows[b + 1]` at bytes
+/// `bytes[b]..bytes[b + 1]` of the file, which is `bytes[blocks]` long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdLines {
+    pub rows: Vec<u64>,
+    pub bytes: Vec<u64>,
+}
+
+/// A side's ids file and its blocks' lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdsPlace {
+    pub path: PathBuf,
+    pub lines: IdLines,
+}
+
+/// Both sides' ids files of a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdsPlaces {
+    pub users: IdsPlace,
+    pub items: IdsPlace,
 }
 
 /// The dimensions of a state's rows, known before the rows are.

@@ -592,11 +592,29 @@ fn a_worker_writes_rows_only_under_its_output_root() {
                     ..place(&file, side)
                 }],
                 user_nnz_starts: starts,
+                ..Default::default()
             };
             let e = c.write_rows(authed(seen, "s3cret")).await.unwrap_err();
             assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
             assert!(e.message().contains("the seen matrix is the users'"), "{}", e.message());
         }
+        // Ids need their side's blocks' starts (the users' given here, not the items').
+        let ids = WriteRowsRequest {
+            job_id: "job-a".into(),
+            places: vec![RowsPlace {
+                part: RowsPart::Ids as i32,
+                ..place(&file, Side::Items)
+            }],
+            user_id_starts: vec![0, 5],
+            ..Default::default()
+        };
+        let e = c.write_rows(authed(ids, "s3cret")).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+        assert!(
+            e.message().contains("ids are placed without their blocks' starts"),
+            "{}",
+            e.message()
+        );
         // Under the root, but no job: refused as such.
         let e = c.write_rows(authed(write(&file), "s3cret")).await.unwrap_err();
         assert!(e.message().contains("job-a"), "{}", e.message());

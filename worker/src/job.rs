@@ -58,6 +58,8 @@ pub struct Block {
     pub bias: Vec<f32>,
     /// Held-out test rows of the block's rows (user blocks), for [`Job::evaluate`].
     pub test: TestRows,
+    /// The rows' ids where this worker built the block, else empty.
+    pub ids: Vec<String>,
     /// The latest solve, kept apart until a later step shows the coordinator
     /// accepted it: a half-iteration redone after a fault restarts from the
     /// same warm start as the first attempt.
@@ -112,6 +114,9 @@ pub struct BlockData {
     pub test_indptr: Vec<u32>,
     pub test_columns: Vec<u32>,
     pub test_values: Vec<f32>,
+    /// The rows' ids, where built here (the model's ids files are then
+    /// written here too); empty where shipped whole.
+    pub ids: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -399,6 +404,9 @@ impl Job {
         if d.bias.len() != want_bias || d.bias.iter().any(|v| !v.is_finite()) {
             return invalid(format!("bias: expected {want_bias} finite values, got {}", d.bias.len()));
         }
+        if !d.ids.is_empty() && d.ids.len() != n {
+            return invalid(format!("{} ids for {n} rows", d.ids.len()));
+        }
         let test = self.check_test_rows(side, &d)?;
         let s = self.side_mut(side);
         let end = d.row_start + d.n_rows as u64;
@@ -422,6 +430,7 @@ impl Job {
                 factors: d.factors,
                 bias: d.bias,
                 test,
+                ids: d.ids,
                 pending: None,
             },
         );
@@ -743,6 +752,16 @@ impl Job {
                     terms: None,
                 }
             })
+            .collect()
+    }
+
+    /// The ids of every block of `side` held here, in block order: `None`
+    /// for a block shipped whole, whose ids only the coordinator holds.
+    pub fn ids_of(&self, side: Side) -> Vec<(u32, Option<&[String]>)> {
+        let blocks = &self.side(side).blocks;
+        blocks
+            .iter()
+            .map(|(&id, b)| (id, (b.ids.len() == b.n_rows).then_some(&b.ids[..])))
             .collect()
     }
 

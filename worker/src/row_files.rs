@@ -38,6 +38,9 @@ impl Place {
                 RowsPart::SeenIndptr | RowsPart::SeenIndices if side != Side::Users || req.user_nnz_starts.is_empty() => {
                     return Err("the seen matrix is the users', placed with their blocks' starts".into())
                 }
+                RowsPart::Ids if id_starts(req, side).is_empty() => {
+                    return Err(format!("the {side:?} ids are placed without their blocks' starts"))
+                }
                 _ => {}
             }
             if seen.contains(&(side, part)) {
@@ -49,10 +52,20 @@ impl Place {
     }
 }
 
+/// Per block of `side`, the byte its id lines start at, then their end.
+fn id_starts(req: &WriteRowsRequest, side: Side) -> &[u64] {
+    match side {
+        Side::Users => &req.user_id_starts,
+        Side::Items => &req.item_id_starts,
+    }
+}
+
 /// Write every block `job` holds at each of `places`, after checking each
 /// write falls inside `..end` and inside the file as the coordinator sized
-/// it; `nnz_starts` place each user block's ratings among all.
-pub fn write_rows(job: &Job, places: &[Place], nnz_starts: &[u64]) -> Result<WriteRowsResponse, String> {
+/// it; `req`'s starts place each user block's ratings among all, and each
+/// block's id lines.
+pub fn write_rows(job: &Job, places: &[Place], req: &WriteRowsRequest) -> Result<WriteRowsResponse, String> {
+    let nnz_starts = &req.user_nnz_starts[..];
     let k = job.params.factors as u64;
     let mut files: BTreeMap<&PathBuf, File> = BTreeMap::new();
     let mut written: [Vec<u32>; 2] = Default::default();
@@ -105,6 +118,27 @@ pub fn write_rows(job: &Job, places: &[Place], nnz_starts: &[u64]) -> Result<Wri
                     }
                 }
             }
+            RowsPart::Ids => {
+                let starts = id_starts(req, place.side);
+                for (block, ids) in job.ids_of(place.side) {
+                    let ids =
+                        ids.ok_or_else(|| format!("{:?} block {block} was shipped here: this worker has no ids of it", place.side))?;
+                    let lines: Vec<u8> = ids.iter().flat_map(|id| [id.as_bytes(), b"\n"]).flatten().copied().collect();
+                    let i = block as usize;
+                    let start = match (starts.get(i), starts.get(i + 1)) {
+                        (Some(&s), Some(&n)) if n.checked_sub(s) == Some(lines.len() as u64) => s,
+                        _ => {
+                            return Err(format!(
+                                "{:?} block {i}'s ids take {} bytes, not the ones placed for them",
+                                place.side,
+                                lines.len()
+                            ))
+                        }
+                    };
+                    let at = offset_within(place.at, start, 1, lines.len() as u64, place.end)?;
+                    write_at(file, at, &lines).map_err(shown)?;
+                }
+            }
             RowsPart::Unspecified => return Err("a place of no part".into()),
         }
     }
@@ -114,6 +148,13 @@ pub fn write_rows(job: &Job, places: &[Place], nnz_starts: &[u64]) -> Result<Wri
     }
     let [user_blocks, item_blocks] = written;
     Ok(WriteRowsResponse { user_blocks, item_blocks })
+}
+
+/// Write `bytes` at byte `offset` of `f`.
+fn write_at(f: &mut File, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    f.seek(SeekFrom::Start(offset))?;
+    f.write_all(bytes)
 }
 
 /// Rows `row_start..+n_rows` of `side` (factors of width `k`, and biases

@@ -416,6 +416,8 @@ impl Worker for WorkerService {
                 test_indptr: p.test_indptr,
                 test_columns: p.test_columns,
                 test_values: p.test_values,
+                // Shipped whole: the coordinator holds the ids.
+                ids: Vec::new(),
             },
         };
         let mut slot = self.job.lock().await;
@@ -582,7 +584,7 @@ impl Worker for WorkerService {
         active(&mut slot, &r.job_id)?;
         // Off the runtime: the rows are written from the blocks, under the job's lock.
         let written = tokio::task::spawn_blocking(move || match slot.as_ref() {
-            Some(job) => crate::row_files::write_rows(job, &places, &r.user_nnz_starts),
+            Some(job) => crate::row_files::write_rows(job, &places, &r),
             None => Err("the job ended".into()),
         })
         .await

@@ -92,6 +92,7 @@ fn block(rng: &mut SplitMix64, p: &SolveParams, n: u32, m: u32) -> BlockData {
         test_indptr: if test_columns.is_empty() { Vec::new() } else { test_indptr },
         test_columns,
         test_values,
+        ids: (0..n).map(|r| format!("r{r}")).collect(),
     }
 }
 

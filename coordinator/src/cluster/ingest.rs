@@ -19,6 +19,7 @@ use als_core::data::ingest::add_cell_sums;
 use als_core::data::select::{Ask as SelectAsk, Selection};
 use als_core::data::split::{HeldKeys, UserHoldout};
 use als_core::data::{DataFingerprint, DuplicatePolicy, LoadOptions, SplitSpec};
+use als_core::row_places::IdLines;
 use als_core::side::Side;
 use als_core::train::DataShape;
 use als_proto::codec::{bytes_u128, bytes_u32, bytes_u64, decode_ids, u128_bytes};
@@ -423,12 +424,18 @@ pub async fn build(
 }
 
 /// What the coordinator learns of the blocks the workers built, so that it
-/// trains without reading the input: the ids (the model's, and the initial
-/// factors'), and the users each user block's ranking evaluation scores.
+/// trains without reading the input: where each block's ids go in the
+/// model's ids files, the ids themselves only where asked, and the users
+/// each user block's ranking evaluation scores.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlocksDescribed {
-    pub user_ids: Vec<String>,
-    pub item_ids: Vec<String>,
+    /// Where asked: a coordinator that keeps a copy of the rows draws the
+    /// initial ones from them, and writes the model's ids itself.
+    /// Otherwise the workers keep them, and write the ids files.
+    pub ids: Option<DescribedIds>,
+    /// Per side (users, items): each block's first byte in the side's ids
+    /// file (`id\n` a row), then the file's length (blocks + 1).
+    pub id_line_starts: [Vec<u64>; 2],
     /// Per side (users, items), per block: the other side's rows it
     /// references, ascending; only where asked for (a coordinator that
     /// pushes the fixed rows itself). Otherwise they stay with each block's
@@ -439,18 +446,52 @@ pub struct BlocksDescribed {
     pub eval_users: Vec<u64>,
 }
 
-/// Ask each block's builder for its ids, and with `references` the rows it
-/// references (`Describe`), after [`build_blocks`] and before the blocks
-/// are adopted; every answer is checked against `built`.
-#[allow(clippy::too_many_arguments)]
+/// Every id of the blocks the workers built, in row order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DescribedIds {
+    pub users: Vec<String>,
+    pub items: Vec<String>,
+}
+
+impl BlocksDescribed {
+    /// Where each block's ids go in the model's users' and items' ids
+    /// files, with the rows of `built`.
+    pub fn id_lines(&self, built: &BlocksBuilt) -> [IdLines; 2] {
+        let [users, items] = self.id_line_starts.clone();
+        [
+            IdLines {
+                rows: built.user_starts.clone(),
+                bytes: users,
+            },
+            IdLines {
+                rows: built.item_starts.clone(),
+                bytes: items,
+            },
+        ]
+    }
+}
+
+/// What `Describe` asks of every block.
+#[derive(Debug, Clone, Copy)]
+pub struct DescribeAsk {
+    /// User blocks: count the users with a test row valued this or more.
+    pub min_pos: f32,
+    /// The rows each block references.
+    pub references: bool,
+    /// The ids themselves (else only their bytes as lines).
+    pub ids: bool,
+}
+
+/// Ask each block's builder what `ask` says (`Describe`), after
+/// [`build_blocks`] and before the blocks are adopted; every answer is
+/// checked against `built`.
 pub async fn describe_blocks(
     workers: &[WorkerHandle],
     alive: &[bool],
     job_id: &str,
     plan: &IngestPlan,
     built: &BlocksBuilt,
-    min_pos: f32,
-    references: bool,
+    ask: DescribeAsk,
     faults: &FaultOptions,
 ) -> anyhow::Result<BlocksDescribed> {
     let n_blocks = built.user_starts.len() - 1;
@@ -464,11 +505,12 @@ pub async fn describe_blocks(
         faults,
     };
     let mut out = BlocksDescribed {
-        user_ids: Vec::with_capacity(built.n_users()),
-        item_ids: Vec::with_capacity(built.n_items()),
+        ids: None,
+        id_line_starts: [vec![0], vec![0]],
         eval_users: Vec::with_capacity(n_blocks),
         references: None,
     };
+    let mut ids_of: [Vec<String>; 2] = Default::default();
     let mut referenced: [Vec<Vec<u32>>; 2] = Default::default();
     for (si, side) in [Side::Users, Side::Items].into_iter().enumerate() {
         let (starts, other) = match side {
@@ -480,51 +522,76 @@ pub async fn describe_blocks(
             let step = Step::Describe(DescribeStep {
                 side: side_to_pb(side) as i32,
                 block: b as u32,
-                min_pos,
-                references,
+                min_pos: ask.min_pos,
+                references: ask.references,
+                without_ids: !ask.ids,
             });
             let h = &workers[owners[b]];
             let what = format!("describe {} block {b}", side.name());
             let r = steps.call(h, &what, step).await.map_err(StepError::into_anyhow)?;
             let rows = (starts[b + 1] - starts[b]) as usize;
-            let (ids, needed) = checked_description(&r, b, n_blocks, rows, (other, references), plan.load.max_id_len)
+            let d = checked_description(&r, (b, n_blocks), rows, (other, &ask), plan.load.max_id_len)
                 .map_err(|m| anyhow::anyhow!("worker {}: {} block {b}: {m}", h.addr, side.name()))?;
-            match side {
-                Side::Users => {
-                    out.user_ids.extend(ids);
-                    out.eval_users.push(r.eval_users);
-                }
-                Side::Items => out.item_ids.extend(ids),
+            if side == Side::Users {
+                out.eval_users.push(r.eval_users);
             }
-            referenced[si].push(needed);
+            let starts = &mut out.id_line_starts[si];
+            starts.push(starts[b] + d.line_bytes);
+            ids_of[si].extend(d.ids);
+            referenced[si].push(d.needed);
         }
     }
-    out.references = references.then_some(referenced);
+    out.references = ask.references.then_some(referenced);
+    let [users, items] = ids_of;
+    out.ids = ask.ids.then_some(DescribedIds { users, items });
     Ok(out)
 }
 
-/// The ids of block `b` (of `n_blocks`, `rows` rows) as a worker described
-/// it, and the rows it references where asked (`other`: the other side's
-/// row count, and whether asked), or what is wrong with its answer: ids
-/// that are not an id table of `rows` ids of this block no longer than
-/// `max_id_len`, referenced rows not ascending below `other` (or any, not
+/// One block's description, checked.
+#[derive(Debug, PartialEq)]
+struct Description {
+    /// Where asked, else none.
+    ids: Vec<String>,
+    /// The ids' bytes as lines.
+    line_bytes: u64,
+    /// Where asked, else none.
+    needed: Vec<u32>,
+}
+
+/// Block `b` (of `n_blocks`, `rows` rows) as a worker described it: its
+/// ids' bytes as lines, and what `ask` asks (`other`: the other side's row
+/// count); or what is wrong with its answer: ids that are not an id table
+/// of `rows` ids of this block no longer than `max_id_len` (or any, not
+/// asked for), lines of other bytes than the ids' (or than `rows` such ids
+/// can take), referenced rows not ascending below `other` (or any, not
 /// asked for), more users scored than the block has.
 fn checked_description(
     r: &IngestResponse,
-    b: usize,
-    n_blocks: usize,
+    (b, n_blocks): (usize, usize),
     rows: usize,
-    (other, asked): (usize, bool),
+    (other, ask): (usize, &DescribeAsk),
     max_id_len: usize,
-) -> Result<(Vec<String>, Vec<u32>), String> {
+) -> Result<Description, String> {
     let ids = decode_ids(&r.id_bytes, &r.id_ends, max_id_len)?;
-    if ids.len() != rows {
-        return Err(format!("{} ids, the starts give it {rows}", ids.len()));
+    match ask.ids {
+        true if ids.len() != rows => return Err(format!("{} ids, the starts give it {rows}", ids.len())),
+        false if !ids.is_empty() => return Err(format!("{} ids, none asked for", ids.len())),
+        _ => {}
     }
     if let Some(id) = ids.iter().find(|id| block_of_id(id, n_blocks) != b) {
         return Err(format!("id {id:?} belongs to block {}", block_of_id(id, n_blocks)));
     }
+    let line_bytes = r.id_line_bytes;
+    let fits = match ask.ids {
+        true => line_bytes == ids.iter().map(|id| id.len() as u64 + 1).sum::<u64>(),
+        // Each line an id of 1 to max_id_len bytes and its '\n'.
+        false => (2 * rows as u64..=rows as u64 * (max_id_len as u64 + 1)).contains(&line_bytes),
+    };
+    if !fits {
+        return Err(format!("its {rows} ids take {line_bytes} bytes as lines, which they cannot"));
+    }
     let needed: Vec<u32> = bytes_u32("needed", &r.needed).map_err(|e| e.to_string())?;
+    let asked = ask.references;
     if !asked && !needed.is_empty() {
         return Err(format!("{} referenced rows, none asked for", needed.len()));
     }
@@ -534,7 +601,7 @@ fn checked_description(
     if r.eval_users > rows as u64 {
         return Err(format!("{} users scored of {rows}", r.eval_users));
     }
-    Ok((ids, needed))
+    Ok(Description { ids, line_bytes, needed })
 }
 
 /// Which keys a selection asks the workers about.

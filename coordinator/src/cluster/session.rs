@@ -8,7 +8,7 @@ use futures::future::try_join_all;
 
 use super::client::{connect, ClientOptions, WorkerHandle};
 use super::executor::{silent, BuiltBlocks, ClusterExecutor, FaultOptions, FinalRows};
-use super::ingest::{build_blocks, describe_blocks, BlocksBuilt, BlocksDescribed, IngestPlan, WorkerLost};
+use super::ingest::{build_blocks, describe_blocks, BlocksBuilt, BlocksDescribed, DescribeAsk, IngestPlan, WorkerLost};
 use super::local::LocalWorkers;
 use super::ratings::OnWorkers;
 use als_core::checkpoint::StartFrom;
@@ -36,6 +36,9 @@ pub struct ClusterSession {
     /// Tests: see [`ClusterExecutor::lose_at_evaluation`] (the next run's).
     #[cfg(test)]
     lose_at_evaluation: std::sync::Mutex<Option<(usize, usize)>>,
+    /// Tests: see [`ClusterExecutor::lose_at_starting_gram`] (the next run's).
+    #[cfg(test)]
+    lose_at_starting_gram: std::sync::Mutex<Option<usize>>,
     /// Files of rows (checkpoints, the model) the workers wrote in the last run.
     pub row_writes_by_workers: std::sync::atomic::AtomicUsize,
     /// Why each worker was lost, if it was, when the last `train` ended: the
@@ -77,6 +80,8 @@ impl ClusterSession {
             item_gram_from_workers: Default::default(),
             #[cfg(test)]
             lose_at_evaluation: Default::default(),
+            #[cfg(test)]
+            lose_at_starting_gram: Default::default(),
             row_writes_by_workers: Default::default(),
             lost: Default::default(),
             built: Default::default(),
@@ -108,6 +113,8 @@ impl ClusterSession {
             item_gram_from_workers: Default::default(),
             #[cfg(test)]
             lose_at_evaluation: Default::default(),
+            #[cfg(test)]
+            lose_at_starting_gram: Default::default(),
             row_writes_by_workers: Default::default(),
             lost: Default::default(),
             built: Default::default(),
@@ -185,9 +192,10 @@ impl ClusterSession {
         !silent.is_empty()
     }
 
-    /// The ids and routes of the blocks the last [`Self::build_blocks`]
-    /// built (before a run adopts them), for a run on a coordinator that
-    /// read none of the input.
+    /// What a run on a coordinator that read none of the input needs of the
+    /// blocks the last [`Self::build_blocks`] built (before a run adopts
+    /// them): where their ids go in the model's files, and, where it keeps
+    /// a copy of the rows, their ids and routes.
     pub fn describe_blocks(&self, plan: &IngestPlan, built: &BlocksBuilt, min_pos: f32) -> anyhow::Result<BlocksDescribed> {
         let job_id = self
             .built
@@ -197,18 +205,16 @@ impl ClusterSession {
             .context("no blocks were built to describe")?;
         let alive = self.alive();
         // Workers that do not send each other rows get the fixed rows from
-        // here, so this process needs what each block references.
-        let references = !self.workers.iter().all(WorkerHandle::exchanges_rows);
-        self.rt.block_on(describe_blocks(
-            &self.workers,
-            &alive,
-            &job_id,
-            plan,
-            built,
+        // here: this process keeps a copy of the rows, drawn from the ids,
+        // and needs what each block references.
+        let copy = !self.workers.iter().all(WorkerHandle::exchanges_rows);
+        let ask = DescribeAsk {
             min_pos,
-            references,
-            &self.faults,
-        ))
+            references: copy,
+            ids: copy,
+        };
+        self.rt
+            .block_on(describe_blocks(&self.workers, &alive, &job_id, plan, built, ask, &self.faults))
     }
 
     /// Train `cfg` on the workers, from `state` or a fresh start.
@@ -278,7 +284,10 @@ impl ClusterSession {
             (None, Some(ds), _) => initial_state(ds, cfg),
             (None, None, Some(_)) if keep_no_copy => TrainState::rows_elsewhere(cfg.factors),
             // The blocks the workers built start from the same rows, drawn from the same ids.
-            (None, None, Some(w)) => initial_state_of(&w.described.user_ids, &w.described.item_ids, cfg),
+            (None, None, Some(w)) => match &w.described.ids {
+                Some(ids) => initial_state_of(&ids.users, &ids.items, cfg),
+                None => anyhow::bail!("internal error: a copy of the rows here needs the blocks' ids, which were not described"),
+            },
             (None, None, None) => anyhow::bail!("a fresh run needs the ratings here or the workers' description of their blocks"),
         };
         let params = cfg.solve_params(data.shape.global_mean);
@@ -301,6 +310,7 @@ impl ClusterSession {
         #[cfg(test)]
         {
             exec.lose_at_evaluation = self.lose_at_evaluation.lock().ok().and_then(|mut l| l.take());
+            exec.lose_at_starting_gram = self.lose_at_starting_gram.lock().ok().and_then(|mut l| l.take());
         }
         self.started_without_copy
             .store(exec.keeps_rows(), std::sync::atomic::Ordering::Relaxed);
@@ -922,6 +932,12 @@ mod tests {
             implicit: bool,
             /// Kill worker 1 after iteration 2 (3 when resumed).
             kill: bool,
+            /// Kill worker 1 once the blocks are described, before the run
+            /// starts: its blocks are built again before the starting YᵀY.
+            kill_before_start: bool,
+            /// Worker 1 taken as lost as it answers for the starting YᵀY:
+            /// its blocks move, and every block's Gramian is asked again.
+            lose_at_starting_gram: bool,
             /// Restart it after iteration 3.
             restart: bool,
             /// Workers taken as lost as the first evaluation from peers'
@@ -1013,6 +1029,16 @@ mod tests {
                 no_exchange: true,
                 ..Case::default()
             },
+            Case {
+                implicit: true,
+                kill_before_start: true,
+                ..Case::default()
+            },
+            Case {
+                implicit: true,
+                lose_at_starting_gram: true,
+                ..Case::default()
+            },
         ];
         // The routing minimums, as counted from the ratings (every block at home).
         let home_minimums = |layouts: &Layouts, k: usize| {
@@ -1029,6 +1055,8 @@ mod tests {
             let Case {
                 implicit,
                 kill,
+                kill_before_start,
+                lose_at_starting_gram,
                 restart,
                 lose_at_evaluation,
                 checkpoints,
@@ -1045,6 +1073,7 @@ mod tests {
             let mut s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
             s.faults.heartbeat = std::time::Duration::from_millis(50);
             *s.lose_at_evaluation.lock().unwrap() = lose_at_evaluation;
+            *s.lose_at_starting_gram.lock().unwrap() = lose_at_starting_gram.then_some(1);
             if no_exchange {
                 for w in &mut s.workers {
                     w.info.capabilities.retain(|c| c != als_proto::PEER_EXCHANGE);
@@ -1063,7 +1092,8 @@ mod tests {
             };
             let what = format!(
                 "implicit={implicit} kill={kill} restart={restart} lose at evaluation {lose_at_evaluation:?} \
-                 checkpoints={checkpoints} copy={copy} corrupt={corrupt} resume={resume} no_exchange={no_exchange}"
+                 checkpoints={checkpoints} copy={copy} corrupt={corrupt} resume={resume} no_exchange={no_exchange} \
+                 kill before start={kill_before_start} lose at starting gram={lose_at_starting_gram}"
             );
             let at = dir.path().join(format!("checkpoints-{case}"));
             // Resumed: two iterations first, on blocks the workers built, checkpointed by them.
@@ -1116,9 +1146,13 @@ mod tests {
             let sig = RunSignature::new(&built.fingerprint_digest(), &cfg);
             let start = match resume {
                 true => Some(StartFrom::Checkpoint(als_core::checkpoint::latest_sealed(&at, &sig).unwrap())),
-                false => copy.then(|| StartFrom::State(initial_state_of(&on.described.user_ids, &on.described.item_ids, &cfg))),
+                // The dataset's ids are the blocks': the same rows.
+                false => copy.then(|| StartFrom::State(initial_state(&ds, &cfg))),
             };
             let kill_after = if resume { 3 } else { 2 };
+            if kill_before_start {
+                s.kill_local_worker(1);
+            }
             let got = s.train(&data, Some(&on), &cfg, &on.layouts(), start, FinalRows::Wanted, &mut |r, st| {
                 if corrupt && r.iteration == 2 {
                     let first = at.join("checkpoint-000001.als");
@@ -1165,9 +1199,12 @@ mod tests {
             assert_eq!(got.state, want.state, "{what}");
             // The routing minimums are the ones the ratings give, though this
             // process holds none of the rows the blocks reference (the
-            // workers' routes count them), unless it pushes the rows itself.
+            // workers' routes count them), unless it pushes the rows itself;
+            // every block at home, unless a worker was lost before the start.
             let r = &got.reports[0];
-            assert_eq!((r.bytes_min(), r.bytes_min_peer()), home_minimums(&layouts, cfg.factors), "{what}");
+            if !kill_before_start && !lose_at_starting_gram {
+                assert_eq!((r.bytes_min(), r.bytes_min_peer()), home_minimums(&layouts, cfg.factors), "{what}");
+            }
             if no_exchange {
                 assert_eq!(r.bytes_peer(), 0, "{what}: the coordinator carries the rows");
             }
@@ -1211,8 +1248,9 @@ mod tests {
                 assert_eq!(lost, vec![None, None, None], "{what}");
             } else {
                 let back = restart && taken_back;
-                assert_eq!(rebuilds, usize::from(kill) + usize::from(back), "{what}");
-                assert_eq!(lost[1].is_some(), kill && !back, "{what}: {lost:?}");
+                let killed = kill || kill_before_start || lose_at_starting_gram;
+                assert_eq!(rebuilds, usize::from(killed) + usize::from(back), "{what}");
+                assert_eq!(lost[1].is_some(), killed && !back, "{what}: {lost:?}");
             }
         }
     }

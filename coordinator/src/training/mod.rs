@@ -12,6 +12,7 @@ use std::time::Duration;
 use als_core::checkpoint::{latest_sealed, RunSignature, StartFrom};
 use als_core::data::Dataset;
 use als_core::model::{save_model, Model, ModelParts, PendingModel};
+use als_core::row_places::IdLines;
 use als_core::side::Factors;
 use als_core::train::{IterationReport, Layouts, StateView, TestMetrics, TrainConfig, TrainData, TrainError, TrainResult};
 use anyhow::{bail, Context};
@@ -93,6 +94,9 @@ pub struct TrainOutcome {
     /// The saved model's rows were written by the workers, not from here.
     #[cfg_attr(not(test), allow(dead_code))]
     pub model_rows_by_workers: bool,
+    /// The saved model's ids files too (this coordinator holds no ids).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub model_ids_by_workers: bool,
     /// This coordinator read ratings from the input (in any run of the job).
     #[cfg_attr(not(test), allow(dead_code))]
     pub read_input_here: bool,
@@ -173,6 +177,15 @@ impl RunData {
         }
     }
 
+    /// Where each block's ids go in the model's ids files, where this
+    /// coordinator holds none of them: the workers write them.
+    fn id_lines_elsewhere(&self) -> Option<[IdLines; 2]> {
+        match self {
+            RunData::OnWorkers(w, _) if w.described.ids.is_none() => Some(w.described.id_lines(&w.built)),
+            _ => None,
+        }
+    }
+
     fn on_workers(&self) -> Option<&OnWorkers<'static>> {
         match self {
             RunData::Here(_) => None,
@@ -214,9 +227,11 @@ fn parts_of_run(
         RunData::OnWorkers(w, _) => {
             let factors = (take_factors(&mut result.state.users), take_factors(&mut result.state.items));
             let OnWorkers { built, described, .. } = *w;
+            // Where not described, the workers wrote the ids files with the rows.
+            let ids = described.ids.map(|i| (i.users, i.items)).unwrap_or_default();
             let of = DataOfModel {
-                user_ids: described.user_ids,
-                item_ids: described.item_ids,
+                user_ids: ids.0,
+                item_ids: ids.1,
                 rating_range: built.training_range,
                 fingerprint: built.fingerprint_digest(),
                 seen: None,
@@ -354,7 +369,7 @@ fn train_run(
     };
     let bar = progress::training_bar(cfg.iterations, job.quiet);
     let total = cfg.iterations;
-    let seen = data.seen_nnz();
+    let (seen, ids) = (data.seen_nnz(), data.id_lines_elsewhere());
     // The saved model's rows, when the workers wrote them (the evaluated run's model only).
     let mut model_rows: Option<PendingModel> = None;
     let mut on_iteration = |r: &IterationReport, state: &mut StateView| -> Result<(), TrainError> {
@@ -376,7 +391,7 @@ fn train_run(
             "iteration"
         );
         if let (Some(o), true, false) = (&job.output, r.iteration == total, job.refit_on_all) {
-            model_rows = model_rows_by_executor(state, o, seen)?;
+            model_rows = model_rows_by_executor(state, o, seen, ids.clone())?;
         }
         if let Some(plan) = &job.checkpoint {
             if r.iteration.is_multiple_of(plan.every) || r.iteration == total {
@@ -451,6 +466,7 @@ fn finish_run(
     let mut parts = parts;
     trained_on.record(&mut parts, &mut metrics);
     let model_rows_by_workers = model_rows.is_some();
+    let model_ids_by_workers = model_rows.as_ref().is_some_and(PendingModel::ids_written_elsewhere);
     // Without the seen matrix here there is no model to query, only its files.
     let (model, parts) = match seen_here {
         true => (Some(Model::new(parts).context("the trained model is inconsistent")?), None),
@@ -468,7 +484,7 @@ fn finish_run(
             ),
         }
         .with_context(|| format!("cannot save the model to {}", o.dir.display()))?;
-        tracing::info!(dir = %o.dir.display(), trained_on = %trained_on.describe(), rows_by_workers = model_rows_by_workers, "model saved");
+        tracing::info!(dir = %o.dir.display(), trained_on = %trained_on.describe(), rows_by_workers = model_rows_by_workers, ids_by_workers = model_ids_by_workers, "model saved");
     }
     if let Some(path) = &job.metrics_json {
         write_json_atomic(path, &metrics)?;
@@ -481,6 +497,7 @@ fn finish_run(
         data: summary,
         executor,
         model_rows_by_workers,
+        model_ids_by_workers,
         read_input_here,
     })
 }
@@ -512,13 +529,13 @@ fn final_fit(
     let train_data = data.train_data(&layouts, trainer, job, workers_read.as_ref())?;
     let bar = progress::training_bar(cfg.iterations, job.quiet);
     bar.set_message("final fit on every rating");
-    let seen = data.seen_nnz();
+    let (seen, ids) = (data.seen_nnz(), data.id_lines_elsewhere());
     let mut model_rows = None;
     let mut on_iteration = |r: &IterationReport, state: &mut StateView| -> Result<(), TrainError> {
         bar.inc(1);
         tracing::debug!(iteration = r.iteration, seconds = r.seconds, "final fit");
         if let (Some(o), true) = (output, r.iteration == cfg.iterations) {
-            model_rows = model_rows_by_executor(state, o, seen)?;
+            model_rows = model_rows_by_executor(state, o, seen, ids.clone())?;
         }
         Ok(())
     };
@@ -556,13 +573,18 @@ fn seen_nnz(ds: &Dataset) -> Option<u64> {
 }
 
 /// The model's rows written by the executor where it keeps them (each
-/// worker its blocks', into the model's files, and the seen matrix's with
-/// `seen_nnz`), and read back into the state: the coordinator fetches none
-/// of them. `None` where the executor cannot (in-process, or workers that
+/// worker its blocks', into the model's files, the seen matrix's with
+/// `seen_nnz`, and the ids' with `ids`), and read back into the state: the
+/// coordinator fetches none of them. `None` where the executor cannot (in-process, or workers that
 /// write no files): the model is then saved from the state, as
 /// [`save_model`] saves it, to the same bytes.
-fn model_rows_by_executor(state: &mut StateView, out: &ModelOutput, seen_nnz: Option<u64>) -> Result<Option<PendingModel>, TrainError> {
-    let mut pending = PendingModel::begin(&out.dir, out.overwrite, state.shape(), seen_nnz)?;
+fn model_rows_by_executor(
+    state: &mut StateView,
+    out: &ModelOutput,
+    seen_nnz: Option<u64>,
+    ids: Option<[IdLines; 2]>,
+) -> Result<Option<PendingModel>, TrainError> {
+    let mut pending = PendingModel::begin(&out.dir, out.overwrite, state.shape(), seen_nnz, ids)?;
     let places = pending.places();
     // Read into the state, or, where it keeps no rows (the workers hold them), only checked.
     let written = state.rows_written_at(&places, |rows| match rows {

@@ -18,10 +18,11 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::id_lines::{check_id_lines, lines_problem};
 use super::{Model, ModelKind, ModelParts};
 use crate::data::Csr;
 use crate::npy::{self, NpyElement, NpyError};
-use crate::row_places::{write_le_at, RowPlaces, RowsPlace, RowsShape, SeenPlaces};
+use crate::row_places::{write_le_at, IdLines, IdsPlace, IdsPlaces, RowPlaces, RowsPlace, RowsShape, SeenPlaces};
 use crate::side::Factors;
 use crate::solve::all_finite;
 
@@ -315,12 +316,18 @@ fn written_or_write(
 /// hold exactly what would be written.
 fn write_all_files(
     model: &ModelParts,
-    rows_files: RowsFiles,
+    (rows_files, ids_files): (RowsFiles, RowsFiles),
     seen: SeenFiles,
     tmp: &Path,
     read_back: &[FileEntry],
+    shape: Option<RowsShape>,
 ) -> Result<(), ModelError> {
-    let (nu, ni, k) = (model.user_ids.len(), model.item_ids.len(), model.user_factors.ncols());
+    // Where the ids were written elsewhere, the parts hold none: the shape begun counts them.
+    let (nu, ni) = match (ids_files, shape) {
+        (RowsFiles::ReadBack, Some(s)) => (s.n_users, s.n_items),
+        _ => (model.user_ids.len(), model.item_ids.len()),
+    };
+    let k = model.user_factors.ncols();
     let mut files = Vec::new();
     let uf = model.user_factors.as_standard_layout();
     let itf = model.item_factors.as_standard_layout();
@@ -339,8 +346,12 @@ fn write_all_files(
             RowsFiles::ReadBack => read_back_entry(read_back, name)?,
         });
     }
-    files.push(write_file(tmp, USER_IDS, |w| write_ids(w, &model.user_ids))?);
-    files.push(write_file(tmp, ITEM_IDS, |w| write_ids(w, &model.item_ids))?);
+    for (name, ids) in [(USER_IDS, &model.user_ids), (ITEM_IDS, &model.item_ids)] {
+        files.push(match ids_files {
+            RowsFiles::WriteOrCheck => written_or_write(tmp, name, read_back, |w| write_ids(w, ids))?,
+            RowsFiles::ReadBack => read_back_entry(read_back, name)?,
+        });
+    }
     let nnz_seen = match seen {
         SeenFiles::Write(seen) => {
             let indptr: Vec<i64> = seen.indptr.iter().map(|&p| p as i64).collect();
@@ -403,9 +414,9 @@ fn read_back_entry(read_back: &[FileEntry], name: &str) -> Result<FileEntry, Mod
         })
 }
 
-/// The files of a model's rows being saved: written from its parts (or
-/// checked against them where written elsewhere), or only written
-/// elsewhere and read back (checked as they were read).
+/// The files of a model's rows (or of its ids) being saved: written from
+/// its parts (or checked against them where written elsewhere), or only
+/// written elsewhere and read back (checked as they were read).
 #[derive(Clone, Copy)]
 enum RowsFiles {
     WriteOrCheck,
@@ -439,10 +450,11 @@ pub fn save_model(model: &Model, dir: &Path, overwrite: bool) -> Result<(), Mode
     let tmp = temp_dir_beside(dir, OutputPolicy::REPLACE)?;
     write_all_files(
         &model.parts,
-        RowsFiles::WriteOrCheck,
+        (RowsFiles::WriteOrCheck, RowsFiles::WriteOrCheck),
         SeenFiles::Write(&model.parts.seen),
         tmp.path(),
         &[],
+        None,
     )?;
     fail_point("rename new").map_err(io_at(dir))?;
     replace_dir(tmp, dir)?;
@@ -485,15 +497,37 @@ pub struct PendingModel {
     /// The rows read back are in the caller's state (else only checked:
     /// the model is finished from parts without rows).
     rows_here: bool,
+    /// Users' and items' ids files, where written elsewhere too (the
+    /// model is then finished from parts without ids).
+    ids: Option<[IdLines; 2]>,
 }
 
 impl PendingModel {
     /// With `seen_nnz`, the seen matrix (that many ratings) is written
-    /// elsewhere too ([`RowPlaces::seen`]).
-    pub fn begin(dir: &Path, overwrite: bool, shape: RowsShape, seen_nnz: Option<u64>) -> Result<PendingModel, ModelError> {
+    /// elsewhere too ([`RowPlaces::seen`]); with `ids`, the users' and the
+    /// items' ids files, each block's lines where they say
+    /// ([`RowPlaces::ids`]).
+    pub fn begin(
+        dir: &Path,
+        overwrite: bool,
+        shape: RowsShape,
+        seen_nnz: Option<u64>,
+        ids: Option<[IdLines; 2]>,
+    ) -> Result<PendingModel, ModelError> {
         use crate::atomic::{temp_dir_beside, OutputPolicy};
         check_replaceable(dir, overwrite)?;
         let tmp = temp_dir_beside(dir, OutputPolicy::REPLACE)?;
+        if let Some([users, items]) = &ids {
+            for (name, lines, n) in [(USER_IDS, users, shape.n_users), (ITEM_IDS, items, shape.n_items)] {
+                let path = tmp.path().join(name);
+                lines_problem(lines, n).map_err(|problem| ModelError::InvalidAt {
+                    path: path.clone(),
+                    problem,
+                })?;
+                let f = File::create(&path).map_err(io_at(&path))?;
+                f.set_len(*lines.bytes.last().expect("checked")).map_err(io_at(&path))?;
+            }
+        }
         for (name, descr, dims, width) in files_written_elsewhere(shape, seen_nnz) {
             let path = tmp.path().join(name);
             let head = npy::header(descr, &dims);
@@ -514,7 +548,13 @@ impl PendingModel {
             seen_nnz,
             read_back: Vec::new(),
             rows_here: false,
+            ids,
         })
+    }
+
+    /// The ids files are written elsewhere too.
+    pub fn ids_written_elsewhere(&self) -> bool {
+        self.ids.is_some()
     }
 
     /// Where each part of the rows goes.
@@ -543,6 +583,18 @@ impl PendingModel {
                     indptr,
                     indices: place(SEEN_INDICES, u32::DESCR, &[nnz as usize], 4),
                 }
+            }),
+            ids: self.ids.as_ref().map(|[users, items]| {
+                Box::new(IdsPlaces {
+                    users: IdsPlace {
+                        path: self.tmp.path().join(USER_IDS),
+                        lines: users.clone(),
+                    },
+                    items: IdsPlace {
+                        path: self.tmp.path().join(ITEM_IDS),
+                        lines: items.clone(),
+                    },
+                })
             }),
         }
     }
@@ -600,6 +652,11 @@ impl PendingModel {
         if let Some(nnz) = self.seen_nnz {
             entries.extend(check_seen_files(self.tmp.path(), self.shape, nnz)?);
         }
+        if let Some([users, items]) = &self.ids {
+            for (name, lines) in [(USER_IDS, users), (ITEM_IDS, items)] {
+                entries.push(check_ids_file(&self.tmp.path().join(name), name, lines)?);
+            }
+        }
         self.read_back = entries;
         Ok(())
     }
@@ -616,10 +673,11 @@ impl PendingModel {
         }
         write_all_files(
             &model.parts,
-            RowsFiles::WriteOrCheck,
+            (RowsFiles::WriteOrCheck, RowsFiles::WriteOrCheck),
             SeenFiles::Write(&model.parts.seen),
             self.tmp.path(),
             &self.read_back,
+            None,
         )?;
         self.put_in_place()
     }
@@ -629,7 +687,9 @@ impl PendingModel {
     /// none to compare them with); `parts.seen` is not used. Where the rows
     /// were only checked ([`Self::check_rows_written`]), `parts` holds no
     /// rows (none, or biases of none, where the model has them), and the
-    /// files written elsewhere are the model's rows.
+    /// files written elsewhere are the model's rows. Where the ids were
+    /// written elsewhere too, `parts` holds none, and the rows must have
+    /// been only checked: rows here would be rows without ids.
     pub fn finish_without_seen(self, parts: &ModelParts) -> Result<(), ModelError> {
         let nnz = match (self.seen_nnz, self.read_back.is_empty()) {
             (Some(nnz), false) => nnz,
@@ -658,16 +718,36 @@ impl PendingModel {
                 RowsFiles::ReadBack
             }
         };
+        let ids = match (self.ids.is_some(), rows) {
+            (false, _) => RowsFiles::WriteOrCheck,
+            (true, RowsFiles::ReadBack) if parts.user_ids.is_empty() && parts.item_ids.is_empty() => RowsFiles::ReadBack,
+            (true, _) => {
+                return Err(ModelError::Invalid {
+                    problem: "the ids were written elsewhere, but the model's parts hold ids or rows".into(),
+                })
+            }
+        };
         self.check_shape(parts)?;
-        write_all_files(parts, rows, SeenFiles::ReadBack(nnz as usize), self.tmp.path(), &self.read_back)?;
+        let shape = matches!(ids, RowsFiles::ReadBack).then_some(self.shape);
+        write_all_files(
+            parts,
+            (rows, ids),
+            SeenFiles::ReadBack(nnz as usize),
+            self.tmp.path(),
+            &self.read_back,
+            shape,
+        )?;
         self.put_in_place()
     }
 
+    /// `parts` are shaped as begun (their ids counted, or, where written
+    /// elsewhere, the shape begun taken for theirs).
     fn check_shape(&self, parts: &ModelParts) -> Result<(), ModelError> {
         validate(parts)?;
+        let ids_elsewhere = self.ids.is_some() && parts.user_ids.is_empty() && parts.item_ids.is_empty();
         let found = RowsShape {
-            n_users: parts.user_ids.len(),
-            n_items: parts.item_ids.len(),
+            n_users: if ids_elsewhere { self.shape.n_users } else { parts.user_ids.len() },
+            n_items: if ids_elsewhere { self.shape.n_items } else { parts.item_ids.len() },
             k: parts.user_factors.ncols(),
             biased: parts.user_bias.is_some(),
         };
@@ -751,6 +831,17 @@ fn check_seen_files(tmp: &Path, shape: RowsShape, nnz: u64) -> Result<[FileEntry
         left -= c.len();
     }
     Ok([ptr_entry, r.entry_at_end(&idx_path, SEEN_INDICES, format!("{nnz} items"))?])
+}
+
+/// The ids file `path` (`name` in model.json) as written elsewhere at
+/// `lines`, checked as it is read ([`check_id_lines`]); its entry.
+fn check_ids_file(path: &Path, name: &str, lines: &IdLines) -> Result<FileEntry, ModelError> {
+    let mut r = BufReader::with_capacity(1 << 16, HashReader::open(path)?);
+    check_id_lines(&mut r, lines).map_err(|problem| ModelError::InvalidAt {
+        path: path.to_path_buf(),
+        problem,
+    })?;
+    Ok(r.into_inner().entry(name))
 }
 
 /// Read the rows of the f32 `.npy` file `path` (headed `head`, as
@@ -1259,7 +1350,7 @@ mod tests {
             let want = root.path().join(format!("saved-{kind:?}"));
             save_model(&m, &want, false).unwrap();
             let got = root.path().join(format!("pending-{kind:?}"));
-            let mut pending = PendingModel::begin(&got, false, shape, seen_nnz).unwrap();
+            let mut pending = PendingModel::begin(&got, false, shape, seen_nnz, None).unwrap();
             write(&pending, &m);
             let (mut users, mut items) = (
                 Factors {
@@ -1287,14 +1378,14 @@ mod tests {
             // Rows other than the model's: finishing is refused, naming the file.
             let other = random_model(kind, 13, 7, 3, 12);
             let bad = root.path().join(format!("bad-{kind:?}"));
-            let mut pending = PendingModel::begin(&bad, false, shape, seen_nnz).unwrap();
+            let mut pending = PendingModel::begin(&bad, false, shape, seen_nnz, None).unwrap();
             write(&pending, &other);
             pending.read_rows_into(&mut users, &mut items).unwrap();
             let e = pending.finish(&m).unwrap_err().to_string();
             assert!(e.contains(USER_FACTORS) && e.contains("not the model's"), "{e}");
             assert!(!bad.exists(), "nothing is put in place");
             // A row that is not finite: refused as it is read.
-            let mut pending = PendingModel::begin(&bad, false, shape, seen_nnz).unwrap();
+            let mut pending = PendingModel::begin(&bad, false, shape, seen_nnz, None).unwrap();
             write(&pending, &m);
             let p = pending.places().item_rows;
             write_le_at(
@@ -1310,7 +1401,7 @@ mod tests {
             let mut parts = m.clone().into_parts();
             parts.seen = Csr::default();
             let lean = root.path().join(format!("lean-{kind:?}"));
-            let mut pending = PendingModel::begin(&lean, false, shape, seen_nnz).unwrap();
+            let mut pending = PendingModel::begin(&lean, false, shape, seen_nnz, None).unwrap();
             write(&pending, &m);
             pending.read_rows_into(&mut users, &mut items).unwrap();
             match seen_nnz {
@@ -1324,7 +1415,7 @@ mod tests {
                     assert_same(&load_model(&lean).unwrap(), &m);
                     // A user's items out of order, or past the items: refused as read, by file name.
                     for (at, item) in [(1u64, m.seen().indices[0]), (0, 7)] {
-                        let mut pending = PendingModel::begin(&bad, false, shape, seen_nnz).unwrap();
+                        let mut pending = PendingModel::begin(&bad, false, shape, seen_nnz, None).unwrap();
                         write(&pending, &m);
                         let p = pending.places().seen.unwrap().indices;
                         let row0 = m.seen().indptr[1] as u64;
@@ -1351,5 +1442,115 @@ mod tests {
                 "no temporary is left"
             );
         }
+    }
+
+    /// The ids written elsewhere too, each block's lines at their bytes
+    /// (as workers that keep their blocks' ids write them), with the rows
+    /// and the seen matrix only checked: finished from parts holding none
+    /// of them, the same directory as [`save_model`]'s, to the byte. Ids
+    /// out of order are refused as read, naming the file; parts holding ids
+    /// beside ids written elsewhere are refused.
+    #[test]
+    fn ids_written_elsewhere_make_the_saved_models_bytes() {
+        use super::super::id_lines::placed;
+        use crate::data::ids::dense_order;
+        use crate::row_places::write_le_at;
+        let root = tempfile::tempdir().unwrap();
+        let mut parts = random_model(ModelKind::Explicit, 13, 7, 3, 11).into_parts();
+        let user_names: Vec<String> = (0..13).map(|u| (u * 101).to_string()).collect();
+        let item_names: Vec<String> = (0..7).map(|i| format!("item {i}")).collect();
+        parts.user_ids = dense_order(user_names.iter().map(String::as_str).collect());
+        parts.item_ids = dense_order(item_names.iter().map(String::as_str).collect());
+        let m = Model::new(parts).unwrap();
+        let want = root.path().join("saved");
+        save_model(&m, &want, false).unwrap();
+        let shape = RowsShape {
+            n_users: 13,
+            n_items: 7,
+            k: 3,
+            biased: true,
+        };
+        let nnz = m.seen().indices.len() as u64;
+        let (user_text, user_lines) = placed(m.user_ids(), 2);
+        let (item_text, item_lines) = placed(m.item_ids(), 3);
+        let open = |path: &Path| fs::OpenOptions::new().write(true).open(path).unwrap();
+        // Everything the workers write, the ids a block at a time, the last block first.
+        let write = |pending: &PendingModel, user_text: &[u8]| {
+            let p = pending.places();
+            let seen = p.seen.as_ref().unwrap();
+            let indptr: Vec<i64> = m.seen().indptr[..13].iter().map(|&x| x as i64).collect();
+            write_le_at(&mut open(&seen.indptr.path), seen.indptr.at, &indptr).unwrap();
+            write_le_at(&mut open(&seen.indices.path), seen.indices.at, &m.seen().indices).unwrap();
+            for (place, values) in [
+                (&p.user_rows, m.user_factors().as_slice().unwrap()),
+                (&p.item_rows, m.item_factors().as_slice().unwrap()),
+                (p.user_bias.as_ref().unwrap(), m.user_bias().unwrap()),
+                (p.item_bias.as_ref().unwrap(), m.item_bias().unwrap()),
+            ] {
+                write_le_at(&mut open(&place.path), place.at, values).unwrap();
+            }
+            let ids = p.ids.as_ref().unwrap();
+            for (place, text) in [(&ids.users, user_text), (&ids.items, &item_text[..])] {
+                let mut f = open(&place.path);
+                let b = &place.lines.bytes;
+                assert_eq!(f.metadata().unwrap().len(), b[b.len() - 1], "created at its full length");
+                for blk in (0..b.len() - 1).rev() {
+                    use std::io::{Seek, SeekFrom};
+                    f.seek(SeekFrom::Start(b[blk])).unwrap();
+                    f.write_all(&text[b[blk] as usize..b[blk + 1] as usize]).unwrap();
+                }
+            }
+        };
+        let begin = |dir: &Path| {
+            let ids = Some([user_lines.clone(), item_lines.clone()]);
+            PendingModel::begin(dir, false, shape, Some(nnz), ids).unwrap()
+        };
+        let mut lean = m.clone().into_parts();
+        lean.user_ids = Vec::new();
+        lean.item_ids = Vec::new();
+        lean.user_factors = Array2::zeros((0, 3));
+        lean.item_factors = Array2::zeros((0, 3));
+        lean.user_bias = Some(Vec::new());
+        lean.item_bias = Some(Vec::new());
+        lean.seen = Csr::default();
+        let got = root.path().join("pending");
+        let mut pending = begin(&got);
+        write(&pending, &user_text);
+        pending.check_rows_written().unwrap();
+        pending.finish_without_seen(&lean).unwrap();
+        for name in DATA_FILES {
+            let (a, b) = (fs::read(want.join(name)).ok(), fs::read(got.join(name)).ok());
+            assert!(a == b, "{name} differs");
+        }
+        let files =
+            |d: &Path| serde_json::from_slice::<serde_json::Value>(&fs::read(d.join(MODEL_JSON)).unwrap()).unwrap()["files"].clone();
+        assert_eq!(files(&want), files(&got));
+        assert_same(&load_model(&got).unwrap(), &m);
+
+        // Two users of one bucket swapped: refused as read, by file name.
+        let ids = m.user_ids();
+        let at = (1..13).find(|&i| crate::data::ids::id_bucket(&ids[i]) == crate::data::ids::id_bucket(&ids[i - 1]));
+        let mut swapped = ids.to_vec();
+        match at {
+            Some(i) => swapped.swap(i - 1, i),
+            // No two share a bucket: the first two of the first block, swapped, are out of bucket order.
+            None => swapped.swap(0, 1),
+        }
+        let bad = root.path().join("bad");
+        let mut pending = begin(&bad);
+        write(&pending, &placed(&swapped, 2).0);
+        let e = pending.check_rows_written().unwrap_err().to_string();
+        assert!(e.contains(USER_IDS), "{e}");
+        drop(pending);
+        // Ids both written elsewhere and in the parts: which are the model's?
+        let mut pending = begin(&bad);
+        write(&pending, &user_text);
+        pending.check_rows_written().unwrap();
+        let mut with_ids = lean.clone();
+        with_ids.user_ids = m.user_ids().to_vec();
+        with_ids.item_ids = m.item_ids().to_vec();
+        let e = pending.finish_without_seen(&with_ids).unwrap_err().to_string();
+        assert!(e.contains("ids were written elsewhere"), "{e}");
+        assert!(!bad.exists(), "nothing is put in place");
     }
 }

@@ -130,5 +130,6 @@ fn block_data(block: u32, row_start: u64, csr: Csr, ids: &[String], side: Side, 
         test_indptr: Vec::new(),
         test_columns: Vec::new(),
         test_values: Vec::new(),
+        ids: ids.to_vec(),
     }
 }

@@ -835,9 +835,11 @@ pub const DESCRIBE_LIMIT: usize = 15 << 20;
 /// One finished block as the coordinator learns it (`Describe`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlockDescription {
-    /// The ids as an id table ([`als_proto::codec::id_table`]).
+    /// Where asked: the ids as an id table ([`als_proto::codec::id_table`]).
     pub id_bytes: Vec<u8>,
     pub id_ends: Vec<u8>,
+    /// The ids' bytes as lines of an ids file (each id and its `\n`).
+    pub id_line_bytes: u64,
     /// Where asked: the other side's rows the block references, ascending.
     /// Otherwise they stay here, and the routes count them (`Subscribe`).
     pub needed: Vec<u32>,
@@ -846,11 +848,17 @@ pub struct BlockDescription {
 }
 
 impl Ingest {
-    /// The ids of finished block `block` of the users' side (`users`) or
-    /// the items', with `references` the rows of the other side it
-    /// references, and (user blocks) its users with a test row of `min_pos`
-    /// or more.
-    pub fn describe(&self, users: bool, block: u32, min_pos: f32, references: bool) -> Result<BlockDescription, JobError> {
+    /// Finished block `block` of the users' side (`users`) or the items':
+    /// its ids' bytes as lines, with `ids` the ids themselves, with
+    /// `references` the rows of the other side it references, and (user
+    /// blocks) its users with a test row of `min_pos` or more.
+    pub fn describe(
+        &self,
+        users: bool,
+        block: u32,
+        min_pos: f32,
+        (references, ids_too): (bool, bool),
+    ) -> Result<BlockDescription, JobError> {
         self.expect(Stage::Finished, "describing a block")?;
         let side = if users { "user" } else { "item" };
         let missing = || invalid(format!("this worker holds no {side} block {block}"));
@@ -866,7 +874,12 @@ impl Ingest {
             (&self.items.get(&block).ok_or_else(missing)?.item_ids, by_item, 0)
         };
         let needed = if references { adopt::referenced_rows(csr) } else { Vec::new() };
-        let (id_bytes, id_ends) = als_proto::codec::id_table(ids);
+        let id_line_bytes = ids.iter().map(|id| id.len() as u64 + 1).sum();
+        let (id_bytes, id_ends) = if ids_too {
+            als_proto::codec::id_table(ids)
+        } else {
+            Default::default()
+        };
         let bytes = id_bytes.len() + id_ends.len() + 4 * needed.len();
         if bytes > DESCRIBE_LIMIT {
             return Err(invalid(format!(
@@ -877,6 +890,7 @@ impl Ingest {
         Ok(BlockDescription {
             id_bytes,
             id_ends,
+            id_line_bytes,
             needed,
             eval_users,
         })

@@ -263,8 +263,12 @@ pub async fn step(
         Step::Describe(d) => {
             let side = als_proto::spec::side_from_pb(d.side).map_err(|e| Status::invalid_argument(format!("describe: {e}")))?;
             let users = side == als_core::side::Side::Users;
-            let got = with_ingest(slot, &job_id, move |i| i.describe(users, d.block, d.min_pos, d.references)).await?;
+            let got = with_ingest(slot, &job_id, move |i| {
+                i.describe(users, d.block, d.min_pos, (d.references, !d.without_ids))
+            })
+            .await?;
             resp.id_bytes = got.id_bytes.into();
+            resp.id_line_bytes = got.id_line_bytes;
             resp.id_ends = got.id_ends.into();
             resp.needed = u32_bytes(&got.needed).into();
             resp.eval_users = got.eval_users;

@@ -225,11 +225,11 @@ fn questions_about_the_temporal_keys_are_bounded_and_checked() {
 fn only_a_finished_block_built_here_is_described() {
     let (_dir, i) = started(1 << 30);
     let mut i = i.unwrap();
-    let e = i.describe(true, 0, 1.0, false).unwrap_err();
+    let e = i.describe(true, 0, 1.0, (false, true)).unwrap_err();
     assert!(matches!(e, JobError::NotReady(_)), "{e}");
     // Laid out, a block this worker does not build is refused by name.
     i.stage = Stage::Finished;
-    let e = i.describe(false, 1, 1.0, true).unwrap_err().to_string();
+    let e = i.describe(false, 1, 1.0, (true, false)).unwrap_err().to_string();
     assert!(e.contains("holds no item block 1"), "{e}");
 }
 

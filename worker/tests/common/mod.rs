@@ -53,6 +53,8 @@ pub fn block(id: u32, side: Side, rows: std::ops::Range<u32>, k: usize, biased: 
         test_indptr: Vec::new(),
         test_columns: Vec::new(),
         test_values: Vec::new(),
+        // Shipped whole, as the coordinator ships a block it read.
+        ids: Vec::new(),
     }
 }
 

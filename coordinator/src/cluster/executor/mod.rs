@@ -189,6 +189,10 @@ pub struct ClusterExecutor<'a> {
     /// streamed: only the first, once).
     #[cfg(test)]
     pub lose_at_evaluation: Option<(usize, usize)>,
+    /// Tests: the worker whose answer for the starting YᵀY is taken as
+    /// lost (it is, from then on).
+    #[cfg(test)]
+    pub lose_at_starting_gram: Option<usize>,
 }
 
 /// Blocks the workers built from the input as this job, not yet the job's.
@@ -320,6 +324,8 @@ impl<'a> ClusterExecutor<'a> {
             built_at: None,
             #[cfg(test)]
             lose_at_evaluation: None,
+            #[cfg(test)]
+            lose_at_starting_gram: None,
         };
         // The build put each block where this job places it: at home, or,
         // a lost worker's, on a survivor (`ingest::build_owners`).

@@ -4,7 +4,7 @@
 //! reach what the coordinator does), so no row crosses the network for a
 //! checkpoint or for the model.
 
-use als_core::row_places::{RowPlaces, RowsPlace as Place};
+use als_core::row_places::{IdsPlace, RowPlaces, RowsPlace as Place};
 use als_core::side::Side;
 use als_proto::pb::{RowsPart, RowsPlace, WriteRowsRequest};
 use als_proto::spec::side_to_pb;
@@ -25,6 +25,13 @@ impl ClusterExecutor<'_> {
             return Ok(false);
         }
         let seen = places.seen.as_ref();
+        let ids = places.ids.as_ref();
+        let id_place = |p: &IdsPlace| Place {
+            path: p.path.clone(),
+            at: 0,
+            end: p.lines.bytes[p.lines.bytes.len() - 1],
+        };
+        let (user_ids, item_ids) = (ids.map(|i| id_place(&i.users)), ids.map(|i| id_place(&i.items)));
         let parts = [
             (Side::Users, RowsPart::Factors, Some(&places.user_rows)),
             (Side::Items, RowsPart::Factors, Some(&places.item_rows)),
@@ -32,6 +39,8 @@ impl ClusterExecutor<'_> {
             (Side::Items, RowsPart::Bias, places.item_bias.as_ref()),
             (Side::Users, RowsPart::SeenIndptr, seen.map(|s| &s.indptr)),
             (Side::Users, RowsPart::SeenIndices, seen.map(|s| &s.indices)),
+            (Side::Users, RowsPart::Ids, user_ids.as_ref()),
+            (Side::Items, RowsPart::Ids, item_ids.as_ref()),
         ];
         let mut req = WriteRowsRequest {
             job_id: self.job_id.clone(),
@@ -41,6 +50,9 @@ impl ClusterExecutor<'_> {
                 Some(_) => self.ratings.user_nnz_starts(&self.layouts.users),
                 None => Vec::new(),
             },
+            // Each block's first byte among its side's id lines.
+            user_id_starts: ids.map(|i| i.users.lines.bytes.clone()).unwrap_or_default(),
+            item_id_starts: ids.map(|i| i.items.lines.bytes.clone()).unwrap_or_default(),
         };
         for (side, part, place) in parts {
             if let Some(place) = place {

@@ -9,26 +9,24 @@
 //! worker that built it, which draws its rows or reads them from the file
 //! itself. A worker that cannot reach the file gets them read here, a
 //! block at a time. The starting YᵀY of implicit feedback is the workers'
-//! per-block Gramians, reduced here; only where a worker cannot send them
-//! does the coordinator draw or read the item rows, a block at a time.
+//! per-block Gramians, reduced here, asked again after a loss once the
+//! lost blocks have moved.
 
 use std::ops::Range;
 
 use als_core::checkpoint::check_sealed;
-use als_core::init::init_factors;
 use als_core::row_places::{read_rows_at, RowPlaces, RowsPlace, RowsShape};
 use als_core::side::{Factors, Side};
-use als_core::solve::block_gram_into;
 use als_core::train::Layouts;
 use als_proto::pb::{AdoptStep, BlockChunk, FetchRowsRequest, RowsPart};
 use als_proto::spec::side_to_pb;
 use anyhow::Context;
 
+use super::membership::max_attempts;
 use super::row_files::place_to_pb;
 use super::rpc::{checked_lower_gram, fetch_rows, sum_lower_grams};
 use super::wire::{rows_messages, rows_taken_there};
 use super::ClusterExecutor;
-use crate::cluster::ratings::RatingsAt;
 
 /// The rows the workers' rows were last known to equal.
 #[derive(Debug, Clone)]
@@ -79,42 +77,39 @@ impl ClusterExecutor<'_> {
     }
 
     /// YᵀY of the item rows of a run that starts without a copy, per block
-    /// in block order (the bits of `gram_by_blocks`): each block's asked of
-    /// the worker that holds its rows, or, where a worker cannot answer,
-    /// summed here one block's rows at a time, drawn from the ids as the
-    /// workers drew them or read from the checkpoint as they read them.
+    /// in block order (the bits of `gram_by_blocks`), each block's asked of
+    /// the worker that holds its rows. Where a worker is lost meanwhile,
+    /// its blocks move first (the survivors build them again and draw their
+    /// rows, or read them from the checkpoint, as it did), and all are
+    /// asked again: this coordinator holds neither the ids nor the rows.
     pub(super) fn snapshot_item_gram(&mut self) -> anyhow::Result<Vec<f64>> {
-        if let Some(gram) = self.item_gram_from_workers()? {
-            self.item_gram_from_workers = true;
-            return Ok(gram);
-        }
         let (k, _) = self.rows_shape();
-        let mut total = vec![0.0f64; k * k];
-        let mut g = vec![0.0f64; k * k];
-        for b in 0..self.layouts.items.n_blocks() {
-            let range = self.layouts.items.range(b);
-            let rows = match (&self.snapshot, self.ratings) {
-                (Snapshot::Initial(draw), RatingsAt::Workers(w)) => {
-                    let ids = &w.described.item_ids[range];
-                    init_factors(ids, Side::Items, draw.seed, k, draw.init_std, false).flat().to_vec()
-                }
-                (Snapshot::File(places), _) => read_block(places, Side::Items, range, k, false)?.0,
-                _ => anyhow::bail!("internal error: a starting Gramian without a copy needs the initial rows or a checkpoint"),
-            };
-            block_gram_into(&rows, k, &mut g);
-            for (a, v) in total.iter_mut().zip(&g) {
-                *a += v;
+        let none = Factors {
+            matrix: ndarray::Array2::zeros((0, k)),
+            bias: Vec::new(),
+        };
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if attempts > max_attempts(self.slots.len()) {
+                return Err(self.gave_up("gathering the starting item Gramians", attempts - 1));
+            }
+            if self.has_orphans() {
+                self.unreported_bytes += self.sync_assignment(&none, &none)?;
+            }
+            if let Some(gram) = self.item_gram_from_workers()? {
+                self.item_gram_from_workers = true;
+                return Ok(gram);
             }
         }
-        Ok(total)
     }
 }
 
 impl ClusterExecutor<'_> {
     /// Every item block's Gramian of its rows on the worker that holds it
     /// (`FetchRows` with `grams`: k·(k+1)/2 values a block, no rows),
-    /// reduced in block order as a half's are; `None` where a worker could
-    /// not answer (lost, say: the next half finds it).
+    /// reduced in block order as a half's are; `None` where a worker was
+    /// lost (it is marked so).
     fn item_gram_from_workers(&mut self) -> anyhow::Result<Option<Vec<f64>>> {
         let (k, _) = self.rows_shape();
         let req = FetchRowsRequest {
@@ -122,19 +117,25 @@ impl ClusterExecutor<'_> {
             side: side_to_pb(Side::Items) as i32,
             grams: true,
         };
-        let results = self.on_live_workers(|_, handle| fetch_rows(handle, req.clone()));
+        #[cfg_attr(not(test), allow(unused_mut))]
+        let mut results = self.on_live_workers(|_, handle| fetch_rows(handle, req.clone()));
+        #[cfg(test)]
+        if let Some(w) = self.lose_at_starting_gram.take() {
+            let taken = "taken as lost by a test, as it answers for the starting YᵀY";
+            results
+                .iter_mut()
+                .filter(|(at, _)| *at == w)
+                .for_each(|(_, r)| *r = Err(super::rpc::HalfError::Lost(taken.into())));
+        }
+        let (answers, lost) = self.settle(results)?;
+        if lost {
+            return Ok(None);
+        }
         let (layout, owner) = (&self.layouts.items, &self.routing.items.owner);
         let mut grams: Vec<Option<Vec<f64>>> = vec![None; layout.n_blocks()];
         let mut seen = vec![false; layout.n_blocks()];
-        for (w, r) in results {
+        for (w, half) in answers {
             let addr = &self.slots[w].handle.addr;
-            let half = match r {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::warn!(worker = %addr, "no item Gramians from it ({e:?}): this coordinator sums the starting YᵀY itself");
-                    return Ok(None);
-                }
-            };
             self.unreported_bytes += half.bytes_sent + half.bytes_received;
             for (b, g) in half.blocks {
                 let b = b as usize;

@@ -10,7 +10,7 @@ use als_core::data::{load_ratings, Dataset, DuplicatePolicy, LoadOptions, SplitS
 use als_core::rng::SplitMix64;
 use als_core::train::{DataShape, Layouts};
 
-use super::{build, build_blocks, describe_blocks, BlocksBuilt, BlocksDescribed, IngestPlan};
+use super::{build, build_blocks, describe_blocks, BlocksBuilt, BlocksDescribed, DescribeAsk, IngestPlan};
 use crate::cluster::client::{connect, ClientOptions};
 use crate::cluster::ratings::{OnWorkers, RatingsAt};
 use crate::cluster::LocalWorkers;
@@ -66,16 +66,23 @@ async fn built_and_described(
     let built = build_blocks(&handles, &alive, "ingest-test", &plan, &Default::default()).await?;
     let described = match min_pos {
         Some(m) => {
-            // Asked for, the rows blocks reference come too; otherwise they stay on the workers.
-            let with = describe_blocks(&handles, &alive, "ingest-test", &plan, &built, m, true, &Default::default()).await?;
-            let without = describe_blocks(&handles, &alive, "ingest-test", &plan, &built, m, false, &Default::default()).await?;
+            // Asked for, the ids and the rows blocks reference come too;
+            // otherwise they stay on the workers, and only the ids' bytes come.
+            let ask = |asked: bool| DescribeAsk {
+                min_pos: m,
+                references: asked,
+                ids: asked,
+            };
+            let with = describe_blocks(&handles, &alive, "ingest-test", &plan, &built, ask(true), &Default::default()).await?;
+            let without = describe_blocks(&handles, &alive, "ingest-test", &plan, &built, ask(false), &Default::default()).await?;
             anyhow::ensure!(
-                without.references.is_none() && with.references.is_some(),
-                "references asked for or not"
+                without.references.is_none() && with.references.is_some() && without.ids.is_none() && with.ids.is_some(),
+                "references and ids asked for or not"
             );
             anyhow::ensure!(
                 BlocksDescribed {
                     references: None,
+                    ids: None,
                     ..with.clone()
                 } == without
             );
@@ -245,7 +252,25 @@ async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
                 );
                 // What the workers tell of their blocks is what this process computes from the dataset.
                 let d = described.expect("described");
-                assert!(d.user_ids == ds.user_ids && d.item_ids == ds.item_ids, "{what}: the ids");
+                let ids = d.ids.as_ref().expect("asked for");
+                assert!(ids.users == ds.user_ids && ids.items == ds.item_ids, "{what}: the ids");
+                // Each block's id lines start where the dataset's ids put them.
+                let line_starts = |ids: &[String], starts: &[usize]| -> Vec<u64> {
+                    let ends = ids.iter().scan(0u64, |at, id| {
+                        *at += id.len() as u64 + 1;
+                        Some(*at)
+                    });
+                    let ends: Vec<u64> = std::iter::once(0).chain(ends).collect();
+                    starts.iter().map(|&r| ends[r]).collect()
+                };
+                assert_eq!(
+                    d.id_line_starts,
+                    [
+                        line_starts(&ds.user_ids, &layouts.users.starts),
+                        line_starts(&ds.item_ids, &layouts.items.starts)
+                    ],
+                    "{what}: the id lines"
+                );
                 let here = RatingsAt::Here(&ds);
                 let routing = here.routing(&layouts, workers);
                 let [users, items] = d.references.as_ref().expect("asked for");
@@ -394,25 +419,45 @@ fn a_description_unlike_its_block_is_refused() {
         IngestResponse {
             id_bytes: id_bytes.into(),
             id_ends: id_ends.into(),
+            id_line_bytes: ids.iter().map(|id| id.len() as u64 + 1).sum(),
             needed: u32_bytes(needed).into(),
             eval_users,
             ..Default::default()
         }
     };
     let ids = ids_of(1, 4);
+    let lines: u64 = ids.iter().map(|id| id.len() as u64 + 1).sum();
+    let ask = |references: bool, ids: bool| DescribeAsk {
+        min_pos: 1.0,
+        references,
+        ids,
+    };
+    let check =
+        |r: &IngestResponse, ask: DescribeAsk, max_id_len: usize| super::checked_description(r, (1, n_blocks), 4, (10, &ask), max_id_len);
+    let said = |ids: &[String], needed: Vec<u32>| super::Description {
+        ids: ids.to_vec(),
+        line_bytes: lines,
+        needed,
+    };
     let good = answer(&ids, &[0, 5, 9], 2);
-    assert_eq!(
-        super::checked_description(&good, 1, n_blocks, 4, (10, true), 64),
-        Ok((ids.clone(), vec![0, 5, 9]))
-    );
+    assert_eq!(check(&good, ask(true, true), 64), Ok(said(&ids, vec![0, 5, 9])));
     // Referenced rows not asked for are refused; none, when not asked, is the answer.
-    let e = super::checked_description(&good, 1, n_blocks, 4, (10, false), 64).unwrap_err();
+    let e = check(&good, ask(false, true), 64).unwrap_err();
     assert!(e.contains("3 referenced rows, none asked for"), "{e}");
-    assert_eq!(
-        super::checked_description(&answer(&ids, &[], 2), 1, n_blocks, 4, (10, false), 64),
-        Ok((ids.clone(), vec![]))
-    );
-    let cases: [(IngestResponse, &str); 7] = [
+    assert_eq!(check(&answer(&ids, &[], 2), ask(false, true), 64), Ok(said(&ids, vec![])));
+    // Ids not asked for: the lines' bytes alone, which 4 ids of 1 to 64 bytes can take.
+    let bare = |line_bytes: u64| IngestResponse {
+        id_line_bytes: line_bytes,
+        ..answer(&[], &[], 2)
+    };
+    assert_eq!(check(&bare(lines), ask(false, false), 64), Ok(said(&[], vec![])));
+    let e = check(&good, ask(true, false), 64).unwrap_err();
+    assert!(e.contains("4 ids, none asked for"), "{e}");
+    for (line_bytes, max_id_len) in [(7, 64), (4 * 4 + 1, 3)] {
+        let e = check(&bare(line_bytes), ask(false, false), max_id_len).unwrap_err();
+        assert!(e.contains("as lines, which they cannot"), "{e}");
+    }
+    let cases: [(IngestResponse, &str); 8] = [
         (answer(&ids[..3], &[0], 0), "3 ids, the starts give it 4"),
         (answer(&ids_of(2, 4), &[0], 0), "belongs to block 2"),
         (answer(&ids, &[5, 5], 0), "not ascending"),
@@ -432,12 +477,19 @@ fn a_description_unlike_its_block_is_refused() {
             },
             "id 1 of the table",
         ),
+        (
+            IngestResponse {
+                id_line_bytes: lines + 1,
+                ..answer(&ids, &[], 0)
+            },
+            "as lines, which they cannot",
+        ),
     ];
     for (r, says) in cases {
-        let e = super::checked_description(&r, 1, n_blocks, 4, (10, true), 64).unwrap_err();
+        let e = check(&r, ask(true, true), 64).unwrap_err();
         assert!(e.contains(says), "{says}: {e}");
     }
     // An id longer than the limit.
-    let e = super::checked_description(&good, 1, n_blocks, 4, (10, true), 0).unwrap_err();
+    let e = check(&good, ask(true, true), 0).unwrap_err();
     assert!(e.contains("limit"), "{e}");
 }
