@@ -34,6 +34,7 @@ use als_proto::pb::{
 };
 use als_proto::spec::side_to_pb;
 use anyhow::{bail, Context};
+use futures::StreamExt;
 
 use super::executor::watchdog;
 use super::routing::{contiguous_owners, live_positions, owners_among};
@@ -517,8 +518,10 @@ pub async fn describe_blocks(
             Side::Users => (&built.user_starts, built.n_items()),
             Side::Items => (&built.item_starts, built.n_users()),
         };
-        // One block at a time: an answer is at most a message, and the coordinator holds one.
-        for b in 0..n_blocks {
+        // A call per block, as many at a time as there are workers, taken in
+        // block order: an answer is at most a message (the ids, where asked),
+        // so the coordinator holds a few.
+        let calls = (0..n_blocks).map(|b| {
             let step = Step::Describe(DescribeStep {
                 side: side_to_pb(side) as i32,
                 block: b as u32,
@@ -526,9 +529,16 @@ pub async fn describe_blocks(
                 references: ask.references,
                 without_ids: !ask.ids,
             });
+            let (steps, h) = (&steps, &workers[owners[b]]);
+            async move {
+                let what = format!("describe {} block {b}", side.name());
+                steps.call(h, &what, step).await.map_err(StepError::into_anyhow)
+            }
+        });
+        let mut answers = futures::stream::iter(calls).buffered(workers.len().max(1));
+        for b in 0..n_blocks {
             let h = &workers[owners[b]];
-            let what = format!("describe {} block {b}", side.name());
-            let r = steps.call(h, &what, step).await.map_err(StepError::into_anyhow)?;
+            let r = answers.next().await.context("internal error: a block was not described")??;
             let rows = (starts[b + 1] - starts[b]) as usize;
             let d = checked_description(&r, (b, n_blocks), rows, (other, &ask), plan.load.max_id_len)
                 .map_err(|m| anyhow::anyhow!("worker {}: {} block {b}: {m}", h.addr, side.name()))?;
