@@ -24,7 +24,6 @@ use als_proto::CHUNK_BYTES;
 use anyhow::Context;
 
 use super::exchange::PeerRound;
-use super::health::watched;
 use super::rpc::{run_evaluation, HalfError, WorkerEval};
 use super::wire::bias_of_rows;
 use super::ClusterExecutor;
@@ -182,10 +181,7 @@ impl ClusterExecutor<'_> {
             // The rows peers sent: every item for top-K lists, the test items for predictions.
             let msg = self.eval_header(cfg, blocks.clone(), true, cfg.is_implicit());
             asked.push((w, blocks));
-            let handle = self.slots[w].handle.clone();
-            let faults = self.faults.clone();
-            let work = run_evaluation(handle.clone(), vec![msg]);
-            futs.push(async move { (w, watched(&handle, &faults, work).await) });
+            futs.push(self.watch(w, run_evaluation(self.slots[w].handle.clone(), vec![msg])));
         }
         let Some(metrics) = self.gather_evaluations(cfg, asked, futs)? else {
             return Ok(None);
@@ -225,10 +221,7 @@ impl ClusterExecutor<'_> {
                 return Ok(None);
             }
             asked.push((w, blocks));
-            let handle = self.slots[w].handle.clone();
-            let faults = self.faults.clone();
-            let work = run_evaluation(handle.clone(), msgs);
-            futs.push(async move { (w, watched(&handle, &faults, work).await) });
+            futs.push(self.watch(w, run_evaluation(self.slots[w].handle.clone(), msgs)));
         }
         let metrics = self.gather_evaluations(cfg, asked, futs)?;
         tracing::debug!(

@@ -16,7 +16,6 @@ use als_proto::spec::side_to_pb;
 use prost::Message;
 
 use super::half::until_a_loss;
-use super::health::watched;
 use super::rpc::{send_rows, subscribe, HalfError, JobFailed, Subscribed};
 use super::{side_ix, ClusterExecutor};
 
@@ -70,8 +69,7 @@ impl ClusterExecutor<'_> {
                 ..base.clone()
             };
             bytes += req.encoded_len() as u64;
-            let (handle, faults) = (self.slots[w].handle.clone(), self.faults.clone());
-            futs.push(async move { (w, watched(&handle, &faults, subscribe(handle.clone(), req)).await) });
+            futs.push(self.watch(w, subscribe(self.slots[w].handle.clone(), req)));
         }
         let (round, answers) = self.peer_round(futs, bytes, |s: &Subscribed| s.peer_bytes)?;
         if let PeerRound::Done { .. } = round {
@@ -134,10 +132,7 @@ impl ClusterExecutor<'_> {
         let bytes = req.encoded_len() as u64 * n_alive as u64;
         let futs: Vec<_> = (0..self.slots.len())
             .filter(|&w| self.slots[w].alive)
-            .map(|w| {
-                let (handle, faults, req) = (self.slots[w].handle.clone(), self.faults.clone(), req.clone());
-                async move { (w, watched(&handle, &faults, send_rows(handle.clone(), req)).await) }
-            })
+            .map(|w| self.watch(w, send_rows(self.slots[w].handle.clone(), req.clone())))
             .collect();
         Ok(self.peer_round(futs, bytes, |&b: &u64| b)?.0)
     }

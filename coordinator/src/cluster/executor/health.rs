@@ -73,6 +73,21 @@ pub(crate) async fn silent(workers: Vec<(usize, WorkerHandle)>, timeout: Duratio
 }
 
 impl ClusterExecutor<'_> {
+    /// `work` on worker `w`, watched (a worker that stops answering is
+    /// lost, not waited for), answering with `w`: one of the futures a
+    /// round of calls runs together.
+    pub(super) fn watch<T, Fut>(
+        &self,
+        w: usize,
+        work: Fut,
+    ) -> impl std::future::Future<Output = (usize, Result<T, HalfError>)> + use<T, Fut>
+    where
+        Fut: std::future::Future<Output = Result<T, HalfError>>,
+    {
+        let (handle, faults) = (self.slots[w].handle.clone(), self.faults.clone());
+        async move { (w, watched(&handle, &faults, work).await) }
+    }
+
     /// `call` on every live worker at once, each watched (a worker that
     /// stops answering is lost, not waited for): the results by worker.
     pub(super) fn on_live_workers<T, F, Fut>(&self, call: F) -> Vec<(usize, Result<T, HalfError>)>
@@ -85,11 +100,7 @@ impl ClusterExecutor<'_> {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.alive)
-            .map(|(w, s)| {
-                let (handle, faults) = (s.handle.clone(), self.faults.clone());
-                let work = call(w, handle.clone());
-                async move { (w, watched(&handle, &faults, work).await) }
-            })
+            .map(|(w, s)| self.watch(w, call(w, s.handle.clone())))
             .collect();
         self.rt.block_on(futures::future::join_all(futs))
     }

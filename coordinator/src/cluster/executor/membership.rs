@@ -14,7 +14,6 @@ use als_proto::spec::side_to_pb;
 use crate::cluster::client::{connect, ClientOptions};
 use crate::cluster::routing::owners_among;
 
-use super::health::watched;
 use super::rpc::{rpc_err, HalfError, JobFailed};
 use super::snapshot::{snapshot_messages, Snapshot};
 use super::wire::block_messages;
@@ -238,8 +237,7 @@ impl ClusterExecutor<'_> {
                         .map_err(|s| rpc_err(&addr, "cannot adopt the blocks it built", s))?;
                     Ok::<(), HalfError>(())
                 };
-                let (handle, faults) = (slot.handle.clone(), self.faults.clone());
-                async move { (w, watched(&handle, &faults, work).await) }
+                self.watch(w, work)
             })
             .collect();
         let results = self.rt.block_on(futures::future::join_all(futs));
@@ -386,9 +384,7 @@ impl ClusterExecutor<'_> {
                     }
                     Ok::<(u64, bool), HalfError>((bytes, read_here))
                 };
-                let handle = slot.handle.clone();
-                let faults = self.faults.clone();
-                futs.push(async move { (w, watched(&handle, &faults, work).await) });
+                futs.push(self.watch(w, work));
             }
             let results = self.rt.block_on(futures::future::join_all(futs));
             let (shipped_to, lost_any) = self.settle(results)?;
