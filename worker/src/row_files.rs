@@ -234,6 +234,97 @@ mod tests {
         assert!(refused(&parts, 0, 2, false).contains("not finite"));
     }
 
+    /// A block of `n` rows from `row_start`, each rating the other side's row 0 once.
+    fn block(block: u32, row_start: u64, n: usize, ids: Vec<String>) -> crate::job::BlockData {
+        crate::job::BlockData {
+            block,
+            row_start,
+            n_rows: n as u32,
+            nnz: n as u64,
+            n_needed: 1,
+            indptr: (0..=n as u32).collect(),
+            columns: vec![0; n],
+            values: vec![1.0; n],
+            needed: vec![0],
+            factors: vec![0.5; n],
+            bias: Vec::new(),
+            n_test: 0,
+            test_indptr: Vec::new(),
+            test_columns: Vec::new(),
+            test_values: Vec::new(),
+            ids,
+        }
+    }
+
+    /// A job of 4 users × 2 items in two user blocks (rows 0..3 built
+    /// here with `ids`, rows 3..4 shipped with `shipped_ids`) and one item
+    /// block, k = 1.
+    fn job_with_ids(ids: &[&str], shipped_ids: Vec<String>) -> Job {
+        use als_core::linalg::Backend;
+        use als_core::solve::{Feedback, RegScaling, SolveParams, SolverKind};
+        let params = SolveParams {
+            factors: 1,
+            lambda: 0.1,
+            reg_scaling: RegScaling::Count,
+            feedback: Feedback::Explicit {
+                biased: false,
+                global_mean: 0.0,
+            },
+            solver: SolverKind::Cholesky,
+            backend: Backend::Faer,
+        };
+        let mut job = Job::new("job".into(), params, 4, 2).unwrap();
+        job.add_block(Side::Users, block(0, 0, 3, ids.iter().map(|s| s.to_string()).collect()))
+            .unwrap();
+        job.add_block(Side::Users, block(1, 3, 1, shipped_ids)).unwrap();
+        job
+    }
+
+    /// Each block's ids go as lines at its start among the side's id
+    /// lines; a block whose lines would take other bytes than placed, or
+    /// one shipped here without its ids, is refused; so are ids that do
+    /// not count the block's rows.
+    #[test]
+    fn a_blocks_ids_are_written_as_lines_at_their_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("user_ids.txt");
+        // "a\nbb\nccc\n" then "dd\n": 9 + 3 bytes, after 5 bytes of something else.
+        std::fs::write(&path, vec![b'-'; 17]).unwrap();
+        let place = [Place {
+            side: Side::Users,
+            part: RowsPart::Ids,
+            path: path.clone(),
+            at: 5,
+            end: 17,
+        }];
+        let req = |starts: Vec<u64>| WriteRowsRequest {
+            job_id: "job".into(),
+            user_id_starts: starts,
+            ..Default::default()
+        };
+        let job = job_with_ids(&["a", "bb", "ccc"], vec!["dd".into()]);
+        let written = write_rows(&job, &place, &req(vec![0, 9, 12])).unwrap();
+        assert!(written.user_blocks.is_empty(), "ids are not the blocks' rows");
+        assert_eq!(std::fs::read(&path).unwrap(), b"-----a\nbb\nccc\ndd\n");
+        let e = write_rows(&job, &place, &req(vec![0, 8, 12])).unwrap_err();
+        assert!(e.contains("block 0's ids take 9 bytes"), "{e}");
+        let short = [Place {
+            side: Side::Users,
+            part: RowsPart::Ids,
+            path: path.clone(),
+            at: 5,
+            end: 16,
+        }];
+        let e = write_rows(&job, &short, &req(vec![0, 9, 12])).unwrap_err();
+        assert!(e.contains("past byte 16"), "{e}");
+        let shipped = job_with_ids(&["a", "bb", "ccc"], Vec::new());
+        let e = write_rows(&shipped, &place, &req(vec![0, 9, 12])).unwrap_err();
+        assert!(e.contains("block 1 was shipped here"), "{e}");
+        let mut job = job_with_ids(&["a", "bb", "ccc"], Vec::new());
+        let e = job.add_block(Side::Items, block(0, 0, 2, vec!["x".into()])).unwrap_err();
+        assert!(e.to_string().contains("1 ids for 2 rows"), "{e}");
+    }
+
     #[test]
     fn a_write_past_the_end_is_refused() {
         assert_eq!(offset_within(100, 3, 8, 16, 140), Ok(124));
