@@ -202,6 +202,9 @@ if grep -q 'shipping the blocks instead' "$work/clean.log"; then
 fi
 grep -q 'keeps no copy of the factors' "$work/clean.log" ||
   fail "clean: the coordinator kept a copy of the factors"
+# It holds no ids either: the workers wrote the model's ids files.
+grep -q 'ids_by_workers=true' "$work/clean.log" ||
+  fail "clean: the workers did not write the ids files: $(grep 'model saved' "$work/clean.log")"
 serve_check clean
 # Evaluated every 25 iterations only, so the kill lands while the rows are on
 # the workers: the coordinator, which keeps no copy of the factors, recovers
@@ -217,8 +220,14 @@ if grep -q 'needs the ratings the workers hold\|shipping the blocks instead' "$w
 fi
 grep -q 'keeps no copy of the factors' "$work/kill.log" ||
   fail "kill: the coordinator kept a copy of the factors"
+grep -q 'ids_by_workers=true' "$work/kill.log" ||
+  fail "kill: the workers did not write the ids files: $(grep 'model saved' "$work/kill.log")"
 
 same_factors kill
 ALS_TRAIN_ARGS="$ALS_TRAIN_ARGS --input-here" run disconnect disconnect
+# Here the coordinator read the input and wrote the ids files itself: the
+# three models' ids files, compared below, come from both ways.
+grep -q 'ids_by_workers=false' "$work/disconnect.log" ||
+  fail "disconnect: the ids files were not the coordinator's: $(grep 'model saved' "$work/disconnect.log")"
 same_factors disconnect
 log "PASS in $(($(date +%s) - start)) s"
