@@ -208,6 +208,23 @@ pub struct Job {
 
 mod evaluate;
 mod exchange;
+
+/// Unit tests' solve settings: `k` factors, explicit without biases,
+/// exact (Cholesky) solves.
+#[cfg(test)]
+pub(crate) fn plain_params(k: usize) -> SolveParams {
+    SolveParams {
+        factors: k,
+        lambda: 0.1,
+        reg_scaling: als_core::solve::RegScaling::Count,
+        feedback: Feedback::Explicit {
+            biased: false,
+            global_mean: 0.0,
+        },
+        solver: als_core::solve::SolverKind::Cholesky,
+        backend: als_core::linalg::Backend::Faer,
+    }
+}
 pub use evaluate::{EvalBlock, EvalFromPeers, EvalInput, MAX_TOP_K};
 pub use exchange::{
     block_routes, lock as lock_mailbox, Assignment, DirectRows, Mailbox, PeerPlan, PeerRows, PeerSend, Routes, RowsFor, SharedMailbox,

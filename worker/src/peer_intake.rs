@@ -116,8 +116,6 @@ pub fn slot_of(direct: Arc<dyn std::any::Any + Send + Sync>) -> Option<Arc<Mailb
 
 #[cfg(test)]
 mod tests {
-    use als_core::linalg::Backend;
-    use als_core::solve::{Feedback, RegScaling, SolveParams, SolverKind};
     use als_proto::fault::{fault_of, Fault};
 
     use super::*;
@@ -125,18 +123,7 @@ mod tests {
     use als_core::side::Side;
 
     fn slot_with_job(id: &str) -> MailboxSlot {
-        let params = SolveParams {
-            factors: 2,
-            lambda: 0.1,
-            reg_scaling: RegScaling::Count,
-            feedback: Feedback::Explicit {
-                biased: false,
-                global_mean: 0.0,
-            },
-            solver: SolverKind::Cholesky,
-            backend: Backend::Faer,
-        };
-        let job = Job::new(id.into(), params, 4, 4).unwrap();
+        let job = Job::new(id.into(), crate::job::plain_params(2), 4, 4).unwrap();
         let slot = MailboxSlot::default();
         slot.set(Some(job.mailbox()));
         slot

@@ -257,23 +257,9 @@ mod tests {
     }
 
     /// A job of 4 users × 2 items in two user blocks (rows 0..3 built
-    /// here with `ids`, rows 3..4 shipped with `shipped_ids`) and one item
-    /// block, k = 1.
+    /// here with `ids`, rows 3..4 shipped with `shipped_ids`), k = 1.
     fn job_with_ids(ids: &[&str], shipped_ids: Vec<String>) -> Job {
-        use als_core::linalg::Backend;
-        use als_core::solve::{Feedback, RegScaling, SolveParams, SolverKind};
-        let params = SolveParams {
-            factors: 1,
-            lambda: 0.1,
-            reg_scaling: RegScaling::Count,
-            feedback: Feedback::Explicit {
-                biased: false,
-                global_mean: 0.0,
-            },
-            solver: SolverKind::Cholesky,
-            backend: Backend::Faer,
-        };
-        let mut job = Job::new("job".into(), params, 4, 2).unwrap();
+        let mut job = Job::new("job".into(), crate::job::plain_params(1), 4, 2).unwrap();
         job.add_block(Side::Users, block(0, 0, 3, ids.iter().map(|s| s.to_string()).collect()))
             .unwrap();
         job.add_block(Side::Users, block(1, 3, 1, shipped_ids)).unwrap();
