@@ -123,7 +123,8 @@ pub fn write_rows(job: &Job, places: &[Place], req: &WriteRowsRequest) -> Result
                 for (block, ids) in job.ids_of(place.side) {
                     let ids =
                         ids.ok_or_else(|| format!("{:?} block {block} was shipped here: this worker has no ids of it", place.side))?;
-                    let lines: Vec<u8> = ids.iter().flat_map(|id| [id.as_bytes(), b"\n"]).flatten().copied().collect();
+                    let mut lines = Vec::new();
+                    als_core::model::id_lines::write_id_lines(&mut lines, ids).map_err(shown)?;
                     let i = block as usize;
                     let start = match (starts.get(i), starts.get(i + 1)) {
                         (Some(&s), Some(&n)) if n.checked_sub(s) == Some(lines.len() as u64) => s,

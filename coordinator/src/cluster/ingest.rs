@@ -19,6 +19,7 @@ use als_core::data::ingest::add_cell_sums;
 use als_core::data::select::{Ask as SelectAsk, Selection};
 use als_core::data::split::{HeldKeys, UserHoldout};
 use als_core::data::{DataFingerprint, DuplicatePolicy, LoadOptions, SplitSpec};
+use als_core::model::id_lines::id_line_bytes;
 use als_core::row_places::IdLines;
 use als_core::side::Side;
 use als_core::train::DataShape;
@@ -593,7 +594,7 @@ fn checked_description(
     }
     let line_bytes = r.id_line_bytes;
     let fits = match ask.ids {
-        true => line_bytes == ids.iter().map(|id| id.len() as u64 + 1).sum::<u64>(),
+        true => line_bytes == id_line_bytes(&ids),
         // Each line an id of 1 to max_id_len bytes and its '\n'.
         false => (2 * rows as u64..=rows as u64 * (max_id_len as u64 + 1)).contains(&line_bytes),
     };

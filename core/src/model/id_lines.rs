@@ -4,10 +4,24 @@
 //! id of its block, the whole file in dense order, so each id once. The
 //! reader keeps one line, not the ids.
 
-use std::io::BufRead;
+use std::io::{self, BufRead, Write};
 
 use crate::data::ids::{block_of_bucket, id_bucket};
 use crate::row_places::IdLines;
+
+/// Write `ids` as lines of an ids file: each id and its `\n`.
+pub fn write_id_lines(w: &mut (impl Write + ?Sized), ids: &[String]) -> io::Result<()> {
+    for id in ids {
+        w.write_all(id.as_bytes())?;
+        w.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// The bytes [`write_id_lines`] writes of `ids`.
+pub fn id_line_bytes(ids: &[String]) -> u64 {
+    ids.iter().map(|id| id.len() as u64 + 1).sum()
+}
 
 /// What is wrong with `lines` as the places of `n_rows` ids: starts that
 /// do not rise from 0 to `n_rows`, or a block with fewer bytes than its
@@ -109,13 +123,14 @@ pub(super) fn placed(ids: &[String], n_blocks: usize) -> (Vec<u8>, IdLines) {
     for id in ids {
         let b = block_of_id(id, n_blocks);
         rows[b + 1] += 1;
-        bytes[b + 1] += id.len() as u64 + 1;
+        bytes[b + 1] += id_line_bytes(std::slice::from_ref(id));
     }
     for b in 0..n_blocks {
         rows[b + 1] += rows[b];
         bytes[b + 1] += bytes[b];
     }
-    let text: Vec<u8> = ids.iter().flat_map(|id| format!("{id}\n").into_bytes()).collect();
+    let mut text = Vec::new();
+    write_id_lines(&mut text, ids).expect("a Vec takes every write");
     (text, IdLines { rows, bytes })
 }
 

@@ -4,7 +4,7 @@
 //! [`store`] saves it to and loads it from a model directory.
 
 pub(crate) mod fold_in;
-mod id_lines;
+pub mod id_lines;
 pub mod store;
 
 pub use fold_in::{fold_in_users, FoldIn, FoldInError, FoldInReport, FoldedUser};

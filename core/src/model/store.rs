@@ -18,7 +18,7 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::id_lines::{check_id_lines, lines_problem};
+use super::id_lines::{check_id_lines, lines_problem, write_id_lines};
 use super::{Model, ModelKind, ModelParts};
 use crate::data::Csr;
 use crate::npy::{self, NpyElement, NpyError};
@@ -236,14 +236,6 @@ fn check_ids(which: &'static str, ids: &[String]) -> Result<(), ModelError> {
     }
 }
 
-fn write_ids(w: &mut dyn Write, ids: &[String]) -> io::Result<()> {
-    for id in ids {
-        w.write_all(id.as_bytes())?;
-        w.write_all(b"\n")?;
-    }
-    Ok(())
-}
-
 fn inconsistent(path: &Path, expected: impl ToString, found: impl ToString) -> ModelError {
     ModelError::Inconsistent {
         path: path.to_path_buf(),
@@ -348,7 +340,7 @@ fn write_all_files(
     }
     for (name, ids) in [(USER_IDS, &model.user_ids), (ITEM_IDS, &model.item_ids)] {
         files.push(match ids_files {
-            RowsFiles::WriteOrCheck => written_or_write(tmp, name, read_back, |w| write_ids(w, ids))?,
+            RowsFiles::WriteOrCheck => written_or_write(tmp, name, read_back, |w| write_id_lines(w, ids))?,
             RowsFiles::ReadBack => read_back_entry(read_back, name)?,
         });
     }

@@ -874,7 +874,7 @@ impl Ingest {
             (&self.items.get(&block).ok_or_else(missing)?.item_ids, by_item, 0)
         };
         let needed = if references { adopt::referenced_rows(csr) } else { Vec::new() };
-        let id_line_bytes = ids.iter().map(|id| id.len() as u64 + 1).sum();
+        let id_line_bytes = als_core::model::id_lines::id_line_bytes(ids);
         let (id_bytes, id_ends) = if ids_too {
             als_proto::codec::id_table(ids)
         } else {

@@ -419,14 +419,14 @@ fn a_description_unlike_its_block_is_refused() {
         IngestResponse {
             id_bytes: id_bytes.into(),
             id_ends: id_ends.into(),
-            id_line_bytes: ids.iter().map(|id| id.len() as u64 + 1).sum(),
+            id_line_bytes: als_core::model::id_lines::id_line_bytes(ids),
             needed: u32_bytes(needed).into(),
             eval_users,
             ..Default::default()
         }
     };
     let ids = ids_of(1, 4);
-    let lines: u64 = ids.iter().map(|id| id.len() as u64 + 1).sum();
+    let lines = als_core::model::id_lines::id_line_bytes(&ids);
     let ask = |references: bool, ids: bool| DescribeAsk {
         min_pos: 1.0,
         references,
