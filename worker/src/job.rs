@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use als_core::data::HeldOutUsers;
 use als_core::side::Side;
 use als_core::solve::{
     all_finite, block_gram, solve_rows_summing_terms, CheckedFixed, Feedback, FixedSide, ObjectiveTerms, RowsView, SolveParams, TermsWanted,
@@ -60,6 +61,8 @@ pub struct Block {
     pub test: TestRows,
     /// The rows' ids where this worker built the block, else empty.
     pub ids: Vec<String>,
+    /// The block's held-out users, where built here with users held out.
+    pub held_out: Option<HeldOutUsers>,
     /// The latest solve, kept apart until a later step shows the coordinator
     /// accepted it: a half-iteration redone after a fault restarts from the
     /// same warm start as the first attempt.
@@ -117,6 +120,9 @@ pub struct BlockData {
     /// The rows' ids, where built here (the model's ids files are then
     /// written here too); empty where shipped whole.
     pub ids: Vec<String>,
+    /// User blocks built here with users held out (`--split users`): the
+    /// block's held-out users, folded in and scored at evaluations.
+    pub held_out: Option<HeldOutUsers>,
 }
 
 #[derive(Debug, Default)]
@@ -424,6 +430,12 @@ impl Job {
         if !d.ids.is_empty() && d.ids.len() != n {
             return invalid(format!("{} ids for {n} rows", d.ids.len()));
         }
+        if let Some(h) = &d.held_out {
+            let n_items = self.n_items as usize;
+            if side != Side::Users || h.fold_in.n_cols != n_items || h.test.items.iter().any(|&i| i as usize >= n_items) {
+                return invalid("held-out users belong to a user block, their rows inside the job's items");
+            }
+        }
         let test = self.check_test_rows(side, &d)?;
         let s = self.side_mut(side);
         let end = d.row_start + d.n_rows as u64;
@@ -448,6 +460,7 @@ impl Job {
                 bias: d.bias,
                 test,
                 ids: d.ids,
+                held_out: d.held_out,
                 pending: None,
             },
         );

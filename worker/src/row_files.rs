@@ -254,6 +254,7 @@ mod tests {
             test_columns: Vec::new(),
             test_values: Vec::new(),
             ids,
+            held_out: None,
         }
     }
 

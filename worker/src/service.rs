@@ -32,6 +32,22 @@ use crate::row_files::read_block_rows;
 use crate::row_sends::RowSends;
 use crate::server::SolveTurns;
 
+/// A Gramian as it travels, its lower triangle row by row (it is
+/// symmetric), as the whole k×k matrix; `None` for no bytes.
+fn gram_of(bytes: &[u8], k: usize, what: &str) -> Result<Option<Vec<f64>>, Status> {
+    let t = pieces_vec::<f64>("gram", &[bytes]).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    match t.is_empty() {
+        true => Ok(None),
+        false => from_lower_triangle(&t, k).map(Some).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "{what} has {} values, not the {} of a lower triangle",
+                t.len(),
+                k * (k + 1) / 2
+            ))
+        }),
+    }
+}
+
 /// Capabilities this build offers (checked in the handshake).
 pub fn capabilities(peers: &Peers) -> Vec<String> {
     let mut c: Vec<String> = ["explicit", "implicit", "cholesky", "cg", "gramian-reduce", "evaluate"]
@@ -416,8 +432,9 @@ impl Worker for WorkerService {
                 test_indptr: p.test_indptr,
                 test_columns: p.test_columns,
                 test_values: p.test_values,
-                // Shipped whole: the coordinator holds the ids.
+                // Shipped whole: the coordinator holds the ids, and folds any held-out users in.
                 ids: Vec::new(),
+                held_out: None,
             },
         };
         let mut slot = self.job.lock().await;
@@ -481,18 +498,7 @@ impl Worker for WorkerService {
             active(&mut slot, &r.job_id)?.params.factors
         };
         let gram = if r.fixed_from_peers {
-            // The lower triangle, row by row: the Gramian is symmetric.
-            let t = pieces_vec::<f64>("gram", &[&r.gram]).map_err(|e| Status::invalid_argument(e.to_string()))?;
-            match t.is_empty() {
-                true => None,
-                false => Some(from_lower_triangle(&t, k).ok_or_else(|| {
-                    Status::invalid_argument(format!(
-                        "a solve's Gramian has {} values, not the {} of a lower triangle",
-                        t.len(),
-                        k * (k + 1) / 2
-                    ))
-                })?),
-            }
+            gram_of(&r.gram, k, "a solve's Gramian")?
         } else if r.gram.is_empty() {
             None
         } else {
@@ -803,6 +809,17 @@ impl Worker for WorkerService {
         let belongs = |c: &EvalChunk| c.job_id == first.job_id && c.step == first.step;
         let p = gather(&first, &mut stream, &limits, belongs, "evaluation").await?;
         let clip = first.clip.then_some((first.clip_min, first.clip_max));
+        if (first.held_out || !first.item_gram.is_empty()) && !first.from_peers {
+            return Err(Status::invalid_argument("held-out users are scored from peers' rows only"));
+        }
+        let item_gram = match first.from_peers {
+            true => {
+                let mut slot = self.job.lock().await;
+                let k = active(&mut slot, &first.job_id)?.params.factors;
+                gram_of(&first.item_gram, k, "an evaluation's item Gramian")?
+            }
+            false => None,
+        };
         let from_peers = first.from_peers.then(|| EvalFromPeers {
             step: first.step,
             blocks: first.blocks.clone(),
@@ -811,6 +828,8 @@ impl Worker for WorkerService {
             all_items: first.all_items,
             clip,
             ranking_k: first.ranking_k,
+            held_out: first.held_out,
+            item_gram,
         });
         let input = EvalInput {
             step: first.step,

@@ -93,6 +93,7 @@ fn block(rng: &mut SplitMix64, p: &SolveParams, n: u32, m: u32) -> BlockData {
         test_columns,
         test_values,
         ids: (0..n).map(|r| format!("r{r}")).collect(),
+        held_out: None,
     }
 }
 

@@ -52,7 +52,8 @@ pub struct IngestPlan {
     pub test_path: Option<PathBuf>,
     pub split: SplitSpec,
     /// `--split users` (with `split` none): the held-out users' rows are left
-    /// out of the blocks.
+    /// out of training; each user block keeps its held-out users', to fold
+    /// them in and score them at evaluations.
     pub hold_out: Option<UserHoldout>,
     pub duplicates: DuplicatePolicy,
     /// Blocks per side asked for; the layout has at most one per user and
@@ -89,6 +90,23 @@ pub struct BlocksBuilt {
     /// Per user block, in block order: its training ratings and test rows.
     pub user_ratings: Vec<u64>,
     pub user_test_rows: Vec<u64>,
+    /// With users held out (`--split users`): what the user blocks hold of them.
+    pub held_out: Option<HeldOutBuilt>,
+}
+
+/// The held-out users the user blocks hold (`--split users`), counted as
+/// [`als_core::data::HeldOutUsers`] counts them on a single process.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeldOutBuilt {
+    pub users: u64,
+    /// Their fold-in rows, repeats merged.
+    pub fold_in: u64,
+    /// Ranked rows scored, and rows dropped (cold item, or no fold-in row left).
+    pub test_rows: u64,
+    pub dropped_cold: u64,
+    /// Per user block, its held-out users and its ranked rows scored.
+    pub users_per_block: Vec<u64>,
+    pub test_rows_per_block: Vec<u64>,
 }
 
 impl BlocksBuilt {
@@ -100,15 +118,15 @@ impl BlocksBuilt {
         *self.item_starts.last().expect("blocks") as usize
     }
 
-    /// The shape training runs on, test rows scored as they are kept (no
-    /// user held out: see [`DataShape::holds_out_users`]).
+    /// The shape training runs on: the test rows scored are the held-out
+    /// users' ranked rows where users are held out, else the test rows kept.
     pub fn shape(&self) -> DataShape {
         DataShape {
             n_users: self.n_users(),
             n_items: self.n_items(),
             n_train: self.ratings as usize,
-            n_scored_test: self.test_rows as usize,
-            holds_out_users: false,
+            n_scored_test: self.held_out.as_ref().map_or(self.test_rows, |h| h.test_rows) as usize,
+            holds_out_users: self.held_out.is_some(),
             global_mean: self.global_mean,
             rating_range: self.training_range,
         }
@@ -355,10 +373,13 @@ pub async fn build(
         }
         None => gathered,
     };
-    let numeric = by_block(&gathered, |r| &r.user_blocks, user_owners, "user")?
-        .iter()
-        .all(|r| r.integers);
-    let numbered = steps.run("number its users", |_| Step::NumberUsers(NumberStep { numeric })).await?;
+    let reports = by_block(&gathered, |r| &r.user_blocks, user_owners, "user")?;
+    let numeric = reports.iter().all(|r| r.integers);
+    // The held-out users are ordered as their own side, apart from the others.
+    let held_out_numeric = plan.hold_out.is_some() && reports.iter().all(|r| r.held_out_integers);
+    let numbered = steps
+        .run("number its users", |_| Step::NumberUsers(NumberStep { numeric, held_out_numeric }))
+        .await?;
     let user_starts = prefix(by_block(&numbered, |r| &r.user_blocks, user_owners, "user")?.iter().map(|r| r.ids));
     // 5–7. The training rows to their items' blocks: gathered, numbered.
     let routed_items = steps
@@ -375,7 +396,14 @@ pub async fn build(
     let numeric = by_block(&gathered, |r| &r.item_blocks, item_owners, "item")?
         .iter()
         .all(|r| r.integers);
-    let numbered = steps.run("number its items", |_| Step::NumberItems(NumberStep { numeric })).await?;
+    let numbered = steps
+        .run("number its items", |_| {
+            Step::NumberItems(NumberStep {
+                numeric,
+                ..Default::default()
+            })
+        })
+        .await?;
     let item_starts = prefix(by_block(&numbered, |r| &r.item_blocks, item_owners, "item")?.iter().map(|r| r.ids));
     let fewest = (*user_starts.last().expect("prefix"))
         .min(*item_starts.last().expect("prefix"))
@@ -419,6 +447,7 @@ pub async fn build(
             peer_bytes: routed.iter().chain(&routed_items).map(|r| r.peer_bytes).sum(),
             user_ratings: Vec::new(),
             user_test_rows: Vec::new(),
+            held_out: plan.hold_out.map(|_| HeldOutBuilt::default()),
         },
         &users,
         &items,
@@ -541,7 +570,11 @@ pub async fn describe_blocks(
             let h = &workers[owners[b]];
             let r = answers.next().await.context("internal error: a block was not described")??;
             let rows = (starts[b + 1] - starts[b]) as usize;
-            let d = checked_description(&r, (b, n_blocks), rows, (other, &ask), plan.load.max_id_len)
+            let held_out_users = match (side, &built.held_out) {
+                (Side::Users, Some(h)) => h.users_per_block[b],
+                _ => 0,
+            };
+            let d = checked_description(&r, (b, n_blocks), (rows, held_out_users), (other, &ask), plan.load.max_id_len)
                 .map_err(|m| anyhow::anyhow!("worker {}: {} block {b}: {m}", h.addr, side.name()))?;
             if side == Side::Users {
                 out.eval_users.push(r.eval_users);
@@ -579,7 +612,7 @@ struct Description {
 fn checked_description(
     r: &IngestResponse,
     (b, n_blocks): (usize, usize),
-    rows: usize,
+    (rows, held_out_users): (usize, u64),
     (other, ask): (usize, &DescribeAsk),
     max_id_len: usize,
 ) -> Result<Description, String> {
@@ -609,8 +642,9 @@ fn checked_description(
     if needed.windows(2).any(|w| w[0] >= w[1]) || needed.last().is_some_and(|&g| g as usize >= other) {
         return Err(format!("the rows it references are not ascending rows below {other}"));
     }
-    if r.eval_users > rows as u64 {
-        return Err(format!("{} users scored of {rows}", r.eval_users));
+    // Its held-out users are scored too (`--split users`).
+    if r.eval_users > rows as u64 + held_out_users {
+        return Err(format!("{} users scored of {rows} and {held_out_users} held out", r.eval_users));
     }
     Ok(Description { ids, line_bytes, needed })
 }
@@ -761,6 +795,14 @@ fn reduce(mut built: BlocksBuilt, users: &[&BlockReport], items: &[&BlockReport]
             ratings: r.ratings,
         });
         user_cells = add_cell_sums(user_cells, lanes(r, &r.cells, "cell")?);
+        if let Some(h) = &mut built.held_out {
+            h.users += r.held_out_users;
+            h.fold_in += r.fold_in_rows;
+            h.test_rows += r.held_out_test_rows;
+            h.dropped_cold += r.held_out_dropped_cold;
+            h.users_per_block.push(r.held_out_users);
+            h.test_rows_per_block.push(r.held_out_test_rows);
+        }
     }
     let mut item_ratings = 0;
     for r in items {

@@ -124,7 +124,7 @@ impl<'r> RatingsAt<'r> {
         }
     }
 
-    /// Per user block, its test rows.
+    /// Per user block, its test rows (its held-out users' ranked rows, where the workers hold them).
     pub fn test_rows_per_block(self, users: &BlockLayout) -> Vec<u64> {
         match self {
             RatingsAt::Here(ds) => {
@@ -134,7 +134,11 @@ impl<'r> RatingsAt<'r> {
                 }
                 n
             }
-            RatingsAt::Workers(w) => w.built.user_test_rows.clone(),
+            // Held out, users are scored on their ranked rows, not on test rows.
+            RatingsAt::Workers(w) => match &w.built.held_out {
+                Some(h) => h.test_rows_per_block.clone(),
+                None => w.built.user_test_rows.clone(),
+            },
         }
     }
 
@@ -156,6 +160,11 @@ impl<'r> RatingsAt<'r> {
             }
             RatingsAt::Workers(w) => w.described.eval_users.clone(),
         }
+    }
+
+    /// Whether the workers' user blocks hold the held-out users (`--split users`).
+    pub fn held_out_on_workers(self) -> bool {
+        matches!(self, RatingsAt::Workers(w) if w.built.held_out.is_some())
     }
 
     /// Each user block's first rating among every user's (the seen

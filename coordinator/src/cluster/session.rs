@@ -141,6 +141,11 @@ impl ClusterSession {
         self.workers.iter().map(|w| w.addr.clone()).collect()
     }
 
+    /// Every worker sends its solved rows to its peers (no hub).
+    pub fn all_exchange(&self) -> bool {
+        self.workers.iter().all(WorkerHandle::exchanges_rows)
+    }
+
     /// Have the workers build the blocks of `plan`'s input, each reading a
     /// share of it; the next [`Self::train`] adopts them (or, resumed,
     /// takes them with its rows) instead of shipping its own. Only the
@@ -232,12 +237,11 @@ impl ClusterSession {
     ) -> anyhow::Result<TrainResult> {
         cfg.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         let built = self.built.lock().ok().and_then(|mut b| b.take());
-        // Where the workers built the blocks, hold every row and send them
-        // to each other, the coordinator keeps no copy of the rows (the
-        // executor's snapshot is elsewhere); folding held-out users in here
-        // needs the item rows.
+        // Where the workers built the blocks, hold every row (and the
+        // held-out users) and send them to each other, the coordinator keeps
+        // no copy of the rows (the executor's snapshot is elsewhere).
         let exchange = self.workers.iter().all(WorkerHandle::exchanges_rows);
-        let without_copy = built.is_some() && exchange && !data.shape.holds_out_users && data.ratings.is_none();
+        let without_copy = built.is_some() && exchange && data.ratings.is_none();
         let (k, biased) = (cfg.factors, cfg.has_biases());
         let rows_shape = RowsShape {
             n_users: data.shape.n_users,
@@ -925,11 +929,17 @@ mod tests {
         let (load, split) = (LoadOptions::default(), SplitSpec::Ratio { test_frac: 0.2, seed: 42 });
         let raw = load_ratings(&path, &load).unwrap();
         let (train_rows, test_rows) = split_rows(&raw, &split).unwrap();
-        let ds = Dataset::build((&raw, &train_rows), Some((&raw, &test_rows)), DuplicatePolicy::Last).unwrap();
+        let ds_rows = Dataset::build((&raw, &train_rows), Some((&raw, &test_rows)), DuplicatePolicy::Last).unwrap();
+        // Whole users held out: the workers fold them in at evaluations.
+        let holdout = als_core::data::split::UserHoldout::Ratio { frac: 0.2, seed: 42 };
+        let user_split = als_core::data::split::split_users(&raw, holdout).unwrap();
+        let ds_users = Dataset::build_user_split(&raw, &user_split, DuplicatePolicy::Last).unwrap();
         /// One run of the table below.
         #[derive(Default, Clone, Copy)]
         struct Case {
             implicit: bool,
+            /// Users held out (`--split users`) instead of test rows.
+            users: bool,
             /// Kill worker 1 after iteration 2 (3 when resumed).
             kill: bool,
             /// Kill worker 1 once the blocks are described, before the run
@@ -1039,9 +1049,21 @@ mod tests {
                 lose_at_starting_gram: true,
                 ..Case::default()
             },
+            Case {
+                users: true,
+                implicit: true,
+                kill: true,
+                ..Case::default()
+            },
+            Case {
+                users: true,
+                lose_at_evaluation: lost_at_evaluation,
+                checkpoints: true,
+                ..Case::default()
+            },
         ];
         // The routing minimums, as counted from the ratings (every block at home).
-        let home_minimums = |layouts: &Layouts, k: usize| {
+        let home_minimums = |ds: &Dataset, layouts: &Layouts, k: usize| {
             let r = crate::cluster::routing::Routing::build(&ds.by_user, &ds.by_item, layouts, 3);
             [
                 (als_core::side::Side::Users, &layouts.items),
@@ -1054,6 +1076,7 @@ mod tests {
         for (case, c) in cases.into_iter().enumerate() {
             let Case {
                 implicit,
+                users,
                 kill,
                 kill_before_start,
                 lose_at_starting_gram,
@@ -1065,11 +1088,12 @@ mod tests {
                 resume,
                 no_exchange,
             } = c;
+            let ds = if users { &ds_users } else { &ds_rows };
             // Resumed, rows that outweigh the blocks' headers (each names the checkpoint's path).
             let cfg = evaluated_config(implicit, if resume { 48 } else { 5 });
-            let layouts = Layouts::for_dataset(&ds, cfg.blocks);
-            let mut local = LocalExecutor::new(&ds, layouts.clone());
-            let want = train(&ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
+            let layouts = Layouts::for_dataset(ds, cfg.blocks);
+            let mut local = LocalExecutor::new(ds, layouts.clone());
+            let want = train(ds, &cfg, &mut local, &layouts, None, &mut |_, _| Ok(())).unwrap();
             let mut s = ClusterSession::local(3, &ClientOptions::default()).unwrap();
             s.faults.heartbeat = std::time::Duration::from_millis(50);
             *s.lose_at_evaluation.lock().unwrap() = lose_at_evaluation;
@@ -1083,8 +1107,8 @@ mod tests {
                 path: path.clone(),
                 load: load.clone(),
                 test_path: None,
-                split: split.clone(),
-                hold_out: None,
+                split: if users { SplitSpec::None } else { split.clone() },
+                hold_out: users.then_some(holdout),
                 duplicates: DuplicatePolicy::Last,
                 blocks: cfg.blocks,
                 step_timeout: std::time::Duration::from_secs(60),
@@ -1093,7 +1117,7 @@ mod tests {
             let what = format!(
                 "implicit={implicit} kill={kill} restart={restart} lose at evaluation {lose_at_evaluation:?} \
                  checkpoints={checkpoints} copy={copy} corrupt={corrupt} resume={resume} no_exchange={no_exchange} \
-                 kill before start={kill_before_start} lose at starting gram={lose_at_starting_gram}"
+                 kill before start={kill_before_start} lose at starting gram={lose_at_starting_gram} users held out={users}"
             );
             let at = dir.path().join(format!("checkpoints-{case}"));
             // Resumed: two iterations first, on blocks the workers built, checkpointed by them.
@@ -1147,7 +1171,7 @@ mod tests {
             let start = match resume {
                 true => Some(StartFrom::Checkpoint(als_core::checkpoint::latest_sealed(&at, &sig).unwrap())),
                 // The dataset's ids are the blocks': the same rows.
-                false => copy.then(|| StartFrom::State(initial_state(&ds, &cfg))),
+                false => copy.then(|| StartFrom::State(initial_state(ds, &cfg))),
             };
             let kill_after = if resume { 3 } else { 2 };
             if kill_before_start {
@@ -1203,7 +1227,11 @@ mod tests {
             // every block at home, unless a worker was lost before the start.
             let r = &got.reports[0];
             if !kill_before_start && !lose_at_starting_gram {
-                assert_eq!((r.bytes_min(), r.bytes_min_peer()), home_minimums(&layouts, cfg.factors), "{what}");
+                assert_eq!(
+                    (r.bytes_min(), r.bytes_min_peer()),
+                    home_minimums(ds, &layouts, cfg.factors),
+                    "{what}"
+                );
             }
             if no_exchange {
                 assert_eq!(r.bytes_peer(), 0, "{what}: the coordinator carries the rows");
@@ -1229,7 +1257,9 @@ mod tests {
             // three again when the restarted worker took its blocks back: with
             // a copy here, at the next evaluation; without one, once a
             // checkpoint made the workers' rows the snapshot's.
-            if kill && !checkpoints {
+            // Held out, users' key bounds are selected again as the survivors
+            // build: rounds of keys that outweigh this small model's rows.
+            if kill && !checkpoints && !users {
                 // The loss costs the coordinator less than the rows without a
                 // copy (the survivors draw them), and more with one (it ships them).
                 // The loss is in the iteration after the kill.

@@ -299,10 +299,7 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
     if let Some(o) = &job.output {
         check_out_dir(&o.dir, o.overwrite)?;
     }
-    let workers_read = workers_read::plan_of(&job)?;
-    // A resumed run's blocks are built by the workers too; each takes its
-    // own with the checkpoint's rows.
-    let evaluated_read = workers_read.as_ref();
+    let mut workers_read = workers_read::plan_of(&job)?;
     let embedded = matches!(spec.source, DataSource::Synthetic(_));
     if embedded {
         tracing::info!("no --data given: training on the embedded synthetic dataset");
@@ -310,7 +307,14 @@ pub fn run(job: TrainJob, out: &mut dyn Write) -> anyhow::Result<TrainOutcome> {
     let trainer = Trainer::open(&job.executor, job.token.as_deref(), job.tls.clone(), job.worker_timeout)?;
     if let Trainer::Cluster(session) = &trainer {
         tracing::info!(workers = ?session.addrs(), "training on the cluster");
+        if let Some(plan) = &mut workers_read {
+            // Held-out users are folded in from the item rows peers send each other.
+            plan.workers_fold_in = session.all_exchange();
+        }
     }
+    // A resumed run's blocks are built by the workers too; each takes its
+    // own with the checkpoint's rows.
+    let evaluated_read = workers_read.as_ref();
     let data = match run_data(&trainer, &job, spec, evaluated_read) {
         Ok(d) => d,
         Err(e) => return trainer.shutdown(Err(e)),

@@ -1,8 +1,12 @@
 //! The workers build their blocks from the input (by default where they
 //! can, or always with `--input-on-workers`), and the coordinator trains on
-//! their blocks without reading the input; where it holds the data anyway
-//! (`--split users`), it checks that what they built is the data it loaded
-//! (the same file on every machine), and ships none.
+//! their blocks without reading the input. With users held out (`--split
+//! users`) each user block keeps its held-out users and its worker folds
+//! them in at evaluations, from the item rows its peers send. Workers that
+//! do not send each other rows cannot: the coordinator then holds the data
+//! too, folds the held-out users in itself, checks that what the workers
+//! built is the data it loaded (the same file on every machine), and ships
+//! none.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -25,6 +29,8 @@ pub struct WorkersRead {
     split: SplitSpec,
     /// `--split users`: whole users held out.
     hold_out: Option<UserHoldout>,
+    /// The workers fold the held-out users in (they send each other rows).
+    pub workers_fold_in: bool,
     /// `--test FILE`, read by the workers too.
     test: Option<PathBuf>,
     /// The run fails where a worker may not read the input
@@ -34,9 +40,9 @@ pub struct WorkersRead {
 
 impl WorkersRead {
     /// This coordinator need not read the ratings: the workers build every
-    /// block, and no held-out user is folded in here (`--split users`).
+    /// block, and fold in any held-out users (`--split users`).
     pub fn reads_none_here(&self) -> bool {
-        self.hold_out.is_none()
+        self.hold_out.is_none() || self.workers_fold_in
     }
 
     /// The same input with no row held out (the final fit's).
@@ -45,6 +51,7 @@ impl WorkersRead {
             path: self.path.clone(),
             split: SplitSpec::None,
             hold_out: None,
+            workers_fold_in: self.workers_fold_in,
             test: None,
             required: self.required,
         }
@@ -52,19 +59,17 @@ impl WorkersRead {
 }
 
 /// What the workers read, if they read the input: by default wherever they
-/// can (a file, on workers, no users held out), with `--input-on-workers`
-/// always, or refused before anything is loaded where they cannot build
-/// what the run needs.
+/// can (a file, on workers), with `--input-on-workers` always, or refused
+/// before anything is loaded where they cannot build what the run needs.
+/// Whether they fold held-out users in is known once they answer
+/// ([`WorkersRead::workers_fold_in`]).
 pub fn plan_of(job: &TrainJob) -> anyhow::Result<Option<WorkersRead>> {
     let required = match job.who_reads {
         WhoReads::Coordinator => return Ok(None),
         WhoReads::Workers => true,
         WhoReads::Auto => {
-            let users_held_out =
-                matches!(&job.input.test, TestSource::Split(c) if matches!(core_split(*c, job.input.seed), CoreSplit::Users(_)));
-            // Held out, users are folded in here, from the ratings this coordinator loads anyway.
             let possible = !matches!(job.executor, ExecutorChoice::InProcess) && matches!(job.input.source, DataSource::File(_));
-            if !possible || users_held_out {
+            if !possible {
                 return Ok(None);
             }
             false
@@ -90,6 +95,7 @@ pub fn plan_of(job: &TrainJob) -> anyhow::Result<Option<WorkersRead>> {
         path,
         split,
         hold_out,
+        workers_fold_in: false,
         test,
         required,
     }))
@@ -196,10 +202,10 @@ pub fn on_workers(
         n_users: built.n_users(),
         n_items: built.n_items(),
         n_train: built.ratings as usize,
-        n_test: built.test_rows as usize,
-        test_dropped_cold: built.test_dropped_cold as usize,
-        held_out_users: None,
-        n_fold_in: None,
+        n_test: built.shape().n_scored_test,
+        test_dropped_cold: (built.test_dropped_cold + built.held_out.as_ref().map_or(0, |h| h.dropped_cold)) as usize,
+        held_out_users: built.held_out.as_ref().map(|h| h.users as usize),
+        n_fold_in: built.held_out.as_ref().map(|h| h.fold_in as usize),
         skipped_lines: built.skipped_lines,
         duplicates_merged: built.duplicates_merged as usize,
         load_seconds: seconds,
@@ -230,12 +236,8 @@ pub fn build(trainer: &Trainer, plan: &WorkersRead, job: &TrainJob, ds: &Dataset
     let Some((_, built)) = built_by_workers(trainer, &ingest, plan.required, "shipping the blocks instead")? else {
         return Ok(None);
     };
-    let mut shape = built.shape();
-    if plan.hold_out.is_some() {
-        // The held-out users are folded in and scored here, from this coordinator's rows.
-        shape.n_scored_test = ds.n_scored_test_rows();
-        shape.holds_out_users = true;
-    }
+    // The held-out users are folded in and scored here, from this coordinator's rows.
+    let shape = built.shape();
     check_same_data(&built, &shape, ds, layouts, &plan.path)?;
     tracing::info!(
         ratings = built.ratings,
@@ -253,6 +255,15 @@ fn check_same_data(built: &BlocksBuilt, shape: &DataShape, ds: &Dataset, layouts
         && built.user_starts == layouts.users.starts_u64()
         && built.item_starts == layouts.items.starts_u64()
         && built.test_rows == ds.test.len() as u64
+        && built.held_out.as_ref().map(|h| (h.users, h.fold_in, h.test_rows, h.dropped_cold))
+            == ds.held_out.as_ref().map(|h| {
+                (
+                    h.n_users() as u64,
+                    h.fold_in.nnz() as u64,
+                    h.test.len() as u64,
+                    h.dropped_cold as u64,
+                )
+            })
         && same_bits(shape, &DataShape::of(ds, &layouts.users));
     if !same {
         bail!(

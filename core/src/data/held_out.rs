@@ -2,7 +2,8 @@
 //! one is folded in from, and the rows that are ranked, in the training
 //! item indices.
 
-use super::dataset::{check_merged_values, dense_indices, index_of, merge_duplicates, seen_ids};
+use super::dataset::{dense_indices, index_of, merge_duplicates, seen_ids};
+use super::ids::block_of_id;
 use super::{Csr, DataError, Dataset, DuplicatePolicy, RawRatings, TestSet};
 
 /// Held-out users of a [`Dataset`]: not in its user index, nor in training.
@@ -35,46 +36,104 @@ impl HeldOutUsers {
         duplicates: DuplicatePolicy,
     ) -> Result<Self, DataError> {
         let itok = dense_indices(&raw.item_tokens, &index_of(&ds.item_ids));
+        // Per input row: not held out, folded in (false) or ranked (true).
+        let mut ranked: Vec<Option<bool>> = vec![None; raw.len()];
         let mut user_seen = vec![false; raw.user_tokens.len()];
-        for &r in fold_in.iter().chain(test) {
-            user_seen[raw.users[r] as usize] = true;
+        for (rows, is_ranked) in [(fold_in, false), (test, true)] {
+            for &r in rows {
+                ranked[r] = Some(is_ranked);
+                user_seen[raw.users[r] as usize] = true;
+            }
         }
         let user_ids = seen_ids(&raw.user_tokens, &user_seen);
         let utok = dense_indices(&raw.user_tokens, &index_of(&user_ids));
+        let rows = || {
+            ranked.iter().enumerate().filter_map(|(r, k)| {
+                let i = itok[raw.items[r] as usize];
+                k.map(|ranked| HeldOutRow {
+                    user: utok[raw.users[r] as usize],
+                    item: (i != u32::MAX).then_some(i),
+                    value: raw.ratings[r],
+                    ranked,
+                })
+            })
+        };
+        let item_name = |i: u32| ds.item_ids[i as usize].clone();
+        Self::from_rows(user_ids, ds.n_items(), rows, duplicates, &raw.source, &item_name)
+    }
 
+    /// The held-out users `user_ids` (in the side's dense order) from their
+    /// rows in input order, items in the training items (`None`: no
+    /// training rating): the fold-in rows merged by `duplicates`, the
+    /// ranked rows kept where their item is known and their user has a
+    /// fold-in row left. What a user block holding held-out users builds
+    /// too (its users only), so both are one function.
+    pub fn from_rows<I: Iterator<Item = HeldOutRow>>(
+        user_ids: Vec<String>,
+        n_items: usize,
+        rows: impl Fn() -> I,
+        duplicates: DuplicatePolicy,
+        source: &str,
+        item_name: &dyn Fn(u32) -> String,
+    ) -> Result<Self, DataError> {
         let mut dropped_cold = 0;
-        let (mut fu, mut fi, mut fv) = (Vec::new(), Vec::new(), Vec::new());
-        for &r in fold_in {
-            let i = itok[raw.items[r] as usize];
-            if i == u32::MAX {
-                dropped_cold += 1;
-                continue;
+        let fold_in_rows = || rows().filter(|r| !r.ranked).filter_map(|r| Some((r.user, r.item?, r.value)));
+        let (fold_in, _) = merge_duplicates(Csr::from_entries(user_ids.len(), n_items, fold_in_rows), duplicates);
+        for (u, user) in user_ids.iter().enumerate() {
+            let (cols, vals) = fold_in.row(u);
+            if let Some((&c, v)) = cols.iter().zip(vals).find(|(_, v)| crate::limits::check_value(**v).is_err()) {
+                return Err(DataError::Invalid(format!(
+                    "{source}: held-out user {user}, item {}: value {v:e} (after merging repeated pairs) is outside the supported range ±{:e}",
+                    item_name(c),
+                    crate::limits::MAX_ABS_VALUE
+                )));
             }
-            fu.push(utok[raw.users[r] as usize]);
-            fi.push(i);
-            fv.push(raw.ratings[r]);
         }
-        let (fold_in, _) = merge_duplicates(Csr::from_triples(user_ids.len(), ds.n_items(), &fu, &fi, &fv), duplicates);
-        check_merged_values(&fold_in, &raw.source, "held-out user", &user_ids, &ds.item_ids)?;
-        let mut test_set = TestSet::default();
-        for &r in test {
-            let (u, i) = (utok[raw.users[r] as usize], itok[raw.items[r] as usize]);
-            // A user with no known fold-in item has no factors to rank with.
-            if i == u32::MAX || fold_in.row_len(u as usize) == 0 {
-                dropped_cold += 1;
-                continue;
+        let mut test = TestSet::default();
+        for r in rows() {
+            match (r.ranked, r.item) {
+                (false, Some(_)) => {}
+                // A user with no known fold-in item has no factors to rank with.
+                (true, Some(i)) if fold_in.row_len(r.user as usize) > 0 => {
+                    test.users.push(r.user);
+                    test.items.push(i);
+                    test.ratings.push(r.value);
+                }
+                _ => dropped_cold += 1,
             }
-            test_set.users.push(u);
-            test_set.items.push(i);
-            test_set.ratings.push(raw.ratings[r]);
         }
         Ok(HeldOutUsers {
             user_ids,
             fold_in,
-            test: test_set,
+            test,
             dropped_cold,
         })
     }
+
+    /// Where each of `n_blocks` user blocks' held-out users start, then
+    /// their count: the users are in the side's dense order, which is
+    /// bucket order, so each block's are a run.
+    pub fn block_starts(&self, n_blocks: usize) -> Vec<usize> {
+        let mut starts = vec![0; n_blocks + 1];
+        for id in &self.user_ids {
+            starts[block_of_id(id, n_blocks) + 1] += 1;
+        }
+        for b in 0..n_blocks {
+            starts[b + 1] += starts[b];
+        }
+        starts
+    }
+}
+
+/// One row of a held-out user: `user` indexes the held-out users, `item`
+/// the training items (`None`: no training rating); `ranked` rows are
+/// scored, the others folded in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeldOutRow {
+    pub user: u32,
+    pub item: Option<u32>,
+    pub value: f32,
+    pub ranked: bool,
 }
 
 impl Dataset {

@@ -21,7 +21,7 @@ pub use csr::Csr;
 pub use dataset::{DataFingerprint, Dataset, DatasetBuild, DuplicatePolicy, IdOrder, Rows, TestSet};
 pub use error::DataError;
 pub use format::{Format, LoadOptions};
-pub use held_out::HeldOutUsers;
+pub use held_out::{HeldOutRow, HeldOutUsers};
 pub use load::{input_files, input_size, load_ratings, load_share, parse_ratings, Share};
 pub use split::SplitSpec;
 

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use ndarray::Array2;
 
 use crate::blocks::BlockLayout;
-use crate::data::{Dataset, HeldOutUsers, TestSet};
+use crate::data::{Csr, Dataset, HeldOutUsers, TestSet};
 pub use crate::metrics::relevant_by_user;
 use crate::metrics::{ranking_metrics_by_blocks, ErrorSums, RankingMetrics, WIDE_NDCG_K};
 use crate::side::Factors;
@@ -80,7 +80,8 @@ pub fn predict_rows(p: &SolveParams, pu: &[f32], bu: f32, qi: &[f32], bi: f32) -
 /// The sums behind the metrics go user block by user block of `user_blocks`
 /// (the test rows of each user in test order), the blocks' sums added in
 /// block order: as a cluster's workers sum the blocks they hold, so the
-/// metrics are the same bits for any cluster shape.
+/// metrics are the same bits for any cluster shape. Held-out users go by
+/// the blocks their ids hash to, as the workers hold them.
 pub fn evaluate(
     ds: &Dataset,
     cfg: &TrainConfig,
@@ -92,8 +93,9 @@ pub fn evaluate(
 ) -> Result<TestMetrics, TrainError> {
     if let Some(h) = &ds.held_out {
         let folded = fold_in_held_out(h, p, items, item_gram)?;
-        let one_block = [0, h.n_users()];
-        return Ok(metrics_of(ds, cfg, p, (&h.test, &h.fold_in), (&folded, items), &one_block));
+        // Each user block's held-out users, as the workers holding them sum theirs.
+        let starts = h.block_starts(user_blocks.n_blocks());
+        return Ok(metrics_of(ds, cfg, p, (&h.test, &h.fold_in), (&folded, items), &starts));
     }
     Ok(metrics_of(ds, cfg, p, (&ds.test, &ds.by_user), (users, items), &user_blocks.starts))
 }
@@ -173,29 +175,39 @@ pub fn metrics_of_error_sums(raw: &ErrorSums, clipped: &ErrorSums) -> TestMetric
 /// Rendle et al. fold iALS++ users in with 8 sweeps from zero instead; the
 /// exact solve is the point those sweeps approach.
 pub fn fold_in_held_out(h: &HeldOutUsers, p: &SolveParams, items: &Factors, item_gram: Option<&[f64]>) -> Result<Factors, TrainError> {
+    let fixed = FixedSide {
+        factors: items.flat(),
+        bias: if p.biased() { &items.bias } else { &[] },
+        total_rows: items.n_rows(),
+    };
+    let (out, bias) = fold_in_rows(&h.fold_in, p, fixed, item_gram)?;
+    let matrix =
+        Array2::from_shape_vec((h.n_users(), p.factors), out).map_err(|_| TrainError::Internal("fold-in factors have the wrong shape"))?;
+    Ok(Factors { matrix, bias })
+}
+
+/// The factors (and biases, in biased models) of the users whose rows are
+/// `rows`, their columns indexing `fixed`'s rows: each row solved exactly
+/// against the fixed items. A worker folds its blocks' held-out users in
+/// through here too, so their factors are the same bits.
+pub fn fold_in_rows(rows: &Csr, p: &SolveParams, fixed: FixedSide, item_gram: Option<&[f64]>) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
     let exact = SolveParams {
         solver: SolverKind::Cholesky,
         ..*p
     };
-    let (n, k) = (h.n_users(), p.factors);
+    let (n, k) = (rows.n_rows(), p.factors);
     let biased = p.biased();
     let mut out = vec![0f32; n * k];
     let mut bias = vec![0f32; if biased { n } else { 0 }];
-    let fixed = FixedSide {
-        factors: items.flat(),
-        bias: if biased { &items.bias } else { &[] },
-        total_rows: items.n_rows(),
-    };
     solve_rows(
         &exact,
-        RowsView::of_csr(&h.fold_in, 0, n),
+        RowsView::of_csr(rows, 0, n),
         fixed,
         item_gram,
         &mut out,
         biased.then_some(bias.as_mut_slice()),
     )?;
-    let matrix = Array2::from_shape_vec((n, k), out).map_err(|_| TrainError::Internal("fold-in factors have the wrong shape"))?;
-    Ok(Factors { matrix, bias })
+    Ok((out, bias))
 }
 
 /// Ranking metrics from the sums of the evaluated users (summed on the workers).

@@ -206,7 +206,14 @@ pub trait HalfStepExecutor {
     /// cluster: on the workers, the item rows going worker to worker).
     /// `None`: the caller brings the state up to date and evaluates through
     /// [`HalfStepExecutor::evaluate`] or locally. The same numbers either way.
-    fn evaluate_in_place(&mut self, _cfg: &TrainConfig, _params: &SolveParams) -> Option<Result<TestMetrics, TrainError>> {
+    /// Held-out users (`--split users`) are folded in where they are held,
+    /// with `item_gram` (implicit feedback): the items' Gramian.
+    fn evaluate_in_place(
+        &mut self,
+        _cfg: &TrainConfig,
+        _params: &SolveParams,
+        _item_gram: Option<&[f64]>,
+    ) -> Option<Result<TestMetrics, TrainError>> {
         None
     }
 
@@ -401,8 +408,9 @@ pub type OnIteration<'a> = dyn FnMut(&IterationReport, &mut StateView<'_>) -> Re
 
 /// Test metrics through the executor, or locally when it has none to give.
 ///
-/// Held-out users are folded in here, where the item factors and their
-/// Gramian are, whichever executor trains.
+/// Held-out users the executor did not fold in where they are held
+/// ([`HalfStepExecutor::evaluate_in_place`]) are folded in here, where the
+/// item factors and their Gramian are.
 fn evaluate_with(
     exec: &mut dyn HalfStepExecutor,
     data: &TrainData,
@@ -602,8 +610,8 @@ pub fn train_on(
         let evaluate_now = it == cfg.iterations || (cfg.eval_every > 0 && it.is_multiple_of(cfg.eval_every));
         // Without test rows there is nothing to evaluate, and no state to read.
         let test = if evaluate_now && shape.n_scored_test > 0 {
-            // Held-out users are folded in where the item factors are: here.
-            let in_place = (!shape.holds_out_users).then(|| exec.evaluate_in_place(cfg, &params)).flatten();
+            // Held-out users are folded in where they are held: on the workers that built them, or here.
+            let in_place = exec.evaluate_in_place(cfg, &params, item_gram.as_deref());
             match in_place {
                 Some(metrics) => metrics?,
                 None => {

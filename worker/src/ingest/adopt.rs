@@ -68,6 +68,7 @@ impl Ingest {
                     data.test_columns = order.iter().map(|&r| done.test[r].1).collect();
                     data.test_values = order.iter().map(|&r| done.test[r].2).collect();
                 }
+                data.held_out = self.finished_held_out.remove(&block);
                 Ok(data)
             }
             Side::Items => {
@@ -131,5 +132,6 @@ fn block_data(block: u32, row_start: u64, csr: Csr, ids: &[String], side: Side, 
         test_columns: Vec::new(),
         test_values: Vec::new(),
         ids: ids.to_vec(),
+        held_out: None,
     }
 }

@@ -35,7 +35,7 @@ use std::time::Instant;
 use als_core::data::ingest::{cell_sums, route_share, FinishedUserBlock, ItemBlock, ItemBoundPart, RoutedPart, UserBlock};
 use als_core::data::select::{KeyPart, KeysPart, TemporalKeys, GATHER_LIMIT};
 use als_core::data::split::{holdout_user_seed, key_ranks, HeldKeys, RatioThreshold};
-use als_core::data::{Csr, DataFingerprint, DuplicatePolicy, Format, LoadOptions, RawRatings, Share};
+use als_core::data::{Csr, DataFingerprint, DuplicatePolicy, Format, HeldOutUsers, LoadOptions, RawRatings, Share};
 use als_proto::pb::split_rule::Kind;
 use als_proto::pb::{BlockOwners, BlockReport, IngestRowsChunk, InputSpec, SplitRule};
 use rayon::prelude::*;
@@ -318,8 +318,14 @@ pub struct Ingest {
     /// The item indices the user blocks asked for (item id → its row in its
     /// block; `None`: no training rating), after [`Stage::ItemsLookedUp`].
     answers: FxHashMap<String, Option<u32>>,
+    /// Users are held out (`--split users`): every user block holds its held-out users' rows.
+    holds_out: bool,
+    /// How repeated pairs merge (given at step 5).
+    duplicates: DuplicatePolicy,
     /// The blocks laid out (after [`Stage::Finished`]).
     pub finished_users: BTreeMap<u32, FinishedUserBlock>,
+    /// Each user block's held-out users, where users are held out.
+    pub finished_held_out: BTreeMap<u32, HeldOutUsers>,
     pub finished_items: BTreeMap<u32, Csr>,
 }
 
@@ -377,7 +383,10 @@ impl Ingest {
             user_starts: Vec::new(),
             item_starts: Vec::new(),
             answers: FxHashMap::default(),
+            holds_out: false,
+            duplicates: DuplicatePolicy::Sum,
             finished_users: BTreeMap::new(),
+            finished_held_out: BTreeMap::new(),
             finished_items: BTreeMap::new(),
         })
     }
@@ -418,23 +427,31 @@ impl Ingest {
         }
     }
 
-    /// Between steps 3 and 4 (`--split users`): leave out the held-out
-    /// users' rows, and say again whether each block's users are integers.
+    /// Between steps 3 and 4 (`--split users`): set the held-out users'
+    /// rows apart (they are folded in and scored at evaluations), and say
+    /// again whether each block's users are integers, and whether its
+    /// held-out users are.
     pub fn hold_out_users(&mut self, split: Option<&SplitRule>) -> Result<Vec<BlockReport>, JobError> {
         self.expect(Stage::UsersGathered, "holding users out")?;
         let Rule::Users { held, seed } = rule_of(split)? else {
             return Err(invalid("holding users out needs the users split's rule"));
         };
         let user_seed = holdout_user_seed(seed);
-        let mut left_out = 0;
+        let mut apart = 0;
         for u in self.users.values_mut() {
-            left_out += u.hold_out_users(user_seed, &held);
+            apart += u.hold_out_users(user_seed, &held, seed);
         }
-        tracing::debug!(job = %self.id, rows = left_out, "held-out users' rows left out");
+        self.holds_out = true;
+        tracing::debug!(job = %self.id, rows = apart, "held-out users' rows set apart");
         Ok(self
             .users
             .iter()
-            .map(|(&b, u)| report(b, |r| r.integers = u.users_are_integers()))
+            .map(|(&b, u)| {
+                report(b, |r| {
+                    r.integers = u.users_are_integers();
+                    r.held_out_integers = u.held_out_are_integers();
+                })
+            })
             .collect())
     }
 
@@ -601,11 +618,12 @@ impl Ingest {
             .collect())
     }
 
-    /// Step 4.
-    pub fn number_users(&mut self, numeric: bool) -> Result<Vec<BlockReport>, JobError> {
+    /// Step 4, the held-out users numbered apart (`--split users`).
+    pub fn number_users(&mut self, numeric: bool, held_out_numeric: bool) -> Result<Vec<BlockReport>, JobError> {
         self.expect(Stage::UsersGathered, "numbering the users")?;
         for u in self.users.values_mut() {
             u.number_users(numeric);
+            u.number_held_out(held_out_numeric);
         }
         self.stage = Stage::UsersNumbered;
         Ok(self
@@ -630,6 +648,7 @@ impl Ingest {
             }
         }
         self.user_starts = user_starts.to_vec();
+        self.duplicates = duplicates;
         let n_blocks = self.blocks;
         // Blocks are independent: one per core, and so are the streams.
         let parts: Vec<(u32, ItemBoundPart)> = self
@@ -767,12 +786,17 @@ impl Ingest {
         let t0 = Instant::now();
         // Blocks are independent: one per core, reports kept in block order.
         let (user_starts, source) = (&self.user_starts, &self.source);
-        let users: Vec<(u32, FinishedUserBlock, BlockReport)> = self
+        let (holds_out, duplicates) = (self.holds_out, self.duplicates);
+        let users: Vec<(u32, FinishedUserBlock, Option<HeldOutUsers>, BlockReport)> = self
             .users
             .par_iter()
             .map(|(&b, u)| {
                 let first_user = user_starts[b as usize] as u32;
                 let done = u.finish(first_user, n_items, source, &global).map_err(|e| invalid(e.to_string()))?;
+                let held_out = holds_out
+                    .then(|| u.finish_held_out(n_items, duplicates, source, &global))
+                    .transpose()
+                    .map_err(|e| invalid(e.to_string()))?;
                 let names: Vec<(u32, &str)> = u.items_named().into_iter().filter_map(|i| Some((global(i)?, i))).collect();
                 let mut fp = DataFingerprint::default();
                 fp.add_user_block(&u.user_ids, &done.by_user, &names);
@@ -787,8 +811,14 @@ impl Ingest {
                     (r.training_min, r.training_max) = done.training_range;
                     r.fingerprint = fp.lanes.to_vec();
                     r.cells = cell_sums(&done.by_user, first_user, true).to_vec();
+                    if let Some(h) = &held_out {
+                        r.held_out_users = h.n_users() as u64;
+                        r.fold_in_rows = h.fold_in.nnz() as u64;
+                        r.held_out_test_rows = h.test.len() as u64;
+                        r.held_out_dropped_cold = h.dropped_cold as u64;
+                    }
                 });
-                Ok((b, done, r))
+                Ok((b, done, held_out, r))
             })
             .collect::<Result<_, JobError>>()?;
         let t1 = Instant::now();
@@ -807,8 +837,11 @@ impl Ingest {
             })
             .collect::<Result<_, JobError>>()?;
         let mut user_reports = Vec::with_capacity(users.len());
-        for (b, done, r) in users {
+        for (b, done, held_out, r) in users {
             self.finished_users.insert(b, done);
+            if let Some(h) = held_out {
+                self.finished_held_out.insert(b, h);
+            }
             user_reports.push(r);
         }
         let mut item_reports = Vec::with_capacity(items.len());
@@ -843,7 +876,7 @@ pub struct BlockDescription {
     /// Where asked: the other side's rows the block references, ascending.
     /// Otherwise they stay here, and the routes count them (`Subscribe`).
     pub needed: Vec<u32>,
-    /// User blocks: users with a test row valued `min_pos` or more.
+    /// User blocks: users with a test row valued `min_pos` or more (held-out users' too).
     pub eval_users: u64,
 }
 
@@ -865,10 +898,17 @@ impl Ingest {
         let (ids, csr, eval_users) = if users {
             let done = self.finished_users.get(&block).ok_or_else(missing)?;
             let ids = &self.users.get(&block).ok_or_else(missing)?.user_ids;
-            let mut relevant: Vec<u32> = done.test.iter().filter(|t| t.2 >= min_pos).map(|t| t.0).collect();
-            relevant.sort_unstable();
-            relevant.dedup();
-            (ids, &done.by_user, relevant.len() as u64)
+            let relevant = |test: &mut dyn Iterator<Item = (u32, f32)>| {
+                let mut users: Vec<u32> = test.filter(|t| t.1 >= min_pos).map(|t| t.0).collect();
+                users.sort_unstable();
+                users.dedup();
+                users.len() as u64
+            };
+            let mut scored = relevant(&mut done.test.iter().map(|t| (t.0, t.2)));
+            if let Some(h) = self.finished_held_out.get(&block) {
+                scored += relevant(&mut h.test.users.iter().copied().zip(h.test.ratings.iter().copied()));
+            }
+            (ids, &done.by_user, scored)
         } else {
             let by_item = self.finished_items.get(&block).ok_or_else(missing)?;
             (&self.items.get(&block).ok_or_else(missing)?.item_ids, by_item, 0)

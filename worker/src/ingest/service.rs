@@ -220,7 +220,9 @@ pub async fn step(
         }
         Step::HoldOutUsers(h) => resp.user_blocks = with_ingest(slot, &job_id, move |i| i.hold_out_users(h.split.as_ref())).await?,
         Step::GatherUsers(g) => resp.user_blocks = with_ingest(slot, &job_id, move |i| i.gather_users(g.split.as_ref())).await?,
-        Step::NumberUsers(n) => resp.user_blocks = with_ingest(slot, &job_id, move |i| i.number_users(n.numeric)).await?,
+        Step::NumberUsers(n) => {
+            resp.user_blocks = with_ingest(slot, &job_id, move |i| i.number_users(n.numeric, n.held_out_numeric)).await?
+        }
         Step::RouteItems(r) => {
             let duplicates = duplicate_policy(r.duplicates)?;
             let out = with_ingest(slot, &job_id, move |i| i.route_items(&r.user_starts, duplicates)).await?;

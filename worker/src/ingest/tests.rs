@@ -70,7 +70,7 @@ fn rows_are_taken_only_for_blocks_built_here_in_the_step_that_expects_them() {
     );
     let e = i.receive(&[chunk(true, 0, &[0])]).unwrap_err();
     assert!(matches!(&e, JobError::NotReady(m) if m.contains("rows for item blocks")), "{e:?}");
-    let e = i.number_users(true).unwrap_err();
+    let e = i.number_users(true, false).unwrap_err();
     assert!(matches!(e, JobError::NotReady(_)), "{e:?}");
     let e = i.look_up(0, &["i".into()]).unwrap_err();
     assert!(matches!(e, JobError::NotReady(_)), "{e:?}");

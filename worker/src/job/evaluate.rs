@@ -2,14 +2,16 @@
 //! over its test rows (explicit), or the sums of its users' ranking metrics
 //! from their top-K lists (implicit). Only these sums leave the worker.
 
+use als_core::data::group_by_key;
 use als_core::metrics::{ranking_list_len, ListScorer};
+use als_core::solve::FixedSide;
 use als_core::topk::{top_n_batch_in, ScoreBuffers};
-use als_core::train::eval::predict_rows;
+use als_core::train::eval::{fold_in_rows, predict_rows};
 use als_proto::payload::EvalLimits;
 use als_proto::sums::BlockSums;
 use ndarray::ArrayView2;
 
-use super::{exchange, invalid, Job, JobError};
+use super::{exchange, invalid, Job, JobError, TestRows};
 
 /// The factors an evaluation needs, as received.
 #[derive(Debug, Default)]
@@ -58,6 +60,20 @@ impl Job {
             match self.users.blocks.get(b) {
                 Some(bl) => n += bl.n_rows,
                 None => return invalid(format!("user block {b} is not held by this worker")),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Held-out users of the listed user blocks, which must be held here,
+    /// ascending, and built with their held-out users.
+    fn held_out_rows(&self, blocks: &[u32]) -> Result<usize, JobError> {
+        self.eval_rows(blocks)?;
+        let mut n = 0;
+        for b in blocks {
+            match &self.users.blocks[b].held_out {
+                Some(h) => n += h.n_users(),
+                None => return invalid(format!("user block {b} holds no held-out users")),
             }
         }
         Ok(n)
@@ -122,70 +138,148 @@ impl Job {
         check_scoring(e.top_k, e.ranking_k, e.min_pos, e.all_items, e.clip)?;
         let items = ArrayView2::from_shape((n_items, k), &e.item_factors).map_err(|e| JobError::Invalid(e.to_string()))?;
         let mut out = Vec::with_capacity(e.blocks.len());
-        let buffers = ScoreBuffers::new();
-        let mut scorer = ListScorer::new(e.ranking_k as usize);
+        let mut scoring = Scoring::new(e, items);
         let mut offset = 0;
         for &id in &e.blocks {
             let b = &self.users.blocks[&id];
             let uf = &e.user_factors[offset * k..(offset + b.n_rows) * k];
             let ub = if biased { &e.user_bias[offset..offset + b.n_rows] } else { &[][..] };
             offset += b.n_rows;
-            let mut r = EvalBlock {
-                block: id,
-                ..Default::default()
-            };
-            if e.top_k == 0 {
-                for row in 0..b.n_rows {
-                    let (cols, vals) = b.test.row(row);
-                    for (&c, &v) in cols.iter().zip(vals) {
-                        let j = if e.all_items {
-                            c as usize
-                        } else {
-                            e.item_rows
-                                .binary_search(&c)
-                                .map_err(|_| JobError::Invalid(format!("test item {c} has no factors in the evaluation")))?
-                        };
-                        let (bu, bi) = if biased { (ub[row], e.item_bias[j]) } else { (0.0, 0.0) };
-                        let pu = &uf[row * k..(row + 1) * k];
-                        let p = predict_rows(&self.params, pu, bu, &e.item_factors[j * k..(j + 1) * k], bi);
-                        r.sums.raw.add(v, p, None);
-                        r.sums.clipped.add(v, p, e.clip);
-                    }
-                }
-            } else {
-                let sel: Vec<usize> = (0..b.n_rows)
-                    .filter(|&row| b.test.row(row).1.iter().any(|&v| v >= e.min_pos))
-                    .collect();
-                let mut q = Vec::with_capacity(sel.len() * k);
-                for &row in &sel {
-                    q.extend_from_slice(&uf[row * k..(row + 1) * k]);
-                }
-                let queries = ArrayView2::from_shape((sel.len(), k), &q).map_err(|e| JobError::Invalid(e.to_string()))?;
-                // Training items to leave out, as global rows (ascending, as `needed` is).
-                let seen: Vec<Vec<u32>> = sel
+            // Training items to leave out, as global rows (ascending, as `needed` is).
+            let seen = |row: usize| -> Vec<u32> {
+                b.columns[b.indptr[row]..b.indptr[row + 1]]
                     .iter()
-                    .map(|&row| {
-                        b.columns[b.indptr[row]..b.indptr[row + 1]]
-                            .iter()
-                            .map(|&c| b.needed[c as usize])
-                            .collect()
-                    })
-                    .collect();
-                let exclude = |j: usize| -> &[u32] { &seen[j] };
-                let lists = top_n_batch_in(&buffers, queries, items, e.top_k as usize, &exclude);
-                for (&row, list) in sel.iter().zip(lists) {
-                    // Relevant: the row's test items valued min_pos or more, sorted, distinct.
-                    let (cols, vals) = b.test.row(row);
-                    let mut relevant: Vec<u32> = cols.iter().zip(vals).filter(|(_, &v)| v >= e.min_pos).map(|(&c, _)| c).collect();
-                    relevant.sort_unstable();
-                    relevant.dedup();
-                    let listed: Vec<u32> = list.iter().map(|s| s.index).collect();
-                    scorer.add(&mut r.sums.ranking, &listed, &relevant);
-                }
-            }
-            out.push(r);
+                    .map(|&c| b.needed[c as usize])
+                    .collect()
+            };
+            let sums = self.score_rows(&mut scoring, (uf, ub), &b.test, &seen)?;
+            out.push(EvalBlock { block: id, sums });
         }
         Ok(out)
+    }
+
+    /// The sums of one block's rows (factors `uf`, bias `ub`), each row's
+    /// test rows `test` scored: predicted (explicit), or ranked on a top-K
+    /// list without the items `seen` gives (implicit).
+    fn score_rows(
+        &self,
+        s: &mut Scoring<'_>,
+        (uf, ub): (&[f32], &[f32]),
+        test: &TestRows,
+        seen: &dyn Fn(usize) -> Vec<u32>,
+    ) -> Result<BlockSums, JobError> {
+        let (k, biased, e) = (self.params.factors, self.biased(), s.input);
+        let n_rows = uf.len() / k.max(1);
+        let mut sums = BlockSums::default();
+        if e.top_k == 0 {
+            for row in 0..n_rows {
+                let (cols, vals) = test.row(row);
+                for (&c, &v) in cols.iter().zip(vals) {
+                    let j =
+                        item_position(e, c).ok_or_else(|| JobError::Invalid(format!("test item {c} has no factors in the evaluation")))?;
+                    let (bu, bi) = if biased { (ub[row], e.item_bias[j]) } else { (0.0, 0.0) };
+                    let pu = &uf[row * k..(row + 1) * k];
+                    let p = predict_rows(&self.params, pu, bu, &e.item_factors[j * k..(j + 1) * k], bi);
+                    sums.raw.add(v, p, None);
+                    sums.clipped.add(v, p, e.clip);
+                }
+            }
+            return Ok(sums);
+        }
+        let sel: Vec<usize> = (0..n_rows).filter(|&row| test.row(row).1.iter().any(|&v| v >= e.min_pos)).collect();
+        let mut q = Vec::with_capacity(sel.len() * k);
+        for &row in &sel {
+            q.extend_from_slice(&uf[row * k..(row + 1) * k]);
+        }
+        let queries = ArrayView2::from_shape((sel.len(), k), &q).map_err(|e| JobError::Invalid(e.to_string()))?;
+        let seen: Vec<Vec<u32>> = sel.iter().map(|&row| seen(row)).collect();
+        let exclude = |j: usize| -> &[u32] { &seen[j] };
+        let lists = top_n_batch_in(&s.buffers, queries, s.items, e.top_k as usize, &exclude);
+        for (&row, list) in sel.iter().zip(lists) {
+            // Relevant: the row's test items valued min_pos or more, sorted, distinct.
+            let (cols, vals) = test.row(row);
+            let mut relevant: Vec<u32> = cols.iter().zip(vals).filter(|(_, &v)| v >= e.min_pos).map(|(&c, _)| c).collect();
+            relevant.sort_unstable();
+            relevant.dedup();
+            let listed: Vec<u32> = list.iter().map(|s| s.index).collect();
+            s.scorer.add(&mut sums.ranking, &listed, &relevant);
+        }
+        Ok(sums)
+    }
+
+    /// [`Job::evaluate`] of the listed blocks' held-out users (`--split
+    /// users`): each folded in from its fold-in rows against the item rows
+    /// (exactly, as [`fold_in_rows`] folds every held-out user in on a
+    /// single process), then its ranked rows scored, its fold-in items left
+    /// out of its list. Implicit feedback folds in with `item_gram`.
+    fn evaluate_held_out(&self, e: &EvalInput, item_gram: Option<&[f64]>) -> Result<Vec<EvalBlock>, JobError> {
+        let (k, biased) = (self.params.factors, self.biased());
+        if self.implicit() != item_gram.is_some() || item_gram.is_some_and(|g| g.len() != k * k) {
+            return invalid("held-out users fold in with the items' Gramian for implicit feedback, and only then");
+        }
+        let n_items = if e.all_items { self.n_items as usize } else { e.item_rows.len() };
+        let items = ArrayView2::from_shape((n_items, k), &e.item_factors).map_err(|e| JobError::Invalid(e.to_string()))?;
+        let mut scoring = Scoring::new(e, items);
+        let mut out = Vec::with_capacity(e.blocks.len());
+        for &id in &e.blocks {
+            let h = self.users.blocks[&id]
+                .held_out
+                .as_ref()
+                .ok_or_else(|| JobError::Invalid(format!("user block {id} holds no held-out users")))?;
+            // The fold-in rows' items as positions among the item rows (the same order).
+            let mut rows = h.fold_in.clone();
+            rows.n_cols = n_items;
+            for c in &mut rows.indices {
+                *c = item_position(e, *c).ok_or_else(|| JobError::Invalid(format!("fold-in item {c} has no factors in the evaluation")))?
+                    as u32;
+            }
+            let fixed = FixedSide {
+                factors: &e.item_factors,
+                bias: if biased { &e.item_bias } else { &[] },
+                total_rows: self.n_items as usize,
+            };
+            let (uf, ub) = fold_in_rows(&rows, &self.params, fixed, item_gram).map_err(|e| JobError::Solve {
+                message: format!("folding in the held-out users of user block {id}: {e}"),
+                row: None,
+            })?;
+            let (indptr, order) = group_by_key(&h.test.users, h.n_users());
+            let test = TestRows {
+                indptr,
+                columns: order.iter().map(|&r| h.test.items[r]).collect(),
+                values: order.iter().map(|&r| h.test.ratings[r]).collect(),
+            };
+            let seen = |row: usize| h.fold_in.row(row).0.to_vec();
+            let sums = self.score_rows(&mut scoring, (&uf, &ub), &test, &seen)?;
+            out.push(EvalBlock { block: id, sums });
+        }
+        Ok(out)
+    }
+}
+
+/// What scoring one evaluation's blocks shares: the item rows, and buffers.
+struct Scoring<'a> {
+    input: &'a EvalInput,
+    items: ArrayView2<'a, f32>,
+    buffers: ScoreBuffers,
+    scorer: ListScorer,
+}
+
+impl<'a> Scoring<'a> {
+    fn new(input: &'a EvalInput, items: ArrayView2<'a, f32>) -> Self {
+        Scoring {
+            input,
+            items,
+            buffers: ScoreBuffers::new(),
+            scorer: ListScorer::new(input.ranking_k as usize),
+        }
+    }
+}
+
+/// Where item `c` (a global row) is among an evaluation's item rows.
+fn item_position(e: &EvalInput, c: u32) -> Option<usize> {
+    match e.all_items {
+        true => Some(c as usize),
+        false => e.item_rows.binary_search(&c).ok(),
     }
 }
 
@@ -220,6 +314,10 @@ pub struct EvalFromPeers {
     pub all_items: bool,
     pub clip: Option<(f32, f32)>,
     pub ranking_k: u32,
+    /// Score the blocks' held-out users, folded in first (`--split users`).
+    pub held_out: bool,
+    /// Implicit feedback: the items' Gramian the held-out users fold in with.
+    pub item_gram: Option<Vec<f64>>,
 }
 
 impl Job {
@@ -231,7 +329,10 @@ impl Job {
     pub fn evaluate_from_peers(&self, h: &EvalFromPeers) -> Result<Vec<EvalBlock>, JobError> {
         let k = self.params.factors;
         let biased = self.biased();
-        let rows = self.eval_rows(&h.blocks)?;
+        let rows = match h.held_out {
+            true => self.held_out_rows(&h.blocks)?,
+            false => self.eval_rows(&h.blocks)?,
+        };
         if h.all_items != self.implicit() {
             return invalid("an evaluation from peers' rows scores every item for implicit feedback, the test items for explicit");
         }
@@ -257,9 +358,9 @@ impl Job {
                 }
             }
         }
-        let mut user_factors = Vec::with_capacity(rows * k);
-        let mut user_bias = Vec::with_capacity(if biased { rows } else { 0 });
-        for id in &h.blocks {
+        let (mut user_factors, mut user_bias) = (Vec::new(), Vec::new());
+        // Held-out users are folded in: they have no rows here until then.
+        for id in h.blocks.iter().filter(|_| !h.held_out) {
             let (f, b) = self.users.blocks[id].latest();
             user_factors.extend_from_slice(f);
             user_bias.extend_from_slice(b);
@@ -278,6 +379,9 @@ impl Job {
             item_factors,
             item_bias,
         };
-        self.evaluate(&input)
+        match h.held_out {
+            true => self.evaluate_held_out(&input, h.item_gram.as_deref()),
+            false => self.evaluate(&input),
+        }
     }
 }

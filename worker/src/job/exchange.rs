@@ -658,16 +658,24 @@ impl Job {
 
     /// Where an evaluation's item rows go: every item for top-K lists
     /// (implicit feedback), else the distinct test items of this worker's
-    /// user blocks (none without test rows); the positions its own item
-    /// blocks fill.
+    /// user blocks and the items its held-out users are folded in from
+    /// (none without test rows); the positions its own item blocks fill.
     fn eval_layout(&self) -> Layout {
-        let has_test = self.users.blocks.values().any(|b| !b.test.values.is_empty());
+        let held = || self.users.blocks.values().filter_map(|b| b.held_out.as_ref());
+        let has_test = self.users.blocks.values().any(|b| !b.test.values.is_empty()) || held().any(|h| !h.test.is_empty());
         let union: Vec<u32> = if !has_test {
             Vec::new()
         } else if self.implicit() {
             (0..self.n_items as u32).collect()
         } else {
-            let mut v: Vec<u32> = self.users.blocks.values().flat_map(|b| b.test.columns.iter().copied()).collect();
+            // Held-out users are folded in from their fold-in items before their test items are scored.
+            let mut v: Vec<u32> = self
+                .users
+                .blocks
+                .values()
+                .flat_map(|b| b.test.columns.iter().copied())
+                .chain(held().flat_map(|h| h.fold_in.indices.iter().chain(&h.test.items).copied()))
+                .collect();
             v.sort_unstable();
             v.dedup();
             v

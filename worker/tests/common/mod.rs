@@ -55,6 +55,7 @@ pub fn block(id: u32, side: Side, rows: std::ops::Range<u32>, k: usize, biased: 
         test_values: Vec::new(),
         // Shipped whole, as the coordinator ships a block it read.
         ids: Vec::new(),
+        held_out: None,
     }
 }
 

@@ -15,8 +15,9 @@ use std::time::Instant;
 
 use als_core::metrics::ranking_list_len;
 use als_core::side::{Factors, Side};
+use als_core::solve::lower_triangle;
 use als_core::train::{eval, TestMetrics, TrainConfig};
-use als_proto::codec::Field;
+use als_proto::codec::{f64_bytes, Field};
 use als_proto::payload::EvalFields;
 use als_proto::pb::EvalChunk;
 use als_proto::sums::BlockSums;
@@ -179,7 +180,14 @@ impl ClusterExecutor<'_> {
                 continue;
             }
             // The rows peers sent: every item for top-K lists, the test items for predictions.
-            let msg = self.eval_header(cfg, blocks.clone(), true, cfg.is_implicit());
+            let mut msg = self.eval_header(cfg, blocks.clone(), true, cfg.is_implicit());
+            if self.shape.holds_out_users {
+                // Each block's held-out users are folded in there first.
+                msg.held_out = true;
+                if let Some(g) = &self.eval_item_gram {
+                    msg.item_gram = f64_bytes(&lower_triangle(g, self.params.factors)).into();
+                }
+            }
             asked.push((w, blocks));
             futs.push(self.watch(w, run_evaluation(self.slots[w].handle.clone(), vec![msg])));
         }

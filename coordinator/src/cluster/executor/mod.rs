@@ -126,6 +126,10 @@ pub struct ClusterExecutor<'a> {
     test_per_block: Vec<u64>,
     /// Per user block, the users its ranking evaluation scores (for the run's `min_pos`).
     eval_users_per_block: Vec<u64>,
+    /// The user blocks hold their held-out users (`--split users`, built by the workers).
+    held_out_on_workers: bool,
+    /// The items' Gramian the held-out users of the coming evaluation fold in with (implicit).
+    eval_item_gram: Option<Vec<f64>>,
     /// The test rows grouped by user, built on first use ([`Self::test_rows`]).
     test: LazyTestRows,
     step: u64,
@@ -295,6 +299,8 @@ impl<'a> ClusterExecutor<'a> {
             shape,
             test_per_block: ratings.test_rows_per_block(&layouts.users),
             eval_users_per_block: ratings.eval_users_per_block(&layouts.users, min_pos),
+            held_out_on_workers: ratings.held_out_on_workers(),
+            eval_item_gram: None,
             test: LazyTestRows::default(),
             step: 0,
             exchange: false,
@@ -455,7 +461,17 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
         }
     }
 
-    fn evaluate_in_place(&mut self, cfg: &TrainConfig, _params: &SolveParams) -> Option<Result<TestMetrics, TrainError>> {
+    fn evaluate_in_place(
+        &mut self,
+        cfg: &TrainConfig,
+        _params: &SolveParams,
+        item_gram: Option<&[f64]>,
+    ) -> Option<Result<TestMetrics, TrainError>> {
+        if self.shape.holds_out_users && !self.held_out_on_workers {
+            // Shipped blocks hold no held-out users: they are folded in here.
+            return None;
+        }
+        self.eval_item_gram = item_gram.map(<[f64]>::to_vec);
         #[cfg(test)]
         if let Some((w, _)) = self.lose_at_evaluation {
             self.lose(w, "taken as lost by a test, as its evaluation from peers' rows starts");

@@ -10,7 +10,7 @@ use als_core::data::{load_ratings, Dataset, DuplicatePolicy, LoadOptions, SplitS
 use als_core::rng::SplitMix64;
 use als_core::train::{DataShape, Layouts};
 
-use super::{build, build_blocks, describe_blocks, BlocksBuilt, BlocksDescribed, DescribeAsk, IngestPlan};
+use super::{build, build_blocks, describe_blocks, BlocksBuilt, BlocksDescribed, DescribeAsk, HeldOutBuilt, IngestPlan};
 use crate::cluster::client::{connect, ClientOptions};
 use crate::cluster::ratings::{OnWorkers, RatingsAt};
 use crate::cluster::LocalWorkers;
@@ -234,12 +234,22 @@ async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
                 let layouts = Layouts::for_dataset(&ds, blocks);
                 assert_eq!(b.global_mean.to_bits(), ds.global_mean(&layouts.users).to_bits(), "{what}");
                 assert_eq!(b.fingerprint_digest(), ds.fingerprint, "{what}");
-                // The shape training runs on; held-out users are scored from the coordinator's rows.
-                let mut want = DataShape::of(&ds, &layouts.users);
-                if hold_out.is_some() {
-                    (want.n_scored_test, want.holds_out_users) = (ds.test.len(), false);
-                }
-                assert_eq!(b.shape(), want, "{what}");
+                // The shape training runs on; held-out users are scored on their ranked rows.
+                assert_eq!(b.shape(), DataShape::of(&ds, &layouts.users), "{what}");
+                // The held-out users the user blocks hold are the dataset's, block by block.
+                let held_out = ds.held_out.as_ref().map(|h| {
+                    let starts = h.block_starts(layouts.users.n_blocks());
+                    let (indptr, _) = als_core::data::group_by_key(&h.test.users, h.n_users());
+                    HeldOutBuilt {
+                        users: h.n_users() as u64,
+                        fold_in: h.fold_in.nnz() as u64,
+                        test_rows: h.test.len() as u64,
+                        dropped_cold: h.dropped_cold as u64,
+                        users_per_block: starts.windows(2).map(|w| (w[1] - w[0]) as u64).collect(),
+                        test_rows_per_block: starts.windows(2).map(|w| (indptr[w[1]] - indptr[w[0]]) as u64).collect(),
+                    }
+                });
+                assert_eq!(b.held_out, held_out, "{what}");
                 // Every cell in its dense place, by user and (checked by the driver) by item.
                 assert_eq!(b.cells, cell_sums(&ds.by_user, 0, true), "{what}");
                 assert_eq!(cell_sums(&ds.by_item, 0, false), cell_sums(&ds.by_user, 0, true));
@@ -300,6 +310,20 @@ async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
                     let eval_users = here.eval_users_per_block(&layouts.users, MIN_POS);
                     assert!(eval_users.iter().sum::<u64>() > 0 || none_held, "{what}: users are scored");
                     assert_eq!(d.eval_users, eval_users, "{what}");
+                } else {
+                    // Each block scores its held-out users with a relevant ranked row.
+                    let h = ds.held_out.as_ref().expect("users held out");
+                    let mut relevant = vec![false; h.n_users()];
+                    for (&u, &v) in h.test.users.iter().zip(&h.test.ratings) {
+                        relevant[u as usize] |= v >= MIN_POS;
+                    }
+                    let starts = h.block_starts(layouts.users.n_blocks());
+                    let want: Vec<u64> = starts
+                        .windows(2)
+                        .map(|w| relevant[w[0]..w[1]].iter().filter(|&&r| r).count() as u64)
+                        .collect();
+                    assert!(want.iter().sum::<u64>() > 0, "{what}: held-out users are scored");
+                    assert_eq!(d.eval_users, want, "{what}");
                 }
             }
         }
@@ -432,8 +456,9 @@ fn a_description_unlike_its_block_is_refused() {
         references,
         ids,
     };
-    let check =
-        |r: &IngestResponse, ask: DescribeAsk, max_id_len: usize| super::checked_description(r, (1, n_blocks), 4, (10, &ask), max_id_len);
+    let check = |r: &IngestResponse, ask: DescribeAsk, max_id_len: usize| {
+        super::checked_description(r, (1, n_blocks), (4, 0), (10, &ask), max_id_len)
+    };
     let said = |ids: &[String], needed: Vec<u32>| super::Description {
         ids: ids.to_vec(),
         line_bytes: lines,

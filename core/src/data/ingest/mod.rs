@@ -23,8 +23,8 @@ use rustc_hash::FxHashMap;
 
 use super::dataset::merge_duplicates;
 use super::ids::{all_integers, block_of_id, dense_order_as};
-use super::split::{per_user_rows, user_holdout_key, HeldKeys};
-use super::{Csr, DataError, DuplicatePolicy, RawRatings};
+use super::split::{per_user_rows, user_holdout_key, HeldKeys, HELD_OUT_RANKED_FRACTION};
+use super::{Csr, DataError, DuplicatePolicy, HeldOutRow, HeldOutUsers, RawRatings};
 
 /// One rating on its way to its user's block; its ids are codes into its
 /// part's table.
@@ -159,6 +159,13 @@ pub struct UserBlock {
     /// The training rows, repeated pairs merged: the block's users × item
     /// codes (after [`UserBlock::item_rows`]), and how many repeats merged.
     merged: Option<(Csr, usize)>,
+    /// Held-out users' rows (`--split users`), in input order, `test`
+    /// marking the ranked ones; their users are not numbered with the others.
+    held: Vec<RoutedRow>,
+    /// The held-out users in the side's dense order (after
+    /// [`UserBlock::number_held_out`]), and per code its index there.
+    pub held_user_ids: Vec<String>,
+    held_dense: Vec<u32>,
 }
 
 impl UserBlock {
@@ -212,15 +219,81 @@ impl UserBlock {
             .collect()
     }
 
-    /// Leave out every row of the users `held` holds (`--split users`): they
-    /// are neither trained on nor numbered; the rows left out are counted.
-    pub fn hold_out_users(&mut self, user_seed: u64, held: &HeldKeys) -> u64 {
+    /// Set apart every row of the users `held` holds (`--split users`):
+    /// they are neither trained on nor numbered with the others. Each such
+    /// user's rows are split as [`split_users`](super::split::split_users)
+    /// splits them under split seed `seed`: ranked or folded in. The rows
+    /// set apart are counted.
+    pub fn hold_out_users(&mut self, user_seed: u64, held: &HeldKeys, seed: u64) -> u64 {
         let mut is_held: Vec<Option<bool>> = vec![None; self.ids.len()];
         let ids = &self.ids;
-        let before = self.rows.len();
-        self.rows
-            .retain(|r| !*is_held[r.user as usize].get_or_insert_with(|| held.holds(user_holdout_key(&ids[r.user as usize], user_seed))));
-        (before - self.rows.len()) as u64
+        let (kept, mut apart): (Vec<RoutedRow>, Vec<RoutedRow>) = std::mem::take(&mut self.rows).into_iter().partition(|r| {
+            !*is_held[r.user as usize].get_or_insert_with(|| held.holds(user_holdout_key(&ids[r.user as usize], user_seed)))
+        });
+        let users: Vec<u32> = apart.iter().map(|r| r.user).collect();
+        let ranked = per_user_rows(&users, |j| apart[j].place, HELD_OUT_RANKED_FRACTION, seed, |_| true);
+        for (r, ranked) in apart.iter_mut().zip(ranked) {
+            r.test = ranked;
+        }
+        self.rows = kept;
+        self.held = apart;
+        self.held.len() as u64
+    }
+
+    /// The held-out users' codes, each once.
+    fn held_users(&self) -> Vec<u32> {
+        let mut seen = vec![false; self.ids.len()];
+        self.held
+            .iter()
+            .filter(|r| !std::mem::replace(&mut seen[r.user as usize], true))
+            .map(|r| r.user)
+            .collect()
+    }
+
+    /// Whether every held-out user id here is an integer (their dense order
+    /// is numeric when every block says so, as the held-out users' own).
+    pub fn held_out_are_integers(&self) -> bool {
+        all_integers(self.held_users().into_iter().map(|c| self.ids[c as usize].as_str()))
+    }
+
+    /// Number the held-out users in their dense order.
+    pub fn number_held_out(&mut self, numeric: bool) {
+        (self.held_user_ids, self.held_dense) = number(&self.ids, self.held_users(), numeric);
+    }
+
+    /// The held-out users of this block, their items numbered by
+    /// `item_index` (`None`: no training rating), as
+    /// [`HeldOutUsers::build`] builds every one's (after
+    /// [`UserBlock::number_held_out`]).
+    pub fn finish_held_out(
+        &self,
+        n_items: usize,
+        duplicates: DuplicatePolicy,
+        source: &str,
+        item_index: &dyn Fn(&str) -> Option<u32>,
+    ) -> Result<HeldOutUsers, DataError> {
+        if self.held_dense.len() != self.ids.len() && !self.held.is_empty() {
+            return Err(DataError::Invalid(format!(
+                "{source}: held-out users laid out before they were numbered"
+            )));
+        }
+        let mut item_of: Vec<Option<Option<u32>>> = vec![None; self.ids.len()];
+        for r in &self.held {
+            item_of[r.item as usize].get_or_insert_with(|| item_index(&self.ids[r.item as usize]));
+        }
+        let rows = || {
+            self.held.iter().map(|r| HeldOutRow {
+                user: self.held_dense[r.user as usize],
+                item: item_of[r.item as usize].flatten(),
+                value: r.value,
+                ranked: r.test,
+            })
+        };
+        let item_name = |i: u32| {
+            let named = self.held.iter().find(|r| item_of[r.item as usize].flatten() == Some(i));
+            named.map_or_else(|| format!("row {i}"), |r| self.ids[r.item as usize].clone())
+        };
+        HeldOutUsers::from_rows(self.held_user_ids.clone(), n_items, rows, duplicates, source, &item_name)
     }
 
     /// The codes of the users with training rows, each once.
@@ -286,11 +359,13 @@ impl UserBlock {
             .collect()
     }
 
-    /// The item ids this block's rows name, training and test, each once.
+    /// The item ids this block's rows name, training, test and held-out
+    /// users', each once.
     pub fn items_named(&self) -> Vec<&str> {
         let mut seen = vec![false; self.ids.len()];
         self.rows
             .iter()
+            .chain(&self.held)
             .filter(|r| !std::mem::replace(&mut seen[r.item as usize], true))
             .map(|r| self.ids[r.item as usize].as_str())
             .collect()

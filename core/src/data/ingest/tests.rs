@@ -2,7 +2,7 @@
 //! count, block count, split and duplicate policy.
 
 use super::*;
-use crate::data::split::{key_ranks, split_rows, RatioThreshold};
+use crate::data::split::{key_ranks, split_rows, split_users, RatioThreshold, UserHoldout};
 use crate::data::{load_ratings, load_share, Dataset, LoadOptions, Share, SplitSpec};
 use crate::rng::SplitMix64;
 use crate::train::Layouts;
@@ -40,6 +40,8 @@ struct Built {
     test: Vec<(u32, u32, u32)>,
     test_dropped_cold: usize,
     duplicates_merged: usize,
+    /// Each user block's held-out users (users held out).
+    held_out: Vec<HeldOutUsers>,
 }
 
 fn prefix(counts: impl Iterator<Item = usize>) -> Vec<usize> {
@@ -51,7 +53,13 @@ fn prefix(counts: impl Iterator<Item = usize>) -> Vec<usize> {
 }
 
 /// The whole protocol, each share and block on its own.
-fn from_shares(path: &std::path::Path, shares: usize, n_blocks: usize, split: &SplitSpec, duplicates: DuplicatePolicy) -> Built {
+fn from_shares(
+    path: &std::path::Path,
+    shares: usize,
+    n_blocks: usize,
+    (split, hold_out): (&SplitSpec, Option<UserHoldout>),
+    duplicates: DuplicatePolicy,
+) -> Built {
     let o = LoadOptions::default();
     let parts: Vec<RawRatings> = (0..shares)
         .map(|index| load_share(path, &o, Share { index, count: shares }).unwrap())
@@ -83,8 +91,25 @@ fn from_shares(path: &std::path::Path, shares: usize, n_blocks: usize, split: &S
     if let SplitSpec::PerUser { test_frac, seed } = *split {
         users.iter_mut().for_each(|b| b.split_per_user(test_frac, seed));
     }
+    if let Some(h) = hold_out {
+        // The held-out users' key bounds, as the selection over the blocks finds them.
+        let mut keys: Vec<u128> = users.iter().flat_map(|b| b.holdout_keys(h.user_seed())).collect();
+        keys.sort_unstable();
+        let at = h.positions(keys.len()).unwrap();
+        let held = HeldKeys {
+            from: (at.start > 0).then(|| keys[at.start]),
+            to: keys.get(at.end).copied(),
+        };
+        users.iter_mut().for_each(|b| {
+            b.hold_out_users(h.user_seed(), &held, h.seed());
+        });
+    }
     let numeric = users.iter().all(UserBlock::users_are_integers);
-    users.iter_mut().for_each(|b| b.number_users(numeric));
+    let held_out_numeric = users.iter().all(UserBlock::held_out_are_integers);
+    users.iter_mut().for_each(|b| {
+        b.number_users(numeric);
+        b.number_held_out(held_out_numeric);
+    });
     let user_starts = prefix(users.iter().map(|b| b.user_ids.len()));
     let mut to_item_blocks: Vec<Vec<ItemBoundPart>> = (0..n_blocks).map(|_| Vec::new()).collect();
     for (b, block) in users.iter_mut().enumerate() {
@@ -102,16 +127,16 @@ fn from_shares(path: &std::path::Path, shares: usize, n_blocks: usize, split: &S
         let b = block_of_id(item, n_blocks);
         items[b].index_of(item).map(|i| item_starts[b] as u32 + i)
     };
-    let finished: Vec<FinishedUserBlock> = users
+    let (finished, held_out): (Vec<FinishedUserBlock>, Vec<HeldOutUsers>) = users
         .iter()
         .enumerate()
         .map(|(b, block)| {
             let answers: FxHashMap<String, Option<u32>> = block.items_named().into_iter().map(|i| (i.to_owned(), ask(i))).collect();
-            block
-                .finish(user_starts[b] as u32, n_items, "t", &|i| answers.get(i).copied().flatten())
-                .unwrap()
+            let item_index = |i: &str| answers.get(i).copied().flatten();
+            let finished = block.finish(user_starts[b] as u32, n_items, "t", &item_index).unwrap();
+            (finished, block.finish_held_out(n_items, duplicates, "t", &item_index).unwrap())
         })
-        .collect();
+        .unzip();
     Built {
         user_ids: users.iter().flat_map(|b| b.user_ids.clone()).collect(),
         item_ids: items.iter().flat_map(|b| b.item_ids.clone()).collect(),
@@ -125,6 +150,7 @@ fn from_shares(path: &std::path::Path, shares: usize, n_blocks: usize, split: &S
             .collect(),
         test_dropped_cold: finished.iter().map(|f| f.test_dropped_cold).sum(),
         duplicates_merged: finished.iter().map(|f| f.duplicates_merged).sum(),
+        held_out,
     }
 }
 
@@ -151,7 +177,7 @@ fn blocks_built_from_shares_are_the_whole_file_dataset_block_by_block() {
                 let ds = Dataset::build((&raw, &train), Some((&raw, &test)), duplicates).unwrap();
                 for (shares, n_blocks) in [(1, 1), (3, 5), (4, 12)] {
                     let what = format!("{split:?}, {duplicates:?}, integer ids {integer_ids}, {shares} shares, {n_blocks} blocks");
-                    let b = from_shares(&path, shares, n_blocks, split, duplicates);
+                    let b = from_shares(&path, shares, n_blocks, (split, None), duplicates);
                     let layouts = Layouts::for_dataset(&ds, n_blocks);
                     assert_eq!(b.user_ids, ds.user_ids, "{what}");
                     assert_eq!(b.item_ids, ds.item_ids, "{what}");
@@ -175,6 +201,59 @@ fn blocks_built_from_shares_are_the_whole_file_dataset_block_by_block() {
                         (ds.test_dropped_cold, ds.duplicates_merged),
                         "{what}"
                     );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn held_out_users_are_the_whole_file_ones_block_by_block() {
+    let dir = tempfile::tempdir().unwrap();
+    for (case, integer_ids) in [true, false].into_iter().enumerate() {
+        let path = dir.path().join(format!("r{case}.csv"));
+        std::fs::write(&path, ratings_text(12_000, integer_ids, 19 + case as u64)).unwrap();
+        let raw = load_ratings(&path, &LoadOptions::default()).unwrap();
+        let holdouts = [
+            UserHoldout::Ratio { frac: 0.2, seed: 42 },
+            UserHoldout::Folds {
+                folds: 3,
+                fold: 1,
+                seed: 5,
+            },
+        ];
+        for h in holdouts {
+            for duplicates in [DuplicatePolicy::Last, DuplicatePolicy::Sum] {
+                let ds = Dataset::build_user_split(&raw, &split_users(&raw, h).unwrap(), duplicates).unwrap();
+                let whole = ds.held_out.as_ref().unwrap();
+                assert!(whole.n_users() > 100 && whole.test.len() > 100 && whole.dropped_cold > 0);
+                for (shares, n_blocks) in [(1, 1), (3, 5), (4, 12)] {
+                    let what = format!("{h:?}, {duplicates:?}, integer ids {integer_ids}, {shares} shares, {n_blocks} blocks");
+                    let b = from_shares(&path, shares, n_blocks, (&SplitSpec::None, Some(h)), duplicates);
+                    assert_eq!(b.user_ids, ds.user_ids, "{what}");
+                    let starts = whole.block_starts(n_blocks);
+                    for (blk, got) in b.held_out.iter().enumerate() {
+                        let users = starts[blk]..starts[blk + 1];
+                        assert_eq!(got.user_ids, whole.user_ids[users.clone()], "{what}: block {blk}");
+                        assert_eq!(got.fold_in, whole.fold_in.slice_rows(users.start, users.end), "{what}: block {blk}");
+                        // The ranked rows, users as the block numbers them, in input order.
+                        let theirs: Vec<(u32, u32, u32)> = (0..whole.test.len())
+                            .filter(|&j| users.contains(&(whole.test.users[j] as usize)))
+                            .map(|j| {
+                                (
+                                    whole.test.users[j] - users.start as u32,
+                                    whole.test.items[j],
+                                    whole.test.ratings[j].to_bits(),
+                                )
+                            })
+                            .collect();
+                        let ours: Vec<(u32, u32, u32)> = (0..got.test.len())
+                            .map(|j| (got.test.users[j], got.test.items[j], got.test.ratings[j].to_bits()))
+                            .collect();
+                        assert_eq!(ours, theirs, "{what}: block {blk}");
+                    }
+                    let dropped: usize = b.held_out.iter().map(|h| h.dropped_cold).sum();
+                    assert_eq!(dropped, whole.dropped_cold, "{what}");
                 }
             }
         }
