@@ -16,7 +16,7 @@ pub mod pb {
 }
 
 /// Bumped on any incompatible change to `proto/als_worker.proto`.
-pub const PROTOCOL_VERSION: u32 = 15;
+pub const PROTOCOL_VERSION: u32 = 16;
 
 /// A peer speaking another protocol version than this build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -373,9 +373,32 @@ fn handshake_token_job_and_validation() {
             ranking_k: 10,
             ..from_peers(3)
         };
-        for bad in [upside_down, short_lists] {
+        // Held-out users where the block (shipped whole) holds none, held-out
+        // users with factors streamed, a Gramian that is no lower triangle:
+        // refused too, the rows kept.
+        let no_held_out = EvalChunk {
+            held_out: true,
+            ..from_peers(3)
+        };
+        let streamed_held_out = EvalChunk {
+            held_out: true,
+            ..eval(&[4])
+        };
+        let bad_gram = EvalChunk {
+            item_gram: als_proto::codec::f64_bytes(&[1.0; 3]).into(),
+            ..no_held_out.clone()
+        };
+        let refused = [
+            (upside_down, "clipping range"),
+            (short_lists, "top-K lists"),
+            (no_held_out, "holds no held-out users"),
+            (streamed_held_out, "from peers' rows only"),
+            (bad_gram, "not the 10 of a lower triangle"),
+        ];
+        for (bad, why) in refused {
             let e = c.evaluate(authed(tokio_stream::iter(vec![bad]), "s3cret")).await.unwrap_err();
             assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+            assert!(e.message().contains(why), "{why}: {}", e.message());
         }
         // The worker's own user row (factors 0.1, bias 0) against the peer's
         // item 4: 3.5 + 0 - 0.5 + 0.1·(1+2+3+4) = 4.0.
