@@ -189,8 +189,9 @@ pub trait HalfStepExecutor {
     ) -> Result<HalfStepOutput, TrainError>;
 
     /// Evaluate the test set where the executor keeps it (a cluster: on the
-    /// workers). `None`: the caller evaluates locally. Either way the
-    /// metrics must be the same numbers.
+    /// workers), held-out users included (`--split users`) where it holds
+    /// them. `None`: the caller evaluates locally. Either way the metrics
+    /// must be the same numbers.
     fn evaluate(
         &mut self,
         _cfg: &TrainConfig,
@@ -420,10 +421,8 @@ fn evaluate_with(
     item_gram: Option<&[f64]>,
     user_blocks: &crate::blocks::BlockLayout,
 ) -> Result<TestMetrics, TrainError> {
-    if !data.shape.holds_out_users {
-        if let Some(r) = exec.evaluate(cfg, params, &state.users, &state.items) {
-            return r;
-        }
+    if let Some(r) = exec.evaluate(cfg, params, &state.users, &state.items) {
+        return r;
     }
     match data.ratings {
         Some(ds) => eval::evaluate(ds, cfg, params, &state.users, &state.items, item_gram, user_blocks),

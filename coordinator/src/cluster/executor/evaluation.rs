@@ -150,8 +150,10 @@ impl ClusterExecutor<'_> {
         // While a worker is lost, evaluations read the coordinator's copy:
         // a restarted worker takes its blocks back only from a current copy
         // (see `revive`), so it rejoins at the next evaluation, as before.
-        // Without a copy, the survivors evaluate once the lost blocks moved.
-        let lost = match self.no_copy() {
+        // Without a copy, the survivors evaluate once the lost blocks moved;
+        // so do they where the user blocks hold the held-out users, which
+        // only they can score.
+        let lost = match self.no_copy() || self.held_out_on_workers {
             true => self.has_orphans(),
             false => self.slots.iter().any(|s| !s.alive),
         };

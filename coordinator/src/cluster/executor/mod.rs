@@ -382,6 +382,22 @@ impl<'a> ClusterExecutor<'a> {
         Err(self.gave_up("evaluating on the workers", attempts))
     }
 
+    /// The user blocks hold the held-out users, and their evaluation from
+    /// peers' rows could not run: move the lost worker's blocks to the
+    /// survivors (built again there, held-out users with them; the copy
+    /// `users`, `items` is current), then evaluate from peers' rows again,
+    /// a bounded number of times. Nothing else can score them.
+    fn evaluate_held_out_after_loss(&mut self, cfg: &TrainConfig, users: &Factors, items: &Factors) -> anyhow::Result<TestMetrics> {
+        let attempts = membership::max_attempts(self.slots.len());
+        for _ in 0..attempts {
+            self.unreported_bytes += self.sync_assignment(users, items)?;
+            if let Some(m) = self.evaluate_from_peers(cfg)? {
+                return Ok(m);
+            }
+        }
+        Err(self.gave_up("evaluating the held-out users on the workers", attempts))
+    }
+
     /// Evaluate from the workers' own rows where the coordinator keeps no
     /// copy: a worker lost, or rows that did not reach a peer, cost a
     /// replay of the halves since the snapshot onto the survivors, then the
@@ -449,6 +465,13 @@ impl HalfStepExecutor for ClusterExecutor<'_> {
         #[cfg(test)]
         if let Some((_, w)) = self.lose_at_evaluation.take() {
             self.lose(w, "taken as lost by a test, as its evaluation starts");
+        }
+        if self.shape.holds_out_users {
+            // Held-out users are scored where they are held: here, where the
+            // blocks were shipped (they hold none), else by their blocks' workers.
+            return self
+                .held_out_on_workers
+                .then(|| self.evaluate_held_out_after_loss(cfg, users, items).map_err(train_error));
         }
         match (self.evaluate_remote(cfg, users, items), self.ratings) {
             (Ok(Some(m)), _) => Some(Ok(m)),
