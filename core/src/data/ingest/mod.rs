@@ -211,11 +211,9 @@ impl UserBlock {
     /// The hold-out key of each of its users (`--split users`), every user
     /// once: the keys a selection of the held-out users' bounds asks about.
     pub fn holdout_keys(&self, user_seed: u64) -> Vec<u128> {
-        let mut seen = vec![false; self.ids.len()];
-        self.rows
-            .iter()
-            .filter(|r| !std::mem::replace(&mut seen[r.user as usize], true))
-            .map(|r| user_holdout_key(&self.ids[r.user as usize], user_seed))
+        self.distinct_users(self.rows.iter())
+            .into_iter()
+            .map(|u| user_holdout_key(&self.ids[u as usize], user_seed))
             .collect()
     }
 
@@ -242,10 +240,13 @@ impl UserBlock {
 
     /// The held-out users' codes, each once.
     fn held_users(&self) -> Vec<u32> {
+        self.distinct_users(self.held.iter())
+    }
+
+    /// The users of `rows`, each once, in their rows' order.
+    fn distinct_users<'a>(&self, rows: impl Iterator<Item = &'a RoutedRow>) -> Vec<u32> {
         let mut seen = vec![false; self.ids.len()];
-        self.held
-            .iter()
-            .filter(|r| !std::mem::replace(&mut seen[r.user as usize], true))
+        rows.filter(|r| !std::mem::replace(&mut seen[r.user as usize], true))
             .map(|r| r.user)
             .collect()
     }
@@ -298,12 +299,7 @@ impl UserBlock {
 
     /// The codes of the users with training rows, each once.
     fn training_users(&self) -> Vec<u32> {
-        let mut seen = vec![false; self.ids.len()];
-        self.rows
-            .iter()
-            .filter(|r| !r.test && !std::mem::replace(&mut seen[r.user as usize], true))
-            .map(|r| r.user)
-            .collect()
+        self.distinct_users(self.rows.iter().filter(|r| !r.test))
     }
 
     /// Whether every training user id here is an integer (the side's dense
