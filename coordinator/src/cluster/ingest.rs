@@ -98,15 +98,24 @@ pub struct BlocksBuilt {
 /// [`als_core::data::HeldOutUsers`] counts them on a single process.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HeldOutBuilt {
-    pub users: u64,
     /// Their fold-in rows, repeats merged.
     pub fold_in: u64,
-    /// Ranked rows scored, and rows dropped (cold item, or no fold-in row left).
-    pub test_rows: u64,
+    /// Rows dropped (cold item, or no fold-in row left).
     pub dropped_cold: u64,
     /// Per user block, its held-out users and its ranked rows scored.
     pub users_per_block: Vec<u64>,
     pub test_rows_per_block: Vec<u64>,
+}
+
+impl HeldOutBuilt {
+    pub fn users(&self) -> u64 {
+        self.users_per_block.iter().sum()
+    }
+
+    /// Ranked rows scored.
+    pub fn test_rows(&self) -> u64 {
+        self.test_rows_per_block.iter().sum()
+    }
 }
 
 impl BlocksBuilt {
@@ -125,7 +134,7 @@ impl BlocksBuilt {
             n_users: self.n_users(),
             n_items: self.n_items(),
             n_train: self.ratings as usize,
-            n_scored_test: self.held_out.as_ref().map_or(self.test_rows, |h| h.test_rows) as usize,
+            n_scored_test: self.held_out.as_ref().map_or(self.test_rows, HeldOutBuilt::test_rows) as usize,
             holds_out_users: self.held_out.is_some(),
             global_mean: self.global_mean,
             rating_range: self.training_range,
@@ -796,9 +805,7 @@ fn reduce(mut built: BlocksBuilt, users: &[&BlockReport], items: &[&BlockReport]
         });
         user_cells = add_cell_sums(user_cells, lanes(r, &r.cells, "cell")?);
         if let Some(h) = &mut built.held_out {
-            h.users += r.held_out_users;
             h.fold_in += r.fold_in_rows;
-            h.test_rows += r.held_out_test_rows;
             h.dropped_cold += r.held_out_dropped_cold;
             h.users_per_block.push(r.held_out_users);
             h.test_rows_per_block.push(r.held_out_test_rows);

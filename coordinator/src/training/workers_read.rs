@@ -204,7 +204,7 @@ pub fn on_workers(
         n_train: built.ratings as usize,
         n_test: built.shape().n_scored_test,
         test_dropped_cold: (built.test_dropped_cold + built.held_out.as_ref().map_or(0, |h| h.dropped_cold)) as usize,
-        held_out_users: built.held_out.as_ref().map(|h| h.users as usize),
+        held_out_users: built.held_out.as_ref().map(|h| h.users() as usize),
         n_fold_in: built.held_out.as_ref().map(|h| h.fold_in as usize),
         skipped_lines: built.skipped_lines,
         duplicates_merged: built.duplicates_merged as usize,
@@ -255,7 +255,10 @@ fn check_same_data(built: &BlocksBuilt, shape: &DataShape, ds: &Dataset, layouts
         && built.user_starts == layouts.users.starts_u64()
         && built.item_starts == layouts.items.starts_u64()
         && built.test_rows == ds.test.len() as u64
-        && built.held_out.as_ref().map(|h| (h.users, h.fold_in, h.test_rows, h.dropped_cold))
+        && built
+            .held_out
+            .as_ref()
+            .map(|h| (h.users(), h.fold_in, h.test_rows(), h.dropped_cold))
             == ds.held_out.as_ref().map(|h| {
                 (
                     h.n_users() as u64,

@@ -68,7 +68,7 @@ impl Ingest {
                     data.test_columns = order.iter().map(|&r| done.test[r].1).collect();
                     data.test_values = order.iter().map(|&r| done.test[r].2).collect();
                 }
-                data.held_out = self.finished_held_out.remove(&block);
+                data.held_out = done.held_out;
                 Ok(data)
             }
             Side::Items => {

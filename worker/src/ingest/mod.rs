@@ -35,7 +35,7 @@ use std::time::Instant;
 use als_core::data::ingest::{cell_sums, route_share, FinishedUserBlock, ItemBlock, ItemBoundPart, RoutedPart, UserBlock};
 use als_core::data::select::{KeyPart, KeysPart, TemporalKeys, GATHER_LIMIT};
 use als_core::data::split::{holdout_user_seed, key_ranks, HeldKeys, RatioThreshold};
-use als_core::data::{Csr, DataFingerprint, DuplicatePolicy, Format, HeldOutUsers, LoadOptions, RawRatings, Share};
+use als_core::data::{Csr, DataFingerprint, DuplicatePolicy, Format, LoadOptions, RawRatings, Share};
 use als_proto::pb::split_rule::Kind;
 use als_proto::pb::{BlockOwners, BlockReport, IngestRowsChunk, InputSpec, SplitRule};
 use rayon::prelude::*;
@@ -318,14 +318,8 @@ pub struct Ingest {
     /// The item indices the user blocks asked for (item id → its row in its
     /// block; `None`: no training rating), after [`Stage::ItemsLookedUp`].
     answers: FxHashMap<String, Option<u32>>,
-    /// Users are held out (`--split users`): every user block holds its held-out users' rows.
-    holds_out: bool,
-    /// How repeated pairs merge (given at step 5).
-    duplicates: DuplicatePolicy,
     /// The blocks laid out (after [`Stage::Finished`]).
     pub finished_users: BTreeMap<u32, FinishedUserBlock>,
-    /// Each user block's held-out users, where users are held out.
-    pub finished_held_out: BTreeMap<u32, HeldOutUsers>,
     pub finished_items: BTreeMap<u32, Csr>,
 }
 
@@ -383,10 +377,7 @@ impl Ingest {
             user_starts: Vec::new(),
             item_starts: Vec::new(),
             answers: FxHashMap::default(),
-            holds_out: false,
-            duplicates: DuplicatePolicy::Sum,
             finished_users: BTreeMap::new(),
-            finished_held_out: BTreeMap::new(),
             finished_items: BTreeMap::new(),
         })
     }
@@ -441,7 +432,6 @@ impl Ingest {
         for u in self.users.values_mut() {
             apart += u.hold_out_users(user_seed, &held, seed);
         }
-        self.holds_out = true;
         tracing::debug!(job = %self.id, rows = apart, "held-out users' rows set apart");
         Ok(self
             .users
@@ -648,7 +638,6 @@ impl Ingest {
             }
         }
         self.user_starts = user_starts.to_vec();
-        self.duplicates = duplicates;
         let n_blocks = self.blocks;
         // Blocks are independent: one per core, and so are the streams.
         let parts: Vec<(u32, ItemBoundPart)> = self
@@ -786,17 +775,12 @@ impl Ingest {
         let t0 = Instant::now();
         // Blocks are independent: one per core, reports kept in block order.
         let (user_starts, source) = (&self.user_starts, &self.source);
-        let (holds_out, duplicates) = (self.holds_out, self.duplicates);
-        let users: Vec<(u32, FinishedUserBlock, Option<HeldOutUsers>, BlockReport)> = self
+        let users: Vec<(u32, FinishedUserBlock, BlockReport)> = self
             .users
             .par_iter()
             .map(|(&b, u)| {
                 let first_user = user_starts[b as usize] as u32;
                 let done = u.finish(first_user, n_items, source, &global).map_err(|e| invalid(e.to_string()))?;
-                let held_out = holds_out
-                    .then(|| u.finish_held_out(n_items, duplicates, source, &global))
-                    .transpose()
-                    .map_err(|e| invalid(e.to_string()))?;
                 let names: Vec<(u32, &str)> = u.items_named().into_iter().filter_map(|i| Some((global(i)?, i))).collect();
                 let mut fp = DataFingerprint::default();
                 fp.add_user_block(&u.user_ids, &done.by_user, &names);
@@ -811,14 +795,14 @@ impl Ingest {
                     (r.training_min, r.training_max) = done.training_range;
                     r.fingerprint = fp.lanes.to_vec();
                     r.cells = cell_sums(&done.by_user, first_user, true).to_vec();
-                    if let Some(h) = &held_out {
+                    if let Some(h) = &done.held_out {
                         r.held_out_users = h.n_users() as u64;
                         r.fold_in_rows = h.fold_in.nnz() as u64;
                         r.held_out_test_rows = h.test.len() as u64;
                         r.held_out_dropped_cold = h.dropped_cold as u64;
                     }
                 });
-                Ok((b, done, held_out, r))
+                Ok((b, done, r))
             })
             .collect::<Result<_, JobError>>()?;
         let t1 = Instant::now();
@@ -837,11 +821,8 @@ impl Ingest {
             })
             .collect::<Result<_, JobError>>()?;
         let mut user_reports = Vec::with_capacity(users.len());
-        for (b, done, held_out, r) in users {
+        for (b, done, r) in users {
             self.finished_users.insert(b, done);
-            if let Some(h) = held_out {
-                self.finished_held_out.insert(b, h);
-            }
             user_reports.push(r);
         }
         let mut item_reports = Vec::with_capacity(items.len());
@@ -898,15 +879,10 @@ impl Ingest {
         let (ids, csr, eval_users) = if users {
             let done = self.finished_users.get(&block).ok_or_else(missing)?;
             let ids = &self.users.get(&block).ok_or_else(missing)?.user_ids;
-            let relevant = |test: &mut dyn Iterator<Item = (u32, f32)>| {
-                let mut users: Vec<u32> = test.filter(|t| t.1 >= min_pos).map(|t| t.0).collect();
-                users.sort_unstable();
-                users.dedup();
-                users.len() as u64
-            };
-            let mut scored = relevant(&mut done.test.iter().map(|t| (t.0, t.2)));
-            if let Some(h) = self.finished_held_out.get(&block) {
-                scored += relevant(&mut h.test.users.iter().copied().zip(h.test.ratings.iter().copied()));
+            // Its users' and its held-out users' (numbered apart) with a relevant test row.
+            let mut scored = users_scored(done.test.iter().map(|t| (t.0, t.2)), min_pos);
+            if let Some(h) = &done.held_out {
+                scored += users_scored(h.test.users.iter().copied().zip(h.test.ratings.iter().copied()), min_pos);
             }
             (ids, &done.by_user, scored)
         } else {
@@ -935,6 +911,14 @@ impl Ingest {
             eval_users,
         })
     }
+}
+
+/// The distinct users of `test` rows (user, value) valued `min_pos` or more.
+fn users_scored(test: impl Iterator<Item = (u32, f32)>, min_pos: f32) -> u64 {
+    let mut users: Vec<u32> = test.filter(|t| t.1 >= min_pos).map(|t| t.0).collect();
+    users.sort_unstable();
+    users.dedup();
+    users.len() as u64
 }
 
 fn side_name(to_items: bool) -> &'static str {

@@ -241,9 +241,7 @@ async fn blocks_built_by_workers_reading_shares_are_the_whole_file_datasets() {
                     let starts = h.block_starts(layouts.users.n_blocks());
                     let (indptr, _) = als_core::data::group_by_key(&h.test.users, h.n_users());
                     HeldOutBuilt {
-                        users: h.n_users() as u64,
                         fold_in: h.fold_in.nnz() as u64,
-                        test_rows: h.test.len() as u64,
                         dropped_cold: h.dropped_cold as u64,
                         users_per_block: starts.windows(2).map(|w| (w[1] - w[0]) as u64).collect(),
                         test_rows_per_block: starts.windows(2).map(|w| (indptr[w[1]] - indptr[w[0]]) as u64).collect(),

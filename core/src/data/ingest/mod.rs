@@ -166,6 +166,11 @@ pub struct UserBlock {
     /// [`UserBlock::number_held_out`]), and per code its index there.
     pub held_user_ids: Vec<String>,
     held_dense: Vec<u32>,
+    /// Users are held out: [`UserBlock::finish`] lays out the held-out ones too.
+    holds_out: bool,
+    /// How repeated pairs merge (given to [`UserBlock::item_rows`]); the
+    /// held-out users' fold-in rows merge the same way.
+    duplicates: DuplicatePolicy,
 }
 
 impl UserBlock {
@@ -235,6 +240,7 @@ impl UserBlock {
         }
         self.rows = kept;
         self.held = apart;
+        self.holds_out = true;
         self.held.len() as u64
     }
 
@@ -262,25 +268,15 @@ impl UserBlock {
         (self.held_user_ids, self.held_dense) = number(&self.ids, self.held_users(), numeric);
     }
 
-    /// The held-out users of this block, their items numbered by
-    /// `item_index` (`None`: no training rating), as
+    /// The held-out users of this block, their items numbered as `item_of`
+    /// says per code (looked up for every held-out row's item), as
     /// [`HeldOutUsers::build`] builds every one's (after
     /// [`UserBlock::number_held_out`]).
-    pub fn finish_held_out(
-        &self,
-        n_items: usize,
-        duplicates: DuplicatePolicy,
-        source: &str,
-        item_index: &dyn Fn(&str) -> Option<u32>,
-    ) -> Result<HeldOutUsers, DataError> {
+    fn held_out_users(&self, n_items: usize, source: &str, item_of: &[Option<Option<u32>>]) -> Result<HeldOutUsers, DataError> {
         if self.held_dense.len() != self.ids.len() && !self.held.is_empty() {
             return Err(DataError::Invalid(format!(
                 "{source}: held-out users laid out before they were numbered"
             )));
-        }
-        let mut item_of: Vec<Option<Option<u32>>> = vec![None; self.ids.len()];
-        for r in &self.held {
-            item_of[r.item as usize].get_or_insert_with(|| item_index(&self.ids[r.item as usize]));
         }
         let rows = || {
             self.held.iter().map(|r| HeldOutRow {
@@ -294,7 +290,7 @@ impl UserBlock {
             let named = self.held.iter().find(|r| item_of[r.item as usize].flatten() == Some(i));
             named.map_or_else(|| format!("row {i}"), |r| self.ids[r.item as usize].clone())
         };
-        HeldOutUsers::from_rows(self.held_user_ids.clone(), n_items, rows, duplicates, source, &item_name)
+        HeldOutUsers::from_rows(self.held_user_ids.clone(), n_items, rows, self.duplicates, source, &item_name)
     }
 
     /// The codes of the users with training rows, each once.
@@ -317,6 +313,7 @@ impl UserBlock {
     /// merged by `duplicates` in input order (kept for [`UserBlock::finish`]),
     /// by item block.
     pub fn item_rows(&mut self, first_user: u32, n_blocks: usize, duplicates: DuplicatePolicy) -> Vec<ItemBoundPart> {
+        self.duplicates = duplicates;
         let training = || {
             self.rows
                 .iter()
@@ -367,8 +364,9 @@ impl UserBlock {
             .collect()
     }
 
-    /// The block's rows (users × all items) and test rows in dense indices,
-    /// items numbered by `item_index` (`None`: no training rating), after
+    /// The block's rows (users × all items), test rows and held-out users
+    /// (where users are held out) in dense indices, items numbered by
+    /// `item_index` (`None`: no training rating), after
     /// [`UserBlock::item_rows`] merged the training rows.
     pub fn finish(
         &self,
@@ -425,6 +423,16 @@ impl UserBlock {
                 _ => test_dropped_cold += 1,
             }
         }
+        let held_out = match self.holds_out {
+            true => {
+                // Looked up with the training rows' items: one look-up per distinct item.
+                for r in &self.held {
+                    item(r.item);
+                }
+                Some(self.held_out_users(n_items, source, &item_of)?)
+            }
+            false => None,
+        };
         // Before repeats are merged, as the single-process dataset takes it.
         let training_range = crate::data::value_range(self.rows.iter().filter(|r| !r.test).map(|r| r.value));
         Ok(FinishedUserBlock {
@@ -433,6 +441,7 @@ impl UserBlock {
             test_dropped_cold,
             duplicates_merged: *duplicates_merged,
             training_range,
+            held_out,
         })
     }
 }
@@ -468,6 +477,8 @@ pub struct FinishedUserBlock {
     /// The training rows' values' range, before repeats are merged
     /// (infinite and reversed for a block without any).
     pub training_range: (f32, f32),
+    /// Where users are held out (`--split users`): the block's held-out users.
+    pub held_out: Option<HeldOutUsers>,
 }
 
 /// Every training row of one block's items, users numbered.

@@ -127,16 +127,16 @@ fn from_shares(
         let b = block_of_id(item, n_blocks);
         items[b].index_of(item).map(|i| item_starts[b] as u32 + i)
     };
-    let (finished, held_out): (Vec<FinishedUserBlock>, Vec<HeldOutUsers>) = users
+    let finished: Vec<FinishedUserBlock> = users
         .iter()
         .enumerate()
         .map(|(b, block)| {
             let answers: FxHashMap<String, Option<u32>> = block.items_named().into_iter().map(|i| (i.to_owned(), ask(i))).collect();
-            let item_index = |i: &str| answers.get(i).copied().flatten();
-            let finished = block.finish(user_starts[b] as u32, n_items, "t", &item_index).unwrap();
-            (finished, block.finish_held_out(n_items, duplicates, "t", &item_index).unwrap())
+            block
+                .finish(user_starts[b] as u32, n_items, "t", &|i| answers.get(i).copied().flatten())
+                .unwrap()
         })
-        .unzip();
+        .collect();
     Built {
         user_ids: users.iter().flat_map(|b| b.user_ids.clone()).collect(),
         item_ids: items.iter().flat_map(|b| b.item_ids.clone()).collect(),
@@ -150,7 +150,7 @@ fn from_shares(
             .collect(),
         test_dropped_cold: finished.iter().map(|f| f.test_dropped_cold).sum(),
         duplicates_merged: finished.iter().map(|f| f.duplicates_merged).sum(),
-        held_out,
+        held_out: finished.iter().filter_map(|f| f.held_out.clone()).collect(),
     }
 }
 
@@ -232,6 +232,7 @@ fn held_out_users_are_the_whole_file_ones_block_by_block() {
                     let b = from_shares(&path, shares, n_blocks, (&SplitSpec::None, Some(h)), duplicates);
                     assert_eq!(b.user_ids, ds.user_ids, "{what}");
                     let starts = whole.block_starts(n_blocks);
+                    assert_eq!(b.held_out.len(), n_blocks, "{what}: every block holds its held-out users");
                     for (blk, got) in b.held_out.iter().enumerate() {
                         let users = starts[blk]..starts[blk + 1];
                         assert_eq!(got.user_ids, whole.user_ids[users.clone()], "{what}: block {blk}");
